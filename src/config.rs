@@ -156,7 +156,10 @@ impl BrokerConfig {
         let positive = [
             ("default_partitions", self.default_partitions as i64),
             ("request_bytes_max", self.request_bytes_max as i64),
-            ("connections_per_shard_max", self.connections_per_shard_max as i64),
+            (
+                "connections_per_shard_max",
+                self.connections_per_shard_max as i64,
+            ),
             (
                 "inflight_requests_per_connection_max",
                 self.inflight_requests_per_connection_max as i64,

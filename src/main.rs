@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use freshet::config::BrokerConfig;
 
 #[derive(Parser)]
-#[command(name = "freshet", version, about = "A Kafka-compatible event streaming broker")]
+#[command(
+    name = "freshet",
+    version,
+    about = "A Kafka-compatible event streaming broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

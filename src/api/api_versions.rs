@@ -6,11 +6,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::messages::ApiVersionsRequest;
 
 use super::{decode, Outcome};
-use crate::protocol::codec::encode_response;
 use crate::protocol::header::ParsedRequest;
 use crate::protocol::versions::api_versions_response;
 use crate::shard::Shard;
@@ -23,14 +21,4 @@ pub async fn handle(_shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     }
     let body = api_versions_response(request.api_version);
     super::respond(&request, &body)
-}
-
-/// The answer to an ApiVersions request of a version we do not support.
-pub fn unsupported_version(request: &ParsedRequest) -> Outcome {
-    let mut body = api_versions_response(0);
-    body.error_code = ResponseError::UnsupportedVersion.code();
-    match encode_response(ApiKey::ApiVersions, 0, request.correlation_id, &body) {
-        Ok(bytes) => Outcome::Respond(vec![bytes]),
-        Err(e) => Outcome::Close(format!("cannot encode ApiVersions fallback: {e}")),
-    }
 }

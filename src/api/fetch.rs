@@ -29,13 +29,21 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{decode, first_of, join_all, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
-use crate::protocol::fetch::{encode_fetch_response, FetchPartitionOut, FetchResponseOut, FetchTopicOut};
+use crate::protocol::fetch::{
+    encode_fetch_response, FetchPartition, FetchResponseParts, FetchTopic,
+};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardId};
 use crate::storage::StorageError;
 
 /// The longest a fetch may park, whatever the client asks (bounds parked work per shard).
 const MAX_WAIT_MS_CAP: i32 = 30_000;
+
+/// A local future, boxed.
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// A topic of the response: name, id, and (partition, metadata error) in request order.
+type TopicLayout = (String, uuid::Uuid, Vec<(i32, Option<ResponseError>)>);
 
 /// One partition to read.
 #[derive(Clone)]
@@ -87,7 +95,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         None
     };
     if let Some(error) = session_error {
-        let out = FetchResponseOut {
+        let out = FetchResponseParts {
             throttle_time_ms: 0,
             error_code: error.code(),
             session_id: 0,
@@ -98,12 +106,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 
     let metadata = shard.metadata();
     // Response layout: topics in request order, partitions in request order.
-    let mut layout: Vec<(String, uuid::Uuid, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+    let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
     for topic in &body.topics {
         let resolved = if version >= 13 {
-            metadata.topic_by_id(topic.topic_id).map(|(n, t)| (n.to_string(), t))
+            metadata
+                .topic_by_id(topic.topic_id)
+                .map(|(n, t)| (n.to_string(), t))
         } else {
             let name = topic.topic.0.to_string();
             metadata.topics.get(&name).map(|t| (name, t))
@@ -139,7 +149,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let max_wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+    let max_bytes = if body.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        body.max_bytes as usize
+    };
     let mut results = read_all(shard, &wants, slot).await;
     loop {
         let available: usize = results.iter().flatten().map(Got::bytes).sum();
@@ -167,9 +181,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     for (name, topic_id, parts) in layout {
         let mut partitions = Vec::with_capacity(parts.len());
         for (partition, error) in parts {
-            let got = results.next().expect("one slot per partition").unwrap_or_else(|| {
-                Got::error(error.unwrap_or(ResponseError::UnknownServerError))
-            });
+            let got = results
+                .next()
+                .expect("one slot per partition")
+                .unwrap_or_else(|| Got::error(error.unwrap_or(ResponseError::UnknownServerError)));
             let mut batches = got.batches;
             let size: usize = batches.iter().map(Bytes::len).sum();
             if size > 0 {
@@ -181,22 +196,23 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     remaining -= batches.iter().map(Bytes::len).sum::<usize>();
                 }
             }
-            partitions.push(FetchPartitionOut {
+            partitions.push(FetchPartition {
                 partition_index: partition,
                 error_code: crate::error::code(got.error),
                 high_watermark: got.high_watermark,
                 last_stable_offset: got.high_watermark,
                 log_start_offset: got.log_start_offset,
+                aborted_transactions: None,
                 records: batches,
             });
         }
-        topics.push(FetchTopicOut {
-            name,
+        topics.push(FetchTopic {
+            name: super::str_bytes(name),
             topic_id,
             partitions,
         });
     }
-    let out = FetchResponseOut {
+    let out = FetchResponseParts {
         throttle_time_ms: 0,
         error_code: 0,
         session_id: 0,
@@ -205,7 +221,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     frame(&request, &out)
 }
 
-fn frame(request: &ParsedRequest, out: &FetchResponseOut) -> Outcome {
+fn frame(request: &ParsedRequest, out: &FetchResponseParts) -> Outcome {
     match encode_fetch_response(request.api_version, request.correlation_id, out) {
         Ok(pieces) => Outcome::Respond(pieces),
         Err(e) => Outcome::Close(format!("cannot encode fetch response: {e}")),
@@ -238,12 +254,15 @@ fn by_owner(shard: &Shard, wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
 /// Reads every wanted partition on its owner; the answer has one entry per request slot
 /// (None for slots that were not read because of a metadata error).
 async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option<Got>> {
-    let mut jobs: Vec<Pin<Box<dyn Future<Output = Vec<(usize, Got)>>>>> = Vec::new();
+    let mut jobs: Vec<LocalFuture<Vec<(usize, Got)>>> = Vec::new();
     for (owner, group) in by_owner(shard, wants) {
         let shard = shard.clone();
         jobs.push(Box::pin(async move {
             let slots: Vec<usize> = group.iter().map(|w| w.slot).collect();
-            match shard.invoke_on(owner, move |owner| read_on_owner(owner, group)).await {
+            match shard
+                .invoke_on(owner, move |owner| read_on_owner(owner, group))
+                .await
+            {
                 Ok(got) => got,
                 Err(e) => slots
                     .into_iter()
@@ -292,7 +311,7 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> 
 
 /// Parks until some owner reports new data for a wanted partition, or the deadline.
 async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
-    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    let mut waits: Vec<LocalFuture<()>> = Vec::new();
     for (owner, group) in by_owner(shard, wants) {
         let shard = shard.clone();
         waits.push(Box::pin(async move {
@@ -317,7 +336,7 @@ async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
         }
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    let mut waits: Vec<LocalFuture<()>> = Vec::new();
     for partition in &partitions {
         let partition = partition.clone();
         waits.push(Box::pin(async move { partition.hw_changed.wait().await }));

@@ -47,7 +47,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 }));
                 continue;
             }
-            let (shard, name, index, ts) = (shard.clone(), name.clone(), p.partition_index, p.timestamp);
+            let (shard, name, index, ts) =
+                (shard.clone(), name.clone(), p.partition_index, p.timestamp);
             work.push(Box::pin(async move {
                 let owner = shard.owner(&name, index);
                 shard
@@ -69,7 +70,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             part.error_code = crate::error::code(error);
             part.timestamp = timestamp;
             part.offset = offset;
-            part.leader_epoch = if error.is_none() && offset >= 0 { 0 } else { -1 };
+            part.leader_epoch = if error.is_none() && offset >= 0 {
+                0
+            } else {
+                -1
+            };
             out.partitions.push(part);
         }
         response.topics.push(out);

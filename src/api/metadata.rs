@@ -129,9 +129,17 @@ fn build_response(
                     if metadata.topics.contains_key(name) {
                         known(name)
                     } else if validate_topic_name(name).is_err() {
-                        unknown(Some(name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
+                        unknown(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ResponseError::InvalidTopicException,
+                        )
                     } else {
-                        unknown(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition)
+                        unknown(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        )
                     }
                 }
                 None => match metadata.topic_by_id(requested.topic_id) {

@@ -21,11 +21,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 
 use crate::protocol::codec::{decode_body, encode_response};
-use crate::protocol::header::ParsedRequest;
-use crate::protocol::versions::supported_range;
+use crate::protocol::header::{
+    classify_request, unsupported_api_versions_frame, Disposition, ParsedRequest,
+};
 use crate::shard::Shard;
 
 /// What the connection does with a request once handled.
@@ -40,20 +41,19 @@ pub enum Outcome {
 
 /// Handles one request on the connection's shard.
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
-    let Ok(api_key) = ApiKey::try_from(request.api_key) else {
-        return Outcome::Close(format!("unknown api key {}", request.api_key));
-    };
-    let supported = supported_range(request.api_key)
-        .is_some_and(|(min, max)| (min..=max).contains(&request.api_version));
-    if !supported {
-        if api_key == ApiKey::ApiVersions {
-            return api_versions::unsupported_version(&request);
+    match classify_request(request.api_key, request.api_version) {
+        Disposition::Handle => {}
+        Disposition::UnsupportedApiVersions => {
+            return Outcome::Respond(vec![unsupported_api_versions_frame(request.correlation_id)])
         }
-        return Outcome::Close(format!(
-            "unsupported version {} of {:?}",
-            request.api_version, api_key
-        ));
+        Disposition::Close => {
+            return Outcome::Close(format!(
+                "unsupported api key {} version {}",
+                request.api_key, request.api_version
+            ))
+        }
     }
+    let api_key = request.key();
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(shard, request).await,
         ApiKey::Metadata => metadata::handle(shard, request).await,
@@ -65,7 +65,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 }
 
 /// Decodes the body of `request` as `T`, or says why the connection must close.
-pub fn decode<T: Decodable>(request: &ParsedRequest) -> Result<T, Outcome> {
+pub fn decode<T: Request>(request: &ParsedRequest) -> Result<T, Outcome> {
     decode_body::<T>(request.body.clone(), request.api_version).map_err(|e| {
         Outcome::Close(format!(
             "malformed {} v{} request: {e}",
@@ -107,6 +107,9 @@ struct JoinAll<T> {
     outputs: Vec<Option<T>>,
 }
 
+// Outputs are stored by value and never pinned, so moving JoinAll is fine.
+impl<T> Unpin for JoinAll<T> {}
+
 impl<T> Future for JoinAll<T> {
     type Output = Vec<T>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<T>> {
@@ -129,7 +132,12 @@ impl<T> Future for JoinAll<T> {
         if pending {
             return Poll::Pending;
         }
-        Poll::Ready(this.outputs.drain(..).map(|o| o.expect("every future finished")).collect())
+        Poll::Ready(
+            this.outputs
+                .drain(..)
+                .map(|o| o.expect("every future finished"))
+                .collect(),
+        )
     }
 }
 

@@ -78,11 +78,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     PartitionResult::error(ResponseError::InvalidRequiredAcks, None)
                 }));
             } else if !known {
-                work.push(Box::pin(async move { PartitionResult::error(unknown_error, None) }));
+                work.push(Box::pin(async move {
+                    PartitionResult::error(unknown_error, None)
+                }));
             } else {
                 let topic_name = name.clone().unwrap_or_default();
                 let records = data.records.clone().unwrap_or_default();
-                work.push(Box::pin(append_on_owner(shard.clone(), topic_name, data.index, records)));
+                work.push(Box::pin(append_on_owner(
+                    shard.clone(),
+                    topic_name,
+                    data.index,
+                    records,
+                )));
             }
         }
     }

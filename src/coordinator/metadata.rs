@@ -91,7 +91,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
         return Err(invalid("Topic name cannot be \".\" or \"..\""));
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(invalid("Topic name is illegal, it can't be longer than 249 characters"));
+        return Err(invalid(
+            "Topic name is illegal, it can't be longer than 249 characters",
+        ));
     }
     if !name
         .bytes()
@@ -251,11 +253,18 @@ mod tests {
         let m2 = m1.apply(&create("b", 1)).unwrap();
         assert_eq!(m2.version, 2);
         assert_ne!(m2.topics["a"].id, m2.topics["b"].id);
-        assert_eq!(m1.apply(&create("a", 1)).unwrap_err().code, ResponseError::TopicAlreadyExists);
-        let m3 = m2.apply(&MetadataCommand::DeleteTopic { name: "a".into() }).unwrap();
+        assert_eq!(
+            m1.apply(&create("a", 1)).unwrap_err().code,
+            ResponseError::TopicAlreadyExists
+        );
+        let m3 = m2
+            .apply(&MetadataCommand::DeleteTopic { name: "a".into() })
+            .unwrap();
         assert!(!m3.topics.contains_key("a"));
         assert_eq!(
-            m3.apply(&MetadataCommand::DeleteTopic { name: "a".into() }).unwrap_err().code,
+            m3.apply(&MetadataCommand::DeleteTopic { name: "a".into() })
+                .unwrap_err()
+                .code,
             ResponseError::UnknownTopicOrPartition
         );
     }
@@ -264,9 +273,15 @@ mod tests {
     fn bad_names_partitions_and_configs_are_refused_with_kafka_errors() {
         let m = ClusterMetadata::default();
         for name in ["", ".", "..", "a b", "x/y", &"t".repeat(250)] {
-            assert_eq!(m.check(&create(name, 1)).unwrap_err().code, ResponseError::InvalidTopicException);
+            assert_eq!(
+                m.check(&create(name, 1)).unwrap_err().code,
+                ResponseError::InvalidTopicException
+            );
         }
-        assert_eq!(m.check(&create("t", 0)).unwrap_err().code, ResponseError::InvalidPartitions);
+        assert_eq!(
+            m.check(&create("t", 0)).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
         let mut configs = BTreeMap::new();
         configs.insert("retention.ms".to_string(), "never".to_string());
         let cmd = MetadataCommand::CreateTopic {
@@ -274,7 +289,10 @@ mod tests {
             partitions: 1,
             configs,
         };
-        assert_eq!(m.check(&cmd).unwrap_err().code, ResponseError::InvalidConfig);
+        assert_eq!(
+            m.check(&cmd).unwrap_err().code,
+            ResponseError::InvalidConfig
+        );
     }
 
     #[test]
@@ -284,7 +302,10 @@ mod tests {
             name: "t".into(),
             total,
         };
-        assert_eq!(m.check(&grow(2)).unwrap_err().code, ResponseError::InvalidPartitions);
+        assert_eq!(
+            m.check(&grow(2)).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
         assert_eq!(m.apply(&grow(5)).unwrap().topics["t"].partitions, 5);
     }
 }

@@ -52,39 +52,51 @@ const fn def(
     }
 }
 
-use ConfigType::*;
+use ConfigType as T;
 
 /// Kafka 4.1's topic configs (tiered-storage ones aside), in Kafka's alphabetical order.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def("cleanup.policy", List, &["delete", "compact", "compact,delete", "delete,compact"], 0, false),
+    def(
+        "cleanup.policy",
+        T::List,
+        &["delete", "compact", "compact,delete", "delete,compact"],
+        0,
+        false,
+    ),
     def(
         "compression.type",
-        String,
+        T::String,
         &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
         0,
         false,
     ),
-    def("delete.retention.ms", Long, &[], 0, false),
-    def("file.delete.delay.ms", Long, &[], 0, false),
-    def("flush.messages", Long, &[], 1, false),
-    def("flush.ms", Long, &[], 0, false),
-    def("index.interval.bytes", Int, &[], 0, true),
-    def("max.compaction.lag.ms", Long, &[], 1, false),
-    def("max.message.bytes", Int, &[], 0, true),
-    def("message.timestamp.after.max.ms", Long, &[], 0, false),
-    def("message.timestamp.before.max.ms", Long, &[], 0, false),
-    def("message.timestamp.type", String, &["CreateTime", "LogAppendTime"], 0, true),
-    def("min.cleanable.dirty.ratio", Double, &[], 0, false),
-    def("min.compaction.lag.ms", Long, &[], 0, false),
-    def("min.insync.replicas", Int, &[], 1, false),
-    def("preallocate", Boolean, &[], 0, false),
-    def("retention.bytes", Long, &[], -1, true),
-    def("retention.ms", Long, &[], -1, true),
-    def("segment.bytes", Int, &[], 14, true),
-    def("segment.index.bytes", Int, &[], 4, false),
-    def("segment.jitter.ms", Long, &[], 0, false),
-    def("segment.ms", Long, &[], 1, true),
-    def("unclean.leader.election.enable", Boolean, &[], 0, false),
+    def("delete.retention.ms", T::Long, &[], 0, false),
+    def("file.delete.delay.ms", T::Long, &[], 0, false),
+    def("flush.messages", T::Long, &[], 1, false),
+    def("flush.ms", T::Long, &[], 0, false),
+    def("index.interval.bytes", T::Int, &[], 0, true),
+    def("max.compaction.lag.ms", T::Long, &[], 1, false),
+    def("max.message.bytes", T::Int, &[], 0, true),
+    def("message.timestamp.after.max.ms", T::Long, &[], 0, false),
+    def("message.timestamp.before.max.ms", T::Long, &[], 0, false),
+    def(
+        "message.timestamp.type",
+        T::String,
+        &["CreateTime", "LogAppendTime"],
+        0,
+        true,
+    ),
+    def("min.cleanable.dirty.ratio", T::Double, &[], 0, false),
+    def("min.compaction.lag.ms", T::Long, &[], 0, false),
+    def("min.insync.replicas", T::Int, &[], 1, false),
+    def("preallocate", T::Boolean, &[], 0, false),
+    def("retention.bytes", T::Long, &[], -1, true),
+    def("retention.ms", T::Long, &[], -1, true),
+    def("segment.bytes", T::Int, &[], 14, true),
+    def("segment.index.bytes", T::Int, &[], 4, false),
+    def("segment.jitter.ms", T::Long, &[], 0, false),
+    def("segment.ms", T::Long, &[], 1, true),
+    def("unclean.leader.election.enable", T::Boolean, &[], 0, false),
 ];
 
 /// Looks a topic config up by name.
@@ -126,32 +138,40 @@ pub struct InvalidConfig(pub String);
 
 /// Checks one `name = value` pair against the table.
 pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
-    let def = find(name).ok_or_else(|| InvalidConfig(format!("Unknown topic config name: {name}")))?;
-    let bad = |why: &str| InvalidConfig(format!("Invalid value {value} for configuration {name}: {why}"));
+    let def =
+        find(name).ok_or_else(|| InvalidConfig(format!("Unknown topic config name: {name}")))?;
+    let bad = |why: &str| {
+        InvalidConfig(format!(
+            "Invalid value {value} for configuration {name}: {why}"
+        ))
+    };
     match def.config_type {
-        Boolean => {
+        T::Boolean => {
             if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") {
                 return Err(bad("Expected value to be either true or false"));
             }
         }
-        Int | Long => {
+        T::Int | T::Long => {
             let n: i64 = value.trim().parse().map_err(|_| bad("Not a number"))?;
-            if def.config_type == Int && i32::try_from(n).is_err() {
+            if def.config_type == T::Int && i32::try_from(n).is_err() {
                 return Err(bad("Not a 32-bit integer"));
             }
             if n < def.min {
                 return Err(bad(&format!("Value must be at least {}", def.min)));
             }
         }
-        Double => {
+        T::Double => {
             let x: f64 = value.trim().parse().map_err(|_| bad("Not a number"))?;
             if !(0.0..=1.0).contains(&x) {
                 return Err(bad("Value must be in [0, 1]"));
             }
         }
-        String | List => {
+        T::String | T::List => {
             if !def.choices.is_empty() && !def.choices.contains(&value.trim()) {
-                return Err(bad(&format!("String must be one of: {}", def.choices.join(", "))));
+                return Err(bad(&format!(
+                    "String must be one of: {}",
+                    def.choices.join(", ")
+                )));
             }
         }
     }
@@ -161,20 +181,19 @@ pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
 /// The effective value of every topic config for a topic with these overrides:
 /// `(name, value, is_override)`, in the table's order.
 pub fn effective<'a>(
-    overrides: &'a BTreeMap<std::string::String, std::string::String>,
+    overrides: &'a BTreeMap<String, String>,
     broker: &'a BrokerConfig,
-) -> impl Iterator<Item = (&'static TopicConfigDef, std::string::String, bool)> + 'a {
-    TOPIC_CONFIGS.iter().map(move |d| match overrides.get(d.name) {
-        Some(v) => (d, v.clone(), true),
-        None => (d, broker_default(d.name, broker), false),
-    })
+) -> impl Iterator<Item = (&'static TopicConfigDef, String, bool)> + 'a {
+    TOPIC_CONFIGS
+        .iter()
+        .map(move |d| match overrides.get(d.name) {
+            Some(v) => (d, v.clone(), true),
+            None => (d, broker_default(d.name, broker), false),
+        })
 }
 
 /// The storage engine's settings for a topic with these overrides.
-pub fn log_config(
-    overrides: &BTreeMap<std::string::String, std::string::String>,
-    broker: &BrokerConfig,
-) -> LogConfig {
+pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let value = |name: &str| {
         overrides
             .get(name)
@@ -231,7 +250,10 @@ mod tests {
         let broker = BrokerConfig::default();
         let mut overrides = BTreeMap::new();
         overrides.insert("segment.bytes".to_string(), "1048576".to_string());
-        overrides.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        overrides.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
         let config = log_config(&overrides, &broker);
         assert_eq!(config.segment_bytes, 1_048_576);
         assert_eq!(config.message_timestamp_type, TimestampType::LogAppendTime);

@@ -40,7 +40,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    let write_task = glommio::spawn_local(write_loop(shard.clone(), writer, queue_rx, peer.clone()));
+    let write_task =
+        glommio::spawn_local(write_loop(shard.clone(), writer, queue_rx, peer.clone()));
     let why = read_loop(&shard, reader, queue_tx, &peer).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
@@ -78,7 +79,9 @@ async fn read_loop(
             } else {
                 0
             };
-            let want = announced.saturating_sub(buf.len()).clamp(READ_CHUNK_BYTES, 1 << 20);
+            let want = announced
+                .saturating_sub(buf.len())
+                .clamp(READ_CHUNK_BYTES, 1 << 20);
             let filled = buf.len();
             buf.resize(filled + want, 0);
             let read = futures_lite::future::or(
@@ -114,7 +117,9 @@ async fn read_loop(
             }
         };
         let frame: Bytes = frame.freeze();
-        let kib = (frame.len() as u64).div_ceil(1024).clamp(1, shard_kib_total(shard));
+        let kib = (frame.len() as u64)
+            .div_ceil(1024)
+            .clamp(1, shard_kib_total(shard));
         if shard.inflight_kib.acquire(kib).await.is_err() {
             return "shard stopping".into();
         }
@@ -127,8 +132,9 @@ async fn read_loop(
             }
         };
         let handler_shard = shard.clone();
-        let answer = glommio::spawn_local(async move { api::handle(&handler_shard, request).await })
-            .detach();
+        let answer =
+            glommio::spawn_local(async move { api::handle(&handler_shard, request).await })
+                .detach();
         if queue.send_async(InFlight { answer, kib }).await.is_err() {
             return "writer gone".into();
         }

@@ -20,15 +20,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(shard = shard.id, ?addr, "accepting connections");
     loop {
-        let accepted = futures_lite::future::or(
-            async { Some(listener.accept().await) },
-            async {
-                while !shard.stopping.get() {
-                    shard.stop.wait().await;
-                }
-                None
-            },
-        )
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !shard.stopping.get() {
+                shard.stop.wait().await;
+            }
+            None
+        })
         .await;
         let stream = match accepted {
             None => break,

@@ -207,11 +207,13 @@ impl Shard {
             .partitions
             .borrow()
             .keys()
-            .filter(|(topic, _)| match (previous.topics.get(topic), next.topics.get(topic)) {
-                (_, None) => true,
-                (Some(old), Some(new)) => old.id != new.id,
-                (None, Some(_)) => false,
-            })
+            .filter(
+                |(topic, _)| match (previous.topics.get(topic), next.topics.get(topic)) {
+                    (_, None) => true,
+                    (Some(old), Some(new)) => old.id != new.id,
+                    (None, Some(_)) => false,
+                },
+            )
             .cloned()
             .collect();
         for key in doomed {
@@ -290,9 +292,15 @@ impl Shard {
         commands: Vec<MetadataCommand>,
         validate_only: bool,
     ) -> Vec<Result<(), MetadataError>> {
-        assert_eq!(self.id, COORDINATOR_SHARD, "metadata changes run on the coordinator shard");
+        assert_eq!(
+            self.id, COORDINATOR_SHARD,
+            "metadata changes run on the coordinator shard"
+        );
         let Ok(_permit) = self.metadata_lock.acquire_permit(1).await else {
-            return commands.iter().map(|_| Err(storage_unavailable())).collect();
+            return commands
+                .iter()
+                .map(|_| Err(storage_unavailable()))
+                .collect();
         };
         let mut current = (*self.metadata()).clone();
         let mut results = Vec::with_capacity(commands.len());
@@ -349,8 +357,12 @@ impl Shard {
             for partition in self.partitions() {
                 match partition.log.apply_retention(now_ms()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %partition.topic, partition = partition.index, segments = n, "retention deleted segments"),
-                    Err(e) => tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed"),
+                    Ok(n) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
+                    }
                 }
                 glommio::yield_if_needed().await;
             }
@@ -359,7 +371,12 @@ impl Shard {
 
     /// Flushes and closes every partition (clean shutdown).
     pub async fn close_partitions(&self) {
-        let partitions: Vec<_> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        let partitions: Vec<_> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for partition in partitions {
             if let Err(e) = partition.log.close().await {
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing partition failed");

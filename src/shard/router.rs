@@ -75,7 +75,9 @@ impl Router {
         Fut: Future<Output = ()> + 'static,
     {
         let job: Job = Box::new(move |shard| Box::pin(f(shard)));
-        self.inboxes[target].send(job).map_err(|_| ShardGone(target))
+        self.inboxes[target]
+            .send(job)
+            .map_err(|_| ShardGone(target))
     }
 }
 
@@ -103,7 +105,9 @@ mod tests {
             for p in 0..100 {
                 seen[owner_of("orders", p, shards)] += 1;
             }
-            assert!(seen.iter().all(|&n| n == 100 / shards || n == 100 / shards + 1));
+            assert!(seen
+                .iter()
+                .all(|&n| n == 100 / shards || n == 100 / shards + 1));
         }
         assert_eq!(owner_of("t", 7, 1), 0);
     }

@@ -123,7 +123,10 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     }
     if ready == shards {
         tracing::info!(%addr, shards, startup_ms = started.elapsed().as_millis() as u64, "freshet ready");
-        eprintln!("freshet ready on {addr} ({shards} shard(s), started in {} ms)", started.elapsed().as_millis());
+        eprintln!(
+            "freshet ready on {addr} ({shards} shard(s), started in {} ms)",
+            started.elapsed().as_millis()
+        );
     }
 
     let signal_router = router.clone();
@@ -177,16 +180,18 @@ async fn shard_main(
     while shard.connections.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    retention.cancel().await;
+    retention.cancel();
     shard.close_partitions().await;
-    inbox_task.cancel().await;
+    inbox_task.cancel();
     tracing::debug!(shard = index, "shard stopped");
     Ok(())
 }
 
 /// Runs the jobs other shards send, each as its own task, at most `shard_queue_depth` at once.
 async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
-    let running = Rc::new(glommio::sync::Semaphore::new(shard.config.shard_queue_depth as u64));
+    let running = Rc::new(glommio::sync::Semaphore::new(
+        shard.config.shard_queue_depth as u64,
+    ));
     while let Ok(job) = inbox.recv_async().await {
         let Ok(permit) = running.acquire_static_permit(1).await else {
             break;
@@ -225,7 +230,9 @@ fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {
     // SAFETY: flock on a valid open descriptor; no memory is passed.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(StartError::DataDirLocked(config.data_dir.display().to_string()));
+        return Err(StartError::DataDirLocked(
+            config.data_dir.display().to_string(),
+        ));
     }
     Ok(file)
 }

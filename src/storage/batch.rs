@@ -332,13 +332,14 @@ pub fn validate_record_set(
             Err(e) => {
                 // Report an oversized truncated batch as too large rather than corrupt, as
                 // Kafka does when the size field alone exceeds the limit.
-                if let Some(Ok(total)) = framed_len(&records[records.len().min(
-                    out.iter()
-                        .map(|i: &BatchInfo| i.pos + i.len)
-                        .next_back()
-                        .unwrap_or(0),
-                )..])
-                {
+                if let Some(Ok(total)) = framed_len(
+                    &records[records.len().min(
+                        out.iter()
+                            .map(|i: &BatchInfo| i.pos + i.len)
+                            .next_back()
+                            .unwrap_or(0),
+                    )..],
+                ) {
                     if total > max_message_bytes as usize {
                         return Err(StorageError::MessageTooLarge {
                             size: total,
