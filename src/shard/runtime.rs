@@ -73,6 +73,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         })?,
     );
     check_memlock(&config, shards)?;
+    raise_open_files_limit();
     let metadata = load_metadata(&config)?;
     tracing::info!(
         shards,
@@ -268,6 +269,26 @@ fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError>
         });
     }
     Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every partition keeps its active segment
+/// open and every connection is a descriptor, so the usual soft limit of 1024 is far too low.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open files limit");
+            }
+        }
+    }
+    tracing::debug!(open_files_max = limit.rlim_cur, "open files limit");
 }
 
 fn explain_executor_error(text: &str) -> String {
