@@ -44,21 +44,38 @@ pub fn decode_body<T: Request>(body: Bytes, version: i16) -> Result<T, ProtocolE
     if !(T::VERSIONS.min..=T::VERSIONS.max).contains(&version) {
         return Err(malformed(format!("version not in {}", T::VERSIONS)));
     }
-    match schema::request_schema(T::KEY) {
-        Some(s) => schema::prescan(s, &body, version).map_err(|e| malformed(e.to_string()))?,
-        // Every served API has a schema (tested); this is for the long tail, used by tests.
-        None => {
-            return Err(malformed(
-                "no pre-scan schema for this request type".to_owned(),
-            ))
-        }
-    }
+    let Some(layout) = schema::request_schema(T::KEY) else {
+        // Every served API has a schema (a test checks it); refuse the rest rather than risk it.
+        return Err(malformed(
+            "no pre-scan schema for this request type".to_owned(),
+        ));
+    };
+    let scanned = schema::prescan(layout, &body, version).map_err(|e| malformed(e.to_string()))?;
+    let body_len = body.len();
     let mut buf = body;
-    match catch_unwind(AssertUnwindSafe(|| T::decode(&mut buf, version))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(malformed(e.to_string())),
-        Err(_) => Err(malformed("decoder panicked".to_owned())),
+    let value = match catch_unwind(AssertUnwindSafe(|| T::decode(&mut buf, version))) {
+        Ok(Ok(value)) => value,
+        Ok(Err(e)) => return Err(malformed(e.to_string())),
+        Err(_) => return Err(malformed("decoder panicked".to_owned())),
+    };
+    let decoded = body_len - buf.len();
+    if decoded != scanned {
+        // The schema and the crate disagree: a bug in schema_table, not bad input. Refuse the
+        // request rather than trust either reading; tests assert this never happens.
+        tracing::error!(
+            message,
+            version,
+            scanned,
+            decoded,
+            "pre-scan schema out of step with decoder"
+        );
+        debug_assert_eq!(
+            scanned, decoded,
+            "{message} v{version}: pre-scan out of step with decoder"
+        );
+        return Err(malformed("pre-scan out of step with decoder".to_owned()));
     }
+    Ok(value)
 }
 
 /// Encodes a complete response frame: 4-byte size, response header (v0, or v1 with tagged fields

@@ -24,6 +24,8 @@
 pub mod codec;
 pub mod fetch;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod header;
 mod schema;
 mod schema_table;

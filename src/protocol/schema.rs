@@ -105,14 +105,16 @@ pub(crate) enum ScanError {
     },
 }
 
-/// Walks `body` as a `schema` message at `version`. Trailing bytes are allowed (Kafka ignores them).
+/// Walks `body` as a `schema` message at `version` and returns how many bytes the message takes.
+/// Trailing bytes are allowed (Kafka ignores them).
 pub(crate) fn prescan(
     schema: &'static StructSchema,
     body: &[u8],
     version: i16,
-) -> Result<(), ScanError> {
+) -> Result<usize, ScanError> {
     let mut buf = body;
-    walk_struct(schema, &mut buf, version)
+    walk_struct(schema, &mut buf, version)?;
+    Ok(body.len() - buf.len())
 }
 
 fn walk_struct(s: &'static StructSchema, buf: &mut &[u8], version: i16) -> Result<(), ScanError> {
