@@ -118,3 +118,49 @@ pub fn encode_response<T: Encodable>(
     );
     Ok(out.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::{MetadataResponse, ProduceRequest};
+    use kafka_protocol::protocol::Decodable;
+
+    /// Flexible responses get header v1 (with its tagged-field byte), older ones header v0.
+    #[test]
+    fn response_header_version_follows_the_api_version() {
+        for (v, header_version) in [(8, 0), (9, 1), (13, 1)] {
+            let body = MetadataResponse::default().with_cluster_id(None);
+            let frame = encode_response(ApiKey::Metadata, v, -5, &body).unwrap();
+            let mut buf = frame.clone();
+            assert_eq!(buf.get_i32() as usize, frame.len() - 4);
+            assert_eq!(
+                ResponseHeader::decode(&mut buf, header_version)
+                    .unwrap()
+                    .correlation_id,
+                -5
+            );
+            assert_eq!(MetadataResponse::decode(&mut buf, v).unwrap(), body);
+            assert!(!buf.has_remaining());
+        }
+    }
+
+    /// A version the message does not have is an error, not a panic.
+    #[test]
+    fn out_of_range_versions_are_refused() {
+        let err = decode_body::<ProduceRequest>(Bytes::from_static(&[0; 32]), 2).unwrap_err();
+        assert_eq!(
+            err.error_code(),
+            kafka_protocol::error::ResponseError::InvalidRequest
+        );
+        assert!(decode_body::<ProduceRequest>(Bytes::new(), 99).is_err());
+    }
+
+    /// Encoding errors (a field the version cannot carry) come back as errors.
+    #[test]
+    fn unencodable_responses_are_errors() {
+        let body = kafka_protocol::messages::FetchResponse::default().with_session_id(7);
+        assert!(encode_response(ApiKey::Fetch, 6, 1, &body).is_err());
+        assert!(encode_response(ApiKey::Fetch, 7, 1, &body).is_ok());
+    }
+}
