@@ -11,7 +11,8 @@
 //! So [`decode_body`] first walks the body with a schema of the message (see `schema`), which
 //! checks what Kafka's own generated readers check: every array count fits in the bytes left
 //! (each element costs at least one byte), every string and bytes length fits, varints are at
-//! most 5 bytes. Only then does the crate decode it, inside `catch_unwind` as a last line of
+//! most 5 bytes; and it estimates the memory the decoded message will take, which must stay
+//! under [`decoded_memory_bytes_max`]. Only then does the crate decode it, inside `catch_unwind` as a last line of
 //! defence. Trailing bytes after the message are ignored, as Kafka does.
 //!
 //! Encoding: [`encode_response`] writes size prefix, response header and body into one buffer
@@ -31,9 +32,24 @@ fn short_name<T>() -> &'static str {
     full.rsplit("::").next().unwrap_or(full)
 }
 
-/// Decodes a request body of type `T` at `version`. Never panics and never allocates more than a
-/// small multiple of `body.len()`, whatever the bytes. The result shares `body`'s memory for its
-/// strings and record bytes.
+/// Memory a decoded request may take, beyond its body, whatever its size.
+pub const DECODED_MEMORY_BYTES_BASE: usize = 1 << 20;
+
+/// Memory a decoded request may take per byte of its body. Real requests take well under 8:
+/// strings and records are slices of the body, and the densest real arrays (partition lists of
+/// Fetch, ListOffsets, DeleteTopics) cost 2-4 bytes of memory per wire byte. Only degenerate
+/// bodies (millions of empty structs) come near the limit.
+pub const DECODED_MEMORY_BYTES_PER_BODY_BYTE: usize = 16;
+
+/// The most memory a decoded body of `body_len` bytes may take.
+pub fn decoded_memory_bytes_max(body_len: usize) -> usize {
+    DECODED_MEMORY_BYTES_BASE
+        .saturating_add(body_len.saturating_mul(DECODED_MEMORY_BYTES_PER_BODY_BYTE))
+}
+
+/// Decodes a request body of type `T` at `version`. Never panics, and never allocates more than
+/// [`decoded_memory_bytes_max`] of `body.len()`, whatever the bytes. The result shares `body`'s
+/// memory for its strings and record bytes.
 pub fn decode_body<T: Request>(body: Bytes, version: i16) -> Result<T, ProtocolError> {
     let message = short_name::<T>();
     let malformed = |reason: String| ProtocolError::Malformed {
@@ -50,7 +66,16 @@ pub fn decode_body<T: Request>(body: Bytes, version: i16) -> Result<T, ProtocolE
             "no pre-scan schema for this request type".to_owned(),
         ));
     };
-    let scanned = schema::prescan(layout, &body, version).map_err(|e| malformed(e.to_string()))?;
+    let scan = schema::prescan(layout, &body, version).map_err(|e| malformed(e.to_string()))?;
+    let memory_max = decoded_memory_bytes_max(body.len());
+    if scan.memory_bytes > memory_max {
+        return Err(malformed(format!(
+            "would take {} bytes of memory decoded from {} bytes (limit {memory_max})",
+            scan.memory_bytes,
+            body.len()
+        )));
+    }
+    let scanned = scan.wire_bytes;
     let body_len = body.len();
     let mut buf = body;
     let value = match catch_unwind(AssertUnwindSafe(|| T::decode(&mut buf, version))) {

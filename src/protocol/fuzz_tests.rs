@@ -294,10 +294,15 @@ macro_rules! served {
                 let mut again = BytesMut::new();
                 decoded.encode(&mut again, v).expect("re-encode");
                 assert_eq!(again.freeze(), bytes, "{} v{v} round trip", stringify!($t));
-                let scanned = prescan(request_schema(<$t as Request>::KEY).unwrap(), &bytes, v)
+                let scan = prescan(request_schema(<$t as Request>::KEY).unwrap(), &bytes, v)
                     .expect("prescan");
+                assert!(
+                    scan.memory_bytes < 1024 + 16 * bytes.len(),
+                    "{} v{v}: memory",
+                    stringify!($t)
+                );
                 assert_eq!(
-                    scanned,
+                    scan.wire_bytes,
                     bytes.len(),
                     "{} v{v}: pre-scan length",
                     stringify!($t)
@@ -490,4 +495,26 @@ fn every_single_byte_corruption_is_handled() {
         decoded > 1000 && refused > 1000,
         "decoded {decoded}, refused {refused}"
     );
+}
+
+/// A body that is cheap on the wire but costly decoded (500,000 empty topic names, 1 MB) is
+/// refused before decoding; the same topics with real names are accepted.
+#[test]
+fn degenerate_bodies_are_refused_by_their_decoded_size() {
+    let count = 500_000u32;
+    let mut body = count.to_be_bytes().to_vec();
+    for _ in 0..count {
+        body.extend_from_slice(&[0, 0]);
+    }
+    let err = decode_body::<MetadataRequest>(Bytes::from(body), 0).unwrap_err();
+    assert!(err.to_string().contains("memory"), "{err}");
+
+    let mut body = 10_000u32.to_be_bytes().to_vec();
+    for i in 0..10_000 {
+        let name = format!("topic-{i:05}");
+        body.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        body.extend_from_slice(name.as_bytes());
+    }
+    let req = decode_body::<MetadataRequest>(Bytes::from(body), 0).unwrap();
+    assert_eq!(req.topics.unwrap().len(), 10_000);
 }

@@ -28,6 +28,7 @@ pub mod frame;
 mod fuzz_tests;
 pub mod header;
 mod schema;
+#[rustfmt::skip]
 mod schema_table;
 pub mod versions;
 
