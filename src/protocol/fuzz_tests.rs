@@ -444,7 +444,7 @@ fn apply(body: &mut Vec<u8>, m: &Mutation) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
 
     /// Mutated encodings of every served request never panic; where they still decode, the
     /// pre-scan agreed with the decoder on the bytes read (checked inside decode_body).

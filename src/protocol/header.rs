@@ -95,7 +95,7 @@ pub enum HeaderError {
         /// The correlation id as sent.
         correlation_id: i32,
     },
-    /// A known api key, but the rest of the header (client id, tagged fields) is malformed.
+    /// A known api key, but the rest of the header (client id length, tagged fields) is malformed.
     #[error("malformed header of api key {api_key} v{api_version} (correlation id {correlation_id}): {reason}")]
     Malformed {
         /// The key as sent.
@@ -156,9 +156,9 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
                 return Err(malformed("client id truncated"));
             }
             let raw = buf.split_to(len);
-            // Kafka decodes the client id as UTF-8 and fails on invalid input; be as strict.
-            let s = std::str::from_utf8(&raw).map_err(|_| malformed("client id is not UTF-8"))?;
-            client_id = Some(s.to_owned());
+            // Kafka reads strings with `new String(bytes, UTF_8)`, which replaces invalid
+            // sequences instead of failing; be as lenient with the client id.
+            client_id = Some(String::from_utf8_lossy(&raw).into_owned());
         } else if len != -1 {
             return Err(malformed("negative client id length"));
         }
@@ -333,6 +333,15 @@ mod tests {
         let p = parse_request_header(encode_header(ApiKey::Fetch, 12, None, b"")).unwrap();
         assert_eq!(p.client_id, None);
         assert_eq!(p.client_id_or_empty(), "");
+    }
+
+    /// A client id that is not UTF-8 is accepted with replacement characters, as Kafka does.
+    #[test]
+    fn non_utf8_client_id_is_accepted() {
+        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 1, 0, 2, 0xff, b'a', 9]);
+        let p = parse_request_header(frame).unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("\u{fffd}a"));
+        assert_eq!(&p.body[..], &[9]);
     }
 
     /// Unknown tagged fields in a v2 header are skipped.
