@@ -12,8 +12,10 @@
 //! checks what Kafka's own generated readers check: every array count fits in the bytes left
 //! (each element costs at least one byte), every string and bytes length fits, varints are at
 //! most 5 bytes; and it estimates the memory the decoded message will take, which must stay
-//! under [`decoded_memory_bytes_max`]. Only then does the crate decode it, inside `catch_unwind` as a last line of
-//! defence. Trailing bytes after the message are ignored, as Kafka does.
+//! under [`decoded_memory_bytes_max`]. Only then does the crate decode it, inside
+//! `catch_unwind` as a last line of defence. The pre-scan and the crate must then agree on the
+//! bytes read, else the request is refused (a schema bug, never seen in the fuzz tests).
+//! Trailing bytes after the message are ignored, as Kafka does.
 //!
 //! Encoding: [`encode_response`] writes size prefix, response header and body into one buffer
 //! sized exactly by `compute_size`. ApiVersions responses always use header v0 (KIP-511).
@@ -35,10 +37,10 @@ fn short_name<T>() -> &'static str {
 /// Memory a decoded request may take, beyond its body, whatever its size.
 pub const DECODED_MEMORY_BYTES_BASE: usize = 1 << 20;
 
-/// Memory a decoded request may take per byte of its body. Real requests take well under 8:
-/// strings and records are slices of the body, and the densest real arrays (partition lists of
-/// Fetch, ListOffsets, DeleteTopics) cost 2-4 bytes of memory per wire byte. Only degenerate
-/// bodies (millions of empty structs) come near the limit.
+/// Memory a decoded request may take per byte of its body. Real requests stay well below:
+/// strings and records are slices of the body, the densest real arrays (partition lists of
+/// Fetch, ListOffsets) cost 2-6 bytes of memory per wire byte, lists of 1-3 character topic
+/// names about 10. Only degenerate bodies (millions of empty structs) reach the limit.
 pub const DECODED_MEMORY_BYTES_PER_BODY_BYTE: usize = 16;
 
 /// The most memory a decoded body of `body_len` bytes may take.
