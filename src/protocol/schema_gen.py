@@ -14,7 +14,7 @@ import sys
 REQUESTS = {
     "produce_request": 0, "fetch_request": 1, "list_offsets_request": 2, "metadata_request": 3,
     "api_versions_request": 18, "create_topics_request": 19, "delete_topics_request": 20,
-    "delete_records_request": 21, "describe_configs_request": 32, "alter_configs_request": 33,
+    "delete_records_request": 21, "init_producer_id_request": 22, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
 }

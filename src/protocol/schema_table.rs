@@ -316,6 +316,20 @@ pub(crate) static DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC: StructSchema = Stru
     ],
 };
 
+pub(crate) static INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST: StructSchema = StructSchema {
+    name: "InitProducerIdRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 2, max: 5 }, // transactional_id
+        Field { ty: Ty::String, min: 0, max: 1 }, // transactional_id
+        Field { ty: Ty::Int32, min: 0, max: 5 }, // transaction_timeout_ms
+        Field { ty: Ty::Int64, min: 3, max: 5 }, // producer_id
+        Field { ty: Ty::Int16, min: 3, max: 5 }, // producer_epoch
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST: StructSchema = StructSchema {
     name: "DescribeConfigsRequest", tagged_from: 4,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest>(),
@@ -507,6 +521,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         19 => Some(&CREATE_TOPICS_REQUEST_CREATETOPICSREQUEST), // versions 2-7
         20 => Some(&DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST), // versions 1-6
         21 => Some(&DELETE_RECORDS_REQUEST_DELETERECORDSREQUEST), // versions 0-2
+        22 => Some(&INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST), // versions 0-5
         32 => Some(&DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST), // versions 1-4
         33 => Some(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSREQUEST), // versions 0-2
         35 => Some(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST), // versions 1-4
