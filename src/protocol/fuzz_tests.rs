@@ -161,6 +161,12 @@ fn seed_delete_records(_v: i16) -> DeleteRecordsRequest {
         .with_timeout_ms(1000)
 }
 
+fn seed_init_producer_id(_v: i16) -> InitProducerIdRequest {
+    InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("txn-1"))))
+        .with_transaction_timeout_ms(60_000)
+}
+
 fn seed_describe_configs(v: i16) -> DescribeConfigsRequest {
     let r = describe_configs_request::DescribeConfigsResource::default()
         .with_resource_type(2)
@@ -269,6 +275,7 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         CreateTopicsRequest,
         DeleteTopicsRequest,
         DeleteRecordsRequest,
+        InitProducerIdRequest,
         DescribeConfigsRequest,
         AlterConfigsRequest,
         DescribeLogDirsRequest,
@@ -322,6 +329,7 @@ fn served() -> Vec<Served> {
         served!(CreateTopicsRequest, seed_create_topics),
         served!(DeleteTopicsRequest, seed_delete_topics),
         served!(DeleteRecordsRequest, seed_delete_records),
+        served!(InitProducerIdRequest, seed_init_producer_id),
         served!(DescribeConfigsRequest, seed_describe_configs),
         served!(AlterConfigsRequest, seed_alter_configs),
         served!(DescribeLogDirsRequest, seed_describe_log_dirs),
