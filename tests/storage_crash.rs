@@ -76,7 +76,7 @@ fn crash_child_entry() {
         for t in 0..6u64 {
             let log = log.clone();
             tasks.push(glommio::spawn_local(async move {
-                let mut rng = Rng::new(seed() ^ (t + 1) * 0x9E37_79B9);
+                let mut rng = Rng::new(seed() ^ ((t + 1) * 0x9E37_79B9));
                 while started.elapsed() < CHILD_LIFETIME_MAX {
                     let n = 1 + rng.below(20) as usize;
                     let big = rng.below(10) == 0;
@@ -330,6 +330,6 @@ fn damaged_index_is_rebuilt() {
         log.close().await.expect("close");
     });
     let idx = std::fs::read(dir.join(format!("{:020}.index", 0))).expect("index rebuilt");
-    assert!(!idx.is_empty() && idx.len() % 8 == 0);
+    assert!(!idx.is_empty() && idx.len().is_multiple_of(8));
     assert!(dir.join(&seg2).exists(), "time index rebuilt");
 }
