@@ -54,10 +54,18 @@ fn settings() -> Settings {
     Settings {
         mb: setting(&args, "--mb", "FRESHET_BENCH_MB", 1024),
         limit_mb: setting(&args, "--limit-mb", "FRESHET_BENCH_LIMIT_MB", 1024),
-        inflight_small: setting(&args, "--inflight-small", "FRESHET_BENCH_INFLIGHT_SMALL", 256)
-            as usize,
-        inflight_large: setting(&args, "--inflight-large", "FRESHET_BENCH_INFLIGHT_LARGE", 16)
-            as usize,
+        inflight_small: setting(
+            &args,
+            "--inflight-small",
+            "FRESHET_BENCH_INFLIGHT_SMALL",
+            256,
+        ) as usize,
+        inflight_large: setting(
+            &args,
+            "--inflight-large",
+            "FRESHET_BENCH_INFLIGHT_LARGE",
+            16,
+        ) as usize,
         dir,
         run_dd: args.iter().any(|a| a == "--dd") || std::env::var("FRESHET_BENCH_DD").is_ok(),
     }
@@ -158,7 +166,8 @@ async fn fdatasync_latency(path: &Path, n: u64, append: bool) -> Histogram<u64> 
         let pos = if append { i * 4096 } else { (i % 256) * 4096 };
         file.write_at(buf, pos).await.expect("write");
         file.fdatasync().await.expect("fdatasync");
-        h.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+        h.record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
     }
     file.close().await.expect("close");
     let _ = std::fs::remove_file(path);
@@ -194,7 +203,12 @@ struct AppendResult {
 }
 
 /// Closed loop: `inflight` tasks each append `batch` until `total_bytes` are written.
-async fn append_scenario(dir: &Path, batch: Bytes, total_bytes: u64, inflight: usize) -> AppendResult {
+async fn append_scenario(
+    dir: &Path,
+    batch: Bytes,
+    total_bytes: u64,
+    inflight: usize,
+) -> AppendResult {
     let _ = std::fs::remove_dir_all(dir);
     let log = Rc::new(
         PartitionLog::open(dir, LogConfig::default(), TailCache::new(64 << 20))
@@ -219,7 +233,8 @@ async fn append_scenario(dir: &Path, batch: Bytes, total_bytes: u64, inflight: u
                 next.set(i + 1);
                 let t = Instant::now();
                 log.append(batch.clone(), 1).await.expect("append");
-                h.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+                h.record(t.elapsed().as_micros().max(1) as u64)
+                    .expect("record");
             }
             h
         }));
@@ -271,9 +286,13 @@ async fn read_scenario(dir: &Path, cache_bytes: usize) -> f64 {
 /// consumers that keep up (Bytes clones, no disk). Returns MB/s.
 async fn tail_read_scenario(dir: &Path, batch: Bytes, mb: u64) -> f64 {
     let _ = std::fs::remove_dir_all(dir);
-    let log = PartitionLog::open(dir, LogConfig::default(), TailCache::new(((mb + 8) << 20) as usize))
-        .await
-        .expect("open");
+    let log = PartitionLog::open(
+        dir,
+        LogConfig::default(),
+        TailCache::new(((mb + 8) << 20) as usize),
+    )
+    .await
+    .expect("open");
     let n = (mb << 20) / batch.len() as u64;
     for _ in 0..n {
         log.append(batch.clone(), 1).await.expect("append");
