@@ -1223,6 +1223,17 @@ impl PartitionLog {
         self.shared.inner.borrow().flush_count
     }
 
+    /// Base offsets of the segments, oldest first (for tests and metrics).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.shared
+            .inner
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
     /// Number of segments (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.shared.inner.borrow().segments.len()
