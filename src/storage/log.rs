@@ -19,7 +19,13 @@
 //! memory and rewritten, zero padded, as it grows), several 1 MiB writes in flight, then one
 //! `fdatasync`, then advance the high watermark and complete every slot it covered. Appends
 //! that arrive meanwhile gather for the next round, so one `fdatasync` covers many appends.
+//! Rounds are pipelined: while round N's `fdatasync` runs, round N+1 is already written (at
+//! most [`SYNCS_IN_FLIGHT_MAX`] syncs in flight); rounds complete strictly in order, so the
+//! high watermark only moves forward over durable bytes. Rewriting the tail block of round N
+//! while its sync runs is safe: the rewrite carries the same bytes for round N's part.
 //! Pending bytes are bounded by [`PENDING_BYTES_MAX`]: appends beyond it wait.
+//!
+//! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
 //!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
@@ -51,6 +57,8 @@
 //! batch) returns whole batches up to `max_bytes`, from one segment per call (as Kafka).
 //!
 //! # Known gaps
+//! - `segment.ms` counts from the wall clock of the segment's first append; after a restart,
+//!   from the active segment's first batch timestamp.
 //! - Indexes of all segments stay in memory (~0.5% of the log size); no lazy loading yet.
 //! - `max_timestamp` after a restart reports the offset of the *batch* holding the max
 //!   timestamp (its last offset) until a newer max arrives.
