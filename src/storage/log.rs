@@ -927,7 +927,8 @@ impl PartitionLog {
                 TimestampType::CreateTime => -1,
             };
             let seg = inner.segments.back_mut().expect("active segment");
-            if seg.len == 0 && seg.roll_time_ms < 0 {
+            if seg.roll_time_ms < 0 {
+                // First append to this segment (or since a restart that found no timestamp).
                 seg.roll_time_ms = now_ms;
             }
             let mut next = leo;
