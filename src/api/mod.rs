@@ -9,6 +9,13 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod init_producer_id;
 pub mod list_offsets;
