@@ -245,6 +245,8 @@ fn produce(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
 fn consume(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
+        // librdkafka needs a group.id even for assign(); nothing is committed.
+        .set("group.id", "freshet-bench-assign-only")
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
