@@ -46,24 +46,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     for topic in &body.topics {
         let name = topic.name.0.to_string();
         let meta = metadata.topics.get(&name);
-        // Checks that hold for the whole topic.
-        let refusal = match meta {
-            None => Some(AdminError::UnknownTopicOrPartition),
-            Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.clone())),
-            Some(_) => None,
-        };
-        let policy_allows = meta.is_none_or(|t| deletes_records(&t.configs, &shard.config));
         for p in &topic.partitions {
             let index = p.partition_index;
             let partition_name = format!("{name}-{index}");
-            let refused = if let Some(e) = &refusal {
-                Some(same_refusal(e))
-            } else if index < 0 || meta.is_none_or(|t| index >= t.partitions) {
-                Some(AdminError::UnknownTopicOrPartition)
-            } else if !policy_allows {
-                Some(AdminError::DeletePolicy(partition_name.clone()))
-            } else {
-                None
+            let refused = match meta {
+                None => Some(AdminError::UnknownTopicOrPartition),
+                Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.clone())),
+                Some(t) if index < 0 || index >= t.partitions => {
+                    Some(AdminError::UnknownTopicOrPartition)
+                }
+                Some(t) if !deletes_records(&t.configs, &shard.config) => {
+                    Some(AdminError::DeletePolicy(partition_name.clone()))
+                }
+                Some(_) => None,
             };
             if let Some(error) = refused {
                 work.push(Box::pin(async move { Err(error) }));
@@ -102,14 +97,6 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         response.topics.push(out);
     }
     respond(&request, &response)
-}
-
-/// The same refusal again, for the next partition of a refused topic.
-fn same_refusal(error: &AdminError) -> AdminError {
-    match error {
-        AdminError::InternalTopicRecords(topic) => AdminError::InternalTopicRecords(topic.clone()),
-        _ => AdminError::UnknownTopicOrPartition,
-    }
 }
 
 /// Whether a topic with these overrides allows DeleteRecords (its `cleanup.policy` includes

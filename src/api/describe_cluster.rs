@@ -29,8 +29,9 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// ALTER_CONFIGS, IDEMPOTENT_WRITE.
 const CLUSTER_OPERATIONS: [u8; 7] = [5, 7, 8, 9, 10, 11, 12];
 
-/// The authorized-operations bit field with every cluster operation allowed.
-fn all_cluster_operations() -> i32 {
+/// The authorized-operations bit field with every cluster operation allowed (also what
+/// Metadata v8-v10 should report when asked for the cluster's authorized operations).
+pub fn all_cluster_operations() -> i32 {
     CLUSTER_OPERATIONS
         .iter()
         .fold(0, |bits, op| bits | (1 << op))
