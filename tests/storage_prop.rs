@@ -156,7 +156,6 @@ proptest! {
                         let now = l.log_start_offset();
                         assert!(now >= log_start && now <= leo);
                         log_start = now;
-                        assert!(l.size_bytes() >= u64::from(keep).min(l.size_bytes()));
                     }
                     Op::Reopen { clean } => {
                         let l = log.take().expect("open");

@@ -602,6 +602,13 @@ async fn write_indexes(
     io::write_file_atomic(&dir.join(segment_file_name(seg_base, "timeindex")), ti).await
 }
 
+fn parse_index_name(name: &str) -> Option<i64> {
+    let stem = name
+        .strip_suffix(".index")
+        .or_else(|| name.strip_suffix(".timeindex"))?;
+    parse_segment_name(&format!("{stem}.log"))
+}
+
 fn parse_segment_name(name: &str) -> Option<i64> {
     let stem = name.strip_suffix(".log")?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -623,9 +630,15 @@ impl PartitionLog {
             prime_disk(dir.parent().unwrap_or(dir)).await?;
         }
         let names = io::list_dir(dir).await?;
+        let log_bases: std::collections::HashSet<i64> =
+            names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        // Temp files of interrupted atomic writes, and index files whose segment is gone (an
+        // interrupted deletion), are garbage.
         let leftovers: Vec<String> = names
             .iter()
-            .filter(|n| n.ends_with(".tmp"))
+            .filter(|n| {
+                n.ends_with(".tmp") || parse_index_name(n).is_some_and(|b| !log_bases.contains(&b))
+            })
             .cloned()
             .collect();
         if !leftovers.is_empty() {
