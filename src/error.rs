@@ -16,7 +16,10 @@ use crate::storage::StorageError;
 /// The Kafka error a client gets for a storage failure.
 pub fn storage_code(error: &StorageError) -> ResponseError {
     match error {
-        StorageError::Io { .. } | StorageError::Closed => ResponseError::KafkaStorageError,
+        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        // The partition is going away from this shard (deleted, or the broker is stopping):
+        // clients refresh metadata and retry.
+        StorageError::Closed => ResponseError::NotLeaderOrFollower,
         StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,

@@ -35,7 +35,7 @@
 //! # Segments
 //! A segment is `<base offset, 20 digits>.log` (batches back to back, wire format) plus
 //! `.index` and `.timeindex` (see [`super::index`]). The active segment is preallocated in
-//! steps of [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
+//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
 //! `segment.bytes`, when it is `segment.ms` old, or when relative offsets would overflow.
 //! At roll the flusher *seals* the old segment (truncate to its length, fdatasync, write its
 //! index files atomically), creates and preallocates the new file, fsyncs the directory and
@@ -87,6 +87,8 @@ pub const FLUSH_BYTES_MAX: usize = 32 << 20;
 pub const WRITE_BYTES_MAX: usize = 1 << 20;
 /// Preallocation step of the active segment (capped by `segment.bytes`).
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+/// First preallocation of a segment file; later steps double up to [`PREALLOCATE_STEP_BYTES`].
+pub const PREALLOCATE_FIRST_BYTES: u64 = 256 << 10;
 /// Bytes read per step while scanning a segment in recovery.
 pub const SCAN_READ_BYTES: usize = 1 << 20;
 /// Largest batch recovery accepts; a length field above it is treated as garbage.
@@ -1782,7 +1784,10 @@ async fn run_write(
     };
     let new_len = plan.start_len + plan.bytes;
     if new_len > preallocated_len {
-        let target = (preallocated_len + plan.preallocate_step).max(io::align_up(new_len));
+        // Grow geometrically from a small first step: an idle partition (of 10,000 on a node)
+        // must not hold tens of MiB of disk, while a busy one soon preallocates full steps.
+        let step = preallocated_len.clamp(PREALLOCATE_FIRST_BYTES, plan.preallocate_step);
+        let target = (preallocated_len + step).max(io::align_up(new_len));
         file.preallocate(target).await?;
         preallocated_len = target;
     }

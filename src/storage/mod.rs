@@ -118,25 +118,6 @@ pub enum StorageError {
     Closed,
 }
 
-impl StorageError {
-    /// The Kafka error code a Kafka broker would answer with for this error (the broker's
-    /// central error mapping may use it): CORRUPT_MESSAGE (2), INVALID_RECORD (87),
-    /// MESSAGE_TOO_LARGE (10), OFFSET_OUT_OF_RANGE (1), INVALID_TIMESTAMP (32),
-    /// KAFKA_STORAGE_ERROR (56), and NOT_LEADER_OR_FOLLOWER (6) for a closed log (the
-    /// partition is going away from this shard; clients refresh metadata and retry).
-    pub fn kafka_error_code(&self) -> i16 {
-        match self {
-            StorageError::Io { .. } => 56,
-            StorageError::CorruptMessage(_) => 2,
-            StorageError::InvalidRecord(_) => 87,
-            StorageError::MessageTooLarge { .. } => 10,
-            StorageError::OffsetOutOfRange { .. } => 1,
-            StorageError::InvalidTimestamp(_) => 32,
-            StorageError::Closed => 6,
-        }
-    }
-}
-
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
