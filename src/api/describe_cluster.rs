@@ -13,6 +13,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::admin::AdminError;
+use super::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{decode, respond, str_bytes, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::Shard;
@@ -20,9 +21,6 @@ use crate::shard::Shard;
 /// Endpoint types (Kafka's `EndpointType` ids).
 const ENDPOINT_BROKER: i8 = 1;
 const ENDPOINT_CONTROLLER: i8 = 2;
-
-/// Kafka's "authorized operations not requested" marker.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// The ACL operations Kafka supports on the CLUSTER resource (`AclEntry.supportedOperations`),
 /// by their `AclOperation` codes: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,

@@ -37,6 +37,9 @@ use crate::protocol::header::{
 };
 use crate::shard::Shard;
 
+/// Kafka's "authorized operations not requested" marker in Metadata and DescribeCluster.
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
 /// What the connection does with a request once handled.
 pub enum Outcome {
     /// Write these pieces (a complete size-prefixed response) in order.
