@@ -152,15 +152,20 @@ impl TestBroker {
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("broker is not running");
-        signal(&child, libc::SIGTERM);
+        signal(&child, sig);
         match wait_timeout(&mut child, BROKER_STOP_TIMEOUT) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of signal {sig}\n{}",
                     self.log_tail()
                 );
             }
