@@ -1,1 +1,225 @@
-//! Placeholder.
+//! Broker settings: command-line flags, an optional TOML file, and embedded defaults.
+//!
+//! Every limit the broker enforces is a named field here, with its unit in the name
+//! (`request_bytes_max`, `inflight_requests_per_connection_max`). Precedence: embedded
+//! defaults, then the TOML file, then flags given on the command line.
+//!
+//! Topic-level configs (Kafka's `retention.ms`, `segment.bytes`, ...) live in
+//! [`crate::coordinator::topic_config`]; the broker-wide defaults for them are here
+//! (`log_retention_ms` ...), named after Kafka's `log.*` broker settings.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Settings for `freshet start`. Field names match the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address the Kafka listener binds (host:port). Kafka's `listeners`.
+    pub listen: String,
+    /// Address clients are told to connect to (host:port). Kafka's `advertised.listeners`.
+    /// Empty: same as `listen`.
+    pub advertise: String,
+    /// Directory holding partition logs and cluster metadata.
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned executor threads). 0: one per online CPU.
+    pub shards: usize,
+    /// Kafka `node.id` of this broker.
+    pub node_id: i32,
+    /// Kafka `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Kafka `num.partitions`: partitions of an auto-created topic.
+    pub default_partitions: i32,
+    /// Kafka `socket.request.max.bytes`: the largest request frame accepted.
+    pub request_bytes_max: usize,
+    /// Connections accepted per shard; more are closed at once. Kafka's `max.connections`
+    /// split over shards.
+    pub connections_per_shard_max: usize,
+    /// Requests read from one connection but not yet answered; reading pauses at the limit.
+    pub inflight_requests_per_connection_max: usize,
+    /// Bytes of requests read on one shard and not yet answered; reading pauses at the limit.
+    pub inflight_request_bytes_per_shard_max: usize,
+    /// Depth of each bounded cross-shard queue; senders wait when it is full.
+    pub shard_queue_depth: usize,
+    /// Per-shard memory for the partition tail cache, in bytes.
+    pub tail_cache_bytes_per_shard: usize,
+    /// glommio io_memory per shard, in bytes (counted against RLIMIT_MEMLOCK).
+    pub io_memory_bytes: usize,
+    /// io_uring ring depth per shard (counted against RLIMIT_MEMLOCK).
+    pub ring_depth: usize,
+    /// How long an idle shard spins before parking, in microseconds. Spinning cuts cross-shard
+    /// latency (GLOMMIO.md pitfall 6) at the price of CPU.
+    pub spin_before_park_us: u64,
+    /// How often each shard applies retention, in milliseconds.
+    /// Kafka's `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// Broker default for topic `retention.ms` (Kafka `log.retention.ms`).
+    pub log_retention_ms: i64,
+    /// Broker default for topic `retention.bytes` (Kafka `log.retention.bytes`).
+    pub log_retention_bytes: i64,
+    /// Broker default for topic `segment.bytes` (Kafka `log.segment.bytes`).
+    pub log_segment_bytes: i64,
+    /// Broker default for topic `segment.ms` (Kafka `log.roll.ms`).
+    pub log_segment_ms: i64,
+    /// Broker default for topic `max.message.bytes` (Kafka `message.max.bytes`).
+    pub message_max_bytes: i64,
+    /// The cluster id reported in Metadata and DescribeCluster. Empty: generated once and kept
+    /// in the data directory.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "localhost:9092".to_string(),
+            advertise: String::new(),
+            data_dir: PathBuf::from("./freshet-data"),
+            shards: 0,
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            request_bytes_max: 104_857_600,
+            connections_per_shard_max: 10_000,
+            inflight_requests_per_connection_max: 64,
+            inflight_request_bytes_per_shard_max: 256 * 1024 * 1024,
+            shard_queue_depth: 1024,
+            tail_cache_bytes_per_shard: 128 * 1024 * 1024,
+            io_memory_bytes: 1024 * 1024,
+            ring_depth: 1024,
+            spin_before_park_us: 200,
+            retention_check_interval_ms: 300_000,
+            log_retention_ms: 604_800_000,
+            log_retention_bytes: -1,
+            log_segment_bytes: 1_073_741_824,
+            log_segment_ms: 604_800_000,
+            message_max_bytes: 1_048_588,
+            cluster_id: String::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message says which setting and why.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl BrokerConfig {
+    /// Reads a TOML file over the embedded defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// The number of shards to run: the configured count, or one per online CPU.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The socket address to bind, resolved (prefers IPv4 for `localhost`).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve(&self.listen)
+    }
+
+    /// Host and port that Metadata and FindCoordinator answers give to clients.
+    pub fn advertised_host_port(&self) -> Result<(String, i32), ConfigError> {
+        let text = if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        };
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError(format!("advertise '{text}' is not host:port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError(format!("advertise '{text}' has a bad port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = if host.is_empty() || host == "0.0.0.0" {
+            "localhost"
+        } else {
+            host
+        };
+        Ok((host.to_string(), i32::from(port)))
+    }
+
+    /// Checks values that would otherwise fail later in a less clear way.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.advertised_host_port()?;
+        let positive = [
+            ("default_partitions", self.default_partitions as i64),
+            ("request_bytes_max", self.request_bytes_max as i64),
+            (
+                "connections_per_shard_max",
+                self.connections_per_shard_max as i64,
+            ),
+            (
+                "inflight_requests_per_connection_max",
+                self.inflight_requests_per_connection_max as i64,
+            ),
+            (
+                "inflight_request_bytes_per_shard_max",
+                self.inflight_request_bytes_per_shard_max as i64,
+            ),
+            ("shard_queue_depth", self.shard_queue_depth as i64),
+            ("io_memory_bytes", self.io_memory_bytes as i64),
+            ("ring_depth", self.ring_depth as i64),
+            ("log_segment_bytes", self.log_segment_bytes),
+            ("message_max_bytes", self.message_max_bytes),
+        ];
+        for (name, value) in positive {
+            if value <= 0 {
+                return Err(ConfigError(format!("{name} must be positive, got {value}")));
+            }
+        }
+        if self.request_bytes_max > i32::MAX as usize {
+            return Err(ConfigError("request_bytes_max must fit in an i32".into()));
+        }
+        Ok(())
+    }
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| ConfigError(format!("cannot resolve listen address '{text}': {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| ConfigError(format!("listen address '{text}' resolves to nothing")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_localhost_9092() {
+        let config = BrokerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.listen_addr().unwrap().port(), 9092);
+        assert_eq!(
+            config.advertised_host_port().unwrap(),
+            ("localhost".to_string(), 9092)
+        );
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let config: BrokerConfig =
+            toml::from_str("listen = \"127.0.0.1:19092\"\nshards = 2\n").unwrap();
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.listen_addr().unwrap().port(), 19092);
+        assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+    }
+}

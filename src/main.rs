@@ -1,1 +1,115 @@
-fn main() {}
+//! The `freshet` binary: `freshet start` runs a broker.
+//!
+//! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
+//! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
+//! its data in `./freshet-data`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use freshet::config::BrokerConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "freshet",
+    version,
+    about = "A Kafka-compatible event streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker until SIGINT/SIGTERM.
+    Start(StartArgs),
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    /// TOML file with broker settings (keys as in BrokerConfig); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, host:port [default: localhost:9092].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address advertised to clients, host:port [default: the listen address].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Data directory [default: ./freshet-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards (pinned threads) [default: one per CPU].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Kafka node.id of this broker [default: 0].
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Create topics on first use (Kafka's auto.create.topics.enable) [default: true].
+    #[arg(long)]
+    auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
+    #[arg(long)]
+    default_partitions: Option<i32>,
+    /// Log filter, as RUST_LOG (e.g. info, freshet=debug) [default: info].
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start(args) => start(args),
+    }
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match BrokerConfig::from_toml_file(path) {
+            Ok(config) => config,
+            Err(e) => return fail(&e),
+        },
+        None => BrokerConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.shards {
+        config.shards = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.auto_create_topics {
+        config.auto_create_topics = v;
+    }
+    if let Some(v) = args.default_partitions {
+        config.default_partitions = v;
+    }
+    match freshet::shard::runtime::run_broker(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("freshet: {error}");
+    ExitCode::FAILURE
+}

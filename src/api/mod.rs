@@ -1,1 +1,161 @@
-//! Placeholder: filled in by its owner.
+//! Kafka APIs: one file per API. Each decodes its request, routes the per-partition work to
+//! the owning shards, and assembles the answer. Handlers do no disk I/O themselves.
+//!
+//! [`handle`] is the single entry point from a connection: it checks the API key and version
+//! against the table in `protocol::versions` (unknown keys close the connection and unknown
+//! ApiVersions versions get the v0-shaped UNSUPPORTED_VERSION answer, as Kafka does), then
+//! dispatches. A request body that does not decode closes the connection, as Kafka does with
+//! an `InvalidRequestException`; other connections are unaffected.
+
+pub mod admin;
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
+
+use crate::protocol::codec::{decode_body, encode_response};
+use crate::protocol::header::{
+    classify_request, unsupported_api_versions_frame, Disposition, ParsedRequest,
+};
+use crate::shard::Shard;
+
+/// What the connection does with a request once handled.
+pub enum Outcome {
+    /// Write these pieces (a complete size-prefixed response) in order.
+    Respond(Vec<Bytes>),
+    /// Write nothing (Produce with acks=0).
+    NoResponse,
+    /// Close the connection after the responses queued before this one.
+    Close(String),
+}
+
+/// Handles one request on the connection's shard.
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    match classify_request(request.api_key, request.api_version) {
+        Disposition::Handle => {}
+        Disposition::UnsupportedApiVersions => {
+            return Outcome::Respond(vec![unsupported_api_versions_frame(request.correlation_id)])
+        }
+        Disposition::Close => {
+            return Outcome::Close(format!(
+                "unsupported api key {} version {}",
+                request.api_key, request.api_version
+            ))
+        }
+    }
+    let api_key = request.key();
+    match api_key {
+        ApiKey::ApiVersions => api_versions::handle(shard, request).await,
+        ApiKey::Metadata => metadata::handle(shard, request).await,
+        ApiKey::Produce => produce::handle(shard, request).await,
+        ApiKey::Fetch => fetch::handle(shard, request).await,
+        ApiKey::ListOffsets => list_offsets::handle(shard, request).await,
+        _ => admin::handle(shard, api_key, request).await,
+    }
+}
+
+/// Decodes the body of `request` as `T`, or says why the connection must close.
+pub fn decode<T: Request>(request: &ParsedRequest) -> Result<T, Outcome> {
+    decode_body::<T>(request.body.clone(), request.api_version).map_err(|e| {
+        Outcome::Close(format!(
+            "malformed {} v{} request: {e}",
+            request.api_key, request.api_version
+        ))
+    })
+}
+
+/// Encodes `body` as the response to `request`.
+pub fn respond<T: Encodable>(request: &ParsedRequest, body: &T) -> Outcome {
+    let Ok(api_key) = ApiKey::try_from(request.api_key) else {
+        return Outcome::Close("unknown api key".into());
+    };
+    match encode_response(api_key, request.api_version, request.correlation_id, body) {
+        Ok(bytes) => Outcome::Respond(vec![bytes]),
+        Err(e) => {
+            tracing::error!(api_key = request.api_key, version = request.api_version, error = %e, "encoding response failed");
+            Outcome::Close(format!("cannot encode response: {e}"))
+        }
+    }
+}
+
+/// A `StrBytes` from a `String`.
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Runs local futures concurrently and returns their outputs in order.
+pub async fn join_all<T: 'static>(futures: Vec<Pin<Box<dyn Future<Output = T>>>>) -> Vec<T> {
+    JoinAll {
+        futures: futures.into_iter().map(Some).collect(),
+        outputs: Vec::new(),
+    }
+    .await
+}
+
+struct JoinAll<T> {
+    futures: Vec<Option<Pin<Box<dyn Future<Output = T>>>>>,
+    outputs: Vec<Option<T>>,
+}
+
+// Outputs are stored by value and never pinned, so moving JoinAll is fine.
+impl<T> Unpin for JoinAll<T> {}
+
+impl<T> Future for JoinAll<T> {
+    type Output = Vec<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<T>> {
+        let this = &mut *self;
+        if this.outputs.len() < this.futures.len() {
+            this.outputs.resize_with(this.futures.len(), || None);
+        }
+        let mut pending = false;
+        for (slot, output) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            this.outputs
+                .drain(..)
+                .map(|o| o.expect("every future finished"))
+                .collect(),
+        )
+    }
+}
+
+/// Resolves when the first of `futures` does (the others are dropped).
+pub async fn first_of(futures: Vec<Pin<Box<dyn Future<Output = ()>>>>) {
+    struct FirstOf(Vec<Pin<Box<dyn Future<Output = ()>>>>);
+    impl Future for FirstOf {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            for future in self.0.iter_mut() {
+                if future.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        }
+    }
+    if !futures.is_empty() {
+        FirstOf(futures).await;
+    }
+}

@@ -1,1 +1,399 @@
-//! Placeholder: filled in by its owner.
+//! Shards: one pinned glommio executor per core, each owning a disjoint set of partitions.
+//!
+//! A [`Shard`] is created on its own executor thread at startup and lives until that executor
+//! stops. It owns:
+//! - the [`Partition`]s that [`owner_of`] assigns to it (their logs, files and tail cache); no
+//!   other thread ever touches them;
+//! - a read-only snapshot of the cluster metadata, replaced whole when shard 0 publishes a
+//!   change;
+//! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
+//!
+//! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
+//! Invariant: `partitions` holds exactly the partitions of the current metadata owned by this
+//! shard that opened successfully; a partition that failed to open is reported and answered
+//! with KAFKA_STORAGE_ERROR.
+
+pub mod notify;
+pub mod router;
+pub mod runtime;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::sync::Semaphore;
+
+use crate::config::BrokerConfig;
+use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataError};
+use crate::coordinator::{store, topic_config};
+use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
+
+pub use notify::Notify;
+pub use router::{owner_of, Job, Router, ShardGone, ShardId};
+
+/// A topic-partition key.
+pub type TopicPartition = (String, i32);
+
+/// The shard that runs the metadata state machine (Kafka's controller and coordinator roles).
+pub const COORDINATOR_SHARD: ShardId = 0;
+
+/// One partition on its owning shard: the log and the signal that wakes long-poll fetches.
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: PartitionLog,
+    /// Notified whenever the high watermark may have moved.
+    pub hw_changed: Notify,
+}
+
+impl Partition {
+    /// Appends and, once durable, wakes fetches waiting on this partition.
+    pub async fn append(&self, records: bytes::Bytes) -> Result<AppendInfo, StorageError> {
+        let result = self.log.append(records, now_ms()).await;
+        self.hw_changed.notify_all();
+        result
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Per-shard state. Lives on one executor thread; see the module doc.
+pub struct Shard {
+    pub id: ShardId,
+    pub config: Arc<BrokerConfig>,
+    pub router: Router,
+    metadata: RefCell<Arc<ClusterMetadata>>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    cache: Rc<TailCache>,
+    /// Serializes metadata changes (used on the coordinator shard only).
+    metadata_lock: Semaphore,
+    /// Set once shutdown starts; [`Shard::stop`] fires at the same time.
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+    /// Open client connections on this shard.
+    pub connections: Cell<usize>,
+    /// Bytes of requests in flight on this shard, in KiB units.
+    pub inflight_kib: Semaphore,
+}
+
+impl Shard {
+    /// Creates shard `id`'s state; partitions are opened by [`Shard::open_partitions`].
+    pub fn new(
+        id: ShardId,
+        config: Arc<BrokerConfig>,
+        router: Router,
+        metadata: Arc<ClusterMetadata>,
+    ) -> Rc<Shard> {
+        assert!(id < router.shard_count());
+        let inflight_kib = (config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
+        Rc::new(Shard {
+            id,
+            cache: TailCache::new(config.tail_cache_bytes_per_shard),
+            config,
+            router,
+            metadata: RefCell::new(metadata),
+            partitions: RefCell::new(HashMap::new()),
+            metadata_lock: Semaphore::new(1),
+            stopping: Cell::new(false),
+            stop: Notify::default(),
+            connections: Cell::new(0),
+            inflight_kib: Semaphore::new(inflight_kib),
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.router.shard_count()
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The shard owning `topic`/`partition`.
+    pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
+        owner_of(topic, partition, self.shard_count())
+    }
+
+    /// A partition this shard owns, if it is open.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// All partitions this shard owns.
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Runs `f` on shard `target`: directly when that is this shard, else through the router.
+    pub async fn invoke_on<F, Fut, T>(
+        self: &Rc<Self>,
+        target: ShardId,
+        f: F,
+    ) -> Result<T, ShardGone>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        if target == self.id {
+            Ok(f(self.clone()).await)
+        } else {
+            self.router.invoke_on(target, f).await
+        }
+    }
+
+    /// Runs `f` on every shard and collects the answers in shard order.
+    pub async fn invoke_on_all<F, Fut, T>(self: &Rc<Self>, f: F) -> Vec<Result<T, ShardGone>>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let calls = (0..self.shard_count()).map(|s| self.invoke_on(s, f.clone()));
+        let mut answers = Vec::with_capacity(self.shard_count());
+        for call in calls.collect::<Vec<_>>() {
+            answers.push(call.await);
+        }
+        answers
+    }
+
+    /// Directory of a partition's log.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn log_config(&self, metadata: &ClusterMetadata, topic: &str) -> LogConfig {
+        let overrides = metadata
+            .topics
+            .get(topic)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
+        topic_config::log_config(&overrides, &self.config)
+    }
+
+    /// Opens every partition of the current metadata that this shard owns (startup).
+    pub async fn open_partitions(self: &Rc<Self>) {
+        let metadata = self.metadata();
+        self.reconcile(&ClusterMetadata::default(), &metadata).await;
+    }
+
+    /// Brings the open partitions in line with `next` (opening, deleting, reconfiguring), then
+    /// makes `next` the current snapshot.
+    pub async fn install_metadata(self: &Rc<Self>, next: Arc<ClusterMetadata>) {
+        let previous = self.metadata();
+        if next.version <= previous.version && previous.version != 0 {
+            return; // Stale or repeated publication.
+        }
+        self.reconcile(&previous, &next).await;
+        *self.metadata.borrow_mut() = next;
+    }
+
+    async fn reconcile(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
+        // Partitions of topics that vanished, or were re-created under a new id, are deleted.
+        let doomed: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(
+                |(topic, _)| match (previous.topics.get(topic), next.topics.get(topic)) {
+                    (_, None) => true,
+                    (Some(old), Some(new)) => old.id != new.id,
+                    (None, Some(_)) => false,
+                },
+            )
+            .cloned()
+            .collect();
+        for key in doomed {
+            let partition = self.partitions.borrow_mut().remove(&key);
+            if let Some(partition) = partition {
+                partition.hw_changed.notify_all();
+                match Rc::try_unwrap(partition) {
+                    Ok(partition) => {
+                        if let Err(e) = partition.log.delete().await {
+                            tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition failed");
+                        }
+                    }
+                    Err(partition) => {
+                        // A request still holds it; remove the files once it is done.
+                        let dir = self.partition_dir(&key.0, key.1);
+                        glommio::spawn_local(async move {
+                            let _ = partition.log.close().await;
+                            drop(partition);
+                            let _ = glommio::executor()
+                                .spawn_blocking(move || std::fs::remove_dir_all(dir))
+                                .await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        }
+        for (name, topic) in &next.topics {
+            let config_changed = previous
+                .topics
+                .get(name)
+                .is_some_and(|old| old.id == topic.id && old.configs != topic.configs);
+            let log_config = self.log_config(next, name);
+            for p in 0..topic.partitions {
+                if self.owner(name, p) != self.id {
+                    continue;
+                }
+                let existing = self.partition(name, p);
+                match existing {
+                    Some(partition) => {
+                        if config_changed {
+                            partition.log.set_config(log_config.clone());
+                        }
+                    }
+                    None => {
+                        let dir = self.partition_dir(name, p);
+                        match PartitionLog::open(&dir, log_config.clone(), self.cache.clone()).await
+                        {
+                            Ok(log) => {
+                                self.partitions.borrow_mut().insert(
+                                    (name.clone(), p),
+                                    Rc::new(Partition {
+                                        topic: name.clone(),
+                                        index: p,
+                                        log,
+                                        hw_changed: Notify::default(),
+                                    }),
+                                );
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %name, partition = p, error = %e, "opening partition failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies metadata changes on the coordinator shard: validates each command, persists the
+    /// result, publishes it to every shard (which open or delete partitions), and returns one
+    /// result per command. Commands are applied in order; a refused one changes nothing.
+    /// `validate_only` checks without applying.
+    pub async fn change_metadata(
+        self: &Rc<Self>,
+        commands: Vec<MetadataCommand>,
+        validate_only: bool,
+    ) -> Vec<Result<(), MetadataError>> {
+        assert_eq!(
+            self.id, COORDINATOR_SHARD,
+            "metadata changes run on the coordinator shard"
+        );
+        let Ok(_permit) = self.metadata_lock.acquire_permit(1).await else {
+            return commands
+                .iter()
+                .map(|_| Err(storage_unavailable()))
+                .collect();
+        };
+        let mut current = (*self.metadata()).clone();
+        let mut results = Vec::with_capacity(commands.len());
+        for command in &commands {
+            if validate_only {
+                results.push(current.check(command));
+                continue;
+            }
+            match current.apply(command) {
+                Ok(next) => {
+                    current = next;
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if validate_only || current.version == self.metadata().version {
+            return results;
+        }
+        let data_dir = self.config.data_dir.clone();
+        let to_save = current.clone();
+        let saved = glommio::executor()
+            .spawn_blocking(move || store::save(&data_dir, &to_save))
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(storage_unavailable())))
+                .collect();
+        }
+        let next = Arc::new(current);
+        for answer in self
+            .invoke_on_all(move |shard| async move { shard.install_metadata(next).await })
+            .await
+        {
+            if let Err(e) = answer {
+                tracing::error!(error = %e, "publishing metadata failed");
+            }
+        }
+        results
+    }
+
+    /// Applies retention to every partition of this shard, forever, every
+    /// `retention_check_interval_ms`, until the shard stops.
+    pub async fn retention_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(1000));
+        while !self.stopping.get() {
+            let tick = glommio::timer::sleep(interval);
+            futures_lite::future::or(tick, self.stop.wait()).await;
+            if self.stopping.get() {
+                break;
+            }
+            for partition in self.partitions() {
+                match partition.log.apply_retention(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+    }
+
+    /// Flushes and closes every partition (clean shutdown).
+    pub async fn close_partitions(&self) {
+        let partitions: Vec<_> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for partition in partitions {
+            if let Err(e) = partition.log.close().await {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing partition failed");
+            }
+        }
+    }
+
+    /// Starts shutdown on this shard: listeners stop accepting, idle connections close.
+    pub fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.stop.notify_all();
+    }
+}
+
+fn storage_unavailable() -> MetadataError {
+    MetadataError {
+        code: kafka_protocol::error::ResponseError::KafkaStorageError,
+        message: "The broker could not persist the metadata change".into(),
+    }
+}

@@ -1,0 +1,367 @@
+//! Fetch: read record batches, long-polling until `min_bytes` arrive or `max_wait_ms` passes.
+//!
+//! The connection's shard groups the requested partitions by owning shard and sends each
+//! owner one read job; owners answer with `Bytes` of whole batches (clones of the tail cache,
+//! or one copy from disk). The response is framed by hand (`protocol::fetch`) and the batch
+//! bytes go to the socket as they are: records are never decoded or re-encoded here.
+//!
+//! Size rules, as Kafka applies them: each partition returns at most `partition_max_bytes`,
+//! the whole response at most `max_bytes`, except that the first batch of the first partition
+//! with data is returned even when larger, so a consumer can always make progress.
+//!
+//! Long poll: when less than `min_bytes` is available, the request parks on the owners'
+//! high-watermark signals (woken by appends) until data arrives or the wait runs out, then
+//! reads again.
+//!
+//! Fetch sessions (KIP-227) are not kept: every answer carries session id 0, which tells
+//! clients to send full fetch requests, as Kafka allows. Reads stop at the high watermark,
+//! which is also the last stable offset until transactions arrive.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::FetchRequest;
+
+use super::{decode, first_of, join_all, Outcome};
+use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::protocol::fetch::{
+    encode_fetch_response, FetchPartition, FetchResponseParts, FetchTopic,
+};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{Shard, ShardId};
+use crate::storage::StorageError;
+
+/// The longest a fetch may park, whatever the client asks (bounds parked work per shard).
+const MAX_WAIT_MS_CAP: i32 = 30_000;
+
+/// A local future, boxed.
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// A topic of the response: name, id, and (partition, metadata error) in request order.
+type TopicLayout = (String, uuid::Uuid, Vec<(i32, Option<ResponseError>)>);
+
+/// One partition to read.
+#[derive(Clone)]
+struct Want {
+    /// Position in the request (response order).
+    slot: usize,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// What one partition read gave.
+struct Got {
+    error: Option<ResponseError>,
+    high_watermark: i64,
+    log_start_offset: i64,
+    batches: Vec<Bytes>,
+}
+
+impl Got {
+    fn error(error: ResponseError) -> Got {
+        Got {
+            error: Some(error),
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: FetchRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let version = request.api_version;
+    // We never hand out sessions; a client that names one gets Kafka's error for an unknown
+    // session and falls back to full fetches (session id 0).
+    let session_error = if version >= 7 && body.session_id != 0 {
+        Some(ResponseError::FetchSessionIdNotFound)
+    } else if version >= 7 && body.session_epoch != 0 && body.session_epoch != -1 {
+        Some(ResponseError::InvalidFetchSessionEpoch)
+    } else {
+        None
+    };
+    if let Some(error) = session_error {
+        let out = FetchResponseParts {
+            throttle_time_ms: 0,
+            error_code: error.code(),
+            session_id: 0,
+            topics: Vec::new(),
+        };
+        return frame(&request, &out);
+    }
+
+    let metadata = shard.metadata();
+    // Response layout: topics in request order, partitions in request order.
+    let mut layout: Vec<TopicLayout> = Vec::new();
+    let mut wants: Vec<Want> = Vec::new();
+    let mut slot = 0;
+    for topic in &body.topics {
+        let resolved = if version >= 13 {
+            metadata
+                .topic_by_id(topic.topic_id)
+                .map(|(n, t)| (n.to_string(), t))
+        } else {
+            let name = topic.topic.0.to_string();
+            metadata.topics.get(&name).map(|t| (name, t))
+        };
+        let display_name = resolved
+            .as_ref()
+            .map_or_else(|| topic.topic.0.to_string(), |(n, _)| n.clone());
+        let mut parts = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let error = match &resolved {
+                None if version >= 13 => Some(ResponseError::UnknownTopicId),
+                None => Some(ResponseError::UnknownTopicOrPartition),
+                Some((_, t)) if p.partition < 0 || p.partition >= t.partitions => {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                Some(_) => None,
+            };
+            if error.is_none() {
+                wants.push(Want {
+                    slot,
+                    topic: display_name.clone(),
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                });
+            }
+            parts.push((p.partition, error));
+            slot += 1;
+        }
+        layout.push((display_name, topic.topic_id, parts));
+    }
+
+    let max_wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let max_bytes = if body.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        body.max_bytes as usize
+    };
+    let mut results = read_all(shard, &wants, slot).await;
+    loop {
+        let available: usize = results.iter().flatten().map(Got::bytes).sum();
+        let any_error = results.iter().flatten().any(|g| g.error.is_some());
+        if available >= min_bytes
+            || any_error
+            || wants.is_empty()
+            || Instant::now() >= deadline
+            || shard.stopping.get()
+        {
+            break;
+        }
+        wait_for_data(shard, &wants, deadline).await;
+        if Instant::now() >= deadline && !has_new_data(shard, &wants).await {
+            break;
+        }
+        results = read_all(shard, &wants, slot).await;
+    }
+
+    // Assemble in request order, applying max_bytes and the first-batch rule.
+    let mut remaining = max_bytes;
+    let mut first_with_data = true;
+    let mut topics = Vec::with_capacity(layout.len());
+    let mut results = results.into_iter();
+    for (name, topic_id, parts) in layout {
+        let mut partitions = Vec::with_capacity(parts.len());
+        for (partition, error) in parts {
+            let got = results
+                .next()
+                .expect("one slot per partition")
+                .unwrap_or_else(|| Got::error(error.unwrap_or(ResponseError::UnknownServerError)));
+            let mut batches = got.batches;
+            let size: usize = batches.iter().map(Bytes::len).sum();
+            if size > 0 {
+                if first_with_data || size <= remaining {
+                    remaining = remaining.saturating_sub(size);
+                    first_with_data = false;
+                } else {
+                    batches = trim_to(batches, remaining);
+                    remaining -= batches.iter().map(Bytes::len).sum::<usize>();
+                }
+            }
+            partitions.push(FetchPartition {
+                partition_index: partition,
+                error_code: crate::error::code(got.error),
+                high_watermark: got.high_watermark,
+                last_stable_offset: got.high_watermark,
+                log_start_offset: got.log_start_offset,
+                aborted_transactions: None,
+                records: batches,
+            });
+        }
+        topics.push(FetchTopic {
+            name: super::str_bytes(name),
+            topic_id,
+            partitions,
+        });
+    }
+    let out = FetchResponseParts {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics,
+    };
+    frame(&request, &out)
+}
+
+fn frame(request: &ParsedRequest, out: &FetchResponseParts) -> Outcome {
+    match encode_fetch_response(request.api_version, request.correlation_id, out) {
+        Ok(pieces) => Outcome::Respond(pieces),
+        Err(e) => Outcome::Close(format!("cannot encode fetch response: {e}")),
+    }
+}
+
+/// Keeps whole batches from the front while they fit in `budget` bytes.
+fn trim_to(batches: Vec<Bytes>, budget: usize) -> Vec<Bytes> {
+    let mut used = 0;
+    batches
+        .into_iter()
+        .take_while(|b| {
+            used += b.len();
+            used <= budget
+        })
+        .collect()
+}
+
+fn by_owner(shard: &Shard, wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
+    let mut groups: BTreeMap<ShardId, Vec<Want>> = BTreeMap::new();
+    for want in wants {
+        groups
+            .entry(shard.owner(&want.topic, want.partition))
+            .or_default()
+            .push(want.clone());
+    }
+    groups
+}
+
+/// Reads every wanted partition on its owner; the answer has one entry per request slot
+/// (None for slots that were not read because of a metadata error).
+async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option<Got>> {
+    let mut jobs: Vec<LocalFuture<Vec<(usize, Got)>>> = Vec::new();
+    for (owner, group) in by_owner(shard, wants) {
+        let shard = shard.clone();
+        jobs.push(Box::pin(async move {
+            let slots: Vec<usize> = group.iter().map(|w| w.slot).collect();
+            match shard
+                .invoke_on(owner, move |owner| read_on_owner(owner, group))
+                .await
+            {
+                Ok(got) => got,
+                Err(e) => slots
+                    .into_iter()
+                    .map(|s| (s, Got::error(shard_gone_code(&e))))
+                    .collect(),
+            }
+        }));
+    }
+    let mut results: Vec<Option<Got>> = (0..slots).map(|_| None).collect();
+    for group in join_all(jobs).await {
+        for (slot, got) in group {
+            results[slot] = Some(got);
+        }
+    }
+    results
+}
+
+async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> {
+    let mut out = Vec::with_capacity(wants.len());
+    for want in wants {
+        let got = match shard.partition(&want.topic, want.partition) {
+            None => Got::error(partition_unavailable_code()),
+            Some(partition) => match partition.log.read(want.offset, want.max_bytes, true).await {
+                Ok(data) => Got {
+                    error: None,
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                    batches: data.batches,
+                },
+                Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
+                    error: Some(storage_code(&e)),
+                    high_watermark: partition.log.high_watermark(),
+                    log_start_offset: partition.log.log_start_offset(),
+                    batches: Vec::new(),
+                },
+                Err(e) => {
+                    tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
+                    Got::error(storage_code(&e))
+                }
+            },
+        };
+        out.push((want.slot, got));
+    }
+    out
+}
+
+/// Parks until some owner reports new data for a wanted partition, or the deadline.
+async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
+    let mut waits: Vec<LocalFuture<()>> = Vec::new();
+    for (owner, group) in by_owner(shard, wants) {
+        let shard = shard.clone();
+        waits.push(Box::pin(async move {
+            let _ = shard
+                .invoke_on(owner, move |owner| wait_on_owner(owner, group, deadline))
+                .await;
+        }));
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    waits.push(Box::pin(glommio::timer::sleep(remaining)));
+    first_of(waits).await;
+}
+
+/// On the owner: resolves when any wanted partition's high watermark passes the fetch offset,
+/// the partition goes away, the shard stops, or the deadline passes.
+async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
+    let mut partitions = Vec::with_capacity(wants.len());
+    for want in &wants {
+        match shard.partition(&want.topic, want.partition) {
+            Some(p) if p.log.high_watermark() <= want.offset => partitions.push(p),
+            _ => return,
+        }
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut waits: Vec<LocalFuture<()>> = Vec::new();
+    for partition in &partitions {
+        let partition = partition.clone();
+        waits.push(Box::pin(async move { partition.hw_changed.wait().await }));
+    }
+    let stopping = shard.clone();
+    waits.push(Box::pin(async move { stopping.stop.wait().await }));
+    waits.push(Box::pin(glommio::timer::sleep(remaining)));
+    first_of(waits).await;
+}
+
+/// Whether any wanted partition has data past its fetch offset now.
+async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
+    for (owner, group) in by_owner(shard, wants) {
+        let answer = shard
+            .invoke_on(owner, move |owner| async move {
+                group.iter().any(|w| {
+                    owner
+                        .partition(&w.topic, w.partition)
+                        .is_some_and(|p| p.log.high_watermark() > w.offset)
+                })
+            })
+            .await;
+        if answer.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
+}

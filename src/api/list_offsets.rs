@@ -1,0 +1,105 @@
+//! ListOffsets: offsets by timestamp, and the earliest/latest/max-timestamp specials.
+//!
+//! Special timestamps, as Kafka defines them: -1 latest (the high watermark, which is also
+//! the last stable offset until transactions arrive), -2 earliest (log start), -3 the record
+//! with the largest timestamp (v7+), -4 earliest local (v8+; all data is local, so the log
+//! start), -5 latest tiered (v9+; nothing is tiered, so offset -1). A timestamp >= 0 finds the
+//! earliest record with a timestamp at or after it; none gives offset -1.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{decode, join_all, Outcome};
+use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (error, timestamp, offset) for one partition.
+type Answer = (Option<ResponseError>, i64, i64);
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: ListOffsetsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let metadata = shard.metadata();
+    let mut work: Vec<Pin<Box<dyn Future<Output = Answer>>>> = Vec::new();
+    for topic in &body.topics {
+        let name = topic.name.0.to_string();
+        let count = metadata.topics.get(&name).map_or(0, |t| t.partitions);
+        for p in &topic.partitions {
+            if p.partition_index < 0 || p.partition_index >= count {
+                work.push(Box::pin(async {
+                    (Some(ResponseError::UnknownTopicOrPartition), -1, -1)
+                }));
+                continue;
+            }
+            let (shard, name, index, ts) =
+                (shard.clone(), name.clone(), p.partition_index, p.timestamp);
+            work.push(Box::pin(async move {
+                let owner = shard.owner(&name, index);
+                shard
+                    .invoke_on(owner, move |owner| lookup(owner, name, index, ts))
+                    .await
+                    .unwrap_or_else(|e| (Some(shard_gone_code(&e)), -1, -1))
+            }));
+        }
+    }
+    let mut answers = join_all(work).await.into_iter();
+    let mut response = ListOffsetsResponse::default();
+    for topic in &body.topics {
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic.name.clone();
+        for p in &topic.partitions {
+            let (error, timestamp, offset) = answers.next().expect("one answer per partition");
+            let mut part = ListOffsetsPartitionResponse::default();
+            part.partition_index = p.partition_index;
+            part.error_code = crate::error::code(error);
+            part.timestamp = timestamp;
+            part.offset = offset;
+            part.leader_epoch = if error.is_none() && offset >= 0 {
+                0
+            } else {
+                -1
+            };
+            out.partitions.push(part);
+        }
+        response.topics.push(out);
+    }
+    super::respond(&request, &response)
+}
+
+async fn lookup(shard: Rc<Shard>, topic: String, index: i32, timestamp: i64) -> Answer {
+    let Some(partition) = shard.partition(&topic, index) else {
+        return (Some(partition_unavailable_code()), -1, -1);
+    };
+    let log = &partition.log;
+    match timestamp {
+        LATEST => (None, -1, log.high_watermark()),
+        EARLIEST | EARLIEST_LOCAL => (None, -1, log.log_start_offset()),
+        MAX_TIMESTAMP => {
+            let (ts, offset) = log.max_timestamp();
+            (None, ts, offset)
+        }
+        LATEST_TIERED => (None, -1, -1),
+        ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
+            Ok(Some((offset, found_ts))) => (None, found_ts, offset),
+            Ok(None) => (None, -1, -1),
+            Err(e) => (Some(storage_code(&e)), -1, -1),
+        },
+        _ => (Some(ResponseError::InvalidRequest), -1, -1),
+    }
+}

@@ -1,0 +1,160 @@
+//! Metadata: brokers, topics, partitions and their leaders.
+//!
+//! This node leads every partition (single node; leader epoch 0). Asking for topics that do
+//! not exist creates them when both the request (`allow_auto_topic_creation`) and the broker
+//! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is
+//! synchronous, so the answer already lists the new topic. Topics can be named or, from v10,
+//! given by id.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{decode, str_bytes, Outcome};
+use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{Shard, COORDINATOR_SHARD};
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: MetadataRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    // v0 has no flag and always auto-creates; later versions say.
+    let allow_create = shard.config.auto_create_topics
+        && (request.api_version < 4 || body.allow_auto_topic_creation);
+    let mut metadata = shard.metadata();
+    if allow_create {
+        if let Some(topics) = &body.topics {
+            let missing: Vec<String> = topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .filter(|n| !metadata.topics.contains_key(n) && validate_topic_name(n).is_ok())
+                .collect();
+            if !missing.is_empty() {
+                create_topics(shard, missing).await;
+                metadata = shard.metadata();
+            }
+        }
+    }
+    let response = build_response(shard, &metadata, &body, request.api_version);
+    super::respond(&request, &response)
+}
+
+/// Creates `names` with the broker's defaults on the coordinator shard. Failures (a race
+/// with another creator, say) show up as the topic's state in the answer.
+pub async fn create_topics(shard: &Rc<Shard>, names: Vec<String>) {
+    let partitions = shard.config.default_partitions;
+    let commands: Vec<MetadataCommand> = names
+        .into_iter()
+        .map(|name| MetadataCommand::CreateTopic {
+            name,
+            partitions,
+            configs: BTreeMap::new(),
+        })
+        .collect();
+    let _ = shard
+        .invoke_on(COORDINATOR_SHARD, move |coordinator| async move {
+            coordinator.change_metadata(commands, false).await;
+        })
+        .await;
+}
+
+fn build_response(
+    shard: &Shard,
+    metadata: &ClusterMetadata,
+    body: &MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let node_id = shard.config.node_id;
+    let (host, port) = shard
+        .config
+        .advertised_host_port()
+        .unwrap_or_else(|_| ("localhost".into(), 9092));
+    let mut response = MetadataResponse::default();
+    response.brokers = vec![{
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(node_id);
+        b.host = str_bytes(host);
+        b.port = port;
+        b
+    }];
+    response.cluster_id = Some(str_bytes(metadata.cluster_id.clone()));
+    response.controller_id = BrokerId(node_id);
+    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    let partition = |index: i32| {
+        let mut p = MetadataResponsePartition::default();
+        p.partition_index = index;
+        p.leader_id = BrokerId(node_id);
+        p.leader_epoch = 0;
+        p.replica_nodes = vec![BrokerId(node_id)];
+        p.isr_nodes = vec![BrokerId(node_id)];
+        p
+    };
+    let known = |name: &str| {
+        let topic = &metadata.topics[name];
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(str_bytes(name)));
+        t.topic_id = topic.id;
+        t.is_internal = topic.internal;
+        t.partitions = (0..topic.partitions).map(partition).collect();
+        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        t
+    };
+    let unknown = |name: Option<&str>, id: uuid::Uuid, error: ResponseError| {
+        let mut t = MetadataResponseTopic::default();
+        t.error_code = error.code();
+        t.name = name.map(|n| TopicName(str_bytes(n)));
+        t.topic_id = id;
+        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        t
+    };
+    response.topics = match &body.topics {
+        // All topics. (v0 used an empty list for "all"; from v1 empty means none.)
+        None => all_topics(metadata, &known),
+        Some(list) if list.is_empty() && version == 0 => all_topics(metadata, &known),
+        Some(list) => list
+            .iter()
+            .map(|requested| match &requested.name {
+                Some(name) => {
+                    let name = name.0.as_str();
+                    if metadata.topics.contains_key(name) {
+                        known(name)
+                    } else if validate_topic_name(name).is_err() {
+                        unknown(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ResponseError::InvalidTopicException,
+                        )
+                    } else {
+                        unknown(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        )
+                    }
+                }
+                None => match metadata.topic_by_id(requested.topic_id) {
+                    Some((name, _)) => known(name),
+                    None => unknown(None, requested.topic_id, ResponseError::UnknownTopicId),
+                },
+            })
+            .collect(),
+    };
+    response
+}
+
+fn all_topics(
+    metadata: &ClusterMetadata,
+    known: &dyn Fn(&str) -> MetadataResponseTopic,
+) -> Vec<MetadataResponseTopic> {
+    metadata.topics.keys().map(|name| known(name)).collect()
+}

@@ -1,0 +1,150 @@
+//! Produce: append record batches to partitions.
+//!
+//! The connection's shard decodes the request (record data stays a zero-copy slice of the
+//! request frame), checks each target partition against the metadata, and sends each
+//! partition's records to its owning shard, all partitions at once. The owner validates the
+//! batches, assigns offsets and answers once the data is fdatasync'd (group commit in the
+//! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
+//! single node: answered when durable.
+//!
+//! Not yet: idempotent/transactional producer state (producer ids and sequences are stored
+//! as sent but not checked), which arrives with the exactly-once issue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{decode, join_all, str_bytes, Outcome};
+use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::Shard;
+
+/// The result for one partition, as the response needs it.
+struct PartitionResult {
+    error: Option<ResponseError>,
+    message: Option<String>,
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+impl PartitionResult {
+    fn error(error: ResponseError, message: Option<String>) -> Self {
+        PartitionResult {
+            error: Some(error),
+            message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: ProduceRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let acks = body.acks;
+    let metadata = shard.metadata();
+    let mut topics = Vec::with_capacity(body.topic_data.len());
+    let mut work: Vec<Pin<Box<dyn Future<Output = PartitionResult>>>> = Vec::new();
+    for topic in &body.topic_data {
+        // From v13 topics are named by id.
+        let name = if request.api_version >= 13 {
+            metadata
+                .topic_by_id(topic.topic_id)
+                .map(|(n, _)| n.to_string())
+        } else {
+            Some(topic.name.0.to_string())
+        };
+        let partitions: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
+        topics.push((topic.name.clone(), topic.topic_id, partitions));
+        for data in &topic.partition_data {
+            let topic_meta = name.as_deref().and_then(|n| metadata.topics.get(n));
+            let known = topic_meta.is_some_and(|t| data.index >= 0 && data.index < t.partitions);
+            let unknown_error = if request.api_version >= 13 && name.is_none() {
+                ResponseError::UnknownTopicId
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            };
+            if !(-1..=1).contains(&acks) {
+                work.push(Box::pin(async {
+                    PartitionResult::error(ResponseError::InvalidRequiredAcks, None)
+                }));
+            } else if !known {
+                work.push(Box::pin(async move {
+                    PartitionResult::error(unknown_error, None)
+                }));
+            } else {
+                let topic_name = name.clone().unwrap_or_default();
+                let records = data.records.clone().unwrap_or_default();
+                work.push(Box::pin(append_on_owner(
+                    shard.clone(),
+                    topic_name,
+                    data.index,
+                    records,
+                )));
+            }
+        }
+    }
+    let results = join_all(work).await;
+    if acks == 0 {
+        return Outcome::NoResponse;
+    }
+    let mut results = results.into_iter();
+    let mut response = ProduceResponse::default();
+    for (name, topic_id, partitions) in topics {
+        let mut topic = TopicProduceResponse::default();
+        topic.name = name;
+        topic.topic_id = topic_id;
+        for index in partitions {
+            let result = results.next().expect("one result per partition");
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.error_code = crate::error::code(result.error);
+            p.base_offset = result.base_offset;
+            p.log_append_time_ms = result.log_append_time_ms;
+            p.log_start_offset = result.log_start_offset;
+            p.error_message = result.message.map(str_bytes);
+            topic.partition_responses.push(p);
+        }
+        response.responses.push(topic);
+    }
+    super::respond(&request, &response)
+}
+
+async fn append_on_owner(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+) -> PartitionResult {
+    let owner = shard.owner(&topic, partition);
+    let answer = shard
+        .invoke_on(owner, move |owner| async move {
+            let Some(log) = owner.partition(&topic, partition) else {
+                return PartitionResult::error(partition_unavailable_code(), None);
+            };
+            match log.append(records).await {
+                Ok(info) => PartitionResult {
+                    error: None,
+                    message: None,
+                    base_offset: info.base_offset,
+                    log_append_time_ms: info.log_append_time_ms,
+                    log_start_offset: info.log_start_offset,
+                },
+                Err(e) => {
+                    tracing::debug!(%topic, partition, error = %e, "produce refused");
+                    PartitionResult::error(storage_code(&e), Some(e.to_string()))
+                }
+            }
+        })
+        .await;
+    answer.unwrap_or_else(|e| PartitionResult::error(shard_gone_code(&e), None))
+}

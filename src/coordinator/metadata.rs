@@ -1,0 +1,311 @@
+//! Cluster metadata: the topics, their ids, partition counts and config overrides.
+//!
+//! [`ClusterMetadata`] is a plain value. The coordinator shard (shard 0) owns the authoritative
+//! copy; it applies a [`MetadataCommand`] with [`ClusterMetadata::apply`] (pure, no I/O: the
+//! caller persists the result and then publishes it), and every other shard holds an
+//! `Arc<ClusterMetadata>` snapshot replaced as a whole on each change. A change therefore never
+//! shows half-applied to anyone.
+//!
+//! Invariants: topic names are valid Kafka topic names; every topic has >= 1 partition and a
+//! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::topic_config;
+
+/// The longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// The most partitions one topic may have here (a guard against typos that would create
+/// millions of files).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 100_000;
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Config overrides set by CreateTopics / AlterConfigs; validated.
+    pub configs: BTreeMap<String, String>,
+    /// Internal topics are hidden from `Metadata` unless asked for by name.
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// The whole cluster's metadata as one value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub cluster_id: String,
+    pub version: u64,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+/// A change to the metadata.
+#[derive(Debug, Clone)]
+pub enum MetadataCommand {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: i32,
+    },
+    /// Replace all overrides (AlterConfigs semantics).
+    SetConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+}
+
+/// Why a command was refused, as the Kafka error and message the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl MetadataError {
+    fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        MetadataError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks a topic name the way Kafka's `Topic.validate` does.
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let invalid = |why: &str| MetadataError::new(ResponseError::InvalidTopicException, why);
+    if name.is_empty() {
+        return Err(invalid("Topic name is illegal, it can't be empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("Topic name cannot be \".\" or \"..\""));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(invalid(
+            "Topic name is illegal, it can't be longer than 249 characters",
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(invalid(&format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    for (name, value) in configs {
+        topic_config::validate(name, value)
+            .map_err(|e| MetadataError::new(ResponseError::InvalidConfig, e.0))?;
+    }
+    Ok(())
+}
+
+impl ClusterMetadata {
+    /// Checks `command` against the current state without changing anything: what
+    /// `validate_only` requests and the first step of [`Self::apply`] use.
+    pub fn check(&self, command: &MetadataCommand) -> Result<(), MetadataError> {
+        match command {
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                configs,
+            } => {
+                validate_topic_name(name)?;
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::new(
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{name}' already exists."),
+                    ));
+                }
+                if *partitions < 1 || *partitions > PARTITIONS_PER_TOPIC_MAX {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidPartitions,
+                        format!("Number of partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}], got {partitions}."),
+                    ));
+                }
+                validate_configs(configs)
+            }
+            MetadataCommand::DeleteTopic { name } => self.topic(name).map(|_| ()),
+            MetadataCommand::CreatePartitions { name, total } => {
+                let topic = self.topic(name)?;
+                if *total <= topic.partitions {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidPartitions,
+                        format!(
+                            "Topic currently has {} partitions, which is higher than or equal to the requested {total}.",
+                            topic.partitions
+                        ),
+                    ));
+                }
+                if *total > PARTITIONS_PER_TOPIC_MAX {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidPartitions,
+                        format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
+                    ));
+                }
+                Ok(())
+            }
+            MetadataCommand::SetConfigs { name, configs } => {
+                self.topic(name)?;
+                validate_configs(configs)
+            }
+        }
+    }
+
+    /// Applies `command`, returning the new metadata; `self` is unchanged on error.
+    pub fn apply(&self, command: &MetadataCommand) -> Result<ClusterMetadata, MetadataError> {
+        self.check(command)?;
+        let mut next = self.clone();
+        next.version += 1;
+        match command {
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                configs,
+            } => {
+                let id = self.fresh_topic_id();
+                next.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        id,
+                        partitions: *partitions,
+                        configs: configs.clone(),
+                        internal: name.starts_with("__"),
+                    },
+                );
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                next.topics.remove(name);
+            }
+            MetadataCommand::CreatePartitions { name, total } => {
+                if let Some(topic) = next.topics.get_mut(name) {
+                    topic.partitions = *total;
+                }
+            }
+            MetadataCommand::SetConfigs { name, configs } => {
+                if let Some(topic) = next.topics.get_mut(name) {
+                    topic.configs = configs.clone();
+                }
+            }
+        }
+        assert_eq!(next.version, self.version + 1);
+        Ok(next)
+    }
+
+    /// The topic called `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn topic(&self, name: &str) -> Result<&TopicMeta, MetadataError> {
+        self.topics.get(name).ok_or_else(|| {
+            MetadataError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("This server does not host this topic: {name}"),
+            )
+        })
+    }
+
+    /// The topic with id `id`, with its name.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<(&str, &TopicMeta)> {
+        self.topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, t)| (n.as_str(), t))
+    }
+
+    fn fresh_topic_id(&self) -> Uuid {
+        loop {
+            let id = Uuid::new_v4();
+            if !id.is_nil() && !self.topics.values().any(|t| t.id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: i32) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn create_then_delete_topic_bumps_version_and_assigns_distinct_ids() {
+        let m0 = ClusterMetadata::default();
+        let m1 = m0.apply(&create("a", 3)).unwrap();
+        let m2 = m1.apply(&create("b", 1)).unwrap();
+        assert_eq!(m2.version, 2);
+        assert_ne!(m2.topics["a"].id, m2.topics["b"].id);
+        assert_eq!(
+            m1.apply(&create("a", 1)).unwrap_err().code,
+            ResponseError::TopicAlreadyExists
+        );
+        let m3 = m2
+            .apply(&MetadataCommand::DeleteTopic { name: "a".into() })
+            .unwrap();
+        assert!(!m3.topics.contains_key("a"));
+        assert_eq!(
+            m3.apply(&MetadataCommand::DeleteTopic { name: "a".into() })
+                .unwrap_err()
+                .code,
+            ResponseError::UnknownTopicOrPartition
+        );
+    }
+
+    #[test]
+    fn bad_names_partitions_and_configs_are_refused_with_kafka_errors() {
+        let m = ClusterMetadata::default();
+        for name in ["", ".", "..", "a b", "x/y", &"t".repeat(250)] {
+            assert_eq!(
+                m.check(&create(name, 1)).unwrap_err().code,
+                ResponseError::InvalidTopicException
+            );
+        }
+        assert_eq!(
+            m.check(&create("t", 0)).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "never".to_string());
+        let cmd = MetadataCommand::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            configs,
+        };
+        assert_eq!(
+            m.check(&cmd).unwrap_err().code,
+            ResponseError::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn partitions_only_grow() {
+        let m = ClusterMetadata::default().apply(&create("t", 2)).unwrap();
+        let grow = |total| MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            total,
+        };
+        assert_eq!(
+            m.check(&grow(2)).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
+        assert_eq!(m.apply(&grow(5)).unwrap().topics["t"].partitions, 5);
+    }
+}

@@ -1,0 +1,255 @@
+//! Hand-framed Fetch responses: record bytes go to the socket as they are, never copied.
+//!
+//! [`encode_fetch_response`] writes the framing (size prefix, response header, every field of
+//! every version from 4 to 17) into one small buffer and returns it as pieces interleaved with the
+//! record batches, which are the caller's `Bytes` (clones of a cache or read buffer: a reference
+//! count, no copy). The server writes the pieces in order, e.g. with vectored writes.
+//!
+//! Wire shape by version (Kafka's FetchResponse.json):
+//! - v4+: throttle time; per partition last_stable_offset and aborted_transactions (nullable).
+//! - v5+: log_start_offset. v7+: top-level error_code and session_id (incremental fetch).
+//! - v11+: preferred_read_replica (always -1: no follower fetching).
+//! - v12+: flexible: compact strings/arrays/bytes, tagged-field sections (all empty here), and
+//!   response header v1 (with its own empty tagged-field section).
+//! - v13+: topic ids instead of names. v16+: node_endpoints (a tagged field, omitted when empty).
+//!
+//! Records are never null: a partition without data gets empty records, as Kafka sends
+//! (`MemoryRecords.EMPTY`), which every client handles.
+//!
+//! Not here yet: the `current_leader` / `diverging_epoch` / `snapshot_id` tagged fields (only
+//! needed with replication or KRaft-style fetchers) and `node_endpoints`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::protocol::frame::SIZE_PREFIX_BYTES;
+use crate::protocol::ProtocolError;
+
+/// Lowest Fetch version encoded (Kafka 4 removed 0-3).
+pub const FETCH_VERSION_MIN: i16 = 4;
+/// Highest Fetch version encoded (Kafka 4.1's highest stable version).
+pub const FETCH_VERSION_MAX: i16 = 17;
+
+/// A Fetch response, as the Fetch handler assembles it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchResponseParts {
+    /// Throttle time, in milliseconds.
+    pub throttle_time_ms: i32,
+    /// Top-level error (v7+; must be 0 below v7).
+    pub error_code: i16,
+    /// Fetch session id (v7+; 0 = no session; must be 0 below v7).
+    pub session_id: i32,
+    /// Topics, in the order the client asked for them.
+    pub topics: Vec<FetchTopic>,
+}
+
+/// One topic of a Fetch response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchTopic {
+    /// Topic name, sent below v13.
+    pub name: StrBytes,
+    /// Topic id, sent from v13.
+    pub topic_id: Uuid,
+    /// Partitions, in request order.
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// One partition of a Fetch response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchPartition {
+    /// Partition index.
+    pub partition_index: i32,
+    /// Partition error code (0 = none).
+    pub error_code: i16,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Last stable offset.
+    pub last_stable_offset: i64,
+    /// Log start offset (v5+).
+    pub log_start_offset: i64,
+    /// Aborted transactions: `None` (null, what Kafka sends for READ_UNCOMMITTED) or a list
+    /// (READ_COMMITTED, possibly empty).
+    pub aborted_transactions: Option<Vec<AbortedTransaction>>,
+    /// Record batches back to back, exactly as stored; sent without copying. May be empty.
+    pub records: Vec<Bytes>,
+}
+
+/// An aborted transaction in a READ_COMMITTED Fetch response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    /// Producer id of the aborted transaction.
+    pub producer_id: i64,
+    /// First offset of the aborted transaction.
+    pub first_offset: i64,
+}
+
+/// A framing buffer plus where the caller's record batches go between its bytes.
+struct Framer {
+    buf: BytesMut,
+    flexible: bool,
+    /// (offset in `buf` after which records are inserted, the records).
+    inserts: Vec<(usize, Bytes)>,
+}
+
+impl Framer {
+    fn uvarint(&mut self, mut v: u32) {
+        while v >= 0x80 {
+            self.buf.put_u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.put_u8(v as u8);
+    }
+
+    /// Array/compact-array length prefix for `n` elements (or null).
+    fn array_len(&mut self, n: Option<usize>, what: &str) -> Result<(), String> {
+        match (n, self.flexible) {
+            (None, false) => self.buf.put_i32(-1),
+            (None, true) => self.uvarint(0),
+            (Some(n), false) => self
+                .buf
+                .put_i32(i32::try_from(n).map_err(|_| format!("{n} {what}"))?),
+            (Some(n), true) => {
+                self.uvarint(u32::try_from(n + 1).map_err(|_| format!("{n} {what}"))?)
+            }
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, s: &str) -> Result<(), String> {
+        if self.flexible {
+            let n = u32::try_from(s.len() + 1).map_err(|_| "topic name too long".to_owned())?;
+            self.uvarint(n);
+        } else {
+            let n = i16::try_from(s.len()).map_err(|_| "topic name too long".to_owned())?;
+            self.buf.put_i16(n);
+        }
+        self.buf.put_slice(s.as_bytes());
+        Ok(())
+    }
+
+    fn empty_tagged_fields(&mut self) {
+        if self.flexible {
+            self.uvarint(0);
+        }
+    }
+}
+
+/// Encodes a complete Fetch response frame for `version` (4..=17) as pieces to write in order:
+/// framing bytes (a few `Bytes` slices of one buffer) interleaved with the record batches given,
+/// which are cloned (reference counts), never copied. The pieces start with the 4-byte size
+/// prefix and the response header (v1, flexible, from Fetch v12).
+pub fn encode_fetch_response(
+    version: i16,
+    correlation_id: i32,
+    response: &FetchResponseParts,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let fail = |reason: String| ProtocolError::Encode {
+        message: "FetchResponse",
+        version,
+        reason,
+    };
+    if !(FETCH_VERSION_MIN..=FETCH_VERSION_MAX).contains(&version) {
+        return Err(fail("version not encodable".to_owned()));
+    }
+    if version < 7 && (response.error_code != 0 || response.session_id != 0) {
+        return Err(fail("error_code and session_id need v7+".to_owned()));
+    }
+    let flexible = version >= 12;
+    let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
+    let names: usize = response.topics.iter().map(|t| t.name.len()).sum();
+    let aborted: usize = response
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.aborted_transactions.as_ref().map_or(0, Vec::len))
+        .sum();
+    // Upper bound of the framing bytes, so the buffer never grows: fixed part, per topic
+    // (length prefix, name or id, array prefix, tags), per partition, per aborted transaction.
+    let capacity = 32 + response.topics.len() * 32 + names + partitions * 64 + aborted * 17;
+    let mut f = Framer {
+        buf: BytesMut::with_capacity(capacity),
+        flexible,
+        inserts: Vec::new(),
+    };
+
+    f.buf.put_i32(0); // Size prefix, patched below.
+    f.buf.put_i32(correlation_id);
+    f.empty_tagged_fields(); // Response header v1 for flexible versions.
+    f.buf.put_i32(response.throttle_time_ms);
+    if version >= 7 {
+        f.buf.put_i16(response.error_code);
+        f.buf.put_i32(response.session_id);
+    }
+    let mut records_total: usize = 0;
+    f.array_len(Some(response.topics.len()), "topics")
+        .map_err(fail)?;
+    for topic in &response.topics {
+        if version >= 13 {
+            f.buf.put_slice(topic.topic_id.as_bytes());
+        } else {
+            f.string(&topic.name).map_err(fail)?;
+        }
+        f.array_len(Some(topic.partitions.len()), "partitions")
+            .map_err(fail)?;
+        for p in &topic.partitions {
+            f.buf.put_i32(p.partition_index);
+            f.buf.put_i16(p.error_code);
+            f.buf.put_i64(p.high_watermark);
+            f.buf.put_i64(p.last_stable_offset);
+            if version >= 5 {
+                f.buf.put_i64(p.log_start_offset);
+            }
+            f.array_len(
+                p.aborted_transactions.as_ref().map(Vec::len),
+                "aborted transactions",
+            )
+            .map_err(fail)?;
+            for a in p.aborted_transactions.iter().flatten() {
+                f.buf.put_i64(a.producer_id);
+                f.buf.put_i64(a.first_offset);
+                f.empty_tagged_fields();
+            }
+            if version >= 11 {
+                f.buf.put_i32(-1); // preferred_read_replica: none.
+            }
+            let len: usize = p.records.iter().map(Bytes::len).sum();
+            if flexible {
+                let n = u32::try_from(len).ok().and_then(|n| n.checked_add(1));
+                f.uvarint(n.ok_or_else(|| fail(format!("{len} record bytes")))?);
+            } else {
+                f.buf
+                    .put_i32(i32::try_from(len).map_err(|_| fail(format!("{len} record bytes")))?);
+            }
+            for batch in p.records.iter().filter(|b| !b.is_empty()) {
+                f.inserts.push((f.buf.len(), batch.clone()));
+            }
+            records_total += len;
+            f.empty_tagged_fields(); // Partition tagged fields.
+        }
+        f.empty_tagged_fields(); // Topic tagged fields.
+    }
+    f.empty_tagged_fields(); // Response tagged fields (node_endpoints omitted).
+
+    let frame_len = f.buf.len() - SIZE_PREFIX_BYTES + records_total;
+    let frame_len =
+        i32::try_from(frame_len).map_err(|_| fail(format!("response of {frame_len} bytes")))?;
+    f.buf[..SIZE_PREFIX_BYTES].copy_from_slice(&frame_len.to_be_bytes());
+    let framing = f.buf.freeze();
+
+    let mut pieces = Vec::with_capacity(2 * f.inserts.len() + 1);
+    let mut start = 0;
+    for (at, batch) in f.inserts {
+        if at > start {
+            pieces.push(framing.slice(start..at));
+        }
+        pieces.push(batch);
+        start = at;
+    }
+    pieces.push(framing.slice(start..));
+    debug_assert_eq!(
+        pieces.iter().map(Bytes::len).sum::<usize>(),
+        SIZE_PREFIX_BYTES + frame_len as usize
+    );
+    Ok(pieces)
+}

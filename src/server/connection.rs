@@ -1,0 +1,216 @@
+//! One client connection: read frames, run requests concurrently, answer in request order.
+//!
+//! Kafka clients pipeline requests and match responses by order, so the connection keeps a
+//! FIFO of in-flight requests. The reader parses a frame, spawns its handler as a local task
+//! and queues the task; the writer awaits the queued tasks one by one and writes each answer.
+//! Handlers therefore overlap (which is what lets group commit batch a connection's produce
+//! requests) while answers leave in order.
+//!
+//! Limits: a frame larger than `request_bytes_max` closes the connection (as Kafka does); at
+//! most `inflight_requests_per_connection_max` requests wait per connection, and at most
+//! `inflight_request_bytes_per_shard_max` bytes of requests per shard; at either limit the
+//! reader stops reading, so TCP backpressure reaches the client.
+//!
+//! The connection closes when the client closes, sends something unparseable, or a handler
+//! asks for it (unknown API key); other connections are never affected.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::api::{self, Outcome};
+use crate::protocol::frame::{take_frame, FrameError};
+use crate::protocol::header::parse_request_header;
+use crate::shard::Shard;
+
+/// Bytes asked of the socket per read when no frame size is known yet.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A queued request: its handler task and the shard memory it holds until answered.
+struct InFlight {
+    answer: glommio::task::JoinHandle<Outcome>,
+    kib: u64,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = futures_lite::io::split(stream);
+    let depth = shard.config.inflight_requests_per_connection_max;
+    let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
+    let write_task =
+        glommio::spawn_local(write_loop(shard.clone(), writer, queue_rx, peer.clone()));
+    let why = read_loop(&shard, reader, queue_tx, &peer).await;
+    tracing::debug!(%peer, reason = %why, "connection reader done");
+    // The writer drains what was queued, then ends when the queue closes.
+    write_task.await;
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    queue: flume::Sender<InFlight>,
+    peer: &str,
+) -> String {
+    let max = shard.config.request_bytes_max;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let frame = loop {
+            match take_frame(&mut buf, max) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {}
+                Err(FrameError::TooLarge { size, max }) => {
+                    tracing::warn!(%peer, size, max, "request larger than socket.request.max.bytes; closing connection");
+                    return format!("frame of {size} bytes exceeds {max}");
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "bad frame; closing connection");
+                    return format!("bad frame: {e}");
+                }
+            }
+            if shard.stopping.get() && buf.is_empty() {
+                return "broker stopping".into();
+            }
+            // Grow the buffer for the frame being read, never past what was announced.
+            let announced = if buf.len() >= 4 {
+                i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize + 4
+            } else {
+                0
+            };
+            let want = announced
+                .saturating_sub(buf.len())
+                .clamp(READ_CHUNK_BYTES, 1 << 20);
+            let filled = buf.len();
+            buf.resize(filled + want, 0);
+            let read = futures_lite::future::or(
+                async { Some(reader.read(&mut buf[filled..]).await) },
+                async {
+                    // A stopping broker stops waiting on idle connections.
+                    while !shard.stopping.get() {
+                        shard.stop.wait().await;
+                    }
+                    if filled == 0 {
+                        None
+                    } else {
+                        futures_lite::future::pending().await
+                    }
+                },
+            )
+            .await;
+            match read {
+                None => {
+                    buf.truncate(filled);
+                    return "broker stopping".into();
+                }
+                Some(Ok(0)) => {
+                    buf.truncate(filled);
+                    return if filled == 0 {
+                        "closed by client".into()
+                    } else {
+                        "client closed mid-frame".into()
+                    };
+                }
+                Some(Ok(n)) => buf.truncate(filled + n),
+                Some(Err(e)) => return format!("read error: {e}"),
+            }
+        };
+        let frame: Bytes = frame.freeze();
+        let kib = (frame.len() as u64)
+            .div_ceil(1024)
+            .clamp(1, shard_kib_total(shard));
+        if shard.inflight_kib.acquire(kib).await.is_err() {
+            return "shard stopping".into();
+        }
+        let request = match parse_request_header(frame) {
+            Ok(request) => request,
+            Err(e) => {
+                shard.inflight_kib.signal(kib);
+                tracing::warn!(%peer, error = %e, "unparseable request header; closing connection");
+                return format!("bad request header: {e}");
+            }
+        };
+        let handler_shard = shard.clone();
+        let answer =
+            glommio::spawn_local(async move { api::handle(&handler_shard, request).await })
+                .detach();
+        if queue.send_async(InFlight { answer, kib }).await.is_err() {
+            return "writer gone".into();
+        }
+    }
+}
+
+fn shard_kib_total(shard: &Shard) -> u64 {
+    (shard.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64
+}
+
+async fn write_loop(
+    shard: Rc<Shard>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    queue: flume::Receiver<InFlight>,
+    peer: String,
+) {
+    let mut open = true;
+    while let Ok(InFlight { answer, kib }) = queue.recv_async().await {
+        let outcome = answer.await;
+        shard.inflight_kib.signal(kib);
+        if !open {
+            continue; // Drain so the reader is never stuck on a full queue.
+        }
+        match outcome {
+            Some(Outcome::Respond(pieces)) => {
+                if let Err(e) = write_pieces(&mut writer, &pieces).await {
+                    tracing::debug!(%peer, error = %e, "write failed; closing connection");
+                    open = false;
+                }
+            }
+            Some(Outcome::NoResponse) => {}
+            Some(Outcome::Close(reason)) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                open = false;
+            }
+            None => {
+                tracing::error!(%peer, "request handler failed; closing connection");
+                open = false;
+            }
+        }
+        if !open {
+            let _ = writer.close().await;
+        }
+    }
+    if open {
+        let _ = writer.flush().await;
+        let _ = writer.close().await;
+    }
+}
+
+/// Writes a response made of several pieces. Small pieces are gathered into one buffer;
+/// large ones (record data) go to the socket as they are, without a copy (glommio has no
+/// real vectored write: GLOMMIO.md pitfall 3).
+async fn write_pieces(
+    writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+    pieces: &[Bytes],
+) -> std::io::Result<()> {
+    const GATHER_BYTES_MAX: usize = 16 * 1024;
+    let mut gathered = BytesMut::new();
+    for piece in pieces {
+        if piece.len() <= GATHER_BYTES_MAX {
+            gathered.extend_from_slice(piece);
+            if gathered.len() >= GATHER_BYTES_MAX {
+                writer.write_all(&gathered).await?;
+                gathered.clear();
+            }
+        } else {
+            if !gathered.is_empty() {
+                writer.write_all(&gathered).await?;
+                gathered.clear();
+            }
+            writer.write_all(piece).await?;
+        }
+    }
+    if !gathered.is_empty() {
+        writer.write_all(&gathered).await?;
+    }
+    writer.flush().await
+}

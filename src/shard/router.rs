@@ -1,0 +1,114 @@
+//! Cross-shard message passing: run a closure on the shard that owns the data.
+//!
+//! Every shard has one bounded inbox (a flume channel of depth `shard_queue_depth`); the
+//! [`Router`] holds a sender to each. [`Router::invoke_on`] sends a job (a closure that runs on
+//! the target shard and produces a `Send` answer) and awaits its answer over a one-shot
+//! channel. A full inbox makes the sender wait: that is the backpressure between shards.
+//! Jobs for the caller's own shard skip the channel (see `Shard::invoke_on`).
+//!
+//! Only `Send` values cross: `Bytes`, plain data, `Arc`s. Shard-local state (`Rc`, glommio
+//! files) stays on its shard and is reached through the `Rc<Shard>` the job receives.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use super::Shard;
+
+/// Index of a shard, 0..shard_count. Not glommio's executor id (GLOMMIO.md pitfall 7).
+pub type ShardId = usize;
+
+/// A unit of work sent to a shard.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Why a cross-shard call did not complete: the target shard has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not running")]
+pub struct ShardGone(pub ShardId);
+
+/// Senders to every shard's inbox. Cheap to clone; `Send`.
+#[derive(Clone)]
+pub struct Router {
+    inboxes: Vec<flume::Sender<Job>>,
+}
+
+impl Router {
+    /// Creates the inboxes for `shards` shards, each `depth` jobs deep; returns the router and
+    /// the receiving end for each shard, in shard order.
+    pub fn new(shards: usize, depth: usize) -> (Router, Vec<flume::Receiver<Job>>) {
+        assert!(shards > 0 && depth > 0);
+        let (inboxes, receivers) = (0..shards).map(|_| flume::bounded(depth)).unzip();
+        (Router { inboxes }, receivers)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Runs `f` on shard `target` and returns its answer.
+    pub async fn invoke_on<F, Fut, T>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (answer_tx, answer_rx) = flume::bounded(1);
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let answer = f(shard).await;
+                // The caller may have given up (connection closed); nobody to tell then.
+                let _ = answer_tx.send(answer);
+            })
+        });
+        self.inboxes[target]
+            .send_async(job)
+            .await
+            .map_err(|_| ShardGone(target))?;
+        answer_rx.recv_async().await.map_err(|_| ShardGone(target))
+    }
+
+    /// Sends `f` to shard `target` without waiting for it to run; blocks the calling thread if
+    /// the inbox is full. For threads that are not shards (the signal handler thread).
+    pub fn send_blocking<F, Fut>(&self, target: ShardId, f: F) -> Result<(), ShardGone>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let job: Job = Box::new(move |shard| Box::pin(f(shard)));
+        self.inboxes[target]
+            .send(job)
+            .map_err(|_| ShardGone(target))
+    }
+}
+
+/// The shard that owns partition `partition` of `topic`, out of `shards`. Stable for the life
+/// of the process: consecutive partitions of a topic land on consecutive shards.
+pub fn owner_of(topic: &str, partition: i32, shards: usize) -> ShardId {
+    assert!(shards > 0);
+    // FNV-1a: deterministic across runs and platforms (std's hasher is seeded per process).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash.wrapping_add(partition as u64) % shards as u64) as ShardId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_a_topic_spread_over_all_shards() {
+        for shards in 1..5 {
+            let mut seen = vec![0; shards];
+            for p in 0..100 {
+                seen[owner_of("orders", p, shards)] += 1;
+            }
+            assert!(seen
+                .iter()
+                .all(|&n| n == 100 / shards || n == 100 / shards + 1));
+        }
+        assert_eq!(owner_of("t", 7, 1), 0);
+    }
+}

@@ -1,0 +1,353 @@
+//! Starting and stopping the broker: guards, executors, and each shard's life.
+//!
+//! [`run_broker`] runs on the main thread:
+//! 1. refuses to start if another broker holds the data directory (an `flock` on
+//!    `<data_dir>/.lock`) or the port (a plain bind probe: glommio's SO_REUSEPORT would let a
+//!    second broker silently share it);
+//! 2. checks RLIMIT_MEMLOCK against what glommio will lock, so a short limit is a clear error
+//!    instead of glommio's misleading panic (GLOMMIO.md pitfall 5);
+//! 3. loads (or creates) the cluster metadata;
+//! 4. starts one pinned executor per shard, each running [`shard_main`];
+//! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
+//!
+//! A shard's life: prime the disk (GLOMMIO.md pitfall 1), open its partitions, start its
+//! inbox, retention loop and listener; on stop, close the listener, let connections finish,
+//! flush and close its partitions.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use super::{Job, Router, Shard};
+use crate::config::BrokerConfig;
+use crate::coordinator::metadata::ClusterMetadata;
+use crate::coordinator::store;
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("another broker is already using data directory {0} (its .lock file is held); stop it first or pick another --data-dir")]
+    DataDirLocked(String),
+    #[error("cannot listen on {addr}: {source} (is another broker or program using this port?)")]
+    PortInUse {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("RLIMIT_MEMLOCK is {have} bytes but {shards} shard(s) need about {need} bytes of locked memory; lower --shards, io_memory_bytes or ring_depth, or raise the limit (ulimit -l)")]
+    Memlock { have: u64, need: u64, shards: usize },
+    #[error("cluster metadata: {0}")]
+    Metadata(std::io::Error),
+    #[error("starting shards failed: {0}")]
+    Executor(String),
+    #[error("shard {shard} failed: {reason}")]
+    ShardFailed { shard: usize, reason: String },
+}
+
+/// Runs a broker until SIGINT/SIGTERM. Returns once every shard has stopped.
+pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
+    config.validate()?;
+    let shards = config.shard_count();
+    let addr = config.listen_addr()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let _lock = lock_data_dir(&config)?;
+    // Probe the port without SO_REUSEPORT: fails if any other socket holds it.
+    drop(
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::PortInUse {
+            addr: addr.to_string(),
+            source,
+        })?,
+    );
+    check_memlock(&config, shards)?;
+    raise_open_files_limit();
+    let metadata = load_metadata(&config)?;
+    tracing::info!(
+        shards,
+        %addr,
+        data_dir = %config.data_dir.display(),
+        topics = metadata.topics.len(),
+        cluster_id = %metadata.cluster_id,
+        "starting freshet"
+    );
+
+    let (router, inboxes) = Router::new(shards, config.shard_queue_depth);
+    let inboxes: Arc<Mutex<Vec<Option<flume::Receiver<Job>>>>> =
+        Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
+    let next_index = Arc::new(AtomicUsize::new(0));
+    let config = Arc::new(config);
+    let metadata = Arc::new(metadata);
+    let started = Instant::now();
+    let (ready_tx, ready_rx) = flume::bounded::<usize>(shards);
+
+    let placement = if shards <= std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        PoolPlacement::Unbound(shards)
+    };
+    let pool_router = router.clone();
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("freshet-shard")
+        .io_memory(config.io_memory_bytes)
+        .ring_depth(config.ring_depth)
+        .spin_before_park(Duration::from_micros(config.spin_before_park_us))
+        .on_all_shards(move || {
+            let index = next_index.fetch_add(1, Ordering::SeqCst);
+            let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
+            async move {
+                let inbox = inbox.expect("each shard index is handed out once");
+                shard_main(index, config, pool_router, inbox, metadata, ready_tx).await
+            }
+        })
+        .map_err(|e| StartError::Executor(explain_executor_error(&e.to_string())))?;
+
+    // Report readiness once every shard listens (tests and operators wait for this line).
+    let mut ready = 0;
+    while ready < shards {
+        match ready_rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(_) => ready += 1,
+            Err(_) => break,
+        }
+    }
+    if ready == shards {
+        tracing::info!(%addr, shards, startup_ms = started.elapsed().as_millis() as u64, "freshet ready");
+        eprintln!(
+            "freshet ready on {addr} ({shards} shard(s), started in {} ms)",
+            started.elapsed().as_millis()
+        );
+    }
+
+    let signal_router = router.clone();
+    std::thread::Builder::new()
+        .name("freshet-signals".into())
+        .spawn(move || wait_for_signals(signal_router))
+        .map_err(|e| StartError::Executor(e.to_string()))?;
+
+    let mut failure = None;
+    for (shard, result) in handles.join_all().into_iter().enumerate() {
+        let reason = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => reason,
+            Err(e) => explain_executor_error(&e.to_string()),
+        };
+        tracing::error!(shard, %reason, "shard failed");
+        failure.get_or_insert(StartError::ShardFailed { shard, reason });
+    }
+    match failure {
+        None => {
+            tracing::info!("freshet stopped");
+            Ok(())
+        }
+        Some(e) => Err(e),
+    }
+}
+
+async fn shard_main(
+    index: usize,
+    config: Arc<BrokerConfig>,
+    router: Router,
+    inbox: flume::Receiver<Job>,
+    metadata: Arc<ClusterMetadata>,
+    ready: flume::Sender<usize>,
+) -> Result<(), String> {
+    crate::storage::prime_disk(&config.data_dir)
+        .await
+        .map_err(|e| format!("priming data directory: {e}"))?;
+    let shard = Shard::new(index, config.clone(), router, metadata);
+    let inbox_task = glommio::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
+    shard.open_partitions().await;
+    let addr = config.listen_addr().map_err(|e| e.to_string())?;
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
+    let _ = ready.send(index);
+    super::super::server::accept_loop(shard.clone(), listener).await;
+
+    // Stopping: let connections finish what they have (bounded wait), then close the logs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shard.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    retention.cancel();
+    shard.close_partitions().await;
+    inbox_task.cancel();
+    tracing::debug!(shard = index, "shard stopped");
+    Ok(())
+}
+
+/// Runs the jobs other shards send, each as its own task, at most `shard_queue_depth` at once.
+async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
+    let running = Rc::new(glommio::sync::Semaphore::new(
+        shard.config.shard_queue_depth as u64,
+    ));
+    while let Ok(job) = inbox.recv_async().await {
+        let Ok(permit) = running.acquire_static_permit(1).await else {
+            break;
+        };
+        let job_shard = shard.clone();
+        glommio::spawn_local(async move {
+            job(job_shard).await;
+            drop(permit);
+        })
+        .detach();
+    }
+}
+
+fn wait_for_signals(router: Router) {
+    let mut signals = match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+        for shard in 0..router.shard_count() {
+            let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
+        }
+    }
+}
+
+fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {
+    let path = config.data_dir.join(".lock");
+    let file = File::create(&path).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    // SAFETY: flock on a valid open descriptor; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StartError::DataDirLocked(
+            config.data_dir.display().to_string(),
+        ));
+    }
+    Ok(file)
+}
+
+/// Locked memory glommio needs per shard: three rings, each with its io_memory and ring
+/// entries (an estimate matching GLOMMIO.md's measurements).
+fn memlock_needed(config: &BrokerConfig, shards: usize) -> u64 {
+    let ring_bytes = (config.ring_depth as u64) * 64 * 2;
+    shards as u64 * 3 * (config.io_memory_bytes as u64 + ring_bytes)
+}
+
+fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(()); // root is not charged for locked memory.
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return Ok(());
+    }
+    let need = memlock_needed(config, shards);
+    if limit.rlim_cur < need {
+        return Err(StartError::Memlock {
+            have: limit.rlim_cur,
+            need,
+            shards,
+        });
+    }
+    Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every partition keeps its active segment
+/// open and every connection is a descriptor, so the usual soft limit of 1024 is far too low.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open files limit");
+            }
+        }
+    }
+    tracing::debug!(open_files_max = limit.rlim_cur, "open files limit");
+}
+
+fn explain_executor_error(text: &str) -> String {
+    if text.contains("kernel") || text.contains("memlock") || text.contains("ENOMEM") {
+        format!("{text} (glommio reports this when RLIMIT_MEMLOCK is too small: lower shards, io_memory_bytes or ring_depth)")
+    } else {
+        text.to_string()
+    }
+}
+
+fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
+    if let Some(metadata) = store::load(&config.data_dir).map_err(StartError::Metadata)? {
+        if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
+            tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
+        }
+        return Ok(metadata);
+    }
+    let cluster_id = if config.cluster_id.is_empty() {
+        new_cluster_id()
+    } else {
+        config.cluster_id.clone()
+    };
+    let metadata = ClusterMetadata {
+        cluster_id,
+        ..ClusterMetadata::default()
+    };
+    store::save(&config.data_dir, &metadata).map_err(StartError::Metadata)?;
+    Ok(metadata)
+}
+
+/// A cluster id shaped like Kafka's: a UUID in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert_ne!(id, new_cluster_id());
+    }
+}

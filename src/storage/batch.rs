@@ -1,0 +1,374 @@
+//! Record batch v2 (magic 2): a zero-copy view of the 61-byte header, validation, framing,
+//! and in-place rewrites (base offset, LogAppendTime, CRC).
+//!
+//! Layout (big-endian, Kafka's `DefaultRecordBatch`):
+//!
+//! | off | field                | type |
+//! |-----|----------------------|------|
+//! | 0   | baseOffset           | i64  |
+//! | 8   | batchLength          | i32  | bytes after this field (total = batchLength + 12)
+//! | 12  | partitionLeaderEpoch | i32  |
+//! | 16  | magic                | i8   |
+//! | 17  | crc                  | u32  | CRC-32C of bytes 21..end
+//! | 21  | attributes           | i16  |
+//! | 23  | lastOffsetDelta      | i32  |
+//! | 27  | baseTimestamp        | i64  |
+//! | 35  | maxTimestamp         | i64  |
+//! | 43  | producerId           | i64  |
+//! | 51  | producerEpoch        | i16  |
+//! | 53  | baseSequence         | i32  |
+//! | 57  | recordsCount         | i32  |
+//! | 61  | records...           |      |
+//!
+//! Invariants checked by [`validate`]: the slice is exactly one batch, magic is 2, the CRC
+//! matches, `recordsCount >= 1` and `lastOffsetDelta == recordsCount - 1`. Records themselves are
+//! never decoded here (one decision per batch, not per record); `baseOffset`, `batchLength`,
+//! `partitionLeaderEpoch` and the CRC field are outside the CRC, so a base offset rewrite does
+//! not touch the CRC, while a LogAppendTime stamp (attributes, maxTimestamp) needs [`fix_crc`].
+
+use super::StorageError;
+use zerocopy::big_endian::{I16, I32, I64, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Size of the fixed batch header in bytes.
+pub const HEADER_LEN: usize = 61;
+/// `baseOffset` + `batchLength`: bytes not counted by `batchLength`.
+pub const LOG_OVERHEAD: usize = 12;
+/// First byte covered by the batch CRC (`attributes`).
+pub const CRC_START: usize = 21;
+/// The only record batch format Freshet accepts.
+pub const MAGIC_V2: i8 = 2;
+/// Attributes bit: timestamps are LogAppendTime.
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attributes bits: compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// Attributes bit: transactional batch.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attributes bit: control batch.
+pub const ATTR_CONTROL: i16 = 0x20;
+/// Largest compression codec id Kafka defines (zstd).
+pub const COMPRESSION_MAX: i16 = 4;
+
+/// The 61-byte record batch v2 header, viewed in place.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug)]
+pub struct BatchHeader {
+    /// First offset of the batch.
+    pub base_offset: I64,
+    /// Length of the batch after this field.
+    pub batch_length: I32,
+    /// Leader epoch of the partition when the batch was appended.
+    pub partition_leader_epoch: I32,
+    /// Format version; 2.
+    pub magic: i8,
+    /// CRC-32C of `attributes..end`.
+    pub crc: U32,
+    /// Compression, timestamp type, transactional and control bits.
+    pub attributes: I16,
+    /// `last offset - base offset`.
+    pub last_offset_delta: I32,
+    /// Timestamp of the first record.
+    pub base_timestamp: I64,
+    /// Largest timestamp of the batch (or the LogAppendTime).
+    pub max_timestamp: I64,
+    /// Idempotent producer id, -1 if none.
+    pub producer_id: I64,
+    /// Idempotent producer epoch.
+    pub producer_epoch: I16,
+    /// Sequence number of the first record.
+    pub base_sequence: I32,
+    /// Number of records.
+    pub records_count: I32,
+}
+
+const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_LEN);
+
+impl BatchHeader {
+    /// First offset.
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset.get()
+    }
+    /// Last offset (`base + lastOffsetDelta`).
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset
+            .get()
+            .wrapping_add(i64::from(self.last_offset_delta.get()))
+    }
+    /// Whole batch size in bytes, from the length field (may be bogus on unvalidated data).
+    pub fn total_len(&self) -> i64 {
+        i64::from(self.batch_length.get()) + LOG_OVERHEAD as i64
+    }
+    /// Largest record timestamp (the append time for LogAppendTime batches).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.get()
+    }
+    /// Timestamp of the first record (CreateTime).
+    pub fn base_timestamp(&self) -> i64 {
+        self.base_timestamp.get()
+    }
+    /// Attributes.
+    pub fn attributes(&self) -> i16 {
+        self.attributes.get()
+    }
+    /// Compression codec id.
+    pub fn compression(&self) -> i16 {
+        self.attributes.get() & ATTR_COMPRESSION_MASK
+    }
+    /// True if timestamps are LogAppendTime.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes.get() & ATTR_LOG_APPEND_TIME != 0
+    }
+    /// True for control batches (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes.get() & ATTR_CONTROL != 0
+    }
+    /// Number of records.
+    pub fn records_count(&self) -> i32 {
+        self.records_count.get()
+    }
+    /// The CRC stored in the header.
+    pub fn crc(&self) -> u32 {
+        self.crc.get()
+    }
+}
+
+/// View the header at the start of `buf`, if `buf` is long enough.
+pub fn header(buf: &[u8]) -> Option<&BatchHeader> {
+    BatchHeader::ref_from_prefix(buf).ok().map(|(h, _)| h)
+}
+
+/// Mutable view of the header at the start of `buf`, if `buf` is long enough.
+pub fn header_mut(buf: &mut [u8]) -> Option<&mut BatchHeader> {
+    BatchHeader::mut_from_prefix(buf).ok().map(|(h, _)| h)
+}
+
+/// CRC-32C over `attributes..end` of one whole batch.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    assert!(batch.len() >= HEADER_LEN);
+    crc32c::crc32c(&batch[CRC_START..])
+}
+
+/// Recompute and store the CRC of one whole batch (after changing covered fields).
+pub fn fix_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    if let Some(h) = header_mut(batch) {
+        h.crc.set(crc);
+    }
+}
+
+/// Rewrite `baseOffset` in place. Not covered by the CRC.
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    assert!(batch.len() >= HEADER_LEN);
+    if let Some(h) = header_mut(batch) {
+        h.base_offset.set(base_offset);
+    }
+}
+
+/// Rewrite `partitionLeaderEpoch` in place. Not covered by the CRC.
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    assert!(batch.len() >= HEADER_LEN);
+    if let Some(h) = header_mut(batch) {
+        h.partition_leader_epoch.set(epoch);
+    }
+}
+
+/// Stamp LogAppendTime: set the timestamp-type bit and `maxTimestamp`, then fix the CRC
+/// (Kafka's `setMaxTimestamp(LOG_APPEND_TIME, now)`).
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    assert!(batch.len() >= HEADER_LEN);
+    if let Some(h) = header_mut(batch) {
+        let attrs = h.attributes.get() | ATTR_LOG_APPEND_TIME;
+        h.attributes.set(attrs);
+        h.max_timestamp.set(now_ms);
+    }
+    fix_crc(batch);
+}
+
+/// Read the total length of the batch starting at `buf[0]` from its first 12 bytes, checking
+/// only that it is plausible (`>= HEADER_LEN`). `None` if fewer than 12 bytes.
+pub fn framed_len(buf: &[u8]) -> Option<Result<usize, StorageError>> {
+    if buf.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len_field = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    let total = i64::from(len_field) + LOG_OVERHEAD as i64;
+    if total < HEADER_LEN as i64 {
+        return Some(Err(StorageError::CorruptMessage(format!(
+            "batch length field {len_field} is smaller than a batch header"
+        ))));
+    }
+    Some(Ok(total as usize))
+}
+
+/// Validate exactly one whole batch: length, magic, CRC-32C, record count.
+pub fn validate(batch: &[u8]) -> Result<&BatchHeader, StorageError> {
+    let Some(h) = header(batch) else {
+        return Err(StorageError::CorruptMessage(format!(
+            "batch of {} bytes is shorter than the {HEADER_LEN}-byte header",
+            batch.len()
+        )));
+    };
+    if h.total_len() != batch.len() as i64 {
+        return Err(StorageError::CorruptMessage(format!(
+            "batch length field says {} bytes, slice has {}",
+            h.total_len(),
+            batch.len()
+        )));
+    }
+    if h.magic != MAGIC_V2 {
+        return Err(StorageError::InvalidRecord(format!(
+            "record batch magic {} is not supported (only 2)",
+            h.magic
+        )));
+    }
+    let crc = compute_crc(batch);
+    if crc != h.crc() {
+        return Err(StorageError::CorruptMessage(format!(
+            "batch CRC-32C mismatch: stored {:#010x}, computed {crc:#010x}",
+            h.crc()
+        )));
+    }
+    let count = h.records_count();
+    if count < 1 {
+        return Err(StorageError::InvalidRecord(format!(
+            "batch has {count} records"
+        )));
+    }
+    if i64::from(h.last_offset_delta.get()) != i64::from(count) - 1 {
+        return Err(StorageError::InvalidRecord(format!(
+            "lastOffsetDelta {} does not match recordsCount {count}",
+            h.last_offset_delta.get()
+        )));
+    }
+    if h.compression() > COMPRESSION_MAX {
+        return Err(StorageError::InvalidRecord(format!(
+            "unknown compression codec {}",
+            h.compression()
+        )));
+    }
+    Ok(h)
+}
+
+/// Iterator over the batches of a buffer of back-to-back batches: yields `(position, batch)`
+/// for each whole batch, checking framing only (use [`validate`] for the rest). A framing
+/// error (bad length, truncated tail) is yielded once, then iteration stops.
+pub struct Batches<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+/// Iterate the batches framed back to back in `buf`.
+pub fn batches(buf: &[u8]) -> Batches<'_> {
+    Batches {
+        buf,
+        pos: 0,
+        failed: false,
+    }
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<(usize, &'a [u8]), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let rest = &self.buf[self.pos..];
+        let total = match framed_len(rest) {
+            None => {
+                self.failed = true;
+                return Some(Err(StorageError::CorruptMessage(format!(
+                    "{} trailing bytes are not a whole batch",
+                    rest.len()
+                ))));
+            }
+            Some(Err(e)) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+            Some(Ok(t)) => t,
+        };
+        if total > rest.len() {
+            self.failed = true;
+            return Some(Err(StorageError::CorruptMessage(format!(
+                "truncated batch: needs {total} bytes, {} present",
+                rest.len()
+            ))));
+        }
+        let pos = self.pos;
+        self.pos += total;
+        Some(Ok((pos, &rest[..total])))
+    }
+}
+
+/// Summary of one validated batch of a record set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Position of the batch in the record set.
+    pub pos: usize,
+    /// Whole batch size in bytes.
+    pub len: usize,
+    /// Number of offsets the batch occupies (`lastOffsetDelta + 1`).
+    pub offset_count: i64,
+    /// The batch's `maxTimestamp`.
+    pub max_timestamp: i64,
+}
+
+/// Validate a produce record set (one or more batches back to back) against a partition's
+/// `max.message.bytes`. Every batch must be valid or the whole set is rejected. Also checks
+/// `baseOffset == 0`, as a Kafka broker does for batches from clients.
+pub fn validate_record_set(
+    records: &[u8],
+    max_message_bytes: u32,
+) -> Result<Vec<BatchInfo>, StorageError> {
+    if records.is_empty() {
+        return Err(StorageError::CorruptMessage("empty record set".into()));
+    }
+    let mut out = Vec::new();
+    for item in batches(records) {
+        let (pos, b) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                // Report an oversized truncated batch as too large rather than corrupt, as
+                // Kafka does when the size field alone exceeds the limit.
+                if let Some(Ok(total)) = framed_len(
+                    &records[records.len().min(
+                        out.iter()
+                            .map(|i: &BatchInfo| i.pos + i.len)
+                            .next_back()
+                            .unwrap_or(0),
+                    )..],
+                ) {
+                    if total > max_message_bytes as usize {
+                        return Err(StorageError::MessageTooLarge {
+                            size: total,
+                            max: max_message_bytes,
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if b.len() > max_message_bytes as usize {
+            return Err(StorageError::MessageTooLarge {
+                size: b.len(),
+                max: max_message_bytes,
+            });
+        }
+        let h = validate(b)?;
+        if h.base_offset() != 0 {
+            return Err(StorageError::InvalidRecord(format!(
+                "the baseOffset of a produced record batch should be 0, but it is {}",
+                h.base_offset()
+            )));
+        }
+        out.push(BatchInfo {
+            pos,
+            len: b.len(),
+            offset_count: i64::from(h.last_offset_delta.get()) + 1,
+            max_timestamp: h.max_timestamp(),
+        });
+    }
+    Ok(out)
+}
