@@ -186,3 +186,55 @@ fn idle_broker_uses_under_100_mib_rss() {
         assert!(rss < 100 * 1024 * 1024, "idle RSS {} MiB", rss >> 20);
     });
 }
+
+// Settings from `--config FILE.toml` apply, and command-line flags override them.
+#[test]
+fn config_file_settings_apply_and_flags_override_them() {
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("freshet.toml");
+        std::fs::write(&config, "default_partitions = 5\nauto_create_topics = true\nnode_id = 0\n").unwrap();
+        let config = config.display().to_string();
+        for (extra, expected) in [(vec![], 5usize), (vec!["--default-partitions", "2"], 2)] {
+            let mut args = vec!["--config", config.as_str()];
+            args.extend(extra);
+            let broker = TestBroker::start_with(1, &args);
+            let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+            let md = conn
+                .request(
+                    9,
+                    &MetadataRequest::default()
+                        .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(kafka_protocol::messages::TopicName(
+                                kafka_protocol::protocol::StrBytes::from_static_str("from-config"),
+                            )))]))
+                        .with_allow_auto_topic_creation(true),
+                )
+                .unwrap();
+            // Auto-creation may answer LEADER_NOT_AVAILABLE first, as Kafka does; ask again.
+            let partitions = if md.topics[0].partitions.len() == expected {
+                expected
+            } else {
+                let md = conn
+                    .request(9, &MetadataRequest::default().with_topics(None))
+                    .unwrap();
+                md.topics
+                    .iter()
+                    .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("from-config"))
+                    .map(|t| t.partitions.len())
+                    .unwrap_or(0)
+            };
+            assert_eq!(partitions, expected, "args {args:?}");
+        }
+        // A config file with an unknown key is refused with a message naming it.
+        std::fs::write(dir.path().join("bad.toml"), "no_such_setting = 1\n").unwrap();
+        let out = run_to_exit(
+            &["start".into(), "--config".into(), dir.path().join("bad.toml").display().to_string(),
+              "--listen".into(), format!("127.0.0.1:{}", free_port()), "--data-dir".into(),
+              dir.path().join("d").display().to_string()],
+            dir.path(),
+        );
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+}

@@ -1,5 +1,7 @@
 """kafka-python (pure Python client) against a real freshet broker."""
 
+import pathlib
+
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -116,4 +118,27 @@ def test_admin_client_creates_lists_describes_and_deletes_topics(broker):
     assert set(modified["topic"]["kp-admin"]) == {"retention.ms"}, "only retention.ms was set"
     admin.delete_topics(["kp-admin"])
     assert "kp-admin" not in admin.list_topics()
+    admin.close()
+
+
+# DescribeLogDirs reports the data directory and the size of each written partition;
+# DescribeCluster names this one broker.
+def test_admin_client_describes_log_dirs_and_cluster(broker):
+    p = producer(broker)
+    for i in range(20):
+        p.send("kp-logdirs", b"x" * 1000, partition=0)
+    p.flush(timeout=30)
+    p.close(timeout=10)
+    admin = KafkaAdminClient(bootstrap_servers=broker.addr, request_timeout_ms=TIMEOUT_MS)
+    [per_broker] = admin.describe_log_dirs()
+    assert per_broker["broker"] == 0
+    [log_dir] = per_broker["log_dirs"]
+    assert log_dir["error_code"] == 0
+    assert pathlib.Path(log_dir["log_dir"]).resolve() == broker.data_dir.resolve()
+    topics = {t["name"]: t for t in log_dir["topics"]}
+    [part] = topics["kp-logdirs"]["partitions"]
+    assert part["partition_index"] == 0 and part["partition_size"] >= 20 * 1000
+    cluster = admin.describe_cluster()
+    assert [b["node_id"] for b in cluster["brokers"]] == [0]
+    assert cluster["controller_id"] == 0 and cluster["cluster_id"]
     admin.close()
