@@ -326,20 +326,14 @@ pub fn validate_record_set(
         return Err(StorageError::CorruptMessage("empty record set".into()));
     }
     let mut out = Vec::new();
+    let mut end = 0usize;
     for item in batches(records) {
         let (pos, b) = match item {
             Ok(x) => x,
             Err(e) => {
-                // Report an oversized truncated batch as too large rather than corrupt, as
-                // Kafka does when the size field alone exceeds the limit.
-                if let Some(Ok(total)) = framed_len(
-                    &records[records.len().min(
-                        out.iter()
-                            .map(|i: &BatchInfo| i.pos + i.len)
-                            .next_back()
-                            .unwrap_or(0),
-                    )..],
-                ) {
+                // A truncated batch whose length field alone exceeds the limit is reported as
+                // too large, as Kafka does.
+                if let Some(Ok(total)) = framed_len(&records[end..]) {
                     if total > max_message_bytes as usize {
                         return Err(StorageError::MessageTooLarge {
                             size: total,
@@ -350,6 +344,7 @@ pub fn validate_record_set(
                 return Err(e);
             }
         };
+        end = pos + b.len();
         if b.len() > max_message_bytes as usize {
             return Err(StorageError::MessageTooLarge {
                 size: b.len(),
@@ -371,4 +366,84 @@ pub fn validate_record_set(
         });
     }
     Ok(out)
+}
+
+/// Read a zigzag varint (at most `max_bytes` bytes) from `buf[*pos..]`.
+fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// `(offset, timestamp)` of every record of one validated, *uncompressed* batch, read from the
+/// record headers without decoding keys, values or headers. For a LogAppendTime batch every
+/// record's timestamp is the batch's `maxTimestamp`. `None` if the batch is compressed;
+/// `Err` if a record header is malformed.
+pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, StorageError>> {
+    let h = header(batch)?;
+    if h.compression() != 0 {
+        return None;
+    }
+    let base = h.base_offset();
+    let count = h.records_count().max(0) as usize;
+    let mut out = Vec::with_capacity(count.min(batch.len() / 7 + 1));
+    let mut pos = HEADER_LEN;
+    let bad = |what: &str| StorageError::CorruptMessage(format!("malformed record header: {what}"));
+    for _ in 0..count {
+        let Some(len) = read_varlong(batch, &mut pos, 5) else {
+            return Some(Err(bad("length")));
+        };
+        let start = pos;
+        let Ok(len) = usize::try_from(len) else {
+            return Some(Err(bad("negative length")));
+        };
+        if start + len > batch.len() {
+            return Some(Err(bad("length past the batch")));
+        }
+        pos += 1; // attributes
+        let Some(ts_delta) = read_varlong(batch, &mut pos, 10) else {
+            return Some(Err(bad("timestamp delta")));
+        };
+        let Some(off_delta) = read_varlong(batch, &mut pos, 5) else {
+            return Some(Err(bad("offset delta")));
+        };
+        if pos > start + len {
+            return Some(Err(bad("record shorter than its header")));
+        }
+        let ts = if h.is_log_append_time() {
+            h.max_timestamp()
+        } else {
+            h.base_timestamp().wrapping_add(ts_delta)
+        };
+        out.push((base.wrapping_add(off_delta), ts));
+        pos = start + len;
+    }
+    Some(Ok(out))
+}
+
+/// Offset of the first record of a validated batch whose timestamp equals the batch's
+/// `maxTimestamp` (Kafka's `offsetOfMaxTimestamp`). Exact for uncompressed and LogAppendTime
+/// batches; for compressed CreateTime batches (which would need decompression) it returns the
+/// batch's last offset, where producers put their newest record.
+pub fn offset_of_max_timestamp(batch: &[u8]) -> i64 {
+    let Some(h) = header(batch) else {
+        return -1;
+    };
+    if h.is_log_append_time() {
+        return h.base_offset();
+    }
+    match record_times(batch) {
+        Some(Ok(times)) => times
+            .iter()
+            .find(|&&(_, ts)| ts == h.max_timestamp())
+            .map_or(h.last_offset(), |&(o, _)| o),
+        _ => h.last_offset(),
+    }
 }

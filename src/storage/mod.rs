@@ -1,12 +1,37 @@
-//! Storage engine: durable partition logs (skeleton; being filled in).
+//! Storage engine: durable partition logs.
 //!
-//! See the module docs once implemented.
+//! Each partition is a [`PartitionLog`] owned by one shard: a directory of segments in Kafka's
+//! own on-disk layout (`00000000000000000000.log` with record batches back to back exactly as
+//! on the wire, plus sparse `.index` and `.timeindex` files), written with O_DIRECT through
+//! glommio, group-committed (one `fdatasync` covers every append that gathered while the
+//! previous one ran), recovered on open by CRC-scanning from a recovery checkpoint, trimmed by
+//! retention and DeleteRecords. Reads of the tail come from a per-shard bounded
+//! [`TailCache`]; older data is read from disk, copied once into `Bytes`.
+//!
+//! Modules:
+//! - [`batch`]: the record batch v2 header view, validation, offset/time rewrites, CRC-32C.
+//! - [`log`]: `PartitionLog`: append and group commit, reads, recovery, retention.
+//! - [`index`]: the sparse offset and time indexes (Kafka's formats).
+//! - [`cache`]: the per-shard tail cache.
+//! - [`checkpoint`]: the recovery checkpoint file.
+//! - [`io`]: the only code that touches glommio files and `std::fs`.
+//!
+//! Guarantees: an append resolves `Ok` only once its batches are fdatasync'd; reads never pass
+//! the high watermark (the durable end); recovery never serves a torn batch and never drops a
+//! batch that was acknowledged; I/O errors are returned as [`StorageError::Io`], never panics.
+//! Invariant violations (programmer errors) are `assert!`s that stay on in release builds.
 
 pub mod batch;
+pub mod cache;
+pub mod checkpoint;
+pub mod index;
+pub mod io;
+pub mod log;
 
 use bytes::Bytes;
-use std::path::Path;
-use std::rc::Rc;
+
+pub use cache::TailCache;
+pub use log::{prime_disk, PartitionLog};
 
 /// Timestamp type of a topic (`message.timestamp.type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,123 +140,4 @@ pub struct ReadData {
     pub high_watermark: i64,
     /// Log start offset at the time of the read.
     pub log_start_offset: i64,
-}
-
-/// Per-shard bounded cache of partition tails (Rc-shared by all logs of one shard).
-pub struct TailCache {
-    _budget_bytes: usize,
-}
-
-impl TailCache {
-    /// A cache holding at most `budget_bytes` of batches in total.
-    pub fn new(budget_bytes: usize) -> Rc<TailCache> {
-        Rc::new(TailCache {
-            _budget_bytes: budget_bytes,
-        })
-    }
-
-    /// Bytes currently cached.
-    pub fn used_bytes(&self) -> usize {
-        todo!()
-    }
-}
-
-/// Must run once on every shard, before any other DmaFile is opened under `data_dir`:
-/// works around glommio's poll-mode misdetection (GLOMMIO.md pitfall 1).
-pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
-    let _ = data_dir;
-    todo!()
-}
-
-/// One partition's log. Owned by exactly one shard.
-pub struct PartitionLog {
-    _private: (),
-}
-
-impl PartitionLog {
-    /// Open or create the partition directory `dir`; runs recovery.
-    pub async fn open(
-        dir: &Path,
-        config: LogConfig,
-        cache: Rc<TailCache>,
-    ) -> Result<PartitionLog, StorageError> {
-        let _ = (dir, config, cache);
-        todo!()
-    }
-
-    /// Validate, assign offsets, append; resolves once durable (group commit).
-    pub async fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let _ = (records, now_ms);
-        todo!()
-    }
-
-    /// First offset still in the log.
-    pub fn log_start_offset(&self) -> i64 {
-        todo!()
-    }
-
-    /// Next offset to be assigned.
-    pub fn log_end_offset(&self) -> i64 {
-        todo!()
-    }
-
-    /// End of the durable prefix; reads never pass it.
-    pub fn high_watermark(&self) -> i64 {
-        todo!()
-    }
-
-    /// Whole batches from the one containing `offset`, up to `max_bytes`.
-    pub async fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<ReadData, StorageError> {
-        let _ = (offset, max_bytes, min_one_batch);
-        todo!()
-    }
-
-    /// Earliest (offset, timestamp) with timestamp >= `ts`.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        let _ = ts;
-        todo!()
-    }
-
-    /// (max timestamp, its offset), (-1, -1) if empty.
-    pub fn max_timestamp(&self) -> (i64, i64) {
-        todo!()
-    }
-
-    /// Delete whole segments past retention; returns segments deleted.
-    pub async fn apply_retention(&self, now_ms: i64) -> Result<u64, StorageError> {
-        let _ = now_ms;
-        todo!()
-    }
-
-    /// DeleteRecords: move the log start offset; returns the new log start.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
-        let _ = offset;
-        todo!()
-    }
-
-    /// Replace the topic config.
-    pub fn set_config(&self, config: LogConfig) {
-        let _ = config;
-        todo!()
-    }
-
-    /// Total bytes of the log's segments.
-    pub fn size_bytes(&self) -> u64 {
-        todo!()
-    }
-
-    /// Clean shutdown.
-    pub async fn close(&self) -> Result<(), StorageError> {
-        todo!()
-    }
-
-    /// Close and remove all files.
-    pub async fn delete(self) -> Result<(), StorageError> {
-        todo!()
-    }
 }

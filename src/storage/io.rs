@@ -1,0 +1,319 @@
+//! The storage engine's small I/O layer: the only place that touches glommio's file API and
+//! `std::fs`.
+//!
+//! - [`DataFile`]: an O_DIRECT segment file (glommio `DmaFile`), for aligned writes,
+//!   `fdatasync`, preallocation and reads that copy once into `Bytes` (glommio's `ReadResult`
+//!   is not `Send`; the `Bytes` may cross shards).
+//! - Metadata helpers (list a directory, write a small file atomically, remove files, fsync a
+//!   directory): rare operations run on glommio's blocking thread pool through
+//!   `executor().spawn_blocking`, so the shard never blocks on them.
+//!
+//! Every error is mapped to [`StorageError::Io`] naming the operation. Nothing here panics on
+//! an I/O error. What this does not do yet: an in-memory fake for deterministic simulation.
+
+use super::StorageError;
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// O_DIRECT alignment of offsets, lengths and buffers on these disks (GLOMMIO.md).
+pub const DIRECT_IO_ALIGN: u64 = 512;
+
+/// Round `v` down to the O_DIRECT alignment.
+pub fn align_down(v: u64) -> u64 {
+    v & !(DIRECT_IO_ALIGN - 1)
+}
+
+/// Round `v` up to the O_DIRECT alignment.
+pub fn align_up(v: u64) -> u64 {
+    (v + DIRECT_IO_ALIGN - 1) & !(DIRECT_IO_ALIGN - 1)
+}
+
+/// Build an I/O error mapper naming the operation.
+pub fn io_err<E: Into<std::io::Error>>(op: &'static str) -> impl FnOnce(E) -> StorageError {
+    move |e| StorageError::Io {
+        op,
+        source: e.into(),
+    }
+}
+
+/// One O_DIRECT file (a segment's `.log`). Cheap to clone (shared `Rc`).
+#[derive(Clone)]
+pub struct DataFile {
+    file: Rc<DmaFile>,
+}
+
+impl DataFile {
+    /// Open for reading and writing, creating the file if needed (`DmaFile::create` would be
+    /// write-only: GLOMMIO.md pitfall 2).
+    pub async fn open_rw(path: &Path) -> Result<DataFile, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(io_err("open segment for writing"))?;
+        Ok(DataFile {
+            file: Rc::new(file),
+        })
+    }
+
+    /// Open read-only.
+    pub async fn open_read(path: &Path) -> Result<DataFile, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .dma_open(path)
+            .await
+            .map_err(io_err("open segment for reading"))?;
+        Ok(DataFile {
+            file: Rc::new(file),
+        })
+    }
+
+    /// Current file size in bytes.
+    pub async fn size(&self) -> Result<u64, StorageError> {
+        self.file.file_size().await.map_err(io_err("stat segment"))
+    }
+
+    /// Write `data` at aligned position `pos`. The buffer is padded with zeros to the
+    /// alignment; at most `write_bytes_max` per I/O, all issued at once (several writes in
+    /// flight), then awaited.
+    pub async fn write_padded(
+        &self,
+        pos: u64,
+        parts: &[&[u8]],
+        write_bytes_max: usize,
+    ) -> Result<(), StorageError> {
+        assert_eq!(
+            pos % DIRECT_IO_ALIGN,
+            0,
+            "unaligned O_DIRECT write position"
+        );
+        assert!((write_bytes_max as u64).is_multiple_of(DIRECT_IO_ALIGN) && write_bytes_max > 0);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let padded = align_up(total as u64) as usize;
+        let mut tasks = Vec::new();
+        let mut part_idx = 0usize;
+        let mut part_off = 0usize;
+        let mut chunk_start = 0usize;
+        while chunk_start < padded {
+            let chunk_len = (padded - chunk_start).min(write_bytes_max);
+            let mut buf = self.file.alloc_dma_buffer(chunk_len);
+            let dst = buf.as_bytes_mut();
+            let mut filled = 0usize;
+            while filled < chunk_len && part_idx < parts.len() {
+                let src = &parts[part_idx][part_off..];
+                let n = src.len().min(chunk_len - filled);
+                dst[filled..filled + n].copy_from_slice(&src[..n]);
+                filled += n;
+                part_off += n;
+                if part_off == parts[part_idx].len() {
+                    part_idx += 1;
+                    part_off = 0;
+                }
+            }
+            dst[filled..].fill(0);
+            let file = self.file.clone();
+            let at = pos + chunk_start as u64;
+            tasks.push(glommio::spawn_local(async move {
+                let n = file.write_at(buf, at).await?;
+                Ok::<(usize, usize), glommio::GlommioError<()>>((n, chunk_len))
+            }));
+            chunk_start += chunk_len;
+        }
+        let mut first_err = None;
+        for t in tasks {
+            match t.await {
+                Ok((n, want)) if n == want => {}
+                Ok((n, want)) => {
+                    first_err.get_or_insert(StorageError::Io {
+                        op: "write segment",
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::WriteZero,
+                            format!("short O_DIRECT write: {n} of {want} bytes"),
+                        ),
+                    });
+                }
+                Err(e) => {
+                    first_err.get_or_insert(io_err("write segment")(e));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `fdatasync` the file.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(io_err("fdatasync segment"))
+    }
+
+    /// Preallocate up to `size` bytes (the file size becomes `size`; new blocks read as zeros).
+    pub async fn preallocate(&self, size: u64) -> Result<(), StorageError> {
+        self.file
+            .pre_allocate(size, false)
+            .await
+            .map_err(io_err("preallocate segment"))
+    }
+
+    /// Truncate (or extend) the file to `size` bytes.
+    pub async fn truncate(&self, size: u64) -> Result<(), StorageError> {
+        self.file
+            .truncate(size)
+            .await
+            .map_err(io_err("truncate segment"))
+    }
+
+    /// Read `len` bytes at `pos` (any alignment), copied once into `Bytes`. Returns fewer
+    /// bytes at the end of the file.
+    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let rr = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(io_err("read segment"))?;
+        Ok(Bytes::copy_from_slice(&rr))
+    }
+}
+
+/// Run a blocking closure on glommio's blocking thread pool.
+pub async fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Create a directory and its parents.
+pub async fn create_dir_all(dir: &Path) -> Result<(), StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || std::fs::create_dir_all(&dir))
+        .await
+        .map_err(io_err("create partition directory"))
+}
+
+/// File names (not paths) in `dir`.
+pub async fn list_dir(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    })
+    .await
+    .map_err(io_err("list partition directory"))
+}
+
+/// `fsync` a directory so that created, renamed and removed names are durable.
+pub async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(io_err("fsync directory"))
+}
+
+/// Atomically replace `path` with `data`: write `path.tmp`, fdatasync, rename, fsync the
+/// directory. A crash leaves either the old or the new file, never a half-written one.
+pub async fn write_file_atomic(path: &Path, data: Vec<u8>) -> Result<(), StorageError> {
+    let path = path.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io_err("write metadata file"))
+}
+
+/// Read a whole small file; `Ok(None)` if it does not exist.
+pub async fn read_small_file(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    let path = path.to_path_buf();
+    blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                let mut data = Vec::new();
+                f.take(max_bytes).read_to_end(&mut data)?;
+                Ok(Some(data))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(io_err("read metadata file"))
+}
+
+/// Remove files (missing ones are fine), then fsync the directory.
+pub async fn remove_files(dir: &Path, names: Vec<String>) -> Result<(), StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        for name in &names {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await
+    .map_err(io_err("remove segment files"))
+}
+
+/// Remove a directory tree, then fsync its parent.
+pub async fn remove_dir_all(dir: &Path) -> Result<(), StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io_err("remove partition directory"))
+}
+
+/// Write a small non-empty file with ordinary (buffered) I/O, for [`super::prime_disk`].
+pub async fn write_plain_file(path: &Path, data: Vec<u8>) -> Result<(), StorageError> {
+    let path = path.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&data)?;
+        f.sync_all()
+    })
+    .await
+    .map_err(io_err("write disk probe file"))
+}
