@@ -49,7 +49,7 @@ scenarios! {
     length_prefix_of_2_gb_is_refused_without_allocating_it => 60;
     unknown_api_key_is_answered_or_closed => 60;
     known_api_key_with_unsupported_version_is_answered_or_closed => 60;
-    api_versions_v99_gets_v0_shaped_unsupported_version_with_api_list => 60;
+    api_versions_v99_gets_v0_shaped_unsupported_version_answer => 60;
     truncated_frames_close_only_that_connection => 60;
     stalled_partial_frames_do_not_block_other_connections => 60;
     abrupt_disconnects_leave_the_broker_serving => 60;
@@ -288,9 +288,9 @@ fn known_api_key_with_unsupported_version_is_answered_or_closed(shards: usize) {
 }
 
 // ApiVersions at an unknown version gets Kafka's fallback answer: response header v0, a v0 body
-// with UNSUPPORTED_VERSION and the full list of supported APIs; the connection stays open so the
-// client can retry at a version from that list.
-fn api_versions_v99_gets_v0_shaped_unsupported_version_with_api_list(shards: usize) {
+// with UNSUPPORTED_VERSION and ApiVersions' own supported range; the connection stays open so the
+// client can retry at a version from that range.
+fn api_versions_v99_gets_v0_shaped_unsupported_version_answer(shards: usize) {
     let mut broker = TestBroker::start(shards);
     let mut healthy = Healthy::open(&broker);
     let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
@@ -328,15 +328,25 @@ fn api_versions_v99_gets_v0_shaped_unsupported_version_with_api_list(shards: usi
         .find(|k| k.api_key == ApiKey::ApiVersions as i16)
         .expect("the fallback answer lists ApiVersions");
     assert!(api_versions.min_version == 0 && api_versions.max_version >= 3, "ApiVersions range {api_versions:?}");
-    for key in [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata] {
-        assert!(body.api_keys.iter().any(|k| k.api_key == key as i16), "fallback list lacks {key:?}");
-    }
 
-    // The client retries on the same connection at the highest version both know.
+    // The client retries on the same connection at the highest version both know. (Kafka lists
+    // only ApiVersions itself in the fallback, since KIP-511; any other entry must agree with
+    // the full answer.)
     let version = api_versions.max_version.min(4);
     let retry = conn.request(version, &api_versions_request()).expect("ApiVersions retry on the same connection");
     assert_eq!(retry.error_code, 0);
-    assert_eq!(retry.api_keys.len(), body.api_keys.len(), "the two answers list different APIs");
+    for listed in &body.api_keys {
+        let full = retry.api_keys.iter().find(|k| k.api_key == listed.api_key);
+        assert_eq!(
+            full.map(|k| (k.min_version, k.max_version)),
+            Some((listed.min_version, listed.max_version)),
+            "fallback and full answer disagree on api key {}",
+            listed.api_key
+        );
+    }
+    for key in [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata] {
+        assert!(retry.api_keys.iter().any(|k| k.api_key == key as i16), "ApiVersions v{version} lacks {key:?}");
+    }
     healthy.check(&mut broker, "ApiVersions v99");
 }
 
