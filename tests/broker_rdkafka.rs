@@ -2,7 +2,7 @@
 //!
 //! Every scenario starts its own real `freshet` broker and runs twice: with 1 shard and with 2
 //! shards (`<scenario>::one_shard`, `<scenario>::two_shards`). Consumers are assigned to
-//! partitions with explicit offsets and have no group.id: consumer groups are issue 4.
+//! partitions with explicit offsets and never subscribe or commit: consumer groups are issue 4.
 
 mod common;
 
@@ -106,10 +106,13 @@ fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
     config.create().expect("create producer")
 }
 
-/// A consumer with no group.id: partitions are assigned explicitly. CRCs are verified.
+/// A consumer whose partitions are assigned explicitly; it never subscribes or commits, so the
+/// group.id (librdkafka refuses assign() without one) never reaches a group coordinator.
+/// CRCs are verified.
 fn consumer(broker: &TestBroker, extra: &[(&str, &str)]) -> BaseConsumer {
     let mut config = client_config(broker, &[]);
     config
+        .set("group.id", "assign-only-never-joins")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
