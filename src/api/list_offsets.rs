@@ -70,11 +70,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             part.error_code = crate::error::code(error);
             part.timestamp = timestamp;
             part.offset = offset;
-            part.leader_epoch = if error.is_none() && offset >= 0 {
-                0
-            } else {
-                -1
-            };
+            // Leader epochs exist from v4; earlier versions must leave the default.
+            if request.api_version >= 4 && error.is_none() && offset >= 0 {
+                part.leader_epoch = 0;
+            }
             out.partitions.push(part);
         }
         response.topics.push(out);

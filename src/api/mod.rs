@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -60,6 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::Produce => produce::handle(shard, request).await,
         ApiKey::Fetch => fetch::handle(shard, request).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, request).await,
+        ApiKey::InitProducerId => init_producer_id::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

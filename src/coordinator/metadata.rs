@@ -41,7 +41,15 @@ pub struct ClusterMetadata {
     pub cluster_id: String,
     pub version: u64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// First producer id of the next block the coordinator may hand out. Ids below it may
+    /// have been given to producers and are never given again.
+    #[serde(default)]
+    pub producer_id_block_next: i64,
 }
+
+/// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
+/// so that a restart never reuses an id and most InitProducerId calls write nothing.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 /// A change to the metadata.
 #[derive(Debug, Clone)]
@@ -63,6 +71,8 @@ pub enum MetadataCommand {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Reserve the next block of producer ids.
+    AllocateProducerIdBlock,
 }
 
 /// Why a command was refused, as the Kafka error and message the client gets.
@@ -163,6 +173,15 @@ impl ClusterMetadata {
                 self.topic(name)?;
                 validate_configs(configs)
             }
+            MetadataCommand::AllocateProducerIdBlock => {
+                if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
+                    return Err(MetadataError::new(
+                        ResponseError::UnknownServerError,
+                        "producer ids exhausted",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -200,6 +219,9 @@ impl ClusterMetadata {
                 if let Some(topic) = next.topics.get_mut(name) {
                     topic.configs = configs.clone();
                 }
+            }
+            MetadataCommand::AllocateProducerIdBlock => {
+                next.producer_id_block_next += PRODUCER_ID_BLOCK_SIZE;
             }
         }
         assert_eq!(next.version, self.version + 1);

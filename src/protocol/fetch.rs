@@ -253,3 +253,260 @@ pub fn encode_fetch_response(
     );
     Ok(pieces)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+
+    fn batch(tag: u8, len: usize) -> Bytes {
+        Bytes::from(vec![tag; len])
+    }
+
+    fn sample(version: i16) -> FetchResponseParts {
+        let aborted = Some(vec![
+            AbortedTransaction {
+                producer_id: 11,
+                first_offset: 100,
+            },
+            AbortedTransaction {
+                producer_id: 12,
+                first_offset: 200,
+            },
+        ]);
+        let p = |i, records, aborted_transactions| FetchPartition {
+            partition_index: i,
+            error_code: if i == 2 { 1 } else { 0 },
+            high_watermark: 1000 + i64::from(i),
+            last_stable_offset: 900 + i64::from(i),
+            log_start_offset: 10 + i64::from(i),
+            aborted_transactions,
+            records,
+        };
+        let new = version >= 7;
+        FetchResponseParts {
+            throttle_time_ms: 3,
+            error_code: 0,
+            session_id: if new { 77 } else { 0 },
+            topics: vec![
+                FetchTopic {
+                    name: StrBytes::from_static_str("orders"),
+                    topic_id: Uuid::from_u128(0x1234),
+                    partitions: vec![
+                        p(0, vec![batch(1, 61), batch(2, 130), batch(3, 7)], None),
+                        p(1, vec![], Some(vec![])),
+                        p(2, vec![], None),
+                        p(3, vec![batch(4, 300)], aborted),
+                    ],
+                },
+                FetchTopic {
+                    name: StrBytes::from_static_str("empty"),
+                    topic_id: Uuid::from_u128(9),
+                    partitions: vec![],
+                },
+            ],
+        }
+    }
+
+    /// Decodes the concatenated pieces with the kafka-protocol crate.
+    fn decode(version: i16, pieces: &[Bytes]) -> (i32, FetchResponse) {
+        let whole: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let mut buf = Bytes::from(whole);
+        let size = buf.get_i32() as usize;
+        assert_eq!(size, buf.len(), "v{version}: size prefix");
+        let header_version = ApiKey::Fetch.response_header_version(version);
+        let header = ResponseHeader::decode(&mut buf, header_version).unwrap();
+        let body = FetchResponse::decode(&mut buf, version).unwrap();
+        assert!(!buf.has_remaining(), "v{version}: trailing bytes");
+        (header.correlation_id, body)
+    }
+
+    /// For every version 4..=17 the hand-framed response decodes to the same fields, and the
+    /// record bytes are the batches given, concatenated.
+    #[test]
+    fn every_version_decodes_with_the_crate() {
+        for version in FETCH_VERSION_MIN..=FETCH_VERSION_MAX {
+            let parts = sample(version);
+            let pieces = encode_fetch_response(version, 4242, &parts).unwrap();
+            let (correlation_id, body) = decode(version, &pieces);
+            assert_eq!(correlation_id, 4242);
+            assert_eq!(body.throttle_time_ms, 3);
+            assert_eq!(body.error_code, 0);
+            assert_eq!(body.session_id, parts.session_id);
+            assert_eq!(body.responses.len(), parts.topics.len());
+            for (t, want) in body.responses.iter().zip(&parts.topics) {
+                if version >= 13 {
+                    assert_eq!(t.topic_id, want.topic_id);
+                } else {
+                    assert_eq!(&*t.topic, &*want.name);
+                }
+                assert_eq!(t.partitions.len(), want.partitions.len());
+                for (p, w) in t.partitions.iter().zip(&want.partitions) {
+                    assert_eq!(p.partition_index, w.partition_index);
+                    assert_eq!(p.error_code, w.error_code);
+                    assert_eq!(p.high_watermark, w.high_watermark);
+                    assert_eq!(p.last_stable_offset, w.last_stable_offset);
+                    if version >= 5 {
+                        assert_eq!(p.log_start_offset, w.log_start_offset);
+                    }
+                    let aborted = p.aborted_transactions.as_ref().map(|v| {
+                        v.iter()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect::<Vec<_>>()
+                    });
+                    let want_aborted = w.aborted_transactions.as_ref().map(|v| {
+                        v.iter()
+                            .map(|a| (a.producer_id, a.first_offset))
+                            .collect::<Vec<_>>()
+                    });
+                    assert_eq!(aborted, want_aborted, "v{version} p{}", w.partition_index);
+                    assert_eq!(p.preferred_read_replica.0, -1);
+                    // Never null: empty partitions get empty records, as Kafka sends.
+                    let records = p.records.as_ref().expect("records are never null");
+                    let want_records: Vec<u8> =
+                        w.records.iter().flat_map(|b| b.iter().copied()).collect();
+                    assert_eq!(
+                        &records[..],
+                        &want_records[..],
+                        "v{version} p{}",
+                        w.partition_index
+                    );
+                }
+            }
+        }
+    }
+
+    /// Byte for byte, the pieces are what the crate's own encoder writes for the same response.
+    #[test]
+    fn bytes_match_the_crate_encoder() {
+        use kafka_protocol::messages::fetch_response as fr;
+        use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
+        for version in FETCH_VERSION_MIN..=FETCH_VERSION_MAX {
+            let parts = sample(version);
+            let topics = parts
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let records: Vec<u8> =
+                                p.records.iter().flat_map(|b| b.iter().copied()).collect();
+                            fr::PartitionData::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(p.error_code)
+                                .with_high_watermark(p.high_watermark)
+                                .with_last_stable_offset(p.last_stable_offset)
+                                .with_log_start_offset(if version >= 5 {
+                                    p.log_start_offset
+                                } else {
+                                    -1
+                                })
+                                .with_aborted_transactions(p.aborted_transactions.as_ref().map(
+                                    |v| {
+                                        v.iter()
+                                            .map(|a| {
+                                                fr::AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(a.producer_id))
+                                                    .with_first_offset(a.first_offset)
+                                            })
+                                            .collect()
+                                    },
+                                ))
+                                .with_preferred_read_replica(BrokerId(-1))
+                                .with_records(Some(Bytes::from(records)))
+                        })
+                        .collect();
+                    let topic = fr::FetchableTopicResponse::default().with_partitions(partitions);
+                    if version >= 13 {
+                        topic.with_topic_id(t.topic_id)
+                    } else {
+                        topic.with_topic(TopicName(t.name.clone()))
+                    }
+                })
+                .collect();
+            let reference = FetchResponse::default()
+                .with_throttle_time_ms(parts.throttle_time_ms)
+                .with_error_code(parts.error_code)
+                .with_session_id(parts.session_id)
+                .with_responses(topics);
+            let want =
+                crate::protocol::encode_response(ApiKey::Fetch, version, 8, &reference).unwrap();
+            let got: Vec<u8> = encode_fetch_response(version, 8, &parts)
+                .unwrap()
+                .iter()
+                .flat_map(|p| p.iter().copied())
+                .collect();
+            assert_eq!(&got[..], &want[..], "v{version}");
+        }
+    }
+
+    /// The record batches are the caller's buffers, not copies, and sit between framing pieces.
+    #[test]
+    fn record_batches_are_not_copied() {
+        let parts = sample(17);
+        let pieces = encode_fetch_response(17, 1, &parts).unwrap();
+        let batches: Vec<&Bytes> = parts
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .flat_map(|p| &p.records)
+            .collect();
+        for b in &batches {
+            assert!(
+                pieces
+                    .iter()
+                    .any(|p| p.as_ptr() == b.as_ptr() && p.len() == b.len()),
+                "batch copied"
+            );
+        }
+        // Framing: one slice before each run of batches, and one at the end.
+        assert_eq!(pieces.len(), batches.len() + 3);
+    }
+
+    /// A response without topics is one piece; an empty-records partition needs no extra piece.
+    #[test]
+    fn responses_without_records_are_one_piece() {
+        for version in [4, 11, 12, 16, 17] {
+            let mut parts = sample(version);
+            parts.topics[0].partitions.retain(|p| p.records.is_empty());
+            let pieces = encode_fetch_response(version, 1, &parts).unwrap();
+            assert_eq!(pieces.len(), 1);
+            decode(version, &pieces);
+            assert_eq!(
+                encode_fetch_response(version, 1, &FetchResponseParts::default())
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+
+    /// Versions outside 4..=17, and v7+ fields below v7, are refused.
+    #[test]
+    fn unencodable_requests_are_refused() {
+        assert!(encode_fetch_response(3, 1, &FetchResponseParts::default()).is_err());
+        assert!(encode_fetch_response(18, 1, &FetchResponseParts::default()).is_err());
+        let parts = FetchResponseParts {
+            session_id: 5,
+            ..FetchResponseParts::default()
+        };
+        assert!(encode_fetch_response(6, 1, &parts).is_err());
+        assert!(encode_fetch_response(7, 1, &parts).is_ok());
+    }
+
+    /// The top-level error and session id travel from v7.
+    #[test]
+    fn top_level_error_and_session() {
+        let parts = FetchResponseParts {
+            error_code: 70,
+            session_id: 0,
+            ..FetchResponseParts::default()
+        };
+        let (_, body) = decode(15, &encode_fetch_response(15, 1, &parts).unwrap());
+        assert_eq!(body.error_code, 70);
+    }
+}

@@ -72,3 +72,117 @@ pub fn take_frame(
     assert_eq!(frame.len(), size);
     Ok(Some(frame))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut v = (payload.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// A frame is returned only once all its bytes are there, and shares the buffer's memory.
+    #[test]
+    fn frame_is_taken_only_when_complete() {
+        let bytes = framed(b"hello");
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            assert_eq!(take_frame(&mut buf, 100), Ok(None), "after {i} bytes");
+            buf.extend_from_slice(&[*b]);
+        }
+        let frame = take_frame(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(&frame[..], b"hello");
+        assert!(buf.is_empty());
+        assert_eq!(take_frame(&mut buf, 100), Ok(None));
+    }
+
+    /// Back-to-back frames come out one at a time, in order; an empty frame is a frame.
+    #[test]
+    fn pipelined_frames_come_out_in_order() {
+        let mut buf = BytesMut::new();
+        for p in [&b"a"[..], b"", b"ccc"] {
+            buf.extend_from_slice(&framed(p));
+        }
+        buf.extend_from_slice(&[0, 0, 0, 9, 1]); // A partial fourth frame.
+        assert_eq!(&take_frame(&mut buf, 100).unwrap().unwrap()[..], b"a");
+        assert_eq!(&take_frame(&mut buf, 100).unwrap().unwrap()[..], b"");
+        assert_eq!(&take_frame(&mut buf, 100).unwrap().unwrap()[..], b"ccc");
+        assert_eq!(take_frame(&mut buf, 100), Ok(None));
+        assert_eq!(buf.len(), 5);
+    }
+
+    /// A 2 GB length prefix is refused at once, without reserving anything, and the buffer is
+    /// left as it was.
+    #[test]
+    fn two_gigabyte_prefix_is_refused_without_allocating() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 0, 0]);
+        let capacity = buf.capacity();
+        let err = take_frame(&mut buf, REQUEST_BYTES_MAX_DEFAULT).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::TooLarge {
+                size: i32::MAX as usize,
+                max: REQUEST_BYTES_MAX_DEFAULT
+            }
+        );
+        assert_eq!(buf.len(), 6);
+        assert_eq!(buf.capacity(), capacity);
+    }
+
+    /// The limit is inclusive, as Kafka's `receiveSize > maxSize` check.
+    #[test]
+    fn size_equal_to_limit_is_accepted() {
+        let mut buf = BytesMut::from(&framed(&[7; 10])[..]);
+        assert_eq!(
+            take_frame(&mut buf, 9),
+            Err(FrameError::TooLarge { size: 10, max: 9 })
+        );
+        assert_eq!(take_frame(&mut buf, 10).unwrap().unwrap().len(), 10);
+    }
+
+    /// A negative size closes the connection.
+    #[test]
+    fn negative_size_is_invalid() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe, 1, 2][..]);
+        assert_eq!(
+            take_frame(&mut buf, 100),
+            Err(FrameError::Invalid { size: -2 })
+        );
+    }
+
+    proptest! {
+        /// However a stream of frames is cut into reads, the same frames come out.
+        #[test]
+        fn any_read_chunking_yields_the_same_frames(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..8),
+            cuts in proptest::collection::vec(1usize..17, 1..64),
+        ) {
+            let stream: Vec<u8> = payloads.iter().flat_map(|p| framed(p)).collect();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            let mut pos = 0;
+            let mut cut = cuts.iter().cycle();
+            while pos < stream.len() {
+                let n = (*cut.next().unwrap()).min(stream.len() - pos);
+                buf.extend_from_slice(&stream[pos..pos + n]);
+                pos += n;
+                while let Some(f) = take_frame(&mut buf, 64).unwrap() {
+                    out.push(f.to_vec());
+                }
+            }
+            prop_assert_eq!(out, payloads);
+            prop_assert!(buf.is_empty());
+        }
+
+        /// Arbitrary bytes never panic.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), max in 0usize..100) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = take_frame(&mut buf, max) {}
+        }
+    }
+}

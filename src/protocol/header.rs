@@ -95,7 +95,7 @@ pub enum HeaderError {
         /// The correlation id as sent.
         correlation_id: i32,
     },
-    /// A known api key, but the rest of the header (client id, tagged fields) is malformed.
+    /// A known api key, but the rest of the header (client id length, tagged fields) is malformed.
     #[error("malformed header of api key {api_key} v{api_version} (correlation id {correlation_id}): {reason}")]
     Malformed {
         /// The key as sent.
@@ -156,9 +156,9 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
                 return Err(malformed("client id truncated"));
             }
             let raw = buf.split_to(len);
-            // Kafka decodes the client id as UTF-8 and fails on invalid input; be as strict.
-            let s = std::str::from_utf8(&raw).map_err(|_| malformed("client id is not UTF-8"))?;
-            client_id = Some(s.to_owned());
+            // Kafka reads strings with `new String(bytes, UTF_8)`, which replaces invalid
+            // sequences instead of failing; be as lenient with the client id.
+            client_id = Some(String::from_utf8_lossy(&raw).into_owned());
         } else if len != -1 {
             return Err(malformed("negative client id length"));
         }
@@ -277,4 +277,211 @@ pub fn api_versions_request_is_valid(request: &ApiVersionsRequest, version: i16)
         }
     }
     valid(&request.client_software_name) && valid(&request.client_software_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use proptest::prelude::*;
+
+    fn encode_header(
+        key: ApiKey,
+        version: i16,
+        client_id: Option<&'static str>,
+        body: &[u8],
+    ) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(77)
+            .with_client_id(client_id.map(StrBytes::from_static_str));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        buf.extend_from_slice(body);
+        buf.freeze()
+    }
+
+    /// Header v1 (non-flexible) and v2 (flexible) parse, with the body left as a slice.
+    #[test]
+    fn v1_and_v2_headers_parse() {
+        for (key, version, hv) in [
+            (ApiKey::Produce, 8, 1),
+            (ApiKey::Metadata, 12, 2),
+            (ApiKey::ApiVersions, 3, 2),
+        ] {
+            let frame = encode_header(key, version, Some("rdkafka"), b"BODY");
+            let p = parse_request_header(frame.clone()).unwrap();
+            assert_eq!(
+                (p.api_key, p.api_version, p.correlation_id),
+                (key as i16, version, 77)
+            );
+            assert_eq!(p.header_version, hv);
+            assert_eq!(p.client_id.as_deref(), Some("rdkafka"));
+            assert_eq!(&p.body[..], b"BODY");
+            // Zero copy: the body points into the frame.
+            assert_eq!(p.body.as_ptr(), frame[frame.len() - 4..].as_ptr());
+        }
+    }
+
+    /// A null client id is kept as None; Kafka's view of it is "".
+    #[test]
+    fn null_client_id() {
+        let p = parse_request_header(encode_header(ApiKey::Fetch, 12, None, b"")).unwrap();
+        assert_eq!(p.client_id, None);
+        assert_eq!(p.client_id_or_empty(), "");
+    }
+
+    /// A client id that is not UTF-8 is accepted with replacement characters, as Kafka does.
+    #[test]
+    fn non_utf8_client_id_is_accepted() {
+        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 1, 0, 2, 0xff, b'a', 9]);
+        let p = parse_request_header(frame).unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("\u{fffd}a"));
+        assert_eq!(&p.body[..], &[9]);
+    }
+
+    /// Unknown tagged fields in a v2 header are skipped.
+    #[test]
+    fn v2_header_tagged_fields_are_skipped() {
+        let mut header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Metadata as i16)
+            .with_request_api_version(12)
+            .with_correlation_id(5);
+        header
+            .unknown_tagged_fields
+            .insert(3, Bytes::from_static(b"abc"));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, 2).unwrap();
+        buf.extend_from_slice(b"X");
+        let p = parse_request_header(buf.freeze()).unwrap();
+        assert_eq!(&p.body[..], b"X");
+    }
+
+    /// An unknown api key still yields key, version and correlation id for the log line.
+    #[test]
+    fn unknown_api_key_reports_ids() {
+        let frame = Bytes::from_static(&[0x03, 0xe7, 0x00, 0x02, 0x00, 0x00, 0x00, 0x2a, 0xff]);
+        assert_eq!(
+            parse_request_header(frame),
+            Err(HeaderError::UnknownApiKey {
+                api_key: 999,
+                api_version: 2,
+                correlation_id: 42
+            })
+        );
+    }
+
+    /// Short and malformed headers are errors, not panics.
+    #[test]
+    fn truncated_headers_are_errors() {
+        assert_eq!(
+            parse_request_header(Bytes::new()),
+            Err(HeaderError::Truncated { len: 0 })
+        );
+        assert_eq!(
+            parse_request_header(Bytes::from_static(&[0; 7])),
+            Err(HeaderError::Truncated { len: 7 })
+        );
+        let full = encode_header(ApiKey::Produce, 8, Some("client"), b"");
+        for len in 8..full.len() {
+            let err = parse_request_header(full.slice(..len)).unwrap_err();
+            assert_eq!(err.correlation_id(), Some(77), "len {len}");
+        }
+    }
+
+    /// Kafka 4.1's dispositions: handle, ApiVersions fallback, or close.
+    #[test]
+    fn classification_follows_kafka() {
+        assert_eq!(
+            classify_request(ApiKey::Produce as i16, 3),
+            Disposition::Handle
+        );
+        assert_eq!(
+            classify_request(ApiKey::Produce as i16, 2),
+            Disposition::Close
+        );
+        assert_eq!(
+            classify_request(ApiKey::Fetch as i16, 18),
+            Disposition::Close
+        );
+        assert_eq!(
+            classify_request(ApiKey::ApiVersions as i16, 4),
+            Disposition::Handle
+        );
+        assert_eq!(
+            classify_request(ApiKey::ApiVersions as i16, 5),
+            Disposition::UnsupportedApiVersions
+        );
+        assert_eq!(
+            classify_request(ApiKey::ApiVersions as i16, i16::MAX),
+            Disposition::UnsupportedApiVersions
+        );
+        assert_eq!(
+            classify_request(ApiKey::JoinGroup as i16, 0),
+            Disposition::Close
+        );
+        assert_eq!(classify_request(999, 0), Disposition::Close);
+    }
+
+    /// The fallback answer is a v0 ApiVersions response with error 35 and ApiVersions' range.
+    #[test]
+    fn unsupported_api_versions_answer_is_v0_shaped() {
+        let frame = unsupported_api_versions_frame(1234);
+        let mut buf = frame.clone();
+        assert_eq!(buf.get_i32() as usize, frame.len() - 4);
+        let header = ResponseHeader::decode(&mut buf, 0).unwrap();
+        assert_eq!(header.correlation_id, 1234);
+        let body = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+        assert!(!buf.has_remaining());
+        assert_eq!(body.error_code, 35);
+        assert_eq!(body.api_keys.len(), 1);
+        assert_eq!(
+            (
+                body.api_keys[0].api_key,
+                body.api_keys[0].min_version,
+                body.api_keys[0].max_version
+            ),
+            (18, 0, 4)
+        );
+    }
+
+    /// KIP-511's client software name and version rule.
+    #[test]
+    fn api_versions_request_validation() {
+        let req = |n: &'static str, v: &'static str| {
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str(n))
+                .with_client_software_version(StrBytes::from_static_str(v))
+        };
+        assert!(api_versions_request_is_valid(
+            &req("librdkafka", "2.12.1"),
+            3
+        ));
+        assert!(api_versions_request_is_valid(
+            &req("apache-kafka-java", "4.1.0"),
+            4
+        ));
+        assert!(api_versions_request_is_valid(&req("a", "1"), 3));
+        assert!(!api_versions_request_is_valid(&req("", "1"), 3));
+        assert!(!api_versions_request_is_valid(&req("-x", "1"), 3));
+        assert!(!api_versions_request_is_valid(&req("x", "1.0-"), 3));
+        assert!(!api_versions_request_is_valid(&req("x y", "1"), 3));
+        assert!(api_versions_request_is_valid(&req("", ""), 2));
+    }
+
+    proptest! {
+        /// Any bytes give a header or an error, never a panic.
+        #[test]
+        fn garbage_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), key in 0i16..100) {
+            let mut v = bytes;
+            if v.len() >= 2 {
+                v[..2].copy_from_slice(&key.to_be_bytes());
+            }
+            let _ = parse_request_header(Bytes::from(v));
+        }
+    }
 }

@@ -24,8 +24,11 @@
 pub mod codec;
 pub mod fetch;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod header;
 mod schema;
+#[rustfmt::skip]
 mod schema_table;
 pub mod versions;
 

@@ -12,6 +12,10 @@
 //! - a varint is at most 5 bytes;
 //! - a known tagged field must be valid at the version (the crate rejects it otherwise).
 //!
+//! It also estimates the memory the decoded message will take (array storage and unknown tagged
+//! fields), so that [`crate::protocol::codec::decode_body`] can refuse a body that is cheap on
+//! the wire but expensive decoded (e.g. millions of empty structs).
+//!
 //! It is deliberately more lenient than the crate elsewhere (null markers on non-nullable fields,
 //! UTF-8): the crate rejects those itself, without allocating. Nesting depth is bounded by the
 //! schemas (no recursive message types), so the walk needs no depth limit; its time is linear in
@@ -76,6 +80,8 @@ pub(crate) struct StructSchema {
     pub(crate) name: &'static str,
     /// First version with a tagged-field section (flexible versions), `i16::MAX` if none.
     pub(crate) tagged_from: i16,
+    /// `size_of` the crate's Rust struct: what one array element of it costs in memory.
+    pub(crate) memory_bytes: usize,
     /// Fields in wire order; several entries may share a name with disjoint versions.
     pub(crate) fields: &'static [Field],
     /// Known tagged fields.
@@ -105,139 +111,180 @@ pub(crate) enum ScanError {
     },
 }
 
-/// Walks `body` as a `schema` message at `version`. Trailing bytes are allowed (Kafka ignores them).
+/// What the pre-scan learnt about a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// Bytes the message takes (the rest of the body is trailing bytes, which Kafka ignores).
+    pub(crate) wire_bytes: usize,
+    /// An upper estimate of the memory the crate allocates to decode it: array storage
+    /// (`count * size_of(element)`) and unknown tagged fields. Strings, bytes and records are
+    /// slices of the body and cost nothing.
+    pub(crate) memory_bytes: usize,
+}
+
+/// Memory charged for each unknown tagged field (a `BTreeMap` entry, with node overhead).
+const UNKNOWN_TAGGED_FIELD_MEMORY_BYTES: usize = 64;
+
+/// Walks `body` as a `schema` message at `version`.
 pub(crate) fn prescan(
     schema: &'static StructSchema,
     body: &[u8],
     version: i16,
-) -> Result<(), ScanError> {
-    let mut buf = body;
-    walk_struct(schema, &mut buf, version)
+) -> Result<Scan, ScanError> {
+    let mut w = Walker {
+        buf: body,
+        version,
+        memory_bytes: schema.memory_bytes,
+    };
+    w.walk_struct(schema)?;
+    Ok(Scan {
+        wire_bytes: body.len() - w.buf.len(),
+        memory_bytes: w.memory_bytes,
+    })
 }
 
-fn walk_struct(s: &'static StructSchema, buf: &mut &[u8], version: i16) -> Result<(), ScanError> {
-    for f in s
-        .fields
-        .iter()
-        .filter(|f| (f.min..=f.max).contains(&version))
-    {
-        walk(&f.ty, s.name, buf, version)?;
-    }
-    if version >= s.tagged_from {
-        let count = read_uvarint(buf).ok_or(ScanError::Varint(s.name))?;
-        for _ in 0..count {
-            let tag = read_uvarint(buf).ok_or(ScanError::Varint(s.name))?;
-            let size = read_uvarint(buf).ok_or(ScanError::Varint(s.name))? as usize;
-            match s.tagged.iter().find(|t| t.tag == tag) {
-                // Like the crate, a known tagged field is decoded from the stream, not the slice.
-                Some(t) if (t.min..=t.max).contains(&version) => walk(&t.ty, s.name, buf, version)?,
-                Some(_) => {
-                    return Err(ScanError::TagNotValid {
-                        what: s.name,
-                        tag,
-                        version,
-                    })
+struct Walker<'a> {
+    buf: &'a [u8],
+    version: i16,
+    memory_bytes: usize,
+}
+
+impl Walker<'_> {
+    fn walk_struct(&mut self, s: &'static StructSchema) -> Result<(), ScanError> {
+        let version = self.version;
+        for f in s
+            .fields
+            .iter()
+            .filter(|f| (f.min..=f.max).contains(&version))
+        {
+            self.walk(&f.ty, s.name)?;
+        }
+        if version >= s.tagged_from {
+            let count = self.uvarint(s.name)?;
+            for _ in 0..count {
+                let tag = self.uvarint(s.name)?;
+                let size = self.uvarint(s.name)? as usize;
+                match s.tagged.iter().find(|t| t.tag == tag) {
+                    // Like the crate, a known tagged field is decoded from the stream, not the slice.
+                    Some(t) if (t.min..=t.max).contains(&version) => self.walk(&t.ty, s.name)?,
+                    Some(_) => {
+                        return Err(ScanError::TagNotValid {
+                            what: s.name,
+                            tag,
+                            version,
+                        })
+                    }
+                    None => {
+                        self.skip(size, s.name)?;
+                        self.memory_bytes = self
+                            .memory_bytes
+                            .saturating_add(UNKNOWN_TAGGED_FIELD_MEMORY_BYTES);
+                    }
                 }
-                None => skip(buf, size, s.name)?,
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn skip(buf: &mut &[u8], n: usize, what: &'static str) -> Result<(), ScanError> {
-    if buf.len() < n {
-        return Err(ScanError::Truncated(what));
-    }
-    buf.advance(n);
-    Ok(())
-}
-
-fn walk(
-    ty: &'static Ty,
-    what: &'static str,
-    buf: &mut &[u8],
-    version: i16,
-) -> Result<(), ScanError> {
-    match ty {
-        Ty::Int8 => skip(buf, 1, what),
-        Ty::Int16 => skip(buf, 2, what),
-        Ty::Int32 => skip(buf, 4, what),
-        Ty::Int64 => skip(buf, 8, what),
-        Ty::Uuid => skip(buf, 16, what),
-        Ty::String => {
-            let len = read_i16(buf, what)?;
-            match len {
+    fn walk(&mut self, ty: &'static Ty, what: &'static str) -> Result<(), ScanError> {
+        match ty {
+            Ty::Int8 => self.skip(1, what),
+            Ty::Int16 => self.skip(2, what),
+            Ty::Int32 => self.skip(4, what),
+            Ty::Int64 => self.skip(8, what),
+            Ty::Uuid => self.skip(16, what),
+            Ty::String => match self.i16(what)? {
                 -1 => Ok(()),
-                n if n >= 0 => skip(buf, n as usize, what),
+                n if n >= 0 => self.skip(n as usize, what),
                 _ => Err(ScanError::NegativeLength(what)),
-            }
-        }
-        Ty::Bytes => {
-            let len = read_i32(buf, what)?;
-            match len {
+            },
+            Ty::Bytes => match self.i32(what)? {
                 -1 => Ok(()),
-                n if n >= 0 => skip(buf, n as usize, what),
+                n if n >= 0 => self.skip(n as usize, what),
                 _ => Err(ScanError::NegativeLength(what)),
-            }
-        }
-        Ty::CompactString | Ty::CompactBytes => {
-            match read_uvarint(buf).ok_or(ScanError::Varint(what))? {
+            },
+            Ty::CompactString | Ty::CompactBytes => match self.uvarint(what)? {
                 0 => Ok(()),
-                n => skip(buf, (n - 1) as usize, what),
-            }
-        }
-        Ty::Array(elem) => {
-            let count = read_i32(buf, what)?;
-            match count {
+                n => self.skip((n - 1) as usize, what),
+            },
+            Ty::Array(elem) => match self.i32(what)? {
                 -1 => Ok(()),
-                n if n >= 0 => walk_elements(elem, what, u64::from(n as u32), buf, version),
+                n if n >= 0 => self.walk_elements(elem, what, u64::from(n as u32)),
                 _ => Err(ScanError::NegativeLength(what)),
-            }
+            },
+            Ty::CompactArray(elem) => match self.uvarint(what)? {
+                0 => Ok(()),
+                n => self.walk_elements(elem, what, u64::from(n - 1)),
+            },
+            Ty::Struct(s) => self.walk_struct(s),
         }
-        Ty::CompactArray(elem) => match read_uvarint(buf).ok_or(ScanError::Varint(what))? {
-            0 => Ok(()),
-            n => walk_elements(elem, what, u64::from(n - 1), buf, version),
-        },
-        Ty::Struct(s) => walk_struct(s, buf, version),
+    }
+
+    fn walk_elements(
+        &mut self,
+        elem: &'static Ty,
+        what: &'static str,
+        count: u64,
+    ) -> Result<(), ScanError> {
+        // Kafka: "Tried to allocate a collection of size N, but there are only M bytes remaining."
+        if count > self.buf.len() as u64 {
+            return Err(ScanError::ArrayTooLong {
+                what,
+                count,
+                left: self.buf.len(),
+            });
+        }
+        let memory = (count as usize).saturating_mul(element_memory_bytes(elem));
+        self.memory_bytes = self.memory_bytes.saturating_add(memory);
+        for _ in 0..count {
+            let before = self.buf.len();
+            self.walk(elem, what)?;
+            // A zero-byte element would let a count cost nothing; Kafka's specs have none, and
+            // the count check above relies on it.
+            assert!(self.buf.len() < before, "{what}: zero-length array element");
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, n: usize, what: &'static str) -> Result<(), ScanError> {
+        if self.buf.len() < n {
+            return Err(ScanError::Truncated(what));
+        }
+        self.buf.advance(n);
+        Ok(())
+    }
+
+    fn i16(&mut self, what: &'static str) -> Result<i16, ScanError> {
+        if self.buf.len() < 2 {
+            return Err(ScanError::Truncated(what));
+        }
+        Ok(self.buf.get_i16())
+    }
+
+    fn i32(&mut self, what: &'static str) -> Result<i32, ScanError> {
+        if self.buf.len() < 4 {
+            return Err(ScanError::Truncated(what));
+        }
+        Ok(self.buf.get_i32())
+    }
+
+    fn uvarint(&mut self, what: &'static str) -> Result<u32, ScanError> {
+        read_uvarint(&mut self.buf).ok_or(ScanError::Varint(what))
     }
 }
 
-fn walk_elements(
-    elem: &'static Ty,
-    what: &'static str,
-    count: u64,
-    buf: &mut &[u8],
-    version: i16,
-) -> Result<(), ScanError> {
-    // Kafka: "Tried to allocate a collection of size N, but there are only M bytes remaining."
-    if count > buf.len() as u64 {
-        return Err(ScanError::ArrayTooLong {
-            what,
-            count,
-            left: buf.len(),
-        });
+/// Memory one array element of type `ty` takes in the decoded message.
+fn element_memory_bytes(ty: &Ty) -> usize {
+    match ty {
+        Ty::Int8 => 1,
+        Ty::Int16 => 2,
+        Ty::Int32 => 4,
+        Ty::Int64 => 8,
+        Ty::Uuid => 16,
+        Ty::String | Ty::CompactString | Ty::Bytes | Ty::CompactBytes => {
+            std::mem::size_of::<Option<bytes::Bytes>>()
+        }
+        Ty::Array(_) | Ty::CompactArray(_) => std::mem::size_of::<Option<Vec<u8>>>(),
+        Ty::Struct(s) => s.memory_bytes,
     }
-    for _ in 0..count {
-        let before = buf.len();
-        walk(elem, what, buf, version)?;
-        // An element that takes no bytes would let a count cost nothing; none exists in Kafka's
-        // specs, and the count check above relies on it.
-        assert!(buf.len() < before, "{what}: zero-length array element");
-    }
-    Ok(())
-}
-
-fn read_i16(buf: &mut &[u8], what: &'static str) -> Result<i16, ScanError> {
-    if buf.len() < 2 {
-        return Err(ScanError::Truncated(what));
-    }
-    Ok(buf.get_i16())
-}
-
-fn read_i32(buf: &mut &[u8], what: &'static str) -> Result<i32, ScanError> {
-    if buf.len() < 4 {
-        return Err(ScanError::Truncated(what));
-    }
-    Ok(buf.get_i32())
 }

@@ -4,7 +4,7 @@ in schema.rs. It reads the decoders that the kafka-protocol crate generated from
 specs, so the pre-scan walks exactly the fields the crate will read, in the same order.
 
 Usage: python3 src/protocol/schema_gen.py ~/.cargo/registry/src/*/kafka-protocol-0.18.0 \
-           > src/protocol/schema_table.rs && rustfmt src/protocol/schema_table.rs
+           > src/protocol/schema_table.rs   (not rustfmt-ed: mod.rs skips it)
 Add a request module and its api key to REQUESTS when a new API is served.
 """
 import re
@@ -14,7 +14,7 @@ import sys
 REQUESTS = {
     "produce_request": 0, "fetch_request": 1, "list_offsets_request": 2, "metadata_request": 3,
     "api_versions_request": 18, "create_topics_request": 19, "delete_topics_request": 20,
-    "delete_records_request": 21, "describe_configs_request": 32, "alter_configs_request": 33,
+    "delete_records_request": 21, "init_producer_id_request": 22, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
 }
@@ -141,8 +141,9 @@ def main(crate):
             assert len(tf) <= 1 and (not tf or tf[0][1] == hi), (module, name, tf)
             out.append(f"pub(crate) static {prefix}_{name.upper()}: StructSchema = StructSchema {{")
             out.append(f'    name: "{name}", tagged_from: {tagged_from},')
-            out.append("    fields: &[\n        " + "\n        ".join(fields) + "\n    ],")
-            out.append("    tagged: &[\n        " + "\n        ".join(tagged) + "\n    ],")
+            out.append(f"    memory_bytes: std::mem::size_of::<kafka_protocol::messages::{module}::{name}>(),")
+            out.append("    fields: &[" + "".join("\n        " + f for f in fields) + "\n    ],")
+            out.append("    tagged: &[" + "".join("\n        " + t for t in tagged) + "\n    ],")
             out.append("};\n")
             if name == root:
                 roots.append((key, f"{prefix}_{name.upper()}", lo, hi))

@@ -5,1144 +5,523 @@
 use super::schema::{Field, StructSchema, Tagged, Ty};
 
 pub(crate) static PRODUCE_REQUEST_PARTITIONPRODUCEDATA: StructSchema = StructSchema {
-    name: "PartitionProduceData",
-    tagged_from: 9,
+    name: "PartitionProduceData", tagged_from: 9,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::produce_request::PartitionProduceData>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 3,
-            max: 13,
-        }, // index
-        Field {
-            ty: Ty::CompactBytes,
-            min: 9,
-            max: 13,
-        }, // records
-        Field {
-            ty: Ty::Bytes,
-            min: 3,
-            max: 8,
-        }, // records
+        Field { ty: Ty::Int32, min: 3, max: 13 }, // index
+        Field { ty: Ty::CompactBytes, min: 9, max: 13 }, // records
+        Field { ty: Ty::Bytes, min: 3, max: 8 }, // records
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static PRODUCE_REQUEST_PRODUCEREQUEST: StructSchema = StructSchema {
-    name: "ProduceRequest",
-    tagged_from: 9,
+    name: "ProduceRequest", tagged_from: 9,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::produce_request::ProduceRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 9,
-            max: 13,
-        }, // transactional_id
-        Field {
-            ty: Ty::String,
-            min: 3,
-            max: 8,
-        }, // transactional_id
-        Field {
-            ty: Ty::Int16,
-            min: 3,
-            max: 13,
-        }, // acks
-        Field {
-            ty: Ty::Int32,
-            min: 3,
-            max: 13,
-        }, // timeout_ms
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&PRODUCE_REQUEST_TOPICPRODUCEDATA)),
-            min: 9,
-            max: 13,
-        }, // topic_data
-        Field {
-            ty: Ty::Array(&Ty::Struct(&PRODUCE_REQUEST_TOPICPRODUCEDATA)),
-            min: 3,
-            max: 8,
-        }, // topic_data
+        Field { ty: Ty::CompactString, min: 9, max: 13 }, // transactional_id
+        Field { ty: Ty::String, min: 3, max: 8 }, // transactional_id
+        Field { ty: Ty::Int16, min: 3, max: 13 }, // acks
+        Field { ty: Ty::Int32, min: 3, max: 13 }, // timeout_ms
+        Field { ty: Ty::CompactArray(&Ty::Struct(&PRODUCE_REQUEST_TOPICPRODUCEDATA)), min: 9, max: 13 }, // topic_data
+        Field { ty: Ty::Array(&Ty::Struct(&PRODUCE_REQUEST_TOPICPRODUCEDATA)), min: 3, max: 8 }, // topic_data
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static PRODUCE_REQUEST_TOPICPRODUCEDATA: StructSchema = StructSchema {
-    name: "TopicProduceData",
-    tagged_from: 9,
+    name: "TopicProduceData", tagged_from: 9,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::produce_request::TopicProduceData>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 9,
-            max: 12,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 3,
-            max: 8,
-        }, // name
-        Field {
-            ty: Ty::Uuid,
-            min: 13,
-            max: 13,
-        }, // topic_id
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&PRODUCE_REQUEST_PARTITIONPRODUCEDATA)),
-            min: 9,
-            max: 13,
-        }, // partition_data
-        Field {
-            ty: Ty::Array(&Ty::Struct(&PRODUCE_REQUEST_PARTITIONPRODUCEDATA)),
-            min: 3,
-            max: 8,
-        }, // partition_data
+        Field { ty: Ty::CompactString, min: 9, max: 12 }, // name
+        Field { ty: Ty::String, min: 3, max: 8 }, // name
+        Field { ty: Ty::Uuid, min: 13, max: 13 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&PRODUCE_REQUEST_PARTITIONPRODUCEDATA)), min: 9, max: 13 }, // partition_data
+        Field { ty: Ty::Array(&Ty::Struct(&PRODUCE_REQUEST_PARTITIONPRODUCEDATA)), min: 3, max: 8 }, // partition_data
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static FETCH_REQUEST_FETCHPARTITION: StructSchema = StructSchema {
-    name: "FetchPartition",
-    tagged_from: 12,
+    name: "FetchPartition", tagged_from: 12,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::fetch_request::FetchPartition>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 18,
-        }, // partition
-        Field {
-            ty: Ty::Int32,
-            min: 9,
-            max: 18,
-        }, // current_leader_epoch
-        Field {
-            ty: Ty::Int64,
-            min: 4,
-            max: 18,
-        }, // fetch_offset
-        Field {
-            ty: Ty::Int32,
-            min: 12,
-            max: 18,
-        }, // last_fetched_epoch
-        Field {
-            ty: Ty::Int64,
-            min: 5,
-            max: 18,
-        }, // log_start_offset
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 18,
-        }, // partition_max_bytes
+        Field { ty: Ty::Int32, min: 4, max: 18 }, // partition
+        Field { ty: Ty::Int32, min: 9, max: 18 }, // current_leader_epoch
+        Field { ty: Ty::Int64, min: 4, max: 18 }, // fetch_offset
+        Field { ty: Ty::Int32, min: 12, max: 18 }, // last_fetched_epoch
+        Field { ty: Ty::Int64, min: 5, max: 18 }, // log_start_offset
+        Field { ty: Ty::Int32, min: 4, max: 18 }, // partition_max_bytes
     ],
     tagged: &[
-        Tagged {
-            tag: 0,
-            ty: Ty::Uuid,
-            min: 17,
-            max: 18,
-        }, // replica_directory_id
-        Tagged {
-            tag: 1,
-            ty: Ty::Int64,
-            min: 18,
-            max: 18,
-        }, // high_watermark
+        Tagged { tag: 0, ty: Ty::Uuid, min: 17, max: 18 }, // replica_directory_id
+        Tagged { tag: 1, ty: Ty::Int64, min: 18, max: 18 }, // high_watermark
     ],
 };
 
 pub(crate) static FETCH_REQUEST_FETCHREQUEST: StructSchema = StructSchema {
-    name: "FetchRequest",
-    tagged_from: 12,
+    name: "FetchRequest", tagged_from: 12,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::fetch_request::FetchRequest>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 14,
-        }, // replica_id
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 18,
-        }, // max_wait_ms
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 18,
-        }, // min_bytes
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 18,
-        }, // max_bytes
-        Field {
-            ty: Ty::Int8,
-            min: 4,
-            max: 18,
-        }, // isolation_level
-        Field {
-            ty: Ty::Int32,
-            min: 7,
-            max: 18,
-        }, // session_id
-        Field {
-            ty: Ty::Int32,
-            min: 7,
-            max: 18,
-        }, // session_epoch
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FETCHTOPIC)),
-            min: 12,
-            max: 18,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FETCHTOPIC)),
-            min: 4,
-            max: 11,
-        }, // topics
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FORGOTTENTOPIC)),
-            min: 12,
-            max: 18,
-        }, // forgotten_topics_data
-        Field {
-            ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FORGOTTENTOPIC)),
-            min: 7,
-            max: 11,
-        }, // forgotten_topics_data
-        Field {
-            ty: Ty::CompactString,
-            min: 12,
-            max: 18,
-        }, // rack_id
-        Field {
-            ty: Ty::String,
-            min: 11,
-            max: 11,
-        }, // rack_id
+        Field { ty: Ty::Int32, min: 4, max: 14 }, // replica_id
+        Field { ty: Ty::Int32, min: 4, max: 18 }, // max_wait_ms
+        Field { ty: Ty::Int32, min: 4, max: 18 }, // min_bytes
+        Field { ty: Ty::Int32, min: 4, max: 18 }, // max_bytes
+        Field { ty: Ty::Int8, min: 4, max: 18 }, // isolation_level
+        Field { ty: Ty::Int32, min: 7, max: 18 }, // session_id
+        Field { ty: Ty::Int32, min: 7, max: 18 }, // session_epoch
+        Field { ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FETCHTOPIC)), min: 12, max: 18 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FETCHTOPIC)), min: 4, max: 11 }, // topics
+        Field { ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FORGOTTENTOPIC)), min: 12, max: 18 }, // forgotten_topics_data
+        Field { ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FORGOTTENTOPIC)), min: 7, max: 11 }, // forgotten_topics_data
+        Field { ty: Ty::CompactString, min: 12, max: 18 }, // rack_id
+        Field { ty: Ty::String, min: 11, max: 11 }, // rack_id
     ],
     tagged: &[
-        Tagged {
-            tag: 0,
-            ty: Ty::CompactString,
-            min: 12,
-            max: 18,
-        }, // cluster_id
-        Tagged {
-            tag: 1,
-            ty: Ty::Struct(&FETCH_REQUEST_REPLICASTATE),
-            min: 15,
-            max: 18,
-        }, // replica_state
+        Tagged { tag: 0, ty: Ty::CompactString, min: 12, max: 18 }, // cluster_id
+        Tagged { tag: 1, ty: Ty::Struct(&FETCH_REQUEST_REPLICASTATE), min: 15, max: 18 }, // replica_state
     ],
 };
 
 pub(crate) static FETCH_REQUEST_FETCHTOPIC: StructSchema = StructSchema {
-    name: "FetchTopic",
-    tagged_from: 12,
+    name: "FetchTopic", tagged_from: 12,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::fetch_request::FetchTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 12,
-            max: 12,
-        }, // topic
-        Field {
-            ty: Ty::String,
-            min: 4,
-            max: 11,
-        }, // topic
-        Field {
-            ty: Ty::Uuid,
-            min: 13,
-            max: 18,
-        }, // topic_id
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FETCHPARTITION)),
-            min: 12,
-            max: 18,
-        }, // partitions
-        Field {
-            ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FETCHPARTITION)),
-            min: 4,
-            max: 11,
-        }, // partitions
+        Field { ty: Ty::CompactString, min: 12, max: 12 }, // topic
+        Field { ty: Ty::String, min: 4, max: 11 }, // topic
+        Field { ty: Ty::Uuid, min: 13, max: 18 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&FETCH_REQUEST_FETCHPARTITION)), min: 12, max: 18 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&FETCH_REQUEST_FETCHPARTITION)), min: 4, max: 11 }, // partitions
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static FETCH_REQUEST_FORGOTTENTOPIC: StructSchema = StructSchema {
-    name: "ForgottenTopic",
-    tagged_from: 12,
+    name: "ForgottenTopic", tagged_from: 12,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::fetch_request::ForgottenTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 12,
-            max: 12,
-        }, // topic
-        Field {
-            ty: Ty::String,
-            min: 7,
-            max: 11,
-        }, // topic
-        Field {
-            ty: Ty::Uuid,
-            min: 13,
-            max: 18,
-        }, // topic_id
-        Field {
-            ty: Ty::CompactArray(&Ty::Int32),
-            min: 12,
-            max: 18,
-        }, // partitions
-        Field {
-            ty: Ty::Array(&Ty::Int32),
-            min: 7,
-            max: 11,
-        }, // partitions
+        Field { ty: Ty::CompactString, min: 12, max: 12 }, // topic
+        Field { ty: Ty::String, min: 7, max: 11 }, // topic
+        Field { ty: Ty::Uuid, min: 13, max: 18 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 12, max: 18 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 7, max: 11 }, // partitions
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static FETCH_REQUEST_REPLICASTATE: StructSchema = StructSchema {
-    name: "ReplicaState",
-    tagged_from: 12,
+    name: "ReplicaState", tagged_from: 12,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::fetch_request::ReplicaState>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 15,
-            max: 18,
-        }, // replica_id
-        Field {
-            ty: Ty::Int64,
-            min: 15,
-            max: 18,
-        }, // replica_epoch
+        Field { ty: Ty::Int32, min: 15, max: 18 }, // replica_id
+        Field { ty: Ty::Int64, min: 15, max: 18 }, // replica_epoch
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static LIST_OFFSETS_REQUEST_LISTOFFSETSPARTITION: StructSchema = StructSchema {
-    name: "ListOffsetsPartition",
-    tagged_from: 6,
+    name: "ListOffsetsPartition", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_offsets_request::ListOffsetsPartition>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 1,
-            max: 10,
-        }, // partition_index
-        Field {
-            ty: Ty::Int32,
-            min: 4,
-            max: 10,
-        }, // current_leader_epoch
-        Field {
-            ty: Ty::Int64,
-            min: 1,
-            max: 10,
-        }, // timestamp
+        Field { ty: Ty::Int32, min: 1, max: 10 }, // partition_index
+        Field { ty: Ty::Int32, min: 4, max: 10 }, // current_leader_epoch
+        Field { ty: Ty::Int64, min: 1, max: 10 }, // timestamp
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static LIST_OFFSETS_REQUEST_LISTOFFSETSREQUEST: StructSchema = StructSchema {
-    name: "ListOffsetsRequest",
-    tagged_from: 6,
+    name: "ListOffsetsRequest", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_offsets_request::ListOffsetsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 1,
-            max: 10,
-        }, // replica_id
-        Field {
-            ty: Ty::Int8,
-            min: 2,
-            max: 10,
-        }, // isolation_level
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSTOPIC)),
-            min: 6,
-            max: 10,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSTOPIC)),
-            min: 1,
-            max: 5,
-        }, // topics
-        Field {
-            ty: Ty::Int32,
-            min: 10,
-            max: 10,
-        }, // timeout_ms
+        Field { ty: Ty::Int32, min: 1, max: 10 }, // replica_id
+        Field { ty: Ty::Int8, min: 2, max: 10 }, // isolation_level
+        Field { ty: Ty::CompactArray(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSTOPIC)), min: 6, max: 10 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSTOPIC)), min: 1, max: 5 }, // topics
+        Field { ty: Ty::Int32, min: 10, max: 10 }, // timeout_ms
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static LIST_OFFSETS_REQUEST_LISTOFFSETSTOPIC: StructSchema = StructSchema {
-    name: "ListOffsetsTopic",
-    tagged_from: 6,
+    name: "ListOffsetsTopic", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_offsets_request::ListOffsetsTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 6,
-            max: 10,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 1,
-            max: 5,
-        }, // name
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSPARTITION)),
-            min: 6,
-            max: 10,
-        }, // partitions
-        Field {
-            ty: Ty::Array(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSPARTITION)),
-            min: 1,
-            max: 5,
-        }, // partitions
+        Field { ty: Ty::CompactString, min: 6, max: 10 }, // name
+        Field { ty: Ty::String, min: 1, max: 5 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSPARTITION)), min: 6, max: 10 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&LIST_OFFSETS_REQUEST_LISTOFFSETSPARTITION)), min: 1, max: 5 }, // partitions
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static METADATA_REQUEST_METADATAREQUEST: StructSchema = StructSchema {
-    name: "MetadataRequest",
-    tagged_from: 9,
+    name: "MetadataRequest", tagged_from: 9,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::metadata_request::MetadataRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&METADATA_REQUEST_METADATAREQUESTTOPIC)),
-            min: 9,
-            max: 13,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(&METADATA_REQUEST_METADATAREQUESTTOPIC)),
-            min: 0,
-            max: 8,
-        }, // topics
-        Field {
-            ty: Ty::Int8,
-            min: 4,
-            max: 13,
-        }, // allow_auto_topic_creation
-        Field {
-            ty: Ty::Int8,
-            min: 8,
-            max: 10,
-        }, // include_cluster_authorized_operations
-        Field {
-            ty: Ty::Int8,
-            min: 8,
-            max: 13,
-        }, // include_topic_authorized_operations
+        Field { ty: Ty::CompactArray(&Ty::Struct(&METADATA_REQUEST_METADATAREQUESTTOPIC)), min: 9, max: 13 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&METADATA_REQUEST_METADATAREQUESTTOPIC)), min: 0, max: 8 }, // topics
+        Field { ty: Ty::Int8, min: 4, max: 13 }, // allow_auto_topic_creation
+        Field { ty: Ty::Int8, min: 8, max: 10 }, // include_cluster_authorized_operations
+        Field { ty: Ty::Int8, min: 8, max: 13 }, // include_topic_authorized_operations
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static METADATA_REQUEST_METADATAREQUESTTOPIC: StructSchema = StructSchema {
-    name: "MetadataRequestTopic",
-    tagged_from: 9,
+    name: "MetadataRequestTopic", tagged_from: 9,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::metadata_request::MetadataRequestTopic>(),
     fields: &[
-        Field {
-            ty: Ty::Uuid,
-            min: 10,
-            max: 13,
-        }, // topic_id
-        Field {
-            ty: Ty::CompactString,
-            min: 9,
-            max: 13,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 8,
-        }, // name
+        Field { ty: Ty::Uuid, min: 10, max: 13 }, // topic_id
+        Field { ty: Ty::CompactString, min: 9, max: 13 }, // name
+        Field { ty: Ty::String, min: 0, max: 8 }, // name
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static API_VERSIONS_REQUEST_APIVERSIONSREQUEST: StructSchema = StructSchema {
-    name: "ApiVersionsRequest",
-    tagged_from: 3,
+    name: "ApiVersionsRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::api_versions_request::ApiVersionsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 3,
-            max: 4,
-        }, // client_software_name
-        Field {
-            ty: Ty::CompactString,
-            min: 3,
-            max: 4,
-        }, // client_software_version
+        Field { ty: Ty::CompactString, min: 3, max: 4 }, // client_software_name
+        Field { ty: Ty::CompactString, min: 3, max: 4 }, // client_software_version
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static CREATE_TOPICS_REQUEST_CREATABLEREPLICAASSIGNMENT: StructSchema = StructSchema {
-    name: "CreatableReplicaAssignment",
-    tagged_from: 5,
+    name: "CreatableReplicaAssignment", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 2,
-            max: 7,
-        }, // partition_index
-        Field {
-            ty: Ty::CompactArray(&Ty::Int32),
-            min: 5,
-            max: 7,
-        }, // broker_ids
-        Field {
-            ty: Ty::Array(&Ty::Int32),
-            min: 2,
-            max: 4,
-        }, // broker_ids
+        Field { ty: Ty::Int32, min: 2, max: 7 }, // partition_index
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 5, max: 7 }, // broker_ids
+        Field { ty: Ty::Array(&Ty::Int32), min: 2, max: 4 }, // broker_ids
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static CREATE_TOPICS_REQUEST_CREATABLETOPIC: StructSchema = StructSchema {
-    name: "CreatableTopic",
-    tagged_from: 5,
+    name: "CreatableTopic", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_topics_request::CreatableTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 5,
-            max: 7,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 2,
-            max: 4,
-        }, // name
-        Field {
-            ty: Ty::Int32,
-            min: 2,
-            max: 7,
-        }, // num_partitions
-        Field {
-            ty: Ty::Int16,
-            min: 2,
-            max: 7,
-        }, // replication_factor
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(
-                &CREATE_TOPICS_REQUEST_CREATABLEREPLICAASSIGNMENT,
-            )),
-            min: 5,
-            max: 7,
-        }, // assignments
-        Field {
-            ty: Ty::Array(&Ty::Struct(
-                &CREATE_TOPICS_REQUEST_CREATABLEREPLICAASSIGNMENT,
-            )),
-            min: 2,
-            max: 4,
-        }, // assignments
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPICCONFIG)),
-            min: 5,
-            max: 7,
-        }, // configs
-        Field {
-            ty: Ty::Array(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPICCONFIG)),
-            min: 2,
-            max: 4,
-        }, // configs
+        Field { ty: Ty::CompactString, min: 5, max: 7 }, // name
+        Field { ty: Ty::String, min: 2, max: 4 }, // name
+        Field { ty: Ty::Int32, min: 2, max: 7 }, // num_partitions
+        Field { ty: Ty::Int16, min: 2, max: 7 }, // replication_factor
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLEREPLICAASSIGNMENT)), min: 5, max: 7 }, // assignments
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLEREPLICAASSIGNMENT)), min: 2, max: 4 }, // assignments
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPICCONFIG)), min: 5, max: 7 }, // configs
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPICCONFIG)), min: 2, max: 4 }, // configs
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static CREATE_TOPICS_REQUEST_CREATABLETOPICCONFIG: StructSchema = StructSchema {
-    name: "CreatableTopicConfig",
-    tagged_from: 5,
+    name: "CreatableTopicConfig", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_topics_request::CreatableTopicConfig>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 5,
-            max: 7,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 2,
-            max: 4,
-        }, // name
-        Field {
-            ty: Ty::CompactString,
-            min: 5,
-            max: 7,
-        }, // value
-        Field {
-            ty: Ty::String,
-            min: 2,
-            max: 4,
-        }, // value
+        Field { ty: Ty::CompactString, min: 5, max: 7 }, // name
+        Field { ty: Ty::String, min: 2, max: 4 }, // name
+        Field { ty: Ty::CompactString, min: 5, max: 7 }, // value
+        Field { ty: Ty::String, min: 2, max: 4 }, // value
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static CREATE_TOPICS_REQUEST_CREATETOPICSREQUEST: StructSchema = StructSchema {
-    name: "CreateTopicsRequest",
-    tagged_from: 5,
+    name: "CreateTopicsRequest", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_topics_request::CreateTopicsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPIC)),
-            min: 5,
-            max: 7,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPIC)),
-            min: 2,
-            max: 4,
-        }, // topics
-        Field {
-            ty: Ty::Int32,
-            min: 2,
-            max: 7,
-        }, // timeout_ms
-        Field {
-            ty: Ty::Int8,
-            min: 2,
-            max: 7,
-        }, // validate_only
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPIC)), min: 5, max: 7 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_TOPICS_REQUEST_CREATABLETOPIC)), min: 2, max: 4 }, // topics
+        Field { ty: Ty::Int32, min: 2, max: 7 }, // timeout_ms
+        Field { ty: Ty::Int8, min: 2, max: 7 }, // validate_only
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DELETE_TOPICS_REQUEST_DELETETOPICSTATE: StructSchema = StructSchema {
-    name: "DeleteTopicState",
-    tagged_from: 4,
+    name: "DeleteTopicState", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_topics_request::DeleteTopicState>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 6,
-            max: 6,
-        }, // name
-        Field {
-            ty: Ty::Uuid,
-            min: 6,
-            max: 6,
-        }, // topic_id
+        Field { ty: Ty::CompactString, min: 6, max: 6 }, // name
+        Field { ty: Ty::Uuid, min: 6, max: 6 }, // topic_id
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST: StructSchema = StructSchema {
-    name: "DeleteTopicsRequest",
-    tagged_from: 4,
+    name: "DeleteTopicsRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&DELETE_TOPICS_REQUEST_DELETETOPICSTATE)),
-            min: 6,
-            max: 6,
-        }, // topics
-        Field {
-            ty: Ty::CompactArray(&Ty::CompactString),
-            min: 4,
-            max: 5,
-        }, // topic_names
-        Field {
-            ty: Ty::Array(&Ty::String),
-            min: 1,
-            max: 3,
-        }, // topic_names
-        Field {
-            ty: Ty::Int32,
-            min: 1,
-            max: 6,
-        }, // timeout_ms
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_TOPICS_REQUEST_DELETETOPICSTATE)), min: 6, max: 6 }, // topics
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 4, max: 5 }, // topic_names
+        Field { ty: Ty::Array(&Ty::String), min: 1, max: 3 }, // topic_names
+        Field { ty: Ty::Int32, min: 1, max: 6 }, // timeout_ms
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DELETE_RECORDS_REQUEST_DELETERECORDSPARTITION: StructSchema = StructSchema {
-    name: "DeleteRecordsPartition",
-    tagged_from: 2,
+    name: "DeleteRecordsPartition", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_records_request::DeleteRecordsPartition>(),
     fields: &[
-        Field {
-            ty: Ty::Int32,
-            min: 0,
-            max: 2,
-        }, // partition_index
-        Field {
-            ty: Ty::Int64,
-            min: 0,
-            max: 2,
-        }, // offset
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // partition_index
+        Field { ty: Ty::Int64, min: 0, max: 2 }, // offset
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DELETE_RECORDS_REQUEST_DELETERECORDSREQUEST: StructSchema = StructSchema {
-    name: "DeleteRecordsRequest",
-    tagged_from: 2,
+    name: "DeleteRecordsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_records_request::DeleteRecordsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC)),
-            min: 2,
-            max: 2,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC)),
-            min: 0,
-            max: 1,
-        }, // topics
-        Field {
-            ty: Ty::Int32,
-            min: 0,
-            max: 2,
-        }, // timeout_ms
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC)), min: 2, max: 2 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC)), min: 0, max: 1 }, // topics
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // timeout_ms
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DELETE_RECORDS_REQUEST_DELETERECORDSTOPIC: StructSchema = StructSchema {
-    name: "DeleteRecordsTopic",
-    tagged_from: 2,
+    name: "DeleteRecordsTopic", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_records_request::DeleteRecordsTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 2,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 1,
-        }, // name
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSPARTITION)),
-            min: 2,
-            max: 2,
-        }, // partitions
-        Field {
-            ty: Ty::Array(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSPARTITION)),
-            min: 0,
-            max: 1,
-        }, // partitions
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // name
+        Field { ty: Ty::String, min: 0, max: 1 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSPARTITION)), min: 2, max: 2 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&DELETE_RECORDS_REQUEST_DELETERECORDSPARTITION)), min: 0, max: 1 }, // partitions
     ],
-    tagged: &[],
+    tagged: &[
+    ],
+};
+
+pub(crate) static INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST: StructSchema = StructSchema {
+    name: "InitProducerIdRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 2, max: 5 }, // transactional_id
+        Field { ty: Ty::String, min: 0, max: 1 }, // transactional_id
+        Field { ty: Ty::Int32, min: 0, max: 5 }, // transaction_timeout_ms
+        Field { ty: Ty::Int64, min: 3, max: 5 }, // producer_id
+        Field { ty: Ty::Int16, min: 3, max: 5 }, // producer_epoch
+    ],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST: StructSchema = StructSchema {
-    name: "DescribeConfigsRequest",
-    tagged_from: 4,
+    name: "DescribeConfigsRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(
-                &DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSRESOURCE,
-            )),
-            min: 4,
-            max: 4,
-        }, // resources
-        Field {
-            ty: Ty::Array(&Ty::Struct(
-                &DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSRESOURCE,
-            )),
-            min: 1,
-            max: 3,
-        }, // resources
-        Field {
-            ty: Ty::Int8,
-            min: 1,
-            max: 4,
-        }, // include_synonyms
-        Field {
-            ty: Ty::Int8,
-            min: 3,
-            max: 4,
-        }, // include_documentation
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSRESOURCE)), min: 4, max: 4 }, // resources
+        Field { ty: Ty::Array(&Ty::Struct(&DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSRESOURCE)), min: 1, max: 3 }, // resources
+        Field { ty: Ty::Int8, min: 1, max: 4 }, // include_synonyms
+        Field { ty: Ty::Int8, min: 3, max: 4 }, // include_documentation
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSRESOURCE: StructSchema = StructSchema {
-    name: "DescribeConfigsResource",
-    tagged_from: 4,
+    name: "DescribeConfigsResource", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_configs_request::DescribeConfigsResource>(),
     fields: &[
-        Field {
-            ty: Ty::Int8,
-            min: 1,
-            max: 4,
-        }, // resource_type
-        Field {
-            ty: Ty::CompactString,
-            min: 4,
-            max: 4,
-        }, // resource_name
-        Field {
-            ty: Ty::String,
-            min: 1,
-            max: 3,
-        }, // resource_name
-        Field {
-            ty: Ty::CompactArray(&Ty::CompactString),
-            min: 4,
-            max: 4,
-        }, // configuration_keys
-        Field {
-            ty: Ty::Array(&Ty::String),
-            min: 1,
-            max: 3,
-        }, // configuration_keys
+        Field { ty: Ty::Int8, min: 1, max: 4 }, // resource_type
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // resource_name
+        Field { ty: Ty::String, min: 1, max: 3 }, // resource_name
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 4, max: 4 }, // configuration_keys
+        Field { ty: Ty::Array(&Ty::String), min: 1, max: 3 }, // configuration_keys
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static ALTER_CONFIGS_REQUEST_ALTERCONFIGSREQUEST: StructSchema = StructSchema {
-    name: "AlterConfigsRequest",
-    tagged_from: 2,
+    name: "AlterConfigsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_configs_request::AlterConfigsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)),
-            min: 2,
-            max: 2,
-        }, // resources
-        Field {
-            ty: Ty::Array(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)),
-            min: 0,
-            max: 1,
-        }, // resources
-        Field {
-            ty: Ty::Int8,
-            min: 0,
-            max: 2,
-        }, // validate_only
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)), min: 2, max: 2 }, // resources
+        Field { ty: Ty::Array(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)), min: 0, max: 1 }, // resources
+        Field { ty: Ty::Int8, min: 0, max: 2 }, // validate_only
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE: StructSchema = StructSchema {
-    name: "AlterConfigsResource",
-    tagged_from: 2,
+    name: "AlterConfigsResource", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_configs_request::AlterConfigsResource>(),
     fields: &[
-        Field {
-            ty: Ty::Int8,
-            min: 0,
-            max: 2,
-        }, // resource_type
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 2,
-        }, // resource_name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 1,
-        }, // resource_name
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)),
-            min: 2,
-            max: 2,
-        }, // configs
-        Field {
-            ty: Ty::Array(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)),
-            min: 0,
-            max: 1,
-        }, // configs
+        Field { ty: Ty::Int8, min: 0, max: 2 }, // resource_type
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // resource_name
+        Field { ty: Ty::String, min: 0, max: 1 }, // resource_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)), min: 2, max: 2 }, // configs
+        Field { ty: Ty::Array(&Ty::Struct(&ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)), min: 0, max: 1 }, // configs
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static ALTER_CONFIGS_REQUEST_ALTERABLECONFIG: StructSchema = StructSchema {
-    name: "AlterableConfig",
-    tagged_from: 2,
+    name: "AlterableConfig", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_configs_request::AlterableConfig>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 2,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 1,
-        }, // name
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 2,
-        }, // value
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 1,
-        }, // value
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // name
+        Field { ty: Ty::String, min: 0, max: 1 }, // name
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // value
+        Field { ty: Ty::String, min: 0, max: 1 }, // value
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DESCRIBE_LOG_DIRS_REQUEST_DESCRIBABLELOGDIRTOPIC: StructSchema = StructSchema {
-    name: "DescribableLogDirTopic",
-    tagged_from: 2,
+    name: "DescribableLogDirTopic", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 4,
-        }, // topic
-        Field {
-            ty: Ty::String,
-            min: 1,
-            max: 1,
-        }, // topic
-        Field {
-            ty: Ty::CompactArray(&Ty::Int32),
-            min: 2,
-            max: 4,
-        }, // partitions
-        Field {
-            ty: Ty::Array(&Ty::Int32),
-            min: 1,
-            max: 1,
-        }, // partitions
+        Field { ty: Ty::CompactString, min: 2, max: 4 }, // topic
+        Field { ty: Ty::String, min: 1, max: 1 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 2, max: 4 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 1, max: 1 }, // partitions
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST: StructSchema = StructSchema {
-    name: "DescribeLogDirsRequest",
-    tagged_from: 2,
+    name: "DescribeLogDirsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_log_dirs_request::DescribeLogDirsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(
-                &DESCRIBE_LOG_DIRS_REQUEST_DESCRIBABLELOGDIRTOPIC,
-            )),
-            min: 2,
-            max: 4,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(
-                &DESCRIBE_LOG_DIRS_REQUEST_DESCRIBABLELOGDIRTOPIC,
-            )),
-            min: 1,
-            max: 1,
-        }, // topics
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBABLELOGDIRTOPIC)), min: 2, max: 4 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBABLELOGDIRTOPIC)), min: 1, max: 1 }, // topics
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
-pub(crate) static CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT: StructSchema =
-    StructSchema {
-        name: "CreatePartitionsAssignment",
-        tagged_from: 2,
-        fields: &[
-            Field {
-                ty: Ty::CompactArray(&Ty::Int32),
-                min: 2,
-                max: 3,
-            }, // broker_ids
-            Field {
-                ty: Ty::Array(&Ty::Int32),
-                min: 0,
-                max: 1,
-            }, // broker_ids
-        ],
-        tagged: &[],
-    };
+pub(crate) static CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT: StructSchema = StructSchema {
+    name: "CreatePartitionsAssignment", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 2, max: 3 }, // broker_ids
+        Field { ty: Ty::Array(&Ty::Int32), min: 0, max: 1 }, // broker_ids
+    ],
+    tagged: &[
+    ],
+};
 
 pub(crate) static CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSREQUEST: StructSchema = StructSchema {
-    name: "CreatePartitionsRequest",
-    tagged_from: 2,
+    name: "CreatePartitionsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest>(),
     fields: &[
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(
-                &CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSTOPIC,
-            )),
-            min: 2,
-            max: 3,
-        }, // topics
-        Field {
-            ty: Ty::Array(&Ty::Struct(
-                &CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSTOPIC,
-            )),
-            min: 0,
-            max: 1,
-        }, // topics
-        Field {
-            ty: Ty::Int32,
-            min: 0,
-            max: 3,
-        }, // timeout_ms
-        Field {
-            ty: Ty::Int8,
-            min: 0,
-            max: 3,
-        }, // validate_only
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSTOPIC)), min: 2, max: 3 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSTOPIC)), min: 0, max: 1 }, // topics
+        Field { ty: Ty::Int32, min: 0, max: 3 }, // timeout_ms
+        Field { ty: Ty::Int8, min: 0, max: 3 }, // validate_only
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 pub(crate) static CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSTOPIC: StructSchema = StructSchema {
-    name: "CreatePartitionsTopic",
-    tagged_from: 2,
+    name: "CreatePartitionsTopic", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 2,
-            max: 3,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 1,
-        }, // name
-        Field {
-            ty: Ty::Int32,
-            min: 0,
-            max: 3,
-        }, // count
-        Field {
-            ty: Ty::CompactArray(&Ty::Struct(
-                &CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT,
-            )),
-            min: 2,
-            max: 3,
-        }, // assignments
-        Field {
-            ty: Ty::Array(&Ty::Struct(
-                &CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT,
-            )),
-            min: 0,
-            max: 1,
-        }, // assignments
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // name
+        Field { ty: Ty::String, min: 0, max: 1 }, // name
+        Field { ty: Ty::Int32, min: 0, max: 3 }, // count
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT)), min: 2, max: 3 }, // assignments
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSASSIGNMENT)), min: 0, max: 1 }, // assignments
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
-pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE: StructSchema =
-    StructSchema {
-        name: "AlterConfigsResource",
-        tagged_from: 1,
-        fields: &[
-            Field {
-                ty: Ty::Int8,
-                min: 0,
-                max: 1,
-            }, // resource_type
-            Field {
-                ty: Ty::CompactString,
-                min: 1,
-                max: 1,
-            }, // resource_name
-            Field {
-                ty: Ty::String,
-                min: 0,
-                max: 0,
-            }, // resource_name
-            Field {
-                ty: Ty::CompactArray(&Ty::Struct(
-                    &INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERABLECONFIG,
-                )),
-                min: 1,
-                max: 1,
-            }, // configs
-            Field {
-                ty: Ty::Array(&Ty::Struct(
-                    &INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERABLECONFIG,
-                )),
-                min: 0,
-                max: 0,
-            }, // configs
-        ],
-        tagged: &[],
-    };
+pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE: StructSchema = StructSchema {
+    name: "AlterConfigsResource", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // resource_type
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // resource_name
+        Field { ty: Ty::String, min: 0, max: 0 }, // resource_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)), min: 1, max: 1 }, // configs
+        Field { ty: Ty::Array(&Ty::Struct(&INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERABLECONFIG)), min: 0, max: 0 }, // configs
+    ],
+    tagged: &[
+    ],
+};
 
 pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERABLECONFIG: StructSchema = StructSchema {
-    name: "AlterableConfig",
-    tagged_from: 1,
+    name: "AlterableConfig", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig>(),
     fields: &[
-        Field {
-            ty: Ty::CompactString,
-            min: 1,
-            max: 1,
-        }, // name
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 0,
-        }, // name
-        Field {
-            ty: Ty::Int8,
-            min: 0,
-            max: 1,
-        }, // config_operation
-        Field {
-            ty: Ty::CompactString,
-            min: 1,
-            max: 1,
-        }, // value
-        Field {
-            ty: Ty::String,
-            min: 0,
-            max: 0,
-        }, // value
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // name
+        Field { ty: Ty::String, min: 0, max: 0 }, // name
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // config_operation
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // value
+        Field { ty: Ty::String, min: 0, max: 0 }, // value
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
-pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST: StructSchema =
-    StructSchema {
-        name: "IncrementalAlterConfigsRequest",
-        tagged_from: 1,
-        fields: &[
-            Field {
-                ty: Ty::CompactArray(&Ty::Struct(
-                    &INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE,
-                )),
-                min: 1,
-                max: 1,
-            }, // resources
-            Field {
-                ty: Ty::Array(&Ty::Struct(
-                    &INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE,
-                )),
-                min: 0,
-                max: 0,
-            }, // resources
-            Field {
-                ty: Ty::Int8,
-                min: 0,
-                max: 1,
-            }, // validate_only
-        ],
-        tagged: &[],
-    };
+pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST: StructSchema = StructSchema {
+    name: "IncrementalAlterConfigsRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::incremental_alter_configs_request::IncrementalAlterConfigsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)), min: 1, max: 1 }, // resources
+        Field { ty: Ty::Array(&Ty::Struct(&INCREMENTAL_ALTER_CONFIGS_REQUEST_ALTERCONFIGSRESOURCE)), min: 0, max: 0 }, // resources
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // validate_only
+    ],
+    tagged: &[
+    ],
+};
 
 pub(crate) static DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST: StructSchema = StructSchema {
-    name: "DescribeClusterRequest",
-    tagged_from: 0,
+    name: "DescribeClusterRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest>(),
     fields: &[
-        Field {
-            ty: Ty::Int8,
-            min: 0,
-            max: 2,
-        }, // include_cluster_authorized_operations
-        Field {
-            ty: Ty::Int8,
-            min: 1,
-            max: 2,
-        }, // endpoint_type
-        Field {
-            ty: Ty::Int8,
-            min: 2,
-            max: 2,
-        }, // include_fenced_brokers
+        Field { ty: Ty::Int8, min: 0, max: 2 }, // include_cluster_authorized_operations
+        Field { ty: Ty::Int8, min: 1, max: 2 }, // endpoint_type
+        Field { ty: Ty::Int8, min: 2, max: 2 }, // include_fenced_brokers
     ],
-    tagged: &[],
+    tagged: &[
+    ],
 };
 
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
         0 => Some(&PRODUCE_REQUEST_PRODUCEREQUEST), // versions 3-13
-        1 => Some(&FETCH_REQUEST_FETCHREQUEST),     // versions 4-18
+        1 => Some(&FETCH_REQUEST_FETCHREQUEST), // versions 4-18
         2 => Some(&LIST_OFFSETS_REQUEST_LISTOFFSETSREQUEST), // versions 1-10
         3 => Some(&METADATA_REQUEST_METADATAREQUEST), // versions 0-13
         18 => Some(&API_VERSIONS_REQUEST_APIVERSIONSREQUEST), // versions 0-4
         19 => Some(&CREATE_TOPICS_REQUEST_CREATETOPICSREQUEST), // versions 2-7
         20 => Some(&DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST), // versions 1-6
         21 => Some(&DELETE_RECORDS_REQUEST_DELETERECORDSREQUEST), // versions 0-2
+        22 => Some(&INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST), // versions 0-5
         32 => Some(&DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST), // versions 1-4
         33 => Some(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSREQUEST), // versions 0-2
         35 => Some(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST), // versions 1-4

@@ -39,6 +39,7 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -81,4 +82,63 @@ pub fn api_versions_response(version: i16) -> ApiVersionsResponse {
         .with_finalized_features_epoch(-1)
         .with_finalized_features(Vec::new())
         .with_zk_migration_ready(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::encode_response;
+    use bytes::Buf;
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Decodable;
+
+    /// Every advertised range lies within what the crate (Kafka 4.1's specs) can decode, and the
+    /// table is in api-key order without duplicates.
+    #[test]
+    fn table_is_within_the_crate_ranges_and_sorted() {
+        for a in SUPPORTED_APIS {
+            let valid = a.key.valid_versions();
+            assert!(
+                valid.min <= a.min && a.min <= a.max && a.max <= valid.max,
+                "{:?}",
+                a.key
+            );
+        }
+        assert!(SUPPORTED_APIS
+            .windows(2)
+            .all(|w| (w[0].key as i16) < (w[1].key as i16)));
+    }
+
+    /// Kafka 4 baselines (KIP-896) and 4.1's highest stable versions of the main APIs.
+    #[test]
+    fn kafka_4_1_ranges() {
+        assert_eq!(supported_range(ApiKey::Produce as i16), Some((3, 13)));
+        assert_eq!(supported_range(ApiKey::Fetch as i16), Some((4, 17)));
+        assert_eq!(supported_range(ApiKey::ListOffsets as i16), Some((1, 10)));
+        assert_eq!(supported_range(ApiKey::Metadata as i16), Some((0, 13)));
+        assert_eq!(supported_range(ApiKey::ApiVersions as i16), Some((0, 4)));
+        assert_eq!(supported_range(ApiKey::JoinGroup as i16), None);
+        assert_eq!(supported_range(-1), None);
+    }
+
+    /// The ApiVersions answer round-trips at every version, with a v0 response header.
+    #[test]
+    fn api_versions_response_encodes_at_every_version() {
+        for v in 0..=4 {
+            let frame =
+                encode_response(ApiKey::ApiVersions, v, 9, &api_versions_response(v)).unwrap();
+            let mut buf = frame.clone();
+            assert_eq!(buf.get_i32() as usize, frame.len() - 4);
+            assert_eq!(
+                ResponseHeader::decode(&mut buf, 0).unwrap().correlation_id,
+                9
+            );
+            let body = ApiVersionsResponse::decode(&mut buf, v).unwrap();
+            assert!(!buf.has_remaining(), "v{v}");
+            assert_eq!(body.error_code, 0);
+            assert_eq!(body.api_keys.len(), SUPPORTED_APIS.len());
+            let fetch = body.api_keys.iter().find(|k| k.api_key == 1).unwrap();
+            assert_eq!((fetch.min_version, fetch.max_version), (4, 17));
+        }
+    }
 }

@@ -28,7 +28,9 @@ use std::time::Duration;
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataError};
+use crate::coordinator::metadata::{
+    ClusterMetadata, MetadataCommand, MetadataError, PRODUCER_ID_BLOCK_SIZE,
+};
 use crate::coordinator::{store, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
@@ -83,6 +85,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Bytes of requests in flight on this shard, in KiB units.
     pub inflight_kib: Semaphore,
+    /// Coordinator shard only: the producer ids left in the reserved block, `[next, end)`.
+    producer_ids: Cell<(i64, i64)>,
 }
 
 impl Shard {
@@ -107,6 +111,7 @@ impl Shard {
             stop: Notify::default(),
             connections: Cell::new(0),
             inflight_kib: Semaphore::new(inflight_kib),
+            producer_ids: Cell::new((0, 0)),
         })
     }
 
@@ -342,6 +347,39 @@ impl Shard {
             }
         }
         results
+    }
+
+    /// Hands out a producer id never given before (coordinator shard). Reserves a new block
+    /// durably when the current one is used up.
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, MetadataError> {
+        assert_eq!(
+            self.id, COORDINATOR_SHARD,
+            "producer ids come from the coordinator shard"
+        );
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        let reserved = self
+            .change_metadata(vec![MetadataCommand::AllocateProducerIdBlock], false)
+            .await;
+        reserved
+            .into_iter()
+            .next()
+            .unwrap_or(Err(storage_unavailable()))?;
+        // Another allocation may have raced ahead while this one waited: take from the block
+        // that is current now, which ends at the persisted mark.
+        let end = self.metadata().producer_id_block_next;
+        let (next, old_end) = self.producer_ids.get();
+        let start = if old_end == end {
+            next
+        } else {
+            end - PRODUCER_ID_BLOCK_SIZE
+        };
+        assert!(start < end);
+        self.producer_ids.set((start + 1, end));
+        Ok(start)
     }
 
     /// Applies retention to every partition of this shard, forever, every

@@ -65,13 +65,15 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         source,
     })?;
     let _lock = lock_data_dir(&config)?;
-    // Probe the port without SO_REUSEPORT: fails if any other socket holds it.
-    drop(
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::PortInUse {
+    // glommio binds with SO_REUSEPORT, so a second broker would silently share the port. If
+    // anything accepts a connection there, someone is listening: refuse to start. (A bind probe
+    // would trip over our own previous run's TIME_WAIT sockets.)
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+        return Err(StartError::PortInUse {
             addr: addr.to_string(),
-            source,
-        })?,
-    );
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+    }
     check_memlock(&config, shards)?;
     raise_open_files_limit();
     let metadata = load_metadata(&config)?;

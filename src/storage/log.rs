@@ -285,6 +285,8 @@ struct Inner {
     max_timestamp: (i64, i64),
     checkpoint: Checkpoint,
     meta_locked: bool,
+    /// Successful flush rounds (one fdatasync each).
+    flush_count: u64,
 }
 
 impl Inner {
@@ -838,6 +840,7 @@ impl PartitionLog {
                     max_timestamp: max_ts,
                     checkpoint,
                     meta_locked: false,
+                    flush_count: 0,
                 }),
             }),
         };
@@ -1203,6 +1206,12 @@ impl PartitionLog {
     /// The partition directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Flush rounds completed, each one `fdatasync` (for tests and metrics: group commit
+    /// means far fewer rounds than appends).
+    pub fn flush_count(&self) -> u64 {
+        self.shared.inner.borrow().flush_count
     }
 
     /// Number of segments (for tests and metrics).
@@ -1720,6 +1729,7 @@ fn finish_flush(shared: &Shared, plan: FlushPlan, result: Result<FlushDone, Stor
             inner.high_watermark = hw;
             inner.max_timestamp = log_max;
             inner.pending_bytes -= plan.bytes as usize;
+            inner.flush_count += 1;
             for c in &plan.chunks {
                 complete(&c.slot, Ok(()));
             }
