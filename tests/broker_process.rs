@@ -238,3 +238,32 @@ fn config_file_settings_apply_and_flags_override_them() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"), "{}", String::from_utf8_lossy(&out.stderr));
     });
 }
+
+// A broker restarted right after kill -9 (as a supervisor would) starts, even though the dead
+// process's listening socket may linger for a few milliseconds while its io_uring is torn down.
+#[test]
+fn restart_immediately_after_kill_9_under_produce_load_starts() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    within(Duration::from_secs(60), || {
+        let mut broker = TestBroker::start(1);
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.addr())
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        // Keep appends and fdatasyncs in flight when the broker dies.
+        let payload = vec![b'x'; 1000];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            for _ in 0..100 {
+                let _ = producer.send(BaseRecord::<(), [u8]>::to("load").payload(&payload[..]));
+            }
+            producer.poll(Duration::from_millis(1));
+        }
+        broker.kill9();
+        broker.start_again();
+        assert!(metadata_works(broker.socket_addr()));
+        producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    });
+}

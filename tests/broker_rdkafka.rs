@@ -469,7 +469,9 @@ fn one_megabyte_message_round_trips_with_raised_limits(shards: usize) {
     assert_eq!((d.partition, d.offset), (0, 0));
     send_one(&p, FutureRecord::to(topic).payload(&small[..])).expect("produce small after big");
 
-    let c = consumer(&broker, &[("max.partition.fetch.bytes", "65536"), ("fetch.max.bytes", "524288")]);
+    // Both fetch limits are below the batch size (librdkafka needs fetch.max.bytes >= its
+    // message.max.bytes, 1000000 by default).
+    let c = consumer(&broker, &[("max.partition.fetch.bytes", "65536"), ("fetch.max.bytes", "1000000")]);
     assign(&c, &[(topic, 0, Offset::Beginning)]);
     let messages = consume(&c, 2, Duration::from_secs(30));
     assert_eq!(messages[0].payload().map(|p| p.len()), Some(value.len()));
@@ -817,6 +819,9 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     let (values, futures) = enqueue(5_000..20_000);
     std::thread::sleep(Duration::from_millis(100));
     broker.kill9();
+    // The dead broker's listening socket can accept for a few ms after SIGKILL (its io_uring is
+    // torn down asynchronously); restarting into that window is covered by broker_process.rs.
+    broker.wait_port_closed();
     broker.start_again();
     let mut acked_in_phase_2 = 0;
     for (v, r) in values.iter().zip(await_deliveries(futures)) {
@@ -912,12 +917,9 @@ fn fetch_from_offset_out_of_range_gets_offset_out_of_range(shards: usize) {
             None => {}
         }
     };
-    let text = err.to_string();
-    assert!(
-        error_code(&err) == Some(RDKafkaErrorCode::AutoOffsetReset) || text.contains("out of range"),
-        "expected an offset-out-of-range error, got {text}"
-    );
-    assert!(text.to_lowercase().contains("out of range"), "librdkafka names the broker error: {text}");
+    // librdkafka turns the broker's OFFSET_OUT_OF_RANGE into AutoOffsetReset when the reset
+    // policy is "error"; without that broker error it would just keep fetching.
+    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::AutoOffsetReset), "got {err}");
 
     let c = consumer(&broker, &[("auto.offset.reset", "earliest")]);
     assign(&c, &[(topic, 0, Offset::Offset(1000))]);

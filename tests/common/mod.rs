@@ -42,6 +42,8 @@ pub struct TestBroker {
     extra_args: Vec<String>,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// Set once a panic message has carried the log, so `Drop` does not print it again.
+    log_shown: std::cell::Cell<bool>,
     // Holds the data dir and the log file; removed on drop.
     _tmp: tempfile::TempDir,
 }
@@ -64,6 +66,7 @@ impl TestBroker {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             data_dir,
             log_path,
+            log_shown: std::cell::Cell::new(false),
             _tmp: tmp,
         };
         broker.start_again();
@@ -186,6 +189,15 @@ impl TestBroker {
         child.wait().expect("wait after SIGKILL");
     }
 
+    /// Waits (up to 5 s) until nothing accepts connections on the broker's port any more.
+    pub fn wait_port_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect_timeout(&self.socket_addr(), Duration::from_millis(200)).is_ok() {
+            assert!(Instant::now() < deadline, "port {} still accepting 5 s after the broker died", self.port);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Is the broker process still running?
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -207,6 +219,7 @@ impl TestBroker {
 
     /// The last lines of the broker's stderr, for failure messages.
     pub fn log_tail(&self) -> String {
+        self.log_shown.set(true);
         let text = fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(80);
@@ -225,7 +238,7 @@ impl Drop for TestBroker {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if thread::panicking() {
+        if thread::panicking() && !self.log_shown.get() {
             eprintln!("{}", self.log_tail());
         }
     }
