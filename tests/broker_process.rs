@@ -267,3 +267,33 @@ fn restart_immediately_after_kill_9_under_produce_load_starts() {
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     });
 }
+
+// SIGTERM that arrives as soon as the port accepts connections (a supervisor stopping a broker
+// it just started) still gets a clean shutdown, not death by the default signal action.
+#[test]
+fn sigterm_right_after_the_port_opens_shuts_down_cleanly() {
+    within(Duration::from_secs(90), || {
+        for round in 0..5 {
+            let data = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut child = Command::new(broker_bin())
+                .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
+                .arg(data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "round {round}: port never opened");
+                assert!(child.try_wait().unwrap().is_none(), "round {round}: broker exited during startup");
+            }
+            signal(&child, libc::SIGTERM);
+            let status = wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
+            let stderr = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+            assert!(status.success(), "round {round}: exit {status} after an early SIGTERM\n{stderr}");
+        }
+    });
+}
