@@ -297,3 +297,59 @@ fn sigterm_right_after_the_port_opens_shuts_down_cleanly() {
         }
     });
 }
+
+// A request on a connection accepted at the earliest moment (the port has just opened, other
+// shards may still be starting) is served like any other: CreateTopics succeeds.
+#[test]
+fn requests_on_connections_accepted_during_startup_are_served() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    within(Duration::from_secs(90), || {
+        for round in 0..5 {
+            let data = tempfile::tempdir().unwrap();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut child = Command::new(broker_bin())
+                .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
+                .arg(data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
+            // Several connections, so that some land on each shard (SO_REUSEPORT spreads them).
+            let mut conns = Vec::new();
+            while conns.len() < 8 {
+                match RawConn::connect(addr) {
+                    Ok(c) => conns.push(c),
+                    Err(_) => {
+                        assert!(Instant::now() < deadline, "round {round}: port never opened");
+                        assert!(child.try_wait().unwrap().is_none(), "round {round}: broker exited during startup");
+                    }
+                }
+            }
+            let mut ids = Vec::new();
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let name = StrBytes::from_string(format!("early-{i}"));
+                let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(name))
+                    .with_num_partitions(4)
+                    .with_replication_factor(1)]);
+                ids.push(conn.send(7, &request).expect("send CreateTopics"));
+            }
+            let responses: Vec<_> = conns
+                .iter_mut()
+                .zip(ids)
+                .map(|(conn, id)| conn.receive::<CreateTopicsRequest>(7, id))
+                .collect();
+            let _ = child.kill();
+            let _ = child.wait();
+            for (i, response) in responses.into_iter().enumerate() {
+                let response = response.unwrap_or_else(|e| panic!("round {round}: CreateTopics on early connection {i}: {e}"));
+                let result = &response.topics[0];
+                assert_eq!(result.error_code, 0, "round {round}, connection {i}: CreateTopics error {:?}", result.error_message);
+            }
+        }
+    });
+}

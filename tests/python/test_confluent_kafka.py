@@ -62,7 +62,8 @@ def consume(c, n, timeout=T):
 
 
 def create(broker, name, partitions=1, config=None):
-    futures = admin(broker).create_topics(
+    a = admin(broker)  # must outlive its futures
+    futures = a.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=T, request_timeout=T)
     futures[name].result(timeout=T)
@@ -168,7 +169,8 @@ def test_configs_round_trip(broker):
 
 # DescribeCluster names the one node, with the advertised address.
 def test_describe_cluster_lists_this_node(broker):
-    result = admin(broker).describe_cluster(request_timeout=T).result(timeout=T)
+    a = admin(broker)
+    result = a.describe_cluster(request_timeout=T).result(timeout=T)
     assert [(n.id, n.host, n.port) for n in result.nodes] == [(0, "127.0.0.1", broker.port)]
     assert result.controller is not None and result.controller.id == 0
     assert result.cluster_id

@@ -142,6 +142,6 @@ def test_admin_client_describes_log_dirs_and_cluster(broker):
     [part] = topics["kp-logdirs"]["partitions"]
     assert part["partition_index"] == 0 and part["partition_size"] >= 20 * 1000
     cluster = admin.describe_cluster()
-    assert [b["node_id"] for b in cluster["brokers"]] == [0]
+    assert [b["broker_id"] for b in cluster["brokers"]] == [0]
     assert cluster["controller_id"] == 0 and cluster["cluster_id"]
     admin.close()
