@@ -1,0 +1,421 @@
+//! Test harness: runs the real `freshet` binary as a child process and talks to it over TCP.
+//!
+//! `TestBroker` owns one broker process on a free 127.0.0.1 port with its own temporary data
+//! directory. Its stderr goes to a log file that is printed when a test fails. The broker is
+//! killed when the `TestBroker` is dropped, and also (PR_SET_PDEATHSIG) when the thread that
+//! started it exits, so a hung or panicking test never leaves a broker behind.
+//!
+//! `RawConn` is a minimal Kafka wire connection (framing plus the `kafka-protocol` codecs) used
+//! for the readiness probe and for tests that need exact control over the bytes sent.
+//!
+//! `within` bounds a test's total running time.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
+
+/// How long a broker may take from spawn to answering a metadata request.
+pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a broker may take to exit after SIGTERM.
+pub const BROKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read/write timeout on raw test connections.
+pub const RAW_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One running `freshet` broker process.
+pub struct TestBroker {
+    child: Option<Child>,
+    port: u16,
+    shards: usize,
+    extra_args: Vec<String>,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    /// Set once a panic message has carried the log, so `Drop` does not print it again.
+    log_shown: std::cell::Cell<bool>,
+    // Holds the data dir and the log file; removed on drop.
+    _tmp: tempfile::TempDir,
+}
+
+impl TestBroker {
+    /// Starts a broker with `shards` shards on a free port and a fresh data directory.
+    pub fn start(shards: usize) -> TestBroker {
+        TestBroker::start_with(shards, &[])
+    }
+
+    /// Like `start`, with extra `freshet start` arguments (e.g. `--auto-create-topics false`).
+    pub fn start_with(shards: usize, extra_args: &[&str]) -> TestBroker {
+        let tmp = tempfile::Builder::new().prefix("freshet-test-").tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let log_path = tmp.path().join("broker.log");
+        let mut broker = TestBroker {
+            child: None,
+            port: free_port(),
+            shards,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            data_dir,
+            log_path,
+            log_shown: std::cell::Cell::new(false),
+            _tmp: tmp,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// The address clients connect to, as `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr().parse().unwrap()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is not running").id()
+    }
+
+    /// The command line used to start this broker (without the binary).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "start".to_string(),
+            "--listen".to_string(),
+            self.addr(),
+            "--data-dir".to_string(),
+            self.data_dir.display().to_string(),
+            "--shards".to_string(),
+            self.shards.to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts the broker process (again) on the same port and data directory, waits until ready.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open broker log");
+        let mut cmd = Command::new(broker_bin());
+        cmd.args(self.args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", broker_bin()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + BROKER_READY_TIMEOUT;
+        let mut last_err = String::new();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                panic!("broker exited during startup with {status}\n{}", self.log_tail());
+            }
+            match probe_ready(self.socket_addr()) {
+                Ok(()) => return,
+                Err(e) => last_err = e.to_string(),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "broker not ready after {BROKER_READY_TIMEOUT:?}: {last_err}\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("broker is not running");
+        signal(&child, sig);
+        match wait_timeout(&mut child, BROKER_STOP_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of signal {sig}\n{}",
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// Clean restart: SIGTERM, require exit status 0, start again on the same port and data.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(status.success(), "broker exited with {status} after SIGTERM\n{}", self.log_tail());
+        self.start_again();
+    }
+
+    /// Kills the broker with SIGKILL (no chance to flush or clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("broker is not running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait after SIGKILL");
+    }
+
+    /// Waits (up to 5 s) until nothing accepts connections on the broker's port any more.
+    pub fn wait_port_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect_timeout(&self.socket_addr(), Duration::from_millis(200)).is_ok() {
+            assert!(Instant::now() < deadline, "port {} still accepting 5 s after the broker died", self.port);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Is the broker process still running?
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Resident set size of the broker process in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// The last lines of the broker's stderr, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.log_shown.set(true);
+        let text = fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(80);
+        format!(
+            "---- broker log ({}), last {} lines ----\n{}\n---- end of broker log ----",
+            self.log_path.display(),
+            lines.len() - from,
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() && !self.log_shown.get() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// Path of the broker binary: FRESHET_BIN if set, else the one cargo built for this test.
+pub fn broker_bin() -> PathBuf {
+    match std::env::var_os("FRESHET_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_freshet")),
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a child we have not reaped yet, so the pid is ours.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({}, {sig}) failed: {}", child.id(), io::Error::last_os_error());
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ready means: TCP connect works, ApiVersions answers with no error and lists Metadata, and a
+/// Metadata request (all topics) answers with this broker in its broker list.
+fn probe_ready(addr: SocketAddr) -> io::Result<()> {
+    let mut conn = RawConn::connect_timeout(addr, Duration::from_secs(2))?;
+    let versions = conn.request(0, &ApiVersionsRequest::default()).map_err(io::Error::other)?;
+    if versions.error_code != 0 {
+        return Err(io::Error::other(format!("ApiVersions error {}", versions.error_code)));
+    }
+    let metadata = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Metadata as i16)
+        .ok_or_else(|| io::Error::other("ApiVersions does not list Metadata"))?;
+    let version = metadata.max_version.min(MetadataRequest::VERSIONS.max);
+    let response = conn
+        .request(version, &MetadataRequest::default().with_topics(None))
+        .map_err(io::Error::other)?;
+    if response.brokers.is_empty() {
+        return Err(io::Error::other("Metadata lists no brokers"));
+    }
+    Ok(())
+}
+
+/// A raw Kafka protocol connection: length-prefixed frames, request header, codec messages.
+pub struct RawConn {
+    pub stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> io::Result<RawConn> {
+        RawConn::connect_timeout(addr, RAW_IO_TIMEOUT)
+    }
+
+    pub fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(RAW_IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(RAW_IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConn { stream, next_correlation_id: 1 })
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Encodes header + body for `R` at `version` into a complete frame (with length prefix).
+    pub fn encode_request<R: Request>(version: i16, correlation_id: i32, body: &R) -> Bytes {
+        let api_key = ApiKey::try_from(R::KEY).expect("known api key");
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("freshet-tests")));
+        let mut payload = BytesMut::new();
+        header.encode(&mut payload, api_key.request_header_version(version)).expect("encode header");
+        body.encode(&mut payload, version).expect("encode body");
+        let mut frame = BytesMut::with_capacity(4 + payload.len());
+        frame.put_i32(payload.len() as i32);
+        frame.put(payload);
+        frame.freeze()
+    }
+
+    /// Sends a request and returns its correlation id (does not wait for the answer).
+    pub fn send<R: Request>(&mut self, version: i16, body: &R) -> io::Result<i32> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        self.stream.write_all(&Self::encode_request(version, correlation_id, body))?;
+        Ok(correlation_id)
+    }
+
+    /// Reads one response frame for `R` at `version` and checks its correlation id.
+    pub fn receive<R: Request>(&mut self, version: i16, correlation_id: i32) -> io::Result<R::Response> {
+        let mut frame = self
+            .read_frame()?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))?;
+        let api_key = ApiKey::try_from(R::KEY).expect("known api key");
+        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+            .map_err(io::Error::other)?;
+        if header.correlation_id != correlation_id {
+            return Err(io::Error::other(format!(
+                "correlation id {} in response, expected {correlation_id}",
+                header.correlation_id
+            )));
+        }
+        let body = R::Response::decode(&mut frame, version).map_err(io::Error::other)?;
+        if frame.has_remaining() {
+            return Err(io::Error::other(format!(
+                "{} bytes left over after decoding {:?} v{version} response",
+                frame.remaining(),
+                api_key
+            )));
+        }
+        Ok(body)
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn request<R: Request>(&mut self, version: i16, body: &R) -> io::Result<R::Response> {
+        let correlation_id = self.send(version, body)?;
+        self.receive::<R>(version, correlation_id)
+    }
+
+    /// Reads one length-prefixed frame; `None` if the peer closed cleanly before a frame began.
+    pub fn read_frame(&mut self) -> io::Result<Option<Bytes>> {
+        let mut len = [0u8; 4];
+        match self.stream.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = i32::from_be_bytes(len);
+        if !(0..=256 * 1024 * 1024).contains(&len) {
+            return Err(io::Error::other(format!("response frame length {len}")));
+        }
+        let mut body = vec![0u8; len as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(Bytes::from(body)))
+    }
+}
+
+/// Runs `body` on its own thread and fails the test if it takes longer than `limit`.
+/// A panic in `body` is passed on unchanged.
+pub fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name("test-body".into())
+        .spawn(move || {
+            let result = body();
+            let _ = tx.send(());
+            result
+        })
+        .expect("spawn test thread");
+    match rx.recv_timeout(limit) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test did not finish within {limit:?} (its broker is killed when the process exits)")
+        }
+    }
+}

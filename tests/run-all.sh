@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs the whole Freshet test suite on a fresh machine:
+#   1. installs kcat and iperf3 with apt-get if they are missing,
+#   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
+#   3. cargo build --all-targets, cargo test (unit + real-broker integration tests),
+#   4. pytest tests/python against target/debug/freshet (FRESHET_BIN).
+# Both test runners always run; the script exits non-zero if either failed (or if pytest
+# collected no tests). Usage: bash tests/run-all.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+LOGDIR="${FRESHET_TEST_LOGDIR:-$ROOT/target/test-logs}"
+mkdir -p "$LOGDIR"
+
+# Hard limits so a hung test fails the run instead of hanging it (seconds).
+CARGO_TEST_TIMEOUT_S="${CARGO_TEST_TIMEOUT_S:-1500}"
+PYTEST_TIMEOUT_S="${PYTEST_TIMEOUT_S:-900}"
+
+step() { printf '\n==> %s\n' "$*"; }
+now() { date +%s; }
+T0=$(now)
+
+# ---- 1. System packages -----------------------------------------------------------------------
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+if ((${#missing[@]})); then
+  step "installing ${missing[*]} (apt-get)"
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo -n); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+kcat -V 2>/dev/null | sed -n 's/^Version /kcat /p' | head -1
+
+# ---- 2. Python venv -----------------------------------------------------------------------------
+REQ=tests/python/requirements.txt
+STAMP=.venv/.requirements.sha256
+want=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+  step "creating Python venv .venv from $REQ"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  echo "$want" >"$STAMP"
+else
+  step "Python venv .venv is up to date"
+fi
+
+# ---- 3. Build -----------------------------------------------------------------------------------
+step "cargo build --all-targets"
+cargo build --all-targets
+T_BUILD=$(now)
+
+# ---- 4. Rust tests ------------------------------------------------------------------------------
+step "cargo test (log: $LOGDIR/cargo-test.log)"
+set +e
+timeout --kill-after=30 "$CARGO_TEST_TIMEOUT_S" \
+  cargo test --no-fail-fast 2>&1 | tee "$LOGDIR/cargo-test.log"
+cargo_rc=${PIPESTATUS[0]}
+set -e
+T_CARGO=$(now)
+
+# ---- 5. Python tests ----------------------------------------------------------------------------
+export FRESHET_BIN="$ROOT/target/debug/freshet"
+step "pytest tests/python with FRESHET_BIN=$FRESHET_BIN"
+set +e
+timeout --kill-after=30 "$PYTEST_TIMEOUT_S" \
+  .venv/bin/python -m pytest -q tests/python --junitxml="$LOGDIR/pytest.xml" 2>&1 | tee "$LOGDIR/pytest.log"
+pytest_rc=${PIPESTATUS[0]}
+set -e
+T_PYTEST=$(now)
+
+# ---- Summary ------------------------------------------------------------------------------------
+# cargo: add up the "test result:" lines of every test binary.
+read -r c_pass c_fail c_ign < <(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i; if ($(i+1) ~ /^ignored;?/) g += $i
+    } } END { print p+0, f+0, g+0 }' "$LOGDIR/cargo-test.log")
+# pytest: counts from the JUnit XML (absent if pytest died before writing it).
+read -r p_pass p_fail p_skip < <(.venv/bin/python - "$LOGDIR/pytest.xml" <<'EOF' || echo "0 0 0"
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 0 0"); sys.exit()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+k = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - k, f, k)
+EOF
+)
+
+verdict() { # rc -> text
+  case $1 in 0) echo ok ;; 124 | 137) echo "TIMED OUT" ;; *) echo "FAILED (exit $1)" ;; esac
+}
+cargo_verdict=$(verdict "$cargo_rc")
+pytest_verdict=$(verdict "$pytest_rc")
+if ((pytest_rc == 5)); then
+  # Exit 5 means pytest collected no tests. This suite always has Python tests, so an empty
+  # run means something is broken (a collection filter, a missing directory): fail loudly.
+  pytest_verdict="FAILED (pytest collected no tests)"
+fi
+
+echo
+echo "==================== freshet test summary ===================="
+printf 'build:      %4ss\n' $((T_BUILD - T0))
+printf 'cargo test: %4ss  %-28s %s passed, %s failed, %s ignored\n' $((T_CARGO - T_BUILD)) "$cargo_verdict" "$c_pass" "$c_fail" "$c_ign"
+printf 'pytest:     %4ss  %-28s %s passed, %s failed, %s skipped/xfail\n' $((T_PYTEST - T_CARGO)) "$pytest_verdict" "$p_pass" "$p_fail" "$p_skip"
+echo "logs: $LOGDIR"
+echo "=============================================================="
+if ((cargo_rc == 0 && c_pass + c_fail == 0)); then
+  echo "cargo test ran no test" >&2
+  cargo_rc=1
+fi
+echo "$((c_pass + p_pass)) passed, $((c_fail + p_fail)) failed, $((c_ign + p_skip)) skipped"
+((cargo_rc == 0 && pytest_rc == 0))
