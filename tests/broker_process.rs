@@ -353,3 +353,51 @@ fn requests_on_connections_accepted_during_startup_are_served() {
         }
     });
 }
+
+// Every shard comes up on every start: across many starts with 2 shards, each one reports
+// "freshet ready" (all shards listening) within 10 s; a shard that dies at startup must not
+// leave a half-working broker behind.
+#[test]
+fn every_shard_comes_up_on_every_start() {
+    within(Duration::from_secs(120), || {
+        let starts = 40;
+        for round in 0..starts {
+            let data = tempfile::tempdir().unwrap();
+            let log_path = data.path().join("stderr.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(broker_bin())
+                .args(["start", "--listen", &format!("127.0.0.1:{}", free_port()), "--shards", "2", "--data-dir"])
+                .arg(data.path().join("data"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ready = loop {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if text.contains("freshet ready on") {
+                    break true;
+                }
+                if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+                .map(|dir| {
+                    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                ready,
+                "start {round} of {starts}: not ready within 10 s; threads {threads:?}; stderr:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+    });
+}
