@@ -245,6 +245,8 @@ fn produce(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
 fn consume(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
+        // librdkafka needs a group.id even for assign(); nothing is committed.
+        .set("group.id", "freshet-bench-assign-only")
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
@@ -329,6 +331,7 @@ fn main() {
         count as f64 / consume_s,
         ratio(consume_mb_s, loopback)
     );
+    raw_load(&broker, partitions, disk, loopback);
     println!("broker RSS after the run: {:.1} MiB", broker.rss_mib());
     broker.stop();
 
@@ -383,4 +386,240 @@ fn many_partitions(root: &std::path::Path, shards: usize) {
         broker.rss_mib()
     );
     broker.stop();
+}
+
+/// Raw Kafka-protocol load: pre-encoded ~1 MB batches (1,000 records of 1 KiB) sent as
+/// Produce v9 requests (acks=all), pipelined `RAW_INFLIGHT` deep on one connection per
+/// partition, then read back with Fetch v12 from offset 0. This takes the client's per-message
+/// work out of the measurement (librdkafka spends more CPU than the broker on these 2 cores),
+/// so it shows what the broker itself sustains.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use bytes::{Buf, Bytes, BytesMut};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
+        ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    const RAW_INFLIGHT: usize = 8;
+    const PRODUCE_VERSION: i16 = 9;
+    const FETCH_VERSION: i16 = 12;
+
+    pub fn batch(records: usize, value_bytes: usize) -> Bytes {
+        let value = Bytes::from(vec![b'r'; value_bytes]);
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // offset - sequence must stay constant or the encoder starts a new batch.
+                sequence: i as i32,
+                timestamp: 0,
+                key: None,
+                value: Some(value.clone()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode batch");
+        buf.freeze()
+    }
+
+    fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("freshet-bench")));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .expect("header");
+        body.encode(&mut buf, version).expect("body");
+        let len = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        buf.to_vec()
+    }
+
+    fn read_frame(stream: &mut TcpStream) -> Bytes {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).expect("read size");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).expect("read body");
+        Bytes::from(body)
+    }
+
+    /// Produces for `duration` on partition `partition`; returns bytes acknowledged.
+    pub fn produce(
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        duration: Duration,
+    ) -> u64 {
+        let mut writer = TcpStream::connect(addr).expect("connect");
+        writer.set_nodelay(true).expect("nodelay");
+        let mut reader = writer.try_clone().expect("clone");
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch.clone()))])]);
+        let deadline = Instant::now() + duration;
+        let (mut sent, mut acked, mut bytes) = (0usize, 0usize, 0u64);
+        loop {
+            while sent - acked < RAW_INFLIGHT && Instant::now() < deadline {
+                let f = frame(ApiKey::Produce, PRODUCE_VERSION, sent as i32, &request);
+                writer.write_all(&f).expect("send produce");
+                sent += 1;
+            }
+            if acked == sent {
+                break;
+            }
+            let mut response = read_frame(&mut reader);
+            ResponseHeader::decode(
+                &mut response,
+                ApiKey::Produce.response_header_version(PRODUCE_VERSION),
+            )
+            .expect("header");
+            let body =
+                ProduceResponse::decode(&mut response, PRODUCE_VERSION).expect("produce response");
+            let error = body.responses[0].partition_responses[0].error_code;
+            let message = &body.responses[0].partition_responses[0].error_message;
+            assert_eq!(error, 0, "produce error {error}: {message:?}");
+            acked += 1;
+            bytes += batch.len() as u64;
+        }
+        bytes
+    }
+
+    /// Fetches partition `partition` from `start_offset` until `end_offset`; returns record bytes.
+    pub fn fetch(
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        start_offset: i64,
+        end_offset: i64,
+    ) -> u64 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        let (mut offset, mut bytes, mut correlation) = (start_offset, 0u64, 0i32);
+        while offset < end_offset {
+            let request = FetchRequest::default()
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(64 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(16 << 20)])]);
+            stream
+                .write_all(&frame(ApiKey::Fetch, FETCH_VERSION, correlation, &request))
+                .expect("send fetch");
+            correlation += 1;
+            let mut response = read_frame(&mut stream);
+            ResponseHeader::decode(
+                &mut response,
+                ApiKey::Fetch.response_header_version(FETCH_VERSION),
+            )
+            .expect("header");
+            let body = FetchResponse::decode(&mut response, FETCH_VERSION).expect("fetch response");
+            let part = &body.responses[0].partitions[0];
+            assert_eq!(part.error_code, 0, "fetch error");
+            let mut records = part.records.clone().unwrap_or_default();
+            bytes += records.len() as u64;
+            // Walk the batch headers: baseOffset (8), batchLength (4), ... lastOffsetDelta at 23.
+            while records.len() >= 61 {
+                let base = (&records[0..8]).get_i64();
+                let length = (&records[8..12]).get_i32() as usize;
+                let last_delta = (&records[23..27]).get_i32() as i64;
+                offset = base + last_delta + 1;
+                records.advance((12 + length).min(records.len()));
+            }
+        }
+        bytes
+    }
+}
+
+/// Runs the raw-protocol load against a broker with a `partitions`-partition topic `raw`.
+fn raw_load(broker: &Broker, partitions: i32, disk: Option<f64>, loopback: Option<f64>) {
+    let seconds = env_usize("FRESHET_BENCH_RAW_SECONDS", 5) as u64;
+    // Read back only the newest batches of each partition, which fit in the tail cache
+    // (128 MiB per shard by default).
+    let tail_batches = env_usize("FRESHET_BENCH_RAW_TAIL_BATCHES", 40) as i64;
+    create_topic(&broker.addr, "raw", partitions);
+    // 1,000 records keep the batch under the default max.message.bytes (1048588).
+    let batch = raw::batch(1000, MESSAGE_BYTES);
+    let records_per_batch = 1000i64;
+    let started = Instant::now();
+    let produced: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..partitions)
+            .map(|p| {
+                let (addr, batch) = (broker.addr.clone(), batch.clone());
+                s.spawn(move || raw::produce(&addr, "raw", p, batch, Duration::from_secs(seconds)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("producer"))
+            .collect()
+    });
+    let produce_s = started.elapsed().as_secs_f64();
+    let total: u64 = produced.iter().sum();
+    let produce_mb_s = total as f64 / produce_s / 1e6;
+    let started = Instant::now();
+    let fetched: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = produced
+            .iter()
+            .enumerate()
+            .map(|(p, bytes)| {
+                let addr = broker.addr.clone();
+                let batches = (*bytes / batch.len() as u64) as i64;
+                let start = (batches - tail_batches).max(0) * records_per_batch;
+                let end = batches * records_per_batch;
+                s.spawn(move || raw::fetch(&addr, "raw", p as i32, start, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("fetcher"))
+            .sum()
+    });
+    let fetch_mb_s = fetched as f64 / started.elapsed().as_secs_f64() / 1e6;
+    let ratio = |v: f64, limit: Option<f64>| {
+        limit.map_or("n/a".to_string(), |l| format!("{:.0}%", 100.0 * v / l))
+    };
+    println!("== raw protocol: ~1 MB batches of 1,000 records of 1 KiB, {partitions} connection(s), 8 requests in flight each");
+    println!(
+        "produce acks=all: {produce_mb_s:.0} MB/s, {} of the disk limit",
+        ratio(produce_mb_s, disk)
+    );
+    println!(
+        "fetch of the newest data (tail cache): {fetch_mb_s:.0} MB/s ({} MB), {} of the loopback limit",
+        fetched / 1_000_000,
+        ratio(fetch_mb_s, loopback)
+    );
 }

@@ -2,18 +2,24 @@
 //!
 //! Each layer has its own error type ([`crate::storage::StorageError`],
 //! [`crate::shard::ShardGone`], the coordinator's `MetadataError` which already carries its
-//! code). Handlers never pick codes for those themselves: they call [`storage_code`] and
-//! friends, so a given failure is reported the same way by every API, as Kafka would.
+//! code, the admin APIs' [`AdminError`]). Handlers never pick codes for those themselves: they
+//! call [`storage_code`] and friends, so a given failure is reported the same way by every
+//! API, as Kafka would.
 
 use kafka_protocol::error::ResponseError;
 
+use crate::api::admin::AdminError;
+use crate::coordinator::metadata::MetadataError;
 use crate::shard::ShardGone;
 use crate::storage::StorageError;
 
 /// The Kafka error a client gets for a storage failure.
 pub fn storage_code(error: &StorageError) -> ResponseError {
     match error {
-        StorageError::Io { .. } | StorageError::Closed => ResponseError::KafkaStorageError,
+        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        // The partition is going away from this shard (deleted, or the broker is stopping):
+        // clients refresh metadata and retry.
+        StorageError::Closed => ResponseError::NotLeaderOrFollower,
         StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
@@ -31,6 +37,64 @@ pub fn shard_gone_code(_: &ShardGone) -> ResponseError {
 /// failed to open, or it is being created or deleted right now).
 pub fn partition_unavailable_code() -> ResponseError {
     ResponseError::KafkaStorageError
+}
+
+/// The Kafka error for a metadata command the coordinator refused (it says which itself).
+pub fn metadata_code(error: &MetadataError) -> ResponseError {
+    error.code
+}
+
+/// The Kafka error for a refusal by an admin API ([`AdminError`] documents each case).
+pub fn admin_code(error: &AdminError) -> ResponseError {
+    use AdminError as A;
+    use ResponseError as E;
+    match error {
+        A::Metadata(e) => metadata_code(e),
+        A::Storage(e) => storage_code(e),
+        A::ShardGone(e) => shard_gone_code(e),
+        A::PartitionUnavailable(_) => partition_unavailable_code(),
+        A::DuplicateTopicName
+        | A::DuplicateTopicId
+        | A::NoTopicNameOrId
+        | A::TopicNameAndId
+        | A::NameMapsToSuppliedId
+        | A::AssignmentWithReplicationFactor
+        | A::AssignmentWithPartitionCount
+        | A::DuplicateResource
+        | A::DefaultTopicResource
+        | A::DuplicateConfigKeys
+        | A::NullConfigValues(_)
+        | A::UnknownConfigOperation(_)
+        | A::UnknownResourceType(_)
+        | A::UnsupportedResourceType(_)
+        | A::BrokerIdNotInteger(_)
+        | A::NodeIdNotInteger(_)
+        | A::DescribeOtherBroker { .. }
+        | A::AlterOtherBroker { .. }
+        // Kafka turns a broker config validation failure into INVALID_REQUEST (KAFKA-13609).
+        | A::StaticBrokerConfigs(_) => E::InvalidRequest,
+        A::UnknownTopicOrPartition | A::UnknownConfigTopic(_) => E::UnknownTopicOrPartition,
+        A::UnknownTopicId => E::UnknownTopicId,
+        A::TopicAlreadyExists(_) => E::TopicAlreadyExists,
+        A::TopicCollision { .. } | A::InternalTopicRecords(_) => E::InvalidTopicException,
+        A::NullTopicConfigs(_) | A::NotAListConfig { .. } | A::InvalidConfig(_) => {
+            E::InvalidConfig
+        }
+        A::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        A::ReplicationFactorNotPositive | A::ReplicationFactorTooLarge { .. } => {
+            E::InvalidReplicationFactor
+        }
+        A::PartitionCountNotPositive
+        | A::PartitionCountUnchanged(_)
+        | A::PartitionCountDecrease { .. } => E::InvalidPartitions,
+        A::DeletePolicy(_) => E::PolicyViolation,
+        A::InvalidDeleteOffset { .. } | A::DeleteOffsetAboveHighWatermark { .. } => {
+            E::OffsetOutOfRange
+        }
+        A::UnsupportedEndpointType(_) => E::UnsupportedEndpointType,
+        A::MismatchedEndpointType => E::MismatchedEndpointType,
+        A::LogDir { .. } => E::KafkaStorageError,
+    }
 }
 
 /// Shorthand: the wire code of an optional error (0 for none).

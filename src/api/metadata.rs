@@ -15,13 +15,17 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{decode, str_bytes, Outcome};
+use super::describe_cluster::all_cluster_operations;
+use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
 
-/// Kafka's "authorized operations not requested" marker.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// The ACL operations Kafka supports on a TOPIC (`AclEntry.supportedOperations`): READ, WRITE,
+/// CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, as a bit field. With no
+/// authorizer every client may do all of them.
+const ALL_TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: MetadataRequest = match decode(&request) {
@@ -89,7 +93,18 @@ fn build_response(
     }];
     response.cluster_id = Some(str_bytes(metadata.cluster_id.clone()));
     response.controller_id = BrokerId(node_id);
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // Asked for in v8-v10 (later versions moved it to DescribeCluster).
+    response.cluster_authorized_operations =
+        if body.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            all_cluster_operations()
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+    let topic_operations = if body.include_topic_authorized_operations && version >= 8 {
+        ALL_TOPIC_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let partition = |index: i32| {
         let mut p = MetadataResponsePartition::default();
         p.partition_index = index;
@@ -106,7 +121,7 @@ fn build_response(
         t.topic_id = topic.id;
         t.is_internal = topic.internal;
         t.partitions = (0..topic.partitions).map(partition).collect();
-        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        t.topic_authorized_operations = topic_operations;
         t
     };
     let unknown = |name: Option<&str>, id: uuid::Uuid, error: ResponseError| {

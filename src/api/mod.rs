@@ -9,6 +9,13 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod init_producer_id;
 pub mod list_offsets;
@@ -29,6 +36,9 @@ use crate::protocol::header::{
     classify_request, unsupported_api_versions_frame, Disposition, ParsedRequest,
 };
 use crate::shard::Shard;
+
+/// Kafka's "authorized operations not requested" marker in Metadata and DescribeCluster.
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// What the connection does with a request once handled.
 pub enum Outcome {

@@ -78,6 +78,8 @@ pub struct Shard {
     cache: Rc<TailCache>,
     /// Serializes metadata changes (used on the coordinator shard only).
     metadata_lock: Semaphore,
+    /// Serializes opening/deleting partitions, so a partition is never opened twice.
+    reconcile_lock: Semaphore,
     /// Set once shutdown starts; [`Shard::stop`] fires at the same time.
     pub stopping: Cell<bool>,
     pub stop: Notify,
@@ -107,6 +109,7 @@ impl Shard {
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
             metadata_lock: Semaphore::new(1),
+            reconcile_lock: Semaphore::new(1),
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
@@ -191,16 +194,23 @@ impl Shard {
 
     /// Opens every partition of the current metadata that this shard owns (startup).
     pub async fn open_partitions(self: &Rc<Self>) {
+        let Ok(_permit) = self.reconcile_lock.acquire_permit(1).await else {
+            return;
+        };
         let metadata = self.metadata();
         self.reconcile(&ClusterMetadata::default(), &metadata).await;
     }
 
     /// Brings the open partitions in line with `next` (opening, deleting, reconfiguring), then
-    /// makes `next` the current snapshot.
+    /// makes `next` the current snapshot. Publications are applied one at a time, in version
+    /// order; a stale or repeated one is ignored.
     pub async fn install_metadata(self: &Rc<Self>, next: Arc<ClusterMetadata>) {
+        let Ok(_permit) = self.reconcile_lock.acquire_permit(1).await else {
+            return;
+        };
         let previous = self.metadata();
-        if next.version <= previous.version && previous.version != 0 {
-            return; // Stale or repeated publication.
+        if next.version <= previous.version {
+            return;
         }
         self.reconcile(&previous, &next).await;
         *self.metadata.borrow_mut() = next;

@@ -93,7 +93,18 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     let config = Arc::new(config);
     let metadata = Arc::new(metadata);
     let started = Instant::now();
-    let (ready_tx, ready_rx) = flume::bounded::<usize>(shards);
+    let (ready_tx, ready_rx) = flume::bounded::<Result<usize, String>>(shards);
+    let startup = Arc::new(StartupGate::default());
+
+    // Signals are caught from the start: a SIGTERM during startup stops the shards as soon as
+    // their inboxes run, instead of killing the process mid-recovery.
+    let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
+    let signal_router = router.clone();
+    std::thread::Builder::new()
+        .name("freshet-signals".into())
+        .spawn(move || wait_for_signals(signals, signal_router))
+        .map_err(|e| StartError::Executor(e.to_string()))?;
 
     let placement = if shards <= std::thread::available_parallelism().map_or(1, |n| n.get()) {
         PoolPlacement::MaxSpread(shards, None)
@@ -101,6 +112,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         PoolPlacement::Unbound(shards)
     };
     let pool_router = router.clone();
+    let pool_startup = startup.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("freshet-shard")
         .io_memory(config.io_memory_bytes)
@@ -111,32 +123,36 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
             let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
             async move {
                 let inbox = inbox.expect("each shard index is handed out once");
-                shard_main(index, config, pool_router, inbox, metadata, ready_tx).await
+                let gate = pool_startup;
+                shard_main(index, config, pool_router, inbox, metadata, gate, ready_tx).await
             }
         })
         .map_err(|e| StartError::Executor(explain_executor_error(&e.to_string())))?;
 
-    // Report readiness once every shard listens (tests and operators wait for this line).
+    // Report readiness once every shard listens (tests and operators wait for this line). A
+    // shard that fails to start stops the whole broker.
     let mut ready = 0;
-    while ready < shards {
-        match ready_rx.recv_timeout(Duration::from_secs(600)) {
-            Ok(_) => ready += 1,
-            Err(_) => break,
+    let mut startup_error = None;
+    while ready < shards && startup_error.is_none() {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => ready += 1,
+            Ok(Err(reason)) => startup_error = Some(reason),
+            Err(_) => startup_error = Some("a shard stopped during startup".to_string()),
         }
     }
-    if ready == shards {
+    if let Some(reason) = &startup_error {
+        tracing::error!(%reason, "startup failed; stopping");
+        startup.failed.store(true, Ordering::SeqCst);
+        for shard in 0..shards {
+            let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
+        }
+    } else {
         tracing::info!(%addr, shards, startup_ms = started.elapsed().as_millis() as u64, "freshet ready");
         eprintln!(
             "freshet ready on {addr} ({shards} shard(s), started in {} ms)",
             started.elapsed().as_millis()
         );
     }
-
-    let signal_router = router.clone();
-    std::thread::Builder::new()
-        .name("freshet-signals".into())
-        .spawn(move || wait_for_signals(signal_router))
-        .map_err(|e| StartError::Executor(e.to_string()))?;
 
     let mut failure = None;
     for (shard, result) in handles.join_all().into_iter().enumerate() {
@@ -148,6 +164,9 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         tracing::error!(shard, %reason, "shard failed");
         failure.get_or_insert(StartError::ShardFailed { shard, reason });
     }
+    if let (None, Some(reason)) = (&failure, startup_error) {
+        failure = Some(StartError::Executor(reason));
+    }
     match failure {
         None => {
             tracing::info!("freshet stopped");
@@ -157,26 +176,55 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     }
 }
 
+/// Startup coordination between shards: no shard listens before every shard has opened its
+/// partitions, so no client request ever finds a partition still being recovered.
+#[derive(Default)]
+struct StartupGate {
+    opened: AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+}
+
 async fn shard_main(
     index: usize,
     config: Arc<BrokerConfig>,
     router: Router,
     inbox: flume::Receiver<Job>,
     metadata: Arc<ClusterMetadata>,
-    ready: flume::Sender<usize>,
+    gate: Arc<StartupGate>,
+    ready: flume::Sender<Result<usize, String>>,
 ) -> Result<(), String> {
-    crate::storage::prime_disk(&config.data_dir)
-        .await
-        .map_err(|e| format!("priming data directory: {e}"))?;
+    let shards = router.shard_count();
+    if let Err(e) = crate::storage::prime_disk(&config.data_dir).await {
+        let reason = format!("priming data directory: {e}");
+        let _ = ready.send(Err(reason.clone()));
+        return Err(reason);
+    }
     let shard = Shard::new(index, config.clone(), router, metadata);
     let inbox_task = glommio::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
     shard.open_partitions().await;
+    gate.opened.fetch_add(1, Ordering::SeqCst);
+    while gate.opened.load(Ordering::SeqCst) < shards && !gate.failed.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = glommio::net::TcpListener::bind(addr)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
+        Ok(_) => None,
+        Err(e) => {
+            let reason = format!("cannot listen on {addr}: {e}");
+            let _ = ready.send(Err(reason));
+            None
+        }
+    };
     let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
-    let _ = ready.send(index);
-    super::super::server::accept_loop(shard.clone(), listener).await;
+    if let Some(listener) = listener {
+        let _ = ready.send(Ok(index));
+        super::super::server::accept_loop(shard.clone(), listener).await;
+    } else {
+        while !shard.stopping.get() {
+            shard.stop.wait().await;
+        }
+    }
 
     // Stopping: let connections finish what they have (bounded wait), then close the logs.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -208,14 +256,7 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
     }
 }
 
-fn wait_for_signals(router: Router) {
-    let mut signals = match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
-            return;
-        }
-    };
+fn wait_for_signals(mut signals: signal_hook::iterator::Signals, router: Router) {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
         for shard in 0..router.shard_count() {

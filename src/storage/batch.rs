@@ -447,3 +447,98 @@ pub fn offset_of_max_timestamp(batch: &[u8]) -> i64 {
         _ => h.last_offset(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn encode(n: usize, compression: Compression) -> Vec<u8> {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: [50, 90, 70][i % 3],
+                key: None,
+                value: Some(bytes::Bytes::from(vec![i as u8; 30])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode");
+        buf.to_vec()
+    }
+
+    #[test]
+    fn header_view_validation_and_rewrites() {
+        let mut b = encode(5, Compression::None);
+        let h = validate(&b).expect("valid");
+        assert_eq!(
+            (h.base_offset(), h.last_offset(), h.records_count()),
+            (0, 4, 5)
+        );
+        assert_eq!(h.max_timestamp(), 90);
+        set_base_offset(&mut b, 1000);
+        set_partition_leader_epoch(&mut b, 0);
+        let h = validate(&b).expect("base offset and epoch are outside the CRC");
+        assert_eq!(h.last_offset(), 1004);
+        let times = record_times(&b)
+            .expect("uncompressed")
+            .expect("well formed");
+        assert_eq!(times[1], (1001, 90));
+        assert_eq!(offset_of_max_timestamp(&b), 1001);
+        set_log_append_time(&mut b, 12345);
+        let h = validate(&b).expect("CRC fixed after stamping");
+        assert!(h.is_log_append_time());
+        assert_eq!(offset_of_max_timestamp(&b), 1000);
+        b[HEADER_LEN + 3] ^= 0x40;
+        assert!(matches!(validate(&b), Err(StorageError::CorruptMessage(_))));
+    }
+
+    #[test]
+    fn compressed_batches_are_not_walked() {
+        let b = encode(4, Compression::Gzip);
+        validate(&b).expect("valid");
+        assert!(record_times(&b).is_none());
+        assert_eq!(offset_of_max_timestamp(&b), 3);
+    }
+
+    #[test]
+    fn framing_of_record_sets() {
+        let a = encode(2, Compression::None);
+        let c = encode(3, Compression::None);
+        let mut set = a.clone();
+        set.extend_from_slice(&c);
+        let infos = validate_record_set(&set, 1 << 20).expect("valid set");
+        assert_eq!(infos.len(), 2);
+        assert_eq!((infos[1].pos, infos[1].offset_count), (a.len(), 3));
+        let framed: Vec<_> = batches(&set[..set.len() - 1]).collect();
+        assert!(framed[0].is_ok() && framed[1].is_err());
+        assert!(matches!(
+            validate_record_set(&set, 50),
+            Err(StorageError::MessageTooLarge { max: 50, .. })
+        ));
+        assert!(matches!(
+            validate_record_set(&set[..20], 1 << 20),
+            Err(StorageError::CorruptMessage(_))
+        ));
+    }
+}

@@ -19,7 +19,13 @@
 //! memory and rewritten, zero padded, as it grows), several 1 MiB writes in flight, then one
 //! `fdatasync`, then advance the high watermark and complete every slot it covered. Appends
 //! that arrive meanwhile gather for the next round, so one `fdatasync` covers many appends.
+//! Rounds are pipelined: while round N's `fdatasync` runs, round N+1 is already written (at
+//! most [`SYNCS_IN_FLIGHT_MAX`] syncs in flight); rounds complete strictly in order, so the
+//! high watermark only moves forward over durable bytes. Rewriting the tail block of round N
+//! while its sync runs is safe: the rewrite carries the same bytes for round N's part.
 //! Pending bytes are bounded by [`PENDING_BYTES_MAX`]: appends beyond it wait.
+//!
+//! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
 //!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
@@ -29,7 +35,7 @@
 //! # Segments
 //! A segment is `<base offset, 20 digits>.log` (batches back to back, wire format) plus
 //! `.index` and `.timeindex` (see [`super::index`]). The active segment is preallocated in
-//! steps of [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
+//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
 //! `segment.bytes`, when it is `segment.ms` old, or when relative offsets would overflow.
 //! At roll the flusher *seals* the old segment (truncate to its length, fdatasync, write its
 //! index files atomically), creates and preallocates the new file, fsyncs the directory and
@@ -51,6 +57,8 @@
 //! batch) returns whole batches up to `max_bytes`, from one segment per call (as Kafka).
 //!
 //! # Known gaps
+//! - `segment.ms` counts from the wall clock of the segment's first append; after a restart,
+//!   from the active segment's first batch timestamp.
 //! - Indexes of all segments stay in memory (~0.5% of the log size); no lazy loading yet.
 //! - `max_timestamp` after a restart reports the offset of the *batch* holding the max
 //!   timestamp (its last offset) until a newer max arrives.
@@ -79,6 +87,8 @@ pub const FLUSH_BYTES_MAX: usize = 32 << 20;
 pub const WRITE_BYTES_MAX: usize = 1 << 20;
 /// Preallocation step of the active segment (capped by `segment.bytes`).
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+/// First preallocation of a segment file; later steps double up to [`PREALLOCATE_STEP_BYTES`].
+pub const PREALLOCATE_FIRST_BYTES: u64 = 256 << 10;
 /// Bytes read per step while scanning a segment in recovery.
 pub const SCAN_READ_BYTES: usize = 1 << 20;
 /// Largest batch recovery accepts; a length field above it is treated as garbage.
@@ -191,6 +201,11 @@ struct Segment {
     preallocated_len: u64,
     /// Durable bytes of the partial last block: `[align_down(durable_len), durable_len)`.
     tail_block: Vec<u8>,
+    /// Bytes written (durable or with an fdatasync in flight); `durable_len <= written_len
+    /// <= len`.
+    written_len: u64,
+    /// Written bytes of the partial last block: `[align_down(written_len), written_len)`.
+    written_tail_block: Vec<u8>,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index: u64,
@@ -214,6 +229,8 @@ impl Segment {
             durable_next_offset: base_offset,
             preallocated_len: 0,
             tail_block: Vec::new(),
+            written_len: 0,
+            written_tail_block: Vec::new(),
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
@@ -587,6 +604,13 @@ async fn write_indexes(
     io::write_file_atomic(&dir.join(segment_file_name(seg_base, "timeindex")), ti).await
 }
 
+fn parse_index_name(name: &str) -> Option<i64> {
+    let stem = name
+        .strip_suffix(".index")
+        .or_else(|| name.strip_suffix(".timeindex"))?;
+    parse_segment_name(&format!("{stem}.log"))
+}
+
 fn parse_segment_name(name: &str) -> Option<i64> {
     let stem = name.strip_suffix(".log")?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -608,9 +632,15 @@ impl PartitionLog {
             prime_disk(dir.parent().unwrap_or(dir)).await?;
         }
         let names = io::list_dir(dir).await?;
+        let log_bases: std::collections::HashSet<i64> =
+            names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        // Temp files of interrupted atomic writes, and index files whose segment is gone (an
+        // interrupted deletion), are garbage.
         let leftovers: Vec<String> = names
             .iter()
-            .filter(|n| n.ends_with(".tmp"))
+            .filter(|n| {
+                n.ends_with(".tmp") || parse_index_name(n).is_some_and(|b| !log_bases.contains(&b))
+            })
             .cloned()
             .collect();
         if !leftovers.is_empty() {
@@ -729,6 +759,8 @@ impl PartitionLog {
                 seg.finish_time_index();
             }
             seg.durable_len = seg.len;
+            seg.written_len = seg.len;
+            seg.written_tail_block = seg.tail_block.clone();
             seg.durable_next_offset = seg.next_offset;
             seg.preallocated_len = seg.len;
             if seg.max_timestamp > max_ts.0 {
@@ -910,7 +942,8 @@ impl PartitionLog {
                 TimestampType::CreateTime => -1,
             };
             let seg = inner.segments.back_mut().expect("active segment");
-            if seg.len == 0 && seg.roll_time_ms < 0 {
+            if seg.roll_time_ms < 0 {
+                // First append to this segment (or since a restart that found no timestamp).
                 seg.roll_time_ms = now_ms;
             }
             let mut next = leo;
@@ -1214,6 +1247,17 @@ impl PartitionLog {
         self.shared.inner.borrow().flush_count
     }
 
+    /// Base offsets of the segments, oldest first (for tests and metrics).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.shared
+            .inner
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
     /// Number of segments (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.shared.inner.borrow().segments.len()
@@ -1489,6 +1533,9 @@ async fn read_from_disk(
     Ok(out)
 }
 
+/// fdatasyncs in flight per log at most: round N+1 is written while round N syncs.
+pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+
 /// What one flush round does, planned under the borrow and run without it.
 struct FlushPlan {
     segment_base: i64,
@@ -1498,7 +1545,8 @@ struct FlushPlan {
     tail_block: Vec<u8>,
     chunks: Vec<Pending>,
     bytes: u64,
-    durable_len: u64,
+    /// `written_len` of the segment when planned: where this round's data starts.
+    start_len: u64,
     preallocated_len: u64,
     preallocate_step: u64,
     seal: Option<SealPlan>,
@@ -1512,22 +1560,126 @@ struct SealPlan {
     time_index: Vec<u8>,
 }
 
-/// The per-log flusher: runs while there is pending data (see the module docs).
+/// A round whose data is written and whose fdatasync is in flight.
+struct Round {
+    plan: FlushPlan,
+    new_tail_block: Vec<u8>,
+    sync: glommio::task::JoinHandle<Result<(), StorageError>>,
+}
+
+/// The per-log flusher: runs while there is pending data (see the module docs). Rounds are
+/// pipelined: while round N's fdatasync is in flight, round N+1 is written (up to
+/// [`SYNCS_IN_FLIGHT_MAX`] syncs); rounds complete in order. A round that needs a new segment
+/// (seal + create) waits until nothing is in flight.
 async fn flush_loop(shared: Rc<Shared>) {
+    let mut inflight: VecDeque<Round> = VecDeque::new();
     loop {
         let plan = {
             let mut inner = shared.inner.borrow_mut();
-            if inner.pending.is_empty() {
-                inner.flushing = false;
-                drop(inner);
-                shared.wake();
-                return;
+            match inner.pending.front() {
+                None if inflight.is_empty() => {
+                    inner.flushing = false;
+                    drop(inner);
+                    shared.wake();
+                    return;
+                }
+                None => None,
+                Some(front) => {
+                    let same_segment = inflight
+                        .back()
+                        .is_none_or(|r| r.plan.segment_base == front.segment_base);
+                    if inflight.len() < SYNCS_IN_FLIGHT_MAX && same_segment {
+                        Some(plan_flush(&shared.dir, &mut inner))
+                    } else {
+                        None
+                    }
+                }
             }
-            plan_flush(&shared.dir, &mut inner)
         };
-        let result = run_flush(&shared, &plan).await;
-        finish_flush(&shared, plan, result);
+        match plan {
+            Some(plan) => match run_write(&shared, &plan).await {
+                Ok((file, preallocated_len, new_tail_block)) => {
+                    record_written(&shared, &plan, &file, preallocated_len, &new_tail_block);
+                    let sync_file = file.clone();
+                    let sync = glommio::spawn_local(async move { sync_file.sync().await }).detach();
+                    inflight.push_back(Round {
+                        plan,
+                        new_tail_block,
+                        sync,
+                    });
+                }
+                Err(e) => {
+                    // Earlier rounds may still become durable; settle them first, in order.
+                    let mut failed = vec![plan];
+                    let mut err = Some(e);
+                    while let Some(r) = inflight.pop_front() {
+                        settle(&shared, r, &mut failed, &mut err).await;
+                    }
+                    fail_rounds(&shared, failed, err);
+                }
+            },
+            None => {
+                if let Some(r) = inflight.pop_front() {
+                    let mut failed = Vec::new();
+                    let mut err = None;
+                    settle(&shared, r, &mut failed, &mut err).await;
+                    if err.is_some() {
+                        while let Some(r) = inflight.pop_front() {
+                            settle(&shared, r, &mut failed, &mut err).await;
+                        }
+                        fail_rounds(&shared, failed, err);
+                    }
+                }
+            }
+        }
         shared.wake();
+    }
+}
+
+/// Await a round's fdatasync; on success (and no earlier failure) make it durable, else add it
+/// to `failed`.
+async fn settle(
+    shared: &Shared,
+    r: Round,
+    failed: &mut Vec<FlushPlan>,
+    err: &mut Option<StorageError>,
+) {
+    let synced = match r.sync.await {
+        Some(res) => res,
+        None => Err(StorageError::Io {
+            op: "fdatasync segment",
+            source: std::io::Error::other("fdatasync task cancelled"),
+        }),
+    };
+    let result = match synced {
+        Ok(()) if r.plan.file.is_none() && r.plan.segment_base > 0 => {
+            // A new segment is durable: the sealed ones below need no scan on recovery.
+            let _guard = lock_meta(shared).await;
+            let cp = {
+                let inner = shared.inner.borrow();
+                Checkpoint {
+                    recovery_segment: r.plan.segment_base,
+                    recovery_position: 0,
+                    recovery_offset: r.plan.segment_base,
+                    log_start_offset: inner.log_start_offset,
+                }
+            };
+            let res =
+                io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await;
+            if res.is_ok() {
+                shared.inner.borrow_mut().checkpoint = cp;
+            }
+            res
+        }
+        other => other,
+    };
+    match (result, err.is_some()) {
+        (Ok(()), false) => make_durable(shared, r.plan, r.new_tail_block),
+        (Ok(()), true) => failed.push(r.plan),
+        (Err(e), _) => {
+            failed.push(r.plan);
+            err.get_or_insert(e);
+        }
     }
 }
 
@@ -1575,15 +1727,16 @@ fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
         None
     };
     let seg = &inner.segments[si];
+    assert!(seg.durable_len <= seg.written_len && seg.written_len + bytes <= seg.len);
     FlushPlan {
         segment_base,
         path: dir.join(segment_file_name(segment_base, "log")),
         file: seg.file.clone(),
-        write_pos: align_down(seg.durable_len),
-        tail_block: seg.tail_block.clone(),
+        write_pos: align_down(seg.written_len),
+        tail_block: seg.written_tail_block.clone(),
         chunks,
         bytes,
-        durable_len: seg.durable_len,
+        start_len: seg.written_len,
         preallocated_len: seg.preallocated_len,
         preallocate_step: PREALLOCATE_STEP_BYTES
             .min(inner.config.segment_bytes.max(DIRECT_IO_ALIGN)),
@@ -1591,15 +1744,13 @@ fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
     }
 }
 
-/// Outcome of the I/O of a round: the file (if created) and its preallocated size.
-struct FlushDone {
-    file: DataFile,
-    preallocated_len: u64,
-    sealed: Option<i64>,
-}
-
-async fn run_flush(shared: &Shared, plan: &FlushPlan) -> Result<FlushDone, StorageError> {
-    let mut sealed = None;
+/// The I/O of a round before its fdatasync: seal the previous segment and create the file if
+/// the round starts a segment, preallocate, write. Returns the file, its preallocated size and
+/// the new partial tail block.
+async fn run_write(
+    shared: &Shared,
+    plan: &FlushPlan,
+) -> Result<(DataFile, u64, Vec<u8>), StorageError> {
     if let Some(seal) = &plan.seal {
         let _guard = lock_meta(shared).await;
         if let Some(f) = &seal.file {
@@ -1613,7 +1764,10 @@ async fn run_flush(shared: &Shared, plan: &FlushPlan) -> Result<FlushDone, Stora
             seal.time_index.clone(),
         )
         .await?;
-        sealed = Some(seal.base);
+        let mut inner = shared.inner.borrow_mut();
+        if let Some(i) = inner.segment_index(seal.base) {
+            inner.segments[i].sealed = true;
+        }
     }
     let mut preallocated_len = plan.preallocated_len;
     let file = match &plan.file {
@@ -1628,9 +1782,12 @@ async fn run_flush(shared: &Shared, plan: &FlushPlan) -> Result<FlushDone, Stora
             f
         }
     };
-    let new_len = plan.durable_len + plan.bytes;
+    let new_len = plan.start_len + plan.bytes;
     if new_len > preallocated_len {
-        let target = (preallocated_len + plan.preallocate_step).max(io::align_up(new_len));
+        // Grow geometrically from a small first step: an idle partition (of 10,000 on a node)
+        // must not hold tens of MiB of disk, while a busy one soon preallocates full steps.
+        let step = preallocated_len.clamp(PREALLOCATE_FIRST_BYTES, plan.preallocate_step);
+        let target = (preallocated_len + step).max(io::align_up(new_len));
         file.preallocate(target).await?;
         preallocated_len = target;
     }
@@ -1641,27 +1798,8 @@ async fn run_flush(shared: &Shared, plan: &FlushPlan) -> Result<FlushDone, Stora
     }
     file.write_padded(plan.write_pos, &parts, WRITE_BYTES_MAX)
         .await?;
-    file.sync().await?;
-    if plan.file.is_none() && plan.segment_base > 0 {
-        // New segment durable: the sealed ones below need no scan on recovery any more.
-        let _guard = lock_meta(shared).await;
-        let cp = {
-            let inner = shared.inner.borrow();
-            Checkpoint {
-                recovery_segment: plan.segment_base,
-                recovery_position: 0,
-                recovery_offset: plan.segment_base,
-                log_start_offset: inner.log_start_offset,
-            }
-        };
-        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
-        shared.inner.borrow_mut().checkpoint = cp;
-    }
-    Ok(FlushDone {
-        file,
-        preallocated_len,
-        sealed,
-    })
+    let tail_len = (new_len - align_down(new_len)) as usize;
+    Ok((file, preallocated_len, last_bytes(&parts, tail_len)))
 }
 
 /// The last `n` bytes of the concatenation of `parts`.
@@ -1679,99 +1817,121 @@ fn last_bytes(parts: &[&[u8]], n: usize) -> Vec<u8> {
     out
 }
 
-fn finish_flush(shared: &Shared, plan: FlushPlan, result: Result<FlushDone, StorageError>) {
+/// A round's data is written (its fdatasync not yet done): the next round starts after it.
+fn record_written(
+    shared: &Shared,
+    plan: &FlushPlan,
+    file: &DataFile,
+    preallocated_len: u64,
+    tail: &[u8],
+) {
+    let mut inner = shared.inner.borrow_mut();
+    let si = inner
+        .segment_index(plan.segment_base)
+        .expect("written segment exists");
+    let seg = &mut inner.segments[si];
+    assert_eq!(
+        seg.written_len, plan.start_len,
+        "rounds are written in order"
+    );
+    seg.written_len = plan.start_len + plan.bytes;
+    seg.written_tail_block = tail.to_vec();
+    seg.file = Some(file.clone());
+    seg.preallocated_len = preallocated_len;
+}
+
+/// A round's fdatasync succeeded: index its batches, advance the high watermark, ack.
+fn make_durable(shared: &Shared, plan: FlushPlan, new_tail_block: Vec<u8>) {
     let mut inner = shared.inner.borrow_mut();
     let inner = &mut *inner;
-    match result {
-        Ok(done) => {
-            if let Some(base) = done.sealed {
-                if let Some(i) = inner.segment_index(base) {
-                    inner.segments[i].sealed = true;
-                }
-            }
-            let interval = u64::from(inner.config.index_interval_bytes);
-            let si = inner
-                .segment_index(plan.segment_base)
-                .expect("flushed segment exists");
-            let seg = &mut inner.segments[si];
-            let new_len = plan.durable_len + plan.bytes;
-            let tail_len = (new_len - align_down(new_len)) as usize;
-            let mut parts: Vec<&[u8]> = vec![&plan.tail_block];
-            parts.extend(plan.chunks.iter().map(|c| &c.data[..]));
-            seg.tail_block = last_bytes(&parts, tail_len);
-            seg.file = Some(done.file);
-            seg.preallocated_len = done.preallocated_len;
-            seg.durable_len = new_len;
-            assert!(seg.durable_len <= seg.len);
-            let mut log_max = inner.max_timestamp;
-            let mut hw = inner.high_watermark;
-            let mut expect_pos = plan.durable_len;
-            for c in &plan.chunks {
-                for b in &c.batches {
-                    assert_eq!(b.pos_in_segment, expect_pos, "batches are flushed in order");
-                    expect_pos += b.len;
-                    seg.index_batch(
-                        b.pos_in_segment,
-                        b.len,
-                        b.last_offset,
-                        b.max_timestamp,
-                        interval,
-                    );
-                    if b.max_timestamp > log_max.0 {
-                        let bytes = &c.data[b.data_start..b.data_start + b.len as usize];
-                        log_max = (b.max_timestamp, batch::offset_of_max_timestamp(bytes));
-                    }
-                }
-                seg.durable_next_offset = c.end_offset;
-                hw = c.end_offset;
-            }
-            assert!(hw >= inner.high_watermark && hw <= inner.log_end_offset);
-            inner.high_watermark = hw;
-            inner.max_timestamp = log_max;
-            inner.pending_bytes -= plan.bytes as usize;
-            inner.flush_count += 1;
-            for c in &plan.chunks {
-                complete(&c.slot, Ok(()));
+    let interval = u64::from(inner.config.index_interval_bytes);
+    let si = inner
+        .segment_index(plan.segment_base)
+        .expect("flushed segment exists");
+    let seg = &mut inner.segments[si];
+    assert_eq!(
+        seg.durable_len, plan.start_len,
+        "rounds become durable in order"
+    );
+    let new_len = plan.start_len + plan.bytes;
+    seg.tail_block = new_tail_block;
+    seg.durable_len = new_len;
+    assert!(seg.durable_len <= seg.written_len && seg.written_len <= seg.len);
+    let mut log_max = inner.max_timestamp;
+    let mut hw = inner.high_watermark;
+    let mut expect_pos = plan.start_len;
+    for c in &plan.chunks {
+        for b in &c.batches {
+            assert_eq!(b.pos_in_segment, expect_pos, "batches are flushed in order");
+            expect_pos += b.len;
+            seg.index_batch(
+                b.pos_in_segment,
+                b.len,
+                b.last_offset,
+                b.max_timestamp,
+                interval,
+            );
+            if b.max_timestamp > log_max.0 {
+                let bytes = &c.data[b.data_start..b.data_start + b.len as usize];
+                log_max = (b.max_timestamp, batch::offset_of_max_timestamp(bytes));
             }
         }
-        Err(e) => {
-            tracing::error!(dir = %shared.dir.display(), error = %e, "flush failed; rolling back to the high watermark");
-            let failure = Failure::from_error(&e);
-            let hw = inner.high_watermark;
-            let mut failed: Vec<Pending> = plan.chunks;
-            failed.extend(inner.pending.drain(..));
-            inner.pending_bytes = 0;
-            inner.log_end_offset = hw;
-            // Segments rolled after the durable end disappear; the rest fall back to durable.
-            let mut orphans = Vec::new();
-            while inner.segments.len() > 1
-                && inner.segments.back().is_some_and(|s| s.base_offset > hw)
-            {
-                if let Some(s) = inner.segments.pop_back() {
-                    for ext in ["log", "index", "timeindex"] {
-                        orphans.push(segment_file_name(s.base_offset, ext));
-                    }
-                }
-            }
-            if !orphans.is_empty() {
-                // Best effort: a leftover would be ignored by recovery anyway (it does not
-                // continue the log), unless offsets happened to line up again.
-                let dir = shared.dir.clone();
-                glommio::spawn_local(async move {
-                    if let Err(e) = io::remove_files(&dir, orphans).await {
-                        tracing::warn!(error = %e, "removing orphan segment failed");
-                    }
-                })
-                .detach();
-            }
-            for s in inner.segments.iter_mut() {
-                s.len = s.durable_len;
-                s.next_offset = s.durable_next_offset;
-            }
-            shared.cache.truncate_from(shared.cache_id, hw);
-            for c in &failed {
-                complete(&c.slot, Err(failure.clone()));
+        seg.durable_next_offset = c.end_offset;
+        hw = c.end_offset;
+    }
+    assert!(hw >= inner.high_watermark && hw <= inner.log_end_offset);
+    inner.high_watermark = hw;
+    inner.max_timestamp = log_max;
+    inner.pending_bytes -= plan.bytes as usize;
+    inner.flush_count += 1;
+    for c in &plan.chunks {
+        complete(&c.slot, Ok(()));
+    }
+}
+
+/// Rounds failed: fail them and everything pending, and roll the log back to the high
+/// watermark (see the module docs).
+fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError>) {
+    let e = err.unwrap_or(StorageError::Io {
+        op: "flush",
+        source: std::io::Error::other("an earlier flush round failed"),
+    });
+    tracing::error!(dir = %shared.dir.display(), error = %e, "flush failed; rolling back to the high watermark");
+    let failure = Failure::from_error(&e);
+    let mut inner = shared.inner.borrow_mut();
+    let inner = &mut *inner;
+    let hw = inner.high_watermark;
+    let mut failed: Vec<Pending> = rounds.into_iter().flat_map(|r| r.chunks).collect();
+    failed.extend(inner.pending.drain(..));
+    inner.pending_bytes = 0;
+    inner.log_end_offset = hw;
+    let mut orphans = Vec::new();
+    while inner.segments.len() > 1 && inner.segments.back().is_some_and(|s| s.base_offset > hw) {
+        if let Some(s) = inner.segments.pop_back() {
+            for ext in ["log", "index", "timeindex"] {
+                orphans.push(segment_file_name(s.base_offset, ext));
             }
         }
+    }
+    if !orphans.is_empty() {
+        // Best effort: a leftover would be ignored by recovery anyway (it does not continue
+        // the log), unless offsets happened to line up again.
+        let dir = shared.dir.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = io::remove_files(&dir, orphans).await {
+                tracing::warn!(error = %e, "removing orphan segment failed");
+            }
+        })
+        .detach();
+    }
+    for s in inner.segments.iter_mut() {
+        s.len = s.durable_len;
+        s.written_len = s.durable_len;
+        s.written_tail_block = s.tail_block.clone();
+        s.next_offset = s.durable_next_offset;
+    }
+    shared.cache.truncate_from(shared.cache_id, hw);
+    for c in &failed {
+        complete(&c.slot, Err(failure.clone()));
     }
 }

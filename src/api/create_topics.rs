@@ -1,0 +1,466 @@
+//! CreateTopics (v2-v7): new topics with their partition counts and config overrides.
+//!
+//! The request is checked and applied on the coordinator shard, against its current metadata,
+//! in the order Kafka 4.1's controller (`ReplicationControlManager.createTopics`) checks:
+//! the name (valid; not colliding with an existing topic by '.' versus '_'; not existing), the
+//! configs (no null values; known names and valid values: INVALID_CONFIG), then the layout.
+//! A topic may give its layout as a count and a replication factor (-1 for the broker
+//! defaults: `num.partitions`, and 1) or as manual assignments (then both must be -1); this is a
+//! single-node cluster, so a replication factor above 1, or an assignment naming any other
+//! broker, is refused as Kafka refuses replicas on unregistered brokers. A name given twice in
+//! one request is refused (INVALID_REQUEST "Duplicate topic name.", listed after the others, as
+//! `ControllerApis` does) and not created at all.
+//!
+//! `validate_only` runs every check and creates nothing. v5+ answers carry the partition
+//! count, replication factor and every topic config with its value and source (as
+//! DescribeConfigs would give them); v7+ the topic id (for `validate_only`, a fresh random id
+//! that is never used, as Kafka does). `timeout_ms` is not used: creation is complete (durable
+//! and published to every shard) when the answer goes out.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use uuid::Uuid;
+
+use super::admin::{check_replica_list, duplicates, AdminError};
+use super::configs::{topic_config_entries, ConfigEntry};
+use super::{decode, respond, str_bytes, Outcome};
+use crate::config::BrokerConfig;
+use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
+use crate::coordinator::topic_config;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
+
+/// Replicas per partition on this single-node cluster (Kafka's `default.replication.factor`).
+const REPLICATION_FACTOR: i16 = 1;
+/// Brokers in this cluster.
+const BROKER_COUNT: usize = 1;
+
+/// One topic to create, as plain data that can cross to the coordinator shard.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// `(partition, brokers)` in request order.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    /// `(name, value)` in request order.
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+/// A topic that passed the checks: its partition count and config overrides.
+type Plan = (i32, BTreeMap<String, String>);
+
+/// What the answer says about a created (or validated) topic.
+#[derive(Debug)]
+struct Created {
+    topic_id: Uuid,
+    partitions: i32,
+    configs: Vec<ConfigEntry>,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: CreateTopicsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let repeated: Vec<String> = duplicates(body.topics.iter().map(|t| t.name.0.as_str()))
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let topics: Vec<NewTopic> = body
+        .topics
+        .iter()
+        .filter(|t| !repeated.iter().any(|r| r.as_str() == t.name.0.as_str()))
+        .map(|t| NewTopic {
+            name: t.name.0.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect(),
+        })
+        .collect();
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let validate_only = body.validate_only;
+    let outcomes = match shard
+        .invoke_on(COORDINATOR_SHARD, move |coordinator| {
+            create_on_coordinator(coordinator, topics, validate_only)
+        })
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(gone) => names
+            .iter()
+            .map(|_| Err(AdminError::ShardGone(ShardGone(gone.0))))
+            .collect(),
+    };
+    let mut response = CreateTopicsResponse::default();
+    for (name, outcome) in names.into_iter().zip(outcomes) {
+        let mut result = CreatableTopicResult::default();
+        result.name = TopicName(str_bytes(name));
+        match outcome {
+            Ok(created) => {
+                result.error_message = None;
+                result.topic_id = created.topic_id;
+                result.num_partitions = created.partitions;
+                result.replication_factor = REPLICATION_FACTOR;
+                result.configs = Some(created.configs.into_iter().map(topic_config).collect());
+            }
+            Err(error) => {
+                result.error_code = error.code();
+                result.error_message = error.message();
+            }
+        }
+        response.topics.push(result);
+    }
+    for name in repeated {
+        let mut result = CreatableTopicResult::default();
+        let error = AdminError::DuplicateTopicName;
+        result.name = TopicName(str_bytes(name));
+        result.error_code = error.code();
+        result.error_message = error.message();
+        response.topics.push(result);
+    }
+    respond(&request, &response)
+}
+
+fn topic_config(entry: ConfigEntry) -> CreatableTopicConfigs {
+    let mut out = CreatableTopicConfigs::default();
+    out.name = str_bytes(entry.name);
+    out.value = Some(str_bytes(entry.value));
+    out.read_only = entry.read_only;
+    out.config_source = entry.source;
+    out.is_sensitive = false;
+    out
+}
+
+/// Checks and creates `topics` on the coordinator shard; one outcome per topic, in order.
+async fn create_on_coordinator(
+    coordinator: Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<Result<Created, AdminError>> {
+    let metadata = coordinator.metadata();
+    let broker = coordinator.config.clone();
+    let mut planned: Vec<Result<Plan, AdminError>> = topics
+        .iter()
+        .map(|t| plan_topic(&metadata, &broker, t))
+        .collect();
+    let (commands, command_of): (Vec<MetadataCommand>, Vec<usize>) = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(index, plan)| {
+            let (partitions, configs) = plan.as_ref().ok()?;
+            let command = MetadataCommand::CreateTopic {
+                name: topics[index].name.clone(),
+                partitions: *partitions,
+                configs: configs.clone(),
+            };
+            Some((command, index))
+        })
+        .unzip();
+    if !commands.is_empty() {
+        let applied = coordinator.change_metadata(commands, validate_only).await;
+        for (index, result) in command_of.into_iter().zip(applied) {
+            if let Err(e) = result {
+                planned[index] = Err(e.into());
+            }
+        }
+    }
+    let after = coordinator.metadata();
+    let kafka = BrokerConfig::default();
+    topics
+        .iter()
+        .zip(planned)
+        .map(|(topic, plan)| {
+            let (partitions, configs) = plan?;
+            let topic_id = if validate_only {
+                Uuid::new_v4()
+            } else {
+                after.topics.get(&topic.name).map_or(Uuid::nil(), |t| t.id)
+            };
+            Ok(Created {
+                topic_id,
+                partitions,
+                configs: topic_config_entries(&configs, &broker, &kafka),
+            })
+        })
+        .collect()
+}
+
+/// Checks one topic against the current metadata and the broker's settings, as Kafka's
+/// controller does, and returns its partition count and config overrides. Pure.
+pub fn plan_topic(
+    metadata: &ClusterMetadata,
+    broker: &BrokerConfig,
+    topic: &NewTopic,
+) -> Result<Plan, AdminError> {
+    let name = topic.name.as_str();
+    if metadata.topics.contains_key(name) {
+        return Err(AdminError::TopicAlreadyExists(name.to_string()));
+    }
+    validate_topic_name(name)?;
+    if let Some(existing) = colliding_topic(metadata, name) {
+        return Err(AdminError::TopicCollision {
+            name: name.to_string(),
+            existing: existing.to_string(),
+        });
+    }
+
+    let null: Vec<&str> = topic
+        .configs
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !null.is_empty() {
+        return Err(AdminError::NullTopicConfigs(null.join(",")));
+    }
+    let configs: BTreeMap<String, String> = topic
+        .configs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+        .collect();
+    for (key, value) in &configs {
+        topic_config::validate(key, value).map_err(|e| AdminError::InvalidConfig(e.0))?;
+    }
+
+    let partitions = if topic.assignments.is_empty() {
+        if topic.replication_factor < -1 || topic.replication_factor == 0 {
+            return Err(AdminError::ReplicationFactorNotPositive);
+        }
+        if topic.num_partitions < -1 || topic.num_partitions == 0 {
+            return Err(AdminError::PartitionCountNotPositive);
+        }
+        let factor = if topic.replication_factor == -1 {
+            REPLICATION_FACTOR
+        } else {
+            topic.replication_factor
+        };
+        if factor as usize > BROKER_COUNT {
+            return Err(AdminError::ReplicationFactorTooLarge {
+                factor,
+                brokers: BROKER_COUNT,
+            });
+        }
+        if topic.num_partitions == -1 {
+            broker.default_partitions
+        } else {
+            topic.num_partitions
+        }
+    } else {
+        check_assignments(topic, broker.node_id)?
+    };
+    Ok((partitions, configs))
+}
+
+/// Checks manual assignments (Kafka's rules; only this node may hold replicas) and returns
+/// the partition count they describe.
+fn check_assignments(topic: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
+    if topic.replication_factor != -1 {
+        return Err(AdminError::AssignmentWithReplicationFactor);
+    }
+    if topic.num_partitions != -1 {
+        return Err(AdminError::AssignmentWithPartitionCount);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut replicas: Option<usize> = None;
+    for (partition, brokers) in &topic.assignments {
+        if !seen.insert(*partition) {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "Found multiple manual partition assignments for partition {partition}"
+            )));
+        }
+        check_replica_list(brokers, node_id, replicas)?;
+        replicas = Some(brokers.len());
+    }
+    let count = seen.len();
+    if !seen.iter().copied().eq(0..count as i32) {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    i32::try_from(count).map_err(|_| AdminError::PartitionCountNotPositive)
+}
+
+/// An existing topic whose name equals `name` once '.' and '_' are treated alike (Kafka's
+/// `Topic.hasCollisionChars` / `unifyCollisionChars`).
+fn colliding_topic<'a>(metadata: &'a ClusterMetadata, name: &str) -> Option<&'a str> {
+    let has_collision_chars = |n: &str| n.contains('.') || n.contains('_');
+    if !has_collision_chars(name) {
+        return None;
+    }
+    let unified = name.replace('.', "_");
+    metadata.topics.keys().map(String::as_str).find(|existing| {
+        *existing != name && has_collision_chars(existing) && existing.replace('.', "_") == unified
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::error::ResponseError as E;
+
+    fn new_topic(name: &str, partitions: i32, factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: factor,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+        }
+    }
+
+    fn existing(names: &[&str]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::default();
+        for name in names {
+            metadata = metadata
+                .apply(&MetadataCommand::CreateTopic {
+                    name: name.to_string(),
+                    partitions: 1,
+                    configs: BTreeMap::new(),
+                })
+                .unwrap();
+        }
+        metadata
+    }
+
+    fn refusal(topic: &NewTopic) -> (i16, String) {
+        let broker = BrokerConfig {
+            default_partitions: 4,
+            ..BrokerConfig::default()
+        };
+        let error = plan_topic(&existing(&["taken", "a.b"]), &broker, topic).unwrap_err();
+        (error.code(), error.to_string())
+    }
+
+    #[test]
+    fn defaults_fill_in_minus_one() {
+        let broker = BrokerConfig {
+            default_partitions: 4,
+            ..BrokerConfig::default()
+        };
+        let (partitions, configs) =
+            plan_topic(&existing(&[]), &broker, &new_topic("t", -1, -1)).unwrap();
+        assert_eq!(partitions, 4);
+        assert!(configs.is_empty());
+        let (partitions, _) = plan_topic(&existing(&[]), &broker, &new_topic("t", 7, 1)).unwrap();
+        assert_eq!(partitions, 7);
+    }
+
+    #[test]
+    fn layout_refusals_use_kafkas_codes_and_messages() {
+        assert_eq!(
+            refusal(&new_topic("t", 1, 3)),
+            (
+                E::InvalidReplicationFactor.code(),
+                "Unable to replicate the partition 3 time(s): The target replication factor of 3 \
+                 cannot be reached because only 1 broker(s) are registered."
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            refusal(&new_topic("t", 1, 0)).0,
+            E::InvalidReplicationFactor.code()
+        );
+        assert_eq!(
+            refusal(&new_topic("t", 0, 1)).0,
+            E::InvalidPartitions.code()
+        );
+        assert_eq!(
+            refusal(&new_topic("t", -5, 1)).0,
+            E::InvalidPartitions.code()
+        );
+        assert_eq!(
+            refusal(&new_topic("taken", 1, 1)).0,
+            E::TopicAlreadyExists.code()
+        );
+        assert_eq!(
+            refusal(&new_topic("a b", 1, 1)).0,
+            E::InvalidTopicException.code()
+        );
+        assert_eq!(
+            refusal(&new_topic("a_b", 1, 1)),
+            (
+                E::InvalidTopicException.code(),
+                "Topic 'a_b' collides with existing topic: a.b".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn configs_are_validated_before_the_layout() {
+        let mut topic = new_topic("t", 1, 5);
+        topic.configs = vec![("retention.ms".into(), Some("soon".into()))];
+        assert_eq!(refusal(&topic).0, E::InvalidConfig.code());
+        topic.configs = vec![("retention.ms".into(), None), ("segment.ms".into(), None)];
+        assert_eq!(
+            refusal(&topic),
+            (
+                E::InvalidConfig.code(),
+                "Null value not supported for topic configs: retention.ms,segment.ms".to_string()
+            )
+        );
+        topic.configs = vec![("no.such".into(), Some("1".into()))];
+        assert_eq!(
+            refusal(&topic),
+            (
+                E::InvalidConfig.code(),
+                "Unknown topic config name: no.such".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn manual_assignments_on_this_node_are_accepted() {
+        let mut topic = new_topic("t", -1, -1);
+        topic.assignments = vec![(1, vec![0]), (0, vec![0]), (2, vec![0])];
+        let (partitions, _) = plan_topic(&existing(&[]), &BrokerConfig::default(), &topic).unwrap();
+        assert_eq!(partitions, 3);
+    }
+
+    #[test]
+    fn manual_assignments_follow_kafkas_rules() {
+        let with = |partitions: i32, factor: i16, lists: Vec<(i32, Vec<i32>)>| {
+            let mut topic = new_topic("t", partitions, factor);
+            topic.assignments = lists;
+            refusal(&topic)
+        };
+        assert_eq!(with(-1, 1, vec![(0, vec![0])]).0, E::InvalidRequest.code());
+        assert_eq!(with(1, -1, vec![(0, vec![0])]).0, E::InvalidRequest.code());
+        assert_eq!(
+            with(-1, -1, vec![(0, vec![0]), (0, vec![0])]).1,
+            "Found multiple manual partition assignments for partition 0"
+        );
+        assert_eq!(
+            with(-1, -1, vec![(0, vec![1])]),
+            (
+                E::InvalidReplicaAssignment.code(),
+                "The manual partition assignment includes broker 1, but no such broker is \
+                 registered."
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            with(-1, -1, vec![(0, vec![0]), (2, vec![0])]).1,
+            "partitions should be a consecutive 0-based integer sequence"
+        );
+    }
+}

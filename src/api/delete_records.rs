@@ -1,0 +1,171 @@
+//! DeleteRecords (v0-v2): move partitions' log start offsets forward.
+//!
+//! Each partition is handled on its owning shard by `PartitionLog::delete_records`, which is
+//! durable when it returns. Kafka 4.1's rules (`ReplicaManager.deleteRecordsOnLocalLog`,
+//! `Partition.deleteRecordsOnLeader`, `UnifiedLog.maybeIncrementLogStartOffset`):
+//! - an unknown topic or partition: UNKNOWN_TOPIC_OR_PARTITION;
+//! - an internal topic: INVALID_TOPIC_EXCEPTION;
+//! - a topic whose `cleanup.policy` lacks `delete`: POLICY_VIOLATION;
+//! - offset -1 means the high watermark; any other negative offset, or one past the high
+//!   watermark: OFFSET_OUT_OF_RANGE;
+//! - an offset at or below the current log start changes nothing.
+//!
+//! The answer's low watermark is the partition's log start offset afterwards (-1 on error);
+//! with one replica it is also Kafka's low watermark. `timeout_ms` is not used: there are no
+//! followers to wait for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::admin::AdminError;
+use super::{decode, join_all, respond, Outcome};
+use crate::coordinator::topic_config;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::Shard;
+
+/// DeleteRecords' "up to the high watermark" offset.
+const HIGH_WATERMARK: i64 = -1;
+/// The low watermark reported with an error.
+const INVALID_LOW_WATERMARK: i64 = -1;
+
+type Answer = Result<i64, AdminError>;
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: DeleteRecordsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let metadata = shard.metadata();
+    let mut work: Vec<Pin<Box<dyn Future<Output = Answer>>>> = Vec::new();
+    for topic in &body.topics {
+        let name = topic.name.0.to_string();
+        let meta = metadata.topics.get(&name);
+        for p in &topic.partitions {
+            let index = p.partition_index;
+            let partition_name = format!("{name}-{index}");
+            let refused = match meta {
+                None => Some(AdminError::UnknownTopicOrPartition),
+                Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.clone())),
+                Some(t) if index < 0 || index >= t.partitions => {
+                    Some(AdminError::UnknownTopicOrPartition)
+                }
+                Some(t) if !deletes_records(&t.configs, &shard.config) => {
+                    Some(AdminError::DeletePolicy(partition_name.clone()))
+                }
+                Some(_) => None,
+            };
+            if let Some(error) = refused {
+                work.push(Box::pin(async move { Err(error) }));
+                continue;
+            }
+            let (shard, name, offset) = (shard.clone(), name.clone(), p.offset);
+            work.push(Box::pin(async move {
+                let owner = shard.owner(&name, index);
+                shard
+                    .invoke_on(owner, move |owner| {
+                        delete_on_owner(owner, name, index, offset, partition_name)
+                    })
+                    .await
+                    .unwrap_or_else(|gone| Err(AdminError::ShardGone(gone)))
+            }));
+        }
+    }
+    let mut answers = join_all(work).await.into_iter();
+    let mut response = DeleteRecordsResponse::default();
+    for topic in &body.topics {
+        let mut out = DeleteRecordsTopicResult::default();
+        out.name = topic.name.clone();
+        for p in &topic.partitions {
+            let answer = answers.next().expect("one answer per partition");
+            let mut part = DeleteRecordsPartitionResult::default();
+            part.partition_index = p.partition_index;
+            match answer {
+                Ok(low_watermark) => part.low_watermark = low_watermark,
+                Err(error) => {
+                    part.low_watermark = INVALID_LOW_WATERMARK;
+                    part.error_code = error.code();
+                }
+            }
+            out.partitions.push(part);
+        }
+        response.topics.push(out);
+    }
+    respond(&request, &response)
+}
+
+/// Whether a topic with these overrides allows DeleteRecords (its `cleanup.policy` includes
+/// `delete`, as Kafka's `LogConfig.delete` requires).
+pub fn deletes_records(
+    overrides: &std::collections::BTreeMap<String, String>,
+    broker: &crate::config::BrokerConfig,
+) -> bool {
+    let policy = overrides
+        .get("cleanup.policy")
+        .cloned()
+        .unwrap_or_else(|| topic_config::broker_default("cleanup.policy", broker));
+    policy.split(',').any(|p| p.trim() == "delete")
+}
+
+/// Runs on the partition's owner: moves its log start to `offset` and returns the new one.
+async fn delete_on_owner(
+    shard: Rc<Shard>,
+    topic: String,
+    index: i32,
+    offset: i64,
+    partition_name: String,
+) -> Answer {
+    let Some(partition) = shard.partition(&topic, index) else {
+        return Err(AdminError::PartitionUnavailable(partition_name));
+    };
+    let log = &partition.log;
+    let high_watermark = log.high_watermark();
+    let target = if offset == HIGH_WATERMARK {
+        high_watermark
+    } else {
+        offset
+    };
+    if target < 0 {
+        return Err(AdminError::InvalidDeleteOffset {
+            offset: target,
+            partition: partition_name,
+        });
+    }
+    if target > high_watermark {
+        return Err(AdminError::DeleteOffsetAboveHighWatermark {
+            offset: target,
+            partition: partition_name,
+            high_watermark,
+        });
+    }
+    if target <= log.log_start_offset() {
+        return Ok(log.log_start_offset());
+    }
+    Ok(log.delete_records(target).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn only_topics_with_the_delete_policy_allow_deleting_records() {
+        let broker = BrokerConfig::default();
+        let policy = |p: &str| {
+            let mut overrides = BTreeMap::new();
+            overrides.insert("cleanup.policy".to_string(), p.to_string());
+            deletes_records(&overrides, &broker)
+        };
+        assert!(deletes_records(&BTreeMap::new(), &broker));
+        assert!(policy("delete"));
+        assert!(policy("compact,delete"));
+        assert!(!policy("compact"));
+    }
+}

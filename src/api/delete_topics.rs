@@ -1,0 +1,246 @@
+//! DeleteTopics (v1-v6): topics by name, and from v6 by topic id.
+//!
+//! Follows Kafka 4.1's `ControllerApis.deleteTopics`: an entry with neither a name nor an id,
+//! or with both, is refused (INVALID_REQUEST); a name or id given twice is answered once with
+//! INVALID_REQUEST ("Duplicate topic name." / "Duplicate topic id.") and not deleted; a name
+//! that resolves to an id also given is refused. Unknown names get UNKNOWN_TOPIC_OR_PARTITION,
+//! unknown ids UNKNOWN_TOPIC_ID. Deleted topics are answered with both their name and id (v6).
+//! Answers follow request order (Kafka shuffles them; clients match by name or id).
+//!
+//! Resolution and deletion run on the coordinator shard; deletion is durable and every shard
+//! has closed and removed the topic's partitions when the answer goes out. `timeout_ms` is
+//! not used.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use uuid::Uuid;
+
+use super::admin::AdminError;
+use super::{decode, respond, str_bytes, Outcome};
+use crate::coordinator::metadata::MetadataCommand;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
+
+/// One entry of the request after the checks that need no metadata.
+#[derive(Debug)]
+enum Slot {
+    /// Delete the topic with this name.
+    Name(String),
+    /// Delete the topic with this id.
+    Id(Uuid),
+    /// Answered without looking: (name, id, why).
+    Refused(Option<String>, Uuid, AdminError),
+}
+
+/// The answer for one entry: (name, id, outcome).
+type Answer = (Option<String>, Uuid, Result<(), AdminError>);
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: DeleteTopicsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let mut entries: Vec<(Option<String>, Uuid)> = body
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    entries.extend(
+        body.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let slots = slots(entries);
+    let fallback: Vec<(Option<String>, Uuid)> = slots
+        .iter()
+        .map(|s| match s {
+            Slot::Name(name) => (Some(name.clone()), Uuid::nil()),
+            Slot::Id(id) => (None, *id),
+            Slot::Refused(name, id, _) => (name.clone(), *id),
+        })
+        .collect();
+    let answers = match shard
+        .invoke_on(COORDINATOR_SHARD, move |coordinator| {
+            delete_on_coordinator(coordinator, slots)
+        })
+        .await
+    {
+        Ok(answers) => answers,
+        Err(gone) => fallback
+            .into_iter()
+            .map(|(name, id)| Some((name, id, Err(AdminError::ShardGone(ShardGone(gone.0))))))
+            .collect(),
+    };
+    let mut response = DeleteTopicsResponse::default();
+    for (name, id, outcome) in answers.into_iter().flatten() {
+        let mut result = DeletableTopicResult::default();
+        result.name = name.map(|n| TopicName(str_bytes(n)));
+        result.topic_id = id;
+        if let Err(error) = outcome {
+            result.error_code = error.code();
+            result.error_message = error.message();
+        }
+        response.responses.push(result);
+    }
+    respond(&request, &response)
+}
+
+/// Turns the request's entries into slots, in request order: malformed entries are refused,
+/// a repeated name or id is refused once (at its first occurrence) and dropped afterwards.
+fn slots(entries: Vec<(Option<String>, Uuid)>) -> Vec<Slot> {
+    let count_names = entries
+        .iter()
+        .filter(|(n, id)| n.is_some() && id.is_nil())
+        .fold(std::collections::HashMap::new(), |mut m, (n, _)| {
+            *m.entry(n.clone().unwrap_or_default()).or_insert(0) += 1;
+            m
+        });
+    let count_ids = entries
+        .iter()
+        .filter(|(n, id)| n.is_none() && !id.is_nil())
+        .fold(std::collections::HashMap::new(), |mut m, (_, id)| {
+            *m.entry(*id).or_insert(0) += 1;
+            m
+        });
+    let mut answered_names = HashSet::new();
+    let mut answered_ids = HashSet::new();
+    let mut slots = Vec::with_capacity(entries.len());
+    for (name, id) in entries {
+        match (name, id.is_nil()) {
+            (None, true) => slots.push(Slot::Refused(None, id, AdminError::NoTopicNameOrId)),
+            (Some(name), false) => {
+                slots.push(Slot::Refused(Some(name), id, AdminError::TopicNameAndId))
+            }
+            (None, false) => {
+                if count_ids[&id] == 1 {
+                    slots.push(Slot::Id(id));
+                } else if answered_ids.insert(id) {
+                    slots.push(Slot::Refused(None, id, AdminError::DuplicateTopicId));
+                }
+            }
+            (Some(name), true) => {
+                if count_names[&name] == 1 {
+                    slots.push(Slot::Name(name));
+                } else if answered_names.insert(name.clone()) {
+                    slots.push(Slot::Refused(
+                        Some(name),
+                        Uuid::nil(),
+                        AdminError::DuplicateTopicName,
+                    ));
+                }
+            }
+        }
+    }
+    slots
+}
+
+/// Resolves and deletes on the coordinator shard. `None` marks a slot Kafka does not answer
+/// separately (an id that a name in the same request also resolved to).
+async fn delete_on_coordinator(coordinator: Rc<Shard>, slots: Vec<Slot>) -> Vec<Option<Answer>> {
+    let metadata = coordinator.metadata();
+    let ids_given: HashSet<Uuid> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Id(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    // Ids that a name also resolves to: refused on the name, not answered on the id.
+    let mut shadowed = HashSet::new();
+    let mut answers: Vec<Option<Answer>> = Vec::with_capacity(slots.len());
+    // (slot, topic name, the id when the slot named the topic by id)
+    let mut to_delete: Vec<(usize, String, Option<Uuid>)> = Vec::new();
+    for slot in slots {
+        let answer = match slot {
+            Slot::Refused(name, id, error) => (name, id, Err(error)),
+            Slot::Name(name) => match metadata.topics.get(&name) {
+                None => (
+                    Some(name),
+                    Uuid::nil(),
+                    Err(AdminError::UnknownTopicOrPartition),
+                ),
+                Some(topic) if ids_given.contains(&topic.id) => {
+                    shadowed.insert(topic.id);
+                    (Some(name), topic.id, Err(AdminError::NameMapsToSuppliedId))
+                }
+                Some(topic) => {
+                    to_delete.push((answers.len(), name.clone(), None));
+                    (Some(name), topic.id, Ok(()))
+                }
+            },
+            Slot::Id(id) => match metadata.topic_by_id(id) {
+                None => (None, id, Err(AdminError::UnknownTopicId)),
+                Some((name, _)) => {
+                    to_delete.push((answers.len(), name.to_string(), Some(id)));
+                    (Some(name.to_string()), id, Ok(()))
+                }
+            },
+        };
+        answers.push(Some(answer));
+    }
+    // Drop the id entries shadowed by a name (their deletion too).
+    let mut commands = Vec::new();
+    let mut command_of = Vec::new();
+    for (index, name, by_id) in to_delete {
+        if by_id.is_some_and(|id| shadowed.contains(&id)) {
+            answers[index] = None;
+            continue;
+        }
+        commands.push(MetadataCommand::DeleteTopic { name });
+        command_of.push(index);
+    }
+    if !commands.is_empty() {
+        let results = coordinator.change_metadata(commands, false).await;
+        for (index, result) in command_of.into_iter().zip(results) {
+            if let (Some(answer), Err(e)) = (answers[index].as_mut(), result) {
+                answer.2 = Err(e.into());
+            }
+        }
+    }
+    answers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(slots: &[Slot]) -> Vec<String> {
+        slots
+            .iter()
+            .map(|s| match s {
+                Slot::Name(n) => format!("name {n}"),
+                Slot::Id(id) => format!("id {id}"),
+                Slot::Refused(n, _, e) => format!("refused {} {e}", n.as_deref().unwrap_or("-")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn malformed_and_repeated_entries_are_refused_once() {
+        let id = Uuid::from_u128(7);
+        let other = Uuid::from_u128(8);
+        let entries = vec![
+            (Some("a".to_string()), Uuid::nil()),
+            (Some("b".to_string()), Uuid::nil()),
+            (Some("a".to_string()), Uuid::nil()),
+            (None, Uuid::nil()),
+            (Some("c".to_string()), other),
+            (None, id),
+            (None, id),
+            (Some("a".to_string()), Uuid::nil()),
+        ];
+        assert_eq!(
+            describe(&slots(entries)),
+            vec![
+                "refused a Duplicate topic name.",
+                "name b",
+                "refused - Neither topic name nor id were specified.",
+                "refused c You may not specify both topic name and topic id.",
+                "refused - Duplicate topic id.",
+            ]
+        );
+    }
+}
