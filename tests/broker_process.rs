@@ -35,6 +35,23 @@ fn run_to_exit(args: &[String], cwd: &Path) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Spawns `freshet start --listen ADDR --shards 2 --data-dir DIR/data` with stderr to DIR/stderr.log.
+fn spawn_two_shard_broker(addr: std::net::SocketAddr, dir: &Path) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    Command::new(broker_bin())
+        .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stderr_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+}
+
 fn metadata_works(addr: std::net::SocketAddr) -> bool {
     RawConn::connect(addr)
         .and_then(|mut c| c.request(9, &MetadataRequest::default().with_topics(None)))
@@ -274,26 +291,19 @@ fn restart_immediately_after_kill_9_under_produce_load_starts() {
 fn sigterm_right_after_the_port_opens_shuts_down_cleanly() {
     within(Duration::from_secs(90), || {
         for round in 0..5 {
-            let data = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut child = Command::new(broker_bin())
-                .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
-                .arg(data.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut child = spawn_two_shard_broker(addr, dir.path());
             let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
             while TcpStream::connect(addr).is_err() {
                 assert!(Instant::now() < deadline, "round {round}: port never opened");
-                assert!(child.try_wait().unwrap().is_none(), "round {round}: broker exited during startup");
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("round {round}: broker exited during startup ({status}):\n{}", stderr_log(dir.path()));
+                }
             }
             signal(&child, libc::SIGTERM);
             let status = wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
-            let stderr = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
-            assert!(status.success(), "round {round}: exit {status} after an early SIGTERM\n{stderr}");
+            assert!(status.success(), "round {round}: exit {status} after an early SIGTERM\n{}", stderr_log(dir.path()));
         }
     });
 }
@@ -307,16 +317,9 @@ fn requests_on_connections_accepted_during_startup_are_served() {
     use kafka_protocol::protocol::StrBytes;
     within(Duration::from_secs(90), || {
         for round in 0..5 {
-            let data = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().unwrap();
             let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let mut child = Command::new(broker_bin())
-                .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
-                .arg(data.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = spawn_two_shard_broker(addr, dir.path());
             let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
             // Several connections, so that some land on each shard (SO_REUSEPORT spreads them).
             let mut conns = Vec::new();
@@ -325,7 +328,9 @@ fn requests_on_connections_accepted_during_startup_are_served() {
                     Ok(c) => conns.push(c),
                     Err(_) => {
                         assert!(Instant::now() < deadline, "round {round}: port never opened");
-                        assert!(child.try_wait().unwrap().is_none(), "round {round}: broker exited during startup");
+                        if let Some(status) = child.try_wait().unwrap() {
+                            panic!("round {round}: broker exited during startup ({status}):\n{}", stderr_log(dir.path()));
+                        }
                     }
                 }
             }
