@@ -53,6 +53,7 @@ macro_rules! scenarios {
 
 scenarios! {
     keyed_produce_to_many_partitions_keeps_per_partition_order => 120;
+    produce_with_acks_0_1_and_all_stores_everything_in_order => 90;
     every_compression_codec_round_trips => 120;
     headers_round_trip_in_order => 60;
     null_and_empty_keys_and_values_round_trip_distinctly => 60;
@@ -342,6 +343,46 @@ fn keyed_produce_to_many_partitions_keeps_per_partition_order(shards: usize) {
         let prev_offset = last_offset.insert(m.partition(), m.offset()).unwrap_or(-1);
         assert_eq!(m.offset(), prev_offset + 1, "partition {} offsets not consecutive", m.partition());
     }
+}
+
+// acks=0 (no response at all), acks=1 and acks=all each store every message, in order; an
+// answer to an acks=0 request would break the client's pipelining, so this also checks silence.
+fn produce_with_acks_0_1_and_all_stores_everything_in_order(shards: usize) {
+    let broker = TestBroker::start(shards);
+    let topic = "acks";
+    create_topic(&broker, topic, 1, &[]);
+    let mut expected = Vec::new();
+    for acks in ["0", "1", "all"] {
+        let p = producer(&broker, &[("acks", acks), ("linger.ms", "1")]);
+        let mut futures = Vec::new();
+        for i in 0..300 {
+            let v = format!("acks={acks} #{i}");
+            futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes())).map_err(|(e, _)| e).expect("enqueue"));
+            expected.push(v);
+        }
+        let deliveries = await_all_ok(futures);
+        // acks=0 messages count as delivered once sent: wait until the broker has them all
+        // before the next producer (another connection) writes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while watermarks(&broker, topic, 0).1 < expected.len() as i64 {
+            assert!(Instant::now() < deadline, "acks={acks}: high watermark {:?}, sent {}", watermarks(&broker, topic, 0), expected.len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if acks != "0" {
+            // With acks=0 librdkafka reports no offsets; otherwise they continue densely.
+            let first = expected.len() as i64 - 300;
+            let offsets: Vec<i64> = deliveries.iter().map(|d| d.offset).collect();
+            assert_eq!(offsets, (first..first + 300).collect::<Vec<_>>(), "acks={acks} offsets");
+        }
+    }
+    assert_eq!(watermarks(&broker, topic, 0), (0, 900));
+    let c = consumer(&broker, &[]);
+    assign(&c, &[(topic, 0, Offset::Beginning)]);
+    let got: Vec<String> = consume(&c, 900, Duration::from_secs(60))
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, expected);
 }
 
 // Batches compressed with each codec are stored and served so the consumer decodes them exactly.
