@@ -74,6 +74,7 @@ scenarios! {
     list_offsets_earliest_latest_and_by_timestamp => 90;
     log_append_time_topic_stamps_broker_time => 60;
     delete_records_moves_log_start_offset_durably => 120;
+    retention_deletes_old_segments_by_size_and_by_time => 120;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1119,5 +1120,54 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
         if round == "before restart" {
             broker.restart();
         }
+    }
+}
+
+// Retention (checked every second here, via the config file) deletes whole old segments: by
+// retention.bytes, and by retention.ms using the records' timestamps. The log start offset
+// moves to a segment boundary and consumers from the beginning start there.
+fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freshet.toml");
+    std::fs::write(&config, "retention_check_interval_ms = 1000\n").unwrap();
+    let broker = TestBroker::start_with(shards, &["--config", config.to_str().unwrap()]);
+    let segment = 1_048_576i64;
+    create_topic(&broker, "by-size", 1, &[("segment.bytes", "1048576"), ("retention.bytes", "2097152")]);
+    create_topic(&broker, "by-time", 1, &[("segment.bytes", "1048576"), ("retention.ms", "5000")]);
+    let p = producer(&broker, &[("linger.ms", "5")]);
+    let value = pseudo_random_bytes(1000, 77);
+    let old = now_ms() - 3_600_000;
+    let mut futures = Vec::new();
+    for _ in 0..6000 {
+        futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to("by-size").payload(&value[..])).map_err(|(e, _)| e).expect("enqueue"));
+        futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to("by-time").payload(&value[..]).timestamp(old)).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    await_all_ok(futures);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (size_marks, time_marks) = loop {
+        let (s, t) = (watermarks(&broker, "by-size", 0), watermarks(&broker, "by-time", 0));
+        if s.0 > 0 && t.0 > 0 {
+            break (s, t);
+        }
+        assert!(Instant::now() < deadline, "no retention within 30 s: by-size {s:?}, by-time {t:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(size_marks.1, 6000);
+    assert_eq!(time_marks.1, 6000);
+    // A record takes 1000 to ~1100 bytes on disk (value plus record and batch overhead). What
+    // is left is less than retention.bytes + one segment, and more than retention.bytes - one.
+    let kept = size_marks.1 - size_marks.0;
+    assert!(kept * 1000 < 2_097_152 + segment, "by-size kept {kept} records ({size_marks:?})");
+    assert!(kept * 1100 > 2_097_152 - segment, "by-size deleted too much: kept {kept} records");
+    // All closed segments of by-time are an hour old: only the active segment may remain.
+    assert!((time_marks.1 - time_marks.0) * 1000 < segment, "by-time kept {time_marks:?}");
+
+    for (topic, (low, _)) in [("by-size", size_marks), ("by-time", time_marks)] {
+        let c = consumer(&broker, &[]);
+        assign(&c, &[(topic, 0, Offset::Beginning)]);
+        let m = consume(&c, 1, Duration::from_secs(30));
+        assert!(m[0].offset() >= low, "{topic}: consumer from the beginning got offset {} below log start {low}", m[0].offset());
+        assert_eq!(m[0].payload(), Some(&value[..]));
     }
 }
