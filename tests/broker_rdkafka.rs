@@ -75,6 +75,7 @@ scenarios! {
     log_append_time_topic_stamps_broker_time => 60;
     delete_records_moves_log_start_offset_durably => 120;
     retention_deletes_old_segments_by_size_and_by_time => 120;
+    small_segment_bytes_is_refused_or_rolls_segments_without_crashing => 90;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1170,4 +1171,34 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
         assert!(m[0].offset() >= low, "{topic}: consumer from the beginning got offset {} below log start {low}", m[0].offset());
         assert_eq!(m[0].payload(), Some(&value[..]));
     }
+}
+
+// A small segment.bytes is either refused at creation (INVALID_CONFIG) or works: the log rolls
+// many segments, every message is served, and the broker survives a restart. It never crashes.
+fn small_segment_bytes_is_refused_or_rolls_segments_without_crashing(shards: usize) {
+    let mut broker = TestBroker::start(shards);
+    let topic = NewTopic::new("tiny-segments", 1, TopicReplication::Fixed(1)).set("segment.bytes", "16384");
+    let results = runtime().block_on(admin(&broker).create_topics([&topic], &admin_options())).expect("CreateTopics");
+    if let Err((_, code)) = &results[0] {
+        assert_eq!(*code, RDKafkaErrorCode::InvalidConfig, "unexpected CreateTopics error");
+        assert!(broker.is_running());
+        return;
+    }
+    let p = producer(&broker, &[("linger.ms", "0")]);
+    let value = pseudo_random_bytes(1000, 5);
+    let futures: Vec<_> = (0..500)
+        .map(|_| p.send_result(FutureRecord::<[u8], [u8]>::to("tiny-segments").payload(&value[..])).map_err(|(e, _)| e).expect("enqueue"))
+        .collect();
+    let acked = await_deliveries(futures).into_iter().filter(|r| r.is_ok()).count();
+    assert!(broker.is_running(), "broker died writing to a topic with segment.bytes=16384\n{}", broker.log_tail());
+    assert_eq!(acked, 500);
+    let segments = std::fs::read_dir(broker.data_dir().join("tiny-segments-0"))
+        .map(|d| d.filter(|e| e.as_ref().map(|e| e.path().extension() == Some("log".as_ref())).unwrap_or(false)).count())
+        .unwrap_or(0);
+    assert!(segments >= 10, "500 KB in 16 KiB segments made only {segments} segment files");
+    broker.restart();
+    let c = consumer(&broker, &[]);
+    assign(&c, &[("tiny-segments", 0, Offset::Beginning)]);
+    let m = consume(&c, 500, Duration::from_secs(60));
+    assert!(m.iter().all(|m| m.payload() == Some(&value[..])));
 }
