@@ -123,7 +123,10 @@ fn check_connection(conn: &mut RawConn, what: &str) {
     let metadata = conn
         .request(9, &MetadataRequest::default().with_topics(None))
         .unwrap_or_else(|e| panic!("{what}: Metadata v9 failed: {e}"));
-    assert!(!metadata.brokers.is_empty(), "{what}: no brokers in metadata");
+    assert!(
+        !metadata.brokers.is_empty(),
+        "{what}: no brokers in metadata"
+    );
 }
 
 /// Connections opened before the bad input, checked again after it.
@@ -144,7 +147,11 @@ impl Healthy {
 
     /// The broker is alive, every old connection still works, and a new one does too.
     fn check(&mut self, broker: &mut TestBroker, after: &str) {
-        assert!(broker.is_running(), "broker died after {after}\n{}", broker.log_tail());
+        assert!(
+            broker.is_running(),
+            "broker died after {after}\n{}",
+            broker.log_tail()
+        );
         for (i, c) in self.conns.iter_mut().enumerate() {
             check_connection(c, &format!("healthy connection {i} after {after}"));
         }
@@ -171,14 +178,27 @@ fn frame_v1(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Byt
 
 /// Sends a bad frame; the broker must close, or answer with the right correlation id, in which
 /// case the same connection must keep working (as Kafka's does when it answers).
-fn expect_answer_or_close(broker: &mut TestBroker, healthy: &mut Healthy, what: &str, frame: &[u8], correlation: i32) {
+fn expect_answer_or_close(
+    broker: &mut TestBroker,
+    healthy: &mut Healthy,
+    what: &str,
+    frame: &[u8],
+    correlation: i32,
+) {
     let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
     send_raw(&mut conn, frame);
     match verdict(&mut conn) {
         Verdict::Closed => {}
         Verdict::Answered(f) => {
-            assert_eq!(correlation_id(&f), correlation, "{what}: answer has the wrong correlation id");
-            check_connection(&mut conn, &format!("the connection that sent {what} and got an answer"));
+            assert_eq!(
+                correlation_id(&f),
+                correlation,
+                "{what}: answer has the wrong correlation id"
+            );
+            check_connection(
+                &mut conn,
+                &format!("the connection that sent {what} and got an answer"),
+            );
         }
     }
     healthy.check(broker, what);
@@ -204,9 +224,14 @@ fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 fn garbage_bytes_close_only_that_connection(shards: usize) {
     let mut broker = TestBroker::start(shards);
     let mut healthy = Healthy::open(&broker);
-    let tls_client_hello = [0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03];
+    let tls_client_hello = [
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+    ];
     let garbage: Vec<(&str, Vec<u8>)> = vec![
-        ("an HTTP request", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
         ("a TLS client hello", tls_client_hello.to_vec()),
         ("4 KiB of random bytes", pseudo_random_bytes(4096, 1)),
         // A plausible small length followed by noise: a frame whose header is garbage.
@@ -224,7 +249,10 @@ fn garbage_bytes_close_only_that_connection(shards: usize) {
         let _ = conn.stream.shutdown(Shutdown::Write);
         let v = verdict(&mut conn);
         if let Verdict::Answered(f) = &v {
-            panic!("{what}: broker answered garbage with a {} byte frame instead of closing", f.len());
+            panic!(
+                "{what}: broker answered garbage with a {} byte frame instead of closing",
+                f.len()
+            );
         }
         healthy.check(&mut broker, what);
     }
@@ -240,10 +268,15 @@ fn length_prefix_of_2_gb_is_refused_without_allocating_it(shards: usize) {
         ("a 2 GiB length prefix (i32::MIN)", 0x8000_0000u32),
         ("a 2 GiB - 1 length prefix", 0x7FFF_FFFF),
         ("a length prefix of -1", 0xFFFF_FFFF),
-        ("a 256 MiB length prefix (above socket.request.max.bytes)", 0x1000_0000),
+        (
+            "a 256 MiB length prefix (above socket.request.max.bytes)",
+            0x1000_0000,
+        ),
     ] {
         // Several at once: a broker that allocated the claimed size would need gigabytes.
-        let mut conns: Vec<RawConn> = (0..4).map(|_| RawConn::connect(broker.socket_addr()).unwrap()).collect();
+        let mut conns: Vec<RawConn> = (0..4)
+            .map(|_| RawConn::connect(broker.socket_addr()).unwrap())
+            .collect();
         for conn in &mut conns {
             let mut bytes = len.to_be_bytes().to_vec();
             bytes.extend(frame_v1(18, 0, 1, &[])[4..].iter());
@@ -252,7 +285,9 @@ fn length_prefix_of_2_gb_is_refused_without_allocating_it(shards: usize) {
         for conn in &mut conns {
             match verdict(conn) {
                 Verdict::Closed => {}
-                Verdict::Answered(f) => panic!("{what}: answered with {} bytes instead of closing", f.len()),
+                Verdict::Answered(f) => {
+                    panic!("{what}: answered with {} bytes instead of closing", f.len())
+                }
             }
         }
         healthy.check(&mut broker, what);
@@ -272,7 +307,13 @@ fn unknown_api_key_is_answered_or_closed(shards: usize) {
     let mut healthy = Healthy::open(&broker);
     for key in [32000i16, 93, -1] {
         let frame = frame_v1(key, 0, 7, &[]);
-        expect_answer_or_close(&mut broker, &mut healthy, &format!("unknown api key {key}"), &frame, 7);
+        expect_answer_or_close(
+            &mut broker,
+            &mut healthy,
+            &format!("unknown api key {key}"),
+            &frame,
+            7,
+        );
     }
 }
 
@@ -281,9 +322,20 @@ fn unknown_api_key_is_answered_or_closed(shards: usize) {
 fn known_api_key_with_unsupported_version_is_answered_or_closed(shards: usize) {
     let mut broker = TestBroker::start(shards);
     let mut healthy = Healthy::open(&broker);
-    for (key, version) in [(ApiKey::Metadata, 99i16), (ApiKey::Produce, 99), (ApiKey::Fetch, 200), (ApiKey::ListOffsets, -1)] {
+    for (key, version) in [
+        (ApiKey::Metadata, 99i16),
+        (ApiKey::Produce, 99),
+        (ApiKey::Fetch, 200),
+        (ApiKey::ListOffsets, -1),
+    ] {
         let frame = frame_v1(key as i16, version, 9, &[0u8; 16]);
-        expect_answer_or_close(&mut broker, &mut healthy, &format!("{key:?} v{version}"), &frame, 9);
+        expect_answer_or_close(
+            &mut broker,
+            &mut healthy,
+            &format!("{key:?} v{version}"),
+            &frame,
+            9,
+        );
     }
 }
 
@@ -315,25 +367,36 @@ fn api_versions_v99_gets_v0_shaped_unsupported_version_answer(shards: usize) {
 
     let mut answer = match verdict(&mut conn) {
         Verdict::Answered(f) => f,
-        Verdict::Closed => panic!("ApiVersions v99: connection closed instead of the v0 UNSUPPORTED_VERSION answer"),
+        Verdict::Closed => panic!(
+            "ApiVersions v99: connection closed instead of the v0 UNSUPPORTED_VERSION answer"
+        ),
     };
     let header = ResponseHeader::decode(&mut answer, 0).expect("response header v0");
     assert_eq!(header.correlation_id, 4242);
     let body = ApiVersionsResponse::decode(&mut answer, 0).expect("ApiVersions v0 body");
-    assert!(answer.is_empty(), "{} bytes after the v0 body: not v0-shaped", answer.len());
+    assert!(
+        answer.is_empty(),
+        "{} bytes after the v0 body: not v0-shaped",
+        answer.len()
+    );
     assert_eq!(body.error_code, UNSUPPORTED_VERSION);
     let api_versions = body
         .api_keys
         .iter()
         .find(|k| k.api_key == ApiKey::ApiVersions as i16)
         .expect("the fallback answer lists ApiVersions");
-    assert!(api_versions.min_version == 0 && api_versions.max_version >= 3, "ApiVersions range {api_versions:?}");
+    assert!(
+        api_versions.min_version == 0 && api_versions.max_version >= 3,
+        "ApiVersions range {api_versions:?}"
+    );
 
     // The client retries on the same connection at the highest version both know. (Kafka lists
     // only ApiVersions itself in the fallback, since KIP-511; any other entry must agree with
     // the full answer.)
     let version = api_versions.max_version.min(4);
-    let retry = conn.request(version, &api_versions_request()).expect("ApiVersions retry on the same connection");
+    let retry = conn
+        .request(version, &api_versions_request())
+        .expect("ApiVersions retry on the same connection");
     assert_eq!(retry.error_code, 0);
     for listed in &body.api_keys {
         let full = retry.api_keys.iter().find(|k| k.api_key == listed.api_key);
@@ -344,8 +407,16 @@ fn api_versions_v99_gets_v0_shaped_unsupported_version_answer(shards: usize) {
             listed.api_key
         );
     }
-    for key in [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata] {
-        assert!(retry.api_keys.iter().any(|k| k.api_key == key as i16), "ApiVersions v{version} lacks {key:?}");
+    for key in [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+    ] {
+        assert!(
+            retry.api_keys.iter().any(|k| k.api_key == key as i16),
+            "ApiVersions v{version} lacks {key:?}"
+        );
     }
     healthy.check(&mut broker, "ApiVersions v99");
 }
@@ -358,9 +429,8 @@ fn truncated_frames_close_only_that_connection(shards: usize) {
     let metadata = RawConn::encode_request(
         12,
         5,
-        &MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("some-topic")))),
-        ])),
+        &MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("some-topic"))))])),
     );
 
     // 1. The frame itself is cut: the length says more than is sent, then EOF.
@@ -370,9 +440,15 @@ fn truncated_frames_close_only_that_connection(shards: usize) {
         let _ = conn.stream.shutdown(Shutdown::Write);
         match verdict(&mut conn) {
             Verdict::Closed => {}
-            Verdict::Answered(f) => panic!("frame cut at {cut} bytes then EOF: answered with {} bytes", f.len()),
+            Verdict::Answered(f) => panic!(
+                "frame cut at {cut} bytes then EOF: answered with {} bytes",
+                f.len()
+            ),
         }
-        healthy.check(&mut broker, &format!("a frame cut at {cut} of {} bytes", metadata.len()));
+        healthy.check(
+            &mut broker,
+            &format!("a frame cut at {cut} of {} bytes", metadata.len()),
+        );
     }
 
     // 2. Complete frames whose content is cut: a header cut short, a body cut short.
@@ -380,13 +456,19 @@ fn truncated_frames_close_only_that_connection(shards: usize) {
     for cut in [2, 5, 9, payload.len() - 3] {
         let mut frame = (cut as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&payload[..cut]);
-        let what = format!("a Metadata frame whose content is cut at {cut} of {} bytes", payload.len());
+        let what = format!(
+            "a Metadata frame whose content is cut at {cut} of {} bytes",
+            payload.len()
+        );
         // Cut inside the correlation id: an answer cannot carry it, so only check for closing.
         if cut < 8 {
             let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
             send_raw(&mut conn, &frame);
             if let Verdict::Answered(f) = verdict(&mut conn) {
-                panic!("{what}: answered with {} bytes although the header is incomplete", f.len());
+                panic!(
+                    "{what}: answered with {} bytes although the header is incomplete",
+                    f.len()
+                );
             }
             healthy.check(&mut broker, &what);
         } else {
@@ -400,7 +482,9 @@ fn stalled_partial_frames_do_not_block_other_connections(shards: usize) {
     let mut broker = TestBroker::start(shards);
     let mut healthy = Healthy::open(&broker);
     let frame = RawConn::encode_request(3, 1, &api_versions_request());
-    let mut stalled: Vec<RawConn> = (0..16).map(|_| RawConn::connect(broker.socket_addr()).unwrap()).collect();
+    let mut stalled: Vec<RawConn> = (0..16)
+        .map(|_| RawConn::connect(broker.socket_addr()).unwrap())
+        .collect();
     for (i, conn) in stalled.iter_mut().enumerate() {
         // Half of them stop inside the length prefix, half inside the body.
         let cut = if i % 2 == 0 { 2 } else { frame.len() - 2 };
@@ -408,7 +492,11 @@ fn stalled_partial_frames_do_not_block_other_connections(shards: usize) {
     }
     let start = Instant::now();
     healthy.check(&mut broker, "16 connections stalled mid-frame");
-    assert!(start.elapsed() < Duration::from_secs(5), "healthy requests took {:?} next to stalled ones", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "healthy requests took {:?} next to stalled ones",
+        start.elapsed()
+    );
     // Finishing a stalled frame later still gets it answered (the broker was just waiting).
     let mut late = stalled.pop().unwrap();
     send_raw(&mut late, &frame[frame.len() - 2..]);
@@ -452,7 +540,10 @@ fn abrupt_disconnects_leave_the_broker_serving(shards: usize) {
 /// Sets SO_LINGER to 0 so that closing the socket sends a RST.
 fn socket_linger_zero(conn: &RawConn) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a socket we own, with a correctly sized linger struct.
     let rc = unsafe {
         libc::setsockopt(
@@ -477,7 +568,9 @@ fn pipelined_requests_are_answered_in_request_order(shards: usize) {
         .request(
             9,
             &MetadataRequest::default()
-                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic()))]))
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic()))
+                ]))
                 .with_allow_auto_topic_creation(true),
         )
         .expect("Metadata with auto-create");
@@ -489,13 +582,21 @@ fn pipelined_requests_are_answered_in_request_order(shards: usize) {
         let correlation = 1000 + i;
         let frame = match i % 3 {
             0 => RawConn::encode_request(3, correlation, &api_versions_request()),
-            1 => RawConn::encode_request(9, correlation, &MetadataRequest::default().with_topics(None)),
+            1 => RawConn::encode_request(
+                9,
+                correlation,
+                &MetadataRequest::default().with_topics(None),
+            ),
             _ => RawConn::encode_request(
                 7,
                 correlation,
-                &ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(topic())
-                    .with_partitions(vec![ListOffsetsPartition::default().with_partition_index((i / 3) % 4).with_timestamp(-1)])]),
+                &ListOffsetsRequest::default()
+                    .with_replica_id((-1).into())
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index((i / 3) % 4)
+                            .with_timestamp(-1)])]),
             ),
         };
         bytes.extend_from_slice(&frame);
@@ -503,7 +604,10 @@ fn pipelined_requests_are_answered_in_request_order(shards: usize) {
     }
     send_raw(&mut conn, &bytes);
     for (n, want) in expected.iter().enumerate() {
-        let frame = conn.read_frame().expect("read pipelined response").expect("connection closed mid-pipeline");
+        let frame = conn
+            .read_frame()
+            .expect("read pipelined response")
+            .expect("connection closed mid-pipeline");
         assert_eq!(correlation_id(&frame), *want, "response #{n} out of order");
     }
 }

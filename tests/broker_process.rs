@@ -39,7 +39,14 @@ fn run_to_exit(args: &[String], cwd: &Path) -> Output {
 fn spawn_two_shard_broker(addr: std::net::SocketAddr, dir: &Path) -> std::process::Child {
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     Command::new(broker_bin())
-        .args(["start", "--listen", &addr.to_string(), "--shards", "2", "--data-dir"])
+        .args([
+            "start",
+            "--listen",
+            &addr.to_string(),
+            "--shards",
+            "2",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -80,13 +87,20 @@ fn second_broker_on_same_data_dir_exits_non_zero_with_a_clear_message() {
         .collect();
         let out = run_to_exit(&args, tmp.path());
         let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        assert!(!out.status.success(), "second broker on the same data dir exited with {}", out.status);
+        assert!(
+            !out.status.success(),
+            "second broker on the same data dir exited with {}",
+            out.status
+        );
         assert!(
             stderr.contains("lock") || stderr.contains("in use") || stderr.contains("already"),
             "stderr does not say the data directory is in use:\n{stderr}"
         );
         assert!(first.is_running());
-        assert!(metadata_works(first.socket_addr()), "first broker stopped serving");
+        assert!(
+            metadata_works(first.socket_addr()),
+            "first broker stopped serving"
+        );
         // And the refused broker did not take the first one's lock away: a clean restart works.
         first.restart();
     });
@@ -113,14 +127,23 @@ fn second_broker_on_same_port_exits_non_zero_with_a_clear_message() {
         .collect();
         let out = run_to_exit(&args, tmp.path());
         let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        assert!(!out.status.success(), "second broker on the same port exited with {}", out.status);
         assert!(
-            stderr.contains("in use") || stderr.contains(&first.addr()) || stderr.contains("already"),
+            !out.status.success(),
+            "second broker on the same port exited with {}",
+            out.status
+        );
+        assert!(
+            stderr.contains("in use")
+                || stderr.contains(&first.addr())
+                || stderr.contains("already"),
             "stderr does not say the address is in use:\n{stderr}"
         );
         // Every new connection still reaches the first broker (none go to a half-started one).
         for _ in 0..20 {
-            assert!(metadata_works(first.socket_addr()), "a connection to the port did not reach the first broker");
+            assert!(
+                metadata_works(first.socket_addr()),
+                "a connection to the port did not reach the first broker"
+            );
         }
     });
 }
@@ -135,15 +158,24 @@ fn sigterm_and_sigint_shut_down_cleanly() {
                 let mut broker = TestBroker::start(shards);
                 let mut idle = RawConn::connect(broker.socket_addr()).unwrap();
                 assert!(metadata_works(broker.socket_addr()));
-                let _ = idle.request(9, &MetadataRequest::default().with_topics(None)).unwrap();
+                let _ = idle
+                    .request(9, &MetadataRequest::default().with_topics(None))
+                    .unwrap();
                 let start = Instant::now();
                 let status = broker.stop_with(sig);
-                assert!(status.success(), "{name} with {shards} shard(s): exit {status}\n{}", broker.log_tail());
+                assert!(
+                    status.success(),
+                    "{name} with {shards} shard(s): exit {status}\n{}",
+                    broker.log_tail()
+                );
                 eprintln!("{name}, {shards} shard(s): exited in {:?}", start.elapsed());
                 // The connection was closed by the broker.
                 idle.set_read_timeout(Duration::from_secs(5));
                 assert!(matches!(idle.read_frame(), Ok(None) | Err(_)));
-                assert!(TcpStream::connect(broker.socket_addr()).is_err(), "port still accepting after exit");
+                assert!(
+                    TcpStream::connect(broker.socket_addr()).is_err(),
+                    "port still accepting after exit"
+                );
             }
         }
     });
@@ -166,28 +198,44 @@ fn start_with_embedded_defaults_listens_on_9092_with_data_in_cwd() {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
-        let addrs: Vec<std::net::SocketAddr> = vec!["127.0.0.1:9092".parse().unwrap(), "[::1]:9092".parse().unwrap()];
+        let addrs: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:9092".parse().unwrap(),
+            "[::1]:9092".parse().unwrap(),
+        ];
         let ready = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 let out = child.wait_with_output().unwrap();
-                panic!("freshet start exited with {status}:\n{}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "freshet start exited with {status}:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             if let Some(a) = addrs.iter().find(|a| metadata_works(**a)) {
                 break *a;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("freshet start not ready on localhost:9092 within {:?}", common::BROKER_READY_TIMEOUT);
+                panic!(
+                    "freshet start not ready on localhost:9092 within {:?}",
+                    common::BROKER_READY_TIMEOUT
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        assert!(cwd.path().join("freshet-data").is_dir(), "no ./freshet-data created");
+        assert!(
+            cwd.path().join("freshet-data").is_dir(),
+            "no ./freshet-data created"
+        );
         // Metadata advertises a localhost address on 9092.
-        let md = RawConn::connect(ready).unwrap().request(9, &MetadataRequest::default().with_topics(None)).unwrap();
+        let md = RawConn::connect(ready)
+            .unwrap()
+            .request(9, &MetadataRequest::default().with_topics(None))
+            .unwrap();
         assert_eq!(md.brokers.len(), 1);
         assert_eq!(md.brokers[0].port, 9092);
         signal(&child, libc::SIGTERM);
-        let status = wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
+        let status =
+            wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
         assert!(status.success());
     });
 }
@@ -210,7 +258,11 @@ fn config_file_settings_apply_and_flags_override_them() {
     within(Duration::from_secs(60), || {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("freshet.toml");
-        std::fs::write(&config, "default_partitions = 5\nauto_create_topics = true\nnode_id = 0\n").unwrap();
+        std::fs::write(
+            &config,
+            "default_partitions = 5\nauto_create_topics = true\nnode_id = 0\n",
+        )
+        .unwrap();
         let config = config.display().to_string();
         for (extra, expected) in [(vec![], 5usize), (vec!["--default-partitions", "2"], 2)] {
             let mut args = vec!["--config", config.as_str()];
@@ -246,13 +298,23 @@ fn config_file_settings_apply_and_flags_override_them() {
         // A config file with an unknown key is refused with a message naming it.
         std::fs::write(dir.path().join("bad.toml"), "no_such_setting = 1\n").unwrap();
         let out = run_to_exit(
-            &["start".into(), "--config".into(), dir.path().join("bad.toml").display().to_string(),
-              "--listen".into(), format!("127.0.0.1:{}", free_port()), "--data-dir".into(),
-              dir.path().join("d").display().to_string()],
+            &[
+                "start".into(),
+                "--config".into(),
+                dir.path().join("bad.toml").display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+                "--data-dir".into(),
+                dir.path().join("d").display().to_string(),
+            ],
             dir.path(),
         );
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no_such_setting"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -296,14 +358,25 @@ fn sigterm_right_after_the_port_opens_shuts_down_cleanly() {
             let mut child = spawn_two_shard_broker(addr, dir.path());
             let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
             while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "round {round}: port never opened");
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: port never opened"
+                );
                 if let Some(status) = child.try_wait().unwrap() {
-                    panic!("round {round}: broker exited during startup ({status}):\n{}", stderr_log(dir.path()));
+                    panic!(
+                        "round {round}: broker exited during startup ({status}):\n{}",
+                        stderr_log(dir.path())
+                    );
                 }
             }
             signal(&child, libc::SIGTERM);
-            let status = wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
-            assert!(status.success(), "round {round}: exit {status} after an early SIGTERM\n{}", stderr_log(dir.path()));
+            let status =
+                wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
+            assert!(
+                status.success(),
+                "round {round}: exit {status} after an early SIGTERM\n{}",
+                stderr_log(dir.path())
+            );
         }
     });
 }
@@ -327,9 +400,15 @@ fn requests_on_connections_accepted_during_startup_are_served() {
                 match RawConn::connect(addr) {
                     Ok(c) => conns.push(c),
                     Err(_) => {
-                        assert!(Instant::now() < deadline, "round {round}: port never opened");
+                        assert!(
+                            Instant::now() < deadline,
+                            "round {round}: port never opened"
+                        );
                         if let Some(status) = child.try_wait().unwrap() {
-                            panic!("round {round}: broker exited during startup ({status}):\n{}", stderr_log(dir.path()));
+                            panic!(
+                                "round {round}: broker exited during startup ({status}):\n{}",
+                                stderr_log(dir.path())
+                            );
                         }
                     }
                 }
@@ -337,10 +416,12 @@ fn requests_on_connections_accepted_during_startup_are_served() {
             let mut ids = Vec::new();
             for (i, conn) in conns.iter_mut().enumerate() {
                 let name = StrBytes::from_string(format!("early-{i}"));
-                let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(name))
-                    .with_num_partitions(4)
-                    .with_replication_factor(1)]);
+                let request = CreateTopicsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_topics(vec![CreatableTopic::default()
+                        .with_name(TopicName(name))
+                        .with_num_partitions(4)
+                        .with_replication_factor(1)]);
                 ids.push(conn.send(7, &request).expect("send CreateTopics"));
             }
             let responses: Vec<_> = conns
@@ -351,9 +432,15 @@ fn requests_on_connections_accepted_during_startup_are_served() {
             let _ = child.kill();
             let _ = child.wait();
             for (i, response) in responses.into_iter().enumerate() {
-                let response = response.unwrap_or_else(|e| panic!("round {round}: CreateTopics on early connection {i}: {e}"));
+                let response = response.unwrap_or_else(|e| {
+                    panic!("round {round}: CreateTopics on early connection {i}: {e}")
+                });
                 let result = &response.topics[0];
-                assert_eq!(result.error_code, 0, "round {round}, connection {i}: CreateTopics error {:?}", result.error_message);
+                assert_eq!(
+                    result.error_code, 0,
+                    "round {round}, connection {i}: CreateTopics error {:?}",
+                    result.error_message
+                );
             }
         }
     });
@@ -371,7 +458,14 @@ fn every_shard_comes_up_on_every_start() {
             let log_path = data.path().join("stderr.log");
             let log = std::fs::File::create(&log_path).unwrap();
             let mut child = Command::new(broker_bin())
-                .args(["start", "--listen", &format!("127.0.0.1:{}", free_port()), "--shards", "2", "--data-dir"])
+                .args([
+                    "start",
+                    "--listen",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "--shards",
+                    "2",
+                    "--data-dir",
+                ])
                 .arg(data.path().join("data"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

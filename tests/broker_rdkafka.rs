@@ -14,9 +14,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, TopicName,
-};
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
@@ -83,7 +81,10 @@ scenarios! {
 // ---------------------------------------------------------------------------------------------
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn client_config(broker: &TestBroker, extra: &[(&str, &str)]) -> ClientConfig {
@@ -102,7 +103,10 @@ fn client_config(broker: &TestBroker, extra: &[(&str, &str)]) -> ClientConfig {
 /// A producer with acks=all (librdkafka's default), short linger, and bounded delivery time.
 fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = client_config(broker, &[]);
-    config.set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "30000");
+    config
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -128,11 +132,15 @@ fn consumer(broker: &TestBroker, extra: &[(&str, &str)]) -> BaseConsumer {
 }
 
 fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
-    client_config(broker, &[]).create().expect("create admin client")
+    client_config(broker, &[])
+        .create()
+        .expect("create admin client")
 }
 
 fn admin_options() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(OP_TIMEOUT)).operation_timeout(Some(OP_TIMEOUT))
+    AdminOptions::new()
+        .request_timeout(Some(OP_TIMEOUT))
+        .operation_timeout(Some(OP_TIMEOUT))
 }
 
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
@@ -152,8 +160,14 @@ fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&s
 /// Partition count of `topic` as the broker's metadata reports it, or the topic's error.
 fn partition_count(broker: &TestBroker, topic: &str) -> Result<usize, RDKafkaErrorCode> {
     let c = consumer(broker, &[]);
-    let metadata = c.fetch_metadata(Some(topic), OP_TIMEOUT).expect("Metadata request");
-    let t = metadata.topics().iter().find(|t| t.name() == topic).expect("topic in metadata reply");
+    let metadata = c
+        .fetch_metadata(Some(topic), OP_TIMEOUT)
+        .expect("Metadata request");
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .expect("topic in metadata reply");
     match t.error() {
         Some(err) => Err(err.into()),
         None => Ok(t.partitions().len()),
@@ -163,8 +177,14 @@ fn partition_count(broker: &TestBroker, topic: &str) -> Result<usize, RDKafkaErr
 /// Names of all topics in a Metadata reply for all topics.
 fn topic_names(broker: &TestBroker) -> HashSet<String> {
     let c = consumer(broker, &[]);
-    let metadata = c.fetch_metadata(None, OP_TIMEOUT).expect("Metadata request");
-    metadata.topics().iter().map(|t| t.name().to_string()).collect()
+    let metadata = c
+        .fetch_metadata(None, OP_TIMEOUT)
+        .expect("Metadata request");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
 }
 
 /// Waits for every delivery; returns (partition, offset) or the error of each, in send order.
@@ -191,15 +211,22 @@ fn await_all_ok(futures: Vec<DeliveryFuture>) -> Vec<Delivery> {
 }
 
 /// Sends one record and waits for its acknowledgement.
-fn send_one(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> Result<Delivery, KafkaError> {
-    let f = producer.send_result(record).map_err(|(e, _)| e).expect("enqueue message");
+fn send_one(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<Delivery, KafkaError> {
+    let f = producer
+        .send_result(record)
+        .map_err(|(e, _)| e)
+        .expect("enqueue message");
     await_deliveries(vec![f]).pop().unwrap()
 }
 
 fn assign(consumer: &BaseConsumer, parts: &[(&str, i32, Offset)]) {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, offset) in parts {
-        tpl.add_partition_offset(topic, *partition, *offset).unwrap();
+        tpl.add_partition_offset(topic, *partition, *offset)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
 }
@@ -242,7 +269,9 @@ fn assert_nothing_more(consumer: &BaseConsumer, wait: Duration) {
 }
 
 fn watermarks(broker: &TestBroker, topic: &str, partition: i32) -> (i64, i64) {
-    consumer(broker, &[]).fetch_watermarks(topic, partition, OP_TIMEOUT).expect("ListOffsets")
+    consumer(broker, &[])
+        .fetch_watermarks(topic, partition, OP_TIMEOUT)
+        .expect("ListOffsets")
 }
 
 /// Deterministic incompressible bytes (xorshift64*).
@@ -260,22 +289,41 @@ fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn error_code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
     e.rdkafka_error_code()
 }
 
-fn describe_topic_configs(broker: &TestBroker, topic: &str) -> BTreeMap<String, (Option<String>, bool, ConfigSource)> {
+fn describe_topic_configs(
+    broker: &TestBroker,
+    topic: &str,
+) -> BTreeMap<String, (Option<String>, bool, ConfigSource)> {
     let results = runtime()
-        .block_on(admin(broker).describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
+        .block_on(
+            admin(broker).describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()),
+        )
         .expect("DescribeConfigs request");
-    let resource = results.into_iter().next().unwrap().expect("DescribeConfigs topic result");
-    resource.entries.into_iter().map(|e| (e.name, (e.value, e.is_default, e.source))).collect()
+    let resource = results
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("DescribeConfigs topic result");
+    resource
+        .entries
+        .into_iter()
+        .map(|e| (e.name, (e.value, e.is_default, e.source)))
+        .collect()
 }
 
-fn config_value(configs: &BTreeMap<String, (Option<String>, bool, ConfigSource)>, name: &str) -> String {
+fn config_value(
+    configs: &BTreeMap<String, (Option<String>, bool, ConfigSource)>,
+    name: &str,
+) -> String {
     configs
         .get(name)
         .unwrap_or_else(|| panic!("config {name} not described; got {:?}", configs.keys()))
@@ -302,7 +350,9 @@ fn keyed_produce_to_many_partitions_keeps_per_partition_order(shards: usize) {
         for k in 0..keys {
             let key = format!("key-{k}");
             let value = format!("{key}:{seq}");
-            let record = FutureRecord::to(topic).key(key.as_bytes()).payload(value.as_bytes());
+            let record = FutureRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(value.as_bytes());
             futures.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
             sent.push((key, value));
         }
@@ -312,23 +362,38 @@ fn keyed_produce_to_many_partitions_keeps_per_partition_order(shards: usize) {
     // The broker's acknowledged offsets are dense per partition: 0..count.
     let mut offsets_by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for d in &deliveries {
-        offsets_by_partition.entry(d.partition).or_default().push(d.offset);
+        offsets_by_partition
+            .entry(d.partition)
+            .or_default()
+            .push(d.offset);
     }
-    assert!(offsets_by_partition.len() >= 4, "40 keys landed in only {:?}", offsets_by_partition.keys());
+    assert!(
+        offsets_by_partition.len() >= 4,
+        "40 keys landed in only {:?}",
+        offsets_by_partition.keys()
+    );
     for (partition, offsets) in &mut offsets_by_partition {
         offsets.sort();
         let expected: Vec<i64> = (0..offsets.len() as i64).collect();
-        assert_eq!(*offsets, expected, "acked offsets of partition {partition} are not 0..n");
+        assert_eq!(
+            *offsets, expected,
+            "acked offsets of partition {partition} are not 0..n"
+        );
     }
 
     let c = consumer(&broker, &[]);
-    let assignment: Vec<_> = (0..partitions).map(|i| (topic, i, Offset::Beginning)).collect();
+    let assignment: Vec<_> = (0..partitions)
+        .map(|i| (topic, i, Offset::Beginning))
+        .collect();
     assign(&c, &assignment);
     let messages = consume(&c, sent.len(), Duration::from_secs(60));
     assert_nothing_more(&c, Duration::from_millis(500));
 
-    let acked: HashMap<(i32, i64), &(String, String)> =
-        deliveries.iter().zip(&sent).map(|(d, s)| ((d.partition, d.offset), s)).collect();
+    let acked: HashMap<(i32, i64), &(String, String)> = deliveries
+        .iter()
+        .zip(&sent)
+        .map(|(d, s)| ((d.partition, d.offset), s))
+        .collect();
     let mut partition_of_key: HashMap<String, i32> = HashMap::new();
     let mut last_seq_of_key: HashMap<String, i64> = HashMap::new();
     let mut last_offset: HashMap<i32, i64> = HashMap::new();
@@ -336,14 +401,25 @@ fn keyed_produce_to_many_partitions_keeps_per_partition_order(shards: usize) {
         let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
         let value = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
         let (sent_key, sent_value) = acked[&(m.partition(), m.offset())];
-        assert_eq!((&key, &value), (sent_key, sent_value), "message at {}@{}", m.partition(), m.offset());
+        assert_eq!(
+            (&key, &value),
+            (sent_key, sent_value),
+            "message at {}@{}",
+            m.partition(),
+            m.offset()
+        );
         let p0 = *partition_of_key.entry(key.clone()).or_insert(m.partition());
         assert_eq!(p0, m.partition(), "key {key} appears in two partitions");
         let seq: i64 = value.rsplit(':').next().unwrap().parse().unwrap();
         let prev = last_seq_of_key.insert(key.clone(), seq).unwrap_or(-1);
         assert_eq!(seq, prev + 1, "key {key}: sequence {seq} after {prev}");
         let prev_offset = last_offset.insert(m.partition(), m.offset()).unwrap_or(-1);
-        assert_eq!(m.offset(), prev_offset + 1, "partition {} offsets not consecutive", m.partition());
+        assert_eq!(
+            m.offset(),
+            prev_offset + 1,
+            "partition {} offsets not consecutive",
+            m.partition()
+        );
     }
 }
 
@@ -359,7 +435,11 @@ fn produce_with_acks_0_1_and_all_stores_everything_in_order(shards: usize) {
         let mut futures = Vec::new();
         for i in 0..300 {
             let v = format!("acks={acks} #{i}");
-            futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes())).map_err(|(e, _)| e).expect("enqueue"));
+            futures.push(
+                p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()))
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
             expected.push(v);
         }
         let deliveries = await_all_ok(futures);
@@ -367,14 +447,23 @@ fn produce_with_acks_0_1_and_all_stores_everything_in_order(shards: usize) {
         // before the next producer (another connection) writes.
         let deadline = Instant::now() + Duration::from_secs(20);
         while watermarks(&broker, topic, 0).1 < expected.len() as i64 {
-            assert!(Instant::now() < deadline, "acks={acks}: high watermark {:?}, sent {}", watermarks(&broker, topic, 0), expected.len());
+            assert!(
+                Instant::now() < deadline,
+                "acks={acks}: high watermark {:?}, sent {}",
+                watermarks(&broker, topic, 0),
+                expected.len()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         if acks != "0" {
             // With acks=0 librdkafka reports no offsets; otherwise they continue densely.
             let first = expected.len() as i64 - 300;
             let offsets: Vec<i64> = deliveries.iter().map(|d| d.offset).collect();
-            assert_eq!(offsets, (first..first + 300).collect::<Vec<_>>(), "acks={acks} offsets");
+            assert_eq!(
+                offsets,
+                (first..first + 300).collect::<Vec<_>>(),
+                "acks={acks} offsets"
+            );
         }
     }
     assert_eq!(watermarks(&broker, topic, 0), (0, 900));
@@ -406,19 +495,38 @@ fn every_compression_codec_round_trips(shards: usize) {
             .collect();
         for (i, v) in values.iter().enumerate() {
             let key = format!("k{i}");
-            let record = FutureRecord::to(&topic).key(key.as_bytes()).payload(v.as_slice()).partition((i % 2) as i32);
+            let record = FutureRecord::to(&topic)
+                .key(key.as_bytes())
+                .payload(v.as_slice())
+                .partition((i % 2) as i32);
             futures.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
         }
         let deliveries = await_all_ok(futures);
         let c = consumer(&broker, &[]);
-        assign(&c, &[(&topic, 0, Offset::Beginning), (&topic, 1, Offset::Beginning)]);
+        assign(
+            &c,
+            &[
+                (&topic, 0, Offset::Beginning),
+                (&topic, 1, Offset::Beginning),
+            ],
+        );
         let messages = consume(&c, n, Duration::from_secs(60));
-        let by_pos: HashMap<(i32, i64), usize> =
-            deliveries.iter().enumerate().map(|(i, d)| ((d.partition, d.offset), i)).collect();
+        let by_pos: HashMap<(i32, i64), usize> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ((d.partition, d.offset), i))
+            .collect();
         for m in &messages {
             let i = by_pos[&(m.partition(), m.offset())];
-            assert_eq!(m.key(), Some(format!("k{i}").as_bytes()), "codec {codec}: key of message {i}");
-            assert!(m.payload() == Some(values[i].as_slice()), "codec {codec}: payload of message {i} differs");
+            assert_eq!(
+                m.key(),
+                Some(format!("k{i}").as_bytes()),
+                "codec {codec}: key of message {i}"
+            );
+            assert!(
+                m.payload() == Some(values[i].as_slice()),
+                "codec {codec}: payload of message {i} differs"
+            );
         }
         assert_nothing_more(&c, Duration::from_millis(300));
     }
@@ -432,21 +540,44 @@ fn headers_round_trip_in_order(shards: usize) {
     let p = producer(&broker, &[]);
     let big = pseudo_random_bytes(10_000, 3);
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "trace-id", value: Some("abc-123") })
-        .insert(Header { key: "dup", value: Some("first") })
-        .insert(Header { key: "dup", value: Some("second") })
-        .insert(Header { key: "null-value", value: None::<&[u8]> })
-        .insert(Header { key: "empty-value", value: Some("") })
-        .insert(Header { key: "binary", value: Some(&big[..]) })
-        .insert(Header { key: "ünïcode-kéy", value: Some("värde") });
+        .insert(Header {
+            key: "trace-id",
+            value: Some("abc-123"),
+        })
+        .insert(Header {
+            key: "dup",
+            value: Some("first"),
+        })
+        .insert(Header {
+            key: "dup",
+            value: Some("second"),
+        })
+        .insert(Header {
+            key: "null-value",
+            value: None::<&[u8]>,
+        })
+        .insert(Header {
+            key: "empty-value",
+            value: Some(""),
+        })
+        .insert(Header {
+            key: "binary",
+            value: Some(&big[..]),
+        })
+        .insert(Header {
+            key: "ünïcode-kéy",
+            value: Some("värde"),
+        });
     let expected: Vec<(String, Option<Vec<u8>>)> = (0..headers.count())
         .map(|i| {
             let h = headers.get(i);
             (h.key.to_string(), h.value.map(|v| v.to_vec()))
         })
         .collect();
-    let record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(topic).key(&b"k"[..]).payload(&b"with headers"[..]).headers(headers);
+    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        .key(&b"k"[..])
+        .payload(&b"with headers"[..])
+        .headers(headers);
     send_one(&p, record).expect("produce with headers");
     let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&b"no headers"[..]);
     send_one(&p, record).expect("produce without headers");
@@ -456,10 +587,18 @@ fn headers_round_trip_in_order(shards: usize) {
     let messages = consume(&c, 2, Duration::from_secs(30));
     let got: Vec<(String, Option<Vec<u8>>)> = messages[0]
         .headers()
-        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec()))).collect())
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(got, expected);
-    assert_eq!(messages[1].headers().map(|h| h.count()).unwrap_or(0), 0, "second message has no headers");
+    assert_eq!(
+        messages[1].headers().map(|h| h.count()).unwrap_or(0),
+        0,
+        "second message has no headers"
+    );
 }
 
 // A null key or value is not the same as an empty one, and each comes back as it was sent.
@@ -508,17 +647,30 @@ fn one_megabyte_message_round_trips_with_raised_limits(shards: usize) {
     let p = producer(&broker, &[("message.max.bytes", "3000000")]);
     let value = pseudo_random_bytes(1024 * 1024, 42);
     let small = b"after the big one".to_vec();
-    let d = send_one(&p, FutureRecord::to(topic).key(&b"big"[..]).payload(&value[..])).expect("produce 1 MiB");
+    let d = send_one(
+        &p,
+        FutureRecord::to(topic).key(&b"big"[..]).payload(&value[..]),
+    )
+    .expect("produce 1 MiB");
     assert_eq!((d.partition, d.offset), (0, 0));
     send_one(&p, FutureRecord::to(topic).payload(&small[..])).expect("produce small after big");
 
     // Both fetch limits are below the batch size (librdkafka needs fetch.max.bytes >= its
     // message.max.bytes, 1000000 by default).
-    let c = consumer(&broker, &[("max.partition.fetch.bytes", "65536"), ("fetch.max.bytes", "1000000")]);
+    let c = consumer(
+        &broker,
+        &[
+            ("max.partition.fetch.bytes", "65536"),
+            ("fetch.max.bytes", "1000000"),
+        ],
+    );
     assign(&c, &[(topic, 0, Offset::Beginning)]);
     let messages = consume(&c, 2, Duration::from_secs(30));
     assert_eq!(messages[0].payload().map(|p| p.len()), Some(value.len()));
-    assert!(messages[0].payload() == Some(&value[..]), "1 MiB payload differs");
+    assert!(
+        messages[0].payload() == Some(&value[..]),
+        "1 MiB payload differs"
+    );
     assert_eq!(messages[1].payload(), Some(&small[..]));
 }
 
@@ -527,24 +679,44 @@ fn one_megabyte_message_round_trips_with_raised_limits(shards: usize) {
 fn message_larger_than_max_message_bytes_gets_message_too_large(shards: usize) {
     let broker = TestBroker::start(shards);
     // The producer's own limit is raised so that the broker, not librdkafka, does the rejecting.
-    let p = producer(&broker, &[("message.max.bytes", "10000000"), ("retries", "0")]);
+    let p = producer(
+        &broker,
+        &[("message.max.bytes", "10000000"), ("retries", "0")],
+    );
 
     // Topic with Kafka's default limit (1048588 bytes): a 2 MiB message is too large.
     create_topic(&broker, "default-limit", 1, &[]);
     let big = pseudo_random_bytes(2 * 1024 * 1024, 1);
-    let err = send_one(&p, FutureRecord::to("default-limit").payload(&big[..])).expect_err("2 MiB must be rejected");
-    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::MessageSizeTooLarge), "got {err}");
+    let err = send_one(&p, FutureRecord::to("default-limit").payload(&big[..]))
+        .expect_err("2 MiB must be rejected");
+    assert_eq!(
+        error_code(&err),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge),
+        "got {err}"
+    );
 
     // Topic with an explicit small limit.
     create_topic(&broker, "small-limit", 1, &[("max.message.bytes", "10240")]);
     let medium = pseudo_random_bytes(20 * 1024, 2);
-    let err = send_one(&p, FutureRecord::to("small-limit").payload(&medium[..])).expect_err("20 KiB must be rejected");
-    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::MessageSizeTooLarge), "got {err}");
+    let err = send_one(&p, FutureRecord::to("small-limit").payload(&medium[..]))
+        .expect_err("20 KiB must be rejected");
+    assert_eq!(
+        error_code(&err),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge),
+        "got {err}"
+    );
     let fits = pseudo_random_bytes(5 * 1024, 3);
     let d = send_one(&p, FutureRecord::to("small-limit").payload(&fits[..])).expect("5 KiB fits");
-    assert_eq!(d.offset, 0, "the rejected message must not have taken an offset");
-    let d = send_one(&p, FutureRecord::to("default-limit").payload(&b"small"[..])).expect("small fits");
-    assert_eq!(d.offset, 0, "the rejected message must not have taken an offset");
+    assert_eq!(
+        d.offset, 0,
+        "the rejected message must not have taken an offset"
+    );
+    let d =
+        send_one(&p, FutureRecord::to("default-limit").payload(&b"small"[..])).expect("small fits");
+    assert_eq!(
+        d.offset, 0,
+        "the rejected message must not have taken an offset"
+    );
     assert_eq!(watermarks(&broker, "small-limit", 0), (0, 1));
 }
 
@@ -561,7 +733,12 @@ fn topic_with_200_partitions_serves_every_partition(shards: usize) {
     ids.sort();
     assert_eq!(ids, (0..200).collect::<Vec<_>>());
     for part in t.partitions() {
-        assert!(part.error().is_none(), "partition {} error {:?}", part.id(), part.error());
+        assert!(
+            part.error().is_none(),
+            "partition {} error {:?}",
+            part.id(),
+            part.error()
+        );
         assert_eq!(part.leader(), 0, "partition {} leader", part.id());
     }
 
@@ -570,13 +747,18 @@ fn topic_with_200_partitions_serves_every_partition(shards: usize) {
     for round in 0..3 {
         for partition in 0..200 {
             let value = format!("p{partition}-r{round}");
-            let record = FutureRecord::<[u8], [u8]>::to(topic).payload(value.as_bytes()).partition(partition);
+            let record = FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(value.as_bytes())
+                .partition(partition);
             futures.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
         }
     }
     let deliveries = await_all_ok(futures);
     for (i, d) in deliveries.iter().enumerate() {
-        assert_eq!((d.partition, d.offset), ((i % 200) as i32, (i / 200) as i64));
+        assert_eq!(
+            (d.partition, d.offset),
+            ((i % 200) as i32, (i / 200) as i64)
+        );
     }
     let assignment: Vec<_> = (0..200).map(|i| (topic, i, Offset::Beginning)).collect();
     assign(&c, &assignment);
@@ -597,9 +779,15 @@ fn topics_can_be_created_described_and_deleted(shards: usize) {
     let rt = runtime();
     let t1 = NewTopic::new("alpha", 3, TopicReplication::Fixed(1));
     let t2 = NewTopic::new("beta", 1, TopicReplication::Fixed(1));
-    let t3 = NewTopic::new("gamma", 12, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let results = rt.block_on(a.create_topics([&t1, &t2, &t3], &admin_options())).unwrap();
-    assert_eq!(results, vec![Ok("alpha".into()), Ok("beta".into()), Ok("gamma".into())]);
+    let t3 =
+        NewTopic::new("gamma", 12, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let results = rt
+        .block_on(a.create_topics([&t1, &t2, &t3], &admin_options()))
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Ok("alpha".into()), Ok("beta".into()), Ok("gamma".into())]
+    );
     assert_eq!(partition_count(&broker, "alpha"), Ok(3));
     assert_eq!(partition_count(&broker, "beta"), Ok(1));
     assert_eq!(partition_count(&broker, "gamma"), Ok(12));
@@ -610,40 +798,77 @@ fn topics_can_be_created_described_and_deleted(shards: usize) {
 
     // Creating an existing topic fails with TOPIC_ALREADY_EXISTS.
     let again = NewTopic::new("alpha", 5, TopicReplication::Fixed(1));
-    let results = rt.block_on(a.create_topics([&again], &admin_options())).unwrap();
-    assert_eq!(results, vec![Err(("alpha".into(), RDKafkaErrorCode::TopicAlreadyExists))]);
+    let results = rt
+        .block_on(a.create_topics([&again], &admin_options()))
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Err(("alpha".into(), RDKafkaErrorCode::TopicAlreadyExists))]
+    );
     assert_eq!(partition_count(&broker, "alpha"), Ok(3));
 
     // validate_only checks but creates nothing.
     let dry = NewTopic::new("dry-run", 4, TopicReplication::Fixed(1));
-    let results = rt.block_on(a.create_topics([&dry], &admin_options().validate_only(true))).unwrap();
+    let results = rt
+        .block_on(a.create_topics([&dry], &admin_options().validate_only(true)))
+        .unwrap();
     assert_eq!(results, vec![Ok("dry-run".into())]);
-    assert!(!topic_names(&broker).contains("dry-run"), "validate_only created the topic");
+    assert!(
+        !topic_names(&broker).contains("dry-run"),
+        "validate_only created the topic"
+    );
 
     // Replication factor 3 cannot be satisfied by one broker.
     let rf3 = NewTopic::new("rf3", 1, TopicReplication::Fixed(3));
-    let results = rt.block_on(a.create_topics([&rf3], &admin_options())).unwrap();
-    assert_eq!(results, vec![Err(("rf3".into(), RDKafkaErrorCode::InvalidReplicationFactor))]);
+    let results = rt
+        .block_on(a.create_topics([&rf3], &admin_options()))
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Err((
+            "rf3".into(),
+            RDKafkaErrorCode::InvalidReplicationFactor
+        ))]
+    );
 
     // Write into beta, delete it, and it is gone from metadata.
     let p = producer(&broker, &[]);
     send_one(&p, FutureRecord::to("beta").payload(&b"soon deleted"[..])).expect("produce to beta");
-    let results = rt.block_on(a.delete_topics(&["beta"], &admin_options())).unwrap();
+    let results = rt
+        .block_on(a.delete_topics(&["beta"], &admin_options()))
+        .unwrap();
     assert_eq!(results, vec![Ok("beta".into())]);
     let names = topic_names(&broker);
-    assert!(!names.contains("beta"), "beta still listed after delete: {names:?}");
+    assert!(
+        !names.contains("beta"),
+        "beta still listed after delete: {names:?}"
+    );
     assert!(names.contains("alpha") && names.contains("gamma"));
 
     // Deleting an unknown topic fails with UNKNOWN_TOPIC_OR_PARTITION.
-    let results = rt.block_on(a.delete_topics(&["no-such-topic"], &admin_options())).unwrap();
-    assert_eq!(results, vec![Err(("no-such-topic".into(), RDKafkaErrorCode::UnknownTopicOrPartition))]);
+    let results = rt
+        .block_on(a.delete_topics(&["no-such-topic"], &admin_options()))
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Err((
+            "no-such-topic".into(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))]
+    );
 
     // A recreated topic of the same name starts empty with its new partition count.
     let beta2 = NewTopic::new("beta", 2, TopicReplication::Fixed(1));
-    let results = rt.block_on(a.create_topics([&beta2], &admin_options())).unwrap();
+    let results = rt
+        .block_on(a.create_topics([&beta2], &admin_options()))
+        .unwrap();
     assert_eq!(results, vec![Ok("beta".into())]);
     assert_eq!(partition_count(&broker, "beta"), Ok(2));
-    assert_eq!(watermarks(&broker, "beta", 0), (0, 0), "recreated topic must be empty");
+    assert_eq!(
+        watermarks(&broker, "beta", 0),
+        (0, 0),
+        "recreated topic must be empty"
+    );
 }
 
 // CreatePartitions grows a topic and the new partitions take writes; shrinking is refused.
@@ -652,14 +877,27 @@ fn create_partitions_adds_usable_partitions(shards: usize) {
     create_topic(&broker, "growing", 2, &[]);
     let a = admin(&broker);
     let rt = runtime();
-    let results = rt.block_on(a.create_partitions([&NewPartitions::new("growing", 5)], &admin_options())).unwrap();
+    let results = rt
+        .block_on(a.create_partitions([&NewPartitions::new("growing", 5)], &admin_options()))
+        .unwrap();
     assert_eq!(results, vec![Ok("growing".into())]);
     assert_eq!(partition_count(&broker, "growing"), Ok(5));
     let p = producer(&broker, &[]);
-    let d = send_one(&p, FutureRecord::to("growing").payload(&b"to p4"[..]).partition(4)).expect("produce to new partition");
+    let d = send_one(
+        &p,
+        FutureRecord::to("growing")
+            .payload(&b"to p4"[..])
+            .partition(4),
+    )
+    .expect("produce to new partition");
     assert_eq!((d.partition, d.offset), (4, 0));
-    let results = rt.block_on(a.create_partitions([&NewPartitions::new("growing", 3)], &admin_options())).unwrap();
-    assert_eq!(results, vec![Err(("growing".into(), RDKafkaErrorCode::InvalidPartitions))]);
+    let results = rt
+        .block_on(a.create_partitions([&NewPartitions::new("growing", 3)], &admin_options()))
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Err(("growing".into(), RDKafkaErrorCode::InvalidPartitions))]
+    );
 }
 
 // With auto-creation on (the default), producing to an unknown topic creates it with
@@ -667,8 +905,13 @@ fn create_partitions_adds_usable_partitions(shards: usize) {
 fn producing_to_unknown_topic_auto_creates_it_with_default_partitions(shards: usize) {
     let broker = TestBroker::start_with(shards, &["--default-partitions", "3"]);
     let p = producer(&broker, &[]);
-    let d = send_one(&p, FutureRecord::to("born-on-produce").key(&b"k"[..]).payload(&b"v"[..]))
-        .expect("produce to a new topic");
+    let d = send_one(
+        &p,
+        FutureRecord::to("born-on-produce")
+            .key(&b"k"[..])
+            .payload(&b"v"[..]),
+    )
+    .expect("produce to a new topic");
     assert_eq!(d.offset, 0);
     assert_eq!(partition_count(&broker, "born-on-produce"), Ok(3));
     let c = consumer(&broker, &[]);
@@ -682,13 +925,24 @@ fn producing_to_unknown_topic_auto_creates_it_with_default_partitions(shards: us
 fn unknown_topic_is_not_created_when_auto_create_is_off(shards: usize) {
     let broker = TestBroker::start_with(shards, &["--auto-create-topics", "false"]);
     let p = producer(&broker, &[("message.timeout.ms", "5000")]);
-    let err = send_one(&p, FutureRecord::to("not-there").payload(&b"v"[..])).expect_err("must not be delivered");
+    let err = send_one(&p, FutureRecord::to("not-there").payload(&b"v"[..]))
+        .expect_err("must not be delivered");
     let code = error_code(&err);
     assert!(
-        matches!(code, Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::MessageTimedOut)),
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::MessageTimedOut
+            )
+        ),
         "unexpected error {err}"
     );
-    assert_eq!(partition_count(&broker, "not-there"), Err(RDKafkaErrorCode::UnknownTopicOrPartition));
+    assert_eq!(
+        partition_count(&broker, "not-there"),
+        Err(RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
     assert!(!topic_names(&broker).contains("not-there"));
 }
 
@@ -697,38 +951,80 @@ fn unknown_topic_is_not_created_when_auto_create_is_off(shards: usize) {
 fn topic_configs_round_trip_through_describe_alter_and_incremental_alter(shards: usize) {
     let broker = TestBroker::start(shards);
     let topic = "configured";
-    create_topic(&broker, topic, 1, &[("retention.ms", "3600000"), ("cleanup.policy", "delete")]);
+    create_topic(
+        &broker,
+        topic,
+        1,
+        &[("retention.ms", "3600000"), ("cleanup.policy", "delete")],
+    );
 
     let configs = describe_topic_configs(&broker, topic);
     assert_eq!(config_value(&configs, "retention.ms"), "3600000");
-    assert!(!configs["retention.ms"].1, "retention.ms was set at creation, not default");
+    assert!(
+        !configs["retention.ms"].1,
+        "retention.ms was set at creation, not default"
+    );
     assert_eq!(configs["retention.ms"].2, ConfigSource::DynamicTopic);
     // Kafka's defaults for what was not set.
     assert_eq!(config_value(&configs, "retention.bytes"), "-1");
     assert_eq!(config_value(&configs, "segment.bytes"), "1073741824");
     assert_eq!(config_value(&configs, "max.message.bytes"), "1048588");
-    assert_eq!(config_value(&configs, "message.timestamp.type"), "CreateTime");
-    assert!(configs["segment.bytes"].1, "segment.bytes should be reported as default");
+    assert_eq!(
+        config_value(&configs, "message.timestamp.type"),
+        "CreateTime"
+    );
+    assert!(
+        configs["segment.bytes"].1,
+        "segment.bytes should be reported as default"
+    );
 
     // AlterConfigs replaces all dynamic topic configs: retention.ms falls back to its default.
     let a = admin(&broker);
     let rt = runtime();
     let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("retention.bytes", "1000000");
-    let results = rt.block_on(a.alter_configs([&alter], &admin_options())).unwrap();
+    let results = rt
+        .block_on(a.alter_configs([&alter], &admin_options()))
+        .unwrap();
     assert!(results[0].is_ok(), "AlterConfigs: {:?}", results[0]);
     let configs = describe_topic_configs(&broker, topic);
     assert_eq!(config_value(&configs, "retention.bytes"), "1000000");
-    assert_eq!(config_value(&configs, "retention.ms"), "604800000", "AlterConfigs must replace, not merge");
+    assert_eq!(
+        config_value(&configs, "retention.ms"),
+        "604800000",
+        "AlterConfigs must replace, not merge"
+    );
     assert!(configs["retention.ms"].1);
 
-    // An unknown config name is refused (INVALID_CONFIG) and changes nothing.
-    let bad = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("no.such.config", "1");
-    let results = rt.block_on(a.alter_configs([&bad], &admin_options())).unwrap();
-    match &results[0] {
-        Err((_, code)) => assert_eq!(*code, RDKafkaErrorCode::InvalidConfig),
-        Ok(_) => panic!("unknown config name accepted"),
+    // An unknown config name is refused (INVALID_CONFIG) and changes nothing. rdkafka 0.38's
+    // AlterConfigs result drops per-resource errors (always Ok), so this goes over the raw
+    // protocol.
+    {
+        use kafka_protocol::messages::alter_configs_request as ac;
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let request =
+            kafka_protocol::messages::AlterConfigsRequest::default().with_resources(vec![
+                ac::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(topic.to_string()))
+                    .with_configs(vec![ac::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("no.such.config"))
+                        .with_value(Some(StrBytes::from_static_str("1")))]),
+            ]);
+        let id = conn.send(2, &request).unwrap();
+        let response = conn
+            .receive::<kafka_protocol::messages::AlterConfigsRequest>(2, id)
+            .unwrap();
+        assert_eq!(
+            response.responses[0].error_code,
+            RDKafkaErrorCode::InvalidConfig as i16,
+            "unknown config name accepted: {:?}",
+            response.responses[0].error_message
+        );
     }
-    assert_eq!(config_value(&describe_topic_configs(&broker, topic), "retention.bytes"), "1000000");
+    assert_eq!(
+        config_value(&describe_topic_configs(&broker, topic), "retention.bytes"),
+        "1000000"
+    );
 
     // IncrementalAlterConfigs over the raw protocol (rdkafka 0.38 has no binding for it):
     // SET segment.bytes, DELETE retention.bytes, leaving the rest alone.
@@ -752,35 +1048,77 @@ fn topic_configs_round_trip_through_describe_alter_and_incremental_alter(shards:
             ]),
     ]);
     for version in [0, 1] {
-        let response = conn.request(version, &request).expect("IncrementalAlterConfigs");
+        let response = conn
+            .request(version, &request)
+            .expect("IncrementalAlterConfigs");
         assert_eq!(response.responses.len(), 1);
-        assert_eq!(response.responses[0].error_code, 0, "v{version}: {:?}", response.responses[0].error_message);
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "v{version}: {:?}",
+            response.responses[0].error_message
+        );
     }
     let configs = describe_topic_configs(&broker, topic);
     assert_eq!(config_value(&configs, "segment.bytes"), "16777216");
     assert_eq!(config_value(&configs, "max.message.bytes"), "500000");
     assert_eq!(config_value(&configs, "retention.bytes"), "-1");
-    assert!(configs["retention.bytes"].1, "deleted key is back to default");
+    assert!(
+        configs["retention.bytes"].1,
+        "deleted key is back to default"
+    );
 
     // And the new limit is enforced on produce.
-    let p = producer(&broker, &[("message.max.bytes", "2000000"), ("retries", "0")]);
+    let p = producer(
+        &broker,
+        &[("message.max.bytes", "2000000"), ("retries", "0")],
+    );
     let v = pseudo_random_bytes(600_000, 9);
-    let err = send_one(&p, FutureRecord::to(topic).payload(&v[..])).expect_err("over the altered limit");
-    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::MessageSizeTooLarge));
+    let err =
+        send_one(&p, FutureRecord::to(topic).payload(&v[..])).expect_err("over the altered limit");
+    assert_eq!(
+        error_code(&err),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
 }
 
 // DescribeConfigs on the broker lists its settings under Kafka's names and values.
 fn broker_configs_are_described_with_kafka_names(shards: usize) {
-    let broker = TestBroker::start_with(shards, &["--default-partitions", "4", "--auto-create-topics", "true"]);
+    let broker = TestBroker::start_with(
+        shards,
+        &["--default-partitions", "4", "--auto-create-topics", "true"],
+    );
     let results = runtime()
-        .block_on(admin(&broker).describe_configs([&ResourceSpecifier::Broker(0)], &admin_options()))
+        .block_on(
+            admin(&broker).describe_configs([&ResourceSpecifier::Broker(0)], &admin_options()),
+        )
         .expect("DescribeConfigs");
-    let resource = results.into_iter().next().unwrap().expect("broker 0 config result");
-    let entries: HashMap<String, Option<String>> =
-        resource.entries.into_iter().map(|e| (e.name, e.value)).collect();
-    assert_eq!(entries.get("num.partitions"), Some(&Some("4".to_string())), "got {:?}", entries.keys());
-    assert_eq!(entries.get("auto.create.topics.enable"), Some(&Some("true".to_string())));
-    assert_eq!(entries.get("log.retention.hours").or(entries.get("log.retention.ms")).is_some(), true);
+    let resource = results
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("broker 0 config result");
+    let entries: HashMap<String, Option<String>> = resource
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    assert_eq!(
+        entries.get("num.partitions"),
+        Some(&Some("4".to_string())),
+        "got {:?}",
+        entries.keys()
+    );
+    assert_eq!(
+        entries.get("auto.create.topics.enable"),
+        Some(&Some("true".to_string()))
+    );
+    assert_eq!(
+        entries
+            .get("log.retention.hours")
+            .or(entries.get("log.retention.ms"))
+            .is_some(),
+        true
+    );
 }
 
 // SIGTERM shuts the broker down cleanly; after a restart topics, configs and data are there and
@@ -795,9 +1133,13 @@ fn clean_restart_keeps_topics_configs_and_data(shards: usize) {
         let futures: Vec<_> = (0..300)
             .map(|i| {
                 let v = format!("before-{i}");
-                p.send_result(FutureRecord::<[u8], [u8]>::to("kept").payload(v.as_bytes()).partition(i % 3))
-                    .map_err(|(e, _)| e)
-                    .expect("enqueue")
+                p.send_result(
+                    FutureRecord::<[u8], [u8]>::to("kept")
+                        .payload(v.as_bytes())
+                        .partition(i % 3),
+                )
+                .map_err(|(e, _)| e)
+                .expect("enqueue")
             })
             .collect();
         for (i, d) in await_all_ok(futures).into_iter().enumerate() {
@@ -808,21 +1150,41 @@ fn clean_restart_keeps_topics_configs_and_data(shards: usize) {
 
     assert_eq!(partition_count(&broker, "kept"), Ok(3));
     assert_eq!(partition_count(&broker, "kept-too"), Ok(1));
-    assert_eq!(config_value(&describe_topic_configs(&broker, "kept"), "retention.ms"), "7200000");
+    assert_eq!(
+        config_value(&describe_topic_configs(&broker, "kept"), "retention.ms"),
+        "7200000"
+    );
     for partition in 0..3 {
         assert_eq!(watermarks(&broker, "kept", partition), (0, 100));
     }
     let c = consumer(&broker, &[]);
-    assign(&c, &[("kept", 0, Offset::Beginning), ("kept", 1, Offset::Beginning), ("kept", 2, Offset::Beginning)]);
+    assign(
+        &c,
+        &[
+            ("kept", 0, Offset::Beginning),
+            ("kept", 1, Offset::Beginning),
+            ("kept", 2, Offset::Beginning),
+        ],
+    );
     let messages = consume(&c, 300, Duration::from_secs(60));
     let got: HashSet<(i32, i64, String)> = messages
         .iter()
-        .map(|m| (m.partition(), m.offset(), String::from_utf8(m.payload().unwrap().to_vec()).unwrap()))
+        .map(|m| {
+            (
+                m.partition(),
+                m.offset(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, sent.into_iter().collect::<HashSet<_>>());
 
     let p = producer(&broker, &[]);
-    let d = send_one(&p, FutureRecord::to("kept").payload(&b"after"[..]).partition(1)).expect("produce after restart");
+    let d = send_one(
+        &p,
+        FutureRecord::to("kept").payload(&b"after"[..]).partition(1),
+    )
+    .expect("produce after restart");
     assert_eq!((d.partition, d.offset), (1, 100));
     // A second restart right away also works (nothing left half-open by the first).
     broker.restart();
@@ -835,12 +1197,17 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     let mut broker = TestBroker::start(shards);
     let topic = "durable";
     create_topic(&broker, topic, 2, &[]);
-    let p = producer(&broker, &[("message.timeout.ms", "20000"), ("linger.ms", "2")]);
+    let p = producer(
+        &broker,
+        &[("message.timeout.ms", "20000"), ("linger.ms", "2")],
+    );
     let enqueue = |range: std::ops::Range<usize>| -> (Vec<String>, Vec<DeliveryFuture>) {
         range
             .map(|i| {
                 let v = format!("durable-{i}-{}", "x".repeat(100));
-                let record = FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()).partition((i % 2) as i32);
+                let record = FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(v.as_bytes())
+                    .partition((i % 2) as i32);
                 let f = p.send_result(record).map_err(|(e, _)| e).expect("enqueue");
                 (v, f)
             })
@@ -849,7 +1216,12 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     let mut acked: HashMap<(i32, i64), String> = HashMap::new();
     let mut record_ack = |d: &Delivery, v: &String| {
         let previous = acked.insert((d.partition, d.offset), v.clone());
-        assert!(previous.is_none(), "two messages acked at {}@{}", d.partition, d.offset);
+        assert!(
+            previous.is_none(),
+            "two messages acked at {}@{}",
+            d.partition,
+            d.offset
+        );
     };
 
     // Phase 1: all acknowledged before the kill.
@@ -879,12 +1251,23 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     for partition in 0..2 {
         let (low, high) = watermarks(&broker, topic, partition);
         assert_eq!(low, 0);
-        let max_acked = acked.keys().filter(|k| k.0 == partition).map(|k| k.1).max().unwrap();
-        assert!(high > max_acked, "partition {partition}: high watermark {high} but offset {max_acked} was acked");
+        let max_acked = acked
+            .keys()
+            .filter(|k| k.0 == partition)
+            .map(|k| k.1)
+            .max()
+            .unwrap();
+        assert!(
+            high > max_acked,
+            "partition {partition}: high watermark {high} but offset {max_acked} was acked"
+        );
         highs[partition as usize] = high;
     }
     let c = consumer(&broker, &[]);
-    assign(&c, &[(topic, 0, Offset::Beginning), (topic, 1, Offset::Beginning)]);
+    assign(
+        &c,
+        &[(topic, 0, Offset::Beginning), (topic, 1, Offset::Beginning)],
+    );
     let messages = consume(&c, (highs[0] + highs[1]) as usize, Duration::from_secs(90));
     let mut next = [0i64; 2];
     for m in &messages {
@@ -892,7 +1275,11 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
         assert_eq!(m.offset(), next[part], "hole in partition {part}");
         next[part] += 1;
         let payload = std::str::from_utf8(m.payload().expect("value")).expect("utf8 value");
-        assert!(payload.starts_with("durable-"), "foreign bytes at {part}@{}", m.offset());
+        assert!(
+            payload.starts_with("durable-"),
+            "foreign bytes at {part}@{}",
+            m.offset()
+        );
         if let Some(v) = acked.get(&(m.partition(), m.offset())) {
             assert_eq!(payload, v, "acked message at {part}@{} differs", m.offset());
         }
@@ -909,12 +1296,19 @@ fn assigned_consumer_reads_from_explicit_offsets(shards: usize) {
     let futures: Vec<_> = (0..100)
         .map(|i| {
             let v = format!("m{i}");
-            p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes())).map_err(|(e, _)| e).expect("enqueue")
+            p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()))
+                .map_err(|(e, _)| e)
+                .expect("enqueue")
         })
         .collect();
     await_all_ok(futures);
 
-    for (offset, first) in [(Offset::Offset(40), 40), (Offset::Beginning, 0), (Offset::OffsetTail(5), 95), (Offset::Offset(99), 99)] {
+    for (offset, first) in [
+        (Offset::Offset(40), 40),
+        (Offset::Beginning, 0),
+        (Offset::OffsetTail(5), 95),
+        (Offset::Offset(99), 99),
+    ] {
         let c = consumer(&broker, &[]);
         assign(&c, &[(topic, 0, offset)]);
         let count = (100 - first) as usize;
@@ -944,7 +1338,9 @@ fn fetch_from_offset_out_of_range_gets_offset_out_of_range(shards: usize) {
     let futures: Vec<_> = (0..10)
         .map(|i| {
             let v = format!("m{i}");
-            p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes())).map_err(|(e, _)| e).expect("enqueue")
+            p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()))
+                .map_err(|(e, _)| e)
+                .expect("enqueue")
         })
         .collect();
     await_all_ok(futures);
@@ -953,7 +1349,10 @@ fn fetch_from_offset_out_of_range_gets_offset_out_of_range(shards: usize) {
     assign(&c, &[(topic, 0, Offset::Offset(1000))]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let err = loop {
-        assert!(Instant::now() < deadline, "no out-of-range error within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no out-of-range error within 30 s"
+        );
         match c.poll(Duration::from_millis(200)) {
             Some(Err(e)) => break e,
             Some(Ok(m)) => panic!("got a message at {} from offset 1000", m.offset()),
@@ -962,7 +1361,11 @@ fn fetch_from_offset_out_of_range_gets_offset_out_of_range(shards: usize) {
     };
     // librdkafka turns the broker's OFFSET_OUT_OF_RANGE into AutoOffsetReset when the reset
     // policy is "error"; without that broker error it would just keep fetching.
-    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::AutoOffsetReset), "got {err}");
+    assert_eq!(
+        error_code(&err),
+        Some(RDKafkaErrorCode::AutoOffsetReset),
+        "got {err}"
+    );
 
     let c = consumer(&broker, &[("auto.offset.reset", "earliest")]);
     assign(&c, &[(topic, 0, Offset::Offset(1000))]);
@@ -977,7 +1380,10 @@ fn consumer_waiting_at_end_is_woken_by_new_messages(shards: usize) {
     let topic = "wake";
     create_topic(&broker, topic, 1, &[]);
     // fetch.wait.max.ms 5000: without wake-up on append, delivery would take up to 5 s.
-    let c = consumer(&broker, &[("fetch.wait.max.ms", "5000"), ("fetch.min.bytes", "1")]);
+    let c = consumer(
+        &broker,
+        &[("fetch.wait.max.ms", "5000"), ("fetch.min.bytes", "1")],
+    );
     assign(&c, &[(topic, 0, Offset::Beginning)]);
     assert_nothing_more(&c, Duration::from_millis(1500));
     let p = producer(&broker, &[("linger.ms", "0")]);
@@ -1011,20 +1417,50 @@ fn list_offsets_earliest_latest_and_by_timestamp(shards: usize) {
     let mut futures = Vec::new();
     for i in 0..10i64 {
         let v = format!("t{i}");
-        futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()).timestamp(base + i * 1000)).map_err(|(e, _)| e).expect("enqueue"));
+        futures.push(
+            p.send_result(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(v.as_bytes())
+                    .timestamp(base + i * 1000),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue"),
+        );
     }
-    futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(&b"late"[..]).timestamp(base + 2500)).map_err(|(e, _)| e).expect("enqueue"));
+    futures.push(
+        p.send_result(
+            FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(&b"late"[..])
+                .timestamp(base + 2500),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue"),
+    );
     await_all_ok(futures);
 
     assert_eq!(watermarks(&broker, topic, 0), (0, 11));
     let c = consumer(&broker, &[]);
-    for (ts, expected) in [(base, Offset::Offset(0)), (base + 3500, Offset::Offset(4)), (base + 9000, Offset::Offset(9)), (base - 100_000, Offset::Offset(0)), (base + 20_000, Offset::End)] {
+    for (ts, expected) in [
+        (base, Offset::Offset(0)),
+        (base + 3500, Offset::Offset(4)),
+        (base + 9000, Offset::Offset(9)),
+        (base - 100_000, Offset::Offset(0)),
+        (base + 20_000, Offset::End),
+    ] {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(ts)).unwrap();
-        let got = c.offsets_for_times(tpl, OP_TIMEOUT).expect("ListOffsets by timestamp");
+        tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
+            .unwrap();
+        let got = c
+            .offsets_for_times(tpl, OP_TIMEOUT)
+            .expect("ListOffsets by timestamp");
         let elem = got.find_partition(topic, 0).unwrap();
         assert!(elem.error().is_ok(), "error {:?}", elem.error());
-        assert_eq!(elem.offset(), expected, "offset for timestamp base+{}", ts - base);
+        assert_eq!(
+            elem.offset(),
+            expected,
+            "offset for timestamp base+{}",
+            ts - base
+        );
     }
 
     // Consumed messages carry the producer's timestamps.
@@ -1035,9 +1471,13 @@ fn list_offsets_earliest_latest_and_by_timestamp(shards: usize) {
 
     // MAX_TIMESTAMP (-3, ListOffsets v7+): the offset of the record with the largest timestamp.
     let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
-    let request = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(StrBytes::from_static_str("times")))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-3)])]);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("times")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3)])]);
     let response = conn.request(7, &request).expect("ListOffsets v7");
     let part = &response.topics[0].partitions[0];
     assert_eq!(part.error_code, 0);
@@ -1048,18 +1488,34 @@ fn list_offsets_earliest_latest_and_by_timestamp(shards: usize) {
 fn log_append_time_topic_stamps_broker_time(shards: usize) {
     let broker = TestBroker::start(shards);
     let topic = "append-time";
-    create_topic(&broker, topic, 1, &[("message.timestamp.type", "LogAppendTime")]);
+    create_topic(
+        &broker,
+        topic,
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
     let p = producer(&broker, &[]);
     let before = now_ms();
     let old = before - 3_600_000;
-    send_one(&p, FutureRecord::to(topic).payload(&b"a"[..]).timestamp(old)).unwrap();
-    send_one(&p, FutureRecord::to(topic).payload(&b"b"[..]).timestamp(old)).unwrap();
+    send_one(
+        &p,
+        FutureRecord::to(topic).payload(&b"a"[..]).timestamp(old),
+    )
+    .unwrap();
+    send_one(
+        &p,
+        FutureRecord::to(topic).payload(&b"b"[..]).timestamp(old),
+    )
+    .unwrap();
     let after = now_ms();
     let c = consumer(&broker, &[]);
     assign(&c, &[(topic, 0, Offset::Beginning)]);
     for m in consume(&c, 2, Duration::from_secs(30)) {
         match m.timestamp() {
-            Timestamp::LogAppendTime(t) => assert!((before - 1000..=after + 1000).contains(&t), "append time {t} not in [{before}, {after}]"),
+            Timestamp::LogAppendTime(t) => assert!(
+                (before - 1000..=after + 1000).contains(&t),
+                "append time {t} not in [{before}, {after}]"
+            ),
             other => panic!("expected LogAppendTime, got {other:?}"),
         }
     }
@@ -1075,29 +1531,57 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
     let futures: Vec<_> = (0..200)
         .map(|i| {
             let v = format!("m{}", i / 2);
-            p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()).partition(i % 2)).map_err(|(e, _)| e).expect("enqueue")
+            p.send_result(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(v.as_bytes())
+                    .partition(i % 2),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue")
         })
         .collect();
     await_all_ok(futures);
     drop(p);
 
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(60)).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(60))
+        .unwrap();
     tpl.add_partition_offset(topic, 1, Offset::End).unwrap();
-    let result = runtime().block_on(admin(&broker).delete_records(&tpl, &admin_options())).expect("DeleteRecords");
+    let result = runtime()
+        .block_on(admin(&broker).delete_records(&tpl, &admin_options()))
+        .expect("DeleteRecords");
     let p0 = result.find_partition(topic, 0).unwrap();
     assert!(p0.error().is_ok(), "{:?}", p0.error());
-    assert_eq!(p0.offset(), Offset::Offset(60), "new low watermark of partition 0");
+    assert_eq!(
+        p0.offset(),
+        Offset::Offset(60),
+        "new low watermark of partition 0"
+    );
     let p1 = result.find_partition(topic, 1).unwrap();
     assert!(p1.error().is_ok(), "{:?}", p1.error());
-    assert_eq!(p1.offset(), Offset::Offset(100), "new low watermark of partition 1");
+    assert_eq!(
+        p1.offset(),
+        Offset::Offset(100),
+        "new low watermark of partition 1"
+    );
 
     // Deleting beyond the high watermark is refused with OFFSET_OUT_OF_RANGE.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(500)).unwrap();
-    let result = runtime().block_on(admin(&broker).delete_records(&tpl, &admin_options())).expect("DeleteRecords");
-    let err = result.find_partition(topic, 0).unwrap().error().expect_err("delete past the end");
-    assert_eq!(error_code(&err), Some(RDKafkaErrorCode::OffsetOutOfRange), "got {err}");
+    tpl.add_partition_offset(topic, 0, Offset::Offset(500))
+        .unwrap();
+    let result = runtime()
+        .block_on(admin(&broker).delete_records(&tpl, &admin_options()))
+        .expect("DeleteRecords");
+    let err = result
+        .find_partition(topic, 0)
+        .unwrap()
+        .error()
+        .expect_err("delete past the end");
+    assert_eq!(
+        error_code(&err),
+        Some(RDKafkaErrorCode::OffsetOutOfRange),
+        "got {err}"
+    );
 
     for round in ["before restart", "after restart"] {
         assert_eq!(watermarks(&broker, topic, 0), (60, 100), "{round}");
@@ -1105,13 +1589,20 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
         let c = consumer(&broker, &[]);
         assign(&c, &[(topic, 0, Offset::Beginning)]);
         let m = consume(&c, 40, Duration::from_secs(30));
-        assert_eq!((m[0].offset(), m[0].payload()), (60, Some(&b"m60"[..])), "{round}");
+        assert_eq!(
+            (m[0].offset(), m[0].payload()),
+            (60, Some(&b"m60"[..])),
+            "{round}"
+        );
         // A fetch below the log start offset is out of range.
         let c = consumer(&broker, &[("auto.offset.reset", "error")]);
         assign(&c, &[(topic, 0, Offset::Offset(10))]);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(Instant::now() < deadline, "{round}: no error fetching a deleted offset");
+            assert!(
+                Instant::now() < deadline,
+                "{round}: no error fetching a deleted offset"
+            );
             match c.poll(Duration::from_millis(200)) {
                 Some(Err(_)) => break,
                 Some(Ok(m)) => panic!("{round}: served deleted offset {}", m.offset()),
@@ -1133,25 +1624,53 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
     std::fs::write(&config, "retention_check_interval_ms = 1000\n").unwrap();
     let broker = TestBroker::start_with(shards, &["--config", config.to_str().unwrap()]);
     let segment = 1_048_576i64;
-    create_topic(&broker, "by-size", 1, &[("segment.bytes", "1048576"), ("retention.bytes", "2097152")]);
-    create_topic(&broker, "by-time", 1, &[("segment.bytes", "1048576"), ("retention.ms", "5000")]);
+    create_topic(
+        &broker,
+        "by-size",
+        1,
+        &[("segment.bytes", "1048576"), ("retention.bytes", "2097152")],
+    );
+    create_topic(
+        &broker,
+        "by-time",
+        1,
+        &[("segment.bytes", "1048576"), ("retention.ms", "5000")],
+    );
     let p = producer(&broker, &[("linger.ms", "5")]);
     let value = pseudo_random_bytes(1000, 77);
     let old = now_ms() - 3_600_000;
     let mut futures = Vec::new();
     for _ in 0..6000 {
-        futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to("by-size").payload(&value[..])).map_err(|(e, _)| e).expect("enqueue"));
-        futures.push(p.send_result(FutureRecord::<[u8], [u8]>::to("by-time").payload(&value[..]).timestamp(old)).map_err(|(e, _)| e).expect("enqueue"));
+        futures.push(
+            p.send_result(FutureRecord::<[u8], [u8]>::to("by-size").payload(&value[..]))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        futures.push(
+            p.send_result(
+                FutureRecord::<[u8], [u8]>::to("by-time")
+                    .payload(&value[..])
+                    .timestamp(old),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue"),
+        );
     }
     await_all_ok(futures);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (size_marks, time_marks) = loop {
-        let (s, t) = (watermarks(&broker, "by-size", 0), watermarks(&broker, "by-time", 0));
+        let (s, t) = (
+            watermarks(&broker, "by-size", 0),
+            watermarks(&broker, "by-time", 0),
+        );
         if s.0 > 0 && t.0 > 0 {
             break (s, t);
         }
-        assert!(Instant::now() < deadline, "no retention within 30 s: by-size {s:?}, by-time {t:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no retention within 30 s: by-size {s:?}, by-time {t:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(size_marks.1, 6000);
@@ -1159,16 +1678,29 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
     // A record takes 1000 to ~1100 bytes on disk (value plus record and batch overhead). What
     // is left is less than retention.bytes + one segment, and more than retention.bytes - one.
     let kept = size_marks.1 - size_marks.0;
-    assert!(kept * 1000 < 2_097_152 + segment, "by-size kept {kept} records ({size_marks:?})");
-    assert!(kept * 1100 > 2_097_152 - segment, "by-size deleted too much: kept {kept} records");
+    assert!(
+        kept * 1000 < 2_097_152 + segment,
+        "by-size kept {kept} records ({size_marks:?})"
+    );
+    assert!(
+        kept * 1100 > 2_097_152 - segment,
+        "by-size deleted too much: kept {kept} records"
+    );
     // All closed segments of by-time are an hour old: only the active segment may remain.
-    assert!((time_marks.1 - time_marks.0) * 1000 < segment, "by-time kept {time_marks:?}");
+    assert!(
+        (time_marks.1 - time_marks.0) * 1000 < segment,
+        "by-time kept {time_marks:?}"
+    );
 
     for (topic, (low, _)) in [("by-size", size_marks), ("by-time", time_marks)] {
         let c = consumer(&broker, &[]);
         assign(&c, &[(topic, 0, Offset::Beginning)]);
         let m = consume(&c, 1, Duration::from_secs(30));
-        assert!(m[0].offset() >= low, "{topic}: consumer from the beginning got offset {} below log start {low}", m[0].offset());
+        assert!(
+            m[0].offset() >= low,
+            "{topic}: consumer from the beginning got offset {} below log start {low}",
+            m[0].offset()
+        );
         assert_eq!(m[0].payload(), Some(&value[..]));
     }
 }
@@ -1177,25 +1709,53 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
 // many segments, every message is served, and the broker survives a restart. It never crashes.
 fn small_segment_bytes_is_refused_or_rolls_segments_without_crashing(shards: usize) {
     let mut broker = TestBroker::start(shards);
-    let topic = NewTopic::new("tiny-segments", 1, TopicReplication::Fixed(1)).set("segment.bytes", "16384");
-    let results = runtime().block_on(admin(&broker).create_topics([&topic], &admin_options())).expect("CreateTopics");
+    let topic =
+        NewTopic::new("tiny-segments", 1, TopicReplication::Fixed(1)).set("segment.bytes", "16384");
+    let results = runtime()
+        .block_on(admin(&broker).create_topics([&topic], &admin_options()))
+        .expect("CreateTopics");
     if let Err((_, code)) = &results[0] {
-        assert_eq!(*code, RDKafkaErrorCode::InvalidConfig, "unexpected CreateTopics error");
+        assert_eq!(
+            *code,
+            RDKafkaErrorCode::InvalidConfig,
+            "unexpected CreateTopics error"
+        );
         assert!(broker.is_running());
         return;
     }
     let p = producer(&broker, &[("linger.ms", "0")]);
     let value = pseudo_random_bytes(1000, 5);
     let futures: Vec<_> = (0..500)
-        .map(|_| p.send_result(FutureRecord::<[u8], [u8]>::to("tiny-segments").payload(&value[..])).map_err(|(e, _)| e).expect("enqueue"))
+        .map(|_| {
+            p.send_result(FutureRecord::<[u8], [u8]>::to("tiny-segments").payload(&value[..]))
+                .map_err(|(e, _)| e)
+                .expect("enqueue")
+        })
         .collect();
-    let acked = await_deliveries(futures).into_iter().filter(|r| r.is_ok()).count();
-    assert!(broker.is_running(), "broker died writing to a topic with segment.bytes=16384\n{}", broker.log_tail());
+    let acked = await_deliveries(futures)
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert!(
+        broker.is_running(),
+        "broker died writing to a topic with segment.bytes=16384\n{}",
+        broker.log_tail()
+    );
     assert_eq!(acked, 500);
     let segments = std::fs::read_dir(broker.data_dir().join("tiny-segments-0"))
-        .map(|d| d.filter(|e| e.as_ref().map(|e| e.path().extension() == Some("log".as_ref())).unwrap_or(false)).count())
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .map(|e| e.path().extension() == Some("log".as_ref()))
+                    .unwrap_or(false)
+            })
+            .count()
+        })
         .unwrap_or(0);
-    assert!(segments >= 10, "500 KB in 16 KiB segments made only {segments} segment files");
+    assert!(
+        segments >= 10,
+        "500 KB in 16 KiB segments made only {segments} segment files"
+    );
     broker.restart();
     let c = consumer(&broker, &[]);
     assign(&c, &[("tiny-segments", 0, Offset::Beginning)]);

@@ -65,15 +65,8 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         source,
     })?;
     let _lock = lock_data_dir(&config)?;
-    // glommio binds with SO_REUSEPORT, so a second broker would silently share the port. If
-    // anything accepts a connection there, someone is listening: refuse to start. (A bind probe
-    // would trip over our own previous run's TIME_WAIT sockets.)
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-        return Err(StartError::PortInUse {
-            addr: addr.to_string(),
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        });
-    }
+    // glommio binds with SO_REUSEPORT, so a second broker would silently share the port.
+    check_port_free(addr)?;
     check_memlock(&config, shards)?;
     raise_open_files_limit();
     let metadata = load_metadata(&config)?;
@@ -262,6 +255,40 @@ fn wait_for_signals(mut signals: signal_hook::iterator::Signals, router: Router)
         for shard in 0..router.shard_count() {
             let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
         }
+    }
+}
+
+/// Refuses to start when a live Kafka listener (another broker) answers on `addr`.
+///
+/// A listening socket can outlive its process for a moment: after a kill -9, glommio's
+/// io_uring teardown may still hold it, and the kernel keeps completing handshakes that nobody
+/// will ever read. Such a socket accepts but never answers, so the probe sends an ApiVersions
+/// request: an answer means a live broker; silence means a stale socket, which we wait out
+/// (bounded) so that new clients are not spread onto it by SO_REUSEPORT.
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    use std::io::{Read, Write};
+    const STALE_WAIT_MAX: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    loop {
+        let Ok(mut probe) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        else {
+            return Ok(()); // Nobody listens.
+        };
+        // ApiVersions v0: size, api key 18, version 0, correlation id 0, null client id.
+        let request: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        let _ = probe.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut answer = [0u8; 4];
+        if probe.write_all(&request).is_ok() && probe.read_exact(&mut answer).is_ok() {
+            return Err(StartError::PortInUse {
+                addr: addr.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
+        }
+        if started.elapsed() > STALE_WAIT_MAX {
+            tracing::warn!(%addr, "a listener that never answers holds the port; starting anyway");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -435,7 +435,11 @@ pub const PRIME_FILE_NAME: &str = ".freshet-disk-probe";
 /// O_DIRECT file glommio opens a non-empty one, then checks that O_DIRECT reads work.
 pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     io::create_dir_all(data_dir).await?;
-    let path = data_dir.join(PRIME_FILE_NAME);
+    // One probe file per shard: shards prime concurrently, and a shard opening a file another
+    // shard is just rewriting (empty for a moment) would hit the very misdetection this avoids.
+    static PRIME_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = PRIME_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = data_dir.join(format!("{PRIME_FILE_NAME}-{seq}"));
     io::write_plain_file(&path, vec![0x5a; 4096]).await?;
     let file = DataFile::open_read(&path).await?;
     let data = file.read(0, 512).await.map_err(|e| match e {
@@ -1786,7 +1790,9 @@ async fn run_write(
     if new_len > preallocated_len {
         // Grow geometrically from a small first step: an idle partition (of 10,000 on a node)
         // must not hold tens of MiB of disk, while a busy one soon preallocates full steps.
-        let step = preallocated_len.clamp(PREALLOCATE_FIRST_BYTES, plan.preallocate_step);
+        let step = preallocated_len
+            .max(PREALLOCATE_FIRST_BYTES)
+            .min(plan.preallocate_step);
         let target = (preallocated_len + step).max(io::align_up(new_len));
         file.preallocate(target).await?;
         preallocated_len = target;

@@ -56,7 +56,10 @@ impl TestBroker {
 
     /// Like `start`, with extra `freshet start` arguments (e.g. `--auto-create-topics false`).
     pub fn start_with(shards: usize, extra_args: &[&str]) -> TestBroker {
-        let tmp = tempfile::Builder::new().prefix("freshet-test-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("freshet-test-")
+            .tempdir()
+            .expect("tempdir");
         let data_dir = tmp.path().join("data");
         let log_path = tmp.path().join("broker.log");
         let mut broker = TestBroker {
@@ -128,7 +131,9 @@ impl TestBroker {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", broker_bin()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", broker_bin()));
         self.child = Some(child);
         self.wait_ready();
     }
@@ -139,7 +144,10 @@ impl TestBroker {
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
-                panic!("broker exited during startup with {status}\n{}", self.log_tail());
+                panic!(
+                    "broker exited during startup with {status}\n{}",
+                    self.log_tail()
+                );
             }
             match probe_ready(self.socket_addr()) {
                 Ok(()) => return,
@@ -178,7 +186,11 @@ impl TestBroker {
     /// Clean restart: SIGTERM, require exit status 0, start again on the same port and data.
     pub fn restart(&mut self) {
         let status = self.stop();
-        assert!(status.success(), "broker exited with {status} after SIGTERM\n{}", self.log_tail());
+        assert!(
+            status.success(),
+            "broker exited with {status} after SIGTERM\n{}",
+            self.log_tail()
+        );
         self.start_again();
     }
 
@@ -193,7 +205,11 @@ impl TestBroker {
     pub fn wait_port_closed(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect_timeout(&self.socket_addr(), Duration::from_millis(200)).is_ok() {
-            assert!(Instant::now() < deadline, "port {} still accepting 5 s after the broker died", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "port {} still accepting 5 s after the broker died",
+                self.port
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -208,7 +224,8 @@ impl TestBroker {
 
     /// Resident set size of the broker process in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         let kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -254,13 +271,23 @@ pub fn broker_bin() -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a child we have not reaped yet, so the pid is ours.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({}, {sig}) failed: {}", child.id(), io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "kill({}, {sig}) failed: {}",
+        child.id(),
+        io::Error::last_os_error()
+    );
 }
 
 /// Waits up to `timeout` for `child` to exit.
@@ -281,9 +308,14 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 /// Metadata request (all topics) answers with this broker in its broker list.
 fn probe_ready(addr: SocketAddr) -> io::Result<()> {
     let mut conn = RawConn::connect_timeout(addr, Duration::from_secs(2))?;
-    let versions = conn.request(0, &ApiVersionsRequest::default()).map_err(io::Error::other)?;
+    let versions = conn
+        .request(0, &ApiVersionsRequest::default())
+        .map_err(io::Error::other)?;
     if versions.error_code != 0 {
-        return Err(io::Error::other(format!("ApiVersions error {}", versions.error_code)));
+        return Err(io::Error::other(format!(
+            "ApiVersions error {}",
+            versions.error_code
+        )));
     }
     let metadata = versions
         .api_keys
@@ -316,7 +348,10 @@ impl RawConn {
         stream.set_read_timeout(Some(RAW_IO_TIMEOUT))?;
         stream.set_write_timeout(Some(RAW_IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(RawConn { stream, next_correlation_id: 1 })
+        Ok(RawConn {
+            stream,
+            next_correlation_id: 1,
+        })
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {
@@ -332,7 +367,9 @@ impl RawConn {
             .with_correlation_id(correlation_id)
             .with_client_id(Some(StrBytes::from_static_str("freshet-tests")));
         let mut payload = BytesMut::new();
-        header.encode(&mut payload, api_key.request_header_version(version)).expect("encode header");
+        header
+            .encode(&mut payload, api_key.request_header_version(version))
+            .expect("encode header");
         body.encode(&mut payload, version).expect("encode body");
         let mut frame = BytesMut::with_capacity(4 + payload.len());
         frame.put_i32(payload.len() as i32);
@@ -344,12 +381,17 @@ impl RawConn {
     pub fn send<R: Request>(&mut self, version: i16, body: &R) -> io::Result<i32> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        self.stream.write_all(&Self::encode_request(version, correlation_id, body))?;
+        self.stream
+            .write_all(&Self::encode_request(version, correlation_id, body))?;
         Ok(correlation_id)
     }
 
     /// Reads one response frame for `R` at `version` and checks its correlation id.
-    pub fn receive<R: Request>(&mut self, version: i16, correlation_id: i32) -> io::Result<R::Response> {
+    pub fn receive<R: Request>(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+    ) -> io::Result<R::Response> {
         let mut frame = self
             .read_frame()?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))?;
