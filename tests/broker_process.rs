@@ -35,6 +35,30 @@ fn run_to_exit(args: &[String], cwd: &Path) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Spawns `freshet start --listen ADDR --shards 2 --data-dir DIR/data` with stderr to DIR/stderr.log.
+fn spawn_two_shard_broker(addr: std::net::SocketAddr, dir: &Path) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    Command::new(broker_bin())
+        .args([
+            "start",
+            "--listen",
+            &addr.to_string(),
+            "--shards",
+            "2",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stderr_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+}
+
 fn metadata_works(addr: std::net::SocketAddr) -> bool {
     RawConn::connect(addr)
         .and_then(|mut c| c.request(9, &MetadataRequest::default().with_topics(None)))
@@ -329,45 +353,29 @@ fn restart_immediately_after_kill_9_under_produce_load_starts() {
 fn sigterm_right_after_the_port_opens_shuts_down_cleanly() {
     within(Duration::from_secs(90), || {
         for round in 0..5 {
-            let data = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut child = Command::new(broker_bin())
-                .args([
-                    "start",
-                    "--listen",
-                    &addr.to_string(),
-                    "--shards",
-                    "2",
-                    "--data-dir",
-                ])
-                .arg(data.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut child = spawn_two_shard_broker(addr, dir.path());
             let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
             while TcpStream::connect(addr).is_err() {
                 assert!(
                     Instant::now() < deadline,
                     "round {round}: port never opened"
                 );
-                assert!(
-                    child.try_wait().unwrap().is_none(),
-                    "round {round}: broker exited during startup"
-                );
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "round {round}: broker exited during startup ({status}):\n{}",
+                        stderr_log(dir.path())
+                    );
+                }
             }
             signal(&child, libc::SIGTERM);
             let status =
                 wait_timeout(&mut child, common::BROKER_STOP_TIMEOUT).expect("exit after SIGTERM");
-            let stderr = child
-                .wait_with_output()
-                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                .unwrap_or_default();
             assert!(
                 status.success(),
-                "round {round}: exit {status} after an early SIGTERM\n{stderr}"
+                "round {round}: exit {status} after an early SIGTERM\n{}",
+                stderr_log(dir.path())
             );
         }
     });
@@ -382,23 +390,9 @@ fn requests_on_connections_accepted_during_startup_are_served() {
     use kafka_protocol::protocol::StrBytes;
     within(Duration::from_secs(90), || {
         for round in 0..5 {
-            let data = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().unwrap();
             let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let mut child = Command::new(broker_bin())
-                .args([
-                    "start",
-                    "--listen",
-                    &addr.to_string(),
-                    "--shards",
-                    "2",
-                    "--data-dir",
-                ])
-                .arg(data.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = spawn_two_shard_broker(addr, dir.path());
             let deadline = Instant::now() + common::BROKER_READY_TIMEOUT;
             // Several connections, so that some land on each shard (SO_REUSEPORT spreads them).
             let mut conns = Vec::new();
@@ -410,10 +404,12 @@ fn requests_on_connections_accepted_during_startup_are_served() {
                             Instant::now() < deadline,
                             "round {round}: port never opened"
                         );
-                        assert!(
-                            child.try_wait().unwrap().is_none(),
-                            "round {round}: broker exited during startup"
-                        );
+                        if let Some(status) = child.try_wait().unwrap() {
+                            panic!(
+                                "round {round}: broker exited during startup ({status}):\n{}",
+                                stderr_log(dir.path())
+                            );
+                        }
                     }
                 }
             }
@@ -446,6 +442,61 @@ fn requests_on_connections_accepted_during_startup_are_served() {
                     result.error_message
                 );
             }
+        }
+    });
+}
+
+// Every shard comes up on every start: across many starts with 2 shards, each one reports
+// "freshet ready" (all shards listening) within 10 s; a shard that dies at startup must not
+// leave a half-working broker behind.
+#[test]
+fn every_shard_comes_up_on_every_start() {
+    within(Duration::from_secs(120), || {
+        let starts = 40;
+        for round in 0..starts {
+            let data = tempfile::tempdir().unwrap();
+            let log_path = data.path().join("stderr.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(broker_bin())
+                .args([
+                    "start",
+                    "--listen",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "--shards",
+                    "2",
+                    "--data-dir",
+                ])
+                .arg(data.path().join("data"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ready = loop {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if text.contains("freshet ready on") {
+                    break true;
+                }
+                if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+                .map(|dir| {
+                    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                ready,
+                "start {round} of {starts}: not ready within 10 s; threads {threads:?}; stderr:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
     });
 }

@@ -51,6 +51,7 @@ macro_rules! scenarios {
 
 scenarios! {
     keyed_produce_to_many_partitions_keeps_per_partition_order => 120;
+    produce_with_acks_0_1_and_all_stores_everything_in_order => 90;
     every_compression_codec_round_trips => 120;
     headers_round_trip_in_order => 60;
     null_and_empty_keys_and_values_round_trip_distinctly => 60;
@@ -71,6 +72,8 @@ scenarios! {
     list_offsets_earliest_latest_and_by_timestamp => 90;
     log_append_time_topic_stamps_broker_time => 60;
     delete_records_moves_log_start_offset_durably => 120;
+    retention_deletes_old_segments_by_size_and_by_time => 120;
+    small_segment_bytes_is_refused_or_rolls_segments_without_crashing => 90;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,6 +421,59 @@ fn keyed_produce_to_many_partitions_keeps_per_partition_order(shards: usize) {
             m.partition()
         );
     }
+}
+
+// acks=0 (no response at all), acks=1 and acks=all each store every message, in order; an
+// answer to an acks=0 request would break the client's pipelining, so this also checks silence.
+fn produce_with_acks_0_1_and_all_stores_everything_in_order(shards: usize) {
+    let broker = TestBroker::start(shards);
+    let topic = "acks";
+    create_topic(&broker, topic, 1, &[]);
+    let mut expected = Vec::new();
+    for acks in ["0", "1", "all"] {
+        let p = producer(&broker, &[("acks", acks), ("linger.ms", "1")]);
+        let mut futures = Vec::new();
+        for i in 0..300 {
+            let v = format!("acks={acks} #{i}");
+            futures.push(
+                p.send_result(FutureRecord::<[u8], [u8]>::to(topic).payload(v.as_bytes()))
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+            expected.push(v);
+        }
+        let deliveries = await_all_ok(futures);
+        // acks=0 messages count as delivered once sent: wait until the broker has them all
+        // before the next producer (another connection) writes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while watermarks(&broker, topic, 0).1 < expected.len() as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "acks={acks}: high watermark {:?}, sent {}",
+                watermarks(&broker, topic, 0),
+                expected.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if acks != "0" {
+            // With acks=0 librdkafka reports no offsets; otherwise they continue densely.
+            let first = expected.len() as i64 - 300;
+            let offsets: Vec<i64> = deliveries.iter().map(|d| d.offset).collect();
+            assert_eq!(
+                offsets,
+                (first..first + 300).collect::<Vec<_>>(),
+                "acks={acks} offsets"
+            );
+        }
+    }
+    assert_eq!(watermarks(&broker, topic, 0), (0, 900));
+    let c = consumer(&broker, &[]);
+    assign(&c, &[(topic, 0, Offset::Beginning)]);
+    let got: Vec<String> = consume(&c, 900, Duration::from_secs(60))
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, expected);
 }
 
 // Batches compressed with each codec are stored and served so the consumer decodes them exactly.
@@ -1557,4 +1613,152 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
             broker.restart();
         }
     }
+}
+
+// Retention (checked every second here, via the config file) deletes whole old segments: by
+// retention.bytes, and by retention.ms using the records' timestamps. The log start offset
+// moves to a segment boundary and consumers from the beginning start there.
+fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freshet.toml");
+    std::fs::write(&config, "retention_check_interval_ms = 1000\n").unwrap();
+    let broker = TestBroker::start_with(shards, &["--config", config.to_str().unwrap()]);
+    let segment = 1_048_576i64;
+    create_topic(
+        &broker,
+        "by-size",
+        1,
+        &[("segment.bytes", "1048576"), ("retention.bytes", "2097152")],
+    );
+    create_topic(
+        &broker,
+        "by-time",
+        1,
+        &[("segment.bytes", "1048576"), ("retention.ms", "5000")],
+    );
+    let p = producer(&broker, &[("linger.ms", "5")]);
+    let value = pseudo_random_bytes(1000, 77);
+    let old = now_ms() - 3_600_000;
+    let mut futures = Vec::new();
+    for _ in 0..6000 {
+        futures.push(
+            p.send_result(FutureRecord::<[u8], [u8]>::to("by-size").payload(&value[..]))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        futures.push(
+            p.send_result(
+                FutureRecord::<[u8], [u8]>::to("by-time")
+                    .payload(&value[..])
+                    .timestamp(old),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue"),
+        );
+    }
+    await_all_ok(futures);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (size_marks, time_marks) = loop {
+        let (s, t) = (
+            watermarks(&broker, "by-size", 0),
+            watermarks(&broker, "by-time", 0),
+        );
+        if s.0 > 0 && t.0 > 0 {
+            break (s, t);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retention within 30 s: by-size {s:?}, by-time {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(size_marks.1, 6000);
+    assert_eq!(time_marks.1, 6000);
+    // A record takes 1000 to ~1100 bytes on disk (value plus record and batch overhead). What
+    // is left is less than retention.bytes + one segment, and more than retention.bytes - one.
+    let kept = size_marks.1 - size_marks.0;
+    assert!(
+        kept * 1000 < 2_097_152 + segment,
+        "by-size kept {kept} records ({size_marks:?})"
+    );
+    assert!(
+        kept * 1100 > 2_097_152 - segment,
+        "by-size deleted too much: kept {kept} records"
+    );
+    // All closed segments of by-time are an hour old: only the active segment may remain.
+    assert!(
+        (time_marks.1 - time_marks.0) * 1000 < segment,
+        "by-time kept {time_marks:?}"
+    );
+
+    for (topic, (low, _)) in [("by-size", size_marks), ("by-time", time_marks)] {
+        let c = consumer(&broker, &[]);
+        assign(&c, &[(topic, 0, Offset::Beginning)]);
+        let m = consume(&c, 1, Duration::from_secs(30));
+        assert!(
+            m[0].offset() >= low,
+            "{topic}: consumer from the beginning got offset {} below log start {low}",
+            m[0].offset()
+        );
+        assert_eq!(m[0].payload(), Some(&value[..]));
+    }
+}
+
+// A small segment.bytes is either refused at creation (INVALID_CONFIG) or works: the log rolls
+// many segments, every message is served, and the broker survives a restart. It never crashes.
+fn small_segment_bytes_is_refused_or_rolls_segments_without_crashing(shards: usize) {
+    let mut broker = TestBroker::start(shards);
+    let topic =
+        NewTopic::new("tiny-segments", 1, TopicReplication::Fixed(1)).set("segment.bytes", "16384");
+    let results = runtime()
+        .block_on(admin(&broker).create_topics([&topic], &admin_options()))
+        .expect("CreateTopics");
+    if let Err((_, code)) = &results[0] {
+        assert_eq!(
+            *code,
+            RDKafkaErrorCode::InvalidConfig,
+            "unexpected CreateTopics error"
+        );
+        assert!(broker.is_running());
+        return;
+    }
+    let p = producer(&broker, &[("linger.ms", "0")]);
+    let value = pseudo_random_bytes(1000, 5);
+    let futures: Vec<_> = (0..500)
+        .map(|_| {
+            p.send_result(FutureRecord::<[u8], [u8]>::to("tiny-segments").payload(&value[..]))
+                .map_err(|(e, _)| e)
+                .expect("enqueue")
+        })
+        .collect();
+    let acked = await_deliveries(futures)
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert!(
+        broker.is_running(),
+        "broker died writing to a topic with segment.bytes=16384\n{}",
+        broker.log_tail()
+    );
+    assert_eq!(acked, 500);
+    let segments = std::fs::read_dir(broker.data_dir().join("tiny-segments-0"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .map(|e| e.path().extension() == Some("log".as_ref()))
+                    .unwrap_or(false)
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    assert!(
+        segments >= 10,
+        "500 KB in 16 KiB segments made only {segments} segment files"
+    );
+    broker.restart();
+    let c = consumer(&broker, &[]);
+    assign(&c, &[("tiny-segments", 0, Offset::Beginning)]);
+    let m = consume(&c, 500, Duration::from_secs(60));
+    assert!(m.iter().all(|m| m.payload() == Some(&value[..])));
 }
