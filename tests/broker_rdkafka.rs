@@ -607,7 +607,8 @@ fn null_and_empty_keys_and_values_round_trip_distinctly(shards: usize) {
     let topic = "nulls";
     create_topic(&broker, topic, 1, &[]);
     let p = producer(&broker, &[]);
-    let cases: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let cases: Vec<KeyValue> = vec![
         (None, Some(b"value, no key")),
         (Some(b"key, no value"), None),
         (None, None),
@@ -1112,13 +1113,10 @@ fn broker_configs_are_described_with_kafka_names(shards: usize) {
         entries.get("auto.create.topics.enable"),
         Some(&Some("true".to_string()))
     );
-    assert_eq!(
-        entries
-            .get("log.retention.hours")
-            .or(entries.get("log.retention.ms"))
-            .is_some(),
-        true
-    );
+    assert!(entries
+        .get("log.retention.hours")
+        .or(entries.get("log.retention.ms"))
+        .is_some());
 }
 
 // SIGTERM shuts the broker down cleanly; after a restart topics, configs and data are there and

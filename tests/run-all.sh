@@ -2,7 +2,8 @@
 # Runs the whole Freshet test suite on a fresh machine:
 #   1. installs kcat and iperf3 with apt-get if they are missing,
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
-#   3. cargo build --all-targets, cargo test (unit + real-broker integration tests),
+#   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
+#      cargo build --all-targets, cargo test (unit + real-broker integration tests),
 #   4. pytest tests/python against target/debug/freshet (FRESHET_BIN).
 # Both test runners always run; the script exits non-zero if either failed (or if pytest
 # collected no tests). Usage: bash tests/run-all.sh
@@ -50,6 +51,10 @@ else
 fi
 
 # ---- 3. Build -----------------------------------------------------------------------------------
+step "cargo fmt --check; cargo clippy --all-targets -- -D warnings"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
 step "cargo build --all-targets"
 cargo build --all-targets
 T_BUILD=$(now)
