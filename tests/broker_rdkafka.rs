@@ -1721,7 +1721,10 @@ fn small_segment_bytes_is_refused_or_rolls_segments_without_crashing(shards: usi
         assert!(broker.is_running());
         return;
     }
-    let p = producer(&broker, &[("linger.ms", "0")]);
+    // Small producer batches: a segment rolls between batches, never inside one (as in Kafka,
+    // a batch larger than segment.bytes fills a segment alone), so 500 messages in one big
+    // batch would rightly make a single segment.
+    let p = producer(&broker, &[("linger.ms", "0"), ("batch.size", "4096")]);
     let value = pseudo_random_bytes(1000, 5);
     let futures: Vec<_> = (0..500)
         .map(|_| {
