@@ -17,7 +17,9 @@
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::panic::AssertUnwindSafe;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
 use crate::api::{self, Outcome};
@@ -132,9 +134,15 @@ async fn read_loop(
             }
         };
         let handler_shard = shard.clone();
-        let answer =
-            glommio::spawn_local(async move { api::handle(&handler_shard, request).await })
-                .detach();
+        let answer = glommio::spawn_local(async move {
+            // A bug in one handler must not take the shard (and every other client) down:
+            // the panic is logged by the panic hook and only this connection is closed.
+            AssertUnwindSafe(api::handle(&handler_shard, request))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Outcome::Close("request handler panicked".into()))
+        })
+        .detach();
         if queue.send_async(InFlight { answer, kib }).await.is_err() {
             return "writer gone".into();
         }

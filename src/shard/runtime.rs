@@ -16,11 +16,13 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::{Job, Router, Shard};
@@ -242,7 +244,15 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
         };
         let job_shard = shard.clone();
         glommio::spawn_local(async move {
-            job(job_shard).await;
+            // A panicking job drops its answer channel: the caller sees ShardGone and answers
+            // its client with an error; this shard keeps serving.
+            if AssertUnwindSafe(job(job_shard))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("a cross-shard job panicked");
+            }
             drop(permit);
         })
         .detach();
