@@ -12,7 +12,8 @@
 //!   and the restart time of that data directory.
 //!
 //! Sizes are environment variables so a quick run stays quick: `FRESHET_BENCH_MB` (default 256),
-//! `FRESHET_BENCH_PARTITIONS` (default 4), `FRESHET_BENCH_SHARDS` (default 2).
+//! `FRESHET_BENCH_PARTITIONS` (default 4), `FRESHET_BENCH_SHARDS` (default 2); a broker TOML
+//! file with `FRESHET_BENCH_CONFIG`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +61,13 @@ impl Broker {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(
+                std::env::var("FRESHET_BENCH_CONFIG")
+                    .ok()
+                    .filter(|path| !path.is_empty())
+                    .map(|path| vec!["--config".to_string(), path])
+                    .unwrap_or_default(),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("start freshet");
