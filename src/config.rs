@@ -43,6 +43,11 @@ pub struct BrokerConfig {
     pub inflight_request_bytes_per_shard_max: usize,
     /// Depth of each bounded cross-shard queue; senders wait when it is full.
     pub shard_queue_depth: usize,
+    /// A connection with no request for this long is closed. Kafka's `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// Once a request's size has arrived, the rest of it must arrive within this long, or the
+    /// connection is closed (a stalled client must not hold the shard's request memory).
+    pub request_read_timeout_ms: u64,
     /// Per-shard memory for the partition tail cache, in bytes.
     pub tail_cache_bytes_per_shard: usize,
     /// glommio io_memory per shard, in bytes (counted against RLIMIT_MEMLOCK).
@@ -85,6 +90,8 @@ impl Default for BrokerConfig {
             inflight_requests_per_connection_max: 64,
             inflight_request_bytes_per_shard_max: 256 * 1024 * 1024,
             shard_queue_depth: 1024,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
             tail_cache_bytes_per_shard: 128 * 1024 * 1024,
             io_memory_bytes: 1024 * 1024,
             ring_depth: 1024,
@@ -169,6 +176,14 @@ impl BrokerConfig {
                 self.inflight_request_bytes_per_shard_max as i64,
             ),
             ("shard_queue_depth", self.shard_queue_depth as i64),
+            (
+                "connections_max_idle_ms",
+                self.connections_max_idle_ms as i64,
+            ),
+            (
+                "request_read_timeout_ms",
+                self.request_read_timeout_ms as i64,
+            ),
             ("io_memory_bytes", self.io_memory_bytes as i64),
             ("ring_depth", self.ring_depth as i64),
             ("log_segment_bytes", self.log_segment_bytes),

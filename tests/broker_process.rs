@@ -500,3 +500,63 @@ fn every_shard_comes_up_on_every_start() {
         }
     });
 }
+
+// A client that announces a request and then stalls is cut off after request_read_timeout_ms,
+// and the shard memory reserved for its request is given back: with a 1 MiB request budget, a
+// stalled 1 MiB announcement blocks other clients' requests only until the timeout. An idle
+// connection is closed after connections_max_idle_ms.
+#[test]
+fn stalled_and_idle_connections_are_closed_and_release_the_request_budget() {
+    use std::io::Write;
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("freshet.toml");
+        std::fs::write(
+            &config,
+            "request_read_timeout_ms = 1000\nconnections_max_idle_ms = 2000\n\
+             inflight_request_bytes_per_shard_max = 1048576\n",
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        let broker = TestBroker::start_with(1, &["--config", config.as_str()]);
+
+        // Announce 1 MiB (the whole budget), send 10 bytes of it, stall.
+        let mut stalled = RawConn::connect(broker.socket_addr()).unwrap();
+        stalled
+            .stream
+            .write_all(&(1_048_576i32).to_be_bytes())
+            .unwrap();
+        stalled.stream.write_all(&[0u8; 10]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+
+        // Another client's request waits for the budget, then is served once the stalled
+        // connection has been closed.
+        let started = Instant::now();
+        let mut healthy = RawConn::connect(broker.socket_addr()).unwrap();
+        healthy.set_read_timeout(Duration::from_secs(10));
+        healthy
+            .request(9, &MetadataRequest::default().with_topics(None))
+            .expect("metadata after the stalled client was cut off");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(5),
+            "budget not released: waited {waited:?}"
+        );
+        stalled.set_read_timeout(Duration::from_secs(5));
+        assert!(
+            matches!(stalled.read_frame(), Ok(None) | Err(_)),
+            "stalled connection still open"
+        );
+
+        // An idle connection is closed by the broker after connections_max_idle_ms.
+        let mut idle = RawConn::connect(broker.socket_addr()).unwrap();
+        idle.set_read_timeout(Duration::from_secs(10));
+        let started = Instant::now();
+        assert!(matches!(idle.read_frame(), Ok(None) | Err(_)));
+        let closed_after = started.elapsed();
+        assert!(
+            closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(8),
+            "idle connection closed after {closed_after:?}"
+        );
+    });
+}

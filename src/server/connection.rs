@@ -8,13 +8,17 @@
 //!
 //! Limits: a frame larger than `request_bytes_max` closes the connection (as Kafka does); at
 //! most `inflight_requests_per_connection_max` requests wait per connection, and at most
-//! `inflight_request_bytes_per_shard_max` bytes of requests per shard; at either limit the
-//! reader stops reading, so TCP backpressure reaches the client.
+//! `inflight_request_bytes_per_shard_max` bytes of requests per shard, reserved as soon as a
+//! frame's size is known, before its body is read; at either limit the reader stops reading, so
+//! TCP backpressure reaches the client.
 //!
-//! The connection closes when the client closes, sends something unparseable, or a handler
-//! asks for it (unknown API key); other connections are never affected.
+//! The connection closes when the client closes, sends something unparseable, a handler asks
+//! for it (unknown API key) or panics, the connection idles longer than
+//! `connections_max_idle_ms`, or a started request stalls longer than
+//! `request_read_timeout_ms`; other connections are never affected.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use std::panic::AssertUnwindSafe;
@@ -50,6 +54,43 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
     write_task.await;
 }
 
+/// Shard memory reserved for one request, in KiB; given back when dropped.
+struct Reservation<'a> {
+    shard: &'a Shard,
+    kib: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Waits until the shard's request budget has room for `bytes`.
+    async fn acquire(shard: &'a Shard, bytes: usize) -> Option<Reservation<'a>> {
+        let kib = (bytes as u64)
+            .div_ceil(1024)
+            .clamp(1, shard_kib_total(shard));
+        shard.inflight_kib.acquire(kib).await.ok()?;
+        Some(Reservation { shard, kib })
+    }
+
+    /// Hands the reservation over to whoever will give it back (the writer).
+    fn into_kib(self) -> u64 {
+        let kib = self.kib;
+        std::mem::forget(self);
+        kib
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shard.inflight_kib.signal(self.kib);
+    }
+}
+
+/// How a wait for more bytes from the client ended.
+enum ReadEnd {
+    Data(std::io::Result<usize>),
+    Stopping,
+    TimedOut,
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
@@ -57,8 +98,14 @@ async fn read_loop(
     peer: &str,
 ) -> String {
     let max = shard.config.request_bytes_max;
+    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+    let stall = Duration::from_millis(shard.config.request_read_timeout_ms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
+        // The shard memory for the frame at the front of `buf`, reserved as soon as its size is
+        // known and before its body is read, so a shard never holds more request bytes than
+        // its budget (plus one read chunk per connection).
+        let mut reserved: Option<Reservation> = None;
         let frame = loop {
             match take_frame(&mut buf, max) {
                 Ok(Some(frame)) => break frame,
@@ -75,60 +122,80 @@ async fn read_loop(
             if shard.stopping.get() && buf.is_empty() {
                 return "broker stopping".into();
             }
-            // Grow the buffer for the frame being read, never past what was announced.
+            // take_frame has checked the size once its 4 bytes are here.
             let announced = if buf.len() >= 4 {
                 i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize + 4
             } else {
                 0
             };
+            if announced > 0 && reserved.is_none() {
+                match Reservation::acquire(shard, announced - 4).await {
+                    Some(r) => reserved = Some(r),
+                    None => return "shard stopping".into(),
+                }
+            }
+            // Grow the buffer for the frame being read, never past what was announced.
             let want = announced
                 .saturating_sub(buf.len())
                 .clamp(READ_CHUNK_BYTES, 1 << 20);
             let filled = buf.len();
             buf.resize(filled + want, 0);
+            // Between requests a connection may idle up to connections_max_idle_ms; once a
+            // request has started, its bytes must keep coming within request_read_timeout_ms.
+            let limit = if filled == 0 { idle } else { stall };
             let read = futures_lite::future::or(
-                async { Some(reader.read(&mut buf[filled..]).await) },
-                async {
-                    // A stopping broker stops waiting on idle connections.
-                    while !shard.stopping.get() {
-                        shard.stop.wait().await;
-                    }
-                    if filled == 0 {
-                        None
-                    } else {
-                        futures_lite::future::pending().await
-                    }
-                },
+                async { ReadEnd::Data(reader.read(&mut buf[filled..]).await) },
+                futures_lite::future::or(
+                    async {
+                        // A stopping broker stops waiting on idle connections.
+                        while !shard.stopping.get() {
+                            shard.stop.wait().await;
+                        }
+                        if filled == 0 {
+                            ReadEnd::Stopping
+                        } else {
+                            futures_lite::future::pending().await
+                        }
+                    },
+                    async {
+                        glommio::timer::sleep(limit).await;
+                        ReadEnd::TimedOut
+                    },
+                ),
             )
             .await;
             match read {
-                None => {
-                    buf.truncate(filled);
-                    return "broker stopping".into();
+                ReadEnd::Stopping => return "broker stopping".into(),
+                ReadEnd::TimedOut if filled == 0 => {
+                    tracing::debug!(%peer, "idle connection closed (connections_max_idle_ms)");
+                    return "idle timeout".into();
                 }
-                Some(Ok(0)) => {
-                    buf.truncate(filled);
+                ReadEnd::TimedOut => {
+                    tracing::warn!(%peer, received = filled, announced, "request not completed within request_read_timeout_ms; closing connection");
+                    return "request read timeout".into();
+                }
+                ReadEnd::Data(Ok(0)) => {
                     return if filled == 0 {
                         "closed by client".into()
                     } else {
                         "client closed mid-frame".into()
                     };
                 }
-                Some(Ok(n)) => buf.truncate(filled + n),
-                Some(Err(e)) => return format!("read error: {e}"),
+                ReadEnd::Data(Ok(n)) => buf.truncate(filled + n),
+                ReadEnd::Data(Err(e)) => return format!("read error: {e}"),
             }
         };
         let frame: Bytes = frame.freeze();
-        let kib = (frame.len() as u64)
-            .div_ceil(1024)
-            .clamp(1, shard_kib_total(shard));
-        if shard.inflight_kib.acquire(kib).await.is_err() {
-            return "shard stopping".into();
-        }
+        let reservation = match reserved {
+            Some(r) => r,
+            None => match Reservation::acquire(shard, frame.len()).await {
+                Some(r) => r,
+                None => return "shard stopping".into(),
+            },
+        };
         let request = match parse_request_header(frame) {
             Ok(request) => request,
             Err(e) => {
-                shard.inflight_kib.signal(kib);
                 tracing::warn!(%peer, error = %e, "unparseable request header; closing connection");
                 return format!("bad request header: {e}");
             }
@@ -143,7 +210,9 @@ async fn read_loop(
                 .unwrap_or_else(|_| Outcome::Close("request handler panicked".into()))
         })
         .detach();
+        let kib = reservation.into_kib();
         if queue.send_async(InFlight { answer, kib }).await.is_err() {
+            shard.inflight_kib.signal(kib);
             return "writer gone".into();
         }
     }
