@@ -5,6 +5,7 @@
 //! [`topic_config`] knows Kafka's topic configs. Consumer groups, committed offsets, producer
 //! ids and transactions join it in their issues.
 
+pub mod group;
 pub mod metadata;
 pub mod store;
 pub mod topic_config;
