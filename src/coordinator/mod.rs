@@ -7,5 +7,6 @@
 
 pub mod group;
 pub mod metadata;
+pub mod offsets;
 pub mod store;
 pub mod topic_config;

@@ -1,8 +1,7 @@
 """confluent-kafka (librdkafka from the wheel) against a real freshet broker.
 
-confluent-kafka's Consumer insists on a group.id; these consumers set one but only ever use
-assign() with explicit offsets and never commit, so no group coordinator is involved
-(consumer groups are issue 4).
+Most consumers here set a group.id but only use assign() with explicit offsets and never
+commit; the group tests at the end subscribe and go through the group coordinator.
 """
 
 import time
@@ -220,3 +219,43 @@ def test_too_large_message_is_rejected_by_the_broker(broker):
     assert [e.code() if e else None for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.MSG_SIZE_TOO_LARGE]
     [m] = produce_all(p, [dict(topic="ck-limit", value=b"small")])
     assert m.offset() == 0
+
+
+# Two consumers subscribed in one group end with disjoint assignments that cover every
+# partition, and between them read every message (some twice across the rebalance at most).
+@pytest.mark.timeout(60)
+def test_two_consumers_in_a_group_split_the_partitions(make_broker):
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("split-topic", 4, 1)])["split-topic"].result(T)
+    p = producer(b)
+    sent = [{"topic": "split-topic", "key": f"k{i}".encode(), "value": f"v{i}".encode()}
+            for i in range(40)]
+    delivered = produce_all(p, sent)
+    assert len({m.partition() for m in delivered}) >= 2
+    conf = {"bootstrap.servers": b.addr, "group.id": "split-group",
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100}
+    consumers = [Consumer(conf), Consumer(conf)]
+    for c in consumers:
+        c.subscribe(["split-topic"])
+    seen = set()
+    deadline = time.monotonic() + 45
+    try:
+        while time.monotonic() < deadline:
+            for c in consumers:
+                m = c.poll(0.1)
+                if m is not None and m.error() is None:
+                    seen.add(m.value())
+            parts = [{tp.partition for tp in c.assignment()} for c in consumers]
+            if len(seen) == 40 and all(parts) and not (parts[0] & parts[1]) \
+                    and parts[0] | parts[1] == {0, 1, 2, 3}:
+                break
+        parts = [{tp.partition for tp in c.assignment()} for c in consumers]
+        assert all(parts), f"both consumers have partitions: {parts}"
+        assert not (parts[0] & parts[1]), f"disjoint: {parts}"
+        assert parts[0] | parts[1] == {0, 1, 2, 3}, f"complete: {parts}"
+        assert seen == {m["value"] for m in sent}
+    finally:
+        for c in consumers:
+            c.close()

@@ -1,0 +1,320 @@
+//! The group coordinator's runtime on the coordinator shard (shard 0): runs the pure state
+//! machines of `coordinator::group` and `coordinator::offsets` and does their I/O.
+//!
+//! [`GroupCoordinator`] lives inside every [`super::Shard`] but is used on shard 0 only
+//! (created with the shard, loaded by [`GroupCoordinator::load`] at startup, closed at
+//! shutdown); other shards reach it with `invoke_on(COORDINATOR_SHARD, ...)`.
+//!
+//! - Delayed answers: a JoinGroup or SyncGroup gets a request id and a one-shot channel kept in
+//!   `replies`; the request waits on the channel, and whichever call produces the
+//!   `Effect::Reply` for that id (a later join, a leader's sync, a tick) completes it.
+//! - Ticks: [`GroupCoordinator::tick`] is called by a timer on shard 0 every
+//!   [`GROUP_TICK_INTERVAL_MS`]; it expires sessions and ends rebalances.
+//! - Durability: committed offsets are appended to the internal log
+//!   `<data_dir>/internal/__consumer_offsets-0/` (a [`PartitionLog`], so group-committed and
+//!   fdatasync'd like any partition) and applied to the table only once the append is durable,
+//!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
+//!   replays the log. The directory cannot collide with a topic's (topic directories sit
+//!   directly in the data directory).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+
+use crate::coordinator::group::{
+    Effect, GroupConfig, Groups, JoinRequest, JoinResponse, RequestId, Response, SyncRequest,
+    SyncResponse,
+};
+use crate::coordinator::offsets::{self, CommittedOffset, OffsetChange, OffsetKey, Offsets};
+use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
+
+/// How often the coordinator shard ticks the group state machine, in milliseconds.
+pub const GROUP_TICK_INTERVAL_MS: u64 = 250;
+
+/// Bytes read per call while replaying the offsets log at startup.
+const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+
+/// The internal offsets log's directory under the data directory.
+pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("internal").join("__consumer_offsets-0")
+}
+
+/// The coordinator shard's group state; see the module doc.
+pub struct GroupCoordinator {
+    pub groups: RefCell<Groups>,
+    pub offsets: RefCell<Offsets>,
+    log: RefCell<Option<Rc<PartitionLog>>>,
+    replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
+    next_request_id: Cell<RequestId>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        GroupCoordinator {
+            groups: RefCell::new(Groups::new(config, salt[..8].to_string())),
+            offsets: RefCell::new(Offsets::default()),
+            log: RefCell::new(None),
+            replies: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+        }
+    }
+
+    /// Opens the offsets log under `data_dir` and rebuilds the offsets table from it.
+    pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
+        let config = LogConfig {
+            retention_ms: -1,
+            segment_bytes: 100 * 1024 * 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&offsets_log_dir(data_dir), config, cache).await?;
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < log.high_watermark() {
+            let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            for batch in data.batches {
+                let (changes, next) = offsets::decode_batches(batch)
+                    .map_err(|e| StorageError::CorruptMessage(format!("offsets log: {e}")))?;
+                records += changes.len();
+                let mut table = self.offsets.borrow_mut();
+                for change in changes {
+                    table.apply(change);
+                }
+                offset = offset.max(next);
+            }
+            glommio::yield_if_needed().await;
+        }
+        tracing::info!(
+            records,
+            groups = self.offsets.borrow().group_ids().len(),
+            "committed offsets loaded"
+        );
+        *self.log.borrow_mut() = Some(Rc::new(log));
+        Ok(())
+    }
+
+    /// True once the offsets table is loaded (and commits can be written).
+    pub fn is_loaded(&self) -> bool {
+        self.log.borrow().is_some()
+    }
+
+    /// Flushes and closes the offsets log (shutdown).
+    pub async fn close(&self) {
+        let log = self.log.borrow_mut().take();
+        if let Some(log) = log {
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "closing the offsets log failed");
+            }
+        }
+    }
+
+    fn run(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Reply {
+                    request_id,
+                    response,
+                } => {
+                    let sender = self.replies.borrow_mut().remove(&request_id);
+                    match sender {
+                        // The requester may be gone (connection closed): nothing to do.
+                        Some(sender) => {
+                            let _ = sender.send(response);
+                        }
+                        None => panic!("reply to unknown request id {request_id}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn park(&self) -> (RequestId, flume::Receiver<Response>) {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (tx, rx) = flume::bounded(1);
+        self.replies.borrow_mut().insert(id, tx);
+        (id, rx)
+    }
+
+    pub async fn join(&self, now_ms: i64, req: JoinRequest) -> JoinResponse {
+        let member_id = req.member_id.clone();
+        let (id, rx) = self.park();
+        let effects = self.groups.borrow_mut().join(now_ms, id, req);
+        self.run(effects);
+        match rx.recv_async().await {
+            Ok(Response::Join(r)) => r,
+            _ => JoinResponse {
+                error: Some(ResponseError::CoordinatorNotAvailable),
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    pub async fn sync(&self, now_ms: i64, req: SyncRequest) -> SyncResponse {
+        let (id, rx) = self.park();
+        let effects = self.groups.borrow_mut().sync(now_ms, id, req);
+        self.run(effects);
+        match rx.recv_async().await {
+            Ok(Response::Sync(r)) => r,
+            _ => SyncResponse {
+                error: Some(ResponseError::CoordinatorNotAvailable),
+                protocol_type: None,
+                protocol_name: None,
+                assignment: bytes::Bytes::new(),
+            },
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Option<ResponseError> {
+        self.groups.borrow_mut().heartbeat(
+            now_ms,
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+        )
+    }
+
+    pub fn leave(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
+        let (top, each, effects) = self.groups.borrow_mut().leave(now_ms, group_id, members);
+        self.run(effects);
+        (top, each)
+    }
+
+    pub fn tick(&self, now_ms: i64) {
+        let effects = self.groups.borrow_mut().tick(now_ms);
+        self.run(effects);
+    }
+
+    /// Appends `changes` to the offsets log and, once durable, applies them to the table.
+    pub async fn write_offsets(
+        &self,
+        changes: Vec<OffsetChange>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let log = self
+            .log
+            .borrow()
+            .clone()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let batch = offsets::encode_batch(&changes, now_ms).map_err(|e| {
+            tracing::error!(error = %e, "encoding an offsets batch failed");
+            ResponseError::UnknownServerError
+        })?;
+        if let Err(e) = log.append(batch, now_ms).await {
+            tracing::error!(error = %e, "appending to the offsets log failed");
+            return Err(crate::error::offsets_log_code(&e));
+        }
+        let mut table = self.offsets.borrow_mut();
+        for change in changes {
+            table.apply(change);
+        }
+        Ok(())
+    }
+
+    /// OffsetCommit of `entries` (topic, partition, value) for a classic group: Kafka's member
+    /// and generation checks, then a durable write. Returns one error per entry, or a
+    /// group-level error for all of them.
+    pub async fn commit(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        self.groups.borrow().validate_offset_commit(
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+        )?;
+        self.groups.borrow_mut().ensure_group(group_id);
+        let mut errors = Vec::with_capacity(entries.len());
+        let mut changes = Vec::with_capacity(entries.len());
+        for (topic, partition, value) in entries {
+            if value.metadata.len() > offsets::OFFSET_METADATA_BYTES_MAX {
+                errors.push(Some(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            errors.push(None);
+            changes.push((
+                OffsetKey {
+                    group: group_id.to_string(),
+                    topic,
+                    partition,
+                },
+                Some(value),
+            ));
+        }
+        match self.write_offsets(changes, now_ms).await {
+            Ok(()) => Ok(errors),
+            Err(e) => Ok(errors.into_iter().map(|x| x.or(Some(e))).collect()),
+        }
+    }
+
+    /// OffsetFetch for one group: the asked partitions (`None`: every committed one), each with
+    /// its committed offset if any.
+    pub fn fetch(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, ResponseError> {
+        if !self.is_loaded() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let table = self.offsets.borrow();
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions
+                        .into_iter()
+                        .map(|p| (p, table.get(group_id, &topic, p).cloned()))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut out: FetchedOffsets = Vec::new();
+                for ((topic, partition), value) in table.of_group(group_id) {
+                    match out.last_mut() {
+                        Some((t, parts)) if *t == topic => parts.push((partition, Some(value))),
+                        _ => out.push((topic, vec![(partition, Some(value))])),
+                    }
+                }
+                out
+            }
+        })
+    }
+}
+
+/// OffsetFetch's answer for one group: per topic, per partition, the committed offset if any.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
