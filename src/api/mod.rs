@@ -12,9 +12,11 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
@@ -22,9 +24,11 @@ pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
@@ -86,6 +90,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::LeaveGroup => leave_group::handle(shard, request).await,
         ApiKey::OffsetCommit => offset_commit::handle(shard, request).await,
         ApiKey::OffsetFetch => offset_fetch::handle(shard, request).await,
+        ApiKey::DescribeGroups => describe_groups::handle(shard, request).await,
+        ApiKey::ListGroups => list_groups::handle(shard, request).await,
+        ApiKey::DeleteGroups => delete_groups::handle(shard, request).await,
+        ApiKey::OffsetDelete => offset_delete::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -310,6 +310,30 @@ impl Group {
         })
     }
 
+    /// Topics the members subscribe to, from their consumer-protocol metadata; `None` if the
+    /// group is not a consumer group or a subscription does not decode (then every topic
+    /// counts as subscribed).
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol_name.clone()?;
+        let mut topics = std::collections::BTreeSet::new();
+        for m in self.members.values() {
+            let mut buf = m.metadata_for(&protocol);
+            if buf.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            bytes::Buf::advance(&mut buf, 2);
+            let sub = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
+    }
+
     fn all_members_joined(&self) -> bool {
         self.pending_members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
     }
@@ -360,6 +384,17 @@ impl Groups {
         self.groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
+    }
+
+    /// Whether [`Groups::delete_group`] would succeed.
+    pub fn check_deletable(&self, group_id: &str) -> Result<(), ResponseError> {
+        match self.groups.get(group_id) {
+            None => Err(ResponseError::GroupIdNotFound),
+            Some(g) if !g.is_empty() || !g.pending_members.is_empty() => {
+                Err(ResponseError::NonEmptyGroup)
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// Removes an empty group (DeleteGroups): NON_EMPTY_GROUP if it has members.
@@ -927,8 +962,9 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     group.generation_id += 1;
     if group.members.is_empty() {
         group.state = GroupState::Empty;
+        // The protocol type stays (Kafka reports it for empty groups); a new member may bring
+        // another one.
         group.protocol_name = None;
-        group.protocol_type = None;
         group.leader = None;
         return;
     }
@@ -1241,6 +1277,7 @@ mod tests {
         let group = g.group("g").unwrap();
         assert_eq!(group.state, GroupState::Empty);
         assert_eq!(group.generation_id, 3);
+        assert_eq!(group.protocol_type.as_deref(), Some("consumer"));
         assert_eq!(g.delete_group("g"), Ok(()));
     }
 

@@ -85,6 +85,23 @@ impl Offsets {
             .unwrap_or_default()
     }
 
+    /// The keys of every committed offset of `topics`, in any group.
+    pub fn of_topics(&self, topics: &[String]) -> Vec<OffsetKey> {
+        let mut keys = Vec::new();
+        for (group, offsets) in &self.groups {
+            for (topic, partition) in offsets.keys() {
+                if topics.contains(topic) {
+                    keys.push(OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+            }
+        }
+        keys
+    }
+
     /// Groups with at least one committed offset.
     pub fn group_ids(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
@@ -263,6 +280,8 @@ mod tests {
         assert_eq!(table.get("g", "t", 0), Some(&value(6)));
         assert_eq!(table.get("g", "t", 1), None);
         assert_eq!(table.group_ids(), vec!["g".to_string()]);
+        assert_eq!(table.of_topics(&["t".to_string()]), vec![key(0)]);
+        assert!(table.of_topics(&["other".to_string()]).is_empty());
         table.apply((key(0), None));
         assert!(!table.has_group("g"));
     }

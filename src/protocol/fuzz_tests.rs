@@ -370,6 +370,42 @@ fn seed_offset_fetch(v: i16) -> OffsetFetchRequest {
     }
 }
 
+fn seed_describe_groups(v: i16) -> DescribeGroupsRequest {
+    let req = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(s("group-1")), GroupId(s("group-2"))]);
+    if v >= 3 {
+        req.with_include_authorized_operations(true)
+    } else {
+        req
+    }
+}
+
+fn seed_list_groups(v: i16) -> ListGroupsRequest {
+    let mut req = ListGroupsRequest::default();
+    if v >= 4 {
+        req = req.with_states_filter(vec![s("Stable"), s("Empty")]);
+    }
+    if v >= 5 {
+        req = req.with_types_filter(vec![s("classic")]);
+    }
+    req
+}
+
+fn seed_delete_groups(_v: i16) -> DeleteGroupsRequest {
+    DeleteGroupsRequest::default()
+        .with_groups_names(vec![GroupId(s("group-1")), GroupId(s("group-2"))])
+}
+
+fn seed_offset_delete(_v: i16) -> OffsetDeleteRequest {
+    let p = offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0);
+    let t = offset_delete_request::OffsetDeleteRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![p.clone(), p.with_partition_index(1)]);
+    OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_topics(vec![t])
+}
+
 /// Type-erased checks for one served request type.
 struct Served {
     key: i16,
@@ -429,7 +465,10 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         HeartbeatRequest,
         LeaveGroupRequest,
         OffsetCommitRequest,
-        OffsetFetchRequest
+        OffsetFetchRequest,
+        DescribeGroupsRequest,
+        ListGroupsRequest,
+        DeleteGroupsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -494,6 +533,10 @@ fn served() -> Vec<Served> {
         served!(LeaveGroupRequest, seed_leave_group),
         served!(OffsetCommitRequest, seed_offset_commit),
         served!(OffsetFetchRequest, seed_offset_fetch),
+        served!(DescribeGroupsRequest, seed_describe_groups),
+        served!(ListGroupsRequest, seed_list_groups),
+        served!(DeleteGroupsRequest, seed_delete_groups),
+        served!(OffsetDeleteRequest, seed_offset_delete),
     ]
 }
 

@@ -413,6 +413,72 @@ pub(crate) static SYNC_GROUP_REQUEST_SYNCGROUPREQUESTASSIGNMENT: StructSchema = 
     ],
 };
 
+pub(crate) static DESCRIBE_GROUPS_REQUEST_DESCRIBEGROUPSREQUEST: StructSchema = StructSchema {
+    name: "DescribeGroupsRequest", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 5, max: 6 }, // groups
+        Field { ty: Ty::Array(&Ty::String), min: 0, max: 4 }, // groups
+        Field { ty: Ty::Int8, min: 3, max: 6 }, // include_authorized_operations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_GROUPS_REQUEST_LISTGROUPSREQUEST: StructSchema = StructSchema {
+    name: "ListGroupsRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_groups_request::ListGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 4, max: 5 }, // states_filter
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 5, max: 5 }, // types_filter
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_GROUPS_REQUEST_DELETEGROUPSREQUEST: StructSchema = StructSchema {
+    name: "DeleteGroupsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 2, max: 2 }, // groups_names
+        Field { ty: Ty::Array(&Ty::String), min: 0, max: 1 }, // groups_names
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUEST: StructSchema = StructSchema {
+    name: "OffsetDeleteRequest", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequest>(),
+    fields: &[
+        Field { ty: Ty::String, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTPARTITION: StructSchema = StructSchema {
+    name: "OffsetDeleteRequestPartition", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTTOPIC: StructSchema = StructSchema {
+    name: "OffsetDeleteRequestTopic", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::String, min: 0, max: 0 }, // name
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTPARTITION)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static API_VERSIONS_REQUEST_APIVERSIONSREQUEST: StructSchema = StructSchema {
     name: "ApiVersionsRequest", tagged_from: 3,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::api_versions_request::ApiVersionsRequest>(),
@@ -747,6 +813,10 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         12 => Some(&HEARTBEAT_REQUEST_HEARTBEATREQUEST), // versions 0-4
         13 => Some(&LEAVE_GROUP_REQUEST_LEAVEGROUPREQUEST), // versions 0-5
         14 => Some(&SYNC_GROUP_REQUEST_SYNCGROUPREQUEST), // versions 0-5
+        15 => Some(&DESCRIBE_GROUPS_REQUEST_DESCRIBEGROUPSREQUEST), // versions 0-6
+        16 => Some(&LIST_GROUPS_REQUEST_LISTGROUPSREQUEST), // versions 0-5
+        42 => Some(&DELETE_GROUPS_REQUEST_DELETEGROUPSREQUEST), // versions 0-2
+        47 => Some(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUEST), // versions 0-0
         18 => Some(&API_VERSIONS_REQUEST_APIVERSIONSREQUEST), // versions 0-4
         19 => Some(&CREATE_TOPICS_REQUEST_CREATETOPICSREQUEST), // versions 2-7
         20 => Some(&DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST), // versions 1-6

@@ -18,15 +18,15 @@
 //!   directly in the data directory).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 
 use crate::coordinator::group::{
-    Effect, GroupConfig, Groups, JoinRequest, JoinResponse, RequestId, Response, SyncRequest,
-    SyncResponse,
+    Effect, GroupConfig, GroupState, Groups, JoinRequest, JoinResponse, RequestId, Response,
+    SyncRequest, SyncResponse,
 };
 use crate::coordinator::offsets::{self, CommittedOffset, OffsetChange, OffsetKey, Offsets};
 use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
@@ -238,6 +238,13 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Deletes (durably) every committed offset of `topics` (they were deleted).
+    pub async fn drop_topics(&self, topics: &[String], now_ms: i64) -> Result<(), ResponseError> {
+        let changes = self.offsets.borrow().of_topics(topics);
+        let changes = changes.into_iter().map(|key| (key, None)).collect();
+        self.write_offsets(changes, now_ms).await
+    }
+
     /// OffsetCommit of `entries` (topic, partition, value) for a classic group: Kafka's member
     /// and generation checks, then a durable write. Returns one error per entry, or a
     /// group-level error for all of them.
@@ -314,6 +321,181 @@ impl GroupCoordinator {
             }
         })
     }
+
+    /// ListGroups: every group, including those known only by their committed offsets
+    /// (reported Empty, as after a Kafka coordinator load). (group id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.groups.borrow();
+        let mut out: BTreeMap<String, (String, GroupState)> = groups
+            .groups()
+            .map(|g| {
+                (
+                    g.group_id.clone(),
+                    (g.protocol_type.clone().unwrap_or_default(), g.state),
+                )
+            })
+            .collect();
+        for id in self.offsets.borrow().group_ids() {
+            out.entry(id)
+                .or_insert_with(|| (String::new(), GroupState::Empty));
+        }
+        out.into_iter().map(|(id, (t, s))| (id, t, s)).collect()
+    }
+
+    /// DescribeGroups of one group; `None` if the broker knows nothing of it.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.borrow();
+        let Some(g) = groups.group(group_id) else {
+            return self
+                .offsets
+                .borrow()
+                .has_group(group_id)
+                .then(|| GroupDescription {
+                    state: GroupState::Empty,
+                    protocol_type: String::new(),
+                    protocol_data: String::new(),
+                    members: Vec::new(),
+                });
+        };
+        let stable = g.state == GroupState::Stable;
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            // Kafka gives the protocol and the members' metadata and assignment only when the
+            // group is stable.
+            protocol_data: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members_in_order()
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.protocols
+                            .iter()
+                            .find(|(n, _)| *n == protocol)
+                            .map(|(_, md)| md.clone())
+                            .unwrap_or_default()
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups of one group: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if
+    /// unknown; otherwise its committed offsets are deleted durably, then the group.
+    pub async fn delete_group(&self, now_ms: i64, group_id: &str) -> Result<(), ResponseError> {
+        let known_group = self.groups.borrow().group(group_id).is_some();
+        if known_group {
+            self.groups.borrow().check_deletable(group_id)?;
+        } else if !self.offsets.borrow().has_group(group_id) {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let tombstones: Vec<OffsetChange> = self
+            .offsets
+            .borrow()
+            .of_group(group_id)
+            .into_iter()
+            .map(|((topic, partition), _)| {
+                (
+                    OffsetKey {
+                        group: group_id.to_string(),
+                        topic,
+                        partition,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        self.write_offsets(tombstones, now_ms).await?;
+        // A member may have joined while the tombstones were written: then the group stays.
+        match self.groups.borrow_mut().delete_group(group_id) {
+            Ok(()) | Err(ResponseError::GroupIdNotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group's members do not
+    /// subscribe to. Returns one error per asked partition, or a group-level error.
+    pub async fn delete_offsets(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let subscribed = {
+            let groups = self.groups.borrow();
+            match groups.group(group_id) {
+                None if !self.offsets.borrow().has_group(group_id) => {
+                    return Err(ResponseError::GroupIdNotFound)
+                }
+                None => Some(Default::default()),
+                Some(g) if g.is_empty() => Some(Default::default()),
+                Some(g) => g.subscribed_topics(),
+            }
+        };
+        let mut errors = Vec::with_capacity(partitions.len());
+        let mut changes = Vec::new();
+        for (topic, partition) in partitions {
+            let in_use = subscribed.as_ref().is_none_or(|s| s.contains(&topic));
+            if in_use {
+                errors.push(Some(ResponseError::GroupSubscribedToTopic));
+                continue;
+            }
+            errors.push(None);
+            if self
+                .offsets
+                .borrow()
+                .get(group_id, &topic, partition)
+                .is_some()
+            {
+                changes.push((
+                    OffsetKey {
+                        group: group_id.to_string(),
+                        topic,
+                        partition,
+                    },
+                    None,
+                ));
+            }
+        }
+        self.write_offsets(changes, now_ms).await?;
+        Ok(errors)
+    }
+}
+
+/// What DescribeGroups reports of a group.
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_data: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// What DescribeGroups reports of a member.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
 }
 
 /// OffsetFetch's answer for one group: per topic, per partition, the committed offset if any.

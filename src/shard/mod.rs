@@ -353,6 +353,13 @@ impl Shard {
                 .map(|r| r.and(Err(storage_unavailable())))
                 .collect();
         }
+        let previous = self.metadata();
+        let deleted_topics: Vec<String> = previous
+            .topics
+            .iter()
+            .filter(|(name, old)| current.topics.get(*name).is_none_or(|new| new.id != old.id))
+            .map(|(name, _)| name.clone())
+            .collect();
         let next = Arc::new(current);
         for answer in self
             .invoke_on_all(move |shard| async move { shard.install_metadata(next).await })
@@ -360,6 +367,12 @@ impl Shard {
         {
             if let Err(e) = answer {
                 tracing::error!(error = %e, "publishing metadata failed");
+            }
+        }
+        if !deleted_topics.is_empty() {
+            // Committed offsets of a deleted topic must not apply to a new topic of that name.
+            if let Err(e) = self.groups.drop_topics(&deleted_topics, now_ms()).await {
+                tracing::error!(error = ?e, "deleting committed offsets of deleted topics failed");
             }
         }
         results
