@@ -259,3 +259,93 @@ def test_two_consumers_in_a_group_split_the_partitions(make_broker):
     finally:
         for c in consumers:
             c.close()
+
+
+# Admin view of groups: a group with committed offsets is listed and described; deleting it
+# fails while a member is in it (NON_EMPTY_GROUP) and succeeds, offsets included, once empty.
+@pytest.mark.timeout(60)
+def test_admin_lists_describes_and_deletes_groups(make_broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    b = make_broker(shards=2)
+    a = admin(b)
+    produce_all(producer(b), [{"topic": "admin-topic", "value": b"x"}])
+    conf = {"bootstrap.servers": b.addr, "group.id": "admin-group",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    c = Consumer(conf)
+    c.subscribe(["admin-topic"])
+    [m] = consume(c, 1)
+    c.commit(message=m, asynchronous=False)
+
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "admin-group" in {g.group_id for g in listed.valid}
+    described = a.describe_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
+    d = described.result()
+    assert d.state.name == "STABLE" and len(d.members) == 1
+    assert [tp.partition for tp in d.members[0].assignment.topic_partitions] == [0]
+    busy = a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
+    with pytest.raises(KafkaException) as e:
+        busy.result()
+    assert e.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+    c.close()
+
+    offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("admin-group")],
+                                            request_timeout=T)["admin-group"].result()
+    assert [(tp.topic, tp.offset) for tp in offsets.topic_partitions] == [("admin-topic", 1)]
+    a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"].result()
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "admin-group" not in {g.group_id for g in listed.valid}
+    offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("admin-group")],
+                                            request_timeout=T)["admin-group"].result()
+    assert all(tp.offset < 0 for tp in offsets.topic_partitions)
+
+
+# A member killed with SIGKILL (no LeaveGroup) is expired after its session timeout and its
+# partitions move to the surviving member, which then reads every message.
+@pytest.mark.timeout(60)
+def test_killed_member_is_expired_and_its_partitions_move(make_broker):
+    import subprocess
+    import sys
+    import textwrap
+
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("expiry-topic", 2, 1)])["expiry-topic"].result(T)
+    conf = {"bootstrap.servers": b.addr, "group.id": "expiry-group",
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500}
+    script = textwrap.dedent(f"""
+        import sys, time
+        from confluent_kafka import Consumer
+        c = Consumer({conf!r})
+        c.subscribe(["expiry-topic"])
+        while True:
+            c.poll(0.2)
+            if c.assignment():
+                print("assigned", flush=True)
+    """)
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    survivor = Consumer(conf)
+    survivor.subscribe(["expiry-topic"])
+    try:
+        assert victim.stdout.readline().strip() == "assigned"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(survivor.assignment()) != 1:
+            survivor.poll(0.2)
+        assert len(survivor.assignment()) == 1, "the two members split the two partitions"
+        victim.kill()
+        victim.wait()
+        produce_all(producer(b), [{"topic": "expiry-topic", "partition": p, "value": b"v%d" % p}
+                                  for p in (0, 1)])
+        seen = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 2:
+            m = survivor.poll(0.2)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+        assert seen == {b"v0", b"v1"}
+        assert len(survivor.assignment()) == 2
+    finally:
+        victim.kill()
+        survivor.close()
