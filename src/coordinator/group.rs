@@ -751,6 +751,17 @@ impl Groups {
         effects
     }
 
+    /// Forgets Empty groups for which `keep` says no (the coordinator keeps groups that still
+    /// have committed offsets), so the map does not grow with every group id ever used.
+    pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, g| {
+            g.state != GroupState::Empty
+                || !g.members.is_empty()
+                || !g.pending_members.is_empty()
+                || keep(id)
+        });
+    }
+
     /// Kafka's checks of an OffsetCommit against the group (classic groups).
     pub fn validate_offset_commit(
         &self,
@@ -1278,7 +1289,15 @@ mod tests {
         assert_eq!(group.state, GroupState::Empty);
         assert_eq!(group.generation_id, 3);
         assert_eq!(group.protocol_type.as_deref(), Some("consumer"));
+        g.remove_empty_groups(|_| true);
         assert_eq!(g.delete_group("g"), Ok(()));
+        assert_eq!(g.delete_group("g"), Err(ResponseError::GroupIdNotFound));
+        g.ensure_group("h");
+        g.remove_empty_groups(|id| id != "h");
+        assert!(
+            g.group("h").is_none(),
+            "an empty group without offsets is forgotten"
+        );
     }
 
     /// A join with an unknown member id, or an incompatible protocol, is refused.

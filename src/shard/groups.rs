@@ -207,6 +207,10 @@ impl GroupCoordinator {
     pub fn tick(&self, now_ms: i64) {
         let effects = self.groups.borrow_mut().tick(now_ms);
         self.run(effects);
+        let offsets = self.offsets.borrow();
+        self.groups
+            .borrow_mut()
+            .remove_empty_groups(|id| offsets.has_group(id));
     }
 
     /// Appends `changes` to the offsets log and, once durable, applies them to the table.
