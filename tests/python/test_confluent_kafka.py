@@ -349,3 +349,30 @@ def test_killed_member_is_expired_and_its_partitions_move(make_broker):
     finally:
         victim.kill()
         survivor.close()
+
+
+# A static member (group.instance.id) that restarts gets its partitions back at once: the
+# coordinator replaces the old incarnation instead of waiting for a rebalance.
+@pytest.mark.timeout(60)
+def test_static_member_restart_gets_its_partitions_back_at_once(make_broker):
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("static-topic", 2, 1)])["static-topic"].result(T)
+    conf = {"bootstrap.servers": b.addr, "group.id": "static-group",
+            "group.instance.id": "instance-1", "auto.offset.reset": "earliest",
+            "session.timeout.ms": 30000, "heartbeat.interval.ms": 500}
+
+    def assigned_after():
+        c = Consumer(conf)
+        c.subscribe(["static-topic"])
+        start = time.monotonic()
+        while not c.assignment() and time.monotonic() - start < 30:
+            c.poll(0.1)
+        parts = sorted(tp.partition for tp in c.assignment())
+        c.close()
+        return parts, time.monotonic() - start
+
+    assert assigned_after()[0] == [0, 1]
+    parts, took = assigned_after()
+    assert parts == [0, 1]
+    assert took < 2, f"the restarted static member waited {took:.1f}s"
