@@ -1419,4 +1419,62 @@ mod tests {
         let e = g.tick(10 + i64::from(SESSION));
         assert_eq!(join_reply(&e, 5).generation_id, 2);
     }
+
+    /// The protocol is the one most members prefer among those all of them support.
+    #[test]
+    fn protocol_selection_follows_member_votes() {
+        let mut g = groups();
+        let with = |member: &str, protocols: &[&str]| JoinRequest {
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member_id: false,
+            ..join_req(member)
+        };
+        g.join(0, 1, with("", &["range", "roundrobin"]));
+        g.join(0, 2, with("", &["roundrobin", "range"]));
+        let e = g.join(0, 3, with("", &["roundrobin", "sticky", "range"]));
+        // The first member's join completed alone; the others joined the next rebalance.
+        let leader = g.group("g").unwrap().leader.clone().unwrap();
+        let e2 = g.join(1, 4, with(&leader, &["range", "roundrobin"]));
+        let all: Vec<Effect> = e.into_iter().chain(e2).collect();
+        let r = join_reply(&all, 4);
+        assert_eq!(r.protocol_name.as_deref(), Some("roundrobin"));
+        assert!(r
+            .members
+            .iter()
+            .all(|m| m.metadata == Bytes::from_static(b"roundrobin")));
+    }
+
+    /// SyncGroup with another protocol than the group's is refused; heartbeats while the
+    /// leader computes the assignment are fine.
+    #[test]
+    fn sync_checks_protocol_and_heartbeat_during_completing_rebalance() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        assert_eq!(g.heartbeat(1, "g", &a, None, 1), None);
+        let e = g.sync(
+            1,
+            5,
+            SyncRequest {
+                protocol_name: Some("roundrobin".into()),
+                ..sync_req(&a, 1, vec![])
+            },
+        );
+        assert_eq!(
+            sync_reply(&e, 5).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        let e = g.sync(1, 6, sync_req(&a, 0, vec![]));
+        assert_eq!(
+            sync_reply(&e, 6).error,
+            Some(ResponseError::IllegalGeneration)
+        );
+        let e = g.sync(1, 7, sync_req("nobody", 1, vec![]));
+        assert_eq!(
+            sync_reply(&e, 7).error,
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
 }
