@@ -102,6 +102,33 @@ impl Offsets {
         keys
     }
 
+    /// Number of committed offsets (all groups).
+    pub fn len(&self) -> usize {
+        self.groups.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Every committed offset as a change that recreates it (a compaction snapshot).
+    pub fn all_changes(&self) -> Vec<OffsetChange> {
+        let mut out = Vec::with_capacity(self.len());
+        for (group, offsets) in &self.groups {
+            for ((topic, partition), value) in offsets {
+                out.push((
+                    OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(value.clone()),
+                ));
+            }
+        }
+        out
+    }
+
     /// Groups with at least one committed offset.
     pub fn group_ids(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
@@ -203,7 +230,9 @@ pub fn encode_batch(changes: &[OffsetChange], now_ms: i64) -> Result<Bytes, Stri
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever `offset - sequence` changes; keeping it
+            // constant gives one batch, with base sequence -1 (no idempotence).
+            sequence: i as i32 - 1,
             timestamp: now_ms,
             key: Some(encode_key(key)),
             value: value.as_ref().map(encode_value),
@@ -284,6 +313,17 @@ mod tests {
         assert!(table.of_topics(&["other".to_string()]).is_empty());
         table.apply((key(0), None));
         assert!(!table.has_group("g"));
+    }
+
+    /// Many changes make exactly one batch with base offset 0, as `PartitionLog::append`
+    /// requires of a produced batch.
+    #[test]
+    fn many_changes_make_one_valid_batch() {
+        let changes: Vec<OffsetChange> = (0..50).map(|p| (key(p), Some(value(1)))).collect();
+        let bytes = encode_batch(&changes, 1).unwrap();
+        let h = crate::storage::batch::validate(&bytes).expect("one whole valid batch");
+        assert_eq!(h.base_offset(), 0);
+        assert_eq!(h.records_count(), 50);
     }
 
     /// A truncated record value is an error, not a panic.

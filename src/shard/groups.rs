@@ -34,6 +34,13 @@ use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
 /// How often the coordinator shard ticks the group state machine, in milliseconds.
 pub const GROUP_TICK_INTERVAL_MS: u64 = 250;
 
+/// The offsets log is compacted at load when it holds more than this many records...
+const COMPACT_RECORDS_MIN: usize = 10_000;
+/// ... and more than this many times the live offsets.
+const COMPACT_RATIO: usize = 2;
+/// Records per batch in a compaction snapshot (each well under `max.message.bytes`).
+const COMPACT_BATCH_RECORDS_MAX: usize = 100;
+
 /// Bytes read per call while replaying the offsets log at startup.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
 
@@ -67,7 +74,8 @@ impl GroupCoordinator {
     pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
         let config = LogConfig {
             retention_ms: -1,
-            segment_bytes: 100 * 1024 * 1024,
+            // Small segments, so the ones compaction leaves behind are deleted soon.
+            segment_bytes: 16 * 1024 * 1024,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&offsets_log_dir(data_dir), config, cache).await?;
@@ -95,7 +103,40 @@ impl GroupCoordinator {
             groups = self.offsets.borrow().group_ids().len(),
             "committed offsets loaded"
         );
+        let live = self.offsets.borrow().len();
+        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
+            self.compact(&log).await?;
+        }
         *self.log.borrow_mut() = Some(Rc::new(log));
+        Ok(())
+    }
+
+    /// Rewrites the live offsets at the end of the log and moves the log start past everything
+    /// before them, so the next start replays only them. Runs at load, before any commit can
+    /// interleave: every record below the snapshot is superseded by it.
+    async fn compact(&self, log: &PartitionLog) -> Result<(), StorageError> {
+        let changes: Vec<OffsetChange> = self.offsets.borrow().all_changes();
+        let before = log.high_watermark() - log.log_start_offset();
+        let mut payload = bytes::BytesMut::new();
+        for chunk in changes.chunks(COMPACT_BATCH_RECORDS_MAX) {
+            let batch = offsets::encode_batch(chunk, crate::shard::now_ms())
+                .map_err(|e| StorageError::InvalidRecord(format!("offsets snapshot: {e}")))?;
+            payload.extend_from_slice(&batch);
+        }
+        // One append: the snapshot is on disk entirely or not at all.
+        let start = if payload.is_empty() {
+            log.high_watermark()
+        } else {
+            log.append(payload.freeze(), crate::shard::now_ms())
+                .await?
+                .base_offset
+        };
+        log.delete_records(start).await?;
+        tracing::info!(
+            records_before = before,
+            records_after = changes.len(),
+            "offsets log compacted"
+        );
         Ok(())
     }
 
@@ -504,3 +545,75 @@ pub struct MemberDescription {
 
 /// OffsetFetch's answer for one group: per topic, per partition, the committed offset if any.
 pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .ring_depth(512)
+            .make()
+            .expect("glommio executor")
+            .run(fut)
+    }
+
+    fn key(p: i32) -> OffsetKey {
+        OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: p,
+        }
+    }
+
+    fn value(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        }
+    }
+
+    /// Committed offsets come back after a reload; a log of mostly superseded records is
+    /// compacted at load to just the live offsets, and loads back to the same table.
+    #[test]
+    fn offsets_survive_reload_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        run(async move {
+            let cache = TailCache::new(1 << 20);
+            let c = GroupCoordinator::new(GroupConfig::default());
+            c.load(&data_dir, cache.clone()).await.unwrap();
+            for round in 0..120 {
+                let changes = (0..100).map(|p| (key(p), Some(value(round)))).collect();
+                c.write_offsets(changes, crate::shard::now_ms())
+                    .await
+                    .unwrap();
+            }
+            c.write_offsets(vec![(key(99), None)], crate::shard::now_ms())
+                .await
+                .unwrap();
+            c.close().await;
+
+            for _ in 0..2 {
+                let c = GroupCoordinator::new(GroupConfig::default());
+                c.load(&data_dir, cache.clone()).await.unwrap();
+                {
+                    let table = c.offsets.borrow();
+                    assert_eq!(table.len(), 99);
+                    assert_eq!(table.get("g", "t", 0), Some(&value(119)));
+                    assert_eq!(table.get("g", "t", 99), None);
+                }
+                c.close().await;
+            }
+            let log = PartitionLog::open(&offsets_log_dir(&data_dir), LogConfig::default(), cache)
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark() - log.log_start_offset(), 99);
+            log.close().await.unwrap();
+        });
+    }
+}

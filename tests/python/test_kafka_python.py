@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 TIMEOUT_MS = 30_000
@@ -116,6 +116,25 @@ def test_committed_offsets_survive_consumer_restart_and_broker_kill(make_broker)
     c = group_consumer()
     [m] = read(c, 1)
     assert m.value == b"m4"
+    c.close()
+
+
+# One OffsetCommit of several partitions (a simple consumer: no group membership, generation
+# -1) is stored whole, metadata strings included, and read back.
+@pytest.mark.timeout(60)
+def test_commit_of_several_partitions_at_once_reads_back(broker):
+    from kafka.structs import OffsetAndMetadata
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.addr, request_timeout_ms=TIMEOUT_MS)
+    admin.create_topics([NewTopic("multi-commit", 4, 1)])
+    admin.close()
+    c = KafkaConsumer(bootstrap_servers=broker.addr, group_id="multi-commit-group",
+                      enable_auto_commit=False, request_timeout_ms=TIMEOUT_MS)
+    tps = [TopicPartition("multi-commit", p) for p in range(4)]
+    c.commit({tp: OffsetAndMetadata(10 + tp.partition, f"m{tp.partition}", -1) for tp in tps})
+    for tp in tps:
+        assert c.committed(tp) == 10 + tp.partition
+        assert c.committed(tp, metadata=True).metadata == f"m{tp.partition}"
     c.close()
 
 
