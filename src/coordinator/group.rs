@@ -563,6 +563,10 @@ impl Groups {
                 response: Response::Sync(r),
             })
         };
+        if req.group_id.is_empty() {
+            reply(SyncResponse::error(ResponseError::InvalidGroupId));
+            return effects;
+        }
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             reply(SyncResponse::error(ResponseError::UnknownMemberId));
             return effects;
@@ -653,6 +657,9 @@ impl Groups {
         group_instance_id: Option<&str>,
         generation_id: i32,
     ) -> Option<ResponseError> {
+        if group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
         let Some(group) = self.groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
@@ -682,6 +689,9 @@ impl Groups {
         Vec<Effect>,
     ) {
         let mut effects = Vec::new();
+        if group_id.is_empty() {
+            return (Some(ResponseError::InvalidGroupId), Vec::new(), effects);
+        }
         let Some(group) = self.groups.get_mut(group_id) else {
             return (Some(ResponseError::UnknownMemberId), Vec::new(), effects);
         };
@@ -1470,6 +1480,14 @@ mod tests {
         assert_eq!(
             sync_reply(&e, 6).error,
             Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.heartbeat(1, "", &a, None, 1),
+            Some(ResponseError::InvalidGroupId)
+        );
+        assert_eq!(
+            g.leave(1, "", &[(a.clone(), None)]).0,
+            Some(ResponseError::InvalidGroupId)
         );
         let e = g.sync(1, 7, sync_req("nobody", 1, vec![]));
         assert_eq!(

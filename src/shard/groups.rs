@@ -444,6 +444,9 @@ impl GroupCoordinator {
     /// DeleteGroups of one group: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if
     /// unknown; otherwise its committed offsets are deleted durably, then the group.
     pub async fn delete_group(&self, now_ms: i64, group_id: &str) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
         let known_group = self.groups.borrow().group(group_id).is_some();
         if known_group {
             self.groups.borrow().check_deletable(group_id)?;
