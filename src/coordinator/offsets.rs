@@ -11,9 +11,9 @@
 //! Record value: `u16 version (0) | i64 offset | i32 leader epoch | i64 commit time (ms) |
 //! i32 len | metadata`. Big-endian, as Kafka's own records.
 //!
-//! The log is compacted only at startup (`shard::groups`: when superseded records dominate, the
-//! live offsets are rewritten at its end and the log start moves past the rest); while running
-//! it grows with every commit. Not yet: offset expiry (`offsets.retention.minutes`).
+//! The log is compacted by `shard::groups` (at startup and from the tick loop) when superseded
+//! records dominate: the live offsets are rewritten at its end and the log start moves past the
+//! rest. Not yet: offset expiry (`offsets.retention.minutes`).
 
 use std::collections::BTreeMap;
 

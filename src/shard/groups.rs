@@ -14,7 +14,8 @@
 //!   `<data_dir>/internal/__consumer_offsets-0/` (a [`PartitionLog`], so group-committed and
 //!   fdatasync'd like any partition) and applied to the table only once the append is durable,
 //!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
-//!   replays the log. The directory cannot collide with a topic's (topic directories sit
+//!   replays the log. [`GroupCoordinator::maybe_compact`] (at load and on ticks) rewrites the
+//!   live offsets once superseded records dominate, and moves the log start past the rest. The directory cannot collide with a topic's (topic directories sit
 //!   directly in the data directory).
 
 use std::cell::{Cell, RefCell};
@@ -56,6 +57,11 @@ pub struct GroupCoordinator {
     log: RefCell<Option<Rc<PartitionLog>>>,
     replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
     next_request_id: Cell<RequestId>,
+    /// Records in the offsets log from its start (compaction trigger).
+    log_records: Cell<usize>,
+    /// Appends hold it shared; compaction holds it exclusively, so that no commit is between
+    /// its append and its entry in the table while the snapshot is taken.
+    write_lock: glommio::sync::RwLock<()>,
 }
 
 impl GroupCoordinator {
@@ -67,6 +73,8 @@ impl GroupCoordinator {
             log: RefCell::new(None),
             replies: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
+            log_records: Cell::new(0),
+            write_lock: glommio::sync::RwLock::new(()),
         }
     }
 
@@ -103,17 +111,33 @@ impl GroupCoordinator {
             groups = self.offsets.borrow().group_ids().len(),
             "committed offsets loaded"
         );
+        self.log_records.set(records);
+        let log = Rc::new(log);
+        *self.log.borrow_mut() = Some(log.clone());
+        self.maybe_compact().await
+    }
+
+    /// Compacts the offsets log when superseded records dominate it (at load, and from the
+    /// tick loop while running).
+    pub async fn maybe_compact(&self) -> Result<(), StorageError> {
+        let records = self.log_records.get();
         let live = self.offsets.borrow().len();
-        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
-            self.compact(&log).await?;
+        if records <= COMPACT_RECORDS_MIN || records <= COMPACT_RATIO * live {
+            return Ok(());
         }
-        *self.log.borrow_mut() = Some(Rc::new(log));
-        Ok(())
+        let Some(log) = self.log.borrow().clone() else {
+            return Ok(());
+        };
+        let Ok(_exclusive) = self.write_lock.write().await else {
+            return Ok(());
+        };
+        self.compact(&log).await
     }
 
     /// Rewrites the live offsets at the end of the log and moves the log start past everything
-    /// before them, so the next start replays only them. Runs at load, before any commit can
-    /// interleave: every record below the snapshot is superseded by it.
+    /// before them, so the next start replays only them. The caller holds `write_lock`
+    /// exclusively: no commit is in flight, so every record below the snapshot is superseded
+    /// by it.
     async fn compact(&self, log: &PartitionLog) -> Result<(), StorageError> {
         let changes: Vec<OffsetChange> = self.offsets.borrow().all_changes();
         let before = log.high_watermark() - log.log_start_offset();
@@ -132,6 +156,7 @@ impl GroupCoordinator {
                 .base_offset
         };
         log.delete_records(start).await?;
+        self.log_records.set(changes.len());
         tracing::info!(
             records_before = before,
             records_after = changes.len(),
@@ -272,10 +297,14 @@ impl GroupCoordinator {
             tracing::error!(error = %e, "encoding an offsets batch failed");
             ResponseError::UnknownServerError
         })?;
+        let Ok(_shared) = self.write_lock.read().await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
         if let Err(e) = log.append(batch, now_ms).await {
             tracing::error!(error = %e, "appending to the offsets log failed");
             return Err(crate::error::offsets_log_code(&e));
         }
+        self.log_records.set(self.log_records.get() + changes.len());
         let mut table = self.offsets.borrow_mut();
         for change in changes {
             table.apply(change);
@@ -599,6 +628,12 @@ mod tests {
             c.write_offsets(vec![(key(99), None)], crate::shard::now_ms())
                 .await
                 .unwrap();
+            // While running, the tick loop's compaction shrinks the log to the live offsets.
+            c.maybe_compact().await.unwrap();
+            assert_eq!(c.log_records.get(), 99);
+            c.write_offsets(vec![(key(0), Some(value(119)))], crate::shard::now_ms())
+                .await
+                .unwrap();
             c.close().await;
 
             for _ in 0..2 {
@@ -615,7 +650,7 @@ mod tests {
             let log = PartitionLog::open(&offsets_log_dir(&data_dir), LogConfig::default(), cache)
                 .await
                 .unwrap();
-            assert_eq!(log.high_watermark() - log.log_start_offset(), 99);
+            assert_eq!(log.high_watermark() - log.log_start_offset(), 100);
             log.close().await.unwrap();
         });
     }
