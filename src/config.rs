@@ -73,6 +73,9 @@ pub struct BrokerConfig {
     /// The cluster id reported in Metadata and DescribeCluster. Empty: generated once and kept
     /// in the data directory.
     pub cluster_id: String,
+    /// Kafka `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
+    /// consumer group waits for more members, in milliseconds.
+    pub group_initial_rebalance_delay_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +106,7 @@ impl Default for BrokerConfig {
             log_segment_ms: 604_800_000,
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }

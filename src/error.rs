@@ -97,6 +97,17 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
     }
 }
 
+/// The Kafka error for an offset commit whose append to the internal offsets log failed
+/// (Kafka maps `__consumer_offsets` append failures the same way).
+pub fn offsets_log_code(error: &StorageError) -> ResponseError {
+    match error {
+        StorageError::MessageTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+        StorageError::Closed => ResponseError::NotCoordinator,
+        StorageError::Io { .. } => ResponseError::CoordinatorNotAvailable,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
 /// Shorthand: the wire code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())

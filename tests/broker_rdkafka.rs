@@ -2,7 +2,8 @@
 //!
 //! Every scenario starts its own real `freshet` broker and runs twice: with 1 shard and with 2
 //! shards (`<scenario>::one_shard`, `<scenario>::two_shards`). Consumers are assigned to
-//! partitions with explicit offsets and never subscribe or commit: consumer groups are issue 4.
+//! partitions with explicit offsets and never subscribe or commit (group consumers are tested with
+//! the Python clients in tests/python).
 
 mod common;
 

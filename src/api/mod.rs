@@ -12,15 +12,26 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +83,17 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::Fetch => fetch::handle(shard, request).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, request).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, request).await,
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, request).await,
+        ApiKey::JoinGroup => join_group::handle(shard, request).await,
+        ApiKey::SyncGroup => sync_group::handle(shard, request).await,
+        ApiKey::Heartbeat => heartbeat::handle(shard, request).await,
+        ApiKey::LeaveGroup => leave_group::handle(shard, request).await,
+        ApiKey::OffsetCommit => offset_commit::handle(shard, request).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(shard, request).await,
+        ApiKey::DescribeGroups => describe_groups::handle(shard, request).await,
+        ApiKey::ListGroups => list_groups::handle(shard, request).await,
+        ApiKey::DeleteGroups => delete_groups::handle(shard, request).await,
+        ApiKey::OffsetDelete => offset_delete::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

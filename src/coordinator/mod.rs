@@ -1,10 +1,14 @@
 //! The coordinator: cluster-wide state owned by one shard (shard 0).
 //!
-//! For now that is the cluster metadata (topics, partition counts, topic ids, config
-//! overrides): [`metadata`] is the state machine (pure), [`store`] keeps it durable, and
-//! [`topic_config`] knows Kafka's topic configs. Consumer groups, committed offsets, producer
-//! ids and transactions join it in their issues.
+//! The cluster metadata (topics, partition counts, topic ids, config overrides): [`metadata`]
+//! is the state machine (pure), [`store`] keeps it durable, and [`topic_config`] knows Kafka's
+//! topic configs. Classic consumer groups: [`group`] is their state machine (pure, driven by
+//! requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
+//! offsets table with its record format; `shard::groups` runs both on shard 0 and keeps the
+//! offsets in an internal log. KIP-848 groups and transactions join them in their issues.
 
+pub mod group;
 pub mod metadata;
+pub mod offsets;
 pub mod store;
 pub mod topic_config;

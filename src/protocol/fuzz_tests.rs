@@ -229,6 +229,183 @@ fn seed_describe_cluster(v: i16) -> DescribeClusterRequest {
     }
 }
 
+fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
+    let req = FindCoordinatorRequest::default();
+    match v {
+        0 => req.with_key(s("group-1")),
+        1..=3 => req.with_key(s("group-1")).with_key_type(0),
+        _ => req
+            .with_key_type(0)
+            .with_coordinator_keys(vec![s("group-1"), s("group-2")]),
+    }
+}
+
+fn join_protocols() -> Vec<join_group_request::JoinGroupRequestProtocol> {
+    let p = |name: &'static str| {
+        join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(s(name))
+            .with_metadata(Bytes::from_static(b"\0\x01meta"))
+    };
+    vec![p("range"), p("cooperative-sticky")]
+}
+
+fn seed_join_group(v: i16) -> JoinGroupRequest {
+    let mut req = JoinGroupRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_session_timeout_ms(10_000)
+        .with_member_id(s("member-1"))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(join_protocols());
+    if v >= 1 {
+        req = req.with_rebalance_timeout_ms(30_000);
+    }
+    if v >= 5 {
+        req = req.with_group_instance_id(Some(s("instance-1")));
+    }
+    if v >= 8 {
+        req = req.with_reason(Some(s("rejoin")));
+    }
+    req
+}
+
+fn seed_sync_group(v: i16) -> SyncGroupRequest {
+    let a = sync_group_request::SyncGroupRequestAssignment::default()
+        .with_member_id(s("member-1"))
+        .with_assignment(Bytes::from_static(b"assign"));
+    let mut req = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_generation_id(3)
+        .with_member_id(s("member-1"))
+        .with_assignments(vec![a.clone(), a]);
+    if v >= 3 {
+        req = req.with_group_instance_id(Some(s("instance-1")));
+    }
+    if v >= 5 {
+        req = req
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")));
+    }
+    req
+}
+
+fn seed_heartbeat(v: i16) -> HeartbeatRequest {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_generation_id(3)
+        .with_member_id(s("member-1"));
+    if v >= 3 {
+        req.with_group_instance_id(Some(s("instance-1")))
+    } else {
+        req
+    }
+}
+
+fn seed_leave_group(v: i16) -> LeaveGroupRequest {
+    let req = LeaveGroupRequest::default().with_group_id(GroupId(s("group-1")));
+    if v < 3 {
+        return req.with_member_id(s("member-1"));
+    }
+    let mut m = leave_group_request::MemberIdentity::default()
+        .with_member_id(s("member-1"))
+        .with_group_instance_id(Some(s("instance-1")));
+    if v >= 5 {
+        m = m.with_reason(Some(s("bye")));
+    }
+    req.with_members(vec![m.clone(), m])
+}
+
+fn seed_offset_commit(v: i16) -> OffsetCommitRequest {
+    let mut part = offset_commit_request::OffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(42)
+        .with_committed_metadata(Some(s("meta")));
+    if v >= 6 {
+        part = part.with_committed_leader_epoch(1);
+    }
+    let topic = offset_commit_request::OffsetCommitRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![part.clone(), part.with_partition_index(1)]);
+    let mut req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_generation_id_or_member_epoch(3)
+        .with_member_id(s("member-1"))
+        .with_topics(vec![topic]);
+    if v <= 4 {
+        req = req.with_retention_time_ms(-1);
+    }
+    if v >= 7 {
+        req = req.with_group_instance_id(Some(s("instance-1")));
+    }
+    req
+}
+
+fn seed_offset_fetch(v: i16) -> OffsetFetchRequest {
+    if v >= 8 {
+        let t = offset_fetch_request::OffsetFetchRequestTopics::default()
+            .with_name(TopicName(s("orders")))
+            .with_partition_indexes(vec![0, 1]);
+        let mut g = offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s("group-1")))
+            .with_topics(Some(vec![t]));
+        if v >= 9 {
+            g = g.with_member_id(Some(s("member-1"))).with_member_epoch(2);
+        }
+        let all = offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s("group-2")))
+            .with_topics(None);
+        return OffsetFetchRequest::default()
+            .with_groups(vec![g, all])
+            .with_require_stable(true);
+    }
+    let t = offset_fetch_request::OffsetFetchRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 1]);
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_topics(Some(vec![t]));
+    if v >= 7 {
+        req.with_require_stable(true)
+    } else {
+        req
+    }
+}
+
+fn seed_describe_groups(v: i16) -> DescribeGroupsRequest {
+    let req = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(s("group-1")), GroupId(s("group-2"))]);
+    if v >= 3 {
+        req.with_include_authorized_operations(true)
+    } else {
+        req
+    }
+}
+
+fn seed_list_groups(v: i16) -> ListGroupsRequest {
+    let mut req = ListGroupsRequest::default();
+    if v >= 4 {
+        req = req.with_states_filter(vec![s("Stable"), s("Empty")]);
+    }
+    if v >= 5 {
+        req = req.with_types_filter(vec![s("classic")]);
+    }
+    req
+}
+
+fn seed_delete_groups(_v: i16) -> DeleteGroupsRequest {
+    DeleteGroupsRequest::default()
+        .with_groups_names(vec![GroupId(s("group-1")), GroupId(s("group-2"))])
+}
+
+fn seed_offset_delete(_v: i16) -> OffsetDeleteRequest {
+    let p = offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0);
+    let t = offset_delete_request::OffsetDeleteRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![p.clone(), p.with_partition_index(1)]);
+    OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_topics(vec![t])
+}
+
 /// Type-erased checks for one served request type.
 struct Served {
     key: i16,
@@ -281,7 +458,17 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeLogDirsRequest,
         CreatePartitionsRequest,
         IncrementalAlterConfigsRequest,
-        DescribeClusterRequest
+        DescribeClusterRequest,
+        FindCoordinatorRequest,
+        JoinGroupRequest,
+        SyncGroupRequest,
+        HeartbeatRequest,
+        LeaveGroupRequest,
+        OffsetCommitRequest,
+        OffsetFetchRequest,
+        DescribeGroupsRequest,
+        ListGroupsRequest,
+        DeleteGroupsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -339,6 +526,17 @@ fn served() -> Vec<Served> {
             seed_incremental_alter_configs
         ),
         served!(DescribeClusterRequest, seed_describe_cluster),
+        served!(FindCoordinatorRequest, seed_find_coordinator),
+        served!(JoinGroupRequest, seed_join_group),
+        served!(SyncGroupRequest, seed_sync_group),
+        served!(HeartbeatRequest, seed_heartbeat),
+        served!(LeaveGroupRequest, seed_leave_group),
+        served!(OffsetCommitRequest, seed_offset_commit),
+        served!(OffsetFetchRequest, seed_offset_fetch),
+        served!(DescribeGroupsRequest, seed_describe_groups),
+        served!(ListGroupsRequest, seed_list_groups),
+        served!(DeleteGroupsRequest, seed_delete_groups),
+        served!(OffsetDeleteRequest, seed_offset_delete),
     ]
 }
 

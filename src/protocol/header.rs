@@ -421,7 +421,7 @@ mod tests {
             Disposition::UnsupportedApiVersions
         );
         assert_eq!(
-            classify_request(ApiKey::JoinGroup as i16, 0),
+            classify_request(ApiKey::ConsumerGroupHeartbeat as i16, 0),
             Disposition::Close
         );
         assert_eq!(classify_request(999, 0), Disposition::Close);

@@ -13,7 +13,10 @@ import sys
 # module of the crate -> api key.
 REQUESTS = {
     "produce_request": 0, "fetch_request": 1, "list_offsets_request": 2, "metadata_request": 3,
-    "api_versions_request": 18, "create_topics_request": 19, "delete_topics_request": 20,
+    "offset_commit_request": 8, "offset_fetch_request": 9, "find_coordinator_request": 10,
+    "join_group_request": 11, "heartbeat_request": 12, "leave_group_request": 13,
+    "sync_group_request": 14, "describe_groups_request": 15, "list_groups_request": 16,
+    "delete_groups_request": 42, "offset_delete_request": 47, "api_versions_request": 18, "create_topics_request": 19, "delete_topics_request": 20,
     "delete_records_request": 21, "init_producer_id_request": 22, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,

@@ -190,6 +190,295 @@ pub(crate) static METADATA_REQUEST_METADATAREQUESTTOPIC: StructSchema = StructSc
     ],
 };
 
+pub(crate) static OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUEST: StructSchema = StructSchema {
+    name: "OffsetCommitRequest", tagged_from: 8,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_commit_request::OffsetCommitRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // group_id
+        Field { ty: Ty::String, min: 2, max: 7 }, // group_id
+        Field { ty: Ty::Int32, min: 2, max: 9 }, // generation_id_or_member_epoch
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // member_id
+        Field { ty: Ty::String, min: 2, max: 7 }, // member_id
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // group_instance_id
+        Field { ty: Ty::String, min: 7, max: 7 }, // group_instance_id
+        Field { ty: Ty::Int64, min: 2, max: 4 }, // retention_time_ms
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTTOPIC)), min: 8, max: 9 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTTOPIC)), min: 2, max: 7 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTPARTITION: StructSchema = StructSchema {
+    name: "OffsetCommitRequestPartition", tagged_from: 8,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 2, max: 9 }, // partition_index
+        Field { ty: Ty::Int64, min: 2, max: 9 }, // committed_offset
+        Field { ty: Ty::Int32, min: 6, max: 9 }, // committed_leader_epoch
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // committed_metadata
+        Field { ty: Ty::String, min: 2, max: 7 }, // committed_metadata
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTTOPIC: StructSchema = StructSchema {
+    name: "OffsetCommitRequestTopic", tagged_from: 8,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // name
+        Field { ty: Ty::String, min: 2, max: 7 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTPARTITION)), min: 8, max: 9 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUESTPARTITION)), min: 2, max: 7 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FETCH_REQUEST_OFFSETFETCHREQUEST: StructSchema = StructSchema {
+    name: "OffsetFetchRequest", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 6, max: 7 }, // group_id
+        Field { ty: Ty::String, min: 1, max: 5 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTTOPIC)), min: 6, max: 7 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTTOPIC)), min: 1, max: 5 }, // topics
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTGROUP)), min: 8, max: 9 }, // groups
+        Field { ty: Ty::Int8, min: 7, max: 9 }, // require_stable
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTGROUP: StructSchema = StructSchema {
+    name: "OffsetFetchRequestGroup", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // group_id
+        Field { ty: Ty::CompactString, min: 9, max: 9 }, // member_id
+        Field { ty: Ty::Int32, min: 9, max: 9 }, // member_epoch
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTTOPICS)), min: 8, max: 9 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTTOPIC: StructSchema = StructSchema {
+    name: "OffsetFetchRequestTopic", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 6, max: 7 }, // name
+        Field { ty: Ty::String, min: 1, max: 5 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 6, max: 7 }, // partition_indexes
+        Field { ty: Ty::Array(&Ty::Int32), min: 1, max: 5 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FETCH_REQUEST_OFFSETFETCHREQUESTTOPICS: StructSchema = StructSchema {
+    name: "OffsetFetchRequestTopics", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopics>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 8, max: 9 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static FIND_COORDINATOR_REQUEST_FINDCOORDINATORREQUEST: StructSchema = StructSchema {
+    name: "FindCoordinatorRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 3 }, // key
+        Field { ty: Ty::String, min: 0, max: 2 }, // key
+        Field { ty: Ty::Int8, min: 1, max: 6 }, // key_type
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 4, max: 6 }, // coordinator_keys
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static JOIN_GROUP_REQUEST_JOINGROUPREQUEST: StructSchema = StructSchema {
+    name: "JoinGroupRequest", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::join_group_request::JoinGroupRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 6, max: 9 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 5 }, // group_id
+        Field { ty: Ty::Int32, min: 0, max: 9 }, // session_timeout_ms
+        Field { ty: Ty::Int32, min: 1, max: 9 }, // rebalance_timeout_ms
+        Field { ty: Ty::CompactString, min: 6, max: 9 }, // member_id
+        Field { ty: Ty::String, min: 0, max: 5 }, // member_id
+        Field { ty: Ty::CompactString, min: 6, max: 9 }, // group_instance_id
+        Field { ty: Ty::String, min: 5, max: 5 }, // group_instance_id
+        Field { ty: Ty::CompactString, min: 6, max: 9 }, // protocol_type
+        Field { ty: Ty::String, min: 0, max: 5 }, // protocol_type
+        Field { ty: Ty::CompactArray(&Ty::Struct(&JOIN_GROUP_REQUEST_JOINGROUPREQUESTPROTOCOL)), min: 6, max: 9 }, // protocols
+        Field { ty: Ty::Array(&Ty::Struct(&JOIN_GROUP_REQUEST_JOINGROUPREQUESTPROTOCOL)), min: 0, max: 5 }, // protocols
+        Field { ty: Ty::CompactString, min: 8, max: 9 }, // reason
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static JOIN_GROUP_REQUEST_JOINGROUPREQUESTPROTOCOL: StructSchema = StructSchema {
+    name: "JoinGroupRequestProtocol", tagged_from: 6,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 6, max: 9 }, // name
+        Field { ty: Ty::String, min: 0, max: 5 }, // name
+        Field { ty: Ty::CompactBytes, min: 6, max: 9 }, // metadata
+        Field { ty: Ty::Bytes, min: 0, max: 5 }, // metadata
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static HEARTBEAT_REQUEST_HEARTBEATREQUEST: StructSchema = StructSchema {
+    name: "HeartbeatRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::heartbeat_request::HeartbeatRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // group_id
+        Field { ty: Ty::Int32, min: 0, max: 4 }, // generation_id
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // member_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // member_id
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // group_instance_id
+        Field { ty: Ty::String, min: 3, max: 3 }, // group_instance_id
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LEAVE_GROUP_REQUEST_LEAVEGROUPREQUEST: StructSchema = StructSchema {
+    name: "LeaveGroupRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::leave_group_request::LeaveGroupRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // member_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&LEAVE_GROUP_REQUEST_MEMBERIDENTITY)), min: 4, max: 5 }, // members
+        Field { ty: Ty::Array(&Ty::Struct(&LEAVE_GROUP_REQUEST_MEMBERIDENTITY)), min: 3, max: 3 }, // members
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LEAVE_GROUP_REQUEST_MEMBERIDENTITY: StructSchema = StructSchema {
+    name: "MemberIdentity", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::leave_group_request::MemberIdentity>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // member_id
+        Field { ty: Ty::String, min: 3, max: 3 }, // member_id
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // group_instance_id
+        Field { ty: Ty::String, min: 3, max: 3 }, // group_instance_id
+        Field { ty: Ty::CompactString, min: 5, max: 5 }, // reason
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SYNC_GROUP_REQUEST_SYNCGROUPREQUEST: StructSchema = StructSchema {
+    name: "SyncGroupRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::sync_group_request::SyncGroupRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // group_id
+        Field { ty: Ty::Int32, min: 0, max: 5 }, // generation_id
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // member_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // member_id
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // group_instance_id
+        Field { ty: Ty::String, min: 3, max: 3 }, // group_instance_id
+        Field { ty: Ty::CompactString, min: 5, max: 5 }, // protocol_type
+        Field { ty: Ty::CompactString, min: 5, max: 5 }, // protocol_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SYNC_GROUP_REQUEST_SYNCGROUPREQUESTASSIGNMENT)), min: 4, max: 5 }, // assignments
+        Field { ty: Ty::Array(&Ty::Struct(&SYNC_GROUP_REQUEST_SYNCGROUPREQUESTASSIGNMENT)), min: 0, max: 3 }, // assignments
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SYNC_GROUP_REQUEST_SYNCGROUPREQUESTASSIGNMENT: StructSchema = StructSchema {
+    name: "SyncGroupRequestAssignment", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // member_id
+        Field { ty: Ty::String, min: 0, max: 3 }, // member_id
+        Field { ty: Ty::CompactBytes, min: 4, max: 5 }, // assignment
+        Field { ty: Ty::Bytes, min: 0, max: 3 }, // assignment
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_GROUPS_REQUEST_DESCRIBEGROUPSREQUEST: StructSchema = StructSchema {
+    name: "DescribeGroupsRequest", tagged_from: 5,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 5, max: 6 }, // groups
+        Field { ty: Ty::Array(&Ty::String), min: 0, max: 4 }, // groups
+        Field { ty: Ty::Int8, min: 3, max: 6 }, // include_authorized_operations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_GROUPS_REQUEST_LISTGROUPSREQUEST: StructSchema = StructSchema {
+    name: "ListGroupsRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_groups_request::ListGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 4, max: 5 }, // states_filter
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 5, max: 5 }, // types_filter
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_GROUPS_REQUEST_DELETEGROUPSREQUEST: StructSchema = StructSchema {
+    name: "DeleteGroupsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 2, max: 2 }, // groups_names
+        Field { ty: Ty::Array(&Ty::String), min: 0, max: 1 }, // groups_names
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUEST: StructSchema = StructSchema {
+    name: "OffsetDeleteRequest", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequest>(),
+    fields: &[
+        Field { ty: Ty::String, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTPARTITION: StructSchema = StructSchema {
+    name: "OffsetDeleteRequestPartition", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTTOPIC: StructSchema = StructSchema {
+    name: "OffsetDeleteRequestTopic", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::String, min: 0, max: 0 }, // name
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUESTPARTITION)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static API_VERSIONS_REQUEST_APIVERSIONSREQUEST: StructSchema = StructSchema {
     name: "ApiVersionsRequest", tagged_from: 3,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::api_versions_request::ApiVersionsRequest>(),
@@ -517,6 +806,17 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         1 => Some(&FETCH_REQUEST_FETCHREQUEST), // versions 4-18
         2 => Some(&LIST_OFFSETS_REQUEST_LISTOFFSETSREQUEST), // versions 1-10
         3 => Some(&METADATA_REQUEST_METADATAREQUEST), // versions 0-13
+        8 => Some(&OFFSET_COMMIT_REQUEST_OFFSETCOMMITREQUEST), // versions 2-9
+        9 => Some(&OFFSET_FETCH_REQUEST_OFFSETFETCHREQUEST), // versions 1-9
+        10 => Some(&FIND_COORDINATOR_REQUEST_FINDCOORDINATORREQUEST), // versions 0-6
+        11 => Some(&JOIN_GROUP_REQUEST_JOINGROUPREQUEST), // versions 0-9
+        12 => Some(&HEARTBEAT_REQUEST_HEARTBEATREQUEST), // versions 0-4
+        13 => Some(&LEAVE_GROUP_REQUEST_LEAVEGROUPREQUEST), // versions 0-5
+        14 => Some(&SYNC_GROUP_REQUEST_SYNCGROUPREQUEST), // versions 0-5
+        15 => Some(&DESCRIBE_GROUPS_REQUEST_DESCRIBEGROUPSREQUEST), // versions 0-6
+        16 => Some(&LIST_GROUPS_REQUEST_LISTGROUPSREQUEST), // versions 0-5
+        42 => Some(&DELETE_GROUPS_REQUEST_DELETEGROUPSREQUEST), // versions 0-2
+        47 => Some(&OFFSET_DELETE_REQUEST_OFFSETDELETEREQUEST), // versions 0-0
         18 => Some(&API_VERSIONS_REQUEST_APIVERSIONSREQUEST), // versions 0-4
         19 => Some(&CREATE_TOPICS_REQUEST_CREATETOPICSREQUEST), // versions 2-7
         20 => Some(&DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST), // versions 1-6

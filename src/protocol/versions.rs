@@ -29,12 +29,21 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
     ApiSupport { key, min, max }
 }
 
-/// Every API the broker implements, in api-key order. Groups, offsets and transactions come later.
+/// Every API the broker implements, in api-key order. Transactions and KIP-848 groups come later.
 pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::Produce, 3, 13),
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -44,7 +53,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
 ];
 
@@ -117,7 +128,8 @@ mod tests {
         assert_eq!(supported_range(ApiKey::ListOffsets as i16), Some((1, 10)));
         assert_eq!(supported_range(ApiKey::Metadata as i16), Some((0, 13)));
         assert_eq!(supported_range(ApiKey::ApiVersions as i16), Some((0, 4)));
-        assert_eq!(supported_range(ApiKey::JoinGroup as i16), None);
+        assert_eq!(supported_range(ApiKey::JoinGroup as i16), Some((0, 9)));
+        assert_eq!(supported_range(ApiKey::ConsumerGroupHeartbeat as i16), None);
         assert_eq!(supported_range(-1), None);
     }
 

@@ -13,6 +13,7 @@
 //! shard that opened successfully; a partition that failed to open is reported and answered
 //! with KAFKA_STORAGE_ERROR.
 
+pub mod groups;
 pub mod notify;
 pub mod router;
 pub mod runtime;
@@ -89,6 +90,8 @@ pub struct Shard {
     pub inflight_kib: Semaphore,
     /// Coordinator shard only: the producer ids left in the reserved block, `[next, end)`.
     producer_ids: Cell<(i64, i64)>,
+    /// Coordinator shard only: consumer groups and committed offsets.
+    pub groups: groups::GroupCoordinator,
 }
 
 impl Shard {
@@ -104,7 +107,6 @@ impl Shard {
         Rc::new(Shard {
             id,
             cache: TailCache::new(config.tail_cache_bytes_per_shard),
-            config,
             router,
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
@@ -115,6 +117,10 @@ impl Shard {
             connections: Cell::new(0),
             inflight_kib: Semaphore::new(inflight_kib),
             producer_ids: Cell::new((0, 0)),
+            config: config.clone(),
+            groups: groups::GroupCoordinator::new(crate::coordinator::group::GroupConfig {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            }),
         })
     }
 
@@ -347,6 +353,13 @@ impl Shard {
                 .map(|r| r.and(Err(storage_unavailable())))
                 .collect();
         }
+        let previous = self.metadata();
+        let deleted_topics: Vec<String> = previous
+            .topics
+            .iter()
+            .filter(|(name, old)| current.topics.get(*name).is_none_or(|new| new.id != old.id))
+            .map(|(name, _)| name.clone())
+            .collect();
         let next = Arc::new(current);
         for answer in self
             .invoke_on_all(move |shard| async move { shard.install_metadata(next).await })
@@ -354,6 +367,12 @@ impl Shard {
         {
             if let Err(e) = answer {
                 tracing::error!(error = %e, "publishing metadata failed");
+            }
+        }
+        if !deleted_topics.is_empty() {
+            // Committed offsets of a deleted topic must not apply to a new topic of that name.
+            if let Err(e) = self.groups.drop_topics(&deleted_topics, now_ms()).await {
+                tracing::error!(error = ?e, "deleting committed offsets of deleted topics failed");
             }
         }
         results
@@ -413,6 +432,33 @@ impl Shard {
                     }
                 }
                 glommio::yield_if_needed().await;
+            }
+        }
+    }
+
+    /// Coordinator shard: loads committed offsets (at startup, before the listener opens).
+    pub async fn load_group_coordinator(&self) {
+        assert_eq!(self.id, COORDINATOR_SHARD);
+        if let Err(e) = self
+            .groups
+            .load(&self.config.data_dir, self.cache.clone())
+            .await
+        {
+            tracing::error!(error = %e, "loading committed offsets failed; group APIs answer COORDINATOR_NOT_AVAILABLE");
+        }
+    }
+
+    /// Coordinator shard: ticks the group state machine every
+    /// [`groups::GROUP_TICK_INTERVAL_MS`] until the shard stops.
+    pub async fn group_tick_loop(self: Rc<Self>) {
+        assert_eq!(self.id, COORDINATOR_SHARD);
+        let interval = Duration::from_millis(groups::GROUP_TICK_INTERVAL_MS);
+        while !self.stopping.get() {
+            let tick = glommio::timer::sleep(interval);
+            futures_lite::future::or(tick, self.stop.wait()).await;
+            self.groups.tick(now_ms());
+            if let Err(e) = self.groups.maybe_compact().await {
+                tracing::warn!(error = %e, "compacting the offsets log failed");
             }
         }
     }

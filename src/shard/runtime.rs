@@ -197,6 +197,9 @@ async fn shard_main(
     let shard = Shard::new(index, config.clone(), router, metadata);
     let inbox_task = glommio::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
     shard.open_partitions().await;
+    if index == super::COORDINATOR_SHARD {
+        shard.load_group_coordinator().await;
+    }
     gate.opened.fetch_add(1, Ordering::SeqCst);
     while gate.opened.load(Ordering::SeqCst) < shards && !gate.failed.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -212,6 +215,8 @@ async fn shard_main(
         }
     };
     let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
+    let group_coordinator = (index == super::COORDINATOR_SHARD)
+        .then(|| glommio::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
         let _ = ready.send(Ok(index));
         super::super::server::accept_loop(shard.clone(), listener).await;
@@ -227,7 +232,11 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     retention.cancel();
+    if let Some(task) = group_coordinator {
+        task.cancel();
+    }
     shard.close_partitions().await;
+    shard.groups.close().await;
     inbox_task.cancel();
     tracing::debug!(shard = index, "shard stopped");
     Ok(())

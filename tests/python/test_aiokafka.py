@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
@@ -38,3 +40,31 @@ def test_aiokafka_producer_and_assigned_consumer_round_trip(broker):
         assert [(m.offset, m.key, m.value) for m in got] == [(i, b"k", f"aio-{i}".encode()) for i in range(40)]
 
     asyncio.run(asyncio.wait_for(run(), 90))
+
+
+# A subscribed consumer in a group reads what was sent, commits, and reads its commit back.
+@pytest.mark.timeout(60)
+def test_aiokafka_group_consumer_commits_and_reads_its_commit(make_broker):
+    b = make_broker(shards=2)
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=b.addr, acks="all")
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait("aio-group-topic", b"hello")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer("aio-group-topic", bootstrap_servers=b.addr,
+                                    group_id="aio-group", auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            m = await asyncio.wait_for(consumer.getone(), 30)
+            assert m.value == b"hello"
+            await consumer.commit()
+            tp = TopicPartition("aio-group-topic", meta.partition)
+            assert await consumer.committed(tp) == 1
+        finally:
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(run(), 50))

@@ -1,8 +1,7 @@
 """confluent-kafka (librdkafka from the wheel) against a real freshet broker.
 
-confluent-kafka's Consumer insists on a group.id; these consumers set one but only ever use
-assign() with explicit offsets and never commit, so no group coordinator is involved
-(consumer groups are issue 4).
+Most consumers here set a group.id but only use assign() with explicit offsets and never
+commit; the group tests at the end subscribe and go through the group coordinator.
 """
 
 import time
@@ -220,3 +219,160 @@ def test_too_large_message_is_rejected_by_the_broker(broker):
     assert [e.code() if e else None for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.MSG_SIZE_TOO_LARGE]
     [m] = produce_all(p, [dict(topic="ck-limit", value=b"small")])
     assert m.offset() == 0
+
+
+# Two consumers subscribed in one group end with disjoint assignments that cover every
+# partition, and between them read every message (some twice across the rebalance at most).
+@pytest.mark.timeout(60)
+def test_two_consumers_in_a_group_split_the_partitions(make_broker):
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("split-topic", 4, 1)])["split-topic"].result(T)
+    p = producer(b)
+    sent = [{"topic": "split-topic", "key": f"k{i}".encode(), "value": f"v{i}".encode()}
+            for i in range(40)]
+    delivered = produce_all(p, sent)
+    assert len({m.partition() for m in delivered}) >= 2
+    conf = {"bootstrap.servers": b.addr, "group.id": "split-group",
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100}
+    consumers = [Consumer(conf), Consumer(conf)]
+    for c in consumers:
+        c.subscribe(["split-topic"])
+    seen = set()
+    deadline = time.monotonic() + 45
+    try:
+        while time.monotonic() < deadline:
+            for c in consumers:
+                m = c.poll(0.1)
+                if m is not None and m.error() is None:
+                    seen.add(m.value())
+            parts = [{tp.partition for tp in c.assignment()} for c in consumers]
+            if len(seen) == 40 and all(parts) and not (parts[0] & parts[1]) \
+                    and parts[0] | parts[1] == {0, 1, 2, 3}:
+                break
+        parts = [{tp.partition for tp in c.assignment()} for c in consumers]
+        assert all(parts), f"both consumers have partitions: {parts}"
+        assert not (parts[0] & parts[1]), f"disjoint: {parts}"
+        assert parts[0] | parts[1] == {0, 1, 2, 3}, f"complete: {parts}"
+        assert seen == {m["value"] for m in sent}
+    finally:
+        for c in consumers:
+            c.close()
+
+
+# Admin view of groups: a group with committed offsets is listed and described; deleting it
+# fails while a member is in it (NON_EMPTY_GROUP) and succeeds, offsets included, once empty.
+@pytest.mark.timeout(60)
+def test_admin_lists_describes_and_deletes_groups(make_broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    b = make_broker(shards=2)
+    a = admin(b)
+    produce_all(producer(b), [{"topic": "admin-topic", "value": b"x"}])
+    conf = {"bootstrap.servers": b.addr, "group.id": "admin-group",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    c = Consumer(conf)
+    c.subscribe(["admin-topic"])
+    [m] = consume(c, 1)
+    c.commit(message=m, asynchronous=False)
+
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "admin-group" in {g.group_id for g in listed.valid}
+    described = a.describe_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
+    d = described.result()
+    assert d.state.name == "STABLE" and len(d.members) == 1
+    assert [tp.partition for tp in d.members[0].assignment.topic_partitions] == [0]
+    busy = a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
+    with pytest.raises(KafkaException) as e:
+        busy.result()
+    assert e.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+    c.close()
+
+    offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("admin-group")],
+                                            request_timeout=T)["admin-group"].result()
+    assert [(tp.topic, tp.offset) for tp in offsets.topic_partitions] == [("admin-topic", 1)]
+    a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"].result()
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "admin-group" not in {g.group_id for g in listed.valid}
+    offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("admin-group")],
+                                            request_timeout=T)["admin-group"].result()
+    assert all(tp.offset < 0 for tp in offsets.topic_partitions)
+
+
+# A member killed with SIGKILL (no LeaveGroup) is expired after its session timeout and its
+# partitions move to the surviving member, which then reads every message.
+@pytest.mark.timeout(60)
+def test_killed_member_is_expired_and_its_partitions_move(make_broker):
+    import subprocess
+    import sys
+    import textwrap
+
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("expiry-topic", 2, 1)])["expiry-topic"].result(T)
+    conf = {"bootstrap.servers": b.addr, "group.id": "expiry-group",
+            "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500}
+    script = textwrap.dedent(f"""
+        import sys, time
+        from confluent_kafka import Consumer
+        c = Consumer({conf!r})
+        c.subscribe(["expiry-topic"])
+        while True:
+            c.poll(0.2)
+            if c.assignment():
+                print("assigned", flush=True)
+    """)
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    survivor = Consumer(conf)
+    survivor.subscribe(["expiry-topic"])
+    try:
+        assert victim.stdout.readline().strip() == "assigned"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(survivor.assignment()) != 1:
+            survivor.poll(0.2)
+        assert len(survivor.assignment()) == 1, "the two members split the two partitions"
+        victim.kill()
+        victim.wait()
+        produce_all(producer(b), [{"topic": "expiry-topic", "partition": p, "value": b"v%d" % p}
+                                  for p in (0, 1)])
+        seen = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 2:
+            m = survivor.poll(0.2)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+        assert seen == {b"v0", b"v1"}
+        assert len(survivor.assignment()) == 2
+    finally:
+        victim.kill()
+        survivor.close()
+
+
+# A static member (group.instance.id) that restarts gets its partitions back at once: the
+# coordinator replaces the old incarnation instead of waiting for a rebalance.
+@pytest.mark.timeout(60)
+def test_static_member_restart_gets_its_partitions_back_at_once(make_broker):
+    b = make_broker(shards=2)
+    a = admin(b)
+    a.create_topics([NewTopic("static-topic", 2, 1)])["static-topic"].result(T)
+    conf = {"bootstrap.servers": b.addr, "group.id": "static-group",
+            "group.instance.id": "instance-1", "auto.offset.reset": "earliest",
+            "session.timeout.ms": 30000, "heartbeat.interval.ms": 500}
+
+    def assigned_after():
+        c = Consumer(conf)
+        c.subscribe(["static-topic"])
+        start = time.monotonic()
+        while not c.assignment() and time.monotonic() - start < 30:
+            c.poll(0.1)
+        parts = sorted(tp.partition for tp in c.assignment())
+        c.close()
+        return parts, time.monotonic() - start
+
+    assert assigned_after()[0] == [0, 1]
+    parts, took = assigned_after()
+    assert parts == [0, 1]
+    assert took < 2, f"the restarted static member waited {took:.1f}s"

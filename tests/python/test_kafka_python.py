@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 TIMEOUT_MS = 30_000
@@ -53,8 +53,7 @@ def test_send_to_new_topic_auto_creates_it_and_assigned_consumer_reads_it_back(b
     c.close()
 
 
-# The same round trip with a consumer group (subscribe + group_id) needs the group coordinator.
-@pytest.mark.xfail(strict=False, reason="consumer groups: issue 4")
+# The same round trip with a consumer group (subscribe + group_id), through the group coordinator.
 @pytest.mark.timeout(60)
 def test_group_consumer_reads_back_what_was_sent(make_broker):
     b = make_broker(shards=1)
@@ -68,6 +67,75 @@ def test_group_consumer_reads_back_what_was_sent(make_broker):
         assert m.value == b"for the group"
     finally:
         c.close()
+
+
+# The mission example verbatim: the topic does not exist before the producer sends, and a
+# consumer in group 'test-group' prints what was sent.
+@pytest.mark.timeout(60)
+def test_mission_example_group_consumer_prints_the_message(make_broker, capsys):
+    b = make_broker(shards=2)
+    p = KafkaProducer(bootstrap_servers=b.addr)
+    p.send("test-topic", b"test-message")
+    p.flush(timeout=30)
+    p.close(timeout=10)
+    consumer = KafkaConsumer("test-topic", bootstrap_servers=b.addr, group_id="test-group",
+                             auto_offset_reset="earliest", consumer_timeout_ms=15_000)
+    for message in consumer:
+        print(message.value)
+        break
+    consumer.close()
+    assert capsys.readouterr().out.strip() == "b'test-message'"
+
+
+# Committed offsets are resumed by the next consumer of the group, and survive kill -9 of the
+# broker (they are in the durable offsets log).
+@pytest.mark.timeout(60)
+def test_committed_offsets_survive_consumer_restart_and_broker_kill(make_broker):
+    b = make_broker(shards=2)
+    p = producer(b)
+    for i in range(5):
+        p.send("resume-topic", f"m{i}".encode()).get(timeout=30)
+    p.close(timeout=10)
+
+    def group_consumer():
+        return KafkaConsumer("resume-topic", bootstrap_servers=b.addr, group_id="resume-group",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=15_000, request_timeout_ms=TIMEOUT_MS)
+
+    c = group_consumer()
+    assert [m.value for m in read(c, 3)] == [b"m0", b"m1", b"m2"]
+    c.commit()
+    c.close()
+    c = group_consumer()
+    [m] = read(c, 1)
+    assert m.value == b"m3"
+    c.commit()
+    c.close()
+    b.kill()
+    b.start()
+    c = group_consumer()
+    [m] = read(c, 1)
+    assert m.value == b"m4"
+    c.close()
+
+
+# One OffsetCommit of several partitions (a simple consumer: no group membership, generation
+# -1) is stored whole, metadata strings included, and read back.
+@pytest.mark.timeout(60)
+def test_commit_of_several_partitions_at_once_reads_back(broker):
+    from kafka.structs import OffsetAndMetadata
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.addr, request_timeout_ms=TIMEOUT_MS)
+    admin.create_topics([NewTopic("multi-commit", 4, 1)])
+    admin.close()
+    c = KafkaConsumer(bootstrap_servers=broker.addr, group_id="multi-commit-group",
+                      enable_auto_commit=False, request_timeout_ms=TIMEOUT_MS)
+    tps = [TopicPartition("multi-commit", p) for p in range(4)]
+    c.commit({tp: OffsetAndMetadata(10 + tp.partition, f"m{tp.partition}", -1) for tp in tps})
+    for tp in tps:
+        assert c.committed(tp) == 10 + tp.partition
+        assert c.committed(tp, metadata=True).metadata == f"m{tp.partition}"
+    c.close()
 
 
 # Keyed messages over 4 partitions (gzip-compressed) keep their per-key order; headers survive.

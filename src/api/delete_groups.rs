@@ -1,0 +1,42 @@
+//! DeleteGroups: removes empty groups and their committed offsets (durably);
+//! NON_EMPTY_GROUP for a group with members, GROUP_ID_NOT_FOUND for an unknown one.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use super::{decode, Outcome};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: DeleteGroupsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let ids: Vec<String> = body.groups_names.iter().map(|g| g.to_string()).collect();
+    let answers = shard
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                out.push(c.groups.delete_group(now_ms(), id).await.err());
+            }
+            out
+        })
+        .await;
+    let mut response = DeleteGroupsResponse::default();
+    for (i, group_id) in body.groups_names.iter().enumerate() {
+        let error = match &answers {
+            Ok(errors) => errors[i],
+            Err(_) => Some(ResponseError::CoordinatorNotAvailable),
+        };
+        response.results.push(
+            DeletableGroupResult::default()
+                .with_group_id(group_id.clone())
+                .with_error_code(crate::error::code(error)),
+        );
+    }
+    super::respond(&request, &response)
+}

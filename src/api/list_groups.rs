@@ -1,0 +1,49 @@
+//! ListGroups: every group the coordinator shard knows, with Kafka's state (v4+) and type (v5+)
+//! filters, matched case-insensitively as Kafka does. Every group here is a classic group.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::{decode, str_bytes, Outcome};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: ListGroupsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let listed = shard
+        .invoke_on(COORDINATOR_SHARD, |c| async move { c.groups.list() })
+        .await;
+    let mut response = ListGroupsResponse::default();
+    let Ok(listed) = listed else {
+        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        return super::respond(&request, &response);
+    };
+    let states: Vec<String> = body
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = body.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    for (group_id, protocol_type, state) in listed {
+        if !states.is_empty() && !states.contains(&state.name().to_lowercase()) {
+            continue;
+        }
+        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            continue;
+        }
+        response.groups.push(
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(group_id)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(str_bytes(state.name()))
+                .with_group_type(str_bytes("classic")),
+        );
+    }
+    super::respond(&request, &response)
+}

@@ -1,0 +1,105 @@
+//! OffsetCommit: committed offsets of a classic group (or a simple consumer with generation
+//! -1), checked against the group's generation and members, written durably on the coordinator
+//! shard (see `shard::groups`) and acknowledged once on disk.
+//!
+//! Partitions of topics this broker does not have get UNKNOWN_TOPIC_OR_PARTITION (checked
+//! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets do
+//! not expire yet.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::{decode, Outcome};
+use crate::coordinator::offsets::CommittedOffset;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: OffsetCommitRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let metadata = shard.metadata();
+    let now = now_ms();
+    // Per partition: Some(error) decided here, or None = sent to the coordinator.
+    let mut decided: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut entries = Vec::new();
+    for topic in &body.topics {
+        let known = metadata.topics.get(topic.name.as_str());
+        let mut row = Vec::new();
+        for p in &topic.partitions {
+            if !known.is_some_and(|t| p.partition_index >= 0 && p.partition_index < t.partitions) {
+                row.push(Some(ResponseError::UnknownTopicOrPartition));
+                continue;
+            }
+            row.push(None);
+            entries.push((
+                topic.name.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                },
+            ));
+        }
+        decided.push(row);
+    }
+    let group_id = body.group_id.to_string();
+    let answer: Result<Vec<Option<ResponseError>>, ResponseError> = if group_id.is_empty() {
+        Err(ResponseError::InvalidGroupId)
+    } else if entries.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let member_id = body.member_id.to_string();
+        let instance = body.group_instance_id.as_ref().map(|s| s.to_string());
+        let generation = body.generation_id_or_member_epoch;
+        shard
+            .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                c.groups
+                    .commit(
+                        now,
+                        &group_id,
+                        &member_id,
+                        instance.as_deref(),
+                        generation,
+                        entries,
+                    )
+                    .await
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    };
+    let mut coordinator_errors = match &answer {
+        Ok(errors) => errors.clone().into_iter(),
+        Err(_) => Vec::new().into_iter(),
+    };
+    let mut response = OffsetCommitResponse::default();
+    for (topic, row) in body.topics.iter().zip(decided) {
+        let mut t = OffsetCommitResponseTopic::default().with_name(topic.name.clone());
+        for (p, local) in topic.partitions.iter().zip(row) {
+            let error = match (local, &answer) {
+                (Some(e), _) => Some(e),
+                (None, Err(e)) => Some(*e),
+                (None, Ok(_)) => coordinator_errors.next().flatten(),
+            };
+            t.partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(crate::error::code(error)),
+            );
+        }
+        response.topics.push(t);
+    }
+    super::respond(&request, &response)
+}

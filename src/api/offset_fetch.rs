@@ -1,0 +1,133 @@
+//! OffsetFetch: committed offsets of one group (v1-7) or several (v8+), from the coordinator
+//! shard's table. A partition with no committed offset gets offset -1 and no error, as Kafka
+//! answers; `topics: null` (v2+) asks for every committed partition of the group.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::{decode, str_bytes, Outcome};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::groups::FetchedOffsets;
+use crate::shard::{Shard, COORDINATOR_SHARD};
+
+type Asked = Vec<(String, Option<Vec<(String, Vec<i32>)>>)>;
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: OffsetFetchRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let version = request.api_version;
+    let asked: Asked = if version >= 8 {
+        body.groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                (g.group_id.to_string(), topics)
+            })
+            .collect()
+    } else {
+        let topics = body.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        vec![(body.group_id.to_string(), topics)]
+    };
+    let answers: Vec<Result<FetchedOffsets, ResponseError>> = shard
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            asked
+                .into_iter()
+                .map(|(group, topics)| c.groups.fetch(&group, topics))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![Err(ResponseError::CoordinatorNotAvailable)]);
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        for (g, answer) in body.groups.iter().zip(answers) {
+            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            match answer {
+                Ok(topics) => {
+                    for (topic, parts) in topics {
+                        let mut t = OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(str_bytes(topic)));
+                        for (p, value) in parts {
+                            let (offset, epoch, meta) = value
+                                .map_or((-1, -1, String::new()), |v| {
+                                    (v.offset, v.leader_epoch, v.metadata)
+                                });
+                            t.partitions.push(
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(str_bytes(meta))),
+                            );
+                        }
+                        group.topics.push(t);
+                    }
+                }
+                Err(e) => group.error_code = e.code(),
+            }
+            response.groups.push(group);
+        }
+        return super::respond(&request, &response);
+    }
+    let answer = answers
+        .into_iter()
+        .next()
+        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+    match answer {
+        Ok(topics) => {
+            for (topic, parts) in topics {
+                let mut t =
+                    OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(topic)));
+                for (p, value) in parts {
+                    let (offset, epoch, meta) = value.map_or((-1, -1, String::new()), |v| {
+                        (v.offset, v.leader_epoch, v.metadata)
+                    });
+                    t.partitions.push(
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(Some(str_bytes(meta))),
+                    );
+                }
+                response.topics.push(t);
+            }
+        }
+        Err(e) => {
+            if version >= 2 {
+                response.error_code = e.code();
+            } else if let Some(topics) = &body.topics {
+                // v1 has no top-level error: every asked partition carries it.
+                for topic in topics {
+                    let mut t = OffsetFetchResponseTopic::default().with_name(topic.name.clone());
+                    for p in &topic.partition_indexes {
+                        t.partitions.push(
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(str_bytes("")))
+                                .with_error_code(e.code()),
+                        );
+                    }
+                    response.topics.push(t);
+                }
+            }
+        }
+    }
+    super::respond(&request, &response)
+}

@@ -1,0 +1,48 @@
+//! SyncGroup: runs on the coordinator shard; a follower's answer waits for the leader's
+//! assignment (see `coordinator::group`).
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{decode, str_bytes, Outcome};
+use crate::coordinator::group::SyncRequest;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: SyncGroupRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let sync = SyncRequest {
+        group_id: body.group_id.to_string(),
+        member_id: body.member_id.to_string(),
+        group_instance_id: body.group_instance_id.map(|s| s.to_string()),
+        generation_id: body.generation_id,
+        protocol_type: body.protocol_type.map(|s| s.to_string()),
+        protocol_name: body.protocol_name.map(|s| s.to_string()),
+        assignments: body
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let answer = shard
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            c.groups.sync(now_ms(), sync).await
+        })
+        .await;
+    let mut response = SyncGroupResponse::default();
+    match answer {
+        Ok(r) => {
+            response.error_code = crate::error::code(r.error);
+            response.protocol_type = r.protocol_type.map(str_bytes);
+            response.protocol_name = r.protocol_name.map(str_bytes);
+            response.assignment = r.assignment;
+        }
+        Err(_) => response.error_code = ResponseError::CoordinatorNotAvailable.code(),
+    }
+    super::respond(&request, &response)
+}

@@ -1,0 +1,1498 @@
+//! The classic consumer-group protocol (JoinGroup / SyncGroup / Heartbeat / LeaveGroup) as a
+//! pure state machine owned by the coordinator shard (shard 0).
+//!
+//! [`Groups`] does no I/O and reads no clock: every call takes `now_ms`, and answers that Kafka
+//! delays (a JoinGroup waits for the rebalance to complete, a follower's SyncGroup waits for the
+//! leader's assignment) are returned later as [`Effect::Reply`] with the request id the caller
+//! gave. The shard holds one one-shot channel per request id and completes it when the effect
+//! comes out; [`Groups::tick`] (driven by a timer on shard 0) expires sessions and ends
+//! rebalances whose timeout passed.
+//!
+//! A group's life, as Kafka's `ClassicGroup`:
+//! `Empty` -(join)-> `PreparingRebalance` -(all known members rejoined, or rebalance timeout)->
+//! `CompletingRebalance` -(leader's SyncGroup)-> `Stable` -(join with new metadata, leave,
+//! expiry)-> `PreparingRebalance` ... When the last member goes the group is `Empty` again (its
+//! committed offsets stay). `Dead` groups are removed from the map.
+//!
+//! Invariants: every member with `awaiting_join` has a parked JoinGroup and the group is
+//! `PreparingRebalance`; `awaiting_sync` only in `CompletingRebalance`; the leader, when set, is
+//! a member. Every parked request id is answered exactly once (by a reply, or with an error when
+//! its member is removed).
+//!
+//! Not yet: KIP-848 consumer groups; group metadata is not persisted (only committed offsets
+//! are, see [`super::offsets`]), so after a restart members rejoin with UNKNOWN_MEMBER_ID and get
+//! new ids, as after a Kafka coordinator move; static members do not skip the rebalance when
+//! they rejoin with unchanged metadata in a Stable group beyond what a normal known-member join
+//! does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+
+/// Caller-chosen id of a request whose answer may come later.
+pub type RequestId = u64;
+
+/// Kafka's `group.min.session.timeout.ms` default.
+pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
+/// Kafka's `group.max.session.timeout.ms` default.
+pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
+/// Kafka's `group.max.size` default.
+pub const GROUP_MEMBERS_MAX: usize = 1_000;
+
+/// Group settings (Kafka's broker configs of the same names).
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members.
+    pub initial_rebalance_delay_ms: i64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+        }
+    }
+}
+
+/// Kafka's classic group states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka reports (DescribeGroups, ListGroups).
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// A JoinGroup request, version-independent.
+#[derive(Clone, Debug, Default)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: a first join without a member id gets MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// One member as the leader sees it in its JoinGroup answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+/// A JoinGroup answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub error: Option<ResponseError>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Non-empty for the leader only.
+    pub members: Vec<JoinMember>,
+}
+
+impl JoinResponse {
+    fn error(error: ResponseError, member_id: &str) -> Self {
+        JoinResponse {
+            error: Some(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// A SyncGroup request, version-independent.
+#[derive(Clone, Debug, Default)]
+pub struct SyncRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// The leader's assignment (member id, assignment); empty from followers.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// A SyncGroup answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncResponse {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResponse {
+    fn error(error: ResponseError) -> Self {
+        SyncResponse {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// A delayed answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+}
+
+/// What the shard must do after a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Answer the parked request `request_id`.
+    Reply {
+        request_id: RequestId,
+        response: Response,
+    },
+}
+
+/// A member of a classic group.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// The leader's assignment for this member in the current generation.
+    pub assignment: Bytes,
+    awaiting_join: Option<RequestId>,
+    awaiting_sync: Option<RequestId>,
+    /// The member is removed when `now_ms` passes this without a heartbeat.
+    heartbeat_deadline_ms: i64,
+    /// Join order: the leader is the earliest member.
+    seq: u64,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One classic group.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub group_id: String,
+    pub state: GroupState,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with their expiry time.
+    pending_members: BTreeMap<String, i64>,
+    /// static instance id -> member id.
+    static_members: HashMap<String, String>,
+    /// PreparingRebalance: the join completes at this time at the latest.
+    rebalance_deadline_ms: i64,
+    /// PreparingRebalance from Empty: the join does not complete before this time.
+    join_not_before_ms: i64,
+    next_seq: u64,
+}
+
+impl Group {
+    fn new(group_id: &str) -> Group {
+        Group {
+            group_id: group_id.to_string(),
+            state: GroupState::Empty,
+            generation_id: 0,
+            protocol_type: None,
+            protocol_name: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_members: BTreeMap::new(),
+            static_members: HashMap::new(),
+            rebalance_deadline_ms: 0,
+            join_not_before_ms: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// True when the group has no members (offsets may still exist).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Members in join order.
+    pub fn members_in_order(&self) -> Vec<&Member> {
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_by_key(|m| m.seq);
+        members
+    }
+
+    /// Protocols every member supports, the one most members prefer first (Kafka's vote).
+    fn select_protocol(&self) -> Option<String> {
+        let members = self.members_in_order();
+        let first = members.first()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                members
+                    .iter()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for m in &members {
+            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(&n)) {
+                if let Some(v) = votes.iter_mut().find(|(_, c)| *c == name) {
+                    v.0 += 1;
+                }
+            }
+        }
+        // Highest vote; ties go to the first member's preference (stable order of `votes`).
+        let mut best: Option<(usize, &String)> = None;
+        for (count, name) in votes {
+            if best.is_none_or(|(b, _)| count > b) {
+                best = Some((count, name));
+            }
+        }
+        best.map(|(_, name)| name.clone())
+    }
+
+    /// Whether a join with `protocol_type` and `protocols` fits the group's members.
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+
+    /// Topics the members subscribe to, from their consumer-protocol metadata; `None` if the
+    /// group is not a consumer group or a subscription does not decode (then every topic
+    /// counts as subscribed).
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol_name.clone()?;
+        let mut topics = std::collections::BTreeSet::new();
+        for m in self.members.values() {
+            let mut buf = m.metadata_for(&protocol);
+            if buf.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            bytes::Buf::advance(&mut buf, 2);
+            let sub = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
+    }
+
+    fn all_members_joined(&self) -> bool {
+        self.pending_members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
+    }
+
+    fn max_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Why an offset commit was refused by the group (see [`Groups::validate_offset_commit`]).
+pub type CommitCheck = Result<(), ResponseError>;
+
+/// All classic groups of the broker. Lives on the coordinator shard.
+#[derive(Debug, Default)]
+pub struct Groups {
+    pub config: GroupConfig,
+    groups: BTreeMap<String, Group>,
+    /// Counter for generated member ids (with a random per-broker prefix, see `new`).
+    member_counter: u64,
+    member_id_salt: String,
+}
+
+impl Groups {
+    /// A coordinator with no groups; member ids are `<client id>-<salt>-<n>`.
+    pub fn new(config: GroupConfig, member_id_salt: String) -> Groups {
+        Groups {
+            config,
+            groups: BTreeMap::new(),
+            member_counter: 0,
+            member_id_salt,
+        }
+    }
+
+    pub fn group(&self, group_id: &str) -> Option<&Group> {
+        self.groups.get(group_id)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// Creates an Empty group if none exists (OffsetCommit of a simple consumer does).
+    pub fn ensure_group(&mut self, group_id: &str) {
+        self.groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+    }
+
+    /// Whether [`Groups::delete_group`] would succeed.
+    pub fn check_deletable(&self, group_id: &str) -> Result<(), ResponseError> {
+        match self.groups.get(group_id) {
+            None => Err(ResponseError::GroupIdNotFound),
+            Some(g) if !g.is_empty() || !g.pending_members.is_empty() => {
+                Err(ResponseError::NonEmptyGroup)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Removes an empty group (DeleteGroups): NON_EMPTY_GROUP if it has members.
+    pub fn delete_group(&mut self, group_id: &str) -> Result<(), ResponseError> {
+        match self.groups.get(group_id) {
+            None => Err(ResponseError::GroupIdNotFound),
+            Some(g) if !g.is_empty() || !g.pending_members.is_empty() => {
+                Err(ResponseError::NonEmptyGroup)
+            }
+            Some(_) => {
+                self.groups.remove(group_id);
+                Ok(())
+            }
+        }
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.member_counter += 1;
+        format!(
+            "{client_id}-{}-{}",
+            self.member_id_salt, self.member_counter
+        )
+    }
+
+    /// JoinGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
+    pub fn join(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
+            effects.push(Effect::Reply {
+                request_id,
+                response: Response::Join(r),
+            })
+        };
+        if req.group_id.is_empty() {
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::InvalidGroupId, &req.member_id),
+            );
+            return effects;
+        }
+        if req.session_timeout_ms < SESSION_TIMEOUT_MS_MIN
+            || req.session_timeout_ms > SESSION_TIMEOUT_MS_MAX
+        {
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::InvalidSessionTimeout, &req.member_id),
+            );
+            return effects;
+        }
+        let known_member = !req.member_id.is_empty();
+        let group_exists = self.groups.contains_key(&req.group_id);
+        if known_member && !group_exists {
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::UnknownMemberId, &req.member_id),
+            );
+            return effects;
+        }
+        let new_id = if known_member {
+            String::new()
+        } else {
+            self.new_member_id(&req.client_id)
+        };
+        let initial_delay = self.config.initial_rebalance_delay_ms;
+        let group = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(&req.group_id));
+        if !group.supports(&req.protocol_type, &req.protocols) {
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::InconsistentGroupProtocol, &req.member_id),
+            );
+            return effects;
+        }
+        if !known_member {
+            // A static member that rejoins without its member id replaces its old incarnation.
+            if let Some(instance) = &req.group_instance_id {
+                if let Some(old_id) = group.static_members.get(instance).cloned() {
+                    let Some(mut member) = group.members.remove(&old_id) else {
+                        unreachable!("static member map points at a member");
+                    };
+                    fence_parked(&mut member, ResponseError::FencedInstanceId, &mut effects);
+                    member.member_id = new_id.clone();
+                    if group.leader.as_deref() == Some(&old_id) {
+                        group.leader = Some(new_id.clone());
+                    }
+                    group.members.insert(new_id.clone(), member);
+                    group
+                        .static_members
+                        .insert(instance.clone(), new_id.clone());
+                    let mut req = req;
+                    req.member_id = new_id;
+                    join_known(
+                        group,
+                        now_ms,
+                        request_id,
+                        req,
+                        true,
+                        initial_delay,
+                        &mut effects,
+                    );
+                    return effects;
+                }
+            }
+            if group.members.len() + group.pending_members.len() >= GROUP_MEMBERS_MAX {
+                reply(
+                    &mut effects,
+                    JoinResponse::error(ResponseError::GroupMaxSizeReached, ""),
+                );
+                return effects;
+            }
+            if req.require_known_member_id && req.group_instance_id.is_none() {
+                group
+                    .pending_members
+                    .insert(new_id.clone(), now_ms + i64::from(req.session_timeout_ms));
+                reply(
+                    &mut effects,
+                    JoinResponse::error(ResponseError::MemberIdRequired, &new_id),
+                );
+                return effects;
+            }
+            let mut req = req;
+            req.member_id = new_id;
+            add_member(group, now_ms, request_id, req, initial_delay, &mut effects);
+            return effects;
+        }
+        if group.pending_members.remove(&req.member_id).is_some() {
+            add_member(group, now_ms, request_id, req, initial_delay, &mut effects);
+            return effects;
+        }
+        let Some(member) = group.members.get(&req.member_id) else {
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::UnknownMemberId, &req.member_id),
+            );
+            return effects;
+        };
+        if let Some(instance) = &req.group_instance_id {
+            if member.group_instance_id.as_ref() != Some(instance) {
+                reply(
+                    &mut effects,
+                    JoinResponse::error(ResponseError::FencedInstanceId, &req.member_id),
+                );
+                return effects;
+            }
+        }
+        join_known(
+            group,
+            now_ms,
+            request_id,
+            req,
+            false,
+            initial_delay,
+            &mut effects,
+        );
+        effects
+    }
+
+    /// SyncGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
+    pub fn sync(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut reply = |r: SyncResponse| {
+            effects.push(Effect::Reply {
+                request_id,
+                response: Response::Sync(r),
+            })
+        };
+        if req.group_id.is_empty() {
+            reply(SyncResponse::error(ResponseError::InvalidGroupId));
+            return effects;
+        }
+        let Some(group) = self.groups.get_mut(&req.group_id) else {
+            reply(SyncResponse::error(ResponseError::UnknownMemberId));
+            return effects;
+        };
+        if let Err(e) = check_member(
+            group,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        ) {
+            reply(SyncResponse::error(e));
+            return effects;
+        }
+        if req
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| Some(t) != group.protocol_type.as_ref())
+            || req
+                .protocol_name
+                .as_ref()
+                .is_some_and(|n| Some(n) != group.protocol_name.as_ref())
+        {
+            reply(SyncResponse::error(
+                ResponseError::InconsistentGroupProtocol,
+            ));
+            return effects;
+        }
+        match group.state {
+            GroupState::Empty | GroupState::Dead => {
+                reply(SyncResponse::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::PreparingRebalance => {
+                reply(SyncResponse::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let member = group.members.get_mut(&req.member_id).expect("checked");
+                member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+                reply(SyncResponse {
+                    error: None,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol_name.clone(),
+                    assignment: member.assignment.clone(),
+                });
+            }
+            GroupState::CompletingRebalance => {
+                let member = group.members.get_mut(&req.member_id).expect("checked");
+                member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+                if let Some(old) = member.awaiting_sync.replace(request_id) {
+                    // A repeated SyncGroup supersedes the earlier one.
+                    effects.push(Effect::Reply {
+                        request_id: old,
+                        response: Response::Sync(SyncResponse::error(
+                            ResponseError::RebalanceInProgress,
+                        )),
+                    });
+                }
+                if group.leader.as_deref() == Some(req.member_id.as_str()) {
+                    let assignments: HashMap<String, Bytes> = req.assignments.into_iter().collect();
+                    for m in group.members.values_mut() {
+                        m.assignment = assignments.get(&m.member_id).cloned().unwrap_or_default();
+                    }
+                    group.state = GroupState::Stable;
+                    for m in group.members.values_mut() {
+                        if let Some(id) = m.awaiting_sync.take() {
+                            effects.push(Effect::Reply {
+                                request_id: id,
+                                response: Response::Sync(SyncResponse {
+                                    error: None,
+                                    protocol_type: group.protocol_type.clone(),
+                                    protocol_name: group.protocol_name.clone(),
+                                    assignment: m.assignment.clone(),
+                                }),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        effects
+    }
+
+    /// Heartbeat: answered at once (`None` is success).
+    pub fn heartbeat(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Option<ResponseError> {
+        if group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        if let Err(e) = check_member(group, member_id, group_instance_id, generation_id) {
+            return Some(e);
+        }
+        let member = group.members.get_mut(member_id).expect("checked");
+        member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+        match group.state {
+            GroupState::Empty | GroupState::Dead => Some(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => None,
+        }
+    }
+
+    /// LeaveGroup of several members (v3+; older versions send one). Returns the group-level
+    /// error, one error per member in request order, and the effects.
+    #[allow(clippy::type_complexity)]
+    pub fn leave(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> (
+        Option<ResponseError>,
+        Vec<Option<ResponseError>>,
+        Vec<Effect>,
+    ) {
+        let mut effects = Vec::new();
+        if group_id.is_empty() {
+            return (Some(ResponseError::InvalidGroupId), Vec::new(), effects);
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return (Some(ResponseError::UnknownMemberId), Vec::new(), effects);
+        };
+        let mut errors = Vec::with_capacity(leaving.len());
+        let mut removed_any = false;
+        for (member_id, instance_id) in leaving {
+            let target = match instance_id {
+                Some(instance) => match group.static_members.get(instance) {
+                    None => {
+                        errors.push(Some(ResponseError::UnknownMemberId));
+                        continue;
+                    }
+                    Some(id) if !member_id.is_empty() && id != member_id => {
+                        errors.push(Some(ResponseError::FencedInstanceId));
+                        continue;
+                    }
+                    Some(id) => id.clone(),
+                },
+                None => member_id.clone(),
+            };
+            if group.pending_members.remove(&target).is_some() {
+                errors.push(None);
+                continue;
+            }
+            if !group.members.contains_key(&target) {
+                errors.push(Some(ResponseError::UnknownMemberId));
+                continue;
+            }
+            remove_member(group, &target, &mut effects);
+            removed_any = true;
+            errors.push(None);
+        }
+        if removed_any {
+            after_removal(group, now_ms, &mut effects);
+        }
+        (None, errors, effects)
+    }
+
+    /// Expires members and pending members whose session ran out, and completes rebalances
+    /// whose time came.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for group in self.groups.values_mut() {
+            group
+                .pending_members
+                .retain(|_, deadline| *deadline > now_ms);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| {
+                    // A member parked in a join is not expired: the rebalance timeout covers it.
+                    m.awaiting_join.is_none() && m.heartbeat_deadline_ms <= now_ms
+                })
+                .map(|m| m.member_id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(group = %group.group_id, member = %id, "member session expired");
+                remove_member(group, id, &mut effects);
+            }
+            if !expired.is_empty() {
+                after_removal(group, now_ms, &mut effects);
+            }
+            if group.state == GroupState::PreparingRebalance {
+                maybe_complete_join(group, now_ms, &mut effects);
+            }
+        }
+        effects
+    }
+
+    /// Forgets Empty groups for which `keep` says no (the coordinator keeps groups that still
+    /// have committed offsets), so the map does not grow with every group id ever used.
+    pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, g| {
+            g.state != GroupState::Empty
+                || !g.members.is_empty()
+                || !g.pending_members.is_empty()
+                || keep(id)
+        });
+    }
+
+    /// Kafka's checks of an OffsetCommit against the group (classic groups).
+    pub fn validate_offset_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> CommitCheck {
+        let Some(group) = self.groups.get(group_id) else {
+            // A simple consumer (generation -1) may commit to a group that does not exist yet.
+            return if generation_id < 0 {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration)
+            };
+        };
+        if generation_id < 0 && group.is_empty() {
+            return Ok(());
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        check_member(group, member_id, group_instance_id, generation_id)
+    }
+}
+
+/// The member checks shared by SyncGroup, Heartbeat and OffsetCommit.
+fn check_member(
+    group: &Group,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+    generation_id: i32,
+) -> Result<(), ResponseError> {
+    if let Some(instance) = group_instance_id {
+        match group.static_members.get(instance) {
+            Some(id) if id != member_id => return Err(ResponseError::FencedInstanceId),
+            _ => {}
+        }
+    }
+    if !group.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    if generation_id != group.generation_id {
+        return Err(ResponseError::IllegalGeneration);
+    }
+    Ok(())
+}
+
+/// Answers a member's parked requests with `error` (it is being removed or replaced).
+fn fence_parked(member: &mut Member, error: ResponseError, effects: &mut Vec<Effect>) {
+    if let Some(id) = member.awaiting_join.take() {
+        effects.push(Effect::Reply {
+            request_id: id,
+            response: Response::Join(JoinResponse::error(error, &member.member_id)),
+        });
+    }
+    if let Some(id) = member.awaiting_sync.take() {
+        effects.push(Effect::Reply {
+            request_id: id,
+            response: Response::Sync(SyncResponse::error(error)),
+        });
+    }
+}
+
+fn add_member(
+    group: &mut Group,
+    now_ms: i64,
+    request_id: RequestId,
+    req: JoinRequest,
+    initial_delay_ms: i64,
+    effects: &mut Vec<Effect>,
+) {
+    assert!(!req.member_id.is_empty());
+    if group.members.is_empty() {
+        group.protocol_type = Some(req.protocol_type.clone());
+    }
+    group.next_seq += 1;
+    if let Some(instance) = &req.group_instance_id {
+        group
+            .static_members
+            .insert(instance.clone(), req.member_id.clone());
+    }
+    let member = Member {
+        member_id: req.member_id.clone(),
+        group_instance_id: req.group_instance_id,
+        client_id: req.client_id,
+        client_host: req.client_host,
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        protocol_type: req.protocol_type,
+        protocols: req.protocols,
+        assignment: Bytes::new(),
+        awaiting_join: Some(request_id),
+        awaiting_sync: None,
+        heartbeat_deadline_ms: now_ms + i64::from(req.session_timeout_ms),
+        seq: group.next_seq,
+    };
+    if group.leader.is_none() {
+        group.leader = Some(req.member_id.clone());
+    }
+    group.members.insert(req.member_id, member);
+    prepare_rebalance(group, now_ms, initial_delay_ms, effects);
+    maybe_complete_join(group, now_ms, effects);
+}
+
+/// A join by a member the group knows.
+fn join_known(
+    group: &mut Group,
+    now_ms: i64,
+    request_id: RequestId,
+    req: JoinRequest,
+    static_rejoin: bool,
+    initial_delay_ms: i64,
+    effects: &mut Vec<Effect>,
+) {
+    let member = group.members.get_mut(&req.member_id).expect("known member");
+    member.heartbeat_deadline_ms = now_ms + i64::from(req.session_timeout_ms);
+    let metadata_changed = member.protocols != req.protocols;
+    member.protocols = req.protocols;
+    member.session_timeout_ms = req.session_timeout_ms;
+    member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+    member.client_id = req.client_id;
+    member.client_host = req.client_host;
+    if let Some(old) = member.awaiting_join.replace(request_id) {
+        // A repeated join supersedes the earlier one.
+        effects.push(Effect::Reply {
+            request_id: old,
+            response: Response::Join(JoinResponse::error(
+                ResponseError::RebalanceInProgress,
+                &req.member_id,
+            )),
+        });
+    }
+    // Kafka rebalances when the leader of a stable group rejoins (it may see new topics), but
+    // not when a static member merely restarts.
+    let is_leader = group.leader.as_deref() == Some(req.member_id.as_str()) && !static_rejoin;
+    match group.state {
+        GroupState::PreparingRebalance => maybe_complete_join(group, now_ms, effects),
+        GroupState::CompletingRebalance | GroupState::Stable
+            if !(metadata_changed || is_leader && group.state == GroupState::Stable) =>
+        {
+            // Nothing changed: the member gets the current generation again (a lost answer).
+            let member = group.members.get_mut(&req.member_id).expect("known member");
+            member.awaiting_join = None;
+            let response = join_response(group, &req.member_id);
+            effects.push(Effect::Reply {
+                request_id,
+                response: Response::Join(response),
+            });
+        }
+        _ => {
+            prepare_rebalance(group, now_ms, initial_delay_ms, effects);
+            maybe_complete_join(group, now_ms, effects);
+        }
+    }
+}
+
+/// Moves the group to PreparingRebalance (no-op if it already is).
+fn prepare_rebalance(
+    group: &mut Group,
+    now_ms: i64,
+    initial_delay_ms: i64,
+    effects: &mut Vec<Effect>,
+) {
+    match group.state {
+        GroupState::PreparingRebalance => return,
+        GroupState::CompletingRebalance => {
+            // Followers waiting for the assignment must rejoin.
+            for m in group.members.values_mut() {
+                if let Some(id) = m.awaiting_sync.take() {
+                    effects.push(Effect::Reply {
+                        request_id: id,
+                        response: Response::Sync(SyncResponse::error(
+                            ResponseError::RebalanceInProgress,
+                        )),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    group.join_not_before_ms = if group.state == GroupState::Empty {
+        now_ms + initial_delay_ms
+    } else {
+        now_ms
+    };
+    group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
+    group.state = GroupState::PreparingRebalance;
+}
+
+fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    let timed_out = now_ms >= group.rebalance_deadline_ms;
+    let ready = group.all_members_joined() && now_ms >= group.join_not_before_ms;
+    if !ready && !timed_out {
+        return;
+    }
+    // Members that did not rejoin in time are out.
+    let missing: Vec<String> = group
+        .members
+        .values()
+        .filter(|m| m.awaiting_join.is_none())
+        .map(|m| m.member_id.clone())
+        .collect();
+    for id in missing {
+        remove_member(group, &id, effects);
+    }
+    group.pending_members.clear();
+    group.generation_id += 1;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        // The protocol type stays (Kafka reports it for empty groups); a new member may bring
+        // another one.
+        group.protocol_name = None;
+        group.leader = None;
+        return;
+    }
+    group.protocol_name = group.select_protocol();
+    group.state = GroupState::CompletingRebalance;
+    let ids: Vec<String> = group.members.keys().cloned().collect();
+    for id in ids {
+        let response = join_response(group, &id);
+        let member = group.members.get_mut(&id).expect("member");
+        member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+        member.assignment = Bytes::new();
+        let request_id = member.awaiting_join.take().expect("all members joined");
+        effects.push(Effect::Reply {
+            request_id,
+            response: Response::Join(response),
+        });
+    }
+}
+
+fn join_response(group: &Group, member_id: &str) -> JoinResponse {
+    let leader = group.leader.clone().unwrap_or_default();
+    let protocol = group.protocol_name.clone().unwrap_or_default();
+    let members = if leader == member_id {
+        group
+            .members_in_order()
+            .into_iter()
+            .map(|m| JoinMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                metadata: m.metadata_for(&protocol),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    JoinResponse {
+        error: None,
+        generation_id: group.generation_id,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol_name.clone(),
+        leader,
+        member_id: member_id.to_string(),
+        members,
+    }
+}
+
+/// Removes a member, answering its parked requests with UNKNOWN_MEMBER_ID.
+fn remove_member(group: &mut Group, member_id: &str, effects: &mut Vec<Effect>) {
+    let Some(mut member) = group.members.remove(member_id) else {
+        return;
+    };
+    fence_parked(&mut member, ResponseError::UnknownMemberId, effects);
+    if let Some(instance) = &member.group_instance_id {
+        if group.static_members.get(instance).map(String::as_str) == Some(member_id) {
+            group.static_members.remove(instance);
+        }
+    }
+    if group.leader.as_deref() == Some(member_id) {
+        group.leader = group
+            .members_in_order()
+            .first()
+            .map(|m| m.member_id.clone());
+    }
+}
+
+/// After members left: rebalance the rest (or finish the rebalance in progress).
+fn after_removal(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
+    match group.state {
+        GroupState::Stable | GroupState::CompletingRebalance => {
+            prepare_rebalance(group, now_ms, 0, effects);
+            maybe_complete_join(group, now_ms, effects);
+        }
+        GroupState::PreparingRebalance => maybe_complete_join(group, now_ms, effects),
+        GroupState::Empty | GroupState::Dead => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: i32 = 10_000;
+    const REBALANCE: i32 = 30_000;
+
+    fn groups() -> Groups {
+        Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 0,
+            },
+            "s".into(),
+        )
+    }
+
+    fn join_req(member: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: SESSION,
+            rebalance_timeout_ms: REBALANCE,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    fn join_reply(effects: &[Effect], id: RequestId) -> JoinResponse {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Reply {
+                    request_id,
+                    response: Response::Join(r),
+                } if *request_id == id => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no join reply for {id} in {effects:?}"))
+    }
+
+    fn sync_reply(effects: &[Effect], id: RequestId) -> SyncResponse {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Reply {
+                    request_id,
+                    response: Response::Sync(r),
+                } if *request_id == id => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no sync reply for {id} in {effects:?}"))
+    }
+
+    fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
+        SyncRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            generation_id: generation,
+            assignments,
+            ..Default::default()
+        }
+    }
+
+    /// Joins a new member the v4+ way (MEMBER_ID_REQUIRED, then the real join); returns its id
+    /// and the effects of the second join.
+    fn join_new(g: &mut Groups, now: i64, id: RequestId) -> (String, Vec<Effect>) {
+        let first = g.join(now, id, join_req(""));
+        let r = join_reply(&first, id);
+        assert_eq!(r.error, Some(ResponseError::MemberIdRequired));
+        let member = r.member_id;
+        let effects = g.join(now, id + 1, join_req(&member));
+        (member, effects)
+    }
+
+    /// One member: MEMBER_ID_REQUIRED, then generation 1 as leader, then its own assignment.
+    #[test]
+    fn single_member_joins_syncs_and_heartbeats() {
+        let mut g = groups();
+        let (m, effects) = join_new(&mut g, 0, 1);
+        let r = join_reply(&effects, 2);
+        assert_eq!(r.error, None);
+        assert_eq!(r.generation_id, 1);
+        assert_eq!(r.leader, m);
+        assert_eq!(r.protocol_name.as_deref(), Some("range"));
+        assert_eq!(r.members.len(), 1);
+        assert_eq!(g.group("g").unwrap().state, GroupState::CompletingRebalance);
+        let effects = g.sync(1, 3, sync_req(&m, 1, vec![(m.clone(), Bytes::from("a"))]));
+        assert_eq!(sync_reply(&effects, 3).assignment, Bytes::from("a"));
+        assert_eq!(g.group("g").unwrap().state, GroupState::Stable);
+        assert_eq!(g.heartbeat(2, "g", &m, None, 1), None);
+        assert_eq!(
+            g.heartbeat(2, "g", &m, None, 0),
+            Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.heartbeat(2, "g", "nobody", None, 1),
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+
+    /// A second member joining a stable group starts a rebalance: the first member's heartbeat
+    /// says REBALANCE_IN_PROGRESS, and the join completes once it rejoins.
+    #[test]
+    fn join_during_stable_rebalances_and_follower_waits_for_leader_sync() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![(a.clone(), Bytes::from("all"))]));
+        let (b, effects) = join_new(&mut g, 10, 10);
+        assert!(effects.is_empty(), "b waits for a to rejoin: {effects:?}");
+        assert_eq!(
+            g.heartbeat(20, "g", &a, None, 1),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        let effects = g.join(30, 12, join_req(&a));
+        let ra = join_reply(&effects, 12);
+        let rb = join_reply(&effects, 11);
+        assert_eq!((ra.generation_id, rb.generation_id), (2, 2));
+        assert_eq!(ra.leader, a);
+        assert_eq!(ra.members.len(), 2);
+        assert!(rb.members.is_empty());
+        // The follower syncs first and waits.
+        assert!(g.sync(40, 13, sync_req(&b, 2, vec![])).is_empty());
+        let effects = g.sync(
+            50,
+            14,
+            sync_req(
+                &a,
+                2,
+                vec![
+                    (a.clone(), Bytes::from("p0")),
+                    (b.clone(), Bytes::from("p1")),
+                ],
+            ),
+        );
+        assert_eq!(sync_reply(&effects, 13).assignment, Bytes::from("p1"));
+        assert_eq!(sync_reply(&effects, 14).assignment, Bytes::from("p0"));
+    }
+
+    /// A member that does not rejoin within the rebalance timeout is dropped from the new
+    /// generation.
+    #[test]
+    fn rebalance_timeout_drops_members_that_did_not_rejoin() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        let (b, effects) = join_new(&mut g, 100, 10);
+        assert!(effects.is_empty());
+        // a keeps heartbeating but never rejoins.
+        for t in (5_000..=30_000).step_by(5_000) {
+            assert_eq!(
+                g.heartbeat(t, "g", &a, None, 1),
+                Some(ResponseError::RebalanceInProgress)
+            );
+            assert!(g.tick(t).is_empty());
+        }
+        let effects = g.tick(100 + i64::from(REBALANCE));
+        let rb = join_reply(&effects, 11);
+        assert_eq!(rb.generation_id, 2);
+        assert_eq!(rb.leader, b);
+        assert_eq!(
+            g.heartbeat(100 + i64::from(REBALANCE), "g", &a, None, 2),
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+
+    /// A member that stops heartbeating is expired; the rest rebalance without it.
+    #[test]
+    fn session_timeout_expires_member_and_triggers_rebalance() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        let (b, _) = join_new(&mut g, 0, 10);
+        // a was alone in generation 1... complete: b joined while a was CompletingRebalance.
+        let effects = g.join(1, 20, join_req(&a));
+        assert_eq!(join_reply(&effects, 20).generation_id, 2);
+        let effects = g.sync(1, 21, sync_req(&a, 2, vec![]));
+        assert_eq!(sync_reply(&effects, 21).error, None);
+        // b synced? it got its join answer with generation 2 too.
+        assert_eq!(g.sync(2, 22, sync_req(&b, 2, vec![]))[0], {
+            Effect::Reply {
+                request_id: 22,
+                response: Response::Sync(SyncResponse {
+                    error: None,
+                    protocol_type: Some("consumer".into()),
+                    protocol_name: Some("range".into()),
+                    assignment: Bytes::new(),
+                }),
+            }
+        });
+        // Only a heartbeats.
+        for t in (1_000..=12_000).step_by(1_000) {
+            let e = g.heartbeat(t, "g", &a, None, g.group("g").unwrap().generation_id);
+            assert!(
+                e.is_none() || e == Some(ResponseError::RebalanceInProgress),
+                "{e:?}"
+            );
+            g.tick(t);
+        }
+        let group = g.group("g").unwrap();
+        assert!(!group.members.contains_key(&b));
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        let effects = g.join(12_500, 30, join_req(&a));
+        let r = join_reply(&effects, 30);
+        assert_eq!((r.generation_id, r.members.len()), (3, 1));
+    }
+
+    /// Members leaving (v3 batch) empties the group; a parked follower sync gets an error.
+    #[test]
+    fn leave_group_batch_empties_group() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        let (b, _) = join_new(&mut g, 0, 10);
+        let effects = g.join(1, 20, join_req(&a));
+        assert_eq!(join_reply(&effects, 20).generation_id, 2);
+        assert!(g.sync(2, 21, sync_req(&b, 2, vec![])).is_empty());
+        let (top, errors, effects) = g.leave(
+            3,
+            "g",
+            &[(a.clone(), None), (b.clone(), None), ("x".into(), None)],
+        );
+        assert_eq!(top, None);
+        assert_eq!(
+            errors,
+            vec![None, None, Some(ResponseError::UnknownMemberId)]
+        );
+        assert_eq!(
+            sync_reply(&effects, 21).error,
+            Some(ResponseError::UnknownMemberId)
+        );
+        let group = g.group("g").unwrap();
+        assert_eq!(group.state, GroupState::Empty);
+        assert_eq!(group.generation_id, 3);
+        assert_eq!(group.protocol_type.as_deref(), Some("consumer"));
+        g.remove_empty_groups(|_| true);
+        assert_eq!(g.delete_group("g"), Ok(()));
+        assert_eq!(g.delete_group("g"), Err(ResponseError::GroupIdNotFound));
+        g.ensure_group("h");
+        g.remove_empty_groups(|id| id != "h");
+        assert!(
+            g.group("h").is_none(),
+            "an empty group without offsets is forgotten"
+        );
+    }
+
+    /// A join with an unknown member id, or an incompatible protocol, is refused.
+    #[test]
+    fn fencing_and_protocol_errors() {
+        let mut g = groups();
+        let e = g.join(0, 1, join_req("ghost"));
+        assert_eq!(
+            join_reply(&e, 1).error,
+            Some(ResponseError::UnknownMemberId)
+        );
+        let (a, _) = join_new(&mut g, 0, 2);
+        let mut other = join_req("");
+        other.protocols = vec![("roundrobin".into(), Bytes::new())];
+        other.require_known_member_id = false;
+        let e = g.join(0, 5, other);
+        assert_eq!(
+            join_reply(&e, 5).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        let mut bad = join_req(&a);
+        bad.session_timeout_ms = 10;
+        let e = g.join(0, 6, bad);
+        assert_eq!(
+            join_reply(&e, 6).error,
+            Some(ResponseError::InvalidSessionTimeout)
+        );
+        assert_eq!(
+            g.validate_offset_commit("g", &a, None, 7),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        g.sync(1, 7, sync_req(&a, 1, vec![]));
+        assert_eq!(g.validate_offset_commit("g", &a, None, 1), Ok(()));
+        assert_eq!(
+            g.validate_offset_commit("g", &a, None, 7),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.validate_offset_commit("g", "", None, -1),
+            Err(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(g.validate_offset_commit("new", "", None, -1), Ok(()));
+        assert_eq!(
+            g.validate_offset_commit("new", "", None, 3),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(g.delete_group("g"), Err(ResponseError::NonEmptyGroup));
+    }
+
+    /// A static member that restarts (new join without member id, same instance id) takes over
+    /// its old identity; the old member id is fenced.
+    #[test]
+    fn static_member_rejoin_replaces_old_incarnation() {
+        let mut g = groups();
+        let mut req = join_req("");
+        req.group_instance_id = Some("i1".into());
+        let e = g.join(0, 1, req.clone());
+        let r = join_reply(&e, 1);
+        assert_eq!(r.error, None, "static members skip MEMBER_ID_REQUIRED");
+        let old = r.member_id;
+        g.sync(
+            0,
+            2,
+            sync_req(&old, 1, vec![(old.clone(), Bytes::from("x"))]),
+        );
+        let e = g.join(100, 3, req);
+        let r = join_reply(&e, 3);
+        assert_eq!(r.error, None);
+        assert_ne!(r.member_id, old);
+        assert_eq!(r.generation_id, 1, "unchanged metadata: no rebalance");
+        assert_eq!(
+            g.heartbeat(200, "g", &old, Some("i1"), 1),
+            Some(ResponseError::FencedInstanceId)
+        );
+        let e = g.sync(
+            200,
+            4,
+            SyncRequest {
+                group_instance_id: Some("i1".into()),
+                ..sync_req(&r.member_id, 1, vec![])
+            },
+        );
+        assert_eq!(sync_reply(&e, 4).assignment, Bytes::from("x"));
+    }
+
+    /// The initial rebalance delay holds the first generation so that members starting together
+    /// land in it.
+    #[test]
+    fn initial_delay_gathers_members() {
+        let mut g = Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 3_000,
+            },
+            "s".into(),
+        );
+        let (_, e) = join_new(&mut g, 0, 1);
+        assert!(e.is_empty());
+        let (_, e) = join_new(&mut g, 1_000, 10);
+        assert!(e.is_empty());
+        assert!(g.tick(2_999).is_empty());
+        let e = g.tick(3_000);
+        assert_eq!(join_reply(&e, 2).generation_id, 1);
+        assert_eq!(join_reply(&e, 11).generation_id, 1);
+    }
+
+    /// Unanswered MEMBER_ID_REQUIRED ids expire and no longer block a rebalance.
+    #[test]
+    fn pending_member_expires() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        let e = g.join(10, 4, join_req(""));
+        assert_eq!(
+            join_reply(&e, 4).error,
+            Some(ResponseError::MemberIdRequired)
+        );
+        let e = g.join(20, 5, join_req(&a));
+        assert!(e.is_empty(), "waiting for the pending member");
+        let e = g.tick(10 + i64::from(SESSION));
+        assert_eq!(join_reply(&e, 5).generation_id, 2);
+    }
+
+    /// The protocol is the one most members prefer among those all of them support.
+    #[test]
+    fn protocol_selection_follows_member_votes() {
+        let mut g = groups();
+        let with = |member: &str, protocols: &[&str]| JoinRequest {
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member_id: false,
+            ..join_req(member)
+        };
+        g.join(0, 1, with("", &["range", "roundrobin"]));
+        g.join(0, 2, with("", &["roundrobin", "range"]));
+        let e = g.join(0, 3, with("", &["roundrobin", "sticky", "range"]));
+        // The first member's join completed alone; the others joined the next rebalance.
+        let leader = g.group("g").unwrap().leader.clone().unwrap();
+        let e2 = g.join(1, 4, with(&leader, &["range", "roundrobin"]));
+        let all: Vec<Effect> = e.into_iter().chain(e2).collect();
+        let r = join_reply(&all, 4);
+        assert_eq!(r.protocol_name.as_deref(), Some("roundrobin"));
+        assert!(r
+            .members
+            .iter()
+            .all(|m| m.metadata == Bytes::from_static(b"roundrobin")));
+    }
+
+    /// SyncGroup with another protocol than the group's is refused; heartbeats while the
+    /// leader computes the assignment are fine.
+    #[test]
+    fn sync_checks_protocol_and_heartbeat_during_completing_rebalance() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        assert_eq!(g.heartbeat(1, "g", &a, None, 1), None);
+        let e = g.sync(
+            1,
+            5,
+            SyncRequest {
+                protocol_name: Some("roundrobin".into()),
+                ..sync_req(&a, 1, vec![])
+            },
+        );
+        assert_eq!(
+            sync_reply(&e, 5).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        let e = g.sync(1, 6, sync_req(&a, 0, vec![]));
+        assert_eq!(
+            sync_reply(&e, 6).error,
+            Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.heartbeat(1, "", &a, None, 1),
+            Some(ResponseError::InvalidGroupId)
+        );
+        assert_eq!(
+            g.leave(1, "", &[(a.clone(), None)]).0,
+            Some(ResponseError::InvalidGroupId)
+        );
+        let e = g.sync(1, 7, sync_req("nobody", 1, vec![]));
+        assert_eq!(
+            sync_reply(&e, 7).error,
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+}

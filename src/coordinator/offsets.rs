@@ -1,0 +1,336 @@
+//! Committed offsets: the in-memory table and its record format in the internal offsets log.
+//!
+//! No I/O here. The coordinator shard keeps every commit in an internal log on the storage
+//! engine (`<data_dir>/internal/__consumer_offsets-0/`, see `shard::groups`), as Kafka keeps
+//! `__consumer_offsets`: one record per committed partition, key = (group, topic, partition),
+//! value = the offset and its metadata, a null value (tombstone) for a deleted offset. The
+//! table is rebuilt on start by replaying the log from the beginning; the last record of a key
+//! wins.
+//!
+//! Record key: `u16 version (0) | u16 len | group | u16 len | topic | i32 partition`.
+//! Record value: `u16 version (0) | i64 offset | i32 leader epoch | i64 commit time (ms) |
+//! i32 len | metadata`. Big-endian, as Kafka's own records.
+//!
+//! The log is compacted by `shard::groups` (at startup and from the tick loop) when superseded
+//! records dominate: the live offsets are rewritten at its end and the log start moves past the
+//! rest. Not yet: offset expiry (`offsets.retention.minutes`).
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// What a group committed for one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+/// The key of a committed offset.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// One change to the table: a commit, or a deletion (`None`).
+pub type OffsetChange = (OffsetKey, Option<CommittedOffset>);
+
+/// Every committed offset of the broker, by group then (topic, partition). Lives on the
+/// coordinator shard.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    groups: BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>,
+}
+
+impl Offsets {
+    /// Applies a commit or a deletion.
+    pub fn apply(&mut self, change: OffsetChange) {
+        let (key, value) = change;
+        match value {
+            Some(v) => {
+                self.groups
+                    .entry(key.group)
+                    .or_default()
+                    .insert((key.topic, key.partition), v);
+            }
+            None => {
+                if let Some(g) = self.groups.get_mut(&key.group) {
+                    g.remove(&(key.topic, key.partition));
+                    if g.is_empty() {
+                        self.groups.remove(&key.group);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
+        self.groups.get(group)?.get(&(topic.to_string(), partition))
+    }
+
+    /// Every committed offset of `group`, in (topic, partition) order.
+    pub fn of_group(&self, group: &str) -> Vec<((String, i32), CommittedOffset)> {
+        self.groups
+            .get(group)
+            .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The keys of every committed offset of `topics`, in any group.
+    pub fn of_topics(&self, topics: &[String]) -> Vec<OffsetKey> {
+        let mut keys = Vec::new();
+        for (group, offsets) in &self.groups {
+            for (topic, partition) in offsets.keys() {
+                if topics.contains(topic) {
+                    keys.push(OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+            }
+        }
+        keys
+    }
+
+    /// Number of committed offsets (all groups).
+    pub fn len(&self) -> usize {
+        self.groups.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Every committed offset as a change that recreates it (a compaction snapshot).
+    pub fn all_changes(&self) -> Vec<OffsetChange> {
+        let mut out = Vec::with_capacity(self.len());
+        for (group, offsets) in &self.groups {
+            for ((topic, partition), value) in offsets {
+                out.push((
+                    OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(value.clone()),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Groups with at least one committed offset.
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+}
+
+fn put_str16(buf: &mut BytesMut, s: &str) {
+    assert!(s.len() <= usize::from(u16::MAX), "checked by the caller");
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s.as_bytes());
+}
+
+fn get_str16(buf: &mut Bytes) -> Result<String, String> {
+    if buf.remaining() < 2 {
+        return Err("truncated string length".into());
+    }
+    let len = usize::from(buf.get_u16());
+    if buf.remaining() < len {
+        return Err("truncated string".into());
+    }
+    String::from_utf8(buf.split_to(len).to_vec()).map_err(|e| e.to_string())
+}
+
+/// The record key of `key`.
+pub fn encode_key(key: &OffsetKey) -> Bytes {
+    let mut buf = BytesMut::with_capacity(10 + key.group.len() + key.topic.len());
+    buf.put_u16(0);
+    put_str16(&mut buf, &key.group);
+    put_str16(&mut buf, &key.topic);
+    buf.put_i32(key.partition);
+    buf.freeze()
+}
+
+/// The record value of `value`.
+pub fn encode_value(value: &CommittedOffset) -> Bytes {
+    let mut buf = BytesMut::with_capacity(26 + value.metadata.len());
+    buf.put_u16(0);
+    buf.put_i64(value.offset);
+    buf.put_i32(value.leader_epoch);
+    buf.put_i64(value.commit_timestamp_ms);
+    buf.put_i32(value.metadata.len() as i32);
+    buf.put_slice(value.metadata.as_bytes());
+    buf.freeze()
+}
+
+fn decode_key(mut buf: Bytes) -> Result<OffsetKey, String> {
+    if buf.remaining() < 2 || buf.get_u16() != 0 {
+        return Err("unknown offset key version".into());
+    }
+    let group = get_str16(&mut buf)?;
+    let topic = get_str16(&mut buf)?;
+    if buf.remaining() != 4 {
+        return Err("bad offset key length".into());
+    }
+    Ok(OffsetKey {
+        group,
+        topic,
+        partition: buf.get_i32(),
+    })
+}
+
+fn decode_value(mut buf: Bytes) -> Result<CommittedOffset, String> {
+    if buf.remaining() < 26 || buf.get_u16() != 0 {
+        return Err("unknown or truncated offset value".into());
+    }
+    let offset = buf.get_i64();
+    let leader_epoch = buf.get_i32();
+    let commit_timestamp_ms = buf.get_i64();
+    let len = buf.get_i32();
+    if len < 0 || buf.remaining() != len as usize {
+        return Err("bad offset metadata length".into());
+    }
+    let metadata = String::from_utf8(buf.to_vec()).map_err(|e| e.to_string())?;
+    Ok(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
+}
+
+/// One record batch (magic v2, uncompressed) holding `changes`, ready for
+/// `PartitionLog::append` (which assigns the offsets).
+pub fn encode_batch(changes: &[OffsetChange], now_ms: i64) -> Result<Bytes, String> {
+    assert!(!changes.is_empty());
+    let records: Vec<Record> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch wherever `offset - sequence` changes; keeping it
+            // constant gives one batch, with base sequence -1 (no idempotence).
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(encode_key(key)),
+            value: value.as_ref().map(encode_value),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// The changes in whole batches read back from the offsets log, and the offset after the last
+/// record.
+pub fn decode_batches(mut bytes: Bytes) -> Result<(Vec<OffsetChange>, i64), String> {
+    let mut changes = Vec::new();
+    let mut next_offset = -1;
+    while bytes.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
+        for record in set.records {
+            next_offset = record.offset + 1;
+            let key = decode_key(record.key.ok_or("offset record without a key")?)?;
+            let value = record.value.map(decode_value).transpose()?;
+            changes.push((key, value));
+        }
+    }
+    Ok((changes, next_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i32) -> OffsetKey {
+        OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: p,
+        }
+    }
+
+    fn value(o: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset: o,
+            leader_epoch: -1,
+            metadata: "meta".into(),
+            commit_timestamp_ms: 7,
+        }
+    }
+
+    /// Commits and deletions survive the trip through a record batch, and replaying them in
+    /// order gives the table back (last record of a key wins).
+    #[test]
+    fn batch_round_trip_and_replay() {
+        let changes = vec![(key(0), Some(value(5))), (key(1), Some(value(9)))];
+        let later = vec![(key(0), Some(value(6))), (key(1), None)];
+        let mut log = BytesMut::new();
+        log.extend_from_slice(&encode_batch(&changes, 1).unwrap());
+        log.extend_from_slice(&encode_batch(&later, 2).unwrap());
+        let (decoded, _) = decode_batches(log.freeze()).unwrap();
+        assert_eq!(decoded.len(), 4);
+        assert_eq!(decoded[3], (key(1), None));
+        let mut table = Offsets::default();
+        for c in decoded {
+            table.apply(c);
+        }
+        assert_eq!(table.get("g", "t", 0), Some(&value(6)));
+        assert_eq!(table.get("g", "t", 1), None);
+        assert_eq!(table.group_ids(), vec!["g".to_string()]);
+        assert_eq!(table.of_topics(&["t".to_string()]), vec![key(0)]);
+        assert!(table.of_topics(&["other".to_string()]).is_empty());
+        table.apply((key(0), None));
+        assert!(!table.has_group("g"));
+    }
+
+    /// Many changes make exactly one batch with base offset 0, as `PartitionLog::append`
+    /// requires of a produced batch.
+    #[test]
+    fn many_changes_make_one_valid_batch() {
+        let changes: Vec<OffsetChange> = (0..50).map(|p| (key(p), Some(value(1)))).collect();
+        let bytes = encode_batch(&changes, 1).unwrap();
+        let h = crate::storage::batch::validate(&bytes).expect("one whole valid batch");
+        assert_eq!(h.base_offset(), 0);
+        assert_eq!(h.records_count(), 50);
+    }
+
+    /// A truncated record value is an error, not a panic.
+    #[test]
+    fn truncated_value_is_an_error() {
+        assert!(decode_value(Bytes::from_static(&[0, 0, 1])).is_err());
+        assert!(decode_key(Bytes::from_static(&[0, 0, 0, 9, b'g'])).is_err());
+    }
+}

@@ -1,0 +1,657 @@
+//! The group coordinator's runtime on the coordinator shard (shard 0): runs the pure state
+//! machines of `coordinator::group` and `coordinator::offsets` and does their I/O.
+//!
+//! [`GroupCoordinator`] lives inside every [`super::Shard`] but is used on shard 0 only
+//! (created with the shard, loaded by [`GroupCoordinator::load`] at startup, closed at
+//! shutdown); other shards reach it with `invoke_on(COORDINATOR_SHARD, ...)`.
+//!
+//! - Delayed answers: a JoinGroup or SyncGroup gets a request id and a one-shot channel kept in
+//!   `replies`; the request waits on the channel, and whichever call produces the
+//!   `Effect::Reply` for that id (a later join, a leader's sync, a tick) completes it.
+//! - Ticks: [`GroupCoordinator::tick`] is called by a timer on shard 0 every
+//!   [`GROUP_TICK_INTERVAL_MS`]; it expires sessions and ends rebalances.
+//! - Durability: committed offsets are appended to the internal log
+//!   `<data_dir>/internal/__consumer_offsets-0/` (a [`PartitionLog`], so group-committed and
+//!   fdatasync'd like any partition) and applied to the table only once the append is durable,
+//!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
+//!   replays the log. [`GroupCoordinator::maybe_compact`] (at load and on ticks) rewrites the
+//!   live offsets once superseded records dominate, and moves the log start past the rest. The directory cannot collide with a topic's (topic directories sit
+//!   directly in the data directory).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+
+use crate::coordinator::group::{
+    Effect, GroupConfig, GroupState, Groups, JoinRequest, JoinResponse, RequestId, Response,
+    SyncRequest, SyncResponse,
+};
+use crate::coordinator::offsets::{self, CommittedOffset, OffsetChange, OffsetKey, Offsets};
+use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
+
+/// How often the coordinator shard ticks the group state machine, in milliseconds.
+pub const GROUP_TICK_INTERVAL_MS: u64 = 250;
+
+/// The offsets log is compacted at load when it holds more than this many records...
+const COMPACT_RECORDS_MIN: usize = 10_000;
+/// ... and more than this many times the live offsets.
+const COMPACT_RATIO: usize = 2;
+/// Records per batch in a compaction snapshot (each well under `max.message.bytes`).
+const COMPACT_BATCH_RECORDS_MAX: usize = 100;
+
+/// Bytes read per call while replaying the offsets log at startup.
+const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+
+/// The internal offsets log's directory under the data directory.
+pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("internal").join("__consumer_offsets-0")
+}
+
+/// The coordinator shard's group state; see the module doc.
+pub struct GroupCoordinator {
+    pub groups: RefCell<Groups>,
+    pub offsets: RefCell<Offsets>,
+    log: RefCell<Option<Rc<PartitionLog>>>,
+    replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
+    next_request_id: Cell<RequestId>,
+    /// Records in the offsets log from its start (compaction trigger).
+    log_records: Cell<usize>,
+    /// Appends hold it shared; compaction holds it exclusively, so that no commit is between
+    /// its append and its entry in the table while the snapshot is taken.
+    write_lock: glommio::sync::RwLock<()>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        GroupCoordinator {
+            groups: RefCell::new(Groups::new(config, salt[..8].to_string())),
+            offsets: RefCell::new(Offsets::default()),
+            log: RefCell::new(None),
+            replies: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            log_records: Cell::new(0),
+            write_lock: glommio::sync::RwLock::new(()),
+        }
+    }
+
+    /// Opens the offsets log under `data_dir` and rebuilds the offsets table from it.
+    pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
+        let config = LogConfig {
+            retention_ms: -1,
+            // Small segments, so the ones compaction leaves behind are deleted soon.
+            segment_bytes: 16 * 1024 * 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&offsets_log_dir(data_dir), config, cache).await?;
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < log.high_watermark() {
+            let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            for batch in data.batches {
+                let (changes, next) = offsets::decode_batches(batch)
+                    .map_err(|e| StorageError::CorruptMessage(format!("offsets log: {e}")))?;
+                records += changes.len();
+                let mut table = self.offsets.borrow_mut();
+                for change in changes {
+                    table.apply(change);
+                }
+                offset = offset.max(next);
+            }
+            glommio::yield_if_needed().await;
+        }
+        tracing::info!(
+            records,
+            groups = self.offsets.borrow().group_ids().len(),
+            "committed offsets loaded"
+        );
+        self.log_records.set(records);
+        let log = Rc::new(log);
+        *self.log.borrow_mut() = Some(log.clone());
+        self.maybe_compact().await
+    }
+
+    /// Compacts the offsets log when superseded records dominate it (at load, and from the
+    /// tick loop while running).
+    pub async fn maybe_compact(&self) -> Result<(), StorageError> {
+        let records = self.log_records.get();
+        let live = self.offsets.borrow().len();
+        if records <= COMPACT_RECORDS_MIN || records <= COMPACT_RATIO * live {
+            return Ok(());
+        }
+        let Some(log) = self.log.borrow().clone() else {
+            return Ok(());
+        };
+        let Ok(_exclusive) = self.write_lock.write().await else {
+            return Ok(());
+        };
+        self.compact(&log).await
+    }
+
+    /// Rewrites the live offsets at the end of the log and moves the log start past everything
+    /// before them, so the next start replays only them. The caller holds `write_lock`
+    /// exclusively: no commit is in flight, so every record below the snapshot is superseded
+    /// by it.
+    async fn compact(&self, log: &PartitionLog) -> Result<(), StorageError> {
+        let changes: Vec<OffsetChange> = self.offsets.borrow().all_changes();
+        let before = log.high_watermark() - log.log_start_offset();
+        let mut payload = bytes::BytesMut::new();
+        for chunk in changes.chunks(COMPACT_BATCH_RECORDS_MAX) {
+            let batch = offsets::encode_batch(chunk, crate::shard::now_ms())
+                .map_err(|e| StorageError::InvalidRecord(format!("offsets snapshot: {e}")))?;
+            payload.extend_from_slice(&batch);
+        }
+        // One append: the snapshot is on disk entirely or not at all.
+        let start = if payload.is_empty() {
+            log.high_watermark()
+        } else {
+            log.append(payload.freeze(), crate::shard::now_ms())
+                .await?
+                .base_offset
+        };
+        log.delete_records(start).await?;
+        self.log_records.set(changes.len());
+        tracing::info!(
+            records_before = before,
+            records_after = changes.len(),
+            "offsets log compacted"
+        );
+        Ok(())
+    }
+
+    /// True once the offsets table is loaded (and commits can be written).
+    pub fn is_loaded(&self) -> bool {
+        self.log.borrow().is_some()
+    }
+
+    /// Flushes and closes the offsets log (shutdown).
+    pub async fn close(&self) {
+        let log = self.log.borrow_mut().take();
+        if let Some(log) = log {
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "closing the offsets log failed");
+            }
+        }
+    }
+
+    fn run(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Reply {
+                    request_id,
+                    response,
+                } => {
+                    let sender = self.replies.borrow_mut().remove(&request_id);
+                    match sender {
+                        // The requester may be gone (connection closed): nothing to do.
+                        Some(sender) => {
+                            let _ = sender.send(response);
+                        }
+                        None => panic!("reply to unknown request id {request_id}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn park(&self) -> (RequestId, flume::Receiver<Response>) {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (tx, rx) = flume::bounded(1);
+        self.replies.borrow_mut().insert(id, tx);
+        (id, rx)
+    }
+
+    pub async fn join(&self, now_ms: i64, req: JoinRequest) -> JoinResponse {
+        let member_id = req.member_id.clone();
+        let (id, rx) = self.park();
+        let effects = self.groups.borrow_mut().join(now_ms, id, req);
+        self.run(effects);
+        match rx.recv_async().await {
+            Ok(Response::Join(r)) => r,
+            _ => JoinResponse {
+                error: Some(ResponseError::CoordinatorNotAvailable),
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    pub async fn sync(&self, now_ms: i64, req: SyncRequest) -> SyncResponse {
+        let (id, rx) = self.park();
+        let effects = self.groups.borrow_mut().sync(now_ms, id, req);
+        self.run(effects);
+        match rx.recv_async().await {
+            Ok(Response::Sync(r)) => r,
+            _ => SyncResponse {
+                error: Some(ResponseError::CoordinatorNotAvailable),
+                protocol_type: None,
+                protocol_name: None,
+                assignment: bytes::Bytes::new(),
+            },
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Option<ResponseError> {
+        self.groups.borrow_mut().heartbeat(
+            now_ms,
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+        )
+    }
+
+    pub fn leave(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
+        let (top, each, effects) = self.groups.borrow_mut().leave(now_ms, group_id, members);
+        self.run(effects);
+        (top, each)
+    }
+
+    pub fn tick(&self, now_ms: i64) {
+        let effects = self.groups.borrow_mut().tick(now_ms);
+        self.run(effects);
+        let offsets = self.offsets.borrow();
+        self.groups
+            .borrow_mut()
+            .remove_empty_groups(|id| offsets.has_group(id));
+    }
+
+    /// Appends `changes` to the offsets log and, once durable, applies them to the table.
+    pub async fn write_offsets(
+        &self,
+        changes: Vec<OffsetChange>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let log = self
+            .log
+            .borrow()
+            .clone()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let batch = offsets::encode_batch(&changes, now_ms).map_err(|e| {
+            tracing::error!(error = %e, "encoding an offsets batch failed");
+            ResponseError::UnknownServerError
+        })?;
+        let Ok(_shared) = self.write_lock.read().await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        if let Err(e) = log.append(batch, now_ms).await {
+            tracing::error!(error = %e, "appending to the offsets log failed");
+            return Err(crate::error::offsets_log_code(&e));
+        }
+        self.log_records.set(self.log_records.get() + changes.len());
+        let mut table = self.offsets.borrow_mut();
+        for change in changes {
+            table.apply(change);
+        }
+        Ok(())
+    }
+
+    /// Deletes (durably) every committed offset of `topics` (they were deleted).
+    pub async fn drop_topics(&self, topics: &[String], now_ms: i64) -> Result<(), ResponseError> {
+        let changes = self.offsets.borrow().of_topics(topics);
+        let changes = changes.into_iter().map(|key| (key, None)).collect();
+        self.write_offsets(changes, now_ms).await
+    }
+
+    /// OffsetCommit of `entries` (topic, partition, value) for a classic group: Kafka's member
+    /// and generation checks, then a durable write. Returns one error per entry, or a
+    /// group-level error for all of them.
+    pub async fn commit(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        self.groups.borrow().validate_offset_commit(
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+        )?;
+        self.groups.borrow_mut().ensure_group(group_id);
+        let mut errors = Vec::with_capacity(entries.len());
+        let mut changes = Vec::with_capacity(entries.len());
+        for (topic, partition, value) in entries {
+            if value.metadata.len() > offsets::OFFSET_METADATA_BYTES_MAX {
+                errors.push(Some(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            errors.push(None);
+            changes.push((
+                OffsetKey {
+                    group: group_id.to_string(),
+                    topic,
+                    partition,
+                },
+                Some(value),
+            ));
+        }
+        match self.write_offsets(changes, now_ms).await {
+            Ok(()) => Ok(errors),
+            Err(e) => Ok(errors.into_iter().map(|x| x.or(Some(e))).collect()),
+        }
+    }
+
+    /// OffsetFetch for one group: the asked partitions (`None`: every committed one), each with
+    /// its committed offset if any.
+    pub fn fetch(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, ResponseError> {
+        if !self.is_loaded() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let table = self.offsets.borrow();
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions
+                        .into_iter()
+                        .map(|p| (p, table.get(group_id, &topic, p).cloned()))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut out: FetchedOffsets = Vec::new();
+                for ((topic, partition), value) in table.of_group(group_id) {
+                    match out.last_mut() {
+                        Some((t, parts)) if *t == topic => parts.push((partition, Some(value))),
+                        _ => out.push((topic, vec![(partition, Some(value))])),
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// ListGroups: every group, including those known only by their committed offsets
+    /// (reported Empty, as after a Kafka coordinator load). (group id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.groups.borrow();
+        let mut out: BTreeMap<String, (String, GroupState)> = groups
+            .groups()
+            .map(|g| {
+                (
+                    g.group_id.clone(),
+                    (g.protocol_type.clone().unwrap_or_default(), g.state),
+                )
+            })
+            .collect();
+        for id in self.offsets.borrow().group_ids() {
+            out.entry(id)
+                .or_insert_with(|| (String::new(), GroupState::Empty));
+        }
+        out.into_iter().map(|(id, (t, s))| (id, t, s)).collect()
+    }
+
+    /// DescribeGroups of one group; `None` if the broker knows nothing of it.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.borrow();
+        let Some(g) = groups.group(group_id) else {
+            return self
+                .offsets
+                .borrow()
+                .has_group(group_id)
+                .then(|| GroupDescription {
+                    state: GroupState::Empty,
+                    protocol_type: String::new(),
+                    protocol_data: String::new(),
+                    members: Vec::new(),
+                });
+        };
+        let stable = g.state == GroupState::Stable;
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            // Kafka gives the protocol and the members' metadata and assignment only when the
+            // group is stable.
+            protocol_data: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members_in_order()
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.protocols
+                            .iter()
+                            .find(|(n, _)| *n == protocol)
+                            .map(|(_, md)| md.clone())
+                            .unwrap_or_default()
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups of one group: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if
+    /// unknown; otherwise its committed offsets are deleted durably, then the group.
+    pub async fn delete_group(&self, now_ms: i64, group_id: &str) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let known_group = self.groups.borrow().group(group_id).is_some();
+        if known_group {
+            self.groups.borrow().check_deletable(group_id)?;
+        } else if !self.offsets.borrow().has_group(group_id) {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let tombstones: Vec<OffsetChange> = self
+            .offsets
+            .borrow()
+            .of_group(group_id)
+            .into_iter()
+            .map(|((topic, partition), _)| {
+                (
+                    OffsetKey {
+                        group: group_id.to_string(),
+                        topic,
+                        partition,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        self.write_offsets(tombstones, now_ms).await?;
+        // A member may have joined while the tombstones were written: then the group stays.
+        match self.groups.borrow_mut().delete_group(group_id) {
+            Ok(()) | Err(ResponseError::GroupIdNotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group's members do not
+    /// subscribe to. Returns one error per asked partition, or a group-level error.
+    pub async fn delete_offsets(
+        &self,
+        now_ms: i64,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let subscribed = {
+            let groups = self.groups.borrow();
+            match groups.group(group_id) {
+                None if !self.offsets.borrow().has_group(group_id) => {
+                    return Err(ResponseError::GroupIdNotFound)
+                }
+                None => Some(Default::default()),
+                Some(g) if g.is_empty() => Some(Default::default()),
+                Some(g) => g.subscribed_topics(),
+            }
+        };
+        let mut errors = Vec::with_capacity(partitions.len());
+        let mut changes = Vec::new();
+        for (topic, partition) in partitions {
+            let in_use = subscribed.as_ref().is_none_or(|s| s.contains(&topic));
+            if in_use {
+                errors.push(Some(ResponseError::GroupSubscribedToTopic));
+                continue;
+            }
+            errors.push(None);
+            if self
+                .offsets
+                .borrow()
+                .get(group_id, &topic, partition)
+                .is_some()
+            {
+                changes.push((
+                    OffsetKey {
+                        group: group_id.to_string(),
+                        topic,
+                        partition,
+                    },
+                    None,
+                ));
+            }
+        }
+        self.write_offsets(changes, now_ms).await?;
+        Ok(errors)
+    }
+}
+
+/// What DescribeGroups reports of a group.
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_data: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// What DescribeGroups reports of a member.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
+}
+
+/// OffsetFetch's answer for one group: per topic, per partition, the committed offset if any.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .ring_depth(512)
+            .make()
+            .expect("glommio executor")
+            .run(fut)
+    }
+
+    fn key(p: i32) -> OffsetKey {
+        OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: p,
+        }
+    }
+
+    fn value(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        }
+    }
+
+    /// Committed offsets come back after a reload; a log of mostly superseded records is
+    /// compacted at load to just the live offsets, and loads back to the same table.
+    #[test]
+    fn offsets_survive_reload_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        run(async move {
+            let cache = TailCache::new(1 << 20);
+            let c = GroupCoordinator::new(GroupConfig::default());
+            c.load(&data_dir, cache.clone()).await.unwrap();
+            for round in 0..120 {
+                let changes = (0..100).map(|p| (key(p), Some(value(round)))).collect();
+                c.write_offsets(changes, crate::shard::now_ms())
+                    .await
+                    .unwrap();
+            }
+            c.write_offsets(vec![(key(99), None)], crate::shard::now_ms())
+                .await
+                .unwrap();
+            // While running, the tick loop's compaction shrinks the log to the live offsets.
+            c.maybe_compact().await.unwrap();
+            assert_eq!(c.log_records.get(), 99);
+            c.write_offsets(vec![(key(0), Some(value(119)))], crate::shard::now_ms())
+                .await
+                .unwrap();
+            c.close().await;
+
+            for _ in 0..2 {
+                let c = GroupCoordinator::new(GroupConfig::default());
+                c.load(&data_dir, cache.clone()).await.unwrap();
+                {
+                    let table = c.offsets.borrow();
+                    assert_eq!(table.len(), 99);
+                    assert_eq!(table.get("g", "t", 0), Some(&value(119)));
+                    assert_eq!(table.get("g", "t", 99), None);
+                }
+                c.close().await;
+            }
+            let log = PartitionLog::open(&offsets_log_dir(&data_dir), LogConfig::default(), cache)
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark() - log.log_start_offset(), 100);
+            log.close().await.unwrap();
+        });
+    }
+}
