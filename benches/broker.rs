@@ -407,6 +407,7 @@ mod raw {
     use std::time::{Duration, Instant};
 
     use bytes::{Buf, Bytes, BytesMut};
+    use freshet::storage::batch::{encode_batch, Compression, NewRecord};
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
@@ -414,9 +415,6 @@ mod raw {
         ResponseHeader, TopicName,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
     const RAW_INFLIGHT: usize = 8;
     const PRODUCE_VERSION: i16 = 9;
@@ -424,31 +422,10 @@ mod raw {
 
     pub fn batch(records: usize, value_bytes: usize) -> Bytes {
         let value = Bytes::from(vec![b'r'; value_bytes]);
-        let records: Vec<Record> = (0..records)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // offset - sequence must stay constant or the encoder starts a new batch.
-                sequence: i as i32,
-                timestamp: 0,
-                key: None,
-                value: Some(value.clone()),
-                headers: Default::default(),
-            })
+        let records: Vec<NewRecord> = (0..records)
+            .map(|_| (None, Some(value.clone()), 0))
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode batch");
-        buf.freeze()
+        encode_batch(&records, Compression::None).expect("encode batch")
     }
 
     fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {

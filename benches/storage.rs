@@ -12,13 +12,11 @@
 //! low-concurrency (latency) scenarios stay short. Defaults keep the run under about two
 //! minutes on the reference machine.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use freshet::storage::{prime_disk, LogConfig, PartitionLog, TailCache};
 use glommio::io::OpenOptions;
 use hdrhistogram::Histogram;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -91,34 +89,16 @@ fn settings() -> Settings {
 
 /// One producer batch of `records` records with 1 KiB values.
 fn make_batch(records: usize) -> Bytes {
-    let recs: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![(i % 251) as u8; 1000])),
-            headers: Default::default(),
+    let recs: Vec<NewRecord> = (0..records)
+        .map(|i| {
+            (
+                None,
+                Some(Bytes::from(vec![(i % 251) as u8; 1000])),
+                1_700_000_000_000 + i as i64,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&recs, Compression::None).expect("encode")
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {

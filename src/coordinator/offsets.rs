@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::storage::batch::{self, Compression, NewRecord};
 
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -219,38 +219,17 @@ fn decode_value(mut buf: Bytes) -> Result<CommittedOffset, String> {
 /// `PartitionLog::append` (which assigns the offsets).
 pub fn encode_batch(changes: &[OffsetChange], now_ms: i64) -> Result<Bytes, String> {
     assert!(!changes.is_empty());
-    let records: Vec<Record> = changes
+    let records: Vec<NewRecord> = changes
         .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch wherever `offset - sequence` changes; keeping it
-            // constant gives one batch, with base sequence -1 (no idempotence).
-            sequence: i as i32 - 1,
-            timestamp: now_ms,
-            key: Some(encode_key(key)),
-            value: value.as_ref().map(encode_value),
-            headers: Default::default(),
+        .map(|(key, value)| {
+            (
+                Some(encode_key(key)),
+                value.as_ref().map(encode_value),
+                now_ms,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+    batch::encode_batch(&records, Compression::None)
 }
 
 /// The changes in whole batches read back from the offsets log, and the offset after the last

@@ -448,43 +448,68 @@ pub fn offset_of_max_timestamp(batch: &[u8]) -> i64 {
     }
 }
 
+/// A record for [`encode_batch`]: key, value and timestamp in milliseconds.
+pub type NewRecord = (Option<bytes::Bytes>, Option<bytes::Bytes>, i64);
+
+pub use kafka_protocol::records::Compression;
+
+/// Encodes `records` as one magic-v2 record batch the way a producer sends it: base offset 0,
+/// no producer id or sequence, CreateTime timestamps, the given compression. The broker itself
+/// uses it for its internal logs (committed offsets); tests and benchmarks use it to make
+/// batches. [`crate::storage::PartitionLog::append`] assigns the real offsets.
+pub fn encode_batch(
+    records: &[NewRecord],
+    compression: Compression,
+) -> Result<bytes::Bytes, String> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value, timestamp))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch wherever `offset - sequence` changes; keeping it
+            // constant gives one batch, with base sequence -1 (no idempotence).
+            sequence: i as i32 - 1,
+            timestamp: *timestamp,
+            key: key.clone(),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
     fn encode(n: usize, compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: [50, 90, 70][i % 3],
-                key: None,
-                value: Some(bytes::Bytes::from(vec![i as u8; 30])),
-                headers: Default::default(),
+        let records: Vec<NewRecord> = (0..n)
+            .map(|i| {
+                (
+                    None,
+                    Some(bytes::Bytes::from(vec![i as u8; 30])),
+                    [50, 90, 70][i % 3],
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .expect("encode");
-        buf.to_vec()
+        encode_batch(&records, compression)
+            .expect("encode")
+            .to_vec()
     }
 
     #[test]

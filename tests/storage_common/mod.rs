@@ -2,11 +2,8 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
+use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use freshet::storage::{LogConfig, PartitionLog, TailCache};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
@@ -34,36 +31,16 @@ pub fn batch_with(
     ts_of: impl Fn(usize) -> i64,
     compression: Compression,
 ) -> Bytes {
-    assert!(n > 0);
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1, // keeps offset - sequence constant: one batch
-            timestamp: ts_of(i),
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![(i % 251) as u8; value_len])),
-            headers: Default::default(),
+    let records: Vec<NewRecord> = (0..n)
+        .map(|i| {
+            (
+                Some(Bytes::from(format!("key-{i}"))),
+                Some(Bytes::from(vec![(i % 251) as u8; value_len])),
+                ts_of(i),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode batch");
-    let _ = StrBytes::from_static_str("");
-    buf.freeze()
+    encode_batch(&records, compression).expect("encode batch")
 }
 
 /// Concatenate batches into one produce record set.
