@@ -75,6 +75,7 @@ scenarios! {
     delete_records_moves_log_start_offset_durably => 120;
     retention_deletes_old_segments_by_size_and_by_time => 120;
     small_segment_bytes_is_refused_or_rolls_segments_without_crashing => 90;
+    three_group_consumers_split_partitions_and_lose_no_message => 120;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1763,4 +1764,97 @@ fn small_segment_bytes_is_refused_or_rolls_segments_without_crashing(shards: usi
     assign(&c, &[("tiny-segments", 0, Offset::Beginning)]);
     let m = consume(&c, 500, Duration::from_secs(60));
     assert!(m.iter().all(|m| m.payload() == Some(&value[..])));
+}
+
+// Three librdkafka consumers subscribed with one group.id (classic protocol) end up with
+// disjoint assignments that together cover every partition, and between them read every
+// message (at least once: nothing is committed, so a rebalance may re-deliver).
+fn three_group_consumers_split_partitions_and_lose_no_message(shards: usize) {
+    use rdkafka::consumer::Consumer;
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::{Arc, Barrier, Mutex};
+    let broker = TestBroker::start(shards);
+    let topic = "grouped";
+    create_topic(&broker, topic, 6, &[]);
+    let p = producer(&broker, &[]);
+    let futures: Vec<_> = (0..600)
+        .map(|i| {
+            let payload = format!("m{i}");
+            p.send_result(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .partition(i % 6)
+                    .payload(payload.as_bytes()),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue")
+        })
+        .collect();
+    assert!(await_deliveries(futures).iter().all(|r| r.is_ok()));
+
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let assignments: Arc<Mutex<Vec<BTreeSet<i32>>>> =
+        Arc::new(Mutex::new(vec![BTreeSet::new(); 3]));
+    let done = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = (0..3)
+        .map(|n| {
+            let (seen, assignments, done) = (seen.clone(), assignments.clone(), done.clone());
+            let mut config = client_config(&broker, &[]);
+            config
+                .set("group.id", "three-of-us")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .set("session.timeout.ms", "10000")
+                .set("fetch.wait.max.ms", "100");
+            std::thread::spawn(move || {
+                let c: BaseConsumer = config.create().expect("group consumer");
+                c.subscribe(&[topic]).expect("subscribe");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                // Poll until all 600 messages are in and every member holds partitions.
+                loop {
+                    if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                        let value = String::from_utf8_lossy(m.payload().unwrap_or(b"")).to_string();
+                        *seen.lock().unwrap().entry(value).or_default() += 1;
+                    }
+                    let mine: BTreeSet<i32> = c
+                        .assignment()
+                        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+                        .unwrap_or_default();
+                    assignments.lock().unwrap()[n] = mine;
+                    let all_in = seen.lock().unwrap().len() == 600;
+                    let all_assigned = assignments.lock().unwrap().iter().all(|a| !a.is_empty());
+                    if (all_in && all_assigned) || Instant::now() > deadline {
+                        break;
+                    }
+                }
+                // Stay in the group until every member is done, so no late rebalance moves
+                // partitions (and re-delivers uncommitted messages) while others still count.
+                done.wait();
+                c.unsubscribe();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("consumer thread");
+    }
+    let assignments = assignments.lock().unwrap().clone();
+    let mut union = BTreeSet::new();
+    for (n, a) in assignments.iter().enumerate() {
+        assert!(
+            !a.is_empty(),
+            "consumer {n} got no partitions: {assignments:?}"
+        );
+        for p in a {
+            assert!(
+                union.insert(*p),
+                "partition {p} assigned twice: {assignments:?}"
+            );
+        }
+    }
+    assert_eq!(union, (0..6).collect::<BTreeSet<i32>>(), "{assignments:?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 600, "messages missing");
+    assert!(
+        seen.values().all(|&count| count == 1),
+        "a message was read twice"
+    );
 }
