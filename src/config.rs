@@ -60,6 +60,14 @@ pub struct BrokerConfig {
     /// How often each shard applies retention, in milliseconds.
     /// Kafka's `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
+    /// Kafka `log.cleaner.enable`: run the log cleaner (compaction) on every shard.
+    pub log_cleaner_enable: bool,
+    /// How long each shard's cleaner sleeps when no log needs cleaning, in milliseconds.
+    /// Kafka's `log.cleaner.backoff.ms`.
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory of each shard's cleaner offset map (key hash -> offset), in bytes. Kafka's
+    /// `log.cleaner.dedupe.buffer.size`, per shard instead of per broker.
+    pub log_cleaner_dedupe_buffer_bytes_per_shard: usize,
     /// Broker default for topic `retention.ms` (Kafka `log.retention.ms`).
     pub log_retention_ms: i64,
     /// Broker default for topic `retention.bytes` (Kafka `log.retention.bytes`).
@@ -100,6 +108,9 @@ impl Default for BrokerConfig {
             ring_depth: 1024,
             spin_before_park_us: 200,
             retention_check_interval_ms: 300_000,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes_per_shard: 32 * 1024 * 1024,
             log_retention_ms: 604_800_000,
             log_retention_bytes: -1,
             log_segment_bytes: 1_073_741_824,

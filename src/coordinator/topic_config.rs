@@ -5,7 +5,7 @@
 //! takes the broker default, which in turn takes Kafka's default unless the broker config
 //! changes it. The table below lists the topic configs Kafka 4.1 has. Those marked
 //! `enforced: false` are accepted, stored and described so that tools which set them keep
-//! working, but Freshet does not act on them yet (compaction, for one, arrives with its issue).
+//! working, but Freshet does not act on them yet.
 
 use std::collections::BTreeMap;
 
@@ -61,7 +61,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         T::List,
         &["delete", "compact", "compact,delete", "delete,compact"],
         0,
-        false,
+        true,
     ),
     def(
         "compression.type",
@@ -70,12 +70,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         0,
         false,
     ),
-    def("delete.retention.ms", T::Long, &[], 0, false),
+    def("delete.retention.ms", T::Long, &[], 0, true),
     def("file.delete.delay.ms", T::Long, &[], 0, false),
     def("flush.messages", T::Long, &[], 1, false),
     def("flush.ms", T::Long, &[], 0, false),
     def("index.interval.bytes", T::Int, &[], 0, true),
-    def("max.compaction.lag.ms", T::Long, &[], 1, false),
+    def("max.compaction.lag.ms", T::Long, &[], 1, true),
     def("max.message.bytes", T::Int, &[], 0, true),
     def("message.timestamp.after.max.ms", T::Long, &[], 0, false),
     def("message.timestamp.before.max.ms", T::Long, &[], 0, false),
@@ -86,8 +86,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         0,
         true,
     ),
-    def("min.cleanable.dirty.ratio", T::Double, &[], 0, false),
-    def("min.compaction.lag.ms", T::Long, &[], 0, false),
+    def("min.cleanable.dirty.ratio", T::Double, &[], 0, true),
+    def("min.compaction.lag.ms", T::Long, &[], 0, true),
     def("min.insync.replicas", T::Int, &[], 1, false),
     def("preallocate", T::Boolean, &[], 0, false),
     def("retention.bytes", T::Long, &[], -1, true),
@@ -217,6 +217,17 @@ pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -
         } else {
             TimestampType::CreateTime
         },
+        cleanup_delete: value("cleanup.policy").contains("delete"),
+        cleanup_compact: value("cleanup.policy").contains("compact"),
+        delete_retention_ms: num("delete.retention.ms", defaults.delete_retention_ms),
+        min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: num("min.compaction.lag.ms", defaults.min_compaction_lag_ms),
+        max_compaction_lag_ms: num("max.compaction.lag.ms", defaults.max_compaction_lag_ms),
     }
 }
 
@@ -258,5 +269,13 @@ mod tests {
         assert_eq!(config.segment_bytes, 1_048_576);
         assert_eq!(config.message_timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(config.retention_ms, 604_800_000);
+        assert!(config.cleanup_delete && !config.cleanup_compact);
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "0.01".to_string());
+        overrides.insert("delete.retention.ms".to_string(), "100".to_string());
+        let config = log_config(&overrides, &broker);
+        assert!(config.cleanup_compact && !config.cleanup_delete);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(config.delete_retention_ms, 100);
     }
 }

@@ -436,6 +436,41 @@ impl Shard {
         }
     }
 
+    /// The log cleaner of this shard (see [`crate::storage::cleaner`]): every
+    /// `log_cleaner_backoff_ms`, one cleaning round for each compacted partition that needs
+    /// one, until the shard stops. Runs on a low-priority task queue (see `runtime.rs`).
+    pub async fn cleaner_loop(self: Rc<Self>) {
+        use crate::storage::cleaner::{LogCleanState, OffsetMap};
+        let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(10));
+        let mut map = OffsetMap::with_memory(self.config.log_cleaner_dedupe_buffer_bytes_per_shard);
+        let mut states: HashMap<PathBuf, LogCleanState> = HashMap::new();
+        while !self.stopping.get() {
+            let tick = glommio::timer::sleep(interval);
+            futures_lite::future::or(tick, self.stop.wait()).await;
+            if self.stopping.get() {
+                break;
+            }
+            let partitions = self.partitions();
+            states.retain(|dir, _| partitions.iter().any(|p| p.log.dir() == dir));
+            for partition in partitions {
+                if self.stopping.get() {
+                    break;
+                }
+                let state = states.entry(partition.log.dir().to_path_buf()).or_default();
+                match partition.log.clean(state, &mut map, now_ms(), false).await {
+                    Ok(None) => {}
+                    Ok(Some(r)) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index, segments = r.segments_cleaned, into = r.segments_written, bytes_before = r.bytes_before, bytes_after = r.bytes_after, records_read = r.records_read, records_kept = r.records_kept, first_dirty = r.first_dirty, "log cleaned")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "log cleaning failed")
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+    }
+
     /// Coordinator shard: loads committed offsets (at startup, before the listener opens).
     pub async fn load_group_coordinator(&self) {
         assert_eq!(self.id, COORDINATOR_SHARD);

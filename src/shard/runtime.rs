@@ -26,6 +26,9 @@ use futures_lite::FutureExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::{Job, Router, Shard};
+
+/// CPU shares of the log cleaner's task queue (glommio's default queue has 1000).
+const CLEANER_SHARES: usize = 50;
 use crate::config::BrokerConfig;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::store;
@@ -215,6 +218,21 @@ async fn shard_main(
         }
     };
     let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
+    // The cleaner gets a small share of the CPU when requests are waiting (Redpanda's
+    // lesson: background work must not stall the shard).
+    let cleaner = if config.log_cleaner_enable {
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(CLEANER_SHARES),
+            glommio::Latency::NotImportant,
+            "log-cleaner",
+        );
+        glommio::spawn_local_into(shard.clone().cleaner_loop(), queue)
+            .map_err(|e| tracing::error!(error = %e, "cannot start the log cleaner"))
+            .ok()
+            .map(|t| t.detach())
+    } else {
+        None
+    };
     let group_coordinator = (index == super::COORDINATOR_SHARD)
         .then(|| glommio::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
@@ -232,6 +250,9 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     retention.cancel();
+    if let Some(task) = cleaner {
+        task.cancel();
+    }
     if let Some(task) = group_coordinator {
         task.cancel();
     }

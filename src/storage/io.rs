@@ -252,6 +252,14 @@ pub async fn write_file_atomic(path: &Path, data: Vec<u8>) -> Result<(), Storage
     .map_err(io_err("write metadata file"))
 }
 
+/// Rename `from` to `to` (replacing `to`); the caller fsyncs the directory.
+pub async fn rename_file(from: &Path, to: &Path) -> Result<(), StorageError> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    blocking(move || std::fs::rename(&from, &to))
+        .await
+        .map_err(io_err("rename segment file"))
+}
+
 /// Read a whole small file; `Ok(None)` if it does not exist.
 pub async fn read_small_file(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
     let path = path.to_path_buf();

@@ -47,7 +47,10 @@
 //! if missing or damaged); from the recovery point on, every batch is read back and checked:
 //! framing, magic, CRC-32C, record count, and that its base offset continues the previous
 //! batch. The first failure (a torn write, zero padding, garbage) ends the log: the segment is
-//! truncated there and later segments are deleted. The active segment is then fdatasync'd and
+//! truncated there and later segments are deleted. Sealed segments may have been rewritten by
+//! the [`cleaner`] (offset gaps between batches, batches with fewer records than offsets): the
+//! scan accepts forward gaps except in the last segment, and an interrupted cleaner swap is
+//! completed before anything else ([`cleaner::finish_interrupted_swaps`]). The active segment is then fdatasync'd and
 //! the high watermark set to the log end.
 //!
 //! # Reads
@@ -63,6 +66,9 @@
 //! - `max_timestamp` after a restart reports the offset of the *batch* holding the max
 //!   timestamp (its last offset) until a newer max arrives.
 //! - A produce larger than [`PENDING_BYTES_MAX`] is accepted only when nothing is pending.
+
+#[path = "cleaner.rs"]
+pub mod cleaner;
 
 use super::batch;
 use super::cache::TailCache;
@@ -475,6 +481,8 @@ struct ScanOutcome {
 
 /// CRC-scan `file` from `start` (where the batch `expected` must begin), indexing each good
 /// batch into `seg`; stops at the first bad, torn or discontinuous batch or at the end.
+/// `allow_gaps`: offsets may jump forward between batches (a sealed segment the cleaner
+/// rewrote); the active segment must be contiguous.
 async fn scan_segment(
     file: &DataFile,
     seg: &mut Segment,
@@ -482,6 +490,7 @@ async fn scan_segment(
     expected: i64,
     file_len: u64,
     interval: u64,
+    allow_gaps: bool,
 ) -> Result<ScanOutcome, StorageError> {
     let mut pos = start;
     let mut expected = expected;
@@ -525,10 +534,10 @@ async fn scan_segment(
             }
         }
         let b = &buf[off..off + total];
-        let Ok(h) = batch::validate(b) else {
+        let Ok(h) = cleaner::validate_stored(b) else {
             break;
         };
-        if h.base_offset() != expected {
+        if h.base_offset() < expected || (!allow_gaps && h.base_offset() != expected) {
             break;
         }
         let last = h.last_offset();
@@ -635,6 +644,7 @@ impl PartitionLog {
         if !DISK_PRIMED.with(|p| p.get()) {
             prime_disk(dir.parent().unwrap_or(dir)).await?;
         }
+        cleaner::finish_interrupted_swaps(dir).await?;
         let names = io::list_dir(dir).await?;
         let log_bases: std::collections::HashSet<i64> =
             names.iter().filter_map(|n| parse_segment_name(n)).collect();
@@ -698,8 +708,8 @@ impl PartitionLog {
                     }
                     None => {
                         tracing::warn!(dir = %dir.display(), base, "rebuilding missing or damaged index");
-                        let out =
-                            scan_segment(&file, &mut seg, 0, base, file_len, interval).await?;
+                        let out = scan_segment(&file, &mut seg, 0, base, file_len, interval, true)
+                            .await?;
                         seg.len = out.valid_len;
                         seg.next_offset = out.next_offset;
                         if out.valid_len != file_len || out.next_offset != next_base {
@@ -739,8 +749,10 @@ impl PartitionLog {
                     }
                 }
                 let expected = if seg_start == 0 { base } else { expected };
-                let out =
-                    scan_segment(&file, &mut seg, seg_start, expected, file_len, interval).await?;
+                let out = scan_segment(
+                    &file, &mut seg, seg_start, expected, file_len, interval, !is_last,
+                )
+                .await?;
                 if seg_start == 0 && out.valid_len == 0 && start > 0 {
                     // The checkpoint promised data here: the segment is damaged at its start.
                     tracing::warn!(dir = %dir.display(), base, "segment lost data below its recovery point");
@@ -1181,11 +1193,13 @@ impl PartitionLog {
                     break;
                 }
                 let below_start = next_base <= inner.log_start_offset;
-                let by_time = cfg.retention_ms >= 0
+                let by_time = cfg.cleanup_delete
+                    && cfg.retention_ms >= 0
                     && seg.max_timestamp >= 0
                     && now_ms.saturating_sub(seg.max_timestamp) > cfg.retention_ms;
-                let by_size =
-                    cfg.retention_bytes >= 0 && size - seg.len >= cfg.retention_bytes as u64;
+                let by_size = cfg.cleanup_delete
+                    && cfg.retention_bytes >= 0
+                    && size - seg.len >= cfg.retention_bytes as u64;
                 if !(below_start || by_time || by_size) {
                     break;
                 }

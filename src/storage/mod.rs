@@ -11,6 +11,7 @@
 //! Modules:
 //! - [`batch`]: the record batch v2 header view, validation, offset/time rewrites, CRC-32C.
 //! - [`log`]: `PartitionLog`: append and group commit, reads, recovery, retention.
+//! - [`cleaner`]: log compaction (`cleanup.policy=compact`), run in the background per shard.
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).
 //! - [`cache`]: the per-shard tail cache.
 //! - [`checkpoint`]: the recovery checkpoint file.
@@ -31,6 +32,7 @@ pub mod log;
 use bytes::Bytes;
 
 pub use cache::TailCache;
+pub use log::cleaner;
 pub use log::{prime_disk, PartitionLog};
 
 /// Timestamp type of a topic (`message.timestamp.type`).
@@ -43,7 +45,7 @@ pub enum TimestampType {
 }
 
 /// Per-topic log settings, named as Kafka's topic configs; `Default` gives Kafka's defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment when it would grow past this.
     pub segment_bytes: u64,
@@ -59,6 +61,18 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest value per key.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone once it has seen it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty share of the cleanable bytes that starts a round.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments with records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty data older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -71,6 +85,12 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             message_timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
