@@ -53,6 +53,9 @@
 //!   kept); a producer's older empty batches may be kept a little longer than Kafka would.
 //! - Keyless records sent to a compacted topic are accepted at produce time (Kafka rejects
 //!   them) and dropped by the cleaner.
+//! - A compressed batch is decompressed whole, with no cap on its decompressed size (Kafka
+//!   caps it); batches were size-checked at produce time, but a highly compressible one could
+//!   still take much memory for a moment.
 
 use super::{lock_meta, segment_file_name, write_indexes, Life, PartitionLog, Segment, Shared};
 use crate::storage::batch::{self, BatchHeader};
@@ -1206,6 +1209,54 @@ mod tests {
         let (f, st) = filter_batch(&b, &ctx2, false).expect("filter");
         assert!(matches!(f, Filtered::Rewritten(_)));
         assert_eq!(st.records_kept, 1);
+    }
+
+    #[test]
+    fn last_batch_of_an_idempotent_producer_is_kept_empty() {
+        let mut b = batch_at(20, &[rec("a", Some("1"), 5)], Compression::None);
+        if let Some(h) = batch::header_mut(&mut b) {
+            h.producer_id.set(7);
+            h.producer_epoch.set(0);
+            h.base_sequence.set(3);
+        }
+        batch::fix_crc(&mut b);
+        let mut map = OffsetMap::with_memory(1 << 20);
+        map.clear(19);
+        map.put(b"a", 90);
+        map.latest_offset = 99;
+        let mut producers = HashMap::new();
+        producers.insert(7i64, 20i64);
+        let producers = producers;
+        let ctx = FilterContext {
+            map: &map,
+            now_ms: 0,
+            delete_retention_ms: 0,
+            producer_last: &producers,
+        };
+        let (f, _) = filter_batch(&b, &ctx, false).expect("filter");
+        let Filtered::Rewritten(e) = f else {
+            panic!("the producer's last batch must stay, empty");
+        };
+        let h = validate_stored(&e).expect("valid");
+        assert_eq!(
+            (
+                h.records_count(),
+                h.producer_id.get(),
+                h.base_sequence.get()
+            ),
+            (0, 7, 3)
+        );
+        // A later batch of the same producer exists: this one can go.
+        let mut later = HashMap::new();
+        later.insert(7i64, 50i64);
+        let ctx = FilterContext {
+            producer_last: &later,
+            ..ctx
+        };
+        assert_eq!(
+            filter_batch(&b, &ctx, false).expect("filter").0,
+            Filtered::Dropped
+        );
     }
 
     #[test]
