@@ -24,8 +24,13 @@ pub struct BrokerConfig {
     pub advertise: String,
     /// Directory holding partition logs and cluster metadata.
     pub data_dir: PathBuf,
-    /// Number of shards (pinned executor threads). 0: one per online CPU.
+    /// Number of shards (pinned executor threads). 0: one per online CPU (of `shard_cpus`).
     pub shards: usize,
+    /// CPUs the shards may run on (empty: all online CPUs). Leave the others to interrupts
+    /// (`freshet tune apply` moves IRQs off these).
+    pub shard_cpus: Vec<usize>,
+    /// The disk profile written by `freshet tune disk`. Empty: `<data_dir>/disk-profile.toml`.
+    pub disk_profile: PathBuf,
     /// Kafka `node.id` of this broker.
     pub node_id: i32,
     /// Kafka `auto.create.topics.enable`.
@@ -93,6 +98,8 @@ impl Default for BrokerConfig {
             advertise: String::new(),
             data_dir: PathBuf::from("./freshet-data"),
             shards: 0,
+            shard_cpus: Vec::new(),
+            disk_profile: PathBuf::new(),
             node_id: 0,
             auto_create_topics: true,
             default_partitions: 1,
@@ -139,6 +146,8 @@ impl BrokerConfig {
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
             self.shards
+        } else if !self.shard_cpus.is_empty() {
+            self.shard_cpus.len()
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }

@@ -10,6 +10,7 @@
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
+//! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 
 pub mod api;
 pub mod config;
@@ -19,3 +20,4 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tuning;

@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run a broker until SIGINT/SIGTERM.
     Start(StartArgs),
+    /// Prepare a host: check/apply its settings, measure the data disk (see tuning/README.md).
+    #[command(subcommand)]
+    Tune(freshet::tuning::TuneCommand),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Tune(cmd) => freshet::tuning::run(cmd),
     }
 }
 

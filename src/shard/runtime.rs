@@ -74,6 +74,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     check_port_free(addr)?;
     check_memlock(&config, shards)?;
     raise_open_files_limit();
+    crate::tuning::disk::install_profile(&config);
     let metadata = load_metadata(&config)?;
     tracing::info!(
         shards,
@@ -104,8 +105,24 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         .spawn(move || wait_for_signals(signals, signal_router))
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
-    let placement = if shards <= std::thread::available_parallelism().map_or(1, |n| n.get()) {
-        PoolPlacement::MaxSpread(shards, None)
+    let cpus = (!config.shard_cpus.is_empty()).then(|| {
+        glommio::CpuSet::online()
+            .map(|set| set.filter(|l| config.shard_cpus.contains(&l.cpu)))
+            .map_err(|e| StartError::Executor(format!("cannot read the CPU topology: {e}")))
+    });
+    let cpus = cpus.transpose()?;
+    if cpus.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(StartError::Executor(format!(
+            "shard_cpus {:?} names no online CPU",
+            config.shard_cpus
+        )));
+    }
+    let available = cpus.as_ref().map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |c| c.len(),
+    );
+    let placement = if shards <= available {
+        PoolPlacement::MaxSpread(shards, cpus)
     } else {
         PoolPlacement::Unbound(shards)
     };
@@ -350,7 +367,7 @@ fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {
 
 /// Locked memory glommio needs per shard: three rings, each with its io_memory and ring
 /// entries (an estimate matching GLOMMIO.md's measurements).
-fn memlock_needed(config: &BrokerConfig, shards: usize) -> u64 {
+pub fn memlock_needed(config: &BrokerConfig, shards: usize) -> u64 {
     let ring_bytes = (config.ring_depth as u64) * 64 * 2;
     shards as u64 * 3 * (config.io_memory_bytes as u64 + ring_bytes)
 }

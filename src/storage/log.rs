@@ -1711,7 +1711,8 @@ fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
     let mut bytes = 0u64;
     while let Some(p) = inner.pending.front() {
         if p.segment_base != segment_base
-            || (bytes > 0 && bytes + p.data.len() as u64 > FLUSH_BYTES_MAX as u64)
+            || (bytes > 0
+                && bytes + p.data.len() as u64 > super::io_sizes::get().flush_bytes_max as u64)
         {
             break;
         }
@@ -1756,7 +1757,8 @@ fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
         bytes,
         start_len: seg.written_len,
         preallocated_len: seg.preallocated_len,
-        preallocate_step: PREALLOCATE_STEP_BYTES
+        preallocate_step: super::io_sizes::get()
+            .preallocate_step_bytes
             .min(inner.config.segment_bytes.max(DIRECT_IO_ALIGN)),
         seal,
     }
@@ -1816,7 +1818,8 @@ async fn run_write(
     for c in &plan.chunks {
         parts.push(&c.data);
     }
-    file.write_padded(plan.write_pos, &parts, WRITE_BYTES_MAX)
+    let write_bytes_max = super::io_sizes::get().write_bytes_max;
+    file.write_padded(plan.write_pos, &parts, write_bytes_max)
         .await?;
     let tail_len = (new_len - align_down(new_len)) as usize;
     Ok((file, preallocated_len, last_bytes(&parts, tail_len)))

@@ -16,6 +16,7 @@
 //! - [`cache`]: the per-shard tail cache.
 //! - [`checkpoint`]: the recovery checkpoint file.
 //! - [`io`]: the only code that touches glommio files and `std::fs`.
+//! - [`io_sizes`]: write, flush-round and preallocation sizes, from the disk profile.
 //!
 //! Guarantees: an append resolves `Ok` only once its batches are fdatasync'd; reads never pass
 //! the high watermark (the durable end); recovery never serves a torn batch and never drops a
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod index;
 pub mod io;
+pub mod io_sizes;
 pub mod log;
 
 use bytes::Bytes;
