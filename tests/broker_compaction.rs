@@ -43,6 +43,10 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Offset, key and value (None for a tombstone) of every record from the beginning to the
 /// high watermark, as a consumer sees them.
 fn read_all(broker: &TestBroker) -> Vec<(i64, String, Option<String>)> {
+    read_topic(broker, TOPIC)
+}
+
+fn read_topic(broker: &TestBroker, topic: &str) -> Vec<(i64, String, Option<String>)> {
     let consumer: BaseConsumer = client_config(broker)
         .set("group.id", "assign-only-never-joins")
         .set("enable.auto.commit", "false")
@@ -51,10 +55,13 @@ fn read_all(broker: &TestBroker) -> Vec<(i64, String, Option<String>)> {
         .create()
         .expect("consumer");
     let (_, high) = consumer
-        .fetch_watermarks(TOPIC, 0, OP_TIMEOUT)
+        .fetch_watermarks(topic, 0, OP_TIMEOUT)
         .expect("watermarks");
+    if high == 0 {
+        return Vec::new();
+    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
@@ -211,5 +218,82 @@ fn compacted_topic_serves_latest_value_per_key_one_shard() {
 fn compacted_topic_serves_latest_value_per_key_two_shards() {
     common::within(Duration::from_secs(120), || {
         compacted_topic_serves_latest_value_per_key(2)
+    })
+}
+
+/// kill -9 at arbitrary moments while the cleaner is busy (cleaning every 50 ms, small
+/// segments rolling every 300 ms): after every restart the log still holds the latest value of
+/// every key at its offset, and nothing else for a key that was cleaned.
+fn kill_9_while_cleaning_loses_no_latest_value(shards: usize) {
+    const T: &str = "compacted-kill";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "log_cleaner_backoff_ms = 50\n").expect("write config");
+    let mut broker = TestBroker::start_with(shards, &["--config", &config.display().to_string()]);
+    let admin: AdminClient<DefaultClientContext> = client_config(&broker).create().expect("admin");
+    let topic = NewTopic::new(T, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "2048")
+        .set("segment.ms", "300")
+        .set("min.cleanable.dirty.ratio", "0.01");
+    let created = runtime()
+        .block_on(admin.create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(OP_TIMEOUT)),
+        ))
+        .expect("CreateTopics");
+    assert!(created[0].is_ok(), "{created:?}");
+    drop(admin);
+    let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let rt = runtime();
+    for round in 0..5u64 {
+        let producer: FutureProducer = client_config(&broker)
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .expect("producer");
+        for burst in 0..4 {
+            let mut pending = Vec::new();
+            for i in 0..60 {
+                let key = format!("k{}", (i * 7 + round as usize) % 12);
+                let value = format!("r{round}-b{burst}-{i}");
+                let record = FutureRecord::to(T).key(&key).payload(&value).partition(0);
+                let f = producer.send_result(record).expect("queued");
+                pending.push((key, value, f));
+            }
+            for (key, value, f) in pending {
+                let d = rt.block_on(f).expect("delivery").expect("delivered");
+                latest.insert(key, (d.offset, value));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        drop(producer);
+        // Somewhere in the cleaner's work (it runs every 50 ms on fresh segments).
+        std::thread::sleep(Duration::from_millis(37 * (round + 1)));
+        broker.kill9();
+        broker.start_again();
+        let got = read_topic(&broker, T);
+        let mut replay: BTreeMap<String, (i64, String)> = BTreeMap::new();
+        let mut last_offset = -1;
+        for (o, k, v) in &got {
+            assert!(*o > last_offset, "offsets go forward");
+            last_offset = *o;
+            replay.insert(k.clone(), (*o, v.clone().expect("no tombstones were sent")));
+        }
+        assert_eq!(
+            replay, latest,
+            "round {round}: the latest value of a key was lost"
+        );
+    }
+    assert!(
+        broker.log_tail().contains("log cleaned"),
+        "the cleaner never ran: the test proved nothing"
+    );
+}
+
+#[test]
+fn kill_9_while_cleaning_loses_no_latest_value_one_shard() {
+    common::within(Duration::from_secs(180), || {
+        kill_9_while_cleaning_loses_no_latest_value(1)
     })
 }
