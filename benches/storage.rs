@@ -7,7 +7,9 @@
 //! `cargo bench --bench storage [-- --mb N --limit-mb N --inflight-small 1,8,32,256
 //! --inflight-large 1,4,16 --dir PATH --dd]`; the same settings as environment variables
 //! `FRESHET_BENCH_MB`, `FRESHET_BENCH_LIMIT_MB`, `FRESHET_BENCH_INFLIGHT_SMALL`,
-//! `FRESHET_BENCH_INFLIGHT_LARGE`, `FRESHET_BENCH_DIR`, `FRESHET_BENCH_DD`. Each append scenario
+//! `FRESHET_BENCH_INFLIGHT_LARGE`, `FRESHET_BENCH_DIR`, `FRESHET_BENCH_DD`;
+//! `FRESHET_BENCH_DISK_PROFILE=<disk-profile.toml>` sizes writes from a `freshet tune disk`
+//! profile, as the broker does. Each append scenario
 //! writes `--mb` MiB (default 1024) but at most 4000 appends per task in flight, so that
 //! low-concurrency (latency) scenarios stay short. Defaults keep the run under about two
 //! minutes on the reference machine.
@@ -326,6 +328,15 @@ async fn tail_read_scenario(dir: &Path, batch: Bytes, mb: u64) -> f64 {
 fn main() {
     let s = settings();
     std::fs::create_dir_all(&s.dir).expect("bench dir");
+    // FRESHET_BENCH_DISK_PROFILE=path: size writes from a `freshet tune disk` profile, as the
+    // broker does at start, to compare with the defaults.
+    if let Some(p) = std::env::var_os("FRESHET_BENCH_DISK_PROFILE") {
+        let profile = freshet::tuning::disk::DiskProfile::load(std::path::Path::new(&p))
+            .expect("readable disk profile")
+            .expect("disk profile exists");
+        freshet::storage::io_sizes::set(profile.io_sizes());
+    }
+    println!("io sizes: {:?}", freshet::storage::io_sizes::get());
     let dir = s.dir.clone();
     println!(
         "freshet storage bench: dir {} ({} MiB per append scenario, {} MiB limit run)",
