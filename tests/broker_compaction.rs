@@ -148,6 +148,18 @@ fn compacted_topic_serves_latest_value_per_key(shards: usize) {
         let d = rt.block_on(f).expect("delivery").expect("delivered");
         latest.insert(key, (d.offset, Some(value)));
     }
+    // Kafka refuses keyless records on a compacted topic (INVALID_RECORD).
+    let keyless = FutureRecord::<str, str>::to(TOPIC)
+        .payload("no key")
+        .partition(0);
+    match runtime().block_on(producer.send(keyless, OP_TIMEOUT)) {
+        Err((e, _)) => assert_eq!(
+            e.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::InvalidRecord),
+            "{e}"
+        ),
+        Ok(d) => panic!("a keyless record was accepted at offset {}", d.offset),
+    }
     let offset = produce(&producer, "k2", None);
     latest.insert("k2".into(), (offset, None));
     // Let segment.ms pass, then one more record rolls the segment: everything above is now in

@@ -51,8 +51,8 @@
 //! - Idempotent producers: without the broker's producer state, the "last batch of a producer"
 //!   rule uses the batches the cleaner has seen (the dirty range, then what earlier rounds
 //!   kept); a producer's older empty batches may be kept a little longer than Kafka would.
-//! - Keyless records sent to a compacted topic are accepted at produce time (Kafka rejects
-//!   them) and dropped by the cleaner.
+//! - Keyless records are refused at produce time ([`check_keys`], as Kafka); records written
+//!   before the topic became compacted may lack keys, and the cleaner drops those.
 //! - A compressed batch is decompressed whole, with no cap on its decompressed size (Kafka
 //!   caps it); batches were size-checked at produce time, but a highly compressible one could
 //!   still take much memory for a moment.
@@ -960,6 +960,38 @@ impl PartitionLog {
     }
 }
 
+/// Kafka's produce rule for compacted topics: every record of every (non-control) batch of
+/// `records` has a key, else `InvalidRecord` (INVALID_RECORD, Kafka's message). Framing errors
+/// are left to the append's own validation. Compressed batches are decompressed, as Kafka does.
+pub fn check_keys(records: &[u8]) -> Result<(), StorageError> {
+    for item in batch::batches(records) {
+        let Ok((_, b)) = item else {
+            return Ok(());
+        };
+        let Some(h) = batch::header(b) else {
+            return Ok(());
+        };
+        if h.is_control() || h.records_count() <= 0 || h.total_len() != b.len() as i64 {
+            continue;
+        }
+        let data = records_section(b, h)?;
+        let count = usize::try_from(h.records_count()).unwrap_or(0);
+        if parse_records(&data, count)?.iter().any(|r| r.key.is_none()) {
+            return Err(StorageError::InvalidRecord(
+                "Compacted topic cannot accept message without key".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl PartitionLog {
+    /// True if the topic's `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.shared.inner.borrow().config.cleanup_compact
+    }
+}
+
 /// Replace the segments `group` (base, length) by `new_seg` if they are still there: the
 /// crash-safe swap of the module docs. `Ok(false)`: the log changed, nothing replaced.
 async fn swap_in(
@@ -1257,6 +1289,25 @@ mod tests {
             filter_batch(&b, &ctx, false).expect("filter").0,
             Filtered::Dropped
         );
+    }
+
+    #[test]
+    fn keyless_records_are_refused_for_compacted_topics() {
+        for c in [Compression::None, Compression::Zstd] {
+            let keyed = batch_at(0, &[rec("a", Some("1"), 1), rec("b", None, 2)], c);
+            assert!(check_keys(&keyed).is_ok());
+            let keyless = batch_at(
+                0,
+                &[rec("a", Some("1"), 1), (None, Some(Bytes::from("v")), 3)],
+                c,
+            );
+            let mut set = keyed.clone();
+            set.extend_from_slice(&keyless);
+            assert!(matches!(
+                check_keys(&set),
+                Err(StorageError::InvalidRecord(_))
+            ));
+        }
     }
 
     #[test]
