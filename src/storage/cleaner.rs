@@ -53,6 +53,8 @@
 //!   kept); a producer's older empty batches may be kept a little longer than Kafka would.
 //! - Keyless records are refused at produce time ([`check_keys`], as Kafka); records written
 //!   before the topic became compacted may lack keys, and the cleaner drops those.
+//! - `max.compaction.lag.ms` is judged by the newest timestamp of the first dirty segment
+//!   (Kafka uses its first batch's timestamp), so such a round can start a little later.
 //! - A compressed batch is decompressed whole, with no cap on its decompressed size (Kafka
 //!   caps it); batches were size-checked at produce time, but a highly compressible one could
 //!   still take much memory for a moment.
@@ -749,6 +751,9 @@ impl PartitionLog {
         force: bool,
     ) -> Result<Option<CleanReport>, StorageError> {
         let shared = &*self.shared;
+        if !self.is_compacted() {
+            return Ok(None);
+        }
         let first_dirty = match state.first_dirty {
             Some(o) => o,
             None => {
