@@ -76,6 +76,12 @@ pub struct BrokerConfig {
     /// Kafka `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
     /// consumer group waits for more members, in milliseconds.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka `group.consumer.session.timeout.ms`: a KIP-848 consumer-group member that does
+    /// not heartbeat for this long is removed, in milliseconds.
+    pub group_consumer_session_timeout_ms: i32,
+    /// Kafka `group.consumer.heartbeat.interval.ms`: the heartbeat interval given to KIP-848
+    /// consumer-group members, in milliseconds.
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -107,6 +113,8 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
             group_initial_rebalance_delay_ms: 3_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -192,6 +200,14 @@ impl BrokerConfig {
             ("ring_depth", self.ring_depth as i64),
             ("log_segment_bytes", self.log_segment_bytes),
             ("message_max_bytes", self.message_max_bytes),
+            (
+                "group_consumer_session_timeout_ms",
+                i64::from(self.group_consumer_session_timeout_ms),
+            ),
+            (
+                "group_consumer_heartbeat_interval_ms",
+                i64::from(self.group_consumer_heartbeat_interval_ms),
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {

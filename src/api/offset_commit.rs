@@ -1,5 +1,6 @@
 //! OffsetCommit: committed offsets of a classic group (or a simple consumer with generation
-//! -1), checked against the group's generation and members, written durably on the coordinator
+//! -1), checked against the group's generation and members (for a KIP-848 consumer group:
+//! the member epoch, STALE_MEMBER_EPOCH if it is not the member's current one, as Kafka 4), written durably on the coordinator
 //! shard (see `shard::groups`) and acknowledged once on disk.
 //!
 //! Partitions of topics this broker does not have get UNKNOWN_TOPIC_OR_PARTITION (checked
@@ -64,6 +65,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let member_id = body.member_id.to_string();
         let instance = body.group_instance_id.as_ref().map(|s| s.to_string());
         let generation = body.generation_id_or_member_epoch;
+        let api_version = request.api_version;
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
                 c.groups
@@ -73,6 +75,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                         &member_id,
                         instance.as_deref(),
                         generation,
+                        api_version,
                         entries,
                     )
                     .await

@@ -25,6 +25,7 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 
+use crate::coordinator::consumer_group::{self, ConsumerGroupConfig, ConsumerGroups, TopicsView};
 use crate::coordinator::group::{
     Effect, GroupConfig, GroupState, Groups, JoinRequest, JoinResponse, RequestId, Response,
     SyncRequest, SyncResponse,
@@ -53,6 +54,8 @@ pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
 /// The coordinator shard's group state; see the module doc.
 pub struct GroupCoordinator {
     pub groups: RefCell<Groups>,
+    /// KIP-848 consumer groups. A group id is a classic group or a consumer group, never both.
+    pub consumer: RefCell<ConsumerGroups>,
     pub offsets: RefCell<Offsets>,
     log: RefCell<Option<Rc<PartitionLog>>>,
     replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
@@ -65,10 +68,13 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: GroupConfig) -> GroupCoordinator {
-        let salt = uuid::Uuid::new_v4().simple().to_string();
+    pub fn new(config: GroupConfig, consumer_config: ConsumerGroupConfig) -> GroupCoordinator {
+        let salt = uuid::Uuid::new_v4();
+        let consumer_salt = salt.as_u64_pair().1;
+        let salt = salt.simple().to_string();
         GroupCoordinator {
             groups: RefCell::new(Groups::new(config, salt[..8].to_string())),
+            consumer: RefCell::new(ConsumerGroups::new(consumer_config, consumer_salt)),
             offsets: RefCell::new(Offsets::default()),
             log: RefCell::new(None),
             replies: RefCell::new(HashMap::new()),
@@ -210,6 +216,24 @@ impl GroupCoordinator {
 
     pub async fn join(&self, now_ms: i64, req: JoinRequest) -> JoinResponse {
         let member_id = req.member_id.clone();
+        // An empty consumer group gives its id to the classic group (Kafka converts it); one
+        // with members keeps it.
+        if self
+            .consumer
+            .borrow_mut()
+            .remove_if_empty(&req.group_id)
+            .is_err()
+        {
+            return JoinResponse {
+                error: Some(ResponseError::InconsistentGroupProtocol),
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+            };
+        }
         let (id, rx) = self.park();
         let effects = self.groups.borrow_mut().join(now_ms, id, req);
         self.run(effects);
@@ -273,10 +297,84 @@ impl GroupCoordinator {
     pub fn tick(&self, now_ms: i64) {
         let effects = self.groups.borrow_mut().tick(now_ms);
         self.run(effects);
+        self.consumer.borrow_mut().tick(now_ms);
         let offsets = self.offsets.borrow();
         self.groups
             .borrow_mut()
             .remove_empty_groups(|id| offsets.has_group(id));
+        self.consumer
+            .borrow_mut()
+            .remove_empty_groups(|id| offsets.has_group(id));
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848), answered at once. A classic group with members keeps
+    /// its id (GROUP_ID_NOT_FOUND, as Kafka without online migration); an empty one is
+    /// converted.
+    pub fn consumer_heartbeat(
+        &self,
+        now_ms: i64,
+        version: i16,
+        metadata: &crate::coordinator::metadata::ClusterMetadata,
+        req: consumer_group::HeartbeatRequest,
+    ) -> consumer_group::HeartbeatResponse {
+        let classic_in_use = {
+            let mut groups = self.groups.borrow_mut();
+            match groups.group(&req.group_id) {
+                None => false,
+                Some(_) => groups.delete_group(&req.group_id).is_err(),
+            }
+        };
+        if classic_in_use {
+            return consumer_group::HeartbeatResponse {
+                error: Some(ResponseError::GroupIdNotFound),
+                error_message: Some(format!("Group {} is not a consumer group.", req.group_id)),
+                member_id: None,
+                member_epoch: 0,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+        }
+        let view = TopicsView {
+            version: metadata.version,
+            topics: &metadata.topics,
+        };
+        self.consumer
+            .borrow_mut()
+            .heartbeat(now_ms, version, view, req)
+    }
+
+    /// ConsumerGroupDescribe of one group, or Kafka's GROUP_ID_NOT_FOUND message.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, String> {
+        let consumer = self.consumer.borrow();
+        let Some(g) = consumer.group(group_id) else {
+            return Err(if self.groups.borrow().group(group_id).is_some() {
+                format!("Group {group_id} is not a consumer group.")
+            } else {
+                format!("Group {group_id} not found.")
+            });
+        };
+        Ok(ConsumerGroupDescription {
+            state: g.state_name(),
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberDescription {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.member_epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed_topic_names.clone(),
+                    subscribed_topic_regex: m.subscribed_topic_regex.clone(),
+                    assignment: m.assigned.clone(),
+                    target_assignment: g.target.get(&m.member_id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        })
     }
 
     /// Appends `changes` to the offsets log and, once durable, applies them to the table.
@@ -329,15 +427,27 @@ impl GroupCoordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
         generation_id: i32,
+        api_version: i16,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        self.groups.borrow().validate_offset_commit(
+        let consumer_check = self.consumer.borrow().validate_offset_commit(
             group_id,
             member_id,
-            group_instance_id,
             generation_id,
-        )?;
-        self.groups.borrow_mut().ensure_group(group_id);
+            api_version,
+        );
+        match consumer_check {
+            Some(check) => check?,
+            None => {
+                self.groups.borrow().validate_offset_commit(
+                    group_id,
+                    member_id,
+                    group_instance_id,
+                    generation_id,
+                )?;
+                self.groups.borrow_mut().ensure_group(group_id);
+            }
+        }
         let mut errors = Vec::with_capacity(entries.len());
         let mut changes = Vec::with_capacity(entries.len());
         for (topic, partition, value) in entries {
@@ -367,9 +477,17 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(Option<String>, i32)>,
     ) -> Result<FetchedOffsets, ResponseError> {
         if !self.is_loaded() {
             return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        if let Some((member_id, member_epoch)) = member {
+            self.consumer.borrow().validate_offset_fetch(
+                group_id,
+                member_id.as_deref(),
+                member_epoch,
+            )?;
         }
         let table = self.offsets.borrow();
         Ok(match topics {
@@ -397,23 +515,43 @@ impl GroupCoordinator {
     }
 
     /// ListGroups: every group, including those known only by their committed offsets
-    /// (reported Empty, as after a Kafka coordinator load). (group id, protocol type, state).
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// (reported Empty, as after a Kafka coordinator load).
+    pub fn list(&self) -> Vec<ListedGroup> {
         let groups = self.groups.borrow();
-        let mut out: BTreeMap<String, (String, GroupState)> = groups
+        let mut out: BTreeMap<String, ListedGroup> = groups
             .groups()
             .map(|g| {
                 (
                     g.group_id.clone(),
-                    (g.protocol_type.clone().unwrap_or_default(), g.state),
+                    ListedGroup {
+                        group_id: g.group_id.clone(),
+                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                        state: g.state.name(),
+                        group_type: "classic",
+                    },
                 )
             })
             .collect();
-        for id in self.offsets.borrow().group_ids() {
-            out.entry(id)
-                .or_insert_with(|| (String::new(), GroupState::Empty));
+        for g in self.consumer.borrow().groups() {
+            out.insert(
+                g.group_id.clone(),
+                ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: "consumer".into(),
+                    state: g.state_name(),
+                    group_type: "consumer",
+                },
+            );
         }
-        out.into_iter().map(|(id, (t, s))| (id, t, s)).collect()
+        for id in self.offsets.borrow().group_ids() {
+            out.entry(id.clone()).or_insert_with(|| ListedGroup {
+                group_id: id,
+                protocol_type: String::new(),
+                state: GroupState::Empty.name(),
+                group_type: "classic",
+            });
+        }
+        out.into_values().collect()
     }
 
     /// DescribeGroups of one group; `None` if the broker knows nothing of it.
@@ -476,10 +614,14 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
+        if self.consumer.borrow().has_members(group_id) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let known_consumer_group = self.consumer.borrow().group(group_id).is_some();
         let known_group = self.groups.borrow().group(group_id).is_some();
         if known_group {
             self.groups.borrow().check_deletable(group_id)?;
-        } else if !self.offsets.borrow().has_group(group_id) {
+        } else if !known_consumer_group && !self.offsets.borrow().has_group(group_id) {
             return Err(ResponseError::GroupIdNotFound);
         }
         let tombstones: Vec<OffsetChange> = self
@@ -500,6 +642,9 @@ impl GroupCoordinator {
             .collect();
         self.write_offsets(tombstones, now_ms).await?;
         // A member may have joined while the tombstones were written: then the group stays.
+        if known_consumer_group {
+            return self.consumer.borrow_mut().remove_if_empty(group_id);
+        }
         match self.groups.borrow_mut().delete_group(group_id) {
             Ok(()) | Err(ResponseError::GroupIdNotFound) => Ok(()),
             Err(e) => Err(e),
@@ -516,7 +661,11 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let subscribed = {
             let groups = self.groups.borrow();
+            let consumer = self.consumer.borrow();
             match groups.group(group_id) {
+                None if consumer.group(group_id).is_some() => {
+                    consumer.group(group_id).map(|g| g.subscribed_topic_names())
+                }
                 None if !self.offsets.borrow().has_group(group_id) => {
                     return Err(ResponseError::GroupIdNotFound)
                 }
@@ -553,6 +702,42 @@ impl GroupCoordinator {
         self.write_offsets(changes, now_ms).await?;
         Ok(errors)
     }
+}
+
+/// What ConsumerGroupDescribe reports of a consumer group.
+#[derive(Clone, Debug)]
+pub struct ConsumerGroupDescription {
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+/// What ConsumerGroupDescribe reports of a member.
+#[derive(Clone, Debug)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: crate::coordinator::assignor::Assignment,
+    pub target_assignment: crate::coordinator::assignor::Assignment,
+}
+
+/// One row of ListGroups.
+#[derive(Clone, Debug)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    /// Kafka's state name for the group's type.
+    pub state: &'static str,
+    /// "classic" or "consumer".
+    pub group_type: &'static str,
 }
 
 /// What DescribeGroups reports of a group.
@@ -617,7 +802,7 @@ mod tests {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
         run(async move {
             let cache = TailCache::new(1 << 20);
-            let c = GroupCoordinator::new(GroupConfig::default());
+            let c = GroupCoordinator::new(GroupConfig::default(), ConsumerGroupConfig::default());
             c.load(&data_dir, cache.clone()).await.unwrap();
             for round in 0..120 {
                 let changes = (0..100).map(|p| (key(p), Some(value(round)))).collect();
@@ -637,7 +822,8 @@ mod tests {
             c.close().await;
 
             for _ in 0..2 {
-                let c = GroupCoordinator::new(GroupConfig::default());
+                let c =
+                    GroupCoordinator::new(GroupConfig::default(), ConsumerGroupConfig::default());
                 c.load(&data_dir, cache.clone()).await.unwrap();
                 {
                     let table = c.offsets.borrow();

@@ -118,9 +118,15 @@ impl Shard {
             inflight_kib: Semaphore::new(inflight_kib),
             producer_ids: Cell::new((0, 0)),
             config: config.clone(),
-            groups: groups::GroupCoordinator::new(crate::coordinator::group::GroupConfig {
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            }),
+            groups: groups::GroupCoordinator::new(
+                crate::coordinator::group::GroupConfig {
+                    initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                },
+                crate::coordinator::consumer_group::ConsumerGroupConfig {
+                    session_timeout_ms: config.group_consumer_session_timeout_ms,
+                    heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                },
+            ),
         })
     }
 
