@@ -18,6 +18,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::{decode, Outcome};
 use crate::coordinator::offsets::CommittedOffset;
 use crate::protocol::header::ParsedRequest;
+use crate::shard::groups::Committer;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
@@ -62,23 +63,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else if entries.is_empty() {
         Ok(Vec::new())
     } else {
-        let member_id = body.member_id.to_string();
-        let instance = body.group_instance_id.as_ref().map(|s| s.to_string());
-        let generation = body.generation_id_or_member_epoch;
-        let api_version = request.api_version;
+        let who = Committer {
+            group_id,
+            member_id: body.member_id.to_string(),
+            group_instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
+            generation_id: body.generation_id_or_member_epoch,
+            api_version: request.api_version,
+        };
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
-                c.groups
-                    .commit(
-                        now,
-                        &group_id,
-                        &member_id,
-                        instance.as_deref(),
-                        generation,
-                        api_version,
-                        entries,
-                    )
-                    .await
+                c.groups.commit(now, &who, entries).await
             })
             .await
             .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))

@@ -720,6 +720,7 @@ impl Groups {
                 errors.push(Some(ResponseError::UnknownMemberId));
                 continue;
             }
+            tracing::info!(group = %group.group_id, member = %target, "member leaves the classic group");
             remove_member(group, &target, &mut effects);
             removed_any = true;
             errors.push(None);
@@ -936,6 +937,9 @@ fn prepare_rebalance(
     initial_delay_ms: i64,
     effects: &mut Vec<Effect>,
 ) {
+    if group.state != GroupState::PreparingRebalance {
+        tracing::info!(group = %group.group_id, from = group.state.name(), "classic group preparing a rebalance");
+    }
     match group.state {
         GroupState::PreparingRebalance => return,
         GroupState::CompletingRebalance => {
@@ -991,6 +995,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     }
     group.protocol_name = group.select_protocol();
     group.state = GroupState::CompletingRebalance;
+    tracing::info!(group = %group.group_id, generation = group.generation_id, members = group.members.len(), "classic group rebalanced");
     let ids: Vec<String> = group.members.keys().cloned().collect();
     for id in ids {
         let response = join_response(group, &id);

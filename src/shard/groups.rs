@@ -417,19 +417,28 @@ impl GroupCoordinator {
         self.write_offsets(changes, now_ms).await
     }
 
-    /// OffsetCommit of `entries` (topic, partition, value) for a classic group: Kafka's member
-    /// and generation checks, then a durable write. Returns one error per entry, or a
+    /// OffsetCommit of `entries` (topic, partition, value): Kafka's member and generation (or
+    /// member epoch) checks, then a durable write. Returns one error per entry, or a
     /// group-level error for all of them.
     pub async fn commit(
         &self,
         now_ms: i64,
-        group_id: &str,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation_id: i32,
-        api_version: i16,
+        who: &Committer,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let Committer {
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+            api_version,
+        } = who;
+        let (group_id, member_id, group_instance_id) = (
+            group_id.as_str(),
+            member_id.as_str(),
+            group_instance_id.as_deref(),
+        );
+        let (generation_id, api_version) = (*generation_id, *api_version);
         let consumer_check = self.consumer.borrow().validate_offset_commit(
             group_id,
             member_id,
@@ -556,6 +565,10 @@ impl GroupCoordinator {
 
     /// DescribeGroups of one group; `None` if the broker knows nothing of it.
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        // A consumer group is not described here (Kafka: "is not a classic group").
+        if self.consumer.borrow().group(group_id).is_some() {
+            return None;
+        }
         let groups = self.groups.borrow();
         let Some(g) = groups.group(group_id) else {
             return self
@@ -702,6 +715,17 @@ impl GroupCoordinator {
         self.write_offsets(changes, now_ms).await?;
         Ok(errors)
     }
+}
+
+/// The group and member fields of an OffsetCommit request.
+#[derive(Clone, Debug)]
+pub struct Committer {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    /// The generation (classic groups) or member epoch (consumer groups); -1 for none.
+    pub generation_id: i32,
+    pub api_version: i16,
 }
 
 /// What ConsumerGroupDescribe reports of a consumer group.
