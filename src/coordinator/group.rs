@@ -230,6 +230,11 @@ pub struct Group {
     rebalance_deadline_ms: i64,
     /// PreparingRebalance from Empty: the join does not complete before this time.
     join_not_before_ms: i64,
+    /// The initial rebalance's delay (ms) and what the rebalance timeout leaves after it, while
+    /// that delay runs (Kafka's `InitialDelayedJoin`).
+    initial_delay: Option<(i64, i64)>,
+    /// A new member joined during the initial delay: the delay is extended once more.
+    new_member_added: bool,
     next_seq: u64,
 }
 
@@ -247,6 +252,8 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline_ms: 0,
             join_not_before_ms: 0,
+            initial_delay: None,
+            new_member_added: false,
             next_seq: 0,
         }
     }
@@ -873,6 +880,9 @@ fn add_member(
     if group.leader.is_none() {
         group.leader = Some(req.member_id.clone());
     }
+    if group.state == GroupState::PreparingRebalance && group.generation_id == 0 {
+        group.new_member_added = true;
+    }
     group.members.insert(req.member_id, member);
     prepare_rebalance(group, now_ms, initial_delay_ms, effects);
     maybe_complete_join(group, now_ms, effects);
@@ -957,22 +967,41 @@ fn prepare_rebalance(
         }
         _ => {}
     }
-    group.join_not_before_ms = if group.state == GroupState::Empty {
-        now_ms + initial_delay_ms
+    if group.state == GroupState::Empty {
+        group.join_not_before_ms = now_ms + initial_delay_ms;
+        group.initial_delay = Some((
+            initial_delay_ms,
+            (group.max_rebalance_timeout_ms() - initial_delay_ms).max(0),
+        ));
+        group.new_member_added = false;
     } else {
-        now_ms
-    };
+        group.join_not_before_ms = now_ms;
+        group.initial_delay = None;
+    }
     group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
     group.state = GroupState::PreparingRebalance;
 }
 
 fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
     assert_eq!(group.state, GroupState::PreparingRebalance);
+    // Kafka's InitialDelayedJoin: when the initial delay ends and members joined during it,
+    // it is extended (by at most the initial delay), until the rebalance timeout is used up.
+    if let Some((delay_ms, remaining_ms)) = group.initial_delay {
+        if now_ms >= group.join_not_before_ms && group.new_member_added && remaining_ms > 0 {
+            let initial_ms = delay_ms.max(0);
+            let next_delay_ms = initial_ms.min(remaining_ms);
+            group.new_member_added = false;
+            group.join_not_before_ms += next_delay_ms;
+            group.initial_delay = Some((next_delay_ms, (remaining_ms - delay_ms).max(0)));
+            return;
+        }
+    }
     let timed_out = now_ms >= group.rebalance_deadline_ms;
     let ready = group.all_members_joined() && now_ms >= group.join_not_before_ms;
     if !ready && !timed_out {
         return;
     }
+    group.initial_delay = None;
     // Members that did not rejoin in time are out.
     let missing: Vec<String> = group
         .members
@@ -1413,9 +1442,44 @@ mod tests {
         let (_, e) = join_new(&mut g, 1_000, 10);
         assert!(e.is_empty());
         assert!(g.tick(2_999).is_empty());
-        let e = g.tick(3_000);
+        // A member joined during the delay: Kafka extends it by another initial delay.
+        assert!(g.tick(3_000).is_empty());
+        let (_, e) = join_new(&mut g, 5_000, 20);
+        assert!(e.is_empty());
+        assert!(g.tick(6_000).is_empty(), "extended again");
+        assert!(g.tick(8_999).is_empty());
+        // Nobody joined in the last delay: the join completes.
+        let e = g.tick(9_000);
         assert_eq!(join_reply(&e, 2).generation_id, 1);
         assert_eq!(join_reply(&e, 11).generation_id, 1);
+        assert_eq!(join_reply(&e, 21).generation_id, 1);
+    }
+
+    /// The extensions of the initial delay stop when the rebalance timeout is used up, however
+    /// many members keep joining.
+    #[test]
+    fn initial_delay_extensions_are_bounded_by_the_rebalance_timeout() {
+        let mut g = Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 3_000,
+            },
+            "s".into(),
+        );
+        join_new(&mut g, 0, 1);
+        let mut completed_at = None;
+        for t in (100..40_000).step_by(100) {
+            let mut effects = Vec::new();
+            if t % 1_000 == 0 && completed_at.is_none() {
+                effects = join_new(&mut g, t, 1_000 + t as u64).1;
+            }
+            effects.extend(g.tick(t));
+            if !effects.is_empty() && completed_at.is_none() {
+                completed_at = Some(t);
+            }
+        }
+        let at = completed_at.expect("the join completed");
+        // Rebalance timeout 30 s: at most 30 s of delays in all.
+        assert!((27_000..=33_000).contains(&at), "completed at {at}");
     }
 
     /// Unanswered MEMBER_ID_REQUIRED ids expire and no longer block a rebalance.
