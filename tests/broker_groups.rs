@@ -36,6 +36,7 @@ scenarios! {
     consumer_protocol_group_splits_moves_and_resumes_committed_offsets => kip848_split_move_resume, 150;
     consumer_protocol_new_partitions_are_assigned => kip848_new_partitions, 90;
     classic_member_leaving_moves_partitions_and_loses_nothing => classic_leave_moves, 120;
+    consumer_protocol_group_survives_broker_kill_9 => kip848_survives_kill_9, 120;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -291,6 +292,84 @@ fn kip848_split_move_resume() {
     assert_eq!(g.group_type.as_str(), "consumer");
     assert_eq!(g.protocol_type.as_str(), "consumer");
     assert_eq!(g.group_state.as_str(), "Empty");
+}
+
+/// The consumer group as ConsumerGroupDescribe reports it (error if unknown).
+fn describe(
+    broker: &TestBroker,
+    group: &'static str,
+) -> kafka_protocol::messages::consumer_group_describe_response::DescribedGroup {
+    let mut raw = RawConn::connect(broker.socket_addr()).expect("connect");
+    let request = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(StrBytes::from_static_str(group))]);
+    let response = raw.request(1, &request).expect("ConsumerGroupDescribe");
+    response.groups.into_iter().next().expect("one group")
+}
+
+/// Group metadata is durable: after the broker is killed with SIGKILL and restarted, the
+/// consumer group is there at once with the same epoch, members and assignments (members did
+/// not have to rejoin), and the members go on consuming.
+fn kip848_survives_kill_9() {
+    let mut broker = TestBroker::start(2);
+    let topic = "durable-group";
+    create_topic(&broker, topic, 4);
+    let cs: Vec<BaseConsumer<Ctx>> = (0..2)
+        .map(|_| {
+            let c = group_consumer(&broker, "durable", "consumer");
+            c.subscribe(&[topic]).expect("subscribe");
+            c
+        })
+        .collect();
+    let all: Vec<&BaseConsumer<Ctx>> = cs.iter().collect();
+    let mut seen = HashMap::new();
+    poll_until(
+        &all,
+        &mut seen,
+        Duration::from_secs(30),
+        "two members to split four partitions",
+        |_, a| split_completely(a, 4),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let g = describe(&broker, "durable");
+        if g.group_state.as_str() == "Stable" || Instant::now() > deadline {
+            break g;
+        }
+        poll_until(&all, &mut seen, OP_TIMEOUT, "poll", |_, _| true);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(before.group_state.as_str(), "Stable");
+    // The coordinator writes group snapshots from its tick (every 250 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    broker.kill9();
+    broker.start_again();
+    let after = describe(&broker, "durable");
+    assert_eq!(after.error_code, 0, "{:?}", after.error_message);
+    assert_eq!(after.group_epoch, before.group_epoch);
+    assert_eq!(after.assignment_epoch, before.assignment_epoch);
+    let members =
+        |g: &kafka_protocol::messages::consumer_group_describe_response::DescribedGroup| {
+            g.members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.member_epoch,
+                        m.assignment.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+    assert_eq!(members(&after), members(&before));
+    produce(&broker, topic, 4, &values("k", 40));
+    poll_until(
+        &all,
+        &mut seen,
+        Duration::from_secs(60),
+        "the members to go on consuming after the restart",
+        |seen, a| seen.len() == 40 && split_completely(a, 4),
+    );
+    assert_eq!(describe(&broker, "durable").group_epoch, before.group_epoch);
 }
 
 /// ConsumerGroupDescribe of a settled two-member group: Stable, both members at the group

@@ -32,9 +32,14 @@
 //! id is still held by a member that did not leave with epoch -2 UNRELEASED_INSTANCE_ID, and a
 //! request naming another member's instance id FENCED_INSTANCE_ID.
 //!
-//! Known differences from Kafka: group state is not persisted (after a restart members get
-//! UNKNOWN_MEMBER_ID and rejoin; Kafka would answer GROUP_ID_NOT_FOUND for a group it does not
-//! know, but it would know it); regexes (RE2 syntax via `regex-lite`, full match, internal
+//! Durability: [`ConsumerGroups::take_dirty`] names the groups whose epochs, membership or a
+//! member's assignment changed; `shard::groups` writes their [`ConsumerGroupSnapshot`] to the
+//! offsets log (from its tick, so up to one tick after the answer, where Kafka answers after
+//! the write) and [`ConsumerGroups::restore`] rebuilds them at start.
+//!
+//! Known differences from Kafka: a heartbeat with a non-zero epoch for a group the coordinator
+//! does not know gets UNKNOWN_MEMBER_ID (so the member rejoins) where Kafka answers
+//! GROUP_ID_NOT_FOUND; regexes (RE2 syntax via `regex-lite`, full match, internal
 //! topics excluded) are resolved synchronously when the metadata changes instead of in the
 //! background; classic members cannot join a consumer group (no online migration): a classic
 //! group must be empty to become a consumer group and vice versa; rack-aware assignment is not
@@ -43,6 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::assignor::{self, Assignment, AssignorMember, ASSIGNORS};
@@ -96,7 +102,7 @@ pub struct TopicsView<'a> {
 }
 
 /// A member's reconciliation state (Kafka's `MemberState`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberState {
     Stable,
     UnrevokedPartitions,
@@ -622,6 +628,61 @@ fn check_epoch(
     Ok(())
 }
 
+/// What the offsets log keeps of a consumer group (Kafka writes the same facts as several
+/// records: group epoch, member subscriptions, target and current assignments).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroupSnapshot {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberSnapshot>,
+    pub target: BTreeMap<String, Assignment>,
+}
+
+/// A member in a [`ConsumerGroupSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMemberSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub state: MemberState,
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    pub assigned: Assignment,
+    pub pending_revocation: Assignment,
+}
+
+/// What decides whether a group's durable snapshot changed after a heartbeat.
+type PersistedKey = (
+    i32,
+    i32,
+    usize,
+    Option<(i32, MemberState, Assignment, Assignment)>,
+);
+
+fn persisted_key(group: Option<&ConsumerGroup>, member_id: &str) -> Option<PersistedKey> {
+    let g = group?;
+    Some((
+        g.group_epoch,
+        g.assignment_epoch,
+        g.members.len(),
+        g.members.get(member_id).map(|m| {
+            (
+                m.member_epoch,
+                m.state,
+                m.assigned.clone(),
+                m.pending_revocation.clone(),
+            )
+        }),
+    ))
+}
+
 /// All consumer groups of the broker. Lives on the coordinator shard.
 #[derive(Debug, Default)]
 pub struct ConsumerGroups {
@@ -629,6 +690,8 @@ pub struct ConsumerGroups {
     groups: BTreeMap<String, ConsumerGroup>,
     member_id_salt: u64,
     member_counter: u64,
+    /// Groups whose durable snapshot changed since [`ConsumerGroups::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 impl ConsumerGroups {
@@ -639,7 +702,106 @@ impl ConsumerGroups {
             groups: BTreeMap::new(),
             member_id_salt,
             member_counter: 0,
+            dirty: BTreeSet::new(),
         }
+    }
+
+    /// The groups whose durable snapshot changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Every group id (for a full snapshot at compaction).
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// The durable snapshot of a group; `None` if it is gone.
+    pub fn snapshot(&self, group_id: &str) -> Option<ConsumerGroupSnapshot> {
+        let g = self.groups.get(group_id)?;
+        Some(ConsumerGroupSnapshot {
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberSnapshot {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed_topic_names: m.subscribed_topic_names.clone(),
+                    subscribed_topic_regex: m.subscribed_topic_regex.clone(),
+                    server_assignor: m.server_assignor.clone(),
+                    state: m.state,
+                    member_epoch: m.member_epoch,
+                    previous_member_epoch: m.previous_member_epoch,
+                    assigned: m.assigned.clone(),
+                    pending_revocation: m.pending_revocation.clone(),
+                })
+                .collect(),
+            target: g.target.clone(),
+        })
+    }
+
+    /// Rebuilds a group from its snapshot at startup, as Kafka's coordinator load: every
+    /// member gets a full session to heartbeat (and a full rebalance timeout to revoke).
+    /// A snapshot in which two members own one partition is refused (the data is corrupt).
+    pub fn restore(
+        &mut self,
+        group_id: &str,
+        snapshot: ConsumerGroupSnapshot,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for m in &snapshot.members {
+            for (t, ps) in m.assigned.iter().chain(m.pending_revocation.iter()) {
+                for p in ps {
+                    if !seen.insert((*t, *p)) {
+                        return Err(format!("partition {t}/{p} owned twice"));
+                    }
+                }
+            }
+        }
+        let mut group = ConsumerGroup::new(group_id);
+        group.group_epoch = snapshot.group_epoch;
+        group.assignment_epoch = snapshot.assignment_epoch;
+        group.assignor = snapshot.assignor;
+        group.target = snapshot.target;
+        let session_ms = i64::from(self.config.session_timeout_ms);
+        for m in snapshot.members {
+            if let Some(instance) = &m.instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = ConsumerMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id,
+                rack_id: m.rack_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                subscribed_topic_names: m.subscribed_topic_names,
+                subscribed_topic_regex: m.subscribed_topic_regex,
+                server_assignor: m.server_assignor,
+                state: m.state,
+                member_epoch: m.member_epoch,
+                previous_member_epoch: m.previous_member_epoch,
+                assigned: Assignment::new(),
+                pending_revocation: Assignment::new(),
+                session_deadline_ms: now_ms + session_ms,
+                revocation_deadline_ms: (m.state == MemberState::UnrevokedPartitions)
+                    .then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0))),
+            };
+            group.members.insert(m.member_id.clone(), member);
+            group.set_assignment(&m.member_id, m.assigned, m.pending_revocation);
+        }
+        self.groups.insert(group_id.to_string(), group);
+        Ok(())
     }
 
     pub fn group(&self, group_id: &str) -> Option<&ConsumerGroup> {
@@ -658,10 +820,19 @@ impl ConsumerGroups {
         topics: TopicsView<'_>,
         req: HeartbeatRequest,
     ) -> HeartbeatResponse {
-        match self.heartbeat_inner(now_ms, version, topics, req) {
+        let group_id = req.group_id.clone();
+        let member_id = req.member_id.clone();
+        let before = persisted_key(self.groups.get(&group_id), &member_id);
+        let response = match self.heartbeat_inner(now_ms, version, topics, req) {
             Ok(r) => r,
             Err((error, message)) => HeartbeatResponse::refused(error, message),
+        };
+        // v0 members learn their id from the answer.
+        let member_id = response.member_id.as_deref().unwrap_or(&member_id);
+        if persisted_key(self.groups.get(&group_id), member_id) != before {
+            self.dirty.insert(group_id);
         }
+        response
     }
 
     fn heartbeat_inner(
@@ -946,14 +1117,21 @@ impl ConsumerGroups {
             for (id, why) in expired {
                 tracing::info!(group = %group.group_id, member = %id, why, "consumer group member removed");
                 group.remove_member(&id);
+                self.dirty.insert(group.group_id.clone());
             }
         }
     }
 
     /// Forgets empty groups for which `keep` says no (groups with committed offsets stay).
     pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
-        self.groups
-            .retain(|id, g| !g.members.is_empty() || keep(id));
+        let dirty = &mut self.dirty;
+        self.groups.retain(|id, g| {
+            let stays = !g.members.is_empty() || keep(id);
+            if !stays {
+                dirty.insert(id.clone());
+            }
+            stays
+        });
     }
 
     /// Whether `group_id` is a consumer group with members.
@@ -966,7 +1144,9 @@ impl ConsumerGroups {
         match self.groups.get(group_id) {
             Some(g) if !g.is_empty() => Err(ResponseError::NonEmptyGroup),
             _ => {
-                self.groups.remove(group_id);
+                if self.groups.remove(group_id).is_some() {
+                    self.dirty.insert(group_id.to_string());
+                }
                 Ok(())
             }
         }

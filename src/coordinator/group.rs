@@ -19,16 +19,23 @@
 //! a member. Every parked request id is answered exactly once (by a reply, or with an error when
 //! its member is removed).
 //!
-//! Not yet: KIP-848 consumer groups; group metadata is not persisted (only committed offsets
-//! are, see [`super::offsets`]), so after a restart members rejoin with UNKNOWN_MEMBER_ID and get
-//! new ids, as after a Kafka coordinator move; static members do not skip the rebalance when
-//! they rejoin with unchanged metadata in a Stable group beyond what a normal known-member join
-//! does.
+//! Durability: [`Groups::take_dirty`] names the groups whose snapshot changed (Kafka writes a
+//! classic group's metadata when it becomes Stable or Empty); `shard::groups` writes
+//! [`ClassicGroupSnapshot`]s to the offsets log and [`Groups::restore`] rebuilds them at start
+//! (a group with members comes back Stable, each member with a full session to heartbeat, as
+//! after a Kafka coordinator load). The initial rebalance of a new group waits
+//! `group.initial.rebalance.delay.ms`, extended while new members keep joining, up to the
+//! rebalance timeout (Kafka's `InitialDelayedJoin`).
+//!
+//! Not yet: static members do not skip the rebalance when they rejoin with unchanged metadata
+//! in a Stable group beyond what a normal known-member join does. KIP-848 consumer groups are
+//! in [`super::consumer_group`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
 
 /// Caller-chosen id of a request whose answer may come later.
 pub type RequestId = u64;
@@ -365,6 +372,8 @@ pub struct Groups {
     /// Counter for generated member ids (with a random per-broker prefix, see `new`).
     member_counter: u64,
     member_id_salt: String,
+    /// Groups whose durable snapshot changed since [`Groups::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 impl Groups {
@@ -375,6 +384,7 @@ impl Groups {
             groups: BTreeMap::new(),
             member_counter: 0,
             member_id_salt,
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -413,9 +423,118 @@ impl Groups {
             }
             Some(_) => {
                 self.groups.remove(group_id);
+                self.dirty.insert(group_id.to_string());
                 Ok(())
             }
         }
+    }
+
+    /// Runs `f` and marks `group_id` dirty if its durable state (Kafka persists a classic group
+    /// when it becomes Stable or Empty) changed.
+    fn tracked<R>(&mut self, group_id: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.groups.get(group_id).map(persisted_key);
+        let out = f(self);
+        let after = self.groups.get(group_id).map(persisted_key);
+        if before != after
+            && after.is_none_or(|(state, _, _)| {
+                state == GroupState::Stable || state == GroupState::Empty
+            })
+        {
+            self.dirty.insert(group_id.to_string());
+        }
+        out
+    }
+
+    /// The groups whose durable snapshot changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Every group id (for a full snapshot at compaction).
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// The durable snapshot of a group; `None` if it is gone.
+    pub fn snapshot(&self, group_id: &str) -> Option<ClassicGroupSnapshot> {
+        let g = self.groups.get(group_id)?;
+        Some(ClassicGroupSnapshot {
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: g.protocol_name.clone(),
+            generation_id: g.generation_id,
+            leader: g.leader.clone(),
+            members: g
+                .members_in_order()
+                .into_iter()
+                .map(|m| ClassicMemberSnapshot {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocol_type: m.protocol_type.clone(),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), md.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Rebuilds a group from its snapshot at startup, as Kafka's coordinator load: a group with
+    /// members is Stable and each member has a full session to heartbeat.
+    pub fn restore(&mut self, group_id: &str, snapshot: ClassicGroupSnapshot, now_ms: i64) {
+        let mut group = Group::new(group_id);
+        group.protocol_type = snapshot.protocol_type;
+        group.protocol_name = snapshot.protocol_name;
+        group.generation_id = snapshot.generation_id;
+        for m in snapshot.members {
+            group.next_seq += 1;
+            if let Some(instance) = &m.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocol_type: m.protocol_type,
+                protocols: m
+                    .protocols
+                    .into_iter()
+                    .map(|(n, md)| (n, Bytes::from(md)))
+                    .collect(),
+                assignment: Bytes::from(m.assignment),
+                awaiting_join: None,
+                awaiting_sync: None,
+                heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                seq: group.next_seq,
+            };
+            group.members.insert(m.member_id, member);
+        }
+        group.leader = snapshot
+            .leader
+            .filter(|l| group.members.contains_key(l))
+            .or_else(|| {
+                group
+                    .members_in_order()
+                    .first()
+                    .map(|m| m.member_id.clone())
+            });
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        self.groups.insert(group_id.to_string(), group);
     }
 
     fn new_member_id(&mut self, client_id: &str) -> String {
@@ -428,6 +547,11 @@ impl Groups {
 
     /// JoinGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
     pub fn join(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
+        let group_id = req.group_id.clone();
+        self.tracked(&group_id, |g| g.join_inner(now_ms, request_id, req))
+    }
+
+    fn join_inner(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
             effects.push(Effect::Reply {
@@ -563,6 +687,11 @@ impl Groups {
 
     /// SyncGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
     pub fn sync(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
+        let group_id = req.group_id.clone();
+        self.tracked(&group_id, |g| g.sync_inner(now_ms, request_id, req))
+    }
+
+    fn sync_inner(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut reply = |r: SyncResponse| {
             effects.push(Effect::Reply {
@@ -695,6 +824,20 @@ impl Groups {
         Vec<Option<ResponseError>>,
         Vec<Effect>,
     ) {
+        self.tracked(group_id, |g| g.leave_inner(now_ms, group_id, leaving))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn leave_inner(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> (
+        Option<ResponseError>,
+        Vec<Option<ResponseError>>,
+        Vec<Effect>,
+    ) {
         let mut effects = Vec::new();
         if group_id.is_empty() {
             return (Some(ResponseError::InvalidGroupId), Vec::new(), effects);
@@ -743,6 +886,7 @@ impl Groups {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         for group in self.groups.values_mut() {
+            let before = persisted_key(group);
             group
                 .pending_members
                 .retain(|_, deadline| *deadline > now_ms);
@@ -765,6 +909,10 @@ impl Groups {
             if group.state == GroupState::PreparingRebalance {
                 maybe_complete_join(group, now_ms, &mut effects);
             }
+            let after = persisted_key(group);
+            if before != after && (after.0 == GroupState::Stable || after.0 == GroupState::Empty) {
+                self.dirty.insert(group.group_id.clone());
+            }
         }
         effects
     }
@@ -772,11 +920,16 @@ impl Groups {
     /// Forgets Empty groups for which `keep` says no (the coordinator keeps groups that still
     /// have committed offsets), so the map does not grow with every group id ever used.
     pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
+        let dirty = &mut self.dirty;
         self.groups.retain(|id, g| {
-            g.state != GroupState::Empty
+            let stays = g.state != GroupState::Empty
                 || !g.members.is_empty()
                 || !g.pending_members.is_empty()
-                || keep(id)
+                || keep(id);
+            if !stays {
+                dirty.insert(id.clone());
+            }
+            stays
         });
     }
 
@@ -804,6 +957,35 @@ impl Groups {
         }
         check_member(group, member_id, group_instance_id, generation_id)
     }
+}
+
+/// What decides whether a group's durable snapshot changed: state, generation, member count.
+fn persisted_key(g: &Group) -> (GroupState, i32, usize) {
+    (g.state, g.generation_id, g.members.len())
+}
+
+/// What the offsets log keeps of a classic group (Kafka's `GroupMetadataValue`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicGroupSnapshot {
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub generation_id: i32,
+    pub leader: Option<String>,
+    pub members: Vec<ClassicMemberSnapshot>,
+}
+
+/// A member in a [`ClassicGroupSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberSnapshot {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
 }
 
 /// The member checks shared by SyncGroup, Heartbeat and OffsetCommit.

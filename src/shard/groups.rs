@@ -15,8 +15,17 @@
 //!   fdatasync'd like any partition) and applied to the table only once the append is durable,
 //!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
 //!   replays the log. [`GroupCoordinator::maybe_compact`] (at load and on ticks) rewrites the
-//!   live offsets once superseded records dominate, and moves the log start past the rest. The directory cannot collide with a topic's (topic directories sit
+//!   live offsets and group snapshots once superseded records dominate, and moves the log
+//!   start past the rest. The directory cannot collide with a topic's (topic directories sit
 //!   directly in the data directory).
+//! - Group metadata: classic and KIP-848 groups whose durable state changed are written to the
+//!   same log as snapshots by [`GroupCoordinator::persist_groups`] (every tick, and at
+//!   shutdown), and rebuilt by `load`. Best effort: a crash between a change and the next tick
+//!   loses that change (members then rejoin or are fenced, as after a Kafka coordinator
+//!   failover); committed offsets are never acknowledged before they are durable.
+//! - KIP-848 consumer groups (`coordinator::consumer_group`) share the group id namespace with
+//!   classic groups: an empty group of one kind gives its id to the other, a group with
+//!   members keeps it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +39,9 @@ use crate::coordinator::group::{
     Effect, GroupConfig, GroupState, Groups, JoinRequest, JoinResponse, RequestId, Response,
     SyncRequest, SyncResponse,
 };
-use crate::coordinator::offsets::{self, CommittedOffset, OffsetChange, OffsetKey, Offsets};
+use crate::coordinator::offsets::{
+    self, CommittedOffset, GroupKind, LogRecord, OffsetChange, OffsetKey, Offsets,
+};
 use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
 
 /// How often the coordinator shard ticks the group state machine, in milliseconds.
@@ -45,6 +56,38 @@ const COMPACT_BATCH_RECORDS_MAX: usize = 100;
 
 /// Bytes read per call while replaying the offsets log at startup.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+
+/// A group snapshot larger than this is not persisted (it would not fit a record batch).
+const GROUP_SNAPSHOT_BYTES_MAX: usize = 512 * 1024;
+
+/// Bytes of record data per batch written to the offsets log.
+const BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Splits `records` into runs of at most [`COMPACT_BATCH_RECORDS_MAX`] records and about
+/// [`BATCH_BYTES_MAX`] bytes, one record batch each.
+fn chunks_by_size(records: &[LogRecord]) -> Vec<&[LogRecord]> {
+    let size = |r: &LogRecord| match r {
+        LogRecord::Offset((k, v)) => {
+            k.group.len() + k.topic.len() + v.as_ref().map_or(0, |v| v.metadata.len()) + 64
+        }
+        LogRecord::Group((_, g, s)) => g.len() + s.as_ref().map_or(0, |s| s.len()) + 64,
+    };
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let n = size(r);
+        if i > start && (i - start >= COMPACT_BATCH_RECORDS_MAX || bytes + n > BATCH_BYTES_MAX) {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
 
 /// The internal offsets log's directory under the data directory.
 pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
@@ -95,6 +138,8 @@ impl GroupCoordinator {
         let log = PartitionLog::open(&offsets_log_dir(data_dir), config, cache).await?;
         let mut offset = log.log_start_offset();
         let mut records = 0usize;
+        // Group snapshots: the last record of each (kind, group) wins.
+        let mut snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>> = BTreeMap::new();
         while offset < log.high_watermark() {
             let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
             if data.batches.is_empty() {
@@ -106,16 +151,24 @@ impl GroupCoordinator {
                 records += changes.len();
                 let mut table = self.offsets.borrow_mut();
                 for change in changes {
-                    table.apply(change);
+                    match change {
+                        LogRecord::Offset(change) => table.apply(change),
+                        LogRecord::Group((kind, group, snapshot)) => {
+                            snapshots.insert((kind, group), snapshot);
+                        }
+                    }
                 }
                 offset = offset.max(next);
             }
             glommio::yield_if_needed().await;
         }
+        self.restore_groups(snapshots);
         tracing::info!(
             records,
             groups = self.offsets.borrow().group_ids().len(),
-            "committed offsets loaded"
+            classic_groups = self.groups.borrow().group_ids().len(),
+            consumer_groups = self.consumer.borrow().group_ids().len(),
+            "committed offsets and groups loaded"
         );
         self.log_records.set(records);
         let log = Rc::new(log);
@@ -123,11 +176,85 @@ impl GroupCoordinator {
         self.maybe_compact().await
     }
 
+    /// Rebuilds the groups from their last snapshots. A snapshot that does not decode is
+    /// skipped with an error (its members rejoin, as after losing the group); committed
+    /// offsets are not affected.
+    fn restore_groups(&self, snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>>) {
+        let now = crate::shard::now_ms();
+        for ((kind, group_id), snapshot) in snapshots {
+            let Some(json) = snapshot else { continue };
+            let restored = match kind {
+                GroupKind::Classic => serde_json::from_slice(&json)
+                    .map_err(|e| e.to_string())
+                    .map(|snap| self.groups.borrow_mut().restore(&group_id, snap, now)),
+                GroupKind::Consumer => serde_json::from_slice(&json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|snap| self.consumer.borrow_mut().restore(&group_id, snap, now)),
+            };
+            if let Err(e) = restored {
+                tracing::error!(group = %group_id, ?kind, error = %e, "a group snapshot in the offsets log is unreadable; the group starts empty");
+            }
+        }
+    }
+
+    /// The snapshot records of `ids` of one kind (a tombstone for a group that is gone).
+    fn group_records(&self, kind: GroupKind, ids: Vec<String>) -> Vec<LogRecord> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let json = match kind {
+                GroupKind::Classic => self
+                    .groups
+                    .borrow()
+                    .snapshot(&id)
+                    .map(|s| serde_json::to_vec(&s)),
+                GroupKind::Consumer => self
+                    .consumer
+                    .borrow()
+                    .snapshot(&id)
+                    .map(|s| serde_json::to_vec(&s)),
+            };
+            let json = match json.transpose() {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::error!(group = %id, error = %e, "encoding a group snapshot failed");
+                    continue;
+                }
+            };
+            if json
+                .as_ref()
+                .is_some_and(|j| j.len() > GROUP_SNAPSHOT_BYTES_MAX)
+            {
+                tracing::warn!(group = %id, "group snapshot too large to persist; a restart forgets the group's members");
+                continue;
+            }
+            out.push(LogRecord::Group((kind, id, json.map(bytes::Bytes::from))));
+        }
+        out
+    }
+
+    /// Writes the snapshots of the groups that changed since the last call (from the tick loop,
+    /// and at shutdown). Best effort: members and assignments are recoverable state (clients
+    /// rejoin); committed offsets are written with their own acknowledgement.
+    pub async fn persist_groups(&self) {
+        let classic = self.groups.borrow_mut().take_dirty();
+        let consumer = self.consumer.borrow_mut().take_dirty();
+        if classic.is_empty() && consumer.is_empty() {
+            return;
+        }
+        let mut records = self.group_records(GroupKind::Classic, classic);
+        records.extend(self.group_records(GroupKind::Consumer, consumer));
+        if let Err(e) = self.append_records(records, crate::shard::now_ms()).await {
+            tracing::error!(error = ?e, "persisting group metadata failed");
+        }
+    }
+
     /// Compacts the offsets log when superseded records dominate it (at load, and from the
     /// tick loop while running).
     pub async fn maybe_compact(&self) -> Result<(), StorageError> {
         let records = self.log_records.get();
-        let live = self.offsets.borrow().len();
+        let live = self.offsets.borrow().len()
+            + self.groups.borrow().group_ids().len()
+            + self.consumer.borrow().group_ids().len();
         if records <= COMPACT_RECORDS_MIN || records <= COMPACT_RATIO * live {
             return Ok(());
         }
@@ -145,11 +272,24 @@ impl GroupCoordinator {
     /// exclusively: no commit is in flight, so every record below the snapshot is superseded
     /// by it.
     async fn compact(&self, log: &PartitionLog) -> Result<(), StorageError> {
-        let changes: Vec<OffsetChange> = self.offsets.borrow().all_changes();
+        let mut changes: Vec<LogRecord> = self
+            .offsets
+            .borrow()
+            .all_changes()
+            .into_iter()
+            .map(LogRecord::Offset)
+            .collect();
+        // Every group's snapshot too: the dirty ones are written here, so they are not dirty.
+        let classic = self.groups.borrow().group_ids();
+        self.groups.borrow_mut().take_dirty();
+        changes.extend(self.group_records(GroupKind::Classic, classic));
+        let consumer = self.consumer.borrow().group_ids();
+        self.consumer.borrow_mut().take_dirty();
+        changes.extend(self.group_records(GroupKind::Consumer, consumer));
         let before = log.high_watermark() - log.log_start_offset();
         let mut payload = bytes::BytesMut::new();
-        for chunk in changes.chunks(COMPACT_BATCH_RECORDS_MAX) {
-            let batch = offsets::encode_batch(chunk, crate::shard::now_ms())
+        for chunk in chunks_by_size(&changes) {
+            let batch = offsets::encode_records(chunk, crate::shard::now_ms())
                 .map_err(|e| StorageError::InvalidRecord(format!("offsets snapshot: {e}")))?;
             payload.extend_from_slice(&batch);
         }
@@ -176,8 +316,9 @@ impl GroupCoordinator {
         self.log.borrow().is_some()
     }
 
-    /// Flushes and closes the offsets log (shutdown).
+    /// Flushes and closes the offsets log (shutdown), after writing the groups that changed.
     pub async fn close(&self) {
+        self.persist_groups().await;
         let log = self.log.borrow_mut().take();
         if let Some(log) = log {
             if let Err(e) = log.close().await {
@@ -383,7 +524,18 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        if changes.is_empty() {
+        let records = changes.into_iter().map(LogRecord::Offset).collect();
+        self.append_records(records, now_ms).await
+    }
+
+    /// Appends `records` to the offsets log and, once durable, applies the offsets among them
+    /// to the table.
+    async fn append_records(
+        &self,
+        records: Vec<LogRecord>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if records.is_empty() {
             return Ok(());
         }
         let log = self
@@ -391,21 +543,27 @@ impl GroupCoordinator {
             .borrow()
             .clone()
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let batch = offsets::encode_batch(&changes, now_ms).map_err(|e| {
-            tracing::error!(error = %e, "encoding an offsets batch failed");
-            ResponseError::UnknownServerError
-        })?;
+        let mut payload = bytes::BytesMut::new();
+        for chunk in chunks_by_size(&records) {
+            let batch = offsets::encode_records(chunk, now_ms).map_err(|e| {
+                tracing::error!(error = %e, "encoding an offsets batch failed");
+                ResponseError::UnknownServerError
+            })?;
+            payload.extend_from_slice(&batch);
+        }
         let Ok(_shared) = self.write_lock.read().await else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
-        if let Err(e) = log.append(batch, now_ms).await {
+        if let Err(e) = log.append(payload.freeze(), now_ms).await {
             tracing::error!(error = %e, "appending to the offsets log failed");
             return Err(crate::error::offsets_log_code(&e));
         }
-        self.log_records.set(self.log_records.get() + changes.len());
+        self.log_records.set(self.log_records.get() + records.len());
         let mut table = self.offsets.borrow_mut();
-        for change in changes {
-            table.apply(change);
+        for record in records {
+            if let LogRecord::Offset(change) = record {
+                table.apply(change);
+            }
         }
         Ok(())
     }
@@ -815,6 +973,146 @@ mod tests {
             metadata: String::new(),
             commit_timestamp_ms: 1,
         }
+    }
+
+    fn classic_join(member: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "classic".into(),
+            member_id: member.into(),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), bytes::Bytes::from_static(b"sub"))],
+            ..Default::default()
+        }
+    }
+
+    /// Group metadata is persisted in the offsets log and rebuilt on load, also after the log
+    /// is compacted: a stable classic group comes back Stable with its generation, members
+    /// and assignments; a consumer group with its epochs and assignments; a deleted group
+    /// stays deleted.
+    #[test]
+    fn groups_survive_reload_and_compaction() {
+        use crate::coordinator::consumer_group::HeartbeatRequest;
+        use crate::coordinator::metadata::{ClusterMetadata, TopicMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        run(async move {
+            let cache = TailCache::new(1 << 20);
+            let config = || {
+                (
+                    GroupConfig {
+                        initial_rebalance_delay_ms: 0,
+                    },
+                    ConsumerGroupConfig::default(),
+                )
+            };
+            let (gc, cc) = config();
+            let c = GroupCoordinator::new(gc, cc);
+            c.load(&data_dir, cache.clone()).await.unwrap();
+            let now = crate::shard::now_ms();
+            // A classic group: one member joins and syncs its assignment.
+            let e = c.groups.borrow_mut().join(now, 1, classic_join(""));
+            let m1 = match &e[0] {
+                Effect::Reply {
+                    response: Response::Join(j),
+                    ..
+                } if j.generation_id == 1 => j.member_id.clone(),
+                other => panic!("{other:?}"),
+            };
+            let sync = SyncRequest {
+                group_id: "classic".into(),
+                member_id: m1.clone(),
+                generation_id: 1,
+                assignments: vec![(m1.clone(), bytes::Bytes::from_static(b"assigned"))],
+                ..Default::default()
+            };
+            c.groups.borrow_mut().sync(now, 2, sync);
+            // A group that is deleted before the restart.
+            let e = c.groups.borrow_mut().join(now, 3, {
+                let mut r = classic_join("");
+                r.group_id = "gone".into();
+                r
+            });
+            let x1 = match &e[0] {
+                Effect::Reply {
+                    response: Response::Join(j),
+                    ..
+                } => j.member_id.clone(),
+                other => panic!("{other:?}"),
+            };
+            c.persist_groups().await;
+            c.groups.borrow_mut().leave(now, "gone", &[(x1, None)]);
+            c.groups.borrow_mut().delete_group("gone").unwrap();
+            // A consumer group.
+            let mut metadata = ClusterMetadata::default();
+            let topic_id = uuid::Uuid::from_bytes([9; 16]);
+            metadata.topics.insert(
+                "t".into(),
+                TopicMeta {
+                    id: topic_id,
+                    partitions: 3,
+                    configs: BTreeMap::new(),
+                    internal: false,
+                },
+            );
+            let r = c.consumer_heartbeat(
+                now,
+                1,
+                &metadata,
+                HeartbeatRequest {
+                    group_id: "kip848".into(),
+                    member_id: "c1".into(),
+                    member_epoch: 0,
+                    rebalance_timeout_ms: 30_000,
+                    subscribed_topic_names: Some(vec!["t".into()]),
+                    owned: Some(Vec::new()),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(r.member_epoch, 1);
+            c.persist_groups().await;
+            c.close().await;
+
+            for round in 0..2 {
+                let (gc, cc) = config();
+                let c = GroupCoordinator::new(gc, cc);
+                c.load(&data_dir, cache.clone()).await.unwrap();
+                {
+                    let groups = c.groups.borrow();
+                    let g = groups.group("classic").expect("classic group restored");
+                    assert_eq!(g.state, GroupState::Stable);
+                    assert_eq!(g.generation_id, 1);
+                    assert_eq!(g.leader.as_deref(), Some(m1.as_str()));
+                    assert_eq!(&g.members[&m1].assignment[..], b"assigned");
+                    assert!(groups.group("gone").is_none(), "round {round}");
+                    let consumer = c.consumer.borrow();
+                    let k = consumer.group("kip848").expect("consumer group restored");
+                    assert_eq!((k.group_epoch, k.assignment_epoch), (1, 1));
+                    assert_eq!(k.members["c1"].member_epoch, 1);
+                    assert_eq!(k.members["c1"].assigned[&topic_id], [0, 1, 2].into());
+                }
+                // The restored member goes on heartbeating with its epoch.
+                assert_eq!(
+                    c.groups.borrow_mut().heartbeat(
+                        crate::shard::now_ms(),
+                        "classic",
+                        &m1,
+                        None,
+                        1
+                    ),
+                    None
+                );
+                if round == 0 {
+                    let log = c.log.borrow().clone().unwrap();
+                    let _exclusive = c.write_lock.write().await.unwrap();
+                    c.compact(&log).await.unwrap();
+                }
+                c.close().await;
+            }
+        });
     }
 
     /// Committed offsets come back after a reload; a log of mostly superseded records is

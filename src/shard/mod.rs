@@ -463,6 +463,7 @@ impl Shard {
             let tick = glommio::timer::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             self.groups.tick(now_ms());
+            self.groups.persist_groups().await;
             if let Err(e) = self.groups.maybe_compact().await {
                 tracing::warn!(error = %e, "compacting the offsets log failed");
             }
