@@ -82,6 +82,11 @@ pub struct BrokerConfig {
     /// Kafka `group.consumer.heartbeat.interval.ms`: the heartbeat interval given to KIP-848
     /// consumer-group members, in milliseconds.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// Kafka `offsets.retention.minutes`: committed offsets of a group that has been empty
+    /// this long (or, without group management, not committed for this long) are deleted.
+    pub offsets_retention_minutes: i64,
+    /// Kafka `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -115,6 +120,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -207,6 +214,11 @@ impl BrokerConfig {
             (
                 "group_consumer_heartbeat_interval_ms",
                 i64::from(self.group_consumer_heartbeat_interval_ms),
+            ),
+            ("offsets_retention_minutes", self.offsets_retention_minutes),
+            (
+                "offsets_retention_check_interval_ms",
+                self.offsets_retention_check_interval_ms,
             ),
         ];
         for (name, value) in positive {

@@ -4,8 +4,8 @@
 //! shard (see `shard::groups`) and acknowledged once on disk.
 //!
 //! Partitions of topics this broker does not have get UNKNOWN_TOPIC_OR_PARTITION (checked
-//! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets do
-//! not expire yet.
+//! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets
+//! expire by the broker's `offsets.retention.minutes` only (see `shard::groups`).
 
 use std::rc::Rc;
 

@@ -53,12 +53,24 @@ pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
     /// for more members.
     pub initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes`, in milliseconds: committed offsets expire this long after
+    /// their group became empty (or after their commit, see `offsets::Expiry`).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: i64,
 }
+
+/// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
+pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `offsets.retention.check.interval.ms` default.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
+            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -242,6 +254,9 @@ pub struct Group {
     initial_delay: Option<(i64, i64)>,
     /// A new member joined during the initial delay: the delay is extended once more.
     new_member_added: bool,
+    /// When the group last changed state (Kafka's `currentStateTimestamp`); offsets of an
+    /// Empty group expire relative to it.
+    pub state_timestamp_ms: Option<i64>,
     next_seq: u64,
 }
 
@@ -261,6 +276,7 @@ impl Group {
             join_not_before_ms: 0,
             initial_delay: None,
             new_member_added: false,
+            state_timestamp_ms: None,
             next_seq: 0,
         }
     }
@@ -463,6 +479,7 @@ impl Groups {
             protocol_name: g.protocol_name.clone(),
             generation_id: g.generation_id,
             leader: g.leader.clone(),
+            state_timestamp_ms: g.state_timestamp_ms,
             members: g
                 .members_in_order()
                 .into_iter()
@@ -492,6 +509,7 @@ impl Groups {
         group.protocol_type = snapshot.protocol_type;
         group.protocol_name = snapshot.protocol_name;
         group.generation_id = snapshot.generation_id;
+        group.state_timestamp_ms = snapshot.state_timestamp_ms;
         for m in snapshot.members {
             group.next_seq += 1;
             if let Some(instance) = &m.group_instance_id {
@@ -765,6 +783,7 @@ impl Groups {
                         m.assignment = assignments.get(&m.member_id).cloned().unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
+                    group.state_timestamp_ms = Some(now_ms);
                     for m in group.members.values_mut() {
                         if let Some(id) = m.awaiting_sync.take() {
                             effects.push(Effect::Reply {
@@ -972,6 +991,9 @@ pub struct ClassicGroupSnapshot {
     pub generation_id: i32,
     pub leader: Option<String>,
     pub members: Vec<ClassicMemberSnapshot>,
+    /// When the group last changed state.
+    #[serde(default)]
+    pub state_timestamp_ms: Option<i64>,
 }
 
 /// A member in a [`ClassicGroupSnapshot`].
@@ -1162,6 +1184,7 @@ fn prepare_rebalance(
     }
     group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
     group.state = GroupState::PreparingRebalance;
+    group.state_timestamp_ms = Some(now_ms);
 }
 
 fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
@@ -1198,6 +1221,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     group.generation_id += 1;
     if group.members.is_empty() {
         group.state = GroupState::Empty;
+        group.state_timestamp_ms = Some(now_ms);
         // The protocol type stays (Kafka reports it for empty groups); a new member may bring
         // another one.
         group.protocol_name = None;
@@ -1206,6 +1230,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     }
     group.protocol_name = group.select_protocol();
     group.state = GroupState::CompletingRebalance;
+    group.state_timestamp_ms = Some(now_ms);
     tracing::info!(group = %group.group_id, generation = group.generation_id, members = group.members.len(), "classic group rebalanced");
     let ids: Vec<String> = group.members.keys().cloned().collect();
     for id in ids {
@@ -1290,6 +1315,7 @@ mod tests {
         Groups::new(
             GroupConfig {
                 initial_rebalance_delay_ms: 0,
+                ..GroupConfig::default()
             },
             "s".into(),
         )
@@ -1616,6 +1642,7 @@ mod tests {
         let mut g = Groups::new(
             GroupConfig {
                 initial_rebalance_delay_ms: 3_000,
+                ..GroupConfig::default()
             },
             "s".into(),
         );
@@ -1644,6 +1671,7 @@ mod tests {
         let mut g = Groups::new(
             GroupConfig {
                 initial_rebalance_delay_ms: 3_000,
+                ..GroupConfig::default()
             },
             "s".into(),
         );

@@ -76,6 +76,20 @@ pub enum LogRecord {
     Group(GroupRecord),
 }
 
+/// How a group's committed offsets expire (Kafka's `OffsetExpirationCondition`), given
+/// `offsets.retention.minutes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing expires (a group rebalancing, or one whose subscriptions are unknown).
+    Never,
+    /// Every offset, once the retention passed since `since_ms` (when the group became Empty;
+    /// `None`: each offset's commit time).
+    All { since_ms: Option<i64> },
+    /// Offsets of topics not in the set, each once the retention passed since its commit (an
+    /// empty set: a group without group management, or a consumer group without members).
+    Unsubscribed(std::collections::BTreeSet<String>),
+}
+
 /// Every committed offset of the broker, by group then (topic, partition). Lives on the
 /// coordinator shard.
 #[derive(Debug, Default)]
@@ -156,6 +170,35 @@ impl Offsets {
                     },
                     Some(value.clone()),
                 ));
+            }
+        }
+        out
+    }
+
+    /// The offsets that expired at `now_ms` with `retention_ms`, under each group's `policy`.
+    pub fn expired(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        policy: impl Fn(&str) -> Expiry,
+    ) -> Vec<OffsetKey> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            let expiry = policy(group);
+            for ((topic, partition), value) in offsets {
+                let base = match &expiry {
+                    Expiry::Never => continue,
+                    Expiry::All { since_ms } => since_ms.unwrap_or(value.commit_timestamp_ms),
+                    Expiry::Unsubscribed(subscribed) if subscribed.contains(topic) => continue,
+                    Expiry::Unsubscribed(_) => value.commit_timestamp_ms,
+                };
+                if now_ms.saturating_sub(base) >= retention_ms {
+                    out.push(OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
             }
         }
         out
@@ -382,6 +425,59 @@ mod tests {
         assert!(table.of_topics(&["other".to_string()]).is_empty());
         table.apply((key(0), None));
         assert!(!table.has_group("g"));
+    }
+
+    /// Kafka's expiry conditions: an Empty group's offsets all go once the retention passed
+    /// since it became empty; a group without group management loses each offset by its own
+    /// commit time; a stable consumer group only offsets of topics it no longer subscribes to;
+    /// a rebalancing group none.
+    #[test]
+    fn expiry_follows_each_groups_condition() {
+        let mut table = Offsets::default();
+        let at = |group: &str, topic: &str, committed: i64| {
+            (
+                OffsetKey {
+                    group: group.into(),
+                    topic: topic.into(),
+                    partition: 0,
+                },
+                Some(CommittedOffset {
+                    commit_timestamp_ms: committed,
+                    ..value(1)
+                }),
+            )
+        };
+        for change in [
+            at("empty", "t", 0),
+            at("simple", "old", 0),
+            at("simple", "new", 90),
+            at("stable", "t", 0),
+            at("stable", "dropped", 0),
+            at("busy", "t", 0),
+        ] {
+            table.apply(change);
+        }
+        let policy = |g: &str| match g {
+            "empty" => Expiry::All { since_ms: Some(50) },
+            "stable" => Expiry::Unsubscribed(["t".to_string()].into()),
+            "busy" => Expiry::Never,
+            _ => Expiry::Unsubscribed(Default::default()),
+        };
+        let names = |keys: Vec<OffsetKey>| -> Vec<String> {
+            keys.into_iter()
+                .map(|k| format!("{}/{}", k.group, k.topic))
+                .collect()
+        };
+        // Retention 100: at 120 only offsets committed at 0 of the non-empty groups are old
+        // enough; the empty group became empty at 50.
+        assert_eq!(
+            names(table.expired(120, 100, policy)),
+            ["simple/old", "stable/dropped"]
+        );
+        assert_eq!(
+            names(table.expired(200, 100, policy)),
+            ["empty/t", "simple/new", "simple/old", "stable/dropped"]
+        );
     }
 
     /// Many changes make exactly one batch with base offset 0, as `PartitionLog::append`

@@ -105,6 +105,8 @@ pub struct GroupCoordinator {
     next_request_id: Cell<RequestId>,
     /// Records in the offsets log from its start (compaction trigger).
     log_records: Cell<usize>,
+    /// When expired offsets were last looked for.
+    last_expiry_check_ms: Cell<i64>,
     /// Appends hold it shared; compaction holds it exclusively, so that no commit is between
     /// its append and its entry in the table while the snapshot is taken.
     write_lock: glommio::sync::RwLock<()>,
@@ -123,6 +125,7 @@ impl GroupCoordinator {
             replies: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             log_records: Cell::new(0),
+            last_expiry_check_ms: Cell::new(0),
             write_lock: glommio::sync::RwLock::new(()),
         }
     }
@@ -568,6 +571,59 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Deletes expired committed offsets (Kafka's `offsets.retention.minutes`), at most every
+    /// `offsets.retention.check.interval.ms`; Empty groups left without offsets are then
+    /// forgotten by the tick.
+    pub async fn maybe_expire_offsets(&self, now_ms: i64) {
+        let (retention_ms, interval_ms) = {
+            let groups = self.groups.borrow();
+            (
+                groups.config.offsets_retention_ms,
+                groups.config.offsets_retention_check_interval_ms,
+            )
+        };
+        if now_ms - self.last_expiry_check_ms.get() < interval_ms || !self.is_loaded() {
+            return;
+        }
+        self.last_expiry_check_ms.set(now_ms);
+        let expired = self.expired_offsets(now_ms, retention_ms);
+        if expired.is_empty() {
+            return;
+        }
+        let count = expired.len();
+        let changes = expired.into_iter().map(|key| (key, None)).collect();
+        match self.write_offsets(changes, now_ms).await {
+            Ok(()) => tracing::info!(count, "expired committed offsets deleted"),
+            Err(e) => tracing::warn!(error = ?e, "deleting expired offsets failed"),
+        }
+    }
+
+    /// The committed offsets that expired at `now_ms`, by Kafka's conditions (see
+    /// `offsets::Expiry`).
+    fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<OffsetKey> {
+        use crate::coordinator::offsets::Expiry;
+        let groups = self.groups.borrow();
+        let consumer = self.consumer.borrow();
+        let policy = |id: &str| {
+            if let Some(g) = consumer.group(id) {
+                return Expiry::Unsubscribed(g.subscribed_topic_names());
+            }
+            match groups.group(id) {
+                None => Expiry::Unsubscribed(Default::default()),
+                Some(g) if g.protocol_type.is_none() => Expiry::Unsubscribed(Default::default()),
+                Some(g) if g.state == GroupState::Empty => Expiry::All {
+                    since_ms: g.state_timestamp_ms,
+                },
+                Some(g) if g.state == GroupState::Stable => match g.subscribed_topics() {
+                    Some(topics) => Expiry::Unsubscribed(topics),
+                    None => Expiry::Never,
+                },
+                Some(_) => Expiry::Never,
+            }
+        };
+        self.offsets.borrow().expired(now_ms, retention_ms, policy)
+    }
+
     /// Deletes (durably) every committed offset of `topics` (they were deleted).
     pub async fn drop_topics(&self, topics: &[String], now_ms: i64) -> Result<(), ResponseError> {
         let changes = self.offsets.borrow().of_topics(topics);
@@ -1005,6 +1061,7 @@ mod tests {
                 (
                     GroupConfig {
                         initial_rebalance_delay_ms: 0,
+                        ..GroupConfig::default()
                     },
                     ConsumerGroupConfig::default(),
                 )
@@ -1112,6 +1169,59 @@ mod tests {
                 }
                 c.close().await;
             }
+        });
+    }
+
+    /// Expired offsets are deleted durably: a simple consumer's by commit time, an Empty
+    /// classic group's once it has been empty for the retention; a live group keeps its own.
+    #[test]
+    fn expired_offsets_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        run(async move {
+            let cache = TailCache::new(1 << 20);
+            let config = GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                offsets_retention_ms: 1_000,
+                offsets_retention_check_interval_ms: 0,
+            };
+            let c = GroupCoordinator::new(config, ConsumerGroupConfig::default());
+            c.load(&data_dir, cache.clone()).await.unwrap();
+            let at = |group: &str, committed: i64| {
+                (
+                    OffsetKey {
+                        group: group.into(),
+                        topic: "t".into(),
+                        partition: 0,
+                    },
+                    Some(CommittedOffset {
+                        commit_timestamp_ms: committed,
+                        ..value(1)
+                    }),
+                )
+            };
+            c.write_offsets(vec![at("simple", 0), at("live", 0)], 0)
+                .await
+                .unwrap();
+            // "live" is a classic group with a member (PreparingRebalance, then joined).
+            c.groups.borrow_mut().join(0, 1, {
+                let mut r = classic_join("");
+                r.group_id = "live".into();
+                r
+            });
+            c.maybe_expire_offsets(500).await;
+            assert_eq!(c.offsets.borrow().len(), 2, "not expired yet");
+            c.maybe_expire_offsets(5_000).await;
+            assert!(c.offsets.borrow().get("simple", "t", 0).is_none());
+            assert!(c.offsets.borrow().get("live", "t", 0).is_some());
+            c.close().await;
+            let c = GroupCoordinator::new(GroupConfig::default(), ConsumerGroupConfig::default());
+            c.load(&data_dir, cache).await.unwrap();
+            assert!(
+                c.offsets.borrow().get("simple", "t", 0).is_none(),
+                "durably"
+            );
+            c.close().await;
         });
     }
 
