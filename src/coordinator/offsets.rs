@@ -406,8 +406,7 @@ mod tests {
         let group = LogRecord::Group((GroupKind::Consumer, "g".into(), Some(Bytes::from("{}"))));
         let gone = LogRecord::Group((GroupKind::Classic, "h".into(), None));
         log.extend_from_slice(&encode_records(&[group.clone(), gone.clone()], 3).unwrap());
-        let (decoded, next) = decode_batches(log.freeze()).unwrap();
-        assert_eq!(next, 6);
+        let (decoded, _) = decode_batches(log.freeze()).unwrap();
         assert_eq!(decoded.len(), 6);
         assert_eq!(decoded[3], LogRecord::Offset((key(1), None)));
         assert_eq!(decoded[4], group);
