@@ -19,6 +19,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -37,6 +38,7 @@ scenarios! {
     consumer_protocol_new_partitions_are_assigned => kip848_new_partitions, 90;
     classic_member_leaving_moves_partitions_and_loses_nothing => classic_leave_moves, 120;
     consumer_protocol_group_survives_broker_kill_9 => kip848_survives_kill_9, 120;
+    offsets_of_a_deleted_topic_are_dropped => deleted_topic_offsets_dropped, 90;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -292,6 +294,48 @@ fn kip848_split_move_resume() {
     assert_eq!(g.group_type.as_str(), "consumer");
     assert_eq!(g.protocol_type.as_str(), "consumer");
     assert_eq!(g.group_state.as_str(), "Empty");
+}
+
+/// Committed offsets of a topic go with the topic: after it is deleted and created again
+/// under the same name, the group has no committed offset for it (also after a restart).
+fn deleted_topic_offsets_dropped() {
+    let mut broker = TestBroker::start(2);
+    create_topic(&broker, "doomed", 2);
+    produce(&broker, "doomed", 2, &values("d", 10));
+    let committed = |broker: &TestBroker| -> Vec<Offset> {
+        let c: BaseConsumer = client_config(broker)
+            .set("group.id", "dropper")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("doomed", 0);
+        tpl.add_partition("doomed", 1);
+        let got = c.committed_offsets(tpl, OP_TIMEOUT).expect("OffsetFetch");
+        got.elements().iter().map(|e| e.offset()).collect()
+    };
+    let c: BaseConsumer = client_config(&broker)
+        .set("group.id", "dropper")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("doomed", 0, Offset::Offset(3))
+        .unwrap();
+    tpl.add_partition_offset("doomed", 1, Offset::Offset(4))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(c);
+    assert_eq!(committed(&broker), [Offset::Offset(3), Offset::Offset(4)]);
+    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
+    let deleted = runtime()
+        .block_on(admin(&broker).delete_topics(&["doomed"], &opts))
+        .expect("DeleteTopics");
+    assert!(deleted[0].is_ok(), "{:?}", deleted[0]);
+    create_topic(&broker, "doomed", 2);
+    assert_eq!(committed(&broker), [Offset::Invalid, Offset::Invalid]);
+    broker.restart();
+    assert_eq!(committed(&broker), [Offset::Invalid, Offset::Invalid]);
 }
 
 /// The consumer group as ConsumerGroupDescribe reports it (error if unknown).
