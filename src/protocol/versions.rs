@@ -74,8 +74,9 @@ pub fn supported_range(api_key: i16) -> Option<(i16, i16)> {
 ///
 /// Error NONE, throttle 0, every API of [`SUPPORTED_APIS`]. For v3+ Kafka also sends the
 /// supported and finalized features; a broker without feature flags sends empty lists and
-/// finalized-features epoch -1, which clients accept (they use features only for KIP-848 groups
-/// and transactions v2, which we do not serve yet).
+/// finalized-features epoch -1, which clients accept (librdkafka 2.12 uses the KIP-848 consumer
+/// protocol from the ConsumerGroupHeartbeat entry alone, without the `group.version` feature;
+/// transactions v2 are not served yet).
 pub fn api_versions_response(version: i16) -> ApiVersionsResponse {
     assert!(version >= 0, "ApiVersions version {version}");
     let api_keys = SUPPORTED_APIS
