@@ -39,6 +39,7 @@ scenarios! {
     classic_member_leaving_moves_partitions_and_loses_nothing => classic_leave_moves, 120;
     consumer_protocol_group_survives_broker_kill_9 => kip848_survives_kill_9, 120;
     offsets_of_a_deleted_topic_are_dropped => deleted_topic_offsets_dropped, 90;
+    consumer_protocol_regex_subscription_follows_new_topics => kip848_regex, 90;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -294,6 +295,52 @@ fn kip848_split_move_resume() {
     assert_eq!(g.group_type.as_str(), "consumer");
     assert_eq!(g.protocol_type.as_str(), "consumer");
     assert_eq!(g.group_state.as_str(), "Empty");
+}
+
+/// A regex subscription with the consumer protocol is resolved by the coordinator: matching
+/// topics (and one created later) are assigned and consumed, others are not.
+fn kip848_regex() {
+    let broker = TestBroker::start(1);
+    create_topic(&broker, "rx-a", 2);
+    create_topic(&broker, "other", 1);
+    let c = group_consumer(&broker, "regex-group", "consumer");
+    c.subscribe(&["^rx-.*"]).expect("subscribe");
+    let topics = |c: &BaseConsumer<Ctx>| -> BTreeSet<(String, i32)> {
+        c.assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut seen = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while topics(&c).len() != 2 {
+        assert!(Instant::now() < deadline, "assignment {:?}", topics(&c));
+        poll_until(&[&c], &mut seen, OP_TIMEOUT, "poll", |_, _| true);
+    }
+    assert_eq!(
+        topics(&c),
+        [("rx-a".to_string(), 0), ("rx-a".to_string(), 1)].into()
+    );
+    create_topic(&broker, "rx-b", 1);
+    produce(&broker, "rx-b", 1, &values("x", 5));
+    produce(&broker, "other", 1, &values("o", 5));
+    poll_until(
+        &[&c],
+        &mut seen,
+        Duration::from_secs(45),
+        "the new matching topic to be assigned and read",
+        |seen, _| seen.len() >= 5,
+    );
+    assert!(topics(&c).contains(&("rx-b".to_string(), 0)));
+    assert!(seen.keys().all(|v| v.starts_with('x')), "{seen:?}");
+    // librdkafka sends the regex itself (SubscribedTopicRegex): the coordinator resolved it.
+    let g = describe(&broker, "regex-group");
+    assert!(g.members[0].subscribed_topic_regex.is_some());
+    assert!(g.members[0].subscribed_topic_names.is_empty());
 }
 
 /// Committed offsets of a topic go with the topic: after it is deleted and created again
