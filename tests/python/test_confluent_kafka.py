@@ -283,6 +283,7 @@ def test_admin_lists_describes_and_deletes_groups(make_broker):
     described = a.describe_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
     d = described.result()
     assert d.state.name == "STABLE" and len(d.members) == 1
+    assert d.members[0].host == "/127.0.0.1", "the client's address, as Kafka shows it"
     assert [tp.partition for tp in d.members[0].assignment.topic_partitions] == [0]
     busy = a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
     with pytest.raises(KafkaException) as e:
@@ -414,11 +415,25 @@ def test_consumer_protocol_killed_member_partitions_move(make_broker, tmp_path):
     survivor = Consumer(conf)
     survivor.subscribe(["kip848-expiry"])
     try:
-        assert victim.stdout.readline().strip() == "assigned"
+        # Keep polling the survivor while waiting: it must hand over partitions (an
+        # incremental rebalance needs the application to poll).
+        import select
+        victim_assigned = False
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(survivor.assignment()) != 2:
-            survivor.poll(0.2)
+        while time.monotonic() < deadline and not (victim_assigned
+                                                   and len(survivor.assignment()) == 2):
+            survivor.poll(0.1)
+            if not victim_assigned and select.select([victim.stdout], [], [], 0)[0]:
+                assert victim.stdout.readline().strip() == "assigned"
+                victim_assigned = True
+        assert victim_assigned
         assert len(survivor.assignment()) == 2, "the two members split the four partitions"
+        # The admin client describes it with ConsumerGroupDescribe.
+        d = a.describe_consumer_groups(["kip848-expiry-group"],
+                                       request_timeout=T)["kip848-expiry-group"].result()
+        assert d.type.name == "CONSUMER" and len(d.members) == 2
+        assert sorted(tp.partition for m in d.members
+                      for tp in m.assignment.topic_partitions) == [0, 1, 2, 3]
         victim.kill()
         victim.wait()
         killed_at = time.monotonic()
