@@ -43,6 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             let metadata = c.metadata();
             c.groups
                 .consumer_heartbeat(now_ms(), version, &metadata, req)
+                .await
         })
         .await;
     let response = match answer {

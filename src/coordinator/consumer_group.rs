@@ -34,8 +34,8 @@
 //!
 //! Durability: [`ConsumerGroups::take_dirty`] names the groups whose epochs, membership or a
 //! member's assignment changed; `shard::groups` writes their [`ConsumerGroupSnapshot`] to the
-//! offsets log (from its tick, so up to one tick after the answer, where Kafka answers after
-//! the write) and [`ConsumerGroups::restore`] rebuilds them at start.
+//! offsets log before the heartbeat is answered (timeouts: from the tick) and
+//! [`ConsumerGroups::restore`] rebuilds them at start.
 //!
 //! Known differences from Kafka: a heartbeat with a non-zero epoch for a group the coordinator
 //! does not know gets UNKNOWN_MEMBER_ID (so the member rejoins) where Kafka answers
@@ -637,6 +637,13 @@ pub struct ConsumerGroupSnapshot {
     pub assignor: String,
     pub members: Vec<ConsumerMemberSnapshot>,
     pub target: BTreeMap<String, Assignment>,
+    /// The subscribed topics' metadata the target was computed from (Kafka's
+    /// `ConsumerGroupPartitionMetadata`), so a restart does not look like a metadata change.
+    #[serde(default)]
+    pub subscription: BTreeMap<String, (Uuid, i32)>,
+    /// Resolved regexes: regex -> matching topic names.
+    #[serde(default)]
+    pub regexes: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A member in a [`ConsumerGroupSnapshot`].
@@ -744,6 +751,8 @@ impl ConsumerGroups {
                 })
                 .collect(),
             target: g.target.clone(),
+            subscription: g.subscription.clone(),
+            regexes: g.regexes.clone(),
         })
     }
 
@@ -771,6 +780,8 @@ impl ConsumerGroups {
         group.assignment_epoch = snapshot.assignment_epoch;
         group.assignor = snapshot.assignor;
         group.target = snapshot.target;
+        group.subscription = snapshot.subscription;
+        group.regexes = snapshot.regexes;
         let session_ms = i64::from(self.config.session_timeout_ms);
         for m in snapshot.members {
             if let Some(instance) = &m.instance_id {
@@ -1642,6 +1653,51 @@ mod tests {
         assert_eq!(a[&T1], [0, 1, 2].into());
         assert_eq!(a[&Uuid::from_bytes([3; 16])], [0].into());
         assert!(!a.contains_key(&T2));
+    }
+
+    /// A group rebuilt from its snapshot carries on: same epochs, and the first heartbeat after
+    /// the restart (with unchanged metadata) bumps nothing.
+    #[test]
+    fn snapshot_restore_carries_on() {
+        let t = topics(&[("a", T1, 4)]);
+        let view = TopicsView {
+            version: 1,
+            topics: &t,
+        };
+        let mut g = ConsumerGroups::new(ConsumerGroupConfig::default(), 7);
+        let o1 = g.heartbeat(0, 1, view, join("m1")).assignment.unwrap();
+        g.heartbeat(1, 1, view, join("m2"));
+        let o1 = g
+            .heartbeat(2, 1, view, beat("m1", 1, &o1))
+            .assignment
+            .unwrap();
+        g.heartbeat(3, 1, view, beat("m1", 1, &o1));
+        let o2 = g
+            .heartbeat(4, 1, view, beat("m2", 2, &Assignment::new()))
+            .assignment
+            .unwrap();
+        assert_eq!(g.group("g").unwrap().state_name(), "Stable");
+        let snapshot = g.snapshot("g").unwrap();
+        let json = serde_json::to_vec(&snapshot).unwrap();
+        let mut again = ConsumerGroups::new(ConsumerGroupConfig::default(), 8);
+        again
+            .restore("g", serde_json::from_slice(&json).unwrap(), 100)
+            .unwrap();
+        // A new broker process: the metadata version starts over.
+        let view = TopicsView {
+            version: 5,
+            topics: &t,
+        };
+        let r = again.heartbeat(101, 1, view, beat("m2", 2, &o2));
+        assert_eq!((r.error, r.member_epoch), (None, 2));
+        let r = again.heartbeat(101, 1, view, beat("m1", 2, &o1));
+        assert_eq!((r.error, r.member_epoch), (None, 2));
+        let group = again.group("g").unwrap();
+        assert_eq!((group.group_epoch, group.state_name()), (2, "Stable"));
+        // Two members owning one partition: the snapshot is refused.
+        let mut bad = snapshot.clone();
+        bad.members[1].assigned = bad.members[0].assigned.clone();
+        assert!(again.restore("h", bad, 0).is_err());
     }
 
     #[test]

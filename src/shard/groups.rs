@@ -19,10 +19,10 @@
 //!   start past the rest. The directory cannot collide with a topic's (topic directories sit
 //!   directly in the data directory).
 //! - Group metadata: classic and KIP-848 groups whose durable state changed are written to the
-//!   same log as snapshots by [`GroupCoordinator::persist_groups`] (every tick, and at
-//!   shutdown), and rebuilt by `load`. Best effort: a crash between a change and the next tick
-//!   loses that change (members then rejoin or are fenced, as after a Kafka coordinator
-//!   failover); committed offsets are never acknowledged before they are durable.
+//!   same log as snapshots by [`GroupCoordinator::persist_groups`] (before SyncGroup,
+//!   LeaveGroup, ConsumerGroupHeartbeat and DeleteGroups answer; changes by timeouts from the
+//!   tick; at shutdown), and rebuilt by `load`. Followers' SyncGroup answers go out with the
+//!   leader's, before the write.
 //! - KIP-848 consumer groups (`coordinator::consumer_group`) share the group id namespace with
 //!   classic groups: an empty group of one kind gives its id to the other, a group with
 //!   members keeps it.
@@ -107,6 +107,8 @@ pub struct GroupCoordinator {
     log_records: Cell<usize>,
     /// When expired offsets were last looked for.
     last_expiry_check_ms: Cell<i64>,
+    /// Serializes group snapshot writes, so a later write always holds a later state.
+    persist_lock: glommio::sync::Semaphore,
     /// Appends hold it shared; compaction holds it exclusively, so that no commit is between
     /// its append and its entry in the table while the snapshot is taken.
     write_lock: glommio::sync::RwLock<()>,
@@ -126,6 +128,7 @@ impl GroupCoordinator {
             next_request_id: Cell::new(1),
             log_records: Cell::new(0),
             last_expiry_check_ms: Cell::new(0),
+            persist_lock: glommio::sync::Semaphore::new(1),
             write_lock: glommio::sync::RwLock::new(()),
         }
     }
@@ -235,10 +238,16 @@ impl GroupCoordinator {
         out
     }
 
-    /// Writes the snapshots of the groups that changed since the last call (from the tick loop,
-    /// and at shutdown). Best effort: members and assignments are recoverable state (clients
-    /// rejoin); committed offsets are written with their own acknowledgement.
+    /// Writes the snapshots of the groups that changed since the last call: before answering a
+    /// request that changed a group (SyncGroup, LeaveGroup, ConsumerGroupHeartbeat,
+    /// DeleteGroups), as Kafka answers after its records are written, and from the tick
+    /// (timeouts) and at shutdown. A failed write is logged, not answered with an error (the
+    /// change is already in memory; members and assignments are recoverable state).
     pub async fn persist_groups(&self) {
+        // Whoever holds the lock may be writing our change: wait for it, then write the rest.
+        let Ok(_permit) = self.persist_lock.acquire_permit(1).await else {
+            return;
+        };
         let classic = self.groups.borrow_mut().take_dirty();
         let consumer = self.consumer.borrow_mut().take_dirty();
         if classic.is_empty() && consumer.is_empty() {
@@ -399,7 +408,9 @@ impl GroupCoordinator {
         let (id, rx) = self.park();
         let effects = self.groups.borrow_mut().sync(now_ms, id, req);
         self.run(effects);
-        match rx.recv_async().await {
+        let answer = rx.recv_async().await;
+        self.persist_groups().await;
+        match answer {
             Ok(Response::Sync(r)) => r,
             _ => SyncResponse {
                 error: Some(ResponseError::CoordinatorNotAvailable),
@@ -427,7 +438,7 @@ impl GroupCoordinator {
         )
     }
 
-    pub fn leave(
+    pub async fn leave(
         &self,
         now_ms: i64,
         group_id: &str,
@@ -435,6 +446,7 @@ impl GroupCoordinator {
     ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
         let (top, each, effects) = self.groups.borrow_mut().leave(now_ms, group_id, members);
         self.run(effects);
+        self.persist_groups().await;
         (top, each)
     }
 
@@ -454,7 +466,7 @@ impl GroupCoordinator {
     /// ConsumerGroupHeartbeat (KIP-848), answered at once. A classic group with members keeps
     /// its id (GROUP_ID_NOT_FOUND, as Kafka without online migration); an empty one is
     /// converted.
-    pub fn consumer_heartbeat(
+    pub async fn consumer_heartbeat(
         &self,
         now_ms: i64,
         version: i16,
@@ -478,13 +490,26 @@ impl GroupCoordinator {
                 assignment: None,
             };
         }
+        if !self.is_loaded() {
+            return consumer_group::HeartbeatResponse {
+                error: Some(ResponseError::CoordinatorLoadInProgress),
+                error_message: None,
+                member_id: None,
+                member_epoch: 0,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+        }
         let view = TopicsView {
             version: metadata.version,
             topics: &metadata.topics,
         };
-        self.consumer
+        let response = self
+            .consumer
             .borrow_mut()
-            .heartbeat(now_ms, version, view, req)
+            .heartbeat(now_ms, version, view, req);
+        self.persist_groups().await;
+        response
     }
 
     /// ConsumerGroupDescribe of one group, or Kafka's GROUP_ID_NOT_FOUND message.
@@ -869,13 +894,16 @@ impl GroupCoordinator {
             .collect();
         self.write_offsets(tombstones, now_ms).await?;
         // A member may have joined while the tombstones were written: then the group stays.
-        if known_consumer_group {
-            return self.consumer.borrow_mut().remove_if_empty(group_id);
-        }
-        match self.groups.borrow_mut().delete_group(group_id) {
-            Ok(()) | Err(ResponseError::GroupIdNotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let result = if known_consumer_group {
+            self.consumer.borrow_mut().remove_if_empty(group_id)
+        } else {
+            match self.groups.borrow_mut().delete_group(group_id) {
+                Ok(()) | Err(ResponseError::GroupIdNotFound) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        self.persist_groups().await;
+        result
     }
 
     /// OffsetDelete: removes committed offsets of partitions the group's members do not
@@ -1115,20 +1143,22 @@ mod tests {
                     internal: false,
                 },
             );
-            let r = c.consumer_heartbeat(
-                now,
-                1,
-                &metadata,
-                HeartbeatRequest {
-                    group_id: "kip848".into(),
-                    member_id: "c1".into(),
-                    member_epoch: 0,
-                    rebalance_timeout_ms: 30_000,
-                    subscribed_topic_names: Some(vec!["t".into()]),
-                    owned: Some(Vec::new()),
-                    ..Default::default()
-                },
-            );
+            let r = c
+                .consumer_heartbeat(
+                    now,
+                    1,
+                    &metadata,
+                    HeartbeatRequest {
+                        group_id: "kip848".into(),
+                        member_id: "c1".into(),
+                        member_epoch: 0,
+                        rebalance_timeout_ms: 30_000,
+                        subscribed_topic_names: Some(vec!["t".into()]),
+                        owned: Some(Vec::new()),
+                        ..Default::default()
+                    },
+                )
+                .await;
             assert_eq!(r.member_epoch, 1);
             c.persist_groups().await;
             c.close().await;
