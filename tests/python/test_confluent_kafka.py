@@ -455,6 +455,16 @@ def test_consumer_protocol_killed_member_partitions_move(make_broker, tmp_path):
             request_timeout=T)["kip848-expiry-group"].result()
         assert sorted((tp.partition, tp.offset) for tp in offsets.topic_partitions) == \
             [(p, 1) for p in range(4)]
+        busy = a.delete_consumer_groups(["kip848-expiry-group"],
+                                        request_timeout=T)["kip848-expiry-group"]
+        with pytest.raises(KafkaException) as e:
+            busy.result()
+        assert e.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
     finally:
         victim.kill()
         survivor.close()
+    # Once the last member left, the group and its offsets can be deleted.
+    a.delete_consumer_groups(["kip848-expiry-group"],
+                             request_timeout=T)["kip848-expiry-group"].result()
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "kip848-expiry-group" not in {g.group_id for g in listed.valid}
