@@ -1084,7 +1084,8 @@ fn add_member(
     if group.leader.is_none() {
         group.leader = Some(req.member_id.clone());
     }
-    if group.state == GroupState::PreparingRebalance && group.generation_id == 0 {
+    // Kafka: a member added while a rebalance that started from Empty is delayed.
+    if group.state == GroupState::PreparingRebalance && group.initial_delay.is_some() {
         group.new_member_added = true;
     }
     group.members.insert(req.member_id, member);
