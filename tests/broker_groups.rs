@@ -40,6 +40,7 @@ scenarios! {
     consumer_protocol_group_survives_broker_kill_9 => kip848_survives_kill_9, 120;
     offsets_of_a_deleted_topic_are_dropped => deleted_topic_offsets_dropped, 90;
     consumer_protocol_regex_subscription_follows_new_topics => kip848_regex, 90;
+    consumer_protocol_static_member_restart_keeps_its_partitions => kip848_static, 90;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -295,6 +296,53 @@ fn kip848_split_move_resume() {
     assert_eq!(g.group_type.as_str(), "consumer");
     assert_eq!(g.protocol_type.as_str(), "consumer");
     assert_eq!(g.group_state.as_str(), "Empty");
+}
+
+/// A static member (group.instance.id) of a consumer-protocol group that restarts leaves with
+/// epoch -2 and its next incarnation takes over its partitions without a new group epoch.
+fn kip848_static() {
+    let broker = TestBroker::start(1);
+    create_topic(&broker, "static848", 2);
+    let start = |instance: &str| {
+        let mut config = client_config(&broker);
+        config
+            .set("group.id", "static848")
+            .set("group.protocol", "consumer")
+            .set("group.instance.id", instance)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        let n = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let c: BaseConsumer<Ctx> = config.create_with_context(Ctx(n)).expect("consumer");
+        c.subscribe(&["static848"]).expect("subscribe");
+        c
+    };
+    let a = start("instance-a");
+    let b = start("instance-b");
+    let mut seen = HashMap::new();
+    poll_until(
+        &[&a, &b],
+        &mut seen,
+        Duration::from_secs(30),
+        "two static members to split two partitions",
+        |_, x| split_completely(x, 2),
+    );
+    let a_parts = assignment(&a);
+    let epoch = describe(&broker, "static848").group_epoch;
+    drop(a);
+    let a2 = start("instance-a");
+    poll_until(
+        &[&a2, &b],
+        &mut seen,
+        Duration::from_secs(30),
+        "the restarted static member to get its partitions back",
+        |_, x| x[0] == a_parts && split_completely(x, 2),
+    );
+    let g = describe(&broker, "static848");
+    assert_eq!(
+        g.group_epoch, epoch,
+        "no rebalance for a static member's restart"
+    );
+    assert_eq!(g.members.len(), 2);
 }
 
 /// A regex subscription with the consumer protocol is resolved by the coordinator: matching
