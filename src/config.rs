@@ -89,6 +89,17 @@ pub struct BrokerConfig {
     /// Kafka `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
     /// consumer group waits for more members, in milliseconds.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka `group.consumer.session.timeout.ms`: a KIP-848 consumer-group member that does
+    /// not heartbeat for this long is removed, in milliseconds.
+    pub group_consumer_session_timeout_ms: i32,
+    /// Kafka `group.consumer.heartbeat.interval.ms`: the heartbeat interval given to KIP-848
+    /// consumer-group members, in milliseconds.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Kafka `offsets.retention.minutes`: committed offsets of a group that has been empty
+    /// this long (or, without group management, not committed for this long) are deleted.
+    pub offsets_retention_minutes: i64,
+    /// Kafka `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -125,6 +136,10 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
             group_initial_rebalance_delay_ms: 3_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -212,6 +227,19 @@ impl BrokerConfig {
             ("ring_depth", self.ring_depth as i64),
             ("log_segment_bytes", self.log_segment_bytes),
             ("message_max_bytes", self.message_max_bytes),
+            (
+                "group_consumer_session_timeout_ms",
+                i64::from(self.group_consumer_session_timeout_ms),
+            ),
+            (
+                "group_consumer_heartbeat_interval_ms",
+                i64::from(self.group_consumer_heartbeat_interval_ms),
+            ),
+            ("offsets_retention_minutes", self.offsets_retention_minutes),
+            (
+                "offsets_retention_check_interval_ms",
+                self.offsets_retention_check_interval_ms,
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {

@@ -1,6 +1,7 @@
 //! DescribeGroups: state, protocol and members of classic groups (metadata and assignments
-//! only while the group is Stable, as Kafka). A group the broker does not know is reported
-//! Dead (v0-5) or GROUP_ID_NOT_FOUND (v6+), as Kafka 4.1 does.
+//! only while the group is Stable, as Kafka). A group the broker does not know, or a KIP-848
+//! consumer group ("is not a classic group"), is reported Dead (v0-5) or GROUP_ID_NOT_FOUND
+//! (v6+), as Kafka 4.1 does.
 
 use std::rc::Rc;
 
@@ -21,7 +22,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let answers = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             ids.iter()
-                .map(|id| c.groups.describe(id))
+                .map(|id| {
+                    let consumer_group = c.groups.consumer.borrow().group(id).is_some();
+                    (c.groups.describe(id), consumer_group)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -32,14 +36,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         match answers.as_ref().map(|a| a[i].clone()) {
             Err(_) => g.error_code = ResponseError::CoordinatorNotAvailable.code(),
-            Ok(None) => {
+            Ok((None, consumer_group)) => {
                 g.group_state = str_bytes("Dead");
                 if request.api_version >= 6 {
                     g.error_code = ResponseError::GroupIdNotFound.code();
-                    g.error_message = Some(str_bytes(format!("Group {} not found.", &**group_id)));
+                    g.error_message = Some(str_bytes(if consumer_group {
+                        format!("Group {} is not a classic group.", &**group_id)
+                    } else {
+                        format!("Group {} not found.", &**group_id)
+                    }));
                 }
             }
-            Ok(Some(d)) => {
+            Ok((Some(d), _)) => {
                 g.group_state = str_bytes(d.state.name());
                 g.protocol_type = str_bytes(d.protocol_type);
                 g.protocol_data = str_bytes(d.protocol_data);

@@ -23,8 +23,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         member_id: body.member_id.to_string(),
         group_instance_id: body.group_instance_id.map(|s| s.to_string()),
         client_id: request.client_id_or_empty().to_string(),
-        // The peer address is not passed to handlers yet.
-        client_host: "/".to_string(),
+        client_host: request.client_host.to_string(),
         session_timeout_ms: body.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             body.rebalance_timeout_ms

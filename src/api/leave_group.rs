@@ -34,7 +34,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let leaving = members.clone();
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            c.groups.leave(now_ms(), &group_id, &leaving)
+            c.groups.leave(now_ms(), &group_id, &leaving).await
         })
         .await;
     let (top, each) = answer.unwrap_or((Some(ResponseError::CoordinatorNotAvailable), Vec::new()));

@@ -1,5 +1,5 @@
 //! ListGroups: every group the coordinator shard knows, with Kafka's state (v4+) and type (v5+)
-//! filters, matched case-insensitively as Kafka does. Every group here is a classic group.
+//! filters, matched case-insensitively as Kafka does: classic groups and KIP-848 consumer groups.
 
 use std::rc::Rc;
 
@@ -30,19 +30,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .map(|s| s.to_lowercase())
         .collect();
     let types: Vec<String> = body.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    for (group_id, protocol_type, state) in listed {
-        if !states.is_empty() && !states.contains(&state.name().to_lowercase()) {
+    for g in listed {
+        if !states.is_empty() && !states.contains(&g.state.to_lowercase()) {
             continue;
         }
-        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        if !types.is_empty() && !types.iter().any(|t| t == g.group_type) {
             continue;
         }
         response.groups.push(
             ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(group_id)))
-                .with_protocol_type(str_bytes(protocol_type))
-                .with_group_state(str_bytes(state.name()))
-                .with_group_type(str_bytes("classic")),
+                .with_group_id(GroupId(str_bytes(g.group_id)))
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_group_state(str_bytes(g.state))
+                .with_group_type(str_bytes(g.group_type)),
         );
     }
     super::respond(&request, &response)

@@ -10,6 +10,8 @@
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -94,6 +96,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ListGroups => list_groups::handle(shard, request).await,
         ApiKey::DeleteGroups => delete_groups::handle(shard, request).await,
         ApiKey::OffsetDelete => offset_delete::handle(shard, request).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(shard, request).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

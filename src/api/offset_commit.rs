@@ -1,10 +1,11 @@
 //! OffsetCommit: committed offsets of a classic group (or a simple consumer with generation
-//! -1), checked against the group's generation and members, written durably on the coordinator
+//! -1), checked against the group's generation and members (for a KIP-848 consumer group:
+//! the member epoch, STALE_MEMBER_EPOCH if it is not the member's current one, as Kafka 4), written durably on the coordinator
 //! shard (see `shard::groups`) and acknowledged once on disk.
 //!
 //! Partitions of topics this broker does not have get UNKNOWN_TOPIC_OR_PARTITION (checked
-//! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets do
-//! not expire yet.
+//! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets
+//! expire by the broker's `offsets.retention.minutes` only (see `shard::groups`).
 
 use std::rc::Rc;
 
@@ -17,6 +18,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::{decode, Outcome};
 use crate::coordinator::offsets::CommittedOffset;
 use crate::protocol::header::ParsedRequest;
+use crate::shard::groups::Committer;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
@@ -61,21 +63,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else if entries.is_empty() {
         Ok(Vec::new())
     } else {
-        let member_id = body.member_id.to_string();
-        let instance = body.group_instance_id.as_ref().map(|s| s.to_string());
-        let generation = body.generation_id_or_member_epoch;
+        let who = Committer {
+            group_id,
+            member_id: body.member_id.to_string(),
+            group_instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
+            generation_id: body.generation_id_or_member_epoch,
+            api_version: request.api_version,
+        };
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
-                c.groups
-                    .commit(
-                        now,
-                        &group_id,
-                        &member_id,
-                        instance.as_deref(),
-                        generation,
-                        entries,
-                    )
-                    .await
+                c.groups.commit(now, &who, entries).await
             })
             .await
             .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))

@@ -1,5 +1,6 @@
 //! OffsetFetch: committed offsets of one group (v1-7) or several (v8+), from the coordinator
-//! shard's table. A partition with no committed offset gets offset -1 and no error, as Kafka
+//! shard's table. v9+ names the member: for a KIP-848 consumer group its epoch is checked
+//! (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH), as Kafka 4 does. A partition with no committed offset gets offset -1 and no error, as Kafka
 //! answers; `topics: null` (v2+) asks for every committed partition of the group.
 
 use std::rc::Rc;
@@ -16,7 +17,12 @@ use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::FetchedOffsets;
 use crate::shard::{Shard, COORDINATOR_SHARD};
 
-type Asked = Vec<(String, Option<Vec<(String, Vec<i32>)>>)>;
+/// Per group: its id, the asked partitions (`None`: all) and, v9+, the member id and epoch.
+type Asked = Vec<(
+    String,
+    Option<Vec<(String, Vec<i32>)>>,
+    Option<(Option<String>, i32)>,
+)>;
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: OffsetFetchRequest = match decode(&request) {
@@ -33,7 +39,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                         .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                (g.group_id.to_string(), topics)
+                let member = (version >= 9)
+                    .then(|| (g.member_id.as_ref().map(|m| m.to_string()), g.member_epoch));
+                (g.group_id.to_string(), topics, member)
             })
             .collect()
     } else {
@@ -42,13 +50,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        vec![(body.group_id.to_string(), topics)]
+        vec![(body.group_id.to_string(), topics, None)]
     };
     let answers: Vec<Result<FetchedOffsets, ResponseError>> = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             asked
                 .into_iter()
-                .map(|(group, topics)| c.groups.fetch(&group, topics))
+                .map(|(group, topics, member)| c.groups.fetch(&group, topics, member))
                 .collect()
         })
         .await

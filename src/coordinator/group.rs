@@ -19,16 +19,23 @@
 //! a member. Every parked request id is answered exactly once (by a reply, or with an error when
 //! its member is removed).
 //!
-//! Not yet: KIP-848 consumer groups; group metadata is not persisted (only committed offsets
-//! are, see [`super::offsets`]), so after a restart members rejoin with UNKNOWN_MEMBER_ID and get
-//! new ids, as after a Kafka coordinator move; static members do not skip the rebalance when
-//! they rejoin with unchanged metadata in a Stable group beyond what a normal known-member join
-//! does.
+//! Durability: [`Groups::take_dirty`] names the groups whose snapshot changed (Kafka writes a
+//! classic group's metadata when it becomes Stable or Empty); `shard::groups` writes
+//! [`ClassicGroupSnapshot`]s to the offsets log and [`Groups::restore`] rebuilds them at start
+//! (a group with members comes back Stable, each member with a full session to heartbeat, as
+//! after a Kafka coordinator load). The initial rebalance of a new group waits
+//! `group.initial.rebalance.delay.ms`, extended while new members keep joining, up to the
+//! rebalance timeout (Kafka's `InitialDelayedJoin`).
+//!
+//! Not yet: static members do not skip the rebalance when they rejoin with unchanged metadata
+//! in a Stable group beyond what a normal known-member join does. KIP-848 consumer groups are
+//! in [`super::consumer_group`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
 
 /// Caller-chosen id of a request whose answer may come later.
 pub type RequestId = u64;
@@ -46,12 +53,24 @@ pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
     /// for more members.
     pub initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes`, in milliseconds: committed offsets expire this long after
+    /// their group became empty (or after their commit, see `offsets::Expiry`).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: i64,
 }
+
+/// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
+pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `offsets.retention.check.interval.ms` default.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
+            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -230,6 +249,14 @@ pub struct Group {
     rebalance_deadline_ms: i64,
     /// PreparingRebalance from Empty: the join does not complete before this time.
     join_not_before_ms: i64,
+    /// The initial rebalance's delay (ms) and what the rebalance timeout leaves after it, while
+    /// that delay runs (Kafka's `InitialDelayedJoin`).
+    initial_delay: Option<(i64, i64)>,
+    /// A new member joined during the initial delay: the delay is extended once more.
+    new_member_added: bool,
+    /// When the group last changed state (Kafka's `currentStateTimestamp`); offsets of an
+    /// Empty group expire relative to it.
+    pub state_timestamp_ms: Option<i64>,
     next_seq: u64,
 }
 
@@ -247,6 +274,9 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline_ms: 0,
             join_not_before_ms: 0,
+            initial_delay: None,
+            new_member_added: false,
+            state_timestamp_ms: None,
             next_seq: 0,
         }
     }
@@ -358,6 +388,8 @@ pub struct Groups {
     /// Counter for generated member ids (with a random per-broker prefix, see `new`).
     member_counter: u64,
     member_id_salt: String,
+    /// Groups whose durable snapshot changed since [`Groups::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 impl Groups {
@@ -368,6 +400,7 @@ impl Groups {
             groups: BTreeMap::new(),
             member_counter: 0,
             member_id_salt,
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -406,9 +439,120 @@ impl Groups {
             }
             Some(_) => {
                 self.groups.remove(group_id);
+                self.dirty.insert(group_id.to_string());
                 Ok(())
             }
         }
+    }
+
+    /// Runs `f` and marks `group_id` dirty if its durable state (Kafka persists a classic group
+    /// when it becomes Stable or Empty) changed.
+    fn tracked<R>(&mut self, group_id: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.groups.get(group_id).map(persisted_key);
+        let out = f(self);
+        let after = self.groups.get(group_id).map(persisted_key);
+        if before != after
+            && after.is_none_or(|(state, _, _)| {
+                state == GroupState::Stable || state == GroupState::Empty
+            })
+        {
+            self.dirty.insert(group_id.to_string());
+        }
+        out
+    }
+
+    /// The groups whose durable snapshot changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Every group id (for a full snapshot at compaction).
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// The durable snapshot of a group; `None` if it is gone.
+    pub fn snapshot(&self, group_id: &str) -> Option<ClassicGroupSnapshot> {
+        let g = self.groups.get(group_id)?;
+        Some(ClassicGroupSnapshot {
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: g.protocol_name.clone(),
+            generation_id: g.generation_id,
+            leader: g.leader.clone(),
+            state_timestamp_ms: g.state_timestamp_ms,
+            members: g
+                .members_in_order()
+                .into_iter()
+                .map(|m| ClassicMemberSnapshot {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocol_type: m.protocol_type.clone(),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), md.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Rebuilds a group from its snapshot at startup, as Kafka's coordinator load: a group with
+    /// members is Stable and each member has a full session to heartbeat.
+    pub fn restore(&mut self, group_id: &str, snapshot: ClassicGroupSnapshot, now_ms: i64) {
+        let mut group = Group::new(group_id);
+        group.protocol_type = snapshot.protocol_type;
+        group.protocol_name = snapshot.protocol_name;
+        group.generation_id = snapshot.generation_id;
+        group.state_timestamp_ms = snapshot.state_timestamp_ms;
+        for m in snapshot.members {
+            group.next_seq += 1;
+            if let Some(instance) = &m.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocol_type: m.protocol_type,
+                protocols: m
+                    .protocols
+                    .into_iter()
+                    .map(|(n, md)| (n, Bytes::from(md)))
+                    .collect(),
+                assignment: Bytes::from(m.assignment),
+                awaiting_join: None,
+                awaiting_sync: None,
+                heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                seq: group.next_seq,
+            };
+            group.members.insert(m.member_id, member);
+        }
+        group.leader = snapshot
+            .leader
+            .filter(|l| group.members.contains_key(l))
+            .or_else(|| {
+                group
+                    .members_in_order()
+                    .first()
+                    .map(|m| m.member_id.clone())
+            });
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        self.groups.insert(group_id.to_string(), group);
     }
 
     fn new_member_id(&mut self, client_id: &str) -> String {
@@ -421,6 +565,11 @@ impl Groups {
 
     /// JoinGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
     pub fn join(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
+        let group_id = req.group_id.clone();
+        self.tracked(&group_id, |g| g.join_inner(now_ms, request_id, req))
+    }
+
+    fn join_inner(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
             effects.push(Effect::Reply {
@@ -556,6 +705,11 @@ impl Groups {
 
     /// SyncGroup. The answer is always an [`Effect::Reply`] for `request_id`, now or later.
     pub fn sync(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
+        let group_id = req.group_id.clone();
+        self.tracked(&group_id, |g| g.sync_inner(now_ms, request_id, req))
+    }
+
+    fn sync_inner(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut reply = |r: SyncResponse| {
             effects.push(Effect::Reply {
@@ -629,6 +783,7 @@ impl Groups {
                         m.assignment = assignments.get(&m.member_id).cloned().unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
+                    group.state_timestamp_ms = Some(now_ms);
                     for m in group.members.values_mut() {
                         if let Some(id) = m.awaiting_sync.take() {
                             effects.push(Effect::Reply {
@@ -688,6 +843,20 @@ impl Groups {
         Vec<Option<ResponseError>>,
         Vec<Effect>,
     ) {
+        self.tracked(group_id, |g| g.leave_inner(now_ms, group_id, leaving))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn leave_inner(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> (
+        Option<ResponseError>,
+        Vec<Option<ResponseError>>,
+        Vec<Effect>,
+    ) {
         let mut effects = Vec::new();
         if group_id.is_empty() {
             return (Some(ResponseError::InvalidGroupId), Vec::new(), effects);
@@ -720,6 +889,7 @@ impl Groups {
                 errors.push(Some(ResponseError::UnknownMemberId));
                 continue;
             }
+            tracing::info!(group = %group.group_id, member = %target, "member leaves the classic group");
             remove_member(group, &target, &mut effects);
             removed_any = true;
             errors.push(None);
@@ -735,6 +905,7 @@ impl Groups {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         for group in self.groups.values_mut() {
+            let before = persisted_key(group);
             group
                 .pending_members
                 .retain(|_, deadline| *deadline > now_ms);
@@ -757,6 +928,10 @@ impl Groups {
             if group.state == GroupState::PreparingRebalance {
                 maybe_complete_join(group, now_ms, &mut effects);
             }
+            let after = persisted_key(group);
+            if before != after && (after.0 == GroupState::Stable || after.0 == GroupState::Empty) {
+                self.dirty.insert(group.group_id.clone());
+            }
         }
         effects
     }
@@ -764,11 +939,16 @@ impl Groups {
     /// Forgets Empty groups for which `keep` says no (the coordinator keeps groups that still
     /// have committed offsets), so the map does not grow with every group id ever used.
     pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
+        let dirty = &mut self.dirty;
         self.groups.retain(|id, g| {
-            g.state != GroupState::Empty
+            let stays = g.state != GroupState::Empty
                 || !g.members.is_empty()
                 || !g.pending_members.is_empty()
-                || keep(id)
+                || keep(id);
+            if !stays {
+                dirty.insert(id.clone());
+            }
+            stays
         });
     }
 
@@ -796,6 +976,38 @@ impl Groups {
         }
         check_member(group, member_id, group_instance_id, generation_id)
     }
+}
+
+/// What decides whether a group's durable snapshot changed: state, generation, member count.
+fn persisted_key(g: &Group) -> (GroupState, i32, usize) {
+    (g.state, g.generation_id, g.members.len())
+}
+
+/// What the offsets log keeps of a classic group (Kafka's `GroupMetadataValue`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicGroupSnapshot {
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub generation_id: i32,
+    pub leader: Option<String>,
+    pub members: Vec<ClassicMemberSnapshot>,
+    /// When the group last changed state.
+    #[serde(default)]
+    pub state_timestamp_ms: Option<i64>,
+}
+
+/// A member in a [`ClassicGroupSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberSnapshot {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
 }
 
 /// The member checks shared by SyncGroup, Heartbeat and OffsetCommit.
@@ -872,6 +1084,10 @@ fn add_member(
     if group.leader.is_none() {
         group.leader = Some(req.member_id.clone());
     }
+    // Kafka: a member added while a rebalance that started from Empty is delayed.
+    if group.state == GroupState::PreparingRebalance && group.initial_delay.is_some() {
+        group.new_member_added = true;
+    }
     group.members.insert(req.member_id, member);
     prepare_rebalance(group, now_ms, initial_delay_ms, effects);
     maybe_complete_join(group, now_ms, effects);
@@ -936,6 +1152,9 @@ fn prepare_rebalance(
     initial_delay_ms: i64,
     effects: &mut Vec<Effect>,
 ) {
+    if group.state != GroupState::PreparingRebalance {
+        tracing::info!(group = %group.group_id, from = group.state.name(), "classic group preparing a rebalance");
+    }
     match group.state {
         GroupState::PreparingRebalance => return,
         GroupState::CompletingRebalance => {
@@ -953,22 +1172,42 @@ fn prepare_rebalance(
         }
         _ => {}
     }
-    group.join_not_before_ms = if group.state == GroupState::Empty {
-        now_ms + initial_delay_ms
+    if group.state == GroupState::Empty {
+        group.join_not_before_ms = now_ms + initial_delay_ms;
+        group.initial_delay = Some((
+            initial_delay_ms,
+            (group.max_rebalance_timeout_ms() - initial_delay_ms).max(0),
+        ));
+        group.new_member_added = false;
     } else {
-        now_ms
-    };
+        group.join_not_before_ms = now_ms;
+        group.initial_delay = None;
+    }
     group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
     group.state = GroupState::PreparingRebalance;
+    group.state_timestamp_ms = Some(now_ms);
 }
 
 fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) {
     assert_eq!(group.state, GroupState::PreparingRebalance);
+    // Kafka's InitialDelayedJoin: when the initial delay ends and members joined during it,
+    // it is extended (by at most the initial delay), until the rebalance timeout is used up.
+    if let Some((delay_ms, remaining_ms)) = group.initial_delay {
+        if now_ms >= group.join_not_before_ms && group.new_member_added && remaining_ms > 0 {
+            let initial_ms = delay_ms.max(0);
+            let next_delay_ms = initial_ms.min(remaining_ms);
+            group.new_member_added = false;
+            group.join_not_before_ms += next_delay_ms;
+            group.initial_delay = Some((next_delay_ms, (remaining_ms - delay_ms).max(0)));
+            return;
+        }
+    }
     let timed_out = now_ms >= group.rebalance_deadline_ms;
     let ready = group.all_members_joined() && now_ms >= group.join_not_before_ms;
     if !ready && !timed_out {
         return;
     }
+    group.initial_delay = None;
     // Members that did not rejoin in time are out.
     let missing: Vec<String> = group
         .members
@@ -983,6 +1222,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     group.generation_id += 1;
     if group.members.is_empty() {
         group.state = GroupState::Empty;
+        group.state_timestamp_ms = Some(now_ms);
         // The protocol type stays (Kafka reports it for empty groups); a new member may bring
         // another one.
         group.protocol_name = None;
@@ -991,6 +1231,8 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>
     }
     group.protocol_name = group.select_protocol();
     group.state = GroupState::CompletingRebalance;
+    group.state_timestamp_ms = Some(now_ms);
+    tracing::info!(group = %group.group_id, generation = group.generation_id, members = group.members.len(), "classic group rebalanced");
     let ids: Vec<String> = group.members.keys().cloned().collect();
     for id in ids {
         let response = join_response(group, &id);
@@ -1074,6 +1316,7 @@ mod tests {
         Groups::new(
             GroupConfig {
                 initial_rebalance_delay_ms: 0,
+                ..GroupConfig::default()
             },
             "s".into(),
         )
@@ -1400,6 +1643,7 @@ mod tests {
         let mut g = Groups::new(
             GroupConfig {
                 initial_rebalance_delay_ms: 3_000,
+                ..GroupConfig::default()
             },
             "s".into(),
         );
@@ -1408,9 +1652,45 @@ mod tests {
         let (_, e) = join_new(&mut g, 1_000, 10);
         assert!(e.is_empty());
         assert!(g.tick(2_999).is_empty());
-        let e = g.tick(3_000);
+        // A member joined during the delay: Kafka extends it by another initial delay.
+        assert!(g.tick(3_000).is_empty());
+        let (_, e) = join_new(&mut g, 5_000, 20);
+        assert!(e.is_empty());
+        assert!(g.tick(6_000).is_empty(), "extended again");
+        assert!(g.tick(8_999).is_empty());
+        // Nobody joined in the last delay: the join completes.
+        let e = g.tick(9_000);
         assert_eq!(join_reply(&e, 2).generation_id, 1);
         assert_eq!(join_reply(&e, 11).generation_id, 1);
+        assert_eq!(join_reply(&e, 21).generation_id, 1);
+    }
+
+    /// The extensions of the initial delay stop when the rebalance timeout is used up, however
+    /// many members keep joining.
+    #[test]
+    fn initial_delay_extensions_are_bounded_by_the_rebalance_timeout() {
+        let mut g = Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 3_000,
+                ..GroupConfig::default()
+            },
+            "s".into(),
+        );
+        join_new(&mut g, 0, 1);
+        let mut completed_at = None;
+        for t in (100..40_000).step_by(100) {
+            let mut effects = Vec::new();
+            if t % 1_000 == 0 && completed_at.is_none() {
+                effects = join_new(&mut g, t, 1_000 + t as u64).1;
+            }
+            effects.extend(g.tick(t));
+            if !effects.is_empty() && completed_at.is_none() {
+                completed_at = Some(t);
+            }
+        }
+        let at = completed_at.expect("the join completed");
+        // Rebalance timeout 30 s: at most 30 s of delays in all.
+        assert!((27_000..=33_000).contains(&at), "completed at {at}");
     }
 
     /// Unanswered MEMBER_ID_REQUIRED ids expire and no longer block a rebalance.

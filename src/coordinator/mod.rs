@@ -5,8 +5,11 @@
 //! topic configs. Classic consumer groups: [`group`] is their state machine (pure, driven by
 //! requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
 //! offsets table with its record format; `shard::groups` runs both on shard 0 and keeps the
-//! offsets in an internal log. KIP-848 groups and transactions join them in their issues.
+//! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine (pure, heartbeats
+//! answered at once) and [`assignor`] the server-side assignors. Transactions come later.
 
+pub mod assignor;
+pub mod consumer_group;
 pub mod group;
 pub mod metadata;
 pub mod offsets;

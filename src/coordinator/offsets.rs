@@ -11,9 +11,14 @@
 //! Record value: `u16 version (0) | i64 offset | i32 leader epoch | i64 commit time (ms) |
 //! i32 len | metadata`. Big-endian, as Kafka's own records.
 //!
+//! Group metadata shares the log, as in Kafka's `__consumer_offsets`: key
+//! `u16 version (1: classic group, 2: KIP-848 consumer group) | u16 len | group`, value
+//! `u16 version (0) | JSON snapshot of the group` (see `group::ClassicGroupSnapshot` and
+//! `consumer_group::ConsumerGroupSnapshot`), a null value when the group is gone.
+//!
 //! The log is compacted by `shard::groups` (at startup and from the tick loop) when superseded
-//! records dominate: the live offsets are rewritten at its end and the log start moves past the
-//! rest. Not yet: offset expiry (`offsets.retention.minutes`).
+//! records dominate: the live offsets and group snapshots are rewritten at its end and the log
+//! start moves past the rest.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +49,46 @@ pub struct OffsetKey {
 
 /// One change to the table: a commit, or a deletion (`None`).
 pub type OffsetChange = (OffsetKey, Option<CommittedOffset>);
+
+/// Which group metadata a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupKind {
+    Classic,
+    Consumer,
+}
+
+impl GroupKind {
+    fn key_version(self) -> u16 {
+        match self {
+            GroupKind::Classic => 1,
+            GroupKind::Consumer => 2,
+        }
+    }
+}
+
+/// A group metadata record: its kind, the group id, and the snapshot (`None`: the group is gone).
+pub type GroupRecord = (GroupKind, String, Option<Bytes>);
+
+/// One record of the offsets log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogRecord {
+    Offset(OffsetChange),
+    Group(GroupRecord),
+}
+
+/// How a group's committed offsets expire (Kafka's `OffsetExpirationCondition`), given
+/// `offsets.retention.minutes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing expires (a group rebalancing, or one whose subscriptions are unknown).
+    Never,
+    /// Every offset, once the retention passed since `since_ms` (when the group became Empty;
+    /// `None`: each offset's commit time).
+    All { since_ms: Option<i64> },
+    /// Offsets of topics not in the set, each once the retention passed since its commit (an
+    /// empty set: a group without group management, or a consumer group without members).
+    Unsubscribed(std::collections::BTreeSet<String>),
+}
 
 /// Every committed offset of the broker, by group then (topic, partition). Lives on the
 /// coordinator shard.
@@ -125,6 +170,35 @@ impl Offsets {
                     },
                     Some(value.clone()),
                 ));
+            }
+        }
+        out
+    }
+
+    /// The offsets that expired at `now_ms` with `retention_ms`, under each group's `policy`.
+    pub fn expired(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        policy: impl Fn(&str) -> Expiry,
+    ) -> Vec<OffsetKey> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            let expiry = policy(group);
+            for ((topic, partition), value) in offsets {
+                let base = match &expiry {
+                    Expiry::Never => continue,
+                    Expiry::All { since_ms } => since_ms.unwrap_or(value.commit_timestamp_ms),
+                    Expiry::Unsubscribed(subscribed) if subscribed.contains(topic) => continue,
+                    Expiry::Unsubscribed(_) => value.commit_timestamp_ms,
+                };
+                if now_ms.saturating_sub(base) >= retention_ms {
+                    out.push(OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
             }
         }
         out
@@ -218,32 +292,82 @@ fn decode_value(mut buf: Bytes) -> Result<CommittedOffset, String> {
 /// One record batch (magic v2, uncompressed) holding `changes`, ready for
 /// `PartitionLog::append` (which assigns the offsets).
 pub fn encode_batch(changes: &[OffsetChange], now_ms: i64) -> Result<Bytes, String> {
-    assert!(!changes.is_empty());
-    let records: Vec<NewRecord> = changes
+    let records: Vec<LogRecord> = changes.iter().cloned().map(LogRecord::Offset).collect();
+    encode_records(&records, now_ms)
+}
+
+/// One record batch holding `records` (offsets and group metadata).
+pub fn encode_records(records: &[LogRecord], now_ms: i64) -> Result<Bytes, String> {
+    assert!(!records.is_empty());
+    let records: Vec<NewRecord> = records
         .iter()
-        .map(|(key, value)| {
-            (
+        .map(|record| match record {
+            LogRecord::Offset((key, value)) => (
                 Some(encode_key(key)),
                 value.as_ref().map(encode_value),
                 now_ms,
-            )
+            ),
+            LogRecord::Group((kind, group, snapshot)) => {
+                let mut key = BytesMut::with_capacity(4 + group.len());
+                key.put_u16(kind.key_version());
+                put_str16(&mut key, group);
+                let value = snapshot.as_ref().map(|json| {
+                    let mut v = BytesMut::with_capacity(2 + json.len());
+                    v.put_u16(0);
+                    v.put_slice(json);
+                    v.freeze()
+                });
+                (Some(key.freeze()), value, now_ms)
+            }
         })
         .collect();
     batch::encode_batch(&records, Compression::None)
 }
 
+fn decode_record(mut key: Bytes, value: Option<Bytes>) -> Result<LogRecord, String> {
+    if key.remaining() < 2 {
+        return Err("truncated record key".into());
+    }
+    let kind = match u16::from_be_bytes([key[0], key[1]]) {
+        0 => {
+            let key = decode_key(key)?;
+            return Ok(LogRecord::Offset((
+                key,
+                value.map(decode_value).transpose()?,
+            )));
+        }
+        1 => GroupKind::Classic,
+        2 => GroupKind::Consumer,
+        v => return Err(format!("unknown record key version {v}")),
+    };
+    key.advance(2);
+    let group = get_str16(&mut key)?;
+    if key.has_remaining() {
+        return Err("bad group key length".into());
+    }
+    let snapshot = match value {
+        None => None,
+        Some(mut v) => {
+            if v.remaining() < 2 || v.get_u16() != 0 {
+                return Err("unknown group value version".into());
+            }
+            Some(v)
+        }
+    };
+    Ok(LogRecord::Group((kind, group, snapshot)))
+}
+
 /// The changes in whole batches read back from the offsets log, and the offset after the last
 /// record.
-pub fn decode_batches(mut bytes: Bytes) -> Result<(Vec<OffsetChange>, i64), String> {
+pub fn decode_batches(mut bytes: Bytes) -> Result<(Vec<LogRecord>, i64), String> {
     let mut changes = Vec::new();
     let mut next_offset = -1;
     while bytes.has_remaining() {
         let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
         for record in set.records {
             next_offset = record.offset + 1;
-            let key = decode_key(record.key.ok_or("offset record without a key")?)?;
-            let value = record.value.map(decode_value).transpose()?;
-            changes.push((key, value));
+            let key = record.key.ok_or("offset record without a key")?;
+            changes.push(decode_record(key, record.value)?);
         }
     }
     Ok((changes, next_offset))
@@ -279,12 +403,19 @@ mod tests {
         let mut log = BytesMut::new();
         log.extend_from_slice(&encode_batch(&changes, 1).unwrap());
         log.extend_from_slice(&encode_batch(&later, 2).unwrap());
+        let group = LogRecord::Group((GroupKind::Consumer, "g".into(), Some(Bytes::from("{}"))));
+        let gone = LogRecord::Group((GroupKind::Classic, "h".into(), None));
+        log.extend_from_slice(&encode_records(&[group.clone(), gone.clone()], 3).unwrap());
         let (decoded, _) = decode_batches(log.freeze()).unwrap();
-        assert_eq!(decoded.len(), 4);
-        assert_eq!(decoded[3], (key(1), None));
+        assert_eq!(decoded.len(), 6);
+        assert_eq!(decoded[3], LogRecord::Offset((key(1), None)));
+        assert_eq!(decoded[4], group);
+        assert_eq!(decoded[5], gone);
         let mut table = Offsets::default();
         for c in decoded {
-            table.apply(c);
+            if let LogRecord::Offset(c) = c {
+                table.apply(c);
+            }
         }
         assert_eq!(table.get("g", "t", 0), Some(&value(6)));
         assert_eq!(table.get("g", "t", 1), None);
@@ -293,6 +424,59 @@ mod tests {
         assert!(table.of_topics(&["other".to_string()]).is_empty());
         table.apply((key(0), None));
         assert!(!table.has_group("g"));
+    }
+
+    /// Kafka's expiry conditions: an Empty group's offsets all go once the retention passed
+    /// since it became empty; a group without group management loses each offset by its own
+    /// commit time; a stable consumer group only offsets of topics it no longer subscribes to;
+    /// a rebalancing group none.
+    #[test]
+    fn expiry_follows_each_groups_condition() {
+        let mut table = Offsets::default();
+        let at = |group: &str, topic: &str, committed: i64| {
+            (
+                OffsetKey {
+                    group: group.into(),
+                    topic: topic.into(),
+                    partition: 0,
+                },
+                Some(CommittedOffset {
+                    commit_timestamp_ms: committed,
+                    ..value(1)
+                }),
+            )
+        };
+        for change in [
+            at("empty", "t", 0),
+            at("simple", "old", 0),
+            at("simple", "new", 90),
+            at("stable", "t", 0),
+            at("stable", "dropped", 0),
+            at("busy", "t", 0),
+        ] {
+            table.apply(change);
+        }
+        let policy = |g: &str| match g {
+            "empty" => Expiry::All { since_ms: Some(50) },
+            "stable" => Expiry::Unsubscribed(["t".to_string()].into()),
+            "busy" => Expiry::Never,
+            _ => Expiry::Unsubscribed(Default::default()),
+        };
+        let names = |keys: Vec<OffsetKey>| -> Vec<String> {
+            keys.into_iter()
+                .map(|k| format!("{}/{}", k.group, k.topic))
+                .collect()
+        };
+        // Retention 100: at 120 only offsets committed at 0 of the non-empty groups are old
+        // enough; the empty group became empty at 50.
+        assert_eq!(
+            names(table.expired(120, 100, policy)),
+            ["simple/old", "stable/dropped"]
+        );
+        assert_eq!(
+            names(table.expired(200, 100, policy)),
+            ["empty/t", "simple/new", "simple/old", "stable/dropped"]
+        );
     }
 
     /// Many changes make exactly one batch with base offset 0, as `PartitionLog::append`
@@ -311,5 +495,12 @@ mod tests {
     fn truncated_value_is_an_error() {
         assert!(decode_value(Bytes::from_static(&[0, 0, 1])).is_err());
         assert!(decode_key(Bytes::from_static(&[0, 0, 0, 9, b'g'])).is_err());
+        assert!(decode_record(Bytes::from_static(&[0, 7]), None).is_err());
+        assert!(decode_record(Bytes::from_static(&[0, 1, 0, 1, b'g', 0]), None).is_err());
+        assert!(decode_record(
+            Bytes::from_static(&[0, 2, 0, 1, b'g']),
+            Some(Bytes::from_static(&[0]))
+        )
+        .is_err());
     }
 }

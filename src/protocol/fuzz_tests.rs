@@ -229,6 +229,33 @@ fn seed_describe_cluster(v: i16) -> DescribeClusterRequest {
     }
 }
 
+fn seed_consumer_group_heartbeat(v: i16) -> ConsumerGroupHeartbeatRequest {
+    let tp = consumer_group_heartbeat_request::TopicPartitions::default()
+        .with_topic_id(uuid::Uuid::from_bytes([7; 16]))
+        .with_partitions(vec![0, 1]);
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("group-1")))
+        .with_member_id(s("member-1"))
+        .with_member_epoch(3)
+        .with_instance_id(Some(s("instance-1")))
+        .with_rack_id(Some(s("rack-1")))
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("orders"))]))
+        .with_server_assignor(Some(s("uniform")))
+        .with_topic_partitions(Some(vec![tp]));
+    if v >= 1 {
+        req.with_subscribed_topic_regex(Some(s("ord.*")))
+    } else {
+        req
+    }
+}
+
+fn seed_consumer_group_describe(_v: i16) -> ConsumerGroupDescribeRequest {
+    ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(s("group-1")), GroupId(s("group-2"))])
+        .with_include_authorized_operations(true)
+}
+
 fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
     let req = FindCoordinatorRequest::default();
     match v {
@@ -468,7 +495,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         OffsetFetchRequest,
         DescribeGroupsRequest,
         ListGroupsRequest,
-        DeleteGroupsRequest
+        DeleteGroupsRequest,
+        ConsumerGroupHeartbeatRequest,
+        ConsumerGroupDescribeRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -537,6 +566,8 @@ fn served() -> Vec<Served> {
         served!(ListGroupsRequest, seed_list_groups),
         served!(DeleteGroupsRequest, seed_delete_groups),
         served!(OffsetDeleteRequest, seed_offset_delete),
+        served!(ConsumerGroupHeartbeatRequest, seed_consumer_group_heartbeat),
+        served!(ConsumerGroupDescribeRequest, seed_consumer_group_describe),
     ]
 }
 

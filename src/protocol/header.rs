@@ -61,6 +61,9 @@ pub struct ParsedRequest {
     pub header_version: i16,
     /// The request body: a zero-copy slice of the frame.
     pub body: Bytes,
+    /// The client's address as Kafka reports it in group descriptions ("/127.0.0.1"); set by
+    /// the connection (empty until then).
+    pub client_host: std::rc::Rc<str>,
 }
 
 impl ParsedRequest {
@@ -173,6 +176,7 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
         client_id,
         header_version,
         body: buf,
+        client_host: std::rc::Rc::from(""),
     })
 }
 
@@ -421,7 +425,7 @@ mod tests {
             Disposition::UnsupportedApiVersions
         );
         assert_eq!(
-            classify_request(ApiKey::ConsumerGroupHeartbeat as i16, 0),
+            classify_request(ApiKey::ShareGroupHeartbeat as i16, 0),
             Disposition::Close
         );
         assert_eq!(classify_request(999, 0), Disposition::Close);

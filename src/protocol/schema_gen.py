@@ -20,6 +20,7 @@ REQUESTS = {
     "delete_records_request": 21, "init_producer_id_request": 22, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
+    "consumer_group_heartbeat_request": 68, "consumer_group_describe_request": 69,
 }
 
 DECODE = re.compile(

@@ -799,6 +799,47 @@ pub(crate) static DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST: StructSchema 
     ],
 };
 
+pub(crate) static CONSUMER_GROUP_HEARTBEAT_REQUEST_CONSUMERGROUPHEARTBEATREQUEST: StructSchema = StructSchema {
+    name: "ConsumerGroupHeartbeatRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // group_id
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // member_id
+        Field { ty: Ty::Int32, min: 0, max: 1 }, // member_epoch
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // instance_id
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // rack_id
+        Field { ty: Ty::Int32, min: 0, max: 1 }, // rebalance_timeout_ms
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 1 }, // subscribed_topic_names
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // subscribed_topic_regex
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // server_assignor
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CONSUMER_GROUP_HEARTBEAT_REQUEST_TOPICPARTITIONS)), min: 0, max: 1 }, // topic_partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CONSUMER_GROUP_HEARTBEAT_REQUEST_TOPICPARTITIONS: StructSchema = StructSchema {
+    name: "TopicPartitions", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 0, max: 1 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST: StructSchema = StructSchema {
+    name: "ConsumerGroupDescribeRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 1 }, // group_ids
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // include_authorized_operations
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -828,6 +869,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         37 => Some(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSREQUEST), // versions 0-3
         44 => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST), // versions 0-1
         60 => Some(&DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST), // versions 0-2
+        68 => Some(&CONSUMER_GROUP_HEARTBEAT_REQUEST_CONSUMERGROUPHEARTBEATREQUEST), // versions 0-1
+        69 => Some(&CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST), // versions 0-1
         _ => None,
     }
 }

@@ -29,7 +29,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
     ApiSupport { key, min, max }
 }
 
-/// Every API the broker implements, in api-key order. Transactions and KIP-848 groups come later.
+/// Every API the broker implements, in api-key order. Transactions come later.
 pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::Produce, 3, 13),
     api(ApiKey::Fetch, 4, 17),
@@ -57,6 +57,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.
@@ -72,8 +74,9 @@ pub fn supported_range(api_key: i16) -> Option<(i16, i16)> {
 ///
 /// Error NONE, throttle 0, every API of [`SUPPORTED_APIS`]. For v3+ Kafka also sends the
 /// supported and finalized features; a broker without feature flags sends empty lists and
-/// finalized-features epoch -1, which clients accept (they use features only for KIP-848 groups
-/// and transactions v2, which we do not serve yet).
+/// finalized-features epoch -1, which clients accept (librdkafka 2.12 uses the KIP-848 consumer
+/// protocol from the ConsumerGroupHeartbeat entry alone, without the `group.version` feature;
+/// transactions v2 are not served yet).
 pub fn api_versions_response(version: i16) -> ApiVersionsResponse {
     assert!(version >= 0, "ApiVersions version {version}");
     let api_keys = SUPPORTED_APIS
@@ -129,7 +132,11 @@ mod tests {
         assert_eq!(supported_range(ApiKey::Metadata as i16), Some((0, 13)));
         assert_eq!(supported_range(ApiKey::ApiVersions as i16), Some((0, 4)));
         assert_eq!(supported_range(ApiKey::JoinGroup as i16), Some((0, 9)));
-        assert_eq!(supported_range(ApiKey::ConsumerGroupHeartbeat as i16), None);
+        assert_eq!(
+            supported_range(ApiKey::ConsumerGroupHeartbeat as i16),
+            Some((0, 1))
+        );
+        assert_eq!(supported_range(ApiKey::ShareGroupHeartbeat as i16), None);
         assert_eq!(supported_range(-1), None);
     }
 

@@ -91,6 +91,14 @@ enum ReadEnd {
     TimedOut,
 }
 
+/// The client host as Kafka prints it (`InetAddress.toString()` of an unresolved address):
+/// "/" then the IP, from a peer address "ip:port" or "[ipv6]:port".
+fn client_host_of(peer: &str) -> Rc<str> {
+    let host = peer.rsplit_once(':').map_or(peer, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Rc::from(format!("/{host}"))
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
@@ -101,6 +109,7 @@ async fn read_loop(
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     let stall = Duration::from_millis(shard.config.request_read_timeout_ms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let client_host = client_host_of(peer);
     loop {
         // The shard memory for the frame at the front of `buf`, reserved as soon as its size is
         // known and before its body is read, so a shard never holds more request bytes than
@@ -193,13 +202,14 @@ async fn read_loop(
                 None => return "shard stopping".into(),
             },
         };
-        let request = match parse_request_header(frame) {
+        let mut request = match parse_request_header(frame) {
             Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "unparseable request header; closing connection");
                 return format!("bad request header: {e}");
             }
         };
+        request.client_host = client_host.clone();
         let handler_shard = shard.clone();
         let answer = glommio::spawn_local(async move {
             // A bug in one handler must not take the shard (and every other client) down:

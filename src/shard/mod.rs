@@ -121,9 +121,17 @@ impl Shard {
             inflight_kib: Semaphore::new(inflight_kib),
             producer_ids: Cell::new((0, 0)),
             config: config.clone(),
-            groups: groups::GroupCoordinator::new(crate::coordinator::group::GroupConfig {
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            }),
+            groups: groups::GroupCoordinator::new(
+                crate::coordinator::group::GroupConfig {
+                    initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                    offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+                    offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+                },
+                crate::coordinator::consumer_group::ConsumerGroupConfig {
+                    session_timeout_ms: config.group_consumer_session_timeout_ms,
+                    heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                },
+            ),
         })
     }
 
@@ -495,6 +503,8 @@ impl Shard {
             let tick = glommio::timer::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             self.groups.tick(now_ms());
+            self.groups.persist_groups().await;
+            self.groups.maybe_expire_offsets(now_ms()).await;
             if let Err(e) = self.groups.maybe_compact().await {
                 tracing::warn!(error = %e, "compacting the offsets log failed");
             }

@@ -283,6 +283,7 @@ def test_admin_lists_describes_and_deletes_groups(make_broker):
     described = a.describe_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
     d = described.result()
     assert d.state.name == "STABLE" and len(d.members) == 1
+    assert d.members[0].host == "/127.0.0.1", "the client's address, as Kafka shows it"
     assert [tp.partition for tp in d.members[0].assignment.topic_partitions] == [0]
     busy = a.delete_consumer_groups(["admin-group"], request_timeout=T)["admin-group"]
     with pytest.raises(KafkaException) as e:
@@ -376,3 +377,94 @@ def test_static_member_restart_gets_its_partitions_back_at_once(make_broker):
     parts, took = assigned_after()
     assert parts == [0, 1]
     assert took < 2, f"the restarted static member waited {took:.1f}s"
+
+
+# The KIP-848 consumer protocol (group.protocol=consumer, librdkafka >= 2.12): a member killed
+# with SIGKILL is removed when its session (the broker's group.consumer.session.timeout.ms)
+# expires, and its partitions move to the surviving member, which reads every message; the
+# survivor's commits carry its member epoch and are read back by the admin client.
+@pytest.mark.timeout(90)
+def test_consumer_protocol_killed_member_partitions_move(make_broker, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    config = tmp_path / "freshet.toml"
+    config.write_text("group_consumer_session_timeout_ms = 6000\n"
+                      "group_consumer_heartbeat_interval_ms = 500\n")
+    b = make_broker(shards=2, extra_args=["--config", str(config)])
+    a = admin(b)
+    a.create_topics([NewTopic("kip848-expiry", 4, 1)])["kip848-expiry"].result(T)
+    conf = {"bootstrap.servers": b.addr, "group.id": "kip848-expiry-group",
+            "group.protocol": "consumer", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False}
+    script = textwrap.dedent(f"""
+        from confluent_kafka import Consumer
+        c = Consumer({conf!r})
+        c.subscribe(["kip848-expiry"])
+        said = False
+        while True:
+            c.poll(0.2)
+            if c.assignment() and not said:
+                print("assigned", flush=True)
+                said = True
+    """)
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    survivor = Consumer(conf)
+    survivor.subscribe(["kip848-expiry"])
+    try:
+        # Keep polling the survivor while waiting: it must hand over partitions (an
+        # incremental rebalance needs the application to poll).
+        import select
+        victim_assigned = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (victim_assigned
+                                                   and len(survivor.assignment()) == 2):
+            survivor.poll(0.1)
+            if not victim_assigned and select.select([victim.stdout], [], [], 0)[0]:
+                assert victim.stdout.readline().strip() == "assigned"
+                victim_assigned = True
+        assert victim_assigned
+        assert len(survivor.assignment()) == 2, "the two members split the four partitions"
+        # The admin client describes it with ConsumerGroupDescribe.
+        d = a.describe_consumer_groups(["kip848-expiry-group"],
+                                       request_timeout=T)["kip848-expiry-group"].result()
+        assert d.type.name == "CONSUMER" and len(d.members) == 2
+        assert sorted(tp.partition for m in d.members
+                      for tp in m.assignment.topic_partitions) == [0, 1, 2, 3]
+        victim.kill()
+        victim.wait()
+        killed_at = time.monotonic()
+        produce_all(producer(b), [{"topic": "kip848-expiry", "partition": p, "value": b"v%d" % p}
+                                  for p in range(4)])
+        seen = {}
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and (len(seen) < 4 or len(survivor.assignment()) < 4):
+            m = survivor.poll(0.2)
+            if m is not None and m.error() is None:
+                seen[m.value()] = m
+        assert set(seen) == {b"v0", b"v1", b"v2", b"v3"}
+        assert len(survivor.assignment()) == 4
+        assert time.monotonic() - killed_at > 3, "partitions moved only after the session timeout"
+        for m in seen.values():
+            survivor.commit(message=m, asynchronous=False)
+        offsets = a.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions("kip848-expiry-group")],
+            request_timeout=T)["kip848-expiry-group"].result()
+        assert sorted((tp.partition, tp.offset) for tp in offsets.topic_partitions) == \
+            [(p, 1) for p in range(4)]
+        busy = a.delete_consumer_groups(["kip848-expiry-group"],
+                                        request_timeout=T)["kip848-expiry-group"]
+        with pytest.raises(KafkaException) as e:
+            busy.result()
+        assert e.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+    finally:
+        victim.kill()
+        survivor.close()
+    # Once the last member left, the group and its offsets can be deleted.
+    a.delete_consumer_groups(["kip848-expiry-group"],
+                             request_timeout=T)["kip848-expiry-group"].result()
+    listed = a.list_consumer_groups(request_timeout=T).result()
+    assert "kip848-expiry-group" not in {g.group_id for g in listed.valid}

@@ -1,0 +1,105 @@
+//! ConsumerGroupDescribe (KIP-848, API key 69): a consumer group's state, epochs, assignor and
+//! members with their current and target assignments (topic ids and names). A group the
+//! coordinator does not know, or a classic group, gets GROUP_ID_NOT_FOUND, as Kafka 4 answers.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment, DescribedGroup, Member, TopicPartitions,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName,
+};
+
+use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::coordinator::assignor;
+use crate::protocol::header::ParsedRequest;
+use crate::shard::groups::ConsumerGroupDescription;
+use crate::shard::{Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: ConsumerGroupDescribeRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let ids: Vec<String> = body.group_ids.iter().map(|g| g.to_string()).collect();
+    let answers = shard
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            ids.iter()
+                .map(|id| c.groups.consumer_describe(id))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let metadata = shard.metadata();
+    let names: std::collections::HashMap<uuid::Uuid, &str> = metadata
+        .topics
+        .iter()
+        .map(|(name, t)| (t.id, name.as_str()))
+        .collect();
+    let to_assignment = |a: assignor::Assignment| {
+        Assignment::default().with_topic_partitions(
+            a.into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic_id(topic)
+                        .with_topic_name(TopicName(str_bytes(
+                            names.get(&topic).copied().unwrap_or_default(),
+                        )))
+                        .with_partitions(partitions.into_iter().collect())
+                })
+                .collect(),
+        )
+    };
+    let mut response = ConsumerGroupDescribeResponse::default();
+    for (i, group_id) in body.group_ids.iter().enumerate() {
+        let mut g = DescribedGroup::default()
+            .with_group_id(group_id.clone())
+            .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        match answers.as_ref().map(|a| a[i].clone()) {
+            Err(_) => g.error_code = ResponseError::CoordinatorNotAvailable.code(),
+            Ok(Err(message)) => {
+                g.error_code = ResponseError::GroupIdNotFound.code();
+                g.error_message = Some(str_bytes(message));
+                g.group_state = str_bytes("Dead");
+            }
+            Ok(Ok(ConsumerGroupDescription {
+                state,
+                group_epoch,
+                assignment_epoch,
+                assignor,
+                members,
+            })) => {
+                g.group_state = str_bytes(state);
+                g.group_epoch = group_epoch;
+                g.assignment_epoch = assignment_epoch;
+                g.assignor_name = str_bytes(assignor);
+                g.members = members
+                    .into_iter()
+                    .map(|m| {
+                        Member::default()
+                            .with_member_id(str_bytes(m.member_id))
+                            .with_instance_id(m.instance_id.map(str_bytes))
+                            .with_rack_id(m.rack_id.map(str_bytes))
+                            .with_member_epoch(m.member_epoch)
+                            .with_client_id(str_bytes(m.client_id))
+                            .with_client_host(str_bytes(m.client_host))
+                            .with_subscribed_topic_names(
+                                m.subscribed_topic_names
+                                    .into_iter()
+                                    .map(|n| TopicName(str_bytes(n)))
+                                    .collect(),
+                            )
+                            .with_subscribed_topic_regex(m.subscribed_topic_regex.map(str_bytes))
+                            .with_assignment(to_assignment(m.assignment))
+                            .with_target_assignment(to_assignment(m.target_assignment))
+                            // 1: the member uses the consumer protocol (0: classic).
+                            .with_member_type(1)
+                    })
+                    .collect();
+            }
+        }
+        response.groups.push(g);
+    }
+    super::respond(&request, &response)
+}
