@@ -2,9 +2,9 @@
 //!
 //! Ids come from the coordinator shard, reserved durably in blocks so none is reused after a
 //! restart. Every call gets a fresh id with epoch 0 (Kafka bumps the epoch of a known id
-//! instead; a fresh id is equally valid for a client). Sequence numbers are not checked yet:
-//! producer state and transactions (a `transactional_id`) arrive with the exactly-once issue,
-//! and until then a transactional request is refused with INVALID_REQUEST.
+//! instead; a fresh id is equally valid for a client, and Kafka does the same for producers
+//! without a `transactional_id`). Sequences are checked per partition by the log
+//! (`storage::producer_state`).
 
 use std::rc::Rc;
 

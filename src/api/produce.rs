@@ -7,8 +7,8 @@
 //! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
 //! single node: answered when durable.
 //!
-//! Not yet: idempotent/transactional producer state (producer ids and sequences are stored
-//! as sent but not checked), which arrives with the exactly-once issue.
+//! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
+//! done by the owner's log where offsets are assigned (`storage::producer_state`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -382,6 +382,31 @@ fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
     None
 }
 
+/// The type of a control batch's marker: `Some(true)` commit, `Some(false)` abort; `None` if
+/// the batch is not an uncompressed control batch with a readable marker key (Kafka's
+/// `EndTransactionMarker` key: version int16, type int16).
+pub fn control_type(batch: &[u8]) -> Option<bool> {
+    let h = header(batch)?;
+    if !h.is_control() || h.compression() != 0 || h.records_count() < 1 {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    let _len = read_varlong(batch, &mut pos, 5)?;
+    pos += 1; // attributes
+    let _ts_delta = read_varlong(batch, &mut pos, 10)?;
+    let _offset_delta = read_varlong(batch, &mut pos, 5)?;
+    let key_len = read_varlong(batch, &mut pos, 5)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(pos..pos + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 /// `(offset, timestamp)` of every record of one validated, *uncompressed* batch, read from the
 /// record headers without decoding keys, values or headers. For a LogAppendTime batch every
 /// record's timestamp is the batch's `maxTimestamp`. `None` if the batch is compressed;

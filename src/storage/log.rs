@@ -27,6 +27,13 @@
 //!
 //! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
 //!
+//! Idempotence: a record set with a producer id must be one batch; it is judged by the log's
+//! [`ProducerStateTable`] right before offsets are assigned, with no await in between, so
+//! appends are judged in offset order. A duplicate writes nothing and is answered with the
+//! original offsets once they are durable. A failed flush forgets producer state above the
+//! high watermark. The table is written as a snapshot at each roll and at close, and rebuilt on
+//! open (see [`producer_snapshot`]).
+//!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
 //! above it are dropped, and the next append rewrites from the durable end. Indexes only ever
@@ -69,6 +76,8 @@ use super::cache::TailCache;
 use super::checkpoint::{self, Checkpoint};
 use super::index::{OffsetIndex, TimeIndex};
 use super::io::{self, align_down, DataFile, DIRECT_IO_ALIGN};
+use super::producer_snapshot;
+use super::producer_state::{BatchFacts, Check, ProducerError, ProducerStateTable};
 use super::{AppendInfo, LogConfig, ReadData, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -304,6 +313,11 @@ struct Inner {
     meta_locked: bool,
     /// Successful flush rounds (one fdatasync each).
     flush_count: u64,
+    /// Idempotence and transaction state, updated where offsets are assigned.
+    producers: ProducerStateTable,
+    /// Producer snapshot captured when a roll was decided: (new segment base, encoded state),
+    /// written once that segment is durable.
+    roll_snapshot: Option<(i64, Vec<u8>)>,
 }
 
 impl Inner {
@@ -877,11 +891,14 @@ impl PartitionLog {
                     checkpoint,
                     meta_locked: false,
                     flush_count: 0,
+                    producers: ProducerStateTable::new(),
+                    roll_snapshot: None,
                 }),
             }),
         };
         // Segments wholly below the log start are garbage from an interrupted deletion.
         log.delete_segments_below_start().await?;
+        log.rebuild_producer_state().await?;
         Ok(log)
     }
 
@@ -902,6 +919,20 @@ impl PartitionLog {
             )
         };
         let infos = batch::validate_record_set(&records, max_message_bytes)?;
+        let facts: Vec<BatchFacts> = infos
+            .iter()
+            .filter_map(|b| batch::header(&records[b.pos..]).map(BatchFacts::of))
+            .collect();
+        if facts.iter().any(|f| f.control) {
+            return Err(StorageError::InvalidRecord(
+                "clients are not allowed to write control records".into(),
+            ));
+        }
+        if facts.len() > 1 && facts.iter().any(BatchFacts::has_producer) {
+            return Err(StorageError::InvalidRecord(
+                "an idempotent or transactional record set must be exactly one batch".into(),
+            ));
+        }
         let set_len = records.len();
         // Backpressure: bounded unflushed bytes per log.
         loop {
@@ -918,6 +949,19 @@ impl PartitionLog {
         }
         let mut buf = BytesMut::from(&records[..]);
         drop(records);
+        // Producer checks run here, with no await before offsets are assigned below, so
+        // appends on this partition are judged in offset order.
+        if let Some(f) = facts.first().filter(|f| f.has_producer()) {
+            let check = shared.inner.borrow().producers.check(f);
+            if let Check::Duplicate {
+                first_offset,
+                last_offset,
+            } = check.map_err(producer_error)?
+            {
+                tracing::debug!(dir = %shared.dir.display(), producer_id = f.producer_id, first_offset, "duplicate batch");
+                return self.await_duplicate(first_offset, last_offset).await;
+            }
+        }
         let slot: SlotRef = Rc::new(RefCell::new(Slot::default()));
         let (info, spawn_flusher) = {
             let mut inner = shared.inner.borrow_mut();
@@ -940,6 +984,7 @@ impl PartitionLog {
             };
             if roll {
                 inner.segments.push_back(Segment::new(leo, now_ms));
+                inner.roll_snapshot = Some((leo, inner.producers.encode()));
             }
             let log_append_time = match ts_type {
                 TimestampType::LogAppendTime => now_ms,
@@ -973,6 +1018,11 @@ impl PartitionLog {
                     data_start: b.pos,
                 });
                 next += b.offset_count;
+            }
+            for (f, pb) in facts.iter().zip(&pending_batches) {
+                inner
+                    .producers
+                    .apply(f, pb.base_offset, pb.max_timestamp, None);
             }
             let data = buf.freeze();
             for pb in &pending_batches {
@@ -1340,7 +1390,81 @@ impl PartitionLog {
             }
             cp
         };
-        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await
+        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
+        // Everything accepted is durable now: the state covers exactly the log.
+        let state = shared.inner.borrow().producers.encode();
+        producer_snapshot::write(&shared.dir, cp.recovery_offset, state).await
+    }
+
+    /// Answer a duplicate batch with its original offsets once they are durable.
+    async fn await_duplicate(
+        &self,
+        first_offset: i64,
+        last_offset: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let shared = &*self.shared;
+        loop {
+            {
+                let inner = shared.inner.borrow();
+                if inner.high_watermark > last_offset {
+                    return Ok(AppendInfo {
+                        base_offset: first_offset,
+                        last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: inner.log_start_offset,
+                    });
+                }
+                if inner.life != Life::Open {
+                    return Err(StorageError::Closed);
+                }
+                if inner.log_end_offset <= last_offset {
+                    // The original failed to flush and was rolled back: the client retries.
+                    return Err(StorageError::Io {
+                        op: "append (duplicate of a failed write)",
+                        source: std::io::Error::other("the original batch was not written"),
+                    });
+                }
+            }
+            wait_change(shared).await;
+        }
+    }
+
+    /// Load the newest producer snapshot and replay the batches after it (module docs of
+    /// [`producer_snapshot`]).
+    async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
+        let (log_start, log_end) = {
+            let inner = self.shared.inner.borrow();
+            (inner.log_start_offset, inner.high_watermark)
+        };
+        let (snapshot_offset, mut table) =
+            producer_snapshot::load(&self.shared.dir, log_end).await?;
+        let mut offset = snapshot_offset.max(log_start);
+        while offset < log_end {
+            let data = self.read(offset, SCAN_READ_BYTES, true).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            for b in &data.batches {
+                let Some(h) = batch::header(b) else { break };
+                let next = h.last_offset() + 1;
+                if next <= offset {
+                    continue;
+                }
+                let f = BatchFacts::of(h);
+                let marker = if f.control {
+                    batch::control_type(b)
+                } else {
+                    None
+                };
+                table.apply(&f, h.base_offset(), h.max_timestamp(), marker);
+                offset = next;
+            }
+        }
+        if !table.is_empty() {
+            tracing::debug!(dir = %self.shared.dir.display(), producers = table.len(), snapshot_offset, "producer state rebuilt");
+        }
+        self.shared.inner.borrow_mut().producers = table;
+        Ok(())
     }
 
     /// Close and remove the partition directory and all its files.
@@ -1672,6 +1796,7 @@ async fn settle(
                 io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await;
             if res.is_ok() {
                 shared.inner.borrow_mut().checkpoint = cp;
+                write_roll_snapshot(shared, r.plan.segment_base).await;
             }
             res
         }
@@ -1937,7 +2062,35 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
         s.next_offset = s.durable_next_offset;
     }
     shared.cache.truncate_from(shared.cache_id, hw);
+    inner.producers.truncate_from(hw);
     for c in &failed {
         complete(&c.slot, Err(failure.clone()));
+    }
+}
+
+/// The storage error for a producer-state refusal.
+fn producer_error(e: ProducerError) -> StorageError {
+    match e {
+        ProducerError::InvalidEpoch(m) => StorageError::InvalidProducerEpoch(m),
+        ProducerError::OutOfOrder(m) => StorageError::OutOfOrderSequence(m),
+        ProducerError::Invalid(m) => StorageError::InvalidRecord(m),
+    }
+}
+
+/// Write the producer snapshot captured at the roll to `segment_base`, now durable. Best
+/// effort: without it recovery replays from an older snapshot.
+async fn write_roll_snapshot(shared: &Shared, segment_base: i64) {
+    let data = {
+        let mut inner = shared.inner.borrow_mut();
+        match inner.roll_snapshot.take() {
+            Some((base, data)) if base == segment_base => data,
+            other => {
+                inner.roll_snapshot = other;
+                return;
+            }
+        }
+    };
+    if let Err(e) = producer_snapshot::write(&shared.dir, segment_base, data).await {
+        tracing::warn!(dir = %shared.dir.display(), error = %e, "writing the producer snapshot failed");
     }
 }

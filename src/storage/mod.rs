@@ -14,6 +14,8 @@
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).
 //! - [`cache`]: the per-shard tail cache.
 //! - [`checkpoint`]: the recovery checkpoint file.
+//! - [`producer_state`]: idempotence/transaction state of a partition (pure).
+//! - [`producer_snapshot`]: its snapshot files.
 //! - [`io`]: the only code that touches glommio files and `std::fs`.
 //!
 //! Guarantees: an append resolves `Ok` only once its batches are fdatasync'd; reads never pass
@@ -27,6 +29,8 @@ pub mod checkpoint;
 pub mod index;
 pub mod io;
 pub mod log;
+pub mod producer_snapshot;
+pub mod producer_state;
 
 use bytes::Bytes;
 
@@ -113,6 +117,12 @@ pub enum StorageError {
     /// A timestamp the topic does not accept: INVALID_TIMESTAMP.
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
+    /// The batch's producer epoch is older than the producer's: INVALID_PRODUCER_EPOCH.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// The batch's sequence does not continue its producer's: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
     /// The log was closed or deleted.
     #[error("partition log is closed")]
     Closed,
