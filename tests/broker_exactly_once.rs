@@ -406,3 +406,254 @@ fn idempotent_producer_with_cut_connections_delivers_exactly_once() {
         eprintln!("{N} messages exactly once through {cuts} cut connections ({dup_batches} duplicate batches logged)");
     })
 }
+
+// ---- transactions ----
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TXN_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn txn_producer(bootstrap: &str, transactional_id: &str, extra: &[(&str, &str)]) -> BaseProducer {
+    let mut config = client_config(
+        bootstrap,
+        &[
+            ("transactional.id", transactional_id),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"),
+        ],
+    );
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let p: BaseProducer = config.create().expect("transactional producer");
+    p.init_transactions(TXN_OP_TIMEOUT)
+        .expect("init_transactions");
+    p
+}
+
+/// Sends `values` round-robin over `partitions` and waits until all are delivered.
+fn send_all(p: &BaseProducer, topic: &str, partitions: i32, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        let record = BaseRecord::<str, str>::to(topic)
+            .partition(i as i32 % partitions)
+            .payload(v);
+        p.send(record).map_err(|(e, _)| e).expect("enqueue");
+    }
+    p.flush(TXN_OP_TIMEOUT).expect("flush");
+}
+
+fn values(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i:03}")).collect()
+}
+
+fn sorted_values(got: Vec<(i32, String)>) -> Vec<String> {
+    let mut v: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
+    v.sort();
+    v
+}
+
+fn expect_sorted(parts: &[&[String]]) -> Vec<String> {
+    let mut v: Vec<String> = parts.iter().flat_map(|p| p.iter().cloned()).collect();
+    v.sort();
+    v
+}
+
+/// Committed transactions are visible to read_committed consumers and aborted ones are not;
+/// read_uncommitted consumers see both; an open transaction holds read_committed readers at
+/// its first offset (the LSO) until it commits.
+#[test]
+fn committed_transactions_are_visible_and_aborted_ones_are_not() {
+    within(Duration::from_secs(120), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "txn", 2);
+        let p = txn_producer(&broker.addr(), "txn-visibility", &[]);
+        let (c1, a1, c2, open) = (
+            values("c1", 10),
+            values("a1", 10),
+            values("c2", 10),
+            values("open", 6),
+        );
+        p.begin_transaction().unwrap();
+        send_all(&p, "txn", 2, &c1);
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit 1");
+        p.begin_transaction().unwrap();
+        send_all(&p, "txn", 2, &a1);
+        p.abort_transaction(TXN_OP_TIMEOUT).expect("abort");
+        p.begin_transaction().unwrap();
+        send_all(&p, "txn", 2, &c2);
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit 2");
+        p.begin_transaction().unwrap();
+        send_all(&p, "txn", 2, &open);
+
+        let committed = sorted_values(read_all(&broker.addr(), "txn", 2, "read_committed"));
+        assert_eq!(committed, expect_sorted(&[&c1, &c2]));
+        let uncommitted = sorted_values(read_all(&broker.addr(), "txn", 2, "read_uncommitted"));
+        assert_eq!(uncommitted, expect_sorted(&[&c1, &a1, &c2, &open]));
+
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit 3");
+        let committed = sorted_values(read_all(&broker.addr(), "txn", 2, "read_committed"));
+        assert_eq!(committed, expect_sorted(&[&c1, &c2, &open]));
+    })
+}
+
+/// A second producer with the same transactional.id fences the first: the first's open
+/// transaction is aborted and its commit fails.
+#[test]
+fn second_producer_with_same_transactional_id_fences_the_first() {
+    within(Duration::from_secs(120), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "fence", 1);
+        let zombie = txn_producer(&broker.addr(), "txn-fence", &[]);
+        zombie.begin_transaction().unwrap();
+        let lost = values("zombie", 5);
+        send_all(&zombie, "fence", 1, &lost);
+
+        let fresh = txn_producer(&broker.addr(), "txn-fence", &[]);
+        let err = zombie
+            .commit_transaction(TXN_OP_TIMEOUT)
+            .expect_err("the fenced producer cannot commit");
+        eprintln!("zombie commit failed as expected: {err}");
+        fresh.begin_transaction().unwrap();
+        let kept = values("fresh", 5);
+        send_all(&fresh, "fence", 1, &kept);
+        fresh.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        let committed = sorted_values(read_all(&broker.addr(), "fence", 1, "read_committed"));
+        assert_eq!(committed, kept);
+    })
+}
+
+/// send_offsets_to_transaction commits consumer offsets with the transaction: not before the
+/// commit, never for an abort.
+#[test]
+fn offsets_sent_to_a_transaction_commit_with_it() {
+    use rdkafka::consumer::CommitMode;
+    within(Duration::from_secs(120), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "eo-in", 2);
+        create_topic_raw(&mut conn, "eo-out", 1);
+        let group = "eo-group";
+        let consumer: BaseConsumer = client_config(
+            &broker.addr(),
+            &[("group.id", group), ("enable.auto.commit", "false")],
+        )
+        .create()
+        .expect("consumer");
+        let committed = |c: &BaseConsumer| -> Vec<Offset> {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition("eo-in", 0);
+            tpl.add_partition("eo-in", 1);
+            let got = c.committed_offsets(tpl, TXN_OP_TIMEOUT).expect("committed");
+            got.elements().iter().map(|e| e.offset()).collect()
+        };
+        // A plain commit first, so the group exists with known offsets.
+        let mut start = TopicPartitionList::new();
+        start
+            .add_partition_offset("eo-in", 0, Offset::Offset(1))
+            .unwrap();
+        start
+            .add_partition_offset("eo-in", 1, Offset::Offset(1))
+            .unwrap();
+        consumer
+            .commit(&start, CommitMode::Sync)
+            .expect("plain commit");
+        let cgm = consumer.group_metadata().expect("group metadata");
+
+        let p = txn_producer(&broker.addr(), "txn-offsets", &[]);
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("eo-in", 0, Offset::Offset(10))
+            .unwrap();
+        offsets
+            .add_partition_offset("eo-in", 1, Offset::Offset(20))
+            .unwrap();
+
+        // Aborted: the offsets are not committed.
+        p.begin_transaction().unwrap();
+        send_all(&p, "eo-out", 1, &values("aborted", 3));
+        p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        p.abort_transaction(TXN_OP_TIMEOUT).expect("abort");
+        assert_eq!(
+            committed(&consumer),
+            vec![Offset::Offset(1), Offset::Offset(1)]
+        );
+
+        // Committed: they are, together with the output.
+        p.begin_transaction().unwrap();
+        let out = values("out", 3);
+        send_all(&p, "eo-out", 1, &out);
+        p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        assert_eq!(
+            committed(&consumer),
+            vec![Offset::Offset(1), Offset::Offset(1)],
+            "not before the commit"
+        );
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        assert_eq!(
+            committed(&consumer),
+            vec![Offset::Offset(10), Offset::Offset(20)]
+        );
+        let got = sorted_values(read_all(&broker.addr(), "eo-out", 1, "read_committed"));
+        assert_eq!(got, out);
+    })
+}
+
+/// kill -9 in the middle of a transaction: after the restart the transaction is aborted, not
+/// half visible, and read_committed readers are not stuck behind it; the committed one before
+/// it stays visible.
+#[test]
+fn kill_9_mid_transaction_aborts_it() {
+    within(Duration::from_secs(120), || {
+        let mut broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "crash", 2);
+        drop(conn);
+        let p = txn_producer(&broker.addr(), "txn-crash", &[]);
+        let before = values("before", 8);
+        p.begin_transaction().unwrap();
+        send_all(&p, "crash", 2, &before);
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        p.begin_transaction().unwrap();
+        let torn = values("torn", 8);
+        send_all(&p, "crash", 2, &torn);
+        drop(p);
+        broker.kill9();
+        broker.start_again();
+        // The recovered coordinator aborts the open transaction on its first ticks.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let committed = sorted_values(read_all(&broker.addr(), "crash", 2, "read_committed"));
+            let all = sorted_values(read_all(&broker.addr(), "crash", 2, "read_uncommitted"));
+            assert_eq!(
+                all,
+                expect_sorted(&[&before, &torn]),
+                "acknowledged data kept"
+            );
+            if committed == before {
+                break;
+            }
+            assert!(
+                committed.len() <= before.len(),
+                "the torn transaction became visible: {committed:?}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "read_committed stuck: {committed:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The transactional id is usable again.
+        let p = txn_producer(&broker.addr(), "txn-crash", &[]);
+        p.begin_transaction().unwrap();
+        let after = values("after", 4);
+        send_all(&p, "crash", 2, &after);
+        p.commit_transaction(TXN_OP_TIMEOUT)
+            .expect("commit after restart");
+        let committed = sorted_values(read_all(&broker.addr(), "crash", 2, "read_committed"));
+        assert_eq!(committed, expect_sorted(&[&before, &after]));
+    })
+}

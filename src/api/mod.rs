@@ -7,6 +7,8 @@
 //! dispatches. A request body that does not decode closes the connection, as Kafka does with
 //! an `InvalidRequestException`; other connections are unaffected.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
@@ -18,6 +20,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -32,6 +35,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -94,6 +98,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ListGroups => list_groups::handle(shard, request).await,
         ApiKey::DeleteGroups => delete_groups::handle(shard, request).await,
         ApiKey::OffsetDelete => offset_delete::handle(shard, request).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, request).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, request).await,
+        ApiKey::EndTxn => end_txn::handle(shard, request).await,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

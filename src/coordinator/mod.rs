@@ -5,10 +5,13 @@
 //! topic configs. Classic consumer groups: [`group`] is their state machine (pure, driven by
 //! requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
 //! offsets table with its record format; `shard::groups` runs both on shard 0 and keeps the
-//! offsets in an internal log. KIP-848 groups and transactions join them in their issues.
+//! offsets in an internal log. Transactions: [`txn`] is the
+//! transaction coordinator's state machine (pure); `shard::txns` runs it with its internal log.
+//! KIP-848 groups join them in their issue.
 
 pub mod group;
 pub mod metadata;
 pub mod offsets;
 pub mod store;
 pub mod topic_config;
+pub mod txn;

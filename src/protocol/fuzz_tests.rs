@@ -167,6 +167,63 @@ fn seed_init_producer_id(_v: i16) -> InitProducerIdRequest {
         .with_transaction_timeout_ms(60_000)
 }
 
+fn seed_add_partitions_to_txn(v: i16) -> AddPartitionsToTxnRequest {
+    let topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![0, 3]);
+    if v >= 4 {
+        let t = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(s("txn-1")))
+            .with_producer_id(ProducerId(7))
+            .with_producer_epoch(2)
+            .with_verify_only(true)
+            .with_topics(vec![topic]);
+        AddPartitionsToTxnRequest::default().with_transactions(vec![t])
+    } else {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("txn-1")))
+            .with_v3_and_below_producer_id(ProducerId(7))
+            .with_v3_and_below_producer_epoch(2)
+            .with_v3_and_below_topics(vec![topic])
+    }
+}
+
+fn seed_add_offsets_to_txn(_v: i16) -> AddOffsetsToTxnRequest {
+    AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_group_id(GroupId(s("readers")))
+}
+
+fn seed_end_txn(_v: i16) -> EndTxnRequest {
+    EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_committed(true)
+}
+
+fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
+    let part = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+        .with_partition_index(1)
+        .with_committed_offset(99)
+        .with_committed_metadata(Some(s("m")));
+    let topic = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![part]);
+    let mut req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_group_id(GroupId(s("readers")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_topics(vec![topic]);
+    if v >= 3 {
+        req = req.with_generation_id(4).with_member_id(s("member-1"));
+    }
+    req
+}
+
 fn seed_describe_configs(v: i16) -> DescribeConfigsRequest {
     let r = describe_configs_request::DescribeConfigsResource::default()
         .with_resource_type(2)
@@ -468,7 +525,11 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         OffsetFetchRequest,
         DescribeGroupsRequest,
         ListGroupsRequest,
-        DeleteGroupsRequest
+        DeleteGroupsRequest,
+        AddPartitionsToTxnRequest,
+        AddOffsetsToTxnRequest,
+        EndTxnRequest,
+        TxnOffsetCommitRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -537,6 +598,10 @@ fn served() -> Vec<Served> {
         served!(ListGroupsRequest, seed_list_groups),
         served!(DeleteGroupsRequest, seed_delete_groups),
         served!(OffsetDeleteRequest, seed_offset_delete),
+        served!(AddPartitionsToTxnRequest, seed_add_partitions_to_txn),
+        served!(AddOffsetsToTxnRequest, seed_add_offsets_to_txn),
+        served!(EndTxnRequest, seed_end_txn),
+        served!(TxnOffsetCommitRequest, seed_txn_offset_commit),
     ]
 }
 

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod notify;
 pub mod router;
 pub mod runtime;
+pub mod txns;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -92,6 +93,8 @@ pub struct Shard {
     producer_ids: Cell<(i64, i64)>,
     /// Coordinator shard only: consumer groups and committed offsets.
     pub groups: groups::GroupCoordinator,
+    /// Coordinator shard only: transactions.
+    pub txns: txns::TxnCoordinator,
 }
 
 impl Shard {
@@ -121,6 +124,7 @@ impl Shard {
             groups: groups::GroupCoordinator::new(crate::coordinator::group::GroupConfig {
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
             }),
+            txns: txns::TxnCoordinator::new(),
         })
     }
 
@@ -446,6 +450,13 @@ impl Shard {
         {
             tracing::error!(error = %e, "loading committed offsets failed; group APIs answer COORDINATOR_NOT_AVAILABLE");
         }
+        if let Err(e) = self
+            .txns
+            .load(&self.config.data_dir, self.cache.clone())
+            .await
+        {
+            tracing::error!(error = %e, "loading transaction state failed; transaction APIs answer COORDINATOR_NOT_AVAILABLE");
+        }
     }
 
     /// Coordinator shard: ticks the group state machine every
@@ -457,6 +468,7 @@ impl Shard {
             let tick = glommio::timer::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             self.groups.tick(now_ms());
+            txns::tick(&self);
             if let Err(e) = self.groups.maybe_compact().await {
                 tracing::warn!(error = %e, "compacting the offsets log failed");
             }

@@ -907,6 +907,58 @@ impl PartitionLog {
     /// in place, stamps LogAppendTime (fixing the CRC) when configured, appends, and resolves
     /// once the data is fdatasync'd (group commit). Either all batches are appended or none.
     pub async fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, now_ms, true).await
+    }
+
+    /// Append a transaction marker (a control batch) for `producer_id` at `epoch`, as the
+    /// transaction coordinator does. Ends the producer's open transaction on this partition;
+    /// an aborted one enters the aborted-transaction index. A marker older than the
+    /// producer's epoch is refused (INVALID_PRODUCER_EPOCH).
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let marker =
+            batch::encode_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms)
+                .map_err(StorageError::InvalidRecord)?;
+        self.append_from(marker, now_ms, false).await
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark. read_committed fetches stop there.
+    pub fn last_stable_offset(&self) -> i64 {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .first_unstable_offset()
+            .map_or(inner.high_watermark, |o| o.min(inner.high_watermark))
+    }
+
+    /// Aborted transactions overlapping `[from, to)` as (producer id, first offset).
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.shared.inner.borrow().producers.aborted_in(from, to)
+    }
+
+    /// Every producer of this partition with its state (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, super::producer_state::ProducerEntry)> {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
+    }
+
+    async fn append_from(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        from_client: bool,
+    ) -> Result<AppendInfo, StorageError> {
         let shared = &*self.shared;
         let (max_message_bytes, ts_type) = {
             let inner = shared.inner.borrow();
@@ -923,7 +975,11 @@ impl PartitionLog {
             .iter()
             .filter_map(|b| batch::header(&records[b.pos..]).map(BatchFacts::of))
             .collect();
-        if facts.iter().any(|f| f.control) {
+        let markers: Vec<Option<bool>> = infos
+            .iter()
+            .map(|b| batch::control_type(&records[b.pos..b.pos + b.len]))
+            .collect();
+        if from_client && facts.iter().any(|f| f.control) {
             return Err(StorageError::InvalidRecord(
                 "clients are not allowed to write control records".into(),
             ));
@@ -1019,10 +1075,10 @@ impl PartitionLog {
                 });
                 next += b.offset_count;
             }
-            for (f, pb) in facts.iter().zip(&pending_batches) {
+            for ((f, pb), marker) in facts.iter().zip(&pending_batches).zip(&markers) {
                 inner
                     .producers
-                    .apply(f, pb.base_offset, pb.max_timestamp, None);
+                    .apply(f, pb.base_offset, pb.max_timestamp, *marker);
             }
             let data = buf.freeze();
             for pb in &pending_batches {
@@ -1098,8 +1154,21 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadData, StorageError> {
+        self.read_upto(offset, max_bytes, min_one_batch, i64::MAX)
+            .await
+    }
+
+    /// [`PartitionLog::read`], returning only batches that start below `end` (the last stable
+    /// offset for read_committed fetches).
+    pub async fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        end: i64,
+    ) -> Result<ReadData, StorageError> {
         let shared = &*self.shared;
-        let (file, start_pos, end_pos, hw, log_start) = {
+        let (file, start_pos, end_pos, hw, log_start, limit) = {
             let inner = shared.inner.borrow();
             if inner.life == Life::Closed {
                 return Err(StorageError::Closed);
@@ -1118,13 +1187,14 @@ impl PartitionLog {
                 high_watermark: hw,
                 log_start_offset: log_start,
             };
-            if offset == hw {
+            let limit = hw.min(end);
+            if offset >= limit {
                 return Ok(empty);
             }
             if let Some(batches) =
                 shared
                     .cache
-                    .read(shared.cache_id, offset, hw, max_bytes, min_one_batch)
+                    .read(shared.cache_id, offset, limit, max_bytes, min_one_batch)
             {
                 return Ok(ReadData { batches, ..empty });
             }
@@ -1136,7 +1206,7 @@ impl PartitionLog {
                 return Ok(empty);
             };
             let pos = seg.offset_index.lookup(seg.rel(offset));
-            (file, u64::from(pos), seg.durable_len, hw, log_start)
+            (file, u64::from(pos), seg.durable_len, hw, log_start, limit)
         };
         let interval = shared.inner.borrow().config.index_interval_bytes as usize;
         let batches = read_from_disk(
@@ -1144,7 +1214,7 @@ impl PartitionLog {
             start_pos,
             end_pos,
             offset,
-            hw,
+            limit,
             max_bytes,
             min_one_batch,
             interval,
@@ -1494,6 +1564,7 @@ impl PartitionLog {
         inner.checkpoint.log_start_offset = offset;
         inner.log_start_offset = inner.log_start_offset.max(offset);
         shared.cache.evict_below(shared.cache_id, offset);
+        inner.producers.forget_aborted_below(offset);
         Ok(())
     }
 

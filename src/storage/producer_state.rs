@@ -155,6 +155,8 @@ pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
     /// Open transactions: first offset -> producer id.
     ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions in marker order (the aborted-transaction index).
+    aborted: Vec<CompletedTxn>,
 }
 
 impl ProducerStateTable {
@@ -185,6 +187,24 @@ impl ProducerStateTable {
     /// First offset of the oldest open transaction, if any (the LSO bound).
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.keys().next().copied()
+    }
+
+    /// Aborted transactions overlapping `[from, to)`, as (producer id, first offset), for a
+    /// read_committed fetch of that range.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        // Markers come in offset order: skip those ending before `from`.
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// Forget aborted transactions wholly below `offset` (the log start moved past them).
+    pub fn forget_aborted_below(&mut self, offset: i64) {
+        let n = self.aborted.partition_point(|a| a.last_offset < offset);
+        self.aborted.drain(..n);
     }
 
     /// Open transactions as (producer id, first offset).
@@ -279,12 +299,16 @@ impl ProducerStateTable {
         if b.control {
             let first = entry.txn_first_offset.take()?;
             self.ongoing.remove(&first);
-            return Some(CompletedTxn {
+            let done = CompletedTxn {
                 producer_id: b.producer_id,
                 first_offset: first,
                 last_offset,
                 aborted: marker_commit == Some(false),
-            });
+            };
+            if done.aborted {
+                self.aborted.push(done);
+            }
+            return Some(done);
         }
         entry.batches.push_back(BatchMeta {
             first_seq: b.first_seq,
@@ -311,6 +335,7 @@ impl ProducerStateTable {
             }
             !e.batches.is_empty() || e.txn_first_offset.is_some()
         });
+        self.aborted.retain(|a| a.last_offset < offset);
         self.ongoing = self
             .producers
             .iter()
@@ -340,6 +365,12 @@ impl ProducerStateTable {
                 out.extend_from_slice(&m.first_offset.to_be_bytes());
                 out.extend_from_slice(&m.last_offset.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -395,6 +426,18 @@ impl ProducerStateTable {
                     last_timestamp,
                 },
             );
+        }
+        let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+        if n > SNAPSHOT_PRODUCERS_MAX {
+            return None;
+        }
+        for _ in 0..n {
+            table.aborted.push(CompletedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+                aborted: true,
+            });
         }
         (r.pos == body.len()).then_some(table)
     }
@@ -558,6 +601,12 @@ mod tests {
             })
         );
         assert_eq!(t.first_unstable_offset(), Some(12));
+        assert_eq!(t.aborted_in(0, 100), vec![(5, 10)]);
+        assert_eq!(t.aborted_in(13, 100), vec![(5, 10)]);
+        assert_eq!(t.aborted_in(14, 100), vec![]);
+        assert_eq!(t.aborted_in(0, 10), vec![]);
+        let snap = ProducerStateTable::decode(&t.encode()).expect("round trip");
+        assert_eq!(snap, t);
         // The producer's sequence survives its marker.
         assert_eq!(append(&mut t, facts(5, 0, 2, 1), 14), Check::Append);
         // Truncating below the open transaction forgets it.
