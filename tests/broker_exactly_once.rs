@@ -657,3 +657,141 @@ fn kill_9_mid_transaction_aborts_it() {
         assert_eq!(committed, expect_sorted(&[&before, &after]));
     })
 }
+
+const INVALID_TXN_STATE: i16 = 48;
+
+fn transactional_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("t-{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode batch");
+    buf.freeze()
+}
+
+/// (high watermark, last stable offset, aborted transactions) of `topic`/0 for a
+/// read_committed fetch from offset 0.
+fn fetch_committed_state(conn: &mut RawConn, topic: &str) -> (i64, i64, Vec<(i64, i64)>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response = conn.request(11, &request).expect("Fetch");
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    let aborted = p
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    (p.high_watermark, p.last_stable_offset, aborted)
+}
+
+/// Over raw protocol: a transactional batch to a partition outside the producer's transaction
+/// is refused (INVALID_TXN_STATE), so no stray write can hold the LSO; inside it, the LSO stays
+/// at the transaction's first offset until EndTxn, and an aborted transaction is listed to
+/// read_committed fetches.
+#[test]
+fn transactional_writes_are_verified_and_bound_the_stable_offset() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, ProducerId, TransactionalId,
+    };
+    within(Duration::from_secs(60), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "verify", 1);
+        let tid = TransactionalId(StrBytes::from_static_str("raw-txn"));
+        let init = conn
+            .request(
+                4,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(tid.clone()))
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .expect("InitProducerId");
+        assert_eq!(init.error_code, 0);
+        let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+        assert_eq!(
+            produce_raw(&mut conn, "verify", transactional_batch(pid, epoch, 0, 2)).0,
+            INVALID_TXN_STATE,
+            "not added to the transaction"
+        );
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(tid.clone())
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("verify")))
+                .with_partitions(vec![0])]);
+        let added = conn.request(3, &add).expect("AddPartitionsToTxn");
+        assert_eq!(
+            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        assert_eq!(
+            produce_raw(&mut conn, "verify", transactional_batch(pid, epoch, 0, 2)),
+            (0, 0)
+        );
+        assert_eq!(
+            produce_raw(&mut conn, "verify", transactional_batch(pid, epoch, 2, 2)),
+            (0, 2)
+        );
+        assert_eq!(fetch_committed_state(&mut conn, "verify"), (4, 0, vec![]));
+        let end = EndTxnRequest::default()
+            .with_transactional_id(tid.clone())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(false);
+        assert_eq!(conn.request(3, &end).expect("EndTxn").error_code, 0);
+        // The abort marker is offset 4; the LSO is the high watermark again.
+        assert_eq!(
+            fetch_committed_state(&mut conn, "verify"),
+            (5, 5, vec![(pid, 0)])
+        );
+        // A late write of the finished transaction is refused.
+        assert_eq!(
+            produce_raw(&mut conn, "verify", transactional_batch(pid, epoch, 4, 1)).0,
+            INVALID_TXN_STATE
+        );
+        assert_eq!(
+            fetch_committed_state(&mut conn, "verify"),
+            (5, 5, vec![(pid, 0)])
+        );
+        // Retrying the abort succeeds; switching to commit is a state error.
+        assert_eq!(conn.request(3, &end).expect("EndTxn").error_code, 0);
+        let commit = end.clone().with_committed(true);
+        assert_eq!(
+            conn.request(3, &commit).expect("EndTxn").error_code,
+            INVALID_TXN_STATE
+        );
+    })
+}

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{decode, join_all, str_bytes, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::Shard;
+use crate::shard::{Shard, COORDINATOR_SHARD};
 
 /// The result for one partition, as the response needs it.
 struct PartitionResult {
@@ -131,6 +131,9 @@ async fn append_on_owner(
             let Some(log) = owner.partition(&topic, partition) else {
                 return PartitionResult::error(partition_unavailable_code(), None);
             };
+            if let Err(e) = verify_transaction(&owner, &log, &topic, partition, &records).await {
+                return PartitionResult::error(e, None);
+            }
             match log.append(records).await {
                 Ok(info) => PartitionResult {
                     error: None,
@@ -147,4 +150,36 @@ async fn append_on_owner(
         })
         .await;
     answer.unwrap_or_else(|e| PartitionResult::error(shard_gone_code(&e), None))
+}
+
+/// Transactional batches may only go to partitions of their producer's open transaction
+/// (Kafka's transaction partition verification, KIP-890 part 1): otherwise a late or stray
+/// write would open a transaction no marker ever ends, and hold the last stable offset forever.
+/// The first batch of a transaction on a partition asks the coordinator; later ones are known
+/// from the partition's producer state.
+async fn verify_transaction(
+    owner: &Rc<Shard>,
+    partition: &crate::shard::Partition,
+    topic: &str,
+    index: i32,
+    records: &Bytes,
+) -> Result<(), ResponseError> {
+    let Some(h) = crate::storage::batch::header(records) else {
+        return Ok(()); // the log's validation answers
+    };
+    let facts = crate::storage::producer_state::BatchFacts::of(h);
+    if !facts.transactional || facts.control || !facts.has_producer() {
+        return Ok(());
+    }
+    if partition.log.in_transaction(facts.producer_id, facts.epoch) {
+        return Ok(());
+    }
+    let tp = (topic.to_string(), index);
+    let (pid, epoch) = (facts.producer_id, facts.epoch);
+    let verified = owner
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            c.txns.state.borrow().verify_partition(pid, epoch, &tp)
+        })
+        .await;
+    verified.unwrap_or_else(|e| Err(shard_gone_code(&e)))
 }

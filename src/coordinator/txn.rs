@@ -325,6 +325,27 @@ impl Transactions {
         Ok(changed.then(|| record_of(id, m)))
     }
 
+    /// Produce-side verification: is `partition` in the open transaction of `producer_id` at
+    /// `epoch`? INVALID_PRODUCER_EPOCH for an older epoch, INVALID_TXN_STATE otherwise.
+    pub fn verify_partition(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ResponseError> {
+        let Some(m) = self.txns.values().find(|m| m.producer_id == producer_id) else {
+            return Err(ResponseError::InvalidTxnState);
+        };
+        if epoch < m.epoch {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        if m.epoch == epoch && m.state == TxnState::Ongoing && m.partitions.contains(partition) {
+            Ok(())
+        } else {
+            Err(ResponseError::InvalidTxnState)
+        }
+    }
+
     /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
     /// been added with AddOffsetsToTxn.
     pub fn offset_commit(
@@ -559,6 +580,38 @@ mod tests {
         let plan = t.begin_end("tx", 7, 0, false, 31).unwrap().expect("plan");
         assert_eq!(plan.partitions, vec![p("c", 0)]);
         assert!(!plan.commit);
+    }
+
+    #[test]
+    fn produce_verification_needs_the_partition_in_the_open_transaction() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        t.add("tx", 7, 0, &[p("a", 0)], None, 1).unwrap();
+        assert_eq!(t.verify_partition(7, 0, &p("a", 0)), Ok(()));
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 1)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            t.verify_partition(8, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        let plan = t.begin_end("tx", 7, 0, true, 2).unwrap().unwrap();
+        t.complete_end(&plan, 3);
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState),
+            "a late write after the commit"
+        );
+        ready(t.init_producer_id("tx", 60_000, None, None, 4).unwrap());
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
     }
 
     #[test]

@@ -943,6 +943,17 @@ impl PartitionLog {
         self.shared.inner.borrow().producers.aborted_in(from, to)
     }
 
+    /// True if `producer_id` at `epoch` has a transaction open on this partition (its later
+    /// batches need no verification with the coordinator).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.shared
+            .inner
+            .borrow()
+            .producers
+            .get(producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
     /// Every producer of this partition with its state (DescribeProducers).
     pub fn producers(&self) -> Vec<(i64, super::producer_state::ProducerEntry)> {
         let inner = self.shared.inner.borrow();
