@@ -766,6 +766,62 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
             (0, 2)
         );
         assert_eq!(fetch_committed_state(&mut conn, "verify"), (4, 0, vec![]));
+        // The admin APIs see the open transaction.
+        {
+            use kafka_protocol::messages::describe_producers_request::TopicRequest;
+            use kafka_protocol::messages::{
+                DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest,
+            };
+            let described = conn
+                .request(
+                    0,
+                    &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                        tid.clone(),
+                        TransactionalId(StrBytes::from_static_str("nope")),
+                    ]),
+                )
+                .expect("DescribeTransactions");
+            let t = &described.transaction_states[0];
+            assert_eq!(t.error_code, 0);
+            assert_eq!(t.transaction_state.as_str(), "Ongoing");
+            assert_eq!((t.producer_id.0, t.producer_epoch), (pid, epoch));
+            assert_eq!(t.topics.len(), 1);
+            assert_eq!(t.topics[0].partitions, vec![0]);
+            assert_eq!(described.transaction_states[1].error_code, 105);
+            let listed = conn
+                .request(
+                    1,
+                    &ListTransactionsRequest::default()
+                        .with_state_filters(vec![
+                            StrBytes::from_static_str("Ongoing"),
+                            StrBytes::from_static_str("Bogus"),
+                        ])
+                        .with_duration_filter(-1),
+                )
+                .expect("ListTransactions");
+            assert_eq!(listed.transaction_states.len(), 1);
+            assert_eq!(listed.transaction_states[0].transactional_id, tid);
+            assert_eq!(
+                listed.unknown_state_filters,
+                vec![StrBytes::from_static_str("Bogus")]
+            );
+            let producers = conn
+                .request(
+                    0,
+                    &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                        .with_name(TopicName(StrBytes::from_static_str("verify")))
+                        .with_partition_indexes(vec![0, 9])]),
+                )
+                .expect("DescribeProducers");
+            let parts = &producers.topics[0].partitions;
+            assert_eq!(parts[0].error_code, 0);
+            let p = &parts[0].active_producers[0];
+            assert_eq!(
+                (p.producer_id.0, p.last_sequence, p.current_txn_start_offset),
+                (pid, 3, 0)
+            );
+            assert_eq!(parts[1].error_code, 3, "unknown partition");
+        }
         let end = EndTxnRequest::default()
             .with_transactional_id(tid.clone())
             .with_producer_id(ProducerId(pid))

@@ -20,6 +20,8 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -29,6 +31,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -102,6 +105,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, request).await,
         ApiKey::EndTxn => end_txn::handle(shard, request).await,
         ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, request).await,
+        ApiKey::DescribeProducers => describe_producers::handle(shard, request).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, request).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

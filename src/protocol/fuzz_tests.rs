@@ -224,6 +224,33 @@ fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
     req
 }
 
+fn seed_describe_producers(_v: i16) -> DescribeProducersRequest {
+    let t = describe_producers_request::TopicRequest::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 2]);
+    DescribeProducersRequest::default().with_topics(vec![t])
+}
+
+fn seed_describe_transactions(_v: i16) -> DescribeTransactionsRequest {
+    DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        TransactionalId(s("txn-1")),
+        TransactionalId(s("txn-2")),
+    ])
+}
+
+fn seed_list_transactions(v: i16) -> ListTransactionsRequest {
+    let mut req = ListTransactionsRequest::default()
+        .with_state_filters(vec![s("Ongoing")])
+        .with_producer_id_filters(vec![ProducerId(7)]);
+    if v >= 1 {
+        req = req.with_duration_filter(1000);
+    }
+    if v >= 2 {
+        req = req.with_transactional_id_pattern(Some(s("txn-.*")));
+    }
+    req
+}
+
 fn seed_describe_configs(v: i16) -> DescribeConfigsRequest {
     let r = describe_configs_request::DescribeConfigsResource::default()
         .with_resource_type(2)
@@ -529,7 +556,10 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         AddPartitionsToTxnRequest,
         AddOffsetsToTxnRequest,
         EndTxnRequest,
-        TxnOffsetCommitRequest
+        TxnOffsetCommitRequest,
+        DescribeProducersRequest,
+        DescribeTransactionsRequest,
+        ListTransactionsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -602,6 +632,9 @@ fn served() -> Vec<Served> {
         served!(AddOffsetsToTxnRequest, seed_add_offsets_to_txn),
         served!(EndTxnRequest, seed_end_txn),
         served!(TxnOffsetCommitRequest, seed_txn_offset_commit),
+        served!(DescribeProducersRequest, seed_describe_producers),
+        served!(DescribeTransactionsRequest, seed_describe_transactions),
+        served!(ListTransactionsRequest, seed_list_transactions),
     ]
 }
 

@@ -22,6 +22,8 @@ REQUESTS = {
     "txn_offset_commit_request": 28, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
+    "describe_producers_request": 61, "describe_transactions_request": 65,
+    "list_transactions_request": 66,
 }
 
 DECODE = re.compile(

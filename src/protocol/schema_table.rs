@@ -918,6 +918,50 @@ pub(crate) static DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST: StructSchema 
     ],
 };
 
+pub(crate) static DESCRIBE_PRODUCERS_REQUEST_DESCRIBEPRODUCERSREQUEST: StructSchema = StructSchema {
+    name: "DescribeProducersRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_producers_request::DescribeProducersRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_PRODUCERS_REQUEST_TOPICREQUEST)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_PRODUCERS_REQUEST_TOPICREQUEST: StructSchema = StructSchema {
+    name: "TopicRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_producers_request::TopicRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 0 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TRANSACTIONS_REQUEST_DESCRIBETRANSACTIONSREQUEST: StructSchema = StructSchema {
+    name: "DescribeTransactionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_transactions_request::DescribeTransactionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 0 }, // transactional_ids
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST: StructSchema = StructSchema {
+    name: "ListTransactionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_transactions_request::ListTransactionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 2 }, // state_filters
+        Field { ty: Ty::CompactArray(&Ty::Int64), min: 0, max: 2 }, // producer_id_filters
+        Field { ty: Ty::Int64, min: 1, max: 2 }, // duration_filter
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // transactional_id_pattern
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -951,6 +995,9 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         37 => Some(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSREQUEST), // versions 0-3
         44 => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST), // versions 0-1
         60 => Some(&DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST), // versions 0-2
+        61 => Some(&DESCRIBE_PRODUCERS_REQUEST_DESCRIBEPRODUCERSREQUEST), // versions 0-0
+        65 => Some(&DESCRIBE_TRANSACTIONS_REQUEST_DESCRIBETRANSACTIONSREQUEST), // versions 0-0
+        66 => Some(&LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST), // versions 0-2
         _ => None,
     }
 }
