@@ -851,3 +851,124 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
         );
     })
 }
+
+/// A transaction left open past `transaction.timeout.ms` is aborted by the coordinator: its
+/// records never become visible, read_committed readers move past it, and the producer is
+/// fenced from committing it.
+#[test]
+fn a_transaction_past_its_timeout_is_aborted() {
+    within(Duration::from_secs(120), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "timeout", 2);
+        let p = txn_producer(
+            &broker.addr(),
+            "txn-timeout",
+            &[
+                ("transaction.timeout.ms", "2000"),
+                ("socket.timeout.ms", "2000"),
+                ("message.timeout.ms", "2000"),
+            ],
+        );
+        p.begin_transaction().unwrap();
+        let stale = values("stale", 6);
+        send_all(&p, "timeout", 2, &stale);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Wait until the abort markers are in: read_committed reaches the end with nothing.
+            let uncommitted = read_all(&broker.addr(), "timeout", 2, "read_uncommitted");
+            assert_eq!(uncommitted.len(), stale.len());
+            let committed = read_all(&broker.addr(), "timeout", 2, "read_committed");
+            assert!(
+                committed.is_empty(),
+                "aborted records visible: {committed:?}"
+            );
+            let lso_moved = {
+                let c: BaseConsumer = client_config(&broker.addr(), &[("group.id", "lso-probe")])
+                    .create()
+                    .unwrap();
+                (0..2).all(|part| {
+                    let (_, high) = c
+                        .fetch_watermarks("timeout", part, Duration::from_secs(10))
+                        .unwrap();
+                    high > 3
+                })
+            };
+            if lso_moved {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the transaction was never aborted"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            p.commit_transaction(TXN_OP_TIMEOUT).is_err(),
+            "the timed-out transaction cannot commit"
+        );
+    })
+}
+
+/// An idempotent librdkafka producer keeps producing across a clean broker restart: every
+/// message exactly once (requests in flight at the restart are retried and deduplicated from
+/// the producer state the broker rebuilt).
+#[test]
+fn idempotent_producer_survives_a_broker_restart_exactly_once() {
+    within(Duration::from_secs(150), || {
+        let mut broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "restart-idem", 2);
+        drop(conn);
+        let producer: FutureProducer = client_config(
+            &broker.addr(),
+            &[
+                ("enable.idempotence", "true"),
+                ("linger.ms", "2"),
+                ("message.timeout.ms", "120000"),
+            ],
+        )
+        .create()
+        .expect("producer");
+        const N: usize = 4000;
+        let mut futures = Vec::with_capacity(N);
+        for i in 0..N {
+            let value = format!("r-{i:05}");
+            futures.push(
+                producer
+                    .send_result(
+                        FutureRecord::<str, str>::to("restart-idem")
+                            .partition((i % 2) as i32)
+                            .payload(&value),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+            if i == N / 2 {
+                broker.restart();
+            }
+        }
+        let rt = runtime();
+        rt.block_on(async {
+            for (i, f) in futures.into_iter().enumerate() {
+                let r = tokio::time::timeout(Duration::from_secs(120), f)
+                    .await
+                    .expect("delivery within 120 s")
+                    .expect("not cancelled");
+                if let Err((e, _)) = r {
+                    panic!("message {i} failed: {e}");
+                }
+            }
+        });
+        let got = read_all(&broker.addr(), "restart-idem", 2, "read_uncommitted");
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (_, v) in &got {
+            *seen.entry(v.as_str()).or_default() += 1;
+        }
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "duplicates after the restart"
+        );
+        assert_eq!(seen.len(), N);
+    })
+}
