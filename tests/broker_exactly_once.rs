@@ -766,6 +766,16 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
             (0, 2)
         );
         assert_eq!(fetch_committed_state(&mut conn, "verify"), (4, 0, vec![]));
+        assert_eq!(
+            latest_offset(&mut conn, "verify", 1),
+            0,
+            "read_committed latest = LSO"
+        );
+        assert_eq!(
+            latest_offset(&mut conn, "verify", 0),
+            4,
+            "read_uncommitted latest = HW"
+        );
         // The admin APIs see the open transaction.
         {
             use kafka_protocol::messages::describe_producers_request::TopicRequest;
@@ -971,4 +981,21 @@ fn idempotent_producer_survives_a_broker_restart_exactly_once() {
         );
         assert_eq!(seen.len(), N);
     })
+}
+
+/// ListOffsets "latest" of `topic`/0 at the given isolation level.
+fn latest_offset(conn: &mut RawConn, topic: &str, isolation_level: i8) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let request = ListOffsetsRequest::default()
+        .with_isolation_level(isolation_level)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let response = conn.request(5, &request).expect("ListOffsets");
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
 }
