@@ -999,3 +999,76 @@ fn latest_offset(conn: &mut RawConn, topic: &str, isolation_level: i8) -> i64 {
     assert_eq!(p.error_code, 0);
     p.offset
 }
+
+/// The transaction log is compacted at startup once superseded records dominate it, and the
+/// state survives: after a restart the same producer id and epoch keep working.
+#[test]
+fn transaction_log_is_compacted_at_startup_and_state_survives() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, ProducerId,
+        TransactionalId,
+    };
+    within(Duration::from_secs(120), || {
+        let mut broker = TestBroker::start(1);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "compact", 1);
+        let tid = TransactionalId(StrBytes::from_static_str("compact-txn"));
+        let init = conn
+            .request(
+                4,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(tid.clone()))
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .expect("InitProducerId");
+        let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(tid.clone())
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("compact")))
+                .with_partitions(vec![0])]);
+        let end = EndTxnRequest::default()
+            .with_transactional_id(tid.clone())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let round = |conn: &mut RawConn| {
+            let added = conn.request(3, &add).expect("AddPartitionsToTxn");
+            assert_eq!(
+                added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+                0
+            );
+            assert_eq!(conn.request(3, &end).expect("EndTxn").error_code, 0);
+        };
+        // Three records per transaction (Ongoing, PrepareCommit, CompleteCommit).
+        for _ in 0..340 {
+            round(&mut conn);
+        }
+        drop(conn);
+        broker.restart();
+        assert!(
+            broker.log_text().contains("transaction log compacted"),
+            "no compaction at startup\n{}",
+            broker.log_tail()
+        );
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let described = conn
+            .request(
+                0,
+                &DescribeTransactionsRequest::default().with_transactional_ids(vec![tid.clone()]),
+            )
+            .expect("DescribeTransactions");
+        let t = &described.transaction_states[0];
+        assert_eq!(t.transaction_state.as_str(), "CompleteCommit");
+        assert_eq!((t.producer_id.0, t.producer_epoch), (pid, epoch));
+        round(&mut conn);
+        drop(conn);
+        // And once more from the compacted log.
+        broker.restart();
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        round(&mut conn);
+    })
+}

@@ -161,6 +161,11 @@ impl Transactions {
         self.txns.iter()
     }
 
+    /// One record per transactional id: the current state (log compaction).
+    pub fn records(&self) -> Vec<TxnRecord> {
+        self.txns.iter().map(|(id, m)| record_of(id, m)).collect()
+    }
+
     /// Replay one record of the internal log.
     pub fn load(&mut self, r: TxnRecord) {
         let meta = TxnMeta {

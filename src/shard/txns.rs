@@ -19,8 +19,12 @@
 //! - Ticks ([`tick`], from the group tick loop): transactions past their timeout are aborted
 //!   with a bumped epoch, and plans left in Prepare (failures, recovery) are run again.
 //!
-//! Not yet: the internal log is never compacted (one record per state change); transactional
-//! ids do not expire.
+//! - Compaction: at load, when superseded records dominate the log, the live records are
+//!   rewritten at its end in one append and the log start moves past the rest (as the offsets
+//!   log does). Not yet while running: the log grows by one record per state change until the
+//!   next start.
+//!
+//! Not yet: transactional ids do not expire.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -38,6 +42,12 @@ use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
 
 /// Bytes read per call while replaying the transaction log at startup.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+/// The log is compacted at load when it holds more than this many records...
+const COMPACT_RECORDS_MIN: usize = 1_000;
+/// ... and more than this many times the live transactional ids.
+const COMPACT_RATIO: usize = 2;
+/// Records per batch in a compaction rewrite.
+const COMPACT_BATCH_RECORDS_MAX: usize = 100;
 /// Coordinator epoch stamped into markers (one node: never changes).
 pub const COORDINATOR_EPOCH: i32 = 0;
 
@@ -98,6 +108,10 @@ impl TxnCoordinator {
             glommio::yield_if_needed().await;
         }
         let pending = self.state.borrow_mut().recover(now_ms()).len();
+        let live = self.state.borrow().iter().count();
+        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
+            self.compact(&log, records).await?;
+        }
         tracing::info!(
             records,
             transactional_ids = self.state.borrow().iter().count(),
@@ -105,6 +119,30 @@ impl TxnCoordinator {
             "transaction state loaded"
         );
         *self.log.borrow_mut() = Some(Rc::new(log));
+        Ok(())
+    }
+
+    /// Rewrites the live records at the end of the log in one append and moves the log start
+    /// past everything before them (at load, before any request is served).
+    async fn compact(&self, log: &PartitionLog, records_before: usize) -> Result<(), StorageError> {
+        let records = self.state.borrow().records();
+        let mut payload = bytes::BytesMut::new();
+        for chunk in records.chunks(COMPACT_BATCH_RECORDS_MAX) {
+            payload.extend_from_slice(
+                &encode_records(chunk).map_err(|e| StorageError::InvalidRecord(e.to_string()))?,
+            );
+        }
+        let start = if payload.is_empty() {
+            log.high_watermark()
+        } else {
+            log.append(payload.freeze(), now_ms()).await?.base_offset
+        };
+        log.delete_records(start).await?;
+        tracing::info!(
+            records_before,
+            records_after = records.len(),
+            "transaction log compacted"
+        );
         Ok(())
     }
 
@@ -124,23 +162,29 @@ impl TxnCoordinator {
             .borrow()
             .clone()
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let value = serde_json::to_vec(record).map_err(|_| ResponseError::UnknownServerError)?;
-        let now = now_ms();
-        let batch = batch::encode_batch(
-            &[(
-                Some(Bytes::from(record.transactional_id.clone())),
-                Some(Bytes::from(value)),
-                now,
-            )],
-            Compression::None,
-        )
-        .map_err(|_| ResponseError::UnknownServerError)?;
-        log.append(batch, now).await.map_err(|e| {
+        let batch = encode_records(std::slice::from_ref(record))
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        log.append(batch, now_ms()).await.map_err(|e| {
             tracing::error!(error = %e, "appending to the transaction log failed");
             ResponseError::CoordinatorNotAvailable
         })?;
         Ok(())
     }
+}
+
+/// One record batch of transaction records (key: transactional id, value: JSON).
+fn encode_records(records: &[TxnRecord]) -> Result<Bytes, String> {
+    let now = now_ms();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let value = serde_json::to_vec(r).map_err(|e| e.to_string())?;
+        out.push((
+            Some(Bytes::from(r.transactional_id.clone())),
+            Some(Bytes::from(value)),
+            now,
+        ));
+    }
+    batch::encode_batch(&out, Compression::None)
 }
 
 fn decode_batches(mut bytes: Bytes) -> Result<(Vec<TxnRecord>, i64), String> {
