@@ -435,6 +435,7 @@ impl Shard {
                         tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
                     }
                 }
+                partition.log.expire_producers(now_ms());
                 glommio::yield_if_needed().await;
             }
         }

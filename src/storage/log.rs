@@ -943,6 +943,17 @@ impl PartitionLog {
         self.shared.inner.borrow().producers.aborted_in(from, to)
     }
 
+    /// Forget producers idle longer than
+    /// [`super::producer_state::PRODUCER_ID_EXPIRATION_MS`] (Kafka's `producer.id.expiration.ms`
+    /// default) without an open transaction; returns how many.
+    pub fn expire_producers(&self, now_ms: i64) -> usize {
+        self.shared
+            .inner
+            .borrow_mut()
+            .producers
+            .expire(now_ms, super::producer_state::PRODUCER_ID_EXPIRATION_MS)
+    }
+
     /// True if `producer_id` at `epoch` has a transaction open on this partition (its later
     /// batches need no verification with the coordinator).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {

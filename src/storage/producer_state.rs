@@ -29,15 +29,18 @@
 //! smallest of them, or the high watermark. A marker closes the transaction and yields a
 //! [`CompletedTxn`]; aborted ones go to the log's aborted-transaction index.
 //!
-//! Not kept: producer expiry (`transactional.id.expiration.ms`/`producer.id.expiration.ms`);
-//! entries whose batches fell below the log start by retention stay until the next snapshot
-//! reload.
+//! Producers idle for [`PRODUCER_ID_EXPIRATION_MS`] without an open transaction are forgotten
+//! ([`ProducerStateTable::expire`], from the shard's retention loop), as Kafka does.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Batches remembered per producer for duplicate detection (Kafka keeps 5, matching
 /// `max.in.flight.requests.per.connection` <= 5 for idempotent producers).
 pub const BATCHES_PER_PRODUCER_MAX: usize = 5;
+/// Idle time after which a producer without an open transaction is forgotten (Kafka's
+/// `producer.id.expiration.ms` default, one day); its next batch is then accepted at any
+/// sequence, as an unknown producer's.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 /// Producers per snapshot file at most (a larger file is treated as damaged).
 pub const SNAPSHOT_PRODUCERS_MAX: usize = 1 << 20;
 
@@ -324,6 +327,16 @@ impl ProducerStateTable {
             self.ongoing.insert(first_offset, b.producer_id);
         }
         None
+    }
+
+    /// Forget producers whose last batch timestamp is `expiration_ms` or more before `now_ms`
+    /// and that have no open transaction (Kafka's producer expiry); returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
+        before - self.producers.len()
     }
 
     /// Forget everything at or above `offset` (appends that never became durable).
@@ -613,6 +626,23 @@ mod tests {
         t.truncate_from(12);
         assert_eq!(t.first_unstable_offset(), None);
         assert!(t.get(6).is_none());
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_in_a_transaction() {
+        let mut t = ProducerStateTable::new();
+        let idle = facts(1, 0, 0, 1);
+        t.apply(&idle, 0, 1_000, None);
+        let mut open = facts(2, 0, 0, 1);
+        open.transactional = true;
+        t.apply(&open, 1, 1_000, None);
+        t.apply(&facts(3, 0, 0, 1), 2, 50_000, None);
+        assert_eq!(t.expire(60_000, 50_000), 1);
+        assert!(t.get(1).is_none());
+        assert!(t.get(2).is_some(), "open transaction kept");
+        assert!(t.get(3).is_some(), "recent producer kept");
+        // The expired producer may start anywhere again.
+        assert_eq!(t.check(&facts(1, 0, 77, 1)), Ok(Check::Append));
     }
 
     #[test]
