@@ -83,6 +83,11 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize, tag: &str) -> 
 
 /// Produce one record set to `topic`/0; returns (error code, base offset).
 fn produce_raw(conn: &mut RawConn, topic: &str, records: Bytes) -> (i16, i64) {
+    produce_raw_v(conn, 9, topic, records)
+}
+
+/// [`produce_raw`] with Produce `version` (3-12: topics by name).
+fn produce_raw_v(conn: &mut RawConn, version: i16, topic: &str, records: Bytes) -> (i16, i64) {
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -91,7 +96,7 @@ fn produce_raw(conn: &mut RawConn, topic: &str, records: Bytes) -> (i16, i64) {
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(9, &request).expect("Produce");
+    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
@@ -659,6 +664,7 @@ fn kill_9_mid_transaction_aborts_it() {
 }
 
 const INVALID_TXN_STATE: i16 = 48;
+const TRANSACTION_ABORTABLE: i16 = 120;
 
 fn transactional_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
     let records: Vec<Record> = (0..count)
@@ -744,6 +750,17 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
             produce_raw(&mut conn, "verify", transactional_batch(pid, epoch, 0, 2)).0,
             INVALID_TXN_STATE,
             "not added to the transaction"
+        );
+        assert_eq!(
+            produce_raw_v(
+                &mut conn,
+                11,
+                "verify",
+                transactional_batch(pid, epoch, 0, 2)
+            )
+            .0,
+            TRANSACTION_ABORTABLE,
+            "Produce v11+ is told the transaction can be aborted"
         );
         let add = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(tid.clone())

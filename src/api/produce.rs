@@ -86,6 +86,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 let records = data.records.clone().unwrap_or_default();
                 work.push(Box::pin(append_on_owner(
                     shard.clone(),
+                    request.api_version,
                     topic_name,
                     data.index,
                     records,
@@ -121,6 +122,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 
 async fn append_on_owner(
     shard: Rc<Shard>,
+    version: i16,
     topic: String,
     partition: i32,
     records: Bytes,
@@ -132,6 +134,13 @@ async fn append_on_owner(
                 return PartitionResult::error(partition_unavailable_code(), None);
             };
             if let Err(e) = verify_transaction(&owner, &log, &topic, partition, &records).await {
+                // Kafka answers clients that know it (Produce v11+) with TRANSACTION_ABORTABLE.
+                let e = match e {
+                    ResponseError::InvalidTxnState if version > 10 => {
+                        ResponseError::TransactionAbortable
+                    }
+                    other => other,
+                };
                 return PartitionResult::error(e, None);
             }
             match log.append(records).await {

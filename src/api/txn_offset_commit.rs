@@ -5,6 +5,8 @@
 //! Checks: the group must have been added with AddOffsetsToTxn and the producer must own the
 //! transaction (INVALID_TXN_STATE / INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED otherwise);
 //! from v3 a member id and generation are checked against the group as OffsetCommit does.
+//! From v4 a group not added to the transaction is TRANSACTION_ABORTABLE (as Kafka answers),
+//! INVALID_TXN_STATE before.
 
 use std::rc::Rc;
 
@@ -95,6 +97,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             })
             .await
             .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    };
+    // Kafka answers clients that know it (v4+) with TRANSACTION_ABORTABLE.
+    let verdict = match verdict {
+        Err(ResponseError::InvalidTxnState) if request.api_version >= 4 => {
+            Err(ResponseError::TransactionAbortable)
+        }
+        other => other,
     };
     let mut response = TxnOffsetCommitResponse::default();
     for (t, row) in body.topics.iter().zip(local) {
