@@ -27,6 +27,7 @@ pub fn storage_code(error: &StorageError) -> ResponseError {
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::TransactionNotVerified(_) => ResponseError::InvalidTxnState,
     }
 }
 

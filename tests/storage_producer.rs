@@ -13,9 +13,13 @@ use std::path::Path;
 use storage_common::{open, run};
 
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
+    batch_of(pid, epoch, seq, count, false)
+}
+
+fn batch_of(pid: i64, epoch: i16, seq: i32, count: usize, transactional: bool) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -153,5 +157,70 @@ fn concurrent_appends_of_one_producer_are_judged_in_order() {
         let offsets: Vec<i64> = [a, b, c, d].into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(offsets, vec![0, 3, 6, 9]);
         assert_eq!(log.high_watermark(), 12);
+    });
+}
+
+/// Markers end transactions in the log: the LSO waits at an open transaction's first offset,
+/// an abort enters the aborted index, state survives a reopen, and a write verified before a
+/// marker arrived is refused (the verification guard).
+#[test]
+fn markers_end_transactions_and_void_stale_verifications() {
+    run(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p-0");
+        {
+            let log = open(&dir, LogConfig::default(), 1 << 20).await;
+            log.append(idempotent_batch(1, 0, 0, 2), 0).await.unwrap();
+            let guard = (9, log.marker_count(9));
+            let info = log
+                .append_verified(batch_of(9, 0, 0, 3, true), 0, guard)
+                .await
+                .unwrap();
+            assert_eq!(info.base_offset, 2);
+            assert_eq!(log.high_watermark(), 5);
+            assert_eq!(log.last_stable_offset(), 2);
+            let marker = log.append_marker(9, 0, false, 0, 0).await.unwrap();
+            assert_eq!(marker.base_offset, 5);
+            assert_eq!(log.last_stable_offset(), 6);
+            assert_eq!(log.aborted_transactions(0, 6), vec![(9, 2)]);
+            // A write verified before that marker is stale now.
+            assert!(matches!(
+                log.append_verified(batch_of(9, 0, 3, 1, true), 0, guard)
+                    .await,
+                Err(StorageError::TransactionNotVerified(_))
+            ));
+            // A marker older than the producer's epoch is refused.
+            log.append_marker(9, 2, true, 0, 0).await.unwrap();
+            assert!(matches!(
+                log.append_marker(9, 1, true, 0, 0).await,
+                Err(StorageError::InvalidProducerEpoch(_))
+            ));
+            // Clients may not write control batches.
+            let control = freshet::storage::batch::encode_control_batch(9, 2, true, 0, 0).unwrap();
+            assert!(matches!(
+                log.append(control, 0).await,
+                Err(StorageError::InvalidRecord(_))
+            ));
+            // Leave a transaction open across the crash.
+            let guard = (9, log.marker_count(9));
+            log.append_verified(batch_of(9, 2, 0, 1, true), 0, guard)
+                .await
+                .unwrap();
+            assert_eq!(log.last_stable_offset(), 7);
+        }
+        let log = open(&dir, LogConfig::default(), 1 << 20).await;
+        assert_eq!(log.high_watermark(), 8);
+        assert_eq!(
+            log.last_stable_offset(),
+            7,
+            "open transaction rebuilt by replay"
+        );
+        assert_eq!(log.aborted_transactions(0, 8), vec![(9, 2)]);
+        log.append_marker(9, 2, true, 0, 0).await.unwrap();
+        assert_eq!(log.last_stable_offset(), 9);
+        log.close().await.unwrap();
+        let log = open(&dir, LogConfig::default(), 1 << 20).await;
+        assert_eq!(log.last_stable_offset(), 9, "from the close snapshot");
+        assert_eq!(log.aborted_transactions(0, 9), vec![(9, 2)]);
     });
 }

@@ -133,17 +133,22 @@ async fn append_on_owner(
             let Some(log) = owner.partition(&topic, partition) else {
                 return PartitionResult::error(partition_unavailable_code(), None);
             };
-            if let Err(e) = verify_transaction(&owner, &log, &topic, partition, &records).await {
-                // Kafka answers clients that know it (Produce v11+) with TRANSACTION_ABORTABLE.
-                let e = match e {
-                    ResponseError::InvalidTxnState if version > 10 => {
-                        ResponseError::TransactionAbortable
-                    }
-                    other => other,
-                };
-                return PartitionResult::error(e, None);
-            }
-            match log.append(records).await {
+            // Kafka answers clients that know it (Produce v11+) with TRANSACTION_ABORTABLE.
+            let abortable = |e| match e {
+                ResponseError::InvalidTxnState if version > 10 => {
+                    ResponseError::TransactionAbortable
+                }
+                other => other,
+            };
+            let guard = match verify_transaction(&owner, &log, &topic, partition, &records).await {
+                Ok(guard) => guard,
+                Err(e) => return PartitionResult::error(abortable(e), None),
+            };
+            let appended = match guard {
+                Some(guard) => log.append_verified(records, guard).await,
+                None => log.append(records).await,
+            };
+            match appended {
                 Ok(info) => PartitionResult {
                     error: None,
                     message: None,
@@ -153,7 +158,7 @@ async fn append_on_owner(
                 },
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");
-                    PartitionResult::error(storage_code(&e), Some(e.to_string()))
+                    PartitionResult::error(abortable(storage_code(&e)), Some(e.to_string()))
                 }
             }
         })
@@ -165,24 +170,29 @@ async fn append_on_owner(
 /// (Kafka's transaction partition verification, KIP-890 part 1): otherwise a late or stray
 /// write would open a transaction no marker ever ends, and hold the last stable offset forever.
 /// The first batch of a transaction on a partition asks the coordinator; later ones are known
-/// from the partition's producer state.
+/// from the partition's producer state. Returns the guard to append with after asking: the
+/// producer's marker count before the question (a marker meanwhile voids the answer).
 async fn verify_transaction(
     owner: &Rc<Shard>,
     partition: &crate::shard::Partition,
     topic: &str,
     index: i32,
     records: &Bytes,
-) -> Result<(), ResponseError> {
+) -> Result<Option<(i64, u32)>, ResponseError> {
     let Some(h) = crate::storage::batch::header(records) else {
-        return Ok(()); // the log's validation answers
+        return Ok(None); // the log's validation answers
     };
     let facts = crate::storage::producer_state::BatchFacts::of(h);
     if !facts.transactional || facts.control || !facts.has_producer() {
-        return Ok(());
+        return Ok(None);
     }
     if partition.log.in_transaction(facts.producer_id, facts.epoch) {
-        return Ok(());
+        return Ok(None);
     }
+    let guard = (
+        facts.producer_id,
+        partition.log.marker_count(facts.producer_id),
+    );
     let tp = (topic.to_string(), index);
     let (pid, epoch) = (facts.producer_id, facts.epoch);
     let verified = owner
@@ -190,5 +200,7 @@ async fn verify_transaction(
             c.txns.state.borrow().verify_partition(pid, epoch, &tp)
         })
         .await;
-    verified.unwrap_or_else(|e| Err(shard_gone_code(&e)))
+    verified
+        .unwrap_or_else(|e| Err(shard_gone_code(&e)))
+        .map(|()| Some(guard))
 }

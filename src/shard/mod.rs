@@ -61,6 +61,18 @@ impl Partition {
         self.hw_changed.notify_all();
         result
     }
+
+    /// [`Partition::append`] of a transactional batch verified under `guard`
+    /// ([`PartitionLog::append_verified`]).
+    pub async fn append_verified(
+        &self,
+        records: bytes::Bytes,
+        guard: (i64, u32),
+    ) -> Result<AppendInfo, StorageError> {
+        let result = self.log.append_verified(records, now_ms(), guard).await;
+        self.hw_changed.notify_all();
+        result
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -907,7 +907,28 @@ impl PartitionLog {
     /// in place, stamps LogAppendTime (fixing the CRC) when configured, appends, and resolves
     /// once the data is fdatasync'd (group commit). Either all batches are appended or none.
     pub async fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        self.append_from(records, now_ms, true).await
+        self.append_from(records, now_ms, true, None).await
+    }
+
+    /// [`PartitionLog::append`] of a transactional batch verified with the coordinator while
+    /// the producer's marker count was `guard.1` ([`PartitionLog::marker_count`]): refused
+    /// with [`StorageError::TransactionNotVerified`] if a marker arrived since.
+    pub async fn append_verified(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        guard: (i64, u32),
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, now_ms, true, Some(guard)).await
+    }
+
+    /// Markers applied so far for `producer_id` (the verification guard).
+    pub fn marker_count(&self, producer_id: i64) -> u32 {
+        self.shared
+            .inner
+            .borrow()
+            .producers
+            .marker_count(producer_id)
     }
 
     /// Append a transaction marker (a control batch) for `producer_id` at `epoch`, as the
@@ -925,7 +946,7 @@ impl PartitionLog {
         let marker =
             batch::encode_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms)
                 .map_err(StorageError::InvalidRecord)?;
-        self.append_from(marker, now_ms, false).await
+        self.append_from(marker, now_ms, false, None).await
     }
 
     /// The last stable offset: the first offset of the oldest open transaction, or the high
@@ -980,6 +1001,7 @@ impl PartitionLog {
         records: Bytes,
         now_ms: i64,
         from_client: bool,
+        guard: Option<(i64, u32)>,
     ) -> Result<AppendInfo, StorageError> {
         let shared = &*self.shared;
         let (max_message_bytes, ts_type) = {
@@ -1029,6 +1051,13 @@ impl PartitionLog {
         drop(records);
         // Producer checks run here, with no await before offsets are assigned below, so
         // appends on this partition are judged in offset order.
+        if let Some((producer_id, markers)) = guard {
+            if shared.inner.borrow().producers.marker_count(producer_id) != markers {
+                return Err(StorageError::TransactionNotVerified(format!(
+                    "a marker for producer {producer_id} arrived during verification"
+                )));
+            }
+        }
         if let Some(f) = facts.first().filter(|f| f.has_producer()) {
             let check = shared.inner.borrow().producers.check(f);
             if let Check::Duplicate {

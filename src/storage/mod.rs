@@ -123,6 +123,10 @@ pub enum StorageError {
     /// The batch's sequence does not continue its producer's: OUT_OF_ORDER_SEQUENCE_NUMBER.
     #[error("out of order sequence: {0}")]
     OutOfOrderSequence(String),
+    /// A transactional batch's verification is stale (a marker ended the transaction while the
+    /// coordinator was asked): INVALID_TXN_STATE.
+    #[error("transaction verification is stale: {0}")]
+    TransactionNotVerified(String),
     /// The log was closed or deleted.
     #[error("partition log is closed")]
     Closed,

@@ -144,6 +144,9 @@ pub struct ProducerEntry {
     pub coordinator_epoch: i32,
     /// Timestamp of the last batch (kept for DescribeProducers).
     pub last_timestamp: i64,
+    /// Markers applied for this producer: a transactional write verified with the coordinator
+    /// is refused if a marker arrived meanwhile (Kafka's verification guard).
+    pub marker_count: u32,
 }
 
 impl ProducerEntry {
@@ -170,6 +173,13 @@ impl ProducerStateTable {
     /// The entry of a producer, if known.
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
+    }
+
+    /// Markers applied for `producer_id` so far (0 if unknown): the verification guard.
+    pub fn marker_count(&self, producer_id: i64) -> u32 {
+        self.producers
+            .get(&producer_id)
+            .map_or(0, |e| e.marker_count)
     }
 
     /// Every producer, for DescribeProducers.
@@ -300,6 +310,7 @@ impl ProducerStateTable {
         }
         entry.last_timestamp = timestamp;
         if b.control {
+            entry.marker_count = entry.marker_count.wrapping_add(1);
             let first = entry.txn_first_offset.take()?;
             self.ongoing.remove(&first);
             let done = CompletedTxn {
@@ -371,6 +382,7 @@ impl ProducerStateTable {
             out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
             out.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            out.extend_from_slice(&e.marker_count.to_be_bytes());
             out.push(e.batches.len() as u8);
             for m in &e.batches {
                 out.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -412,6 +424,7 @@ impl ProducerStateTable {
             let coordinator_epoch = r.i32()?;
             let last_timestamp = r.i64()?;
             let txn = r.i64()?;
+            let marker_count = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
             let nb = usize::from(r.take(1)?[0]);
             if nb > BATCHES_PER_PRODUCER_MAX {
                 return None;
@@ -437,6 +450,7 @@ impl ProducerStateTable {
                     txn_first_offset,
                     coordinator_epoch,
                     last_timestamp,
+                    marker_count,
                 },
             );
         }
