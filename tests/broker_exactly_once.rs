@@ -1089,3 +1089,97 @@ fn transaction_log_is_compacted_at_startup_and_state_survives() {
         round(&mut conn);
     })
 }
+
+/// kill -9 while EndTxn(commit) is in flight, at several delays: after the restart the
+/// transaction is either committed on every partition or aborted on every partition, never half
+/// visible, and the coordinator reports the matching final state.
+#[test]
+fn kill_9_during_commit_completes_or_aborts_on_every_partition() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, ProducerId,
+        TransactionalId,
+    };
+    const PARTITIONS: i32 = 8;
+    within(Duration::from_secs(150), || {
+        let mut broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let mut outcomes = Vec::new();
+        for (round, delay_ms) in [0u64, 1, 3, 6, 12].into_iter().enumerate() {
+            let topic = format!("kill-commit-{round}");
+            create_topic_raw(&mut conn, &topic, PARTITIONS);
+            let tid = TransactionalId(StrBytes::from_string(format!("kill-commit-{round}")));
+            let init = conn
+                .request(
+                    4,
+                    &InitProducerIdRequest::default()
+                        .with_transactional_id(Some(tid.clone()))
+                        .with_transaction_timeout_ms(60_000),
+                )
+                .expect("InitProducerId");
+            let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+            let add = AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(tid.clone())
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions((0..PARTITIONS).collect())]);
+            conn.request(3, &add).expect("AddPartitionsToTxn");
+            for p in 0..PARTITIONS {
+                let request = ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_transactional_id(Some(tid.clone()))
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(transactional_batch(pid, epoch, 0, 3)))])]);
+                let response: ProduceResponse = conn.request(9, &request).expect("Produce");
+                assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+            }
+            let end = EndTxnRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(true);
+            conn.send(3, &end).expect("send EndTxn");
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            broker.kill9();
+            broker.start_again();
+            conn = RawConn::connect(broker.socket_addr()).unwrap();
+            // Wait for the recovered coordinator to settle the transaction.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let state = loop {
+                let d = conn
+                    .request(
+                        0,
+                        &DescribeTransactionsRequest::default()
+                            .with_transactional_ids(vec![tid.clone()]),
+                    )
+                    .expect("DescribeTransactions");
+                let state = d.transaction_states[0].transaction_state.to_string();
+                if state == "CompleteCommit" || state == "CompleteAbort" {
+                    break state;
+                }
+                assert!(Instant::now() < deadline, "round {round}: stuck in {state}");
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let visible = read_all(&broker.addr(), &topic, PARTITIONS, "read_committed").len();
+            let all = read_all(&broker.addr(), &topic, PARTITIONS, "read_uncommitted").len();
+            assert_eq!(
+                all,
+                3 * PARTITIONS as usize,
+                "round {round}: acknowledged data kept"
+            );
+            let expected = if state == "CompleteCommit" { all } else { 0 };
+            assert_eq!(
+                visible, expected,
+                "round {round} (kill after {delay_ms} ms): {state} but {visible} of {all} visible"
+            );
+            outcomes.push(state);
+        }
+        eprintln!("outcomes by kill delay: {outcomes:?}");
+    })
+}
