@@ -224,3 +224,39 @@ fn markers_end_transactions_and_void_stale_verifications() {
         assert_eq!(log.aborted_transactions(0, 9), vec![(9, 2)]);
     });
 }
+
+/// A clean close with no producers writes no snapshot file (the checkpoint records the empty
+/// state instead); producers that arrive after the next open are still rebuilt after a crash.
+#[test]
+fn empty_producer_state_is_recorded_in_the_checkpoint() {
+    run(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p-0");
+        {
+            let log = open(&dir, LogConfig::default(), 1 << 20).await;
+            log.append(storage_common::batch(5, 100, 0), 0)
+                .await
+                .unwrap();
+            log.close().await.unwrap();
+        }
+        assert!(snapshots(&dir).is_empty(), "{:?}", snapshots(&dir));
+        let cp = std::fs::read_to_string(dir.join("recovery-checkpoint")).unwrap();
+        assert!(cp.contains("producers_empty_at 5"), "{cp}");
+        {
+            let log = open(&dir, LogConfig::default(), 1 << 20).await;
+            assert_eq!(append_seq(&log, 0).await.unwrap(), 5);
+            assert_eq!(append_seq(&log, 1).await.unwrap(), 8);
+            // Dropped without close.
+        }
+        let log = open(&dir, LogConfig::default(), 1 << 20).await;
+        assert_eq!(
+            append_seq(&log, 1).await.unwrap(),
+            8,
+            "duplicate after the crash"
+        );
+        assert!(matches!(
+            append_seq(&log, 3).await,
+            Err(StorageError::OutOfOrderSequence(_))
+        ));
+    });
+}

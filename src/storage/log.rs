@@ -854,6 +854,11 @@ impl PartitionLog {
             recovery_position: 0,
             recovery_offset: active_base,
             log_start_offset: log_start,
+            // Still true only while the log reaches that far (recovery may have cut it).
+            producers_empty_at: cp
+                .map(|c| c.producers_empty_at)
+                .filter(|at| *at <= log_end)
+                .unwrap_or(-1),
         };
         let checkpoint = match cp {
             // Keep a checkpoint that still describes the active segment's trusted prefix.
@@ -1499,11 +1504,20 @@ impl PartitionLog {
             let Some(active) = inner.segments.back() else {
                 return Ok(());
             };
+            // Everything accepted is durable now: the producer state covers exactly the log.
+            // An empty one is recorded here rather than in a snapshot file (one write less per
+            // partition at shutdown).
+            let producers_empty_at = if inner.producers.is_empty() {
+                active.durable_next_offset
+            } else {
+                -1
+            };
             let cp = Checkpoint {
                 recovery_segment: active.base_offset,
                 recovery_position: active.durable_len,
                 recovery_offset: active.durable_next_offset,
                 log_start_offset: inner.log_start_offset,
+                producers_empty_at,
             };
             inner.checkpoint = cp;
             for s in inner.segments.iter_mut() {
@@ -1512,7 +1526,9 @@ impl PartitionLog {
             cp
         };
         io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
-        // Everything accepted is durable now: the state covers exactly the log.
+        if cp.producers_empty_at >= 0 {
+            return Ok(());
+        }
         let state = shared.inner.borrow().producers.encode();
         producer_snapshot::write(&shared.dir, cp.recovery_offset, state).await
     }
@@ -1553,12 +1569,21 @@ impl PartitionLog {
     /// Load the newest producer snapshot and replay the batches after it (module docs of
     /// [`producer_snapshot`]).
     async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
-        let (log_start, log_end) = {
+        let (log_start, log_end, empty_at) = {
             let inner = self.shared.inner.borrow();
-            (inner.log_start_offset, inner.high_watermark)
+            (
+                inner.log_start_offset,
+                inner.high_watermark,
+                inner.checkpoint.producers_empty_at,
+            )
         };
-        let (snapshot_offset, mut table) =
+        let (mut snapshot_offset, mut table) =
             producer_snapshot::load(&self.shared.dir, log_end).await?;
+        if empty_at > snapshot_offset && empty_at <= log_end {
+            // A clean close recorded an empty state there, newer than any snapshot.
+            snapshot_offset = empty_at;
+            table = ProducerStateTable::new();
+        }
         let mut offset = snapshot_offset.max(log_start);
         while offset < log_end {
             let data = self.read(offset, SCAN_READ_BYTES, true).await?;
@@ -1912,6 +1937,7 @@ async fn settle(
                     recovery_position: 0,
                     recovery_offset: r.plan.segment_base,
                     log_start_offset: inner.log_start_offset,
+                    producers_empty_at: inner.checkpoint.producers_empty_at,
                 }
             };
             let res =

@@ -4,7 +4,8 @@
 //! A snapshot at offset `S` holds the partition's [`ProducerStateTable`] after every batch
 //! below `S` and none at or above it. The log writes one when a new segment becomes durable
 //! (the state as of that segment's base offset, captured when the roll was decided) and one on
-//! a clean close (at the log end). On open, the newest readable snapshot at or below the log
+//! a clean close (at the log end) unless the state is empty: then the recovery checkpoint's
+//! `producers_empty_at` records it instead, sparing a file write per idle partition. On open, the newest readable snapshot at or below the log
 //! end is loaded and the batches from its offset on are replayed into it; snapshots above the
 //! recovered log end (data lost since) are deleted. Files are replaced atomically, and only the
 //! newest one is kept once a new one is durable. A missing or damaged snapshot costs only a
