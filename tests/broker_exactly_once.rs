@@ -546,13 +546,30 @@ fn offsets_sent_to_a_transaction_commit_with_it() {
         )
         .create()
         .expect("consumer");
-        let committed = |c: &BaseConsumer| -> Vec<Offset> {
+        // A read_uncommitted consumer fetches offsets without require_stable (KIP-447).
+        let unstable_reader: BaseConsumer = client_config(
+            &broker.addr(),
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_uncommitted"),
+            ],
+        )
+        .create()
+        .expect("consumer");
+        let fetch_committed = |c: &BaseConsumer, timeout: Duration| {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition("eo-in", 0);
             tpl.add_partition("eo-in", 1);
-            let got = c.committed_offsets(tpl, TXN_OP_TIMEOUT).expect("committed");
-            got.elements().iter().map(|e| e.offset()).collect()
+            c.committed_offsets(tpl, timeout).map(|got| {
+                got.elements()
+                    .iter()
+                    .map(|e| e.offset())
+                    .collect::<Vec<Offset>>()
+            })
         };
+        let committed =
+            |c: &BaseConsumer| fetch_committed(c, TXN_OP_TIMEOUT).expect("committed offsets");
         // A plain commit first, so the group exists with known offsets.
         let mut start = TopicPartitionList::new();
         start
@@ -593,9 +610,15 @@ fn offsets_sent_to_a_transaction_commit_with_it() {
         p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
             .expect("send offsets");
         assert_eq!(
-            committed(&consumer),
+            committed(&unstable_reader),
             vec![Offset::Offset(1), Offset::Offset(1)],
             "not before the commit"
+        );
+        // A read_committed consumer (require_stable) is told to wait: UNSTABLE_OFFSET_COMMIT,
+        // which librdkafka retries until its timeout.
+        assert!(
+            fetch_committed(&consumer, Duration::from_secs(2)).is_err(),
+            "a stable offset fetch must wait for the transaction"
         );
         p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
         assert_eq!(

@@ -35,7 +35,9 @@ pub struct CommittedOffset {
 }
 
 /// The key of a committed offset.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct OffsetKey {
     pub group: String,
     pub topic: String,

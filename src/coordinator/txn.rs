@@ -351,6 +351,16 @@ impl Transactions {
         }
     }
 
+    /// Offsets sent with TxnOffsetCommit whose transaction has not completed yet (an
+    /// OffsetFetch with `require_stable` answers them UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn pending_offsets(&self) -> std::collections::HashSet<OffsetKey> {
+        self.txns
+            .values()
+            .filter(|m| matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit))
+            .flat_map(|m| m.offsets.keys().cloned())
+            .collect()
+    }
+
     /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
     /// been added with AddOffsetsToTxn.
     pub fn offset_commit(
@@ -552,6 +562,7 @@ mod tests {
         assert_eq!(t.add("tx", 7, 0, &[p("a", 0)], None, 11), Ok(None));
         assert!(t.add("tx", 7, 0, &[], Some("g"), 11).unwrap().is_some());
         t.offset_commit("tx", 7, 0, vec![offset("g", 42)]).unwrap();
+        assert_eq!(t.pending_offsets().len(), 1);
         assert_eq!(
             t.offset_commit("tx", 7, 0, vec![offset("other", 1)]),
             Err(ResponseError::InvalidTxnState)
@@ -571,7 +582,9 @@ mod tests {
             t.init_producer_id("tx", 60_000, None, None, 21),
             Err(ResponseError::ConcurrentTransactions)
         );
+        assert_eq!(t.pending_offsets().len(), 1, "still pending while prepared");
         let done = t.complete_end(&plan, 22).expect("completed");
+        assert!(t.pending_offsets().is_empty());
         assert_eq!(done.state, TxnState::CompleteCommit);
         assert!(done.partitions.is_empty());
         // A retried commit succeeds; an abort now is a state error.
