@@ -90,6 +90,9 @@ pub struct TxnMeta {
     /// When the open transaction began (first AddPartitions/AddOffsets), -1 if none.
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// A change whose record failed to persist: the next AddPartitions/AddOffsets persists the
+    /// state again even if it adds nothing new.
+    pub unpersisted: bool,
 }
 
 /// The effects of ending a transaction: write a marker (`commit`, `producer_id`, `epoch`) to
@@ -178,6 +181,7 @@ impl Transactions {
             offsets: r.offsets.into_iter().collect(),
             start_ms: r.start_ms,
             last_update_ms: r.start_ms,
+            unpersisted: false,
         };
         self.txns.insert(r.transactional_id, meta);
     }
@@ -241,6 +245,7 @@ impl Transactions {
                 offsets: BTreeMap::new(),
                 start_ms: -1,
                 last_update_ms: now_ms,
+                unpersisted: false,
             };
             let record = record_of(id, &meta);
             self.txns.insert(id.to_string(), meta);
@@ -312,7 +317,8 @@ impl Transactions {
         now_ms: i64,
     ) -> Result<Option<TxnRecord>, ResponseError> {
         let m = self.owned(id, pid, epoch)?;
-        let mut changed = m.state != TxnState::Ongoing;
+        let mut changed = m.state != TxnState::Ongoing || m.unpersisted;
+        m.unpersisted = false;
         if m.state != TxnState::Ongoing {
             m.state = TxnState::Ongoing;
             m.start_ms = now_ms;
@@ -359,6 +365,13 @@ impl Transactions {
             .filter(|m| matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit))
             .flat_map(|m| m.offsets.keys().cloned())
             .collect()
+    }
+
+    /// The record of `id`'s last change could not be made durable (see `TxnMeta::unpersisted`).
+    pub fn persist_failed(&mut self, id: &str) {
+        if let Some(m) = self.txns.get_mut(id) {
+            m.unpersisted = true;
+        }
     }
 
     /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
@@ -559,6 +572,10 @@ mod tests {
             .unwrap()
             .expect("state changed");
         assert_eq!(rec.state, TxnState::Ongoing);
+        assert_eq!(t.add("tx", 7, 0, &[p("a", 0)], None, 11), Ok(None));
+        // A change that failed to persist is persisted by the next add, even an empty one.
+        t.persist_failed("tx");
+        assert!(t.add("tx", 7, 0, &[p("a", 0)], None, 11).unwrap().is_some());
         assert_eq!(t.add("tx", 7, 0, &[p("a", 0)], None, 11), Ok(None));
         assert!(t.add("tx", 7, 0, &[], Some("g"), 11).unwrap().is_some());
         t.offset_commit("tx", 7, 0, vec![offset("g", 42)]).unwrap();

@@ -42,6 +42,8 @@ use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
 
 /// Bytes read per call while replaying the transaction log at startup.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+/// Largest record batch of the transaction log.
+const TXN_RECORD_BYTES_MAX: u32 = 8 << 20;
 /// The log is compacted at load when it holds more than this many records...
 const COMPACT_RECORDS_MIN: usize = 1_000;
 /// ... and more than this many times the live transactional ids.
@@ -85,6 +87,8 @@ impl TxnCoordinator {
         let config = LogConfig {
             retention_ms: -1,
             segment_bytes: 16 * 1024 * 1024,
+            // A record lists every partition of its transaction: room for ~100k of them.
+            max_message_bytes: TXN_RECORD_BYTES_MAX,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&txn_log_dir(data_dir), config, cache).await?;
@@ -257,7 +261,14 @@ pub async fn add(
         now_ms(),
     )?;
     if let Some(record) = record {
-        shard.txns.persist(&record).await?;
+        if let Err(e) = shard.txns.persist(&record).await {
+            shard
+                .txns
+                .state
+                .borrow_mut()
+                .persist_failed(transactional_id);
+            return Err(e);
+        }
     }
     Ok(())
 }
