@@ -13,7 +13,7 @@
 //!
 //! Sizes are environment variables so a quick run stays quick: `FRESHET_BENCH_MB` (default 256),
 //! `FRESHET_BENCH_PARTITIONS` (default 4), `FRESHET_BENCH_SHARDS` (default 2); a broker TOML
-//! file with `FRESHET_BENCH_CONFIG`.
+//! file with `FRESHET_BENCH_CONFIG`; an idempotent producer with `FRESHET_BENCH_IDEMPOTENCE=1`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -213,7 +213,14 @@ fn produce(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            if std::env::var("FRESHET_BENCH_IDEMPOTENCE").is_ok_and(|v| v == "1") {
+                "true"
+            } else {
+                "false"
+            },
+        )
         .create_with_context(Counting {
             delivered: delivered.clone(),
             failed: failed.clone(),
