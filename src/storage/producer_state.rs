@@ -659,6 +659,56 @@ mod tests {
         assert_eq!(t.check(&facts(1, 0, 77, 1)), Ok(Check::Append));
     }
 
+    proptest::proptest! {
+        /// Model check: a producer's batches delivered in any order, with retries, are appended
+        /// exactly once each and in sequence; a retry of one of the last five appended batches
+        /// gets its original offsets, anything else is out of order.
+        #[test]
+        fn deliveries_with_retries_append_each_batch_once_in_order(
+            counts in proptest::collection::vec(1i32..5, 1..30),
+            deliveries in proptest::collection::vec(0usize..64, 1..200),
+        ) {
+            let firsts: Vec<i32> = counts
+                .iter()
+                .scan(0, |seq, c| {
+                    let first = *seq;
+                    *seq += c;
+                    Some(first)
+                })
+                .collect();
+            let mut t = ProducerStateTable::new();
+            let mut appended: Vec<(usize, i64)> = Vec::new(); // (batch, first offset)
+            let mut next_offset = 0i64;
+            for d in deliveries {
+                let i = d % counts.len();
+                let b = facts(42, 0, firsts[i], counts[i]);
+                let verdict = t.check(&b);
+                let next_batch = appended.last().map(|(j, _)| j + 1);
+                let recent = &appended[appended.len().saturating_sub(BATCHES_PER_PRODUCER_MAX)..];
+                if let Some((_, first)) = recent.iter().find(|(j, _)| *j == i) {
+                    proptest::prop_assert_eq!(
+                        verdict,
+                        Ok(Check::Duplicate {
+                            first_offset: *first,
+                            last_offset: *first + i64::from(counts[i]) - 1,
+                        })
+                    );
+                } else if next_batch.is_none_or(|n| n == i) {
+                    // In sequence, or the first batch seen of an unknown producer (any sequence).
+                    proptest::prop_assert_eq!(verdict, Ok(Check::Append));
+                    t.apply(&b, next_offset, 0, None);
+                    appended.push((i, next_offset));
+                    next_offset += i64::from(counts[i]);
+                } else {
+                    proptest::prop_assert!(
+                        matches!(verdict, Err(ProducerError::OutOfOrder(_))),
+                        "batch {} after {:?}: {:?}", i, appended, verdict
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn snapshot_round_trips_and_rejects_damage() {
         let mut t = ProducerStateTable::new();
