@@ -13,7 +13,9 @@
 //!
 //! Sizes are environment variables so a quick run stays quick: `FRESHET_BENCH_MB` (default 256),
 //! `FRESHET_BENCH_PARTITIONS` (default 4), `FRESHET_BENCH_SHARDS` (default 2); a broker TOML
-//! file with `FRESHET_BENCH_CONFIG`.
+//! file with `FRESHET_BENCH_CONFIG`; an idempotent producer with `FRESHET_BENCH_IDEMPOTENCE=1`;
+//! librdkafka's in-flight request limit with `FRESHET_BENCH_MAX_INFLIGHT` (idempotence caps it
+//! at 5).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -207,13 +209,24 @@ fn create_topic(addr: &str, topic: &str, partitions: i32) {
 fn produce(addr: &str, topic: &str, partitions: i32, count: u64) -> f64 {
     let delivered = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let producer: BaseProducer<Counting> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Ok(n) = std::env::var("FRESHET_BENCH_MAX_INFLIGHT") {
+        config.set("max.in.flight.requests.per.connection", n);
+    }
+    let producer: BaseProducer<Counting> = config
         .set("bootstrap.servers", addr)
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            if std::env::var("FRESHET_BENCH_IDEMPOTENCE").is_ok_and(|v| v == "1") {
+                "true"
+            } else {
+                "false"
+            },
+        )
         .create_with_context(Counting {
             delivered: delivered.clone(),
             failed: failed.clone(),

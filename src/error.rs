@@ -25,6 +25,9 @@ pub fn storage_code(error: &StorageError) -> ResponseError {
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::TransactionNotVerified(_) => ResponseError::InvalidTxnState,
     }
 }
 

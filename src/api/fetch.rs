@@ -14,8 +14,10 @@
 //! reads again.
 //!
 //! Fetch sessions (KIP-227) are not kept: every answer carries session id 0, which tells
-//! clients to send full fetch requests, as Kafka allows. Reads stop at the high watermark,
-//! which is also the last stable offset until transactions arrive.
+//! clients to send full fetch requests, as Kafka allows. READ_UNCOMMITTED reads stop at the
+//! high watermark; READ_COMMITTED reads stop at the last stable offset (the first offset of the
+//! oldest open transaction) and carry the aborted transactions overlapping the returned range,
+//! so the client drops their records; long polls wait for the LSO to move.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,11 +32,11 @@ use kafka_protocol::messages::FetchRequest;
 use super::{decode, first_of, join_all, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
 use crate::protocol::fetch::{
-    encode_fetch_response, FetchPartition, FetchResponseParts, FetchTopic,
+    encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
 };
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardId};
-use crate::storage::StorageError;
+use crate::storage::{batch, StorageError};
 
 /// The longest a fetch may park, whatever the client asks (bounds parked work per shard).
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -54,13 +56,28 @@ struct Want {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// READ_COMMITTED: stop at the last stable offset and list aborted transactions.
+    read_committed: bool,
+}
+
+impl Want {
+    /// The offset reads stop at for this fetch: the LSO or the high watermark.
+    fn readable_end(&self, log: &crate::storage::PartitionLog) -> i64 {
+        if self.read_committed {
+            log.last_stable_offset()
+        } else {
+            log.high_watermark()
+        }
+    }
 }
 
 /// What one partition read gave.
 struct Got {
     error: Option<ResponseError>,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    aborted: Option<Vec<AbortedTransaction>>,
     batches: Vec<Bytes>,
 }
 
@@ -69,7 +86,9 @@ impl Got {
         Got {
             error: Some(error),
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: None,
             batches: Vec::new(),
         }
     }
@@ -138,6 +157,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     partition: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
+                    read_committed: body.isolation_level == 1,
                 });
             }
             parts.push((p.partition, error));
@@ -200,9 +220,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 partition_index: partition,
                 error_code: crate::error::code(got.error),
                 high_watermark: got.high_watermark,
-                last_stable_offset: got.high_watermark,
+                last_stable_offset: got.last_stable_offset,
                 log_start_offset: got.log_start_offset,
-                aborted_transactions: None,
+                aborted_transactions: got.aborted,
                 records: batches,
             });
         }
@@ -285,17 +305,49 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> 
     for want in wants {
         let got = match shard.partition(&want.topic, want.partition) {
             None => Got::error(partition_unavailable_code()),
-            Some(partition) => match partition.log.read(want.offset, want.max_bytes, true).await {
-                Ok(data) => Got {
-                    error: None,
-                    high_watermark: data.high_watermark,
-                    log_start_offset: data.log_start_offset,
-                    batches: data.batches,
-                },
+            Some(partition) => match partition
+                .log
+                .read_upto(
+                    want.offset,
+                    want.max_bytes,
+                    true,
+                    want.readable_end(&partition.log),
+                )
+                .await
+            {
+                Ok(data) => {
+                    let lso = partition.log.last_stable_offset();
+                    let aborted = want.read_committed.then(|| {
+                        let end = data
+                            .batches
+                            .last()
+                            .and_then(|b| batch::header(b))
+                            .map_or(want.offset, |h| h.last_offset() + 1);
+                        partition
+                            .log
+                            .aborted_transactions(want.offset, end)
+                            .into_iter()
+                            .map(|(producer_id, first_offset)| AbortedTransaction {
+                                producer_id,
+                                first_offset,
+                            })
+                            .collect()
+                    });
+                    Got {
+                        error: None,
+                        high_watermark: data.high_watermark,
+                        last_stable_offset: lso,
+                        log_start_offset: data.log_start_offset,
+                        aborted,
+                        batches: data.batches,
+                    }
+                }
                 Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
                     error: Some(storage_code(&e)),
                     high_watermark: partition.log.high_watermark(),
+                    last_stable_offset: partition.log.last_stable_offset(),
                     log_start_offset: partition.log.log_start_offset(),
+                    aborted: None,
                     batches: Vec::new(),
                 },
                 Err(e) => {
@@ -331,7 +383,7 @@ async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
     let mut partitions = Vec::with_capacity(wants.len());
     for want in &wants {
         match shard.partition(&want.topic, want.partition) {
-            Some(p) if p.log.high_watermark() <= want.offset => partitions.push(p),
+            Some(p) if want.readable_end(&p.log) <= want.offset => partitions.push(p),
             _ => return,
         }
     }
@@ -355,7 +407,7 @@ async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
                 group.iter().any(|w| {
                     owner
                         .partition(&w.topic, w.partition)
-                        .is_some_and(|p| p.log.high_watermark() > w.offset)
+                        .is_some_and(|p| w.readable_end(&p.log) > w.offset)
                 })
             })
             .await;

@@ -1,9 +1,8 @@
 //! FindCoordinator: every group's coordinator is this broker (one node; shard 0 does the
 //! work, any shard answers).
 //!
-//! v0-3 ask for one key, v4+ for a batch (`coordinator_keys`). Key type GROUP (0) gets this
-//! node; TRANSACTION (1) gets COORDINATOR_NOT_AVAILABLE until transactions exist (clients
-//! retry); any other type is INVALID_REQUEST, as Kafka answers.
+//! v0-3 ask for one key, v4+ for a batch (`coordinator_keys`). Key types GROUP (0) and
+//! TRANSACTION (1) get this node; any other type is INVALID_REQUEST, as Kafka answers.
 
 use std::rc::Rc;
 
@@ -22,30 +21,19 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// (error, node id, host, port) for one key.
 fn lookup(shard: &Shard, key_type: i8) -> (Option<ResponseError>, i32, String, i32) {
     match key_type {
-        KEY_TYPE_GROUP => {
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
             let (host, port) = shard
                 .config
                 .advertised_host_port()
                 .unwrap_or_else(|_| ("localhost".into(), 9092));
             (None, shard.config.node_id, host, port)
         }
-        KEY_TYPE_TRANSACTION => (
-            Some(ResponseError::CoordinatorNotAvailable),
-            -1,
-            String::new(),
-            -1,
-        ),
         _ => (Some(ResponseError::InvalidRequest), -1, String::new(), -1),
     }
 }
 
 fn message(error: Option<ResponseError>) -> Option<String> {
-    error.map(|e| match e {
-        ResponseError::CoordinatorNotAvailable => {
-            "Transactions are not supported by this broker yet.".to_string()
-        }
-        _ => "Unknown coordinator type".to_string(),
-    })
+    error.map(|_| "Unknown coordinator type".to_string())
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {

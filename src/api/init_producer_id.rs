@@ -1,10 +1,14 @@
-//! InitProducerId: producer ids for idempotent producers.
+//! InitProducerId: producer ids for idempotent and transactional producers.
+//!
+//! With a `transactional_id`, the transaction coordinator (`shard::txns`) answers: the id's
+//! producer id with a bumped epoch (fencing older instances), after aborting a transaction the
+//! previous instance left open.
 //!
 //! Ids come from the coordinator shard, reserved durably in blocks so none is reused after a
 //! restart. Every call gets a fresh id with epoch 0 (Kafka bumps the epoch of a known id
-//! instead; a fresh id is equally valid for a client). Sequence numbers are not checked yet:
-//! producer state and transactions (a `transactional_id`) arrive with the exactly-once issue,
-//! and until then a transactional request is refused with INVALID_REQUEST.
+//! instead; a fresh id is equally valid for a client, and Kafka does the same for producers
+//! without a `transactional_id`). Sequences are checked per partition by the log
+//! (`storage::producer_state`).
 
 use std::rc::Rc;
 
@@ -13,7 +17,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{Shard, COORDINATOR_SHARD};
+use crate::shard::{txns, Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: InitProducerIdRequest = match decode(&request) {
@@ -21,22 +25,25 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let mut response = InitProducerIdResponse::default();
-    if body.transactional_id.is_some() {
-        tracing::warn!("transactional producers are not supported yet");
-        response.error_code = ResponseError::InvalidRequest.code();
-        response.producer_id = ProducerId(-1);
-        response.producer_epoch = -1;
-        return super::respond(&request, &response);
-    }
+    let transactional_id = body.transactional_id.as_ref().map(|t| t.to_string());
+    let timeout_ms = body.transaction_timeout_ms;
+    let expected = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
     let allocated = shard
-        .invoke_on(COORDINATOR_SHARD, |coordinator| async move {
-            coordinator.allocate_producer_id().await.map_err(|e| e.code)
+        .invoke_on(COORDINATOR_SHARD, move |coordinator| async move {
+            match transactional_id {
+                Some(id) => txns::init_producer_id(&coordinator, &id, timeout_ms, expected).await,
+                None => coordinator
+                    .allocate_producer_id()
+                    .await
+                    .map(|id| (id, 0))
+                    .map_err(|e| e.code),
+            }
         })
         .await;
     match allocated {
-        Ok(Ok(id)) => {
+        Ok(Ok((id, epoch))) => {
             response.producer_id = ProducerId(id);
-            response.producer_epoch = 0;
+            response.producer_epoch = epoch;
         }
         Ok(Err(code)) => {
             response.error_code = code.code();

@@ -1,7 +1,7 @@
 //! ListOffsets: offsets by timestamp, and the earliest/latest/max-timestamp specials.
 //!
-//! Special timestamps, as Kafka defines them: -1 latest (the high watermark, which is also
-//! the last stable offset until transactions arrive), -2 earliest (log start), -3 the record
+//! Special timestamps, as Kafka defines them: -1 latest (the high watermark, or the last stable
+//! offset for isolation level READ_COMMITTED), -2 earliest (log start), -3 the record
 //! with the largest timestamp (v7+), -4 earliest local (v8+; all data is local, so the log
 //! start), -5 latest tiered (v9+; nothing is tiered, so offset -1). A timestamp >= 0 finds the
 //! earliest record with a timestamp at or after it; none gives offset -1.
@@ -36,6 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let metadata = shard.metadata();
+    let read_committed = body.isolation_level == 1;
     let mut work: Vec<Pin<Box<dyn Future<Output = Answer>>>> = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
@@ -52,7 +53,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             work.push(Box::pin(async move {
                 let owner = shard.owner(&name, index);
                 shard
-                    .invoke_on(owner, move |owner| lookup(owner, name, index, ts))
+                    .invoke_on(owner, move |owner| {
+                        lookup(owner, name, index, ts, read_committed)
+                    })
                     .await
                     .unwrap_or_else(|e| (Some(shard_gone_code(&e)), -1, -1))
             }));
@@ -81,12 +84,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     super::respond(&request, &response)
 }
 
-async fn lookup(shard: Rc<Shard>, topic: String, index: i32, timestamp: i64) -> Answer {
+async fn lookup(
+    shard: Rc<Shard>,
+    topic: String,
+    index: i32,
+    timestamp: i64,
+    read_committed: bool,
+) -> Answer {
     let Some(partition) = shard.partition(&topic, index) else {
         return (Some(partition_unavailable_code()), -1, -1);
     };
     let log = &partition.log;
     match timestamp {
+        LATEST if read_committed => (None, -1, log.last_stable_offset()),
         LATEST => (None, -1, log.high_watermark()),
         EARLIEST | EARLIEST_LOCAL => (None, -1, log.log_start_offset()),
         MAX_TIMESTAMP => {

@@ -7,6 +7,8 @@
 //! dispatches. A request body that does not decode closes the connection, as Kafka does with
 //! an `InvalidRequestException`; other connections are unaffected.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
@@ -20,6 +22,9 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -28,12 +33,14 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +105,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::OffsetDelete => offset_delete::handle(shard, request).await,
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(shard, request).await,
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(shard, request).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, request).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, request).await,
+        ApiKey::EndTxn => end_txn::handle(shard, request).await,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, request).await,
+        ApiKey::DescribeProducers => describe_producers::handle(shard, request).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, request).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -1,8 +1,12 @@
 //! OffsetFetch: committed offsets of one group (v1-7) or several (v8+), from the coordinator
 //! shard's table. v9+ names the member: for a KIP-848 consumer group its epoch is checked
-//! (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH), as Kafka 4 does. A partition with no committed offset gets offset -1 and no error, as Kafka
-//! answers; `topics: null` (v2+) asks for every committed partition of the group.
+//! (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH), as Kafka 4 does. A partition with no committed
+//! offset gets offset -1 and no error, as Kafka answers; `topics: null` (v2+) asks for every
+//! committed partition of the group. With `require_stable` (v7+, KIP-447) a partition whose
+//! offset waits in an open transaction gets UNSTABLE_OFFSET_COMMIT, so a read_committed
+//! consumer does not start from a stale offset.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -13,6 +17,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::{decode, str_bytes, Outcome};
+use crate::coordinator::offsets::OffsetKey;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::FetchedOffsets;
 use crate::shard::{Shard, COORDINATOR_SHARD};
@@ -52,36 +57,66 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         });
         vec![(body.group_id.to_string(), topics, None)]
     };
-    let answers: Vec<Result<FetchedOffsets, ResponseError>> = shard
+    let require_stable = version >= 7 && body.require_stable;
+    let groups: Vec<String> = asked.iter().map(|(g, _, _)| g.clone()).collect();
+    let (answers, pending): (
+        Vec<Result<FetchedOffsets, ResponseError>>,
+        HashSet<OffsetKey>,
+    ) = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            asked
+            let answers = asked
                 .into_iter()
                 .map(|(group, topics, member)| c.groups.fetch(&group, topics, member))
-                .collect()
+                .collect();
+            let pending = if require_stable {
+                c.txns.state.borrow().pending_offsets()
+            } else {
+                HashSet::new()
+            };
+            (answers, pending)
         })
         .await
-        .unwrap_or_else(|_| vec![Err(ResponseError::CoordinatorNotAvailable)]);
+        .unwrap_or_else(|_| {
+            (
+                vec![Err(ResponseError::CoordinatorNotAvailable)],
+                HashSet::new(),
+            )
+        });
+    // KIP-447: with require_stable, a partition whose offset waits in an open transaction is
+    // UNSTABLE_OFFSET_COMMIT (retriable) instead of a value that may be about to change.
+    let unstable = |group: &str, topic: &str, partition: i32| {
+        pending.contains(&OffsetKey {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition,
+        })
+    };
+    let mut groups = groups.into_iter();
     let mut response = OffsetFetchResponse::default();
     if version >= 8 {
         for (g, answer) in body.groups.iter().zip(answers) {
+            let group_id = groups.next().unwrap_or_default();
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             match answer {
                 Ok(topics) => {
                     for (topic, parts) in topics {
                         let mut t = OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(topic)));
+                            .with_name(TopicName(str_bytes(topic.clone())));
                         for (p, value) in parts {
                             let (offset, epoch, meta) = value
                                 .map_or((-1, -1, String::new()), |v| {
                                     (v.offset, v.leader_epoch, v.metadata)
                                 });
-                            t.partitions.push(
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(Some(str_bytes(meta))),
-                            );
+                            let mut part = OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(str_bytes(meta)));
+                            if unstable(&group_id, &topic, p) {
+                                part.error_code = ResponseError::UnstableOffsetCommit.code();
+                                part.committed_offset = -1;
+                            }
+                            t.partitions.push(part);
                         }
                         group.topics.push(t);
                     }
@@ -96,22 +131,26 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .into_iter()
         .next()
         .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+    let group_id = groups.next().unwrap_or_default();
     match answer {
         Ok(topics) => {
             for (topic, parts) in topics {
-                let mut t =
-                    OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(topic)));
+                let mut t = OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(topic.clone())));
                 for (p, value) in parts {
                     let (offset, epoch, meta) = value.map_or((-1, -1, String::new()), |v| {
                         (v.offset, v.leader_epoch, v.metadata)
                     });
-                    t.partitions.push(
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(p)
-                            .with_committed_offset(offset)
-                            .with_committed_leader_epoch(epoch)
-                            .with_metadata(Some(str_bytes(meta))),
-                    );
+                    let mut part = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(str_bytes(meta)));
+                    if unstable(&group_id, &topic, p) {
+                        part.error_code = ResponseError::UnstableOffsetCommit.code();
+                        part.committed_offset = -1;
+                    }
+                    t.partitions.push(part);
                 }
                 response.topics.push(t);
             }

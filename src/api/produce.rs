@@ -7,8 +7,8 @@
 //! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
 //! single node: answered when durable.
 //!
-//! Not yet: idempotent/transactional producer state (producer ids and sequences are stored
-//! as sent but not checked), which arrives with the exactly-once issue.
+//! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
+//! done by the owner's log where offsets are assigned (`storage::producer_state`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{decode, join_all, str_bytes, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::Shard;
+use crate::shard::{Shard, COORDINATOR_SHARD};
 
 /// The result for one partition, as the response needs it.
 struct PartitionResult {
@@ -86,6 +86,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 let records = data.records.clone().unwrap_or_default();
                 work.push(Box::pin(append_on_owner(
                     shard.clone(),
+                    request.api_version,
                     topic_name,
                     data.index,
                     records,
@@ -121,6 +122,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 
 async fn append_on_owner(
     shard: Rc<Shard>,
+    version: i16,
     topic: String,
     partition: i32,
     records: Bytes,
@@ -131,7 +133,22 @@ async fn append_on_owner(
             let Some(log) = owner.partition(&topic, partition) else {
                 return PartitionResult::error(partition_unavailable_code(), None);
             };
-            match log.append(records).await {
+            // Kafka answers clients that know it (Produce v11+) with TRANSACTION_ABORTABLE.
+            let abortable = |e| match e {
+                ResponseError::InvalidTxnState if version > 10 => {
+                    ResponseError::TransactionAbortable
+                }
+                other => other,
+            };
+            let guard = match verify_transaction(&owner, &log, &topic, partition, &records).await {
+                Ok(guard) => guard,
+                Err(e) => return PartitionResult::error(abortable(e), None),
+            };
+            let appended = match guard {
+                Some(guard) => log.append_verified(records, guard).await,
+                None => log.append(records).await,
+            };
+            match appended {
                 Ok(info) => PartitionResult {
                     error: None,
                     message: None,
@@ -141,10 +158,49 @@ async fn append_on_owner(
                 },
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");
-                    PartitionResult::error(storage_code(&e), Some(e.to_string()))
+                    PartitionResult::error(abortable(storage_code(&e)), Some(e.to_string()))
                 }
             }
         })
         .await;
     answer.unwrap_or_else(|e| PartitionResult::error(shard_gone_code(&e), None))
+}
+
+/// Transactional batches may only go to partitions of their producer's open transaction
+/// (Kafka's transaction partition verification, KIP-890 part 1): otherwise a late or stray
+/// write would open a transaction no marker ever ends, and hold the last stable offset forever.
+/// The first batch of a transaction on a partition asks the coordinator; later ones are known
+/// from the partition's producer state. Returns the guard to append with after asking: the
+/// producer's marker count before the question (a marker meanwhile voids the answer).
+async fn verify_transaction(
+    owner: &Rc<Shard>,
+    partition: &crate::shard::Partition,
+    topic: &str,
+    index: i32,
+    records: &Bytes,
+) -> Result<Option<(i64, u32)>, ResponseError> {
+    let Some(h) = crate::storage::batch::header(records) else {
+        return Ok(None); // the log's validation answers
+    };
+    let facts = crate::storage::producer_state::BatchFacts::of(h);
+    if !facts.transactional || facts.control || !facts.has_producer() {
+        return Ok(None);
+    }
+    if partition.log.in_transaction(facts.producer_id, facts.epoch) {
+        return Ok(None);
+    }
+    let guard = (
+        facts.producer_id,
+        partition.log.marker_count(facts.producer_id),
+    );
+    let tp = (topic.to_string(), index);
+    let (pid, epoch) = (facts.producer_id, facts.epoch);
+    let verified = owner
+        .invoke_on(COORDINATOR_SHARD, move |c| async move {
+            c.txns.state.borrow().verify_partition(pid, epoch, &tp)
+        })
+        .await;
+    verified
+        .unwrap_or_else(|e| Err(shard_gone_code(&e)))
+        .map(|()| Some(guard))
 }

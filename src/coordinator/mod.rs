@@ -5,8 +5,10 @@
 //! topic configs. Classic consumer groups: [`group`] is their state machine (pure, driven by
 //! requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
 //! offsets table with its record format; `shard::groups` runs both on shard 0 and keeps the
-//! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine (pure, heartbeats
-//! answered at once) and [`assignor`] the server-side assignors. Transactions come later.
+//! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine
+//! (pure, heartbeats answered at once) and [`assignor`] the server-side assignors.
+//! Transactions: [`txn`] is the transaction coordinator's state machine (pure); `shard::txns`
+//! runs it with its internal log.
 
 pub mod assignor;
 pub mod consumer_group;
@@ -15,3 +17,4 @@ pub mod metadata;
 pub mod offsets;
 pub mod store;
 pub mod topic_config;
+pub mod txn;

@@ -31,7 +31,7 @@ use crate::storage::batch::{self, Compression, NewRecord};
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
 /// What a group committed for one partition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommittedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
@@ -40,7 +40,9 @@ pub struct CommittedOffset {
 }
 
 /// The key of a committed offset.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct OffsetKey {
     pub group: String,
     pub topic: String,

@@ -167,6 +167,90 @@ fn seed_init_producer_id(_v: i16) -> InitProducerIdRequest {
         .with_transaction_timeout_ms(60_000)
 }
 
+fn seed_add_partitions_to_txn(v: i16) -> AddPartitionsToTxnRequest {
+    let topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![0, 3]);
+    if v >= 4 {
+        let t = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(s("txn-1")))
+            .with_producer_id(ProducerId(7))
+            .with_producer_epoch(2)
+            .with_verify_only(true)
+            .with_topics(vec![topic]);
+        AddPartitionsToTxnRequest::default().with_transactions(vec![t])
+    } else {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("txn-1")))
+            .with_v3_and_below_producer_id(ProducerId(7))
+            .with_v3_and_below_producer_epoch(2)
+            .with_v3_and_below_topics(vec![topic])
+    }
+}
+
+fn seed_add_offsets_to_txn(_v: i16) -> AddOffsetsToTxnRequest {
+    AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_group_id(GroupId(s("readers")))
+}
+
+fn seed_end_txn(_v: i16) -> EndTxnRequest {
+    EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_committed(true)
+}
+
+fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
+    let part = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+        .with_partition_index(1)
+        .with_committed_offset(99)
+        .with_committed_metadata(Some(s("m")));
+    let topic = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![part]);
+    let mut req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("txn-1")))
+        .with_group_id(GroupId(s("readers")))
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_topics(vec![topic]);
+    if v >= 3 {
+        req = req.with_generation_id(4).with_member_id(s("member-1"));
+    }
+    req
+}
+
+fn seed_describe_producers(_v: i16) -> DescribeProducersRequest {
+    let t = describe_producers_request::TopicRequest::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 2]);
+    DescribeProducersRequest::default().with_topics(vec![t])
+}
+
+fn seed_describe_transactions(_v: i16) -> DescribeTransactionsRequest {
+    DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        TransactionalId(s("txn-1")),
+        TransactionalId(s("txn-2")),
+    ])
+}
+
+fn seed_list_transactions(v: i16) -> ListTransactionsRequest {
+    let mut req = ListTransactionsRequest::default()
+        .with_state_filters(vec![s("Ongoing")])
+        .with_producer_id_filters(vec![ProducerId(7)]);
+    if v >= 1 {
+        req = req.with_duration_filter(1000);
+    }
+    if v >= 2 {
+        req = req.with_transactional_id_pattern(Some(s("txn-.*")));
+    }
+    req
+}
+
 fn seed_describe_configs(v: i16) -> DescribeConfigsRequest {
     let r = describe_configs_request::DescribeConfigsResource::default()
         .with_resource_type(2)
@@ -497,7 +581,14 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         ListGroupsRequest,
         DeleteGroupsRequest,
         ConsumerGroupHeartbeatRequest,
-        ConsumerGroupDescribeRequest
+        ConsumerGroupDescribeRequest,
+        AddPartitionsToTxnRequest,
+        AddOffsetsToTxnRequest,
+        EndTxnRequest,
+        TxnOffsetCommitRequest,
+        DescribeProducersRequest,
+        DescribeTransactionsRequest,
+        ListTransactionsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -568,6 +659,13 @@ fn served() -> Vec<Served> {
         served!(OffsetDeleteRequest, seed_offset_delete),
         served!(ConsumerGroupHeartbeatRequest, seed_consumer_group_heartbeat),
         served!(ConsumerGroupDescribeRequest, seed_consumer_group_describe),
+        served!(AddPartitionsToTxnRequest, seed_add_partitions_to_txn),
+        served!(AddOffsetsToTxnRequest, seed_add_offsets_to_txn),
+        served!(EndTxnRequest, seed_end_txn),
+        served!(TxnOffsetCommitRequest, seed_txn_offset_commit),
+        served!(DescribeProducersRequest, seed_describe_producers),
+        served!(DescribeTransactionsRequest, seed_describe_transactions),
+        served!(ListTransactionsRequest, seed_list_transactions),
     ]
 }
 

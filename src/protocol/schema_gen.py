@@ -17,10 +17,14 @@ REQUESTS = {
     "join_group_request": 11, "heartbeat_request": 12, "leave_group_request": 13,
     "sync_group_request": 14, "describe_groups_request": 15, "list_groups_request": 16,
     "delete_groups_request": 42, "offset_delete_request": 47, "api_versions_request": 18, "create_topics_request": 19, "delete_topics_request": 20,
-    "delete_records_request": 21, "init_producer_id_request": 22, "describe_configs_request": 32, "alter_configs_request": 33,
+    "delete_records_request": 21, "init_producer_id_request": 22,
+    "add_partitions_to_txn_request": 24, "add_offsets_to_txn_request": 25, "end_txn_request": 26,
+    "txn_offset_commit_request": 28, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
     "consumer_group_heartbeat_request": 68, "consumer_group_describe_request": 69,
+    "describe_producers_request": 61, "describe_transactions_request": 65,
+    "list_transactions_request": 66,
 }
 
 DECODE = re.compile(

@@ -619,6 +619,125 @@ pub(crate) static INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST: StructSchema =
     ],
 };
 
+pub(crate) static ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNREQUEST: StructSchema = StructSchema {
+    name: "AddPartitionsToTxnRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTRANSACTION)), min: 4, max: 5 }, // transactions
+        Field { ty: Ty::CompactString, min: 3, max: 3 }, // v3_and_below_transactional_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // v3_and_below_transactional_id
+        Field { ty: Ty::Int64, min: 0, max: 3 }, // v3_and_below_producer_id
+        Field { ty: Ty::Int16, min: 0, max: 3 }, // v3_and_below_producer_epoch
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTOPIC)), min: 3, max: 3 }, // v3_and_below_topics
+        Field { ty: Ty::Array(&Ty::Struct(&ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTOPIC)), min: 0, max: 2 }, // v3_and_below_topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTOPIC: StructSchema = StructSchema {
+    name: "AddPartitionsToTxnTopic", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // name
+        Field { ty: Ty::String, min: 0, max: 2 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 3, max: 5 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 0, max: 2 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTRANSACTION: StructSchema = StructSchema {
+    name: "AddPartitionsToTxnTransaction", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 5 }, // transactional_id
+        Field { ty: Ty::Int64, min: 4, max: 5 }, // producer_id
+        Field { ty: Ty::Int16, min: 4, max: 5 }, // producer_epoch
+        Field { ty: Ty::Int8, min: 4, max: 5 }, // verify_only
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNTOPIC)), min: 4, max: 5 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ADD_OFFSETS_TO_TXN_REQUEST_ADDOFFSETSTOTXNREQUEST: StructSchema = StructSchema {
+    name: "AddOffsetsToTxnRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::add_offsets_to_txn_request::AddOffsetsToTxnRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 4 }, // transactional_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // transactional_id
+        Field { ty: Ty::Int64, min: 0, max: 4 }, // producer_id
+        Field { ty: Ty::Int16, min: 0, max: 4 }, // producer_epoch
+        Field { ty: Ty::CompactString, min: 3, max: 4 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // group_id
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static END_TXN_REQUEST_ENDTXNREQUEST: StructSchema = StructSchema {
+    name: "EndTxnRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::end_txn_request::EndTxnRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // transactional_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // transactional_id
+        Field { ty: Ty::Int64, min: 0, max: 5 }, // producer_id
+        Field { ty: Ty::Int16, min: 0, max: 5 }, // producer_epoch
+        Field { ty: Ty::Int8, min: 0, max: 5 }, // committed
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUEST: StructSchema = StructSchema {
+    name: "TxnOffsetCommitRequest", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // transactional_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // transactional_id
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // group_id
+        Field { ty: Ty::String, min: 0, max: 2 }, // group_id
+        Field { ty: Ty::Int64, min: 0, max: 5 }, // producer_id
+        Field { ty: Ty::Int16, min: 0, max: 5 }, // producer_epoch
+        Field { ty: Ty::Int32, min: 3, max: 5 }, // generation_id
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // member_id
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // group_instance_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTTOPIC)), min: 3, max: 5 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTTOPIC)), min: 0, max: 2 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTPARTITION: StructSchema = StructSchema {
+    name: "TxnOffsetCommitRequestPartition", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 5 }, // partition_index
+        Field { ty: Ty::Int64, min: 0, max: 5 }, // committed_offset
+        Field { ty: Ty::Int32, min: 2, max: 5 }, // committed_leader_epoch
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // committed_metadata
+        Field { ty: Ty::String, min: 0, max: 2 }, // committed_metadata
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTTOPIC: StructSchema = StructSchema {
+    name: "TxnOffsetCommitRequestTopic", tagged_from: 3,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 3, max: 5 }, // name
+        Field { ty: Ty::String, min: 0, max: 2 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTPARTITION)), min: 3, max: 5 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUESTPARTITION)), min: 0, max: 2 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST: StructSchema = StructSchema {
     name: "DescribeConfigsRequest", tagged_from: 4,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest>(),
@@ -840,6 +959,50 @@ pub(crate) static CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST: 
     ],
 };
 
+pub(crate) static DESCRIBE_PRODUCERS_REQUEST_DESCRIBEPRODUCERSREQUEST: StructSchema = StructSchema {
+    name: "DescribeProducersRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_producers_request::DescribeProducersRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_PRODUCERS_REQUEST_TOPICREQUEST)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_PRODUCERS_REQUEST_TOPICREQUEST: StructSchema = StructSchema {
+    name: "TopicRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_producers_request::TopicRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 0 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TRANSACTIONS_REQUEST_DESCRIBETRANSACTIONSREQUEST: StructSchema = StructSchema {
+    name: "DescribeTransactionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_transactions_request::DescribeTransactionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 0 }, // transactional_ids
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST: StructSchema = StructSchema {
+    name: "ListTransactionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_transactions_request::ListTransactionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 0, max: 2 }, // state_filters
+        Field { ty: Ty::CompactArray(&Ty::Int64), min: 0, max: 2 }, // producer_id_filters
+        Field { ty: Ty::Int64, min: 1, max: 2 }, // duration_filter
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // transactional_id_pattern
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -863,6 +1026,10 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         20 => Some(&DELETE_TOPICS_REQUEST_DELETETOPICSREQUEST), // versions 1-6
         21 => Some(&DELETE_RECORDS_REQUEST_DELETERECORDSREQUEST), // versions 0-2
         22 => Some(&INIT_PRODUCER_ID_REQUEST_INITPRODUCERIDREQUEST), // versions 0-5
+        24 => Some(&ADD_PARTITIONS_TO_TXN_REQUEST_ADDPARTITIONSTOTXNREQUEST), // versions 0-5
+        25 => Some(&ADD_OFFSETS_TO_TXN_REQUEST_ADDOFFSETSTOTXNREQUEST), // versions 0-4
+        26 => Some(&END_TXN_REQUEST_ENDTXNREQUEST), // versions 0-5
+        28 => Some(&TXN_OFFSET_COMMIT_REQUEST_TXNOFFSETCOMMITREQUEST), // versions 0-5
         32 => Some(&DESCRIBE_CONFIGS_REQUEST_DESCRIBECONFIGSREQUEST), // versions 1-4
         33 => Some(&ALTER_CONFIGS_REQUEST_ALTERCONFIGSREQUEST), // versions 0-2
         35 => Some(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST), // versions 1-4
@@ -871,6 +1038,9 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         60 => Some(&DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST), // versions 0-2
         68 => Some(&CONSUMER_GROUP_HEARTBEAT_REQUEST_CONSUMERGROUPHEARTBEATREQUEST), // versions 0-1
         69 => Some(&CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST), // versions 0-1
+        61 => Some(&DESCRIBE_PRODUCERS_REQUEST_DESCRIBEPRODUCERSREQUEST), // versions 0-0
+        65 => Some(&DESCRIBE_TRANSACTIONS_REQUEST_DESCRIBETRANSACTIONSREQUEST), // versions 0-0
+        66 => Some(&LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST), // versions 0-2
         _ => None,
     }
 }

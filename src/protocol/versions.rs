@@ -7,7 +7,8 @@
 //!
 //! The ranges are Kafka 4.1's (the kafka-protocol 0.18 crate is generated from Kafka 4.1's
 //! message specs; `ApiKey::valid_versions()` agrees with every range here except Fetch, whose v18
-//! is `latestVersionUnstable` in 4.1 and so not advertised by a 4.1 broker). Kafka 4.0 removed the
+//! is `latestVersionUnstable` in 4.1 and so not advertised by a 4.1 broker, and
+//! ListTransactions, whose v2 regex filter Freshet does not serve). Kafka 4.0 removed the
 //! old versions (KIP-896): Produce starts at 3, Fetch at 4, ListOffsets at 1, CreateTopics at 2,
 //! DeleteTopics at 1, DescribeConfigs at 1, DescribeLogDirs at 1.
 
@@ -29,7 +30,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
     ApiSupport { key, min, max }
 }
 
-/// Every API the broker implements, in api-key order. Transactions come later.
+/// Every API the broker implements, in api-key order.
 pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::Produce, 3, 13),
     api(ApiKey::Fetch, 4, 17),
@@ -49,6 +50,10 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 5),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -59,6 +64,10 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    // Kafka 4.1 serves v2 (a transactional id regex filter); Freshet has no regex engine yet.
+    api(ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod notify;
 pub mod router;
 pub mod runtime;
+pub mod txns;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -63,6 +64,18 @@ impl Partition {
         self.hw_changed.notify_all();
         result
     }
+
+    /// [`Partition::append`] of a transactional batch verified under `guard`
+    /// ([`PartitionLog::append_verified`]).
+    pub async fn append_verified(
+        &self,
+        records: bytes::Bytes,
+        guard: (i64, u32),
+    ) -> Result<AppendInfo, StorageError> {
+        let result = self.log.append_verified(records, now_ms(), guard).await;
+        self.hw_changed.notify_all();
+        result
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -95,6 +108,8 @@ pub struct Shard {
     producer_ids: Cell<(i64, i64)>,
     /// Coordinator shard only: consumer groups and committed offsets.
     pub groups: groups::GroupCoordinator,
+    /// Coordinator shard only: transactions.
+    pub txns: txns::TxnCoordinator,
 }
 
 impl Shard {
@@ -132,6 +147,7 @@ impl Shard {
                     heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
                 },
             ),
+            txns: txns::TxnCoordinator::new(),
         })
     }
 
@@ -442,6 +458,7 @@ impl Shard {
                         tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
                     }
                 }
+                partition.log.expire_producers(now_ms());
                 glommio::yield_if_needed().await;
             }
         }
@@ -492,6 +509,13 @@ impl Shard {
         {
             tracing::error!(error = %e, "loading committed offsets failed; group APIs answer COORDINATOR_NOT_AVAILABLE");
         }
+        if let Err(e) = self
+            .txns
+            .load(&self.config.data_dir, self.cache.clone())
+            .await
+        {
+            tracing::error!(error = %e, "loading transaction state failed; transaction APIs answer COORDINATOR_NOT_AVAILABLE");
+        }
     }
 
     /// Coordinator shard: ticks the group state machine every
@@ -505,6 +529,7 @@ impl Shard {
             self.groups.tick(now_ms());
             self.groups.persist_groups().await;
             self.groups.maybe_expire_offsets(now_ms()).await;
+            txns::tick(&self);
             if let Err(e) = self.groups.maybe_compact().await {
                 tracing::warn!(error = %e, "compacting the offsets log failed");
             }

@@ -275,6 +275,7 @@ async fn shard_main(
     }
     shard.close_partitions().await;
     shard.groups.close().await;
+    shard.txns.close().await;
     inbox_task.cancel();
     tracing::debug!(shard = index, "shard stopped");
     Ok(())

@@ -382,6 +382,72 @@ fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
     None
 }
 
+/// Encodes a transaction marker as Kafka writes it: one control record in a transactional
+/// control batch, key `(version 0, type)` (0 abort, 1 commit), value `(version 0,
+/// coordinator epoch)`, base sequence -1.
+pub fn encode_control_batch(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Result<bytes::Bytes, String> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(bytes::Bytes::from(key)),
+        value: Some(bytes::Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, [&record], &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// The type of a control batch's marker: `Some(true)` commit, `Some(false)` abort; `None` if
+/// the batch is not an uncompressed control batch with a readable marker key (Kafka's
+/// `EndTransactionMarker` key: version int16, type int16).
+pub fn control_type(batch: &[u8]) -> Option<bool> {
+    let h = header(batch)?;
+    if !h.is_control() || h.compression() != 0 || h.records_count() < 1 {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    let _len = read_varlong(batch, &mut pos, 5)?;
+    pos += 1; // attributes
+    let _ts_delta = read_varlong(batch, &mut pos, 10)?;
+    let _offset_delta = read_varlong(batch, &mut pos, 5)?;
+    let key_len = read_varlong(batch, &mut pos, 5)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(pos..pos + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 /// `(offset, timestamp)` of every record of one validated, *uncompressed* batch, read from the
 /// record headers without decoding keys, values or headers. For a LogAppendTime batch every
 /// record's timestamp is the batch's `maxTimestamp`. `None` if the batch is compressed;
@@ -510,6 +576,20 @@ mod tests {
         encode_batch(&records, compression)
             .expect("encode")
             .to_vec()
+    }
+
+    #[test]
+    fn control_batches_round_trip_their_marker_type() {
+        for commit in [true, false] {
+            let b = encode_control_batch(42, 3, commit, 7, 1000).expect("encode");
+            let h = validate(&b).expect("valid");
+            assert!(h.is_control());
+            assert_ne!(h.attributes() & ATTR_TRANSACTIONAL, 0);
+            assert_eq!((h.producer_id.get(), h.producer_epoch.get()), (42, 3));
+            assert_eq!(h.base_sequence.get(), -1);
+            assert_eq!(control_type(&b), Some(commit));
+        }
+        assert_eq!(control_type(&encode(1, Compression::None)), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   from it.
 //! - `log_start_offset`: moved by retention and DeleteRecords, which write the checkpoint before
 //!   they answer.
+//! - `producers_empty_at` (optional, -1 if unknown): an offset at which the producer state was
+//!   empty, written at a clean close instead of an empty producer snapshot.
 //!
 //! Format: a few `key value` text lines ending with `crc <crc32c of the lines before>`. It is
 //! replaced atomically (temp file, fdatasync, rename, directory fsync), so it is either the
@@ -31,14 +33,22 @@ pub struct Checkpoint {
     pub recovery_offset: i64,
     /// The log start offset.
     pub log_start_offset: i64,
+    /// An offset at which the partition's producer state was empty (written at a clean close
+    /// instead of an empty producer snapshot), or -1: recovery starts its producer-state replay
+    /// there when no newer snapshot exists.
+    pub producers_empty_at: i64,
 }
 
 impl Checkpoint {
     /// Serialize.
     pub fn encode(&self) -> Vec<u8> {
         let body = format!(
-            "freshet-recovery-checkpoint 1\nrecovery_segment {}\nrecovery_position {}\nrecovery_offset {}\nlog_start_offset {}\n",
-            self.recovery_segment, self.recovery_position, self.recovery_offset, self.log_start_offset
+            "freshet-recovery-checkpoint 1\nrecovery_segment {}\nrecovery_position {}\nrecovery_offset {}\nlog_start_offset {}\nproducers_empty_at {}\n",
+            self.recovery_segment,
+            self.recovery_position,
+            self.recovery_offset,
+            self.log_start_offset,
+            self.producers_empty_at
         );
         let crc = crc32c::crc32c(body.as_bytes());
         format!("{body}crc {crc}\n").into_bytes()
@@ -65,11 +75,14 @@ impl Checkpoint {
         let recovery_position = u64::try_from(field("recovery_position ")?).ok()?;
         let recovery_offset = field("recovery_offset ")?;
         let log_start_offset = field("log_start_offset ")?;
+        // Optional (absent from files written before producer state existed).
+        let producers_empty_at = field("producers_empty_at ").unwrap_or(-1);
         Some(Checkpoint {
             recovery_segment,
             recovery_position,
             recovery_offset,
             log_start_offset,
+            producers_empty_at,
         })
     }
 }
@@ -85,6 +98,7 @@ mod tests {
             recovery_position: 4096,
             recovery_offset: 150,
             log_start_offset: 7,
+            producers_empty_at: 150,
         };
         let data = c.encode();
         assert_eq!(Checkpoint::decode(&data), Some(c));
@@ -92,5 +106,12 @@ mod tests {
         bad[40] ^= 1;
         assert_eq!(Checkpoint::decode(&bad), None);
         assert_eq!(Checkpoint::decode(&data[..data.len() - 3]), None);
+        // A file from before `producers_empty_at` still parses.
+        let body = "freshet-recovery-checkpoint 1\nrecovery_segment 1\nrecovery_position 2\nrecovery_offset 3\nlog_start_offset 0\n";
+        let old = format!("{body}crc {}\n", crc32c::crc32c(body.as_bytes()));
+        assert_eq!(
+            Checkpoint::decode(old.as_bytes()).map(|c| c.producers_empty_at),
+            Some(-1)
+        );
     }
 }

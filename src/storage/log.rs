@@ -27,6 +27,13 @@
 //!
 //! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
 //!
+//! Idempotence: a record set with a producer id must be one batch; it is judged by the log's
+//! [`ProducerStateTable`] right before offsets are assigned, with no await in between, so
+//! appends are judged in offset order. A duplicate writes nothing and is answered with the
+//! original offsets once they are durable. A failed flush forgets producer state above the
+//! high watermark. The table is written as a snapshot at each roll and at close, and rebuilt on
+//! open (see [`producer_snapshot`]).
+//!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
 //! above it are dropped, and the next append rewrites from the durable end. Indexes only ever
@@ -75,6 +82,8 @@ use super::cache::TailCache;
 use super::checkpoint::{self, Checkpoint};
 use super::index::{OffsetIndex, TimeIndex};
 use super::io::{self, align_down, DataFile, DIRECT_IO_ALIGN};
+use super::producer_snapshot;
+use super::producer_state::{BatchFacts, Check, ProducerError, ProducerStateTable};
 use super::{AppendInfo, LogConfig, ReadData, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -310,6 +319,11 @@ struct Inner {
     meta_locked: bool,
     /// Successful flush rounds (one fdatasync each).
     flush_count: u64,
+    /// Idempotence and transaction state, updated where offsets are assigned.
+    producers: ProducerStateTable,
+    /// Producer snapshot captured when a roll was decided: (new segment base, encoded state),
+    /// written once that segment is durable.
+    roll_snapshot: Option<(i64, Vec<u8>)>,
 }
 
 impl Inner {
@@ -852,6 +866,11 @@ impl PartitionLog {
             recovery_position: 0,
             recovery_offset: active_base,
             log_start_offset: log_start,
+            // Still true only while the log reaches that far (recovery may have cut it).
+            producers_empty_at: cp
+                .map(|c| c.producers_empty_at)
+                .filter(|at| *at <= log_end)
+                .unwrap_or(-1),
         };
         let checkpoint = match cp {
             // Keep a checkpoint that still describes the active segment's trusted prefix.
@@ -889,11 +908,14 @@ impl PartitionLog {
                     checkpoint,
                     meta_locked: false,
                     flush_count: 0,
+                    producers: ProducerStateTable::new(),
+                    roll_snapshot: None,
                 }),
             }),
         };
         // Segments wholly below the log start are garbage from an interrupted deletion.
         log.delete_segments_below_start().await?;
+        log.rebuild_producer_state().await?;
         Ok(log)
     }
 
@@ -902,6 +924,102 @@ impl PartitionLog {
     /// in place, stamps LogAppendTime (fixing the CRC) when configured, appends, and resolves
     /// once the data is fdatasync'd (group commit). Either all batches are appended or none.
     pub async fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, now_ms, true, None).await
+    }
+
+    /// [`PartitionLog::append`] of a transactional batch verified with the coordinator while
+    /// the producer's marker count was `guard.1` ([`PartitionLog::marker_count`]): refused
+    /// with [`StorageError::TransactionNotVerified`] if a marker arrived since.
+    pub async fn append_verified(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        guard: (i64, u32),
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, now_ms, true, Some(guard)).await
+    }
+
+    /// Markers applied so far for `producer_id` (the verification guard).
+    pub fn marker_count(&self, producer_id: i64) -> u32 {
+        self.shared
+            .inner
+            .borrow()
+            .producers
+            .marker_count(producer_id)
+    }
+
+    /// Append a transaction marker (a control batch) for `producer_id` at `epoch`, as the
+    /// transaction coordinator does. Ends the producer's open transaction on this partition;
+    /// an aborted one enters the aborted-transaction index. A marker older than the
+    /// producer's epoch is refused (INVALID_PRODUCER_EPOCH).
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let marker =
+            batch::encode_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms)
+                .map_err(StorageError::InvalidRecord)?;
+        self.append_from(marker, now_ms, false, None).await
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark. read_committed fetches stop there.
+    pub fn last_stable_offset(&self) -> i64 {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .first_unstable_offset()
+            .map_or(inner.high_watermark, |o| o.min(inner.high_watermark))
+    }
+
+    /// Aborted transactions overlapping `[from, to)` as (producer id, first offset).
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.shared.inner.borrow().producers.aborted_in(from, to)
+    }
+
+    /// Forget producers idle longer than
+    /// [`super::producer_state::PRODUCER_ID_EXPIRATION_MS`] (Kafka's `producer.id.expiration.ms`
+    /// default) without an open transaction; returns how many.
+    pub fn expire_producers(&self, now_ms: i64) -> usize {
+        self.shared
+            .inner
+            .borrow_mut()
+            .producers
+            .expire(now_ms, super::producer_state::PRODUCER_ID_EXPIRATION_MS)
+    }
+
+    /// True if `producer_id` at `epoch` has a transaction open on this partition (its later
+    /// batches need no verification with the coordinator).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.shared
+            .inner
+            .borrow()
+            .producers
+            .get(producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
+    /// Every producer of this partition with its state (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, super::producer_state::ProducerEntry)> {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
+    }
+
+    async fn append_from(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        from_client: bool,
+        guard: Option<(i64, u32)>,
+    ) -> Result<AppendInfo, StorageError> {
         let shared = &*self.shared;
         let (max_message_bytes, ts_type) = {
             let inner = shared.inner.borrow();
@@ -914,6 +1032,24 @@ impl PartitionLog {
             )
         };
         let infos = batch::validate_record_set(&records, max_message_bytes)?;
+        let facts: Vec<BatchFacts> = infos
+            .iter()
+            .filter_map(|b| batch::header(&records[b.pos..]).map(BatchFacts::of))
+            .collect();
+        let markers: Vec<Option<bool>> = infos
+            .iter()
+            .map(|b| batch::control_type(&records[b.pos..b.pos + b.len]))
+            .collect();
+        if from_client && facts.iter().any(|f| f.control) {
+            return Err(StorageError::InvalidRecord(
+                "clients are not allowed to write control records".into(),
+            ));
+        }
+        if facts.len() > 1 && facts.iter().any(BatchFacts::has_producer) {
+            return Err(StorageError::InvalidRecord(
+                "an idempotent or transactional record set must be exactly one batch".into(),
+            ));
+        }
         let set_len = records.len();
         // Backpressure: bounded unflushed bytes per log.
         loop {
@@ -930,6 +1066,26 @@ impl PartitionLog {
         }
         let mut buf = BytesMut::from(&records[..]);
         drop(records);
+        // Producer checks run here, with no await before offsets are assigned below, so
+        // appends on this partition are judged in offset order.
+        if let Some((producer_id, markers)) = guard {
+            if shared.inner.borrow().producers.marker_count(producer_id) != markers {
+                return Err(StorageError::TransactionNotVerified(format!(
+                    "a marker for producer {producer_id} arrived during verification"
+                )));
+            }
+        }
+        if let Some(f) = facts.first().filter(|f| f.has_producer()) {
+            let check = shared.inner.borrow().producers.check(f);
+            if let Check::Duplicate {
+                first_offset,
+                last_offset,
+            } = check.map_err(producer_error)?
+            {
+                tracing::debug!(dir = %shared.dir.display(), producer_id = f.producer_id, first_offset, "duplicate batch");
+                return self.await_duplicate(first_offset, last_offset).await;
+            }
+        }
         let slot: SlotRef = Rc::new(RefCell::new(Slot::default()));
         let (info, spawn_flusher) = {
             let mut inner = shared.inner.borrow_mut();
@@ -952,6 +1108,7 @@ impl PartitionLog {
             };
             if roll {
                 inner.segments.push_back(Segment::new(leo, now_ms));
+                inner.roll_snapshot = Some((leo, inner.producers.encode()));
             }
             let log_append_time = match ts_type {
                 TimestampType::LogAppendTime => now_ms,
@@ -985,6 +1142,11 @@ impl PartitionLog {
                     data_start: b.pos,
                 });
                 next += b.offset_count;
+            }
+            for ((f, pb), marker) in facts.iter().zip(&pending_batches).zip(&markers) {
+                inner
+                    .producers
+                    .apply(f, pb.base_offset, pb.max_timestamp, *marker);
             }
             let data = buf.freeze();
             for pb in &pending_batches {
@@ -1060,8 +1222,21 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadData, StorageError> {
+        self.read_upto(offset, max_bytes, min_one_batch, i64::MAX)
+            .await
+    }
+
+    /// [`PartitionLog::read`], returning only batches that start below `end` (the last stable
+    /// offset for read_committed fetches).
+    pub async fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        end: i64,
+    ) -> Result<ReadData, StorageError> {
         let shared = &*self.shared;
-        let (file, start_pos, end_pos, hw, log_start) = {
+        let (file, start_pos, end_pos, hw, log_start, limit) = {
             let inner = shared.inner.borrow();
             if inner.life == Life::Closed {
                 return Err(StorageError::Closed);
@@ -1080,13 +1255,14 @@ impl PartitionLog {
                 high_watermark: hw,
                 log_start_offset: log_start,
             };
-            if offset == hw {
+            let limit = hw.min(end);
+            if offset >= limit {
                 return Ok(empty);
             }
             if let Some(batches) =
                 shared
                     .cache
-                    .read(shared.cache_id, offset, hw, max_bytes, min_one_batch)
+                    .read(shared.cache_id, offset, limit, max_bytes, min_one_batch)
             {
                 return Ok(ReadData { batches, ..empty });
             }
@@ -1098,7 +1274,7 @@ impl PartitionLog {
                 return Ok(empty);
             };
             let pos = seg.offset_index.lookup(seg.rel(offset));
-            (file, u64::from(pos), seg.durable_len, hw, log_start)
+            (file, u64::from(pos), seg.durable_len, hw, log_start, limit)
         };
         let interval = shared.inner.borrow().config.index_interval_bytes as usize;
         let batches = read_from_disk(
@@ -1106,7 +1282,7 @@ impl PartitionLog {
             start_pos,
             end_pos,
             offset,
-            hw,
+            limit,
             max_bytes,
             min_one_batch,
             interval,
@@ -1342,11 +1518,20 @@ impl PartitionLog {
             let Some(active) = inner.segments.back() else {
                 return Ok(());
             };
+            // Everything accepted is durable now: the producer state covers exactly the log.
+            // An empty one is recorded here rather than in a snapshot file (one write less per
+            // partition at shutdown).
+            let producers_empty_at = if inner.producers.is_empty() {
+                active.durable_next_offset
+            } else {
+                -1
+            };
             let cp = Checkpoint {
                 recovery_segment: active.base_offset,
                 recovery_position: active.durable_len,
                 recovery_offset: active.durable_next_offset,
                 log_start_offset: inner.log_start_offset,
+                producers_empty_at,
             };
             inner.checkpoint = cp;
             for s in inner.segments.iter_mut() {
@@ -1354,7 +1539,92 @@ impl PartitionLog {
             }
             cp
         };
-        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await
+        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
+        if cp.producers_empty_at >= 0 {
+            return Ok(());
+        }
+        let state = shared.inner.borrow().producers.encode();
+        producer_snapshot::write(&shared.dir, cp.recovery_offset, state).await
+    }
+
+    /// Answer a duplicate batch with its original offsets once they are durable.
+    async fn await_duplicate(
+        &self,
+        first_offset: i64,
+        last_offset: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let shared = &*self.shared;
+        loop {
+            {
+                let inner = shared.inner.borrow();
+                if inner.high_watermark > last_offset {
+                    return Ok(AppendInfo {
+                        base_offset: first_offset,
+                        last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: inner.log_start_offset,
+                    });
+                }
+                if inner.life != Life::Open {
+                    return Err(StorageError::Closed);
+                }
+                if inner.log_end_offset <= last_offset {
+                    // The original failed to flush and was rolled back: the client retries.
+                    return Err(StorageError::Io {
+                        op: "append (duplicate of a failed write)",
+                        source: std::io::Error::other("the original batch was not written"),
+                    });
+                }
+            }
+            wait_change(shared).await;
+        }
+    }
+
+    /// Load the newest producer snapshot and replay the batches after it (module docs of
+    /// [`producer_snapshot`]).
+    async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
+        let (log_start, log_end, empty_at) = {
+            let inner = self.shared.inner.borrow();
+            (
+                inner.log_start_offset,
+                inner.high_watermark,
+                inner.checkpoint.producers_empty_at,
+            )
+        };
+        let (mut snapshot_offset, mut table) =
+            producer_snapshot::load(&self.shared.dir, log_end).await?;
+        if empty_at > snapshot_offset && empty_at <= log_end {
+            // A clean close recorded an empty state there, newer than any snapshot.
+            snapshot_offset = empty_at;
+            table = ProducerStateTable::new();
+        }
+        let mut offset = snapshot_offset.max(log_start);
+        while offset < log_end {
+            let data = self.read(offset, SCAN_READ_BYTES, true).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            for b in &data.batches {
+                let Some(h) = batch::header(b) else { break };
+                let next = h.last_offset() + 1;
+                if next <= offset {
+                    continue;
+                }
+                let f = BatchFacts::of(h);
+                let marker = if f.control {
+                    batch::control_type(b)
+                } else {
+                    None
+                };
+                table.apply(&f, h.base_offset(), h.max_timestamp(), marker);
+                offset = next;
+            }
+        }
+        if !table.is_empty() {
+            tracing::debug!(dir = %self.shared.dir.display(), producers = table.len(), snapshot_offset, "producer state rebuilt");
+        }
+        self.shared.inner.borrow_mut().producers = table;
+        Ok(())
     }
 
     /// Close and remove the partition directory and all its files.
@@ -1384,6 +1654,7 @@ impl PartitionLog {
         inner.checkpoint.log_start_offset = offset;
         inner.log_start_offset = inner.log_start_offset.max(offset);
         shared.cache.evict_below(shared.cache_id, offset);
+        inner.producers.forget_aborted_below(offset);
         Ok(())
     }
 
@@ -1680,12 +1951,14 @@ async fn settle(
                     recovery_position: 0,
                     recovery_offset: r.plan.segment_base,
                     log_start_offset: inner.log_start_offset,
+                    producers_empty_at: inner.checkpoint.producers_empty_at,
                 }
             };
             let res =
                 io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await;
             if res.is_ok() {
                 shared.inner.borrow_mut().checkpoint = cp;
+                write_roll_snapshot(shared, r.plan.segment_base).await;
             }
             res
         }
@@ -1954,7 +2227,35 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
         s.next_offset = s.durable_next_offset;
     }
     shared.cache.truncate_from(shared.cache_id, hw);
+    inner.producers.truncate_from(hw);
     for c in &failed {
         complete(&c.slot, Err(failure.clone()));
+    }
+}
+
+/// The storage error for a producer-state refusal.
+fn producer_error(e: ProducerError) -> StorageError {
+    match e {
+        ProducerError::InvalidEpoch(m) => StorageError::InvalidProducerEpoch(m),
+        ProducerError::OutOfOrder(m) => StorageError::OutOfOrderSequence(m),
+        ProducerError::Invalid(m) => StorageError::InvalidRecord(m),
+    }
+}
+
+/// Write the producer snapshot captured at the roll to `segment_base`, now durable. Best
+/// effort: without it recovery replays from an older snapshot.
+async fn write_roll_snapshot(shared: &Shared, segment_base: i64) {
+    let data = {
+        let mut inner = shared.inner.borrow_mut();
+        match inner.roll_snapshot.take() {
+            Some((base, data)) if base == segment_base => data,
+            other => {
+                inner.roll_snapshot = other;
+                return;
+            }
+        }
+    };
+    if let Err(e) = producer_snapshot::write(&shared.dir, segment_base, data).await {
+        tracing::warn!(dir = %shared.dir.display(), error = %e, "writing the producer snapshot failed");
     }
 }

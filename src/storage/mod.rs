@@ -15,6 +15,8 @@
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).
 //! - [`cache`]: the per-shard tail cache.
 //! - [`checkpoint`]: the recovery checkpoint file.
+//! - [`producer_state`]: idempotence/transaction state of a partition (pure).
+//! - [`producer_snapshot`]: its snapshot files.
 //! - [`io`]: the only code that touches glommio files and `std::fs`.
 //! - [`io_sizes`]: write, flush-round and preallocation sizes, from the disk profile.
 //!
@@ -30,6 +32,8 @@ pub mod index;
 pub mod io;
 pub mod io_sizes;
 pub mod log;
+pub mod producer_snapshot;
+pub mod producer_state;
 
 use bytes::Bytes;
 
@@ -135,6 +139,16 @@ pub enum StorageError {
     /// A timestamp the topic does not accept: INVALID_TIMESTAMP.
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
+    /// The batch's producer epoch is older than the producer's: INVALID_PRODUCER_EPOCH.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// The batch's sequence does not continue its producer's: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A transactional batch's verification is stale (a marker ended the transaction while the
+    /// coordinator was asked): INVALID_TXN_STATE.
+    #[error("transaction verification is stale: {0}")]
+    TransactionNotVerified(String),
     /// The log was closed or deleted.
     #[error("partition log is closed")]
     Closed,

@@ -27,6 +27,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
 
+pub mod proxy;
+
 /// How long a broker may take from spawn to answering a metadata request.
 pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a broker may take to exit after SIGTERM.
@@ -232,6 +234,11 @@ impl TestBroker {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS");
         kib * 1024
+    }
+
+    /// The broker's whole stderr log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The last lines of the broker's stderr, for failure messages.

@@ -1,0 +1,42 @@
+//! AddOffsetsToTxn: a consumer group's offsets will be committed with the producer's open
+//! transaction (TxnOffsetCommit follows); recorded durably on the coordinator shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+
+use super::{decode, Outcome};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{txns, Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: AddOffsetsToTxnRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let transactional_id = body.transactional_id.to_string();
+    let group = body.group_id.to_string();
+    let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
+    let result = if group.is_empty() {
+        Err(ResponseError::InvalidGroupId)
+    } else {
+        shard
+            .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                txns::add(
+                    &c,
+                    &transactional_id,
+                    producer_id,
+                    epoch,
+                    Vec::new(),
+                    Some(group),
+                )
+                .await
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    };
+    let response =
+        AddOffsetsToTxnResponse::default().with_error_code(crate::error::code(result.err()));
+    super::respond(&request, &response)
+}

@@ -1,0 +1,122 @@
+//! TxnOffsetCommit: consumer offsets sent inside a transaction. They are held by the
+//! transaction coordinator (shard 0, with the group coordinator) and written to the offsets log
+//! only when the transaction commits; an abort drops them.
+//!
+//! Checks: the group must have been added with AddOffsetsToTxn and the producer must own the
+//! transaction (INVALID_TXN_STATE / INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED otherwise);
+//! from v3 a member id and generation are checked against the group as OffsetCommit does.
+//! From v4 a group not added to the transaction is TRANSACTION_ABORTABLE (as Kafka answers),
+//! INVALID_TXN_STATE before.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use super::{decode, Outcome};
+use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: TxnOffsetCommitRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let metadata = shard.metadata();
+    let now = now_ms();
+    let group = body.group_id.to_string();
+    let mut local: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut offsets = Vec::new();
+    for t in &body.topics {
+        let topic = metadata.topics.get(t.name.as_str());
+        let mut row = Vec::new();
+        for p in &t.partitions {
+            let meta = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            if !topic.is_some_and(|x| p.partition_index >= 0 && p.partition_index < x.partitions) {
+                row.push(Some(ResponseError::UnknownTopicOrPartition));
+            } else if meta.len() > OFFSET_METADATA_BYTES_MAX {
+                row.push(Some(ResponseError::OffsetMetadataTooLarge));
+            } else {
+                row.push(None);
+                offsets.push((
+                    OffsetKey {
+                        group: group.clone(),
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                    },
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: meta,
+                        commit_timestamp_ms: now,
+                    },
+                ));
+            }
+        }
+        local.push(row);
+    }
+    let transactional_id = body.transactional_id.to_string();
+    let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
+    let member = (request.api_version >= 3).then(|| {
+        (
+            body.member_id.to_string(),
+            body.group_instance_id.as_ref().map(|s| s.to_string()),
+            body.generation_id,
+        )
+    });
+    let verdict: Result<(), ResponseError> = if group.is_empty() {
+        Err(ResponseError::InvalidGroupId)
+    } else {
+        shard
+            .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                if let Some((member_id, instance, generation)) = member {
+                    // A simple producer sends no member (generation -1): nothing to check.
+                    if generation >= 0 || !member_id.is_empty() {
+                        c.groups.groups.borrow().validate_offset_commit(
+                            &group,
+                            &member_id,
+                            instance.as_deref(),
+                            generation,
+                        )?;
+                    }
+                }
+                c.txns.state.borrow_mut().offset_commit(
+                    &transactional_id,
+                    producer_id,
+                    epoch,
+                    offsets,
+                )
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    };
+    // Kafka answers clients that know it (v4+) with TRANSACTION_ABORTABLE.
+    let verdict = match verdict {
+        Err(ResponseError::InvalidTxnState) if request.api_version >= 4 => {
+            Err(ResponseError::TransactionAbortable)
+        }
+        other => other,
+    };
+    let mut response = TxnOffsetCommitResponse::default();
+    for (t, row) in body.topics.iter().zip(local) {
+        let mut topic = TxnOffsetCommitResponseTopic::default().with_name(t.name.clone());
+        for (p, error) in t.partitions.iter().zip(row) {
+            let error = error.or(verdict.err());
+            topic.partitions.push(
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(crate::error::code(error)),
+            );
+        }
+        response.topics.push(topic);
+    }
+    super::respond(&request, &response)
+}

@@ -1,0 +1,763 @@
+//! The transaction coordinator's state machine (pure: no I/O).
+//!
+//! One [`TxnMeta`] per `transactional.id`, as Kafka's `TransactionMetadata`: the producer id and
+//! epoch it owns, its timeout, its state, the partitions and groups of the open transaction and
+//! the offsets sent with `TxnOffsetCommit`. Requests come in as method calls and go out as
+//! decisions: a [`TxnRecord`] to make durable (the runtime appends it to the internal
+//! transaction log before answering), or an [`EndPlan`] (write markers to these partitions,
+//! apply these offsets, then call [`Transactions::complete_end`]). `shard::txns` runs the
+//! effects on the coordinator shard.
+//!
+//! States: `Empty -> Ongoing -> PrepareCommit|PrepareAbort -> CompleteCommit|CompleteAbort ->
+//! Ongoing ...`. While a transaction is being completed (Prepare*), requests for it get
+//! CONCURRENT_TRANSACTIONS (retriable).
+//!
+//! Kafka rules followed (transactions v1, which is what Kafka 4 clients use when the broker
+//! does not advertise `transaction.version` 2):
+//! - InitProducerId fences: the epoch is bumped on every call (a new producer id when the epoch
+//!   is exhausted); an ongoing transaction is aborted first, with the bumped epoch, so the old
+//!   producer's writes and markers are fenced.
+//! - AddPartitionsToTxn/AddOffsetsToTxn/EndTxn with a producer id other than the owner's:
+//!   INVALID_PRODUCER_ID_MAPPING; with another epoch: PRODUCER_FENCED.
+//! - EndTxn on an Empty transaction: INVALID_TXN_STATE; repeating the last completed EndTxn:
+//!   success (a retry); the opposite: INVALID_TXN_STATE.
+//! - A transaction open longer than its timeout is aborted with a bumped epoch.
+//!
+//! Recovery ([`Transactions::recover`]): Prepare* transactions are completed again (markers
+//! are idempotent for the partitions). Ongoing transactions are aborted with a bumped epoch,
+//! because their TxnOffsetCommit offsets were only in memory; Kafka keeps them open instead.
+//! Known gaps: transactional ids never expire; the internal log is not compacted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+
+use super::offsets::{CommittedOffset, OffsetKey};
+
+/// Largest `transaction.timeout.ms` accepted (Kafka's `transaction.max.timeout.ms` default).
+pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's name for the state (DescribeTransactions, ListTransactions).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// What the internal transaction log keeps per transactional id (the latest record wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: Vec<(String, i32)>,
+    pub groups: Vec<String>,
+    pub start_ms: i64,
+    /// Offsets to commit, in PrepareCommit records only (so recovery can apply them).
+    pub offsets: Vec<(OffsetKey, CommittedOffset)>,
+}
+
+/// One transactional id's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnMeta {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: BTreeSet<(String, i32)>,
+    pub groups: BTreeSet<String>,
+    pub offsets: BTreeMap<OffsetKey, CommittedOffset>,
+    /// When the open transaction began (first AddPartitions/AddOffsets), -1 if none.
+    pub start_ms: i64,
+    pub last_update_ms: i64,
+    /// A change whose record failed to persist: the next AddPartitions/AddOffsets persists the
+    /// state again even if it adds nothing new.
+    pub unpersisted: bool,
+}
+
+/// The effects of ending a transaction: write a marker (`commit`, `producer_id`, `epoch`) to
+/// each partition, apply `offsets` if committing, then call [`Transactions::complete_end`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndPlan {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
+    pub offsets: Vec<(OffsetKey, CommittedOffset)>,
+    /// Record of the Prepare* state, to make durable before the markers.
+    pub prepare: TxnRecord,
+}
+
+/// What InitProducerId must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitStep {
+    /// Call again with a freshly allocated producer id.
+    NeedProducerId,
+    /// Persist the record, then answer with this id and epoch.
+    Ready {
+        producer_id: i64,
+        epoch: i16,
+        record: TxnRecord,
+    },
+    /// Abort the open transaction first (run the plan, complete it), then call again.
+    AbortFirst(EndPlan),
+}
+
+/// Every transactional id known to the coordinator.
+#[derive(Debug, Default)]
+pub struct Transactions {
+    txns: BTreeMap<String, TxnMeta>,
+}
+
+fn record_of(id: &str, m: &TxnMeta) -> TxnRecord {
+    TxnRecord {
+        transactional_id: id.to_string(),
+        producer_id: m.producer_id,
+        epoch: m.epoch,
+        timeout_ms: m.timeout_ms,
+        state: m.state,
+        partitions: m.partitions.iter().cloned().collect(),
+        groups: m.groups.iter().cloned().collect(),
+        start_ms: m.start_ms,
+        offsets: if m.state == TxnState::PrepareCommit {
+            m.offsets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+impl Transactions {
+    pub fn new() -> Transactions {
+        Transactions::default()
+    }
+
+    pub fn get(&self, transactional_id: &str) -> Option<&TxnMeta> {
+        self.txns.get(transactional_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &TxnMeta)> {
+        self.txns.iter()
+    }
+
+    /// One record per transactional id: the current state (log compaction).
+    pub fn records(&self) -> Vec<TxnRecord> {
+        self.txns.iter().map(|(id, m)| record_of(id, m)).collect()
+    }
+
+    /// Replay one record of the internal log.
+    pub fn load(&mut self, r: TxnRecord) {
+        let meta = TxnMeta {
+            producer_id: r.producer_id,
+            epoch: r.epoch,
+            timeout_ms: r.timeout_ms,
+            state: r.state,
+            partitions: r.partitions.into_iter().collect(),
+            groups: r.groups.into_iter().collect(),
+            offsets: r.offsets.into_iter().collect(),
+            start_ms: r.start_ms,
+            last_update_ms: r.start_ms,
+            unpersisted: false,
+        };
+        self.txns.insert(r.transactional_id, meta);
+    }
+
+    /// After loading: the transactions to end now (module docs, Recovery).
+    pub fn recover(&mut self, now_ms: i64) -> Vec<EndPlan> {
+        let mut plans = Vec::new();
+        let ids: Vec<String> = self.txns.keys().cloned().collect();
+        for id in ids {
+            let m = self.txns.get_mut(&id).expect("listed");
+            match m.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    plans.push(plan_of(&id, m));
+                }
+                TxnState::Ongoing => {
+                    plans.push(self.prepare_abort_bumped(&id, now_ms));
+                }
+                _ => {}
+            }
+        }
+        plans
+    }
+
+    /// Bump the epoch and move to PrepareAbort (fencing, timeouts, recovery).
+    fn prepare_abort_bumped(&mut self, id: &str, now_ms: i64) -> EndPlan {
+        let m = self.txns.get_mut(id).expect("known transactional id");
+        m.epoch = m.epoch.saturating_add(1);
+        m.state = TxnState::PrepareAbort;
+        m.offsets.clear();
+        m.last_update_ms = now_ms;
+        plan_of(id, m)
+    }
+
+    /// InitProducerId for `transactional_id` (module docs). `expected` is the (producer id,
+    /// epoch) a v3+ client sends when it bumps its own epoch, `None` for (-1, -1).
+    pub fn init_producer_id(
+        &mut self,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+        fresh_producer_id: Option<i64>,
+        now_ms: i64,
+    ) -> Result<InitStep, ResponseError> {
+        if id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        if timeout_ms <= 0 || timeout_ms > TXN_TIMEOUT_MS_MAX {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let Some(m) = self.txns.get_mut(id) else {
+            let Some(pid) = fresh_producer_id else {
+                return Ok(InitStep::NeedProducerId);
+            };
+            let meta = TxnMeta {
+                producer_id: pid,
+                epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                offsets: BTreeMap::new(),
+                start_ms: -1,
+                last_update_ms: now_ms,
+                unpersisted: false,
+            };
+            let record = record_of(id, &meta);
+            self.txns.insert(id.to_string(), meta);
+            return Ok(InitStep::Ready {
+                producer_id: pid,
+                epoch: 0,
+                record,
+            });
+        };
+        if let Some((pid, epoch)) = expected {
+            // A client bumping its own epoch must still own the id (KIP-360).
+            if pid != m.producer_id || epoch != m.epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+        }
+        match m.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                Err(ResponseError::ConcurrentTransactions)
+            }
+            TxnState::Ongoing => Ok(InitStep::AbortFirst(self.prepare_abort_bumped(id, now_ms))),
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                if m.epoch >= i16::MAX - 1 {
+                    let Some(pid) = fresh_producer_id else {
+                        return Ok(InitStep::NeedProducerId);
+                    };
+                    m.producer_id = pid;
+                    m.epoch = 0;
+                } else {
+                    m.epoch += 1;
+                }
+                m.timeout_ms = timeout_ms;
+                m.last_update_ms = now_ms;
+                Ok(InitStep::Ready {
+                    producer_id: m.producer_id,
+                    epoch: m.epoch,
+                    record: record_of(id, m),
+                })
+            }
+        }
+    }
+
+    /// Checks shared by the in-transaction requests.
+    fn owned(&mut self, id: &str, pid: i64, epoch: i16) -> Result<&mut TxnMeta, ResponseError> {
+        let m = self
+            .txns
+            .get_mut(id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        if m.producer_id != pid {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if m.epoch != epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        Ok(m)
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn (a group): the record to persist if anything
+    /// changed.
+    pub fn add(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        group: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<TxnRecord>, ResponseError> {
+        let m = self.owned(id, pid, epoch)?;
+        let mut changed = m.state != TxnState::Ongoing || m.unpersisted;
+        m.unpersisted = false;
+        if m.state != TxnState::Ongoing {
+            m.state = TxnState::Ongoing;
+            m.start_ms = now_ms;
+            m.partitions.clear();
+            m.groups.clear();
+            m.offsets.clear();
+        }
+        for p in partitions {
+            changed |= m.partitions.insert(p.clone());
+        }
+        if let Some(g) = group {
+            changed |= m.groups.insert(g.to_string());
+        }
+        m.last_update_ms = now_ms;
+        Ok(changed.then(|| record_of(id, m)))
+    }
+
+    /// Produce-side verification: is `partition` in the open transaction of `producer_id` at
+    /// `epoch`? INVALID_PRODUCER_EPOCH for an older epoch, INVALID_TXN_STATE otherwise.
+    pub fn verify_partition(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ResponseError> {
+        let Some(m) = self.txns.values().find(|m| m.producer_id == producer_id) else {
+            return Err(ResponseError::InvalidTxnState);
+        };
+        if epoch < m.epoch {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        if m.epoch == epoch && m.state == TxnState::Ongoing && m.partitions.contains(partition) {
+            Ok(())
+        } else {
+            Err(ResponseError::InvalidTxnState)
+        }
+    }
+
+    /// Offsets sent with TxnOffsetCommit whose transaction has not completed yet (an
+    /// OffsetFetch with `require_stable` answers them UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn pending_offsets(&self) -> std::collections::HashSet<OffsetKey> {
+        self.txns
+            .values()
+            .filter(|m| matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit))
+            .flat_map(|m| m.offsets.keys().cloned())
+            .collect()
+    }
+
+    /// The record of `id`'s last change could not be made durable (see `TxnMeta::unpersisted`).
+    pub fn persist_failed(&mut self, id: &str) {
+        if let Some(m) = self.txns.get_mut(id) {
+            m.unpersisted = true;
+        }
+    }
+
+    /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
+    /// been added with AddOffsetsToTxn.
+    pub fn offset_commit(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        offsets: Vec<(OffsetKey, CommittedOffset)>,
+    ) -> Result<(), ResponseError> {
+        let m = self.owned(id, pid, epoch)?;
+        if m.state != TxnState::Ongoing || offsets.iter().any(|(k, _)| !m.groups.contains(&k.group))
+        {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        m.offsets.extend(offsets);
+        Ok(())
+    }
+
+    /// EndTxn: `Ok(None)` for a retry of the completed outcome, else the plan to run.
+    pub fn begin_end(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<Option<EndPlan>, ResponseError> {
+        let m = self.owned(id, pid, epoch)?;
+        match (m.state, commit) {
+            (TxnState::Ongoing, _) => {
+                m.state = if commit {
+                    TxnState::PrepareCommit
+                } else {
+                    m.offsets.clear();
+                    TxnState::PrepareAbort
+                };
+                m.last_update_ms = now_ms;
+                Ok(Some(plan_of(id, m)))
+            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// The markers of `plan` are written (and its offsets applied): the Complete* record.
+    pub fn complete_end(&mut self, plan: &EndPlan, now_ms: i64) -> Option<TxnRecord> {
+        let m = self.txns.get_mut(&plan.transactional_id)?;
+        let prepared = if plan.commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if m.state != prepared || m.producer_id != plan.producer_id || m.epoch != plan.epoch {
+            return None;
+        }
+        m.state = if plan.commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        m.partitions.clear();
+        m.groups.clear();
+        m.offsets.clear();
+        m.start_ms = -1;
+        m.last_update_ms = now_ms;
+        Some(record_of(&plan.transactional_id, m))
+    }
+
+    /// Marker writing failed: back to the Prepare state's predecessor is impossible (the
+    /// decision is durable), so the plan stays pending; the runtime retries it on ticks.
+    /// Returns the plans of every transaction stuck in Prepare*.
+    pub fn pending_plans(&self) -> Vec<EndPlan> {
+        self.txns
+            .iter()
+            .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|(id, m)| plan_of(id, m))
+            .collect()
+    }
+
+    /// Transactions open longer than their timeout: abort them with a bumped epoch.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<EndPlan> {
+        let expired: Vec<String> = self
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                m.state == TxnState::Ongoing
+                    && m.start_ms >= 0
+                    && now_ms.saturating_sub(m.start_ms) > i64::from(m.timeout_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired
+            .into_iter()
+            .map(|id| self.prepare_abort_bumped(&id, now_ms))
+            .collect()
+    }
+}
+
+fn plan_of(id: &str, m: &TxnMeta) -> EndPlan {
+    let commit = m.state == TxnState::PrepareCommit;
+    assert!(commit || m.state == TxnState::PrepareAbort);
+    EndPlan {
+        transactional_id: id.to_string(),
+        producer_id: m.producer_id,
+        epoch: m.epoch,
+        commit,
+        partitions: m.partitions.iter().cloned().collect(),
+        offsets: if commit {
+            m.offsets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        prepare: record_of(id, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(step: InitStep) -> (i64, i16) {
+        match step {
+            InitStep::Ready {
+                producer_id, epoch, ..
+            } => (producer_id, epoch),
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    fn p(t: &str, i: i32) -> (String, i32) {
+        (t.to_string(), i)
+    }
+
+    fn offset(group: &str, o: i64) -> (OffsetKey, CommittedOffset) {
+        (
+            OffsetKey {
+                group: group.into(),
+                topic: "in".into(),
+                partition: 0,
+            },
+            CommittedOffset {
+                offset: o,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn init_allocates_then_bumps_and_fences() {
+        let mut t = Transactions::new();
+        assert_eq!(
+            t.init_producer_id("tx", 60_000, None, None, 0),
+            Ok(InitStep::NeedProducerId)
+        );
+        assert_eq!(
+            ready(
+                t.init_producer_id("tx", 60_000, None, Some(1000), 0)
+                    .unwrap()
+            ),
+            (1000, 0)
+        );
+        assert_eq!(
+            ready(t.init_producer_id("tx", 60_000, None, None, 1).unwrap()),
+            (1000, 1)
+        );
+        // The old epoch is fenced from the transaction.
+        assert_eq!(
+            t.add("tx", 1000, 0, &[p("a", 0)], None, 2),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            t.add("tx", 999, 1, &[p("a", 0)], None, 2),
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+        assert_eq!(
+            t.init_producer_id("tx", 60_000, Some((1000, 0)), None, 3),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            t.init_producer_id("tx", 0, None, None, 3),
+            Err(ResponseError::InvalidTransactionTimeout)
+        );
+    }
+
+    #[test]
+    fn commit_runs_markers_then_completes_and_retries_succeed() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        let rec = t
+            .add("tx", 7, 0, &[p("a", 0), p("b", 1)], None, 10)
+            .unwrap()
+            .expect("state changed");
+        assert_eq!(rec.state, TxnState::Ongoing);
+        assert_eq!(t.add("tx", 7, 0, &[p("a", 0)], None, 11), Ok(None));
+        // A change that failed to persist is persisted by the next add, even an empty one.
+        t.persist_failed("tx");
+        assert!(t.add("tx", 7, 0, &[p("a", 0)], None, 11).unwrap().is_some());
+        assert_eq!(t.add("tx", 7, 0, &[p("a", 0)], None, 11), Ok(None));
+        assert!(t.add("tx", 7, 0, &[], Some("g"), 11).unwrap().is_some());
+        t.offset_commit("tx", 7, 0, vec![offset("g", 42)]).unwrap();
+        assert_eq!(t.pending_offsets().len(), 1);
+        assert_eq!(
+            t.offset_commit("tx", 7, 0, vec![offset("other", 1)]),
+            Err(ResponseError::InvalidTxnState)
+        );
+        let plan = t.begin_end("tx", 7, 0, true, 20).unwrap().expect("plan");
+        assert!(plan.commit);
+        assert_eq!(plan.partitions, vec![p("a", 0), p("b", 1)]);
+        assert_eq!(plan.offsets, vec![offset("g", 42)]);
+        assert_eq!(plan.prepare.state, TxnState::PrepareCommit);
+        assert_eq!(plan.prepare.offsets, vec![offset("g", 42)]);
+        // While markers are written, everything else waits.
+        assert_eq!(
+            t.add("tx", 7, 0, &[p("a", 0)], None, 21),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(
+            t.init_producer_id("tx", 60_000, None, None, 21),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(t.pending_offsets().len(), 1, "still pending while prepared");
+        let done = t.complete_end(&plan, 22).expect("completed");
+        assert!(t.pending_offsets().is_empty());
+        assert_eq!(done.state, TxnState::CompleteCommit);
+        assert!(done.partitions.is_empty());
+        // A retried commit succeeds; an abort now is a state error.
+        assert_eq!(t.begin_end("tx", 7, 0, true, 23), Ok(None));
+        assert_eq!(
+            t.begin_end("tx", 7, 0, false, 23),
+            Err(ResponseError::InvalidTxnState)
+        );
+        // Next transaction.
+        assert!(t.add("tx", 7, 0, &[p("c", 0)], None, 30).unwrap().is_some());
+        let plan = t.begin_end("tx", 7, 0, false, 31).unwrap().expect("plan");
+        assert_eq!(plan.partitions, vec![p("c", 0)]);
+        assert!(!plan.commit);
+    }
+
+    #[test]
+    fn produce_verification_needs_the_partition_in_the_open_transaction() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        t.add("tx", 7, 0, &[p("a", 0)], None, 1).unwrap();
+        assert_eq!(t.verify_partition(7, 0, &p("a", 0)), Ok(()));
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 1)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            t.verify_partition(8, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState)
+        );
+        let plan = t.begin_end("tx", 7, 0, true, 2).unwrap().unwrap();
+        t.complete_end(&plan, 3);
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidTxnState),
+            "a late write after the commit"
+        );
+        ready(t.init_producer_id("tx", 60_000, None, None, 4).unwrap());
+        assert_eq!(
+            t.verify_partition(7, 0, &p("a", 0)),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+    }
+
+    #[test]
+    fn empty_transaction_cannot_end() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        assert_eq!(
+            t.begin_end("tx", 7, 0, true, 1),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            t.begin_end("nope", 7, 0, true, 1),
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+    }
+
+    #[test]
+    fn init_during_a_transaction_aborts_it_with_a_bumped_epoch() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        t.add("tx", 7, 0, &[p("a", 0)], None, 1).unwrap();
+        let InitStep::AbortFirst(plan) = t.init_producer_id("tx", 60_000, None, None, 2).unwrap()
+        else {
+            panic!("expected an abort first");
+        };
+        assert_eq!((plan.epoch, plan.commit), (1, false));
+        assert_eq!(plan.partitions, vec![p("a", 0)]);
+        // The zombie (epoch 0) is fenced from ending its transaction.
+        assert_eq!(
+            t.begin_end("tx", 7, 0, true, 3),
+            Err(ResponseError::ProducerFenced)
+        );
+        t.complete_end(&plan, 3).expect("complete");
+        assert_eq!(
+            ready(t.init_producer_id("tx", 60_000, None, None, 4).unwrap()),
+            (7, 2)
+        );
+    }
+
+    #[test]
+    fn timeouts_abort_and_recovery_finishes_or_aborts() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("slow", 1_000, None, Some(1), 0).unwrap());
+        ready(
+            t.init_producer_id("fast", 60_000, None, Some(2), 0)
+                .unwrap(),
+        );
+        t.add("slow", 1, 0, &[p("a", 0)], None, 100).unwrap();
+        t.add("fast", 2, 0, &[p("b", 0)], None, 100).unwrap();
+        assert!(t.expire(1_100).is_empty());
+        let plans = t.expire(1_101);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(
+            (
+                plans[0].transactional_id.as_str(),
+                plans[0].epoch,
+                plans[0].commit
+            ),
+            ("slow", 1, false)
+        );
+        assert_eq!(
+            t.add("slow", 1, 0, &[p("a", 0)], None, 1_200),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(t.pending_plans().len(), 1);
+
+        // Replay the records a runtime would have persisted: "fast" is Ongoing and gets
+        // aborted with a bumped epoch; "slow" is PrepareAbort and is completed again.
+        let mut records = Vec::new();
+        for (id, m) in t.iter() {
+            records.push(record_of(id, m));
+        }
+        let mut r = Transactions::new();
+        for rec in records {
+            let text = serde_json::to_string(&rec).unwrap();
+            r.load(serde_json::from_str(&text).unwrap());
+        }
+        let mut plans = r.recover(2_000);
+        plans.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        assert_eq!(plans.len(), 2);
+        assert_eq!(
+            (
+                plans[0].transactional_id.as_str(),
+                plans[0].epoch,
+                plans[0].commit
+            ),
+            ("fast", 1, false)
+        );
+        assert_eq!(plans[0].partitions, vec![p("b", 0)]);
+        assert_eq!(
+            (plans[1].transactional_id.as_str(), plans[1].epoch),
+            ("slow", 1)
+        );
+        for plan in &plans {
+            assert!(r.complete_end(plan, 2_001).is_some());
+        }
+        assert!(r.pending_plans().is_empty());
+    }
+
+    #[test]
+    fn a_prepared_commit_keeps_its_offsets_through_recovery() {
+        let mut t = Transactions::new();
+        ready(t.init_producer_id("tx", 60_000, None, Some(7), 0).unwrap());
+        t.add("tx", 7, 0, &[p("a", 0)], Some("g"), 1).unwrap();
+        t.offset_commit("tx", 7, 0, vec![offset("g", 5)]).unwrap();
+        let plan = t.begin_end("tx", 7, 0, true, 2).unwrap().unwrap();
+        let mut r = Transactions::new();
+        r.load(plan.prepare.clone());
+        let plans = r.recover(3);
+        assert_eq!(plans.len(), 1);
+        assert!(plans[0].commit);
+        assert_eq!(plans[0].offsets, vec![offset("g", 5)]);
+    }
+}

@@ -1,0 +1,404 @@
+//! The transaction coordinator's runtime on the coordinator shard (shard 0): runs the pure
+//! state machine of `coordinator::txn` and does its I/O.
+//!
+//! [`TxnCoordinator`] lives inside every [`Shard`] but is used on shard 0 only (loaded at
+//! startup by [`TxnCoordinator::load`], closed at shutdown); the transaction APIs reach it with
+//! `invoke_on(COORDINATOR_SHARD, ...)`.
+//!
+//! - Durability: every state change is a record (key: transactional id, value: the JSON of a
+//!   [`TxnRecord`]) appended to the internal log `<data_dir>/internal/__transaction_state-0/`
+//!   before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
+//!   an id wins), as Kafka does with `__transaction_state`.
+//! - Ending a transaction ([`run_plan`]): the Prepare record is made durable (the decision),
+//!   then a marker is appended to every partition of the transaction on its owning shard, the
+//!   offsets of a commit go to the group coordinator's offsets log, and the Complete record is
+//!   written. EndTxn is answered after all of it (Kafka answers after the Prepare record and
+//!   writes markers in the background; answering later is allowed and simpler). A plan that
+//!   fails (a partition's disk) stays in Prepare and is retried by the tick; markers are safe
+//!   to write twice.
+//! - Ticks ([`tick`], from the group tick loop): transactions past their timeout are aborted
+//!   with a bumped epoch, and plans left in Prepare (failures, recovery) are run again.
+//!
+//! - Compaction: at load, when superseded records dominate the log, the live records are
+//!   rewritten at its end in one append and the log start moves past the rest (as the offsets
+//!   log does). Not yet while running: the log grows by one record per state change until the
+//!   next start.
+//!
+//! Not yet: transactional ids do not expire.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::{now_ms, Shard, COORDINATOR_SHARD};
+use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
+use crate::storage::batch::{self, Compression};
+use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
+
+/// Bytes read per call while replaying the transaction log at startup.
+const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+/// Largest record batch of the transaction log.
+const TXN_RECORD_BYTES_MAX: u32 = 8 << 20;
+/// The log is compacted at load when it holds more than this many records...
+const COMPACT_RECORDS_MIN: usize = 1_000;
+/// ... and more than this many times the live transactional ids.
+const COMPACT_RATIO: usize = 2;
+/// Records per batch in a compaction rewrite.
+const COMPACT_BATCH_RECORDS_MAX: usize = 100;
+/// Coordinator epoch stamped into markers (one node: never changes).
+pub const COORDINATOR_EPOCH: i32 = 0;
+
+/// The internal transaction log's directory under the data directory.
+pub fn txn_log_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("internal").join("__transaction_state-0")
+}
+
+/// The coordinator shard's transaction state; see the module doc.
+pub struct TxnCoordinator {
+    pub state: RefCell<Transactions>,
+    log: RefCell<Option<Rc<PartitionLog>>>,
+    /// Transactional ids whose end plan is running now (not to be started twice).
+    running: RefCell<HashSet<String>>,
+}
+
+impl Default for TxnCoordinator {
+    fn default() -> Self {
+        TxnCoordinator::new()
+    }
+}
+
+impl TxnCoordinator {
+    pub fn new() -> TxnCoordinator {
+        TxnCoordinator {
+            state: RefCell::new(Transactions::new()),
+            log: RefCell::new(None),
+            running: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Opens the transaction log and rebuilds the state from it; transactions caught in the
+    /// middle are set up to be finished or aborted by the next ticks.
+    pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
+        let config = LogConfig {
+            retention_ms: -1,
+            segment_bytes: 16 * 1024 * 1024,
+            // A record lists every partition of its transaction: room for ~100k of them.
+            max_message_bytes: TXN_RECORD_BYTES_MAX,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&txn_log_dir(data_dir), config, cache).await?;
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < log.high_watermark() {
+            let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            for batch in data.batches {
+                let (decoded, next) = decode_batches(batch)
+                    .map_err(|e| StorageError::CorruptMessage(format!("transaction log: {e}")))?;
+                records += decoded.len();
+                let mut state = self.state.borrow_mut();
+                for r in decoded {
+                    state.load(r);
+                }
+                offset = offset.max(next);
+            }
+            glommio::yield_if_needed().await;
+        }
+        let pending = self.state.borrow_mut().recover(now_ms()).len();
+        let live = self.state.borrow().iter().count();
+        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
+            self.compact(&log, records).await?;
+        }
+        tracing::info!(
+            records,
+            transactional_ids = self.state.borrow().iter().count(),
+            to_finish = pending,
+            "transaction state loaded"
+        );
+        *self.log.borrow_mut() = Some(Rc::new(log));
+        Ok(())
+    }
+
+    /// Rewrites the live records at the end of the log in one append and moves the log start
+    /// past everything before them (at load, before any request is served).
+    async fn compact(&self, log: &PartitionLog, records_before: usize) -> Result<(), StorageError> {
+        let records = self.state.borrow().records();
+        let mut payload = bytes::BytesMut::new();
+        for chunk in records.chunks(COMPACT_BATCH_RECORDS_MAX) {
+            payload.extend_from_slice(
+                &encode_records(chunk).map_err(|e| StorageError::InvalidRecord(e.to_string()))?,
+            );
+        }
+        let start = if payload.is_empty() {
+            log.high_watermark()
+        } else {
+            log.append(payload.freeze(), now_ms()).await?.base_offset
+        };
+        log.delete_records(start).await?;
+        tracing::info!(
+            records_before,
+            records_after = records.len(),
+            "transaction log compacted"
+        );
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let log = self.log.borrow_mut().take();
+        if let Some(log) = log {
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "closing the transaction log failed");
+            }
+        }
+    }
+
+    /// Appends `record` to the transaction log; resolves once durable.
+    async fn persist(&self, record: &TxnRecord) -> Result<(), ResponseError> {
+        let log = self
+            .log
+            .borrow()
+            .clone()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let batch = encode_records(std::slice::from_ref(record))
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        log.append(batch, now_ms()).await.map_err(|e| {
+            tracing::error!(error = %e, "appending to the transaction log failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        Ok(())
+    }
+}
+
+/// One record batch of transaction records (key: transactional id, value: JSON).
+fn encode_records(records: &[TxnRecord]) -> Result<Bytes, String> {
+    let now = now_ms();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let value = serde_json::to_vec(r).map_err(|e| e.to_string())?;
+        out.push((
+            Some(Bytes::from(r.transactional_id.clone())),
+            Some(Bytes::from(value)),
+            now,
+        ));
+    }
+    batch::encode_batch(&out, Compression::None)
+}
+
+fn decode_batches(mut bytes: Bytes) -> Result<(Vec<TxnRecord>, i64), String> {
+    let mut out = Vec::new();
+    let mut next_offset = -1;
+    while bytes.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
+        for record in set.records {
+            next_offset = record.offset + 1;
+            let value = record.value.ok_or("transaction record without a value")?;
+            out.push(serde_json::from_slice(&value).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok((out, next_offset))
+}
+
+/// InitProducerId with a transactional id: (producer id, epoch).
+pub async fn init_producer_id(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> Result<(i64, i16), ResponseError> {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let mut fresh = None;
+    // At most: allocate an id, abort an open transaction, then answer.
+    for _ in 0..4 {
+        let step = shard.txns.state.borrow_mut().init_producer_id(
+            transactional_id,
+            timeout_ms,
+            expected,
+            fresh,
+            now_ms(),
+        )?;
+        match step {
+            InitStep::NeedProducerId => {
+                fresh = Some(shard.allocate_producer_id().await.map_err(|e| e.code)?);
+            }
+            InitStep::Ready {
+                producer_id,
+                epoch,
+                record,
+            } => {
+                shard.txns.persist(&record).await?;
+                return Ok((producer_id, epoch));
+            }
+            InitStep::AbortFirst(plan) => {
+                run_plan(shard, plan).await?;
+            }
+        }
+    }
+    Err(ResponseError::ConcurrentTransactions)
+}
+
+/// AddPartitionsToTxn / AddOffsetsToTxn.
+pub async fn add(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+    group: Option<String>,
+) -> Result<(), ResponseError> {
+    let record = shard.txns.state.borrow_mut().add(
+        transactional_id,
+        producer_id,
+        epoch,
+        &partitions,
+        group.as_deref(),
+        now_ms(),
+    )?;
+    if let Some(record) = record {
+        if let Err(e) = shard.txns.persist(&record).await {
+            shard
+                .txns
+                .state
+                .borrow_mut()
+                .persist_failed(transactional_id);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// EndTxn: runs the end plan and answers when it is complete.
+pub async fn end_txn(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<(), ResponseError> {
+    let plan = shard.txns.state.borrow_mut().begin_end(
+        transactional_id,
+        producer_id,
+        epoch,
+        commit,
+        now_ms(),
+    )?;
+    match plan {
+        Some(plan) => run_plan(shard, plan).await,
+        None => Ok(()),
+    }
+}
+
+/// Prepare record, markers, offsets, Complete record (module docs).
+pub async fn run_plan(shard: &Rc<Shard>, plan: EndPlan) -> Result<(), ResponseError> {
+    if !shard
+        .txns
+        .running
+        .borrow_mut()
+        .insert(plan.transactional_id.clone())
+    {
+        return Err(ResponseError::ConcurrentTransactions);
+    }
+    let result = run_plan_steps(shard, &plan).await;
+    shard
+        .txns
+        .running
+        .borrow_mut()
+        .remove(&plan.transactional_id);
+    if let Err(e) = &result {
+        tracing::warn!(transactional_id = %plan.transactional_id, error = ?e, "ending a transaction failed; retried on the next tick");
+    }
+    result
+}
+
+async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), ResponseError> {
+    shard.txns.persist(&plan.prepare).await?;
+    type Write = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ResponseError>>>>;
+    let mut writes: Vec<Write> = Vec::with_capacity(plan.partitions.len());
+    for (topic, partition) in &plan.partitions {
+        writes.push(Box::pin(write_marker(
+            shard.clone(),
+            topic.clone(),
+            *partition,
+            plan.producer_id,
+            plan.epoch,
+            plan.commit,
+        )));
+    }
+    for r in crate::api::join_all(writes).await {
+        r?;
+    }
+    if plan.commit && !plan.offsets.is_empty() {
+        let changes = plan
+            .offsets
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        shard.groups.write_offsets(changes, now_ms()).await?;
+    }
+    let done = shard.txns.state.borrow_mut().complete_end(plan, now_ms());
+    if let Some(record) = done {
+        shard.txns.persist(&record).await?;
+    }
+    Ok(())
+}
+
+async fn write_marker(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<(), ResponseError> {
+    let owner = shard.owner(&topic, partition);
+    let answer = shard
+        .invoke_on(owner, move |owner| async move {
+            let Some(p) = owner.partition(&topic, partition) else {
+                // The topic is gone (deleted): nothing to mark.
+                return Ok(());
+            };
+            let result = p
+                .log
+                .append_marker(producer_id, epoch, commit, COORDINATOR_EPOCH, now_ms())
+                .await;
+            p.hw_changed.notify_all();
+            match result {
+                Ok(_) => Ok(()),
+                // A newer epoch already wrote its marker here: this one is moot.
+                Err(StorageError::InvalidProducerEpoch(_)) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(%topic, partition, error = %e, "writing a transaction marker failed");
+                    Err(crate::error::storage_code(&e))
+                }
+            }
+        })
+        .await;
+    answer.unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+}
+
+/// From the coordinator's tick: abort expired transactions and rerun stuck plans, each as its
+/// own task.
+pub fn tick(shard: &Rc<Shard>) {
+    let now = now_ms();
+    let expired = shard.txns.state.borrow_mut().expire(now);
+    for plan in &expired {
+        tracing::info!(transactional_id = %plan.transactional_id, "transaction timed out; aborting");
+    }
+    let plans = shard.txns.state.borrow().pending_plans();
+    for plan in plans {
+        if shard.txns.running.borrow().contains(&plan.transactional_id) {
+            continue;
+        }
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let _ = run_plan(&shard, plan).await;
+        })
+        .detach();
+    }
+}
