@@ -62,12 +62,12 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
-    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
-    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
-    // Kafka 4.1 serves v2 (a transactional id regex filter); Freshet has no regex engine yet.
+    // Kafka 4.1 serves v2 (a transactional id regex filter); not served yet.
     api(ApiKey::ListTransactions, 0, 1),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.
