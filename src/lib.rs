@@ -14,6 +14,7 @@
 //! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod coordinator;

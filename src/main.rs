@@ -1,4 +1,5 @@
-//! The `freshet` binary: `freshet start` runs a broker.
+//! The `freshet` binary: `freshet start` runs a broker; `freshet bench` is the load generator
+//! (see `bench/`).
 //!
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a broker until SIGINT/SIGTERM.
     Start(StartArgs),
+    /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
+    Bench(Box<freshet::bench::cli::BenchArgs>),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Bench(args) => freshet::bench::cli::main(*args),
     }
 }
 

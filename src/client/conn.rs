@@ -147,7 +147,9 @@ impl Connection {
             let request = ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str("freshet"))
                 .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-            let body = self.request_bytes(ApiKey::ApiVersions, version, &request)?;
+            let body = self
+                .request_bytes(ApiKey::ApiVersions, version, &request)?
+                .to_vec();
             let decoded =
                 ApiVersionsResponse::decode(&mut bytes::Bytes::from(body.clone()), version);
             let response = match decoded {
@@ -207,11 +209,17 @@ impl Connection {
     /// Sends `body` at `version` and waits for the answer.
     pub fn request_at<R: Request>(&mut self, version: i16, body: &R) -> Result<R::Response> {
         let key = api_key_of::<R>()?;
-        let bytes = self.request_bytes(key, version, body)?;
-        let mut bytes = bytes::Bytes::from(bytes);
+        let mut bytes = bytes::Bytes::copy_from_slice(self.request_bytes(key, version, body)?);
         R::Response::decode(&mut bytes, version).map_err(|e| {
             ClientError::Protocol(format!("{} v{version} response: {e}", api_name(key)))
         })
+    }
+
+    /// Sends `body` at `version` and returns the raw response body (after the response
+    /// header) as a slice of the connection's frame buffer, for hand parsing (e.g. Fetch).
+    pub fn request_raw<R: Request>(&mut self, version: i16, body: &R) -> Result<&[u8]> {
+        let key = api_key_of::<R>()?;
+        self.request_bytes(key, version, body)
     }
 
     /// Sends an encoded request body and returns the response body (after its header).
@@ -220,7 +228,7 @@ impl Connection {
         key: ApiKey,
         version: i16,
         body: &T,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<&[u8]> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let encoded = encode_body(body, version)?;
@@ -241,7 +249,7 @@ impl Connection {
             self.options.frame_bytes_max,
         )?;
         let offset = check_response_header(&self.frame, key, version, correlation_id)?;
-        Ok(self.frame[offset..].to_vec())
+        Ok(&self.frame[offset..])
     }
 
     /// Splits the connection for pipelined use: at most `inflight_max` (>= 1) requests

@@ -11,8 +11,6 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::wire::{put_array_len, put_string, put_uvarint, Reader};
 use super::{ClientError, Result};
 
@@ -31,29 +29,30 @@ pub struct PartitionRecords<'a> {
     /// Partition index.
     pub partition: i32,
     /// One or more encoded record batches (v2).
-    pub records: Bytes,
+    pub records: &'a [u8],
 }
 
-enum Piece {
+enum Piece<'a> {
     Small(Range<usize>),
-    Batch(Bytes),
+    Batch(&'a [u8]),
 }
 
-/// An encoded Produce request body: framing bytes around the record batches, unjoined.
-pub struct ProduceBody {
+/// An encoded Produce request body: framing bytes around the (borrowed) record batches,
+/// unjoined.
+pub struct ProduceBody<'a> {
     small: Vec<u8>,
-    pieces: Vec<Piece>,
+    pieces: Vec<Piece<'a>>,
 }
 
-impl ProduceBody {
+impl<'a> ProduceBody<'a> {
     /// Frames a Produce request at `version` (3..=12). Consecutive entries of `partitions`
     /// with the same topic are grouped under it (sort by topic to send each topic once).
     pub fn new(
         version: i16,
         acks: i16,
         timeout_ms: i32,
-        partitions: &[PartitionRecords<'_>],
-    ) -> ProduceBody {
+        partitions: &[PartitionRecords<'a>],
+    ) -> ProduceBody<'a> {
         assert!(
             (PRODUCE_VERSION_MIN..=PRODUCE_VERSION_MAX).contains(&version),
             "Produce v{version} is not framed here"
@@ -88,7 +87,7 @@ impl ProduceBody {
                 }
                 body.pieces.push(Piece::Small(start..body.small.len()));
                 start = body.small.len();
-                body.pieces.push(Piece::Batch(p.records.clone()));
+                body.pieces.push(Piece::Batch(p.records));
                 if flexible {
                     put_uvarint(&mut body.small, 0); // partition tagged fields
                 }
@@ -110,7 +109,7 @@ impl ProduceBody {
             .iter()
             .map(|p| match p {
                 Piece::Small(range) => &self.small[range.clone()],
-                Piece::Batch(bytes) => &bytes[..],
+                Piece::Batch(bytes) => bytes,
             })
             .collect()
     }
@@ -198,6 +197,7 @@ pub fn parse_produce_response(body: &[u8], version: i16) -> Result<Vec<ProducePa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
@@ -216,17 +216,17 @@ mod tests {
             PartitionRecords {
                 topic: "a",
                 partition: 0,
-                records: batch.clone(),
+                records: &batch,
             },
             PartitionRecords {
                 topic: "a",
                 partition: 3,
-                records: batch.clone(),
+                records: &batch,
             },
             PartitionRecords {
                 topic: "bb",
                 partition: 1,
-                records: batch.clone(),
+                records: &batch,
             },
         ];
         for version in PRODUCE_VERSION_MIN..=PRODUCE_VERSION_MAX {
