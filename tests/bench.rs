@@ -91,10 +91,9 @@ fn bench_counts_match_at_max_rate_and_writes_its_reports() {
         assert!(hlog.contains("Tag=e2e,"));
         for svg in ["latency.svg", "throughput.svg"] {
             let text = std::fs::read_to_string(out.path().join(svg)).expect("svg");
-            assert!(
-                text.contains("<polyline") && text.ends_with("</svg>\n"),
-                "{svg}"
-            );
+            // A run shorter than a sample interval has one throughput point (a dot).
+            let drawn = text.contains("<polyline") || text.contains("<circle");
+            assert!(drawn && text.ends_with("</svg>\n"), "{svg}");
         }
     });
 }
