@@ -450,6 +450,7 @@ fn supervise(
     let mut produce_window: Option<Throughput> = None;
     let mut producers = Some(producers);
     let mut drain_from: Option<(u64, (u64, u64, u64, u64))> = None;
+    let mut live_consume: Option<Throughput> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut next_sample = Instant::now() + SAMPLE_INTERVAL;
     let backlog = w.backlog_mb > 0.0;
@@ -474,7 +475,7 @@ fn supervise(
             produce_window = Some(Throughput::new(now.0 - from.0, now.1 - from.1, secs));
             if !backlog {
                 // Live consumers: their window is the producers' window.
-                drain_from = Some((from_ns, from));
+                live_consume = Some(Throughput::new(now.2 - from.2, now.3 - from.3, secs));
             }
             let ends = log_ends(&ctx.slots, &ctx.topics, &ctx.options);
             match ends {
@@ -547,7 +548,10 @@ fn supervise(
                 let _ = e2e_total.add(&e2e);
                 intervals.push((last_ns as f64 / 1e9, secs, publish.clone(), e2e.clone()));
             }
-            timeline.push(sample);
+            // A last sliver of an interval (the run's end) would plot as a spurious drop.
+            if secs >= 0.25 || timeline.is_empty() {
+                timeline.push(sample);
+            }
             last = now;
             last_ns = now_ns;
         }
@@ -560,18 +564,13 @@ fn supervise(
     }
     let end_ns = clock.now_ns();
     let now = counters();
-    let consume = match drain_from {
-        Some((from_ns, from)) => {
-            let finished_ns = if backlog {
-                end_ns
-            } else {
-                // Live consumers: the same window as the producers.
-                from_ns + (produce_window.map_or(0.0, |p| p.seconds) * 1e9) as u64
-            };
-            let secs = finished_ns.saturating_sub(from_ns) as f64 / 1e9;
+    let consume = match (live_consume, drain_from) {
+        (Some(live), _) => live,
+        (None, Some((from_ns, from))) => {
+            let secs = end_ns.saturating_sub(from_ns) as f64 / 1e9;
             Throughput::new(now.2 - from.2, now.3 - from.3, secs)
         }
-        None => Throughput::default(),
+        (None, None) => Throughput::default(),
     };
     let expected: u64 = s
         .end_offsets
