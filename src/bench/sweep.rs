@@ -9,7 +9,8 @@
 //! with its own warm-up.
 //!
 //! With `shard_counts`, the sweep starts `freshet start --shards N` itself (this executable, a
-//! fresh data directory under `data_dir`, a free 127.0.0.1 port) for each N and stops it after;
+//! fresh data directory under `data_dir`, a free 127.0.0.1 port) for each N and stops it after,
+//! removing that data directory;
 //! otherwise it measures the broker at `bootstrap` as it is.
 
 use std::fmt::Write as _;
@@ -165,13 +166,13 @@ pub fn sweep(options: &SweepOptions) -> Result<SweepReport, String> {
     let mut points = Vec::new();
     let mut best = Vec::new();
     for shards in shard_counts {
-        let broker = match shards {
-            Some(n) => {
-                let dir = options.data_dir.join(format!("shards-{n}"));
-                let _ = std::fs::remove_dir_all(&dir);
-                Some(SpawnedBroker::start(n, &dir)?)
+        let dir = shards.map(|n| options.data_dir.join(format!("shards-{n}")));
+        let broker = match (shards, &dir) {
+            (Some(n), Some(dir)) => {
+                let _ = std::fs::remove_dir_all(dir);
+                Some(SpawnedBroker::start(n, dir)?)
             }
-            None => None,
+            _ => None,
         };
         for &partitions in &options.partition_counts {
             let mut workload = options.base.clone();
@@ -209,6 +210,10 @@ pub fn sweep(options: &SweepOptions) -> Result<SweepReport, String> {
             });
         }
         drop(broker);
+        if let Some(dir) = dir {
+            // The sweep's own data: gone with its broker.
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     Ok(SweepReport {
         slo_p99_ms: options.slo_p99_ms,
