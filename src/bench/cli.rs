@@ -148,6 +148,9 @@ pub struct WorkloadArgs {
     /// Socket buffer size in bytes [default: the system's].
     #[arg(long)]
     pub socket_buffer: Option<usize>,
+    /// Longest wait for consumers to catch up after producing ends, e.g. 60s [default: 60s].
+    #[arg(long)]
+    pub drain_timeout: Option<String>,
     /// Keep the created topics.
     #[arg(long)]
     pub keep_topics: bool,
@@ -192,6 +195,9 @@ impl WorkloadArgs {
         }
         if let Some(d) = &self.warmup {
             w.warmup_s = parse_seconds(d)?;
+        }
+        if let Some(d) = &self.drain_timeout {
+            w.drain_timeout_s = parse_seconds(d)?;
         }
         if let Some(d) = &self.linger {
             w.linger_ms = parse_seconds(d)? * 1000.0;

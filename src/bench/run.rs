@@ -225,7 +225,7 @@ pub fn run(workload: &Workload, progress: bool) -> Result<RunResult, String> {
             .collect(),
     };
     create_topics(&mut bootstrap, &w, &topics)?;
-    let slots = wait_for_leaders(&mut bootstrap, &topics, w.partitions)?;
+    let slots = wait_for_leaders(&mut bootstrap, &topics)?;
     let start_offsets = log_ends(&slots, &topics, &options)?;
     drop(bootstrap);
 
@@ -330,11 +330,7 @@ fn create_topics(conn: &mut Connection, w: &Workload, topics: &[String]) -> Resu
 }
 
 /// Polls Metadata until every partition of `topics` has a leader (or 30 s pass).
-fn wait_for_leaders(
-    conn: &mut Connection,
-    topics: &[String],
-    partitions: i32,
-) -> Result<Vec<Vec<Slot>>, String> {
+fn wait_for_leaders(conn: &mut Connection, topics: &[String]) -> Result<Vec<Vec<Slot>>, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     loop {
@@ -359,10 +355,7 @@ fn wait_for_leaders(
                 .unwrap_or_default();
             all.push(slots);
         }
-        let existing = all
-            .iter()
-            .all(|s| !s.is_empty() && s.len() as i32 >= partitions.min(1));
-        let complete = existing
+        let complete = all.iter().all(|s| !s.is_empty())
             && md.topics.iter().all(|t| {
                 t.partitions
                     .iter()
@@ -446,7 +439,9 @@ fn supervise(
     let mut timeline = Vec::new();
     let mut last = counters();
     let mut last_ns = clock.now_ns();
-    let mut window_start: Option<(u64, (u64, u64, u64, u64))> = None;
+    // Without a warm-up the window opens when the schedule starts, before any message.
+    let mut window_start: Option<(u64, (u64, u64, u64, u64))> =
+        (ctx.measure_from_ns == ctx.start_ns).then_some((ctx.start_ns, (0, 0, 0, 0)));
     let mut produce_window: Option<Throughput> = None;
     let mut producers = Some(producers);
     let mut drain_from: Option<(u64, (u64, u64, u64, u64))> = None;
