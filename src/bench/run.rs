@@ -140,6 +140,9 @@ pub struct Summary {
     pub errors: Vec<String>,
 }
 
+/// One sampling interval: start (s since the epoch), length (s), publish and e2e histograms.
+pub type Interval = (f64, f64, Histogram<u64>, Histogram<u64>);
+
 /// A run's summary plus its histograms.
 pub struct RunResult {
     /// The summary.
@@ -148,8 +151,8 @@ pub struct RunResult {
     pub publish: Histogram<u64>,
     /// End-to-end latency over the measured window (µs).
     pub e2e: Histogram<u64>,
-    /// Per-second histograms: (start s since the epoch, length s, publish, e2e).
-    pub intervals: Vec<(f64, f64, Histogram<u64>, Histogram<u64>)>,
+    /// Per-second histograms.
+    pub intervals: Vec<Interval>,
 }
 
 /// Counters and histograms shared by the threads of a run.
