@@ -717,12 +717,20 @@ fn produce_inner(ctx: &Arc<Ctx>, t: usize, index: usize, count: usize) -> Result
     // Wait for the schedule's start.
     sleep_until(&ctx.clock, ctx.start_ns);
     let mut last_linger_check = 0u64;
+    let mut now = ctx.clock.now_ns();
     while k < limit && !s.stop.load(Ordering::Relaxed) {
-        let now = ctx.clock.now_ns();
+        // The clock is read every 16 messages, and whenever the schedule seems ahead: at max
+        // rate a message's creation time is exact to within the few µs 16 messages take.
+        if k.is_multiple_of(16) {
+            now = ctx.clock.now_ns();
+        }
         let intended = match schedule {
             Some(sch) => sch.intended_ns(k),
             None => now,
         };
+        if intended > now {
+            now = ctx.clock.now_ns();
+        }
         if intended >= ctx.end_ns || (schedule.is_none() && now >= ctx.end_ns) {
             break;
         }
