@@ -155,10 +155,11 @@ fn bench_at_a_target_rate_keeps_the_rate() {
         assert!(run.status.success(), "bench failed");
         let s = summary(out.path());
         let rate = s["produce"]["msg_per_s"].as_f64().unwrap();
-        assert!((1800.0..=2200.0).contains(&rate), "produce rate {rate}");
-        // Warm-up samples are left out: 3 s at 2000 msg/s, within a sample interval.
-        let samples = s["publish_latency_ms"]["count"].as_u64().unwrap();
-        assert!((5600..=6400).contains(&samples), "samples {samples}");
+        // The window ends with the last acknowledgement: allow for a slow tail.
+        assert!((1500.0..=2200.0).contains(&rate), "produce rate {rate}");
+        // Warm-up samples are left out.
+        // Samples are counted by intended send time: exactly the 3 s after the warm-up.
+        assert_eq!(s["publish_latency_ms"]["count"], 6000);
         assert_eq!(s["acked_messages"], 8000, "1 s warm-up + 3 s at 2000 msg/s");
         assert_eq!(s["counts_match"], true);
     });
@@ -179,7 +180,7 @@ fn sweep_reports_the_highest_rate_meeting_the_objective() {
                 "--factor",
                 "2",
             ])
-            .args(["--steps", "2", "--duration", "1s", "--warmup", "0s"])
+            .args(["--steps", "2", "--duration", "2s", "--warmup", "0s"])
             .args(["--slo-p99-ms", "10000", "--out"])
             .arg(out.path())
             .output()

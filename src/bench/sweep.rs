@@ -25,8 +25,9 @@ use super::run::run;
 use super::workload::Workload;
 use crate::client::{ConnectOptions, Connection};
 
-/// A step must reach this fraction of its target rate to pass.
-pub const ACHIEVED_FRACTION_MIN: f64 = 0.95;
+/// A step must reach this fraction of its target rate to pass (the measured window includes
+/// the wait for the last acknowledgements, so a short step never quite reaches 100%).
+pub const ACHIEVED_FRACTION_MIN: f64 = 0.9;
 
 /// Which latency the objective applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
