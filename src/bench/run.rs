@@ -271,13 +271,14 @@ pub fn run(workload: &Workload, progress: bool) -> Result<RunResult, String> {
         },
     });
 
+    // If a thread cannot be started, the ones already running are told to stop.
+    let shared_stop = ctx.clone();
     let mut consumers = Vec::new();
     for t in 0..ctx.topics.len() {
         for c in 0..w.consumers {
             let ctx = ctx.clone();
-            consumers.push(spawn(format!("consumer-{t}-{c}"), move || {
-                consume(&ctx, t, c)
-            })?);
+            let handle = spawn(format!("consumer-{t}-{c}"), move || consume(&ctx, t, c));
+            consumers.push(stop_on_error(&shared_stop, handle)?);
         }
     }
     let producer_count = ctx.topics.len() * w.producers;
@@ -286,9 +287,10 @@ pub fn run(workload: &Workload, progress: bool) -> Result<RunResult, String> {
         for p in 0..w.producers {
             let ctx = ctx.clone();
             let index = t * w.producers + p;
-            producers.push(spawn(format!("producer-{t}-{p}"), move || {
+            let handle = spawn(format!("producer-{t}-{p}"), move || {
                 produce(&ctx, t, index, producer_count)
-            })?);
+            });
+            producers.push(stop_on_error(&shared_stop, handle)?);
         }
     }
     let result = supervise(&ctx, producers, consumers, progress);
@@ -306,6 +308,16 @@ fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandl
         .name(name.clone())
         .spawn(body)
         .map_err(|e| format!("spawn {name}: {e}"))
+}
+
+fn stop_on_error(
+    ctx: &Ctx,
+    handle: Result<JoinHandle<()>, String>,
+) -> Result<JoinHandle<()>, String> {
+    if handle.is_err() {
+        ctx.shared.stop.store(true, Ordering::Relaxed);
+    }
+    handle
 }
 
 fn create_topics(conn: &mut Connection, w: &Workload, topics: &[String]) -> Result<(), String> {
