@@ -10,9 +10,13 @@
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
+//! - [`client`]: a small blocking Kafka client (the bench and admin tools use it).
+//! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots.
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 
 pub mod api;
+pub mod bench;
+pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;

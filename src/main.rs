@@ -1,4 +1,5 @@
-//! The `freshet` binary: `freshet start` runs a broker.
+//! The `freshet` binary: `freshet start` runs a broker; `freshet bench` is the load generator
+//! (see `bench/`).
 //!
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
@@ -28,6 +29,8 @@ enum Command {
     /// Prepare a host: check/apply its settings, measure the data disk (see tuning/README.md).
     #[command(subcommand)]
     Tune(freshet::tuning::TuneCommand),
+    /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
+    Bench(Box<freshet::bench::cli::BenchArgs>),
 }
 
 #[derive(clap::Args)]
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => start(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
+        Command::Bench(args) => freshet::bench::cli::main(*args),
     }
 }
 
