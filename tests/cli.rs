@@ -417,6 +417,14 @@ fn produce_and_consume_round_trip_keys_headers_and_formats() {
             "",
         );
         assert_eq!(out, format!("{last_offset}\n"));
+        let out = ok(
+            &broker,
+            &[
+                "consume", "events", "-p", "1", "-o", "-1", "--format", "%v\\n",
+            ],
+            "",
+        );
+        assert_eq!(out, "from rdkafka\n", "-o -1: the last record");
         let out = ok(&broker, &["consume", "events", "-n", "5"], "");
         assert_eq!(out.lines().count(), 5);
 

@@ -52,7 +52,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                             c.controller_id.to_string(),
                         ]],
                     );
-                    println!();
+                    super::blank_line();
                     print_table(
                         &["ID", "HOST", "PORT", "RACK"],
                         &c.brokers

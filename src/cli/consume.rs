@@ -1,6 +1,7 @@
 //! `freshet consume TOPIC`: records to stdout, fetched from each partition's leader.
 //!
-//! Start with `-o beginning|end|N` (N: an absolute offset, clamped to the log's range). Without
+//! Start with `-o beginning|end|N|-N` (N: an absolute offset, clamped to the log's range; -N:
+//! N records before the end). Without
 //! `--follow` the run ends once every partition reaches the end it had when the run started
 //! (as `kcat -e`); with `--follow` it waits for new records. Either way it ends after `-n`
 //! records, or after `--timeout-ms` without a new record. Output is `--format json` (one JSON
@@ -43,8 +44,8 @@ pub struct ConsumeArgs {
     /// Partition(s) to read (repeatable; default: all).
     #[arg(short, long = "partition")]
     pub partitions: Vec<i32>,
-    /// Where to start: beginning, end, or an offset.
-    #[arg(short, long, default_value = "beginning")]
+    /// Where to start: beginning, end, an offset, or -N (N records before the end).
+    #[arg(short, long, default_value = "beginning", allow_hyphen_values = true)]
     pub offset: String,
     /// Stop after this many records.
     #[arg(short = 'n', long)]
@@ -66,6 +67,8 @@ enum Start {
     Beginning,
     End,
     Offset(i64),
+    /// N records before the end (`-o -N`).
+    BeforeEnd(i64),
 }
 
 fn parse_start(s: &str) -> Result<Start> {
@@ -74,8 +77,9 @@ fn parse_start(s: &str) -> Result<Start> {
         "end" | "latest" => Ok(Start::End),
         n => match n.parse::<i64>() {
             Ok(n) if n >= 0 => Ok(Start::Offset(n)),
+            Ok(n) if n > i64::MIN => Ok(Start::BeforeEnd(-n)),
             _ => Err(CliError::Usage(format!(
-                "--offset {s}: expected beginning, end or an offset >= 0"
+                "--offset {s}: expected beginning, end, an offset, or -N (N before the end)"
             ))),
         },
     }
@@ -208,6 +212,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 Start::Beginning => starts[&p],
                 Start::End => ends[&p],
                 Start::Offset(n) => n.clamp(starts[&p], ends[&p].max(starts[&p])),
+                Start::BeforeEnd(n) => (ends[&p] - n).max(starts[&p]),
             };
             Position {
                 partition: p,
@@ -332,9 +337,9 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                             },
                             &mut buf,
                         );
-                        stdout
-                            .write_all(&buf)
-                            .map_err(|e| CliError::Io(format!("stdout: {e}")))?;
+                        if let Err(e) = stdout.write_all(&buf) {
+                            return stdout_closed(e);
+                        }
                         printed += 1;
                         last_record = Instant::now();
                         position.offset = record.offset + 1;
@@ -346,19 +351,25 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 }
             }
         }
-        stdout
-            .flush()
-            .map_err(|e| CliError::Io(format!("stdout: {e}")))?;
+        if let Err(e) = stdout.flush() {
+            return stdout_closed(e);
+        }
     }
-    stdout
-        .flush()
-        .map_err(|e| CliError::Io(format!("stdout: {e}")))?;
     if let Some(n) = args.count {
         if printed < n {
             eprintln!("freshet: consumed {printed} of {n} record(s)");
         }
     }
     Ok(())
+}
+
+/// A reader that went away (`| head`) ends the run normally; other write errors are I/O errors.
+fn stdout_closed(e: std::io::Error) -> Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(CliError::Io(format!("stdout: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -399,6 +410,7 @@ mod tests {
         assert_eq!(parse_start("beginning").ok(), Some(Start::Beginning));
         assert_eq!(parse_start("end").ok(), Some(Start::End));
         assert_eq!(parse_start("12").ok(), Some(Start::Offset(12)));
-        assert!(parse_start("-3").is_err());
+        assert_eq!(parse_start("-3").ok(), Some(Start::BeforeEnd(3)));
+        assert!(parse_start("soon").is_err());
     }
 }

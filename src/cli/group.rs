@@ -341,7 +341,7 @@ fn describe(session: &mut Session, format: Format, group_ids: &[String]) -> Resu
             })),
             Format::Table => {
                 if i > 0 {
-                    println!();
+                    super::blank_line();
                 }
                 print_table(
                     &["GROUP", "STATE", "PROTOCOL", "MEMBERS", "TOTAL-LAG"],
@@ -353,7 +353,7 @@ fn describe(session: &mut Session, format: Format, group_ids: &[String]) -> Resu
                         total_lag.to_string(),
                     ]],
                 );
-                println!();
+                super::blank_line();
                 let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
                 print_table(
                     &[

@@ -317,9 +317,22 @@ impl Session {
     }
 }
 
+/// Writes `text` to stdout. A closed stdout (e.g. `| head`) is not an error worth a panic:
+/// the text is dropped.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Prints an empty line between tables.
+pub fn blank_line() {
+    print_out("\n");
+}
+
 /// Prints an aligned table: a header row, then `rows` (columns separated by two spaces).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    print!("{}", table(header, rows));
+    print_out(&table(header, rows));
 }
 
 /// An aligned table as text.
@@ -359,10 +372,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    print_out(&text);
 }
 
 /// Parses `key=value` (clap value parser).

@@ -28,8 +28,12 @@ use crate::client::produce::{
 use crate::client::records::murmur2_partition;
 use crate::client::{PipelineReader, PipelineWriter};
 
-/// Most record bytes (keys, values, headers) buffered per batch before it is sent.
-const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Record bytes (keys, values, headers, and a per-record allowance for framing) buffered before
+/// the batches are sent: half of Kafka's default `max.message.bytes` (1 MiB), so a batch of
+/// small records stays under it.
+const BATCH_BYTES_MAX: usize = 512 << 10;
+/// Framing bytes allowed per record (varints, attributes) when sizing a batch.
+const RECORD_OVERHEAD_BYTES: usize = 24;
 /// Longest line accepted from stdin.
 const LINE_BYTES_MAX: usize = 16 << 20;
 
@@ -239,7 +243,8 @@ impl Producer {
         headers: IndexMap<StrBytes, Option<Bytes>>,
     ) {
         let records = self.pending.entry(partition).or_default();
-        self.pending_bytes += key.as_ref().map_or(0, Bytes::len)
+        self.pending_bytes += RECORD_OVERHEAD_BYTES
+            + key.as_ref().map_or(0, Bytes::len)
             + value.len()
             + headers
                 .iter()

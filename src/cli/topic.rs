@@ -286,7 +286,7 @@ fn describe(session: &mut Session, format: Format, topics: &[String]) -> Result<
             })),
             Format::Table => {
                 if i > 0 {
-                    println!();
+                    super::blank_line();
                 }
                 print_table(
                     &["TOPIC", "ID", "PARTITIONS", "REPLICAS"],
@@ -297,7 +297,7 @@ fn describe(session: &mut Session, format: Format, topics: &[String]) -> Result<
                         replication.to_string(),
                     ]],
                 );
-                println!();
+                super::blank_line();
                 print_table(
                     &[
                         "PARTITION",
@@ -326,7 +326,7 @@ fn describe(session: &mut Session, format: Format, topics: &[String]) -> Result<
                         })
                         .collect::<Vec<_>>(),
                 );
-                println!();
+                super::blank_line();
                 print_table(
                     &["CONFIG", "VALUE", "SOURCE"],
                     &configs

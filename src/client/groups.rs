@@ -184,7 +184,7 @@ pub fn describe_groups(conn: &mut Connection, groups: &[&str]) -> Result<Vec<Gro
     let request = DescribeGroupsRequest::default()
         .with_groups(groups.iter().map(|g| GroupId(str_bytes(g))).collect());
     let response = conn.request(&request)?;
-    response
+    Ok(response
         .groups
         .iter()
         .map(|g| {
@@ -193,22 +193,22 @@ pub fn describe_groups(conn: &mut Connection, groups: &[&str]) -> Result<Vec<Gro
                 .members
                 .iter()
                 .map(|m| {
-                    let assignment =
-                        if protocol_type == "consumer" && !m.member_assignment.is_empty() {
-                            parse_consumer_assignment(&m.member_assignment)?
-                        } else {
-                            Vec::new()
-                        };
-                    Ok(MemberDescription {
+                    // An assignment that does not parse (a custom assignor's format) is shown as none.
+                    let assignment = if protocol_type == "consumer" {
+                        parse_consumer_assignment(&m.member_assignment).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    MemberDescription {
                         member_id: m.member_id.to_string(),
                         group_instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
                         client_id: m.client_id.to_string(),
                         client_host: m.client_host.to_string(),
                         assignment,
-                    })
+                    }
                 })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(GroupDescription {
+                .collect();
+            GroupDescription {
                 group_id: g.group_id.0.to_string(),
                 error_code: g.error_code,
                 error_message: g.error_message.as_ref().map(|s| s.to_string()),
@@ -216,9 +216,9 @@ pub fn describe_groups(conn: &mut Connection, groups: &[&str]) -> Result<Vec<Gro
                 protocol_type,
                 protocol: g.protocol_data.to_string(),
                 members,
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Parses a consumer protocol assignment (ConsumerProtocolAssignment, any version): the
