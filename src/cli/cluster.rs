@@ -24,6 +24,7 @@ pub struct ClusterArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Cluster id, controller and brokers.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Info,
 }
 

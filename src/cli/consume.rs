@@ -18,7 +18,9 @@ use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use serde_json::json;
 
-use super::{CliError, ConnArgs, Result, Session};
+use super::{
+    CliError, ConnArgs, Result, Session, LEADER_MOVED, LEADER_REFRESHES_MAX, LEADER_REFRESH_BACKOFF,
+};
 use crate::client::admin;
 use crate::client::fetch::{
     fetch_request, parse_fetch_response, FetchPosition, FETCH_VERSION_MAX, FETCH_VERSION_MIN,
@@ -187,7 +189,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     let start = parse_start(&args.offset)?;
     let mut session = Session::connect(&args.conn)?;
     let topic = args.topic.as_str();
-    let metadata = session.topics_metadata(&[topic])?;
+    let mut metadata = session.topics_metadata(&[topic])?;
     let info = metadata.topic(topic).expect("checked by topics_metadata");
     let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
     let chosen: Vec<i32> = if args.partitions.is_empty() {
@@ -239,6 +241,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 .iter()
                 .all(|p| p.end.is_some_and(|e| p.offset >= e))
     };
+    let mut leader_refreshes = 0;
     while !done(&positions, printed) {
         if args
             .timeout_ms
@@ -257,6 +260,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 .clamp(0, FETCH_WAIT_MS as i64) as i32,
             None => FETCH_WAIT_MS,
         };
+        let mut leaders_moved = false;
         for (leader, indexes) in by_leader {
             let asked: Vec<FetchPosition> = indexes
                 .iter()
@@ -287,6 +291,10 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 else {
                     continue;
                 };
+                if LEADER_MOVED.contains(&fetched.error_code) {
+                    leaders_moved = true;
+                    continue;
+                }
                 if fetched.error_code != 0 {
                     return Err(CliError::kafka(
                         fetched.error_code,
@@ -353,6 +361,34 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         }
         if let Err(e) = stdout.flush() {
             return stdout_closed(e);
+        }
+        if leaders_moved {
+            // Leadership moved (another broker of a cluster leads now): ask Metadata again.
+            leader_refreshes += 1;
+            if leader_refreshes > LEADER_REFRESHES_MAX {
+                return Err(CliError::kafka(
+                    6,
+                    format!("fetch from {topic}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes"),
+                ));
+            }
+            std::thread::sleep(LEADER_REFRESH_BACKOFF);
+            metadata = session.topics_metadata(&[topic])?;
+            let info = metadata.topic(topic).expect("checked by topics_metadata");
+            for p in &mut positions {
+                p.leader = info
+                    .partitions
+                    .iter()
+                    .find(|i| i.partition == p.partition)
+                    .map_or(-1, |i| i.leader);
+            }
+            if let Some(p) = positions.iter().find(|p| p.leader < 0) {
+                return Err(CliError::kafka(
+                    5,
+                    format!("partition {topic}-{} has no leader", p.partition),
+                ));
+            }
+        } else {
+            leader_refreshes = 0;
         }
     }
     if let Some(n) = args.count {

@@ -42,20 +42,24 @@ pub struct GroupArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum GroupCommand {
     /// List the groups of every broker.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     List,
     /// Describe groups: state, members, committed offsets and lag per partition.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Describe {
         /// Group ids.
         #[arg(required = true)]
         groups: Vec<String>,
     },
     /// Delete groups (they must have no members).
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Delete {
         /// Group ids.
         #[arg(required = true)]
         groups: Vec<String>,
     },
     /// Reset the committed offsets of an inactive group.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Seek {
         /// Group id.
         group: String,

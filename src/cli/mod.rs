@@ -44,6 +44,14 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code: connection or I/O failure.
 pub const EXIT_IO: u8 = 3;
 
+/// Partition errors that mean "ask Metadata who leads now": LEADER_NOT_AVAILABLE,
+/// NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+pub const LEADER_MOVED: [i16; 4] = [5, 6, 74, 75];
+/// Consecutive metadata refreshes before giving up on a partition without a stable leader.
+pub const LEADER_REFRESHES_MAX: u32 = 10;
+/// Pause before asking Metadata again.
+pub const LEADER_REFRESH_BACKOFF: Duration = Duration::from_millis(300);
+
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes (admin commands):
   0  success

@@ -20,7 +20,10 @@ use kafka_protocol::records::{
 };
 use serde_json::json;
 
-use super::{parse_key_value, print_json, CliError, ConnArgs, Format, Result, Session};
+use super::{
+    parse_key_value, print_json, CliError, ConnArgs, Format, Result, Session, LEADER_MOVED,
+    LEADER_REFRESHES_MAX, LEADER_REFRESH_BACKOFF,
+};
 use crate::client::admin::ClusterMetadata;
 use crate::client::produce::{
     parse_produce_response, PartitionRecords, ProduceBody, PRODUCE_VERSION_MAX, PRODUCE_VERSION_MIN,
@@ -297,6 +300,8 @@ impl Producer {
     }
 
     /// Sends every pending batch (one Produce request per leader) and checks the answers.
+    /// Batches a broker refuses because it no longer leads their partition are sent again to
+    /// the leader a fresh Metadata names (a bounded number of times).
     fn flush(&mut self, session: &mut Session) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -304,25 +309,8 @@ impl Producer {
         let pending = std::mem::take(&mut self.pending);
         self.pending_records = 0;
         self.pending_bytes = 0;
-        let topic = self
-            .metadata
-            .topic(&self.topic)
-            .cloned()
-            .ok_or_else(|| CliError::kafka(3, format!("topic {}", self.topic)))?;
-        let mut by_leader: BTreeMap<i32, Vec<(i32, Bytes, usize)>> = BTreeMap::new();
+        let mut unsent: Vec<(i32, Bytes, usize)> = Vec::with_capacity(pending.len());
         for (partition, records) in pending {
-            let leader = topic
-                .partitions
-                .iter()
-                .find(|p| p.partition == partition)
-                .map(|p| p.leader)
-                .unwrap_or(-1);
-            if leader < 0 {
-                return Err(CliError::kafka(
-                    5,
-                    format!("partition {}-{partition} has no leader", self.topic),
-                ));
-            }
             let mut buf = bytes::BytesMut::new();
             RecordBatchEncoder::encode(
                 &mut buf,
@@ -333,10 +321,53 @@ impl Producer {
                 },
             )
             .map_err(|e| CliError::Io(format!("encode a record batch: {e}")))?;
-            by_leader
-                .entry(leader)
-                .or_default()
-                .push((partition, buf.freeze(), records.len()));
+            unsent.push((partition, buf.freeze(), records.len()));
+        }
+        let mut refreshes = 0;
+        loop {
+            unsent = self.send(session, unsent)?;
+            if unsent.is_empty() {
+                return Ok(());
+            }
+            refreshes += 1;
+            if refreshes > LEADER_REFRESHES_MAX {
+                return Err(CliError::kafka(
+                    6,
+                    format!(
+                        "produce to {}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes",
+                        self.topic
+                    ),
+                ));
+            }
+            std::thread::sleep(LEADER_REFRESH_BACKOFF);
+            self.metadata = session.topics_metadata(&[self.topic.as_str()])?;
+        }
+    }
+
+    /// Sends `batches` (partition, batch, records) to their leaders; returns those refused
+    /// because leadership moved. Any other error ends the run.
+    fn send(
+        &mut self,
+        session: &mut Session,
+        batches: Vec<(i32, Bytes, usize)>,
+    ) -> Result<Vec<(i32, Bytes, usize)>> {
+        let topic = self
+            .metadata
+            .topic(&self.topic)
+            .cloned()
+            .ok_or_else(|| CliError::kafka(3, format!("topic {}", self.topic)))?;
+        let mut by_leader: BTreeMap<i32, Vec<(i32, Bytes, usize)>> = BTreeMap::new();
+        for batch in batches {
+            let leader = topic
+                .partitions
+                .iter()
+                .find(|p| p.partition == batch.0)
+                .map_or(-1, |p| p.leader);
+            by_leader.entry(leader).or_default().push(batch);
+        }
+        let mut moved = Vec::new();
+        if let Some(leaderless) = by_leader.remove(&-1) {
+            moved.extend(leaderless);
         }
         let (acks, timeout_ms) = (self.acks, self.timeout_ms);
         let topic_name = self.topic.clone();
@@ -363,18 +394,22 @@ impl Producer {
                 })?;
                 parse_produce_response(answer.body, answer.version)?
             };
-            for (partition, _, count) in &batches {
-                let summary = self.summary.entry(*partition).or_default();
-                summary.records += *count as u64;
+            for batch in batches {
+                let (partition, count) = (batch.0, batch.2);
                 if acks == 0 {
+                    self.summary.entry(partition).or_default().records += count as u64;
                     continue;
                 }
                 let answer = answers
                     .iter()
-                    .find(|a| a.partition == *partition)
+                    .find(|a| a.partition == partition)
                     .ok_or_else(|| {
                         CliError::Io(format!("no Produce answer for partition {partition}"))
                     })?;
+                if LEADER_MOVED.contains(&answer.error_code) {
+                    moved.push(batch);
+                    continue;
+                }
                 if answer.error_code != 0 {
                     return Err(CliError::kafka(
                         answer.error_code,
@@ -386,11 +421,13 @@ impl Producer {
                         },
                     ));
                 }
+                let summary = self.summary.entry(partition).or_default();
+                summary.records += count as u64;
                 summary.first_offset.get_or_insert(answer.base_offset);
-                summary.last_offset = Some(answer.base_offset + *count as i64 - 1);
+                summary.last_offset = Some(answer.base_offset + count as i64 - 1);
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     fn report(&self, format: Format, quiet: bool, total: u64) {

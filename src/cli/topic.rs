@@ -35,6 +35,7 @@ pub struct TopicArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum TopicCommand {
     /// Create topics.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Create {
         /// Topic names.
         #[arg(required = true)]
@@ -50,20 +51,24 @@ pub enum TopicCommand {
         configs: Vec<(String, String)>,
     },
     /// List topics.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     List,
     /// Describe topics: partitions, leaders, offsets, configs.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Describe {
         /// Topic names.
         #[arg(required = true)]
         topics: Vec<String>,
     },
     /// Delete topics.
+    #[command(after_help = super::EXIT_CODES_HELP)]
     Delete {
         /// Topic names.
         #[arg(required = true)]
         topics: Vec<String>,
     },
     /// Set or delete topic configs (IncrementalAlterConfigs).
+    #[command(after_help = super::EXIT_CODES_HELP)]
     AlterConfig {
         /// Topic name.
         topic: String,
