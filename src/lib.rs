@@ -12,10 +12,12 @@
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
 //! - [`client`]: a small blocking Kafka client (the bench and admin tools use it).
 //! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots.
+//! - [`cli`]: the admin CLI (`freshet topic|group|produce|consume|cluster`) over [`client`].
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;

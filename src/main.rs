@@ -1,5 +1,5 @@
 //! The `freshet` binary: `freshet start` runs a broker; `freshet bench` is the load generator
-//! (see `bench/`).
+//! (see `bench/`); `freshet topic|group|produce|consume|cluster` is the admin CLI (see `cli/`).
 //!
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
@@ -15,7 +15,8 @@ use freshet::config::BrokerConfig;
 #[command(
     name = "freshet",
     version,
-    about = "A Kafka-compatible event streaming broker"
+    about = "A Kafka-compatible event streaming broker",
+    after_help = freshet::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +32,21 @@ enum Command {
     Tune(freshet::tuning::TuneCommand),
     /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
     Bench(Box<freshet::bench::cli::BenchArgs>),
+    /// Topics: create, list, describe, delete, alter-config.
+    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
+    Topic(freshet::cli::topic::TopicArgs),
+    /// Consumer groups: list, describe (lag), delete, seek (reset offsets).
+    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
+    Group(freshet::cli::group::GroupArgs),
+    /// Produce lines of stdin as records (keys, headers, compression, acks).
+    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
+    Produce(freshet::cli::produce::ProduceArgs),
+    /// Consume records to stdout (kcat-like format or JSON lines).
+    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
+    Consume(freshet::cli::consume::ConsumeArgs),
+    /// The cluster: id, controller, brokers.
+    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
+    Cluster(freshet::cli::cluster::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -70,6 +86,11 @@ fn main() -> ExitCode {
         Command::Start(args) => start(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
         Command::Bench(args) => freshet::bench::cli::main(*args),
+        Command::Topic(args) => freshet::cli::exit(freshet::cli::topic::run(args)),
+        Command::Group(args) => freshet::cli::exit(freshet::cli::group::run(args)),
+        Command::Produce(args) => freshet::cli::exit(freshet::cli::produce::run(args)),
+        Command::Consume(args) => freshet::cli::exit(freshet::cli::consume::run(args)),
+        Command::Cluster(args) => freshet::cli::exit(freshet::cli::cluster::run(args)),
     }
 }
 

@@ -9,7 +9,9 @@
 //!   [`PipelineWriter`] and a [`PipelineReader`] for pipelined requests (correlation ids checked
 //!   in order, in-flight requests bounded), typically on two threads.
 //! - [`admin`]: Metadata, CreateTopics, DeleteTopics, ListOffsets as plain functions returning
-//!   plain structs.
+//!   plain structs; [`cluster`]: full topic metadata, DescribeCluster, DescribeConfigs and
+//!   IncrementalAlterConfigs; [`groups`]: FindCoordinator, ListGroups, DescribeGroups,
+//!   DeleteGroups, OffsetFetch, OffsetCommit (for `freshet group`).
 //! - [`produce`]: the hot path, framed by hand: a Produce request is written as a small header
 //!   followed by the record batches' bytes as they are (no re-encoding, no copy into one buffer).
 //! - [`fetch`]: Fetch requests, and a hand-written parser of Fetch responses that hands out each
@@ -27,8 +29,10 @@
 //! sessions (every fetch is a full fetch), Produce v13 / Fetch v13+ (topic ids).
 
 pub mod admin;
+pub mod cluster;
 pub mod conn;
 pub mod fetch;
+pub mod groups;
 pub mod produce;
 pub mod records;
 mod wire;

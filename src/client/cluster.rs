@@ -1,0 +1,314 @@
+//! Describing a cluster and its topics in full, and topic configs: Metadata with replicas and
+//! ISRs, DescribeCluster (falling back to Metadata on brokers without it), DescribeConfigs and
+//! IncrementalAlterConfigs.
+//!
+//! Plain functions over a [`Connection`]; a resource's or the request's Kafka error fails the
+//! call with [`ClientError::Kafka`] (the broker's message, when it gives one, is in the context).
+
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{ClientError, Connection, Result};
+
+/// ConfigResource type of a topic.
+pub const RESOURCE_TOPIC: i8 = 2;
+/// ConfigResource type of a broker.
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// A broker with its rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDescription {
+    /// Kafka node id.
+    pub node_id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: i32,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+}
+
+/// A cluster: its id, controller and brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Cluster id, if the broker gives one.
+    pub cluster_id: Option<String>,
+    /// Controller node id (-1: unknown).
+    pub controller_id: i32,
+    /// Brokers, by node id.
+    pub brokers: Vec<BrokerDescription>,
+}
+
+/// A partition with its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Partition index.
+    pub partition: i32,
+    /// Kafka error code.
+    pub error_code: i16,
+    /// Leader node id (-1: none).
+    pub leader: i32,
+    /// Leader epoch (-1: unknown).
+    pub leader_epoch: i32,
+    /// Replica node ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
+}
+
+/// A topic with its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Topic name.
+    pub name: String,
+    /// Kafka error code (3: UNKNOWN_TOPIC_OR_PARTITION).
+    pub error_code: i16,
+    /// Topic id (nil before Metadata v10).
+    pub topic_id: uuid::Uuid,
+    /// Internal topic (e.g. `__consumer_offsets`).
+    pub is_internal: bool,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// A Metadata answer in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataDescription {
+    /// The cluster.
+    pub cluster: ClusterDescription,
+    /// Topics asked for (or all), by name.
+    pub topics: Vec<TopicDescription>,
+}
+
+/// A config entry as DescribeConfigs gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Config name.
+    pub name: String,
+    /// Value (`None` for sensitive or unset values).
+    pub value: Option<String>,
+    /// Where the value comes from (Kafka's ConfigSource names, e.g. DYNAMIC_TOPIC_CONFIG).
+    pub source: &'static str,
+    /// Cannot be altered.
+    pub read_only: bool,
+    /// Sensitive (value hidden).
+    pub is_sensitive: bool,
+}
+
+/// One IncrementalAlterConfigs operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterOp {
+    /// Set `name` to `value`.
+    Set(String, String),
+    /// Remove `name` (back to its default).
+    Delete(String),
+}
+
+/// Kafka's name for a ConfigSource id.
+pub fn config_source_name(source: i8) -> &'static str {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+        7 => "CLIENT_METRICS_CONFIG",
+        8 => "GROUP_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Metadata for `topics` (`None`: every topic), with replicas, ISRs and the cluster id.
+pub fn describe_topics(
+    conn: &mut Connection,
+    topics: Option<&[&str]>,
+) -> Result<MetadataDescription> {
+    let request = MetadataRequest::default()
+        .with_topics(topics.map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+                })
+                .collect()
+        }))
+        .with_allow_auto_topic_creation(false);
+    let response = conn.request(&request)?;
+    let mut brokers: Vec<BrokerDescription> = response
+        .brokers
+        .iter()
+        .map(|b| BrokerDescription {
+            node_id: b.node_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.node_id);
+    let mut out = MetadataDescription {
+        cluster: ClusterDescription {
+            cluster_id: response.cluster_id.as_ref().map(|c| c.to_string()),
+            controller_id: response.controller_id.0,
+            brokers,
+        },
+        topics: Vec::new(),
+    };
+    for t in &response.topics {
+        let mut partitions: Vec<PartitionDescription> = t
+            .partitions
+            .iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition_index,
+                error_code: p.error_code,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        out.topics.push(TopicDescription {
+            name: t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
+            error_code: t.error_code,
+            topic_id: t.topic_id,
+            is_internal: t.is_internal,
+            partitions,
+        });
+    }
+    out.topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The cluster: DescribeCluster when the broker serves it, else Metadata.
+pub fn describe_cluster(conn: &mut Connection) -> Result<ClusterDescription> {
+    if conn.versions().range(ApiKey::DescribeCluster).is_none() {
+        return Ok(describe_topics(conn, Some(&[]))?.cluster);
+    }
+    let response = conn.request(&DescribeClusterRequest::default().with_endpoint_type(1))?;
+    if response.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: with_message("describe the cluster", &response.error_message),
+            code: response.error_code,
+        });
+    }
+    let mut brokers: Vec<BrokerDescription> = response
+        .brokers
+        .iter()
+        .map(|b| BrokerDescription {
+            node_id: b.broker_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.node_id);
+    Ok(ClusterDescription {
+        cluster_id: Some(response.cluster_id.to_string()),
+        controller_id: response.controller_id.0,
+        brokers,
+    })
+}
+
+fn with_message(context: &str, message: &Option<StrBytes>) -> String {
+    match message
+        .as_ref()
+        .map(|m| m.as_str())
+        .filter(|m| !m.is_empty())
+    {
+        Some(m) => format!("{context}: {m}"),
+        None => context.to_string(),
+    }
+}
+
+/// Every config of one resource (`resource_type`: [`RESOURCE_TOPIC`] or [`RESOURCE_BROKER`]).
+pub fn describe_configs(
+    conn: &mut Connection,
+    resource_type: i8,
+    name: &str,
+) -> Result<Vec<ConfigEntry>> {
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configuration_keys(None)]);
+    let response = conn.request(&request)?;
+    let result = response
+        .results
+        .first()
+        .ok_or_else(|| ClientError::Protocol("DescribeConfigs: no result".into()))?;
+    if result.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: with_message(
+                &format!("describe the configs of {name}"),
+                &result.error_message,
+            ),
+            code: result.error_code,
+        });
+    }
+    let mut entries: Vec<ConfigEntry> = result
+        .configs
+        .iter()
+        .map(|c| ConfigEntry {
+            name: c.name.to_string(),
+            value: c.value.as_ref().map(|v| v.to_string()),
+            source: config_source_name(c.config_source),
+            read_only: c.read_only,
+            is_sensitive: c.is_sensitive,
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// Applies `ops` to one resource's configs with IncrementalAlterConfigs.
+pub fn alter_configs(
+    conn: &mut Connection,
+    resource_type: i8,
+    name: &str,
+    ops: &[AlterOp],
+) -> Result<()> {
+    let configs = ops
+        .iter()
+        .map(|op| match op {
+            AlterOp::Set(k, v) => AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_string(v.clone()))),
+            AlterOp::Delete(k) => AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(1)
+                .with_value(None),
+        })
+        .collect();
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs),
+    ]);
+    let response = conn.request(&request)?;
+    let result = response
+        .responses
+        .first()
+        .ok_or_else(|| ClientError::Protocol("IncrementalAlterConfigs: no result".into()))?;
+    if result.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: with_message(
+                &format!("alter the configs of {name}"),
+                &result.error_message,
+            ),
+            code: result.error_code,
+        });
+    }
+    Ok(())
+}
