@@ -58,11 +58,17 @@ impl TestBroker {
 
     /// Like `start`, with extra `freshet start` arguments (e.g. `--auto-create-topics false`).
     pub fn start_with(shards: usize, extra_args: &[&str]) -> TestBroker {
+        TestBroker::start_in(shards, None, extra_args)
+    }
+
+    /// Like `start_with`, with the data directory at `data_dir` (e.g. on a small file system)
+    /// instead of a fresh temporary one.
+    pub fn start_in(shards: usize, data_dir: Option<PathBuf>, extra_args: &[&str]) -> TestBroker {
         let tmp = tempfile::Builder::new()
             .prefix("freshet-test-")
             .tempdir()
             .expect("tempdir");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log_path = tmp.path().join("broker.log");
         let mut broker = TestBroker {
             child: None,
@@ -254,6 +260,11 @@ impl TestBroker {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS");
         kib * 1024
+    }
+
+    /// Everything the broker wrote to stderr so far (all its runs).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The last lines of the broker's stderr, for failure messages.
