@@ -10,12 +10,14 @@
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
+//! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
 
 pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod fuzzing;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
