@@ -230,6 +230,23 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
         assert!(refused >= 3, "the disk never filled up");
         assert!(!acked.is_empty());
         assert!(broker.is_running());
+        // The operator can see why: the cause is logged, and the broker still reports healthy.
+        assert!(
+            broker.log().contains("No space left on device"),
+            "{}",
+            broker.log_tail()
+        );
+        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
+        let (_, metrics) = broker.admin_get("/metrics").unwrap();
+        assert!(
+            common::metric_value(
+                &metrics,
+                "freshet_partition_errors_total{api=\"Produce\",error_code=\"56\"}"
+            )
+            .unwrap_or(0.0)
+                >= 3.0,
+            "{metrics}"
+        );
         eprintln!(
             "full after {} acknowledged batches ({} MiB)",
             acked.len(),
