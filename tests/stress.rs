@@ -191,10 +191,13 @@ fn five_hundred_connections_produce_and_fetch_with_bounded_memory_and_no_loss() 
             .collect();
         let started = Instant::now();
         let mut rss_max = 0;
+        let mut rss_samples_mib = Vec::new();
         let mut connections_seen = 0.0f64;
         while started.elapsed() < Duration::from_secs(seconds) {
             std::thread::sleep(Duration::from_secs(1));
-            rss_max = rss_max.max(broker.rss_bytes());
+            let rss = broker.rss_bytes();
+            rss_samples_mib.push(rss >> 20);
+            rss_max = rss_max.max(rss);
             assert!(
                 rss_max < RSS_BOUND_BYTES,
                 "broker RSS {} MiB exceeds the bound of {} MiB",
@@ -234,7 +237,7 @@ fn five_hundred_connections_produce_and_fetch_with_bounded_memory_and_no_loss() 
         eprintln!(
             "stress: {CONNECTIONS} connections for {seconds}s: {produces} produces \
              ({:.0}/s, {total} records), {fetched} fetches with data; broker RSS {} MiB at \
-             start, {} MiB max (bound {} MiB)",
+             start, {} MiB max (bound {} MiB); per second: {rss_samples_mib:?}",
             produces as f64 / seconds as f64,
             rss_start >> 20,
             rss_max >> 20,
