@@ -188,6 +188,22 @@ fn create_topic(broker: &TestBroker) {
     assert!(created[0].is_ok(), "{created:?}");
 }
 
+/// CreateTopics of a 1-partition topic over a raw connection; the topic's error code.
+fn create_topic_raw(conn: &mut RawConn, name: &'static str) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    conn.request(7, &request)
+        .expect("CreateTopics answered")
+        .topics[0]
+        .error_code
+}
+
 fn filler(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     std::fs::write(&path, vec![0xabu8; FILLER_BYTES]).unwrap();
@@ -252,6 +268,14 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
             acked.len(),
             (acked.len() * RECORDS_PER_BATCH * VALUE_BYTES) >> 20
         );
+        // Creating a topic on the full disk is answered (success or an error code), and
+        // does not take the broker down.
+        let created = create_topic_raw(&mut conn, "created-while-full");
+        eprintln!("CreateTopics on the full disk answered error code {created}");
+        assert!(
+            broker.is_running(),
+            "CreateTopics on a full disk: {created}"
+        );
         // Everything acknowledged is readable while the disk is full.
         let total = acked.len() * RECORDS_PER_BATCH;
         check_acknowledged(&read_all(&broker, total), &acked);
@@ -275,6 +299,8 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
             after >= 5,
             "only {after} of 10 produces succeeded after freeing 12 MiB"
         );
+        let created = create_topic_raw(&mut conn, "created-after-freeing");
+        assert_eq!(created, 0, "CreateTopics after freeing space");
         let total = acked.len() * RECORDS_PER_BATCH;
         check_acknowledged(&read_all(&broker, total), &acked);
 
