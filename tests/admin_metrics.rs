@@ -226,3 +226,41 @@ fn an_explicit_admin_address_in_use_stops_the_start_and_off_disables_it() {
         assert_eq!(first.admin_get("/ready").unwrap().0, 200);
     });
 }
+
+#[test]
+fn admin_listener_refuses_garbage_and_outlives_clients_that_send_nothing() {
+    use std::io::{Read, Write};
+    common::within(Duration::from_secs(60), || {
+        let broker = TestBroker::start(1);
+        let raw = |bytes: &[u8]| {
+            let mut s = std::net::TcpStream::connect(broker.admin_addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(bytes).unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        };
+        assert!(raw(b"\x00\x01\xffgarbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        assert!(raw(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+        let head = raw(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(
+            head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+
+        // Clients that connect and send nothing hold every admin slot (16)...
+        let silent: Vec<_> = (0..16)
+            .map(|_| std::net::TcpStream::connect(broker.admin_addr()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            broker.admin_get("/health").is_err(),
+            "a 17th client was served"
+        );
+        // ... until the request read timeout (5 s) frees them; the broker serves meanwhile.
+        assert!(common::RawConn::connect(broker.socket_addr()).is_ok());
+        std::thread::sleep(Duration::from_secs(6));
+        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
+        drop(silent);
+    });
+}

@@ -2,7 +2,8 @@
 //!
 //! A deliberately tiny HTTP/1.1 server on the coordinator shard (shard 0): one request per
 //! connection (`Connection: close`), GET or HEAD only, the request head at most
-//! [`REQUEST_HEAD_BYTES_MAX`] bytes and read within [`REQUEST_READ_TIMEOUT`], at most
+//! [`REQUEST_HEAD_BYTES_MAX`] bytes and read within [`REQUEST_READ_TIMEOUT`], the response
+//! taken within [`RESPONSE_WRITE_TIMEOUT`], at most
 //! [`ADMIN_CONNECTIONS_MAX`] connections at once (more are closed at once). It is bound by
 //! `runtime::run_broker` with a plain socket (no SO_REUSEPORT, so a second broker cannot
 //! silently share the port) and handed to shard 0, which serves it from startup (so `/health`
@@ -30,6 +31,9 @@ pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more are closed at once.
 pub const ADMIN_CONNECTIONS_MAX: usize = 16;
+/// A response must be taken by the client within this long (a client that stops reading must
+/// not hold one of the [`ADMIN_CONNECTIONS_MAX`] slots forever).
+pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a scrape waits for every shard's snapshot.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -172,10 +176,18 @@ async fn serve_one(
     if !is_head {
         response.extend_from_slice(body.as_bytes());
     }
-    stream.write_all(&response).await?;
-    stream.flush().await?;
-    let _ = stream.close().await;
-    Ok(())
+    let write = async {
+        stream.write_all(&response).await?;
+        stream.flush().await?;
+        stream.close().await
+    };
+    let timeout = async {
+        glommio::timer::sleep(RESPONSE_WRITE_TIMEOUT).await;
+        Err(std::io::Error::other(
+            "client did not read the response in time",
+        ))
+    };
+    futures_lite::future::or(write, timeout).await
 }
 
 /// Gathers every shard's snapshot and renders them; `None` if a shard did not answer in time.
