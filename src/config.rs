@@ -13,12 +13,20 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// The admin listener's default address (Redpanda's admin API port).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9644";
+
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Address the Kafka listener binds (host:port). Kafka's `listeners`.
     pub listen: String,
+    /// Address of the admin HTTP listener (`/metrics`, `/health`, `/ready`), host:port.
+    /// Empty or `off`: no admin listener. If the default address is taken (another broker on
+    /// the same host) the broker starts without one and logs a warning; any other address
+    /// that cannot be bound stops the start.
+    pub admin_listen: String,
     /// Address clients are told to connect to (host:port). Kafka's `advertised.listeners`.
     /// Empty: same as `listen`.
     pub advertise: String,
@@ -106,6 +114,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: "localhost:9092".to_string(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.to_string(),
             advertise: String::new(),
             data_dir: PathBuf::from("./freshet-data"),
             shards: 0,
@@ -173,6 +182,14 @@ impl BrokerConfig {
         resolve(&self.listen)
     }
 
+    /// The admin listener's address, or `None` when it is disabled.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.admin_listen.trim() {
+            "" | "off" | "none" => Ok(None),
+            text => resolve(text).map(Some),
+        }
+    }
+
     /// Host and port that Metadata and FindCoordinator answers give to clients.
     pub fn advertised_host_port(&self) -> Result<(String, i32), ConfigError> {
         let text = if self.advertise.is_empty() {
@@ -198,6 +215,7 @@ impl BrokerConfig {
     /// Checks values that would otherwise fail later in a less clear way.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.admin_addr()?;
         self.advertised_host_port()?;
         let positive = [
             ("default_partitions", self.default_partitions as i64),
@@ -275,6 +293,12 @@ mod tests {
         let config = BrokerConfig::default();
         config.validate().unwrap();
         assert_eq!(config.listen_addr().unwrap().port(), 9092);
+        assert_eq!(config.admin_addr().unwrap().unwrap().port(), 9644);
+        let off = BrokerConfig {
+            admin_listen: "off".into(),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(off.admin_addr().unwrap(), None);
         assert_eq!(
             config.advertised_host_port().unwrap(),
             ("localhost".to_string(), 9092)

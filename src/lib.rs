@@ -14,6 +14,8 @@
 //! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots.
 //! - [`cli`]: the admin CLI (`freshet topic|group|produce|consume|cluster`) over [`client`].
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
+//! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
+//! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
 
 pub mod api;
 pub mod bench;
@@ -22,6 +24,8 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod fuzzing;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

@@ -75,9 +75,17 @@ struct StartArgs {
     /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
     #[arg(long)]
     default_partitions: Option<i32>,
+    /// Admin HTTP listener (/metrics, /health, /ready), host:port, or "off"
+    /// [default: 127.0.0.1:9644].
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Log filter, as RUST_LOG (e.g. info, freshet=debug) [default: info].
     #[arg(long)]
     log: Option<String>,
+    /// Log line format: "text" (human-readable) or "json" (one JSON object per line, for log
+    /// collectors) [default: text].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -100,10 +108,17 @@ fn start(args: StartArgs) -> ExitCode {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_string());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .init();
+        // Its report of a failed write is an eprintln!, which panics when stderr is a closed
+        // pipe (a log collector that went away): lose the log line, keep the broker.
+        .log_internal_errors(false);
+    if args.log_format.as_deref() == Some("json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let mut config = match &args.config {
         Some(path) => match BrokerConfig::from_toml_file(path) {
             Ok(config) => config,
@@ -113,6 +128,9 @@ fn start(args: StartArgs) -> ExitCode {
     };
     if let Some(v) = args.listen {
         config.listen = v;
+    }
+    if let Some(v) = args.admin_listen {
+        config.admin_listen = v;
     }
     if let Some(v) = args.advertise {
         config.advertise = v;

@@ -407,7 +407,7 @@ fn idempotent_producer_with_cut_connections_delivers_exactly_once() {
             N,
             "every message exactly once after {cuts} cuts"
         );
-        let dup_batches = broker.log_text().matches("duplicate batch").count();
+        let dup_batches = broker.log().matches("duplicate batch").count();
         eprintln!("{N} messages exactly once through {cuts} cut connections ({dup_batches} duplicate batches logged)");
     })
 }
@@ -1090,7 +1090,7 @@ fn transaction_log_is_compacted_at_startup_and_state_survives() {
         drop(conn);
         broker.restart();
         assert!(
-            broker.log_text().contains("transaction log compacted"),
+            broker.log().contains("transaction log compacted"),
             "no compaction at startup\n{}",
             broker.log_tail()
         );

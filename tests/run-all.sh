@@ -4,8 +4,9 @@
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
 #   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
 #      cargo build --all-targets, cargo test (unit + real-broker integration tests),
-#   4. pytest tests/python against target/debug/freshet (FRESHET_BIN).
-# Both test runners always run; the script exits non-zero if either failed (or if pytest
+#   4. bash tests/fuzz.sh: every cargo-fuzz target for FUZZ_SECONDS (default 25) seconds,
+#   5. pytest tests/python against target/debug/freshet (FRESHET_BIN).
+# All test runners always run; the script exits non-zero if any failed (or if pytest
 # collected no tests). Usage: bash tests/run-all.sh
 set -euo pipefail
 
@@ -17,6 +18,7 @@ mkdir -p "$LOGDIR"
 # Hard limits so a hung test fails the run instead of hanging it (seconds).
 CARGO_TEST_TIMEOUT_S="${CARGO_TEST_TIMEOUT_S:-1500}"
 PYTEST_TIMEOUT_S="${PYTEST_TIMEOUT_S:-900}"
+FUZZ_TIMEOUT_S="${FUZZ_TIMEOUT_S:-1200}"
 
 step() { printf '\n==> %s\n' "$*"; }
 now() { date +%s; }
@@ -68,6 +70,14 @@ cargo_rc=${PIPESTATUS[0]}
 set -e
 T_CARGO=$(now)
 
+# ---- 4b. Fuzzing (bounded) ----------------------------------------------------------------------
+step "tests/fuzz.sh (log: $LOGDIR/fuzz.log)"
+set +e
+timeout --kill-after=30 "$FUZZ_TIMEOUT_S" bash tests/fuzz.sh 2>&1 | tee "$LOGDIR/fuzz.log"
+fuzz_rc=${PIPESTATUS[0]}
+set -e
+T_FUZZ=$(now)
+
 # ---- 5. Python tests ----------------------------------------------------------------------------
 export FRESHET_BIN="$ROOT/target/debug/freshet"
 step "pytest tests/python with FRESHET_BIN=$FRESHET_BIN"
@@ -104,6 +114,7 @@ verdict() { # rc -> text
 }
 cargo_verdict=$(verdict "$cargo_rc")
 pytest_verdict=$(verdict "$pytest_rc")
+fuzz_verdict=$(verdict "$fuzz_rc")
 if ((pytest_rc == 5)); then
   # Exit 5 means pytest collected no tests. This suite always has Python tests, so an empty
   # run means something is broken (a collection filter, a missing directory): fail loudly.
@@ -114,7 +125,8 @@ echo
 echo "==================== freshet test summary ===================="
 printf 'build:      %4ss\n' $((T_BUILD - T0))
 printf 'cargo test: %4ss  %-28s %s passed, %s failed, %s ignored\n' $((T_CARGO - T_BUILD)) "$cargo_verdict" "$c_pass" "$c_fail" "$c_ign"
-printf 'pytest:     %4ss  %-28s %s passed, %s failed, %s skipped/xfail\n' $((T_PYTEST - T_CARGO)) "$pytest_verdict" "$p_pass" "$p_fail" "$p_skip"
+printf 'fuzz:       %4ss  %s\n' $((T_FUZZ - T_CARGO)) "$fuzz_verdict"
+printf 'pytest:     %4ss  %-28s %s passed, %s failed, %s skipped/xfail\n' $((T_PYTEST - T_FUZZ)) "$pytest_verdict" "$p_pass" "$p_fail" "$p_skip"
 echo "logs: $LOGDIR"
 echo "=============================================================="
 if ((cargo_rc == 0 && c_pass + c_fail == 0)); then
@@ -122,4 +134,4 @@ if ((cargo_rc == 0 && c_pass + c_fail == 0)); then
   cargo_rc=1
 fi
 echo "$((c_pass + p_pass)) passed, $((c_fail + p_fail)) failed, $((c_ign + p_skip)) skipped"
-((cargo_rc == 0 && pytest_rc == 0))
+((cargo_rc == 0 && pytest_rc == 0 && fuzz_rc == 0))

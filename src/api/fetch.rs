@@ -216,6 +216,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     remaining -= batches.iter().map(Bytes::len).sum::<usize>();
                 }
             }
+            if let Some(error) = got.error {
+                crate::metrics::record_partition_error(request.api_key, error.code());
+            } else if !batches.is_empty() {
+                let bytes: usize = batches.iter().map(Bytes::len).sum();
+                let count: u64 = batches
+                    .iter()
+                    .map(|b| crate::metrics::count_batches(b).0)
+                    .sum();
+                crate::metrics::record_fetched(&name, partition, bytes as u64, count);
+            }
             partitions.push(FetchPartition {
                 partition_index: partition,
                 error_code: crate::error::code(got.error),

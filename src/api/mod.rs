@@ -70,8 +70,17 @@ pub enum Outcome {
     Close(String),
 }
 
-/// Handles one request on the connection's shard.
+/// Handles one request on the connection's shard, and counts it (`crate::metrics`).
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let started = std::time::Instant::now();
+    let api_key = request.api_key;
+    let outcome = dispatch(shard, request).await;
+    let failed = matches!(outcome, Outcome::Close(_));
+    crate::metrics::record_request(api_key, started.elapsed(), failed);
+    outcome
+}
+
+async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     match classify_request(request.api_key, request.api_version) {
         Disposition::Handle => {}
         Disposition::UnsupportedApiVersions => {

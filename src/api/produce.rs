@@ -95,6 +95,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
     }
     let results = join_all(work).await;
+    for result in &results {
+        if let Some(error) = result.error {
+            crate::metrics::record_partition_error(request.api_key, error.code());
+        }
+    }
     if acks == 0 {
         return Outcome::NoResponse;
     }
@@ -128,6 +133,9 @@ async fn append_on_owner(
     records: Bytes,
 ) -> PartitionResult {
     let owner = shard.owner(&topic, partition);
+    let bytes = records.len() as u64;
+    let (batches, record_count) = crate::metrics::count_batches(&records);
+    let metrics_topic = topic.clone();
     let answer = shard
         .invoke_on(owner, move |owner| async move {
             let Some(log) = owner.partition(&topic, partition) else {
@@ -163,6 +171,9 @@ async fn append_on_owner(
             }
         })
         .await;
+    if matches!(&answer, Ok(PartitionResult { error: None, .. })) {
+        crate::metrics::record_produced(&metrics_topic, partition, bytes, batches, record_count);
+    }
     answer.unwrap_or_else(|e| PartitionResult::error(shard_gone_code(&e), None))
 }
 

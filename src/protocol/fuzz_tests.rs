@@ -853,3 +853,98 @@ fn degenerate_bodies_are_refused_by_their_decoded_size() {
     let req = decode_body::<MetadataRequest>(Bytes::from(body), 0).unwrap();
     assert_eq!(req.topics.unwrap().len(), 10_000);
 }
+
+/// The seed corpus of the `cargo fuzz` targets (`fuzz/seeds/<target>/`), made from the seed
+/// requests above and from `storage::batch::encode_batch`: (target, file name, bytes).
+fn fuzz_seed_files() -> Vec<(&'static str, String, Vec<u8>)> {
+    use crate::storage::batch::{encode_batch, Compression};
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    let mut out = Vec::new();
+    for api in served() {
+        let (min, max) = super::versions::supported_range(api.key).unwrap_or((api.min, api.max));
+        let mut versions = vec![min, (min + max) / 2, max];
+        versions.dedup();
+        for v in versions {
+            let body = (api.encode)(v);
+            let mut input = vec![api.key as u8, v as u8];
+            input.extend_from_slice(&body);
+            out.push(("request_body", format!("key{}-v{v}", api.key), input));
+        }
+        // A whole frame at the highest served version, twice in a row (pipelining).
+        let key = ApiKey::try_from(api.key).expect("served key");
+        let header = RequestHeader::default()
+            .with_request_api_key(api.key)
+            .with_request_api_version(max)
+            .with_correlation_id(7)
+            .with_client_id(Some(s("fuzz")));
+        let mut payload = BytesMut::new();
+        header
+            .encode(&mut payload, key.request_header_version(max))
+            .expect("encode header");
+        payload.extend_from_slice(&(api.encode)(max));
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        let twice = [frame.clone(), frame].concat();
+        out.push(("frames", format!("key{}-v{max}", api.key), twice));
+    }
+    let record = |i: u8| -> crate::storage::batch::NewRecord {
+        (
+            Some(Bytes::from(vec![b'k', i])),
+            Some(Bytes::from(vec![i; 20])),
+            1_700_000_000_000 + i64::from(i),
+        )
+    };
+    let codecs = [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("zstd", Compression::Zstd),
+    ];
+    for (name, codec) in codecs {
+        let one = encode_batch(&[record(1)], codec).expect("encode batch");
+        let three = encode_batch(&[record(1), record(2), (None, None, 5)], codec).expect("batch");
+        out.push(("record_batches", format!("one-{name}"), one.to_vec()));
+        out.push((
+            "record_batches",
+            format!("two-batches-{name}"),
+            [one.to_vec(), three.to_vec()].concat(),
+        ));
+    }
+    out
+}
+
+/// The committed seed corpus is what `fuzz_seed_files` makes, and every request seed decodes.
+/// `FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus` rewrites it (after adding an
+/// API or changing a seed).
+#[test]
+fn fuzz_seed_corpus_is_committed_and_decodes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = std::env::var_os("FRESHET_WRITE_FUZZ_SEEDS").is_some();
+    for (target, name, bytes) in fuzz_seed_files() {
+        let path = root.join(target).join(&name);
+        if target == "request_body" {
+            let body = Bytes::copy_from_slice(&bytes[2..]);
+            super::any_request::decode_request_body(
+                i16::from(bytes[0]),
+                i16::from(bytes[1] as i8),
+                body,
+            )
+            .unwrap_or_else(|e| panic!("seed {name} does not decode: {e}"));
+        }
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus",
+                    path.display()
+                )
+            });
+            assert!(
+                committed == bytes,
+                "{} is stale; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus",
+                path.display()
+            );
+        }
+    }
+}

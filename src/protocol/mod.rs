@@ -21,6 +21,7 @@
 //! Not here yet: record batch header views (produce validation lives with storage for now),
 //! SASL framing, and request types beyond [`versions::SUPPORTED_APIS`].
 
+pub mod any_request;
 pub mod codec;
 pub mod fetch;
 pub mod frame;

@@ -217,7 +217,10 @@ async fn read_loop(
             AssertUnwindSafe(api::handle(&handler_shard, request))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| Outcome::Close("request handler panicked".into()))
+                .unwrap_or_else(|_| {
+                    crate::metrics::record_handler_panic();
+                    Outcome::Close("request handler panicked".into())
+                })
         })
         .detach();
         let kib = reservation.into_kib();

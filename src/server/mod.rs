@@ -6,6 +6,7 @@
 //! through the router. At most `connections_per_shard_max` connections are open per shard;
 //! one more is closed at once, with a log line.
 
+pub mod admin;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -42,10 +43,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
         if shard.connections.get() >= shard.config.connections_per_shard_max {
             tracing::warn!(shard = shard.id, %peer, limit = shard.config.connections_per_shard_max, "too many connections; closing new one");
+            crate::metrics::record_connection(false);
             drop(stream);
             continue;
         }
         shard.connections.set(shard.connections.get() + 1);
+        crate::metrics::record_connection(true);
         let conn_shard = shard.clone();
         glommio::spawn_local(async move {
             connection::serve(conn_shard.clone(), stream, peer).await;

@@ -155,6 +155,12 @@ impl Shard {
         self.router.shard_count()
     }
 
+    /// Bytes of requests read on this shard and not yet answered (KiB granularity).
+    pub fn inflight_request_bytes(&self) -> u64 {
+        let total_kib = (self.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
+        total_kib.saturating_sub(self.inflight_kib.available()) * 1024
+    }
+
     /// The current metadata snapshot.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()

@@ -45,6 +45,11 @@ impl Router {
         self.inboxes.len()
     }
 
+    /// Jobs waiting in shard `target`'s inbox (for metrics).
+    pub fn inbox_depth(&self, target: ShardId) -> usize {
+        self.inboxes[target].len()
+    }
+
     /// Runs `f` on shard `target` and returns its answer.
     pub async fn invoke_on<F, Fut, T>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
     where

@@ -15,7 +15,8 @@
 //! flush and close its partitions.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +51,11 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot listen for admin HTTP on {addr}: {source} (set admin_listen / --admin-listen to another address, or \"off\")")]
+    AdminPortInUse {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("RLIMIT_MEMLOCK is {have} bytes but {shards} shard(s) need about {need} bytes of locked memory; lower --shards, io_memory_bytes or ring_depth, or raise the limit (ulimit -l)")]
     Memlock { have: u64, need: u64, shards: usize },
     #[error("cluster metadata: {0}")]
@@ -62,6 +68,7 @@ pub enum StartError {
 
 /// Runs a broker until SIGINT/SIGTERM. Returns once every shard has stopped.
 pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
+    process_started();
     config.validate()?;
     let shards = config.shard_count();
     let addr = config.listen_addr()?;
@@ -73,6 +80,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     // glommio binds with SO_REUSEPORT, so a second broker would silently share the port.
     check_port_free(addr)?;
     check_memlock(&config, shards)?;
+    let admin = bind_admin(&config)?;
     raise_open_files_limit();
     crate::tuning::disk::install_profile(&config);
     let metadata = load_metadata(&config)?;
@@ -128,6 +136,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     };
     let pool_router = router.clone();
     let pool_startup = startup.clone();
+    let admin: Arc<Mutex<Option<OwnedFd>>> = Arc::new(Mutex::new(admin));
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("freshet-shard")
         .io_memory(config.io_memory_bytes)
@@ -136,10 +145,20 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         .on_all_shards(move || {
             let index = next_index.fetch_add(1, Ordering::SeqCst);
             let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
+            let admin = if index == super::COORDINATOR_SHARD {
+                admin.lock().ok().and_then(|mut a| a.take())
+            } else {
+                None
+            };
             async move {
                 let inbox = inbox.expect("each shard index is handed out once");
                 let gate = pool_startup;
-                shard_main(index, config, pool_router, inbox, metadata, gate, ready_tx).await
+                let io = ShardIo {
+                    inbox,
+                    admin,
+                    ready: ready_tx,
+                };
+                shard_main(index, config, pool_router, metadata, gate, io).await
             }
         })
         .map_err(|e| StartError::Executor(explain_executor_error(&e.to_string())))?;
@@ -162,8 +181,12 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
             let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
         }
     } else {
+        startup.ready.store(true, Ordering::SeqCst);
         tracing::info!(%addr, shards, startup_ms = started.elapsed().as_millis() as u64, "freshet ready");
-        eprintln!(
+        // Not eprintln!: it panics when stderr is a closed pipe (a log collector that went
+        // away), which would leave the broker unable to shut down.
+        let _ = writeln!(
+            std::io::stderr(),
             "freshet ready on {addr} ({shards} shard(s), started in {} ms)",
             started.elapsed().as_millis()
         );
@@ -197,17 +220,31 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
 struct StartupGate {
     opened: AtomicUsize,
     failed: std::sync::atomic::AtomicBool,
+    /// Every shard listens (set by the main thread); the admin `/ready` reports it.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// What a shard receives at start besides its settings: its inbox, the admin listener
+/// (shard 0 only, when enabled), and where to report that it listens.
+struct ShardIo {
+    inbox: flume::Receiver<Job>,
+    admin: Option<OwnedFd>,
+    ready: flume::Sender<Result<usize, String>>,
 }
 
 async fn shard_main(
     index: usize,
     config: Arc<BrokerConfig>,
     router: Router,
-    inbox: flume::Receiver<Job>,
     metadata: Arc<ClusterMetadata>,
     gate: Arc<StartupGate>,
-    ready: flume::Sender<Result<usize, String>>,
+    io: ShardIo,
 ) -> Result<(), String> {
+    let ShardIo {
+        inbox,
+        admin,
+        ready,
+    } = io;
     let shards = router.shard_count();
     if let Err(e) = crate::storage::prime_disk(&config.data_dir).await {
         let reason = format!("priming data directory: {e}");
@@ -216,6 +253,20 @@ async fn shard_main(
     }
     let shard = Shard::new(index, config.clone(), router, metadata);
     let inbox_task = glommio::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
+    let admin_task = admin.map(|fd| {
+        // SAFETY: the descriptor is a bound, listening TCP socket that we own (bind_admin).
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let ready_gate = gate.clone();
+        let is_ready: Rc<dyn Fn() -> bool> =
+            Rc::new(move || ready_gate.ready.load(Ordering::SeqCst));
+        glommio::spawn_local(crate::server::admin::serve(
+            shard.clone(),
+            listener,
+            is_ready,
+            process_started(),
+        ))
+        .detach()
+    });
     shard.open_partitions().await;
     if index == super::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
@@ -276,6 +327,9 @@ async fn shard_main(
     shard.close_partitions().await;
     shard.groups.close().await;
     shard.txns.close().await;
+    if let Some(task) = admin_task {
+        task.cancel();
+    }
     inbox_task.cancel();
     tracing::debug!(shard = index, "shard stopped");
     Ok(())
@@ -348,6 +402,34 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Binds the admin listener with a plain socket (no SO_REUSEPORT: a second broker must not
+/// share it silently). See `BrokerConfig::admin_listen` for what happens when it is taken.
+fn bind_admin(config: &BrokerConfig) -> Result<Option<OwnedFd>, StartError> {
+    let Some(addr) = config.admin_addr()? else {
+        return Ok(None);
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => {
+            tracing::info!(%addr, "admin HTTP listener (/metrics, /health, /ready)");
+            Ok(Some(OwnedFd::from(listener)))
+        }
+        Err(source) if config.admin_listen == crate::config::DEFAULT_ADMIN_LISTEN => {
+            tracing::warn!(%addr, error = %source, "default admin address is taken (another broker on this host?); running without the admin listener");
+            Ok(None)
+        }
+        Err(source) => Err(StartError::AdminPortInUse {
+            addr: addr.to_string(),
+            source,
+        }),
+    }
+}
+
+/// When this process started (first call; `run_broker` calls it early).
+fn process_started() -> Instant {
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(Instant::now)
 }
 
 fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {

@@ -1890,7 +1890,13 @@ async fn flush_loop(shared: Rc<Shared>) {
                 Ok((file, preallocated_len, new_tail_block)) => {
                     record_written(&shared, &plan, &file, preallocated_len, &new_tail_block);
                     let sync_file = file.clone();
-                    let sync = glommio::spawn_local(async move { sync_file.sync().await }).detach();
+                    let sync = glommio::spawn_local(async move {
+                        let started = std::time::Instant::now();
+                        let synced = sync_file.sync().await;
+                        crate::metrics::record_fsync(started.elapsed(), synced.is_ok());
+                        synced
+                    })
+                    .detach();
                     inflight.push_back(Round {
                         plan,
                         new_tail_block,

@@ -40,6 +40,8 @@ pub const RAW_IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestBroker {
     child: Option<Child>,
     port: u16,
+    /// Port of the admin HTTP listener (`/metrics`, `/health`, `/ready`).
+    admin_port: u16,
     shards: usize,
     extra_args: Vec<String>,
     data_dir: PathBuf,
@@ -58,15 +60,22 @@ impl TestBroker {
 
     /// Like `start`, with extra `freshet start` arguments (e.g. `--auto-create-topics false`).
     pub fn start_with(shards: usize, extra_args: &[&str]) -> TestBroker {
+        TestBroker::start_in(shards, None, extra_args)
+    }
+
+    /// Like `start_with`, with the data directory at `data_dir` (e.g. on a small file system)
+    /// instead of a fresh temporary one.
+    pub fn start_in(shards: usize, data_dir: Option<PathBuf>, extra_args: &[&str]) -> TestBroker {
         let tmp = tempfile::Builder::new()
             .prefix("freshet-test-")
             .tempdir()
             .expect("tempdir");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log_path = tmp.path().join("broker.log");
         let mut broker = TestBroker {
             child: None,
             port: free_port(),
+            admin_port: free_port(),
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             data_dir,
@@ -85,6 +94,17 @@ impl TestBroker {
 
     pub fn socket_addr(&self) -> SocketAddr {
         self.addr().parse().unwrap()
+    }
+
+    /// The admin HTTP listener's address, as `127.0.0.1:PORT` (unless the test passed its own
+    /// `--admin-listen`).
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// GETs `path` from the admin listener: (status code, body).
+    pub fn admin_get(&self, path: &str) -> io::Result<(u16, String)> {
+        http_get(&self.admin_addr(), path)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -106,6 +126,14 @@ impl TestBroker {
             "--shards".to_string(),
             self.shards.to_string(),
         ];
+        // Never the default admin port: tests run in parallel.
+        if !self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--admin-listen"))
+        {
+            args.extend(["--admin-listen".to_string(), self.admin_addr()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -236,8 +264,8 @@ impl TestBroker {
         kib * 1024
     }
 
-    /// The broker's whole stderr log so far.
-    pub fn log_text(&self) -> String {
+    /// Everything the broker wrote to stderr so far (all its runs).
+    pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
@@ -274,6 +302,50 @@ pub fn broker_bin() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_freshet")),
     }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(RAW_IO_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no HTTP head in {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// The value of the Prometheus sample `series` (name with labels, exactly as rendered), if
+/// present in `text`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The sum of every sample of metric `name` (any labels) in `text`.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

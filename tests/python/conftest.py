@@ -66,6 +66,7 @@ class Broker:
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "broker.log"
         self.port = free_port()
+        self.admin_port = free_port()  # never the default 9644: brokers run side by side
         self.shards = shards
         self.extra_args = list(extra_args)
         self.proc = None
@@ -80,6 +81,7 @@ class Broker:
             "--listen", self.addr,
             "--data-dir", str(self.data_dir),
             "--shards", str(self.shards),
+            "--admin-listen", f"127.0.0.1:{self.admin_port}",
             *self.extra_args,
         ]
 

@@ -1,0 +1,249 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text format), `/health` and `/ready`.
+//!
+//! A deliberately tiny HTTP/1.1 server on the coordinator shard (shard 0): one request per
+//! connection (`Connection: close`), GET or HEAD only, the request head at most
+//! [`REQUEST_HEAD_BYTES_MAX`] bytes and read within [`REQUEST_READ_TIMEOUT`], the response
+//! taken within [`RESPONSE_WRITE_TIMEOUT`], at most
+//! [`ADMIN_CONNECTIONS_MAX`] connections at once (more are closed at once). It is bound by
+//! `runtime::run_broker` with a plain socket (no SO_REUSEPORT, so a second broker cannot
+//! silently share the port) and handed to shard 0, which serves it from startup (so `/health`
+//! answers while partitions are still being recovered) until the broker stops.
+//!
+//! - `/health`: 200 while the process runs and serves HTTP (liveness).
+//! - `/ready`: 200 once every shard has opened its partitions and listens for Kafka clients,
+//!   503 before that and once shutdown has begun (readiness).
+//! - `/metrics`: asks every shard for its snapshot over the router (bounded by
+//!   [`SCRAPE_TIMEOUT`]) and renders them (`crate::metrics`). A shard that does not answer in
+//!   time makes the scrape fail with 503 rather than hang.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::metrics::{self, render::BrokerInfo, ShardSnapshot};
+use crate::shard::Shard;
+
+/// The longest request head (request line and headers) accepted.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// A request head must arrive within this long.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once; more are closed at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 16;
+/// A response must be taken by the client within this long (a client that stops reading must
+/// not hold one of the [`ADMIN_CONNECTIONS_MAX`] slots forever).
+pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a scrape waits for every shard's snapshot.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the admin listener until the shard begins to stop. `ready` says whether the broker
+/// is ready (every shard listens); `started` is when the process started.
+pub async fn serve(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    ready: Rc<dyn Fn() -> bool>,
+    started: Instant,
+) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !shard.stopping.get() {
+                shard.stop.wait().await;
+            }
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.get() >= ADMIN_CONNECTIONS_MAX {
+            tracing::debug!("too many admin connections; closing new one");
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (shard, ready, open) = (shard.clone(), ready.clone(), open.clone());
+        glommio::spawn_local(async move {
+            if let Err(e) = serve_one(&shard, stream, &*ready, started).await {
+                tracing::debug!(error = %e, "admin connection failed");
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+    tracing::debug!("admin listener closed");
+}
+
+/// A parsed request line: method and path (query string dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// Parses the request line of an HTTP/1.x request head; `None` if it is not one.
+pub fn parse_request_line(head: &str) -> Option<RequestLine<'_>> {
+    let line = head.lines().next()?;
+    let mut parts = line.split(' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version = parts.next()?;
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    Some(RequestLine { method, path })
+}
+
+/// Reads the request head: up to the blank line, within the size and time limits.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + REQUEST_READ_TIMEOUT;
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() >= REQUEST_HEAD_BYTES_MAX {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
+            glommio::timer::sleep(remaining).await;
+            None
+        })
+        .await;
+        match read {
+            None => return Err(std::io::Error::other("request head timed out")),
+            Some(Ok(0)) => return Err(std::io::Error::other("closed before a request")),
+            Some(Ok(n)) => head.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    Ok(head)
+}
+
+async fn serve_one(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    ready: &dyn Fn() -> bool,
+    started: Instant,
+) -> std::io::Result<()> {
+    let head = read_head(&mut stream).await?;
+    let head = String::from_utf8_lossy(&head);
+    let (status, content_type, body) = match parse_request_line(&head) {
+        None => (400, "text/plain", "bad request\n".to_string()),
+        Some(line) if line.method != "GET" && line.method != "HEAD" => {
+            (405, "text/plain", "only GET and HEAD\n".to_string())
+        }
+        Some(line) => match line.path {
+            "/health" => (200, "text/plain", "ok\n".to_string()),
+            "/ready" if ready() && !shard.stopping.get() => {
+                (200, "text/plain", "ready\n".to_string())
+            }
+            "/ready" => (503, "text/plain", "not ready\n".to_string()),
+            "/metrics" => match scrape(shard, ready(), started).await {
+                Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
+                None => (
+                    503,
+                    "text/plain",
+                    "a shard did not answer in time\n".to_string(),
+                ),
+            },
+            _ => (
+                404,
+                "text/plain",
+                "not found (try /metrics, /health, /ready)\n".to_string(),
+            ),
+        },
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let is_head = parse_request_line(&head).is_some_and(|l| l.method == "HEAD");
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !is_head {
+        response.extend_from_slice(body.as_bytes());
+    }
+    let write = async {
+        stream.write_all(&response).await?;
+        stream.flush().await?;
+        stream.close().await
+    };
+    let timeout = async {
+        glommio::timer::sleep(RESPONSE_WRITE_TIMEOUT).await;
+        Err(std::io::Error::other(
+            "client did not read the response in time",
+        ))
+    };
+    futures_lite::future::or(write, timeout).await
+}
+
+/// Gathers every shard's snapshot and renders them; `None` if a shard did not answer in time.
+async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<String> {
+    let gather = async {
+        let answers = shard
+            .invoke_on_all(|s| async move { metrics::snapshot(&s) })
+            .await;
+        answers
+            .into_iter()
+            .collect::<Result<Vec<ShardSnapshot>, _>>()
+            .ok()
+    };
+    let timeout = async {
+        glommio::timer::sleep(SCRAPE_TIMEOUT).await;
+        None
+    };
+    let snapshots = futures_lite::future::or(gather, timeout).await?;
+    let info = BrokerInfo {
+        ready,
+        resident_memory_bytes: resident_memory_bytes(),
+        uptime_seconds: started.elapsed().as_secs_f64(),
+    };
+    Some(metrics::render(&info, &snapshots))
+}
+
+/// VmRSS of this process, from /proc.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_request_line("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some(RequestLine {
+                method: "GET",
+                path: "/metrics"
+            })
+        );
+        assert_eq!(parse_request_line("GET /metrics\r\n\r\n"), None);
+        assert_eq!(parse_request_line("GET / HTTP/2 extra\r\n"), None);
+        assert_eq!(parse_request_line(""), None);
+        assert_eq!(parse_request_line("\u{0}\u{1}"), None);
+    }
+}
