@@ -182,7 +182,7 @@ fn markers_end_transactions_and_void_stale_verifications() {
             let marker = log.append_marker(9, 0, false, 0, 0).await.unwrap();
             assert_eq!(marker.base_offset, 5);
             assert_eq!(log.last_stable_offset(), 6);
-            assert_eq!(log.aborted_transactions(0, 6), vec![(9, 2)]);
+            assert_eq!(log.aborted_transactions(0, 6).await.unwrap(), vec![(9, 2)]);
             // A write verified before that marker is stale now.
             assert!(matches!(
                 log.append_verified(batch_of(9, 0, 3, 1, true), 0, guard)
@@ -215,13 +215,13 @@ fn markers_end_transactions_and_void_stale_verifications() {
             7,
             "open transaction rebuilt by replay"
         );
-        assert_eq!(log.aborted_transactions(0, 8), vec![(9, 2)]);
+        assert_eq!(log.aborted_transactions(0, 8).await.unwrap(), vec![(9, 2)]);
         log.append_marker(9, 2, true, 0, 0).await.unwrap();
         assert_eq!(log.last_stable_offset(), 9);
         log.close().await.unwrap();
         let log = open(&dir, LogConfig::default(), 1 << 20).await;
         assert_eq!(log.last_stable_offset(), 9, "from the close snapshot");
-        assert_eq!(log.aborted_transactions(0, 9), vec![(9, 2)]);
+        assert_eq!(log.aborted_transactions(0, 9).await.unwrap(), vec![(9, 2)]);
     });
 }
 

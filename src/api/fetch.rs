@@ -327,29 +327,42 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> 
             {
                 Ok(data) => {
                     let lso = partition.log.last_stable_offset();
-                    let aborted = want.read_committed.then(|| {
-                        let end = data
-                            .batches
-                            .last()
-                            .and_then(|b| batch::header(b))
-                            .map_or(want.offset, |h| h.last_offset() + 1);
+                    let end = data
+                        .batches
+                        .last()
+                        .and_then(|b| batch::header(b))
+                        .map_or(want.offset, |h| h.last_offset() + 1);
+                    let aborted = if want.read_committed {
                         partition
                             .log
                             .aborted_transactions(want.offset, end)
-                            .into_iter()
-                            .map(|(producer_id, first_offset)| AbortedTransaction {
-                                producer_id,
-                                first_offset,
+                            .await
+                            .map(|v| {
+                                Some(
+                                    v.into_iter()
+                                        .map(|(producer_id, first_offset)| AbortedTransaction {
+                                            producer_id,
+                                            first_offset,
+                                        })
+                                        .collect(),
+                                )
                             })
-                            .collect()
-                    });
-                    Got {
-                        error: None,
-                        high_watermark: data.high_watermark,
-                        last_stable_offset: lso,
-                        log_start_offset: data.log_start_offset,
-                        aborted,
-                        batches: data.batches,
+                    } else {
+                        Ok(None)
+                    };
+                    match aborted {
+                        Ok(aborted) => Got {
+                            error: None,
+                            high_watermark: data.high_watermark,
+                            last_stable_offset: lso,
+                            log_start_offset: data.log_start_offset,
+                            aborted,
+                            batches: data.batches,
+                        },
+                        Err(e) => {
+                            tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
+                            Got::error(storage_code(&e))
+                        }
                     }
                 }
                 Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {

@@ -682,9 +682,11 @@ pub async fn finish_interrupted_swaps(dir: &Path) -> Result<(), StorageError> {
         for n in &names {
             let b = parse_base(n, ".log")
                 .or_else(|| parse_base(n, ".index"))
-                .or_else(|| parse_base(n, ".timeindex"));
+                .or_else(|| parse_base(n, ".timeindex"))
+                .or_else(|| parse_base(n, ".txnindex"));
+            // The base's `.txnindex` already holds the merged entries of the group.
             if b.is_some_and(|b| b >= base && b <= last)
-                && !(b == Some(base) && n.ends_with(".log"))
+                && !(b == Some(base) && (n.ends_with(".log") || n.ends_with(".txnindex")))
             {
                 doomed.push(n.clone());
             }
@@ -1034,10 +1036,14 @@ async fn swap_in(
     }
     let oi = new_seg.offset_index.encode();
     let ti = new_seg.time_index.encode();
+    // The aborted-transaction entries of the group go to the new segment's index first (a
+    // superset until the swap: duplicates are ignored on read).
+    let bases: Vec<i64> = group.iter().map(|&(b, _)| b).collect();
+    let old_txn_indexes = super::log_txn::merge_for_swap(shared, &bases).await?;
     // Commit point: from here a crash completes the swap on open.
     io::rename_file(&dir.join(&cleaned_name), &dir.join(&swap_name)).await?;
     io::sync_dir(dir).await?;
-    let mut old = Vec::new();
+    let mut old = old_txn_indexes;
     for &(b, _) in group {
         old.push(segment_file_name(b, "index"));
         old.push(segment_file_name(b, "timeindex"));

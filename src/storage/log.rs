@@ -32,7 +32,8 @@
 //! appends are judged in offset order. A duplicate writes nothing and is answered with the
 //! original offsets once they are durable. A failed flush forgets producer state above the
 //! high watermark. The table is written as a snapshot at each roll and at close, and rebuilt on
-//! open (see [`producer_snapshot`]).
+//! open (see [`producer_snapshot`]). Abort markers feed the per-segment aborted-transaction
+//! index (see [`super::txn_index`]; its I/O is in the child module `log_txn`).
 //!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
@@ -76,6 +77,8 @@
 
 #[path = "cleaner.rs"]
 pub mod cleaner;
+#[path = "log_txn.rs"]
+mod log_txn;
 
 use super::batch;
 use super::cache::TailCache;
@@ -84,6 +87,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::io::{self, align_down, DataFile, DIRECT_IO_ALIGN};
 use super::producer_snapshot;
 use super::producer_state::{BatchFacts, Check, ProducerError, ProducerStateTable};
+use super::txn_index::{AbortedTxn, TxnIndexes};
 use super::{AppendInfo, LogConfig, ReadData, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -324,6 +328,8 @@ struct Inner {
     /// Producer snapshot captured when a roll was decided: (new segment base, encoded state),
     /// written once that segment is durable.
     roll_snapshot: Option<(i64, Vec<u8>)>,
+    /// Aborted-transaction index: pending entries and which segments have a file.
+    txn_index: TxnIndexes,
 }
 
 impl Inner {
@@ -812,7 +818,7 @@ impl PartitionLog {
             tracing::warn!(dir = %dir.display(), ?doomed, "deleting segments after the end of the recovered log");
             let mut names = Vec::new();
             for b in &doomed {
-                for ext in ["log", "index", "timeindex"] {
+                for ext in ["log", "index", "timeindex", "txnindex"] {
                     names.push(segment_file_name(*b, ext));
                 }
             }
@@ -910,6 +916,7 @@ impl PartitionLog {
                     flush_count: 0,
                     producers: ProducerStateTable::new(),
                     roll_snapshot: None,
+                    txn_index: TxnIndexes::default(),
                 }),
             }),
         };
@@ -974,11 +981,6 @@ impl PartitionLog {
             .producers
             .first_unstable_offset()
             .map_or(inner.high_watermark, |o| o.min(inner.high_watermark))
-    }
-
-    /// Aborted transactions overlapping `[from, to)` as (producer id, first offset).
-    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
-        self.shared.inner.borrow().producers.aborted_in(from, to)
     }
 
     /// Forget producers idle longer than
@@ -1144,9 +1146,13 @@ impl PartitionLog {
                 next += b.offset_count;
             }
             for ((f, pb), marker) in facts.iter().zip(&pending_batches).zip(&markers) {
-                inner
+                let done = inner
                     .producers
                     .apply(f, pb.base_offset, pb.max_timestamp, *marker);
+                if let Some(d) = done.filter(|d| d.aborted) {
+                    let lso = inner.producers.first_unstable_offset();
+                    inner.txn_index.add(seg.base_offset, aborted_entry(d, lso));
+                }
             }
             let data = buf.freeze();
             for pb in &pending_batches {
@@ -1513,6 +1519,7 @@ impl PartitionLog {
             }
             write_indexes(&shared.dir, base, oi, ti).await?;
         }
+        log_txn::persist_below(shared, i64::MAX).await?;
         let cp = {
             let mut inner = shared.inner.borrow_mut();
             let Some(active) = inner.segments.back() else {
@@ -1598,7 +1605,13 @@ impl PartitionLog {
             snapshot_offset = empty_at;
             table = ProducerStateTable::new();
         }
+        if !log_txn::load_on_open(&self.shared).await? {
+            // A damaged transaction index: rebuild everything from the log start.
+            snapshot_offset = 0;
+            table = ProducerStateTable::new();
+        }
         let mut offset = snapshot_offset.max(log_start);
+        log_txn::reset_from(&self.shared, offset).await?;
         while offset < log_end {
             let data = self.read(offset, SCAN_READ_BYTES, true).await?;
             if data.batches.is_empty() {
@@ -1616,7 +1629,14 @@ impl PartitionLog {
                 } else {
                     None
                 };
-                table.apply(&f, h.base_offset(), h.max_timestamp(), marker);
+                let done = table.apply(&f, h.base_offset(), h.max_timestamp(), marker);
+                if let Some(d) = done.filter(|d| d.aborted) {
+                    let mut inner = self.shared.inner.borrow_mut();
+                    let seg = inner.segment_for(d.last_offset).unwrap_or(0);
+                    let base = inner.segments[seg].base_offset;
+                    let entry = aborted_entry(d, table.first_unstable_offset());
+                    inner.txn_index.add(base, entry);
+                }
                 offset = next;
             }
         }
@@ -1624,7 +1644,14 @@ impl PartitionLog {
             tracing::debug!(dir = %self.shared.dir.display(), producers = table.len(), snapshot_offset, "producer state rebuilt");
         }
         self.shared.inner.borrow_mut().producers = table;
-        Ok(())
+        let active = self
+            .shared
+            .inner
+            .borrow()
+            .segments
+            .back()
+            .map(|s| s.base_offset);
+        log_txn::persist_below(&self.shared, active.unwrap_or(0)).await
     }
 
     /// Close and remove the partition directory and all its files.
@@ -1654,7 +1681,6 @@ impl PartitionLog {
         inner.checkpoint.log_start_offset = offset;
         inner.log_start_offset = inner.log_start_offset.max(offset);
         shared.cache.evict_below(shared.cache_id, offset);
-        inner.producers.forget_aborted_below(offset);
         Ok(())
     }
 
@@ -1674,6 +1700,7 @@ impl PartitionLog {
                 && inner.segments[1].base_offset <= inner.log_start_offset
             {
                 if let Some(s) = inner.segments.pop_front() {
+                    inner.txn_index.forget(s.base_offset);
                     doomed.push(s.base_offset);
                 }
             }
@@ -1687,7 +1714,7 @@ impl PartitionLog {
         }
         let mut names = Vec::new();
         for b in &doomed {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 names.push(segment_file_name(*b, ext));
             }
         }
@@ -2210,7 +2237,7 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
     let mut orphans = Vec::new();
     while inner.segments.len() > 1 && inner.segments.back().is_some_and(|s| s.base_offset > hw) {
         if let Some(s) = inner.segments.pop_back() {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 orphans.push(segment_file_name(s.base_offset, ext));
             }
         }
@@ -2234,8 +2261,23 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
     }
     shared.cache.truncate_from(shared.cache_id, hw);
     inner.producers.truncate_from(hw);
+    inner.txn_index.truncate_from(hw);
     for c in &failed {
         complete(&c.slot, Err(failure.clone()));
+    }
+}
+
+/// The index entry of an aborted transaction; `first_unstable` is the first offset of the
+/// oldest transaction still open after it (the LSO then, else the marker's offset + 1).
+fn aborted_entry(
+    d: super::producer_state::CompletedTxn,
+    first_unstable: Option<i64>,
+) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: d.producer_id,
+        first_offset: d.first_offset,
+        last_offset: d.last_offset,
+        last_stable_offset: first_unstable.unwrap_or(d.last_offset + 1),
     }
 }
 
@@ -2261,6 +2303,11 @@ async fn write_roll_snapshot(shared: &Shared, segment_base: i64) {
             }
         }
     };
+    // The snapshot must not hide index entries that are only in memory.
+    if let Err(e) = log_txn::persist_below(shared, segment_base).await {
+        tracing::warn!(dir = %shared.dir.display(), error = %e, "writing the transaction index failed");
+        return;
+    }
     if let Err(e) = producer_snapshot::write(&shared.dir, segment_base, data).await {
         tracing::warn!(dir = %shared.dir.display(), error = %e, "writing the producer snapshot failed");
     }

@@ -34,6 +34,7 @@ pub mod io_sizes;
 pub mod log;
 pub mod producer_snapshot;
 pub mod producer_state;
+pub mod txn_index;
 
 use bytes::Bytes;
 

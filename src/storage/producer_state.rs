@@ -27,7 +27,8 @@
 //! A transactional batch opens a transaction for its producer at its first offset, if none is
 //! open. The first offsets of open transactions give the last stable offset (LSO): the
 //! smallest of them, or the high watermark. A marker closes the transaction and yields a
-//! [`CompletedTxn`]; aborted ones go to the log's aborted-transaction index.
+//! [`CompletedTxn`]; the log writes aborted ones to its aborted-transaction index
+//! ([`super::txn_index`]), not kept here.
 //!
 //! Producers idle for [`PRODUCER_ID_EXPIRATION_MS`] without an open transaction are forgotten
 //! ([`ProducerStateTable::expire`], from the shard's retention loop), as Kafka does.
@@ -161,8 +162,6 @@ pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
     /// Open transactions: first offset -> producer id.
     ongoing: BTreeMap<i64, i64>,
-    /// Aborted transactions in marker order (the aborted-transaction index).
-    aborted: Vec<CompletedTxn>,
 }
 
 impl ProducerStateTable {
@@ -200,24 +199,6 @@ impl ProducerStateTable {
     /// First offset of the oldest open transaction, if any (the LSO bound).
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.keys().next().copied()
-    }
-
-    /// Aborted transactions overlapping `[from, to)`, as (producer id, first offset), for a
-    /// read_committed fetch of that range.
-    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
-        // Markers come in offset order: skip those ending before `from`.
-        let start = self.aborted.partition_point(|a| a.last_offset < from);
-        self.aborted[start..]
-            .iter()
-            .filter(|a| a.first_offset < to)
-            .map(|a| (a.producer_id, a.first_offset))
-            .collect()
-    }
-
-    /// Forget aborted transactions wholly below `offset` (the log start moved past them).
-    pub fn forget_aborted_below(&mut self, offset: i64) {
-        let n = self.aborted.partition_point(|a| a.last_offset < offset);
-        self.aborted.drain(..n);
     }
 
     /// Open transactions as (producer id, first offset).
@@ -319,9 +300,6 @@ impl ProducerStateTable {
                 last_offset,
                 aborted: marker_commit == Some(false),
             };
-            if done.aborted {
-                self.aborted.push(done);
-            }
             return Some(done);
         }
         entry.batches.push_back(BatchMeta {
@@ -359,7 +337,6 @@ impl ProducerStateTable {
             }
             !e.batches.is_empty() || e.txn_first_offset.is_some()
         });
-        self.aborted.retain(|a| a.last_offset < offset);
         self.ongoing = self
             .producers
             .iter()
@@ -368,10 +345,12 @@ impl ProducerStateTable {
     }
 
     /// Serialize (the snapshot file's contents): a versioned binary layout ending in a
-    /// CRC-32C of everything before it.
+    /// CRC-32C of everything before it. Version 2 (`FPS2`); version 1 also listed the aborted
+    /// transactions, which now live in `.txnindex` files: a version 1 snapshot is read as
+    /// damaged, so the log replays from its start and rebuilds those files.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.producers.len() * 64);
-        out.extend_from_slice(b"FPS1");
+        out.extend_from_slice(b"FPS2");
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
@@ -391,12 +370,6 @@ impl ProducerStateTable {
                 out.extend_from_slice(&m.last_offset.to_be_bytes());
             }
         }
-        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
-        for a in &self.aborted {
-            out.extend_from_slice(&a.producer_id.to_be_bytes());
-            out.extend_from_slice(&a.first_offset.to_be_bytes());
-            out.extend_from_slice(&a.last_offset.to_be_bytes());
-        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
@@ -410,7 +383,7 @@ impl ProducerStateTable {
             return None;
         }
         let mut r = Reader { buf: body, pos: 0 };
-        if r.take(4)? != b"FPS1" {
+        if r.take(4)? != b"FPS2" {
             return None;
         }
         let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
@@ -453,18 +426,6 @@ impl ProducerStateTable {
                     marker_count,
                 },
             );
-        }
-        let n = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
-        if n > SNAPSHOT_PRODUCERS_MAX {
-            return None;
-        }
-        for _ in 0..n {
-            table.aborted.push(CompletedTxn {
-                producer_id: r.i64()?,
-                first_offset: r.i64()?,
-                last_offset: r.i64()?,
-                aborted: true,
-            });
         }
         (r.pos == body.len()).then_some(table)
     }
@@ -628,10 +589,6 @@ mod tests {
             })
         );
         assert_eq!(t.first_unstable_offset(), Some(12));
-        assert_eq!(t.aborted_in(0, 100), vec![(5, 10)]);
-        assert_eq!(t.aborted_in(13, 100), vec![(5, 10)]);
-        assert_eq!(t.aborted_in(14, 100), vec![]);
-        assert_eq!(t.aborted_in(0, 10), vec![]);
         let snap = ProducerStateTable::decode(&t.encode()).expect("round trip");
         assert_eq!(snap, t);
         // The producer's sequence survives its marker.
