@@ -108,6 +108,12 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// Kafka `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval_ms: i64,
+    /// Kafka `transactional.id.expiration.ms`: a transactional id with no transaction open
+    /// whose state has not changed for this long is removed.
+    pub transactional_id_expiration_ms: i64,
+    /// Kafka `transaction.remove.expired.transaction.cleanup.interval.ms`: how often expired
+    /// transactional ids are looked for (and the transaction log compacted if due).
+    pub transactional_id_expiration_check_interval_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -149,6 +155,10 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
+            transactional_id_expiration_ms:
+                crate::coordinator::txn::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+            transactional_id_expiration_check_interval_ms:
+                crate::coordinator::txn::TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -257,6 +267,14 @@ impl BrokerConfig {
             (
                 "offsets_retention_check_interval_ms",
                 self.offsets_retention_check_interval_ms,
+            ),
+            (
+                "transactional_id_expiration_ms",
+                self.transactional_id_expiration_ms,
+            ),
+            (
+                "transactional_id_expiration_check_interval_ms",
+                self.transactional_id_expiration_check_interval_ms,
             ),
         ];
         for (name, value) in positive {

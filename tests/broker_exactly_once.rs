@@ -1206,3 +1206,153 @@ fn kill_9_during_commit_completes_or_aborts_on_every_partition() {
         eprintln!("outcomes by kill delay: {outcomes:?}");
     })
 }
+
+/// (error code, state) of `id` from DescribeTransactions.
+fn describe_txn(conn: &mut RawConn, id: &str) -> (i16, String) {
+    use kafka_protocol::messages::{DescribeTransactionsRequest, TransactionalId};
+    let described = conn
+        .request(
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_string(id.to_string()),
+            )]),
+        )
+        .expect("DescribeTransactions");
+    let t = &described.transaction_states[0];
+    (t.error_code, t.transaction_state.to_string())
+}
+
+/// With a tiny `transactional_id_expiration_ms` (config file), a transactional id whose
+/// transaction completed is removed once idle that long, durably (still gone after a
+/// restart), while one with an open transaction stays; the id can then be used afresh.
+#[test]
+fn idle_transactional_ids_expire() {
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("freshet.toml");
+        std::fs::write(
+            &config,
+            "transactional_id_expiration_ms = 2000\ntransactional_id_expiration_check_interval_ms = 1000\n",
+        )
+        .unwrap();
+        let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic_raw(&mut conn, "exp", 1);
+        let done = txn_producer(&broker.addr(), "txn-exp", &[]);
+        done.begin_transaction().unwrap();
+        send_all(&done, "exp", 1, &values("committed", 2));
+        done.commit_transaction(TXN_OP_TIMEOUT).unwrap();
+        drop(done);
+        let open = txn_producer(
+            &broker.addr(),
+            "txn-open",
+            &[("transaction.timeout.ms", "60000")],
+        );
+        open.begin_transaction().unwrap();
+        send_all(&open, "exp", 1, &values("open", 1));
+        assert_eq!(
+            describe_txn(&mut conn, "txn-exp"),
+            (0, "CompleteCommit".into())
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while describe_txn(&mut conn, "txn-exp").0 != TRANSACTIONAL_ID_NOT_FOUND {
+            assert!(Instant::now() < deadline, "txn-exp never expired");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            describe_txn(&mut conn, "txn-open"),
+            (0, "Ongoing".into()),
+            "an open transaction's id does not expire"
+        );
+        drop(open);
+        broker.restart();
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        assert_eq!(
+            describe_txn(&mut conn, "txn-exp").0,
+            TRANSACTIONAL_ID_NOT_FOUND,
+            "the expiry is durable"
+        );
+        // The id starts over.
+        let again = txn_producer(&broker.addr(), "txn-exp", &[]);
+        again.begin_transaction().unwrap();
+        send_all(&again, "exp", 1, &values("again", 1));
+        again.commit_transaction(TXN_OP_TIMEOUT).unwrap();
+        assert_eq!(
+            describe_txn(&mut conn, "txn-exp"),
+            (0, "CompleteCommit".into())
+        );
+    })
+}
+
+/// The transaction log is compacted while the broker runs (at an expiration check), not only
+/// at start: 1,200 state changes of one id collapse to its live record, and the state read
+/// back after a restart is the latest one.
+#[test]
+fn transaction_log_is_compacted_while_running() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("freshet.toml");
+        std::fs::write(
+            &config,
+            "transactional_id_expiration_check_interval_ms = 500\n",
+        )
+        .unwrap();
+        let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let init = |conn: &mut RawConn| {
+            let r = conn
+                .request(
+                    4,
+                    &InitProducerIdRequest::default()
+                        .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+                            StrBytes::from_static_str("txn-compact"),
+                        )))
+                        .with_transaction_timeout_ms(60_000),
+                )
+                .expect("InitProducerId");
+            assert_eq!(r.error_code, 0);
+            (r.producer_id.0, r.producer_epoch)
+        };
+        let (pid, _) = init(&mut conn);
+        // Every InitProducerId bumps the epoch: one record each.
+        let mut last = (pid, 0);
+        for _ in 0..1_200 {
+            last = init(&mut conn);
+        }
+        assert_eq!(last.0, pid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !broker.log().contains("transaction log compacted") {
+            assert!(Instant::now() < deadline, "never compacted while running");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        broker.restart();
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        assert_eq!(init(&mut conn), (pid, last.1 + 1), "latest state survived");
+        // The broker's log lines carry colour codes: drop them.
+        let mut log = String::new();
+        let mut in_escape = false;
+        for c in broker.log().chars() {
+            match c {
+                '\u{1b}' => in_escape = true,
+                'm' if in_escape => in_escape = false,
+                _ if in_escape => {}
+                _ => log.push(c),
+            }
+        }
+        let loaded = log
+            .lines()
+            .rfind(|l| l.contains("transaction state loaded"))
+            .expect("load logged");
+        let records: usize = loaded
+            .split("records=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("records field in {loaded:?}"));
+        assert!(
+            records < 1_000,
+            "the restart read a compacted log: {loaded}"
+        );
+    })
+}

@@ -26,7 +26,11 @@
 //! Recovery ([`Transactions::recover`]): Prepare* transactions are completed again (markers
 //! are idempotent for the partitions). Ongoing transactions are aborted with a bumped epoch,
 //! because their TxnOffsetCommit offsets were only in memory; Kafka keeps them open instead.
-//! Known gaps: transactional ids never expire; the internal log is not compacted.
+//!
+//! Expiration ([`Transactions::expire_ids`], Kafka's `transactional.id.expiration.ms`): an id
+//! in Empty, CompleteCommit or CompleteAbort whose state has not changed for that long is
+//! removed; the runtime writes a tombstone for it. The time of the last change is kept in the
+//! records, so it survives restarts (records written before it existed count from the load).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +38,11 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::offsets::{CommittedOffset, OffsetKey};
+
+/// Kafka's `transactional.id.expiration.ms` default: seven days.
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
+/// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
+pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
 
 /// Largest `transaction.timeout.ms` accepted (Kafka's `transaction.max.timeout.ms` default).
 pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -75,6 +84,13 @@ pub struct TxnRecord {
     pub start_ms: i64,
     /// Offsets to commit, in PrepareCommit records only (so recovery can apply them).
     pub offsets: Vec<(OffsetKey, CommittedOffset)>,
+    /// Wall clock of the change (expiration); -1 in records written before it was kept.
+    #[serde(default = "unknown_ms")]
+    pub last_update_ms: i64,
+}
+
+fn unknown_ms() -> i64 {
+    -1
 }
 
 /// One transactional id's state.
@@ -148,6 +164,7 @@ fn record_of(id: &str, m: &TxnMeta) -> TxnRecord {
         } else {
             Vec::new()
         },
+        last_update_ms: m.last_update_ms,
     }
 }
 
@@ -180,10 +197,37 @@ impl Transactions {
             groups: r.groups.into_iter().collect(),
             offsets: r.offsets.into_iter().collect(),
             start_ms: r.start_ms,
-            last_update_ms: r.start_ms,
+            last_update_ms: r.last_update_ms,
             unpersisted: false,
         };
         self.txns.insert(r.transactional_id, meta);
+    }
+
+    /// Replay a tombstone of the internal log: the id expired.
+    pub fn unload(&mut self, transactional_id: &str) {
+        self.txns.remove(transactional_id);
+    }
+
+    /// Remove the transactional ids that expired at `now_ms` (module docs) and return them;
+    /// the runtime makes their removal durable with tombstones.
+    pub fn expire_ids(&mut self, now_ms: i64, expiration_ms: i64) -> Vec<String> {
+        let expired: Vec<String> = self
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && !m.unpersisted
+                    && m.last_update_ms >= 0
+                    && now_ms.saturating_sub(m.last_update_ms) >= expiration_ms
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.txns.remove(id);
+        }
+        expired
     }
 
     /// After loading: the transactions to end now (module docs, Recovery).
@@ -192,6 +236,10 @@ impl Transactions {
         let ids: Vec<String> = self.txns.keys().cloned().collect();
         for id in ids {
             let m = self.txns.get_mut(&id).expect("listed");
+            if m.last_update_ms < 0 {
+                // A record from before the time was kept: count from now.
+                m.last_update_ms = now_ms;
+            }
             match m.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
                     plans.push(plan_of(&id, m));
@@ -615,6 +663,85 @@ mod tests {
         let plan = t.begin_end("tx", 7, 0, false, 31).unwrap().expect("plan");
         assert_eq!(plan.partitions, vec![p("c", 0)]);
         assert!(!plan.commit);
+    }
+
+    /// Ids expire only in Empty/CompleteCommit/CompleteAbort, once unchanged for the
+    /// expiration time; the time survives a reload through the records.
+    #[test]
+    fn idle_transactional_ids_expire_and_open_ones_do_not() {
+        const EXP: i64 = 1_000;
+        let mut t = Transactions::new();
+        ready(
+            t.init_producer_id("empty", 60_000, None, Some(1), 0)
+                .unwrap(),
+        );
+        ready(
+            t.init_producer_id("done", 60_000, None, Some(2), 0)
+                .unwrap(),
+        );
+        ready(
+            t.init_producer_id("open", 60_000, None, Some(3), 0)
+                .unwrap(),
+        );
+        t.add("done", 2, 0, &[p("a", 0)], None, 100).unwrap();
+        let plan = t
+            .begin_end("done", 2, 0, false, 200)
+            .unwrap()
+            .expect("plan");
+        t.complete_end(&plan, 300).expect("completed");
+        t.add("open", 3, 0, &[p("a", 0)], None, 100).unwrap();
+        assert!(t.expire_ids(999, EXP).is_empty(), "not yet");
+        assert_eq!(t.expire_ids(1_000, EXP), vec!["empty".to_string()]);
+        assert!(t.get("empty").is_none());
+        assert!(t.expire_ids(1_299, EXP).is_empty(), "done changed at 300");
+        // A reload keeps the time of the last change.
+        let mut reloaded = Transactions::new();
+        for r in t.records() {
+            reloaded.load(r);
+        }
+        // (The open transaction is aborted by recovery: leave it out of this check.)
+        reloaded.unload("open");
+        assert!(reloaded.recover(1_250).is_empty());
+        assert_eq!(reloaded.expire_ids(1_300, EXP), vec!["done".to_string()]);
+        // Ongoing is never expired, however old; nor is a Prepare state.
+        assert!(t.expire_ids(1_000_000, EXP).contains(&"done".to_string()));
+        assert!(t.get("open").is_some());
+        let plan = t
+            .begin_end("open", 3, 0, true, 2_000_000)
+            .unwrap()
+            .expect("plan");
+        assert!(
+            t.expire_ids(9_000_000, EXP).is_empty(),
+            "PrepareCommit stays"
+        );
+        t.complete_end(&plan, 9_000_000);
+        assert_eq!(t.expire_ids(9_001_000, EXP), vec!["open".to_string()]);
+        // A record without the time (an older broker's) counts from the load.
+        let mut old = Transactions::new();
+        let mut r = record_of(
+            "legacy",
+            &TxnMeta {
+                producer_id: 9,
+                epoch: 0,
+                timeout_ms: 60_000,
+                state: TxnState::CompleteCommit,
+                partitions: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                offsets: BTreeMap::new(),
+                start_ms: -1,
+                last_update_ms: -1,
+                unpersisted: false,
+            },
+        );
+        let json = serde_json::to_string(&r)
+            .unwrap()
+            .replace(",\"last_update_ms\":-1", "");
+        r = serde_json::from_str(&json).unwrap();
+        assert_eq!(r.last_update_ms, -1);
+        old.load(r);
+        old.recover(5_000);
+        assert!(old.expire_ids(5_999, EXP).is_empty());
+        assert_eq!(old.expire_ids(6_000, EXP).len(), 1);
     }
 
     #[test]

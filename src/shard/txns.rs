@@ -19,14 +19,16 @@
 //! - Ticks ([`tick`], from the group tick loop): transactions past their timeout are aborted
 //!   with a bumped epoch, and plans left in Prepare (failures, recovery) are run again.
 //!
-//! - Compaction: at load, when superseded records dominate the log, the live records are
-//!   rewritten at its end in one append and the log start moves past the rest (as the offsets
-//!   log does). Not yet while running: the log grows by one record per state change until the
-//!   next start.
-//!
-//! Not yet: transactional ids do not expire.
+//! - Expiration ([`tick`], every `transactional_id_expiration_check_interval_ms`): ids idle for
+//!   `transactional_id_expiration_ms` are removed from the state machine and a tombstone (a
+//!   record with a null value) is appended for each; replay removes them again.
+//! - Compaction: at load and at each expiration check, when superseded records dominate the
+//!   log, the live records are rewritten at its end in one append and the log start moves past
+//!   the rest (as the offsets log does), so the log stays within a constant factor of the live
+//!   ids. The live records are taken with no await before their append is issued, so a change
+//!   made later is appended after them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::Path;
 use std::rc::Rc;
@@ -64,6 +66,12 @@ pub struct TxnCoordinator {
     log: RefCell<Option<Rc<PartitionLog>>>,
     /// Transactional ids whose end plan is running now (not to be started twice).
     running: RefCell<HashSet<String>>,
+    /// Records in the log since its start (compaction trigger).
+    records_in_log: Cell<usize>,
+    /// Wall clock of the last expiration check.
+    last_expiry_check_ms: Cell<i64>,
+    /// An expiration check (tombstones, compaction) is running.
+    expiring: Cell<bool>,
 }
 
 impl Default for TxnCoordinator {
@@ -78,6 +86,9 @@ impl TxnCoordinator {
             state: RefCell::new(Transactions::new()),
             log: RefCell::new(None),
             running: RefCell::new(HashSet::new()),
+            records_in_log: Cell::new(0),
+            last_expiry_check_ms: Cell::new(now_ms()),
+            expiring: Cell::new(false),
         }
     }
 
@@ -104,8 +115,11 @@ impl TxnCoordinator {
                     .map_err(|e| StorageError::CorruptMessage(format!("transaction log: {e}")))?;
                 records += decoded.len();
                 let mut state = self.state.borrow_mut();
-                for r in decoded {
-                    state.load(r);
+                for (id, r) in decoded {
+                    match r {
+                        Some(r) => state.load(r),
+                        None => state.unload(&id),
+                    }
                 }
                 offset = offset.max(next);
             }
@@ -113,6 +127,7 @@ impl TxnCoordinator {
         }
         let pending = self.state.borrow_mut().recover(now_ms()).len();
         let live = self.state.borrow().iter().count();
+        self.records_in_log.set(records);
         if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
             self.compact(&log, records).await?;
         }
@@ -127,7 +142,8 @@ impl TxnCoordinator {
     }
 
     /// Rewrites the live records at the end of the log in one append and moves the log start
-    /// past everything before them (at load, before any request is served).
+    /// past everything before them (at load, and from the expiration check). The live records
+    /// are taken right before the append is issued, with no await in between.
     async fn compact(&self, log: &PartitionLog, records_before: usize) -> Result<(), StorageError> {
         let records = self.state.borrow().records();
         let mut payload = bytes::BytesMut::new();
@@ -142,6 +158,7 @@ impl TxnCoordinator {
             log.append(payload.freeze(), now_ms()).await?.base_offset
         };
         log.delete_records(start).await?;
+        self.records_in_log.set(records.len());
         tracing::info!(
             records_before,
             records_after = records.len(),
@@ -159,6 +176,41 @@ impl TxnCoordinator {
         }
     }
 
+    /// Removes expired transactional ids durably (tombstones), then compacts the log if
+    /// superseded records dominate it. One at a time (the `expiring` flag).
+    async fn expire_and_compact(&self, now: i64, expiration_ms: i64) {
+        let expired = self.state.borrow_mut().expire_ids(now, expiration_ms);
+        let Some(log) = self.log.borrow().clone() else {
+            return;
+        };
+        if !expired.is_empty() {
+            let tombstones: Vec<(Option<Bytes>, Option<Bytes>, i64)> = expired
+                .iter()
+                .map(|id| (Some(Bytes::from(id.clone())), None, now))
+                .collect();
+            let appended = match batch::encode_batch(&tombstones, Compression::None) {
+                Ok(b) => log.append(b, now).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match appended {
+                Ok(_) => {
+                    self.records_in_log
+                        .set(self.records_in_log.get() + expired.len());
+                    tracing::info!(count = expired.len(), "expired transactional ids removed");
+                }
+                // They come back at the next start (and expire again).
+                Err(e) => tracing::warn!(error = %e, "writing transactional id tombstones failed"),
+            }
+        }
+        let records = self.records_in_log.get();
+        let live = self.state.borrow().iter().count();
+        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
+            if let Err(e) = self.compact(&log, records).await {
+                tracing::warn!(error = %e, "compacting the transaction log failed");
+            }
+        }
+    }
+
     /// Appends `record` to the transaction log; resolves once durable.
     async fn persist(&self, record: &TxnRecord) -> Result<(), ResponseError> {
         let log = self
@@ -172,6 +224,7 @@ impl TxnCoordinator {
             tracing::error!(error = %e, "appending to the transaction log failed");
             ResponseError::CoordinatorNotAvailable
         })?;
+        self.records_in_log.set(self.records_in_log.get() + 1);
         Ok(())
     }
 }
@@ -191,15 +244,25 @@ fn encode_records(records: &[TxnRecord]) -> Result<Bytes, String> {
     batch::encode_batch(&out, Compression::None)
 }
 
-fn decode_batches(mut bytes: Bytes) -> Result<(Vec<TxnRecord>, i64), String> {
+/// The records of `bytes` as (transactional id, record or `None` for a tombstone).
+type Decoded = Vec<(String, Option<TxnRecord>)>;
+
+fn decode_batches(mut bytes: Bytes) -> Result<(Decoded, i64), String> {
     let mut out = Vec::new();
     let mut next_offset = -1;
     while bytes.has_remaining() {
         let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
         for record in set.records {
             next_offset = record.offset + 1;
-            let value = record.value.ok_or("transaction record without a value")?;
-            out.push(serde_json::from_slice(&value).map_err(|e| e.to_string())?);
+            let key = record.key.ok_or("transaction record without a key")?;
+            let id = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+            let r = match record.value {
+                Some(value) => {
+                    Some(serde_json::from_slice::<TxnRecord>(&value).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            out.push((id, r));
         }
     }
     Ok((out, next_offset))
@@ -386,6 +449,21 @@ async fn write_marker(
 /// own task.
 pub fn tick(shard: &Rc<Shard>) {
     let now = now_ms();
+    let txns = &shard.txns;
+    if now - txns.last_expiry_check_ms.get()
+        >= shard.config.transactional_id_expiration_check_interval_ms
+        && !txns.expiring.get()
+    {
+        txns.last_expiry_check_ms.set(now);
+        txns.expiring.set(true);
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let expiration_ms = shard.config.transactional_id_expiration_ms;
+            shard.txns.expire_and_compact(now, expiration_ms).await;
+            shard.txns.expiring.set(false);
+        })
+        .detach();
+    }
     let expired = shard.txns.state.borrow_mut().expire(now);
     for plan in &expired {
         tracing::info!(transactional_id = %plan.transactional_id, "transaction timed out; aborting");
