@@ -2237,6 +2237,7 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
     let mut orphans = Vec::new();
     while inner.segments.len() > 1 && inner.segments.back().is_some_and(|s| s.base_offset > hw) {
         if let Some(s) = inner.segments.pop_back() {
+            inner.txn_index.forget(s.base_offset);
             for ext in ["log", "index", "timeindex", "txnindex"] {
                 orphans.push(segment_file_name(s.base_offset, ext));
             }
