@@ -368,8 +368,18 @@ pub fn validate_record_set(
     Ok(out)
 }
 
+/// Append `v` as a zigzag varint (the record format's varint and varlong).
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
 /// Read a zigzag varint (at most `max_bytes` bytes) from `buf[*pos..]`.
-fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
+pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
         let byte = *buf.get(*pos)?;

@@ -153,28 +153,6 @@ fn key_hash(key: &[u8]) -> u128 {
 // ---------------------------------------------------------------------------------------------
 // Records: parsing the v2 record format without copying.
 
-fn read_varint(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..max_bytes {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-fn write_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 /// One record of a batch, viewed in place.
 struct Rec<'a> {
     offset_delta: i64,
@@ -197,7 +175,7 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
     let mut pos = 0usize;
     for _ in 0..count {
         let start = pos;
-        let len = read_varint(data, &mut pos, 5).ok_or_else(|| corrupt("length"))?;
+        let len = batch::read_varlong(data, &mut pos, 5).ok_or_else(|| corrupt("length"))?;
         let len = usize::try_from(len).map_err(|_| corrupt("negative length"))?;
         let body = pos;
         let end = body
@@ -207,10 +185,12 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
         let rec = &data[..end];
         let attributes = *rec.get(pos).ok_or_else(|| corrupt("attributes"))?;
         pos += 1;
-        let timestamp_delta = read_varint(rec, &mut pos, 10).ok_or_else(|| corrupt("timestamp"))?;
+        let timestamp_delta =
+            batch::read_varlong(rec, &mut pos, 10).ok_or_else(|| corrupt("timestamp"))?;
         let after_ts = pos;
-        let offset_delta = read_varint(rec, &mut pos, 5).ok_or_else(|| corrupt("offset delta"))?;
-        let key_len = read_varint(rec, &mut pos, 5).ok_or_else(|| corrupt("key length"))?;
+        let offset_delta =
+            batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("offset delta"))?;
+        let key_len = batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("key length"))?;
         let key = if key_len < 0 {
             None
         } else {
@@ -222,7 +202,8 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
             pos = k;
             Some(key)
         };
-        let value_len = read_varint(rec, &mut pos, 5).ok_or_else(|| corrupt("value length"))?;
+        let value_len =
+            batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("value length"))?;
         if pos > end || (value_len > 0 && pos + value_len as usize > end) {
             return Err(corrupt("value past the record"));
         }
@@ -436,9 +417,9 @@ pub fn filter_batch(
         } else {
             let mut rec = Vec::with_capacity(r.raw.len() + 8);
             rec.push(r.attributes);
-            write_varint(&mut rec, ts.wrapping_sub(new_base_ts));
+            batch::put_varlong(&mut rec, ts.wrapping_sub(new_base_ts));
             rec.extend_from_slice(r.after_timestamp);
-            write_varint(&mut body, rec.len() as i64);
+            batch::put_varlong(&mut body, rec.len() as i64);
             body.extend_from_slice(&rec);
         }
     }
