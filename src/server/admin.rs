@@ -47,13 +47,7 @@ pub async fn serve(
 ) {
     let open = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.stopping.get() {
-                shard.stop.wait().await;
-            }
-            None
-        })
-        .await;
+        let accepted = super::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
             None => break,
             Some(Ok(stream)) => stream,

@@ -16,18 +16,26 @@ use glommio::net::TcpListener;
 
 use crate::shard::Shard;
 
+/// The next accepted connection, or `None` once the shard begins to stop.
+pub(crate) async fn accept_or_stop(
+    shard: &Shard,
+    listener: &TcpListener,
+) -> Option<glommio::Result<glommio::net::TcpStream, ()>> {
+    futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        while !shard.stopping.get() {
+            shard.stop.wait().await;
+        }
+        None
+    })
+    .await
+}
+
 /// Accepts connections on `addr` until the shard begins to stop.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(shard = shard.id, ?addr, "accepting connections");
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.stopping.get() {
-                shard.stop.wait().await;
-            }
-            None
-        })
-        .await;
+        let accepted = accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
             None => break,
             Some(Ok(stream)) => stream,
