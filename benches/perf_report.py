@@ -94,7 +94,7 @@ def main():
     print("Latency at 25/50/80% of the produce+consume max (ms; publish = intended send to ack, "
           "e2e = intended send to consume):")
     print()
-    print("| broker | partitions | load | target msg/s | achieved msg/s | publish p50 / p99 / p99.9 | "
+    print("| broker | partitions | % of max | target msg/s | achieved msg/s | publish p50 / p99 / p99.9 | "
           "e2e p50 / p99 / p99.9 | counts |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for tag in tags:
