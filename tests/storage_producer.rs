@@ -4,11 +4,8 @@
 
 mod storage_common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use freshet::storage::{LogConfig, PartitionLog, StorageError};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use std::path::Path;
 use storage_common::{open, run};
 
@@ -17,30 +14,7 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
 }
 
 fn batch_of(pid: i64, epoch: i16, seq: i32, count: usize, transactional: bool) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'v'; 300])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
-    buf.freeze()
+    storage_common::producer_batch(pid, epoch, seq, count, transactional, None)
 }
 
 fn small_segments() -> LogConfig {

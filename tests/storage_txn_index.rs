@@ -5,11 +5,8 @@
 
 mod storage_common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use freshet::storage::{LogConfig, PartitionLog, TailCache};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,30 +20,7 @@ fn txn_batch(pid: i64, seq: i32, count: usize) -> Bytes {
 }
 
 fn txn_batch_keyed(pid: i64, seq: i32, count: usize, key: Option<&str>) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(Bytes::from(vec![b'v'; 300])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
-    buf.freeze()
+    storage_common::producer_batch(pid, 0, seq, count, true, key)
 }
 
 fn small_segments() -> LogConfig {

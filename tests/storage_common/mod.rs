@@ -43,6 +43,44 @@ pub fn batch_with(
     encode_batch(&records, compression).expect("encode batch")
 }
 
+/// A batch from producer `pid`/`epoch` starting at sequence `seq`: `count` records with
+/// 300-byte values and an optional key, timestamps from 1_700_000_000_000, base offset 0;
+/// `transactional` sets the batch's transactional flag.
+pub fn producer_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    count: usize,
+    transactional: bool,
+    key: Option<&str>,
+) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::from(vec![b'v'; 300])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: kafka_protocol::records::Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    buf.freeze()
+}
+
 /// Concatenate batches into one produce record set.
 pub fn record_set(batches: &[Bytes]) -> Bytes {
     let mut out = BytesMut::new();
