@@ -162,4 +162,53 @@ mod tests {
     fn fuzz_seeds_and_regressions_of_record_batches_pass() {
         assert!(run("record_batches", super::record_batches) > 0);
     }
+
+    /// The committed `record_batches` seeds are what the record-batch encoder makes (the
+    /// request seeds are checked the same way in the protocol crate's `fuzz_tests`).
+    /// `FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib record_batch_fuzz_seed_corpus` rewrites them.
+    #[test]
+    fn record_batch_fuzz_seed_corpus_is_committed() {
+        use crate::storage::batch::{encode_batch, Compression, NewRecord};
+        use bytes::Bytes;
+        let record = |i: u8| -> NewRecord {
+            (
+                Some(Bytes::from(vec![b'k', i])),
+                Some(Bytes::from(vec![i; 20])),
+                1_700_000_000_000 + i64::from(i),
+            )
+        };
+        let mut files = Vec::new();
+        for (name, codec) in [
+            ("none", Compression::None),
+            ("gzip", Compression::Gzip),
+            ("zstd", Compression::Zstd),
+        ] {
+            let one = encode_batch(&[record(1)], codec).expect("encode batch");
+            let three =
+                encode_batch(&[record(1), record(2), (None, None, 5)], codec).expect("batch");
+            files.push((format!("one-{name}"), one.to_vec()));
+            files.push((
+                format!("two-batches-{name}"),
+                [one.to_vec(), three.to_vec()].concat(),
+            ));
+        }
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/record_batches");
+        let write = std::env::var_os("FRESHET_WRITE_FUZZ_SEEDS").is_some();
+        for (name, bytes) in files {
+            let path = root.join(&name);
+            if write {
+                std::fs::create_dir_all(&root).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            } else {
+                let committed =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(
+                    committed == bytes,
+                    "{} is stale; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib record_batch_fuzz_seed_corpus",
+                    path.display()
+                );
+            }
+        }
+    }
 }

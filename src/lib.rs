@@ -4,7 +4,7 @@
 //! - [`config`]: settings of the broker and of topics; every limit is named here.
 //! - [`error`]: the one place where errors of every layer become Kafka error codes.
 //! - [`protocol`]: request/response framing, the ApiVersions table, hand-framed Fetch
-//!   responses. No I/O.
+//!   responses. No I/O: the `freshet-protocol` crate, re-exported here under its old path.
 //! - [`storage`]: durable partition logs on O_DIRECT files, group commit, recovery, retention.
 //! - [`shard`]: shard startup, partition ownership and the cross-core router.
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
@@ -26,7 +26,8 @@ pub mod coordinator;
 pub mod error;
 pub mod fuzzing;
 pub mod metrics;
-pub mod protocol;
+/// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
+pub use freshet_protocol as protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;

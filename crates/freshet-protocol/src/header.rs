@@ -32,7 +32,7 @@
 //!   `INVALID_REQUEST` in a normal response of the request's version: [`api_versions_request_is_valid`].
 //! - **A known, supported request whose body does not parse.** `RequestContext.parseRequest`
 //!   throws `InvalidRequestException` and the connection is closed. The server does the same when
-//!   [`crate::protocol::codec::decode_body`] fails.
+//!   [`crate::codec::decode_body`] fails.
 //!
 //! Kafka replaces a null client id by `""`; [`ParsedRequest::client_id`] keeps `None` so the
 //! server can tell, and [`ParsedRequest::client_id_or_empty`] gives Kafka's view.
@@ -40,8 +40,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 
-use crate::protocol::frame::SIZE_PREFIX_BYTES;
-use crate::protocol::versions;
+use crate::frame::SIZE_PREFIX_BYTES;
+use crate::versions;
 
 /// Bytes of `api_key`, `api_version` and `correlation_id`, present in every header version.
 pub const HEADER_FIXED_BYTES: usize = 8;
@@ -124,7 +124,7 @@ impl HeaderError {
 }
 
 /// Parses the request header at the front of `frame` (a frame from
-/// [`crate::protocol::frame::take_frame`], without its size prefix).
+/// [`crate::frame::take_frame`], without its size prefix).
 pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> {
     if frame.len() < HEADER_FIXED_BYTES {
         return Err(HeaderError::Truncated { len: frame.len() });

@@ -855,9 +855,9 @@ fn degenerate_bodies_are_refused_by_their_decoded_size() {
 }
 
 /// The seed corpus of the `cargo fuzz` targets (`fuzz/seeds/<target>/`), made from the seed
-/// requests above and from `storage::batch::encode_batch`: (target, file name, bytes).
+/// requests above: (target, file name, bytes). The `record_batches` seeds are made by the
+/// broker crate (`freshet::fuzzing`), which owns the record-batch encoder.
 fn fuzz_seed_files() -> Vec<(&'static str, String, Vec<u8>)> {
-    use crate::storage::batch::{encode_batch, Compression};
     use kafka_protocol::messages::{ApiKey, RequestHeader};
     let mut out = Vec::new();
     for api in served() {
@@ -887,37 +887,15 @@ fn fuzz_seed_files() -> Vec<(&'static str, String, Vec<u8>)> {
         let twice = [frame.clone(), frame].concat();
         out.push(("frames", format!("key{}-v{max}", api.key), twice));
     }
-    let record = |i: u8| -> crate::storage::batch::NewRecord {
-        (
-            Some(Bytes::from(vec![b'k', i])),
-            Some(Bytes::from(vec![i; 20])),
-            1_700_000_000_000 + i64::from(i),
-        )
-    };
-    let codecs = [
-        ("none", Compression::None),
-        ("gzip", Compression::Gzip),
-        ("zstd", Compression::Zstd),
-    ];
-    for (name, codec) in codecs {
-        let one = encode_batch(&[record(1)], codec).expect("encode batch");
-        let three = encode_batch(&[record(1), record(2), (None, None, 5)], codec).expect("batch");
-        out.push(("record_batches", format!("one-{name}"), one.to_vec()));
-        out.push((
-            "record_batches",
-            format!("two-batches-{name}"),
-            [one.to_vec(), three.to_vec()].concat(),
-        ));
-    }
     out
 }
 
 /// The committed seed corpus is what `fuzz_seed_files` makes, and every request seed decodes.
-/// `FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus` rewrites it (after adding an
+/// `FRESHET_WRITE_FUZZ_SEEDS=1 cargo test fuzz_seed_corpus` rewrites it (after adding an
 /// API or changing a seed).
 #[test]
 fn fuzz_seed_corpus_is_committed_and_decodes() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     let write = std::env::var_os("FRESHET_WRITE_FUZZ_SEEDS").is_some();
     for (target, name, bytes) in fuzz_seed_files() {
         let path = root.join(target).join(&name);
@@ -936,13 +914,13 @@ fn fuzz_seed_corpus_is_committed_and_decodes() {
         } else {
             let committed = std::fs::read(&path).unwrap_or_else(|e| {
                 panic!(
-                    "{}: {e}; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus",
+                    "{}: {e}; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test -p freshet-protocol fuzz_seed_corpus",
                     path.display()
                 )
             });
             assert!(
                 committed == bytes,
-                "{} is stale; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seed_corpus",
+                "{} is stale; run FRESHET_WRITE_FUZZ_SEEDS=1 cargo test -p freshet-protocol fuzz_seed_corpus",
                 path.display()
             );
         }

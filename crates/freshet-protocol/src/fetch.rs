@@ -23,8 +23,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::protocol::frame::SIZE_PREFIX_BYTES;
-use crate::protocol::ProtocolError;
+use crate::frame::SIZE_PREFIX_BYTES;
+use crate::ProtocolError;
 
 /// Lowest Fetch version encoded (Kafka 4 removed 0-3).
 pub const FETCH_VERSION_MIN: i16 = 4;
@@ -433,8 +433,7 @@ mod tests {
                 .with_error_code(parts.error_code)
                 .with_session_id(parts.session_id)
                 .with_responses(topics);
-            let want =
-                crate::protocol::encode_response(ApiKey::Fetch, version, 8, &reference).unwrap();
+            let want = crate::encode_response(ApiKey::Fetch, version, 8, &reference).unwrap();
             let got: Vec<u8> = encode_fetch_response(version, 8, &parts)
                 .unwrap()
                 .iter()

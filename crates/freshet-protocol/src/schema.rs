@@ -13,7 +13,7 @@
 //! - a known tagged field must be valid at the version (the crate rejects it otherwise).
 //!
 //! It also estimates the memory the decoded message will take (array storage and unknown tagged
-//! fields), so that [`crate::protocol::codec::decode_body`] can refuse a body that is cheap on
+//! fields), so that [`crate::codec::decode_body`] can refuse a body that is cheap on
 //! the wire but expensive decoded (e.g. millions of empty structs).
 //!
 //! It is deliberately more lenient than the crate elsewhere (null markers on non-nullable fields,
@@ -23,7 +23,7 @@
 
 use bytes::Buf;
 
-use crate::protocol::header::read_uvarint;
+use crate::header::read_uvarint;
 
 pub(crate) use super::schema_table::request_schema;
 

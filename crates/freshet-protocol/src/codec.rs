@@ -26,8 +26,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, Request};
 
-use crate::protocol::frame::SIZE_PREFIX_BYTES;
-use crate::protocol::{schema, ProtocolError};
+use crate::frame::SIZE_PREFIX_BYTES;
+use crate::{schema, ProtocolError};
 
 fn short_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();

@@ -1,9 +1,9 @@
 //! The APIs Freshet serves, with the version ranges it advertises in ApiVersions.
 //!
-//! The table is the single source of truth: [`crate::protocol::header::classify_request`] uses it
+//! The table is the single source of truth: [`crate::header::classify_request`] uses it
 //! to accept or refuse a request, and [`api_versions_response`] advertises exactly it. Adding an
 //! API is one line here (plus its handler, and a pre-scan schema in
-//! [`crate::protocol::codec`]; a test fails until both exist).
+//! [`crate::codec`]; a test fails until both exist).
 //!
 //! The ranges are Kafka 4.1's (the kafka-protocol 0.18 crate is generated from Kafka 4.1's
 //! message specs; `ApiKey::valid_versions()` agrees with every range here except Fetch, whose v18
@@ -79,7 +79,7 @@ pub fn supported_range(api_key: i16) -> Option<(i16, i16)> {
 }
 
 /// The ApiVersions answer for a request of `version` (a supported one: for too-new versions the
-/// server sends [`crate::protocol::header::unsupported_api_versions_frame`] instead).
+/// server sends [`crate::header::unsupported_api_versions_frame`] instead).
 ///
 /// Error NONE, throttle 0, every API of [`SUPPORTED_APIS`]. For v3+ Kafka also sends the
 /// supported and finalized features; a broker without feature flags sends empty lists and
@@ -110,7 +110,7 @@ pub fn api_versions_response(version: i16) -> ApiVersionsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codec::encode_response;
+    use crate::codec::encode_response;
     use bytes::Buf;
     use kafka_protocol::messages::ResponseHeader;
     use kafka_protocol::protocol::Decodable;
