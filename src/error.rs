@@ -36,6 +36,13 @@ pub fn shard_gone_code(_: &ShardGone) -> ResponseError {
     ResponseError::NotLeaderOrFollower
 }
 
+/// The Kafka error for a group or transaction request whose coordinator shard could not be
+/// reached or dropped the request (the broker is stopping): clients look the coordinator up
+/// again and retry, as they do when Kafka's coordinator moves.
+pub fn coordinator_gone_code() -> ResponseError {
+    ResponseError::CoordinatorNotAvailable
+}
+
 /// The error for a partition that exists in metadata but is not open on its shard (its log
 /// failed to open, or it is being created or deleted right now).
 pub fn partition_unavailable_code() -> ResponseError {

@@ -1,6 +1,7 @@
 //! AddOffsetsToTxn: a consumer group's offsets will be committed with the producer's open
 //! transaction (TxnOffsetCommit follows); recorded durably on the coordinator shard.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -34,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .await
             })
             .await
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or(Err(coordinator_gone_code()))
     };
     let response =
         AddOffsetsToTxnResponse::default().with_error_code(crate::error::code(result.err()));

@@ -7,6 +7,7 @@
 //! OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the
 //! coordinator's verdict.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -100,7 +101,7 @@ async fn add_one(
                 txns::add(&c, &transactional_id, producer_id, epoch, partitions, None).await
             })
             .await
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or(Err(coordinator_gone_code()))
     };
     topics
         .iter()

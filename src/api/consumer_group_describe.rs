@@ -2,6 +2,7 @@
 //! members with their current and target assignments (topic ids and names). A group the
 //! coordinator does not know, or a classic group, gets GROUP_ID_NOT_FOUND, as Kafka 4 answers.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -57,7 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         match answers.as_ref().map(|a| a[i].clone()) {
-            Err(_) => g.error_code = ResponseError::CoordinatorNotAvailable.code(),
+            Err(_) => g.error_code = coordinator_gone_code().code(),
             Ok(Err(message)) => {
                 g.error_code = ResponseError::GroupIdNotFound.code();
                 g.error_message = Some(str_bytes(message));

@@ -2,6 +2,7 @@
 //! member in one request, answered at once by the coordinator shard's
 //! `coordinator::consumer_group` state machine with the member's epoch and assignment.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
@@ -48,7 +49,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .await;
     let response = match answer {
         Err(_) => ConsumerGroupHeartbeatResponse::default()
-            .with_error_code(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()),
+            .with_error_code(coordinator_gone_code().code()),
         Ok(r) => ConsumerGroupHeartbeatResponse::default()
             .with_error_code(crate::error::code(r.error))
             .with_error_message(r.error_message.map(str_bytes))

@@ -1,9 +1,9 @@
 //! DeleteGroups: removes empty groups and their committed offsets (durably);
 //! NON_EMPTY_GROUP for a group with members, GROUP_ID_NOT_FOUND for an unknown one.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -30,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     for (i, group_id) in body.groups_names.iter().enumerate() {
         let error = match &answers {
             Ok(errors) => errors[i],
-            Err(_) => Some(ResponseError::CoordinatorNotAvailable),
+            Err(_) => Some(coordinator_gone_code()),
         };
         response.results.push(
             DeletableGroupResult::default()

@@ -3,6 +3,7 @@
 //! consumer group ("is not a classic group"), is reported Dead (v0-5) or GROUP_ID_NOT_FOUND
 //! (v6+), as Kafka 4.1 does.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -35,7 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         match answers.as_ref().map(|a| a[i].clone()) {
-            Err(_) => g.error_code = ResponseError::CoordinatorNotAvailable.code(),
+            Err(_) => g.error_code = coordinator_gone_code().code(),
             Ok((None, consumer_group)) => {
                 g.group_state = str_bytes("Dead");
                 if request.api_version >= 6 {

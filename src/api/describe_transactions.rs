@@ -2,6 +2,7 @@
 //! producer id and epoch, timeout, start time, partitions). Unknown ids get
 //! TRANSACTIONAL_ID_NOT_FOUND.
 
+use crate::error::coordinator_gone_code;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -51,11 +52,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .collect()
         })
         .await
-        .unwrap_or_else(|_| {
-            ids.iter()
-                .map(|_| Err(ResponseError::CoordinatorNotAvailable))
-                .collect()
-        });
+        .unwrap_or_else(|_| ids.iter().map(|_| Err(coordinator_gone_code())).collect());
     let mut response = DescribeTransactionsResponse::default();
     for (id, answer) in body.transactional_ids.iter().zip(answers) {
         let mut t = TransactionState::default().with_transactional_id(id.clone());

@@ -5,6 +5,7 @@
 //! v5 (KIP-890, transactions v2) answers with the producer id and epoch; Freshet does not
 //! advertise `transaction.version` 2, so clients use v1 semantics and those fields are -1.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -26,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             txns::end_txn(&c, &transactional_id, producer_id, epoch, commit).await
         })
         .await
-        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or(Err(coordinator_gone_code()));
     // Before v2 a fenced producer is told INVALID_PRODUCER_EPOCH (it knows no PRODUCER_FENCED).
     let error = match result.err() {
         Some(ResponseError::ProducerFenced) if request.api_version < 2 => {

@@ -1,9 +1,9 @@
 //! Heartbeat: answered at once by the coordinator shard (REBALANCE_IN_PROGRESS tells a member
 //! to rejoin).
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{decode, Outcome};
@@ -30,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             )
         })
         .await;
-    let error = answer.unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+    let error = answer.unwrap_or(Some(coordinator_gone_code()));
     let response = HeartbeatResponse::default().with_error_code(crate::error::code(error));
     super::respond(&request, &response)
 }

@@ -10,9 +10,9 @@
 //! without a `transactional_id`). Sequences are checked per partition by the log
 //! (`storage::producer_state`).
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{decode, Outcome};
@@ -51,7 +51,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             response.producer_epoch = -1;
         }
         Err(_) => {
-            response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            response.error_code = coordinator_gone_code().code();
             response.producer_id = ProducerId(-1);
             response.producer_epoch = -1;
         }

@@ -1,9 +1,9 @@
 //! JoinGroup: runs on the coordinator shard, where the answer may wait for the rebalance to
 //! complete (see `coordinator::group`).
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
@@ -70,7 +70,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .collect();
         }
         Err(_) => {
-            response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            response.error_code = coordinator_gone_code().code();
             response.generation_id = -1;
             response.member_id = str_bytes(member_id);
             response.protocol_name = Some(str_bytes(""));

@@ -1,9 +1,9 @@
 //! LeaveGroup: one member (v0-2) or a batch of members by member id or static instance id
 //! (v3+), removed at once by the coordinator shard; the rest of the group rebalances.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
@@ -37,7 +37,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             c.groups.leave(now_ms(), &group_id, &leaving).await
         })
         .await;
-    let (top, each) = answer.unwrap_or((Some(ResponseError::CoordinatorNotAvailable), Vec::new()));
+    let (top, each) = answer.unwrap_or((Some(coordinator_gone_code()), Vec::new()));
     let mut response = LeaveGroupResponse::default();
     if batched {
         response.error_code = crate::error::code(top);

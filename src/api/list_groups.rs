@@ -1,9 +1,9 @@
 //! ListGroups: every group the coordinator shard knows, with Kafka's state (v4+) and type (v5+)
 //! filters, matched case-insensitively as Kafka does: classic groups and KIP-848 consumer groups.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
@@ -21,7 +21,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .await;
     let mut response = ListGroupsResponse::default();
     let Ok(listed) = listed else {
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        response.error_code = coordinator_gone_code().code();
         return super::respond(&request, &response);
     };
     let states: Vec<String> = body

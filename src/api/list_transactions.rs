@@ -3,6 +3,7 @@
 //! are echoed in `unknown_state_filters`. v2's `transactional_id_pattern` (a regular
 //! expression) is not served: Freshet advertises v0-1.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_transactions_response::TransactionState;
@@ -71,8 +72,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .collect();
         }
         Err(_) => {
-            response.error_code =
-                kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code();
+            response.error_code = coordinator_gone_code().code();
         }
     }
     response.unknown_state_filters = unknown.into_iter().map(str_bytes).collect();

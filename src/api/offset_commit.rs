@@ -7,6 +7,7 @@
 //! against this shard's metadata snapshot). `retention_time_ms` (v2-4) is ignored: offsets
 //! expire by the broker's `offsets.retention.minutes` only (see `shard::groups`).
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -75,7 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 c.groups.commit(now, &who, entries).await
             })
             .await
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or(Err(coordinator_gone_code()))
     };
     let mut coordinator_errors = match &answer {
         Ok(errors) => errors.clone().into_iter(),

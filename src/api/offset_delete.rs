@@ -2,6 +2,7 @@
 //! not subscribe to (GROUP_SUBSCRIBED_TO_TOPIC otherwise); GROUP_ID_NOT_FOUND for an unknown
 //! group, UNKNOWN_TOPIC_OR_PARTITION for partitions the broker does not have.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -39,7 +40,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             c.groups.delete_offsets(now_ms(), &group_id, asked).await
         })
         .await
-        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or(Err(coordinator_gone_code()));
     let mut response = OffsetDeleteResponse::default();
     let mut remote = match answer {
         Ok(errors) => errors.into_iter(),

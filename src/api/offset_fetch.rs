@@ -6,6 +6,7 @@
 //! offset waits in an open transaction gets UNSTABLE_OFFSET_COMMIT, so a read_committed
 //! consumer does not start from a stale offset.
 
+use crate::error::coordinator_gone_code;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -76,12 +77,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             (answers, pending)
         })
         .await
-        .unwrap_or_else(|_| {
-            (
-                vec![Err(ResponseError::CoordinatorNotAvailable)],
-                HashSet::new(),
-            )
-        });
+        .unwrap_or_else(|_| (vec![Err(coordinator_gone_code())], HashSet::new()));
     // KIP-447: with require_stable, a partition whose offset waits in an open transaction is
     // UNSTABLE_OFFSET_COMMIT (retriable) instead of a value that may be about to change.
     let unstable = |group: &str, topic: &str, partition: i32| {
@@ -130,7 +126,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let answer = answers
         .into_iter()
         .next()
-        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or(Err(coordinator_gone_code()));
     let group_id = groups.next().unwrap_or_default();
     match answer {
         Ok(topics) => {

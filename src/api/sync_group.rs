@@ -1,9 +1,9 @@
 //! SyncGroup: runs on the coordinator shard; a follower's answer waits for the leader's
 //! assignment (see `coordinator::group`).
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{decode, str_bytes, Outcome};
@@ -42,7 +42,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             response.protocol_name = r.protocol_name.map(str_bytes);
             response.assignment = r.assignment;
         }
-        Err(_) => response.error_code = ResponseError::CoordinatorNotAvailable.code(),
+        Err(_) => response.error_code = coordinator_gone_code().code(),
     }
     super::respond(&request, &response)
 }

@@ -8,6 +8,7 @@
 //! From v4 a group not added to the transaction is TRANSACTION_ABORTABLE (as Kafka answers),
 //! INVALID_TXN_STATE before.
 
+use crate::error::coordinator_gone_code;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -96,7 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 )
             })
             .await
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or(Err(coordinator_gone_code()))
     };
     // Kafka answers clients that know it (v4+) with TRANSACTION_ABORTABLE.
     let verdict = match verdict {

@@ -28,6 +28,7 @@
 //!   ids. The live records are taken with no await before their append is issued, so a change
 //!   made later is appended after them.
 
+use crate::error::coordinator_gone_code;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::Path;
@@ -213,16 +214,12 @@ impl TxnCoordinator {
 
     /// Appends `record` to the transaction log; resolves once durable.
     async fn persist(&self, record: &TxnRecord) -> Result<(), ResponseError> {
-        let log = self
-            .log
-            .borrow()
-            .clone()
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let log = self.log.borrow().clone().ok_or(coordinator_gone_code())?;
         let batch = encode_records(std::slice::from_ref(record))
             .map_err(|_| ResponseError::UnknownServerError)?;
         log.append(batch, now_ms()).await.map_err(|e| {
             tracing::error!(error = %e, "appending to the transaction log failed");
-            ResponseError::CoordinatorNotAvailable
+            coordinator_gone_code()
         })?;
         self.records_in_log.set(self.records_in_log.get() + 1);
         Ok(())
@@ -442,7 +439,7 @@ async fn write_marker(
             }
         })
         .await;
-    answer.unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    answer.unwrap_or(Err(coordinator_gone_code()))
 }
 
 /// From the coordinator's tick: abort expired transactions and rerun stuck plans, each as its
