@@ -16,6 +16,7 @@
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
+//! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
 pub mod bench;
@@ -26,6 +27,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fuzzing;
 pub mod metrics;
+pub mod os;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;

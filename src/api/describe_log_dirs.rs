@@ -10,7 +10,7 @@
 //! thread); if the directory cannot be examined the entry carries KAFKA_STORAGE_ERROR.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -66,7 +66,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else {
         let dir = PathBuf::from(&log_dir);
         match glommio::executor()
-            .spawn_blocking(move || disk_space(&dir))
+            .spawn_blocking(move || crate::os::disk_space(&dir))
             .await
         {
             Ok((total, usable)) => {
@@ -132,32 +132,9 @@ fn group_by_topic(sizes: Vec<PartitionSize>) -> Vec<DescribeLogDirsTopic> {
         .collect()
 }
 
-/// (total, usable) bytes of the file system holding `dir`, as Java's `FileStore` reports them
-/// (blocks and blocks available to unprivileged users, times the fragment size).
-fn disk_space(dir: &Path) -> std::io::Result<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    // SAFETY: `statvfs` is plain old data that the call fills in; `path` is NUL-terminated and
-    // outlives the call.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fragment = stats.f_frsize as u128;
-    let bytes = |blocks: u128| i64::try_from(blocks * fragment).unwrap_or(i64::MAX);
-    Ok((bytes(stats.f_blocks as u128), bytes(stats.f_bavail as u128)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn disk_space_of_an_existing_directory_is_positive() {
-        let (total, usable) = disk_space(Path::new("/")).unwrap();
-        assert!(total > 0 && usable >= 0 && usable <= total);
-        assert!(disk_space(Path::new("/no/such/dir/here")).is_err());
-    }
 
     #[test]
     fn partitions_are_grouped_and_sorted() {

@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -438,9 +438,11 @@ fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {
         path: path.display().to_string(),
         source,
     })?;
-    // SAFETY: flock on a valid open descriptor; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    let locked = crate::os::try_lock_exclusive(&file).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !locked {
         return Err(StartError::DataDirLocked(
             config.data_dir.display().to_string(),
         ));
@@ -456,27 +458,15 @@ pub fn memlock_needed(config: &BrokerConfig, shards: usize) -> u64 {
 }
 
 fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::os::is_root() {
         return Ok(()); // root is not charged for locked memory.
     }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(have) = crate::os::memlock_limit_bytes() else {
+        return Ok(()); // unlimited
     };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return Ok(());
-    }
     let need = memlock_needed(config, shards);
-    if limit.rlim_cur < need {
-        return Err(StartError::Memlock {
-            have: limit.rlim_cur,
-            need,
-            shards,
-        });
+    if have < need {
+        return Err(StartError::Memlock { have, need, shards });
     }
     Ok(())
 }
@@ -484,21 +474,7 @@ fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError>
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every partition keeps its active segment
 /// open and every connection is a descriptor, so the usual soft limit of 1024 is far too low.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::warn!("could not raise the open files limit");
-            }
-        }
-    }
-    tracing::debug!(open_files_max = limit.rlim_cur, "open files limit");
+    crate::os::raise_open_files_limit();
 }
 
 fn explain_executor_error(text: &str) -> String {

@@ -209,19 +209,8 @@ fn host_options(args: &HostArgs) -> Result<host::HostOptions, String> {
     if let Some(c) = &args.shard_cpus {
         config.shard_cpus = parse_cpu_list(c)?;
     }
-    // SAFETY: geteuid has no preconditions; getrlimit writes into the struct we own.
-    let uid = unsafe { libc::geteuid() };
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let memlock_bytes = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        None
-    } else {
-        Some(limit.rlim_cur)
-    };
+    let uid = crate::os::effective_uid();
+    let memlock_bytes = crate::os::memlock_limit_bytes();
     Ok(host::HostOptions {
         root: args.root.clone(),
         config,
