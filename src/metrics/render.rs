@@ -95,9 +95,20 @@ impl Out {
     }
 }
 
-/// Renders every metric of the broker.
+/// Renders every metric of the broker, section by section.
 pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
+    render_process(&mut o, info, shards);
+    render_requests(&mut o, shards);
+    render_connections(&mut o, shards);
+    render_traffic(&mut o, shards);
+    let partitions = render_storage(&mut o, shards);
+    render_groups(&mut o, shards, &partitions);
+    o.0
+}
+
+/// Readiness, shard count, uptime, resident memory.
+fn render_process(o: &mut Out, info: &BrokerInfo, shards: &[ShardSnapshot]) {
     o.header(
         "freshet_ready",
         "gauge",
@@ -124,8 +135,10 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
         );
         o.sample("process_resident_memory_bytes", &[], rss);
     }
+}
 
-    // Requests per API and shard.
+/// Requests per API and shard: counts, failures, latency, handler panics, partition errors.
+fn render_requests(o: &mut Out, shards: &[ShardSnapshot]) {
     o.header(
         "freshet_requests_total",
         "counter",
@@ -199,8 +212,10 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
             n,
         );
     }
+}
 
-    // Connections and internal queues.
+/// Connections and internal queues, per shard.
+fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
     o.per_shard(
         shards,
         "freshet_connections",
@@ -236,8 +251,10 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
         "Bytes of requests read on the shard and not yet answered.",
         |s| s.inflight_request_bytes,
     );
+}
 
-    // Data in and out, per shard (the connection's shard) and per partition.
+/// Data in and out, per shard (the connection's shard) and per partition.
+fn render_traffic(o: &mut Out, shards: &[ShardSnapshot]) {
     type Pick = fn(&PartitionCounters) -> u64;
     let flows: [(&str, &str, Pick); 5] = [
         ("bytes_in", "Record bytes acknowledged to producers", |c| {
@@ -285,8 +302,10 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
             );
         }
     }
+}
 
-    // Storage.
+/// Storage per shard and per partition; returns the partitions sorted by topic and index.
+fn render_storage<'a>(o: &mut Out, shards: &'a [ShardSnapshot]) -> Vec<&'a super::PartitionState> {
     o.per_shard(
         shards,
         "freshet_storage_size_bytes",
@@ -365,8 +384,11 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
             );
         }
     }
+    partitions
+}
 
-    // Consumer groups (coordinator shard).
+/// Consumer groups (coordinator shard): states, members, committed offsets, lag.
+fn render_groups(o: &mut Out, shards: &[ShardSnapshot], partitions: &[&super::PartitionState]) {
     if let Some(groups) = shards.iter().find_map(|s| s.groups.as_ref()) {
         o.header(
             "freshet_groups",
@@ -411,7 +433,6 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
             }
         }
     }
-    o.0
 }
 
 #[cfg(test)]
