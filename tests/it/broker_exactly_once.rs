@@ -2,7 +2,7 @@
 //! against the real `freshet` binary, driven over raw Kafka protocol (exact control of producer
 //! ids and sequences) and by librdkafka through the `rdkafka` crate.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! clients (librdkafka through the `rdkafka` crate) produce and consume, `/health`, `/ready`,
 //! and the listener's configuration (explicit address taken, `off`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

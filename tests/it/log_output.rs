@@ -2,7 +2,7 @@
 //! that keeps serving and stops cleanly when its stderr goes away (a log collector that died:
 //! writes to a closed pipe fail with EPIPE and must not panic the broker).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

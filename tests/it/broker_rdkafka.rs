@@ -5,7 +5,7 @@
 //! partitions with explicit offsets and never subscribe or commit (group consumers are tested with
 //! the Python clients in tests/python).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

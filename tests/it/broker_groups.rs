@@ -5,7 +5,7 @@
 //! round-robin from one thread (librdkafka heartbeats from its own threads), so the scenario
 //! decides exactly when each member joins, commits and leaves.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! SO_REUSEPORT, so several healthy connections are kept open to cover the bad connection's
 //! own shard too).
 
-mod common;
+use crate::common;
 
 use std::io::{self, Write};
 use std::net::Shutdown;

@@ -7,7 +7,7 @@
 //! Without root (or loop devices) the test says so on stderr and passes without running; the
 //! storage-level equivalent (RLIMIT_FSIZE) is `tests/storage_ioerror.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! from the beginning sees exactly the latest value of every key, at the offset it was written
 //! at, and the tombstone disappears after `delete.retention.ms`. A restart serves the same.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

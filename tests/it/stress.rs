@@ -9,7 +9,7 @@
 //! sockets: it sends one request on every connection, then reads every answer (so all
 //! connections have a request in flight at once), alternating produce and fetch rounds.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

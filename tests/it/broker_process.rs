@@ -1,7 +1,7 @@
 //! The `freshet` process itself (issue 3): embedded defaults, refusing a second broker on the
 //! same data directory or port, clean shutdown on SIGTERM and SIGINT, idle memory.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! CLI are read by rdkafka with the same keys and headers, and a group's offsets reset by
 //! `freshet group seek` are where an rdkafka group consumer starts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
