@@ -1168,6 +1168,8 @@ fn kill_9_during_commit_completes_or_aborts_on_every_partition() {
                 .with_producer_epoch(epoch)
                 .with_committed(true);
             conn.send(3, &end).expect("send EndTxn");
+            // Not synchronization: the kill lands this long into the commit, the variable
+            // under test.
             std::thread::sleep(Duration::from_millis(delay_ms));
             broker.kill9();
             broker.start_again();
@@ -1255,11 +1257,9 @@ fn idle_transactional_ids_expire() {
             describe_txn(&mut conn, "txn-exp"),
             (0, "CompleteCommit".into())
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while describe_txn(&mut conn, "txn-exp").0 != TRANSACTIONAL_ID_NOT_FOUND {
-            assert!(Instant::now() < deadline, "txn-exp never expired");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(Duration::from_secs(20), "txn-exp to expire", || {
+            describe_txn(&mut conn, "txn-exp").0 == TRANSACTIONAL_ID_NOT_FOUND
+        });
         assert_eq!(
             describe_txn(&mut conn, "txn-open"),
             (0, "Ongoing".into()),
@@ -1321,11 +1321,11 @@ fn transaction_log_is_compacted_while_running() {
             last = init(&mut conn);
         }
         assert_eq!(last.0, pid);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !broker.log().contains("transaction log compacted") {
-            assert!(Instant::now() < deadline, "never compacted while running");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(
+            Duration::from_secs(20),
+            "the transaction log to be compacted while running",
+            || broker.log().contains("transaction log compacted"),
+        );
         broker.restart();
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         assert_eq!(init(&mut conn), (pid, last.1 + 1), "latest state survived");

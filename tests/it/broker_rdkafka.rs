@@ -1231,8 +1231,13 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     }
     // Phase 2: kill -9 while many produce requests are in flight; whatever the client gets
     // acknowledged (before the kill, or by retrying against the restarted broker) must be kept.
+    let produced = broker.requests_handled("Produce");
     let (values, futures) = enqueue(5_000..20_000);
-    std::thread::sleep(Duration::from_millis(100));
+    crate::common::wait_until(
+        Duration::from_secs(20),
+        "the broker to answer the first produce requests of phase 2",
+        || broker.requests_handled("Produce") > produced,
+    );
     broker.kill9();
     // The dead broker's listening socket can accept for a few ms after SIGKILL (its io_uring is
     // torn down asynchronously); restarting into that window is covered by broker_process.rs.
@@ -1395,6 +1400,9 @@ fn consumer_waiting_at_end_is_woken_by_new_messages(shards: usize) {
         let m = consume(&c, 1, Duration::from_secs(30));
         latencies.push(start.elapsed());
         assert_eq!(m[0].payload(), Some(v.as_bytes()));
+        // Not synchronization: give the consumer time to send its next fetch, which then waits
+        // at the end, the situation under test. (A parked fetch has no observable sign; if it
+        // arrived late the latency measured would only be lower.)
         std::thread::sleep(Duration::from_millis(300));
     }
     latencies.sort();

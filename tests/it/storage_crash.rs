@@ -188,6 +188,7 @@ fn acked_batches_survive_kill_9() {
             let _ = std::io::Read::read_to_end(&mut r, &mut buf);
             buf
         });
+        // Not synchronization: the child is killed at a random moment of its appends.
         std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
         child.kill().expect("SIGKILL child");
         let status = child.wait().expect("wait child");

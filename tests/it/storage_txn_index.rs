@@ -292,6 +292,7 @@ fn acked_aborts_survive_kill_9() {
             }
             lines
         });
+        // Not synchronization: the child is killed at a different moment each round.
         std::thread::sleep(Duration::from_millis(400 + 150 * round));
         child.kill().expect("SIGKILL child");
         assert!(!child.wait().unwrap().success());
