@@ -4,8 +4,10 @@
 //! space is freed (a filler file is deleted) producing succeeds again; after a kill -9 and a
 //! restart, every acknowledged record is there, in place, and nothing else.
 //!
-//! Without root (or loop devices) the test says so on stderr and passes without running; the
-//! storage-level equivalent (RLIMIT_FSIZE) is `tests/storage_ioerror.rs`.
+//! Without root (or loop devices) the test cannot run: it is reported as skipped
+//! (`common::skip`: a `SKIPPED:` line that `tests/run-all.sh` counts), or fails when
+//! `FRESHET_REQUIRE_ALL_TESTS=1` (CI). The storage-level equivalent (RLIMIT_FSIZE), which runs
+//! everywhere, is `tests/it/storage_ioerror.rs`.
 
 use crate::common;
 
@@ -216,7 +218,10 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
     let disk = match SmallDisk::create() {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("SKIPPED full_disk test: cannot loop-mount a small file system ({why})");
+            common::skip(
+                "enospc::full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed",
+                &format!("cannot loop-mount a small file system: {why}"),
+            );
             return;
         }
     };
