@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -33,7 +34,7 @@ const FILLER_BYTES: usize = 12 << 20;
 const TOPIC: &str = "fills-the-disk";
 const RECORDS_PER_BATCH: usize = 64;
 const VALUE_BYTES: usize = 4000;
-const KAFKA_STORAGE_ERROR: i16 = 56;
+const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 
 /// A loop-mounted ext4 image; unmounted (lazily if busy) when dropped.
 struct SmallDisk {
@@ -262,7 +263,9 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
         assert!(
             common::metric_value(
                 &metrics,
-                "freshet_partition_errors_total{api=\"Produce\",error_code=\"56\"}"
+                &format!(
+                    "freshet_partition_errors_total{{api=\"Produce\",error_code=\"{KAFKA_STORAGE_ERROR}\"}}"
+                )
             )
             .unwrap_or(0.0)
                 >= 3.0,
