@@ -1666,21 +1666,26 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
     }
     await_all_ok(futures);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (size_marks, time_marks) = loop {
-        let (s, t) = (
-            watermarks(&broker, "by-size", 0),
-            watermarks(&broker, "by-time", 0),
-        );
-        if s.0 > 0 && t.0 > 0 {
-            break (s, t);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no retention within 30 s: by-size {s:?}, by-time {t:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Wait for the end state, not for the first deletion: a retention pass that ran while the
+    // records were still being produced deletes only the segments sealed by then.
+    let (size_marks, time_marks) = crate::common::wait_for(
+        Duration::from_secs(30),
+        "retention to leave at most retention.bytes + one segment of by-size and only the \
+         active segment of by-time",
+        || {
+            let (s, t) = (
+                watermarks(&broker, "by-size", 0),
+                watermarks(&broker, "by-time", 0),
+            );
+            let size_done = s.0 > 0 && (s.1 - s.0) * 1000 < 2_097_152 + segment;
+            let time_done = t.0 > 0 && (t.1 - t.0) * 1000 < segment;
+            if size_done && time_done {
+                Ok((s, t))
+            } else {
+                Err(format!("by-size {s:?}, by-time {t:?}"))
+            }
+        },
+    );
     assert_eq!(size_marks.1, 6000);
     assert_eq!(time_marks.1, 6000);
     // A record takes 1000 to ~1100 bytes on disk (value plus record and batch overhead). What
