@@ -4,8 +4,8 @@
 //! `freshet` crate and the heavy dev-dependencies (rdkafka, tokio, proptest) into one
 //! executable instead of one per file: one link step in CI instead of twenty. Tests keep their
 //! names with the file as a prefix: `cargo test --test it -- storage_crash::` runs one file,
-//! `cargo test --test it -- cli::topic_create` one test, `cargo test --test it -- --list` lists
-//! them all.
+//! `cargo test --test it -- cli::topic_and_cluster` the tests whose names contain that, and
+//! `cargo test --test it -- --list` lists them all.
 //!
 //! The harnesses stay where they were, so a file outside this binary can still use them:
 //! `tests/common/` starts the real `freshet` binary (`TestBroker`, `RawConn`, `within`,
