@@ -156,6 +156,7 @@ pub fn parse_fetch_response(body: &[u8], version: i16) -> Result<FetchResponseVi
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
     use kafka_protocol::messages::fetch_response::{
         AbortedTransaction, FetchableTopicResponse, PartitionData,
     };
@@ -182,7 +183,7 @@ mod tests {
                             .with_records(Some(records.clone())),
                         PartitionData::default()
                             .with_partition_index(2)
-                            .with_error_code(1)
+                            .with_error_code(ResponseError::OffsetOutOfRange.code())
                             .with_records(None),
                     ])]);
             let mut buf = bytes::BytesMut::new();
@@ -195,7 +196,10 @@ mod tests {
             if version >= 5 {
                 assert_eq!(p.log_start_offset, 3);
             }
-            assert_eq!(view.partitions[1].error_code, 1);
+            assert_eq!(
+                view.partitions[1].error_code,
+                ResponseError::OffsetOutOfRange.code()
+            );
             assert!(view.partitions[1].records.is_empty());
             for cut in 0..buf.len() {
                 assert!(parse_fetch_response(&buf[..cut], version).is_err());

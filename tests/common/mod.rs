@@ -8,7 +8,9 @@
 //! `RawConn` is a minimal Kafka wire connection (framing plus the `kafka-protocol` codecs) used
 //! for the readiness probe and for tests that need exact control over the bytes sent.
 //!
-//! `within` bounds a test's total running time.
+//! `within` bounds a test's total running time. `wait_until` / `wait_for` wait for a condition
+//! (never a bare sleep) and fail naming what did not happen. `skip` reports a test that cannot
+//! run here (e.g. it needs root) as skipped instead of letting it pass silently.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::{self, OpenOptions};
@@ -105,6 +107,22 @@ impl TestBroker {
     /// GETs `path` from the admin listener: (status code, body).
     pub fn admin_get(&self, path: &str) -> io::Result<(u16, String)> {
         http_get(&self.admin_addr(), path)
+    }
+
+    /// Requests of API `api` (as `/metrics` names it, e.g. "Fetch") handled so far, all shards.
+    pub fn requests_handled(&self, api: &str) -> f64 {
+        let (status, text) = self.admin_get("/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        let prefix = format!("freshet_requests_total{{api=\"{api}\",");
+        text.lines()
+            .filter_map(|l| {
+                l.strip_prefix(&prefix)?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -539,4 +557,51 @@ pub fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Sen
             panic!("test did not finish within {limit:?} (its broker is killed when the process exits)")
         }
     }
+}
+
+/// How often `wait_until` and `wait_for` look at their condition.
+pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Waits until `done()` is true, looking every [`WAIT_POLL_INTERVAL`]; panics after `timeout`
+/// with "timed out after ... waiting for {what}". `what` names the condition, e.g. "the
+/// consumer to see 100 records".
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(timeout, what, || if done() { Ok(()) } else { Err(()) })
+}
+
+/// Waits until `probe()` returns `Ok(value)` and returns the value; `Err(state)` means "not
+/// yet", and the last such state is printed (`{:?}`) if `timeout` passes first.
+pub fn wait_for<T, E: std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(state) => state,
+        };
+        if started.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}");
+        }
+        thread::sleep(WAIT_POLL_INTERVAL);
+    }
+}
+
+/// Environment variable that turns [`skip`] into a failure: set it to 1 where every test must
+/// really run (CI runs as root, with loop devices).
+pub const REQUIRE_ALL_TESTS_ENV: &str = "FRESHET_REQUIRE_ALL_TESTS";
+
+/// Reports that the calling test cannot run here and why; the caller then returns. libtest
+/// has no runtime skip, so the test is listed as passed, but the line `SKIPPED: <test>: <why>`
+/// is written to stderr past libtest's output capture, and `tests/run-all.sh` counts such lines
+/// as skipped, not passed. With `FRESHET_REQUIRE_ALL_TESTS=1` it panics instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var(REQUIRE_ALL_TESTS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run here ({why}), and {REQUIRE_ALL_TESTS_ENV}=1 requires it");
+    }
+    // Straight to the stderr handle: `eprintln!` would be captured and shown only on failure.
+    // The leading newline keeps the line whole when libtest has printed "test x ... " already.
+    let _ = writeln!(io::stderr(), "\nSKIPPED: {test}: {why}");
 }

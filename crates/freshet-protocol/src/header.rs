@@ -441,7 +441,10 @@ mod tests {
         assert_eq!(header.correlation_id, 1234);
         let body = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
         assert!(!buf.has_remaining());
-        assert_eq!(body.error_code, 35);
+        assert_eq!(
+            body.error_code,
+            kafka_protocol::error::ResponseError::UnsupportedVersion.code()
+        );
         assert_eq!(body.api_keys.len(), 1);
         assert_eq!(
             (

@@ -4,8 +4,7 @@
 //! fails, checks that the failed data is neither served nor indexed and that the log end fell
 //! back to the high watermark, raises the limit, appends again, closes and reopens.
 
-#[path = "storage_common/mod.rs"]
-mod common;
+use crate::storage_common as common;
 
 use common::*;
 use freshet::storage::{batch, LogConfig, StorageError};
@@ -28,6 +27,7 @@ fn set_fsize_limit(bytes: u64) {
 }
 
 #[test]
+#[ignore = "child process of `disk_full_errors_are_returned_and_the_log_recovers`, which runs it with --ignored"]
 fn ioerror_child_entry() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
@@ -92,8 +92,9 @@ fn disk_full_errors_are_returned_and_the_log_recovers() {
     let exe = std::env::current_exe().expect("exe");
     let out = Command::new(exe)
         .args([
-            "ioerror_child_entry",
+            "storage_ioerror::ioerror_child_entry",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

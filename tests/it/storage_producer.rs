@@ -2,7 +2,7 @@
 //! assigned, and the state survives reopening a log (from the close snapshot, from a roll
 //! snapshot plus replay after a crash, and from a full replay when the snapshot is damaged).
 
-mod storage_common;
+use crate::storage_common;
 
 use bytes::Bytes;
 use freshet::storage::{LogConfig, PartitionLog, StorageError};

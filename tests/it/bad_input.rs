@@ -6,7 +6,7 @@
 //! SO_REUSEPORT, so several healthy connections are kept open to cover the bad connection's
 //! own shard too).
 
-mod common;
+use crate::common;
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{RawConn, TestBroker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -27,7 +28,7 @@ const VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Healthy connections kept open across the bad input (to cover every shard).
 const HEALTHY_CONNECTIONS: usize = 4;
 /// Kafka's UNSUPPORTED_VERSION error code.
-const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 
 macro_rules! scenarios {
     ($($name:ident => $secs:expr;)*) => {$(

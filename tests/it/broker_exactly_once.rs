@@ -2,7 +2,7 @@
 //! against the real `freshet` binary, driven over raw Kafka protocol (exact control of producer
 //! ids and sequences) and by librdkafka through the `rdkafka` crate.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::proxy::CutProxy;
 use common::{free_port, within, RawConn, TestBroker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -25,9 +26,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-const INVALID_PRODUCER_EPOCH: i16 = 47;
-const INVALID_RECORD: i16 = 87;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
+const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 fn create_topic_raw(conn: &mut RawConn, name: &str, partitions: i32) {
     let request = CreateTopicsRequest::default()
@@ -686,8 +687,8 @@ fn kill_9_mid_transaction_aborts_it() {
     })
 }
 
-const INVALID_TXN_STATE: i16 = 48;
-const TRANSACTION_ABORTABLE: i16 = 120;
+const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+const TRANSACTION_ABORTABLE: i16 = ResponseError::TransactionAbortable.code();
 
 fn transactional_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
     let records: Vec<Record> = (0..count)
@@ -837,7 +838,10 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
             assert_eq!((t.producer_id.0, t.producer_epoch), (pid, epoch));
             assert_eq!(t.topics.len(), 1);
             assert_eq!(t.topics[0].partitions, vec![0]);
-            assert_eq!(described.transaction_states[1].error_code, 105);
+            assert_eq!(
+                described.transaction_states[1].error_code,
+                ResponseError::TransactionalIdNotFound.code()
+            );
             let listed = conn
                 .request(
                     1,
@@ -870,7 +874,11 @@ fn transactional_writes_are_verified_and_bound_the_stable_offset() {
                 (p.producer_id.0, p.last_sequence, p.current_txn_start_offset),
                 (pid, 3, 0)
             );
-            assert_eq!(parts[1].error_code, 3, "unknown partition");
+            assert_eq!(
+                parts[1].error_code,
+                ResponseError::UnknownTopicOrPartition.code(),
+                "unknown partition"
+            );
         }
         let end = EndTxnRequest::default()
             .with_transactional_id(tid.clone())
@@ -1168,6 +1176,8 @@ fn kill_9_during_commit_completes_or_aborts_on_every_partition() {
                 .with_producer_epoch(epoch)
                 .with_committed(true);
             conn.send(3, &end).expect("send EndTxn");
+            // Not synchronization: the kill lands this long into the commit, the variable
+            // under test.
             std::thread::sleep(Duration::from_millis(delay_ms));
             broker.kill9();
             broker.start_again();
@@ -1227,7 +1237,7 @@ fn describe_txn(conn: &mut RawConn, id: &str) -> (i16, String) {
 /// restart), while one with an open transaction stays; the id can then be used afresh.
 #[test]
 fn idle_transactional_ids_expire() {
-    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
     within(Duration::from_secs(120), || {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("freshet.toml");
@@ -1255,11 +1265,9 @@ fn idle_transactional_ids_expire() {
             describe_txn(&mut conn, "txn-exp"),
             (0, "CompleteCommit".into())
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while describe_txn(&mut conn, "txn-exp").0 != TRANSACTIONAL_ID_NOT_FOUND {
-            assert!(Instant::now() < deadline, "txn-exp never expired");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(Duration::from_secs(20), "txn-exp to expire", || {
+            describe_txn(&mut conn, "txn-exp").0 == TRANSACTIONAL_ID_NOT_FOUND
+        });
         assert_eq!(
             describe_txn(&mut conn, "txn-open"),
             (0, "Ongoing".into()),
@@ -1321,11 +1329,11 @@ fn transaction_log_is_compacted_while_running() {
             last = init(&mut conn);
         }
         assert_eq!(last.0, pid);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !broker.log().contains("transaction log compacted") {
-            assert!(Instant::now() < deadline, "never compacted while running");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(
+            Duration::from_secs(20),
+            "the transaction log to be compacted while running",
+            || broker.log().contains("transaction log compacted"),
+        );
         broker.restart();
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         assert_eq!(init(&mut conn), (pid, last.1 + 1), "latest state survived");

@@ -5,7 +5,7 @@
 //! CLI are read by rdkafka with the same keys and headers, and a group's offsets reset by
 //! `freshet group seek` are where an rdkafka group consumer starts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -429,6 +429,7 @@ fn produce_and_consume_round_trip_keys_headers_and_formats() {
         assert_eq!(out.lines().count(), 5);
 
         // --follow sees a record produced after it started.
+        let fetches = broker.requests_handled("Fetch");
         let follower = Command::new(broker_bin())
             .args([
                 "consume",
@@ -448,7 +449,12 @@ fn produce_and_consume_round_trip_keys_headers_and_formats() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("follower");
-        std::thread::sleep(Duration::from_millis(1000));
+        // It reads the end offset first, then fetches: produce once it fetches.
+        common::wait_until(
+            Duration::from_secs(20),
+            "the --follow consumer to start fetching",
+            || broker.requests_handled("Fetch") > fetches,
+        );
         ok(
             &broker,
             &["produce", "events", "-p", "2", "--acks", "0"],
@@ -580,11 +586,9 @@ fn group_commands_describe_lag_seek_and_delete() {
         // Once it leaves, the group is Empty and its offsets can be reset.
         consumer.unsubscribe();
         drop(consumer);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while group_state(&broker, "workers") != "Empty" {
-            assert!(Instant::now() < deadline, "the group did not become Empty");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(Duration::from_secs(30), "the group to become Empty", || {
+            group_state(&broker, "workers") == "Empty"
+        });
         let seek = ok_json(&broker, &["group", "seek", "workers", "--to", "earliest"]);
         assert_eq!(seek["partitions"].as_array().unwrap().len(), 2);
         assert_eq!(
@@ -716,11 +720,9 @@ fn group_commands_describe_lag_seek_and_delete() {
         );
 
         // Delete once Empty; then it is gone.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while group_state(&broker, "workers") != "Empty" {
-            assert!(Instant::now() < deadline, "the group did not become Empty");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until(Duration::from_secs(30), "the group to become Empty", || {
+            group_state(&broker, "workers") == "Empty"
+        });
         let deleted = ok(&broker, &["group", "delete", "workers"], "");
         assert!(deleted.contains("deleted"), "{deleted}");
         fails(

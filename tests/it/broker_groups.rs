@@ -5,7 +5,7 @@
 //! round-robin from one thread (librdkafka heartbeats from its own threads), so the scenario
 //! decides exactly when each member joins, commits and leaves.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -276,6 +276,8 @@ fn kip848_split_move_resume() {
         "a new member to resume from the committed offsets",
         |seen, a| seen.len() >= 12 && a[0].len() == 6,
     );
+    // An absence cannot be waited for: give any already-committed message that would be read
+    // again 500 ms to arrive, then drain.
     std::thread::sleep(Duration::from_millis(500));
     poll_until(&[&fresh], &mut later, OP_TIMEOUT, "drain", |_, _| true);
     let expected: BTreeSet<String> = third.into_iter().collect();

@@ -2,7 +2,7 @@
 //! broker reads at its next start (and says so), `check` reports without changing anything,
 //! and `apply` changes the settings of a fake `/proc` tree.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

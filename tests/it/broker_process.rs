@@ -1,7 +1,7 @@
 //! The `freshet` process itself (issue 3): embedded defaults, refusing a second broker on the
 //! same data directory or port, clean shutdown on SIGTERM and SIGINT, idle memory.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -245,6 +245,8 @@ fn start_with_embedded_defaults_listens_on_9092_with_data_in_cwd() {
 fn idle_broker_uses_under_100_mib_rss() {
     within(Duration::from_secs(60), || {
         let broker = TestBroker::start(2);
+        // Not synchronization: "idle" is defined as 2 s after readiness with no client (the
+        // timers and background tasks have run); there is no event to wait for.
         std::thread::sleep(Duration::from_secs(2));
         let rss = broker.rss_bytes();
         eprintln!("idle RSS with 2 shards: {} MiB", rss >> 20);
@@ -527,7 +529,14 @@ fn stalled_and_idle_connections_are_closed_and_release_the_request_budget() {
             .write_all(&(1_048_576i32).to_be_bytes())
             .unwrap();
         stalled.stream.write_all(&[0u8; 10]).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        common::wait_until(
+            Duration::from_secs(10),
+            "the broker to reserve the stalled request's 1 MiB of budget",
+            || {
+                let (_, metrics) = broker.admin_get("/metrics").expect("GET /metrics");
+                common::metric_sum(&metrics, "freshet_inflight_request_bytes") >= 1_000_000.0
+            },
+        );
 
         // Another client's request waits for the budget, then is served once the stalled
         // connection has been closed.

@@ -1,8 +1,7 @@
 //! Partition log behaviour: append/read round trips, offset and time lookups, segment roll,
 //! retention, DeleteRecords, validation errors, group commit, the tail cache, reopen.
 
-#[path = "storage_common/mod.rs"]
-mod common;
+use crate::storage_common as common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;

@@ -4,8 +4,7 @@
 //! (modulo the rewritten base offset), within max_bytes (Kafka's min-one-batch rule aside),
 //! never past the high watermark; every acknowledged batch must survive reopen.
 
-#[path = "storage_common/mod.rs"]
-mod common;
+use crate::storage_common as common;
 
 use common::*;
 use freshet::storage::{batch, LogConfig, StorageError};

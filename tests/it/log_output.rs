@@ -2,7 +2,7 @@
 //! that keeps serving and stops cleanly when its stderr goes away (a log collector that died:
 //! writes to a closed pipe fail with EPIPE and must not panic the broker).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -54,6 +54,7 @@ fn json_log_lines_are_json_and_a_closed_stderr_pipe_does_not_stop_the_broker() {
                     answered = true;
                 }
             }
+            // Pacing, not synchronization: spread the connections over ~2 s of logging.
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(answered, "the broker stopped answering");

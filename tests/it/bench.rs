@@ -3,7 +3,7 @@
 //! outputs (JSON summary, HdrHistogram log, SVG charts) are written; a rate-limited run keeps
 //! its rate; the sweep finds a rate; the client's admin, produce and fetch calls round-trip.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

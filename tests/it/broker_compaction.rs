@@ -4,7 +4,7 @@
 //! from the beginning sees exactly the latest value of every key, at the offset it was written
 //! at, and the tombstone disappears after `delete.retention.ms`. A restart serves the same.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -163,7 +163,7 @@ fn compacted_topic_serves_latest_value_per_key(shards: usize) {
     let offset = produce(&producer, "k2", None);
     latest.insert("k2".into(), (offset, None));
     // Let segment.ms pass, then one more record rolls the segment: everything above is now in
-    // sealed segments the cleaner may clean.
+    // sealed segments the cleaner may clean. (The sleep is the point: segment.ms is a time.)
     std::thread::sleep(Duration::from_millis(1_200));
     let filler_offset = produce(&producer, "filler", Some("last"));
     assert!(filler_offset > offset);
@@ -277,10 +277,13 @@ fn kill_9_while_cleaning_loses_no_latest_value(shards: usize) {
                 let d = rt.block_on(f).expect("delivery").expect("delivered");
                 latest.insert(key, (d.offset, value));
             }
+            // Pacing, not synchronization: bursts 150 ms apart, so segments also roll by
+            // segment.ms (300 ms) while the cleaner works.
             std::thread::sleep(Duration::from_millis(150));
         }
         drop(producer);
-        // Somewhere in the cleaner's work (it runs every 50 ms on fresh segments).
+        // Somewhere in the cleaner's work (it runs every 50 ms on fresh segments): the kill's
+        // moment is the variable under test, not something to wait for.
         std::thread::sleep(Duration::from_millis(37 * (round + 1)));
         broker.kill9();
         broker.start_again();

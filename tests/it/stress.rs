@@ -9,7 +9,7 @@
 //! sockets: it sends one request on every connection, then reads every answer (so all
 //! connections have a request in flight at once), alternating produce and fetch rounds.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -194,6 +194,7 @@ fn five_hundred_connections_produce_and_fetch_with_bounded_memory_and_no_loss() 
         let mut rss_samples_mib = Vec::new();
         let mut connections_seen = 0.0f64;
         while started.elapsed() < Duration::from_secs(seconds) {
+            // Pacing, not synchronization: one RSS and metrics sample per second of load.
             std::thread::sleep(Duration::from_secs(1));
             let rss = broker.rss_bytes();
             rss_samples_mib.push(rss >> 20);

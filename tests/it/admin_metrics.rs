@@ -2,7 +2,7 @@
 //! clients (librdkafka through the `rdkafka` crate) produce and consume, `/health`, `/ready`,
 //! and the listener's configuration (explicit address taken, `off`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -249,18 +249,32 @@ fn admin_listener_refuses_garbage_and_outlives_clients_that_send_nothing() {
         );
 
         // Clients that connect and send nothing hold every admin slot (16)...
+        let held = std::time::Instant::now();
         let silent: Vec<_> = (0..16)
             .map(|_| std::net::TcpStream::connect(broker.admin_addr()).unwrap())
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            broker.admin_get("/health").is_err(),
-            "a 17th client was served"
+        // (Once the broker has accepted all 16, a 17th client is closed at once.)
+        common::wait_until(
+            Duration::from_secs(10),
+            "a 17th admin client to be refused while 16 silent ones hold every slot",
+            || broker.admin_get("/health").is_err(),
         );
         // ... until the request read timeout (5 s) frees them; the broker serves meanwhile.
         assert!(common::RawConn::connect(broker.socket_addr()).is_ok());
-        std::thread::sleep(Duration::from_secs(6));
-        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
+        common::wait_until(
+            Duration::from_secs(15),
+            "the admin read timeout (5 s) to free the slots of the silent clients",
+            || {
+                broker
+                    .admin_get("/health")
+                    .is_ok_and(|(status, _)| status == 200)
+            },
+        );
+        assert!(
+            held.elapsed() >= Duration::from_secs(4),
+            "silent clients lost their slots after {:?}, before the 5 s read timeout",
+            held.elapsed()
+        );
         drop(silent);
     });
 }

@@ -5,7 +5,7 @@
 //! partitions with explicit offsets and never subscribe or commit (group consumers are tested with
 //! the Python clients in tests/python).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1231,8 +1231,13 @@ fn kill_9_keeps_every_acknowledged_message(shards: usize) {
     }
     // Phase 2: kill -9 while many produce requests are in flight; whatever the client gets
     // acknowledged (before the kill, or by retrying against the restarted broker) must be kept.
+    let produced = broker.requests_handled("Produce");
     let (values, futures) = enqueue(5_000..20_000);
-    std::thread::sleep(Duration::from_millis(100));
+    crate::common::wait_until(
+        Duration::from_secs(20),
+        "the broker to answer the first produce requests of phase 2",
+        || broker.requests_handled("Produce") > produced,
+    );
     broker.kill9();
     // The dead broker's listening socket can accept for a few ms after SIGKILL (its io_uring is
     // torn down asynchronously); restarting into that window is covered by broker_process.rs.
@@ -1395,6 +1400,9 @@ fn consumer_waiting_at_end_is_woken_by_new_messages(shards: usize) {
         let m = consume(&c, 1, Duration::from_secs(30));
         latencies.push(start.elapsed());
         assert_eq!(m[0].payload(), Some(v.as_bytes()));
+        // Not synchronization: give the consumer time to send its next fetch, which then waits
+        // at the end, the situation under test. (A parked fetch has no observable sign; if it
+        // arrived late the latency measured would only be lower.)
         std::thread::sleep(Duration::from_millis(300));
     }
     latencies.sort();
@@ -1658,21 +1666,26 @@ fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
     }
     await_all_ok(futures);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (size_marks, time_marks) = loop {
-        let (s, t) = (
-            watermarks(&broker, "by-size", 0),
-            watermarks(&broker, "by-time", 0),
-        );
-        if s.0 > 0 && t.0 > 0 {
-            break (s, t);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no retention within 30 s: by-size {s:?}, by-time {t:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Wait for the end state, not for the first deletion: a retention pass that ran while the
+    // records were still being produced deletes only the segments sealed by then.
+    let (size_marks, time_marks) = crate::common::wait_for(
+        Duration::from_secs(30),
+        "retention to leave at most retention.bytes + one segment of by-size and only the \
+         active segment of by-time",
+        || {
+            let (s, t) = (
+                watermarks(&broker, "by-size", 0),
+                watermarks(&broker, "by-time", 0),
+            );
+            let size_done = s.0 > 0 && (s.1 - s.0) * 1000 < 2_097_152 + segment;
+            let time_done = t.0 > 0 && (t.1 - t.0) * 1000 < segment;
+            if size_done && time_done {
+                Ok((s, t))
+            } else {
+                Err(format!("by-size {s:?}, by-time {t:?}"))
+            }
+        },
+    );
     assert_eq!(size_marks.1, 6000);
     assert_eq!(time_marks.1, 6000);
     // A record takes 1000 to ~1100 bytes on disk (value plus record and batch overhead). What

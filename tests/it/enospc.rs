@@ -4,10 +4,12 @@
 //! space is freed (a filler file is deleted) producing succeeds again; after a kill -9 and a
 //! restart, every acknowledged record is there, in place, and nothing else.
 //!
-//! Without root (or loop devices) the test says so on stderr and passes without running; the
-//! storage-level equivalent (RLIMIT_FSIZE) is `tests/storage_ioerror.rs`.
+//! Without root (or loop devices) the test cannot run: it is reported as skipped
+//! (`common::skip`: a `SKIPPED:` line that `tests/run-all.sh` counts), or fails when
+//! `FRESHET_REQUIRE_ALL_TESTS=1` (CI). The storage-level equivalent (RLIMIT_FSIZE), which runs
+//! everywhere, is `tests/it/storage_ioerror.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -31,7 +34,7 @@ const FILLER_BYTES: usize = 12 << 20;
 const TOPIC: &str = "fills-the-disk";
 const RECORDS_PER_BATCH: usize = 64;
 const VALUE_BYTES: usize = 4000;
-const KAFKA_STORAGE_ERROR: i16 = 56;
+const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 
 /// A loop-mounted ext4 image; unmounted (lazily if busy) when dropped.
 struct SmallDisk {
@@ -216,7 +219,10 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
     let disk = match SmallDisk::create() {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("SKIPPED full_disk test: cannot loop-mount a small file system ({why})");
+            common::skip(
+                "enospc::full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed",
+                &format!("cannot loop-mount a small file system: {why}"),
+            );
             return;
         }
     };
@@ -257,7 +263,9 @@ fn full_disk_gives_kafka_storage_error_then_recovers_when_space_is_freed() {
         assert!(
             common::metric_value(
                 &metrics,
-                "freshet_partition_errors_total{api=\"Produce\",error_code=\"56\"}"
+                &format!(
+                    "freshet_partition_errors_total{{api=\"Produce\",error_code=\"{KAFKA_STORAGE_ERROR}\"}}"
+                )
             )
             .unwrap_or(0.0)
                 >= 3.0,

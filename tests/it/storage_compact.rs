@@ -3,7 +3,7 @@
 //! rewritten with their codec, a small offset map cleans in chunks, and a crash at any step of
 //! the swap recovers to either the old or the cleaned log.
 
-mod storage_common;
+use crate::storage_common;
 
 use bytes::Bytes;
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
