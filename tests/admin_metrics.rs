@@ -248,18 +248,17 @@ fn admin_listener_refuses_garbage_and_outlives_clients_that_send_nothing() {
             "{head}"
         );
 
-        // Clients that connect and send nothing hold every admin slot (16)...
+        // Clients that connect and send nothing hold every admin slot (16); a 17th client
+        // (a probe) is still served: it closes the oldest idle one (issue 12 item 11).
         let silent: Vec<_> = (0..16)
             .map(|_| std::net::TcpStream::connect(broker.admin_addr()).unwrap())
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            broker.admin_get("/health").is_err(),
-            "a 17th client was served"
-        );
-        // ... until the request read timeout (5 s) frees them; the broker serves meanwhile.
+        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
+        // The silent ones are closed by the request read timeout (2 s); the broker serves
+        // meanwhile.
         assert!(common::RawConn::connect(broker.socket_addr()).is_ok());
-        std::thread::sleep(Duration::from_secs(6));
+        std::thread::sleep(Duration::from_secs(3));
         assert_eq!(broker.admin_get("/health").unwrap().0, 200);
         drop(silent);
     });

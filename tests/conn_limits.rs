@@ -104,11 +104,8 @@ fn slow_large_requests_neither_lock_out_new_clients_nor_outlive_the_request_time
                     let _ = s.write(&[0]); // fails once the broker has closed it
                 }
             }
-            let took = api_versions_within(
-                &broker,
-                Duration::from_secs(2),
-                "next to 300 slow requests",
-            );
+            let took =
+                api_versions_within(&broker, Duration::from_secs(2), "next to 300 slow requests");
             worst = worst.max(took);
             probes += 1;
             peak = peak.max(broker.rss_bytes());
@@ -224,7 +221,10 @@ fn admin_probes_answer_while_idle_clients_hold_every_admin_slot() {
         // Idle admin connections are closed quickly (2 s without a request head).
         std::thread::sleep(Duration::from_secs(3));
         let open = silent.iter().filter(|s| !closed_by_broker(s)).count();
-        assert_eq!(open, 0, "{open} idle admin connections still open after 3 s");
+        assert_eq!(
+            open, 0,
+            "{open} idle admin connections still open after 3 s"
+        );
     });
 }
 
@@ -278,17 +278,23 @@ fn tls_client_hello_is_logged_as_such_and_closed() {
         let mut conn = TcpStream::connect(broker.socket_addr()).unwrap();
         // A TLS 1.2 record header (handshake, version 3.1, length 0x0105) and the start of a
         // ClientHello: read as a Kafka size, 369,295,621 bytes.
-        let mut hello = vec![0x16, 0x03, 0x01, 0x01, 0x05, 0x01, 0x00, 0x01, 0x01, 0x03, 0x03];
+        let mut hello = vec![
+            0x16, 0x03, 0x01, 0x01, 0x05, 0x01, 0x00, 0x01, 0x01, 0x03, 0x03,
+        ];
         hello.extend_from_slice(&[0x5a; 32]);
         conn.write_all(&hello).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut byte = [0u8; 1];
         assert!(
             matches!(conn.read(&mut byte), Ok(0) | Err(_)),
             "connection not closed"
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !broker.log().contains("TLS handshake on a plaintext listener") {
+        while !broker
+            .log()
+            .contains("TLS handshake on a plaintext listener")
+        {
             assert!(
                 Instant::now() < deadline,
                 "no TLS log line\n{}",

@@ -155,7 +155,10 @@ fn append(buf: &mut BytesMut, more: &[u8]) {
 /// has arrived (at least [`FRAME_BUFFER_BYTES_MIN`], at most the frame plus
 /// [`READ_AHEAD_BYTES`]). Returns how many bytes to read.
 fn make_room(buf: &mut BytesMut, frame_bytes: usize) -> usize {
-    assert!(buf.len() < frame_bytes, "a complete frame is taken, not read into");
+    assert!(
+        buf.len() < frame_bytes,
+        "a complete frame is taken, not read into"
+    );
     if buf.capacity() == buf.len() {
         let cap = (2 * buf.len())
             .max(FRAME_BUFFER_BYTES_MIN)
