@@ -306,3 +306,45 @@ fn tls_client_hello_is_logged_as_such_and_closed() {
         api_versions_within(&broker, Duration::from_secs(5), "after a TLS ClientHello");
     });
 }
+
+// Requests of every size from a few bytes to 300 KiB (small ones read together, large ones
+// through growing buffers, frames split across reads at every kind of boundary), pipelined on
+// one connection in odd-sized pieces, are all answered, in order.
+#[test]
+fn pipelined_requests_of_mixed_sizes_in_odd_pieces_are_all_answered_in_order() {
+    within(Duration::from_secs(60), || {
+        let broker = TestBroker::start(1);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let sizes = [
+            0usize, 1, 100, 4_000, 5_000, 16_000, 17_000, 65_000, 70_000, 3, 300_000, 2, 33_000,
+            129_000, 10, 250_000, 1, 0,
+        ];
+        let mut stream = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            // ApiVersions v3 carries a client software name of any length: a request of any
+            // size that every broker answers.
+            let name = "a".repeat(len.max(1));
+            let request = ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_string(name))
+                .with_client_software_version(StrBytes::from_static_str("1"));
+            stream.extend_from_slice(&RawConn::encode_request(3, i as i32 + 1, &request));
+        }
+        let writer_stream = conn.stream.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = writer_stream;
+            for (n, piece) in stream.chunks(7_919).enumerate() {
+                w.write_all(piece).unwrap();
+                if n % 5 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        for i in 0..sizes.len() {
+            let answer = conn
+                .receive::<ApiVersionsRequest>(3, i as i32 + 1)
+                .unwrap_or_else(|e| panic!("answer {} (of a {}-byte name): {e}", i + 1, sizes[i]));
+            assert_eq!(answer.error_code, 0, "answer {}", i + 1);
+        }
+        writer.join().unwrap();
+    });
+}

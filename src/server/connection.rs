@@ -422,3 +422,41 @@ async fn write_pieces(
     }
     writer.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame's buffer starts at 16 KiB (or the frame), doubles only when full, and never
+    /// exceeds the frame plus the read-ahead: what a connection holds is at most twice what it
+    /// received, plus 16 KiB.
+    #[test]
+    fn frame_buffers_grow_with_what_arrived() {
+        let frame_bytes = 1 << 20;
+        let mut buf = BytesMut::new();
+        append(&mut buf, &[0, 16, 0, 0, 1]);
+        assert_eq!(buf.capacity(), 5);
+        let mut received = buf.len();
+        let mut capacities = Vec::new();
+        while received < frame_bytes {
+            let window = make_room(&mut buf, frame_bytes);
+            assert!(window > 0 && window <= READ_WINDOW_BYTES_MAX);
+            let n = window.min(frame_bytes - received);
+            buf.extend_from_slice(&vec![7; n]);
+            received += n;
+            assert!(
+                buf.capacity() <= (2 * received).max(FRAME_BUFFER_BYTES_MIN) + READ_AHEAD_BYTES
+            );
+            capacities.push(buf.capacity());
+        }
+        assert_eq!(capacities[0], FRAME_BUFFER_BYTES_MIN);
+        let last = *capacities.last().unwrap();
+        assert!((frame_bytes..=frame_bytes + READ_AHEAD_BYTES).contains(&last));
+        // A small frame gets its whole size (plus read-ahead) at once.
+        let mut small = BytesMut::new();
+        append(&mut small, &[0, 0, 0, 100, 1, 2]);
+        make_room(&mut small, 104);
+        assert_eq!(small.capacity(), 104 + READ_AHEAD_BYTES);
+        assert_eq!(&small[..], &[0, 0, 0, 100, 1, 2]);
+    }
+}
