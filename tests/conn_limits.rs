@@ -339,10 +339,10 @@ fn pipelined_requests_of_mixed_sizes_in_odd_pieces_are_all_answered_in_order() {
                 }
             }
         });
-        for i in 0..sizes.len() {
+        for (i, len) in sizes.iter().enumerate() {
             let answer = conn
                 .receive::<ApiVersionsRequest>(3, i as i32 + 1)
-                .unwrap_or_else(|e| panic!("answer {} (of a {}-byte name): {e}", i + 1, sizes[i]));
+                .unwrap_or_else(|e| panic!("answer {} (of a {len}-byte name): {e}", i + 1));
             assert_eq!(answer.error_code, 0, "answer {}", i + 1);
         }
         writer.join().unwrap();
