@@ -10,7 +10,7 @@
 //! stack). A frame's buffer is allocated once its size has arrived, at most
 //! [`FRAME_BUFFER_BYTES_MIN`] at first, and doubles as its bytes arrive (never past the frame
 //! plus [`READ_AHEAD_BYTES`]): a client that announces a large request and sends it slowly
-//! holds at most twice what it actually sent, plus 16 KiB. The buffer goes to the request's
+//! holds at most twice what it actually sent, plus 4 KiB. The buffer goes to the request's
 //! handler and is freed when the request has been answered.
 //!
 //! Limits: a frame larger than `request_bytes_max` closes the connection (as Kafka does); at
@@ -49,7 +49,7 @@ use super::StopWaiters;
 pub const IDLE_READ_BYTES: usize = 64;
 /// The first buffer of a frame whose size has arrived holds this much (or the whole frame, if
 /// smaller); it then doubles as the frame's bytes arrive.
-pub const FRAME_BUFFER_BYTES_MIN: usize = 16 * 1024;
+pub const FRAME_BUFFER_BYTES_MIN: usize = 4 * 1024;
 /// Room left past the end of a frame's buffer, so one read also takes the start (or all) of the
 /// pipelined requests behind it.
 pub const READ_AHEAD_BYTES: usize = 4 * 1024;
@@ -427,9 +427,9 @@ async fn write_pieces(
 mod tests {
     use super::*;
 
-    /// A frame's buffer starts at 16 KiB (or the frame), doubles only when full, and never
+    /// A frame's buffer starts at 4 KiB (less for a smaller frame), doubles only when full, and never
     /// exceeds the frame plus the read-ahead: what a connection holds is at most twice what it
-    /// received, plus 16 KiB.
+    /// received, plus 4 KiB.
     #[test]
     fn frame_buffers_grow_with_what_arrived() {
         let frame_bytes = 1 << 20;
@@ -456,7 +456,7 @@ mod tests {
         let mut small = BytesMut::new();
         append(&mut small, &[0, 0, 0, 100, 1, 2]);
         make_room(&mut small, 104);
-        assert_eq!(small.capacity(), 104 + READ_AHEAD_BYTES);
+        assert_eq!(small.capacity(), FRAME_BUFFER_BYTES_MIN);
         assert_eq!(&small[..], &[0, 0, 0, 100, 1, 2]);
     }
 }
