@@ -44,9 +44,10 @@ use crate::shard::Shard;
 
 use super::StopWaiters;
 
-/// Bytes read at once while no frame size is known (an idle connection waits with this much
-/// stack and no heap buffer).
-pub const IDLE_READ_BYTES: usize = 64;
+/// Bytes read at once while no frame size is known: an idle connection waits with this much in
+/// its task and no read buffer. Most requests other than Produce (Fetch, Metadata, heartbeats,
+/// commits) fit, so they take one read.
+pub const IDLE_READ_BYTES: usize = 512;
 /// The first buffer of a frame whose size has arrived holds this much (or the whole frame, if
 /// smaller); it then doubles as the frame's bytes arrive.
 pub const FRAME_BUFFER_BYTES_MIN: usize = 4 * 1024;
