@@ -53,13 +53,16 @@ pub struct BrokerConfig {
     /// Requests read from one connection but not yet answered; reading pauses at the limit.
     pub inflight_requests_per_connection_max: usize,
     /// Bytes of requests read on one shard and not yet answered; reading pauses at the limit.
+    /// Requests over 64 KiB share 3/4 of it (reserved when their size arrives), so the rest
+    /// always serves small requests.
     pub inflight_request_bytes_per_shard_max: usize,
     /// Depth of each bounded cross-shard queue; senders wait when it is full.
     pub shard_queue_depth: usize,
     /// A connection with no request for this long is closed. Kafka's `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
-    /// Once a request's size has arrived, the rest of it must arrive within this long, or the
-    /// connection is closed (a stalled client must not hold the shard's request memory).
+    /// A request must arrive whole within this long of its first byte, or the connection is
+    /// closed (a client trickling a request must not hold the shard's request memory); time
+    /// spent waiting for the shard's request budget does not count.
     pub request_read_timeout_ms: u64,
     /// Per-shard memory for the partition tail cache, in bytes.
     pub tail_cache_bytes_per_shard: usize,

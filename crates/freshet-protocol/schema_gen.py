@@ -24,7 +24,7 @@ REQUESTS = {
     "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
     "consumer_group_heartbeat_request": 68, "consumer_group_describe_request": 69,
     "describe_producers_request": 61, "describe_transactions_request": 65,
-    "list_transactions_request": 66,
+    "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
 }
 
 DECODE = re.compile(

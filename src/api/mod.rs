@@ -39,6 +39,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -121,6 +122,8 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::DescribeProducers => describe_producers::handle(shard, request).await,
         ApiKey::DescribeTransactions => describe_transactions::handle(shard, request).await,
         ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
+        ApiKey::SaslHandshake => sasl::handshake(shard, request).await,
+        ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -3,8 +3,11 @@
 //! A deliberately tiny HTTP/1.1 server on the coordinator shard (shard 0): one request per
 //! connection (`Connection: close`), GET or HEAD only, the request head at most
 //! [`REQUEST_HEAD_BYTES_MAX`] bytes and read within [`REQUEST_READ_TIMEOUT`], the response
-//! taken within [`RESPONSE_WRITE_TIMEOUT`], at most
-//! [`ADMIN_CONNECTIONS_MAX`] connections at once (more are closed at once). It is bound by
+//! taken within [`RESPONSE_WRITE_TIMEOUT`], at most [`ADMIN_CONNECTIONS_MAX`] connections at
+//! once. When all are taken, a new connection closes the oldest one that has not sent its
+//! request head yet (an idle or slow client), so probes keep being answered however many idle
+//! connections are open; only when every slot is busy answering is the new one closed. It is
+//! bound by
 //! `runtime::run_broker` with a plain socket (no SO_REUSEPORT, so a second broker cannot
 //! silently share the port) and handed to shard 0, which serves it from startup (so `/health`
 //! answers while partitions are still being recovered) until the broker stops.
@@ -16,6 +19,8 @@
 //!   [`SCRAPE_TIMEOUT`]) and renders them (`crate::metrics`). A shard that does not answer in
 //!   time makes the scrape fail with 503 rather than hang.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +32,10 @@ use crate::shard::Shard;
 
 /// The longest request head (request line and headers) accepted.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
-/// A request head must arrive within this long.
-pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once; more are closed at once.
+/// A request head must arrive within this long (probes and scrapers send theirs at once).
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Admin connections served at once; past it, the oldest one still waiting for its request head
+/// is closed to make room (or, if none waits, the new one is closed).
 pub const ADMIN_CONNECTIONS_MAX: usize = 16;
 /// A response must be taken by the client within this long (a client that stops reading must
 /// not hold one of the [`ADMIN_CONNECTIONS_MAX`] slots forever).
@@ -45,7 +51,7 @@ pub async fn serve(
     ready: Rc<dyn Fn() -> bool>,
     started: Instant,
 ) {
-    let open = Rc::new(std::cell::Cell::new(0usize));
+    let slots = Rc::new(RefCell::new(Slots::default()));
     loop {
         let accepted = super::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
@@ -57,21 +63,91 @@ pub async fn serve(
                 continue;
             }
         };
-        if open.get() >= ADMIN_CONNECTIONS_MAX {
-            tracing::debug!("too many admin connections; closing new one");
+        if !slots.borrow_mut().make_room() {
+            tracing::debug!("every admin connection is busy answering; closing new one");
             continue;
         }
-        open.set(open.get() + 1);
-        let (shard, ready, open) = (shard.clone(), ready.clone(), open.clone());
-        glommio::spawn_local(async move {
-            if let Err(e) = serve_one(&shard, stream, &*ready, started).await {
+        let id = slots.borrow_mut().admit();
+        let guard = SlotGuard {
+            slots: slots.clone(),
+            id,
+        };
+        let (shard, ready) = (shard.clone(), ready.clone());
+        let task = glommio::spawn_local(async move {
+            if let Err(e) = serve_one(&shard, stream, &*ready, started, &guard).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
-            open.set(open.get() - 1);
+            drop(guard);
         })
         .detach();
+        // The task has not run yet (it runs when this loop next waits), so it is still waiting
+        // for its head.
+        if let Some(waiting) = slots.borrow_mut().open.get_mut(&id) {
+            *waiting = Some(task);
+        }
     }
     tracing::debug!("admin listener closed");
+}
+
+/// The admin connections open on the coordinator shard, by id (ids grow, so the first is the
+/// oldest); each with the handle that closes it while it still waits for its request head,
+/// `None` once it is answering.
+#[derive(Default)]
+struct Slots {
+    open: BTreeMap<u64, Option<glommio::task::JoinHandle<()>>>,
+    next_id: u64,
+}
+
+impl Slots {
+    /// Makes room for one more connection: true if there is a free slot or one was freed by
+    /// closing the oldest connection still waiting for its request head.
+    fn make_room(&mut self) -> bool {
+        if self.open.len() < ADMIN_CONNECTIONS_MAX {
+            return true;
+        }
+        let Some(oldest) = self
+            .open
+            .iter()
+            .find_map(|(id, waiting)| waiting.is_some().then_some(*id))
+        else {
+            return false;
+        };
+        tracing::debug!("admin connections at the limit; closing the oldest idle one");
+        // Its future is dropped (closing the socket) on the next turn; its slot is free now.
+        if let Some(Some(handle)) = self.open.remove(&oldest) {
+            handle.cancel();
+        }
+        true
+    }
+
+    /// Takes a slot for a new connection.
+    fn admit(&mut self) -> u64 {
+        self.next_id += 1;
+        self.open.insert(self.next_id, None);
+        self.next_id
+    }
+}
+
+/// Holds one admin connection's slot; gives it back when the connection ends (an evicted
+/// connection's slot was given back when it was evicted).
+struct SlotGuard {
+    slots: Rc<RefCell<Slots>>,
+    id: u64,
+}
+
+impl SlotGuard {
+    /// The request head has arrived: the connection is answering and no longer evictable.
+    fn head_received(&self) {
+        if let Some(waiting) = self.slots.borrow_mut().open.get_mut(&self.id) {
+            *waiting = None;
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.borrow_mut().open.remove(&self.id);
+    }
 }
 
 /// A parsed request line: method and path (query string dropped).
@@ -125,8 +201,10 @@ async fn serve_one(
     mut stream: TcpStream,
     ready: &dyn Fn() -> bool,
     started: Instant,
+    slot: &SlotGuard,
 ) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
+    slot.head_received();
     let head = String::from_utf8_lossy(&head);
     let (status, content_type, body) = match parse_request_line(&head) {
         None => (400, "text/plain", "bad request\n".to_string()),

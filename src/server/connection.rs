@@ -6,19 +6,30 @@
 //! Handlers therefore overlap (which is what lets group commit batch a connection's produce
 //! requests) while answers leave in order.
 //!
+//! Memory: an idle connection holds no read buffer (it waits with [`IDLE_READ_BYTES`] of
+//! stack). A frame's buffer is allocated once its size has arrived, at most
+//! [`FRAME_BUFFER_BYTES_MIN`] at first, and doubles as its bytes arrive (never past the frame
+//! plus [`READ_AHEAD_BYTES`]): a client that announces a large request and sends it slowly
+//! holds at most twice what it actually sent, plus 4 KiB. The buffer goes to the request's
+//! handler and is freed when the request has been answered.
+//!
 //! Limits: a frame larger than `request_bytes_max` closes the connection (as Kafka does); at
 //! most `inflight_requests_per_connection_max` requests wait per connection, and at most
-//! `inflight_request_bytes_per_shard_max` bytes of requests per shard, reserved as soon as a
-//! frame's size is known, before its body is read; at either limit the reader stops reading, so
-//! TCP backpressure reaches the client.
+//! `inflight_request_bytes_per_shard_max` bytes of requests per shard. A large request (over
+//! [`SMALL_REQUEST_BYTES_MAX`]) reserves its size as soon as its size prefix is known, from the
+//! three quarters of the budget that large requests may share; a small one reserves when it is
+//! complete. So slow clients announcing large requests can never take the quarter of the budget
+//! that keeps small requests (ApiVersions, Metadata, heartbeats) of other clients flowing. At
+//! either limit the reader stops reading, so TCP backpressure reaches the client.
 //!
-//! The connection closes when the client closes, sends something unparseable, a handler asks
-//! for it (unknown API key) or panics, the connection idles longer than
-//! `connections_max_idle_ms`, or a started request stalls longer than
-//! `request_read_timeout_ms`; other connections are never affected.
+//! The connection closes when the client closes, sends something unparseable (a TLS
+//! ClientHello is recognised and logged as such), a handler asks for it (unknown API key) or
+//! panics, the connection idles longer than `connections_max_idle_ms`, or a request does not
+//! arrive whole within `request_read_timeout_ms` of its first byte (time spent waiting for the
+//! shard's request budget does not count); other connections are never affected.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use std::panic::AssertUnwindSafe;
@@ -27,60 +38,90 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
 use crate::api::{self, Outcome};
-use crate::protocol::frame::{take_frame, FrameError};
+use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::parse_request_header;
 use crate::shard::Shard;
 
-/// Bytes asked of the socket per read when no frame size is known yet.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+use super::StopWaiters;
+
+/// Bytes read at once while no frame size is known: an idle connection waits with this much in
+/// its task and no read buffer. Most requests other than Produce (Fetch, Metadata, heartbeats,
+/// commits) fit, so they take one read.
+pub const IDLE_READ_BYTES: usize = 512;
+/// The first buffer of a frame whose size has arrived holds this much (or the whole frame, if
+/// smaller); it then doubles as the frame's bytes arrive.
+pub const FRAME_BUFFER_BYTES_MIN: usize = 4 * 1024;
+/// Room left past the end of a frame's buffer, so one read also takes the start (or all) of the
+/// pipelined requests behind it.
+pub const READ_AHEAD_BYTES: usize = 4 * 1024;
+/// The most bytes asked of the socket (and zeroed beforehand) by one read.
+pub const READ_WINDOW_BYTES_MAX: usize = 256 * 1024;
+/// Requests up to this size are small: they reserve the shard's request budget once complete
+/// and may use all of it; larger ones reserve on their size prefix and share 3/4 of it.
+pub const SMALL_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// The first bytes of a TLS handshake record (content type 22, version 3.x).
+const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
 /// A queued request: its handler task and the shard memory it holds until answered.
 struct InFlight {
     answer: glommio::task::JoinHandle<Outcome>,
-    kib: u64,
+    reservation: Reservation,
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, stop: &StopWaiters) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    let write_task =
-        glommio::spawn_local(write_loop(shard.clone(), writer, queue_rx, peer.clone()));
-    let why = read_loop(&shard, reader, queue_tx, &peer).await;
+    let write_task = glommio::spawn_local(write_loop(writer, queue_rx, peer.clone()));
+    let why = read_loop(&shard, reader, queue_tx, &peer, stop).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
 }
 
-/// Shard memory reserved for one request, in KiB; given back when dropped.
-struct Reservation<'a> {
-    shard: &'a Shard,
+/// Shard memory reserved for one request, in KiB; given back when dropped (by the writer, once
+/// the request has been answered).
+struct Reservation {
+    shard: Rc<Shard>,
+    /// KiB of [`Shard::inflight_kib`].
     kib: u64,
+    /// KiB of [`Shard::large_request_kib`] (0 for a small request).
+    large_kib: u64,
 }
 
-impl<'a> Reservation<'a> {
-    /// Waits until the shard's request budget has room for `bytes`.
-    async fn acquire(shard: &'a Shard, bytes: usize) -> Option<Reservation<'a>> {
-        let kib = (bytes as u64)
-            .div_ceil(1024)
-            .clamp(1, shard_kib_total(shard));
+impl Reservation {
+    /// Waits until the shard's request budget has room for a request of `bytes`; a large one
+    /// also waits for room in the share large requests may hold.
+    async fn acquire(shard: &Rc<Shard>, bytes: usize) -> Option<Reservation> {
+        let total = shard_kib_total(shard);
+        let kib = (bytes as u64).div_ceil(1024).clamp(1, total);
+        let large_kib = if bytes > SMALL_REQUEST_BYTES_MAX {
+            kib.min(crate::shard::large_request_kib_total(total))
+        } else {
+            0
+        };
+        // Always large share first, then the whole budget: one order, so no two requests can
+        // each hold what the other waits for.
+        if large_kib > 0 {
+            shard.large_request_kib.acquire(large_kib).await.ok()?;
+        }
+        let mut reservation = Reservation {
+            shard: shard.clone(),
+            kib: 0,
+            large_kib,
+        };
         shard.inflight_kib.acquire(kib).await.ok()?;
-        Some(Reservation { shard, kib })
-    }
-
-    /// Hands the reservation over to whoever will give it back (the writer).
-    fn into_kib(self) -> u64 {
-        let kib = self.kib;
-        std::mem::forget(self);
-        kib
+        reservation.kib = kib;
+        Some(reservation)
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         self.shard.inflight_kib.signal(self.kib);
+        self.shard.large_request_kib.signal(self.large_kib);
     }
 }
 
@@ -99,23 +140,65 @@ fn client_host_of(peer: &str) -> Rc<str> {
     Rc::from(format!("/{host}"))
 }
 
+/// `buf` with `more` appended, in a buffer of exactly the needed size when it must grow (never
+/// the 64 KiB a shared `BytesMut` would reserve).
+fn append(buf: &mut BytesMut, more: &[u8]) {
+    if buf.capacity() - buf.len() < more.len() {
+        let mut bigger = BytesMut::with_capacity(buf.len() + more.len());
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(more);
+}
+
+/// Makes room in `buf` for the next read of a frame of `frame_bytes` (size prefix included)
+/// that has started arriving: a new buffer once the current one is full, twice as large as what
+/// has arrived (at least [`FRAME_BUFFER_BYTES_MIN`], at most the frame plus
+/// [`READ_AHEAD_BYTES`]). Returns how many bytes to read.
+fn make_room(buf: &mut BytesMut, frame_bytes: usize) -> usize {
+    assert!(
+        buf.len() < frame_bytes,
+        "a complete frame is taken, not read into"
+    );
+    if buf.capacity() == buf.len() {
+        let cap = (2 * buf.len())
+            .max(FRAME_BUFFER_BYTES_MIN)
+            .min(frame_bytes + READ_AHEAD_BYTES);
+        let mut bigger = BytesMut::with_capacity(cap);
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    (buf.capacity() - buf.len()).min(READ_WINDOW_BYTES_MAX)
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
     queue: flume::Sender<InFlight>,
     peer: &str,
+    stop: &StopWaiters,
 ) -> String {
     let max = shard.config.request_bytes_max;
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
-    let stall = Duration::from_millis(shard.config.request_read_timeout_ms);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let request_timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
+    // The bytes of the frame being read (and any read past it); empty, without an allocation,
+    // between requests.
+    let mut buf = BytesMut::new();
+    let mut small = [0u8; IDLE_READ_BYTES];
     let client_host = client_host_of(peer);
+    let mut frames_read: u64 = 0;
     loop {
-        // The shard memory for the frame at the front of `buf`, reserved as soon as its size is
-        // known and before its body is read, so a shard never holds more request bytes than
-        // its budget (plus one read chunk per connection).
+        // The shard memory for a large frame at the front of `buf`, reserved as soon as its
+        // size is known and before its body is read.
         let mut reserved: Option<Reservation> = None;
+        // When the frame's first byte arrived (plus the time spent waiting for the budget):
+        // the whole frame must be here request_read_timeout_ms later.
+        let mut started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
         let frame = loop {
+            if frames_read == 0 && buf.starts_with(&TLS_HANDSHAKE_PREFIX) {
+                tracing::warn!(%peer, "TLS handshake on a plaintext listener (the client is configured for SSL or SASL_SSL); closing connection");
+                return "TLS handshake on a plaintext listener".into();
+            }
             match take_frame(&mut buf, max) {
                 Ok(Some(frame)) => break frame,
                 Ok(None) => {}
@@ -128,38 +211,58 @@ async fn read_loop(
                     return format!("bad frame: {e}");
                 }
             }
-            if shard.stopping.get() && buf.is_empty() {
-                return "broker stopping".into();
-            }
-            // take_frame has checked the size once its 4 bytes are here.
-            let announced = if buf.len() >= 4 {
-                i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize + 4
-            } else {
-                0
-            };
-            if announced > 0 && reserved.is_none() {
-                match Reservation::acquire(shard, announced - 4).await {
-                    Some(r) => reserved = Some(r),
-                    None => return "shard stopping".into(),
+            if buf.is_empty() {
+                // Between requests: hold no memory.
+                buf = BytesMut::new();
+                if shard.stopping.get() {
+                    return "broker stopping".into();
                 }
             }
-            // Grow the buffer for the frame being read, never past what was announced.
-            let want = announced
-                .saturating_sub(buf.len())
-                .clamp(READ_CHUNK_BYTES, 1 << 20);
+            // take_frame has checked the size once its 4 bytes are here.
+            let frame_bytes = (buf.len() >= SIZE_PREFIX_BYTES).then(|| {
+                i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize
+                    + SIZE_PREFIX_BYTES
+            });
+            if let Some(frame_bytes) = frame_bytes {
+                let size = frame_bytes - SIZE_PREFIX_BYTES;
+                if size > SMALL_REQUEST_BYTES_MAX && reserved.is_none() {
+                    let waiting = Instant::now();
+                    match Reservation::acquire(shard, size).await {
+                        Some(r) => reserved = Some(r),
+                        None => return "shard stopping".into(),
+                    }
+                    if let Some(s) = started.as_mut() {
+                        *s += waiting.elapsed();
+                    }
+                }
+            }
+            let limit = match started {
+                None => idle,
+                Some(s) => request_timeout.saturating_sub(s.elapsed()),
+            };
             let filled = buf.len();
-            buf.resize(filled + want, 0);
-            // Between requests a connection may idle up to connections_max_idle_ms; once a
-            // request has started, its bytes must keep coming within request_read_timeout_ms.
-            let limit = if filled == 0 { idle } else { stall };
+            let window = match frame_bytes {
+                Some(frame_bytes) => make_room(&mut buf, frame_bytes),
+                None => small.len(),
+            };
+            // Read into the frame's buffer once its size is known, into `small` before.
+            let into_buf = frame_bytes.is_some();
+            if into_buf {
+                buf.resize(filled + window, 0);
+            }
             let read = futures_lite::future::or(
-                async { ReadEnd::Data(reader.read(&mut buf[filled..]).await) },
+                async {
+                    let target: &mut [u8] = if into_buf {
+                        &mut buf[filled..]
+                    } else {
+                        &mut small[..window]
+                    };
+                    ReadEnd::Data(reader.read(target).await)
+                },
                 futures_lite::future::or(
                     async {
                         // A stopping broker stops waiting on idle connections.
-                        while !shard.stopping.get() {
-                            shard.stop.wait().await;
-                        }
+                        stop.stopped().await;
                         if filled == 0 {
                             ReadEnd::Stopping
                         } else {
@@ -180,7 +283,7 @@ async fn read_loop(
                     return "idle timeout".into();
                 }
                 ReadEnd::TimedOut => {
-                    tracing::warn!(%peer, received = filled, announced, "request not completed within request_read_timeout_ms; closing connection");
+                    tracing::warn!(%peer, received = filled, announced = frame_bytes.unwrap_or(0), "request not received whole within request_read_timeout_ms of its first byte; closing connection");
                     return "request read timeout".into();
                 }
                 ReadEnd::Data(Ok(0)) => {
@@ -190,10 +293,18 @@ async fn read_loop(
                         "client closed mid-frame".into()
                     };
                 }
-                ReadEnd::Data(Ok(n)) => buf.truncate(filled + n),
+                ReadEnd::Data(Ok(n)) => {
+                    if into_buf {
+                        buf.truncate(filled + n);
+                    } else {
+                        append(&mut buf, &small[..n]);
+                    }
+                    started.get_or_insert_with(Instant::now);
+                }
                 ReadEnd::Data(Err(e)) => return format!("read error: {e}"),
             }
         };
+        frames_read += 1;
         let frame: Bytes = frame.freeze();
         let reservation = match reserved {
             Some(r) => r,
@@ -223,9 +334,14 @@ async fn read_loop(
                 })
         })
         .detach();
-        let kib = reservation.into_kib();
-        if queue.send_async(InFlight { answer, kib }).await.is_err() {
-            shard.inflight_kib.signal(kib);
+        if queue
+            .send_async(InFlight {
+                answer,
+                reservation,
+            })
+            .await
+            .is_err()
+        {
             return "writer gone".into();
         }
     }
@@ -236,15 +352,18 @@ fn shard_kib_total(shard: &Shard) -> u64 {
 }
 
 async fn write_loop(
-    shard: Rc<Shard>,
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     queue: flume::Receiver<InFlight>,
     peer: String,
 ) {
     let mut open = true;
-    while let Ok(InFlight { answer, kib }) = queue.recv_async().await {
+    while let Ok(InFlight {
+        answer,
+        reservation,
+    }) = queue.recv_async().await
+    {
         let outcome = answer.await;
-        shard.inflight_kib.signal(kib);
+        drop(reservation);
         if !open {
             continue; // Drain so the reader is never stuck on a full queue.
         }
@@ -303,4 +422,42 @@ async fn write_pieces(
         writer.write_all(&gathered).await?;
     }
     writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame's buffer starts at 4 KiB (less for a smaller frame), doubles only when full, and never
+    /// exceeds the frame plus the read-ahead: what a connection holds is at most twice what it
+    /// received, plus 4 KiB.
+    #[test]
+    fn frame_buffers_grow_with_what_arrived() {
+        let frame_bytes = 1 << 20;
+        let mut buf = BytesMut::new();
+        append(&mut buf, &[0, 16, 0, 0, 1]);
+        assert_eq!(buf.capacity(), 5);
+        let mut received = buf.len();
+        let mut capacities = Vec::new();
+        while received < frame_bytes {
+            let window = make_room(&mut buf, frame_bytes);
+            assert!(window > 0 && window <= READ_WINDOW_BYTES_MAX);
+            let n = window.min(frame_bytes - received);
+            buf.extend_from_slice(&vec![7; n]);
+            received += n;
+            assert!(
+                buf.capacity() <= (2 * received).max(FRAME_BUFFER_BYTES_MIN) + READ_AHEAD_BYTES
+            );
+            capacities.push(buf.capacity());
+        }
+        assert_eq!(capacities[0], FRAME_BUFFER_BYTES_MIN);
+        let last = *capacities.last().unwrap();
+        assert!((frame_bytes..=frame_bytes + READ_AHEAD_BYTES).contains(&last));
+        // A small frame gets its whole size (plus read-ahead) at once.
+        let mut small = BytesMut::new();
+        append(&mut small, &[0, 0, 0, 100, 1, 2]);
+        make_room(&mut small, 104);
+        assert_eq!(small.capacity(), FRAME_BUFFER_BYTES_MIN);
+        assert_eq!(&small[..], &[0, 0, 0, 100, 1, 2]);
+    }
 }

@@ -102,14 +102,25 @@ pub struct Shard {
     pub stop: Notify,
     /// Open client connections on this shard.
     pub connections: Cell<usize>,
-    /// Bytes of requests in flight on this shard, in KiB units.
+    /// Bytes of requests in flight on this shard, in KiB units
+    /// (`inflight_request_bytes_per_shard_max`).
     pub inflight_kib: Semaphore,
+    /// The part of [`Shard::inflight_kib`] that large requests (over
+    /// `server::connection::SMALL_REQUEST_BYTES_MAX`) may hold, in KiB units: three quarters of
+    /// it, so that clients announcing large requests (and sending them slowly) always leave a
+    /// quarter of the budget to small ones (ApiVersions, Metadata, heartbeats).
+    pub large_request_kib: Semaphore,
     /// Coordinator shard only: the producer ids left in the reserved block, `[next, end)`.
     producer_ids: Cell<(i64, i64)>,
     /// Coordinator shard only: consumer groups and committed offsets.
     pub groups: groups::GroupCoordinator,
     /// Coordinator shard only: transactions.
     pub txns: txns::TxnCoordinator,
+}
+
+/// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
+pub fn large_request_kib_total(inflight_kib_total: u64) -> u64 {
+    (inflight_kib_total - inflight_kib_total / 4).max(1)
 }
 
 impl Shard {
@@ -134,6 +145,7 @@ impl Shard {
             stop: Notify::default(),
             connections: Cell::new(0),
             inflight_kib: Semaphore::new(inflight_kib),
+            large_request_kib: Semaphore::new(large_request_kib_total(inflight_kib)),
             producer_ids: Cell::new((0, 0)),
             config: config.clone(),
             groups: groups::GroupCoordinator::new(

@@ -248,33 +248,21 @@ fn admin_listener_refuses_garbage_and_outlives_clients_that_send_nothing() {
             "{head}"
         );
 
-        // Clients that connect and send nothing hold every admin slot (16)...
-        let held = std::time::Instant::now();
+        // Clients that connect and send nothing hold every admin slot (16); a 17th client
+        // (a probe) is still served: it closes the oldest idle one (issue 12 item 11).
         let silent: Vec<_> = (0..16)
             .map(|_| std::net::TcpStream::connect(broker.admin_addr()).unwrap())
             .collect();
-        // (Once the broker has accepted all 16, a 17th client is closed at once.)
-        common::wait_until(
-            Duration::from_secs(10),
-            "a 17th admin client to be refused while 16 silent ones hold every slot",
-            || broker.admin_get("/health").is_err(),
-        );
-        // ... until the request read timeout (5 s) frees them; the broker serves meanwhile.
+        // Time for the broker to accept all 16. The probe must then be served at once, so this
+        // cannot be a wait-until (that would also pass once the read timeout frees a slot).
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
+        // The silent ones are closed by the request read timeout (2 s); the broker serves
+        // meanwhile.
         assert!(common::RawConn::connect(broker.socket_addr()).is_ok());
-        common::wait_until(
-            Duration::from_secs(15),
-            "the admin read timeout (5 s) to free the slots of the silent clients",
-            || {
-                broker
-                    .admin_get("/health")
-                    .is_ok_and(|(status, _)| status == 200)
-            },
-        );
-        assert!(
-            held.elapsed() >= Duration::from_secs(4),
-            "silent clients lost their slots after {:?}, before the 5 s read timeout",
-            held.elapsed()
-        );
+        // Waiting out the 2 s read timeout is the point here.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(broker.admin_get("/health").unwrap().0, 200);
         drop(silent);
     });
 }

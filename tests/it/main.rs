@@ -44,6 +44,7 @@ mod broker_groups;
 mod broker_process;
 mod broker_rdkafka;
 mod cli;
+mod conn_limits;
 mod enospc;
 mod log_output;
 mod storage_compact;

@@ -313,6 +313,14 @@ fn seed_describe_cluster(v: i16) -> DescribeClusterRequest {
     }
 }
 
+fn seed_sasl_handshake(_v: i16) -> SaslHandshakeRequest {
+    SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))
+}
+
+fn seed_sasl_authenticate(_v: i16) -> SaslAuthenticateRequest {
+    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0alice\0secret"))
+}
+
 fn seed_consumer_group_heartbeat(v: i16) -> ConsumerGroupHeartbeatRequest {
     let tp = consumer_group_heartbeat_request::TopicPartitions::default()
         .with_topic_id(uuid::Uuid::from_bytes([7; 16]))
@@ -588,7 +596,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         TxnOffsetCommitRequest,
         DescribeProducersRequest,
         DescribeTransactionsRequest,
-        ListTransactionsRequest
+        ListTransactionsRequest,
+        SaslAuthenticateRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -666,6 +675,8 @@ fn served() -> Vec<Served> {
         served!(DescribeProducersRequest, seed_describe_producers),
         served!(DescribeTransactionsRequest, seed_describe_transactions),
         served!(ListTransactionsRequest, seed_list_transactions),
+        served!(SaslHandshakeRequest, seed_sasl_handshake),
+        served!(SaslAuthenticateRequest, seed_sasl_authenticate),
     ]
 }
 

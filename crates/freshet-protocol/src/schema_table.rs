@@ -1003,6 +1003,27 @@ pub(crate) static LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST: StructSchem
     ],
 };
 
+pub(crate) static SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST: StructSchema = StructSchema {
+    name: "SaslHandshakeRequest", tagged_from: i16::MAX,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest>(),
+    fields: &[
+        Field { ty: Ty::String, min: 0, max: 1 }, // mechanism
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST: StructSchema = StructSchema {
+    name: "SaslAuthenticateRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactBytes, min: 2, max: 2 }, // auth_bytes
+        Field { ty: Ty::Bytes, min: 0, max: 1 }, // auth_bytes
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1041,6 +1062,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         61 => Some(&DESCRIBE_PRODUCERS_REQUEST_DESCRIBEPRODUCERSREQUEST), // versions 0-0
         65 => Some(&DESCRIBE_TRANSACTIONS_REQUEST_DESCRIBETRANSACTIONSREQUEST), // versions 0-0
         66 => Some(&LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST), // versions 0-2
+        17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
+        36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         _ => None,
     }
 }

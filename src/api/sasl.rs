@@ -1,0 +1,44 @@
+//! SaslHandshake and SaslAuthenticate on a listener without SASL.
+//!
+//! Freshet has no SASL yet: every listener is PLAINTEXT. Kafka answers both requests on such a
+//! listener (they reach `KafkaApis`, which only sees them after authentication or without it)
+//! with ILLEGAL_SASL_STATE and no mechanisms. Answering, rather than closing the connection,
+//! lets a client configured for SASL report an authentication error naming its mechanism
+//! instead of a bare transport failure.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+
+use super::{decode, str_bytes, Outcome};
+use crate::protocol::header::ParsedRequest;
+use crate::shard::Shard;
+
+/// SaslHandshake: ILLEGAL_SASL_STATE, no enabled mechanisms.
+pub async fn handshake(_shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: SaslHandshakeRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    tracing::warn!(client_host = %request.client_host, mechanism = %body.mechanism.as_str(), "SASL handshake on a plaintext listener (SASL is not supported yet); answering ILLEGAL_SASL_STATE");
+    let response = SaslHandshakeResponse::default()
+        .with_error_code(crate::error::code(Some(ResponseError::IllegalSaslState)))
+        .with_mechanisms(Vec::new());
+    super::respond(&request, &response)
+}
+
+/// SaslAuthenticate: ILLEGAL_SASL_STATE, with a message saying why.
+pub async fn authenticate(_shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    if let Err(outcome) = decode::<SaslAuthenticateRequest>(&request) {
+        return outcome;
+    }
+    let response = SaslAuthenticateResponse::default()
+        .with_error_code(crate::error::code(Some(ResponseError::IllegalSaslState)))
+        .with_error_message(Some(str_bytes(
+            "SaslAuthenticate on a listener without SASL (Freshet serves PLAINTEXT only)",
+        )));
+    super::respond(&request, &response)
+}
