@@ -97,6 +97,9 @@ pub struct BrokerConfig {
     /// Kafka `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
     /// consumer group waits for more members, in milliseconds.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka `group.max.size`: members per classic consumer group; a join beyond it is refused
+    /// with GROUP_MAX_SIZE_REACHED. Unlimited by default (2147483647), as Kafka.
+    pub group_max_size: i32,
     /// Kafka `group.consumer.session.timeout.ms`: a KIP-848 consumer-group member that does
     /// not heartbeat for this long is removed, in milliseconds.
     pub group_consumer_session_timeout_ms: i32,
@@ -151,6 +154,7 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
             group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: i32::MAX,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             offsets_retention_minutes: 10_080,
@@ -255,6 +259,7 @@ impl BrokerConfig {
             ("ring_depth", self.ring_depth as i64),
             ("log_segment_bytes", self.log_segment_bytes),
             ("message_max_bytes", self.message_max_bytes),
+            ("group_max_size", i64::from(self.group_max_size)),
             (
                 "group_consumer_session_timeout_ms",
                 i64::from(self.group_consumer_session_timeout_ms),
