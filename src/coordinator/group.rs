@@ -1891,6 +1891,94 @@ mod tests {
         assert_eq!(g.take_dirty(), vec!["g".to_string()]);
     }
 
+    /// `group.max.size` counts members, not the member ids handed out with MEMBER_ID_REQUIRED;
+    /// a new member beyond it gets GROUP_MAX_SIZE_REACHED without a member id, as Kafka.
+    #[test]
+    fn group_max_size_counts_members_not_pending_ids() {
+        let mut g = Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                group_max_size: 2,
+                ..GroupConfig::default()
+            },
+            "s".into(),
+        );
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        let mut pending = Vec::new();
+        for id in 10..15 {
+            let e = g.join(1, id, join_req(""));
+            let r = join_reply(&e, id);
+            assert_eq!(r.error, Some(ResponseError::MemberIdRequired));
+            pending.push((r.member_id, None));
+        }
+        let (b, e) = join_new(&mut g, 2, 20);
+        assert!(e.is_empty(), "b waits for a to rejoin");
+        // The unused ids go away (they would hold the rebalance until they expire, as in Kafka).
+        assert!(g.leave(2, "g", &pending).1.iter().all(Option::is_none));
+        let e = g.join(3, 30, join_req(&a));
+        assert_eq!(join_reply(&e, 30).members.len(), 2);
+        g.sync(4, 31, sync_req(&a, 2, vec![]));
+        let e = g.join(5, 40, join_req(""));
+        let r = join_reply(&e, 40);
+        assert_eq!(r.error, Some(ResponseError::GroupMaxSizeReached));
+        assert_eq!(r.member_id, "");
+        let group = g.group("g").unwrap();
+        assert_eq!(group.state, GroupState::Stable);
+        assert!(group.members.contains_key(&a) && group.members.contains_key(&b));
+    }
+
+    /// Member ids handed out and not yet used are bounded per group; beyond the bound a first
+    /// join is told to retry (COORDINATOR_LOAD_IN_PROGRESS), and the group's members are not
+    /// affected.
+    #[test]
+    fn pending_member_ids_are_bounded() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        for id in 0..GROUP_PENDING_MEMBERS_MAX as u64 {
+            let e = g.join(1, 100 + id, join_req(""));
+            assert_eq!(
+                join_reply(&e, 100 + id).error,
+                Some(ResponseError::MemberIdRequired)
+            );
+        }
+        let e = g.join(1, 99, join_req(""));
+        assert_eq!(
+            join_reply(&e, 99).error,
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        assert_eq!(g.heartbeat(2, "g", &a, None, 1), None);
+        // Once they expire there is room again.
+        g.heartbeat(i64::from(SESSION), "g", &a, None, 1);
+        g.tick(1 + i64::from(SESSION));
+        let e = g.join(2 + i64::from(SESSION), 98, join_req(""));
+        assert_eq!(
+            join_reply(&e, 98).error,
+            Some(ResponseError::MemberIdRequired)
+        );
+    }
+
+    /// The coordinator's timer can sleep until exactly the next deadline, and a group is
+    /// brought up to date on its own before it is described or deleted (issue 12, item 18).
+    #[test]
+    fn next_deadline_is_the_earliest_session_end_and_tick_one_expires_on_time() {
+        let mut g = groups();
+        assert_eq!(g.next_deadline_ms(), None);
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        assert_eq!(g.next_deadline_ms(), Some(i64::from(SESSION)));
+        assert_eq!(g.heartbeat(1_234, "g", &a, None, 1), None);
+        let deadline = 1_234 + i64::from(SESSION);
+        assert_eq!(g.next_deadline_ms(), Some(deadline));
+        assert!(g.tick_one("g", deadline - 1).is_empty());
+        assert_eq!(g.check_deletable("g"), Err(ResponseError::NonEmptyGroup));
+        g.tick_one("g", deadline);
+        assert_eq!(g.group("g").unwrap().state, GroupState::Empty);
+        assert_eq!(g.check_deletable("g"), Ok(()));
+        assert_eq!(g.next_deadline_ms(), None);
+    }
+
     /// The protocol is the one most members prefer among those all of them support.
     #[test]
     fn protocol_selection_follows_member_votes() {
