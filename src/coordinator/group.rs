@@ -19,11 +19,23 @@
 //! a member. Every parked request id is answered exactly once (by a reply, or with an error when
 //! its member is removed).
 //!
+//! Timers: [`Groups::next_deadline_ms`] says when [`Groups::tick`] next has work, so the shard
+//! can sleep until exactly then; [`Groups::tick_one`] brings one group up to date before it is
+//! described or deleted.
+//!
+//! Limits: `group.max.size` ([`GroupConfig::group_max_size`], unlimited by default as Kafka)
+//! counts members as Kafka's `acceptJoiningMember` does; member ids handed out with
+//! MEMBER_ID_REQUIRED do not count, and are bounded per group by [`GROUP_PENDING_MEMBERS_MAX`].
+//!
 //! Durability: [`Groups::take_dirty`] names the groups whose snapshot changed (Kafka writes a
-//! classic group's metadata when it becomes Stable or Empty); `shard::groups` writes
-//! [`ClassicGroupSnapshot`]s to the offsets log and [`Groups::restore`] rebuilds them at start
-//! (a group with members comes back Stable, each member with a full session to heartbeat, as
-//! after a Kafka coordinator load). The initial rebalance of a new group waits
+//! classic group's metadata when it becomes Stable or Empty; here also when members leave or
+//! expire, so that a member whose leave was answered never comes back after a crash to hold
+//! the next rebalance for its whole session); `shard::groups` writes [`ClassicGroupSnapshot`]s
+//! to the offsets log and [`Groups::restore`] rebuilds them at start (a group with members
+//! comes back Stable, or PreparingRebalance if it was rebalancing when written, each member
+//! with a full session to heartbeat or rejoin, as after a Kafka coordinator load). A member
+//! that was alive at the crash and never comes back still holds a rebalance until its session
+//! ends, as in Kafka. The initial rebalance of a new group waits
 //! `group.initial.rebalance.delay.ms`, extended while new members keep joining, up to the
 //! rebalance timeout (Kafka's `InitialDelayedJoin`).
 //!
