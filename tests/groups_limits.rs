@@ -61,25 +61,39 @@ fn member_id(conn: &mut RawConn, group: &str) -> String {
 
 /// Kafka does not count member ids handed out with MEMBER_ID_REQUIRED as members: more than
 /// the old hard-coded 1,000 first joins all get their member id (the 1,001st used to get
-/// GROUP_MAX_SIZE_REACHED).
+/// GROUP_MAX_SIZE_REACHED). The ids not yet used are bounded per group
+/// (`GROUP_PENDING_MEMBERS_MAX`, 10,000): beyond it a first join is told to retry
+/// (COORDINATOR_LOAD_IN_PROGRESS), and the broker's memory stays bounded.
 #[test]
-fn pending_member_ids_do_not_count_as_members() {
+fn pending_member_ids_do_not_count_as_members_and_are_bounded() {
+    const PENDING_MAX: usize = 10_000;
     let broker = TestBroker::start(1);
     let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..1_100 {
+    let rss_before = broker.rss_bytes();
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..PENDING_MAX + 100 {
         let r: JoinGroupResponse = conn.request(JOIN_VERSION, &join("big", "")).unwrap();
-        assert_eq!(
-            error(r.error_code),
-            Some(ResponseError::MemberIdRequired),
-            "first join {i}"
-        );
-        ids.push(r.member_id.to_string());
+        let expected = if i < PENDING_MAX {
+            ResponseError::MemberIdRequired
+        } else {
+            ResponseError::CoordinatorLoadInProgress
+        };
+        assert_eq!(error(r.error_code), Some(expected), "first join {i}");
+        if i < PENDING_MAX {
+            assert!(
+                ids.insert(r.member_id.to_string()),
+                "every member id is new"
+            );
+        }
     }
-    assert_eq!(
-        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
-        ids.len(),
-        "every member id is new"
+    let grown = broker.rss_bytes().saturating_sub(rss_before);
+    assert!(
+        grown < 32 << 20,
+        "{PENDING_MAX} pending member ids grew RSS by {grown} bytes"
+    );
+    println!(
+        "RSS grew by {} KiB for {PENDING_MAX} pending ids",
+        grown >> 10
     );
 }
 
