@@ -81,6 +81,10 @@ pub struct GroupConfig {
     /// GROUP_MAX_SIZE_REACHED. Pending member ids (MEMBER_ID_REQUIRED) do not count, as in Kafka;
     /// they have their own bound, [`GROUP_PENDING_MEMBERS_MAX`].
     pub group_max_size: usize,
+    /// `group.min.session.timeout.ms`: the shortest session a member may ask for.
+    pub session_timeout_ms_min: i32,
+    /// `group.max.session.timeout.ms`: the longest session a member may ask for.
+    pub session_timeout_ms_max: i32,
 }
 
 /// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
@@ -95,6 +99,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             group_max_size: GROUP_MAX_SIZE_DEFAULT,
+            session_timeout_ms_min: SESSION_TIMEOUT_MS_MIN,
+            session_timeout_ms_max: SESSION_TIMEOUT_MS_MAX,
         }
     }
 }
@@ -641,8 +647,8 @@ impl Groups {
             );
             return effects;
         }
-        if req.session_timeout_ms < SESSION_TIMEOUT_MS_MIN
-            || req.session_timeout_ms > SESSION_TIMEOUT_MS_MAX
+        if req.session_timeout_ms < self.config.session_timeout_ms_min
+            || req.session_timeout_ms > self.config.session_timeout_ms_max
         {
             reply(
                 &mut effects,

@@ -143,6 +143,8 @@ impl Shard {
                     offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
                     // Validated positive.
                     group_max_size: usize::try_from(config.group_max_size).unwrap_or(1),
+                    session_timeout_ms_min: config.group_min_session_timeout_ms,
+                    session_timeout_ms_max: config.group_max_session_timeout_ms,
                 },
                 crate::coordinator::consumer_group::ConsumerGroupConfig {
                     session_timeout_ms: config.group_consumer_session_timeout_ms,

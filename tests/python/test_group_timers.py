@@ -19,9 +19,9 @@ GROUPS = 4
 DELETE_AFTER_EXPIRY_S = 0.05
 
 
-@pytest.mark.timeout(120)
-def test_delete_groups_just_after_static_members_session_ends_succeeds(make_broker):
-    b = make_broker(shards=1)
+def delete_groups_after_static_members_close(b, session_timeout_ms, delete_after_expiry_s):
+    """Four static members close; each group is deleted `delete_after_expiry_s` after its
+    member's session ended. Returns (group, seconds after close, outcome) per group."""
     topic = "timers"
     admin = AdminClient({"bootstrap.servers": b.addr, "log_level": 0})
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
@@ -33,7 +33,7 @@ def test_delete_groups_just_after_static_members_session_ends_succeeds(make_brok
             "group.id": g,
             "group.protocol": "classic",
             "group.instance.id": f"instance-{i}",
-            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": 10,
             "log_level": 0,
         })
@@ -59,12 +59,32 @@ def test_delete_groups_just_after_static_members_session_ends_succeeds(make_brok
 
     results = []
     for g, t in zip(groups, closed_at):
-        time.sleep(max(0.0, t + SESSION_TIMEOUT_MS / 1000 + DELETE_AFTER_EXPIRY_S - time.monotonic()))
+        time.sleep(max(0.0, t + session_timeout_ms / 1000 + delete_after_expiry_s - time.monotonic()))
         sent = time.monotonic() - t
         try:
             admin.delete_consumer_groups([g], request_timeout=10)[g].result(15)
             results.append((g, round(sent, 3), "deleted"))
         except KafkaException as e:
             results.append((g, round(sent, 3), e.args[0].name()))
+    return results
+
+
+@pytest.mark.timeout(120)
+def test_delete_groups_just_after_static_members_session_ends_succeeds(make_broker):
+    b = make_broker(shards=1)
+    results = delete_groups_after_static_members_close(b, SESSION_TIMEOUT_MS, DELETE_AFTER_EXPIRY_S)
     print(f"DeleteGroups at close + session timeout + {DELETE_AFTER_EXPIRY_S}s: {results}")
+    assert all(r[2] == "deleted" for r in results), results
+
+
+# librdkafka's 0081 as written: static members with a 5 s session (allowed by
+# group_min_session_timeout_ms, Kafka's group.min.session.timeout.ms), groups deleted 5.5 s after
+# the members closed.
+@pytest.mark.timeout(120)
+def test_delete_groups_5_5s_after_static_members_with_5s_sessions_closed(make_broker, tmp_path):
+    config = tmp_path / "freshet.toml"
+    config.write_text("group_min_session_timeout_ms = 5000\n")
+    b = make_broker(shards=1, extra_args=["--config", str(config)])
+    results = delete_groups_after_static_members_close(b, 5_000, 0.5)
+    print(f"DeleteGroups at close + 5.5s: {results}")
     assert all(r[2] == "deleted" for r in results), results
