@@ -1003,11 +1003,14 @@ impl Groups {
         effects
     }
 
-    /// The earliest time at which [`Groups::tick`] has something to do: a session or a pending
-    /// member id running out, a rebalance's initial delay or timeout ending. The coordinator's
-    /// timer sleeps until exactly then (issue 12, item 18: expiry used to wait for the next
-    /// 250 ms tick, which also did the persistence and compaction work).
-    pub fn next_deadline_ms(&self) -> Option<i64> {
+    /// The earliest time after `now_ms` at which [`Groups::tick`] has something to do: a
+    /// session or a pending member id running out, a rebalance's initial delay or timeout
+    /// ending. The coordinator's timer sleeps until exactly then (issue 12, item 18: expiry used
+    /// to wait for the next 250 ms tick, which also did the persistence and compaction work).
+    /// Times not after `now_ms` are left out: a tick at `now_ms` has dealt with them (an
+    /// initial delay that ended while members are still rejoining stays in the past), and the
+    /// timer must not wake every millisecond for them.
+    pub fn next_deadline_ms(&self, now_ms: i64) -> Option<i64> {
         self.groups
             .values()
             .filter_map(|g| {
@@ -1021,7 +1024,11 @@ impl Groups {
                     .then_some([g.rebalance_deadline_ms, g.join_not_before_ms])
                     .into_iter()
                     .flatten();
-                members.chain(pending).chain(rebalance).min()
+                members
+                    .chain(pending)
+                    .chain(rebalance)
+                    .filter(|t| *t > now_ms)
+                    .min()
             })
             .min()
     }
@@ -1982,19 +1989,29 @@ mod tests {
     #[test]
     fn next_deadline_is_the_earliest_session_end_and_tick_one_expires_on_time() {
         let mut g = groups();
-        assert_eq!(g.next_deadline_ms(), None);
+        assert_eq!(g.next_deadline_ms(0), None);
         let (a, _) = join_new(&mut g, 0, 1);
         g.sync(0, 3, sync_req(&a, 1, vec![]));
-        assert_eq!(g.next_deadline_ms(), Some(i64::from(SESSION)));
+        assert_eq!(g.next_deadline_ms(0), Some(i64::from(SESSION)));
         assert_eq!(g.heartbeat(1_234, "g", &a, None, 1), None);
         let deadline = 1_234 + i64::from(SESSION);
-        assert_eq!(g.next_deadline_ms(), Some(deadline));
+        assert_eq!(g.next_deadline_ms(1_234), Some(deadline));
+        // A rebalance waiting for a member to rejoin: its start time (past) is not a deadline.
+        let (b, _) = join_new(&mut g, 2_000, 10);
+        assert_eq!(g.group("g").unwrap().state, GroupState::PreparingRebalance);
+        assert_eq!(g.next_deadline_ms(2_001), Some(deadline));
+        let e = g.join(2_002, 20, join_req(&a));
+        assert_eq!(join_reply(&e, 20).generation_id, 2);
+        g.leave(2_003, "g", &[(b, None)]);
+        g.join(2_004, 21, join_req(&a));
+        g.sync(2_005, 22, sync_req(&a, 3, vec![]));
+        assert_eq!(g.heartbeat(1_234, "g", &a, None, 3), None);
         assert!(g.tick_one("g", deadline - 1).is_empty());
         assert_eq!(g.check_deletable("g"), Err(ResponseError::NonEmptyGroup));
         g.tick_one("g", deadline);
         assert_eq!(g.group("g").unwrap().state, GroupState::Empty);
         assert_eq!(g.check_deletable("g"), Ok(()));
-        assert_eq!(g.next_deadline_ms(), None);
+        assert_eq!(g.next_deadline_ms(deadline), None);
     }
 
     /// The protocol is the one most members prefer among those all of them support.

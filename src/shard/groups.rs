@@ -470,10 +470,10 @@ impl GroupCoordinator {
             .remove_empty_groups(|id| offsets.has_group(id));
     }
 
-    /// When [`GroupCoordinator::tick`] next has something to do, if ever.
-    pub fn next_deadline_ms(&self) -> Option<i64> {
-        let classic = self.groups.borrow().next_deadline_ms();
-        let consumer = self.consumer.borrow().next_deadline_ms();
+    /// When, after `now_ms`, [`GroupCoordinator::tick`] next has something to do, if ever.
+    pub fn next_deadline_ms(&self, now_ms: i64) -> Option<i64> {
+        let classic = self.groups.borrow().next_deadline_ms(now_ms);
+        let consumer = self.consumer.borrow().next_deadline_ms(now_ms);
         classic.into_iter().chain(consumer).min()
     }
 

@@ -558,7 +558,7 @@ impl Shard {
             let now = now_ms();
             let next = self
                 .groups
-                .next_deadline_ms()
+                .next_deadline_ms(now)
                 .map_or(now + interval_ms, |d| d.min(now + interval_ms));
             // At least 1 ms: a deadline in the current millisecond is due on the next one.
             let wait = Duration::from_millis((next - now).max(1) as u64);
