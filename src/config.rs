@@ -100,6 +100,15 @@ pub struct BrokerConfig {
     /// Kafka `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty
     /// consumer group waits for more members, in milliseconds.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka `group.max.size`: members per classic consumer group; a join beyond it is refused
+    /// with GROUP_MAX_SIZE_REACHED. Unlimited by default (2147483647), as Kafka.
+    pub group_max_size: i32,
+    /// Kafka `group.min.session.timeout.ms`: a classic-group member asking for a shorter
+    /// session gets INVALID_SESSION_TIMEOUT, in milliseconds.
+    pub group_min_session_timeout_ms: i32,
+    /// Kafka `group.max.session.timeout.ms`: a classic-group member asking for a longer session
+    /// gets INVALID_SESSION_TIMEOUT, in milliseconds.
+    pub group_max_session_timeout_ms: i32,
     /// Kafka `group.consumer.session.timeout.ms`: a KIP-848 consumer-group member that does
     /// not heartbeat for this long is removed, in milliseconds.
     pub group_consumer_session_timeout_ms: i32,
@@ -154,6 +163,9 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
             group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: i32::MAX,
+            group_min_session_timeout_ms: crate::coordinator::group::SESSION_TIMEOUT_MS_MIN,
+            group_max_session_timeout_ms: crate::coordinator::group::SESSION_TIMEOUT_MS_MAX,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             offsets_retention_minutes: 10_080,
@@ -258,6 +270,15 @@ impl BrokerConfig {
             ("ring_depth", self.ring_depth as i64),
             ("log_segment_bytes", self.log_segment_bytes),
             ("message_max_bytes", self.message_max_bytes),
+            ("group_max_size", i64::from(self.group_max_size)),
+            (
+                "group_min_session_timeout_ms",
+                i64::from(self.group_min_session_timeout_ms),
+            ),
+            (
+                "group_max_session_timeout_ms",
+                i64::from(self.group_max_session_timeout_ms),
+            ),
             (
                 "group_consumer_session_timeout_ms",
                 i64::from(self.group_consumer_session_timeout_ms),
@@ -284,6 +305,11 @@ impl BrokerConfig {
             if value <= 0 {
                 return Err(ConfigError(format!("{name} must be positive, got {value}")));
             }
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(ConfigError(
+                "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms".into(),
+            ));
         }
         if self.request_bytes_max > i32::MAX as usize {
             return Err(ConfigError("request_bytes_max must fit in an i32".into()));
@@ -324,6 +350,36 @@ mod tests {
             config.advertised_host_port().unwrap(),
             ("localhost".to_string(), 9092)
         );
+    }
+
+    /// Kafka's group settings: `group.max.size` unlimited by default; the session bounds must
+    /// be ordered.
+    #[test]
+    fn group_settings_default_as_kafka_and_are_checked() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.group_max_size, i32::MAX);
+        assert_eq!(
+            (
+                config.group_min_session_timeout_ms,
+                config.group_max_session_timeout_ms
+            ),
+            (6_000, 1_800_000)
+        );
+        let config: BrokerConfig =
+            toml::from_str("group_max_size = 5\ngroup_min_session_timeout_ms = 5000\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.group_max_size, 5);
+        let bad = BrokerConfig {
+            group_min_session_timeout_ms: 10_000,
+            group_max_session_timeout_ms: 9_000,
+            ..BrokerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = BrokerConfig {
+            group_max_size: 0,
+            ..BrokerConfig::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -1133,6 +1133,17 @@ impl ConsumerGroups {
         }
     }
 
+    /// The earliest time after `now_ms` at which [`ConsumerGroups::tick`] has something to do
+    /// (a session or a revocation deadline), so the coordinator can sleep until exactly then.
+    pub fn next_deadline_ms(&self, now_ms: i64) -> Option<i64> {
+        self.groups
+            .values()
+            .flat_map(|g| g.members.values())
+            .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revocation_deadline_ms))
+            .filter(|t| *t > now_ms)
+            .min()
+    }
+
     /// Forgets empty groups for which `keep` says no (groups with committed offsets stay).
     pub fn remove_empty_groups(&mut self, keep: impl Fn(&str) -> bool) {
         let dirty = &mut self.dirty;

@@ -19,11 +19,23 @@
 //! a member. Every parked request id is answered exactly once (by a reply, or with an error when
 //! its member is removed).
 //!
+//! Timers: [`Groups::next_deadline_ms`] says when [`Groups::tick`] next has work, so the shard
+//! can sleep until exactly then; [`Groups::tick_one`] brings one group up to date before it is
+//! described or deleted.
+//!
+//! Limits: `group.max.size` ([`GroupConfig::group_max_size`], unlimited by default as Kafka)
+//! counts members as Kafka's `acceptJoiningMember` does; member ids handed out with
+//! MEMBER_ID_REQUIRED do not count, and are bounded per group by [`GROUP_PENDING_MEMBERS_MAX`].
+//!
 //! Durability: [`Groups::take_dirty`] names the groups whose snapshot changed (Kafka writes a
-//! classic group's metadata when it becomes Stable or Empty); `shard::groups` writes
-//! [`ClassicGroupSnapshot`]s to the offsets log and [`Groups::restore`] rebuilds them at start
-//! (a group with members comes back Stable, each member with a full session to heartbeat, as
-//! after a Kafka coordinator load). The initial rebalance of a new group waits
+//! classic group's metadata when it becomes Stable or Empty; here also when members leave or
+//! expire, so that a member whose leave was answered never comes back after a crash to hold
+//! the next rebalance for its whole session); `shard::groups` writes [`ClassicGroupSnapshot`]s
+//! to the offsets log and [`Groups::restore`] rebuilds them at start (a group with members
+//! comes back Stable, or PreparingRebalance if it was rebalancing when written, each member
+//! with a full session to heartbeat or rejoin, as after a Kafka coordinator load). A member
+//! that was alive at the crash and never comes back still holds a rebalance until its session
+//! ends, as in Kafka. The initial rebalance of a new group waits
 //! `group.initial.rebalance.delay.ms`, extended while new members keep joining, up to the
 //! rebalance timeout (Kafka's `InitialDelayedJoin`).
 //!
@@ -44,8 +56,15 @@ pub type RequestId = u64;
 pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
 /// Kafka's `group.max.session.timeout.ms` default.
 pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
-/// Kafka's `group.max.size` default.
-pub const GROUP_MEMBERS_MAX: usize = 1_000;
+/// Kafka's `group.max.size` default (`Integer.MAX_VALUE`: unlimited).
+pub const GROUP_MAX_SIZE_DEFAULT: usize = i32::MAX as usize;
+/// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, per group. Kafka keeps them
+/// unbounded (each expires after its session timeout); a bound keeps a flood of first joins
+/// from growing one group's map without limit (each entry is a member id and a deadline,
+/// about 200 bytes: at most ~2 MB per group). At the bound a first join is answered
+/// COORDINATOR_LOAD_IN_PROGRESS (retriable: the client backs off and joins again), not
+/// GROUP_MAX_SIZE_REACHED, which clients treat as fatal.
+pub const GROUP_PENDING_MEMBERS_MAX: usize = 10_000;
 
 /// Group settings (Kafka's broker configs of the same names).
 #[derive(Clone, Debug)]
@@ -58,6 +77,14 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval_ms: i64,
+    /// `group.max.size`: members per classic group; a join beyond it gets
+    /// GROUP_MAX_SIZE_REACHED. Pending member ids (MEMBER_ID_REQUIRED) do not count, as in Kafka;
+    /// they have their own bound, [`GROUP_PENDING_MEMBERS_MAX`].
+    pub group_max_size: usize,
+    /// `group.min.session.timeout.ms`: the shortest session a member may ask for.
+    pub session_timeout_ms_min: i32,
+    /// `group.max.session.timeout.ms`: the longest session a member may ask for.
+    pub session_timeout_ms_max: i32,
 }
 
 /// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
@@ -71,6 +98,9 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            group_max_size: GROUP_MAX_SIZE_DEFAULT,
+            session_timeout_ms_min: SESSION_TIMEOUT_MS_MIN,
+            session_timeout_ms_max: SESSION_TIMEOUT_MS_MAX,
         }
     }
 }
@@ -364,6 +394,29 @@ impl Group {
         Some(topics)
     }
 
+    /// Kafka's `acceptJoiningMember`: whether a join by `member_id` (empty: a new member) fits
+    /// `group.max.size`. While rebalancing, members that rejoined count (the group may be above
+    /// a lowered limit; the last to rejoin are turned away); otherwise the members do.
+    fn accepts_joining_member(&self, member_id: &str, max_size: usize) -> bool {
+        match self.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                self.members
+                    .get(member_id)
+                    .is_some_and(|m| m.awaiting_join.is_some())
+                    || self
+                        .members
+                        .values()
+                        .filter(|m| m.awaiting_join.is_some())
+                        .count()
+                        < max_size
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.members.contains_key(member_id) || self.members.len() < max_size
+            }
+        }
+    }
+
     fn all_members_joined(&self) -> bool {
         self.pending_members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
     }
@@ -451,11 +504,7 @@ impl Groups {
         let before = self.groups.get(group_id).map(persisted_key);
         let out = f(self);
         let after = self.groups.get(group_id).map(persisted_key);
-        if before != after
-            && after.is_none_or(|(state, _, _)| {
-                state == GroupState::Stable || state == GroupState::Empty
-            })
-        {
+        if needs_persisting(before, after) {
             self.dirty.insert(group_id.to_string());
         }
         out
@@ -480,6 +529,10 @@ impl Groups {
             generation_id: g.generation_id,
             leader: g.leader.clone(),
             state_timestamp_ms: g.state_timestamp_ms,
+            rebalance_pending: matches!(
+                g.state,
+                GroupState::PreparingRebalance | GroupState::CompletingRebalance
+            ),
             members: g
                 .members_in_order()
                 .into_iter()
@@ -503,7 +556,8 @@ impl Groups {
     }
 
     /// Rebuilds a group from its snapshot at startup, as Kafka's coordinator load: a group with
-    /// members is Stable and each member has a full session to heartbeat.
+    /// members is Stable (PreparingRebalance if it was rebalancing after members left) and each
+    /// member has a full session to heartbeat or rejoin.
     pub fn restore(&mut self, group_id: &str, snapshot: ClassicGroupSnapshot, now_ms: i64) {
         let mut group = Group::new(group_id);
         group.protocol_type = snapshot.protocol_type;
@@ -549,6 +603,15 @@ impl Groups {
             });
         group.state = if group.members.is_empty() {
             GroupState::Empty
+        } else if snapshot.rebalance_pending || group.members.len() > self.config.group_max_size {
+            // The members rejoin (their heartbeats get REBALANCE_IN_PROGRESS); those that do
+            // not are dropped when their session or the rebalance timeout runs out. A group
+            // above a lowered `group.max.size` rebalances too (Kafka), turning away the last
+            // members to rejoin.
+            group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
+            group.join_not_before_ms = now_ms;
+            group.state_timestamp_ms = Some(now_ms);
+            GroupState::PreparingRebalance
         } else {
             GroupState::Stable
         };
@@ -584,8 +647,8 @@ impl Groups {
             );
             return effects;
         }
-        if req.session_timeout_ms < SESSION_TIMEOUT_MS_MIN
-            || req.session_timeout_ms > SESSION_TIMEOUT_MS_MAX
+        if req.session_timeout_ms < self.config.session_timeout_ms_min
+            || req.session_timeout_ms > self.config.session_timeout_ms_max
         {
             reply(
                 &mut effects,
@@ -608,10 +671,25 @@ impl Groups {
             self.new_member_id(&req.client_id)
         };
         let initial_delay = self.config.initial_rebalance_delay_ms;
+        let max_size = self.config.group_max_size;
         let group = self
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new(&req.group_id));
+        if !group.accepts_joining_member(&req.member_id, max_size) {
+            // Kafka: the member (if known) is removed and told the group is full.
+            let known = group.members.contains_key(&req.member_id);
+            group.pending_members.remove(&req.member_id);
+            if known {
+                remove_member(group, &req.member_id, &mut effects);
+                after_removal(group, now_ms, &mut effects);
+            }
+            reply(
+                &mut effects,
+                JoinResponse::error(ResponseError::GroupMaxSizeReached, ""),
+            );
+            return effects;
+        }
         if !group.supports(&req.protocol_type, &req.protocols) {
             reply(
                 &mut effects,
@@ -649,14 +727,14 @@ impl Groups {
                     return effects;
                 }
             }
-            if group.members.len() + group.pending_members.len() >= GROUP_MEMBERS_MAX {
-                reply(
-                    &mut effects,
-                    JoinResponse::error(ResponseError::GroupMaxSizeReached, ""),
-                );
-                return effects;
-            }
             if req.require_known_member_id && req.group_instance_id.is_none() {
+                if group.pending_members.len() >= GROUP_PENDING_MEMBERS_MAX {
+                    reply(
+                        &mut effects,
+                        JoinResponse::error(ResponseError::CoordinatorLoadInProgress, ""),
+                    );
+                    return effects;
+                }
                 group
                     .pending_members
                     .insert(new_id.clone(), now_ms + i64::from(req.session_timeout_ms));
@@ -905,35 +983,54 @@ impl Groups {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         for group in self.groups.values_mut() {
-            let before = persisted_key(group);
-            group
-                .pending_members
-                .retain(|_, deadline| *deadline > now_ms);
-            let expired: Vec<String> = group
-                .members
-                .values()
-                .filter(|m| {
-                    // A member parked in a join is not expired: the rebalance timeout covers it.
-                    m.awaiting_join.is_none() && m.heartbeat_deadline_ms <= now_ms
-                })
-                .map(|m| m.member_id.clone())
-                .collect();
-            for id in &expired {
-                tracing::info!(group = %group.group_id, member = %id, "member session expired");
-                remove_member(group, id, &mut effects);
-            }
-            if !expired.is_empty() {
-                after_removal(group, now_ms, &mut effects);
-            }
-            if group.state == GroupState::PreparingRebalance {
-                maybe_complete_join(group, now_ms, &mut effects);
-            }
-            let after = persisted_key(group);
-            if before != after && (after.0 == GroupState::Stable || after.0 == GroupState::Empty) {
+            if tick_group(group, now_ms, &mut effects) {
                 self.dirty.insert(group.group_id.clone());
             }
         }
         effects
+    }
+
+    /// [`Groups::tick`] for one group: its timers are brought up to `now_ms` before it is
+    /// described or deleted, so an answer never shows a member whose session already ended,
+    /// however late the coordinator's timer runs.
+    pub fn tick_one(&mut self, group_id: &str, now_ms: i64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some(group) = self.groups.get_mut(group_id) {
+            if tick_group(group, now_ms, &mut effects) {
+                self.dirty.insert(group_id.to_string());
+            }
+        }
+        effects
+    }
+
+    /// The earliest time after `now_ms` at which [`Groups::tick`] has something to do: a
+    /// session or a pending member id running out, a rebalance's initial delay or timeout
+    /// ending. The coordinator's timer sleeps until exactly then (issue 12, item 18: expiry used
+    /// to wait for the next 250 ms tick, which also did the persistence and compaction work).
+    /// Times not after `now_ms` are left out: a tick at `now_ms` has dealt with them (an
+    /// initial delay that ended while members are still rejoining stays in the past), and the
+    /// timer must not wake every millisecond for them.
+    pub fn next_deadline_ms(&self, now_ms: i64) -> Option<i64> {
+        self.groups
+            .values()
+            .filter_map(|g| {
+                let members = g
+                    .members
+                    .values()
+                    .filter(|m| m.awaiting_join.is_none())
+                    .map(|m| m.heartbeat_deadline_ms);
+                let pending = g.pending_members.values().copied();
+                let rebalance = (g.state == GroupState::PreparingRebalance)
+                    .then_some([g.rebalance_deadline_ms, g.join_not_before_ms])
+                    .into_iter()
+                    .flatten();
+                members
+                    .chain(pending)
+                    .chain(rebalance)
+                    .filter(|t| *t > now_ms)
+                    .min()
+            })
+            .min()
     }
 
     /// Forgets Empty groups for which `keep` says no (the coordinator keeps groups that still
@@ -978,9 +1075,58 @@ impl Groups {
     }
 }
 
+/// One group's timers (see [`Groups::tick`]); true if its durable snapshot must be written.
+fn tick_group(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
+    let before = persisted_key(group);
+    group
+        .pending_members
+        .retain(|_, deadline| *deadline > now_ms);
+    let expired: Vec<String> = group
+        .members
+        .values()
+        .filter(|m| {
+            // A member parked in a join is not expired: the rebalance timeout covers it.
+            m.awaiting_join.is_none() && m.heartbeat_deadline_ms <= now_ms
+        })
+        .map(|m| m.member_id.clone())
+        .collect();
+    for id in &expired {
+        tracing::info!(group = %group.group_id, member = %id, late_ms = now_ms - group.members[id].heartbeat_deadline_ms, "member session expired");
+        remove_member(group, id, effects);
+    }
+    if !expired.is_empty() {
+        after_removal(group, now_ms, effects);
+    }
+    if group.state == GroupState::PreparingRebalance {
+        maybe_complete_join(group, now_ms, effects);
+    }
+    needs_persisting(Some(before), Some(persisted_key(group)))
+}
+
 /// What decides whether a group's durable snapshot changed: state, generation, member count.
 fn persisted_key(g: &Group) -> (GroupState, i32, usize) {
     (g.state, g.generation_id, g.members.len())
+}
+
+/// Whether a change from `before` to `after` (`None`: no group) must be written: as Kafka, when
+/// the group becomes Stable or Empty (or is gone); and whenever members left or expired, so
+/// that a member whose LeaveGroup was answered does not come back after a crash and hold the
+/// next rebalance until its session runs out (issue 12, item 9).
+fn needs_persisting(
+    before: Option<(GroupState, i32, usize)>,
+    after: Option<(GroupState, i32, usize)>,
+) -> bool {
+    if before == after {
+        return false;
+    }
+    match (before, after) {
+        (_, None) => true,
+        (_, Some((GroupState::Stable | GroupState::Empty, _, _))) => true,
+        (Some((_, _, members_before)), Some((_, _, members_after))) => {
+            members_after < members_before
+        }
+        (None, Some(_)) => false,
+    }
 }
 
 /// What the offsets log keeps of a classic group (Kafka's `GroupMetadataValue`).
@@ -994,6 +1140,10 @@ pub struct ClassicGroupSnapshot {
     /// When the group last changed state.
     #[serde(default)]
     pub state_timestamp_ms: Option<i64>,
+    /// The group was rebalancing when written (a member had left or expired): it comes back
+    /// rebalancing, so its members rejoin instead of keeping the last generation's assignment.
+    #[serde(default)]
+    pub rebalance_pending: bool,
 }
 
 /// A member in a [`ClassicGroupSnapshot`].
@@ -1708,6 +1858,160 @@ mod tests {
         assert!(e.is_empty(), "waiting for the pending member");
         let e = g.tick(10 + i64::from(SESSION));
         assert_eq!(join_reply(&e, 5).generation_id, 2);
+    }
+
+    /// A member whose LeaveGroup was answered is written at once (not only when the group is
+    /// Stable again), so a restart does not bring it back: the restored group is rebalancing and
+    /// completes as soon as the remaining member rejoins, instead of waiting for the session of
+    /// a member that is long gone (issue 12, item 9).
+    #[test]
+    fn a_member_that_left_before_a_crash_does_not_come_back() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        let (b, _) = join_new(&mut g, 0, 10);
+        let e = g.join(1, 20, join_req(&a));
+        assert_eq!(join_reply(&e, 20).generation_id, 2);
+        g.sync(2, 21, sync_req(&a, 2, vec![]));
+        g.sync(2, 22, sync_req(&b, 2, vec![]));
+        assert_eq!(g.group("g").unwrap().state, GroupState::Stable);
+        g.take_dirty();
+        let (_, errors, _) = g.leave(3, "g", &[(b.clone(), None)]);
+        assert_eq!(errors, vec![None]);
+        assert_eq!(g.group("g").unwrap().state, GroupState::PreparingRebalance);
+        assert_eq!(
+            g.take_dirty(),
+            vec!["g".to_string()],
+            "the leave is persisted"
+        );
+        let snapshot = g.snapshot("g").unwrap();
+        assert!(snapshot.rebalance_pending);
+        assert_eq!(snapshot.members.len(), 1);
+
+        // The broker restarts from that snapshot.
+        let mut restarted = groups();
+        restarted.restore("g", snapshot, 100_000);
+        let group = restarted.group("g").unwrap();
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        assert!(!group.members.contains_key(&b));
+        assert_eq!(
+            restarted.heartbeat(100_001, "g", &a, None, 2),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        let e = restarted.join(100_002, 30, join_req(&a));
+        let r = join_reply(&e, 30);
+        assert_eq!((r.generation_id, r.members.len()), (3, 1), "no wait for b");
+
+        // An expired member is persisted too.
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        let (b, _) = join_new(&mut g, 0, 10);
+        g.join(1, 20, join_req(&a));
+        g.sync(2, 21, sync_req(&a, 2, vec![]));
+        g.take_dirty();
+        for t in (1_000..=10_500).step_by(500) {
+            g.heartbeat(t, "g", &a, None, 2);
+            g.tick(t);
+        }
+        assert!(!g.group("g").unwrap().members.contains_key(&b));
+        assert_eq!(g.take_dirty(), vec!["g".to_string()]);
+    }
+
+    /// `group.max.size` counts members, not the member ids handed out with MEMBER_ID_REQUIRED;
+    /// a new member beyond it gets GROUP_MAX_SIZE_REACHED without a member id, as Kafka.
+    #[test]
+    fn group_max_size_counts_members_not_pending_ids() {
+        let mut g = Groups::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                group_max_size: 2,
+                ..GroupConfig::default()
+            },
+            "s".into(),
+        );
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        let mut pending = Vec::new();
+        for id in 10..15 {
+            let e = g.join(1, id, join_req(""));
+            let r = join_reply(&e, id);
+            assert_eq!(r.error, Some(ResponseError::MemberIdRequired));
+            pending.push((r.member_id, None));
+        }
+        let (b, e) = join_new(&mut g, 2, 20);
+        assert!(e.is_empty(), "b waits for a to rejoin");
+        // The unused ids go away (they would hold the rebalance until they expire, as in Kafka).
+        assert!(g.leave(2, "g", &pending).1.iter().all(Option::is_none));
+        let e = g.join(3, 30, join_req(&a));
+        assert_eq!(join_reply(&e, 30).members.len(), 2);
+        g.sync(4, 31, sync_req(&a, 2, vec![]));
+        let e = g.join(5, 40, join_req(""));
+        let r = join_reply(&e, 40);
+        assert_eq!(r.error, Some(ResponseError::GroupMaxSizeReached));
+        assert_eq!(r.member_id, "");
+        let group = g.group("g").unwrap();
+        assert_eq!(group.state, GroupState::Stable);
+        assert!(group.members.contains_key(&a) && group.members.contains_key(&b));
+    }
+
+    /// Member ids handed out and not yet used are bounded per group; beyond the bound a first
+    /// join is told to retry (COORDINATOR_LOAD_IN_PROGRESS), and the group's members are not
+    /// affected.
+    #[test]
+    fn pending_member_ids_are_bounded() {
+        let mut g = groups();
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        for id in 0..GROUP_PENDING_MEMBERS_MAX as u64 {
+            let e = g.join(1, 100 + id, join_req(""));
+            assert_eq!(
+                join_reply(&e, 100 + id).error,
+                Some(ResponseError::MemberIdRequired)
+            );
+        }
+        let e = g.join(1, 99, join_req(""));
+        assert_eq!(
+            join_reply(&e, 99).error,
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        assert_eq!(g.heartbeat(2, "g", &a, None, 1), None);
+        // Once they expire there is room again.
+        g.heartbeat(i64::from(SESSION), "g", &a, None, 1);
+        g.tick(1 + i64::from(SESSION));
+        let e = g.join(2 + i64::from(SESSION), 98, join_req(""));
+        assert_eq!(
+            join_reply(&e, 98).error,
+            Some(ResponseError::MemberIdRequired)
+        );
+    }
+
+    /// The coordinator's timer can sleep until exactly the next deadline, and a group is
+    /// brought up to date on its own before it is described or deleted (issue 12, item 18).
+    #[test]
+    fn next_deadline_is_the_earliest_session_end_and_tick_one_expires_on_time() {
+        let mut g = groups();
+        assert_eq!(g.next_deadline_ms(0), None);
+        let (a, _) = join_new(&mut g, 0, 1);
+        g.sync(0, 3, sync_req(&a, 1, vec![]));
+        assert_eq!(g.next_deadline_ms(0), Some(i64::from(SESSION)));
+        assert_eq!(g.heartbeat(1_234, "g", &a, None, 1), None);
+        let deadline = 1_234 + i64::from(SESSION);
+        assert_eq!(g.next_deadline_ms(1_234), Some(deadline));
+        // A rebalance waiting for a member to rejoin: its start time (past) is not a deadline.
+        let (b, _) = join_new(&mut g, 2_000, 10);
+        assert_eq!(g.group("g").unwrap().state, GroupState::PreparingRebalance);
+        assert_eq!(g.next_deadline_ms(2_001), Some(deadline));
+        let e = g.join(2_002, 20, join_req(&a));
+        assert_eq!(join_reply(&e, 20).generation_id, 2);
+        g.leave(2_003, "g", &[(b, None)]);
+        g.join(2_004, 21, join_req(&a));
+        g.sync(2_005, 22, sync_req(&a, 3, vec![]));
+        assert_eq!(g.heartbeat(1_234, "g", &a, None, 3), None);
+        assert!(g.tick_one("g", deadline - 1).is_empty());
+        assert_eq!(g.check_deletable("g"), Err(ResponseError::NonEmptyGroup));
+        g.tick_one("g", deadline);
+        assert_eq!(g.group("g").unwrap().state, GroupState::Empty);
+        assert_eq!(g.check_deletable("g"), Ok(()));
+        assert_eq!(g.next_deadline_ms(deadline), None);
     }
 
     /// The protocol is the one most members prefer among those all of them support.

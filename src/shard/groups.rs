@@ -8,8 +8,12 @@
 //! - Delayed answers: a JoinGroup or SyncGroup gets a request id and a one-shot channel kept in
 //!   `replies`; the request waits on the channel, and whichever call produces the
 //!   `Effect::Reply` for that id (a later join, a leader's sync, a tick) completes it.
-//! - Ticks: [`GroupCoordinator::tick`] is called by a timer on shard 0 every
-//!   [`GROUP_TICK_INTERVAL_MS`]; it expires sessions and ends rebalances.
+//! - Timers: [`GroupCoordinator::tick`] expires sessions and ends rebalances. A timer task on
+//!   shard 0 does nothing else: it sleeps until [`GroupCoordinator::next_deadline_ms`] (at most
+//!   [`GROUP_TICK_INTERVAL_MS`]), so a session ends on time whatever persistence or compaction
+//!   is doing; DescribeGroups and DeleteGroups also bring their group's timers up to date
+//!   first. The periodic work with I/O (writing changed groups, expiring offsets, compaction)
+//!   runs in a separate loop every [`GROUP_TICK_INTERVAL_MS`].
 //! - Durability: committed offsets are appended to the internal log
 //!   `<data_dir>/internal/__consumer_offsets-0/` (a [`PartitionLog`], so group-committed and
 //!   fdatasync'd like any partition) and applied to the table only once the append is durable,
@@ -450,6 +454,9 @@ impl GroupCoordinator {
         (top, each)
     }
 
+    /// Runs the group timers that are due: sessions, pending member ids, rebalance delays and
+    /// timeouts (classic), sessions and revocations (KIP-848). Pure work, no I/O: the changes
+    /// are written by the next [`GroupCoordinator::persist_groups`].
     pub fn tick(&self, now_ms: i64) {
         let effects = self.groups.borrow_mut().tick(now_ms);
         self.run(effects);
@@ -461,6 +468,21 @@ impl GroupCoordinator {
         self.consumer
             .borrow_mut()
             .remove_empty_groups(|id| offsets.has_group(id));
+    }
+
+    /// When, after `now_ms`, [`GroupCoordinator::tick`] next has something to do, if ever.
+    pub fn next_deadline_ms(&self, now_ms: i64) -> Option<i64> {
+        let classic = self.groups.borrow().next_deadline_ms(now_ms);
+        let consumer = self.consumer.borrow().next_deadline_ms(now_ms);
+        classic.into_iter().chain(consumer).min()
+    }
+
+    /// Brings one group's timers up to `now_ms` (before it is described or deleted), so an
+    /// expired member is gone from the answer even if the timer task has not run yet.
+    fn tick_group(&self, group_id: &str, now_ms: i64) {
+        let effects = self.groups.borrow_mut().tick_one(group_id, now_ms);
+        self.run(effects);
+        self.consumer.borrow_mut().tick(now_ms);
     }
 
     /// ConsumerGroupHeartbeat (KIP-848), answered at once. A classic group with members keeps
@@ -514,6 +536,7 @@ impl GroupCoordinator {
 
     /// ConsumerGroupDescribe of one group, or Kafka's GROUP_ID_NOT_FOUND message.
     pub fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, String> {
+        self.consumer.borrow_mut().tick(crate::shard::now_ms());
         let consumer = self.consumer.borrow();
         let Some(g) = consumer.group(group_id) else {
             return Err(if self.groups.borrow().group(group_id).is_some() {
@@ -804,6 +827,7 @@ impl GroupCoordinator {
 
     /// DescribeGroups of one group; `None` if the broker knows nothing of it.
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        self.tick_group(group_id, crate::shard::now_ms());
         // A consumer group is not described here (Kafka: "is not a classic group").
         if self.consumer.borrow().group(group_id).is_some() {
             return None;
@@ -866,6 +890,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
+        self.tick_group(group_id, now_ms);
         if self.consumer.borrow().has_members(group_id) {
             return Err(ResponseError::NonEmptyGroup);
         }
@@ -1214,6 +1239,7 @@ mod tests {
                 initial_rebalance_delay_ms: 0,
                 offsets_retention_ms: 1_000,
                 offsets_retention_check_interval_ms: 0,
+                ..GroupConfig::default()
             };
             let c = GroupCoordinator::new(config, ConsumerGroupConfig::default());
             c.load(&data_dir, cache.clone()).await.unwrap();

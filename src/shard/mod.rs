@@ -153,6 +153,10 @@ impl Shard {
                     initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
                     offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
                     offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+                    // Validated positive.
+                    group_max_size: usize::try_from(config.group_max_size).unwrap_or(1),
+                    session_timeout_ms_min: config.group_min_session_timeout_ms,
+                    session_timeout_ms_max: config.group_max_session_timeout_ms,
                 },
                 crate::coordinator::consumer_group::ConsumerGroupConfig {
                     session_timeout_ms: config.group_consumer_session_timeout_ms,
@@ -536,21 +540,42 @@ impl Shard {
         }
     }
 
-    /// Coordinator shard: ticks the group state machine every
-    /// [`groups::GROUP_TICK_INTERVAL_MS`] until the shard stops.
+    /// Coordinator shard: starts the group timers ([`Shard::group_timer_loop`]) and runs the
+    /// coordinators' periodic work with I/O every [`groups::GROUP_TICK_INTERVAL_MS`] until the
+    /// shard stops: writing groups the timers changed, expiring offsets, transaction timeouts,
+    /// compacting the offsets log.
     pub async fn group_tick_loop(self: Rc<Self>) {
         assert_eq!(self.id, COORDINATOR_SHARD);
+        glommio::spawn_local(self.clone().group_timer_loop()).detach();
         let interval = Duration::from_millis(groups::GROUP_TICK_INTERVAL_MS);
         while !self.stopping.get() {
             let tick = glommio::timer::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
-            self.groups.tick(now_ms());
             self.groups.persist_groups().await;
             self.groups.maybe_expire_offsets(now_ms()).await;
             txns::tick(&self);
             if let Err(e) = self.groups.maybe_compact().await {
                 tracing::warn!(error = %e, "compacting the offsets log failed");
             }
+        }
+    }
+
+    /// Coordinator shard: runs the group timers (sessions, rebalance delays and timeouts) at
+    /// their deadlines, at the latest every [`groups::GROUP_TICK_INTERVAL_MS`]. It does no I/O,
+    /// so a slow write or a compaction in [`Shard::group_tick_loop`] cannot make a session end
+    /// late.
+    async fn group_timer_loop(self: Rc<Self>) {
+        let interval_ms = groups::GROUP_TICK_INTERVAL_MS as i64;
+        while !self.stopping.get() {
+            let now = now_ms();
+            let next = self
+                .groups
+                .next_deadline_ms(now)
+                .map_or(now + interval_ms, |d| d.min(now + interval_ms));
+            // At least 1 ms: a deadline in the current millisecond is due on the next one.
+            let wait = Duration::from_millis((next - now).max(1) as u64);
+            futures_lite::future::or(glommio::timer::sleep(wait), self.stop.wait()).await;
+            self.groups.tick(now_ms());
         }
     }
 

@@ -46,6 +46,7 @@ mod broker_rdkafka;
 mod cli;
 mod conn_limits;
 mod enospc;
+mod groups_limits;
 mod log_output;
 mod storage_compact;
 mod storage_crash;
