@@ -45,6 +45,12 @@ pub type TopicPartition = (String, i32);
 /// The shard that runs the metadata state machine (Kafka's controller and coordinator roles).
 pub const COORDINATOR_SHARD: ShardId = 0;
 
+/// Partitions of deleted topics that one shard closes and removes at once, in the background.
+/// One: their blocking file work goes to the shard's blocking thread, and with more at once a
+/// burst of deletions queues ahead of other work there (a CreateTopics during a 100-topic
+/// delete then waited 6 s with 16 at once, 0.3-0.5 s with one).
+pub const PARTITION_DELETES_CONCURRENT_MAX: u64 = 1;
+
 /// One partition on its owning shard: the log and the signal that wakes long-poll fetches.
 pub struct Partition {
     pub topic: String,
@@ -97,6 +103,12 @@ pub struct Shard {
     metadata_lock: Semaphore,
     /// Serializes opening/deleting partitions, so a partition is never opened twice.
     reconcile_lock: Semaphore,
+    /// Partitions of deleted topics whose files are still being closed and removed in the
+    /// background, each with the signal fired when that is done. A partition of the same name
+    /// is not opened before then (it would find the old files).
+    deleting: RefCell<HashMap<TopicPartition, Rc<Notify>>>,
+    /// Bounds the background deletions running at once ([`PARTITION_DELETES_CONCURRENT_MAX`]).
+    delete_slots: Rc<Semaphore>,
     /// Set once shutdown starts; [`Shard::stop`] fires at the same time.
     pub stopping: Cell<bool>,
     pub stop: Notify,
@@ -130,6 +142,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             metadata_lock: Semaphore::new(1),
             reconcile_lock: Semaphore::new(1),
+            deleting: RefCell::new(HashMap::new()),
+            delete_slots: Rc::new(Semaphore::new(PARTITION_DELETES_CONCURRENT_MAX)),
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
@@ -274,25 +288,7 @@ impl Shard {
             let partition = self.partitions.borrow_mut().remove(&key);
             if let Some(partition) = partition {
                 partition.hw_changed.notify_all();
-                match Rc::try_unwrap(partition) {
-                    Ok(partition) => {
-                        if let Err(e) = partition.log.delete().await {
-                            tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition failed");
-                        }
-                    }
-                    Err(partition) => {
-                        // A request still holds it; remove the files once it is done.
-                        let dir = self.partition_dir(&key.0, key.1);
-                        glommio::spawn_local(async move {
-                            let _ = partition.log.close().await;
-                            drop(partition);
-                            let _ = glommio::executor()
-                                .spawn_blocking(move || std::fs::remove_dir_all(dir))
-                                .await;
-                        })
-                        .detach();
-                    }
-                }
+                self.delete_in_background(key, partition);
             }
         }
         for (name, topic) in &next.topics {
@@ -313,6 +309,7 @@ impl Shard {
                         }
                     }
                     None => {
+                        self.await_deletion(name, p).await;
                         let dir = self.partition_dir(name, p);
                         match PartitionLog::open(&dir, log_config.clone(), self.cache.clone()).await
                         {
@@ -333,6 +330,67 @@ impl Shard {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Closes and removes a partition of a deleted topic without holding up the metadata
+    /// change (as Kafka deletes logs asynchronously): the partition has already left the map,
+    /// so no new request finds it; requests still holding it finish first. At most
+    /// [`PARTITION_DELETES_CONCURRENT_MAX`] run at once per shard.
+    fn delete_in_background(self: &Rc<Self>, key: TopicPartition, partition: Rc<Partition>) {
+        let done = Notify::new();
+        if let Some(previous) = self.deleting.borrow_mut().insert(key.clone(), done.clone()) {
+            // Cannot happen (a partition is not reopened before its deletion ends); keep the
+            // older waiters informed anyway.
+            previous.notify_all();
+        }
+        let shard = self.clone();
+        let dir = self.partition_dir(&key.0, key.1);
+        glommio::spawn_local(async move {
+            let _slot = shard.delete_slots.acquire_permit(1).await;
+            let result = match Rc::try_unwrap(partition) {
+                Ok(partition) => partition.log.delete().await,
+                Err(partition) => {
+                    // A request still holds it: close (which waits for its writes), drop our
+                    // reference, and remove the directory.
+                    if let Err(e) = partition.log.close().await {
+                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "close before delete failed");
+                    }
+                    drop(partition);
+                    crate::storage::io::remove_dir_all(&dir).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition failed");
+            }
+            let finished = shard.deleting.borrow_mut().remove(&key);
+            if let Some(finished) = finished {
+                finished.notify_all();
+            }
+        })
+        .detach();
+    }
+
+    /// Waits until no background deletion of `topic`/`partition` is running.
+    async fn await_deletion(&self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        loop {
+            let pending = self.deleting.borrow().get(&key).cloned();
+            match pending {
+                Some(done) => done.wait().await,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits until every background deletion on this shard has finished (shutdown).
+    pub async fn finish_deletions(&self) {
+        loop {
+            let pending = self.deleting.borrow().values().next().cloned();
+            match pending {
+                Some(done) => done.wait().await,
+                None => return,
             }
         }
     }
@@ -544,6 +602,7 @@ impl Shard {
 
     /// Flushes and closes every partition (clean shutdown).
     pub async fn close_partitions(&self) {
+        self.finish_deletions().await;
         let partitions: Vec<_> = self
             .partitions
             .borrow_mut()
