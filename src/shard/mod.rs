@@ -33,7 +33,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator::metadata::{
     ClusterMetadata, MetadataCommand, MetadataError, PRODUCER_ID_BLOCK_SIZE,
 };
-use crate::coordinator::{store, topic_config};
+use crate::coordinator::{broker_config, store, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
 pub use notify::Notify;
@@ -236,13 +236,20 @@ impl Shard {
         self.config.data_dir.join(format!("{topic}-{partition}"))
     }
 
+    /// A topic's storage settings: its overrides, over the dynamic broker log configs, over
+    /// the broker's static settings.
     fn log_config(&self, metadata: &ClusterMetadata, topic: &str) -> LogConfig {
         let overrides = metadata
             .topics
             .get(topic)
             .map(|t| t.configs.clone())
             .unwrap_or_default();
-        topic_config::log_config(&overrides, &self.config)
+        let configs = broker_config::with_topic_defaults(
+            &overrides,
+            &metadata.broker_configs,
+            self.config.node_id,
+        );
+        topic_config::log_config(&configs, &self.config)
     }
 
     /// Opens every partition of the current metadata that this shard owns (startup).
@@ -291,11 +298,15 @@ impl Shard {
                 self.delete_in_background(key, partition);
             }
         }
+        // A change of the dynamic broker log configs reaches every topic (Kafka's
+        // `DynamicLogConfig.reconfigure`); those with their own override keep it.
+        let defaults_changed =
+            broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
+                != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
         for (name, topic) in &next.topics {
-            let config_changed = previous
-                .topics
-                .get(name)
-                .is_some_and(|old| old.id == topic.id && old.configs != topic.configs);
+            let config_changed = previous.topics.get(name).is_some_and(|old| {
+                old.id == topic.id && (defaults_changed || old.configs != topic.configs)
+            });
             let log_config = self.log_config(next, name);
             for p in 0..topic.partitions {
                 if self.owner(name, p) != self.id {
