@@ -211,14 +211,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
         wait_for_data(shard, &wants, deadline).await;
-        if !has_new_data(shard, &wants).await {
-            if Instant::now() >= deadline || shard.stopping.get() {
-                break;
-            }
-            // Woken with nothing new (a partition went away, or a spurious wake-up): read
-            // again, which reports a vanished partition; a partition that is still there
-            // makes the next wait park again.
+        let grew = has_new_data(shard, &wants).await;
+        if !grew && (Instant::now() >= deadline || shard.stopping.get()) {
+            break;
         }
+        // Grown (or gone: the read reports it), or a spurious wake-up before the deadline:
+        // read again; a partition that has not grown makes the next wait park again.
         results = read_all(shard, &wants, slot).await;
     }
 
