@@ -192,7 +192,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let max_wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let mut results = read_all(shard, &wants, slot).await;
+    let mut results = read_all(shard, &wants, slot, max_bytes).await;
     loop {
         let available: usize = results.iter().flatten().map(Got::bytes).sum();
         let any_error = results.iter().flatten().any(|g| g.error.is_some());
@@ -217,7 +217,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         // Grown (or gone: the read reports it), or a spurious wake-up before the deadline:
         // read again; a partition that has not grown makes the next wait park again.
-        results = read_all(shard, &wants, slot).await;
+        results = read_all(shard, &wants, slot, max_bytes).await;
     }
 
     // Assemble in request order, applying max_bytes and the first-batch rule.
@@ -312,15 +312,22 @@ fn by_owner(shard: &Shard, wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
 }
 
 /// Reads every wanted partition on its owner; the answer has one entry per request slot
-/// (None for slots that were not read because of a metadata error).
-async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option<Got>> {
+/// (None for slots that were not read because of a metadata error). Each owner reads at most
+/// `max_bytes` (plus one batch) in all, so one fetch holds at most shards x (`max_bytes` +
+/// one batch) of record data, however many partitions it names.
+async fn read_all(
+    shard: &Rc<Shard>,
+    wants: &[Want],
+    slots: usize,
+    max_bytes: usize,
+) -> Vec<Option<Got>> {
     let mut jobs: Vec<LocalFuture<Vec<(usize, Got)>>> = Vec::new();
     for (owner, group) in by_owner(shard, wants) {
         let shard = shard.clone();
         jobs.push(Box::pin(async move {
             let slots: Vec<usize> = group.iter().map(|w| w.slot).collect();
             match shard
-                .invoke_on(owner, move |owner| read_on_owner(owner, group))
+                .invoke_on(owner, move |owner| read_on_owner(owner, group, max_bytes))
                 .await
             {
                 Ok(got) => got,
@@ -340,16 +347,41 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option
     results
 }
 
-async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> {
+/// Reads `wants` in request order on their owner, as Kafka's `ReplicaManager.readFromLog`
+/// does: each partition up to its own limit and what is left of `max_bytes`, the first one
+/// with data at least one whole batch. A partition with no budget left is answered with its
+/// offsets, unread.
+async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
     let mut out = Vec::with_capacity(wants.len());
+    let mut budget = max_bytes;
+    let mut nothing_yet = true;
     for want in wants {
         let got = match shard.partition(&want.topic, want.partition) {
             None => Got::error(partition_unavailable_code()),
             Some(partition) => {
                 let seen_end = want.readable_end(&partition.log);
+                let limit = want.max_bytes.min(budget);
+                let log = &partition.log;
+                let in_range =
+                    want.offset >= log.log_start_offset() && want.offset <= log.high_watermark();
+                if limit == 0 && !nothing_yet && in_range {
+                    out.push((
+                        want.slot,
+                        Got {
+                            error: None,
+                            high_watermark: log.high_watermark(),
+                            last_stable_offset: log.last_stable_offset(),
+                            log_start_offset: log.log_start_offset(),
+                            aborted: want.read_committed.then(Vec::new),
+                            batches: Vec::new(),
+                            seen_end,
+                        },
+                    ));
+                    continue;
+                }
                 match partition
                     .log
-                    .read_upto(want.offset, want.max_bytes, true, seen_end)
+                    .read_upto(want.offset, limit, nothing_yet, seen_end)
                     .await
                 {
                     Ok(data) => {
@@ -378,15 +410,20 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> 
                             Ok(None)
                         };
                         match aborted {
-                            Ok(aborted) => Got {
-                                error: None,
-                                high_watermark: data.high_watermark,
-                                last_stable_offset: lso,
-                                log_start_offset: data.log_start_offset,
-                                aborted,
-                                batches: data.batches,
-                                seen_end,
-                            },
+                            Ok(aborted) => {
+                                let size: usize = data.batches.iter().map(Bytes::len).sum();
+                                budget = budget.saturating_sub(size);
+                                nothing_yet &= size == 0;
+                                Got {
+                                    error: None,
+                                    high_watermark: data.high_watermark,
+                                    last_stable_offset: lso,
+                                    log_start_offset: data.log_start_offset,
+                                    aborted,
+                                    batches: data.batches,
+                                    seen_end,
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
                                 Got::error(storage_code(&e))
