@@ -8,8 +8,10 @@
 //! Size rules, as Kafka's `ReplicaManager.readFromLog` applies them: each partition returns at
 //! most `partition_max_bytes`, the whole response at most `max_bytes`, except that the first
 //! batch of the first partition with data is returned even when larger, so a consumer can
-//! always make progress. No partition is read past `min(partition_max_bytes, max_bytes)`, so
-//! one fetch holds at most that much per partition (plus one batch) whatever it asks for.
+//! always make progress. Each owner reads its partitions in request order within what is left
+//! of `max_bytes` (a partition with nothing left is answered unread), so one fetch holds at
+//! most shards x (`max_bytes` + one batch) of record data, however many partitions it names;
+//! the assembly then applies the rule across owners.
 //!
 //! Long poll: when less than `min_bytes` is available, the request parks on the owners'
 //! high-watermark signals (woken by appends) until a wanted partition grows past the end seen
