@@ -296,6 +296,91 @@ fn fetch_max_bytes_bounds_the_response_including_the_first_partition(shards: usi
     assert_eq!(read, [count_per_partition; 2]);
 }
 
+/// Peak resident set size of process `pid` so far (VmHWM), in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// The memory bound of item 16: a fetch naming 100 partitions that hold 1 MiB each on disk
+/// (the tail cache is 1 MiB, so reads come from the segment files), with `max_bytes` 1 MiB
+/// and `partition_max_bytes` 1 MiB, holds about 1 MiB of record data at once, not 100 MiB
+/// (before: each partition was read whole, in parallel, then trimmed). Bound checked: the
+/// broker's peak RSS (after a restart, so the produce phase does not count) grows by less
+/// than 40 MiB over the fetch.
+#[test]
+fn fetch_of_many_partitions_holds_about_max_bytes() {
+    common::within(Duration::from_secs(300), || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("broker.toml");
+        std::fs::write(&config, "tail_cache_bytes_per_shard = 1048576\n").unwrap();
+        let mut broker = TestBroker::start_with(1, &["--config", config.to_str().unwrap()]);
+        let topic = "wide";
+        let partitions = 100;
+        create_topic(&broker, topic, partitions);
+        let producer = producer(
+            &broker,
+            &[
+                ("linger.ms", "20"),
+                ("batch.size", "1000000"),
+                ("compression.type", "none"),
+            ],
+        );
+        let value = vec![0x33u8; 100_000];
+        let rt = runtime();
+        let futures: Vec<_> = (0..partitions)
+            .flat_map(|p| (0..10).map(move |_| p))
+            .map(|p| {
+                producer
+                    .send_result(
+                        FutureRecord::<(), [u8]>::to(topic)
+                            .partition(p)
+                            .payload(&value[..]),
+                    )
+                    .expect("queue")
+            })
+            .collect();
+        for f in futures {
+            rt.block_on(f).unwrap().expect("delivered");
+        }
+        drop(producer);
+        // A fresh process: its peak RSS owes nothing to the produce phase, and every read
+        // comes from the segment files.
+        broker.restart();
+
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let all: Vec<i32> = (0..partitions).collect();
+        let max_bytes = 1 << 20;
+        let peak_before = peak_rss_bytes(broker.pid());
+        let response = conn
+            .request(
+                FETCH_VERSION,
+                &fetch_request(topic, &all, 0, 1, max_bytes, 1 << 20),
+            )
+            .unwrap();
+        let peak_after = peak_rss_bytes(broker.pid());
+        let total: usize = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum();
+        let grew = peak_after.saturating_sub(peak_before);
+        eprintln!(
+            "fetch of {partitions} partitions: {total} bytes answered, peak RSS {peak_before} -> {peak_after} bytes"
+        );
+        assert!(total <= max_bytes as usize, "{total} bytes answered");
+        assert!(
+            grew < 40 << 20,
+            "peak RSS grew by {grew} bytes over one fetch"
+        );
+    });
+}
+
 /// Declares each scenario `fn name(shards)` as `name::one_shard` and `name::two_shards`.
 macro_rules! scenarios {
     ($($name:ident => $secs:expr;)*) => {$(
