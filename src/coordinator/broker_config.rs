@@ -19,6 +19,9 @@
 //! - names Kafka does not know (custom configs for plugins): accepted and stored, as Kafka's
 //!   `DynamicConfig.Broker.validate` allows custom names; not described.
 //!
+//! Bounded: at most [`CONFIGS_PER_RESOURCE_MAX`] configs per resource, names and values of at
+//! most [`CONFIG_BYTES_MAX`] bytes (INVALID_REQUEST beyond), since they live in the metadata.
+//!
 //! Refused as Kafka refuses them (INVALID_REQUEST, Kafka's messages): known static configs
 //! ([`STATIC`]; "Cannot update these configs dynamically"), `ssl.*` security configs without a
 //! listener prefix, per-broker configs (listener, SASL) set at the cluster default level, and
@@ -30,6 +33,13 @@ use super::topic_config::{self, ConfigType};
 
 /// The resource name of the cluster-wide dynamic defaults.
 pub const DEFAULT_RESOURCE: &str = "";
+
+/// The most dynamic configs one broker resource may hold. Kafka's own list has under 100;
+/// the rest of the room is for custom names. They live in the metadata document, rewritten on
+/// every metadata change, so they must stay small.
+pub const CONFIGS_PER_RESOURCE_MAX: usize = 1000;
+/// The longest name or value of a dynamic broker config, in bytes.
+pub const CONFIG_BYTES_MAX: usize = 32 * 1024;
 
 /// Each topic config's broker-level synonym (Kafka's `ServerTopicConfigSynonyms`, first name)
 /// and whether Kafka's broker config of that name has a default of its own (those that do not,
@@ -401,6 +411,21 @@ pub fn check_names<'a>(
 /// Checks every name and value of a dynamic config set for `resource` (a node id, or
 /// [`DEFAULT_RESOURCE`]): names as [`check_names`], values by their type.
 pub fn check(resource: &str, configs: &BTreeMap<String, String>) -> Result<(), String> {
+    if configs.len() > CONFIGS_PER_RESOURCE_MAX {
+        return Err(format!(
+            "Too many dynamic broker configs: {} (at most {CONFIGS_PER_RESOURCE_MAX} per resource)",
+            configs.len()
+        ));
+    }
+    if let Some((name, _)) = configs
+        .iter()
+        .find(|(k, v)| k.len() > CONFIG_BYTES_MAX || v.len() > CONFIG_BYTES_MAX)
+    {
+        let shown: String = name.chars().take(100).collect();
+        return Err(format!(
+            "Dynamic broker config {shown} is too long (names and values at most {CONFIG_BYTES_MAX} bytes)"
+        ));
+    }
     check_names(
         configs.keys().map(String::as_str),
         resource != DEFAULT_RESOURCE,
@@ -526,6 +551,18 @@ mod tests {
         assert!(check("0", &map(&[("ssl.keystore.location", "/k")]))
             .unwrap_err()
             .starts_with("These security configs"));
+    }
+
+    #[test]
+    fn custom_configs_are_bounded_in_count_and_size() {
+        let many: BTreeMap<String, String> = (0..=CONFIGS_PER_RESOURCE_MAX)
+            .map(|i| (format!("custom.{i}"), "1".to_string()))
+            .collect();
+        assert!(check("0", &many).unwrap_err().starts_with("Too many"));
+        let long = map(&[("custom", &"x".repeat(CONFIG_BYTES_MAX + 1))]);
+        assert!(check("0", &long).unwrap_err().contains("too long"));
+        let fits = map(&[("custom", &"x".repeat(CONFIG_BYTES_MAX))]);
+        assert_eq!(check("0", &fits), Ok(()));
     }
 
     #[test]
