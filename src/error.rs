@@ -82,7 +82,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         | A::DescribeOtherBroker { .. }
         | A::AlterOtherBroker { .. }
         // Kafka turns a broker config validation failure into INVALID_REQUEST (KAFKA-13609).
-        | A::StaticBrokerConfigs(_) => E::InvalidRequest,
+        | A::BrokerConfigRefused(_) => E::InvalidRequest,
         A::UnknownTopicOrPartition | A::UnknownConfigTopic(_) => E::UnknownTopicOrPartition,
         A::UnknownTopicId => E::UnknownTopicId,
         A::TopicAlreadyExists(_) => E::TopicAlreadyExists,

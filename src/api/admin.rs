@@ -175,9 +175,10 @@ pub enum AdminError {
     /// Alter of another broker.
     #[error("Unexpected broker id, expected {expected}, but received {received}")]
     AlterOtherBroker { expected: i32, received: String },
-    /// Broker configs are static in Freshet (no dynamic broker configs yet).
-    #[error("Cannot update these configs dynamically: {0}")]
-    StaticBrokerConfigs(String),
+    /// A broker config change Kafka refuses (static configs, per-broker configs at the
+    /// cluster level, `ssl.*` without a listener prefix): Kafka's whole message.
+    #[error("{0}")]
+    BrokerConfigRefused(String),
 
     // ---- records ----
     /// DeleteRecords on an internal topic.

@@ -12,13 +12,18 @@
 //! `MetadataCommand::SetConfigs` on the coordinator shard, which validates, persists, and
 //! publishes them; every shard then hands the new settings to its partition logs.
 //!
-//! **The broker.** The resource name must be `""` (cluster-wide dynamic defaults: there are
-//! none, so the list is empty, as on a Kafka broker with none set) or this node's id. The
-//! broker's settings are described under Kafka's names, read-only, STATIC_BROKER_CONFIG where
-//! Freshet's value differs from Kafka's default (and always for listeners, log.dirs, node.id,
-//! process.roles), DEFAULT_CONFIG otherwise. Freshet has no dynamic broker configs yet, so any
-//! alteration of a broker config is refused with INVALID_REQUEST "Cannot update these configs
-//! dynamically", the answer Kafka gives for its static configs.
+//! **The broker.** The resource name must be `""` (the cluster-wide dynamic defaults: described
+//! as the dynamic defaults set, DYNAMIC_DEFAULT_BROKER_CONFIG, as Kafka does) or this node's
+//! id. The broker's settings are described under Kafka's names: a dynamic config set for this
+//! node is DYNAMIC_BROKER_CONFIG, one set as cluster default DYNAMIC_DEFAULT_BROKER_CONFIG;
+//! otherwise STATIC_BROKER_CONFIG where Freshet's value differs from Kafka's default (and
+//! always for listeners, log.dirs, node.id, process.roles), DEFAULT_CONFIG otherwise. Configs
+//! Kafka updates dynamically are not read-only (see `coordinator::broker_config` for which,
+//! and which Freshet acts on: the log configs become the defaults of every topic without its
+//! own override, so topics describe them as their source too). Alterations of the broker
+//! resource are checked as Kafka's `DynamicBrokerConfig` checks them (INVALID_REQUEST with
+//! Kafka's message for static configs and the like) and go through
+//! `MetadataCommand::SetBrokerConfigs`, persisted with the metadata.
 //!
 //! Other resource types (BROKER_LOGGER, CLIENT_METRICS, GROUP) are refused with
 //! INVALID_REQUEST.
@@ -44,7 +49,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::admin::{duplicates, resource_type, AdminError};
 use super::{decode, respond, str_bytes, Outcome};
 use crate::config::BrokerConfig;
-use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
+use crate::coordinator::broker_config::{self, DEFAULT_RESOURCE, TOPIC_SYNONYMS};
+use crate::coordinator::metadata::{
+    validate_topic_name, ClusterMetadata, MetadataCommand, MetadataError,
+};
 use crate::coordinator::topic_config::{self, ConfigType, TOPIC_CONFIGS};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
@@ -52,6 +60,8 @@ use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
 /// Where a config value comes from (Kafka's `DescribeConfigsResponse.ConfigSource` ids).
 pub mod source {
     pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
     pub const STATIC_BROKER_CONFIG: i8 = 4;
     pub const DEFAULT_CONFIG: i8 = 5;
 }
@@ -85,64 +95,6 @@ pub struct Synonym {
     pub source: i8,
 }
 
-/// Each topic config's broker-level synonym (Kafka's `ServerTopicConfigSynonyms`, first name)
-/// and whether Kafka's broker config of that name has a default of its own (those that do not,
-/// such as `log.retention.ms`, default through another synonym like `log.retention.hours`,
-/// which Kafka does not list among the topic config's synonyms).
-const TOPIC_SYNONYMS: &[(&str, &str, bool)] = &[
-    ("cleanup.policy", "log.cleanup.policy", true),
-    ("compression.type", "compression.type", true),
-    (
-        "delete.retention.ms",
-        "log.cleaner.delete.retention.ms",
-        true,
-    ),
-    ("file.delete.delay.ms", "log.segment.delete.delay.ms", true),
-    ("flush.messages", "log.flush.interval.messages", true),
-    ("flush.ms", "log.flush.interval.ms", false),
-    ("index.interval.bytes", "log.index.interval.bytes", true),
-    (
-        "max.compaction.lag.ms",
-        "log.cleaner.max.compaction.lag.ms",
-        true,
-    ),
-    ("max.message.bytes", "message.max.bytes", true),
-    (
-        "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
-        true,
-    ),
-    (
-        "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
-        true,
-    ),
-    ("message.timestamp.type", "log.message.timestamp.type", true),
-    (
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
-        true,
-    ),
-    (
-        "min.compaction.lag.ms",
-        "log.cleaner.min.compaction.lag.ms",
-        true,
-    ),
-    ("min.insync.replicas", "min.insync.replicas", true),
-    ("preallocate", "log.preallocate", true),
-    ("retention.bytes", "log.retention.bytes", true),
-    ("retention.ms", "log.retention.ms", false),
-    ("segment.bytes", "log.segment.bytes", true),
-    ("segment.index.bytes", "log.index.size.max.bytes", true),
-    ("segment.jitter.ms", "log.roll.jitter.ms", false),
-    ("segment.ms", "log.roll.ms", false),
-    (
-        "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
-        true,
-    ),
-];
-
 fn topic_synonym(name: &str) -> Option<(&'static str, bool)> {
     TOPIC_SYNONYMS
         .iter()
@@ -150,10 +102,66 @@ fn topic_synonym(name: &str) -> Option<(&'static str, bool)> {
         .map(|&(_, broker, has_default)| (broker, has_default))
 }
 
-/// The description of every topic config for a topic with `overrides`, sorted by name.
-/// `kafka` is a broker with Kafka's defaults (what STATIC_BROKER_CONFIG is measured against).
+/// The dynamic broker configs that apply to this node: its own and the cluster defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicConfigs {
+    pub node: BTreeMap<String, String>,
+    pub default: BTreeMap<String, String>,
+}
+
+impl DynamicConfigs {
+    /// Those of node `node_id` in `metadata`.
+    pub fn of(metadata: &ClusterMetadata, node_id: i32) -> DynamicConfigs {
+        let get = |name: &str| {
+            metadata
+                .broker_configs
+                .get(name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        DynamicConfigs {
+            node: get(&node_id.to_string()),
+            default: get(DEFAULT_RESOURCE),
+        }
+    }
+
+    /// The dynamic synonyms of broker config `name`, highest precedence first.
+    fn synonyms(&self, name: &str) -> Vec<Synonym> {
+        let mut out = Vec::new();
+        if let Some(value) = self.node.get(name) {
+            out.push(Synonym {
+                name: name.to_string(),
+                value: value.clone(),
+                source: source::DYNAMIC_BROKER_CONFIG,
+            });
+        }
+        if let Some(value) = self.default.get(name) {
+            out.push(Synonym {
+                name: name.to_string(),
+                value: value.clone(),
+                source: source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+            });
+        }
+        out
+    }
+}
+
+/// The description of every topic config for a topic with `overrides` and no dynamic broker
+/// configs, sorted by name (CreateTopics' answer).
 pub fn topic_config_entries(
     overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+    kafka: &BrokerConfig,
+) -> Vec<ConfigEntry> {
+    topic_config_entries_with(overrides, &DynamicConfigs::default(), broker, kafka)
+}
+
+/// The description of every topic config for a topic with `overrides`, sorted by name.
+/// `dynamic` are the dynamic broker configs in force; `kafka` is a broker with Kafka's
+/// defaults (what STATIC_BROKER_CONFIG is measured against).
+pub fn topic_config_entries_with(
+    overrides: &BTreeMap<String, String>,
+    dynamic: &DynamicConfigs,
     broker: &BrokerConfig,
     kafka: &BrokerConfig,
 ) -> Vec<ConfigEntry> {
@@ -171,6 +179,7 @@ pub fn topic_config_entries(
                 });
             }
             if let Some((broker_name, has_default)) = topic_synonym(def.name) {
+                synonyms.extend(dynamic.synonyms(broker_name));
                 if broker_value != kafka_value {
                     synonyms.push(Synonym {
                         name: broker_name.to_string(),
@@ -188,7 +197,7 @@ pub fn topic_config_entries(
             }
             ConfigEntry {
                 name: def.name.to_string(),
-                value: overrides.get(def.name).cloned().unwrap_or(broker_value),
+                value: synonyms.first().map_or(broker_value, |s| s.value.clone()),
                 source: synonyms
                     .first()
                     .map_or(source::DEFAULT_CONFIG, |s| s.source),
@@ -207,6 +216,7 @@ pub fn topic_config_entries(
 pub fn broker_config_entries(
     broker: &BrokerConfig,
     kafka: &BrokerConfig,
+    dynamic: &DynamicConfigs,
     log_dir: &str,
 ) -> Vec<ConfigEntry> {
     let listener = |address: &str| format!("PLAINTEXT://{address}");
@@ -294,11 +304,27 @@ pub fn broker_config_entries(
             Some(topic_config::broker_default(topic_name, kafka)),
         ));
     }
+    // Kafka's other dynamic configs: Freshet has no setting of its own for them, so their
+    // static value is Kafka's default (those without one are listed only when set).
+    for def in broker_config::OTHER_DYNAMIC {
+        let set = dynamic.node.contains_key(def.name) || dynamic.default.contains_key(def.name);
+        if let Some(default) = def.default {
+            settings.push((
+                def.name.to_string(),
+                def.config_type,
+                default.to_string(),
+                Some(default.to_string()),
+            ));
+        } else if set {
+            settings.push((def.name.to_string(), def.config_type, String::new(), None));
+        }
+    }
     let mut entries: Vec<ConfigEntry> = settings
         .into_iter()
         .map(|(name, config_type, value, kafka_default)| {
-            let mut synonyms = Vec::new();
-            if kafka_default.as_ref() != Some(&value) {
+            let mut synonyms = dynamic.synonyms(&name);
+            let static_set = def_has_no_static_value(&name, &value, kafka_default.as_ref());
+            if !static_set && kafka_default.as_ref() != Some(&value) {
                 synonyms.push(Synonym {
                     name: name.clone(),
                     value: value.clone(),
@@ -314,9 +340,9 @@ pub fn broker_config_entries(
             }
             ConfigEntry {
                 source: synonyms[0].source,
+                value: synonyms[0].value.clone(),
+                read_only: !broker_config::is_dynamic(&name),
                 name,
-                value,
-                read_only: true,
                 config_type: config_type as i8,
                 synonyms,
             }
@@ -325,6 +351,40 @@ pub fn broker_config_entries(
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     entries.dedup_by(|a, b| a.name == b.name);
     entries
+}
+
+/// Whether `name` is a dynamic-only config without a default that is described only because
+/// it is set dynamically (it then has no static value to list).
+fn def_has_no_static_value(name: &str, value: &str, kafka_default: Option<&String>) -> bool {
+    kafka_default.is_none() && value.is_empty() && broker_config::other_dynamic(name).is_some()
+}
+
+/// The description of the cluster-wide dynamic defaults (resource `""`): what is set, as
+/// Kafka describes that resource; names Kafka does not know are not described.
+pub fn default_broker_entries(dynamic: &DynamicConfigs) -> Vec<ConfigEntry> {
+    dynamic
+        .default
+        .iter()
+        .filter_map(|(name, value)| {
+            let config_type = match broker_config::topic_name_of(name) {
+                Some(topic) => topic_config::find(topic)?.config_type,
+                None => broker_config::other_dynamic(name)?.config_type,
+            };
+            let synonym = Synonym {
+                name: name.clone(),
+                value: value.clone(),
+                source: source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+            };
+            Some(ConfigEntry {
+                name: name.clone(),
+                value: value.clone(),
+                source: source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                read_only: false,
+                config_type: config_type as i8,
+                synonyms: vec![synonym],
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,12 +450,18 @@ fn describe_resource(
                 .topics
                 .get(name)
                 .ok_or(AdminError::UnknownTopicOrPartition)?;
-            Ok(topic_config_entries(&topic.configs, broker, kafka))
+            let dynamic = DynamicConfigs::of(metadata, broker.node_id);
+            Ok(topic_config_entries_with(
+                &topic.configs,
+                &dynamic,
+                broker,
+                kafka,
+            ))
         }
         resource_type::BROKER => {
+            let dynamic = DynamicConfigs::of(metadata, broker.node_id);
             if name.is_empty() {
-                // Cluster-wide dynamic broker defaults: Freshet has none.
-                return Ok(Vec::new());
+                return Ok(default_broker_entries(&dynamic));
             }
             let id: i32 = name
                 .parse()
@@ -406,7 +472,7 @@ fn describe_resource(
                     received: name.to_string(),
                 });
             }
-            Ok(broker_config_entries(broker, kafka, log_dir))
+            Ok(broker_config_entries(broker, kafka, &dynamic, log_dir))
         }
         other => Err(unsupported_resource(other)),
     }
@@ -621,15 +687,13 @@ fn check_resource(
                     });
                 }
             }
-            let names: Vec<String> = match change {
-                Change::Replace(configs) => configs.into_keys().collect(),
-                Change::Incremental(ops) => ops.into_iter().map(|(k, _)| k).collect(),
+            let names: Vec<&str> = match &change {
+                Change::Replace(configs) => configs.keys().map(String::as_str).collect(),
+                Change::Incremental(ops) => ops.iter().map(|(k, _)| k.as_str()).collect(),
             };
-            if names.is_empty() {
-                // Nothing to change: accepted, as Kafka accepts an empty alteration.
-                return Ok(Change::Replace(BTreeMap::new()));
-            }
-            Err(AdminError::StaticBrokerConfigs(names.join(", ")))
+            broker_config::check_names(names.iter().copied(), !name.is_empty())
+                .map_err(AdminError::BrokerConfigRefused)?;
+            Ok(change)
         }
         other => Err(unsupported_resource(other)),
     }
@@ -640,11 +704,11 @@ thread_local! {
     static ALTER_LOCK: Rc<Semaphore> = Rc::new(Semaphore::new(1));
 }
 
-/// Runs the topic changes on the coordinator shard: computes each topic's new override set
-/// from the current one and applies them all with one `change_metadata` call.
-async fn alter_topics_on_coordinator(
+/// Runs the topic and broker changes on the coordinator shard: computes each resource's new
+/// config set from the current one and applies them all with one `change_metadata` call.
+async fn alter_on_coordinator(
     coordinator: Rc<Shard>,
-    changes: Vec<(String, Change)>,
+    changes: Vec<(i8, String, Change)>,
     validate_only: bool,
 ) -> Vec<Result<(), AdminError>> {
     let lock = ALTER_LOCK.with(Rc::clone);
@@ -654,10 +718,17 @@ async fn alter_topics_on_coordinator(
     let mut results: Vec<Result<(), AdminError>> = Vec::with_capacity(changes.len());
     let mut commands = Vec::new();
     let mut command_of = Vec::new();
-    for (index, (name, change)) in changes.into_iter().enumerate() {
-        match new_overrides(&metadata, &broker, &name, change) {
-            Ok(configs) => {
-                commands.push(MetadataCommand::SetConfigs { name, configs });
+    for (index, (kind, name, change)) in changes.into_iter().enumerate() {
+        let command = if kind == resource_type::BROKER {
+            new_broker_configs(&metadata, &broker, &name, change)
+                .map(|(resource, configs)| MetadataCommand::SetBrokerConfigs { resource, configs })
+        } else {
+            new_overrides(&metadata, &broker, &name, change)
+                .map(|configs| MetadataCommand::SetConfigs { name, configs })
+        };
+        match command {
+            Ok(command) => {
+                commands.push(command);
                 command_of.push(index);
                 results.push(Ok(()));
             }
@@ -687,15 +758,82 @@ fn new_overrides(
         .topics
         .get(name)
         .ok_or_else(|| AdminError::UnknownConfigTopic(name.to_string()))?;
+    let dynamic = broker_config::topic_defaults(&metadata.broker_configs, broker.node_id);
     match change {
         Change::Replace(configs) => Ok(configs),
         Change::Incremental(ops) => apply_incremental(
             &topic.configs,
             &ops,
             &|key| topic_config::find(key).is_some_and(|d| d.config_type == ConfigType::List),
-            &|key| topic_config::broker_default(key, broker),
+            &|key| {
+                dynamic
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| topic_config::broker_default(key, broker))
+            },
         ),
     }
+}
+
+/// The new dynamic config set of broker resource `name` (node id or `""`): `(resource key,
+/// configs)`. APPEND/SUBTRACT start from the value in force (dynamic, else static).
+fn new_broker_configs(
+    metadata: &ClusterMetadata,
+    broker: &BrokerConfig,
+    name: &str,
+    change: Change,
+) -> Result<(String, BTreeMap<String, String>), AdminError> {
+    // The node id as the metadata keys it ("00" and "0" are the same node).
+    let resource = if name.is_empty() {
+        DEFAULT_RESOURCE.to_string()
+    } else {
+        broker.node_id.to_string()
+    };
+    let current = metadata
+        .broker_configs
+        .get(&resource)
+        .cloned()
+        .unwrap_or_default();
+    let configs = match change {
+        Change::Replace(configs) => configs,
+        Change::Incremental(ops) => {
+            let in_force = broker_config::in_force(&metadata.broker_configs, broker.node_id);
+            let kafka = BrokerConfig::default();
+            let described = broker_config_entries(
+                broker,
+                &kafka,
+                &DynamicConfigs::of(metadata, broker.node_id),
+                "",
+            );
+            apply_incremental(
+                &current,
+                &ops,
+                &|key| {
+                    broker_config::topic_name_of(key)
+                        .and_then(topic_config::find)
+                        .map(|d| d.config_type)
+                        .or_else(|| broker_config::other_dynamic(key).map(|d| d.config_type))
+                        == Some(ConfigType::List)
+                },
+                &|key| {
+                    in_force.get(key).cloned().unwrap_or_else(|| {
+                        described
+                            .iter()
+                            .find(|e| e.name == key)
+                            .map(|e| e.value.clone())
+                            .unwrap_or_default()
+                    })
+                },
+            )?
+        }
+    };
+    broker_config::check(&resource, &configs).map_err(|why| {
+        AdminError::from(MetadataError {
+            code: kafka_protocol::error::ResponseError::InvalidRequest,
+            message: why,
+        })
+    })?;
+    Ok((resource, configs))
 }
 
 /// The shared body of both alter APIs: per resource, in request order, the error or success.
@@ -704,24 +842,30 @@ async fn alter(
     resources: Vec<AlterResource>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, Result<(), AdminError>)> {
-    let mut topic_changes = Vec::new();
+    let mut changes = Vec::new();
     let mut slots = Vec::new();
     let mut outcomes: Vec<Option<Result<(), AdminError>>> = Vec::new();
     for (index, resource) in resources.iter().enumerate() {
         outcomes.push(None);
         match &resource.change {
-            Ok(change) if resource.kind == resource_type::TOPIC => {
-                topic_changes.push((resource.name.to_string(), change.clone()));
+            // An empty incremental change of a broker changes nothing: accepted at once, as
+            // Kafka accepts it.
+            Ok(Change::Incremental(ops))
+                if resource.kind == resource_type::BROKER && ops.is_empty() =>
+            {
+                outcomes[index] = Some(Ok(()));
+            }
+            Ok(change) => {
+                changes.push((resource.kind, resource.name.to_string(), change.clone()));
                 slots.push(index);
             }
-            Ok(_) => outcomes[index] = Some(Ok(())),
             Err(_) => {}
         }
     }
-    if !topic_changes.is_empty() {
+    if !changes.is_empty() {
         let answers = shard
             .invoke_on(COORDINATOR_SHARD, move |coordinator| {
-                alter_topics_on_coordinator(coordinator, topic_changes, validate_only)
+                alter_on_coordinator(coordinator, changes, validate_only)
             })
             .await;
         match answers {
@@ -962,15 +1106,20 @@ mod tests {
     }
 
     #[test]
-    fn broker_settings_are_read_only_and_static_only_where_they_differ() {
+    fn broker_settings_are_read_only_unless_dynamic_and_static_only_where_they_differ() {
         let kafka = BrokerConfig::default();
         let broker = BrokerConfig {
             default_partitions: 3,
             ..BrokerConfig::default()
         };
-        let entries = broker_config_entries(&broker, &kafka, "/data");
+        let entries = broker_config_entries(&broker, &kafka, &DynamicConfigs::default(), "/data");
         let by_name = names(&entries);
-        assert!(entries.iter().all(|e| e.read_only));
+        assert!(entries
+            .iter()
+            .all(|e| e.read_only != broker_config::is_dynamic(&e.name)));
+        assert!(by_name["num.partitions"].read_only);
+        assert!(!by_name["log.retention.ms"].read_only);
+        assert_eq!(by_name["background.threads"].value, "10");
         assert_eq!(by_name["num.partitions"].value, "3");
         assert_eq!(
             by_name["num.partitions"].source,
@@ -985,7 +1134,7 @@ mod tests {
     }
 
     #[test]
-    fn preprocess_refuses_duplicates_nulls_and_broker_changes_as_kafka() {
+    fn preprocess_refuses_duplicates_nulls_and_static_broker_changes_as_kafka() {
         let res = |kind: i8, name: &str, configs: Vec<(&str, Option<&str>, i8)>| {
             (
                 kind,
@@ -1012,7 +1161,11 @@ mod tests {
                 res(resource_type::TOPIC, "c", vec![("x", None, op::SET)]),
                 res(resource_type::TOPIC, "d", vec![("x", None, op::DELETE)]),
                 res(resource_type::TOPIC, "e", vec![("x", Some("1"), 9)]),
-                res(resource_type::BROKER, "0", vec![]),
+                res(
+                    resource_type::BROKER,
+                    "0",
+                    vec![("log.dirs", Some("/x"), op::SET)],
+                ),
                 res(
                     resource_type::BROKER,
                     "",
@@ -1042,12 +1195,90 @@ mod tests {
                 "Null value not supported for : x",
                 "ok",
                 "Unknown operations type 9",
+                "Cannot update these configs dynamically: log.dirs",
                 "ok",
-                "Cannot update these configs dynamically: log.retention.ms",
                 "Unexpected broker id, expected 0, but received 7",
                 "Node id must be an integer, but it is: x",
                 "Unsupported resource type: BROKER_LOGGER",
                 "Unknown resource type 99",
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod dynamic_tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dynamic_broker_configs_rank_node_then_default_then_static() {
+        let kafka = BrokerConfig::default();
+        let broker = BrokerConfig {
+            log_retention_ms: 3_600_000,
+            ..BrokerConfig::default()
+        };
+        let dynamic = DynamicConfigs {
+            node: map(&[("log.retention.ms", "2000")]),
+            default: map(&[
+                ("log.retention.ms", "1000"),
+                ("log.cleanup.policy", "compact"),
+                ("background.threads", "4"),
+            ]),
+        };
+        let entries = broker_config_entries(&broker, &kafka, &dynamic, "/data");
+        let by_name = names(&entries);
+        let retention = by_name["log.retention.ms"];
+        assert_eq!(retention.value, "2000");
+        assert_eq!(retention.source, source::DYNAMIC_BROKER_CONFIG);
+        assert_eq!(
+            retention
+                .synonyms
+                .iter()
+                .map(|s| s.source)
+                .collect::<Vec<_>>(),
+            vec![
+                source::DYNAMIC_BROKER_CONFIG,
+                source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                source::STATIC_BROKER_CONFIG,
+                source::DEFAULT_CONFIG
+            ]
+        );
+        assert_eq!(by_name["background.threads"].value, "4");
+        assert_eq!(
+            by_name["background.threads"].source,
+            source::DYNAMIC_DEFAULT_BROKER_CONFIG
+        );
+
+        let topic = topic_config_entries_with(&map(&[]), &dynamic, &broker, &kafka);
+        let by_name = names(&topic);
+        assert_eq!(by_name["retention.ms"].value, "2000");
+        assert_eq!(
+            by_name["retention.ms"].source,
+            source::DYNAMIC_BROKER_CONFIG
+        );
+        assert_eq!(by_name["cleanup.policy"].value, "compact");
+        assert_eq!(
+            by_name["cleanup.policy"].source,
+            source::DYNAMIC_DEFAULT_BROKER_CONFIG
+        );
+
+        let defaults = default_broker_entries(&dynamic);
+        assert_eq!(
+            defaults
+                .iter()
+                .map(|e| (e.name.as_str(), e.source))
+                .collect::<Vec<_>>(),
+            vec![
+                ("background.threads", source::DYNAMIC_DEFAULT_BROKER_CONFIG),
+                ("log.cleanup.policy", source::DYNAMIC_DEFAULT_BROKER_CONFIG),
+                ("log.retention.ms", source::DYNAMIC_DEFAULT_BROKER_CONFIG),
             ]
         );
     }

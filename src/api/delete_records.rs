@@ -55,7 +55,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 Some(t) if index < 0 || index >= t.partitions => {
                     Some(AdminError::UnknownTopicOrPartition)
                 }
-                Some(t) if !deletes_records(&t.configs, &shard.config) => {
+                Some(t)
+                    if !deletes_records(
+                        &crate::coordinator::broker_config::with_topic_defaults(
+                            &t.configs,
+                            &metadata.broker_configs,
+                            shard.config.node_id,
+                        ),
+                        &shard.config,
+                    ) =>
+                {
                     Some(AdminError::DeletePolicy(partition_name.clone()))
                 }
                 Some(_) => None,

@@ -7,9 +7,13 @@
 //! unknown ids UNKNOWN_TOPIC_ID. Deleted topics are answered with both their name and id (v6).
 //! Answers follow request order (Kafka shuffles them; clients match by name or id).
 //!
-//! Resolution and deletion run on the coordinator shard; deletion is durable and every shard
-//! has closed and removed the topic's partitions when the answer goes out. `timeout_ms` is
-//! not used.
+//! Resolution and deletion run on the coordinator shard. When the answer goes out the deletion
+//! is durable in the metadata and every shard has dropped the topic's partitions (no request
+//! finds them any more); their files are closed and removed afterwards in the background, one
+//! partition at a time per shard, as Kafka deletes logs asynchronously. So a DeleteTopics of
+//! 100 topics takes tens of milliseconds and does not hold up other admin requests; a topic
+//! re-created under the same name waits only for its own old partitions' files to go.
+//! `timeout_ms` is not used.
 
 use std::collections::HashSet;
 use std::rc::Rc;

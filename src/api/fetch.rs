@@ -5,13 +5,19 @@
 //! or one copy from disk). The response is framed by hand (`protocol::fetch`) and the batch
 //! bytes go to the socket as they are: records are never decoded or re-encoded here.
 //!
-//! Size rules, as Kafka applies them: each partition returns at most `partition_max_bytes`,
-//! the whole response at most `max_bytes`, except that the first batch of the first partition
-//! with data is returned even when larger, so a consumer can always make progress.
+//! Size rules, as Kafka's `ReplicaManager.readFromLog` applies them: each partition returns at
+//! most `partition_max_bytes`, the whole response at most `max_bytes`, except that the first
+//! batch of the first partition with data is returned even when larger, so a consumer can
+//! always make progress. Each owner reads its partitions in request order within what is left
+//! of `max_bytes` (a partition with nothing left is answered unread), so one fetch holds at
+//! most shards x (`max_bytes` + one batch) of record data, however many partitions it names;
+//! the assembly then applies the rule across owners.
 //!
 //! Long poll: when less than `min_bytes` is available, the request parks on the owners'
-//! high-watermark signals (woken by appends) until data arrives or the wait runs out, then
-//! reads again.
+//! high-watermark signals (woken by appends) until a wanted partition grows past the end seen
+//! at the last read, or the wait runs out, then reads again. Data that is there but too little
+//! does not wake it: Kafka's `DelayedFetch` likewise re-checks only when a partition changes,
+//! so a waiting fetch costs no CPU between appends.
 //!
 //! Fetch sessions (KIP-227) are not kept: every answer carries session id 0, which tells
 //! clients to send full fetch requests, as Kafka allows. READ_UNCOMMITTED reads stop at the
@@ -58,6 +64,9 @@ struct Want {
     max_bytes: usize,
     /// READ_COMMITTED: stop at the last stable offset and list aborted transactions.
     read_committed: bool,
+    /// The readable end seen at the last read: a long poll waits for the partition to grow
+    /// past it (data below it was already counted against `min_bytes`).
+    seen_end: i64,
 }
 
 impl Want {
@@ -69,6 +78,11 @@ impl Want {
             log.high_watermark()
         }
     }
+
+    /// A long poll waits until the readable end passes this offset.
+    fn wait_past(&self) -> i64 {
+        self.seen_end.max(self.offset)
+    }
 }
 
 /// What one partition read gave.
@@ -79,6 +93,8 @@ struct Got {
     log_start_offset: i64,
     aborted: Option<Vec<AbortedTransaction>>,
     batches: Vec<Bytes>,
+    /// The readable end (high watermark or LSO) when the read started; -1 when unknown.
+    seen_end: i64,
 }
 
 impl Got {
@@ -90,6 +106,7 @@ impl Got {
             log_start_offset: -1,
             aborted: None,
             batches: Vec::new(),
+            seen_end: -1,
         }
     }
 
@@ -123,6 +140,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         return frame(&request, &out);
     }
 
+    let max_bytes = if body.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        body.max_bytes as usize
+    };
     let metadata = shard.metadata();
     // Response layout: topics in request order, partitions in request order.
     let mut layout: Vec<TopicLayout> = Vec::new();
@@ -156,8 +178,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     topic: display_name.clone(),
                     partition: p.partition,
                     offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                    // No partition may return more than the whole response may hold
+                    // (beyond the first batch, which the read returns anyway).
+                    max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
                     read_committed: body.isolation_level == 1,
+                    seen_end: p.fetch_offset,
                 });
             }
             parts.push((p.partition, error));
@@ -169,12 +194,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let max_wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if body.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        body.max_bytes as usize
-    };
-    let mut results = read_all(shard, &wants, slot).await;
+    let mut results = read_all(shard, &wants, slot, max_bytes).await;
     loop {
         let available: usize = results.iter().flatten().map(Got::bytes).sum();
         let any_error = results.iter().flatten().any(|g| g.error.is_some());
@@ -186,11 +206,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         {
             break;
         }
+        // Wait for growth past what this read saw, not merely for data past the offset.
+        for want in &mut wants {
+            if let Some(got) = &results[want.slot] {
+                want.seen_end = want.seen_end.max(got.seen_end);
+            }
+        }
         wait_for_data(shard, &wants, deadline).await;
-        if Instant::now() >= deadline && !has_new_data(shard, &wants).await {
+        let grew = has_new_data(shard, &wants).await;
+        if !grew && (Instant::now() >= deadline || shard.stopping.get()) {
             break;
         }
-        results = read_all(shard, &wants, slot).await;
+        // Grown (or gone: the read reports it), or a spurious wake-up before the deadline:
+        // read again; a partition that has not grown makes the next wait park again.
+        results = read_all(shard, &wants, slot, max_bytes).await;
     }
 
     // Assemble in request order, applying max_bytes and the first-batch rule.
@@ -208,13 +237,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             let mut batches = got.batches;
             let size: usize = batches.iter().map(Bytes::len).sum();
             if size > 0 {
-                if first_with_data || size <= remaining {
-                    remaining = remaining.saturating_sub(size);
-                    first_with_data = false;
-                } else {
+                if size > remaining {
+                    let first = batches[0].clone();
                     batches = trim_to(batches, remaining);
-                    remaining -= batches.iter().map(Bytes::len).sum::<usize>();
+                    if batches.is_empty() && first_with_data {
+                        // Progress is always possible: the first batch goes out whole.
+                        batches.push(first);
+                    }
                 }
+                remaining = remaining.saturating_sub(batches.iter().map(Bytes::len).sum::<usize>());
+                first_with_data = false;
             }
             if let Some(error) = got.error {
                 crate::metrics::record_partition_error(request.api_key, error.code());
@@ -282,15 +314,22 @@ fn by_owner(shard: &Shard, wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
 }
 
 /// Reads every wanted partition on its owner; the answer has one entry per request slot
-/// (None for slots that were not read because of a metadata error).
-async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option<Got>> {
+/// (None for slots that were not read because of a metadata error). Each owner reads at most
+/// `max_bytes` (plus one batch) in all, so one fetch holds at most shards x (`max_bytes` +
+/// one batch) of record data, however many partitions it names.
+async fn read_all(
+    shard: &Rc<Shard>,
+    wants: &[Want],
+    slots: usize,
+    max_bytes: usize,
+) -> Vec<Option<Got>> {
     let mut jobs: Vec<LocalFuture<Vec<(usize, Got)>>> = Vec::new();
     for (owner, group) in by_owner(shard, wants) {
         let shard = shard.clone();
         jobs.push(Box::pin(async move {
             let slots: Vec<usize> = group.iter().map(|w| w.slot).collect();
             match shard
-                .invoke_on(owner, move |owner| read_on_owner(owner, group))
+                .invoke_on(owner, move |owner| read_on_owner(owner, group, max_bytes))
                 .await
             {
                 Ok(got) => got,
@@ -310,74 +349,104 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], slots: usize) -> Vec<Option
     results
 }
 
-async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>) -> Vec<(usize, Got)> {
+/// Reads `wants` in request order on their owner, as Kafka's `ReplicaManager.readFromLog`
+/// does: each partition up to its own limit and what is left of `max_bytes`, the first one
+/// with data at least one whole batch. A partition with no budget left is answered with its
+/// offsets, unread.
+async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
     let mut out = Vec::with_capacity(wants.len());
+    let mut budget = max_bytes;
+    let mut nothing_yet = true;
     for want in wants {
         let got = match shard.partition(&want.topic, want.partition) {
             None => Got::error(partition_unavailable_code()),
-            Some(partition) => match partition
-                .log
-                .read_upto(
-                    want.offset,
-                    want.max_bytes,
-                    true,
-                    want.readable_end(&partition.log),
-                )
-                .await
-            {
-                Ok(data) => {
-                    let lso = partition.log.last_stable_offset();
-                    let end = data
-                        .batches
-                        .last()
-                        .and_then(|b| batch::header(b))
-                        .map_or(want.offset, |h| h.last_offset() + 1);
-                    let aborted = if want.read_committed {
-                        partition
-                            .log
-                            .aborted_transactions(want.offset, end)
-                            .await
-                            .map(|v| {
-                                Some(
-                                    v.into_iter()
-                                        .map(|(producer_id, first_offset)| AbortedTransaction {
-                                            producer_id,
-                                            first_offset,
-                                        })
-                                        .collect(),
-                                )
-                            })
-                    } else {
-                        Ok(None)
-                    };
-                    match aborted {
-                        Ok(aborted) => Got {
+            Some(partition) => {
+                let seen_end = want.readable_end(&partition.log);
+                let limit = want.max_bytes.min(budget);
+                let log = &partition.log;
+                let in_range =
+                    want.offset >= log.log_start_offset() && want.offset <= log.high_watermark();
+                if limit == 0 && !nothing_yet && in_range {
+                    out.push((
+                        want.slot,
+                        Got {
                             error: None,
-                            high_watermark: data.high_watermark,
-                            last_stable_offset: lso,
-                            log_start_offset: data.log_start_offset,
-                            aborted,
-                            batches: data.batches,
+                            high_watermark: log.high_watermark(),
+                            last_stable_offset: log.last_stable_offset(),
+                            log_start_offset: log.log_start_offset(),
+                            aborted: want.read_committed.then(Vec::new),
+                            batches: Vec::new(),
+                            seen_end,
                         },
-                        Err(e) => {
-                            tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
-                            Got::error(storage_code(&e))
+                    ));
+                    continue;
+                }
+                match partition
+                    .log
+                    .read_upto(want.offset, limit, nothing_yet, seen_end)
+                    .await
+                {
+                    Ok(data) => {
+                        let lso = partition.log.last_stable_offset();
+                        let end = data
+                            .batches
+                            .last()
+                            .and_then(|b| batch::header(b))
+                            .map_or(want.offset, |h| h.last_offset() + 1);
+                        let aborted = if want.read_committed {
+                            partition
+                                .log
+                                .aborted_transactions(want.offset, end)
+                                .await
+                                .map(|v| {
+                                    Some(
+                                        v.into_iter()
+                                            .map(|(producer_id, first_offset)| AbortedTransaction {
+                                                producer_id,
+                                                first_offset,
+                                            })
+                                            .collect(),
+                                    )
+                                })
+                        } else {
+                            Ok(None)
+                        };
+                        match aborted {
+                            Ok(aborted) => {
+                                let size: usize = data.batches.iter().map(Bytes::len).sum();
+                                budget = budget.saturating_sub(size);
+                                nothing_yet &= size == 0;
+                                Got {
+                                    error: None,
+                                    high_watermark: data.high_watermark,
+                                    last_stable_offset: lso,
+                                    log_start_offset: data.log_start_offset,
+                                    aborted,
+                                    batches: data.batches,
+                                    seen_end,
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
+                                Got::error(storage_code(&e))
+                            }
                         }
                     }
+                    Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
+                        error: Some(storage_code(&e)),
+                        high_watermark: partition.log.high_watermark(),
+                        last_stable_offset: partition.log.last_stable_offset(),
+                        log_start_offset: partition.log.log_start_offset(),
+                        aborted: None,
+                        batches: Vec::new(),
+                        seen_end,
+                    },
+                    Err(e) => {
+                        tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
+                        Got::error(storage_code(&e))
+                    }
                 }
-                Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
-                    error: Some(storage_code(&e)),
-                    high_watermark: partition.log.high_watermark(),
-                    last_stable_offset: partition.log.last_stable_offset(),
-                    log_start_offset: partition.log.log_start_offset(),
-                    aborted: None,
-                    batches: Vec::new(),
-                },
-                Err(e) => {
-                    tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
-                    Got::error(storage_code(&e))
-                }
-            },
+            }
         };
         out.push((want.slot, got));
     }
@@ -400,13 +469,15 @@ async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
     first_of(waits).await;
 }
 
-/// On the owner: resolves when any wanted partition's high watermark passes the fetch offset,
-/// the partition goes away, the shard stops, or the deadline passes.
+/// On the owner: resolves when any wanted partition's readable end passes the end seen at the
+/// last read (`seen_end`, at least the fetch offset), the partition goes away, the shard
+/// stops, or the deadline passes. Data already counted does not resolve it: that was the busy
+/// spin of a fetch with some data but less than `min_bytes`.
 async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
     let mut partitions = Vec::with_capacity(wants.len());
     for want in &wants {
         match shard.partition(&want.topic, want.partition) {
-            Some(p) if want.readable_end(&p.log) <= want.offset => partitions.push(p),
+            Some(p) if want.readable_end(&p.log) <= want.wait_past() => partitions.push(p),
             _ => return,
         }
     }
@@ -422,7 +493,7 @@ async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
     first_of(waits).await;
 }
 
-/// Whether any wanted partition has data past its fetch offset now.
+/// Whether any wanted partition has grown past the end seen at the last read (or is gone).
 async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
     for (owner, group) in by_owner(shard, wants) {
         let answer = shard
@@ -430,7 +501,7 @@ async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
                 group.iter().any(|w| {
                     owner
                         .partition(&w.topic, w.partition)
-                        .is_some_and(|p| w.readable_end(&p.log) > w.offset)
+                        .is_none_or(|p| w.readable_end(&p.log) > w.wait_past())
                 })
             })
             .await;

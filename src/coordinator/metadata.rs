@@ -6,6 +6,9 @@
 //! `Arc<ClusterMetadata>` snapshot replaced as a whole on each change. A change therefore never
 //! shows half-applied to anyone.
 //!
+//! Dynamic broker configs (AlterConfigs on the BROKER resource) are part of it too, by
+//! resource name (a node id, or `""` for the cluster default); see `broker_config`.
+//!
 //! Invariants: topic names are valid Kafka topic names; every topic has >= 1 partition and a
 //! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
 
@@ -15,7 +18,7 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::topic_config;
+use super::{broker_config, topic_config};
 
 /// The longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -45,6 +48,10 @@ pub struct ClusterMetadata {
     /// have been given to producers and are never given again.
     #[serde(default)]
     pub producer_id_block_next: i64,
+    /// Dynamic broker configs by resource name (a node id, or `""` for the cluster-wide
+    /// defaults); checked by `broker_config::check`. Empty sets are not kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
@@ -73,6 +80,11 @@ pub enum MetadataCommand {
     },
     /// Reserve the next block of producer ids.
     AllocateProducerIdBlock,
+    /// Replace the dynamic broker configs of `resource` (a node id, or `""`).
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// Why a command was refused, as the Kafka error and message the client gets.
@@ -173,6 +185,16 @@ impl ClusterMetadata {
                 self.topic(name)?;
                 validate_configs(configs)
             }
+            MetadataCommand::SetBrokerConfigs { resource, configs } => {
+                if resource != broker_config::DEFAULT_RESOURCE && resource.parse::<i32>().is_err() {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Node id must be an integer, but it is: {resource}"),
+                    ));
+                }
+                broker_config::check(resource, configs)
+                    .map_err(|why| MetadataError::new(ResponseError::InvalidRequest, why))
+            }
             MetadataCommand::AllocateProducerIdBlock => {
                 if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
                     return Err(MetadataError::new(
@@ -222,6 +244,14 @@ impl ClusterMetadata {
             }
             MetadataCommand::AllocateProducerIdBlock => {
                 next.producer_id_block_next += PRODUCER_ID_BLOCK_SIZE;
+            }
+            MetadataCommand::SetBrokerConfigs { resource, configs } => {
+                if configs.is_empty() {
+                    next.broker_configs.remove(resource);
+                } else {
+                    next.broker_configs
+                        .insert(resource.clone(), configs.clone());
+                }
             }
         }
         assert_eq!(next.version, self.version + 1);

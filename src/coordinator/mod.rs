@@ -1,9 +1,9 @@
 //! The coordinator: cluster-wide state owned by one shard (shard 0).
 //!
 //! The cluster metadata (topics, partition counts, topic ids, config overrides): [`metadata`]
-//! is the state machine (pure), [`store`] keeps it durable, and [`topic_config`] knows Kafka's
-//! topic configs. Classic consumer groups: [`group`] is their state machine (pure, driven by
-//! requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
+//! is the state machine (pure), [`store`] keeps it durable, [`topic_config`] knows Kafka's
+//! topic configs and [`broker_config`] its dynamic broker configs. Classic consumer groups:
+//! [`group`] is their state machine (pure, driven by requests and ticks, returning delayed replies as effects), and [`offsets`] the committed
 //! offsets table with its record format; `shard::groups` runs both on shard 0 and keeps the
 //! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine
 //! (pure, heartbeats answered at once) and [`assignor`] the server-side assignors.
@@ -11,6 +11,7 @@
 //! runs it with its internal log.
 
 pub mod assignor;
+pub mod broker_config;
 pub mod consumer_group;
 pub mod group;
 pub mod metadata;
