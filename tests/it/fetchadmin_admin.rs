@@ -6,7 +6,7 @@
 //! another client got no answer. Now the deletion answers once it is durable in the metadata
 //! and the files go in the background; a topic re-created under a deleted name starts empty.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! its own override), applies them to those topics, keeps them across restarts, and refuses
 //! per-broker configs at that level.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

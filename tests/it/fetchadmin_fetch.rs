@@ -8,7 +8,7 @@
 //!   possible); a librdkafka consumer with `fetch.max.bytes` far below
 //!   `max.partition.fetch.bytes` reads everything.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
