@@ -6,6 +6,7 @@
 //! that owns the partition.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,7 +16,11 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Notify {
     generation: std::cell::Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    /// Registered wakers by waiter id. A [`Wait`] that is dropped before it resolves removes
+    /// its entry, so a waiter that gave up (a long poll that timed out, a closed connection)
+    /// keeps neither a waker nor, through it, its task's memory alive until the next wake-up.
+    wakers: RefCell<BTreeMap<u64, Waker>>,
+    next_waiter: std::cell::Cell<u64>,
 }
 
 impl Notify {
@@ -26,24 +31,34 @@ impl Notify {
     /// Wakes all current waiters.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for waker in wakers.into_values() {
             waker.wake();
         }
     }
 
     /// Resolves at the next [`Notify::notify_all`] after this call.
     pub fn wait(&self) -> Wait<'_> {
+        let id = self.next_waiter.get();
+        self.next_waiter.set(id + 1);
         Wait {
             notify: self,
             generation: self.generation.get(),
+            id,
         }
+    }
+
+    /// Wakers registered now (for tests and invariants).
+    pub fn waiters(&self) -> usize {
+        self.wakers.borrow().len()
     }
 }
 
-/// The future of [`Notify::wait`].
+/// The future of [`Notify::wait`]; unregisters its waker when dropped.
 pub struct Wait<'a> {
     notify: &'a Notify,
     generation: u64,
+    id: u64,
 }
 
 impl Future for Wait<'_> {
@@ -53,9 +68,44 @@ impl Future for Wait<'_> {
             return Poll::Ready(());
         }
         let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        match wakers.get_mut(&self.id) {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => {
+                wakers.insert(self.id, cx.waker().clone());
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        self.notify.wakers.borrow_mut().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_waiter_leaves_no_waker_behind() {
+        let notify = Notify::new();
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            let mut wait = Box::pin(notify.wait());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(notify.waiters(), 1);
+        }
+        assert_eq!(notify.waiters(), 0, "dropped waiters must unregister");
+        let mut wait = Box::pin(notify.wait());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        notify.notify_all();
+        assert_eq!(notify.waiters(), 0);
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
     }
 }
