@@ -51,15 +51,26 @@
 //!
 //! # Recovery
 //! See [`super::checkpoint`] for the recovery point. On open, segments below the recovery
-//! segment are trusted (their index files are checked entry by entry and rebuilt by a CRC scan
-//! if missing or damaged); from the recovery point on, every batch is read back and checked:
-//! framing, magic, CRC-32C, record count, and that its base offset continues the previous
-//! batch. The first failure (a torn write, zero padding, garbage) ends the log: the segment is
-//! truncated there and later segments are deleted. Sealed segments may have been rewritten by
+//! segment are trusted and not rescanned (after a clean close that is every segment but the
+//! active one, whose recovery point is its end): their index files are checked entry by entry
+//! (and rebuilt by a CRC scan if missing or damaged), and only the tail from the last index
+//! entry (at most `index.interval.bytes` plus one batch) is read, to check that the file still
+//! ends exactly where a whole batch does. From the recovery point on, every batch is read back
+//! and checked: framing, magic, CRC-32C, record count, and that its base offset continues the
+//! previous batch. Only the *last* segment may end in a failure (a torn write, zero padding,
+//! preallocated space): it is truncated there. Damage anywhere else (a sealed segment whose
+//! batches do not reach its end, a segment shorter than the recovery point, an empty or
+//! overlapping sealed segment) takes the partition *offline*: `open` fails with
+//! [`StorageError::Io`] (KAFKA_STORAGE_ERROR for clients), the reason is logged with the
+//! segment's name, and nothing is truncated or deleted, so no acknowledged record is lost and no
+//! offset is ever given out twice; the operator decides. Offsets missing *between* segments (a
+//! segment file removed by hand) are not damage: reads in the gap answer with the next
+//! segment's batches, as Kafka does. A sealed segment cut exactly at a batch boundary looks the
+//! same as such a gap and is served the same way. Sealed segments may have been rewritten by
 //! the [`cleaner`] (offset gaps between batches, batches with fewer records than offsets): the
 //! scan accepts forward gaps except in the last segment, and an interrupted cleaner swap is
-//! completed before anything else ([`cleaner::finish_interrupted_swaps`]). The active segment is then fdatasync'd and
-//! the high watermark set to the log end.
+//! completed before anything else ([`cleaner::finish_interrupted_swaps`]). The active segment
+//! is then fdatasync'd and the high watermark set to the log end.
 //!
 //! # Reads
 //! Reads never pass the high watermark. Offsets covered by the tail cache are answered with
@@ -485,6 +496,34 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The error that keeps a partition offline: recovery found damage it must not repair by
+/// deleting data (see the module docs). Logged here, with the segment and what to do.
+fn offline(dir: &Path, segment: &str, why: String) -> StorageError {
+    tracing::error!(
+        dir = %dir.display(),
+        segment,
+        "partition offline: segment {segment} is damaged ({why}); nothing was deleted or \
+         truncated. Restore the file, or move the damaged segment and every later one out of \
+         the directory to keep the log up to it, then restart"
+    );
+    StorageError::Io {
+        op: "recover partition log (partition offline)",
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("segment {segment} in {} is damaged: {why}", dir.display()),
+        ),
+    }
+}
+
+/// [`offline`] for a segment whose whole batches end at `valid_len` of `expected_len` bytes.
+fn damaged(dir: &Path, segment: &str, valid_len: u64, expected_len: u64) -> StorageError {
+    offline(
+        dir,
+        segment,
+        format!("its whole batches end at byte {valid_len}, it should hold {expected_len} bytes"),
+    )
+}
+
 /// One partition's log. Owned by exactly one shard (see the module docs).
 pub struct PartitionLog {
     shared: Rc<Shared>,
@@ -690,19 +729,35 @@ impl PartitionLog {
 
         let mut segments: VecDeque<Segment> = VecDeque::new();
         let mut max_ts = (-1i64, -1i64);
-        let mut doomed: Vec<i64> = Vec::new();
         let mut changed = cp.is_none();
         let mut i = 0;
         while i < bases.len() {
             let base = bases[i];
-            let path = dir.join(segment_file_name(base, "log"));
+            let name = segment_file_name(base, "log");
+            let path = dir.join(&name);
             let is_last = i + 1 == bases.len();
-            // Does this segment continue the previous one?
+            // Does this segment continue the previous one? A gap (a segment file deleted by
+            // hand) is served as Kafka does: reads skip to the next batch. An overlap means
+            // offsets would be served twice.
             if let Some(prev) = segments.back() {
-                if prev.next_offset != base {
-                    doomed.extend_from_slice(&bases[i..]);
-                    changed = true;
-                    break;
+                if prev.next_offset > base {
+                    return Err(offline(
+                        dir,
+                        &name,
+                        format!(
+                            "it starts at offset {base} but the segment before it ends at {}",
+                            prev.next_offset
+                        ),
+                    ));
+                }
+                if prev.next_offset < base {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        missing_from = prev.next_offset,
+                        missing_to = base,
+                        "offsets missing between two segments (a segment file was removed?); \
+                         reads skip to the next segment"
+                    );
                 }
             }
             let trusted = match cp {
@@ -713,9 +768,11 @@ impl PartitionLog {
             let file_len = file.size().await?;
             let mut seg = Segment::new(base, -1);
             if trusted {
+                // Sealed and durable before the checkpoint was written: not rescanned. Only
+                // its tail (from its last index entry) is read to check that the file still
+                // ends where its last batch does.
                 let next_base = bases[i + 1];
                 seg.len = file_len;
-                seg.next_offset = next_base;
                 match load_indexes(dir, base, file_len, next_base - 1 - base).await? {
                     Some((oi, ti)) => {
                         seg.offset_index = oi;
@@ -725,23 +782,38 @@ impl PartitionLog {
                             seg.max_timestamp_offset = base + i64::from(o);
                         }
                         seg.sealed = true;
+                        let from = seg
+                            .offset_index
+                            .entries
+                            .last()
+                            .map_or(0, |e| u64::from(e.1));
+                        let mut scratch = Segment::new(base, -1);
+                        let out =
+                            scan_segment(&file, &mut scratch, from, base, file_len, interval, true)
+                                .await?;
+                        if out.valid_len != file_len {
+                            return Err(damaged(dir, &name, out.valid_len, file_len));
+                        }
+                        seg.next_offset = out.next_offset;
                     }
                     None => {
                         tracing::warn!(dir = %dir.display(), base, "rebuilding missing or damaged index");
                         let out = scan_segment(&file, &mut seg, 0, base, file_len, interval, true)
                             .await?;
-                        seg.len = out.valid_len;
-                        seg.next_offset = out.next_offset;
-                        if out.valid_len != file_len || out.next_offset != next_base {
-                            tracing::warn!(dir = %dir.display(), base, "corrupt sealed segment truncated");
-                            changed = true;
+                        if out.valid_len != file_len {
+                            return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
+                        seg.next_offset = out.next_offset;
                         seg.finish_time_index();
                     }
                 }
             } else {
                 let (start, expected) = match cp {
-                    Some(c) if c.recovery_segment == base && c.recovery_position <= file_len => {
+                    Some(c) if c.recovery_segment == base => {
+                        if c.recovery_position > file_len {
+                            // Bytes the checkpoint says were durable are gone.
+                            return Err(damaged(dir, &name, file_len, c.recovery_position));
+                        }
                         (c.recovery_position, c.recovery_offset)
                     }
                     _ => (0, base),
@@ -773,9 +845,14 @@ impl PartitionLog {
                     &file, &mut seg, seg_start, expected, file_len, interval, !is_last,
                 )
                 .await?;
-                if seg_start == 0 && out.valid_len == 0 && start > 0 {
-                    // The checkpoint promised data here: the segment is damaged at its start.
-                    tracing::warn!(dir = %dir.display(), base, "segment lost data below its recovery point");
+                if out.valid_len < start {
+                    // The checkpoint promised durable batches up to `start`.
+                    return Err(damaged(dir, &name, out.valid_len, start));
+                }
+                if out.valid_len != file_len && !is_last {
+                    // A sealed segment is truncated to its last batch before the next one is
+                    // created: anything else here is damage, not a torn write.
+                    return Err(damaged(dir, &name, out.valid_len, file_len));
                 }
                 seg.len = out.valid_len;
                 seg.next_offset = out.next_offset;
@@ -787,7 +864,8 @@ impl PartitionLog {
                     max_ts = out.log_max;
                 }
                 if out.valid_len != file_len {
-                    // Torn tail, zero padding of the last block or preallocated space: cut it.
+                    // The last segment only: a torn tail, zero padding of the last block or
+                    // preallocated space. Cut it.
                     file.truncate(out.valid_len).await?;
                     file.sync().await?;
                     changed = true;
@@ -803,26 +881,27 @@ impl PartitionLog {
                 max_ts = (seg.max_timestamp, seg.max_timestamp_offset);
             }
             seg.file = Some(file);
-            let empty = seg.len == 0;
-            segments.push_back(seg);
-            // A segment that lost everything (and is not the first) ends the log here.
-            if empty && segments.len() > 1 {
-                segments.pop_back();
-                doomed.extend_from_slice(&bases[i..]);
-                changed = true;
-                break;
+            if seg.len == 0 && !is_last {
+                // Sealed segments are never empty (the cleaner keeps their last batch).
+                return Err(offline(dir, &name, "it is empty".to_string()));
             }
-            i += 1;
-        }
-        if !doomed.is_empty() {
-            tracing::warn!(dir = %dir.display(), ?doomed, "deleting segments after the end of the recovered log");
-            let mut names = Vec::new();
-            for b in &doomed {
-                for ext in ["log", "index", "timeindex", "txnindex"] {
-                    names.push(segment_file_name(*b, ext));
+            if seg.len == 0 && !segments.is_empty() {
+                // A freshly rolled segment that never received data: the previous segment
+                // becomes the active one again, unless offsets are missing before this one
+                // (then it stays, so that no offset below its base is ever given out again).
+                if segments.back().is_some_and(|p| p.next_offset == base) {
+                    drop(seg);
+                    let mut names = Vec::new();
+                    for ext in ["log", "index", "timeindex", "txnindex"] {
+                        names.push(segment_file_name(base, ext));
+                    }
+                    io::remove_files(dir, names).await?;
+                    changed = true;
+                    break;
                 }
             }
-            io::remove_files(dir, names).await?;
+            segments.push_back(seg);
+            i += 1;
         }
         let start_hint = cp.map_or(0, |c| c.log_start_offset);
         if segments.is_empty() {
@@ -1272,14 +1351,24 @@ impl PartitionLog {
             {
                 return Ok(ReadData { batches, ..empty });
             }
-            let Some(si) = inner.segment_for(offset) else {
+            let Some(mut si) = inner.segment_for(offset) else {
                 return Ok(empty);
             };
+            // Offsets missing between two segments (a removed segment file): answer with the
+            // next segment's batches, as Kafka does.
+            while inner.segments[si].durable_next_offset <= offset && si + 1 < inner.segments.len()
+            {
+                si += 1;
+            }
             let seg = &inner.segments[si];
             let Some(file) = seg.file.clone() else {
                 return Ok(empty);
             };
-            let pos = seg.offset_index.lookup(seg.rel(offset));
+            let pos = if offset <= seg.base_offset {
+                0
+            } else {
+                seg.offset_index.lookup(seg.rel(offset))
+            };
             (file, u64::from(pos), seg.durable_len, hw, log_start, limit)
         };
         let interval = shared.inner.borrow().config.index_interval_bytes as usize;
