@@ -37,13 +37,16 @@
 //!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
-//! above it are dropped, and the next append rewrites from the durable end. Indexes only ever
+//! above it are dropped, and the next append rewrites from the durable end. On a full disk a
+//! preallocation step shrinks to what the round needs, and to nothing (the write grows the
+//! file) if even that does not fit, so appends succeed again as soon as their own bytes fit. Indexes only ever
 //! receive entries for durable batches, so nothing half-written is ever indexed or served.
 //!
 //! # Segments
 //! A segment is `<base offset, 20 digits>.log` (batches back to back, wire format) plus
 //! `.index` and `.timeindex` (see [`super::index`]). The active segment is preallocated in
-//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
+//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`] (less when the
+//! disk is full, see above). A segment rolls when the next record set would pass
 //! `segment.bytes`, when it is `segment.ms` old, or when relative offsets would overflow.
 //! At roll the flusher *seals* the old segment (truncate to its length, fdatasync, write its
 //! index files atomically), creates and preallocates the new file, fsyncs the directory and
@@ -469,7 +472,9 @@ pub const PRIME_FILE_NAME: &str = ".freshet-disk-probe";
 
 /// Must run once on every shard, before any other DmaFile is opened under `data_dir`:
 /// works around glommio's poll-mode misdetection (GLOMMIO.md pitfall 1) by making the first
-/// O_DIRECT file glommio opens a non-empty one, then checks that O_DIRECT reads work.
+/// O_DIRECT file glommio opens a non-empty one, then checks that O_DIRECT reads work. Writes
+/// nothing when the probe file of an earlier run is intact, and on a full disk probes with an
+/// existing file, so that a broker starts (and serves reads) on a 100% full disk.
 pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     io::create_dir_all(data_dir).await?;
     // One probe file per shard: shards prime concurrently, and a shard opening a file another
@@ -477,7 +482,29 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     static PRIME_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = PRIME_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = data_dir.join(format!("{PRIME_FILE_NAME}-{seq}"));
-    io::write_plain_file(&path, vec![0x5a; 4096]).await?;
+    const PROBE: [u8; 4096] = [0x5a; 4096];
+    // A probe file left by an earlier run is used as it is: on a 100% full disk, rewriting it
+    // could fail (ENOSPC), and the broker must still start and serve reads.
+    let existing = io::read_small_file(&path, PROBE.len() as u64 + 1).await?;
+    let mut path = path;
+    let mut expect_probe = true;
+    if existing.as_deref() != Some(&PROBE[..]) {
+        if let Err(e) = io::write_plain_file(&path, PROBE.to_vec()).await {
+            // No room for the probe file: any non-empty file of the data directory will do
+            // (the point is that the first O_DIRECT file glommio opens is not empty).
+            match (
+                io::is_disk_full(&e),
+                io::find_non_empty_file(data_dir, 512).await?,
+            ) {
+                (true, Some(other)) => {
+                    tracing::warn!(error = %e, probe = %other.display(), "disk full: cannot write the disk probe file; probing with an existing file");
+                    path = other;
+                    expect_probe = false;
+                }
+                _ => return Err(e),
+            }
+        }
+    }
     let file = DataFile::open_read(&path).await?;
     let data = file.read(0, 512).await.map_err(|e| match e {
         StorageError::Io { source, .. } => StorageError::Io {
@@ -486,7 +513,7 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
         },
         other => other,
     })?;
-    if data.len() != 512 || data.iter().any(|&b| b != 0x5a) {
+    if data.len() != 512 || (expect_probe && data.iter().any(|&b| b != 0x5a)) {
         return Err(StorageError::Io {
             op: "probe O_DIRECT reads",
             source: std::io::Error::other("probe file read back wrong bytes"),
@@ -2205,8 +2232,7 @@ async fn run_write(
             .max(PREALLOCATE_FIRST_BYTES)
             .min(plan.preallocate_step);
         let target = (preallocated_len + step).max(io::align_up(new_len));
-        file.preallocate(target).await?;
-        preallocated_len = target;
+        preallocated_len = preallocate_what_fits(&file, preallocated_len, target, new_len).await?;
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(plan.chunks.len() + 1);
     parts.push(&plan.tail_block);
@@ -2218,6 +2244,32 @@ async fn run_write(
         .await?;
     let tail_len = (new_len - align_down(new_len)) as usize;
     Ok((file, preallocated_len, last_bytes(&parts, tail_len)))
+}
+
+/// Preallocate `file` (now preallocated to `current`) to `target`; on a (nearly) full disk,
+/// to just the `needed` bytes this round writes, and if even that does not fit, not at all (the
+/// write then grows the file on demand, or fails with ENOSPC and the next round retries).
+/// Returns the new preallocated size. So writes resume as soon as some space is free, not only
+/// once a whole preallocation step is.
+async fn preallocate_what_fits(
+    file: &DataFile,
+    current: u64,
+    target: u64,
+    needed: u64,
+) -> Result<u64, StorageError> {
+    let minimal = io::align_up(needed);
+    for size in [target, minimal] {
+        match file.preallocate(size).await {
+            Ok(()) => return Ok(size),
+            Err(e) if io::is_disk_full(&e) && size > minimal => continue,
+            Err(e) if io::is_disk_full(&e) => {
+                tracing::debug!(error = %e, "no space to preallocate; growing the file on demand");
+                return Ok(current);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(current)
 }
 
 /// The last `n` bytes of the concatenation of `parts`.
