@@ -3,9 +3,10 @@
 //! A partition of 2,000 records over about ten small segments is written and the broker
 //! stopped; then a file is damaged by hand and the broker started again:
 //! - the 2nd segment's `.log` cut to half its size (after a clean stop, and after a stop whose
-//!   recovery checkpoint is gone, as after a crash): the partition goes offline with a logged
-//!   reason, produce and fetch answer KAFKA_STORAGE_ERROR, and every segment file is left as it
-//!   was (nothing deleted, no offset written twice);
+//!   recovery checkpoint is gone, as after a crash), or the last one cut below the length the
+//!   clean stop recorded: the partition goes offline with a logged reason, produce and fetch
+//!   answer KAFKA_STORAGE_ERROR, and every segment file is left as it was (nothing deleted, no
+//!   offset written twice);
 //! - the 3rd segment's `.log` deleted: a consumer reads every remaining record across the gap
 //!   without hanging, and new records get offsets after the old end.
 
@@ -136,13 +137,19 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// Cuts the 2nd segment to half, starts the broker (after `prepare`), and checks that the
-/// partition is offline, nothing is deleted or overwritten, and the log says why.
-fn damaged_second_segment_goes_offline(prepare: impl FnOnce(&Path)) {
+/// Cuts segment `which` (an index into the sorted segments, negative from the end) to half,
+/// starts the broker (after `prepare`), and checks that the partition is offline, nothing is
+/// deleted or overwritten, and the log says why.
+fn damaged_segment_goes_offline(which: isize, prepare: impl FnOnce(&Path)) {
     let (mut broker, dir) = write_partition();
     let segs = segments(&dir);
     assert!(segs.len() >= 8, "only {} segments", segs.len());
-    let (damaged_base, damaged) = segs[1].clone();
+    let which = if which < 0 {
+        segs.len() as isize + which
+    } else {
+        which
+    } as usize;
+    let (damaged_base, damaged) = segs[which].clone();
     // Half its size, plus a little so that the cut falls inside a batch (its batches are all
     // the same size: half would be a batch boundary, which looks like a removed segment).
     let len = std::fs::metadata(&damaged).unwrap().len();
@@ -198,7 +205,7 @@ fn damaged_second_segment_goes_offline(prepare: impl FnOnce(&Path)) {
 #[test]
 fn cut_sealed_segment_after_clean_stop_takes_the_partition_offline_and_deletes_nothing() {
     common::within(Duration::from_secs(120), || {
-        damaged_second_segment_goes_offline(|_| {});
+        damaged_segment_goes_offline(1, |_| {});
     });
 }
 
@@ -206,9 +213,18 @@ fn cut_sealed_segment_after_clean_stop_takes_the_partition_offline_and_deletes_n
 fn cut_sealed_segment_without_recovery_checkpoint_takes_the_partition_offline() {
     common::within(Duration::from_secs(120), || {
         // No checkpoint: recovery scans every segment, as after a crash with a lost checkpoint.
-        damaged_second_segment_goes_offline(|dir| {
+        damaged_segment_goes_offline(1, |dir| {
             std::fs::remove_file(dir.join("recovery-checkpoint")).unwrap();
         });
+    });
+}
+
+#[test]
+fn last_segment_shorter_than_its_clean_stop_length_takes_the_partition_offline() {
+    common::within(Duration::from_secs(120), || {
+        // The clean stop recorded where the active segment ends: bytes missing below that are
+        // acknowledged records, not a torn write, and their offsets must not be given out again.
+        damaged_segment_goes_offline(-1, |_| {});
     });
 }
 
