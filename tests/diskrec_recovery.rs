@@ -21,8 +21,12 @@ use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +40,8 @@ const VALUE_BYTES: usize = 100;
 const SEGMENT_BYTES: &str = "24000";
 /// Kafka's KAFKA_STORAGE_ERROR.
 const KAFKA_STORAGE_ERROR: i16 = 56;
+/// Kafka's LEADER_NOT_AVAILABLE.
+const LEADER_NOT_AVAILABLE: i16 = 5;
 
 fn value(seq: usize) -> Vec<u8> {
     let mut v = format!("record-{seq:06}-").into_bytes();
@@ -91,6 +97,20 @@ fn fetch_error(conn: &mut RawConn, offset: i64) -> i16 {
                 .with_partition_max_bytes(32 * 1024)])]);
     let response = conn.request(12, &request).expect("Fetch answered");
     response.responses[0].partitions[0].error_code
+}
+
+/// Metadata of partition 0: (error code, leader id, offline replicas).
+fn partition_metadata(conn: &mut RawConn) -> (i16, i32, Vec<i32>) {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]));
+    let response = conn.request(12, &request).expect("Metadata answered");
+    let p = &response.topics[0].partitions[0];
+    (
+        p.error_code,
+        p.leader_id.0,
+        p.offline_replicas.iter().map(|b| b.0).collect(),
+    )
 }
 
 /// Starts a broker, writes the 2,000 records, stops it cleanly; returns it (stopped) and the
@@ -177,6 +197,10 @@ fn damaged_segment_goes_offline(which: isize, prepare: impl FnOnce(&Path)) {
     );
     assert_eq!(fetch_error(&mut conn, 1500), KAFKA_STORAGE_ERROR);
     assert_eq!(fetch_error(&mut conn, 0), KAFKA_STORAGE_ERROR);
+    // Metadata shows it leaderless, this node as its offline replica.
+    let (error, leader, offline) = partition_metadata(&mut conn);
+    assert_eq!((error, leader), (LEADER_NOT_AVAILABLE, -1), "Metadata");
+    assert_eq!(offline.len(), 1, "offline replicas");
     let log = broker.log();
     let name = format!("{damaged_base:020}.log");
     assert!(
@@ -277,5 +301,46 @@ fn consumer_reads_across_a_deleted_middle_segment() {
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         let (code, base) = produce(&mut conn, RECORDS);
         assert_eq!((code, base), (0, RECORDS as i64), "produce after the gap");
+    });
+}
+
+#[test]
+fn deleting_an_offline_topic_removes_its_files_and_the_name_can_be_reused() {
+    common::within(Duration::from_secs(120), || {
+        let (mut broker, dir) = write_partition();
+        let segs = segments(&dir);
+        let (_, damaged) = segs[1].clone();
+        let len = std::fs::metadata(&damaged).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&damaged)
+            .unwrap()
+            .set_len(len / 2 + 100)
+            .unwrap();
+        broker.start_again();
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        assert_eq!(produce(&mut conn, 0).0, KAFKA_STORAGE_ERROR);
+        // The operator's decision: delete the topic. Its damaged files go with it.
+        let request = DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topic_names(vec![TopicName(StrBytes::from_static_str(TOPIC))]);
+        let response = conn.request(4, &request).expect("DeleteTopics");
+        assert_eq!(response.responses[0].error_code, 0, "DeleteTopics");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !dir.exists(),
+            "the offline partition's directory is still there"
+        );
+        // A new topic of that name starts empty and works.
+        create_topic(&mut conn);
+        assert_eq!(produce(&mut conn, 0), (0, 0), "produce into the new topic");
+        assert_eq!(
+            partition_metadata(&mut conn).0,
+            0,
+            "Metadata of the new topic"
+        );
     });
 }
