@@ -344,3 +344,21 @@ fn deleting_an_offline_topic_removes_its_files_and_the_name_can_be_reused() {
         );
     });
 }
+
+#[test]
+fn deleted_last_segment_takes_the_partition_offline_instead_of_reusing_offsets() {
+    common::within(Duration::from_secs(120), || {
+        let (mut broker, dir) = write_partition();
+        let segs = segments(&dir);
+        let (last_base, last) = segs[segs.len() - 1].clone();
+        std::fs::remove_file(&last).unwrap();
+        broker.start_again();
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        let (code, base) = produce(&mut conn, RECORDS);
+        assert_eq!(
+            code, KAFKA_STORAGE_ERROR,
+            "produce got base offset {base}: offsets {last_base}.. would be given out twice"
+        );
+        assert!(broker.log().contains("offline"), "{}", broker.log_tail());
+    });
+}

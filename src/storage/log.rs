@@ -930,6 +930,24 @@ impl PartitionLog {
             segments.push_back(seg);
             i += 1;
         }
+        if let Some(c) = cp {
+            // The recovery point is durable data: a log that ends below it lost its last
+            // segment(s), and the offsets in between must not be given out again.
+            let found_end = segments
+                .back()
+                .map_or(c.log_start_offset, |s| s.next_offset);
+            if found_end < c.recovery_offset {
+                return Err(offline(
+                    dir,
+                    &segment_file_name(c.recovery_segment, "log"),
+                    format!(
+                        "the log ends at offset {found_end}, below its recovery point {}: the \
+                         last segment(s) are missing",
+                        c.recovery_offset
+                    ),
+                ));
+            }
+        }
         let start_hint = cp.map_or(0, |c| c.log_start_offset);
         if segments.is_empty() {
             let base = start_hint.max(0);
