@@ -362,3 +362,62 @@ fn deleted_last_segment_takes_the_partition_offline_instead_of_reusing_offsets()
         assert!(broker.log().contains("offline"), "{}", broker.log_tail());
     });
 }
+
+/// The checks above must not fire after an ordinary crash: kill -9 with produces in flight
+/// while small segments roll, ten times over; each restart finds the partition online, with
+/// every acknowledged record, and new offsets after them.
+#[test]
+fn kill_9_while_segments_roll_never_takes_the_partition_offline() {
+    common::within(Duration::from_secs(180), || {
+        let mut broker = TestBroker::start(1);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic(&mut conn);
+        let mut next = 0usize;
+        for cycle in 0..10 {
+            for _ in 0..15 {
+                let (code, base) = produce(&mut conn, next);
+                assert_eq!(
+                    code,
+                    0,
+                    "cycle {cycle}: produce refused\n{}",
+                    broker.log_tail()
+                );
+                assert!(
+                    base >= next as i64,
+                    "cycle {cycle}: offset {base} given out again"
+                );
+                next = base as usize + RECORDS_PER_BATCH;
+            }
+            // Produces in flight when the broker dies.
+            for i in 0..5 {
+                let records: Vec<NewRecord> = (0..RECORDS_PER_BATCH)
+                    .map(|j| (None, Some(Bytes::from(value(next + i * 100 + j))), 0))
+                    .collect();
+                let batch = encode_batch(&records, Compression::None).unwrap();
+                let request = ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch))])]);
+                let _ = conn.send(9, &request);
+            }
+            broker.kill9();
+            broker.start_again();
+            conn = RawConn::connect(broker.socket_addr()).unwrap();
+            assert!(
+                !broker.log().contains("partition offline"),
+                "cycle {cycle}\n{}",
+                broker.log_tail()
+            );
+        }
+        let (code, base) = produce(&mut conn, next);
+        assert_eq!(code, 0);
+        assert!(base >= next as i64);
+        drop(conn);
+        let segs = segments(&broker.data_dir().join(format!("{TOPIC}-0")));
+        eprintln!("{} segments after 10 kill -9 cycles", segs.len());
+    });
+}
