@@ -4,7 +4,8 @@
 //! not exist creates them when both the request (`allow_auto_topic_creation`) and the broker
 //! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is
 //! synchronous, so the answer already lists the new topic. Topics can be named or, from v10,
-//! given by id.
+//! given by id. A partition whose log failed to open (damaged on disk) is shown leaderless
+//! with LEADER_NOT_AVAILABLE and this node as its offline replica.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -105,13 +106,21 @@ fn build_response(
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let partition = |index: i32| {
+    let partition = |name: &str, index: i32| {
         let mut p = MetadataResponsePartition::default();
         p.partition_index = index;
-        p.leader_id = BrokerId(node_id);
         p.leader_epoch = 0;
         p.replica_nodes = vec![BrokerId(node_id)];
-        p.isr_nodes = vec![BrokerId(node_id)];
+        if crate::shard::is_offline(name, index) {
+            // Its log is damaged on disk (see storage recovery): no leader, as Kafka shows a
+            // partition whose only replica's log directory is offline.
+            p.error_code = ResponseError::LeaderNotAvailable.code();
+            p.leader_id = BrokerId(-1);
+            p.offline_replicas = vec![BrokerId(node_id)];
+        } else {
+            p.leader_id = BrokerId(node_id);
+            p.isr_nodes = vec![BrokerId(node_id)];
+        }
         p
     };
     let known = |name: &str| {
@@ -120,7 +129,9 @@ fn build_response(
         t.name = Some(TopicName(str_bytes(name)));
         t.topic_id = topic.id;
         t.is_internal = topic.internal;
-        t.partitions = (0..topic.partitions).map(partition).collect();
+        t.partitions = (0..topic.partitions)
+            .map(|index| partition(name, index))
+            .collect();
         t.topic_authorized_operations = topic_operations;
         t
     };

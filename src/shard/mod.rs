@@ -50,6 +50,29 @@ pub const COORDINATOR_SHARD: ShardId = 0;
 /// burst of deletions queues ahead of other work there (a CreateTopics during a 100-topic
 /// delete then waited 6 s with 16 at once, 0.3-0.5 s with one).
 pub const PARTITION_DELETES_CONCURRENT_MAX: u64 = 1;
+/// Partitions of the current metadata whose log failed to open (offline: damaged on disk, see
+/// `storage::log`'s recovery), process-wide so that Metadata on any shard can show them
+/// leaderless. Written by the owning shard's reconcile only.
+static OFFLINE_PARTITIONS: std::sync::Mutex<std::collections::BTreeSet<TopicPartition>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Is this partition offline (in the metadata, but its log failed to open)?
+pub fn is_offline(topic: &str, partition: i32) -> bool {
+    OFFLINE_PARTITIONS
+        .lock()
+        .is_ok_and(|set| set.contains(&(topic.to_string(), partition)))
+}
+
+fn set_offline(topic: &str, partition: i32, offline: bool) {
+    if let Ok(mut set) = OFFLINE_PARTITIONS.lock() {
+        let key = (topic.to_string(), partition);
+        if offline {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+}
 
 /// One partition on its owning shard: the log and the signal that wakes long-poll fetches.
 pub struct Partition {
@@ -319,6 +342,35 @@ impl Shard {
         let defaults_changed =
             broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
                 != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
+        // Offline partitions (never opened) of topics that vanished or were re-created: the
+        // operator deleted the topic, so its damaged files go too (a new topic of that name must
+        // not open them).
+        let gone: Vec<TopicPartition> = OFFLINE_PARTITIONS
+            .lock()
+            .map(|set| {
+                set.iter()
+                    .filter(|(topic, p)| {
+                        self.owner(topic, *p) == self.id
+                            && match (previous.topics.get(topic), next.topics.get(topic)) {
+                                (_, None) => true,
+                                (Some(old), Some(new)) => old.id != new.id || *p >= new.partitions,
+                                (None, Some(_)) => false,
+                            }
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (topic, p) in gone {
+            set_offline(&topic, p, false);
+            let dir = self.partition_dir(&topic, p);
+            if let Err(e) = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await
+            {
+                tracing::error!(topic = %topic, partition = p, error = %e, "removing the files of a deleted offline partition failed");
+            }
+        }
         for (name, topic) in &next.topics {
             let config_changed = previous.topics.get(name).is_some_and(|old| {
                 old.id == topic.id && (defaults_changed || old.configs != topic.configs)
@@ -341,6 +393,7 @@ impl Shard {
                         match PartitionLog::open(&dir, log_config.clone(), self.cache.clone()).await
                         {
                             Ok(log) => {
+                                set_offline(name, p, false);
                                 self.partitions.borrow_mut().insert(
                                     (name.clone(), p),
                                     Rc::new(Partition {
@@ -352,7 +405,8 @@ impl Shard {
                                 );
                             }
                             Err(e) => {
-                                tracing::error!(topic = %name, partition = p, error = %e, "opening partition failed");
+                                set_offline(name, p, true);
+                                tracing::error!(topic = %name, partition = p, error = %e, "opening partition failed; partition offline");
                             }
                         }
                     }

@@ -16,6 +16,11 @@
 //! replaced atomically (temp file, fdatasync, rename, directory fsync), so it is either the
 //! old or the new version; a file that fails to parse or whose CRC does not match is ignored
 //! (recovery then scans every segment).
+//!
+//! A clean close writes the active segment's durable end as the recovery point, so it also
+//! serves as Kafka's clean-shutdown marker: the next open scans nothing, and a log found
+//! shorter than its recovery point (a segment cut or removed) is damage, which takes the
+//! partition offline rather than giving those offsets out again (see `storage::log`).
 
 /// Name of the checkpoint file inside a partition directory.
 pub const FILE_NAME: &str = "recovery-checkpoint";

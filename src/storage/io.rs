@@ -39,6 +39,22 @@ pub fn io_err<E: Into<std::io::Error>>(op: &'static str) -> impl FnOnce(E) -> St
     }
 }
 
+/// Is `e` the file system being full (ENOSPC, or EDQUOT: a quota is full)?
+pub fn is_disk_full(e: &StorageError) -> bool {
+    match e {
+        StorageError::Io { source, .. } => {
+            matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ) || matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        }
+        _ => false,
+    }
+}
+
 /// One O_DIRECT file (a segment's `.log`). Cheap to clone (shared `Rc`).
 #[derive(Clone)]
 pub struct DataFile {
@@ -312,6 +328,40 @@ pub async fn remove_dir_all(dir: &Path) -> Result<(), StorageError> {
     })
     .await
     .map_err(io_err("remove partition directory"))
+}
+
+/// A regular file of at least `min_bytes` in `dir` or one directory below it (a segment), for
+/// [`super::prime_disk`] when the disk is too full to write its probe file.
+pub async fn find_non_empty_file(
+    dir: &Path,
+    min_bytes: u64,
+) -> Result<Option<PathBuf>, StorageError> {
+    let dir = dir.to_path_buf();
+    blocking(move || -> std::io::Result<Option<PathBuf>> {
+        let big_enough =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() >= min_bytes);
+        let mut subdirs = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if big_enough(&path) {
+                return Ok(Some(path));
+            }
+            if path.is_dir() {
+                subdirs.push(path);
+            }
+        }
+        for sub in subdirs {
+            for entry in std::fs::read_dir(&sub)? {
+                let path = entry?.path();
+                if big_enough(&path) {
+                    return Ok(Some(path));
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(io_err("look for a disk probe file"))
 }
 
 /// Write a small non-empty file with ordinary (buffered) I/O, for [`super::prime_disk`].

@@ -37,13 +37,16 @@
 //!
 //! If a write or sync fails (ENOSPC, EIO...), every pending append fails with
 //! [`StorageError::Io`], the log end offset falls back to the high watermark, cached batches
-//! above it are dropped, and the next append rewrites from the durable end. Indexes only ever
+//! above it are dropped, and the next append rewrites from the durable end. On a full disk a
+//! preallocation step shrinks to what the round needs, and to nothing (the write grows the
+//! file) if even that does not fit, so appends succeed again as soon as their own bytes fit. Indexes only ever
 //! receive entries for durable batches, so nothing half-written is ever indexed or served.
 //!
 //! # Segments
 //! A segment is `<base offset, 20 digits>.log` (batches back to back, wire format) plus
 //! `.index` and `.timeindex` (see [`super::index`]). The active segment is preallocated in
-//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`]. A segment rolls when the next record set would pass
+//! steps growing from [`PREALLOCATE_FIRST_BYTES`] to [`PREALLOCATE_STEP_BYTES`] (less when the
+//! disk is full, see above). A segment rolls when the next record set would pass
 //! `segment.bytes`, when it is `segment.ms` old, or when relative offsets would overflow.
 //! At roll the flusher *seals* the old segment (truncate to its length, fdatasync, write its
 //! index files atomically), creates and preallocates the new file, fsyncs the directory and
@@ -51,15 +54,26 @@
 //!
 //! # Recovery
 //! See [`super::checkpoint`] for the recovery point. On open, segments below the recovery
-//! segment are trusted (their index files are checked entry by entry and rebuilt by a CRC scan
-//! if missing or damaged); from the recovery point on, every batch is read back and checked:
-//! framing, magic, CRC-32C, record count, and that its base offset continues the previous
-//! batch. The first failure (a torn write, zero padding, garbage) ends the log: the segment is
-//! truncated there and later segments are deleted. Sealed segments may have been rewritten by
+//! segment are trusted and not rescanned (after a clean close that is every segment but the
+//! active one, whose recovery point is its end): their index files are checked entry by entry
+//! (and rebuilt by a CRC scan if missing or damaged), and only the tail from the last index
+//! entry (at most `index.interval.bytes` plus one batch) is read, to check that the file still
+//! ends exactly where a whole batch does. From the recovery point on, every batch is read back
+//! and checked: framing, magic, CRC-32C, record count, and that its base offset continues the
+//! previous batch. Only the *last* segment may end in a failure (a torn write, zero padding,
+//! preallocated space): it is truncated there. Damage anywhere else (a sealed segment whose
+//! batches do not reach its end, a segment shorter than the recovery point, an empty or
+//! overlapping sealed segment) takes the partition *offline*: `open` fails with
+//! [`StorageError::Io`] (KAFKA_STORAGE_ERROR for clients), the reason is logged with the
+//! segment's name, and nothing is truncated or deleted, so no acknowledged record is lost and no
+//! offset is ever given out twice; the operator decides. Offsets missing *between* segments (a
+//! segment file removed by hand) are not damage: reads in the gap answer with the next
+//! segment's batches, as Kafka does. A sealed segment cut exactly at a batch boundary looks the
+//! same as such a gap and is served the same way. Sealed segments may have been rewritten by
 //! the [`cleaner`] (offset gaps between batches, batches with fewer records than offsets): the
 //! scan accepts forward gaps except in the last segment, and an interrupted cleaner swap is
-//! completed before anything else ([`cleaner::finish_interrupted_swaps`]). The active segment is then fdatasync'd and
-//! the high watermark set to the log end.
+//! completed before anything else ([`cleaner::finish_interrupted_swaps`]). The active segment
+//! is then fdatasync'd and the high watermark set to the log end.
 //!
 //! # Reads
 //! Reads never pass the high watermark. Offsets covered by the tail cache are answered with
@@ -458,7 +472,9 @@ pub const PRIME_FILE_NAME: &str = ".freshet-disk-probe";
 
 /// Must run once on every shard, before any other DmaFile is opened under `data_dir`:
 /// works around glommio's poll-mode misdetection (GLOMMIO.md pitfall 1) by making the first
-/// O_DIRECT file glommio opens a non-empty one, then checks that O_DIRECT reads work.
+/// O_DIRECT file glommio opens a non-empty one, then checks that O_DIRECT reads work. Writes
+/// nothing when the probe file of an earlier run is intact, and on a full disk probes with an
+/// existing file, so that a broker starts (and serves reads) on a 100% full disk.
 pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     io::create_dir_all(data_dir).await?;
     // One probe file per shard: shards prime concurrently, and a shard opening a file another
@@ -466,7 +482,29 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     static PRIME_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = PRIME_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = data_dir.join(format!("{PRIME_FILE_NAME}-{seq}"));
-    io::write_plain_file(&path, vec![0x5a; 4096]).await?;
+    const PROBE: [u8; 4096] = [0x5a; 4096];
+    // A probe file left by an earlier run is used as it is: on a 100% full disk, rewriting it
+    // could fail (ENOSPC), and the broker must still start and serve reads.
+    let existing = io::read_small_file(&path, PROBE.len() as u64 + 1).await?;
+    let mut path = path;
+    let mut expect_probe = true;
+    if existing.as_deref() != Some(&PROBE[..]) {
+        if let Err(e) = io::write_plain_file(&path, PROBE.to_vec()).await {
+            // No room for the probe file: any non-empty file of the data directory will do
+            // (the point is that the first O_DIRECT file glommio opens is not empty).
+            match (
+                io::is_disk_full(&e),
+                io::find_non_empty_file(data_dir, 512).await?,
+            ) {
+                (true, Some(other)) => {
+                    tracing::warn!(error = %e, probe = %other.display(), "disk full: cannot write the disk probe file; probing with an existing file");
+                    path = other;
+                    expect_probe = false;
+                }
+                _ => return Err(e),
+            }
+        }
+    }
     let file = DataFile::open_read(&path).await?;
     let data = file.read(0, 512).await.map_err(|e| match e {
         StorageError::Io { source, .. } => StorageError::Io {
@@ -475,7 +513,7 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
         },
         other => other,
     })?;
-    if data.len() != 512 || data.iter().any(|&b| b != 0x5a) {
+    if data.len() != 512 || (expect_probe && data.iter().any(|&b| b != 0x5a)) {
         return Err(StorageError::Io {
             op: "probe O_DIRECT reads",
             source: std::io::Error::other("probe file read back wrong bytes"),
@@ -483,6 +521,34 @@ pub async fn prime_disk(data_dir: &Path) -> Result<(), StorageError> {
     }
     DISK_PRIMED.with(|p| p.set(true));
     Ok(())
+}
+
+/// The error that keeps a partition offline: recovery found damage it must not repair by
+/// deleting data (see the module docs). Logged here, with the segment and what to do.
+fn offline(dir: &Path, segment: &str, why: String) -> StorageError {
+    tracing::error!(
+        dir = %dir.display(),
+        segment,
+        "partition offline: segment {segment} is damaged ({why}); nothing was deleted or \
+         truncated. Restore the file, or move the damaged segment and every later one out of \
+         the directory to keep the log up to it, then restart"
+    );
+    StorageError::Io {
+        op: "recover partition log (partition offline)",
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("segment {segment} in {} is damaged: {why}", dir.display()),
+        ),
+    }
+}
+
+/// [`offline`] for a segment whose whole batches end at `valid_len` of `expected_len` bytes.
+fn damaged(dir: &Path, segment: &str, valid_len: u64, expected_len: u64) -> StorageError {
+    offline(
+        dir,
+        segment,
+        format!("its whole batches end at byte {valid_len}, it should hold {expected_len} bytes"),
+    )
 }
 
 /// One partition's log. Owned by exactly one shard (see the module docs).
@@ -690,19 +756,35 @@ impl PartitionLog {
 
         let mut segments: VecDeque<Segment> = VecDeque::new();
         let mut max_ts = (-1i64, -1i64);
-        let mut doomed: Vec<i64> = Vec::new();
         let mut changed = cp.is_none();
         let mut i = 0;
         while i < bases.len() {
             let base = bases[i];
-            let path = dir.join(segment_file_name(base, "log"));
+            let name = segment_file_name(base, "log");
+            let path = dir.join(&name);
             let is_last = i + 1 == bases.len();
-            // Does this segment continue the previous one?
+            // Does this segment continue the previous one? A gap (a segment file deleted by
+            // hand) is served as Kafka does: reads skip to the next batch. An overlap means
+            // offsets would be served twice.
             if let Some(prev) = segments.back() {
-                if prev.next_offset != base {
-                    doomed.extend_from_slice(&bases[i..]);
-                    changed = true;
-                    break;
+                if prev.next_offset > base {
+                    return Err(offline(
+                        dir,
+                        &name,
+                        format!(
+                            "it starts at offset {base} but the segment before it ends at {}",
+                            prev.next_offset
+                        ),
+                    ));
+                }
+                if prev.next_offset < base {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        missing_from = prev.next_offset,
+                        missing_to = base,
+                        "offsets missing between two segments (a segment file was removed?); \
+                         reads skip to the next segment"
+                    );
                 }
             }
             let trusted = match cp {
@@ -713,9 +795,11 @@ impl PartitionLog {
             let file_len = file.size().await?;
             let mut seg = Segment::new(base, -1);
             if trusted {
+                // Sealed and durable before the checkpoint was written: not rescanned. Only
+                // its tail (from its last index entry) is read to check that the file still
+                // ends where its last batch does.
                 let next_base = bases[i + 1];
                 seg.len = file_len;
-                seg.next_offset = next_base;
                 match load_indexes(dir, base, file_len, next_base - 1 - base).await? {
                     Some((oi, ti)) => {
                         seg.offset_index = oi;
@@ -725,23 +809,38 @@ impl PartitionLog {
                             seg.max_timestamp_offset = base + i64::from(o);
                         }
                         seg.sealed = true;
+                        let from = seg
+                            .offset_index
+                            .entries
+                            .last()
+                            .map_or(0, |e| u64::from(e.1));
+                        let mut scratch = Segment::new(base, -1);
+                        let out =
+                            scan_segment(&file, &mut scratch, from, base, file_len, interval, true)
+                                .await?;
+                        if out.valid_len != file_len {
+                            return Err(damaged(dir, &name, out.valid_len, file_len));
+                        }
+                        seg.next_offset = out.next_offset;
                     }
                     None => {
                         tracing::warn!(dir = %dir.display(), base, "rebuilding missing or damaged index");
                         let out = scan_segment(&file, &mut seg, 0, base, file_len, interval, true)
                             .await?;
-                        seg.len = out.valid_len;
-                        seg.next_offset = out.next_offset;
-                        if out.valid_len != file_len || out.next_offset != next_base {
-                            tracing::warn!(dir = %dir.display(), base, "corrupt sealed segment truncated");
-                            changed = true;
+                        if out.valid_len != file_len {
+                            return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
+                        seg.next_offset = out.next_offset;
                         seg.finish_time_index();
                     }
                 }
             } else {
                 let (start, expected) = match cp {
-                    Some(c) if c.recovery_segment == base && c.recovery_position <= file_len => {
+                    Some(c) if c.recovery_segment == base => {
+                        if c.recovery_position > file_len {
+                            // Bytes the checkpoint says were durable are gone.
+                            return Err(damaged(dir, &name, file_len, c.recovery_position));
+                        }
                         (c.recovery_position, c.recovery_offset)
                     }
                     _ => (0, base),
@@ -773,9 +872,14 @@ impl PartitionLog {
                     &file, &mut seg, seg_start, expected, file_len, interval, !is_last,
                 )
                 .await?;
-                if seg_start == 0 && out.valid_len == 0 && start > 0 {
-                    // The checkpoint promised data here: the segment is damaged at its start.
-                    tracing::warn!(dir = %dir.display(), base, "segment lost data below its recovery point");
+                if out.valid_len < start {
+                    // The checkpoint promised durable batches up to `start`.
+                    return Err(damaged(dir, &name, out.valid_len, start));
+                }
+                if out.valid_len != file_len && !is_last {
+                    // A sealed segment is truncated to its last batch before the next one is
+                    // created: anything else here is damage, not a torn write.
+                    return Err(damaged(dir, &name, out.valid_len, file_len));
                 }
                 seg.len = out.valid_len;
                 seg.next_offset = out.next_offset;
@@ -787,7 +891,8 @@ impl PartitionLog {
                     max_ts = out.log_max;
                 }
                 if out.valid_len != file_len {
-                    // Torn tail, zero padding of the last block or preallocated space: cut it.
+                    // The last segment only: a torn tail, zero padding of the last block or
+                    // preallocated space. Cut it.
                     file.truncate(out.valid_len).await?;
                     file.sync().await?;
                     changed = true;
@@ -803,26 +908,45 @@ impl PartitionLog {
                 max_ts = (seg.max_timestamp, seg.max_timestamp_offset);
             }
             seg.file = Some(file);
-            let empty = seg.len == 0;
-            segments.push_back(seg);
-            // A segment that lost everything (and is not the first) ends the log here.
-            if empty && segments.len() > 1 {
-                segments.pop_back();
-                doomed.extend_from_slice(&bases[i..]);
-                changed = true;
-                break;
+            if seg.len == 0 && !is_last {
+                // Sealed segments are never empty (the cleaner keeps their last batch).
+                return Err(offline(dir, &name, "it is empty".to_string()));
             }
-            i += 1;
-        }
-        if !doomed.is_empty() {
-            tracing::warn!(dir = %dir.display(), ?doomed, "deleting segments after the end of the recovered log");
-            let mut names = Vec::new();
-            for b in &doomed {
-                for ext in ["log", "index", "timeindex", "txnindex"] {
-                    names.push(segment_file_name(*b, ext));
+            if seg.len == 0 && !segments.is_empty() {
+                // A freshly rolled segment that never received data: the previous segment
+                // becomes the active one again, unless offsets are missing before this one
+                // (then it stays, so that no offset below its base is ever given out again).
+                if segments.back().is_some_and(|p| p.next_offset == base) {
+                    drop(seg);
+                    let mut names = Vec::new();
+                    for ext in ["log", "index", "timeindex", "txnindex"] {
+                        names.push(segment_file_name(base, ext));
+                    }
+                    io::remove_files(dir, names).await?;
+                    changed = true;
+                    break;
                 }
             }
-            io::remove_files(dir, names).await?;
+            segments.push_back(seg);
+            i += 1;
+        }
+        if let Some(c) = cp {
+            // The recovery point is durable data: a log that ends below it lost its last
+            // segment(s), and the offsets in between must not be given out again.
+            let found_end = segments
+                .back()
+                .map_or(c.log_start_offset, |s| s.next_offset);
+            if found_end < c.recovery_offset {
+                return Err(offline(
+                    dir,
+                    &segment_file_name(c.recovery_segment, "log"),
+                    format!(
+                        "the log ends at offset {found_end}, below its recovery point {}: the \
+                         last segment(s) are missing",
+                        c.recovery_offset
+                    ),
+                ));
+            }
         }
         let start_hint = cp.map_or(0, |c| c.log_start_offset);
         if segments.is_empty() {
@@ -1272,14 +1396,24 @@ impl PartitionLog {
             {
                 return Ok(ReadData { batches, ..empty });
             }
-            let Some(si) = inner.segment_for(offset) else {
+            let Some(mut si) = inner.segment_for(offset) else {
                 return Ok(empty);
             };
+            // Offsets missing between two segments (a removed segment file): answer with the
+            // next segment's batches, as Kafka does.
+            while inner.segments[si].durable_next_offset <= offset && si + 1 < inner.segments.len()
+            {
+                si += 1;
+            }
             let seg = &inner.segments[si];
             let Some(file) = seg.file.clone() else {
                 return Ok(empty);
             };
-            let pos = seg.offset_index.lookup(seg.rel(offset));
+            let pos = if offset <= seg.base_offset {
+                0
+            } else {
+                seg.offset_index.lookup(seg.rel(offset))
+            };
             (file, u64::from(pos), seg.durable_len, hw, log_start, limit)
         };
         let interval = shared.inner.borrow().config.index_interval_bytes as usize;
@@ -2116,8 +2250,7 @@ async fn run_write(
             .max(PREALLOCATE_FIRST_BYTES)
             .min(plan.preallocate_step);
         let target = (preallocated_len + step).max(io::align_up(new_len));
-        file.preallocate(target).await?;
-        preallocated_len = target;
+        preallocated_len = preallocate_what_fits(&file, preallocated_len, target, new_len).await?;
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(plan.chunks.len() + 1);
     parts.push(&plan.tail_block);
@@ -2129,6 +2262,32 @@ async fn run_write(
         .await?;
     let tail_len = (new_len - align_down(new_len)) as usize;
     Ok((file, preallocated_len, last_bytes(&parts, tail_len)))
+}
+
+/// Preallocate `file` (now preallocated to `current`) to `target`; on a (nearly) full disk,
+/// to just the `needed` bytes this round writes, and if even that does not fit, not at all (the
+/// write then grows the file on demand, or fails with ENOSPC and the next round retries).
+/// Returns the new preallocated size. So writes resume as soon as some space is free, not only
+/// once a whole preallocation step is.
+async fn preallocate_what_fits(
+    file: &DataFile,
+    current: u64,
+    target: u64,
+    needed: u64,
+) -> Result<u64, StorageError> {
+    let minimal = io::align_up(needed);
+    for size in [target, minimal] {
+        match file.preallocate(size).await {
+            Ok(()) => return Ok(size),
+            Err(e) if io::is_disk_full(&e) && size > minimal => continue,
+            Err(e) if io::is_disk_full(&e) => {
+                tracing::debug!(error = %e, "no space to preallocate; growing the file on demand");
+                return Ok(current);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(current)
 }
 
 /// The last `n` bytes of the concatenation of `parts`.

@@ -45,6 +45,7 @@ mod broker_process;
 mod broker_rdkafka;
 mod cli;
 mod conn_limits;
+mod diskrec_recovery;
 mod enospc;
 mod fetchadmin_admin;
 mod fetchadmin_configs;
