@@ -73,6 +73,11 @@ pub enum StartError {
 /// Runs a broker until SIGINT/SIGTERM. Returns once every shard has stopped.
 pub fn run_broker(mut config: BrokerConfig) -> Result<(), StartError> {
     process_started();
+    // Signals are caught from the very start: a SIGTERM during startup stops the shards as
+    // soon as their inboxes run (it is delivered to the handler thread started below), instead
+    // of killing the process mid-recovery.
+    let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     config.validate()?;
     let shards = config.shard_count();
     let addr = config.listen_addr()?;
@@ -108,10 +113,6 @@ pub fn run_broker(mut config: BrokerConfig) -> Result<(), StartError> {
     let (ready_tx, ready_rx) = flume::bounded::<Result<bool, String>>(shards);
     let startup = Arc::new(StartupGate::default());
 
-    // Signals are caught from the start: a SIGTERM during startup stops the shards as soon as
-    // their inboxes run, instead of killing the process mid-recovery.
-    let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-        .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     let signal_router = router.clone();
     std::thread::Builder::new()
         .name("freshet-signals".into())
