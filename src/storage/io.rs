@@ -130,7 +130,8 @@ impl FilePool {
 
 /// The state behind a [`DataFile`]: its path and, while the pool lets it, its descriptor.
 struct FileSlot {
-    path: PathBuf,
+    /// Where a reopen finds the file (updated by [`DataFile::renamed`]).
+    path: RefCell<PathBuf>,
     writable: bool,
     open: RefCell<Option<Rc<DmaFile>>>,
     /// Position in the pool's LRU; 0 when closed.
@@ -188,7 +189,7 @@ impl DataFile {
     fn closed(path: &Path, writable: bool) -> DataFile {
         DataFile {
             slot: Rc::new(FileSlot {
-                path: path.to_path_buf(),
+                path: RefCell::new(path.to_path_buf()),
                 writable,
                 open: RefCell::new(None),
                 tick: Cell::new(0),
@@ -207,11 +208,12 @@ impl DataFile {
         }
         let closed = POOL.with(|p| p.borrow_mut().make_room());
         drop(closed);
+        let path = self.slot.path.borrow().clone();
         let opened = OpenOptions::new()
             .read(true)
             .write(self.slot.writable)
             .create(create && self.slot.writable)
-            .dma_open(&self.slot.path)
+            .dma_open(&path)
             .await
             .map_err(io_err("open segment"))?;
         let opened = Rc::new(opened);
@@ -222,6 +224,12 @@ impl DataFile {
         };
         POOL.with(|p| p.borrow_mut().touch(&self.slot));
         Ok(f)
+    }
+
+    /// The file was renamed to `path` (e.g. a cleaned segment swapped in): a later reopen
+    /// must use the new name.
+    pub fn renamed(&self, path: &Path) {
+        *self.slot.path.borrow_mut() = path.to_path_buf();
     }
 
     /// Whether the descriptor is open now (for tests and metrics).
