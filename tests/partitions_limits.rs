@@ -84,6 +84,7 @@ fn create_topics_of_100000_partitions_is_refused_and_the_broker_keeps_serving() 
     within(Duration::from_secs(120), || {
         let broker = TestBroker::start(2);
         let fds_before = open_fds(broker.pid());
+        let rss_before = broker.rss_bytes();
         let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
         let started = Instant::now();
         let response = create_topics(&mut conn, vec![topic("huge", 100_000)], false);
@@ -127,6 +128,12 @@ fn create_topics_of_100000_partitions_is_refused_and_the_broker_keeps_serving() 
             open_fds(broker.pid()) < fds_before + 20,
             "descriptors grew from {fds_before} to {}",
             open_fds(broker.pid())
+        );
+        // Memory bound of the refusal: nothing per requested partition was allocated.
+        assert!(
+            broker.rss_bytes() < rss_before + (16 << 20),
+            "RSS grew from {rss_before} to {}",
+            broker.rss_bytes()
         );
     });
 }
