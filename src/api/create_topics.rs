@@ -11,6 +11,12 @@
 //! one request is refused (INVALID_REQUEST "Duplicate topic name.", listed after the others, as
 //! `ControllerApis` does) and not created at all.
 //!
+//! Before any of that, as Kafka's controller, the request as a whole may ask for at most
+//! [`PARTITIONS_PER_REQUEST_MAX`] partitions (else every topic gets POLICY_VIOLATION). Kafka's
+//! internal topic names are refused (INVALID_REQUEST), and so are names under the broker's
+//! reserved prefix `.freshet` (INVALID_TOPIC_EXCEPTION). The broker-wide cap
+//! (`max_partitions_per_broker`) is checked for the whole request in `Shard::change_metadata`.
+//!
 //! `validate_only` runs every check and creates nothing. v5+ answers carry the partition
 //! count, replication factor and every topic config with its value and source (as
 //! DescribeConfigs would give them); v7+ the topic id (for `validate_only`, a fresh random id

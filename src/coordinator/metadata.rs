@@ -6,7 +6,9 @@
 //! `Arc<ClusterMetadata>` snapshot replaced as a whole on each change. A change therefore never
 //! shows half-applied to anyone.
 //!
-//! Invariants: topic names are valid Kafka topic names; every topic has >= 1 partition and a
+//! Invariants: topic names are valid Kafka topic names, and topics created through
+//! [`MetadataCommand::CreateTopic`] are neither Kafka internal names nor under the broker's
+//! reserved prefix ([`check_creatable_topic_name`]); every topic has >= 1 partition and a
 //! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
 
 use std::collections::BTreeMap;

@@ -8,6 +8,10 @@
 //!   change;
 //! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
 //!
+//! Partitions are opened (recovered) and closed up to 64 at a time per shard. A metadata change
+//! that would take the broker past `max_partitions_per_broker` is refused whole, before anything
+//! is persisted or opened ([`Shard::change_metadata`]).
+//!
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
 //! Invariant: `partitions` holds exactly the partitions of the current metadata owned by this
 //! shard that opened successfully; a partition that failed to open is reported and answered

@@ -10,6 +10,14 @@
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
 //! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
 //!
+//! Signal handlers are installed first of all, so a SIGTERM at any point of startup is a clean
+//! stop (shards stop opening partitions and exit 0), never the default kill. Limits left at 0
+//! are derived here once RLIMIT_NOFILE is raised ([`derive_partitions_max`], the open segment
+//! files per shard) and logged. A start that fails (cannot listen, a shard that cannot start)
+//! exits non-zero; a watchdog makes sure it does within [`STARTUP_FAILURE_EXIT_TIMEOUT`] even
+//! if a shard is slow to stop. The port guard binds a SO_REUSEPORT probe first: a port held by
+//! any other program is refused at once.
+//!
 //! A shard's life: prime the disk (GLOMMIO.md pitfall 1), open its partitions, start its
 //! inbox, retention loop and listener; on stop, close the listener, let connections finish,
 //! flush and close its partitions.
@@ -732,6 +740,16 @@ fn new_cluster_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_partition_cap_is_the_smaller_of_descriptors_and_memory() {
+        // 20,000 descriptors x 8 = 160,000; 23 GiB / 2 / 64 KiB = 188,416.
+        assert_eq!(derive_partitions_max(20_000, 23 << 30), 160_000);
+        // 1 GiB: 8,192 by memory.
+        assert_eq!(derive_partitions_max(1 << 20, 1 << 30), 8_192);
+        // Never below 1000.
+        assert_eq!(derive_partitions_max(16, 1 << 20), 1000);
+    }
 
     #[test]
     fn cluster_ids_look_like_kafkas() {
