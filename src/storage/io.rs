@@ -69,7 +69,7 @@ thread_local! {
     };
 }
 
-/// Sets this shard's limit of open segment files (see [`FilePool`]); at least 1.
+/// Sets this shard's limit of open segment files (see `FilePool`); at least 1.
 pub fn set_open_files_max(open_files_max: usize) {
     POOL.with(|p| p.borrow_mut().open_files_max = open_files_max.max(1));
 }
@@ -162,7 +162,7 @@ impl Drop for FileSlot {
 }
 
 /// One O_DIRECT file (a segment's `.log`). Cheap to clone (shared `Rc`). The descriptor is
-/// opened on first use and may be closed by the shard's [`FilePool`] while the file is idle
+/// opened on first use and may be closed by the shard's `FilePool` while the file is idle
 /// and clean, then reopened (read-write, never created) by the next operation: idle
 /// partitions hold no descriptor.
 #[derive(Clone)]
