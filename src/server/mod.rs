@@ -46,12 +46,15 @@ fn reserve_fd() -> Option<std::fs::File> {
 }
 
 fn is_out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
-    match e {
-        glommio::GlommioError::IoError(io) => {
-            matches!(io.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-        }
-        _ => false,
-    }
+    let source = match e {
+        glommio::GlommioError::IoError(source) => source,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
 }
 
 /// Accepts connections on `addr` until the shard begins to stop.

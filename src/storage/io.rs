@@ -5,7 +5,8 @@
 //!   `fdatasync`, preallocation and reads that copy once into `Bytes` (glommio's `ReadResult`
 //!   is not `Send`; the `Bytes` may cross shards). Its descriptor comes from the shard's
 //!   bounded pool of open files ([`set_open_files_max`]): opened on use, closed when idle,
-//!   clean and least recently used, so idle partitions hold no descriptor.
+//!   clean and least recently used, so idle partitions hold no descriptor; when opening one
+//!   fails with EMFILE, idle files are closed and the open retried once.
 //! - Metadata helpers (list a directory, write a small file atomically, remove files, fsync a
 //!   directory): rare operations run on glommio's blocking thread pool through
 //!   `executor().spawn_blocking`, so the shard never blocks on them.
@@ -42,6 +43,9 @@ pub fn io_err<E: Into<std::io::Error>>(op: &'static str) -> impl FnOnce(E) -> St
     }
 }
 
+/// Idle segment files closed when opening one fails with EMFILE/ENFILE (then it is retried).
+pub const OPEN_FILES_SHED_ON_EMFILE: usize = 16;
+
 /// Open segment files per shard when nothing configures it ([`set_open_files_max`]).
 pub const OPEN_FILES_PER_SHARD_DEFAULT: usize = 1024;
 
@@ -69,6 +73,19 @@ thread_local! {
     };
 }
 
+/// Whether glommio's error is EMFILE or ENFILE.
+fn out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
+    let source = match e {
+        glommio::GlommioError::IoError(source) => source,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
 /// Sets this shard's limit of open segment files (see `FilePool`); at least 1.
 pub fn set_open_files_max(open_files_max: usize) {
     POOL.with(|p| p.borrow_mut().open_files_max = open_files_max.max(1));
@@ -88,6 +105,19 @@ impl FilePool {
         self.tick += 1;
         slot.tick.set(self.tick);
         self.lru.insert(self.tick, Rc::downgrade(slot));
+    }
+
+    /// Closes up to `n` least recently used idle, clean files (whatever the limit).
+    fn shed(&mut self, n: usize) -> Vec<Rc<DmaFile>> {
+        let limit = self.open_files_max;
+        self.open_files_max = self.lru.len().saturating_sub(n).max(1);
+        let closed = if self.lru.len() >= self.open_files_max {
+            self.make_room()
+        } else {
+            Vec::new()
+        };
+        self.open_files_max = limit;
+        closed
     }
 
     /// Closes least recently used idle, clean files until one more fits under the limit.
@@ -209,13 +239,34 @@ impl DataFile {
         let closed = POOL.with(|p| p.borrow_mut().make_room());
         drop(closed);
         let path = self.slot.path.borrow().clone();
-        let opened = OpenOptions::new()
+        let mut options = OpenOptions::new();
+        options
             .read(true)
             .write(self.slot.writable)
-            .create(create && self.slot.writable)
-            .dma_open(&path)
-            .await
-            .map_err(io_err("open segment"))?;
+            .create(create && self.slot.writable);
+        let opened = match options.dma_open(&path).await {
+            // Out of descriptors (connections took them): give back idle files, try once more.
+            Err(e) if out_of_descriptors(&e) => {
+                let shed = POOL.with(|p| p.borrow_mut().shed(OPEN_FILES_SHED_ON_EMFILE));
+                let freed = shed.len();
+                drop(shed);
+                if freed == 0 {
+                    return Err(io_err("open segment")(e));
+                }
+                // glommio closes dropped files on its next I/O cycle: let it run.
+                glommio::yield_if_needed().await;
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                tracing::warn!(
+                    freed,
+                    "out of descriptors opening a segment: closed idle segment files"
+                );
+                options
+                    .dma_open(&path)
+                    .await
+                    .map_err(io_err("open segment"))?
+            }
+            other => other.map_err(io_err("open segment"))?,
+        };
         let opened = Rc::new(opened);
         // Another task may have opened it meanwhile: keep theirs, close ours.
         let f = {
