@@ -66,6 +66,14 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     /// Per-shard memory for the partition tail cache, in bytes.
     pub tail_cache_bytes_per_shard: usize,
+    /// The most partitions this broker holds (all topics; Kafka has no exact equivalent).
+    /// CreateTopics, CreatePartitions and auto-creation that would pass it are refused whole
+    /// with POLICY_VIOLATION before anything is created. 0: derived at start from
+    /// RLIMIT_NOFILE and memory (see `shard::runtime::derive_partitions_max`).
+    pub max_partitions_per_broker: usize,
+    /// Segment files each shard keeps open at most (an LRU pool: idle partitions hold no
+    /// descriptor; see `storage::io`). 0: derived at start from RLIMIT_NOFILE.
+    pub open_segment_files_per_shard_max: usize,
     /// glommio io_memory per shard, in bytes (counted against RLIMIT_MEMLOCK).
     pub io_memory_bytes: usize,
     /// io_uring ring depth per shard (counted against RLIMIT_MEMLOCK).
@@ -149,6 +157,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             tail_cache_bytes_per_shard: 128 * 1024 * 1024,
+            max_partitions_per_broker: 0,
+            open_segment_files_per_shard_max: 0,
             io_memory_bytes: 1024 * 1024,
             ring_depth: 1024,
             spin_before_park_us: 200,

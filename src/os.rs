@@ -51,6 +51,12 @@ pub fn raise_open_files_limit() -> Option<u64> {
     open_files_limit()
 }
 
+/// Physical memory in bytes (0 if unknown).
+pub fn physical_memory_bytes() -> u64 {
+    let info = rustix::system::sysinfo();
+    info.totalram.saturating_mul(u64::from(info.mem_unit))
+}
+
 /// Takes an exclusive, non-blocking `flock` on `file`. `Ok(false)` when another process holds
 /// it.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {

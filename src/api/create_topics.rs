@@ -11,6 +11,12 @@
 //! one request is refused (INVALID_REQUEST "Duplicate topic name.", listed after the others, as
 //! `ControllerApis` does) and not created at all.
 //!
+//! Before any of that, as Kafka's controller, the request as a whole may ask for at most
+//! [`PARTITIONS_PER_REQUEST_MAX`] partitions (else every topic gets POLICY_VIOLATION). Kafka's
+//! internal topic names are refused (INVALID_REQUEST), and so are names under the broker's
+//! reserved prefix `.freshet` (INVALID_TOPIC_EXCEPTION). The broker-wide cap
+//! (`max_partitions_per_broker`) is checked for the whole request in `Shard::change_metadata`.
+//!
 //! `validate_only` runs every check and creates nothing. v5+ answers carry the partition
 //! count, replication factor and every topic config with its value and source (as
 //! DescribeConfigs would give them); v7+ the topic id (for `validate_only`, a fresh random id
@@ -30,7 +36,10 @@ use super::admin::{check_replica_list, duplicates, AdminError};
 use super::configs::{topic_config_entries, ConfigEntry};
 use super::{decode, respond, str_bytes, Outcome};
 use crate::config::BrokerConfig;
-use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
+use crate::coordinator::metadata::{
+    check_creatable_topic_name, validate_topic_name, ClusterMetadata, MetadataCommand,
+    MetadataError,
+};
 use crate::coordinator::topic_config;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
@@ -159,6 +168,9 @@ async fn create_on_coordinator(
 ) -> Vec<Result<Created, AdminError>> {
     let metadata = coordinator.metadata();
     let broker = coordinator.config.clone();
+    if let Err(e) = check_request_partitions(&topics, broker.default_partitions) {
+        return topics.iter().map(|_| Err(e.clone().into())).collect();
+    }
     let mut planned: Vec<Result<Plan, AdminError>> = topics
         .iter()
         .map(|t| plan_topic(&metadata, &broker, t))
@@ -205,6 +217,38 @@ async fn create_on_coordinator(
         .collect()
 }
 
+/// Partitions one CreateTopics request may create at most (Kafka's controller
+/// `MAX_PARTITIONS_PER_BATCH`); beyond it the whole request is refused.
+pub const PARTITIONS_PER_REQUEST_MAX: u64 = 10_000;
+
+/// Kafka's `validateTotalNumberOfPartitions`: the partitions the request asks for (defaults
+/// filled in, invalid counts as 0) must not pass [`PARTITIONS_PER_REQUEST_MAX`], else every
+/// topic of the request gets POLICY_VIOLATION and nothing is created.
+fn check_request_partitions(
+    topics: &[NewTopic],
+    default_partitions: i32,
+) -> Result<(), MetadataError> {
+    let total: u64 = topics
+        .iter()
+        .map(|t| {
+            if !t.assignments.is_empty() {
+                t.assignments.len() as u64
+            } else if t.num_partitions == -1 {
+                u64::try_from(default_partitions).unwrap_or(0)
+            } else {
+                u64::try_from(t.num_partitions).unwrap_or(0)
+            }
+        })
+        .sum();
+    if total > PARTITIONS_PER_REQUEST_MAX {
+        return Err(MetadataError {
+            code: kafka_protocol::error::ResponseError::PolicyViolation,
+            message: "Excessively large number of partitions per request.".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks one topic against the current metadata and the broker's settings, as Kafka's
 /// controller does, and returns its partition count and config overrides. Pure.
 pub fn plan_topic(
@@ -217,6 +261,7 @@ pub fn plan_topic(
         return Err(AdminError::TopicAlreadyExists(name.to_string()));
     }
     validate_topic_name(name)?;
+    check_creatable_topic_name(name)?;
     if let Some(existing) = colliding_topic(metadata, name) {
         return Err(AdminError::TopicCollision {
             name: name.to_string(),
@@ -403,6 +448,48 @@ mod tests {
                 "Topic 'a_b' collides with existing topic: a.b".to_string()
             )
         );
+    }
+
+    #[test]
+    fn internal_and_reserved_names_are_refused_with_kafkas_codes() {
+        assert_eq!(
+            refusal(&new_topic("__consumer_offsets", 1, 1)),
+            (
+                E::InvalidRequest.code(),
+                "Creation of internal topic __consumer_offsets is prohibited.".to_string()
+            )
+        );
+        assert_eq!(
+            refusal(&new_topic("__transaction_state", 1, 1)).0,
+            E::InvalidRequest.code()
+        );
+        assert_eq!(
+            refusal(&new_topic(".freshet-disk-probe", 1, 1)).0,
+            E::InvalidTopicException.code()
+        );
+        let (partitions, _) = plan_topic(
+            &existing(&[]),
+            &BrokerConfig::default(),
+            &new_topic("_consumer_offsets", 1, 1),
+        )
+        .unwrap();
+        assert_eq!(partitions, 1);
+    }
+
+    #[test]
+    fn a_request_of_more_than_10000_partitions_is_refused_whole() {
+        let topics = vec![new_topic("a", 5_000, 1), new_topic("b", 5_000, 1)];
+        assert!(check_request_partitions(&topics, 1).is_ok());
+        let topics = vec![new_topic("a", 5_000, 1), new_topic("b", -1, 1)];
+        assert!(check_request_partitions(&topics, 5_000).is_ok());
+        assert_eq!(
+            check_request_partitions(&topics, 5_001).unwrap_err(),
+            MetadataError {
+                code: E::PolicyViolation,
+                message: "Excessively large number of partitions per request.".into()
+            }
+        );
+        assert!(check_request_partitions(&[new_topic("a", 100_000, 1)], 1).is_err());
     }
 
     #[test]

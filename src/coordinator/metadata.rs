@@ -9,7 +9,9 @@
 //! Dynamic broker configs (AlterConfigs on the BROKER resource) are part of it too, by
 //! resource name (a node id, or `""` for the cluster default); see `broker_config`.
 //!
-//! Invariants: topic names are valid Kafka topic names; every topic has >= 1 partition and a
+//! Invariants: topic names are valid Kafka topic names, and topics created through
+//! [`MetadataCommand::CreateTopic`] are neither Kafka internal names nor under the broker's
+//! reserved prefix ([`check_creatable_topic_name`]); every topic has >= 1 partition and a
 //! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
 
 use std::collections::BTreeMap;
@@ -128,6 +130,40 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     Ok(())
 }
 
+/// Kafka's internal topics (`Topic.isInternal`, plus KRaft's metadata log): clients may not
+/// create them. Freshet keeps its own under `<data_dir>/internal/`, outside the topics.
+pub const INTERNAL_TOPIC_NAMES: [&str; 4] = [
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+    "__cluster_metadata",
+];
+
+/// Names starting with this are the broker's own files in the data directory (e.g. the disk
+/// probe `.freshet-disk-probe-<n>`): no topic may start with it.
+pub const RESERVED_TOPIC_PREFIX: &str = ".freshet";
+
+/// Checks that a (valid) name may be created by a client: not one of Kafka's internal topics
+/// (INVALID_REQUEST, as Kafka's `ControllerApis.createTopics` answers), not under the
+/// broker's reserved prefix (INVALID_TOPIC_EXCEPTION).
+pub fn check_creatable_topic_name(name: &str) -> Result<(), MetadataError> {
+    if INTERNAL_TOPIC_NAMES.contains(&name) {
+        return Err(MetadataError::new(
+            ResponseError::InvalidRequest,
+            format!("Creation of internal topic {name} is prohibited."),
+        ));
+    }
+    if name.starts_with(RESERVED_TOPIC_PREFIX) {
+        return Err(MetadataError::new(
+            ResponseError::InvalidTopicException,
+            format!(
+                "Topic name \"{name}\" is reserved: names starting with \"{RESERVED_TOPIC_PREFIX}\" are the broker's own files."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataError> {
     for (name, value) in configs {
         topic_config::validate(name, value)
@@ -147,6 +183,7 @@ impl ClusterMetadata {
                 configs,
             } => {
                 validate_topic_name(name)?;
+                check_creatable_topic_name(name)?;
                 if self.topics.contains_key(name) {
                     return Err(MetadataError::new(
                         ResponseError::TopicAlreadyExists,
@@ -256,6 +293,14 @@ impl ClusterMetadata {
         }
         assert_eq!(next.version, self.version + 1);
         Ok(next)
+    }
+
+    /// Partitions of all topics.
+    pub fn partition_count(&self) -> u64 {
+        self.topics
+            .values()
+            .map(|t| u64::try_from(t.partitions).unwrap_or(0))
+            .sum()
     }
 
     /// The topic called `name`, or UNKNOWN_TOPIC_OR_PARTITION.

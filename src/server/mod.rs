@@ -4,7 +4,9 @@
 //! address and the kernel spreads new connections over them. A connection is served entirely
 //! by the shard that accepted it ([`connection`]); requests reach other shards' partitions
 //! through the router. At most `connections_per_shard_max` connections are open per shard;
-//! one more is closed at once, with a log line.
+//! one more is closed at once, with a log line. When the process is out of descriptors
+//! (EMFILE), the loop backs off instead of spinning, turns waiting clients away with a prompt
+//! close (using a descriptor it keeps in reserve), and logs at most one line per 10 s.
 //!
 //! When the shard stops, the accept loop ends and wakes every connection waiting for its next
 //! request ([`StopWaiters`]), so idle connections close at once. Each waiter unregisters when
@@ -93,20 +95,72 @@ impl Drop for Stopped<'_> {
     }
 }
 
+/// Back-off after a failed accept (EMFILE and friends), so the loop never spins.
+const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+/// At most one "accept failed" log line per this interval (with the count of the others).
+const ACCEPT_ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A descriptor kept in reserve for the listener: when the process runs out of descriptors
+/// (EMFILE), the accept loop gives it up for a moment to accept the waiting connection and
+/// close it at once, so clients get a prompt close instead of hanging in the backlog, then
+/// takes it back.
+fn reserve_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn is_out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
+    let source = match e {
+        glommio::GlommioError::IoError(source) => source,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
 /// Accepts connections on `addr` until the shard begins to stop.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let waiters = Rc::new(StopWaiters::default());
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(shard = shard.id, ?addr, "accepting connections");
+    let mut reserve = reserve_fd();
+    let mut errors_unlogged = 0u64;
+    let mut last_error_log: Option<std::time::Instant> = None;
     loop {
         let accepted = accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                let out_of_fds = is_out_of_descriptors(&e);
+                if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                    tracing::warn!(shard = shard.id, error = %e, similar_errors_not_logged = errors_unlogged, "accept failed");
+                    last_error_log = Some(std::time::Instant::now());
+                    errors_unlogged = 0;
+                } else {
+                    errors_unlogged += 1;
+                }
+                if out_of_fds && reserve.take().is_some() {
+                    // Turn the waiting client away (closed at once) rather than leave it
+                    // hanging; the reserve descriptor is taken back right after.
+                    let turned_away =
+                        futures_lite::future::or(async { listener.accept().await.ok() }, async {
+                            glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            None
+                        })
+                        .await;
+                    if turned_away.is_some() {
+                        crate::metrics::record_connection(false);
+                    }
+                    drop(turned_away);
+                    reserve = reserve_fd();
+                }
+                glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                if reserve.is_none() {
+                    reserve = reserve_fd();
+                }
                 continue;
             }
         };

@@ -8,6 +8,10 @@
 //!   change;
 //! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
 //!
+//! Partitions are opened (recovered) and closed up to 64 at a time per shard. A metadata change
+//! that would take the broker past `max_partitions_per_broker` is refused whole, before anything
+//! is persisted or opened ([`Shard::change_metadata`]).
+//!
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
 //! Invariant: `partitions` holds exactly the partitions of the current metadata owned by this
 //! shard that opened successfully; a partition that failed to open is reported and answered
@@ -44,6 +48,10 @@ pub type TopicPartition = (String, i32);
 
 /// The shard that runs the metadata state machine (Kafka's controller and coordinator roles).
 pub const COORDINATOR_SHARD: ShardId = 0;
+/// Partitions one shard opens (recovers) at once, at startup and when topics appear.
+pub const PARTITIONS_OPENING_CONCURRENTLY_MAX: usize = 64;
+/// Partitions one shard closes (flushes) at once at shutdown.
+pub const PARTITIONS_CLOSING_CONCURRENTLY_MAX: usize = 64;
 
 /// Partitions of deleted topics that one shard closes and removes at once, in the background.
 /// One: their blocking file work goes to the shard's blocking thread, and with more at once a
@@ -371,6 +379,7 @@ impl Shard {
                 tracing::error!(topic = %topic, partition = p, error = %e, "removing the files of a deleted offline partition failed");
             }
         }
+        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
         for (name, topic) in &next.topics {
             let config_changed = previous.topics.get(name).is_some_and(|old| {
                 old.id == topic.id && (defaults_changed || old.configs != topic.configs)
@@ -380,38 +389,63 @@ impl Shard {
                 if self.owner(name, p) != self.id {
                     continue;
                 }
-                let existing = self.partition(name, p);
-                match existing {
+                match self.partition(name, p) {
                     Some(partition) => {
                         if config_changed {
                             partition.log.set_config(log_config.clone());
                         }
                     }
-                    None => {
-                        self.await_deletion(name, p).await;
-                        let dir = self.partition_dir(name, p);
-                        match PartitionLog::open(&dir, log_config.clone(), self.cache.clone()).await
-                        {
-                            Ok(log) => {
-                                set_offline(name, p, false);
-                                self.partitions.borrow_mut().insert(
-                                    (name.clone(), p),
-                                    Rc::new(Partition {
-                                        topic: name.clone(),
-                                        index: p,
-                                        log,
-                                        hw_changed: Notify::default(),
-                                    }),
-                                );
-                            }
-                            Err(e) => {
-                                set_offline(name, p, true);
-                                tracing::error!(topic = %name, partition = p, error = %e, "opening partition failed; partition offline");
-                            }
-                        }
-                    }
+                    None => to_open.push((name.clone(), p, log_config.clone())),
                 }
             }
+        }
+        self.open_logs(to_open).await;
+    }
+
+    /// Opens the logs of `partitions` (recovery included), at most
+    /// [`PARTITIONS_OPENING_CONCURRENTLY_MAX`] at once, and adds them to this shard. Stops
+    /// opening once the shard begins to stop (a SIGTERM during startup).
+    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig)>) {
+        let running = Rc::new(Semaphore::new(PARTITIONS_OPENING_CONCURRENTLY_MAX as u64));
+        let mut tasks = Vec::new();
+        for (name, p, log_config) in partitions {
+            if self.stopping.get() {
+                tracing::info!(
+                    shard = self.id,
+                    "stopping: not opening the remaining partitions"
+                );
+                break;
+            }
+            let Ok(permit) = running.clone().acquire_static_permit(1).await else {
+                break;
+            };
+            let shard = self.clone();
+            tasks.push(glommio::spawn_local(async move {
+                shard.await_deletion(&name, p).await;
+                let dir = shard.partition_dir(&name, p);
+                match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
+                    Ok(log) => {
+                        set_offline(&name, p, false);
+                        shard.partitions.borrow_mut().insert(
+                            (name.clone(), p),
+                            Rc::new(Partition {
+                                topic: name,
+                                index: p,
+                                log,
+                                hw_changed: Notify::default(),
+                            }),
+                        );
+                    }
+                    Err(e) => {
+                        set_offline(&name, p, true);
+                        tracing::error!(topic = %name, partition = p, error = %e, "opening partition failed; partition offline");
+                    }
+                }
+                drop(permit);
+            }));
+        }
+        for task in tasks {
+            task.await;
         }
     }
 
@@ -497,9 +531,18 @@ impl Shard {
         };
         let mut current = (*self.metadata()).clone();
         let mut results = Vec::with_capacity(commands.len());
+        // What the request would make of the metadata, checked against the partition cap as a
+        // whole before anything is persisted or created.
+        let mut hypothetical = current.clone();
         for command in &commands {
             if validate_only {
-                results.push(current.check(command));
+                let checked = current.check(command);
+                if checked.is_ok() {
+                    if let Ok(next) = hypothetical.apply(command) {
+                        hypothetical = next;
+                    }
+                }
+                results.push(checked);
                 continue;
             }
             match current.apply(command) {
@@ -509,6 +552,45 @@ impl Shard {
                 }
                 Err(e) => results.push(Err(e)),
             }
+        }
+        let before = self.metadata().partition_count();
+        let after = if validate_only {
+            hypothetical.partition_count()
+        } else {
+            current.partition_count()
+        };
+        let cap = self.config.max_partitions_per_broker;
+        if cap > 0 && after > before && after > cap as u64 {
+            let error = MetadataError {
+                code: kafka_protocol::error::ResponseError::PolicyViolation,
+                message: format!(
+                    "This request would bring the broker to {after} partitions (it has {before}); \
+                     max_partitions_per_broker is {cap}."
+                ),
+            };
+            tracing::warn!(
+                before,
+                after,
+                cap,
+                "refused a metadata change over the partition cap"
+            );
+            // Nothing is applied: every command of a real request fails with it.
+            return commands
+                .iter()
+                .zip(results)
+                .map(|(command, result)| {
+                    let adds = matches!(
+                        command,
+                        MetadataCommand::CreateTopic { .. }
+                            | MetadataCommand::CreatePartitions { .. }
+                    );
+                    if adds || !validate_only {
+                        result.and(Err(error.clone()))
+                    } else {
+                        result
+                    }
+                })
+                .collect();
         }
         if validate_only || current.version == self.metadata().version {
             return results;
@@ -702,7 +784,9 @@ impl Shard {
         }
     }
 
-    /// Flushes and closes every partition (clean shutdown).
+    /// Flushes and closes every partition (clean shutdown), at most
+    /// [`PARTITIONS_CLOSING_CONCURRENTLY_MAX`] at once: each close waits on a few fsyncs,
+    /// which the disk overlaps.
     pub async fn close_partitions(&self) {
         self.finish_deletions().await;
         let partitions: Vec<_> = self
@@ -711,10 +795,21 @@ impl Shard {
             .drain()
             .map(|(_, p)| p)
             .collect();
+        let running = Rc::new(Semaphore::new(PARTITIONS_CLOSING_CONCURRENTLY_MAX as u64));
+        let mut tasks = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            if let Err(e) = partition.log.close().await {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing partition failed");
-            }
+            let Ok(permit) = running.clone().acquire_static_permit(1).await else {
+                break;
+            };
+            tasks.push(glommio::spawn_local(async move {
+                if let Err(e) = partition.log.close().await {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing partition failed");
+                }
+                drop(permit);
+            }));
+        }
+        for task in tasks {
+            task.await;
         }
     }
 

@@ -10,6 +10,14 @@
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
 //! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
 //!
+//! Signal handlers are installed first of all, so a SIGTERM at any point of startup is a clean
+//! stop (shards stop opening partitions and exit 0), never the default kill. Limits left at 0
+//! are derived here once RLIMIT_NOFILE is raised ([`derive_partitions_max`], the open segment
+//! files per shard) and logged. A start that fails (cannot listen, a shard that cannot start)
+//! exits non-zero; a watchdog makes sure it does within [`STARTUP_FAILURE_EXIT_TIMEOUT`] even
+//! if a shard is slow to stop. The port guard binds a SO_REUSEPORT probe first: a port held by
+//! any other program is refused at once.
+//!
 //! A shard's life: prime the disk (GLOMMIO.md pitfall 1), open its partitions, start its
 //! inbox, retention loop and listener; on stop, close the listener, let connections finish,
 //! flush and close its partitions.
@@ -30,6 +38,10 @@ use super::{Job, Router, Shard};
 
 /// CPU shares of the log cleaner's task queue (glommio's default queue has 1000).
 const CLEANER_SHARES: usize = 50;
+/// Threads of each shard's blocking pool (directory listings, small metadata files and their
+/// fsyncs: `storage::io`). glommio's default is one, which serialises every partition's
+/// open and close behind one fsync at a time; these threads mostly wait on the disk.
+pub const BLOCKING_THREADS_PER_SHARD: usize = 8;
 use crate::config::BrokerConfig;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::store;
@@ -67,8 +79,13 @@ pub enum StartError {
 }
 
 /// Runs a broker until SIGINT/SIGTERM. Returns once every shard has stopped.
-pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
+pub fn run_broker(mut config: BrokerConfig) -> Result<(), StartError> {
     process_started();
+    // Signals are caught from the very start: a SIGTERM during startup stops the shards as
+    // soon as their inboxes run (it is delivered to the handler thread started below), instead
+    // of killing the process mid-recovery.
+    let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     config.validate()?;
     let shards = config.shard_count();
     let addr = config.listen_addr()?;
@@ -81,7 +98,8 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     check_port_free(addr)?;
     check_memlock(&config, shards)?;
     let admin = bind_admin(&config)?;
-    raise_open_files_limit();
+    let open_files_max = raise_open_files_limit();
+    resolve_derived_limits(&mut config, shards, open_files_max);
     crate::tuning::disk::install_profile(&config);
     let metadata = load_metadata(&config)?;
     tracing::info!(
@@ -100,13 +118,9 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     let config = Arc::new(config);
     let metadata = Arc::new(metadata);
     let started = Instant::now();
-    let (ready_tx, ready_rx) = flume::bounded::<Result<usize, String>>(shards);
+    let (ready_tx, ready_rx) = flume::bounded::<Result<bool, String>>(shards);
     let startup = Arc::new(StartupGate::default());
 
-    // Signals are caught from the start: a SIGTERM during startup stops the shards as soon as
-    // their inboxes run, instead of killing the process mid-recovery.
-    let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-        .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     let signal_router = router.clone();
     std::thread::Builder::new()
         .name("freshet-signals".into())
@@ -142,6 +156,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         .io_memory(config.io_memory_bytes)
         .ring_depth(config.ring_depth)
         .spin_before_park(Duration::from_micros(config.spin_before_park_us))
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
         .on_all_shards(move || {
             let index = next_index.fetch_add(1, Ordering::SeqCst);
             let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
@@ -167,9 +182,13 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
     // shard that fails to start stops the whole broker.
     let mut ready = 0;
     let mut startup_error = None;
+    let mut stopped_early = false;
     while ready < shards && startup_error.is_none() {
         match ready_rx.recv() {
-            Ok(Ok(_)) => ready += 1,
+            Ok(Ok(listening)) => {
+                ready += 1;
+                stopped_early |= !listening;
+            }
             Ok(Err(reason)) => startup_error = Some(reason),
             Err(_) => startup_error = Some("a shard stopped during startup".to_string()),
         }
@@ -180,6 +199,9 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
         for shard in 0..shards {
             let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
         }
+        exit_if_not_stopped_within(STARTUP_FAILURE_EXIT_TIMEOUT, reason.clone());
+    } else if stopped_early {
+        tracing::info!("stopped during startup");
     } else {
         startup.ready.store(true, Ordering::SeqCst);
         tracing::info!(%addr, shards, startup_ms = started.elapsed().as_millis() as u64, "freshet ready");
@@ -229,7 +251,8 @@ struct StartupGate {
 struct ShardIo {
     inbox: flume::Receiver<Job>,
     admin: Option<OwnedFd>,
-    ready: flume::Sender<Result<usize, String>>,
+    /// `Ok(true)`: listening; `Ok(false)`: stopped (a signal) before listening.
+    ready: flume::Sender<Result<bool, String>>,
 }
 
 async fn shard_main(
@@ -246,6 +269,7 @@ async fn shard_main(
         ready,
     } = io;
     let shards = router.shard_count();
+    crate::storage::io::set_open_files_max(config.open_segment_files_per_shard_max);
     if let Err(e) = crate::storage::prime_disk(&config.data_dir).await {
         let reason = format!("priming data directory: {e}");
         let _ = ready.send(Err(reason.clone()));
@@ -272,17 +296,26 @@ async fn shard_main(
         shard.load_group_coordinator().await;
     }
     gate.opened.fetch_add(1, Ordering::SeqCst);
-    while gate.opened.load(Ordering::SeqCst) < shards && !gate.failed.load(Ordering::SeqCst) {
+    while gate.opened.load(Ordering::SeqCst) < shards
+        && !gate.failed.load(Ordering::SeqCst)
+        && !shard.stopping.get()
+    {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
-        Ok(_) => None,
-        Err(e) => {
-            let reason = format!("cannot listen on {addr}: {e}");
-            let _ = ready.send(Err(reason));
-            None
+    let listener = if shard.stopping.get() {
+        // A signal arrived during startup: stop without ever listening.
+        let _ = ready.send(Ok(false));
+        None
+    } else {
+        match glommio::net::TcpListener::bind(addr) {
+            Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
+            Ok(_) => None,
+            Err(e) => {
+                let reason = format!("cannot listen on {addr}: {e}");
+                let _ = ready.send(Err(reason));
+                None
+            }
         }
     };
     let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
@@ -304,7 +337,7 @@ async fn shard_main(
     let group_coordinator = (index == super::COORDINATOR_SHARD)
         .then(|| glommio::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
-        let _ = ready.send(Ok(index));
+        let _ = ready.send(Ok(true));
         super::super::server::accept_loop(shard.clone(), listener).await;
     } else {
         while !shard.stopping.get() {
@@ -380,6 +413,16 @@ fn wait_for_signals(mut signals: signal_hook::iterator::Signals, router: Router)
 fn check_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
     use std::io::{Read, Write};
     const STALE_WAIT_MAX: Duration = Duration::from_secs(5);
+    // A socket bound without SO_REUSEPORT (any other program) makes glommio's bind fail
+    // anyway: say so now instead of probing it as a possibly stale broker socket.
+    if let Err(source) = reuseport_bind_probe(addr) {
+        if source.raw_os_error() == Some(libc::EADDRINUSE) {
+            return Err(StartError::PortInUse {
+                addr: addr.to_string(),
+                source,
+            });
+        }
+    }
     let started = Instant::now();
     loop {
         let Ok(mut probe) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
@@ -402,6 +445,16 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Binds (and closes) a socket on `addr` with SO_REUSEADDR and SO_REUSEPORT, as glommio
+/// will: EADDRINUSE means something bound it without SO_REUSEPORT (not a broker of ours).
+fn reuseport_bind_probe(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Binds the admin listener with a plain socket (no SO_REUSEPORT: a second broker must not
@@ -471,10 +524,74 @@ fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError>
     Ok(())
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit: every partition keeps its active segment
-/// open and every connection is a descriptor, so the usual soft limit of 1024 is far too low.
-fn raise_open_files_limit() {
-    crate::os::raise_open_files_limit();
+/// Raises the soft RLIMIT_NOFILE to the hard limit (every connection and every pooled
+/// segment file is a descriptor; the usual soft limit of 1024 is low) and returns it.
+fn raise_open_files_limit() -> u64 {
+    let limit = crate::os::raise_open_files_limit().unwrap_or(u64::MAX);
+    tracing::debug!(open_files_max = limit, "open files limit");
+    limit
+}
+
+/// How long a broker whose start failed may take to stop before it exits anyway (nothing was
+/// acknowledged yet, so there is nothing to flush that recovery would not redo).
+pub const STARTUP_FAILURE_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open segment files per shard when derived: a quarter of RLIMIT_NOFILE shared by the shards
+/// (the rest is for connections and metadata files), within these bounds.
+pub const OPEN_SEGMENT_FILES_PER_SHARD_DERIVED_MIN: usize = 16;
+pub const OPEN_SEGMENT_FILES_PER_SHARD_DERIVED_MAX: usize = 1024;
+/// Partitions per descriptor of RLIMIT_NOFILE when the partition cap is derived: an idle
+/// partition holds no descriptor, but one being written holds one until its fdatasync, so
+/// a burst of writes to every partition needs one each.
+pub const PARTITIONS_PER_OPEN_FILE_DERIVED: u64 = 8;
+/// Memory one partition costs, in bytes, for the derived cap: its log state, indexes,
+/// metadata and a share of the tail cache's bookkeeping (measured: see README).
+pub const PARTITION_MEMORY_BYTES_ESTIMATE: u64 = 64 * 1024;
+
+/// The partition cap derived from RLIMIT_NOFILE and memory (half of physical memory at
+/// [`PARTITION_MEMORY_BYTES_ESTIMATE`] each), at least 1000.
+pub fn derive_partitions_max(open_files_max: u64, memory_bytes: u64) -> usize {
+    let by_files = open_files_max.saturating_mul(PARTITIONS_PER_OPEN_FILE_DERIVED);
+    let by_memory = memory_bytes / 2 / PARTITION_MEMORY_BYTES_ESTIMATE;
+    usize::try_from(by_files.min(by_memory).max(1000)).unwrap_or(usize::MAX)
+}
+
+/// Replaces the settings left at 0 ("derive") by their derived values, and logs them.
+fn resolve_derived_limits(config: &mut BrokerConfig, shards: usize, open_files_max: u64) {
+    if config.open_segment_files_per_shard_max == 0 {
+        let share = open_files_max / 4 / shards.max(1) as u64;
+        config.open_segment_files_per_shard_max =
+            usize::try_from(share).unwrap_or(usize::MAX).clamp(
+                OPEN_SEGMENT_FILES_PER_SHARD_DERIVED_MIN,
+                OPEN_SEGMENT_FILES_PER_SHARD_DERIVED_MAX,
+            );
+    }
+    if config.max_partitions_per_broker == 0 {
+        let memory = crate::os::physical_memory_bytes();
+        let memory = if memory == 0 { u64::MAX } else { memory };
+        config.max_partitions_per_broker = derive_partitions_max(open_files_max, memory);
+    }
+    tracing::info!(
+        open_files_max,
+        max_partitions_per_broker = config.max_partitions_per_broker,
+        open_segment_files_per_shard_max = config.open_segment_files_per_shard_max,
+        "partition and open file limits"
+    );
+}
+
+/// A watchdog for a failed start: if the shards have not stopped within `timeout`, exit
+/// with status 1 anyway, so a failed start never hangs.
+fn exit_if_not_stopped_within(timeout: Duration, reason: String) {
+    let _ = std::thread::Builder::new()
+        .name("freshet-exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            tracing::error!(
+                ?timeout,
+                "shards did not stop after the failed start; exiting"
+            );
+            let _ = writeln!(std::io::stderr(), "freshet: {reason}");
+            std::process::exit(1);
+        });
 }
 
 fn explain_executor_error(text: &str) -> String {
@@ -529,6 +646,16 @@ fn new_cluster_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_partition_cap_is_the_smaller_of_descriptors_and_memory() {
+        // 20,000 descriptors x 8 = 160,000; 23 GiB / 2 / 64 KiB = 188,416.
+        assert_eq!(derive_partitions_max(20_000, 23 << 30), 160_000);
+        // 1 GiB: 8,192 by memory.
+        assert_eq!(derive_partitions_max(1 << 20, 1 << 30), 8_192);
+        // Never below 1000.
+        assert_eq!(derive_partitions_max(16, 1 << 20), 1000);
+    }
 
     #[test]
     fn cluster_ids_look_like_kafkas() {

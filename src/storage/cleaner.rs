@@ -1034,6 +1034,10 @@ async fn swap_in(
     }
     io::remove_files(dir, old).await?;
     io::rename_file(&dir.join(&swap_name), &dir.join(&log_name)).await?;
+    if let Some(file) = &new_seg.file {
+        // Its descriptor may be closed by the shard's file pool and reopened by name.
+        file.renamed(&dir.join(&log_name));
+    }
     io::sync_dir(dir).await?;
     write_indexes(dir, base, oi, ti).await?;
     let mut inner = shared.inner.borrow_mut();

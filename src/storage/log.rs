@@ -344,6 +344,9 @@ struct Inner {
     roll_snapshot: Option<(i64, Vec<u8>)>,
     /// Aborted-transaction index: pending entries and which segments have a file.
     txn_index: TxnIndexes,
+    /// A flush round has run since open: the files may differ from what the checkpoint
+    /// describes, so close must write them out.
+    modified: bool,
 }
 
 impl Inner {
@@ -1041,6 +1044,7 @@ impl PartitionLog {
                     producers: ProducerStateTable::new(),
                     roll_snapshot: None,
                     txn_index: TxnIndexes::default(),
+                    modified: false,
                 }),
             }),
         };
@@ -1629,6 +1633,15 @@ impl PartitionLog {
     async fn close_files(&self) -> Result<(), StorageError> {
         let shared = &*self.shared;
         let _guard = lock_meta(shared).await;
+        if Self::unchanged_since_checkpoint(&shared.inner.borrow()) {
+            // Nothing was written since the checkpoint on disk was: the files already say
+            // what a full close would write (this makes shutting down idle partitions cheap).
+            let mut inner = shared.inner.borrow_mut();
+            for s in inner.segments.iter_mut() {
+                s.file = None;
+            }
+            return Ok(());
+        }
         let n = shared.inner.borrow().segments.len();
         for i in 0..n {
             let (file, len, oi, ti, base, sealed) = {
@@ -1686,6 +1699,25 @@ impl PartitionLog {
         }
         let state = shared.inner.borrow().producers.encode();
         producer_snapshot::write(&shared.dir, cp.recovery_offset, state).await
+    }
+
+    /// Whether the checkpoint on disk already describes the log exactly as a full close would
+    /// leave it: no flush since open, the active segment's durable end is the recovery point,
+    /// and the producer state is empty (recorded as such, or the log is empty).
+    fn unchanged_since_checkpoint(inner: &Inner) -> bool {
+        let Some(active) = inner.segments.back() else {
+            return false;
+        };
+        let c = inner.checkpoint;
+        !inner.modified
+            && !active.sealed
+            && c.recovery_segment == active.base_offset
+            && c.recovery_position == active.durable_len
+            && c.recovery_offset == active.durable_next_offset
+            && c.log_start_offset == inner.log_start_offset
+            && inner.producers.is_empty()
+            && (c.producers_empty_at == active.durable_next_offset
+                || inner.log_start_offset == inner.log_end_offset)
     }
 
     /// Answer a duplicate batch with its original offsets once they are durable.
@@ -2142,6 +2174,7 @@ async fn settle(
 }
 
 fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
+    inner.modified = true;
     let segment_base = inner
         .pending
         .front()

@@ -502,3 +502,36 @@ fn cleaning_while_reading_and_appending() {
             .expect("close");
     });
 }
+
+/// With a file pool of one descriptor per shard (issue 12 item 2b), the segment a cleaning
+/// round swapped in (written as `<base>.log.cleaned`, renamed to `<base>.log`) is closed by
+/// the pool as soon as another file is used, and reopened by its final name when read: every
+/// key's latest value is still served.
+#[test]
+fn swapped_in_segments_reopen_by_their_final_name_through_the_file_pool() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c-0");
+    run(async move {
+        freshet::storage::io::set_open_files_max(1);
+        let log = open(&dir, compact_config(2048), 0).await;
+        let appended = fill(&log, 10, 40).await;
+        let mut map = OffsetMap::with_memory(1 << 20);
+        log.set_config(compact_config(1 << 20));
+        assert!(clean_until_done(&log, &mut map, NOW).await > 0);
+        let hw = log.high_watermark();
+        // Reading the active segment takes the only descriptor from the cleaned one.
+        log.read(hw - 1, 1 << 20, true)
+            .await
+            .expect("read the active segment");
+        assert!(freshet::storage::io::open_files() <= 1);
+        let got = records(&log).await;
+        let values = |recs: &[(i64, String, Option<String>)]| {
+            latest(recs, hw)
+                .into_iter()
+                .filter_map(|(k, (_, v))| v.map(|v| (k, v)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(values(&got), values(&appended));
+        log.close().await.expect("close");
+    });
+}

@@ -1,0 +1,72 @@
+//! A segment file that must be reopened while the process is out of descriptors (issue 12
+//! item 2c: EMFILE caused elsewhere, e.g. by connections) is reopened after the shard's file
+//! pool closes idle files, instead of failing the read. Its own test binary: it lowers this
+//! process's RLIMIT_NOFILE.
+
+use crate::storage_common as common;
+
+use common::*;
+use freshet::storage::io;
+use freshet::storage::LogConfig;
+
+/// Sets the soft RLIMIT_NOFILE; returns the previous one.
+fn set_nofile(soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let previous = limit.rlim_cur;
+        limit.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        previous
+    }
+}
+
+#[test]
+fn a_segment_reopens_when_the_process_is_out_of_descriptors() {
+    const LOGS: usize = 41;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().to_path_buf();
+    run(async move {
+        io::set_open_files_max(LOGS - 1);
+        let mut logs = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..LOGS {
+            let log = open(&root.join(format!("t-{i}")), LogConfig::default(), 0).await;
+            let b = batch(3, 200, 1_000);
+            log.append(b.clone(), 5_000).await.expect("append");
+            sent.push(b);
+            logs.push(log);
+        }
+        // Log 0 is the least recently used: the pool closed its file for log 40's.
+        assert_eq!(io::open_files(), LOGS - 1);
+        // The pool is under its limit now, so only EMFILE can make it give files back.
+        io::set_open_files_max(10_000);
+        // Use up every descriptor the process may have, as connections would.
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        let original = set_nofile(highest + 8);
+        let mut fillers = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            fillers.push(f);
+        }
+        let got = read_all(&logs[0], 0).await;
+        drop(fillers);
+        set_nofile(original);
+        assert_eq!(got.len(), 1);
+        assert_eq!(payload(&got[0]), payload(&sent[0]));
+        assert!(
+            io::open_files() < LOGS - 1,
+            "idle files were closed to make room"
+        );
+        for log in &logs {
+            log.close().await.expect("close");
+        }
+    });
+}
