@@ -526,6 +526,52 @@ impl Read for SnappyReader<'_> {
     }
 }
 
+/// A zstd "decompression bomb" batch, for tests: `records` records of `value_bytes` zero bytes
+/// each (no key), base offset 0, as concatenated zstd frames (the zeros compressed once, so it
+/// is cheap to build: 10,240 records of 1 MiB take ~0.7 MB). `len`: pad the batch to exactly
+/// this many bytes with a zstd skippable frame (it must leave room for the 8-byte frame).
+pub fn zstd_bomb_batch(records: usize, value_bytes: usize, len: Option<usize>) -> Vec<u8> {
+    let compress = |data: &[u8]| zstd::bulk::compress(data, 3).expect("zstd compress");
+    let zeros = compress(&vec![0u8; value_bytes]);
+    let mut body = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..records {
+        let mut rec = vec![0u8, 0];
+        batch::put_varlong(&mut rec, i as i64);
+        batch::put_varlong(&mut rec, -1);
+        batch::put_varlong(&mut rec, value_bytes as i64);
+        batch::put_varlong(&mut pending, (rec.len() + value_bytes + 1) as i64);
+        pending.extend_from_slice(&rec);
+        body.extend_from_slice(&compress(&pending));
+        body.extend_from_slice(&zeros);
+        pending.clear();
+        pending.push(0); // header count
+    }
+    body.extend_from_slice(&compress(&pending));
+    let mut b = vec![0u8; batch::HEADER_LEN];
+    b.extend_from_slice(&body);
+    if let Some(len) = len {
+        let pad = len
+            .checked_sub(b.len() + 8)
+            .expect("room for a skippable frame");
+        b.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        b.extend_from_slice(&(pad as u32).to_le_bytes());
+        b.resize(len, 0);
+    }
+    let total = b.len();
+    let h = batch::header_mut(&mut b).expect("header");
+    h.batch_length.set((total - batch::LOG_OVERHEAD) as i32);
+    h.magic = batch::MAGIC_V2;
+    h.attributes.set(4);
+    h.last_offset_delta.set(records as i32 - 1);
+    h.records_count.set(records as i32);
+    h.producer_id.set(-1);
+    h.producer_epoch.set(-1);
+    h.base_sequence.set(-1);
+    batch::fix_crc(&mut b);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,36 +725,8 @@ mod tests {
         );
     }
 
-    /// A zstd bomb: 200 records of 1 MiB of zeros, as concatenated frames (cheap to build).
-    pub(crate) fn zstd_bomb(records: usize) -> Vec<u8> {
-        const VALUE: usize = 1 << 20;
-        let zeros = zstd::bulk::compress(&vec![0u8; VALUE], 3).expect("zstd");
-        let mut body = Vec::new();
-        for i in 0..records {
-            let mut head = Vec::new();
-            let mut rec = vec![0u8, 0];
-            put_varlong(&mut rec, i as i64);
-            rec.extend_from_slice(&varints(&[-1, VALUE as i64]));
-            put_varlong(&mut head, (rec.len() + VALUE + 1) as i64);
-            head.extend_from_slice(&rec);
-            body.extend_from_slice(&zstd::bulk::compress(&head, 3).expect("zstd"));
-            body.extend_from_slice(&zeros);
-            body.extend_from_slice(&zstd::bulk::compress(&[0u8], 3).expect("zstd"));
-        }
-        let mut b = vec![0u8; batch::HEADER_LEN];
-        b.extend_from_slice(&body);
-        let total = b.len();
-        let h = batch::header_mut(&mut b).expect("header");
-        h.batch_length.set((total - batch::LOG_OVERHEAD) as i32);
-        h.magic = batch::MAGIC_V2;
-        h.attributes.set(4);
-        h.last_offset_delta.set(records as i32 - 1);
-        h.records_count.set(records as i32);
-        h.producer_id.set(-1);
-        h.producer_epoch.set(-1);
-        h.base_sequence.set(-1);
-        batch::fix_crc(&mut b);
-        b
+    fn zstd_bomb(records: usize) -> Vec<u8> {
+        zstd_bomb_batch(records, 1 << 20, None)
     }
 
     #[test]
@@ -718,7 +736,13 @@ mod tests {
         let h = batch::validate(&small).unwrap();
         assert_eq!(decompress_bounded(&small, h).unwrap().len() > 8 << 20, true);
         let bomb = zstd_bomb(200);
-        assert!(bomb.len() < 200 << 10, "{} bytes", bomb.len());
+        assert!(bomb.len() < 20 << 10, "{} bytes", bomb.len());
+        let padded = zstd_bomb_batch(200, 1 << 20, Some(100_000));
+        assert_eq!(padded.len(), 100_000);
+        assert!(matches!(
+            check(&padded, RecordRules::default()),
+            Err(StorageError::RecordListTooLarge(_))
+        ));
         assert!(matches!(
             check(&bomb, RecordRules::default()),
             Err(StorageError::RecordListTooLarge(_))
