@@ -228,7 +228,8 @@ fn codec_error(e: impl std::fmt::Display) -> StorageError {
     StorageError::CorruptMessage(format!("cannot (de)compress batch: {e}"))
 }
 
-fn compress(codec: i16, data: &[u8]) -> Result<Vec<u8>, StorageError> {
+/// `data` compressed with `codec` as Kafka's producers do (0: as is).
+pub fn compress(codec: i16, data: &[u8]) -> Result<Vec<u8>, StorageError> {
     use bytes::BytesMut;
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
     let mut out = BytesMut::new();
