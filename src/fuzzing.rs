@@ -115,7 +115,18 @@ pub fn record_batches(data: &[u8]) {
 }
 
 /// Interesting values for a mutated varint: nulls and negatives, the edges of i32, huge.
-const VARINT_VALUES: [i64; 10] = [-2, -1, 0, 1, 127, 1 << 20, 1 << 30, i32::MAX as i64, 1 << 31, i64::MAX];
+const VARINT_VALUES: [i64; 10] = [
+    -2,
+    -1,
+    0,
+    1,
+    127,
+    1 << 20,
+    1 << 30,
+    i32::MAX as i64,
+    1 << 31,
+    i64::MAX,
+];
 
 /// A well-formed batch's records, before mutation: `count` records with keys, values and
 /// headers chosen by `shape`, encoded by the kafka-protocol crate (a client's encoder).
@@ -191,7 +202,10 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
             }
             3 => {
                 let mut v = Vec::new();
-                batch::put_varlong(&mut v, VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()]);
+                batch::put_varlong(
+                    &mut v,
+                    VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()],
+                );
                 let end = (pos + v.len()).min(recs.len());
                 recs.splice(pos..end, v);
             }
@@ -208,7 +222,9 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
         h.batch_length.set((total - batch::LOG_OVERHEAD) as i32);
         h.attributes.set(codec);
         if flags & 2 != 0 {
-            let n = (count as i32).saturating_add(i32::from(last_value as i8)).max(1);
+            let n = (count as i32)
+                .saturating_add(i32::from(last_value as i8))
+                .max(1);
             h.records_count.set(n);
             h.last_offset_delta.set(n - 1);
         }
@@ -242,7 +258,9 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
         Err(crate::storage::StorageError::InvalidRecords { errors, .. }) => {
             assert!(walk.is_ok(), "record errors come from well-formed records");
             assert!(!errors.is_empty());
-            assert!(errors.iter().all(|e| e.batch_index >= 0 && e.batch_index < expected));
+            assert!(errors
+                .iter()
+                .all(|e| e.batch_index >= 0 && e.batch_index < expected));
             Verdict::RecordErrors
         }
         Err(_) => Verdict::Refused,

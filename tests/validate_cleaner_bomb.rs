@@ -110,7 +110,9 @@ fn cleaner_keeps_a_bomb_on_disk_and_stays_within_its_memory_bound() {
             .expect("append placeholder")
             .base_offset;
         while log.segment_count() < 3 {
-            log.append(keyed("k", 5, 20_000), NOW).await.expect("append");
+            log.append(keyed("k", 5, 20_000), NOW)
+                .await
+                .expect("append");
         }
         log.close().await.expect("close");
 
@@ -168,7 +170,9 @@ fn cleaner_keeps_a_bomb_on_disk_and_stays_within_its_memory_bound() {
             "the bomb batch is kept as it was"
         );
         assert!(
-            !after.iter().any(|b| b.3.contains(&"k0".to_string()) && b.0 == 0),
+            !after
+                .iter()
+                .any(|b| b.3.contains(&"k0".to_string()) && b.0 == 0),
             "old values of k0..k4 were compacted away"
         );
         assert!(report.bytes_after < report.bytes_before);

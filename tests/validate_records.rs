@@ -289,6 +289,7 @@ impl RssWatch {
                 let Some(rss) = vm_rss(pid) else { return };
                 p.fetch_max(rss, Ordering::Relaxed);
                 if rss > RSS_KILL_BYTES {
+                    eprintln!("broker RSS {rss} bytes, past {RSS_KILL_BYTES}: killing it");
                     // SAFETY: kill(2) on the broker child this test started.
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                     return;
@@ -353,8 +354,10 @@ fn zstd_bomb_is_refused_within_the_memory_bound_while_others_keep_working() {
         };
 
         let watch = RssWatch::start(broker.pid());
+        let started = Instant::now();
         for topic in ["bomb-compact", "bomb-plain"] {
             let t = Instant::now();
+            eprintln!("{topic}: sending the bomb at {:?}", started.elapsed());
             let p = produce(&mut conn, 9, topic, bomb.clone());
             assert_eq!(p.error_code, RECORD_LIST_TOO_LARGE, "{topic}: {p:?}");
             eprintln!("{topic}: refused in {:?}", t.elapsed());
@@ -371,7 +374,10 @@ fn zstd_bomb_is_refused_within_the_memory_bound_while_others_keep_working() {
             peak < baseline + BOMB_RSS_GROWTH_BYTES_MAX,
             "RSS grew from {baseline} to {peak} bytes"
         );
-        assert!(slowest < Duration::from_secs(2), "other client waited {slowest:?}");
+        assert!(
+            slowest < Duration::from_secs(2),
+            "other client waited {slowest:?}"
+        );
         // Nothing of the bombs was stored; the innocent topic has every record.
         for topic in ["bomb-compact", "bomb-plain"] {
             let p = produce(&mut conn, 9, topic, good_batch("after", 1));

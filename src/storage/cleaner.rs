@@ -63,8 +63,8 @@
 
 use super::{lock_meta, segment_file_name, write_indexes, Life, PartitionLog, Segment, Shared};
 use crate::storage::batch::{self, BatchHeader};
-use crate::storage::records;
 use crate::storage::io::{self, align_down, DataFile};
+use crate::storage::records;
 use crate::storage::{checkpoint, StorageError};
 use bytes::Bytes;
 use std::collections::HashMap;

@@ -264,7 +264,9 @@ fn varint<I: Input>(input: &mut I, max_bytes: u32, what: &str) -> Result<i64, St
             return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
         }
     }
-    Err(corrupt(format!("{what} is a varint longer than {max_bytes} bytes")))
+    Err(corrupt(format!(
+        "{what} is a varint longer than {max_bytes} bytes"
+    )))
 }
 
 /// A varint that must fit in an i32 (Kafka's `readVarint`).
@@ -496,8 +498,8 @@ impl<'a> SnappyReader<'a> {
         } else {
             std::mem::take(&mut self.data)
         };
-        let n = snap::raw::decompress_len(raw)
-            .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        let n =
+            snap::raw::decompress_len(raw).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
         if n as u64 > self.budget {
             return Err(Error::other(OverLimit));
         }
@@ -640,7 +642,10 @@ mod tests {
             Compression::Zstd,
         ] {
             let b = encode_batch(&records(50, |_| true), c).expect("encode");
-            assert_eq!(check(&b, RecordRules { require_keys: true }).unwrap(), vec![]);
+            assert_eq!(
+                check(&b, RecordRules { require_keys: true }).unwrap(),
+                vec![]
+            );
             let mut n = 0;
             let h = batch::validate(&b).unwrap();
             for_each_record(&b, h, |r| {
@@ -668,7 +673,10 @@ mod tests {
     #[test]
     fn malformed_records_inside_a_valid_crc_are_corrupt() {
         let good = body(0, &varints(&[-1, 2, 7, 7, 0]));
-        assert_eq!(check(&raw_batch(&[good.clone()], 1), RecordRules::default()).unwrap(), vec![]);
+        assert_eq!(
+            check(&raw_batch(&[good.clone()], 1), RecordRules::default()).unwrap(),
+            vec![]
+        );
         let mut ten_byte_len = vec![0xffu8; 9];
         ten_byte_len.push(0x01);
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -681,7 +689,10 @@ mod tests {
             ("header count 2^30", body(0, &varints(&[-1, -1, 1 << 30]))),
             ("value length -2", body(0, &varints(&[-1, -2, 0]))),
             ("key past the record", body(0, &varints(&[50, -1, 0]))),
-            ("negative header key", body(0, &varints(&[-1, -1, 1, -1, -1]))),
+            (
+                "negative header key",
+                body(0, &varints(&[-1, -1, 1, -1, -1])),
+            ),
             ("short record", body(0, &varints(&[-1, 2, 7]))),
             ("trailing byte in record", {
                 let mut v = good.clone();
@@ -692,7 +703,10 @@ mod tests {
         for (what, rec) in cases {
             let b = raw_batch(&[rec], 1);
             assert!(
-                matches!(check(&b, RecordRules::default()), Err(StorageError::CorruptMessage(_))),
+                matches!(
+                    check(&b, RecordRules::default()),
+                    Err(StorageError::CorruptMessage(_))
+                ),
                 "{what}: {:?}",
                 check(&b, RecordRules::default())
             );
@@ -708,12 +722,21 @@ mod tests {
             .batch_length
             .set((total - batch::LOG_OVERHEAD) as i32);
         batch::fix_crc(&mut b);
-        assert!(matches!(check(&b, RecordRules::default()), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            check(&b, RecordRules::default()),
+            Err(StorageError::CorruptMessage(_))
+        ));
         // Fewer records than the header's count; more bytes than the count's records.
         let b = raw_batch(&[good.clone()], 2);
-        assert!(matches!(check(&b, RecordRules::default()), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            check(&b, RecordRules::default()),
+            Err(StorageError::CorruptMessage(_))
+        ));
         let b = raw_batch(&[good.clone(), body(1, &varints(&[-1, -1, 0]))], 1);
-        assert!(matches!(check(&b, RecordRules::default()), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            check(&b, RecordRules::default()),
+            Err(StorageError::CorruptMessage(_))
+        ));
         // An offset delta that is not the record's index is a record error.
         let b = raw_batch(&[good.clone(), body(5, &varints(&[-1, -1, 0]))], 2);
         assert_eq!(
@@ -760,6 +783,9 @@ mod tests {
         let data = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
         let mut r = SnappyReader::new(&data, RECORD_BATCH_DECOMPRESSED_BYTES_MAX);
         let e = r.read(&mut [0u8; 16]).unwrap_err();
-        assert!(matches!(decode_error(e), StorageError::RecordListTooLarge(_)));
+        assert!(matches!(
+            decode_error(e),
+            StorageError::RecordListTooLarge(_)
+        ));
     }
 }
