@@ -131,7 +131,9 @@ fn with_len(body: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
 
 /// The four malformed records (and a few more), each in a batch with a valid CRC.
 fn malformed_batches() -> Vec<(&'static str, Bytes)> {
-    let mut cases: Vec<(&'static str, (Vec<u8>, Vec<u8>))> = Vec::new();
+    // (what, (length prefix, record body))
+    type Case = (&'static str, (Vec<u8>, Vec<u8>));
+    let mut cases: Vec<Case> = Vec::new();
     let ok = record_body(&varints(&[-1, 2, 7, 7, 0]));
     let mut ten_byte = vec![0xffu8; 9];
     ten_byte.push(0x01);
