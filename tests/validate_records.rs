@@ -266,6 +266,73 @@ fn keyless_records_to_a_compacted_topic_are_listed_in_record_errors() {
     });
 }
 
+/// The same through librdkafka, as its test 0011 checks: 100 messages in one batch, every
+/// tenth without a key, to a compacted topic. The 10 keyless ones fail with INVALID_RECORD
+/// and, since the broker listed them, the other 90 fail with librdkafka's
+/// _INVALID_DIFFERENT_RECORD (a broker without `record_errors` fails all 100 with
+/// INVALID_RECORD); sent one per batch, the 90 keyed ones are delivered.
+#[test]
+fn librdkafka_fails_only_the_keyless_records_of_a_batch() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    within(Duration::from_secs(120), || {
+        let broker = TestBroker::start(2);
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        create_topic(&mut conn, "compacted", &[("cleanup.policy", "compact")]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for batch_size in ["1000000", "1"] {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", broker.addr())
+                .set("broker.address.family", "v4")
+                .set("linger.ms", "200")
+                .set("batch.size", batch_size)
+                .set("message.timeout.ms", "30000")
+                .create()
+                .expect("producer");
+            let deliveries: Vec<_> = (0..100)
+                .map(|i| {
+                    let payload = format!("message {i}");
+                    let mut record = FutureRecord::<str, str>::to("compacted")
+                        .partition(0)
+                        .payload(&payload);
+                    let key = format!("key {i}");
+                    if i % 10 != 0 {
+                        record = record.key(&key);
+                    }
+                    producer.send_result(record).expect("queued")
+                })
+                .collect();
+            let (mut invalid, mut different, mut delivered) = (0, 0, 0);
+            for d in deliveries {
+                match rt.block_on(d).expect("delivery report") {
+                    Ok(_) => delivered += 1,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), _)) => {
+                        invalid += 1
+                    }
+                    Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::InvalidDifferentRecord),
+                        _,
+                    )) => different += 1,
+                    Err((e, _)) => panic!("unexpected delivery error {e}"),
+                }
+            }
+            let want = if batch_size == "1" {
+                (10, 0, 90)
+            } else {
+                (10, 90, 0)
+            };
+            assert_eq!(
+                (invalid, different, delivered),
+                want,
+                "batch.size {batch_size}"
+            );
+        }
+    });
+}
+
 /// Polls the broker's VmRSS every 10 ms, keeping the peak; kills the broker past
 /// [`RSS_KILL_BYTES`] so that a broker without the bound cannot take the machine down.
 struct RssWatch {
