@@ -9,6 +9,12 @@
 //!
 //! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
 //! done by the owner's log where offsets are assigned (`storage::producer_state`).
+//!
+//! Record-level refusals (`storage::records`: a keyless record on a compacted topic, an offset
+//! delta that is not the record's index) fail the partition with INVALID_RECORD, Kafka's summary
+//! as `error_message`, and from v8 list the records in `record_errors` (batch index, message),
+//! so that a client fails only those records (librdkafka fails the others of the batch with
+//! its own _INVALID_DIFFERENT_RECORD and may send them again).
 
 use std::future::Future;
 use std::pin::Pin;
