@@ -209,6 +209,16 @@ fn main() {
             black_box(batch::validate_record_set(black_box(&batch16k), 1 << 20).expect("valid"));
         },
     );
+    // The same batch, header and CRC-32C only: the cost of validation without the record walk.
+    bench(
+        &s,
+        "validate 16 KiB batch, header and CRC-32C only",
+        1,
+        batch16k.len() as u64,
+        || {
+            black_box(batch::validate(black_box(&batch16k)).expect("valid"));
+        },
+    );
     // Record-level validation's worst case per byte: many small records.
     let small16k = encode_batch(&records(700, 4), Compression::None).expect("batch");
     bench(
