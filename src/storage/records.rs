@@ -339,6 +339,85 @@ fn walk<I: Input>(
     input.finish()
 }
 
+/// A varint of at most `max_bytes` bytes at `data[*pos..]`; `None` if malformed or cut.
+#[inline(always)]
+fn slice_varint(data: &[u8], pos: &mut usize, max_bytes: u32) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for i in 0..max_bytes {
+        let b = *data.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A varint that fits in an i32, at least `min`.
+#[inline(always)]
+fn slice_varint32(data: &[u8], pos: &mut usize, min: i64) -> Option<i64> {
+    let v = slice_varint(data, pos, 5)?;
+    (v >= min && v <= i64::from(i32::MAX)).then_some(v)
+}
+
+/// Skips a field of `len` bytes (-1: null) within `rec`.
+#[inline(always)]
+fn slice_skip(rec: &[u8], pos: &mut usize, len: i64) -> Option<()> {
+    if len >= 0 {
+        let end = pos.checked_add(len as usize)?;
+        if end > rec.len() {
+            return None;
+        }
+        *pos = end;
+    }
+    Some(())
+}
+
+/// [`walk`] of an uncompressed records section, the hot path: the same checks, without
+/// error values (`None` on any fault; [`walk`] then says which).
+fn walk_slice(
+    data: &[u8],
+    count: i32,
+    on_record: &mut impl FnMut(&RecordFacts),
+) -> Option<()> {
+    let mut pos = 0usize;
+    for index in 0..count {
+        let len = slice_varint32(data, &mut pos, 0)?;
+        let end = pos.checked_add(len as usize)?;
+        // Every field is read from the record's own bytes.
+        let rec = data.get(..end)?;
+        rec.get(pos)?;
+        pos += 1; // attributes
+        let timestamp_delta = slice_varint(rec, &mut pos, 10)?;
+        let offset_delta = slice_varint32(rec, &mut pos, i64::from(i32::MIN))?;
+        let key_len = slice_varint32(rec, &mut pos, -1)?;
+        slice_skip(rec, &mut pos, key_len)?;
+        let value_len = slice_varint32(rec, &mut pos, -1)?;
+        slice_skip(rec, &mut pos, value_len)?;
+        let headers = slice_varint32(rec, &mut pos, 0)?;
+        if headers as usize > (end - pos) / 2 {
+            return None;
+        }
+        for _ in 0..headers {
+            let key_len = slice_varint32(rec, &mut pos, 0)?;
+            slice_skip(rec, &mut pos, key_len)?;
+            let value_len = slice_varint32(rec, &mut pos, -1)?;
+            slice_skip(rec, &mut pos, value_len)?;
+        }
+        if pos != end {
+            return None;
+        }
+        on_record(&RecordFacts {
+            index,
+            offset_delta,
+            timestamp_delta,
+            has_key: key_len >= 0,
+        });
+    }
+    (pos == data.len()).then_some(())
+}
+
 /// Skips a length-prefixed field: `len` is -1 (null) or at most `left`.
 #[inline]
 fn skip_bytes<I: Input>(
@@ -391,7 +470,19 @@ pub fn for_each_record(
     let data = &b[batch::HEADER_LEN..];
     let count = h.records_count();
     if h.compression() == 0 {
-        return walk(&mut SliceInput { data, pos: 0 }, count, on_record);
+        let mut on_record = on_record;
+        if walk_slice(data, count, &mut on_record).is_some() {
+            return Ok(());
+        }
+        // Malformed: walk again to say why (the records seen so far were already reported;
+        // the batch is refused as a whole).
+        return match walk(&mut SliceInput { data, pos: 0 }, count, |_| {}) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                debug_assert!(false, "the record walks disagree");
+                Err(corrupt("malformed records"))
+            }
+        };
     }
     let mut input = StreamInput::new(
         decoder(h.compression(), data)?,
