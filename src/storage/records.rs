@@ -376,11 +376,7 @@ fn slice_skip(rec: &[u8], pos: &mut usize, len: i64) -> Option<()> {
 
 /// [`walk`] of an uncompressed records section, the hot path: the same checks, without
 /// error values (`None` on any fault; [`walk`] then says which).
-fn walk_slice(
-    data: &[u8],
-    count: i32,
-    on_record: &mut impl FnMut(&RecordFacts),
-) -> Option<()> {
+fn walk_slice(data: &[u8], count: i32, on_record: &mut impl FnMut(&RecordFacts)) -> Option<()> {
     let mut pos = 0usize;
     for index in 0..count {
         let len = slice_varint32(data, &mut pos, 0)?;
