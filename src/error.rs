@@ -22,6 +22,8 @@ pub fn storage_code(error: &StorageError) -> ResponseError {
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
         StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::InvalidRecords { .. } => ResponseError::InvalidRecord,
+        StorageError::RecordListTooLarge(_) => ResponseError::RecordListTooLarge,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,

@@ -12,6 +12,10 @@
 //!   (reaches deep decoder states faster than going through frames).
 //! - [`record_batches`]: a produced record set: batch framing, header view, validation
 //!   (`storage::batch`), and the in-place rewrites the append path does to a valid set.
+//! - [`record_mutations`]: records mutated *inside* a well-formed batch whose length and
+//!   CRC-32C are then fixed (and which is recompressed with its codec), so that the input gets
+//!   past the batch checks and reaches the record walk (`storage::records`): the produce
+//!   validation, the streaming decompression, the cleaner's decompression, record times.
 
 use bytes::{Bytes, BytesMut};
 
@@ -108,6 +112,172 @@ pub fn record_batches(data: &[u8]) {
         assert_eq!(h.last_offset(), 1_000_000 + info.offset_count - 1);
         assert_eq!(batch::offset_of_max_timestamp(b), 1_000_000);
     }
+}
+
+/// Interesting values for a mutated varint: nulls and negatives, the edges of i32, huge.
+const VARINT_VALUES: [i64; 10] = [
+    -2,
+    -1,
+    0,
+    1,
+    127,
+    1 << 20,
+    1 << 30,
+    i32::MAX as i64,
+    1 << 31,
+    i64::MAX,
+];
+
+/// A well-formed batch's records, before mutation: `count` records with keys, values and
+/// headers chosen by `shape`, encoded by the kafka-protocol crate (a client's encoder).
+fn seed_records(count: usize, shape: u8) -> Option<Vec<u8>> {
+    use kafka_protocol::records::{Record, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..count)
+        .map(|i| {
+            let mut headers = indexmap::IndexMap::new();
+            for h in 0..usize::from(shape % 3) {
+                headers.insert(
+                    kafka_protocol::protocol::StrBytes::from_string(format!("h{h}")),
+                    (shape & 8 == 0).then(|| Bytes::from(vec![h as u8; h + 1])),
+                );
+            }
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: 1_700_000_000_000 + i as i64 * 7,
+                key: (shape & 4 == 0 || i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+                value: (shape & 16 == 0).then(|| Bytes::from(vec![b'v'; i * 3])),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: kafka_protocol::records::Compression::None,
+    };
+    kafka_protocol::records::RecordBatchEncoder::encode(&mut buf, &records, &options).ok()?;
+    Some(buf.to_vec())
+}
+
+/// Builds a batch from `data` and walks it. `data`: `[codec, count, shape, flags, ops...]`;
+/// each op is 3 bytes `[kind, position, value]`: overwrite a byte, insert one, delete one,
+/// or write one of [`VARINT_VALUES`] as a varint at the position of the records section
+/// (positions wrap modulo its length). Flags: bit 0, require keys (a compacted topic); bit 1,
+/// also change `recordsCount` by `value as i8` of the last op. The records are then
+/// compressed with the codec and the batch's length and CRC-32C fixed, so the batch checks
+/// pass and only the records are wrong.
+pub fn record_mutations(data: &[u8]) -> Verdict {
+    use crate::storage::{cleaner, records};
+    let [codec, count, shape, flags, ops @ ..] = data else {
+        return Verdict::Skipped;
+    };
+    let codec = i16::from(*codec % 5);
+    let count = usize::from(*count % 8) + 1;
+    let Some(seed) = seed_records(count, *shape) else {
+        return Verdict::Skipped;
+    };
+    let mut recs = seed[batch::HEADER_LEN..].to_vec();
+    let mut last_value = 0u8;
+    for op in ops.chunks_exact(3).take(64) {
+        let (kind, value) = (op[0] % 4, op[2]);
+        last_value = value;
+        let pos = if recs.is_empty() {
+            0
+        } else {
+            usize::from(op[1]) % recs.len()
+        };
+        match kind {
+            0 if !recs.is_empty() => recs[pos] = value,
+            1 => recs.insert(pos, value),
+            2 if !recs.is_empty() => {
+                recs.remove(pos);
+            }
+            3 => {
+                let mut v = Vec::new();
+                batch::put_varlong(
+                    &mut v,
+                    VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()],
+                );
+                let end = (pos + v.len()).min(recs.len());
+                recs.splice(pos..end, v);
+            }
+            _ => {}
+        }
+    }
+    let Ok(body) = cleaner::compress(codec, &recs) else {
+        return Verdict::Skipped;
+    };
+    let mut b = seed[..batch::HEADER_LEN].to_vec();
+    b.extend_from_slice(&body);
+    let total = b.len();
+    if let Some(h) = batch::header_mut(&mut b) {
+        h.batch_length.set((total - batch::LOG_OVERHEAD) as i32);
+        h.attributes.set(codec);
+        if flags & 2 != 0 {
+            let n = (count as i32)
+                .saturating_add(i32::from(last_value as i8))
+                .max(1);
+            h.records_count.set(n);
+            h.last_offset_delta.set(n - 1);
+        }
+    }
+    batch::fix_crc(&mut b);
+    let Ok(h) = batch::validate(&b) else {
+        return Verdict::Skipped;
+    };
+    let expected = h.records_count();
+    let rules = records::RecordRules {
+        require_keys: flags & 1 != 0,
+    };
+    let verdict = batch::validate_records(&b, FUZZ_MESSAGE_BYTES_MAX, rules);
+    let mut walked = 0i32;
+    let walk = records::for_each_record(&b, h, |r| {
+        assert_eq!(r.index, walked, "records are reported in order");
+        walked += 1;
+    });
+    let bounded = records::decompress_bounded(&b, h);
+    let _ = batch::record_times(&b);
+    let _ = batch::offset_of_max_timestamp(&b);
+    match verdict {
+        Ok(infos) => {
+            // Accepted: the walk agrees, every record is there, the cleaner can read it.
+            assert_eq!(infos.len(), 1);
+            assert!(walk.is_ok(), "validated records walk again");
+            assert_eq!(walked, expected, "a valid batch has recordsCount records");
+            assert!(bounded.is_ok(), "a valid batch decompresses");
+            Verdict::Accepted
+        }
+        Err(crate::storage::StorageError::InvalidRecords { errors, .. }) => {
+            assert!(walk.is_ok(), "record errors come from well-formed records");
+            assert!(!errors.is_empty());
+            assert!(errors
+                .iter()
+                .all(|e| e.batch_index >= 0 && e.batch_index < expected));
+            Verdict::RecordErrors
+        }
+        Err(_) => Verdict::Refused,
+    }
+}
+
+/// What [`record_mutations`] saw (for tests that check the mutations reach every verdict).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The input did not make a batch.
+    Skipped,
+    /// The batch was accepted.
+    Accepted,
+    /// Refused with a list of record errors (INVALID_RECORD).
+    RecordErrors,
+    /// Refused whole (CORRUPT_MESSAGE...).
+    Refused,
 }
 
 #[cfg(test)]
@@ -210,5 +380,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn fuzz_seeds_and_regressions_of_record_mutations_pass() {
+        let body: fn(&[u8]) = |data| {
+            super::record_mutations(data);
+        };
+        assert!(run("record_mutations", body) > 0);
+    }
+
+    /// Thousands of record-level mutations inside a valid CRC, from a fixed seed, go through
+    /// the validator without a panic, and reach both verdicts and every codec.
+    #[test]
+    fn record_level_mutations_never_panic_the_validator() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut seen = std::collections::HashMap::new();
+        let mut codecs = std::collections::HashSet::new();
+        for i in 0..4_000u32 {
+            let ops = (next() % 6) as usize;
+            let mut input = vec![(i % 5) as u8, next() as u8, next() as u8, next() as u8];
+            for _ in 0..ops * 3 {
+                input.push(next() as u8);
+            }
+            let Ok(verdict) = std::panic::catch_unwind(|| super::record_mutations(&input)) else {
+                panic!("record_mutations panics on {input:?}");
+            };
+            *seen.entry(verdict).or_insert(0u32) += 1;
+            if verdict == super::Verdict::Refused {
+                codecs.insert(input[0]);
+            }
+        }
+        let (accepted, refused) = (
+            seen.get(&super::Verdict::Accepted).copied().unwrap_or(0),
+            seen.get(&super::Verdict::Refused).copied().unwrap_or(0),
+        );
+        eprintln!("verdicts of 4,000 mutations: {seen:?}");
+        assert!(seen.contains_key(&super::Verdict::RecordErrors), "{seen:?}");
+        assert_eq!(codecs.len(), 5, "refusals under every codec");
+        assert!(accepted > 50 && refused > 1_000, "{seen:?}");
     }
 }

@@ -9,6 +9,12 @@
 //!
 //! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
 //! done by the owner's log where offsets are assigned (`storage::producer_state`).
+//!
+//! Record-level refusals (`storage::records`: a keyless record on a compacted topic, an offset
+//! delta that is not the record's index) fail the partition with INVALID_RECORD, Kafka's summary
+//! as `error_message`, and from v8 list the records in `record_errors` (batch index, message),
+//! so that a client fails only those records (librdkafka fails the others of the batch with
+//! its own _INVALID_DIFFERENT_RECORD and may send them again).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,13 +22,16 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{decode, join_all, str_bytes, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
+use crate::storage::StorageError;
 
 /// The result for one partition, as the response needs it.
 struct PartitionResult {
@@ -31,6 +40,8 @@ struct PartitionResult {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// Records refused one by one (Produce v8+ `record_errors`): batch index, message.
+    record_errors: Vec<crate::storage::records::RecordError>,
 }
 
 impl PartitionResult {
@@ -41,6 +52,7 @@ impl PartitionResult {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -118,6 +130,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             p.log_append_time_ms = result.log_append_time_ms;
             p.log_start_offset = result.log_start_offset;
             p.error_message = result.message.map(str_bytes);
+            // Kafka lists the records it refused from v8 (the client fails only those).
+            if request.api_version >= 8 {
+                p.record_errors = result
+                    .record_errors
+                    .iter()
+                    .map(|e| {
+                        let mut r = BatchIndexAndErrorMessage::default();
+                        r.batch_index = e.batch_index;
+                        r.batch_index_error_message = Some(str_bytes(e.message.to_string()));
+                        r
+                    })
+                    .collect();
+            }
             topic.partition_responses.push(p);
         }
         response.responses.push(topic);
@@ -163,10 +188,19 @@ async fn append_on_owner(
                     base_offset: info.base_offset,
                     log_append_time_ms: info.log_append_time_ms,
                     log_start_offset: info.log_start_offset,
+                    record_errors: Vec::new(),
                 },
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");
-                    PartitionResult::error(abortable(storage_code(&e)), Some(e.to_string()))
+                    let code = abortable(storage_code(&e));
+                    let (message, record_errors) = match e {
+                        // Kafka's message is the summary alone; the records are listed.
+                        StorageError::InvalidRecords { message, errors } => (message, errors),
+                        e => (e.to_string(), Vec::new()),
+                    };
+                    let mut result = PartitionResult::error(code, Some(message));
+                    result.record_errors = record_errors;
+                    result
                 }
             }
         })

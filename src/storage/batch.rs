@@ -21,11 +21,13 @@
 //! | 61  | records...           |      |
 //!
 //! Invariants checked by [`validate`]: the slice is exactly one batch, magic is 2, the CRC
-//! matches, `recordsCount >= 1` and `lastOffsetDelta == recordsCount - 1`. Records themselves are
-//! never decoded here (one decision per batch, not per record); `baseOffset`, `batchLength`,
+//! matches, `recordsCount >= 1` and `lastOffsetDelta == recordsCount - 1`. [`validate_records`]
+//! (the append path) also walks every record ([`records`], as Kafka's `LogValidator`), without
+//! materialising keys or values; `baseOffset`, `batchLength`,
 //! `partitionLeaderEpoch` and the CRC field are outside the CRC, so a base offset rewrite does
 //! not touch the CRC, while a LogAppendTime stamp (attributes, maxTimestamp) needs [`fix_crc`].
 
+use super::records::{self, RecordRules};
 use super::StorageError;
 use zerocopy::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -317,10 +319,54 @@ pub struct BatchInfo {
 
 /// Validate a produce record set (one or more batches back to back) against a partition's
 /// `max.message.bytes`. Every batch must be valid or the whole set is rejected. Also checks
-/// `baseOffset == 0`, as a Kafka broker does for batches from clients.
+/// `baseOffset == 0`, as a Kafka broker does for batches from clients, and walks every record
+/// of every batch ([`records::walk_batch`], compressed batches as a bounded stream).
 pub fn validate_record_set(
     records: &[u8],
     max_message_bytes: u32,
+) -> Result<Vec<BatchInfo>, StorageError> {
+    validate_records(records, max_message_bytes, RecordRules::default())
+}
+
+/// [`validate_record_set`] with the topic's record rules (keys required when compacted).
+/// Record errors of every batch are gathered and refused together as
+/// [`StorageError::InvalidRecords`], Kafka's `RecordValidationException`.
+pub fn validate_records(
+    records: &[u8],
+    max_message_bytes: u32,
+    rules: RecordRules,
+) -> Result<Vec<BatchInfo>, StorageError> {
+    let mut record_errors = Vec::new();
+    let infos = validate_batches(records, max_message_bytes, rules, &mut record_errors)?;
+    if !record_errors.is_empty() {
+        let shown: Vec<String> = record_errors
+            .iter()
+            .take(3)
+            .map(|e| {
+                format!(
+                    "RecordError(batchIndex={}, message='{}')",
+                    e.batch_index, e.message
+                )
+            })
+            .collect();
+        return Err(StorageError::InvalidRecords {
+            message: format!(
+                "One or more records have been rejected due to {} record errors in total, and \
+                 only showing the first three errors at most: [{}]",
+                record_errors.len(),
+                shown.join(", ")
+            ),
+            errors: record_errors,
+        });
+    }
+    Ok(infos)
+}
+
+fn validate_batches(
+    records: &[u8],
+    max_message_bytes: u32,
+    rules: RecordRules,
+    record_errors: &mut Vec<super::records::RecordError>,
 ) -> Result<Vec<BatchInfo>, StorageError> {
     if records.is_empty() {
         return Err(StorageError::CorruptMessage("empty record set".into()));
@@ -358,6 +404,7 @@ pub fn validate_record_set(
                 h.base_offset()
             )));
         }
+        records::walk_batch(b, h, rules, record_errors)?;
         out.push(BatchInfo {
             pos,
             len: b.len(),

@@ -51,17 +51,20 @@
 //! - Idempotent producers: without the broker's producer state, the "last batch of a producer"
 //!   rule uses the batches the cleaner has seen (the dirty range, then what earlier rounds
 //!   kept); a producer's older empty batches may be kept a little longer than Kafka would.
-//! - Keyless records are refused at produce time ([`check_keys`], as Kafka); records written
-//!   before the topic became compacted may lack keys, and the cleaner drops those.
+//! - Keyless records are refused at produce time (`records::walk_batch`, as Kafka); records
+//!   written before the topic became compacted may lack keys, and the cleaner drops those.
 //! - `max.compaction.lag.ms` is judged by the newest timestamp of the first dirty segment
 //!   (Kafka uses its first batch's timestamp), so such a round can start a little later.
-//! - A compressed batch is decompressed whole, with no cap on its decompressed size (Kafka
-//!   caps it); batches were size-checked at produce time, but a highly compressible one could
-//!   still take much memory for a moment.
+//! - A compressed batch is decompressed whole into one buffer, bounded by
+//!   `records::RECORD_BATCH_DECOMPRESSED_BYTES_MAX` (64 MiB; the produce path refuses more).
+//!   A stored batch past it (a bomb written before that bound existed) is not mapped and is
+//!   kept unchanged. Memory of one batch: that buffer, the kept records (no larger) and the
+//!   recompressed batch.
 
 use super::{lock_meta, segment_file_name, write_indexes, Life, PartitionLog, Segment, Shared};
 use crate::storage::batch::{self, BatchHeader};
 use crate::storage::io::{self, align_down, DataFile};
+use crate::storage::records;
 use crate::storage::{checkpoint, StorageError};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -225,27 +228,8 @@ fn codec_error(e: impl std::fmt::Display) -> StorageError {
     StorageError::CorruptMessage(format!("cannot (de)compress batch: {e}"))
 }
 
-/// The records section of a batch, decompressed if needed.
-fn records_section(b: &[u8], h: &BatchHeader) -> Result<Bytes, StorageError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut body = Bytes::copy_from_slice(&b[batch::HEADER_LEN..]);
-    match h.compression() {
-        0 => Ok(body),
-        1 => Gzip::decompress(&mut body, |buf: &mut Bytes| Ok(std::mem::take(buf)))
-            .map_err(codec_error),
-        2 => Snappy::decompress(&mut body, |buf: &mut Bytes| Ok(std::mem::take(buf)))
-            .map_err(codec_error),
-        3 => Lz4::decompress(&mut body, |buf: &mut Bytes| Ok(std::mem::take(buf)))
-            .map_err(codec_error),
-        4 => Zstd::decompress(&mut body, |buf: &mut Bytes| Ok(std::mem::take(buf)))
-            .map_err(codec_error),
-        c => Err(StorageError::InvalidRecord(format!(
-            "unknown compression codec {c}"
-        ))),
-    }
-}
-
-fn compress(codec: i16, data: &[u8]) -> Result<Vec<u8>, StorageError> {
+/// `data` compressed with `codec` as Kafka's producers do (0: as is).
+pub fn compress(codec: i16, data: &[u8]) -> Result<Vec<u8>, StorageError> {
     use bytes::BytesMut;
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
     let mut out = BytesMut::new();
@@ -361,7 +345,16 @@ pub fn filter_batch(
             (Filtered::Dropped, stats)
         });
     }
-    let data = records_section(b, h)?;
+    // Bounded decompression; a batch past the bound (a bomb written before the bound existed)
+    // is kept as it is: never delete data merely because it could not be read.
+    let data = match records::decompress_bounded(b, h) {
+        Ok(data) => data,
+        Err(StorageError::RecordListTooLarge(e)) => {
+            tracing::warn!(error = %e, "batch too large to clean, kept as it is");
+            return Ok((Filtered::Unchanged, stats));
+        }
+        Err(e) => return Err(e),
+    };
     let records = parse_records(&data, count)?;
     stats.records_read = records.len() as u64;
     let horizon = (h.attributes() & ATTR_DELETE_HORIZON != 0).then(|| h.base_timestamp());
@@ -829,7 +822,12 @@ impl PartitionLog {
                     producer_last.insert(pid, h.last_offset());
                 }
                 if !h.is_control() && h.records_count() > 0 {
-                    let data = records_section(&b, h)?;
+                    // A batch too large to decompress is left unmapped (and kept by the filter).
+                    let data = match records::decompress_bounded(&b, h) {
+                        Ok(data) => data,
+                        Err(StorageError::RecordListTooLarge(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
                     let count = usize::try_from(h.records_count()).unwrap_or(0);
                     for r in parse_records(&data, count)? {
                         let offset = h.base_offset() + r.offset_delta;
@@ -946,31 +944,6 @@ impl PartitionLog {
             .and_then(|d| String::from_utf8(d).ok())
             .and_then(|s| s.trim().parse().ok()))
     }
-}
-
-/// Kafka's produce rule for compacted topics: every record of every (non-control) batch of
-/// `records` has a key, else `InvalidRecord` (INVALID_RECORD, Kafka's message). Framing errors
-/// are left to the append's own validation. Compressed batches are decompressed, as Kafka does.
-pub fn check_keys(records: &[u8]) -> Result<(), StorageError> {
-    for item in batch::batches(records) {
-        let Ok((_, b)) = item else {
-            return Ok(());
-        };
-        let Some(h) = batch::header(b) else {
-            return Ok(());
-        };
-        if h.is_control() || h.records_count() <= 0 || h.total_len() != b.len() as i64 {
-            continue;
-        }
-        let data = records_section(b, h)?;
-        let count = usize::try_from(h.records_count()).unwrap_or(0);
-        if parse_records(&data, count)?.iter().any(|r| r.key.is_none()) {
-            return Err(StorageError::InvalidRecord(
-                "Compacted topic cannot accept message without key".into(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl PartitionLog {
@@ -1291,7 +1264,8 @@ mod tests {
     fn keyless_records_are_refused_for_compacted_topics() {
         for c in [Compression::None, Compression::Zstd] {
             let keyed = batch_at(0, &[rec("a", Some("1"), 1), rec("b", None, 2)], c);
-            assert!(check_keys(&keyed).is_ok());
+            let compacted = records::RecordRules { require_keys: true };
+            assert!(batch::validate_records(&keyed, 1 << 20, compacted).is_ok());
             let keyless = batch_at(
                 0,
                 &[rec("a", Some("1"), 1), (None, Some(Bytes::from("v")), 3)],
@@ -1299,10 +1273,13 @@ mod tests {
             );
             let mut set = keyed.clone();
             set.extend_from_slice(&keyless);
-            assert!(matches!(
-                check_keys(&set),
-                Err(StorageError::InvalidRecord(_))
-            ));
+            match batch::validate_records(&set, 1 << 20, compacted) {
+                Err(StorageError::InvalidRecords { errors, .. }) => {
+                    assert_eq!(errors.len(), 1);
+                    assert_eq!(errors[0].batch_index, 1);
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -1151,7 +1151,7 @@ impl PartitionLog {
         guard: Option<(i64, u32)>,
     ) -> Result<AppendInfo, StorageError> {
         let shared = &*self.shared;
-        let (max_message_bytes, ts_type) = {
+        let (max_message_bytes, ts_type, rules) = {
             let inner = shared.inner.borrow();
             if inner.life != Life::Open {
                 return Err(StorageError::Closed);
@@ -1159,9 +1159,14 @@ impl PartitionLog {
             (
                 inner.config.max_message_bytes,
                 inner.config.message_timestamp_type,
+                super::records::RecordRules {
+                    require_keys: inner.config.cleanup_compact,
+                },
             )
         };
-        let infos = batch::validate_record_set(&records, max_message_bytes)?;
+        // Walks every record (compressed batches as a bounded stream); no await before it, so
+        // one decompression at a time per shard.
+        let infos = batch::validate_records(&records, max_message_bytes, rules)?;
         let facts: Vec<BatchFacts> = infos
             .iter()
             .filter_map(|b| batch::header(&records[b.pos..]).map(BatchFacts::of))
@@ -1909,19 +1914,16 @@ fn find_in_batch(b: &[u8], ts: i64, floor: i64) -> Result<Option<(i64, i64)>, St
     if h.is_log_append_time() {
         return Ok(Some((h.base_offset().max(floor), h.max_timestamp())));
     }
-    let times = match batch::record_times(b) {
-        Some(r) => r?,
-        None => {
-            let mut bytes = Bytes::copy_from_slice(b);
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
-                .map_err(|e| StorageError::CorruptMessage(format!("cannot decode batch: {e}")))?;
-            set.records
-                .iter()
-                .map(|r| (r.offset, r.timestamp))
-                .collect()
+    // Compressed or not, the records are walked as a bounded stream (`storage::records`).
+    let mut found = None;
+    super::records::for_each_record(b, h, |r| {
+        let offset = h.base_offset().wrapping_add(r.offset_delta);
+        let time = h.base_timestamp().wrapping_add(r.timestamp_delta);
+        if found.is_none() && offset >= floor && time >= ts {
+            found = Some((offset, time));
         }
-    };
-    Ok(times.into_iter().find(|&(o, t)| o >= floor && t >= ts))
+    })?;
+    Ok(found)
 }
 
 /// Read whole batches from `file` in `[start, end)`, beginning with the one holding `offset`.

@@ -10,6 +10,7 @@
 //!
 //! Modules:
 //! - [`batch`]: the record batch v2 header view, validation, offset/time rewrites, CRC-32C.
+//! - [`records`]: record-level validation and bounded streaming decompression.
 //! - [`log`]: `PartitionLog`: append and group commit, reads, recovery, retention.
 //! - [`cleaner`]: log compaction (`cleanup.policy=compact`), run in the background per shard.
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).
@@ -34,6 +35,7 @@ pub mod io_sizes;
 pub mod log;
 pub mod producer_snapshot;
 pub mod producer_state;
+pub mod records;
 pub mod txn_index;
 
 use bytes::Bytes;
@@ -119,6 +121,19 @@ pub enum StorageError {
     /// Structurally wrong batch (magic != 2, record count mismatch...): INVALID_RECORD.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Records of a batch refused one by one (a keyless record on a compacted topic...):
+    /// INVALID_RECORD, with the records listed in Produce's `record_errors`.
+    #[error("invalid record: {message}")]
+    InvalidRecords {
+        /// Kafka's summary message.
+        message: String,
+        /// The records refused (index in their batch, why).
+        errors: Vec<records::RecordError>,
+    },
+    /// A compressed batch decompresses to more than the broker accepts:
+    /// RECORD_LIST_TOO_LARGE.
+    #[error("record list too large: {0}")]
+    RecordListTooLarge(String),
     /// A batch is larger than `max.message.bytes`: MESSAGE_TOO_LARGE.
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge {

@@ -64,3 +64,5 @@ mod storage_prop;
 mod storage_txn_index;
 mod stress;
 mod tuning;
+mod validate_cleaner_bomb;
+mod validate_records;
