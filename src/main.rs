@@ -150,11 +150,26 @@ fn start(args: StartArgs) -> ExitCode {
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
     }
-    match freshet::shard::runtime::run_broker(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+    // A start that failed for want of ring memory right after a kill -9 of the previous broker
+    // is retried a few times (the kernel frees the old rings asynchronously).
+    let mut retries = 0;
+    loop {
+        match freshet::shard::runtime::run_broker(config.clone()) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) if e.is_transient() && retries < START_RETRIES_MAX => {
+                retries += 1;
+                tracing::warn!(error = %e, retry = retries, "start failed; retrying");
+                std::thread::sleep(START_RETRY_DELAY * retries);
+            }
+            Err(e) => return fail(&e),
+        }
     }
 }
+
+/// Starts retried after a transient failure ([`freshet::shard::runtime::StartError::is_transient`]).
+const START_RETRIES_MAX: u32 = 5;
+/// Delay before the first retry; the n-th waits n times this.
+const START_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("freshet: {error}");

@@ -76,10 +76,28 @@ pub enum StartError {
     Executor(String),
     #[error("shard {shard} failed: {reason}")]
     ShardFailed { shard: usize, reason: String },
+    /// A shard could not get memory for its io_uring rings while starting (ENOMEM), before any
+    /// shard served a request. Seen when a broker is restarted right after a kill -9: the
+    /// kernel releases the killed process's rings asynchronously. Worth retrying.
+    #[error("shard {shard} could not start: {reason}")]
+    RingMemory { shard: usize, reason: String },
+}
+
+impl StartError {
+    /// Whether starting again shortly may succeed (see [`StartError::RingMemory`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StartError::RingMemory { .. })
+    }
 }
 
 /// Runs a broker until SIGINT/SIGTERM. Returns once every shard has stopped.
-pub fn run_broker(mut config: BrokerConfig) -> Result<(), StartError> {
+pub fn run_broker(config: BrokerConfig) -> Result<(), StartError> {
+    let result = run_broker_once(config);
+    RUNS_RETURNED.fetch_add(1, Ordering::SeqCst);
+    result
+}
+
+fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     process_started();
     // Signals are caught from the very start: a SIGTERM during startup stops the shards as
     // soon as their inboxes run (it is delivered to the handler thread started below), instead
@@ -224,8 +242,18 @@ pub fn run_broker(mut config: BrokerConfig) -> Result<(), StartError> {
         tracing::error!(shard, %reason, "shard failed");
         failure.get_or_insert(StartError::ShardFailed { shard, reason });
     }
-    if let (None, Some(reason)) = (&failure, startup_error) {
-        failure = Some(StartError::Executor(reason));
+    if let (None, Some(reason)) = (&failure, &startup_error) {
+        failure = Some(StartError::Executor(reason.clone()));
+    }
+    if startup_error.is_some() {
+        if let Some(StartError::ShardFailed { shard, reason }) = &failure {
+            if reason.contains("os error 12") {
+                failure = Some(StartError::RingMemory {
+                    shard: *shard,
+                    reason: reason.clone(),
+                });
+            }
+        }
     }
     match failure {
         None => {
@@ -580,11 +608,20 @@ fn resolve_derived_limits(config: &mut BrokerConfig, shards: usize, open_files_m
 
 /// A watchdog for a failed start: if the shards have not stopped within `timeout`, exit
 /// with status 1 anyway, so a failed start never hangs.
+/// Counts the calls of [`run_broker`] that have returned, so that the watchdog of a failed
+/// start never ends the process once that start has returned (and the caller retries it or
+/// exits by itself).
+static RUNS_RETURNED: AtomicUsize = AtomicUsize::new(0);
+
 fn exit_if_not_stopped_within(timeout: Duration, reason: String) {
+    let returned = RUNS_RETURNED.load(Ordering::SeqCst);
     let _ = std::thread::Builder::new()
         .name("freshet-exit-watchdog".into())
         .spawn(move || {
             std::thread::sleep(timeout);
+            if RUNS_RETURNED.load(Ordering::SeqCst) != returned {
+                return; // the failed start returned in time
+            }
             tracing::error!(
                 ?timeout,
                 "shards did not stop after the failed start; exiting"
