@@ -89,7 +89,8 @@ pub struct WorkloadArgs {
         id = "brokers",
         short = 'b',
         long = "bootstrap",
-        visible_alias = "brokers"
+        visible_alias = "brokers",
+        value_name = "HOST:PORT"
     )]
     pub bootstrap: Option<String>,
     /// Use this existing (or new) topic instead of fresh ones; it is not deleted.
