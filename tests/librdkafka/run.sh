@@ -11,30 +11,33 @@
 #      `cargo fetch` has put them in ~/.cargo/registry/src), copies them to
 #      target/librdkafka-suite/librdkafka-<version>/ and builds the library and tests/test-runner
 #      there (`./configure && make`, system libraries only; missing build packages are installed
-#      with apt-get: gcc, g++, make, pkg-config, libssl-dev, zlib1g-dev, libzstd-dev). Done once;
-#      later runs reuse the build.
+#      with apt-get: gcc, g++, make, pkg-config, libssl-dev, zlib1g-dev, libzstd-dev, and
+#      rapidjson-dev, which tests 0053, 0098 and 0110 need). Done once; later runs reuse the build.
 #   2. starts the freshet binary (FRESHET_BIN, default target/release/freshet, built with
 #      `cargo build --release` when missing) on a free port of 127.0.0.1 with
 #      `--default-partitions 4` (as the suite's own Kafka setup) and a fresh data directory,
-#   3. writes test.conf and runs each test number alone (test-runner -Q -L: quick mode, no
-#      broker-less tests), with a time limit per test (LIBRDKAFKA_TEST_TIMEOUT_S, default 300),
+#   3. writes test.conf, puts a stand-in for Kafka's bin/kafka-topics.sh (which some tests run to
+#      create topics; tests/librdkafka/kafka-topics.sh, done with `freshet topic`) in KAFKA_PATH,
+#      and runs each test number alone (test-runner -L: no broker-less tests; not quick mode,
+#      which skips e.g. 0082), with a time limit per test (LIBRDKAFKA_TEST_TIMEOUT_S, default 600),
 #      restarting the broker if a test killed it,
 #   4. prints `librdkafka: N passed, M failed` and the failing names; exits 1 if any failed.
 #
 # Everything it writes is under target/librdkafka-suite/ (build, data, logs/NNNN.log,
 # logs/broker.log, summary.txt). Environment: FRESHET_BIN, LIBRDKAFKA_TEST_TIMEOUT_S,
 # TEST_CONSUMER_GROUP_PROTOCOL=consumer (KIP-848 groups instead of classic),
-# LIBRDKAFKA_TEST_ARGS (extra test-runner flags, default "-Q -L"), TEST_KAFKA_VERSION (default
+# LIBRDKAFKA_TEST_ARGS (test-runner flags, default "-L"; "-Q -L" for quick mode: fewer messages,
+# some tests skipped), TEST_KAFKA_VERSION (default
 # 4.1.0, the Kafka version whose API versions freshet serves).
-# Not part of tests/run-all.sh: the default list takes 15-30 minutes.
+# Not part of tests/run-all.sh: the default list takes 20-40 minutes.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$(pwd)
 WORK="$ROOT/target/librdkafka-suite"
 LOGS="$WORK/logs"
-TEST_TIMEOUT_S="${LIBRDKAFKA_TEST_TIMEOUT_S:-300}"
-RUNNER_ARGS="${LIBRDKAFKA_TEST_ARGS:--Q -L}"
+TEST_TIMEOUT_S="${LIBRDKAFKA_TEST_TIMEOUT_S:-600}"
+RUNNER_ARGS="${LIBRDKAFKA_TEST_ARGS:--L}"
 export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.1.0}"
 
 # Tests that need a broker and fit one Freshet node. Left out of the default list (run them
@@ -77,8 +80,10 @@ if [[ -z $src ]]; then
 fi
 build="$WORK/librdkafka-$version"
 runner="$build/tests/test-runner"
+# What the build was made with; a different one (another librdkafka, new flags) rebuilds.
+build_id="$version configure --disable-gssapi --disable-curl --enable-zstd, rapidjson"
 
-if [[ ! -x $runner || ! -f $build/.built ]]; then
+if [[ ! -x $runner || $(cat "$build/.built" 2>/dev/null) != "$build_id" ]]; then
   missing=()
   for cmd in gcc g++ make pkg-config; do command -v $cmd >/dev/null || missing+=("$cmd"); done
   ((${#missing[@]})) && missing=(build-essential pkg-config)
@@ -87,6 +92,7 @@ if [[ ! -x $runner || ! -f $build/.built ]]; then
       openssl) missing+=(libssl-dev) ;; zlib) missing+=(zlib1g-dev) ;; libzstd) missing+=(libzstd-dev) ;;
     esac
   done
+  [[ -f /usr/include/rapidjson/rapidjson.h ]] || missing+=(rapidjson-dev)
   if ((${#missing[@]})); then
     say "installing build packages: ${missing[*]} (apt-get)"
     SUDO=()
@@ -106,7 +112,7 @@ if [[ ! -x $runner || ! -f $build/.built ]]; then
     make -j"$(nproc)" libs
     make -C tests -j"$(nproc)" build
   ) >"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log" >&2; exit 1; }
-  touch "$build/.built"
+  echo "$build_id" >"$build/.built"
 fi
 
 # ---- 2. The broker ------------------------------------------------------------------------------
@@ -147,6 +153,12 @@ trap stop_broker EXIT
 say "starting $FRESHET_BIN on 127.0.0.1:$port (log: $LOGS/broker.log)"
 start_broker
 
+# Tests that create topics with Kafka's Java tool (test_kafka_topics(): 0052, 0077) get a
+# kafka-topics.sh that does the same with `freshet topic` (tests/librdkafka/kafka-topics.sh).
+mkdir -p "$WORK/kafka/bin"
+cp tests/librdkafka/kafka-topics.sh "$WORK/kafka/bin/kafka-topics.sh"
+export KAFKA_PATH="$WORK/kafka" BROKERS="127.0.0.1:$port" FRESHET_BIN
+
 conf="$WORK/test.conf"
 cat >"$conf" <<CONF
 metadata.broker.list=127.0.0.1:$port
@@ -166,8 +178,11 @@ for t in "${tests[@]}"; do
   t_start=$(date +%s)
   set +e
   # shellcheck disable=SC2086 # RUNNER_ARGS is a list of flags
-  (cd "$build/tests" && LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="$conf" TESTS="$t" \
-    timeout --kill-after=10 "$TEST_TIMEOUT_S" ./test-runner $RUNNER_ARGS) >"$LOGS/$t.log" 2>&1
+  # A failing test-runner aborts (SIGABRT): the extra bash keeps the shell's "Aborted" notice
+  # in the test's log.
+  bash -c 'cd "$1" && shift && "$@"' _ "$build/tests" \
+    env LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="$conf" TESTS="$t" \
+    timeout --kill-after=10 "$TEST_TIMEOUT_S" ./test-runner $RUNNER_ARGS >"$LOGS/$t.log" 2>&1
   rc=$?
   set -e
   secs=$(($(date +%s) - t_start))
@@ -175,6 +190,8 @@ for t in "${tests[@]}"; do
   rows=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$t.log" | awk -F'|' -v t="$t" '
     NF >= 4 { n = $2; gsub(/ /, "", n); st = $3; gsub(/ /, "", st); if (index(n, t "_") == 1) print n, st }')
   name=$(awk 'NR == 1 { print $1 }' <<<"$rows")
+  # No table when the runner aborted: the first test it announced.
+  [[ -n $name ]] || name=$(grep -o -m1 "${t}_[a-zA-Z0-9_]*" "$LOGS/$t.log" | head -1 || true)
   [[ -n $name ]] || name=$t
   note=
   if ! kill -0 "$broker_pid" 2>/dev/null; then
