@@ -189,7 +189,9 @@ for t in "${tests[@]}"; do
   # The summary table's rows for this number (one per variant, e.g. 0045_*): "| name | STATUS |".
   rows=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$t.log" | awk -F'|' -v t="$t" '
     NF >= 4 { n = $2; gsub(/ /, "", n); st = $3; gsub(/ /, "", st); if (index(n, t "_") == 1) print n, st }')
-  name=$(awk 'NR == 1 { print $1 }' <<<"$rows")
+  # Named after its first variant that ran (else its first one).
+  name=$(awk '$2 != "SKIPPED" { print $1; exit }' <<<"$rows")
+  [[ -n $name ]] || name=$(awk 'NR == 1 { print $1 }' <<<"$rows")
   # No table when the runner aborted: the first test it announced.
   [[ -n $name ]] || name=$(grep -o -m1 "${t}_[a-zA-Z0-9_]*" "$LOGS/$t.log" | head -1 || true)
   [[ -n $name ]] || name=$t
