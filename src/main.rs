@@ -4,6 +4,12 @@
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
 //! its data in `./freshet-data`.
+//!
+//! The broker list of the admin commands and `bench` (`-b`, `--brokers`, `--bootstrap`) is also
+//! accepted before the subcommand: a hidden global flag on [`Cli`] whose id, `brokers`, is the
+//! one `ConnArgs` and the bench's `WorkloadArgs` use, so clap hands its value down to them.
+//!
+//! `freshet start` logs to stderr through `tracing`, in colour only when stderr is a terminal.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

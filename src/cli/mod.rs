@@ -11,9 +11,10 @@
 //! - [`cluster`]: cluster id, controller, brokers.
 //!
 //! Common to all: `-b/--brokers/--bootstrap host:port[,host:port]` (env `FRESHET_BROKERS`,
-//! default localhost:9092; before or after the subcommand, see `main.rs`) to bootstrap from; Metadata says which broker leads each partition, and
-//! produce, fetch and ListOffsets go to that leader ([`Session`] keeps one connection per
-//! broker). Tables by default, JSON with `--format json`.
+//! default localhost:9092; before or after the subcommand, see `main.rs`) to bootstrap from;
+//! Metadata says which broker leads each partition, and produce, fetch and ListOffsets go to
+//! that leader ([`Session`] keeps one connection per broker). Tables by default, JSON with
+//! `--format json`.
 //!
 //! Exit codes scripts can rely on ([`CliError::exit_code`]): 0 success; 1 the broker answered
 //! with a Kafka error (its name, e.g. TOPIC_ALREADY_EXISTS, is printed on stderr); 2 usage
