@@ -180,7 +180,7 @@ for t in "${tests[@]}"; do
   # shellcheck disable=SC2086 # RUNNER_ARGS is a list of flags
   # A failing test-runner aborts (SIGABRT): the extra bash keeps the shell's "Aborted" notice
   # in the test's log.
-  bash -c 'cd "$1" && shift && "$@"' _ "$build/tests" \
+  bash -c 'cd "$1" && shift && "$@"; exit $?' _ "$build/tests" \
     env LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="$conf" TESTS="$t" \
     timeout --kill-after=10 "$TEST_TIMEOUT_S" ./test-runner $RUNNER_ARGS >"$LOGS/$t.log" 2>&1
   rc=$?
