@@ -213,7 +213,11 @@ for t in "${tests[@]}"; do
     # The variants that failed, by name, when the table says.
     failing=$(awk '$2 == "FAILED" { print $1 }' <<<"$rows" | paste -sd, -)
     [[ -z $failing || $failing == "$name" ]] || name="$failing"
-    ((rc == 124 || rc == 137)) && note=" (timed out after ${TEST_TIMEOUT_S}s)$note"
+    case $rc in
+      124) note=" (timed out after ${TEST_TIMEOUT_S}s)$note" ;;
+      134) note=" (test-runner aborted)$note" ;;
+      137) note=" (killed: SIGKILL)$note" ;;
+    esac
     failed+=("$name")
     printf '  %-44s FAILED  %4ss%s\n' "$name" "$secs" "$note"
   fi
