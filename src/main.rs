@@ -4,7 +4,14 @@
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
 //! its data in `./freshet-data`.
+//!
+//! The broker list of the admin commands and `bench` (`-b`, `--brokers`, `--bootstrap`) is also
+//! accepted before the subcommand: a hidden global flag on [`Cli`] whose id, `brokers`, is the
+//! one `ConnArgs` and the bench's `WorkloadArgs` use, so clap hands its value down to them.
+//!
+//! `freshet start` logs to stderr through `tracing`, in colour only when stderr is a terminal.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +26,17 @@ use freshet::config::BrokerConfig;
     after_help = freshet::cli::EXIT_CODES_HELP
 )]
 struct Cli {
+    /// Broker(s) to bootstrap from, for the admin commands and `bench`: accepted before the
+    /// subcommand too (`freshet -b host:9092 topic list`), as `-b`, `--brokers` or `--bootstrap`.
+    /// Hidden here: each of those subcommands shows its own.
+    #[arg(
+        short = 'b',
+        long = "brokers",
+        visible_alias = "bootstrap",
+        global = true,
+        hide = true
+    )]
+    brokers: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +69,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct StartArgs {
-    /// TOML file with broker settings (keys as in BrokerConfig); flags override it.
+    /// TOML file with broker settings: the keys of README's Configuration table (the flags
+    /// below with underscores, e.g. `data_dir`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on, host:port [default: localhost:9092].
@@ -90,6 +109,15 @@ struct StartArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.brokers.is_some() && matches!(cli.command, Command::Start(_) | Command::Tune(_)) {
+        // `start` listens (--listen) and `tune` talks to no broker: a broker list given to them
+        // is a mistake, not something to ignore silently.
+        eprintln!(
+            "freshet: error: -b/--brokers/--bootstrap is for the admin commands and bench; \
+             `freshet start` listens on --listen"
+        );
+        return ExitCode::from(freshet::cli::EXIT_USAGE);
+    }
     match cli.command {
         Command::Start(args) => start(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
@@ -111,6 +139,9 @@ fn start(args: StartArgs) -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or a collector gets plain text
+        // (and NO_COLOR, https://no-color.org, turns them off at a terminal too).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         // Its report of a failed write is an eprintln!, which panics when stderr is a closed
         // pipe (a log collector that went away): lose the log line, keep the broker.
         .log_internal_errors(false);

@@ -6,7 +6,9 @@
 #   bash tests/fuzz.sh                 # each target FUZZ_SECONDS (default 25) seconds
 #   FUZZ_SECONDS=300 bash tests/fuzz.sh frames   # one target, longer
 #
-# Installs cargo-fuzz from crates.io when missing. libFuzzer needs nightly compiler flags; on a
+# Installs cargo-fuzz into ~/.cargo/bin (`cargo install cargo-fuzz --locked`) when missing, and
+# says so. Builds with fuzz/Cargo.lock as committed (checked with --locked first), so a run
+# changes no tracked file. libFuzzer needs nightly compiler flags; on a
 # stable toolchain RUSTC_BOOTSTRAP=1 allows them. Targets are built without a sanitizer (the
 # code under test is safe Rust; this keeps the build and the runs fast) and with debug
 # assertions on. A crash stops the run with a non-zero exit; its input is in
@@ -19,8 +21,16 @@ SECONDS_EACH="${FUZZ_SECONDS:-25}"
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "==> installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+  echo "==> installing cargo-fuzz into ${CARGO_HOME:-$HOME/.cargo}/bin (cargo install cargo-fuzz --locked; remove it with cargo uninstall cargo-fuzz)"
   cargo install cargo-fuzz --locked --quiet
+fi
+
+# cargo fuzz has no --locked: check first that the committed lock file needs no change, rather
+# than let the build rewrite it.
+if ! cargo metadata --locked --format-version 1 >/dev/null; then
+  echo "!! fuzz/Cargo.lock is out of date with Cargo.toml (the build would rewrite it):" \
+    "run \`cargo update -w\` in fuzz/ and commit fuzz/Cargo.lock" >&2
+  exit 1
 fi
 
 targets=("$@")

@@ -4,12 +4,15 @@
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
 #   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
 #      cargo build --all-targets, cargo test (unit + real-broker integration tests),
-#   4. bash tests/fuzz.sh: every cargo-fuzz target for FUZZ_SECONDS (default 25) seconds,
+#   4. bash tests/fuzz.sh: every cargo-fuzz target for FUZZ_SECONDS (default 25) seconds
+#      (installs cargo-fuzz into ~/.cargo/bin with `cargo install` when missing),
 #   5. pytest tests/python against target/debug/freshet (FRESHET_BIN).
 # Rust tests that cannot run on this machine (e.g. they need root) are counted as skipped;
 # FRESHET_REQUIRE_ALL_TESTS=1 makes them fail instead (set it in CI, which runs as root).
 # All test runners always run; the script exits non-zero if any failed (or if pytest
-# collected no tests). Usage: bash tests/run-all.sh
+# collected no tests, or if the run changed a tracked file). Tests start their own brokers on
+# free ports: a broker already on 9092 does not disturb them. librdkafka's own suite is not
+# part of this (too long): bash tests/librdkafka/run.sh. Usage: bash tests/run-all.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +28,14 @@ FUZZ_TIMEOUT_S="${FUZZ_TIMEOUT_S:-1200}"
 step() { printf '\n==> %s\n' "$*"; }
 now() { date +%s; }
 T0=$(now)
+
+# The suite must leave tracked files as it found them (issue 12: fuzz/Cargo.lock used to gain
+# a package). Fingerprint the tracked changes now, compare at the end.
+tracked_state() { git diff HEAD --no-ext-diff 2>/dev/null | sha256sum | cut -d' ' -f1; }
+TRACKED_BEFORE=$(tracked_state)
+
+step "this suite installs what it needs when missing: kcat and iperf3 (apt-get), the Python" \
+  "clients (.venv/), cargo-fuzz (cargo install, into ${CARGO_HOME:-$HOME/.cargo}/bin)"
 
 # ---- 1. System packages -----------------------------------------------------------------------
 missing=()
@@ -141,5 +152,11 @@ if ((cargo_rc == 0 && c_pass + c_fail == 0)); then
   echo "cargo test ran no test" >&2
   cargo_rc=1
 fi
+tracked_rc=0
+if [[ $(tracked_state) != "$TRACKED_BEFORE" ]]; then
+  echo "the suite changed tracked files (git status):" >&2
+  git status --short --untracked-files=no >&2
+  tracked_rc=1
+fi
 echo "$((c_pass + p_pass)) passed, $((c_fail + p_fail)) failed, $((c_ign + c_skip + p_skip)) skipped"
-((cargo_rc == 0 && pytest_rc == 0 && fuzz_rc == 0))
+((cargo_rc == 0 && pytest_rc == 0 && fuzz_rc == 0 && tracked_rc == 0))

@@ -82,8 +82,16 @@ pub struct WorkloadArgs {
     /// Workload file (TOML, or JSON if it ends in .json), keys as the flags with underscores.
     #[arg(long)]
     pub workload: Option<PathBuf>,
-    /// Broker to bootstrap from [default: localhost:9092].
-    #[arg(long)]
+    /// Broker to bootstrap from (also `-b`/`--brokers`, as in the admin commands; before or
+    /// after `bench`) [default: localhost:9092].
+    // The id is the admin commands' (`brokers`) so that `freshet -b HOST bench` reaches it.
+    #[arg(
+        id = "brokers",
+        short = 'b',
+        long = "bootstrap",
+        visible_alias = "brokers",
+        value_name = "HOST:PORT"
+    )]
     pub bootstrap: Option<String>,
     /// Use this existing (or new) topic instead of fresh ones; it is not deleted.
     #[arg(long)]

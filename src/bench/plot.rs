@@ -3,7 +3,9 @@
 //!
 //! - [`latency_by_percentile`]: latency against percentile on the usual "nines" axis
 //!   (x = -log10(1 - q): 0%, 90%, 99%, 99.9%, ...), one line per histogram.
-//! - [`throughput_over_time`]: produce and consume MB/s per second of the run.
+//! - [`throughput_over_time`]: produce and consume MB/s per second of the run. The two lines
+//!   usually coincide, so produce is drawn dashed on top of a wider, paler consume line: both
+//!   stay visible.
 //! - [`line_chart`]: the general chart both use (and the sweep's p99-by-rate chart).
 
 use std::fmt::Write as _;
@@ -28,6 +30,32 @@ pub struct Series {
     pub name: String,
     /// Points (x, y), in x order.
     pub points: Vec<(f64, f64)>,
+    /// How the line is drawn.
+    pub style: LineStyle,
+}
+
+/// How a [`Series`] is drawn. Series are drawn last to first, so the first one listed is on
+/// top where lines coincide.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum LineStyle {
+    /// A solid line, 2 px.
+    #[default]
+    Solid,
+    /// A dashed line, 2 px: shows over a line it coincides with.
+    Dashed,
+    /// A wide (5 px), half-transparent line: stays visible under a line drawn on top.
+    Wide,
+}
+
+impl LineStyle {
+    /// SVG stroke attributes.
+    fn attributes(self) -> &'static str {
+        match self {
+            LineStyle::Solid => r#"stroke-width="2""#,
+            LineStyle::Dashed => r#"stroke-width="2" stroke-dasharray="8 5""#,
+            LineStyle::Wide => r#"stroke-width="5" stroke-opacity="0.45""#,
+        }
+    }
 }
 
 /// What a chart shows besides its series.
@@ -198,9 +226,10 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
             escape(label)
         );
     }
-    // Series and legend.
-    for (i, s) in series.iter().enumerate() {
+    // Series, last to first so that the first is on top, then the legend in order.
+    for (i, s) in series.iter().enumerate().rev() {
         let color = COLORS[i % COLORS.len()];
+        let style = s.style.attributes();
         let pts: Vec<String> = s
             .points
             .iter()
@@ -216,15 +245,19 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
         } else if !pts.is_empty() {
             let _ = writeln!(
                 svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{color}" {style} points="{}"/>"#,
                 pts.join(" ")
             );
         }
+    }
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let style = s.style.attributes();
         let ly = TOP + 10.0 + 20.0 * i as f64;
         let lx = LEFT + plot_w + 15.0;
         let _ = writeln!(
             svg,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" {style}/><text x="{}" y="{}">{}</text>"#,
             lx + 20.0,
             lx + 26.0,
             ly + 4.0,
@@ -254,6 +287,7 @@ pub fn latency_by_percentile(title: &str, histograms: &[(&str, &Histogram<u64>)]
             Series {
                 name: format!("{name} (max {:.2} ms)", h.max() as f64 / 1000.0),
                 points,
+                style: LineStyle::Solid,
             }
         })
         .collect();
@@ -273,7 +307,8 @@ pub fn latency_by_percentile(title: &str, histograms: &[(&str, &Histogram<u64>)]
     )
 }
 
-/// Produce and consume throughput (MB/s) over the run.
+/// Produce and consume throughput (MB/s) over the run. Consumers keep up, so the two lines
+/// usually coincide: produce is dashed and on top, consume wide and pale underneath.
 pub fn throughput_over_time(timeline: &[Sample]) -> String {
     let series = vec![
         Series {
@@ -282,6 +317,7 @@ pub fn throughput_over_time(timeline: &[Sample]) -> String {
                 .iter()
                 .map(|s| (s.t_s, s.produce_mb_per_s))
                 .collect(),
+            style: LineStyle::Dashed,
         },
         Series {
             name: "consume".into(),
@@ -289,6 +325,7 @@ pub fn throughput_over_time(timeline: &[Sample]) -> String {
                 .iter()
                 .map(|s| (s.t_s, s.consume_mb_per_s))
                 .collect(),
+            style: LineStyle::Wide,
         },
     ];
     line_chart(
@@ -321,6 +358,44 @@ mod tests {
         // Empty inputs still give a chart.
         let empty = throughput_over_time(&[]);
         assert!(empty.contains("</svg>") && !empty.contains("NaN"));
+    }
+
+    /// Issue 12 item 24: with consumers keeping up, produce and consume coincide; the produce
+    /// line must stay visible (dashed, drawn after consume) rather than hidden under it.
+    #[test]
+    fn produce_line_is_visible_over_an_identical_consume_line() {
+        let timeline: Vec<Sample> = (1..=5)
+            .map(|t| Sample {
+                t_s: t as f64,
+                produce_msg_per_s: 1000.0,
+                produce_mb_per_s: 1.0,
+                consume_msg_per_s: 1000.0,
+                consume_mb_per_s: 1.0,
+                publish_p99_ms: 1.0,
+                e2e_p99_ms: 1.0,
+            })
+            .collect();
+        let svg = throughput_over_time(&timeline);
+        let lines: Vec<&str> = svg.lines().filter(|l| l.starts_with("<polyline")).collect();
+        assert_eq!(lines.len(), 2, "{svg}");
+        // Later elements paint over earlier ones: produce (the first colour) must come last.
+        let (under, over) = (lines[0], lines[1]);
+        assert!(
+            over.contains(COLORS[0]),
+            "produce is not drawn on top:\n{svg}"
+        );
+        assert!(under.contains(COLORS[1]), "{svg}");
+        assert!(
+            over.contains("stroke-dasharray"),
+            "produce is not dashed:\n{svg}"
+        );
+        assert!(
+            under.contains(r#"stroke-width="5""#),
+            "consume is not wide:\n{svg}"
+        );
+        // The legend shows the same styles, in the series' order.
+        let legend = svg.find("produce (acked)").expect("legend");
+        assert!(svg[..legend].rfind("stroke-dasharray").is_some(), "{svg}");
     }
 
     #[test]

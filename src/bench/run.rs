@@ -541,16 +541,14 @@ fn supervise(
                     "drain"
                 };
                 eprintln!(
-                    "[{:6.1}s {phase:7}] produce {:9.0} msg/s {:8.1} MB/s | consume {:9.0} msg/s {:8.1} MB/s | publish p50 {:7.2} p99 {:8.2} ms | e2e p50 {:7.2} p99 {:8.2} ms",
+                    "[{:6.1}s {phase:7}] produce {:9.0} msg/s {:8.1} MB/s | consume {:9.0} msg/s {:8.1} MB/s | publish {} | e2e {}",
                     sample.t_s,
                     sample.produce_msg_per_s,
                     sample.produce_mb_per_s,
                     sample.consume_msg_per_s,
                     sample.consume_mb_per_s,
-                    p_pub.p50,
-                    p_pub.p99,
-                    p_e2e.p50,
-                    p_e2e.p99,
+                    progress_latency(&p_pub),
+                    progress_latency(&p_e2e),
                 );
             }
             if now_ns >= ctx.measure_from_ns {
@@ -626,6 +624,17 @@ fn supervise(
         e2e: e2e_total,
         intervals,
     })
+}
+
+/// A progress line's latency column: p50 and p99 of the second's samples, or "-" where the
+/// second has none: the warm-up (whose samples are not recorded) or a drain after the last
+/// acknowledgement. Never 0.00, which would read as a measured zero.
+pub fn progress_latency(p: &Percentiles) -> String {
+    if p.count == 0 {
+        format!("p50 {:>7} p99 {:>8} ms", "-", "-")
+    } else {
+        format!("p50 {:7.2} p99 {:8.2} ms", p.p50, p.p99)
+    }
 }
 
 fn take(shared: &Mutex<Histogram<u64>>) -> Histogram<u64> {

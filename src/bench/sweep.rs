@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::plot::{line_chart, Chart, Series};
+use super::plot::{line_chart, Chart, LineStyle, Series};
 use super::run::run;
 use super::workload::Workload;
 use crate::client::{ConnectOptions, Connection};
@@ -311,6 +311,7 @@ pub fn chart(report: &SweepReport) -> String {
                 None => format!("{} partition(s)", b.partitions),
             },
             points,
+            style: LineStyle::Solid,
         });
     }
     line_chart(

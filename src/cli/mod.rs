@@ -10,10 +10,11 @@
 //! - [`consume`]: records to stdout (kcat-like `%` format or JSON lines).
 //! - [`cluster`]: cluster id, controller, brokers.
 //!
-//! Common to all: `-b/--brokers host:port[,host:port]` (env `FRESHET_BROKERS`, default
-//! localhost:9092) to bootstrap from; Metadata says which broker leads each partition, and
-//! produce, fetch and ListOffsets go to that leader ([`Session`] keeps one connection per
-//! broker). Tables by default, JSON with `--format json`.
+//! Common to all: `-b/--brokers/--bootstrap host:port[,host:port]` (env `FRESHET_BROKERS`,
+//! default localhost:9092; before or after the subcommand, see `main.rs`) to bootstrap from;
+//! Metadata says which broker leads each partition, and produce, fetch and ListOffsets go to
+//! that leader ([`Session`] keeps one connection per broker). Tables by default, JSON with
+//! `--format json`.
 //!
 //! Exit codes scripts can rely on ([`CliError::exit_code`]): 0 success; 1 the broker answered
 //! with a Kafka error (its name, e.g. TOPIC_ALREADY_EXISTS, is printed on stderr); 2 usage
@@ -62,10 +63,12 @@ pub const EXIT_CODES_HELP: &str = "Exit codes (admin commands):
 /// Where to connect.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnArgs {
-    /// Broker(s) to bootstrap from: host:port[,host:port...].
+    /// Broker(s) to bootstrap from: host:port[,host:port...] (also `--bootstrap`, as in
+    /// `freshet bench`; before or after the subcommand).
     #[arg(
         short = 'b',
         long,
+        visible_alias = "bootstrap",
         env = "FRESHET_BROKERS",
         default_value = "localhost:9092",
         global = true

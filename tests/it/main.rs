@@ -52,6 +52,8 @@ mod fetchadmin_configs;
 mod fetchadmin_fetch;
 mod groups_limits;
 mod log_output;
+mod newuser_cli;
+mod newuser_readme;
 mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
