@@ -605,3 +605,50 @@ pub fn skip(test: &str, why: &str) {
     // The leading newline keeps the line whole when libtest has printed "test x ... " already.
     let _ = writeln!(io::stderr(), "\nSKIPPED: {test}: {why}");
 }
+
+/// Declares each scenario `fn name(shards: usize)` as two tests, `name::one_shard` and
+/// `name::two_shards`, each bounded by the given number of seconds (`within`).
+macro_rules! shard_scenarios {
+    ($($name:ident => $secs:expr;)*) => {$(
+        mod $name {
+            #[test]
+            fn one_shard() {
+                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
+            }
+            #[test]
+            fn two_shards() {
+                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
+            }
+        }
+    )*};
+}
+
+/// A current-thread tokio runtime to drive the rdkafka clients' futures.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The rdkafka client settings the tests share: `broker`'s address over IPv4 and a 20 s socket
+/// timeout.
+pub fn client_config(broker: &TestBroker) -> rdkafka::config::ClientConfig {
+    client_config_with(broker, &[])
+}
+
+/// `client_config` with `extra` settings added after it (an extra of the same name wins).
+pub fn client_config_with(
+    broker: &TestBroker,
+    extra: &[(&str, &str)],
+) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.addr())
+        .set("broker.address.family", "v4")
+        .set("socket.timeout.ms", "20000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config
+}

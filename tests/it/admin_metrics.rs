@@ -3,13 +3,14 @@
 //! and the listener's configuration (explicit address taken, `off`).
 
 use crate::common;
+use common::client_config;
+use common::runtime;
 
 use std::time::Duration;
 
 use common::{metric_sum, metric_value, TestBroker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -17,22 +18,6 @@ use rdkafka::Message;
 const TOPIC: &str = "metered";
 const MESSAGES_PER_ROUND: usize = 250;
 const VALUE_BYTES: usize = 100;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    config
-}
 
 fn scrape(broker: &TestBroker) -> String {
     let (status, body) = broker.admin_get("/metrics").expect("GET /metrics");

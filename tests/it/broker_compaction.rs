@@ -5,6 +5,8 @@
 //! at, and the tombstone disappears after `delete.retention.ms`. A restart serves the same.
 
 use crate::common;
+use common::client_config;
+use common::runtime;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::TestBroker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -23,22 +24,6 @@ const TOPIC: &str = "compacted";
 const KEYS: usize = 5;
 const VALUES_PER_KEY: usize = 200;
 const DELETE_RETENTION_MS: u64 = 6_000;
-
-fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    config
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Offset, key and value (None for a tombstone) of every record from the beginning to the
 /// high watermark, as a consumer sees them.

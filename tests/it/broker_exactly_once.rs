@@ -3,6 +3,7 @@
 //! ids and sequences) and by librdkafka through the `rdkafka` crate.
 
 use crate::common;
+use common::runtime;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -252,13 +253,6 @@ fn producer_state_survives_clean_restart_and_kill_9() {
             (0, 10)
         );
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
