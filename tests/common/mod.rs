@@ -24,9 +24,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader, ResponseHeader,
 };
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
 
 pub mod proxy;
@@ -651,4 +654,30 @@ pub fn client_config_with(
         config.set(*k, *v);
     }
     config
+}
+
+/// A Produce request, acks=all with a 30 s timeout, of `records` to `topic`/`partition`.
+pub fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// Produces `records` to `topic`/`partition` with Produce `version` (3 and up: topics by name),
+/// acks=all; returns the partition's response.
+pub fn produce_records(
+    conn: &mut RawConn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> PartitionProduceResponse {
+    let request = produce_request(topic, partition, records);
+    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
+    response.responses[0].partition_responses[0].clone()
 }

@@ -90,16 +90,7 @@ fn produce_raw(conn: &mut RawConn, topic: &str, records: Bytes) -> (i16, i64) {
 
 /// [`produce_raw`] with Produce `version` (3-12: topics by name).
 fn produce_raw_v(conn: &mut RawConn, version: i16, topic: &str, records: Bytes) -> (i16, i64) {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
-    let p = &response.responses[0].partition_responses[0];
+    let p = common::produce_records(conn, version, topic, 0, records);
     (p.error_code, p.base_offset)
 }
 

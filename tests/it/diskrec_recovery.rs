@@ -22,10 +22,8 @@ use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest,
-    TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -70,16 +68,7 @@ fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
         .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
         .collect();
     let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let response = conn.request(9, &request).expect("produce answered");
-    let p = &response.responses[0].partition_responses[0];
+    let p = common::produce_records(conn, 9, TOPIC, 0, batch);
     (p.error_code, p.base_offset)
 }
 
@@ -394,15 +383,7 @@ fn kill_9_while_segments_roll_never_takes_the_partition_offline() {
                     .map(|j| (None, Some(Bytes::from(value(next + i * 100 + j))), 0))
                     .collect();
                 let batch = encode_batch(&records, Compression::None).unwrap();
-                let request = ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(30_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                        .with_partition_data(vec![PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch))])]);
-                let _ = conn.send(9, &request);
+                let _ = conn.send(9, &common::produce_request(TOPIC, 0, batch));
             }
             broker.kill9();
             broker.start_again();

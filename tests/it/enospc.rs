@@ -22,8 +22,7 @@ use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -110,16 +109,7 @@ fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
         .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
         .collect();
     let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let response = conn.request(9, &request).expect("produce answered");
-    let p = &response.responses[0].partition_responses[0];
+    let p = common::produce_records(conn, 9, TOPIC, 0, batch);
     (p.error_code, p.base_offset)
 }
 

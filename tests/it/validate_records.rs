@@ -20,10 +20,7 @@ use common::{within, RawConn, TestBroker};
 use freshet::storage::batch::{self, encode_batch, put_varlong, Compression, NewRecord};
 use freshet::storage::records::{zstd_bomb_batch, MISSING_KEY};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiVersionsRequest, CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -70,16 +67,7 @@ fn produce(
     topic: &str,
     records: Bytes,
 ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
-    response.responses[0].partition_responses[0].clone()
+    common::produce_records(conn, version, topic, 0, records)
 }
 
 fn good_batch(tag: &str, n: usize) -> Bytes {
