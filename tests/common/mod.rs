@@ -31,6 +31,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
 
 pub mod proxy;
 
@@ -680,4 +683,30 @@ pub fn produce_records(
     let request = produce_request(topic, partition, records);
     let response: ProduceResponse = conn.request(version, &request).expect("Produce");
     response.responses[0].partition_responses[0].clone()
+}
+
+/// Assigns `consumer` `topic`/`partition` from its first offset (no group membership).
+pub fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+}
+
+/// Polls `consumer` until it has read `expected` records or `timeout` has passed: offset ->
+/// value (empty for a null value). A consumer error fails the test.
+pub fn poll_values(
+    consumer: &BaseConsumer,
+    expected: usize,
+    timeout: Duration,
+) -> std::collections::BTreeMap<i64, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consumer error");
+            out.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
 }

@@ -17,7 +17,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "compacted";
@@ -45,10 +44,7 @@ fn read_topic(broker: &TestBroker, topic: &str) -> Vec<(i64, String, Option<Stri
     if high == 0 {
         return Vec::new();
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
+    common::assign_from_beginning(&consumer, topic, 0);
     let mut out = Vec::new();
     let deadline = Instant::now() + OP_TIMEOUT;
     while out

@@ -27,8 +27,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 
 const TOPIC: &str = "damaged-segments";
 const RECORDS: usize = 2000;
@@ -259,19 +258,9 @@ fn consumer_reads_across_a_deleted_middle_segment() {
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
+        common::assign_from_beginning(&consumer, TOPIC, 0);
         let expected = RECORDS - (gap_end - gap_start) as usize;
-        let mut got = BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while got.len() < expected && Instant::now() < deadline {
-            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                let m = m.expect("consumer error");
-                got.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
-            }
-        }
+        let got = common::poll_values(&consumer, expected, Duration::from_secs(30));
         assert_eq!(
             got.len(),
             expected,

@@ -16,7 +16,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
@@ -28,7 +28,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const IMAGE_BYTES: u64 = 64 << 20;
 const FILLER_BYTES: usize = 12 << 20;
@@ -123,18 +122,8 @@ fn read_all(broker: &TestBroker, expected: usize) -> BTreeMap<i64, Vec<u8>> {
         .set("check.crcs", "true")
         .create()
         .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expected && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("consumer error");
-            out.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
-        }
-    }
+    common::assign_from_beginning(&consumer, TOPIC, 0);
+    let out = common::poll_values(&consumer, expected, Duration::from_secs(60));
     // Nothing beyond what is expected.
     let (_, high) = consumer
         .fetch_watermarks(TOPIC, 0, Duration::from_secs(20))

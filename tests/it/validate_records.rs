@@ -25,7 +25,6 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 const CORRUPT_MESSAGE: i16 = 2;
 const RECORD_LIST_TOO_LARGE: i16 = 18;
@@ -165,10 +164,7 @@ fn consume_all(broker: &TestBroker, topic: &str) -> Vec<(i64, String)> {
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(20))
         .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
+    common::assign_from_beginning(&consumer, topic, 0);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while (out.len() as i64) < high {
