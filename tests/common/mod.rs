@@ -710,3 +710,20 @@ pub fn poll_values(
     }
     out
 }
+
+/// Produces `values` as one batch (no keys, timestamp 1_700_000_000_000) to `topic`/0 with
+/// Produce v9, acks=all: (error code, base offset).
+pub fn produce_values(
+    conn: &mut RawConn,
+    topic: &str,
+    values: impl IntoIterator<Item = Vec<u8>>,
+) -> (i16, i64) {
+    use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+    let records: Vec<NewRecord> = values
+        .into_iter()
+        .map(|v| (None, Some(Bytes::from(v)), 1_700_000_000_000))
+        .collect();
+    let batch = encode_batch(&records, Compression::None).expect("encode batch");
+    let p = produce_records(conn, 9, topic, 0, batch);
+    (p.error_code, p.base_offset)
+}

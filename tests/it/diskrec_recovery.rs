@@ -63,12 +63,7 @@ fn create_topic(conn: &mut RawConn) {
 /// Produces records `first..first + RECORDS_PER_BATCH` as one batch (acks=all): (error code,
 /// base offset).
 fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
-    let records: Vec<NewRecord> = (first..first + RECORDS_PER_BATCH)
-        .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
-        .collect();
-    let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let p = common::produce_records(conn, 9, TOPIC, 0, batch);
-    (p.error_code, p.base_offset)
+    common::produce_values(conn, TOPIC, (first..first + RECORDS_PER_BATCH).map(value))
 }
 
 /// One Fetch of partition 0 at `offset`: the partition's error code.

@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{RawConn, TestBroker};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -104,12 +102,7 @@ fn value(seq: usize) -> Vec<u8> {
 
 /// Produces records `first..first + RECORDS_PER_BATCH` as one batch; (error code, base offset).
 fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
-    let records: Vec<NewRecord> = (first..first + RECORDS_PER_BATCH)
-        .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
-        .collect();
-    let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let p = common::produce_records(conn, 9, TOPIC, 0, batch);
-    (p.error_code, p.base_offset)
+    common::produce_values(conn, TOPIC, (first..first + RECORDS_PER_BATCH).map(value))
 }
 
 /// Reads the partition from offset 0 up to its end: offset -> value.
