@@ -727,3 +727,18 @@ pub fn produce_values(
     let p = produce_records(conn, 9, topic, 0, batch);
     (p.error_code, p.base_offset)
 }
+
+/// A consumer from `config` that reads by assignment only (`group_id` is never joined, nothing is
+/// committed), checks CRCs, and waits at most 100 ms per fetch.
+pub fn assign_only_consumer(
+    mut config: rdkafka::config::ClientConfig,
+    group_id: &str,
+) -> BaseConsumer {
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("check.crcs", "true")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer")
+}

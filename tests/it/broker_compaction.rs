@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::TestBroker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -31,13 +31,7 @@ fn read_all(broker: &TestBroker) -> Vec<(i64, String, Option<String>)> {
 }
 
 fn read_topic(broker: &TestBroker, topic: &str) -> Vec<(i64, String, Option<String>)> {
-    let consumer: BaseConsumer = client_config(broker)
-        .set("group.id", "assign-only-never-joins")
-        .set("enable.auto.commit", "false")
-        .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+    let consumer = common::assign_only_consumer(client_config(broker), "assign-only-never-joins");
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, OP_TIMEOUT)
         .expect("watermarks");

@@ -23,7 +23,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::{ApiVersionsRequest, CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 
 const CORRUPT_MESSAGE: i16 = 2;
@@ -152,15 +152,11 @@ fn malformed_batches() -> Vec<(&'static str, Bytes)> {
 
 /// Every record of `topic`/0 from the beginning to the high watermark, as librdkafka reads it.
 fn consume_all(broker: &TestBroker, topic: &str) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("group.id", "assign-only")
-        .set("enable.auto.commit", "false")
-        .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+        .set("broker.address.family", "v4");
+    let consumer = common::assign_only_consumer(config, "assign-only");
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(20))
         .expect("watermarks");
