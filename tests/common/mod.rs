@@ -278,14 +278,7 @@ impl TestBroker {
 
     /// Resident set size of the broker process in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kib * 1024
+        proc_status_bytes(self.pid(), "VmRSS").expect("VmRSS")
     }
 
     /// Everything the broker wrote to stderr so far (all its runs).
@@ -741,4 +734,18 @@ pub fn assign_only_consumer(
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer")
+}
+
+/// A size field of `/proc/<pid>/status` ("VmRSS", "VmHWM", ...; the kernel gives kB) in bytes;
+/// `None` when the process or the field is gone.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -280,13 +280,7 @@ fn fetch_max_bytes_bounds_the_response_including_the_first_partition(shards: usi
 
 /// Peak resident set size of process `pid` so far (VmHWM), in bytes.
 fn peak_rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
+    common::proc_status_bytes(pid, "VmHWM").expect("VmHWM")
 }
 
 /// The memory bound of item 16: a fetch naming 100 partitions that hold 1 MiB each on disk

@@ -322,10 +322,7 @@ struct RssWatch {
 }
 
 fn vm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    common::proc_status_bytes(pid, "VmRSS")
 }
 
 impl RssWatch {
