@@ -749,3 +749,32 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+/// CreateTopics v7 (30 s timeout) of one topic `name` with `partitions` partitions,
+/// replication factor 1 and `configs`: the topic's error code.
+pub fn create_topic_raw(
+    conn: &mut RawConn,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )]);
+    conn.request(7, &request).expect("CreateTopics").topics[0].error_code
+}

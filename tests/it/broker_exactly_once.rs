@@ -12,11 +12,8 @@ use bytes::{Bytes, BytesMut};
 use common::proxy::CutProxy;
 use common::{free_port, within, RawConn, TestBroker};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -32,14 +29,8 @@ const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 fn create_topic_raw(conn: &mut RawConn, name: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
-    let response = conn.request(7, &request).expect("CreateTopics");
-    assert_eq!(response.topics[0].error_code, 0, "create {name}");
+    let code = common::create_topic_raw(conn, name, partitions, &[]);
+    assert_eq!(code, 0, "create {name}");
 }
 
 fn init_producer_id(conn: &mut RawConn) -> (i64, i16) {

@@ -19,12 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, MetadataRequest, TopicName,
-};
+use kafka_protocol::messages::{DeleteTopicsRequest, FetchRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
@@ -47,16 +44,7 @@ fn value(seq: usize) -> Vec<u8> {
 }
 
 fn create_topic(conn: &mut RawConn) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![CreatableTopicConfig::default()
-                .with_name(StrBytes::from_static_str("segment.bytes"))
-                .with_value(Some(StrBytes::from_static_str(SEGMENT_BYTES)))])]);
-    let code = conn.request(7, &request).expect("CreateTopics").topics[0].error_code;
+    let code = common::create_topic_raw(conn, TOPIC, 1, &[("segment.bytes", SEGMENT_BYTES)]);
     assert_eq!(code, 0, "CreateTopics");
 }
 

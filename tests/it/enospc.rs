@@ -20,8 +20,6 @@ use std::time::Duration;
 
 use common::{RawConn, TestBroker};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -167,18 +165,7 @@ fn create_topic(broker: &TestBroker) {
 
 /// CreateTopics of a 1-partition topic over a raw connection; the topic's error code.
 fn create_topic_raw(conn: &mut RawConn, name: &'static str) -> i16 {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::CreateTopicsRequest;
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(name)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)]);
-    conn.request(7, &request)
-        .expect("CreateTopics answered")
-        .topics[0]
-        .error_code
+    common::create_topic_raw(conn, name, 1, &[])
 }
 
 fn filler(dir: &Path) -> PathBuf {

@@ -19,9 +19,7 @@ use bytes::Bytes;
 use common::{within, RawConn, TestBroker};
 use freshet::storage::batch::{self, encode_batch, put_varlong, Compression, NewRecord};
 use freshet::storage::records::{zstd_bomb_batch, MISSING_KEY};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{ApiVersionsRequest, CreateTopicsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiVersionsRequest;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -39,24 +37,8 @@ const BOMB_RSS_GROWTH_BYTES_MAX: u64 = 64 << 20;
 const RSS_KILL_BYTES: u64 = 1 << 30;
 
 fn create_topic(conn: &mut RawConn, name: &str, configs: &[(&str, &str)]) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_string(k.to_string()))
-                            .with_value(Some(StrBytes::from_string(v.to_string())))
-                    })
-                    .collect(),
-            )]);
-    let response = conn.request(7, &request).expect("CreateTopics");
-    assert_eq!(response.topics[0].error_code, 0, "create {name}");
+    let code = common::create_topic_raw(conn, name, 1, configs);
+    assert_eq!(code, 0, "create {name}");
 }
 
 /// Produces `records` to `topic`/0 with Produce `version`; returns the partition response.
