@@ -778,3 +778,24 @@ pub fn create_topic_raw(
             )]);
     conn.request(7, &request).expect("CreateTopics").topics[0].error_code
 }
+
+/// Creates `topic` through an rdkafka admin client made from `config`, with `options`; fails
+/// the test unless the broker created it.
+pub fn create_topic_via_admin(
+    config: &rdkafka::config::ClientConfig,
+    topic: &rdkafka::admin::NewTopic,
+    options: &rdkafka::admin::AdminOptions,
+) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        config.create().expect("admin client");
+    let results = runtime()
+        .block_on(admin.create_topics([topic], options))
+        .expect("CreateTopics");
+    assert_eq!(results.len(), 1);
+    assert!(
+        results[0].is_ok(),
+        "create {}: {:?}",
+        topic.name,
+        results[0]
+    );
+}

@@ -9,8 +9,7 @@ use common::runtime;
 use std::time::Duration;
 
 use common::{metric_sum, metric_value, TestBroker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -67,13 +66,8 @@ fn metrics_move_while_rdkafka_produces_and_a_group_consumes() {
             0.0
         );
 
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&broker).create().expect("admin client");
         let topic = NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1));
-        let created = runtime()
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("CreateTopics");
-        assert!(created[0].is_ok(), "{created:?}");
+        common::create_topic_via_admin(&client_config(&broker), &topic, &AdminOptions::new());
 
         let producer: FutureProducer = client_config(&broker)
             .set("acks", "all")

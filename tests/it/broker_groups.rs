@@ -55,10 +55,7 @@ fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = runtime()
-        .block_on(admin(broker).create_topics([&topic], &opts))
-        .expect("CreateTopics");
-    assert!(results[0].is_ok(), "{:?}", results[0]);
+    common::create_topic_via_admin(&client_config(broker), &topic, &opts);
 }
 
 /// Produces `values` round-robin over `partitions` partitions and waits for every ack.

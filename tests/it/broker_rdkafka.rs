@@ -121,13 +121,7 @@ fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&s
     for (k, v) in configs {
         topic = topic.set(k, v);
     }
-    let results = runtime()
-        .block_on(admin(broker).create_topics([&topic], &admin_options()))
-        .expect("CreateTopics request");
-    assert_eq!(results.len(), 1);
-    if let Err((name, code)) = &results[0] {
-        panic!("creating topic {name:?} failed: {code:?}");
-    }
+    common::create_topic_via_admin(&client_config(broker, &[]), &topic, &admin_options());
 }
 
 /// Partition count of `topic` as the broker's metadata reports it, or the topic's error.

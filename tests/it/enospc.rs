@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use common::{RawConn, TestBroker};
 use kafka_protocol::error::ResponseError;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -146,21 +145,13 @@ fn check_acknowledged(data: &BTreeMap<i64, Vec<u8>>, acked: &[(i64, usize)]) {
 }
 
 fn create_topic(broker: &TestBroker) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .create()
-        .expect("admin");
+        .set("broker.address.family", "v4");
     // Small segments, so that segments roll (and are sealed) while the disk fills.
     let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("segment.bytes", "8388608");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let created = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .expect("CreateTopics");
-    assert!(created[0].is_ok(), "{created:?}");
+    common::create_topic_via_admin(&config, &topic, &AdminOptions::new());
 }
 
 /// CreateTopics of a 1-partition topic over a raw connection; the topic's error code.

@@ -18,8 +18,7 @@ use common::{RawConn, TestBroker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -38,14 +37,9 @@ fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(broker, &[]).create().expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = runtime()
-        .block_on(admin.create_topics([&topic], &options))
-        .expect("CreateTopics");
-    assert!(results[0].is_ok(), "create {name}: {:?}", results[0]);
+    common::create_topic_via_admin(&client_config(broker, &[]), &topic, &options);
 }
 
 /// Produces one record and returns how long the acknowledgement took.
