@@ -799,3 +799,30 @@ pub fn create_topic_via_admin(
         results[0]
     );
 }
+
+/// This process's RLIMIT_NOFILE: (soft, hard).
+pub fn nofile_limit() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// Sets this process's soft RLIMIT_NOFILE (a broker child started later inherits it); returns
+/// the previous soft limit. The limit is process-wide: every test running at once sees it.
+pub fn set_nofile_soft(soft: u64) -> u64 {
+    let (previous, hard) = nofile_limit();
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit with a valid pointer to a local struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    previous
+}
