@@ -826,3 +826,12 @@ pub fn set_nofile_soft(soft: u64) -> u64 {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     previous
 }
+
+/// Writes `settings` to `freshet.toml` in a new temporary directory, for `--config`: (the
+/// directory, removed when dropped; the file's path).
+pub fn config_file(settings: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("freshet.toml");
+    fs::write(&config, settings).expect("write freshet.toml");
+    (dir, config)
+}

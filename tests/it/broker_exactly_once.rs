@@ -1215,13 +1215,7 @@ fn describe_txn(conn: &mut RawConn, id: &str) -> (i16, String) {
 fn idle_transactional_ids_expire() {
     const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
     within(Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
-            "transactional_id_expiration_ms = 2000\ntransactional_id_expiration_check_interval_ms = 1000\n",
-        )
-        .unwrap();
+        let (_dir, config) = common::config_file("transactional_id_expiration_ms = 2000\ntransactional_id_expiration_check_interval_ms = 1000\n");
         let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         create_topic_raw(&mut conn, "exp", 1);
@@ -1275,13 +1269,8 @@ fn idle_transactional_ids_expire() {
 #[test]
 fn transaction_log_is_compacted_while_running() {
     within(Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
-            "transactional_id_expiration_check_interval_ms = 500\n",
-        )
-        .unwrap();
+        let (_dir, config) =
+            common::config_file("transactional_id_expiration_check_interval_ms = 500\n");
         let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         let init = |conn: &mut RawConn| {

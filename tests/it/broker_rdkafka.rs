@@ -1592,9 +1592,7 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
 // retention.bytes, and by retention.ms using the records' timestamps. The log start offset
 // moves to a segment boundary and consumers from the beginning start there.
 fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(&config, "retention_check_interval_ms = 1000\n").unwrap();
+    let (_dir, config) = common::config_file("retention_check_interval_ms = 1000\n");
     let broker = TestBroker::start_with(shards, &["--config", config.to_str().unwrap()]);
     let segment = 1_048_576i64;
     create_topic(

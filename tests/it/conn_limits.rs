@@ -34,9 +34,7 @@ fn raise_nofile_limit() -> u64 {
 
 /// A broker with 1 shard and the given TOML settings.
 fn broker_with(settings: &str) -> (TestBroker, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(&config, settings).unwrap();
+    let (dir, config) = common::config_file(settings);
     let broker = TestBroker::start_with(1, &["--config", config.to_str().unwrap()]);
     (broker, dir)
 }
