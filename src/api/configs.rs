@@ -1209,13 +1209,7 @@ mod tests {
 #[cfg(test)]
 mod dynamic_tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::coordinator::broker_config::string_map as map;
 
     #[test]
     fn dynamic_broker_configs_rank_node_then_default_then_static() {

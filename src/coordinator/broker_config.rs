@@ -517,16 +517,19 @@ pub fn with_topic_defaults(
     out
 }
 
+/// A config map from literal pairs (for the unit tests here and in `api::configs`).
+#[cfg(test)]
+pub(crate) fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::string_map as map;
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn kafka_s_dynamic_names_pass_and_static_ones_are_refused_with_its_messages() {

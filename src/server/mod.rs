@@ -108,18 +108,6 @@ fn reserve_fd() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-fn is_out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
-    let source = match e {
-        glommio::GlommioError::IoError(source) => source,
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        _ => return false,
-    };
-    matches!(
-        source.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE)
-    )
-}
-
 /// Accepts connections on `addr` until the shard begins to stop.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let waiters = Rc::new(StopWaiters::default());
@@ -134,7 +122,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                let out_of_fds = is_out_of_descriptors(&e);
+                let out_of_fds = crate::os::is_out_of_descriptors(&e);
                 if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
                     tracing::warn!(shard = shard.id, error = %e, similar_errors_not_logged = errors_unlogged, "accept failed");
                     last_error_log = Some(std::time::Instant::now());

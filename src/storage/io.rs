@@ -89,19 +89,6 @@ thread_local! {
     };
 }
 
-/// Whether glommio's error is EMFILE or ENFILE.
-fn out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
-    let source = match e {
-        glommio::GlommioError::IoError(source) => source,
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        _ => return false,
-    };
-    matches!(
-        source.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE)
-    )
-}
-
 /// Sets this shard's limit of open segment files (see `FilePool`); at least 1.
 pub fn set_open_files_max(open_files_max: usize) {
     POOL.with(|p| p.borrow_mut().open_files_max = open_files_max.max(1));
@@ -262,7 +249,7 @@ impl DataFile {
             .create(create && self.slot.writable);
         let opened = match options.dma_open(&path).await {
             // Out of descriptors (connections took them): give back idle files, try once more.
-            Err(e) if out_of_descriptors(&e) => {
+            Err(e) if crate::os::is_out_of_descriptors(&e) => {
                 let shed = POOL.with(|p| p.borrow_mut().shed(OPEN_FILES_SHED_ON_EMFILE));
                 let freed = shed.len();
                 drop(shed);

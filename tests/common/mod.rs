@@ -24,10 +24,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader, ResponseHeader,
 };
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
 
 pub mod proxy;
 
@@ -272,14 +278,7 @@ impl TestBroker {
 
     /// Resident set size of the broker process in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kib * 1024
+        proc_status_bytes(self.pid(), "VmRSS").expect("VmRSS")
     }
 
     /// Everything the broker wrote to stderr so far (all its runs).
@@ -604,4 +603,235 @@ pub fn skip(test: &str, why: &str) {
     // Straight to the stderr handle: `eprintln!` would be captured and shown only on failure.
     // The leading newline keeps the line whole when libtest has printed "test x ... " already.
     let _ = writeln!(io::stderr(), "\nSKIPPED: {test}: {why}");
+}
+
+/// Declares each scenario `fn name(shards: usize)` as two tests, `name::one_shard` and
+/// `name::two_shards`, each bounded by the given number of seconds (`within`).
+macro_rules! shard_scenarios {
+    ($($name:ident => $secs:expr;)*) => {$(
+        mod $name {
+            #[test]
+            fn one_shard() {
+                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
+            }
+            #[test]
+            fn two_shards() {
+                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
+            }
+        }
+    )*};
+}
+
+/// A current-thread tokio runtime to drive the rdkafka clients' futures.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The rdkafka client settings the tests share: `broker`'s address over IPv4 and a 20 s socket
+/// timeout.
+pub fn client_config(broker: &TestBroker) -> rdkafka::config::ClientConfig {
+    client_config_with(broker, &[])
+}
+
+/// `client_config` with `extra` settings added after it (an extra of the same name wins).
+pub fn client_config_with(
+    broker: &TestBroker,
+    extra: &[(&str, &str)],
+) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.addr())
+        .set("broker.address.family", "v4")
+        .set("socket.timeout.ms", "20000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config
+}
+
+/// A Produce request, acks=all with a 30 s timeout, of `records` to `topic`/`partition`.
+pub fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// Produces `records` to `topic`/`partition` with Produce `version` (3 and up: topics by name),
+/// acks=all; returns the partition's response.
+pub fn produce_records(
+    conn: &mut RawConn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> PartitionProduceResponse {
+    let request = produce_request(topic, partition, records);
+    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
+    response.responses[0].partition_responses[0].clone()
+}
+
+/// Assigns `consumer` `topic`/`partition` from its first offset (no group membership).
+pub fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+}
+
+/// Polls `consumer` until it has read `expected` records or `timeout` has passed: offset ->
+/// value (empty for a null value). A consumer error fails the test.
+pub fn poll_values(
+    consumer: &BaseConsumer,
+    expected: usize,
+    timeout: Duration,
+) -> std::collections::BTreeMap<i64, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consumer error");
+            out.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// Produces `values` as one batch (no keys, timestamp 1_700_000_000_000) to `topic`/0 with
+/// Produce v9, acks=all: (error code, base offset).
+pub fn produce_values(
+    conn: &mut RawConn,
+    topic: &str,
+    values: impl IntoIterator<Item = Vec<u8>>,
+) -> (i16, i64) {
+    use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+    let records: Vec<NewRecord> = values
+        .into_iter()
+        .map(|v| (None, Some(Bytes::from(v)), 1_700_000_000_000))
+        .collect();
+    let batch = encode_batch(&records, Compression::None).expect("encode batch");
+    let p = produce_records(conn, 9, topic, 0, batch);
+    (p.error_code, p.base_offset)
+}
+
+/// A consumer from `config` that reads by assignment only (`group_id` is never joined, nothing is
+/// committed), checks CRCs, and waits at most 100 ms per fetch.
+pub fn assign_only_consumer(
+    mut config: rdkafka::config::ClientConfig,
+    group_id: &str,
+) -> BaseConsumer {
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("check.crcs", "true")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer")
+}
+
+/// A size field of `/proc/<pid>/status` ("VmRSS", "VmHWM", ...; the kernel gives kB) in bytes;
+/// `None` when the process or the field is gone.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// CreateTopics v7 (30 s timeout) of one topic `name` with `partitions` partitions,
+/// replication factor 1 and `configs`: the topic's error code.
+pub fn create_topic_raw(
+    conn: &mut RawConn,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )]);
+    conn.request(7, &request).expect("CreateTopics").topics[0].error_code
+}
+
+/// Creates `topic` through an rdkafka admin client made from `config`, with `options`; fails
+/// the test unless the broker created it.
+pub fn create_topic_via_admin(
+    config: &rdkafka::config::ClientConfig,
+    topic: &rdkafka::admin::NewTopic,
+    options: &rdkafka::admin::AdminOptions,
+) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        config.create().expect("admin client");
+    let results = runtime()
+        .block_on(admin.create_topics([topic], options))
+        .expect("CreateTopics");
+    assert_eq!(results.len(), 1);
+    assert!(
+        results[0].is_ok(),
+        "create {}: {:?}",
+        topic.name,
+        results[0]
+    );
+}
+
+/// This process's RLIMIT_NOFILE: (soft, hard).
+pub fn nofile_limit() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// Sets this process's soft RLIMIT_NOFILE (a broker child started later inherits it); returns
+/// the previous soft limit. The limit is process-wide: every test running at once sees it.
+pub fn set_nofile_soft(soft: u64) -> u64 {
+    let (previous, hard) = nofile_limit();
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit with a valid pointer to a local struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    previous
+}
+
+/// Writes `settings` to `freshet.toml` in a new temporary directory, for `--config`: (the
+/// directory, removed when dropped; the file's path).
+pub fn config_file(settings: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("freshet.toml");
+    fs::write(&config, settings).expect("write freshet.toml");
+    (dir, config)
 }

@@ -3,13 +3,13 @@
 //! and the listener's configuration (explicit address taken, `off`).
 
 use crate::common;
+use common::client_config;
+use common::runtime;
 
 use std::time::Duration;
 
 use common::{metric_sum, metric_value, TestBroker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -17,22 +17,6 @@ use rdkafka::Message;
 const TOPIC: &str = "metered";
 const MESSAGES_PER_ROUND: usize = 250;
 const VALUE_BYTES: usize = 100;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    config
-}
 
 fn scrape(broker: &TestBroker) -> String {
     let (status, body) = broker.admin_get("/metrics").expect("GET /metrics");
@@ -82,13 +66,8 @@ fn metrics_move_while_rdkafka_produces_and_a_group_consumes() {
             0.0
         );
 
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&broker).create().expect("admin client");
         let topic = NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1));
-        let created = runtime()
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("CreateTopics");
-        assert!(created[0].is_ok(), "{created:?}");
+        common::create_topic_via_admin(&client_config(&broker), &topic, &AdminOptions::new());
 
         let producer: FutureProducer = client_config(&broker)
             .set("acks", "all")

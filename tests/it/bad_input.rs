@@ -30,22 +30,7 @@ const HEALTHY_CONNECTIONS: usize = 4;
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 
-macro_rules! scenarios {
-    ($($name:ident => $secs:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn one_shard() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
-            }
-            #[test]
-            fn two_shards() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
-            }
-        }
-    )*};
-}
-
-scenarios! {
+shard_scenarios! {
     garbage_bytes_close_only_that_connection => 60;
     length_prefix_of_2_gb_is_refused_without_allocating_it => 60;
     unknown_api_key_is_answered_or_closed => 60;

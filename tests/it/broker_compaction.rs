@@ -5,6 +5,8 @@
 //! at, and the tombstone disappears after `delete.retention.ms`. A restart serves the same.
 
 use crate::common;
+use common::client_config;
+use common::runtime;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,33 +14,15 @@ use std::time::{Duration, Instant};
 use common::TestBroker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "compacted";
 const KEYS: usize = 5;
 const VALUES_PER_KEY: usize = 200;
 const DELETE_RETENTION_MS: u64 = 6_000;
-
-fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    config
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Offset, key and value (None for a tombstone) of every record from the beginning to the
 /// high watermark, as a consumer sees them.
@@ -47,23 +31,14 @@ fn read_all(broker: &TestBroker) -> Vec<(i64, String, Option<String>)> {
 }
 
 fn read_topic(broker: &TestBroker, topic: &str) -> Vec<(i64, String, Option<String>)> {
-    let consumer: BaseConsumer = client_config(broker)
-        .set("group.id", "assign-only-never-joins")
-        .set("enable.auto.commit", "false")
-        .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+    let consumer = common::assign_only_consumer(client_config(broker), "assign-only-never-joins");
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, OP_TIMEOUT)
         .expect("watermarks");
     if high == 0 {
         return Vec::new();
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
+    common::assign_from_beginning(&consumer, topic, 0);
     let mut out = Vec::new();
     let deadline = Instant::now() + OP_TIMEOUT;
     while out

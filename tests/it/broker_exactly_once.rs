@@ -3,6 +3,7 @@
 //! ids and sequences) and by librdkafka through the `rdkafka` crate.
 
 use crate::common;
+use common::runtime;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,11 +12,8 @@ use bytes::{Bytes, BytesMut};
 use common::proxy::CutProxy;
 use common::{free_port, within, RawConn, TestBroker};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -31,14 +29,8 @@ const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
 const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 fn create_topic_raw(conn: &mut RawConn, name: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
-    let response = conn.request(7, &request).expect("CreateTopics");
-    assert_eq!(response.topics[0].error_code, 0, "create {name}");
+    let code = common::create_topic_raw(conn, name, partitions, &[]);
+    assert_eq!(code, 0, "create {name}");
 }
 
 fn init_producer_id(conn: &mut RawConn) -> (i64, i16) {
@@ -89,16 +81,7 @@ fn produce_raw(conn: &mut RawConn, topic: &str, records: Bytes) -> (i16, i64) {
 
 /// [`produce_raw`] with Produce `version` (3-12: topics by name).
 fn produce_raw_v(conn: &mut RawConn, version: i16, topic: &str, records: Bytes) -> (i16, i64) {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
-    let p = &response.responses[0].partition_responses[0];
+    let p = common::produce_records(conn, version, topic, 0, records);
     (p.error_code, p.base_offset)
 }
 
@@ -252,13 +235,6 @@ fn producer_state_survives_clean_restart_and_kill_9() {
             (0, 10)
         );
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
@@ -1239,13 +1215,7 @@ fn describe_txn(conn: &mut RawConn, id: &str) -> (i16, String) {
 fn idle_transactional_ids_expire() {
     const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
     within(Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
-            "transactional_id_expiration_ms = 2000\ntransactional_id_expiration_check_interval_ms = 1000\n",
-        )
-        .unwrap();
+        let (_dir, config) = common::config_file("transactional_id_expiration_ms = 2000\ntransactional_id_expiration_check_interval_ms = 1000\n");
         let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         create_topic_raw(&mut conn, "exp", 1);
@@ -1299,13 +1269,8 @@ fn idle_transactional_ids_expire() {
 #[test]
 fn transaction_log_is_compacted_while_running() {
     within(Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
-            "transactional_id_expiration_check_interval_ms = 500\n",
-        )
-        .unwrap();
+        let (_dir, config) =
+            common::config_file("transactional_id_expiration_check_interval_ms = 500\n");
         let mut broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
         let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
         let init = |conn: &mut RawConn| {

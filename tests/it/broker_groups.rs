@@ -6,6 +6,7 @@
 //! decides exactly when each member joins, commits and leaves.
 
 use crate::common;
+use common::runtime;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -43,21 +44,8 @@ scenarios! {
     consumer_protocol_static_member_restart_keeps_its_partitions => kip848_static, 90;
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000")
-        .set("reconnect.backoff.max.ms", "500");
-    config
+    common::client_config_with(broker, &[("reconnect.backoff.max.ms", "500")])
 }
 
 fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
@@ -67,10 +55,7 @@ fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = runtime()
-        .block_on(admin(broker).create_topics([&topic], &opts))
-        .expect("CreateTopics");
-    assert!(results[0].is_ok(), "{:?}", results[0]);
+    common::create_topic_via_admin(&client_config(broker), &topic, &opts);
 }
 
 /// Produces `values` round-robin over `partitions` partitions and waits for every ack.

@@ -267,13 +267,8 @@ fn idle_broker_uses_under_100_mib_rss() {
 #[test]
 fn config_file_settings_apply_and_flags_override_them() {
     within(Duration::from_secs(60), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
-            "default_partitions = 5\nauto_create_topics = true\nnode_id = 0\n",
-        )
-        .unwrap();
+        let (dir, config) =
+            common::config_file("default_partitions = 5\nauto_create_topics = true\nnode_id = 0\n");
         let config = config.display().to_string();
         for (extra, expected) in [(vec![], 5usize), (vec!["--default-partitions", "2"], 2)] {
             let mut args = vec!["--config", config.as_str()];
@@ -520,14 +515,10 @@ fn every_shard_comes_up_on_every_start() {
 fn stalled_and_idle_connections_are_closed_and_release_the_request_budget() {
     use std::io::Write;
     within(Duration::from_secs(60), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(
-            &config,
+        let (_dir, config) = common::config_file(
             "request_read_timeout_ms = 1000\nconnections_max_idle_ms = 2000\n\
              inflight_request_bytes_per_shard_max = 1048576\n",
-        )
-        .unwrap();
+        );
         let config = config.display().to_string();
         let broker = TestBroker::start_with(1, &["--config", config.as_str()]);
 

@@ -6,6 +6,7 @@
 //! the Python clients in tests/python).
 
 use crate::common;
+use common::runtime;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,24 +34,7 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Timeout for one client operation (metadata, admin call, list offsets).
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Declares each scenario `fn name(shards: usize)` as two tests, `name::one_shard` and
-/// `name::two_shards`, each bounded by the given number of seconds.
-macro_rules! scenarios {
-    ($($name:ident => $secs:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn one_shard() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
-            }
-            #[test]
-            fn two_shards() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
-            }
-        }
-    )*};
-}
-
-scenarios! {
+shard_scenarios! {
     keyed_produce_to_many_partitions_keeps_per_partition_order => 120;
     produce_with_acks_0_1_and_all_stores_everything_in_order => 90;
     every_compression_codec_round_trips => 120;
@@ -82,24 +66,11 @@ scenarios! {
 // Client helpers
 // ---------------------------------------------------------------------------------------------
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn client_config(broker: &TestBroker, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000")
-        .set("reconnect.backoff.max.ms", "500");
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
-    config
+    common::client_config_with(
+        broker,
+        &[&[("reconnect.backoff.max.ms", "500")], extra].concat(),
+    )
 }
 
 /// A producer with acks=all (librdkafka's default), short linger, and bounded delivery time.
@@ -150,13 +121,7 @@ fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&s
     for (k, v) in configs {
         topic = topic.set(k, v);
     }
-    let results = runtime()
-        .block_on(admin(broker).create_topics([&topic], &admin_options()))
-        .expect("CreateTopics request");
-    assert_eq!(results.len(), 1);
-    if let Err((name, code)) = &results[0] {
-        panic!("creating topic {name:?} failed: {code:?}");
-    }
+    common::create_topic_via_admin(&client_config(broker, &[]), &topic, &admin_options());
 }
 
 /// Partition count of `topic` as the broker's metadata reports it, or the topic's error.
@@ -1627,9 +1592,7 @@ fn delete_records_moves_log_start_offset_durably(shards: usize) {
 // retention.bytes, and by retention.ms using the records' timestamps. The log start offset
 // moves to a segment boundary and consumers from the beginning start there.
 fn retention_deletes_old_segments_by_size_and_by_time(shards: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(&config, "retention_check_interval_ms = 1000\n").unwrap();
+    let (_dir, config) = common::config_file("retention_check_interval_ms = 1000\n");
     let broker = TestBroker::start_with(shards, &["--config", config.to_str().unwrap()]);
     let segment = 1_048_576i64;
     create_topic(

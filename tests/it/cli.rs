@@ -6,6 +6,7 @@
 //! `freshet group seek` are where an rdkafka group consumer starts.
 
 use crate::common;
+use common::client_config;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +14,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{broker_bin, free_port, within, TestBroker};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -73,15 +73,6 @@ fn fails(broker: &TestBroker, args: &[&str], code: i32, error: &str) {
         stderr.contains(error),
         "stderr of {args:?} lacks {error:?}: {stderr}"
     );
-}
-
-fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    config
 }
 
 fn find<'a>(items: &'a Value, key: &str, value: &str) -> Option<&'a Value> {

@@ -27,24 +27,14 @@ const MIB: u64 = 1024 * 1024;
 
 /// Raises this process's open-file limit to its hard limit (the broker child inherits it).
 fn raise_nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
+    let (_, hard) = common::nofile_limit();
+    common::set_nofile_soft(hard);
+    hard
 }
 
 /// A broker with 1 shard and the given TOML settings.
 fn broker_with(settings: &str) -> (TestBroker, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(&config, settings).unwrap();
+    let (dir, config) = common::config_file(settings);
     let broker = TestBroker::start_with(1, &["--config", config.to_str().unwrap()]);
     (broker, dir)
 }

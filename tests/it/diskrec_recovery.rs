@@ -19,18 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest,
-    TopicName,
-};
+use kafka_protocol::messages::{DeleteTopicsRequest, FetchRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 
 const TOPIC: &str = "damaged-segments";
 const RECORDS: usize = 2000;
@@ -50,37 +44,14 @@ fn value(seq: usize) -> Vec<u8> {
 }
 
 fn create_topic(conn: &mut RawConn) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![CreatableTopicConfig::default()
-                .with_name(StrBytes::from_static_str("segment.bytes"))
-                .with_value(Some(StrBytes::from_static_str(SEGMENT_BYTES)))])]);
-    let code = conn.request(7, &request).expect("CreateTopics").topics[0].error_code;
+    let code = common::create_topic_raw(conn, TOPIC, 1, &[("segment.bytes", SEGMENT_BYTES)]);
     assert_eq!(code, 0, "CreateTopics");
 }
 
 /// Produces records `first..first + RECORDS_PER_BATCH` as one batch (acks=all): (error code,
 /// base offset).
 fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
-    let records: Vec<NewRecord> = (first..first + RECORDS_PER_BATCH)
-        .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
-        .collect();
-    let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let response = conn.request(9, &request).expect("produce answered");
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    common::produce_values(conn, TOPIC, (first..first + RECORDS_PER_BATCH).map(value))
 }
 
 /// One Fetch of partition 0 at `offset`: the partition's error code.
@@ -270,19 +241,9 @@ fn consumer_reads_across_a_deleted_middle_segment() {
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
+        common::assign_from_beginning(&consumer, TOPIC, 0);
         let expected = RECORDS - (gap_end - gap_start) as usize;
-        let mut got = BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while got.len() < expected && Instant::now() < deadline {
-            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                let m = m.expect("consumer error");
-                got.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
-            }
-        }
+        let got = common::poll_values(&consumer, expected, Duration::from_secs(30));
         assert_eq!(
             got.len(),
             expected,
@@ -394,15 +355,7 @@ fn kill_9_while_segments_roll_never_takes_the_partition_offline() {
                     .map(|j| (None, Some(Bytes::from(value(next + i * 100 + j))), 0))
                     .collect();
                 let batch = encode_batch(&records, Compression::None).unwrap();
-                let request = ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(30_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                        .with_partition_data(vec![PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch))])]);
-                let _ = conn.send(9, &request);
+                let _ = conn.send(9, &common::produce_request(TOPIC, 0, batch));
             }
             broker.kill9();
             broker.start_again();

@@ -16,20 +16,13 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use common::{RawConn, TestBroker};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const IMAGE_BYTES: u64 = 64 << 20;
 const FILLER_BYTES: usize = 12 << 20;
@@ -106,21 +99,7 @@ fn value(seq: usize) -> Vec<u8> {
 
 /// Produces records `first..first + RECORDS_PER_BATCH` as one batch; (error code, base offset).
 fn produce(conn: &mut RawConn, first: usize) -> (i16, i64) {
-    let records: Vec<NewRecord> = (first..first + RECORDS_PER_BATCH)
-        .map(|seq| (None, Some(Bytes::from(value(seq))), 1_700_000_000_000))
-        .collect();
-    let batch = encode_batch(&records, Compression::None).expect("encode batch");
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let response = conn.request(9, &request).expect("produce answered");
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    common::produce_values(conn, TOPIC, (first..first + RECORDS_PER_BATCH).map(value))
 }
 
 /// Reads the partition from offset 0 up to its end: offset -> value.
@@ -133,18 +112,8 @@ fn read_all(broker: &TestBroker, expected: usize) -> BTreeMap<i64, Vec<u8>> {
         .set("check.crcs", "true")
         .create()
         .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expected && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("consumer error");
-            out.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
-        }
-    }
+    common::assign_from_beginning(&consumer, TOPIC, 0);
+    let out = common::poll_values(&consumer, expected, Duration::from_secs(60));
     // Nothing beyond what is expected.
     let (_, high) = consumer
         .fetch_watermarks(TOPIC, 0, Duration::from_secs(20))
@@ -176,37 +145,18 @@ fn check_acknowledged(data: &BTreeMap<i64, Vec<u8>>, acked: &[(i64, usize)]) {
 }
 
 fn create_topic(broker: &TestBroker) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .create()
-        .expect("admin");
+        .set("broker.address.family", "v4");
     // Small segments, so that segments roll (and are sealed) while the disk fills.
     let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("segment.bytes", "8388608");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let created = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .expect("CreateTopics");
-    assert!(created[0].is_ok(), "{created:?}");
+    common::create_topic_via_admin(&config, &topic, &AdminOptions::new());
 }
 
 /// CreateTopics of a 1-partition topic over a raw connection; the topic's error code.
 fn create_topic_raw(conn: &mut RawConn, name: &'static str) -> i16 {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::CreateTopicsRequest;
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(name)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)]);
-    conn.request(7, &request)
-        .expect("CreateTopics answered")
-        .topics[0]
-        .error_code
+    common::create_topic_raw(conn, name, 1, &[])
 }
 
 fn filler(dir: &Path) -> PathBuf {

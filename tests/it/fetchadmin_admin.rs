@@ -7,6 +7,7 @@
 //! and the files go in the background; a topic re-created under a deleted name starts empty.
 
 use crate::common;
+use common::runtime;
 
 use std::time::{Duration, Instant};
 
@@ -23,20 +24,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 const TOPICS: usize = 100;
 const PARTITIONS: i32 = 4;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn client_config(broker: &TestBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "60000");
-    config
+    common::client_config_with(broker, &[("socket.timeout.ms", "60000")])
 }
 
 fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
@@ -170,23 +159,7 @@ fn topic_recreated_at_once_starts_empty(shards: usize) {
     }
 }
 
-/// Declares each scenario `fn name(shards)` as `name::one_shard` and `name::two_shards`.
-macro_rules! scenarios {
-    ($($name:ident => $secs:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn one_shard() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
-            }
-            #[test]
-            fn two_shards() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
-            }
-        }
-    )*};
-}
-
-scenarios! {
+shard_scenarios! {
     create_topics_is_answered_during_a_100_topic_delete => 300;
     topic_recreated_at_once_starts_empty => 120;
 }

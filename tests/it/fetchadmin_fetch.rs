@@ -9,6 +9,8 @@
 //!   `max.partition.fetch.bytes` reads everything.
 
 use crate::common;
+use common::client_config_with as client_config;
+use common::runtime;
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +18,7 @@ use common::{RawConn, TestBroker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -27,25 +27,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Fetch version used for raw requests (topics by name).
 const FETCH_VERSION: i16 = 12;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn client_config(broker: &TestBroker, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "20000");
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
-    config
-}
 
 fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = client_config(broker, &[("acks", "all"), ("linger.ms", "0")]);
@@ -56,14 +37,9 @@ fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(broker, &[]).create().expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = runtime()
-        .block_on(admin.create_topics([&topic], &options))
-        .expect("CreateTopics");
-    assert!(results[0].is_ok(), "create {name}: {:?}", results[0]);
+    common::create_topic_via_admin(&client_config(broker, &[]), &topic, &options);
 }
 
 /// Produces one record and returns how long the acknowledgement took.
@@ -298,13 +274,7 @@ fn fetch_max_bytes_bounds_the_response_including_the_first_partition(shards: usi
 
 /// Peak resident set size of process `pid` so far (VmHWM), in bytes.
 fn peak_rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
+    common::proc_status_bytes(pid, "VmHWM").expect("VmHWM")
 }
 
 /// The memory bound of item 16: a fetch naming 100 partitions that hold 1 MiB each on disk
@@ -381,23 +351,7 @@ fn fetch_of_many_partitions_holds_about_max_bytes() {
     });
 }
 
-/// Declares each scenario `fn name(shards)` as `name::one_shard` and `name::two_shards`.
-macro_rules! scenarios {
-    ($($name:ident => $secs:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn one_shard() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(1))
-            }
-            #[test]
-            fn two_shards() {
-                crate::common::within(std::time::Duration::from_secs($secs), || super::$name(2))
-            }
-        }
-    )*};
-}
-
-scenarios! {
+shard_scenarios! {
     long_poll_with_too_little_data_parks_without_cpu => 90;
     fetch_max_bytes_bounds_the_response_including_the_first_partition => 180;
 }

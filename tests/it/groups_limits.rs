@@ -101,13 +101,8 @@ fn pending_member_ids_do_not_count_as_members_and_are_bounded() {
 /// member id), as Kafka; the two members keep their group.
 #[test]
 fn group_max_size_turns_away_the_member_beyond_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(
-        &config,
-        "group_max_size = 2\ngroup_initial_rebalance_delay_ms = 0\n",
-    )
-    .unwrap();
+    let (_dir, config) =
+        common::config_file("group_max_size = 2\ngroup_initial_rebalance_delay_ms = 0\n");
     let broker = TestBroker::start_with(1, &["--config", config.to_str().unwrap()]);
     let addr = broker.socket_addr();
     let (mut c1, mut c2, mut c3) = (

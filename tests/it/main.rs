@@ -31,6 +31,7 @@
 //! does for RLIMIT_FSIZE.
 
 #[path = "../common/mod.rs"]
+#[macro_use]
 mod common;
 #[path = "../storage_common/mod.rs"]
 mod storage_common;

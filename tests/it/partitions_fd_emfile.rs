@@ -3,27 +3,12 @@
 //! pool closes idle files, instead of failing the read. Its own test binary: it lowers this
 //! process's RLIMIT_NOFILE.
 
+use crate::common::set_nofile_soft as set_nofile;
 use crate::storage_common as common;
 
 use common::*;
 use freshet::storage::io;
 use freshet::storage::LogConfig;
-
-/// Sets the soft RLIMIT_NOFILE; returns the previous one.
-fn set_nofile(soft: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on this process with a struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        let previous = limit.rlim_cur;
-        limit.rlim_cur = soft;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        previous
-    }
-}
 
 #[test]
 fn a_segment_reopens_when_the_process_is_out_of_descriptors() {

@@ -144,9 +144,7 @@ fn create_topics_of_100000_partitions_is_refused_and_the_broker_keeps_serving() 
 #[test]
 fn partition_cap_refuses_whole_requests_before_creating_anything() {
     within(Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("freshet.toml");
-        std::fs::write(&config, "max_partitions_per_broker = 20\n").unwrap();
+        let (_dir, config) = common::config_file("max_partitions_per_broker = 20\n");
         let config = config.display().to_string();
         let broker = TestBroker::start_with(2, &["--config", &config]);
         let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");

@@ -24,16 +24,9 @@ const CLEAN_RSS_GROWTH_BYTES_MAX: u64 = 4 * RECORD_BATCH_DECOMPRESSED_BYTES_MAX;
 /// Past this RSS the process aborts at once (a cleaner without the bound heads for 10 GiB).
 const RSS_ABORT_BYTES: u64 = 2 << 30;
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .expect("field");
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("kib")
+/// This process's `field` of /proc/self/status ("VmRSS", "VmHWM"), in bytes.
+fn status_bytes(field: &str) -> u64 {
+    crate::common::proc_status_bytes(std::process::id(), field).expect("field")
 }
 
 fn config() -> LogConfig {
@@ -90,7 +83,7 @@ async fn batches(log: &PartitionLog) -> Vec<(i64, i32, i16, Vec<String>)> {
 fn cleaner_keeps_a_bomb_on_disk_and_stays_within_its_memory_bound() {
     // Watchdog: a cleaner without the bound would decompress 10 GiB.
     std::thread::spawn(|| loop {
-        if status_kib("VmRSS:") * 1024 > RSS_ABORT_BYTES {
+        if status_bytes("VmRSS") > RSS_ABORT_BYTES {
             eprintln!("RSS past {RSS_ABORT_BYTES} bytes while cleaning: aborting");
             std::process::abort();
         }
@@ -142,7 +135,7 @@ fn cleaner_keeps_a_bomb_on_disk_and_stays_within_its_memory_bound() {
         assert!(before
             .iter()
             .any(|b| b.0 == bomb_base && b.2 == 4 && b.1 == BOMB_RECORDS as i32));
-        let hwm_before = status_kib("VmHWM:") * 1024;
+        let hwm_before = status_bytes("VmHWM");
         let mut map = OffsetMap::with_memory(1 << 20);
         let mut state = LogCleanState::default();
         let t = std::time::Instant::now();
@@ -151,7 +144,7 @@ fn cleaner_keeps_a_bomb_on_disk_and_stays_within_its_memory_bound() {
             .await
             .expect("the cleaner copes with the bomb")
             .expect("a round ran");
-        let hwm_after = status_kib("VmHWM:") * 1024;
+        let hwm_after = status_bytes("VmHWM");
         eprintln!(
             "clean round in {:?}: {report:?}; peak RSS {} -> {} KiB",
             t.elapsed(),

@@ -19,16 +19,10 @@ use bytes::Bytes;
 use common::{within, RawConn, TestBroker};
 use freshet::storage::batch::{self, encode_batch, put_varlong, Compression, NewRecord};
 use freshet::storage::records::{zstd_bomb_batch, MISSING_KEY};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, ProduceRequest, ProduceResponse, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiVersionsRequest;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 const CORRUPT_MESSAGE: i16 = 2;
 const RECORD_LIST_TOO_LARGE: i16 = 18;
@@ -43,24 +37,8 @@ const BOMB_RSS_GROWTH_BYTES_MAX: u64 = 64 << 20;
 const RSS_KILL_BYTES: u64 = 1 << 30;
 
 fn create_topic(conn: &mut RawConn, name: &str, configs: &[(&str, &str)]) {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_string(k.to_string()))
-                            .with_value(Some(StrBytes::from_string(v.to_string())))
-                    })
-                    .collect(),
-            )]);
-    let response = conn.request(7, &request).expect("CreateTopics");
-    assert_eq!(response.topics[0].error_code, 0, "create {name}");
+    let code = common::create_topic_raw(conn, name, 1, configs);
+    assert_eq!(code, 0, "create {name}");
 }
 
 /// Produces `records` to `topic`/0 with Produce `version`; returns the partition response.
@@ -70,16 +48,7 @@ fn produce(
     topic: &str,
     records: Bytes,
 ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(version, &request).expect("Produce");
-    response.responses[0].partition_responses[0].clone()
+    common::produce_records(conn, version, topic, 0, records)
 }
 
 fn good_batch(tag: &str, n: usize) -> Bytes {
@@ -165,22 +134,15 @@ fn malformed_batches() -> Vec<(&'static str, Bytes)> {
 
 /// Every record of `topic`/0 from the beginning to the high watermark, as librdkafka reads it.
 fn consume_all(broker: &TestBroker, topic: &str) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker.addr())
-        .set("broker.address.family", "v4")
-        .set("group.id", "assign-only")
-        .set("enable.auto.commit", "false")
-        .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+        .set("broker.address.family", "v4");
+    let consumer = common::assign_only_consumer(config, "assign-only");
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(20))
         .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
+    common::assign_from_beginning(&consumer, topic, 0);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while (out.len() as i64) < high {
@@ -342,10 +304,7 @@ struct RssWatch {
 }
 
 fn vm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    common::proc_status_bytes(pid, "VmRSS")
 }
 
 impl RssWatch {

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from kafka_wire import free_port, recv_exact
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FRESHET_BIN = os.environ.get("FRESHET_BIN", str(REPO / "target" / "debug" / "freshet"))
 READY_TIMEOUT_S = 30
@@ -30,32 +32,16 @@ def _die_with_parent():
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api_versions_v0_ok(host, port):
     """Sends ApiVersions v0 over a raw socket; True if the broker answers with error 0."""
     with socket.create_connection((host, port), timeout=2) as s:
         client_id = b"freshet-pytest"
         header = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
         s.sendall(struct.pack(">i", len(header)) + header)
-        size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        body = _recv_exact(s, size)
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        body = recv_exact(s, size)
         correlation_id, error_code = struct.unpack(">ih", body[:6])
         return correlation_id == 1 and error_code == 0
-
-
-def _recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 class Broker:

@@ -20,13 +20,9 @@ import sys
 import tempfile
 import time
 
+from kafka_wire import free_port, recv_exact
+
 BIN = os.environ.get("FRESHET_BIN", "target/debug/freshet")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid):
@@ -35,16 +31,6 @@ def rss_mib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 def api_versions_frame():
