@@ -1,7 +1,8 @@
 //! A segment file that must be reopened while the process is out of descriptors (issue 12
 //! item 2c: EMFILE caused elsewhere, e.g. by connections) is reopened after the shard's file
-//! pool closes idle files, instead of failing the read. Its own test binary: it lowers this
-//! process's RLIMIT_NOFILE.
+//! pool closes idle files, instead of failing the read. It lowers RLIMIT_NOFILE and uses up every
+//! descriptor, so it runs in a child process (this test executable run again with `--ignored`):
+//! the other tests of the `it` binary run in parallel threads and must not see EMFILE.
 
 use crate::common::set_nofile_soft as set_nofile;
 use crate::storage_common as common;
@@ -10,8 +11,40 @@ use common::*;
 use freshet::storage::io;
 use freshet::storage::LogConfig;
 
+/// Set in the child process that runs [`emfile_child_entry`].
+const CHILD_ENV: &str = "FRESHET_EMFILE_CHILD";
+
 #[test]
 fn a_segment_reopens_when_the_process_is_out_of_descriptors() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe)
+        .args([
+            "partitions_fd_emfile::emfile_child_entry",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("EMFILE-OK"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "child process of `a_segment_reopens_when_the_process_is_out_of_descriptors`, which runs it with --ignored"]
+fn emfile_child_entry() {
+    if std::env::var(CHILD_ENV).is_err() {
+        return;
+    }
     const LOGS: usize = 41;
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().to_path_buf();
@@ -54,4 +87,5 @@ fn a_segment_reopens_when_the_process_is_out_of_descriptors() {
             log.close().await.expect("close");
         }
     });
+    println!("EMFILE-OK");
 }
