@@ -202,7 +202,7 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
             }
             3 => {
                 let mut v = Vec::new();
-                batch::put_varlong(
+                crate::protocol::varint::put_varlong(
                     &mut v,
                     VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()],
                 );

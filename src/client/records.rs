@@ -150,18 +150,12 @@ impl<'a> Batch<'a> {
 
 /// A zigzag varlong at `*pos` in `buf`.
 fn varlong(buf: &[u8], pos: &mut usize) -> Result<i64> {
-    let mut raw: u64 = 0;
-    for i in 0..10 {
-        let b = *buf
-            .get(*pos)
-            .ok_or_else(|| ClientError::Protocol("truncated record".into()))?;
-        *pos += 1;
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+    varint::read_zigzag_at(buf, pos, varint::VARLONG_BYTES_MAX).map_err(|e| match e {
+        varint::VarintError::Truncated => ClientError::Protocol("truncated record".into()),
+        varint::VarintError::TooLong => {
+            ClientError::Protocol("varlong longer than 10 bytes".into())
         }
-    }
-    Err(ClientError::Protocol("varlong longer than 10 bytes".into()))
+    })
 }
 
 /// A varint-length-prefixed byte field (-1: null).
@@ -275,17 +269,7 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
-fn varlong_len(v: i64) -> usize {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    let mut n = 1;
-    while z >= 0x80 {
-        z >>= 7;
-        n += 1;
-    }
-    n
-}
-
-use crate::storage::batch::put_varlong;
+use crate::protocol::varint::{self, put_varlong, varlong_len};
 
 /// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
 pub fn murmur2(data: &[u8]) -> i32 {

@@ -5,14 +5,11 @@
 //! [`ClientError::Protocol`] when they run out or a length is negative or absurd.
 
 use super::{ClientError, Result};
+use crate::protocol::varint;
 
 /// Appends an unsigned varint (compact lengths, tag counts).
-pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+pub fn put_uvarint(buf: &mut Vec<u8>, v: u64) {
+    varint::put_unsigned(buf, v);
 }
 
 /// Appends a string: compact (uvarint len+1) when `flexible`, else i16 length.
@@ -88,15 +85,24 @@ impl<'a> Reader<'a> {
 
     /// An unsigned varint of at most 5 bytes (Kafka's lengths are 32-bit).
     pub fn uvarint(&mut self) -> Result<u32> {
-        let mut value: u32 = 0;
-        for i in 0..5 {
-            let b = self.bytes(1)?[0];
-            value |= u32::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        match varint::read_uvarint(rest) {
+            Ok((value, used)) => {
+                self.pos += used;
+                Ok(value)
+            }
+            Err(varint::VarintError::Truncated) => {
+                self.pos = self.buf.len();
+                Err(ClientError::Protocol(format!(
+                    "truncated response: need 1 bytes at {}, 0 left",
+                    self.pos
+                )))
+            }
+            Err(varint::VarintError::TooLong) => {
+                self.pos += varint::VARINT_BYTES_MAX;
+                Err(ClientError::Protocol("varint longer than 5 bytes".into()))
             }
         }
-        Err(ClientError::Protocol("varint longer than 5 bytes".into()))
     }
 
     /// An array length (compact or i32); `None` for a null array.

@@ -29,6 +29,7 @@
 
 use super::records::{self, RecordRules};
 use super::StorageError;
+use crate::protocol::varint;
 use zerocopy::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -415,30 +416,6 @@ fn validate_batches(
     Ok(out)
 }
 
-/// Append `v` as a zigzag varint (the record format's varint and varlong).
-pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-/// Read a zigzag varint (at most `max_bytes` bytes) from `buf[*pos..]`.
-pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..max_bytes {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
 /// Encodes a transaction marker as Kafka writes it: one control record in a transactional
 /// control batch, key `(version 0, type)` (0 abort, 1 commit), value `(version 0,
 /// coordinator epoch)`, base sequence -1.
@@ -489,11 +466,11 @@ pub fn control_type(batch: &[u8]) -> Option<bool> {
         return None;
     }
     let mut pos = HEADER_LEN;
-    let _len = read_varlong(batch, &mut pos, 5)?;
+    let _len = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
     pos += 1; // attributes
-    let _ts_delta = read_varlong(batch, &mut pos, 10)?;
-    let _offset_delta = read_varlong(batch, &mut pos, 5)?;
-    let key_len = read_varlong(batch, &mut pos, 5)?;
+    let _ts_delta = varint::read_zigzag_at(batch, &mut pos, 10).ok()?;
+    let _offset_delta = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
+    let key_len = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
     if key_len < 4 {
         return None;
     }
@@ -520,7 +497,7 @@ pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, StorageError
     let mut pos = HEADER_LEN;
     let bad = |what: &str| StorageError::CorruptMessage(format!("malformed record header: {what}"));
     for _ in 0..count {
-        let Some(len) = read_varlong(batch, &mut pos, 5) else {
+        let Ok(len) = varint::read_zigzag_at(batch, &mut pos, 5) else {
             return Some(Err(bad("length")));
         };
         let start = pos;
@@ -531,10 +508,10 @@ pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, StorageError
             return Some(Err(bad("length past the batch")));
         }
         pos += 1; // attributes
-        let Some(ts_delta) = read_varlong(batch, &mut pos, 10) else {
+        let Ok(ts_delta) = varint::read_zigzag_at(batch, &mut pos, 10) else {
             return Some(Err(bad("timestamp delta")));
         };
-        let Some(off_delta) = read_varlong(batch, &mut pos, 5) else {
+        let Ok(off_delta) = varint::read_zigzag_at(batch, &mut pos, 5) else {
             return Some(Err(bad("offset delta")));
         };
         if pos > start + len {

@@ -61,8 +61,12 @@
 //!   kept unchanged. Memory of one batch: that buffer, the kept records (no larger) and the
 //!   recompressed batch.
 
-use super::{lock_meta, segment_file_name, write_indexes, Life, PartitionLog, Segment, Shared};
+use super::{lock_meta, write_indexes, Life, PartitionLog, Segment, Shared};
+use crate::protocol::varint;
 use crate::storage::batch::{self, BatchHeader};
+use crate::storage::file_names::{
+    self, segment_file_name, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT, TXN_INDEX_EXT,
+};
 use crate::storage::io::{self, align_down, DataFile};
 use crate::storage::records;
 use crate::storage::{checkpoint, StorageError};
@@ -73,10 +77,6 @@ use std::path::Path;
 
 /// Name of the file (in the partition directory) holding the first dirty offset.
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
-/// Suffix of a cleaned segment being written.
-pub const CLEANED_SUFFIX: &str = ".cleaned";
-/// Suffix of a cleaned segment committed to replace the old ones.
-pub const SWAP_SUFFIX: &str = ".swap";
 /// Bytes read or written per I/O by the cleaner.
 pub const CLEANER_IO_BYTES: usize = 1 << 20;
 /// Largest batch the cleaner reads (anything larger is treated as corruption).
@@ -178,7 +178,7 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
     let mut pos = 0usize;
     for _ in 0..count {
         let start = pos;
-        let len = batch::read_varlong(data, &mut pos, 5).ok_or_else(|| corrupt("length"))?;
+        let len = varint::read_zigzag_at(data, &mut pos, 5).map_err(|_| corrupt("length"))?;
         let len = usize::try_from(len).map_err(|_| corrupt("negative length"))?;
         let body = pos;
         let end = body
@@ -189,11 +189,12 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
         let attributes = *rec.get(pos).ok_or_else(|| corrupt("attributes"))?;
         pos += 1;
         let timestamp_delta =
-            batch::read_varlong(rec, &mut pos, 10).ok_or_else(|| corrupt("timestamp"))?;
+            varint::read_zigzag_at(rec, &mut pos, 10).map_err(|_| corrupt("timestamp"))?;
         let after_ts = pos;
         let offset_delta =
-            batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("offset delta"))?;
-        let key_len = batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("key length"))?;
+            varint::read_zigzag_at(rec, &mut pos, 5).map_err(|_| corrupt("offset delta"))?;
+        let key_len =
+            varint::read_zigzag_at(rec, &mut pos, 5).map_err(|_| corrupt("key length"))?;
         let key = if key_len < 0 {
             None
         } else {
@@ -206,7 +207,7 @@ fn parse_records(data: &[u8], count: usize) -> Result<Vec<Rec<'_>>, StorageError
             Some(key)
         };
         let value_len =
-            batch::read_varlong(rec, &mut pos, 5).ok_or_else(|| corrupt("value length"))?;
+            varint::read_zigzag_at(rec, &mut pos, 5).map_err(|_| corrupt("value length"))?;
         if pos > end || (value_len > 0 && pos + value_len as usize > end) {
             return Err(corrupt("value past the record"));
         }
@@ -410,9 +411,9 @@ pub fn filter_batch(
         } else {
             let mut rec = Vec::with_capacity(r.raw.len() + 8);
             rec.push(r.attributes);
-            batch::put_varlong(&mut rec, ts.wrapping_sub(new_base_ts));
+            varint::put_varlong(&mut rec, ts.wrapping_sub(new_base_ts));
             rec.extend_from_slice(r.after_timestamp);
-            batch::put_varlong(&mut body, rec.len() as i64);
+            varint::put_varlong(&mut body, rec.len() as i64);
             body.extend_from_slice(&rec);
         }
     }
@@ -613,14 +614,6 @@ fn swap_last_offset(path: &Path) -> std::io::Result<Option<i64>> {
     Ok(last)
 }
 
-fn parse_base(name: &str, suffix: &str) -> Option<i64> {
-    let stem = name.strip_suffix(suffix)?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
-
 /// Called by [`PartitionLog::open`] before recovery: delete half-written `.cleaned` segments
 /// and complete every committed `.swap` (remove the segments it replaces, rename it into
 /// place). Index files of the replaced segments are removed; recovery rebuilds them.
@@ -628,20 +621,19 @@ pub async fn finish_interrupted_swaps(dir: &Path) -> Result<(), StorageError> {
     let names = io::list_dir(dir).await?;
     let cleaned: Vec<String> = names
         .iter()
-        .filter(|n| n.ends_with(CLEANED_SUFFIX))
+        .filter(|n| file_names::is_cleaned_file_name(n))
         .cloned()
         .collect();
     if !cleaned.is_empty() {
         io::remove_files(dir, cleaned).await?;
     }
-    let swap_suffix = format!(".log{SWAP_SUFFIX}");
     let mut swaps: Vec<i64> = names
         .iter()
-        .filter_map(|n| parse_base(n, &swap_suffix))
+        .filter_map(|n| file_names::parse_swap_file_name(n))
         .collect();
     swaps.sort_unstable();
     for base in swaps {
-        let swap_name = format!("{}{SWAP_SUFFIX}", segment_file_name(base, "log"));
+        let swap_name = file_names::swap_file_name(base);
         let swap_path = dir.join(&swap_name);
         let p = swap_path.clone();
         let last = io::blocking(move || swap_last_offset(&p))
@@ -654,20 +646,17 @@ pub async fn finish_interrupted_swaps(dir: &Path) -> Result<(), StorageError> {
         };
         let mut doomed = Vec::new();
         for n in &names {
-            let b = parse_base(n, ".log")
-                .or_else(|| parse_base(n, ".index"))
-                .or_else(|| parse_base(n, ".timeindex"))
-                .or_else(|| parse_base(n, ".txnindex"));
+            let Some((b, ext)) = file_names::parse_segment_member(n) else {
+                continue;
+            };
             // The base's `.txnindex` already holds the merged entries of the group.
-            if b.is_some_and(|b| b >= base && b <= last)
-                && !(b == Some(base) && (n.ends_with(".log") || n.ends_with(".txnindex")))
-            {
+            if b >= base && b <= last && !(b == base && (ext == LOG_EXT || ext == TXN_INDEX_EXT)) {
                 doomed.push(n.clone());
             }
         }
         tracing::warn!(dir = %dir.display(), base, last, replaced = ?doomed, "completing an interrupted cleaner swap");
         io::remove_files(dir, doomed).await?;
-        io::rename_file(&swap_path, &dir.join(segment_file_name(base, "log"))).await?;
+        io::rename_file(&swap_path, &dir.join(segment_file_name(base, LOG_EXT))).await?;
         io::sync_dir(dir).await?;
     }
     Ok(())
@@ -874,10 +863,7 @@ impl PartitionLog {
         for g in groups {
             let base = g[0].base;
             let group_end = g.last().map_or(base, |s| s.next_base);
-            let cleaned_path = shared.dir.join(format!(
-                "{}{CLEANED_SUFFIX}",
-                segment_file_name(base, "log")
-            ));
+            let cleaned_path = shared.dir.join(file_names::cleaned_file_name(base));
             let file = DataFile::open_rw(&cleaned_path).await?;
             file.truncate(0).await?;
             let mut w = CleanedWriter {
@@ -963,9 +949,9 @@ async fn swap_in(
 ) -> Result<bool, StorageError> {
     let base = new_seg.base_offset;
     let dir = &shared.dir;
-    let log_name = segment_file_name(base, "log");
-    let cleaned_name = format!("{log_name}{CLEANED_SUFFIX}");
-    let swap_name = format!("{log_name}{SWAP_SUFFIX}");
+    let log_name = segment_file_name(base, LOG_EXT);
+    let cleaned_name = file_names::cleaned_file_name(base);
+    let swap_name = file_names::swap_file_name(base);
     let _guard = lock_meta(shared).await;
     let still_there = {
         let inner = shared.inner.borrow();
@@ -999,10 +985,10 @@ async fn swap_in(
     io::sync_dir(dir).await?;
     let mut old = old_txn_indexes;
     for &(b, _) in group {
-        old.push(segment_file_name(b, "index"));
-        old.push(segment_file_name(b, "timeindex"));
+        old.push(segment_file_name(b, INDEX_EXT));
+        old.push(segment_file_name(b, TIME_INDEX_EXT));
         if b != base {
-            old.push(segment_file_name(b, "log"));
+            old.push(segment_file_name(b, LOG_EXT));
         }
     }
     io::remove_files(dir, old).await?;

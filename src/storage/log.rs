@@ -97,6 +97,9 @@ mod log_txn;
 use super::batch;
 use super::cache::TailCache;
 use super::checkpoint::{self, Checkpoint};
+use super::file_names::{
+    self, segment_file_name, INDEX_EXT, LOG_EXT, SEGMENT_EXTS, TIME_INDEX_EXT,
+};
 use super::index::{OffsetIndex, TimeIndex};
 use super::io::{self, align_down, DataFile, DIRECT_IO_ALIGN};
 use super::producer_snapshot;
@@ -132,11 +135,6 @@ pub const INDEX_FILE_BYTES_MAX: u64 = 64 << 20;
 pub const LEADER_EPOCH: i32 = 0;
 /// Bytes read from disk per read call at most, beyond the first batch.
 pub const READ_BYTES_MAX: usize = 16 << 20;
-
-/// Name of a segment's log file.
-pub fn segment_file_name(base_offset: i64, ext: &str) -> String {
-    format!("{base_offset:020}.{ext}")
-}
 
 /// A cloneable description of an I/O failure, given to every append of a failed flush.
 #[derive(Clone, Debug)]
@@ -675,12 +673,12 @@ async fn load_indexes(
     rel_last: i64,
 ) -> Result<Option<(OffsetIndex, TimeIndex)>, StorageError> {
     let oi = io::read_small_file(
-        &dir.join(segment_file_name(base, "index")),
+        &dir.join(segment_file_name(base, INDEX_EXT)),
         INDEX_FILE_BYTES_MAX,
     )
     .await?;
     let ti = io::read_small_file(
-        &dir.join(segment_file_name(base, "timeindex")),
+        &dir.join(segment_file_name(base, TIME_INDEX_EXT)),
         INDEX_FILE_BYTES_MAX,
     )
     .await?;
@@ -702,23 +700,8 @@ async fn write_indexes(
     oi: Vec<u8>,
     ti: Vec<u8>,
 ) -> Result<(), StorageError> {
-    io::write_file_atomic(&dir.join(segment_file_name(seg_base, "index")), oi).await?;
-    io::write_file_atomic(&dir.join(segment_file_name(seg_base, "timeindex")), ti).await
-}
-
-fn parse_index_name(name: &str) -> Option<i64> {
-    let stem = name
-        .strip_suffix(".index")
-        .or_else(|| name.strip_suffix(".timeindex"))?;
-    parse_segment_name(&format!("{stem}.log"))
-}
-
-fn parse_segment_name(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(".log")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
+    io::write_file_atomic(&dir.join(segment_file_name(seg_base, INDEX_EXT)), oi).await?;
+    io::write_file_atomic(&dir.join(segment_file_name(seg_base, TIME_INDEX_EXT)), ti).await
 }
 
 impl PartitionLog {
@@ -735,21 +718,27 @@ impl PartitionLog {
         }
         cleaner::finish_interrupted_swaps(dir).await?;
         let names = io::list_dir(dir).await?;
-        let log_bases: std::collections::HashSet<i64> =
-            names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        let log_bases: std::collections::HashSet<i64> = names
+            .iter()
+            .filter_map(|n| file_names::parse_segment_file_name(n, LOG_EXT))
+            .collect();
         // Temp files of interrupted atomic writes, and index files whose segment is gone (an
         // interrupted deletion), are garbage.
         let leftovers: Vec<String> = names
             .iter()
             .filter(|n| {
-                n.ends_with(".tmp") || parse_index_name(n).is_some_and(|b| !log_bases.contains(&b))
+                file_names::is_tmp_file_name(n)
+                    || file_names::parse_index_file_name(n).is_some_and(|b| !log_bases.contains(&b))
             })
             .cloned()
             .collect();
         if !leftovers.is_empty() {
             io::remove_files(dir, leftovers).await?;
         }
-        let mut bases: Vec<i64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|n| file_names::parse_segment_file_name(n, LOG_EXT))
+            .collect();
         bases.sort_unstable();
         let cp_data =
             io::read_small_file(&dir.join(checkpoint::FILE_NAME), checkpoint::FILE_BYTES_MAX)
@@ -763,7 +752,7 @@ impl PartitionLog {
         let mut i = 0;
         while i < bases.len() {
             let base = bases[i];
-            let name = segment_file_name(base, "log");
+            let name = segment_file_name(base, LOG_EXT);
             let path = dir.join(&name);
             let is_last = i + 1 == bases.len();
             // Does this segment continue the previous one? A gap (a segment file deleted by
@@ -922,7 +911,7 @@ impl PartitionLog {
                 if segments.back().is_some_and(|p| p.next_offset == base) {
                     drop(seg);
                     let mut names = Vec::new();
-                    for ext in ["log", "index", "timeindex", "txnindex"] {
+                    for ext in SEGMENT_EXTS {
                         names.push(segment_file_name(base, ext));
                     }
                     io::remove_files(dir, names).await?;
@@ -942,7 +931,7 @@ impl PartitionLog {
             if found_end < c.recovery_offset {
                 return Err(offline(
                     dir,
-                    &segment_file_name(c.recovery_segment, "log"),
+                    &segment_file_name(c.recovery_segment, LOG_EXT),
                     format!(
                         "the log ends at offset {found_end}, below its recovery point {}: the \
                          last segment(s) are missing",
@@ -954,7 +943,7 @@ impl PartitionLog {
         let start_hint = cp.map_or(0, |c| c.log_start_offset);
         if segments.is_empty() {
             let base = start_hint.max(0);
-            let path = dir.join(segment_file_name(base, "log"));
+            let path = dir.join(segment_file_name(base, LOG_EXT));
             let file = DataFile::open_rw(&path).await?;
             file.truncate(0).await?;
             io::sync_dir(dir).await?;
@@ -1885,7 +1874,7 @@ impl PartitionLog {
         }
         let mut names = Vec::new();
         for b in &doomed {
-            for ext in ["log", "index", "timeindex", "txnindex"] {
+            for ext in SEGMENT_EXTS {
                 names.push(segment_file_name(*b, ext));
             }
         }
@@ -2224,7 +2213,7 @@ fn plan_flush(dir: &Path, inner: &mut Inner) -> FlushPlan {
     assert!(seg.durable_len <= seg.written_len && seg.written_len + bytes <= seg.len);
     FlushPlan {
         segment_base,
-        path: dir.join(segment_file_name(segment_base, "log")),
+        path: dir.join(segment_file_name(segment_base, LOG_EXT)),
         file: seg.file.clone(),
         write_pos: align_down(seg.written_len),
         tail_block: seg.written_tail_block.clone(),
@@ -2432,7 +2421,7 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
     while inner.segments.len() > 1 && inner.segments.back().is_some_and(|s| s.base_offset > hw) {
         if let Some(s) = inner.segments.pop_back() {
             inner.txn_index.forget(s.base_offset);
-            for ext in ["log", "index", "timeindex", "txnindex"] {
+            for ext in SEGMENT_EXTS {
                 orphans.push(segment_file_name(s.base_offset, ext));
             }
         }

@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod cache;
 pub mod checkpoint;
+pub mod file_names;
 pub mod index;
 pub mod io;
 pub mod io_sizes;

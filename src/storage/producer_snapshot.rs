@@ -13,8 +13,8 @@
 
 use std::path::Path;
 
+use super::file_names::{self, segment_file_name, SNAPSHOT_EXT};
 use super::io;
-use super::log::segment_file_name;
 use super::producer_state::ProducerStateTable;
 use super::StorageError;
 
@@ -23,16 +23,12 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 256 << 20;
 
 /// The offset a snapshot file name stands for.
 pub fn parse_name(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(".snapshot")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
+    file_names::parse_segment_file_name(name, SNAPSHOT_EXT)
 }
 
 /// Write the snapshot of `table` at `offset` and remove older snapshot files.
 pub async fn write(dir: &Path, offset: i64, data: Vec<u8>) -> Result<(), StorageError> {
-    io::write_file_atomic(&dir.join(segment_file_name(offset, "snapshot")), data).await?;
+    io::write_file_atomic(&dir.join(segment_file_name(offset, SNAPSHOT_EXT)), data).await?;
     let older: Vec<String> = io::list_dir(dir)
         .await?
         .into_iter()
@@ -56,14 +52,14 @@ pub async fn load(dir: &Path, log_end: i64) -> Result<(i64, ProducerStateTable),
     let above: Vec<String> = offsets
         .iter()
         .filter(|o| **o > log_end)
-        .map(|o| segment_file_name(*o, "snapshot"))
+        .map(|o| segment_file_name(*o, SNAPSHOT_EXT))
         .collect();
     if !above.is_empty() {
         tracing::warn!(dir = %dir.display(), ?above, "deleting producer snapshots above the log end");
         io::remove_files(dir, above).await?;
     }
     for offset in offsets.into_iter().rev().filter(|o| *o <= log_end) {
-        let path = dir.join(segment_file_name(offset, "snapshot"));
+        let path = dir.join(segment_file_name(offset, SNAPSHOT_EXT));
         let Some(data) = io::read_small_file(&path, SNAPSHOT_BYTES_MAX).await? else {
             continue;
         };

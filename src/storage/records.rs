@@ -45,6 +45,7 @@ use std::io::Read;
 
 use super::batch::{self, BatchHeader};
 use super::StorageError;
+use crate::protocol::varint;
 
 /// Most decompressed bytes accepted from one compressed batch (refused beyond).
 pub const RECORD_BATCH_DECOMPRESSED_BYTES_MAX: u64 = 64 << 20;
@@ -256,17 +257,12 @@ impl<R: Read> Input for StreamInput<R> {
 /// Reads a zigzag varint of at most `max_bytes` bytes.
 #[inline]
 fn varint<I: Input>(input: &mut I, max_bytes: u32, what: &str) -> Result<i64, StorageError> {
-    let mut raw: u64 = 0;
-    for i in 0..max_bytes {
-        let b = input.byte()?;
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    Err(corrupt(format!(
-        "{what} is a varint longer than {max_bytes} bytes"
-    )))
+    let raw = varint::read_unsigned_from(
+        max_bytes as usize,
+        || input.byte(),
+        || corrupt(format!("{what} is a varint longer than {max_bytes} bytes")),
+    )?;
+    Ok(varint::zigzag_decode(raw))
 }
 
 /// A varint that must fit in an i32 (Kafka's `readVarint`).
@@ -342,16 +338,7 @@ fn walk<I: Input>(
 /// A varint of at most `max_bytes` bytes at `data[*pos..]`; `None` if malformed or cut.
 #[inline(always)]
 fn slice_varint(data: &[u8], pos: &mut usize, max_bytes: u32) -> Option<i64> {
-    let mut raw: u64 = 0;
-    for i in 0..max_bytes {
-        let b = *data.get(*pos)?;
-        *pos += 1;
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    None
+    varint::read_zigzag_at(data, pos, max_bytes as usize).ok()
 }
 
 /// A varint that fits in an i32, at least `min`.
@@ -626,10 +613,10 @@ pub fn zstd_bomb_batch(records: usize, value_bytes: usize, len: Option<usize>) -
     let mut pending = Vec::new();
     for i in 0..records {
         let mut rec = vec![0u8, 0];
-        batch::put_varlong(&mut rec, i as i64);
-        batch::put_varlong(&mut rec, -1);
-        batch::put_varlong(&mut rec, value_bytes as i64);
-        batch::put_varlong(&mut pending, (rec.len() + value_bytes + 1) as i64);
+        varint::put_varlong(&mut rec, i as i64);
+        varint::put_varlong(&mut rec, -1);
+        varint::put_varlong(&mut rec, value_bytes as i64);
+        varint::put_varlong(&mut pending, (rec.len() + value_bytes + 1) as i64);
         pending.extend_from_slice(&rec);
         body.extend_from_slice(&compress(&pending));
         body.extend_from_slice(&zeros);
@@ -664,7 +651,8 @@ pub fn zstd_bomb_batch(records: usize, value_bytes: usize, len: Option<usize>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::{encode_batch, put_varlong, Compression, NewRecord};
+    use crate::protocol::varint::put_varlong;
+    use crate::storage::batch::{encode_batch, Compression, NewRecord};
     use bytes::Bytes;
 
     fn records(n: usize, keyed: impl Fn(usize) -> bool) -> Vec<NewRecord> {

@@ -28,8 +28,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use super::file_names::{self, segment_file_name};
 use super::io;
-use super::log::segment_file_name;
 use super::StorageError;
 
 /// Bytes of one entry.
@@ -39,7 +39,7 @@ pub const VERSION: i16 = 0;
 /// Largest index file read (a larger one is treated as damaged).
 pub const TXN_INDEX_BYTES_MAX: u64 = 64 << 20;
 /// File extension.
-pub const EXT: &str = "txnindex";
+pub const EXT: &str = file_names::TXN_INDEX_EXT;
 
 /// One aborted transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +54,7 @@ pub struct AbortedTxn {
 
 /// The segment base a `.txnindex` file name stands for.
 pub fn parse_name(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(".txnindex")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
+    file_names::parse_segment_file_name(name, EXT)
 }
 
 /// Serialize entries (the file's contents).

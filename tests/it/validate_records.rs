@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{within, RawConn, TestBroker};
-use freshet::storage::batch::{self, encode_batch, put_varlong, Compression, NewRecord};
+use freshet::protocol::varint::put_varlong;
+use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::records::{zstd_bomb_batch, MISSING_KEY};
 use kafka_protocol::messages::ApiVersionsRequest;
 use rdkafka::config::ClientConfig;

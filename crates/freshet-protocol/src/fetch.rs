@@ -93,12 +93,8 @@ struct Framer {
 }
 
 impl Framer {
-    fn uvarint(&mut self, mut v: u32) {
-        while v >= 0x80 {
-            self.buf.put_u8((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.buf.put_u8(v as u8);
+    fn uvarint(&mut self, v: u32) {
+        crate::varint::put_unsigned(&mut self.buf, u64::from(v));
     }
 
     /// Array/compact-array length prefix for `n` elements (or null).

@@ -41,7 +41,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 
 use crate::frame::SIZE_PREFIX_BYTES;
-use crate::versions;
+use crate::{varint, versions};
 
 /// Bytes of `api_key`, `api_version` and `correlation_id`, present in every header version.
 pub const HEADER_FIXED_BYTES: usize = 8;
@@ -183,34 +183,16 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
 /// Skips a tagged-field section (count, then `tag, size, bytes` each). The request header
 /// defines no tagged fields, so all are skipped; each costs at least 2 bytes, which bounds the loop.
 fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), &'static str> {
-    let count = read_uvarint(buf).ok_or("tagged field count malformed")?;
+    let count = varint::get_uvarint(buf).ok_or("tagged field count malformed")?;
     for _ in 0..count {
-        let _tag = read_uvarint(buf).ok_or("tag malformed")?;
-        let size = read_uvarint(buf).ok_or("tagged field size malformed")? as usize;
+        let _tag = varint::get_uvarint(buf).ok_or("tag malformed")?;
+        let size = varint::get_uvarint(buf).ok_or("tagged field size malformed")? as usize;
         if buf.remaining() < size {
             return Err("tagged field truncated");
         }
         buf.advance(size);
     }
     Ok(())
-}
-
-/// Reads an unsigned varint of at most 5 bytes (a u32), as Kafka's `ByteUtils.readUnsignedVarint`.
-pub(crate) fn read_uvarint(buf: &mut impl Buf) -> Option<u32> {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        if !buf.has_remaining() {
-            return None;
-        }
-        let b = buf.get_u8();
-        // Bits past the 32nd are dropped, as Kafka (and the kafka-protocol crate) do.
-        value |= u32::from(b & 0x7f).wrapping_shl(7 * i);
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    // A sixth byte would be needed: Kafka rejects this as an illegal varint.
-    None
 }
 
 /// What the server should do with a request whose header parsed.

@@ -18,6 +18,9 @@
 //! [`ProtocolError`] covers bodies and encoding, and maps to a Kafka error code in one place
 //! ([`ProtocolError::error_code`]).
 //!
+//! [`varint`] is the one codec of Kafka's varints (unsigned, zigzag varint and varlong) for the
+//! protocol and for the record format in the broker.
+//!
 //! Not here yet: record batch header views (produce validation lives with storage for now),
 //! SASL framing, and request types beyond [`versions::SUPPORTED_APIS`].
 
@@ -31,6 +34,7 @@ pub mod header;
 mod schema;
 #[rustfmt::skip]
 mod schema_table;
+pub mod varint;
 pub mod versions;
 
 pub use codec::{decode_body, encode_response};

@@ -23,7 +23,7 @@
 
 use bytes::Buf;
 
-use crate::header::read_uvarint;
+use crate::varint;
 
 pub(crate) use super::schema_table::request_schema;
 
@@ -269,7 +269,7 @@ impl Walker<'_> {
     }
 
     fn uvarint(&mut self, what: &'static str) -> Result<u32, ScanError> {
-        read_uvarint(&mut self.buf).ok_or(ScanError::Varint(what))
+        varint::get_uvarint(&mut self.buf).ok_or(ScanError::Varint(what))
     }
 }
 
