@@ -397,7 +397,7 @@ impl GroupCoordinator {
         match rx.recv_async().await {
             Ok(Response::Join(r)) => r,
             _ => JoinResponse {
-                error: Some(ResponseError::CoordinatorNotAvailable),
+                error: Some(crate::error::coordinator_gone_code()),
                 generation_id: -1,
                 protocol_type: None,
                 protocol_name: None,
@@ -417,7 +417,7 @@ impl GroupCoordinator {
         match answer {
             Ok(Response::Sync(r)) => r,
             _ => SyncResponse {
-                error: Some(ResponseError::CoordinatorNotAvailable),
+                error: Some(crate::error::coordinator_gone_code()),
                 protocol_type: None,
                 protocol_name: None,
                 assignment: bytes::Bytes::new(),
@@ -593,7 +593,7 @@ impl GroupCoordinator {
             .log
             .borrow()
             .clone()
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+            .ok_or(crate::error::coordinator_gone_code())?;
         let mut payload = bytes::BytesMut::new();
         for chunk in chunks_by_size(&records) {
             let batch = offsets::encode_records(chunk, now_ms).map_err(|e| {
@@ -603,7 +603,7 @@ impl GroupCoordinator {
             payload.extend_from_slice(&batch);
         }
         let Ok(_shared) = self.write_lock.read().await else {
-            return Err(ResponseError::CoordinatorNotAvailable);
+            return Err(crate::error::coordinator_gone_code());
         };
         if let Err(e) = log.append(payload.freeze(), now_ms).await {
             tracing::error!(error = %e, "appending to the offsets log failed");
