@@ -195,13 +195,7 @@ pub fn filter_batch(
     if h.is_control() {
         return Ok((Filtered::Unchanged, stats));
     }
-    let pid = h.producer_id.get();
-    let last_of_producer = pid >= 0
-        && ctx
-            .producer_last
-            .get(&pid)
-            .is_none_or(|&l| l == h.last_offset());
-    let retain_empty = last_of_group || last_of_producer;
+    let retain_empty = last_of_group || last_of_producer(h, ctx);
     let count = usize::try_from(h.records_count()).unwrap_or(0);
     if count == 0 {
         // An empty batch kept by an earlier round.
@@ -258,6 +252,17 @@ pub fn filter_batch(
     };
     let out = rebuild_batch(b, h, &kept, data.len(), new_base_ts, set_horizon)?;
     Ok((Filtered::Rewritten(out), stats))
+}
+
+/// Whether `h` is the last batch of an idempotent producer as far as the round has seen (an
+/// untracked producer counts as yes: keeping an empty batch is the safe side).
+fn last_of_producer(h: &BatchHeader, ctx: &FilterContext<'_>) -> bool {
+    let pid = h.producer_id.get();
+    pid >= 0
+        && ctx
+            .producer_last
+            .get(&pid)
+            .is_none_or(|&l| l == h.last_offset())
 }
 
 /// Whether record `r` of a batch based at `base` survives: past the map, or the latest

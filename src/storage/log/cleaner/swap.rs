@@ -179,6 +179,26 @@ impl CleanedWriter {
     }
 }
 
+/// Whether the segments `group` (base, length) are still in the log, sealed, at the lengths
+/// the round read, and followed by the segment at `group_end` (retention, DeleteRecords or a
+/// close may have changed the log while the group was cleaned). `base`: the group's first
+/// base offset. Called under the log's metadata lock.
+fn group_still_there(shared: &Shared, group: &[(i64, u64)], group_end: i64, base: i64) -> bool {
+    let inner = shared.inner.borrow();
+    inner.life == Life::Open
+        && inner.segment_index(base).is_some_and(|i| {
+            group.iter().enumerate().all(|(k, &(b, len))| {
+                inner
+                    .segments
+                    .get(i + k)
+                    .is_some_and(|s| s.base_offset == b && s.sealed && s.durable_len == len)
+            }) && inner
+                .segments
+                .get(i + group.len())
+                .is_some_and(|s| s.base_offset == group_end)
+        })
+}
+
 /// Replace the segments `group` (base, length) by `new_seg` if they are still there: the
 /// crash-safe swap of the module docs. `Ok(false)`: the log changed, nothing replaced.
 pub(super) async fn swap_in(
@@ -193,21 +213,7 @@ pub(super) async fn swap_in(
     let cleaned_name = file_names::cleaned_file_name(base);
     let swap_name = file_names::swap_file_name(base);
     let _guard = lock_meta(shared).await;
-    let still_there = {
-        let inner = shared.inner.borrow();
-        inner.life == Life::Open
-            && inner.segment_index(base).is_some_and(|i| {
-                group.iter().enumerate().all(|(k, &(b, len))| {
-                    inner
-                        .segments
-                        .get(i + k)
-                        .is_some_and(|s| s.base_offset == b && s.sealed && s.durable_len == len)
-                }) && inner
-                    .segments
-                    .get(i + group.len())
-                    .is_some_and(|s| s.base_offset == group_end)
-            })
-    };
+    let still_there = group_still_there(shared, group, group_end, base);
     if !still_there {
         if let Err(e) = io::remove_files(dir, vec![cleaned_name]).await {
             tracing::warn!(dir = %dir.display(), error = %e, "removing an abandoned cleaned segment failed");
