@@ -84,7 +84,12 @@ impl PartitionLog {
         let first_dirty = first_dirty.clamp(log_start, first_uncleanable);
         state.first_dirty = Some(first_dirty);
         let dirty: Vec<&SegSnap> = segs.iter().filter(|s| s.next_base > first_dirty).collect();
-        if !round_due(&segs, &dirty, &config, state.next_horizon_ms, now_ms, force) {
+        let share = DirtyShare {
+            dirty_bytes: dirty.iter().map(|s| s.len).sum(),
+            total_bytes: segs.iter().map(|s| s.len).sum(),
+            first_dirty_max_timestamp: dirty.first().map(|s| s.max_timestamp),
+        };
+        if !share.round_due(&config, state.next_horizon_ms, now_ms, force) {
             return Ok(None);
         }
 
@@ -183,31 +188,37 @@ fn cleanable_segments(shared: &Shared, now_ms: i64) -> Option<(LogConfig, Vec<Se
     Some((cfg, segs, inner.log_start_offset))
 }
 
-/// Whether a round is due: dirty bytes and (`force`, or their share of the cleanable bytes
-/// reaches `min.cleanable.dirty.ratio`, or the first dirty segment is older than
-/// `max.compaction.lag.ms`), or a kept tombstone's delete horizon has passed.
-fn round_due(
-    segs: &[SegSnap],
-    dirty: &[&SegSnap],
-    config: &LogConfig,
-    next_horizon_ms: Option<i64>,
-    now_ms: i64,
-    force: bool,
-) -> bool {
-    let dirty_bytes: u64 = dirty.iter().map(|s| s.len).sum();
-    let total_bytes: u64 = segs.iter().map(|s| s.len).sum();
-    let ratio = if total_bytes == 0 {
-        0.0
-    } else {
-        dirty_bytes as f64 / total_bytes as f64
-    };
-    let horizon_due = next_horizon_ms.is_some_and(|t| t <= now_ms);
-    let lag_due = dirty.first().is_some_and(|s| {
-        s.max_timestamp >= 0
-            && now_ms.saturating_sub(s.max_timestamp) > config.max_compaction_lag_ms
-    });
-    (dirty_bytes > 0 && (force || ratio >= config.min_cleanable_dirty_ratio || lag_due))
-        || horizon_due
+/// The dirty part of the cleanable segments, as the due check needs it.
+struct DirtyShare {
+    dirty_bytes: u64,
+    total_bytes: u64,
+    /// Newest timestamp of the first dirty segment (`None`: nothing dirty; -1: no timestamps).
+    first_dirty_max_timestamp: Option<i64>,
+}
+
+impl DirtyShare {
+    /// Whether a round is due: dirty bytes and (`force`, or their share of the cleanable
+    /// bytes reaches `min.cleanable.dirty.ratio`, or the first dirty segment is older than
+    /// `max.compaction.lag.ms`), or a kept tombstone's delete horizon has passed.
+    fn round_due(
+        &self,
+        config: &LogConfig,
+        next_horizon_ms: Option<i64>,
+        now_ms: i64,
+        force: bool,
+    ) -> bool {
+        let ratio = if self.total_bytes == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / self.total_bytes as f64
+        };
+        let horizon_due = next_horizon_ms.is_some_and(|t| t <= now_ms);
+        let lag_due = self
+            .first_dirty_max_timestamp
+            .is_some_and(|ts| ts >= 0 && now_ms.saturating_sub(ts) > config.max_compaction_lag_ms);
+        (self.dirty_bytes > 0 && (force || ratio >= config.min_cleanable_dirty_ratio || lag_due))
+            || horizon_due
+    }
 }
 
 /// Step 1: fill `map` with the latest offset of every key of the `dirty` segments from
@@ -315,4 +326,58 @@ async fn clean_group(
         report.groups_abandoned += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(dirty_bytes: u64, total_bytes: u64, first_ts: Option<i64>) -> DirtyShare {
+        DirtyShare {
+            dirty_bytes,
+            total_bytes,
+            first_dirty_max_timestamp: first_ts,
+        }
+    }
+
+    #[test]
+    fn a_round_is_due_by_ratio_lag_force_or_tombstone_horizon() {
+        let config = LogConfig {
+            min_cleanable_dirty_ratio: 0.5,
+            max_compaction_lag_ms: 1_000,
+            ..LogConfig::default()
+        };
+        let now = 10_000;
+        assert!(
+            share(50, 100, Some(now)).round_due(&config, None, now, false),
+            "ratio 0.5"
+        );
+        assert!(!share(49, 100, Some(now)).round_due(&config, None, now, false));
+        assert!(
+            share(1, 100, Some(now)).round_due(&config, None, now, true),
+            "forced"
+        );
+        assert!(
+            share(1, 100, Some(now - 1_001)).round_due(&config, None, now, false),
+            "dirty data past max.compaction.lag.ms"
+        );
+        assert!(!share(1, 100, Some(now - 1_000)).round_due(&config, None, now, false));
+        assert!(
+            !share(1, 100, Some(-1)).round_due(&config, None, now, false),
+            "no timestamp"
+        );
+        assert!(
+            !share(0, 100, None).round_due(&config, None, now, true),
+            "nothing dirty"
+        );
+        assert!(
+            share(0, 100, None).round_due(&config, Some(now), now, false),
+            "a kept tombstone's horizon has passed"
+        );
+        assert!(!share(0, 100, None).round_due(&config, Some(now + 1), now, false));
+        assert!(
+            !share(0, 0, None).round_due(&config, None, now, false),
+            "empty log"
+        );
+    }
 }
