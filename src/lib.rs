@@ -16,6 +16,8 @@
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
+//! - [`rt`]: the runtime seam: tasks, timers, locks, blocking calls and sockets, on glommio or
+//!   on the deterministic simulated executor ([`rt::sim`]).
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod metrics;
 pub mod os;
+pub mod rt;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;
