@@ -20,8 +20,10 @@
 pub mod groups;
 pub mod notify;
 pub mod router;
-pub mod runtime;
 pub mod txns;
+
+/// The composition root moved to the top ([`crate::runtime`]); this path stays for one round.
+pub use crate::runtime;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -691,7 +693,7 @@ impl Shard {
 
     /// The log cleaner of this shard (see [`crate::storage::cleaner`]): every
     /// `log_cleaner_backoff_ms`, one cleaning round for each compacted partition that needs
-    /// one, until the shard stops. Runs on a low-priority task queue (see `runtime.rs`).
+    /// one, until the shard stops. Runs on a low-priority task queue (see `crate::runtime`).
     pub async fn cleaner_loop(self: Rc<Self>) {
         use crate::storage::cleaner::{LogCleanState, OffsetMap};
         let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(10));

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use super::{Job, Router, Shard};
+use crate::shard::{Job, Router, Shard};
 
 /// CPU shares of the log cleaner's task queue (glommio's default queue has 1000).
 const CLEANER_SHARES: usize = 50;
@@ -178,7 +178,7 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         .on_all_shards(move || {
             let index = next_index.fetch_add(1, Ordering::SeqCst);
             let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
-            let admin = if index == super::COORDINATOR_SHARD {
+            let admin = if index == crate::shard::COORDINATOR_SHARD {
                 admin.lock().ok().and_then(|mut a| a.take())
             } else {
                 None
@@ -320,7 +320,7 @@ async fn shard_main(
         .detach()
     });
     shard.open_partitions().await;
-    if index == super::COORDINATOR_SHARD {
+    if index == crate::shard::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
     }
     gate.opened.fetch_add(1, Ordering::SeqCst);
@@ -362,11 +362,11 @@ async fn shard_main(
     } else {
         None
     };
-    let group_coordinator = (index == super::COORDINATOR_SHARD)
+    let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| glommio::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
         let _ = ready.send(Ok(true));
-        super::super::server::accept_loop(shard.clone(), listener).await;
+        crate::server::accept_loop(shard.clone(), listener).await;
     } else {
         while !shard.stopping.get() {
             shard.stop.wait().await;
