@@ -57,7 +57,8 @@ where
 }
 
 /// Whether glommio's error is EMFILE or ENFILE (the process or the system is out of file
-/// descriptors).
+/// descriptors): the accept loop backs off on it, and the segment file pool closes idle files
+/// and retries the open.
 pub fn is_out_of_descriptors(e: &Error) -> bool {
     let source = match e {
         GlommioError::IoError(source) => source,

@@ -78,7 +78,7 @@ impl std::ops::Sub<Instant> for Instant {
 }
 
 /// Completes after `duration` (of virtual time under simulation), counted from its first poll
-/// like `glommio::timer::sleep`.
+/// like glommio's `timer::sleep`.
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep(if sim::is_active() {
         SleepInner::Sim(sim::SimSleep::new(duration))
