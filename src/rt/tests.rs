@@ -140,9 +140,12 @@ async fn task_semantics() {
     })
     .detach();
     sleep(Duration::from_millis(1)).await;
+    let cancelled_at = super::now();
     handle.cancel();
     assert_eq!(handle.await, None);
     assert!(future_dropped.get(), "a cancelled task's future is dropped");
+    let waited = cancelled_at.elapsed();
+    assert!(waited < Duration::from_secs(60), "cancel took {waited:?}");
     let finished = spawn_local(async { 5 }).detach();
     assert_eq!(finished.await, Some(5));
     assert_eq!(runs.get(), 110);
