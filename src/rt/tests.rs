@@ -60,6 +60,11 @@ fn virtual_sleeps_of_hours_finish_at_once_and_in_deadline_order() {
                 let order = order.clone();
                 spawn_local(async move {
                     sleep(Duration::from_secs(hours * 3600)).await;
+                    let late = start.elapsed() - Duration::from_secs(hours * 3600);
+                    assert!(
+                        late < Duration::from_millis(1),
+                        "{hours} h: woke {late:?} late"
+                    );
                     order.borrow_mut().push(hours);
                 })
             })
