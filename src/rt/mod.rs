@@ -13,8 +13,8 @@
 //! [`spawn_local`] returns a [`Task`] (awaitable; dropping it cancels the task), whose
 //! [`Task::detach`] returns a [`JoinHandle`] (dropping it does not cancel; [`JoinHandle::cancel`]
 //! does; awaiting gives `None` if cancelled). [`sync`] has the semaphore and the read-write
-//! lock, [`net`] the TCP types. Time is [`now`] / [`Instant`] (virtual under simulation) and
-//! [`sleep`].
+//! lock, [`net`] the TCP types. Time is [`now`] / [`Instant`] and [`unix_time_ms`] (both
+//! virtual under simulation) and [`sleep`].
 
 mod glommio_backend;
 pub mod net;
@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 pub use glommio_backend::{
     is_out_of_descriptors, run_on_new_executor, start_pool, Pool, PoolSettings, PoolStartError,
 };
-pub use time::{now, sleep, Instant, Sleep};
+pub use time::{now, sleep, unix_time_ms, Instant, Sleep};
 
 /// Spawns `future` as a task of this thread's executor (glommio's, or the simulation's).
 pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {

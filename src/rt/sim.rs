@@ -9,7 +9,8 @@
 //!   interleaving, step for step; different seeds explore different ones.
 //! - **Time.** The clock is virtual: it advances by [`Config::poll_cost`] per poll and, when no
 //!   task can run, jumps straight to the earliest pending timer. Sleeping for hours takes no
-//!   real time, and timers fire in deadline order.
+//!   real time, and timers fire in deadline order. The wall clock ([`super::unix_time_ms`])
+//!   starts at [`Config::unix_start_ms`] and moves with it.
 //! - **Blocking calls** run inline on the simulation thread (then the caller yields once, as
 //!   it would while the real pool works).
 //! - **`yield_if_needed`** yields on every [`Config::yield_every_calls`]th call.
@@ -43,6 +44,9 @@ pub struct Config {
     pub poll_cost: Duration,
     /// Task polls after which the run panics as a livelock; 0: no limit.
     pub steps_max: u64,
+    /// The wall clock ([`super::unix_time_ms`]) at the start of the run, in ms since the Unix
+    /// epoch; it then advances with the virtual clock.
+    pub unix_start_ms: i64,
 }
 
 impl Default for Config {
@@ -52,6 +56,8 @@ impl Default for Config {
             yield_every_calls: 4,
             poll_cost: Duration::from_micros(1),
             steps_max: 0,
+            // 2026-01-01T00:00:00Z: fixed, so that timestamps replay with the seed.
+            unix_start_ms: 1_767_225_600_000,
         }
     }
 }
@@ -101,6 +107,11 @@ pub fn elapsed() -> Duration {
 /// The virtual clock as an [`super::Instant`] (what [`super::now`] returns under simulation).
 pub fn now() -> super::Instant {
     with(|ex| super::Instant::from_std(ex.start + ex.elapsed.get()))
+}
+
+/// The simulated wall clock: [`Config::unix_start_ms`] plus the virtual time elapsed.
+pub fn unix_time_ms() -> i64 {
+    with(|ex| ex.config.unix_start_ms + ex.elapsed.get().as_millis() as i64)
 }
 
 /// Task polls so far in this simulation.

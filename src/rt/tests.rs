@@ -329,3 +329,27 @@ fn rwlock_fairness_under_simulation() {
     }
     assert!(orders_behind_writer.len() > 1, "{orders_behind_writer:?}");
 }
+
+#[test]
+fn the_wall_clock_is_virtual_under_simulation_and_replays() {
+    let run = || {
+        sim::run(4, async {
+            let start = super::unix_time_ms();
+            sleep(Duration::from_secs(86_400)).await;
+            (start, super::unix_time_ms())
+        })
+    };
+    let (start, end) = run();
+    assert_eq!(start, sim::Config::default().unix_start_ms);
+    assert!(
+        (86_400_000..86_400_010).contains(&(end - start)),
+        "{}",
+        end - start
+    );
+    assert_eq!(run(), (start, end), "the same seed, the same timestamps");
+    let real = super::unix_time_ms();
+    assert!(
+        real > 1_700_000_000_000,
+        "outside a simulation it is the system clock: {real}"
+    );
+}

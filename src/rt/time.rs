@@ -1,5 +1,5 @@
-//! Time through the seam: [`now`] and [`Instant`] (the virtual clock under simulation) and
-//! [`sleep`].
+//! Time through the seam: [`now`] and [`Instant`] (the virtual clock under simulation),
+//! [`unix_time_ms`] (the wall clock, virtual too under simulation) and [`sleep`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +19,18 @@ pub fn now() -> Instant {
         sim::now()
     } else {
         Instant(std::time::Instant::now())
+    }
+}
+
+/// Milliseconds since the Unix epoch on this thread's wall clock: the system's on glommio;
+/// under simulation a virtual one that starts at `sim::Config::unix_start_ms`.
+pub fn unix_time_ms() -> i64 {
+    if sim::is_active() {
+        sim::unix_time_ms()
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 

@@ -115,11 +115,9 @@ impl Partition {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (virtual under simulation: `rt::unix_time_ms`).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::rt::unix_time_ms()
 }
 
 /// Per-shard state. Lives on one executor thread; see the module doc.
