@@ -3,8 +3,8 @@
 //! The metadata is small and changes rarely (topic create/delete/alter), so it is kept as one
 //! JSON document replaced atomically: write `cluster-metadata.json.tmp`, fdatasync it, rename
 //! it over `cluster-metadata.json`, fsync the directory. A crash leaves either the old or the
-//! new document, never a mix. These are blocking calls: shards run them through glommio's
-//! blocking thread pool (`executor().spawn_blocking`), never on the reactor thread.
+//! new document, never a mix. These are blocking calls: shards run them through the runtime
+//! seam's blocking thread pool (`rt::spawn_blocking`), never on the reactor thread.
 //!
 //! Not yet: keeping metadata as an internal log on the storage engine (as Kafka's KRaft
 //! `__cluster_metadata`), which the consumer-groups issue brings for committed offsets.
