@@ -46,20 +46,18 @@ use crate::coordinator::group::{
 use crate::coordinator::offsets::{
     self, CommittedOffset, GroupKind, LogRecord, OffsetChange, OffsetKey, Offsets,
 };
-use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
+use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::{StorageError, TailCache};
 
 /// How often the coordinator shard ticks the group state machine, in milliseconds.
 pub const GROUP_TICK_INTERVAL_MS: u64 = 250;
 
-/// The offsets log is compacted at load when it holds more than this many records...
+/// The offsets log is compacted when it holds more than this many records...
 const COMPACT_RECORDS_MIN: usize = 10_000;
 /// ... and more than this many times the live offsets.
 const COMPACT_RATIO: usize = 2;
-/// Records per batch in a compaction snapshot (each well under `max.message.bytes`).
-const COMPACT_BATCH_RECORDS_MAX: usize = 100;
-
-/// Bytes read per call while replaying the offsets log at startup.
-const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+/// Records per batch written to the offsets log (each batch well under `max.message.bytes`).
+const BATCH_RECORDS_MAX: usize = 100;
 
 /// A group snapshot larger than this is not persisted (it would not fit a record batch).
 const GROUP_SNAPSHOT_BYTES_MAX: usize = 512 * 1024;
@@ -67,35 +65,48 @@ const GROUP_SNAPSHOT_BYTES_MAX: usize = 512 * 1024;
 /// Bytes of record data per batch written to the offsets log.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
 
-/// Splits `records` into runs of at most [`COMPACT_BATCH_RECORDS_MAX`] records and about
-/// [`BATCH_BYTES_MAX`] bytes, one record batch each.
-fn chunks_by_size(records: &[LogRecord]) -> Vec<&[LogRecord]> {
-    let size = |r: &LogRecord| match r {
-        LogRecord::Offset((k, v)) => {
-            k.group.len() + k.topic.len() + v.as_ref().map_or(0, |v| v.metadata.len()) + 64
-        }
-        LogRecord::Group((_, g, s)) => g.len() + s.as_ref().map_or(0, |s| s.len()) + 64,
-    };
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        let n = size(r);
-        if i > start && (i - start >= COMPACT_BATCH_RECORDS_MAX || bytes + n > BATCH_BYTES_MAX) {
-            out.push(&records[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes += n;
+/// The offsets log's name under `<data_dir>/internal/`.
+pub const OFFSETS_LOG_NAME: &str = "__consumer_offsets";
+
+/// The offsets log's limits and compaction policy.
+pub const OFFSETS_LOG_LIMITS: InternalLogLimits = InternalLogLimits {
+    compact_records_min: COMPACT_RECORDS_MIN,
+    compact_ratio: COMPACT_RATIO,
+    batch_records_max: BATCH_RECORDS_MAX,
+    batch_bytes_max: BATCH_BYTES_MAX,
+    max_message_bytes: 1_048_588,
+    segment_bytes: 16 * 1024 * 1024,
+};
+
+/// The offsets log's records: committed offsets and group snapshots, in Kafka's
+/// `__consumer_offsets` encoding (`coordinator::offsets`).
+pub struct OffsetsCodec;
+
+impl RecordCodec for OffsetsCodec {
+    type Record = LogRecord;
+    const NAME: &'static str = "offsets log";
+
+    fn encode_batch(records: &[LogRecord], now_ms: i64) -> Result<bytes::Bytes, String> {
+        offsets::encode_records(records, now_ms)
     }
-    if start < records.len() {
-        out.push(&records[start..]);
+
+    fn decode_batches(bytes: bytes::Bytes) -> Result<(Vec<LogRecord>, i64), String> {
+        offsets::decode_batches(bytes)
     }
-    out
+
+    fn record_bytes(record: &LogRecord) -> usize {
+        match record {
+            LogRecord::Offset((k, v)) => {
+                k.group.len() + k.topic.len() + v.as_ref().map_or(0, |v| v.metadata.len()) + 64
+            }
+            LogRecord::Group((_, g, s)) => g.len() + s.as_ref().map_or(0, |s| s.len()) + 64,
+        }
+    }
 }
 
 /// The internal offsets log's directory under the data directory.
 pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("internal").join("__consumer_offsets-0")
+    internal_log_dir(data_dir, OFFSETS_LOG_NAME)
 }
 
 /// The coordinator shard's group state; see the module doc.
@@ -104,18 +115,13 @@ pub struct GroupCoordinator {
     /// KIP-848 consumer groups. A group id is a classic group or a consumer group, never both.
     pub consumer: RefCell<ConsumerGroups>,
     pub offsets: RefCell<Offsets>,
-    log: RefCell<Option<Rc<PartitionLog>>>,
+    log: RefCell<Option<Rc<InternalLog<OffsetsCodec>>>>,
     replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
     next_request_id: Cell<RequestId>,
-    /// Records in the offsets log from its start (compaction trigger).
-    log_records: Cell<usize>,
     /// When expired offsets were last looked for.
     last_expiry_check_ms: Cell<i64>,
     /// Serializes group snapshot writes, so a later write always holds a later state.
     persist_lock: glommio::sync::Semaphore,
-    /// Appends hold it shared; compaction holds it exclusively, so that no commit is between
-    /// its append and its entry in the table while the snapshot is taken.
-    write_lock: glommio::sync::RwLock<()>,
 }
 
 impl GroupCoordinator {
@@ -130,59 +136,40 @@ impl GroupCoordinator {
             log: RefCell::new(None),
             replies: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
-            log_records: Cell::new(0),
             last_expiry_check_ms: Cell::new(0),
             persist_lock: glommio::sync::Semaphore::new(1),
-            write_lock: glommio::sync::RwLock::new(()),
         }
     }
 
-    /// Opens the offsets log under `data_dir` and rebuilds the offsets table from it.
+    /// Opens the offsets log under `data_dir` and rebuilds the offsets table and the groups
+    /// from it, then compacts it if due.
     pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
-        let config = LogConfig {
-            retention_ms: -1,
-            // Small segments, so the ones compaction leaves behind are deleted soon.
-            segment_bytes: 16 * 1024 * 1024,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open(&offsets_log_dir(data_dir), config, cache).await?;
-        let mut offset = log.log_start_offset();
-        let mut records = 0usize;
         // Group snapshots: the last record of each (kind, group) wins.
         let mut snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>> = BTreeMap::new();
-        while offset < log.high_watermark() {
-            let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
-            if data.batches.is_empty() {
-                break;
-            }
-            for batch in data.batches {
-                let (changes, next) = offsets::decode_batches(batch)
-                    .map_err(|e| StorageError::CorruptMessage(format!("offsets log: {e}")))?;
-                records += changes.len();
-                let mut table = self.offsets.borrow_mut();
-                for change in changes {
-                    match change {
-                        LogRecord::Offset(change) => table.apply(change),
-                        LogRecord::Group((kind, group, snapshot)) => {
-                            snapshots.insert((kind, group), snapshot);
-                        }
-                    }
+        // Built aside (no RefCell borrow held across the replay's awaits), then installed.
+        let mut table = Offsets::default();
+        let log = InternalLog::<OffsetsCodec>::open(
+            &offsets_log_dir(data_dir),
+            OFFSETS_LOG_LIMITS,
+            cache,
+            |record| match record {
+                LogRecord::Offset(change) => table.apply(change),
+                LogRecord::Group((kind, group, snapshot)) => {
+                    snapshots.insert((kind, group), snapshot);
                 }
-                offset = offset.max(next);
-            }
-            glommio::yield_if_needed().await;
-        }
+            },
+        )
+        .await?;
+        *self.offsets.borrow_mut() = table;
         self.restore_groups(snapshots);
         tracing::info!(
-            records,
+            records = log.records(),
             groups = self.offsets.borrow().group_ids().len(),
             classic_groups = self.groups.borrow().group_ids().len(),
             consumer_groups = self.consumer.borrow().group_ids().len(),
             "committed offsets and groups loaded"
         );
-        self.log_records.set(records);
-        let log = Rc::new(log);
-        *self.log.borrow_mut() = Some(log.clone());
+        *self.log.borrow_mut() = Some(Rc::new(log));
         self.maybe_compact().await
     }
 
@@ -264,67 +251,42 @@ impl GroupCoordinator {
         }
     }
 
+    /// Live records of the offsets log: the committed offsets and the groups.
+    fn live_records(&self) -> usize {
+        self.offsets.borrow().len()
+            + self.groups.borrow().group_ids().len()
+            + self.consumer.borrow().group_ids().len()
+    }
+
     /// Compacts the offsets log when superseded records dominate it (at load, and from the
     /// tick loop while running).
     pub async fn maybe_compact(&self) -> Result<(), StorageError> {
-        let records = self.log_records.get();
-        let live = self.offsets.borrow().len()
-            + self.groups.borrow().group_ids().len()
-            + self.consumer.borrow().group_ids().len();
-        if records <= COMPACT_RECORDS_MIN || records <= COMPACT_RATIO * live {
-            return Ok(());
-        }
         let Some(log) = self.log.borrow().clone() else {
             return Ok(());
         };
-        let Ok(_exclusive) = self.write_lock.write().await else {
-            return Ok(());
-        };
-        self.compact(&log).await
+        log.compact_if_due(|| self.live_records(), || self.snapshot_records())
+            .await
+            .map(|_| ())
     }
 
-    /// Rewrites the live offsets at the end of the log and moves the log start past everything
-    /// before them, so the next start replays only them. The caller holds `write_lock`
-    /// exclusively: no commit is in flight, so every record below the snapshot is superseded
-    /// by it.
-    async fn compact(&self, log: &PartitionLog) -> Result<(), StorageError> {
-        let mut changes: Vec<LogRecord> = self
+    /// The records that rebuild the live state: every committed offset and every group's
+    /// snapshot (the dirty groups are written here, so they are not dirty any more). Taken
+    /// under the log's exclusive lock: no commit is between its append and its table entry.
+    fn snapshot_records(&self) -> Vec<LogRecord> {
+        let mut records: Vec<LogRecord> = self
             .offsets
             .borrow()
             .all_changes()
             .into_iter()
             .map(LogRecord::Offset)
             .collect();
-        // Every group's snapshot too: the dirty ones are written here, so they are not dirty.
         let classic = self.groups.borrow().group_ids();
         self.groups.borrow_mut().take_dirty();
-        changes.extend(self.group_records(GroupKind::Classic, classic));
+        records.extend(self.group_records(GroupKind::Classic, classic));
         let consumer = self.consumer.borrow().group_ids();
         self.consumer.borrow_mut().take_dirty();
-        changes.extend(self.group_records(GroupKind::Consumer, consumer));
-        let before = log.high_watermark() - log.log_start_offset();
-        let mut payload = bytes::BytesMut::new();
-        for chunk in chunks_by_size(&changes) {
-            let batch = offsets::encode_records(chunk, crate::shard::now_ms())
-                .map_err(|e| StorageError::InvalidRecord(format!("offsets snapshot: {e}")))?;
-            payload.extend_from_slice(&batch);
-        }
-        // One append: the snapshot is on disk entirely or not at all.
-        let start = if payload.is_empty() {
-            log.high_watermark()
-        } else {
-            log.append(payload.freeze(), crate::shard::now_ms())
-                .await?
-                .base_offset
-        };
-        log.delete_records(start).await?;
-        self.log_records.set(changes.len());
-        tracing::info!(
-            records_before = before,
-            records_after = changes.len(),
-            "offsets log compacted"
-        );
-        Ok(())
+        records.extend(self.group_records(GroupKind::Consumer, consumer));
+        records
     }
 
     /// True once the offsets table is loaded (and commits can be written).
@@ -594,29 +556,27 @@ impl GroupCoordinator {
             .borrow()
             .clone()
             .ok_or(crate::error::coordinator_gone_code())?;
-        let mut payload = bytes::BytesMut::new();
-        for chunk in chunks_by_size(&records) {
-            let batch = offsets::encode_records(chunk, now_ms).map_err(|e| {
+        let applied = log
+            .append(records, now_ms, |records| {
+                let mut table = self.offsets.borrow_mut();
+                for record in records {
+                    if let LogRecord::Offset(change) = record {
+                        table.apply(change);
+                    }
+                }
+            })
+            .await;
+        match applied {
+            Ok(()) => Ok(()),
+            Err(StorageError::InvalidRecord(e)) => {
                 tracing::error!(error = %e, "encoding an offsets batch failed");
-                ResponseError::UnknownServerError
-            })?;
-            payload.extend_from_slice(&batch);
-        }
-        let Ok(_shared) = self.write_lock.read().await else {
-            return Err(crate::error::coordinator_gone_code());
-        };
-        if let Err(e) = log.append(payload.freeze(), now_ms).await {
-            tracing::error!(error = %e, "appending to the offsets log failed");
-            return Err(crate::error::offsets_log_code(&e));
-        }
-        self.log_records.set(self.log_records.get() + records.len());
-        let mut table = self.offsets.borrow_mut();
-        for record in records {
-            if let LogRecord::Offset(change) = record {
-                table.apply(change);
+                Err(ResponseError::UnknownServerError)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "appending to the offsets log failed");
+                Err(crate::error::offsets_log_code(&e))
             }
         }
-        Ok(())
     }
 
     /// Deletes expired committed offsets (Kafka's `offsets.retention.minutes`), at most every
@@ -1219,8 +1179,7 @@ mod tests {
                 );
                 if round == 0 {
                     let log = c.log.borrow().clone().unwrap();
-                    let _exclusive = c.write_lock.write().await.unwrap();
-                    c.compact(&log).await.unwrap();
+                    log.compact(|| c.snapshot_records()).await.unwrap();
                 }
                 c.close().await;
             }
@@ -1303,7 +1262,7 @@ mod tests {
                 .unwrap();
             // While running, the tick loop's compaction shrinks the log to the live offsets.
             c.maybe_compact().await.unwrap();
-            assert_eq!(c.log_records.get(), 99);
+            assert_eq!(c.log.borrow().as_ref().unwrap().records(), 99);
             c.write_offsets(vec![(key(0), Some(value(119)))], crate::shard::now_ms())
                 .await
                 .unwrap();
@@ -1321,9 +1280,13 @@ mod tests {
                 }
                 c.close().await;
             }
-            let log = PartitionLog::open(&offsets_log_dir(&data_dir), LogConfig::default(), cache)
-                .await
-                .unwrap();
+            let log = crate::storage::PartitionLog::open(
+                &offsets_log_dir(&data_dir),
+                crate::storage::LogConfig::default(),
+                cache,
+            )
+            .await
+            .unwrap();
             assert_eq!(log.high_watermark() - log.log_start_offset(), 100);
             log.close().await.unwrap();
         });

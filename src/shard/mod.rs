@@ -18,6 +18,7 @@
 //! with KAFKA_STORAGE_ERROR.
 
 pub mod groups;
+pub mod internal_log;
 pub mod notify;
 pub mod router;
 pub mod runtime;
