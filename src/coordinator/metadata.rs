@@ -468,6 +468,49 @@ mod tests {
         );
     }
 
+    /// The records of a sequence of commands, through their JSON and replayed from a
+    /// snapshot of the start, give exactly the metadata that applying the commands gave.
+    #[test]
+    fn records_replay_to_the_applied_metadata() {
+        let start = ClusterMetadata {
+            cluster_id: "c".into(),
+            ..ClusterMetadata::default()
+        };
+        let commands = [
+            create("a", 2),
+            create("b", 1),
+            MetadataCommand::CreatePartitions {
+                name: "a".into(),
+                total: 4,
+            },
+            MetadataCommand::SetConfigs {
+                name: "b".into(),
+                configs: [("retention.ms".to_string(), "5".to_string())].into(),
+            },
+            MetadataCommand::AllocateProducerIdBlock,
+            MetadataCommand::DeleteTopic { name: "a".into() },
+        ];
+        let mut applied = start.clone();
+        let mut log = vec![MetadataRecord::Snapshot {
+            metadata: start.clone(),
+        }];
+        for command in &commands {
+            let record = applied.record_for(command).unwrap();
+            applied = applied.replay(&record);
+            log.push(record);
+        }
+        assert_eq!(applied.version, 6);
+        assert_eq!(applied.producer_id_block_next, PRODUCER_ID_BLOCK_SIZE);
+        let mut replayed = ClusterMetadata::default();
+        for record in &log {
+            let json = serde_json::to_vec(record).unwrap();
+            let back: MetadataRecord = serde_json::from_slice(&json).unwrap();
+            assert_eq!(&back, record);
+            replayed = replayed.replay(&back);
+        }
+        assert_eq!(replayed, applied);
+    }
+
     #[test]
     fn partitions_only_grow() {
         let m = ClusterMetadata::default().apply(&create("t", 2)).unwrap();
