@@ -7,6 +7,8 @@
 //!   topic ids, partition counts, configs, cluster id, dynamic broker configs and producer-id
 //!   block; the JSON is renamed `.migrated`, not deleted; committed offsets written after the
 //!   migration survive a restart, and so does everything else.
+//! - A crash during the migration's append (the log's segment created, the snapshot not
+//!   landed) leaves an empty log after recovery: the JSON is migrated again.
 //! - A crash between the migration's durable append and the rename (the JSON still there, the
 //!   log already holding it) starts from the log, not the JSON, and finishes the rename.
 //! - With `FRESHET_OLD_BIN` set to a broker binary from before the log, the old binary makes
@@ -218,6 +220,27 @@ fn crash_between_migration_append_and_rename_starts_from_the_log() {
         assert_legacy_topics(&broker);
         assert!(!store::metadata_path(&data_dir).exists(), "rename finished");
         assert!(data_dir.join(store::METADATA_FILE_MIGRATED).exists());
+    });
+}
+
+/// A crash during the migration's append, before the snapshot was durable: the log's segment
+/// exists but holds only preallocated zeros (or a torn tail, which recovery cuts the same
+/// way). The log is empty after recovery, so the JSON is migrated again.
+#[test]
+fn crash_before_the_migration_append_landed_migrates_again() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let log_dir = metadata_log_dir(&data_dir);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        store::save(&data_dir, &legacy_metadata()).unwrap();
+        std::fs::write(log_dir.join("00000000000000000000.log"), vec![0u8; 8192]).unwrap();
+
+        let mut broker = TestBroker::start_in(1, Some(data_dir.clone()), &[]);
+        assert_legacy_topics(&broker);
+        assert!(!store::metadata_path(&data_dir).exists());
+        broker.restart();
+        assert_legacy_topics(&broker);
     });
 }
 
