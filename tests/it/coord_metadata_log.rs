@@ -244,6 +244,52 @@ fn crash_before_the_migration_append_landed_migrates_again() {
     });
 }
 
+/// AlterConfigs (v2, raw) replacing `topic`'s overrides with `retention.ms` = `value`.
+fn set_retention(conn: &mut RawConn, topic: &str, value: &str) {
+    use kafka_protocol::messages::alter_configs_request as ac;
+    use kafka_protocol::protocol::StrBytes;
+    let request = kafka_protocol::messages::AlterConfigsRequest::default().with_resources(vec![
+        ac::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(vec![ac::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_string(value.to_string())))]),
+    ]);
+    let response = conn.request(2, &request).expect("AlterConfigs");
+    assert_eq!(response.responses[0].error_code, 0);
+}
+
+/// More metadata changes than the log keeps before compacting: the log is compacted to one
+/// snapshot (its directory stays small) and the last change survives a kill -9 and a restart.
+#[test]
+fn metadata_log_is_compacted_and_the_last_change_survives() {
+    within(Duration::from_secs(240), || {
+        let mut broker = TestBroker::start(1);
+        let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
+        assert_eq!(common::create_topic_raw(&mut conn, "c", 1, &[]), 0);
+        // COMPACT_RECORDS_MIN is 1000 records.
+        for i in 0..1100 {
+            set_retention(&mut conn, "c", &(100_000 + i).to_string());
+        }
+        drop(conn);
+        common::wait_until(TIMEOUT, "the metadata log to be compacted", || {
+            broker.log().contains("metadata log compacted")
+        });
+        broker.kill9();
+        broker.start_again();
+        assert_eq!(
+            config_value(&broker, ResourceSpecifier::Topic("c"), "retention.ms").as_deref(),
+            Some("101099")
+        );
+        broker.restart();
+        assert_eq!(
+            config_value(&broker, ResourceSpecifier::Topic("c"), "retention.ms").as_deref(),
+            Some("101099")
+        );
+    });
+}
+
 /// A new data directory starts with an empty metadata log holding its cluster id, and no
 /// JSON document is written any more.
 #[test]
