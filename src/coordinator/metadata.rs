@@ -1,8 +1,12 @@
 //! Cluster metadata: the topics, their ids, partition counts and config overrides.
 //!
 //! [`ClusterMetadata`] is a plain value. The coordinator shard (shard 0) owns the authoritative
-//! copy; it applies a [`MetadataCommand`] with [`ClusterMetadata::apply`] (pure, no I/O: the
-//! caller persists the result and then publishes it), and every other shard holds an
+//! copy; it turns a [`MetadataCommand`] into a [`MetadataRecord`] with
+//! [`ClusterMetadata::record_for`] (checks, and the choices such as a new topic's id) and
+//! applies it with [`ClusterMetadata::replay`] (pure, total, deterministic: replaying the
+//! metadata log's records rebuilds the same value); [`ClusterMetadata::apply`] does both. The
+//! caller persists the records (`shard::metadata_log`) and then publishes the result; every
+//! other shard holds an
 //! `Arc<ClusterMetadata>` snapshot replaced as a whole on each change. A change therefore never
 //! shows half-applied to anyone.
 //!

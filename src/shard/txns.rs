@@ -7,7 +7,7 @@
 //!
 //! - Durability: every state change is a record (key: transactional id, value: the JSON of a
 //!   [`TxnRecord`]) appended to the internal log `<data_dir>/internal/__transaction_state-0/`
-//!   before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
+//!   (an [`InternalLog`] with the [`TxnCodec`]) before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
 //!   an id wins), as Kafka does with `__transaction_state`.
 //! - Ending a transaction ([`run_plan`]): the Prepare record is made durable (the decision),
 //!   then a marker is appended to every partition of the transaction on its owning shard, the

@@ -15,8 +15,8 @@
 //!   first. The periodic work with I/O (writing changed groups, expiring offsets, compaction)
 //!   runs in a separate loop every [`GROUP_TICK_INTERVAL_MS`].
 //! - Durability: committed offsets are appended to the internal log
-//!   `<data_dir>/internal/__consumer_offsets-0/` (a [`PartitionLog`], so group-committed and
-//!   fdatasync'd like any partition) and applied to the table only once the append is durable,
+//!   `<data_dir>/internal/__consumer_offsets-0/` (an [`InternalLog`] over a partition log, so
+//!   group-committed and fdatasync'd like any partition) and applied to the table only once the append is durable,
 //!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
 //!   replays the log. [`GroupCoordinator::maybe_compact`] (at load and on ticks) rewrites the
 //!   live offsets and group snapshots once superseded records dominate, and moves the log
