@@ -6,7 +6,8 @@
 //!    second broker silently share it);
 //! 2. checks RLIMIT_MEMLOCK against what glommio will lock, so a short limit is a clear error
 //!    instead of glommio's misleading panic (GLOMMIO.md pitfall 5);
-//! 3. loads (or creates) the cluster metadata;
+//! 3. loads (or creates) the cluster metadata from its internal log, migrating an old
+//!    `cluster-metadata.json` (`metadata_log::load_at_startup`, on a short-lived executor);
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
 //! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
 //!
