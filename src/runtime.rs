@@ -6,7 +6,8 @@
 //!    second broker silently share it);
 //! 2. checks RLIMIT_MEMLOCK against what glommio will lock, so a short limit is a clear error
 //!    instead of glommio's misleading panic (GLOMMIO.md pitfall 5);
-//! 3. loads (or creates) the cluster metadata;
+//! 3. loads (or creates) the cluster metadata from its internal log, migrating an old
+//!    `cluster-metadata.json` (`metadata_log::load_at_startup`, on a short-lived executor);
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
 //! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
 //!
@@ -43,7 +44,6 @@ const CLEANER_SHARES: usize = 50;
 pub const BLOCKING_THREADS_PER_SHARD: usize = 8;
 use crate::config::BrokerConfig;
 use crate::coordinator::metadata::ClusterMetadata;
-use crate::coordinator::store;
 use crate::rt::PoolStartError;
 
 /// Why the broker could not start or stopped with an error.
@@ -375,6 +375,7 @@ async fn shard_main(
     shard.close_partitions().await;
     shard.groups.close().await;
     shard.txns.close().await;
+    shard.metadata_log.close().await;
     if let Some(task) = admin_task {
         task.cancel();
     }
@@ -627,22 +628,19 @@ fn explain_executor_error(text: &str) -> String {
 }
 
 fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
-    if let Some(metadata) = store::load(&config.data_dir).map_err(StartError::Metadata)? {
-        if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
-            tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
-        }
-        return Ok(metadata);
-    }
-    let cluster_id = if config.cluster_id.is_empty() {
-        new_cluster_id()
-    } else {
-        config.cluster_id.clone()
-    };
-    let metadata = ClusterMetadata {
-        cluster_id,
+    let fresh = || ClusterMetadata {
+        cluster_id: if config.cluster_id.is_empty() {
+            new_cluster_id()
+        } else {
+            config.cluster_id.clone()
+        },
         ..ClusterMetadata::default()
     };
-    store::save(&config.data_dir, &metadata).map_err(StartError::Metadata)?;
+    let metadata = super::metadata_log::load_at_startup(&config.data_dir, fresh)
+        .map_err(StartError::Metadata)?;
+    if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
+        tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
+    }
     Ok(metadata)
 }
 

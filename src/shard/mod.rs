@@ -18,6 +18,8 @@
 //! with KAFKA_STORAGE_ERROR.
 
 pub mod groups;
+pub mod internal_log;
+pub mod metadata_log;
 pub mod notify;
 pub mod router;
 pub mod txns;
@@ -39,7 +41,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator::metadata::{
     ClusterMetadata, MetadataCommand, MetadataError, PRODUCER_ID_BLOCK_SIZE,
 };
-use crate::coordinator::{broker_config, store, topic_config};
+use crate::coordinator::{broker_config, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
 pub use notify::Notify;
@@ -157,6 +159,8 @@ pub struct Shard {
     pub groups: groups::GroupCoordinator,
     /// Coordinator shard only: transactions.
     pub txns: txns::TxnCoordinator,
+    /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
+    pub metadata_log: metadata_log::MetadataLog,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -207,6 +211,7 @@ impl Shard {
                 },
             ),
             txns: txns::TxnCoordinator::new(),
+            metadata_log: metadata_log::MetadataLog::default(),
         })
     }
 
@@ -526,6 +531,8 @@ impl Shard {
         };
         let mut current = (*self.metadata()).clone();
         let mut results = Vec::with_capacity(commands.len());
+        // The metadata log's records of the applied commands, in order.
+        let mut records = Vec::with_capacity(commands.len());
         // What the request would make of the metadata, checked against the partition cap as a
         // whole before anything is persisted or created.
         let mut hypothetical = current.clone();
@@ -540,9 +547,10 @@ impl Shard {
                 results.push(checked);
                 continue;
             }
-            match current.apply(command) {
-                Ok(next) => {
-                    current = next;
+            match current.record_for(command) {
+                Ok(record) => {
+                    current = current.replay(&record);
+                    records.push(record);
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
@@ -590,10 +598,7 @@ impl Shard {
         if validate_only || current.version == self.metadata().version {
             return results;
         }
-        let data_dir = self.config.data_dir.clone();
-        let to_save = current.clone();
-        let saved = crate::rt::spawn_blocking(move || store::save(&data_dir, &to_save)).await;
-        if let Err(e) = saved {
+        if let Err(e) = self.metadata_log.append(records, &current).await {
             tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
             return results
                 .into_iter()
@@ -719,9 +724,18 @@ impl Shard {
         }
     }
 
-    /// Coordinator shard: loads committed offsets (at startup, before the listener opens).
+    /// Coordinator shard: opens the metadata log for changes and loads committed offsets and
+    /// transactions (at startup, before the listener opens).
     pub async fn load_group_coordinator(&self) {
         assert_eq!(self.id, COORDINATOR_SHARD);
+        let published = self.metadata();
+        if let Err(e) = self
+            .metadata_log
+            .open(&self.config.data_dir, self.cache.clone(), &published)
+            .await
+        {
+            tracing::error!(error = %e, "opening the metadata log failed; metadata changes answer KAFKA_STORAGE_ERROR");
+        }
         if let Err(e) = self
             .groups
             .load(&self.config.data_dir, self.cache.clone())
