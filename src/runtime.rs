@@ -636,7 +636,7 @@ fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
         },
         ..ClusterMetadata::default()
     };
-    let metadata = super::metadata_log::load_at_startup(&config.data_dir, fresh)
+    let metadata = crate::shard::metadata_log::load_at_startup(&config.data_dir, fresh)
         .map_err(StartError::Metadata)?;
     if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
         tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
