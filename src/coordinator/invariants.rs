@@ -1,7 +1,7 @@
 //! Asserted invariants of the coordinator state machines (issue 11).
 //!
 //! Each state machine ([`super::group::Groups`], [`super::consumer_group::ConsumerGroups`],
-//! [`super::offsets::Offsets`], [`super::txn::TxnCoordinator`], [`super::metadata::Metadata`])
+//! [`super::offsets::Offsets`], [`super::txn::Transactions`], [`super::metadata::ClusterMetadata`])
 //! has a `check_invariants(&self) -> Result<(), Violation>` that states as code the properties
 //! its module essay states in prose. It is called:
 //!
