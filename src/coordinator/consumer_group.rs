@@ -55,10 +55,6 @@ use super::assignor::{self, Assignment, AssignorMember, ASSIGNORS};
 use super::invariants::{debug_check, ensure, Violation};
 use super::metadata::TopicMeta;
 
-/// Kafka's `group.consumer.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_DEFAULT: i32 = 45_000;
-/// Kafka's `group.consumer.heartbeat.interval.ms` default.
-pub const HEARTBEAT_INTERVAL_MS_DEFAULT: i32 = 5_000;
 /// Members per consumer group (Kafka's `group.consumer.max.size` is unbounded by default; a
 /// bound keeps one group from growing without limit).
 pub const GROUP_MEMBERS_MAX: usize = 1_000;
@@ -88,8 +84,8 @@ pub struct ConsumerGroupConfig {
 impl Default for ConsumerGroupConfig {
     fn default() -> Self {
         ConsumerGroupConfig {
-            session_timeout_ms: SESSION_TIMEOUT_MS_DEFAULT,
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
+            session_timeout_ms: crate::config::GROUP_CONSUMER_SESSION_TIMEOUT_MS_DEFAULT,
+            heartbeat_interval_ms: crate::config::GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT,
         }
     }
 }

@@ -50,16 +50,11 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::invariants::{debug_check, ensure, Violation};
+use crate::config;
 
 /// Caller-chosen id of a request whose answer may come later.
 pub type RequestId = u64;
 
-/// Kafka's `group.min.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
-/// Kafka's `group.max.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
-/// Kafka's `group.max.size` default (`Integer.MAX_VALUE`: unlimited).
-pub const GROUP_MAX_SIZE_DEFAULT: usize = i32::MAX as usize;
 /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, per group. Kafka keeps them
 /// unbounded (each expires after its session timeout); a bound keeps a flood of first joins
 /// from growing one group's map without limit (each entry is a member id and a deadline,
@@ -68,7 +63,7 @@ pub const GROUP_MAX_SIZE_DEFAULT: usize = i32::MAX as usize;
 /// GROUP_MAX_SIZE_REACHED, which clients treat as fatal.
 pub const GROUP_PENDING_MEMBERS_MAX: usize = 10_000;
 
-/// Group settings (Kafka's broker configs of the same names).
+/// Group settings (Kafka's broker configs of the same names; defaults in [`crate::config`]).
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
@@ -89,20 +84,16 @@ pub struct GroupConfig {
     pub session_timeout_ms_max: i32,
 }
 
-/// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
-pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
-/// Kafka's `offsets.retention.check.interval.ms` default.
-pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            initial_rebalance_delay_ms: 3_000,
-            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
-            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
-            group_max_size: GROUP_MAX_SIZE_DEFAULT,
-            session_timeout_ms_min: SESSION_TIMEOUT_MS_MIN,
-            session_timeout_ms_max: SESSION_TIMEOUT_MS_MAX,
+            initial_rebalance_delay_ms: config::GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
+            offsets_retention_ms: config::OFFSETS_RETENTION_MINUTES_DEFAULT * 60_000,
+            offsets_retention_check_interval_ms: config::OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            group_max_size: config::GROUP_MAX_SIZE_DEFAULT as usize,
+            session_timeout_ms_min: config::GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT,
+            session_timeout_ms_max: config::GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT,
         }
     }
 }

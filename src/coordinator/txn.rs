@@ -40,11 +40,6 @@ use serde::{Deserialize, Serialize};
 use super::invariants::{debug_check, ensure, Violation};
 use super::offsets::{CommittedOffset, OffsetKey};
 
-/// Kafka's `transactional.id.expiration.ms` default: seven days.
-pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
-/// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
-pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
-
 /// Largest `transaction.timeout.ms` accepted (Kafka's `transaction.max.timeout.ms` default).
 pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
 
