@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod metrics_gather;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
