@@ -22,7 +22,6 @@ use crate::storage::StorageError;
 #[error("shard {0} is not running")]
 pub struct ShardGone(pub usize);
 
-
 /// Why an admin API refused (part of) a request. Each variant's message is the one Kafka 4.1
 /// sends in the same situation (quoted from its controller and broker code where Kafka has
 /// one); its code comes from [`admin_code`]. Values are `Send`, so they can be
@@ -210,7 +209,9 @@ impl AdminError {
 
     /// The message for the response's `error_message`.
     pub fn message(&self) -> Option<kafka_protocol::protocol::StrBytes> {
-        Some(kafka_protocol::protocol::StrBytes::from_string(self.to_string()))
+        Some(kafka_protocol::protocol::StrBytes::from_string(
+            self.to_string(),
+        ))
     }
 }
 

@@ -53,6 +53,7 @@ use uuid::Uuid;
 
 use super::assignor::{self, Assignment, AssignorMember, ASSIGNORS};
 use super::invariants::{debug_check, ensure, Violation};
+use super::member::{ConsumerMemberDescription, MemberIdentity};
 use super::metadata::TopicMeta;
 
 /// Members per consumer group (Kafka's `group.consumer.max.size` is unbounded by default; a
@@ -178,6 +179,29 @@ pub struct ConsumerMember {
 }
 
 impl ConsumerMember {
+    /// The member's identity (what both group protocols share).
+    pub fn identity(&self) -> MemberIdentity {
+        MemberIdentity {
+            member_id: self.member_id.clone(),
+            instance_id: self.instance_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+        }
+    }
+
+    /// What ConsumerGroupDescribe reports of the member, with its target assignment.
+    pub fn describe(&self, target_assignment: Assignment) -> ConsumerMemberDescription {
+        ConsumerMemberDescription {
+            identity: self.identity(),
+            rack_id: self.rack_id.clone(),
+            member_epoch: self.member_epoch,
+            subscribed_topic_names: self.subscribed_topic_names.clone(),
+            subscribed_topic_regex: self.subscribed_topic_regex.clone(),
+            assignment: self.assigned.clone(),
+            target_assignment,
+        }
+    }
+
     fn new(member_id: String) -> ConsumerMember {
         ConsumerMember {
             member_id,
@@ -260,7 +284,11 @@ impl ConsumerGroup {
         );
         let mut owned = 0;
         for (id, m) in &self.members {
-            ensure!(*id == m.member_id, "{g}: member {} stored under {id}", m.member_id);
+            ensure!(
+                *id == m.member_id,
+                "{g}: member {} stored under {id}",
+                m.member_id
+            );
             for (t, ps) in m.assigned.iter().chain(m.pending_revocation.iter()) {
                 for p in ps {
                     owned += 1;
@@ -314,7 +342,10 @@ impl ConsumerGroup {
             );
         }
         for id in self.target.keys() {
-            ensure!(self.members.contains_key(id), "{g}: target for non-member {id}");
+            ensure!(
+                self.members.contains_key(id),
+                "{g}: target for non-member {id}"
+            );
         }
         Ok(())
     }
@@ -901,7 +932,11 @@ impl ConsumerGroups {
     /// heartbeat touched after it, and every group after a tick.
     pub fn check_invariants(&self) -> Result<(), Violation> {
         for (id, group) in &self.groups {
-            ensure!(*id == group.group_id, "group {} stored under {id}", group.group_id);
+            ensure!(
+                *id == group.group_id,
+                "group {} stored under {id}",
+                group.group_id
+            );
             group.check_invariants()?;
         }
         Ok(())

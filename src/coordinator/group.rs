@@ -50,6 +50,7 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::invariants::{debug_check, ensure, Violation};
+use super::member::{MemberDescription, MemberIdentity};
 use crate::config;
 
 /// Caller-chosen id of a request whose answer may come later.
@@ -84,13 +85,13 @@ pub struct GroupConfig {
     pub session_timeout_ms_max: i32,
 }
 
-
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             initial_rebalance_delay_ms: config::GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
             offsets_retention_ms: config::OFFSETS_RETENTION_MINUTES_DEFAULT * 60_000,
-            offsets_retention_check_interval_ms: config::OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            offsets_retention_check_interval_ms:
+                config::OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             group_max_size: config::GROUP_MAX_SIZE_DEFAULT as usize,
             session_timeout_ms_min: config::GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT,
             session_timeout_ms_max: config::GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT,
@@ -245,6 +246,30 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member's identity (what both group protocols share).
+    pub fn identity(&self) -> MemberIdentity {
+        MemberIdentity {
+            member_id: self.member_id.clone(),
+            instance_id: self.group_instance_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+        }
+    }
+
+    /// What DescribeGroups reports of the member: its metadata for the group's protocol and
+    /// its assignment only while the group is Stable (`stable_protocol`), as Kafka.
+    pub fn describe(&self, stable_protocol: Option<&str>) -> MemberDescription {
+        MemberDescription {
+            identity: self.identity(),
+            metadata: stable_protocol.map_or_else(Bytes::new, |p| self.metadata_for(p)),
+            assignment: if stable_protocol.is_some() {
+                self.assignment.clone()
+            } else {
+                Bytes::new()
+            },
+        }
+    }
+
     fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -325,8 +350,15 @@ impl Group {
     /// stay within [`GROUP_PENDING_MEMBERS_MAX`]; join order numbers are unique.
     pub fn check_invariants(&self) -> Result<(), Violation> {
         let g = &self.group_id;
-        ensure!(self.state != GroupState::Dead, "{g}: a Dead group is still in the map");
-        ensure!(self.generation_id >= 0, "{g}: generation {} < 0", self.generation_id);
+        ensure!(
+            self.state != GroupState::Dead,
+            "{g}: a Dead group is still in the map"
+        );
+        ensure!(
+            self.generation_id >= 0,
+            "{g}: generation {} < 0",
+            self.generation_id
+        );
         ensure!(
             self.leader.is_some() == !self.members.is_empty(),
             "{g}: leader {:?} with {} members",
@@ -334,17 +366,31 @@ impl Group {
             self.members.len()
         );
         if let Some(leader) = &self.leader {
-            ensure!(self.members.contains_key(leader), "{g}: leader {leader} is not a member");
+            ensure!(
+                self.members.contains_key(leader),
+                "{g}: leader {leader} is not a member"
+            );
         }
         match self.state {
             GroupState::Empty => {
                 ensure!(self.members.is_empty(), "{g}: Empty with members")
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
-                ensure!(!self.members.is_empty(), "{g}: {} without members", self.state.name());
-                ensure!(self.generation_id > 0, "{g}: {} in generation 0", self.state.name());
+                ensure!(
+                    !self.members.is_empty(),
+                    "{g}: {} without members",
+                    self.state.name()
+                );
+                ensure!(
+                    self.generation_id > 0,
+                    "{g}: {} in generation 0",
+                    self.state.name()
+                );
                 let Some(protocol) = &self.protocol_name else {
-                    return Err(Violation(format!("{g}: {} without a protocol", self.state.name())));
+                    return Err(Violation(format!(
+                        "{g}: {} without a protocol",
+                        self.state.name()
+                    )));
                 };
                 for m in self.members.values() {
                     ensure!(
@@ -359,7 +405,11 @@ impl Group {
         let mut parked = BTreeSet::new();
         let mut seqs = BTreeSet::new();
         for (id, m) in &self.members {
-            ensure!(*id == m.member_id, "{g}: member {} stored under {id}", m.member_id);
+            ensure!(
+                *id == m.member_id,
+                "{g}: member {} stored under {id}",
+                m.member_id
+            );
             ensure!(
                 self.protocol_type.as_ref() == Some(&m.protocol_type),
                 "{g}: member {id} has protocol type {} and the group {:?}",
@@ -401,7 +451,9 @@ impl Group {
         }
         for (instance, id) in &self.static_members {
             let Some(m) = self.members.get(id) else {
-                return Err(Violation(format!("{g}: static {instance} -> {id}, not a member")));
+                return Err(Violation(format!(
+                    "{g}: static {instance} -> {id}, not a member"
+                )));
             };
             ensure!(
                 m.group_instance_id.as_ref() == Some(instance),
@@ -603,7 +655,9 @@ impl Groups {
         if needs_persisting(before, after) {
             self.dirty.insert(group_id.to_string());
         }
-        debug_check(|| self.check_transition(group_id, before.map(|(_, generation, _)| generation)));
+        debug_check(|| {
+            self.check_transition(group_id, before.map(|(_, generation, _)| generation))
+        });
         out
     }
 
@@ -612,7 +666,11 @@ impl Groups {
     /// touched after each call.
     pub fn check_invariants(&self) -> Result<(), Violation> {
         for (id, group) in &self.groups {
-            ensure!(*id == group.group_id, "group {} stored under {id}", group.group_id);
+            ensure!(
+                *id == group.group_id,
+                "group {} stored under {id}",
+                group.group_id
+            );
             group.check_invariants()?;
         }
         Ok(())
@@ -1702,6 +1760,31 @@ mod tests {
         );
     }
 
+    /// A member's description (DescribeGroups) carries its identity, and its metadata for the
+    /// chosen protocol and its assignment only once the group is Stable.
+    #[test]
+    fn member_description_shows_metadata_and_assignment_only_when_stable() {
+        let mut g = groups();
+        let (m, _) = join_new(&mut g, 0, 1);
+        let member = &g.group("g").unwrap().members[&m];
+        let described = member.describe(None);
+        assert_eq!(
+            described.identity,
+            MemberIdentity {
+                member_id: m.clone(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+            }
+        );
+        assert_eq!((described.metadata.len(), described.assignment.len()), (0, 0));
+        g.sync(1, 3, sync_req(&m, 1, vec![(m.clone(), Bytes::from("a"))]));
+        let member = &g.group("g").unwrap().members[&m];
+        let described = member.describe(Some("range"));
+        assert_eq!(described.metadata, Bytes::from_static(b"m"));
+        assert_eq!(described.assignment, Bytes::from("a"));
+    }
+
     /// A second member joining a stable group starts a rebalance: the first member's heartbeat
     /// says REBALANCE_IN_PROGRESS, and the join completes once it rejoins.
     #[test]
@@ -2235,19 +2318,33 @@ mod tests {
             old: bool,
         },
         /// A member id seen before joins again (maybe with other protocols).
-        JoinKnown { group: u8, member: u8, proto: u8 },
+        JoinKnown {
+            group: u8,
+            member: u8,
+            proto: u8,
+        },
         /// SyncGroup by a known member with the current generation (or one off).
         Sync {
             group: u8,
             member: u8,
             stale: bool,
         },
-        Heartbeat { group: u8, member: u8 },
-        Leave { group: u8, member: u8 },
+        Heartbeat {
+            group: u8,
+            member: u8,
+        },
+        Leave {
+            group: u8,
+            member: u8,
+        },
         /// Time passes (up to a bit more than a session) and the timer runs.
-        Tick { ms: u32 },
+        Tick {
+            ms: u32,
+        },
         /// The coordinator writes a snapshot of a group and restores it (a restart).
-        Restart { group: u8 },
+        Restart {
+            group: u8,
+        },
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {

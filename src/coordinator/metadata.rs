@@ -320,7 +320,10 @@ impl ClusterMetadata {
             self.producer_id_block_next
         );
         for (resource, configs) in &self.broker_configs {
-            ensure!(!configs.is_empty(), "empty broker config set for {resource:?}");
+            ensure!(
+                !configs.is_empty(),
+                "empty broker config set for {resource:?}"
+            );
         }
         Ok(())
     }
@@ -484,11 +487,10 @@ mod tests {
                 partitions,
                 configs: BTreeMap::new()
             }),
-            name.clone().prop_map(|name| MetadataCommand::DeleteTopic { name }),
-            (name.clone(), 0..8i32).prop_map(|(name, total)| MetadataCommand::CreatePartitions {
-                name,
-                total
-            }),
+            name.clone()
+                .prop_map(|name| MetadataCommand::DeleteTopic { name }),
+            (name.clone(), 0..8i32)
+                .prop_map(|(name, total)| MetadataCommand::CreatePartitions { name, total }),
             (name, proptest::option::of(0..3u8)).prop_map(|(name, ms)| {
                 MetadataCommand::SetConfigs {
                     name,

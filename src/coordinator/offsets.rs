@@ -123,7 +123,11 @@ impl Offsets {
     pub fn check_invariants(&self) -> Result<(), Violation> {
         for (group, offsets) in &self.groups {
             ensure!(!offsets.is_empty(), "group {group} kept with no offsets");
-            ensure!(group.len() <= usize::from(u16::MAX), "group id of {} bytes", group.len());
+            ensure!(
+                group.len() <= usize::from(u16::MAX),
+                "group id of {} bytes",
+                group.len()
+            );
             for (topic, partition) in offsets.keys() {
                 ensure!(
                     topic.len() <= usize::from(u16::MAX),

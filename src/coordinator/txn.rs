@@ -357,7 +357,9 @@ impl Transactions {
         group: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<TxnRecord>, ResponseError> {
-        self.checked(id, |t| t.add_unchecked(id, pid, epoch, partitions, group, now_ms))
+        self.checked(id, |t| {
+            t.add_unchecked(id, pid, epoch, partitions, group, now_ms)
+        })
     }
 
     /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
@@ -381,12 +383,16 @@ impl Transactions {
         commit: bool,
         now_ms: i64,
     ) -> Result<Option<EndPlan>, ResponseError> {
-        self.checked(id, |t| t.begin_end_unchecked(id, pid, epoch, commit, now_ms))
+        self.checked(id, |t| {
+            t.begin_end_unchecked(id, pid, epoch, commit, now_ms)
+        })
     }
 
     /// The markers of `plan` are written (and its offsets applied): the Complete* record.
     pub fn complete_end(&mut self, plan: &EndPlan, now_ms: i64) -> Option<TxnRecord> {
-        self.checked(&plan.transactional_id, |t| t.complete_end_unchecked(plan, now_ms))
+        self.checked(&plan.transactional_id, |t| {
+            t.complete_end_unchecked(plan, now_ms)
+        })
     }
 
     /// Runs `f` (a transition of `id`); in debug builds then checks `id`'s invariants and that
@@ -651,14 +657,27 @@ pub fn check_meta(id: &str, m: &TxnMeta) -> Result<(), Violation> {
                 m.groups.len(),
                 m.offsets.len()
             );
-            ensure!(m.start_ms == -1, "{id}: {} started at {}", m.state.name(), m.start_ms);
+            ensure!(
+                m.start_ms == -1,
+                "{id}: {} started at {}",
+                m.state.name(),
+                m.start_ms
+            );
         }
         TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort => {
-            ensure!(m.start_ms >= 0, "{id}: {} without a start time", m.state.name());
+            ensure!(
+                m.start_ms >= 0,
+                "{id}: {} without a start time",
+                m.state.name()
+            );
         }
     }
     if m.state == TxnState::PrepareAbort {
-        ensure!(m.offsets.is_empty(), "{id}: an abort with {} offsets", m.offsets.len());
+        ensure!(
+            m.offsets.is_empty(),
+            "{id}: an abort with {} offsets",
+            m.offsets.len()
+        );
     }
     for key in m.offsets.keys() {
         ensure!(
@@ -1045,11 +1064,20 @@ mod tests {
         Init { id: u8, bump: bool },
         /// AddPartitionsToTxn (a partition) or AddOffsetsToTxn (a group), maybe with a stale
         /// epoch.
-        Add { id: u8, partition: u8, group: bool, stale: bool },
+        Add {
+            id: u8,
+            partition: u8,
+            group: bool,
+            stale: bool,
+        },
         /// TxnOffsetCommit for group g0 or g1.
         OffsetCommit { id: u8, group: u8 },
         /// EndTxn; the plan's markers are written (`complete`) or not yet.
-        End { id: u8, commit: bool, complete: bool },
+        End {
+            id: u8,
+            commit: bool,
+            complete: bool,
+        },
         /// The runtime retries the plans stuck in Prepare*.
         RetryPending,
         /// Time passes: transactions past their timeout are aborted, expired ids removed.

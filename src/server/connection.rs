@@ -42,7 +42,6 @@ use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::parse_request_header;
 use crate::shard::Shard;
 
-
 /// Bytes read at once while no frame size is known: an idle connection waits with this much in
 /// its task and no read buffer. Most requests other than Produce (Fetch, Metadata, heartbeats,
 /// commits) fit, so they take one read.

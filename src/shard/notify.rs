@@ -143,12 +143,18 @@ mod tests {
         let mut until = Box::pin(notify.until(|| done.get()));
         assert!(until.as_mut().poll(&mut cx).is_pending());
         notify.notify_all();
-        assert!(until.as_mut().poll(&mut cx).is_pending(), "woken, but not done");
+        assert!(
+            until.as_mut().poll(&mut cx).is_pending(),
+            "woken, but not done"
+        );
         done.set(true);
         notify.notify_all();
         assert!(until.as_mut().poll(&mut cx).is_ready());
         assert_eq!(notify.waiters(), 0);
         let mut late = Box::pin(notify.until(|| done.get()));
-        assert!(late.as_mut().poll(&mut cx).is_ready(), "a latched condition needs no wake-up");
+        assert!(
+            late.as_mut().poll(&mut cx).is_ready(),
+            "a latched condition needs no wake-up"
+        );
     }
 }
