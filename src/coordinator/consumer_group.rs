@@ -301,7 +301,7 @@ impl ConsumerGroup {
             }
             let unrevoked = m.state == MemberState::UnrevokedPartitions;
             ensure!(
-                unrevoked == !m.pending_revocation.is_empty(),
+                unrevoked != m.pending_revocation.is_empty(),
                 "{g}: member {id} is {:?} with {} topics pending revocation",
                 m.state,
                 m.pending_revocation.len()

@@ -360,7 +360,7 @@ impl Group {
             self.generation_id
         );
         ensure!(
-            self.leader.is_some() == !self.members.is_empty(),
+            self.leader.is_some() != self.members.is_empty(),
             "{g}: leader {:?} with {} members",
             self.leader,
             self.members.len()
@@ -1777,7 +1777,10 @@ mod tests {
                 client_host: "/127.0.0.1".into(),
             }
         );
-        assert_eq!((described.metadata.len(), described.assignment.len()), (0, 0));
+        assert_eq!(
+            (described.metadata.len(), described.assignment.len()),
+            (0, 0)
+        );
         g.sync(1, 3, sync_req(&m, 1, vec![(m.clone(), Bytes::from("a"))]));
         let member = &g.group("g").unwrap().members[&m];
         let described = member.describe(Some("range"));

@@ -1000,7 +1000,6 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
-
 /// OffsetFetch's answer for one group: per topic, per partition, the committed offset if any.
 pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
