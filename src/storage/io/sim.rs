@@ -147,6 +147,8 @@ struct State {
     faults: Faults,
     ops: u64,
     power_off_at: Option<u64>,
+    /// The operation (by count) that fails once with EIO.
+    fail_at: Option<u64>,
     down: bool,
     /// Incremented by each crash: descriptors of an older epoch are dead.
     epoch: u64,
@@ -249,6 +251,10 @@ impl State {
         self.ops += 1;
         if self.power_off_at.is_some_and(|at| self.ops >= at) {
             self.down = true;
+            return Err(errno(libc::EIO));
+        }
+        if self.fail_at == Some(self.ops) {
+            self.fail_at = None;
             return Err(errno(libc::EIO));
         }
         Ok(())
@@ -512,6 +518,7 @@ impl SimDisk {
                 faults: Faults::default(),
                 ops: 0,
                 power_off_at: None,
+                fail_at: None,
                 down: false,
                 epoch: 0,
                 latency: None,
@@ -534,6 +541,13 @@ impl SimDisk {
     pub fn power_off_after(&self, ops: u64) {
         let mut s = self.state.borrow_mut();
         s.power_off_at = Some(s.ops + ops.max(1));
+    }
+
+    /// The `ops`-th operation from now (1 = the next one) fails with EIO, having no effect;
+    /// the others work. For tests that fail each step of a sequence in turn.
+    pub fn fail_once_after(&self, ops: u64) {
+        let mut s = self.state.borrow_mut();
+        s.fail_at = Some(s.ops + ops.max(1));
     }
 
     /// Whether the disk is powered off (every operation fails).
@@ -564,6 +578,28 @@ impl SimDisk {
             ),
             _ => None,
         }
+    }
+
+    /// Names of the files and directories directly in `dir` now, with file sizes (directories:
+    /// None). For tests and replay dumps.
+    pub fn listing(&self, dir: &Path) -> Vec<(String, Option<u64>)> {
+        let s = self.state.borrow();
+        s.names
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, e)| {
+                let name = p
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                let size = match e {
+                    Entry::File(ino) => {
+                        Some(s.inodes.get(ino).map_or(0, |i| i.current.len() as u64))
+                    }
+                    Entry::Dir => None,
+                };
+                (name, size)
+            })
+            .collect()
     }
 
     async fn delay(&self, op: Op) {
