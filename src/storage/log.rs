@@ -814,6 +814,9 @@ impl PartitionLog {
                             return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
                         seg.next_offset = out.next_offset;
+                        // It becomes the active segment again if the one after it is an
+                        // empty leftover of a roll: its next write rewrites this block.
+                        seg.tail_block = out.tail_block;
                     }
                     None => {
                         tracing::warn!(dir = %dir.display(), base, "rebuilding missing or damaged index");
@@ -823,6 +826,7 @@ impl PartitionLog {
                             return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
                         seg.next_offset = out.next_offset;
+                        seg.tail_block = out.tail_block;
                         seg.finish_time_index();
                     }
                 }
