@@ -843,3 +843,242 @@ impl SimFile {
         self.state()?.read(self.ino, pos, len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! SimDisk semantics, through the public storage I/O functions (which dispatch to it).
+    use super::*;
+    use crate::storage::io::{self as sio, DataFile};
+    use futures_lite::future::block_on;
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/d")
+    }
+
+    /// A fresh disk with `/d` created durably.
+    fn disk(seed: u64) -> SimDisk {
+        let disk = SimDisk::new(seed);
+        let _g = install(&disk);
+        block_on(async {
+            sio::create_dir_all(&dir()).await.unwrap();
+            sio::sync_dir(Path::new("/")).await.unwrap();
+        });
+        disk
+    }
+
+    fn sectors(fill: u8, n: usize) -> Vec<u8> {
+        vec![fill; n * SECTOR_BYTES as usize]
+    }
+
+    #[test]
+    fn crash_keeps_loses_or_tears_unsynced_writes_at_sector_boundaries() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let disk = disk(seed);
+            let _g = install(&disk);
+            let path = dir().join("f");
+            block_on(async {
+                let f = DataFile::open_rw(&path).await.unwrap();
+                sio::sync_dir(&dir()).await.unwrap();
+                f.write_padded(0, &[&sectors(1, 2)], 1 << 20).await.unwrap();
+                f.sync().await.unwrap();
+                // Unsynced: four sectors of 2 over the synced ones and beyond.
+                f.write_padded(0, &[&sectors(2, 4)], 1 << 20).await.unwrap();
+                assert_eq!(f.read(0, 4096).await.unwrap().to_vec(), sectors(2, 4));
+            });
+            disk.crash();
+            let data = disk.file_content(&path).expect("synced name survives");
+            // A prefix of whole sectors of the new write, then the old content.
+            let new = data.iter().take_while(|&&b| b == 2).count();
+            assert_eq!(
+                new % SECTOR_BYTES as usize,
+                0,
+                "seed {seed}: cut inside a sector"
+            );
+            let mut want = sectors(2, new / SECTOR_BYTES as usize);
+            if want.len() < 2 * SECTOR_BYTES as usize {
+                want.extend_from_slice(&sectors(1, 2)[want.len()..]);
+            }
+            assert_eq!(data, want, "seed {seed}");
+            seen.insert(new / SECTOR_BYTES as usize);
+        }
+        // Lost (0), torn (1..3) and kept (4) all happen.
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn synced_data_survives_every_crash() {
+        for seed in 0..50 {
+            let disk = disk(seed);
+            let _g = install(&disk);
+            let path = dir().join("f");
+            block_on(async {
+                let f = DataFile::open_rw(&path).await.unwrap();
+                f.write_padded(0, &[b"hello"], 512).await.unwrap();
+                f.preallocate(4096).await.unwrap();
+                f.sync().await.unwrap();
+                sio::sync_dir(&dir()).await.unwrap();
+            });
+            disk.crash();
+            let data = disk.file_content(&path).unwrap();
+            assert_eq!(data.len(), 4096);
+            assert_eq!(&data[..5], b"hello");
+            assert!(data[5..].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn a_created_name_is_durable_only_after_its_directory_is_synced() {
+        let mut lost = 0;
+        for seed in 0..100 {
+            let disk = disk(seed);
+            let _g = install(&disk);
+            block_on(async {
+                let f = DataFile::open_rw(&dir().join("a")).await.unwrap();
+                f.write_padded(0, &[b"a"], 512).await.unwrap();
+                f.sync().await.unwrap();
+                let f = DataFile::open_rw(&dir().join("b")).await.unwrap();
+                f.sync().await.unwrap();
+                sio::sync_dir(&dir()).await.unwrap();
+                DataFile::open_rw(&dir().join("c")).await.unwrap();
+            });
+            disk.crash();
+            assert!(disk.file_content(&dir().join("a")).is_some());
+            assert!(disk.file_content(&dir().join("b")).is_some());
+            lost += usize::from(disk.file_content(&dir().join("c")).is_none());
+        }
+        assert!(lost > 0 && lost < 100, "c lost in {lost} of 100 crashes");
+    }
+
+    #[test]
+    fn atomic_replace_leaves_the_old_or_the_new_file() {
+        let (mut old, mut new) = (0, 0);
+        for seed in 0..100 {
+            let disk = disk(seed);
+            let _g = install(&disk);
+            let path = dir().join("meta");
+            block_on(async {
+                sio::write_file_atomic(&path, b"old".to_vec())
+                    .await
+                    .unwrap();
+                // Power fails somewhere inside the second replace.
+                disk.power_off_after(1 + seed % 5);
+                let _ = sio::write_file_atomic(&path, b"new".to_vec()).await;
+            });
+            assert!(disk.is_down() || seed % 5 >= 4);
+            disk.crash();
+            match disk.file_content(&path).as_deref() {
+                Some(b"old") => old += 1,
+                Some(b"new") => new += 1,
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        assert!(old > 0 && new > 0, "old {old}, new {new}");
+    }
+
+    #[test]
+    fn faults_are_real_os_errors() {
+        let disk = disk(1);
+        let _g = install(&disk);
+        block_on(async {
+            let f = DataFile::open_rw(&dir().join("f")).await.unwrap();
+            disk.set_faults(Faults {
+                write_enospc_ppm: 1_000_000,
+                preallocate_enospc_ppm: 1_000_000,
+                ..Faults::default()
+            });
+            let e = f.write_padded(0, &[b"x"], 512).await.unwrap_err();
+            assert!(sio::is_disk_full(&e), "{e:?}");
+            assert!(sio::is_disk_full(
+                &f.preallocate(1 << 20).await.unwrap_err()
+            ));
+            disk.set_faults(Faults {
+                sync_eio_ppm: 1_000_000,
+                read_eio_ppm: 1_000_000,
+                ..Faults::default()
+            });
+            f.write_padded(0, &[b"x"], 512).await.unwrap();
+            for e in [f.sync().await.unwrap_err(), f.read(0, 1).await.unwrap_err()] {
+                match e {
+                    crate::storage::StorageError::Io { source, .. } => {
+                        assert_eq!(source.raw_os_error(), Some(libc::EIO))
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            disk.set_faults(Faults::default());
+            // The failed sync left the write pending: a later one makes it durable.
+            f.sync().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn power_off_fails_everything_and_old_descriptors_stay_dead() {
+        let disk = disk(3);
+        let _g = install(&disk);
+        let path = dir().join("f");
+        let f = block_on(async {
+            let f = DataFile::open_rw(&path).await.unwrap();
+            sio::sync_dir(&dir()).await.unwrap();
+            disk.power_off_after(2);
+            f.write_padded(0, &[b"x"], 512).await.unwrap();
+            assert!(f.sync().await.is_err());
+            assert!(disk.is_down());
+            assert!(sio::list_dir(&dir()).await.is_err());
+            f
+        });
+        disk.crash();
+        block_on(async {
+            assert!(
+                f.read(0, 1).await.is_err(),
+                "a descriptor from before the crash"
+            );
+            let g = DataFile::open_rw(&path).await.unwrap();
+            assert!(g.size().await.unwrap() <= 512);
+            assert_eq!(sio::list_dir(&dir()).await.unwrap(), vec!["f".to_string()]);
+        });
+    }
+
+    #[test]
+    fn fail_once_fails_exactly_one_operation() {
+        let disk = disk(4);
+        let _g = install(&disk);
+        block_on(async {
+            let f = DataFile::open_rw(&dir().join("f")).await.unwrap();
+            disk.fail_once_after(2);
+            f.write_padded(0, &[b"x"], 512).await.unwrap();
+            assert!(f.sync().await.is_err());
+            f.sync().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn latency_hook_runs_before_each_operation() {
+        let disk = disk(5);
+        let _g = install(&disk);
+        let calls = Rc::new(std::cell::Cell::new(0));
+        let c = calls.clone();
+        disk.set_latency(Some(Rc::new(move |_op| {
+            c.set(c.get() + 1);
+            let fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(yield_once());
+            Some(fut)
+        })));
+        block_on(async {
+            let f = DataFile::open_rw(&dir().join("f")).await.unwrap();
+            f.write_padded(0, &[b"x"], 512).await.unwrap();
+            f.sync().await.unwrap();
+        });
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn the_guard_restores_the_previous_backend() {
+        let disk = SimDisk::new(6);
+        assert!(current().is_none());
+        {
+            let _g = install(&disk);
+            assert!(current().is_some());
+        }
+        assert!(current().is_none());
+    }
+}
