@@ -9,7 +9,7 @@
 //! latency hook (each disk operation yields 0 to 3 times, which reorders the flusher, the
 //! appends and the reads) and [`STEPS`] operations: spawn concurrent appends of batches of
 //! random sizes (group commit), read at a random offset, wait for the appends in flight,
-//! apply retention by size, close and reopen, crash now, or arm a crash a random number of
+//! delete records below a random offset, apply retention by size, close and reopen, crash now, or arm a crash a random number of
 //! disk operations ahead (so it falls inside a flush, a segment roll or a recovery). A crash
 //! powers the disk off, lets every task of the old log fail, drops it, applies
 //! [`SimDisk::crash`] (unsynced writes kept, lost or torn; unsynced names kept up to a seeded
@@ -518,6 +518,27 @@ impl Sim {
         }
     }
 
+    /// DeleteRecords at a random offset up to the high watermark.
+    async fn delete_records(&mut self, step: usize) -> Verdict {
+        let log = self.log();
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        let target = start + self.rng.below((hw - start + 1) as u64) as i64;
+        let r = log.delete_records(target).await;
+        self.note(step, format!("delete records below {target}: {r:?}"));
+        match r {
+            Ok(new_start) if new_start >= target && new_start == log.log_start_offset() => Ok(()),
+            Ok(new_start) => Err(format!(
+                "delete records below {target} moved the log start to {new_start}"
+            )),
+            Err(StorageError::Io { .. }) if self.may_fail() => {
+                // Its checkpoint may be durable: after a crash the log may start at `target`.
+                self.model.log_start_max = self.model.log_start_max.max(target);
+                Ok(())
+            }
+            Err(e) => Err(format!("delete records below {target}: {e:?}")),
+        }
+    }
+
     /// One random operation.
     async fn step(&mut self, step: usize) -> Verdict {
         self.now_ms += self.rng.below(1000) as i64;
@@ -533,10 +554,11 @@ impl Sim {
                 self.note(step, format!("append x{n}"));
             }
             40..=64 => self.read_somewhere(step).await?,
-            65..=79 => {
+            65..=76 => {
                 self.settle().await?;
                 self.note(step, "settle".into());
             }
+            77..=79 => self.delete_records(step).await?,
             80..=84 => {
                 let keep = self.rng.pick(&[-1i64, 32 << 10, 128 << 10]);
                 let mut config = self.config.clone();
