@@ -8,8 +8,10 @@
 //! on write/fsync/read and ENOSPC on write/preallocate, each up to a few percent), the
 //! latency hook (each disk operation yields 0 to 3 times, which reorders the flusher, the
 //! appends and the reads) and [`STEPS`] operations: spawn concurrent appends of batches of
-//! random sizes (group commit), read at a random offset, wait for the appends in flight,
-//! delete records below a random offset, apply retention by size, close and reopen, crash now, or arm a crash a random number of
+//! random sizes (group commit), send the next batch of one idempotent producer (or retry the
+//! one not acknowledged yet, with the same sequence), read at a random offset, wait for the
+//! appends in flight, delete records below a random offset, apply retention by size, close
+//! and reopen, crash now, or arm a crash a random number of
 //! disk operations ahead (so it falls inside a flush, a segment roll or a recovery). A crash
 //! powers the disk off, lets every task of the old log fail, drops it, applies
 //! [`SimDisk::crash`] (unsynced writes kept, lost or torn; unsynced names kept up to a seeded
@@ -28,8 +30,12 @@
 //!   different batches (across crashes too).
 //! - High watermark <= log end, log start <= high watermark; neither the high watermark nor
 //!   the log start moves back while the log is open; after a reopen the high watermark is not
-//!   below any acknowledged offset, and the log start not above the highest one seen.
+//!   below any acknowledged offset, and the log start not above the highest one seen (or
+//!   asked for by a retention or DeleteRecords that failed: its checkpoint may be durable).
 //! - Reads never pass the high watermark they report, and return exactly what was written.
+//! - Idempotence: a batch is stored once; a retry of a batch already in the log (durable
+//!   before a crash although its append failed) is answered with the original offsets. A
+//!   retry is refused (OutOfOrderSequence) only if the producer's batches may all be gone.
 //! - An append fails only with an I/O error, and only when the disk failed (a fault or a
 //!   crash): with no faults an append never fails.
 //!
@@ -40,10 +46,10 @@
 //! simulate::replay --nocapture`), which prints every step.
 //!
 //! What this does not simulate yet: compaction (the cleaner reads an interrupted swap file
-//! through `std::fs`), transactions and idempotent producers, the internal logs and the
+//! through `std::fs`), transactions, several producers in flight, the internal logs and the
 //! coordinator state machines.
 
-use crate::storage_common::run;
+use crate::storage_common::{producer_batch, run};
 use bytes::Bytes;
 use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::io::sim::{self, Faults, SimDisk};
@@ -104,6 +110,9 @@ struct Model {
     /// Every batch seen in the log (served or acknowledged): base -> (last, identity). An
     /// offset range is never given to two different batches.
     seen: BTreeMap<i64, (i64, Bytes)>,
+    /// Where each batch of `seen` is: a batch is stored once (an idempotent producer's retry
+    /// of a batch that is already in the log gets the original offsets).
+    placed: HashMap<Bytes, i64>,
     /// Whether the disk failed since the last check of append results (fault or crash).
     disk_failed: bool,
     /// Highest log start offset observed.
@@ -134,8 +143,18 @@ impl Model {
                 ));
             }
         }
+        self.place(&id, base)?;
         self.seen.insert(base, (last, id));
         Ok(())
+    }
+
+    fn place(&mut self, id: &Bytes, base: i64) -> Verdict {
+        match self.placed.insert(id.clone(), base) {
+            Some(other) if other != base => Err(format!(
+                "one batch stored twice: at offsets {other} and {base}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// An append's result.
@@ -154,6 +173,7 @@ impl Model {
                         ));
                     }
                 }
+                self.place(id, info.base_offset)?;
                 self.seen
                     .insert(info.base_offset, (info.last_offset, id.clone()));
                 self.acked
@@ -257,6 +277,7 @@ struct Sim {
     /// Faults are off for a retried open.
     faults_suspended: bool,
     stats: Stats,
+    producer: Producer,
 }
 
 /// What the runs did, summed over seeds (to see that the checks had something to check).
@@ -281,6 +302,19 @@ impl std::ops::AddAssign for Stats {
         self.writes_torn += o.writes_torn;
         self.names_lost += o.names_lost;
     }
+}
+
+/// The one idempotent producer: one batch in flight at a time, retried (same sequence) until
+/// acknowledged, as a Kafka producer with `enable.idempotence` does.
+struct Producer {
+    id: i64,
+    next_seq: i32,
+    /// The batch being sent (kept for the retry until acknowledged) and its record count.
+    current: Option<(Bytes, i32)>,
+    inflight: bool,
+    /// Last offset acknowledged to this producer.
+    last_acked: i64,
+    results: Results,
 }
 
 /// Why opening the log did not work.
@@ -321,6 +355,40 @@ impl Sim {
                 self.stats.appends_failed += 1;
             }
             self.model.append_done(&id, result)?;
+        }
+        let done: Vec<_> = self.producer.results.borrow_mut().drain(..).collect();
+        for (id, result) in done {
+            self.producer.inflight = false;
+            match result {
+                Ok(info) => {
+                    self.stats.appends_acked += 1;
+                    self.producer.next_seq += self.producer.current.take().map_or(0, |c| c.1);
+                    self.producer.last_acked = info.last_offset;
+                    self.model.append_done(&id, Ok(info))?;
+                }
+                Err(StorageError::Io { .. }) if self.model.disk_failed => {
+                    self.stats.appends_failed += 1;
+                }
+                Err(
+                    e @ (StorageError::OutOfOrderSequence(_)
+                    | StorageError::InvalidProducerEpoch(_)),
+                ) => {
+                    // Allowed only if the producer's batches may all be gone (retention or
+                    // DeleteRecords passed them): then its state may be too. A new producer.
+                    let start = self.log.as_ref().map_or(0, |l| l.log_start_offset());
+                    if start <= self.producer.last_acked {
+                        return Err(format!(
+                            "idempotent retry refused with {e:?} (log start {start}, last acked {})",
+                            self.producer.last_acked
+                        ));
+                    }
+                    self.producer.id += 1;
+                    self.producer.next_seq = 0;
+                    self.producer.current = None;
+                    self.producer.last_acked = -1;
+                }
+                Err(e) => return Err(format!("idempotent append failed: {e:?}")),
+            }
         }
         Ok(())
     }
@@ -424,6 +492,7 @@ impl Sim {
         }
         // Batches beyond the log end are forgotten: their offsets may be given again.
         self.model.seen.retain(|&base, _| base < hw);
+        self.model.placed.retain(|_, base| *base < hw);
         self.model.hw = hw;
         self.model.log_start = start;
         self.model.log_start_max = self.model.log_start_max.max(start);
@@ -472,6 +541,48 @@ impl Sim {
         self.stats.writes_torn += report.writes_torn;
         self.stats.names_lost += report.names_lost;
         self.note(step, format!("crash: {report:?}"));
+    }
+
+    /// The producer sends its next batch, or retries the one not acknowledged yet.
+    fn spawn_producer_append(&mut self) -> String {
+        if self.producer.inflight {
+            return "producer busy".into();
+        }
+        let (b, retry) = match &self.producer.current {
+            Some((b, _)) => (b.clone(), true),
+            None => {
+                let count = 1 + self.rng.below(5) as i32;
+                let b = producer_batch(
+                    self.producer.id,
+                    0,
+                    self.producer.next_seq,
+                    count as usize,
+                    false,
+                    None,
+                );
+                self.model.sent.insert(identity(&b), count);
+                self.producer.current = Some((b.clone(), count));
+                (b, false)
+            }
+        };
+        self.producer.inflight = true;
+        let log = self.log();
+        let results = self.producer.results.clone();
+        let now = self.now_ms;
+        let ident = identity(&b);
+        self.inflight.push(
+            glommio::spawn_local(async move {
+                let r = log.append(b, now).await;
+                results.borrow_mut().push((ident, r));
+            })
+            .detach(),
+        );
+        format!(
+            "producer {} seq {}{}",
+            self.producer.id,
+            self.producer.next_seq,
+            if retry { " (retry)" } else { "" }
+        )
     }
 
     fn spawn_append(&mut self) {
@@ -546,7 +657,11 @@ impl Sim {
             return self.crash(step).await;
         }
         match self.rng.below(100) {
-            0..=39 => {
+            0..=7 => {
+                let what = self.spawn_producer_append();
+                self.note(step, what);
+            }
+            8..=39 => {
                 let n = 1 + self.rng.below(4) as usize;
                 for _ in 0..n.min(INFLIGHT_MAX.saturating_sub(self.inflight.len())) {
                     self.spawn_append();
@@ -679,6 +794,14 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
                 verbose,
                 armed: false,
                 faults_suspended: false,
+                producer: Producer {
+                    id: 1000,
+                    next_seq: 0,
+                    current: None,
+                    inflight: false,
+                    last_acked: -1,
+                    results: Rc::new(RefCell::new(Vec::new())),
+                },
                 stats: Stats::default(),
             };
             s.note(
