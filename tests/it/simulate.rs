@@ -4,7 +4,8 @@
 //!
 //! # A run
 //! One seed decides everything: the log's config (small segments and index intervals, so
-//! rolls and index lookups happen), the disk's faults (none for half the seeds; otherwise EIO
+//! rolls and index lookups happen; for some seeds rolls and retention by time on the
+//! simulated clock), the disk's faults (none for half the seeds; otherwise EIO
 //! on write/fsync/read and ENOSPC on write/preallocate, each up to a few percent), the
 //! latency hook (each disk operation yields 0 to 3 times, which reorders the flusher, the
 //! appends and the reads) and [`STEPS`] operations: spawn concurrent appends of batches of
@@ -750,6 +751,9 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
             let config = LogConfig {
                 segment_bytes: rng.pick(&[8u64 << 10, 32 << 10, 256 << 10]),
                 index_interval_bytes: rng.pick(&[256u32, 1024, 4096]),
+                // The clock advances up to 1 s per step: these roll and expire by time too.
+                segment_ms: rng.pick(&[604_800_000i64, 20_000]),
+                retention_ms: rng.pick(&[604_800_000i64, 60_000]),
                 ..LogConfig::default()
             };
             let faults = if rng.below(2) == 0 {
