@@ -1,14 +1,15 @@
 //! The deterministic simulator of the storage engine (issue 11): a seeded run drives one
-//! [`PartitionLog`] on a [`SimDisk`] inside one glommio executor, with random operations and
-//! faults, and checks the log against a model after every step.
+//! [`PartitionLog`] on a [`SimDisk`] inside `rt`'s simulated executor ([`rt::sim`]: one
+//! thread, a seeded scheduling order, a virtual clock), with random operations and faults,
+//! and checks the log against a model after every step.
 //!
 //! # A run
 //! One seed decides everything: the log's config (small segments and index intervals, so
 //! rolls and index lookups happen; for some seeds rolls and retention by time on the
 //! simulated clock), the disk's faults (none for half the seeds; otherwise EIO
 //! on write/fsync/read and ENOSPC on write/preallocate, each up to a few percent), the
-//! latency hook (each disk operation yields 0 to 3 times, which reorders the flusher, the
-//! appends and the reads) and [`STEPS`] operations: spawn concurrent appends of batches of
+//! latency hook (each disk operation sleeps 0 to 150 µs on the virtual clock, which reorders
+//! the flusher, the appends and the reads, as does the seeded scheduler) and [`STEPS`] operations: spawn concurrent appends of batches of
 //! random sizes (group commit), send the next batch of one idempotent producer (or retry the
 //! one not acknowledged yet, with the same sequence), read at a random offset, wait for the
 //! appends in flight, delete records below a random offset, apply retention by size, close
@@ -16,9 +17,9 @@
 //! disk operations ahead (so it falls inside a flush, a segment roll or a recovery). A crash
 //! powers the disk off, lets every task of the old log fail, drops it, applies
 //! [`SimDisk::crash`] (unsynced writes kept, lost or torn; unsynced names kept up to a seeded
-//! point) and reopens the log. Nothing waits on a timer (linger is zero: the flusher runs as
-//! soon as data is pending) and nothing does real I/O, so a seed replays exactly
-//! (`same_seed_same_run` checks it).
+//! point) and reopens the log. Timers run on the virtual clock and nothing does real I/O, so a
+//! seed replays exactly (`same_seed_same_run` checks it); a task that never finishes makes
+//! the executor panic with the seed (no runnable task, no timer).
 //!
 //! # The checks ([`Model`])
 //! - No acknowledged append lost: after every reopen, every batch whose append returned `Ok`
@@ -50,8 +51,9 @@
 //! through `std::fs`), transactions, several producers in flight, the internal logs and the
 //! coordinator state machines.
 
-use crate::storage_common::{producer_batch, run};
+use crate::storage_common::producer_batch;
 use bytes::Bytes;
+use freshet::rt;
 use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::io::sim::{self, Faults, SimDisk};
 use freshet::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
@@ -71,6 +73,8 @@ const CACHE_BYTES: usize = 64 << 10;
 const INFLIGHT_MAX: usize = 8;
 /// Yields after dropping a crashed log, so its remaining tasks run into the dead disk.
 const DRAIN_YIELDS: usize = 200;
+/// Latency of a disk operation: 0 to `latency_steps_max` times this, on the virtual clock.
+const LATENCY_STEP_US: u64 = 50;
 /// Opens tried after a crash (each may crash again or meet a fault) before giving up.
 const REOPEN_ATTEMPTS_MAX: usize = 10;
 
@@ -267,7 +271,7 @@ struct Sim {
     faults: Faults,
     model: Model,
     log: Option<Rc<PartitionLog>>,
-    inflight: Vec<glommio::task::JoinHandle<()>>,
+    inflight: Vec<rt::JoinHandle<()>>,
     results: Results,
     next_id: u64,
     now_ms: i64,
@@ -572,7 +576,7 @@ impl Sim {
         let now = self.now_ms;
         let ident = identity(&b);
         self.inflight.push(
-            glommio::spawn_local(async move {
+            rt::spawn_local(async move {
                 let r = log.append(b, now).await;
                 results.borrow_mut().push((ident, r));
             })
@@ -600,7 +604,7 @@ impl Sim {
         let results = self.results.clone();
         let now = self.now_ms;
         self.inflight.push(
-            glommio::spawn_local(async move {
+            rt::spawn_local(async move {
                 let r = log.append(b, now).await;
                 results.borrow_mut().push((ident, r));
             })
@@ -744,7 +748,7 @@ impl Sim {
 /// its steps is returned with the verdict.
 fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
     let result = std::thread::spawn(move || {
-        run(async move {
+        rt::sim::run(seed, async move {
             let mut rng = Rng::new(seed);
             let disk = SimDisk::new(rng.next());
             let _installed = sim::install(&disk);
@@ -767,19 +771,16 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
                     preallocate_enospc_ppm: rng.pick(&[0u32, 20_000, 100_000]),
                 }
             };
-            let yields_max = rng.pick(&[0u64, 2, 4]);
+            let latency_steps_max = rng.pick(&[0u64, 2, 4]);
             let latency_rng = Rc::new(RefCell::new(Rng::new(rng.next())));
             disk.set_latency(Some(Rc::new(move |_op| {
-                let n = latency_rng.borrow_mut().below(yields_max);
+                let n = latency_rng.borrow_mut().below(latency_steps_max);
                 if n == 0 {
                     return None;
                 }
-                let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
-                    Box::pin(async move {
-                        for _ in 0..n {
-                            sim::yield_once().await;
-                        }
-                    });
+                let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = Box::pin(
+                    rt::sleep(std::time::Duration::from_micros(n * LATENCY_STEP_US)),
+                );
                 Some(fut)
             })));
             let mut s = Sim {
@@ -960,7 +961,7 @@ fn same_seed_same_run() {
 fn failed_roll_then_reopen_keeps_every_batch() {
     const OPS_MAX: u64 = 40;
     for fail_at in 1..=OPS_MAX {
-        if let Err(e) = run(fail_during_roll(fail_at)) {
+        if let Err(e) = rt::sim::run(fail_at, fail_during_roll(fail_at)) {
             panic!("EIO at disk operation {fail_at} of the rolling append: {e}");
         }
     }

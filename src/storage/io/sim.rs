@@ -34,7 +34,8 @@
 //! error is an `io::Error` carrying the raw OS errno, exactly like a real one, so the
 //! storage engine's error paths (`is_disk_full`, EIO handling) run unchanged. A latency hook
 //! ([`SimDisk::set_latency`]) may delay any operation with an arbitrary future (the
-//! simulator yields a seeded number of times, which reorders tasks deterministically).
+//! simulator sleeps a seeded time on `rt`'s virtual clock, which reorders tasks
+//! deterministically).
 //!
 //! Memory: everything lives in memory; the content of every file plus its pending changes
 //! since its last sync. It is meant for simulations of a few MiB, not for benchmarks.
