@@ -89,10 +89,11 @@
 //!   timestamp (its last offset) until a newer max arrives.
 //! - A produce larger than [`PENDING_BYTES_MAX`] is accepted only when nothing is pending.
 
-#[path = "cleaner.rs"]
+#[path = "../cleaner.rs"]
 pub mod cleaner;
-#[path = "log_txn.rs"]
-mod log_txn;
+mod txn;
+// Shim for this round: `cleaner.rs` still names the transaction-index module `log_txn`.
+use txn as log_txn;
 
 use super::batch;
 use super::cache::TailCache;
