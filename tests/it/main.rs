@@ -64,6 +64,7 @@ mod storage_ioerror;
 mod storage_log;
 mod storage_producer;
 mod storage_prop;
+mod storage_read_check;
 mod storage_txn_index;
 mod stress;
 mod tuning;
