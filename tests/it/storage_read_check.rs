@@ -6,7 +6,7 @@ use crate::storage_common as common;
 
 use common::*;
 use freshet::storage::batch;
-use freshet::storage::{LogConfig, StorageError};
+use freshet::storage::{LogConfig, ReadData, StorageError};
 use std::path::{Path, PathBuf};
 
 /// Batches appended; ~1.1 KB each, so about 50 per 60 KiB segment.
@@ -70,6 +70,16 @@ fn damage(path: &Path, pos: usize, bytes: &[u8]) {
     std::fs::write(path, data).expect("write segment");
 }
 
+/// A read's outcome without the bytes: the base offsets it returned, or the error.
+fn batches(r: Result<ReadData, StorageError>) -> Result<Vec<i64>, StorageError> {
+    r.map(|d| {
+        d.batches
+            .iter()
+            .filter_map(|b| batch::header(b).map(|h| h.base_offset()))
+            .collect()
+    })
+}
+
 /// Reopen the log (no tail cache: every read goes to the disk) and run `check` on it.
 fn reopened<F, Fut>(dir: &Path, check: F)
 where
@@ -101,7 +111,7 @@ fn flipped_record_byte_in_a_sealed_segment_is_corrupt_not_served() {
     reopened(&dir, move |log| async move {
         match log.read(bad, 1 << 20, true).await {
             Err(StorageError::CorruptMessage(m)) => assert!(m.contains("CRC"), "{m}"),
-            other => panic!("read of the damaged batch at {bad}: {other:?}"),
+            other => panic!("read of the damaged batch at {bad}: {:?}", batches(other)),
         }
         let before = log.read(0, 1 << 20, true).await.expect("read before");
         assert_eq!(
@@ -134,7 +144,10 @@ fn damaged_base_offset_is_corrupt_not_an_empty_answer() {
     reopened(&dir, move |log| async move {
         match log.read(bad, 1 << 20, true).await {
             Err(StorageError::CorruptMessage(m)) => assert!(m.contains("durable end"), "{m}"),
-            other => panic!("read at the damaged batch's offset {bad}: {other:?}"),
+            other => panic!(
+                "read at the damaged batch's offset {bad}: {:?}",
+                batches(other)
+            ),
         }
         log.close().await.expect("close");
     });
@@ -162,7 +175,10 @@ fn base_offset_going_backwards_is_corrupt() {
         }
         match log.read(bad, 1 << 20, true).await {
             Err(StorageError::CorruptMessage(m)) => assert!(m.contains("previous batch"), "{m}"),
-            other => panic!("read at the damaged batch's offset {bad}: {other:?}"),
+            other => panic!(
+                "read at the damaged batch's offset {bad}: {:?}",
+                batches(other)
+            ),
         }
         log.close().await.expect("close");
     });

@@ -10,9 +10,9 @@
 //!   reads every byte of every batch a second time on the produce hot path (the produce path
 //!   has already verified each CRC once and only rewrites fields outside the CRC's range, or
 //!   fixes the CRC with them): it is a `debug_assert!`, so every test run checks it.
-//! - Read side ([`batch_after_read`], for every batch a disk read returns): what came back is
-//!   what the caller asked for: whole (its length field matches the bytes), its CRC-32C
-//!   matches, its offsets lie inside the segment's durable offsets, the first one ends where
+//! - Read side ([`batch_after_read`] for every batch a disk read walks, [`crc_after_read`] for
+//!   every batch it returns): what came back is what the caller asked for: whole (its length
+//!   field matches the bytes), its CRC-32C matches, its offsets lie inside the segment's durable offsets, the first one ends where
 //!   the offset index entry the read started from says, and they increase from batch to batch
 //!   (so no batch is skipped or served twice because of a damaged offset). A violation is damage on the disk (input, not a bug): it is logged and
 //!   answered with [`StorageError::CorruptMessage`] (CORRUPT_MESSAGE for the client), never
@@ -123,10 +123,11 @@ pub(super) struct ReadRequest<'a> {
     pub(super) offset: i64,
 }
 
-/// Read side: check one batch `b` read from the disk at file position `pos` (every batch the
-/// read walks, the ones it skips on the way to `offset` too), after a batch whose last offset
-/// was `prev_last` (if any). Damage is logged and returned as
-/// [`StorageError::CorruptMessage`].
+/// Read side: check the framing and offsets of one batch `b` read from the disk at file
+/// position `pos` (every batch the read walks, the ones it skips on the way to `offset` too),
+/// after a batch whose last offset was `prev_last` (if any). Damage is logged and returned as
+/// [`StorageError::CorruptMessage`]. The CRC is checked by [`crc_after_read`], on the batches
+/// the read returns only: a damaged batch must not keep a reader from the batches after it.
 pub(super) fn batch_after_read(
     req: &ReadRequest<'_>,
     b: &[u8],
@@ -141,7 +142,6 @@ pub(super) fn batch_after_read(
             b.len()
         )),
         Some(h) if h.magic != batch::MAGIC_V2 => Some(format!("magic {}", h.magic)),
-        Some(h) if batch::compute_crc(b) != h.crc() => Some("CRC-32C mismatch".to_string()),
         Some(h) if h.last_offset() < h.base_offset() => Some(format!(
             "last offset {} below its base offset {}",
             h.last_offset(),
@@ -174,6 +174,18 @@ pub(super) fn batch_after_read(
     match why {
         None => Ok(()),
         Some(why) => Err(corrupt_read(req, pos, why)),
+    }
+}
+
+/// Read side: the CRC-32C of a batch `b` (read at file position `pos`) about to be returned.
+pub(super) fn crc_after_read(
+    req: &ReadRequest<'_>,
+    b: &[u8],
+    pos: u64,
+) -> Result<(), StorageError> {
+    match batch::header(b) {
+        Some(h) if batch::compute_crc(b) == h.crc() => Ok(()),
+        _ => Err(corrupt_read(req, pos, "CRC-32C mismatch".to_string())),
     }
 }
 
@@ -248,7 +260,9 @@ mod tests {
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(corrupt(batch_after_read(&request(10), &flipped, 0, None)));
+        assert!(batch_after_read(&request(10), &flipped, 0, None).is_ok());
+        assert!(crc_after_read(&request(10), &good, 0).is_ok());
+        assert!(corrupt(crc_after_read(&request(10), &flipped, 0)));
         assert!(corrupt(batch_after_read(
             &request(10),
             &good[..last],

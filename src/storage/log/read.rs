@@ -8,7 +8,8 @@
 //! segment's batches, as Kafka does.
 //!
 //! Every batch a disk read walks is checked right after the read (`check::batch_after_read`):
-//! whole, CRC-32C, offsets inside the segment's durable offsets and increasing. Damage is
+//! whole, offsets inside the segment's durable offsets and increasing; every batch it returns
+//! also by its CRC-32C (`check::crc_after_read`). Damage is
 //! answered with [`StorageError::CorruptMessage`]; the good batches before it are still
 //! served, and the read that starts at the damaged batch gets the error. A length field above
 //! [`SCAN_BATCH_BYTES_MAX`] is damage too, so one read buffers at most
@@ -367,6 +368,9 @@ impl DiskRead<'_> {
                 && !(self.out.is_empty() && self.min_one_batch)
             {
                 return Ok((p, Next::Done));
+            }
+            if let Err(e) = check::crc_after_read(&self.req, b, pos + p as u64) {
+                return self.after_damage(e).map(|()| (p, Next::Done));
             }
             self.out.push(buf.slice(p..p + total_len));
             self.total += total_len;
