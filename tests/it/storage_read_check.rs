@@ -183,3 +183,35 @@ fn base_offset_going_backwards_is_corrupt() {
         log.close().await.expect("close");
     });
 }
+
+/// A damaged length field (2 GiB) is CORRUPT_MESSAGE too, without reading or allocating what
+/// it claims: one read buffers at most `max(min(max_bytes, READ_BYTES_MAX) +
+/// index.interval.bytes + 64 KiB, SCAN_BATCH_BYTES_MAX)` bytes, and never past the segment's
+/// durable end. (The code before the read-side checks caught this one too: the batch ran past
+/// the durable end.)
+#[test]
+fn damaged_length_field_is_corrupt_without_a_huge_read() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("t-0");
+    let segs = write_log(&dir);
+    let in_seg = batches_of(&segs[1].1);
+    let (pos, bad, _) = in_seg[2];
+    let first = segs[1].0;
+    // The length field follows the 8-byte base offset.
+    damage(&segs[1].1, pos + 8, &i32::MAX.to_be_bytes());
+    reopened(&dir, move |log| async move {
+        match log.read(bad, 1 << 20, true).await {
+            Err(StorageError::CorruptMessage(_)) => {}
+            other => panic!(
+                "read at the damaged batch's offset {bad}: {:?}",
+                batches(other)
+            ),
+        }
+        let before = log.read(first, 1 << 20, true).await;
+        assert_eq!(
+            batches(before).expect("read before"),
+            vec![in_seg[0].1, in_seg[1].1]
+        );
+        log.close().await.expect("close");
+    });
+}
