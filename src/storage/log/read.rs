@@ -17,11 +17,10 @@
 //! bytes whatever the disk holds.
 
 use super::check::{self, ReadRequest};
-use super::{Life, PartitionLog, READ_BYTES_MAX, SCAN_BATCH_BYTES_MAX};
+use super::{Inner, Life, PartitionLog, READ_BYTES_MAX, SCAN_BATCH_BYTES_MAX};
 use crate::storage::io::DataFile;
 use crate::storage::{batch, records, ReadData, StorageError};
 use bytes::Bytes;
-use std::path::PathBuf;
 
 /// Bytes read beyond `max_bytes` so that one read also covers the walk from the index entry
 /// to the batch asked for.
@@ -31,18 +30,25 @@ const READ_SLACK_BYTES: usize = 64 * 1024;
 enum Source {
     /// Answered without the disk (cache, empty, past the limit).
     Done(ReadData),
-    /// Read `[start, end)` of a segment file.
-    Disk {
-        file: DataFile,
-        start: u64,
-        end: u64,
-        segment_base: i64,
-        durable_next: i64,
-        /// Last offset of the batch at `start`, when an index entry named it.
-        first_last: Option<i64>,
-        /// The answer with no batches yet (high watermark, log start).
-        empty: ReadData,
-    },
+    /// Read from a segment file; the answer so far (no batches: high watermark, log start).
+    Disk(DiskSpan, ReadData),
+}
+
+/// The part of a segment file a read walks, and what it must find there.
+struct DiskSpan {
+    file: DataFile,
+    /// File position to start at (an offset index entry's, or 0).
+    start: u64,
+    /// The segment's durable end (bytes).
+    end: u64,
+    segment_base: i64,
+    /// Offset after the segment's last durable batch.
+    durable_next: i64,
+    /// Last offset of the batch at `start`, when an index entry named it.
+    first_last: Option<i64>,
+    /// Batches starting at or past this offset are not returned (high watermark or `end`).
+    limit: i64,
+    index_interval: usize,
 }
 
 impl PartitionLog {
@@ -69,44 +75,27 @@ impl PartitionLog {
         min_one_batch: bool,
         end: i64,
     ) -> Result<ReadData, StorageError> {
-        let limit = end.min(self.high_watermark());
-        let (file, start, end_pos, req_parts, empty) =
-            match self.locate(offset, max_bytes, min_one_batch, end)? {
-                Source::Done(data) => return Ok(data),
-                Source::Disk {
-                    file,
-                    start,
-                    end,
-                    segment_base,
-                    durable_next,
-                    first_last,
-                    empty,
-                } => (
-                    file,
-                    start,
-                    end,
-                    (segment_base, durable_next, first_last),
-                    empty,
-                ),
-            };
-        let dir: PathBuf = self.shared.dir.clone();
-        let interval = self.shared.inner.borrow().config.index_interval_bytes as usize;
+        let (span, empty) = match self.locate(offset, max_bytes, min_one_batch, end)? {
+            Source::Done(data) => return Ok(data),
+            Source::Disk(span, empty) => (span, empty),
+        };
         let mut read = DiskRead {
             req: ReadRequest {
-                dir: &dir,
-                segment_base: req_parts.0,
-                durable_next: req_parts.1,
-                first_last: req_parts.2,
+                dir: &self.shared.dir,
+                segment_base: span.segment_base,
+                durable_next: span.durable_next,
+                first_last: span.first_last,
                 offset,
             },
-            limit,
+            limit: span.limit,
             max_bytes,
             min_one_batch,
             out: Vec::new(),
             total: 0,
             prev_last: None,
         };
-        read.run(&file, start, end_pos, interval).await?;
+        read.run(&span.file, span.start, span.end, span.index_interval)
+            .await?;
         Ok(ReadData {
             batches: read.out,
             ..empty
@@ -152,37 +141,10 @@ impl PartitionLog {
         {
             return Ok(Source::Done(ReadData { batches, ..empty }));
         }
-        let Some(mut si) = inner.segment_for(offset) else {
-            return Ok(Source::Done(empty));
-        };
-        // Offsets missing between two segments (a removed segment file): answer with the
-        // next segment's batches, as Kafka does.
-        while inner.segments[si].durable_next_offset <= offset && si + 1 < inner.segments.len() {
-            si += 1;
+        match disk_span(&inner, offset, limit) {
+            Some(span) => Ok(Source::Disk(span, empty)),
+            None => Ok(Source::Done(empty)),
         }
-        let seg = &inner.segments[si];
-        let Some(file) = seg.file.clone() else {
-            return Ok(Source::Done(empty));
-        };
-        // Start at the index entry below `offset`: the batch there ends at the entry's offset.
-        let entry = if offset <= seg.base_offset {
-            None
-        } else {
-            seg.offset_index.entry_at_or_before(seg.rel(offset))
-        };
-        let (pos, first_last) = match entry {
-            Some((rel, pos)) => (pos, Some(seg.base_offset + i64::from(rel))),
-            None => (0, None),
-        };
-        Ok(Source::Disk {
-            file,
-            start: u64::from(pos),
-            end: seg.durable_len,
-            segment_base: seg.base_offset,
-            durable_next: seg.durable_next_offset,
-            first_last,
-            empty,
-        })
     }
 
     /// Kafka ListOffsets by timestamp: the earliest offset whose record timestamp is `>= ts`,
@@ -230,6 +192,39 @@ impl PartitionLog {
             offset = h.last_offset() + 1;
         }
     }
+}
+
+/// The segment and file position a disk read of `offset` starts at; `None` if no segment
+/// holds it (or its file is not created yet).
+fn disk_span(inner: &Inner, offset: i64, limit: i64) -> Option<DiskSpan> {
+    let mut si = inner.segment_for(offset)?;
+    // Offsets missing between two segments (a removed segment file): answer with the next
+    // segment's batches, as Kafka does.
+    while inner.segments[si].durable_next_offset <= offset && si + 1 < inner.segments.len() {
+        si += 1;
+    }
+    let seg = &inner.segments[si];
+    let file = seg.file.clone()?;
+    // Start at the index entry below `offset`: the batch there ends at the entry's offset.
+    let entry = if offset <= seg.base_offset {
+        None
+    } else {
+        seg.offset_index.entry_at_or_before(seg.rel(offset))
+    };
+    let (pos, first_last) = match entry {
+        Some((rel, pos)) => (pos, Some(seg.base_offset + i64::from(rel))),
+        None => (0, None),
+    };
+    Some(DiskSpan {
+        file,
+        start: u64::from(pos),
+        end: seg.durable_len,
+        segment_base: seg.base_offset,
+        durable_next: seg.durable_next_offset,
+        first_last,
+        limit,
+        index_interval: inner.config.index_interval_bytes as usize,
+    })
 }
 
 /// The first record of `b` at or after offset `floor` whose timestamp is `>= ts`.
