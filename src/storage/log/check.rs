@@ -12,12 +12,14 @@
 //!   fixes the CRC with them): it is a `debug_assert!`, so every test run checks it.
 //! - Read side ([`batch_after_read`] for every batch a disk read walks, [`crc_after_read`] for
 //!   every batch it returns): what came back is what the caller asked for: whole (its length
-//!   field matches the bytes), its CRC-32C matches, its offsets lie inside the segment's durable offsets, the first one ends where
-//!   the offset index entry the read started from says, and they increase from batch to batch
-//!   (so no batch is skipped or served twice because of a damaged offset). A violation is damage on the disk (input, not a bug): it is logged and
-//!   answered with [`StorageError::CorruptMessage`] (CORRUPT_MESSAGE for the client), never
-//!   a panic. Reads from the tail cache are not checked: those bytes never left memory and were
-//!   checked on the write side.
+//!   field matches the bytes), its CRC-32C matches, its offsets lie inside the segment's
+//!   durable offsets, the first one ends where the offset index entry the read started from
+//!   says, and they increase from batch to batch (so no batch is skipped or served twice
+//!   because of a damaged offset). A violation is damage on the disk (input, not a bug): it is
+//!   logged and answered with [`StorageError::CorruptMessage`] (CORRUPT_MESSAGE for the
+//!   client), never a panic. Reads from the tail cache are not checked: those bytes never left
+//!   memory and were checked on the write side. Recovery has its own read-side check: the CRC
+//!   scan of `recover` (a failure there ends the scan, see its docs).
 
 use super::Pending;
 use crate::storage::{batch, StorageError};

@@ -26,7 +26,7 @@
 //! - `close`: clean shutdown (indexes, recovery checkpoint, producer snapshot).
 //! - `check`: the paired assertions: what is about to be written is checked right before the
 //!   write (a violation is a bug: `assert!`), what came back from the disk right after the read
-//!   (a violation is damage: [`StorageError::CorruptMessage`], never a panic).
+//!   (a violation is damage: [`super::StorageError::CorruptMessage`], never a panic).
 //! - `txn`: the log's side of the aborted-transaction index.
 //! - [`cleaner`]: log compaction (a child module so that it can swap segments under the lock).
 //!
@@ -43,6 +43,9 @@
 //! - `max_timestamp` after a restart reports the offset of the *batch* holding the max
 //!   timestamp (its last offset) until a newer max arrives.
 //! - A produce larger than [`PENDING_BYTES_MAX`] is accepted only when nothing is pending.
+//! - Damage inside a sealed segment that recovery trusts (not rescanned on open) is found only
+//!   when a read reaches it: that read answers CORRUPT_MESSAGE; nothing scrubs segments in the
+//!   background yet.
 
 #[path = "../cleaner.rs"]
 pub mod cleaner;

@@ -1,6 +1,7 @@
 //! The log's side of the aborted-transaction index ([`crate::storage::txn_index`]): reading it
 //! for a read_committed fetch, writing the pending entries of sealed segments, and checking the
-//! files on open. A child module of `log` so that the rest of the log only calls in at a few points.
+//! files on open. A child module of `log` so that the rest of the log only calls in at a few
+//! points.
 
 use super::super::txn_index::{self, AbortedTxn};
 use super::{PartitionLog, Shared};
