@@ -40,12 +40,14 @@ impl OffsetIndex {
 
     /// Position to start scanning from to find relative offset `rel_target`.
     pub fn lookup(&self, rel_target: u32) -> u32 {
+        self.entry_at_or_before(rel_target).map_or(0, |(_, p)| p)
+    }
+
+    /// The entry `(relative offset, position)` with the greatest offset `<= rel_target`: the
+    /// batch at that position ends exactly at that offset.
+    pub fn entry_at_or_before(&self, rel_target: u32) -> Option<(u32, u32)> {
         let idx = self.entries.partition_point(|&(o, _)| o <= rel_target);
-        if idx == 0 {
-            0
-        } else {
-            self.entries[idx - 1].1
-        }
+        idx.checked_sub(1).map(|i| self.entries[i])
     }
 
     /// Position of the entry for the batch ending at `rel_offset`, if indexed exactly.

@@ -24,7 +24,9 @@
 //!
 //! Guarantees: an append resolves `Ok` only once its batches are fdatasync'd; reads never pass
 //! the high watermark (the durable end); recovery never serves a torn batch and never drops a
-//! batch that was acknowledged; I/O errors are returned as [`StorageError::Io`], never panics.
+//! batch that was acknowledged; a batch read back from disk is checked (framing, offsets,
+//! CRC-32C) before it is served, damage is [`StorageError::CorruptMessage`]; I/O errors are
+//! returned as [`StorageError::Io`], never panics.
 //! Invariant violations (programmer errors) are `assert!`s that stay on in release builds.
 
 pub mod batch;

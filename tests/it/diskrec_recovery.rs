@@ -8,7 +8,10 @@
 //!   answer KAFKA_STORAGE_ERROR, and every segment file is left as it was (nothing deleted, no
 //!   offset written twice);
 //! - the 3rd segment's `.log` deleted: a consumer reads every remaining record across the gap
-//!   without hanging, and new records get offsets after the old end.
+//!   without hanging, and new records get offsets after the old end;
+//! - a byte flipped inside a batch of the 2nd segment (not rescanned on start: it is sealed and
+//!   trusted): Fetch at that batch answers CORRUPT_MESSAGE (the read-side check), the batches
+//!   around it are served, and the broker keeps serving.
 
 use crate::common;
 
@@ -37,6 +40,8 @@ const SEGMENT_BYTES: &str = "24000";
 const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 /// Kafka's LEADER_NOT_AVAILABLE.
 const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
+/// Kafka's CORRUPT_MESSAGE.
+const CORRUPT_MESSAGE: i16 = ResponseError::CorruptMessage.code();
 
 fn value(seq: usize) -> Vec<u8> {
     let mut v = format!("record-{seq:06}-").into_bytes();
@@ -373,5 +378,43 @@ fn kill_9_while_segments_roll_never_takes_the_partition_offline() {
         drop(conn);
         let segs = segments(&broker.data_dir().join(format!("{TOPIC}-0")));
         eprintln!("{} segments after 10 kill -9 cycles", segs.len());
+    });
+}
+
+#[test]
+fn flipped_byte_in_a_sealed_segment_is_fetched_as_corrupt_message_not_served() {
+    common::within(Duration::from_secs(120), || {
+        let (mut broker, dir) = write_partition();
+        let segs = segments(&dir);
+        assert!(segs.len() >= 3, "only {} segments", segs.len());
+        let (base, path) = segs[1].clone();
+        let mut data = std::fs::read(&path).unwrap();
+        // A byte of the records of the segment's first batch (CRC-covered; the header is 61
+        // bytes).
+        data[61 + 30] ^= 0x40;
+        std::fs::write(&path, data).unwrap();
+        broker.start_again();
+
+        let mut conn = RawConn::connect(broker.socket_addr()).unwrap();
+        assert_eq!(
+            fetch_error(&mut conn, base),
+            CORRUPT_MESSAGE,
+            "fetch of the damaged batch at {base}\n{}",
+            broker.log_tail()
+        );
+        let next = base + RECORDS_PER_BATCH as i64;
+        assert_eq!(fetch_error(&mut conn, next), 0, "fetch after the damage");
+        assert_eq!(fetch_error(&mut conn, 0), 0, "fetch before the damage");
+        let (code, first) = produce(&mut conn, RECORDS);
+        assert_eq!(
+            (code, first),
+            (0, RECORDS as i64),
+            "produce after the damage"
+        );
+        assert!(
+            broker.log_tail().contains("corrupt batch read from disk"),
+            "{}",
+            broker.log_tail()
+        );
     });
 }

@@ -66,6 +66,7 @@ mod storage_ioerror;
 mod storage_log;
 mod storage_producer;
 mod storage_prop;
+mod storage_read_check;
 mod storage_txn_index;
 mod stress;
 mod tuning;

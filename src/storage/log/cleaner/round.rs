@@ -255,7 +255,7 @@ async fn build_offset_map(
                 continue;
             }
             map.latest_offset = map.latest_offset.max(h.last_offset());
-            glommio::yield_if_needed().await;
+            crate::rt::yield_if_needed().await;
         }
         map.latest_offset = map.latest_offset.max(s.next_base - 1);
     }
@@ -310,7 +310,7 @@ async fn clean_group(
                 Filtered::Rewritten(v) => w.append(&v).await?,
                 Filtered::Dropped => {}
             }
-            glommio::yield_if_needed().await;
+            crate::rt::yield_if_needed().await;
         }
     }
     let new_seg = w.finish(group_end).await?;

@@ -1,9 +1,11 @@
-//! The log's side of the aborted-transaction index ([`super::txn_index`]): reading it for a
-//! read_committed fetch, writing the pending entries of sealed segments, and checking the files
-//! on open. A child module of `log` so that `log.rs` itself only calls in at a few points.
+//! The log's side of the aborted-transaction index ([`crate::storage::txn_index`]): reading it
+//! for a read_committed fetch, writing the pending entries of sealed segments, and checking the
+//! files on open. A child module of `log` so that the rest of the log only calls in at a few
+//! points.
 
 use super::super::txn_index::{self, AbortedTxn};
 use super::{PartitionLog, Shared};
+use crate::storage::file_names::segment_file_name;
 use crate::storage::StorageError;
 
 /// Attempts at reading the index files while segments are deleted or swapped underneath.
@@ -118,7 +120,7 @@ pub(super) async fn load_on_open(shared: &Shared) -> Result<bool, StorageError> 
     for base in bases {
         let known = shared.inner.borrow().segment_index(base).is_some();
         if !known {
-            orphans.push(super::segment_file_name(base, txn_index::EXT));
+            orphans.push(segment_file_name(base, txn_index::EXT));
             continue;
         }
         match txn_index::read(&shared.dir, base).await {
@@ -127,7 +129,7 @@ pub(super) async fn load_on_open(shared: &Shared) -> Result<bool, StorageError> 
             }
             Err(e) => {
                 tracing::warn!(dir = %shared.dir.display(), base, error = %e, "damaged transaction index: replaying the log from its start");
-                orphans.push(super::segment_file_name(base, txn_index::EXT));
+                orphans.push(segment_file_name(base, txn_index::EXT));
                 intact = false;
             }
         }
@@ -166,7 +168,7 @@ pub(super) async fn reset_from(shared: &Shared, from: i64) -> Result<(), Storage
             continue;
         }
         if kept.is_empty() {
-            let name = super::segment_file_name(base, txn_index::EXT);
+            let name = segment_file_name(base, txn_index::EXT);
             crate::storage::io::remove_files(&shared.dir, vec![name]).await?;
             shared.inner.borrow_mut().txn_index.forget(base);
         } else {
@@ -212,9 +214,23 @@ pub(super) async fn merge_for_swap(
     for &b in group {
         inner.txn_index.forget(b);
         if b != base {
-            others.push(super::segment_file_name(b, txn_index::EXT));
+            others.push(segment_file_name(b, txn_index::EXT));
         }
     }
     inner.txn_index.on_disk.insert(base);
     Ok(others)
+}
+
+/// The index entry of an aborted transaction; `first_unstable` is the first offset of the
+/// oldest transaction still open after it (the LSO then, else the marker's offset + 1).
+pub(super) fn aborted_entry(
+    d: crate::storage::producer_state::CompletedTxn,
+    first_unstable: Option<i64>,
+) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: d.producer_id,
+        first_offset: d.first_offset,
+        last_offset: d.last_offset,
+        last_stable_offset: first_unstable.unwrap_or(d.last_offset + 1),
+    }
 }
