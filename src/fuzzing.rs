@@ -255,7 +255,7 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
             assert!(bounded.is_ok(), "a valid batch decompresses");
             Verdict::Accepted
         }
-        Err(crate::storage::StorageError::InvalidRecords { errors, .. }) => {
+        Err(batch::BatchError::InvalidRecords { errors, .. }) => {
             assert!(walk.is_ok(), "record errors come from well-formed records");
             assert!(!errors.is_empty());
             assert!(errors

@@ -1947,7 +1947,7 @@ async fn read_from_disk(
                     break;
                 }
                 Some(Ok(t)) => t,
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => return Err(e.into()),
             };
             if p + total_len > buf.len() {
                 need = Some(total_len);

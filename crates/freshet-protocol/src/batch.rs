@@ -27,11 +27,45 @@
 //! `partitionLeaderEpoch` and the CRC field are outside the CRC, so a base offset rewrite does
 //! not touch the CRC, while a LogAppendTime stamp (attributes, maxTimestamp) needs [`fix_crc`].
 
-use super::records::{self, RecordRules};
-use super::StorageError;
-use crate::protocol::varint;
+use crate::records::{self, RecordRules};
+use crate::varint;
 use zerocopy::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// An error in a record batch or its records: what [`validate`], [`validate_records`] and the
+/// record walks of [`records`] refuse. No I/O error is ever one of these. The broker maps each
+/// variant to its storage error and Kafka error code in one place (its `error` module); the
+/// code each maps to is named on the variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Bad CRC, bad lengths, truncated batch, malformed records: CORRUPT_MESSAGE.
+    #[error("corrupt message: {0}")]
+    CorruptMessage(String),
+    /// Structurally wrong batch (magic != 2, record count mismatch...): INVALID_RECORD.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// Records of a batch refused one by one (a keyless record on a compacted topic...):
+    /// INVALID_RECORD, with the records listed in Produce's `record_errors`.
+    #[error("invalid record: {message}")]
+    InvalidRecords {
+        /// Kafka's summary message.
+        message: String,
+        /// The records refused (index in their batch, why).
+        errors: Vec<records::RecordError>,
+    },
+    /// A compressed batch decompresses to more than
+    /// [`records::RECORD_BATCH_DECOMPRESSED_BYTES_MAX`]: RECORD_LIST_TOO_LARGE.
+    #[error("record list too large: {0}")]
+    RecordListTooLarge(String),
+    /// A batch is larger than `max.message.bytes`: MESSAGE_TOO_LARGE.
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// Size of the offending batch in bytes.
+        size: usize,
+        /// The configured limit.
+        max: u32,
+    },
+}
 
 /// Size of the fixed batch header in bytes.
 pub const HEADER_LEN: usize = 61;
@@ -189,14 +223,14 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
 
 /// Read the total length of the batch starting at `buf[0]` from its first 12 bytes, checking
 /// only that it is plausible (`>= HEADER_LEN`). `None` if fewer than 12 bytes.
-pub fn framed_len(buf: &[u8]) -> Option<Result<usize, StorageError>> {
+pub fn framed_len(buf: &[u8]) -> Option<Result<usize, BatchError>> {
     if buf.len() < LOG_OVERHEAD {
         return None;
     }
     let len_field = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
     let total = i64::from(len_field) + LOG_OVERHEAD as i64;
     if total < HEADER_LEN as i64 {
-        return Some(Err(StorageError::CorruptMessage(format!(
+        return Some(Err(BatchError::CorruptMessage(format!(
             "batch length field {len_field} is smaller than a batch header"
         ))));
     }
@@ -204,47 +238,47 @@ pub fn framed_len(buf: &[u8]) -> Option<Result<usize, StorageError>> {
 }
 
 /// Validate exactly one whole batch: length, magic, CRC-32C, record count.
-pub fn validate(batch: &[u8]) -> Result<&BatchHeader, StorageError> {
+pub fn validate(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
     let Some(h) = header(batch) else {
-        return Err(StorageError::CorruptMessage(format!(
+        return Err(BatchError::CorruptMessage(format!(
             "batch of {} bytes is shorter than the {HEADER_LEN}-byte header",
             batch.len()
         )));
     };
     if h.total_len() != batch.len() as i64 {
-        return Err(StorageError::CorruptMessage(format!(
+        return Err(BatchError::CorruptMessage(format!(
             "batch length field says {} bytes, slice has {}",
             h.total_len(),
             batch.len()
         )));
     }
     if h.magic != MAGIC_V2 {
-        return Err(StorageError::InvalidRecord(format!(
+        return Err(BatchError::InvalidRecord(format!(
             "record batch magic {} is not supported (only 2)",
             h.magic
         )));
     }
     let crc = compute_crc(batch);
     if crc != h.crc() {
-        return Err(StorageError::CorruptMessage(format!(
+        return Err(BatchError::CorruptMessage(format!(
             "batch CRC-32C mismatch: stored {:#010x}, computed {crc:#010x}",
             h.crc()
         )));
     }
     let count = h.records_count();
     if count < 1 {
-        return Err(StorageError::InvalidRecord(format!(
+        return Err(BatchError::InvalidRecord(format!(
             "batch has {count} records"
         )));
     }
     if i64::from(h.last_offset_delta.get()) != i64::from(count) - 1 {
-        return Err(StorageError::InvalidRecord(format!(
+        return Err(BatchError::InvalidRecord(format!(
             "lastOffsetDelta {} does not match recordsCount {count}",
             h.last_offset_delta.get()
         )));
     }
     if h.compression() > COMPRESSION_MAX {
-        return Err(StorageError::InvalidRecord(format!(
+        return Err(BatchError::InvalidRecord(format!(
             "unknown compression codec {}",
             h.compression()
         )));
@@ -271,7 +305,7 @@ pub fn batches(buf: &[u8]) -> Batches<'_> {
 }
 
 impl<'a> Iterator for Batches<'a> {
-    type Item = Result<(usize, &'a [u8]), StorageError>;
+    type Item = Result<(usize, &'a [u8]), BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
@@ -281,7 +315,7 @@ impl<'a> Iterator for Batches<'a> {
         let total = match framed_len(rest) {
             None => {
                 self.failed = true;
-                return Some(Err(StorageError::CorruptMessage(format!(
+                return Some(Err(BatchError::CorruptMessage(format!(
                     "{} trailing bytes are not a whole batch",
                     rest.len()
                 ))));
@@ -294,7 +328,7 @@ impl<'a> Iterator for Batches<'a> {
         };
         if total > rest.len() {
             self.failed = true;
-            return Some(Err(StorageError::CorruptMessage(format!(
+            return Some(Err(BatchError::CorruptMessage(format!(
                 "truncated batch: needs {total} bytes, {} present",
                 rest.len()
             ))));
@@ -325,18 +359,18 @@ pub struct BatchInfo {
 pub fn validate_record_set(
     records: &[u8],
     max_message_bytes: u32,
-) -> Result<Vec<BatchInfo>, StorageError> {
+) -> Result<Vec<BatchInfo>, BatchError> {
     validate_records(records, max_message_bytes, RecordRules::default())
 }
 
 /// [`validate_record_set`] with the topic's record rules (keys required when compacted).
 /// Record errors of every batch are gathered and refused together as
-/// [`StorageError::InvalidRecords`], Kafka's `RecordValidationException`.
+/// [`BatchError::InvalidRecords`], Kafka's `RecordValidationException`.
 pub fn validate_records(
     records: &[u8],
     max_message_bytes: u32,
     rules: RecordRules,
-) -> Result<Vec<BatchInfo>, StorageError> {
+) -> Result<Vec<BatchInfo>, BatchError> {
     let mut record_errors = Vec::new();
     let infos = validate_batches(records, max_message_bytes, rules, &mut record_errors)?;
     if !record_errors.is_empty() {
@@ -350,7 +384,7 @@ pub fn validate_records(
                 )
             })
             .collect();
-        return Err(StorageError::InvalidRecords {
+        return Err(BatchError::InvalidRecords {
             message: format!(
                 "One or more records have been rejected due to {} record errors in total, and \
                  only showing the first three errors at most: [{}]",
@@ -367,10 +401,10 @@ fn validate_batches(
     records: &[u8],
     max_message_bytes: u32,
     rules: RecordRules,
-    record_errors: &mut Vec<super::records::RecordError>,
-) -> Result<Vec<BatchInfo>, StorageError> {
+    record_errors: &mut Vec<records::RecordError>,
+) -> Result<Vec<BatchInfo>, BatchError> {
     if records.is_empty() {
-        return Err(StorageError::CorruptMessage("empty record set".into()));
+        return Err(BatchError::CorruptMessage("empty record set".into()));
     }
     let mut out = Vec::new();
     let mut end = 0usize;
@@ -382,7 +416,7 @@ fn validate_batches(
                 // too large, as Kafka does.
                 if let Some(Ok(total)) = framed_len(&records[end..]) {
                     if total > max_message_bytes as usize {
-                        return Err(StorageError::MessageTooLarge {
+                        return Err(BatchError::MessageTooLarge {
                             size: total,
                             max: max_message_bytes,
                         });
@@ -393,14 +427,14 @@ fn validate_batches(
         };
         end = pos + b.len();
         if b.len() > max_message_bytes as usize {
-            return Err(StorageError::MessageTooLarge {
+            return Err(BatchError::MessageTooLarge {
                 size: b.len(),
                 max: max_message_bytes,
             });
         }
         let h = validate(b)?;
         if h.base_offset() != 0 {
-            return Err(StorageError::InvalidRecord(format!(
+            return Err(BatchError::InvalidRecord(format!(
                 "the baseOffset of a produced record batch should be 0, but it is {}",
                 h.base_offset()
             )));
@@ -486,7 +520,7 @@ pub fn control_type(batch: &[u8]) -> Option<bool> {
 /// record headers without decoding keys, values or headers. For a LogAppendTime batch every
 /// record's timestamp is the batch's `maxTimestamp`. `None` if the batch is compressed;
 /// `Err` if a record header is malformed.
-pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, StorageError>> {
+pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, BatchError>> {
     let h = header(batch)?;
     if h.compression() != 0 {
         return None;
@@ -495,7 +529,7 @@ pub fn record_times(batch: &[u8]) -> Option<Result<Vec<(i64, i64)>, StorageError
     let count = h.records_count().max(0) as usize;
     let mut out = Vec::with_capacity(count.min(batch.len() / 7 + 1));
     let mut pos = HEADER_LEN;
-    let bad = |what: &str| StorageError::CorruptMessage(format!("malformed record header: {what}"));
+    let bad = |what: &str| BatchError::CorruptMessage(format!("malformed record header: {what}"));
     for _ in 0..count {
         let Ok(len) = varint::read_zigzag_at(batch, &mut pos, 5) else {
             return Some(Err(bad("length")));
@@ -556,7 +590,7 @@ pub use kafka_protocol::records::Compression;
 /// Encodes `records` as one magic-v2 record batch the way a producer sends it: base offset 0,
 /// no producer id or sequence, CreateTime timestamps, the given compression. The broker itself
 /// uses it for its internal logs (committed offsets); tests and benchmarks use it to make
-/// batches. [`crate::storage::PartitionLog::append`] assigns the real offsets.
+/// batches. The broker's `PartitionLog::append` assigns the real offsets.
 pub fn encode_batch(
     records: &[NewRecord],
     compression: Compression,
@@ -649,7 +683,7 @@ mod tests {
         assert!(h.is_log_append_time());
         assert_eq!(offset_of_max_timestamp(&b), 1000);
         b[HEADER_LEN + 3] ^= 0x40;
-        assert!(matches!(validate(&b), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(validate(&b), Err(BatchError::CorruptMessage(_))));
     }
 
     #[test]
@@ -673,11 +707,11 @@ mod tests {
         assert!(framed[0].is_ok() && framed[1].is_err());
         assert!(matches!(
             validate_record_set(&set, 50),
-            Err(StorageError::MessageTooLarge { max: 50, .. })
+            Err(BatchError::MessageTooLarge { max: 50, .. })
         ));
         assert!(matches!(
             validate_record_set(&set[..20], 1 << 20),
-            Err(StorageError::CorruptMessage(_))
+            Err(BatchError::CorruptMessage(_))
         ));
     }
 }

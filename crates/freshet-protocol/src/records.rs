@@ -13,10 +13,10 @@
 //!   key length is `0..=` the bytes left, every header value length `-1..=` the bytes left;
 //! - exactly `recordsCount` records, then no trailing bytes.
 //!
-//! A structural fault is [`StorageError::CorruptMessage`] (CORRUPT_MESSAGE). Faults of one
+//! A structural fault is [`BatchError::CorruptMessage`] (CORRUPT_MESSAGE). Faults of one
 //! record that Kafka lists in Produce's `record_errors` (a keyless record on a compacted topic;
 //! an offset delta that is not the record's index, Kafka's "incremental offsets" rule) are
-//! collected as [`RecordError`]s and refused together as [`StorageError::InvalidRecords`]
+//! collected as [`RecordError`]s and refused together as [`BatchError::InvalidRecords`]
 //! (INVALID_RECORD, with the list).
 //!
 //! # Compressed batches: streaming, bounded
@@ -24,7 +24,7 @@
 //! [`DECOMPRESS_CHUNK_BYTES`] buffer; keys and values are skipped, never materialised.
 //! Limits (memory bound of one decompression, which never yields, so one per shard at once):
 //! - at most [`RECORD_BATCH_DECOMPRESSED_BYTES_MAX`] decompressed bytes per batch in total,
-//!   else [`StorageError::RecordListTooLarge`] (RECORD_LIST_TOO_LARGE): a zstd bomb of 10 GB is
+//!   else [`BatchError::RecordListTooLarge`] (RECORD_LIST_TOO_LARGE): a zstd bomb of 10 GB is
 //!   refused after 64 MiB of decoding;
 //! - zstd: window at most 2^[`ZSTD_WINDOW_LOG_MAX`] bytes (16 MiB; Kafka's producers use 4 MiB
 //!   or less at their default levels); lz4: one frame block (at most 4 MiB) plus its input
@@ -43,9 +43,8 @@
 
 use std::io::Read;
 
-use super::batch::{self, BatchHeader};
-use super::StorageError;
-use crate::protocol::varint;
+use crate::batch::{self, BatchError, BatchHeader};
+use crate::varint;
 
 /// Most decompressed bytes accepted from one compressed batch (refused beyond).
 pub const RECORD_BATCH_DECOMPRESSED_BYTES_MAX: u64 = 64 << 20;
@@ -90,8 +89,8 @@ pub struct RecordFacts {
     pub has_key: bool,
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StorageError {
-    StorageError::CorruptMessage(format!("malformed record: {what}"))
+fn corrupt(what: impl std::fmt::Display) -> BatchError {
+    BatchError::CorruptMessage(format!("malformed record: {what}"))
 }
 
 /// Marks the error a decoder returns when its output would exceed the budget.
@@ -106,29 +105,29 @@ impl std::fmt::Display for OverLimit {
 
 impl std::error::Error for OverLimit {}
 
-fn too_large() -> StorageError {
-    StorageError::RecordListTooLarge(format!(
+fn too_large() -> BatchError {
+    BatchError::RecordListTooLarge(format!(
         "a compressed batch decompresses to more than {RECORD_BATCH_DECOMPRESSED_BYTES_MAX} bytes"
     ))
 }
 
-fn decode_error(e: std::io::Error) -> StorageError {
+fn decode_error(e: std::io::Error) -> BatchError {
     if e.get_ref().is_some_and(|inner| inner.is::<OverLimit>()) {
         return too_large();
     }
-    StorageError::CorruptMessage(format!("cannot decompress batch: {e}"))
+    BatchError::CorruptMessage(format!("cannot decompress batch: {e}"))
 }
 
 /// Bytes a walk reads records from.
 trait Input {
     /// The next byte; `Err` at the end.
-    fn byte(&mut self) -> Result<u8, StorageError>;
+    fn byte(&mut self) -> Result<u8, BatchError>;
     /// Skips `n` bytes; `Err` if fewer are left.
-    fn skip(&mut self, n: usize) -> Result<(), StorageError>;
+    fn skip(&mut self, n: usize) -> Result<(), BatchError>;
     /// Bytes consumed so far.
     fn consumed(&self) -> u64;
     /// `Ok` if nothing is left.
-    fn finish(&mut self) -> Result<(), StorageError>;
+    fn finish(&mut self) -> Result<(), BatchError>;
 }
 
 /// An uncompressed records section, walked in place.
@@ -139,7 +138,7 @@ struct SliceInput<'a> {
 
 impl Input for SliceInput<'_> {
     #[inline]
-    fn byte(&mut self) -> Result<u8, StorageError> {
+    fn byte(&mut self) -> Result<u8, BatchError> {
         let b = *self
             .data
             .get(self.pos)
@@ -149,7 +148,7 @@ impl Input for SliceInput<'_> {
     }
 
     #[inline]
-    fn skip(&mut self, n: usize) -> Result<(), StorageError> {
+    fn skip(&mut self, n: usize) -> Result<(), BatchError> {
         match self.pos.checked_add(n) {
             Some(end) if end <= self.data.len() => {
                 self.pos = end;
@@ -164,7 +163,7 @@ impl Input for SliceInput<'_> {
         self.pos as u64
     }
 
-    fn finish(&mut self) -> Result<(), StorageError> {
+    fn finish(&mut self) -> Result<(), BatchError> {
         let left = self.data.len() - self.pos;
         if left != 0 {
             return Err(corrupt(format!("{left} bytes after the last record")));
@@ -198,7 +197,7 @@ impl<R: Read> StreamInput<R> {
     }
 
     /// Refills the chunk; `Ok(false)` at the end of the stream.
-    fn fill(&mut self) -> Result<bool, StorageError> {
+    fn fill(&mut self) -> Result<bool, BatchError> {
         debug_assert!(self.pos == self.end);
         let n = loop {
             match self.reader.read(&mut self.buf) {
@@ -219,7 +218,7 @@ impl<R: Read> StreamInput<R> {
 
 impl<R: Read> Input for StreamInput<R> {
     #[inline]
-    fn byte(&mut self) -> Result<u8, StorageError> {
+    fn byte(&mut self) -> Result<u8, BatchError> {
         if self.pos == self.end && !self.fill()? {
             return Err(corrupt("premature end of the batch"));
         }
@@ -229,7 +228,7 @@ impl<R: Read> Input for StreamInput<R> {
         Ok(b)
     }
 
-    fn skip(&mut self, mut n: usize) -> Result<(), StorageError> {
+    fn skip(&mut self, mut n: usize) -> Result<(), BatchError> {
         while n > 0 {
             if self.pos == self.end && !self.fill()? {
                 return Err(corrupt("premature end of the batch"));
@@ -246,7 +245,7 @@ impl<R: Read> Input for StreamInput<R> {
         self.consumed
     }
 
-    fn finish(&mut self) -> Result<(), StorageError> {
+    fn finish(&mut self) -> Result<(), BatchError> {
         if self.pos < self.end || self.fill()? {
             return Err(corrupt("bytes after the last record"));
         }
@@ -256,7 +255,7 @@ impl<R: Read> Input for StreamInput<R> {
 
 /// Reads a zigzag varint of at most `max_bytes` bytes.
 #[inline]
-fn varint<I: Input>(input: &mut I, max_bytes: u32, what: &str) -> Result<i64, StorageError> {
+fn varint<I: Input>(input: &mut I, max_bytes: u32, what: &str) -> Result<i64, BatchError> {
     let raw = varint::read_unsigned_from(
         max_bytes as usize,
         || input.byte(),
@@ -267,7 +266,7 @@ fn varint<I: Input>(input: &mut I, max_bytes: u32, what: &str) -> Result<i64, St
 
 /// A varint that must fit in an i32 (Kafka's `readVarint`).
 #[inline]
-fn varint32<I: Input>(input: &mut I, what: &str) -> Result<i64, StorageError> {
+fn varint32<I: Input>(input: &mut I, what: &str) -> Result<i64, BatchError> {
     let v = varint(input, 5, what)?;
     if i32::try_from(v).is_err() {
         return Err(corrupt(format!("{what} {v} does not fit in 32 bits")));
@@ -280,7 +279,7 @@ fn walk<I: Input>(
     input: &mut I,
     count: i32,
     mut on_record: impl FnMut(&RecordFacts),
-) -> Result<(), StorageError> {
+) -> Result<(), BatchError> {
     for index in 0..count {
         let len = varint32(input, "record length")?;
         if len < 0 {
@@ -289,7 +288,7 @@ fn walk<I: Input>(
         let start = input.consumed();
         let end = start + len as u64;
         // Bytes of the record not read yet; `Err` if the fields went past its length.
-        let left = |input: &I| -> Result<u64, StorageError> {
+        let left = |input: &I| -> Result<u64, BatchError> {
             end.checked_sub(input.consumed())
                 .ok_or_else(|| corrupt(format!("record {index} is longer than its length {len}")))
         };
@@ -409,7 +408,7 @@ fn skip_bytes<I: Input>(
     left: u64,
     index: i32,
     what: &str,
-) -> Result<(), StorageError> {
+) -> Result<(), BatchError> {
     if len == -1 {
         return Ok(());
     }
@@ -423,7 +422,7 @@ fn skip_bytes<I: Input>(
 
 /// A streaming decoder for `codec` over `data` (a batch's records section), or `Err` for an
 /// unknown codec.
-fn decoder<'a>(codec: i16, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, StorageError> {
+fn decoder<'a>(codec: i16, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, BatchError> {
     Ok(match codec {
         1 => Box::new(flate2::read::MultiGzDecoder::new(data)),
         2 => Box::new(SnappyReader::new(data, RECORD_BATCH_DECOMPRESSED_BYTES_MAX)),
@@ -435,7 +434,7 @@ fn decoder<'a>(codec: i16, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, Storage
             Box::new(d)
         }
         c => {
-            return Err(StorageError::InvalidRecord(format!(
+            return Err(BatchError::InvalidRecord(format!(
                 "unknown compression codec {c}"
             )))
         }
@@ -443,13 +442,13 @@ fn decoder<'a>(codec: i16, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, Storage
 }
 
 /// Walks every record of one batch (already checked by [`batch::validate`] or
-/// [`super::cleaner::validate_stored`]), decompressing as a stream if needed, and reports each
+/// the broker cleaner's `validate_stored`), decompressing as a stream if needed, and reports each
 /// record to `on_record`. Structural faults and the decompression limit are errors.
 pub fn for_each_record(
     b: &[u8],
     h: &BatchHeader,
     on_record: impl FnMut(&RecordFacts),
-) -> Result<(), StorageError> {
+) -> Result<(), BatchError> {
     let data = &b[batch::HEADER_LEN..];
     let count = h.records_count();
     if h.compression() == 0 {
@@ -481,7 +480,7 @@ pub fn walk_batch(
     h: &BatchHeader,
     rules: RecordRules,
     errors: &mut Vec<RecordError>,
-) -> Result<(), StorageError> {
+) -> Result<(), BatchError> {
     let require_keys = rules.require_keys && !h.is_control();
     let mut push = |batch_index, message| {
         if errors.len() < RECORD_ERRORS_LISTED_MAX {
@@ -501,11 +500,11 @@ pub fn walk_batch(
 }
 
 /// The records section of one batch, decompressed if needed, holding at most
-/// [`RECORD_BATCH_DECOMPRESSED_BYTES_MAX`] bytes ([`StorageError::RecordListTooLarge`] beyond).
+/// [`RECORD_BATCH_DECOMPRESSED_BYTES_MAX`] bytes ([`BatchError::RecordListTooLarge`] beyond).
 pub fn decompress_bounded<'a>(
     b: &'a [u8],
     h: &BatchHeader,
-) -> Result<std::borrow::Cow<'a, [u8]>, StorageError> {
+) -> Result<std::borrow::Cow<'a, [u8]>, BatchError> {
     let data = &b[batch::HEADER_LEN..];
     if h.compression() == 0 {
         return Ok(std::borrow::Cow::Borrowed(data));
@@ -651,8 +650,8 @@ pub fn zstd_bomb_batch(records: usize, value_bytes: usize, len: Option<usize>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::varint::put_varlong;
-    use crate::storage::batch::{encode_batch, Compression, NewRecord};
+    use crate::batch::{encode_batch, Compression, NewRecord};
+    use crate::varint::put_varlong;
     use bytes::Bytes;
 
     fn records(n: usize, keyed: impl Fn(usize) -> bool) -> Vec<NewRecord> {
@@ -664,7 +663,7 @@ mod tests {
             .collect()
     }
 
-    fn check(b: &[u8], rules: RecordRules) -> Result<Vec<RecordError>, StorageError> {
+    fn check(b: &[u8], rules: RecordRules) -> Result<Vec<RecordError>, BatchError> {
         let h = batch::validate(b)?;
         let mut errors = Vec::new();
         walk_batch(b, h, rules, &mut errors)?;
@@ -784,7 +783,7 @@ mod tests {
             assert!(
                 matches!(
                     check(&b, RecordRules::default()),
-                    Err(StorageError::CorruptMessage(_))
+                    Err(BatchError::CorruptMessage(_))
                 ),
                 "{what}: {:?}",
                 check(&b, RecordRules::default())
@@ -803,18 +802,18 @@ mod tests {
         batch::fix_crc(&mut b);
         assert!(matches!(
             check(&b, RecordRules::default()),
-            Err(StorageError::CorruptMessage(_))
+            Err(BatchError::CorruptMessage(_))
         ));
         // Fewer records than the header's count; more bytes than the count's records.
         let b = raw_batch(std::slice::from_ref(&good), 2);
         assert!(matches!(
             check(&b, RecordRules::default()),
-            Err(StorageError::CorruptMessage(_))
+            Err(BatchError::CorruptMessage(_))
         ));
         let b = raw_batch(&[good.clone(), body(1, &varints(&[-1, -1, 0]))], 1);
         assert!(matches!(
             check(&b, RecordRules::default()),
-            Err(StorageError::CorruptMessage(_))
+            Err(BatchError::CorruptMessage(_))
         ));
         // An offset delta that is not the record's index is a record error.
         let b = raw_batch(&[good.clone(), body(5, &varints(&[-1, -1, 0]))], 2);
@@ -843,16 +842,16 @@ mod tests {
         assert_eq!(padded.len(), 100_000);
         assert!(matches!(
             check(&padded, RecordRules::default()),
-            Err(StorageError::RecordListTooLarge(_))
+            Err(BatchError::RecordListTooLarge(_))
         ));
         assert!(matches!(
             check(&bomb, RecordRules::default()),
-            Err(StorageError::RecordListTooLarge(_))
+            Err(BatchError::RecordListTooLarge(_))
         ));
         let h = batch::validate(&bomb).unwrap();
         assert!(matches!(
             decompress_bounded(&bomb, h),
-            Err(StorageError::RecordListTooLarge(_))
+            Err(BatchError::RecordListTooLarge(_))
         ));
     }
 
@@ -862,9 +861,6 @@ mod tests {
         let data = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
         let mut r = SnappyReader::new(&data, RECORD_BATCH_DECOMPRESSED_BYTES_MAX);
         let e = r.read(&mut [0u8; 16]).unwrap_err();
-        assert!(matches!(
-            decode_error(e),
-            StorageError::RecordListTooLarge(_)
-        ));
+        assert!(matches!(decode_error(e), BatchError::RecordListTooLarge(_)));
     }
 }
