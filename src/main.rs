@@ -1,5 +1,7 @@
-//! The `freshet` binary: `freshet start` runs a broker; `freshet bench` is the load generator
-//! (see `bench/`); `freshet topic|group|produce|consume|cluster` is the admin CLI (see `cli/`).
+//! The `freshet` binary, the thin top of the crate graph: it composes the broker library
+//! (`freshet start` runs a broker, `freshet tune` prepares a host) and the client crate
+//! (`freshet bench`, the load generator, and `freshet topic|group|produce|consume|cluster`, the
+//! admin CLI: [`freshet_client::cli::Command`], flattened into this command tree).
 //!
 //! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
 //! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
@@ -23,7 +25,7 @@ use freshet::config::BrokerConfig;
     name = "freshet",
     version,
     about = "A Kafka-compatible event streaming broker",
-    after_help = freshet::cli::EXIT_CODES_HELP
+    after_help = freshet_client::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Broker(s) to bootstrap from, for the admin commands and `bench`: accepted before the
@@ -48,23 +50,9 @@ enum Command {
     /// Prepare a host: check/apply its settings, measure the data disk (see tuning/README.md).
     #[command(subcommand)]
     Tune(freshet::tuning::TuneCommand),
-    /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
-    Bench(Box<freshet::bench::cli::BenchArgs>),
-    /// Topics: create, list, describe, delete, alter-config.
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Topic(freshet::cli::topic::TopicArgs),
-    /// Consumer groups: list, describe (lag), delete, seek (reset offsets).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Group(freshet::cli::group::GroupArgs),
-    /// Produce lines of stdin as records (keys, headers, compression, acks).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Produce(freshet::cli::produce::ProduceArgs),
-    /// Consume records to stdout (kcat-like format or JSON lines).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Consume(freshet::cli::consume::ConsumeArgs),
-    /// The cluster: id, controller, brokers.
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Cluster(freshet::cli::cluster::ClusterArgs),
+    /// The client side: bench, topic, group, produce, consume, cluster.
+    #[command(flatten)]
+    Client(freshet_client::cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -116,17 +104,12 @@ fn main() -> ExitCode {
             "freshet: error: -b/--brokers/--bootstrap is for the admin commands and bench; \
              `freshet start` listens on --listen"
         );
-        return ExitCode::from(freshet::cli::EXIT_USAGE);
+        return ExitCode::from(freshet_client::cli::EXIT_USAGE);
     }
     match cli.command {
         Command::Start(args) => start(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
-        Command::Bench(args) => freshet::bench::cli::main(*args),
-        Command::Topic(args) => freshet::cli::exit(freshet::cli::topic::run(args)),
-        Command::Group(args) => freshet::cli::exit(freshet::cli::group::run(args)),
-        Command::Produce(args) => freshet::cli::exit(freshet::cli::produce::run(args)),
-        Command::Consume(args) => freshet::cli::exit(freshet::cli::consume::run(args)),
-        Command::Cluster(args) => freshet::cli::exit(freshet::cli::cluster::run(args)),
+        Command::Client(command) => command.run(),
     }
 }
 

@@ -32,16 +32,16 @@ use serde::Serialize;
 
 use super::latency::{new_histogram, percentiles, Clock, Percentiles, Recorder, Schedule};
 use super::workload::{seconds, KeyDistribution, Workload};
-use crate::client::admin::{self, NewTopic};
-use crate::client::fetch::{
+use crate::admin::{self, NewTopic};
+use crate::fetch::{
     fetch_request, parse_fetch_response, FetchPosition, FETCH_VERSION_MAX, FETCH_VERSION_MIN,
 };
-use crate::client::produce::{
+use crate::produce::{
     parse_produce_response, PartitionRecords, ProduceBody, PRODUCE_VERSION_MAX, PRODUCE_VERSION_MIN,
 };
-use crate::client::records::{batches, murmur2_partition, BatchBuilder};
-use crate::client::{ConnectOptions, Connection, PipelineReader, PipelineWriter};
-use crate::storage::batch::{encode_batch, Compression, NewRecord};
+use crate::records::{batches, murmur2_partition, BatchBuilder};
+use crate::{ConnectOptions, Connection, PipelineReader, PipelineWriter};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 
 /// Errors kept for the summary (the first ones; the rest are counted).
 const ERRORS_KEPT_MAX: usize = 20;
@@ -983,7 +983,7 @@ fn read_acks(ctx: &Ctx, mut reader: PipelineReader<Vec<TagPart>>) {
                                     r.topic,
                                     r.partition,
                                     r.error_code,
-                                    crate::client::error_name(r.error_code),
+                                    crate::error_name(r.error_code),
                                     r.error_message.clone().unwrap_or_default()
                                 ),
                                 None => format!(
@@ -1110,7 +1110,7 @@ fn consume_inner(ctx: &Arc<Ctx>, t: usize, c: usize) -> Result<(), String> {
                         part.topic,
                         part.partition,
                         part.error_code,
-                        crate::client::error_name(part.error_code)
+                        crate::error_name(part.error_code)
                     ));
                     thread::sleep(Duration::from_millis(100));
                     continue;
