@@ -187,12 +187,11 @@ mod tests {
             assert_eq!(storage_code(&storage).code(), code, "{storage:?}");
             assert_eq!(storage.to_string(), error.to_string());
         }
-        let Err(StorageError::InvalidRecords { errors, .. }) =
-            Err::<(), _>(BatchError::InvalidRecords {
+        let StorageError::InvalidRecords { errors, .. } =
+            StorageError::from(BatchError::InvalidRecords {
                 message: String::new(),
                 errors: vec![record_error.clone()],
             })
-            .map_err(StorageError::from)
         else {
             panic!("InvalidRecords stays InvalidRecords");
         };
