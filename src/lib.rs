@@ -14,6 +14,7 @@
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
+//! - [`start`]: `freshet start`: its flags, logging, settings, retries of a transient failure.
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
@@ -30,5 +31,6 @@ pub mod os;
 pub use freshet_protocol as protocol;
 pub mod server;
 pub mod shard;
+pub mod start;
 pub mod storage;
 pub mod tuning;
