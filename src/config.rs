@@ -69,7 +69,7 @@ pub struct BrokerConfig {
     /// The most partitions this broker holds (all topics; Kafka has no exact equivalent).
     /// CreateTopics, CreatePartitions and auto-creation that would pass it are refused whole
     /// with POLICY_VIOLATION before anything is created. 0: derived at start from
-    /// RLIMIT_NOFILE and memory (see `shard::runtime::derive_partitions_max`).
+    /// RLIMIT_NOFILE and memory (see `runtime::derive_partitions_max`).
     pub max_partitions_per_broker: usize,
     /// Segment files each shard keeps open at most (an LRU pool: idle partitions hold no
     /// descriptor; see `storage::io`). 0: derived at start from RLIMIT_NOFILE.

@@ -10,7 +10,8 @@
 //! - [`protocol`]: request/response framing, the ApiVersions table, hand-framed Fetch
 //!   responses. No I/O: the `freshet-protocol` crate, re-exported here under its old path.
 //! - [`storage`]: durable partition logs on O_DIRECT files, group commit, recovery, retention.
-//! - [`shard`]: shard startup, partition ownership and the cross-core router.
+//! - [`runtime`]: the composition root: starting and stopping the broker, each shard's life.
+//! - [`shard`]: per-shard state, partition ownership and the cross-core router.
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
@@ -18,6 +19,8 @@
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
+//! - [`rt`]: the runtime seam: tasks, timers, locks, blocking calls and sockets, on glommio or
+//!   on the deterministic simulated executor ([`rt::sim`]).
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
@@ -27,6 +30,8 @@ pub mod error;
 pub mod fuzzing;
 pub mod metrics;
 pub mod os;
+pub mod rt;
+pub mod runtime;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;

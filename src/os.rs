@@ -1,10 +1,11 @@
 //! The few facts and settings the broker takes from the operating system outside its I/O path:
 //! the effective user, resource limits (locked memory, open files), file-system space, the
-//! data directory's lock, and whether an I/O error means the process ran out of descriptors. One place, through `rustix`, so no `unsafe` is needed for any of them.
+//! data directory's lock. One place, through `rustix`, so no `unsafe` is needed for any of them.
+//! (Whether a glommio error means the process ran out of descriptors is the runtime seam's:
+//! `rt::is_out_of_descriptors`.)
 //!
 //! Nothing here is on the data path; every call is a single cheap syscall made at start-up, by
-//! `freshet tune`, or when an admin request asks for disk space, except `is_out_of_descriptors`,
-//! which only reads an error already returned (by accept, or by opening a segment file).
+//! `freshet tune`, or when an admin request asks for disk space.
 
 use std::fs::File;
 use std::io;
@@ -78,20 +79,9 @@ pub fn disk_space(dir: &Path) -> io::Result<(i64, i64)> {
     Ok((bytes(stats.f_blocks), bytes(stats.f_bavail)))
 }
 
-/// Whether glommio's error is EMFILE or ENFILE (the process or the system is out of file
-/// descriptors): the accept loop backs off on it, and the segment file pool closes idle files
-/// and retries the open.
-pub fn is_out_of_descriptors(e: &glommio::GlommioError<()>) -> bool {
-    let source = match e {
-        glommio::GlommioError::IoError(source) => source,
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        _ => return false,
-    };
-    matches!(
-        source.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE)
-    )
-}
+/// Whether glommio's error is EMFILE or ENFILE: moved into the runtime seam; this path stays
+/// for one round (the segment file pool in `storage::io` still uses it).
+pub use crate::rt::is_out_of_descriptors;
 
 #[cfg(test)]
 mod tests {

@@ -110,7 +110,7 @@ pub fn run(args: StartArgs) -> ExitCode {
     // is retried a few times (the kernel frees the old rings asynchronously).
     let mut retries = 0;
     loop {
-        match crate::shard::runtime::run_broker(config.clone()) {
+        match crate::runtime::run_broker(config.clone()) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(e) if e.is_transient() && retries < START_RETRIES_MAX => {
                 retries += 1;
@@ -122,7 +122,7 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
 }
 
-/// Starts retried after a transient failure ([`crate::shard::runtime::StartError::is_transient`]).
+/// Starts retried after a transient failure ([`crate::runtime::StartError::is_transient`]).
 const START_RETRIES_MAX: u32 = 5;
 /// Delay before the first retry; the n-th waits n times this.
 const START_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);

@@ -65,10 +65,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         result.error_code = error.code();
     } else {
         let dir = PathBuf::from(&log_dir);
-        match glommio::executor()
-            .spawn_blocking(move || crate::os::disk_space(&dir))
-            .await
-        {
+        match crate::rt::spawn_blocking(move || crate::os::disk_space(&dir)).await {
             Ok((total, usable)) => {
                 result.total_bytes = total;
                 result.usable_bytes = usable;

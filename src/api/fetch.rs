@@ -465,7 +465,7 @@ async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
         }));
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
-    waits.push(Box::pin(glommio::timer::sleep(remaining)));
+    waits.push(Box::pin(crate::rt::sleep(remaining)));
     first_of(waits).await;
 }
 
@@ -489,7 +489,7 @@ async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
     }
     let stopping = shard.clone();
     waits.push(Box::pin(async move { stopping.stop.wait().await }));
-    waits.push(Box::pin(glommio::timer::sleep(remaining)));
+    waits.push(Box::pin(crate::rt::sleep(remaining)));
     first_of(waits).await;
 }
 

@@ -1,8 +1,12 @@
 //! Cluster metadata: the topics, their ids, partition counts and config overrides.
 //!
 //! [`ClusterMetadata`] is a plain value. The coordinator shard (shard 0) owns the authoritative
-//! copy; it applies a [`MetadataCommand`] with [`ClusterMetadata::apply`] (pure, no I/O: the
-//! caller persists the result and then publishes it), and every other shard holds an
+//! copy; it turns a [`MetadataCommand`] into a [`MetadataRecord`] with
+//! [`ClusterMetadata::record_for`] (checks, and the choices such as a new topic's id) and
+//! applies it with [`ClusterMetadata::replay`] (pure, total, deterministic: replaying the
+//! metadata log's records rebuilds the same value); [`ClusterMetadata::apply`] does both. The
+//! caller persists the records (`shard::metadata_log`) and then publishes the result; every
+//! other shard holds an
 //! `Arc<ClusterMetadata>` snapshot replaced as a whole on each change. A change therefore never
 //! shows half-applied to anyone.
 //!
@@ -84,6 +88,45 @@ pub enum MetadataCommand {
     AllocateProducerIdBlock,
     /// Replace the dynamic broker configs of `resource` (a node id, or `""`).
     SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
+}
+
+/// One record of the cluster metadata log: a change as it was decided (ids chosen, blocks
+/// counted), or the whole metadata. [`ClusterMetadata::replay`] applies it, purely and
+/// deterministically, so replaying the log rebuilds exactly the metadata that was published.
+/// A [`MetadataCommand`] becomes a record through [`ClusterMetadata::record_for`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// The whole metadata, version included: the first record of a new log, a migrated
+    /// `cluster-metadata.json`, or a compaction.
+    Snapshot {
+        metadata: ClusterMetadata,
+    },
+    TopicCreated {
+        name: String,
+        topic: TopicMeta,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    PartitionsCreated {
+        name: String,
+        total: i32,
+    },
+    /// All overrides of a topic replaced (AlterConfigs semantics).
+    TopicConfigsSet {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Producer ids below `next` are reserved (the new `producer_id_block_next`).
+    ProducerIdBlockAllocated {
+        next: i64,
+    },
+    /// The dynamic broker configs of `resource` replaced (empty: removed).
+    BrokerConfigsSet {
         resource: String,
         configs: BTreeMap<String, String>,
     },
@@ -246,43 +289,80 @@ impl ClusterMetadata {
 
     /// Applies `command`, returning the new metadata; `self` is unchanged on error.
     pub fn apply(&self, command: &MetadataCommand) -> Result<ClusterMetadata, MetadataError> {
+        Ok(self.replay(&self.record_for(command)?))
+    }
+
+    /// Checks `command` and decides it: the record that [`Self::replay`] applies (a new
+    /// topic's id is chosen here).
+    pub fn record_for(&self, command: &MetadataCommand) -> Result<MetadataRecord, MetadataError> {
         self.check(command)?;
-        let mut next = self.clone();
-        next.version += 1;
-        match command {
+        Ok(match command {
             MetadataCommand::CreateTopic {
                 name,
                 partitions,
                 configs,
-            } => {
-                let id = self.fresh_topic_id();
-                next.topics.insert(
-                    name.clone(),
-                    TopicMeta {
-                        id,
-                        partitions: *partitions,
-                        configs: configs.clone(),
-                        internal: name.starts_with("__"),
-                    },
-                );
-            }
+            } => MetadataRecord::TopicCreated {
+                name: name.clone(),
+                topic: TopicMeta {
+                    id: self.fresh_topic_id(),
+                    partitions: *partitions,
+                    configs: configs.clone(),
+                    internal: name.starts_with("__"),
+                },
+            },
             MetadataCommand::DeleteTopic { name } => {
-                next.topics.remove(name);
+                MetadataRecord::TopicDeleted { name: name.clone() }
             }
             MetadataCommand::CreatePartitions { name, total } => {
+                MetadataRecord::PartitionsCreated {
+                    name: name.clone(),
+                    total: *total,
+                }
+            }
+            MetadataCommand::SetConfigs { name, configs } => MetadataRecord::TopicConfigsSet {
+                name: name.clone(),
+                configs: configs.clone(),
+            },
+            MetadataCommand::AllocateProducerIdBlock => MetadataRecord::ProducerIdBlockAllocated {
+                next: self.producer_id_block_next + PRODUCER_ID_BLOCK_SIZE,
+            },
+            MetadataCommand::SetBrokerConfigs { resource, configs } => {
+                MetadataRecord::BrokerConfigsSet {
+                    resource: resource.clone(),
+                    configs: configs.clone(),
+                }
+            }
+        })
+    }
+
+    /// The metadata after `record`: pure and total (a record read back from the log never
+    /// fails to apply; one about a topic that is not there changes nothing but the version).
+    /// A snapshot replaces everything; any other record adds one to the version.
+    pub fn replay(&self, record: &MetadataRecord) -> ClusterMetadata {
+        let mut next = self.clone();
+        next.version += 1;
+        match record {
+            MetadataRecord::Snapshot { metadata } => return metadata.clone(),
+            MetadataRecord::TopicCreated { name, topic } => {
+                next.topics.insert(name.clone(), topic.clone());
+            }
+            MetadataRecord::TopicDeleted { name } => {
+                next.topics.remove(name);
+            }
+            MetadataRecord::PartitionsCreated { name, total } => {
                 if let Some(topic) = next.topics.get_mut(name) {
                     topic.partitions = *total;
                 }
             }
-            MetadataCommand::SetConfigs { name, configs } => {
+            MetadataRecord::TopicConfigsSet { name, configs } => {
                 if let Some(topic) = next.topics.get_mut(name) {
                     topic.configs = configs.clone();
                 }
             }
-            MetadataCommand::AllocateProducerIdBlock => {
-                next.producer_id_block_next += PRODUCER_ID_BLOCK_SIZE;
+            MetadataRecord::ProducerIdBlockAllocated { next: block_next } => {
+                next.producer_id_block_next = next.producer_id_block_next.max(*block_next);
             }
-            MetadataCommand::SetBrokerConfigs { resource, configs } => {
+            MetadataRecord::BrokerConfigsSet { resource, configs } => {
                 if configs.is_empty() {
                     next.broker_configs.remove(resource);
                 } else {
@@ -292,7 +372,7 @@ impl ClusterMetadata {
             }
         }
         assert_eq!(next.version, self.version + 1);
-        Ok(next)
+        next
     }
 
     /// Partitions of all topics.
@@ -390,6 +470,49 @@ mod tests {
             m.check(&cmd).unwrap_err().code,
             ResponseError::InvalidConfig
         );
+    }
+
+    /// The records of a sequence of commands, through their JSON and replayed from a
+    /// snapshot of the start, give exactly the metadata that applying the commands gave.
+    #[test]
+    fn records_replay_to_the_applied_metadata() {
+        let start = ClusterMetadata {
+            cluster_id: "c".into(),
+            ..ClusterMetadata::default()
+        };
+        let commands = [
+            create("a", 2),
+            create("b", 1),
+            MetadataCommand::CreatePartitions {
+                name: "a".into(),
+                total: 4,
+            },
+            MetadataCommand::SetConfigs {
+                name: "b".into(),
+                configs: [("retention.ms".to_string(), "5".to_string())].into(),
+            },
+            MetadataCommand::AllocateProducerIdBlock,
+            MetadataCommand::DeleteTopic { name: "a".into() },
+        ];
+        let mut applied = start.clone();
+        let mut log = vec![MetadataRecord::Snapshot {
+            metadata: start.clone(),
+        }];
+        for command in &commands {
+            let record = applied.record_for(command).unwrap();
+            applied = applied.replay(&record);
+            log.push(record);
+        }
+        assert_eq!(applied.version, 6);
+        assert_eq!(applied.producer_id_block_next, PRODUCER_ID_BLOCK_SIZE);
+        let mut replayed = ClusterMetadata::default();
+        for record in &log {
+            let json = serde_json::to_vec(record).unwrap();
+            let back: MetadataRecord = serde_json::from_slice(&json).unwrap();
+            assert_eq!(&back, record);
+            replayed = replayed.replay(&back);
+        }
+        assert_eq!(replayed, applied);
     }
 
     #[test]

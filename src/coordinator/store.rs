@@ -1,22 +1,25 @@
-//! Durable storage of the cluster metadata.
+//! The legacy cluster metadata file, `cluster-metadata.json`, read once to migrate it.
 //!
-//! The metadata is small and changes rarely (topic create/delete/alter), so it is kept as one
-//! JSON document replaced atomically: write `cluster-metadata.json.tmp`, fdatasync it, rename
-//! it over `cluster-metadata.json`, fsync the directory. A crash leaves either the old or the
-//! new document, never a mix. These are blocking calls: shards run them through glommio's
-//! blocking thread pool (`executor().spawn_blocking`), never on the reactor thread.
-//!
-//! Not yet: keeping metadata as an internal log on the storage engine (as Kafka's KRaft
-//! `__cluster_metadata`), which the consumer-groups issue brings for committed offsets.
+//! Before the metadata log (`shard::metadata_log`), the metadata was one JSON document in the
+//! data directory, replaced atomically (`.tmp`, fdatasync, rename, directory fsync). The
+//! metadata now lives in the internal log `<data_dir>/internal/__cluster_metadata-0/`; this
+//! module reads the old document ([`load`]) so that the first start of this version migrates
+//! it, and renames it to `cluster-metadata.json.migrated` ([`mark_migrated`]) once the log
+//! holds it durably. Nothing writes the JSON format any more except tests ([`save`], to make
+//! an old data directory). Blocking calls: run at startup, before the shards.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::metadata::ClusterMetadata;
 
 /// File name of the metadata document inside the data directory.
 pub const METADATA_FILE: &str = "cluster-metadata.json";
+/// What [`mark_migrated`] renames it to.
+pub const METADATA_FILE_MIGRATED: &str = "cluster-metadata.json.migrated";
+/// The largest metadata document read; a larger one is refused (not valid metadata).
+pub const METADATA_FILE_BYTES_MAX: u64 = 256 << 20;
 
 /// Where `data_dir`'s metadata lives.
 pub fn metadata_path(data_dir: &Path) -> PathBuf {
@@ -26,11 +29,23 @@ pub fn metadata_path(data_dir: &Path) -> PathBuf {
 /// Loads the metadata, or `None` when the data directory has none yet (a new broker).
 pub fn load(data_dir: &Path) -> std::io::Result<Option<ClusterMetadata>> {
     let path = metadata_path(data_dir);
-    let text = match fs::read(&path) {
-        Ok(text) => text,
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut text = Vec::new();
+    file.take(METADATA_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > METADATA_FILE_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {METADATA_FILE_BYTES_MAX} bytes",
+                path.display()
+            ),
+        ));
+    }
     serde_json::from_slice(&text).map(Some).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -39,7 +54,18 @@ pub fn load(data_dir: &Path) -> std::io::Result<Option<ClusterMetadata>> {
     })
 }
 
-/// Replaces the stored metadata with `metadata`, durably and atomically.
+/// Renames the migrated document to [`METADATA_FILE_MIGRATED`] (replacing an older one) and
+/// fsyncs the directory: a later start finds no document to migrate.
+pub fn mark_migrated(data_dir: &Path) -> std::io::Result<()> {
+    fs::rename(
+        metadata_path(data_dir),
+        data_dir.join(METADATA_FILE_MIGRATED),
+    )?;
+    fs::File::open(data_dir)?.sync_all()
+}
+
+/// Replaces the stored document with `metadata`, durably and atomically, as the versions
+/// before the metadata log did (tests make old data directories with it).
 pub fn save(data_dir: &Path, metadata: &ClusterMetadata) -> std::io::Result<()> {
     let path = metadata_path(data_dir);
     let tmp = path.with_extension("json.tmp");

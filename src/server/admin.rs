@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::rt::net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
 
 use crate::metrics::{self, render::BrokerInfo, ShardSnapshot};
 use crate::shard::Shard;
@@ -59,7 +59,7 @@ pub async fn serve(
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "admin accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                crate::rt::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -73,7 +73,7 @@ pub async fn serve(
             id,
         };
         let (shard, ready) = (shard.clone(), ready.clone());
-        let task = glommio::spawn_local(async move {
+        let task = crate::rt::spawn_local(async move {
             if let Err(e) = serve_one(&shard, stream, &*ready, started, &guard).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
@@ -94,7 +94,7 @@ pub async fn serve(
 /// `None` once it is answering.
 #[derive(Default)]
 struct Slots {
-    open: BTreeMap<u64, Option<glommio::task::JoinHandle<()>>>,
+    open: BTreeMap<u64, Option<crate::rt::JoinHandle<()>>>,
     next_id: u64,
 }
 
@@ -182,7 +182,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
-            glommio::timer::sleep(remaining).await;
+            crate::rt::sleep(remaining).await;
             None
         })
         .await;
@@ -254,7 +254,7 @@ async fn serve_one(
         stream.close().await
     };
     let timeout = async {
-        glommio::timer::sleep(RESPONSE_WRITE_TIMEOUT).await;
+        crate::rt::sleep(RESPONSE_WRITE_TIMEOUT).await;
         Err(std::io::Error::other(
             "client did not read the response in time",
         ))
@@ -274,7 +274,7 @@ async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<Stri
             .ok()
     };
     let timeout = async {
-        glommio::timer::sleep(SCRAPE_TIMEOUT).await;
+        crate::rt::sleep(SCRAPE_TIMEOUT).await;
         None
     };
     let snapshots = futures_lite::future::or(gather, timeout).await?;

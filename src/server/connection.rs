@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use std::panic::AssertUnwindSafe;
 
+use crate::rt::net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
 
 use crate::api::{self, Outcome};
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
@@ -64,7 +64,7 @@ const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
 /// A queued request: its handler task and the shard memory it holds until answered.
 struct InFlight {
-    answer: glommio::task::JoinHandle<Outcome>,
+    answer: crate::rt::JoinHandle<Outcome>,
     reservation: Reservation,
 }
 
@@ -74,7 +74,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, stop: &Sto
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    let write_task = glommio::spawn_local(write_loop(writer, queue_rx, peer.clone()));
+    let write_task = crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone()));
     let why = read_loop(&shard, reader, queue_tx, &peer, stop).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
@@ -270,7 +270,7 @@ async fn read_loop(
                         }
                     },
                     async {
-                        glommio::timer::sleep(limit).await;
+                        crate::rt::sleep(limit).await;
                         ReadEnd::TimedOut
                     },
                 ),
@@ -322,7 +322,7 @@ async fn read_loop(
         };
         request.client_host = client_host.clone();
         let handler_shard = shard.clone();
-        let answer = glommio::spawn_local(async move {
+        let answer = crate::rt::spawn_local(async move {
             // A bug in one handler must not take the shard (and every other client) down:
             // the panic is logged by the panic hook and only this connection is closed.
             AssertUnwindSafe(api::handle(&handler_shard, request))

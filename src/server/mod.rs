@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use glommio::net::TcpListener;
+use crate::rt::net::TcpListener;
 
 use crate::shard::Shard;
 
@@ -32,7 +32,7 @@ use crate::shard::Shard;
 pub(crate) async fn accept_or_stop(
     shard: &Shard,
     listener: &TcpListener,
-) -> Option<glommio::Result<glommio::net::TcpStream, ()>> {
+) -> Option<crate::rt::net::Result<crate::rt::net::TcpStream>> {
     futures_lite::future::or(async { Some(listener.accept().await) }, async {
         while !shard.stopping.get() {
             shard.stop.wait().await;
@@ -122,7 +122,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                let out_of_fds = crate::os::is_out_of_descriptors(&e);
+                let out_of_fds = crate::rt::is_out_of_descriptors(&e);
                 if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
                     tracing::warn!(shard = shard.id, error = %e, similar_errors_not_logged = errors_unlogged, "accept failed");
                     last_error_log = Some(std::time::Instant::now());
@@ -135,7 +135,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     // hanging; the reserve descriptor is taken back right after.
                     let turned_away =
                         futures_lite::future::or(async { listener.accept().await.ok() }, async {
-                            glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            crate::rt::sleep(ACCEPT_ERROR_BACKOFF).await;
                             None
                         })
                         .await;
@@ -145,7 +145,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     drop(turned_away);
                     reserve = reserve_fd();
                 }
-                glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                crate::rt::sleep(ACCEPT_ERROR_BACKOFF).await;
                 if reserve.is_none() {
                     reserve = reserve_fd();
                 }
@@ -164,7 +164,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         crate::metrics::record_connection(true);
         let (conn_shard, conn_waiters) = (shard.clone(), waiters.clone());
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             connection::serve(conn_shard.clone(), stream, peer, &conn_waiters).await;
             conn_shard.connections.set(conn_shard.connections.get() - 1);
         })

@@ -18,10 +18,14 @@
 //! with KAFKA_STORAGE_ERROR.
 
 pub mod groups;
+pub mod internal_log;
+pub mod metadata_log;
 pub mod notify;
 pub mod router;
-pub mod runtime;
 pub mod txns;
+
+/// The composition root moved to the top ([`crate::runtime`]); this path stays for one round.
+pub use crate::runtime;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,13 +35,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::sync::Semaphore;
+use crate::rt::sync::Semaphore;
 
 use crate::config::BrokerConfig;
 use crate::coordinator::metadata::{
     ClusterMetadata, MetadataCommand, MetadataError, PRODUCER_ID_BLOCK_SIZE,
 };
-use crate::coordinator::{broker_config, store, topic_config};
+use crate::coordinator::{broker_config, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
 pub use notify::Notify;
@@ -113,11 +117,9 @@ impl Partition {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (virtual under simulation: `rt::unix_time_ms`).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::rt::unix_time_ms()
 }
 
 /// Per-shard state. Lives on one executor thread; see the module doc.
@@ -157,6 +159,8 @@ pub struct Shard {
     pub groups: groups::GroupCoordinator,
     /// Coordinator shard only: transactions.
     pub txns: txns::TxnCoordinator,
+    /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
+    pub metadata_log: metadata_log::MetadataLog,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -207,6 +211,7 @@ impl Shard {
                 },
             ),
             txns: txns::TxnCoordinator::new(),
+            metadata_log: metadata_log::MetadataLog::default(),
         })
     }
 
@@ -370,10 +375,7 @@ impl Shard {
         for (topic, p) in gone {
             set_offline(&topic, p, false);
             let dir = self.partition_dir(&topic, p);
-            if let Err(e) = glommio::executor()
-                .spawn_blocking(move || std::fs::remove_dir_all(dir))
-                .await
-            {
+            if let Err(e) = crate::rt::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
                 tracing::error!(topic = %topic, partition = p, error = %e, "removing the files of a deleted offline partition failed");
             }
         }
@@ -418,7 +420,7 @@ impl Shard {
                 break;
             };
             let shard = self.clone();
-            tasks.push(glommio::spawn_local(async move {
+            tasks.push(crate::rt::spawn_local(async move {
                 shard.await_deletion(&name, p).await;
                 let dir = shard.partition_dir(&name, p);
                 match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
@@ -460,7 +462,7 @@ impl Shard {
         }
         let shard = self.clone();
         let dir = self.partition_dir(&key.0, key.1);
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             let _slot = shard.delete_slots.acquire_permit(1).await;
             let result = match Rc::try_unwrap(partition) {
                 Ok(partition) => partition.log.delete().await,
@@ -529,6 +531,8 @@ impl Shard {
         };
         let mut current = (*self.metadata()).clone();
         let mut results = Vec::with_capacity(commands.len());
+        // The metadata log's records of the applied commands, in order.
+        let mut records = Vec::with_capacity(commands.len());
         // What the request would make of the metadata, checked against the partition cap as a
         // whole before anything is persisted or created.
         let mut hypothetical = current.clone();
@@ -543,9 +547,10 @@ impl Shard {
                 results.push(checked);
                 continue;
             }
-            match current.apply(command) {
-                Ok(next) => {
-                    current = next;
+            match current.record_for(command) {
+                Ok(record) => {
+                    current = current.replay(&record);
+                    records.push(record);
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
@@ -593,12 +598,7 @@ impl Shard {
         if validate_only || current.version == self.metadata().version {
             return results;
         }
-        let data_dir = self.config.data_dir.clone();
-        let to_save = current.clone();
-        let saved = glommio::executor()
-            .spawn_blocking(move || store::save(&data_dir, &to_save))
-            .await;
-        if let Err(e) = saved {
+        if let Err(e) = self.metadata_log.append(records, &current).await {
             tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
             return results
                 .into_iter()
@@ -668,7 +668,7 @@ impl Shard {
     pub async fn retention_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(1000));
         while !self.stopping.get() {
-            let tick = glommio::timer::sleep(interval);
+            let tick = crate::rt::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             if self.stopping.get() {
                 break;
@@ -684,21 +684,21 @@ impl Shard {
                     }
                 }
                 partition.log.expire_producers(now_ms());
-                glommio::yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
             }
         }
     }
 
     /// The log cleaner of this shard (see [`crate::storage::cleaner`]): every
     /// `log_cleaner_backoff_ms`, one cleaning round for each compacted partition that needs
-    /// one, until the shard stops. Runs on a low-priority task queue (see `runtime.rs`).
+    /// one, until the shard stops. Runs on a low-priority task queue (see `crate::runtime`).
     pub async fn cleaner_loop(self: Rc<Self>) {
         use crate::storage::cleaner::{LogCleanState, OffsetMap};
         let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(10));
         let mut map = OffsetMap::with_memory(self.config.log_cleaner_dedupe_buffer_bytes_per_shard);
         let mut states: HashMap<PathBuf, LogCleanState> = HashMap::new();
         while !self.stopping.get() {
-            let tick = glommio::timer::sleep(interval);
+            let tick = crate::rt::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             if self.stopping.get() {
                 break;
@@ -719,14 +719,23 @@ impl Shard {
                         tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "log cleaning failed")
                     }
                 }
-                glommio::yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
             }
         }
     }
 
-    /// Coordinator shard: loads committed offsets (at startup, before the listener opens).
+    /// Coordinator shard: opens the metadata log for changes and loads committed offsets and
+    /// transactions (at startup, before the listener opens).
     pub async fn load_group_coordinator(&self) {
         assert_eq!(self.id, COORDINATOR_SHARD);
+        let published = self.metadata();
+        if let Err(e) = self
+            .metadata_log
+            .open(&self.config.data_dir, self.cache.clone(), &published)
+            .await
+        {
+            tracing::error!(error = %e, "opening the metadata log failed; metadata changes answer KAFKA_STORAGE_ERROR");
+        }
         if let Err(e) = self
             .groups
             .load(&self.config.data_dir, self.cache.clone())
@@ -749,10 +758,10 @@ impl Shard {
     /// compacting the offsets log.
     pub async fn group_tick_loop(self: Rc<Self>) {
         assert_eq!(self.id, COORDINATOR_SHARD);
-        glommio::spawn_local(self.clone().group_timer_loop()).detach();
+        crate::rt::spawn_local(self.clone().group_timer_loop()).detach();
         let interval = Duration::from_millis(groups::GROUP_TICK_INTERVAL_MS);
         while !self.stopping.get() {
-            let tick = glommio::timer::sleep(interval);
+            let tick = crate::rt::sleep(interval);
             futures_lite::future::or(tick, self.stop.wait()).await;
             self.groups.persist_groups().await;
             self.groups.maybe_expire_offsets(now_ms()).await;
@@ -777,7 +786,7 @@ impl Shard {
                 .map_or(now + interval_ms, |d| d.min(now + interval_ms));
             // At least 1 ms: a deadline in the current millisecond is due on the next one.
             let wait = Duration::from_millis((next - now).max(1) as u64);
-            futures_lite::future::or(glommio::timer::sleep(wait), self.stop.wait()).await;
+            futures_lite::future::or(crate::rt::sleep(wait), self.stop.wait()).await;
             self.groups.tick(now_ms());
         }
     }
@@ -799,7 +808,7 @@ impl Shard {
             let Ok(permit) = running.clone().acquire_static_permit(1).await else {
                 break;
             };
-            tasks.push(glommio::spawn_local(async move {
+            tasks.push(crate::rt::spawn_local(async move {
                 if let Err(e) = partition.log.close().await {
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "closing partition failed");
                 }

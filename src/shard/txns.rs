@@ -7,7 +7,7 @@
 //!
 //! - Durability: every state change is a record (key: transactional id, value: the JSON of a
 //!   [`TxnRecord`]) appended to the internal log `<data_dir>/internal/__transaction_state-0/`
-//!   before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
+//!   (an [`InternalLog`] with the [`TxnCodec`]) before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
 //!   an id wins), as Kafka does with `__transaction_state`.
 //! - Ending a transaction ([`run_plan`]): the Prepare record is made durable (the decision),
 //!   then a marker is appended to every partition of the transaction on its owning shard, the
@@ -40,14 +40,13 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::{now_ms, Shard, COORDINATOR_SHARD};
 use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
+use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::batch::{self, Compression};
-use crate::storage::{LogConfig, PartitionLog, StorageError, TailCache};
+use crate::storage::{StorageError, TailCache};
 
-/// Bytes read per call while replaying the transaction log at startup.
-const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
 /// Largest record batch of the transaction log.
 const TXN_RECORD_BYTES_MAX: u32 = 8 << 20;
-/// The log is compacted at load when it holds more than this many records...
+/// The log is compacted when it holds more than this many records...
 const COMPACT_RECORDS_MIN: usize = 1_000;
 /// ... and more than this many times the live transactional ids.
 const COMPACT_RATIO: usize = 2;
@@ -56,19 +55,67 @@ const COMPACT_BATCH_RECORDS_MAX: usize = 100;
 /// Coordinator epoch stamped into markers (one node: never changes).
 pub const COORDINATOR_EPOCH: i32 = 0;
 
+/// The transaction log's name under `<data_dir>/internal/`.
+pub const TXN_LOG_NAME: &str = "__transaction_state";
+
+/// The transaction log's limits and compaction policy.
+pub const TXN_LOG_LIMITS: InternalLogLimits = InternalLogLimits {
+    compact_records_min: COMPACT_RECORDS_MIN,
+    compact_ratio: COMPACT_RATIO,
+    batch_records_max: COMPACT_BATCH_RECORDS_MAX,
+    // Half the largest batch, by the estimate of `TxnCodec::record_bytes`.
+    batch_bytes_max: (TXN_RECORD_BYTES_MAX / 2) as usize,
+    // A record lists every partition of its transaction: room for ~100k of them.
+    max_message_bytes: TXN_RECORD_BYTES_MAX,
+    segment_bytes: 16 * 1024 * 1024,
+};
+
 /// The internal transaction log's directory under the data directory.
 pub fn txn_log_dir(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("internal").join("__transaction_state-0")
+    internal_log_dir(data_dir, TXN_LOG_NAME)
+}
+
+/// One record of the transaction log: a transactional id and its state, or `None` (a
+/// tombstone: the id expired).
+pub type TxnLogRecord = (String, Option<TxnRecord>);
+
+/// The transaction log's records: key the transactional id, value the JSON of a
+/// [`TxnRecord`] (null for a tombstone), as Kafka's `__transaction_state`.
+pub struct TxnCodec;
+
+impl RecordCodec for TxnCodec {
+    type Record = TxnLogRecord;
+    const NAME: &'static str = "transaction log";
+
+    fn encode_batch(records: &[TxnLogRecord], now_ms: i64) -> Result<Bytes, String> {
+        encode_records(records, now_ms)
+    }
+
+    fn decode_batches(bytes: Bytes) -> Result<(Vec<TxnLogRecord>, i64), String> {
+        decode_batches(bytes)
+    }
+
+    fn record_bytes((id, record): &TxnLogRecord) -> usize {
+        let lists = record.as_ref().map_or(0, |r| {
+            let partitions: usize = r.partitions.iter().map(|(t, _)| t.len() + 32).sum();
+            let groups: usize = r.groups.iter().map(|g| g.len() + 8).sum();
+            let offsets: usize = r
+                .offsets
+                .iter()
+                .map(|(k, v)| k.group.len() + k.topic.len() + v.metadata.len() + 128)
+                .sum();
+            partitions + groups + offsets
+        });
+        id.len() + lists + 256
+    }
 }
 
 /// The coordinator shard's transaction state; see the module doc.
 pub struct TxnCoordinator {
     pub state: RefCell<Transactions>,
-    log: RefCell<Option<Rc<PartitionLog>>>,
+    log: RefCell<Option<Rc<InternalLog<TxnCodec>>>>,
     /// Transactional ids whose end plan is running now (not to be started twice).
     running: RefCell<HashSet<String>>,
-    /// Records in the log since its start (compaction trigger).
-    records_in_log: Cell<usize>,
     /// Wall clock of the last expiration check.
     last_expiry_check_ms: Cell<i64>,
     /// An expiration check (tombstones, compaction) is running.
@@ -87,7 +134,6 @@ impl TxnCoordinator {
             state: RefCell::new(Transactions::new()),
             log: RefCell::new(None),
             running: RefCell::new(HashSet::new()),
-            records_in_log: Cell::new(0),
             last_expiry_check_ms: Cell::new(now_ms()),
             expiring: Cell::new(false),
         }
@@ -96,76 +142,48 @@ impl TxnCoordinator {
     /// Opens the transaction log and rebuilds the state from it; transactions caught in the
     /// middle are set up to be finished or aborted by the next ticks.
     pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
-        let config = LogConfig {
-            retention_ms: -1,
-            segment_bytes: 16 * 1024 * 1024,
-            // A record lists every partition of its transaction: room for ~100k of them.
-            max_message_bytes: TXN_RECORD_BYTES_MAX,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open(&txn_log_dir(data_dir), config, cache).await?;
-        let mut offset = log.log_start_offset();
-        let mut records = 0usize;
-        while offset < log.high_watermark() {
-            let data = log.read(offset, REPLAY_READ_BYTES_MAX, true).await?;
-            if data.batches.is_empty() {
-                break;
-            }
-            for batch in data.batches {
-                let (decoded, next) = decode_batches(batch)
-                    .map_err(|e| StorageError::CorruptMessage(format!("transaction log: {e}")))?;
-                records += decoded.len();
-                let mut state = self.state.borrow_mut();
-                for (id, r) in decoded {
-                    match r {
-                        Some(r) => state.load(r),
-                        None => state.unload(&id),
-                    }
-                }
-                offset = offset.max(next);
-            }
-            glommio::yield_if_needed().await;
-        }
+        // Built aside (no RefCell borrow held across the replay's awaits), then installed.
+        let mut state = Transactions::new();
+        let log = InternalLog::<TxnCodec>::open(
+            &txn_log_dir(data_dir),
+            TXN_LOG_LIMITS,
+            cache,
+            |r| match r {
+                (_, Some(r)) => state.load(r),
+                (id, None) => state.unload(&id),
+            },
+        )
+        .await?;
+        *self.state.borrow_mut() = state;
         let pending = self.state.borrow_mut().recover(now_ms()).len();
-        let live = self.state.borrow().iter().count();
-        self.records_in_log.set(records);
-        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
-            self.compact(&log, records).await?;
-        }
+        let log = Rc::new(log);
+        *self.log.borrow_mut() = Some(log.clone());
+        self.compact_if_due(&log).await?;
         tracing::info!(
-            records,
+            records = log.records(),
             transactional_ids = self.state.borrow().iter().count(),
             to_finish = pending,
             "transaction state loaded"
         );
-        *self.log.borrow_mut() = Some(Rc::new(log));
         Ok(())
     }
 
     /// Rewrites the live records at the end of the log in one append and moves the log start
-    /// past everything before them (at load, and from the expiration check). The live records
-    /// are taken right before the append is issued, with no await in between.
-    async fn compact(&self, log: &PartitionLog, records_before: usize) -> Result<(), StorageError> {
-        let records = self.state.borrow().records();
-        let mut payload = bytes::BytesMut::new();
-        for chunk in records.chunks(COMPACT_BATCH_RECORDS_MAX) {
-            payload.extend_from_slice(
-                &encode_records(chunk).map_err(|e| StorageError::InvalidRecord(e.to_string()))?,
-            );
-        }
-        let start = if payload.is_empty() {
-            log.high_watermark()
-        } else {
-            log.append(payload.freeze(), now_ms()).await?.base_offset
-        };
-        log.delete_records(start).await?;
-        self.records_in_log.set(records.len());
-        tracing::info!(
-            records_before,
-            records_after = records.len(),
-            "transaction log compacted"
-        );
-        Ok(())
+    /// past everything before them, if superseded records dominate (at load, and from the
+    /// expiration check). The live records are taken right before the append is issued.
+    async fn compact_if_due(&self, log: &InternalLog<TxnCodec>) -> Result<bool, StorageError> {
+        log.compact_if_due(
+            || self.state.borrow().iter().count(),
+            || {
+                self.state
+                    .borrow()
+                    .records()
+                    .into_iter()
+                    .map(|r| (r.transactional_id.clone(), Some(r)))
+                    .collect()
+            },
+        )
+        .await
     }
 
     pub async fn close(&self) {
@@ -185,66 +203,51 @@ impl TxnCoordinator {
             return;
         };
         if !expired.is_empty() {
-            let tombstones: Vec<(Option<Bytes>, Option<Bytes>, i64)> = expired
-                .iter()
-                .map(|id| (Some(Bytes::from(id.clone())), None, now))
-                .collect();
-            let appended = match batch::encode_batch(&tombstones, Compression::None) {
-                Ok(b) => log.append(b, now).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match appended {
-                Ok(_) => {
-                    self.records_in_log
-                        .set(self.records_in_log.get() + expired.len());
-                    tracing::info!(count = expired.len(), "expired transactional ids removed");
-                }
+            let count = expired.len();
+            let tombstones = expired.into_iter().map(|id| (id, None)).collect();
+            match log.append(tombstones, now, |_| ()).await {
+                Ok(()) => tracing::info!(count, "expired transactional ids removed"),
                 // They come back at the next start (and expire again).
                 Err(e) => tracing::warn!(error = %e, "writing transactional id tombstones failed"),
             }
         }
-        let records = self.records_in_log.get();
-        let live = self.state.borrow().iter().count();
-        if records > COMPACT_RECORDS_MIN && records > COMPACT_RATIO * live {
-            if let Err(e) = self.compact(&log, records).await {
-                tracing::warn!(error = %e, "compacting the transaction log failed");
-            }
+        if let Err(e) = self.compact_if_due(&log).await {
+            tracing::warn!(error = %e, "compacting the transaction log failed");
         }
     }
 
     /// Appends `record` to the transaction log; resolves once durable.
     async fn persist(&self, record: &TxnRecord) -> Result<(), ResponseError> {
         let log = self.log.borrow().clone().ok_or(coordinator_gone_code())?;
-        let batch = encode_records(std::slice::from_ref(record))
-            .map_err(|_| ResponseError::UnknownServerError)?;
-        log.append(batch, now_ms()).await.map_err(|e| {
+        let records = vec![(record.transactional_id.clone(), Some(record.clone()))];
+        log.append(records, now_ms(), |_| ()).await.map_err(|e| {
             tracing::error!(error = %e, "appending to the transaction log failed");
-            coordinator_gone_code()
-        })?;
-        self.records_in_log.set(self.records_in_log.get() + 1);
-        Ok(())
+            match e {
+                StorageError::InvalidRecord(_) => ResponseError::UnknownServerError,
+                _ => coordinator_gone_code(),
+            }
+        })
     }
 }
 
-/// One record batch of transaction records (key: transactional id, value: JSON).
-fn encode_records(records: &[TxnRecord]) -> Result<Bytes, String> {
-    let now = now_ms();
+/// One record batch of transaction records (key: transactional id, value: JSON or null).
+fn encode_records(records: &[TxnLogRecord], now: i64) -> Result<Bytes, String> {
     let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let value = serde_json::to_vec(r).map_err(|e| e.to_string())?;
-        out.push((
-            Some(Bytes::from(r.transactional_id.clone())),
-            Some(Bytes::from(value)),
-            now,
-        ));
+    for (id, r) in records {
+        let value = match r {
+            Some(r) => Some(Bytes::from(
+                serde_json::to_vec(r).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        out.push((Some(Bytes::from(id.clone())), value, now));
     }
     batch::encode_batch(&out, Compression::None)
 }
 
-/// The records of `bytes` as (transactional id, record or `None` for a tombstone).
-type Decoded = Vec<(String, Option<TxnRecord>)>;
-
-fn decode_batches(mut bytes: Bytes) -> Result<(Decoded, i64), String> {
+/// The records of `bytes` as (transactional id, record or `None` for a tombstone), and the
+/// offset after the last one.
+fn decode_batches(mut bytes: Bytes) -> Result<(Vec<TxnLogRecord>, i64), String> {
     let mut out = Vec::new();
     let mut next_offset = -1;
     while bytes.has_remaining() {

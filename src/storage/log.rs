@@ -89,7 +89,6 @@
 //!   timestamp (its last offset) until a newer max arrives.
 //! - A produce larger than [`PENDING_BYTES_MAX`] is accepted only when nothing is pending.
 
-#[path = "cleaner.rs"]
 pub mod cleaner;
 #[path = "log_txn.rs"]
 mod log_txn;

@@ -208,18 +208,14 @@ pub struct ProbeOptions {
     pub quick: bool,
 }
 
-/// Run the probe on its own glommio executor (see the module docs).
+/// Run the probe on its own executor (see the module docs).
 pub fn probe(opts: &ProbeOptions) -> Result<DiskProfile, String> {
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|e| format!("{}: {e}", opts.data_dir.display()))?;
-    let ex = glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .ring_depth(256)
-        .make()
-        .map_err(|e| format!("cannot start an I/O executor (memlock?): {e}"))?;
     let dir = opts.data_dir.clone();
     let quick = opts.quick;
-    ex.run(async move { probe_async(&dir, quick).await })
+    crate::rt::run_on_new_executor(1 << 20, 256, async move { probe_async(&dir, quick).await })
+        .map_err(|e| format!("cannot start an I/O executor (memlock?): {e}"))?
 }
 
 fn storage_err(e: crate::storage::StorageError) -> String {
@@ -292,7 +288,7 @@ async fn measure(
                 queue_depth: depth as u32,
                 bytes_per_sec: (written as f64 / secs) as u64,
             });
-            glommio::executor().yield_now().await;
+            crate::rt::yield_now().await;
         }
         file.sync().await.map_err(storage_err)?;
     }

@@ -46,6 +46,8 @@ pub const RAW_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One running `freshet` broker process.
 pub struct TestBroker {
+    /// The broker binary `start_again` runs ([`broker_bin`] unless chosen).
+    bin: PathBuf,
     child: Option<Child>,
     port: u16,
     /// Port of the admin HTTP listener (`/metrics`, `/health`, `/ready`).
@@ -74,6 +76,17 @@ impl TestBroker {
     /// Like `start_with`, with the data directory at `data_dir` (e.g. on a small file system)
     /// instead of a fresh temporary one.
     pub fn start_in(shards: usize, data_dir: Option<PathBuf>, extra_args: &[&str]) -> TestBroker {
+        TestBroker::start_bin_in(broker_bin(), shards, data_dir, extra_args)
+    }
+
+    /// Like `start_in`, running the broker binary `bin` (e.g. an older build, to test that a
+    /// data directory it wrote still starts; `set_bin` switches for the next start).
+    pub fn start_bin_in(
+        bin: PathBuf,
+        shards: usize,
+        data_dir: Option<PathBuf>,
+        extra_args: &[&str],
+    ) -> TestBroker {
         let tmp = tempfile::Builder::new()
             .prefix("freshet-test-")
             .tempdir()
@@ -81,6 +94,7 @@ impl TestBroker {
         let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log_path = tmp.path().join("broker.log");
         let mut broker = TestBroker {
+            bin,
             child: None,
             port: free_port(),
             admin_port: free_port(),
@@ -170,7 +184,7 @@ impl TestBroker {
             .append(true)
             .open(&self.log_path)
             .expect("open broker log");
-        let mut cmd = Command::new(broker_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(self.args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -187,7 +201,7 @@ impl TestBroker {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", broker_bin()));
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.bin));
         self.child = Some(child);
         self.wait_ready();
     }
@@ -213,6 +227,11 @@ impl TestBroker {
             "broker not ready after {BROKER_READY_TIMEOUT:?}: {last_err}\n{}",
             self.log_tail()
         );
+    }
+
+    /// The binary the next `start_again` runs.
+    pub fn set_bin(&mut self, bin: PathBuf) {
+        self.bin = bin;
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.

@@ -46,6 +46,7 @@ mod broker_process;
 mod broker_rdkafka;
 mod cli;
 mod conn_limits;
+mod coord_metadata_log;
 mod diskrec_recovery;
 mod enospc;
 mod fetchadmin_admin;

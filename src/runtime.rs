@@ -6,7 +6,8 @@
 //!    second broker silently share it);
 //! 2. checks RLIMIT_MEMLOCK against what glommio will lock, so a short limit is a clear error
 //!    instead of glommio's misleading panic (GLOMMIO.md pitfall 5);
-//! 3. loads (or creates) the cluster metadata;
+//! 3. loads (or creates) the cluster metadata from its internal log, migrating an old
+//!    `cluster-metadata.json` (`metadata_log::load_at_startup`, on a short-lived executor);
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
 //! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
 //!
@@ -24,7 +25,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use super::{Job, Router, Shard};
+use crate::shard::{Job, Router, Shard};
 
 /// CPU shares of the log cleaner's task queue (glommio's default queue has 1000).
 const CLEANER_SHARES: usize = 50;
@@ -44,7 +44,7 @@ const CLEANER_SHARES: usize = 50;
 pub const BLOCKING_THREADS_PER_SHARD: usize = 8;
 use crate::config::BrokerConfig;
 use crate::coordinator::metadata::ClusterMetadata;
-use crate::coordinator::store;
+use crate::rt::PoolStartError;
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -145,56 +145,47 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         .spawn(move || wait_for_signals(signals, signal_router))
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
-    let cpus = (!config.shard_cpus.is_empty()).then(|| {
-        glommio::CpuSet::online()
-            .map(|set| set.filter(|l| config.shard_cpus.contains(&l.cpu)))
-            .map_err(|e| StartError::Executor(format!("cannot read the CPU topology: {e}")))
-    });
-    let cpus = cpus.transpose()?;
-    if cpus.as_ref().is_some_and(|c| c.is_empty()) {
-        return Err(StartError::Executor(format!(
-            "shard_cpus {:?} names no online CPU",
-            config.shard_cpus
-        )));
-    }
-    let available = cpus.as_ref().map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |c| c.len(),
-    );
-    let placement = if shards <= available {
-        PoolPlacement::MaxSpread(shards, cpus)
-    } else {
-        PoolPlacement::Unbound(shards)
+    let pool = crate::rt::PoolSettings {
+        name: "freshet-shard".to_string(),
+        executors: shards,
+        cpus: config.shard_cpus.clone(),
+        io_memory_bytes: config.io_memory_bytes,
+        ring_depth: config.ring_depth,
+        spin_before_park: Duration::from_micros(config.spin_before_park_us),
+        blocking_threads_per_executor: BLOCKING_THREADS_PER_SHARD,
     };
     let pool_router = router.clone();
     let pool_startup = startup.clone();
     let admin: Arc<Mutex<Option<OwnedFd>>> = Arc::new(Mutex::new(admin));
-    let handles = LocalExecutorPoolBuilder::new(placement)
-        .name("freshet-shard")
-        .io_memory(config.io_memory_bytes)
-        .ring_depth(config.ring_depth)
-        .spin_before_park(Duration::from_micros(config.spin_before_park_us))
-        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
-        .on_all_shards(move || {
-            let index = next_index.fetch_add(1, Ordering::SeqCst);
-            let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
-            let admin = if index == super::COORDINATOR_SHARD {
-                admin.lock().ok().and_then(|mut a| a.take())
-            } else {
-                None
+    let shard_cpus = config.shard_cpus.clone();
+    let handles = crate::rt::start_pool(&pool, move || {
+        let index = next_index.fetch_add(1, Ordering::SeqCst);
+        let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
+        let admin = if index == crate::shard::COORDINATOR_SHARD {
+            admin.lock().ok().and_then(|mut a| a.take())
+        } else {
+            None
+        };
+        async move {
+            let inbox = inbox.expect("each shard index is handed out once");
+            let gate = pool_startup;
+            let io = ShardIo {
+                inbox,
+                admin,
+                ready: ready_tx,
             };
-            async move {
-                let inbox = inbox.expect("each shard index is handed out once");
-                let gate = pool_startup;
-                let io = ShardIo {
-                    inbox,
-                    admin,
-                    ready: ready_tx,
-                };
-                shard_main(index, config, pool_router, metadata, gate, io).await
+            shard_main(index, config, pool_router, metadata, gate, io).await
+        }
+    })
+    .map_err(|e| {
+        StartError::Executor(match e {
+            PoolStartError::CpuTopology(e) => format!("cannot read the CPU topology: {e}"),
+            PoolStartError::NoOnlineCpu => {
+                format!("shard_cpus {shard_cpus:?} names no online CPU")
             }
+            PoolStartError::Executor(text) => explain_executor_error(&text),
         })
-        .map_err(|e| StartError::Executor(explain_executor_error(&e.to_string())))?;
+    })?;
 
     // Report readiness once every shard listens (tests and operators wait for this line). A
     // shard that fails to start stops the whole broker.
@@ -237,7 +228,7 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         let reason = match result {
             Ok(Ok(())) => continue,
             Ok(Err(reason)) => reason,
-            Err(e) => explain_executor_error(&e.to_string()),
+            Err(e) => explain_executor_error(&e),
         };
         tracing::error!(shard, %reason, "shard failed");
         failure.get_or_insert(StartError::ShardFailed { shard, reason });
@@ -304,14 +295,14 @@ async fn shard_main(
         return Err(reason);
     }
     let shard = Shard::new(index, config.clone(), router, metadata);
-    let inbox_task = glommio::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
+    let inbox_task = crate::rt::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
     let admin_task = admin.map(|fd| {
-        // SAFETY: the descriptor is a bound, listening TCP socket that we own (bind_admin).
-        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        // The descriptor is a bound, listening TCP socket (bind_admin).
+        let listener = crate::rt::net::listener_from_fd(fd);
         let ready_gate = gate.clone();
         let is_ready: Rc<dyn Fn() -> bool> =
             Rc::new(move || ready_gate.ready.load(Ordering::SeqCst));
-        glommio::spawn_local(crate::server::admin::serve(
+        crate::rt::spawn_local(crate::server::admin::serve(
             shard.clone(),
             listener,
             is_ready,
@@ -320,7 +311,7 @@ async fn shard_main(
         .detach()
     });
     shard.open_partitions().await;
-    if index == super::COORDINATOR_SHARD {
+    if index == crate::shard::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
     }
     gate.opened.fetch_add(1, Ordering::SeqCst);
@@ -328,7 +319,7 @@ async fn shard_main(
         && !gate.failed.load(Ordering::SeqCst)
         && !shard.stopping.get()
     {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        crate::rt::sleep(Duration::from_millis(1)).await;
     }
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = if shard.stopping.get() {
@@ -336,7 +327,7 @@ async fn shard_main(
         let _ = ready.send(Ok(false));
         None
     } else {
-        match glommio::net::TcpListener::bind(addr) {
+        match crate::rt::net::bind(addr) {
             Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
             Ok(_) => None,
             Err(e) => {
@@ -346,27 +337,23 @@ async fn shard_main(
             }
         }
     };
-    let retention = glommio::spawn_local(shard.clone().retention_loop()).detach();
+    let retention = crate::rt::spawn_local(shard.clone().retention_loop()).detach();
     // The cleaner gets a small share of the CPU when requests are waiting (Redpanda's
     // lesson: background work must not stall the shard).
     let cleaner = if config.log_cleaner_enable {
-        let queue = glommio::executor().create_task_queue(
-            glommio::Shares::Static(CLEANER_SHARES),
-            glommio::Latency::NotImportant,
-            "log-cleaner",
-        );
-        glommio::spawn_local_into(shard.clone().cleaner_loop(), queue)
+        let queue = crate::rt::create_task_queue(CLEANER_SHARES, "log-cleaner");
+        crate::rt::spawn_local_into(shard.clone().cleaner_loop(), queue)
             .map_err(|e| tracing::error!(error = %e, "cannot start the log cleaner"))
             .ok()
             .map(|t| t.detach())
     } else {
         None
     };
-    let group_coordinator = (index == super::COORDINATOR_SHARD)
-        .then(|| glommio::spawn_local(shard.clone().group_tick_loop()).detach());
+    let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
+        .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
         let _ = ready.send(Ok(true));
-        super::super::server::accept_loop(shard.clone(), listener).await;
+        crate::server::accept_loop(shard.clone(), listener).await;
     } else {
         while !shard.stopping.get() {
             shard.stop.wait().await;
@@ -376,7 +363,7 @@ async fn shard_main(
     // Stopping: let connections finish what they have (bounded wait), then close the logs.
     let deadline = Instant::now() + Duration::from_secs(10);
     while shard.connections.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        crate::rt::sleep(Duration::from_millis(20)).await;
     }
     retention.cancel();
     if let Some(task) = cleaner {
@@ -388,6 +375,7 @@ async fn shard_main(
     shard.close_partitions().await;
     shard.groups.close().await;
     shard.txns.close().await;
+    shard.metadata_log.close().await;
     if let Some(task) = admin_task {
         task.cancel();
     }
@@ -398,7 +386,7 @@ async fn shard_main(
 
 /// Runs the jobs other shards send, each as its own task, at most `shard_queue_depth` at once.
 async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
-    let running = Rc::new(glommio::sync::Semaphore::new(
+    let running = Rc::new(crate::rt::sync::Semaphore::new(
         shard.config.shard_queue_depth as u64,
     ));
     while let Ok(job) = inbox.recv_async().await {
@@ -406,7 +394,7 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
             break;
         };
         let job_shard = shard.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             // A panicking job drops its answer channel: the caller sees ShardGone and answers
             // its client with an error; this shard keeps serving.
             if AssertUnwindSafe(job(job_shard))
@@ -640,22 +628,19 @@ fn explain_executor_error(text: &str) -> String {
 }
 
 fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
-    if let Some(metadata) = store::load(&config.data_dir).map_err(StartError::Metadata)? {
-        if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
-            tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
-        }
-        return Ok(metadata);
-    }
-    let cluster_id = if config.cluster_id.is_empty() {
-        new_cluster_id()
-    } else {
-        config.cluster_id.clone()
-    };
-    let metadata = ClusterMetadata {
-        cluster_id,
+    let fresh = || ClusterMetadata {
+        cluster_id: if config.cluster_id.is_empty() {
+            new_cluster_id()
+        } else {
+            config.cluster_id.clone()
+        },
         ..ClusterMetadata::default()
     };
-    store::save(&config.data_dir, &metadata).map_err(StartError::Metadata)?;
+    let metadata = crate::shard::metadata_log::load_at_startup(&config.data_dir, fresh)
+        .map_err(StartError::Metadata)?;
+    if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
+        tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");
+    }
     Ok(metadata)
 }
 
