@@ -16,6 +16,29 @@ use serde::Deserialize;
 /// The admin listener's default address (Redpanda's admin API port).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9644";
 
+// Kafka's defaults for the group and transaction coordinator settings, named after Kafka's
+// settings; the only place they are written (the coordinator's own `Default`s read them).
+/// Kafka's `group.initial.rebalance.delay.ms` default.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: i64 = 3_000;
+/// Kafka's `group.max.size` default (`Integer.MAX_VALUE`: unlimited).
+pub const GROUP_MAX_SIZE_DEFAULT: i32 = i32::MAX;
+/// Kafka's `group.min.session.timeout.ms` default.
+pub const GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT: i32 = 6_000;
+/// Kafka's `group.max.session.timeout.ms` default.
+pub const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 1_800_000;
+/// Kafka's `group.consumer.session.timeout.ms` default.
+pub const GROUP_CONSUMER_SESSION_TIMEOUT_MS_DEFAULT: i32 = 45_000;
+/// Kafka's `group.consumer.heartbeat.interval.ms` default.
+pub const GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT: i32 = 5_000;
+/// Kafka's `offsets.retention.minutes` default (7 days).
+pub const OFFSETS_RETENTION_MINUTES_DEFAULT: i64 = 10_080;
+/// Kafka's `offsets.retention.check.interval.ms` default.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
+/// Kafka's `transactional.id.expiration.ms` default: seven days.
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
+/// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
+pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
+
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -172,18 +195,17 @@ impl Default for BrokerConfig {
             log_segment_ms: 604_800_000,
             message_max_bytes: 1_048_588,
             cluster_id: String::new(),
-            group_initial_rebalance_delay_ms: 3_000,
-            group_max_size: i32::MAX,
-            group_min_session_timeout_ms: crate::coordinator::group::SESSION_TIMEOUT_MS_MIN,
-            group_max_session_timeout_ms: crate::coordinator::group::SESSION_TIMEOUT_MS_MAX,
-            group_consumer_session_timeout_ms: 45_000,
-            group_consumer_heartbeat_interval_ms: 5_000,
-            offsets_retention_minutes: 10_080,
-            offsets_retention_check_interval_ms: 600_000,
-            transactional_id_expiration_ms:
-                crate::coordinator::txn::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+            group_initial_rebalance_delay_ms: GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
+            group_max_size: GROUP_MAX_SIZE_DEFAULT,
+            group_min_session_timeout_ms: GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT,
+            group_max_session_timeout_ms: GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT,
+            group_consumer_session_timeout_ms: GROUP_CONSUMER_SESSION_TIMEOUT_MS_DEFAULT,
+            group_consumer_heartbeat_interval_ms: GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+            offsets_retention_minutes: OFFSETS_RETENTION_MINUTES_DEFAULT,
+            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            transactional_id_expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
             transactional_id_expiration_check_interval_ms:
-                crate::coordinator::txn::TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
+                TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 }

@@ -4,6 +4,8 @@
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
 #   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
 #      cargo build --all-targets, cargo test (unit + real-broker integration tests),
+#      bash tests/simulate.sh: SIM_SEEDS (default 200) seeds of the deterministic storage
+#      simulator (about 10-40 s on 2 cores),
 #   4. bash tests/fuzz.sh: every cargo-fuzz target for FUZZ_SECONDS (default 25) seconds
 #      (installs cargo-fuzz into ~/.cargo/bin with `cargo install` when missing),
 #   5. pytest tests/python against target/debug/freshet (FRESHET_BIN).
@@ -24,6 +26,11 @@ mkdir -p "$LOGDIR"
 CARGO_TEST_TIMEOUT_S="${CARGO_TEST_TIMEOUT_S:-1500}"
 PYTEST_TIMEOUT_S="${PYTEST_TIMEOUT_S:-900}"
 FUZZ_TIMEOUT_S="${FUZZ_TIMEOUT_S:-1200}"
+SIM_TIMEOUT_S="${SIM_TIMEOUT_S:-600}"
+SIM_SEEDS="${SIM_SEEDS:-200}"
+# A fixed range, so that a CI run is reproducible (seeds 1000..1199 by default); explore new
+# seeds with `bash tests/simulate.sh N` (random base) or SIM_BASE.
+SIM_BASE="${SIM_BASE:-1000}"
 
 step() { printf '\n==> %s\n' "$*"; }
 now() { date +%s; }
@@ -83,6 +90,14 @@ cargo_rc=${PIPESTATUS[0]}
 set -e
 T_CARGO=$(now)
 
+# ---- 4a. Deterministic simulation (bounded) ---------------------------------------------------
+step "tests/simulate.sh $SIM_SEEDS --base $SIM_BASE (log: $LOGDIR/simulate.log)"
+set +e
+timeout --kill-after=30 "$SIM_TIMEOUT_S" bash tests/simulate.sh "$SIM_SEEDS" --base "$SIM_BASE" 2>&1 | tee "$LOGDIR/simulate.log"
+sim_rc=${PIPESTATUS[0]}
+set -e
+T_SIM=$(now)
+
 # ---- 4b. Fuzzing (bounded) ----------------------------------------------------------------------
 step "tests/fuzz.sh (log: $LOGDIR/fuzz.log)"
 set +e
@@ -133,6 +148,7 @@ verdict() { # rc -> text
 cargo_verdict=$(verdict "$cargo_rc")
 pytest_verdict=$(verdict "$pytest_rc")
 fuzz_verdict=$(verdict "$fuzz_rc")
+sim_verdict=$(verdict "$sim_rc")
 if ((pytest_rc == 5)); then
   # Exit 5 means pytest collected no tests. This suite always has Python tests, so an empty
   # run means something is broken (a collection filter, a missing directory): fail loudly.
@@ -144,7 +160,8 @@ echo "==================== freshet test summary ===================="
 printf 'build:      %4ss\n' $((T_BUILD - T0))
 printf 'cargo test: %4ss  %-28s %s passed, %s failed, %s ignored, %s skipped\n' $((T_CARGO - T_BUILD)) "$cargo_verdict" "$c_pass" "$c_fail" "$c_ign" "$c_skip"
 grep '^SKIPPED: ' "$LOGDIR/cargo-test.log" | sed 's/^/  /' || true
-printf 'fuzz:       %4ss  %s\n' $((T_FUZZ - T_CARGO)) "$fuzz_verdict"
+printf 'simulate:   %4ss  %-28s %s\n' $((T_SIM - T_CARGO)) "$sim_verdict" "$(grep -E '^simulation: [0-9]+ seeds passed' "$LOGDIR/simulate.log" | tail -1)"
+printf 'fuzz:       %4ss  %s\n' $((T_FUZZ - T_SIM)) "$fuzz_verdict"
 printf 'pytest:     %4ss  %-28s %s passed, %s failed, %s skipped/xfail\n' $((T_PYTEST - T_FUZZ)) "$pytest_verdict" "$p_pass" "$p_fail" "$p_skip"
 echo "logs: $LOGDIR"
 echo "=============================================================="
@@ -159,4 +176,4 @@ if [[ $(tracked_state) != "$TRACKED_BEFORE" ]]; then
   tracked_rc=1
 fi
 echo "$((c_pass + p_pass)) passed, $((c_fail + p_fail)) failed, $((c_ign + c_skip + p_skip)) skipped"
-((cargo_rc == 0 && pytest_rc == 0 && fuzz_rc == 0 && tracked_rc == 0))
+((cargo_rc == 0 && sim_rc == 0 && pytest_rc == 0 && fuzz_rc == 0 && tracked_rc == 0))

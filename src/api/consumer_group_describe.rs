@@ -79,12 +79,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                     .into_iter()
                     .map(|m| {
                         Member::default()
-                            .with_member_id(str_bytes(m.member_id))
-                            .with_instance_id(m.instance_id.map(str_bytes))
+                            .with_member_id(str_bytes(m.identity.member_id))
+                            .with_instance_id(m.identity.instance_id.map(str_bytes))
                             .with_rack_id(m.rack_id.map(str_bytes))
                             .with_member_epoch(m.member_epoch)
-                            .with_client_id(str_bytes(m.client_id))
-                            .with_client_host(str_bytes(m.client_host))
+                            .with_client_id(str_bytes(m.identity.client_id))
+                            .with_client_host(str_bytes(m.identity.client_host))
                             .with_subscribed_topic_names(
                                 m.subscribed_topic_names
                                     .into_iter()

@@ -254,7 +254,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 let bytes: usize = batches.iter().map(Bytes::len).sum();
                 let count: u64 = batches
                     .iter()
-                    .map(|b| crate::metrics::count_batches(b).0)
+                    .map(|b| super::produce::count_batches(b).0)
                     .sum();
                 crate::metrics::record_fetched(&name, partition, bytes as u64, count);
             }

@@ -52,12 +52,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::assignor::{self, Assignment, AssignorMember, ASSIGNORS};
+use super::invariants::{debug_check, ensure, Violation};
+use super::member::{ConsumerMemberDescription, MemberIdentity};
 use super::metadata::TopicMeta;
 
-/// Kafka's `group.consumer.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_DEFAULT: i32 = 45_000;
-/// Kafka's `group.consumer.heartbeat.interval.ms` default.
-pub const HEARTBEAT_INTERVAL_MS_DEFAULT: i32 = 5_000;
 /// Members per consumer group (Kafka's `group.consumer.max.size` is unbounded by default; a
 /// bound keeps one group from growing without limit).
 pub const GROUP_MEMBERS_MAX: usize = 1_000;
@@ -87,8 +85,8 @@ pub struct ConsumerGroupConfig {
 impl Default for ConsumerGroupConfig {
     fn default() -> Self {
         ConsumerGroupConfig {
-            session_timeout_ms: SESSION_TIMEOUT_MS_DEFAULT,
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
+            session_timeout_ms: crate::config::GROUP_CONSUMER_SESSION_TIMEOUT_MS_DEFAULT,
+            heartbeat_interval_ms: crate::config::GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -181,6 +179,29 @@ pub struct ConsumerMember {
 }
 
 impl ConsumerMember {
+    /// The member's identity (what both group protocols share).
+    pub fn identity(&self) -> MemberIdentity {
+        MemberIdentity {
+            member_id: self.member_id.clone(),
+            instance_id: self.instance_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+        }
+    }
+
+    /// What ConsumerGroupDescribe reports of the member, with its target assignment.
+    pub fn describe(&self, target_assignment: Assignment) -> ConsumerMemberDescription {
+        ConsumerMemberDescription {
+            identity: self.identity(),
+            rack_id: self.rack_id.clone(),
+            member_epoch: self.member_epoch,
+            subscribed_topic_names: self.subscribed_topic_names.clone(),
+            subscribed_topic_regex: self.subscribed_topic_regex.clone(),
+            assignment: self.assigned.clone(),
+            target_assignment,
+        }
+    }
+
     fn new(member_id: String) -> ConsumerMember {
         ConsumerMember {
             member_id,
@@ -244,6 +265,89 @@ impl ConsumerGroup {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The invariants of one consumer group (the module essay's, as code): a member is stored
+    /// under its own id; `owners` is exactly the union of the members' assigned and pending
+    /// partitions, each partition owned once; a member is `UnrevokedPartitions` exactly when it
+    /// has partitions pending revocation, and only then has a revocation deadline; the
+    /// assignment epoch is not ahead of the group epoch, and no member's epoch is ahead of the
+    /// assignment epoch (a static member that left temporarily has epoch -2); targets exist
+    /// for members only; the static-member map points at members with that instance id.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let g = &self.group_id;
+        ensure!(
+            0 <= self.assignment_epoch && self.assignment_epoch <= self.group_epoch,
+            "{g}: assignment epoch {} and group epoch {}",
+            self.assignment_epoch,
+            self.group_epoch
+        );
+        let mut owned = 0;
+        for (id, m) in &self.members {
+            ensure!(
+                *id == m.member_id,
+                "{g}: member {} stored under {id}",
+                m.member_id
+            );
+            for (t, ps) in m.assigned.iter().chain(m.pending_revocation.iter()) {
+                for p in ps {
+                    owned += 1;
+                    ensure!(
+                        self.owners.get(&(*t, *p)) == Some(id),
+                        "{g}: {t}/{p} held by {id} but owned by {:?}",
+                        self.owners.get(&(*t, *p))
+                    );
+                }
+            }
+            let unrevoked = m.state == MemberState::UnrevokedPartitions;
+            ensure!(
+                unrevoked != m.pending_revocation.is_empty(),
+                "{g}: member {id} is {:?} with {} topics pending revocation",
+                m.state,
+                m.pending_revocation.len()
+            );
+            ensure!(
+                unrevoked == m.revocation_deadline_ms.is_some(),
+                "{g}: member {id} is {:?} with revocation deadline {:?}",
+                m.state,
+                m.revocation_deadline_ms
+            );
+            ensure!(
+                m.member_epoch <= self.assignment_epoch
+                    && (m.member_epoch >= 0 || m.member_epoch == STATIC_LEAVE_EPOCH),
+                "{g}: member {id} in epoch {} (assignment epoch {})",
+                m.member_epoch,
+                self.assignment_epoch
+            );
+            if let Some(instance) = &m.instance_id {
+                ensure!(
+                    self.static_members.get(instance) == Some(id),
+                    "{g}: static member {id} ({instance}) is not in the static map"
+                );
+            }
+        }
+        // Each held partition matched its owner entry above, so equal counts mean no owner
+        // entry without a holder and no partition held twice.
+        ensure!(
+            owned == self.owners.len(),
+            "{g}: members hold {owned} partitions, owners has {}",
+            self.owners.len()
+        );
+        for (instance, id) in &self.static_members {
+            ensure!(
+                self.members
+                    .get(id)
+                    .is_some_and(|m| m.instance_id.as_ref() == Some(instance)),
+                "{g}: static {instance} -> {id}, not a member with that instance id"
+            );
+        }
+        for id in self.target.keys() {
+            ensure!(
+                self.members.contains_key(id),
+                "{g}: target for non-member {id}"
+            );
+        }
+        Ok(())
     }
 
     /// Kafka's consumer group state: Empty, Assigning (a new target is due), Reconciling
@@ -823,6 +927,21 @@ impl ConsumerGroups {
         self.groups.values()
     }
 
+    /// Every group's invariants ([`ConsumerGroup::check_invariants`]) and that each is stored
+    /// under its own id. For the simulator and the proptests; debug builds check the group a
+    /// heartbeat touched after it, and every group after a tick.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        for (id, group) in &self.groups {
+            ensure!(
+                *id == group.group_id,
+                "group {} stored under {id}",
+                group.group_id
+            );
+            group.check_invariants()?;
+        }
+        Ok(())
+    }
+
     /// ConsumerGroupHeartbeat (`version` is the request's API version).
     pub fn heartbeat(
         &mut self,
@@ -834,6 +953,7 @@ impl ConsumerGroups {
         let group_id = req.group_id.clone();
         let member_id = req.member_id.clone();
         let before = persisted_key(self.groups.get(&group_id), &member_id);
+        let epochs_before = self.groups.get(&group_id).map(epochs);
         let response = match self.heartbeat_inner(now_ms, version, topics, req) {
             Ok(r) => r,
             Err((error, message)) => HeartbeatResponse::refused(error, message),
@@ -841,8 +961,9 @@ impl ConsumerGroups {
         // v0 members learn their id from the answer.
         let member_id = response.member_id.as_deref().unwrap_or(&member_id);
         if persisted_key(self.groups.get(&group_id), member_id) != before {
-            self.dirty.insert(group_id);
+            self.dirty.insert(group_id.clone());
         }
+        debug_check(|| check_transition(self.groups.get(&group_id), epochs_before));
         response
     }
 
@@ -1112,6 +1233,7 @@ impl ConsumerGroups {
     /// Removes members whose session expired or who did not revoke in time.
     pub fn tick(&mut self, now_ms: i64) {
         for group in self.groups.values_mut() {
+            let epochs_before = epochs(group);
             let expired: Vec<(String, &'static str)> = group
                 .members
                 .values()
@@ -1130,6 +1252,7 @@ impl ConsumerGroups {
                 group.remove_member(&id);
                 self.dirty.insert(group.group_id.clone());
             }
+            debug_check(|| check_transition(Some(group), Some(epochs_before)));
         }
     }
 
@@ -1223,6 +1346,31 @@ impl ConsumerGroups {
         }
         Ok(())
     }
+}
+
+/// A group's (group epoch, assignment epoch): neither ever goes back.
+fn epochs(group: &ConsumerGroup) -> (i32, i32) {
+    (group.group_epoch, group.assignment_epoch)
+}
+
+/// A group's invariants after a transition, and that its epochs did not go back
+/// (`before`: `None` if the group did not exist).
+fn check_transition(
+    group: Option<&ConsumerGroup>,
+    before: Option<(i32, i32)>,
+) -> Result<(), Violation> {
+    let Some(group) = group else {
+        return Ok(());
+    };
+    let (group_epoch, assignment_epoch) = before.unwrap_or((0, 0));
+    ensure!(
+        group.group_epoch >= group_epoch && group.assignment_epoch >= assignment_epoch,
+        "{}: epochs went back from {:?} to {:?}",
+        group.group_id,
+        before,
+        epochs(group)
+    );
+    group.check_invariants()
 }
 
 /// A member rejoins with epoch 0 under its known id: it has dropped its partitions (it was
@@ -1750,5 +1898,131 @@ mod tests {
         g.heartbeat(1, 1, view, leave);
         assert_eq!(g.validate_offset_commit("g", "", -1, 9), Some(Ok(())));
         assert_eq!(g.group("g").unwrap().state_name(), "Empty");
+    }
+
+    /// One step of a random population of consumers (m0..m3; m2 and m3 static) of group "g".
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The member heartbeats with its epoch and what it owns (`lost`: it reports nothing
+        /// owned, as after a lost answer; `ahead`: an epoch one ahead, which is fenced).
+        Beat { member: u8, lost: bool, ahead: bool },
+        /// The member (re)joins with epoch 0, subscribing to "a" or to "a" and "b".
+        Join { member: u8, both: bool },
+        /// The member leaves (epoch -1, or -2 for a static member).
+        Leave { member: u8 },
+        /// Time passes and the timer runs.
+        Tick { ms: u32 },
+        /// Topic "a" grows to `partitions` partitions; "b" appears or disappears.
+        Metadata { partitions: u8, b: bool },
+        /// The group is written to a snapshot and restored (a restart).
+        Restart,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..4u8, any::<bool>(), proptest::bool::weighted(0.05))
+                .prop_map(|(member, lost, ahead)| Op::Beat { member, lost, ahead }),
+            2 => (0..4u8, any::<bool>()).prop_map(|(member, both)| Op::Join { member, both }),
+            1 => (0..4u8).prop_map(|member| Op::Leave { member }),
+            1 => (0..50_000u32).prop_map(|ms| Op::Tick { ms }),
+            1 => (0..3u8, any::<bool>()).prop_map(|(partitions, b)| Op::Metadata { partitions, b }),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random heartbeats (current, lost, fenced), joins, leaves, timer ticks, metadata
+        /// changes and restarts keep every invariant after every step, and the group and
+        /// assignment epochs never go back.
+        #[test]
+        fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..150)) {
+            let mut g = ConsumerGroups::new(ConsumerGroupConfig::default(), 7);
+            // (epoch, owned) as each client believes.
+            let mut clients: Vec<(i32, Assignment)> = vec![(0, Assignment::new()); 4];
+            let mut now: i64 = 0;
+            let mut a_partitions = 3;
+            let mut with_b = false;
+            let mut version = 1;
+            let mut epochs_seen = (0, 0);
+            for op in ops {
+                let mut meta = vec![("a", T1, a_partitions)];
+                if with_b {
+                    meta.push(("b", T2, 2));
+                }
+                let t = topics(&meta);
+                let view = TopicsView { version, topics: &t };
+                let instance = |m: u8| (m >= 2).then(|| format!("i{m}"));
+                match op {
+                    Op::Beat { member, lost, ahead } => {
+                        let (epoch, owned) = clients[member as usize].clone();
+                        if epoch > 0 {
+                            let mut req = beat(&format!("m{member}"), epoch + i32::from(ahead), &owned);
+                            req.instance_id = instance(member);
+                            if lost {
+                                req.owned = None;
+                            }
+                            let r = g.heartbeat(now, 1, view, req);
+                            let c = &mut clients[member as usize];
+                            if r.error.is_some() {
+                                *c = (0, Assignment::new());
+                            } else {
+                                c.0 = r.member_epoch;
+                                if let Some(a) = r.assignment {
+                                    c.1 = a;
+                                }
+                            }
+                        }
+                    }
+                    Op::Join { member, both } => {
+                        let mut req = join(&format!("m{member}"));
+                        req.instance_id = instance(member);
+                        if both {
+                            req.subscribed_topic_names = Some(vec!["a".into(), "b".into()]);
+                        }
+                        let r = g.heartbeat(now, 1, view, req);
+                        clients[member as usize] = match r.error {
+                            None => (r.member_epoch, r.assignment.unwrap_or_default()),
+                            Some(_) => (0, Assignment::new()),
+                        };
+                    }
+                    Op::Leave { member } => {
+                        let (epoch, owned) = clients[member as usize].clone();
+                        let mut req = beat(&format!("m{member}"), epoch, &owned);
+                        req.instance_id = instance(member);
+                        req.member_epoch = if member >= 2 { STATIC_LEAVE_EPOCH } else { LEAVE_EPOCH };
+                        g.heartbeat(now, 1, view, req);
+                        clients[member as usize] = (0, Assignment::new());
+                    }
+                    Op::Tick { ms } => {
+                        now += i64::from(ms);
+                        g.tick(now);
+                    }
+                    Op::Metadata { partitions, b } => {
+                        a_partitions += i32::from(partitions);
+                        with_b = b;
+                        version += 1;
+                    }
+                    Op::Restart => {
+                        if let Some(snapshot) = g.snapshot("g") {
+                            g.restore("g", snapshot, now).expect("own snapshot restores");
+                        }
+                    }
+                }
+                if let Err(v) = g.check_invariants() {
+                    proptest::prop_assert!(false, "{v}");
+                }
+                if let Some(group) = g.group("g") {
+                    let now_epochs = epochs(group);
+                    proptest::prop_assert!(
+                        now_epochs.0 >= epochs_seen.0 && now_epochs.1 >= epochs_seen.1,
+                        "epochs went back from {epochs_seen:?} to {now_epochs:?}"
+                    );
+                    epochs_seen = now_epochs;
+                }
+            }
+        }
     }
 }

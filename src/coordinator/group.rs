@@ -49,15 +49,13 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
+use super::invariants::{debug_check, ensure, Violation};
+use super::member::{MemberDescription, MemberIdentity};
+use crate::config;
+
 /// Caller-chosen id of a request whose answer may come later.
 pub type RequestId = u64;
 
-/// Kafka's `group.min.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
-/// Kafka's `group.max.session.timeout.ms` default.
-pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
-/// Kafka's `group.max.size` default (`Integer.MAX_VALUE`: unlimited).
-pub const GROUP_MAX_SIZE_DEFAULT: usize = i32::MAX as usize;
 /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, per group. Kafka keeps them
 /// unbounded (each expires after its session timeout); a bound keeps a flood of first joins
 /// from growing one group's map without limit (each entry is a member id and a deadline,
@@ -66,7 +64,7 @@ pub const GROUP_MAX_SIZE_DEFAULT: usize = i32::MAX as usize;
 /// GROUP_MAX_SIZE_REACHED, which clients treat as fatal.
 pub const GROUP_PENDING_MEMBERS_MAX: usize = 10_000;
 
-/// Group settings (Kafka's broker configs of the same names).
+/// Group settings (Kafka's broker configs of the same names; defaults in [`crate::config`]).
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
@@ -87,20 +85,16 @@ pub struct GroupConfig {
     pub session_timeout_ms_max: i32,
 }
 
-/// Kafka's `offsets.retention.minutes` default (7 days), in milliseconds.
-pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
-/// Kafka's `offsets.retention.check.interval.ms` default.
-pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
-
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            initial_rebalance_delay_ms: 3_000,
-            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
-            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
-            group_max_size: GROUP_MAX_SIZE_DEFAULT,
-            session_timeout_ms_min: SESSION_TIMEOUT_MS_MIN,
-            session_timeout_ms_max: SESSION_TIMEOUT_MS_MAX,
+            initial_rebalance_delay_ms: config::GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
+            offsets_retention_ms: config::OFFSETS_RETENTION_MINUTES_DEFAULT * 60_000,
+            offsets_retention_check_interval_ms:
+                config::OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            group_max_size: config::GROUP_MAX_SIZE_DEFAULT as usize,
+            session_timeout_ms_min: config::GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT,
+            session_timeout_ms_max: config::GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -252,6 +246,30 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member's identity (what both group protocols share).
+    pub fn identity(&self) -> MemberIdentity {
+        MemberIdentity {
+            member_id: self.member_id.clone(),
+            instance_id: self.group_instance_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+        }
+    }
+
+    /// What DescribeGroups reports of the member: its metadata for the group's protocol and
+    /// its assignment only while the group is Stable (`stable_protocol`), as Kafka.
+    pub fn describe(&self, stable_protocol: Option<&str>) -> MemberDescription {
+        MemberDescription {
+            identity: self.identity(),
+            metadata: stable_protocol.map_or_else(Bytes::new, |p| self.metadata_for(p)),
+            assignment: if stable_protocol.is_some() {
+                self.assignment.clone()
+            } else {
+                Bytes::new()
+            },
+        }
+    }
+
     fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -321,6 +339,134 @@ impl Group {
         let mut members: Vec<&Member> = self.members.values().collect();
         members.sort_by_key(|m| m.seq);
         members
+    }
+
+    /// The invariants of one classic group (the module essay's, as code): a member is stored
+    /// under its own id; the leader is a member and a group with members has one; parked joins
+    /// only while `PreparingRebalance`, parked syncs only while `CompletingRebalance`, and no
+    /// request id is parked twice; `Empty` has no members, `CompletingRebalance` and `Stable`
+    /// have members, a generation and a protocol every member supports; the static-member map
+    /// and the members' instance ids agree both ways; pending member ids are not members and
+    /// stay within [`GROUP_PENDING_MEMBERS_MAX`]; join order numbers are unique.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let g = &self.group_id;
+        ensure!(
+            self.state != GroupState::Dead,
+            "{g}: a Dead group is still in the map"
+        );
+        ensure!(
+            self.generation_id >= 0,
+            "{g}: generation {} < 0",
+            self.generation_id
+        );
+        ensure!(
+            self.leader.is_some() != self.members.is_empty(),
+            "{g}: leader {:?} with {} members",
+            self.leader,
+            self.members.len()
+        );
+        if let Some(leader) = &self.leader {
+            ensure!(
+                self.members.contains_key(leader),
+                "{g}: leader {leader} is not a member"
+            );
+        }
+        match self.state {
+            GroupState::Empty => {
+                ensure!(self.members.is_empty(), "{g}: Empty with members")
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                ensure!(
+                    !self.members.is_empty(),
+                    "{g}: {} without members",
+                    self.state.name()
+                );
+                ensure!(
+                    self.generation_id > 0,
+                    "{g}: {} in generation 0",
+                    self.state.name()
+                );
+                let Some(protocol) = &self.protocol_name else {
+                    return Err(Violation(format!(
+                        "{g}: {} without a protocol",
+                        self.state.name()
+                    )));
+                };
+                for m in self.members.values() {
+                    ensure!(
+                        m.protocols.iter().any(|(name, _)| name == protocol),
+                        "{g}: member {} does not support the group's protocol {protocol}",
+                        m.member_id
+                    );
+                }
+            }
+            GroupState::PreparingRebalance | GroupState::Dead => {}
+        }
+        let mut parked = BTreeSet::new();
+        let mut seqs = BTreeSet::new();
+        for (id, m) in &self.members {
+            ensure!(
+                *id == m.member_id,
+                "{g}: member {} stored under {id}",
+                m.member_id
+            );
+            ensure!(
+                self.protocol_type.as_ref() == Some(&m.protocol_type),
+                "{g}: member {id} has protocol type {} and the group {:?}",
+                m.protocol_type,
+                self.protocol_type
+            );
+            if let Some(r) = m.awaiting_join {
+                ensure!(
+                    self.state == GroupState::PreparingRebalance,
+                    "{g}: member {id} has a parked join in {}",
+                    self.state.name()
+                );
+                ensure!(parked.insert(r), "{g}: request {r} parked twice");
+            }
+            if let Some(r) = m.awaiting_sync {
+                ensure!(
+                    self.state == GroupState::CompletingRebalance,
+                    "{g}: member {id} has a parked sync in {}",
+                    self.state.name()
+                );
+                ensure!(parked.insert(r), "{g}: request {r} parked twice");
+            }
+            ensure!(
+                m.seq > 0 && m.seq <= self.next_seq && seqs.insert(m.seq),
+                "{g}: member {id} has join order {} (next {})",
+                m.seq,
+                self.next_seq
+            );
+            if let Some(instance) = &m.group_instance_id {
+                ensure!(
+                    self.static_members.get(instance) == Some(id),
+                    "{g}: static member {id} ({instance}) is not in the static map"
+                );
+            }
+            ensure!(
+                !self.pending_members.contains_key(id),
+                "{g}: {id} is both a member and a pending member id"
+            );
+        }
+        for (instance, id) in &self.static_members {
+            let Some(m) = self.members.get(id) else {
+                return Err(Violation(format!(
+                    "{g}: static {instance} -> {id}, not a member"
+                )));
+            };
+            ensure!(
+                m.group_instance_id.as_ref() == Some(instance),
+                "{g}: static {instance} -> {id}, whose instance id is {:?}",
+                m.group_instance_id
+            );
+        }
+        ensure!(
+            self.pending_members.len() <= GROUP_PENDING_MEMBERS_MAX,
+            "{g}: {} pending member ids",
+            self.pending_members.len()
+        );
+        Ok(())
     }
 
     /// Protocols every member supports, the one most members prefer first (Kafka's vote).
@@ -470,6 +616,7 @@ impl Groups {
         self.groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
+        debug_check(|| self.check_transition(group_id, None));
     }
 
     /// Whether [`Groups::delete_group`] would succeed.
@@ -500,6 +647,7 @@ impl Groups {
 
     /// Runs `f` and marks `group_id` dirty if its durable state (Kafka persists a classic group
     /// when it becomes Stable or Empty) changed.
+    /// Also checks the group's invariants after `f`, and that its generation did not go back.
     fn tracked<R>(&mut self, group_id: &str, f: impl FnOnce(&mut Self) -> R) -> R {
         let before = self.groups.get(group_id).map(persisted_key);
         let out = f(self);
@@ -507,7 +655,43 @@ impl Groups {
         if needs_persisting(before, after) {
             self.dirty.insert(group_id.to_string());
         }
+        debug_check(|| {
+            self.check_transition(group_id, before.map(|(_, generation, _)| generation))
+        });
         out
+    }
+
+    /// Every group's invariants ([`Group::check_invariants`]) and that each is stored under its
+    /// own id. For the simulator and the proptests; debug builds check the groups a call
+    /// touched after each call.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        for (id, group) in &self.groups {
+            ensure!(
+                *id == group.group_id,
+                "group {} stored under {id}",
+                group.group_id
+            );
+            group.check_invariants()?;
+        }
+        Ok(())
+    }
+
+    /// One group's invariants after a transition, and that its generation did not go back
+    /// (`generation_before`: before the transition, `None` if the group did not exist).
+    fn check_transition(
+        &self,
+        group_id: &str,
+        generation_before: Option<i32>,
+    ) -> Result<(), Violation> {
+        let Some(group) = self.groups.get(group_id) else {
+            return Ok(());
+        };
+        ensure!(
+            group.generation_id >= generation_before.unwrap_or(0),
+            "{group_id}: generation went back from {generation_before:?} to {}",
+            group.generation_id
+        );
+        group.check_invariants()
     }
 
     /// The groups whose durable snapshot changed since the last call.
@@ -901,6 +1085,7 @@ impl Groups {
         }
         let member = group.members.get_mut(member_id).expect("checked");
         member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+        debug_check(|| group.check_invariants());
         match group.state {
             GroupState::Empty | GroupState::Dead => Some(ResponseError::UnknownMemberId),
             GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
@@ -983,9 +1168,11 @@ impl Groups {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         for group in self.groups.values_mut() {
+            let generation_before = group.generation_id;
             if tick_group(group, now_ms, &mut effects) {
                 self.dirty.insert(group.group_id.clone());
             }
+            debug_check(|| check_tick(group, generation_before));
         }
         effects
     }
@@ -996,9 +1183,11 @@ impl Groups {
     pub fn tick_one(&mut self, group_id: &str, now_ms: i64) -> Vec<Effect> {
         let mut effects = Vec::new();
         if let Some(group) = self.groups.get_mut(group_id) {
+            let generation_before = group.generation_id;
             if tick_group(group, now_ms, &mut effects) {
                 self.dirty.insert(group_id.to_string());
             }
+            debug_check(|| check_tick(group, generation_before));
         }
         effects
     }
@@ -1101,6 +1290,17 @@ fn tick_group(group: &mut Group, now_ms: i64, effects: &mut Vec<Effect>) -> bool
         maybe_complete_join(group, now_ms, effects);
     }
     needs_persisting(Some(before), Some(persisted_key(group)))
+}
+
+/// A group's invariants after a tick, which may bump its generation but never lower it.
+fn check_tick(group: &Group, generation_before: i32) -> Result<(), Violation> {
+    ensure!(
+        group.generation_id >= generation_before,
+        "{}: a tick moved the generation back from {generation_before} to {}",
+        group.group_id,
+        group.generation_id
+    );
+    group.check_invariants()
 }
 
 /// What decides whether a group's durable snapshot changed: state, generation, member count.
@@ -1558,6 +1758,34 @@ mod tests {
             g.heartbeat(2, "g", "nobody", None, 1),
             Some(ResponseError::UnknownMemberId)
         );
+    }
+
+    /// A member's description (DescribeGroups) carries its identity, and its metadata for the
+    /// chosen protocol and its assignment only once the group is Stable.
+    #[test]
+    fn member_description_shows_metadata_and_assignment_only_when_stable() {
+        let mut g = groups();
+        let (m, _) = join_new(&mut g, 0, 1);
+        let member = &g.group("g").unwrap().members[&m];
+        let described = member.describe(None);
+        assert_eq!(
+            described.identity,
+            MemberIdentity {
+                member_id: m.clone(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+            }
+        );
+        assert_eq!(
+            (described.metadata.len(), described.assignment.len()),
+            (0, 0)
+        );
+        g.sync(1, 3, sync_req(&m, 1, vec![(m.clone(), Bytes::from("a"))]));
+        let member = &g.group("g").unwrap().members[&m];
+        let described = member.describe(Some("range"));
+        assert_eq!(described.metadata, Bytes::from_static(b"m"));
+        assert_eq!(described.assignment, Bytes::from("a"));
     }
 
     /// A second member joining a stable group starts a rebalance: the first member's heartbeat
@@ -2078,5 +2306,216 @@ mod tests {
             sync_reply(&e, 7).error,
             Some(ResponseError::UnknownMemberId)
         );
+    }
+
+    /// One step of a random client population against one classic group (two groups, so
+    /// that state of one never leaks into the other).
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A new member joins (`instance`: a static member; `old`: the v3 way, no
+        /// MEMBER_ID_REQUIRED round trip), preferring protocol `proto`.
+        JoinNew {
+            group: u8,
+            instance: Option<u8>,
+            proto: u8,
+            old: bool,
+        },
+        /// A member id seen before joins again (maybe with other protocols).
+        JoinKnown {
+            group: u8,
+            member: u8,
+            proto: u8,
+        },
+        /// SyncGroup by a known member with the current generation (or one off).
+        Sync {
+            group: u8,
+            member: u8,
+            stale: bool,
+        },
+        Heartbeat {
+            group: u8,
+            member: u8,
+        },
+        Leave {
+            group: u8,
+            member: u8,
+        },
+        /// Time passes (up to a bit more than a session) and the timer runs.
+        Tick {
+            ms: u32,
+        },
+        /// The coordinator writes a snapshot of a group and restores it (a restart).
+        Restart {
+            group: u8,
+        },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..2u8, proptest::option::of(0..3u8), 0..3u8, any::<bool>()).prop_map(
+                |(group, instance, proto, old)| Op::JoinNew {
+                    group,
+                    instance,
+                    proto,
+                    old
+                }
+            ),
+            (0..2u8, any::<u8>(), 0..3u8).prop_map(|(group, member, proto)| Op::JoinKnown {
+                group,
+                member,
+                proto
+            }),
+            (0..2u8, any::<u8>(), any::<bool>()).prop_map(|(group, member, stale)| Op::Sync {
+                group,
+                member,
+                stale
+            }),
+            (0..2u8, any::<u8>()).prop_map(|(group, member)| Op::Heartbeat { group, member }),
+            (0..2u8, any::<u8>()).prop_map(|(group, member)| Op::Leave { group, member }),
+            (0..12_000u32).prop_map(|ms| Op::Tick { ms }),
+            (0..2u8).prop_map(|group| Op::Restart { group }),
+        ]
+    }
+
+    /// Protocol lists: 0 and 1 share "range", 2 supports only "sticky".
+    fn protocols(proto: u8) -> Vec<(String, Bytes)> {
+        let names: &[&str] = match proto {
+            0 => &["range", "roundrobin"],
+            1 => &["roundrobin", "range"],
+            _ => &["sticky"],
+        };
+        names
+            .iter()
+            .map(|n| (n.to_string(), Bytes::from_static(b"m")))
+            .collect()
+    }
+
+    /// The request ids a group holds parked.
+    fn parked(g: &Groups) -> BTreeSet<RequestId> {
+        g.groups()
+            .flat_map(|group| group.members.values())
+            .flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random sequences of joins, syncs, heartbeats, leaves, timer ticks and restarts keep
+        /// every invariant after every step; generations never go back; and every parked
+        /// request is answered exactly once: the requests waiting for an answer are exactly
+        /// the ones the groups hold parked, and no answer names a request twice or one never
+        /// made.
+        #[test]
+        fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut g = Groups::new(
+                GroupConfig {
+                    initial_rebalance_delay_ms: 100,
+                    group_max_size: 4,
+                    ..GroupConfig::default()
+                },
+                "s".into(),
+            );
+            let group_ids = ["g0", "g1"];
+            let mut now: i64 = 0;
+            let mut next_request: RequestId = 0;
+            let mut waiting: BTreeSet<RequestId> = BTreeSet::new();
+            let mut seen: Vec<String> = Vec::new();
+            let mut generations: BTreeMap<String, i32> = BTreeMap::new();
+            for op in ops {
+                let mut effects = Vec::new();
+                match op {
+                    Op::JoinNew { group, instance, proto, old } => {
+                        next_request += 1;
+                        waiting.insert(next_request);
+                        effects = g.join(now, next_request, JoinRequest {
+                            group_id: group_ids[group as usize].into(),
+                            group_instance_id: instance.map(|i| format!("i{i}")),
+                            protocols: protocols(proto),
+                            require_known_member_id: !old,
+                            ..join_req("")
+                        });
+                    }
+                    Op::JoinKnown { group, member, proto } if !seen.is_empty() => {
+                        next_request += 1;
+                        waiting.insert(next_request);
+                        let member = &seen[member as usize % seen.len()];
+                        effects = g.join(now, next_request, JoinRequest {
+                            group_id: group_ids[group as usize].into(),
+                            protocols: protocols(proto),
+                            ..join_req(member)
+                        });
+                    }
+                    Op::Sync { group, member, stale } if !seen.is_empty() => {
+                        next_request += 1;
+                        waiting.insert(next_request);
+                        let group_id = group_ids[group as usize];
+                        let member = &seen[member as usize % seen.len()];
+                        let generation = g.group(group_id).map_or(0, |x| x.generation_id)
+                            + i32::from(stale);
+                        let assignments = g.group(group_id).map_or(Vec::new(), |x| {
+                            x.members.keys().map(|m| (m.clone(), Bytes::from_static(b"a"))).collect()
+                        });
+                        effects = g.sync(now, next_request, SyncRequest {
+                            group_id: group_id.into(),
+                            ..sync_req(member, generation, assignments)
+                        });
+                    }
+                    Op::Heartbeat { group, member } if !seen.is_empty() => {
+                        let group_id = group_ids[group as usize];
+                        let member = &seen[member as usize % seen.len()];
+                        let generation = g.group(group_id).map_or(0, |x| x.generation_id);
+                        g.heartbeat(now, group_id, member, None, generation);
+                    }
+                    Op::Leave { group, member } if !seen.is_empty() => {
+                        let member = seen[member as usize % seen.len()].clone();
+                        effects = g.leave(now, group_ids[group as usize], &[(member, None)]).2;
+                    }
+                    Op::Tick { ms } => {
+                        now += i64::from(ms);
+                        effects = g.tick(now);
+                    }
+                    Op::Restart { group } => {
+                        let group_id = group_ids[group as usize];
+                        if let Some(snapshot) = g.snapshot(group_id) {
+                            // Parked requests die with the connections of the old process.
+                            let dropped: BTreeSet<RequestId> = g
+                                .group(group_id)
+                                .into_iter()
+                                .flat_map(|x| x.members.values())
+                                .flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
+                                .collect();
+                            waiting.retain(|r| !dropped.contains(r));
+                            g.restore(group_id, snapshot, now);
+                        }
+                    }
+                    _ => {}
+                }
+                for e in &effects {
+                    let Effect::Reply { request_id, response } = e;
+                    proptest::prop_assert!(
+                        waiting.remove(request_id),
+                        "answer to request {request_id}, which is not waiting: {e:?}"
+                    );
+                    if let Response::Join(r) = response {
+                        if !r.member_id.is_empty() && !seen.contains(&r.member_id) {
+                            seen.push(r.member_id.clone());
+                        }
+                    }
+                }
+                if let Err(v) = g.check_invariants() {
+                    proptest::prop_assert!(false, "{v}");
+                }
+                proptest::prop_assert_eq!(&waiting, &parked(&g));
+                for group in g.groups() {
+                    let before = generations.insert(group.group_id.clone(), group.generation_id);
+                    proptest::prop_assert!(
+                        before.unwrap_or(0) <= group.generation_id,
+                        "generation of {} went back", group.group_id
+                    );
+                }
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::invariants::{debug_check, ensure, Violation};
 use super::{broker_config, topic_config};
 
 /// The longest topic name Kafka accepts.
@@ -288,8 +289,12 @@ impl ClusterMetadata {
     }
 
     /// Applies `command`, returning the new metadata; `self` is unchanged on error.
+    /// In debug builds the result is checked against [`Self::check_transition_from`] (commands
+    /// only: records read back from disk are input, replayed without the check).
     pub fn apply(&self, command: &MetadataCommand) -> Result<ClusterMetadata, MetadataError> {
-        Ok(self.replay(&self.record_for(command)?))
+        let next = self.replay(&self.record_for(command)?);
+        debug_check(|| next.check_transition_from(self));
+        Ok(next)
     }
 
     /// Checks `command` and decides it: the record that [`Self::replay`] applies (a new
@@ -373,6 +378,68 @@ impl ClusterMetadata {
         }
         assert_eq!(next.version, self.version + 1);
         next
+    }
+
+    /// The invariants of the module essay, as code: topic names are valid Kafka names; every
+    /// topic has 1..=[`PARTITIONS_PER_TOPIC_MAX`] partitions and a non-nil id unique in the
+    /// cluster; the producer id block is not negative; no empty broker config set is kept.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let mut ids = std::collections::BTreeSet::new();
+        for (name, t) in &self.topics {
+            if let Err(e) = validate_topic_name(name) {
+                return Err(Violation(format!("topic {name:?}: {}", e.message)));
+            }
+            ensure!(
+                (1..=PARTITIONS_PER_TOPIC_MAX).contains(&t.partitions),
+                "topic {name}: {} partitions",
+                t.partitions
+            );
+            ensure!(!t.id.is_nil(), "topic {name}: nil topic id");
+            ensure!(ids.insert(t.id), "topic {name}: id {} used twice", t.id);
+        }
+        ensure!(
+            self.producer_id_block_next >= 0,
+            "producer id block {}",
+            self.producer_id_block_next
+        );
+        for (resource, configs) in &self.broker_configs {
+            ensure!(
+                !configs.is_empty(),
+                "empty broker config set for {resource:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_invariants`] of `self`, the result of one command applied to `before`:
+    /// the version grew by one, a topic that stays keeps its id and never loses partitions,
+    /// and the producer id block never moves back (an id handed out is never handed out again).
+    pub fn check_transition_from(&self, before: &ClusterMetadata) -> Result<(), Violation> {
+        ensure!(
+            self.version == before.version + 1,
+            "version {} after {}",
+            self.version,
+            before.version
+        );
+        for (name, t) in &self.topics {
+            if let Some(old) = before.topics.get(name) {
+                ensure!(
+                    t.id == old.id && t.partitions >= old.partitions,
+                    "topic {name}: ({}, {} partitions) became ({}, {})",
+                    old.id,
+                    old.partitions,
+                    t.id,
+                    t.partitions
+                );
+            }
+        }
+        ensure!(
+            self.producer_id_block_next >= before.producer_id_block_next,
+            "producer id block moved back from {} to {}",
+            before.producer_id_block_next,
+            self.producer_id_block_next
+        );
+        self.check_invariants()
     }
 
     /// Partitions of all topics.
@@ -527,5 +594,78 @@ mod tests {
             ResponseError::InvalidPartitions
         );
         assert_eq!(m.apply(&grow(5)).unwrap().topics["t"].partitions, 5);
+    }
+
+    fn command() -> impl proptest::strategy::Strategy<Value = MetadataCommand> {
+        use proptest::prelude::*;
+        // A few names, some invalid or reserved, so that refusals are exercised too.
+        let name = prop_oneof![
+            Just("a".to_string()),
+            Just("b.c".to_string()),
+            Just("d_e-1".to_string()),
+            Just("bad name".to_string()),
+            Just("__consumer_offsets".to_string()),
+            Just(".freshet-x".to_string()),
+        ];
+        prop_oneof![
+            (name.clone(), -1..5i32).prop_map(|(name, partitions)| MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                configs: BTreeMap::new()
+            }),
+            name.clone()
+                .prop_map(|name| MetadataCommand::DeleteTopic { name }),
+            (name.clone(), 0..8i32)
+                .prop_map(|(name, total)| MetadataCommand::CreatePartitions { name, total }),
+            (name, proptest::option::of(0..3u8)).prop_map(|(name, ms)| {
+                MetadataCommand::SetConfigs {
+                    name,
+                    configs: ms
+                        .map(|ms| ("retention.ms".to_string(), format!("{}", i32::from(ms) - 1)))
+                        .into_iter()
+                        .collect(),
+                }
+            }),
+            Just(MetadataCommand::AllocateProducerIdBlock),
+            (proptest::bool::ANY, proptest::bool::ANY).prop_map(|(node, set)| {
+                MetadataCommand::SetBrokerConfigs {
+                    resource: if node { "1".into() } else { String::new() },
+                    configs: set
+                        .then(|| ("log.retention.ms".to_string(), "1000".to_string()))
+                        .into_iter()
+                        .collect(),
+                }
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random commands, accepted or refused, keep every invariant; an accepted one moves
+        /// the version by exactly one and keeps ids and partition counts of the topics that
+        /// stay; a refused one leaves the metadata as it was.
+        #[test]
+        fn random_commands_keep_the_invariants(
+            commands in proptest::collection::vec(command(), 1..60)
+        ) {
+            let mut m = ClusterMetadata::default();
+            for c in commands {
+                match m.apply(&c) {
+                    Ok(next) => {
+                        if let Err(v) = next.check_transition_from(&m) {
+                            proptest::prop_assert!(false, "{c:?}: {v}");
+                        }
+                        m = next;
+                    }
+                    Err(_) => {
+                        proptest::prop_assert!(m.check(&c).is_err());
+                    }
+                }
+                if let Err(v) = m.check_invariants() {
+                    proptest::prop_assert!(false, "{v}");
+                }
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@ pub mod assignor;
 pub mod broker_config;
 pub mod consumer_group;
 pub mod group;
+pub mod invariants;
+pub mod member;
 pub mod metadata;
 pub mod offsets;
 pub mod store;

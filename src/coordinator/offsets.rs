@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 
+use super::invariants::{debug_check, ensure, Violation};
 use crate::storage::batch::{self, Compression, NewRecord};
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -102,6 +103,44 @@ pub struct Offsets {
 impl Offsets {
     /// Applies a commit or a deletion.
     pub fn apply(&mut self, change: OffsetChange) {
+        let group = change.0.group.clone();
+        self.apply_unchecked(change);
+        // Only the touched group's entry: a whole-table check per commit would be quadratic
+        // while the log replays at start.
+        debug_check(|| {
+            ensure!(
+                self.groups.get(&group).is_none_or(|g| !g.is_empty()),
+                "group {group} kept with no offsets"
+            );
+            Ok(())
+        });
+    }
+
+    /// The invariants of the table: a group is listed only while it has a committed offset
+    /// (so [`Offsets::group_ids`] and [`Offsets::has_group`] mean "has offsets"), and every
+    /// key fits the record format (group and topic at most `u16::MAX` bytes), so that
+    /// [`encode_key`] can write it back at compaction.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        for (group, offsets) in &self.groups {
+            ensure!(!offsets.is_empty(), "group {group} kept with no offsets");
+            ensure!(
+                group.len() <= usize::from(u16::MAX),
+                "group id of {} bytes",
+                group.len()
+            );
+            for (topic, partition) in offsets.keys() {
+                ensure!(
+                    topic.len() <= usize::from(u16::MAX),
+                    "{group}: topic name of {} bytes ({partition})",
+                    topic.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Offsets::apply`] without the debug check.
+    fn apply_unchecked(&mut self, change: OffsetChange) {
         let (key, value) = change;
         match value {
             Some(v) => {
@@ -504,5 +543,47 @@ mod tests {
             Some(Bytes::from_static(&[0]))
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random commits and deletions over a few groups, topics and partitions: after every
+        /// step the invariants hold and the table equals a plain map of the last value per
+        /// key; replaying `all_changes` into an empty table gives the same table (compaction).
+        #[test]
+        fn random_changes_match_a_model(
+            changes in proptest::collection::vec(
+                (0..3u8, 0..2u8, 0..3i32, proptest::option::of(0..100i64)),
+                1..80,
+            )
+        ) {
+            let mut table = Offsets::default();
+            let mut model: BTreeMap<OffsetKey, CommittedOffset> = BTreeMap::new();
+            for (g, t, p, offset) in changes {
+                let key = OffsetKey { group: format!("g{g}"), topic: format!("t{t}"), partition: p };
+                let value = offset.map(value);
+                match &value {
+                    Some(v) => model.insert(key.clone(), v.clone()),
+                    None => model.remove(&key),
+                };
+                table.apply((key, value));
+                if let Err(v) = table.check_invariants() {
+                    proptest::prop_assert!(false, "{v}");
+                }
+                proptest::prop_assert_eq!(table.len(), model.len());
+                for (k, v) in &model {
+                    proptest::prop_assert_eq!(table.get(&k.group, &k.topic, k.partition), Some(v));
+                }
+                let groups: std::collections::BTreeSet<String> =
+                    model.keys().map(|k| k.group.clone()).collect();
+                proptest::prop_assert_eq!(table.group_ids(), groups.into_iter().collect::<Vec<_>>());
+            }
+            let mut replayed = Offsets::default();
+            for c in table.all_changes() {
+                replayed.apply(c);
+            }
+            proptest::prop_assert_eq!(replayed.all_changes(), table.all_changes());
+        }
     }
 }

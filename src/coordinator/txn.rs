@@ -37,12 +37,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
+use super::invariants::{debug_check, ensure, Violation};
 use super::offsets::{CommittedOffset, OffsetKey};
-
-/// Kafka's `transactional.id.expiration.ms` default: seven days.
-pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
-/// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
-pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
 
 /// Largest `transaction.timeout.ms` accepted (Kafka's `transaction.max.timeout.ms` default).
 pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -250,6 +246,7 @@ impl Transactions {
                 _ => {}
             }
         }
+        debug_check(|| self.check_invariants());
         plans
     }
 
@@ -263,9 +260,8 @@ impl Transactions {
         plan_of(id, m)
     }
 
-    /// InitProducerId for `transactional_id` (module docs). `expected` is the (producer id,
-    /// epoch) a v3+ client sends when it bumps its own epoch, `None` for (-1, -1).
-    pub fn init_producer_id(
+    /// [`Transactions::init_producer_id`] without the invariant check.
+    fn init_producer_id_unchecked(
         &mut self,
         id: &str,
         timeout_ms: i32,
@@ -335,6 +331,120 @@ impl Transactions {
         }
     }
 
+    /// InitProducerId for `transactional_id` (module docs). `expected` is the (producer id,
+    /// epoch) a v3+ client sends when it bumps its own epoch, `None` for (-1, -1).
+    pub fn init_producer_id(
+        &mut self,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+        fresh_producer_id: Option<i64>,
+        now_ms: i64,
+    ) -> Result<InitStep, ResponseError> {
+        self.checked(id, |t| {
+            t.init_producer_id_unchecked(id, timeout_ms, expected, fresh_producer_id, now_ms)
+        })
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn (a group): the record to persist if anything
+    /// changed.
+    pub fn add(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        group: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<TxnRecord>, ResponseError> {
+        self.checked(id, |t| {
+            t.add_unchecked(id, pid, epoch, partitions, group, now_ms)
+        })
+    }
+
+    /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
+    /// been added with AddOffsetsToTxn.
+    pub fn offset_commit(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        offsets: Vec<(OffsetKey, CommittedOffset)>,
+    ) -> Result<(), ResponseError> {
+        self.checked(id, |t| t.offset_commit_unchecked(id, pid, epoch, offsets))
+    }
+
+    /// EndTxn: `Ok(None)` for a retry of the completed outcome, else the plan to run.
+    pub fn begin_end(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<Option<EndPlan>, ResponseError> {
+        self.checked(id, |t| {
+            t.begin_end_unchecked(id, pid, epoch, commit, now_ms)
+        })
+    }
+
+    /// The markers of `plan` are written (and its offsets applied): the Complete* record.
+    pub fn complete_end(&mut self, plan: &EndPlan, now_ms: i64) -> Option<TxnRecord> {
+        self.checked(&plan.transactional_id, |t| {
+            t.complete_end_unchecked(plan, now_ms)
+        })
+    }
+
+    /// Runs `f` (a transition of `id`); in debug builds then checks `id`'s invariants and that
+    /// its producer epoch did not go back.
+    fn checked<R>(&mut self, id: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.txns.get(id).map(|m| (m.producer_id, m.epoch));
+        let out = f(self);
+        debug_check(|| self.check_transition(id, before));
+        out
+    }
+
+    /// One id's invariants after a transition, and that its epoch did not go back
+    /// (`before`: (producer id, epoch) before it, `None` if the id was unknown).
+    fn check_transition(&self, id: &str, before: Option<(i64, i16)>) -> Result<(), Violation> {
+        let Some(m) = self.txns.get(id) else {
+            return Ok(());
+        };
+        if let Some((pid, epoch)) = before {
+            ensure!(
+                m.producer_id != pid || m.epoch >= epoch,
+                "{id}: producer {pid} epoch went back from {epoch} to {}",
+                m.epoch
+            );
+        }
+        check_meta(id, m)?;
+        ensure!(
+            self.txns
+                .iter()
+                .all(|(other, o)| other == id || o.producer_id != m.producer_id),
+            "{id}: producer id {} also owned by another transactional id",
+            m.producer_id
+        );
+        Ok(())
+    }
+
+    /// Every transactional id's invariants ([`check_meta`]) and that no two ids share a
+    /// producer id (produce-side verification finds a transaction by its producer id). For
+    /// the simulator and the proptest; debug builds check the id a call touched after it.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let mut producer_ids = BTreeMap::new();
+        for (id, m) in &self.txns {
+            check_meta(id, m)?;
+            if let Some(other) = producer_ids.insert(m.producer_id, id) {
+                return Err(Violation(format!(
+                    "{id} and {other} share producer id {}",
+                    m.producer_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks shared by the in-transaction requests.
     fn owned(&mut self, id: &str, pid: i64, epoch: i16) -> Result<&mut TxnMeta, ResponseError> {
         let m = self
@@ -353,9 +463,8 @@ impl Transactions {
         Ok(m)
     }
 
-    /// AddPartitionsToTxn / AddOffsetsToTxn (a group): the record to persist if anything
-    /// changed.
-    pub fn add(
+    /// [`Transactions::add`] without the invariant check.
+    fn add_unchecked(
         &mut self,
         id: &str,
         pid: i64,
@@ -422,9 +531,8 @@ impl Transactions {
         }
     }
 
-    /// TxnOffsetCommit: remember offsets to commit with the transaction. The group must have
-    /// been added with AddOffsetsToTxn.
-    pub fn offset_commit(
+    /// [`Transactions::offset_commit`] without the invariant check.
+    fn offset_commit_unchecked(
         &mut self,
         id: &str,
         pid: i64,
@@ -440,8 +548,8 @@ impl Transactions {
         Ok(())
     }
 
-    /// EndTxn: `Ok(None)` for a retry of the completed outcome, else the plan to run.
-    pub fn begin_end(
+    /// [`Transactions::begin_end`] without the invariant check.
+    fn begin_end_unchecked(
         &mut self,
         id: &str,
         pid: i64,
@@ -466,8 +574,8 @@ impl Transactions {
         }
     }
 
-    /// The markers of `plan` are written (and its offsets applied): the Complete* record.
-    pub fn complete_end(&mut self, plan: &EndPlan, now_ms: i64) -> Option<TxnRecord> {
+    /// [`Transactions::complete_end`] without the invariant check.
+    fn complete_end_unchecked(&mut self, plan: &EndPlan, now_ms: i64) -> Option<TxnRecord> {
         let m = self.txns.get_mut(&plan.transactional_id)?;
         let prepared = if plan.commit {
             TxnState::PrepareCommit
@@ -513,11 +621,72 @@ impl Transactions {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        expired
+        let plans = expired
             .into_iter()
             .map(|id| self.prepare_abort_bumped(&id, now_ms))
-            .collect()
+            .collect();
+        debug_check(|| self.check_invariants());
+        plans
     }
+}
+
+/// The invariants of one transactional id (the module essay's, as code): producer id and
+/// epoch are valid and the timeout within bounds; a transaction that is not open (`Empty`,
+/// `Complete*`) holds no partitions, groups or offsets and has no start time; an open or
+/// preparing one has a start time; offsets sent with TxnOffsetCommit belong to groups added
+/// to the transaction; an abort carries no offsets.
+pub fn check_meta(id: &str, m: &TxnMeta) -> Result<(), Violation> {
+    ensure!(
+        m.producer_id >= 0 && m.epoch >= 0,
+        "{id}: producer id {} epoch {}",
+        m.producer_id,
+        m.epoch
+    );
+    ensure!(
+        m.timeout_ms > 0 && m.timeout_ms <= TXN_TIMEOUT_MS_MAX,
+        "{id}: timeout {} ms",
+        m.timeout_ms
+    );
+    match m.state {
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+            ensure!(
+                m.partitions.is_empty() && m.groups.is_empty() && m.offsets.is_empty(),
+                "{id}: {} with {} partitions, {} groups, {} offsets",
+                m.state.name(),
+                m.partitions.len(),
+                m.groups.len(),
+                m.offsets.len()
+            );
+            ensure!(
+                m.start_ms == -1,
+                "{id}: {} started at {}",
+                m.state.name(),
+                m.start_ms
+            );
+        }
+        TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort => {
+            ensure!(
+                m.start_ms >= 0,
+                "{id}: {} without a start time",
+                m.state.name()
+            );
+        }
+    }
+    if m.state == TxnState::PrepareAbort {
+        ensure!(
+            m.offsets.is_empty(),
+            "{id}: an abort with {} offsets",
+            m.offsets.len()
+        );
+    }
+    for key in m.offsets.keys() {
+        ensure!(
+            m.groups.contains(&key.group),
+            "{id}: offset of group {} not added to the transaction",
+            key.group
+        );
+    }
+    Ok(())
 }
 
 fn plan_of(id: &str, m: &TxnMeta) -> EndPlan {
@@ -886,5 +1055,152 @@ mod tests {
         assert_eq!(plans.len(), 1);
         assert!(plans[0].commit);
         assert_eq!(plans[0].offsets, vec![offset("g", 5)]);
+    }
+
+    /// One step of random producers on transactional ids tx0..tx2.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// InitProducerId (`bump`: with the producer's current id and epoch, KIP-360).
+        Init { id: u8, bump: bool },
+        /// AddPartitionsToTxn (a partition) or AddOffsetsToTxn (a group), maybe with a stale
+        /// epoch.
+        Add {
+            id: u8,
+            partition: u8,
+            group: bool,
+            stale: bool,
+        },
+        /// TxnOffsetCommit for group g0 or g1.
+        OffsetCommit { id: u8, group: u8 },
+        /// EndTxn; the plan's markers are written (`complete`) or not yet.
+        End {
+            id: u8,
+            commit: bool,
+            complete: bool,
+        },
+        /// The runtime retries the plans stuck in Prepare*.
+        RetryPending,
+        /// Time passes: transactions past their timeout are aborted, expired ids removed.
+        Expire { ms: u32 },
+        /// A restart: the log's records are replayed into a fresh coordinator and recovered.
+        Restart,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => (0..3u8, any::<bool>()).prop_map(|(id, bump)| Op::Init { id, bump }),
+            3 => (0..3u8, 0..4u8, any::<bool>(), proptest::bool::weighted(0.1)).prop_map(
+                |(id, partition, group, stale)| Op::Add { id, partition, group, stale }
+            ),
+            1 => (0..3u8, 0..2u8).prop_map(|(id, group)| Op::OffsetCommit { id, group }),
+            2 => (0..3u8, any::<bool>(), proptest::bool::weighted(0.8))
+                .prop_map(|(id, commit, complete)| Op::End { id, commit, complete }),
+            1 => Just(Op::RetryPending),
+            1 => (0..120_000u32).prop_map(|ms| Op::Expire { ms }),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random InitProducerId / AddPartitions / AddOffsets / TxnOffsetCommit / EndTxn calls,
+        /// marker writes that finish or not, timeouts, expirations and restarts keep every
+        /// invariant after every step; a producer id's epoch never goes back; every partition
+        /// added to an ongoing transaction verifies for its producer.
+        #[test]
+        fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut t = Transactions::new();
+            let mut next_pid = 1000;
+            let mut now: i64 = 0;
+            // What each producer was last told: (producer id, epoch).
+            let mut producers: BTreeMap<u8, (i64, i16)> = BTreeMap::new();
+            let mut epochs: BTreeMap<i64, i16> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Init { id, bump } => {
+                        let tid = format!("tx{id}");
+                        let expected = if bump { producers.get(&id).copied() } else { None };
+                        let mut fresh = None;
+                        for _ in 0..4 {
+                            match t.init_producer_id(&tid, 60_000, expected, fresh, now) {
+                                Ok(InitStep::NeedProducerId) => {
+                                    next_pid += 1;
+                                    fresh = Some(next_pid);
+                                }
+                                Ok(InitStep::AbortFirst(plan)) => {
+                                    t.complete_end(&plan, now);
+                                }
+                                Ok(InitStep::Ready { producer_id, epoch, .. }) => {
+                                    producers.insert(id, (producer_id, epoch));
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Op::Add { id, partition, group, stale } => {
+                        if let Some((pid, epoch)) = producers.get(&id).copied() {
+                            let epoch = if stale { epoch - 1 } else { epoch };
+                            let p = ("t".to_string(), i32::from(partition));
+                            let tid = format!("tx{id}");
+                            let added = if group {
+                                t.add(&tid, pid, epoch, &[], Some("g0"), now)
+                            } else {
+                                t.add(&tid, pid, epoch, std::slice::from_ref(&p), None, now)
+                            };
+                            if added.is_ok() && !group {
+                                proptest::prop_assert_eq!(t.verify_partition(pid, epoch, &p), Ok(()));
+                            }
+                        }
+                    }
+                    Op::OffsetCommit { id, group } => {
+                        if let Some((pid, epoch)) = producers.get(&id).copied() {
+                            let _ = t.offset_commit(&format!("tx{id}"), pid, epoch, vec![offset(&format!("g{group}"), 5)]);
+                        }
+                    }
+                    Op::End { id, commit, complete } => {
+                        if let Some((pid, epoch)) = producers.get(&id).copied() {
+                            if let Ok(Some(plan)) = t.begin_end(&format!("tx{id}"), pid, epoch, commit, now) {
+                                if complete {
+                                    t.complete_end(&plan, now);
+                                }
+                            }
+                        }
+                    }
+                    Op::RetryPending => {
+                        for plan in t.pending_plans() {
+                            t.complete_end(&plan, now);
+                        }
+                    }
+                    Op::Expire { ms } => {
+                        now += i64::from(ms);
+                        for plan in t.expire(now) {
+                            t.complete_end(&plan, now);
+                        }
+                        t.expire_ids(now, 200_000);
+                    }
+                    Op::Restart => {
+                        let mut fresh = Transactions::new();
+                        for r in t.records() {
+                            fresh.load(r);
+                        }
+                        t = fresh;
+                        t.recover(now);
+                    }
+                }
+                if let Err(v) = t.check_invariants() {
+                    proptest::prop_assert!(false, "{v}");
+                }
+                for (_, m) in t.iter() {
+                    let before = epochs.insert(m.producer_id, m.epoch);
+                    proptest::prop_assert!(
+                        before.is_none_or(|e| e <= m.epoch),
+                        "producer {} epoch went back from {before:?} to {}", m.producer_id, m.epoch
+                    );
+                }
+            }
+        }
     }
 }

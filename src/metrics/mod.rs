@@ -7,6 +7,11 @@
 //! a [`ShardSnapshot`] (plain `Send` data), and [`render`] writes them in the Prometheus text
 //! exposition format (version 0.0.4).
 //!
+//! Layering: this module is a leaf (it imports no other module of the broker), so storage,
+//! api and server can all record into it. What is read from the shard's state at scrape time
+//! is gathered by `server::metrics_gather`, which fills a [`ShardSnapshot`] around
+//! [`read_counters`].
+//!
 //! What is counted where:
 //! - requests, connection-closing failures and latency per API: `api::handle`, on the shard of
 //!   the connection (latency = from dispatch to the answer being ready, so a long-poll fetch's
@@ -33,8 +38,6 @@ pub use render::render;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
-
-use crate::shard::Shard;
 
 /// API keys 0..API_KEY_SLOTS have their own counters (Kafka's keys go up to 92).
 pub const API_KEY_SLOTS: usize = 128;
@@ -253,20 +256,6 @@ pub fn record_fetched(topic: &str, partition: i32, bytes: u64, batches: u64) {
     });
 }
 
-/// Whole record batches framed back to back in `data`, and the records they hold (from
-/// their headers; records are not decoded).
-pub fn count_batches(data: &[u8]) -> (u64, u64) {
-    let mut batches = 0;
-    let mut records = 0;
-    for (_, batch) in crate::storage::batch::batches(data).flatten() {
-        batches += 1;
-        if let Some(h) = crate::storage::batch::header(batch) {
-            records += u64::try_from(h.records_count()).unwrap_or(0);
-        }
-    }
-    (batches, records)
-}
-
 /// One partition as its owning shard sees it at scrape time.
 #[derive(Clone, Debug)]
 pub struct PartitionState {
@@ -324,17 +313,11 @@ impl ShardSnapshot {
     }
 }
 
-/// Takes this shard's snapshot (runs on the shard, on behalf of a scrape). Also prunes the
-/// counters of topics that no longer exist.
-pub fn snapshot(shard: &Shard) -> ShardSnapshot {
-    let metadata = shard.metadata();
-    let mut out = ShardSnapshot {
-        shard: shard.id,
-        connections: shard.connections.get() as u64,
-        inbox_depth: shard.router.inbox_depth(shard.id) as u64,
-        inflight_request_bytes: shard.inflight_request_bytes(),
-        ..ShardSnapshot::default()
-    };
+/// Copies this thread's counters into `out` (runs on the shard, on behalf of a scrape) and
+/// prunes the per-partition counters of topics for which `topic_exists` says no. The rest of
+/// a [`ShardSnapshot`] (connections, partitions, groups) is read from the shard's state by the
+/// gatherer, `server::metrics_gather`.
+pub fn read_counters(out: &mut ShardSnapshot, topic_exists: impl Fn(&str) -> bool) {
     METRICS.with(|m| {
         for slot in 0..API_KEY_SLOTS {
             let requests = m.requests[slot].get();
@@ -353,7 +336,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         out.fsync = m.fsync.snapshot();
         out.fsync_failures = m.fsync_failures.get();
         let mut map = m.partitions.borrow_mut();
-        map.retain(|topic, _| metadata.topics.contains_key(topic));
+        map.retain(|topic, _| topic_exists(topic));
         for (topic, counters) in map.iter() {
             for (p, c) in counters.iter().enumerate() {
                 if *c != PartitionCounters::default() {
@@ -368,67 +351,6 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             .map(|(k, v)| (*k, *v))
             .collect();
     });
-    for p in shard.partitions() {
-        out.partitions.push(PartitionState {
-            topic: p.topic.clone(),
-            partition: p.index,
-            size_bytes: p.log.size_bytes(),
-            log_start_offset: p.log.log_start_offset(),
-            high_watermark: p.log.high_watermark(),
-            segments: p.log.segment_count() as u64,
-            flushes: p.log.flush_count(),
-        });
-    }
-    if shard.id == crate::shard::COORDINATOR_SHARD {
-        out.groups = Some(groups_snapshot(shard));
-    }
-    out
-}
-
-fn groups_snapshot(shard: &Shard) -> GroupsSnapshot {
-    use crate::coordinator::group::GroupState;
-    let mut snap = GroupsSnapshot::default();
-    let mut by_state: Vec<(&'static str, u64)> = [
-        GroupState::Empty,
-        GroupState::PreparingRebalance,
-        GroupState::CompletingRebalance,
-        GroupState::Stable,
-        GroupState::Dead,
-    ]
-    .iter()
-    .map(|s| (s.name(), 0))
-    .collect();
-    // Classic states are always listed (at 0); KIP-848 groups add their own state names.
-    for listed in shard.groups.list() {
-        match by_state.iter_mut().find(|(n, _)| *n == listed.state) {
-            Some(entry) => entry.1 += 1,
-            None => by_state.push((listed.state, 1)),
-        }
-    }
-    snap.by_state = by_state;
-    snap.members = shard
-        .groups
-        .groups
-        .borrow()
-        .groups()
-        .map(|g| g.members.len() as u64)
-        .sum::<u64>()
-        + shard
-            .groups
-            .consumer
-            .borrow()
-            .groups()
-            .map(|g| g.members.len() as u64)
-            .sum::<u64>();
-    let offsets = shard.groups.offsets.borrow();
-    snap.committed_offsets = offsets.len() as u64;
-    for (key, value) in offsets.all_changes().into_iter().take(LAG_SERIES_MAX) {
-        if let Some(v) = value {
-            snap.committed
-                .push((key.group, key.topic, key.partition, v.offset));
-        }
-    }
-    snap
 }
 
 #[cfg(test)]

@@ -266,7 +266,7 @@ async fn serve_one(
 async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<String> {
     let gather = async {
         let answers = shard
-            .invoke_on_all(|s| async move { metrics::snapshot(&s) })
+            .invoke_on_all(|s| async move { super::metrics_gather::snapshot(&s) })
             .await;
         answers
             .into_iter()

@@ -42,8 +42,6 @@ use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::parse_request_header;
 use crate::shard::Shard;
 
-use super::StopWaiters;
-
 /// Bytes read at once while no frame size is known: an idle connection waits with this much in
 /// its task and no read buffer. Most requests other than Produce (Fetch, Metadata, heartbeats,
 /// commits) fit, so they take one read.
@@ -69,13 +67,13 @@ struct InFlight {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, stop: &StopWaiters) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
     let write_task = crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone()));
-    let why = read_loop(&shard, reader, queue_tx, &peer, stop).await;
+    let why = read_loop(&shard, reader, queue_tx, &peer).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
@@ -176,7 +174,6 @@ async fn read_loop(
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
     queue: flume::Sender<InFlight>,
     peer: &str,
-    stop: &StopWaiters,
 ) -> String {
     let max = shard.config.request_bytes_max;
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
@@ -262,7 +259,7 @@ async fn read_loop(
                 futures_lite::future::or(
                     async {
                         // A stopping broker stops waiting on idle connections.
-                        stop.stopped().await;
+                        shard.stop.until(|| shard.stopping.get()).await;
                         if filled == 0 {
                             ReadEnd::Stopping
                         } else {

@@ -8,21 +8,18 @@
 //! (EMFILE), the loop backs off instead of spinning, turns waiting clients away with a prompt
 //! close (using a descriptor it keeps in reserve), and logs at most one line per 10 s.
 //!
-//! When the shard stops, the accept loop ends and wakes every connection waiting for its next
-//! request ([`StopWaiters`]), so idle connections close at once. Each waiter unregisters when
-//! its wait ends: a closed connection leaves nothing behind (a waker kept after its task ended
-//! would keep the whole connection task's memory alive).
+//! When the shard stops (`Shard::stopping` set, `Shard::stop` notified), the accept loop ends
+//! and every connection waiting for its next request wakes ([`crate::shard::notify::Notify::until`]),
+//! so idle connections close at once. Each waiter unregisters when its wait ends: a closed
+//! connection leaves nothing behind (a waker kept after its task ended would keep the whole
+//! connection task's memory alive).
 
 pub mod admin;
 pub mod connection;
+pub mod metrics_gather;
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use crate::rt::net::TcpListener;
 
@@ -34,65 +31,10 @@ pub(crate) async fn accept_or_stop(
     listener: &TcpListener,
 ) -> Option<crate::rt::net::Result<crate::rt::net::TcpStream>> {
     futures_lite::future::or(async { Some(listener.accept().await) }, async {
-        while !shard.stopping.get() {
-            shard.stop.wait().await;
-        }
+        shard.stop.until(|| shard.stopping.get()).await;
         None
     })
     .await
-}
-
-/// The connections of one shard waiting for their next request; all woken once the shard
-/// stops. Owned by the shard's accept loop and shared with its connections.
-#[derive(Default)]
-pub struct StopWaiters {
-    stopped: Cell<bool>,
-    next_id: Cell<u64>,
-    wakers: RefCell<BTreeMap<u64, Waker>>,
-}
-
-impl StopWaiters {
-    /// Resolves once [`StopWaiters::stop`] has been called.
-    pub fn stopped(&self) -> Stopped<'_> {
-        let id = self.next_id.get() + 1;
-        self.next_id.set(id);
-        Stopped { waiters: self, id }
-    }
-
-    /// Wakes every waiter, now and later.
-    fn stop(&self) {
-        self.stopped.set(true);
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for waker in wakers.into_values() {
-            waker.wake();
-        }
-    }
-}
-
-/// The future of [`StopWaiters::stopped`]; unregisters when dropped.
-pub struct Stopped<'a> {
-    waiters: &'a StopWaiters,
-    id: u64,
-}
-
-impl Future for Stopped<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.waiters.stopped.get() {
-            return Poll::Ready(());
-        }
-        self.waiters
-            .wakers
-            .borrow_mut()
-            .insert(self.id, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Stopped<'_> {
-    fn drop(&mut self) {
-        self.waiters.wakers.borrow_mut().remove(&self.id);
-    }
 }
 
 /// Back-off after a failed accept (EMFILE and friends), so the loop never spins.
@@ -110,7 +52,6 @@ fn reserve_fd() -> Option<std::fs::File> {
 
 /// Accepts connections on `addr` until the shard begins to stop.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let waiters = Rc::new(StopWaiters::default());
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(shard = shard.id, ?addr, "accepting connections");
     let mut reserve = reserve_fd();
@@ -163,13 +104,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         }
         shard.connections.set(shard.connections.get() + 1);
         crate::metrics::record_connection(true);
-        let (conn_shard, conn_waiters) = (shard.clone(), waiters.clone());
+        let conn_shard = shard.clone();
         crate::rt::spawn_local(async move {
-            connection::serve(conn_shard.clone(), stream, peer, &conn_waiters).await;
+            connection::serve(conn_shard.clone(), stream, peer).await;
             conn_shard.connections.set(conn_shard.connections.get() - 1);
         })
         .detach();
     }
-    waiters.stop();
     tracing::debug!(shard = shard.id, "listener closed");
 }

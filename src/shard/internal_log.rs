@@ -86,7 +86,7 @@ pub struct InternalLog<C: RecordCodec> {
     /// Records from the log start (the compaction trigger).
     records: Cell<usize>,
     /// Appends hold it shared; compaction holds it exclusively.
-    write_lock: glommio::sync::RwLock<()>,
+    write_lock: crate::rt::sync::RwLock<()>,
     codec: PhantomData<C>,
 }
 
@@ -122,13 +122,13 @@ impl<C: RecordCodec> InternalLog<C> {
                 // A batch left empty by compaction still moves the replay on.
                 offset = offset.max(next);
             }
-            glommio::yield_if_needed().await;
+            crate::rt::yield_if_needed().await;
         }
         Ok(InternalLog {
             log,
             limits,
             records: Cell::new(records),
-            write_lock: glommio::sync::RwLock::new(()),
+            write_lock: crate::rt::sync::RwLock::new(()),
             codec: PhantomData,
         })
     }
@@ -325,12 +325,7 @@ mod tests {
     };
 
     fn run<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(1 << 20)
-            .ring_depth(64)
-            .make()
-            .expect("glommio executor")
-            .run(fut)
+        crate::rt::run_on_new_executor(1 << 20, 64, fut).expect("executor")
     }
 
     type Table = std::collections::BTreeMap<String, String>;

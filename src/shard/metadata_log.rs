@@ -163,13 +163,12 @@ pub fn load_at_startup(
     fresh: impl FnOnce() -> ClusterMetadata + Send,
 ) -> std::io::Result<ClusterMetadata> {
     let run = || {
-        glommio::LocalExecutorBuilder::default()
-            .name("freshet-metadata-load")
-            .io_memory(STARTUP_IO_MEMORY_BYTES)
-            .ring_depth(64)
-            .make()
-            .map_err(|e| std::io::Error::other(format!("metadata load executor: {e}")))?
-            .run(load_or_migrate(data_dir, fresh))
+        crate::rt::run_on_new_executor(
+            STARTUP_IO_MEMORY_BYTES,
+            64,
+            load_or_migrate(data_dir, fresh),
+        )
+        .map_err(|e| std::io::Error::other(format!("metadata load executor: {e}")))?
     };
     std::thread::scope(|scope| {
         std::thread::Builder::new()

@@ -4,6 +4,11 @@
 //! with [`Notify::wait`] and are all woken by [`Notify::notify_all`]; a waiter checks its
 //! condition again after waking (wake-ups may be spurious). Not `Send`: it lives on the shard
 //! that owns the partition.
+//!
+//! The one wake-up primitive of a shard (issue 11 merged the server's `StopWaiters` into it):
+//! a latched condition ("the shard is stopping") is a flag plus a `Notify`, awaited with
+//! [`Notify::until`], which checks the flag before each wait so a waiter that comes after the
+//! notification does not wait forever.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -45,6 +50,15 @@ impl Notify {
             notify: self,
             generation: self.generation.get(),
             id,
+        }
+    }
+
+    /// Resolves once `done()` is true: checked at once, then after each [`Notify::notify_all`].
+    /// The caller sets what `done` reads before it notifies (a latched flag such as
+    /// `Shard::stopping`). Dropping the future unregisters its waker, as [`Wait`] does.
+    pub async fn until(&self, done: impl Fn() -> bool) {
+        while !done() {
+            self.wait().await;
         }
     }
 
@@ -107,5 +121,40 @@ mod tests {
         notify.notify_all();
         assert_eq!(notify.waiters(), 0);
         assert!(wait.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// `until` resolves at once when the condition already holds, waits while it does not
+    /// (a spurious notification included), resolves at the notification that follows the
+    /// condition becoming true, and leaves no waker behind when dropped.
+    #[test]
+    fn until_waits_for_the_condition_and_unregisters() {
+        let notify = Notify::new();
+        let done = std::cell::Cell::new(false);
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        {
+            let mut until = Box::pin(notify.until(|| done.get()));
+            assert!(until.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(notify.waiters(), 1);
+        }
+        assert_eq!(notify.waiters(), 0, "a dropped until must unregister");
+        let mut until = Box::pin(notify.until(|| done.get()));
+        assert!(until.as_mut().poll(&mut cx).is_pending());
+        notify.notify_all();
+        assert!(
+            until.as_mut().poll(&mut cx).is_pending(),
+            "woken, but not done"
+        );
+        done.set(true);
+        notify.notify_all();
+        assert!(until.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(notify.waiters(), 0);
+        let mut late = Box::pin(notify.until(|| done.get()));
+        assert!(
+            late.as_mut().poll(&mut cx).is_ready(),
+            "a latched condition needs no wake-up"
+        );
     }
 }

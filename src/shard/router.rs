@@ -21,10 +21,8 @@ pub type ShardId = usize;
 /// A unit of work sent to a shard.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
-/// Why a cross-shard call did not complete: the target shard has stopped.
-#[derive(Debug, thiserror::Error)]
-#[error("shard {0} is not running")]
-pub struct ShardGone(pub ShardId);
+/// Why a cross-shard call did not complete (defined in `crate::error`, with its code).
+pub use crate::error::ShardGone;
 
 /// Senders to every shard's inbox. Cheap to clone; `Send`.
 #[derive(Clone)]

@@ -457,7 +457,7 @@ pub fn tick(shard: &Rc<Shard>) {
         txns.last_expiry_check_ms.set(now);
         txns.expiring.set(true);
         let shard = shard.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             let expiration_ms = shard.config.transactional_id_expiration_ms;
             shard.txns.expire_and_compact(now, expiration_ms).await;
             shard.txns.expiring.set(false);
@@ -474,7 +474,7 @@ pub fn tick(shard: &Rc<Shard>) {
             continue;
         }
         let shard = shard.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             let _ = run_plan(&shard, plan).await;
         })
         .detach();

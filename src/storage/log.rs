@@ -813,6 +813,9 @@ impl PartitionLog {
                             return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
                         seg.next_offset = out.next_offset;
+                        // It becomes the active segment again if the one after it is an
+                        // empty leftover of a roll: its next write rewrites this block.
+                        seg.tail_block = out.tail_block;
                     }
                     None => {
                         tracing::warn!(dir = %dir.display(), base, "rebuilding missing or damaged index");
@@ -822,6 +825,7 @@ impl PartitionLog {
                             return Err(damaged(dir, &name, out.valid_len, file_len));
                         }
                         seg.next_offset = out.next_offset;
+                        seg.tail_block = out.tail_block;
                         seg.finish_time_index();
                     }
                 }
@@ -1310,7 +1314,7 @@ impl PartitionLog {
         };
         if spawn_flusher {
             let shared = self.shared.clone();
-            glommio::spawn_local(flush_loop(shared)).detach();
+            crate::rt::spawn_local(flush_loop(shared)).detach();
         }
         match (WaitSlot { slot }).await {
             Ok(()) => {
@@ -2036,7 +2040,7 @@ struct SealPlan {
 struct Round {
     plan: FlushPlan,
     new_tail_block: Vec<u8>,
-    sync: glommio::task::JoinHandle<Result<(), StorageError>>,
+    sync: crate::rt::JoinHandle<Result<(), StorageError>>,
 }
 
 /// The per-log flusher: runs while there is pending data (see the module docs). Rounds are
@@ -2073,7 +2077,7 @@ async fn flush_loop(shared: Rc<Shared>) {
                 Ok((file, preallocated_len, new_tail_block)) => {
                     record_written(&shared, &plan, &file, preallocated_len, &new_tail_block);
                     let sync_file = file.clone();
-                    let sync = glommio::spawn_local(async move {
+                    let sync = crate::rt::spawn_local(async move {
                         let started = std::time::Instant::now();
                         let synced = sync_file.sync().await;
                         crate::metrics::record_fsync(started.elapsed(), synced.is_ok());
@@ -2429,7 +2433,7 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
         // Best effort: a leftover would be ignored by recovery anyway (it does not continue
         // the log), unless offsets happened to line up again.
         let dir = shared.dir.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             if let Err(e) = io::remove_files(&dir, orphans).await {
                 tracing::warn!(error = %e, "removing orphan segment failed");
             }

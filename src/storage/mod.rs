@@ -20,7 +20,8 @@
 //! - [`checkpoint`]: the recovery checkpoint file.
 //! - [`producer_state`]: idempotence/transaction state of a partition (pure).
 //! - [`producer_snapshot`]: its snapshot files.
-//! - [`io`]: the only code that touches glommio files and `std::fs`.
+//! - [`io`]: the only code that touches glommio files and `std::fs` ([`io::real`]), or instead
+//!   an in-memory simulated disk ([`io::sim::SimDisk`]) installed for the thread.
 //! - [`io_sizes`]: write, flush-round and preallocation sizes, from the disk profile.
 //!
 //! Guarantees: an append resolves `Ok` only once its batches are fdatasync'd; reads never pass

@@ -16,13 +16,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{within, RawConn, TestBroker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
 /// Kafka's ILLEGAL_SASL_STATE error code.
-const ILLEGAL_SASL_STATE: i16 = 34;
+const ILLEGAL_SASL_STATE: i16 = ResponseError::IllegalSaslState.code();
 const MIB: u64 = 1024 * 1024;
 
 /// Raises this process's open-file limit to its hard limit (the broker child inherits it).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
 use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{DeleteTopicsRequest, FetchRequest, MetadataRequest, TopicName};
@@ -33,9 +34,9 @@ const VALUE_BYTES: usize = 100;
 /// About 10 batches of ~2.3 KB per segment: ~10 segments.
 const SEGMENT_BYTES: &str = "24000";
 /// Kafka's KAFKA_STORAGE_ERROR.
-const KAFKA_STORAGE_ERROR: i16 = 56;
+const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 /// Kafka's LEADER_NOT_AVAILABLE.
-const LEADER_NOT_AVAILABLE: i16 = 5;
+const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
 
 fn value(seq: usize) -> Vec<u8> {
     let mut v = format!("record-{seq:06}-").into_bytes();

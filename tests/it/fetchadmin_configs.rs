@@ -12,6 +12,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{RawConn, TestBroker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
@@ -31,8 +32,8 @@ const SET: i8 = 0;
 const DELETE: i8 = 1;
 const DYNAMIC_BROKER_CONFIG: i8 = 2;
 const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
-const INVALID_REQUEST: i16 = 42;
-const INVALID_RECORD: i16 = 87;
+const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())

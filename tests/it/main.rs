@@ -60,6 +60,7 @@ mod newuser_readme;
 mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
+mod simulate;
 mod storage_compact;
 mod storage_crash;
 mod storage_ioerror;

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{broker_bin, free_port, signal, wait_timeout, within, RawConn, TestBroker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{
@@ -31,7 +32,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Kafka's POLICY_VIOLATION error code.
-const POLICY_VIOLATION: i16 = 44;
+const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
 
 fn topic(name: &str, partitions: i32) -> CreatableTopic {
     CreatableTopic::default()

@@ -20,14 +20,15 @@ use common::{within, RawConn, TestBroker};
 use freshet::protocol::varint::put_varlong;
 use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::records::{zstd_bomb_batch, MISSING_KEY};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiVersionsRequest;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 
-const CORRUPT_MESSAGE: i16 = 2;
-const RECORD_LIST_TOO_LARGE: i16 = 18;
-const INVALID_RECORD: i16 = 87;
+const CORRUPT_MESSAGE: i16 = ResponseError::CorruptMessage.code();
+const RECORD_LIST_TOO_LARGE: i16 = ResponseError::RecordListTooLarge.code();
+const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
 /// The memory bound stated in `storage::records`: one decompression holds at most the zstd
 /// window (16 MiB) plus a 64 KiB chunk; the request itself is under 1 MiB. The test allows

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use glommio::sync::Semaphore;
+use crate::rt::sync::Semaphore;
 use kafka_protocol::protocol::StrBytes;
 
 use super::catalogue::{broker_config_entries, DynamicConfigs};

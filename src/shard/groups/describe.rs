@@ -29,18 +29,7 @@ impl GroupCoordinator {
             members: g
                 .members
                 .values()
-                .map(|m| ConsumerMemberDescription {
-                    member_id: m.member_id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    rack_id: m.rack_id.clone(),
-                    member_epoch: m.member_epoch,
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    subscribed_topic_names: m.subscribed_topic_names.clone(),
-                    subscribed_topic_regex: m.subscribed_topic_regex.clone(),
-                    assignment: m.assigned.clone(),
-                    target_assignment: g.target.get(&m.member_id).cloned().unwrap_or_default(),
-                })
+                .map(|m| m.describe(g.target.get(&m.member_id).cloned().unwrap_or_default()))
                 .collect(),
         })
     }
@@ -107,6 +96,7 @@ impl GroupCoordinator {
         };
         let stable = g.state == GroupState::Stable;
         let protocol = g.protocol_name.clone().unwrap_or_default();
+        let stable_protocol = stable.then_some(protocol.as_str());
         Some(GroupDescription {
             state: g.state,
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
@@ -120,26 +110,7 @@ impl GroupCoordinator {
             members: g
                 .members_in_order()
                 .into_iter()
-                .map(|m| MemberDescription {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    metadata: if stable {
-                        m.protocols
-                            .iter()
-                            .find(|(n, _)| *n == protocol)
-                            .map(|(_, md)| md.clone())
-                            .unwrap_or_default()
-                    } else {
-                        bytes::Bytes::new()
-                    },
-                    assignment: if stable {
-                        m.assignment.clone()
-                    } else {
-                        bytes::Bytes::new()
-                    },
-                })
+                .map(|m| m.describe(stable_protocol))
                 .collect(),
         })
     }
@@ -202,20 +173,9 @@ pub struct ConsumerGroupDescription {
     pub members: Vec<ConsumerMemberDescription>,
 }
 
-/// What ConsumerGroupDescribe reports of a member.
-#[derive(Clone, Debug)]
-pub struct ConsumerMemberDescription {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub rack_id: Option<String>,
-    pub member_epoch: i32,
-    pub client_id: String,
-    pub client_host: String,
-    pub subscribed_topic_names: Vec<String>,
-    pub subscribed_topic_regex: Option<String>,
-    pub assignment: crate::coordinator::assignor::Assignment,
-    pub target_assignment: crate::coordinator::assignor::Assignment,
-}
+/// What ConsumerGroupDescribe reports of a member (shared with DescribeGroups' member
+/// description through `coordinator::member`).
+pub use crate::coordinator::member::{ConsumerMemberDescription, MemberDescription};
 
 /// One row of ListGroups.
 #[derive(Clone, Debug)]
@@ -235,15 +195,4 @@ pub struct GroupDescription {
     pub protocol_type: String,
     pub protocol_data: String,
     pub members: Vec<MemberDescription>,
-}
-
-/// What DescribeGroups reports of a member.
-#[derive(Clone, Debug)]
-pub struct MemberDescription {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: bytes::Bytes,
-    pub assignment: bytes::Bytes,
 }

@@ -77,7 +77,7 @@ pub struct GroupCoordinator {
     /// When expired offsets were last looked for.
     last_expiry_check_ms: Cell<i64>,
     /// Serializes group snapshot writes, so a later write always holds a later state.
-    persist_lock: glommio::sync::Semaphore,
+    persist_lock: crate::rt::sync::Semaphore,
 }
 
 impl GroupCoordinator {
@@ -93,7 +93,7 @@ impl GroupCoordinator {
             replies: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             last_expiry_check_ms: Cell::new(0),
-            persist_lock: glommio::sync::Semaphore::new(1),
+            persist_lock: crate::rt::sync::Semaphore::new(1),
         }
     }
 

@@ -13,12 +13,7 @@ use crate::storage::TailCache;
 use super::{offsets_log_dir, GroupCoordinator};
 
 fn run<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> T {
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .ring_depth(512)
-        .make()
-        .expect("glommio executor")
-        .run(fut)
+    crate::rt::run_on_new_executor(1 << 20, 512, fut).expect("executor")
 }
 
 fn key(p: i32) -> OffsetKey {
