@@ -1,15 +1,17 @@
 //! Errors of every layer, mapped to Kafka error codes in this one place.
 //!
-//! Each layer has its own error type ([`crate::storage::StorageError`], [`ShardGone`], the
-//! coordinator's `MetadataError` which already carries its code, the admin APIs'
-//! [`AdminError`]: every refusal an admin API makes on its own, with the message Kafka 4.1
-//! gives). Handlers never pick codes for those themselves: they call [`storage_code`] and
+//! Each layer has its own error type ([`crate::storage::StorageError`], the record batch
+//! format's [`BatchError`] (from the protocol crate, which becomes a `StorageError` here),
+//! [`ShardGone`], the coordinator's `MetadataError` which already carries its code, the admin
+//! APIs' [`AdminError`]: every refusal an admin API makes on its own, with the message Kafka
+//! 4.1 gives). Handlers never pick codes for those themselves: they call [`storage_code`] and
 //! friends, so a given failure is reported the same way by every API, as Kafka would.
 //!
-//! This module imports only the layers below the request handlers (storage, coordinator):
-//! [`AdminError`] and [`ShardGone`] live here (re-exported at `api::admin` and `shard`), so
-//! nothing above imports back into it in a cycle.
+//! This module imports only the layers below the request handlers (storage, coordinator, and
+//! the protocol crate): [`AdminError`] and [`ShardGone`] live here (re-exported at
+//! `api::admin` and `shard`), so nothing above imports back into it in a cycle.
 
+use freshet_protocol::BatchError;
 use kafka_protocol::error::ResponseError;
 
 use crate::coordinator::metadata::MetadataError;
@@ -235,6 +237,36 @@ pub fn storage_code(error: &StorageError) -> ResponseError {
     }
 }
 
+/// A record batch refused by the protocol crate's checks is refused by storage with the same
+/// variant, so it reaches clients as the same Kafka code ([`batch_code`]).
+impl From<BatchError> for StorageError {
+    fn from(error: BatchError) -> Self {
+        match error {
+            BatchError::CorruptMessage(m) => StorageError::CorruptMessage(m),
+            BatchError::InvalidRecord(m) => StorageError::InvalidRecord(m),
+            BatchError::InvalidRecords { message, errors } => {
+                StorageError::InvalidRecords { message, errors }
+            }
+            BatchError::RecordListTooLarge(m) => StorageError::RecordListTooLarge(m),
+            BatchError::MessageTooLarge { size, max } => {
+                StorageError::MessageTooLarge { size, max }
+            }
+        }
+    }
+}
+
+/// The Kafka error a client gets for a record batch the format checks refuse.
+pub fn batch_code(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        BatchError::InvalidRecord(_) | BatchError::InvalidRecords { .. } => {
+            ResponseError::InvalidRecord
+        }
+        BatchError::RecordListTooLarge(_) => ResponseError::RecordListTooLarge,
+        BatchError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+    }
+}
+
 /// The Kafka error for a partition whose owning shard could not be reached (stopping).
 pub fn shard_gone_code(_: &ShardGone) -> ResponseError {
     ResponseError::NotLeaderOrFollower
@@ -325,4 +357,46 @@ pub fn offsets_log_code(error: &StorageError) -> ResponseError {
 /// Shorthand: the wire code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record batch refusal keeps its Kafka code on its way through storage.
+    #[test]
+    fn batch_errors_map_to_the_same_code_directly_and_through_storage() {
+        let record_error = freshet_protocol::records::RecordError {
+            batch_index: 3,
+            message: freshet_protocol::records::MISSING_KEY,
+        };
+        let cases = [
+            (BatchError::CorruptMessage("crc".into()), 2),
+            (BatchError::InvalidRecord("magic".into()), 87),
+            (
+                BatchError::InvalidRecords {
+                    message: "keyless".into(),
+                    errors: vec![record_error.clone()],
+                },
+                87,
+            ),
+            (BatchError::RecordListTooLarge("bomb".into()), 18),
+            (BatchError::MessageTooLarge { size: 9, max: 8 }, 10),
+        ];
+        for (error, code) in cases {
+            assert_eq!(batch_code(&error).code(), code, "{error:?}");
+            let storage = StorageError::from(error.clone());
+            assert_eq!(storage_code(&storage).code(), code, "{storage:?}");
+            assert_eq!(storage.to_string(), error.to_string());
+        }
+        let StorageError::InvalidRecords { errors, .. } =
+            StorageError::from(BatchError::InvalidRecords {
+                message: String::new(),
+                errors: vec![record_error.clone()],
+            })
+        else {
+            panic!("InvalidRecords stays InvalidRecords");
+        };
+        assert_eq!(errors, vec![record_error]);
+    }
 }

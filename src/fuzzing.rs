@@ -11,10 +11,10 @@
 //! - [`request_body`]: one body, `[api key, version as i8, body...]`, straight into the decoder
 //!   (reaches deep decoder states faster than going through frames).
 //! - [`record_batches`]: a produced record set: batch framing, header view, validation
-//!   (`storage::batch`), and the in-place rewrites the append path does to a valid set.
+//!   (`freshet_protocol::batch`), and the in-place rewrites the append path does to a valid set.
 //! - [`record_mutations`]: records mutated *inside* a well-formed batch whose length and
 //!   CRC-32C are then fixed (and which is recompressed with its codec), so that the input gets
-//!   past the batch checks and reaches the record walk (`storage::records`): the produce
+//!   past the batch checks and reaches the record walk (`freshet_protocol::records`): the produce
 //!   validation, the streaming decompression, the cleaner's decompression, record times.
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +24,7 @@ use crate::protocol::frame::take_frame;
 use crate::protocol::header::{
     api_versions_request_is_valid, classify_request, parse_request_header, Disposition,
 };
-use crate::storage::batch;
+use freshet_protocol::batch;
 
 /// Frame size limit used by [`frames`] (small, so that the fuzzer meets the limit).
 pub const FUZZ_FRAME_BYTES_MAX: usize = 1 << 20;
@@ -175,7 +175,8 @@ fn seed_records(count: usize, shape: u8) -> Option<Vec<u8>> {
 /// compressed with the codec and the batch's length and CRC-32C fixed, so the batch checks
 /// pass and only the records are wrong.
 pub fn record_mutations(data: &[u8]) -> Verdict {
-    use crate::storage::{cleaner, records};
+    use crate::storage::cleaner;
+    use freshet_protocol::records;
     let [codec, count, shape, flags, ops @ ..] = data else {
         return Verdict::Skipped;
     };
@@ -255,7 +256,7 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
             assert!(bounded.is_ok(), "a valid batch decompresses");
             Verdict::Accepted
         }
-        Err(crate::storage::StorageError::InvalidRecords { errors, .. }) => {
+        Err(batch::BatchError::InvalidRecords { errors, .. }) => {
             assert!(walk.is_ok(), "record errors come from well-formed records");
             assert!(!errors.is_empty());
             assert!(errors

@@ -1,6 +1,10 @@
 //! Freshet: a Kafka-wire-compatible event streaming broker, thread-per-core on io_uring.
 //!
-//! The folder map is the architecture (see `docs/ARCHITECTURE.md`):
+//! This crate is the broker; the crate graph above and below it is the architecture (see
+//! `docs/ARCHITECTURE.md`): it depends on `freshet-protocol` (the wire protocol and the record
+//! batch format, no I/O); the client, `freshet bench` and the admin CLI are the
+//! `freshet-client` crate, which never depends on this one; `src/main.rs`, the `freshet`
+//! binary, composes the two. The folder map:
 //! - [`config`]: settings of the broker and of topics; every limit is named here.
 //! - [`error`]: the one place where errors of every layer become Kafka error codes.
 //! - [`protocol`]: request/response framing, the ApiVersions table, hand-framed Fetch
@@ -11,9 +15,7 @@
 //! - [`server`]: accepting connections, the per-connection read loop, in-order responses.
 //! - [`api`]: one file per Kafka API: decode, route to owning shards, assemble the answer.
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
-//! - [`client`]: a small blocking Kafka client (the bench and admin tools use it).
-//! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots.
-//! - [`cli`]: the admin CLI (`freshet topic|group|produce|consume|cluster`) over [`client`].
+//! - [`start`]: `freshet start`: its flags, logging, settings, retries of a transient failure.
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
@@ -22,9 +24,6 @@
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
-pub mod bench;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -37,5 +36,6 @@ pub mod runtime;
 pub use freshet_protocol as protocol;
 pub mod server;
 pub mod shard;
+pub mod start;
 pub mod storage;
 pub mod tuning;

@@ -1,29 +1,24 @@
-//! The `freshet` binary: `freshet start` runs a broker; `freshet bench` is the load generator
-//! (see `bench/`); `freshet topic|group|produce|consume|cluster` is the admin CLI (see `cli/`).
+//! The `freshet` binary, the thin top of the crate graph: it composes the broker library
+//! (`freshet start` runs a broker, `freshet tune` prepares a host) and the client crate
+//! (`freshet bench`, the load generator, and `freshet topic|group|produce|consume|cluster`, the
+//! admin CLI: [`freshet_client::cli::Command`], flattened into this command tree).
 //!
-//! Flags override the optional TOML file (`--config`), which overrides the embedded defaults
-//! (see `config.rs`); `freshet start` alone runs a single-node broker on localhost:9092 with
-//! its data in `./freshet-data`.
+//! `freshet start` (its flags, logging, settings and retries) is `freshet::start`.
 //!
 //! The broker list of the admin commands and `bench` (`-b`, `--brokers`, `--bootstrap`) is also
 //! accepted before the subcommand: a hidden global flag on [`Cli`] whose id, `brokers`, is the
 //! one `ConnArgs` and the bench's `WorkloadArgs` use, so clap hands its value down to them.
-//!
-//! `freshet start` logs to stderr through `tracing`, in colour only when stderr is a terminal.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use freshet::config::BrokerConfig;
 
 #[derive(Parser)]
 #[command(
     name = "freshet",
     version,
     about = "A Kafka-compatible event streaming broker",
-    after_help = freshet::cli::EXIT_CODES_HELP
+    after_help = freshet_client::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Broker(s) to bootstrap from, for the admin commands and `bench`: accepted before the
@@ -44,67 +39,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker until SIGINT/SIGTERM.
-    Start(StartArgs),
+    Start(freshet::start::StartArgs),
     /// Prepare a host: check/apply its settings, measure the data disk (see tuning/README.md).
     #[command(subcommand)]
     Tune(freshet::tuning::TuneCommand),
-    /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
-    Bench(Box<freshet::bench::cli::BenchArgs>),
-    /// Topics: create, list, describe, delete, alter-config.
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Topic(freshet::cli::topic::TopicArgs),
-    /// Consumer groups: list, describe (lag), delete, seek (reset offsets).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Group(freshet::cli::group::GroupArgs),
-    /// Produce lines of stdin as records (keys, headers, compression, acks).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Produce(freshet::cli::produce::ProduceArgs),
-    /// Consume records to stdout (kcat-like format or JSON lines).
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Consume(freshet::cli::consume::ConsumeArgs),
-    /// The cluster: id, controller, brokers.
-    #[command(after_help = freshet::cli::EXIT_CODES_HELP)]
-    Cluster(freshet::cli::cluster::ClusterArgs),
-}
-
-#[derive(clap::Args)]
-struct StartArgs {
-    /// TOML file with broker settings: the keys of README's Configuration table (the flags
-    /// below with underscores, e.g. `data_dir`); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Address to listen on, host:port [default: localhost:9092].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Address advertised to clients, host:port [default: the listen address].
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Data directory [default: ./freshet-data].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Number of shards (pinned threads) [default: one per CPU].
-    #[arg(long)]
-    shards: Option<usize>,
-    /// Kafka node.id of this broker [default: 0].
-    #[arg(long)]
-    node_id: Option<i32>,
-    /// Create topics on first use (Kafka's auto.create.topics.enable) [default: true].
-    #[arg(long)]
-    auto_create_topics: Option<bool>,
-    /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
-    #[arg(long)]
-    default_partitions: Option<i32>,
-    /// Admin HTTP listener (/metrics, /health, /ready), host:port, or "off"
-    /// [default: 127.0.0.1:9644].
-    #[arg(long)]
-    admin_listen: Option<String>,
-    /// Log filter, as RUST_LOG (e.g. info, freshet=debug) [default: info].
-    #[arg(long)]
-    log: Option<String>,
-    /// Log line format: "text" (human-readable) or "json" (one JSON object per line, for log
-    /// collectors) [default: text].
-    #[arg(long, value_parser = ["text", "json"])]
-    log_format: Option<String>,
+    /// The client side: bench, topic, group, produce, consume, cluster.
+    #[command(flatten)]
+    Client(freshet_client::cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -116,93 +57,11 @@ fn main() -> ExitCode {
             "freshet: error: -b/--brokers/--bootstrap is for the admin commands and bench; \
              `freshet start` listens on --listen"
         );
-        return ExitCode::from(freshet::cli::EXIT_USAGE);
+        return ExitCode::from(freshet_client::cli::EXIT_USAGE);
     }
     match cli.command {
-        Command::Start(args) => start(args),
+        Command::Start(args) => freshet::start::run(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
-        Command::Bench(args) => freshet::bench::cli::main(*args),
-        Command::Topic(args) => freshet::cli::exit(freshet::cli::topic::run(args)),
-        Command::Group(args) => freshet::cli::exit(freshet::cli::group::run(args)),
-        Command::Produce(args) => freshet::cli::exit(freshet::cli::produce::run(args)),
-        Command::Consume(args) => freshet::cli::exit(freshet::cli::consume::run(args)),
-        Command::Cluster(args) => freshet::cli::exit(freshet::cli::cluster::run(args)),
+        Command::Client(command) => command.run(),
     }
-}
-
-fn start(args: StartArgs) -> ExitCode {
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_string());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a log file or a collector gets plain text
-        // (and NO_COLOR, https://no-color.org, turns them off at a terminal too).
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        // Its report of a failed write is an eprintln!, which panics when stderr is a closed
-        // pipe (a log collector that went away): lose the log line, keep the broker.
-        .log_internal_errors(false);
-    if args.log_format.as_deref() == Some("json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-    let mut config = match &args.config {
-        Some(path) => match BrokerConfig::from_toml_file(path) {
-            Ok(config) => config,
-            Err(e) => return fail(&e),
-        },
-        None => BrokerConfig::default(),
-    };
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.admin_listen {
-        config.admin_listen = v;
-    }
-    if let Some(v) = args.advertise {
-        config.advertise = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.shards {
-        config.shards = v;
-    }
-    if let Some(v) = args.node_id {
-        config.node_id = v;
-    }
-    if let Some(v) = args.auto_create_topics {
-        config.auto_create_topics = v;
-    }
-    if let Some(v) = args.default_partitions {
-        config.default_partitions = v;
-    }
-    // A start that failed for want of ring memory right after a kill -9 of the previous broker
-    // is retried a few times (the kernel frees the old rings asynchronously).
-    let mut retries = 0;
-    loop {
-        match freshet::runtime::run_broker(config.clone()) {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(e) if e.is_transient() && retries < START_RETRIES_MAX => {
-                retries += 1;
-                tracing::warn!(error = %e, retry = retries, "start failed; retrying");
-                std::thread::sleep(START_RETRY_DELAY * retries);
-            }
-            Err(e) => return fail(&e),
-        }
-    }
-}
-
-/// Starts retried after a transient failure ([`freshet::runtime::StartError::is_transient`]).
-const START_RETRIES_MAX: u32 = 5;
-/// Delay before the first retry; the n-th waits n times this.
-const START_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("freshet: {error}");
-    ExitCode::FAILURE
 }

@@ -9,8 +9,10 @@
 //! [`TailCache`]; older data is read from disk, copied once into `Bytes`.
 //!
 //! Modules:
-//! - [`batch`]: the record batch v2 header view, validation, offset/time rewrites, CRC-32C.
-//! - [`records`]: record-level validation and bounded streaming decompression.
+//! - [`batch`], [`records`]: the record batch v2 format (header view, validation, rewrites,
+//!   CRC-32C, record walks, bounded streaming decompression). Moved to the protocol crate
+//!   ([`freshet_protocol::batch`], [`freshet_protocol::records`]); re-exported here for this
+//!   round. Its [`freshet_protocol::BatchError`] becomes a [`StorageError`] by `From`.
 //! - [`log`]: `PartitionLog`: append and group commit, reads, recovery, retention.
 //! - [`cleaner`]: log compaction (`cleanup.policy=compact`), run in the background per shard.
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).

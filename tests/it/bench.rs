@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{broker_bin, within, TestBroker};
-use freshet::client::admin::{self, NewTopic};
-use freshet::client::fetch::{fetch_request, parse_fetch_response, FetchPosition};
-use freshet::client::produce::{parse_produce_response, PartitionRecords, ProduceBody};
-use freshet::client::records::batches;
-use freshet::client::{ConnectOptions, Connection};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use freshet_client::admin::{self, NewTopic};
+use freshet_client::fetch::{fetch_request, parse_fetch_response, FetchPosition};
+use freshet_client::produce::{parse_produce_response, PartitionRecords, ProduceBody};
+use freshet_client::records::batches;
+use freshet_client::{ConnectOptions, Connection};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::messages::ApiKey;
 
 /// Bound on each test.

@@ -53,6 +53,7 @@ mod fetchadmin_admin;
 mod fetchadmin_configs;
 mod fetchadmin_fetch;
 mod groups_limits;
+mod layering;
 mod log_output;
 mod newuser_cli;
 mod newuser_readme;

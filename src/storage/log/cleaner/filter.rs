@@ -209,11 +209,11 @@ pub fn filter_batch(
     // is kept as it is: never delete data merely because it could not be read.
     let data = match records::decompress_bounded(b, h) {
         Ok(data) => data,
-        Err(StorageError::RecordListTooLarge(e)) => {
+        Err(batch::BatchError::RecordListTooLarge(e)) => {
             tracing::warn!(error = %e, "batch too large to clean, kept as it is");
             return Ok((Filtered::Unchanged, stats));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let records = parse_records(&data, count)?;
     stats.records_read = records.len() as u64;
@@ -343,8 +343,8 @@ pub fn map_batch(
     }
     let data = match records::decompress_bounded(b, h) {
         Ok(data) => data,
-        Err(StorageError::RecordListTooLarge(_)) => return Ok(false),
-        Err(e) => return Err(e),
+        Err(batch::BatchError::RecordListTooLarge(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
     };
     let count = usize::try_from(h.records_count()).unwrap_or(0);
     for r in parse_records(&data, count)? {
@@ -629,7 +629,7 @@ mod tests {
             let mut set = keyed.clone();
             set.extend_from_slice(&keyless);
             match batch::validate_records(&set, 1 << 20, compacted) {
-                Err(StorageError::InvalidRecords { errors, .. }) => {
+                Err(batch::BatchError::InvalidRecords { errors, .. }) => {
                     assert_eq!(errors.len(), 1);
                     assert_eq!(errors[0].batch_index, 1);
                 }

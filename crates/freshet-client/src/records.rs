@@ -8,7 +8,7 @@
 //!
 //! [`BatchBuilder`] is the producer's hot path: it writes an uncompressed record batch straight
 //! into a caller's reused buffer (each value may be given in pieces, so a payload is never
-//! assembled first), with the same bytes [`crate::storage::batch::encode_batch`] produces;
+//! assembled first), with the same bytes [`freshet_protocol::batch::encode_batch`] produces;
 //! compressed batches go through `encode_batch`.
 //!
 //! [`murmur2_partition`] is Kafka's default partitioner for keyed records (murmur2 of the key,
@@ -18,7 +18,7 @@
 use bytes::Bytes;
 
 use super::{ClientError, Result};
-use crate::storage::batch::{self as batch_format, HEADER_LEN, LOG_OVERHEAD};
+use freshet_protocol::batch::{self as batch_format, HEADER_LEN, LOG_OVERHEAD};
 
 /// One record batch (v2) inside a fetched record set.
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +269,7 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
-use crate::protocol::varint::{self, put_varlong, varlong_len};
+use freshet_protocol::varint::{self, put_varlong, varlong_len};
 
 /// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -312,7 +312,7 @@ pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::{encode_batch, Compression, NewRecord};
+    use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 
     /// Values from Kafka's `UtilsTest.testMurmur2`.
     #[test]
@@ -385,7 +385,7 @@ mod tests {
             let len = builder.finish();
             assert_eq!(len, buf.len());
             assert_eq!(&buf[..], &expected[..], "{n} records");
-            assert!(crate::storage::batch::validate(&buf).is_ok());
+            assert!(freshet_protocol::batch::validate(&buf).is_ok());
         }
     }
 

@@ -1,5 +1,11 @@
-//! A small, blocking Kafka protocol client: what `freshet bench` (and later the admin CLI) talk
-//! to any Kafka-compatible broker with.
+//! The client side of Freshet, a crate of its own above the protocol crate and beside the
+//! broker (it never depends on the broker, nor on glommio):
+//! - the crate root: a small, blocking Kafka protocol client, what `freshet bench` and the
+//!   admin CLI talk to any Kafka-compatible broker with;
+//! - [`bench`]: `freshet bench`, the load generator: latency histograms, reports, plots;
+//! - [`cli`]: the admin CLI (`freshet topic|group|produce|consume|cluster`) and the clap
+//!   command tree of every client-side subcommand ([`cli::Command`]), which the `freshet`
+//!   binary puts next to the broker's own (`start`, `tune`).
 //!
 //! Shape:
 //! - [`Connection`] ([`conn`]): one TCP connection. `connect` negotiates API versions
@@ -19,7 +25,7 @@
 //! - [`records`]: walking record batches and (uncompressed, or after decompression) the records
 //!   in them; Kafka's murmur2 key partitioner.
 //!
-//! Record batches are encoded with [`crate::storage::batch::encode_batch`] (compression there).
+//! Record batches are encoded with [`freshet_protocol::batch::encode_batch`] (compression there).
 //!
 //! Invariants: nothing a broker sends can panic this client: every length is checked against
 //! the bytes present and against [`ConnectOptions::frame_bytes_max`]; malformed input becomes a
@@ -29,6 +35,8 @@
 //! sessions (every fetch is a full fetch), Produce v13 / Fetch v13+ (topic ids).
 
 pub mod admin;
+pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod conn;
 pub mod fetch;

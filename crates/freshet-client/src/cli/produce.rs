@@ -24,12 +24,12 @@ use super::{
     parse_key_value, print_json, CliError, ConnArgs, Format, Result, Session, LEADER_MOVED,
     LEADER_REFRESHES_MAX, LEADER_REFRESH_BACKOFF,
 };
-use crate::client::admin::ClusterMetadata;
-use crate::client::produce::{
+use crate::admin::ClusterMetadata;
+use crate::produce::{
     parse_produce_response, PartitionRecords, ProduceBody, PRODUCE_VERSION_MAX, PRODUCE_VERSION_MIN,
 };
-use crate::client::records::murmur2_partition;
-use crate::client::{PipelineReader, PipelineWriter};
+use crate::records::murmur2_partition;
+use crate::{PipelineReader, PipelineWriter};
 
 /// Record bytes (keys, values, headers, and a per-record allowance for framing) buffered before
 /// the batches are sent: half of Kafka's default `max.message.bytes` (1 MiB), so a batch of
@@ -281,7 +281,7 @@ impl Producer {
                 .map(|b| b.addr())
                 .ok_or_else(|| CliError::kafka(5, format!("leader {node_id} not in metadata")))?;
             // A connection of its own: the session's would be consumed by the split.
-            let conn = crate::client::Connection::connect(&addr, &session_options(session))
+            let conn = crate::Connection::connect(&addr, &session_options(session))
                 .map_err(|e| CliError::Io(format!("{addr}: {e}")))?;
             let version =
                 conn.versions()
@@ -454,7 +454,7 @@ impl Producer {
     }
 }
 
-fn session_options(session: &Session) -> crate::client::ConnectOptions {
+fn session_options(session: &Session) -> crate::ConnectOptions {
     session.options.clone()
 }
 

@@ -5,7 +5,7 @@
 //! [`ClientError::Protocol`] when they run out or a length is negative or absurd.
 
 use super::{ClientError, Result};
-use crate::protocol::varint;
+use freshet_protocol::varint;
 
 /// Appends an unsigned varint (compact lengths, tag counts).
 pub fn put_uvarint(buf: &mut Vec<u8>, v: u64) {

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{print_json, print_table, ConnArgs, Format, OutputArgs, Result, Session};
-use crate::client::cluster;
+use crate::cluster;
 
 /// `freshet cluster ...`.
 #[derive(clap::Args, Debug)]

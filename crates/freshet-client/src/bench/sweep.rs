@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::plot::{line_chart, Chart, LineStyle, Series};
 use super::run::run;
 use super::workload::Workload;
-use crate::client::{ConnectOptions, Connection};
+use crate::{ConnectOptions, Connection};
 
 /// A step must reach this fraction of its target rate to pass (the measured window includes
 /// the wait for the last acknowledgements, so a short step never quite reaches 100%).

@@ -21,11 +21,11 @@ use serde_json::json;
 use super::{
     CliError, ConnArgs, Result, Session, LEADER_MOVED, LEADER_REFRESHES_MAX, LEADER_REFRESH_BACKOFF,
 };
-use crate::client::admin;
-use crate::client::fetch::{
+use crate::admin;
+use crate::fetch::{
     fetch_request, parse_fetch_response, FetchPosition, FETCH_VERSION_MAX, FETCH_VERSION_MIN,
 };
-use crate::client::records::batches;
+use crate::records::batches;
 use kafka_protocol::messages::ApiKey;
 
 /// Most bytes asked per partition per fetch.

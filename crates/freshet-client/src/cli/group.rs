@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use super::{print_json, print_table, CliError, ConnArgs, Format, OutputArgs, Result, Session};
-use crate::client::admin::{self, ClusterMetadata};
-use crate::client::groups::{self, GroupDescription};
-use crate::client::Connection;
+use crate::admin::{self, ClusterMetadata};
+use crate::groups::{self, GroupDescription};
+use crate::Connection;
 
 /// Error code GROUP_ID_NOT_FOUND.
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -226,7 +226,7 @@ fn describe_one(
     }
     let offsets = match groups::offset_fetch(conn, group, None) {
         Ok(o) => o,
-        Err(crate::client::ClientError::Kafka {
+        Err(crate::ClientError::Kafka {
             code: GROUP_ID_NOT_FOUND,
             ..
         }) => Vec::new(),

@@ -1,6 +1,6 @@
 //! The admin CLI, in the spirit of `rpk` and `kcat`: `freshet topic`, `freshet group`,
 //! `freshet produce`, `freshet consume` and `freshet cluster`, talking the Kafka protocol to any
-//! broker through [`crate::client`].
+//! broker through [the client](crate).
 //!
 //! - [`topic`]: create, list, describe (partitions, leaders, offsets, configs), delete,
 //!   alter-config.
@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::client::admin::{self, ClusterMetadata};
-use crate::client::{ClientError, ConnectOptions, Connection};
+use crate::admin::{self, ClusterMetadata};
+use crate::{ClientError, ConnectOptions, Connection};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -59,6 +59,45 @@ pub const EXIT_CODES_HELP: &str = "Exit codes (admin commands):
   1  the broker answered with a Kafka error (its name, e.g. TOPIC_ALREADY_EXISTS, on stderr)
   2  usage error (bad flags or values)
   3  connection or I/O failure (no broker reachable, timeout, malformed answer)";
+
+/// The client-side subcommands of `freshet`: the load generator and the admin commands. The
+/// binary (`src/main.rs` of the broker package) flattens them into its own command tree, next
+/// to the broker's `start` and `tune`; [`Command::run`] runs one.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
+    Bench(Box<crate::bench::cli::BenchArgs>),
+    /// Topics: create, list, describe, delete, alter-config.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Topic(topic::TopicArgs),
+    /// Consumer groups: list, describe (lag), delete, seek (reset offsets).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Group(group::GroupArgs),
+    /// Produce lines of stdin as records (keys, headers, compression, acks).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Produce(produce::ProduceArgs),
+    /// Consume records to stdout (kcat-like format or JSON lines).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Consume(consume::ConsumeArgs),
+    /// The cluster: id, controller, brokers.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Cluster(cluster::ClusterArgs),
+}
+
+impl Command {
+    /// Runs the command to its end; the process exit code (see [`EXIT_CODES_HELP`]; `bench`
+    /// has its own, see [`crate::bench::cli`]).
+    pub fn run(self) -> ExitCode {
+        match self {
+            Command::Bench(args) => crate::bench::cli::main(*args),
+            Command::Topic(args) => exit(topic::run(args)),
+            Command::Group(args) => exit(group::run(args)),
+            Command::Produce(args) => exit(produce::run(args)),
+            Command::Consume(args) => exit(consume::run(args)),
+            Command::Cluster(args) => exit(cluster::run(args)),
+        }
+    }
+}
 
 /// Where to connect.
 #[derive(clap::Args, Debug, Clone)]

@@ -11,8 +11,8 @@ use super::{
     join_ids, parse_key_value, print_json, print_table, CliError, ConnArgs, Format, OutputArgs,
     Result, Session,
 };
-use crate::client::admin::{self, NewTopic};
-use crate::client::cluster::{self, AlterOp, RESOURCE_TOPIC};
+use crate::admin::{self, NewTopic};
+use crate::cluster::{self, AlterOp, RESOURCE_TOPIC};
 
 /// Timeout the broker is given for creating or deleting topics.
 const TOPIC_TIMEOUT_MS: i32 = 30_000;

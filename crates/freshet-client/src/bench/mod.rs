@@ -4,7 +4,7 @@
 //! - [`workload`]: what to run (flags or a TOML/JSON file).
 //! - [`latency`]: the clock, the send schedule, recording against the intended send time
 //!   (coordinated omission), percentiles.
-//! - [`run`]: producer and consumer threads over [`crate::client`], sampling, the summary.
+//! - [`run`]: producer and consumer threads over [the client](crate), sampling, the summary.
 //! - [`report`]: the percentile table, the JSON summary, the HdrHistogram interval log.
 //! - [`plot`]: SVG charts (latency by percentile, throughput over time, sweep results).
 //! - [`sweep`]: capacity planning: raise the rate until a latency objective fails.

@@ -207,9 +207,9 @@ mod tests {
     /// The hand framing decodes with the generated decoder to the same request, at every version.
     #[test]
     fn hand_framed_produce_matches_the_generated_codec() {
-        let batch = crate::storage::batch::encode_batch(
+        let batch = freshet_protocol::batch::encode_batch(
             &[(None, Some(Bytes::from_static(b"hello")), 7)],
-            crate::storage::batch::Compression::None,
+            freshet_protocol::batch::Compression::None,
         )
         .expect("batch");
         let parts = [
