@@ -420,7 +420,7 @@ mod raw {
     use std::time::{Duration, Instant};
 
     use bytes::{Buf, Bytes, BytesMut};
-    use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+    use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{

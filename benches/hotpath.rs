@@ -30,8 +30,8 @@ use freshet::protocol::fetch::{
 };
 use freshet::protocol::frame::take_frame;
 use freshet::protocol::header::parse_request_header;
-use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::{LogConfig, PartitionLog, TailCache};
+use freshet_protocol::batch::{self, encode_batch, Compression, NewRecord};
 use kafka_protocol::messages::{
     fetch_request, produce_request, ApiKey, FetchRequest, ProduceRequest, RequestHeader, TopicName,
 };

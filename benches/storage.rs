@@ -15,8 +15,8 @@
 //! minutes on the reference machine.
 
 use bytes::Bytes;
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use freshet::storage::{prime_disk, LogConfig, PartitionLog, TailCache};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use glommio::io::OpenOptions;
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -277,7 +277,7 @@ async fn read_scenario(dir: &Path, cache_bytes: usize) -> f64 {
         let data = log.read(offset, 1 << 20, true).await.expect("read");
         for b in &data.batches {
             bytes += b.len() as u64;
-            let h = freshet::storage::batch::header(b).expect("header");
+            let h = freshet_protocol::batch::header(b).expect("header");
             offset = h.last_offset() + 1;
         }
         if data.batches.is_empty() {
@@ -312,7 +312,7 @@ async fn tail_read_scenario(dir: &Path, batch: Bytes, mb: u64) -> f64 {
         let data = log.read(offset, 1 << 20, true).await.expect("read");
         for b in &data.batches {
             bytes += b.len() as u64;
-            let h = freshet::storage::batch::header(b).expect("header");
+            let h = freshet_protocol::batch::header(b).expect("header");
             offset = h.last_offset() + 1;
         }
         if data.batches.is_empty() {

@@ -339,8 +339,8 @@ mod tests {
     /// `FRESHET_WRITE_FUZZ_SEEDS=1 cargo test --lib record_batch_fuzz_seed_corpus` rewrites them.
     #[test]
     fn record_batch_fuzz_seed_corpus_is_committed() {
-        use crate::storage::batch::{encode_batch, Compression, NewRecord};
         use bytes::Bytes;
+        use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
         let record = |i: u8| -> NewRecord {
             (
                 Some(Bytes::from(vec![b'k', i])),

@@ -79,10 +79,6 @@ pub fn disk_space(dir: &Path) -> io::Result<(i64, i64)> {
     Ok((bytes(stats.f_blocks), bytes(stats.f_bavail)))
 }
 
-/// Whether glommio's error is EMFILE or ENFILE: moved into the runtime seam; this path stays
-/// for one round (the segment file pool in `storage::io` still uses it).
-pub use crate::rt::is_out_of_descriptors;
-
 #[cfg(test)]
 mod tests {
     use super::*;

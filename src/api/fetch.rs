@@ -42,7 +42,8 @@ use crate::protocol::fetch::{
 };
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardId};
-use crate::storage::{batch, StorageError};
+use crate::storage::StorageError;
+use freshet_protocol::batch;
 
 /// The longest a fetch may park, whatever the client asks (bounds parked work per shard).
 const MAX_WAIT_MS_CAP: i32 = 30_000;

@@ -41,7 +41,7 @@ struct PartitionResult {
     log_append_time_ms: i64,
     log_start_offset: i64,
     /// Records refused one by one (Produce v8+ `record_errors`): batch index, message.
-    record_errors: Vec<crate::storage::records::RecordError>,
+    record_errors: Vec<freshet_protocol::records::RecordError>,
 }
 
 impl PartitionResult {
@@ -224,7 +224,7 @@ async fn verify_transaction(
     index: i32,
     records: &Bytes,
 ) -> Result<Option<(i64, u32)>, ResponseError> {
-    let Some(h) = crate::storage::batch::header(records) else {
+    let Some(h) = freshet_protocol::batch::header(records) else {
         return Ok(None); // the log's validation answers
     };
     let facts = crate::storage::producer_state::BatchFacts::of(h);
@@ -255,9 +255,9 @@ async fn verify_transaction(
 pub(crate) fn count_batches(data: &[u8]) -> (u64, u64) {
     let mut batches = 0;
     let mut records = 0;
-    for (_, batch) in crate::storage::batch::batches(data).flatten() {
+    for (_, batch) in freshet_protocol::batch::batches(data).flatten() {
         batches += 1;
-        if let Some(h) = crate::storage::batch::header(batch) {
+        if let Some(h) = freshet_protocol::batch::header(batch) {
             records += u64::try_from(h.records_count()).unwrap_or(0);
         }
     }

@@ -26,7 +26,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::invariants::{debug_check, ensure, Violation};
-use crate::storage::batch::{self, Compression, NewRecord};
+use freshet_protocol::batch::{self, Compression, NewRecord};
 
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -526,7 +526,7 @@ mod tests {
     fn many_changes_make_one_valid_batch() {
         let changes: Vec<OffsetChange> = (0..50).map(|p| (key(p), Some(value(1)))).collect();
         let bytes = encode_batch(&changes, 1).unwrap();
-        let h = crate::storage::batch::validate(&bytes).expect("one whole valid batch");
+        let h = freshet_protocol::batch::validate(&bytes).expect("one whole valid batch");
         assert_eq!(h.base_offset(), 0);
         assert_eq!(h.records_count(), 50);
     }

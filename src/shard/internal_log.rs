@@ -289,7 +289,10 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (None, Some(Bytes::from(format!("{k}={v}"))), now_ms))
                 .collect();
-            crate::storage::batch::encode_batch(&records, crate::storage::batch::Compression::None)
+            freshet_protocol::batch::encode_batch(
+                &records,
+                freshet_protocol::batch::Compression::None,
+            )
         }
 
         fn decode_batches(mut bytes: Bytes) -> Result<(Vec<(String, String)>, i64), String> {

@@ -37,8 +37,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
 use crate::coordinator::store;
 use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
-use crate::storage::batch::{self, Compression};
 use crate::storage::{StorageError, TailCache};
+use freshet_protocol::batch::{self, Compression};
 
 /// The metadata log's name under `<data_dir>/internal/`.
 pub const METADATA_LOG_NAME: &str = "__cluster_metadata";

@@ -24,9 +24,6 @@ pub mod notify;
 pub mod router;
 pub mod txns;
 
-/// The composition root moved to the top ([`crate::runtime`]); this path stays for one round.
-pub use crate::runtime;
-
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;

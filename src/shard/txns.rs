@@ -41,8 +41,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::{now_ms, Shard, COORDINATOR_SHARD};
 use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
 use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
-use crate::storage::batch::{self, Compression};
 use crate::storage::{StorageError, TailCache};
+use freshet_protocol::batch::{self, Compression};
 
 /// Largest record batch of the transaction log.
 const TXN_RECORD_BYTES_MAX: u32 = 8 << 20;

@@ -31,7 +31,6 @@
 //! returned as [`StorageError::Io`], never panics.
 //! Invariant violations (programmer errors) are `assert!`s that stay on in release builds.
 
-pub mod batch;
 pub mod cache;
 pub mod checkpoint;
 pub mod file_names;
@@ -41,7 +40,6 @@ pub mod io_sizes;
 pub mod log;
 pub mod producer_snapshot;
 pub mod producer_state;
-pub mod records;
 pub mod txn_index;
 
 use bytes::Bytes;
@@ -134,7 +132,7 @@ pub enum StorageError {
         /// Kafka's summary message.
         message: String,
         /// The records refused (index in their batch, why).
-        errors: Vec<records::RecordError>,
+        errors: Vec<freshet_protocol::records::RecordError>,
     },
     /// A compressed batch decompresses to more than the broker accepts:
     /// RECORD_LIST_TOO_LARGE.

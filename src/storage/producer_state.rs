@@ -82,15 +82,15 @@ pub struct BatchFacts {
 
 impl BatchFacts {
     /// Facts from a validated batch header.
-    pub fn of(h: &super::batch::BatchHeader) -> BatchFacts {
+    pub fn of(h: &freshet_protocol::batch::BatchHeader) -> BatchFacts {
         let attrs = h.attributes();
         BatchFacts {
             producer_id: h.producer_id.get(),
             epoch: h.producer_epoch.get(),
             first_seq: h.base_sequence.get(),
             offset_delta: h.last_offset_delta.get(),
-            transactional: attrs & super::batch::ATTR_TRANSACTIONAL != 0,
-            control: attrs & super::batch::ATTR_CONTROL != 0,
+            transactional: attrs & freshet_protocol::batch::ATTR_TRANSACTIONAL != 0,
+            control: attrs & freshet_protocol::batch::ATTR_CONTROL != 0,
         }
     }
 

@@ -730,7 +730,7 @@ pub fn produce_values(
     topic: &str,
     values: impl IntoIterator<Item = Vec<u8>>,
 ) -> (i16, i64) {
-    use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+    use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
     let records: Vec<NewRecord> = values
         .into_iter()
         .map(|v| (None, Some(Bytes::from(v)), 1_700_000_000_000))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{RawConn, TestBroker};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;

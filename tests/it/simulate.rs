@@ -54,9 +54,9 @@
 use crate::storage_common::producer_batch;
 use bytes::Bytes;
 use freshet::rt;
-use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::io::sim::{self, Faults, SimDisk};
 use freshet::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
+use freshet_protocol::batch::{self, encode_batch, Compression, NewRecord};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

@@ -6,9 +6,9 @@
 use crate::storage_common;
 
 use bytes::Bytes;
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use freshet::storage::cleaner::{self, LogCleanState, OffsetMap};
 use freshet::storage::{LogConfig, PartitionLog};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 use storage_common::{open, run};

@@ -14,7 +14,8 @@
 use crate::storage_common as common;
 
 use common::*;
-use freshet::storage::{batch, LogConfig, PartitionLog, TailCache};
+use freshet::storage::{LogConfig, PartitionLog, TailCache};
+use freshet_protocol::batch;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -5,8 +5,8 @@ use crate::storage_common as common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use freshet::storage::batch;
 use freshet::storage::{LogConfig, StorageError, TailCache, TimestampType};
+use freshet_protocol::batch;
 use kafka_protocol::records::Compression;
 use std::rc::Rc;
 

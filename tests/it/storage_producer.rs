@@ -170,7 +170,7 @@ fn markers_end_transactions_and_void_stale_verifications() {
                 Err(StorageError::InvalidProducerEpoch(_))
             ));
             // Clients may not write control batches.
-            let control = freshet::storage::batch::encode_control_batch(9, 2, true, 0, 0).unwrap();
+            let control = freshet_protocol::batch::encode_control_batch(9, 2, true, 0, 0).unwrap();
             assert!(matches!(
                 log.append(control, 0).await,
                 Err(StorageError::InvalidRecord(_))

@@ -7,7 +7,8 @@
 use crate::storage_common as common;
 
 use common::*;
-use freshet::storage::{batch, LogConfig, StorageError};
+use freshet::storage::{LogConfig, StorageError};
+use freshet_protocol::batch;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;
 

@@ -5,8 +5,8 @@
 use crate::storage_common as common;
 
 use common::*;
-use freshet::storage::batch;
 use freshet::storage::{LogConfig, ReadData, StorageError};
+use freshet_protocol::batch;
 use std::path::{Path, PathBuf};
 
 /// Batches appended; ~1.1 KB each, so about 50 per 60 KiB segment.

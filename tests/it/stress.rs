@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{metric_sum, RawConn, TestBroker};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};

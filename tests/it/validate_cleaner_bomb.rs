@@ -9,10 +9,10 @@
 use crate::storage_common;
 
 use bytes::Bytes;
-use freshet::storage::batch::{self, encode_batch, Compression, NewRecord};
 use freshet::storage::cleaner::{LogCleanState, OffsetMap};
-use freshet::storage::records::{zstd_bomb_batch, RECORD_BATCH_DECOMPRESSED_BYTES_MAX};
 use freshet::storage::{LogConfig, PartitionLog};
+use freshet_protocol::batch::{self, encode_batch, Compression, NewRecord};
+use freshet_protocol::records::{zstd_bomb_batch, RECORD_BATCH_DECOMPRESSED_BYTES_MAX};
 use std::time::Duration;
 use storage_common::{open, run};
 

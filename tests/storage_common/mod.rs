@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
-use freshet::storage::batch::{encode_batch, Compression, NewRecord};
 use freshet::storage::{LogConfig, PartitionLog, TailCache};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
@@ -119,7 +119,7 @@ pub async fn read_all(log: &PartitionLog, from: i64) -> Vec<Bytes> {
         let data = log.read(offset, 1 << 20, true).await.expect("read");
         assert!(!data.batches.is_empty(), "no progress at offset {offset}");
         for b in data.batches {
-            let h = freshet::storage::batch::validate(&b).expect("served batches are valid");
+            let h = freshet_protocol::batch::validate(&b).expect("served batches are valid");
             offset = h.last_offset() + 1;
             out.push(b);
         }

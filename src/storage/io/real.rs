@@ -214,7 +214,7 @@ impl RealFile {
             .create(create && self.slot.writable);
         let opened = match options.dma_open(&path).await {
             // Out of descriptors (connections took them): give back idle files, try once more.
-            Err(e) if crate::os::is_out_of_descriptors(&e) => {
+            Err(e) if crate::rt::is_out_of_descriptors(&e) => {
                 let shed = POOL.with(|p| p.borrow_mut().shed(OPEN_FILES_SHED_ON_EMFILE));
                 let freed = shed.len();
                 drop(shed);

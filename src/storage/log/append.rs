@@ -22,11 +22,11 @@
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
 use super::{check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment};
 use super::{LEADER_EPOCH, PENDING_BYTES_MAX};
-use crate::storage::batch::{self, BatchInfo};
 use crate::storage::producer_state::{BatchFacts, Check, ProducerError};
-use crate::storage::records::RecordRules;
 use crate::storage::{AppendInfo, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
+use freshet_protocol::batch::{self, BatchInfo};
+use freshet_protocol::records::RecordRules;
 use std::cell::RefCell;
 use std::rc::Rc;
 

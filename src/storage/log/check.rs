@@ -22,7 +22,8 @@
 //!   scan of `recover` (a failure there ends the scan, see its docs).
 
 use super::Pending;
-use crate::storage::{batch, StorageError};
+use crate::storage::StorageError;
+use freshet_protocol::batch;
 use std::path::Path;
 
 /// Write side, at offset assignment: `b` (one whole batch) has just been stamped to start at

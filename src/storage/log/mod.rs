@@ -59,9 +59,6 @@ mod retention;
 mod segment;
 mod txn;
 
-// Shim for this round: `cleaner.rs` still names the transaction-index module `log_txn`.
-use txn as log_txn;
-
 pub use recover::{prime_disk, PRIME_FILE_NAME};
 
 // Used by `cleaner` through `super::`.

@@ -19,8 +19,10 @@
 use super::check::{self, ReadRequest};
 use super::{Inner, Life, PartitionLog, READ_BYTES_MAX, SCAN_BATCH_BYTES_MAX};
 use crate::storage::io::DataFile;
-use crate::storage::{batch, records, ReadData, StorageError};
+use crate::storage::{ReadData, StorageError};
 use bytes::Bytes;
+use freshet_protocol::batch;
+use freshet_protocol::records;
 
 /// Bytes read beyond `max_bytes` so that one read also covers the walk from the index entry
 /// to the batch asked for.

@@ -34,8 +34,9 @@ use crate::storage::file_names::{self, segment_file_name, LOG_EXT, SEGMENT_EXTS}
 use crate::storage::io::{self, align_down, DataFile};
 use crate::storage::producer_state::{BatchFacts, ProducerStateTable};
 use crate::storage::txn_index::TxnIndexes;
-use crate::storage::{batch, producer_snapshot, LogConfig, StorageError};
+use crate::storage::{producer_snapshot, LogConfig, StorageError};
 use bytes::Bytes;
+use freshet_protocol::batch;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;

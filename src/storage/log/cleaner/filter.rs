@@ -13,9 +13,9 @@
 
 use super::{OffsetMap, ATTR_DELETE_HORIZON};
 use crate::protocol::varint;
-use crate::storage::batch::{self, BatchHeader};
-use crate::storage::records;
 use crate::storage::StorageError;
+use freshet_protocol::batch::{self, BatchHeader};
+use freshet_protocol::records;
 use std::collections::HashMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -384,8 +384,8 @@ pub fn validate_stored(b: &[u8]) -> Result<&BatchHeader, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::{encode_batch, Compression, NewRecord};
     use bytes::Bytes;
+    use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
 
     fn rec(key: &str, value: Option<&str>, ts: i64) -> NewRecord {
         (

@@ -10,10 +10,10 @@
 use super::filter::{corrupt, filter_batch, map_batch, FilterContext, Filtered};
 use super::swap::{swap_in, CleanedWriter, SegmentReader};
 use super::{OffsetMap, CLEANER_CHECKPOINT_FILE, PRODUCERS_TRACKED_MAX};
-use crate::storage::batch;
 use crate::storage::io::{self, DataFile};
 use crate::storage::log::{Life, PartitionLog, Shared};
 use crate::storage::{checkpoint, LogConfig, StorageError};
+use freshet_protocol::batch;
 use std::collections::HashMap;
 use std::path::Path;
 

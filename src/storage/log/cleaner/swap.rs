@@ -16,14 +16,14 @@
 
 use super::filter::{corrupt, validate_stored};
 use super::{CLEANER_BATCH_BYTES_MAX, CLEANER_IO_BYTES};
-use crate::storage::batch;
 use crate::storage::file_names::{
     self, segment_file_name, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT, TXN_INDEX_EXT,
 };
 use crate::storage::io::{self, align_down, DataFile};
-use crate::storage::log::{lock_meta, log_txn, write_indexes, Life, Segment, Shared};
+use crate::storage::log::{lock_meta, txn, write_indexes, Life, Segment, Shared};
 use crate::storage::StorageError;
 use bytes::Bytes;
+use freshet_protocol::batch;
 use std::path::Path;
 
 // ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ pub(super) async fn swap_in(
     // The aborted-transaction entries of the group go to the new segment's index first (a
     // superset until the swap: duplicates are ignored on read).
     let bases: Vec<i64> = group.iter().map(|&(b, _)| b).collect();
-    let old_txn_indexes = log_txn::merge_for_swap(shared, &bases).await?;
+    let old_txn_indexes = txn::merge_for_swap(shared, &bases).await?;
     // Commit point: from here a crash completes the swap on open.
     io::rename_file(&dir.join(&cleaned_name), &dir.join(&swap_name)).await?;
     io::sync_dir(dir).await?;
