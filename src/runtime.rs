@@ -519,13 +519,6 @@ fn lock_data_dir(config: &BrokerConfig) -> Result<File, StartError> {
     Ok(file)
 }
 
-/// Locked memory glommio needs per shard: three rings, each with its io_memory and ring
-/// entries (an estimate matching GLOMMIO.md's measurements).
-pub fn memlock_needed(config: &BrokerConfig, shards: usize) -> u64 {
-    let ring_bytes = (config.ring_depth as u64) * 64 * 2;
-    shards as u64 * 3 * (config.io_memory_bytes as u64 + ring_bytes)
-}
-
 fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError> {
     if crate::os::is_root() {
         return Ok(()); // root is not charged for locked memory.
@@ -533,7 +526,7 @@ fn check_memlock(config: &BrokerConfig, shards: usize) -> Result<(), StartError>
     let Some(have) = crate::os::memlock_limit_bytes() else {
         return Ok(()); // unlimited
     };
-    let need = memlock_needed(config, shards);
+    let need = crate::rt::memlock_needed(config.io_memory_bytes, config.ring_depth, shards);
     if have < need {
         return Err(StartError::Memlock { have, need, shards });
     }

@@ -169,3 +169,10 @@ pub fn run_on_new_executor<T>(
         .map_err(|e| e.to_string())?;
     Ok(ex.run(future))
 }
+
+/// Locked memory glommio needs for `shards` executors: three rings each, each with its
+/// io_memory and ring entries (an estimate matching GLOMMIO.md's measurements).
+pub fn memlock_needed(io_memory_bytes: usize, ring_depth: usize, shards: usize) -> u64 {
+    let ring_bytes = (ring_depth as u64) * 64 * 2;
+    shards as u64 * 3 * (io_memory_bytes as u64 + ring_bytes)
+}

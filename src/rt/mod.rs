@@ -17,6 +17,7 @@
 //! virtual under simulation) and [`sleep`].
 
 mod glommio_backend;
+mod join;
 pub mod net;
 pub mod sim;
 pub mod sync;
@@ -27,8 +28,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub use glommio_backend::{
-    is_out_of_descriptors, run_on_new_executor, start_pool, Pool, PoolSettings, PoolStartError,
+    is_out_of_descriptors, memlock_needed, run_on_new_executor, start_pool, Pool, PoolSettings,
+    PoolStartError,
 };
+pub use join::{first_of, join_all};
 pub use time::{now, sleep, unix_time_ms, Instant, Sleep};
 
 /// Spawns `future` as a task of this thread's executor (glommio's, or the simulation's).

@@ -393,7 +393,7 @@ async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), Respons
             plan.commit,
         )));
     }
-    for r in crate::api::join_all(writes).await {
+    for r in crate::rt::join_all(writes).await {
         r?;
     }
     if plan.commit && !plan.offsets.is_empty() {

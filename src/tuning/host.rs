@@ -293,7 +293,8 @@ fn memlock(opts: &HostOptions) -> Check {
     const WHY: &str = "glommio locks its io_uring rings and I/O buffers in memory; below the \
                        limit the broker refuses to start";
     let shards = opts.config.shard_count();
-    let need = crate::runtime::memlock_needed(&opts.config, shards);
+    let need =
+        crate::rt::memlock_needed(opts.config.io_memory_bytes, opts.config.ring_depth, shards);
     let want = format!(">= {} KiB ({shards} shards)", need.div_ceil(1024));
     if opts.uid == 0 {
         return check(

@@ -103,3 +103,41 @@ fn only_the_binary_uses_the_client_crate() {
         "the broker library uses the client crate: {offenders:?}"
     );
 }
+
+/// No import cycle between the broker crate's top-level modules (`tests/module_graph.py`
+/// prints the graph and its strongly connected components; issue 11 brought them to none).
+#[test]
+fn the_broker_modules_import_each_other_without_cycles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/module_graph.py"))
+        .arg(root.join("src"))
+        .output()
+        .expect("run python3 tests/module_graph.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "module_graph.py failed: {text}");
+    assert!(
+        text.lines().any(|l| l.trim() == "cycles: 0"),
+        "module import cycles:\n{text}"
+    );
+}
+
+/// glommio is named only behind the runtime seam (`src/rt/glommio_backend.rs`) and in the
+/// storage I/O layer's real backend (`src/storage/io/real.rs`, glommio's DmaFile).
+#[test]
+fn glommio_is_named_only_behind_the_runtime_seam_and_in_the_disk_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut naming: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("read source")
+                .contains("glommio::")
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    naming.sort();
+    assert_eq!(naming, ["rt/glommio_backend.rs", "storage/io/real.rs"]);
+}
