@@ -479,7 +479,7 @@ fn bind_admin(config: &BrokerConfig) -> Result<Option<OwnedFd>, StartError> {
     let Some(addr) = config.admin_addr()? else {
         return Ok(None);
     };
-    match std::net::TcpListener::bind(addr) {
+    match bind_admin_waiting_out_a_stale_socket(addr) {
         Ok(listener) => {
             tracing::info!(%addr, "admin HTTP listener (/metrics, /health, /ready)");
             Ok(Some(OwnedFd::from(listener)))
@@ -493,6 +493,47 @@ fn bind_admin(config: &BrokerConfig) -> Result<Option<OwnedFd>, StartError> {
             source,
         }),
     }
+}
+
+/// Binds `addr`; while it is taken by a listener that never answers (the admin socket of a
+/// broker just killed with -9, still held by its io_uring teardown, as `check_port_free`
+/// describes for the Kafka port), retries for up to [`ADMIN_STALE_WAIT_MAX`]. A listener that
+/// answers HTTP is a live one: the error is returned at once.
+fn bind_admin_waiting_out_a_stale_socket(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpListener> {
+    let started = Instant::now();
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < ADMIN_STALE_WAIT_MAX
+                    && !http_listener_answers(addr) =>
+            {
+                tracing::debug!(%addr, "admin address held by a listener that does not answer; waiting");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a start waits for a stale admin socket to go away.
+const ADMIN_STALE_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Whether an HTTP server answers a `GET /health` on `addr` within a short bound.
+fn http_listener_answers(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut probe) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+    else {
+        return false;
+    };
+    let _ = probe.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut answer = [0u8; 4];
+    probe
+        .write_all(b"GET /health HTTP/1.0\r\n\r\n")
+        .and_then(|()| probe.read_exact(&mut answer))
+        .is_ok()
 }
 
 /// When this process started (first call; `run_broker` calls it early).

@@ -206,6 +206,31 @@ fn an_explicit_admin_address_in_use_stops_the_start_and_off_disables_it() {
     });
 }
 
+/// A listening socket that never answers (a broker just killed with -9 keeps its sockets until
+/// its io_uring teardown ends) holds the admin address for a moment: the start waits it out
+/// instead of failing (it failed at once before, seen as a flaky restart in the suite).
+#[test]
+fn a_stale_admin_socket_is_waited_out_at_start() {
+    use std::io::{Read, Write};
+    common::within(Duration::from_secs(60), || {
+        let stale = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = stale.local_addr().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            drop(stale);
+        });
+        let broker = TestBroker::start_with(1, &["--admin-listen", &admin.to_string()]);
+        release.join().unwrap();
+        let mut conn = std::net::TcpStream::connect(admin).expect("admin listener is up");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1."), "{answer}");
+        drop(broker);
+    });
+}
+
 #[test]
 fn admin_listener_refuses_garbage_and_outlives_clients_that_send_nothing() {
     use std::io::{Read, Write};
