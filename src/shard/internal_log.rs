@@ -8,15 +8,20 @@
 //!   watermark is decoded by the log's [`RecordCodec`] and handed, in order, to a callback that
 //!   applies it to the caller's state machine. A batch that does not decode fails the load
 //!   (`CorruptMessage`): the state is never rebuilt from part of a log.
-//! - **Durable append** ([`InternalLog::append`]): the records are encoded into record batches
-//!   of at most [`InternalLogLimits::batch_records_max`] records and about
-//!   [`InternalLogLimits::batch_bytes_max`] bytes, written in ONE append (all or nothing after
-//!   a crash), and the `on_durable` callback runs only once the append is fdatasync'd: a
-//!   change applied there is never seen before it would survive a crash.
+//! - **Durable append** ([`InternalLog::append`]): the records are encoded into ONE record
+//!   batch (all or nothing after a crash: recovery keeps a prefix of whole batches, so an
+//!   append written as several batches could come back in part, as the simulator found; an
+//!   append larger than `max_message_bytes` is refused with MESSAGE_TOO_LARGE, as Kafka
+//!   refuses an OffsetCommit that does not fit one batch), and the `on_durable` callback runs
+//!   only once the append is fdatasync'd: a change applied there is never seen before it
+//!   would survive a crash.
 //! - **Compaction** ([`InternalLog::compact_if_due`]): once the log holds more than
 //!   `compact_records_min` records and more than `compact_ratio` times the live ones, a
 //!   snapshot of the live state (records that rebuild it on replay) is appended in one append
-//!   and the log start is moved past everything before it. Appends hold a shared lock and
+//!   of record batches of at most [`InternalLogLimits::batch_records_max`] records and about
+//!   [`InternalLogLimits::batch_bytes_max`] bytes (a part of it left by a crash replays to the
+//!   same state: it only repeats live records) and the log start is moved past everything
+//!   before it. Appends hold a shared lock and
 //!   compaction an exclusive one, so no append is between its write and its `on_durable` while
 //!   the snapshot is taken: every record below the snapshot is superseded by it. A crash
 //!   between the snapshot's append and the move of the log start leaves the old records and
@@ -63,9 +68,10 @@ pub struct InternalLogLimits {
     pub compact_records_min: usize,
     /// ... or at most this many times the live records.
     pub compact_ratio: usize,
-    /// Records per batch written.
+    /// Records per batch of a compaction snapshot (an append is always one batch).
     pub batch_records_max: usize,
-    /// Bytes of record data per batch written (estimated by [`RecordCodec::record_bytes`]).
+    /// Bytes of record data per batch of a compaction snapshot (estimated by
+    /// [`RecordCodec::record_bytes`]).
     pub batch_bytes_max: usize,
     /// The largest batch the log accepts (`max.message.bytes` of its partition log).
     pub max_message_bytes: u32,
@@ -184,9 +190,10 @@ impl<C: RecordCodec> InternalLog<C> {
         out
     }
 
-    /// Appends `records` durably, then hands them to `on_durable` (before any compaction can
-    /// take a snapshot). Nothing is written for no records. On an error nothing is applied
-    /// (the records may or may not be in the log: replay after a restart decides).
+    /// Appends `records` durably as one record batch (all or nothing after a crash), then
+    /// hands them to `on_durable` (before any compaction can take a snapshot). Nothing is
+    /// written for no records. On an error nothing is applied (the records may or may not be
+    /// in the log, all of them or none: replay after a restart decides).
     pub async fn append(
         &self,
         records: Vec<C::Record>,
@@ -197,7 +204,8 @@ impl<C: RecordCodec> InternalLog<C> {
             on_durable(records);
             return Ok(());
         }
-        let payload = self.encode(&records, now_ms)?;
+        let payload = C::encode_batch(&records, now_ms)
+            .map_err(|e| StorageError::InvalidRecord(format!("{}: {e}", C::NAME)))?;
         let Ok(_shared) = self.write_lock.read().await else {
             return Err(StorageError::Closed);
         };

@@ -18,13 +18,14 @@ use crate::storage::{StorageError, TailCache};
 const COMPACT_RECORDS_MIN: usize = 10_000;
 /// ... and more than this many times the live offsets.
 const COMPACT_RATIO: usize = 2;
-/// Records per batch written to the offsets log (each batch well under `max.message.bytes`).
+/// Records per batch of a compaction snapshot of the offsets log (each batch well under
+/// `max.message.bytes`; an append, e.g. one OffsetCommit, is always one batch).
 const BATCH_RECORDS_MAX: usize = 100;
 
 /// A group snapshot larger than this is not persisted (it would not fit a record batch).
 const GROUP_SNAPSHOT_BYTES_MAX: usize = 512 * 1024;
 
-/// Bytes of record data per batch written to the offsets log.
+/// Bytes of record data per batch of a compaction snapshot of the offsets log.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// The offsets log's name under `<data_dir>/internal/`.
