@@ -897,7 +897,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn seeds() {
     let n = env_u64("FRESHET_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
     let base = env_u64("FRESHET_SIM_BASE").unwrap_or(1);
-    println!("simulation: seeds {base}..{}", base + n);
+    println!("simulation: storage seeds {base}..{}", base + n);
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     let mut stats = Stats::default();
@@ -910,7 +910,7 @@ fn seeds() {
         }
     }
     println!(
-        "simulation: {} seeds in {:.1} s: {stats:?}",
+        "simulation: {} storage seeds in {:.1} s: {stats:?}",
         n,
         started.elapsed().as_secs_f64()
     );
