@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the deterministic simulators (issue 11); nothing real is touched: no disk, no timers.
 # - storage (tests/it/simulate.rs): each seed drives one PartitionLog on a simulated disk
-#   (storage::io::sim::SimDisk) with random appends, reads, retention, compaction rounds,
-#   closes, crashes and I/O faults, checking the log against a model after every step;
+#   (storage::io::sim::SimDisk) with random appends, reads, retention, closes, crashes and
+#   I/O faults, checking the log against a model after every step;
+# - compaction (tests/it/simulate_compact.rs): each seed drives one compacted PartitionLog on
+#   a SimDisk with keyed appends, cleaning rounds, crashes (also inside a swap) and faults,
+#   checking that the latest value of every key survives and offsets stay monotonic;
 # - internal logs (tests/it/simulate_internal.rs): each seed drives one InternalLog on a
 #   SimDisk with the state machine it feeds (even seeds: the offsets log; odd seeds: the
 #   cluster metadata log), random commands, compactions, crashes and faults, checking the
@@ -12,17 +15,18 @@
 #   bash tests/simulate.sh 200 --base 1000      # seeds 1000..1199 of each
 #   bash tests/simulate.sh --seed 1234          # replay one storage seed, printing every step
 #   bash tests/simulate.sh --internal-seed 1234 # replay one internal-log seed
+#   bash tests/simulate.sh --compact-seed 1234  # replay one compaction seed
 #
-# The last line is `simulation: T seeds passed, F failed`, counting the seeds of both
-# simulators (T + F = 2 N); the exit status is non-zero if a seed failed (each failure prints
+# The last line is `simulation: T seeds passed, F failed`, counting the seeds of all three
+# simulators (T + F = 3 N); the exit status is non-zero if a seed failed (each failure prints
 # its seed, its step and its replay command). A seed takes about 0.1 s (storage) and 0.03 s
-# (internal logs) in a debug build.
+# (internal logs, compaction) in a debug build.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-  echo "usage: bash tests/simulate.sh N [--base B] | --seed S | --internal-seed S" >&2
+  echo "usage: bash tests/simulate.sh N [--base B] | --seed S | --internal-seed S | --compact-seed S" >&2
   exit 2
 }
 
@@ -30,10 +34,12 @@ seeds=""
 base=""
 seed=""
 internal_seed=""
+compact_seed=""
 while (($#)); do
   case $1 in
     --seed) seed=${2:?}; shift 2 ;;
     --internal-seed) internal_seed=${2:?}; shift 2 ;;
+    --compact-seed) compact_seed=${2:?}; shift 2 ;;
     --base) base=${2:?}; shift 2 ;;
     [0-9]*) seeds=$1; shift ;;
     *) usage ;;
@@ -47,6 +53,9 @@ if [[ -n $seed ]]; then
 fi
 if [[ -n $internal_seed ]]; then
   FRESHET_SIM_SEED=$internal_seed exec cargo test --quiet --test it -- simulate_internal::replay --exact --nocapture
+fi
+if [[ -n $compact_seed ]]; then
+  FRESHET_SIM_SEED=$compact_seed exec cargo test --quiet --test it -- simulate_compact::replay --exact --nocapture
 fi
 [[ -n $seeds ]] || usage
 if [[ -z $base ]]; then
@@ -84,5 +93,6 @@ run() {
 }
 run simulate::seeds
 run simulate_internal::seeds
+run simulate_compact::seeds
 echo "simulation: $passed seeds passed, $failed failed"
 exit "$rc"
