@@ -47,9 +47,9 @@
 //! command: `bash tests/simulate.sh --seed S` (= `FRESHET_SIM_SEED=S cargo test --test it --
 //! simulate::replay --nocapture`), which prints every step.
 //!
-//! What this does not simulate yet: compaction (the cleaner reads an interrupted swap file
-//! through `std::fs`), transactions, several producers in flight, the internal logs and the
-//! coordinator state machines.
+//! What this does not simulate: compaction (`simulate_compact.rs` does), the internal logs
+//! and the metadata state machine (`simulate_internal.rs` does), transactions, several
+//! producers in flight.
 
 use crate::storage_common::producer_batch;
 use bytes::Bytes;

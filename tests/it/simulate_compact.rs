@@ -228,7 +228,7 @@ impl Sim {
                 return Err(fail(format!("no batch at {offset} below hw {hw}")));
             }
             for b in &data.batches {
-                let h = cleaner::validate_stored(&b)
+                let h = cleaner::validate_stored(b)
                     .map_err(|e| fail(format!("served a corrupt batch: {e:?}")))?;
                 if h.base_offset() <= last_seen || h.last_offset() < h.base_offset() {
                     return Err(fail(format!(

@@ -715,7 +715,7 @@ fn run_machine<M: Machine + 'static>(seed: u64, verbose: bool) -> (Verdict, Stri
 
 /// Runs one seed: even seeds the offsets scenario, odd seeds the metadata one.
 fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         run_machine::<OffsetsMachine>(seed, verbose)
     } else {
         run_machine::<MetadataMachine>(seed, verbose)
