@@ -202,11 +202,9 @@ impl TxnCoordinator {
         let Some(log) = self.log.borrow().clone() else {
             return;
         };
-        // An append is one batch: the tombstones go in batches of the snapshot's size (they
-        // need not be all or nothing).
-        for chunk in expired.chunks(COMPACT_BATCH_RECORDS_MAX) {
-            let count = chunk.len();
-            let tombstones = chunk.iter().map(|id| (id.clone(), None)).collect();
+        if !expired.is_empty() {
+            let count = expired.len();
+            let tombstones = expired.into_iter().map(|id| (id, None)).collect();
             match log.append(tombstones, now, |_| ()).await {
                 Ok(()) => tracing::info!(count, "expired transactional ids removed"),
                 // They come back at the next start (and expire again).

@@ -28,7 +28,8 @@
 //!   returns `Ok`, to the model's state (the model applies each acknowledged command).
 //! - An append fails only with an I/O error and only when the disk failed (a fault or a
 //!   power-off); a compaction likewise. After a failed append the log is reopened (crash or
-//!   close) before anything else: as a broker whose log directory failed.
+//!   close) before anything else: as a broker whose log directory failed. (So at most one
+//!   append is in doubt at a reopen; the appends are small enough for one batch each.)
 //! - Load by replay: after every reopen the replayed state equals the model, or, if the last
 //!   append failed, the model with that whole append applied (never part of it: one append is
 //!   all or nothing) and never anything that was not written. No acknowledged change lost.
@@ -787,7 +788,8 @@ fn same_seed_same_run() {
 /// records than one batch holds was written as several batches; a crash that tore its write
 /// left the first batches (recovery keeps every whole batch), so part of an OffsetCommit that
 /// was never acknowledged came back at the next load. One append must be all or nothing
-/// (Kafka writes an OffsetCommit as one batch). This powers the disk off after each disk
+/// (Kafka writes an OffsetCommit as one batch): it is now one batch whenever it fits
+/// `max_message_bytes`, whatever `batch_records_max` says. This powers the disk off after each disk
 /// operation of an 8-record append in turn, crashes (with several crash seeds: kept, lost
 /// or torn writes), reloads and checks all 8 records or none are there.
 #[test]
