@@ -18,14 +18,15 @@
 //! - The latest value per key survives: for every key, its last acknowledged record is in the
 //!   log unless a later record of that key is (written but not acknowledged, then found
 //!   durable): nothing acknowledged and not superseded is lost, across crashes in any step of
-//!   a round.
+//!   a round. A tombstone (one record in six) may be removed once its delete horizon passed
+//!   (`delete.retention.ms` is 0, 3 s or a day; the clock moves up to 1 s a step), but then
+//!   no older record of its key is left: a deleted key never comes back.
 //! - After a reopen the high watermark is the log end and past every acknowledged offset.
 //! - An append or a round fails only with an I/O error, and only when the disk failed.
 //!
 //! Seeds: `bash tests/simulate.sh N` runs N of them too; one seed:
 //! `bash tests/simulate.sh --compact-seed S` (= `FRESHET_SIM_SEED=S cargo test --test it --
-//! simulate_compact::replay --nocapture`). Not simulated here: tombstones and their delete
-//! horizon, idempotent producers and transactions in a compacted log, retention with
+//! simulate_compact::replay --nocapture`). Not simulated here: idempotent producers and transactions in a compacted log, retention with
 //! `cleanup.policy=compact,delete`.
 
 use crate::simulate::Rng;
@@ -111,6 +112,9 @@ struct Sim {
     acked: BTreeMap<i64, (String, String)>,
     /// Every value sent, with its key (values are unique).
     sent: HashMap<String, String>,
+    /// Per key, tombstones sent and not acknowledged (in flight, or failed: they may be in the
+    /// log, and may even have been removed after their horizon).
+    tombstones_unknown: HashMap<String, u32>,
     inflight: Vec<rt::JoinHandle<()>>,
     results: Results,
     next_value: u64,
@@ -153,6 +157,12 @@ impl Sim {
         let mut kv = Vec::new();
         for _ in 0..n {
             let key = format!("k{}", self.rng.below(KEYS));
+            // A tombstone now and then: the model's value "" (a value is never empty).
+            if self.rng.below(6) == 0 {
+                *self.tombstones_unknown.entry(key.clone()).or_default() += 1;
+                kv.push((key, String::new()));
+                continue;
+            }
             let value = format!("v{}", self.next_value);
             self.next_value += 1;
             self.sent.insert(value.clone(), key.clone());
@@ -163,7 +173,7 @@ impl Sim {
             .map(|(k, v)| {
                 (
                     Some(Bytes::from(k.clone())),
-                    Some(Bytes::from(v.clone())),
+                    (!v.is_empty()).then(|| Bytes::from(v.clone())),
                     self.now_ms,
                 )
             })
@@ -194,6 +204,11 @@ impl Sim {
                     }
                     for (i, r) in kv.into_iter().enumerate() {
                         let offset = info.base_offset + i as i64;
+                        if r.1.is_empty() {
+                            if let Some(n) = self.tombstones_unknown.get_mut(&r.0) {
+                                *n -= 1;
+                            }
+                        }
                         if let Some(old) = self.acked.insert(offset, r.clone()) {
                             return Err(format!(
                                 "acknowledged offset {offset} given again: {old:?} then {r:?}"
@@ -261,7 +276,8 @@ impl Sim {
                         return Err(fail(format!("record offset {} out of order", r.offset)));
                     }
                     prev = r.offset;
-                    if self.sent.get(&v) != Some(&k) {
+                    let tombstone = v.is_empty() && k.starts_with('k');
+                    if !tombstone && self.sent.get(&v) != Some(&k) {
                         return Err(fail(format!("served {k}={v} that was never sent")));
                     }
                     if let Some(a) = self.acked.get(&r.offset) {
@@ -276,16 +292,28 @@ impl Sim {
                 }
             }
         }
-        // The latest acknowledged record of each key survives unless superseded in the log.
-        let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
-        for (&o, (k, _)) in &self.acked {
-            latest.insert(k, o);
+        // The latest acknowledged record of each key survives unless superseded in the log; a
+        // tombstone may go once its delete horizon passed, but then no older value of its key
+        // may be left (a deleted key never comes back).
+        let mut latest: BTreeMap<&str, (i64, bool)> = BTreeMap::new();
+        for (&o, (k, v)) in &self.acked {
+            latest.insert(k, (o, v.is_empty()));
         }
-        for (k, o) in latest {
+        for (k, (o, tombstone)) in latest {
             let superseded = present.range(o + 1..).any(|(_, (pk, _))| pk == k);
-            if !superseded && !present.contains_key(&o) && o >= start {
+            if superseded || present.contains_key(&o) || o < start {
+                continue;
+            }
+            // A tombstone not acknowledged may be after it, then removed after its horizon.
+            let maybe_deleted = self.tombstones_unknown.get(k).is_some_and(|&n| n > 0);
+            if !tombstone && !maybe_deleted {
                 return Err(fail(format!(
                     "the latest acknowledged record of {k} (offset {o}) is gone (log {start}..{hw})"
+                )));
+            }
+            if let Some((old, _)) = present.range(..o).find(|(_, (pk, _))| pk == k) {
+                return Err(fail(format!(
+                    "{k} deleted at offset {o} (tombstone removed) came back with offset {old}"
                 )));
             }
         }
@@ -472,6 +500,8 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
                 cleanup_compact: true,
                 cleanup_delete: false,
                 min_cleanable_dirty_ratio: rng.pick(&[0.0f64, 0.5]),
+                // The clock advances up to 1 s per step: tombstones' horizons pass too.
+                delete_retention_ms: rng.pick(&[0i64, 3_000, 86_400_000]),
                 ..LogConfig::default()
             };
             let faults = if rng.below(2) == 0 {
@@ -508,6 +538,7 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
                 map: OffsetMap::with_memory(OFFSET_MAP_BYTES),
                 acked: BTreeMap::new(),
                 sent: HashMap::new(),
+                tombstones_unknown: HashMap::new(),
                 inflight: Vec::new(),
                 results: Rc::new(RefCell::new(Vec::new())),
                 next_value: 0,
