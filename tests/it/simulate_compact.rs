@@ -230,7 +230,8 @@ impl Sim {
         self.collect()
     }
 
-    /// Reads the whole log and checks it against the model (see the module doc).
+    /// Reads the whole log and checks it against the model (see the module doc). Long (~85
+    /// lines): one pass over the log, each check beside the data it reads.
     async fn check_log(&self, log: &PartitionLog) -> Result<(), StorageError> {
         let fail = |why: String| StorageError::CorruptMessage(why);
         let (start, hw) = (log.log_start_offset(), log.high_watermark());
@@ -488,6 +489,8 @@ impl Sim {
     }
 }
 
+/// Runs one seed on a thread of its own. Long (~100 lines): the seed's whole setup (config,
+/// faults, latency hook, state) and run, read top to bottom as in `simulate::run_seed`.
 fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
     let result = std::thread::spawn(move || {
         rt::sim::run(seed, async move {

@@ -619,7 +619,8 @@ impl<M: Machine> Sim<M> {
 }
 
 /// Runs one seed of scenario `M` on a thread of its own; returns the verdict, the trace of
-/// its steps and what it did.
+/// its steps and what it did. Long (~90 lines): the seed's whole setup (limits, faults,
+/// latency hook, state) and run, read top to bottom as in `simulate::run_seed`.
 fn run_machine<M: Machine + 'static>(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
     let result = std::thread::spawn(move || {
         rt::sim::run(seed, async move {
@@ -805,6 +806,8 @@ fn multi_batch_append_is_all_or_nothing() {
     }
 }
 
+/// One case of [`multi_batch_append_is_all_or_nothing`]. About 70 lines: setup, the torn
+/// append, the crash and the check in sequence.
 async fn torn_append(crash_seed: u64, fail_at: u64) -> Verdict {
     let disk = SimDisk::new(crash_seed);
     let _installed = sim::install(&disk);
