@@ -4,8 +4,8 @@
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
 #   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
 #      cargo build --all-targets, cargo test (unit + real-broker integration tests),
-#      bash tests/simulate.sh: SIM_SEEDS (default 200) seeds of the deterministic storage
-#      simulator (about 10-40 s on 2 cores),
+#      bash tests/simulate.sh: SIM_SEEDS (default 200) seeds of each deterministic simulator
+#      (storage, internal logs, compaction; about 20-60 s on 2 cores),
 #   4. bash tests/fuzz.sh: every cargo-fuzz target for FUZZ_SECONDS (default 25) seconds
 #      (installs cargo-fuzz into ~/.cargo/bin with `cargo install` when missing),
 #   5. pytest tests/python against target/debug/freshet (FRESHET_BIN).

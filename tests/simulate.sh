@@ -1,31 +1,45 @@
 #!/usr/bin/env bash
-# Runs the deterministic storage simulator (tests/it/simulate.rs, issue 11): each seed drives
-# one PartitionLog on a simulated disk (storage::io::sim::SimDisk) with random appends, reads,
-# retention, closes, crashes and I/O faults, checking the log against a model after every
-# step. Nothing real is touched: no disk, no timers.
+# Runs the deterministic simulators (issue 11); nothing real is touched: no disk, no timers.
+# - storage (tests/it/simulate.rs): each seed drives one PartitionLog on a simulated disk
+#   (storage::io::sim::SimDisk) with random appends, reads, retention, closes, crashes and
+#   I/O faults, checking the log against a model after every step;
+# - compaction (tests/it/simulate_compact.rs): each seed drives one compacted PartitionLog on
+#   a SimDisk with keyed appends, cleaning rounds, crashes (also inside a swap) and faults,
+#   checking that the latest value of every key survives and offsets stay monotonic;
+# - internal logs (tests/it/simulate_internal.rs): each seed drives one InternalLog on a
+#   SimDisk with the state machine it feeds (even seeds: the offsets log; odd seeds: the
+#   cluster metadata log), random commands, compactions, crashes and faults, checking the
+#   replayed and live state against a model after every step.
 #
-#   bash tests/simulate.sh 200               # 200 seeds from a random base
-#   bash tests/simulate.sh 200 --base 1000   # seeds 1000..1199
-#   bash tests/simulate.sh --seed 1234       # replay one seed, printing every step
+#   bash tests/simulate.sh 200                  # 200 seeds of each from a random base
+#   bash tests/simulate.sh 200 --base 1000      # seeds 1000..1199 of each
+#   bash tests/simulate.sh --seed 1234          # replay one storage seed, printing every step
+#   bash tests/simulate.sh --internal-seed 1234 # replay one internal-log seed
+#   bash tests/simulate.sh --compact-seed 1234  # replay one compaction seed
 #
-# The last line is `simulation: N seeds passed, F failed`; the exit status is non-zero if a
-# seed failed (each failure prints its seed, its step and the replay command above). A seed
-# takes well under a second in a debug build (about 0.1 s).
+# The last line is `simulation: T seeds passed, F failed`, counting the seeds of all three
+# simulators (T + F = 3 N); the exit status is non-zero if a seed failed (each failure prints
+# its seed, its step and its replay command). A seed takes about 0.1 s (storage) and 0.03 s
+# (internal logs, compaction) in a debug build.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-  echo "usage: bash tests/simulate.sh N [--base B] | --seed S" >&2
+  echo "usage: bash tests/simulate.sh N [--base B] | --seed S | --internal-seed S | --compact-seed S" >&2
   exit 2
 }
 
 seeds=""
 base=""
 seed=""
+internal_seed=""
+compact_seed=""
 while (($#)); do
   case $1 in
     --seed) seed=${2:?}; shift 2 ;;
+    --internal-seed) internal_seed=${2:?}; shift 2 ;;
+    --compact-seed) compact_seed=${2:?}; shift 2 ;;
     --base) base=${2:?}; shift 2 ;;
     [0-9]*) seeds=$1; shift ;;
     *) usage ;;
@@ -37,6 +51,12 @@ cargo test --test it --no-run --quiet 2>&1 | grep -v '^ *Executable' || true
 if [[ -n $seed ]]; then
   FRESHET_SIM_SEED=$seed exec cargo test --quiet --test it -- simulate::replay --exact --nocapture
 fi
+if [[ -n $internal_seed ]]; then
+  FRESHET_SIM_SEED=$internal_seed exec cargo test --quiet --test it -- simulate_internal::replay --exact --nocapture
+fi
+if [[ -n $compact_seed ]]; then
+  FRESHET_SIM_SEED=$compact_seed exec cargo test --quiet --test it -- simulate_compact::replay --exact --nocapture
+fi
 [[ -n $seeds ]] || usage
 if [[ -z $base ]]; then
   base=$(( $(od -An -N4 -tu4 /dev/urandom) % 1000000000 ))
@@ -44,20 +64,35 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-set +e
-FRESHET_SIM_SEEDS=$seeds FRESHET_SIM_BASE=$base \
-  cargo test --quiet --test it -- simulate::seeds --exact --nocapture 2>&1 | tee "$log" |
-  grep -E '^(simulation: seeds|seed [0-9]+ FAILED|  replay:)'
-rc=${PIPESTATUS[0]}
-set -e
-summary=$(grep -E '^simulation: [0-9]+ seeds in' "$log" || true)
-[[ -n $summary ]] && echo "$summary"
-result=$(grep -E '^simulation: [0-9]+ seeds passed, [0-9]+ failed$' "$log" || true)
-if [[ -z $result ]]; then
-  # The harness itself failed (did not build, or died): every seed counts as failed.
-  tail -20 "$log" >&2
-  result="simulation: 0 seeds passed, $seeds failed"
-  rc=1
-fi
-echo "$result"
+passed=0
+failed=0
+rc=0
+# run TEST: one simulator's N seeds; adds its counts to passed/failed.
+run() {
+  local test=$1 run_rc result
+  set +e
+  FRESHET_SIM_SEEDS=$seeds FRESHET_SIM_BASE=$base \
+    cargo test --quiet --test it -- "$test" --exact --nocapture >"$log" 2>&1
+  run_rc=$?
+  set -e
+  grep -E '^(simulation: .*seeds [0-9]+\.\.|seed [0-9]+ FAILED|  replay:|simulation: [0-9]+ .*seeds in)' "$log" || true
+  result=$(grep -E '^simulation: [0-9]+ seeds passed, [0-9]+ failed$' "$log" || true)
+  if [[ -z $result ]]; then
+    # The harness itself failed (did not build, or died): every seed counts as failed.
+    tail -20 "$log" >&2
+    result="simulation: 0 seeds passed, $seeds failed"
+    run_rc=1
+  fi
+  echo "$test: ${result#simulation: }"
+  local p f
+  p=$(sed -E 's/^simulation: ([0-9]+) seeds passed, ([0-9]+) failed$/\1/' <<<"$result")
+  f=$(sed -E 's/^simulation: ([0-9]+) seeds passed, ([0-9]+) failed$/\2/' <<<"$result")
+  passed=$((passed + p))
+  failed=$((failed + f))
+  ((run_rc == 0)) || rc=1
+}
+run simulate::seeds
+run simulate_internal::seeds
+run simulate_compact::seeds
+echo "simulation: $passed seeds passed, $failed failed"
 exit "$rc"

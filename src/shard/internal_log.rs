@@ -8,15 +8,22 @@
 //!   watermark is decoded by the log's [`RecordCodec`] and handed, in order, to a callback that
 //!   applies it to the caller's state machine. A batch that does not decode fails the load
 //!   (`CorruptMessage`): the state is never rebuilt from part of a log.
-//! - **Durable append** ([`InternalLog::append`]): the records are encoded into record batches
-//!   of at most [`InternalLogLimits::batch_records_max`] records and about
-//!   [`InternalLogLimits::batch_bytes_max`] bytes, written in ONE append (all or nothing after
-//!   a crash), and the `on_durable` callback runs only once the append is fdatasync'd: a
-//!   change applied there is never seen before it would survive a crash.
+//! - **Durable append** ([`InternalLog::append`]): the records are encoded into ONE record
+//!   batch when they fit `max_message_bytes` (all or nothing after a crash: recovery keeps a
+//!   prefix of whole batches, so an append written as several batches could come back in
+//!   part, as the simulator found: half an OffsetCommit); only a larger append (many group
+//!   snapshots, tombstones of many expired offsets or ids) is split into batches of at most
+//!   [`InternalLogLimits::batch_records_max`] records and about
+//!   [`InternalLogLimits::batch_bytes_max`] bytes, each of them whole after a crash. The
+//!   `on_durable` callback runs only once the append is fdatasync'd: a change applied there is
+//!   never seen before it would survive a crash.
 //! - **Compaction** ([`InternalLog::compact_if_due`]): once the log holds more than
 //!   `compact_records_min` records and more than `compact_ratio` times the live ones, a
 //!   snapshot of the live state (records that rebuild it on replay) is appended in one append
-//!   and the log start is moved past everything before it. Appends hold a shared lock and
+//!   of record batches of at most [`InternalLogLimits::batch_records_max`] records and about
+//!   [`InternalLogLimits::batch_bytes_max`] bytes (a part of it left by a crash replays to the
+//!   same state: it only repeats live records) and the log start is moved past everything
+//!   before it. Appends hold a shared lock and
 //!   compaction an exclusive one, so no append is between its write and its `on_durable` while
 //!   the snapshot is taken: every record below the snapshot is superseded by it. A crash
 //!   between the snapshot's append and the move of the log start leaves the old records and
@@ -63,9 +70,10 @@ pub struct InternalLogLimits {
     pub compact_records_min: usize,
     /// ... or at most this many times the live records.
     pub compact_ratio: usize,
-    /// Records per batch written.
+    /// Records per batch of a compaction snapshot or of an append too large for one batch.
     pub batch_records_max: usize,
-    /// Bytes of record data per batch written (estimated by [`RecordCodec::record_bytes`]).
+    /// Bytes of record data per batch of a compaction snapshot or of an append too large for
+    /// one batch (estimated by [`RecordCodec::record_bytes`]).
     pub batch_bytes_max: usize,
     /// The largest batch the log accepts (`max.message.bytes` of its partition log).
     pub max_message_bytes: u32,
@@ -184,9 +192,11 @@ impl<C: RecordCodec> InternalLog<C> {
         out
     }
 
-    /// Appends `records` durably, then hands them to `on_durable` (before any compaction can
-    /// take a snapshot). Nothing is written for no records. On an error nothing is applied
-    /// (the records may or may not be in the log: replay after a restart decides).
+    /// Appends `records` durably, as one record batch if they fit `max_message_bytes` (all
+    /// or nothing after a crash; else as several, each whole), then hands them to
+    /// `on_durable` (before any compaction can take a snapshot). Nothing is written for no
+    /// records. On an error nothing is applied (the records may or may not be in the log:
+    /// replay after a restart decides).
     pub async fn append(
         &self,
         records: Vec<C::Record>,
@@ -197,7 +207,12 @@ impl<C: RecordCodec> InternalLog<C> {
             on_durable(records);
             return Ok(());
         }
-        let payload = self.encode(&records, now_ms)?;
+        let payload = match C::encode_batch(&records, now_ms) {
+            Ok(batch) if batch.len() <= self.limits.max_message_bytes as usize => batch,
+            // Larger than one batch may be: split (a crash may keep a prefix of the batches).
+            Ok(_) => self.encode(&records, now_ms)?,
+            Err(e) => return Err(StorageError::InvalidRecord(format!("{}: {e}", C::NAME))),
+        };
         let Ok(_shared) = self.write_lock.read().await else {
             return Err(StorageError::Closed);
         };
@@ -407,6 +422,46 @@ mod tests {
             let (log, again) = open(&dir, cache).await;
             assert_eq!(again, table);
             assert_eq!(log.records(), 4);
+            log.close().await.unwrap();
+        });
+    }
+
+    /// An append that fits one batch is one batch (all or nothing after a crash); one larger
+    /// than `max_message_bytes` is split into batches and still written whole.
+    #[test]
+    fn an_append_is_one_batch_unless_too_large_for_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("internal").join("kv-0");
+        run(async move {
+            let cache = TailCache::new(1 << 20);
+            let (log, mut table) = open(&dir, cache.clone()).await;
+            let apply_all = |table: &mut Table, rs: Vec<(String, String)>| {
+                rs.into_iter().for_each(|r| apply(table, r))
+            };
+            // 30 records: three batches by `batch_records_max`, but they fit one.
+            let small: Vec<_> = (0..30).map(|k| (format!("s{k}"), "v".into())).collect();
+            log.append(small, 1, |rs| apply_all(&mut table, rs))
+                .await
+                .unwrap();
+            assert_eq!(log.offsets(), (0, 30));
+            let batches = log.log.read(0, 1 << 20, true).await.unwrap().batches;
+            assert_eq!(
+                batches.len(),
+                1,
+                "an append that fits one batch is one batch"
+            );
+            // 20 records of 5 KiB: 100 KiB, more than one batch may hold (64 KiB).
+            let large: Vec<_> = (0..20)
+                .map(|k| (format!("l{k}"), "x".repeat(5 << 10)))
+                .collect();
+            log.append(large, 1, |rs| apply_all(&mut table, rs))
+                .await
+                .unwrap();
+            assert_eq!(log.offsets(), (0, 50));
+            log.close().await.unwrap();
+            let (log, replayed) = open(&dir, cache).await;
+            assert_eq!(replayed, table);
+            assert_eq!(replayed.len(), 50);
             log.close().await.unwrap();
         });
     }

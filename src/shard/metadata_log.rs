@@ -139,20 +139,25 @@ async fn replay(
         &metadata_log_dir(data_dir),
         METADATA_LOG_LIMITS,
         cache,
-        |record| {
-            metadata = Some(match (&metadata, record) {
-                (_, MetadataRecord::Snapshot { metadata }) => metadata,
-                (Some(current), change) => current.replay(&change),
-                // A change before any snapshot: the log starts with one, so this is damage.
-                (None, change) => {
-                    tracing::error!(?change, "metadata log: a change before the first snapshot");
-                    ClusterMetadata::default().replay(&change)
-                }
-            });
-        },
+        |record| replay_record(&mut metadata, record),
     )
     .await?;
     Ok((log, metadata))
+}
+
+/// Applies one record read back from the metadata log to the metadata replayed so far
+/// (`None` before the first snapshot): what a load does for every record, in log order (the
+/// simulator replays with it too).
+pub fn replay_record(metadata: &mut Option<ClusterMetadata>, record: MetadataRecord) {
+    *metadata = Some(match (&*metadata, record) {
+        (_, MetadataRecord::Snapshot { metadata }) => metadata,
+        (Some(current), change) => current.replay(&change),
+        // A change before any snapshot: the log starts with one, so this is damage.
+        (None, change) => {
+            tracing::error!(?change, "metadata log: a change before the first snapshot");
+            ClusterMetadata::default().replay(&change)
+        }
+    });
 }
 
 /// Loads the metadata at startup, migrating `cluster-metadata.json` into the log, or creating

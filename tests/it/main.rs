@@ -61,6 +61,8 @@ mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
 mod simulate;
+mod simulate_compact;
+mod simulate_internal;
 mod storage_compact;
 mod storage_crash;
 mod storage_ioerror;

@@ -47,9 +47,9 @@
 //! command: `bash tests/simulate.sh --seed S` (= `FRESHET_SIM_SEED=S cargo test --test it --
 //! simulate::replay --nocapture`), which prints every step.
 //!
-//! What this does not simulate yet: compaction (the cleaner reads an interrupted swap file
-//! through `std::fs`), transactions, several producers in flight, the internal logs and the
-//! coordinator state machines.
+//! What this does not simulate: compaction (`simulate_compact.rs` does), the internal logs
+//! and the metadata state machine (`simulate_internal.rs` does), transactions, several
+//! producers in flight.
 
 use crate::storage_common::producer_batch;
 use bytes::Bytes;
@@ -79,24 +79,24 @@ const LATENCY_STEP_US: u64 = 50;
 const REOPEN_ATTEMPTS_MAX: usize = 10;
 
 /// xorshift64* through splitmix64.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Rng((z ^ (z >> 31)) | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+    pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]
     }
 }
@@ -897,7 +897,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn seeds() {
     let n = env_u64("FRESHET_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
     let base = env_u64("FRESHET_SIM_BASE").unwrap_or(1);
-    println!("simulation: seeds {base}..{}", base + n);
+    println!("simulation: storage seeds {base}..{}", base + n);
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     let mut stats = Stats::default();
@@ -910,7 +910,7 @@ fn seeds() {
         }
     }
     println!(
-        "simulation: {} seeds in {:.1} s: {stats:?}",
+        "simulation: {} storage seeds in {:.1} s: {stats:?}",
         n,
         started.elapsed().as_secs_f64()
     );

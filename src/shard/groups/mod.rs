@@ -41,7 +41,7 @@
 mod describe;
 mod membership;
 mod offsets_api;
-mod offsets_log;
+pub mod offsets_log;
 #[cfg(test)]
 mod tests;
 mod timers;

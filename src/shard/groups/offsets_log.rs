@@ -18,13 +18,16 @@ use crate::storage::{StorageError, TailCache};
 const COMPACT_RECORDS_MIN: usize = 10_000;
 /// ... and more than this many times the live offsets.
 const COMPACT_RATIO: usize = 2;
-/// Records per batch written to the offsets log (each batch well under `max.message.bytes`).
+/// Records per batch of a compaction snapshot of the offsets log, or of an append too large
+/// for one batch (each batch well under `max.message.bytes`; an OffsetCommit that fits one
+/// batch is written as one).
 const BATCH_RECORDS_MAX: usize = 100;
 
 /// A group snapshot larger than this is not persisted (it would not fit a record batch).
 const GROUP_SNAPSHOT_BYTES_MAX: usize = 512 * 1024;
 
-/// Bytes of record data per batch written to the offsets log.
+/// Bytes of record data per batch of a compaction snapshot of the offsets log (or of an
+/// append too large for one batch).
 const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// The offsets log's name under `<data_dir>/internal/`.

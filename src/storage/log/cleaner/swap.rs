@@ -262,16 +262,16 @@ pub(super) async fn swap_in(
 // ---------------------------------------------------------------------------------------------
 // Recovery of an interrupted swap.
 
-/// Last offset of the batches in a (committed, fully written) swap file.
-fn swap_last_offset(path: &Path) -> std::io::Result<Option<i64>> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
+/// Last offset of the batches in a (committed, fully written) swap file, read through
+/// `storage::io` (so recovery of an interrupted swap runs on the simulated disk too): one
+/// header read per batch.
+async fn swap_last_offset(path: &Path) -> Result<Option<i64>, StorageError> {
+    let f = DataFile::open_read(path).await?;
+    let len = f.size().await?;
     let mut pos = 0u64;
     let mut last = None;
-    let mut head = [0u8; batch::HEADER_LEN];
     while pos + batch::HEADER_LEN as u64 <= len {
-        f.read_exact_at(&mut head, pos)?;
+        let head = f.read(pos, batch::HEADER_LEN).await?;
         let Some(h) = batch::header(&head) else {
             break;
         };
@@ -306,10 +306,7 @@ pub async fn finish_interrupted_swaps(dir: &Path) -> Result<(), StorageError> {
     for base in swaps {
         let swap_name = file_names::swap_file_name(base);
         let swap_path = dir.join(&swap_name);
-        let p = swap_path.clone();
-        let last = io::blocking(move || swap_last_offset(&p))
-            .await
-            .map_err(io::io_err("scan swap segment"))?;
+        let last = swap_last_offset(&swap_path).await?;
         let Some(last) = last else {
             tracing::warn!(dir = %dir.display(), base, "empty swap segment discarded");
             io::remove_files(dir, vec![swap_name]).await?;
