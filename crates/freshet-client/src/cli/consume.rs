@@ -101,6 +101,7 @@ struct Out<'a> {
 }
 
 /// Renders a record with `format` (`json` or a template).
+// Long: one flat match over the template's escapes, read as a table.
 fn render(format: &str, r: &Out<'_>, out: &mut Vec<u8>) {
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     if format == "json" {
@@ -213,12 +214,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         {
             break;
         }
-        let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-        for (i, p) in positions.iter().enumerate() {
-            if p.end.is_none_or(|e| p.offset < e) {
-                by_leader.entry(p.leader).or_default().push(i);
-            }
-        }
+        let by_leader = unfinished_by_leader(&positions);
         let wait_ms = match args.timeout_ms {
             Some(t) => (t as i64 - printer.last_record.elapsed().as_millis() as i64)
                 .clamp(0, FETCH_WAIT_MS as i64) as i32,
@@ -226,7 +222,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         };
         let mut leaders_moved = false;
         for (leader, indexes) in by_leader {
-            let fetched = fetch_and_print(
+            match fetch_and_print(
                 &args,
                 &mut session,
                 &metadata,
@@ -235,8 +231,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 wait_ms,
                 &mut positions,
                 &mut printer,
-            )?;
-            match fetched {
+            )? {
                 ControlFlow::Break(()) => return Ok(()),
                 ControlFlow::Continue(moved) => leaders_moved |= moved,
             }
@@ -245,17 +240,13 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             return stdout_closed(e);
         }
         if leaders_moved {
-            // Leadership moved (another broker of a cluster leads now): ask Metadata again.
-            leader_refreshes += 1;
-            if leader_refreshes > LEADER_REFRESHES_MAX {
-                return Err(CliError::kafka(
-                    6,
-                    format!("fetch from {topic}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes"),
-                ));
-            }
-            std::thread::sleep(LEADER_REFRESH_BACKOFF);
-            metadata = session.topics_metadata(&[topic])?;
-            refresh_leaders(topic, &metadata, &mut positions)?;
+            refresh_leaders(
+                &mut session,
+                topic,
+                &mut metadata,
+                &mut positions,
+                &mut leader_refreshes,
+            )?;
         } else {
             leader_refreshes = 0;
         }
@@ -266,6 +257,17 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The indexes of the positions not at their end yet, by leader.
+fn unfinished_by_leader(positions: &[Position]) -> BTreeMap<i32, Vec<usize>> {
+    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, p) in positions.iter().enumerate() {
+        if p.end.is_none_or(|e| p.offset < e) {
+            by_leader.entry(p.leader).or_default().push(i);
+        }
+    }
+    by_leader
 }
 
 /// Where the records go, and how many went.
@@ -460,12 +462,25 @@ fn print_records(
     Ok(ControlFlow::Continue(()))
 }
 
-/// Takes each position's leader from fresh `metadata`; an error if a partition has none.
+/// Leadership moved (another broker of a cluster leads now): asks Metadata again, after a
+/// backoff, and takes each position's leader from it. An error after
+/// [`LEADER_REFRESHES_MAX`] refreshes in a row, or if a partition has no leader.
 fn refresh_leaders(
+    session: &mut Session,
     topic: &str,
-    metadata: &ClusterMetadata,
+    metadata: &mut ClusterMetadata,
     positions: &mut [Position],
+    leader_refreshes: &mut u32,
 ) -> Result<()> {
+    *leader_refreshes += 1;
+    if *leader_refreshes > LEADER_REFRESHES_MAX {
+        return Err(CliError::kafka(
+            6,
+            format!("fetch from {topic}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes"),
+        ));
+    }
+    std::thread::sleep(LEADER_REFRESH_BACKOFF);
+    *metadata = session.topics_metadata(&[topic])?;
     let info = metadata.topic(topic).expect("checked by topics_metadata");
     for p in positions.iter_mut() {
         p.leader = info
