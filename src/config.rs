@@ -270,6 +270,7 @@ impl BrokerConfig {
     }
 
     /// Checks values that would otherwise fail later in a less clear way.
+    // Long: a flat list of independent checks, one per setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.admin_addr()?;

@@ -174,6 +174,8 @@ fn seed_records(count: usize, shape: u8) -> Option<Vec<u8>> {
 /// also change `recordsCount` by `value as i8` of the last op. The records are then
 /// compressed with the codec and the batch's length and CRC-32C fixed, so the batch checks
 /// pass and only the records are wrong.
+// Long: one fuzz case (decode the input, mutate the records, re-frame, check every reader
+// agrees), read top to bottom.
 pub fn record_mutations(data: &[u8]) -> Verdict {
     use crate::storage::cleaner;
     use freshet_protocol::records;

@@ -477,6 +477,8 @@ impl ConsumerGroup {
 
     /// Kafka's `CurrentAssignmentBuilder`: moves `member_id` towards its target given the
     /// partitions it reports owning. Returns true if its assignment or epoch changed.
+    // Long: one member's reconciliation state machine (Kafka's CurrentAssignmentBuilder), a
+    // transition read as one.
     fn reconcile(
         &mut self,
         member_id: &str,

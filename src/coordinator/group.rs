@@ -816,6 +816,8 @@ impl Groups {
         self.tracked(&group_id, |g| g.join_inner(now_ms, request_id, req))
     }
 
+    // Long: JoinGroup's transition of the classic group state machine, read as one (as Kafka's
+    // GroupCoordinator.handleJoinGroup); its checks must be seen in order.
     fn join_inner(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
@@ -971,6 +973,8 @@ impl Groups {
         self.tracked(&group_id, |g| g.sync_inner(now_ms, request_id, req))
     }
 
+    // Long: SyncGroup's transition of the classic group state machine, read as one (as Kafka's
+    // GroupCoordinator.handleSyncGroup).
     fn sync_inner(&mut self, now_ms: i64, request_id: RequestId, req: SyncRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut reply = |r: SyncResponse| {

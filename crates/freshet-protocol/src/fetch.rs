@@ -135,6 +135,8 @@ impl Framer {
 /// framing bytes (a few `Bytes` slices of one buffer) interleaved with the record batches given,
 /// which are cloned (reference counts), never copied. The pieces start with the 4-byte size
 /// prefix and the response header (v1, flexible, from Fetch v12).
+// Long: the response's fields in wire order, field by field per version; split, the order
+// would be harder to check against the schema.
 pub fn encode_fetch_response(
     version: i16,
     correlation_id: i32,
