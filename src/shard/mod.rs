@@ -559,6 +559,27 @@ impl Shard {
         } else {
             current.partition_count()
         };
+        if let Some(error) = self.partition_cap_error(before, after) {
+            // Nothing is applied: every command of a real request fails with it.
+            return refuse_all(&commands, results, &error, validate_only);
+        }
+        if validate_only || current.version == self.metadata().version {
+            return results;
+        }
+        if let Err(e) = self.metadata_log.append(records, &current).await {
+            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(storage_unavailable())))
+                .collect();
+        }
+        self.publish_metadata(current).await;
+        results
+    }
+
+    /// The error for a metadata change that would take the broker from `before` to `after`
+    /// partitions, past max_partitions_per_broker (none if it stays within it, or shrinks).
+    fn partition_cap_error(&self, before: u64, after: u64) -> Option<MetadataError> {
         let cap = self.config.max_partitions_per_broker;
         if cap > 0 && after > before && after > cap as u64 {
             let error = MetadataError {
@@ -574,34 +595,14 @@ impl Shard {
                 cap,
                 "refused a metadata change over the partition cap"
             );
-            // Nothing is applied: every command of a real request fails with it.
-            return commands
-                .iter()
-                .zip(results)
-                .map(|(command, result)| {
-                    let adds = matches!(
-                        command,
-                        MetadataCommand::CreateTopic { .. }
-                            | MetadataCommand::CreatePartitions { .. }
-                    );
-                    if adds || !validate_only {
-                        result.and(Err(error.clone()))
-                    } else {
-                        result
-                    }
-                })
-                .collect();
+            return Some(error);
         }
-        if validate_only || current.version == self.metadata().version {
-            return results;
-        }
-        if let Err(e) = self.metadata_log.append(records, &current).await {
-            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
-            return results
-                .into_iter()
-                .map(|r| r.and(Err(storage_unavailable())))
-                .collect();
-        }
+        None
+    }
+
+    /// Publishes new metadata to every shard (which open or delete partitions), then drops the
+    /// committed offsets of deleted topics.
+    async fn publish_metadata(self: &Rc<Self>, current: ClusterMetadata) {
         let previous = self.metadata();
         let deleted_topics: Vec<String> = previous
             .topics
@@ -624,7 +625,6 @@ impl Shard {
                 tracing::error!(error = ?e, "deleting committed offsets of deleted topics failed");
             }
         }
-        results
     }
 
     /// Hands out a producer id never given before (coordinator shard). Reserves a new block
@@ -829,4 +829,29 @@ fn storage_unavailable() -> MetadataError {
         code: kafka_protocol::error::ResponseError::KafkaStorageError,
         message: "The broker could not persist the metadata change".into(),
     }
+}
+
+/// Every command's result when a request is refused as a whole with `error`: a real request
+/// fails every command; a validate_only one fails the commands that add partitions.
+fn refuse_all(
+    commands: &[MetadataCommand],
+    results: Vec<Result<(), MetadataError>>,
+    error: &MetadataError,
+    validate_only: bool,
+) -> Vec<Result<(), MetadataError>> {
+    commands
+        .iter()
+        .zip(results)
+        .map(|(command, result)| {
+            let adds = matches!(
+                command,
+                MetadataCommand::CreateTopic { .. } | MetadataCommand::CreatePartitions { .. }
+            );
+            if adds || !validate_only {
+                result.and(Err(error.clone()))
+            } else {
+                result
+            }
+        })
+        .collect()
 }
