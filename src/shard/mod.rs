@@ -324,7 +324,38 @@ impl Shard {
     }
 
     async fn reconcile(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
-        // Partitions of topics that vanished, or were re-created under a new id, are deleted.
+        self.delete_vanished(previous, next);
+        // A change of the dynamic broker log configs reaches every topic (Kafka's
+        // `DynamicLogConfig.reconfigure`); those with their own override keep it.
+        let defaults_changed =
+            broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
+                != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
+        self.remove_gone_offline(previous, next).await;
+        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
+        for (name, topic) in &next.topics {
+            let config_changed = previous.topics.get(name).is_some_and(|old| {
+                old.id == topic.id && (defaults_changed || old.configs != topic.configs)
+            });
+            let log_config = self.log_config(next, name);
+            for p in 0..topic.partitions {
+                if self.owner(name, p) != self.id {
+                    continue;
+                }
+                match self.partition(name, p) {
+                    Some(partition) => {
+                        if config_changed {
+                            partition.log.set_config(log_config.clone());
+                        }
+                    }
+                    None => to_open.push((name.clone(), p, log_config.clone())),
+                }
+            }
+        }
+        self.open_logs(to_open).await;
+    }
+
+    /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
+    fn delete_vanished(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()
@@ -345,14 +376,12 @@ impl Shard {
                 self.delete_in_background(key, partition);
             }
         }
-        // A change of the dynamic broker log configs reaches every topic (Kafka's
-        // `DynamicLogConfig.reconfigure`); those with their own override keep it.
-        let defaults_changed =
-            broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
-                != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
-        // Offline partitions (never opened) of topics that vanished or were re-created: the
-        // operator deleted the topic, so its damaged files go too (a new topic of that name must
-        // not open them).
+    }
+
+    /// Offline partitions (never opened) of topics that vanished or were re-created: the
+    /// operator deleted the topic, so its damaged files go too (a new topic of that name must
+    /// not open them).
+    async fn remove_gone_offline(&self, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let gone: Vec<TopicPartition> = OFFLINE_PARTITIONS
             .lock()
             .map(|set| {
@@ -376,27 +405,6 @@ impl Shard {
                 tracing::error!(topic = %topic, partition = p, error = %e, "removing the files of a deleted offline partition failed");
             }
         }
-        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
-        for (name, topic) in &next.topics {
-            let config_changed = previous.topics.get(name).is_some_and(|old| {
-                old.id == topic.id && (defaults_changed || old.configs != topic.configs)
-            });
-            let log_config = self.log_config(next, name);
-            for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id {
-                    continue;
-                }
-                match self.partition(name, p) {
-                    Some(partition) => {
-                        if config_changed {
-                            partition.log.set_config(log_config.clone());
-                        }
-                    }
-                    None => to_open.push((name.clone(), p, log_config.clone())),
-                }
-            }
-        }
-        self.open_logs(to_open).await;
     }
 
     /// Opens the logs of `partitions` (recovery included), at most
