@@ -477,8 +477,6 @@ impl ConsumerGroup {
 
     /// Kafka's `CurrentAssignmentBuilder`: moves `member_id` towards its target given the
     /// partitions it reports owning. Returns true if its assignment or epoch changed.
-    // Long: one member's reconciliation state machine (Kafka's CurrentAssignmentBuilder), a
-    // transition read as one.
     fn reconcile(
         &mut self,
         member_id: &str,
@@ -508,35 +506,8 @@ impl ConsumerGroup {
         };
         let current = member.assigned.clone();
         let target = self.target.get(member_id).cloned().unwrap_or_default();
-        let mut assigned = Assignment::new();
-        let mut pending = Assignment::new();
-        let mut to_assign = Assignment::new();
-        let mut unreleased = false;
-        let topic_ids: BTreeSet<Uuid> = target.keys().chain(current.keys()).copied().collect();
-        let empty = BTreeSet::new();
-        for t in topic_ids {
-            let tgt = target.get(&t).unwrap_or(&empty);
-            let cur = current.get(&t).unwrap_or(&empty);
-            let keep: BTreeSet<i32> = cur.intersection(tgt).copied().collect();
-            let revoke: BTreeSet<i32> = cur.difference(&keep).copied().collect();
-            let mut add: BTreeSet<i32> = tgt.difference(&keep).copied().collect();
-            let before_len = add.len();
-            add.retain(|p| {
-                self.owners
-                    .get(&(t, *p))
-                    .is_none_or(|owner| owner == member_id)
-            });
-            unreleased |= add.len() != before_len;
-            if !keep.is_empty() {
-                assigned.insert(t, keep);
-            }
-            if !revoke.is_empty() {
-                pending.insert(t, revoke);
-            }
-            if !add.is_empty() {
-                to_assign.insert(t, add);
-            }
-        }
+        let (mut assigned, pending, to_assign, unreleased) =
+            self.diff_assignment(member_id, &current, &target);
         let target_epoch = self.assignment_epoch;
         let (state, epoch) = if !pending.is_empty() {
             (MemberState::UnrevokedPartitions, next_epoch)
@@ -574,6 +545,47 @@ impl ConsumerGroup {
             tracing::debug!(group = %self.group_id, member = member_id, epoch = member.member_epoch, state = ?member.state, "member reconciled");
         }
         after != before
+    }
+
+    /// The member's partitions split against its target: those it keeps, those it must revoke,
+    /// and those it gets (only the ones no other member still owns: when some are, it has
+    /// unreleased partitions).
+    fn diff_assignment(
+        &self,
+        member_id: &str,
+        current: &Assignment,
+        target: &Assignment,
+    ) -> (Assignment, Assignment, Assignment, bool) {
+        let mut assigned = Assignment::new();
+        let mut pending = Assignment::new();
+        let mut to_assign = Assignment::new();
+        let mut unreleased = false;
+        let topic_ids: BTreeSet<Uuid> = target.keys().chain(current.keys()).copied().collect();
+        let empty = BTreeSet::new();
+        for t in topic_ids {
+            let tgt = target.get(&t).unwrap_or(&empty);
+            let cur = current.get(&t).unwrap_or(&empty);
+            let keep: BTreeSet<i32> = cur.intersection(tgt).copied().collect();
+            let revoke: BTreeSet<i32> = cur.difference(&keep).copied().collect();
+            let mut add: BTreeSet<i32> = tgt.difference(&keep).copied().collect();
+            let before_len = add.len();
+            add.retain(|p| {
+                self.owners
+                    .get(&(t, *p))
+                    .is_none_or(|owner| owner == member_id)
+            });
+            unreleased |= add.len() != before_len;
+            if !keep.is_empty() {
+                assigned.insert(t, keep);
+            }
+            if !revoke.is_empty() {
+                pending.insert(t, revoke);
+            }
+            if !add.is_empty() {
+                to_assign.insert(t, add);
+            }
+        }
+        (assigned, pending, to_assign, unreleased)
     }
 }
 
