@@ -74,16 +74,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     }
     super::respond(&request, &response)
 }
+/// Per topic, per partition: the error decided without the coordinator, or None.
+type Decided = Vec<Vec<Option<ResponseError>>>;
 
 /// Per partition: Some(error) decided here, or None = sent to the coordinator (with its entry).
 fn check_partitions(
     body: &OffsetCommitRequest,
     now: i64,
     metadata: &ClusterMetadata,
-) -> (
-    Vec<Vec<Option<ResponseError>>>,
-    Vec<(String, i32, CommittedOffset)>,
-) {
+) -> (Decided, Vec<(String, i32, CommittedOffset)>) {
     let mut decided: Vec<Vec<Option<ResponseError>>> = Vec::new();
     let mut entries = Vec::new();
     for topic in &body.topics {

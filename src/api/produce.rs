@@ -76,6 +76,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let response = produce_response(topics, results, request.api_version);
     super::respond(&request, &response)
 }
+/// One partition's append (or its error), to be awaited with the others.
+type Append = Pin<Box<dyn Future<Output = PartitionResult>>>;
 
 /// The response's layout (topic name, id and partition indexes, in request order) and one
 /// future per partition: its append on the owner shard, or its error.
@@ -83,10 +85,7 @@ fn plan_appends(
     shard: &Rc<Shard>,
     request: &ParsedRequest,
     body: &ProduceRequest,
-) -> (
-    ProduceLayout,
-    Vec<Pin<Box<dyn Future<Output = PartitionResult>>>>,
-) {
+) -> (ProduceLayout, Vec<Append>) {
     let acks = body.acks;
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(body.topic_data.len());

@@ -77,6 +77,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let response = respond_per_partition(&body, local, verdict);
     super::respond(&request, &response)
 }
+/// Per topic, per partition: the error decided without the coordinator, or None.
+type Decided = Vec<Vec<Option<ResponseError>>>;
 
 /// Per partition: Some(error) decided here (unknown partition, metadata too large), or None
 /// with its offset to commit.
@@ -85,10 +87,7 @@ fn check_partitions(
     group: &str,
     now: i64,
     metadata: &ClusterMetadata,
-) -> (
-    Vec<Vec<Option<ResponseError>>>,
-    Vec<(OffsetKey, CommittedOffset)>,
-) {
+) -> (Decided, Vec<(OffsetKey, CommittedOffset)>) {
     let mut local: Vec<Vec<Option<ResponseError>>> = Vec::new();
     let mut offsets = Vec::new();
     for t in &body.topics {

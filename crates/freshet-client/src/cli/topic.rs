@@ -354,8 +354,8 @@ fn print_topic_tables(
                     p.leader_epoch.to_string(),
                     join_ids(&p.replicas),
                     join_ids(&p.isr),
-                    offset(&starts),
-                    offset(&ends),
+                    offset(starts),
+                    offset(ends),
                 ]
             })
             .collect::<Vec<_>>(),
