@@ -270,6 +270,8 @@ impl BrokerConfig {
     }
 
     /// Checks values that would otherwise fail later in a less clear way.
+    // Long: mostly one table (the settings that must be positive, one line each), then two
+    // cross-checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.admin_addr()?;

@@ -186,33 +186,7 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
         return Verdict::Skipped;
     };
     let mut recs = seed[batch::HEADER_LEN..].to_vec();
-    let mut last_value = 0u8;
-    for op in ops.chunks_exact(3).take(64) {
-        let (kind, value) = (op[0] % 4, op[2]);
-        last_value = value;
-        let pos = if recs.is_empty() {
-            0
-        } else {
-            usize::from(op[1]) % recs.len()
-        };
-        match kind {
-            0 if !recs.is_empty() => recs[pos] = value,
-            1 => recs.insert(pos, value),
-            2 if !recs.is_empty() => {
-                recs.remove(pos);
-            }
-            3 => {
-                let mut v = Vec::new();
-                crate::protocol::varint::put_varlong(
-                    &mut v,
-                    VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()],
-                );
-                let end = (pos + v.len()).min(recs.len());
-                recs.splice(pos..end, v);
-            }
-            _ => {}
-        }
-    }
+    let last_value = apply_ops(&mut recs, ops);
     let Ok(body) = cleaner::compress(codec, &recs) else {
         return Verdict::Skipped;
     };
@@ -266,6 +240,39 @@ pub fn record_mutations(data: &[u8]) -> Verdict {
         }
         Err(_) => Verdict::Refused,
     }
+}
+
+/// Applies the 3-byte ops (at most 64) to the records section `recs`; returns the value of the
+/// last one (0 if none).
+fn apply_ops(recs: &mut Vec<u8>, ops: &[u8]) -> u8 {
+    let mut last_value = 0u8;
+    for op in ops.chunks_exact(3).take(64) {
+        let (kind, value) = (op[0] % 4, op[2]);
+        last_value = value;
+        let pos = if recs.is_empty() {
+            0
+        } else {
+            usize::from(op[1]) % recs.len()
+        };
+        match kind {
+            0 if !recs.is_empty() => recs[pos] = value,
+            1 => recs.insert(pos, value),
+            2 if !recs.is_empty() => {
+                recs.remove(pos);
+            }
+            3 => {
+                let mut v = Vec::new();
+                crate::protocol::varint::put_varlong(
+                    &mut v,
+                    VARINT_VALUES[usize::from(value) % VARINT_VALUES.len()],
+                );
+                let end = (pos + v.len()).min(recs.len());
+                recs.splice(pos..end, v);
+            }
+            _ => {}
+        }
+    }
+    last_value
 }
 
 /// What [`record_mutations`] saw (for tests that check the mutations reach every verdict).

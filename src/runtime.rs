@@ -130,9 +130,6 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     );
 
     let (router, inboxes) = Router::new(shards, config.shard_queue_depth);
-    let inboxes: Arc<Mutex<Vec<Option<flume::Receiver<Job>>>>> =
-        Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
-    let next_index = Arc::new(AtomicUsize::new(0));
     let config = Arc::new(config);
     let metadata = Arc::new(metadata);
     let started = Instant::now();
@@ -145,6 +142,33 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         .spawn(move || wait_for_signals(signals, signal_router))
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
+    let handles = start_shards(
+        shards, config, &router, inboxes, metadata, &startup, admin, ready_tx,
+    )?;
+
+    // Report readiness once every shard listens (tests and operators wait for this line). A
+    // shard that fails to start stops the whole broker.
+    let startup_error = await_ready(&ready_rx, shards, &startup, &router, addr, started);
+
+    shards_outcome(handles.join_all(), startup_error)
+}
+
+/// Starts one executor per shard, each running [`shard_main`] with its inbox (and, on the
+/// coordinator shard, the admin socket).
+#[allow(clippy::too_many_arguments)]
+fn start_shards(
+    shards: usize,
+    config: Arc<BrokerConfig>,
+    router: &Router,
+    inboxes: Vec<flume::Receiver<Job>>,
+    metadata: Arc<ClusterMetadata>,
+    startup: &Arc<StartupGate>,
+    admin: Option<OwnedFd>,
+    ready_tx: flume::Sender<Result<bool, String>>,
+) -> Result<crate::rt::Pool<Result<(), String>>, StartError> {
+    let inboxes: Arc<Mutex<Vec<Option<flume::Receiver<Job>>>>> =
+        Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
+    let next_index = Arc::new(AtomicUsize::new(0));
     let pool = crate::rt::PoolSettings {
         name: "freshet-shard".to_string(),
         executors: shards,
@@ -158,7 +182,7 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     let pool_startup = startup.clone();
     let admin: Arc<Mutex<Option<OwnedFd>>> = Arc::new(Mutex::new(admin));
     let shard_cpus = config.shard_cpus.clone();
-    let handles = crate::rt::start_pool(&pool, move || {
+    crate::rt::start_pool(&pool, move || {
         let index = next_index.fetch_add(1, Ordering::SeqCst);
         let inbox = inboxes.lock().ok().and_then(|mut v| v[index].take());
         let admin = if index == crate::shard::COORDINATOR_SHARD {
@@ -185,10 +209,19 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
             }
             PoolStartError::Executor(text) => explain_executor_error(&text),
         })
-    })?;
+    })
+}
 
-    // Report readiness once every shard listens (tests and operators wait for this line). A
-    // shard that fails to start stops the whole broker.
+/// Waits until every shard listens and says `freshet ready`, or stops every shard when one
+/// fails to start. Returns why startup failed, if it did.
+fn await_ready(
+    ready_rx: &flume::Receiver<Result<bool, String>>,
+    shards: usize,
+    startup: &StartupGate,
+    router: &Router,
+    addr: std::net::SocketAddr,
+    started: Instant,
+) -> Option<String> {
     let mut ready = 0;
     let mut startup_error = None;
     let mut stopped_early = false;
@@ -222,9 +255,17 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
             started.elapsed().as_millis()
         );
     }
+    startup_error
+}
 
+/// The broker's result from each shard's: the first shard failure (a failed startup's reason
+/// if no shard failed; ring memory when a shard failed startup with ENOMEM).
+fn shards_outcome(
+    results: Vec<Result<Result<(), String>, String>>,
+    startup_error: Option<String>,
+) -> Result<(), StartError> {
     let mut failure = None;
-    for (shard, result) in handles.join_all().into_iter().enumerate() {
+    for (shard, result) in results.into_iter().enumerate() {
         let reason = match result {
             Ok(Ok(())) => continue,
             Ok(Err(reason)) => reason,
@@ -296,59 +337,16 @@ async fn shard_main(
     }
     let shard = Shard::new(index, config.clone(), router, metadata);
     let inbox_task = crate::rt::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
-    let admin_task = admin.map(|fd| {
-        // The descriptor is a bound, listening TCP socket (bind_admin).
-        let listener = crate::rt::net::listener_from_fd(fd);
-        let ready_gate = gate.clone();
-        let is_ready: Rc<dyn Fn() -> bool> =
-            Rc::new(move || ready_gate.ready.load(Ordering::SeqCst));
-        crate::rt::spawn_local(crate::server::admin::serve(
-            shard.clone(),
-            listener,
-            is_ready,
-            process_started(),
-        ))
-        .detach()
-    });
+    let admin_task = admin.map(|fd| spawn_admin(&shard, fd, &gate));
     shard.open_partitions().await;
     if index == crate::shard::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
     }
-    gate.opened.fetch_add(1, Ordering::SeqCst);
-    while gate.opened.load(Ordering::SeqCst) < shards
-        && !gate.failed.load(Ordering::SeqCst)
-        && !shard.stopping.get()
-    {
-        crate::rt::sleep(Duration::from_millis(1)).await;
-    }
+    all_opened(&gate, shards, &shard).await;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = if shard.stopping.get() {
-        // A signal arrived during startup: stop without ever listening.
-        let _ = ready.send(Ok(false));
-        None
-    } else {
-        match crate::rt::net::bind(addr) {
-            Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
-            Ok(_) => None,
-            Err(e) => {
-                let reason = format!("cannot listen on {addr}: {e}");
-                let _ = ready.send(Err(reason));
-                None
-            }
-        }
-    };
+    let listener = bind_listener(&shard, addr, &gate, &ready);
     let retention = crate::rt::spawn_local(shard.clone().retention_loop()).detach();
-    // The cleaner gets a small share of the CPU when requests are waiting (Redpanda's
-    // lesson: background work must not stall the shard).
-    let cleaner = if config.log_cleaner_enable {
-        let queue = crate::rt::create_task_queue(CLEANER_SHARES, "log-cleaner");
-        crate::rt::spawn_local_into(shard.clone().cleaner_loop(), queue)
-            .map_err(|e| tracing::error!(error = %e, "cannot start the log cleaner"))
-            .ok()
-            .map(|t| t.detach())
-    } else {
-        None
-    };
+    let cleaner = spawn_cleaner(&shard, &config);
     let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
     if let Some(listener) = listener {
@@ -382,6 +380,77 @@ async fn shard_main(
     inbox_task.cancel();
     tracing::debug!(shard = index, "shard stopped");
     Ok(())
+}
+
+/// Counts this shard's partitions as opened, then waits until every shard's are (or startup
+/// failed on another shard, or the broker stops).
+async fn all_opened(gate: &StartupGate, shards: usize, shard: &Shard) {
+    gate.opened.fetch_add(1, Ordering::SeqCst);
+    while gate.opened.load(Ordering::SeqCst) < shards
+        && !gate.failed.load(Ordering::SeqCst)
+        && !shard.stopping.get()
+    {
+        crate::rt::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves the admin (metrics/health) socket `fd` on this shard; ready once `gate` says so.
+fn spawn_admin(
+    shard: &Rc<Shard>,
+    fd: OwnedFd,
+    gate: &Arc<StartupGate>,
+) -> crate::rt::JoinHandle<()> {
+    // The descriptor is a bound, listening TCP socket (bind_admin).
+    let listener = crate::rt::net::listener_from_fd(fd);
+    let ready_gate = gate.clone();
+    let is_ready: Rc<dyn Fn() -> bool> = Rc::new(move || ready_gate.ready.load(Ordering::SeqCst));
+    crate::rt::spawn_local(crate::server::admin::serve(
+        shard.clone(),
+        listener,
+        is_ready,
+        process_started(),
+    ))
+    .detach()
+}
+
+/// This shard's client listener on `addr`: none if the broker is stopping (reported ready
+/// with `false`), if startup failed on another shard, or if binding failed (reported).
+fn bind_listener(
+    shard: &Shard,
+    addr: std::net::SocketAddr,
+    gate: &StartupGate,
+    ready: &flume::Sender<Result<bool, String>>,
+) -> Option<crate::rt::net::TcpListener> {
+    if shard.stopping.get() {
+        // A signal arrived during startup: stop without ever listening.
+        let _ = ready.send(Ok(false));
+        None
+    } else {
+        match crate::rt::net::bind(addr) {
+            Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
+            Ok(_) => None,
+            Err(e) => {
+                let reason = format!("cannot listen on {addr}: {e}");
+                let _ = ready.send(Err(reason));
+                None
+            }
+        }
+    }
+}
+
+/// The log cleaner's task, when log_cleaner_enable.
+fn spawn_cleaner(shard: &Rc<Shard>, config: &BrokerConfig) -> Option<crate::rt::JoinHandle<()>> {
+    // The cleaner gets a small share of the CPU when requests are waiting (Redpanda's
+    // lesson: background work must not stall the shard).
+    if config.log_cleaner_enable {
+        let queue = crate::rt::create_task_queue(CLEANER_SHARES, "log-cleaner");
+        crate::rt::spawn_local_into(shard.clone().cleaner_loop(), queue)
+            .map_err(|e| tracing::error!(error = %e, "cannot start the log cleaner"))
+            .ok()
+            .map(|t| t.detach())
+    } else {
+        None
+    }
 }
 
 /// Runs the jobs other shards send, each as its own task, at most `shard_queue_depth` at once.

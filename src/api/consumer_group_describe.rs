@@ -3,6 +3,7 @@
 //! coordinator does not know, or a classic group, gets GROUP_ID_NOT_FOUND, as Kafka 4 answers.
 
 use crate::error::coordinator_gone_code;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -16,7 +17,7 @@ use kafka_protocol::messages::{
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::assignor;
 use crate::protocol::header::ParsedRequest;
-use crate::shard::groups::ConsumerGroupDescription;
+use crate::shard::groups::{ConsumerGroupDescription, ConsumerMemberDescription};
 use crate::shard::{Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
@@ -38,20 +39,6 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .iter()
         .map(|(name, t)| (t.id, name.as_str()))
         .collect();
-    let to_assignment = |a: assignor::Assignment| {
-        Assignment::default().with_topic_partitions(
-            a.into_iter()
-                .map(|(topic, partitions)| {
-                    TopicPartitions::default()
-                        .with_topic_id(topic)
-                        .with_topic_name(TopicName(str_bytes(
-                            names.get(&topic).copied().unwrap_or_default(),
-                        )))
-                        .with_partitions(partitions.into_iter().collect())
-                })
-                .collect(),
-        )
-    };
     let mut response = ConsumerGroupDescribeResponse::default();
     for (i, group_id) in body.group_ids.iter().enumerate() {
         let mut g = DescribedGroup::default()
@@ -75,32 +62,48 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 g.group_epoch = group_epoch;
                 g.assignment_epoch = assignment_epoch;
                 g.assignor_name = str_bytes(assignor);
-                g.members = members
-                    .into_iter()
-                    .map(|m| {
-                        Member::default()
-                            .with_member_id(str_bytes(m.identity.member_id))
-                            .with_instance_id(m.identity.instance_id.map(str_bytes))
-                            .with_rack_id(m.rack_id.map(str_bytes))
-                            .with_member_epoch(m.member_epoch)
-                            .with_client_id(str_bytes(m.identity.client_id))
-                            .with_client_host(str_bytes(m.identity.client_host))
-                            .with_subscribed_topic_names(
-                                m.subscribed_topic_names
-                                    .into_iter()
-                                    .map(|n| TopicName(str_bytes(n)))
-                                    .collect(),
-                            )
-                            .with_subscribed_topic_regex(m.subscribed_topic_regex.map(str_bytes))
-                            .with_assignment(to_assignment(m.assignment))
-                            .with_target_assignment(to_assignment(m.target_assignment))
-                            // 1: the member uses the consumer protocol (0: classic).
-                            .with_member_type(1)
-                    })
-                    .collect();
+                g.members = members.into_iter().map(|m| member(m, &names)).collect();
             }
         }
         response.groups.push(g);
     }
     super::respond(&request, &response)
+}
+
+/// An assignment with each topic's name (from its id; empty if unknown).
+fn to_assignment(a: assignor::Assignment, names: &HashMap<uuid::Uuid, &str>) -> Assignment {
+    Assignment::default().with_topic_partitions(
+        a.into_iter()
+            .map(|(topic, partitions)| {
+                TopicPartitions::default()
+                    .with_topic_id(topic)
+                    .with_topic_name(TopicName(str_bytes(
+                        names.get(&topic).copied().unwrap_or_default(),
+                    )))
+                    .with_partitions(partitions.into_iter().collect())
+            })
+            .collect(),
+    )
+}
+
+/// One member as described.
+fn member(m: ConsumerMemberDescription, names: &HashMap<uuid::Uuid, &str>) -> Member {
+    Member::default()
+        .with_member_id(str_bytes(m.identity.member_id))
+        .with_instance_id(m.identity.instance_id.map(str_bytes))
+        .with_rack_id(m.rack_id.map(str_bytes))
+        .with_member_epoch(m.member_epoch)
+        .with_client_id(str_bytes(m.identity.client_id))
+        .with_client_host(str_bytes(m.identity.client_host))
+        .with_subscribed_topic_names(
+            m.subscribed_topic_names
+                .into_iter()
+                .map(|n| TopicName(str_bytes(n)))
+                .collect(),
+        )
+        .with_subscribed_topic_regex(m.subscribed_topic_regex.map(str_bytes))
+        .with_assignment(to_assignment(m.assignment, names))
+        .with_target_assignment(to_assignment(m.target_assignment, names))
+        // 1: the member uses the consumer protocol (0: classic).
+        .with_member_type(1)
 }

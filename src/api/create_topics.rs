@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -85,26 +86,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .topics
         .iter()
         .filter(|t| !repeated.iter().any(|r| r.as_str() == t.name.0.as_str()))
-        .map(|t| NewTopic {
-            name: t.name.0.to_string(),
-            num_partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            assignments: t
-                .assignments
-                .iter()
-                .map(|a| {
-                    (
-                        a.partition_index,
-                        a.broker_ids.iter().map(|b| b.0).collect(),
-                    )
-                })
-                .collect(),
-            configs: t
-                .configs
-                .iter()
-                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-                .collect(),
-        })
+        .map(new_topic)
         .collect();
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let validate_only = body.validate_only;
@@ -148,6 +130,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         response.topics.push(result);
     }
     respond(&request, &response)
+}
+
+/// A topic to create, as the request gives it.
+fn new_topic(t: &CreatableTopic) -> NewTopic {
+    NewTopic {
+        name: t.name.0.to_string(),
+        num_partitions: t.num_partitions,
+        replication_factor: t.replication_factor,
+        assignments: t
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect(),
+        configs: t
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+            .collect(),
+    }
 }
 
 fn topic_config(entry: ConfigEntry) -> CreatableTopicConfigs {

@@ -25,6 +25,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::admin::AdminError;
 use super::{decode, join_all, respond, Outcome};
+use crate::coordinator::metadata::{ClusterMetadata, TopicMeta};
 use crate::coordinator::topic_config;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::Shard;
@@ -49,26 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         for p in &topic.partitions {
             let index = p.partition_index;
             let partition_name = format!("{name}-{index}");
-            let refused = match meta {
-                None => Some(AdminError::UnknownTopicOrPartition),
-                Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.clone())),
-                Some(t) if index < 0 || index >= t.partitions => {
-                    Some(AdminError::UnknownTopicOrPartition)
-                }
-                Some(t)
-                    if !deletes_records(
-                        &crate::coordinator::broker_config::with_topic_defaults(
-                            &t.configs,
-                            &metadata.broker_configs,
-                            shard.config.node_id,
-                        ),
-                        &shard.config,
-                    ) =>
-                {
-                    Some(AdminError::DeletePolicy(partition_name.clone()))
-                }
-                Some(_) => None,
-            };
+            let refused = refusal(shard, &metadata, meta, &name, index, &partition_name);
             if let Some(error) = refused {
                 work.push(Box::pin(async move { Err(error) }));
                 continue;
@@ -106,6 +88,36 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         response.topics.push(out);
     }
     respond(&request, &response)
+}
+
+/// Why records of partition `index` of topic `name` (`meta`: its metadata) cannot be deleted:
+/// unknown, internal, or its cleanup.policy keeps them.
+fn refusal(
+    shard: &Shard,
+    metadata: &ClusterMetadata,
+    meta: Option<&TopicMeta>,
+    name: &str,
+    index: i32,
+    partition_name: &str,
+) -> Option<AdminError> {
+    match meta {
+        None => Some(AdminError::UnknownTopicOrPartition),
+        Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.to_string())),
+        Some(t) if index < 0 || index >= t.partitions => Some(AdminError::UnknownTopicOrPartition),
+        Some(t)
+            if !deletes_records(
+                &crate::coordinator::broker_config::with_topic_defaults(
+                    &t.configs,
+                    &metadata.broker_configs,
+                    shard.config.node_id,
+                ),
+                &shard.config,
+            ) =>
+        {
+            Some(AdminError::DeletePolicy(partition_name.to_string()))
+        }
+        Some(_) => None,
+    }
 }
 
 /// Whether a topic with these overrides allows DeleteRecords (its `cleanup.policy` includes

@@ -41,7 +41,7 @@ use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
 };
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{Shard, ShardId};
+use crate::shard::{Partition, Shard, ShardId};
 use crate::storage::StorageError;
 use freshet_protocol::batch;
 
@@ -146,8 +146,28 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else {
         body.max_bytes as usize
     };
-    let metadata = shard.metadata();
     // Response layout: topics in request order, partitions in request order.
+    let (layout, mut wants, slot) = plan_reads(shard, &body, version, max_bytes);
+    let results = read_until_ready(shard, &body, &mut wants, slot, max_bytes).await;
+    let topics = assemble(&request, layout, results, max_bytes);
+    let out = FetchResponseParts {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics,
+    };
+    frame(&request, &out)
+}
+
+/// The response's layout (the request's topics and partitions, each with the error it gets
+/// without a read) and the partitions to read, one slot each. Returns the number of slots too.
+fn plan_reads(
+    shard: &Shard,
+    body: &FetchRequest,
+    version: i16,
+    max_bytes: usize,
+) -> (Vec<TopicLayout>, Vec<Want>, usize) {
+    let metadata = shard.metadata();
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -191,11 +211,22 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         layout.push((display_name, topic.topic_id, parts));
     }
+    (layout, wants, slot)
+}
 
+/// Reads `wants` until min_bytes are available, a partition has an error, max_wait_ms has
+/// passed or the broker stops; between reads it waits for a partition to grow.
+async fn read_until_ready(
+    shard: &Rc<Shard>,
+    body: &FetchRequest,
+    wants: &mut [Want],
+    slot: usize,
+    max_bytes: usize,
+) -> Vec<Option<Got>> {
     let max_wait = Duration::from_millis(body.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let mut results = read_all(shard, &wants, slot, max_bytes).await;
+    let mut results = read_all(shard, wants, slot, max_bytes).await;
     loop {
         let available: usize = results.iter().flatten().map(Got::bytes).sum();
         let any_error = results.iter().flatten().any(|g| g.error.is_some());
@@ -208,21 +239,31 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             break;
         }
         // Wait for growth past what this read saw, not merely for data past the offset.
-        for want in &mut wants {
+        for want in wants.iter_mut() {
             if let Some(got) = &results[want.slot] {
                 want.seen_end = want.seen_end.max(got.seen_end);
             }
         }
-        wait_for_data(shard, &wants, deadline).await;
-        let grew = has_new_data(shard, &wants).await;
+        wait_for_data(shard, wants, deadline).await;
+        let grew = has_new_data(shard, wants).await;
         if !grew && (Instant::now() >= deadline || shard.stopping.get()) {
             break;
         }
         // Grown (or gone: the read reports it), or a spurious wake-up before the deadline:
         // read again; a partition that has not grown makes the next wait park again.
-        results = read_all(shard, &wants, slot, max_bytes).await;
+        results = read_all(shard, wants, slot, max_bytes).await;
     }
+    results
+}
 
+/// The response's topics in request order from the reads' `results`, applying max_bytes and
+/// the first-batch rule; counts fetched bytes and partition errors.
+fn assemble(
+    request: &ParsedRequest,
+    layout: Vec<TopicLayout>,
+    results: Vec<Option<Got>>,
+    max_bytes: usize,
+) -> Vec<FetchTopic> {
     // Assemble in request order, applying max_bytes and the first-batch rule.
     let mut remaining = max_bytes;
     let mut first_with_data = true;
@@ -275,13 +316,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             partitions,
         });
     }
-    let out = FetchResponseParts {
-        throttle_time_ms: 0,
-        error_code: 0,
-        session_id: 0,
-        topics,
-    };
-    frame(&request, &out)
+    topics
 }
 
 fn frame(request: &ParsedRequest, out: &FetchResponseParts) -> Outcome {
@@ -382,76 +417,94 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                     ));
                     continue;
                 }
-                match partition
-                    .log
-                    .read_upto(want.offset, limit, nothing_yet, seen_end)
-                    .await
-                {
-                    Ok(data) => {
-                        let lso = partition.log.last_stable_offset();
-                        let end = data
-                            .batches
-                            .last()
-                            .and_then(|b| batch::header(b))
-                            .map_or(want.offset, |h| h.last_offset() + 1);
-                        let aborted = if want.read_committed {
-                            partition
-                                .log
-                                .aborted_transactions(want.offset, end)
-                                .await
-                                .map(|v| {
-                                    Some(
-                                        v.into_iter()
-                                            .map(|(producer_id, first_offset)| AbortedTransaction {
-                                                producer_id,
-                                                first_offset,
-                                            })
-                                            .collect(),
-                                    )
-                                })
-                        } else {
-                            Ok(None)
-                        };
-                        match aborted {
-                            Ok(aborted) => {
-                                let size: usize = data.batches.iter().map(Bytes::len).sum();
-                                budget = budget.saturating_sub(size);
-                                nothing_yet &= size == 0;
-                                Got {
-                                    error: None,
-                                    high_watermark: data.high_watermark,
-                                    last_stable_offset: lso,
-                                    log_start_offset: data.log_start_offset,
-                                    aborted,
-                                    batches: data.batches,
-                                    seen_end,
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
-                                Got::error(storage_code(&e))
-                            }
-                        }
-                    }
-                    Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
-                        error: Some(storage_code(&e)),
-                        high_watermark: partition.log.high_watermark(),
-                        last_stable_offset: partition.log.last_stable_offset(),
-                        log_start_offset: partition.log.log_start_offset(),
-                        aborted: None,
-                        batches: Vec::new(),
-                        seen_end,
-                    },
-                    Err(e) => {
-                        tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
-                        Got::error(storage_code(&e))
-                    }
-                }
+                let got = read_partition(&partition, &want, limit, nothing_yet, seen_end).await;
+                let size: usize = got.batches.iter().map(Bytes::len).sum();
+                budget = budget.saturating_sub(size);
+                nothing_yet &= size == 0;
+                got
             }
         };
         out.push((want.slot, got));
     }
     out
+}
+
+/// One partition's read of a Fetch (`want` from its offset, at most `limit` bytes), with its
+/// aborted transactions under read_committed.
+async fn read_partition(
+    partition: &Partition,
+    want: &Want,
+    limit: usize,
+    nothing_yet: bool,
+    seen_end: i64,
+) -> Got {
+    match partition
+        .log
+        .read_upto(want.offset, limit, nothing_yet, seen_end)
+        .await
+    {
+        Ok(data) => {
+            let lso = partition.log.last_stable_offset();
+            let end = data
+                .batches
+                .last()
+                .and_then(|b| batch::header(b))
+                .map_or(want.offset, |h| h.last_offset() + 1);
+            let aborted = if want.read_committed {
+                aborted_transactions(partition, want, end).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            match aborted {
+                Ok(aborted) => Got {
+                    error: None,
+                    high_watermark: data.high_watermark,
+                    last_stable_offset: lso,
+                    log_start_offset: data.log_start_offset,
+                    aborted,
+                    batches: data.batches,
+                    seen_end,
+                },
+                Err(e) => {
+                    tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
+                    Got::error(storage_code(&e))
+                }
+            }
+        }
+        Err(e @ StorageError::OffsetOutOfRange { .. }) => Got {
+            error: Some(storage_code(&e)),
+            high_watermark: partition.log.high_watermark(),
+            last_stable_offset: partition.log.last_stable_offset(),
+            log_start_offset: partition.log.log_start_offset(),
+            aborted: None,
+            batches: Vec::new(),
+            seen_end,
+        },
+        Err(e) => {
+            tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
+            Got::error(storage_code(&e))
+        }
+    }
+}
+
+/// The transactions aborted in `want`'s partition between its offset and `end`.
+async fn aborted_transactions(
+    partition: &Partition,
+    want: &Want,
+    end: i64,
+) -> Result<Vec<AbortedTransaction>, StorageError> {
+    partition
+        .log
+        .aborted_transactions(want.offset, end)
+        .await
+        .map(|v| {
+            v.into_iter()
+                .map(|(producer_id, first_offset)| AbortedTransaction {
+                    producer_id,
+                    first_offset,
+                })
+                .collect()
+        })
 }
 
 /// Parks until some owner reports new data for a wanted partition, or the deadline.

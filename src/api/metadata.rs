@@ -106,43 +106,7 @@ fn build_response(
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let partition = |name: &str, index: i32| {
-        let mut p = MetadataResponsePartition::default();
-        p.partition_index = index;
-        p.leader_epoch = 0;
-        p.replica_nodes = vec![BrokerId(node_id)];
-        if crate::shard::is_offline(name, index) {
-            // Its log is damaged on disk (see storage recovery): no leader, as Kafka shows a
-            // partition whose only replica's log directory is offline.
-            p.error_code = ResponseError::LeaderNotAvailable.code();
-            p.leader_id = BrokerId(-1);
-            p.offline_replicas = vec![BrokerId(node_id)];
-        } else {
-            p.leader_id = BrokerId(node_id);
-            p.isr_nodes = vec![BrokerId(node_id)];
-        }
-        p
-    };
-    let known = |name: &str| {
-        let topic = &metadata.topics[name];
-        let mut t = MetadataResponseTopic::default();
-        t.name = Some(TopicName(str_bytes(name)));
-        t.topic_id = topic.id;
-        t.is_internal = topic.internal;
-        t.partitions = (0..topic.partitions)
-            .map(|index| partition(name, index))
-            .collect();
-        t.topic_authorized_operations = topic_operations;
-        t
-    };
-    let unknown = |name: Option<&str>, id: uuid::Uuid, error: ResponseError| {
-        let mut t = MetadataResponseTopic::default();
-        t.error_code = error.code();
-        t.name = name.map(|n| TopicName(str_bytes(n)));
-        t.topic_id = id;
-        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
-        t
-    };
+    let known = |name: &str| known_topic(metadata, node_id, topic_operations, name);
     response.topics = match &body.topics {
         // All topics. (v0 used an empty list for "all"; from v1 empty means none.)
         None => all_topics(metadata, &known),
@@ -155,13 +119,13 @@ fn build_response(
                     if metadata.topics.contains_key(name) {
                         known(name)
                     } else if validate_topic_name(name).is_err() {
-                        unknown(
+                        unknown_topic(
                             Some(name),
                             uuid::Uuid::nil(),
                             ResponseError::InvalidTopicException,
                         )
                     } else {
-                        unknown(
+                        unknown_topic(
                             Some(name),
                             uuid::Uuid::nil(),
                             ResponseError::UnknownTopicOrPartition,
@@ -170,12 +134,64 @@ fn build_response(
                 }
                 None => match metadata.topic_by_id(requested.topic_id) {
                     Some((name, _)) => known(name),
-                    None => unknown(None, requested.topic_id, ResponseError::UnknownTopicId),
+                    None => unknown_topic(None, requested.topic_id, ResponseError::UnknownTopicId),
                 },
             })
             .collect(),
     };
     response
+}
+
+/// A partition as this (only) broker leads it, or without a leader if its log is offline.
+fn partition_metadata(node_id: i32, name: &str, index: i32) -> MetadataResponsePartition {
+    let mut p = MetadataResponsePartition::default();
+    p.partition_index = index;
+    p.leader_epoch = 0;
+    p.replica_nodes = vec![BrokerId(node_id)];
+    if crate::shard::is_offline(name, index) {
+        // Its log is damaged on disk (see storage recovery): no leader, as Kafka shows a
+        // partition whose only replica's log directory is offline.
+        p.error_code = ResponseError::LeaderNotAvailable.code();
+        p.leader_id = BrokerId(-1);
+        p.offline_replicas = vec![BrokerId(node_id)];
+    } else {
+        p.leader_id = BrokerId(node_id);
+        p.isr_nodes = vec![BrokerId(node_id)];
+    }
+    p
+}
+
+/// An existing topic, with its partitions.
+fn known_topic(
+    metadata: &ClusterMetadata,
+    node_id: i32,
+    topic_operations: i32,
+    name: &str,
+) -> MetadataResponseTopic {
+    let topic = &metadata.topics[name];
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(str_bytes(name)));
+    t.topic_id = topic.id;
+    t.is_internal = topic.internal;
+    t.partitions = (0..topic.partitions)
+        .map(|index| partition_metadata(node_id, name, index))
+        .collect();
+    t.topic_authorized_operations = topic_operations;
+    t
+}
+
+/// A topic asked for that is not there, with its error.
+fn unknown_topic(
+    name: Option<&str>,
+    id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = error.code();
+    t.name = name.map(|n| TopicName(str_bytes(n)));
+    t.topic_id = id;
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t
 }
 
 fn all_topics(

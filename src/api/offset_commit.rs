@@ -17,6 +17,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{decode, Outcome};
+use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::CommittedOffset;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::Committer;
@@ -29,35 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let metadata = shard.metadata();
     let now = now_ms();
-    // Per partition: Some(error) decided here, or None = sent to the coordinator.
-    let mut decided: Vec<Vec<Option<ResponseError>>> = Vec::new();
-    let mut entries = Vec::new();
-    for topic in &body.topics {
-        let known = metadata.topics.get(topic.name.as_str());
-        let mut row = Vec::new();
-        for p in &topic.partitions {
-            if !known.is_some_and(|t| p.partition_index >= 0 && p.partition_index < t.partitions) {
-                row.push(Some(ResponseError::UnknownTopicOrPartition));
-                continue;
-            }
-            row.push(None);
-            entries.push((
-                topic.name.to_string(),
-                p.partition_index,
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp_ms: now,
-                },
-            ));
-        }
-        decided.push(row);
-    }
+    let (decided, entries) = check_partitions(&body, now, &metadata);
     let group_id = body.group_id.to_string();
     let answer: Result<Vec<Option<ResponseError>>, ResponseError> = if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
@@ -100,4 +73,43 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         response.topics.push(t);
     }
     super::respond(&request, &response)
+}
+/// Per topic, per partition: the error decided without the coordinator, or None.
+type Decided = Vec<Vec<Option<ResponseError>>>;
+
+/// Per partition: Some(error) decided here, or None = sent to the coordinator (with its entry).
+fn check_partitions(
+    body: &OffsetCommitRequest,
+    now: i64,
+    metadata: &ClusterMetadata,
+) -> (Decided, Vec<(String, i32, CommittedOffset)>) {
+    let mut decided: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut entries = Vec::new();
+    for topic in &body.topics {
+        let known = metadata.topics.get(topic.name.as_str());
+        let mut row = Vec::new();
+        for p in &topic.partitions {
+            if !known.is_some_and(|t| p.partition_index >= 0 && p.partition_index < t.partitions) {
+                row.push(Some(ResponseError::UnknownTopicOrPartition));
+                continue;
+            }
+            row.push(None);
+            entries.push((
+                topic.name.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                },
+            ));
+        }
+        decided.push(row);
+    }
+    (decided, entries)
 }

@@ -36,7 +36,22 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let version = request.api_version;
-    let asked: Asked = if version >= 8 {
+    let asked = asked_groups(&body, version);
+    let require_stable = version >= 7 && body.require_stable;
+    let groups: Vec<String> = asked.iter().map(|(g, _, _)| g.clone()).collect();
+    let (answers, pending) = fetch_on_coordinator(shard, asked, require_stable).await;
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        response.groups = groups_v8(&body, groups, answers, &pending);
+        return super::respond(&request, &response);
+    }
+    single_group(&body, version, groups, answers, &pending, &mut response);
+    super::respond(&request, &response)
+}
+
+/// The groups asked: v8+ names several, earlier versions one.
+fn asked_groups(body: &OffsetFetchRequest, version: i16) -> Asked {
+    if version >= 8 {
         body.groups
             .iter()
             .map(|g| {
@@ -57,13 +72,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .collect()
         });
         vec![(body.group_id.to_string(), topics, None)]
-    };
-    let require_stable = version >= 7 && body.require_stable;
-    let groups: Vec<String> = asked.iter().map(|(g, _, _)| g.clone()).collect();
-    let (answers, pending): (
-        Vec<Result<FetchedOffsets, ResponseError>>,
-        HashSet<OffsetKey>,
-    ) = shard
+    }
+}
+
+/// Each asked group's committed offsets from the coordinator shard, and (with
+/// `require_stable`) the offsets waiting in open transactions.
+async fn fetch_on_coordinator(
+    shard: &Rc<Shard>,
+    asked: Asked,
+    require_stable: bool,
+) -> (
+    Vec<Result<FetchedOffsets, ResponseError>>,
+    HashSet<OffsetKey>,
+) {
+    shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             let answers = asked
                 .into_iter()
@@ -77,52 +99,71 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             (answers, pending)
         })
         .await
-        .unwrap_or_else(|_| (vec![Err(coordinator_gone_code())], HashSet::new()));
-    // KIP-447: with require_stable, a partition whose offset waits in an open transaction is
-    // UNSTABLE_OFFSET_COMMIT (retriable) instead of a value that may be about to change.
-    let unstable = |group: &str, topic: &str, partition: i32| {
-        pending.contains(&OffsetKey {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            partition,
-        })
-    };
+        .unwrap_or_else(|_| (vec![Err(coordinator_gone_code())], HashSet::new()))
+}
+
+/// KIP-447: with require_stable, a partition whose offset waits in an open transaction is
+/// UNSTABLE_OFFSET_COMMIT (retriable) instead of a value that may be about to change.
+fn unstable(pending: &HashSet<OffsetKey>, group: &str, topic: &str, partition: i32) -> bool {
+    pending.contains(&OffsetKey {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    })
+}
+
+/// The v8+ answer: one entry per asked group.
+fn groups_v8(
+    body: &OffsetFetchRequest,
+    groups: Vec<String>,
+    answers: Vec<Result<FetchedOffsets, ResponseError>>,
+    pending: &HashSet<OffsetKey>,
+) -> Vec<OffsetFetchResponseGroup> {
     let mut groups = groups.into_iter();
-    let mut response = OffsetFetchResponse::default();
-    if version >= 8 {
-        for (g, answer) in body.groups.iter().zip(answers) {
-            let group_id = groups.next().unwrap_or_default();
-            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match answer {
-                Ok(topics) => {
-                    for (topic, parts) in topics {
-                        let mut t = OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(topic.clone())));
-                        for (p, value) in parts {
-                            let (offset, epoch, meta) = value
-                                .map_or((-1, -1, String::new()), |v| {
-                                    (v.offset, v.leader_epoch, v.metadata)
-                                });
-                            let mut part = OffsetFetchResponsePartitions::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(epoch)
-                                .with_metadata(Some(str_bytes(meta)));
-                            if unstable(&group_id, &topic, p) {
-                                part.error_code = ResponseError::UnstableOffsetCommit.code();
-                                part.committed_offset = -1;
-                            }
-                            t.partitions.push(part);
+    let mut out = Vec::new();
+    for (g, answer) in body.groups.iter().zip(answers) {
+        let group_id = groups.next().unwrap_or_default();
+        let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+        match answer {
+            Ok(topics) => {
+                for (topic, parts) in topics {
+                    let mut t = OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(str_bytes(topic.clone())));
+                    for (p, value) in parts {
+                        let (offset, epoch, meta) = value.map_or((-1, -1, String::new()), |v| {
+                            (v.offset, v.leader_epoch, v.metadata)
+                        });
+                        let mut part = OffsetFetchResponsePartitions::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(Some(str_bytes(meta)));
+                        if unstable(pending, &group_id, &topic, p) {
+                            part.error_code = ResponseError::UnstableOffsetCommit.code();
+                            part.committed_offset = -1;
                         }
-                        group.topics.push(t);
+                        t.partitions.push(part);
                     }
+                    group.topics.push(t);
                 }
-                Err(e) => group.error_code = e.code(),
             }
-            response.groups.push(group);
+            Err(e) => group.error_code = e.code(),
         }
-        return super::respond(&request, &response);
+        out.push(group);
     }
+    out
+}
+
+/// The v1-7 answer for the one group asked.
+fn single_group(
+    body: &OffsetFetchRequest,
+    version: i16,
+    groups: Vec<String>,
+    answers: Vec<Result<FetchedOffsets, ResponseError>>,
+    pending: &HashSet<OffsetKey>,
+    response: &mut OffsetFetchResponse,
+) {
+    let mut groups = groups.into_iter();
     let answer = answers
         .into_iter()
         .next()
@@ -142,7 +183,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(epoch)
                         .with_metadata(Some(str_bytes(meta)));
-                    if unstable(&group_id, &topic, p) {
+                    if unstable(pending, &group_id, &topic, p) {
                         part.error_code = ResponseError::UnstableOffsetCommit.code();
                         part.committed_offset = -1;
                     }
@@ -172,5 +213,4 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
     }
-    super::respond(&request, &response)
 }

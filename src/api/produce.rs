@@ -25,7 +25,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{decode, join_all, str_bytes, Outcome};
 use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
@@ -62,6 +62,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
+    let acks = body.acks;
+    let (topics, work) = plan_appends(shard, &request, &body);
+    let results = join_all(work).await;
+    for result in &results {
+        if let Some(error) = result.error {
+            crate::metrics::record_partition_error(request.api_key, error.code());
+        }
+    }
+    if acks == 0 {
+        return Outcome::NoResponse;
+    }
+    let response = produce_response(topics, results, request.api_version);
+    super::respond(&request, &response)
+}
+/// One partition's append (or its error), to be awaited with the others.
+type Append = Pin<Box<dyn Future<Output = PartitionResult>>>;
+
+/// The response's layout (topic name, id and partition indexes, in request order) and one
+/// future per partition: its append on the owner shard, or its error.
+fn plan_appends(
+    shard: &Rc<Shard>,
+    request: &ParsedRequest,
+    body: &ProduceRequest,
+) -> (ProduceLayout, Vec<Append>) {
     let acks = body.acks;
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(body.topic_data.len());
@@ -106,15 +130,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
     }
-    let results = join_all(work).await;
-    for result in &results {
-        if let Some(error) = result.error {
-            crate::metrics::record_partition_error(request.api_key, error.code());
-        }
-    }
-    if acks == 0 {
-        return Outcome::NoResponse;
-    }
+    (topics, work)
+}
+
+/// Per topic of a Produce request: its name, its id and its partitions' indexes.
+type ProduceLayout = Vec<(TopicName, uuid::Uuid, Vec<i32>)>;
+
+/// The Produce response from each partition's result, in request order.
+fn produce_response(
+    topics: ProduceLayout,
+    results: Vec<PartitionResult>,
+    api_version: i16,
+) -> ProduceResponse {
     let mut results = results.into_iter();
     let mut response = ProduceResponse::default();
     for (name, topic_id, partitions) in topics {
@@ -131,7 +158,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             p.log_start_offset = result.log_start_offset;
             p.error_message = result.message.map(str_bytes);
             // Kafka lists the records it refused from v8 (the client fails only those).
-            if request.api_version >= 8 {
+            if api_version >= 8 {
                 p.record_errors = result
                     .record_errors
                     .iter()
@@ -147,7 +174,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         response.responses.push(topic);
     }
-    super::respond(&request, &response)
+    response
 }
 
 async fn append_on_owner(

@@ -18,6 +18,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::{decode, Outcome};
+use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -30,40 +31,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let metadata = shard.metadata();
     let now = now_ms();
     let group = body.group_id.to_string();
-    let mut local: Vec<Vec<Option<ResponseError>>> = Vec::new();
-    let mut offsets = Vec::new();
-    for t in &body.topics {
-        let topic = metadata.topics.get(t.name.as_str());
-        let mut row = Vec::new();
-        for p in &t.partitions {
-            let meta = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            if !topic.is_some_and(|x| p.partition_index >= 0 && p.partition_index < x.partitions) {
-                row.push(Some(ResponseError::UnknownTopicOrPartition));
-            } else if meta.len() > OFFSET_METADATA_BYTES_MAX {
-                row.push(Some(ResponseError::OffsetMetadataTooLarge));
-            } else {
-                row.push(None);
-                offsets.push((
-                    OffsetKey {
-                        group: group.clone(),
-                        topic: t.name.to_string(),
-                        partition: p.partition_index,
-                    },
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: meta,
-                        commit_timestamp_ms: now,
-                    },
-                ));
-            }
-        }
-        local.push(row);
-    }
+    let (local, offsets) = check_partitions(&body, &group, now, &metadata);
     let transactional_id = body.transactional_id.to_string();
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
     let member = (request.api_version >= 3).then(|| {
@@ -106,6 +74,63 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         other => other,
     };
+    let response = respond_per_partition(&body, local, verdict);
+    super::respond(&request, &response)
+}
+/// Per topic, per partition: the error decided without the coordinator, or None.
+type Decided = Vec<Vec<Option<ResponseError>>>;
+
+/// Per partition: Some(error) decided here (unknown partition, metadata too large), or None
+/// with its offset to commit.
+fn check_partitions(
+    body: &TxnOffsetCommitRequest,
+    group: &str,
+    now: i64,
+    metadata: &ClusterMetadata,
+) -> (Decided, Vec<(OffsetKey, CommittedOffset)>) {
+    let mut local: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut offsets = Vec::new();
+    for t in &body.topics {
+        let topic = metadata.topics.get(t.name.as_str());
+        let mut row = Vec::new();
+        for p in &t.partitions {
+            let meta = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            if !topic.is_some_and(|x| p.partition_index >= 0 && p.partition_index < x.partitions) {
+                row.push(Some(ResponseError::UnknownTopicOrPartition));
+            } else if meta.len() > OFFSET_METADATA_BYTES_MAX {
+                row.push(Some(ResponseError::OffsetMetadataTooLarge));
+            } else {
+                row.push(None);
+                offsets.push((
+                    OffsetKey {
+                        group: group.to_string(),
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                    },
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: meta,
+                        commit_timestamp_ms: now,
+                    },
+                ));
+            }
+        }
+        local.push(row);
+    }
+    (local, offsets)
+}
+
+/// The answer: each partition's own error, else the transaction coordinator's verdict.
+fn respond_per_partition(
+    body: &TxnOffsetCommitRequest,
+    local: Vec<Vec<Option<ResponseError>>>,
+    verdict: Result<(), ResponseError>,
+) -> TxnOffsetCommitResponse {
     let mut response = TxnOffsetCommitResponse::default();
     for (t, row) in body.topics.iter().zip(local) {
         let mut topic = TxnOffsetCommitResponseTopic::default().with_name(t.name.clone());
@@ -119,5 +144,5 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         response.topics.push(topic);
     }
-    super::respond(&request, &response)
+    response
 }

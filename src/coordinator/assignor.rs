@@ -82,6 +82,8 @@ fn range(
     out
 }
 
+// Long: one algorithm (keep previous owners, fill, balance) over index vectors that its three
+// steps share; split, each step would take five of them.
 fn uniform(
     members: &[AssignorMember<'_>],
     topics: &BTreeMap<Uuid, i32>,

@@ -506,35 +506,8 @@ impl ConsumerGroup {
         };
         let current = member.assigned.clone();
         let target = self.target.get(member_id).cloned().unwrap_or_default();
-        let mut assigned = Assignment::new();
-        let mut pending = Assignment::new();
-        let mut to_assign = Assignment::new();
-        let mut unreleased = false;
-        let topic_ids: BTreeSet<Uuid> = target.keys().chain(current.keys()).copied().collect();
-        let empty = BTreeSet::new();
-        for t in topic_ids {
-            let tgt = target.get(&t).unwrap_or(&empty);
-            let cur = current.get(&t).unwrap_or(&empty);
-            let keep: BTreeSet<i32> = cur.intersection(tgt).copied().collect();
-            let revoke: BTreeSet<i32> = cur.difference(&keep).copied().collect();
-            let mut add: BTreeSet<i32> = tgt.difference(&keep).copied().collect();
-            let before_len = add.len();
-            add.retain(|p| {
-                self.owners
-                    .get(&(t, *p))
-                    .is_none_or(|owner| owner == member_id)
-            });
-            unreleased |= add.len() != before_len;
-            if !keep.is_empty() {
-                assigned.insert(t, keep);
-            }
-            if !revoke.is_empty() {
-                pending.insert(t, revoke);
-            }
-            if !add.is_empty() {
-                to_assign.insert(t, add);
-            }
-        }
+        let (mut assigned, pending, to_assign, unreleased) =
+            self.diff_assignment(member_id, &current, &target);
         let target_epoch = self.assignment_epoch;
         let (state, epoch) = if !pending.is_empty() {
             (MemberState::UnrevokedPartitions, next_epoch)
@@ -572,6 +545,47 @@ impl ConsumerGroup {
             tracing::debug!(group = %self.group_id, member = member_id, epoch = member.member_epoch, state = ?member.state, "member reconciled");
         }
         after != before
+    }
+
+    /// The member's partitions split against its target: those it keeps, those it must revoke,
+    /// and those it gets (only the ones no other member still owns: when some are, it has
+    /// unreleased partitions).
+    fn diff_assignment(
+        &self,
+        member_id: &str,
+        current: &Assignment,
+        target: &Assignment,
+    ) -> (Assignment, Assignment, Assignment, bool) {
+        let mut assigned = Assignment::new();
+        let mut pending = Assignment::new();
+        let mut to_assign = Assignment::new();
+        let mut unreleased = false;
+        let topic_ids: BTreeSet<Uuid> = target.keys().chain(current.keys()).copied().collect();
+        let empty = BTreeSet::new();
+        for t in topic_ids {
+            let tgt = target.get(&t).unwrap_or(&empty);
+            let cur = current.get(&t).unwrap_or(&empty);
+            let keep: BTreeSet<i32> = cur.intersection(tgt).copied().collect();
+            let revoke: BTreeSet<i32> = cur.difference(&keep).copied().collect();
+            let mut add: BTreeSet<i32> = tgt.difference(&keep).copied().collect();
+            let before_len = add.len();
+            add.retain(|p| {
+                self.owners
+                    .get(&(t, *p))
+                    .is_none_or(|owner| owner == member_id)
+            });
+            unreleased |= add.len() != before_len;
+            if !keep.is_empty() {
+                assigned.insert(t, keep);
+            }
+            if !revoke.is_empty() {
+                pending.insert(t, revoke);
+            }
+            if !add.is_empty() {
+                to_assign.insert(t, add);
+            }
+        }
+        (assigned, pending, to_assign, unreleased)
     }
 }
 
@@ -972,7 +986,7 @@ impl ConsumerGroups {
         now_ms: i64,
         version: i16,
         topics: TopicsView<'_>,
-        req: HeartbeatRequest,
+        mut req: HeartbeatRequest,
     ) -> Result<HeartbeatResponse, Refusal> {
         validate(&req, version)?;
         if req.member_epoch == LEAVE_EPOCH || req.member_epoch == STATIC_LEAVE_EPOCH {
@@ -998,150 +1012,12 @@ impl ConsumerGroups {
         let session_timeout_ms = i64::from(self.config.session_timeout_ms);
         let heartbeat_interval_ms = self.config.heartbeat_interval_ms;
         let group = self.groups.get_mut(&req.group_id).expect("group");
-        if group.members.len() >= GROUP_MEMBERS_MAX && !group.members.contains_key(&member_id) {
-            return Err((
-                ResponseError::GroupMaxSizeReached,
-                format!(
-                    "The consumer group has reached its maximum capacity of {GROUP_MEMBERS_MAX} members."
-                ),
-            ));
-        }
-        let owned = req.owned.as_deref();
         // 0. Find, create or replace the member.
-        let mut bump = false;
-        let mut static_replaced = false;
-        match &req.instance_id {
-            None => {
-                let exists = group.members.contains_key(&member_id);
-                match (exists, joining) {
-                    (false, true) => {
-                        tracing::info!(group = %group.group_id, member = %member_id, "member joins the consumer group");
-                        group
-                            .members
-                            .insert(member_id.clone(), ConsumerMember::new(member_id.clone()));
-                        bump = true;
-                    }
-                    (false, false) => {
-                        return Err((
-                            ResponseError::UnknownMemberId,
-                            format!(
-                                "Member {member_id} is not a member of group {}.",
-                                group.group_id
-                            ),
-                        ))
-                    }
-                    (true, true) => rejoin(group, &member_id),
-                    (true, false) => {
-                        check_epoch(&group.members[&member_id], req.member_epoch, owned)?
-                    }
-                }
-            }
-            Some(instance) => {
-                let existing = group.static_members.get(instance).cloned();
-                match existing {
-                    None if joining => {
-                        if group.members.contains_key(&member_id) {
-                            rejoin(group, &member_id);
-                        } else {
-                            group
-                                .members
-                                .insert(member_id.clone(), ConsumerMember::new(member_id.clone()));
-                            bump = true;
-                        }
-                        group
-                            .static_members
-                            .insert(instance.clone(), member_id.clone());
-                    }
-                    None => {
-                        return Err((
-                            ResponseError::UnknownMemberId,
-                            format!("Instance id {instance} is unknown."),
-                        ))
-                    }
-                    Some(old_id) if joining => {
-                        let old = &group.members[&old_id];
-                        if old.member_epoch != STATIC_LEAVE_EPOCH {
-                            return Err((
-                                ResponseError::UnreleasedInstanceId,
-                                format!(
-                                    "Static member {member_id} with instance id {instance} cannot join the group because the instance id is owned by {old_id} member."
-                                ),
-                            ));
-                        }
-                        // The new incarnation takes over the old one's partitions and target.
-                        let assigned = old.assigned.clone();
-                        let old_member = old.clone();
-                        let target = group.target.get(&old_id).cloned();
-                        let epoch = group.group_epoch;
-                        group.remove_member(&old_id);
-                        group.group_epoch = epoch;
-                        // It inherits the old one's subscription too: no new group epoch.
-                        let mut member = old_member;
-                        member.member_id = member_id.clone();
-                        member.member_epoch = 0;
-                        member.previous_member_epoch = 0;
-                        member.state = MemberState::Stable;
-                        member.revocation_deadline_ms = None;
-                        member.assigned = Assignment::new();
-                        member.pending_revocation = Assignment::new();
-                        group.members.insert(member_id.clone(), member);
-                        group.set_assignment(&member_id, assigned, Assignment::new());
-                        if let Some(target) = target {
-                            group.target.insert(member_id.clone(), target);
-                        }
-                        group
-                            .static_members
-                            .insert(instance.clone(), member_id.clone());
-                        static_replaced = true;
-                        tracing::info!(group = %group.group_id, member = %member_id, instance = %instance, "static member rejoins the consumer group");
-                    }
-                    Some(old_id) => {
-                        if old_id != member_id {
-                            return Err((
-                                ResponseError::FencedInstanceId,
-                                format!(
-                                    "Static member {member_id} with instance id {instance} was fenced by member {old_id}."
-                                ),
-                            ));
-                        }
-                        check_epoch(&group.members[&member_id], req.member_epoch, owned)?;
-                    }
-                }
-            }
-        }
+        let (mut bump, static_replaced) = admit_member(group, &req, &member_id, joining)?;
         // 1. Update the member; bump the group epoch if its subscription changed.
         let member = group.members.get_mut(&member_id).expect("member");
         let assigned_before = member.assigned.clone();
-        if let Some(instance) = &req.instance_id {
-            member.instance_id = Some(instance.clone());
-        }
-        if req.rack_id.is_some() {
-            member.rack_id = req.rack_id.clone();
-        }
-        if req.rebalance_timeout_ms != -1 {
-            member.rebalance_timeout_ms = req.rebalance_timeout_ms;
-        }
-        if req.server_assignor.is_some() {
-            member.server_assignor = req.server_assignor.clone();
-        }
-        if let Some(names) = req.subscribed_topic_names {
-            let mut names = names;
-            names.sort_unstable();
-            names.dedup();
-            if names != member.subscribed_topic_names {
-                member.subscribed_topic_names = names;
-                bump = true;
-            }
-        }
-        if let Some(regex) = req.subscribed_topic_regex {
-            let regex = Some(regex).filter(|r| !r.is_empty());
-            if regex != member.subscribed_topic_regex {
-                member.subscribed_topic_regex = regex;
-                bump = true;
-            }
-        }
-        member.client_id = req.client_id;
-        member.client_host = req.client_host;
+        bump |= update_member(member, &mut req);
         member.session_deadline_ms = now_ms + session_timeout_ms;
         if (bump || group.metadata_version != Some(topics.version))
             && group.refresh_subscription(topics)
@@ -1156,6 +1032,7 @@ impl ConsumerGroups {
             group.compute_target();
         }
         // 3. Reconcile the member towards its target.
+        let owned = req.owned.as_deref();
         group.reconcile(&member_id, owned, now_ms);
         let member = &group.members[&member_id];
         let send_assignment = owned.is_some() || joining || member.assigned != assigned_before;
@@ -1371,6 +1248,198 @@ fn check_transition(
         epochs(group)
     );
     group.check_invariants()
+}
+
+/// Step 0 of a heartbeat: refuses a member past the group's cap, finds the member, adds it when it joins, or lets a static member's new
+/// incarnation take over the old one. Returns (the group epoch must move, a static member was
+/// replaced).
+fn admit_member(
+    group: &mut ConsumerGroup,
+    req: &HeartbeatRequest,
+    member_id: &str,
+    joining: bool,
+) -> Result<(bool, bool), Refusal> {
+    if group.members.len() >= GROUP_MEMBERS_MAX && !group.members.contains_key(member_id) {
+        return Err((
+            ResponseError::GroupMaxSizeReached,
+            format!(
+                "The consumer group has reached its maximum capacity of {GROUP_MEMBERS_MAX} members."
+            ),
+        ));
+    }
+    match &req.instance_id {
+        None => admit_dynamic(group, req, member_id, joining).map(|bump| (bump, false)),
+        Some(instance) => admit_static(group, req, instance, member_id, joining),
+    }
+}
+
+/// [`admit_member`] without an instance id. Returns whether the group epoch must move.
+fn admit_dynamic(
+    group: &mut ConsumerGroup,
+    req: &HeartbeatRequest,
+    member_id: &str,
+    joining: bool,
+) -> Result<bool, Refusal> {
+    let owned = req.owned.as_deref();
+    let mut bump = false;
+    let exists = group.members.contains_key(member_id);
+    match (exists, joining) {
+        (false, true) => {
+            tracing::info!(group = %group.group_id, member = %member_id, "member joins the consumer group");
+            group.members.insert(
+                member_id.to_string(),
+                ConsumerMember::new(member_id.to_string()),
+            );
+            bump = true;
+        }
+        (false, false) => {
+            return Err((
+                ResponseError::UnknownMemberId,
+                format!(
+                    "Member {member_id} is not a member of group {}.",
+                    group.group_id
+                ),
+            ))
+        }
+        (true, true) => rejoin(group, member_id),
+        (true, false) => check_epoch(&group.members[member_id], req.member_epoch, owned)?,
+    }
+    Ok(bump)
+}
+
+/// [`admit_member`] with instance id `instance`. Returns (the group epoch must move, a static
+/// member was replaced).
+fn admit_static(
+    group: &mut ConsumerGroup,
+    req: &HeartbeatRequest,
+    instance: &str,
+    member_id: &str,
+    joining: bool,
+) -> Result<(bool, bool), Refusal> {
+    let owned = req.owned.as_deref();
+    let mut bump = false;
+    let mut static_replaced = false;
+    let existing = group.static_members.get(instance).cloned();
+    match existing {
+        None if joining => {
+            if group.members.contains_key(member_id) {
+                rejoin(group, member_id);
+            } else {
+                group.members.insert(
+                    member_id.to_string(),
+                    ConsumerMember::new(member_id.to_string()),
+                );
+                bump = true;
+            }
+            group
+                .static_members
+                .insert(instance.to_string(), member_id.to_string());
+        }
+        None => {
+            return Err((
+                ResponseError::UnknownMemberId,
+                format!("Instance id {instance} is unknown."),
+            ))
+        }
+        Some(old_id) if joining => {
+            take_over_static(group, instance, &old_id, member_id)?;
+            static_replaced = true;
+        }
+        Some(old_id) => {
+            if old_id != member_id {
+                return Err((
+                    ResponseError::FencedInstanceId,
+                    format!(
+                        "Static member {member_id} with instance id {instance} was fenced by member {old_id}."
+                    ),
+                ));
+            }
+            check_epoch(&group.members[member_id], req.member_epoch, owned)?;
+        }
+    }
+    Ok((bump, static_replaced))
+}
+
+/// A static member's new incarnation (`member_id`) takes over the old one (`old_id`), which must
+/// have left with epoch -2: its partitions, target and subscription, with no new group epoch.
+fn take_over_static(
+    group: &mut ConsumerGroup,
+    instance: &str,
+    old_id: &str,
+    member_id: &str,
+) -> Result<(), Refusal> {
+    let old = &group.members[old_id];
+    if old.member_epoch != STATIC_LEAVE_EPOCH {
+        return Err((
+        ResponseError::UnreleasedInstanceId,
+        format!(
+            "Static member {member_id} with instance id {instance} cannot join the group because the instance id is owned by {old_id} member."
+        ),
+    ));
+    }
+    // The new incarnation takes over the old one's partitions and target.
+    let assigned = old.assigned.clone();
+    let old_member = old.clone();
+    let target = group.target.get(old_id).cloned();
+    let epoch = group.group_epoch;
+    group.remove_member(old_id);
+    group.group_epoch = epoch;
+    // It inherits the old one's subscription too: no new group epoch.
+    let mut member = old_member;
+    member.member_id = member_id.to_string();
+    member.member_epoch = 0;
+    member.previous_member_epoch = 0;
+    member.state = MemberState::Stable;
+    member.revocation_deadline_ms = None;
+    member.assigned = Assignment::new();
+    member.pending_revocation = Assignment::new();
+    group.members.insert(member_id.to_string(), member);
+    group.set_assignment(member_id, assigned, Assignment::new());
+    if let Some(target) = target {
+        group.target.insert(member_id.to_string(), target);
+    }
+    group
+        .static_members
+        .insert(instance.to_string(), member_id.to_string());
+    tracing::info!(group = %group.group_id, member = %member_id, instance = %instance, "static member rejoins the consumer group");
+    Ok(())
+}
+
+/// Step 1 of a heartbeat: the member takes the request's fields. Returns whether its
+/// subscription changed.
+fn update_member(member: &mut ConsumerMember, req: &mut HeartbeatRequest) -> bool {
+    let mut bump = false;
+    if let Some(instance) = &req.instance_id {
+        member.instance_id = Some(instance.clone());
+    }
+    if req.rack_id.is_some() {
+        member.rack_id = req.rack_id.clone();
+    }
+    if req.rebalance_timeout_ms != -1 {
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+    }
+    if req.server_assignor.is_some() {
+        member.server_assignor = req.server_assignor.clone();
+    }
+    if let Some(names) = req.subscribed_topic_names.take() {
+        let mut names = names;
+        names.sort_unstable();
+        names.dedup();
+        if names != member.subscribed_topic_names {
+            member.subscribed_topic_names = names;
+            bump = true;
+        }
+    }
+    if let Some(regex) = req.subscribed_topic_regex.take() {
+        let regex = Some(regex).filter(|r| !r.is_empty());
+        if regex != member.subscribed_topic_regex {
+            member.subscribed_topic_regex = regex;
+            bump = true;
+        }
+    }
+    member.client_id = std::mem::take(&mut req.client_id);
+    member.client_host = std::mem::take(&mut req.client_host);
+    bump
 }
 
 /// A member rejoins with epoch 0 under its known id: it has dropped its partitions (it was

@@ -816,6 +816,25 @@ impl Groups {
         self.tracked(&group_id, |g| g.join_inner(now_ms, request_id, req))
     }
 
+    /// Why a JoinGroup is refused before its group is looked at: no group id, a session
+    /// timeout out of range, or a member id for a group that does not exist.
+    fn join_refusal(&self, req: &JoinRequest) -> Option<ResponseError> {
+        if req.group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
+        if req.session_timeout_ms < self.config.session_timeout_ms_min
+            || req.session_timeout_ms > self.config.session_timeout_ms_max
+        {
+            return Some(ResponseError::InvalidSessionTimeout);
+        }
+        let known_member = !req.member_id.is_empty();
+        let group_exists = self.groups.contains_key(&req.group_id);
+        if known_member && !group_exists {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        None
+    }
+
     fn join_inner(&mut self, now_ms: i64, request_id: RequestId, req: JoinRequest) -> Vec<Effect> {
         let mut effects = Vec::new();
         let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
@@ -824,31 +843,11 @@ impl Groups {
                 response: Response::Join(r),
             })
         };
-        if req.group_id.is_empty() {
-            reply(
-                &mut effects,
-                JoinResponse::error(ResponseError::InvalidGroupId, &req.member_id),
-            );
-            return effects;
-        }
-        if req.session_timeout_ms < self.config.session_timeout_ms_min
-            || req.session_timeout_ms > self.config.session_timeout_ms_max
-        {
-            reply(
-                &mut effects,
-                JoinResponse::error(ResponseError::InvalidSessionTimeout, &req.member_id),
-            );
+        if let Some(error) = self.join_refusal(&req) {
+            reply(&mut effects, JoinResponse::error(error, &req.member_id));
             return effects;
         }
         let known_member = !req.member_id.is_empty();
-        let group_exists = self.groups.contains_key(&req.group_id);
-        if known_member && !group_exists {
-            reply(
-                &mut effects,
-                JoinResponse::error(ResponseError::UnknownMemberId, &req.member_id),
-            );
-            return effects;
-        }
         let new_id = if known_member {
             String::new()
         } else {
@@ -882,86 +881,18 @@ impl Groups {
             return effects;
         }
         if !known_member {
-            // A static member that rejoins without its member id replaces its old incarnation.
-            if let Some(instance) = &req.group_instance_id {
-                if let Some(old_id) = group.static_members.get(instance).cloned() {
-                    let Some(mut member) = group.members.remove(&old_id) else {
-                        unreachable!("static member map points at a member");
-                    };
-                    fence_parked(&mut member, ResponseError::FencedInstanceId, &mut effects);
-                    member.member_id = new_id.clone();
-                    if group.leader.as_deref() == Some(&old_id) {
-                        group.leader = Some(new_id.clone());
-                    }
-                    group.members.insert(new_id.clone(), member);
-                    group
-                        .static_members
-                        .insert(instance.clone(), new_id.clone());
-                    let mut req = req;
-                    req.member_id = new_id;
-                    join_known(
-                        group,
-                        now_ms,
-                        request_id,
-                        req,
-                        true,
-                        initial_delay,
-                        &mut effects,
-                    );
-                    return effects;
-                }
-            }
-            if req.require_known_member_id && req.group_instance_id.is_none() {
-                if group.pending_members.len() >= GROUP_PENDING_MEMBERS_MAX {
-                    reply(
-                        &mut effects,
-                        JoinResponse::error(ResponseError::CoordinatorLoadInProgress, ""),
-                    );
-                    return effects;
-                }
-                group
-                    .pending_members
-                    .insert(new_id.clone(), now_ms + i64::from(req.session_timeout_ms));
-                reply(
-                    &mut effects,
-                    JoinResponse::error(ResponseError::MemberIdRequired, &new_id),
-                );
-                return effects;
-            }
-            let mut req = req;
-            req.member_id = new_id;
-            add_member(group, now_ms, request_id, req, initial_delay, &mut effects);
-            return effects;
-        }
-        if group.pending_members.remove(&req.member_id).is_some() {
-            add_member(group, now_ms, request_id, req, initial_delay, &mut effects);
-            return effects;
-        }
-        let Some(member) = group.members.get(&req.member_id) else {
-            reply(
+            join_new_member(
+                group,
+                now_ms,
+                request_id,
+                req,
+                new_id,
+                initial_delay,
                 &mut effects,
-                JoinResponse::error(ResponseError::UnknownMemberId, &req.member_id),
             );
             return effects;
-        };
-        if let Some(instance) = &req.group_instance_id {
-            if member.group_instance_id.as_ref() != Some(instance) {
-                reply(
-                    &mut effects,
-                    JoinResponse::error(ResponseError::FencedInstanceId, &req.member_id),
-                );
-                return effects;
-            }
         }
-        join_known(
-            group,
-            now_ms,
-            request_id,
-            req,
-            false,
-            initial_delay,
-            &mut effects,
-        );
+        join_current_member(group, now_ms, request_id, req, initial_delay, &mut effects);
         effects
     }
 
@@ -996,15 +927,7 @@ impl Groups {
             reply(SyncResponse::error(e));
             return effects;
         }
-        if req
-            .protocol_type
-            .as_ref()
-            .is_some_and(|t| Some(t) != group.protocol_type.as_ref())
-            || req
-                .protocol_name
-                .as_ref()
-                .is_some_and(|n| Some(n) != group.protocol_name.as_ref())
-        {
+        if protocol_mismatch(group, &req) {
             reply(SyncResponse::error(
                 ResponseError::InconsistentGroupProtocol,
             ));
@@ -1040,25 +963,7 @@ impl Groups {
                     });
                 }
                 if group.leader.as_deref() == Some(req.member_id.as_str()) {
-                    let assignments: HashMap<String, Bytes> = req.assignments.into_iter().collect();
-                    for m in group.members.values_mut() {
-                        m.assignment = assignments.get(&m.member_id).cloned().unwrap_or_default();
-                    }
-                    group.state = GroupState::Stable;
-                    group.state_timestamp_ms = Some(now_ms);
-                    for m in group.members.values_mut() {
-                        if let Some(id) = m.awaiting_sync.take() {
-                            effects.push(Effect::Reply {
-                                request_id: id,
-                                response: Response::Sync(SyncResponse {
-                                    error: None,
-                                    protocol_type: group.protocol_type.clone(),
-                                    protocol_name: group.protocol_name.clone(),
-                                    assignment: m.assignment.clone(),
-                                }),
-                            });
-                        }
-                    }
+                    complete_rebalance(group, req.assignments, now_ms, &mut effects);
                 }
             }
         }
@@ -1395,6 +1300,154 @@ fn fence_parked(member: &mut Member, error: ResponseError, effects: &mut Vec<Eff
             request_id: id,
             response: Response::Sync(SyncResponse::error(error)),
         });
+    }
+}
+
+/// JoinGroup of a member without an id (Kafka's doNewMemberJoinGroup): a static member's new
+/// incarnation replaces the old one; otherwise, when the client can, it is given an id to come
+/// back with (KIP-394), or it joins now as `new_id`.
+fn join_new_member(
+    group: &mut Group,
+    now_ms: i64,
+    request_id: RequestId,
+    req: JoinRequest,
+    new_id: String,
+    initial_delay: i64,
+    effects: &mut Vec<Effect>,
+) {
+    let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
+        effects.push(Effect::Reply {
+            request_id,
+            response: Response::Join(r),
+        })
+    };
+    // A static member that rejoins without its member id replaces its old incarnation.
+    if let Some(instance) = &req.group_instance_id {
+        if let Some(old_id) = group.static_members.get(instance).cloned() {
+            let Some(mut member) = group.members.remove(&old_id) else {
+                unreachable!("static member map points at a member");
+            };
+            fence_parked(&mut member, ResponseError::FencedInstanceId, effects);
+            member.member_id = new_id.clone();
+            if group.leader.as_deref() == Some(&old_id) {
+                group.leader = Some(new_id.clone());
+            }
+            group.members.insert(new_id.clone(), member);
+            group
+                .static_members
+                .insert(instance.clone(), new_id.clone());
+            let mut req = req;
+            req.member_id = new_id;
+            join_known(group, now_ms, request_id, req, true, initial_delay, effects);
+            return;
+        }
+    }
+    if req.require_known_member_id && req.group_instance_id.is_none() {
+        if group.pending_members.len() >= GROUP_PENDING_MEMBERS_MAX {
+            reply(
+                effects,
+                JoinResponse::error(ResponseError::CoordinatorLoadInProgress, ""),
+            );
+            return;
+        }
+        group
+            .pending_members
+            .insert(new_id.clone(), now_ms + i64::from(req.session_timeout_ms));
+        reply(
+            effects,
+            JoinResponse::error(ResponseError::MemberIdRequired, &new_id),
+        );
+        return;
+    }
+    let mut req = req;
+    req.member_id = new_id;
+    add_member(group, now_ms, request_id, req, initial_delay, effects);
+}
+
+/// JoinGroup of a member with an id (Kafka's doCurrentMemberJoinGroup): a pending member joins
+/// now; a known one rejoins, unless another incarnation holds its instance id.
+fn join_current_member(
+    group: &mut Group,
+    now_ms: i64,
+    request_id: RequestId,
+    req: JoinRequest,
+    initial_delay: i64,
+    effects: &mut Vec<Effect>,
+) {
+    let reply = |effects: &mut Vec<Effect>, r: JoinResponse| {
+        effects.push(Effect::Reply {
+            request_id,
+            response: Response::Join(r),
+        })
+    };
+    if group.pending_members.remove(&req.member_id).is_some() {
+        add_member(group, now_ms, request_id, req, initial_delay, effects);
+        return;
+    }
+    let Some(member) = group.members.get(&req.member_id) else {
+        reply(
+            effects,
+            JoinResponse::error(ResponseError::UnknownMemberId, &req.member_id),
+        );
+        return;
+    };
+    if let Some(instance) = &req.group_instance_id {
+        if member.group_instance_id.as_ref() != Some(instance) {
+            reply(
+                effects,
+                JoinResponse::error(ResponseError::FencedInstanceId, &req.member_id),
+            );
+            return;
+        }
+    }
+    join_known(
+        group,
+        now_ms,
+        request_id,
+        req,
+        false,
+        initial_delay,
+        effects,
+    );
+}
+
+/// Whether a SyncGroup names a protocol type or name other than the group's.
+fn protocol_mismatch(group: &Group, req: &SyncRequest) -> bool {
+    req.protocol_type
+        .as_ref()
+        .is_some_and(|t| Some(t) != group.protocol_type.as_ref())
+        || req
+            .protocol_name
+            .as_ref()
+            .is_some_and(|n| Some(n) != group.protocol_name.as_ref())
+}
+
+/// The leader's SyncGroup: every member takes its assignment from `assignments`, the group is
+/// Stable, and every member waiting in SyncGroup gets its answer.
+fn complete_rebalance(
+    group: &mut Group,
+    assignments: Vec<(String, Bytes)>,
+    now_ms: i64,
+    effects: &mut Vec<Effect>,
+) {
+    let assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
+    for m in group.members.values_mut() {
+        m.assignment = assignments.get(&m.member_id).cloned().unwrap_or_default();
+    }
+    group.state = GroupState::Stable;
+    group.state_timestamp_ms = Some(now_ms);
+    for m in group.members.values_mut() {
+        if let Some(id) = m.awaiting_sync.take() {
+            effects.push(Effect::Reply {
+                request_id: id,
+                response: Response::Sync(SyncResponse {
+                    error: None,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol_name.clone(),
+                    assignment: m.assignment.clone(),
+                }),
+            });
+        }
     }
 }
 

@@ -138,6 +138,7 @@ fn render_process(o: &mut Out, info: &BrokerInfo, shards: &[ShardSnapshot]) {
 }
 
 /// Requests per API and shard: counts, failures, latency, handler panics, partition errors.
+// Long: a flat list of metric families, one after another, as they appear in the exposition.
 fn render_requests(o: &mut Out, shards: &[ShardSnapshot]) {
     o.header(
         "freshet_requests_total",
@@ -305,6 +306,7 @@ fn render_traffic(o: &mut Out, shards: &[ShardSnapshot]) {
 }
 
 /// Storage per shard and per partition; returns the partitions sorted by topic and index.
+// Long: a flat list of metric families, one after another, as they appear in the exposition.
 fn render_storage<'a>(o: &mut Out, shards: &'a [ShardSnapshot]) -> Vec<&'a super::PartitionState> {
     o.per_shard(
         shards,

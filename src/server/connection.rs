@@ -171,51 +171,90 @@ fn make_room(buf: &mut BytesMut, frame_bytes: usize) -> usize {
 
 async fn read_loop(
     shard: &Rc<Shard>,
-    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: futures_lite::io::ReadHalf<TcpStream>,
     queue: flume::Sender<InFlight>,
     peer: &str,
 ) -> String {
-    let max = shard.config.request_bytes_max;
-    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
-    let request_timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
-    // The bytes of the frame being read (and any read past it); empty, without an allocation,
-    // between requests.
-    let mut buf = BytesMut::new();
-    let mut small = [0u8; IDLE_READ_BYTES];
+    let mut frames = FrameReader {
+        shard,
+        reader,
+        peer,
+        max: shard.config.request_bytes_max,
+        idle: Duration::from_millis(shard.config.connections_max_idle_ms),
+        request_timeout: Duration::from_millis(shard.config.request_read_timeout_ms),
+        buf: BytesMut::new(),
+        small: [0u8; IDLE_READ_BYTES],
+        frames_read: 0,
+    };
     let client_host = client_host_of(peer);
-    let mut frames_read: u64 = 0;
     loop {
+        let (frame, reserved) = match frames.read_frame().await {
+            Ok(read) => read,
+            Err(why) => return why,
+        };
+        frames.frames_read += 1;
+        if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer).await {
+            return why;
+        }
+    }
+}
+
+/// The read side of a connection: the socket, the bytes of the frame being read, and the
+/// limits on reading it.
+struct FrameReader<'a> {
+    shard: &'a Rc<Shard>,
+    reader: futures_lite::io::ReadHalf<TcpStream>,
+    peer: &'a str,
+    /// `request_bytes_max`.
+    max: usize,
+    /// `connections_max_idle_ms`.
+    idle: Duration,
+    /// `request_read_timeout_ms`.
+    request_timeout: Duration,
+    /// The bytes of the frame being read (and any read past it); empty, without an allocation,
+    /// between requests.
+    buf: BytesMut,
+    small: [u8; IDLE_READ_BYTES],
+    frames_read: u64,
+}
+
+impl FrameReader<'_> {
+    /// Reads until a whole frame is at the front of `buf` and takes it, with the shard memory
+    /// reserved for it if it is large. `Err`: why the connection closes.
+    async fn read_frame(&mut self) -> Result<(BytesMut, Option<Reservation>), String> {
+        let (shard, peer) = (self.shard, self.peer);
         // The shard memory for a large frame at the front of `buf`, reserved as soon as its
         // size is known and before its body is read.
         let mut reserved: Option<Reservation> = None;
         // When the frame's first byte arrived (plus the time spent waiting for the budget):
         // the whole frame must be here request_read_timeout_ms later.
-        let mut started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
-        let frame = loop {
-            if frames_read == 0 && buf.starts_with(&TLS_HANDSHAKE_PREFIX) {
+        let mut started: Option<Instant> = (!self.buf.is_empty()).then(Instant::now);
+        loop {
+            if self.frames_read == 0 && self.buf.starts_with(&TLS_HANDSHAKE_PREFIX) {
                 tracing::warn!(%peer, "TLS handshake on a plaintext listener (the client is configured for SSL or SASL_SSL); closing connection");
-                return "TLS handshake on a plaintext listener".into();
+                return Err("TLS handshake on a plaintext listener".into());
             }
-            match take_frame(&mut buf, max) {
-                Ok(Some(frame)) => break frame,
+            match take_frame(&mut self.buf, self.max) {
+                Ok(Some(frame)) => return Ok((frame, reserved)),
                 Ok(None) => {}
                 Err(FrameError::TooLarge { size, max }) => {
                     tracing::warn!(%peer, size, max, "request larger than socket.request.max.bytes; closing connection");
-                    return format!("frame of {size} bytes exceeds {max}");
+                    return Err(format!("frame of {size} bytes exceeds {max}"));
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad frame; closing connection");
-                    return format!("bad frame: {e}");
+                    return Err(format!("bad frame: {e}"));
                 }
             }
-            if buf.is_empty() {
+            if self.buf.is_empty() {
                 // Between requests: hold no memory.
-                buf = BytesMut::new();
+                self.buf = BytesMut::new();
                 if shard.stopping.get() {
-                    return "broker stopping".into();
+                    return Err("broker stopping".into());
                 }
             }
             // take_frame has checked the size once its 4 bytes are here.
+            let buf = &self.buf;
             let frame_bytes = (buf.len() >= SIZE_PREFIX_BYTES).then(|| {
                 i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize
                     + SIZE_PREFIX_BYTES
@@ -226,122 +265,166 @@ async fn read_loop(
                     let waiting = Instant::now();
                     match Reservation::acquire(shard, size).await {
                         Some(r) => reserved = Some(r),
-                        None => return "shard stopping".into(),
+                        None => return Err("shard stopping".into()),
                     }
                     if let Some(s) = started.as_mut() {
                         *s += waiting.elapsed();
                     }
                 }
             }
-            let limit = match started {
-                None => idle,
-                Some(s) => request_timeout.saturating_sub(s.elapsed()),
-            };
-            let filled = buf.len();
-            let window = match frame_bytes {
-                Some(frame_bytes) => make_room(&mut buf, frame_bytes),
-                None => small.len(),
-            };
-            // Read into the frame's buffer once its size is known, into `small` before.
-            let into_buf = frame_bytes.is_some();
-            if into_buf {
-                buf.resize(filled + window, 0);
-            }
-            let read = futures_lite::future::or(
-                async {
-                    let target: &mut [u8] = if into_buf {
-                        &mut buf[filled..]
-                    } else {
-                        &mut small[..window]
-                    };
-                    ReadEnd::Data(reader.read(target).await)
-                },
-                futures_lite::future::or(
-                    async {
-                        // A stopping broker stops waiting on idle connections.
-                        shard.stop.until(|| shard.stopping.get()).await;
-                        if filled == 0 {
-                            ReadEnd::Stopping
-                        } else {
-                            futures_lite::future::pending().await
-                        }
-                    },
-                    async {
-                        crate::rt::sleep(limit).await;
-                        ReadEnd::TimedOut
-                    },
-                ),
-            )
-            .await;
-            match read {
-                ReadEnd::Stopping => return "broker stopping".into(),
-                ReadEnd::TimedOut if filled == 0 => {
-                    tracing::debug!(%peer, "idle connection closed (connections_max_idle_ms)");
-                    return "idle timeout".into();
-                }
-                ReadEnd::TimedOut => {
-                    tracing::warn!(%peer, received = filled, announced = frame_bytes.unwrap_or(0), "request not received whole within request_read_timeout_ms of its first byte; closing connection");
-                    return "request read timeout".into();
-                }
-                ReadEnd::Data(Ok(0)) => {
-                    return if filled == 0 {
-                        "closed by client".into()
-                    } else {
-                        "client closed mid-frame".into()
-                    };
-                }
-                ReadEnd::Data(Ok(n)) => {
-                    if into_buf {
-                        buf.truncate(filled + n);
-                    } else {
-                        append(&mut buf, &small[..n]);
-                    }
-                    started.get_or_insert_with(Instant::now);
-                }
-                ReadEnd::Data(Err(e)) => return format!("read error: {e}"),
-            }
-        };
-        frames_read += 1;
-        let frame: Bytes = frame.freeze();
-        let reservation = match reserved {
-            Some(r) => r,
-            None => match Reservation::acquire(shard, frame.len()).await {
-                Some(r) => r,
-                None => return "shard stopping".into(),
-            },
-        };
-        let mut request = match parse_request_header(frame) {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "unparseable request header; closing connection");
-                return format!("bad request header: {e}");
-            }
-        };
-        request.client_host = client_host.clone();
-        let handler_shard = shard.clone();
-        let answer = crate::rt::spawn_local(async move {
-            // A bug in one handler must not take the shard (and every other client) down:
-            // the panic is logged by the panic hook and only this connection is closed.
-            AssertUnwindSafe(api::handle(&handler_shard, request))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    crate::metrics::record_handler_panic();
-                    Outcome::Close("request handler panicked".into())
-                })
-        })
-        .detach();
-        if queue
-            .send_async(InFlight {
-                answer,
-                reservation,
-            })
-            .await
-            .is_err()
-        {
-            return "writer gone".into();
+            self.read_more(frame_bytes, &mut started).await?;
         }
     }
+
+    /// One read from the socket (into `buf` once the frame's size is known, into `small`
+    /// before), bounded by the idle or the request timeout and by the broker stopping.
+    async fn read_more(
+        &mut self,
+        frame_bytes: Option<usize>,
+        started: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        let FrameReader {
+            shard,
+            reader,
+            peer,
+            idle,
+            request_timeout,
+            buf,
+            small,
+            ..
+        } = self;
+        let (shard, peer) = (*shard, *peer);
+        let limit = match started {
+            None => *idle,
+            Some(s) => request_timeout.saturating_sub(s.elapsed()),
+        };
+        let filled = buf.len();
+        let window = match frame_bytes {
+            Some(frame_bytes) => make_room(buf, frame_bytes),
+            None => small.len(),
+        };
+        // Read into the frame's buffer once its size is known, into `small` before.
+        let into_buf = frame_bytes.is_some();
+        if into_buf {
+            buf.resize(filled + window, 0);
+        }
+        let target: &mut [u8] = if into_buf {
+            &mut buf[filled..]
+        } else {
+            &mut small[..window]
+        };
+        let read = read_or_stop(shard, reader, target, filled, limit).await;
+        match read {
+            ReadEnd::Stopping => return Err("broker stopping".into()),
+            ReadEnd::TimedOut if filled == 0 => {
+                tracing::debug!(%peer, "idle connection closed (connections_max_idle_ms)");
+                return Err("idle timeout".into());
+            }
+            ReadEnd::TimedOut => {
+                tracing::warn!(%peer, received = filled, announced = frame_bytes.unwrap_or(0), "request not received whole within request_read_timeout_ms of its first byte; closing connection");
+                return Err("request read timeout".into());
+            }
+            ReadEnd::Data(Ok(0)) => {
+                return Err(if filled == 0 {
+                    "closed by client".into()
+                } else {
+                    "client closed mid-frame".into()
+                });
+            }
+            ReadEnd::Data(Ok(n)) => {
+                if into_buf {
+                    buf.truncate(filled + n);
+                } else {
+                    append(buf, &small[..n]);
+                }
+                started.get_or_insert_with(Instant::now);
+            }
+            ReadEnd::Data(Err(e)) => return Err(format!("read error: {e}")),
+        }
+        Ok(())
+    }
+}
+
+/// Reads from the client into `target`, for `limit` at most; a stopping broker ends the wait
+/// while no byte of a frame is here (`filled == 0`).
+async fn read_or_stop(
+    shard: &Shard,
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    target: &mut [u8],
+    filled: usize,
+    limit: Duration,
+) -> ReadEnd {
+    futures_lite::future::or(
+        async { ReadEnd::Data(reader.read(target).await) },
+        futures_lite::future::or(
+            async {
+                // A stopping broker stops waiting on idle connections.
+                shard.stop.until(|| shard.stopping.get()).await;
+                if filled == 0 {
+                    ReadEnd::Stopping
+                } else {
+                    futures_lite::future::pending().await
+                }
+            },
+            async {
+                crate::rt::sleep(limit).await;
+                ReadEnd::TimedOut
+            },
+        ),
+    )
+    .await
+}
+
+/// Parses a frame's request header, spawns its handler and queues it for the writer.
+/// `Err`: why the connection closes.
+async fn dispatch(
+    shard: &Rc<Shard>,
+    frame: BytesMut,
+    reserved: Option<Reservation>,
+    client_host: &Rc<str>,
+    queue: &flume::Sender<InFlight>,
+    peer: &str,
+) -> Result<(), String> {
+    let frame: Bytes = frame.freeze();
+    let reservation = match reserved {
+        Some(r) => r,
+        None => match Reservation::acquire(shard, frame.len()).await {
+            Some(r) => r,
+            None => return Err("shard stopping".into()),
+        },
+    };
+    let mut request = match parse_request_header(frame) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "unparseable request header; closing connection");
+            return Err(format!("bad request header: {e}"));
+        }
+    };
+    request.client_host = client_host.clone();
+    let handler_shard = shard.clone();
+    let answer = crate::rt::spawn_local(async move {
+        // A bug in one handler must not take the shard (and every other client) down:
+        // the panic is logged by the panic hook and only this connection is closed.
+        AssertUnwindSafe(api::handle(&handler_shard, request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                crate::metrics::record_handler_panic();
+                Outcome::Close("request handler panicked".into())
+            })
+    })
+    .detach();
+    if queue
+        .send_async(InFlight {
+            answer,
+            reservation,
+        })
+        .await
+        .is_err()
+    {
+        return Err("writer gone".into());
+    }
+    Ok(())
 }
 
 fn shard_kib_total(shard: &Shard) -> u64 {

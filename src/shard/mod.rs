@@ -324,7 +324,38 @@ impl Shard {
     }
 
     async fn reconcile(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
-        // Partitions of topics that vanished, or were re-created under a new id, are deleted.
+        self.delete_vanished(previous, next);
+        // A change of the dynamic broker log configs reaches every topic (Kafka's
+        // `DynamicLogConfig.reconfigure`); those with their own override keep it.
+        let defaults_changed =
+            broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
+                != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
+        self.remove_gone_offline(previous, next).await;
+        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
+        for (name, topic) in &next.topics {
+            let config_changed = previous.topics.get(name).is_some_and(|old| {
+                old.id == topic.id && (defaults_changed || old.configs != topic.configs)
+            });
+            let log_config = self.log_config(next, name);
+            for p in 0..topic.partitions {
+                if self.owner(name, p) != self.id {
+                    continue;
+                }
+                match self.partition(name, p) {
+                    Some(partition) => {
+                        if config_changed {
+                            partition.log.set_config(log_config.clone());
+                        }
+                    }
+                    None => to_open.push((name.clone(), p, log_config.clone())),
+                }
+            }
+        }
+        self.open_logs(to_open).await;
+    }
+
+    /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
+    fn delete_vanished(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()
@@ -345,14 +376,12 @@ impl Shard {
                 self.delete_in_background(key, partition);
             }
         }
-        // A change of the dynamic broker log configs reaches every topic (Kafka's
-        // `DynamicLogConfig.reconfigure`); those with their own override keep it.
-        let defaults_changed =
-            broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
-                != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
-        // Offline partitions (never opened) of topics that vanished or were re-created: the
-        // operator deleted the topic, so its damaged files go too (a new topic of that name must
-        // not open them).
+    }
+
+    /// Offline partitions (never opened) of topics that vanished or were re-created: the
+    /// operator deleted the topic, so its damaged files go too (a new topic of that name must
+    /// not open them).
+    async fn remove_gone_offline(&self, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let gone: Vec<TopicPartition> = OFFLINE_PARTITIONS
             .lock()
             .map(|set| {
@@ -376,27 +405,6 @@ impl Shard {
                 tracing::error!(topic = %topic, partition = p, error = %e, "removing the files of a deleted offline partition failed");
             }
         }
-        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
-        for (name, topic) in &next.topics {
-            let config_changed = previous.topics.get(name).is_some_and(|old| {
-                old.id == topic.id && (defaults_changed || old.configs != topic.configs)
-            });
-            let log_config = self.log_config(next, name);
-            for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id {
-                    continue;
-                }
-                match self.partition(name, p) {
-                    Some(partition) => {
-                        if config_changed {
-                            partition.log.set_config(log_config.clone());
-                        }
-                    }
-                    None => to_open.push((name.clone(), p, log_config.clone())),
-                }
-            }
-        }
-        self.open_logs(to_open).await;
     }
 
     /// Opens the logs of `partitions` (recovery included), at most
@@ -559,6 +567,27 @@ impl Shard {
         } else {
             current.partition_count()
         };
+        if let Some(error) = self.partition_cap_error(before, after) {
+            // Nothing is applied: every command of a real request fails with it.
+            return refuse_all(&commands, results, &error, validate_only);
+        }
+        if validate_only || current.version == self.metadata().version {
+            return results;
+        }
+        if let Err(e) = self.metadata_log.append(records, &current).await {
+            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(storage_unavailable())))
+                .collect();
+        }
+        self.publish_metadata(current).await;
+        results
+    }
+
+    /// The error for a metadata change that would take the broker from `before` to `after`
+    /// partitions, past max_partitions_per_broker (none if it stays within it, or shrinks).
+    fn partition_cap_error(&self, before: u64, after: u64) -> Option<MetadataError> {
         let cap = self.config.max_partitions_per_broker;
         if cap > 0 && after > before && after > cap as u64 {
             let error = MetadataError {
@@ -574,34 +603,14 @@ impl Shard {
                 cap,
                 "refused a metadata change over the partition cap"
             );
-            // Nothing is applied: every command of a real request fails with it.
-            return commands
-                .iter()
-                .zip(results)
-                .map(|(command, result)| {
-                    let adds = matches!(
-                        command,
-                        MetadataCommand::CreateTopic { .. }
-                            | MetadataCommand::CreatePartitions { .. }
-                    );
-                    if adds || !validate_only {
-                        result.and(Err(error.clone()))
-                    } else {
-                        result
-                    }
-                })
-                .collect();
+            return Some(error);
         }
-        if validate_only || current.version == self.metadata().version {
-            return results;
-        }
-        if let Err(e) = self.metadata_log.append(records, &current).await {
-            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
-            return results
-                .into_iter()
-                .map(|r| r.and(Err(storage_unavailable())))
-                .collect();
-        }
+        None
+    }
+
+    /// Publishes new metadata to every shard (which open or delete partitions), then drops the
+    /// committed offsets of deleted topics.
+    async fn publish_metadata(self: &Rc<Self>, current: ClusterMetadata) {
         let previous = self.metadata();
         let deleted_topics: Vec<String> = previous
             .topics
@@ -624,7 +633,6 @@ impl Shard {
                 tracing::error!(error = ?e, "deleting committed offsets of deleted topics failed");
             }
         }
-        results
     }
 
     /// Hands out a producer id never given before (coordinator shard). Reserves a new block
@@ -829,4 +837,29 @@ fn storage_unavailable() -> MetadataError {
         code: kafka_protocol::error::ResponseError::KafkaStorageError,
         message: "The broker could not persist the metadata change".into(),
     }
+}
+
+/// Every command's result when a request is refused as a whole with `error`: a real request
+/// fails every command; a validate_only one fails the commands that add partitions.
+fn refuse_all(
+    commands: &[MetadataCommand],
+    results: Vec<Result<(), MetadataError>>,
+    error: &MetadataError,
+    validate_only: bool,
+) -> Vec<Result<(), MetadataError>> {
+    commands
+        .iter()
+        .zip(results)
+        .map(|(command, result)| {
+            let adds = matches!(
+                command,
+                MetadataCommand::CreateTopic { .. } | MetadataCommand::CreatePartitions { .. }
+            );
+            if adds || !validate_only {
+                result.and(Err(error.clone()))
+            } else {
+                result
+            }
+        })
+        .collect()
 }

@@ -251,6 +251,36 @@ async fn measure(
     file.preallocate(file_len).await.map_err(storage_err)?;
     let big = vec![0xa5u8; (4 << 20) * QUEUE_DEPTHS.iter().max().copied().unwrap_or(1)];
     // Write the whole file once: later points overwrite allocated blocks.
+    fill(file, file_len, &big).await?;
+
+    let points = write_points(file, file_len, point_bytes, point_time, &big).await?;
+    let (best_bw, best_size, best_depth) = best_write(&points);
+
+    let lat_us = sync_latencies(file, file_len, quick, &big).await?;
+    let pct = |q: f64| lat_us[((lat_us.len() as f64 - 1.0) * q).round() as usize];
+
+    let read_bw = read_bandwidth(file, file_len, point_bytes, best_size).await?;
+
+    Ok(DiskProfile {
+        version: 1,
+        measured_at_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        data_dir: String::new(),
+        quick,
+        write_bytes_per_sec: best_bw,
+        read_bytes_per_sec: read_bw,
+        best_write_bytes: best_size,
+        best_queue_depth: best_depth,
+        fdatasync_p50_us: pct(0.5),
+        fdatasync_p99_us: pct(0.99),
+        fdatasync_max_us: lat_us.last().copied().unwrap_or(0),
+        points,
+    })
+}
+
+/// Writes `file` whole once, then syncs it.
+async fn fill(file: &DataFile, file_len: u64, big: &[u8]) -> Result<(), String> {
     let mut pos = 0u64;
     while pos < file_len {
         let n = (4u64 << 20).min(file_len - pos) as usize;
@@ -261,6 +291,17 @@ async fn measure(
     }
     file.sync().await.map_err(storage_err)?;
 
+    Ok(())
+}
+
+/// Write bandwidth for each write size and queue depth that fits the file.
+async fn write_points(
+    file: &DataFile,
+    file_len: u64,
+    point_bytes: u64,
+    point_time: Duration,
+    big: &[u8],
+) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
     for &size in WRITE_SIZES {
         for &depth in QUEUE_DEPTHS {
@@ -292,6 +333,12 @@ async fn measure(
         }
         file.sync().await.map_err(storage_err)?;
     }
+    Ok(points)
+}
+
+/// The best write bandwidth, the smallest write size within 90% of it, and the lowest queue
+/// depth within 90% of that size's best.
+fn best_write(points: &[Point]) -> (u64, u64, u32) {
     let best_bw = points.iter().map(|p| p.bytes_per_sec).max().unwrap_or(0);
     let best_at = |size: u64| {
         points
@@ -314,8 +361,18 @@ async fn measure(
         .min()
         .unwrap_or(1);
 
-    // fdatasync latency after a small write into preallocated, never written space, as the
-    // broker appends (the sync then also commits the extent conversion, a journal write).
+    (best_bw, best_size, best_depth)
+}
+
+/// fdatasync latencies (µs, sorted) after a small write into preallocated, never written
+/// space, as the broker appends (the sync then also commits the extent conversion, a journal
+/// write).
+async fn sync_latencies(
+    file: &DataFile,
+    file_len: u64,
+    quick: bool,
+    big: &[u8],
+) -> Result<Vec<u64>, String> {
     let syncs = if quick { 20 } else { 200 };
     file.preallocate(file_len + syncs as u64 * 4096)
         .await
@@ -331,9 +388,17 @@ async fn measure(
         lat_us.push(t.elapsed().as_micros() as u64);
     }
     lat_us.sort_unstable();
-    let pct = |q: f64| lat_us[((lat_us.len() as f64 - 1.0) * q).round() as usize];
+    lat_us.sort_unstable();
+    Ok(lat_us)
+}
 
-    // Read bandwidth at the best size.
+/// Read bandwidth at the best size.
+async fn read_bandwidth(
+    file: &DataFile,
+    file_len: u64,
+    point_bytes: u64,
+    best_size: u64,
+) -> Result<u64, String> {
     let read_len = file_len.min(point_bytes.max(best_size));
     let start = Instant::now();
     let mut pos = 0u64;
@@ -345,24 +410,7 @@ async fn measure(
         }
         pos += got.len() as u64;
     }
-    let read_bw = (pos as f64 / start.elapsed().as_secs_f64().max(1e-6)) as u64;
-
-    Ok(DiskProfile {
-        version: 1,
-        measured_at_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-        data_dir: String::new(),
-        quick,
-        write_bytes_per_sec: best_bw,
-        read_bytes_per_sec: read_bw,
-        best_write_bytes: best_size,
-        best_queue_depth: best_depth,
-        fdatasync_p50_us: pct(0.5),
-        fdatasync_p99_us: pct(0.99),
-        fdatasync_max_us: lat_us.last().copied().unwrap_or(0),
-        points,
-    })
+    Ok((pos as f64 / start.elapsed().as_secs_f64().max(1e-6)) as u64)
 }
 
 #[cfg(test)]

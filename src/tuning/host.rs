@@ -218,6 +218,38 @@ fn irq_affinity(opts: &HostOptions) -> Check {
         );
         return c;
     }
+    let (on_shards, total, fixes) = irqs_on_shards(opts, &shards, &spare);
+    let mut c = check(
+        "irq affinity",
+        format!(
+            "{on_shards} of {total} IRQs may run on shard CPUs {}",
+            format_cpu_list(&shards)
+        ),
+        want,
+        fixes.is_empty(),
+        WHY,
+    );
+    c.fixes = fixes;
+    if irqbalance_running(&opts.root) {
+        c.note = Some(format!(
+            "irqbalance is running and will move IRQs back: stop it, or set \
+             IRQBALANCE_BANNED_CPULIST={}",
+            format_cpu_list(&shards)
+        ));
+    } else if !c.ok {
+        c.note =
+            Some("some IRQs cannot be moved (the kernel refuses the write); that is fine".into());
+    }
+    c
+}
+
+/// Of the IRQs under /proc/irq: how many may run on a shard CPU, how many there are, and the
+/// writes that move the former to the `spare` CPUs.
+fn irqs_on_shards(
+    opts: &HostOptions,
+    shards: &[usize],
+    spare: &[usize],
+) -> (usize, usize, Vec<Fix>) {
     let mut on_shards = 0usize;
     let mut total = 0usize;
     let mut fixes = Vec::new();
@@ -246,32 +278,11 @@ fn irq_affinity(opts: &HostOptions) -> Check {
             on_shards += 1;
             fixes.push(Fix {
                 path: f,
-                value: format_cpu_list(&spare),
+                value: format_cpu_list(spare),
             });
         }
     }
-    let mut c = check(
-        "irq affinity",
-        format!(
-            "{on_shards} of {total} IRQs may run on shard CPUs {}",
-            format_cpu_list(&shards)
-        ),
-        want,
-        fixes.is_empty(),
-        WHY,
-    );
-    c.fixes = fixes;
-    if irqbalance_running(&opts.root) {
-        c.note = Some(format!(
-            "irqbalance is running and will move IRQs back: stop it, or set \
-             IRQBALANCE_BANNED_CPULIST={}",
-            format_cpu_list(&shards)
-        ));
-    } else if !c.ok {
-        c.note =
-            Some("some IRQs cannot be moved (the kernel refuses the write); that is fine".into());
-    }
-    c
+    (on_shards, total, fixes)
 }
 
 fn irqbalance_running(root: &Path) -> bool {

@@ -135,65 +135,73 @@ pub fn run(cmd: TuneCommand) -> std::process::ExitCode {
                 ExitCode::FAILURE
             }
         },
-        TuneCommand::Apply(args) => {
-            let opts = match host_options(&args) {
-                Ok(o) => o,
-                Err(e) => {
-                    eprintln!("freshet tune apply: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let checks = host::checks(&opts);
-            let mut failed = 0;
-            let results = host::apply(&checks);
-            for (fix, result) in &results {
-                match result {
-                    Ok(()) => println!("wrote   {} <- {:?}", fix.path.display(), fix.value),
-                    Err(e) => {
-                        failed += 1;
-                        println!("FAILED  {} <- {:?}: {e}", fix.path.display(), fix.value);
-                    }
-                }
-            }
-            if results.is_empty() {
-                println!("nothing to change");
-            }
-            println!();
-            print!("{}", host::report(&host::checks(&opts)));
-            if failed > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
+        TuneCommand::Apply(args) => apply(&args),
+        TuneCommand::Disk(args) => disk_probe(args),
+    }
+}
+
+/// `freshet tune apply`: writes the fixes `check` reports, then checks again.
+fn apply(args: &HostArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let opts = match host_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("freshet tune apply: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = host::checks(&opts);
+    let mut failed = 0;
+    let results = host::apply(&checks);
+    for (fix, result) in &results {
+        match result {
+            Ok(()) => println!("wrote   {} <- {:?}", fix.path.display(), fix.value),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {} <- {:?}: {e}", fix.path.display(), fix.value);
             }
         }
-        TuneCommand::Disk(args) => {
-            let opts = disk::ProbeOptions {
-                data_dir: args.data_dir.clone(),
-                quick: args.quick,
-            };
-            match disk::probe(&opts) {
-                Ok(profile) => {
-                    let path = args
-                        .output
-                        .unwrap_or_else(|| args.data_dir.join(disk::PROFILE_FILE_NAME));
-                    if let Err(e) = profile.save(&path) {
-                        eprintln!("freshet tune disk: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                    let sizes = profile.io_sizes();
-                    println!("{}", profile.summary());
-                    println!(
-                        "the broker will use: write_bytes_max={} flush_bytes_max={} preallocate_step_bytes={}",
-                        sizes.write_bytes_max, sizes.flush_bytes_max, sizes.preallocate_step_bytes
-                    );
-                    println!("wrote {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("freshet tune disk: {e}");
-                    ExitCode::FAILURE
-                }
+    }
+    if results.is_empty() {
+        println!("nothing to change");
+    }
+    println!();
+    print!("{}", host::report(&host::checks(&opts)));
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `freshet tune disk`: measures the data disk and saves its profile.
+fn disk_probe(args: DiskArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let opts = disk::ProbeOptions {
+        data_dir: args.data_dir.clone(),
+        quick: args.quick,
+    };
+    match disk::probe(&opts) {
+        Ok(profile) => {
+            let path = args
+                .output
+                .unwrap_or_else(|| args.data_dir.join(disk::PROFILE_FILE_NAME));
+            if let Err(e) = profile.save(&path) {
+                eprintln!("freshet tune disk: {e}");
+                return ExitCode::FAILURE;
             }
+            let sizes = profile.io_sizes();
+            println!("{}", profile.summary());
+            println!(
+                "the broker will use: write_bytes_max={} flush_bytes_max={} preallocate_step_bytes={}",
+                sizes.write_bytes_max, sizes.flush_bytes_max, sizes.preallocate_step_bytes
+            );
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("freshet tune disk: {e}");
+            ExitCode::FAILURE
         }
     }
 }

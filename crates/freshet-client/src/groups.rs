@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -265,6 +265,19 @@ pub fn offset_fetch(
         range.min,
         range.max.min(OFFSETS_VERSION_MAX),
     )?;
+    let request = offset_fetch_request(version, group, topics)?;
+    let response = conn.request_at(version, &request)?;
+    let mut out = committed_offsets(&response, version, group)?;
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(out)
+}
+
+/// OffsetFetch `version` for `group`'s `topics` (`None`: every committed partition, v2+).
+fn offset_fetch_request(
+    version: i16,
+    group: &str,
+    topics: Option<&[(String, Vec<i32>)]>,
+) -> Result<OffsetFetchRequest> {
     let mut request = OffsetFetchRequest::default();
     if version >= 8 {
         request.groups = vec![OffsetFetchRequestGroup::default()
@@ -302,7 +315,15 @@ pub fn offset_fetch(
             None => None,
         };
     }
-    let response = conn.request_at(version, &request)?;
+    Ok(request)
+}
+
+/// The group's committed offsets from an OffsetFetch answer of `version` (unsorted).
+fn committed_offsets(
+    response: &OffsetFetchResponse,
+    version: i16,
+    group: &str,
+) -> Result<Vec<CommittedOffset>> {
     let context = || format!("fetch the offsets of group {group}");
     let mut out = Vec::new();
     if version >= 8 {
@@ -341,7 +362,6 @@ pub fn offset_fetch(
             }
         }
     }
-    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(out)
 }
 

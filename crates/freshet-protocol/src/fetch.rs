@@ -152,17 +152,7 @@ pub fn encode_fetch_response(
         return Err(fail("error_code and session_id need v7+".to_owned()));
     }
     let flexible = version >= 12;
-    let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
-    let names: usize = response.topics.iter().map(|t| t.name.len()).sum();
-    let aborted: usize = response
-        .topics
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .map(|p| p.aborted_transactions.as_ref().map_or(0, Vec::len))
-        .sum();
-    // Upper bound of the framing bytes, so the buffer never grows: fixed part, per topic
-    // (length prefix, name or id, array prefix, tags), per partition, per aborted transaction.
-    let capacity = 32 + response.topics.len() * 32 + names + partitions * 64 + aborted * 17;
+    let capacity = framing_capacity(response);
     let mut f = Framer {
         buf: BytesMut::with_capacity(capacity),
         flexible,
@@ -189,39 +179,7 @@ pub fn encode_fetch_response(
         f.array_len(Some(topic.partitions.len()), "partitions")
             .map_err(fail)?;
         for p in &topic.partitions {
-            f.buf.put_i32(p.partition_index);
-            f.buf.put_i16(p.error_code);
-            f.buf.put_i64(p.high_watermark);
-            f.buf.put_i64(p.last_stable_offset);
-            if version >= 5 {
-                f.buf.put_i64(p.log_start_offset);
-            }
-            f.array_len(
-                p.aborted_transactions.as_ref().map(Vec::len),
-                "aborted transactions",
-            )
-            .map_err(fail)?;
-            for a in p.aborted_transactions.iter().flatten() {
-                f.buf.put_i64(a.producer_id);
-                f.buf.put_i64(a.first_offset);
-                f.empty_tagged_fields();
-            }
-            if version >= 11 {
-                f.buf.put_i32(-1); // preferred_read_replica: none.
-            }
-            let len: usize = p.records.iter().map(Bytes::len).sum();
-            if flexible {
-                let n = u32::try_from(len).ok().and_then(|n| n.checked_add(1));
-                f.uvarint(n.ok_or_else(|| fail(format!("{len} record bytes")))?);
-            } else {
-                f.buf
-                    .put_i32(i32::try_from(len).map_err(|_| fail(format!("{len} record bytes")))?);
-            }
-            for batch in p.records.iter().filter(|b| !b.is_empty()) {
-                f.inserts.push((f.buf.len(), batch.clone()));
-            }
-            records_total += len;
-            f.empty_tagged_fields(); // Partition tagged fields.
+            records_total += put_partition(&mut f, p, version).map_err(fail)?;
         }
         f.empty_tagged_fields(); // Topic tagged fields.
     }
@@ -233,9 +191,69 @@ pub fn encode_fetch_response(
     f.buf[..SIZE_PREFIX_BYTES].copy_from_slice(&frame_len.to_be_bytes());
     let framing = f.buf.freeze();
 
-    let mut pieces = Vec::with_capacity(2 * f.inserts.len() + 1);
+    let pieces = interleave(framing, f.inserts);
+    debug_assert_eq!(
+        pieces.iter().map(Bytes::len).sum::<usize>(),
+        SIZE_PREFIX_BYTES + frame_len as usize
+    );
+    Ok(pieces)
+}
+
+/// Upper bound of the framing bytes, so the buffer never grows: fixed part, per topic (length
+/// prefix, name or id, array prefix, tags), per partition, per aborted transaction.
+fn framing_capacity(response: &FetchResponseParts) -> usize {
+    let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
+    let names: usize = response.topics.iter().map(|t| t.name.len()).sum();
+    let aborted: usize = response
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.aborted_transactions.as_ref().map_or(0, Vec::len))
+        .sum();
+    32 + response.topics.len() * 32 + names + partitions * 64 + aborted * 17
+}
+
+/// One partition's fields; its records are noted in `f.inserts`. Returns its records' length.
+fn put_partition(f: &mut Framer, p: &FetchPartition, version: i16) -> Result<usize, String> {
+    f.buf.put_i32(p.partition_index);
+    f.buf.put_i16(p.error_code);
+    f.buf.put_i64(p.high_watermark);
+    f.buf.put_i64(p.last_stable_offset);
+    if version >= 5 {
+        f.buf.put_i64(p.log_start_offset);
+    }
+    f.array_len(
+        p.aborted_transactions.as_ref().map(Vec::len),
+        "aborted transactions",
+    )?;
+    for a in p.aborted_transactions.iter().flatten() {
+        f.buf.put_i64(a.producer_id);
+        f.buf.put_i64(a.first_offset);
+        f.empty_tagged_fields();
+    }
+    if version >= 11 {
+        f.buf.put_i32(-1); // preferred_read_replica: none.
+    }
+    let len: usize = p.records.iter().map(Bytes::len).sum();
+    if f.flexible {
+        let n = u32::try_from(len).ok().and_then(|n| n.checked_add(1));
+        f.uvarint(n.ok_or_else(|| format!("{len} record bytes"))?);
+    } else {
+        f.buf
+            .put_i32(i32::try_from(len).map_err(|_| format!("{len} record bytes"))?);
+    }
+    for batch in p.records.iter().filter(|b| !b.is_empty()) {
+        f.inserts.push((f.buf.len(), batch.clone()));
+    }
+    f.empty_tagged_fields(); // Partition tagged fields.
+    Ok(len)
+}
+
+/// The pieces to write: the framing bytes cut where records go, with the records in between.
+fn interleave(framing: Bytes, inserts: Vec<(usize, Bytes)>) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(2 * inserts.len() + 1);
     let mut start = 0;
-    for (at, batch) in f.inserts {
+    for (at, batch) in inserts {
         if at > start {
             pieces.push(framing.slice(start..at));
         }
@@ -243,11 +261,7 @@ pub fn encode_fetch_response(
         start = at;
     }
     pieces.push(framing.slice(start..));
-    debug_assert_eq!(
-        pieces.iter().map(Bytes::len).sum::<usize>(),
-        SIZE_PREFIX_BYTES + frame_len as usize
-    );
-    Ok(pieces)
+    pieces
 }
 
 #[cfg(test)]

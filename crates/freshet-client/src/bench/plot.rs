@@ -112,38 +112,7 @@ fn escape(s: &str) -> String {
 
 /// A line chart of `series` (x from 0 or the smallest x, y from 0).
 pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
-    let points = series.iter().flat_map(|s| s.points.iter());
-    let (mut x_min, mut x_max, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    for &(x, y) in points {
-        if x.is_finite() && y.is_finite() {
-            x_min = x_min.min(x);
-            x_max = x_max.max(x);
-            y_max = y_max.max(y);
-        }
-    }
-    if let Some((y, _)) = chart.threshold {
-        y_max = y_max.max(y * 1.1);
-    }
-    for (x, _) in &chart.x_ticks {
-        x_min = x_min.min(*x);
-        x_max = x_max.max(*x);
-    }
-    if !x_min.is_finite() {
-        (x_min, x_max) = (0.0, 1.0);
-    }
-    if x_min > 0.0 && chart.x_ticks.is_empty() {
-        x_min = 0.0;
-    }
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
-    }
-    let y_step = tick_step(y_max);
-    let y_top = ((y_max / y_step).ceil() * y_step).max(y_step);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
-    let sy = |y: f64| TOP + plot_h - (y / y_top).clamp(0.0, 1.05) * plot_h;
-
+    let p = Plot::new(chart, series);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -153,29 +122,38 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
-        LEFT + plot_w / 2.0,
+        LEFT + p.plot_w / 2.0,
         escape(chart.title)
     );
+    grid(&mut svg, chart, &p);
+    axes(&mut svg, chart, &p);
+    lines(&mut svg, series, &p);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The y grid with its ticks, and the x ticks.
+fn grid(svg: &mut String, chart: &Chart<'_>, p: &Plot) {
     // Y grid and ticks.
     let mut y = 0.0;
-    while y <= y_top + y_step / 2.0 {
-        let py = sy(y);
+    while y <= p.y_top + p.y_step / 2.0 {
+        let py = p.sy(y);
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
+            LEFT + p.plot_w,
             LEFT - 6.0,
             py + 4.0,
             fmt_tick(y)
         );
-        y += y_step;
+        y += p.y_step;
     }
     // X ticks.
     let x_ticks: Vec<(f64, String)> = if chart.x_ticks.is_empty() {
-        let step = tick_step(x_max - x_min);
+        let step = tick_step(p.x_max - p.x_min);
         let mut ticks = Vec::new();
-        let mut x = (x_min / step).ceil() * step;
-        while x <= x_max + step / 1000.0 {
+        let mut x = (p.x_min / step).ceil() * step;
+        while x <= p.x_max + step / 1000.0 {
             ticks.push((x, fmt_tick(x)));
             x += step;
         }
@@ -184,49 +162,56 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
         chart.x_ticks.clone()
     };
     for (x, label) in &x_ticks {
-        let px = sx(*x);
+        let px = p.sx(*x);
         let _ = writeln!(
             svg,
             r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#f0f0f0"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 18.0,
+            TOP + p.plot_h,
+            TOP + p.plot_h + 18.0,
             escape(label)
         );
     }
+}
+
+/// The axes, their labels and the threshold line.
+fn axes(svg: &mut String, chart: &Chart<'_>, p: &Plot) {
     // Axes and labels.
     let _ = writeln!(
         svg,
         r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="black"/><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black"/>"#,
-        TOP + plot_h,
-        TOP + plot_h,
-        LEFT + plot_w,
-        TOP + plot_h
+        TOP + p.plot_h,
+        TOP + p.plot_h,
+        LEFT + p.plot_w,
+        TOP + p.plot_h
     );
     let _ = writeln!(
         svg,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        LEFT + plot_w / 2.0,
+        LEFT + p.plot_w / 2.0,
         HEIGHT - 15.0,
         escape(chart.x_label)
     );
     let _ = writeln!(
         svg,
         r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        TOP + plot_h / 2.0,
+        TOP + p.plot_h / 2.0,
         escape(chart.y_label)
     );
     if let Some((y, label)) = &chart.threshold {
-        let py = sy(*y);
+        let py = p.sy(*y);
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#555" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" fill="#555">{}</text>"##,
-            LEFT + plot_w,
+            LEFT + p.plot_w,
             LEFT + 6.0,
             py - 5.0,
             escape(label)
         );
     }
-    // Series, last to first so that the first is on top, then the legend in order.
+}
+
+/// The series, last to first so that the first is on top, then the legend in order.
+fn lines(svg: &mut String, series: &[Series], p: &Plot) {
     for (i, s) in series.iter().enumerate().rev() {
         let color = COLORS[i % COLORS.len()];
         let style = s.style.attributes();
@@ -234,7 +219,7 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
             .points
             .iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .map(|&(x, y)| format!("{:.1},{:.1}", p.sx(x), p.sy(y)))
             .collect();
         if pts.len() == 1 {
             let _ = writeln!(
@@ -254,7 +239,7 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
         let color = COLORS[i % COLORS.len()];
         let style = s.style.attributes();
         let ly = TOP + 10.0 + 20.0 * i as f64;
-        let lx = LEFT + plot_w + 15.0;
+        let lx = LEFT + p.plot_w + 15.0;
         let _ = writeln!(
             svg,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" {style}/><text x="{}" y="{}">{}</text>"#,
@@ -264,8 +249,65 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
             escape(&s.name)
         );
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// Where a chart's values land: the ranges of x and y and the plot area's size.
+struct Plot {
+    x_min: f64,
+    x_max: f64,
+    y_top: f64,
+    y_step: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+impl Plot {
+    /// The ranges that hold every finite point, the threshold and the x ticks.
+    fn new(chart: &Chart<'_>, series: &[Series]) -> Plot {
+        let points = series.iter().flat_map(|s| s.points.iter());
+        let (mut x_min, mut x_max, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+        for &(x, y) in points {
+            if x.is_finite() && y.is_finite() {
+                x_min = x_min.min(x);
+                x_max = x_max.max(x);
+                y_max = y_max.max(y);
+            }
+        }
+        if let Some((y, _)) = chart.threshold {
+            y_max = y_max.max(y * 1.1);
+        }
+        for (x, _) in &chart.x_ticks {
+            x_min = x_min.min(*x);
+            x_max = x_max.max(*x);
+        }
+        if !x_min.is_finite() {
+            (x_min, x_max) = (0.0, 1.0);
+        }
+        if x_min > 0.0 && chart.x_ticks.is_empty() {
+            x_min = 0.0;
+        }
+        if x_max <= x_min {
+            x_max = x_min + 1.0;
+        }
+        let y_step = tick_step(y_max);
+        let y_top = ((y_max / y_step).ceil() * y_step).max(y_step);
+        Plot {
+            x_min,
+            x_max,
+            y_top,
+            y_step,
+            plot_w: WIDTH - LEFT - RIGHT,
+            plot_h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + (x - self.x_min) / (self.x_max - self.x_min) * self.plot_w
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        TOP + self.plot_h - (y / self.y_top).clamp(0.0, 1.05) * self.plot_h
+    }
 }
 
 /// Latency (ms) by percentile for each named histogram (µs samples).

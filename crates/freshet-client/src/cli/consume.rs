@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,9 +22,10 @@ use serde_json::json;
 use super::{
     CliError, ConnArgs, Result, Session, LEADER_MOVED, LEADER_REFRESHES_MAX, LEADER_REFRESH_BACKOFF,
 };
-use crate::admin;
+use crate::admin::{self, ClusterMetadata};
 use crate::fetch::{
-    fetch_request, parse_fetch_response, FetchPosition, FETCH_VERSION_MAX, FETCH_VERSION_MIN,
+    fetch_request, parse_fetch_response, FetchPosition, FetchedPartition, FETCH_VERSION_MAX,
+    FETCH_VERSION_MIN,
 };
 use crate::records::batches;
 use kafka_protocol::messages::ApiKey;
@@ -99,6 +101,7 @@ struct Out<'a> {
 }
 
 /// Renders a record with `format` (`json` or a template).
+// Long: one flat match over the template's escapes, read as a table.
 fn render(format: &str, r: &Out<'_>, out: &mut Vec<u8>) {
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     if format == "json" {
@@ -190,6 +193,101 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     let mut session = Session::connect(&args.conn)?;
     let topic = args.topic.as_str();
     let mut metadata = session.topics_metadata(&[topic])?;
+    let mut positions = start_positions(&args, &mut session, &metadata, start)?;
+    let mut printer = Printer {
+        stdout: std::io::stdout().lock(),
+        printed: 0,
+        last_record: Instant::now(),
+        buf: Vec::with_capacity(64 << 10),
+    };
+    let done = |positions: &[Position], printed: u64| {
+        args.count.is_some_and(|n| printed >= n)
+            || positions
+                .iter()
+                .all(|p| p.end.is_some_and(|e| p.offset >= e))
+    };
+    let mut leader_refreshes = 0;
+    while !done(&positions, printer.printed) {
+        if args
+            .timeout_ms
+            .is_some_and(|t| printer.last_record.elapsed() >= Duration::from_millis(t))
+        {
+            break;
+        }
+        let by_leader = unfinished_by_leader(&positions);
+        let wait_ms = match args.timeout_ms {
+            Some(t) => (t as i64 - printer.last_record.elapsed().as_millis() as i64)
+                .clamp(0, FETCH_WAIT_MS as i64) as i32,
+            None => FETCH_WAIT_MS,
+        };
+        let mut leaders_moved = false;
+        for (leader, indexes) in by_leader {
+            match fetch_and_print(
+                &args,
+                &mut session,
+                &metadata,
+                leader,
+                &indexes,
+                wait_ms,
+                &mut positions,
+                &mut printer,
+            )? {
+                ControlFlow::Break(()) => return Ok(()),
+                ControlFlow::Continue(moved) => leaders_moved |= moved,
+            }
+        }
+        if let Err(e) = printer.stdout.flush() {
+            return stdout_closed(e);
+        }
+        if leaders_moved {
+            refresh_leaders(
+                &mut session,
+                topic,
+                &mut metadata,
+                &mut positions,
+                &mut leader_refreshes,
+            )?;
+        } else {
+            leader_refreshes = 0;
+        }
+    }
+    if let Some(n) = args.count {
+        if printer.printed < n {
+            eprintln!("freshet: consumed {} of {n} record(s)", printer.printed);
+        }
+    }
+    Ok(())
+}
+
+/// The indexes of the positions not at their end yet, by leader.
+fn unfinished_by_leader(positions: &[Position]) -> BTreeMap<i32, Vec<usize>> {
+    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, p) in positions.iter().enumerate() {
+        if p.end.is_none_or(|e| p.offset < e) {
+            by_leader.entry(p.leader).or_default().push(i);
+        }
+    }
+    by_leader
+}
+
+/// Where the records go, and how many went.
+struct Printer {
+    stdout: std::io::StdoutLock<'static>,
+    printed: u64,
+    last_record: Instant,
+    /// One rendered record.
+    buf: Vec<u8>,
+}
+
+/// The chosen partitions (all if none given) with their leaders and the offsets to start at
+/// (and, without `--follow`, to end at).
+fn start_positions(
+    args: &ConsumeArgs,
+    session: &mut Session,
+    metadata: &ClusterMetadata,
+    start: Start,
+) -> Result<Vec<Position>> {
+    let topic = args.topic.as_str();
     let info = metadata.topic(topic).expect("checked by topics_metadata");
     let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
     let chosen: Vec<i32> = if args.partitions.is_empty() {
@@ -200,9 +298,9 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         }
         args.partitions.clone()
     };
-    let starts = session.offsets(&metadata, topic, &chosen, admin::EARLIEST)?;
-    let ends = session.offsets(&metadata, topic, &chosen, admin::LATEST)?;
-    let mut positions: Vec<Position> = chosen
+    let starts = session.offsets(metadata, topic, &chosen, admin::EARLIEST)?;
+    let ends = session.offsets(metadata, topic, &chosen, admin::LATEST)?;
+    let positions: Vec<Position> = chosen
         .iter()
         .map(|&p| {
             let leader = info
@@ -230,171 +328,172 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             format!("partition {topic}-{} has no leader", p.partition),
         ));
     }
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
-    let mut printed = 0u64;
-    let mut last_record = Instant::now();
-    let mut buf = Vec::with_capacity(64 << 10);
-    let done = |positions: &[Position], printed: u64| {
-        args.count.is_some_and(|n| printed >= n)
-            || positions
-                .iter()
-                .all(|p| p.end.is_some_and(|e| p.offset >= e))
-    };
-    let mut leader_refreshes = 0;
-    while !done(&positions, printed) {
-        if args
-            .timeout_ms
-            .is_some_and(|t| last_record.elapsed() >= Duration::from_millis(t))
-        {
-            break;
-        }
-        let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-        for (i, p) in positions.iter().enumerate() {
-            if p.end.is_none_or(|e| p.offset < e) {
-                by_leader.entry(p.leader).or_default().push(i);
-            }
-        }
-        let wait_ms = match args.timeout_ms {
-            Some(t) => (t as i64 - last_record.elapsed().as_millis() as i64)
-                .clamp(0, FETCH_WAIT_MS as i64) as i32,
-            None => FETCH_WAIT_MS,
+    Ok(positions)
+}
+
+/// One Fetch to `leader` for the partitions at `indexes` of `positions`; prints their records
+/// and moves the positions past them. `Break` when stdout is closed (the run ends quietly),
+/// else `Continue(leadership of a partition moved)`.
+#[allow(clippy::too_many_arguments)]
+fn fetch_and_print(
+    args: &ConsumeArgs,
+    session: &mut Session,
+    metadata: &ClusterMetadata,
+    leader: i32,
+    indexes: &[usize],
+    wait_ms: i32,
+    positions: &mut [Position],
+    printer: &mut Printer,
+) -> Result<ControlFlow<(), bool>> {
+    let topic = args.topic.as_str();
+    let mut leaders_moved = false;
+    let asked: Vec<FetchPosition> = indexes
+        .iter()
+        .map(|&i| FetchPosition {
+            topic: topic.to_string(),
+            partition: positions[i].partition,
+            offset: positions[i].offset,
+            partition_max_bytes: PARTITION_FETCH_BYTES_MAX,
+        })
+        .collect();
+    let conn = session.to_node(metadata, leader)?;
+    let version = conn
+        .versions()
+        .pick(ApiKey::Fetch, FETCH_VERSION_MIN, FETCH_VERSION_MAX)?;
+    let request = fetch_request(&asked, wait_ms, 1, FETCH_BYTES_MAX);
+    let body = conn.request_raw(version, &request)?;
+    let view = parse_fetch_response(body, version)?;
+    if view.error_code != 0 {
+        return Err(CliError::kafka(
+            view.error_code,
+            format!("fetch from {topic}"),
+        ));
+    }
+    for fetched in &view.partitions {
+        let Some(position) = positions
+            .iter_mut()
+            .find(|p| p.partition == fetched.partition)
+        else {
+            continue;
         };
-        let mut leaders_moved = false;
-        for (leader, indexes) in by_leader {
-            let asked: Vec<FetchPosition> = indexes
-                .iter()
-                .map(|&i| FetchPosition {
-                    topic: topic.to_string(),
-                    partition: positions[i].partition,
-                    offset: positions[i].offset,
-                    partition_max_bytes: PARTITION_FETCH_BYTES_MAX,
-                })
-                .collect();
-            let conn = session.to_node(&metadata, leader)?;
-            let version =
-                conn.versions()
-                    .pick(ApiKey::Fetch, FETCH_VERSION_MIN, FETCH_VERSION_MAX)?;
-            let request = fetch_request(&asked, wait_ms, 1, FETCH_BYTES_MAX);
-            let body = conn.request_raw(version, &request)?;
-            let view = parse_fetch_response(body, version)?;
-            if view.error_code != 0 {
-                return Err(CliError::kafka(
-                    view.error_code,
-                    format!("fetch from {topic}"),
-                ));
-            }
-            for fetched in &view.partitions {
-                let Some(position) = positions
-                    .iter_mut()
-                    .find(|p| p.partition == fetched.partition)
-                else {
-                    continue;
-                };
-                if LEADER_MOVED.contains(&fetched.error_code) {
-                    leaders_moved = true;
-                    continue;
-                }
-                if fetched.error_code != 0 {
-                    return Err(CliError::kafka(
-                        fetched.error_code,
-                        format!(
-                            "fetch {topic}-{} at offset {}",
-                            fetched.partition, position.offset
-                        ),
-                    ));
-                }
-                for batch in batches(fetched.records) {
-                    let batch = batch?;
-                    let next = batch.next_offset();
-                    if batch.is_control() || next <= position.offset {
-                        position.offset = position.offset.max(next);
-                        continue;
-                    }
-                    let mut bytes = Bytes::copy_from_slice(batch.bytes());
-                    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-                        CliError::Io(format!(
-                            "record batch of {topic}-{}: {e}",
-                            fetched.partition
-                        ))
-                    })?;
-                    for record in &set.records {
-                        if record.offset < position.offset {
-                            continue;
-                        }
-                        if position.end.is_some_and(|e| record.offset >= e)
-                            || args.count.is_some_and(|n| printed >= n)
-                        {
-                            break;
-                        }
-                        buf.clear();
-                        render(
-                            &args.format,
-                            &Out {
-                                topic,
-                                partition: fetched.partition,
-                                offset: record.offset,
-                                timestamp: record.timestamp,
-                                key: record.key.as_deref(),
-                                value: record.value.as_deref(),
-                                headers: record
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str(), v.as_deref()))
-                                    .collect(),
-                            },
-                            &mut buf,
-                        );
-                        if let Err(e) = stdout.write_all(&buf) {
-                            return stdout_closed(e);
-                        }
-                        printed += 1;
-                        last_record = Instant::now();
-                        position.offset = record.offset + 1;
-                    }
-                    if args.count.is_some_and(|n| printed >= n) {
-                        break;
-                    }
-                    position.offset = position.offset.max(next);
-                }
-            }
+        if LEADER_MOVED.contains(&fetched.error_code) {
+            leaders_moved = true;
+            continue;
         }
-        if let Err(e) = stdout.flush() {
-            return stdout_closed(e);
+        if fetched.error_code != 0 {
+            return Err(CliError::kafka(
+                fetched.error_code,
+                format!(
+                    "fetch {topic}-{} at offset {}",
+                    fetched.partition, position.offset
+                ),
+            ));
         }
-        if leaders_moved {
-            // Leadership moved (another broker of a cluster leads now): ask Metadata again.
-            leader_refreshes += 1;
-            if leader_refreshes > LEADER_REFRESHES_MAX {
-                return Err(CliError::kafka(
-                    6,
-                    format!("fetch from {topic}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes"),
-                ));
-            }
-            std::thread::sleep(LEADER_REFRESH_BACKOFF);
-            metadata = session.topics_metadata(&[topic])?;
-            let info = metadata.topic(topic).expect("checked by topics_metadata");
-            for p in &mut positions {
-                p.leader = info
-                    .partitions
-                    .iter()
-                    .find(|i| i.partition == p.partition)
-                    .map_or(-1, |i| i.leader);
-            }
-            if let Some(p) = positions.iter().find(|p| p.leader < 0) {
-                return Err(CliError::kafka(
-                    5,
-                    format!("partition {topic}-{} has no leader", p.partition),
-                ));
-            }
-        } else {
-            leader_refreshes = 0;
+        if print_records(args, fetched, position, printer)?.is_break() {
+            return Ok(ControlFlow::Break(()));
         }
     }
-    if let Some(n) = args.count {
-        if printed < n {
-            eprintln!("freshet: consumed {printed} of {n} record(s)");
+    Ok(ControlFlow::Continue(leaders_moved))
+}
+
+/// Prints the records of one fetched partition from `position` on (up to its end and `-n`),
+/// skipping control batches, and moves `position` past them. `Break` when stdout is closed.
+fn print_records(
+    args: &ConsumeArgs,
+    fetched: &FetchedPartition<'_>,
+    position: &mut Position,
+    printer: &mut Printer,
+) -> Result<ControlFlow<()>> {
+    let topic = args.topic.as_str();
+    for batch in batches(fetched.records) {
+        let batch = batch?;
+        let next = batch.next_offset();
+        if batch.is_control() || next <= position.offset {
+            position.offset = position.offset.max(next);
+            continue;
         }
+        let mut bytes = Bytes::copy_from_slice(batch.bytes());
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+            CliError::Io(format!(
+                "record batch of {topic}-{}: {e}",
+                fetched.partition
+            ))
+        })?;
+        for record in &set.records {
+            if record.offset < position.offset {
+                continue;
+            }
+            if position.end.is_some_and(|e| record.offset >= e)
+                || args.count.is_some_and(|n| printer.printed >= n)
+            {
+                break;
+            }
+            printer.buf.clear();
+            render(
+                &args.format,
+                &Out {
+                    topic,
+                    partition: fetched.partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp,
+                    key: record.key.as_deref(),
+                    value: record.value.as_deref(),
+                    headers: record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_deref()))
+                        .collect(),
+                },
+                &mut printer.buf,
+            );
+            if let Err(e) = printer.stdout.write_all(&printer.buf) {
+                stdout_closed(e)?;
+                return Ok(ControlFlow::Break(()));
+            }
+            printer.printed += 1;
+            printer.last_record = Instant::now();
+            position.offset = record.offset + 1;
+        }
+        if args.count.is_some_and(|n| printer.printed >= n) {
+            break;
+        }
+        position.offset = position.offset.max(next);
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// Leadership moved (another broker of a cluster leads now): asks Metadata again, after a
+/// backoff, and takes each position's leader from it. An error after
+/// [`LEADER_REFRESHES_MAX`] refreshes in a row, or if a partition has no leader.
+fn refresh_leaders(
+    session: &mut Session,
+    topic: &str,
+    metadata: &mut ClusterMetadata,
+    positions: &mut [Position],
+    leader_refreshes: &mut u32,
+) -> Result<()> {
+    *leader_refreshes += 1;
+    if *leader_refreshes > LEADER_REFRESHES_MAX {
+        return Err(CliError::kafka(
+            6,
+            format!("fetch from {topic}: no stable leader after {LEADER_REFRESHES_MAX} metadata refreshes"),
+        ));
+    }
+    std::thread::sleep(LEADER_REFRESH_BACKOFF);
+    *metadata = session.topics_metadata(&[topic])?;
+    let info = metadata.topic(topic).expect("checked by topics_metadata");
+    for p in positions.iter_mut() {
+        p.leader = info
+            .partitions
+            .iter()
+            .find(|i| i.partition == p.partition)
+            .map_or(-1, |i| i.leader);
+    }
+    if let Some(p) = positions.iter().find(|p| p.leader < 0) {
+        return Err(CliError::kafka(
+            5,
+            format!("partition {topic}-{} has no leader", p.partition),
+        ));
     }
     Ok(())
 }

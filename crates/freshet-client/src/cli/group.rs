@@ -259,144 +259,179 @@ fn describe(session: &mut Session, format: Format, group_ids: &[String]) -> Resu
                 format!("group {group} does not exist"),
             ));
         }
-        // Every partition with a committed offset or an owner.
-        let mut rows: BTreeMap<(String, i32), LagRow> = BTreeMap::new();
-        for o in offsets.iter().filter(|o| o.error_code == 0) {
-            rows.insert(
-                (o.topic.clone(), o.partition),
-                LagRow {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                    committed: (o.offset >= 0).then_some(o.offset),
-                    log_end: None,
-                    member: None,
-                },
-            );
-        }
-        for m in &description.members {
-            for (topic, partitions) in &m.assignment {
-                for &p in partitions {
-                    let row = rows.entry((topic.clone(), p)).or_insert_with(|| LagRow {
-                        topic: topic.clone(),
-                        partition: p,
-                        committed: None,
-                        log_end: None,
-                        member: None,
-                    });
-                    row.member = Some((
-                        m.member_id.clone(),
-                        m.client_id.clone(),
-                        m.client_host.clone(),
-                    ));
-                }
-            }
-        }
-        let topics: BTreeSet<String> = rows.keys().map(|(t, _)| t.clone()).collect();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        if !names.is_empty() {
-            let metadata = admin::metadata(session.bootstrap(), Some(&names))?;
-            for topic in &names {
-                // A deleted topic keeps its committed offsets; its log end is unknown.
-                if metadata.topic(topic).is_none_or(|t| t.error_code != 0) {
-                    continue;
-                }
-                let partitions: Vec<i32> = rows
-                    .keys()
-                    .filter(|(t, _)| t == topic)
-                    .map(|(_, p)| *p)
-                    .collect();
-                let ends = session.offsets(&metadata, topic, &partitions, admin::LATEST)?;
-                for (p, end) in ends {
-                    if let Some(row) = rows.get_mut(&(topic.to_string(), p)) {
-                        row.log_end = Some(end);
-                    }
-                }
-            }
-        }
-        let lag = |r: &LagRow| match (r.committed, r.log_end) {
-            (Some(c), Some(e)) => Some((e - c).max(0)),
-            _ => None,
-        };
+        let mut rows = lag_rows(&description, &offsets);
+        fill_log_ends(session, &mut rows)?;
         let total_lag: i64 = rows.values().filter_map(lag).sum();
         match format {
-            Format::Json => documents.push(json!({
-                "group": description.group_id,
-                "state": description.state,
-                "protocol_type": description.protocol_type,
-                "protocol": description.protocol,
-                "members": description.members.iter().map(|m| json!({
-                    "member_id": m.member_id,
-                    "group_instance_id": m.group_instance_id,
-                    "client_id": m.client_id,
-                    "client_host": m.client_host,
-                    "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "total_lag": total_lag,
-                "partitions": rows.values().map(|r| json!({
-                    "topic": r.topic,
-                    "partition": r.partition,
-                    "committed_offset": r.committed,
-                    "log_end_offset": r.log_end,
-                    "lag": lag(r),
-                    "member_id": r.member.as_ref().map(|m| &m.0),
-                    "client_id": r.member.as_ref().map(|m| &m.1),
-                    "host": r.member.as_ref().map(|m| &m.2),
-                })).collect::<Vec<_>>(),
-            })),
-            Format::Table => {
-                if i > 0 {
-                    super::blank_line();
-                }
-                print_table(
-                    &["GROUP", "STATE", "PROTOCOL", "MEMBERS", "TOTAL-LAG"],
-                    &[vec![
-                        description.group_id.clone(),
-                        dash(&description.state),
-                        dash(&description.protocol),
-                        description.members.len().to_string(),
-                        total_lag.to_string(),
-                    ]],
-                );
-                super::blank_line();
-                let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
-                print_table(
-                    &[
-                        "TOPIC",
-                        "PARTITION",
-                        "CURRENT-OFFSET",
-                        "LOG-END-OFFSET",
-                        "LAG",
-                        "MEMBER-ID",
-                        "CLIENT-ID",
-                        "HOST",
-                    ],
-                    &rows
-                        .values()
-                        .map(|r| {
-                            let (member, client, host) = r
-                                .member
-                                .clone()
-                                .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
-                            vec![
-                                r.topic.clone(),
-                                r.partition.to_string(),
-                                opt(r.committed),
-                                opt(r.log_end),
-                                opt(lag(r)),
-                                member,
-                                client,
-                                host,
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-            }
+            Format::Json => documents.push(describe_json(&description, &rows, total_lag)),
+            Format::Table => print_describe_table(i, &description, &rows, total_lag),
         }
     }
     if format == Format::Json {
         print_json(&serde_json::Value::Array(documents));
     }
     Ok(())
+}
+
+/// Every partition with a committed offset or an owner, without its log end yet.
+fn lag_rows(
+    description: &GroupDescription,
+    offsets: &[groups::CommittedOffset],
+) -> BTreeMap<(String, i32), LagRow> {
+    let mut rows: BTreeMap<(String, i32), LagRow> = BTreeMap::new();
+    for o in offsets.iter().filter(|o| o.error_code == 0) {
+        rows.insert(
+            (o.topic.clone(), o.partition),
+            LagRow {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                committed: (o.offset >= 0).then_some(o.offset),
+                log_end: None,
+                member: None,
+            },
+        );
+    }
+    for m in &description.members {
+        for (topic, partitions) in &m.assignment {
+            for &p in partitions {
+                let row = rows.entry((topic.clone(), p)).or_insert_with(|| LagRow {
+                    topic: topic.clone(),
+                    partition: p,
+                    committed: None,
+                    log_end: None,
+                    member: None,
+                });
+                row.member = Some((
+                    m.member_id.clone(),
+                    m.client_id.clone(),
+                    m.client_host.clone(),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+/// Each row's log end offset (unknown for a deleted topic).
+fn fill_log_ends(session: &mut Session, rows: &mut BTreeMap<(String, i32), LagRow>) -> Result<()> {
+    let topics: BTreeSet<String> = rows.keys().map(|(t, _)| t.clone()).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if !names.is_empty() {
+        let metadata = admin::metadata(session.bootstrap(), Some(&names))?;
+        for topic in &names {
+            // A deleted topic keeps its committed offsets; its log end is unknown.
+            if metadata.topic(topic).is_none_or(|t| t.error_code != 0) {
+                continue;
+            }
+            let partitions: Vec<i32> = rows
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            let ends = session.offsets(&metadata, topic, &partitions, admin::LATEST)?;
+            for (p, end) in ends {
+                if let Some(row) = rows.get_mut(&(topic.to_string(), p)) {
+                    row.log_end = Some(end);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row's lag, when both its committed offset and its log end are known.
+fn lag(r: &LagRow) -> Option<i64> {
+    match (r.committed, r.log_end) {
+        (Some(c), Some(e)) => Some((e - c).max(0)),
+        _ => None,
+    }
+}
+
+/// `group describe --format json`: one group's document.
+fn describe_json(
+    description: &GroupDescription,
+    rows: &BTreeMap<(String, i32), LagRow>,
+    total_lag: i64,
+) -> serde_json::Value {
+    json!({
+        "group": description.group_id,
+        "state": description.state,
+        "protocol_type": description.protocol_type,
+        "protocol": description.protocol,
+        "members": description.members.iter().map(|m| json!({
+            "member_id": m.member_id,
+            "group_instance_id": m.group_instance_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "total_lag": total_lag,
+        "partitions": rows.values().map(|r| json!({
+            "topic": r.topic,
+            "partition": r.partition,
+            "committed_offset": r.committed,
+            "log_end_offset": r.log_end,
+            "lag": lag(r),
+            "member_id": r.member.as_ref().map(|m| &m.0),
+            "client_id": r.member.as_ref().map(|m| &m.1),
+            "host": r.member.as_ref().map(|m| &m.2),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `group describe` as tables: the group's line, then one line per partition.
+fn print_describe_table(
+    i: usize,
+    description: &GroupDescription,
+    rows: &BTreeMap<(String, i32), LagRow>,
+    total_lag: i64,
+) {
+    if i > 0 {
+        super::blank_line();
+    }
+    print_table(
+        &["GROUP", "STATE", "PROTOCOL", "MEMBERS", "TOTAL-LAG"],
+        &[vec![
+            description.group_id.clone(),
+            dash(&description.state),
+            dash(&description.protocol),
+            description.members.len().to_string(),
+            total_lag.to_string(),
+        ]],
+    );
+    super::blank_line();
+    let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    print_table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "MEMBER-ID",
+            "CLIENT-ID",
+            "HOST",
+        ],
+        &rows
+            .values()
+            .map(|r| {
+                let (member, client, host) = r
+                    .member
+                    .clone()
+                    .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
+                vec![
+                    r.topic.clone(),
+                    r.partition.to_string(),
+                    opt(r.committed),
+                    opt(r.log_end),
+                    opt(lag(r)),
+                    member,
+                    client,
+                    host,
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
 }
 
 fn delete(session: &mut Session, format: Format, group_ids: &[String]) -> Result<()> {
@@ -499,54 +534,12 @@ fn seek(
             ),
         ));
     }
-    let specs: Vec<(String, Option<Vec<i32>>)> = if specs.is_empty() {
-        let topics: BTreeSet<String> = committed.iter().map(|c| c.topic.clone()).collect();
-        if topics.is_empty() {
-            return Err(CliError::Usage(format!(
-                "group {group} has no committed offsets: name the topics with --topic"
-            )));
-        }
-        topics.into_iter().map(|t| (t, None)).collect()
+    let plan = seek_plan(session, group, target, specs, &committed)?;
+    let errors = if dry_run {
+        BTreeMap::new()
     } else {
-        specs.to_vec()
+        commit_plan(session, group, &plan)?
     };
-    let names: Vec<&str> = specs.iter().map(|(t, _)| t.as_str()).collect();
-    let metadata = session.topics_metadata(&names)?;
-    let mut plan: Vec<(String, i32, Option<i64>, i64)> = Vec::new();
-    for (topic, partitions) in &specs {
-        let info = metadata.topic(topic).expect("checked by topics_metadata");
-        let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
-        let partitions = match partitions {
-            Some(ps) => {
-                if let Some(p) = ps.iter().find(|p| !all.contains(p)) {
-                    return Err(CliError::kafka(3, format!("partition {topic}-{p}")));
-                }
-                ps.clone()
-            }
-            None => all,
-        };
-        let new = target_offsets(session, &metadata, topic, &partitions, target)?;
-        for (p, offset) in new {
-            let old = committed
-                .iter()
-                .find(|c| &c.topic == topic && c.partition == p && c.offset >= 0)
-                .map(|c| c.offset);
-            plan.push((topic.clone(), p, old, offset));
-        }
-    }
-    let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
-    if !dry_run {
-        let offsets: Vec<(String, i32, i64)> = plan
-            .iter()
-            .map(|(t, p, _, o)| (t.clone(), *p, *o))
-            .collect();
-        let conn = coordinator(session, group)?;
-        for r in groups::offset_commit(conn, group, &offsets)? {
-            if r.error_code != 0 {
-                errors.insert((r.topic, r.partition), r.error_code);
-            }
-        }
-    }
     let status = |t: &str, p: i32| match errors.get(&(t.to_string(), p)) {
         Some(c) => super::error_name(*c),
         None if dry_run => "dry-run".to_string(),
@@ -587,6 +580,76 @@ fn seek(
         )),
         None => Ok(()),
     }
+}
+
+/// A planned seek: (topic, partition, committed offset, new offset).
+type SeekPlan = Vec<(String, i32, Option<i64>, i64)>;
+
+/// The new offset of each partition named by `specs` (default: the topics with committed
+/// offsets), next to its committed one.
+fn seek_plan(
+    session: &mut Session,
+    group: &str,
+    target: SeekTarget,
+    specs: &[(String, Option<Vec<i32>>)],
+    committed: &[groups::CommittedOffset],
+) -> Result<SeekPlan> {
+    let specs: Vec<(String, Option<Vec<i32>>)> = if specs.is_empty() {
+        let topics: BTreeSet<String> = committed.iter().map(|c| c.topic.clone()).collect();
+        if topics.is_empty() {
+            return Err(CliError::Usage(format!(
+                "group {group} has no committed offsets: name the topics with --topic"
+            )));
+        }
+        topics.into_iter().map(|t| (t, None)).collect()
+    } else {
+        specs.to_vec()
+    };
+    let names: Vec<&str> = specs.iter().map(|(t, _)| t.as_str()).collect();
+    let metadata = session.topics_metadata(&names)?;
+    let mut plan: SeekPlan = Vec::new();
+    for (topic, partitions) in &specs {
+        let info = metadata.topic(topic).expect("checked by topics_metadata");
+        let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
+        let partitions = match partitions {
+            Some(ps) => {
+                if let Some(p) = ps.iter().find(|p| !all.contains(p)) {
+                    return Err(CliError::kafka(3, format!("partition {topic}-{p}")));
+                }
+                ps.clone()
+            }
+            None => all,
+        };
+        let new = target_offsets(session, &metadata, topic, &partitions, target)?;
+        for (p, offset) in new {
+            let old = committed
+                .iter()
+                .find(|c| &c.topic == topic && c.partition == p && c.offset >= 0)
+                .map(|c| c.offset);
+            plan.push((topic.clone(), p, old, offset));
+        }
+    }
+    Ok(plan)
+}
+
+/// Commits the plan's new offsets for `group`; returns the partitions refused, with their codes.
+fn commit_plan(
+    session: &mut Session,
+    group: &str,
+    plan: &SeekPlan,
+) -> Result<BTreeMap<(String, i32), i16>> {
+    let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    let offsets: Vec<(String, i32, i64)> = plan
+        .iter()
+        .map(|(t, p, _, o)| (t.clone(), *p, *o))
+        .collect();
+    let conn = coordinator(session, group)?;
+    for r in groups::offset_commit(conn, group, &offsets)? {
+        if r.error_code != 0 {
+            errors.insert((r.topic, r.partition), r.error_code);
+        }
+    }
+    Ok(errors)
 }
 
 #[cfg(test)]

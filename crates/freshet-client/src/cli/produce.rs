@@ -26,7 +26,8 @@ use super::{
 };
 use crate::admin::ClusterMetadata;
 use crate::produce::{
-    parse_produce_response, PartitionRecords, ProduceBody, PRODUCE_VERSION_MAX, PRODUCE_VERSION_MIN,
+    parse_produce_response, PartitionRecords, ProduceBody, ProducePartitionResponse,
+    PRODUCE_VERSION_MAX, PRODUCE_VERSION_MIN,
 };
 use crate::records::murmur2_partition;
 use crate::{PipelineReader, PipelineWriter};
@@ -142,31 +143,8 @@ struct Producer {
 pub fn run(args: ProduceArgs) -> Result<()> {
     let mut session = Session::connect(&args.conn)?;
     let metadata = session.topics_metadata(&[args.topic.as_str()])?;
-    let partitions: Vec<i32> = metadata
-        .topic(&args.topic)
-        .map(|t| t.partitions.iter().map(|p| p.partition).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(CliError::kafka(
-            3,
-            format!("topic {} has no partitions", args.topic),
-        ));
-    }
-    if let Some(p) = args.partition {
-        if !partitions.contains(&p) {
-            return Err(CliError::kafka(3, format!("partition {}-{p}", args.topic)));
-        }
-    }
-    let headers: IndexMap<StrBytes, Option<Bytes>> = args
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                StrBytes::from_string(k.clone()),
-                Some(Bytes::copy_from_slice(v.as_bytes())),
-            )
-        })
-        .collect();
+    let partitions = partitions_to_write(&args, &metadata)?;
+    let headers = record_headers(&args.headers);
     let mut producer = Producer {
         topic: args.topic.clone(),
         acks: args.acks,
@@ -201,16 +179,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
                 "a line of stdin is longer than {LINE_BYTES_MAX} bytes"
             )));
         }
-        let (key, value) = match &args.key_delimiter {
-            Some(d) if !d.is_empty() => match find(&line, d.as_bytes()) {
-                Some(at) => (
-                    Some(Bytes::copy_from_slice(&line[..at])),
-                    Bytes::copy_from_slice(&line[at + d.len()..]),
-                ),
-                None => (None, Bytes::copy_from_slice(&line)),
-            },
-            _ => (None, Bytes::copy_from_slice(&line)),
-        };
+        let (key, value) = split_key(&line, args.key_delimiter.as_deref());
         let partition = match (args.partition, &key) {
             (Some(p), _) => p,
             (None, Some(k)) => partitions[murmur2_partition(k, partitions.len() as i32) as usize],
@@ -231,6 +200,53 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     producer.flush(&mut session)?;
     producer.report(args.format, args.quiet, total);
     Ok(())
+}
+
+/// The topic's partitions; an error if it has none, or if `--partition` names another.
+fn partitions_to_write(args: &ProduceArgs, metadata: &ClusterMetadata) -> Result<Vec<i32>> {
+    let partitions: Vec<i32> = metadata
+        .topic(&args.topic)
+        .map(|t| t.partitions.iter().map(|p| p.partition).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(CliError::kafka(
+            3,
+            format!("topic {} has no partitions", args.topic),
+        ));
+    }
+    if let Some(p) = args.partition {
+        if !partitions.contains(&p) {
+            return Err(CliError::kafka(3, format!("partition {}-{p}", args.topic)));
+        }
+    }
+    Ok(partitions)
+}
+
+/// The `-H key=value` headers of every record.
+fn record_headers(headers: &[(String, String)]) -> IndexMap<StrBytes, Option<Bytes>> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                StrBytes::from_string(k.clone()),
+                Some(Bytes::copy_from_slice(v.as_bytes())),
+            )
+        })
+        .collect()
+}
+
+/// A line's key and value: split at the first `key_delimiter` when one is given and found.
+fn split_key(line: &[u8], key_delimiter: Option<&str>) -> (Option<Bytes>, Bytes) {
+    match key_delimiter {
+        Some(d) if !d.is_empty() => match find(line, d.as_bytes()) {
+            Some(at) => (
+                Some(Bytes::copy_from_slice(&line[..at])),
+                Bytes::copy_from_slice(&line[at + d.len()..]),
+            ),
+            None => (None, Bytes::copy_from_slice(line)),
+        },
+        _ => (None, Bytes::copy_from_slice(line)),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -394,40 +410,54 @@ impl Producer {
                 })?;
                 parse_produce_response(answer.body, answer.version)?
             };
-            for batch in batches {
-                let (partition, count) = (batch.0, batch.2);
-                if acks == 0 {
-                    self.summary.entry(partition).or_default().records += count as u64;
-                    continue;
-                }
-                let answer = answers
-                    .iter()
-                    .find(|a| a.partition == partition)
-                    .ok_or_else(|| {
-                        CliError::Io(format!("no Produce answer for partition {partition}"))
-                    })?;
-                if LEADER_MOVED.contains(&answer.error_code) {
-                    moved.push(batch);
-                    continue;
-                }
-                if answer.error_code != 0 {
-                    return Err(CliError::kafka(
-                        answer.error_code,
-                        match &answer.error_message {
-                            Some(m) if !m.is_empty() => {
-                                format!("produce to {topic_name}-{partition}: {m}")
-                            }
-                            _ => format!("produce to {topic_name}-{partition}"),
-                        },
-                    ));
-                }
-                let summary = self.summary.entry(partition).or_default();
-                summary.records += count as u64;
-                summary.first_offset.get_or_insert(answer.base_offset);
-                summary.last_offset = Some(answer.base_offset + count as i64 - 1);
-            }
+            self.account(batches, &answers, &mut moved)?;
         }
         Ok(moved)
+    }
+
+    /// Counts each sent batch in the summary from its answer (acks=0: no answer, counted as
+    /// sent); a batch whose partition's leader moved goes to `moved`. An error for any other
+    /// partition error.
+    fn account(
+        &mut self,
+        batches: Vec<(i32, Bytes, usize)>,
+        answers: &[ProducePartitionResponse],
+        moved: &mut Vec<(i32, Bytes, usize)>,
+    ) -> Result<()> {
+        let (acks, topic_name) = (self.acks, &self.topic);
+        for batch in batches {
+            let (partition, count) = (batch.0, batch.2);
+            if acks == 0 {
+                self.summary.entry(partition).or_default().records += count as u64;
+                continue;
+            }
+            let answer = answers
+                .iter()
+                .find(|a| a.partition == partition)
+                .ok_or_else(|| {
+                    CliError::Io(format!("no Produce answer for partition {partition}"))
+                })?;
+            if LEADER_MOVED.contains(&answer.error_code) {
+                moved.push(batch);
+                continue;
+            }
+            if answer.error_code != 0 {
+                return Err(CliError::kafka(
+                    answer.error_code,
+                    match &answer.error_message {
+                        Some(m) if !m.is_empty() => {
+                            format!("produce to {topic_name}-{partition}: {m}")
+                        }
+                        _ => format!("produce to {topic_name}-{partition}"),
+                    },
+                ));
+            }
+            let summary = self.summary.entry(partition).or_default();
+            summary.records += count as u64;
+            summary.first_offset.get_or_insert(answer.base_offset);
+            summary.last_offset = Some(answer.base_offset + count as i64 - 1);
+        }
+        Ok(())
     }
 
     fn report(&self, format: Format, quiet: bool, total: u64) {

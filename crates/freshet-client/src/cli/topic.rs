@@ -5,6 +5,8 @@
 //! offsets from the leaders) and configs (DescribeConfigs); alter-config sets and deletes
 //! configs with IncrementalAlterConfigs.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::{
@@ -12,7 +14,7 @@ use super::{
     Result, Session,
 };
 use crate::admin::{self, NewTopic};
-use crate::cluster::{self, AlterOp, RESOURCE_TOPIC};
+use crate::cluster::{self, AlterOp, ConfigEntry, TopicDescription, RESOURCE_TOPIC};
 
 /// Timeout the broker is given for creating or deleting topics.
 const TOPIC_TIMEOUT_MS: i32 = 30_000;
@@ -268,94 +270,114 @@ fn describe(session: &mut Session, format: Format, topics: &[String]) -> Result<
         let configs = cluster::describe_configs(session.bootstrap(), RESOURCE_TOPIC, name)?;
         let replication = t.partitions.first().map_or(0, |p| p.replicas.len());
         match format {
-            Format::Json => documents.push(json!({
-                "topic": t.name,
-                "topic_id": t.topic_id.to_string(),
-                "internal": t.is_internal,
-                "partitions": t.partitions.iter().map(|p| json!({
-                    "partition": p.partition,
-                    "leader": p.leader,
-                    "leader_epoch": p.leader_epoch,
-                    "replicas": p.replicas,
-                    "isr": p.isr,
-                    "log_start_offset": starts.get(&p.partition),
-                    "high_watermark": ends.get(&p.partition),
-                })).collect::<Vec<_>>(),
-                "configs": configs.iter().map(|c| json!({
-                    "name": c.name,
-                    "value": c.value,
-                    "source": c.source,
-                    "read_only": c.read_only,
-                    "sensitive": c.is_sensitive,
-                })).collect::<Vec<_>>(),
-            })),
-            Format::Table => {
-                if i > 0 {
-                    super::blank_line();
-                }
-                print_table(
-                    &["TOPIC", "ID", "PARTITIONS", "REPLICAS"],
-                    &[vec![
-                        t.name.clone(),
-                        t.topic_id.to_string(),
-                        t.partitions.len().to_string(),
-                        replication.to_string(),
-                    ]],
-                );
-                super::blank_line();
-                print_table(
-                    &[
-                        "PARTITION",
-                        "LEADER",
-                        "EPOCH",
-                        "REPLICAS",
-                        "ISR",
-                        "LOG-START-OFFSET",
-                        "HIGH-WATERMARK",
-                    ],
-                    &t.partitions
-                        .iter()
-                        .map(|p| {
-                            let offset = |m: &std::collections::BTreeMap<i32, i64>| {
-                                m.get(&p.partition).map_or("-".to_string(), i64::to_string)
-                            };
-                            vec![
-                                p.partition.to_string(),
-                                p.leader.to_string(),
-                                p.leader_epoch.to_string(),
-                                join_ids(&p.replicas),
-                                join_ids(&p.isr),
-                                offset(&starts),
-                                offset(&ends),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                super::blank_line();
-                print_table(
-                    &["CONFIG", "VALUE", "SOURCE"],
-                    &configs
-                        .iter()
-                        .map(|c| {
-                            vec![
-                                c.name.clone(),
-                                if c.is_sensitive {
-                                    "(sensitive)".to_string()
-                                } else {
-                                    c.value.clone().unwrap_or_else(|| "-".to_string())
-                                },
-                                c.source.to_string(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-            }
+            Format::Json => documents.push(topic_json(t, &starts, &ends, &configs)),
+            Format::Table => print_topic_tables(i, t, replication, &starts, &ends, &configs),
         }
     }
     if format == Format::Json {
         print_json(&serde_json::Value::Array(documents));
     }
     Ok(())
+}
+
+/// `topic describe --format json`: one topic's document.
+fn topic_json(
+    t: &TopicDescription,
+    starts: &BTreeMap<i32, i64>,
+    ends: &BTreeMap<i32, i64>,
+    configs: &[ConfigEntry],
+) -> serde_json::Value {
+    json!({
+        "topic": t.name,
+        "topic_id": t.topic_id.to_string(),
+        "internal": t.is_internal,
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
+            "log_start_offset": starts.get(&p.partition),
+            "high_watermark": ends.get(&p.partition),
+        })).collect::<Vec<_>>(),
+        "configs": configs.iter().map(|c| json!({
+            "name": c.name,
+            "value": c.value,
+            "source": c.source,
+            "read_only": c.read_only,
+            "sensitive": c.is_sensitive,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `topic describe` as tables: the topic, its partitions, its configs.
+fn print_topic_tables(
+    i: usize,
+    t: &TopicDescription,
+    replication: usize,
+    starts: &BTreeMap<i32, i64>,
+    ends: &BTreeMap<i32, i64>,
+    configs: &[ConfigEntry],
+) {
+    if i > 0 {
+        super::blank_line();
+    }
+    print_table(
+        &["TOPIC", "ID", "PARTITIONS", "REPLICAS"],
+        &[vec![
+            t.name.clone(),
+            t.topic_id.to_string(),
+            t.partitions.len().to_string(),
+            replication.to_string(),
+        ]],
+    );
+    super::blank_line();
+    print_table(
+        &[
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LOG-START-OFFSET",
+            "HIGH-WATERMARK",
+        ],
+        &t.partitions
+            .iter()
+            .map(|p| {
+                let offset = |m: &BTreeMap<i32, i64>| {
+                    m.get(&p.partition).map_or("-".to_string(), i64::to_string)
+                };
+                vec![
+                    p.partition.to_string(),
+                    p.leader.to_string(),
+                    p.leader_epoch.to_string(),
+                    join_ids(&p.replicas),
+                    join_ids(&p.isr),
+                    offset(starts),
+                    offset(ends),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    super::blank_line();
+    print_table(
+        &["CONFIG", "VALUE", "SOURCE"],
+        &configs
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    if c.is_sensitive {
+                        "(sensitive)".to_string()
+                    } else {
+                        c.value.clone().unwrap_or_else(|| "-".to_string())
+                    },
+                    c.source.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
 }
 
 fn alter_config(session: &mut Session, format: Format, topic: &str, ops: &[AlterOp]) -> Result<()> {
