@@ -60,6 +60,7 @@ mod newuser_readme;
 mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
+mod sim_runner;
 mod simulate;
 mod simulate_compact;
 mod simulate_internal;

@@ -51,6 +51,7 @@
 //! and the metadata state machine (`simulate_internal.rs` does), transactions, several
 //! producers in flight.
 
+use crate::sim_runner;
 use crate::storage_common::producer_batch;
 use bytes::Bytes;
 use freshet::rt;
@@ -886,64 +887,29 @@ fn dump(disk: &SimDisk, dir: &Path) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
+const SIM: sim_runner::Simulator<Stats> = sim_runner::Simulator {
+    name: "storage",
+    replay_flag: "--seed",
+    run_seed,
+};
 
-/// Runs FRESHET_SIM_SEEDS seeds (default [`SEEDS_DEFAULT`]) from FRESHET_SIM_BASE (default 1,
-/// so that `cargo test` is reproducible; `tests/simulate.sh N` without `--base` explores from a
-/// random base) and prints `simulation: N seeds passed, F failed`.
+/// Runs FRESHET_SIM_SEEDS seeds (default [`SEEDS_DEFAULT`]) from FRESHET_SIM_BASE (default 1)
+/// and prints `simulation: N seeds passed, F failed` (`sim_runner::seeds`).
 #[test]
 fn seeds() {
-    let n = env_u64("FRESHET_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
-    let base = env_u64("FRESHET_SIM_BASE").unwrap_or(1);
-    println!("simulation: storage seeds {base}..{}", base + n);
-    let started = std::time::Instant::now();
-    let mut failed = Vec::new();
-    let mut stats = Stats::default();
-    for seed in base..base + n {
-        let (verdict, _, s) = run_seed(seed, false);
-        stats += s;
-        if let Err(e) = verdict {
-            println!("seed {seed} FAILED: {e}\n  replay: bash tests/simulate.sh --seed {seed}");
-            failed.push(seed);
-        }
-    }
-    println!(
-        "simulation: {} storage seeds in {:.1} s: {stats:?}",
-        n,
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "simulation: {} seeds passed, {} failed",
-        n - failed.len() as u64,
-        failed.len()
-    );
-    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    sim_runner::seeds(&SIM, SEEDS_DEFAULT);
 }
 
 /// Replays FRESHET_SIM_SEED (default 1) printing every step.
 #[test]
 fn replay() {
-    let seed = env_u64("FRESHET_SIM_SEED").unwrap_or(1);
-    let (verdict, _, stats) = run_seed(seed, true);
-    println!("{stats:?}");
-    if let Err(e) = verdict {
-        panic!("seed {seed} failed: {e}");
-    }
-    println!("seed {seed} passed");
+    sim_runner::replay(&SIM);
 }
 
 /// A seed replays exactly: the same steps, disk choices and results twice.
 #[test]
 fn same_seed_same_run() {
-    for seed in [7, 8] {
-        let (v1, t1, _) = run_seed(seed, false);
-        let (v2, t2, _) = run_seed(seed, false);
-        assert_eq!(v1, v2);
-        assert!(t1.lines().count() > 10, "seed {seed} did too little:\n{t1}");
-        assert_eq!(t1, t2, "seed {seed} ran differently twice");
-    }
+    sim_runner::same_seed_twice(&SIM, [7, 8]);
 }
 
 /// Found by the simulator (seed 42): an append that rolls the segment fails after the new

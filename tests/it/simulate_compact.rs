@@ -29,6 +29,7 @@
 //! simulate_compact::replay --nocapture`). Not simulated here: idempotent producers and transactions in a compacted log, retention with
 //! `cleanup.policy=compact,delete`.
 
+use crate::sim_runner;
 use crate::simulate::Rng;
 use bytes::Bytes;
 use freshet::rt;
@@ -596,63 +597,27 @@ fn run_seed(seed: u64, verbose: bool) -> (Verdict, String, Stats) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
+const SIM: sim_runner::Simulator<Stats> = sim_runner::Simulator {
+    name: "compaction",
+    replay_flag: "--compact-seed",
+    run_seed,
+};
 
 /// Runs FRESHET_SIM_SEEDS seeds (default [`SEEDS_DEFAULT`]) from FRESHET_SIM_BASE (default 1)
-/// and prints `simulation: N seeds passed, F failed`.
+/// and prints `simulation: N seeds passed, F failed` (`sim_runner::seeds`).
 #[test]
 fn seeds() {
-    let n = env_u64("FRESHET_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
-    let base = env_u64("FRESHET_SIM_BASE").unwrap_or(1);
-    println!("simulation: compaction seeds {base}..{}", base + n);
-    let started = std::time::Instant::now();
-    let mut failed = Vec::new();
-    let mut stats = Stats::default();
-    for seed in base..base + n {
-        let (verdict, _, s) = run_seed(seed, false);
-        stats += s;
-        if let Err(e) = verdict {
-            println!(
-                "seed {seed} FAILED: {e}\n  replay: bash tests/simulate.sh --compact-seed {seed}"
-            );
-            failed.push(seed);
-        }
-    }
-    println!(
-        "simulation: {} compaction seeds in {:.1} s: {stats:?}",
-        n,
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "simulation: {} seeds passed, {} failed",
-        n - failed.len() as u64,
-        failed.len()
-    );
-    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    sim_runner::seeds(&SIM, SEEDS_DEFAULT);
 }
 
 /// Replays FRESHET_SIM_SEED (default 1) printing every step.
 #[test]
 fn replay() {
-    let seed = env_u64("FRESHET_SIM_SEED").unwrap_or(1);
-    let (verdict, _, stats) = run_seed(seed, true);
-    println!("{stats:?}");
-    if let Err(e) = verdict {
-        panic!("seed {seed} failed: {e}");
-    }
-    println!("seed {seed} passed");
+    sim_runner::replay(&SIM);
 }
 
 /// A seed replays exactly.
 #[test]
 fn same_seed_same_run() {
-    for seed in [3, 4] {
-        let (v1, t1, _) = run_seed(seed, false);
-        let (v2, t2, _) = run_seed(seed, false);
-        assert_eq!(v1, v2);
-        assert!(t1.lines().count() > 10, "seed {seed} did too little:\n{t1}");
-        assert_eq!(t1, t2, "seed {seed} ran differently twice");
-    }
+    sim_runner::same_seed_twice(&SIM, [3, 4]);
 }
