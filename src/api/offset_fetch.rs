@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::{decode, str_bytes, Outcome};
-use crate::coordinator::offsets::OffsetKey;
+use crate::coordinator::offsets::{CommittedOffset, OffsetKey};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::FetchedOffsets;
 use crate::shard::{Shard, COORDINATOR_SHARD};
@@ -102,14 +102,44 @@ async fn fetch_on_coordinator(
         .unwrap_or_else(|_| (vec![Err(coordinator_gone_code())], HashSet::new()))
 }
 
-/// KIP-447: with require_stable, a partition whose offset waits in an open transaction is
-/// UNSTABLE_OFFSET_COMMIT (retriable) instead of a value that may be about to change.
-fn unstable(pending: &HashSet<OffsetKey>, group: &str, topic: &str, partition: i32) -> bool {
-    pending.contains(&OffsetKey {
-        group: group.to_string(),
-        topic: topic.to_string(),
-        partition,
-    })
+/// What one partition's answer carries, in both response shapes (v1-7 and v8+): the
+/// committed offset, leader epoch and metadata (-1, -1, "" when none), or UNSTABLE_OFFSET_COMMIT
+/// with offset -1 while a transaction's commit to it is pending (KIP-447: with require_stable,
+/// a retriable error instead of a value that may be about to change).
+struct Committed {
+    offset: i64,
+    epoch: i32,
+    metadata: String,
+    error_code: i16,
+}
+
+impl Committed {
+    fn of(
+        value: Option<CommittedOffset>,
+        pending: &HashSet<OffsetKey>,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Committed {
+        let (offset, epoch, metadata) = value.map_or((-1, -1, String::new()), |v| {
+            (v.offset, v.leader_epoch, v.metadata)
+        });
+        let unstable = pending.contains(&OffsetKey {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition,
+        });
+        Committed {
+            offset: if unstable { -1 } else { offset },
+            epoch,
+            metadata,
+            error_code: if unstable {
+                ResponseError::UnstableOffsetCommit.code()
+            } else {
+                0
+            },
+        }
+    }
 }
 
 /// The v8+ answer: one entry per asked group.
@@ -130,19 +160,15 @@ fn groups_v8(
                     let mut t = OffsetFetchResponseTopics::default()
                         .with_name(TopicName(str_bytes(topic.clone())));
                     for (p, value) in parts {
-                        let (offset, epoch, meta) = value.map_or((-1, -1, String::new()), |v| {
-                            (v.offset, v.leader_epoch, v.metadata)
-                        });
-                        let mut part = OffsetFetchResponsePartitions::default()
-                            .with_partition_index(p)
-                            .with_committed_offset(offset)
-                            .with_committed_leader_epoch(epoch)
-                            .with_metadata(Some(str_bytes(meta)));
-                        if unstable(pending, &group_id, &topic, p) {
-                            part.error_code = ResponseError::UnstableOffsetCommit.code();
-                            part.committed_offset = -1;
-                        }
-                        t.partitions.push(part);
+                        let c = Committed::of(value, pending, &group_id, &topic, p);
+                        t.partitions.push(
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(c.offset)
+                                .with_committed_leader_epoch(c.epoch)
+                                .with_metadata(Some(str_bytes(c.metadata)))
+                                .with_error_code(c.error_code),
+                        );
                     }
                     group.topics.push(t);
                 }
@@ -175,19 +201,15 @@ fn single_group(
                 let mut t = OffsetFetchResponseTopic::default()
                     .with_name(TopicName(str_bytes(topic.clone())));
                 for (p, value) in parts {
-                    let (offset, epoch, meta) = value.map_or((-1, -1, String::new()), |v| {
-                        (v.offset, v.leader_epoch, v.metadata)
-                    });
-                    let mut part = OffsetFetchResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(offset)
-                        .with_committed_leader_epoch(epoch)
-                        .with_metadata(Some(str_bytes(meta)));
-                    if unstable(pending, &group_id, &topic, p) {
-                        part.error_code = ResponseError::UnstableOffsetCommit.code();
-                        part.committed_offset = -1;
-                    }
-                    t.partitions.push(part);
+                    let c = Committed::of(value, pending, &group_id, &topic, p);
+                    t.partitions.push(
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(c.offset)
+                            .with_committed_leader_epoch(c.epoch)
+                            .with_metadata(Some(str_bytes(c.metadata)))
+                            .with_error_code(c.error_code),
+                    );
                 }
                 response.topics.push(t);
             }
