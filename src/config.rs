@@ -64,6 +64,29 @@ pub struct BrokerConfig {
     pub disk_profile: PathBuf,
     /// Kafka `node.id` of this broker.
     pub node_id: i32,
+    /// Address the controller listener binds (host:port): the metadata quorum's Raft messages
+    /// and the brokers' calls to the active controller. Kafka's `listeners` entry named by
+    /// `controller.listener.names`. Empty: this node's address in `controller_quorum_voters`,
+    /// if it is a voter; a broker-only node needs none.
+    pub controller_listen: String,
+    /// The metadata quorum's voters, Kafka's `controller.quorum.voters`:
+    /// `"1@127.0.0.1:19193,2@127.0.0.1:19194,3@127.0.0.1:19195"` (node id @ controller
+    /// address). A node whose `node_id` is listed runs as broker and controller (KRaft's
+    /// combined mode), any other as broker only. Empty: a single node that is its own quorum
+    /// (no controller listener).
+    pub controller_quorum_voters: String,
+    /// Kafka `broker.rack`: the rack (or zone) of this broker; placement spreads a
+    /// partition's replicas over racks. Empty: no rack.
+    pub broker_rack: String,
+    /// Kafka `broker.session.timeout.ms`: a broker whose heartbeats stop for this long is
+    /// fenced (its partitions are not given to clients) until it heartbeats again.
+    pub broker_session_timeout_ms: u64,
+    /// Kafka `broker.heartbeat.interval.ms`: how often a broker heartbeats to the active
+    /// controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// Kafka `controller.quorum.election.timeout.ms`: a voter that hears from no leader for
+    /// this long (randomized up to twice as long) starts an election.
+    pub controller_quorum_election_timeout_ms: u64,
     /// Kafka `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Kafka `num.partitions`: partitions of an auto-created topic.
@@ -170,6 +193,12 @@ impl Default for BrokerConfig {
             shard_cpus: Vec::new(),
             disk_profile: PathBuf::new(),
             node_id: 0,
+            controller_listen: String::new(),
+            controller_quorum_voters: String::new(),
+            broker_rack: String::new(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            controller_quorum_election_timeout_ms: 1_000,
             auto_create_topics: true,
             default_partitions: 1,
             request_bytes_max: 104_857_600,

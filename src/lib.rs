@@ -24,6 +24,7 @@
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;

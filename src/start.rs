@@ -35,6 +35,18 @@ pub struct StartArgs {
     /// Kafka node.id of this broker [default: 0].
     #[arg(long)]
     pub node_id: Option<i32>,
+    /// Controller listener, host:port (Kafka's controller listener) [default: this node's
+    /// address in --controller-quorum-voters].
+    #[arg(long)]
+    pub controller_listen: Option<String>,
+    /// The metadata quorum's voters, as Kafka's controller.quorum.voters:
+    /// "1@127.0.0.1:19193,2@127.0.0.1:19194,3@127.0.0.1:19195" [default: none: a single
+    /// node that is its own quorum].
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
+    /// Kafka's broker.rack: the rack or zone of this broker [default: none].
+    #[arg(long)]
+    pub broker_rack: Option<String>,
     /// Create topics on first use (Kafka's auto.create.topics.enable) [default: true].
     #[arg(long)]
     pub auto_create_topics: Option<bool>,
@@ -99,6 +111,15 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.node_id {
         config.node_id = v;
+    }
+    if let Some(v) = args.controller_listen {
+        config.controller_listen = v;
+    }
+    if let Some(v) = args.controller_quorum_voters {
+        config.controller_quorum_voters = v;
+    }
+    if let Some(v) = args.broker_rack {
+        config.broker_rack = v;
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;

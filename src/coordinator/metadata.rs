@@ -66,7 +66,7 @@ pub struct ClusterMetadata {
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 /// A change to the metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MetadataCommand {
     CreateTopic {
         name: String,
