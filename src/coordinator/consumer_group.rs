@@ -1471,6 +1471,7 @@ mod tests {
                         partitions: *partitions,
                         configs: BTreeMap::new(),
                         internal: false,
+                        assignment: Vec::new(),
                     },
                 )
             })

@@ -43,6 +43,38 @@ pub struct TopicMeta {
     /// Internal topics are hidden from `Metadata` unless asked for by name.
     #[serde(default)]
     pub internal: bool,
+    /// Where each partition lives, by partition index (`assignment[p]`). Empty only in
+    /// metadata written before the cluster (single node): such topics are assigned to that
+    /// node when its metadata moves into the quorum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<PartitionAssignment>,
+}
+
+/// Where one partition lives: its replicas (brokers, in preference order), its leader and
+/// leader epoch, its in-sync replicas (Kafka's `PartitionRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    pub replicas: Vec<i32>,
+    /// The broker that leads the partition, or -1 when none can (every replica fenced).
+    pub leader: i32,
+    /// Grows by one each time the leader changes.
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// One broker as registered with the quorum (Kafka's `RegisterBrokerRecord` and its fencing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    /// A new id per process start: a restarted broker registers again under a new one.
+    pub incarnation_id: Uuid,
+    /// The Kafka listener clients are sent to.
+    pub host: String,
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// A fenced broker (heartbeats stopped, or shutting down) is not given to clients.
+    pub fenced: bool,
 }
 
 /// The whole cluster's metadata as one value.
@@ -59,6 +91,9 @@ pub struct ClusterMetadata {
     /// defaults); checked by `broker_config::check`. Empty sets are not kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The brokers registered with the quorum, by node id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
 }
 
 /// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
@@ -130,6 +165,19 @@ pub enum MetadataRecord {
     BrokerConfigsSet {
         resource: String,
         configs: BTreeMap<String, String>,
+    },
+    /// A broker registered (first start, or a restart under a new incarnation id); replaces
+    /// any earlier registration of that node id.
+    BrokerRegistered {
+        registration: BrokerRegistration,
+    },
+    /// A broker's heartbeats stopped, or it is shutting down.
+    BrokerFenced {
+        node_id: i32,
+    },
+    /// A fenced broker heartbeats again.
+    BrokerUnfenced {
+        node_id: i32,
     },
 }
 
@@ -313,6 +361,8 @@ impl ClusterMetadata {
                     partitions: *partitions,
                     configs: configs.clone(),
                     internal: name.starts_with("__"),
+                    // Placement over the registered brokers: the cluster issue's placement step.
+                    assignment: Vec::new(),
                 },
             },
             MetadataCommand::DeleteTopic { name } => {
@@ -373,6 +423,20 @@ impl ClusterMetadata {
                 } else {
                     next.broker_configs
                         .insert(resource.clone(), configs.clone());
+                }
+            }
+            MetadataRecord::BrokerRegistered { registration } => {
+                next.brokers
+                    .insert(registration.node_id, registration.clone());
+            }
+            MetadataRecord::BrokerFenced { node_id } => {
+                if let Some(b) = next.brokers.get_mut(node_id) {
+                    b.fenced = true;
+                }
+            }
+            MetadataRecord::BrokerUnfenced { node_id } => {
+                if let Some(b) = next.brokers.get_mut(node_id) {
+                    b.fenced = false;
                 }
             }
         }

@@ -119,7 +119,12 @@ impl RecordCodec for MetadataCodec {
             } => name.len() + 128 + config_bytes(configs),
             MetadataRecord::TopicDeleted { name }
             | MetadataRecord::PartitionsCreated { name, .. } => name.len() + 128,
-            MetadataRecord::ProducerIdBlockAllocated { .. } => 128,
+            MetadataRecord::ProducerIdBlockAllocated { .. }
+            | MetadataRecord::BrokerFenced { .. }
+            | MetadataRecord::BrokerUnfenced { .. } => 128,
+            MetadataRecord::BrokerRegistered { registration } => {
+                registration.host.len() + registration.rack.as_ref().map_or(0, String::len) + 256
+            }
         }
     }
 }

@@ -129,6 +129,7 @@ fn legacy_metadata() -> ClusterMetadata {
             partitions: 3,
             configs: [("retention.ms".to_string(), "123456789".to_string())].into(),
             internal: false,
+            assignment: Vec::new(),
         },
     );
     metadata.topics.insert(
@@ -138,6 +139,7 @@ fn legacy_metadata() -> ClusterMetadata {
             partitions: 1,
             configs: BTreeMap::new(),
             internal: false,
+            assignment: Vec::new(),
         },
     );
     metadata.broker_configs.insert(

@@ -115,6 +115,7 @@ fn groups_survive_reload_and_compaction() {
                 partitions: 3,
                 configs: BTreeMap::new(),
                 internal: false,
+                assignment: Vec::new(),
             },
         );
         let r = c
