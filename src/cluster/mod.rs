@@ -14,6 +14,7 @@
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -231,6 +232,22 @@ pub enum ControllerResponse {
 
 /// Per-node figures shown by `freshet cluster info` (not part of the metadata log).
 pub type NodeNotes = BTreeMap<i32, String>;
+
+/// The active controller as this process last heard of it (-1: none known), for answers
+/// any shard gives (Metadata's and DescribeCluster's `controller_id`). Set by the quorum
+/// node on the coordinator shard when leadership changes.
+static ACTIVE_CONTROLLER: AtomicI32 = AtomicI32::new(-1);
+
+/// The node id of the active controller, if one is known.
+pub fn active_controller() -> Option<i32> {
+    let id = ACTIVE_CONTROLLER.load(Ordering::Relaxed);
+    (id >= 0).then_some(id)
+}
+
+/// Records the active controller (`None`: no leader known, e.g. during an election).
+pub fn set_active_controller(node_id: Option<i32>) {
+    ACTIVE_CONTROLLER.store(node_id.unwrap_or(-1), Ordering::Relaxed);
+}
 
 #[cfg(test)]
 mod tests {
