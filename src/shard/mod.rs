@@ -18,7 +18,6 @@
 //! with KAFKA_STORAGE_ERROR.
 
 pub mod groups;
-pub mod internal_log;
 pub mod metadata_log;
 pub mod notify;
 pub mod router;
