@@ -210,6 +210,10 @@ pub enum ControllerResponse {
     /// One result per forwarded command.
     Changed {
         results: Vec<Result<(), ForwardedError>>,
+        /// The metadata version after the change on the controller: the forwarding node
+        /// answers once it has applied that version too (read-your-writes for its client).
+        #[serde(default)]
+        version: u64,
     },
     /// The called node is not the active controller; `leader` is the one it knows of.
     NotController {
