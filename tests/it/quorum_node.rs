@@ -301,3 +301,209 @@ fn reopening_a_journal_restores_the_applied_metadata() {
         }
     });
 }
+
+/// A follower cut off while the leader's journal grows past its compaction limit catches up
+/// from the leader's snapshot (its own journal then starts at a snapshot it received), and
+/// applies the same metadata as the others.
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot() {
+    rt::sim::run(15, async {
+        let disk = SimDisk::new(15);
+        let _installed = sim::install(&disk);
+        let net = Net::new();
+        for id in VOTERS {
+            start(&net, id).await;
+        }
+        let leader = elect(&net).await;
+        let lagging = (leader + 1) % 3;
+        net.cut.set(Some(lagging));
+        let mut k = 0i64;
+        while net.node(leader).log().indexes().0 == 0 {
+            k += 1;
+            net.node(leader).propose(block(k * 1000)).await.unwrap();
+            assert!(k < 2000, "the leader never compacted its journal");
+        }
+        assert!(net.node(leader).log().journal_records() < raft_log::COMPACT_RECORDS_MIN);
+        assert_eq!(net.node(lagging).log().indexes().0, 0);
+        net.cut.set(None);
+        let expected = net.node(leader).applied();
+        let caught_up = wait_until(Duration::from_secs(10), || {
+            net.node(lagging).applied() == expected
+        })
+        .await;
+        assert!(caught_up, "the lagging follower caught up");
+        assert!(
+            net.node(lagging).log().indexes().0 > 0,
+            "it caught up from a snapshot"
+        );
+        // And it keeps following: one more change reaches it.
+        net.node(leader)
+            .propose(block((k + 1) * 1000))
+            .await
+            .unwrap();
+        let expected = net.node(leader).applied();
+        assert!(
+            wait_until(Duration::from_secs(5), || net.node(lagging).applied()
+                == expected)
+            .await
+        );
+        for id in VOTERS {
+            stop(&net, id).await;
+        }
+    });
+}
+
+/// What one seeded run of election and proposals observed (leader, term, virtual time).
+async fn observed_run() -> (i32, u64, Duration, Vec<i64>) {
+    let disk = SimDisk::new(16);
+    let _installed = sim::install(&disk);
+    let net = Net::new();
+    for id in VOTERS {
+        start(&net, id).await;
+    }
+    let leader = elect(&net).await;
+    for k in 1..=3i64 {
+        net.node(leader).propose(block(k)).await.unwrap();
+    }
+    let term = net.node(leader).status().term;
+    let elapsed = rt::sim::elapsed();
+    let versions = VOTERS
+        .iter()
+        .map(|&id| net.node(id).applied().version as i64)
+        .collect();
+    for id in VOTERS {
+        stop(&net, id).await;
+    }
+    (leader, term, elapsed, versions)
+}
+
+/// The same seed gives the same run: election timeouts come from the simulation's seed, not
+/// from raft-rs's thread-local generator.
+#[test]
+fn same_seed_same_election() {
+    let first = rt::sim::run(16, observed_run());
+    let second = rt::sim::run(16, observed_run());
+    assert_eq!(first, second);
+}
+
+async fn start_single(net: &Rc<Net>) {
+    let dir = dir_of(0);
+    let existing = ClusterMetadata {
+        cluster_id: "single".into(),
+        producer_id_block_next: 5000,
+        ..ClusterMetadata::default()
+    };
+    let log = RaftLog::open(&dir, TailCache::new(CACHE_BYTES), &[0], move || existing)
+        .await
+        .unwrap();
+    let settings = NodeSettings {
+        node_id: 0,
+        voters: vec![0],
+        election_timeout_ms: 1000,
+        tick_ms: 100,
+        cluster_id: String::new(),
+    };
+    let node = QuorumNode::start(settings, log, Rc::new(|_| {}), Rc::new(|_| {}))
+        .await
+        .unwrap();
+    net.nodes.borrow_mut()[0] = Some(node);
+}
+
+/// A single node is its own quorum: it leads at once, keeps the metadata it was bootstrapped
+/// with, and a journal write that fails stops it (the proposal gets a Storage error, later
+/// ones too); after the crash every proposal that succeeded is in the reopened journal.
+#[test]
+fn a_single_node_leads_alone_and_stops_on_a_failed_write() {
+    rt::sim::run(17, async {
+        let disk = SimDisk::new(17);
+        let _installed = sim::install(&disk);
+        let net = Net::new();
+        start_single(&net).await;
+        let node = net.node(0);
+        assert!(wait_until(Duration::from_millis(500), || node.ready_to_propose()).await);
+        assert_eq!(node.leader(), Some(0));
+        assert_eq!(node.applied().cluster_id, "single");
+        assert_eq!(node.applied().producer_id_block_next, 5000);
+        disk.power_off_after(40);
+        let mut acknowledged = 5000;
+        let failed = loop {
+            let next = acknowledged + 1000;
+            match node.propose(block(next)).await {
+                Ok(after) => {
+                    assert_eq!(after.producer_id_block_next, next);
+                    acknowledged = next;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(failed, ProposeError::Storage(_)), "{failed:?}");
+        assert!(node.failure().is_some());
+        assert!(matches!(
+            node.propose(block(1)).await,
+            Err(ProposeError::Storage(_))
+        ));
+        stop(&net, 0).await;
+        drop(node);
+        for _ in 0..200 {
+            sim::yield_once().await;
+        }
+        disk.crash();
+        let log = RaftLog::open(&dir_of(0), TailCache::new(CACHE_BYTES), &[0], || {
+            panic!("not empty")
+        })
+        .await
+        .unwrap();
+        let (_, applied) = log.applied_at_open();
+        assert!(
+            applied.producer_id_block_next >= acknowledged,
+            "{} < {acknowledged}: an acknowledged change was lost",
+            applied.producer_id_block_next
+        );
+        log.close().await.unwrap();
+    });
+}
+
+/// The bounds: messages beyond the incoming queue are dropped and counted; proposals beyond
+/// the waiting limit are refused with Overloaded, the others all applied.
+#[test]
+fn incoming_and_waiting_proposals_are_bounded() {
+    use freshet::cluster::node::{INCOMING_MESSAGES_MAX, PROPOSALS_WAITING_MAX};
+    rt::sim::run(18, async {
+        let disk = SimDisk::new(18);
+        let _installed = sim::install(&disk);
+        let net = Net::new();
+        start_single(&net).await;
+        let node = net.node(0);
+        assert!(wait_until(Duration::from_millis(500), || node.ready_to_propose()).await);
+        let extra = 100;
+        for _ in 0..INCOMING_MESSAGES_MAX + extra {
+            let msg = Message {
+                to: 1,
+                from: 2,
+                msg_type: raft::prelude::MessageType::MsgHeartbeatResponse,
+                ..Message::default()
+            };
+            node.step(msg);
+        }
+        assert_eq!(node.incoming_dropped(), extra as u64);
+        let proposals: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _>>>> = (0
+            ..PROPOSALS_WAITING_MAX + extra)
+            .map(|k| {
+                let node = node.clone();
+                Box::pin(async move { node.propose(block(k as i64)).await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>
+            })
+            .collect();
+        let results = rt::join_all(proposals).await;
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(ProposeError::Overloaded)))
+            .count();
+        assert_eq!(refused, extra);
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            PROPOSALS_WAITING_MAX
+        );
+        stop(&net, 0).await;
+    });
+}
