@@ -13,6 +13,8 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod transport;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
