@@ -604,7 +604,9 @@ impl ControllerTransport {
     /// nodes `call_controller` tries). Serves nothing until [`Self::serve`].
     pub fn new(node_id: i32, voters: Vec<Voter>, limits: TransportLimits) -> Rc<Self> {
         assert!(limits.frame_bytes_max > CORRELATION_ID_BYTES);
-        assert!(limits.connections_accepted_max > 0 && limits.inflight_calls_per_connection_max > 0);
+        assert!(
+            limits.connections_accepted_max > 0 && limits.inflight_calls_per_connection_max > 0
+        );
         Rc::new(ControllerTransport {
             node_id,
             voters,
@@ -965,7 +967,11 @@ async fn pump(link: &PeerLink, stream: TcpStream, counters: &Counters) -> (Strin
             Some(Err(e)) => return (format!("read failed: {e}"), sent_any),
         }
         let (batch, count) = link.take_batch();
-        let written = async { writer.write_all(&batch).await?; writer.flush().await }.await;
+        let written = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        }
+        .await;
         if let Err(e) = written {
             bump(&counters.raft_dropped, count);
             return (format!("write failed: {e}"), sent_any);
@@ -1037,7 +1043,9 @@ async fn exchange(
             correlation_id: id,
             response,
         }) if id == correlation_id => Ok((response, stream)),
-        Ok(Frame::Response { correlation_id: id, .. }) => Err(fail(
+        Ok(Frame::Response {
+            correlation_id: id, ..
+        }) => Err(fail(
             format!("an answer to call {id}, expected {correlation_id}"),
             false,
         )),
@@ -1171,3 +1179,6 @@ impl ControllerTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
