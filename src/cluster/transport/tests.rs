@@ -2,7 +2,7 @@
 //! real transports on 127.0.0.1 inside real glommio executors, with raw sockets for hostile
 //! peers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -269,10 +269,9 @@ fn raft_messages_arrive_intact_between_two_nodes() {
     });
 }
 
-/// A call gets its answer (twice: the second on the pooled connection); a call to a peer
-/// that accepts but never answers times out.
+/// A call gets its answer (the later ones on the pooled connection); after stop, calls fail.
 #[test]
-fn calls_get_answers_and_time_out_against_a_silent_peer() {
+fn calls_get_answers_on_a_pooled_connection() {
     run(async {
         let addrs = [free_addr(), free_addr()];
         let a = ControllerTransport::new(0, voters(&addrs), test_limits());
@@ -313,6 +312,25 @@ fn calls_get_answers_and_time_out_against_a_silent_peer() {
             "one pooled connection"
         );
 
+        a.stop().await;
+        b.stop().await;
+        let after_stop = a
+            .call(
+                &target,
+                ControllerRequest::DescribeQuorum,
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(after_stop.unwrap_err(), TransportError::Stopped);
+    });
+}
+
+/// A call to a peer that accepts but never answers times out at its timeout; one to an
+/// address where nothing listens fails at once.
+#[test]
+fn a_call_to_a_silent_peer_times_out() {
+    run(async {
+        let a = ControllerTransport::new(0, Vec::new(), test_limits());
         // The kernel accepts into the backlog; nobody ever reads or answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let silent_addr = silent.local_addr().unwrap().to_string();
@@ -347,15 +365,6 @@ fn calls_get_answers_and_time_out_against_a_silent_peer() {
             "{result:?}"
         );
         a.stop().await;
-        b.stop().await;
-        let after_stop = a
-            .call(
-                &target,
-                ControllerRequest::DescribeQuorum,
-                Duration::from_secs(1),
-            )
-            .await;
-        assert_eq!(after_stop.unwrap_err(), TransportError::Stopped);
     });
 }
 
@@ -525,9 +534,41 @@ fn raw_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Frames a hostile or broken peer might send, each of which must close its connection.
+fn hostile_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("oversized length", {
+            let mut f = ((CONTROLLER_FRAME_BYTES_MAX + 2) as u32)
+                .to_be_bytes()
+                .to_vec();
+            f.extend_from_slice(&[KIND_RAFT, 0, 0, 0]);
+            f
+        }),
+        ("huge length", vec![0xff, 0xff, 0xff, 0xff, KIND_REQUEST]),
+        ("zero length", vec![0, 0, 0, 0, KIND_RAFT]),
+        ("unknown kind", raw_frame(9, b"hello")),
+        (
+            "an answer to the listener",
+            raw_frame(KIND_RESPONSE, &[0; 12]),
+        ),
+        ("bad protobuf", raw_frame(KIND_RAFT, &[0xff; 40])),
+        (
+            "bad json",
+            raw_frame(KIND_REQUEST, b"\0\0\0\0\0\0\0\x01{\"Heartbeat\":"),
+        ),
+        ("short call", raw_frame(KIND_REQUEST, b"\0\0\0")),
+    ];
+    // A frame cut short: the header promises 1000 bytes, 10 come, then the close.
+    let mut truncated = 1001u32.to_be_bytes().to_vec();
+    truncated.push(KIND_RAFT);
+    truncated.extend_from_slice(&[1; 10]);
+    cases.push(("truncated", truncated));
+    cases
+}
+
 /// Hostile input closes only the connection it came on: an oversized length, a zero
 /// length, an unknown kind, an answer sent to the listener, undecodable protobuf and JSON, a
-/// truncated frame, a slowloris. Meanwhile an honest peer's raft link and calls keep working.
+/// truncated frame. Meanwhile an honest peer's raft link and calls keep working.
 #[test]
 fn hostile_input_closes_only_its_connection() {
     run(async {
@@ -539,33 +580,7 @@ fn hostile_input_closes_only_its_connection() {
         a.send_raft(append(0, 1, 1, 1));
         eventually("the honest link is up", || at_b.borrow().len() == 1).await;
 
-        let mut cases: Vec<(&str, Vec<u8>)> = vec![
-            ("oversized length", {
-                let mut f = ((CONTROLLER_FRAME_BYTES_MAX + 2) as u32)
-                    .to_be_bytes()
-                    .to_vec();
-                f.extend_from_slice(&[KIND_RAFT, 0, 0, 0]);
-                f
-            }),
-            ("huge length", vec![0xff, 0xff, 0xff, 0xff, KIND_REQUEST]),
-            ("zero length", vec![0, 0, 0, 0, KIND_RAFT]),
-            ("unknown kind", raw_frame(9, b"hello")),
-            (
-                "an answer to the listener",
-                raw_frame(KIND_RESPONSE, &[0; 12]),
-            ),
-            ("bad protobuf", raw_frame(KIND_RAFT, &[0xff; 40])),
-            (
-                "bad json",
-                raw_frame(KIND_REQUEST, b"\0\0\0\0\0\0\0\x01{\"Heartbeat\":"),
-            ),
-            ("short call", raw_frame(KIND_REQUEST, b"\0\0\0")),
-        ];
-        // A frame cut short: the header promises 1000 bytes, 10 come, then the close.
-        let mut truncated = 1001u32.to_be_bytes().to_vec();
-        truncated.push(KIND_RAFT);
-        truncated.extend_from_slice(&[1; 10]);
-        cases.push(("truncated", truncated));
+        let cases = hostile_frames();
         let mut expected_bad = 0;
         for (what, bytes) in &cases {
             let mut s = raw(addrs[1]).await;
@@ -579,35 +594,6 @@ fn hostile_input_closes_only_its_connection() {
             );
             expected_bad += 1;
         }
-        // Slowloris: 3 bytes of a header, then nothing; closed after frame_read_timeout.
-        let mut slow = raw(addrs[1]).await;
-        slow.write_all(&[0, 0, 1]).await.unwrap();
-        let started = crate::rt::now();
-        assert!(closed_by_listener(&mut slow).await, "slowloris kept open");
-        assert!(
-            started.elapsed() >= Duration::from_millis(250),
-            "{:?}",
-            started.elapsed()
-        );
-        expected_bad += 1;
-        // A slow body: a 100 KiB frame trickled 1 KiB per 100 ms.
-        let mut trickle = raw(addrs[1]).await;
-        let mut header = (100 * 1024 + 1u32).to_be_bytes().to_vec();
-        header.push(KIND_RAFT);
-        trickle.write_all(&header).await.unwrap();
-        let mut closed = false;
-        for _ in 0..30 {
-            if trickle.write_all(&[0u8; 1024]).await.is_err() {
-                closed = true;
-                break;
-            }
-            crate::rt::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            closed || closed_by_listener(&mut trickle).await,
-            "trickler kept open"
-        );
-        expected_bad += 1;
         eventually("every bad frame counted", || {
             b.stats().bad_frames == expected_bad
         })
@@ -642,6 +628,50 @@ fn hostile_input_closes_only_its_connection() {
         .await;
         assert_eq!(b.stats().bad_frames, expected_bad + 1);
         a.stop().await;
+        b.stop().await;
+    });
+}
+
+/// A frame that does not arrive whole within `frame_read_timeout` of its first byte closes
+/// its connection: a slowloris header, a trickled body.
+#[test]
+fn slow_frames_are_closed_after_the_frame_read_timeout() {
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let b = ControllerTransport::new(1, voters(&addrs), test_limits());
+        b.serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let mut expected_bad = 0;
+        // Slowloris: 3 bytes of a header, then nothing; closed after frame_read_timeout.
+        let mut slow = raw(addrs[1]).await;
+        slow.write_all(&[0, 0, 1]).await.unwrap();
+        let started = crate::rt::now();
+        assert!(closed_by_listener(&mut slow).await, "slowloris kept open");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        expected_bad += 1;
+        // A slow body: a 100 KiB frame trickled 1 KiB per 100 ms.
+        let mut trickle = raw(addrs[1]).await;
+        let mut header = (100 * 1024 + 1u32).to_be_bytes().to_vec();
+        header.push(KIND_RAFT);
+        trickle.write_all(&header).await.unwrap();
+        let mut closed = false;
+        for _ in 0..30 {
+            if trickle.write_all(&[0u8; 1024]).await.is_err() {
+                closed = true;
+                break;
+            }
+            crate::rt::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            closed || closed_by_listener(&mut trickle).await,
+            "trickler kept open"
+        );
+        expected_bad += 1;
+        eventually("both counted", || b.stats().bad_frames == expected_bad).await;
         b.stop().await;
     });
 }
@@ -681,6 +711,99 @@ fn connections_beyond_the_limit_are_closed() {
             matches!(answer, Ok(ControllerResponse::Quorum(_))),
             "{answer:?}"
         );
+        b.stop().await;
+    });
+}
+
+/// At most `inflight_calls_per_connection_max` calls of one connection run at once; the
+/// rest wait unread, and every call is answered (by correlation id) once they finish.
+#[test]
+fn calls_in_flight_per_connection_are_bounded() {
+    run(async {
+        let addrs = [free_addr()];
+        let limits = TransportLimits {
+            inflight_calls_per_connection_max: 2,
+            ..test_limits()
+        };
+        let b = ControllerTransport::new(0, voters(&addrs), limits);
+        let running = Rc::new(Cell::new(0u32));
+        let open = Rc::new(Cell::new(false));
+        let (r, o) = (running.clone(), open.clone());
+        let on_call: CallHandler = Rc::new(move |_| {
+            let (r, o) = (r.clone(), o.clone());
+            Box::pin(async move {
+                r.set(r.get() + 1);
+                while !o.get() {
+                    crate::rt::sleep(Duration::from_millis(5)).await;
+                }
+                ControllerResponse::HeartbeatAck { fenced: true }
+            })
+        });
+        b.serve(addrs[0], collector().1, on_call).unwrap();
+        let mut s = raw(addrs[0]).await;
+        for id in 1..=5u64 {
+            let frame = encode_call(KIND_REQUEST, id, &heartbeat_request(3), 1 << 20).unwrap();
+            s.write_all(&frame).await.unwrap();
+        }
+        crate::rt::sleep(Duration::from_millis(200)).await;
+        assert_eq!(running.get(), 2, "two run, three wait");
+        open.set(true);
+        let mut ids = Vec::new();
+        let mut reader = FrameReader {
+            reader: &mut s,
+            frame_bytes_max: 1 << 20,
+            frame_read_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(5)),
+            budget: None,
+        };
+        for _ in 0..5 {
+            let (kind, payload, _) = reader.next().await.expect("an answer");
+            match decode_frame(kind, &payload).unwrap() {
+                Frame::Response {
+                    correlation_id,
+                    response: ControllerResponse::HeartbeatAck { fenced: true },
+                } => ids.push(correlation_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        ids.sort();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        assert_eq!(running.get(), 5);
+        b.stop().await;
+    });
+}
+
+/// Large inbound bodies share `inbound_buffered_bytes_max`: while one connection holds the
+/// budget with a half-sent 200 KiB frame, a second connection's 200 KiB frame, sent whole,
+/// is not read; it is once the first completes.
+#[test]
+fn large_frames_wait_for_the_inbound_budget() {
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let limits = TransportLimits {
+            inbound_buffered_bytes_max: 256 * 1024,
+            frame_read_timeout: Duration::from_secs(10),
+            ..test_limits()
+        };
+        let (at_b, to_b) = collector();
+        let b = ControllerTransport::new(1, voters(&addrs), limits);
+        b.serve(addrs[1], to_b, answering(None)).unwrap();
+        let first = encode_raft(&snapshot_message(0, 1, 200 * 1024), 1 << 20).unwrap();
+        let second = encode_raft(&snapshot_message(2, 1, 200 * 1024), 1 << 20).unwrap();
+        let mut s1 = raw(addrs[1]).await;
+        s1.write_all(&first[..100 * 1024]).await.unwrap();
+        eventually("the first frame holds its budget", || {
+            b.budget.kib.available() < 256 - 199
+        })
+        .await;
+        let mut s2 = raw(addrs[1]).await;
+        s2.write_all(&second).await.unwrap();
+        crate::rt::sleep(Duration::from_millis(300)).await;
+        assert!(at_b.borrow().is_empty(), "the second frame waits");
+        s1.write_all(&first[100 * 1024..]).await.unwrap();
+        eventually("both arrive", || at_b.borrow().len() == 2).await;
+        assert_eq!(at_b.borrow()[0].from, raft_id(0), "the first frame first");
+        eventually("the budget is back", || b.budget.kib.available() == 256).await;
         b.stop().await;
     });
 }
