@@ -15,6 +15,7 @@
 
 pub mod node;
 pub mod raft_log;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
