@@ -23,9 +23,7 @@ use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
-use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, CreatePartitionsRequest, CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -70,7 +68,9 @@ fn persisted(data_dir: &Path) -> ClusterMetadata {
 }
 
 fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
-    common::client_config(broker).create().expect("admin client")
+    common::client_config(broker)
+        .create()
+        .expect("admin client")
 }
 
 fn name(s: &str) -> TopicName {
@@ -189,7 +189,10 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
                     "on-unknown".to_string(),
                     RDKafkaErrorCode::InvalidReplicaAssignment
                 )),
-                Err(("rf2".to_string(), RDKafkaErrorCode::InvalidReplicationFactor)),
+                Err((
+                    "rf2".to_string(),
+                    RDKafkaErrorCode::InvalidReplicationFactor
+                )),
             ]
         );
 
@@ -257,7 +260,11 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
         for &leader in &spread[..12] {
             *counts.entry(leader).or_insert(0) += 1;
         }
-        assert_eq!(counts, BTreeMap::from([(0, 4), (1, 4), (2, 4)]), "{spread:?}");
+        assert_eq!(
+            counts,
+            BTreeMap::from([(0, 4), (1, 4), (2, 4)]),
+            "{spread:?}"
+        );
         assert!(!spread.contains(&3), "no partition on the fenced broker");
         let mut added: Vec<i32> = spread[12..].to_vec();
         added.sort_unstable();
