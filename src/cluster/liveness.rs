@@ -290,4 +290,73 @@ mod tests {
             "unregistered silent nodes are forgotten"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random heartbeats (restarts, shutdowns) and silences of 4 brokers, with topics
+        /// created between them: every change the sessions propose is accepted by the
+        /// metadata when applied at once, the metadata keeps its invariants, and a broker that
+        /// heartbeats (not shutting down) ends unfenced while one silent for a timeout ends
+        /// fenced.
+        #[test]
+        fn proposals_are_accepted_and_fencing_follows_heartbeats(
+            steps in proptest::collection::vec(
+                (0..4i32, 0..3u128, 0..6u8, 0..4_000u64),
+                1..80,
+            )
+        ) {
+            let mut metadata = ClusterMetadata::default();
+            let mut sessions = BrokerSessions::new(TIMEOUT_MS, 0, &metadata);
+            let mut now = 0u64;
+            let mut topics = 0;
+            for (node, incarnation, action, wait_ms) in steps {
+                now += wait_ms;
+                let mut proposed = Vec::new();
+                match action {
+                    0..=3 => {
+                        let mut hb = heartbeat(node, incarnation);
+                        hb.shutting_down = action == 3;
+                        proposed.extend(sessions.on_heartbeat(&hb, now, &metadata));
+                    }
+                    4 => {
+                        topics += 1;
+                        let create = MetadataCommand::CreateTopic {
+                            name: format!("t{topics}"),
+                            partitions: 3,
+                            configs: Default::default(),
+                            replication_factor: 1,
+                            assignments: None,
+                        };
+                        // Refused when every broker is fenced; that is fine here.
+                        if let Ok(next) = metadata.apply(&create) {
+                            metadata = next;
+                        }
+                    }
+                    _ => proposed.extend(sessions.expired(now, &metadata)),
+                }
+                for command in proposed {
+                    let next = metadata.apply(&command);
+                    proptest::prop_assert!(next.is_ok(), "{:?} refused: {:?}", command, next);
+                    let next = next.unwrap();
+                    proptest::prop_assert!(next.check_transition_from(&metadata).is_ok());
+                    metadata = next;
+                }
+                if action <= 2 {
+                    proptest::prop_assert!(!metadata.brokers[&node].fenced);
+                }
+                if action == 3 {
+                    proptest::prop_assert!(metadata.brokers.get(&node).is_none_or(|b| b.fenced));
+                }
+            }
+            now += TIMEOUT_MS;
+            for command in sessions.expired(now, &metadata) {
+                metadata = metadata.apply(&command).unwrap();
+            }
+            proptest::prop_assert!(metadata.brokers.values().all(|b| b.fenced));
+            for topic in metadata.topics.values() {
+                proptest::prop_assert!(topic.assignment.iter().all(|a| a.leader == -1));
+            }
+        }
+    }
 }
