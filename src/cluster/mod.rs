@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BrokerConfig, ConfigError};
 
+pub mod liveness;
+pub mod placement;
+
 /// The most voters a quorum may have (Kafka's quorums are 3 or 5 in practice).
 pub const VOTERS_MAX: usize = 9;
 
