@@ -136,6 +136,10 @@ pub struct ClusterMetadata {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
 }
 
+/// The largest metadata record batch: one snapshot of the whole metadata must fit (the
+/// metadata log's and the quorum's bound).
+pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
+
 /// `ClusterMetadata::brokers` as a JSON list of registrations, keyed again by node id when
 /// read (a node id listed twice: the last registration wins).
 mod brokers_as_list {
@@ -159,10 +163,6 @@ mod brokers_as_list {
         Ok(list.into_iter().map(|b| (b.node_id, b)).collect())
     }
 }
-
-/// The largest metadata record batch: one snapshot of the whole metadata must fit (the
-/// metadata log's and the quorum's bound).
-pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
 
 /// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
 /// so that a restart never reuses an id and most InitProducerId calls write nothing.
