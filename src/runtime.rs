@@ -392,8 +392,8 @@ async fn shard_main(
 /// (at most [`QUORUM_JOIN_WAIT`]) until this broker is registered and unfenced, so clients
 /// that reach it find the cluster's metadata.
 async fn start_quorum(shard: &Rc<Shard>) -> Result<(), String> {
-    let quorum =
-        crate::cluster::QuorumConfig::from_broker_config(&shard.config).map_err(|e| e.to_string())?;
+    let quorum = crate::cluster::QuorumConfig::from_broker_config(&shard.config)
+        .map_err(|e| e.to_string())?;
     let single_node = quorum.single_node;
     shard.start_controller(quorum, shard.metadata()).await?;
     if single_node {

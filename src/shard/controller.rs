@@ -30,7 +30,7 @@ use kafka_protocol::error::ResponseError;
 use crate::cluster::liveness::BrokerSessions;
 use crate::cluster::node::{NodeSettings, ProposeError, QuorumNode};
 use crate::cluster::raft_log::{raft_log_dir, RaftLog};
-use crate::cluster::transport::{ControllerTransport, TransportLimits};
+use crate::cluster::transport::{CallHandler, ControllerTransport, TransportLimits};
 use crate::cluster::{
     node_id_of, BrokerHeartbeat, ControllerRequest, ControllerResponse, ForwardedError,
     QuorumConfig, QuorumStatus,
@@ -220,12 +220,7 @@ impl Shard {
                 }
             });
             let shard = weak.clone();
-            let on_call: Rc<
-                dyn Fn(
-                    ControllerRequest,
-                )
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = ControllerResponse>>>,
-            > = Rc::new(move |request| {
+            let on_call: CallHandler = Rc::new(move |request| {
                 let shard = shard.clone();
                 Box::pin(async move {
                     match shard.upgrade() {
@@ -373,7 +368,10 @@ impl Shard {
     }
 
     /// Answers a call that arrived on the controller listener.
-    async fn answer_controller_call(self: &Rc<Self>, request: ControllerRequest) -> ControllerResponse {
+    async fn answer_controller_call(
+        self: &Rc<Self>,
+        request: ControllerRequest,
+    ) -> ControllerResponse {
         let Some(controller) = self.controller() else {
             return ControllerResponse::Failed {
                 message: "the quorum is not running".into(),
@@ -456,7 +454,11 @@ impl Shard {
         };
         let deadline = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(100));
         match transport
-            .call_controller(ControllerRequest::Heartbeat(hb), controller.leader(), deadline)
+            .call_controller(
+                ControllerRequest::Heartbeat(hb),
+                controller.leader(),
+                deadline,
+            )
             .await
         {
             Ok(ControllerResponse::HeartbeatAck { fenced }) => {
