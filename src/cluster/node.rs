@@ -65,7 +65,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft::prelude::{Entry, Message, Snapshot};
+use raft::prelude::{Entry, Message, MessageType, Snapshot};
 use raft::{Config, RawNode, StateRole};
 
 use crate::cluster::raft_log::{apply_entry, encode_records, snapshot_metadata, RaftLog};
@@ -78,6 +78,9 @@ use crate::storage::StorageError;
 pub const TICK_MS: u64 = 100;
 /// Messages from the network queued at most; more are dropped (and counted).
 pub const INCOMING_MESSAGES_MAX: usize = 4096;
+/// Bytes of entries and snapshots in the queued messages at most (a snapshot of the largest
+/// metadata fits); more are dropped (and counted).
+pub const INCOMING_BYTES_MAX: usize = 128 << 20;
 /// Proposals waiting at most (queued, or appended and not yet applied).
 pub const PROPOSALS_WAITING_MAX: usize = 1024;
 /// The largest proposal (the JSON of its records).
@@ -104,6 +107,23 @@ pub struct NodeSettings {
     pub tick_ms: u64,
     /// The cluster id a new cluster's first leader writes; empty: a new random one.
     pub cluster_id: String,
+    /// Whether leadership changes are published as the process's active controller
+    /// (`cluster::set_active_controller`): the broker's one node, not the simulator's many.
+    pub publish_active_controller: bool,
+}
+
+impl Default for NodeSettings {
+    /// A single node 0 with Kafka's default election timeout and [`TICK_MS`].
+    fn default() -> Self {
+        NodeSettings {
+            node_id: 0,
+            voters: vec![0],
+            election_timeout_ms: 1000,
+            tick_ms: TICK_MS,
+            cluster_id: String::new(),
+            publish_active_controller: false,
+        }
+    }
 }
 
 /// Why a proposal was not applied.
@@ -114,7 +134,8 @@ pub enum ProposeError {
     NotLeader { leader: Option<i32> },
     /// The journal could not be written (the node stopped), or the proposal is too large.
     Storage(String),
-    /// More than [`PROPOSALS_WAITING_MAX`] proposals are waiting.
+    /// More than [`PROPOSALS_WAITING_MAX`] proposals are waiting, or the leader's uncommitted
+    /// entries are at [`UNCOMMITTED_BYTES_MAX`]: retry later.
     Overloaded,
     /// The node is stopped.
     Stopped,
@@ -152,6 +173,8 @@ struct Waiter {
 struct Shared {
     incoming: RefCell<VecDeque<Message>>,
     incoming_dropped: Cell<u64>,
+    /// About the bytes of the queued messages ([`message_bytes`]).
+    incoming_bytes: Cell<usize>,
     proposals: RefCell<VecDeque<Proposal>>,
     /// Proposals queued or in the log, not answered yet.
     waiting: Cell<usize>,
@@ -205,13 +228,14 @@ impl QuorumNode {
             max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
             ..Config::default()
         };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = slog::Logger::root(TracingDrain, slog::o!("node" => settings.node_id));
         let raw = RawNode::new(&config, log.clone(), &logger)
             .map_err(|e| StorageError::CorruptMessage(format!("metadata raft log: {e}")))?;
         let applied = Arc::new(applied);
         let shared = Rc::new(Shared {
             incoming: RefCell::new(VecDeque::new()),
             incoming_dropped: Cell::new(0),
+            incoming_bytes: Cell::new(0),
             proposals: RefCell::new(VecDeque::new()),
             waiting: Cell::new(0),
             wake: Notify::new(),
@@ -243,6 +267,8 @@ impl QuorumNode {
             bootstrap_term: 0,
             node_id: settings.node_id,
             heard_ms: BTreeMap::new(),
+            publish_active_controller: settings.publish_active_controller,
+            known_leader: None,
         };
         driver.randomize_election_timeout();
         if settings.voters.len() == 1 {
@@ -259,25 +285,33 @@ impl QuorumNode {
         }))
     }
 
-    /// Hands a message from the network to the node; never blocks. Beyond
-    /// [`INCOMING_MESSAGES_MAX`] queued, or when not addressed to this node, it is dropped.
+    /// Hands a message from the network to the node; never blocks. It is dropped (and
+    /// counted) beyond [`INCOMING_MESSAGES_MAX`] messages or [`INCOMING_BYTES_MAX`] bytes
+    /// queued, when not addressed to this node, and when it is a proposal (proposals enter
+    /// only through [`QuorumNode::propose`] on the leader: a forwarded one could commit
+    /// behind its caller's back).
     pub fn step(&self, msg: Message) {
-        if self.shared.stopped.get() || msg.to != raft_id(self.node_id) || msg.from == 0 {
-            self.shared
+        let bytes = message_bytes(&msg);
+        let shared = &self.shared;
+        let mut incoming = shared.incoming.borrow_mut();
+        if shared.stopped.get()
+            || msg.to != raft_id(self.node_id)
+            || msg.from == 0
+            || msg.get_msg_type() == MessageType::MsgPropose
+            || incoming.len() >= INCOMING_MESSAGES_MAX
+            || shared.incoming_bytes.get() + bytes > INCOMING_BYTES_MAX
+        {
+            shared
                 .incoming_dropped
-                .set(self.shared.incoming_dropped.get() + 1);
+                .set(shared.incoming_dropped.get() + 1);
             return;
         }
-        let mut incoming = self.shared.incoming.borrow_mut();
-        if incoming.len() >= INCOMING_MESSAGES_MAX {
-            self.shared
-                .incoming_dropped
-                .set(self.shared.incoming_dropped.get() + 1);
-            return;
-        }
+        shared
+            .incoming_bytes
+            .set(shared.incoming_bytes.get() + bytes);
         incoming.push_back(msg);
         drop(incoming);
-        self.shared.wake.notify_all();
+        shared.wake.notify_all();
     }
 
     /// Proposes one change's records (applied atomically); resolves once they are applied on
@@ -402,6 +436,9 @@ struct Driver {
     node_id: i32,
     /// When each peer was last heard from (unix ms), for the status.
     heard_ms: BTreeMap<u64, i64>,
+    publish_active_controller: bool,
+    /// The leader as last published (logged on change).
+    known_leader: Option<i32>,
 }
 
 impl Driver {
@@ -467,6 +504,7 @@ impl Driver {
 
     fn step_incoming(&mut self) {
         let messages: Vec<Message> = self.shared.incoming.borrow_mut().drain(..).collect();
+        self.shared.incoming_bytes.set(0);
         let now_ms = crate::rt::unix_time_ms();
         for msg in messages {
             if self.raw.raft.prs().get(msg.from).is_some() {
@@ -480,6 +518,8 @@ impl Driver {
 
     fn take_proposals(&mut self) {
         let proposals: Vec<Proposal> = self.shared.proposals.borrow_mut().drain(..).collect();
+        // Fresh: a message stepped just now may have ended this node's leadership.
+        self.update_ready_to_propose();
         for proposal in proposals {
             if !self.shared.ready_to_propose.get() {
                 let leader = self.leader();
@@ -509,6 +549,10 @@ impl Driver {
                     let index = before + 1;
                     let reply = proposal.reply;
                     self.waiters.insert(counter, Waiter { index, reply });
+                }
+                // A leader drops proposals past `max_uncommitted_size` (or while transferring).
+                Ok(()) | Err(_) if self.raw.raft.state == StateRole::Leader => {
+                    let _ = proposal.reply.send(Err(ProposeError::Overloaded));
                 }
                 Ok(()) | Err(_) => {
                     let leader = self.leader();
@@ -685,7 +729,15 @@ impl Driver {
             .set_randomized_election_timeout(self.election_tick + spread as usize);
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
+        let leader = self.leader();
+        if leader != self.known_leader {
+            self.known_leader = leader;
+            tracing::info!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
+            if self.publish_active_controller {
+                crate::cluster::set_active_controller(leader);
+            }
+        }
         let raft = &self.raw.raft;
         let now_ms = crate::rt::unix_time_ms();
         let last_index = raft.raft_log.last_index();
@@ -749,9 +801,23 @@ impl Driver {
             let _ = p.reply.send(Err(error.clone()));
         }
         self.shared.incoming.borrow_mut().clear();
+        self.shared.incoming_bytes.set(0);
         let mut status = self.shared.status.borrow_mut();
         status.leader_id = None;
+        if self.publish_active_controller {
+            crate::cluster::set_active_controller(None);
+        }
     }
+}
+
+/// About the memory a message holds: its entries' and snapshot's data plus a fixed part.
+fn message_bytes(msg: &Message) -> usize {
+    let entries: usize = msg
+        .entries
+        .iter()
+        .map(|e| e.data.len() + e.context.len() + 64)
+        .sum();
+    entries + msg.get_snapshot().data.len() + 128
 }
 
 /// The term of the entry at `index` as raft-rs sees it (0 if compacted away).
@@ -789,4 +855,38 @@ fn new_cluster_id() -> String {
         out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
     }
     out
+}
+
+/// raft-rs's log lines (it logs through `slog`) forwarded to `tracing` with their key-values:
+/// errors and warnings as they are, the rest (elections, appends) at debug level.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV;
+        let mut line = KvLine(record.msg().to_string());
+        let _ = record.kv().serialize(record, &mut line);
+        let _ = values.serialize(record, &mut line);
+        let line = line.0;
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{line}"),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{line}"),
+            _ => tracing::debug!(target: "raft", "{line}"),
+        }
+        Ok(())
+    }
+}
+
+/// A log line with `key=value` pairs appended.
+struct KvLine(String);
+
+impl slog::Serializer for KvLine {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments) -> slog::Result {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {key}={val}");
+        Ok(())
+    }
 }

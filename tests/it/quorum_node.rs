@@ -87,6 +87,7 @@ async fn start(net: &Rc<Net>, id: i32) {
         election_timeout_ms: 1000,
         tick_ms: 100,
         cluster_id: "test-cluster".into(),
+        publish_active_controller: false,
     };
     let out = net.clone();
     let outbox = Rc::new(move |msg: Message| out.deliver(id, msg));
@@ -402,6 +403,7 @@ async fn start_single(net: &Rc<Net>) {
         election_timeout_ms: 1000,
         tick_ms: 100,
         cluster_id: String::new(),
+        publish_active_controller: false,
     };
     let node = QuorumNode::start(settings, log, Rc::new(|_| {}), Rc::new(|_| {}))
         .await
@@ -463,8 +465,9 @@ fn a_single_node_leads_alone_and_stops_on_a_failed_write() {
     });
 }
 
-/// The bounds: messages beyond the incoming queue are dropped and counted; proposals beyond
-/// the waiting limit are refused with Overloaded, the others all applied.
+/// The bounds: messages beyond the incoming queue are dropped and counted (and a proposal
+/// from the network is dropped); proposals beyond the waiting limit are refused with
+/// Overloaded, the others all applied.
 #[test]
 fn incoming_and_waiting_proposals_are_bounded() {
     use freshet::cluster::node::{INCOMING_MESSAGES_MAX, PROPOSALS_WAITING_MAX};
@@ -475,6 +478,14 @@ fn incoming_and_waiting_proposals_are_bounded() {
         start_single(&net).await;
         let node = net.node(0);
         assert!(wait_until(Duration::from_millis(500), || node.ready_to_propose()).await);
+        // A proposal from the network is never taken: proposals enter through `propose`.
+        node.step(Message {
+            to: 1,
+            from: 2,
+            msg_type: raft::prelude::MessageType::MsgPropose,
+            ..Message::default()
+        });
+        assert_eq!(node.incoming_dropped(), 1);
         let extra = 100;
         for _ in 0..INCOMING_MESSAGES_MAX + extra {
             let msg = Message {
@@ -485,7 +496,7 @@ fn incoming_and_waiting_proposals_are_bounded() {
             };
             node.step(msg);
         }
-        assert_eq!(node.incoming_dropped(), extra as u64);
+        assert_eq!(node.incoming_dropped(), 1 + extra as u64);
         let proposals: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _>>>> = (0
             ..PROPOSALS_WAITING_MAX + extra)
             .map(|k| {
