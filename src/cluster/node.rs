@@ -188,6 +188,43 @@ struct Shared {
     ready_to_propose: Cell<bool>,
 }
 
+impl Shared {
+    fn new(applied: Arc<ClusterMetadata>) -> Shared {
+        Shared {
+            incoming: RefCell::new(VecDeque::new()),
+            incoming_dropped: Cell::new(0),
+            incoming_bytes: Cell::new(0),
+            proposals: RefCell::new(VecDeque::new()),
+            waiting: Cell::new(0),
+            wake: Notify::new(),
+            stopping: Cell::new(false),
+            stopped: Cell::new(false),
+            failure: RefCell::new(None),
+            applied: RefCell::new(applied),
+            status: RefCell::new(QuorumStatus::default()),
+            ready_to_propose: Cell::new(false),
+        }
+    }
+}
+
+/// raft-rs's settings for node `node_id` (module doc, "Bounds"): pre-vote and check-quorum on,
+/// a heartbeat every tick.
+fn raft_config(node_id: i32, election_tick: usize, applied_index: u64) -> Config {
+    Config {
+        id: raft_id(node_id),
+        election_tick,
+        heartbeat_tick: 1,
+        applied: applied_index,
+        max_size_per_msg: MESSAGE_BYTES_MAX,
+        max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
+        check_quorum: true,
+        pre_vote: true,
+        max_committed_size_per_ready: COMMITTED_BYTES_PER_READY_MAX,
+        max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
+        ..Config::default()
+    }
+}
+
 /// One node of the metadata quorum (see the module doc). Created on the coordinator shard at
 /// startup, stopped at shutdown ([`QuorumNode::stop`]).
 pub struct QuorumNode {
@@ -213,39 +250,21 @@ impl QuorumNode {
             "a voter runs the node"
         );
         assert!(settings.tick_ms > 0);
+        let mut voters: Vec<u64> = settings.voters.iter().map(|v| raft_id(*v)).collect();
+        voters.sort_unstable();
+        let mut journal_voters = log.voters();
+        journal_voters.sort_unstable();
+        if journal_voters != voters {
+            tracing::warn!(journal = ?journal_voters, configured = ?voters, "the metadata raft log's voters differ from the configured ones; the journal's stay (voter changes are not supported)");
+        }
         let (applied_index, applied) = log.applied_at_open();
         let election_tick = (settings.election_timeout_ms / settings.tick_ms).max(2) as usize;
-        let config = Config {
-            id: raft_id(settings.node_id),
-            election_tick,
-            heartbeat_tick: 1,
-            applied: applied_index,
-            max_size_per_msg: MESSAGE_BYTES_MAX,
-            max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
-            check_quorum: true,
-            pre_vote: true,
-            max_committed_size_per_ready: COMMITTED_BYTES_PER_READY_MAX,
-            max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
-            ..Config::default()
-        };
+        let config = raft_config(settings.node_id, election_tick, applied_index);
         let logger = slog::Logger::root(TracingDrain, slog::o!("node" => settings.node_id));
         let raw = RawNode::new(&config, log.clone(), &logger)
             .map_err(|e| StorageError::CorruptMessage(format!("metadata raft log: {e}")))?;
         let applied = Arc::new(applied);
-        let shared = Rc::new(Shared {
-            incoming: RefCell::new(VecDeque::new()),
-            incoming_dropped: Cell::new(0),
-            incoming_bytes: Cell::new(0),
-            proposals: RefCell::new(VecDeque::new()),
-            waiting: Cell::new(0),
-            wake: Notify::new(),
-            stopping: Cell::new(false),
-            stopped: Cell::new(false),
-            failure: RefCell::new(None),
-            applied: RefCell::new(applied.clone()),
-            status: RefCell::new(QuorumStatus::default()),
-            ready_to_propose: Cell::new(false),
-        });
+        let shared = Rc::new(Shared::new(applied.clone()));
         let applied_term = log_term(&raw, applied_index);
         let mut driver = Driver {
             raw,

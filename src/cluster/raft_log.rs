@@ -396,33 +396,48 @@ impl RaftLog {
             }
         })
         .await?;
-        if let Some(e) = damage {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: {e}",
-                RaftCodec::NAME
-            )));
+        let replay = match damage {
+            Some(e) => Err(e),
+            None => Ok((mem, replayed)),
+        };
+        match Self::prepare(&journal, replay, voters, single_node_metadata).await {
+            Ok((mem, opened)) => Ok(RaftLog {
+                inner: Rc::new(Inner {
+                    journal,
+                    mem: RefCell::new(mem),
+                    snapshot_wanted: Cell::new(false),
+                    opened,
+                }),
+            }),
+            Err(e) => {
+                let _ = journal.close().await;
+                Err(e)
+            }
         }
+    }
+
+    /// After the replay (the state and the records replayed, or the damage found): bootstraps
+    /// an empty journal, checks the state, clamps the commit index, applies the committed
+    /// entries.
+    async fn prepare(
+        journal: &InternalLog<RaftCodec>,
+        replay: Result<(Mem, usize), String>,
+        voters: &[i32],
+        single_node_metadata: impl FnOnce() -> ClusterMetadata,
+    ) -> Result<(Mem, (u64, ClusterMetadata)), StorageError> {
+        let corrupt = |e: &str| StorageError::CorruptMessage(format!("{}: {e}", RaftCodec::NAME));
+        let (mut mem, replayed) = replay.map_err(|e| corrupt(&e))?;
         if replayed == 0 {
-            let bootstrap = bootstrap_snapshot(voters, single_node_metadata)?;
-            let record = RaftRecord::Snapshot(bootstrap);
+            let record = RaftRecord::Snapshot(bootstrap_snapshot(voters, single_node_metadata)?);
             let mut next = mem.clone();
             if let Err(e) = next.apply(record.clone()) {
                 unreachable!("a bootstrap snapshot applies to an empty log: {e}");
             }
-            if let Err(e) = journal
+            journal
                 .append(vec![record], crate::shard::now_ms(), |_| ())
-                .await
-            {
-                let _ = journal.close().await;
-                return Err(e);
-            }
+                .await?;
             mem = next;
-            tracing::info!(
-                voters = ?voters,
-                index = mem.snapshot_index(),
-                "metadata raft log bootstrapped"
-            );
+            tracing::info!(voters = ?voters, index = mem.snapshot_index(), "metadata raft log bootstrapped");
         } else if mem
             .snapshot
             .get_metadata()
@@ -430,28 +445,11 @@ impl RaftLog {
             .voters
             .is_empty()
         {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: no snapshot before the entries",
-                RaftCodec::NAME
-            )));
+            return Err(corrupt("no snapshot before the entries"));
         }
         mem.clamp_commit();
-        let opened = match applied_at_open(&mem) {
-            Ok(opened) => opened,
-            Err(e) => {
-                let _ = journal.close().await;
-                return Err(e);
-            }
-        };
-        Ok(RaftLog {
-            inner: Rc::new(Inner {
-                journal,
-                mem: RefCell::new(mem),
-                snapshot_wanted: Cell::new(false),
-                opened,
-            }),
-        })
+        let opened = applied_at_open(&mem)?;
+        Ok((mem, opened))
     }
 
     /// The applied index and metadata rebuilt at open: the snapshot's metadata with every
