@@ -32,10 +32,10 @@
 //! proposal of this one.
 //!
 //! # Bootstrap
-//! A leader whose applied metadata has no cluster id (a new multi-voter cluster: the journal
-//! started from an empty snapshot) proposes the first record, `Snapshot{metadata}` with
-//! [`NodeSettings::cluster_id`] (a new Kafka-shaped id if empty); proposals wait until it is
-//! applied.
+//! A leader whose applied metadata is empty (`ClusterMetadata::default()`: a new multi-voter
+//! cluster, whose journal started from an empty snapshot) proposes the first record,
+//! `Snapshot{metadata}` with [`NodeSettings::cluster_id`] (a new Kafka-shaped id if empty);
+//! proposals wait until it is applied. Metadata with any content is never replaced.
 //!
 //! # Bounds
 //! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued, more are dropped and counted
@@ -54,7 +54,9 @@
 //! random.
 //!
 //! Peers are trusted: raft-rs may panic on a message that contradicts committed state (a
-//! peer that is not Raft); messages not addressed to this node are dropped. Conf changes are
+//! peer that is not Raft); messages not addressed to this node are dropped, and a heartbeat's
+//! commit index is clamped to this node's log (a leader that still counts entries a wiped node
+//! lost would otherwise make raft-rs panic). Conf changes are
 //! not supported: the voters are fixed at bootstrap.
 //!
 //! Lives on the coordinator shard (shard 0), on `crate::rt` only (runs under `rt::sim`).
@@ -525,9 +527,15 @@ impl Driver {
         let messages: Vec<Message> = self.shared.incoming.borrow_mut().drain(..).collect();
         self.shared.incoming_bytes.set(0);
         let now_ms = crate::rt::unix_time_ms();
-        for msg in messages {
+        for mut msg in messages {
             if self.raw.raft.prs().get(msg.from).is_some() {
                 self.heard_ms.insert(msg.from, now_ms);
+            }
+            if msg.get_msg_type() == MessageType::MsgHeartbeat {
+                // raft-rs panics on a heartbeat committing past this node's log: a leader that
+                // still believes a wiped (or stale) node has its entries sends one. A lower
+                // commit index is always safe: the appends carry it again.
+                msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
             }
             if let Err(e) = self.raw.step(msg) {
                 tracing::debug!(error = %e, "metadata quorum: message not taken");
@@ -677,7 +685,7 @@ impl Driver {
     fn update_ready_to_propose(&self) {
         let ready = self.raw.raft.state == StateRole::Leader
             && self.applied_term == self.raw.raft.term
-            && !self.applied.cluster_id.is_empty();
+            && self.bootstrapped();
         self.shared.ready_to_propose.set(ready);
     }
 
@@ -686,7 +694,7 @@ impl Driver {
         let term = self.raw.raft.term;
         if self.raw.raft.state != StateRole::Leader
             || self.applied_term != term
-            || !self.applied.cluster_id.is_empty()
+            || self.bootstrapped()
             || self.bootstrap_term == term
         {
             return;
@@ -706,6 +714,12 @@ impl Driver {
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             tracing::warn!(error = %e, "proposing the cluster's first metadata failed");
         }
+    }
+
+    /// Whether the applied metadata is a cluster's (not the empty metadata of a new
+    /// multi-voter journal): metadata with content is never replaced by a bootstrap.
+    fn bootstrapped(&self) -> bool {
+        *self.applied != ClusterMetadata::default()
     }
 
     /// The proposal id of `counter` (module doc, "Proposals").

@@ -91,7 +91,12 @@ fn dir_of(id: i32) -> PathBuf {
 
 /// Opens node `id`'s journal and starts it on the network.
 async fn start(net: &Rc<Net>, id: i32) {
-    let log = RaftLog::open(&dir_of(id), TailCache::new(CACHE_BYTES), &VOTERS, || {
+    start_at(net, id, dir_of(id)).await
+}
+
+/// Starts node `id` with the journal in `dir`.
+async fn start_at(net: &Rc<Net>, id: i32, dir: PathBuf) {
+    let log = RaftLog::open(&dir, TailCache::new(CACHE_BYTES), &VOTERS, || {
         panic!("no single-node bootstrap in a 3-voter cluster")
     })
     .await
@@ -596,4 +601,62 @@ async fn lossy_run(seed: u64) {
     for id in VOTERS {
         stop(&net, id).await;
     }
+}
+
+/// A follower whose journal is wiped (restarted on an empty one) rejoins: the leader, which
+/// still counts the entries it lost, sends heartbeats committing past its log (raft-rs would
+/// panic on them; the node clamps them), and with the next entry it catches up. A proposal
+/// waiting when a node stops gets Stopped.
+#[test]
+fn a_wiped_follower_rejoins_and_a_stop_answers_waiting_proposals() {
+    rt::sim::run(19, async {
+        let disk = SimDisk::new(19);
+        let _installed = sim::install(&disk);
+        let net = Net::new();
+        for id in VOTERS {
+            start(&net, id).await;
+        }
+        let leader = elect(&net).await;
+        for k in 1..=3i64 {
+            net.node(leader).propose(block(k * 1000)).await.unwrap();
+        }
+        let wiped = (leader + 1) % 3;
+        let expected = net.node(leader).applied();
+        assert!(
+            wait_until(Duration::from_secs(5), || net.node(wiped).applied()
+                == expected)
+            .await
+        );
+        stop(&net, wiped).await;
+        start_at(&net, wiped, dir_of(wiped).join("wiped")).await;
+        assert_eq!(net.node(wiped).log().indexes(), (0, 0));
+        // Heartbeats alone (the leader believes it has everything) do not move it; heartbeats
+        // past its log must not kill it.
+        rt::sleep(Duration::from_secs(3)).await;
+        net.node(leader).propose(block(4000)).await.unwrap();
+        let caught_up = wait_until(Duration::from_secs(10), || {
+            net.node(wiped).applied() == net.node(leader).applied()
+        })
+        .await;
+        assert!(
+            caught_up,
+            "the wiped follower caught up: {:?} / {:?} {:?}",
+            net.node(wiped).status(),
+            net.node(leader).status(),
+            net.node(wiped).applied()
+        );
+        // A proposal queued when the leader stops is answered, not left hanging.
+        let node = net.node(leader);
+        let pending = rt::spawn_local(async move { node.propose(block(9000)).await });
+        rt::yield_now().await;
+        stop(&net, leader).await;
+        let answer = pending.await;
+        assert!(
+            matches!(answer, Err(ProposeError::Stopped)) || answer.is_ok(),
+            "{answer:?}"
+        );
+        for id in VOTERS {
+            stop(&net, id).await;
+        }
+    });
 }
