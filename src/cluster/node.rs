@@ -73,7 +73,7 @@ use raft::{Config, RawNode, StateRole};
 use crate::cluster::raft_log::{apply_entry, encode_records, snapshot_metadata, RaftLog};
 use crate::cluster::{node_id_of, raft_id, QuorumStatus, ReplicaStatus};
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
-use crate::shard::notify::Notify;
+use crate::rt::Notify;
 use crate::storage::StorageError;
 
 /// Ticks per second at the design's default; `NodeSettings::tick_ms` sets it.
@@ -86,7 +86,8 @@ pub const INCOMING_BYTES_MAX: usize = 128 << 20;
 /// Proposals waiting at most (queued, or appended and not yet applied).
 pub const PROPOSALS_WAITING_MAX: usize = 1024;
 /// The largest proposal (the JSON of its records).
-pub const PROPOSAL_BYTES_MAX: usize = crate::shard::metadata_log::METADATA_BATCH_BYTES_MAX as usize;
+pub const PROPOSAL_BYTES_MAX: usize =
+    crate::coordinator::metadata::METADATA_BATCH_BYTES_MAX as usize;
 /// Entries per append message (raft-rs's `max_size_per_msg`).
 pub const MESSAGE_BYTES_MAX: u64 = 1 << 20;
 /// Append messages in flight per follower (raft-rs's `max_inflight_msgs`).

@@ -78,9 +78,9 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::cluster::raft_id;
+use crate::coordinator::metadata::METADATA_BATCH_BYTES_MAX;
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
-use crate::shard::metadata_log::METADATA_BATCH_BYTES_MAX;
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 use freshet_protocol::batch::{self, Compression};
 
@@ -434,7 +434,7 @@ impl RaftLog {
                 unreachable!("a bootstrap snapshot applies to an empty log: {e}");
             }
             journal
-                .append(vec![record], crate::shard::now_ms(), |_| ())
+                .append(vec![record], crate::rt::unix_time_ms(), |_| ())
                 .await?;
             mem = next;
             tracing::info!(voters = ?voters, index = mem.snapshot_index(), "metadata raft log bootstrapped");
@@ -483,7 +483,7 @@ impl RaftLog {
         }
         self.inner
             .journal
-            .append(records, crate::shard::now_ms(), |_| ())
+            .append(records, crate::rt::unix_time_ms(), |_| ())
             .await?;
         *self.inner.mem.borrow_mut() = next;
         Ok(())

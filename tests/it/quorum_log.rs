@@ -5,8 +5,8 @@
 use freshet::cluster::raft_log::{self, RaftLog};
 use freshet::coordinator::metadata::{ClusterMetadata, MetadataRecord};
 use freshet::rt;
-use freshet::shard::internal_log::InternalLog;
 use freshet::shard::metadata_log::{MetadataCodec, METADATA_LOG_LIMITS};
+use freshet::storage::internal_log::InternalLog;
 use freshet::storage::io::sim::{self, SimDisk};
 use freshet::storage::{StorageError, TailCache};
 use raft::prelude::{Entry, HardState};
