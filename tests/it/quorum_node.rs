@@ -32,6 +32,8 @@ struct Net {
     loss_ppm: Cell<u64>,
     /// Messages delayed up to this (seeded; reorders them); 0: delivered at once.
     delay_ms_max: Cell<u64>,
+    /// The next this many snapshot messages are lost.
+    snapshots_to_lose: Cell<u32>,
 }
 
 impl Net {
@@ -54,6 +56,12 @@ impl Net {
             return;
         }
         if self.loss_ppm.get() > 0 && rt::sim::random_below(1_000_000) < self.loss_ppm.get() {
+            return;
+        }
+        if msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot
+            && self.snapshots_to_lose.get() > 0
+        {
+            self.snapshots_to_lose.set(self.snapshots_to_lose.get() - 1);
             return;
         }
         let node = self.nodes.borrow()[to as usize].clone();
@@ -328,7 +336,19 @@ fn reopening_a_journal_restores_the_applied_metadata() {
 /// applies the same metadata as the others.
 #[test]
 fn a_lagging_follower_catches_up_from_a_snapshot() {
-    rt::sim::run(15, async {
+    rt::sim::run(15, lagging_follower(0));
+}
+
+/// The same when the first snapshot sent is lost: the leader reports it failed after an
+/// election timeout and sends another (raft-rs keeps a follower whose snapshot is unanswered
+/// in its Snapshot state, replicating nothing to it, until told).
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    rt::sim::run(15, lagging_follower(1));
+}
+
+fn lagging_follower(snapshots_lost: u32) -> impl std::future::Future<Output = ()> {
+    async move {
         let disk = SimDisk::new(15);
         let _installed = sim::install(&disk);
         let net = Net::new();
@@ -346,6 +366,7 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
         }
         assert!(net.node(leader).log().journal_records() < raft_log::COMPACT_RECORDS_MIN);
         assert_eq!(net.node(lagging).log().indexes().0, 0);
+        net.snapshots_to_lose.set(snapshots_lost);
         net.cut.set(None);
         let expected = net.node(leader).applied();
         let caught_up = wait_until(Duration::from_secs(10), || {
@@ -371,7 +392,7 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
         for id in VOTERS {
             stop(&net, id).await;
         }
-    });
+    }
 }
 
 /// What one seeded run of election and proposals observed (leader, term, virtual time).
