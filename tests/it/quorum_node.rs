@@ -347,51 +347,49 @@ fn a_lost_snapshot_is_sent_again() {
     rt::sim::run(15, lagging_follower(1));
 }
 
-fn lagging_follower(snapshots_lost: u32) -> impl std::future::Future<Output = ()> {
-    async move {
-        let disk = SimDisk::new(15);
-        let _installed = sim::install(&disk);
-        let net = Net::new();
-        for id in VOTERS {
-            start(&net, id).await;
-        }
-        let leader = elect(&net).await;
-        let lagging = (leader + 1) % 3;
-        net.cut.set(Some(lagging));
-        let mut k = 0i64;
-        while net.node(leader).log().indexes().0 == 0 {
-            k += 1;
-            net.node(leader).propose(block(k * 1000)).await.unwrap();
-            assert!(k < 2000, "the leader never compacted its journal");
-        }
-        assert!(net.node(leader).log().journal_records() < raft_log::COMPACT_RECORDS_MIN);
-        assert_eq!(net.node(lagging).log().indexes().0, 0);
-        net.snapshots_to_lose.set(snapshots_lost);
-        net.cut.set(None);
-        let expected = net.node(leader).applied();
-        let caught_up = wait_until(Duration::from_secs(10), || {
-            net.node(lagging).applied() == expected
-        })
-        .await;
-        assert!(caught_up, "the lagging follower caught up");
-        assert!(
-            net.node(lagging).log().indexes().0 > 0,
-            "it caught up from a snapshot"
-        );
-        // And it keeps following: one more change reaches it.
-        net.node(leader)
-            .propose(block((k + 1) * 1000))
-            .await
-            .unwrap();
-        let expected = net.node(leader).applied();
-        assert!(
-            wait_until(Duration::from_secs(5), || net.node(lagging).applied()
-                == expected)
-            .await
-        );
-        for id in VOTERS {
-            stop(&net, id).await;
-        }
+async fn lagging_follower(snapshots_lost: u32) {
+    let disk = SimDisk::new(15);
+    let _installed = sim::install(&disk);
+    let net = Net::new();
+    for id in VOTERS {
+        start(&net, id).await;
+    }
+    let leader = elect(&net).await;
+    let lagging = (leader + 1) % 3;
+    net.cut.set(Some(lagging));
+    let mut k = 0i64;
+    while net.node(leader).log().indexes().0 == 0 {
+        k += 1;
+        net.node(leader).propose(block(k * 1000)).await.unwrap();
+        assert!(k < 2000, "the leader never compacted its journal");
+    }
+    assert!(net.node(leader).log().journal_records() < raft_log::COMPACT_RECORDS_MIN);
+    assert_eq!(net.node(lagging).log().indexes().0, 0);
+    net.snapshots_to_lose.set(snapshots_lost);
+    net.cut.set(None);
+    let expected = net.node(leader).applied();
+    let caught_up = wait_until(Duration::from_secs(10), || {
+        net.node(lagging).applied() == expected
+    })
+    .await;
+    assert!(caught_up, "the lagging follower caught up");
+    assert!(
+        net.node(lagging).log().indexes().0 > 0,
+        "it caught up from a snapshot"
+    );
+    // And it keeps following: one more change reaches it.
+    net.node(leader)
+        .propose(block((k + 1) * 1000))
+        .await
+        .unwrap();
+    let expected = net.node(leader).applied();
+    assert!(
+        wait_until(Duration::from_secs(5), || net.node(lagging).applied()
+            == expected)
+        .await
+    );
+    for id in VOTERS {
+        stop(&net, id).await;
     }
 }
 
