@@ -41,8 +41,9 @@
 //! proposals wait until it is applied. Metadata with any content is never replaced.
 //!
 //! # Bounds
-//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued, more are dropped and counted
-//! (Raft tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
+//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued holding at most
+//! [`INCOMING_BYTES_MAX`] of entries and snapshots, more are dropped and counted (Raft
+//! tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
 //! the log), more are refused ([`ProposeError::Overloaded`]); one proposal's records at most
 //! [`PROPOSAL_BYTES_MAX`]. Per Ready: raft-rs's `max_committed_size_per_ready`
 //! ([`COMMITTED_BYTES_PER_READY_MAX`]); per append message `max_size_per_msg`
@@ -57,10 +58,10 @@
 //! random.
 //!
 //! Peers are trusted: raft-rs may panic on a message that contradicts committed state (a
-//! peer that is not Raft); messages not addressed to this node are dropped, and a heartbeat's
-//! commit index is clamped to this node's log (a leader that still counts entries a wiped node
-//! lost would otherwise make raft-rs panic). Conf changes are
-//! not supported: the voters are fixed at bootstrap.
+//! peer that is not Raft). Messages not addressed to this node and proposals from the network
+//! are dropped, and a heartbeat's commit index is clamped to this node's log (a leader that
+//! still counts entries a wiped node lost would otherwise make raft-rs panic). Conf changes
+//! are not supported: the voters are fixed at bootstrap.
 //!
 //! Lives on the coordinator shard (shard 0), on `crate::rt` only (runs under `rt::sim`).
 
