@@ -104,6 +104,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// [`CONTROLLER_RETRY_BACKOFF_MAX`].
 const CONTROLLER_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const CONTROLLER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long `stop` waits for the reactor to close the transport's sockets.
+const SOCKET_CLOSE_WAIT: Duration = Duration::from_millis(10);
 /// Addresses for which idle call connections are kept (others are closed after the call).
 const POOLED_ADDRS_MAX: usize = 16;
 
@@ -903,6 +905,9 @@ impl ControllerTransport {
         for task in tasks {
             task.await;
         }
+        // The reactor closes sockets asynchronously: let it run the closes, so that the
+        // listener's address can be bound again as soon as stop returns.
+        crate::rt::sleep(SOCKET_CLOSE_WAIT).await;
     }
 }
 

@@ -311,9 +311,21 @@ fn calls_get_answers_on_a_pooled_connection() {
             Some(1),
             "one pooled connection"
         );
-
-        a.stop().await;
+        // The peer restarts: the pooled connection is dead; the call goes through on a new one.
         b.stop().await;
+        let b2 = ControllerTransport::new(1, voters(&addrs), test_limits());
+        b2.serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let answer = a
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(answer, Ok(ControllerResponse::HeartbeatAck { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(b2.stats().calls_served, 1);
+        b2.stop().await;
+        a.stop().await;
         let after_stop = a
             .call(
                 &target,
@@ -805,5 +817,31 @@ fn large_frames_wait_for_the_inbound_budget() {
         assert_eq!(at_b.borrow()[0].from, raft_id(0), "the first frame first");
         eventually("the budget is back", || b.budget.kib.available() == 256).await;
         b.stop().await;
+    });
+}
+
+/// A peer that accepts but never reads: once its socket buffers are full the link's write
+/// times out, the link reconnects, and messages are dropped rather than waiting; sending
+/// never blocks the caller.
+#[test]
+fn a_peer_that_stops_reading_does_not_stall_the_sender() {
+    run(async {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = [free_addr(), silent.local_addr().unwrap()];
+        let limits = TransportLimits {
+            write_timeout: Duration::from_millis(300),
+            ..test_limits()
+        };
+        let a = ControllerTransport::new(0, voters(&addrs), limits);
+        let started = std::time::Instant::now();
+        for _ in 0..16 {
+            a.send_raft(snapshot_message(0, 1, 4 << 20));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "sending waited");
+        eventually("a write timed out and the link reconnected", || {
+            a.stats().reconnects >= 1 && a.stats().raft_dropped >= 1
+        })
+        .await;
+        a.stop().await;
     });
 }
