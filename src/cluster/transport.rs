@@ -8,7 +8,9 @@
 //!   one outbound connection per peer, written by a task of its own from a bounded queue. A
 //!   message that does not fit the queue (peer down or slow) is dropped and counted: Raft
 //!   tolerates loss, and a slow peer never blocks the node. Inbound raft messages go to the
-//!   `on_raft` callback as they arrive.
+//!   `on_raft` callback as they arrive. What became of each snapshot message (written to the
+//!   peer's socket, or lost) goes to the [`SnapshotReport`] hook, which raft-rs's leader needs
+//!   (`report_snapshot`) before it sends that follower anything again.
 //! - **Calls** to the active controller ([`ControllerTransport::call`],
 //!   [`ControllerTransport::call_controller`]): a [`ControllerRequest`] with a correlation id,
 //!   answered on the same connection by the `on_call` handler of the called node. The caller
@@ -202,6 +204,10 @@ pub enum TransportError {
     Stopped,
 }
 
+/// What became of a snapshot message: `(raft id of the peer, written to its socket)`.
+/// raft-rs's leader waits for it (`RawNode::report_snapshot`: `Finish` when written,
+/// `Failure` when lost) before it sends that follower anything again.
+pub type SnapshotReport = Rc<dyn Fn(u64, bool)>;
 /// What the listener does with an inbound raft message (must not block).
 pub type RaftHandler = Rc<dyn Fn(Message)>;
 /// What the listener does with an inbound call: the answer, sent back on its connection.
@@ -354,16 +360,20 @@ fn bump(counter: &Cell<u64>, by: u64) {
 struct PeerLink {
     node_id: i32,
     addr: String,
-    queue: RefCell<VecDeque<Vec<u8>>>,
+    /// Encoded frames, each marked if it carries a snapshot.
+    queue: RefCell<VecDeque<(Vec<u8>, bool)>>,
     queued_bytes: Cell<usize>,
     /// The writer task, when it waits for a frame.
     waiter: RefCell<Option<Waker>>,
     task: RefCell<Option<crate::rt::JoinHandle<()>>>,
+    /// The transport's snapshot report hook.
+    report: Rc<RefCell<Option<SnapshotReport>>>,
 }
 
 impl PeerLink {
-    /// Queues `frame` unless the queue is full (`false`: dropped).
-    fn push(&self, frame: Vec<u8>, limits: &TransportLimits) -> bool {
+    /// Queues `frame` (`snapshot`: it carries a snapshot) unless the queue is full (`false`:
+    /// dropped).
+    fn push(&self, frame: Vec<u8>, snapshot: bool, limits: &TransportLimits) -> bool {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= limits.peer_queue_messages_max
             || self.queued_bytes.get() + frame.len() > limits.peer_queue_bytes_max
@@ -371,7 +381,7 @@ impl PeerLink {
             return false;
         }
         self.queued_bytes.set(self.queued_bytes.get() + frame.len());
-        queue.push_back(frame);
+        queue.push_back((frame, snapshot));
         if let Some(waker) = self.waiter.borrow_mut().take() {
             waker.wake();
         }
@@ -392,22 +402,35 @@ impl PeerLink {
     }
 
     /// The next bytes to write: the first frame alone if large, or small frames gathered up
-    /// to [`WRITE_GATHER_BYTES_MAX`]; with the number of messages in them.
-    fn take_batch(&self) -> (Vec<u8>, u64) {
+    /// to [`WRITE_GATHER_BYTES_MAX`]; with the number of messages and of snapshots in them.
+    fn take_batch(&self) -> (Vec<u8>, u64, usize) {
         let mut queue = self.queue.borrow_mut();
-        let first = queue.pop_front().expect("a frame is queued");
-        let mut batch = first;
+        let (mut batch, first_is_snapshot) = queue.pop_front().expect("a frame is queued");
         let mut count = 1;
-        while let Some(next) = queue.front() {
+        let mut snapshots = usize::from(first_is_snapshot);
+        while let Some((next, is_snapshot)) = queue.front() {
             if batch.len() + next.len() > WRITE_GATHER_BYTES_MAX {
                 break;
             }
             batch.extend_from_slice(next);
+            snapshots += usize::from(*is_snapshot);
             queue.pop_front();
             count += 1;
         }
         self.queued_bytes.set(self.queued_bytes.get() - batch.len());
-        (batch, count)
+        (batch, count, snapshots)
+    }
+
+    /// Tells the report hook, if any, that `snapshots` snapshot messages to this peer were
+    /// written to its socket (`delivered`) or lost. Called from tasks, never from
+    /// `send_raft`: the hook may step the raft node, which may be sending.
+    fn report_snapshots(&self, snapshots: usize, delivered: bool) {
+        let Some(report) = self.report.borrow().clone() else {
+            return;
+        };
+        for _ in 0..snapshots {
+            report(raft_id(self.node_id), delivered);
+        }
     }
 }
 
@@ -599,6 +622,7 @@ pub struct ControllerTransport {
     bad_frame_log: LogLimiter,
     refused_log: LogLimiter,
     drop_log: Rc<LogLimiter>,
+    snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
 
 impl ControllerTransport {
@@ -626,6 +650,7 @@ impl ControllerTransport {
             bad_frame_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
             drop_log: Rc::default(),
+            snapshot_report: Rc::default(),
         })
     }
 
@@ -825,15 +850,31 @@ impl ControllerTransport {
             self.dropped(format_args!("no such peer (raft id {})", msg.to));
             return;
         };
-        let frame = match encode_raft(&msg, self.limits.frame_bytes_max) {
-            Ok(frame) => frame,
-            Err(why) => return self.dropped(format_args!("{why}")),
+        let snapshot = msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+        let queued = match encode_raft(&msg, self.limits.frame_bytes_max) {
+            Ok(frame) => link.push(frame, snapshot, &self.limits),
+            Err(why) => {
+                if let Some(unlogged) = self.drop_log.allow() {
+                    tracing::warn!(reason = %why, similar_not_logged = unlogged, "raft message dropped");
+                }
+                false
+            }
         };
-        if !link.push(frame, &self.limits) {
+        if !queued {
             // Dropping is what keeps a slow or absent peer from growing the queue: Raft
             // resends what matters.
             bump(&self.counters.raft_dropped, 1);
+            if snapshot {
+                let link = link.clone();
+                crate::rt::spawn_local(async move { link.report_snapshots(1, false) }).detach();
+            }
         }
+    }
+
+    /// Sets the hook told what became of each snapshot message sent (see
+    /// [`SnapshotReport`]); it runs on a task of the transport, never inside `send_raft`.
+    pub fn on_snapshot_sent(&self, report: SnapshotReport) {
+        *self.snapshot_report.borrow_mut() = Some(report);
     }
 
     fn dropped(&self, why: std::fmt::Arguments<'_>) {
@@ -861,6 +902,7 @@ impl ControllerTransport {
             queued_bytes: Cell::new(0),
             waiter: RefCell::default(),
             task: RefCell::default(),
+            report: self.snapshot_report.clone(),
         });
         let task = crate::rt::spawn_local(run_peer(
             link.clone(),
@@ -971,12 +1013,13 @@ async fn pump(link: &PeerLink, stream: TcpStream, counters: &Counters) -> (Strin
             Some(Ok(_)) => return ("the peer sent bytes on a raft connection".into(), sent_any),
             Some(Err(e)) => return (format!("read failed: {e}"), sent_any),
         }
-        let (batch, count) = link.take_batch();
+        let (batch, count, snapshots) = link.take_batch();
         let written = async {
             writer.write_all(&batch).await?;
             writer.flush().await
         }
         .await;
+        link.report_snapshots(snapshots, written.is_ok());
         if let Err(e) = written {
             bump(&counters.raft_dropped, count);
             return (format!("write failed: {e}"), sent_any);

@@ -246,6 +246,11 @@ fn raft_messages_arrive_intact_between_two_nodes() {
         let (at_b, to_b) = collector();
         a.serve(addrs[0], to_a, answering(None)).unwrap();
         b.serve(addrs[1], to_b, answering(None)).unwrap();
+        let reports: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
+        let sink = reports.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            sink.borrow_mut().push((to, delivered))
+        }));
         let mut sent = Vec::new();
         for i in 0..50 {
             sent.push(append(0, 1, i, (i % 4) as usize));
@@ -258,6 +263,11 @@ fn raft_messages_arrive_intact_between_two_nodes() {
         b.send_raft(append(1, 0, 5, 2));
         eventually("b has every message", || at_b.borrow().len() == sent.len()).await;
         assert_eq!(*at_b.borrow(), sent, "intact and in order");
+        assert_eq!(
+            *reports.borrow(),
+            vec![(raft_id(1), true)],
+            "the snapshot was written"
+        );
         eventually("a has b's message", || at_a.borrow().len() == 1).await;
         assert_eq!(at_a.borrow()[0], append(1, 0, 5, 2));
         let stats = a.stats();
@@ -492,6 +502,11 @@ fn the_peer_queue_drops_instead_of_growing_when_the_peer_is_down() {
             ..test_limits()
         };
         let a = ControllerTransport::new(0, voters(&addrs), limits);
+        let reports: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
+        let sink = reports.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            sink.borrow_mut().push((to, delivered))
+        }));
         let started = std::time::Instant::now();
         for i in 0..1000 {
             a.send_raft(append(0, 1, i, 2));
@@ -513,6 +528,10 @@ fn the_peer_queue_drops_instead_of_growing_when_the_peer_is_down() {
         link.queued_bytes.set(0);
         a.send_raft(snapshot_message(0, 1, 100 * 1024));
         assert_eq!(a.stats().raft_dropped, dropped + 1);
+        eventually("the lost snapshot is reported", || {
+            *reports.borrow() == vec![(raft_id(1), false)]
+        })
+        .await;
         // Unknown peers and messages to no one are dropped too.
         a.send_raft(append(0, 5, 1, 1));
         assert_eq!(a.stats().raft_dropped, dropped + 2);
@@ -833,6 +852,14 @@ fn a_peer_that_stops_reading_does_not_stall_the_sender() {
             ..test_limits()
         };
         let a = ControllerTransport::new(0, voters(&addrs), limits);
+        let lost: Rc<Cell<u64>> = Rc::default();
+        let sink = lost.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            assert_eq!(to, raft_id(1));
+            if !delivered {
+                sink.set(sink.get() + 1);
+            }
+        }));
         let started = std::time::Instant::now();
         for _ in 0..16 {
             a.send_raft(snapshot_message(0, 1, 4 << 20));
@@ -842,6 +869,10 @@ fn a_peer_that_stops_reading_does_not_stall_the_sender() {
             a.stats().reconnects >= 1 && a.stats().raft_dropped >= 1
         })
         .await;
+        assert!(
+            lost.get() >= 1,
+            "a snapshot lost with the connection is reported"
+        );
         a.stop().await;
     });
 }
