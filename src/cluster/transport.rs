@@ -57,8 +57,13 @@
 //! - A call on a pooled connection that turns out closed (the peer restarted or timed it
 //!   out) is retried once on a fresh connection; every other failure is the caller's.
 //!
-//! Not done here: TLS/SASL on the controller listener; the bind does not wait out a port
-//! still held by a just-killed process (the caller retries).
+//! The listener is bound with a plain socket (no SO_REUSEPORT: a second process cannot share
+//! the port silently); [`ControllerTransport::serve_waiting`] waits out a port still held by
+//! a node just killed with -9 (io_uring's teardown), but not one a live node answers on.
+//!
+//! Not done here: TLS/SASL on the controller listener; authentication of peers (the
+//! controller listener belongs on a trusted network, as Kafka's PLAINTEXT controller
+//! listener).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -108,6 +113,10 @@ const CONTROLLER_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const CONTROLLER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long `stop` waits for the reactor to close the transport's sockets.
 const SOCKET_CLOSE_WAIT: Duration = Duration::from_millis(10);
+/// How long `serve_waiting` waits for an answer from a listener holding its address.
+const BIND_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause between `serve_waiting`'s binds.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Addresses for which idle call connections are kept (others are closed after the call).
 const POOLED_ADDRS_MAX: usize = 16;
 
@@ -202,6 +211,13 @@ pub enum TransportError {
     Encode(String),
     #[error("the controller transport is stopped")]
     Stopped,
+}
+
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> TransportError {
+    TransportError::Bind {
+        addr,
+        message: e.to_string(),
+    }
 }
 
 /// What became of a snapshot message: `(raft id of the peer, written to its socket)`.
@@ -663,19 +679,59 @@ impl ControllerTransport {
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> Result<(), TransportError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+        self.serve_listener(listener, on_raft, on_call)
+    }
+
+    /// [`Self::serve`], but while `addr` is taken by a listener that does not answer calls
+    /// (the socket of a node just killed with -9, still held by the kernel's io_uring
+    /// teardown), retries for up to `wait_max`. A listener that answers is a live node: the
+    /// bind error is returned at once.
+    pub async fn serve_waiting(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+        wait_max: Duration,
+    ) -> Result<(), TransportError> {
+        let started = crate::rt::now();
+        loop {
+            let e = match std::net::TcpListener::bind(addr) {
+                Ok(listener) => return self.serve_listener(listener, on_raft, on_call),
+                Err(e) => e,
+            };
+            if e.kind() != std::io::ErrorKind::AddrInUse || started.elapsed() >= wait_max {
+                return Err(bind_error(addr, e));
+            }
+            let target = addr.to_string();
+            let request = ControllerRequest::DescribeQuorum;
+            if self
+                .call(&target, request, BIND_PROBE_TIMEOUT)
+                .await
+                .is_ok()
+            {
+                return Err(bind_error(addr, e)); // a live node's listener
+            }
+            crate::rt::sleep(BIND_RETRY_INTERVAL).await;
+        }
+    }
+
+    fn serve_listener(
+        self: &Rc<Self>,
+        std_listener: std::net::TcpListener,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+    ) -> Result<(), TransportError> {
         assert!(self.accept_task.borrow().is_none(), "serve is called once");
-        let bind_error = |e: std::io::Error| TransportError::Bind {
-            addr,
-            message: e.to_string(),
-        };
         if self.stopped.get() {
             return Err(TransportError::Stopped);
         }
-        let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        self.local_addr
-            .set(Some(std_listener.local_addr().map_err(bind_error)?));
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| bind_error(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
+        self.local_addr.set(Some(addr));
         let listener = crate::rt::net::listener_from_fd(std::os::fd::OwnedFd::from(std_listener));
-        tracing::info!(node = self.node_id, addr = ?self.local_addr.get(), "controller listener");
+        tracing::info!(node = self.node_id, %addr, "controller listener");
         let task = crate::rt::spawn_local(self.clone().accept_loop(listener, on_raft, on_call));
         *self.accept_task.borrow_mut() = Some(task.detach());
         Ok(())

@@ -876,3 +876,45 @@ fn a_peer_that_stops_reading_does_not_stall_the_sender() {
         a.stop().await;
     });
 }
+
+/// serve_waiting binds once a silent holder of the address (a killed node's socket) lets go,
+/// and gives up at once when a live node's listener holds it.
+#[test]
+fn serve_waiting_outlasts_a_stale_socket_but_not_a_live_node() {
+    run(async {
+        let stale = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = stale.local_addr().unwrap();
+        let b = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let releaser = crate::rt::spawn_local(async move {
+            crate::rt::sleep(Duration::from_millis(400)).await;
+            drop(stale);
+        });
+        let started = crate::rt::now();
+        let on_call = answering(Some(0));
+        let served = b
+            .serve_waiting(addr, collector().1, on_call, Duration::from_secs(5))
+            .await;
+        assert!(served.is_ok(), "{served:?}");
+        assert!(started.elapsed() >= Duration::from_millis(350));
+        releaser.await;
+
+        let again = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let started = crate::rt::now();
+        let refused = again
+            .serve_waiting(addr, collector().1, answering(None), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(refused, Err(TransportError::Bind { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a live node is not waited out"
+        );
+        // Without waiting, a taken address is an error at once.
+        let third = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let third_result = third.serve(addr, collector().1, answering(None));
+        assert!(matches!(third_result, Err(TransportError::Bind { .. })));
+        b.stop().await;
+    });
+}
