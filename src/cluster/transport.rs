@@ -800,10 +800,13 @@ impl ControllerTransport {
             budget: Some(&self.budget),
         };
         let depth = self.limits.inflight_calls_per_connection_max;
-        let (answers, answers_rx) = flume::bounded::<Vec<u8>>(depth);
+        // Answers are encoded by the writer, one at a time: a peer that does not read holds
+        // at most one encoded answer, plus `depth` waiting here and `depth` being computed.
+        let (answers, answers_rx) = flume::bounded::<(u64, ControllerResponse)>(depth);
         // Dropped (cancelled) when this function returns: answers still running are lost
         // with the connection.
-        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx));
+        let frame_bytes_max = self.limits.frame_bytes_max;
+        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx, frame_bytes_max));
         let calls = Rc::new(Semaphore::new(depth as u64));
         loop {
             let (kind, payload, permit) = match frames.next().await {
@@ -827,10 +830,13 @@ impl ControllerTransport {
                     };
                     bump(&self.counters.calls_served, 1);
                     let answer = on_call(request);
-                    let (answers, frame_bytes_max) = (answers.clone(), self.limits.frame_bytes_max);
+                    let answers = answers.clone();
                     crate::rt::spawn_local(async move {
-                        let frame = answer_frame(answer, correlation_id, frame_bytes_max).await;
-                        let _ = answers.send_async(frame).await;
+                        let response = AssertUnwindSafe(answer).catch_unwind().await;
+                        let response = response.unwrap_or_else(|_| ControllerResponse::Failed {
+                            message: "the call's handler panicked".into(),
+                        });
+                        let _ = answers.send_async((correlation_id, response)).await;
                         drop(permit);
                     })
                     .detach();
@@ -865,20 +871,13 @@ impl ControllerTransport {
     }
 }
 
-/// The answer frame of a call: the handler's answer, or `Failed` if the handler panicked or
-/// its answer does not fit a frame.
-async fn answer_frame(
-    answer: Pin<Box<dyn Future<Output = ControllerResponse>>>,
+/// The answer frame of a call, or a `Failed` answer when it does not fit a frame.
+fn answer_frame(
     correlation_id: u64,
+    response: &ControllerResponse,
     frame_bytes_max: usize,
 ) -> Vec<u8> {
-    let response = AssertUnwindSafe(answer)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| ControllerResponse::Failed {
-            message: "the call's handler panicked".into(),
-        });
-    encode_call(KIND_RESPONSE, correlation_id, &response, frame_bytes_max).unwrap_or_else(|why| {
+    encode_call(KIND_RESPONSE, correlation_id, response, frame_bytes_max).unwrap_or_else(|why| {
         let failed = ControllerResponse::Failed { message: why };
         encode_call(KIND_RESPONSE, correlation_id, &failed, frame_bytes_max)
             .expect("a short failure fits a frame")
@@ -888,9 +887,12 @@ async fn answer_frame(
 /// Writes an inbound connection's answers as they come.
 async fn write_answers(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    answers: flume::Receiver<Vec<u8>>,
+    answers: flume::Receiver<(u64, ControllerResponse)>,
+    frame_bytes_max: usize,
 ) {
-    while let Ok(frame) = answers.recv_async().await {
+    while let Ok((correlation_id, response)) = answers.recv_async().await {
+        let frame = answer_frame(correlation_id, &response, frame_bytes_max);
+        drop(response);
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
             return;
         }

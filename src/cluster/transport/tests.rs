@@ -918,3 +918,40 @@ fn serve_waiting_outlasts_a_stale_socket_but_not_a_live_node() {
         b.stop().await;
     });
 }
+
+/// A handler that panics, or whose answer does not fit a frame, gives the caller a `Failed`
+/// answer; the listener goes on serving.
+#[test]
+fn a_failing_handler_gives_a_failed_answer() {
+    run(async {
+        let addrs = [free_addr()];
+        let limits = TransportLimits {
+            frame_bytes_max: 4096,
+            ..test_limits()
+        };
+        let b = ControllerTransport::new(0, voters(&addrs), limits.clone());
+        let on_call: CallHandler = Rc::new(|request| {
+            Box::pin(async move {
+                match request {
+                    ControllerRequest::DescribeQuorum => panic!("a bug in a handler"),
+                    _ => ControllerResponse::Failed {
+                        message: "x".repeat(10_000),
+                    },
+                }
+            })
+        });
+        b.serve(addrs[0], collector().1, on_call).unwrap();
+        let caller = ControllerTransport::new(1, Vec::new(), limits);
+        let target = addrs[0].to_string();
+        let timeout = Duration::from_secs(5);
+        for request in [ControllerRequest::DescribeQuorum, heartbeat_request(1)] {
+            let answer = caller.call(&target, request, timeout).await;
+            match answer {
+                Ok(ControllerResponse::Failed { message }) => assert!(message.len() < 200),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(b.stats().calls_served, 2);
+        b.stop().await;
+    });
+}
