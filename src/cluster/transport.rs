@@ -37,8 +37,14 @@
 //!   its buffer grows as its bytes arrive (never more than twice what arrived). Memory held by
 //!   inbound connections is thus at most `inbound_buffered_bytes_max` plus 64 KiB + 16 KiB
 //!   (read buffer) per connection, plus the answers being written;
+//! - answers: per inbound connection at most `inflight_calls_per_connection_max` being
+//!   computed and as many waiting for the writer, which encodes them one at a time (a peer
+//!   that does not read holds one encoded answer; its writes fail after `write_timeout`);
 //! - per peer, at most `peer_queue_messages_max` messages and `peer_queue_bytes_max` bytes
-//!   wait to be sent.
+//!   wait to be sent;
+//! - calls made: one call at a time per connection, at most
+//!   `pooled_connections_per_addr_max` idle connections kept per address (16 addresses); an
+//!   answer is read within the call's timeout and at most `frame_bytes_max`.
 //!
 //! ## Failure behaviour
 //! - A bad inbound frame (length over the bound or zero, an unknown kind, a kind not expected
