@@ -273,9 +273,11 @@ pub fn parse_header(
 }
 
 /// Decodes a frame's payload of `kind` (already checked by [`parse_header`]).
-pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
+pub fn decode_frame(kind: u8, payload: bytes::Bytes) -> Result<Frame, String> {
     if kind == KIND_RAFT {
-        return Message::parse_from_bytes(payload)
+        // From `Bytes`, protobuf checks each field's length against what is there before it
+        // allocates, and the message's byte fields share the payload instead of copying it.
+        return Message::parse_from_carllerche_bytes(&payload)
             .map(Frame::Raft)
             .map_err(|e| format!("undecodable raft message: {e}"));
     }
@@ -822,8 +824,8 @@ impl ControllerTransport {
                 Err(ReadEnd::Io(e)) => return format!("read failed: {e}"),
                 Err(ReadEnd::Bad(why)) => return self.bad_frame(peer, why),
             };
-            let frame = decode_frame(kind, &payload);
-            drop((payload, permit));
+            let frame = decode_frame(kind, bytes::Bytes::from(payload));
+            drop(permit);
             match frame {
                 Ok(Frame::Raft(msg)) => self.deliver_raft(msg, peer, &on_raft),
                 Ok(Frame::Request {
@@ -1150,7 +1152,7 @@ async fn exchange(
         Err(ReadEnd::Idle) => unreachable!("no idle timeout on a call"),
         Err(ReadEnd::Bad(why)) => return Err(fail(why, false)),
     };
-    match decode_frame(kind, &payload) {
+    match decode_frame(kind, bytes::Bytes::from(payload)) {
         Ok(Frame::Response {
             correlation_id: id,
             response,

@@ -177,14 +177,14 @@ fn frames_round_trip() {
     ] {
         let frame = encode_raft(&msg, CONTROLLER_FRAME_BYTES_MAX).unwrap();
         let (kind, payload) = split_frame(&frame);
-        match decode_frame(kind, payload).unwrap() {
+        match decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap() {
             Frame::Raft(back) => assert_eq!(back, msg),
             other => panic!("decoded {other:?}"),
         }
     }
     let frame = encode_call(KIND_REQUEST, 7, &heartbeat_request(4), 1 << 20).unwrap();
     let (kind, payload) = split_frame(&frame);
-    match decode_frame(kind, payload).unwrap() {
+    match decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap() {
         Frame::Request {
             correlation_id: 7,
             request: ControllerRequest::Heartbeat(hb),
@@ -195,7 +195,7 @@ fn frames_round_trip() {
     let frame = encode_call(KIND_RESPONSE, u64::MAX, &answer, 1 << 20).unwrap();
     let (kind, payload) = split_frame(&frame);
     assert!(matches!(
-        decode_frame(kind, payload).unwrap(),
+        decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap(),
         Frame::Response {
             correlation_id: u64::MAX,
             response: ControllerResponse::NotController { leader: Some(2) }
@@ -208,17 +208,34 @@ fn frames_round_trip() {
 
 #[test]
 fn undecodable_payloads_are_errors() {
-    assert!(decode_frame(KIND_RAFT, &[0xff; 7]).is_err());
-    assert!(decode_frame(KIND_REQUEST, &[0, 0, 0]).is_err());
-    assert!(decode_frame(KIND_REQUEST, b"\0\0\0\0\0\0\0\x01{\"nope\"").is_err());
-    assert!(decode_frame(KIND_RESPONSE, b"\0\0\0\0\0\0\0\x01[]").is_err());
+    // A message's `context` (field 14, bytes) claiming 9 MB that are not there.
+    let mut claim = vec![(14 << 3) | 2];
+    let mut len = 9_000_000u32;
+    while len >= 0x80 {
+        claim.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    claim.push(len as u8);
+    assert!(decode_frame(KIND_RAFT, bytes::Bytes::from(claim)).is_err());
+    assert!(decode_frame(KIND_RAFT, bytes::Bytes::from_static(&[0xff; 7])).is_err());
+    assert!(decode_frame(KIND_REQUEST, bytes::Bytes::from_static(&[0, 0, 0])).is_err());
+    assert!(decode_frame(
+        KIND_REQUEST,
+        bytes::Bytes::from_static(b"\0\0\0\0\0\0\0\x01{\"nope\"")
+    )
+    .is_err());
+    assert!(decode_frame(
+        KIND_RESPONSE,
+        bytes::Bytes::from_static(b"\0\0\0\0\0\0\0\x01[]")
+    )
+    .is_err());
 }
 
 proptest! {
     /// Whatever bytes arrive, decoding returns (an error or a frame), never panics.
     #[test]
     fn decoding_garbage_never_panics(kind in 0u8..5, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = decode_frame(kind, &payload);
+        let _ = decode_frame(kind, bytes::Bytes::from(payload));
     }
 
     /// Protobuf bytes of a real message, then damaged at one place: never a panic.
@@ -227,8 +244,8 @@ proptest! {
         let mut bytes = append(1, 2, 5, 4).write_to_bytes().unwrap();
         let at = at % bytes.len();
         bytes[at] = byte;
-        let _ = decode_frame(KIND_RAFT, &bytes);
-        let _ = decode_frame(KIND_RAFT, &bytes[..at]);
+        let _ = decode_frame(KIND_RAFT, bytes::Bytes::copy_from_slice(&bytes));
+        let _ = decode_frame(KIND_RAFT, bytes::Bytes::copy_from_slice(&bytes[..at]));
     }
 }
 
@@ -790,7 +807,7 @@ fn calls_in_flight_per_connection_are_bounded() {
         };
         for _ in 0..5 {
             let (kind, payload, _) = reader.next().await.expect("an answer");
-            match decode_frame(kind, &payload).unwrap() {
+            match decode_frame(kind, bytes::Bytes::from(payload)).unwrap() {
                 Frame::Response {
                     correlation_id,
                     response: ControllerResponse::HeartbeatAck { fenced: true },
