@@ -60,8 +60,10 @@
 //!   the message being written when the connection broke is lost. The outbound task also
 //!   watches the connection for the peer closing it, so an idle link is reopened at once
 //!   rather than losing its next message.
-//! - A call on a pooled connection that turns out closed (the peer restarted or timed it
-//!   out) is retried once on a fresh connection; every other failure is the caller's.
+//! - A call on a pooled connection that turns out closed before any answer came (the peer
+//!   restarted or timed it out) is retried once on a fresh connection; every other failure is
+//!   the caller's. (A peer that ran the call and then died unanswered gets it twice: a
+//!   forwarded change is then met by its own first attempt, as with any retried forward.)
 //!
 //! The listener is bound with a plain socket (no SO_REUSEPORT: a second process cannot share
 //! the port silently); [`ControllerTransport::serve_waiting`] waits out a port still held by
