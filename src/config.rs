@@ -38,6 +38,10 @@ pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
 /// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
 pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
+/// Kafka's `offsets.topic.num.partitions` default.
+pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `transaction.state.log.num.partitions` default.
+pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
 
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +184,14 @@ pub struct BrokerConfig {
     /// Kafka `transaction.remove.expired.transaction.cleanup.interval.ms`: how often expired
     /// transactional ids are looked for (and the transaction log compacted if due).
     pub transactional_id_expiration_check_interval_ms: i64,
+    /// Kafka `offsets.topic.num.partitions`: partitions of `__consumer_offsets`, whose leaders
+    /// are the group coordinators of a cluster (a group's is partition
+    /// `abs(hashCode(group)) % this`). Unused on a single node. Must not change once a
+    /// cluster created the topic.
+    pub offsets_topic_num_partitions: i32,
+    /// Kafka `transaction.state.log.num.partitions`: the same for `__transaction_state` and
+    /// the transaction coordinators.
+    pub transaction_state_log_num_partitions: i32,
 }
 
 impl Default for BrokerConfig {
@@ -235,6 +247,8 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
             transactional_id_expiration_check_interval_ms:
                 TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
+            offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
+            transaction_state_log_num_partitions: TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
         }
     }
 }
@@ -363,10 +377,32 @@ impl BrokerConfig {
                 "transactional_id_expiration_check_interval_ms",
                 self.transactional_id_expiration_check_interval_ms,
             ),
+            (
+                "offsets_topic_num_partitions",
+                i64::from(self.offsets_topic_num_partitions),
+            ),
+            (
+                "transaction_state_log_num_partitions",
+                i64::from(self.transaction_state_log_num_partitions),
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
                 return Err(ConfigError(format!("{name} must be positive, got {value}")));
+            }
+        }
+        for (name, value) in [
+            ("offsets_topic_num_partitions", self.offsets_topic_num_partitions),
+            (
+                "transaction_state_log_num_partitions",
+                self.transaction_state_log_num_partitions,
+            ),
+        ] {
+            if value > crate::coordinator::metadata::PARTITIONS_PER_TOPIC_MAX {
+                return Err(ConfigError(format!(
+                    "{name} must be at most {}, got {value}",
+                    crate::coordinator::metadata::PARTITIONS_PER_TOPIC_MAX
+                )));
             }
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {

@@ -275,6 +275,12 @@ pub fn shard_gone_code(_: &ShardGone) -> ResponseError {
 /// The Kafka error for a group or transaction request whose coordinator shard could not be
 /// reached or dropped the request (the broker is stopping): clients look the coordinator up
 /// again and retry, as they do when Kafka's coordinator moves.
+/// The error of a group- or transactional-id-keyed request on a node that does not coordinate
+/// the key (in a cluster; see `shard::coordinators`).
+pub fn not_coordinator_code() -> ResponseError {
+    ResponseError::NotCoordinator
+}
+
 pub fn coordinator_gone_code() -> ResponseError {
     ResponseError::CoordinatorNotAvailable
 }

@@ -1,8 +1,10 @@
-//! FindCoordinator: every group's coordinator is this broker (one node; shard 0 does the
-//! work, any shard answers).
+//! FindCoordinator: on a single node every coordinator is this broker (shard 0 does the work,
+//! any shard answers); in a cluster, the leader of the key's partition of Kafka's internal
+//! topic (`shard::coordinators`), COORDINATOR_NOT_AVAILABLE while there is none.
 //!
-//! v0-3 ask for one key, v4+ for a batch (`coordinator_keys`). Key types GROUP (0) and
-//! TRANSACTION (1) get this node; any other type is INVALID_REQUEST, as Kafka answers.
+//! v0-3 ask for one key, v4+ for a batch (`coordinator_keys`), each key answered on its own.
+//! Key types GROUP (0) and TRANSACTION (1) are known; any other type is INVALID_REQUEST, as
+//! Kafka answers.
 
 use std::rc::Rc;
 
@@ -11,29 +13,33 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{decode, str_bytes, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::Shard;
 
 /// Kafka's coordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
-const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// (error, node id, host, port) for one key.
-fn lookup(shard: &Shard, key_type: i8) -> (Option<ResponseError>, i32, String, i32) {
-    match key_type {
-        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
-            let (host, port) = shard
-                .config
-                .advertised_host_port()
-                .unwrap_or_else(|_| ("localhost".into(), 9092));
-            (None, shard.config.node_id, host, port)
-        }
-        _ => (Some(ResponseError::InvalidRequest), -1, String::new(), -1),
+async fn lookup(
+    shard: &Rc<Shard>,
+    key_type: i8,
+    key: &str,
+) -> (Option<ResponseError>, i32, String, i32) {
+    let Some(kind) = CoordinatorKind::from_key_type(key_type) else {
+        return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
+    };
+    match shard.find_coordinator(kind, key).await {
+        Ok((node, host, port)) => (None, node, host, port),
+        Err(e) => (Some(e), -1, String::new(), -1),
     }
 }
 
 fn message(error: Option<ResponseError>) -> Option<String> {
-    error.map(|_| "Unknown coordinator type".to_string())
+    error.map(|e| match e {
+        ResponseError::InvalidRequest => "Unknown coordinator type".to_string(),
+        other => other.to_string(),
+    })
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
@@ -44,7 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut response = FindCoordinatorResponse::default();
     if request.api_version >= 4 {
         for key in &body.coordinator_keys {
-            let (error, node, host, port) = lookup(shard, body.key_type);
+            let (error, node, host, port) = lookup(shard, body.key_type, key).await;
             response.coordinators.push(
                 Coordinator::default()
                     .with_key(key.clone())
@@ -61,7 +67,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         } else {
             body.key_type
         };
-        let (error, node, host, port) = lookup(shard, key_type);
+        let (error, node, host, port) = lookup(shard, key_type, &body.key).await;
         response.error_code = crate::error::code(error);
         response.error_message = message(error).map(str_bytes);
         response.node_id = BrokerId(node);

@@ -200,5 +200,11 @@ fn all_topics(
     metadata: &ClusterMetadata,
     known: &dyn Fn(&str) -> MetadataResponseTopic,
 ) -> Vec<MetadataResponseTopic> {
-    metadata.topics.keys().map(|name| known(name)).collect()
+    // The coordinators' internal topics only when asked for by name.
+    metadata
+        .topics
+        .keys()
+        .filter(|name| !crate::coordinator::coordinator_key::is_coordinator_topic(name))
+        .map(|name| known(name))
+        .collect()
 }

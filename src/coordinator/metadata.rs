@@ -195,6 +195,14 @@ pub enum MetadataCommand {
         #[serde(default)]
         assignments: Option<Vec<Vec<i32>>>,
     },
+    /// Create one of the coordinators' internal topics (`__consumer_offsets`,
+    /// `__transaction_state`; `coordinator::coordinator_key`), placed over the registered
+    /// unfenced brokers, one replica each. Issued by brokers only, never from a client request
+    /// (clients cannot create internal names); needs registered brokers (a cluster).
+    CreateInternalTopic {
+        name: String,
+        partitions: i32,
+    },
     /// Register a broker, or register it again (a restart, a changed listener or rack). An
     /// unchanged repeat is refused, so that heartbeats write nothing.
     RegisterBroker {
@@ -500,6 +508,9 @@ impl ClusterMetadata {
                 };
                 self.check_new_partitions(&layout)
             }
+            MetadataCommand::CreateInternalTopic { name, partitions } => {
+                self.check_internal_topic(name, *partitions)
+            }
             MetadataCommand::DeleteTopic { name } => self.topic(name).map(|_| ()),
             MetadataCommand::CreatePartitions {
                 name,
@@ -533,6 +544,37 @@ impl ClusterMetadata {
                 Ok(())
             }
         }
+    }
+
+    /// The checks of [`MetadataCommand::CreateInternalTopic`]: a coordinators' topic, not
+    /// there yet, a valid partition count, a registered unfenced broker to place it on
+    /// (COORDINATOR_NOT_AVAILABLE without: the caller keeps answering that).
+    fn check_internal_topic(&self, name: &str, partitions: i32) -> Result<(), MetadataError> {
+        if !crate::coordinator::coordinator_key::is_coordinator_topic(name) {
+            return Err(MetadataError::new(
+                ResponseError::InvalidRequest,
+                format!("{name} is not a coordinator topic."),
+            ));
+        }
+        if self.topics.contains_key(name) {
+            return Err(MetadataError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(MetadataError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}], got {partitions}."),
+            ));
+        }
+        if !self.brokers.values().any(|b| !b.fenced) {
+            return Err(MetadataError::new(
+                ResponseError::CoordinatorNotAvailable,
+                "No registered unfenced broker to place the coordinators on.",
+            ));
+        }
+        Ok(())
     }
 
     /// The checks of [`MetadataCommand::CreatePartitions`]: the topic exists, the count
@@ -665,6 +707,18 @@ impl ClusterMetadata {
                     },
                 },
             },
+            MetadataCommand::CreateInternalTopic { name, partitions } => {
+                MetadataRecord::TopicCreated {
+                    name: name.clone(),
+                    topic: TopicMeta {
+                        id: self.fresh_topic_id(),
+                        partitions: *partitions,
+                        configs: BTreeMap::new(),
+                        internal: true,
+                        assignment: self.decide_assignment(*partitions, 1, None)?,
+                    },
+                }
+            }
             MetadataCommand::DeleteTopic { name } => {
                 MetadataRecord::TopicDeleted { name: name.clone() }
             }

@@ -8,11 +8,13 @@
 //! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine
 //! (pure, heartbeats answered at once) and [`assignor`] the server-side assignors.
 //! Transactions: [`txn`] is the transaction coordinator's state machine (pure); `shard::txns`
-//! runs it with its internal log.
+//! runs it with its internal log. [`coordinator_key`] says which broker of a cluster
+//! coordinates a group or a transactional id (Kafka's internal-topic partition rule).
 
 pub mod assignor;
 pub mod broker_config;
 pub mod consumer_group;
+pub mod coordinator_key;
 pub mod group;
 pub mod invariants;
 pub mod member;

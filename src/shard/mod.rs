@@ -15,9 +15,12 @@
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
 //! Invariant: `partitions` holds exactly the partitions of the current metadata owned by this
 //! shard that opened successfully; a partition that failed to open is reported and answered
-//! with KAFKA_STORAGE_ERROR.
+//! with KAFKA_STORAGE_ERROR. The coordinators' internal topics of a cluster
+//! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
+//! here ([`coordinators`]).
 
 pub mod controller;
+pub mod coordinators;
 pub mod groups;
 pub mod metadata_log;
 pub mod router;
@@ -333,6 +336,9 @@ impl Shard {
         self.remove_gone_offline(previous, next).await;
         let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
         for (name, topic) in &next.topics {
+            if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
+                continue; // no data here: the coordinators keep theirs under internal/
+            }
             let config_changed = previous.topics.get(name).is_some_and(|old| {
                 old.id == topic.id && (defaults_changed || old.configs != topic.configs)
             });

@@ -1,0 +1,93 @@
+//! Which node coordinates a group or a transactional id, as every shard sees it.
+//!
+//! A single node (no `controller_quorum_voters`) coordinates everything itself, as before the
+//! cluster: no internal topics. In a cluster the rule is Kafka's (`coordinator::coordinator_key`):
+//! the leader of the key's partition of `__consumer_offsets` / `__transaction_state`. Every
+//! group-keyed and transactional-id-keyed API asks [`Shard::not_coordinator`] first and answers
+//! NOT_COORDINATOR on another node; FindCoordinator asks [`Shard::find_coordinator`].
+//!
+//! The two topics are created lazily, as Kafka does: the first FindCoordinator that needs one
+//! asks the active controller (through `Shard::change_metadata`, forwarded if need be) to
+//! create it, once every voter has registered (`coordinator_key::ready_to_create`), and is
+//! answered COORDINATOR_NOT_AVAILABLE if it is not there (and published here) by then.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+
+use super::{Shard, COORDINATOR_SHARD};
+use crate::coordinator::coordinator_key::{self, CoordinatorKind};
+use crate::coordinator::metadata::MetadataCommand;
+
+/// A coordinator's endpoint: node id, host, port.
+pub type CoordinatorEndpoint = (i32, String, i32);
+
+impl Shard {
+    /// The node ids of the configured voters, or `None` on a single node.
+    fn cluster_voters(&self) -> Option<Vec<i32>> {
+        let voters = crate::cluster::parse_voters(&self.config.controller_quorum_voters).ok()?;
+        (!voters.is_empty()).then(|| voters.iter().map(|v| v.node_id).collect())
+    }
+
+    /// The node coordinating `key`: this node on a single node; in a cluster the leader of
+    /// the key's internal partition, or COORDINATOR_NOT_AVAILABLE (no topic yet, no leader).
+    pub fn coordinator_of(&self, kind: CoordinatorKind, key: &str) -> Result<i32, ResponseError> {
+        if self.cluster_voters().is_none() {
+            return Ok(self.config.node_id);
+        }
+        coordinator_key::locate(&self.metadata(), kind, key).map(|b| b.node_id)
+    }
+
+    /// `None` when this node coordinates `key`, else the error a keyed request gets here:
+    /// NOT_COORDINATOR, as Kafka answers wherever it does not own the key's partition.
+    pub fn not_coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<ResponseError> {
+        match self.coordinator_of(kind, key) {
+            Ok(node) if node == self.config.node_id => None,
+            _ => Some(crate::error::not_coordinator_code()),
+        }
+    }
+
+    /// FindCoordinator's answer for `key`: the coordinator's endpoint, creating the internal
+    /// topic first if the cluster has none yet (module doc).
+    pub async fn find_coordinator(
+        self: &Rc<Self>,
+        kind: CoordinatorKind,
+        key: &str,
+    ) -> Result<CoordinatorEndpoint, ResponseError> {
+        let Some(voters) = self.cluster_voters() else {
+            let (host, port) = self
+                .config
+                .advertised_host_port()
+                .unwrap_or_else(|_| ("localhost".into(), 9092));
+            return Ok((self.config.node_id, host, port));
+        };
+        let endpoint = |shard: &Shard| {
+            coordinator_key::locate(&shard.metadata(), kind, key)
+                .map(|b| (b.node_id, b.host.clone(), b.port))
+        };
+        let metadata = self.metadata();
+        if metadata.topics.contains_key(kind.topic())
+            || !coordinator_key::ready_to_create(&metadata, &voters)
+        {
+            return endpoint(self);
+        }
+        let command = MetadataCommand::CreateInternalTopic {
+            name: kind.topic().to_string(),
+            partitions: match kind {
+                CoordinatorKind::Group => self.config.offsets_topic_num_partitions,
+                CoordinatorKind::Transaction => self.config.transaction_state_log_num_partitions,
+            },
+        };
+        let created = self
+            .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                c.change_metadata(vec![command], false).await
+            })
+            .await;
+        match created.as_deref() {
+            Ok([Ok(())]) => {}
+            Ok([Err(e)]) if e.code == ResponseError::TopicAlreadyExists => {}
+            other => tracing::info!(topic = kind.topic(), result = ?other, "creating a coordinator topic failed; asked again at the next FindCoordinator"),
+        }
+        endpoint(self)
+    }
+}
