@@ -7,6 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -19,7 +20,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let transactional_id = body.transactional_id.to_string();
     let group = body.group_id.to_string();
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
-    let result = if group.is_empty() {
+    let refused = shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id);
+    let result = if let Some(e) = refused {
+        Err(e)
+    } else if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
         shard

@@ -17,6 +17,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -76,7 +77,10 @@ async fn add_one(
     let any_unknown = topics
         .iter()
         .any(|t| t.partitions.iter().any(|p| !known(t.name.as_str(), *p)));
-    let verdict: Result<(), ResponseError> = if any_unknown {
+    let refused = shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id);
+    let verdict: Result<(), ResponseError> = if let Some(e) = refused {
+        Err(e)
+    } else if any_unknown {
         Err(ResponseError::OperationNotAttempted)
     } else {
         let partitions: Vec<(String, i32)> = topics

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName,
 };
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::assignor;
 use crate::protocol::header::ParsedRequest;
@@ -44,7 +45,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        let refused = shard.not_coordinator(CoordinatorKind::Group, group_id);
         match answers.as_ref().map(|a| a[i].clone()) {
+            _ if refused.is_some() => g.error_code = crate::error::code(refused),
             Err(_) => g.error_code = coordinator_gone_code().code(),
             Ok(Err(message)) => {
                 g.error_code = ResponseError::GroupIdNotFound.code();

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::consumer_group::HeartbeatRequest;
 use crate::protocol::header::ParsedRequest;
@@ -39,6 +40,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         client_id: request.client_id_or_empty().to_string(),
         client_host: request.client_host.to_string(),
     };
+    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &req.group_id) {
+        let response = ConsumerGroupHeartbeatResponse::default().with_error_code(e.code());
+        return super::respond(&request, &response);
+    }
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             let metadata = c.metadata();

@@ -7,6 +7,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
+use kafka_protocol::error::ResponseError;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -16,12 +18,23 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
-    let ids: Vec<String> = body.groups_names.iter().map(|g| g.to_string()).collect();
+    // Each group with NOT_COORDINATOR if another node coordinates it, else None: deleted here.
+    let asked: Vec<(String, Option<ResponseError>)> = body
+        .groups_names
+        .iter()
+        .map(|g| {
+            let refused = shard.not_coordinator(CoordinatorKind::Group, g);
+            (g.to_string(), refused)
+        })
+        .collect();
     let answers = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in &ids {
-                out.push(c.groups.delete_group(now_ms(), id).await.err());
+            let mut out = Vec::with_capacity(asked.len());
+            for (id, refused) in &asked {
+                out.push(match refused {
+                    Some(e) => Some(*e),
+                    None => c.groups.delete_group(now_ms(), id).await.err(),
+                });
             }
             out
         })

@@ -10,6 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
@@ -35,7 +36,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        let refused = shard.not_coordinator(CoordinatorKind::Group, group_id);
         match answers.as_ref().map(|a| a[i].clone()) {
+            _ if refused.is_some() => {
+                g.error_code = crate::error::code(refused);
+                g.group_state = str_bytes("Dead");
+            }
             Err(_) => g.error_code = coordinator_gone_code().code(),
             Ok((None, consumer_group)) => {
                 g.group_state = str_bytes("Dead");

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
 };
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
@@ -56,6 +57,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut response = DescribeTransactionsResponse::default();
     for (id, answer) in body.transactional_ids.iter().zip(answers) {
         let mut t = TransactionState::default().with_transactional_id(id.clone());
+        let answer = match shard.not_coordinator(CoordinatorKind::Transaction, id) {
+            Some(e) => Err(e),
+            None => answer,
+        };
         match answer {
             Err(e) => {
                 t.error_code = e.code();

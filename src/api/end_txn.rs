@@ -11,6 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -22,12 +23,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let transactional_id = body.transactional_id.to_string();
     let (producer_id, epoch, commit) = (body.producer_id.0, body.producer_epoch, body.committed);
-    let result = shard
-        .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            txns::end_txn(&c, &transactional_id, producer_id, epoch, commit).await
-        })
-        .await
-        .unwrap_or(Err(coordinator_gone_code()));
+    let result = match shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id) {
+        Some(e) => Err(e),
+        None => shard
+            .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                txns::end_txn(&c, &transactional_id, producer_id, epoch, commit).await
+            })
+            .await
+            .unwrap_or(Err(coordinator_gone_code())),
+    };
     // Before v2 a fenced producer is told INVALID_PRODUCER_EPOCH (it knows no PRODUCER_FENCED).
     let error = match result.err() {
         Some(ResponseError::ProducerFenced) if request.api_version < 2 => {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -19,7 +20,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let member_id = body.member_id.to_string();
     let instance = body.group_instance_id.map(|s| s.to_string());
     let generation = body.generation_id;
-    let answer = shard
+    let refused = shard.not_coordinator(CoordinatorKind::Group, &group_id);
+    let answer = match refused {
+        Some(e) => Ok(Some(e)),
+        None => shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             c.groups.heartbeat(
                 now_ms(),
@@ -29,7 +33,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 generation,
             )
         })
-        .await;
+        .await,
+    };
     let error = answer.unwrap_or(Some(coordinator_gone_code()));
     let response = HeartbeatResponse::default().with_error_code(crate::error::code(error));
     super::respond(&request, &response)

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -28,6 +29,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let transactional_id = body.transactional_id.as_ref().map(|t| t.to_string());
     let timeout_ms = body.transaction_timeout_ms;
     let expected = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
+    let refused = transactional_id
+        .as_deref()
+        .and_then(|id| shard.not_coordinator(CoordinatorKind::Transaction, id));
+    if let Some(e) = refused {
+        response.error_code = e.code();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        return super::respond(&request, &response);
+    }
     let allocated = shard
         .invoke_on(COORDINATOR_SHARD, move |coordinator| async move {
             match transactional_id {

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::group::JoinRequest;
 use crate::protocol::header::ParsedRequest;
@@ -39,6 +40,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
+    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &join.group_id) {
+        let response = JoinGroupResponse::default()
+            .with_error_code(e.code())
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(member_id))
+            .with_protocol_name(Some(str_bytes("")));
+        return super::respond(&request, &response);
+    }
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             c.groups.join(now_ms(), join).await

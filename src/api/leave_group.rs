@@ -7,6 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -32,6 +33,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let group_id = body.group_id.to_string();
     let leaving = members.clone();
+    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
+        let response = LeaveGroupResponse::default().with_error_code(e.code());
+        return super::respond(&request, &response);
+    }
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             c.groups.leave(now_ms(), &group_id, &leaving).await

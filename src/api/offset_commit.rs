@@ -16,6 +16,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::CommittedOffset;
@@ -34,6 +35,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let group_id = body.group_id.to_string();
     let answer: Result<Vec<Option<ResponseError>>, ResponseError> = if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
+    } else if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
+        Err(e)
     } else if entries.is_empty() {
         Ok(Vec::new())
     } else {

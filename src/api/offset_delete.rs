@@ -11,6 +11,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -35,6 +36,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
     }
     let group_id = body.group_id.to_string();
+    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
+        let response = OffsetDeleteResponse::default().with_error_code(e.code());
+        return super::respond(&request, &response);
+    }
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             c.groups.delete_offsets(now_ms(), &group_id, asked).await

@@ -17,6 +17,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey};
 use crate::protocol::header::ParsedRequest;
@@ -85,11 +86,20 @@ async fn fetch_on_coordinator(
     Vec<Result<FetchedOffsets, ResponseError>>,
     HashSet<OffsetKey>,
 ) {
+    // A group another node coordinates gets NOT_COORDINATOR (per group in v8+).
+    let refused: Vec<Option<ResponseError>> = asked
+        .iter()
+        .map(|(group, _, _)| shard.not_coordinator(CoordinatorKind::Group, group))
+        .collect();
     shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             let answers = asked
                 .into_iter()
-                .map(|(group, topics, member)| c.groups.fetch(&group, topics, member))
+                .zip(refused)
+                .map(|((group, topics, member), refused)| match refused {
+                    Some(e) => Err(e),
+                    None => c.groups.fetch(&group, topics, member),
+                })
                 .collect();
             let pending = if require_stable {
                 c.txns.state.borrow().pending_offsets()

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::group::SyncRequest;
 use crate::protocol::header::ParsedRequest;
@@ -29,6 +30,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
+    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &sync.group_id) {
+        let response = SyncGroupResponse::default().with_error_code(e.code());
+        return super::respond(&request, &response);
+    }
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             c.groups.sync(now_ms(), sync).await

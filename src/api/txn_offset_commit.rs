@@ -17,6 +17,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
@@ -43,6 +44,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     });
     let verdict: Result<(), ResponseError> = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
+    } else if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group) {
+        Err(e)
     } else {
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
