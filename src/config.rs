@@ -392,7 +392,10 @@ impl BrokerConfig {
             }
         }
         for (name, value) in [
-            ("offsets_topic_num_partitions", self.offsets_topic_num_partitions),
+            (
+                "offsets_topic_num_partitions",
+                self.offsets_topic_num_partitions,
+            ),
             (
                 "transaction_state_log_num_partitions",
                 self.transaction_state_log_num_partitions,

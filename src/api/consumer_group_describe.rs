@@ -14,9 +14,9 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName,
 };
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::assignor;
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::{ConsumerGroupDescription, ConsumerMemberDescription};
 use crate::shard::{Shard, COORDINATOR_SHARD};

@@ -8,9 +8,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::consumer_group::HeartbeatRequest;
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
-use kafka_protocol::error::ResponseError;
 use super::{decode, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+use kafka_protocol::error::ResponseError;
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: DeleteGroupsRequest = match decode(&request) {

@@ -10,8 +10,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
 

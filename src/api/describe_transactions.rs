@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
 };
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
 

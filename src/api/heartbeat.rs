@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 
@@ -23,17 +23,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let refused = shard.not_coordinator(CoordinatorKind::Group, &group_id);
     let answer = match refused {
         Some(e) => Ok(Some(e)),
-        None => shard
-        .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            c.groups.heartbeat(
-                now_ms(),
-                &group_id,
-                &member_id,
-                instance.as_deref(),
-                generation,
-            )
-        })
-        .await,
+        None => {
+            shard
+                .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                    c.groups.heartbeat(
+                        now_ms(),
+                        &group_id,
+                        &member_id,
+                        instance.as_deref(),
+                        generation,
+                    )
+                })
+                .await
+        }
     };
     let error = answer.unwrap_or(Some(coordinator_gone_code()));
     let response = HeartbeatResponse::default().with_error_code(crate::error::code(error));

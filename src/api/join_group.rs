@@ -7,8 +7,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::group::JoinRequest;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};

@@ -16,8 +16,8 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::CommittedOffset;
 use crate::protocol::header::ParsedRequest;

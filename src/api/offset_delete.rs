@@ -11,8 +11,8 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 

@@ -17,8 +17,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, str_bytes, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::groups::FetchedOffsets;

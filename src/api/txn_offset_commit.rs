@@ -17,8 +17,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use crate::coordinator::coordinator_key::CoordinatorKind;
 use super::{decode, Outcome};
+use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::header::ParsedRequest;

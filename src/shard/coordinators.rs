@@ -86,7 +86,9 @@ impl Shard {
         match created.as_deref() {
             Ok([Ok(())]) => {}
             Ok([Err(e)]) if e.code == ResponseError::TopicAlreadyExists => {}
-            other => tracing::info!(topic = kind.topic(), result = ?other, "creating a coordinator topic failed; asked again at the next FindCoordinator"),
+            other => {
+                tracing::info!(topic = kind.topic(), result = ?other, "creating a coordinator topic failed; asked again at the next FindCoordinator")
+            }
         }
         endpoint(self)
     }
