@@ -38,6 +38,9 @@ pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
 /// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms` default: one hour.
 pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000;
+/// The most partitions an internal coordinators' topic may have: a topic's limit
+/// (`coordinator::metadata::PARTITIONS_PER_TOPIC_MAX`, not imported: config depends on nothing).
+pub const INTERNAL_TOPIC_PARTITIONS_MAX: i32 = 100_000;
 /// Kafka's `offsets.topic.num.partitions` default.
 pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
 /// Kafka's `transaction.state.log.num.partitions` default.
@@ -401,10 +404,9 @@ impl BrokerConfig {
                 self.transaction_state_log_num_partitions,
             ),
         ] {
-            if value > crate::coordinator::metadata::PARTITIONS_PER_TOPIC_MAX {
+            if value > INTERNAL_TOPIC_PARTITIONS_MAX {
                 return Err(ConfigError(format!(
-                    "{name} must be at most {}, got {value}",
-                    crate::coordinator::metadata::PARTITIONS_PER_TOPIC_MAX
+                    "{name} must be at most {INTERNAL_TOPIC_PARTITIONS_MAX}, got {value}"
                 )));
             }
         }
