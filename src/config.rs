@@ -457,6 +457,26 @@ mod tests {
         );
     }
 
+    /// Kafka's internal-topic partition counts: 50 each by default, positive, bounded.
+    #[test]
+    fn coordinator_topic_partition_counts_default_to_kafkas_and_are_bounded() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.offsets_topic_num_partitions, 50);
+        assert_eq!(config.transaction_state_log_num_partitions, 50);
+        for bad in [0, -1, INTERNAL_TOPIC_PARTITIONS_MAX + 1] {
+            let c = BrokerConfig {
+                offsets_topic_num_partitions: bad,
+                ..BrokerConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+            let c = BrokerConfig {
+                transaction_state_log_num_partitions: bad,
+                ..BrokerConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
     /// Kafka's group settings: `group.max.size` unlimited by default; the session bounds must
     /// be ordered.
     #[test]

@@ -21,17 +21,20 @@ use crate::shard::Shard;
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// (error, node id, host, port) for one key.
-async fn lookup(
-    shard: &Rc<Shard>,
-    key_type: i8,
-    key: &str,
-) -> (Option<ResponseError>, i32, String, i32) {
+fn lookup(shard: &Shard, key_type: i8, key: &str) -> (Option<ResponseError>, i32, String, i32) {
     let Some(kind) = CoordinatorKind::from_key_type(key_type) else {
         return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
     };
-    match shard.find_coordinator(kind, key).await {
+    match shard.coordinator_endpoint(kind, key) {
         Ok((node, host, port)) => (None, node, host, port),
         Err(e) => (Some(e), -1, String::new(), -1),
+    }
+}
+
+/// Creates the internal topic `key_type` needs if the cluster has none yet (one attempt).
+async fn prepare(shard: &Rc<Shard>, key_type: i8) {
+    if let Some(kind) = CoordinatorKind::from_key_type(key_type) {
+        shard.prepare_coordinators(kind).await;
     }
 }
 
@@ -49,8 +52,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let mut response = FindCoordinatorResponse::default();
     if request.api_version >= 4 {
+        if !body.coordinator_keys.is_empty() {
+            prepare(shard, body.key_type).await;
+        }
         for key in &body.coordinator_keys {
-            let (error, node, host, port) = lookup(shard, body.key_type, key).await;
+            let (error, node, host, port) = lookup(shard, body.key_type, key);
             response.coordinators.push(
                 Coordinator::default()
                     .with_key(key.clone())
@@ -67,7 +73,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         } else {
             body.key_type
         };
-        let (error, node, host, port) = lookup(shard, key_type, &body.key).await;
+        prepare(shard, key_type).await;
+        let (error, node, host, port) = lookup(shard, key_type, &body.key);
         response.error_code = crate::error::code(error);
         response.error_message = message(error).map(str_bytes);
         response.node_id = BrokerId(node);

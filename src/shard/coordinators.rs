@@ -4,7 +4,8 @@
 //! cluster: no internal topics. In a cluster the rule is Kafka's (`coordinator::coordinator_key`):
 //! the leader of the key's partition of `__consumer_offsets` / `__transaction_state`. Every
 //! group-keyed and transactional-id-keyed API asks [`Shard::not_coordinator`] first and answers
-//! NOT_COORDINATOR on another node; FindCoordinator asks [`Shard::find_coordinator`].
+//! NOT_COORDINATOR on another node; FindCoordinator asks [`Shard::prepare_coordinators`] once
+//! per request, then [`Shard::coordinator_endpoint`] per key.
 //!
 //! The two topics are created lazily, as Kafka does: the first FindCoordinator that needs one
 //! asks the active controller (through `Shard::change_metadata`, forwarded if need be) to
@@ -47,29 +48,37 @@ impl Shard {
         }
     }
 
-    /// FindCoordinator's answer for `key`: the coordinator's endpoint, creating the internal
-    /// topic first if the cluster has none yet (module doc).
-    pub async fn find_coordinator(
-        self: &Rc<Self>,
+    /// FindCoordinator's answer for `key`: the coordinator's endpoint. Call
+    /// [`Shard::prepare_coordinators`] once per request first.
+    pub fn coordinator_endpoint(
+        &self,
         kind: CoordinatorKind,
         key: &str,
     ) -> Result<CoordinatorEndpoint, ResponseError> {
-        let Some(voters) = self.cluster_voters() else {
+        if self.cluster_voters().is_none() {
             let (host, port) = self
                 .config
                 .advertised_host_port()
                 .unwrap_or_else(|_| ("localhost".into(), 9092));
             return Ok((self.config.node_id, host, port));
-        };
-        let endpoint = |shard: &Shard| {
-            coordinator_key::locate(&shard.metadata(), kind, key)
-                .map(|b| (b.node_id, b.host.clone(), b.port))
+        }
+        coordinator_key::locate(&self.metadata(), kind, key)
+            .map(|b| (b.node_id, b.host.clone(), b.port))
+    }
+
+    /// In a cluster whose metadata lacks the internal topic of `kind`, asks the active
+    /// controller to create it, once every voter has registered (module doc); waits for the
+    /// answer (bounded by the forwarding timeout). One attempt per call: FindCoordinator calls
+    /// it once per request, whatever the number of keys.
+    pub async fn prepare_coordinators(self: &Rc<Self>, kind: CoordinatorKind) {
+        let Some(voters) = self.cluster_voters() else {
+            return;
         };
         let metadata = self.metadata();
         if metadata.topics.contains_key(kind.topic())
             || !coordinator_key::ready_to_create(&metadata, &voters)
         {
-            return endpoint(self);
+            return;
         }
         let command = MetadataCommand::CreateInternalTopic {
             name: kind.topic().to_string(),
@@ -90,6 +99,5 @@ impl Shard {
                 tracing::info!(topic = kind.topic(), result = ?other, "creating a coordinator topic failed; asked again at the next FindCoordinator")
             }
         }
-        endpoint(self)
     }
 }
