@@ -13,6 +13,9 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod node;
+pub mod raft_log;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
