@@ -235,7 +235,8 @@ impl QuorumNode {
             applied,
             incarnation: random_u64(),
             next_proposal: 0,
-            seen: (0, StateRole::Follower),
+            // No real (term, role): the first call randomizes.
+            seen: (u64::MAX, StateRole::Follower),
             election_tick,
             tick: Duration::from_millis(settings.tick_ms),
             cluster_id: settings.cluster_id.clone(),
@@ -415,6 +416,7 @@ impl Driver {
             }
             if crate::rt::now() >= next_tick {
                 self.raw.tick();
+                self.randomize_election_timeout();
                 next_tick = crate::rt::now() + self.tick;
             }
             self.step_incoming();
@@ -467,6 +469,8 @@ impl Driver {
             if let Err(e) = self.raw.step(msg) {
                 tracing::debug!(error = %e, "metadata quorum: message not taken");
             }
+            // After each call: two role changes between checks could hide a reset.
+            self.randomize_election_timeout();
         }
     }
 

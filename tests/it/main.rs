@@ -64,6 +64,7 @@ mod sim_runner;
 mod simulate;
 mod simulate_compact;
 mod simulate_internal;
+mod simulate_quorum;
 mod storage_compact;
 mod storage_crash;
 mod storage_ioerror;
