@@ -91,6 +91,10 @@ const CACHE_BYTES: usize = 256 << 10;
 const DRAIN_YIELDS: usize = 200;
 /// Latency of a disk operation: 0 to 3 times this, on the virtual clock.
 const LATENCY_STEP_US: u64 = 300;
+/// A crash armed to happen inside a node's disk operations: at most this many ahead.
+const CRASH_OPS_AHEAD_MAX: u64 = 12;
+/// An armed crash waits this long at most for them (an idle follower writes nothing).
+const CRASH_ARMED_MS_MAX: u64 = 2_000;
 /// A crashed node stays down this long at most.
 const DOWN_MS_MAX: u64 = 4_000;
 /// A partition lasts this long at most.
@@ -150,6 +154,7 @@ struct Stats {
     proposals_failed: u64,
     proposals_timed_out: u64,
     crashes: u64,
+    crashes_inside_io: u64,
     crashes_torn_writes: u64,
     crashes_lost_changes: u64,
     partitions: u64,
@@ -173,6 +178,7 @@ impl std::ops::AddAssign for Stats {
         self.proposals_failed += o.proposals_failed;
         self.proposals_timed_out += o.proposals_timed_out;
         self.crashes += o.crashes;
+        self.crashes_inside_io += o.crashes_inside_io;
         self.crashes_torn_writes += o.crashes_torn_writes;
         self.crashes_lost_changes += o.crashes_lost_changes;
         self.partitions += o.partitions;
@@ -561,9 +567,22 @@ impl Cluster {
         Ok(())
     }
 
-    /// Crashes node `i`: its directory powers off, the node is dropped, the directory crashes.
+    /// Crashes node `i`: its directory powers off (now, or at one of its next disk operations:
+    /// inside a journal append or sync), the node is dropped, the directory crashes.
     async fn crash_node(&self, i: usize) {
         let dir = node_dir(i);
+        if self.below(2) == 0 {
+            let ops = 1 + self.below(CRASH_OPS_AHEAD_MAX);
+            self.disk.power_off_dir_after(&dir, ops);
+            let armed = self.now_ms();
+            while !self.disk.is_dir_down(&dir) && self.now_ms() < armed + CRASH_ARMED_MS_MAX {
+                rt::sleep(Duration::from_millis(1 + self.below(20))).await;
+            }
+            if self.disk.is_dir_down(&dir) {
+                self.stats.borrow_mut().crashes_inside_io += 1;
+                self.note(format!("node {i}: power off at its disk operation {ops} from now"));
+            }
+        }
         self.disk.power_off_dir(&dir);
         let node = {
             let mut slots = self.slots.borrow_mut();

@@ -30,7 +30,8 @@
 //!   cannot tell an old task from a new one).
 //!
 //! - **One node's power off** (a simulation of several nodes, each with its data directory on
-//!   the one disk): [`SimDisk::power_off_dir`] fails every operation on a path under that
+//!   the one disk): [`SimDisk::power_off_dir`] (now) or [`SimDisk::power_off_dir_after`] (a
+//!   number of that directory's operations ahead) fails every operation on a path under that
 //!   directory, or on a descriptor opened there, with EIO until [`SimDisk::crash_dir`], which
 //!   applies a crash to that directory only (its unsynced changes kept, lost or torn, a seeded
 //!   prefix of its uncommitted names kept, the rest of the disk untouched) and kills the
@@ -171,6 +172,8 @@ struct State {
 struct Region {
     /// Powered off: every operation under it fails until its crash.
     down: bool,
+    /// Operations under it until it powers off ([`SimDisk::power_off_dir_after`]).
+    ops_left: Option<u64>,
     /// Incremented by each of its crashes: descriptors opened under it before are dead.
     epoch: u64,
 }
@@ -283,10 +286,33 @@ impl State {
     /// [`State::begin`] for an operation on `paths`: also fails when one of them is under a
     /// powered-off directory ([`SimDisk::power_off_dir`]).
     fn begin_at(&mut self, paths: &[&Path]) -> io::Result<()> {
-        if paths.iter().any(|p| self.region_down(p)) {
-            return Err(errno(libc::EIO));
+        for path in paths {
+            self.region_gate(path)?;
         }
         self.begin()
+    }
+
+    /// Counts an operation on `path` against the powered-off directories holding it: fails
+    /// with EIO if one is off (or goes off now).
+    fn region_gate(&mut self, path: &Path) -> io::Result<()> {
+        let mut result = Ok(());
+        for (dir, r) in self.regions.iter_mut() {
+            if !path.starts_with(dir) {
+                continue;
+            }
+            if let Some(left) = r.ops_left {
+                if left <= 1 {
+                    r.ops_left = None;
+                    r.down = true;
+                } else {
+                    r.ops_left = Some(left - 1);
+                }
+            }
+            if r.down {
+                result = Err(errno(libc::EIO));
+            }
+        }
+        result
     }
 
     fn region_down(&self, path: &Path) -> bool {
@@ -527,6 +553,7 @@ impl State {
         }
         let region = self.regions.entry(dir.to_path_buf()).or_default();
         region.down = false;
+        region.ops_left = None;
         region.epoch += 1;
         report
     }
@@ -687,6 +714,13 @@ impl SimDisk {
         s.regions.entry(dir.to_path_buf()).or_default().down = true;
     }
 
+    /// [`SimDisk::power_off_dir`] at the `ops`-th operation under `dir` from now (1 = the
+    /// next one; that one fails): a node's crash inside a write, a sync or a recovery.
+    pub fn power_off_dir_after(&self, dir: &Path, ops: u64) {
+        let mut s = self.state.borrow_mut();
+        s.regions.entry(dir.to_path_buf()).or_default().ops_left = Some(ops.max(1));
+    }
+
     /// Whether `path` is under a directory powered off by [`SimDisk::power_off_dir`].
     pub fn is_dir_down(&self, path: &Path) -> bool {
         self.state.borrow().region_down(path)
@@ -822,10 +856,8 @@ impl SimDisk {
 
     /// The disk state, failing with EIO if `path` is under a powered-off directory.
     fn alive_at(&self, path: &Path) -> io::Result<std::cell::RefMut<'_, State>> {
-        let s = self.state.borrow_mut();
-        if s.region_down(path) {
-            return Err(errno(libc::EIO));
-        }
+        let mut s = self.state.borrow_mut();
+        s.region_gate(path)?;
         Ok(s)
     }
 
@@ -911,13 +943,11 @@ impl SimDisk {
 impl SimFile {
     /// The disk state, failing with EIO if this descriptor died in a crash.
     fn state(&self) -> io::Result<std::cell::RefMut<'_, State>> {
-        let s = self.disk.state.borrow_mut();
-        if s.epoch != self.epoch
-            || s.region_epoch(&self.path) != self.region_epoch
-            || s.region_down(&self.path)
-        {
+        let mut s = self.disk.state.borrow_mut();
+        if s.epoch != self.epoch || s.region_epoch(&self.path) != self.region_epoch {
             return Err(errno(libc::EIO));
         }
+        s.region_gate(&self.path)?;
         Ok(s)
     }
 
@@ -1288,6 +1318,36 @@ mod tests {
             });
         }
         assert!(kept > 0 && lost > 0, "kept {kept}, lost {lost}");
+    }
+
+    /// `power_off_dir_after(dir, n)`: the n-th operation under `dir` fails and the directory
+    /// stays off; operations elsewhere do not count and keep working.
+    #[test]
+    fn power_off_dir_after_counts_that_directory_only() {
+        let disk = disk(7);
+        let _g = install(&disk);
+        let (a, b) = (dir().join("a"), dir().join("b"));
+        block_on(async {
+            for d in [&a, &b] {
+                sio::create_dir_all(d).await.unwrap();
+            }
+            let fa = DataFile::open_rw(&a.join("f")).await.unwrap();
+            let fb = DataFile::open_rw(&b.join("f")).await.unwrap();
+            sio::sync_dir(&dir()).await.unwrap();
+            sio::sync_dir(&a).await.unwrap();
+            disk.power_off_dir_after(&a, 3);
+            fa.write_padded(0, &[b"1"], 512).await.unwrap();
+            fb.write_padded(0, &[b"1"], 512).await.unwrap();
+            fb.sync().await.unwrap();
+            fa.sync().await.unwrap();
+            assert!(!disk.is_dir_down(&a));
+            assert!(fa.write_padded(0, &[b"2"], 512).await.is_err(), "the third");
+            assert!(disk.is_dir_down(&a));
+            assert!(fa.read(0, 1).await.is_err());
+            fb.sync().await.unwrap();
+        });
+        disk.crash_dir(&a);
+        assert_eq!(disk.file_content(&a.join("f")).unwrap()[0], b'1');
     }
 
     #[test]
