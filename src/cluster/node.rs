@@ -235,7 +235,7 @@ impl QuorumNode {
             applied,
             incarnation: random_u64(),
             next_proposal: 0,
-            // No real (term, role): the first call randomizes.
+            // No term yet: the first turn replaces raft-rs's own random timeout.
             seen: (u64::MAX, StateRole::Follower),
             election_tick,
             tick: Duration::from_millis(settings.tick_ms),
@@ -335,6 +335,11 @@ impl QuorumNode {
     /// Messages dropped on arrival (queue full, not for this node, node stopped).
     pub fn incoming_dropped(&self) -> u64 {
         self.shared.incoming_dropped.get()
+    }
+
+    /// The node's journal (status, tests, the simulator's checks).
+    pub fn log(&self) -> &RaftLog {
+        &self.log
     }
 
     /// Why the node stopped by itself (a journal failure), if it did.
@@ -465,7 +470,9 @@ impl Driver {
         let messages: Vec<Message> = self.shared.incoming.borrow_mut().drain(..).collect();
         let now_ms = crate::rt::unix_time_ms();
         for msg in messages {
-            self.heard_ms.insert(msg.from, now_ms);
+            if self.raw.raft.prs().get(msg.from).is_some() {
+                self.heard_ms.insert(msg.from, now_ms);
+            }
             if let Err(e) = self.raw.step(msg) {
                 tracing::debug!(error = %e, "metadata quorum: message not taken");
             }

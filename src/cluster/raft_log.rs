@@ -13,7 +13,8 @@
 //! - `Snapshot` (kind 3): a snapshot received from the leader: it replaces the whole log (as
 //!   raft-rs's `MemStorage::apply_snapshot`);
 //! - `Compacted` (kind 4): this node's own snapshot at its applied index: the entries up to its
-//!   index are dropped, the later ones stay.
+//!   index are dropped, the later ones stay (on a log that ends before its index, the first
+//!   record of a compacted journal, it is the whole log).
 //!
 //! # Invariants
 //! - **Durable before visible.** [`RaftLog::persist`] appends the records of one Ready
@@ -322,6 +323,12 @@ impl Mem {
                 let meta = snapshot.get_metadata();
                 if meta.index <= self.snapshot_index() {
                     // Already compacted further (a repeated compaction after a crash).
+                    return Ok(());
+                }
+                if meta.index > self.last_index() {
+                    // The journal's start after a compaction: nothing before it.
+                    self.entries.clear();
+                    self.snapshot = snapshot;
                     return Ok(());
                 }
                 if self.term(meta.index) != Some(meta.term) {
