@@ -65,8 +65,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft::prelude::{Entry, Message, Snapshot};
-use raft::{Config, RawNode, StateRole};
+use raft::prelude::{Entry, Message, MessageType, Snapshot};
+use raft::{Config, ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::cluster::raft_log::{apply_entry, encode_records, snapshot_metadata, RaftLog};
 use crate::cluster::{node_id_of, raft_id, QuorumStatus, ReplicaStatus};
@@ -243,6 +243,7 @@ impl QuorumNode {
             bootstrap_term: 0,
             node_id: settings.node_id,
             heard_ms: BTreeMap::new(),
+            snapshots_sent: RefCell::new(BTreeMap::new()),
         };
         driver.randomize_election_timeout();
         if settings.voters.len() == 1 {
@@ -402,6 +403,8 @@ struct Driver {
     node_id: i32,
     /// When each peer was last heard from (unix ms), for the status.
     heard_ms: BTreeMap<u64, i64>,
+    /// Followers sent a snapshot (raft id), with the ticks since ([`Driver::retry_lost_snapshots`]).
+    snapshots_sent: RefCell<BTreeMap<u64, usize>>,
 }
 
 impl Driver {
@@ -422,6 +425,7 @@ impl Driver {
             if crate::rt::now() >= next_tick {
                 self.raw.tick();
                 self.randomize_election_timeout();
+                self.retry_lost_snapshots();
                 next_tick = crate::rt::now() + self.tick;
             }
             self.step_incoming();
@@ -550,8 +554,40 @@ impl Driver {
 
     fn send(&self, messages: Vec<Message>) {
         for msg in messages {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.borrow_mut().insert(msg.to, 0);
+            }
             (self.outbox)(msg);
         }
+    }
+
+    /// A snapshot not acknowledged within an election timeout is reported failed: raft-rs then
+    /// probes that follower and sends a new snapshot if it still needs one. raft-rs keeps a
+    /// follower it sent a snapshot to in its Snapshot state, replicating nothing to it, until
+    /// the follower's answer arrives or `report_snapshot` is called; the outbox cannot tell
+    /// whether a message arrived, so a lost snapshot (or a lost answer) would stall that
+    /// follower for good (found by `simulate_quorum`).
+    fn retry_lost_snapshots(&mut self) {
+        let mut sent = self.snapshots_sent.borrow_mut();
+        if self.raw.raft.state != StateRole::Leader {
+            sent.clear();
+            return;
+        }
+        let timeout_ticks = self.election_tick;
+        let raw = &mut self.raw;
+        sent.retain(|&id, ticks| {
+            let waiting = raw
+                .raft
+                .prs()
+                .get(id)
+                .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            *ticks += 1;
+            if waiting && *ticks >= timeout_ticks {
+                raw.report_snapshot(id, SnapshotStatus::Failure);
+                return false;
+            }
+            waiting
+        });
     }
 
     fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {

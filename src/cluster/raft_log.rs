@@ -383,11 +383,23 @@ impl RaftLog {
         voters: &[i32],
         single_node_metadata: impl FnOnce() -> ClusterMetadata,
     ) -> Result<RaftLog, StorageError> {
+        Self::open_with_limits(dir, RAFT_LOG_LIMITS, cache, voters, single_node_metadata).await
+    }
+
+    /// [`RaftLog::open`] with other journal limits than [`RAFT_LOG_LIMITS`]: the simulator
+    /// compacts often (a small `compact_records_min`) so that snapshots travel.
+    pub async fn open_with_limits(
+        dir: &Path,
+        limits: InternalLogLimits,
+        cache: Rc<TailCache>,
+        voters: &[i32],
+        single_node_metadata: impl FnOnce() -> ClusterMetadata,
+    ) -> Result<RaftLog, StorageError> {
         assert!(!voters.is_empty(), "a quorum has voters");
         let mut mem = Mem::default();
         let mut damage: Option<String> = None;
         let mut replayed = 0usize;
-        let journal = InternalLog::<RaftCodec>::open(dir, RAFT_LOG_LIMITS, cache, |record| {
+        let journal = InternalLog::<RaftCodec>::open(dir, limits, cache, |record| {
             replayed += 1;
             if damage.is_none() {
                 if let Err(e) = mem.apply(record) {

@@ -55,12 +55,13 @@
 use crate::sim_runner;
 use crate::simulate::Rng;
 use freshet::cluster::node::{NodeSettings, ProposeError, QuorumNode};
-use freshet::cluster::raft_log::{raft_log_dir, RaftLog};
+use freshet::cluster::raft_log::{raft_log_dir, RaftLog, COMPACT_RECORDS_MIN, RAFT_LOG_LIMITS};
 use freshet::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataRecord};
 use freshet::rt;
+use freshet::shard::internal_log::InternalLogLimits;
 use freshet::storage::io::sim::{self, SimDisk};
 use freshet::storage::{self, TailCache};
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -124,6 +125,9 @@ struct Params {
     crashes: bool,
     partitions: bool,
     disk_latency: bool,
+    /// The journals' compaction threshold (`RAFT_LOG_LIMITS` has 1000): small, so that
+    /// compactions happen and lagging followers catch up from snapshots.
+    compact_records_min: usize,
     plant: Plant,
 }
 
@@ -139,6 +143,7 @@ impl Params {
             crashes: rng.below(4) != 0,
             partitions: rng.below(4) != 0,
             disk_latency: rng.below(2) == 0,
+            compact_records_min: rng.pick(&[16, 50, COMPACT_RECORDS_MIN]),
             plant,
         }
     }
@@ -164,6 +169,7 @@ struct Stats {
     messages_duplicated: u64,
     messages_to_down_nodes: u64,
     messages_reordered: u64,
+    snapshots_sent: u64,
     terms_with_leader: u64,
     converge_ms_max: u64,
     real_ms_max: u64,
@@ -188,6 +194,7 @@ impl std::ops::AddAssign for Stats {
         self.messages_duplicated += o.messages_duplicated;
         self.messages_to_down_nodes += o.messages_to_down_nodes;
         self.messages_reordered += o.messages_reordered;
+        self.snapshots_sent += o.snapshots_sent;
         self.terms_with_leader += o.terms_with_leader;
         self.converge_ms_max = self.converge_ms_max.max(o.converge_ms_max);
         self.real_ms_max = self.real_ms_max.max(o.real_ms_max);
@@ -386,6 +393,9 @@ impl Cluster {
         }
         let mut stats = self.stats.borrow_mut();
         stats.messages_sent += 1;
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            stats.snapshots_sent += 1;
+        }
         let (cut, calm) = {
             let net = self.net.borrow();
             (net.cut.contains(&(from, to)), net.calm)
@@ -396,6 +406,10 @@ impl Cluster {
         }
         if !calm && self.chance_ppm(self.params.loss_ppm) {
             stats.messages_lost += 1;
+            drop(stats);
+            if self.trace_messages {
+                self.note(format!("{from} -> {to}: lost"));
+            }
             return;
         }
         let copies = if !calm && self.chance_ppm(self.params.dup_ppm) {
@@ -533,11 +547,16 @@ impl Cluster {
     async fn start_node(&self, i: usize) -> Verdict {
         let dir = raft_log_dir(&node_dir(i));
         let voters: Vec<i32> = (0..self.params.nodes as i32).collect();
-        let log = RaftLog::open(&dir, TailCache::new(CACHE_BYTES), &voters, || {
-            ClusterMetadata::default()
-        })
-        .await
-        .map_err(|e| format!("node {i}: journal does not open: {e:?}"))?;
+        let limits = InternalLogLimits {
+            compact_records_min: self.params.compact_records_min,
+            ..RAFT_LOG_LIMITS
+        };
+        let log =
+            RaftLog::open_with_limits(&dir, limits, TailCache::new(CACHE_BYTES), &voters, || {
+                ClusterMetadata::default()
+            })
+            .await
+            .map_err(|e| format!("node {i}: journal does not open: {e:?}"))?;
         let (applied_index, initial) = log.applied_at_open();
         let incarnation = self.slots.borrow()[i].incarnation;
         let me = self.me.clone();
@@ -580,7 +599,9 @@ impl Cluster {
             }
             if self.disk.is_dir_down(&dir) {
                 self.stats.borrow_mut().crashes_inside_io += 1;
-                self.note(format!("node {i}: power off at its disk operation {ops} from now"));
+                self.note(format!(
+                    "node {i}: power off at its disk operation {ops} from now"
+                ));
             }
         }
         self.disk.power_off_dir(&dir);
