@@ -15,6 +15,7 @@
 
 pub mod node;
 pub mod raft_log;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -213,6 +214,10 @@ pub enum ControllerResponse {
     /// One result per forwarded command.
     Changed {
         results: Vec<Result<(), ForwardedError>>,
+        /// The metadata version after the change on the controller: the forwarding node
+        /// answers once it has applied that version too (read-your-writes for its client).
+        #[serde(default)]
+        version: u64,
     },
     /// The called node is not the active controller; `leader` is the one it knows of.
     NotController {

@@ -78,9 +78,9 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::cluster::raft_id;
+use crate::coordinator::metadata::METADATA_BATCH_BYTES_MAX;
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
-use crate::shard::metadata_log::METADATA_BATCH_BYTES_MAX;
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 use freshet_protocol::batch::{self, Compression};
 
@@ -408,33 +408,48 @@ impl RaftLog {
             }
         })
         .await?;
-        if let Some(e) = damage {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: {e}",
-                RaftCodec::NAME
-            )));
+        let replay = match damage {
+            Some(e) => Err(e),
+            None => Ok((mem, replayed)),
+        };
+        match Self::prepare(&journal, replay, voters, single_node_metadata).await {
+            Ok((mem, opened)) => Ok(RaftLog {
+                inner: Rc::new(Inner {
+                    journal,
+                    mem: RefCell::new(mem),
+                    snapshot_wanted: Cell::new(false),
+                    opened,
+                }),
+            }),
+            Err(e) => {
+                let _ = journal.close().await;
+                Err(e)
+            }
         }
+    }
+
+    /// After the replay (the state and the records replayed, or the damage found): bootstraps
+    /// an empty journal, checks the state, clamps the commit index, applies the committed
+    /// entries.
+    async fn prepare(
+        journal: &InternalLog<RaftCodec>,
+        replay: Result<(Mem, usize), String>,
+        voters: &[i32],
+        single_node_metadata: impl FnOnce() -> ClusterMetadata,
+    ) -> Result<(Mem, (u64, ClusterMetadata)), StorageError> {
+        let corrupt = |e: &str| StorageError::CorruptMessage(format!("{}: {e}", RaftCodec::NAME));
+        let (mut mem, replayed) = replay.map_err(|e| corrupt(&e))?;
         if replayed == 0 {
-            let bootstrap = bootstrap_snapshot(voters, single_node_metadata)?;
-            let record = RaftRecord::Snapshot(bootstrap);
+            let record = RaftRecord::Snapshot(bootstrap_snapshot(voters, single_node_metadata)?);
             let mut next = mem.clone();
             if let Err(e) = next.apply(record.clone()) {
                 unreachable!("a bootstrap snapshot applies to an empty log: {e}");
             }
-            if let Err(e) = journal
-                .append(vec![record], crate::shard::now_ms(), |_| ())
-                .await
-            {
-                let _ = journal.close().await;
-                return Err(e);
-            }
+            journal
+                .append(vec![record], crate::rt::unix_time_ms(), |_| ())
+                .await?;
             mem = next;
-            tracing::info!(
-                voters = ?voters,
-                index = mem.snapshot_index(),
-                "metadata raft log bootstrapped"
-            );
+            tracing::info!(voters = ?voters, index = mem.snapshot_index(), "metadata raft log bootstrapped");
         } else if mem
             .snapshot
             .get_metadata()
@@ -442,28 +457,11 @@ impl RaftLog {
             .voters
             .is_empty()
         {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: no snapshot before the entries",
-                RaftCodec::NAME
-            )));
+            return Err(corrupt("no snapshot before the entries"));
         }
         mem.clamp_commit();
-        let opened = match applied_at_open(&mem) {
-            Ok(opened) => opened,
-            Err(e) => {
-                let _ = journal.close().await;
-                return Err(e);
-            }
-        };
-        Ok(RaftLog {
-            inner: Rc::new(Inner {
-                journal,
-                mem: RefCell::new(mem),
-                snapshot_wanted: Cell::new(false),
-                opened,
-            }),
-        })
+        let opened = applied_at_open(&mem)?;
+        Ok((mem, opened))
     }
 
     /// The applied index and metadata rebuilt at open: the snapshot's metadata with every
@@ -497,7 +495,7 @@ impl RaftLog {
         }
         self.inner
             .journal
-            .append(records, crate::shard::now_ms(), |_| ())
+            .append(records, crate::rt::unix_time_ms(), |_| ())
             .await?;
         *self.inner.mem.borrow_mut() = next;
         Ok(())
@@ -583,6 +581,48 @@ impl RaftLog {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.inner.journal.close().await
     }
+}
+
+/// Bytes of the executor's I/O memory for the startup load (the journal's reads use it).
+const STARTUP_IO_MEMORY_BYTES: usize = 1 << 20;
+/// Bytes of tail cache for the startup load.
+const STARTUP_TAIL_CACHE_BYTES: usize = 1 << 20;
+
+/// Loads the applied index and metadata from the journal in `data_dir` at startup, before the
+/// shards start (every shard needs the metadata to open its partitions), bootstrapping an
+/// empty journal for `voters` with `legacy()` for a single voter (the legacy metadata log's
+/// load: `shard::metadata_log::load_at_startup`). Runs its own executor on a scoped thread
+/// and waits for it, as the metadata log's startup load does; the coordinator shard then
+/// opens the journal again for the node ([`RaftLog::open`]: `legacy` is not called again).
+pub fn load_at_startup(
+    data_dir: &Path,
+    voters: &[i32],
+    legacy: impl FnOnce() -> ClusterMetadata + Send,
+) -> std::io::Result<(u64, ClusterMetadata)> {
+    let run = move || {
+        let storage = |e: StorageError| std::io::Error::other(format!("metadata raft log: {e}"));
+        let load = async move {
+            crate::storage::prime_disk(data_dir)
+                .await
+                .map_err(storage)?;
+            let cache = TailCache::new(STARTUP_TAIL_CACHE_BYTES);
+            let log = RaftLog::open(&raft_log_dir(data_dir), cache, voters, legacy)
+                .await
+                .map_err(storage)?;
+            let applied = log.applied_at_open();
+            log.close().await.map_err(storage)?;
+            Ok(applied)
+        };
+        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, load)
+            .map_err(|e| std::io::Error::other(format!("metadata raft log executor: {e}")))?
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("freshet-raft-load".into())
+            .spawn_scoped(scope, run)?
+            .join()
+            .map_err(|_| std::io::Error::other("the metadata raft log load thread panicked"))?
+    })
 }
 
 /// The snapshot an empty journal starts from (module doc, "Bootstrap").
