@@ -13,7 +13,8 @@
 //!    and `on_applied` is called with each new metadata; waiting proposals are answered;
 //! 5. the `persisted_messages` (votes, append acknowledgements) go to the outbox: never before
 //!    what they acknowledge is durable;
-//! 6. `advance`; the light ready's commit index is persisted, its messages sent and its
+//! 6. `advance`; the light ready's commit index is persisted (not for a sole voter: every
+//!    durable entry of its journal is committed, see `raft_log`), its messages sent and its
 //!    committed entries applied.
 //!
 //! Then the journal is compacted if due (a snapshot at the applied index). A snapshot sent to
@@ -615,8 +616,9 @@ impl Driver {
         self.apply_entries(ready.take_committed_entries());
         self.send(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
-        if light.commit_index().is_some() {
-            // The leader's commit index: durable so that a restart applies as far.
+        if light.commit_index().is_some() && self.raw.raft.prs().conf().voters().ids().len() > 1 {
+            // The leader's commit index: durable so that a restart applies as far. (A sole
+            // voter's durable entries are all committed: its journal says so at open.)
             let hs = self.raw.raft.hard_state();
             self.log.persist(None, Vec::new(), Some(hs)).await?;
         }

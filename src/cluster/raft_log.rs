@@ -29,7 +29,8 @@
 //! - **The commit index on disk is clamped** to `[snapshot index, last index]` when the journal
 //!   is replayed: a leader may learn a commit index beyond its own persisted log (a majority of
 //!   the others acknowledged), and raft-rs refuses a hard state whose commit is past the log.
-//!   A lower commit index is always safe (it is learnt again from the leader).
+//!   A lower commit index is always safe (it is learnt again from the leader). A sole voter's
+//!   commit index is its last index: each of its durable entries is on the whole majority.
 //! - **Compaction** ([`RaftLog::compact_if_due`]) writes, as the journal's live state, a
 //!   `Compacted` snapshot at the applied index holding the applied metadata (JSON
 //!   `ClusterMetadata`), then the entries after it and the hard state, and moves the journal
@@ -460,6 +461,11 @@ impl RaftLog {
             return Err(corrupt("no snapshot before the entries"));
         }
         mem.clamp_commit();
+        if mem.snapshot.get_metadata().get_conf_state().voters.len() == 1 {
+            // A sole voter's durable entries are all committed (it is the whole majority); its
+            // driver does not write the commit index apart (one fdatasync per change).
+            mem.hard_state.commit = mem.last_index();
+        }
         let opened = applied_at_open(&mem)?;
         Ok((mem, opened))
     }

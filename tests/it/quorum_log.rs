@@ -243,7 +243,8 @@ async fn crash_run(seed: u64) -> u64 {
 
 /// Compaction writes a snapshot of the applied metadata at the applied index: the journal
 /// shrinks, the entries after the applied index stay, and a reopen rebuilds the same state
-/// (snapshot, entries, hard state, applied metadata); `snapshot()` serves the new snapshot.
+/// (snapshot, entries, hard state; a sole voter's commit index is its last index, so the
+/// applied metadata at open has every entry); `snapshot()` serves the new snapshot.
 #[test]
 fn compaction_keeps_state() {
     rt::sim::run(4, async {
@@ -278,8 +279,16 @@ fn compaction_keeps_state() {
         let log = open(&[0]).await.unwrap();
         assert_eq!(log.indexes(), (applied_index, total));
         assert_eq!(all_entries(&log), before);
-        assert_eq!(log.initial_state().unwrap().hard_state, hs);
-        assert_eq!(log.applied_at_open(), (applied_index, applied));
+        // A sole voter's durable entries are all committed: the commit index read back is the
+        // last index, and the applied metadata at open has every entry.
+        let reopened = log.initial_state().unwrap().hard_state;
+        assert_eq!((reopened.term, reopened.vote), (hs.term, hs.vote));
+        assert_eq!(reopened.commit, total);
+        let mut all = applied.clone();
+        for i in applied_index + 1..=total {
+            all = raft_log::apply_entry(&all, &entry(i, 1)).unwrap();
+        }
+        assert_eq!(log.applied_at_open(), (total, all));
         assert!(matches!(
             log.entries(2, 3, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(raft::StorageError::Compacted))

@@ -451,7 +451,7 @@ async fn start_single(net: &Rc<Net>) {
 }
 
 /// A single node is its own quorum: it leads at once, keeps the metadata it was bootstrapped
-/// with, and a journal write that fails stops it (the proposal gets a Storage error, later
+/// with, writes one journal append per change, and a journal write that fails stops it (the proposal gets a Storage error, later
 /// ones too); after the crash every proposal that succeeded is in the reopened journal.
 #[test]
 fn a_single_node_leads_alone_and_stops_on_a_failed_write() {
@@ -465,6 +465,11 @@ fn a_single_node_leads_alone_and_stops_on_a_failed_write() {
         assert_eq!(node.leader(), Some(0));
         assert_eq!(node.applied().cluster_id, "single");
         assert_eq!(node.applied().producer_id_block_next, 5000);
+        // One fsync'd journal append per change: a sole voter's durable entry is committed,
+        // its commit index is not written apart.
+        let records = node.log().journal_records();
+        node.propose(block(5000)).await.unwrap();
+        assert_eq!(node.log().journal_records(), records + 1);
         disk.power_off_after(40);
         let mut acknowledged = 5000;
         let failed = loop {
