@@ -58,7 +58,7 @@ use freshet::cluster::node::{NodeSettings, ProposeError, QuorumNode};
 use freshet::cluster::raft_log::{raft_log_dir, RaftLog, COMPACT_RECORDS_MIN, RAFT_LOG_LIMITS};
 use freshet::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataRecord};
 use freshet::rt;
-use freshet::shard::internal_log::InternalLogLimits;
+use freshet::storage::internal_log::InternalLogLimits;
 use freshet::storage::io::sim::{self, SimDisk};
 use freshet::storage::{self, TailCache};
 use raft::prelude::{Message, MessageType};
@@ -378,6 +378,7 @@ impl Cluster {
             election_timeout_ms: ELECTION_TIMEOUT_MS,
             tick_ms: TICK_MS,
             cluster_id: "sim-cluster".into(),
+            publish_active_controller: false,
         }
     }
 
