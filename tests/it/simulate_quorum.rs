@@ -5,11 +5,16 @@
 //!
 //! # The world
 //! - **Nodes.** Node `i` (Kafka node id `i`, raft id `i + 1`) keeps its data directory at
-//!   `/sim/node-i` on one [`SimDisk`] shared by all; a node's crash powers off and crashes that
-//!   directory alone (`SimDisk::power_off_dir` / `crash_dir`: its unsynced writes kept, lost
-//!   or torn, its old descriptors dead), drops the node (its outbox dies with it: nothing it
-//!   sends after the crash leaves), and restarts it from its journal after a pause. Each
-//!   incarnation gets a fresh tail cache (a process's memory does not survive it).
+//!   `/sim/node-i` on one [`SimDisk`] shared by all; a node's crash powers off that directory
+//!   alone, now or at one of its next few disk operations (`SimDisk::power_off_dir`,
+//!   `power_off_dir_after`: inside a journal append or fdatasync), drops the node (its outbox
+//!   dies with it: nothing it sends after the crash leaves; what it sent before may still
+//!   arrive), crashes the directory alone (`SimDisk::crash_dir`: its unsynced writes kept,
+//!   lost or torn, its old descriptors dead) and restarts the node from its journal after a
+//!   pause. Each incarnation gets a fresh tail cache (a process's memory does not survive it).
+//!   Two seeds in three use a small journal compaction threshold
+//!   (`RaftLog::open_with_limits`), so journals compact and lagging followers catch up from
+//!   snapshots sent over the network.
 //! - **Network.** Every message a node sends goes through [`Cluster::send`]: per directed
 //!   link, a seeded delay, loss, duplication and (for some seeds) reordering (otherwise each
 //!   link is FIFO, as one TCP connection); partitions cut a set of directed links (a node
@@ -46,7 +51,10 @@
 //! simulate_quorum::replay --nocapture`; with FRESHET_SIM_MESSAGES=1 the trace shows every
 //! message sent too). Seeds are 3-node runs when even, 5-node when odd.
 //! `amnesia_is_caught` proves the checks can fail: a planted bug (a node that forgets its
-//! durable journal on a crash, as a disk that lies about fsync would) must be reported.
+//! durable journal on a crash, as a disk that lies about fsync would) must be reported;
+//! `the_checks_report_broken_rules` feeds each check a broken rule by hand. Found by this
+//! simulator: a leader waited forever for the answer to a snapshot lost on the network
+//! (`a_lost_snapshot_or_its_answer_does_not_stall_a_follower`).
 //!
 //! Not simulated here: configuration changes (adding or removing voters), broker-only
 //! observers, the controller transport (`cluster::transport`: real sockets) and disk I/O
@@ -411,25 +419,7 @@ impl Cluster {
             stats.messages_cut += 1;
             return;
         }
-        let targeted = {
-            let mut net = self.net.borrow_mut();
-            let kind = msg.get_msg_type();
-            if kind == MessageType::MsgSnapshot && net.lose_snapshot_answer {
-                net.lose_snapshot_answer = false;
-                net.lose_answer = Some((to, msg.get_snapshot().get_metadata().index));
-            }
-            let answer = kind == MessageType::MsgAppendResponse && !msg.reject;
-            if net.lose_next == Some((from, kind)) {
-                net.lose_next = None;
-                true
-            } else if answer && net.lose_answer == Some((from, msg.index)) {
-                net.lose_answer = None;
-                true
-            } else {
-                false
-            }
-        };
-        if targeted {
+        if self.lost_on_purpose(from, to, &msg) {
             stats.messages_lost += 1;
             drop(stats);
             self.note(format!(
@@ -455,6 +445,27 @@ impl Cluster {
         drop(stats);
         for _ in 0..copies {
             self.schedule_delivery(from, to, msg.clone());
+        }
+    }
+
+    /// Whether a scenario test asked to lose this message ([`Net::lose_next`],
+    /// [`Net::lose_snapshot_answer`]).
+    fn lost_on_purpose(&self, from: usize, to: usize, msg: &Message) -> bool {
+        let mut net = self.net.borrow_mut();
+        let kind = msg.get_msg_type();
+        if kind == MessageType::MsgSnapshot && net.lose_snapshot_answer {
+            net.lose_snapshot_answer = false;
+            net.lose_answer = Some((to, msg.get_snapshot().get_metadata().index));
+        }
+        let answer = kind == MessageType::MsgAppendResponse && !msg.reject;
+        if net.lose_next == Some((from, kind)) {
+            net.lose_next = None;
+            true
+        } else if answer && net.lose_answer == Some((from, msg.index)) {
+            net.lose_answer = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -703,8 +714,7 @@ impl Cluster {
         format!("partition: {group:?} {how} the others")
     }
 
-    /// The fault phase: crashes, restarts, partitions and heals at seeded times. About 70
-    /// lines: one loop over the kinds of fault, each a few lines.
+    /// The fault phase: crashes, restarts, partitions and heals at seeded times.
     async fn faults(&self) -> Verdict {
         let end = self.now_ms() + FAULT_PHASE_MS;
         let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
@@ -980,6 +990,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// The node that leads and takes proposals, within `ms` of virtual time.
+    async fn wait_for_leader(&self, ms: u64) -> Result<usize, String> {
+        let deadline = self.now_ms() + ms;
+        loop {
+            rt::sleep(Duration::from_millis(TICK_MS)).await;
+            let found = self
+                .live_nodes()
+                .into_iter()
+                .find(|(_, n)| n.ready_to_propose());
+            if let Some((i, _)) = found {
+                return Ok(i);
+            }
+            if self.now_ms() > deadline {
+                return Err(format!("no leader within {ms} ms"));
+            }
+        }
+    }
+
     fn first_violation(&self) -> Verdict {
         match self.checks.borrow().violations.first() {
             Some(v) => Err(v.clone()),
@@ -1001,8 +1029,8 @@ impl Cluster {
     }
 }
 
-/// One seed's whole run, inside the simulation. About 70 lines: setup of the disk, latency
-/// and nodes, the concurrent phases, the final checks, read top to bottom.
+/// One seed's whole run, inside the simulation: the disk and its latency, the cluster, the
+/// phases, the verdict with the trace and the counters.
 async fn run_cluster(seed: u64, verbose: bool, plant: Plant) -> (Verdict, String, Stats) {
     let mut rng = Rng::new(seed);
     let params = Params::of_seed(&mut rng, seed, plant);
@@ -1207,19 +1235,7 @@ async fn lost_snapshot(lose_answer: bool) -> Verdict {
     let _installed = sim::install(&disk);
     let cluster = Cluster::new(params, Rng::new(7), disk, false);
     cluster.start_all().await?;
-    let leader = loop {
-        rt::sleep(Duration::from_millis(TICK_MS)).await;
-        let found = cluster
-            .live_nodes()
-            .into_iter()
-            .find(|(_, n)| n.ready_to_propose());
-        if let Some((i, _)) = found {
-            break i;
-        }
-        if cluster.now_ms() > 10_000 {
-            return Err("no leader".into());
-        }
-    };
+    let leader = cluster.wait_for_leader(10_000).await?;
     let lagging = (leader + 1) % 3;
     for other in [leader, (leader + 2) % 3] {
         let mut net = cluster.net.borrow_mut();
