@@ -67,8 +67,8 @@ use freshet::cluster::raft_log::{raft_log_dir, RaftLog, COMPACT_RECORDS_MIN, RAF
 use freshet::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataRecord};
 use freshet::rt;
 use freshet::storage::internal_log::InternalLogLimits;
-use freshet::storage::io::sim::{self, SimDisk};
-use freshet::storage::{self, TailCache};
+use freshet::storage::io::sim::{self, Faults, SimDisk};
+use freshet::storage::{self, StorageError, TailCache};
 use raft::prelude::{Message, MessageType};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,6 +104,16 @@ const LATENCY_STEP_US: u64 = 300;
 const CRASH_OPS_AHEAD_MAX: u64 = 12;
 /// An armed crash waits this long at most for them (an idle follower writes nothing).
 const CRASH_ARMED_MS_MAX: u64 = 2_000;
+/// Starts of a node tried (each may meet a disk fault) before the seed fails.
+const OPEN_ATTEMPTS_MAX: usize = 10;
+/// Disk faults of the seeds that have them, in parts per million of the operations.
+const DISK_FAULTS: Faults = Faults {
+    write_eio_ppm: 1_000,
+    write_enospc_ppm: 0,
+    sync_eio_ppm: 1_000,
+    read_eio_ppm: 500,
+    preallocate_enospc_ppm: 0,
+};
 /// A crashed node stays down this long at most.
 const DOWN_MS_MAX: u64 = 4_000;
 /// A partition lasts this long at most.
@@ -133,6 +143,8 @@ struct Params {
     crashes: bool,
     partitions: bool,
     disk_latency: bool,
+    /// EIO on some writes, fdatasyncs and reads (during the fault phase).
+    disk_faults: bool,
     /// The journals' compaction threshold (`RAFT_LOG_LIMITS` has 1000): small, so that
     /// compactions happen and lagging followers catch up from snapshots.
     compact_records_min: usize,
@@ -151,6 +163,7 @@ impl Params {
             crashes: rng.below(4) != 0,
             partitions: rng.below(4) != 0,
             disk_latency: rng.below(2) == 0,
+            disk_faults: rng.below(3) == 0,
             compact_records_min: rng.pick(&[16, 50, COMPACT_RECORDS_MIN]),
             plant,
         }
@@ -168,6 +181,9 @@ struct Stats {
     proposals_timed_out: u64,
     crashes: u64,
     crashes_inside_io: u64,
+    /// Nodes stopped by a failed journal write (then crashed and restarted).
+    nodes_failed: u64,
+    opens_failed: u64,
     crashes_torn_writes: u64,
     crashes_lost_changes: u64,
     partitions: u64,
@@ -193,6 +209,8 @@ impl std::ops::AddAssign for Stats {
         self.proposals_timed_out += o.proposals_timed_out;
         self.crashes += o.crashes;
         self.crashes_inside_io += o.crashes_inside_io;
+        self.nodes_failed += o.nodes_failed;
+        self.opens_failed += o.opens_failed;
         self.crashes_torn_writes += o.crashes_torn_writes;
         self.crashes_lost_changes += o.crashes_lost_changes;
         self.partitions += o.partitions;
@@ -593,8 +611,26 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Opens node `i`'s journal and starts it (a first start or a restart).
+    /// Opens node `i`'s journal and starts it (a first start or a restart); with disk faults,
+    /// an open that meets one is tried again, as an operator restarts a broker.
     async fn start_node(&self, i: usize) -> Verdict {
+        for attempt in 1..=OPEN_ATTEMPTS_MAX {
+            match self.try_start_node(i).await {
+                Ok(()) => return Ok(()),
+                Err(StorageError::Io { .. }) if self.params.disk_faults => {
+                    self.stats.borrow_mut().opens_failed += 1;
+                    self.note(format!("node {i}: start {attempt} met a disk fault"));
+                    rt::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("node {i}: does not start: {e:?}")),
+            }
+        }
+        Err(format!(
+            "node {i}: no start in {OPEN_ATTEMPTS_MAX} attempts"
+        ))
+    }
+
+    async fn try_start_node(&self, i: usize) -> Result<(), StorageError> {
         let dir = raft_log_dir(&node_dir(i));
         let voters: Vec<i32> = (0..self.params.nodes as i32).collect();
         let limits = InternalLogLimits {
@@ -605,8 +641,7 @@ impl Cluster {
             RaftLog::open_with_limits(&dir, limits, TailCache::new(CACHE_BYTES), &voters, || {
                 ClusterMetadata::default()
             })
-            .await
-            .map_err(|e| format!("node {i}: journal does not open: {e:?}"))?;
+            .await?;
         let (applied_index, initial) = log.applied_at_open();
         let incarnation = self.slots.borrow()[i].incarnation;
         let me = self.me.clone();
@@ -623,9 +658,7 @@ impl Cluster {
         });
         let initial = Arc::new(initial);
         self.applied(i, incarnation, initial.clone());
-        let node = QuorumNode::start(self.settings(i), log.clone(), outbox, on_applied)
-            .await
-            .map_err(|e| format!("node {i}: does not start: {e:?}"))?;
+        let node = QuorumNode::start(self.settings(i), log.clone(), outbox, on_applied).await?;
         self.note(format!(
             "node {i} started (incarnation {incarnation}): applied index {applied_index}, v{}",
             initial.version
@@ -736,6 +769,10 @@ impl Cluster {
                 self.net.borrow_mut().cut.clear();
                 self.note("partition healed");
             }
+            for i in self.failed_nodes() {
+                self.crash_node(i).await;
+                restart_at.insert(i, self.now_ms() + 100 + self.below(DOWN_MS_MAX));
+            }
             match self.below(10) {
                 0..=1 if self.params.crashes => {
                     let i = self.below(self.params.nodes as u64) as usize;
@@ -757,6 +794,20 @@ impl Cluster {
             self.start_node(i).await?;
         }
         Ok(())
+    }
+
+    /// Nodes stopped by a failed journal write (the node's loop ended: it neither votes nor
+    /// leads until restarted).
+    fn failed_nodes(&self) -> Vec<usize> {
+        let mut failed = Vec::new();
+        for (i, node) in self.live_nodes() {
+            if let Some(e) = node.failure() {
+                self.stats.borrow_mut().nodes_failed += 1;
+                self.note(format!("node {i} stopped: {e}"));
+                failed.push(i);
+            }
+        }
+        failed
     }
 
     /// One client: proposes random records to the node it believes leads, until the heal.
@@ -866,7 +917,12 @@ impl Cluster {
             net.cut.clear();
             net.calm = true;
         }
-        self.note("heal: all nodes up, no partition, no loss");
+        self.disk.set_faults(Faults::default());
+        for i in self.failed_nodes() {
+            self.crash_node(i).await;
+            self.start_node(i).await?;
+        }
+        self.note("heal: all nodes up, no partition, no loss, no disk faults");
         let started = self.now_ms();
         let deadline = started + CONVERGE_MS_MAX;
         // A last proposal, through whichever node leads: it commits everything before it.
@@ -1117,6 +1173,9 @@ impl Cluster {
 /// Starts the nodes, runs faults and clients together, heals and checks.
 async fn run_phases(cluster: &Rc<Cluster>) -> Verdict {
     cluster.start_all().await?;
+    if cluster.params.disk_faults {
+        cluster.disk.set_faults(DISK_FAULTS);
+    }
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let cluster = cluster.clone();
@@ -1228,6 +1287,7 @@ async fn lost_snapshot(lose_answer: bool) -> Verdict {
         crashes: false,
         partitions: false,
         disk_latency: false,
+        disk_faults: false,
         compact_records_min: 16,
         plant: Plant::None,
     };
