@@ -26,11 +26,14 @@
 //!   in one entry) to the node they believe leads, decided with `ClusterMetadata::record_for`
 //!   against that node's applied metadata (as the controller does), following `NotLeader`
 //!   hints, retrying elsewhere, giving up on a proposal after [`PROPOSE_TIMEOUT_MS`].
-//! - **Disk latency**: for some seeds each disk operation takes a seeded time, so crashes fall
-//!   inside journal appends.
+//! - **Disk latency and faults**: for some seeds each disk operation takes a seeded time, so
+//!   crashes fall inside journal appends; for a third of them some writes, fdatasyncs and reads
+//!   fail with EIO: a node whose journal write failed stops (it neither votes nor leads), and
+//!   the simulator crashes and restarts it, as an operator would; a start that meets a fault
+//!   is tried again.
 //!
 //! A seed runs [`FAULT_PHASE_MS`] of virtual time with faults, then heals (every node
-//! restarted, partitions healed, no more loss) and must converge.
+//! restarted, partitions healed, no more loss or disk faults) and must converge.
 //!
 //! # The checks (the issue's)
 //! - **Election safety**: after every task poll, every live node's `(term, leader)` view is
@@ -57,8 +60,8 @@
 //! (`a_lost_snapshot_or_its_answer_does_not_stall_a_follower`).
 //!
 //! Not simulated here: configuration changes (adding or removing voters), broker-only
-//! observers, the controller transport (`cluster::transport`: real sockets) and disk I/O
-//! errors other than crashes.
+//! observers, the controller transport (`cluster::transport`: real sockets), ENOSPC, and the
+//! broker's use of the quorum (heartbeats, fencing, placement).
 
 use crate::sim_runner;
 use crate::simulate::Rng;
