@@ -156,7 +156,7 @@ struct Params {
 
 impl Params {
     fn of_seed(rng: &mut Rng, seed: u64, plant: Plant) -> Params {
-        Params {
+        let mut params = Params {
             nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
             delay_ms_min: rng.pick(&[0, 1, 5]),
             delay_ms_max: rng.pick(&[5, 20, 80]),
@@ -169,7 +169,13 @@ impl Params {
             disk_faults: rng.below(3) == 0,
             compact_records_min: rng.pick(&[16, 50, COMPACT_RECORDS_MIN]),
             plant,
+        };
+        if plant == Plant::Amnesia {
+            // Crashes in every seed, and three nodes: one forgetful node is a third of them.
+            params.nodes = 3;
+            params.crashes = true;
         }
+        params
     }
 }
 
@@ -930,6 +936,8 @@ impl Cluster {
         let deadline = started + CONVERGE_MS_MAX;
         // A last proposal, through whichever node leads: it commits everything before it.
         let last = loop {
+            // A broken rule ends the run (no use waiting for a cluster already wrong).
+            self.first_violation()?;
             if self.now_ms() > deadline {
                 return Err(format!(
                     "no leader took a proposal {CONVERGE_MS_MAX} ms after the heal"
@@ -964,6 +972,7 @@ impl Cluster {
             if done {
                 break;
             }
+            self.first_violation()?;
             if self.now_ms() > deadline {
                 let versions: Vec<u64> = nodes.iter().map(|(_, n)| n.applied().version).collect();
                 return Err(format!(
