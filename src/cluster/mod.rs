@@ -13,7 +13,9 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod liveness;
 pub mod node;
+pub mod placement;
 pub mod raft_log;
 pub mod transport;
 

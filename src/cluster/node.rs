@@ -41,8 +41,9 @@
 //! proposals wait until it is applied. Metadata with any content is never replaced.
 //!
 //! # Bounds
-//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued, more are dropped and counted
-//! (Raft tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
+//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued holding at most
+//! [`INCOMING_BYTES_MAX`] of entries and snapshots, more are dropped and counted (Raft
+//! tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
 //! the log), more are refused ([`ProposeError::Overloaded`]); one proposal's records at most
 //! [`PROPOSAL_BYTES_MAX`]. Per Ready: raft-rs's `max_committed_size_per_ready`
 //! ([`COMMITTED_BYTES_PER_READY_MAX`]); per append message `max_size_per_msg`
@@ -57,10 +58,10 @@
 //! random.
 //!
 //! Peers are trusted: raft-rs may panic on a message that contradicts committed state (a
-//! peer that is not Raft); messages not addressed to this node are dropped, and a heartbeat's
-//! commit index is clamped to this node's log (a leader that still counts entries a wiped node
-//! lost would otherwise make raft-rs panic). Conf changes are
-//! not supported: the voters are fixed at bootstrap.
+//! peer that is not Raft). Messages not addressed to this node and proposals from the network
+//! are dropped, and a heartbeat's commit index is clamped to this node's log (a leader that
+//! still counts entries a wiped node lost would otherwise make raft-rs panic). Conf changes
+//! are not supported: the voters are fixed at bootstrap.
 //!
 //! Lives on the coordinator shard (shard 0), on `crate::rt` only (runs under `rt::sim`).
 
@@ -113,9 +114,6 @@ pub struct NodeSettings {
     pub tick_ms: u64,
     /// The cluster id a new cluster's first leader writes; empty: a new random one.
     pub cluster_id: String,
-    /// Whether leadership changes are published as the process's active controller
-    /// (`cluster::set_active_controller`): the broker's one node, not the simulator's many.
-    pub publish_active_controller: bool,
 }
 
 impl Default for NodeSettings {
@@ -127,7 +125,6 @@ impl Default for NodeSettings {
             election_timeout_ms: 1000,
             tick_ms: TICK_MS,
             cluster_id: String::new(),
-            publish_active_controller: false,
         }
     }
 }
@@ -293,7 +290,6 @@ impl QuorumNode {
             node_id: settings.node_id,
             heard_ms: BTreeMap::new(),
             snapshots_sent: RefCell::new(BTreeMap::new()),
-            publish_active_controller: settings.publish_active_controller,
             known_leader: None,
         };
         driver.randomize_election_timeout();
@@ -464,7 +460,6 @@ struct Driver {
     heard_ms: BTreeMap<u64, i64>,
     /// Followers sent a snapshot (raft id), with the ticks since ([`Driver::retry_lost_snapshots`]).
     snapshots_sent: RefCell<BTreeMap<u64, usize>>,
-    publish_active_controller: bool,
     /// The leader as last published (logged on change).
     known_leader: Option<i32>,
 }
@@ -810,10 +805,7 @@ impl Driver {
         let leader = self.leader();
         if leader != self.known_leader {
             self.known_leader = leader;
-            tracing::info!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
-            if self.publish_active_controller {
-                crate::cluster::set_active_controller(leader);
-            }
+            tracing::debug!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
         }
         let raft = &self.raw.raft;
         let now_ms = crate::rt::unix_time_ms();
@@ -881,9 +873,6 @@ impl Driver {
         self.shared.incoming_bytes.set(0);
         let mut status = self.shared.status.borrow_mut();
         status.leader_id = None;
-        if self.publish_active_controller {
-            crate::cluster::set_active_controller(None);
-        }
     }
 }
 
