@@ -22,10 +22,12 @@
 //!   is lost if its link is cut when it is sent or when it arrives; it is delivered to the
 //!   destination's current incarnation, if it is up.
 //! - **Workload.** [`CLIENTS`] clients propose metadata records (create and delete topics,
-//!   add partitions, topic and broker configs, producer-id blocks; sometimes several records
-//!   in one entry) to the node they believe leads, decided with `ClusterMetadata::record_for`
-//!   against that node's applied metadata (as the controller does), following `NotLeader`
-//!   hints, retrying elsewhere, giving up on a proposal after [`PROPOSE_TIMEOUT_MS`].
+//!   add partitions, topic and broker configs, producer-id blocks, broker registrations and
+//!   fencing, so that topics are placed; sometimes several records in one entry) to the node
+//!   they believe leads, decided with `ClusterMetadata::record_for` against that node's applied
+//!   metadata, one change at a time per node (as the controller does under its metadata
+//!   lock), following `NotLeader` hints, retrying elsewhere, giving up on a proposal after
+//!   [`PROPOSE_TIMEOUT_MS`].
 //! - **Disk latency and faults**: for some seeds each disk operation takes a seeded time, so
 //!   crashes fall inside journal appends; for a third of them some writes, fdatasyncs and reads
 //!   fail with EIO: a node whose journal write failed stops (it neither votes nor leads), and
@@ -67,8 +69,11 @@ use crate::sim_runner;
 use crate::simulate::Rng;
 use freshet::cluster::node::{NodeSettings, ProposeError, QuorumNode};
 use freshet::cluster::raft_log::{raft_log_dir, RaftLog, COMPACT_RECORDS_MIN, RAFT_LOG_LIMITS};
-use freshet::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataRecord};
+use freshet::coordinator::metadata::{
+    BrokerRegistration, ClusterMetadata, MetadataCommand, MetadataRecord,
+};
 use freshet::rt;
+use freshet::rt::sync::Semaphore;
 use freshet::storage::internal_log::InternalLogLimits;
 use freshet::storage::io::sim::{self, Faults, SimDisk};
 use freshet::storage::{self, StorageError, TailCache};
@@ -93,6 +98,8 @@ const ELECTION_TIMEOUT_MS: u64 = 1_000;
 const FAULT_PHASE_MS: u64 = 12_000;
 /// Virtual time the healed cluster has to converge.
 const CONVERGE_MS_MAX: u64 = 30_000;
+/// Brokers the workload registers and fences (node ids `0..BROKERS`).
+const BROKERS: u64 = 4;
 /// Concurrent clients proposing.
 const CLIENTS: usize = 3;
 /// A proposal not answered in this time is given up (its outcome unknown).
@@ -292,6 +299,8 @@ struct Cluster {
     trace_messages: bool,
     /// The workload stops proposing (the heal).
     calm: Cell<bool>,
+    /// Per node: the clients propose one change at a time.
+    proposing: Vec<Rc<Semaphore>>,
     me: Weak<Cluster>,
 }
 
@@ -320,17 +329,24 @@ fn describe(record: &MetadataRecord) -> String {
             format!("create {name} ({} partitions)", topic.partitions)
         }
         MetadataRecord::TopicDeleted { name } => format!("delete {name}"),
-        MetadataRecord::PartitionsCreated { name, total } => format!("partitions {name} {total}"),
+        MetadataRecord::PartitionsCreated { name, total, .. } => {
+            format!("partitions {name} {total}")
+        }
+        MetadataRecord::BrokerRegistered { registration: r } => {
+            format!("register broker {} (rack {:?})", r.node_id, r.rack)
+        }
+        MetadataRecord::BrokerFenced { node_id } => format!("fence broker {node_id}"),
+        MetadataRecord::BrokerUnfenced { node_id } => format!("unfence broker {node_id}"),
         MetadataRecord::TopicConfigsSet { name, configs } => format!("configs {name} {configs:?}"),
         MetadataRecord::ProducerIdBlockAllocated { next } => format!("producer ids <{next}"),
         MetadataRecord::BrokerConfigsSet { resource, configs } => {
             format!("broker configs {resource:?} {configs:?}")
         }
-        other => format!("{other:?}"),
     }
 }
 
-/// A random metadata command (as `simulate_internal`'s metadata scenario).
+/// A random metadata command (as `simulate_internal`'s metadata scenario, plus broker
+/// registrations and fencing, so that topics are placed over the registered brokers).
 fn random_command(rng: &mut Rng) -> MetadataCommand {
     let name = format!("topic-{}", rng.below(6));
     let mut configs = BTreeMap::new();
@@ -340,19 +356,36 @@ fn random_command(rng: &mut Rng) -> MetadataCommand {
             rng.pick(&["compact", "delete"]).to_string(),
         );
     }
-    match rng.below(10) {
+    let broker = rng.below(BROKERS) as i32;
+    match rng.below(13) {
         0..=2 => MetadataCommand::CreateTopic {
             name,
             partitions: 1 + rng.below(4) as i32,
             configs,
+            replication_factor: 1,
+            assignments: None,
         },
         3 | 4 => MetadataCommand::DeleteTopic { name },
         5 => MetadataCommand::CreatePartitions {
             name,
             total: 1 + rng.below(8) as i32,
+            assignments: None,
         },
         6 => MetadataCommand::SetConfigs { name, configs },
         7 => MetadataCommand::AllocateProducerIdBlock,
+        8 => MetadataCommand::RegisterBroker {
+            registration: BrokerRegistration {
+                node_id: broker,
+                incarnation_id: uuid::Uuid::from_u64_pair(rng.next(), rng.next()),
+                host: "127.0.0.1".into(),
+                port: 9092 + broker,
+                rack: [None, Some("a".to_string()), Some("b".to_string())][rng.below(3) as usize]
+                    .clone(),
+                fenced: false,
+            },
+        },
+        9 => MetadataCommand::FenceBroker { node_id: broker },
+        10 => MetadataCommand::UnfenceBroker { node_id: broker },
         _ => {
             let mut configs = BTreeMap::new();
             if rng.below(3) > 0 {
@@ -413,7 +446,6 @@ impl Cluster {
             election_timeout_ms: ELECTION_TIMEOUT_MS,
             tick_ms: TICK_MS,
             cluster_id: "sim-cluster".into(),
-            publish_active_controller: false,
         }
     }
 
@@ -825,6 +857,12 @@ impl Cluster {
         let mut target = self.below(n) as usize;
         while !self.calm.get() {
             rt::sleep(Duration::from_millis(self.below(300))).await;
+            // One change at a time per node, decided against its applied metadata, as the
+            // broker's controller does (`Shard::change_metadata` under its metadata lock).
+            let lock = self.proposing[target].clone();
+            let Ok(_permit) = lock.acquire_permit(1).await else {
+                continue;
+            };
             let Some(node) = self.node(target) else {
                 target = self.below(n) as usize;
                 continue;
@@ -1150,6 +1188,7 @@ impl Cluster {
             verbose,
             trace_messages: std::env::var("FRESHET_SIM_MESSAGES").is_ok_and(|v| v == "1"),
             calm: Cell::new(false),
+            proposing: (0..n).map(|_| Rc::new(Semaphore::new(1))).collect(),
             me: me.clone(),
         })
     }
