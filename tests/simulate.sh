@@ -27,7 +27,7 @@
 # The last line is `simulation: P seeds passed, F failed` (P + F = N): a seed passes when all
 # four simulators passed with it; the exit status is non-zero if a seed failed (each failure prints
 # its seed, its step and its replay command). A seed takes about 0.1 s (storage), 0.03 s
-# (internal logs, compaction) and 0.2 s (quorum; 0.4 s at most) in a debug build.
+# (internal logs, compaction) and 0.2 s (quorum; under 1 s at most) in a debug build.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
