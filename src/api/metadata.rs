@@ -31,7 +31,7 @@ use crate::shard::{routing, Shard, COORDINATOR_SHARD};
 /// The ACL operations Kafka supports on a TOPIC (`AclEntry.supportedOperations`): READ, WRITE,
 /// CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, as a bit field. With no
 /// authorizer every client may do all of them.
-const ALL_TOPIC_OPERATIONS: i32 =
+pub const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {

@@ -313,6 +313,18 @@ fn seed_describe_cluster(v: i16) -> DescribeClusterRequest {
     }
 }
 
+fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
+    let t = describe_topic_partitions_request::TopicRequest::default()
+        .with_name(TopicName(s("orders")));
+    let cursor = describe_topic_partitions_request::Cursor::default()
+        .with_topic_name(TopicName(s("orders")))
+        .with_partition_index(3);
+    DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![t])
+        .with_response_partition_limit(100)
+        .with_cursor(Some(cursor))
+}
+
 fn seed_sasl_handshake(_v: i16) -> SaslHandshakeRequest {
     SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))
 }
@@ -655,6 +667,10 @@ fn served() -> Vec<Served> {
             seed_incremental_alter_configs
         ),
         served!(DescribeClusterRequest, seed_describe_cluster),
+        served!(
+            DescribeTopicPartitionsRequest,
+            seed_describe_topic_partitions
+        ),
         served!(FindCoordinatorRequest, seed_find_coordinator),
         served!(JoinGroupRequest, seed_join_group),
         served!(SyncGroupRequest, seed_sync_group),

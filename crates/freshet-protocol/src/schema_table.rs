@@ -1024,6 +1024,39 @@ pub(crate) static SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST: StructSchem
     ],
 };
 
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_CURSOR: StructSchema = StructSchema {
+    name: "Cursor", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::Cursor>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST: StructSchema = StructSchema {
+    name: "DescribeTopicPartitionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::DescribeTopicPartitionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST)), min: 0, max: 0 }, // topics
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // response_partition_limit
+        Field { ty: Ty::OptionStruct(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_CURSOR), min: 0, max: 0 }, // cursor
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST: StructSchema = StructSchema {
+    name: "TopicRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::TopicRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1064,6 +1097,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         66 => Some(&LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST), // versions 0-2
         17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
+        75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
         _ => None,
     }
 }
