@@ -36,7 +36,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
 use crate::coordinator::store;
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 use freshet_protocol::batch::{self, Compression};
 

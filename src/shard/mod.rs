@@ -20,7 +20,6 @@
 //! leadership moves here is opened.
 
 pub mod groups;
-pub mod internal_log;
 pub mod metadata_log;
 pub mod notify;
 pub mod router;
