@@ -86,8 +86,7 @@ fn build_response(
     }
     let limit = body
         .response_partition_limit
-        .min(DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX)
-        .max(1);
+        .clamp(1, DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX);
     let mut response = DescribeTopicPartitionsResponse::default();
     let mut remaining = limit;
     for name in names {
@@ -209,10 +208,11 @@ mod tests {
             }))
     }
 
-    /// (topic, [partition indexes]) of an answer, and its next cursor.
-    fn pages(
-        r: &DescribeTopicPartitionsResponse,
-    ) -> (Vec<(String, Vec<i32>)>, Option<(String, i32)>) {
+    /// (topic, [partition indexes]) of an answer.
+    type Page = Vec<(String, Vec<i32>)>;
+
+    /// The topics of an answer, and its next cursor.
+    fn pages(r: &DescribeTopicPartitionsResponse) -> (Page, Option<(String, i32)>) {
         let topics = r
             .topics
             .iter()
