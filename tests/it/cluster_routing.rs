@@ -55,15 +55,18 @@ fn leader_of(p: i32) -> i32 {
     }
 }
 
-/// Metadata with brokers 0 and 1 registered (1 at `other_port`, rack "r1") and topic `spread`
-/// of 4 partitions led by [`leader_of`].
-fn metadata(other_port: i32) -> ClusterMetadata {
+/// Metadata with topic `spread` of 4 partitions led by [`leader_of`], and with `other_port`,
+/// brokers 0 and 1 registered (1 at `other_port`, rack "r1").
+fn metadata(other_port: Option<i32>) -> ClusterMetadata {
     let mut m = ClusterMetadata {
         cluster_id: "routing-test".into(),
         version: 3,
         ..Default::default()
     };
-    for (id, port, rack) in [(THIS_NODE, 1, None), (OTHER_NODE, other_port, Some("r1"))] {
+    let registered = other_port.map_or_else(Vec::new, |other_port| {
+        vec![(THIS_NODE, 1, None), (OTHER_NODE, other_port, Some("r1"))]
+    });
+    for (id, port, rack) in registered {
         m.brokers.insert(
             id,
             BrokerRegistration {
@@ -96,13 +99,20 @@ fn metadata(other_port: i32) -> ClusterMetadata {
     m
 }
 
-/// A broker started on a data directory holding [`metadata`]; returns it with broker 1's port.
+/// A broker started on a data directory holding [`metadata`] with brokers registered; returns it
+/// with broker 1's port.
 fn start_with_half_elsewhere() -> (TestBroker, tempfile::TempDir, i32) {
+    start_with(true)
+}
+
+/// [`start_with_half_elsewhere`], with or without the brokers' registrations.
+fn start_with(registered: bool) -> (TestBroker, tempfile::TempDir, i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let other_port = i32::from(common::free_port());
-    store::save(&data_dir, &metadata(other_port)).expect("write the metadata");
+    let m = metadata(registered.then_some(other_port));
+    store::save(&data_dir, &m).expect("write the metadata");
     let broker = TestBroker::start_in(2, Some(data_dir), &[]);
     (broker, dir, other_port)
 }
@@ -481,4 +491,45 @@ pub fn check_not_leader(
 fn check_not_leader_accepts_a_broker_that_does_not_lead() {
     let (broker, _dir, other_port) = start_with_half_elsewhere();
     check_not_leader(broker.socket_addr(), TOPIC, 3, OTHER_NODE, other_port);
+}
+
+/// A partition this node does not lead is neither opened nor deleted: the same data directory
+/// started as node 1 serves the odd partitions and sends clients to node 0 for the even ones,
+/// whose records are still there when it starts as node 0 again. Without registered brokers:
+/// `MetadataRecord` is internally tagged and serde cannot read a map with integer keys
+/// (`ClusterMetadata.brokers`) inside one, so a metadata log whose snapshot holds
+/// registrations does not load yet (the coordinator's metadata.rs must fix that).
+#[test]
+fn partitions_not_led_keep_their_files() {
+    let (mut node0, dir, _) = start_with(false);
+    let data_dir = node0.data_dir().to_path_buf();
+    let mut conn = RawConn::connect(node0.socket_addr()).expect("connect");
+    let r = common::produce_records(&mut conn, 9, TOPIC, 0, one_record());
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    drop(conn);
+    node0.stop();
+
+    let node1 = TestBroker::start_in(2, Some(data_dir.clone()), &["--node-id", "1"]);
+    let mut conn = RawConn::connect(node1.socket_addr()).expect("connect");
+    let r = common::produce_records(&mut conn, 9, TOPIC, 1, one_record());
+    assert_eq!(r.error_code, 0, "node 1 leads partition 1");
+    let response: kafka_protocol::messages::ProduceResponse = conn
+        .request(11, &common::produce_request(TOPIC, 0, one_record()))
+        .expect("Produce");
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(p.current_leader.leader_id.0, THIS_NODE);
+    assert!(data_dir.join(format!("{TOPIC}-0")).exists(), "kept");
+    drop(conn);
+    drop(node1);
+
+    let node0 = TestBroker::start_in(2, Some(data_dir), &[]);
+    let mut conn = RawConn::connect(node0.socket_addr()).expect("connect");
+    let r = common::produce_records(&mut conn, 9, TOPIC, 0, one_record());
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (0, 1),
+        "the first record is still there"
+    );
+    drop(dir);
 }
