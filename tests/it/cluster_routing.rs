@@ -533,3 +533,59 @@ fn partitions_not_led_keep_their_files() {
     );
     drop(dir);
 }
+
+/// A transaction over a partition another broker leads is not committed without its marker:
+/// markers are not sent to other brokers yet, so EndTxn fails (NOT_LEADER_OR_FOLLOWER) and the
+/// coordinator retries the plan, rather than answering success with the transaction left open
+/// on the leader.
+#[test]
+fn end_txn_does_not_skip_the_marker_of_a_partition_led_elsewhere() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId,
+        TransactionalId,
+    };
+    // Unregistered brokers: producer ids are reserved through the metadata log (see
+    // `partitions_not_led_keep_their_files`).
+    let (broker, _dir, _) = start_with(false);
+    let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(20));
+    let tid = TransactionalId(StrBytes::from_static_str("routing-txn"));
+    let init = conn
+        .request(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000),
+        )
+        .expect("InitProducerId");
+    assert_eq!(init.error_code, 0);
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(tid.clone())
+        .with_v3_and_below_producer_id(init.producer_id)
+        .with_v3_and_below_producer_epoch(init.producer_epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![0, 1])]);
+    let added = conn.request(3, &add).expect("AddPartitionsToTxn");
+    let codes: Vec<i16> = added.results_by_topic_v3_and_below[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![0, 0],
+        "Kafka's coordinator adds partitions wherever they are led"
+    );
+    let end = EndTxnRequest::default()
+        .with_transactional_id(tid)
+        .with_producer_id(ProducerId(init.producer_id.0))
+        .with_producer_epoch(init.producer_epoch)
+        .with_committed(true);
+    let code = conn.request(3, &end).expect("EndTxn").error_code;
+    assert_ne!(
+        code, 0,
+        "EndTxn must not succeed without the marker on partition 1"
+    );
+}
