@@ -936,3 +936,85 @@ fn refuse_all(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::metadata::{PartitionAssignment, TopicMeta};
+    use crate::storage::io::sim::{install, SimDisk};
+
+    /// Topic "t" of 2 partitions led by `leaders[p]`, at metadata version `version`.
+    fn metadata(version: u64, leaders: [i32; 2]) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(7),
+            partitions: 2,
+            configs: Default::default(),
+            internal: false,
+            assignment: leaders
+                .iter()
+                .map(|&l| PartitionAssignment {
+                    replicas: vec![l],
+                    leader: l,
+                    leader_epoch: version as i32,
+                    isr: vec![l],
+                })
+                .collect(),
+        };
+        m.topics.insert("t".into(), topic);
+        Arc::new(m)
+    }
+
+    fn record() -> bytes::Bytes {
+        freshet_protocol::batch::encode_batch(
+            &[(None, Some(bytes::Bytes::from_static(b"v")), 1)],
+            freshet_protocol::batch::Compression::None,
+        )
+        .expect("batch")
+    }
+
+    /// Node 0 opens only the partition it leads; when leadership swaps, the partition that
+    /// moved away is closed with its files kept and the one that moved here is opened; when
+    /// it comes back, it is reopened with its records.
+    #[test]
+    fn partitions_follow_their_leadership() {
+        crate::rt::sim::run(7, async {
+            let disk = SimDisk::new(7);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, metadata(1, [0, 1]));
+            shard.open_partitions().await;
+            assert!(shard.partition("t", 0).is_some());
+            assert!(shard.partition("t", 1).is_none(), "led by broker 1");
+            let p0 = shard.partition("t", 0).unwrap();
+            p0.append(record()).await.expect("append");
+            drop(p0);
+
+            shard.install_metadata(metadata(2, [1, 0])).await;
+            assert!(shard.partition("t", 0).is_none(), "moved away: closed");
+            assert!(shard.partition("t", 1).is_some(), "moved here: opened");
+            shard.finish_deletions().await;
+            let kept = crate::storage::io::list_dir(&shard.partition_dir("t", 0))
+                .await
+                .expect("its directory is kept");
+            assert!(!kept.is_empty(), "its files are kept");
+
+            shard.install_metadata(metadata(3, [0, 0])).await;
+            let p0 = shard.partition("t", 0).expect("reopened");
+            assert_eq!(p0.log.high_watermark(), 1, "with its record");
+            assert!(shard.partition("t", 1).is_some());
+            shard.close_partitions().await;
+        });
+    }
+}
