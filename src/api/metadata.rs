@@ -3,7 +3,7 @@
 //! Brokers are the registered unfenced ones (this node alone before any registered), each
 //! partition's leader, leader epoch, replicas and ISR come from its assignment
 //! (`shard::routing`: a pre-cluster topic is led by this node at epoch 0), a partition whose
-//! leader is fenced (or that has none) is shown leaderless with LEADER_NOT_AVAILABLE and its
+//! leader is fenced or unregistered (or that has none) is shown leaderless with LEADER_NOT_AVAILABLE and its
 //! fenced replicas offline, and controller_id is the active controller. Asking for topics that do
 //! not exist creates them when both the request (`allow_auto_topic_creation`) and the broker
 //! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is

@@ -14,8 +14,9 @@
 //!
 //! Brokers shown to clients: the registered unfenced ones; before any broker registered (a
 //! single node whose quorum has not started, or a pre-cluster data directory), this node as
-//! the configuration describes it. A leader that is registered and fenced is shown as no
-//! leader (-1, LEADER_NOT_AVAILABLE), as Kafka shows a partition whose leader is offline.
+//! the configuration describes it. A leader that is fenced, or not registered while others
+//! are, is shown as no leader (-1, LEADER_NOT_AVAILABLE) and such replicas as offline, as
+//! Kafka shows a partition whose leader has no live endpoint.
 //!
 //! Pure functions of the metadata; no I/O.
 
@@ -191,13 +192,14 @@ pub fn live_endpoint(
         .find(|b| b.node_id == node_id)
 }
 
-/// Is broker `node_id` registered and fenced (so it must not be shown as a leader)?
-pub fn is_fenced(metadata: &ClusterMetadata, node_id: i32) -> bool {
-    metadata.brokers.get(&node_id).is_some_and(|b| b.fenced)
+/// Is broker `node_id` unavailable to clients: fenced, or not registered while others are
+/// (Kafka's `getAliveEndpoint` finds no endpoint)? Before any broker registered, none is.
+pub fn is_unavailable(metadata: &ClusterMetadata, node_id: i32) -> bool {
+    !metadata.brokers.is_empty() && metadata.brokers.get(&node_id).is_none_or(|b| b.fenced)
 }
 
-/// The partition as clients see it: the leader (-1 when none, or when the leader is fenced),
-/// and the replicas that are offline (registered and fenced).
+/// The partition as clients see it: the leader (-1 when none, or when the leader is
+/// unavailable: fenced or unregistered), and the replicas that are offline (unavailable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionView {
     pub leader: i32,
@@ -215,7 +217,7 @@ pub fn partition_view(
     local_node: i32,
 ) -> PartitionView {
     let a = assignment_of(topic, p, local_node);
-    let leader = if a.leader >= 0 && is_fenced(metadata, a.leader) {
+    let leader = if a.leader >= 0 && is_unavailable(metadata, a.leader) {
         -1
     } else {
         a.leader
@@ -227,7 +229,7 @@ pub fn partition_view(
             .replicas
             .iter()
             .copied()
-            .filter(|r| is_fenced(metadata, *r))
+            .filter(|r| is_unavailable(metadata, *r))
             .collect(),
         replicas: a.replicas,
         isr: a.isr,
@@ -399,6 +401,14 @@ pub(crate) mod tests {
         let v = partition_view(&m, &m.topics["spread"], 4, 0);
         assert_eq!((v.leader, v.leader_epoch), (1, 4));
         assert!(v.offline_replicas.is_empty());
+        // An unregistered leader is unavailable too, once brokers register at all.
+        let mut m = three_brokers();
+        m.brokers.remove(&1);
+        let v = partition_view(&m, &m.topics["spread"], 4, 0);
+        assert_eq!((v.leader, v.offline_replicas), (-1, vec![1]));
+        m.brokers.clear();
+        let v = partition_view(&m, &m.topics["spread"], 4, 0);
+        assert_eq!((v.leader, v.offline_replicas), (1, vec![]));
     }
 
     #[test]
