@@ -13,12 +13,19 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod node;
+pub mod raft_log;
+pub mod transport;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BrokerConfig, ConfigError};
+
+pub mod liveness;
+pub mod placement;
 
 /// The most voters a quorum may have (Kafka's quorums are 3 or 5 in practice).
 pub const VOTERS_MAX: usize = 9;
@@ -210,6 +217,10 @@ pub enum ControllerResponse {
     /// One result per forwarded command.
     Changed {
         results: Vec<Result<(), ForwardedError>>,
+        /// The metadata version after the change on the controller: the forwarding node
+        /// answers once it has applied that version too (read-your-writes for its client).
+        #[serde(default)]
+        version: u64,
     },
     /// The called node is not the active controller; `leader` is the one it knows of.
     NotController {

@@ -44,8 +44,7 @@ use freshet_protocol::batch::{self, Compression};
 pub const METADATA_LOG_NAME: &str = "__cluster_metadata";
 /// The log is compacted to one snapshot when it holds more than this many records.
 pub const COMPACT_RECORDS_MIN: usize = 1_000;
-/// The largest batch of the metadata log: one snapshot of the whole metadata must fit.
-pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
+pub use crate::coordinator::metadata::METADATA_BATCH_BYTES_MAX;
 
 /// The metadata log's limits and compaction policy (the live state is one snapshot).
 pub const METADATA_LOG_LIMITS: InternalLogLimits = InternalLogLimits {

@@ -21,7 +21,6 @@
 
 pub mod groups;
 pub mod metadata_log;
-pub mod notify;
 pub mod router;
 pub mod routing;
 pub mod txns;
@@ -43,7 +42,7 @@ use crate::coordinator::metadata::{
 use crate::coordinator::{broker_config, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
-pub use notify::Notify;
+pub use crate::rt::Notify;
 pub use router::{owner_of, Job, Router, ShardGone, ShardId};
 
 /// A topic-partition key.
