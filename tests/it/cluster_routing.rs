@@ -55,18 +55,15 @@ fn leader_of(p: i32) -> i32 {
     }
 }
 
-/// Metadata with topic `spread` of 4 partitions led by [`leader_of`], and with `other_port`,
-/// brokers 0 and 1 registered (1 at `other_port`, rack "r1").
-fn metadata(other_port: Option<i32>) -> ClusterMetadata {
+/// Metadata with brokers 0 and 1 registered (1 at `other_port`, rack "r1") and topic `spread`
+/// of 4 partitions led by [`leader_of`].
+fn metadata(other_port: i32) -> ClusterMetadata {
     let mut m = ClusterMetadata {
         cluster_id: "routing-test".into(),
         version: 3,
         ..Default::default()
     };
-    let registered = other_port.map_or_else(Vec::new, |other_port| {
-        vec![(THIS_NODE, 1, None), (OTHER_NODE, other_port, Some("r1"))]
-    });
-    for (id, port, rack) in registered {
+    for (id, port, rack) in [(THIS_NODE, 1, None), (OTHER_NODE, other_port, Some("r1"))] {
         m.brokers.insert(
             id,
             BrokerRegistration {
@@ -102,16 +99,11 @@ fn metadata(other_port: Option<i32>) -> ClusterMetadata {
 /// A broker started on a data directory holding [`metadata`] with brokers registered; returns it
 /// with broker 1's port.
 fn start_with_half_elsewhere() -> (TestBroker, tempfile::TempDir, i32) {
-    start_with(true)
-}
-
-/// [`start_with_half_elsewhere`], with or without the brokers' registrations.
-fn start_with(registered: bool) -> (TestBroker, tempfile::TempDir, i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let other_port = i32::from(common::free_port());
-    let m = metadata(registered.then_some(other_port));
+    let m = metadata(other_port);
     store::save(&data_dir, &m).expect("write the metadata");
     let broker = TestBroker::start_in(2, Some(data_dir), &[]);
     (broker, dir, other_port)
@@ -495,13 +487,10 @@ fn check_not_leader_accepts_a_broker_that_does_not_lead() {
 
 /// A partition this node does not lead is neither opened nor deleted: the same data directory
 /// started as node 1 serves the odd partitions and sends clients to node 0 for the even ones,
-/// whose records are still there when it starts as node 0 again. Without registered brokers:
-/// `MetadataRecord` is internally tagged and serde cannot read a map with integer keys
-/// (`ClusterMetadata.brokers`) inside one, so a metadata log whose snapshot holds
-/// registrations does not load yet (the coordinator's metadata.rs must fix that).
+/// whose records are still there when it starts as node 0 again.
 #[test]
 fn partitions_not_led_keep_their_files() {
-    let (mut node0, dir, _) = start_with(false);
+    let (mut node0, dir, _) = start_with_half_elsewhere();
     let data_dir = node0.data_dir().to_path_buf();
     let mut conn = RawConn::connect(node0.socket_addr()).expect("connect");
     let r = common::produce_records(&mut conn, 9, TOPIC, 0, one_record());
@@ -545,9 +534,7 @@ fn end_txn_does_not_skip_the_marker_of_a_partition_led_elsewhere() {
         AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId,
         TransactionalId,
     };
-    // Unregistered brokers: producer ids are reserved through the metadata log (see
-    // `partitions_not_led_keep_their_files`).
-    let (broker, _dir, _) = start_with(false);
+    let (broker, _dir, _) = start_with_half_elsewhere();
     let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
     conn.set_read_timeout(Duration::from_secs(20));
     let tid = TransactionalId(StrBytes::from_static_str("routing-txn"));
