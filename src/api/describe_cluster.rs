@@ -109,8 +109,9 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
+        // This node (0, the default config) as configured, the others as registered.
         let live = vec![
-            (0, "host0".to_string(), 9000, Some("a".to_string()), false),
+            (0, local.host.clone(), local.port, None, false),
             (1, "host1".to_string(), 9001, Some("b".to_string()), false),
         ];
         assert_eq!(listed(false), live);

@@ -276,10 +276,11 @@ mod tests {
                 .iter()
                 .map(|b| (b.node_id.0, b.host.to_string(), b.port, b.rack.clone()))
                 .collect();
+            // This node (0) as configured, the other live one as registered.
             assert_eq!(
                 brokers,
                 vec![
-                    (0, "host0".into(), 9000, Some(str_bytes("a"))),
+                    (0, "configured".into(), 1, None),
                     (1, "host1".into(), 9001, Some(str_bytes("b"))),
                 ]
             );

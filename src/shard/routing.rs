@@ -154,6 +154,9 @@ pub fn controller_id(config: &BrokerConfig) -> i32 {
 }
 
 /// Every registered broker (fenced ones too), by node id; `local` alone when none registered.
+/// This broker's own entry (if registered) carries the listener and rack of its running
+/// configuration, which its registration was made from: a registration written before a
+/// restart on another port never sends clients to a stale address of the broker answering.
 pub fn all_brokers(metadata: &ClusterMetadata, local: &BrokerEndpoint) -> Vec<BrokerEndpoint> {
     if metadata.brokers.is_empty() {
         return vec![local.clone()];
@@ -161,12 +164,20 @@ pub fn all_brokers(metadata: &ClusterMetadata, local: &BrokerEndpoint) -> Vec<Br
     metadata
         .brokers
         .values()
-        .map(|b| BrokerEndpoint {
-            node_id: b.node_id,
-            host: b.host.clone(),
-            port: b.port,
-            rack: b.rack.clone(),
-            fenced: b.fenced,
+        .map(|b| {
+            if b.node_id == local.node_id {
+                return BrokerEndpoint {
+                    fenced: b.fenced,
+                    ..local.clone()
+                };
+            }
+            BrokerEndpoint {
+                node_id: b.node_id,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            }
         })
         .collect()
 }
@@ -422,6 +433,8 @@ pub(crate) mod tests {
         assert_eq!(all_brokers(&m, &local(9)).len(), 3);
         assert!(all_brokers(&m, &local(9))[2].fenced);
         assert_eq!(live_endpoint(&m, &local(9), 1).unwrap().host, "host1");
+        // This broker's own entry is its running listener.
+        assert_eq!(live_endpoint(&m, &local(1), 1), Some(local(1)));
         assert_eq!(live_endpoint(&m, &local(9), 2), None);
         let empty = ClusterMetadata::default();
         assert_eq!(live_brokers(&empty, &local(9)), vec![local(9)]);

@@ -333,7 +333,16 @@ fn answers_describe_the_registered_brokers_and_assignments() {
         (b1.host.as_str(), b1.port, b1.rack.as_deref()),
         ("127.0.0.1", other_port, Some("r1"))
     );
-    assert!(metadata.brokers.iter().any(|b| b.node_id.0 == THIS_NODE));
+    let b0 = metadata
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 == THIS_NODE)
+        .expect("this broker listed");
+    assert_eq!(
+        b0.port,
+        i32::from(broker.socket_addr().port()),
+        "this broker at its running listener, not its (stale) registration"
+    );
     check_spread(&metadata, TOPIC, PARTITIONS, &[THIS_NODE, OTHER_NODE]);
     let topic = metadata
         .topics
