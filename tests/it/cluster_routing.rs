@@ -494,44 +494,6 @@ fn check_not_leader_accepts_a_broker_that_does_not_lead() {
     check_not_leader(broker.socket_addr(), TOPIC, 3, OTHER_NODE, other_port);
 }
 
-/// A partition this node does not lead is neither opened nor deleted: the same data directory
-/// started as node 1 serves the odd partitions and sends clients to node 0 for the even ones,
-/// whose records are still there when it starts as node 0 again.
-#[test]
-fn partitions_not_led_keep_their_files() {
-    let (mut node0, dir, _) = start_with_half_elsewhere();
-    let data_dir = node0.data_dir().to_path_buf();
-    let mut conn = RawConn::connect(node0.socket_addr()).expect("connect");
-    let r = common::produce_records(&mut conn, 9, TOPIC, 0, one_record());
-    assert_eq!((r.error_code, r.base_offset), (0, 0));
-    drop(conn);
-    node0.stop();
-
-    let node1 = TestBroker::start_in(2, Some(data_dir.clone()), &["--node-id", "1"]);
-    let mut conn = RawConn::connect(node1.socket_addr()).expect("connect");
-    let r = common::produce_records(&mut conn, 9, TOPIC, 1, one_record());
-    assert_eq!(r.error_code, 0, "node 1 leads partition 1");
-    let response: kafka_protocol::messages::ProduceResponse = conn
-        .request(11, &common::produce_request(TOPIC, 0, one_record()))
-        .expect("Produce");
-    let p = &response.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
-    assert_eq!(p.current_leader.leader_id.0, THIS_NODE);
-    assert!(data_dir.join(format!("{TOPIC}-0")).exists(), "kept");
-    drop(conn);
-    drop(node1);
-
-    let node0 = TestBroker::start_in(2, Some(data_dir), &[]);
-    let mut conn = RawConn::connect(node0.socket_addr()).expect("connect");
-    let r = common::produce_records(&mut conn, 9, TOPIC, 0, one_record());
-    assert_eq!(
-        (r.error_code, r.base_offset),
-        (0, 1),
-        "the first record is still there"
-    );
-    drop(dir);
-}
-
 /// A transaction over a partition another broker leads is not committed without its marker:
 /// markers are not sent to other brokers yet, so EndTxn fails (NOT_LEADER_OR_FOLLOWER) and the
 /// coordinator retries the plan, rather than answering success with the transaction left open
