@@ -8,7 +8,9 @@
 //!   one outbound connection per peer, written by a task of its own from a bounded queue. A
 //!   message that does not fit the queue (peer down or slow) is dropped and counted: Raft
 //!   tolerates loss, and a slow peer never blocks the node. Inbound raft messages go to the
-//!   `on_raft` callback as they arrive.
+//!   `on_raft` callback as they arrive. What became of each snapshot message (written to the
+//!   peer's socket, or lost) goes to the [`SnapshotReport`] hook, which raft-rs's leader needs
+//!   (`report_snapshot`) before it sends that follower anything again.
 //! - **Calls** to the active controller ([`ControllerTransport::call`],
 //!   [`ControllerTransport::call_controller`]): a [`ControllerRequest`] with a correlation id,
 //!   answered on the same connection by the `on_call` handler of the called node. The caller
@@ -35,8 +37,14 @@
 //!   its buffer grows as its bytes arrive (never more than twice what arrived). Memory held by
 //!   inbound connections is thus at most `inbound_buffered_bytes_max` plus 64 KiB + 16 KiB
 //!   (read buffer) per connection, plus the answers being written;
+//! - answers: per inbound connection at most `inflight_calls_per_connection_max` being
+//!   computed and as many waiting for the writer, which encodes them one at a time (a peer
+//!   that does not read holds one encoded answer; its writes fail after `write_timeout`);
 //! - per peer, at most `peer_queue_messages_max` messages and `peer_queue_bytes_max` bytes
-//!   wait to be sent.
+//!   wait to be sent;
+//! - calls made: one call at a time per connection, at most
+//!   `pooled_connections_per_addr_max` idle connections kept per address (16 addresses); an
+//!   answer is read within the call's timeout and at most `frame_bytes_max`.
 //!
 //! ## Failure behaviour
 //! - A bad inbound frame (length over the bound or zero, an unknown kind, a kind not expected
@@ -52,11 +60,18 @@
 //!   the message being written when the connection broke is lost. The outbound task also
 //!   watches the connection for the peer closing it, so an idle link is reopened at once
 //!   rather than losing its next message.
-//! - A call on a pooled connection that turns out closed (the peer restarted or timed it
-//!   out) is retried once on a fresh connection; every other failure is the caller's.
+//! - A call on a pooled connection that turns out closed before any answer came (the peer
+//!   restarted or timed it out) is retried once on a fresh connection; every other failure is
+//!   the caller's. (A peer that ran the call and then died unanswered gets it twice: a
+//!   forwarded change is then met by its own first attempt, as with any retried forward.)
 //!
-//! Not done here: TLS/SASL on the controller listener; the bind does not wait out a port
-//! still held by a just-killed process (the caller retries).
+//! The listener is bound with a plain socket (no SO_REUSEPORT: a second process cannot share
+//! the port silently); [`ControllerTransport::serve_waiting`] waits out a port still held by
+//! a node just killed with -9 (io_uring's teardown), but not one a live node answers on.
+//!
+//! Not done here: TLS/SASL on the controller listener; authentication of peers (the
+//! controller listener belongs on a trusted network, as Kafka's PLAINTEXT controller
+//! listener).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -104,6 +119,12 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// [`CONTROLLER_RETRY_BACKOFF_MAX`].
 const CONTROLLER_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const CONTROLLER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long `stop` waits for the reactor to close the transport's sockets.
+const SOCKET_CLOSE_WAIT: Duration = Duration::from_millis(10);
+/// How long `serve_waiting` waits for an answer from a listener holding its address.
+const BIND_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause between `serve_waiting`'s binds.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Addresses for which idle call connections are kept (others are closed after the call).
 const POOLED_ADDRS_MAX: usize = 16;
 
@@ -200,6 +221,17 @@ pub enum TransportError {
     Stopped,
 }
 
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> TransportError {
+    TransportError::Bind {
+        addr,
+        message: e.to_string(),
+    }
+}
+
+/// What became of a snapshot message: `(raft id of the peer, written to its socket)`.
+/// raft-rs's leader waits for it (`RawNode::report_snapshot`: `Finish` when written,
+/// `Failure` when lost) before it sends that follower anything again.
+pub type SnapshotReport = Rc<dyn Fn(u64, bool)>;
 /// What the listener does with an inbound raft message (must not block).
 pub type RaftHandler = Rc<dyn Fn(Message)>;
 /// What the listener does with an inbound call: the answer, sent back on its connection.
@@ -243,9 +275,11 @@ pub fn parse_header(
 }
 
 /// Decodes a frame's payload of `kind` (already checked by [`parse_header`]).
-pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
+pub fn decode_frame(kind: u8, payload: bytes::Bytes) -> Result<Frame, String> {
     if kind == KIND_RAFT {
-        return Message::parse_from_bytes(payload)
+        // From `Bytes`, protobuf checks each field's length against what is there before it
+        // allocates, and the message's byte fields share the payload instead of copying it.
+        return Message::parse_from_carllerche_bytes(&payload)
             .map(Frame::Raft)
             .map_err(|e| format!("undecodable raft message: {e}"));
     }
@@ -352,16 +386,20 @@ fn bump(counter: &Cell<u64>, by: u64) {
 struct PeerLink {
     node_id: i32,
     addr: String,
-    queue: RefCell<VecDeque<Vec<u8>>>,
+    /// Encoded frames, each marked if it carries a snapshot.
+    queue: RefCell<VecDeque<(Vec<u8>, bool)>>,
     queued_bytes: Cell<usize>,
     /// The writer task, when it waits for a frame.
     waiter: RefCell<Option<Waker>>,
     task: RefCell<Option<crate::rt::JoinHandle<()>>>,
+    /// The transport's snapshot report hook.
+    report: Rc<RefCell<Option<SnapshotReport>>>,
 }
 
 impl PeerLink {
-    /// Queues `frame` unless the queue is full (`false`: dropped).
-    fn push(&self, frame: Vec<u8>, limits: &TransportLimits) -> bool {
+    /// Queues `frame` (`snapshot`: it carries a snapshot) unless the queue is full (`false`:
+    /// dropped).
+    fn push(&self, frame: Vec<u8>, snapshot: bool, limits: &TransportLimits) -> bool {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= limits.peer_queue_messages_max
             || self.queued_bytes.get() + frame.len() > limits.peer_queue_bytes_max
@@ -369,7 +407,7 @@ impl PeerLink {
             return false;
         }
         self.queued_bytes.set(self.queued_bytes.get() + frame.len());
-        queue.push_back(frame);
+        queue.push_back((frame, snapshot));
         if let Some(waker) = self.waiter.borrow_mut().take() {
             waker.wake();
         }
@@ -390,22 +428,35 @@ impl PeerLink {
     }
 
     /// The next bytes to write: the first frame alone if large, or small frames gathered up
-    /// to [`WRITE_GATHER_BYTES_MAX`]; with the number of messages in them.
-    fn take_batch(&self) -> (Vec<u8>, u64) {
+    /// to [`WRITE_GATHER_BYTES_MAX`]; with the number of messages and of snapshots in them.
+    fn take_batch(&self) -> (Vec<u8>, u64, usize) {
         let mut queue = self.queue.borrow_mut();
-        let first = queue.pop_front().expect("a frame is queued");
-        let mut batch = first;
+        let (mut batch, first_is_snapshot) = queue.pop_front().expect("a frame is queued");
         let mut count = 1;
-        while let Some(next) = queue.front() {
+        let mut snapshots = usize::from(first_is_snapshot);
+        while let Some((next, is_snapshot)) = queue.front() {
             if batch.len() + next.len() > WRITE_GATHER_BYTES_MAX {
                 break;
             }
             batch.extend_from_slice(next);
+            snapshots += usize::from(*is_snapshot);
             queue.pop_front();
             count += 1;
         }
         self.queued_bytes.set(self.queued_bytes.get() - batch.len());
-        (batch, count)
+        (batch, count, snapshots)
+    }
+
+    /// Tells the report hook, if any, that `snapshots` snapshot messages to this peer were
+    /// written to its socket (`delivered`) or lost. Called from tasks, never from
+    /// `send_raft`: the hook may step the raft node, which may be sending.
+    fn report_snapshots(&self, snapshots: usize, delivered: bool) {
+        let Some(report) = self.report.borrow().clone() else {
+            return;
+        };
+        for _ in 0..snapshots {
+            report(raft_id(self.node_id), delivered);
+        }
     }
 }
 
@@ -597,6 +648,7 @@ pub struct ControllerTransport {
     bad_frame_log: LogLimiter,
     refused_log: LogLimiter,
     drop_log: Rc<LogLimiter>,
+    snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
 
 impl ControllerTransport {
@@ -624,6 +676,7 @@ impl ControllerTransport {
             bad_frame_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
             drop_log: Rc::default(),
+            snapshot_report: Rc::default(),
         })
     }
 
@@ -636,19 +689,59 @@ impl ControllerTransport {
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> Result<(), TransportError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+        self.serve_listener(listener, on_raft, on_call)
+    }
+
+    /// [`Self::serve`], but while `addr` is taken by a listener that does not answer calls
+    /// (the socket of a node just killed with -9, still held by the kernel's io_uring
+    /// teardown), retries for up to `wait_max`. A listener that answers is a live node: the
+    /// bind error is returned at once.
+    pub async fn serve_waiting(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+        wait_max: Duration,
+    ) -> Result<(), TransportError> {
+        let started = crate::rt::now();
+        loop {
+            let e = match std::net::TcpListener::bind(addr) {
+                Ok(listener) => return self.serve_listener(listener, on_raft, on_call),
+                Err(e) => e,
+            };
+            if e.kind() != std::io::ErrorKind::AddrInUse || started.elapsed() >= wait_max {
+                return Err(bind_error(addr, e));
+            }
+            let target = addr.to_string();
+            let request = ControllerRequest::DescribeQuorum;
+            if self
+                .call(&target, request, BIND_PROBE_TIMEOUT)
+                .await
+                .is_ok()
+            {
+                return Err(bind_error(addr, e)); // a live node's listener
+            }
+            crate::rt::sleep(BIND_RETRY_INTERVAL).await;
+        }
+    }
+
+    fn serve_listener(
+        self: &Rc<Self>,
+        std_listener: std::net::TcpListener,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+    ) -> Result<(), TransportError> {
         assert!(self.accept_task.borrow().is_none(), "serve is called once");
-        let bind_error = |e: std::io::Error| TransportError::Bind {
-            addr,
-            message: e.to_string(),
-        };
         if self.stopped.get() {
             return Err(TransportError::Stopped);
         }
-        let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        self.local_addr
-            .set(Some(std_listener.local_addr().map_err(bind_error)?));
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| bind_error(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
+        self.local_addr.set(Some(addr));
         let listener = crate::rt::net::listener_from_fd(std::os::fd::OwnedFd::from(std_listener));
-        tracing::info!(node = self.node_id, addr = ?self.local_addr.get(), "controller listener");
+        tracing::info!(node = self.node_id, %addr, "controller listener");
         let task = crate::rt::spawn_local(self.clone().accept_loop(listener, on_raft, on_call));
         *self.accept_task.borrow_mut() = Some(task.detach());
         Ok(())
@@ -717,10 +810,13 @@ impl ControllerTransport {
             budget: Some(&self.budget),
         };
         let depth = self.limits.inflight_calls_per_connection_max;
-        let (answers, answers_rx) = flume::bounded::<Vec<u8>>(depth);
+        // Answers are encoded by the writer, one at a time: a peer that does not read holds
+        // at most one encoded answer, plus `depth` waiting here and `depth` being computed.
+        let (answers, answers_rx) = flume::bounded::<(u64, ControllerResponse)>(depth);
         // Dropped (cancelled) when this function returns: answers still running are lost
         // with the connection.
-        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx));
+        let frame_bytes_max = self.limits.frame_bytes_max;
+        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx, frame_bytes_max));
         let calls = Rc::new(Semaphore::new(depth as u64));
         loop {
             let (kind, payload, permit) = match frames.next().await {
@@ -730,8 +826,8 @@ impl ControllerTransport {
                 Err(ReadEnd::Io(e)) => return format!("read failed: {e}"),
                 Err(ReadEnd::Bad(why)) => return self.bad_frame(peer, why),
             };
-            let frame = decode_frame(kind, &payload);
-            drop((payload, permit));
+            let frame = decode_frame(kind, bytes::Bytes::from(payload));
+            drop(permit);
             match frame {
                 Ok(Frame::Raft(msg)) => self.deliver_raft(msg, peer, &on_raft),
                 Ok(Frame::Request {
@@ -744,10 +840,13 @@ impl ControllerTransport {
                     };
                     bump(&self.counters.calls_served, 1);
                     let answer = on_call(request);
-                    let (answers, frame_bytes_max) = (answers.clone(), self.limits.frame_bytes_max);
+                    let answers = answers.clone();
                     crate::rt::spawn_local(async move {
-                        let frame = answer_frame(answer, correlation_id, frame_bytes_max).await;
-                        let _ = answers.send_async(frame).await;
+                        let response = AssertUnwindSafe(answer).catch_unwind().await;
+                        let response = response.unwrap_or_else(|_| ControllerResponse::Failed {
+                            message: "the call's handler panicked".into(),
+                        });
+                        let _ = answers.send_async((correlation_id, response)).await;
                         drop(permit);
                     })
                     .detach();
@@ -782,20 +881,13 @@ impl ControllerTransport {
     }
 }
 
-/// The answer frame of a call: the handler's answer, or `Failed` if the handler panicked or
-/// its answer does not fit a frame.
-async fn answer_frame(
-    answer: Pin<Box<dyn Future<Output = ControllerResponse>>>,
+/// The answer frame of a call, or a `Failed` answer when it does not fit a frame.
+fn answer_frame(
     correlation_id: u64,
+    response: &ControllerResponse,
     frame_bytes_max: usize,
 ) -> Vec<u8> {
-    let response = AssertUnwindSafe(answer)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| ControllerResponse::Failed {
-            message: "the call's handler panicked".into(),
-        });
-    encode_call(KIND_RESPONSE, correlation_id, &response, frame_bytes_max).unwrap_or_else(|why| {
+    encode_call(KIND_RESPONSE, correlation_id, response, frame_bytes_max).unwrap_or_else(|why| {
         let failed = ControllerResponse::Failed { message: why };
         encode_call(KIND_RESPONSE, correlation_id, &failed, frame_bytes_max)
             .expect("a short failure fits a frame")
@@ -805,9 +897,12 @@ async fn answer_frame(
 /// Writes an inbound connection's answers as they come.
 async fn write_answers(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    answers: flume::Receiver<Vec<u8>>,
+    answers: flume::Receiver<(u64, ControllerResponse)>,
+    frame_bytes_max: usize,
 ) {
-    while let Ok(frame) = answers.recv_async().await {
+    while let Ok((correlation_id, response)) = answers.recv_async().await {
+        let frame = answer_frame(correlation_id, &response, frame_bytes_max);
+        drop(response);
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
             return;
         }
@@ -823,15 +918,31 @@ impl ControllerTransport {
             self.dropped(format_args!("no such peer (raft id {})", msg.to));
             return;
         };
-        let frame = match encode_raft(&msg, self.limits.frame_bytes_max) {
-            Ok(frame) => frame,
-            Err(why) => return self.dropped(format_args!("{why}")),
+        let snapshot = msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+        let queued = match encode_raft(&msg, self.limits.frame_bytes_max) {
+            Ok(frame) => link.push(frame, snapshot, &self.limits),
+            Err(why) => {
+                if let Some(unlogged) = self.drop_log.allow() {
+                    tracing::warn!(reason = %why, similar_not_logged = unlogged, "raft message dropped");
+                }
+                false
+            }
         };
-        if !link.push(frame, &self.limits) {
+        if !queued {
             // Dropping is what keeps a slow or absent peer from growing the queue: Raft
             // resends what matters.
             bump(&self.counters.raft_dropped, 1);
+            if snapshot {
+                let link = link.clone();
+                crate::rt::spawn_local(async move { link.report_snapshots(1, false) }).detach();
+            }
         }
+    }
+
+    /// Sets the hook told what became of each snapshot message sent (see
+    /// [`SnapshotReport`]); it runs on a task of the transport, never inside `send_raft`.
+    pub fn on_snapshot_sent(&self, report: SnapshotReport) {
+        *self.snapshot_report.borrow_mut() = Some(report);
     }
 
     fn dropped(&self, why: std::fmt::Arguments<'_>) {
@@ -859,6 +970,7 @@ impl ControllerTransport {
             queued_bytes: Cell::new(0),
             waiter: RefCell::default(),
             task: RefCell::default(),
+            report: self.snapshot_report.clone(),
         });
         let task = crate::rt::spawn_local(run_peer(
             link.clone(),
@@ -903,6 +1015,9 @@ impl ControllerTransport {
         for task in tasks {
             task.await;
         }
+        // The reactor closes sockets asynchronously: let it run the closes, so that the
+        // listener's address can be bound again as soon as stop returns.
+        crate::rt::sleep(SOCKET_CLOSE_WAIT).await;
     }
 }
 
@@ -966,12 +1081,13 @@ async fn pump(link: &PeerLink, stream: TcpStream, counters: &Counters) -> (Strin
             Some(Ok(_)) => return ("the peer sent bytes on a raft connection".into(), sent_any),
             Some(Err(e)) => return (format!("read failed: {e}"), sent_any),
         }
-        let (batch, count) = link.take_batch();
+        let (batch, count, snapshots) = link.take_batch();
         let written = async {
             writer.write_all(&batch).await?;
             writer.flush().await
         }
         .await;
+        link.report_snapshots(snapshots, written.is_ok());
         if let Err(e) = written {
             bump(&counters.raft_dropped, count);
             return (format!("write failed: {e}"), sent_any);
@@ -1038,7 +1154,7 @@ async fn exchange(
         Err(ReadEnd::Idle) => unreachable!("no idle timeout on a call"),
         Err(ReadEnd::Bad(why)) => return Err(fail(why, false)),
     };
-    match decode_frame(kind, &payload) {
+    match decode_frame(kind, bytes::Bytes::from(payload)) {
         Ok(Frame::Response {
             correlation_id: id,
             response,

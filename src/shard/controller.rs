@@ -50,6 +50,8 @@ pub const LEADER_READY_WAIT: Duration = Duration::from_secs(3);
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a broker-only node asks for newer metadata.
 const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a broker heartbeats while it is not registered and unfenced.
+const REGISTRATION_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the controlled shutdown's last heartbeat may take.
 const SHUTDOWN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -91,6 +93,15 @@ impl Controller {
             Some(node) => node.leader(),
             None => self.leader_hint.get(),
         }
+    }
+
+    /// Whether this process's broker is registered (under this start's incarnation) and
+    /// unfenced in `metadata`.
+    pub fn is_registered_in(&self, metadata: &ClusterMetadata) -> bool {
+        metadata
+            .brokers
+            .get(&self.quorum.node_id)
+            .is_some_and(|b| b.incarnation_id == self.incarnation_id && !b.fenced)
     }
 
     /// The quorum as this node sees it (DescribeQuorum).
@@ -493,16 +504,21 @@ impl Shard {
         }
     }
 
-    /// Heartbeats to the active controller every `broker_heartbeat_interval_ms`.
+    /// Heartbeats to the active controller every `broker_heartbeat_interval_ms`; every
+    /// [`REGISTRATION_RETRY_INTERVAL`] while this start is not registered and unfenced yet.
     async fn heartbeat_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(50));
         while !self.stopping.get() {
+            let mut wait = interval;
             if let Some(controller) = self.controller() {
                 if let Some(hb) = controller.heartbeat(&self, false) {
                     self.send_heartbeat(&controller, hb).await;
                 }
+                if !controller.is_registered_in(&self.metadata()) {
+                    wait = wait.min(REGISTRATION_RETRY_INTERVAL);
+                }
             }
-            crate::rt::sleep(interval).await;
+            crate::rt::sleep(wait).await;
         }
     }
 

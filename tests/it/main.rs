@@ -47,6 +47,7 @@ mod broker_rdkafka;
 mod cli;
 mod cluster_placement;
 mod cluster_routing;
+mod cluster_transport;
 mod conn_limits;
 mod coord_metadata_log;
 mod diskrec_recovery;
