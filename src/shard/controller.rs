@@ -199,6 +199,7 @@ impl Shard {
                 election_timeout_ms: self.config.controller_quorum_election_timeout_ms,
                 tick_ms: crate::cluster::node::TICK_MS,
                 cluster_id: self.config.cluster_id.clone(),
+                publish_active_controller: true,
             };
             let node = QuorumNode::start(settings, log, outbox, on_applied)
                 .await
@@ -530,15 +531,6 @@ impl Shard {
             let Some(controller) = self.controller() else {
                 return;
             };
-            let leader = controller.leader();
-            if leader != crate::cluster::active_controller() {
-                let status = controller.status();
-                match leader {
-                    Some(leader) => tracing::info!(leader, term = status.term, "active controller"),
-                    None => tracing::info!(term = status.term, "no active controller known"),
-                }
-                crate::cluster::set_active_controller(leader);
-            }
             if !controller.is_active() {
                 controller.sessions.borrow_mut().take();
                 continue;

@@ -369,6 +369,8 @@ fn a_legacy_single_node_directory_starts_unchanged() {
         name: "orders".into(),
         partitions: 3,
         configs: Default::default(),
+        replication_factor: 1,
+        assignments: None,
     };
     let record = legacy.record_for(&command).unwrap();
     let with_topic = legacy.replay(&record);

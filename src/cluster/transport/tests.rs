@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use proptest::prelude::*;
+use protobuf::Message as _;
 use raft::prelude::{Entry, Message, MessageType, Snapshot};
 
 use super::*;
