@@ -547,3 +547,129 @@ fn end_txn_does_not_skip_the_marker_of_a_partition_led_elsewhere() {
         "EndTxn must not succeed without the marker on partition 1"
     );
 }
+
+/// A cluster's brokers, and the threads that started them: a broker dies with the thread that
+/// started it (`PR_SET_PDEATHSIG`), so those threads wait until the cluster is dropped.
+struct Cluster {
+    brokers: Vec<TestBroker>,
+    _starters: Vec<std::sync::mpsc::Sender<()>>,
+}
+
+/// Starts `n` brokers (node ids 0..n) as one cluster of `n` voters on free ports, in parallel
+/// (each waits for the quorum, which needs the others, before it is ready).
+fn start_cluster(n: usize) -> Cluster {
+    let controller_ports: Vec<u16> = (0..n).map(|_| common::free_port()).collect();
+    let voters = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let starts: Vec<_> = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let args = [
+                "--node-id".to_string(),
+                i.to_string(),
+                "--controller-listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--controller-quorum-voters".to_string(),
+                voters.clone(),
+            ];
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let _ = started_tx.send(TestBroker::start_with(1, &args));
+                // Until the cluster is dropped (the sender with it).
+                let _ = release_rx.recv();
+            });
+            (started_rx, release_tx)
+        })
+        .collect();
+    let mut cluster = Cluster {
+        brokers: Vec::new(),
+        _starters: Vec::new(),
+    };
+    for (started, release) in starts {
+        cluster
+            .brokers
+            .push(started.recv().expect("a broker failed to start"));
+        cluster._starters.push(release);
+    }
+    cluster
+}
+
+/// Three real brokers: a topic of 12 partitions created through one is spread over all three
+/// with balanced leaders, every broker's Metadata says so, each broker sends clients to the
+/// leader of the partitions it does not lead (NOT_LEADER_OR_FOLLOWER with the leader's id and
+/// port), and producing with each broker as bootstrap reaches every partition.
+#[test]
+fn three_brokers_spread_a_topic_and_route_clients_to_its_leaders() {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    common::within(Duration::from_secs(120), || {
+        let cluster = start_cluster(3);
+        let brokers = &cluster.brokers;
+        let ids = [0, 1, 2];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let topic = NewTopic::new(TOPIC, 12, TopicReplication::Fixed(1));
+        common::create_topic_via_admin(&common::client_config(&brokers[1]), &topic, &options);
+
+        let metadata_of = |b: &TestBroker| -> MetadataResponse {
+            let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+            conn.request(12, &MetadataRequest::default().with_topics(None))
+                .expect("Metadata")
+        };
+        let mut leaders = BTreeMap::new();
+        for b in brokers {
+            common::wait_until(Duration::from_secs(20), "the topic on every broker", || {
+                metadata_of(b).topics.iter().any(|t| {
+                    t.name.as_ref().map(|n| n.as_str()) == Some(TOPIC) && t.partitions.len() == 12
+                })
+            });
+            let seen = check_spread(&metadata_of(b), TOPIC, 12, &ids);
+            if leaders.is_empty() {
+                leaders = seen;
+            } else {
+                assert_eq!(seen, leaders, "every broker sees the same leaders");
+            }
+        }
+        for (p, leader) in &leaders {
+            let other = &brokers[((*leader + 1) % 3) as usize];
+            let leader_port = i32::from(brokers[*leader as usize].socket_addr().port());
+            check_not_leader(other.socket_addr(), TOPIC, *p, *leader, leader_port);
+        }
+
+        let rt = common::runtime();
+        for (i, b) in brokers.iter().enumerate() {
+            let producer: FutureProducer = common::client_config_with(b, &[("acks", "all")])
+                .create()
+                .expect("producer");
+            for p in 0..12 {
+                let value = format!("via{i}-p{p}");
+                let record = FutureRecord::<(), str>::to(TOPIC)
+                    .partition(p)
+                    .payload(&value);
+                rt.block_on(producer.send(record, Duration::from_secs(30)))
+                    .unwrap_or_else(|e| panic!("produce to p{p} via broker {i}: {e:?}"));
+            }
+        }
+        // Each partition's leader holds the three records sent to it (one per bootstrap).
+        for (p, leader) in &leaders {
+            let mut conn =
+                RawConn::connect(brokers[*leader as usize].socket_addr()).expect("connect");
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(name(TOPIC))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(*p)
+                        .with_timestamp(-1)])]);
+            let response = conn.request(7, &request).expect("ListOffsets");
+            let part = &response.topics[0].partitions[0];
+            assert_eq!((part.error_code, part.offset), (0, 3), "{TOPIC}-{p}");
+        }
+    });
+}
