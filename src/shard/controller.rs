@@ -50,6 +50,8 @@ pub const LEADER_READY_WAIT: Duration = Duration::from_secs(3);
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a broker-only node asks for newer metadata.
 const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the controller listener's bind waits out a killed process's socket.
+const CONTROLLER_BIND_WAIT: Duration = Duration::from_secs(5);
 /// How often a broker heartbeats while it is not registered and unfenced.
 const REGISTRATION_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the controlled shutdown's last heartbeat may take.
@@ -199,7 +201,6 @@ impl Shard {
                 election_timeout_ms: self.config.controller_quorum_election_timeout_ms,
                 tick_ms: crate::cluster::node::TICK_MS,
                 cluster_id: self.config.cluster_id.clone(),
-                publish_active_controller: true,
             };
             let node = QuorumNode::start(settings, log, outbox, on_applied)
                 .await
@@ -243,7 +244,9 @@ impl Shard {
                     }
                 })
             });
-            t.serve(addr, on_raft, on_call)
+            // A node restarted after kill -9 may find its old socket still held for a moment.
+            t.serve_waiting(addr, on_raft, on_call, CONTROLLER_BIND_WAIT)
+                .await
                 .map_err(|e| format!("controller listener {listen}: {e}"))?;
         }
         let mut tasks = vec![crate::rt::spawn_local(self.clone().publisher_loop())];
@@ -531,6 +534,15 @@ impl Shard {
             let Some(controller) = self.controller() else {
                 return;
             };
+            let leader = controller.leader();
+            if leader != crate::cluster::active_controller() {
+                let term = controller.status().term;
+                match leader {
+                    Some(leader) => tracing::info!(leader, term, "active controller"),
+                    None => tracing::info!(term, "no active controller known"),
+                }
+                crate::cluster::set_active_controller(leader);
+            }
             if !controller.is_active() {
                 controller.sessions.borrow_mut().take();
                 continue;
