@@ -141,16 +141,12 @@ pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
 }
 
 /// The controller id clients are told (Metadata, DescribeCluster): the active controller as
-/// this process knows it; with none known, this node on a single node (no
-/// `controller_quorum_voters`: it is its own quorum), else -1 (Kafka's "no controller").
+/// this process knows it; with none known (a single node before its quorum starts, or an
+/// election), this node, which forwards admin requests to the controller or answers
+/// NOT_CONTROLLER, so clients retry (Kafka's KRaft brokers name a live broker, never -1:
+/// KIP-590 forwarding).
 pub fn controller_id(config: &BrokerConfig) -> i32 {
-    crate::cluster::active_controller().unwrap_or(
-        if config.controller_quorum_voters.trim().is_empty() {
-            config.node_id
-        } else {
-            -1
-        },
-    )
+    crate::cluster::active_controller().unwrap_or(config.node_id)
 }
 
 /// Every registered broker (fenced ones too), by node id; `local` alone when none registered.
