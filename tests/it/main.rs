@@ -45,6 +45,7 @@ mod broker_groups;
 mod broker_process;
 mod broker_rdkafka;
 mod cli;
+mod cluster;
 mod cluster_cli;
 mod conn_limits;
 mod coord_metadata_log;
