@@ -503,7 +503,7 @@ fn five_voters_survive_two_losses_and_refuse_changes_at_three() {
     });
 }
 
-/// DescribeQuorum on a follower is NOT_LEADER_OR_FOLLOWER; `freshet cluster quorum` and
+/// DescribeQuorum on a follower is NOT_LEADER_OR_FOLLOWER (or forwarded); `freshet cluster quorum` and
 /// `freshet cluster info` find the leader from any broker and show 3 voters, 3 unfenced
 /// brokers.
 #[test]
@@ -522,7 +522,13 @@ fn cluster_cli_finds_the_quorum_leader_from_any_broker() {
         ]);
         let mut conn = RawConn::connect(cluster.socket_addr(follower)).expect("connect");
         let answer = conn.request(2, &request).expect("DescribeQuorum");
-        assert_eq!(answer.topics[0].partitions[0].error_code, 6, "{answer:?}");
+        let p = &answer.topics[0].partitions[0];
+        // KafkaRaftClient's answer on a non-leader; Kafka's brokers forward to the controller
+        // instead, which answers as the leader: either is Kafka's behaviour.
+        assert!(
+            p.error_code == 6 || (p.error_code == 0 && p.leader_id.0 == leader as i32),
+            "{answer:?}"
+        );
         for bootstrap in 0..3 {
             let json = |args: &[&str]| -> Value {
                 let output = Command::new(broker_bin())
@@ -549,4 +555,103 @@ fn cluster_cli_finds_the_quorum_leader_from_any_broker() {
             assert_eq!(info["quorum"]["leader_id"], leader as i64);
         }
     });
+}
+
+/// The issue's closing-note figures, printed (not asserted beyond the issue's bounds): time
+/// from the controller's kill -9 to a new controller taking CreateTopics (p50/p99 of 20
+/// trials), time from a broker's kill -9 to its fencing (default session timeout), and
+/// CreateTopics latency on 1 node and on 3 (sent to the controller and to a follower).
+/// Run: `cargo test --release --test it -- --ignored cluster::measure --nocapture`.
+#[test]
+#[ignore = "a measurement; needs the quorum wiring"]
+fn measure_failover_fencing_and_create_topics_latency() {
+    within(Duration::from_secs(1200), || {
+        let mut cluster = TestCluster::start(3, ClusterOptions::default());
+        let mut failovers = Vec::new();
+        for trial in 0..20 {
+            let old = cluster.wait_controller(PROPAGATION_WITHIN, None);
+            cluster.kill9(old);
+            let killed_at = Instant::now();
+            let new = cluster.wait_controller(FAILOVER_WITHIN, Some(old));
+            create_topic_retrying(
+                &cluster,
+                new,
+                &format!("failover-{trial}"),
+                1,
+                FAILOVER_WITHIN,
+            );
+            failovers.push(killed_at.elapsed());
+            cluster.restart(old);
+            cluster.wait_ready();
+        }
+        let controller = cluster.wait_controller(PROPAGATION_WITHIN, None);
+        let victim = (0..3).find(|&n| n != controller).expect("a non-controller");
+        cluster.kill9(victim);
+        let killed_at = Instant::now();
+        cluster.wait_until(Duration::from_secs(30), "the victim fenced", || {
+            let fencing = cluster
+                .brokers_with_fencing(controller)
+                .map_err(|e| e.to_string())?;
+            if fencing.contains(&(victim as i32, true)) {
+                Ok(())
+            } else {
+                Err(format!("node {controller}: {fencing:?}"))
+            }
+        });
+        let fenced_after = killed_at.elapsed();
+        cluster.restart(victim);
+        cluster.wait_ready();
+        let follower = (0..3).find(|&n| n != controller).expect("a follower");
+        let on_controller = create_latencies("via-controller", |name| {
+            create_topic_on(&cluster, controller, name, 1)
+        });
+        let on_follower = create_latencies("via-follower", |name| {
+            create_topic_on(&cluster, follower, name, 1)
+        });
+        drop(cluster);
+        let single = common::TestBroker::start(1);
+        let on_single = create_latencies("single", |name| {
+            let mut conn = RawConn::connect(single.socket_addr()).map_err(|e| e.to_string())?;
+            Ok(common::create_topic_raw(&mut conn, name, 1, &[]))
+        });
+        eprintln!(
+            "controller failover (kill -9 to CreateTopics ok), 20 trials: {}\n\
+             broker kill -9 to fenced (default session timeout): {fenced_after:?}\n\
+             CreateTopics, 1 node: {}\n\
+             CreateTopics, 3 nodes, to the controller: {}\n\
+             CreateTopics, 3 nodes, to a follower: {}",
+            percentiles(&mut failovers),
+            percentiles(&mut on_single.clone()),
+            percentiles(&mut on_controller.clone()),
+            percentiles(&mut on_follower.clone()),
+        );
+    });
+}
+
+/// Latencies of 50 CreateTopics of new topics `{prefix}-{i}` (each must succeed).
+fn create_latencies(
+    prefix: &str,
+    mut create: impl FnMut(&str) -> Result<i16, String>,
+) -> Vec<Duration> {
+    (0..50)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let started = Instant::now();
+            assert_eq!(create(&name), Ok(0), "CreateTopics {name}");
+            started.elapsed()
+        })
+        .collect()
+}
+
+/// "p50 X, p99 Y, max Z" of `samples`.
+fn percentiles(samples: &mut [Duration]) -> String {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {:?}, p99 {:?}, max {:?} ({} samples)",
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1],
+        samples.len()
+    )
 }
