@@ -13,6 +13,9 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod node;
+pub mod raft_log;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -210,6 +213,10 @@ pub enum ControllerResponse {
     /// One result per forwarded command.
     Changed {
         results: Vec<Result<(), ForwardedError>>,
+        /// The metadata version after the change on the controller: the forwarding node
+        /// answers once it has applied that version too (read-your-writes for its client).
+        #[serde(default)]
+        version: u64,
     },
     /// The called node is not the active controller; `leader` is the one it knows of.
     NotController {

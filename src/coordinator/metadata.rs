@@ -96,6 +96,10 @@ pub struct ClusterMetadata {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
 }
 
+/// The largest metadata record batch: one snapshot of the whole metadata must fit (the
+/// metadata log's and the quorum's bound).
+pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
+
 /// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
 /// so that a restart never reuses an id and most InitProducerId calls write nothing.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;

@@ -19,6 +19,7 @@
 mod glommio_backend;
 mod join;
 pub mod net;
+pub mod notify;
 pub mod sim;
 pub mod sync;
 mod time;
@@ -32,6 +33,7 @@ pub use glommio_backend::{
     PoolStartError,
 };
 pub use join::{first_of, join_all};
+pub use notify::Notify;
 pub use time::{now, sleep, unix_time_ms, Instant, Sleep};
 
 /// Spawns `future` as a task of this thread's executor (glommio's, or the simulation's).

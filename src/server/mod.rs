@@ -9,7 +9,7 @@
 //! close (using a descriptor it keeps in reserve), and logs at most one line per 10 s.
 //!
 //! When the shard stops (`Shard::stopping` set, `Shard::stop` notified), the accept loop ends
-//! and every connection waiting for its next request wakes ([`crate::shard::notify::Notify::until`]),
+//! and every connection waiting for its next request wakes ([`crate::rt::Notify::until`]),
 //! so idle connections close at once. Each waiter unregisters when its wait ends: a closed
 //! connection leaves nothing behind (a waker kept after its task ended would keep the whole
 //! connection task's memory alive).

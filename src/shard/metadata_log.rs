@@ -36,7 +36,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::coordinator::metadata::{ClusterMetadata, MetadataRecord};
 use crate::coordinator::store;
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 use freshet_protocol::batch::{self, Compression};
 
@@ -44,8 +44,7 @@ use freshet_protocol::batch::{self, Compression};
 pub const METADATA_LOG_NAME: &str = "__cluster_metadata";
 /// The log is compacted to one snapshot when it holds more than this many records.
 pub const COMPACT_RECORDS_MIN: usize = 1_000;
-/// The largest batch of the metadata log: one snapshot of the whole metadata must fit.
-pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
+pub use crate::coordinator::metadata::METADATA_BATCH_BYTES_MAX;
 
 /// The metadata log's limits and compaction policy (the live state is one snapshot).
 pub const METADATA_LOG_LIMITS: InternalLogLimits = InternalLogLimits {

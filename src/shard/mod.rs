@@ -18,9 +18,7 @@
 //! with KAFKA_STORAGE_ERROR.
 
 pub mod groups;
-pub mod internal_log;
 pub mod metadata_log;
-pub mod notify;
 pub mod router;
 pub mod txns;
 
@@ -41,7 +39,7 @@ use crate::coordinator::metadata::{
 use crate::coordinator::{broker_config, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
-pub use notify::Notify;
+pub use crate::rt::Notify;
 pub use router::{owner_of, Job, Router, ShardGone, ShardId};
 
 /// A topic-partition key.

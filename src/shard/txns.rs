@@ -40,7 +40,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::{now_ms, Shard, COORDINATOR_SHARD};
 use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 use freshet_protocol::batch::{self, Compression};
 

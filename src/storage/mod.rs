@@ -35,6 +35,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod file_names;
 pub mod index;
+pub mod internal_log;
 pub mod io;
 pub mod io_sizes;
 pub mod log;

@@ -62,6 +62,8 @@ mod newuser_readme;
 mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
+mod quorum_log;
+mod quorum_node;
 mod sim_runner;
 mod simulate;
 mod simulate_compact;

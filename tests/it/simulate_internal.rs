@@ -55,8 +55,8 @@ use freshet::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataR
 use freshet::coordinator::offsets::{CommittedOffset, LogRecord, OffsetKey};
 use freshet::rt;
 use freshet::shard::groups::offsets_log::OffsetsCodec;
-use freshet::shard::internal_log::{InternalLog, InternalLogLimits, RecordCodec};
 use freshet::shard::metadata_log::{self, MetadataCodec};
+use freshet::storage::internal_log::{InternalLog, InternalLogLimits, RecordCodec};
 use freshet::storage::io::sim::{self, Faults, SimDisk};
 use freshet::storage::{StorageError, TailCache};
 use std::cell::RefCell;

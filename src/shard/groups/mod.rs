@@ -53,7 +53,7 @@ use std::rc::Rc;
 use crate::coordinator::consumer_group::{ConsumerGroupConfig, ConsumerGroups};
 use crate::coordinator::group::{GroupConfig, Groups, RequestId, Response};
 use crate::coordinator::offsets::Offsets;
-use crate::shard::internal_log::InternalLog;
+use crate::storage::internal_log::InternalLog;
 
 pub use describe::{
     ConsumerGroupDescription, ConsumerMemberDescription, GroupDescription, ListedGroup,

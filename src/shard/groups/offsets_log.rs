@@ -11,7 +11,7 @@ use kafka_protocol::error::ResponseError;
 
 use super::GroupCoordinator;
 use crate::coordinator::offsets::{self, GroupKind, LogRecord, OffsetChange, Offsets};
-use crate::shard::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 
 /// The offsets log is compacted when it holds more than this many records...

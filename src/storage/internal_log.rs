@@ -263,7 +263,7 @@ impl<C: RecordCodec> InternalLog<C> {
     ) -> Result<(), StorageError> {
         let before = self.log.high_watermark() - self.log.log_start_offset();
         let records = snapshot();
-        let now = crate::shard::now_ms();
+        let now = crate::rt::unix_time_ms();
         let payload = self.encode(&records, now)?;
         // One append: the snapshot is on disk entirely or not at all.
         let start = if payload.is_empty() {

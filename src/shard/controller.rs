@@ -1,0 +1,576 @@
+//! The metadata quorum on this node (coordinator shard only): the Raft node of a voter, the
+//! controller listener, broker heartbeats, and the active controller's duties.
+//!
+//! - **Voters** (a node listed in `controller_quorum_voters`, or a single node, its own one
+//!   voter) run a [`QuorumNode`] on the coordinator shard. Its applied metadata is published
+//!   to every shard by one publisher task, in version order ([`Controller::await_published`]
+//!   lets a change wait until its own version is everywhere).
+//! - **Broker-only** nodes have no Raft node: they poll the active controller for newer
+//!   metadata (`FetchMetadata`) and forward every change.
+//! - **Changes** (`Shard::change_metadata`): on the active controller they are decided against
+//!   its applied metadata and proposed as one Raft entry, answered once committed, applied and
+//!   published here; elsewhere they are forwarded to it (`ControllerRequest::Change`, Kafka's
+//!   forwarding) and a node that cannot reach one answers NOT_CONTROLLER (retriable).
+//! - **Brokers**: every node heartbeats to the active controller every
+//!   `broker_heartbeat_interval_ms`; the active controller registers, fences (silent for
+//!   `broker_session_timeout_ms`, or shutting down) and unfences brokers through the log
+//!   (`cluster::liveness`). On SIGTERM a node tells the controller it is shutting down
+//!   (Kafka's controlled shutdown) before it stops.
+//!
+//! Bounds: one call per heartbeat interval per node; forwarded changes wait at most
+//! [`FORWARD_TIMEOUT`]; the transport's own bounds (frames, queues) are in `cluster::transport`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+
+use crate::cluster::liveness::BrokerSessions;
+use crate::cluster::node::{NodeSettings, ProposeError, QuorumNode};
+use crate::cluster::raft_log::RaftLog;
+use crate::cluster::transport::{ControllerTransport, TransportLimits};
+use crate::cluster::{
+    BrokerHeartbeat, ControllerRequest, ControllerResponse, ForwardedError, QuorumConfig,
+    QuorumStatus,
+};
+use crate::coordinator::metadata::{
+    ClusterMetadata, MetadataCommand, MetadataError, MetadataRecord,
+};
+use crate::rt::Task;
+use crate::shard::{Notify, Shard};
+
+/// How long a forwarded change may take before NOT_CONTROLLER is answered.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new active controller waits to apply its term's first entry before it answers
+/// NOT_CONTROLLER to a change.
+pub const LEADER_READY_WAIT: Duration = Duration::from_secs(3);
+/// How often the active controller looks for brokers whose session expired.
+const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a broker-only node asks for newer metadata.
+const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the controlled shutdown's last heartbeat may take.
+const SHUTDOWN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The quorum on this node; lives on the coordinator shard.
+pub struct Controller {
+    quorum: QuorumConfig,
+    node: Option<Rc<QuorumNode>>,
+    transport: Option<Rc<ControllerTransport>>,
+    incarnation_id: uuid::Uuid,
+    /// The active controller's broker sessions; `Some` only while this node leads.
+    sessions: RefCell<Option<BrokerSessions>>,
+    /// The newest metadata applied here and not yet published (set by the apply hook).
+    pending: RefCell<Option<Arc<ClusterMetadata>>>,
+    applied_notify: Notify,
+    /// The version every shard has installed.
+    published_version: Cell<u64>,
+    published_notify: Notify,
+    /// The last active controller heard of (a broker-only node's hint).
+    leader_hint: Cell<Option<i32>>,
+    tasks: RefCell<Vec<Task<()>>>,
+}
+
+impl Controller {
+    /// This node's quorum settings.
+    pub fn quorum(&self) -> &QuorumConfig {
+        &self.quorum
+    }
+
+    /// Whether this node is the active controller, ready to decide changes.
+    pub fn is_active(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.leader() == Some(self.quorum.node_id))
+    }
+
+    /// The active controller this node knows of.
+    pub fn leader(&self) -> Option<i32> {
+        match &self.node {
+            Some(node) => node.leader(),
+            None => self.leader_hint.get(),
+        }
+    }
+
+    /// The quorum as this node sees it (DescribeQuorum).
+    pub fn status(&self) -> QuorumStatus {
+        match &self.node {
+            Some(node) => node.status(),
+            None => QuorumStatus {
+                leader_id: self.leader_hint.get(),
+                ..QuorumStatus::default()
+            },
+        }
+    }
+
+    /// The metadata the Raft node applied (a voter), or what this node installed.
+    fn applied(&self, shard: &Shard) -> Arc<ClusterMetadata> {
+        match &self.node {
+            Some(node) => node.applied(),
+            None => shard.metadata(),
+        }
+    }
+
+    /// Waits until every shard has installed metadata of at least `version`.
+    pub async fn await_published(&self, version: u64) {
+        self.published_notify
+            .until(|| self.published_version.get() >= version)
+            .await;
+    }
+
+    fn heartbeat(&self, shard: &Shard, shutting_down: bool) -> Option<BrokerHeartbeat> {
+        let (host, port) = shard.config.advertised_host_port().ok()?;
+        let rack = shard.config.broker_rack.trim();
+        Some(BrokerHeartbeat {
+            node_id: self.quorum.node_id,
+            incarnation_id: self.incarnation_id,
+            host,
+            port,
+            rack: (!rack.is_empty()).then(|| rack.to_string()),
+            shutting_down,
+        })
+    }
+}
+
+impl Shard {
+    /// The quorum of this node (coordinator shard, once started).
+    pub fn controller(&self) -> Option<Rc<Controller>> {
+        self.controller.borrow().clone()
+    }
+
+    /// Starts the quorum on the coordinator shard: the Raft node (voters), the controller
+    /// listener, the publisher, the heartbeat loop and the controller's session checks.
+    /// `initial` is the metadata the startup load gave every shard.
+    pub async fn start_controller(
+        self: &Rc<Self>,
+        quorum: QuorumConfig,
+        initial: Arc<ClusterMetadata>,
+    ) -> Result<(), String> {
+        assert_eq!(self.id, super::COORDINATOR_SHARD);
+        let transport = (!quorum.single_node).then(|| {
+            ControllerTransport::new(
+                quorum.node_id,
+                quorum.voters.clone(),
+                TransportLimits::default(),
+            )
+        });
+        let weak = Rc::downgrade(self);
+        let controller_cell: Rc<RefCell<Weak<Controller>>> = Rc::new(RefCell::new(Weak::new()));
+        let node = if quorum.is_voter() {
+            let log = RaftLog::open(&self.config.data_dir, self.cache.clone())
+                .await
+                .map_err(|e| format!("opening the metadata quorum's log: {e}"))?;
+            let outbox: Rc<dyn Fn(raft::prelude::Message)> = match &transport {
+                Some(t) => {
+                    let t = t.clone();
+                    Rc::new(move |m| t.send_raft(m))
+                }
+                None => Rc::new(|_| ()),
+            };
+            let cell = controller_cell.clone();
+            let on_applied: Rc<dyn Fn(Arc<ClusterMetadata>)> = Rc::new(move |m| {
+                if let Some(c) = cell.borrow().upgrade() {
+                    *c.pending.borrow_mut() = Some(m);
+                    c.applied_notify.notify_all();
+                }
+            });
+            let settings = NodeSettings {
+                node_id: quorum.node_id,
+                voters: quorum.voters.iter().map(|v| v.node_id).collect(),
+                election_timeout_ms: self.config.controller_quorum_election_timeout_ms,
+                tick_ms: crate::cluster::node::TICK_MS,
+                cluster_id: self.config.cluster_id.clone(),
+            };
+            let node = QuorumNode::start(settings, log, (*initial).clone(), outbox, on_applied)
+                .await
+                .map_err(|e| format!("starting the metadata quorum: {e}"))?;
+            Some(node)
+        } else {
+            None
+        };
+        let controller = Rc::new(Controller {
+            quorum: quorum.clone(),
+            node: node.clone(),
+            transport: transport.clone(),
+            incarnation_id: uuid::Uuid::new_v4(),
+            sessions: RefCell::new(None),
+            pending: RefCell::new(None),
+            applied_notify: Notify::default(),
+            published_version: Cell::new(initial.version),
+            published_notify: Notify::default(),
+            leader_hint: Cell::new(None),
+            tasks: RefCell::new(Vec::new()),
+        });
+        *controller_cell.borrow_mut() = Rc::downgrade(&controller);
+        *self.controller.borrow_mut() = Some(controller.clone());
+        if let (Some(t), Some(listen)) = (&transport, &quorum.controller_listen) {
+            let addr = crate::config::resolve(listen).map_err(|e| e.to_string())?;
+            let node_for_raft = node.clone();
+            let on_raft: Rc<dyn Fn(raft::prelude::Message)> = Rc::new(move |m| {
+                if let Some(n) = &node_for_raft {
+                    n.step(m);
+                }
+            });
+            let shard = weak.clone();
+            let on_call: Rc<
+                dyn Fn(
+                    ControllerRequest,
+                )
+                    -> std::pin::Pin<Box<dyn std::future::Future<Output = ControllerResponse>>>,
+            > = Rc::new(move |request| {
+                let shard = shard.clone();
+                Box::pin(async move {
+                    match shard.upgrade() {
+                        Some(shard) => shard.answer_controller_call(request).await,
+                        None => ControllerResponse::Failed {
+                            message: "stopping".into(),
+                        },
+                    }
+                })
+            });
+            t.serve(addr, on_raft, on_call)
+                .map_err(|e| format!("controller listener {listen}: {e}"))?;
+        }
+        let mut tasks = vec![crate::rt::spawn_local(self.clone().publisher_loop())];
+        tasks.push(crate::rt::spawn_local(self.clone().heartbeat_loop()));
+        if node.is_some() {
+            tasks.push(crate::rt::spawn_local(self.clone().session_loop()));
+        } else {
+            tasks.push(crate::rt::spawn_local(self.clone().metadata_poll_loop()));
+        }
+        *controller.tasks.borrow_mut() = tasks;
+        Ok(())
+    }
+
+    /// Stops the quorum: a last heartbeat that fences this broker (controlled shutdown), then
+    /// the loops, the Raft node and the listener.
+    pub async fn stop_controller(self: &Rc<Self>) {
+        let Some(controller) = self.controller() else {
+            return;
+        };
+        if let Some(hb) = controller.heartbeat(self, true) {
+            let send = self.send_heartbeat(&controller, hb);
+            let timeout = crate::rt::sleep(SHUTDOWN_HEARTBEAT_TIMEOUT);
+            let _ = crate::rt::first_of(send, timeout).await;
+        }
+        for task in controller.tasks.borrow_mut().drain(..) {
+            drop(task);
+        }
+        if let Some(node) = &controller.node {
+            node.stop().await;
+        }
+        if let Some(t) = &controller.transport {
+            t.stop().await;
+        }
+        *self.controller.borrow_mut() = None;
+    }
+
+    /// Decides and commits a change on the active controller: records decided against the
+    /// applied metadata, one Raft entry, answered once applied and published here. `None`
+    /// when this node is not (or no longer) the active controller.
+    pub(super) async fn propose_change(
+        self: &Rc<Self>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), MetadataError> {
+        let controller = self.controller().ok_or_else(not_controller)?;
+        let node = controller.node.clone().ok_or_else(not_controller)?;
+        let applied = node.propose(records).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } | ProposeError::Stopped => not_controller(),
+            ProposeError::Storage(why) => {
+                tracing::error!(error = %why, "writing the metadata log failed");
+                MetadataError {
+                    code: ResponseError::KafkaStorageError,
+                    message: format!("the metadata log could not be written: {why}"),
+                }
+            }
+        })?;
+        controller.await_published(applied.version).await;
+        Ok(())
+    }
+
+    /// The metadata to decide changes against on the active controller, once it is ready
+    /// (it has applied everything before its term); `None` when this node does not lead.
+    pub(super) async fn leader_metadata(&self) -> Option<Arc<ClusterMetadata>> {
+        let controller = self.controller()?;
+        let node = controller.node.clone()?;
+        let deadline = crate::rt::now() + LEADER_READY_WAIT;
+        loop {
+            if node.leader() != Some(controller.quorum.node_id) {
+                return None;
+            }
+            if node.ready_to_propose() {
+                return Some(node.applied());
+            }
+            if crate::rt::now() >= deadline {
+                return None;
+            }
+            crate::rt::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Forwards changes to the active controller (this node does not lead).
+    pub(super) async fn forward_change(
+        &self,
+        commands: Vec<MetadataCommand>,
+        validate_only: bool,
+    ) -> Vec<Result<(), MetadataError>> {
+        let count = commands.len();
+        let fail = |e: MetadataError| (0..count).map(|_| Err(e.clone())).collect();
+        let Some(controller) = self.controller() else {
+            return fail(not_controller());
+        };
+        let Some(transport) = controller.transport.clone() else {
+            return fail(not_controller());
+        };
+        let request = ControllerRequest::Change {
+            commands,
+            validate_only,
+        };
+        match transport
+            .call_controller(request, controller.leader(), FORWARD_TIMEOUT)
+            .await
+        {
+            Ok(ControllerResponse::Changed { results, version }) if results.len() == count => {
+                // The client may ask this node next: wait (bounded) until it has the change.
+                let published = controller.await_published(version);
+                let _ = crate::rt::first_of(published, crate::rt::sleep(FORWARD_TIMEOUT)).await;
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(from_forwarded))
+                    .collect()
+            }
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "forwarded metadata change: unexpected answer");
+                fail(not_controller())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "forwarding a metadata change failed");
+                fail(not_controller())
+            }
+        }
+    }
+
+    /// Answers a call that arrived on the controller listener.
+    async fn answer_controller_call(self: &Rc<Self>, request: ControllerRequest) -> ControllerResponse {
+        let Some(controller) = self.controller() else {
+            return ControllerResponse::Failed {
+                message: "the quorum is not running".into(),
+            };
+        };
+        let not_leader = || ControllerResponse::NotController {
+            leader: controller.leader(),
+        };
+        match request {
+            ControllerRequest::Change {
+                commands,
+                validate_only,
+            } => {
+                if !controller.is_active() {
+                    return not_leader();
+                }
+                let results = self.change_metadata(commands, validate_only).await;
+                ControllerResponse::Changed {
+                    version: controller.applied(self).version,
+                    results: results
+                        .into_iter()
+                        .map(|r| r.map_err(|e| to_forwarded(&e)))
+                        .collect(),
+                }
+            }
+            ControllerRequest::Heartbeat(hb) => {
+                if !controller.is_active() {
+                    return not_leader();
+                }
+                match self.take_heartbeat(&controller, &hb).await {
+                    Ok(fenced) => ControllerResponse::HeartbeatAck { fenced },
+                    Err(e) => ControllerResponse::Failed { message: e.message },
+                }
+            }
+            ControllerRequest::FetchMetadata { version } => {
+                let applied = controller.applied(self);
+                ControllerResponse::Metadata {
+                    metadata: (applied.version > version && !applied.cluster_id.is_empty())
+                        .then(|| Box::new((*applied).clone())),
+                }
+            }
+            ControllerRequest::DescribeQuorum => ControllerResponse::Quorum(controller.status()),
+        }
+    }
+
+    /// The active controller takes a broker's heartbeat: registers, unfences or fences it as
+    /// its session tracker decides. Returns whether the broker is fenced now.
+    async fn take_heartbeat(
+        self: &Rc<Self>,
+        controller: &Controller,
+        hb: &BrokerHeartbeat,
+    ) -> Result<bool, MetadataError> {
+        let applied = controller.applied(self);
+        let command = {
+            let mut sessions = controller.sessions.borrow_mut();
+            let sessions = sessions.get_or_insert_with(|| {
+                BrokerSessions::new(
+                    self.config.broker_session_timeout_ms as i64,
+                    super::now_ms(),
+                    &applied,
+                )
+            });
+            sessions.on_heartbeat(hb, super::now_ms(), &applied)
+        };
+        if let Some(command) = command {
+            for r in self.change_metadata(vec![command], false).await {
+                r?;
+            }
+        }
+        let now = controller.applied(self);
+        Ok(now.brokers.get(&hb.node_id).is_none_or(|b| b.fenced))
+    }
+
+    /// Sends this node's heartbeat to the active controller (itself, when it leads).
+    async fn send_heartbeat(self: &Rc<Self>, controller: &Rc<Controller>, hb: BrokerHeartbeat) {
+        if controller.is_active() {
+            if let Err(e) = self.take_heartbeat(controller, &hb).await {
+                tracing::debug!(error = %e.message, "own heartbeat not taken");
+            }
+            return;
+        }
+        let Some(transport) = controller.transport.clone() else {
+            return;
+        };
+        let deadline = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(100));
+        match transport
+            .call_controller(ControllerRequest::Heartbeat(hb), controller.leader(), deadline)
+            .await
+        {
+            Ok(ControllerResponse::HeartbeatAck { fenced }) => {
+                tracing::trace!(fenced, "heartbeat taken");
+            }
+            Ok(ControllerResponse::NotController { leader }) => controller.leader_hint.set(leader),
+            Ok(other) => tracing::debug!(answer = ?other, "heartbeat: unexpected answer"),
+            Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+        }
+    }
+
+    /// Publishes applied metadata to every shard, newest first, one publication at a time.
+    async fn publisher_loop(self: Rc<Self>) {
+        let Some(controller) = self.controller() else {
+            return;
+        };
+        loop {
+            controller
+                .applied_notify
+                .until(|| controller.pending.borrow().is_some())
+                .await;
+            let Some(next) = controller.pending.borrow_mut().take() else {
+                continue;
+            };
+            if next.version <= controller.published_version.get() && next.version != 0 {
+                continue;
+            }
+            let version = next.version;
+            self.publish_metadata((*next).clone()).await;
+            controller.published_version.set(version);
+            controller.published_notify.notify_all();
+        }
+    }
+
+    /// Heartbeats to the active controller every `broker_heartbeat_interval_ms`.
+    async fn heartbeat_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(50));
+        while !self.stopping.get() {
+            if let Some(controller) = self.controller() {
+                if let Some(hb) = controller.heartbeat(&self, false) {
+                    self.send_heartbeat(&controller, hb).await;
+                }
+            }
+            crate::rt::sleep(interval).await;
+        }
+    }
+
+    /// On the active controller: fences brokers whose session expired; forgets the sessions
+    /// when leadership moves away (a new controller starts them afresh).
+    async fn session_loop(self: Rc<Self>) {
+        while !self.stopping.get() {
+            crate::rt::sleep(SESSION_CHECK_INTERVAL).await;
+            let Some(controller) = self.controller() else {
+                return;
+            };
+            crate::cluster::set_active_controller(controller.leader());
+            if !controller.is_active() {
+                controller.sessions.borrow_mut().take();
+                continue;
+            }
+            let applied = controller.applied(&self);
+            let commands = {
+                let mut sessions = controller.sessions.borrow_mut();
+                let sessions = sessions.get_or_insert_with(|| {
+                    BrokerSessions::new(
+                        self.config.broker_session_timeout_ms as i64,
+                        super::now_ms(),
+                        &applied,
+                    )
+                });
+                sessions.expired(super::now_ms(), &applied)
+            };
+            if !commands.is_empty() {
+                for r in self.change_metadata(commands, false).await {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e.message, "fencing a broker failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A broker-only node: polls the active controller for newer metadata.
+    async fn metadata_poll_loop(self: Rc<Self>) {
+        while !self.stopping.get() {
+            let Some(controller) = self.controller() else {
+                return;
+            };
+            let Some(transport) = controller.transport.clone() else {
+                return;
+            };
+            let version = self.metadata().version;
+            match transport
+                .call_controller(
+                    ControllerRequest::FetchMetadata { version },
+                    controller.leader(),
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(ControllerResponse::Metadata {
+                    metadata: Some(metadata),
+                }) => {
+                    *controller.pending.borrow_mut() = Some(Arc::new(*metadata));
+                    controller.applied_notify.notify_all();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "metadata poll failed"),
+            }
+            crate::rt::sleep(METADATA_POLL_INTERVAL).await;
+        }
+    }
+}
+
+fn not_controller() -> MetadataError {
+    MetadataError {
+        code: ResponseError::NotController,
+        message: "This node is not the active controller and none could be reached.".into(),
+    }
+}
+
+fn to_forwarded(e: &MetadataError) -> ForwardedError {
+    ForwardedError {
+        code: e.code.code(),
+        message: e.message.clone(),
+    }
+}
+
+fn from_forwarded(e: ForwardedError) -> MetadataError {
+    MetadataError {
+        code: ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError),
+        message: e.message,
+    }
+}
