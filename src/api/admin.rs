@@ -10,7 +10,7 @@
 //! `Shard::change_metadata`; descriptions read the local shard's metadata snapshot, which
 //! every change has reached before it is acknowledged.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::ApiKey;
@@ -54,45 +54,32 @@ pub fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> 
     dup
 }
 
-/// Checks one partition's manual replica list on this single-node cluster, as Kafka's
-/// `validateManualPartitionAssignment` does: not empty, only registered brokers (this node),
-/// no broker twice, and as many replicas as `replicas_expected` when given.
+/// Checks one partition's manual replica list as Kafka's `validateManualPartitionAssignment`
+/// does (`coordinator::metadata::check_replica_list`): not empty, only registered brokers
+/// (`is_registered`, see [`registered_or_local`]), no broker twice, and as many replicas as
+/// `replicas_expected` when given.
 pub fn check_replica_list(
     brokers: &[i32],
-    node_id: i32,
+    is_registered: impl Fn(i32) -> bool,
     replicas_expected: Option<usize>,
 ) -> Result<(), AdminError> {
-    let bad = |why: String| Err(AdminError::InvalidReplicaAssignment(why));
-    if brokers.is_empty() {
-        return bad("The manual partition assignment includes an empty replica list.".into());
-    }
-    let mut sorted: Vec<i32> = brokers.to_vec();
-    sorted.sort_unstable();
-    let mut seen = BTreeSet::new();
-    for &broker in &sorted {
-        if broker != node_id {
-            return bad(format!(
-                "The manual partition assignment includes broker {broker}, but no such broker \
-                 is registered."
-            ));
-        }
-        if !seen.insert(broker) {
-            return bad(format!(
-                "The manual partition assignment includes the broker {broker} more than once."
-            ));
+    crate::coordinator::metadata::check_replica_list(brokers, is_registered, replicas_expected)
+        .map_err(|e| AdminError::InvalidReplicaAssignment(e.message))
+}
+
+/// Whether a broker may hold a replica: one registered in `metadata`, or, while no broker is
+/// registered (the pre-quorum rule of `coordinator::metadata`), this node only.
+pub fn registered_or_local(
+    metadata: &crate::coordinator::metadata::ClusterMetadata,
+    node_id: i32,
+) -> impl Fn(i32) -> bool + '_ {
+    move |broker| {
+        if metadata.brokers.is_empty() {
+            broker == node_id
+        } else {
+            metadata.brokers.contains_key(&broker)
         }
     }
-    if let Some(expected) = replicas_expected {
-        if sorted.len() != expected {
-            return bad(format!(
-                "The manual partition assignment includes a partition with {} replica(s), but \
-                 this is not consistent with previous partitions, which have {expected} \
-                 replica(s).",
-                sorted.len()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Config resource types (Kafka's `ConfigResource.Type` ids).
@@ -126,23 +113,27 @@ mod tests {
 
     #[test]
     fn replica_lists_must_name_only_this_node_once() {
-        assert!(check_replica_list(&[3], 3, None).is_ok());
-        assert!(check_replica_list(&[3], 3, Some(1)).is_ok());
+        let metadata = crate::coordinator::metadata::ClusterMetadata::default();
+        let check = |brokers: &[i32], expected| {
+            check_replica_list(brokers, registered_or_local(&metadata, 3), expected)
+        };
+        assert!(check(&[3], None).is_ok());
+        assert!(check(&[3], Some(1)).is_ok());
         let message = |r: Result<(), AdminError>| r.unwrap_err().to_string();
         assert_eq!(
-            message(check_replica_list(&[], 3, None)),
+            message(check(&[], None)),
             "The manual partition assignment includes an empty replica list."
         );
         assert_eq!(
-            message(check_replica_list(&[3, 7], 3, None)),
+            message(check(&[3, 7], None)),
             "The manual partition assignment includes broker 7, but no such broker is registered."
         );
         assert_eq!(
-            message(check_replica_list(&[3, 3], 3, None)),
+            message(check(&[3, 3], None)),
             "The manual partition assignment includes the broker 3 more than once."
         );
         assert!(matches!(
-            check_replica_list(&[3], 3, Some(2)),
+            check(&[3], Some(2)),
             Err(AdminError::InvalidReplicaAssignment(_))
         ));
     }

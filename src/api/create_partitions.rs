@@ -4,9 +4,11 @@
 //! given twice is refused with INVALID_REQUEST "Duplicate topic name." (listed first) and not
 //! changed; an unknown topic gets UNKNOWN_TOPIC_OR_PARTITION; a count equal to or below the
 //! current one gets INVALID_PARTITIONS; manual assignments, when given, must cover exactly the
-//! new partitions and name only this node, once each (one replica, like every existing
-//! partition), else INVALID_REPLICA_ASSIGNMENT. `validate_only` checks without changing
-//! anything. The change runs on the coordinator shard and every shard has opened the new
+//! new partitions and name registered brokers (only this node while the metadata has no
+//! registered broker: the pre-quorum rule of `coordinator::metadata`), once each, as many as
+//! the topic's partitions have, else INVALID_REPLICA_ASSIGNMENT. The metadata state machine
+//! checks them again on the controller and places the new partitions when none are given.
+//! `validate_only` checks without changing anything. The change runs on the coordinator shard and every shard has opened the new
 //! partitions when the answer goes out; `timeout_ms` is not used.
 
 use std::rc::Rc;
@@ -14,14 +16,11 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, TopicName};
 
-use super::admin::{check_replica_list, duplicates, AdminError};
+use super::admin::{check_replica_list, duplicates, registered_or_local, AdminError};
 use super::{decode, respond, str_bytes, Outcome};
 use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
-
-/// Replicas of every existing partition on this single-node cluster.
-const REPLICAS_PER_PARTITION: usize = 1;
 
 /// One topic to grow, as plain data that can cross to the coordinator shard.
 #[derive(Debug, Clone)]
@@ -104,6 +103,7 @@ async fn grow_on_coordinator(
             let command = MetadataCommand::CreatePartitions {
                 name: g.name.clone(),
                 total: g.count,
+                assignments: g.assignments.clone(),
             };
             (command, index)
         })
@@ -146,8 +146,13 @@ pub fn check_growth(
                 assignments.len()
             )));
         }
+        let replicas = usize::try_from(topic.replication_factor()).unwrap_or(1);
         for brokers in assignments {
-            check_replica_list(brokers, node_id, Some(REPLICAS_PER_PARTITION))?;
+            check_replica_list(
+                brokers,
+                registered_or_local(metadata, node_id),
+                Some(replicas),
+            )?;
         }
     }
     Ok(())
@@ -165,6 +170,8 @@ mod tests {
                 name: "t".into(),
                 partitions: 3,
                 configs: BTreeMap::new(),
+                replication_factor: 1,
+                assignments: None,
             })
             .unwrap()
     }

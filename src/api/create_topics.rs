@@ -5,9 +5,12 @@
 //! the name (valid; not colliding with an existing topic by '.' versus '_'; not existing), the
 //! configs (no null values; known names and valid values: INVALID_CONFIG), then the layout.
 //! A topic may give its layout as a count and a replication factor (-1 for the broker
-//! defaults: `num.partitions`, and 1) or as manual assignments (then both must be -1); this is a
-//! single-node cluster, so a replication factor above 1, or an assignment naming any other
-//! broker, is refused as Kafka refuses replicas on unregistered brokers. A name given twice in
+//! defaults: `num.partitions`, and 1) or as manual assignments (then both must be -1). Manual
+//! replica lists are checked here against the registered brokers (the local node alone while
+//! the metadata has no registered broker: the pre-quorum rule of `coordinator::metadata`);
+//! the metadata state machine then checks the layout again on the controller, places the
+//! partitions over the live brokers, and refuses a replication factor above 1 (partitions do
+//! not replicate yet) with INVALID_REPLICATION_FACTOR. A name given twice in
 //! one request is refused (INVALID_REQUEST "Duplicate topic name.", listed after the others, as
 //! `ControllerApis` does) and not created at all.
 //!
@@ -33,7 +36,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use uuid::Uuid;
 
-use super::admin::{check_replica_list, duplicates, AdminError};
+use super::admin::{check_replica_list, duplicates, registered_or_local, AdminError};
 use super::configs::{topic_config_entries, ConfigEntry};
 use super::{decode, respond, str_bytes, Outcome};
 use crate::config::BrokerConfig;
@@ -45,10 +48,8 @@ use crate::coordinator::topic_config;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
 
-/// Replicas per partition on this single-node cluster (Kafka's `default.replication.factor`).
-const REPLICATION_FACTOR: i16 = 1;
-/// Brokers in this cluster.
-const BROKER_COUNT: usize = 1;
+/// Replicas per partition when the request gives -1 (Kafka's `default.replication.factor`).
+const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
 /// One topic to create, as plain data that can cross to the coordinator shard.
 #[derive(Debug, Clone)]
@@ -62,14 +63,23 @@ pub struct NewTopic {
     pub configs: Vec<(String, Option<String>)>,
 }
 
-/// A topic that passed the checks: its partition count and config overrides.
-type Plan = (i32, BTreeMap<String, String>);
+/// A topic that passed the request's checks: its layout and config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+    /// Defaults filled in; with manual assignments, their replica count.
+    pub replication_factor: i16,
+    /// Manual replica lists by partition index (0, 1, ...), if the request gave them.
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
 
 /// What the answer says about a created (or validated) topic.
 #[derive(Debug)]
 struct Created {
     topic_id: Uuid,
     partitions: i32,
+    replication_factor: i16,
     configs: Vec<ConfigEntry>,
 }
 
@@ -111,7 +121,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 result.error_message = None;
                 result.topic_id = created.topic_id;
                 result.num_partitions = created.partitions;
-                result.replication_factor = REPLICATION_FACTOR;
+                result.replication_factor = created.replication_factor;
                 result.configs = Some(created.configs.into_iter().map(topic_config).collect());
             }
             Err(error) => {
@@ -185,11 +195,13 @@ async fn create_on_coordinator(
         .iter()
         .enumerate()
         .filter_map(|(index, plan)| {
-            let (partitions, configs) = plan.as_ref().ok()?;
+            let plan = plan.as_ref().ok()?;
             let command = MetadataCommand::CreateTopic {
                 name: topics[index].name.clone(),
-                partitions: *partitions,
-                configs: configs.clone(),
+                partitions: plan.partitions,
+                configs: plan.configs.clone(),
+                replication_factor: plan.replication_factor,
+                assignments: plan.assignments.clone(),
             };
             Some((command, index))
         })
@@ -208,7 +220,7 @@ async fn create_on_coordinator(
         .iter()
         .zip(planned)
         .map(|(topic, plan)| {
-            let (partitions, configs) = plan?;
+            let plan = plan?;
             let topic_id = if validate_only {
                 Uuid::new_v4()
             } else {
@@ -216,8 +228,9 @@ async fn create_on_coordinator(
             };
             Ok(Created {
                 topic_id,
-                partitions,
-                configs: topic_config_entries(&configs, &broker, &kafka),
+                partitions: plan.partitions,
+                replication_factor: plan.replication_factor,
+                configs: topic_config_entries(&plan.configs, &broker, &kafka),
             })
         })
         .collect()
@@ -256,7 +269,9 @@ fn check_request_partitions(
 }
 
 /// Checks one topic against the current metadata and the broker's settings, as Kafka's
-/// controller does, and returns its partition count and config overrides. Pure.
+/// controller does, and returns its layout and config overrides. Pure. What depends on the
+/// live brokers beyond the manual lists (placement, the replication factor against the
+/// brokers) is checked by the metadata state machine (`ClusterMetadata::check`).
 pub fn plan_topic(
     metadata: &ClusterMetadata,
     broker: &BrokerConfig,
@@ -293,38 +308,45 @@ pub fn plan_topic(
         topic_config::validate(key, value).map_err(|e| AdminError::InvalidConfig(e.0))?;
     }
 
-    let partitions = if topic.assignments.is_empty() {
-        if topic.replication_factor < -1 || topic.replication_factor == 0 {
-            return Err(AdminError::ReplicationFactorNotPositive);
-        }
-        if topic.num_partitions < -1 || topic.num_partitions == 0 {
-            return Err(AdminError::PartitionCountNotPositive);
-        }
-        let factor = if topic.replication_factor == -1 {
-            REPLICATION_FACTOR
-        } else {
-            topic.replication_factor
-        };
-        if factor as usize > BROKER_COUNT {
-            return Err(AdminError::ReplicationFactorTooLarge {
-                factor,
-                brokers: BROKER_COUNT,
-            });
-        }
-        if topic.num_partitions == -1 {
+    if !topic.assignments.is_empty() {
+        let lists = check_assignments(topic, metadata, broker.node_id)?;
+        return Ok(Plan {
+            partitions: i32::try_from(lists.len())
+                .map_err(|_| AdminError::PartitionCountNotPositive)?,
+            configs,
+            replication_factor: i16::try_from(lists[0].len()).unwrap_or(i16::MAX),
+            assignments: Some(lists),
+        });
+    }
+    if topic.replication_factor < -1 || topic.replication_factor == 0 {
+        return Err(AdminError::ReplicationFactorNotPositive);
+    }
+    if topic.num_partitions < -1 || topic.num_partitions == 0 {
+        return Err(AdminError::PartitionCountNotPositive);
+    }
+    Ok(Plan {
+        partitions: if topic.num_partitions == -1 {
             broker.default_partitions
         } else {
             topic.num_partitions
-        }
-    } else {
-        check_assignments(topic, broker.node_id)?
-    };
-    Ok((partitions, configs))
+        },
+        configs,
+        replication_factor: if topic.replication_factor == -1 {
+            DEFAULT_REPLICATION_FACTOR
+        } else {
+            topic.replication_factor
+        },
+        assignments: None,
+    })
 }
 
-/// Checks manual assignments (Kafka's rules; only this node may hold replicas) and returns
-/// the partition count they describe.
-fn check_assignments(topic: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
+/// Checks manual assignments (Kafka's rules, against the registered brokers, or only this
+/// node before the quorum) and returns the replica lists by partition index.
+fn check_assignments(
+    topic: &NewTopic,
+    metadata: &ClusterMetadata,
+    node_id: i32,
+) -> Result<Vec<Vec<i32>>, AdminError> {
     if topic.replication_factor != -1 {
         return Err(AdminError::AssignmentWithReplicationFactor);
     }
@@ -339,7 +361,7 @@ fn check_assignments(topic: &NewTopic, node_id: i32) -> Result<i32, AdminError> 
                 "Found multiple manual partition assignments for partition {partition}"
             )));
         }
-        check_replica_list(brokers, node_id, replicas)?;
+        check_replica_list(brokers, registered_or_local(metadata, node_id), replicas)?;
         replicas = Some(brokers.len());
     }
     let count = seen.len();
@@ -348,7 +370,9 @@ fn check_assignments(topic: &NewTopic, node_id: i32) -> Result<i32, AdminError> 
             "partitions should be a consecutive 0-based integer sequence".into(),
         ));
     }
-    i32::try_from(count).map_err(|_| AdminError::PartitionCountNotPositive)
+    let mut lists: Vec<(i32, Vec<i32>)> = topic.assignments.clone();
+    lists.sort_by_key(|(partition, _)| *partition);
+    Ok(lists.into_iter().map(|(_, brokers)| brokers).collect())
 }
 
 /// An existing topic whose name equals `name` once '.' and '_' are treated alike (Kafka's
@@ -387,19 +411,45 @@ mod tests {
                     name: name.to_string(),
                     partitions: 1,
                     configs: BTreeMap::new(),
+                    replication_factor: 1,
+                    assignments: None,
                 })
                 .unwrap();
         }
         metadata
     }
 
-    fn refusal(topic: &NewTopic) -> (i16, String) {
+    /// The command a plan becomes, as `create_on_coordinator` builds it.
+    fn command_of(name: &str, plan: Plan) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions: plan.partitions,
+            configs: plan.configs,
+            replication_factor: plan.replication_factor,
+            assignments: plan.assignments,
+        }
+    }
+
+    /// The refusal of `topic` by the request's checks, or else by the metadata's check of
+    /// its command (what the coordinator runs next).
+    fn refusal_in(metadata: &ClusterMetadata, topic: &NewTopic) -> (i16, String) {
         let broker = BrokerConfig {
             default_partitions: 4,
             ..BrokerConfig::default()
         };
-        let error = plan_topic(&existing(&["taken", "a.b"]), &broker, topic).unwrap_err();
+        let error = match plan_topic(metadata, &broker, topic) {
+            Ok(plan) => AdminError::from(
+                metadata
+                    .check(&command_of(&topic.name, plan))
+                    .expect_err("refused"),
+            ),
+            Err(error) => error,
+        };
         (error.code(), error.to_string())
+    }
+
+    fn refusal(topic: &NewTopic) -> (i16, String) {
+        refusal_in(&existing(&["taken", "a.b"]), topic)
     }
 
     #[test]
@@ -408,12 +458,11 @@ mod tests {
             default_partitions: 4,
             ..BrokerConfig::default()
         };
-        let (partitions, configs) =
-            plan_topic(&existing(&[]), &broker, &new_topic("t", -1, -1)).unwrap();
-        assert_eq!(partitions, 4);
-        assert!(configs.is_empty());
-        let (partitions, _) = plan_topic(&existing(&[]), &broker, &new_topic("t", 7, 1)).unwrap();
-        assert_eq!(partitions, 7);
+        let plan = plan_topic(&existing(&[]), &broker, &new_topic("t", -1, -1)).unwrap();
+        assert_eq!((plan.partitions, plan.replication_factor), (4, 1));
+        assert!(plan.configs.is_empty() && plan.assignments.is_none());
+        let plan = plan_topic(&existing(&[]), &broker, &new_topic("t", 7, 1)).unwrap();
+        assert_eq!(plan.partitions, 7);
     }
 
     #[test]
@@ -473,13 +522,13 @@ mod tests {
             refusal(&new_topic(".freshet-disk-probe", 1, 1)).0,
             E::InvalidTopicException.code()
         );
-        let (partitions, _) = plan_topic(
+        let plan = plan_topic(
             &existing(&[]),
             &BrokerConfig::default(),
             &new_topic("_consumer_offsets", 1, 1),
         )
         .unwrap();
-        assert_eq!(partitions, 1);
+        assert_eq!(plan.partitions, 1);
     }
 
     #[test]
@@ -525,8 +574,9 @@ mod tests {
     fn manual_assignments_on_this_node_are_accepted() {
         let mut topic = new_topic("t", -1, -1);
         topic.assignments = vec![(1, vec![0]), (0, vec![0]), (2, vec![0])];
-        let (partitions, _) = plan_topic(&existing(&[]), &BrokerConfig::default(), &topic).unwrap();
-        assert_eq!(partitions, 3);
+        let plan = plan_topic(&existing(&[]), &BrokerConfig::default(), &topic).unwrap();
+        assert_eq!(plan.partitions, 3);
+        assert_eq!(plan.assignments, Some(vec![vec![0], vec![0], vec![0]]));
     }
 
     #[test]
@@ -554,6 +604,56 @@ mod tests {
         assert_eq!(
             with(-1, -1, vec![(0, vec![0]), (2, vec![0])]).1,
             "partitions should be a consecutive 0-based integer sequence"
+        );
+    }
+
+    /// In a cluster, manual lists are checked against the registered brokers (not this
+    /// node's id) and a replication factor is checked against them by the metadata.
+    #[test]
+    fn in_a_cluster_assignments_and_factors_follow_the_registered_brokers() {
+        use crate::coordinator::metadata::BrokerRegistration;
+        let mut metadata = existing(&[]);
+        for node_id in [1, 2, 3] {
+            metadata = metadata
+                .apply(&MetadataCommand::RegisterBroker {
+                    registration: BrokerRegistration {
+                        node_id,
+                        incarnation_id: Uuid::from_u128(node_id as u128),
+                        host: "127.0.0.1".into(),
+                        port: 9000 + node_id,
+                        rack: None,
+                        fenced: false,
+                    },
+                })
+                .unwrap();
+        }
+        let mut topic = new_topic("t", -1, -1);
+        topic.assignments = vec![(0, vec![3]), (1, vec![1])];
+        let plan = plan_topic(&metadata, &BrokerConfig::default(), &topic).unwrap();
+        assert_eq!(plan.assignments, Some(vec![vec![3], vec![1]]));
+        metadata.check(&command_of("t", plan)).unwrap();
+        topic.assignments = vec![(0, vec![0])];
+        assert_eq!(
+            refusal_in(&metadata, &topic),
+            (
+                E::InvalidReplicaAssignment.code(),
+                "The manual partition assignment includes broker 0, but no such broker is \
+                 registered."
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            refusal_in(&metadata, &new_topic("t", 1, 4)),
+            (
+                E::InvalidReplicationFactor.code(),
+                "Unable to replicate the partition 4 time(s): The target replication factor of 4 \
+                 cannot be reached because only 3 broker(s) are registered."
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            refusal_in(&metadata, &new_topic("t", 1, 2)).0,
+            E::InvalidReplicationFactor.code()
         );
     }
 }

@@ -64,6 +64,8 @@ pub async fn create_topics(shard: &Rc<Shard>, names: Vec<String>) {
             name,
             partitions,
             configs: BTreeMap::new(),
+            replication_factor: 1,
+            assignments: None,
         })
         .collect();
     let _ = shard

@@ -15,6 +15,7 @@
 
 pub mod node;
 pub mod raft_log;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -22,6 +23,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BrokerConfig, ConfigError};
+
+pub mod liveness;
+pub mod placement;
 
 /// The most voters a quorum may have (Kafka's quorums are 3 or 5 in practice).
 pub const VOTERS_MAX: usize = 9;

@@ -13,10 +13,37 @@
 //! Dynamic broker configs (AlterConfigs on the BROKER resource) are part of it too, by
 //! resource name (a node id, or `""` for the cluster default); see `broker_config`.
 //!
+//! Brokers and placement (the cluster): brokers register ([`MetadataCommand::RegisterBroker`],
+//! from the active controller's `cluster::liveness`), are fenced when their heartbeats stop
+//! or they shut down, and unfenced when they come back. New partitions are placed by
+//! [`ClusterMetadata::record_for`] over the registered unfenced brokers
+//! (`cluster::placement::place`, starting the round robin at the cluster's partition count so
+//! successive topics start on different brokers), or where the client's explicit assignment
+//! says (checked as Kafka's `validateManualPartitionAssignment`); the record carries the
+//! decided assignment, so replay stays pure. Each partition's leader is its first unfenced
+//! replica. Fencing a broker takes the leadership of its partitions away (leader -1, or the
+//! next unfenced in-sync replica; leader epoch + 1; the ISR keeps its last member, as Kafka's
+//! `handleBrokerFenced`), unfencing it gives leaderless partitions whose ISR holds it back to
+//! it (leader epoch + 1, Kafka's `handleBrokerUnfenced`). Replication factors above 1 are
+//! refused (INVALID_REPLICATION_FACTOR) until partitions replicate.
+//!
+//! The pre-quorum rule: metadata with no registered broker is a single node's from before the
+//! cluster (or a node whose registration is not wired in yet). There, topics get no
+//! assignment (an empty `TopicMeta::assignment` means "on this node", as before the cluster),
+//! a replication factor above 1 is refused as "only 1 broker(s)", and the request handlers
+//! check explicit assignments against the local node id. The first broker to register adopts
+//! every such topic: its partitions are assigned to it (leader epoch 0), so metadata with
+//! brokers has every topic assigned ([`ClusterMetadata::adopt_single_node`] is the same step
+//! for a single-node data directory that moves into the quorum).
+//!
 //! Invariants: topic names are valid Kafka topic names, and topics created through
 //! [`MetadataCommand::CreateTopic`] are neither Kafka internal names nor under the broker's
 //! reserved prefix ([`check_creatable_topic_name`]); every topic has >= 1 partition and a
 //! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
+//! With registered brokers, every topic has one assignment per partition, each with a
+//! non-empty list of distinct registered replicas, its leader one of them (and unfenced) or
+//! -1, its ISR a non-empty subset of them; leader epochs never decrease; a registration's node
+//! id is its key. At most [`BROKERS_MAX`] brokers.
 
 use std::collections::BTreeMap;
 
@@ -26,12 +53,19 @@ use uuid::Uuid;
 
 use super::invariants::{debug_check, ensure, Violation};
 use super::{broker_config, topic_config};
+use crate::cluster::placement;
 
 /// The longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// The most partitions one topic may have here (a guard against typos that would create
 /// millions of files).
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 100_000;
+/// The most brokers a cluster may register.
+pub const BROKERS_MAX: usize = 1024;
+/// The longest broker host name (a DNS name is at most 253 bytes).
+pub const BROKER_HOST_BYTES_MAX: usize = 255;
+/// The longest broker rack name.
+pub const BROKER_RACK_BYTES_MAX: usize = 255;
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,14 +125,44 @@ pub struct ClusterMetadata {
     /// defaults); checked by `broker_config::check`. Empty sets are not kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
-    /// The brokers registered with the quorum, by node id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// The brokers registered with the quorum, by node id. Written as a list of
+    /// registrations ([`brokers_as_list`]): JSON map keys are strings, which an integer key
+    /// read through the buffered content of [`MetadataRecord`]'s tagged `Snapshot` refuses.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "brokers_as_list"
+    )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
 }
 
 /// The largest metadata record batch: one snapshot of the whole metadata must fit (the
 /// metadata log's and the quorum's bound).
 pub const METADATA_BATCH_BYTES_MAX: u32 = 64 << 20;
+
+/// `ClusterMetadata::brokers` as a JSON list of registrations, keyed again by node id when
+/// read (a node id listed twice: the last registration wins).
+mod brokers_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::BrokerRegistration;
+
+    pub fn serialize<S: Serializer>(
+        brokers: &BTreeMap<i32, BrokerRegistration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(brokers.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<i32, BrokerRegistration>, D::Error> {
+        let list = Vec::<BrokerRegistration>::deserialize(deserializer)?;
+        Ok(list.into_iter().map(|b| (b.node_id, b)).collect())
+    }
+}
 
 /// Producer ids are reserved durably in blocks of this many (as Kafka's AllocateProducerIds),
 /// so that a restart never reuses an id and most InitProducerId calls write nothing.
@@ -111,6 +175,13 @@ pub enum MetadataCommand {
         name: String,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        /// Replicas per partition, defaults filled in (with `assignments`, their length).
+        #[serde(default = "one_replica")]
+        replication_factor: i16,
+        /// The client's replica list for each partition, by partition index (CreateTopics'
+        /// `assignments`); `None`: placed by [`ClusterMetadata::record_for`].
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,
@@ -118,6 +189,24 @@ pub enum MetadataCommand {
     CreatePartitions {
         name: String,
         total: i32,
+        /// The client's replica list for each new partition, in order (CreatePartitions'
+        /// `assignments`); `None`: placed. New partitions have as many replicas as the
+        /// topic's others.
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
+    },
+    /// Register a broker, or register it again (a restart, a changed listener or rack). An
+    /// unchanged repeat is refused, so that heartbeats write nothing.
+    RegisterBroker {
+        registration: BrokerRegistration,
+    },
+    /// Fence a registered unfenced broker (heartbeats stopped, or shutting down).
+    FenceBroker {
+        node_id: i32,
+    },
+    /// Unfence a registered fenced broker (it heartbeats again).
+    UnfenceBroker {
+        node_id: i32,
     },
     /// Replace all overrides (AlterConfigs semantics).
     SetConfigs {
@@ -155,6 +244,10 @@ pub enum MetadataRecord {
     PartitionsCreated {
         name: String,
         total: i32,
+        /// The new partitions' assignments, in order (empty for a topic without assignments,
+        /// and in records written before the cluster).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        assignments: Vec<PartitionAssignment>,
     },
     /// All overrides of a topic replaced (AlterConfigs semantics).
     TopicConfigsSet {
@@ -183,6 +276,10 @@ pub enum MetadataRecord {
     BrokerUnfenced {
         node_id: i32,
     },
+}
+
+fn one_replica() -> i16 {
+    1
 }
 
 /// Why a command was refused, as the Kafka error and message the client gets.
@@ -268,6 +365,105 @@ fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), MetadataEr
     Ok(())
 }
 
+/// Checks one manual replica list as Kafka's `validateManualPartitionAssignment` does: not
+/// empty, only registered brokers, no broker twice, and `replicas_expected` replicas when
+/// given (INVALID_REPLICA_ASSIGNMENT, with Kafka's messages).
+pub fn check_replica_list(
+    replicas: &[i32],
+    is_registered: impl Fn(i32) -> bool,
+    replicas_expected: Option<usize>,
+) -> Result<(), MetadataError> {
+    let bad = |why: String| {
+        Err(MetadataError::new(
+            ResponseError::InvalidReplicaAssignment,
+            why,
+        ))
+    };
+    if replicas.is_empty() {
+        return bad("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (i, &broker) in sorted.iter().enumerate() {
+        if !is_registered(broker) {
+            return bad(format!(
+                "The manual partition assignment includes broker {broker}, but no such broker \
+                 is registered."
+            ));
+        }
+        if i > 0 && sorted[i - 1] == broker {
+            return bad(format!(
+                "The manual partition assignment includes the broker {broker} more than once."
+            ));
+        }
+    }
+    if let Some(expected) = replicas_expected {
+        if sorted.len() != expected {
+            return bad(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but \
+                 this is not consistent with previous partitions, which have {expected} \
+                 replica(s).",
+                sorted.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a registration's fields (INVALID_REQUEST): a node id not negative, a host of
+/// 1..=[`BROKER_HOST_BYTES_MAX`] bytes, a TCP port, a rack of 1..=[`BROKER_RACK_BYTES_MAX`]
+/// bytes when set.
+fn check_registration(registration: &BrokerRegistration) -> Result<(), MetadataError> {
+    let bad = |why: String| Err(MetadataError::new(ResponseError::InvalidRequest, why));
+    let node_id = registration.node_id;
+    if node_id < 0 {
+        return bad(format!(
+            "Invalid broker id {node_id}: node ids are not negative."
+        ));
+    }
+    if registration.host.is_empty() || registration.host.len() > BROKER_HOST_BYTES_MAX {
+        return bad(format!(
+            "Broker {node_id}: the listener host must have 1 to {BROKER_HOST_BYTES_MAX} bytes."
+        ));
+    }
+    if !(1..=i32::from(u16::MAX)).contains(&registration.port) {
+        return bad(format!(
+            "Broker {node_id}: invalid listener port {}.",
+            registration.port
+        ));
+    }
+    if let Some(rack) = &registration.rack {
+        if rack.is_empty() || rack.len() > BROKER_RACK_BYTES_MAX {
+            return bad(format!(
+                "Broker {node_id}: the rack must have 1 to {BROKER_RACK_BYTES_MAX} bytes."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// New partitions to check: of a new topic, or added to an existing one.
+struct NewPartitions<'a> {
+    /// The index of the first new partition.
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+    /// The client's replica lists, one per new partition.
+    assignments: Option<&'a [Vec<i32>]>,
+    /// CreateTopics prefixes placement errors with "Unable to replicate the partition ...";
+    /// CreatePartitions gives the placer's message as it is (as Kafka does).
+    creating_topic: bool,
+}
+
+impl TopicMeta {
+    /// Replicas per partition (1 for a topic without assignments).
+    pub fn replication_factor(&self) -> i16 {
+        self.assignment
+            .first()
+            .map_or(1, |a| i16::try_from(a.replicas.len()).unwrap_or(i16::MAX))
+    }
+}
+
 impl ClusterMetadata {
     /// Checks `command` against the current state without changing anything: what
     /// `validate_only` requests and the first step of [`Self::apply`] use.
@@ -277,6 +473,8 @@ impl ClusterMetadata {
                 name,
                 partitions,
                 configs,
+                replication_factor,
+                assignments,
             } => {
                 validate_topic_name(name)?;
                 check_creatable_topic_name(name)?;
@@ -292,10 +490,22 @@ impl ClusterMetadata {
                         format!("Number of partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}], got {partitions}."),
                     ));
                 }
-                validate_configs(configs)
+                validate_configs(configs)?;
+                let layout = NewPartitions {
+                    first: 0,
+                    count: *partitions,
+                    replication_factor: *replication_factor,
+                    assignments: assignments.as_deref(),
+                    creating_topic: true,
+                };
+                self.check_new_partitions(&layout)
             }
             MetadataCommand::DeleteTopic { name } => self.topic(name).map(|_| ()),
-            MetadataCommand::CreatePartitions { name, total } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                assignments,
+            } => {
                 let topic = self.topic(name)?;
                 if *total <= topic.partitions {
                     return Err(MetadataError::new(
@@ -310,6 +520,61 @@ impl ClusterMetadata {
                     return Err(MetadataError::new(
                         ResponseError::InvalidPartitions,
                         format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
+                    ));
+                }
+                let added = *total - topic.partitions;
+                if let Some(lists) = assignments {
+                    if lists.len() != added as usize {
+                        return Err(MetadataError::new(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!(
+                                "Attempted to add {added} additional partition(s), but only {} \
+                                 assignment(s) were specified.",
+                                lists.len()
+                            ),
+                        ));
+                    }
+                }
+                let layout = NewPartitions {
+                    first: topic.partitions,
+                    count: added,
+                    replication_factor: topic.replication_factor(),
+                    assignments: assignments.as_deref(),
+                    creating_topic: false,
+                };
+                self.check_new_partitions(&layout)
+            }
+            MetadataCommand::RegisterBroker { registration } => {
+                check_registration(registration)?;
+                match self.brokers.get(&registration.node_id) {
+                    Some(current) if current == registration => Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!(
+                            "Broker {} is already registered as given: nothing to change.",
+                            registration.node_id
+                        ),
+                    )),
+                    None if self.brokers.len() >= BROKERS_MAX => Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("A cluster has at most {BROKERS_MAX} brokers."),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            MetadataCommand::FenceBroker { node_id } => {
+                if self.registered(*node_id)?.fenced {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Broker {node_id} is already fenced."),
+                    ));
+                }
+                Ok(())
+            }
+            MetadataCommand::UnfenceBroker { node_id } => {
+                if !self.registered(*node_id)?.fenced {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Broker {node_id} is not fenced."),
                     ));
                 }
                 Ok(())
@@ -358,6 +623,8 @@ impl ClusterMetadata {
                 name,
                 partitions,
                 configs,
+                replication_factor,
+                assignments,
             } => MetadataRecord::TopicCreated {
                 name: name.clone(),
                 topic: TopicMeta {
@@ -365,18 +632,50 @@ impl ClusterMetadata {
                     partitions: *partitions,
                     configs: configs.clone(),
                     internal: name.starts_with("__"),
-                    // Placement over the registered brokers: the cluster issue's placement step.
-                    assignment: Vec::new(),
+                    assignment: if self.brokers.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.decide_assignment(
+                            *partitions,
+                            *replication_factor,
+                            assignments.as_deref(),
+                        )?
+                    },
                 },
             },
             MetadataCommand::DeleteTopic { name } => {
                 MetadataRecord::TopicDeleted { name: name.clone() }
             }
-            MetadataCommand::CreatePartitions { name, total } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                assignments,
+            } => {
+                let topic = self.topic(name)?;
+                // A topic without assignments (pre-quorum) stays without.
+                let assigned = !topic.assignment.is_empty();
                 MetadataRecord::PartitionsCreated {
                     name: name.clone(),
                     total: *total,
+                    assignments: if assigned {
+                        self.decide_assignment(
+                            *total - topic.partitions,
+                            topic.replication_factor(),
+                            assignments.as_deref(),
+                        )?
+                    } else {
+                        Vec::new()
+                    },
                 }
+            }
+            MetadataCommand::RegisterBroker { registration } => MetadataRecord::BrokerRegistered {
+                registration: registration.clone(),
+            },
+            MetadataCommand::FenceBroker { node_id } => {
+                MetadataRecord::BrokerFenced { node_id: *node_id }
+            }
+            MetadataCommand::UnfenceBroker { node_id } => {
+                MetadataRecord::BrokerUnfenced { node_id: *node_id }
             }
             MetadataCommand::SetConfigs { name, configs } => MetadataRecord::TopicConfigsSet {
                 name: name.clone(),
@@ -408,8 +707,17 @@ impl ClusterMetadata {
             MetadataRecord::TopicDeleted { name } => {
                 next.topics.remove(name);
             }
-            MetadataRecord::PartitionsCreated { name, total } => {
+            MetadataRecord::PartitionsCreated {
+                name,
+                total,
+                assignments,
+            } => {
                 if let Some(topic) = next.topics.get_mut(name) {
+                    let fits = topic.assignment.len() == topic.partitions as usize
+                        && topic.partitions as usize + assignments.len() == *total as usize;
+                    if !assignments.is_empty() && fits {
+                        topic.assignment.extend(assignments.iter().cloned());
+                    }
                     topic.partitions = *total;
                 }
             }
@@ -432,15 +740,19 @@ impl ClusterMetadata {
             MetadataRecord::BrokerRegistered { registration } => {
                 next.brokers
                     .insert(registration.node_id, registration.clone());
+                next.adopt_unassigned_topics(registration);
+                next.set_leaderships(registration.node_id, registration.fenced);
             }
             MetadataRecord::BrokerFenced { node_id } => {
                 if let Some(b) = next.brokers.get_mut(node_id) {
                     b.fenced = true;
+                    next.set_leaderships(*node_id, true);
                 }
             }
             MetadataRecord::BrokerUnfenced { node_id } => {
                 if let Some(b) = next.brokers.get_mut(node_id) {
                     b.fenced = false;
+                    next.set_leaderships(*node_id, false);
                 }
             }
         }
@@ -450,7 +762,8 @@ impl ClusterMetadata {
 
     /// The invariants of the module essay, as code: topic names are valid Kafka names; every
     /// topic has 1..=[`PARTITIONS_PER_TOPIC_MAX`] partitions and a non-nil id unique in the
-    /// cluster; the producer id block is not negative; no empty broker config set is kept.
+    /// cluster; the producer id block is not negative; no empty broker config set is kept;
+    /// the brokers and assignments are consistent ([`Self::check_assignments`]).
     pub fn check_invariants(&self) -> Result<(), Violation> {
         let mut ids = std::collections::BTreeSet::new();
         for (name, t) in &self.topics {
@@ -475,6 +788,69 @@ impl ClusterMetadata {
                 !configs.is_empty(),
                 "empty broker config set for {resource:?}"
             );
+        }
+        self.check_assignments()
+    }
+
+    /// Brokers and assignments: at most [`BROKERS_MAX`] brokers, each under its own node id;
+    /// with brokers, every topic has one assignment per partition (without, none or one per
+    /// partition); each assignment's replicas are non-empty, distinct and registered, its ISR
+    /// a non-empty subset of them, its leader -1 or an unfenced ISR member, its epoch >= 0.
+    fn check_assignments(&self) -> Result<(), Violation> {
+        ensure!(
+            self.brokers.len() <= BROKERS_MAX,
+            "{} brokers",
+            self.brokers.len()
+        );
+        for (id, b) in &self.brokers {
+            ensure!(
+                *id == b.node_id && *id >= 0,
+                "broker {id} registered as {}",
+                b.node_id
+            );
+        }
+        let with_brokers = !self.brokers.is_empty();
+        for (name, t) in &self.topics {
+            let assigned = t.assignment.len();
+            ensure!(
+                assigned == t.partitions as usize || (!with_brokers && assigned == 0),
+                "topic {name}: {assigned} assignments for {} partitions",
+                t.partitions
+            );
+            for (index, p) in t.assignment.iter().enumerate() {
+                let mut distinct = p.replicas.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                ensure!(
+                    !p.replicas.is_empty() && distinct.len() == p.replicas.len(),
+                    "{name}-{index}: replicas {:?}",
+                    p.replicas
+                );
+                ensure!(
+                    !with_brokers || p.replicas.iter().all(|r| self.brokers.contains_key(r)),
+                    "{name}-{index}: replicas {:?} not all registered",
+                    p.replicas
+                );
+                ensure!(
+                    !p.isr.is_empty() && p.isr.iter().all(|r| p.replicas.contains(r)),
+                    "{name}-{index}: isr {:?} of replicas {:?}",
+                    p.isr,
+                    p.replicas
+                );
+                let leader_live =
+                    self.brokers.get(&p.leader).is_some_and(|b| !b.fenced) || !with_brokers;
+                ensure!(
+                    p.leader == -1 || (p.isr.contains(&p.leader) && leader_live),
+                    "{name}-{index}: leader {} (isr {:?})",
+                    p.leader,
+                    p.isr
+                );
+                ensure!(
+                    p.leader_epoch >= 0,
+                    "{name}-{index}: leader epoch {}",
+                    p.leader_epoch
+                );
+            }
         }
         Ok(())
     }
@@ -507,7 +883,234 @@ impl ClusterMetadata {
             before.producer_id_block_next,
             self.producer_id_block_next
         );
+        for id in before.brokers.keys() {
+            ensure!(
+                self.brokers.contains_key(id),
+                "broker {id} is no longer registered"
+            );
+        }
+        for (name, t) in &self.topics {
+            let Some(old) = before.topics.get(name) else {
+                continue;
+            };
+            if t.id != old.id {
+                continue;
+            }
+            ensure!(
+                t.assignment.len() >= old.assignment.len(),
+                "topic {name}: assignments went from {} to {}",
+                old.assignment.len(),
+                t.assignment.len()
+            );
+            for (index, (p, q)) in old.assignment.iter().zip(&t.assignment).enumerate() {
+                ensure!(
+                    q.replicas == p.replicas && q.leader_epoch >= p.leader_epoch,
+                    "{name}-{index}: replicas {:?} epoch {} became {:?} epoch {}",
+                    p.replicas,
+                    p.leader_epoch,
+                    q.replicas,
+                    q.leader_epoch
+                );
+                ensure!(
+                    q.leader == p.leader || q.leader_epoch > p.leader_epoch,
+                    "{name}-{index}: leader {} became {} in the same epoch {}",
+                    p.leader,
+                    q.leader,
+                    q.leader_epoch
+                );
+            }
+        }
         self.check_invariants()
+    }
+
+    /// Checks where new partitions may go (after the name, count and config checks): the
+    /// client's replica lists name registered brokers, each list has an unfenced one and as
+    /// many replicas as the others (INVALID_REPLICA_ASSIGNMENT); placement is possible over
+    /// the registered unfenced brokers (INVALID_REPLICATION_FACTOR, Kafka's messages); and
+    /// one replica per partition, the only factor supported until partitions replicate.
+    /// Without registered brokers (the pre-quorum rule of the module essay) the local node
+    /// is the one broker, and the request handler has checked the lists against its id.
+    fn check_new_partitions(&self, new: &NewPartitions<'_>) -> Result<(), MetadataError> {
+        let rf = new.replication_factor;
+        let refuse_rf = |why: &str| {
+            let message = if new.creating_topic {
+                format!("Unable to replicate the partition {rf} time(s): {why}")
+            } else {
+                why.to_string()
+            };
+            Err(MetadataError::new(
+                ResponseError::InvalidReplicationFactor,
+                message,
+            ))
+        };
+        if rf < 1 {
+            return refuse_rf(&format!(
+                "Invalid replication factor {rf}: the replication factor must be positive."
+            ));
+        }
+        let pre_quorum = self.brokers.is_empty();
+        let unfenced = |b: &i32| self.brokers.get(b).is_some_and(|r| !r.fenced);
+        if let Some(lists) = new.assignments {
+            if lists.len() != new.count as usize {
+                return Err(MetadataError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "The manual partition assignment gives {} partition(s), but {} are to \
+                         be created.",
+                        lists.len(),
+                        new.count
+                    ),
+                ));
+            }
+            for (i, replicas) in lists.iter().enumerate() {
+                check_replica_list(
+                    replicas,
+                    |b| pre_quorum || self.brokers.contains_key(&b),
+                    Some(rf as usize),
+                )?;
+                if !pre_quorum && !replicas.iter().any(unfenced) {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "All brokers specified in the manual partition assignment for \
+                             partition {} are fenced or in controlled shutdown.",
+                            i64::from(new.first) + i as i64
+                        ),
+                    ));
+                }
+            }
+        } else {
+            let registered = if pre_quorum { 1 } else { self.brokers.len() };
+            if !pre_quorum && !self.brokers.keys().any(unfenced) {
+                return refuse_rf("All brokers are currently fenced.");
+            }
+            if rf as usize > registered {
+                return refuse_rf(&format!(
+                    "The target replication factor of {rf} cannot be reached because only \
+                     {registered} broker(s) are registered."
+                ));
+            }
+        }
+        if rf > 1 {
+            return refuse_rf(
+                "Replication factors above 1 are not supported yet: every partition has one \
+                 replica until partitions replicate.",
+            );
+        }
+        Ok(())
+    }
+
+    /// The assignments of `count` new partitions: the client's lists, or placed over the
+    /// registered unfenced brokers starting at the cluster's partition count (see
+    /// `cluster::placement`). Leader = the first unfenced replica, epoch 0, ISR = the
+    /// unfenced replicas. Only after [`Self::check_new_partitions`] passed, with brokers.
+    fn decide_assignment(
+        &self,
+        count: i32,
+        replication_factor: i16,
+        lists: Option<&[Vec<i32>]>,
+    ) -> Result<Vec<PartitionAssignment>, MetadataError> {
+        let replicas: Vec<Vec<i32>> = match lists {
+            Some(lists) => lists.to_vec(),
+            None => {
+                let usable: Vec<(i32, Option<&str>)> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| (b.node_id, b.rack.as_deref()))
+                    .collect();
+                let start = usize::try_from(self.partition_count()).unwrap_or(0);
+                placement::place(
+                    &usable,
+                    usize::try_from(count).unwrap_or(0),
+                    usize::try_from(replication_factor).unwrap_or(0),
+                    start,
+                )
+                .map_err(|e| MetadataError::new(ResponseError::InvalidReplicationFactor, e.0))?
+            }
+        };
+        Ok(replicas
+            .into_iter()
+            .map(|replicas| {
+                let isr: Vec<i32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| self.brokers.get(b).is_some_and(|r| !r.fenced))
+                    .collect();
+                assert!(
+                    !isr.is_empty(),
+                    "checked: every new partition has a live replica"
+                );
+                PartitionAssignment {
+                    leader: isr[0],
+                    leader_epoch: 0,
+                    isr,
+                    replicas,
+                }
+            })
+            .collect())
+    }
+
+    /// The registration of broker `node_id`, or BROKER_ID_NOT_REGISTERED.
+    fn registered(&self, node_id: i32) -> Result<&BrokerRegistration, MetadataError> {
+        self.brokers.get(&node_id).ok_or_else(|| {
+            MetadataError::new(
+                ResponseError::BrokerIdNotRegistered,
+                format!("Broker ID {node_id} is not currently registered"),
+            )
+        })
+    }
+
+    /// Gives every topic without assignments (pre-quorum topics) to `registration`'s
+    /// broker: one replica each, leader it (or -1 if it registers fenced), epoch 0.
+    fn adopt_unassigned_topics(&mut self, registration: &BrokerRegistration) {
+        let id = registration.node_id;
+        let leader = if registration.fenced { -1 } else { id };
+        for topic in self.topics.values_mut() {
+            if topic.assignment.is_empty() {
+                topic.assignment = (0..topic.partitions)
+                    .map(|_| PartitionAssignment {
+                        replicas: vec![id],
+                        leader,
+                        leader_epoch: 0,
+                        isr: vec![id],
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// Moves partition leadership after broker `node_id` was fenced or unfenced (Kafka's
+    /// `handleBrokerFenced` / `handleBrokerUnfenced`): fenced, it leaves every ISR it is not
+    /// the last member of, and each partition it led goes to the next unfenced ISR member or
+    /// to no one (-1); unfenced, it leads every leaderless partition whose ISR holds it. Each
+    /// leader change adds one to the partition's leader epoch.
+    fn set_leaderships(&mut self, node_id: i32, fenced: bool) {
+        let ClusterMetadata {
+            topics, brokers, ..
+        } = self;
+        let live = |b: i32| b != node_id && brokers.get(&b).is_some_and(|r| !r.fenced);
+        for p in topics.values_mut().flat_map(|t| t.assignment.iter_mut()) {
+            if fenced {
+                if p.isr.len() > 1 {
+                    p.isr.retain(|&r| r != node_id);
+                }
+                if p.leader == node_id {
+                    p.leader = p.isr.iter().copied().find(|&r| live(r)).unwrap_or(-1);
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                }
+            } else if p.leader == -1 && p.isr.contains(&node_id) {
+                p.leader = node_id;
+                p.leader_epoch = p.leader_epoch.saturating_add(1);
+            }
+        }
+    }
+
+    /// The metadata of a single node from before the cluster, moved into the quorum: node
+    /// `registration.node_id` registered, and every topic without assignments assigned to it
+    /// (leader it, epoch 0, ISR [it]). Pure; the same step as replaying its registration.
+    pub fn adopt_single_node(&self, registration: BrokerRegistration) -> ClusterMetadata {
+        self.replay(&MetadataRecord::BrokerRegistered { registration })
     }
 
     /// Partitions of all topics.
@@ -555,6 +1158,8 @@ mod tests {
             name: name.into(),
             partitions,
             configs: BTreeMap::new(),
+            replication_factor: 1,
+            assignments: None,
         }
     }
 
@@ -600,6 +1205,8 @@ mod tests {
             name: "t".into(),
             partitions: 1,
             configs,
+            replication_factor: 1,
+            assignments: None,
         };
         assert_eq!(
             m.check(&cmd).unwrap_err().code,
@@ -621,6 +1228,7 @@ mod tests {
             MetadataCommand::CreatePartitions {
                 name: "a".into(),
                 total: 4,
+                assignments: None,
             },
             MetadataCommand::SetConfigs {
                 name: "b".into(),
@@ -656,12 +1264,439 @@ mod tests {
         let grow = |total| MetadataCommand::CreatePartitions {
             name: "t".into(),
             total,
+            assignments: None,
         };
         assert_eq!(
             m.check(&grow(2)).unwrap_err().code,
             ResponseError::InvalidPartitions
         );
         assert_eq!(m.apply(&grow(5)).unwrap().topics["t"].partitions, 5);
+    }
+
+    fn broker(node_id: i32, rack: Option<&str>) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            incarnation_id: Uuid::from_u128(node_id as u128 + 1),
+            host: "127.0.0.1".into(),
+            port: 9092 + node_id,
+            rack: rack.map(str::to_string),
+            fenced: false,
+        }
+    }
+
+    /// Metadata with brokers `ids` registered (unfenced, no racks).
+    fn cluster(ids: &[i32]) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for &id in ids {
+            m = m
+                .apply(&MetadataCommand::RegisterBroker {
+                    registration: broker(id, None),
+                })
+                .unwrap();
+        }
+        m
+    }
+
+    fn create_with(
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: Option<Vec<Vec<i32>>>,
+    ) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            partitions,
+            configs: BTreeMap::new(),
+            replication_factor,
+            assignments,
+        }
+    }
+
+    fn leaders(m: &ClusterMetadata, topic: &str) -> Vec<i32> {
+        m.topics[topic]
+            .assignment
+            .iter()
+            .map(|a| a.leader)
+            .collect()
+    }
+
+    fn refusal(m: &ClusterMetadata, command: &MetadataCommand) -> (ResponseError, String) {
+        let e = m.apply(command).unwrap_err();
+        assert_eq!(m.check(command).unwrap_err(), e, "check and apply agree");
+        (e.code, e.message)
+    }
+
+    /// A topic of 12 partitions over 3 brokers: each leads 4; the next small topics start
+    /// where the cluster's partition count points, not all on the first broker.
+    #[test]
+    fn topics_spread_over_the_registered_brokers_with_balanced_leaders() {
+        let m = cluster(&[0, 1, 2]).apply(&create("big", 12)).unwrap();
+        let mut counts = BTreeMap::new();
+        for (p, a) in m.topics["big"].assignment.iter().enumerate() {
+            assert_eq!(a.replicas, vec![a.leader], "partition {p}");
+            assert_eq!(a.isr, vec![a.leader]);
+            assert_eq!(a.leader_epoch, 0);
+            *counts.entry(a.leader).or_insert(0) += 1;
+        }
+        assert_eq!(counts, BTreeMap::from([(0, 4), (1, 4), (2, 4)]));
+        let m = m.apply(&create("s1", 1)).unwrap();
+        let m = m.apply(&create("s2", 1)).unwrap();
+        let m = m.apply(&create("s3", 1)).unwrap();
+        let mut firsts = [
+            leaders(&m, "s1")[0],
+            leaders(&m, "s2")[0],
+            leaders(&m, "s3")[0],
+        ];
+        firsts.sort_unstable();
+        assert_eq!(firsts, [0, 1, 2]);
+        m.check_invariants().unwrap();
+    }
+
+    /// Fenced brokers get no new partitions.
+    #[test]
+    fn placement_skips_fenced_brokers() {
+        let m = cluster(&[0, 1, 2])
+            .apply(&MetadataCommand::FenceBroker { node_id: 1 })
+            .unwrap()
+            .apply(&create("t", 10))
+            .unwrap();
+        assert!(leaders(&m, "t").iter().all(|&l| l == 0 || l == 2));
+    }
+
+    #[test]
+    fn explicit_assignments_are_honoured_and_checked_as_kafka_does() {
+        let m = cluster(&[0, 1, 2]);
+        let ok = m
+            .apply(&create_with(
+                "t",
+                3,
+                1,
+                Some(vec![vec![2], vec![2], vec![0]]),
+            ))
+            .unwrap();
+        assert_eq!(leaders(&ok, "t"), vec![2, 2, 0]);
+        assert_eq!(
+            refusal(&m, &create_with("t", 1, 1, Some(vec![vec![7]]))),
+            (
+                ResponseError::InvalidReplicaAssignment,
+                "The manual partition assignment includes broker 7, but no such broker is \
+                 registered."
+                    .into()
+            )
+        );
+        assert_eq!(
+            refusal(&m, &create_with("t", 1, 1, Some(vec![vec![]]))).0,
+            ResponseError::InvalidReplicaAssignment
+        );
+        let fenced = m
+            .apply(&MetadataCommand::FenceBroker { node_id: 1 })
+            .unwrap();
+        assert_eq!(
+            refusal(
+                &fenced,
+                &create_with("t", 2, 1, Some(vec![vec![0], vec![1]]))
+            ),
+            (
+                ResponseError::InvalidReplicaAssignment,
+                "All brokers specified in the manual partition assignment for partition 1 are \
+                 fenced or in controlled shutdown."
+                    .into()
+            )
+        );
+        let grow = |total, assignments| MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            total,
+            assignments,
+        };
+        let grown = ok.apply(&grow(5, Some(vec![vec![1], vec![1]]))).unwrap();
+        assert_eq!(leaders(&grown, "t"), vec![2, 2, 0, 1, 1]);
+        assert_eq!(
+            refusal(&ok, &grow(5, Some(vec![vec![1]]))),
+            (
+                ResponseError::InvalidReplicaAssignment,
+                "Attempted to add 2 additional partition(s), but only 1 assignment(s) were \
+                 specified."
+                    .into()
+            )
+        );
+        assert_eq!(
+            refusal(&ok, &grow(4, Some(vec![vec![9]]))).0,
+            ResponseError::InvalidReplicaAssignment
+        );
+        let placed = ok.apply(&grow(6, None)).unwrap();
+        assert_eq!(placed.topics["t"].assignment.len(), 6);
+        placed.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn replication_factor_refusals_use_kafkas_messages() {
+        let unable = |rf: i16, why: &str| {
+            (
+                ResponseError::InvalidReplicationFactor,
+                format!("Unable to replicate the partition {rf} time(s): {why}"),
+            )
+        };
+        let m = cluster(&[0, 1, 2]);
+        assert_eq!(
+            refusal(&m, &create_with("t", 1, 4, None)),
+            unable(
+                4,
+                "The target replication factor of 4 cannot be reached because only 3 broker(s) \
+                 are registered."
+            )
+        );
+        // Enough brokers, but partitions have one replica until replication lands.
+        assert_eq!(
+            refusal(&m, &create_with("t", 1, 3, None)).0,
+            ResponseError::InvalidReplicationFactor
+        );
+        assert_eq!(
+            refusal(&m, &create_with("t", 1, 2, Some(vec![vec![0, 1]]))).0,
+            ResponseError::InvalidReplicationFactor
+        );
+        let all_fenced = [0, 1, 2].iter().fold(m, |m, &node_id| {
+            m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
+        });
+        assert_eq!(
+            refusal(&all_fenced, &create("t", 1)),
+            unable(1, "All brokers are currently fenced.")
+        );
+        assert_eq!(
+            refusal(
+                &all_fenced,
+                &MetadataCommand::CreatePartitions {
+                    name: "x".into(),
+                    total: 2,
+                    assignments: None
+                }
+            )
+            .0,
+            ResponseError::UnknownTopicOrPartition
+        );
+        // Pre-quorum: the local node is the one broker.
+        assert_eq!(
+            refusal(&ClusterMetadata::default(), &create_with("t", 1, 3, None)),
+            unable(
+                3,
+                "The target replication factor of 3 cannot be reached because only 1 broker(s) \
+                 are registered."
+            )
+        );
+    }
+
+    /// Without registered brokers topics get no assignment, as before the cluster; the first
+    /// broker to register (or `adopt_single_node`) adopts them all.
+    #[test]
+    fn pre_quorum_topics_are_adopted_by_the_first_broker() {
+        let legacy = ClusterMetadata::default()
+            .apply(&create("a", 3))
+            .unwrap()
+            .apply(&MetadataCommand::CreatePartitions {
+                name: "a".into(),
+                total: 4,
+                assignments: None,
+            })
+            .unwrap()
+            .apply(&create_with("b", 1, 1, Some(vec![vec![0]])))
+            .unwrap();
+        assert!(legacy.topics.values().all(|t| t.assignment.is_empty()));
+        let adopted = legacy.adopt_single_node(broker(0, None));
+        adopted.check_transition_from(&legacy).unwrap();
+        assert_eq!(adopted.brokers.len(), 1);
+        assert_eq!(leaders(&adopted, "a"), vec![0, 0, 0, 0]);
+        assert_eq!(adopted.topics["b"].assignment[0].isr, vec![0]);
+        assert_eq!(adopted.topics["b"].assignment[0].leader_epoch, 0);
+        let registered = legacy
+            .apply(&MetadataCommand::RegisterBroker {
+                registration: broker(0, None),
+            })
+            .unwrap();
+        assert_eq!(registered, adopted);
+        // From then on new topics are placed.
+        let next = adopted.apply(&create("c", 2)).unwrap();
+        assert_eq!(leaders(&next, "c"), vec![0, 0]);
+    }
+
+    /// Fencing takes leadership away (leader -1, epoch + 1, ISR kept); unfencing gives it
+    /// back (epoch + 1); registrations and fencing are refused when they change nothing.
+    #[test]
+    fn fencing_moves_leadership_and_repeats_are_refused() {
+        let m = cluster(&[0, 1]).apply(&create("t", 4)).unwrap();
+        let before = leaders(&m, "t");
+        assert_eq!(
+            refusal(
+                &m,
+                &MetadataCommand::RegisterBroker {
+                    registration: broker(1, None)
+                }
+            )
+            .0,
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            refusal(&m, &MetadataCommand::FenceBroker { node_id: 5 }),
+            (
+                ResponseError::BrokerIdNotRegistered,
+                "Broker ID 5 is not currently registered".into()
+            )
+        );
+        assert_eq!(
+            refusal(&m, &MetadataCommand::UnfenceBroker { node_id: 1 }).0,
+            ResponseError::InvalidRequest
+        );
+        let fenced = m
+            .apply(&MetadataCommand::FenceBroker { node_id: 1 })
+            .unwrap();
+        fenced.check_transition_from(&m).unwrap();
+        for (p, (a, b)) in m.topics["t"]
+            .assignment
+            .iter()
+            .zip(&fenced.topics["t"].assignment)
+            .enumerate()
+        {
+            if a.leader == 1 {
+                assert_eq!((b.leader, b.leader_epoch, &b.isr), (-1, 1, &vec![1]), "{p}");
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(
+            refusal(&fenced, &MetadataCommand::FenceBroker { node_id: 1 }).0,
+            ResponseError::InvalidRequest
+        );
+        let back = fenced
+            .apply(&MetadataCommand::UnfenceBroker { node_id: 1 })
+            .unwrap();
+        assert_eq!(leaders(&back, "t"), before);
+        assert!(back.topics["t"]
+            .assignment
+            .iter()
+            .all(|a| a.leader_epoch == if a.leader == 1 { 2 } else { 0 }));
+        // A restart (new incarnation) of a fenced broker registers it unfenced: it leads again.
+        let mut restarted = broker(1, Some("r1"));
+        restarted.incarnation_id = Uuid::from_u128(99);
+        let again = fenced
+            .apply(&MetadataCommand::RegisterBroker {
+                registration: restarted,
+            })
+            .unwrap();
+        assert_eq!(leaders(&again, "t"), before);
+        assert_eq!(again.brokers[&1].rack.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn registrations_are_checked() {
+        let m = ClusterMetadata::default();
+        let mut bad = Vec::new();
+        let mut r = broker(0, None);
+        r.node_id = -1;
+        bad.push(r);
+        let mut r = broker(0, None);
+        r.host = String::new();
+        bad.push(r);
+        let mut r = broker(0, None);
+        r.host = "h".repeat(BROKER_HOST_BYTES_MAX + 1);
+        bad.push(r);
+        let mut r = broker(0, None);
+        r.port = 70_000;
+        bad.push(r);
+        bad.push(broker(0, Some("")));
+        for registration in bad {
+            assert_eq!(
+                m.check(&MetadataCommand::RegisterBroker { registration })
+                    .unwrap_err()
+                    .code,
+                ResponseError::InvalidRequest
+            );
+        }
+        let full = cluster(&(0..BROKERS_MAX as i32).collect::<Vec<_>>());
+        assert_eq!(
+            full.check(&MetadataCommand::RegisterBroker {
+                registration: broker(BROKERS_MAX as i32, None)
+            })
+            .unwrap_err()
+            .code,
+            ResponseError::InvalidRequest
+        );
+    }
+
+    /// Records written before the cluster (no assignments, no replication factor) still read,
+    /// and commands from before the cluster too.
+    #[test]
+    fn records_and_commands_without_the_cluster_fields_still_read() {
+        let record: MetadataRecord =
+            serde_json::from_str(r#"{"type":"PartitionsCreated","name":"t","total":3}"#).unwrap();
+        assert_eq!(
+            record,
+            MetadataRecord::PartitionsCreated {
+                name: "t".into(),
+                total: 3,
+                assignments: Vec::new()
+            }
+        );
+        let command: MetadataCommand =
+            serde_json::from_str(r#"{"CreateTopic":{"name":"t","partitions":2,"configs":{}}}"#)
+                .unwrap();
+        assert!(matches!(
+            command,
+            MetadataCommand::CreateTopic {
+                replication_factor: 1,
+                assignments: None,
+                ..
+            }
+        ));
+    }
+
+    /// A snapshot record of metadata with brokers reads back (the metadata log's records are
+    /// an internally tagged enum, whose buffered map keys must be strings: the brokers are
+    /// written as a list).
+    #[test]
+    fn a_snapshot_with_brokers_reads_back() {
+        let metadata = cluster(&[0, 2]).apply(&create("t", 3)).unwrap();
+        let record = MetadataRecord::Snapshot {
+            metadata: metadata.clone(),
+        };
+        let json = serde_json::to_vec(&record).unwrap();
+        let back: MetadataRecord = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, record);
+        let json = serde_json::to_vec(&metadata).unwrap();
+        let back: ClusterMetadata = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, metadata);
+    }
+
+    /// A cluster's records (registrations, placements, fencing) replay to the same metadata.
+    #[test]
+    fn cluster_records_replay_to_the_applied_metadata() {
+        let commands = [
+            MetadataCommand::RegisterBroker {
+                registration: broker(0, Some("a")),
+            },
+            MetadataCommand::RegisterBroker {
+                registration: broker(1, Some("b")),
+            },
+            create("t", 5),
+            MetadataCommand::FenceBroker { node_id: 0 },
+            MetadataCommand::CreatePartitions {
+                name: "t".into(),
+                total: 7,
+                assignments: None,
+            },
+            MetadataCommand::UnfenceBroker { node_id: 0 },
+        ];
+        let mut applied = ClusterMetadata::default();
+        let mut replayed = ClusterMetadata::default();
+        for command in &commands {
+            let record = applied.record_for(command).unwrap();
+            let next = applied.replay(&record);
+            next.check_transition_from(&applied).unwrap();
+            applied = next;
+            let json = serde_json::to_vec(&record).unwrap();
+            replayed = replayed.replay(&serde_json::from_slice(&json).unwrap());
+        }
+        assert_eq!(replayed, applied);
+        assert_eq!(applied.topics["t"].assignment.len(), 7);
+        // The two partitions added while broker 0 was fenced went to broker 1.
+        assert_eq!(leaders(&applied, "t")[5..], [1, 1]);
     }
 
     fn command() -> impl proptest::strategy::Strategy<Value = MetadataCommand> {
@@ -675,16 +1710,55 @@ mod tests {
             Just("__consumer_offsets".to_string()),
             Just(".freshet-x".to_string()),
         ];
+        // Replica lists over brokers 0..5 (4 is never registered), sometimes two long.
+        let lists = proptest::option::of(proptest::collection::vec(
+            proptest::collection::vec(0..5i32, 1..3),
+            1..5,
+        ));
+        let registration = (
+            0..4i32,
+            0..3u128,
+            proptest::option::of(0..2u8),
+            proptest::bool::ANY,
+        )
+            .prop_map(|(node_id, incarnation, rack, fenced)| BrokerRegistration {
+                node_id,
+                incarnation_id: Uuid::from_u128(incarnation),
+                host: "127.0.0.1".into(),
+                port: 9092 + node_id,
+                rack: rack.map(|r| format!("rack-{r}")),
+                fenced,
+            });
         prop_oneof![
-            (name.clone(), -1..5i32).prop_map(|(name, partitions)| MetadataCommand::CreateTopic {
-                name,
-                partitions,
-                configs: BTreeMap::new()
-            }),
+            (name.clone(), -1..5i32, 0..3i16, lists.clone()).prop_map(
+                |(name, partitions, replication_factor, assignments)| {
+                    // Mostly consistent layouts (as the request handler makes them), so
+                    // that lists get accepted too.
+                    let partitions = assignments.as_ref().map_or(partitions, |l| l.len() as i32);
+                    let replication_factor = assignments
+                        .as_ref()
+                        .map_or(replication_factor, |l| l[0].len() as i16);
+                    MetadataCommand::CreateTopic {
+                        name,
+                        partitions,
+                        configs: BTreeMap::new(),
+                        replication_factor,
+                        assignments,
+                    }
+                }
+            ),
             name.clone()
                 .prop_map(|name| MetadataCommand::DeleteTopic { name }),
-            (name.clone(), 0..8i32)
-                .prop_map(|(name, total)| MetadataCommand::CreatePartitions { name, total }),
+            (name.clone(), 0..8i32, lists).prop_map(|(name, total, assignments)| {
+                MetadataCommand::CreatePartitions {
+                    name,
+                    total,
+                    assignments,
+                }
+            }),
+            registration.prop_map(|registration| MetadataCommand::RegisterBroker { registration }),
+            (0..5i32).prop_map(|node_id| MetadataCommand::FenceBroker { node_id }),
+            (0..5i32).prop_map(|node_id| MetadataCommand::UnfenceBroker { node_id }),
             (name, proptest::option::of(0..3u8)).prop_map(|(name, ms)| {
                 MetadataCommand::SetConfigs {
                     name,

@@ -94,6 +94,8 @@ mod tests {
                 name: "t".into(),
                 partitions: 3,
                 configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                replication_factor: 1,
+                assignments: None,
             })
             .unwrap();
         save(dir.path(), &m).unwrap();

@@ -56,6 +56,12 @@ where
     glommio::executor().spawn_blocking(f)
 }
 
+/// Connects to `addr`, giving up after `timeout` (io_uring's linked timeout; a zero timeout is
+/// raised to 1 ms, since glommio refuses zero).
+pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+    TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1))).await
+}
+
 /// Whether glommio's error is EMFILE or ENFILE (the process or the system is out of file
 /// descriptors): the accept loop backs off on it, and the segment file pool closes idle files
 /// and retries the open.

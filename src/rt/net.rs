@@ -22,6 +22,13 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
+/// Connects to `addr`; fails with a timed-out error once `timeout` has passed (a zero
+/// timeout counts as 1 ms).
+pub async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<TcpStream> {
+    not_simulated();
+    super::glommio_backend::connect(addr, timeout).await
+}
+
 /// Takes over a bound, listening TCP socket.
 pub fn listener_from_fd(fd: OwnedFd) -> TcpListener {
     not_simulated();

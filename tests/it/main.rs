@@ -47,6 +47,7 @@ mod broker_rdkafka;
 mod cli;
 mod cluster;
 mod cluster_cli;
+mod cluster_placement;
 mod conn_limits;
 mod coord_metadata_log;
 mod diskrec_recovery;

@@ -236,11 +236,14 @@ impl Machine for MetadataMachine {
                 name,
                 partitions: 1 + rng.below(4) as i32,
                 configs: configs(rng),
+                replication_factor: 1,
+                assignments: None,
             },
             3 => MetadataCommand::DeleteTopic { name },
             4 | 5 => MetadataCommand::CreatePartitions {
                 name,
                 total: 1 + rng.below(8) as i32,
+                assignments: None,
             },
             6 => MetadataCommand::SetConfigs {
                 name,
