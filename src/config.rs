@@ -381,7 +381,8 @@ impl BrokerConfig {
     }
 }
 
-fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
+/// Resolves `host:port` to one socket address (IPv4 preferred, as for `localhost`).
+pub fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
     let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
         .map_err(|e| ConfigError(format!("cannot resolve listen address '{text}': {e}")))?

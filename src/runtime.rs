@@ -341,6 +341,10 @@ async fn shard_main(
     shard.open_partitions().await;
     if index == crate::shard::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
+        if let Err(reason) = start_quorum(&shard).await {
+            let _ = ready.send(Err(reason.clone()));
+            return Err(reason);
+        }
     }
     all_opened(&gate, shards, &shard).await;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
@@ -370,10 +374,12 @@ async fn shard_main(
     if let Some(task) = group_coordinator {
         task.cancel();
     }
+    if index == crate::shard::COORDINATOR_SHARD {
+        shard.stop_controller().await;
+    }
     shard.close_partitions().await;
     shard.groups.close().await;
     shard.txns.close().await;
-    shard.metadata_log.close().await;
     if let Some(task) = admin_task {
         task.cancel();
     }
@@ -381,6 +387,40 @@ async fn shard_main(
     tracing::debug!(shard = index, "shard stopped");
     Ok(())
 }
+
+/// Starts the metadata quorum on the coordinator shard; with a quorum of several nodes, waits
+/// (at most [`QUORUM_JOIN_WAIT`]) until this broker is registered and unfenced, so clients
+/// that reach it find the cluster's metadata.
+async fn start_quorum(shard: &Rc<Shard>) -> Result<(), String> {
+    let quorum = crate::cluster::QuorumConfig::from_broker_config(&shard.config)
+        .map_err(|e| e.to_string())?;
+    let single_node = quorum.single_node;
+    shard.start_controller(quorum, shard.metadata()).await?;
+    if single_node {
+        return Ok(());
+    }
+    let node_id = shard.config.node_id;
+    let deadline = Instant::now() + QUORUM_JOIN_WAIT;
+    while !shard.stopping.get() && Instant::now() < deadline {
+        let joined = shard
+            .metadata()
+            .brokers
+            .get(&node_id)
+            .is_some_and(|b| !b.fenced);
+        if joined {
+            tracing::info!(node_id, "registered with the metadata quorum");
+            return Ok(());
+        }
+        crate::rt::sleep(Duration::from_millis(20)).await;
+    }
+    if !shard.stopping.get() {
+        tracing::warn!(node_id, "not registered with the metadata quorum yet (no active controller reachable?); listening anyway");
+    }
+    Ok(())
+}
+
+/// How long a node of a quorum waits at startup to be registered before it listens anyway.
+const QUORUM_JOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Counts this shard's partitions as opened, then waits until every shard's are (or startup
 /// failed on another shard, or the broker stops).
@@ -739,7 +779,8 @@ fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
         },
         ..ClusterMetadata::default()
     };
-    let metadata = crate::shard::metadata_log::load_at_startup(&config.data_dir, fresh)
+    let quorum = crate::cluster::QuorumConfig::from_broker_config(config)?;
+    let metadata = crate::shard::controller::load_at_startup(config, &quorum, fresh)
         .map_err(StartError::Metadata)?;
     if !config.cluster_id.is_empty() && config.cluster_id != metadata.cluster_id {
         tracing::warn!(configured = %config.cluster_id, stored = %metadata.cluster_id, "cluster_id differs from the data directory's; keeping the stored one");

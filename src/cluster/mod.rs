@@ -13,7 +13,9 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod liveness;
 pub mod node;
+pub mod placement;
 pub mod raft_log;
 pub mod transport;
 
@@ -23,9 +25,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BrokerConfig, ConfigError};
-
-pub mod liveness;
-pub mod placement;
 
 /// The most voters a quorum may have (Kafka's quorums are 3 or 5 in practice).
 pub const VOTERS_MAX: usize = 9;

@@ -505,45 +505,89 @@ impl ClusterMetadata {
                 name,
                 total,
                 assignments,
-            } => {
-                let topic = self.topic(name)?;
-                if *total <= topic.partitions {
-                    return Err(MetadataError::new(
-                        ResponseError::InvalidPartitions,
-                        format!(
-                            "Topic currently has {} partitions, which is higher than or equal to the requested {total}.",
-                            topic.partitions
-                        ),
-                    ));
-                }
-                if *total > PARTITIONS_PER_TOPIC_MAX {
-                    return Err(MetadataError::new(
-                        ResponseError::InvalidPartitions,
-                        format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
-                    ));
-                }
-                let added = *total - topic.partitions;
-                if let Some(lists) = assignments {
-                    if lists.len() != added as usize {
-                        return Err(MetadataError::new(
-                            ResponseError::InvalidReplicaAssignment,
-                            format!(
-                                "Attempted to add {added} additional partition(s), but only {} \
-                                 assignment(s) were specified.",
-                                lists.len()
-                            ),
-                        ));
-                    }
-                }
-                let layout = NewPartitions {
-                    first: topic.partitions,
-                    count: added,
-                    replication_factor: topic.replication_factor(),
-                    assignments: assignments.as_deref(),
-                    creating_topic: false,
-                };
-                self.check_new_partitions(&layout)
+            } => self.check_growth(name, *total, assignments.as_deref()),
+            MetadataCommand::RegisterBroker { .. }
+            | MetadataCommand::FenceBroker { .. }
+            | MetadataCommand::UnfenceBroker { .. } => self.check_broker_change(command),
+            MetadataCommand::SetConfigs { name, configs } => {
+                self.topic(name)?;
+                validate_configs(configs)
             }
+            MetadataCommand::SetBrokerConfigs { resource, configs } => {
+                if resource != broker_config::DEFAULT_RESOURCE && resource.parse::<i32>().is_err() {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Node id must be an integer, but it is: {resource}"),
+                    ));
+                }
+                broker_config::check(resource, configs)
+                    .map_err(|why| MetadataError::new(ResponseError::InvalidRequest, why))
+            }
+            MetadataCommand::AllocateProducerIdBlock => {
+                if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
+                    return Err(MetadataError::new(
+                        ResponseError::UnknownServerError,
+                        "producer ids exhausted",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The checks of [`MetadataCommand::CreatePartitions`]: the topic exists, the count
+    /// grows within [`PARTITIONS_PER_TOPIC_MAX`], the client's lists (one per new partition)
+    /// and the placement pass [`Self::check_new_partitions`].
+    fn check_growth(
+        &self,
+        name: &str,
+        total: i32,
+        assignments: Option<&[Vec<i32>]>,
+    ) -> Result<(), MetadataError> {
+        let topic = self.topic(name)?;
+        if total <= topic.partitions {
+            return Err(MetadataError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "Topic currently has {} partitions, which is higher than or equal to the requested {total}.",
+                    topic.partitions
+                ),
+            ));
+        }
+        if total > PARTITIONS_PER_TOPIC_MAX {
+            return Err(MetadataError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
+            ));
+        }
+        let added = total - topic.partitions;
+        if let Some(lists) = assignments {
+            if lists.len() != added as usize {
+                return Err(MetadataError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "Attempted to add {added} additional partition(s), but only {} \
+                         assignment(s) were specified.",
+                        lists.len()
+                    ),
+                ));
+            }
+        }
+        let layout = NewPartitions {
+            first: topic.partitions,
+            count: added,
+            replication_factor: topic.replication_factor(),
+            assignments,
+            creating_topic: false,
+        };
+        self.check_new_partitions(&layout)
+    }
+
+    /// The checks of the broker commands: a registration's fields and the brokers' bound; an
+    /// unchanged registration, fencing a fenced broker or unfencing an unfenced one is
+    /// refused (so that nothing is written for it).
+    fn check_broker_change(&self, command: &MetadataCommand) -> Result<(), MetadataError> {
+        match command {
             MetadataCommand::RegisterBroker { registration } => {
                 check_registration(registration)?;
                 match self.brokers.get(&registration.node_id) {
@@ -579,29 +623,7 @@ impl ClusterMetadata {
                 }
                 Ok(())
             }
-            MetadataCommand::SetConfigs { name, configs } => {
-                self.topic(name)?;
-                validate_configs(configs)
-            }
-            MetadataCommand::SetBrokerConfigs { resource, configs } => {
-                if resource != broker_config::DEFAULT_RESOURCE && resource.parse::<i32>().is_err() {
-                    return Err(MetadataError::new(
-                        ResponseError::InvalidRequest,
-                        format!("Node id must be an integer, but it is: {resource}"),
-                    ));
-                }
-                broker_config::check(resource, configs)
-                    .map_err(|why| MetadataError::new(ResponseError::InvalidRequest, why))
-            }
-            MetadataCommand::AllocateProducerIdBlock => {
-                if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
-                    return Err(MetadataError::new(
-                        ResponseError::UnknownServerError,
-                        "producer ids exhausted",
-                    ));
-                }
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -650,24 +672,15 @@ impl ClusterMetadata {
                 name,
                 total,
                 assignments,
-            } => {
-                let topic = self.topic(name)?;
-                // A topic without assignments (pre-quorum) stays without.
-                let assigned = !topic.assignment.is_empty();
-                MetadataRecord::PartitionsCreated {
-                    name: name.clone(),
-                    total: *total,
-                    assignments: if assigned {
-                        self.decide_assignment(
-                            *total - topic.partitions,
-                            topic.replication_factor(),
-                            assignments.as_deref(),
-                        )?
-                    } else {
-                        Vec::new()
-                    },
-                }
-            }
+            } => MetadataRecord::PartitionsCreated {
+                name: name.clone(),
+                total: *total,
+                assignments: self.new_partitions_assignment(
+                    name,
+                    *total,
+                    assignments.as_deref(),
+                )?,
+            },
             MetadataCommand::RegisterBroker { registration } => MetadataRecord::BrokerRegistered {
                 registration: registration.clone(),
             },
@@ -1049,6 +1062,21 @@ impl ClusterMetadata {
                 }
             })
             .collect())
+    }
+
+    /// The assignments of the partitions CreatePartitions adds to `name` (up to `total`):
+    /// none for a topic without assignments (pre-quorum: it stays without).
+    fn new_partitions_assignment(
+        &self,
+        name: &str,
+        total: i32,
+        lists: Option<&[Vec<i32>]>,
+    ) -> Result<Vec<PartitionAssignment>, MetadataError> {
+        let topic = self.topic(name)?;
+        if topic.assignment.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.decide_assignment(total - topic.partitions, topic.replication_factor(), lists)
     }
 
     /// The registration of broker `node_id`, or BROKER_ID_NOT_REGISTERED.
@@ -1699,6 +1727,8 @@ mod tests {
         assert_eq!(leaders(&applied, "t")[5..], [1, 1]);
     }
 
+    /// Random commands of every kind. Longer than most functions: one strategy per command
+    /// kind, kept together so that the mix is visible in one place.
     fn command() -> impl proptest::strategy::Strategy<Value = MetadataCommand> {
         use proptest::prelude::*;
         // A few names, some invalid or reserved, so that refusals are exercised too.

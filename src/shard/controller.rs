@@ -29,11 +29,11 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::liveness::BrokerSessions;
 use crate::cluster::node::{NodeSettings, ProposeError, QuorumNode};
-use crate::cluster::raft_log::RaftLog;
-use crate::cluster::transport::{ControllerTransport, TransportLimits};
+use crate::cluster::raft_log::{raft_log_dir, RaftLog};
+use crate::cluster::transport::{CallHandler, ControllerTransport, TransportLimits};
 use crate::cluster::{
-    BrokerHeartbeat, ControllerRequest, ControllerResponse, ForwardedError, QuorumConfig,
-    QuorumStatus,
+    node_id_of, BrokerHeartbeat, ControllerRequest, ControllerResponse, ForwardedError,
+    QuorumConfig, QuorumStatus,
 };
 use crate::coordinator::metadata::{
     ClusterMetadata, MetadataCommand, MetadataError, MetadataRecord,
@@ -158,9 +158,16 @@ impl Shard {
         let weak = Rc::downgrade(self);
         let controller_cell: Rc<RefCell<Weak<Controller>>> = Rc::new(RefCell::new(Weak::new()));
         let node = if quorum.is_voter() {
-            let log = RaftLog::open(&self.config.data_dir, self.cache.clone())
-                .await
-                .map_err(|e| format!("opening the metadata quorum's log: {e}"))?;
+            let voters: Vec<i32> = quorum.voters.iter().map(|v| v.node_id).collect();
+            let seed = initial.clone();
+            let log = RaftLog::open(
+                &raft_log_dir(&self.config.data_dir),
+                self.cache.clone(),
+                &voters,
+                move || (*seed).clone(),
+            )
+            .await
+            .map_err(|e| format!("opening the metadata quorum's log: {e}"))?;
             let outbox: Rc<dyn Fn(raft::prelude::Message)> = match &transport {
                 Some(t) => {
                     let t = t.clone();
@@ -177,12 +184,12 @@ impl Shard {
             });
             let settings = NodeSettings {
                 node_id: quorum.node_id,
-                voters: quorum.voters.iter().map(|v| v.node_id).collect(),
+                voters,
                 election_timeout_ms: self.config.controller_quorum_election_timeout_ms,
                 tick_ms: crate::cluster::node::TICK_MS,
                 cluster_id: self.config.cluster_id.clone(),
             };
-            let node = QuorumNode::start(settings, log, (*initial).clone(), outbox, on_applied)
+            let node = QuorumNode::start(settings, log, outbox, on_applied)
                 .await
                 .map_err(|e| format!("starting the metadata quorum: {e}"))?;
             Some(node)
@@ -213,12 +220,7 @@ impl Shard {
                 }
             });
             let shard = weak.clone();
-            let on_call: Rc<
-                dyn Fn(
-                    ControllerRequest,
-                )
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = ControllerResponse>>>,
-            > = Rc::new(move |request| {
+            let on_call: CallHandler = Rc::new(move |request| {
                 let shard = shard.clone();
                 Box::pin(async move {
                     match shard.upgrade() {
@@ -249,10 +251,17 @@ impl Shard {
         let Some(controller) = self.controller() else {
             return;
         };
-        if let Some(hb) = controller.heartbeat(self, true) {
+        // Controlled shutdown (Kafka's): fenced before it stops, so clients move on at once.
+        // A single node has nobody to hand its partitions to: it just stops.
+        let heartbeat = (!controller.quorum.single_node)
+            .then(|| controller.heartbeat(self, true))
+            .flatten();
+        if let Some(hb) = heartbeat {
             let send = self.send_heartbeat(&controller, hb);
-            let timeout = crate::rt::sleep(SHUTDOWN_HEARTBEAT_TIMEOUT);
-            let _ = crate::rt::first_of(send, timeout).await;
+            let timeout = async {
+                crate::rt::sleep(SHUTDOWN_HEARTBEAT_TIMEOUT).await;
+            };
+            futures_lite::future::or(send, timeout).await;
         }
         for task in controller.tasks.borrow_mut().drain(..) {
             drop(task);
@@ -277,6 +286,10 @@ impl Shard {
         let node = controller.node.clone().ok_or_else(not_controller)?;
         let applied = node.propose(records).await.map_err(|e| match e {
             ProposeError::NotLeader { .. } | ProposeError::Stopped => not_controller(),
+            ProposeError::Overloaded => MetadataError {
+                code: ResponseError::ThrottlingQuotaExceeded,
+                message: "too many metadata changes are waiting; retry".into(),
+            },
             ProposeError::Storage(why) => {
                 tracing::error!(error = %why, "writing the metadata log failed");
                 MetadataError {
@@ -334,7 +347,10 @@ impl Shard {
             Ok(ControllerResponse::Changed { results, version }) if results.len() == count => {
                 // The client may ask this node next: wait (bounded) until it has the change.
                 let published = controller.await_published(version);
-                let _ = crate::rt::first_of(published, crate::rt::sleep(FORWARD_TIMEOUT)).await;
+                let timeout = async {
+                    crate::rt::sleep(FORWARD_TIMEOUT).await;
+                };
+                futures_lite::future::or(published, timeout).await;
                 results
                     .into_iter()
                     .map(|r| r.map_err(from_forwarded))
@@ -352,7 +368,10 @@ impl Shard {
     }
 
     /// Answers a call that arrived on the controller listener.
-    async fn answer_controller_call(self: &Rc<Self>, request: ControllerRequest) -> ControllerResponse {
+    async fn answer_controller_call(
+        self: &Rc<Self>,
+        request: ControllerRequest,
+    ) -> ControllerResponse {
         let Some(controller) = self.controller() else {
             return ControllerResponse::Failed {
                 message: "the quorum is not running".into(),
@@ -409,13 +428,9 @@ impl Shard {
         let command = {
             let mut sessions = controller.sessions.borrow_mut();
             let sessions = sessions.get_or_insert_with(|| {
-                BrokerSessions::new(
-                    self.config.broker_session_timeout_ms as i64,
-                    super::now_ms(),
-                    &applied,
-                )
+                BrokerSessions::new(self.config.broker_session_timeout_ms, now_ms(), &applied)
             });
-            sessions.on_heartbeat(hb, super::now_ms(), &applied)
+            sessions.on_heartbeat(hb, now_ms(), &applied)
         };
         if let Some(command) = command {
             for r in self.change_metadata(vec![command], false).await {
@@ -439,7 +454,11 @@ impl Shard {
         };
         let deadline = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(100));
         match transport
-            .call_controller(ControllerRequest::Heartbeat(hb), controller.leader(), deadline)
+            .call_controller(
+                ControllerRequest::Heartbeat(hb),
+                controller.leader(),
+                deadline,
+            )
             .await
         {
             Ok(ControllerResponse::HeartbeatAck { fenced }) => {
@@ -495,7 +514,15 @@ impl Shard {
             let Some(controller) = self.controller() else {
                 return;
             };
-            crate::cluster::set_active_controller(controller.leader());
+            let leader = controller.leader();
+            if leader != crate::cluster::active_controller() {
+                let status = controller.status();
+                match leader {
+                    Some(leader) => tracing::info!(leader, term = status.term, "active controller"),
+                    None => tracing::info!(term = status.term, "no active controller known"),
+                }
+                crate::cluster::set_active_controller(leader);
+            }
             if !controller.is_active() {
                 controller.sessions.borrow_mut().take();
                 continue;
@@ -504,13 +531,9 @@ impl Shard {
             let commands = {
                 let mut sessions = controller.sessions.borrow_mut();
                 let sessions = sessions.get_or_insert_with(|| {
-                    BrokerSessions::new(
-                        self.config.broker_session_timeout_ms as i64,
-                        super::now_ms(),
-                        &applied,
-                    )
+                    BrokerSessions::new(self.config.broker_session_timeout_ms, now_ms(), &applied)
                 });
-                sessions.expired(super::now_ms(), &applied)
+                sessions.expired(now_ms(), &applied)
             };
             if !commands.is_empty() {
                 for r in self.change_metadata(commands, false).await {
@@ -554,6 +577,11 @@ impl Shard {
     }
 }
 
+/// Wall-clock milliseconds for the broker sessions (never negative).
+fn now_ms() -> u64 {
+    u64::try_from(super::now_ms()).unwrap_or(0)
+}
+
 fn not_controller() -> MetadataError {
     MetadataError {
         code: ResponseError::NotController,
@@ -573,4 +601,113 @@ fn from_forwarded(e: ForwardedError) -> MetadataError {
         code: ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError),
         message: e.message,
     }
+}
+
+/// Bytes of the executor's I/O memory for the startup load of the quorum's log.
+const STARTUP_IO_MEMORY_BYTES: usize = 1 << 20;
+/// Bytes of tail cache for the startup load.
+const STARTUP_TAIL_CACHE_BYTES: usize = 1 << 20;
+
+/// Loads the metadata every shard starts with, from the quorum's log (main thread, before the
+/// shards start, on a short-lived executor of its own).
+///
+/// An empty log is bootstrapped first: a single voter starts from this node's metadata
+/// (the legacy metadata log or `cluster-metadata.json`, migrated as before, else `fresh()`),
+/// with this node registered and every topic assigned to it, so an old single-node data
+/// directory starts unchanged; several voters start empty (the first leader writes the
+/// cluster's first metadata). A data directory with a single node's topics cannot join a
+/// quorum of several voters (not supported yet): that is refused.
+pub fn load_at_startup(
+    config: &crate::config::BrokerConfig,
+    quorum: &QuorumConfig,
+    fresh: impl FnOnce() -> ClusterMetadata + Send,
+) -> std::io::Result<ClusterMetadata> {
+    let data_dir = &config.data_dir;
+    let journal = raft_log_dir(data_dir);
+    let voters: Vec<i32> = if quorum.is_voter() {
+        quorum.voters.iter().map(|v| v.node_id).collect()
+    } else {
+        // A broker-only node keeps no log: it starts empty and polls the controller.
+        return Ok(ClusterMetadata::default());
+    };
+    // A single voter's metadata before the quorum (read every start: cheap, and the journal
+    // takes it only when it is empty; a preallocated segment file cannot say that).
+    let seed = if voters.len() == 1 {
+        let legacy = super::metadata_log::load_at_startup(data_dir, fresh)?;
+        let (host, port) = config
+            .advertised_host_port()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let rack = config.broker_rack.trim();
+        Some(
+            legacy.adopt_single_node(crate::coordinator::metadata::BrokerRegistration {
+                node_id: quorum.node_id,
+                incarnation_id: uuid::Uuid::new_v4(),
+                host,
+                port,
+                rack: (!rack.is_empty()).then(|| rack.to_string()),
+                fenced: false,
+            }),
+        )
+    } else {
+        if !has_records(&journal)
+            && (has_records(&super::metadata_log::metadata_log_dir(data_dir))
+                || crate::coordinator::store::metadata_path(data_dir).exists())
+        {
+            return Err(std::io::Error::other(format!(
+                "{} holds the metadata of a single-node cluster; it cannot join a quorum of \
+                 {} voters (not supported yet): start it without controller_quorum_voters, \
+                 or give this node an empty data directory",
+                data_dir.display(),
+                voters.len()
+            )));
+        }
+        None
+    };
+    let run = || {
+        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, async {
+            let storage = |e: crate::storage::StorageError| {
+                std::io::Error::other(format!("metadata quorum log: {e}"))
+            };
+            crate::storage::prime_disk(data_dir)
+                .await
+                .map_err(storage)?;
+            let cache = crate::storage::TailCache::new(STARTUP_TAIL_CACHE_BYTES);
+            let log = RaftLog::open(&journal, cache, &voters, move || {
+                seed.unwrap_or_default()
+            })
+            .await
+            .map_err(storage)?;
+            let (_, metadata) = log.applied_at_open();
+            let mut in_log: Vec<i32> = log.voters().into_iter().map(node_id_of).collect();
+            log.close().await.map_err(storage)?;
+            let mut configured = voters.clone();
+            in_log.sort_unstable();
+            configured.sort_unstable();
+            if in_log != configured {
+                return Err(std::io::Error::other(format!(
+                    "the metadata quorum's log has voters {in_log:?} but this node is configured                      with {configured:?}: changing the voters is not supported yet"
+                )));
+            }
+            Ok::<_, std::io::Error>(metadata)
+        })
+        .map_err(|e| std::io::Error::other(format!("metadata load executor: {e}")))?
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("freshet-quorum-load".into())
+            .spawn_scoped(scope, run)?
+            .join()
+            .map_err(|_| std::io::Error::other("the quorum log load thread panicked"))?
+    })
+}
+
+/// Whether an internal log's directory may hold records: a segment file that is not empty
+/// (a preallocated one counts: this errs on the side of "there is data").
+fn has_records(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.path().extension().is_some_and(|x| x == "log")
+                && e.metadata().is_ok_and(|m| m.len() > 0)
+        })
+    })
 }

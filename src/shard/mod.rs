@@ -17,6 +17,7 @@
 //! shard that opened successfully; a partition that failed to open is reported and answered
 //! with KAFKA_STORAGE_ERROR.
 
+pub mod controller;
 pub mod groups;
 pub mod metadata_log;
 pub mod router;
@@ -155,7 +156,8 @@ pub struct Shard {
     /// Coordinator shard only: transactions.
     pub txns: txns::TxnCoordinator,
     /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
-    pub metadata_log: metadata_log::MetadataLog,
+    /// The metadata quorum on this node (coordinator shard, once started).
+    controller: RefCell<Option<Rc<controller::Controller>>>,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -206,7 +208,7 @@ impl Shard {
                 },
             ),
             txns: txns::TxnCoordinator::new(),
-            metadata_log: metadata_log::MetadataLog::default(),
+            controller: RefCell::new(None),
         })
     }
 
@@ -559,7 +561,18 @@ impl Shard {
                 .map(|_| Err(storage_unavailable()))
                 .collect();
         };
-        let mut current = (*self.metadata()).clone();
+        // Not the active controller: the change is forwarded to it (Kafka's forwarding).
+        if self.controller().is_some_and(|c| !c.is_active()) {
+            drop(_permit);
+            return self.forward_change(commands, validate_only).await;
+        }
+        // The active controller decides against what it has applied, once it applied all
+        // that came before its term.
+        let Some(base) = self.leader_metadata().await else {
+            drop(_permit);
+            return self.forward_change(commands, validate_only).await;
+        };
+        let mut current = (*base).clone();
         let mut results = Vec::with_capacity(commands.len());
         // The metadata log's records of the applied commands, in order.
         let mut records = Vec::with_capacity(commands.len());
@@ -586,7 +599,7 @@ impl Shard {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let before = self.metadata().partition_count();
+        let before = base.partition_count();
         let after = if validate_only {
             hypothetical.partition_count()
         } else {
@@ -596,17 +609,13 @@ impl Shard {
             // Nothing is applied: every command of a real request fails with it.
             return refuse_all(&commands, results, &error, validate_only);
         }
-        if validate_only || current.version == self.metadata().version {
+        if validate_only || current.version == base.version {
             return results;
         }
-        if let Err(e) = self.metadata_log.append(records, &current).await {
-            tracing::error!(error = %e, "saving cluster metadata failed; changes refused");
-            return results
-                .into_iter()
-                .map(|r| r.and(Err(storage_unavailable())))
-                .collect();
+        // One Raft entry; answered once committed, applied and published on this node.
+        if let Err(e) = self.propose_change(records).await {
+            return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
-        self.publish_metadata(current).await;
         results
     }
 
@@ -754,18 +763,10 @@ impl Shard {
         }
     }
 
-    /// Coordinator shard: opens the metadata log for changes and loads committed offsets and
+    /// Coordinator shard: loads committed offsets and
     /// transactions (at startup, before the listener opens).
     pub async fn load_group_coordinator(&self) {
         assert_eq!(self.id, COORDINATOR_SHARD);
-        let published = self.metadata();
-        if let Err(e) = self
-            .metadata_log
-            .open(&self.config.data_dir, self.cache.clone(), &published)
-            .await
-        {
-            tracing::error!(error = %e, "opening the metadata log failed; metadata changes answer KAFKA_STORAGE_ERROR");
-        }
         if let Err(e) = self
             .groups
             .load(&self.config.data_dir, self.cache.clone())
