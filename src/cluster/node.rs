@@ -13,10 +13,13 @@
 //!    and `on_applied` is called with each new metadata; waiting proposals are answered;
 //! 5. the `persisted_messages` (votes, append acknowledgements) go to the outbox: never before
 //!    what they acknowledge is durable;
-//! 6. `advance`; the light ready's commit index is persisted, its messages sent and its
+//! 6. `advance`; the light ready's commit index is persisted (not for a sole voter: every
+//!    durable entry of its journal is committed, see `raft_log`), its messages sent and its
 //!    committed entries applied.
 //!
-//! Then the journal is compacted if due (a snapshot at the applied index).
+//! Then the journal is compacted if due (a snapshot at the applied index). A snapshot sent to
+//! a follower and not answered within an election timeout is reported failed to raft-rs, which
+//! then sends another (the outbox cannot tell a lost message; raft-rs would wait for good).
 //!
 //! # Proposals
 //! [`QuorumNode::propose`] resolves once the records are committed and applied on this node,
@@ -32,14 +35,15 @@
 //! proposal of this one.
 //!
 //! # Bootstrap
-//! A leader whose applied metadata has no cluster id (a new multi-voter cluster: the journal
-//! started from an empty snapshot) proposes the first record, `Snapshot{metadata}` with
-//! [`NodeSettings::cluster_id`] (a new Kafka-shaped id if empty); proposals wait until it is
-//! applied.
+//! A leader whose applied metadata is empty (`ClusterMetadata::default()`: a new multi-voter
+//! cluster, whose journal started from an empty snapshot) proposes the first record,
+//! `Snapshot{metadata}` with [`NodeSettings::cluster_id`] (a new Kafka-shaped id if empty);
+//! proposals wait until it is applied. Metadata with any content is never replaced.
 //!
 //! # Bounds
-//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued, more are dropped and counted
-//! (Raft tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
+//! Incoming messages: at most [`INCOMING_MESSAGES_MAX`] queued holding at most
+//! [`INCOMING_BYTES_MAX`] of entries and snapshots, more are dropped and counted (Raft
+//! tolerates loss). Proposals: at most [`PROPOSALS_WAITING_MAX`] waiting (queued or in
 //! the log), more are refused ([`ProposeError::Overloaded`]); one proposal's records at most
 //! [`PROPOSAL_BYTES_MAX`]. Per Ready: raft-rs's `max_committed_size_per_ready`
 //! ([`COMMITTED_BYTES_PER_READY_MAX`]); per append message `max_size_per_msg`
@@ -54,8 +58,10 @@
 //! random.
 //!
 //! Peers are trusted: raft-rs may panic on a message that contradicts committed state (a
-//! peer that is not Raft); messages not addressed to this node are dropped. Conf changes are
-//! not supported: the voters are fixed at bootstrap.
+//! peer that is not Raft). Messages not addressed to this node and proposals from the network
+//! are dropped, and a heartbeat's commit index is clamped to this node's log (a leader that
+//! still counts entries a wiped node lost would otherwise make raft-rs panic). Conf changes
+//! are not supported: the voters are fixed at bootstrap.
 //!
 //! Lives on the coordinator shard (shard 0), on `crate::rt` only (runs under `rt::sim`).
 
@@ -65,8 +71,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft::prelude::{Entry, Message, Snapshot};
-use raft::{Config, RawNode, StateRole};
+use raft::prelude::{Entry, Message, MessageType, Snapshot};
+use raft::{Config, ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::cluster::raft_log::{apply_entry, encode_records, snapshot_metadata, RaftLog};
 use crate::cluster::{node_id_of, raft_id, QuorumStatus, ReplicaStatus};
@@ -78,6 +84,9 @@ use crate::storage::StorageError;
 pub const TICK_MS: u64 = 100;
 /// Messages from the network queued at most; more are dropped (and counted).
 pub const INCOMING_MESSAGES_MAX: usize = 4096;
+/// Bytes of entries and snapshots in the queued messages at most (a snapshot of the largest
+/// metadata fits); more are dropped (and counted).
+pub const INCOMING_BYTES_MAX: usize = 128 << 20;
 /// Proposals waiting at most (queued, or appended and not yet applied).
 pub const PROPOSALS_WAITING_MAX: usize = 1024;
 /// The largest proposal (the JSON of its records).
@@ -105,6 +114,23 @@ pub struct NodeSettings {
     pub tick_ms: u64,
     /// The cluster id a new cluster's first leader writes; empty: a new random one.
     pub cluster_id: String,
+    /// Whether leadership changes are published as the process's active controller
+    /// (`cluster::set_active_controller`): the broker's one node, not the simulator's many.
+    pub publish_active_controller: bool,
+}
+
+impl Default for NodeSettings {
+    /// A single node 0 with Kafka's default election timeout and [`TICK_MS`].
+    fn default() -> Self {
+        NodeSettings {
+            node_id: 0,
+            voters: vec![0],
+            election_timeout_ms: 1000,
+            tick_ms: TICK_MS,
+            cluster_id: String::new(),
+            publish_active_controller: false,
+        }
+    }
 }
 
 /// Why a proposal was not applied.
@@ -115,7 +141,8 @@ pub enum ProposeError {
     NotLeader { leader: Option<i32> },
     /// The journal could not be written (the node stopped), or the proposal is too large.
     Storage(String),
-    /// More than [`PROPOSALS_WAITING_MAX`] proposals are waiting.
+    /// More than [`PROPOSALS_WAITING_MAX`] proposals are waiting, or the leader's uncommitted
+    /// entries are at [`UNCOMMITTED_BYTES_MAX`]: retry later.
     Overloaded,
     /// The node is stopped.
     Stopped,
@@ -153,6 +180,8 @@ struct Waiter {
 struct Shared {
     incoming: RefCell<VecDeque<Message>>,
     incoming_dropped: Cell<u64>,
+    /// About the bytes of the queued messages ([`message_bytes`]).
+    incoming_bytes: Cell<usize>,
     proposals: RefCell<VecDeque<Proposal>>,
     /// Proposals queued or in the log, not answered yet.
     waiting: Cell<usize>,
@@ -164,6 +193,43 @@ struct Shared {
     applied: RefCell<Arc<ClusterMetadata>>,
     status: RefCell<QuorumStatus>,
     ready_to_propose: Cell<bool>,
+}
+
+impl Shared {
+    fn new(applied: Arc<ClusterMetadata>) -> Shared {
+        Shared {
+            incoming: RefCell::new(VecDeque::new()),
+            incoming_dropped: Cell::new(0),
+            incoming_bytes: Cell::new(0),
+            proposals: RefCell::new(VecDeque::new()),
+            waiting: Cell::new(0),
+            wake: Notify::new(),
+            stopping: Cell::new(false),
+            stopped: Cell::new(false),
+            failure: RefCell::new(None),
+            applied: RefCell::new(applied),
+            status: RefCell::new(QuorumStatus::default()),
+            ready_to_propose: Cell::new(false),
+        }
+    }
+}
+
+/// raft-rs's settings for node `node_id` (module doc, "Bounds"): pre-vote and check-quorum on,
+/// a heartbeat every tick.
+fn raft_config(node_id: i32, election_tick: usize, applied_index: u64) -> Config {
+    Config {
+        id: raft_id(node_id),
+        election_tick,
+        heartbeat_tick: 1,
+        applied: applied_index,
+        max_size_per_msg: MESSAGE_BYTES_MAX,
+        max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
+        check_quorum: true,
+        pre_vote: true,
+        max_committed_size_per_ready: COMMITTED_BYTES_PER_READY_MAX,
+        max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
+        ..Config::default()
+    }
 }
 
 /// One node of the metadata quorum (see the module doc). Created on the coordinator shard at
@@ -191,38 +257,21 @@ impl QuorumNode {
             "a voter runs the node"
         );
         assert!(settings.tick_ms > 0);
+        let mut voters: Vec<u64> = settings.voters.iter().map(|v| raft_id(*v)).collect();
+        voters.sort_unstable();
+        let mut journal_voters = log.voters();
+        journal_voters.sort_unstable();
+        if journal_voters != voters {
+            tracing::warn!(journal = ?journal_voters, configured = ?voters, "the metadata raft log's voters differ from the configured ones; the journal's stay (voter changes are not supported)");
+        }
         let (applied_index, applied) = log.applied_at_open();
         let election_tick = (settings.election_timeout_ms / settings.tick_ms).max(2) as usize;
-        let config = Config {
-            id: raft_id(settings.node_id),
-            election_tick,
-            heartbeat_tick: 1,
-            applied: applied_index,
-            max_size_per_msg: MESSAGE_BYTES_MAX,
-            max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
-            check_quorum: true,
-            pre_vote: true,
-            max_committed_size_per_ready: COMMITTED_BYTES_PER_READY_MAX,
-            max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
-            ..Config::default()
-        };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let config = raft_config(settings.node_id, election_tick, applied_index);
+        let logger = slog::Logger::root(TracingDrain, slog::o!("node" => settings.node_id));
         let raw = RawNode::new(&config, log.clone(), &logger)
             .map_err(|e| StorageError::CorruptMessage(format!("metadata raft log: {e}")))?;
         let applied = Arc::new(applied);
-        let shared = Rc::new(Shared {
-            incoming: RefCell::new(VecDeque::new()),
-            incoming_dropped: Cell::new(0),
-            proposals: RefCell::new(VecDeque::new()),
-            waiting: Cell::new(0),
-            wake: Notify::new(),
-            stopping: Cell::new(false),
-            stopped: Cell::new(false),
-            failure: RefCell::new(None),
-            applied: RefCell::new(applied.clone()),
-            status: RefCell::new(QuorumStatus::default()),
-            ready_to_propose: Cell::new(false),
-        });
+        let shared = Rc::new(Shared::new(applied.clone()));
         let applied_term = log_term(&raw, applied_index);
         let mut driver = Driver {
             raw,
@@ -244,6 +293,9 @@ impl QuorumNode {
             bootstrap_term: 0,
             node_id: settings.node_id,
             heard_ms: BTreeMap::new(),
+            snapshots_sent: RefCell::new(BTreeMap::new()),
+            publish_active_controller: settings.publish_active_controller,
+            known_leader: None,
         };
         driver.randomize_election_timeout();
         if settings.voters.len() == 1 {
@@ -260,25 +312,33 @@ impl QuorumNode {
         }))
     }
 
-    /// Hands a message from the network to the node; never blocks. Beyond
-    /// [`INCOMING_MESSAGES_MAX`] queued, or when not addressed to this node, it is dropped.
+    /// Hands a message from the network to the node; never blocks. It is dropped (and
+    /// counted) beyond [`INCOMING_MESSAGES_MAX`] messages or [`INCOMING_BYTES_MAX`] bytes
+    /// queued, when not addressed to this node, and when it is a proposal (proposals enter
+    /// only through [`QuorumNode::propose`] on the leader: a forwarded one could commit
+    /// behind its caller's back).
     pub fn step(&self, msg: Message) {
-        if self.shared.stopped.get() || msg.to != raft_id(self.node_id) || msg.from == 0 {
-            self.shared
+        let bytes = message_bytes(&msg);
+        let shared = &self.shared;
+        let mut incoming = shared.incoming.borrow_mut();
+        if shared.stopped.get()
+            || msg.to != raft_id(self.node_id)
+            || msg.from == 0
+            || msg.get_msg_type() == MessageType::MsgPropose
+            || incoming.len() >= INCOMING_MESSAGES_MAX
+            || shared.incoming_bytes.get() + bytes > INCOMING_BYTES_MAX
+        {
+            shared
                 .incoming_dropped
-                .set(self.shared.incoming_dropped.get() + 1);
+                .set(shared.incoming_dropped.get() + 1);
             return;
         }
-        let mut incoming = self.shared.incoming.borrow_mut();
-        if incoming.len() >= INCOMING_MESSAGES_MAX {
-            self.shared
-                .incoming_dropped
-                .set(self.shared.incoming_dropped.get() + 1);
-            return;
-        }
+        shared
+            .incoming_bytes
+            .set(shared.incoming_bytes.get() + bytes);
         incoming.push_back(msg);
         drop(incoming);
-        self.shared.wake.notify_all();
+        shared.wake.notify_all();
     }
 
     /// Proposes one change's records (applied atomically); resolves once they are applied on
@@ -403,6 +463,11 @@ struct Driver {
     node_id: i32,
     /// When each peer was last heard from (unix ms), for the status.
     heard_ms: BTreeMap<u64, i64>,
+    /// Followers sent a snapshot (raft id), with the ticks since ([`Driver::retry_lost_snapshots`]).
+    snapshots_sent: RefCell<BTreeMap<u64, usize>>,
+    publish_active_controller: bool,
+    /// The leader as last published (logged on change).
+    known_leader: Option<i32>,
 }
 
 impl Driver {
@@ -422,6 +487,8 @@ impl Driver {
             }
             if crate::rt::now() >= next_tick {
                 self.raw.tick();
+                self.randomize_election_timeout();
+                self.retry_lost_snapshots();
                 next_tick = crate::rt::now() + self.tick;
             }
             self.step_incoming();
@@ -468,19 +535,30 @@ impl Driver {
 
     fn step_incoming(&mut self) {
         let messages: Vec<Message> = self.shared.incoming.borrow_mut().drain(..).collect();
+        self.shared.incoming_bytes.set(0);
         let now_ms = crate::rt::unix_time_ms();
-        for msg in messages {
+        for mut msg in messages {
             if self.raw.raft.prs().get(msg.from).is_some() {
                 self.heard_ms.insert(msg.from, now_ms);
+            }
+            if msg.get_msg_type() == MessageType::MsgHeartbeat {
+                // raft-rs panics on a heartbeat committing past this node's log: a leader that
+                // still believes a wiped (or stale) node has its entries sends one. A lower
+                // commit index is always safe: the appends carry it again.
+                msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
             }
             if let Err(e) = self.raw.step(msg) {
                 tracing::debug!(error = %e, "metadata quorum: message not taken");
             }
+            // After each call: two role changes between checks could hide a reset.
+            self.randomize_election_timeout();
         }
     }
 
     fn take_proposals(&mut self) {
         let proposals: Vec<Proposal> = self.shared.proposals.borrow_mut().drain(..).collect();
+        // Fresh: a message stepped just now may have ended this node's leadership.
+        self.update_ready_to_propose();
         for proposal in proposals {
             if !self.shared.ready_to_propose.get() {
                 let leader = self.leader();
@@ -511,6 +589,10 @@ impl Driver {
                     let reply = proposal.reply;
                     self.waiters.insert(counter, Waiter { index, reply });
                 }
+                // A leader drops proposals past `max_uncommitted_size` (or while transferring).
+                Ok(()) | Err(_) if self.raw.raft.state == StateRole::Leader => {
+                    let _ = proposal.reply.send(Err(ProposeError::Overloaded));
+                }
                 Ok(()) | Err(_) => {
                     let leader = self.leader();
                     let _ = proposal.reply.send(Err(ProposeError::NotLeader { leader }));
@@ -535,8 +617,9 @@ impl Driver {
         self.apply_entries(ready.take_committed_entries());
         self.send(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
-        if light.commit_index().is_some() {
-            // The leader's commit index: durable so that a restart applies as far.
+        if light.commit_index().is_some() && self.raw.raft.prs().conf().voters().ids().len() > 1 {
+            // The leader's commit index: durable so that a restart applies as far. (A sole
+            // voter's durable entries are all committed: its journal says so at open.)
             let hs = self.raw.raft.hard_state();
             self.log.persist(None, Vec::new(), Some(hs)).await?;
         }
@@ -548,8 +631,40 @@ impl Driver {
 
     fn send(&self, messages: Vec<Message>) {
         for msg in messages {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.borrow_mut().insert(msg.to, 0);
+            }
             (self.outbox)(msg);
         }
+    }
+
+    /// A snapshot not acknowledged within an election timeout is reported failed: raft-rs then
+    /// probes that follower and sends a new snapshot if it still needs one. raft-rs keeps a
+    /// follower it sent a snapshot to in its Snapshot state, replicating nothing to it, until
+    /// the follower's answer arrives or `report_snapshot` is called; the outbox cannot tell
+    /// whether a message arrived, so a lost snapshot (or a lost answer) would stall that
+    /// follower for good (found by `simulate_quorum`).
+    fn retry_lost_snapshots(&mut self) {
+        let mut sent = self.snapshots_sent.borrow_mut();
+        if self.raw.raft.state != StateRole::Leader {
+            sent.clear();
+            return;
+        }
+        let timeout_ticks = self.election_tick;
+        let raw = &mut self.raw;
+        sent.retain(|&id, ticks| {
+            let waiting = raw
+                .raft
+                .prs()
+                .get(id)
+                .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            *ticks += 1;
+            if waiting && *ticks >= timeout_ticks {
+                raw.report_snapshot(id, SnapshotStatus::Failure);
+                return false;
+            }
+            waiting
+        });
     }
 
     fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
@@ -615,7 +730,7 @@ impl Driver {
     fn update_ready_to_propose(&self) {
         let ready = self.raw.raft.state == StateRole::Leader
             && self.applied_term == self.raw.raft.term
-            && !self.applied.cluster_id.is_empty();
+            && self.bootstrapped();
         self.shared.ready_to_propose.set(ready);
     }
 
@@ -624,7 +739,7 @@ impl Driver {
         let term = self.raw.raft.term;
         if self.raw.raft.state != StateRole::Leader
             || self.applied_term != term
-            || !self.applied.cluster_id.is_empty()
+            || self.bootstrapped()
             || self.bootstrap_term == term
         {
             return;
@@ -644,6 +759,12 @@ impl Driver {
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             tracing::warn!(error = %e, "proposing the cluster's first metadata failed");
         }
+    }
+
+    /// Whether the applied metadata is a cluster's (not the empty metadata of a new
+    /// multi-voter journal): metadata with content is never replaced by a bootstrap.
+    fn bootstrapped(&self) -> bool {
+        *self.applied != ClusterMetadata::default()
     }
 
     /// The proposal id of `counter` (module doc, "Proposals").
@@ -686,7 +807,15 @@ impl Driver {
             .set_randomized_election_timeout(self.election_tick + spread as usize);
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
+        let leader = self.leader();
+        if leader != self.known_leader {
+            self.known_leader = leader;
+            tracing::info!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
+            if self.publish_active_controller {
+                crate::cluster::set_active_controller(leader);
+            }
+        }
         let raft = &self.raw.raft;
         let now_ms = crate::rt::unix_time_ms();
         let last_index = raft.raft_log.last_index();
@@ -750,9 +879,23 @@ impl Driver {
             let _ = p.reply.send(Err(error.clone()));
         }
         self.shared.incoming.borrow_mut().clear();
+        self.shared.incoming_bytes.set(0);
         let mut status = self.shared.status.borrow_mut();
         status.leader_id = None;
+        if self.publish_active_controller {
+            crate::cluster::set_active_controller(None);
+        }
     }
+}
+
+/// About the memory a message holds: its entries' and snapshot's data plus a fixed part.
+fn message_bytes(msg: &Message) -> usize {
+    let entries: usize = msg
+        .entries
+        .iter()
+        .map(|e| e.data.len() + e.context.len() + 64)
+        .sum();
+    entries + msg.get_snapshot().data.len() + 128
 }
 
 /// The term of the entry at `index` as raft-rs sees it (0 if compacted away).
@@ -790,4 +933,38 @@ fn new_cluster_id() -> String {
         out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
     }
     out
+}
+
+/// raft-rs's log lines (it logs through `slog`) forwarded to `tracing` with their key-values:
+/// errors and warnings as they are, the rest (elections, appends) at debug level.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV;
+        let mut line = KvLine(record.msg().to_string());
+        let _ = record.kv().serialize(record, &mut line);
+        let _ = values.serialize(record, &mut line);
+        let line = line.0;
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{line}"),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{line}"),
+            _ => tracing::debug!(target: "raft", "{line}"),
+        }
+        Ok(())
+    }
+}
+
+/// A log line with `key=value` pairs appended.
+struct KvLine(String);
+
+impl slog::Serializer for KvLine {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments) -> slog::Result {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {key}={val}");
+        Ok(())
+    }
 }

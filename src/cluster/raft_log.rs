@@ -29,7 +29,8 @@
 //! - **The commit index on disk is clamped** to `[snapshot index, last index]` when the journal
 //!   is replayed: a leader may learn a commit index beyond its own persisted log (a majority of
 //!   the others acknowledged), and raft-rs refuses a hard state whose commit is past the log.
-//!   A lower commit index is always safe (it is learnt again from the leader).
+//!   A lower commit index is always safe (it is learnt again from the leader). A sole voter's
+//!   commit index is its last index: each of its durable entries is on the whole majority.
 //! - **Compaction** ([`RaftLog::compact_if_due`]) writes, as the journal's live state, a
 //!   `Compacted` snapshot at the applied index holding the applied metadata (JSON
 //!   `ClusterMetadata`), then the entries after it and the hard state, and moves the journal
@@ -383,11 +384,23 @@ impl RaftLog {
         voters: &[i32],
         single_node_metadata: impl FnOnce() -> ClusterMetadata,
     ) -> Result<RaftLog, StorageError> {
+        Self::open_with_limits(dir, RAFT_LOG_LIMITS, cache, voters, single_node_metadata).await
+    }
+
+    /// [`RaftLog::open`] with other journal limits than [`RAFT_LOG_LIMITS`]: the simulator
+    /// compacts often (a small `compact_records_min`) so that snapshots travel.
+    pub async fn open_with_limits(
+        dir: &Path,
+        limits: InternalLogLimits,
+        cache: Rc<TailCache>,
+        voters: &[i32],
+        single_node_metadata: impl FnOnce() -> ClusterMetadata,
+    ) -> Result<RaftLog, StorageError> {
         assert!(!voters.is_empty(), "a quorum has voters");
         let mut mem = Mem::default();
         let mut damage: Option<String> = None;
         let mut replayed = 0usize;
-        let journal = InternalLog::<RaftCodec>::open(dir, RAFT_LOG_LIMITS, cache, |record| {
+        let journal = InternalLog::<RaftCodec>::open(dir, limits, cache, |record| {
             replayed += 1;
             if damage.is_none() {
                 if let Err(e) = mem.apply(record) {
@@ -396,33 +409,48 @@ impl RaftLog {
             }
         })
         .await?;
-        if let Some(e) = damage {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: {e}",
-                RaftCodec::NAME
-            )));
+        let replay = match damage {
+            Some(e) => Err(e),
+            None => Ok((mem, replayed)),
+        };
+        match Self::prepare(&journal, replay, voters, single_node_metadata).await {
+            Ok((mem, opened)) => Ok(RaftLog {
+                inner: Rc::new(Inner {
+                    journal,
+                    mem: RefCell::new(mem),
+                    snapshot_wanted: Cell::new(false),
+                    opened,
+                }),
+            }),
+            Err(e) => {
+                let _ = journal.close().await;
+                Err(e)
+            }
         }
+    }
+
+    /// After the replay (the state and the records replayed, or the damage found): bootstraps
+    /// an empty journal, checks the state, clamps the commit index, applies the committed
+    /// entries.
+    async fn prepare(
+        journal: &InternalLog<RaftCodec>,
+        replay: Result<(Mem, usize), String>,
+        voters: &[i32],
+        single_node_metadata: impl FnOnce() -> ClusterMetadata,
+    ) -> Result<(Mem, (u64, ClusterMetadata)), StorageError> {
+        let corrupt = |e: &str| StorageError::CorruptMessage(format!("{}: {e}", RaftCodec::NAME));
+        let (mut mem, replayed) = replay.map_err(|e| corrupt(&e))?;
         if replayed == 0 {
-            let bootstrap = bootstrap_snapshot(voters, single_node_metadata)?;
-            let record = RaftRecord::Snapshot(bootstrap);
+            let record = RaftRecord::Snapshot(bootstrap_snapshot(voters, single_node_metadata)?);
             let mut next = mem.clone();
             if let Err(e) = next.apply(record.clone()) {
                 unreachable!("a bootstrap snapshot applies to an empty log: {e}");
             }
-            if let Err(e) = journal
+            journal
                 .append(vec![record], crate::rt::unix_time_ms(), |_| ())
-                .await
-            {
-                let _ = journal.close().await;
-                return Err(e);
-            }
+                .await?;
             mem = next;
-            tracing::info!(
-                voters = ?voters,
-                index = mem.snapshot_index(),
-                "metadata raft log bootstrapped"
-            );
+            tracing::info!(voters = ?voters, index = mem.snapshot_index(), "metadata raft log bootstrapped");
         } else if mem
             .snapshot
             .get_metadata()
@@ -430,28 +458,16 @@ impl RaftLog {
             .voters
             .is_empty()
         {
-            let _ = journal.close().await;
-            return Err(StorageError::CorruptMessage(format!(
-                "{}: no snapshot before the entries",
-                RaftCodec::NAME
-            )));
+            return Err(corrupt("no snapshot before the entries"));
         }
         mem.clamp_commit();
-        let opened = match applied_at_open(&mem) {
-            Ok(opened) => opened,
-            Err(e) => {
-                let _ = journal.close().await;
-                return Err(e);
-            }
-        };
-        Ok(RaftLog {
-            inner: Rc::new(Inner {
-                journal,
-                mem: RefCell::new(mem),
-                snapshot_wanted: Cell::new(false),
-                opened,
-            }),
-        })
+        if mem.snapshot.get_metadata().get_conf_state().voters.len() == 1 {
+            // A sole voter's durable entries are all committed (it is the whole majority); its
+            // driver does not write the commit index apart (one fdatasync per change).
+            mem.hard_state.commit = mem.last_index();
+        }
+        let opened = applied_at_open(&mem)?;
+        Ok((mem, opened))
     }
 
     /// The applied index and metadata rebuilt at open: the snapshot's metadata with every
@@ -571,6 +587,48 @@ impl RaftLog {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.inner.journal.close().await
     }
+}
+
+/// Bytes of the executor's I/O memory for the startup load (the journal's reads use it).
+const STARTUP_IO_MEMORY_BYTES: usize = 1 << 20;
+/// Bytes of tail cache for the startup load.
+const STARTUP_TAIL_CACHE_BYTES: usize = 1 << 20;
+
+/// Loads the applied index and metadata from the journal in `data_dir` at startup, before the
+/// shards start (every shard needs the metadata to open its partitions), bootstrapping an
+/// empty journal for `voters` with `legacy()` for a single voter (the legacy metadata log's
+/// load: `shard::metadata_log::load_at_startup`). Runs its own executor on a scoped thread
+/// and waits for it, as the metadata log's startup load does; the coordinator shard then
+/// opens the journal again for the node ([`RaftLog::open`]: `legacy` is not called again).
+pub fn load_at_startup(
+    data_dir: &Path,
+    voters: &[i32],
+    legacy: impl FnOnce() -> ClusterMetadata + Send,
+) -> std::io::Result<(u64, ClusterMetadata)> {
+    let run = move || {
+        let storage = |e: StorageError| std::io::Error::other(format!("metadata raft log: {e}"));
+        let load = async move {
+            crate::storage::prime_disk(data_dir)
+                .await
+                .map_err(storage)?;
+            let cache = TailCache::new(STARTUP_TAIL_CACHE_BYTES);
+            let log = RaftLog::open(&raft_log_dir(data_dir), cache, voters, legacy)
+                .await
+                .map_err(storage)?;
+            let applied = log.applied_at_open();
+            log.close().await.map_err(storage)?;
+            Ok(applied)
+        };
+        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, load)
+            .map_err(|e| std::io::Error::other(format!("metadata raft log executor: {e}")))?
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("freshet-raft-load".into())
+            .spawn_scoped(scope, run)?
+            .join()
+            .map_err(|_| std::io::Error::other("the metadata raft log load thread panicked"))?
+    })
 }
 
 /// The snapshot an empty journal starts from (module doc, "Bootstrap").

@@ -48,6 +48,7 @@ mod cli;
 mod cluster;
 mod cluster_cli;
 mod cluster_placement;
+mod cluster_transport;
 mod conn_limits;
 mod coord_metadata_log;
 mod diskrec_recovery;

@@ -243,7 +243,8 @@ async fn crash_run(seed: u64) -> u64 {
 
 /// Compaction writes a snapshot of the applied metadata at the applied index: the journal
 /// shrinks, the entries after the applied index stay, and a reopen rebuilds the same state
-/// (snapshot, entries, hard state, applied metadata); `snapshot()` serves the new snapshot.
+/// (snapshot, entries, hard state; a sole voter's commit index is its last index, so the
+/// applied metadata at open has every entry); `snapshot()` serves the new snapshot.
 #[test]
 fn compaction_keeps_state() {
     rt::sim::run(4, async {
@@ -278,8 +279,16 @@ fn compaction_keeps_state() {
         let log = open(&[0]).await.unwrap();
         assert_eq!(log.indexes(), (applied_index, total));
         assert_eq!(all_entries(&log), before);
-        assert_eq!(log.initial_state().unwrap().hard_state, hs);
-        assert_eq!(log.applied_at_open(), (applied_index, applied));
+        // A sole voter's durable entries are all committed: the commit index read back is the
+        // last index, and the applied metadata at open has every entry.
+        let reopened = log.initial_state().unwrap().hard_state;
+        assert_eq!((reopened.term, reopened.vote), (hs.term, hs.vote));
+        assert_eq!(reopened.commit, total);
+        let mut all = applied.clone();
+        for i in applied_index + 1..=total {
+            all = raft_log::apply_entry(&all, &entry(i, 1)).unwrap();
+        }
+        assert_eq!(log.applied_at_open(), (total, all));
         assert!(matches!(
             log.entries(2, 3, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(raft::StorageError::Compacted))
@@ -337,5 +346,97 @@ fn a_damaged_journal_is_an_error_not_a_panic() {
             "{:?}",
             opened.err()
         );
+    });
+}
+
+/// Runs `future` on a real glommio executor (the real disk), as the broker does.
+fn on_real_disk<T: 'static>(future: impl std::future::Future<Output = T> + 'static) -> T {
+    rt::run_on_new_executor(1 << 20, 64, future).expect("executor")
+}
+
+/// An existing single-node data directory (the legacy `__cluster_metadata` log, with a
+/// topic) starts unchanged: the raft journal is bootstrapped from the legacy load, on the real
+/// disk; once the journal exists the legacy log is never read again.
+#[test]
+fn a_legacy_single_node_directory_starts_unchanged() {
+    use freshet::coordinator::metadata::MetadataCommand;
+    use freshet::shard::metadata_log::{self, MetadataLog};
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().to_path_buf();
+    let fresh = || metadata("legacy-cluster");
+    let legacy = metadata_log::load_at_startup(&data_dir, fresh).unwrap();
+    let command = MetadataCommand::CreateTopic {
+        name: "orders".into(),
+        partitions: 3,
+        configs: Default::default(),
+        replication_factor: 1,
+        assignments: None,
+    };
+    let record = legacy.record_for(&command).unwrap();
+    let with_topic = legacy.replay(&record);
+    let (dir, after) = (data_dir.clone(), with_topic.clone());
+    on_real_disk(async move {
+        let log = MetadataLog::default();
+        log.open(&dir, TailCache::new(CACHE_BYTES), &legacy)
+            .await
+            .unwrap();
+        log.append(vec![record], &after).await.unwrap();
+        log.close().await;
+    });
+    let load_legacy = || {
+        metadata_log::load_at_startup(&data_dir, || panic!("the legacy log is not empty")).unwrap()
+    };
+    let (index, loaded) = raft_log::load_at_startup(&data_dir, &[0], load_legacy).unwrap();
+    assert_eq!((index, &loaded), (1, &with_topic));
+    assert!(loaded.topics.contains_key("orders"));
+    let (index, again) = raft_log::load_at_startup(&data_dir, &[0], || {
+        panic!("the legacy log is read only for an empty journal")
+    })
+    .unwrap();
+    assert_eq!((index, again), (1, with_topic));
+}
+
+/// The node driver on the real runtime and disk (glommio): a single node leads, a proposal is
+/// applied, and after a stop the reopened journal holds it.
+#[test]
+fn a_single_node_on_the_real_disk_round_trips() {
+    use freshet::cluster::node::{NodeSettings, QuorumNode};
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().to_path_buf();
+    on_real_disk(async move {
+        freshet::storage::prime_disk(&data_dir).await.unwrap();
+        let dir = raft_log::raft_log_dir(&data_dir);
+        let cache = TailCache::new(CACHE_BYTES);
+        let log = RaftLog::open(&dir, cache.clone(), &[0], || metadata("real"))
+            .await
+            .unwrap();
+        let settings = NodeSettings {
+            tick_ms: 20,
+            ..NodeSettings::default()
+        };
+        let node = QuorumNode::start(
+            settings,
+            log,
+            std::rc::Rc::new(|_| {}),
+            std::rc::Rc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        let deadline = rt::now() + std::time::Duration::from_secs(10);
+        while !node.ready_to_propose() {
+            assert!(rt::now() < deadline, "a single node leads within 10 s");
+            rt::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let records = vec![MetadataRecord::ProducerIdBlockAllocated { next: 9000 }];
+        let after = node.propose(records).await.unwrap();
+        assert_eq!(after.producer_id_block_next, 9000);
+        node.stop().await;
+        let log = RaftLog::open(&dir, cache, &[0], || panic!("not empty"))
+            .await
+            .unwrap();
+        let (_, applied) = log.applied_at_open();
+        assert_eq!(applied.producer_id_block_next, 9000);
+        assert_eq!(applied.cluster_id, "real");
+        log.close().await.unwrap();
     });
 }
