@@ -228,14 +228,17 @@ impl Shard {
     }
 
     /// The metadata quorum as this node sees it (DescribeQuorum, `freshet cluster quorum`).
-    /// Coordinator shard only: the quorum runs there. Today the single-node truth: this node
-    /// is the one voter and leads term 1, and every metadata version is committed and applied
-    /// (the quorum wiring reports the Raft node's status here instead).
+    /// Coordinator shard only: the quorum runs there. The Raft node's status once the
+    /// controller runs; before that, the single-node truth: this node is the one voter and
+    /// leads term 1, and every metadata version is committed and applied.
     pub fn quorum_status(&self) -> crate::cluster::QuorumStatus {
         assert_eq!(
             self.id, COORDINATOR_SHARD,
             "the quorum runs on the coordinator shard"
         );
+        if let Some(controller) = self.controller() {
+            return controller.status();
+        }
         let version = self.metadata().version;
         let now = now_ms();
         let me = crate::cluster::ReplicaStatus {

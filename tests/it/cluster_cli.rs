@@ -1,6 +1,6 @@
 //! DescribeQuorum (API 55) and `freshet cluster info` / `freshet cluster quorum` against a real
-//! single-node `freshet`: the node is its own one-voter quorum, leader of epoch 1, and its
-//! high watermark is the metadata version (it grows with each metadata change). Requests for
+//! single-node `freshet`: the node is its own one-voter quorum and its leader, and its high
+//! watermark grows with the metadata changes (one Raft entry each). Requests for
 //! any other partition than `__cluster_metadata-0` get UNKNOWN_TOPIC_OR_PARTITION, as Kafka's
 //! `KafkaRaftClient` answers. The multi-node behaviour (followers answering
 //! NOT_LEADER_OR_FOLLOWER, the CLI finding the leader) is in `cluster`.
@@ -40,10 +40,10 @@ fn quorum_request(topics: &[(&str, &[i32])]) -> DescribeQuorumRequest {
     )
 }
 
-/// The single node describes itself as the quorum's leader at every version; the high
-/// watermark follows the metadata; ApiVersions advertises v0-v2.
+/// The single node describes itself as the quorum's leader at every version, in one epoch;
+/// the high watermark grows with metadata changes; ApiVersions advertises v0-v2.
 #[test]
-fn describe_quorum_names_the_single_node_leader_of_epoch_1() {
+fn describe_quorum_names_the_single_node_its_own_leader() {
     within(TEST_LIMIT, || {
         let broker = TestBroker::start(2);
         let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
@@ -60,6 +60,9 @@ fn describe_quorum_names_the_single_node_leader_of_epoch_1() {
         let asked = quorum_request(&[("__cluster_metadata", &[0])]);
         let before = conn.request(2, &asked).expect("DescribeQuorum v2");
         let hw_before = before.topics[0].partitions[0].high_watermark;
+        let epoch = before.topics[0].partitions[0].leader_epoch;
+        let mut hw_seen = hw_before;
+        assert!(epoch >= 1, "{before:?}");
         assert_eq!(create_topic_raw(&mut conn, "quorum-hw", 1, &[]), 0);
         for version in 0..=2 {
             let answer = conn.request(version, &asked).expect("DescribeQuorum");
@@ -70,13 +73,19 @@ fn describe_quorum_names_the_single_node_leader_of_epoch_1() {
             assert_eq!(p.error_code, 0, "v{version}");
             assert_eq!(
                 (p.partition_index, p.leader_id.0, p.leader_epoch),
-                (0, 0, 1)
+                (0, 0, epoch)
             );
-            assert_eq!(p.high_watermark, hw_before + 1, "v{version}: one change");
+            // The change is in; the broker's own registration records may land meanwhile.
+            assert!(
+                p.high_watermark > hw_before && p.high_watermark >= hw_seen,
+                "v{version}: high watermark {} after {hw_before} (last seen {hw_seen})",
+                p.high_watermark
+            );
+            hw_seen = p.high_watermark;
             assert_eq!(p.current_voters.len(), 1);
             let me = &p.current_voters[0];
             assert_eq!(me.replica_id.0, 0);
-            assert_eq!(me.log_end_offset, p.high_watermark);
+            assert!(me.log_end_offset >= p.high_watermark, "{p:?}");
             if version >= 1 {
                 assert!(me.last_fetch_timestamp > 0 && me.last_caught_up_timestamp > 0);
             }
@@ -161,7 +170,7 @@ fn cluster_info_and_quorum_commands_show_the_quorum() {
         let info = freshet_json(&broker, &["cluster", "info"]);
         assert_eq!(info["brokers"][0]["fenced"], Value::Bool(false));
         assert_eq!(info["quorum"]["leader_id"], 0);
-        assert_eq!(info["quorum"]["leader_epoch"], 1);
+        assert!(info["quorum"]["leader_epoch"].as_i64() >= Some(1), "{info}");
         assert_eq!(info["quorum"]["voters"][0]["lag"], 0);
         assert_eq!(info["quorum_error"], Value::Null);
         let table = freshet(&broker, &["cluster", "info"]);
@@ -173,7 +182,10 @@ fn cluster_info_and_quorum_commands_show_the_quorum() {
         assert_eq!(quorum["leader_id"], 0);
         assert_eq!(quorum["max_follower_lag"], 0);
         let hw = quorum["high_watermark"].as_i64().expect("high watermark");
-        assert_eq!(quorum["voters"][0]["log_end_offset"].as_i64(), Some(hw));
+        assert!(
+            quorum["voters"][0]["log_end_offset"].as_i64() >= Some(hw),
+            "{quorum}"
+        );
         assert_eq!(quorum["voters"][0]["status"], "Leader");
         assert_eq!(quorum["observers"], Value::Array(Vec::new()));
         let text = freshet(&broker, &["cluster", "quorum"]);
