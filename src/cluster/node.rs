@@ -114,9 +114,6 @@ pub struct NodeSettings {
     pub tick_ms: u64,
     /// The cluster id a new cluster's first leader writes; empty: a new random one.
     pub cluster_id: String,
-    /// Whether leadership changes are published as the process's active controller
-    /// (`cluster::set_active_controller`): the broker's one node, not the simulator's many.
-    pub publish_active_controller: bool,
 }
 
 impl Default for NodeSettings {
@@ -128,7 +125,6 @@ impl Default for NodeSettings {
             election_timeout_ms: 1000,
             tick_ms: TICK_MS,
             cluster_id: String::new(),
-            publish_active_controller: false,
         }
     }
 }
@@ -294,7 +290,6 @@ impl QuorumNode {
             node_id: settings.node_id,
             heard_ms: BTreeMap::new(),
             snapshots_sent: RefCell::new(BTreeMap::new()),
-            publish_active_controller: settings.publish_active_controller,
             known_leader: None,
         };
         driver.randomize_election_timeout();
@@ -465,7 +460,6 @@ struct Driver {
     heard_ms: BTreeMap<u64, i64>,
     /// Followers sent a snapshot (raft id), with the ticks since ([`Driver::retry_lost_snapshots`]).
     snapshots_sent: RefCell<BTreeMap<u64, usize>>,
-    publish_active_controller: bool,
     /// The leader as last published (logged on change).
     known_leader: Option<i32>,
 }
@@ -811,10 +805,7 @@ impl Driver {
         let leader = self.leader();
         if leader != self.known_leader {
             self.known_leader = leader;
-            tracing::info!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
-            if self.publish_active_controller {
-                crate::cluster::set_active_controller(leader);
-            }
+            tracing::debug!(node = self.node_id, leader = ?leader, term = self.raw.raft.term, "metadata quorum leader");
         }
         let raft = &self.raw.raft;
         let now_ms = crate::rt::unix_time_ms();
@@ -882,9 +873,6 @@ impl Driver {
         self.shared.incoming_bytes.set(0);
         let mut status = self.shared.status.borrow_mut();
         status.leader_id = None;
-        if self.publish_active_controller {
-            crate::cluster::set_active_controller(None);
-        }
     }
 }
 

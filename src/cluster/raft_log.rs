@@ -155,7 +155,10 @@ pub struct RaftCodec;
 
 impl RecordCodec for RaftCodec {
     type Record = RaftRecord;
-    const NAME: &'static str = "metadata raft log";
+    /// The metadata log of the cluster (the legacy `__cluster_metadata` log is read only to
+    /// bootstrap a single node's journal): its compactions are logged as
+    /// "metadata log compacted", as before the quorum.
+    const NAME: &'static str = "metadata log";
 
     fn encode_batch(records: &[RaftRecord], now_ms: i64) -> Result<Bytes, String> {
         let mut out = Vec::with_capacity(records.len());
@@ -587,48 +590,6 @@ impl RaftLog {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.inner.journal.close().await
     }
-}
-
-/// Bytes of the executor's I/O memory for the startup load (the journal's reads use it).
-const STARTUP_IO_MEMORY_BYTES: usize = 1 << 20;
-/// Bytes of tail cache for the startup load.
-const STARTUP_TAIL_CACHE_BYTES: usize = 1 << 20;
-
-/// Loads the applied index and metadata from the journal in `data_dir` at startup, before the
-/// shards start (every shard needs the metadata to open its partitions), bootstrapping an
-/// empty journal for `voters` with `legacy()` for a single voter (the legacy metadata log's
-/// load: `shard::metadata_log::load_at_startup`). Runs its own executor on a scoped thread
-/// and waits for it, as the metadata log's startup load does; the coordinator shard then
-/// opens the journal again for the node ([`RaftLog::open`]: `legacy` is not called again).
-pub fn load_at_startup(
-    data_dir: &Path,
-    voters: &[i32],
-    legacy: impl FnOnce() -> ClusterMetadata + Send,
-) -> std::io::Result<(u64, ClusterMetadata)> {
-    let run = move || {
-        let storage = |e: StorageError| std::io::Error::other(format!("metadata raft log: {e}"));
-        let load = async move {
-            crate::storage::prime_disk(data_dir)
-                .await
-                .map_err(storage)?;
-            let cache = TailCache::new(STARTUP_TAIL_CACHE_BYTES);
-            let log = RaftLog::open(&raft_log_dir(data_dir), cache, voters, legacy)
-                .await
-                .map_err(storage)?;
-            let applied = log.applied_at_open();
-            log.close().await.map_err(storage)?;
-            Ok(applied)
-        };
-        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, load)
-            .map_err(|e| std::io::Error::other(format!("metadata raft log executor: {e}")))?
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("freshet-raft-load".into())
-            .spawn_scoped(scope, run)?
-            .join()
-            .map_err(|_| std::io::Error::other("the metadata raft log load thread panicked"))?
-    })
 }
 
 /// The snapshot an empty journal starts from (module doc, "Bootstrap").

@@ -201,7 +201,6 @@ impl Shard {
                 election_timeout_ms: self.config.controller_quorum_election_timeout_ms,
                 tick_ms: crate::cluster::node::TICK_MS,
                 cluster_id: self.config.cluster_id.clone(),
-                publish_active_controller: true,
             };
             let node = QuorumNode::start(settings, log, outbox, on_applied)
                 .await
@@ -535,6 +534,15 @@ impl Shard {
             let Some(controller) = self.controller() else {
                 return;
             };
+            let leader = controller.leader();
+            if leader != crate::cluster::active_controller() {
+                let term = controller.status().term;
+                match leader {
+                    Some(leader) => tracing::info!(leader, term, "active controller"),
+                    None => tracing::info!(term, "no active controller known"),
+                }
+                crate::cluster::set_active_controller(leader);
+            }
             if !controller.is_active() {
                 controller.sessions.borrow_mut().take();
                 continue;

@@ -103,7 +103,6 @@ impl Cluster {
             election_timeout_ms: 1000,
             tick_ms: 100,
             cluster_id: "transport-test".into(),
-            ..NodeSettings::default()
         };
         let out = transport.clone();
         let outbox = Rc::new(move |msg: Message| out.send_raft(msg));

@@ -276,7 +276,7 @@ fn metadata_log_is_compacted_and_the_last_change_survives() {
         }
         drop(conn);
         common::wait_until(TIMEOUT, "the metadata quorum's log to be compacted", || {
-            broker.log().contains("metadata raft log compacted")
+            broker.log().contains("metadata log compacted")
         });
         broker.kill9();
         broker.start_again();

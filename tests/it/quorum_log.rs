@@ -383,17 +383,36 @@ fn a_legacy_single_node_directory_starts_unchanged() {
         log.append(vec![record], &after).await.unwrap();
         log.close().await;
     });
-    let load_legacy = || {
-        metadata_log::load_at_startup(&data_dir, || panic!("the legacy log is not empty")).unwrap()
+    let dir = data_dir.clone();
+    let load_legacy = move || {
+        metadata_log::load_at_startup(&dir, || panic!("the legacy log is not empty")).unwrap()
     };
-    let (index, loaded) = raft_log::load_at_startup(&data_dir, &[0], load_legacy).unwrap();
+    let (index, loaded) = open_on_real_disk(&data_dir, load_legacy);
     assert_eq!((index, &loaded), (1, &with_topic));
     assert!(loaded.topics.contains_key("orders"));
-    let (index, again) = raft_log::load_at_startup(&data_dir, &[0], || {
+    let (index, again) = open_on_real_disk(&data_dir, || {
         panic!("the legacy log is read only for an empty journal")
-    })
-    .unwrap();
+    });
     assert_eq!((index, again), (1, with_topic));
+}
+
+/// Opens a single voter's journal in `data_dir` on the real disk: its applied index and
+/// metadata (bootstrapped with `legacy()` if empty).
+fn open_on_real_disk(
+    data_dir: &Path,
+    legacy: impl FnOnce() -> ClusterMetadata + 'static,
+) -> (u64, ClusterMetadata) {
+    let data_dir = data_dir.to_path_buf();
+    on_real_disk(async move {
+        freshet::storage::prime_disk(&data_dir).await.unwrap();
+        let dir = raft_log::raft_log_dir(&data_dir);
+        let log = RaftLog::open(&dir, TailCache::new(CACHE_BYTES), &[0], legacy)
+            .await
+            .unwrap();
+        let applied = log.applied_at_open();
+        log.close().await.unwrap();
+        applied
+    })
 }
 
 /// The node driver on the real runtime and disk (glommio): a single node leads, a proposal is

@@ -115,7 +115,6 @@ async fn start_at(net: &Rc<Net>, id: i32, dir: PathBuf) {
         election_timeout_ms: 1000,
         tick_ms: 100,
         cluster_id: "test-cluster".into(),
-        publish_active_controller: false,
     };
     let out = net.clone();
     let outbox = Rc::new(move |msg: Message| out.deliver(id, msg));
@@ -442,7 +441,6 @@ async fn start_single(net: &Rc<Net>) {
         election_timeout_ms: 1000,
         tick_ms: 100,
         cluster_id: String::new(),
-        publish_active_controller: false,
     };
     let node = QuorumNode::start(settings, log, Rc::new(|_| {}), Rc::new(|_| {}))
         .await
