@@ -196,6 +196,14 @@ pub enum AdminError {
          CONTROLLER"
     )]
     MismatchedEndpointType,
+    /// DescribeQuorum sent to a node that does not lead the metadata quorum (Kafka's
+    /// `KafkaRaftClient` answers so on any node but the active controller).
+    #[error(
+        "For requests intended only for the leader, this error indicates that the broker is not \
+         the current leader. For requests intended for any replica, this error indicates that \
+         the broker is not a replica of the topic partition."
+    )]
+    NotQuorumLeader,
     /// The log directory cannot be described (statvfs failed).
     #[error("Log directory {dir} is unavailable: {source}")]
     LogDir { dir: String, source: std::io::Error },
@@ -356,6 +364,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         }
         A::UnsupportedEndpointType(_) => E::UnsupportedEndpointType,
         A::MismatchedEndpointType => E::MismatchedEndpointType,
+        A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
     }
 }

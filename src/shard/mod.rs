@@ -231,6 +231,36 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
+    /// The metadata quorum as this node sees it (DescribeQuorum, `freshet cluster quorum`).
+    /// Coordinator shard only: the quorum runs there. The Raft node's status once the
+    /// controller runs; before that, the single-node truth: this node is the one voter and
+    /// leads term 1, and every metadata version is committed and applied.
+    pub fn quorum_status(&self) -> crate::cluster::QuorumStatus {
+        assert_eq!(
+            self.id, COORDINATOR_SHARD,
+            "the quorum runs on the coordinator shard"
+        );
+        if let Some(controller) = self.controller() {
+            return controller.status();
+        }
+        let version = self.metadata().version;
+        let now = now_ms();
+        let me = crate::cluster::ReplicaStatus {
+            node_id: self.config.node_id,
+            log_end_offset: i64::try_from(version).unwrap_or(i64::MAX),
+            last_fetch_timestamp_ms: now,
+            last_caught_up_timestamp_ms: now,
+        };
+        crate::cluster::QuorumStatus {
+            leader_id: Some(self.config.node_id),
+            term: 1,
+            commit_index: version,
+            applied_index: version,
+            voters: vec![me],
+            observers: Vec::new(),
+        }
+    }
+
     /// The shard owning `topic`/`partition`.
     pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
         owner_of(topic, partition, self.shard_count())

@@ -45,6 +45,8 @@ mod broker_groups;
 mod broker_process;
 mod broker_rdkafka;
 mod cli;
+mod cluster;
+mod cluster_cli;
 mod cluster_placement;
 mod cluster_routing;
 mod cluster_transport;

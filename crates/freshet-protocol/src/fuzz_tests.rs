@@ -325,6 +325,14 @@ fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
         .with_cursor(Some(cursor))
 }
 
+fn seed_describe_quorum(_v: i16) -> DescribeQuorumRequest {
+    let p = describe_quorum_request::PartitionData::default().with_partition_index(0);
+    let t = describe_quorum_request::TopicData::default()
+        .with_topic_name(TopicName(s("__cluster_metadata")))
+        .with_partitions(vec![p]);
+    DescribeQuorumRequest::default().with_topics(vec![t])
+}
+
 fn seed_sasl_handshake(_v: i16) -> SaslHandshakeRequest {
     SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))
 }
@@ -589,6 +597,7 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeLogDirsRequest,
         CreatePartitionsRequest,
         IncrementalAlterConfigsRequest,
+        DescribeQuorumRequest,
         DescribeClusterRequest,
         FindCoordinatorRequest,
         JoinGroupRequest,
@@ -666,6 +675,7 @@ fn served() -> Vec<Served> {
             IncrementalAlterConfigsRequest,
             seed_incremental_alter_configs
         ),
+        served!(DescribeQuorumRequest, seed_describe_quorum),
         served!(DescribeClusterRequest, seed_describe_cluster),
         served!(
             DescribeTopicPartitionsRequest,

@@ -906,6 +906,37 @@ pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUE
     ],
 };
 
+pub(crate) static DESCRIBE_QUORUM_REQUEST_DESCRIBEQUORUMREQUEST: StructSchema = StructSchema {
+    name: "DescribeQuorumRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::DescribeQuorumRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_QUORUM_REQUEST_TOPICDATA)), min: 0, max: 2 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_QUORUM_REQUEST_PARTITIONDATA: StructSchema = StructSchema {
+    name: "PartitionData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::PartitionData>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_QUORUM_REQUEST_TOPICDATA: StructSchema = StructSchema {
+    name: "TopicData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::TopicData>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 2 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_QUORUM_REQUEST_PARTITIONDATA)), min: 0, max: 2 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST: StructSchema = StructSchema {
     name: "DescribeClusterRequest", tagged_from: 0,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest>(),
@@ -1089,6 +1120,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         35 => Some(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST), // versions 1-4
         37 => Some(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSREQUEST), // versions 0-3
         44 => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST), // versions 0-1
+        55 => Some(&DESCRIBE_QUORUM_REQUEST_DESCRIBEQUORUMREQUEST), // versions 0-2
         60 => Some(&DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST), // versions 0-2
         68 => Some(&CONSUMER_GROUP_HEARTBEAT_REQUEST_CONSUMERGROUPHEARTBEATREQUEST), // versions 0-1
         69 => Some(&CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST), // versions 0-1
