@@ -403,10 +403,8 @@ async fn start_quorum(shard: &Rc<Shard>) -> Result<(), String> {
     let deadline = Instant::now() + QUORUM_JOIN_WAIT;
     while !shard.stopping.get() && Instant::now() < deadline {
         let joined = shard
-            .metadata()
-            .brokers
-            .get(&node_id)
-            .is_some_and(|b| !b.fenced);
+            .controller()
+            .is_some_and(|c| c.is_registered_in(&shard.metadata()));
         if joined {
             tracing::info!(node_id, "registered with the metadata quorum");
             return Ok(());

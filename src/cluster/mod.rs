@@ -15,7 +15,6 @@
 
 pub mod liveness;
 pub mod node;
-pub mod placement;
 pub mod raft_log;
 pub mod transport;
 

@@ -8,7 +8,9 @@
 //!   one outbound connection per peer, written by a task of its own from a bounded queue. A
 //!   message that does not fit the queue (peer down or slow) is dropped and counted: Raft
 //!   tolerates loss, and a slow peer never blocks the node. Inbound raft messages go to the
-//!   `on_raft` callback as they arrive.
+//!   `on_raft` callback as they arrive. What became of each snapshot message (written to the
+//!   peer's socket, or lost) goes to the [`SnapshotReport`] hook, which raft-rs's leader needs
+//!   (`report_snapshot`) before it sends that follower anything again.
 //! - **Calls** to the active controller ([`ControllerTransport::call`],
 //!   [`ControllerTransport::call_controller`]): a [`ControllerRequest`] with a correlation id,
 //!   answered on the same connection by the `on_call` handler of the called node. The caller
@@ -35,8 +37,14 @@
 //!   its buffer grows as its bytes arrive (never more than twice what arrived). Memory held by
 //!   inbound connections is thus at most `inbound_buffered_bytes_max` plus 64 KiB + 16 KiB
 //!   (read buffer) per connection, plus the answers being written;
+//! - answers: per inbound connection at most `inflight_calls_per_connection_max` being
+//!   computed and as many waiting for the writer, which encodes them one at a time (a peer
+//!   that does not read holds one encoded answer; its writes fail after `write_timeout`);
 //! - per peer, at most `peer_queue_messages_max` messages and `peer_queue_bytes_max` bytes
-//!   wait to be sent.
+//!   wait to be sent;
+//! - calls made: one call at a time per connection, at most
+//!   `pooled_connections_per_addr_max` idle connections kept per address (16 addresses); an
+//!   answer is read within the call's timeout and at most `frame_bytes_max`.
 //!
 //! ## Failure behaviour
 //! - A bad inbound frame (length over the bound or zero, an unknown kind, a kind not expected
@@ -52,50 +60,51 @@
 //!   the message being written when the connection broke is lost. The outbound task also
 //!   watches the connection for the peer closing it, so an idle link is reopened at once
 //!   rather than losing its next message.
-//! - A call on a pooled connection that turns out closed (the peer restarted or timed it
-//!   out) is retried once on a fresh connection; every other failure is the caller's.
+//! - A call on a pooled connection that turns out closed before any answer came (the peer
+//!   restarted or timed it out) is retried once on a fresh connection; every other failure is
+//!   the caller's. (A peer that ran the call and then died unanswered gets it twice: a
+//!   forwarded change is then met by its own first attempt, as with any retried forward.)
 //!
-//! Not done here: TLS/SASL on the controller listener; the bind does not wait out a port
-//! still held by a just-killed process (the caller retries).
+//! The listener is bound with a plain socket (no SO_REUSEPORT: a second process cannot share
+//! the port silently); [`ControllerTransport::serve_waiting`] waits out a port still held by
+//! a node just killed with -9 (io_uring's teardown), but not one a live node answers on.
+//!
+//! Files: this one holds the transport (listener, calls, stop, stats); `frame.rs` the frame
+//! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer; tests in
+//! `tests.rs` (and `tests/it/cluster_transport.rs`: a raft quorum over real transports).
+//!
+//! Not done here: TLS/SASL on the controller listener; authentication of peers (the
+//! controller listener belongs on a trusted network, as Kafka's PLAINTEXT controller
+//! listener).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt, FutureExt};
-use protobuf::Message as _;
+use futures_lite::{AsyncWriteExt, FutureExt};
 use raft::prelude::Message;
+
+mod frame;
+mod peer;
+
+pub use frame::{
+    decode_frame, encode_call, encode_raft, parse_header, Frame, CONTROLLER_FRAME_BYTES_MAX,
+    FRAME_HEADER_BYTES, KIND_RAFT, KIND_REQUEST, KIND_RESPONSE,
+};
+use frame::{timed, Budget, FrameReader, ReadEnd, CORRELATION_ID_BYTES};
+use peer::{run_peer, PeerLink};
 
 use super::{node_id_of, raft_id, ControllerRequest, ControllerResponse, Voter};
 use crate::rt::net::TcpStream;
-use crate::rt::sync::{Semaphore, StaticPermit};
+use crate::rt::sync::Semaphore;
 
-/// The largest frame (kind byte and payload) either side accepts or sends.
-pub const CONTROLLER_FRAME_BYTES_MAX: usize = 80 * 1024 * 1024;
-/// The length prefix and the kind byte.
-pub const FRAME_HEADER_BYTES: usize = 5;
-/// A raft-rs `Message`, protobuf.
-pub const KIND_RAFT: u8 = 1;
-/// A call: correlation id + JSON [`ControllerRequest`].
-pub const KIND_REQUEST: u8 = 2;
-/// An answer: correlation id + JSON [`ControllerResponse`].
-pub const KIND_RESPONSE: u8 = 3;
-/// The correlation id of a call or an answer.
-const CORRELATION_ID_BYTES: usize = 8;
-/// Inbound bodies up to this size are read without reserving the inbound budget.
-const SMALL_BODY_BYTES_MAX: usize = 64 * 1024;
 /// The read buffer of an inbound connection.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// Small outbound raft frames are gathered into one write up to this size.
-const WRITE_GATHER_BYTES_MAX: usize = 64 * 1024;
-/// The first reconnect backoff of a peer link; it doubles up to `reconnect_backoff_max`.
-const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// At most one log line per this interval for each kind of repeated trouble.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Back-off after a failed accept, so the loop never spins.
@@ -104,6 +113,12 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// [`CONTROLLER_RETRY_BACKOFF_MAX`].
 const CONTROLLER_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const CONTROLLER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long `stop` waits for the reactor to close the transport's sockets.
+const SOCKET_CLOSE_WAIT: Duration = Duration::from_millis(10);
+/// How long `serve_waiting` waits for an answer from a listener holding its address.
+const BIND_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause between `serve_waiting`'s binds.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Addresses for which idle call connections are kept (others are closed after the call).
 const POOLED_ADDRS_MAX: usize = 16;
 
@@ -200,118 +215,22 @@ pub enum TransportError {
     Stopped,
 }
 
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> TransportError {
+    TransportError::Bind {
+        addr,
+        message: e.to_string(),
+    }
+}
+
+/// What became of a snapshot message: `(raft id of the peer, written to its socket)`.
+/// raft-rs's leader waits for it (`RawNode::report_snapshot`: `Finish` when written,
+/// `Failure` when lost) before it sends that follower anything again.
+pub type SnapshotReport = Rc<dyn Fn(u64, bool)>;
 /// What the listener does with an inbound raft message (must not block).
 pub type RaftHandler = Rc<dyn Fn(Message)>;
 /// What the listener does with an inbound call: the answer, sent back on its connection.
 pub type CallHandler =
     Rc<dyn Fn(ControllerRequest) -> Pin<Box<dyn Future<Output = ControllerResponse>>>>;
-
-/// A decoded frame.
-#[derive(Debug)]
-pub enum Frame {
-    Raft(Message),
-    Request {
-        correlation_id: u64,
-        request: ControllerRequest,
-    },
-    Response {
-        correlation_id: u64,
-        response: ControllerResponse,
-    },
-}
-
-/// Checks a frame header (length prefix and kind): the payload length, or why the frame is
-/// refused.
-pub fn parse_header(
-    header: [u8; FRAME_HEADER_BYTES],
-    frame_bytes_max: usize,
-) -> Result<(u8, usize), String> {
-    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let kind = header[4];
-    if length == 0 {
-        return Err("a frame of length 0 (no kind)".into());
-    }
-    if length > frame_bytes_max {
-        return Err(format!(
-            "a frame of {length} bytes, over the limit of {frame_bytes_max}"
-        ));
-    }
-    if !(KIND_RAFT..=KIND_RESPONSE).contains(&kind) {
-        return Err(format!("unknown frame kind {kind}"));
-    }
-    Ok((kind, length - 1))
-}
-
-/// Decodes a frame's payload of `kind` (already checked by [`parse_header`]).
-pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Frame, String> {
-    if kind == KIND_RAFT {
-        return Message::parse_from_bytes(payload)
-            .map(Frame::Raft)
-            .map_err(|e| format!("undecodable raft message: {e}"));
-    }
-    if payload.len() < CORRELATION_ID_BYTES {
-        return Err(format!("a call frame of {} bytes", payload.len()));
-    }
-    let (id, json) = payload.split_at(CORRELATION_ID_BYTES);
-    let correlation_id = u64::from_be_bytes(id.try_into().expect("8 bytes"));
-    match kind {
-        KIND_REQUEST => serde_json::from_slice(json)
-            .map(|request| Frame::Request {
-                correlation_id,
-                request,
-            })
-            .map_err(|e| format!("undecodable request: {e}")),
-        KIND_RESPONSE => serde_json::from_slice(json)
-            .map(|response| Frame::Response {
-                correlation_id,
-                response,
-            })
-            .map_err(|e| format!("undecodable response: {e}")),
-        _ => Err(format!("unknown frame kind {kind}")),
-    }
-}
-
-fn frame_with_header(kind: u8, payload_bytes: usize) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload_bytes);
-    frame.extend_from_slice(&((payload_bytes + 1) as u32).to_be_bytes());
-    frame.push(kind);
-    frame
-}
-
-/// The whole frame of a raft message, or why it cannot be sent.
-pub fn encode_raft(msg: &Message, frame_bytes_max: usize) -> Result<Vec<u8>, String> {
-    let size = msg.compute_size() as usize;
-    if size + 1 > frame_bytes_max {
-        return Err(format!(
-            "a raft message of {size} bytes, over the frame limit of {frame_bytes_max}"
-        ));
-    }
-    let mut frame = frame_with_header(KIND_RAFT, size);
-    msg.write_to_vec(&mut frame).map_err(|e| e.to_string())?;
-    assert_eq!(frame.len(), FRAME_HEADER_BYTES + size, "protobuf size");
-    Ok(frame)
-}
-
-/// The whole frame of a call (`kind` 2) or an answer (`kind` 3) with `value` as JSON.
-pub fn encode_call<T: serde::Serialize>(
-    kind: u8,
-    correlation_id: u64,
-    value: &T,
-    frame_bytes_max: usize,
-) -> Result<Vec<u8>, String> {
-    assert!(kind == KIND_REQUEST || kind == KIND_RESPONSE);
-    let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    let payload_bytes = CORRELATION_ID_BYTES + json.len();
-    if payload_bytes + 1 > frame_bytes_max {
-        return Err(format!(
-            "a call of {payload_bytes} bytes, over the frame limit of {frame_bytes_max}"
-        ));
-    }
-    let mut frame = frame_with_header(kind, payload_bytes);
-    frame.extend_from_slice(&correlation_id.to_be_bytes());
-    frame.extend_from_slice(&json);
-    Ok(frame)
-}
 
 /// Allows one log line per [`LOG_INTERVAL`] and counts the others.
 #[derive(Default)]
@@ -345,195 +264,6 @@ struct Counters {
 
 fn bump(counter: &Cell<u64>, by: u64) {
     counter.set(counter.get() + by);
-}
-
-/// The outbound side towards one peer: the queue of encoded frames and the task that
-/// writes them.
-struct PeerLink {
-    node_id: i32,
-    addr: String,
-    queue: RefCell<VecDeque<Vec<u8>>>,
-    queued_bytes: Cell<usize>,
-    /// The writer task, when it waits for a frame.
-    waiter: RefCell<Option<Waker>>,
-    task: RefCell<Option<crate::rt::JoinHandle<()>>>,
-}
-
-impl PeerLink {
-    /// Queues `frame` unless the queue is full (`false`: dropped).
-    fn push(&self, frame: Vec<u8>, limits: &TransportLimits) -> bool {
-        let mut queue = self.queue.borrow_mut();
-        if queue.len() >= limits.peer_queue_messages_max
-            || self.queued_bytes.get() + frame.len() > limits.peer_queue_bytes_max
-        {
-            return false;
-        }
-        self.queued_bytes.set(self.queued_bytes.get() + frame.len());
-        queue.push_back(frame);
-        if let Some(waker) = self.waiter.borrow_mut().take() {
-            waker.wake();
-        }
-        true
-    }
-
-    /// Resolves once a frame is queued.
-    async fn frames_queued(&self) {
-        std::future::poll_fn(|cx| {
-            if self.queue.borrow().is_empty() {
-                *self.waiter.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await
-    }
-
-    /// The next bytes to write: the first frame alone if large, or small frames gathered up
-    /// to [`WRITE_GATHER_BYTES_MAX`]; with the number of messages in them.
-    fn take_batch(&self) -> (Vec<u8>, u64) {
-        let mut queue = self.queue.borrow_mut();
-        let first = queue.pop_front().expect("a frame is queued");
-        let mut batch = first;
-        let mut count = 1;
-        while let Some(next) = queue.front() {
-            if batch.len() + next.len() > WRITE_GATHER_BYTES_MAX {
-                break;
-            }
-            batch.extend_from_slice(next);
-            queue.pop_front();
-            count += 1;
-        }
-        self.queued_bytes.set(self.queued_bytes.get() - batch.len());
-        (batch, count)
-    }
-}
-
-/// `fut`'s output, or `None` if `limit` passes first.
-async fn timed<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        crate::rt::sleep(limit).await;
-        None
-    })
-    .await
-}
-
-/// Why reading frames from a connection stopped.
-#[derive(Debug)]
-enum ReadEnd {
-    /// The peer closed the connection between frames.
-    Closed,
-    /// Nothing arrived for the idle timeout.
-    Idle,
-    /// A refused frame: bad header or contents, cut short, or too slow (counted, logged).
-    Bad(String),
-    /// The socket failed.
-    Io(String),
-}
-
-/// Reads frames from one connection within the transport's limits.
-struct FrameReader<'a, R> {
-    reader: R,
-    frame_bytes_max: usize,
-    frame_read_timeout: Duration,
-    /// How long to wait for a frame's first byte (`None`: no limit, the caller has one).
-    idle_timeout: Option<Duration>,
-    /// The inbound budget in KiB, reserved by large bodies before they are read.
-    budget: Option<&'a Budget>,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<'_, R> {
-    /// The next frame's kind and payload, with its reservation of the inbound budget (held
-    /// until the caller has decoded it).
-    async fn next(&mut self) -> Result<(u8, Vec<u8>, Option<StaticPermit>), ReadEnd> {
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        let first = match self.idle_timeout {
-            Some(limit) => timed(limit, self.reader.read(&mut header[..1])).await,
-            None => Some(self.reader.read(&mut header[..1]).await),
-        };
-        match first {
-            None => return Err(ReadEnd::Idle),
-            Some(Ok(0)) => return Err(ReadEnd::Closed),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(ReadEnd::Io(e.to_string())),
-        }
-        let mut deadline = crate::rt::now() + self.frame_read_timeout;
-        let mut filled = 1;
-        while filled < FRAME_HEADER_BYTES {
-            filled += read_by(&mut self.reader, &mut header[filled..], deadline).await?;
-        }
-        let (kind, payload_bytes) =
-            parse_header(header, self.frame_bytes_max).map_err(ReadEnd::Bad)?;
-        let mut permit = None;
-        if let Some(budget) = self.budget.filter(|_| payload_bytes > SMALL_BODY_BYTES_MAX) {
-            let waiting = crate::rt::now();
-            let reserved = budget
-                .reserve(payload_bytes)
-                .await
-                .ok_or_else(|| ReadEnd::Io("transport stopping".into()))?;
-            permit = Some(reserved);
-            // Waiting for the budget is not the peer's slowness.
-            deadline += waiting.elapsed();
-        }
-        let mut payload: Vec<u8> = Vec::new();
-        while payload.len() < payload_bytes {
-            let filled = payload.len();
-            if filled == payload.capacity() {
-                // Grow as bytes arrive: a peer announcing a large frame and sending little
-                // holds at most twice what it sent.
-                let capacity = (2 * filled).max(4096).min(payload_bytes);
-                payload.reserve_exact(capacity - filled);
-            }
-            let window = (payload.capacity() - filled).min(payload_bytes - filled);
-            payload.resize(filled + window, 0);
-            let n = read_by(&mut self.reader, &mut payload[filled..], deadline).await;
-            payload.truncate(filled + *n.as_ref().unwrap_or(&0));
-            n?;
-        }
-        Ok((kind, payload, permit))
-    }
-}
-
-/// The memory inbound connections may hold for large frame bodies, in KiB.
-struct Budget {
-    kib: Rc<Semaphore>,
-    total_kib: u64,
-}
-
-impl Budget {
-    fn new(bytes: usize) -> Budget {
-        let total_kib = (bytes as u64 / 1024).max(1);
-        Budget {
-            kib: Rc::new(Semaphore::new(total_kib)),
-            total_kib,
-        }
-    }
-
-    /// Reserves room for a body of `bytes` (all of the budget for one larger than it).
-    async fn reserve(&self, bytes: usize) -> Option<StaticPermit> {
-        let kib = (bytes as u64).div_ceil(1024).clamp(1, self.total_kib);
-        self.kib.acquire_static_permit(kib).await.ok()
-    }
-}
-
-/// One read into `buf` (not empty) that must complete before `deadline`, mid-frame.
-async fn read_by<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut [u8],
-    deadline: crate::rt::Instant,
-) -> Result<usize, ReadEnd> {
-    assert!(!buf.is_empty());
-    let left = deadline.saturating_duration_since(crate::rt::now());
-    match timed(left, reader.read(buf)).await {
-        None => Err(ReadEnd::Bad(
-            "a frame not whole within frame_read_timeout of its first byte".into(),
-        )),
-        Some(Ok(0)) => Err(ReadEnd::Bad(
-            "a frame cut short (the peer closed mid-frame)".into(),
-        )),
-        Some(Ok(n)) => Ok(n),
-        Some(Err(e)) => Err(ReadEnd::Io(e.to_string())),
-    }
 }
 
 /// Resolves `addr` (`host:port`): an IP address at once, a name on the blocking pool.
@@ -597,6 +327,7 @@ pub struct ControllerTransport {
     bad_frame_log: LogLimiter,
     refused_log: LogLimiter,
     drop_log: Rc<LogLimiter>,
+    snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
 
 impl ControllerTransport {
@@ -624,6 +355,7 @@ impl ControllerTransport {
             bad_frame_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
             drop_log: Rc::default(),
+            snapshot_report: Rc::default(),
         })
     }
 
@@ -636,19 +368,59 @@ impl ControllerTransport {
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> Result<(), TransportError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+        self.serve_listener(listener, on_raft, on_call)
+    }
+
+    /// [`Self::serve`], but while `addr` is taken by a listener that does not answer calls
+    /// (the socket of a node just killed with -9, still held by the kernel's io_uring
+    /// teardown), retries for up to `wait_max`. A listener that answers is a live node: the
+    /// bind error is returned at once.
+    pub async fn serve_waiting(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+        wait_max: Duration,
+    ) -> Result<(), TransportError> {
+        let started = crate::rt::now();
+        loop {
+            let e = match std::net::TcpListener::bind(addr) {
+                Ok(listener) => return self.serve_listener(listener, on_raft, on_call),
+                Err(e) => e,
+            };
+            if e.kind() != std::io::ErrorKind::AddrInUse || started.elapsed() >= wait_max {
+                return Err(bind_error(addr, e));
+            }
+            let target = addr.to_string();
+            let request = ControllerRequest::DescribeQuorum;
+            if self
+                .call(&target, request, BIND_PROBE_TIMEOUT)
+                .await
+                .is_ok()
+            {
+                return Err(bind_error(addr, e)); // a live node's listener
+            }
+            crate::rt::sleep(BIND_RETRY_INTERVAL).await;
+        }
+    }
+
+    fn serve_listener(
+        self: &Rc<Self>,
+        std_listener: std::net::TcpListener,
+        on_raft: RaftHandler,
+        on_call: CallHandler,
+    ) -> Result<(), TransportError> {
         assert!(self.accept_task.borrow().is_none(), "serve is called once");
-        let bind_error = |e: std::io::Error| TransportError::Bind {
-            addr,
-            message: e.to_string(),
-        };
         if self.stopped.get() {
             return Err(TransportError::Stopped);
         }
-        let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        self.local_addr
-            .set(Some(std_listener.local_addr().map_err(bind_error)?));
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| bind_error(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
+        self.local_addr.set(Some(addr));
         let listener = crate::rt::net::listener_from_fd(std::os::fd::OwnedFd::from(std_listener));
-        tracing::info!(node = self.node_id, addr = ?self.local_addr.get(), "controller listener");
+        tracing::info!(node = self.node_id, %addr, "controller listener");
         let task = crate::rt::spawn_local(self.clone().accept_loop(listener, on_raft, on_call));
         *self.accept_task.borrow_mut() = Some(task.detach());
         Ok(())
@@ -717,10 +489,13 @@ impl ControllerTransport {
             budget: Some(&self.budget),
         };
         let depth = self.limits.inflight_calls_per_connection_max;
-        let (answers, answers_rx) = flume::bounded::<Vec<u8>>(depth);
+        // Answers are encoded by the writer, one at a time: a peer that does not read holds
+        // at most one encoded answer, plus `depth` waiting here and `depth` being computed.
+        let (answers, answers_rx) = flume::bounded::<(u64, ControllerResponse)>(depth);
         // Dropped (cancelled) when this function returns: answers still running are lost
         // with the connection.
-        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx));
+        let frame_bytes_max = self.limits.frame_bytes_max;
+        let _writer = crate::rt::spawn_local(write_answers(writer, answers_rx, frame_bytes_max));
         let calls = Rc::new(Semaphore::new(depth as u64));
         loop {
             let (kind, payload, permit) = match frames.next().await {
@@ -730,8 +505,8 @@ impl ControllerTransport {
                 Err(ReadEnd::Io(e)) => return format!("read failed: {e}"),
                 Err(ReadEnd::Bad(why)) => return self.bad_frame(peer, why),
             };
-            let frame = decode_frame(kind, &payload);
-            drop((payload, permit));
+            let frame = decode_frame(kind, bytes::Bytes::from(payload));
+            drop(permit);
             match frame {
                 Ok(Frame::Raft(msg)) => self.deliver_raft(msg, peer, &on_raft),
                 Ok(Frame::Request {
@@ -744,10 +519,13 @@ impl ControllerTransport {
                     };
                     bump(&self.counters.calls_served, 1);
                     let answer = on_call(request);
-                    let (answers, frame_bytes_max) = (answers.clone(), self.limits.frame_bytes_max);
+                    let answers = answers.clone();
                     crate::rt::spawn_local(async move {
-                        let frame = answer_frame(answer, correlation_id, frame_bytes_max).await;
-                        let _ = answers.send_async(frame).await;
+                        let response = AssertUnwindSafe(answer).catch_unwind().await;
+                        let response = response.unwrap_or_else(|_| ControllerResponse::Failed {
+                            message: "the call's handler panicked".into(),
+                        });
+                        let _ = answers.send_async((correlation_id, response)).await;
                         drop(permit);
                     })
                     .detach();
@@ -782,20 +560,13 @@ impl ControllerTransport {
     }
 }
 
-/// The answer frame of a call: the handler's answer, or `Failed` if the handler panicked or
-/// its answer does not fit a frame.
-async fn answer_frame(
-    answer: Pin<Box<dyn Future<Output = ControllerResponse>>>,
+/// The answer frame of a call, or a `Failed` answer when it does not fit a frame.
+fn answer_frame(
     correlation_id: u64,
+    response: &ControllerResponse,
     frame_bytes_max: usize,
 ) -> Vec<u8> {
-    let response = AssertUnwindSafe(answer)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| ControllerResponse::Failed {
-            message: "the call's handler panicked".into(),
-        });
-    encode_call(KIND_RESPONSE, correlation_id, &response, frame_bytes_max).unwrap_or_else(|why| {
+    encode_call(KIND_RESPONSE, correlation_id, response, frame_bytes_max).unwrap_or_else(|why| {
         let failed = ControllerResponse::Failed { message: why };
         encode_call(KIND_RESPONSE, correlation_id, &failed, frame_bytes_max)
             .expect("a short failure fits a frame")
@@ -805,9 +576,12 @@ async fn answer_frame(
 /// Writes an inbound connection's answers as they come.
 async fn write_answers(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    answers: flume::Receiver<Vec<u8>>,
+    answers: flume::Receiver<(u64, ControllerResponse)>,
+    frame_bytes_max: usize,
 ) {
-    while let Ok(frame) = answers.recv_async().await {
+    while let Ok((correlation_id, response)) = answers.recv_async().await {
+        let frame = answer_frame(correlation_id, &response, frame_bytes_max);
+        drop(response);
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
             return;
         }
@@ -823,15 +597,31 @@ impl ControllerTransport {
             self.dropped(format_args!("no such peer (raft id {})", msg.to));
             return;
         };
-        let frame = match encode_raft(&msg, self.limits.frame_bytes_max) {
-            Ok(frame) => frame,
-            Err(why) => return self.dropped(format_args!("{why}")),
+        let snapshot = msg.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+        let queued = match encode_raft(&msg, self.limits.frame_bytes_max) {
+            Ok(frame) => link.push(frame, snapshot, &self.limits),
+            Err(why) => {
+                if let Some(unlogged) = self.drop_log.allow() {
+                    tracing::warn!(reason = %why, similar_not_logged = unlogged, "raft message dropped");
+                }
+                false
+            }
         };
-        if !link.push(frame, &self.limits) {
+        if !queued {
             // Dropping is what keeps a slow or absent peer from growing the queue: Raft
             // resends what matters.
             bump(&self.counters.raft_dropped, 1);
+            if snapshot {
+                let link = link.clone();
+                crate::rt::spawn_local(async move { link.report_snapshots(1, false) }).detach();
+            }
         }
+    }
+
+    /// Sets the hook told what became of each snapshot message sent (see
+    /// [`SnapshotReport`]); it runs on a task of the transport, never inside `send_raft`.
+    pub fn on_snapshot_sent(&self, report: SnapshotReport) {
+        *self.snapshot_report.borrow_mut() = Some(report);
     }
 
     fn dropped(&self, why: std::fmt::Arguments<'_>) {
@@ -859,6 +649,7 @@ impl ControllerTransport {
             queued_bytes: Cell::new(0),
             waiter: RefCell::default(),
             task: RefCell::default(),
+            report: self.snapshot_report.clone(),
         });
         let task = crate::rt::spawn_local(run_peer(
             link.clone(),
@@ -903,81 +694,9 @@ impl ControllerTransport {
         for task in tasks {
             task.await;
         }
-    }
-}
-
-/// The outbound task of one peer: connects while there is something to send, writes the
-/// queue, reconnects with backoff when the connection fails.
-async fn run_peer(
-    link: Rc<PeerLink>,
-    limits: TransportLimits,
-    counters: Rc<Counters>,
-    log: Rc<LogLimiter>,
-) {
-    let mut backoff = RECONNECT_BACKOFF_MIN;
-    let mut connected_before = false;
-    loop {
-        link.frames_queued().await;
-        let stream = match connect(&link.addr, &limits).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                if let Some(unlogged) = log.allow() {
-                    tracing::debug!(peer = link.node_id, error = %e, similar_not_logged = unlogged, "raft peer unreachable; retrying");
-                }
-                crate::rt::sleep(backoff).await;
-                backoff = (backoff * 2).min(limits.reconnect_backoff_max);
-                continue;
-            }
-        };
-        if connected_before {
-            bump(&counters.reconnects, 1);
-        }
-        connected_before = true;
-        let (why, sent_any) = pump(&link, stream, &counters).await;
-        tracing::debug!(peer = link.node_id, reason = %why, "raft connection closed");
-        if sent_any {
-            backoff = RECONNECT_BACKOFF_MIN;
-        } else {
-            crate::rt::sleep(backoff).await;
-            backoff = (backoff * 2).min(limits.reconnect_backoff_max);
-        }
-    }
-}
-
-/// Writes `link`'s queue to `stream` until the connection fails or the peer closes it
-/// (nothing is ever sent back on a raft connection). Returns why, and whether anything was
-/// written.
-async fn pump(link: &PeerLink, stream: TcpStream, counters: &Counters) -> (String, bool) {
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let mut probe = [0u8; 1];
-    let mut sent_any = false;
-    loop {
-        let frames = futures_lite::future::or(
-            async {
-                link.frames_queued().await;
-                None
-            },
-            async { Some(reader.read(&mut probe).await) },
-        )
-        .await;
-        match frames {
-            None => {}
-            Some(Ok(0)) => return ("closed by the peer".into(), sent_any),
-            Some(Ok(_)) => return ("the peer sent bytes on a raft connection".into(), sent_any),
-            Some(Err(e)) => return (format!("read failed: {e}"), sent_any),
-        }
-        let (batch, count) = link.take_batch();
-        let written = async {
-            writer.write_all(&batch).await?;
-            writer.flush().await
-        }
-        .await;
-        if let Err(e) = written {
-            bump(&counters.raft_dropped, count);
-            return (format!("write failed: {e}"), sent_any);
-        }
-        bump(&counters.raft_sent, count);
-        sent_any = true;
+        // The reactor closes sockets asynchronously: let it run the closes, so that the
+        // listener's address can be bound again as soon as stop returns.
+        crate::rt::sleep(SOCKET_CLOSE_WAIT).await;
     }
 }
 
@@ -1038,7 +757,7 @@ async fn exchange(
         Err(ReadEnd::Idle) => unreachable!("no idle timeout on a call"),
         Err(ReadEnd::Bad(why)) => return Err(fail(why, false)),
     };
-    match decode_frame(kind, &payload) {
+    match decode_frame(kind, bytes::Bytes::from(payload)) {
         Ok(Frame::Response {
             correlation_id: id,
             response,

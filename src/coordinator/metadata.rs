@@ -17,7 +17,7 @@
 //! from the active controller's `cluster::liveness`), are fenced when their heartbeats stop
 //! or they shut down, and unfenced when they come back. New partitions are placed by
 //! [`ClusterMetadata::record_for`] over the registered unfenced brokers
-//! (`cluster::placement::place`, starting the round robin at the cluster's partition count so
+//! (`coordinator::placement::place`, starting the round robin at the cluster's partition count so
 //! successive topics start on different brokers), or where the client's explicit assignment
 //! says (checked as Kafka's `validateManualPartitionAssignment`); the record carries the
 //! decided assignment, so replay stays pure. Each partition's leader is its first unfenced
@@ -53,7 +53,7 @@ use uuid::Uuid;
 
 use super::invariants::{debug_check, ensure, Violation};
 use super::{broker_config, topic_config};
-use crate::cluster::placement;
+use crate::coordinator::placement;
 
 /// The longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -1015,7 +1015,7 @@ impl ClusterMetadata {
 
     /// The assignments of `count` new partitions: the client's lists, or placed over the
     /// registered unfenced brokers starting at the cluster's partition count (see
-    /// `cluster::placement`). Leader = the first unfenced replica, epoch 0, ISR = the
+    /// `coordinator::placement`). Leader = the first unfenced replica, epoch 0, ISR = the
     /// unfenced replicas. Only after [`Self::check_new_partitions`] passed, with brokers.
     fn decide_assignment(
         &self,

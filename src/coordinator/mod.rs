@@ -18,6 +18,7 @@ pub mod invariants;
 pub mod member;
 pub mod metadata;
 pub mod offsets;
+pub mod placement;
 pub mod store;
 pub mod topic_config;
 pub mod txn;

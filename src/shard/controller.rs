@@ -50,6 +50,10 @@ pub const LEADER_READY_WAIT: Duration = Duration::from_secs(3);
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a broker-only node asks for newer metadata.
 const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the controller listener's bind waits out a killed process's socket.
+const CONTROLLER_BIND_WAIT: Duration = Duration::from_secs(5);
+/// How often a broker heartbeats while it is not registered and unfenced.
+const REGISTRATION_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the controlled shutdown's last heartbeat may take.
 const SHUTDOWN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -91,6 +95,15 @@ impl Controller {
             Some(node) => node.leader(),
             None => self.leader_hint.get(),
         }
+    }
+
+    /// Whether this process's broker is registered (under this start's incarnation) and
+    /// unfenced in `metadata`.
+    pub fn is_registered_in(&self, metadata: &ClusterMetadata) -> bool {
+        metadata
+            .brokers
+            .get(&self.quorum.node_id)
+            .is_some_and(|b| b.incarnation_id == self.incarnation_id && !b.fenced)
     }
 
     /// The quorum as this node sees it (DescribeQuorum).
@@ -231,7 +244,9 @@ impl Shard {
                     }
                 })
             });
-            t.serve(addr, on_raft, on_call)
+            // A node restarted after kill -9 may find its old socket still held for a moment.
+            t.serve_waiting(addr, on_raft, on_call, CONTROLLER_BIND_WAIT)
+                .await
                 .map_err(|e| format!("controller listener {listen}: {e}"))?;
         }
         let mut tasks = vec![crate::rt::spawn_local(self.clone().publisher_loop())];
@@ -493,16 +508,21 @@ impl Shard {
         }
     }
 
-    /// Heartbeats to the active controller every `broker_heartbeat_interval_ms`.
+    /// Heartbeats to the active controller every `broker_heartbeat_interval_ms`; every
+    /// [`REGISTRATION_RETRY_INTERVAL`] while this start is not registered and unfenced yet.
     async fn heartbeat_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms.max(50));
         while !self.stopping.get() {
+            let mut wait = interval;
             if let Some(controller) = self.controller() {
                 if let Some(hb) = controller.heartbeat(&self, false) {
                     self.send_heartbeat(&controller, hb).await;
                 }
+                if !controller.is_registered_in(&self.metadata()) {
+                    wait = wait.min(REGISTRATION_RETRY_INTERVAL);
+                }
             }
-            crate::rt::sleep(interval).await;
+            crate::rt::sleep(wait).await;
         }
     }
 
@@ -516,10 +536,10 @@ impl Shard {
             };
             let leader = controller.leader();
             if leader != crate::cluster::active_controller() {
-                let status = controller.status();
+                let term = controller.status().term;
                 match leader {
-                    Some(leader) => tracing::info!(leader, term = status.term, "active controller"),
-                    None => tracing::info!(term = status.term, "no active controller known"),
+                    Some(leader) => tracing::info!(leader, term, "active controller"),
+                    None => tracing::info!(term, "no active controller known"),
                 }
                 crate::cluster::set_active_controller(leader);
             }

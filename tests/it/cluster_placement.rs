@@ -1,14 +1,14 @@
 //! Placement of partitions over registered brokers, through the real `freshet` binary.
 //!
-//! Until the quorum registers nodes by itself, these tests give a broker a data directory whose
-//! metadata (the legacy `cluster-metadata.json`, migrated at startup) already lists registered
-//! brokers: the node itself (id 0) and three others, one of them fenced. CreateTopics and
+//! These tests give a single broker a data directory whose metadata (the legacy
+//! `cluster-metadata.json`, migrated into the quorum's log at startup) already lists
+//! registered brokers: the node itself (id 0) and three others, one of them fenced (with a
+//! broker session long enough that the silent ones are not fenced during the test). CreateTopics and
 //! CreatePartitions, sent with rdkafka and as raw requests, must then place partitions over the
 //! unfenced brokers with balanced leaders, honour explicit replica assignments, and refuse
 //! what Kafka refuses with Kafka's codes and messages. The decided assignments are read back
-//! from the metadata log after the broker stops. A second test pins the single-node
-//! behaviour (no registered broker): manual assignments name this node only, and topics get no
-//! assignment (the pre-quorum rule).
+//! from the quorum's log after the broker stops. A second test pins the single-node
+//! behaviour (the node registers itself): manual assignments name this node only.
 
 use crate::common;
 
@@ -61,10 +61,15 @@ fn cluster_data_dir(parent: &Path) -> std::path::PathBuf {
     data_dir
 }
 
-/// The metadata the broker persisted (read from its metadata log once it has stopped).
+/// The metadata the broker persisted (read from the quorum's log once it has stopped).
 fn persisted(data_dir: &Path) -> ClusterMetadata {
-    freshet::shard::metadata_log::load_at_startup(data_dir, ClusterMetadata::default)
-        .expect("load the metadata log")
+    let config = freshet::config::BrokerConfig {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
+    let quorum = freshet::cluster::QuorumConfig::from_broker_config(&config).unwrap();
+    freshet::shard::controller::load_at_startup(&config, &quorum, ClusterMetadata::default)
+        .expect("load the metadata quorum's log")
 }
 
 fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
@@ -165,7 +170,12 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
     within(TEST_LIMIT, || {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = cluster_data_dir(dir.path());
-        let mut broker = TestBroker::start_in(1, Some(data_dir.clone()), &[]);
+        // Brokers 1 and 2 never heartbeat: a session longer than the test keeps them unfenced.
+        let config = dir.path().join("broker.toml");
+        std::fs::write(&config, "broker_session_timeout_ms = 3600000\n").unwrap();
+        let config = config.to_str().unwrap().to_string();
+        let mut broker =
+            TestBroker::start_in(1, Some(data_dir.clone()), &["--config", config.as_str()]);
         let rt = common::runtime();
         let a = admin(&broker);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -275,8 +285,8 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
     });
 }
 
-/// A single node (no registered broker): manual assignments may name this node only (as
-/// before the cluster), and topics are stored without assignments (the pre-quorum rule).
+/// A single node (registered by itself, the only broker): manual assignments may name this
+/// node only (as before the cluster), and topics are placed on it.
 #[test]
 fn a_single_node_accepts_assignments_to_itself_only() {
     within(TEST_LIMIT, || {
@@ -313,7 +323,10 @@ fn a_single_node_accepts_assignments_to_itself_only() {
         broker.stop();
         let metadata = persisted(broker.data_dir());
         assert_eq!(metadata.topics["mine"].partitions, 3);
-        assert!(metadata.brokers.is_empty());
-        assert!(metadata.topics["mine"].assignment.is_empty());
+        assert_eq!(
+            metadata.brokers.keys().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(leaders(&metadata, "mine"), vec![0, 0, 0]);
     });
 }

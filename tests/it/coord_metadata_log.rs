@@ -275,7 +275,7 @@ fn metadata_log_is_compacted_and_the_last_change_survives() {
             set_retention(&mut conn, "c", &(100_000 + i).to_string());
         }
         drop(conn);
-        common::wait_until(TIMEOUT, "the metadata log to be compacted", || {
+        common::wait_until(TIMEOUT, "the metadata quorum's log to be compacted", || {
             broker.log().contains("metadata log compacted")
         });
         broker.kill9();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use proptest::prelude::*;
+use protobuf::Message as _;
 use raft::prelude::{Entry, Message, MessageType, Snapshot};
 
 use super::*;
@@ -177,14 +178,14 @@ fn frames_round_trip() {
     ] {
         let frame = encode_raft(&msg, CONTROLLER_FRAME_BYTES_MAX).unwrap();
         let (kind, payload) = split_frame(&frame);
-        match decode_frame(kind, payload).unwrap() {
+        match decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap() {
             Frame::Raft(back) => assert_eq!(back, msg),
             other => panic!("decoded {other:?}"),
         }
     }
     let frame = encode_call(KIND_REQUEST, 7, &heartbeat_request(4), 1 << 20).unwrap();
     let (kind, payload) = split_frame(&frame);
-    match decode_frame(kind, payload).unwrap() {
+    match decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap() {
         Frame::Request {
             correlation_id: 7,
             request: ControllerRequest::Heartbeat(hb),
@@ -195,7 +196,7 @@ fn frames_round_trip() {
     let frame = encode_call(KIND_RESPONSE, u64::MAX, &answer, 1 << 20).unwrap();
     let (kind, payload) = split_frame(&frame);
     assert!(matches!(
-        decode_frame(kind, payload).unwrap(),
+        decode_frame(kind, bytes::Bytes::copy_from_slice(payload)).unwrap(),
         Frame::Response {
             correlation_id: u64::MAX,
             response: ControllerResponse::NotController { leader: Some(2) }
@@ -208,17 +209,34 @@ fn frames_round_trip() {
 
 #[test]
 fn undecodable_payloads_are_errors() {
-    assert!(decode_frame(KIND_RAFT, &[0xff; 7]).is_err());
-    assert!(decode_frame(KIND_REQUEST, &[0, 0, 0]).is_err());
-    assert!(decode_frame(KIND_REQUEST, b"\0\0\0\0\0\0\0\x01{\"nope\"").is_err());
-    assert!(decode_frame(KIND_RESPONSE, b"\0\0\0\0\0\0\0\x01[]").is_err());
+    // A message's `context` (field 14, bytes) claiming 9 MB that are not there.
+    let mut claim = vec![(14 << 3) | 2];
+    let mut len = 9_000_000u32;
+    while len >= 0x80 {
+        claim.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    claim.push(len as u8);
+    assert!(decode_frame(KIND_RAFT, bytes::Bytes::from(claim)).is_err());
+    assert!(decode_frame(KIND_RAFT, bytes::Bytes::from_static(&[0xff; 7])).is_err());
+    assert!(decode_frame(KIND_REQUEST, bytes::Bytes::from_static(&[0, 0, 0])).is_err());
+    assert!(decode_frame(
+        KIND_REQUEST,
+        bytes::Bytes::from_static(b"\0\0\0\0\0\0\0\x01{\"nope\"")
+    )
+    .is_err());
+    assert!(decode_frame(
+        KIND_RESPONSE,
+        bytes::Bytes::from_static(b"\0\0\0\0\0\0\0\x01[]")
+    )
+    .is_err());
 }
 
 proptest! {
     /// Whatever bytes arrive, decoding returns (an error or a frame), never panics.
     #[test]
     fn decoding_garbage_never_panics(kind in 0u8..5, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = decode_frame(kind, &payload);
+        let _ = decode_frame(kind, bytes::Bytes::from(payload));
     }
 
     /// Protobuf bytes of a real message, then damaged at one place: never a panic.
@@ -227,8 +245,8 @@ proptest! {
         let mut bytes = append(1, 2, 5, 4).write_to_bytes().unwrap();
         let at = at % bytes.len();
         bytes[at] = byte;
-        let _ = decode_frame(KIND_RAFT, &bytes);
-        let _ = decode_frame(KIND_RAFT, &bytes[..at]);
+        let _ = decode_frame(KIND_RAFT, bytes::Bytes::copy_from_slice(&bytes));
+        let _ = decode_frame(KIND_RAFT, bytes::Bytes::copy_from_slice(&bytes[..at]));
     }
 }
 
@@ -246,6 +264,11 @@ fn raft_messages_arrive_intact_between_two_nodes() {
         let (at_b, to_b) = collector();
         a.serve(addrs[0], to_a, answering(None)).unwrap();
         b.serve(addrs[1], to_b, answering(None)).unwrap();
+        let reports: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
+        let sink = reports.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            sink.borrow_mut().push((to, delivered))
+        }));
         let mut sent = Vec::new();
         for i in 0..50 {
             sent.push(append(0, 1, i, (i % 4) as usize));
@@ -258,6 +281,11 @@ fn raft_messages_arrive_intact_between_two_nodes() {
         b.send_raft(append(1, 0, 5, 2));
         eventually("b has every message", || at_b.borrow().len() == sent.len()).await;
         assert_eq!(*at_b.borrow(), sent, "intact and in order");
+        assert_eq!(
+            *reports.borrow(),
+            vec![(raft_id(1), true)],
+            "the snapshot was written"
+        );
         eventually("a has b's message", || at_a.borrow().len() == 1).await;
         assert_eq!(at_a.borrow()[0], append(1, 0, 5, 2));
         let stats = a.stats();
@@ -311,9 +339,21 @@ fn calls_get_answers_on_a_pooled_connection() {
             Some(1),
             "one pooled connection"
         );
-
-        a.stop().await;
+        // The peer restarts: the pooled connection is dead; the call goes through on a new one.
         b.stop().await;
+        let b2 = ControllerTransport::new(1, voters(&addrs), test_limits());
+        b2.serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let answer = a
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(answer, Ok(ControllerResponse::HeartbeatAck { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(b2.stats().calls_served, 1);
+        b2.stop().await;
+        a.stop().await;
         let after_stop = a
             .call(
                 &target,
@@ -480,12 +520,18 @@ fn the_peer_queue_drops_instead_of_growing_when_the_peer_is_down() {
             ..test_limits()
         };
         let a = ControllerTransport::new(0, voters(&addrs), limits);
+        let reports: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
+        let sink = reports.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            sink.borrow_mut().push((to, delivered))
+        }));
+        let messages: Vec<Message> = (0..1000).map(|i| append(0, 1, i, 2)).collect();
         let started = std::time::Instant::now();
-        for i in 0..1000 {
-            a.send_raft(append(0, 1, i, 2));
+        for msg in messages {
+            a.send_raft(msg);
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(5),
             "sending never waits for the peer"
         );
         let link = a.peers.borrow().get(&1).cloned().unwrap();
@@ -501,6 +547,10 @@ fn the_peer_queue_drops_instead_of_growing_when_the_peer_is_down() {
         link.queued_bytes.set(0);
         a.send_raft(snapshot_message(0, 1, 100 * 1024));
         assert_eq!(a.stats().raft_dropped, dropped + 1);
+        eventually("the lost snapshot is reported", || {
+            *reports.borrow() == vec![(raft_id(1), false)]
+        })
+        .await;
         // Unknown peers and messages to no one are dropped too.
         a.send_raft(append(0, 5, 1, 1));
         assert_eq!(a.stats().raft_dropped, dropped + 2);
@@ -758,7 +808,7 @@ fn calls_in_flight_per_connection_are_bounded() {
         };
         for _ in 0..5 {
             let (kind, payload, _) = reader.next().await.expect("an answer");
-            match decode_frame(kind, &payload).unwrap() {
+            match decode_frame(kind, bytes::Bytes::from(payload)).unwrap() {
                 Frame::Response {
                     correlation_id,
                     response: ControllerResponse::HeartbeatAck { fenced: true },
@@ -804,6 +854,124 @@ fn large_frames_wait_for_the_inbound_budget() {
         eventually("both arrive", || at_b.borrow().len() == 2).await;
         assert_eq!(at_b.borrow()[0].from, raft_id(0), "the first frame first");
         eventually("the budget is back", || b.budget.kib.available() == 256).await;
+        b.stop().await;
+    });
+}
+
+/// A peer that accepts but never reads: once its socket buffers are full the link's write
+/// times out, the link reconnects, and messages are dropped rather than waiting; sending
+/// never blocks the caller.
+#[test]
+fn a_peer_that_stops_reading_does_not_stall_the_sender() {
+    run(async {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = [free_addr(), silent.local_addr().unwrap()];
+        let limits = TransportLimits {
+            write_timeout: Duration::from_millis(300),
+            ..test_limits()
+        };
+        let a = ControllerTransport::new(0, voters(&addrs), limits);
+        let lost: Rc<Cell<u64>> = Rc::default();
+        let sink = lost.clone();
+        a.on_snapshot_sent(Rc::new(move |to, delivered| {
+            assert_eq!(to, raft_id(1));
+            if !delivered {
+                sink.set(sink.get() + 1);
+            }
+        }));
+        let snapshot = snapshot_message(0, 1, 4 << 20);
+        let started = std::time::Instant::now();
+        for _ in 0..16 {
+            a.send_raft(snapshot.clone());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "sending waited");
+        eventually("a write timed out and the link reconnected", || {
+            a.stats().reconnects >= 1 && a.stats().raft_dropped >= 1
+        })
+        .await;
+        assert!(
+            lost.get() >= 1,
+            "a snapshot lost with the connection is reported"
+        );
+        a.stop().await;
+    });
+}
+
+/// serve_waiting binds once a silent holder of the address (a killed node's socket) lets go,
+/// and gives up at once when a live node's listener holds it.
+#[test]
+fn serve_waiting_outlasts_a_stale_socket_but_not_a_live_node() {
+    run(async {
+        let stale = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = stale.local_addr().unwrap();
+        let b = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let releaser = crate::rt::spawn_local(async move {
+            crate::rt::sleep(Duration::from_millis(400)).await;
+            drop(stale);
+        });
+        let started = crate::rt::now();
+        let on_call = answering(Some(0));
+        let served = b
+            .serve_waiting(addr, collector().1, on_call, Duration::from_secs(5))
+            .await;
+        assert!(served.is_ok(), "{served:?}");
+        assert!(started.elapsed() >= Duration::from_millis(350));
+        releaser.await;
+
+        let again = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let started = crate::rt::now();
+        let refused = again
+            .serve_waiting(addr, collector().1, answering(None), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(refused, Err(TransportError::Bind { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a live node is not waited out"
+        );
+        // Without waiting, a taken address is an error at once.
+        let third = ControllerTransport::new(0, voters(&[addr]), test_limits());
+        let third_result = third.serve(addr, collector().1, answering(None));
+        assert!(matches!(third_result, Err(TransportError::Bind { .. })));
+        b.stop().await;
+    });
+}
+
+/// A handler that panics, or whose answer does not fit a frame, gives the caller a `Failed`
+/// answer; the listener goes on serving.
+#[test]
+fn a_failing_handler_gives_a_failed_answer() {
+    run(async {
+        let addrs = [free_addr()];
+        let limits = TransportLimits {
+            frame_bytes_max: 4096,
+            ..test_limits()
+        };
+        let b = ControllerTransport::new(0, voters(&addrs), limits.clone());
+        let on_call: CallHandler = Rc::new(|request| {
+            Box::pin(async move {
+                match request {
+                    ControllerRequest::DescribeQuorum => panic!("a bug in a handler"),
+                    _ => ControllerResponse::Failed {
+                        message: "x".repeat(10_000),
+                    },
+                }
+            })
+        });
+        b.serve(addrs[0], collector().1, on_call).unwrap();
+        let caller = ControllerTransport::new(1, Vec::new(), limits);
+        let target = addrs[0].to_string();
+        let timeout = Duration::from_secs(5);
+        for request in [ControllerRequest::DescribeQuorum, heartbeat_request(1)] {
+            let answer = caller.call(&target, request, timeout).await;
+            match answer {
+                Ok(ControllerResponse::Failed { message }) => assert!(message.len() < 200),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(b.stats().calls_served, 2);
         b.stop().await;
     });
 }
