@@ -42,6 +42,10 @@ pub enum AdminError {
     /// The partition is in the metadata but not open on its shard.
     #[error("The partition {0} is not available on this broker.")]
     PartitionUnavailable(String),
+    /// The partition is in the metadata and another broker (or none) leads it (Kafka's
+    /// `ReplicaManager.getPartitionOrException`).
+    #[error("The broker does not host the partition {0}; it is not its leader.")]
+    NotLeaderOrFollower(String),
 
     // ---- topics ----
     /// The same topic name twice in one request (CreateTopics, DeleteTopics, CreatePartitions).
@@ -192,6 +196,14 @@ pub enum AdminError {
          CONTROLLER"
     )]
     MismatchedEndpointType,
+    /// DescribeQuorum sent to a node that does not lead the metadata quorum (Kafka's
+    /// `KafkaRaftClient` answers so on any node but the active controller).
+    #[error(
+        "For requests intended only for the leader, this error indicates that the broker is not \
+         the current leader. For requests intended for any replica, this error indicates that \
+         the broker is not a replica of the topic partition."
+    )]
+    NotQuorumLeader,
     /// The log directory cannot be described (statvfs failed).
     #[error("Log directory {dir} is unavailable: {source}")]
     LogDir { dir: String, source: std::io::Error },
@@ -291,6 +303,18 @@ pub fn partition_unavailable_code() -> ResponseError {
     ResponseError::KafkaStorageError
 }
 
+/// The Kafka error for a partition the metadata knows that another broker (or none) leads:
+/// Kafka's `ReplicaManager.getPartitionOrError` answers NOT_LEADER_OR_FOLLOWER for a partition
+/// it does not host but the metadata has, so the client refreshes its metadata and retries.
+pub fn not_leader_code() -> ResponseError {
+    ResponseError::NotLeaderOrFollower
+}
+
+/// The Kafka error for a partition the metadata does not have (no such topic or index).
+pub fn unknown_partition_code() -> ResponseError {
+    ResponseError::UnknownTopicOrPartition
+}
+
 /// The Kafka error for a metadata command the coordinator refused (it says which itself).
 pub fn metadata_code(error: &MetadataError) -> ResponseError {
     error.code
@@ -305,6 +329,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         A::Storage(e) => storage_code(e),
         A::ShardGone(e) => shard_gone_code(e),
         A::PartitionUnavailable(_) => partition_unavailable_code(),
+        A::NotLeaderOrFollower(_) => not_leader_code(),
         A::DuplicateTopicName
         | A::DuplicateTopicId
         | A::NoTopicNameOrId
@@ -345,6 +370,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         }
         A::UnsupportedEndpointType(_) => E::UnsupportedEndpointType,
         A::MismatchedEndpointType => E::MismatchedEndpointType,
+        A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
     }
 }

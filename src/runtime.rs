@@ -786,25 +786,9 @@ fn load_metadata(config: &BrokerConfig) -> Result<ClusterMetadata, StartError> {
     Ok(metadata)
 }
 
-/// A cluster id shaped like Kafka's: a UUID in URL-safe base64 without padding (22 chars).
+/// A cluster id shaped like Kafka's, from a new random UUID.
 fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut bits: u32 = 0;
-    let mut nbits = 0;
-    let mut out = String::with_capacity(22);
-    for b in bytes {
-        bits = (bits << 8) | u32::from(b);
-        nbits += 8;
-        while nbits >= 6 {
-            nbits -= 6;
-            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
-        }
-    }
-    if nbits > 0 {
-        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
-    }
-    out
+    crate::cluster::cluster_id_of(uuid::Uuid::new_v4().into_bytes())
 }
 
 #[cfg(test)]

@@ -21,10 +21,12 @@ REQUESTS = {
     "add_partitions_to_txn_request": 24, "add_offsets_to_txn_request": 25, "end_txn_request": 26,
     "txn_offset_commit_request": 28, "describe_configs_request": 32, "alter_configs_request": 33,
     "describe_log_dirs_request": 35, "create_partitions_request": 37,
-    "incremental_alter_configs_request": 44, "describe_cluster_request": 60,
+    "incremental_alter_configs_request": 44, "describe_quorum_request": 55,
+    "describe_cluster_request": 60,
     "consumer_group_heartbeat_request": 68, "consumer_group_describe_request": 69,
     "describe_producers_request": 61, "describe_transactions_request": 65,
     "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
+    "describe_topic_partitions_request": 75,
 }
 
 DECODE = re.compile(
@@ -131,6 +133,9 @@ def main(crate):
             for fname, tag, ty, elem, conds in leaves:
                 pred = lambda v, cs=conds: all(c(v) for c in cs)
                 rust_ty = PRIMS.get(ty)
+                if ty == "OptionStruct":
+                    inner = re.sub(r"Option<|>|super::", "", decl[name][fname]).strip()
+                    rust_ty = f"Ty::OptionStruct(&{prefix}_{inner.upper()})"
                 if ty in ("Array", "CompactArray", "Struct"):
                     inner = re.sub(r"Option<|Vec<|>|super::|indexmap::IndexMap<[^,]*, ", "", decl[name][fname]).strip()
                     if ty == "Struct" or elem.startswith("types::Struct"):

@@ -1,7 +1,8 @@
 //! Admin APIs: topics, configs, records, cluster and log-dir descriptions.
 //!
 //! [`handle`] dispatches to one module per API (`create_topics`, `delete_topics`,
-//! `create_partitions`, `configs`, `delete_records`, `describe_cluster`, `describe_log_dirs`).
+//! `create_partitions`, `configs`, `delete_records`, `describe_cluster`, `describe_log_dirs`,
+//! `describe_quorum`, `describe_topic_partitions`).
 //! This module also holds what they share: small helpers (duplicate detection, manual
 //! replica-assignment checks, config resource types).
 //!
@@ -16,7 +17,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{
     configs, create_partitions, create_topics, delete_records, delete_topics, describe_cluster,
-    describe_log_dirs, Outcome,
+    describe_log_dirs, describe_quorum, Outcome,
 };
 pub use crate::error::AdminError;
 use crate::protocol::header::ParsedRequest;
@@ -34,6 +35,10 @@ pub async fn handle(shard: &Rc<Shard>, api_key: ApiKey, request: ParsedRequest) 
         ApiKey::DeleteRecords => delete_records::handle(shard, request).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, request).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, request).await,
+        ApiKey::DescribeQuorum => describe_quorum::handle(shard, request).await,
+        ApiKey::DescribeTopicPartitions => {
+            super::describe_topic_partitions::handle(shard, request).await
+        }
         // `classify_request` only lets through what `protocol::versions` lists, and every
         // listed API has a handler; a key that gets here is a table/dispatch mismatch.
         _ => Outcome::Close(format!("{api_key:?} is not implemented")),

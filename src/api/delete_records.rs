@@ -5,6 +5,7 @@
 //! `Partition.deleteRecordsOnLeader`, `UnifiedLog.maybeIncrementLogStartOffset`):
 //! - an unknown topic or partition: UNKNOWN_TOPIC_OR_PARTITION;
 //! - an internal topic: INVALID_TOPIC_EXCEPTION;
+//! - a partition that another broker leads: NOT_LEADER_OR_FOLLOWER (`shard::routing`);
 //! - a topic whose `cleanup.policy` lacks `delete`: POLICY_VIOLATION;
 //! - offset -1 means the high watermark; any other negative offset, or one past the high
 //!   watermark: OFFSET_OUT_OF_RANGE;
@@ -28,7 +29,7 @@ use super::{decode, join_all, respond, Outcome};
 use crate::coordinator::metadata::{ClusterMetadata, TopicMeta};
 use crate::coordinator::topic_config;
 use crate::protocol::header::ParsedRequest;
-use crate::shard::Shard;
+use crate::shard::{routing, Shard};
 
 /// DeleteRecords' "up to the high watermark" offset.
 const HIGH_WATERMARK: i64 = -1;
@@ -104,6 +105,9 @@ fn refusal(
         None => Some(AdminError::UnknownTopicOrPartition),
         Some(t) if t.internal => Some(AdminError::InternalTopicRecords(name.to_string())),
         Some(t) if index < 0 || index >= t.partitions => Some(AdminError::UnknownTopicOrPartition),
+        Some(_) if !routing::leads(metadata, shard.config.node_id, name, index) => {
+            Some(AdminError::NotLeaderOrFollower(partition_name.to_string()))
+        }
         Some(t)
             if !deletes_records(
                 &crate::coordinator::broker_config::with_topic_defaults(
@@ -142,6 +146,10 @@ async fn delete_on_owner(
     partition_name: String,
 ) -> Answer {
     let Some(partition) = shard.partition(&topic, index) else {
+        // The leadership may have moved since the request was checked.
+        if !routing::leads(&shard.metadata(), shard.config.node_id, &topic, index) {
+            return Err(AdminError::NotLeaderOrFollower(partition_name));
+        }
         return Err(AdminError::PartitionUnavailable(partition_name));
     };
     let log = &partition.log;

@@ -1,7 +1,8 @@
 //! DescribeLogDirs (v1-v4): the data directory and the partitions in it.
 //!
 //! Freshet has one log directory, the data directory, reported as an absolute path (Kafka
-//! reports `log.dirs` entries that way). Each shard lists the partitions it has open with
+//! reports `log.dirs` entries that way). Each shard lists the partitions it has open (those
+//! this broker leads: `shard::routing`; nothing else is hosted here yet) with
 //! their size on disk (`PartitionLog::size_bytes`); the offset lag is 0 (a leader's lag,
 //! `max(high watermark - log end, 0)`, and nothing is ever a future replica here). Requested
 //! topics and partitions filter the list (null: all; unknown ones are simply absent), and

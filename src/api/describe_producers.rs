@@ -1,5 +1,6 @@
 //! DescribeProducers: the producers a partition knows (its producer state: epoch, last
 //! sequence, last timestamp, open transaction's first offset), read on the owning shard.
+//! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER, as Kafka answers.
 
 use std::rc::Rc;
 
@@ -10,9 +11,9 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use super::{decode, join_all, Outcome};
-use crate::error::{partition_unavailable_code, shard_gone_code};
+use crate::error::shard_gone_code;
 use crate::protocol::header::ParsedRequest;
-use crate::shard::Shard;
+use crate::shard::{routing, Shard};
 use crate::storage::producer_state::ProducerEntry;
 
 type Answer = Result<Vec<(i64, ProducerEntry)>, ResponseError>;
@@ -25,12 +26,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let metadata = shard.metadata();
     let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Answer>>>> = Vec::new();
     for t in &body.topics {
-        let topic = metadata.topics.get(t.name.as_str());
         for &p in &t.partition_indexes {
-            if !topic.is_some_and(|x| p >= 0 && p < x.partitions) {
-                work.push(Box::pin(async {
-                    Err(ResponseError::UnknownTopicOrPartition)
-                }));
+            // Kafka's `ReplicaManager.activeProducerState`: NOT_LEADER_OR_FOLLOWER for a
+            // partition another broker leads, UNKNOWN_TOPIC_OR_PARTITION for an unknown one.
+            let route = routing::route(&metadata, shard.config.node_id, t.name.as_str(), p);
+            if let Some(error) = route.error() {
+                work.push(Box::pin(async move { Err(error) }));
                 continue;
             }
             let name = t.name.to_string();
@@ -42,7 +43,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                         owner
                             .partition(&name, p)
                             .map(|part| part.log.producers())
-                            .ok_or(partition_unavailable_code())
+                            .ok_or_else(|| {
+                                routing::absent_partition_code(
+                                    &owner.metadata(),
+                                    owner.config.node_id,
+                                    &name,
+                                    p,
+                                )
+                            })
                     })
                     .await
                     .unwrap_or_else(|e| Err(shard_gone_code(&e)))

@@ -24,6 +24,10 @@
 //! high watermark; READ_COMMITTED reads stop at the last stable offset (the first offset of the
 //! oldest open transaction) and carry the aborted transactions overlapping the returned range,
 //! so the client drops their records; long polls wait for the LSO to move.
+//!
+//! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER (`shard::routing`), and
+//! from v12 its leader in `current_leader`, from v16 that leader's endpoint in
+//! `node_endpoints` (KIP-951), so the client goes there without a Metadata round trip.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,12 +40,13 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
 use super::{decode, first_of, join_all, Outcome};
-use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
+    NodeEndpoint,
 };
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{Partition, Shard, ShardId};
+use crate::shard::{routing, Partition, Shard, ShardId};
 use crate::storage::StorageError;
 use freshet_protocol::batch;
 
@@ -51,8 +56,13 @@ const MAX_WAIT_MS_CAP: i32 = 30_000;
 /// A local future, boxed.
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// A topic of the response: name, id, and (partition, metadata error) in request order.
-type TopicLayout = (String, uuid::Uuid, Vec<(i32, Option<ResponseError>)>);
+/// A topic of the response: name, id, and (partition, metadata error, current leader when
+/// another broker leads it) in request order.
+type TopicLayout = (
+    String,
+    uuid::Uuid,
+    Vec<(i32, Option<ResponseError>, Option<(i32, i32)>)>,
+);
 
 /// One partition to read.
 #[derive(Clone)]
@@ -137,6 +147,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             error_code: error.code(),
             session_id: 0,
             topics: Vec::new(),
+            node_endpoints: Vec::new(),
         };
         return frame(&request, &out);
     }
@@ -148,6 +159,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     // Response layout: topics in request order, partitions in request order.
     let (layout, mut wants, slot) = plan_reads(shard, &body, version, max_bytes);
+    let node_endpoints = if version >= 16 {
+        leader_endpoints(shard, &layout)
+    } else {
+        Vec::new()
+    };
     let results = read_until_ready(shard, &body, &mut wants, slot, max_bytes).await;
     let topics = assemble(&request, layout, results, max_bytes);
     let out = FetchResponseParts {
@@ -155,6 +171,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         error_code: 0,
         session_id: 0,
         topics,
+        node_endpoints,
     };
     frame(&request, &out)
 }
@@ -168,6 +185,7 @@ fn plan_reads(
     max_bytes: usize,
 ) -> (Vec<TopicLayout>, Vec<Want>, usize) {
     let metadata = shard.metadata();
+    let node_id = shard.config.node_id;
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -185,13 +203,13 @@ fn plan_reads(
             .map_or_else(|| topic.topic.0.to_string(), |(n, _)| n.clone());
         let mut parts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
+            let route = match &resolved {
+                None => routing::Route::Unknown,
+                Some((name, _)) => routing::route(&metadata, node_id, name, p.partition),
+            };
             let error = match &resolved {
                 None if version >= 13 => Some(ResponseError::UnknownTopicId),
-                None => Some(ResponseError::UnknownTopicOrPartition),
-                Some((_, t)) if p.partition < 0 || p.partition >= t.partitions => {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                }
-                Some(_) => None,
+                _ => route.error(),
             };
             if error.is_none() {
                 wants.push(Want {
@@ -206,7 +224,7 @@ fn plan_reads(
                     seen_end: p.fetch_offset,
                 });
             }
-            parts.push((p.partition, error));
+            parts.push((p.partition, error, route.current_leader()));
             slot += 1;
         }
         layout.push((display_name, topic.topic_id, parts));
@@ -271,7 +289,7 @@ fn assemble(
     let mut results = results.into_iter();
     for (name, topic_id, parts) in layout {
         let mut partitions = Vec::with_capacity(parts.len());
-        for (partition, error) in parts {
+        for (partition, error, current_leader) in parts {
             let got = results
                 .next()
                 .expect("one slot per partition")
@@ -308,6 +326,7 @@ fn assemble(
                 log_start_offset: got.log_start_offset,
                 aborted_transactions: got.aborted,
                 records: batches,
+                current_leader,
             });
         }
         topics.push(FetchTopic {
@@ -317,6 +336,27 @@ fn assemble(
         });
     }
     topics
+}
+
+/// The endpoints of the leaders named in the layout's `current_leader`s (live brokers only),
+/// each once: Fetch v16+'s `node_endpoints`.
+fn leader_endpoints(shard: &Shard, layout: &[TopicLayout]) -> Vec<NodeEndpoint> {
+    let metadata = shard.metadata();
+    let local = routing::local_endpoint(&shard.config);
+    let leaders: std::collections::BTreeSet<i32> = layout
+        .iter()
+        .flat_map(|(_, _, parts)| parts.iter().filter_map(|(_, _, l)| l.map(|l| l.0)))
+        .collect();
+    leaders
+        .into_iter()
+        .filter_map(|id| routing::live_endpoint(&metadata, &local, id))
+        .map(|b| NodeEndpoint {
+            node_id: b.node_id,
+            host: super::str_bytes(b.host),
+            port: b.port,
+            rack: b.rack.map(super::str_bytes),
+        })
+        .collect()
 }
 
 fn frame(request: &ParsedRequest, out: &FetchResponseParts) -> Outcome {
@@ -395,7 +435,12 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
     let mut nothing_yet = true;
     for want in wants {
         let got = match shard.partition(&want.topic, want.partition) {
-            None => Got::error(partition_unavailable_code()),
+            None => Got::error(routing::absent_partition_code(
+                &shard.metadata(),
+                shard.config.node_id,
+                &want.topic,
+                want.partition,
+            )),
             Some(partition) => {
                 let seen_end = want.readable_end(&partition.log);
                 let limit = want.max_bytes.min(budget);

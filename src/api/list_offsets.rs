@@ -5,6 +5,9 @@
 //! with the largest timestamp (v7+), -4 earliest local (v8+; all data is local, so the log
 //! start), -5 latest tiered (v9+; nothing is tiered, so offset -1). A timestamp >= 0 finds the
 //! earliest record with a timestamp at or after it; none gives offset -1.
+//!
+//! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER, an unknown one
+//! UNKNOWN_TOPIC_OR_PARTITION (`shard::routing`), as Kafka's `ReplicaManager` answers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +20,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{decode, join_all, Outcome};
-use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::Shard;
+use crate::shard::{routing, Shard};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -40,12 +43,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut work: Vec<Pin<Box<dyn Future<Output = Answer>>>> = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
-        let count = metadata.topics.get(&name).map_or(0, |t| t.partitions);
         for p in &topic.partitions {
-            if p.partition_index < 0 || p.partition_index >= count {
-                work.push(Box::pin(async {
-                    (Some(ResponseError::UnknownTopicOrPartition), -1, -1)
-                }));
+            let route = routing::route(&metadata, shard.config.node_id, &name, p.partition_index);
+            if let Some(error) = route.error() {
+                work.push(Box::pin(async move { (Some(error), -1, -1) }));
                 continue;
             }
             let (shard, name, index, ts) =
@@ -92,7 +93,15 @@ async fn lookup(
     read_committed: bool,
 ) -> Answer {
     let Some(partition) = shard.partition(&topic, index) else {
-        return (Some(partition_unavailable_code()), -1, -1);
+        let metadata = shard.metadata();
+        let node_id = shard.config.node_id;
+        return (
+            Some(routing::absent_partition_code(
+                &metadata, node_id, &topic, index,
+            )),
+            -1,
+            -1,
+        );
     };
     let log = &partition.log;
     match timestamp {

@@ -1,11 +1,15 @@
 //! Metadata: brokers, topics, partitions and their leaders.
 //!
-//! This node leads every partition (single node; leader epoch 0). Asking for topics that do
+//! Brokers are the registered unfenced ones (this node alone before any registered), each
+//! partition's leader, leader epoch, replicas and ISR come from its assignment
+//! (`shard::routing`: a pre-cluster topic is led by this node at epoch 0), a partition whose
+//! leader is fenced or unregistered (or that has none) is shown leaderless with LEADER_NOT_AVAILABLE and its
+//! fenced replicas offline, and controller_id is the active controller. Asking for topics that do
 //! not exist creates them when both the request (`allow_auto_topic_creation`) and the broker
 //! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is
 //! synchronous, so the answer already lists the new topic. Topics can be named or, from v10,
-//! given by id. A partition whose log failed to open (damaged on disk) is shown leaderless
-//! with LEADER_NOT_AVAILABLE and this node as its offline replica.
+//! given by id. A partition led here whose log failed to open (damaged on disk) is shown
+//! leaderless with LEADER_NOT_AVAILABLE and this node as its offline replica.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,14 +22,16 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::describe_cluster::all_cluster_operations;
 use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
-use crate::coordinator::metadata::{validate_topic_name, ClusterMetadata, MetadataCommand};
+use crate::coordinator::metadata::{
+    validate_topic_name, ClusterMetadata, MetadataCommand, TopicMeta,
+};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{Shard, COORDINATOR_SHARD};
+use crate::shard::{routing, Shard, COORDINATOR_SHARD};
 
 /// The ACL operations Kafka supports on a TOPIC (`AclEntry.supportedOperations`): READ, WRITE,
 /// CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, as a bit field. With no
 /// authorizer every client may do all of them.
-const ALL_TOPIC_OPERATIONS: i32 =
+pub const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
@@ -50,7 +56,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
     }
-    let response = build_response(shard, &metadata, &body, request.api_version);
+    let local = routing::local_endpoint(&shard.config);
+    let controller_id = routing::controller_id(&shard.config);
+    let response = build_response(
+        &local,
+        controller_id,
+        &metadata,
+        &body,
+        request.api_version,
+        &crate::shard::is_offline,
+    );
     super::respond(&request, &response)
 }
 
@@ -75,27 +90,33 @@ pub async fn create_topics(shard: &Rc<Shard>, names: Vec<String>) {
         .await;
 }
 
+/// Whether this node's log of a partition failed to open (`shard::is_offline`).
+type IsOffline = dyn Fn(&str, i32) -> bool;
+
+/// The Metadata answer from `metadata`, as broker `local` sees it (pure but for the
+/// `is_offline` lookup of this node's partitions).
 fn build_response(
-    shard: &Shard,
+    local: &routing::BrokerEndpoint,
+    controller_id: i32,
     metadata: &ClusterMetadata,
     body: &MetadataRequest,
     version: i16,
+    is_offline: &IsOffline,
 ) -> MetadataResponse {
-    let node_id = shard.config.node_id;
-    let (host, port) = shard
-        .config
-        .advertised_host_port()
-        .unwrap_or_else(|_| ("localhost".into(), 9092));
     let mut response = MetadataResponse::default();
-    response.brokers = vec![{
-        let mut b = MetadataResponseBroker::default();
-        b.node_id = BrokerId(node_id);
-        b.host = str_bytes(host);
-        b.port = port;
-        b
-    }];
+    response.brokers = routing::live_brokers(metadata, local)
+        .into_iter()
+        .map(|b| {
+            let mut out = MetadataResponseBroker::default();
+            out.node_id = BrokerId(b.node_id);
+            out.host = str_bytes(b.host);
+            out.port = b.port;
+            out.rack = b.rack.map(str_bytes);
+            out
+        })
+        .collect();
     response.cluster_id = Some(str_bytes(metadata.cluster_id.clone()));
-    response.controller_id = BrokerId(node_id);
+    response.controller_id = BrokerId(controller_id);
     // Asked for in v8-v10 (later versions moved it to DescribeCluster).
     response.cluster_authorized_operations =
         if body.include_cluster_authorized_operations && (8..=10).contains(&version) {
@@ -108,7 +129,8 @@ fn build_response(
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let known = |name: &str| known_topic(metadata, node_id, topic_operations, name);
+    let node_id = local.node_id;
+    let known = |name: &str| known_topic(metadata, node_id, topic_operations, name, is_offline);
     response.topics = match &body.topics {
         // All topics. (v0 used an empty list for "all"; from v1 empty means none.)
         None => all_topics(metadata, &known),
@@ -144,21 +166,35 @@ fn build_response(
     response
 }
 
-/// A partition as this (only) broker leads it, or without a leader if its log is offline.
-fn partition_metadata(node_id: i32, name: &str, index: i32) -> MetadataResponsePartition {
+/// A partition as its assignment places it; without a leader if the leader is fenced (or
+/// there is none), or if it is led here and its log is offline.
+fn partition_metadata(
+    metadata: &ClusterMetadata,
+    topic: &TopicMeta,
+    node_id: i32,
+    name: &str,
+    index: i32,
+    is_offline: &IsOffline,
+) -> MetadataResponsePartition {
+    let view = routing::partition_view(metadata, topic, index, node_id);
+    let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
     let mut p = MetadataResponsePartition::default();
     p.partition_index = index;
-    p.leader_epoch = 0;
-    p.replica_nodes = vec![BrokerId(node_id)];
-    if crate::shard::is_offline(name, index) {
+    p.leader_epoch = view.leader_epoch;
+    p.replica_nodes = ids(&view.replicas);
+    if view.leader == node_id && is_offline(name, index) {
         // Its log is damaged on disk (see storage recovery): no leader, as Kafka shows a
         // partition whose only replica's log directory is offline.
         p.error_code = ResponseError::LeaderNotAvailable.code();
         p.leader_id = BrokerId(-1);
         p.offline_replicas = vec![BrokerId(node_id)];
     } else {
-        p.leader_id = BrokerId(node_id);
-        p.isr_nodes = vec![BrokerId(node_id)];
+        if view.leader < 0 {
+            p.error_code = ResponseError::LeaderNotAvailable.code();
+        }
+        p.leader_id = BrokerId(view.leader);
+        p.isr_nodes = ids(&view.isr);
+        p.offline_replicas = ids(&view.offline_replicas);
     }
     p
 }
@@ -169,6 +205,7 @@ fn known_topic(
     node_id: i32,
     topic_operations: i32,
     name: &str,
+    is_offline: &IsOffline,
 ) -> MetadataResponseTopic {
     let topic = &metadata.topics[name];
     let mut t = MetadataResponseTopic::default();
@@ -176,7 +213,7 @@ fn known_topic(
     t.topic_id = topic.id;
     t.is_internal = topic.internal;
     t.partitions = (0..topic.partitions)
-        .map(|index| partition_metadata(node_id, name, index))
+        .map(|index| partition_metadata(metadata, topic, node_id, name, index, is_offline))
         .collect();
     t.topic_authorized_operations = topic_operations;
     t
@@ -207,4 +244,123 @@ fn all_topics(
         .filter(|name| !crate::coordinator::coordinator_key::is_coordinator_topic(name))
         .map(|name| known(name))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::routing::tests::three_brokers;
+
+    fn node0() -> routing::BrokerEndpoint {
+        routing::BrokerEndpoint {
+            node_id: 0,
+            host: "configured".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+        }
+    }
+
+    /// 3 brokers (2 fenced), 12 partitions spread: brokers, leaders, epochs, replicas, ISR and
+    /// offline replicas exactly as the metadata has them, at every version.
+    #[test]
+    fn spread_partitions_are_described_as_assigned() {
+        let metadata = three_brokers();
+        // This node's log of "old"-1 is offline; "spread"-1 is not this node's to judge.
+        let offline = |t: &str, p: i32| (t, p) == ("old", 1) || (t, p) == ("spread", 1);
+        for version in [0, 1, 5, 9, 12, 13] {
+            let r = build_response(
+                &node0(),
+                1,
+                &metadata,
+                &MetadataRequest::default().with_topics(None),
+                version,
+                &offline,
+            );
+            let brokers: Vec<_> = r
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.host.to_string(), b.port, b.rack.clone()))
+                .collect();
+            // This node (0) as configured, the other live one as registered.
+            assert_eq!(
+                brokers,
+                vec![
+                    (0, "configured".into(), 1, None),
+                    (1, "host1".into(), 9001, Some(str_bytes("b"))),
+                ]
+            );
+            assert_eq!(r.controller_id.0, 1);
+            assert_eq!(r.cluster_id.as_deref(), Some("c1"));
+            let spread = r
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("spread"))
+                .unwrap();
+            assert_eq!(spread.partitions.len(), 12);
+            for (i, p) in spread.partitions.iter().enumerate() {
+                let i = i as i32;
+                let owner = i % 3;
+                assert_eq!(p.partition_index, i);
+                assert_eq!(p.leader_epoch, i);
+                assert_eq!(p.replica_nodes, vec![BrokerId(owner)]);
+                assert_eq!(p.isr_nodes, vec![BrokerId(owner)]);
+                if owner == 2 {
+                    assert_eq!(p.leader_id.0, -1, "p{i}: its leader is fenced");
+                    assert_eq!(p.error_code, ResponseError::LeaderNotAvailable.code());
+                    assert_eq!(p.offline_replicas, vec![BrokerId(2)]);
+                } else {
+                    assert_eq!(p.leader_id.0, owner);
+                    assert_eq!(p.error_code, 0);
+                    assert!(p.offline_replicas.is_empty());
+                }
+            }
+            let old = r
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("old"))
+                .unwrap();
+            let p0 = &old.partitions[0];
+            assert_eq!((p0.leader_id.0, p0.leader_epoch, p0.error_code), (0, 0, 0));
+            assert_eq!(p0.isr_nodes, vec![BrokerId(0)]);
+            let p1 = &old.partitions[1];
+            assert_eq!(p1.leader_id.0, -1);
+            assert_eq!(p1.error_code, ResponseError::LeaderNotAvailable.code());
+            assert_eq!(p1.offline_replicas, vec![BrokerId(0)]);
+        }
+    }
+
+    /// With no broker registered the answer is this node alone, leading everything, as a
+    /// single node always answered.
+    #[test]
+    fn before_registration_this_node_is_the_only_broker() {
+        let mut metadata = three_brokers();
+        metadata.brokers.clear();
+        let r = build_response(
+            &node0(),
+            0,
+            &metadata,
+            &MetadataRequest::default().with_topics(None),
+            12,
+            &|_, _| false,
+        );
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(
+            (
+                r.brokers[0].node_id.0,
+                r.brokers[0].host.as_str(),
+                r.brokers[0].port
+            ),
+            (0, "configured", 1)
+        );
+        assert_eq!(r.controller_id.0, 0);
+        let old = r
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("old"))
+            .unwrap();
+        assert!(old.partitions.iter().all(|p| p.leader_id.0 == 0
+            && p.leader_epoch == 0
+            && p.replica_nodes == vec![BrokerId(0)]));
+    }
 }

@@ -15,6 +15,10 @@
 //! as `error_message`, and from v8 list the records in `record_errors` (batch index, message),
 //! so that a client fails only those records (librdkafka fails the others of the batch with
 //! its own _INVALID_DIFFERENT_RECORD and may send them again).
+//!
+//! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER (`shard::routing`); from
+//! v10 the answer names its leader (`current_leader`) and that leader's endpoint
+//! (`node_endpoints`), as KIP-951 has Kafka do, so the client goes there at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,14 +27,15 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 
 use super::{decode, join_all, str_bytes, Outcome};
-use crate::error::{partition_unavailable_code, shard_gone_code, storage_code};
+use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{Shard, COORDINATOR_SHARD};
+use crate::shard::{routing, Shard, COORDINATOR_SHARD};
 use crate::storage::StorageError;
 
 /// The result for one partition, as the response needs it.
@@ -42,6 +47,8 @@ struct PartitionResult {
     log_start_offset: i64,
     /// Records refused one by one (Produce v8+ `record_errors`): batch index, message.
     record_errors: Vec<freshet_protocol::records::RecordError>,
+    /// The leader (id, epoch) when another broker leads the partition (v10+, KIP-951).
+    current_leader: Option<(i32, i32)>,
 }
 
 impl PartitionResult {
@@ -53,6 +60,7 @@ impl PartitionResult {
             log_append_time_ms: -1,
             log_start_offset: -1,
             record_errors: Vec::new(),
+            current_leader: None,
         }
     }
 }
@@ -73,7 +81,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     if acks == 0 {
         return Outcome::NoResponse;
     }
-    let response = produce_response(topics, results, request.api_version);
+    let mut response = produce_response(topics, results, request.api_version);
+    if request.api_version >= 10 {
+        response.node_endpoints = leader_endpoints(shard, &response);
+    }
     super::respond(&request, &response)
 }
 /// One partition's append (or its error), to be awaited with the others.
@@ -102,8 +113,10 @@ fn plan_appends(
         let partitions: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
         topics.push((topic.name.clone(), topic.topic_id, partitions));
         for data in &topic.partition_data {
-            let topic_meta = name.as_deref().and_then(|n| metadata.topics.get(n));
-            let known = topic_meta.is_some_and(|t| data.index >= 0 && data.index < t.partitions);
+            let route = name.as_deref().map_or(routing::Route::Unknown, |n| {
+                routing::route(&metadata, shard.config.node_id, n, data.index)
+            });
+            let known = route != routing::Route::Unknown;
             let unknown_error = if request.api_version >= 13 && name.is_none() {
                 ResponseError::UnknownTopicId
             } else {
@@ -117,6 +130,10 @@ fn plan_appends(
                 work.push(Box::pin(async move {
                     PartitionResult::error(unknown_error, None)
                 }));
+            } else if let Some(error) = route.error() {
+                let mut result = PartitionResult::error(error, None);
+                result.current_leader = route.current_leader();
+                work.push(Box::pin(async move { result }));
             } else {
                 let topic_name = name.clone().unwrap_or_default();
                 let records = data.records.clone().unwrap_or_default();
@@ -157,6 +174,11 @@ fn produce_response(
             p.log_append_time_ms = result.log_append_time_ms;
             p.log_start_offset = result.log_start_offset;
             p.error_message = result.message.map(str_bytes);
+            if let (Some((leader, epoch)), true) = (result.current_leader, api_version >= 10) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
             // Kafka lists the records it refused from v8 (the client fails only those).
             if api_version >= 8 {
                 p.record_errors = result
@@ -177,6 +199,31 @@ fn produce_response(
     response
 }
 
+/// The endpoints of the leaders named in the response's `current_leader`s (live brokers
+/// only), each once: Produce v10+'s `node_endpoints`.
+fn leader_endpoints(shard: &Shard, response: &ProduceResponse) -> Vec<NodeEndpoint> {
+    let metadata = shard.metadata();
+    let local = routing::local_endpoint(&shard.config);
+    let leaders: std::collections::BTreeSet<i32> = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .map(|p| p.current_leader.leader_id.0)
+        .filter(|id| *id >= 0)
+        .collect();
+    leaders
+        .into_iter()
+        .filter_map(|id| routing::live_endpoint(&metadata, &local, id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect()
+}
+
 async fn append_on_owner(
     shard: Rc<Shard>,
     version: i16,
@@ -191,7 +238,13 @@ async fn append_on_owner(
     let answer = shard
         .invoke_on(owner, move |owner| async move {
             let Some(log) = owner.partition(&topic, partition) else {
-                return PartitionResult::error(partition_unavailable_code(), None);
+                let metadata = owner.metadata();
+                let node_id = owner.config.node_id;
+                let code = routing::absent_partition_code(&metadata, node_id, &topic, partition);
+                let mut result = PartitionResult::error(code, None);
+                result.current_leader =
+                    routing::route(&metadata, node_id, &topic, partition).current_leader();
+                return result;
             };
             // Kafka answers clients that know it (Produce v11+) with TRANSACTION_ABORTABLE.
             let abortable = |e| match e {
@@ -216,6 +269,7 @@ async fn append_on_owner(
                     log_append_time_ms: info.log_append_time_ms,
                     log_start_offset: info.log_start_offset,
                     record_errors: Vec::new(),
+                    current_leader: None,
                 },
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");

@@ -47,6 +47,27 @@ pub fn node_id_of(id: u64) -> i32 {
     (id - 1) as i32
 }
 
+/// A cluster id shaped like Kafka's (`Uuid.randomUuid` in URL-safe base64 without padding,
+/// 22 characters) from 16 random bytes.
+pub fn cluster_id_of(bytes: [u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
 /// Parses Kafka's `controller.quorum.voters`: `id@host:port` entries separated by commas.
 /// Ids must be distinct and not negative; at most [`VOTERS_MAX`] voters.
 pub fn parse_voters(text: &str) -> Result<Vec<Voter>, ConfigError> {

@@ -900,27 +900,13 @@ fn random_u64() -> u64 {
     }
 }
 
-/// A cluster id shaped like Kafka's: 16 random bytes in URL-safe base64 without padding.
+/// A cluster id shaped like Kafka's, from 16 random bytes (the simulation's seed under
+/// `rt::sim`).
 fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&random_u64().to_be_bytes());
     bytes[8..].copy_from_slice(&random_u64().to_be_bytes());
-    let mut bits: u32 = 0;
-    let mut nbits = 0;
-    let mut out = String::with_capacity(22);
-    for b in bytes {
-        bits = (bits << 8) | u32::from(b);
-        nbits += 8;
-        while nbits >= 6 {
-            nbits -= 6;
-            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
-        }
-    }
-    if nbits > 0 {
-        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
-    }
-    out
+    crate::cluster::cluster_id_of(bytes)
 }
 
 /// raft-rs's log lines (it logs through `slog`) forwarded to `tracing` with their key-values:

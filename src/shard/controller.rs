@@ -592,6 +592,20 @@ impl Shard {
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "metadata poll failed"),
             }
+            // The active controller as the quorum says (Metadata's controller id here).
+            if let Ok(ControllerResponse::Quorum(status)) = transport
+                .call_controller(
+                    ControllerRequest::DescribeQuorum,
+                    controller.leader(),
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                controller.leader_hint.set(status.leader_id);
+                if status.leader_id != crate::cluster::active_controller() {
+                    crate::cluster::set_active_controller(status.leader_id);
+                }
+            }
             crate::rt::sleep(METADATA_POLL_INTERVAL).await;
         }
     }

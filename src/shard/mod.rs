@@ -2,8 +2,8 @@
 //!
 //! A [`Shard`] is created on its own executor thread at startup and lives until that executor
 //! stops. It owns:
-//! - the [`Partition`]s that [`owner_of`] assigns to it (their logs, files and tail cache); no
-//!   other thread ever touches them;
+//! - the [`Partition`]s that [`owner_of`] assigns to it among those this broker leads
+//!   ([`routing::leads`]; their logs, files and tail cache); no other thread ever touches them;
 //! - a read-only snapshot of the cluster metadata, replaced whole when shard 0 publishes a
 //!   change;
 //! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
@@ -13,9 +13,11 @@
 //! is persisted or opened ([`Shard::change_metadata`]).
 //!
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
-//! Invariant: `partitions` holds exactly the partitions of the current metadata owned by this
-//! shard that opened successfully; a partition that failed to open is reported and answered
-//! with KAFKA_STORAGE_ERROR. The coordinators' internal topics of a cluster
+//! Invariant: `partitions` holds exactly the partitions of the current metadata led by this
+//! broker and owned by this shard that opened successfully; a partition that failed to open is
+//! reported and answered with KAFKA_STORAGE_ERROR. A partition whose leadership moves to another
+//! broker is closed, its files kept (the next issue's follower uses them); one whose
+//! leadership moves here is opened. The coordinators' internal topics of a cluster
 //! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
 //! here ([`coordinators`]).
 
@@ -24,6 +26,7 @@ pub mod coordinators;
 pub mod groups;
 pub mod metadata_log;
 pub mod router;
+pub mod routing;
 pub mod txns;
 
 use std::cell::{Cell, RefCell};
@@ -134,8 +137,9 @@ pub struct Shard {
     /// Serializes opening/deleting partitions, so a partition is never opened twice.
     reconcile_lock: Semaphore,
     /// Partitions of deleted topics whose files are still being closed and removed in the
-    /// background, each with the signal fired when that is done. A partition of the same name
-    /// is not opened before then (it would find the old files).
+    /// background, or whose leadership moved away and that are being closed, each with the
+    /// signal fired when that is done. A partition of the same name is not opened before then
+    /// (it would find the old files, or files still open).
     deleting: RefCell<HashMap<TopicPartition, Rc<Notify>>>,
     /// Bounds the background deletions running at once ([`PARTITION_DELETES_CONCURRENT_MAX`]).
     delete_slots: Rc<Semaphore>,
@@ -228,6 +232,36 @@ impl Shard {
     /// The current metadata snapshot.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// The metadata quorum as this node sees it (DescribeQuorum, `freshet cluster quorum`).
+    /// Coordinator shard only: the quorum runs there. The Raft node's status once the
+    /// controller runs; before that, the single-node truth: this node is the one voter and
+    /// leads term 1, and every metadata version is committed and applied.
+    pub fn quorum_status(&self) -> crate::cluster::QuorumStatus {
+        assert_eq!(
+            self.id, COORDINATOR_SHARD,
+            "the quorum runs on the coordinator shard"
+        );
+        if let Some(controller) = self.controller() {
+            return controller.status();
+        }
+        let version = self.metadata().version;
+        let now = now_ms();
+        let me = crate::cluster::ReplicaStatus {
+            node_id: self.config.node_id,
+            log_end_offset: i64::try_from(version).unwrap_or(i64::MAX),
+            last_fetch_timestamp_ms: now,
+            last_caught_up_timestamp_ms: now,
+        };
+        crate::cluster::QuorumStatus {
+            leader_id: Some(self.config.node_id),
+            term: 1,
+            commit_index: version,
+            applied_index: version,
+            voters: vec![me],
+            observers: Vec::new(),
+        }
     }
 
     /// The shard owning `topic`/`partition`.
@@ -328,6 +362,7 @@ impl Shard {
 
     async fn reconcile(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
         self.delete_vanished(previous, next);
+        self.close_moved_away(next);
         // A change of the dynamic broker log configs reaches every topic (Kafka's
         // `DynamicLogConfig.reconfigure`); those with their own override keep it.
         let defaults_changed =
@@ -344,7 +379,7 @@ impl Shard {
             });
             let log_config = self.log_config(next, name);
             for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id {
+                if self.owner(name, p) != self.id || !self.leads(next, name, p) {
                     continue;
                 }
                 match self.partition(name, p) {
@@ -384,10 +419,72 @@ impl Shard {
         }
     }
 
+    /// Does this broker lead `topic`/`partition` in `metadata` (so this node opens it)?
+    fn leads(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> bool {
+        routing::leads(metadata, self.config.node_id, topic, partition)
+    }
+
+    /// Partitions whose leadership moved to another broker are closed in the background; their
+    /// files stay. Until the close is done, the partition is not opened again (see
+    /// [`Shard::await_deletion`]).
+    fn close_moved_away(self: &Rc<Self>, next: &ClusterMetadata) {
+        let moved: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(topic, p)| next.topics.contains_key(topic) && !self.leads(next, topic, *p))
+            .cloned()
+            .collect();
+        for key in moved {
+            let partition = self.partitions.borrow_mut().remove(&key);
+            let Some(partition) = partition else {
+                continue;
+            };
+            partition.hw_changed.notify_all();
+            tracing::info!(topic = %key.0, partition = key.1, "leadership moved to another broker; closing the partition (files kept)");
+            let done = Notify::new();
+            if let Some(previous) = self.deleting.borrow_mut().insert(key.clone(), done.clone()) {
+                previous.notify_all();
+            }
+            let shard = self.clone();
+            crate::rt::spawn_local(async move {
+                // Waits for the writes of requests still holding it.
+                if let Err(e) = partition.log.close().await {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "closing a partition that moved away failed");
+                }
+                drop(partition);
+                let finished = shard.deleting.borrow_mut().remove(&key);
+                if let Some(finished) = finished {
+                    finished.notify_all();
+                }
+            })
+            .detach();
+        }
+    }
+
     /// Offline partitions (never opened) of topics that vanished or were re-created: the
     /// operator deleted the topic, so its damaged files go too (a new topic of that name must
-    /// not open them).
+    /// not open them). Offline partitions whose leadership moved away are no longer this
+    /// broker's to report; their files stay.
     async fn remove_gone_offline(&self, previous: &ClusterMetadata, next: &ClusterMetadata) {
+        let moved: Vec<TopicPartition> = OFFLINE_PARTITIONS
+            .lock()
+            .map(|set| {
+                set.iter()
+                    .filter(|(topic, p)| {
+                        self.owner(topic, *p) == self.id
+                            && matches!(
+                                routing::route(next, self.config.node_id, topic, *p),
+                                routing::Route::Remote { .. }
+                            )
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (topic, p) in moved {
+            set_offline(&topic, p, false);
+        }
         let gone: Vec<TopicPartition> = OFFLINE_PARTITIONS
             .lock()
             .map(|set| {
@@ -578,13 +675,12 @@ impl Shard {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let before = base.partition_count();
         let after = if validate_only {
-            hypothetical.partition_count()
+            &hypothetical
         } else {
-            current.partition_count()
+            &current
         };
-        if let Some(error) = self.partition_cap_error(before, after) {
+        if let Some(error) = self.partition_cap_error(&base, after) {
             // Nothing is applied: every command of a real request fails with it.
             return refuse_all(&commands, results, &error, validate_only);
         }
@@ -598,11 +694,19 @@ impl Shard {
         results
     }
 
-    /// The error for a metadata change that would take the broker from `before` to `after`
-    /// partitions, past max_partitions_per_broker (none if it stays within it, or shrinks).
-    fn partition_cap_error(&self, before: u64, after: u64) -> Option<MetadataError> {
+    /// The error for a metadata change from `previous` to `next` that would take a broker
+    /// past max_partitions_per_broker in partitions placed on it (none if every broker stays
+    /// within it, or shrinks). A single node counts all partitions; in a cluster each broker
+    /// counts the replicas placed on it ([`routing::partitions_per_broker`]).
+    fn partition_cap_error(
+        &self,
+        previous: &ClusterMetadata,
+        next: &ClusterMetadata,
+    ) -> Option<MetadataError> {
         let cap = self.config.max_partitions_per_broker;
-        if cap > 0 && after > before && after > cap as u64 {
+        if let Some((after, before)) =
+            routing::cap_exceeded(previous, next, self.config.node_id, cap as u64)
+        {
             let error = MetadataError {
                 code: kafka_protocol::error::ResponseError::PolicyViolation,
                 message: format!(
@@ -867,4 +971,86 @@ fn refuse_all(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::metadata::{PartitionAssignment, TopicMeta};
+    use crate::storage::io::sim::{install, SimDisk};
+
+    /// Topic "t" of 2 partitions led by `leaders[p]`, at metadata version `version`.
+    fn metadata(version: u64, leaders: [i32; 2]) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(7),
+            partitions: 2,
+            configs: Default::default(),
+            internal: false,
+            assignment: leaders
+                .iter()
+                .map(|&l| PartitionAssignment {
+                    replicas: vec![l],
+                    leader: l,
+                    leader_epoch: version as i32,
+                    isr: vec![l],
+                })
+                .collect(),
+        };
+        m.topics.insert("t".into(), topic);
+        Arc::new(m)
+    }
+
+    fn record() -> bytes::Bytes {
+        freshet_protocol::batch::encode_batch(
+            &[(None, Some(bytes::Bytes::from_static(b"v")), 1)],
+            freshet_protocol::batch::Compression::None,
+        )
+        .expect("batch")
+    }
+
+    /// Node 0 opens only the partition it leads; when leadership swaps, the partition that
+    /// moved away is closed with its files kept and the one that moved here is opened; when
+    /// it comes back, it is reopened with its records.
+    #[test]
+    fn partitions_follow_their_leadership() {
+        crate::rt::sim::run(7, async {
+            let disk = SimDisk::new(7);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, metadata(1, [0, 1]));
+            shard.open_partitions().await;
+            assert!(shard.partition("t", 0).is_some());
+            assert!(shard.partition("t", 1).is_none(), "led by broker 1");
+            let p0 = shard.partition("t", 0).unwrap();
+            p0.append(record()).await.expect("append");
+            drop(p0);
+
+            shard.install_metadata(metadata(2, [1, 0])).await;
+            assert!(shard.partition("t", 0).is_none(), "moved away: closed");
+            assert!(shard.partition("t", 1).is_some(), "moved here: opened");
+            shard.finish_deletions().await;
+            let kept = crate::storage::io::list_dir(&shard.partition_dir("t", 0))
+                .await
+                .expect("its directory is kept");
+            assert!(!kept.is_empty(), "its files are kept");
+
+            shard.install_metadata(metadata(3, [0, 0])).await;
+            let p0 = shard.partition("t", 0).expect("reopened");
+            assert_eq!(p0.log.high_watermark(), 1, "with its record");
+            assert!(shard.partition("t", 1).is_some());
+            shard.close_partitions().await;
+        });
+    }
 }

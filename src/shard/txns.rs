@@ -15,7 +15,9 @@
 //!   written. EndTxn is answered after all of it (Kafka answers after the Prepare record and
 //!   writes markers in the background; answering later is allowed and simpler). A plan that
 //!   fails (a partition's disk) stays in Prepare and is retried by the tick; markers are safe
-//!   to write twice.
+//!   to write twice. A partition led by another broker fails the plan too (NOT_LEADER_OR_FOLLOWER):
+//!   markers are not sent to other brokers yet (Kafka's WriteTxnMarkers), and completing
+//!   without one would leave the transaction open there.
 //! - Ticks ([`tick`], from the group tick loop): transactions past their timeout are aborted
 //!   with a bumped epoch, and plans left in Prepare (failures, recovery) are run again.
 //!
@@ -423,6 +425,16 @@ async fn write_marker(
     let answer = shard
         .invoke_on(owner, move |owner| async move {
             let Some(p) = owner.partition(&topic, partition) else {
+                let metadata = owner.metadata();
+                let route = super::routing::route(&metadata, owner.config.node_id, &topic, partition);
+                if let super::routing::Route::Remote { leader, .. } = route {
+                    // Another broker leads it, and markers are not sent to other brokers yet
+                    // (Kafka's WriteTxnMarkers): the plan fails and is retried rather than
+                    // completing without the marker, which would leave the transaction open
+                    // there forever.
+                    tracing::warn!(%topic, partition, leader, "a transaction marker for a partition led by another broker cannot be written yet");
+                    return Err(crate::error::not_leader_code());
+                }
                 // The topic is gone (deleted): nothing to mark.
                 return Ok(());
             };

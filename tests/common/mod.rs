@@ -35,6 +35,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub mod cluster;
 pub mod proxy;
 
 /// How long a broker may take from spawn to answering a metadata request.

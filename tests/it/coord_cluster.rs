@@ -10,7 +10,8 @@ use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{within, RawConn, TestBroker};
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{within, RawConn};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
@@ -32,84 +33,44 @@ fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
-/// Three running nodes. Each was spawned by a thread of its own (a quorum needs a majority up
-/// before any node is ready), and a broker process dies with the thread that spawned it
-/// (PR_SET_PDEATHSIG): those threads wait until the cluster is dropped, after the brokers.
-struct Cluster {
-    brokers: Vec<TestBroker>,
-    _spawners: Vec<std::sync::mpsc::Sender<()>>,
+/// Three nodes, all voters (`common::cluster`: free ports, every node registered).
+fn start_cluster() -> TestCluster {
+    TestCluster::start(3, ClusterOptions::default())
 }
 
-impl std::ops::Deref for Cluster {
-    type Target = [TestBroker];
-    fn deref(&self) -> &[TestBroker] {
-        &self.brokers
-    }
+/// The nodes of `cluster`, as indices (= node ids).
+fn nodes(cluster: &TestCluster) -> Vec<usize> {
+    (0..cluster.len()).collect()
 }
 
-/// Three nodes, all voters, started together.
-fn start_cluster() -> Cluster {
-    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    let voters = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let mut spawners = Vec::new();
-    for i in 0..3usize {
-        let voters = voters.clone();
-        let started = started_tx.clone();
-        let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
-        spawners.push(keep_tx);
-        std::thread::spawn(move || {
-            let id = i.to_string();
-            let args = [
-                "--node-id",
-                id.as_str(),
-                "--controller-quorum-voters",
-                voters.as_str(),
-            ];
-            let broker = std::panic::catch_unwind(|| TestBroker::start_with(1, &args));
-            let ok = broker.is_ok();
-            let _ = started.send((i, broker));
-            if ok {
-                // Returns once the cluster is dropped (the sender goes away).
-                let _ = keep_rx.recv();
-            }
-        });
-    }
-    drop(started_tx);
-    let mut brokers: Vec<Option<TestBroker>> = (0..3).map(|_| None).collect();
-    for (i, broker) in started_rx.iter().take(3) {
-        brokers[i] = Some(broker.unwrap_or_else(|_| panic!("node {i} did not start")));
-    }
-    Cluster {
-        brokers: brokers.into_iter().map(Option::unwrap).collect(),
-        _spawners: spawners,
-    }
-}
-
-fn conn(broker: &TestBroker) -> RawConn {
-    RawConn::connect(broker.socket_addr()).expect("connect")
+fn conn(cluster: &TestCluster, node: usize) -> RawConn {
+    RawConn::connect(cluster.socket_addr(node)).expect("connect")
 }
 
 /// FindCoordinator v3 of one key on `broker`: (error, node id, port).
-fn find(broker: &TestBroker, key_type: i8, key: &str) -> (i16, i32, i32) {
+fn find(cluster: &TestCluster, node: usize, key_type: i8, key: &str) -> (i16, i32, i32) {
     let request = FindCoordinatorRequest::default()
         .with_key(s(key))
         .with_key_type(key_type);
-    let r = conn(broker).request(3, &request).expect("FindCoordinator");
+    let r = conn(cluster, node)
+        .request(3, &request)
+        .expect("FindCoordinator");
     (r.error_code, r.node_id.0, r.port)
 }
 
 /// FindCoordinator v4 of several keys on `broker`: key -> (error, node id).
-fn find_batch(broker: &TestBroker, key_type: i8, keys: &[String]) -> BTreeMap<String, (i16, i32)> {
+fn find_batch(
+    cluster: &TestCluster,
+    node: usize,
+    key_type: i8,
+    keys: &[String],
+) -> BTreeMap<String, (i16, i32)> {
     let request = FindCoordinatorRequest::default()
         .with_key_type(key_type)
         .with_coordinator_keys(keys.iter().map(|k| s(k)).collect());
-    let r = conn(broker).request(4, &request).expect("FindCoordinator");
+    let r = conn(cluster, node)
+        .request(4, &request)
+        .expect("FindCoordinator");
     r.coordinators
         .iter()
         .map(|c| (c.key.to_string(), (c.error_code, c.node_id.0)))
@@ -118,11 +79,13 @@ fn find_batch(broker: &TestBroker, key_type: i8, keys: &[String]) -> BTreeMap<St
 
 /// Waits until every broker names a coordinator for `key` (the first asks create the
 /// internal topic), and returns what each named.
-fn coordinator_everywhere(brokers: &[TestBroker], key_type: i8, key: &str) -> Vec<(i32, i32)> {
+fn coordinator_everywhere(cluster: &TestCluster, key_type: i8, key: &str) -> Vec<(i32, i32)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answers: Vec<(i16, i32, i32)> =
-            brokers.iter().map(|b| find(b, key_type, key)).collect();
+        let answers: Vec<(i16, i32, i32)> = nodes(cluster)
+            .into_iter()
+            .map(|n| find(cluster, n, key_type, key))
+            .collect();
         if answers.iter().all(|(e, _, _)| *e == 0) {
             return answers.iter().map(|(_, n, p)| (*n, *p)).collect();
         }
@@ -134,21 +97,20 @@ fn coordinator_everywhere(brokers: &[TestBroker], key_type: i8, key: &str) -> Ve
     }
 }
 
-fn consumer(broker: &TestBroker) -> BaseConsumer {
-    common::client_config_with(
-        broker,
-        &[
-            ("group.id", GROUP),
-            ("auto.offset.reset", "earliest"),
-            ("enable.auto.commit", "false"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "500"),
-            ("fetch.wait.max.ms", "100"),
-            ("topic.metadata.refresh.interval.ms", "1000"),
-        ],
-    )
-    .create()
-    .expect("consumer")
+fn consumer(cluster: &TestCluster, node: usize) -> BaseConsumer {
+    let mut config = cluster.client_config(&[node]);
+    for (k, v) in [
+        ("group.id", GROUP),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "500"),
+        ("fetch.wait.max.ms", "100"),
+        ("topic.metadata.refresh.interval.ms", "1000"),
+    ] {
+        config.set(k, v);
+    }
+    config.create().expect("consumer")
 }
 
 fn assigned(c: &BaseConsumer) -> BTreeSet<i32> {
@@ -162,23 +124,26 @@ fn assigned(c: &BaseConsumer) -> BTreeSet<i32> {
 #[test]
 fn every_broker_names_the_same_coordinator_and_others_refuse_keyed_requests() {
     within(TEST_LIMIT, || {
-        let brokers = start_cluster();
+        let cluster = start_cluster();
         for key_type in [0i8, 1] {
-            let named = coordinator_everywhere(&brokers, key_type, GROUP);
+            let named = coordinator_everywhere(&cluster, key_type, GROUP);
             let (node, port) = named[0];
             assert!(
                 named.iter().all(|n| *n == (node, port)),
                 "key type {key_type}: {named:?}"
             );
             assert_eq!(
-                i32::from(brokers[node as usize].socket_addr().port()),
+                i32::from(cluster.socket_addr(node as usize).port()),
                 port,
                 "the coordinator's own listener"
             );
         }
         // Batched (v4+): each key the same on every broker, and keys spread over the nodes.
         let keys: Vec<String> = (0..24).map(|i| format!("group-{i}")).collect();
-        let answers: Vec<_> = brokers.iter().map(|b| find_batch(b, 0, &keys)).collect();
+        let answers: Vec<_> = nodes(&cluster)
+            .into_iter()
+            .map(|n| find_batch(&cluster, n, 0, &keys))
+            .collect();
         assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
         assert!(
             answers[0].values().all(|(e, _)| *e == 0),
@@ -189,15 +154,15 @@ fn every_broker_names_the_same_coordinator_and_others_refuse_keyed_requests() {
         assert!(nodes.len() > 1, "24 groups all on {nodes:?}");
 
         // Keyed requests on a broker that does not coordinate the key.
-        let (coordinator, _) = coordinator_everywhere(&brokers, 0, GROUP)[0];
-        let other = (coordinator as usize + 1) % brokers.len();
+        let (coordinator, _) = coordinator_everywhere(&cluster, 0, GROUP)[0];
+        let other = (coordinator as usize + 1) % cluster.len();
         let heartbeat = HeartbeatRequest::default()
             .with_group_id(s(GROUP).into())
             .with_member_id(s("m"))
             .with_generation_id(1);
-        let on_other = conn(&brokers[other]).request(4, &heartbeat).unwrap();
+        let on_other = conn(&cluster, other).request(4, &heartbeat).unwrap();
         assert_eq!(on_other.error_code, NOT_COORDINATOR);
-        let on_coordinator = conn(&brokers[coordinator as usize])
+        let on_coordinator = conn(&cluster, coordinator as usize)
             .request(4, &heartbeat)
             .unwrap();
         assert_eq!(on_coordinator.error_code, UNKNOWN_MEMBER_ID);
@@ -213,24 +178,24 @@ fn every_broker_names_the_same_coordinator_and_others_refuse_keyed_requests() {
                 .map(|g| OffsetFetchRequestGroup::default().with_group_id(s(g).into()))
                 .collect(),
         );
-        let r = conn(&brokers[other]).request(8, &fetch).unwrap();
+        let r = conn(&cluster, other).request(8, &fetch).unwrap();
         let codes: Vec<i16> = r.groups.iter().map(|g| g.error_code).collect();
         assert_eq!(codes, vec![NOT_COORDINATOR, 0]);
         // InitProducerId with a transactional id, on a broker that is not its coordinator.
-        let (txn_coordinator, _) = coordinator_everywhere(&brokers, 1, GROUP)[0];
-        let txn_other = (txn_coordinator as usize + 1) % brokers.len();
+        let (txn_coordinator, _) = coordinator_everywhere(&cluster, 1, GROUP)[0];
+        let txn_other = (txn_coordinator as usize + 1) % cluster.len();
         let init = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(s(GROUP))))
             .with_transaction_timeout_ms(10_000);
-        let r = conn(&brokers[txn_other]).request(4, &init).unwrap();
+        let r = conn(&cluster, txn_other).request(4, &init).unwrap();
         assert_eq!(r.error_code, NOT_COORDINATOR);
-        let r = conn(&brokers[txn_coordinator as usize])
+        let r = conn(&cluster, txn_coordinator as usize)
             .request(4, &init)
             .unwrap();
         assert_eq!(r.error_code, 0);
 
         // The internal topics are not listed unless asked for by name.
-        let all = conn(&brokers[0])
+        let all = conn(&cluster, 0)
             .request(12, &MetadataRequest::default().with_topics(None))
             .unwrap();
         let names: Vec<String> = all
@@ -251,8 +216,8 @@ fn every_broker_names_the_same_coordinator_and_others_refuse_keyed_requests() {
 #[test]
 fn one_group_over_two_bootstrap_brokers_reads_each_message_once() {
     within(TEST_LIMIT, || {
-        let brokers = start_cluster();
-        let (coordinator, _) = coordinator_everywhere(&brokers, 0, GROUP)[0];
+        let cluster = start_cluster();
+        let (coordinator, _) = coordinator_everywhere(&cluster, 0, GROUP)[0];
         let others: Vec<usize> = (0..3).filter(|&i| i != coordinator as usize).collect();
         let topic = rdkafka::admin::NewTopic::new(
             TOPIC,
@@ -261,10 +226,10 @@ fn one_group_over_two_bootstrap_brokers_reads_each_message_once() {
         );
         let options =
             rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        common::create_topic_via_admin(&common::client_config(&brokers[0]), &topic, &options);
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
         let members = [
-            (others[0], consumer(&brokers[others[0]])),
-            (others[1], consumer(&brokers[others[1]])),
+            (others[0], consumer(&cluster, others[0])),
+            (others[1], consumer(&cluster, others[1])),
         ];
         for (_, c) in &members {
             c.subscribe(&[TOPIC]).expect("subscribe");
@@ -293,12 +258,12 @@ fn one_group_over_two_bootstrap_brokers_reads_each_message_once() {
         // Reading needs every broker's Metadata to name each partition's one leader (the
         // routing of this issue); until a node's Metadata lists the whole cluster, clients
         // read from whichever broker answered their last Metadata, and that is not tested.
-        let listed = conn(&brokers[0])
+        let listed = conn(&cluster, 0)
             .request(12, &MetadataRequest::default().with_topics(None))
             .unwrap()
             .brokers
             .len();
-        if listed < brokers.len() {
+        if listed < cluster.len() {
             common::skip(
                 "one_group_over_two_bootstrap_brokers_reads_each_message_once (reading)",
                 "Metadata lists only the node asked (cluster routing not on this build)",
@@ -308,10 +273,11 @@ fn one_group_over_two_bootstrap_brokers_reads_each_message_once() {
         // Each partition's messages go in through the broker its reader bootstrapped from.
         const PER_PARTITION: usize = 5;
         for ((bootstrap, _), share) in members.iter().zip(&shares) {
-            let producer: ThreadedProducer<DefaultProducerContext> =
-                common::client_config_with(&brokers[*bootstrap], &[("acks", "all")])
-                    .create()
-                    .expect("producer");
+            let producer: ThreadedProducer<DefaultProducerContext> = cluster
+                .client_config(&[*bootstrap])
+                .set("acks", "all")
+                .create()
+                .expect("producer");
             for &p in share {
                 for i in 0..PER_PARTITION {
                     let value = format!("p{p}-{i}");

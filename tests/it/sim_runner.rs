@@ -1,5 +1,5 @@
-//! The seed runner the three simulators share (`simulate`, `simulate_internal`,
-//! `simulate_compact`): each gives a [`Simulator`] (its name, the `tests/simulate.sh` flag that
+//! The seed runner the simulators share (`simulate`, `simulate_internal`, `simulate_compact`,
+//! `simulate_quorum`): each gives a [`Simulator`] (its name, the `tests/simulate.sh` flag that
 //! replays one of its seeds, and its `run_seed`), and its `seeds`, `replay` and
 //! `same_seed_same_run` tests call [`seeds`], [`replay`] and [`same_seed_twice`].
 
@@ -11,7 +11,7 @@ pub type SeedRun<S> = (Result<(), String>, String, S);
 
 /// A simulator as the runner sees it.
 pub struct Simulator<S> {
-    /// As printed: `storage`, `internal-log`, `compaction`.
+    /// As printed: `storage`, `internal-log`, `compaction`, `quorum`.
     pub name: &'static str,
     /// The `tests/simulate.sh` option that replays one seed (`--seed`, `--internal-seed`...).
     pub replay_flag: &'static str,

@@ -1,6 +1,7 @@
 //! Describing a cluster and its topics in full, and topic configs: Metadata with replicas and
-//! ISRs, DescribeCluster (falling back to Metadata on brokers without it), DescribeConfigs and
-//! IncrementalAlterConfigs.
+//! ISRs, DescribeCluster (falling back to Metadata on brokers without it; fenced brokers
+//! included from v2), DescribeQuorum (the metadata quorum, from its leader), DescribeConfigs
+//! and IncrementalAlterConfigs.
 //!
 //! Plain functions over a [`Connection`]; a resource's or the request's Kafka error fails the
 //! call with [`ClientError::Kafka`] (the broker's message, when it gives one, is in the context).
@@ -10,9 +11,10 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    MetadataRequest, TopicName,
+    ApiKey, DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -34,6 +36,8 @@ pub struct BrokerDescription {
     pub port: i32,
     /// Rack, if configured.
     pub rack: Option<String>,
+    /// Fenced by the controller (DescribeCluster v2; `false` when the broker cannot say).
+    pub fenced: bool,
 }
 
 /// A cluster: its id, controller and brokers.
@@ -152,6 +156,7 @@ pub fn describe_topics(
             host: b.host.to_string(),
             port: b.port,
             rack: b.rack.as_ref().map(|r| r.to_string()),
+            fenced: false,
         })
         .collect();
     brokers.sort_by_key(|b| b.node_id);
@@ -194,7 +199,12 @@ pub fn describe_cluster(conn: &mut Connection) -> Result<ClusterDescription> {
     if conn.versions().range(ApiKey::DescribeCluster).is_none() {
         return Ok(describe_topics(conn, Some(&[]))?.cluster);
     }
-    let response = conn.request(&DescribeClusterRequest::default().with_endpoint_type(1))?;
+    let version = conn.versions().pick(ApiKey::DescribeCluster, 0, 2)?;
+    let mut request = DescribeClusterRequest::default().with_endpoint_type(1);
+    if version >= 2 {
+        request.include_fenced_brokers = true;
+    }
+    let response = conn.request_at(version, &request)?;
     if response.error_code != 0 {
         return Err(ClientError::Kafka {
             context: with_message("describe the cluster", &response.error_message),
@@ -209,6 +219,7 @@ pub fn describe_cluster(conn: &mut Connection) -> Result<ClusterDescription> {
             host: b.host.to_string(),
             port: b.port,
             rack: b.rack.as_ref().map(|r| r.to_string()),
+            fenced: b.is_fenced,
         })
         .collect();
     brokers.sort_by_key(|b| b.node_id);
@@ -216,6 +227,128 @@ pub fn describe_cluster(conn: &mut Connection) -> Result<ClusterDescription> {
         cluster_id: Some(response.cluster_id.to_string()),
         controller_id: response.controller_id.0,
         brokers,
+    })
+}
+
+/// The metadata log's topic and partition, as DescribeQuorum names them.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// One replica of the metadata log, as the quorum's leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumReplica {
+    /// Kafka node id.
+    pub node_id: i32,
+    /// Its last known log end offset (-1: unknown).
+    pub log_end_offset: i64,
+    /// When the leader last heard from it (ms since the epoch, -1: unknown or before v1).
+    pub last_fetch_timestamp_ms: i64,
+    /// When it was last caught up with the leader (ms since the epoch, -1: unknown).
+    pub last_caught_up_timestamp_ms: i64,
+}
+
+/// The metadata quorum (DescribeQuorum): its leader, epoch, high watermark and replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    /// The leader (the active controller), -1 if unknown.
+    pub leader_id: i32,
+    /// The leader epoch (the Raft term).
+    pub leader_epoch: i32,
+    /// The high watermark (the commit index).
+    pub high_watermark: i64,
+    /// The voters.
+    pub voters: Vec<QuorumReplica>,
+    /// Replicas that follow without voting.
+    pub observers: Vec<QuorumReplica>,
+    /// The voters' controller endpoints (`name://host:port`), by node id (v2; else empty).
+    pub endpoints: Vec<(i32, Vec<String>)>,
+}
+
+impl QuorumDescription {
+    /// How far `replica` is behind the leader's log end (Kafka's "Lag"); `None` when its
+    /// log end or the leader's is unknown.
+    pub fn lag(&self, replica: &QuorumReplica) -> Option<i64> {
+        let leader_end = self
+            .voters
+            .iter()
+            .find(|v| v.node_id == self.leader_id)?
+            .log_end_offset;
+        (leader_end >= 0 && replica.log_end_offset >= 0)
+            .then(|| (leader_end - replica.log_end_offset).max(0))
+    }
+
+    /// The greatest lag of any voter (`None` if one is unknown).
+    pub fn max_voter_lag(&self) -> Option<i64> {
+        self.voters
+            .iter()
+            .map(|v| self.lag(v))
+            .try_fold(0, |max, lag| lag.map(|l| max.max(l)))
+    }
+}
+
+/// The metadata quorum as `conn`'s broker answers DescribeQuorum. Only the quorum's leader
+/// describes it: other nodes fail the call with NOT_LEADER_OR_FOLLOWER (6), and the caller asks
+/// the active controller (DescribeCluster's `controller_id`).
+pub fn describe_quorum(conn: &mut Connection) -> Result<QuorumDescription> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+            .with_partitions(vec![
+                describe_quorum_request::PartitionData::default().with_partition_index(0)
+            ]),
+    ]);
+    let response = conn.request(&request)?;
+    if response.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: with_message("describe the quorum", &response.error_message),
+            code: response.error_code,
+        });
+    }
+    let partition = response
+        .topics
+        .iter()
+        .filter(|t| t.topic_name.0.as_str() == METADATA_TOPIC)
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == 0)
+        .ok_or_else(|| ClientError::Protocol("DescribeQuorum: no __cluster_metadata-0".into()))?;
+    if partition.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: with_message("describe the quorum", &partition.error_message),
+            code: partition.error_code,
+        });
+    }
+    let replicas = |states: &[describe_quorum_response::ReplicaState]| {
+        let mut out: Vec<QuorumReplica> = states
+            .iter()
+            .map(|r| QuorumReplica {
+                node_id: r.replica_id.0,
+                log_end_offset: r.log_end_offset,
+                last_fetch_timestamp_ms: r.last_fetch_timestamp,
+                last_caught_up_timestamp_ms: r.last_caught_up_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|r| r.node_id);
+        out
+    };
+    let mut endpoints: Vec<(i32, Vec<String>)> = response
+        .nodes
+        .iter()
+        .map(|n| {
+            let listeners = n
+                .listeners
+                .iter()
+                .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+                .collect();
+            (n.node_id.0, listeners)
+        })
+        .collect();
+    endpoints.sort();
+    Ok(QuorumDescription {
+        leader_id: partition.leader_id.0,
+        leader_epoch: partition.leader_epoch,
+        high_watermark: partition.high_watermark,
+        voters: replicas(&partition.current_voters),
+        observers: replicas(&partition.observers),
+        endpoints,
     })
 }
 

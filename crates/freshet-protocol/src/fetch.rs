@@ -12,12 +12,15 @@
 //! - v12+: flexible: compact strings/arrays/bytes, tagged-field sections (all empty here), and
 //!   response header v1 (with its own empty tagged-field section).
 //! - v13+: topic ids instead of names. v16+: node_endpoints (a tagged field, omitted when empty).
+//! - v12+: a partition's `current_leader` (tagged field 1, KIP-951), sent when set: with
+//!   NOT_LEADER_OR_FOLLOWER the client learns the new leader without a Metadata round trip,
+//!   and (v16+) that leader's endpoint from `node_endpoints`.
 //!
 //! Records are never null: a partition without data gets empty records, as Kafka sends
 //! (`MemoryRecords.EMPTY`), which every client handles.
 //!
-//! Not here yet: the `current_leader` / `diverging_epoch` / `snapshot_id` tagged fields (only
-//! needed with replication or KRaft-style fetchers) and `node_endpoints`.
+//! Not here yet: the `diverging_epoch` / `snapshot_id` tagged fields (only needed with
+//! replication or KRaft-style fetchers).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
@@ -42,6 +45,21 @@ pub struct FetchResponseParts {
     pub session_id: i32,
     /// Topics, in the order the client asked for them.
     pub topics: Vec<FetchTopic>,
+    /// The endpoints of the leaders named in partitions' `current_leader` (v16+; KIP-951).
+    pub node_endpoints: Vec<NodeEndpoint>,
+}
+
+/// A broker's endpoint in a Fetch response's `node_endpoints` (v16+).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeEndpoint {
+    /// The broker's node id.
+    pub node_id: i32,
+    /// The broker's host.
+    pub host: StrBytes,
+    /// The broker's port.
+    pub port: i32,
+    /// The broker's rack, if any.
+    pub rack: Option<StrBytes>,
 }
 
 /// One topic of a Fetch response.
@@ -73,6 +91,9 @@ pub struct FetchPartition {
     pub aborted_transactions: Option<Vec<AbortedTransaction>>,
     /// Record batches back to back, exactly as stored; sent without copying. May be empty.
     pub records: Vec<Bytes>,
+    /// The leader (id, epoch) when this broker does not lead the partition (v12+ tagged field
+    /// `current_leader`; `None` sends nothing).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// An aborted transaction in a READ_COMMITTED Fetch response.
@@ -107,6 +128,19 @@ impl Framer {
                 .put_i32(i32::try_from(n).map_err(|_| format!("{n} {what}"))?),
             (Some(n), true) => {
                 self.uvarint(u32::try_from(n + 1).map_err(|_| format!("{n} {what}"))?)
+            }
+        }
+        Ok(())
+    }
+
+    /// A compact nullable string (flexible versions only).
+    fn compact_nullable_string(&mut self, s: Option<&str>) -> Result<(), String> {
+        match s {
+            None => self.uvarint(0),
+            Some(s) => {
+                let n = u32::try_from(s.len() + 1).map_err(|_| "string too long".to_owned())?;
+                self.uvarint(n);
+                self.buf.put_slice(s.as_bytes());
             }
         }
         Ok(())
@@ -183,7 +217,11 @@ pub fn encode_fetch_response(
         }
         f.empty_tagged_fields(); // Topic tagged fields.
     }
-    f.empty_tagged_fields(); // Response tagged fields (node_endpoints omitted).
+    if version >= 16 && !response.node_endpoints.is_empty() {
+        put_node_endpoints(&mut f, &response.node_endpoints).map_err(fail)?;
+    } else {
+        f.empty_tagged_fields(); // Response tagged fields (no node_endpoints).
+    }
 
     let frame_len = f.buf.len() - SIZE_PREFIX_BYTES + records_total;
     let frame_len =
@@ -199,8 +237,33 @@ pub fn encode_fetch_response(
     Ok(pieces)
 }
 
+/// The response's tagged-field section holding `node_endpoints` (tag 0).
+fn put_node_endpoints(f: &mut Framer, endpoints: &[NodeEndpoint]) -> Result<(), String> {
+    // The field is written into a buffer of its own first: its length precedes it.
+    let mut field = Framer {
+        buf: BytesMut::new(),
+        flexible: true,
+        inserts: Vec::new(),
+    };
+    field.array_len(Some(endpoints.len()), "node endpoints")?;
+    for e in endpoints {
+        field.buf.put_i32(e.node_id);
+        field.compact_nullable_string(Some(&e.host))?;
+        field.buf.put_i32(e.port);
+        field.compact_nullable_string(e.rack.as_deref())?;
+        field.empty_tagged_fields();
+    }
+    f.uvarint(1); // One tagged field.
+    f.uvarint(0); // Tag 0: node_endpoints.
+    let len = u32::try_from(field.buf.len()).map_err(|_| "node endpoints too long".to_owned())?;
+    f.uvarint(len);
+    f.buf.put_slice(&field.buf);
+    Ok(())
+}
+
 /// Upper bound of the framing bytes, so the buffer never grows: fixed part, per topic (length
-/// prefix, name or id, array prefix, tags), per partition, per aborted transaction.
+/// prefix, name or id, array prefix, tags), per partition (with a current leader), per aborted
+/// transaction, per node endpoint.
 fn framing_capacity(response: &FetchResponseParts) -> usize {
     let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
     let names: usize = response.topics.iter().map(|t| t.name.len()).sum();
@@ -210,7 +273,12 @@ fn framing_capacity(response: &FetchResponseParts) -> usize {
         .flat_map(|t| &t.partitions)
         .map(|p| p.aborted_transactions.as_ref().map_or(0, Vec::len))
         .sum();
-    32 + response.topics.len() * 32 + names + partitions * 64 + aborted * 17
+    let endpoints: usize = response
+        .node_endpoints
+        .iter()
+        .map(|e| 32 + e.host.len() + e.rack.as_ref().map_or(0, |r| r.len()))
+        .sum();
+    32 + response.topics.len() * 32 + names + partitions * 80 + aborted * 17 + endpoints
 }
 
 /// One partition's fields; its records are noted in `f.inserts`. Returns its records' length.
@@ -245,7 +313,17 @@ fn put_partition(f: &mut Framer, p: &FetchPartition, version: i16) -> Result<usi
     for batch in p.records.iter().filter(|b| !b.is_empty()) {
         f.inserts.push((f.buf.len(), batch.clone()));
     }
-    f.empty_tagged_fields(); // Partition tagged fields.
+    match p.current_leader {
+        Some((leader_id, leader_epoch)) if f.flexible => {
+            f.uvarint(1); // One tagged field.
+            f.uvarint(1); // Tag 1: current_leader.
+            f.uvarint(9); // Its size: two int32 and an empty tagged-field section.
+            f.buf.put_i32(leader_id);
+            f.buf.put_i32(leader_epoch);
+            f.uvarint(0);
+        }
+        _ => f.empty_tagged_fields(), // Partition tagged fields.
+    }
     Ok(len)
 }
 
@@ -294,6 +372,8 @@ mod tests {
             log_start_offset: 10 + i64::from(i),
             aborted_transactions,
             records,
+            // KIP-951: the partition with an error names its leader (v12+ only).
+            current_leader: (i == 2 && version >= 12).then_some((5, 7)),
         };
         let new = version >= 7;
         FetchResponseParts {
@@ -317,6 +397,24 @@ mod tests {
                     partitions: vec![],
                 },
             ],
+            node_endpoints: if version >= 16 {
+                vec![
+                    NodeEndpoint {
+                        node_id: 5,
+                        host: StrBytes::from_static_str("broker5.example"),
+                        port: 19092,
+                        rack: Some(StrBytes::from_static_str("rack-b")),
+                    },
+                    NodeEndpoint {
+                        node_id: 6,
+                        host: StrBytes::from_static_str("h6"),
+                        port: 1,
+                        rack: None,
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -346,6 +444,17 @@ mod tests {
             assert_eq!(body.error_code, 0);
             assert_eq!(body.session_id, parts.session_id);
             assert_eq!(body.responses.len(), parts.topics.len());
+            let endpoints: Vec<_> = body
+                .node_endpoints
+                .iter()
+                .map(|e| (e.node_id.0, e.host.to_string(), e.port, e.rack.clone()))
+                .collect();
+            let want_endpoints: Vec<_> = parts
+                .node_endpoints
+                .iter()
+                .map(|e| (e.node_id, e.host.to_string(), e.port, e.rack.clone()))
+                .collect();
+            assert_eq!(endpoints, want_endpoints, "v{version}");
             for (t, want) in body.responses.iter().zip(&parts.topics) {
                 if version >= 13 {
                     assert_eq!(t.topic_id, want.topic_id);
@@ -373,6 +482,8 @@ mod tests {
                     });
                     assert_eq!(aborted, want_aborted, "v{version} p{}", w.partition_index);
                     assert_eq!(p.preferred_read_replica.0, -1);
+                    let leader = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
+                    assert_eq!(leader, w.current_leader.unwrap_or((-1, -1)), "v{version}");
                     // Never null: empty partitions get empty records, as Kafka sends.
                     let records = p.records.as_ref().expect("records are never null");
                     let want_records: Vec<u8> =
@@ -428,6 +539,14 @@ mod tests {
                                 ))
                                 .with_preferred_read_replica(BrokerId(-1))
                                 .with_records(Some(Bytes::from(records)))
+                                .with_current_leader(p.current_leader.map_or_else(
+                                    Default::default,
+                                    |(id, epoch)| {
+                                        fr::LeaderIdAndEpoch::default()
+                                            .with_leader_id(BrokerId(id))
+                                            .with_leader_epoch(epoch)
+                                    },
+                                ))
                         })
                         .collect();
                     let topic = fr::FetchableTopicResponse::default().with_partitions(partitions);
@@ -442,7 +561,20 @@ mod tests {
                 .with_throttle_time_ms(parts.throttle_time_ms)
                 .with_error_code(parts.error_code)
                 .with_session_id(parts.session_id)
-                .with_responses(topics);
+                .with_responses(topics)
+                .with_node_endpoints(
+                    parts
+                        .node_endpoints
+                        .iter()
+                        .map(|e| {
+                            fr::NodeEndpoint::default()
+                                .with_node_id(BrokerId(e.node_id))
+                                .with_host(e.host.clone())
+                                .with_port(e.port)
+                                .with_rack(e.rack.clone())
+                        })
+                        .collect(),
+                );
             let want = crate::encode_response(ApiKey::Fetch, version, 8, &reference).unwrap();
             let got: Vec<u8> = encode_fetch_response(version, 8, &parts)
                 .unwrap()

@@ -313,6 +313,26 @@ fn seed_describe_cluster(v: i16) -> DescribeClusterRequest {
     }
 }
 
+fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
+    let t = describe_topic_partitions_request::TopicRequest::default()
+        .with_name(TopicName(s("orders")));
+    let cursor = describe_topic_partitions_request::Cursor::default()
+        .with_topic_name(TopicName(s("orders")))
+        .with_partition_index(3);
+    DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![t])
+        .with_response_partition_limit(100)
+        .with_cursor(Some(cursor))
+}
+
+fn seed_describe_quorum(_v: i16) -> DescribeQuorumRequest {
+    let p = describe_quorum_request::PartitionData::default().with_partition_index(0);
+    let t = describe_quorum_request::TopicData::default()
+        .with_topic_name(TopicName(s("__cluster_metadata")))
+        .with_partitions(vec![p]);
+    DescribeQuorumRequest::default().with_topics(vec![t])
+}
+
 fn seed_sasl_handshake(_v: i16) -> SaslHandshakeRequest {
     SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))
 }
@@ -577,6 +597,7 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeLogDirsRequest,
         CreatePartitionsRequest,
         IncrementalAlterConfigsRequest,
+        DescribeQuorumRequest,
         DescribeClusterRequest,
         FindCoordinatorRequest,
         JoinGroupRequest,
@@ -654,7 +675,12 @@ fn served() -> Vec<Served> {
             IncrementalAlterConfigsRequest,
             seed_incremental_alter_configs
         ),
+        served!(DescribeQuorumRequest, seed_describe_quorum),
         served!(DescribeClusterRequest, seed_describe_cluster),
+        served!(
+            DescribeTopicPartitionsRequest,
+            seed_describe_topic_partitions
+        ),
         served!(FindCoordinatorRequest, seed_find_coordinator),
         served!(JoinGroupRequest, seed_join_group),
         served!(SyncGroupRequest, seed_sync_group),

@@ -48,6 +48,7 @@ pub use batch::BatchError;
 pub use codec::{decode_body, encode_response};
 pub use fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
+    NodeEndpoint,
 };
 pub use frame::{take_frame, FrameError};
 pub use header::{classify_request, parse_request_header, Disposition, HeaderError, ParsedRequest};

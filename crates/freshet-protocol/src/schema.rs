@@ -54,6 +54,9 @@ pub(crate) enum Ty {
     CompactArray(&'static Ty),
     /// The fields of a struct, at the same version.
     Struct(&'static StructSchema),
+    /// A nullable struct: int8 1 then its fields, or any other int8 for null (the crate's
+    /// `OptionStruct` decoder).
+    OptionStruct(&'static StructSchema),
 }
 
 /// A field present in versions `min..=max`.
@@ -217,6 +220,10 @@ impl Walker<'_> {
                 n => self.walk_elements(elem, what, u64::from(n - 1)),
             },
             Ty::Struct(s) => self.walk_struct(s),
+            Ty::OptionStruct(s) => match self.i8(what)? {
+                1 => self.walk_struct(s),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -254,6 +261,13 @@ impl Walker<'_> {
         Ok(())
     }
 
+    fn i8(&mut self, what: &'static str) -> Result<i8, ScanError> {
+        if self.buf.is_empty() {
+            return Err(ScanError::Truncated(what));
+        }
+        Ok(self.buf.get_i8())
+    }
+
     fn i16(&mut self, what: &'static str) -> Result<i16, ScanError> {
         if self.buf.len() < 2 {
             return Err(ScanError::Truncated(what));
@@ -286,5 +300,6 @@ fn element_memory_bytes(ty: &Ty) -> usize {
         }
         Ty::Array(_) | Ty::CompactArray(_) => std::mem::size_of::<Option<Vec<u8>>>(),
         Ty::Struct(s) => s.memory_bytes,
+        Ty::OptionStruct(s) => s.memory_bytes + std::mem::size_of::<usize>(),
     }
 }

@@ -906,6 +906,37 @@ pub(crate) static INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUE
     ],
 };
 
+pub(crate) static DESCRIBE_QUORUM_REQUEST_DESCRIBEQUORUMREQUEST: StructSchema = StructSchema {
+    name: "DescribeQuorumRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::DescribeQuorumRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_QUORUM_REQUEST_TOPICDATA)), min: 0, max: 2 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_QUORUM_REQUEST_PARTITIONDATA: StructSchema = StructSchema {
+    name: "PartitionData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::PartitionData>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_QUORUM_REQUEST_TOPICDATA: StructSchema = StructSchema {
+    name: "TopicData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_quorum_request::TopicData>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 2 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_QUORUM_REQUEST_PARTITIONDATA)), min: 0, max: 2 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST: StructSchema = StructSchema {
     name: "DescribeClusterRequest", tagged_from: 0,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest>(),
@@ -1024,6 +1055,39 @@ pub(crate) static SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST: StructSchem
     ],
 };
 
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_CURSOR: StructSchema = StructSchema {
+    name: "Cursor", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::Cursor>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST: StructSchema = StructSchema {
+    name: "DescribeTopicPartitionsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::DescribeTopicPartitionsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST)), min: 0, max: 0 }, // topics
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // response_partition_limit
+        Field { ty: Ty::OptionStruct(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_CURSOR), min: 0, max: 0 }, // cursor
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST: StructSchema = StructSchema {
+    name: "TopicRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_topic_partitions_request::TopicRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1056,6 +1120,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         35 => Some(&DESCRIBE_LOG_DIRS_REQUEST_DESCRIBELOGDIRSREQUEST), // versions 1-4
         37 => Some(&CREATE_PARTITIONS_REQUEST_CREATEPARTITIONSREQUEST), // versions 0-3
         44 => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST_INCREMENTALALTERCONFIGSREQUEST), // versions 0-1
+        55 => Some(&DESCRIBE_QUORUM_REQUEST_DESCRIBEQUORUMREQUEST), // versions 0-2
         60 => Some(&DESCRIBE_CLUSTER_REQUEST_DESCRIBECLUSTERREQUEST), // versions 0-2
         68 => Some(&CONSUMER_GROUP_HEARTBEAT_REQUEST_CONSUMERGROUPHEARTBEATREQUEST), // versions 0-1
         69 => Some(&CONSUMER_GROUP_DESCRIBE_REQUEST_CONSUMERGROUPDESCRIBEREQUEST), // versions 0-1
@@ -1064,6 +1129,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         66 => Some(&LIST_TRANSACTIONS_REQUEST_LISTTRANSACTIONSREQUEST), // versions 0-2
         17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
+        75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
         _ => None,
     }
 }

@@ -29,6 +29,15 @@
 //!   dead); the caller must let the old tasks finish before it reopens (path operations
 //!   cannot tell an old task from a new one).
 //!
+//! - **One node's power off** (a simulation of several nodes, each with its data directory on
+//!   the one disk): [`SimDisk::power_off_dir`] (now) or [`SimDisk::power_off_dir_after`] (a
+//!   number of that directory's operations ahead) fails every operation on a path under that
+//!   directory, or on a descriptor opened there, with EIO until [`SimDisk::crash_dir`], which
+//!   applies a crash to that directory only (its unsynced changes kept, lost or torn, a seeded
+//!   prefix of its uncommitted names kept, the rest of the disk untouched) and kills the
+//!   descriptors opened under it. The directory's parent must be durable, and no rename may
+//!   cross the directory's boundary.
+//!
 //! Faults ([`Faults`]) are drawn per operation from the same seeded generator: EIO on write,
 //! `fdatasync` (of a file or a directory) and read, ENOSPC on write and preallocate. Every
 //! error is an `io::Error` carrying the raw OS errno, exactly like a real one, so the
@@ -153,7 +162,20 @@ struct State {
     down: bool,
     /// Incremented by each crash: descriptors of an older epoch are dead.
     epoch: u64,
+    /// Directories crashed on their own ([`SimDisk::crash_dir`]), by path.
+    regions: BTreeMap<PathBuf, Region>,
     latency: Option<LatencyHook>,
+}
+
+/// A directory that powers off and crashes on its own (one simulated node's data directory).
+#[derive(Default)]
+struct Region {
+    /// Powered off: every operation under it fails until its crash.
+    down: bool,
+    /// Operations under it until it powers off ([`SimDisk::power_off_dir_after`]).
+    ops_left: Option<u64>,
+    /// Incremented by each of its crashes: descriptors opened under it before are dead.
+    epoch: u64,
 }
 
 /// xorshift64* seeded through splitmix64: small, fast, deterministic.
@@ -261,6 +283,54 @@ impl State {
         Ok(())
     }
 
+    /// [`State::begin`] for an operation on `paths`: also fails when one of them is under a
+    /// powered-off directory ([`SimDisk::power_off_dir`]).
+    fn begin_at(&mut self, paths: &[&Path]) -> io::Result<()> {
+        for path in paths {
+            self.region_gate(path)?;
+        }
+        self.begin()
+    }
+
+    /// Counts an operation on `path` against the powered-off directories holding it: fails
+    /// with EIO if one is off (or goes off now).
+    fn region_gate(&mut self, path: &Path) -> io::Result<()> {
+        let mut result = Ok(());
+        for (dir, r) in self.regions.iter_mut() {
+            if !path.starts_with(dir) {
+                continue;
+            }
+            if let Some(left) = r.ops_left {
+                if left <= 1 {
+                    r.ops_left = None;
+                    r.down = true;
+                } else {
+                    r.ops_left = Some(left - 1);
+                }
+            }
+            if r.down {
+                result = Err(errno(libc::EIO));
+            }
+        }
+        result
+    }
+
+    fn region_down(&self, path: &Path) -> bool {
+        self.regions
+            .iter()
+            .any(|(dir, r)| r.down && path.starts_with(dir))
+    }
+
+    /// The crash count of the directories holding `path` (a descriptor opened when it was
+    /// different is dead).
+    fn region_epoch(&self, path: &Path) -> u64 {
+        self.regions
+            .iter()
+            .filter(|(dir, _)| path.starts_with(dir))
+            .map(|(_, r)| r.epoch)
+            .sum()
+    }
+
     fn ns(&mut self, changes: Vec<(PathBuf, Option<Entry>)>) {
         let op = NsOp { changes };
         apply_ns(&mut self.names, &op);
@@ -295,7 +365,7 @@ impl State {
 
     /// Opens `path` (creating an empty file when `create`): its inode.
     fn open(&mut self, path: &Path, create: bool, truncate: bool) -> io::Result<u64> {
-        self.begin()?;
+        self.begin_at(&[path])?;
         match self.names.get(path) {
             Some(Entry::File(ino)) => {
                 let ino = *ino;
@@ -358,7 +428,7 @@ impl State {
     }
 
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
-        self.begin()?;
+        self.begin_at(&[dir])?;
         self.dir_exists(dir)?;
         if self.rng.chance_ppm(self.faults.sync_eio_ppm) {
             return Err(errno(libc::EIO));
@@ -377,7 +447,7 @@ impl State {
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        self.begin()?;
+        self.begin_at(&[from, to])?;
         let entry = *self.names.get(from).ok_or_else(|| errno(libc::ENOENT))?;
         let parent = to.parent().ok_or_else(|| errno(libc::ENOENT))?;
         self.dir_exists(parent)?;
@@ -423,46 +493,109 @@ impl State {
             .collect();
         self.inodes.retain(|ino, _| live.contains(ino));
         for inode in self.inodes.values_mut() {
-            for change in std::mem::take(&mut inode.pending) {
-                let change = match (self.rng.below(3), change) {
-                    (0, change) => {
-                        report.changes_kept += 1;
-                        change
-                    }
-                    (1, _) => {
-                        report.changes_lost += 1;
-                        continue;
-                    }
-                    (_, Pending::Write { pos, data }) => {
-                        // Torn: the sectors before a random sector boundary inside the write.
-                        let end = pos + data.len() as u64;
-                        let first = (pos / SECTOR_BYTES + 1) * SECTOR_BYTES;
-                        if first >= end {
-                            report.changes_lost += 1;
-                            continue;
-                        }
-                        let boundaries = (end - 1 - first) / SECTOR_BYTES + 1;
-                        let cut = first + self.rng.below(boundaries) * SECTOR_BYTES;
-                        report.writes_torn += 1;
-                        Pending::Write {
-                            pos,
-                            data: data[..(cut - pos) as usize].to_vec(),
-                        }
-                    }
-                    (_, change) => {
-                        report.changes_kept += 1;
-                        change
-                    }
-                };
-                apply(&mut inode.durable, &change);
-            }
-            inode.current = inode.durable.clone();
+            crash_inode(&mut self.rng, inode, &mut report);
         }
         self.epoch += 1;
         self.down = false;
         self.power_off_at = None;
         report
     }
+
+    /// The crash of the directory `dir` alone: see [`SimDisk::crash_dir`].
+    fn crash_dir(&mut self, dir: &Path) -> CrashReport {
+        let mut report = CrashReport::default();
+        let under = |p: &PathBuf| p.starts_with(dir);
+        let touched: Vec<u64> = self
+            .names
+            .iter()
+            .chain(self.durable_names.iter())
+            .filter(|(p, _)| under(p))
+            .filter_map(|(_, e)| match e {
+                Entry::File(ino) => Some(*ino),
+                Entry::Dir => None,
+            })
+            .collect();
+        // The directory's uncommitted names: a seeded prefix survives; the others' stay queued.
+        let (mine, others): (Vec<NsOp>, Vec<NsOp>) = std::mem::take(&mut self.journal)
+            .into_iter()
+            .partition(|op| op.changes.iter().any(|(p, _)| under(p)));
+        assert!(
+            mine.iter()
+                .all(|op| op.changes.iter().all(|(p, _)| under(p))),
+            "SimDisk::crash_dir({}): a namespace operation crosses the directory",
+            dir.display()
+        );
+        self.journal = others;
+        let kept = self.rng.below(mine.len() as u64 + 1);
+        report.names_kept = kept;
+        report.names_lost = mine.len() as u64 - kept;
+        for op in mine.iter().take(kept as usize) {
+            apply_ns(&mut self.durable_names, op);
+        }
+        self.names.retain(|p, _| !under(p));
+        for (p, e) in self.durable_names.iter().filter(|(p, _)| under(p)) {
+            self.names.insert(p.clone(), *e);
+        }
+        let live: std::collections::BTreeSet<u64> = self
+            .names
+            .values()
+            .filter_map(|e| match e {
+                Entry::File(ino) => Some(*ino),
+                Entry::Dir => None,
+            })
+            .collect();
+        for ino in touched {
+            if !live.contains(&ino) {
+                self.inodes.remove(&ino);
+            } else if let Some(inode) = self.inodes.get_mut(&ino) {
+                crash_inode(&mut self.rng, inode, &mut report);
+            }
+        }
+        let region = self.regions.entry(dir.to_path_buf()).or_default();
+        region.down = false;
+        region.ops_left = None;
+        region.epoch += 1;
+        report
+    }
+}
+
+/// A crash of one file: each of its pending changes is kept, lost or (a write) torn at a
+/// sector boundary, in order.
+fn crash_inode(rng: &mut Rng, inode: &mut Inode, report: &mut CrashReport) {
+    for change in std::mem::take(&mut inode.pending) {
+        let change = match (rng.below(3), change) {
+            (0, change) => {
+                report.changes_kept += 1;
+                change
+            }
+            (1, _) => {
+                report.changes_lost += 1;
+                continue;
+            }
+            (_, Pending::Write { pos, data }) => {
+                // Torn: the sectors before a random sector boundary inside the write.
+                let end = pos + data.len() as u64;
+                let first = (pos / SECTOR_BYTES + 1) * SECTOR_BYTES;
+                if first >= end {
+                    report.changes_lost += 1;
+                    continue;
+                }
+                let boundaries = (end - 1 - first) / SECTOR_BYTES + 1;
+                let cut = first + rng.below(boundaries) * SECTOR_BYTES;
+                report.writes_torn += 1;
+                Pending::Write {
+                    pos,
+                    data: data[..(cut - pos) as usize].to_vec(),
+                }
+            }
+            (_, change) => {
+                report.changes_kept += 1;
+                change
+            }
+        };
+        apply(&mut inode.durable, &change);
+    }
+    inode.current = inode.durable.clone();
 }
 
 /// The simulated disk installed for this thread, if any.
@@ -500,6 +633,10 @@ pub(crate) struct SimFile {
     disk: SimDisk,
     ino: u64,
     epoch: u64,
+    /// The path it was opened by, and the crash count of the directories holding it then
+    /// ([`SimDisk::crash_dir`]).
+    path: PathBuf,
+    region_epoch: u64,
     writable: bool,
 }
 
@@ -522,6 +659,7 @@ impl SimDisk {
                 fail_at: None,
                 down: false,
                 epoch: 0,
+                regions: BTreeMap::new(),
                 latency: None,
             })),
         }
@@ -566,6 +704,35 @@ impl SimDisk {
     /// descriptor opened before is dead.
     pub fn crash(&self) -> CrashReport {
         self.state.borrow_mut().crash()
+    }
+
+    /// Powers off the directory `dir` alone (one node's data directory in a simulation of
+    /// several): every operation on a path under it, or on a descriptor opened under it,
+    /// fails with EIO until [`SimDisk::crash_dir`]; the rest of the disk works on.
+    pub fn power_off_dir(&self, dir: &Path) {
+        let mut s = self.state.borrow_mut();
+        s.regions.entry(dir.to_path_buf()).or_default().down = true;
+    }
+
+    /// [`SimDisk::power_off_dir`] at the `ops`-th operation under `dir` from now (1 = the
+    /// next one; that one fails): a node's crash inside a write, a sync or a recovery.
+    pub fn power_off_dir_after(&self, dir: &Path, ops: u64) {
+        let mut s = self.state.borrow_mut();
+        s.regions.entry(dir.to_path_buf()).or_default().ops_left = Some(ops.max(1));
+    }
+
+    /// Whether `path` is under a directory powered off by [`SimDisk::power_off_dir`].
+    pub fn is_dir_down(&self, path: &Path) -> bool {
+        self.state.borrow().region_down(path)
+    }
+
+    /// Power failure and reboot of the directory `dir` alone: its files' unsynced changes are
+    /// kept, lost or torn and a seeded prefix of its uncommitted names is kept, as
+    /// [`SimDisk::crash`] does for the whole disk; descriptors opened under it before are dead;
+    /// it works again. Names and files elsewhere are untouched. `dir`'s parent must be durable
+    /// and no rename may cross `dir`'s boundary (that panics: a simulator's mistake).
+    pub fn crash_dir(&self, dir: &Path) -> CrashReport {
+        self.state.borrow_mut().crash_dir(dir)
     }
 
     /// The content a process sees in `path` now (None if no such file). For tests.
@@ -623,6 +790,8 @@ impl SimDisk {
             disk: self.clone(),
             ino,
             epoch: s.epoch,
+            path: path.to_path_buf(),
+            region_epoch: s.region_epoch(path),
             writable,
         })
     }
@@ -630,7 +799,7 @@ impl SimDisk {
     pub(crate) async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.delay(Op::Namespace).await;
         let mut s = self.state.borrow_mut();
-        s.begin()?;
+        s.begin_at(&[dir])?;
         let mut missing = Vec::new();
         for a in dir.ancestors() {
             match s.names.get(a) {
@@ -649,7 +818,7 @@ impl SimDisk {
     pub(crate) async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.delay(Op::List).await;
         let mut s = self.state.borrow_mut();
-        s.begin()?;
+        s.begin_at(&[dir])?;
         s.dir_exists(dir)?;
         Ok(s.names
             .keys()
@@ -680,9 +849,16 @@ impl SimDisk {
         self.delay(Op::Open).await;
         let ino = self.state.borrow_mut().open(path, true, true)?;
         self.delay(Op::Write).await;
-        self.state.borrow_mut().write(ino, 0, data)?;
+        self.alive_at(path)?.write(ino, 0, data)?;
         self.delay(Op::Sync).await;
-        self.state.borrow_mut().fdatasync(ino)
+        self.alive_at(path)?.fdatasync(ino)
+    }
+
+    /// The disk state, failing with EIO if `path` is under a powered-off directory.
+    fn alive_at(&self, path: &Path) -> io::Result<std::cell::RefMut<'_, State>> {
+        let mut s = self.state.borrow_mut();
+        s.region_gate(path)?;
+        Ok(s)
     }
 
     pub(crate) async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -711,8 +887,8 @@ impl SimDisk {
         for name in names {
             self.delay(Op::Namespace).await;
             let mut s = self.state.borrow_mut();
-            s.begin()?;
             let path = dir.join(name);
+            s.begin_at(&[&path])?;
             match s.names.get(&path) {
                 Some(Entry::File(_)) => s.ns(vec![(path, None)]),
                 Some(Entry::Dir) => return Err(errno(libc::EISDIR)),
@@ -727,7 +903,7 @@ impl SimDisk {
         self.delay(Op::Namespace).await;
         {
             let mut s = self.state.borrow_mut();
-            s.begin()?;
+            s.begin_at(&[dir])?;
             if s.names.contains_key(dir) {
                 let mut changes: Vec<_> = descendants(&s.names, dir)
                     .into_iter()
@@ -751,7 +927,7 @@ impl SimDisk {
     ) -> io::Result<Option<PathBuf>> {
         self.delay(Op::List).await;
         let mut s = self.state.borrow_mut();
-        s.begin()?;
+        s.begin_at(&[dir])?;
         s.dir_exists(dir)?;
         let found = s.names.iter().find_map(|(p, e)| {
             let depth_ok =
@@ -767,10 +943,11 @@ impl SimDisk {
 impl SimFile {
     /// The disk state, failing with EIO if this descriptor died in a crash.
     fn state(&self) -> io::Result<std::cell::RefMut<'_, State>> {
-        let s = self.disk.state.borrow_mut();
-        if s.epoch != self.epoch {
+        let mut s = self.disk.state.borrow_mut();
+        if s.epoch != self.epoch || s.region_epoch(&self.path) != self.region_epoch {
             return Err(errno(libc::EIO));
         }
+        s.region_gate(&self.path)?;
         Ok(s)
     }
 
@@ -1070,6 +1247,107 @@ mod tests {
             f.sync().await.unwrap();
         });
         assert_eq!(calls.get(), 3);
+    }
+
+    /// A node's crash in a simulation of several nodes on one disk: `power_off_dir` fails
+    /// everything under that directory only; `crash_dir` crashes it (unsynced data and names
+    /// there kept, lost or torn; its old descriptors dead) and leaves every other directory's
+    /// unsynced data, unsynced names and descriptors as they were.
+    #[test]
+    fn crash_dir_crashes_that_directory_alone() {
+        let (a, b) = (dir().join("a"), dir().join("b"));
+        let (mut kept, mut lost) = (0, 0);
+        for seed in 0..100 {
+            let disk = disk(seed);
+            let _g = install(&disk);
+            let (fa, fb) = block_on(async {
+                for d in [&a, &b] {
+                    sio::create_dir_all(d).await.unwrap();
+                }
+                sio::sync_dir(&dir()).await.unwrap();
+                let mut files = Vec::new();
+                for d in [&a, &b] {
+                    let f = DataFile::open_rw(&d.join("synced")).await.unwrap();
+                    f.write_padded(0, &[&sectors(1, 1)], 1 << 20).await.unwrap();
+                    f.sync().await.unwrap();
+                    sio::sync_dir(d).await.unwrap();
+                    // Unsynced: a second sector and a new name.
+                    f.write_padded(512, &[&sectors(2, 1)], 1 << 20)
+                        .await
+                        .unwrap();
+                    DataFile::open_rw(&d.join("new")).await.unwrap();
+                    files.push(f);
+                }
+                (files.remove(0), files.remove(0))
+            });
+            disk.power_off_dir(&a);
+            assert!(disk.is_dir_down(&a.join("synced")) && !disk.is_dir_down(&b));
+            block_on(async {
+                assert!(
+                    fa.read(0, 512).await.is_err(),
+                    "a's descriptor while a is off"
+                );
+                assert!(sio::list_dir(&a).await.is_err());
+                assert!(DataFile::open_rw(&a.join("x")).await.is_err());
+                assert_eq!(fb.read(0, 512).await.unwrap().to_vec(), sectors(1, 1));
+                assert_eq!(sio::list_dir(&b).await.unwrap().len(), 2);
+            });
+            disk.crash_dir(&a);
+            let content = disk.file_content(&a.join("synced")).expect("synced name");
+            assert_eq!(content[..512], sectors(1, 1)[..], "seed {seed}");
+            if content.len() == 1024 {
+                kept += 1;
+            } else {
+                assert_eq!(content.len(), 512, "seed {seed}");
+                lost += 1;
+            }
+            // b is untouched: its unsynced sector and name are still there.
+            let mut want = sectors(1, 1);
+            want.extend(sectors(2, 1));
+            assert_eq!(disk.file_content(&b.join("synced")), Some(want));
+            assert!(disk.file_content(&b.join("new")).is_some());
+            assert!(!disk.is_dir_down(&a));
+            block_on(async {
+                assert!(
+                    fa.read(0, 512).await.is_err(),
+                    "a descriptor from before a's crash"
+                );
+                fb.sync().await.unwrap();
+                let again = DataFile::open_rw(&a.join("synced")).await.unwrap();
+                assert_eq!(again.read(0, 512).await.unwrap().to_vec(), sectors(1, 1));
+            });
+        }
+        assert!(kept > 0 && lost > 0, "kept {kept}, lost {lost}");
+    }
+
+    /// `power_off_dir_after(dir, n)`: the n-th operation under `dir` fails and the directory
+    /// stays off; operations elsewhere do not count and keep working.
+    #[test]
+    fn power_off_dir_after_counts_that_directory_only() {
+        let disk = disk(7);
+        let _g = install(&disk);
+        let (a, b) = (dir().join("a"), dir().join("b"));
+        block_on(async {
+            for d in [&a, &b] {
+                sio::create_dir_all(d).await.unwrap();
+            }
+            let fa = DataFile::open_rw(&a.join("f")).await.unwrap();
+            let fb = DataFile::open_rw(&b.join("f")).await.unwrap();
+            sio::sync_dir(&dir()).await.unwrap();
+            sio::sync_dir(&a).await.unwrap();
+            disk.power_off_dir_after(&a, 3);
+            fa.write_padded(0, &[b"1"], 512).await.unwrap();
+            fb.write_padded(0, &[b"1"], 512).await.unwrap();
+            fb.sync().await.unwrap();
+            fa.sync().await.unwrap();
+            assert!(!disk.is_dir_down(&a));
+            assert!(fa.write_padded(0, &[b"2"], 512).await.is_err(), "the third");
+            assert!(disk.is_dir_down(&a));
+            assert!(fa.read(0, 1).await.is_err());
+            fb.sync().await.unwrap();
+        });
+        disk.crash_dir(&a);
+        assert_eq!(disk.file_content(&a.join("f")).unwrap()[0], b'1');
     }
 
     #[test]

@@ -1,0 +1,622 @@
+//! Multi-process cluster harness: `n` real `freshet start` processes on 127.0.0.1 forming one
+//! metadata quorum, each with its own Kafka, controller and admin listener and data directory.
+//!
+//! - [`TestCluster::start`] picks free ports for every listener of every node (binds port 0
+//!   for all of them at once, reads the ports, closes), builds `controller_quorum_voters`
+//!   (`id@127.0.0.1:port,...`, node ids 0..n, the first `voters` nodes vote), spawns every
+//!   process before waiting for any (a quorum needs a majority up to elect), waits until each
+//!   answers `/ready`, then (unless told not to) until the cluster is whole: every node's
+//!   Metadata names a controller and lists every running node. A node that lost a port race
+//!   (its log says the address is in use) makes the whole start retry with new ports.
+//! - Nodes are addressed by index, which is also their Kafka node id.
+//! - [`TestCluster::kill9`] (SIGKILL), [`TestCluster::stop`] (SIGTERM, Kafka's controlled
+//!   shutdown), [`TestCluster::restart`] (same ports and data directory).
+//! - Every wait is bounded and fails naming the node(s) and what was last seen, followed by
+//!   the tail of every node's log ([`TestCluster::logs_tail`]); a panicking test prints the
+//!   logs on drop too. Processes die with the test process (PR_SET_PDEATHSIG) and on drop.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, MetadataResponse};
+
+use super::{broker_bin, http_get, signal, wait_timeout, RawConn, BROKER_STOP_TIMEOUT};
+
+/// How long one node may take from spawn to answering `/ready`.
+pub const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a started cluster may take to elect a controller and register every node.
+pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Whole-cluster start attempts when a node loses a race for its port.
+pub const START_ATTEMPTS_MAX: usize = 3;
+/// Log lines of each node shown when something fails.
+pub const LOG_TAIL_LINES: usize = 60;
+/// Timeout of each probe request (Metadata, DescribeCluster, /ready) the harness sends.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the harness looks at a condition it waits for.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Shards per node (`--shards`).
+    pub shards: usize,
+    /// How many nodes (the first ones) are voters; `None`: all of them.
+    pub voters: Option<usize>,
+    /// `--broker-rack` per node (missing entries: no rack).
+    pub racks: Vec<String>,
+    /// TOML settings every node gets in its `--config` file (e.g.
+    /// `broker_session_timeout_ms = 3000`).
+    pub settings: String,
+    /// Extra `freshet start` arguments for every node.
+    pub extra_args: Vec<String>,
+    /// Wait for the whole cluster (a controller, every node registered) after starting.
+    pub wait_for_cluster: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            shards: 1,
+            voters: None,
+            racks: Vec::new(),
+            settings: String::new(),
+            extra_args: Vec::new(),
+            wait_for_cluster: true,
+        }
+    }
+}
+
+/// One node of a [`TestCluster`].
+struct Node {
+    kafka_port: u16,
+    controller_port: u16,
+    admin_port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    config_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of `freshet` processes; see the module doc.
+pub struct TestCluster {
+    bin: PathBuf,
+    options: ClusterOptions,
+    nodes: Vec<Node>,
+    voters: String,
+    log_shown: std::cell::Cell<bool>,
+    // Holds every node's data directory, config and log; removed on drop.
+    tmp: tempfile::TempDir,
+}
+
+/// `count` distinct free ports on 127.0.0.1: all bound at once (so no two are the same),
+/// then released.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// Whether a node's log says it could not bind a listener (another process took the port
+/// between our check and its start).
+fn lost_port_race(log: &str) -> bool {
+    ["Address already in use", "AddrInUse", "os error 98"]
+        .iter()
+        .any(|needle| log.contains(needle))
+}
+
+impl TestCluster {
+    /// Starts `n` nodes as `options` say, waits as the module doc says.
+    pub fn start(n: usize, options: ClusterOptions) -> TestCluster {
+        assert!(n >= 1, "a cluster has nodes");
+        let voters = options.voters.unwrap_or(n);
+        assert!((1..=n).contains(&voters), "1..={n} voters, not {voters}");
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            let mut cluster = TestCluster::prepare(n, options.clone());
+            for node in 0..n {
+                cluster.spawn(node);
+            }
+            match cluster.wait_nodes_ready(&(0..n).collect::<Vec<_>>()) {
+                Ok(()) => {
+                    if options.wait_for_cluster {
+                        cluster.wait_ready();
+                    }
+                    return cluster;
+                }
+                Err(NotReady::LostPortRace(node)) if attempt < START_ATTEMPTS_MAX => {
+                    eprintln!("cluster start {attempt}: node {node} lost a port race; retrying");
+                    // Dropping `cluster` kills every node and removes its directories.
+                }
+                Err(e) => cluster.fail(&format!("cluster of {n} did not start: {e}")),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Directories, ports and the voter list for `n` nodes (nothing started yet).
+    fn prepare(n: usize, options: ClusterOptions) -> TestCluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("freshet-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let ports = free_ports(3 * n);
+        let voter_count = options.voters.unwrap_or(n);
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let dir = tmp.path().join(format!("node{i}"));
+                fs::create_dir_all(&dir).expect("node dir");
+                Node {
+                    kafka_port: ports[3 * i],
+                    controller_port: ports[3 * i + 1],
+                    admin_port: ports[3 * i + 2],
+                    data_dir: dir.join("data"),
+                    log_path: dir.join("node.log"),
+                    config_path: dir.join("freshet.toml"),
+                    child: None,
+                }
+            })
+            .collect();
+        let voters = (0..voter_count)
+            .map(|i| format!("{i}@127.0.0.1:{}", nodes[i].controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &nodes {
+            fs::write(&node.config_path, &options.settings).expect("write node config");
+        }
+        TestCluster {
+            bin: broker_bin(),
+            options,
+            nodes,
+            voters,
+            log_shown: std::cell::Cell::new(false),
+            tmp,
+        }
+    }
+
+    /// The `freshet start` arguments of `node` (without the binary).
+    pub fn args(&self, node: usize) -> Vec<String> {
+        let n = &self.nodes[node];
+        let mut args: Vec<String> = [
+            "start",
+            "--config",
+            &n.config_path.display().to_string(),
+            "--node-id",
+            &node.to_string(),
+            "--listen",
+            &format!("127.0.0.1:{}", n.kafka_port),
+            "--controller-listen",
+            &format!("127.0.0.1:{}", n.controller_port),
+            "--controller-quorum-voters",
+            &self.voters,
+            "--admin-listen",
+            &format!("127.0.0.1:{}", n.admin_port),
+            "--data-dir",
+            &n.data_dir.display().to_string(),
+            "--shards",
+            &self.options.shards.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(rack) = self.options.racks.get(node) {
+            args.extend(["--broker-rack".to_string(), rack.clone()]);
+        }
+        args.extend(self.options.extra_args.iter().cloned());
+        args
+    }
+
+    /// Spawns `node`'s process (not waiting for it).
+    fn spawn(&mut self, node: usize) {
+        assert!(self.nodes[node].child.is_none(), "node {node} is running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[node].log_path)
+            .expect("open node log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(self.args(node))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?} for node {node}: {e}", self.bin));
+        self.nodes[node].child = Some(child);
+    }
+
+    /// Waits until every node of `nodes` answers `/ready` (each bounded by
+    /// [`NODE_READY_TIMEOUT`], all waited for at once).
+    fn wait_nodes_ready(&mut self, nodes: &[usize]) -> Result<(), NotReady> {
+        let deadline = Instant::now() + NODE_READY_TIMEOUT;
+        let mut pending: BTreeSet<usize> = nodes.iter().copied().collect();
+        let mut last = String::new();
+        while !pending.is_empty() {
+            for node in pending.clone() {
+                let exited = self.nodes[node]
+                    .child
+                    .as_mut()
+                    .expect("spawned")
+                    .try_wait()
+                    .expect("try_wait");
+                if let Some(status) = exited {
+                    self.nodes[node].child = None;
+                    if lost_port_race(&self.log(node)) {
+                        return Err(NotReady::LostPortRace(node));
+                    }
+                    return Err(NotReady::Exited(node, status));
+                }
+                match http_get(&self.admin_addr(node), "/ready") {
+                    Ok((200, _)) => {
+                        pending.remove(&node);
+                    }
+                    Ok((status, body)) => last = format!("node {node}: /ready {status} {body}"),
+                    Err(e) => last = format!("node {node}: /ready: {e}"),
+                }
+            }
+            if !pending.is_empty() && Instant::now() >= deadline {
+                return Err(NotReady::Timeout(pending.into_iter().collect(), last));
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        Ok(())
+    }
+
+    /// Waits until the running nodes form the whole cluster: each answers Metadata naming a
+    /// controller and listing exactly the running nodes as brokers.
+    pub fn wait_ready(&self) {
+        let running: BTreeSet<i32> = self.running().iter().map(|&n| n as i32).collect();
+        self.wait_until(CLUSTER_READY_TIMEOUT, "the cluster to be whole", || {
+            for &node in &running {
+                let m = self
+                    .metadata(node as usize)
+                    .map_err(|e| format!("node {node}: Metadata: {e}"))?;
+                let brokers: BTreeSet<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
+                if m.controller_id.0 < 0 || brokers != running {
+                    return Err(format!(
+                        "node {node}: controller {}, brokers {brokers:?} (want {running:?})",
+                        m.controller_id.0
+                    ));
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Number of nodes (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The nodes whose process is running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].child.is_some())
+            .collect()
+    }
+
+    /// `node`'s Kafka listener, `127.0.0.1:PORT`.
+    pub fn kafka_addr(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[node].kafka_port)
+    }
+
+    /// `node`'s Kafka listener as a socket address.
+    pub fn socket_addr(&self, node: usize) -> SocketAddr {
+        self.kafka_addr(node).parse().expect("socket address")
+    }
+
+    /// `node`'s controller listener, `127.0.0.1:PORT`.
+    pub fn controller_addr(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[node].controller_port)
+    }
+
+    /// `node`'s admin HTTP listener, `127.0.0.1:PORT`.
+    pub fn admin_addr(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[node].admin_port)
+    }
+
+    /// The voters as every node was given them (`controller_quorum_voters`).
+    pub fn voters(&self) -> &str {
+        &self.voters
+    }
+
+    /// `node`'s data directory.
+    pub fn data_dir(&self, node: usize) -> &Path {
+        &self.nodes[node].data_dir
+    }
+
+    /// The directory holding every node's files.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `node`'s process id.
+    pub fn pid(&self, node: usize) -> u32 {
+        self.nodes[node]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is not running"))
+            .id()
+    }
+
+    /// Every node's Kafka address, comma-separated (a bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap_of(&(0..self.nodes.len()).collect::<Vec<_>>())
+    }
+
+    /// The Kafka addresses of `nodes`, comma-separated.
+    pub fn bootstrap_of(&self, nodes: &[usize]) -> String {
+        nodes
+            .iter()
+            .map(|&n| self.kafka_addr(n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// rdkafka settings bootstrapping from `nodes` (IPv4, 20 s socket timeout).
+    pub fn client_config(&self, nodes: &[usize]) -> rdkafka::config::ClientConfig {
+        let mut config = rdkafka::config::ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.bootstrap_of(nodes))
+            .set("broker.address.family", "v4")
+            .set("socket.timeout.ms", "20000");
+        config
+    }
+
+    /// Kills `node` with SIGKILL and reaps it.
+    pub fn kill9(&mut self, node: usize) {
+        let mut child = self.nodes[node]
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait after SIGKILL");
+    }
+
+    /// Kills every running node with SIGKILL at once.
+    pub fn kill9_all(&mut self) {
+        let children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
+        for mut child in children.into_iter() {
+            let _ = child.kill();
+            child.wait().expect("wait after SIGKILL");
+        }
+    }
+
+    /// Sends `node` SIGTERM and waits (bounded) for it to exit; returns its exit status.
+    pub fn stop(&mut self, node: usize) -> ExitStatus {
+        let mut child = self.nodes[node]
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
+        signal(&child, libc::SIGTERM);
+        match wait_timeout(&mut child, BROKER_STOP_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.fail(&format!(
+                    "node {node} did not exit within {BROKER_STOP_TIMEOUT:?} of SIGTERM"
+                ))
+            }
+        }
+    }
+
+    /// Starts a stopped `node` again (same ports, same data directory) and waits until it
+    /// answers `/ready` (not for the cluster: see [`TestCluster::wait_ready`]).
+    pub fn restart(&mut self, node: usize) {
+        self.start_nodes(&[node]);
+    }
+
+    /// Starts the stopped `nodes` again all at once and waits until each answers `/ready`.
+    pub fn start_nodes(&mut self, nodes: &[usize]) {
+        for &node in nodes {
+            self.spawn(node);
+        }
+        if let Err(e) = self.wait_nodes_ready(nodes) {
+            self.fail(&format!("restarting nodes {nodes:?}: {e}"));
+        }
+    }
+
+    /// Starts every stopped node again at once and waits until each answers `/ready`.
+    pub fn start_stopped(&mut self) {
+        let stopped: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].child.is_none())
+            .collect();
+        self.start_nodes(&stopped);
+    }
+
+    /// Whether `node`'s process is running (reaps it if it exited on its own).
+    pub fn is_running(&mut self, node: usize) -> bool {
+        let exited = match self.nodes[node].child.as_mut() {
+            None => return false,
+            Some(child) => child.try_wait().expect("try_wait").is_some(),
+        };
+        if exited {
+            self.nodes[node].child = None;
+        }
+        !exited
+    }
+
+    /// Metadata (all topics) as `node` answers it, at the highest version both sides know.
+    pub fn metadata(&self, node: usize) -> io::Result<MetadataResponse> {
+        let mut conn = RawConn::connect_timeout(self.socket_addr(node), PROBE_TIMEOUT)?;
+        conn.request(12, &MetadataRequest::default().with_topics(None))
+    }
+
+    /// The brokers `node` knows with their fenced state (DescribeCluster v2, fenced brokers
+    /// included), by node id.
+    pub fn brokers_with_fencing(&self, node: usize) -> io::Result<Vec<(i32, bool)>> {
+        let mut conn = RawConn::connect_timeout(self.socket_addr(node), PROBE_TIMEOUT)?;
+        let request = DescribeClusterRequest::default()
+            .with_endpoint_type(1)
+            .with_include_fenced_brokers(true);
+        let answer = conn.request(2, &request)?;
+        if answer.error_code != 0 {
+            return Err(io::Error::other(format!(
+                "DescribeCluster error {}",
+                answer.error_code
+            )));
+        }
+        let mut brokers: Vec<(i32, bool)> = answer
+            .brokers
+            .iter()
+            .map(|b| (b.broker_id.0, b.is_fenced))
+            .collect();
+        brokers.sort_unstable();
+        Ok(brokers)
+    }
+
+    /// The active controller as `node`'s Metadata names it (`None`: none known).
+    pub fn controller_seen_by(&self, node: usize) -> io::Result<Option<usize>> {
+        let id = self.metadata(node)?.controller_id.0;
+        Ok((id >= 0).then_some(id as usize))
+    }
+
+    /// Waits until every running node names the same running controller, other than
+    /// `not` (e.g. the one just killed); returns it.
+    pub fn wait_controller(&self, timeout: Duration, not: Option<usize>) -> usize {
+        let running = self.running();
+        self.wait_until(timeout, "one controller named by every node", || {
+            let mut seen = BTreeSet::new();
+            for &node in &running {
+                let c = self
+                    .controller_seen_by(node)
+                    .map_err(|e| format!("node {node}: Metadata: {e}"))?;
+                seen.insert(c);
+            }
+            match seen.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(c)] if running.contains(c) && Some(*c) != not => Ok(*c),
+                other => Err(format!("controllers named: {other:?}")),
+            }
+        })
+    }
+
+    /// Waits until `probe` returns `Ok`, looking every 50 ms; after `timeout` fails the test
+    /// naming `what`, the last `Err` (which should name the node), and every node's log tail.
+    pub fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let started = Instant::now();
+        loop {
+            let last = match probe() {
+                Ok(value) => return value,
+                Err(state) => state,
+            };
+            if started.elapsed() >= timeout {
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+                ));
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Everything `node` wrote to its log so far (all its runs).
+    pub fn log(&self, node: usize) -> String {
+        fs::read_to_string(&self.nodes[node].log_path).unwrap_or_default()
+    }
+
+    /// The last [`LOG_TAIL_LINES`] lines of `node`'s log.
+    pub fn log_tail(&self, node: usize) -> String {
+        let text = self.log(node);
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+        format!(
+            "---- node {node} log ({}), last {} lines ----\n{}\n---- end of node {node} log ----",
+            self.nodes[node].log_path.display(),
+            lines.len() - from,
+            lines[from..].join("\n")
+        )
+    }
+
+    /// Every node's log tail.
+    pub fn logs_tail(&self) -> String {
+        self.log_shown.set(true);
+        (0..self.nodes.len())
+            .map(|n| self.log_tail(n))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Fails the test with `message` and every node's log tail.
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{message}\n{}", self.logs_tail())
+    }
+
+    /// Waits (up to 5 s) until nothing accepts connections on `node`'s Kafka port.
+    pub fn wait_port_closed(&self, node: usize) {
+        let addr = self.socket_addr(node);
+        self.wait_until(
+            Duration::from_secs(5),
+            &format!("node {node}'s Kafka port to close"),
+            || match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(_) => Err(format!("node {node}: {addr} still accepts")),
+                Err(_) => Ok(()),
+            },
+        )
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if thread::panicking() && !self.log_shown.get() {
+            eprintln!("{}", self.logs_tail());
+        }
+    }
+}
+
+/// Why nodes did not become ready.
+#[derive(Debug)]
+enum NotReady {
+    /// The node exited because a port it was given was taken meanwhile.
+    LostPortRace(usize),
+    /// The node exited during startup.
+    Exited(usize, ExitStatus),
+    /// These nodes did not answer `/ready` in time; the last thing seen.
+    Timeout(Vec<usize>, String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::LostPortRace(n) => write!(f, "node {n} could not bind a port"),
+            NotReady::Exited(n, status) => write!(f, "node {n} exited during startup: {status}"),
+            NotReady::Timeout(nodes, last) => write!(
+                f,
+                "nodes {nodes:?} not ready after {NODE_READY_TIMEOUT:?} (last: {last})"
+            ),
+        }
+    }
+}
