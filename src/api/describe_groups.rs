@@ -38,10 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         let refused = shard.not_coordinator(CoordinatorKind::Group, group_id);
         match answers.as_ref().map(|a| a[i].clone()) {
-            _ if refused.is_some() => {
-                g.error_code = crate::error::code(refused);
-                g.group_state = str_bytes("Dead");
-            }
+            // Kafka's `DescribeGroupsResponse.groupError`: the code, every other field empty.
+            _ if refused.is_some() => g.error_code = crate::error::code(refused),
             Err(_) => g.error_code = coordinator_gone_code().code(),
             Ok((None, consumer_group)) => {
                 g.group_state = str_bytes("Dead");
