@@ -3,7 +3,8 @@
 //! leader of the key's `__consumer_offsets` / `__transaction_state` partition), keyed requests
 //! on another broker get NOT_COORDINATOR (raw protocol), the internal topics stay out of an
 //! all-topics Metadata, and one rdkafka consumer group whose two members bootstrap from
-//! different brokers forms one group (disjoint assignments) and reads each message once.
+//! different brokers forms one group (disjoint assignments) and reads each message once. A
+//! killed coordinator is fenced (COORDINATOR_NOT_AVAILABLE for its keys) until it returns.
 
 use crate::common;
 
@@ -23,6 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const GROUP: &str = "coord-group";
@@ -317,5 +319,52 @@ fn one_group_over_two_bootstrap_brokers_reads_each_message_once() {
         let distinct: BTreeSet<&String> = all.iter().copied().collect();
         assert_eq!(all.len(), expected, "read {all:?}");
         assert_eq!(distinct.len(), expected, "a message read twice: {all:?}");
+    });
+}
+
+/// A coordinator whose broker is killed is fenced: the others answer COORDINATOR_NOT_AVAILABLE
+/// for its keys (its partition has no leader) and NOT_COORDINATOR to its group's requests; once
+/// it returns (unfenced, leader again) every broker names it again.
+#[test]
+fn a_fenced_coordinator_is_not_available_until_it_returns() {
+    within(TEST_LIMIT, || {
+        let options = ClusterOptions {
+            settings: "broker_session_timeout_ms = 3000\n".into(),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        let (coordinator, _) = coordinator_everywhere(&cluster, 0, GROUP)[0];
+        let coordinator = coordinator as usize;
+        cluster.kill9(coordinator);
+        let others: Vec<usize> = (0..3).filter(|&n| n != coordinator).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answers: Vec<i16> = others
+                .iter()
+                .map(|&n| find(&cluster, n, 0, GROUP).0)
+                .collect();
+            if answers.iter().all(|&e| e == COORDINATOR_NOT_AVAILABLE) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the killed coordinator is still named: {answers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(s(GROUP).into())
+            .with_member_id(s("m"))
+            .with_generation_id(1);
+        for &n in &others {
+            let r = conn(&cluster, n).request(4, &heartbeat).unwrap();
+            assert_eq!(r.error_code, NOT_COORDINATOR, "node {n}");
+        }
+        cluster.restart(coordinator);
+        let named = coordinator_everywhere(&cluster, 0, GROUP);
+        assert!(
+            named.iter().all(|(n, _)| *n == coordinator as i32),
+            "{named:?}"
+        );
     });
 }
