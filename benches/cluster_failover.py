@@ -154,7 +154,9 @@ def election_trials(nodes, trials):
         t0 = time.monotonic()
         nodes[leader].kill9()
         i = 0
-        while not create(client, f"after-kill-{t}-{i}", 1.0):
+        # A new client per attempt: librdkafka sends admin requests to the controller its
+        # cached metadata names (refreshed every 5 minutes by default), the killed node.
+        while not create(admin(survivors), f"after-kill-{t}-{i}", 0.25):
             i += 1
             time.sleep(0.01)
         elapsed = time.monotonic() - t0
@@ -166,6 +168,15 @@ def election_trials(nodes, trials):
     return out
 
 
+def listed_brokers(client):
+    """The broker ids Metadata lists (retried: librdkafka may ask the broker just killed)."""
+    while True:
+        try:
+            return set(client.list_topics(timeout=2).brokers)
+        except KafkaException:
+            time.sleep(0.02)
+
+
 def fencing_trials(nodes, trials):
     out = []
     for t in range(trials):
@@ -174,13 +185,13 @@ def fencing_trials(nodes, trials):
         survivors = [n for n in nodes if n is not victim]
         client = admin(survivors)
         deadline = time.time() + 30
-        while victim.node_id not in client.list_topics(timeout=5).brokers:
+        while victim.node_id not in listed_brokers(client):
             if time.time() > deadline:
                 raise RuntimeError(f"node {victim.node_id} never listed")
             time.sleep(0.1)
         t0 = time.monotonic()
         victim.kill9()
-        while victim.node_id in client.list_topics(timeout=5).brokers:
+        while victim.node_id in listed_brokers(client):
             time.sleep(0.02)
         elapsed = time.monotonic() - t0
         out.append(elapsed)
