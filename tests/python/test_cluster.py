@@ -1,7 +1,6 @@
 """Issue 13 with confluent-kafka against 3 real `freshet` processes (the `cluster` fixture).
 
-The harness test runs now; the client tests need the Raft quorum wired into the broker and are
-skipped until the lead un-skips them (NEEDS_QUORUM).
+The harness test, then confluent-kafka clients against the cluster.
 """
 
 import signal
@@ -9,9 +8,6 @@ import signal
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
-NEEDS_QUORUM = pytest.mark.skip(reason="needs the quorum wiring")
-
 
 def test_harness_gives_each_node_its_ports_dir_and_lifecycle(make_cluster):
     c = make_cluster(3, wait_for_cluster=False)
@@ -30,7 +26,6 @@ def test_harness_gives_each_node_its_ports_dir_and_lifecycle(make_cluster):
     assert c.running() == [0, 1]
 
 
-@NEEDS_QUORUM
 def test_produce_and_consume_through_every_broker(cluster):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
     futures = admin.create_topics([NewTopic("py-spread", num_partitions=12, replication_factor=1)],
@@ -70,7 +65,6 @@ def test_produce_and_consume_through_every_broker(cluster):
         consumer.close()
 
 
-@NEEDS_QUORUM
 def test_killed_controller_is_replaced_and_create_topics_works(cluster):
     old = cluster.wait_controller(15)
     cluster.kill9(old)
