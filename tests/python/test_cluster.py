@@ -5,7 +5,6 @@ The harness test, then confluent-kafka clients against the cluster.
 
 import signal
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
