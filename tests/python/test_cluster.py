@@ -8,6 +8,7 @@ import signal
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+
 def test_harness_gives_each_node_its_ports_dir_and_lifecycle(make_cluster):
     c = make_cluster(3, wait_for_cluster=False)
     addrs = [f(n) for n in range(3) for f in (c.kafka_addr, c.controller_addr, c.admin_addr)]
