@@ -18,7 +18,6 @@ pub mod node;
 pub mod raft_log;
 pub mod transport;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -259,9 +258,6 @@ pub enum ControllerResponse {
         message: String,
     },
 }
-
-/// Per-node figures shown by `freshet cluster info` (not part of the metadata log).
-pub type NodeNotes = BTreeMap<i32, String>;
 
 /// The active controller as this process last heard of it (-1: none known), for answers
 /// any shard gives (Metadata's and DescribeCluster's `controller_id`). Set by the quorum

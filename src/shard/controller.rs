@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::cluster::liveness::BrokerSessions;
+use crate::cluster::liveness::{registration_of, BrokerSessions};
 use crate::cluster::node::{NodeSettings, ProposeError, QuorumNode};
 use crate::cluster::raft_log::{raft_log_dir, RaftLog};
 use crate::cluster::transport::{CallHandler, ControllerTransport, TransportLimits};
@@ -77,11 +77,6 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// This node's quorum settings.
-    pub fn quorum(&self) -> &QuorumConfig {
-        &self.quorum
-    }
-
     /// Whether this node is the active controller, ready to decide changes.
     pub fn is_active(&self) -> bool {
         self.node
@@ -133,17 +128,42 @@ impl Controller {
     }
 
     fn heartbeat(&self, shard: &Shard, shutting_down: bool) -> Option<BrokerHeartbeat> {
-        let (host, port) = shard.config.advertised_host_port().ok()?;
-        let rack = shard.config.broker_rack.trim();
-        Some(BrokerHeartbeat {
-            node_id: self.quorum.node_id,
-            incarnation_id: self.incarnation_id,
-            host,
-            port,
-            rack: (!rack.is_empty()).then(|| rack.to_string()),
-            shutting_down,
-        })
+        own_heartbeat(&shard.config, self.incarnation_id, shutting_down).ok()
     }
+
+    /// The active controller's broker sessions, started (every broker given a full session)
+    /// on first use after this node became the active controller.
+    fn sessions<T>(
+        &self,
+        shard: &Shard,
+        applied: &ClusterMetadata,
+        f: impl FnOnce(&mut BrokerSessions) -> T,
+    ) -> T {
+        let mut sessions = self.sessions.borrow_mut();
+        let sessions = sessions.get_or_insert_with(|| {
+            BrokerSessions::new(shard.config.broker_session_timeout_ms, now_ms(), applied)
+        });
+        f(sessions)
+    }
+}
+
+/// This broker's heartbeat: its node id, this start's incarnation, its advertised listener and
+/// rack.
+fn own_heartbeat(
+    config: &crate::config::BrokerConfig,
+    incarnation_id: uuid::Uuid,
+    shutting_down: bool,
+) -> Result<BrokerHeartbeat, crate::config::ConfigError> {
+    let (host, port) = config.advertised_host_port()?;
+    let rack = config.broker_rack.trim();
+    Ok(BrokerHeartbeat {
+        node_id: config.node_id,
+        incarnation_id,
+        host,
+        port,
+        rack: (!rack.is_empty()).then(|| rack.to_string()),
+        shutting_down,
+    })
 }
 
 impl Shard {
@@ -440,13 +460,8 @@ impl Shard {
         hb: &BrokerHeartbeat,
     ) -> Result<bool, MetadataError> {
         let applied = controller.applied(self);
-        let command = {
-            let mut sessions = controller.sessions.borrow_mut();
-            let sessions = sessions.get_or_insert_with(|| {
-                BrokerSessions::new(self.config.broker_session_timeout_ms, now_ms(), &applied)
-            });
-            sessions.on_heartbeat(hb, now_ms(), &applied)
-        };
+        let command =
+            controller.sessions(self, &applied, |s| s.on_heartbeat(hb, now_ms(), &applied));
         if let Some(command) = command {
             for r in self.change_metadata(vec![command], false).await {
                 r?;
@@ -548,13 +563,7 @@ impl Shard {
                 continue;
             }
             let applied = controller.applied(&self);
-            let commands = {
-                let mut sessions = controller.sessions.borrow_mut();
-                let sessions = sessions.get_or_insert_with(|| {
-                    BrokerSessions::new(self.config.broker_session_timeout_ms, now_ms(), &applied)
-                });
-                sessions.expired(now_ms(), &applied)
-            };
+            let commands = controller.sessions(&self, &applied, |s| s.expired(now_ms(), &applied));
             if !commands.is_empty() {
                 for r in self.change_metadata(commands, false).await {
                     if let Err(e) = r {
@@ -668,20 +677,9 @@ pub fn load_at_startup(
     // takes it only when it is empty; a preallocated segment file cannot say that).
     let seed = if voters.len() == 1 {
         let legacy = super::metadata_log::load_at_startup(data_dir, fresh)?;
-        let (host, port) = config
-            .advertised_host_port()
+        let heartbeat = own_heartbeat(config, uuid::Uuid::new_v4(), false)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let rack = config.broker_rack.trim();
-        Some(
-            legacy.adopt_single_node(crate::coordinator::metadata::BrokerRegistration {
-                node_id: quorum.node_id,
-                incarnation_id: uuid::Uuid::new_v4(),
-                host,
-                port,
-                rack: (!rack.is_empty()).then(|| rack.to_string()),
-                fenced: false,
-            }),
-        )
+        Some(legacy.adopt_single_node(registration_of(&heartbeat)))
     } else {
         if !has_records(&journal)
             && (has_records(&super::metadata_log::metadata_log_dir(data_dir))
