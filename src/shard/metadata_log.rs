@@ -234,8 +234,9 @@ async fn load_or_migrate(
     Ok(metadata)
 }
 
-/// The coordinator shard's handle on the metadata log: opened when the coordinator loads,
-/// closed at shutdown.
+/// A writer of the single-node metadata log as the broker kept it before the quorum. The
+/// broker no longer writes it (changes go through the quorum's log, `cluster::raft_log`); it is
+/// kept so tests can lay out a pre-quorum data directory and check that it starts unchanged.
 #[derive(Default)]
 pub struct MetadataLog {
     log: RefCell<Option<Rc<InternalLog<MetadataCodec>>>>,

@@ -16,12 +16,11 @@
 //!   logs on drop too. Processes die with the test process (PR_SET_PDEATHSIG) and on drop.
 
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -218,29 +217,8 @@ impl TestCluster {
     /// Spawns `node`'s process (not waiting for it).
     fn spawn(&mut self, node: usize) {
         assert!(self.nodes[node].child.is_none(), "node {node} is running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.nodes[node].log_path)
-            .expect("open node log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(self.args(node))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?} for node {node}: {e}", self.bin));
+        let args = self.args(node);
+        let child = super::spawn_broker_process(&self.bin, &args, &self.nodes[node].log_path);
         self.nodes[node].child = Some(child);
     }
 

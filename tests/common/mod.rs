@@ -180,29 +180,7 @@ impl TestBroker {
     /// Starts the broker process (again) on the same port and data directory, waits until ready.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open broker log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.bin));
+        let child = spawn_broker_process(&self.bin, &self.args(), &self.log_path);
         self.child = Some(child);
         self.wait_ready();
     }
@@ -854,4 +832,32 @@ pub fn config_file(settings: &str) -> (tempfile::TempDir, PathBuf) {
     let config = dir.path().join("freshet.toml");
     fs::write(&config, settings).expect("write freshet.toml");
     (dir, config)
+}
+
+/// Spawns a broker process `bin args`, its stdout and stderr appended to `log_path`, logging at
+/// info unless RUST_LOG says otherwise, and killed when the thread that spawned it exits
+/// (PR_SET_PDEATHSIG: no broker outlives a test).
+pub fn spawn_broker_process(bin: &Path, args: &[String], log_path: &Path) -> Child {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open broker log");
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin:?} {args:?}: {e}"))
 }
