@@ -46,6 +46,9 @@ use crate::{varint, versions};
 /// Bytes of `api_key`, `api_version` and `correlation_id`, present in every header version.
 pub const HEADER_FIXED_BYTES: usize = 8;
 
+/// Kafka's principal of a connection that has not authenticated (`KafkaPrincipal.ANONYMOUS`).
+pub const ANONYMOUS_PRINCIPAL: &str = "User:ANONYMOUS";
+
 /// A request header, parsed, and the request body after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedRequest {
@@ -64,6 +67,9 @@ pub struct ParsedRequest {
     /// The client's address as Kafka reports it in group descriptions ("/127.0.0.1"); set by
     /// the connection (empty until then).
     pub client_host: std::rc::Rc<str>,
+    /// Who sent it, in Kafka's principal form `Type:name` (`User:ANONYMOUS` on a connection
+    /// that has not authenticated); set by the connection.
+    pub principal: std::rc::Rc<str>,
 }
 
 impl ParsedRequest {
@@ -177,6 +183,7 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
         header_version,
         body: buf,
         client_host: std::rc::Rc::from(""),
+        principal: std::rc::Rc::from(ANONYMOUS_PRINCIPAL),
     })
 }
 
