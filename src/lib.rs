@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod os;
 pub mod rt;
 pub mod runtime;
+pub mod security;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;

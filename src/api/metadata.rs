@@ -56,7 +56,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
     }
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, &request.listener);
     let controller_id = routing::controller_id(&shard.config);
     let response = build_response(
         &local,

@@ -134,7 +134,30 @@ pub struct ClusterMetadata {
         with = "brokers_as_list"
     )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// SCRAM credentials by user, then mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`):
+    /// salted keys only, never a password (Kafka's `UserScramCredentialRecord`s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, StoredScramCredential>>,
 }
+
+/// One user's SCRAM credential for one mechanism (RFC 5802's salt, StoredKey, ServerKey and
+/// iteration count; `security::scram` derives them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+/// The SCRAM mechanisms a credential may be stored for.
+pub const SCRAM_MECHANISMS: [&str; 2] = ["SCRAM-SHA-256", "SCRAM-SHA-512"];
+/// Kafka's bounds on a SCRAM credential's iteration count.
+pub const SCRAM_ITERATIONS_MIN: i32 = 4096;
+/// See [`SCRAM_ITERATIONS_MIN`].
+pub const SCRAM_ITERATIONS_MAX: i32 = 16384;
+/// The longest SCRAM user name, salt or key stored, in bytes.
+pub const SCRAM_FIELD_BYTES_MAX: usize = 1024;
 
 /// The largest metadata record batch: one snapshot of the whole metadata must fit (the
 /// metadata log's and the quorum's bound).
@@ -228,6 +251,18 @@ pub enum MetadataCommand {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// Create or replace `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials
+    /// upsertion, or `freshet user create`).
+    SetScramCredential {
+        user: String,
+        mechanism: String,
+        credential: StoredScramCredential,
+    },
+    /// Delete `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials deletion).
+    DeleteScramCredential {
+        user: String,
+        mechanism: String,
+    },
 }
 
 /// One record of the cluster metadata log: a change as it was decided (ids chosen, blocks
@@ -284,6 +319,18 @@ pub enum MetadataRecord {
     BrokerUnfenced {
         node_id: i32,
     },
+    /// `user`'s SCRAM credential for `mechanism` set (Kafka's `UserScramCredentialRecord`).
+    UserScramCredentialSet {
+        user: String,
+        mechanism: String,
+        credential: StoredScramCredential,
+    },
+    /// `user`'s SCRAM credential for `mechanism` removed (Kafka's
+    /// `RemoveUserScramCredentialRecord`).
+    UserScramCredentialRemoved {
+        user: String,
+        mechanism: String,
+    },
 }
 
 fn one_replica() -> i16 {
@@ -304,6 +351,49 @@ impl MetadataError {
             message: message.into(),
         }
     }
+}
+
+/// Checks a SCRAM credential change as Kafka's `ScramControlManager` does: a user name, a
+/// SCRAM mechanism (UNSUPPORTED_SASL_MECHANISM), and for a credential iterations within
+/// Kafka's bounds and bounded fields (UNACCEPTABLE_CREDENTIAL).
+fn check_scram_credential(
+    user: &str,
+    mechanism: &str,
+    credential: Option<&StoredScramCredential>,
+) -> Result<(), MetadataError> {
+    if user.is_empty() || user.len() > SCRAM_FIELD_BYTES_MAX {
+        return Err(MetadataError::new(
+            ResponseError::UnacceptableCredential,
+            "Username must not be empty",
+        ));
+    }
+    if !SCRAM_MECHANISMS.contains(&mechanism) {
+        return Err(MetadataError::new(
+            ResponseError::UnsupportedSaslMechanism,
+            "Unknown SCRAM mechanism",
+        ));
+    }
+    if let Some(c) = credential {
+        if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&c.iterations) {
+            return Err(MetadataError::new(
+                ResponseError::UnacceptableCredential,
+                format!(
+                    "Iterations must be between {SCRAM_ITERATIONS_MIN} and {SCRAM_ITERATIONS_MAX}"
+                ),
+            ));
+        }
+        let fields = [&c.salt, &c.stored_key, &c.server_key];
+        if fields
+            .iter()
+            .any(|f| f.is_empty() || f.len() > SCRAM_FIELD_BYTES_MAX)
+        {
+            return Err(MetadataError::new(
+                ResponseError::UnacceptableCredential,
+                "Salt and keys must be non-empty and at most 1024 bytes",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a topic name the way Kafka's `Topic.validate` does.
@@ -534,6 +624,25 @@ impl ClusterMetadata {
                 broker_config::check(resource, configs)
                     .map_err(|why| MetadataError::new(ResponseError::InvalidRequest, why))
             }
+            MetadataCommand::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => check_scram_credential(user, mechanism, Some(credential)),
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                check_scram_credential(user, mechanism, None)?;
+                let exists = self
+                    .scram_credentials
+                    .get(user)
+                    .is_some_and(|m| m.contains_key(mechanism));
+                if !exists {
+                    return Err(MetadataError::new(
+                        ResponseError::ResourceNotFound,
+                        "Attempt to delete a user credential that does not exist",
+                    ));
+                }
+                Ok(())
+            }
             MetadataCommand::AllocateProducerIdBlock => {
                 if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
                     return Err(MetadataError::new(
@@ -757,6 +866,21 @@ impl ClusterMetadata {
                     configs: configs.clone(),
                 }
             }
+            MetadataCommand::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => MetadataRecord::UserScramCredentialSet {
+                user: user.clone(),
+                mechanism: mechanism.clone(),
+                credential: credential.clone(),
+            },
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                MetadataRecord::UserScramCredentialRemoved {
+                    user: user.clone(),
+                    mechanism: mechanism.clone(),
+                }
+            }
         })
     }
 
@@ -820,6 +944,24 @@ impl ClusterMetadata {
                 if let Some(b) = next.brokers.get_mut(node_id) {
                     b.fenced = false;
                     next.set_leaderships(*node_id, false);
+                }
+            }
+            MetadataRecord::UserScramCredentialSet {
+                user,
+                mechanism,
+                credential,
+            } => {
+                next.scram_credentials
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
+                if let Some(m) = next.scram_credentials.get_mut(user) {
+                    m.remove(mechanism);
+                    if m.is_empty() {
+                        next.scram_credentials.remove(user);
+                    }
                 }
             }
         }

@@ -106,7 +106,12 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
-                topics + brokers + 256
+                let users: usize = metadata
+                    .scram_credentials
+                    .iter()
+                    .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
+                    .sum();
+                topics + brokers + users + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -124,9 +129,17 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::BrokerRegistered { registration } => {
                 registration.host.len() + registration.rack.as_ref().map_or(0, String::len) + 256
             }
+            MetadataRecord::UserScramCredentialSet { user, .. } => {
+                user.len() + SCRAM_CREDENTIAL_JSON_BYTES
+            }
+            MetadataRecord::UserScramCredentialRemoved { user, .. } => user.len() + 128,
         }
     }
 }
+
+/// About the JSON of one SCRAM credential (salt and two keys of up to 64 bytes, each byte
+/// written as a number of up to 4 characters).
+const SCRAM_CREDENTIAL_JSON_BYTES: usize = 1024;
 
 fn config_bytes(configs: &std::collections::BTreeMap<String, String>) -> usize {
     configs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()

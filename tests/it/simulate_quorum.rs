@@ -342,6 +342,12 @@ fn describe(record: &MetadataRecord) -> String {
         MetadataRecord::BrokerConfigsSet { resource, configs } => {
             format!("broker configs {resource:?} {configs:?}")
         }
+        MetadataRecord::UserScramCredentialSet {
+            user, mechanism, ..
+        } => format!("scram credential {user} {mechanism}"),
+        MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
+            format!("scram credential removed {user} {mechanism}")
+        }
     }
 }
 

@@ -70,6 +70,9 @@ pub struct ParsedRequest {
     /// Who sent it, in Kafka's principal form `Type:name` (`User:ANONYMOUS` on a connection
     /// that has not authenticated); set by the connection.
     pub principal: std::rc::Rc<str>,
+    /// The name of the listener the request came in on (`PLAINTEXT`, `SASL_SSL`, ...; empty:
+    /// the first listener), so Metadata advertises that listener; set by the connection.
+    pub listener: std::rc::Rc<str>,
 }
 
 impl ParsedRequest {
@@ -184,6 +187,7 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
         body: buf,
         client_host: std::rc::Rc::from(""),
         principal: std::rc::Rc::from(ANONYMOUS_PRINCIPAL),
+        listener: std::rc::Rc::from(""),
     })
 }
 
