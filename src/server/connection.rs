@@ -71,13 +71,23 @@ struct InFlight {
 }
 
 /// Serves one accepted connection of `listener` until it closes: a TLS listener's connection
-/// first completes its TLS handshake (within `request_read_timeout_ms`; a failed one closes
-/// it, logged), and its principal is then its client certificate's subject, if it sent one.
+/// first completes its TLS handshake ([`serve_tls`]).
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
     let _ = stream.set_nodelay(true);
+    if listener.tls.is_some() {
+        // Boxed: the TLS state (kilobytes) must not size every plaintext connection's task.
+        return Box::pin(serve_tls(shard, stream, peer, listener)).await;
+    }
+    let anonymous: Rc<str> = Rc::from(crate::protocol::header::ANONYMOUS_PRINCIPAL);
+    serve_stream(shard, stream, peer, anonymous, listener).await
+}
+
+/// Serves a connection of a TLS listener: the TLS handshake (within
+/// `request_read_timeout_ms`; a failed one closes the connection, logged and counted), then the
+/// decrypted stream, whose principal is the client certificate's subject if it sent one.
+async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
     let Some(tls) = &listener.tls else {
-        let anonymous: Rc<str> = Rc::from(crate::protocol::header::ANONYMOUS_PRINCIPAL);
-        return serve_stream(shard, stream, peer, anonymous, listener).await;
+        return;
     };
     let timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
     let accepting = tls.acceptor().accept(stream);
@@ -271,7 +281,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         frames.frames_read += 1;
         let frame = if session.sasl.is_some() {
-            match sasl_gate::step(shard, &mut session, frame, &queue, peer).await {
+            // Boxed: only connections that authenticate pay for its state.
+            let step = Box::pin(sasl_gate::step(shard, &mut session, frame, &queue, peer));
+            match step.await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     if session.sasl.is_none() {

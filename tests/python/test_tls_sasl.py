@@ -289,3 +289,38 @@ def test_user_create_refuses_a_running_brokers_data_dir(secure_broker):
     out = create_user(secure_broker.data_dir, "bob", "pw", "SCRAM-SHA-512")
     assert out.returncode != 0
     assert "running broker" in out.stderr
+
+
+def test_alter_and_describe_user_scram_credentials(secure_broker, certs):
+    """AlterUserScramCredentials (51) adds bob, who can then log in with SCRAM-SHA-256 and
+    PLAIN; DescribeUserScramCredentials (50) lists mechanisms and iterations; after deletion
+    bob is refused; an unknown user is RESOURCE_NOT_FOUND."""
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion,
+                                       UserScramCredentialUpsertion)
+    from confluent_kafka import KafkaException
+    sasl = {"bootstrap.servers": secure_broker.at("SASL_SSL"), "security.protocol": "SASL_SSL",
+            **ssl_conf(certs)}
+    admin = AdminClient({**sasl, "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
+                         "sasl.password": "alice-secret"})
+    upsert = UserScramCredentialUpsertion(
+        "bob", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), b"bob-secret")
+    for f in admin.alter_user_scram_credentials([upsert]).values():
+        f.result(10)
+    described = {user: f.result(10) for user, f in
+                 admin.describe_user_scram_credentials(["bob", "alice"]).items()}
+    bob = described["bob"].scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in bob] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    assert len(described["alice"].scram_credential_infos) == 2
+    with pytest.raises(KafkaException) as missing:
+        admin.describe_user_scram_credentials(["nobody"])["nobody"].result(10)
+    assert missing.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND
+    for mechanism in ("SCRAM-SHA-256", "PLAIN"):
+        produce_consume({**sasl, "sasl.mechanism": mechanism, "sasl.username": "bob",
+                         "sasl.password": "bob-secret"}, f"bob-{mechanism}", n=2)
+    delete = UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_256)
+    for f in admin.alter_user_scram_credentials([delete]).values():
+        f.result(10)
+    errors = auth_errors({**sasl, "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "bob",
+                          "sasl.password": "bob-secret"})
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
