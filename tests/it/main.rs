@@ -82,6 +82,7 @@ mod storage_prop;
 mod storage_read_check;
 mod storage_txn_index;
 mod stress;
+mod tls_sasl;
 mod tuning;
 mod validate_cleaner_bomb;
 mod validate_records;
