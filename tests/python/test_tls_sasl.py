@@ -324,3 +324,20 @@ def test_alter_and_describe_user_scram_credentials(secure_broker, certs):
     errors = auth_errors({**sasl, "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "bob",
                           "sasl.password": "bob-secret"})
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_kcat_over_sasl_ssl_with_scram(secure_broker, certs):
+    """kcat (librdkafka's CLI) produces and consumes over SASL_SSL with SCRAM-SHA-512."""
+    common = ["-b", secure_broker.at("SASL_SSL"), "-X", "security.protocol=SASL_SSL",
+              "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=alice",
+              "-X", "sasl.password=alice-secret", "-X", f"ssl.ca.location={certs / 'ca.pem'}"]
+    subprocess.run(["kcat", "-P", "-t", "kcat-secure", *common], input=b"one\ntwo\n",
+                   check=True, timeout=60)
+    out = subprocess.run(["kcat", "-C", "-t", "kcat-secure", "-o", "beginning", "-e", "-q",
+                          *common], capture_output=True, check=True, timeout=60)
+    assert out.stdout.split() == [b"one", b"two"]
+    wrong = subprocess.run(["kcat", "-L", *common[:-3], "sasl.password=wrong",
+                            "-X", f"ssl.ca.location={certs / 'ca.pem'}"],
+                           capture_output=True, timeout=60)
+    assert wrong.returncode != 0
+    assert b"Authentication failed" in wrong.stderr, wrong.stderr

@@ -145,7 +145,10 @@ impl ServerFirst {
         if binding != Some(b64().encode(self.gs2_header.as_bytes()).as_str()) {
             return fail("Invalid SCRAM client final message: channel binding does not match");
         }
-        if nonce != Some(self.nonce.as_str()) {
+        // Kafka's check (`ScramSaslServer`): the nonce ends with the server-first one. Older
+        // librdkafka (2.0, kcat's) sends its client nonce again in front of it; the proof
+        // covers the message as sent either way.
+        if !nonce.is_some_and(|n| n.ends_with(self.nonce.as_str())) {
             return fail("Invalid SCRAM client final message: nonce does not match");
         }
         let m = self.mechanism;
@@ -212,6 +215,33 @@ mod tests {
         (user == "al,ice").then(|| ScramCredential::new(m, "pw", 4096))
     }
 
+    /// librdkafka 2.0 (kcat) sends its client nonce again in front of the combined one; Kafka
+    /// accepts a final nonce that ends with the server-first nonce, and so does this.
+    #[test]
+    fn a_repeated_client_nonce_prefix_is_accepted_as_kafka_does() {
+        let m = ScramMechanism::Sha256;
+        let bare = "n=al=2Cice,r=cnonce";
+        let first = ServerFirst::start(m, format!("n,,{bare}").as_bytes(), &users).unwrap();
+        let server_first = first.message.clone();
+        let (fin, _) = client_final(m, "pw", bare, &server_first);
+        let fin = fin.replacen("r=", "r=cnonce", 1);
+        let (without_proof, _) = fin.rsplit_once(",p=").unwrap();
+        // The proof over the message as sent.
+        let attrs: Vec<&str> = server_first.split(',').collect();
+        let salt = b64().decode(attrs[1].strip_prefix("s=").unwrap()).unwrap();
+        let salted = m.salted_password(b"pw", &salt, 4096);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let auth = format!("{bare},{server_first},{without_proof}");
+        let signature = m.hmac(&m.hash(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let fin = format!("{without_proof},p={}", b64().encode(proof));
+        assert!(matches!(first.finish(fin.as_bytes()), Step::Done { .. }));
+    }
+
     /// A full exchange for both mechanisms: the right password authenticates (and the server
     /// proves it knows the credential); a wrong one fails.
     #[test]
@@ -271,5 +301,8 @@ mod tests {
         ));
         let first = ServerFirst::start(m, b"n,,n=al=2Cice,r=abc", &users).unwrap();
         assert!(matches!(first.finish(b"no proof"), Step::Failed(_)));
+        let first = ServerFirst::start(m, b"n,,n=al=2Cice,r=abc", &users).unwrap();
+        let fin = format!("c=biws,r={}x,p=AAAA", first.nonce);
+        assert!(matches!(first.finish(fin.as_bytes()), Step::Failed(why) if why.contains("nonce")));
     }
 }
