@@ -355,3 +355,47 @@ fn sasl_raw_tokens_failure_delay_and_frame_bound() {
         assert_eq!(md.brokers[0].port, i32::from(broker.plain.port()));
     });
 }
+
+/// What an open TLS connection costs the broker: 400 connections that completed the handshake
+/// and one ApiVersions stay below 64 KiB of RSS each (rustls's buffers and the connection's
+/// task), so `connections_per_shard_max` bounds TLS memory as it bounds plaintext memory.
+#[test]
+fn idle_tls_connections_have_bounded_memory() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "test CA");
+        pki.issue("server", "localhost", true, (2020, 2100));
+        let broker = SecureBroker::start(dir.path(), "");
+        let config = tls_client(dir.path(), None);
+        let open = |n: usize| -> Vec<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+            (0..n)
+                .map(|_| {
+                    let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+                    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+                    let sock = TcpStream::connect(broker.ssl).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let frame = RawConn::encode_request(0, 1, &ApiVersionsRequest::default());
+                    tls.write_all(&frame).unwrap();
+                    let mut size = [0u8; 4];
+                    tls.read_exact(&mut size).unwrap();
+                    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+                    tls.read_exact(&mut body).unwrap();
+                    tls
+                })
+                .collect()
+        };
+        let warm = open(20);
+        let pid = broker.child.id();
+        let before = common::proc_status_bytes(pid, "VmRSS").unwrap();
+        const CONNECTIONS: u64 = 400;
+        let conns = open(CONNECTIONS as usize);
+        let after = common::proc_status_bytes(pid, "VmRSS").unwrap();
+        let per_connection = after.saturating_sub(before) / CONNECTIONS;
+        eprintln!("{CONNECTIONS} idle TLS connections: {per_connection} bytes of RSS each");
+        assert!(
+            per_connection < 64 * 1024,
+            "{per_connection} bytes per TLS connection"
+        );
+        drop((warm, conns));
+    });
+}

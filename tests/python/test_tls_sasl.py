@@ -100,6 +100,15 @@ def secure_broker(tmp_path, certs, monkeypatch):
         print(b.log_tail())
 
 
+def metric_total(broker, name):
+    """The sum of metric `name` over its series in the broker's /metrics."""
+    import urllib.request
+    url = f"http://127.0.0.1:{broker.admin_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
 def ssl_conf(certs):
     return {"ssl.ca.location": str(certs / "ca.pem")}
 
@@ -206,6 +215,7 @@ def test_wrong_password_is_refused_and_others_keep_working(secure_broker, certs)
         assert "Authentication failed" in auth[0].str(), auth[0].str()
     wait_until(lambda: "SASL authentication failed" in secure_broker.log_tail(400), 10,
                "the failed authentication in the broker log")
+    assert metric_total(secure_broker, "freshet_authentication_failures_total") >= 2
     produce_consume({"bootstrap.servers": secure_broker.at("SASL_SSL"),
                      "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                      "sasl.username": "alice", "sasl.password": "alice-secret",
