@@ -129,6 +129,9 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::BrokerRegistered { registration } => {
                 registration.host.len() + registration.rack.as_ref().map_or(0, String::len) + 256
             }
+            MetadataRecord::PartitionChanged {
+                topic, assignment, ..
+            } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
             MetadataRecord::UserScramCredentialSet { user, .. } => {
                 user.len() + SCRAM_CREDENTIAL_JSON_BYTES
             }
