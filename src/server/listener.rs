@@ -27,7 +27,13 @@ impl Listener {
                 certificate: config.ssl_certificate_file.clone(),
                 key: config.ssl_key_file.clone(),
                 ca: config.ssl_ca_file.clone(),
-                client_auth: ClientAuth::parse(&config.ssl_client_auth),
+                // As Kafka (KIP-684): `ssl.client.auth` is for SSL listeners; a SASL_SSL
+                // listener authenticates with SASL and asks for no certificate.
+                client_auth: if spec.protocol.sasl() {
+                    ClientAuth::None
+                } else {
+                    ClientAuth::parse(&config.ssl_client_auth)
+                },
             };
             Some(Reloading::new(files).map_err(|e| format!("listener {}: {e}", spec.name))?)
         } else {

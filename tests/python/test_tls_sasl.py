@@ -65,10 +65,11 @@ def create_user(data_dir, name, password, mechanism):
 
 
 class SecureBroker(Broker):
-    """A broker with PLAINTEXT (the harness's ready check), SSL, SASL_SSL and SASL_PLAINTEXT."""
+    """A broker of 2 shards (each serves every listener) with PLAINTEXT (the harness's ready
+    check), SSL, SASL_SSL and SASL_PLAINTEXT; client certificates are requested on SSL."""
 
     def __init__(self, workdir, certs):
-        super().__init__(workdir, 1)
+        super().__init__(workdir, 2)
         self.ports = {"SSL": free_port(), "SASL_SSL": free_port(), "SASL_PLAINTEXT": free_port()}
         listeners = [f"PLAINTEXT://{self.addr}"] + [
             f"{name}://127.0.0.1:{port}" for name, port in self.ports.items()]
