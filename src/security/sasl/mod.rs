@@ -209,6 +209,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends (any mechanism, any tokens), the server answers or fails;
+        /// it never panics, and it authenticates no one without the password.
+        #[test]
+        fn hostile_tokens_never_panic_nor_authenticate(
+            mechanism in proptest::sample::select(vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "X"]),
+            first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            second in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            prefix in proptest::prelude::any::<bool>(),
+        ) {
+            let mut s = SaslServer::new(&["PLAIN".into(), "SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()]);
+            let _ = s.handshake(mechanism, 1);
+            // Sometimes a well-formed client-first, so the final message is reached.
+            let first = if prefix { b"n,,n=alice,r=abc".to_vec() } else { first };
+            for token in [first, second] {
+                if let Step::Done { .. } = s.authenticate(&token, &users) {
+                    proptest::prop_assert!(token.windows(12).any(|w| w == b"alice-secret"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_token_before_the_handshake_fails() {
         let mut s = SaslServer::new(&["PLAIN".into()]);
