@@ -340,6 +340,18 @@ fn sasl_raw_tokens_failure_delay_and_frame_bound() {
             "the connection stays open"
         );
 
+        // SaslAuthenticate before any handshake: ILLEGAL_SASL_STATE (34), then closed.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        let auth = conn
+            .request(
+                2,
+                &SaslAuthenticateRequest::default()
+                    .with_auth_bytes(bytes::Bytes::from_static(b"\0alice\0alice-secret")),
+            )
+            .unwrap();
+        assert_eq!(auth.error_code, 34);
+        assert_eq!(conn.read_frame().unwrap(), None);
+
         // 600 KiB announced before authentication: closed without reading it.
         let mut conn = RawConn::connect(broker.sasl).unwrap();
         conn.stream

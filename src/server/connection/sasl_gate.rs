@@ -115,6 +115,32 @@ pub(super) async fn step(
         };
     }
     let body: SaslAuthenticateRequest = decode(&request)?;
+    if session
+        .sasl
+        .as_ref()
+        .is_some_and(|s| s.awaiting_handshake())
+    {
+        // Kafka: SaslAuthenticate before SaslHandshake is ILLEGAL_SASL_STATE, then close.
+        let response = SaslAuthenticateResponse::default()
+            .with_error_code(crate::error::code(Some(ResponseError::IllegalSaslState)))
+            .with_error_message(Some(str_bytes("SaslAuthenticate before SaslHandshake")));
+        answer(
+            shard,
+            queue,
+            api::respond(&request, &response),
+            Duration::ZERO,
+        )
+        .await?;
+        answer(
+            shard,
+            queue,
+            Outcome::Close("SaslAuthenticate before SaslHandshake".into()),
+            Duration::ZERO,
+        )
+        .await?;
+        crate::metrics::record_authentication(false);
+        return Err("SaslAuthenticate before SaslHandshake".into());
+    }
     match evaluate(shard, session, &body.auth_bytes, peer) {
         Ok(token) => {
             let response = SaslAuthenticateResponse::default()
