@@ -587,3 +587,148 @@ mod tests {
         }
     }
 }
+
+/// The most offsets a group coordinator holds for transactions coordinated on other nodes
+/// (about 200 bytes each plus the names: some tens of MiB at the limit).
+pub const PENDING_TXN_OFFSETS_MAX: usize = 100_000;
+
+/// Offsets sent with TxnOffsetCommit for a transaction whose coordinator is on another node,
+/// held by the group coordinator until the transaction's marker for the group's
+/// `__consumer_offsets` partition arrives (Kafka's `pendingTransactionalOffsetCommits`), then
+/// committed or dropped ([`PendingTxnOffsets::complete`]). Keyed by producer id, as Kafka's;
+/// the latest TxnOffsetCommit of a key wins. Held in memory only: lost if this node restarts
+/// before the marker (the transaction then commits without them). Bounded by
+/// [`PENDING_TXN_OFFSETS_MAX`] entries.
+#[derive(Debug, Default)]
+pub struct PendingTxnOffsets {
+    by_producer: BTreeMap<i64, BTreeMap<OffsetKey, CommittedOffset>>,
+    entries: usize,
+}
+
+impl PendingTxnOffsets {
+    pub fn new() -> PendingTxnOffsets {
+        PendingTxnOffsets::default()
+    }
+
+    /// Holds `offsets` for `producer_id`; refused whole (false) if they would pass the bound.
+    pub fn add(&mut self, producer_id: i64, offsets: Vec<(OffsetKey, CommittedOffset)>) -> bool {
+        let held = self.by_producer.entry(producer_id).or_default();
+        let new = offsets
+            .iter()
+            .filter(|(k, _)| !held.contains_key(k))
+            .count();
+        if self.entries + new > PENDING_TXN_OFFSETS_MAX {
+            if held.is_empty() {
+                self.by_producer.remove(&producer_id);
+            }
+            return false;
+        }
+        self.entries += new;
+        held.extend(offsets);
+        true
+    }
+
+    /// The marker of `producer_id` for the groups `in_partition` accepts (those of one
+    /// `__consumer_offsets` partition): their pending offsets leave the table, returned to be
+    /// written if `commit`, dropped otherwise (an empty list).
+    pub fn complete(
+        &mut self,
+        producer_id: i64,
+        commit: bool,
+        in_partition: impl Fn(&str) -> bool,
+    ) -> Vec<(OffsetKey, CommittedOffset)> {
+        let Some(held) = self.by_producer.get_mut(&producer_id) else {
+            return Vec::new();
+        };
+        let keys: Vec<OffsetKey> = held
+            .keys()
+            .filter(|k| in_partition(&k.group))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(v) = held.remove(&k) {
+                out.push((k, v));
+            }
+        }
+        if held.is_empty() {
+            self.by_producer.remove(&producer_id);
+        }
+        self.entries -= out.len();
+        if commit {
+            out
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Every key with an offset pending (OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT for them).
+    pub fn keys(&self) -> impl Iterator<Item = &OffsetKey> {
+        self.by_producer.values().flat_map(|m| m.keys())
+    }
+
+    /// Offsets held.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    fn offset(group: &str, partition: i32, value: i64) -> (OffsetKey, CommittedOffset) {
+        (
+            OffsetKey {
+                group: group.into(),
+                topic: "t".into(),
+                partition,
+            },
+            CommittedOffset {
+                offset: value,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        )
+    }
+
+    /// A commit marker returns the producer's offsets of the marked groups only; an abort
+    /// drops them; the latest offset of a key wins; the count follows.
+    #[test]
+    fn markers_commit_or_drop_the_offsets_of_their_groups() {
+        let mut p = PendingTxnOffsets::new();
+        assert!(p.add(1, vec![offset("a", 0, 5), offset("b", 0, 6)]));
+        assert!(p.add(1, vec![offset("a", 0, 7)]));
+        assert!(p.add(2, vec![offset("a", 1, 9)]));
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.keys().count(), 3);
+        assert_eq!(p.complete(1, true, |g| g == "a"), vec![offset("a", 0, 7)]);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.complete(1, false, |_| true), vec![]);
+        assert_eq!(p.complete(2, true, |g| g == "b"), vec![]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.complete(2, true, |_| true), vec![offset("a", 1, 9)]);
+        assert!(p.is_empty());
+        assert_eq!(p.complete(3, true, |_| true), vec![]);
+    }
+
+    /// Past the bound a TxnOffsetCommit is refused whole; replacing held keys still fits.
+    #[test]
+    fn the_table_is_bounded() {
+        let mut p = PendingTxnOffsets::new();
+        let many: Vec<_> = (0..PENDING_TXN_OFFSETS_MAX as i32)
+            .map(|i| offset("g", i, 1))
+            .collect();
+        assert!(p.add(1, many));
+        assert!(!p.add(2, vec![offset("g", -1, 1)]));
+        assert!(p.add(1, vec![offset("g", 0, 2)]));
+        assert_eq!(p.len(), PENDING_TXN_OFFSETS_MAX);
+        assert_eq!(p.keys().count(), PENDING_TXN_OFFSETS_MAX);
+    }
+}

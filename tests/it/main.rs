@@ -83,5 +83,6 @@ mod storage_read_check;
 mod storage_txn_index;
 mod stress;
 mod tuning;
+mod txn_cluster;
 mod validate_cleaner_bomb;
 mod validate_records;

@@ -1,0 +1,330 @@
+//! Transactions across the brokers of a real 3-node cluster (three `freshet` processes): a
+//! librdkafka transactional producer writes to partitions led by every broker and sends
+//! consumer offsets for a group whose coordinator is on another broker than its transaction
+//! coordinator. Committing writes the markers on every leader (WriteTxnMarkers) and the group's
+//! offsets on the group coordinator; aborting drops both. A read_committed consumer sees exactly
+//! the committed records, and the group's committed offset appears only after the commit.
+//! Also, raw WriteTxnMarkers answers per partition as Kafka does (not the leader, unknown
+//! partition, a stale coordinator epoch).
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{within, RawConn};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{MetadataRequest, ProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+const TXN_OP_TIMEOUT: Duration = Duration::from_secs(60);
+const TOPIC: &str = "txc-out";
+const PARTITIONS: i32 = 6;
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn conn(cluster: &TestCluster, node: usize) -> RawConn {
+    RawConn::connect(cluster.socket_addr(node)).expect("connect")
+}
+
+/// The node coordinating `key` (key type 0 group, 1 transaction), once every broker names
+/// the same one (the first asks create the internal topic).
+fn coordinator(cluster: &TestCluster, key_type: i8, key: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answers: Vec<(i16, i32)> = (0..cluster.len())
+            .map(|n| {
+                let request = FindCoordinatorRequest::default()
+                    .with_key(s(key))
+                    .with_key_type(key_type);
+                let r = conn(cluster, n)
+                    .request(3, &request)
+                    .expect("FindCoordinator");
+                (r.error_code, r.node_id.0)
+            })
+            .collect();
+        if answers.iter().all(|a| *a == (0, answers[0].1)) {
+            return answers[0].1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator for {key}: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A transactional id and a group id whose coordinators are on different brokers.
+fn ids_on_different_brokers(cluster: &TestCluster) -> (String, i32, String, i32) {
+    let txn = "txc-txn-0".to_string();
+    let txn_node = coordinator(cluster, 1, &txn);
+    for i in 0..200 {
+        let group = format!("txc-group-{i}");
+        let group_node = coordinator(cluster, 0, &group);
+        if group_node != txn_node {
+            return (txn, txn_node, group, group_node);
+        }
+    }
+    panic!("every group landed on the transaction coordinator {txn_node}");
+}
+
+/// Partition -> leader of `topic`, as node 0's Metadata says, once every partition has one.
+fn leaders(cluster: &TestCluster, topic: &str) -> BTreeMap<i32, i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(s(topic)))),
+        ]));
+        let r = conn(cluster, 0).request(9, &request).expect("Metadata");
+        let out: BTreeMap<i32, i32> = r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        if out.len() == PARTITIONS as usize && out.values().all(|l| *l >= 0) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "no leaders for {topic}: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn txn_producer(cluster: &TestCluster, transactional_id: &str) -> BaseProducer {
+    let mut config = cluster.client_config(&[0, 1, 2]);
+    config
+        .set("transactional.id", transactional_id)
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .set("transaction.timeout.ms", "60000");
+    let p: BaseProducer = config.create().expect("transactional producer");
+    p.init_transactions(TXN_OP_TIMEOUT)
+        .expect("init_transactions");
+    p
+}
+
+/// Sends `count` values tagged `tag` to every partition and waits until all are delivered.
+fn send_to_every_partition(p: &BaseProducer, tag: &str, count: usize) -> Vec<String> {
+    let mut sent = Vec::new();
+    for partition in 0..PARTITIONS {
+        for i in 0..count {
+            let value = format!("{tag}-{partition}-{i:03}");
+            let record = BaseRecord::<str, str>::to(TOPIC)
+                .partition(partition)
+                .payload(&value);
+            p.send(record).map_err(|(e, _)| e).expect("enqueue");
+            sent.push(value);
+        }
+    }
+    p.flush(TXN_OP_TIMEOUT).expect("flush");
+    sent
+}
+
+/// Every value of `TOPIC` a read_committed consumer reads up to each partition's end (its
+/// last stable offset), sorted.
+fn read_committed(cluster: &TestCluster) -> Vec<String> {
+    let mut config = cluster.client_config(&[0, 1, 2]);
+    config
+        .set("group.id", "txc-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut eof = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof.len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "reading {TOPIC} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+        }
+    }
+    out.sort();
+    out
+}
+
+fn sorted(parts: &[&[String]]) -> Vec<String> {
+    let mut v: Vec<String> = parts.iter().flat_map(|p| p.iter().cloned()).collect();
+    v.sort();
+    v
+}
+
+/// The test's main scenario (module doc).
+#[test]
+fn transactions_span_brokers_with_offsets_on_another_coordinator() {
+    within(TEST_LIMIT, || {
+        let cluster = TestCluster::start(3, ClusterOptions::default());
+        let (txn, txn_node, group, group_node) = ids_on_different_brokers(&cluster);
+        println!("transaction {txn} on {txn_node}, group {group} on {group_node}");
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
+        let led_by: BTreeSet<i32> = leaders(&cluster, TOPIC).into_values().collect();
+        assert_eq!(
+            led_by,
+            BTreeSet::from([0, 1, 2]),
+            "partitions on every broker"
+        );
+
+        let mut config = cluster.client_config(&[group_node as usize]);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            // No require_stable (KIP-447): the committed offset as it is, not a wait for it.
+            .set("isolation.level", "read_uncommitted");
+        let group_consumer: BaseConsumer = config.create().expect("group consumer");
+        let cgm = group_consumer.group_metadata().expect("group metadata");
+        let committed = || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(TOPIC, 0);
+            tpl.add_partition(TOPIC, 1);
+            let got = group_consumer
+                .committed_offsets(tpl, TXN_OP_TIMEOUT)
+                .expect("committed offsets");
+            got.elements()
+                .iter()
+                .map(|e| e.offset())
+                .collect::<Vec<_>>()
+        };
+        let offsets = |a: i64, b: i64| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(TOPIC, 0, Offset::Offset(a))
+                .unwrap();
+            tpl.add_partition_offset(TOPIC, 1, Offset::Offset(b))
+                .unwrap();
+            tpl
+        };
+
+        let p = txn_producer(&cluster, &txn);
+        // Committed: records on every broker, offsets on the group's coordinator.
+        p.begin_transaction().unwrap();
+        let first = send_to_every_partition(&p, "c1", 5);
+        p.send_offsets_to_transaction(&offsets(3, 4), &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        assert_eq!(
+            committed(),
+            vec![Offset::Invalid, Offset::Invalid],
+            "no committed offset before the commit"
+        );
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        assert_eq!(committed(), vec![Offset::Offset(3), Offset::Offset(4)]);
+        assert_eq!(read_committed(&cluster), sorted(&[&first]));
+
+        // Aborted: neither the records nor the offsets.
+        p.begin_transaction().unwrap();
+        send_to_every_partition(&p, "a1", 4);
+        p.send_offsets_to_transaction(&offsets(30, 40), &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        p.abort_transaction(TXN_OP_TIMEOUT).expect("abort");
+        assert_eq!(committed(), vec![Offset::Offset(3), Offset::Offset(4)]);
+
+        // Committed again after the abort: readers pass the aborted records.
+        p.begin_transaction().unwrap();
+        let second = send_to_every_partition(&p, "c2", 3);
+        p.send_offsets_to_transaction(&offsets(7, 8), &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        assert_eq!(committed(), vec![Offset::Offset(7), Offset::Offset(8)]);
+        assert_eq!(read_committed(&cluster), sorted(&[&first, &second]));
+    })
+}
+
+/// WriteTxnMarkers v1 sent by hand to one broker: a partition it leads gets the marker
+/// (NONE), one led elsewhere NOT_LEADER_OR_FOLLOWER, an unknown one
+/// UNKNOWN_TOPIC_OR_PARTITION; a marker with a coordinator epoch older than the last one
+/// written for that producer is TRANSACTION_COORDINATOR_FENCED, as Kafka answers.
+#[test]
+fn write_txn_markers_answers_per_partition() {
+    within(TEST_LIMIT, || {
+        let cluster = TestCluster::start(3, ClusterOptions::default());
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
+        let leaders = leaders(&cluster, TOPIC);
+        let mine = *leaders.iter().find(|(_, l)| **l == 0).expect("one on 0").0;
+        let other = *leaders
+            .iter()
+            .find(|(_, l)| **l != 0)
+            .expect("one elsewhere")
+            .0;
+        let marker = |coordinator_epoch: i32, partitions: Vec<i32>| {
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(4242))
+                .with_producer_epoch(0)
+                .with_transaction_result(true)
+                .with_coordinator_epoch(coordinator_epoch)
+                .with_topics(vec![
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(s(TOPIC)))
+                        .with_partition_indexes(partitions),
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(s("txc-no-such-topic")))
+                        .with_partition_indexes(vec![0]),
+                ])])
+        };
+        let answer = |request: &WriteTxnMarkersRequest| -> BTreeMap<(String, i32), i16> {
+            let r = conn(&cluster, 0)
+                .request(1, request)
+                .expect("WriteTxnMarkers");
+            assert_eq!(r.markers.len(), 1);
+            assert_eq!(r.markers[0].producer_id.0, 4242);
+            r.markers[0]
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| ((t.name.to_string(), p.partition_index), p.error_code))
+                })
+                .collect()
+        };
+        let got = answer(&marker(5, vec![mine, other]));
+        let expected = BTreeMap::from([
+            ((TOPIC.to_string(), mine), 0),
+            ((TOPIC.to_string(), other), 6),
+            (("txc-no-such-topic".to_string(), 0), 3),
+        ]);
+        assert_eq!(got, expected);
+        // Epoch 5 was written for producer 4242 there: epoch 4 is fenced, 5 again is fine.
+        let got = answer(&marker(4, vec![mine]));
+        assert_eq!(got[&(TOPIC.to_string(), mine)], 52, "{got:?}");
+        let got = answer(&marker(5, vec![mine]));
+        assert_eq!(got[&(TOPIC.to_string(), mine)], 0, "{got:?}");
+    })
+}
