@@ -23,7 +23,8 @@
 //!   epoch of the id's `__transaction_state` partition). Partitions answered with a retriable
 //!   error (NOT_LEADER_OR_FOLLOWER, no answer) are routed again from the metadata and sent
 //!   again, at most [`MARKER_ROUNDS_MAX`] rounds with a growing pause; after that the plan
-//!   fails and the tick retries it. A partition whose topic is gone from the metadata is
+//!   fails with CONCURRENT_TRANSACTIONS (the client retries its EndTxn) and the tick retries
+//!   it. A partition whose topic is gone from the metadata is
 //!   skipped (nothing left to mark). The transaction completes only when every marker is in.
 //! - Offsets of groups coordinated elsewhere (KIP-98's split of coordinators): TxnOffsetCommit
 //!   goes to the group coordinator. When the transaction coordinator is on the same node the
@@ -485,7 +486,6 @@ fn marker_retriable(error: ResponseError) -> bool {
             | ResponseError::CoordinatorNotAvailable
             | ResponseError::CoordinatorLoadInProgress
             | ResponseError::RequestTimedOut
-            | ResponseError::KafkaStorageError
     )
 }
 
@@ -550,7 +550,9 @@ pub async fn write_markers(
         tracing::debug!(left = targets.len(), round, error = ?last_error, "transaction markers to send again");
     }
     tracing::warn!(left = ?targets, error = ?last_error, "transaction markers not all written; retried on the next tick");
-    Err(last_error)
+    // The decision is durable and the tick finishes the plan: the client is told to retry
+    // (EndTxn, InitProducerId), as Kafka answers while a transaction is being completed.
+    Err(ResponseError::ConcurrentTransactions)
 }
 
 /// One partition's outcome of a marker.

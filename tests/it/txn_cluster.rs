@@ -328,3 +328,66 @@ fn write_txn_markers_answers_per_partition() {
         assert_eq!(got[&(TOPIC.to_string(), mine)], 0, "{got:?}");
     })
 }
+
+/// The leader of some of a transaction's partitions is killed (-9) before the commit: the
+/// coordinator cannot write its markers, so the commit waits (EndTxn is answered
+/// CONCURRENT_TRANSACTIONS, which the client retries) rather than completing without them;
+/// once the broker is back the markers reach it and the commit completes, records and offsets
+/// included.
+#[test]
+fn a_commit_waits_for_a_killed_leader_and_completes_when_it_returns() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, ClusterOptions::default());
+        let (txn, txn_node, group, group_node) = ids_on_different_brokers(&cluster);
+        let victim = (0..3).find(|n| *n != txn_node && *n != group_node).unwrap() as usize;
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
+        let leaders = leaders(&cluster, TOPIC);
+        assert!(leaders.values().any(|l| *l == victim as i32), "{leaders:?}");
+
+        let mut config = cluster.client_config(&[group_node as usize]);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted");
+        let group_consumer: BaseConsumer = config.create().expect("group consumer");
+        let cgm = group_consumer.group_metadata().expect("group metadata");
+        let p = txn_producer(&cluster, &txn);
+        p.begin_transaction().unwrap();
+        let sent = send_to_every_partition(&p, "k1", 4);
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(TOPIC, 0, Offset::Offset(11))
+            .unwrap();
+        p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+
+        cluster.kill9(victim);
+        let started = Instant::now();
+        let committed = std::thread::scope(|scope| {
+            let commit = scope.spawn(|| p.commit_transaction(TXN_OP_TIMEOUT));
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(
+                !commit.is_finished(),
+                "the commit waits for the killed leader"
+            );
+            cluster.restart(victim);
+            commit.join().expect("commit thread")
+        });
+        committed.expect("commit once the leader is back");
+        println!("commit took {:?}", started.elapsed());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(TOPIC, 0);
+        let got = group_consumer
+            .committed_offsets(tpl, TXN_OP_TIMEOUT)
+            .expect("committed offsets");
+        assert_eq!(got.elements()[0].offset(), Offset::Offset(11));
+        assert_eq!(read_committed(&cluster), sorted(&[&sent]));
+    })
+}
