@@ -57,6 +57,7 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::routing::{self, Route};
@@ -583,7 +584,7 @@ async fn send_markers(
         .into_iter()
         .map(|(t, ps)| {
             WritableTxnMarkerTopic::default()
-                .with_name(TopicName(crate::api::str_bytes(t)))
+                .with_name(TopicName(StrBytes::from_string(t.to_string())))
                 .with_partition_indexes(ps)
         })
         .collect();
@@ -849,12 +850,12 @@ async fn verify_remote(
     let addr = broker_addr(shard, node).ok_or(unreachable)?;
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
-            .with_transactional_id(TransactionalId(crate::api::str_bytes(transactional_id)))
+            .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id)))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch)
             .with_verify_only(true)
             .with_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(crate::api::str_bytes(topic.clone())))
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
                 .with_partitions(vec![partition])]),
     ]);
     let response = shard
