@@ -391,3 +391,73 @@ fn a_commit_waits_for_a_killed_leader_and_completes_when_it_returns() {
         assert_eq!(read_committed(&cluster), sorted(&[&sent]));
     })
 }
+
+/// TxnOffsetCommit on a group coordinator whose transaction coordinator is another broker is
+/// verified with that coordinator first (KIP-890): before AddOffsetsToTxn added the group it is
+/// refused (INVALID_TXN_STATE, TRANSACTION_ABORTABLE from v4), after it accepted; an unknown
+/// producer epoch is refused too.
+#[test]
+fn txn_offset_commit_is_verified_with_a_remote_transaction_coordinator() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, GroupId, InitProducerIdRequest, TransactionalId,
+        TxnOffsetCommitRequest,
+    };
+    within(TEST_LIMIT, || {
+        let cluster = TestCluster::start(3, ClusterOptions::default());
+        let (txn, txn_node, group, group_node) = ids_on_different_brokers(&cluster);
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
+        let mut coordinator = conn(&cluster, txn_node as usize);
+        let init = coordinator
+            .request(
+                4,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(s(&txn))))
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .expect("InitProducerId");
+        assert_eq!(init.error_code, 0);
+        let commit = |version: i16, epoch: i16| -> i16 {
+            let request = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s(&txn)))
+                .with_group_id(GroupId(s(&group)))
+                .with_producer_id(init.producer_id)
+                .with_producer_epoch(epoch)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(TOPIC)))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(5)])]);
+            let r = conn(&cluster, group_node as usize)
+                .request(version, &request)
+                .expect("TxnOffsetCommit");
+            r.topics[0].partitions[0].error_code
+        };
+        const INVALID_TXN_STATE: i16 = 48;
+        const TRANSACTION_ABORTABLE: i16 = 120;
+        assert_eq!(commit(3, init.producer_epoch), INVALID_TXN_STATE);
+        assert_eq!(commit(4, init.producer_epoch), TRANSACTION_ABORTABLE);
+        let added = coordinator
+            .request(
+                3,
+                &AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s(&txn)))
+                    .with_producer_id(init.producer_id)
+                    .with_producer_epoch(init.producer_epoch)
+                    .with_group_id(GroupId(s(&group))),
+            )
+            .expect("AddOffsetsToTxn");
+        assert_eq!(added.error_code, 0);
+        assert_eq!(commit(3, init.producer_epoch), 0);
+        assert_ne!(commit(3, init.producer_epoch + 1), 0, "another epoch");
+    })
+}
