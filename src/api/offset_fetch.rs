@@ -103,7 +103,7 @@ async fn fetch_on_coordinator(
                 .collect();
             let pending = if require_stable {
                 let mut keys = c.txns.state.borrow().pending_offsets();
-                keys.extend(c.txns.group_pending.borrow().keys().cloned());
+                keys.extend(c.groups.pending.borrow().keys().cloned());
                 keys
             } else {
                 HashSet::new()

@@ -29,10 +29,11 @@
 //! - Offsets of groups coordinated elsewhere (KIP-98's split of coordinators): TxnOffsetCommit
 //!   goes to the group coordinator. When the transaction coordinator is on the same node the
 //!   offsets are kept with the transaction as above (durable in its Prepare record); otherwise
-//!   the group coordinator holds them ([`TxnCoordinator::group_pending`], after verifying with
-//!   the transaction coordinator), and the transaction's end sends a marker for the group's
-//!   `__consumer_offsets` partition to that partition's leader, which commits or drops them
-//!   ([`complete_group_marker`]), as Kafka's group coordinator does on its marker.
+//!   the group coordinator verifies the transaction with its coordinator and holds them,
+//!   durably in its offsets log (`GroupCoordinator::hold_txn_offsets`); the transaction's end
+//!   sends a marker for the group's `__consumer_offsets` partition to that partition's leader,
+//!   which commits or drops them ([`complete_group_marker`]), as Kafka's group coordinator
+//!   does on its marker.
 //! - Verification (KIP-890 part 1, [`verify_partition`]): the leader of a partition asks the
 //!   transaction coordinator whether a first transactional write belongs to an open
 //!   transaction: the local state machine, or AddPartitionsToTxn v4 `verify_only` sent to the
@@ -64,7 +65,7 @@ use super::routing::{self, Route};
 use super::{now_ms, Shard, COORDINATOR_SHARD};
 use crate::cluster::broker_client::{BrokerClient, BrokerClientLimits};
 use crate::coordinator::coordinator_key::{self, CoordinatorKind, GROUP_TOPIC};
-use crate::coordinator::offsets::PendingTxnOffsets;
+use crate::coordinator::offsets::{CommittedOffset, OffsetKey};
 use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
 use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
@@ -159,9 +160,6 @@ pub struct TxnCoordinator {
     expiring: Cell<bool>,
     /// Calls to other brokers (markers, verifications), made from this shard.
     pub client: BrokerClient,
-    /// The group coordinator's side: offsets of transactions coordinated on other nodes,
-    /// waiting for their marker (module doc).
-    pub group_pending: RefCell<PendingTxnOffsets>,
 }
 
 impl Default for TxnCoordinator {
@@ -179,7 +177,6 @@ impl TxnCoordinator {
             last_expiry_check_ms: Cell::new(now_ms()),
             expiring: Cell::new(false),
             client: BrokerClient::new("freshet-broker", BrokerClientLimits::default()),
-            group_pending: RefCell::new(PendingTxnOffsets::new()),
         }
     }
 
@@ -713,8 +710,8 @@ pub async fn write_local_marker(
 
 /// The marker of a transaction for `__consumer_offsets` partition `partition`, on the group
 /// coordinator: the producer's offsets held for the groups of that partition are committed
-/// (written to the offsets log) or dropped. Offsets whose write fails are held again, for the
-/// marker's retry.
+/// (written to the offsets log) or dropped, durably, in one batch; a failed write changes
+/// nothing (the marker is sent again).
 pub async fn complete_group_marker(
     shard: &Rc<Shard>,
     partition: i32,
@@ -726,27 +723,11 @@ pub async fn complete_group_marker(
         .topics
         .get(GROUP_TOPIC)
         .map_or(1, |t| t.partitions);
-    let done = shard.txns.group_pending.borrow_mut().complete(
-        marker.producer_id,
-        marker.commit,
-        |group| coordinator_key::partition_for(group, partitions) == partition,
-    );
-    if done.is_empty() {
-        return Ok(());
-    }
-    let changes = done
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    if let Err(e) = shard.groups.write_offsets(changes, now_ms()).await {
-        shard
-            .txns
-            .group_pending
-            .borrow_mut()
-            .add(marker.producer_id, done);
-        return Err(e);
-    }
-    Ok(())
+    let in_partition = |group: &str| coordinator_key::partition_for(group, partitions) == partition;
+    shard
+        .groups
+        .end_txn_offsets(marker.producer_id, marker.commit, in_partition, now_ms())
+        .await
 }
 
 /// Produce-side verification (module doc): is `tp` in the open transaction of `producer_id`
@@ -789,10 +770,7 @@ pub async fn hold_group_offsets(
     producer_id: i64,
     epoch: i16,
     group: &str,
-    offsets: Vec<(
-        crate::coordinator::offsets::OffsetKey,
-        crate::coordinator::offsets::CommittedOffset,
-    )>,
+    offsets: Vec<(OffsetKey, CommittedOffset)>,
 ) -> Result<(), ResponseError> {
     assert_eq!(shard.id, COORDINATOR_SHARD);
     let unavailable = ResponseError::CoordinatorNotAvailable;
@@ -816,19 +794,10 @@ pub async fn hold_group_offsets(
                 e
             }
         })?;
-    if !shard
-        .txns
-        .group_pending
-        .borrow_mut()
-        .add(producer_id, offsets)
-    {
-        tracing::warn!(
-            held = shard.txns.group_pending.borrow().len(),
-            "too many transactional offsets pending; TxnOffsetCommit refused for now"
-        );
-        return Err(unavailable);
-    }
-    Ok(())
+    shard
+        .groups
+        .hold_txn_offsets(producer_id, offsets, now_ms())
+        .await
 }
 
 /// AddPartitionsToTxn v4 `verify_only` for one partition, sent to the coordinator `node`.

@@ -461,3 +461,56 @@ fn txn_offset_commit_is_verified_with_a_remote_transaction_coordinator() {
         assert_ne!(commit(3, init.producer_epoch + 1), 0, "another epoch");
     })
 }
+
+/// The group coordinator is killed (-9) and restarted between TxnOffsetCommit and the commit:
+/// the offsets it held for the transaction survive (durable in its offsets log) and the
+/// commit's marker commits them, as Kafka's transactional offset commits do.
+#[test]
+fn held_offsets_survive_a_group_coordinator_kill_9() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, ClusterOptions::default());
+        let (txn, _, group, group_node) = ids_on_different_brokers(&cluster);
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &options);
+        leaders(&cluster, TOPIC);
+        let group_config = |cluster: &TestCluster| {
+            let mut config = cluster.client_config(&[0, 1, 2]);
+            config
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_uncommitted");
+            config
+        };
+        let cgm = {
+            let c: BaseConsumer = group_config(&cluster).create().expect("group consumer");
+            c.group_metadata().expect("group metadata")
+        };
+        let p = txn_producer(&cluster, &txn);
+        p.begin_transaction().unwrap();
+        let sent = send_to_every_partition(&p, "h1", 3);
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(TOPIC, 1, Offset::Offset(21))
+            .unwrap();
+        p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+
+        cluster.kill9(group_node as usize);
+        cluster.restart(group_node as usize);
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit");
+        let reader: BaseConsumer = group_config(&cluster).create().expect("group consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(TOPIC, 1);
+        let got = reader
+            .committed_offsets(tpl, TXN_OP_TIMEOUT)
+            .expect("committed offsets");
+        assert_eq!(got.elements()[0].offset(), Offset::Offset(21));
+        assert_eq!(read_committed(&cluster), sorted(&[&sent]));
+    })
+}
