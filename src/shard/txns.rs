@@ -424,21 +424,18 @@ async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), Respons
     shard.txns.persist(&plan.prepare).await?;
     let coordinator_epoch = shard.coordinator_epoch(&plan.transactional_id);
     let mut targets = plan.partitions.clone();
-    // Groups coordinated on another node hold their offsets there: a marker each.
+    // In a cluster every group's `__consumer_offsets` partition gets a marker too: its
+    // coordinator may hold offsets of this transaction (those sent while the transaction's
+    // coordinator was another node); one here with none held writes nothing.
     let metadata = shard.metadata();
-    for group in &plan.prepare.groups {
-        if shard
-            .not_coordinator(CoordinatorKind::Group, group)
-            .is_some()
-        {
-            if let Some(topic) = metadata.topics.get(GROUP_TOPIC) {
-                let partition = coordinator_key::partition_for(group, topic.partitions);
-                if !targets
-                    .iter()
-                    .any(|(t, p)| t == GROUP_TOPIC && *p == partition)
-                {
-                    targets.push((GROUP_TOPIC.to_string(), partition));
-                }
+    if let Some(topic) = metadata.topics.get(GROUP_TOPIC) {
+        for group in &plan.prepare.groups {
+            let partition = coordinator_key::partition_for(group, topic.partitions);
+            if !targets
+                .iter()
+                .any(|(t, p)| t == GROUP_TOPIC && *p == partition)
+            {
+                targets.push((GROUP_TOPIC.to_string(), partition));
             }
         }
     }
