@@ -69,6 +69,10 @@ pub const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// How often the controlled shutdown looks at the installed metadata (and repeats its
 /// heartbeat, in case the active controller changed).
 const CONTROLLED_SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long a broker that handed its leaderships over keeps answering before its listener
+/// closes: clients' requests in flight to it get NOT_LEADER_OR_FOLLOWER naming the new leader
+/// (KIP-951), and move there at once, instead of a closed connection.
+pub const CONTROLLED_SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
 /// The most preferred-leader elections one round of automatic leader balancing proposes
 /// (Kafka's `maxElectionsPerImbalance` is 1000); the rest wait for the next round.
 pub const LEADER_BALANCE_ELECTIONS_MAX: usize = 1000;
@@ -306,9 +310,9 @@ impl Shard {
     /// controller it is shutting down (it is fenced, which moves the leadership of its
     /// partitions to other in-sync replicas in the same metadata change), then waits until the
     /// metadata installed here shows it leads no partition, at most
-    /// [`CONTROLLED_SHUTDOWN_WAIT`], repeating the heartbeat meanwhile. Clients asking it
-    /// then get NOT_LEADER_OR_FOLLOWER and move to the new leaders before it closes its
-    /// listener. A single node has nobody to hand its partitions to: nothing to do. Returns
+    /// [`CONTROLLED_SHUTDOWN_WAIT`], repeating the heartbeat meanwhile, and then
+    /// [`CONTROLLED_SHUTDOWN_LINGER`] more. Clients asking it then get NOT_LEADER_OR_FOLLOWER
+    /// and move to the new leaders before it closes its listener. A single node has nobody to hand its partitions to: nothing to do. Returns
     /// whether the broker leads nothing (always true for a single node).
     pub async fn controlled_shutdown(self: &Rc<Self>) -> bool {
         let Some(controller) = self.controller() else {
@@ -319,14 +323,19 @@ impl Shard {
         }
         let first = !controller.shutting_down.replace(true);
         let node_id = self.config.node_id;
+        let led_some = !leads_nothing(&self.metadata(), node_id);
         let deadline = crate::rt::now() + CONTROLLED_SHUTDOWN_WAIT;
         let mut next_heartbeat = crate::rt::now();
         loop {
             let metadata = self.metadata();
             let fenced = metadata.brokers.get(&node_id).is_none_or(|b| b.fenced);
             if fenced && leads_nothing(&metadata, node_id) {
-                if first {
-                    tracing::info!("controlled shutdown: this broker leads no partition");
+                if first && led_some {
+                    tracing::info!(
+                        version = metadata.version,
+                        "controlled shutdown: this broker leads no partition any more"
+                    );
+                    crate::rt::sleep(CONTROLLED_SHUTDOWN_LINGER).await;
                 }
                 return true;
             }

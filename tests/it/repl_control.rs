@@ -1,0 +1,465 @@
+//! Issue 14, the controller's side of replication, against 3 real `freshet` processes
+//! (`common::cluster::TestCluster`) and raw Kafka requests: replicated partitions in the
+//! metadata (replicas, ISR, offline replicas), leader failover within the ISR with a new
+//! leader epoch, ElectLeaders (API 43), the ISR change a partition leader sends the active
+//! controller (AlterPartition, through the controller listener as a broker sends it),
+//! controlled shutdown, and automatic leader balancing.
+//!
+//! These tests check metadata only: partitions do not copy data between brokers here.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{within, RawConn};
+use freshet::cluster::{ControllerRequest, ControllerResponse, ForwardedError};
+use freshet::coordinator::metadata::MetadataCommand;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+/// Bound on each test (3 processes each; most finish in a few seconds).
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How long metadata takes to reach every node, or a failover to happen (session timeout
+/// of [`fast_fencing`] plus slack).
+const WITHIN: Duration = Duration::from_secs(15);
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+
+fn settings(extra: &str) -> ClusterOptions {
+    ClusterOptions {
+        settings: format!(
+            "broker_session_timeout_ms = {SESSION_TIMEOUT_MS}\nbroker_heartbeat_interval_ms = 500\n{extra}"
+        ),
+        ..ClusterOptions::default()
+    }
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// CreateTopics of `name` with `partitions` partitions and replication factor `rf` through
+/// `node`: the topic's error code.
+fn create(cluster: &TestCluster, node: usize, name: &str, partitions: i32, rf: i16) -> i16 {
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(20));
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)]);
+    conn.request(7, &request).expect("CreateTopics").topics[0].error_code
+}
+
+/// The partitions of `topic` as `node`'s Metadata (v12) shows them, by index.
+fn partitions(
+    cluster: &TestCluster,
+    node: usize,
+    topic: &str,
+) -> Result<Vec<MetadataResponsePartition>, String> {
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
+    let request = MetadataRequest::default().with_topics(None);
+    let m = conn
+        .request(12, &request)
+        .map_err(|e| format!("node {node}: Metadata: {e}"))?;
+    let t = m
+        .topics
+        .into_iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .ok_or_else(|| format!("node {node}: no {topic}"))?;
+    let mut parts = t.partitions;
+    parts.sort_by_key(|p| p.partition_index);
+    Ok(parts)
+}
+
+/// (leader, leader epoch, replicas, ISR, offline replicas) of one partition.
+type View = (i32, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+fn view(p: &MetadataResponsePartition) -> View {
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    (
+        p.leader_id.0,
+        p.leader_epoch,
+        ids(&p.replica_nodes),
+        ids(&p.isr_nodes),
+        ids(&p.offline_replicas),
+    )
+}
+
+/// Waits until every node in `nodes` shows partition `p` of `topic` as `check` wants.
+fn wait_partition(
+    cluster: &TestCluster,
+    nodes: &[usize],
+    topic: &str,
+    p: i32,
+    what: &str,
+    check: impl Fn(&View) -> bool,
+) -> View {
+    cluster.wait_until(WITHIN, what, || {
+        let mut last = None;
+        for &node in nodes {
+            let parts = partitions(cluster, node, topic)?;
+            let v = parts
+                .get(p as usize)
+                .map(view)
+                .ok_or_else(|| format!("node {node}: no partition {p}"))?;
+            if !check(&v) {
+                return Err(format!("node {node}: {topic}-{p} is {v:?}"));
+            }
+            last = Some(v);
+        }
+        Ok(last.expect("some node"))
+    })
+}
+
+/// ElectLeaders v2 for `topic`/`partitions` through `node`: (partition, error code) in
+/// answer order, and the top-level error code.
+fn elect(
+    cluster: &TestCluster,
+    node: usize,
+    election_type: i8,
+    topic: &str,
+    partitions: &[i32],
+) -> (Vec<(i32, i16)>, i16) {
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(20));
+    let request = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(partitions.to_vec())]));
+    let answer: ElectLeadersResponse = conn.request(2, &request).expect("ElectLeaders");
+    let results = answer
+        .replica_election_results
+        .iter()
+        .flat_map(|r| {
+            r.partition_result
+                .iter()
+                .map(|p| (p.partition_id, p.error_code))
+        })
+        .collect();
+    (results, answer.error_code)
+}
+
+/// One call to the active controller on its controller listener, framed as a broker frames
+/// it (docs/ARCHITECTURE.md, "Controller transport": `u32 BE length` + kind 2 + `u64 BE
+/// correlation id` + JSON request; the answer is kind 3).
+fn call_controller(
+    cluster: &TestCluster,
+    controller: usize,
+    request: &ControllerRequest,
+) -> ControllerResponse {
+    let addr = cluster.controller_addr(controller);
+    let mut stream = TcpStream::connect(&addr).expect("connect to the controller listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let json = serde_json::to_vec(request).unwrap();
+    let mut frame = ((1 + 8 + json.len()) as u32).to_be_bytes().to_vec();
+    frame.push(2);
+    frame.extend_from_slice(&7u64.to_be_bytes());
+    frame.extend_from_slice(&json);
+    stream.write_all(&frame).unwrap();
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).expect("controller answer");
+    assert_eq!(header[4], 3, "a response frame");
+    let length = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; length - 1];
+    stream.read_exact(&mut payload).unwrap();
+    assert_eq!(payload[..8], 7u64.to_be_bytes());
+    serde_json::from_slice(&payload[8..]).expect("a ControllerResponse")
+}
+
+/// The result of one AlterPartition sent to the active controller, as a partition leader
+/// (repl-data's ISR change) sends it through `Shard::change_metadata`.
+fn alter_partition(
+    cluster: &TestCluster,
+    controller: usize,
+    command: MetadataCommand,
+) -> Result<(), ForwardedError> {
+    let request = ControllerRequest::Change {
+        commands: vec![command],
+        validate_only: false,
+    };
+    match call_controller(cluster, controller, &request) {
+        ControllerResponse::Changed { mut results, .. } => results.remove(0),
+        other => panic!("AlterPartition: unexpected answer {other:?}"),
+    }
+}
+
+/// An rf=3 topic shows 3 replicas, all in sync, on every broker. kill -9 of a partition's
+/// leader: after fencing, the next in-sync replica in preference order leads at leader epoch
+/// + 1, the killed broker out of the ISR and offline. Restarted, it is not in the ISR, so
+/// ElectLeaders PREFERRED answers PREFERRED_LEADER_NOT_AVAILABLE; once the leader lets it back
+/// in (AlterPartition through the controller listener, checked against the partition epoch),
+/// PREFERRED moves the leadership back to it at leader epoch + 1.
+#[test]
+fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, settings("auto_leader_rebalance_enable = false\n"));
+        let controller = cluster.wait_controller(WITHIN, None);
+        assert_eq!(create(&cluster, 0, "r3", 3, 3), 0, "CreateTopics rf=3");
+        assert_eq!(
+            create(&cluster, 0, "r4", 1, 4),
+            ResponseError::InvalidReplicationFactor.code(),
+            "more replicas than brokers"
+        );
+        let all = [0, 1, 2];
+        let mut initial = Vec::new();
+        for p in 0..3 {
+            initial.push(wait_partition(
+                &cluster,
+                &all,
+                "r3",
+                p,
+                "3 replicas, all in sync",
+                |(leader, epoch, replicas, isr, offline)| {
+                    let mut sorted = replicas.clone();
+                    sorted.sort_unstable();
+                    sorted == [0, 1, 2]
+                        && isr == replicas
+                        && *leader == replicas[0]
+                        && *epoch == 0
+                        && offline.is_empty()
+                },
+            ));
+        }
+        // A partition led by a broker other than the active controller.
+        let p = (0..3)
+            .find(|&p| initial[p as usize].0 != controller as i32)
+            .expect("3 partitions have 3 different leaders");
+        let replicas = initial[p as usize].2.clone();
+        let victim = replicas[0] as usize;
+        let next = replicas[1];
+        cluster.kill9(victim);
+        let survivors: Vec<usize> = all.iter().copied().filter(|&n| n != victim).collect();
+        let failed_over = wait_partition(
+            &cluster,
+            &survivors,
+            "r3",
+            p,
+            "a new leader from the ISR",
+            |(leader, epoch, _, isr, offline)| {
+                *leader == next
+                    && *epoch == 1
+                    && !isr.contains(&(victim as i32))
+                    && isr.len() == 2
+                    && offline == &[victim as i32]
+            },
+        );
+        eprintln!("r3-{p} after kill -9 of {victim}: {failed_over:?}");
+
+        cluster.restart(victim);
+        let back = wait_partition(
+            &cluster,
+            &all,
+            "r3",
+            p,
+            "the restarted broker online, out of the ISR",
+            |(leader, epoch, _, isr, offline)| {
+                *leader == next && *epoch == 1 && isr.len() == 2 && offline.is_empty()
+            },
+        );
+        let (results, top) = elect(&cluster, victim, 0, "r3", &[p, 99]);
+        assert_eq!(top, 0);
+        assert_eq!(
+            results,
+            vec![
+                (p, ResponseError::PreferredLeaderNotAvailable.code()),
+                (99, ResponseError::UnknownTopicOrPartition.code()),
+            ]
+        );
+        let other = (0..3).find(|&q| q != p).unwrap();
+        let (results, _) = elect(&cluster, victim, 0, "r3", &[other]);
+        assert_eq!(
+            results,
+            vec![(other, ResponseError::ElectionNotNeeded.code())]
+        );
+        let (results, _) = elect(&cluster, victim, 1, "r3", &[p]);
+        assert_eq!(
+            results,
+            vec![(p, ResponseError::ElectionNotNeeded.code())],
+            "UNCLEAN: the partition has a leader"
+        );
+
+        // The leader lets the restarted replica back into the ISR. Its partition epoch is 1
+        // (fencing shrank the ISR once); a stale one is refused.
+        let mut isr = back.3.clone();
+        isr.push(victim as i32);
+        let expand = |partition_epoch| MetadataCommand::AlterPartition {
+            topic: "r3".into(),
+            partition: p,
+            leader_id: next,
+            leader_epoch: 1,
+            partition_epoch,
+            new_isr: isr.clone(),
+        };
+        let controller = cluster.wait_controller(WITHIN, None);
+        let stale = alter_partition(&cluster, controller, expand(0)).unwrap_err();
+        assert_eq!(
+            stale.code,
+            ResponseError::InvalidUpdateVersion.code(),
+            "{stale:?}"
+        );
+        alter_partition(&cluster, controller, expand(1)).expect("ISR expansion");
+        wait_partition(&cluster, &all, "r3", p, "the ISR expanded", |v| {
+            v.0 == next && v.3 == isr
+        });
+
+        let (results, top) = elect(&cluster, victim, 0, "r3", &[p]);
+        assert_eq!((results, top), (vec![(p, 0)], 0));
+        wait_partition(
+            &cluster,
+            &all,
+            "r3",
+            p,
+            "the preferred leader back at leader epoch 2",
+            |(leader, epoch, replicas, isr, _)| {
+                *leader == victim as i32 && *epoch == 2 && replicas[0] == *leader && isr.len() == 3
+            },
+        );
+    });
+}
+
+/// SIGTERM of a partition's leader: it stays up, answering, until the metadata it serves
+/// shows another broker leading the partition (controlled shutdown), and only then stops.
+/// Seen on one connection opened before the signal: the last Metadata answers it gets show
+/// the new leader at leader epoch + 1.
+#[test]
+fn sigterm_hands_leadership_over_before_the_listener_closes() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, settings("auto_leader_rebalance_enable = false\n"));
+        let controller = cluster.wait_controller(WITHIN, None);
+        assert_eq!(create(&cluster, 0, "cs", 3, 3), 0);
+        let all = [0, 1, 2];
+        let mut leaders = Vec::new();
+        for p in 0..3 {
+            leaders.push(wait_partition(&cluster, &all, "cs", p, "in sync", |v| {
+                v.3.len() == 3 && v.0 == v.2[0]
+            }));
+        }
+        let p = (0..3)
+            .find(|&p| leaders[p as usize].0 != controller as i32)
+            .expect("a partition led by a broker that is not the controller");
+        let victim = leaders[p as usize].0 as usize;
+        let mut conn = RawConn::connect(cluster.socket_addr(victim)).expect("connect");
+        let status = Command::new("kill")
+            .args(["-TERM", &cluster.pid(victim).to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let signalled = Instant::now();
+        let mut answers = Vec::new();
+        let request = MetadataRequest::default().with_topics(None);
+        while signalled.elapsed() < Duration::from_secs(20) {
+            let Ok(m) = conn.request(12, &request) else {
+                break;
+            };
+            let t = m
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "cs"))
+                .map(|t| {
+                    let mut parts = t.partitions.clone();
+                    parts.sort_by_key(|q| q.partition_index);
+                    view(&parts[p as usize])
+                });
+            answers.push((signalled.elapsed(), t));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = cluster.stop(victim);
+        assert!(status.success(), "exit status {status:?}");
+        let last = answers.last().cloned();
+        let moved = answers.iter().find(|(_, v)| {
+            v.as_ref()
+                .is_some_and(|v| v.0 != victim as i32 && v.0 >= 0 && v.1 == 1)
+        });
+        assert!(
+            moved.is_some(),
+            "the broker stopped answering before it showed cs-{p} led elsewhere: {} answers, \
+             the last {last:?}\n{}",
+            answers.len(),
+            cluster.logs_tail()
+        );
+        eprintln!(
+            "cs-{p} led elsewhere {:?} after SIGTERM, as the stopping broker said ({} answers)",
+            moved.unwrap().0,
+            answers.len()
+        );
+        // And the others agree, long before a session timeout.
+        let survivors: Vec<usize> = all.iter().copied().filter(|&n| n != victim).collect();
+        wait_partition(&cluster, &survivors, "cs", p, "a new leader", |v| {
+            v.0 != victim as i32 && v.0 >= 0 && v.1 == 1 && !v.3.contains(&(victim as i32))
+        });
+    });
+}
+
+/// Automatic leader balancing: with a check every second, a broker that comes back from
+/// kill -9 and is let back into the ISR of the partitions it prefers gets their leadership
+/// back without any request.
+#[test]
+fn automatic_leader_balancing_moves_leadership_back_to_preferred_replicas() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(
+            3,
+            settings(
+                "leader_imbalance_check_interval_seconds = 1\nleader_imbalance_per_broker_percentage = 0\n",
+            ),
+        );
+        let controller = cluster.wait_controller(WITHIN, None);
+        assert_eq!(create(&cluster, 0, "ab", 3, 3), 0);
+        let all = [0, 1, 2];
+        let mut initial = Vec::new();
+        for p in 0..3 {
+            initial.push(wait_partition(&cluster, &all, "ab", p, "in sync", |v| {
+                v.3.len() == 3 && v.0 == v.2[0]
+            }));
+        }
+        let p = (0..3)
+            .find(|&p| initial[p as usize].0 != controller as i32)
+            .expect("a partition led by a broker that is not the controller");
+        let victim = initial[p as usize].0;
+        cluster.kill9(victim as usize);
+        let survivors: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&n| n != victim as usize)
+            .collect();
+        let moved = wait_partition(&cluster, &survivors, "ab", p, "failover", |v| {
+            v.0 >= 0 && v.0 != victim && v.1 == 1
+        });
+        cluster.restart(victim as usize);
+        // Out of the ISR, the balancer leaves it alone; let it back in as its leader would.
+        let mut isr = moved.3.clone();
+        isr.push(victim);
+        let command = MetadataCommand::AlterPartition {
+            topic: "ab".into(),
+            partition: p,
+            leader_id: moved.0,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            new_isr: isr,
+        };
+        let controller = cluster.wait_controller(WITHIN, None);
+        alter_partition(&cluster, controller, command).expect("ISR expansion");
+        wait_partition(
+            &cluster,
+            &all,
+            "ab",
+            p,
+            "the preferred leader back by automatic balancing",
+            |v| v.0 == victim && v.1 == 2,
+        );
+    });
+}
