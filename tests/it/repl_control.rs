@@ -199,8 +199,8 @@ fn alter_partition(
 }
 
 /// An rf=3 topic shows 3 replicas, all in sync, on every broker. kill -9 of a partition's
-/// leader: after fencing, the next in-sync replica in preference order leads at leader epoch
-/// + 1, the killed broker out of the ISR and offline. Restarted, it is not in the ISR, so
+/// leader: after fencing, the next in-sync replica in preference order leads at the next
+/// leader epoch, the killed broker out of the ISR and offline. Restarted, it is not in the ISR, so
 /// ElectLeaders PREFERRED answers PREFERRED_LEADER_NOT_AVAILABLE; once the leader lets it back
 /// in (AlterPartition through the controller listener, checked against the partition epoch),
 /// PREFERRED moves the leadership back to it at leader epoch + 1.
@@ -317,8 +317,15 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
             v.0 == next && v.3 == isr
         });
 
-        let (results, top) = elect(&cluster, victim, 0, "r3", &[p]);
-        assert_eq!((results, top), (vec![(p, 0)], 0));
+        // `freshet topic elect-leaders` sends the PREFERRED election (ElectLeaders v2).
+        let out = freshet_cli(
+            &cluster,
+            victim,
+            &["topic", "elect-leaders", "r3", "-p", &p.to_string()],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("elected"), "{text}");
         wait_partition(
             &cluster,
             &all,
@@ -329,7 +336,49 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
                 *leader == victim as i32 && *epoch == 2 && replicas[0] == *leader && isr.len() == 3
             },
         );
+        // Every partition led by its preferred replica now: all not needed (exit 0); an
+        // unknown partition fails (exit 1, its error named).
+        let out = freshet_cli(&cluster, next as usize, &["topic", "elect-leaders", "r3"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .matches("not needed")
+                .count(),
+            3
+        );
+        let out = freshet_cli(
+            &cluster,
+            next as usize,
+            &[
+                "topic",
+                "elect-leaders",
+                "r3",
+                "-p",
+                "7",
+                "--type",
+                "unclean",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION"));
     });
+}
+
+/// Runs the `freshet` CLI against `node`.
+fn freshet_cli(cluster: &TestCluster, node: usize, args: &[&str]) -> std::process::Output {
+    let out = Command::new(common::broker_bin())
+        .args(args)
+        .env("FRESHET_BROKERS", cluster.kafka_addr(node))
+        .output()
+        .expect("run freshet");
+    eprintln!(
+        "$ freshet {}\nexit {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// SIGTERM of a partition's leader: it stays up, answering, until the metadata it serves
