@@ -20,10 +20,12 @@ use freshet::cluster::{ControllerRequest, ControllerResponse, ForwardedError};
 use freshet::coordinator::metadata::MetadataCommand;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest, TopicName,
+    CreateTopicsRequest, DescribeTopicPartitionsRequest, ElectLeadersRequest, ElectLeadersResponse,
+    MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -259,6 +261,28 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
             },
         );
         eprintln!("r3-{p} after kill -9 of {victim}: {failed_over:?}");
+        // DescribeTopicPartitions (KIP-966) shows the partition as Metadata does.
+        let mut conn = RawConn::connect(cluster.socket_addr(survivors[0])).expect("connect");
+        let request = DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![TopicRequest::default().with_name(topic_name("r3"))])
+            .with_response_partition_limit(10);
+        let described = conn.request(0, &request).expect("DescribeTopicPartitions");
+        let q = described.topics[0]
+            .partitions
+            .iter()
+            .find(|q| q.partition_index == p)
+            .expect("the partition");
+        let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+        assert_eq!(
+            (
+                q.leader_id.0,
+                q.leader_epoch,
+                ids(&q.replica_nodes),
+                ids(&q.isr_nodes),
+                ids(&q.offline_replicas)
+            ),
+            failed_over
+        );
 
         cluster.restart(victim);
         let back = wait_partition(
