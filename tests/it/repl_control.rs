@@ -536,3 +536,83 @@ fn automatic_leader_balancing_moves_leadership_back_to_preferred_replicas() {
         );
     });
 }
+
+/// ElectLeaders on a single node, as Kafka answers: a partition led by its only replica needs
+/// no election (ELECTION_NOT_NEEDED), at v0 (preferred) as at v2; asking for every partition
+/// lists none of those; an unknown election type is INVALID_REQUEST for the request and every
+/// named partition; a request naming more than 10,000 partitions is refused whole, and the
+/// broker keeps answering.
+#[test]
+fn elect_leaders_on_a_single_node_answers_as_kafka_and_bounds_the_request() {
+    within(TEST_LIMIT, || {
+        let broker = common::TestBroker::start(1);
+        let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
+        let created = conn
+            .request(
+                7,
+                &CreateTopicsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_topics(vec![CreatableTopic::default()
+                        .with_name(topic_name("one"))
+                        .with_num_partitions(2)
+                        .with_replication_factor(1)]),
+            )
+            .expect("CreateTopics");
+        assert_eq!(created.topics[0].error_code, 0);
+        let named = |election_type: i8, partitions: Vec<i32>| {
+            ElectLeadersRequest::default()
+                .with_election_type(election_type)
+                .with_timeout_ms(10_000)
+                .with_topic_partitions(Some(vec![TopicPartitions::default()
+                    .with_topic(topic_name("one"))
+                    .with_partitions(partitions)]))
+        };
+        let codes = |r: &ElectLeadersResponse| -> Vec<(i32, i16)> {
+            r.replica_election_results
+                .iter()
+                .flat_map(|t| {
+                    t.partition_result
+                        .iter()
+                        .map(|p| (p.partition_id, p.error_code))
+                })
+                .collect()
+        };
+        let not_needed = ResponseError::ElectionNotNeeded.code();
+        for version in [0, 1, 2] {
+            let r = conn
+                .request(version, &named(0, vec![0, 1]))
+                .expect("ElectLeaders");
+            assert_eq!(
+                codes(&r),
+                vec![(0, not_needed), (1, not_needed)],
+                "v{version}"
+            );
+        }
+        let r = conn
+            .request(2, &named(1, vec![1]))
+            .expect("ElectLeaders UNCLEAN");
+        assert_eq!(codes(&r), vec![(1, not_needed)]);
+        let all = conn
+            .request(
+                2,
+                &ElectLeadersRequest::default()
+                    .with_election_type(0)
+                    .with_topic_partitions(None),
+            )
+            .expect("ElectLeaders of every partition");
+        assert_eq!((all.error_code, codes(&all)), (0, vec![]));
+        let invalid = ResponseError::InvalidRequest.code();
+        let r = conn.request(2, &named(5, vec![0])).expect("bad type");
+        assert_eq!((r.error_code, codes(&r)), (invalid, vec![(0, invalid)]));
+        let r = conn
+            .request(2, &named(0, (0..10_001).collect()))
+            .expect("too many partitions");
+        assert_eq!(r.error_code, invalid);
+        assert_eq!(codes(&r).len(), 10_001);
+        assert!(codes(&r).iter().all(|&(_, code)| code == invalid));
+        let r = conn
+            .request(2, &named(0, vec![0]))
+            .expect("still answering");
+        assert_eq!(codes(&r), vec![(0, not_needed)]);
+    });
+}
