@@ -205,6 +205,10 @@ pub struct BrokerConfig {
     /// Kafka `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
     /// partitions that may be led by others before leadership is moved back.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Kafka `unclean.leader.election.interval.ms`: how often the active controller gives a
+    /// leaderless partition of a topic with `unclean.leader.election.enable` a live
+    /// out-of-sync replica as leader.
+    pub unclean_leader_election_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -265,6 +269,7 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
+            unclean_leader_election_interval_ms: 300_000,
         }
     }
 }
@@ -404,6 +409,10 @@ impl BrokerConfig {
             (
                 "leader_imbalance_check_interval_seconds",
                 i64::try_from(self.leader_imbalance_check_interval_seconds).unwrap_or(i64::MAX),
+            ),
+            (
+                "unclean_leader_election_interval_ms",
+                i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
             ),
         ];
         for (name, value) in positive {

@@ -739,6 +739,35 @@ impl ClusterMetadata {
         Ok(next)
     }
 
+    /// The leaderless partitions of topics with `unclean.leader.election.enable` that an
+    /// unclean election can give a leader now (a live replica), at most `max`, in topic and
+    /// partition order (Kafka's `maybeElectUncleanLeaders`, run by the active controller every
+    /// `unclean.leader.election.interval.ms`: the config may have been turned on after the
+    /// partition went leaderless). Pure.
+    pub fn unclean_elections_due(&self, max: usize) -> Vec<(String, i32)> {
+        let mut due = Vec::new();
+        if max == 0 {
+            return due;
+        }
+        for (name, topic) in &self.topics {
+            if !topic.assignment.iter().any(|a| a.leader == -1)
+                || !self.unclean_leader_election_enabled(name)
+            {
+                continue;
+            }
+            for (index, a) in topic.assignment.iter().enumerate() {
+                let index = i32::try_from(index).unwrap_or(i32::MAX);
+                if a.leader == -1 && self.elected(name, index, Election::Unclean).is_ok() {
+                    due.push((name.clone(), index));
+                    if due.len() >= max {
+                        return due;
+                    }
+                }
+            }
+        }
+        due
+    }
+
     /// The partitions whose preferred leader the controller's automatic leader balancing
     /// should elect now (Kafka's `checkAndTriggerAutoLeaderRebalance`): for each broker, the
     /// partitions whose first replica it is; when more than `imbalance_percentage` % of them
@@ -2554,6 +2583,42 @@ mod tests {
         let c = back.partition("t", 0).unwrap();
         assert_eq!((c.leader, c.isr.clone()), (r[2], vec![r[2]]));
         back.check_transition_from(&all_down).unwrap();
+    }
+
+    /// The controller's periodic unclean elections: only leaderless partitions of topics that
+    /// allow them, and only when a replica is live.
+    #[test]
+    fn unclean_elections_are_due_for_leaderless_partitions_of_topics_that_allow_them() {
+        let m = rf3(2);
+        let r = m.partition("t", 0).unwrap().replicas.clone();
+        let narrowed = m.apply(&alter(r[0], 0, 0, &[r[0]])).unwrap();
+        let offline = narrowed
+            .apply(&MetadataCommand::FenceBroker { node_id: r[0] })
+            .unwrap();
+        assert_eq!(offline.partition("t", 0).unwrap().leader, -1);
+        assert!(offline.unclean_elections_due(10).is_empty(), "not allowed");
+        let allowed = offline
+            .apply(&MetadataCommand::SetConfigs {
+                name: "t".into(),
+                configs: [(
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            })
+            .unwrap();
+        assert_eq!(
+            allowed.unclean_elections_due(10),
+            vec![("t".to_string(), 0)]
+        );
+        assert!(allowed.unclean_elections_due(0).is_empty());
+        let all_down = [r[1], r[2]].iter().fold(allowed, |m, &node_id| {
+            m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
+        });
+        assert!(
+            all_down.unclean_elections_due(10).is_empty(),
+            "no live replica"
+        );
     }
 
     /// `min.insync.replicas`: the topic's override, else the cluster default, else 1.

@@ -22,7 +22,8 @@
 //! - **Leader balancing**: the active controller moves leadership back to preferred replicas
 //!   every `leader_imbalance_check_interval_seconds` when a broker's share of partitions led
 //!   elsewhere passes `leader_imbalance_per_broker_percentage` (Kafka's
-//!   `auto.leader.rebalance.enable`).
+//!   `auto.leader.rebalance.enable`); and every `unclean_leader_election_interval_ms` it gives
+//!   leaderless partitions of topics with `unclean.leader.election.enable` a live replica.
 //!
 //! Bounds: one call per heartbeat interval per node; forwarded changes wait at most
 //! [`FORWARD_TIMEOUT`]; the transport's own bounds (frames, queues) are in `cluster::transport`.
@@ -299,6 +300,7 @@ impl Shard {
         if node.is_some() {
             tasks.push(crate::rt::spawn_local(self.clone().session_loop()));
             tasks.push(crate::rt::spawn_local(self.clone().leader_balance_loop()));
+            tasks.push(crate::rt::spawn_local(self.clone().unclean_election_loop()));
         } else {
             tasks.push(crate::rt::spawn_local(self.clone().metadata_poll_loop()));
         }
@@ -685,6 +687,46 @@ impl Shard {
             let results = self.change_metadata(commands, false).await;
             let elected = results.iter().filter(|r| r.is_ok()).count();
             tracing::info!(asked, elected, "automatic leader balancing");
+        }
+    }
+
+    /// On the active controller, every `unclean_leader_election_interval_ms`: an unclean
+    /// election for each leaderless partition of a topic that allows it
+    /// (`ClusterMetadata::unclean_elections_due`, at most [`LEADER_BALANCE_ELECTIONS_MAX`]
+    /// per round), as Kafka's `maybeElectUncleanLeaders`.
+    async fn unclean_election_loop(self: Rc<Self>) {
+        let interval =
+            Duration::from_millis(self.config.unclean_leader_election_interval_ms.max(10));
+        while !self.stopping.get() {
+            crate::rt::sleep(interval).await;
+            let Some(controller) = self.controller() else {
+                return;
+            };
+            if !controller.is_active() || controller.shutting_down.get() {
+                continue;
+            }
+            let due = controller
+                .applied(&self)
+                .unclean_elections_due(LEADER_BALANCE_ELECTIONS_MAX);
+            if due.is_empty() {
+                continue;
+            }
+            let commands: Vec<MetadataCommand> = due
+                .into_iter()
+                .map(|(topic, partition)| MetadataCommand::ElectLeader {
+                    topic,
+                    partition,
+                    election: Election::Unclean,
+                })
+                .collect();
+            let asked = commands.len();
+            let results = self.change_metadata(commands, false).await;
+            let elected = results.iter().filter(|r| r.is_ok()).count();
+            tracing::warn!(
+                asked,
+                elected,
+                "unclean leader elections for leaderless partitions"
+            );
         }
     }
 

@@ -19,13 +19,14 @@ use common::{within, RawConn};
 use freshet::cluster::{ControllerRequest, ControllerResponse, ForwardedError};
 use freshet::coordinator::metadata::MetadataCommand;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeTopicPartitionsRequest, ElectLeadersRequest, ElectLeadersResponse,
-    MetadataRequest, TopicName,
+    AlterConfigsRequest, BrokerId, CreateTopicsRequest, DescribeTopicPartitionsRequest,
+    ElectLeadersRequest, ElectLeadersResponse, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -534,6 +535,81 @@ fn automatic_leader_balancing_moves_leadership_back_to_preferred_replicas() {
             "the preferred leader back by automatic balancing",
             |v| v.0 == victim && v.1 == 2,
         );
+    });
+}
+
+/// Unclean election honours the topic config, also when it is turned on after the partition
+/// went leaderless: an rf=2 partition whose ISR is its leader alone has no leader once that
+/// broker is killed (the other replica is out of sync); AlterConfigs
+/// `unclean.leader.election.enable=true` on the topic, and within the controller's
+/// `unclean_leader_election_interval_ms` the live replica leads, its ISR reset to it.
+#[test]
+fn unclean_election_follows_the_topic_config_turned_on_later() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(
+            3,
+            settings(
+                "auto_leader_rebalance_enable = false\nunclean_leader_election_interval_ms = 300\n",
+            ),
+        );
+        let controller = cluster.wait_controller(WITHIN, None);
+        let others: Vec<i32> = (0..3).filter(|&n| n != controller as i32).collect();
+        let (x, y) = (others[0], others[1]);
+        let mut conn = RawConn::connect(cluster.socket_addr(controller)).expect("connect");
+        conn.set_read_timeout(Duration::from_secs(20));
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name("uc"))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_assignments(vec![CreatableReplicaAssignment::default()
+                    .with_partition_index(0)
+                    .with_broker_ids(vec![BrokerId(x), BrokerId(y)])])]);
+        assert_eq!(
+            conn.request(7, &request).expect("CreateTopics").topics[0].error_code,
+            0
+        );
+        let all = [0, 1, 2];
+        wait_partition(&cluster, &all, "uc", 0, "placed as asked", |v| {
+            v.0 == x && v.2 == [x, y] && v.3 == [x, y]
+        });
+        // x's ISR shrinks to itself (y fell behind, as x would report it).
+        let shrink = MetadataCommand::AlterPartition {
+            topic: "uc".into(),
+            partition: 0,
+            leader_id: x,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![x],
+        };
+        alter_partition(&cluster, controller, shrink).expect("ISR shrink");
+        cluster.kill9(x as usize);
+        let survivors = [controller, y as usize];
+        wait_partition(
+            &cluster,
+            &survivors,
+            "uc",
+            0,
+            "leaderless, not unclean",
+            |v| v.0 == -1 && v.3 == [x],
+        );
+        // Still leaderless after several election intervals: the topic does not allow it.
+        std::thread::sleep(Duration::from_millis(1_000));
+        let still = partitions(&cluster, controller, "uc").expect("Metadata");
+        assert_eq!(view(&still[0]).0, -1, "no unclean election while disabled");
+        let alter =
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("uc"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("unclean.leader.election.enable"))
+                    .with_value(Some(StrBytes::from_static_str("true")))])]);
+        let answer = conn.request(2, &alter).expect("AlterConfigs");
+        assert_eq!(answer.responses[0].error_code, 0);
+        wait_partition(&cluster, &survivors, "uc", 0, "an unclean leader", |v| {
+            v.0 == y && v.3 == [y] && v.1 == 2
+        });
     });
 }
 
