@@ -314,8 +314,9 @@ impl Shard {
     /// metadata installed here shows it leads no partition, at most
     /// [`CONTROLLED_SHUTDOWN_WAIT`], repeating the heartbeat meanwhile, and then
     /// [`CONTROLLED_SHUTDOWN_LINGER`] more. Clients asking it then get NOT_LEADER_OR_FOLLOWER
-    /// and move to the new leaders before it closes its listener. A single node has nobody to hand its partitions to: nothing to do. Returns
-    /// whether the broker leads nothing (always true for a single node).
+    /// and move to the new leaders before it closes its listener. A single node has nobody to
+    /// hand its partitions to: nothing to do. Returns whether the broker leads nothing (always
+    /// true for a single node).
     pub async fn controlled_shutdown(self: &Rc<Self>) -> bool {
         let Some(controller) = self.controller() else {
             return true;
@@ -670,23 +671,10 @@ impl Shard {
             if !controller.is_active() || controller.shutting_down.get() {
                 continue;
             }
-            let applied = controller.applied(&self);
-            let due = applied.preferred_elections_due(percentage, LEADER_BALANCE_ELECTIONS_MAX);
-            if due.is_empty() {
-                continue;
-            }
-            let commands: Vec<MetadataCommand> = due
-                .into_iter()
-                .map(|(topic, partition)| MetadataCommand::ElectLeader {
-                    topic,
-                    partition,
-                    election: Election::Preferred,
-                })
-                .collect();
-            let asked = commands.len();
-            let results = self.change_metadata(commands, false).await;
-            let elected = results.iter().filter(|r| r.is_ok()).count();
-            tracing::info!(asked, elected, "automatic leader balancing");
+            let due = controller
+                .applied(&self)
+                .preferred_elections_due(percentage, LEADER_BALANCE_ELECTIONS_MAX);
+            self.elect(due, Election::Preferred).await;
         }
     }
 
@@ -708,25 +696,36 @@ impl Shard {
             let due = controller
                 .applied(&self)
                 .unclean_elections_due(LEADER_BALANCE_ELECTIONS_MAX);
-            if due.is_empty() {
-                continue;
+            self.elect(due, Election::Unclean).await;
+        }
+    }
+
+    /// The controller's own elections of `election` kind for `due` partitions, in one
+    /// metadata change; logged (unclean ones as a warning: records may be lost).
+    async fn elect(self: &Rc<Self>, due: Vec<(String, i32)>, election: Election) {
+        if due.is_empty() {
+            return;
+        }
+        let commands: Vec<MetadataCommand> = due
+            .into_iter()
+            .map(|(topic, partition)| MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            })
+            .collect();
+        let asked = commands.len();
+        let results = self.change_metadata(commands, false).await;
+        let elected = results.iter().filter(|r| r.is_ok()).count();
+        match election {
+            Election::Preferred => tracing::info!(asked, elected, "automatic leader balancing"),
+            Election::Unclean => {
+                tracing::warn!(
+                    asked,
+                    elected,
+                    "unclean leader elections of leaderless partitions"
+                )
             }
-            let commands: Vec<MetadataCommand> = due
-                .into_iter()
-                .map(|(topic, partition)| MetadataCommand::ElectLeader {
-                    topic,
-                    partition,
-                    election: Election::Unclean,
-                })
-                .collect();
-            let asked = commands.len();
-            let results = self.change_metadata(commands, false).await;
-            let elected = results.iter().filter(|r| r.is_ok()).count();
-            tracing::warn!(
-                asked,
-                elected,
-                "unclean leader elections for leaderless partitions"
-            );
         }
     }
 
