@@ -29,6 +29,7 @@ use kafka_protocol::messages::{
     ElectLeadersRequest, ElectLeadersResponse, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Bound on each test (3 processes each; most finish in a few seconds).
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -201,7 +202,8 @@ fn alter_partition(
     }
 }
 
-/// An rf=3 topic shows 3 replicas, all in sync, on every broker. kill -9 of a partition's
+/// An rf=3 topic shows 3 replicas, all in sync, on every broker (raw Metadata v12 and
+/// librdkafka's metadata). kill -9 of a partition's
 /// leader: after fencing, the next in-sync replica in preference order leads at the next
 /// leader epoch, the killed broker out of the ISR and offline. Restarted, it is not in the ISR, so
 /// ElectLeaders PREFERRED answers PREFERRED_LEADER_NOT_AVAILABLE; once the leader lets it back
@@ -238,6 +240,25 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
                 },
             ));
         }
+        // librdkafka sees the same: 3 replicas and 3 in sync for every partition.
+        let consumer: BaseConsumer = cluster
+            .client_config(&[1])
+            .set("group.id", "repl-control-metadata")
+            .create()
+            .expect("rdkafka consumer");
+        let seen = consumer
+            .fetch_metadata(Some("r3"), Duration::from_secs(10))
+            .expect("rdkafka Metadata");
+        let t = &seen.topics()[0];
+        assert_eq!(t.partitions().len(), 3);
+        for part in t.partitions() {
+            let (mut replicas, mut isr) = (part.replicas().to_vec(), part.isr().to_vec());
+            replicas.sort_unstable();
+            isr.sort_unstable();
+            assert_eq!((replicas, isr), (vec![0, 1, 2], vec![0, 1, 2]));
+            assert_eq!(part.leader(), initial[part.id() as usize].0);
+        }
+        drop(consumer);
         // A partition led by a broker other than the active controller.
         let p = (0..3)
             .find(|&p| initial[p as usize].0 != controller as i32)
