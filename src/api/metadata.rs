@@ -9,7 +9,9 @@
 //! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is
 //! synchronous, so the answer already lists the new topic. Topics can be named or, from v10,
 //! given by id. A partition led here whose log failed to open (damaged on disk) is shown
-//! leaderless with LEADER_NOT_AVAILABLE and this node as its offline replica.
+//! leaderless with LEADER_NOT_AVAILABLE and this node as its offline replica. Metadata v0 lists
+//! only available replicas and ISR members (REPLICA_NOT_AVAILABLE when one is left out), as
+//! Kafka does for v0.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -163,7 +165,31 @@ fn build_response(
             })
             .collect(),
     };
+    if version == 0 {
+        for p in response
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            hide_unavailable_replicas(metadata, p);
+        }
+    }
     response
+}
+
+/// Metadata v0 lists only the replicas (and ISR members) whose brokers are available, and a
+/// partition with a leader but such a replica gets REPLICA_NOT_AVAILABLE (Kafka's
+/// `errorUnavailableEndpoints`, for v0 only; later versions list them all and name the
+/// offline ones).
+fn hide_unavailable_replicas(metadata: &ClusterMetadata, p: &mut MetadataResponsePartition) {
+    let listed = (p.replica_nodes.len(), p.isr_nodes.len());
+    p.replica_nodes
+        .retain(|b| !routing::is_unavailable(metadata, b.0));
+    p.isr_nodes
+        .retain(|b| !routing::is_unavailable(metadata, b.0));
+    if p.error_code == 0 && (p.replica_nodes.len(), p.isr_nodes.len()) != listed {
+        p.error_code = ResponseError::ReplicaNotAvailable.code();
+    }
 }
 
 /// A partition as its assignment places it; without a leader if the leader is fenced (or
@@ -309,8 +335,14 @@ mod tests {
                 let owner = i % 3;
                 assert_eq!(p.partition_index, i);
                 assert_eq!(p.leader_epoch, i);
-                assert_eq!(p.replica_nodes, vec![BrokerId(owner)]);
-                assert_eq!(p.isr_nodes, vec![BrokerId(owner)]);
+                // v0 lists available replicas only (broker 2 is fenced).
+                let shown = if version == 0 && owner == 2 {
+                    vec![]
+                } else {
+                    vec![BrokerId(owner)]
+                };
+                assert_eq!(p.replica_nodes, shown);
+                assert_eq!(p.isr_nodes, shown);
                 if owner == 2 {
                     assert_eq!(p.leader_id.0, -1, "p{i}: its leader is fenced");
                     assert_eq!(p.error_code, ResponseError::LeaderNotAvailable.code());
@@ -383,6 +415,31 @@ mod tests {
         assert_eq!(p1.replica_nodes, ids(&[0, 1, 2]));
         assert_eq!(p1.isr_nodes, ids(&[0, 1]));
         assert_eq!(p1.offline_replicas, ids(&[2, 0]));
+        // v0: the fenced replica is not listed, and says so with REPLICA_NOT_AVAILABLE.
+        let r = build_response(
+            &node0(),
+            1,
+            &metadata,
+            &MetadataRequest::default().with_topics(None),
+            0,
+            &offline,
+        );
+        let t = r
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("r3"))
+            .unwrap();
+        let p0 = &t.partitions[0];
+        assert_eq!(p0.error_code, ResponseError::ReplicaNotAvailable.code());
+        assert_eq!(
+            (p0.leader_id.0, p0.replica_nodes.clone()),
+            (0, ids(&[0, 1]))
+        );
+        assert_eq!(p0.isr_nodes, ids(&[0, 1]));
+        assert_eq!(
+            t.partitions[1].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
     }
 
     /// With no broker registered the answer is this node alone, leading everything, as a
