@@ -668,7 +668,7 @@ impl Shard {
             }
             match current.record_for(command) {
                 Ok(record) => {
-                    current = current.replay(&record);
+                    current.replay_in_place(&record);
                     records.push(record);
                     results.push(Ok(()));
                 }

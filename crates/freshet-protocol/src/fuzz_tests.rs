@@ -338,6 +338,20 @@ fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
         .with_cursor(Some(cursor))
 }
 
+fn seed_elect_leaders(v: i16) -> ElectLeadersRequest {
+    let t = elect_leaders_request::TopicPartitions::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![0, 2]);
+    let req = ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![t]))
+        .with_timeout_ms(30_000);
+    if v >= 1 {
+        req.with_election_type(1)
+    } else {
+        req
+    }
+}
+
 fn seed_describe_quorum(_v: i16) -> DescribeQuorumRequest {
     let p = describe_quorum_request::PartitionData::default().with_partition_index(0);
     let t = describe_quorum_request::TopicData::default()
@@ -632,7 +646,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeProducersRequest,
         DescribeTransactionsRequest,
         ListTransactionsRequest,
-        SaslAuthenticateRequest
+        SaslAuthenticateRequest,
+        ElectLeadersRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -718,6 +733,7 @@ fn served() -> Vec<Served> {
         served!(ListTransactionsRequest, seed_list_transactions),
         served!(SaslHandshakeRequest, seed_sasl_handshake),
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
+        served!(ElectLeadersRequest, seed_elect_leaders),
     ]
 }
 

@@ -1123,6 +1123,32 @@ pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST: StructSchema
     ],
 };
 
+pub(crate) static ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST: StructSchema = StructSchema {
+    name: "ElectLeadersRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 2 }, // election_type
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 2, max: 2 }, // topic_partitions
+        Field { ty: Ty::Array(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 0, max: 1 }, // topic_partitions
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // timeout_ms
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ELECT_LEADERS_REQUEST_TOPICPARTITIONS: StructSchema = StructSchema {
+    name: "TopicPartitions", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::TopicPartitions>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // topic
+        Field { ty: Ty::String, min: 0, max: 1 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 2, max: 2 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 0, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1166,6 +1192,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
+        43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
         _ => None,
     }
 }
