@@ -393,6 +393,18 @@ impl Shard {
             }
         }
         self.open_logs(to_open).await;
+        self.set_leader_epochs(next);
+    }
+
+    /// Every open partition stamps the leader epoch `next` gives it into the batches appended
+    /// from now on, and checks clients' `current_leader_epoch` against it.
+    fn set_leader_epochs(&self, next: &ClusterMetadata) {
+        for ((topic, p), partition) in self.partitions.borrow().iter() {
+            if let Some(meta) = next.topics.get(topic).filter(|m| *p < m.partitions) {
+                let a = routing::assignment_of(meta, *p, self.config.node_id);
+                partition.log.set_leader_epoch(a.leader_epoch);
+            }
+        }
     }
 
     /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
