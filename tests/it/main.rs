@@ -75,6 +75,7 @@ mod simulate_internal;
 mod simulate_quorum;
 mod storage_compact;
 mod storage_crash;
+mod storage_epochs;
 mod storage_ioerror;
 mod storage_log;
 mod storage_producer;

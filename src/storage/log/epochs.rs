@@ -73,6 +73,41 @@ impl PartitionLog {
         note(&mut self.shared.inner.borrow_mut(), epoch, offset);
     }
 
+    /// The last step of open: the cache from the file must agree with the log's last batch
+    /// (its epoch is the cache's epoch at its offset), else (a file left behind by a crash
+    /// between writes, or written by hand) it is rebuilt from the log, as a missing or damaged
+    /// one (`loaded` false) is. Costs one read of the last batch.
+    pub(super) async fn check_epochs_on_open(&self, loaded: bool) -> Result<(), StorageError> {
+        if loaded && self.epochs_agree_with_tail().await? {
+            return Ok(());
+        }
+        if loaded {
+            tracing::warn!(dir = %self.shared.dir.display(), "the leader-epoch checkpoint disagrees with the log's last batch: rebuilding it from the log");
+        }
+        self.rebuild_epochs_from_log().await?;
+        let mut inner = self.shared.inner.borrow_mut();
+        inner.leader_epoch = inner.epochs.latest_epoch().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Whether the epoch of the log's last batch is what the cache says for its offset.
+    async fn epochs_agree_with_tail(&self) -> Result<bool, StorageError> {
+        let (start, end) = {
+            let inner = self.shared.inner.borrow();
+            (inner.log_start_offset, inner.high_watermark)
+        };
+        if start >= end {
+            return Ok(true);
+        }
+        let data = self.read(end - 1, 1, true).await?;
+        let Some(h) = data.batches.first().and_then(|b| batch::header(b)) else {
+            return Ok(true);
+        };
+        let epoch = h.partition_leader_epoch.get();
+        let cached = self.shared.inner.borrow().epochs.epoch_for_offset(h.base_offset());
+        Ok(epoch < 0 || cached == Some(epoch))
+    }
+
     /// Rebuild the cache from the batch headers of the whole log (its file was missing or
     /// damaged), then write the file.
     pub(super) async fn rebuild_epochs_from_log(&self) -> Result<(), StorageError> {

@@ -724,11 +724,7 @@ impl PartitionLog {
         // Segments wholly below the log start are garbage from an interrupted deletion.
         log.delete_segments_below_start().await?;
         log.rebuild_producer_state().await?;
-        if epoch_cache.is_none() {
-            log.rebuild_epochs_from_log().await?;
-            let latest = log.latest_epoch().unwrap_or(0);
-            log.set_leader_epoch(latest);
-        }
+        log.check_epochs_on_open(epoch_cache.is_some()).await?;
         Ok(log)
     }
 

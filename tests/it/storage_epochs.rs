@@ -1,0 +1,298 @@
+//! Leader epochs in the storage engine: appended batches carry the partition's leader epoch,
+//! the leader-epoch cache answers Kafka's `endOffsetFor`, its `leader-epoch-checkpoint` file
+//! (Kafka's text format) survives reopening and is rebuilt from the log when missing, damaged,
+//! behind or ahead of the log; `truncate_to` drops the tail at a batch boundary with the epoch
+//! cache, producer state and aborted-transaction index following, and recovery agrees with it.
+
+use crate::storage_common;
+
+use bytes::Bytes;
+use freshet::storage::{LogConfig, PartitionLog, StorageError};
+use std::path::Path;
+use storage_common::{open, read_all, run};
+
+const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+fn idempotent(pid: i64, seq: i32) -> Bytes {
+    storage_common::producer_batch(pid, 0, seq, 5, false, None)
+}
+
+fn transactional(pid: i64, seq: i32) -> Bytes {
+    storage_common::producer_batch(pid, 0, seq, 3, true, None)
+}
+
+/// The leader epoch of every batch served from `from` on.
+async fn batch_epochs(log: &PartitionLog) -> Vec<i32> {
+    read_all(log, log.log_start_offset())
+        .await
+        .iter()
+        .map(|b| i32::from_be_bytes([b[12], b[13], b[14], b[15]]))
+        .collect()
+}
+
+fn epoch_file(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(EPOCH_FILE)).expect("leader-epoch-checkpoint")
+}
+
+/// Appends in epochs 0, 2 and 5 (starting at offsets 0, 15 and 30): returns the log end.
+async fn three_epochs(log: &PartitionLog) -> i64 {
+    for i in 0..3 {
+        log.append(storage_common::batch(5, 300, 1_000 + i), 0)
+            .await
+            .unwrap();
+    }
+    log.set_leader_epoch(2);
+    for i in 0..3 {
+        log.append(storage_common::batch(5, 300, 2_000 + i), 0)
+            .await
+            .unwrap();
+    }
+    log.set_leader_epoch(5);
+    for i in 0..2 {
+        log.append(storage_common::batch(5, 300, 3_000 + i), 0)
+            .await
+            .unwrap();
+    }
+    log.log_end_offset()
+}
+
+/// Batches carry the epoch set on the log; the cache answers endOffsetFor as Kafka does; the
+/// file is Kafka's format and is read back on open.
+#[test]
+fn appended_batches_carry_the_leader_epoch_and_the_cache_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(log.latest_epoch(), None);
+        assert_eq!(log.end_offset_for_epoch(0), None);
+        let end = three_epochs(&log).await;
+        assert_eq!(end, 40);
+        assert!(log.segment_count() > 2, "the data spans several segments");
+        assert_eq!(batch_epochs(&log).await, vec![0, 0, 0, 2, 2, 2, 5, 5]);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 15), (5, 30)]);
+        assert_eq!(log.latest_epoch(), Some(5));
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 15)));
+        assert_eq!(log.end_offset_for_epoch(1), Some((0, 15)));
+        assert_eq!(log.end_offset_for_epoch(2), Some((2, 30)));
+        assert_eq!(log.end_offset_for_epoch(4), Some((2, 30)));
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 40)));
+        assert_eq!(log.end_offset_for_epoch(6), None);
+        assert_eq!(log.end_offset_for_epoch(-1), None);
+        assert_eq!(log.epoch_for_offset(17), Some(2));
+        log.close().await.unwrap();
+        assert_eq!(epoch_file(&dir), "0\n3\n0 0\n2 15\n5 30\n");
+
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 15), (5, 30)]);
+        assert_eq!(log.leader_epoch(), 5, "stamps the latest epoch until told");
+        log.append(storage_common::batch(1, 10, 4_000), 0)
+            .await
+            .unwrap();
+        assert_eq!(*batch_epochs(&log).await.last().unwrap(), 5);
+        log.close().await.unwrap();
+    });
+}
+
+/// A missing, damaged, stale (behind the log) or ahead-of-the-log file is rebuilt on open
+/// from the batches themselves: never a panic, never an offline partition.
+#[test]
+fn a_bad_epoch_file_is_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        three_epochs(&log).await;
+        log.close().await.unwrap();
+        let good = epoch_file(&dir);
+        let bad: [(&str, Option<&[u8]>); 6] = [
+            ("missing", None),
+            ("garbage", Some(b"\x00\xffnot a checkpoint")),
+            ("wrong version", Some(b"1\n3\n0 0\n2 15\n5 30\n")),
+            ("count mismatch", Some(b"0\n7\n0 0\n2 15\n")),
+            ("behind the log", Some(b"0\n1\n0 0\n")),
+            ("ahead of the log", Some(b"0\n4\n0 0\n2 15\n5 30\n9 1000\n")),
+        ];
+        for (what, content) in bad {
+            match content {
+                None => std::fs::remove_file(dir.join(EPOCH_FILE)).unwrap(),
+                Some(c) => std::fs::write(dir.join(EPOCH_FILE), c).unwrap(),
+            }
+            let log = open(&dir, small_segments(), 1 << 20).await;
+            assert_eq!(
+                log.epoch_entries(),
+                vec![(0, 0), (2, 15), (5, 30)],
+                "{what}"
+            );
+            assert_eq!(log.leader_epoch(), 5, "{what}");
+            log.close().await.unwrap();
+            assert_eq!(epoch_file(&dir), good, "{what}: the file is written again");
+        }
+    });
+}
+
+/// The log start moving (DeleteRecords) moves the first epoch's start with it, as Kafka's
+/// `truncateFromStart`.
+#[test]
+fn delete_records_cuts_the_epoch_cache_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        three_epochs(&log).await;
+        log.delete_records(20).await.unwrap();
+        assert_eq!(log.epoch_entries(), vec![(2, 20), (5, 30)]);
+        log.close().await.unwrap();
+        assert_eq!(epoch_file(&dir), "0\n2\n2 20\n5 30\n");
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(log.epoch_entries(), vec![(2, 20), (5, 30)]);
+        log.close().await.unwrap();
+    });
+}
+
+/// What a reopened log must agree on with the log before.
+async fn state(log: &PartitionLog) -> String {
+    let mut producers = log.producers();
+    producers.sort_by_key(|(id, _)| *id);
+    // Each batch by its base offset, length and CRC field.
+    let batches: Vec<(i64, usize, u32)> = read_all(log, log.log_start_offset())
+        .await
+        .iter()
+        .map(|b| {
+            let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
+            (base, b.len(), u32::from_be_bytes(b[17..21].try_into().unwrap()))
+        })
+        .collect();
+    format!(
+        "end {} hw {} epochs {:?} producers {:?} aborted {:?} batches {:?}",
+        log.log_end_offset(),
+        log.high_watermark(),
+        log.epoch_entries(),
+        producers,
+        log.aborted_transactions(0, log.log_end_offset())
+            .await
+            .unwrap(),
+        batches
+    )
+}
+
+/// An idempotent producer (pid 7) and a transactional one (pid 9, aborted) over three epochs
+/// and several segments; returns the base offsets of pid 7's batches by sequence / 5.
+async fn producers_over_epochs(log: &PartitionLog) -> Vec<i64> {
+    let mut bases = Vec::new();
+    for seq in [0, 5, 10] {
+        bases.push(log.append(idempotent(7, seq), 0).await.unwrap().base_offset);
+    }
+    log.set_leader_epoch(1);
+    log.append(transactional(9, 0), 0).await.unwrap();
+    log.append_marker(9, 0, false, 0, 0).await.unwrap();
+    bases.push(log.append(idempotent(7, 15), 0).await.unwrap().base_offset);
+    log.set_leader_epoch(2);
+    for seq in [20, 25] {
+        bases.push(log.append(idempotent(7, seq), 0).await.unwrap().base_offset);
+    }
+    log.append(transactional(9, 3), 0).await.unwrap();
+    log.append_marker(9, 0, false, 0, 0).await.unwrap();
+    bases.push(log.append(idempotent(7, 30), 0).await.unwrap().base_offset);
+    bases
+}
+
+/// truncate_to cuts at the batch boundary below the target, and everything derived from the
+/// dropped batches goes: epochs, producer state (the producer's next sequence is the first
+/// dropped one again), aborted transactions; the log then appends at the new end, and a
+/// reopen (after a clean close and after a drop without close) finds exactly the same log.
+#[test]
+fn truncate_to_drops_the_tail_and_recovery_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        let bases = producers_over_epochs(&log).await;
+        let end_before = log.log_end_offset();
+        assert!(log.segment_count() > 3, "{}", log.segment_count());
+        let aborted_all = log.aborted_transactions(0, end_before).await.unwrap();
+        assert_eq!(aborted_all.len(), 2);
+        // Inside the batch of sequence 25 (epoch 2): that batch goes whole.
+        let cut = bases[5];
+        assert_eq!(log.truncate_to(cut + 2).await.unwrap(), cut);
+        assert_eq!(log.log_end_offset(), cut);
+        assert_eq!(log.high_watermark(), cut);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, bases[3] - 4), (2, bases[4])]);
+        assert_eq!(log.end_offset_for_epoch(2), Some((2, cut)));
+        assert_eq!(
+            log.aborted_transactions(0, cut).await.unwrap(),
+            aborted_all[..1].to_vec()
+        );
+        assert_eq!(read_all(&log, 0).await.len(), 7, "7 batches below the cut");
+        // At or past the end: nothing to do. Below the log start: refused.
+        assert_eq!(log.truncate_to(cut).await.unwrap(), cut);
+        assert_eq!(log.truncate_to(cut + 100).await.unwrap(), cut);
+        let truncated = state(&log).await;
+        log.close().await.unwrap();
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(state(&log).await, truncated, "recovery after a clean close agrees");
+
+        // The producer continues from the first dropped sequence, in epoch 3.
+        log.set_leader_epoch(3);
+        let again = log.append(idempotent(7, 25), 0).await.unwrap();
+        assert_eq!(again.base_offset, cut, "not a duplicate of a dropped batch");
+        assert!(matches!(
+            log.append(idempotent(7, 35), 0).await,
+            Err(StorageError::OutOfOrderSequence(_))
+        ));
+        assert_eq!(log.epoch_entries().last(), Some(&(3, cut)));
+
+        // Cut whole segments away, then reopen without closing (as after a crash).
+        let cut = bases[1];
+        assert_eq!(log.truncate_to(cut).await.unwrap(), cut);
+        assert_eq!(log.epoch_entries(), vec![(0, 0)]);
+        assert!(log.aborted_transactions(0, cut).await.unwrap().is_empty());
+        let truncated = state(&log).await;
+        drop(log);
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(state(&log).await, truncated, "recovery after a crash agrees");
+        assert!(matches!(
+            log.truncate_to(-1).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+/// Truncating to the log start empties the log; appends then start there, epochs too.
+#[test]
+fn truncate_to_the_log_start_empties_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        three_epochs(&log).await;
+        log.delete_records(10).await.unwrap();
+        assert!(matches!(
+            log.truncate_to(5).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        let end = log.truncate_to(10).await.unwrap();
+        assert_eq!(end, 10);
+        assert!(log.epoch_entries().is_empty());
+        log.set_leader_epoch(7);
+        let info = log
+            .append(storage_common::batch(2, 10, 9_000), 0)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, 10);
+        assert_eq!(log.epoch_entries(), vec![(7, 10)]);
+        let before = state(&log).await;
+        log.close().await.unwrap();
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(state(&log).await, before);
+        log.close().await.unwrap();
+    });
+}
