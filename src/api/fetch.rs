@@ -582,10 +582,16 @@ fn check_epochs(log: &crate::storage::PartitionLog, want: &Want) -> Option<Got> 
         return None;
     }
     let Some((epoch, end_offset)) = log.end_offset_for_epoch(want.last_fetched_epoch) else {
-        return Some(Got::offsets_only(log, Some(ResponseError::OffsetOutOfRange)));
+        return Some(Got::offsets_only(
+            log,
+            Some(ResponseError::OffsetOutOfRange),
+        ));
     };
     if want.offset < log.log_start_offset() {
-        return Some(Got::offsets_only(log, Some(ResponseError::OffsetOutOfRange)));
+        return Some(Got::offsets_only(
+            log,
+            Some(ResponseError::OffsetOutOfRange),
+        ));
     }
     if epoch < want.last_fetched_epoch || end_offset < want.offset {
         return Some(Got {

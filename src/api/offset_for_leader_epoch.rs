@@ -60,7 +60,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 _ => route.error(),
             };
             if let Some(error) = error {
-                work.push(Box::pin(async move { (Some(error), UNDEFINED.0, UNDEFINED.1) }));
+                work.push(Box::pin(
+                    async move { (Some(error), UNDEFINED.0, UNDEFINED.1) },
+                ));
                 continue;
             }
             let (shard, name) = (shard.clone(), name.clone());
@@ -102,17 +104,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 /// One partition's answer, on its owner shard.
 fn end_offset(shard: &Shard, topic: &str, index: i32, current: i32, epoch: i32) -> Answer {
     let Some(partition) = shard.partition(topic, index) else {
-        let code = routing::absent_partition_code(
-            &shard.metadata(),
-            shard.config.node_id,
-            topic,
-            index,
-        );
+        let code =
+            routing::absent_partition_code(&shard.metadata(), shard.config.node_id, topic, index);
         return (Some(code), UNDEFINED.0, UNDEFINED.1);
     };
     if let Some(error) = leader_epoch_code(current, partition.log.leader_epoch()) {
         return (Some(error), UNDEFINED.0, UNDEFINED.1);
     }
-    let (epoch, offset) = partition.log.end_offset_for_epoch(epoch).unwrap_or(UNDEFINED);
+    let (epoch, offset) = partition
+        .log
+        .end_offset_for_epoch(epoch)
+        .unwrap_or(UNDEFINED);
     (None, epoch, offset)
 }

@@ -142,7 +142,9 @@ impl LeaderEpochCache {
         if end_offset < 0 {
             return false;
         }
-        let keep = self.entries.partition_point(|e| e.start_offset < end_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_offset < end_offset);
         let changed = keep < self.entries.len();
         self.entries.truncate(keep);
         changed
@@ -256,7 +258,10 @@ mod tests {
     const UNDEFINED: (i32, i64) = (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
 
     fn entries(c: &LeaderEpochCache) -> Vec<(i32, i64)> {
-        c.entries().iter().map(|e| (e.epoch, e.start_offset)).collect()
+        c.entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
     }
 
     fn cache_of(list: &[(i32, i64)]) -> LeaderEpochCache {
@@ -352,7 +357,16 @@ mod tests {
 
     #[test]
     fn tracks_epochs_as_a_follower_receives_batches() {
-        let c = cache_of(&[(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5), (2, 6), (2, 7)]);
+        let c = cache_of(&[
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 3),
+            (1, 4),
+            (1, 5),
+            (2, 6),
+            (2, 7),
+        ]);
         assert_eq!(c.latest_epoch(), Some(2));
         assert_eq!(c.end_offset_for(2, 9), (2, 9));
         assert_eq!(c.end_offset_for(0, 9), (0, 3));

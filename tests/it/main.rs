@@ -55,6 +55,7 @@ mod coord_cluster;
 mod coord_metadata_log;
 mod diskrec_recovery;
 mod enospc;
+mod epochs_broker;
 mod fetchadmin_admin;
 mod fetchadmin_configs;
 mod fetchadmin_fetch;

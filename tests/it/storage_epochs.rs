@@ -167,7 +167,11 @@ async fn state(log: &PartitionLog) -> String {
         .iter()
         .map(|b| {
             let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
-            (base, b.len(), u32::from_be_bytes(b[17..21].try_into().unwrap()))
+            (
+                base,
+                b.len(),
+                u32::from_be_bytes(b[17..21].try_into().unwrap()),
+            )
         })
         .collect();
     format!(
@@ -224,7 +228,10 @@ fn truncate_to_drops_the_tail_and_recovery_agrees() {
         assert_eq!(log.truncate_to(cut + 2).await.unwrap(), cut);
         assert_eq!(log.log_end_offset(), cut);
         assert_eq!(log.high_watermark(), cut);
-        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, bases[3] - 4), (2, bases[4])]);
+        assert_eq!(
+            log.epoch_entries(),
+            vec![(0, 0), (1, bases[3] - 4), (2, bases[4])]
+        );
         assert_eq!(log.end_offset_for_epoch(2), Some((2, cut)));
         assert_eq!(
             log.aborted_transactions(0, cut).await.unwrap(),
@@ -237,7 +244,11 @@ fn truncate_to_drops_the_tail_and_recovery_agrees() {
         let truncated = state(&log).await;
         log.close().await.unwrap();
         let log = open(&dir, small_segments(), 1 << 20).await;
-        assert_eq!(state(&log).await, truncated, "recovery after a clean close agrees");
+        assert_eq!(
+            state(&log).await,
+            truncated,
+            "recovery after a clean close agrees"
+        );
 
         // The producer continues from the first dropped sequence, in epoch 3.
         log.set_leader_epoch(3);
@@ -257,7 +268,11 @@ fn truncate_to_drops_the_tail_and_recovery_agrees() {
         let truncated = state(&log).await;
         drop(log);
         let log = open(&dir, small_segments(), 1 << 20).await;
-        assert_eq!(state(&log).await, truncated, "recovery after a crash agrees");
+        assert_eq!(
+            state(&log).await,
+            truncated,
+            "recovery after a crash agrees"
+        );
         assert!(matches!(
             log.truncate_to(-1).await,
             Err(StorageError::OffsetOutOfRange { .. })

@@ -504,7 +504,11 @@ mod tests {
                     let leader = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
                     assert_eq!(leader, w.current_leader.unwrap_or((-1, -1)), "v{version}");
                     let diverging = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset);
-                    assert_eq!(diverging, w.diverging_epoch.unwrap_or((-1, -1)), "v{version}");
+                    assert_eq!(
+                        diverging,
+                        w.diverging_epoch.unwrap_or((-1, -1)),
+                        "v{version}"
+                    );
                     // Never null: empty partitions get empty records, as Kafka sends.
                     let records = p.records.as_ref().expect("records are never null");
                     let want_records: Vec<u8> =

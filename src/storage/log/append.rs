@@ -20,8 +20,8 @@
 //! per-segment aborted-transaction index (see `txn`).
 
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
-use super::{check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment};
 use super::PENDING_BYTES_MAX;
+use super::{check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment};
 use crate::storage::producer_state::{BatchFacts, Check, ProducerError};
 use crate::storage::{AppendInfo, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
@@ -170,8 +170,8 @@ impl PartitionLog {
                     return Err(StorageError::Closed);
                 }
                 // During a truncation, wait: it is cutting the files this append would extend.
-                let room = inner.pending_bytes == 0
-                    || inner.pending_bytes + set_len <= PENDING_BYTES_MAX;
+                let room =
+                    inner.pending_bytes == 0 || inner.pending_bytes + set_len <= PENDING_BYTES_MAX;
                 if room && !inner.truncating {
                     return Ok(());
                 }

@@ -104,7 +104,12 @@ impl PartitionLog {
             return Ok(true);
         };
         let epoch = h.partition_leader_epoch.get();
-        let cached = self.shared.inner.borrow().epochs.epoch_for_offset(h.base_offset());
+        let cached = self
+            .shared
+            .inner
+            .borrow()
+            .epochs
+            .epoch_for_offset(h.base_offset());
         Ok(epoch < 0 || cached == Some(epoch))
     }
 
@@ -177,8 +182,11 @@ pub(super) async fn load_on_open(
     log_start: i64,
     log_end: i64,
 ) -> Result<Option<(LeaderEpochCache, bool)>, StorageError> {
-    let data = io::read_small_file(&dir.join(leader_epoch::FILE_NAME), leader_epoch::FILE_BYTES_MAX)
-        .await?;
+    let data = io::read_small_file(
+        &dir.join(leader_epoch::FILE_NAME),
+        leader_epoch::FILE_BYTES_MAX,
+    )
+    .await?;
     let decoded = match data.as_deref().map(LeaderEpochCache::decode) {
         Some(Ok(cache)) => Some(cache),
         Some(Err(why)) => {

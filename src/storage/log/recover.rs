@@ -26,9 +26,9 @@
 //! [`producer_snapshot`]) by replaying the batches after it.
 
 use super::segment::{load_indexes, write_indexes};
+use super::SCAN_BATCH_BYTES_MAX;
 use super::SCAN_READ_BYTES;
 use super::{cleaner, epochs, txn, Inner, Life, PartitionLog, Segment, Shared};
-use super::SCAN_BATCH_BYTES_MAX;
 use crate::storage::cache::TailCache;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::file_names::{self, segment_file_name, LOG_EXT, SEGMENT_EXTS};
@@ -680,7 +680,8 @@ impl PartitionLog {
         let active_base = found.segments.back().map_or(0, |s| s.base_offset);
         // The leader-epoch file first: the new recovery checkpoint may trust segments the
         // scan just read, whose epochs only the file will then remember.
-        let epoch_cache = epochs::load_on_open(dir, &found.epoch_starts, log_start, log_end).await?;
+        let epoch_cache =
+            epochs::load_on_open(dir, &found.epoch_starts, log_start, log_end).await?;
         if let Some((cache, true)) = &epoch_cache {
             epochs::write(dir, cache.encode()).await?;
         }

@@ -177,7 +177,11 @@ impl PartitionLog {
         if cut.walked_max.0 > seg.max_timestamp {
             (seg.max_timestamp, seg.max_timestamp_offset) = cut.walked_max;
         }
-        let last_indexed = seg.offset_index.entries.last().map_or(0, |e| u64::from(e.1));
+        let last_indexed = seg
+            .offset_index
+            .entries
+            .last()
+            .map_or(0, |e| u64::from(e.1));
         seg.bytes_since_index = cut.position - last_indexed;
         seg.len = cut.position;
         seg.durable_len = cut.position;
@@ -221,7 +225,13 @@ async fn find_cut(shared: &Shared, offset: i64) -> Result<Cut, StorageError> {
             .offset_index
             .entry_at_or_before(seg.rel(offset))
             .map_or(0, |(_, pos)| u64::from(pos));
-        (si, seg.file.clone(), seg.base_offset, start, seg.durable_len)
+        (
+            si,
+            seg.file.clone(),
+            seg.base_offset,
+            start,
+            seg.durable_len,
+        )
     };
     let mut cut = Cut {
         segment,
