@@ -328,3 +328,141 @@ fn rdkafka_consumer_validates_its_position_with_offset_for_leader_epoch() {
         "the consumer validated its position"
     );
 }
+
+/// (leader, leader epoch) of `topic` partition 0 as `node`'s Metadata shows it.
+fn leader_seen_by(
+    cluster: &common::cluster::TestCluster,
+    node: usize,
+    topic: &str,
+) -> Result<(i32, i32), String> {
+    let m = cluster
+        .metadata(node)
+        .map_err(|e| format!("node {node}: Metadata: {e}"))?;
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .ok_or_else(|| format!("node {node}: no {topic}"))?;
+    let p = t
+        .partitions
+        .first()
+        .ok_or_else(|| format!("node {node}: {topic} has no partitions"))?;
+    Ok((p.leader_id.0, p.leader_epoch))
+}
+
+/// Produces one batch of three records to `topic`/0 through `node`: its base offset, or the
+/// error code.
+fn produce_through(
+    cluster: &common::cluster::TestCluster,
+    node: usize,
+    topic: &str,
+) -> Result<i64, String> {
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
+    let r = common::produce_records(&mut conn, 9, topic, 0, three_records());
+    match r.error_code {
+        0 => Ok(r.base_offset),
+        code => Err(format!("node {node}: Produce error {code}")),
+    }
+}
+
+/// On 3 real brokers: the leader of a partition stops (SIGTERM: fenced, the partition has no
+/// leader, epoch + 1) and comes back (it leads again, epoch + 1). Batches produced before carry
+/// the first epoch, those produced after the new one; OffsetForLeaderEpoch says where the first
+/// epoch ends; a client still at the first epoch is fenced.
+#[test]
+fn cluster_leader_change_moves_the_epoch_stamped_into_batches() {
+    use common::cluster::{ClusterOptions, TestCluster};
+    const WITHIN: Duration = Duration::from_secs(20);
+    common::within(Duration::from_secs(60), || {
+        let mut cluster = TestCluster::start(
+            3,
+            ClusterOptions {
+                settings: "broker_session_timeout_ms = 3000\nbroker_heartbeat_interval_ms = 500\n"
+                    .into(),
+                ..ClusterOptions::default()
+            },
+        );
+        let topic = "epochs-cluster";
+        cluster.wait_until(WITHIN, "CreateTopics", || {
+            let mut conn = RawConn::connect(cluster.socket_addr(0)).map_err(|e| e.to_string())?;
+            match common::create_topic_raw(&mut conn, topic, 1, &[]) {
+                0 | 36 => Ok(()),
+                code => Err(format!("CreateTopics error {code}")),
+            }
+        });
+        let (leader, first_epoch) = cluster.wait_until(WITHIN, "a leader", || {
+            let (leader, epoch) = leader_seen_by(&cluster, 0, topic)?;
+            if leader < 0 {
+                return Err(format!("leader {leader}"));
+            }
+            leader_seen_by(&cluster, leader as usize, topic).and_then(|l| {
+                if l == (leader, epoch) {
+                    Ok(l)
+                } else {
+                    Err(format!("{l:?}"))
+                }
+            })
+        });
+        let node = leader as usize;
+        let before = cluster.wait_until(WITHIN, "produce before", || {
+            produce_through(&cluster, node, topic)
+        });
+        assert_eq!(before, 0);
+
+        let status = cluster.stop(node);
+        assert!(status.success(), "node {node} after SIGTERM: {status}");
+        cluster.restart(node);
+        let new_epoch =
+            cluster.wait_until(
+                WITHIN,
+                "the leader back at a new epoch",
+                || match leader_seen_by(&cluster, node, topic)? {
+                    (l, e) if l == leader && e > first_epoch => Ok(e),
+                    other => Err(format!("node {node} sees {other:?}")),
+                },
+            );
+        let after = cluster.wait_until(WITHIN, "produce after", || {
+            produce_through(&cluster, node, topic)
+        });
+        assert_eq!(after, 3);
+
+        let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(new_epoch)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let data = conn.request(12, &request).expect("Fetch").responses[0].partitions[0].clone();
+        assert_eq!(data.error_code, 0);
+        let records = data.records.expect("records");
+        let second = records.len() / 2;
+        assert_eq!(&records[12..16], &first_epoch.to_be_bytes(), "batch before");
+        assert_eq!(
+            &records[second + 12..second + 16],
+            &new_epoch.to_be_bytes(),
+            "batch after"
+        );
+        assert!(new_epoch > 0);
+
+        let got = offset_for_leader_epoch(
+            &mut conn,
+            4,
+            topic,
+            &[
+                (-1, first_epoch),
+                (new_epoch, new_epoch),
+                (first_epoch, new_epoch),
+            ],
+        );
+        assert_eq!(
+            answers(&got),
+            vec![(0, first_epoch, 3), (0, new_epoch, 6), (FENCED, -1, -1)]
+        );
+    });
+}
