@@ -25,6 +25,13 @@
 //! oldest open transaction) and carry the aborted transactions overlapping the returned range,
 //! so the client drops their records; long polls wait for the LSO to move.
 //!
+//! Leader epochs (Kafka's `Partition.fetchRecords`): a `current_leader_epoch` (v9+) older than
+//! the partition's gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH; a fetcher that
+//! names the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose fetch offset
+//! lies past the end of that epoch here gets `diverging_epoch` (that epoch's end) and no records,
+//! at once (it must truncate first); an epoch whose end is unknown here gets
+//! OFFSET_OUT_OF_RANGE.
+//!
 //! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER (`shard::routing`), and
 //! from v12 its leader in `current_leader`, from v16 that leader's endpoint in
 //! `node_endpoints` (KIP-951), so the client goes there without a Metadata round trip.

@@ -8,7 +8,10 @@
 //! are bounded by [`PENDING_BYTES_MAX`]: appends beyond it wait. Right after its offsets are
 //! assigned, each batch is checked against them (`check::batch_before_append`).
 //!
-//! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
+//! Appended batches get `partitionLeaderEpoch` = the partition's leader epoch
+//! ([`PartitionLog::set_leader_epoch`], from the metadata); the first batch of a new epoch
+//! enters the leader-epoch cache (see `epochs`) where its offset is assigned. While a
+//! truncation runs (`truncate`), appends wait before their offsets are assigned.
 //!
 //! Idempotence: a record set with a producer id must be one batch; it is judged by the log's
 //! [`ProducerStateTable`](crate::storage::producer_state::ProducerStateTable) right before

@@ -168,15 +168,29 @@ pub(super) async fn persist(shared: &Shared) -> Result<(), StorageError> {
 }
 
 /// Write the file (atomically: temp file, fdatasync, rename, directory fsync).
-pub(super) async fn write(dir: &Path, data: Vec<u8>) -> Result<(), StorageError> {
+async fn write(dir: &Path, data: Vec<u8>) -> Result<(), StorageError> {
     io::write_file_atomic(&dir.join(leader_epoch::FILE_NAME), data).await
 }
 
 /// What open does with the file: the cache from it (entries past the recovered end dropped,
-/// the epochs of the scanned batches added, cut at the log start) and whether it must be
-/// written; `None` when it is missing or damaged and the log is not empty (then the log
+/// the epochs of the scanned batches added, cut at the log start), written back if that
+/// changed it; `None` when it is missing or damaged and the log is not empty (then the log
 /// rebuilds it from its batches once open).
 pub(super) async fn load_on_open(
+    dir: &Path,
+    scanned: &[(i32, i64)],
+    log_start: i64,
+    log_end: i64,
+) -> Result<Option<LeaderEpochCache>, StorageError> {
+    let loaded = load_file(dir, scanned, log_start, log_end).await?;
+    if let Some((cache, true)) = &loaded {
+        write(dir, cache.encode()).await?;
+    }
+    Ok(loaded.map(|(cache, _)| cache))
+}
+
+/// [`load_on_open`] before the write: the cache and whether it differs from the file.
+async fn load_file(
     dir: &Path,
     scanned: &[(i32, i64)],
     log_start: i64,

@@ -23,7 +23,9 @@
 //! scan accepts forward gaps except in the last segment. The active segment is then
 //! fdatasync'd, segments whose roll was interrupted are sealed, the high watermark is set to
 //! the log end, and the producer state is rebuilt from its newest snapshot (see
-//! [`producer_snapshot`]) by replaying the batches after it.
+//! [`producer_snapshot`]) by replaying the batches after it. The leader-epoch cache comes from
+//! its file plus the epochs of the batches the scan read, and is checked against the log's last
+//! batch; a missing, damaged or disagreeing file is rebuilt from the log (see `epochs`).
 
 use super::segment::{load_indexes, write_indexes};
 use super::SCAN_BATCH_BYTES_MAX;
@@ -33,6 +35,7 @@ use crate::storage::cache::TailCache;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::file_names::{self, segment_file_name, LOG_EXT, SEGMENT_EXTS};
 use crate::storage::io::{self, align_down, DataFile};
+use crate::storage::leader_epoch::LeaderEpochCache;
 use crate::storage::producer_state::{BatchFacts, ProducerStateTable};
 use crate::storage::txn_index::TxnIndexes;
 use crate::storage::{producer_snapshot, LogConfig, StorageError};
@@ -645,6 +648,43 @@ async fn settle_checkpoint(
     Ok(checkpoint)
 }
 
+/// The state of a log recovered as `found`, between `log_start` and `log_end`.
+fn new_inner(
+    config: LogConfig,
+    found: Recovered,
+    checkpoint: Checkpoint,
+    (log_start, log_end): (i64, i64),
+    epochs: Option<LeaderEpochCache>,
+) -> Inner {
+    Inner {
+        config,
+        life: Life::Open,
+        log_start_offset: log_start,
+        log_end_offset: log_end,
+        high_watermark: log_end,
+        segments: found.segments,
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        flushing: false,
+        change_waiters: Vec::new(),
+        max_timestamp: found.max_ts,
+        checkpoint,
+        meta_locked: false,
+        flush_count: 0,
+        producers: ProducerStateTable::new(),
+        roll_snapshot: None,
+        txn_index: TxnIndexes::default(),
+        modified: false,
+        leader_epoch: epochs
+            .as_ref()
+            .and_then(LeaderEpochCache::latest_epoch)
+            .unwrap_or(0),
+        epochs: epochs.unwrap_or_default(),
+        epochs_dirty: false,
+        truncating: false,
+    }
+}
+
 impl PartitionLog {
     /// Open or create the partition directory `dir` (e.g. `data/<topic>-<partition>/`); runs
     /// recovery (see the module docs).
@@ -682,50 +722,23 @@ impl PartitionLog {
         // scan just read, whose epochs only the file will then remember.
         let epoch_cache =
             epochs::load_on_open(dir, &found.epoch_starts, log_start, log_end).await?;
-        if let Some((cache, true)) = &epoch_cache {
-            epochs::write(dir, cache.encode()).await?;
-        }
+        let epochs_loaded = epoch_cache.is_some();
         let checkpoint =
             settle_checkpoint(dir, cp, found.changed, active_base, log_start, log_end).await?;
         let cache_id = cache.register();
+        let inner = new_inner(config, found, checkpoint, (log_start, log_end), epoch_cache);
         let log = PartitionLog {
             shared: Rc::new(Shared {
                 dir: dir.to_path_buf(),
                 cache,
                 cache_id,
-                inner: RefCell::new(Inner {
-                    config,
-                    life: Life::Open,
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
-                    high_watermark: log_end,
-                    segments: found.segments,
-                    pending: VecDeque::new(),
-                    pending_bytes: 0,
-                    flushing: false,
-                    change_waiters: Vec::new(),
-                    max_timestamp: found.max_ts,
-                    checkpoint,
-                    meta_locked: false,
-                    flush_count: 0,
-                    producers: ProducerStateTable::new(),
-                    roll_snapshot: None,
-                    txn_index: TxnIndexes::default(),
-                    modified: false,
-                    leader_epoch: epoch_cache
-                        .as_ref()
-                        .and_then(|(c, _)| c.latest_epoch())
-                        .unwrap_or(0),
-                    epochs: epoch_cache.clone().map(|(c, _)| c).unwrap_or_default(),
-                    epochs_dirty: false,
-                    truncating: false,
-                }),
+                inner: RefCell::new(inner),
             }),
         };
         // Segments wholly below the log start are garbage from an interrupted deletion.
         log.delete_segments_below_start().await?;
         log.rebuild_producer_state().await?;
-        log.check_epochs_on_open(epoch_cache.is_some()).await?;
+        log.check_epochs_on_open(epochs_loaded).await?;
         Ok(log)
     }
 
