@@ -173,6 +173,9 @@ fn leader_epoch_checks_and_offset_for_leader_epoch_at_epoch_3() {
     assert_eq!(ResponseError::UnknownLeaderEpoch.code(), UNKNOWN_EPOCH);
     let (broker, _dir) = start_at_epoch();
     let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
+    // Leading at epoch 3 starts it at the log end, before any data (Kafka's makeLeader).
+    let empty = offset_for_leader_epoch(&mut conn, 4, TOPIC, &[(-1, EPOCH), (-1, 1)]);
+    assert_eq!(answers(&empty), vec![(0, EPOCH, 0), (0, 1, 0)]);
     for _ in 0..2 {
         let r = common::produce_records(&mut conn, 9, TOPIC, 0, three_records());
         assert_eq!(r.error_code, 0);

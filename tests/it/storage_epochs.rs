@@ -157,6 +157,57 @@ fn delete_records_cuts_the_epoch_cache_from_the_start() {
     });
 }
 
+/// A leader's epoch starts at the log end as soon as it leads (Kafka's makeLeader), before any
+/// batch is written in it, even on an empty log.
+#[test]
+fn start_leader_epoch_records_the_epoch_at_the_log_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        log.start_leader_epoch(4);
+        assert_eq!(log.end_offset_for_epoch(4), Some((4, 0)));
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, 0)));
+        log.append(storage_common::batch(2, 10, 1_000), 0)
+            .await
+            .unwrap();
+        log.start_leader_epoch(6);
+        log.start_leader_epoch(6);
+        assert_eq!(log.epoch_entries(), vec![(4, 0), (6, 2)]);
+        assert_eq!(log.end_offset_for_epoch(4), Some((4, 2)));
+        assert_eq!(log.end_offset_for_epoch(6), Some((6, 2)));
+        assert_eq!(batch_epochs(&log).await, vec![4]);
+        log.close().await.unwrap();
+        assert!(std::fs::read_to_string(dir.join(EPOCH_FILE))
+            .unwrap()
+            .ends_with("6 2\n"));
+        // On open, an epoch without data at the log end goes (Kafka's truncateFromEnd to the
+        // recovered end); leading again brings it back.
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(log.epoch_entries(), vec![(4, 0)]);
+        log.start_leader_epoch(6);
+        assert_eq!(log.epoch_entries(), vec![(4, 0), (6, 2)]);
+        log.close().await.unwrap();
+    });
+}
+
+/// An idle partition costs no epoch-file write: leading an empty log and closing it writes
+/// nothing (the next leadership starts the epoch again).
+#[test]
+fn an_idle_empty_partition_writes_no_epoch_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        for _ in 0..2 {
+            let log = open(&dir, small_segments(), 1 << 20).await;
+            log.start_leader_epoch(2);
+            assert_eq!(log.end_offset_for_epoch(2), Some((2, 0)));
+            log.close().await.unwrap();
+            assert!(!dir.join(EPOCH_FILE).exists());
+        }
+    });
+}
+
 /// What a reopened log must agree on with the log before.
 async fn state(log: &PartitionLog) -> String {
     let mut producers = log.producers();

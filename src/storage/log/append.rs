@@ -245,7 +245,7 @@ impl PartitionLog {
         }
         let epoch = inner.leader_epoch;
         let pending_batches = stamp_batches(&mut buf, checked, (leo, epoch), hw, seg.len, now_ms);
-        super::epochs::note(inner, epoch, leo);
+        super::epochs::note_append(inner, epoch, leo);
         let next = leo + offsets;
         apply_producers(inner, checked, &pending_batches);
         let data = buf.freeze();

@@ -32,6 +32,21 @@ impl PartitionLog {
         inner.leader_epoch = epoch.max(0);
     }
 
+    /// This broker leads the partition at `epoch` (Kafka's `Partition.makeLeader`):
+    /// [`PartitionLog::set_leader_epoch`], and the epoch starts at the log end offset in the
+    /// cache if it is above the latest one, before any batch is written in it (so
+    /// OffsetForLeaderEpoch answers for it at once, even on an empty log). A follower calls
+    /// `set_leader_epoch` alone: its epochs come with the leader's batches.
+    pub fn start_leader_epoch(&self, epoch: i32) {
+        self.set_leader_epoch(epoch);
+        let mut inner = self.shared.inner.borrow_mut();
+        let end = inner.log_end_offset;
+        if inner.epochs.note_epoch_start(epoch, end) {
+            // Written with the first batch of the epoch (`note_append`), not for an idle one.
+            inner.epochs_soft = true;
+        }
+    }
+
     /// The epoch stamped into appended batches.
     pub fn leader_epoch(&self) -> i32 {
         self.shared.inner.borrow().leader_epoch
@@ -142,10 +157,20 @@ impl PartitionLog {
     }
 }
 
-/// Record the start of `epoch` at `offset` if it is above the latest epoch (appends and
-/// recovery: Kafka's `maybeAssignEpochStartOffset`).
+/// Record the start of `epoch` at `offset` if it is above the latest epoch (Kafka's
+/// `maybeAssignEpochStartOffset`).
 pub(super) fn note(inner: &mut Inner, epoch: i32, offset: i64) {
     if inner.epochs.note_epoch_start(epoch, offset) {
+        inner.epochs_dirty = true;
+    }
+}
+
+/// A batch of `epoch` is appended at `offset`: [`note`], and an entry without data so far
+/// now has some, so the file needs it.
+pub(super) fn note_append(inner: &mut Inner, epoch: i32, offset: i64) {
+    note(inner, epoch, offset);
+    if inner.epochs_soft {
+        inner.epochs_soft = false;
         inner.epochs_dirty = true;
     }
 }
@@ -213,7 +238,8 @@ async fn load_file(
         if log_start < log_end {
             return Ok(None);
         }
-        return Ok(Some((LeaderEpochCache::new(), true)));
+        // An empty log: nothing to rebuild, and no file is needed until a batch is written.
+        return Ok(Some((LeaderEpochCache::new(), data.is_some())));
     };
     let mut changed = cache.truncate_from_end(log_end);
     for &(epoch, offset) in scanned {

@@ -267,6 +267,9 @@ struct Inner {
     epochs: LeaderEpochCache,
     /// `epochs` changed since its file was written.
     epochs_dirty: bool,
+    /// `epochs` has an entry without data yet (`start_leader_epoch`): the file needs it only
+    /// once a batch is appended in it (else the next leadership adds it again).
+    epochs_soft: bool,
     /// A truncation is under way: appends wait (see `truncate`).
     truncating: bool,
 }

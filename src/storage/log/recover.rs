@@ -681,6 +681,7 @@ fn new_inner(
             .unwrap_or(0),
         epochs: epochs.unwrap_or_default(),
         epochs_dirty: false,
+        epochs_soft: false,
         truncating: false,
     }
 }
