@@ -12,11 +12,14 @@
 //!
 //! Crash safety, step by step: appends are held back and the flusher drained first; then the
 //! recovery checkpoint is moved to the start of the segment holding the cut (so a restart
-//! trusts only segments that stay and CRC-scans the rest); then the doomed segments are
-//! removed newest first (a crash leaves a contiguous log); then the cut segment is truncated
-//! and fdatasync'd; then the leader-epoch file is written. A crash at any point recovers to
-//! either the old log or the truncated one, never to a log with a hole; `truncate_to`
-//! resolves only once the truncated state is durable.
+//! trusts only segments that stay and CRC-scans the rest); then the in-memory log is cut
+//! (readers never look past the new end, so files shrinking under them cannot surprise them);
+//! then the doomed segments are removed newest first (a crash leaves a contiguous log); then
+//! the cut segment is truncated and fdatasync'd; then the leader-epoch file is written. A
+//! crash at any point recovers to either the old log or the truncated one, never to a log
+//! with a hole; `truncate_to` resolves only once the truncated state is durable. An I/O error
+//! midway is returned as it is: the files then hold more than the log in memory, which a
+//! reopen (recovery) reconciles; the partition should be reopened before it is written again.
 //!
 //! The caller decides whether a truncation is allowed (a leader must never truncate below its
 //! high watermark; a follower does when its leader says its log diverged).
@@ -133,6 +136,12 @@ impl PartitionLog {
         };
         io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
         shared.inner.borrow_mut().checkpoint = cp;
+        let tail_block = match &file {
+            Some(f) => read_tail_block(f, cut.position).await?,
+            None => Vec::new(),
+        };
+        // Readers see the truncated log from here on, before its files shrink under them.
+        self.cut_state(cut, doomed.len(), tail_block);
         // Newest first, one segment at a time: a crash leaves a contiguous log.
         for base in doomed.iter().rev() {
             let names = SEGMENT_EXTS
@@ -141,15 +150,10 @@ impl PartitionLog {
                 .collect();
             io::remove_files(&shared.dir, names).await?;
         }
-        let tail_block = match &file {
-            Some(f) => {
-                f.truncate(cut.position).await?;
-                f.sync().await?;
-                read_tail_block(f, cut.position).await?
-            }
-            None => Vec::new(),
-        };
-        self.cut_state(cut, doomed.len(), tail_block);
+        if let Some(f) = &file {
+            f.truncate(cut.position).await?;
+            f.sync().await?;
+        }
         epochs::persist(shared).await?;
         // Producer state and the aborted-transaction index, exactly as open rebuilds them.
         shared.inner.borrow_mut().txn_index = TxnIndexes::default();
@@ -221,9 +225,11 @@ async fn find_cut(shared: &Shared, offset: i64) -> Result<Cut, StorageError> {
         let inner = shared.inner.borrow();
         let si = inner.segment_for(offset).expect("offset >= log start");
         let seg = &inner.segments[si];
+        // `offset` may lie past this segment's offsets (a gap before the next one).
+        let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
         let start = seg
             .offset_index
-            .entry_at_or_before(seg.rel(offset))
+            .entry_at_or_before(rel)
             .map_or(0, |(_, pos)| u64::from(pos));
         (
             si,
