@@ -138,6 +138,43 @@ fn a_bad_epoch_file_is_rebuilt_from_the_log() {
     });
 }
 
+/// A damaged batch in a sealed segment does not keep the partition offline when the epoch
+/// file has to be rebuilt: the rest of that segment is skipped, the later epochs are found.
+#[test]
+fn a_damaged_batch_does_not_stop_the_epoch_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    // An index entry inside each segment: recovery checks a trusted segment from its last
+    // entry on only, so the damage below it is found by reads alone.
+    let config = LogConfig {
+        index_interval_bytes: 1024,
+        ..small_segments()
+    };
+    run(async move {
+        let log = open(&dir, config.clone(), 1 << 20).await;
+        three_epochs(&log).await;
+        let bases = log.segment_base_offsets();
+        log.close().await.unwrap();
+        assert_eq!(bases[0], 0);
+        assert!(bases.len() > 2 && bases[1] <= 15, "{bases:?}");
+        // Damage the first segment's first batch (a record byte: its CRC no longer matches).
+        let path = dir.join("00000000000000000000.log");
+        let mut data = std::fs::read(&path).unwrap();
+        data[100] ^= 0xff;
+        std::fs::write(&path, data).unwrap();
+        std::fs::remove_file(dir.join(EPOCH_FILE)).unwrap();
+        let log = PartitionLog::open(
+            &dir,
+            small_segments(),
+            freshet::storage::TailCache::new(1 << 20),
+        )
+        .await
+        .expect("the partition stays online");
+        assert_eq!(log.epoch_entries(), vec![(0, bases[1]), (2, 15), (5, 30)]);
+        log.close().await.unwrap();
+    });
+}
+
 /// The log start moving (DeleteRecords) moves the first epoch's start with it, as Kafka's
 /// `truncateFromStart`.
 #[test]

@@ -8,8 +8,9 @@
 //! batches it scans anyway (from the recovery point on: `ScanOutcome::epoch_starts`). A missing
 //! or damaged file (or one written by a broker that had none) is rebuilt by reading the batch
 //! headers of the whole log, [`SCAN_READ_BYTES`] at a time, and written again; it never keeps
-//! a partition offline. Entries above the recovered log end (their data was not durable) are
-//! dropped on open, as are those below the log start.
+//! a partition offline (the rest of a segment with a damaged batch is skipped, with a
+//! warning: the damage is the read path's to report). Entries above the recovered log end (their data
+//! was not durable) are dropped on open, as are those below the log start.
 
 use super::{Inner, PartitionLog, Shared, SCAN_READ_BYTES};
 use crate::storage::leader_epoch::{self, LeaderEpochCache};
@@ -114,7 +115,15 @@ impl PartitionLog {
         if start >= end {
             return Ok(true);
         }
-        let data = self.read(end - 1, 1, true).await?;
+        let data = match self.read(end - 1, 1, true).await {
+            Ok(data) => data,
+            Err(e @ StorageError::CorruptMessage(_)) => {
+                // Damage is the read path's to report; the file is kept as it is.
+                tracing::warn!(dir = %self.shared.dir.display(), error = %e, "cannot check the leader-epoch checkpoint against the last batch");
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
         let Some(h) = data.batches.first().and_then(|b| batch::header(b)) else {
             return Ok(true);
         };
@@ -137,7 +146,26 @@ impl PartitionLog {
         };
         let mut cache = LeaderEpochCache::new();
         while offset < end {
-            let data = self.read(offset, SCAN_READ_BYTES, true).await?;
+            let data = match self.read(offset, SCAN_READ_BYTES, true).await {
+                Ok(data) => data,
+                Err(e @ StorageError::CorruptMessage(_)) => {
+                    // Derived data: the rebuild goes on from the next segment and the
+                    // partition stays online (the damage is the read path's to report).
+                    tracing::warn!(dir = %self.shared.dir.display(), offset, error = %e, "leader-epoch rebuild skips the rest of a segment with a damaged batch");
+                    match self
+                        .segment_base_offsets()
+                        .into_iter()
+                        .find(|b| *b > offset)
+                    {
+                        Some(next) => {
+                            offset = next;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if data.batches.is_empty() {
                 break;
             }
