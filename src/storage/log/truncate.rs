@@ -16,8 +16,11 @@
 //! (readers never look past the new end, so files shrinking under them cannot surprise them);
 //! then the doomed segments are removed newest first (a crash leaves a contiguous log); then
 //! the cut segment is truncated and fdatasync'd; then the leader-epoch file is written. A
-//! crash at any point recovers to either the old log or the truncated one, never to a log
-//! with a hole; `truncate_to` resolves only once the truncated state is durable. An I/O error
+//! crash at any point recovers to a prefix of the old log that holds at least the truncated
+//! one (the old log, the truncated one, or, for a crash among the removals, the segments not
+//! yet removed), never to a log with a hole, and its epoch cache and producer state are those
+//! of the batches it holds (the simulated-disk test crashes at every disk operation);
+//! `truncate_to` resolves only once the truncated state is durable. An I/O error
 //! midway is returned as it is: the files then hold more than the log in memory, which a
 //! reopen (recovery) reconciles; the partition should be reopened before it is written again.
 //!
