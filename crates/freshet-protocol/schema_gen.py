@@ -29,6 +29,7 @@ REQUESTS = {
     "describe_topic_partitions_request": 75,
     "write_txn_markers_request": 27,
     "elect_leaders_request": 43,
+    "offset_for_leader_epoch_request": 23,
 }
 
 DECODE = re.compile(

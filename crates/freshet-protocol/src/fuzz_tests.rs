@@ -572,6 +572,19 @@ fn seed_offset_delete(_v: i16) -> OffsetDeleteRequest {
         .with_topics(vec![t])
 }
 
+fn seed_offset_for_leader_epoch(v: i16) -> OffsetForLeaderEpochRequest {
+    let p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(3)
+        .with_leader_epoch(2);
+    let t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![p.clone(), p.with_partition(1)]);
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(if v >= 3 { BrokerId(-1) } else { BrokerId(-2) })
+        .with_topics(vec![t])
+}
+
 /// Type-erased checks for one served request type.
 struct Served {
     key: i16,
@@ -647,7 +660,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeTransactionsRequest,
         ListTransactionsRequest,
         SaslAuthenticateRequest,
-        ElectLeadersRequest
+        ElectLeadersRequest,
+        OffsetForLeaderEpochRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -734,6 +748,7 @@ fn served() -> Vec<Served> {
         served!(SaslHandshakeRequest, seed_sasl_handshake),
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
         served!(ElectLeadersRequest, seed_elect_leaders),
+        served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
     ]
 }
 
