@@ -386,6 +386,21 @@ pub fn offsets_log_code(error: &StorageError) -> ResponseError {
     }
 }
 
+/// The error Kafka answers when the authorizer refuses an operation on a resource of this
+/// type (`TOPIC_AUTHORIZATION_FAILED`, `GROUP_...`, `CLUSTER_...`, `TRANSACTIONAL_ID_...`).
+pub fn authorization_failed_code(
+    resource_type: crate::security::acl::ResourceType,
+) -> ResponseError {
+    use crate::security::acl::ResourceType as R;
+    match resource_type {
+        R::Topic => ResponseError::TopicAuthorizationFailed,
+        R::Group => ResponseError::GroupAuthorizationFailed,
+        R::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        R::DelegationToken => ResponseError::DelegationTokenAuthorizationFailed,
+        R::Cluster | R::User | R::Any | R::Unknown => ResponseError::ClusterAuthorizationFailed,
+    }
+}
+
 /// Shorthand: the wire code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
