@@ -93,3 +93,12 @@ pub fn operations(
     let metadata = shard.metadata();
     authorizer(shard).authorized_operations(&metadata.acls, caller(request), resource_type, name)
 }
+
+/// The cluster's authorized operations as Metadata and DescribeCluster report them: 0 without
+/// DESCRIBE on the cluster (Kafka), else the operations allowed.
+pub fn cluster_operations(shard: &Shard, request: &ParsedRequest) -> i32 {
+    if !cluster_allowed(shard, request, AclOperation::Describe) {
+        return 0;
+    }
+    operations(shard, request, ResourceType::Cluster, CLUSTER_NAME)
+}
