@@ -207,6 +207,10 @@ pub enum AdminError {
     /// The log directory cannot be described (statvfs failed).
     #[error("Log directory {dir} is unavailable: {source}")]
     LogDir { dir: String, source: std::io::Error },
+    /// The authorizer refused the operation on a resource of this type (its code from
+    /// [`authorization_failed_code`]).
+    #[error("Authorization failed.")]
+    Unauthorized(crate::security::acl::ResourceType),
 }
 
 impl From<MetadataError> for AdminError {
@@ -372,6 +376,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         A::MismatchedEndpointType => E::MismatchedEndpointType,
         A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
+        A::Unauthorized(resource_type) => authorization_failed_code(*resource_type),
     }
 }
 

@@ -27,6 +27,7 @@ REQUESTS = {
     "describe_producers_request": 61, "describe_transactions_request": 65,
     "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
     "describe_topic_partitions_request": 75,
+    "describe_acls_request": 29, "create_acls_request": 30, "delete_acls_request": 31,
 }
 
 DECODE = re.compile(

@@ -342,6 +342,8 @@ fn describe(record: &MetadataRecord) -> String {
         MetadataRecord::BrokerConfigsSet { resource, configs } => {
             format!("broker configs {resource:?} {configs:?}")
         }
+        MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
+        MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
     }
 }
 
