@@ -102,3 +102,28 @@ pub fn cluster_operations(shard: &Shard, request: &ParsedRequest) -> i32 {
     }
     operations(shard, request, ResourceType::Cluster, CLUSTER_NAME)
 }
+
+/// The ACL resource behind a config resource (DescribeConfigs/AlterConfigs' resource type
+/// ids): a topic is itself, a group itself, a broker or broker logger (or client metrics) the
+/// cluster, as Kafka's `ConfigAdminManager` authorizes them.
+pub fn config_resource(config_type: i8, name: &str) -> (ResourceType, &str) {
+    use crate::api::admin::resource_type as config;
+    match config_type {
+        config::TOPIC => (ResourceType::Topic, name),
+        config::GROUP => (ResourceType::Group, name),
+        _ => (ResourceType::Cluster, CLUSTER_NAME),
+    }
+}
+
+/// May the caller do `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on this config resource? `None`
+/// if so, else the resource type whose authorization failed.
+pub fn config_refusal(
+    shard: &Shard,
+    request: &ParsedRequest,
+    op: AclOperation,
+    config_type: i8,
+    name: &str,
+) -> Option<ResourceType> {
+    let (resource_type, name) = config_resource(config_type, name);
+    (!allowed(shard, request, op, resource_type, name)).then_some(resource_type)
+}
