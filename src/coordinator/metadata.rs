@@ -11,7 +11,10 @@
 //! shows half-applied to anyone.
 //!
 //! Dynamic broker configs (AlterConfigs on the BROKER resource) are part of it too, by
-//! resource name (a node id, or `""` for the cluster default); see `broker_config`.
+//! resource name (a node id, or `""` for the cluster default); see `broker_config`. So are the
+//! ACL bindings (CreateAcls / DeleteAcls: [`MetadataCommand::CreateAcl`],
+//! [`MetadataCommand::DeleteAcls`]; checked by `security::acl::AclBinding::validate`, at most
+//! `security::acl::ACLS_MAX`).
 //!
 //! Brokers and placement (the cluster): brokers register ([`MetadataCommand::RegisterBroker`],
 //! from the active controller's `cluster::liveness`), are fenced when their heartbeats stop
