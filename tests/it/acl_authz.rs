@@ -555,3 +555,102 @@ fn freshet_acl_cli_adds_lists_and_removes() {
     );
     assert_eq!(code, 2);
 }
+
+/// Configs, group descriptions and listings, and the quorum follow the ACLs as in Kafka:
+/// DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, DESCRIBE on the group (with the caller's
+/// authorized operations), ListGroups filtered by DESCRIBE, DescribeQuorum DESCRIBE on the
+/// cluster.
+#[test]
+fn configs_groups_and_quorum_follow_the_acls() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+        IncrementalAlterConfigsRequest,
+    };
+    const DESCRIBE_CONFIGS: i8 = 10;
+    const ALTER_CONFIGS: i8 = 11;
+    let (_broker, mut conn) = start(&[
+        "--authorizer",
+        "on",
+        "--allow-everyone-if-no-acl-found",
+        "true",
+    ]);
+    assert_eq!(create_topic(&mut conn, "cfg-ok"), 0);
+    assert_eq!(create_topic(&mut conn, "cfg-no"), 0);
+    let created = create_acls(
+        &mut conn,
+        vec![
+            creation(TOPIC, "cfg-no", LITERAL, DESCRIBE_CONFIGS, DENY),
+            creation(TOPIC, "cfg-no", LITERAL, ALTER_CONFIGS, DENY),
+            creation(GROUP, "g-no", LITERAL, DESCRIBE, DENY),
+            creation(GROUP, "g-ok", LITERAL, READ, ALLOW),
+        ],
+    );
+    assert!(created.results.iter().all(|r| r.error_code == 0));
+    let describe = |conn: &mut RawConn, topic: &str| {
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s(topic))
+                .with_configuration_keys(None),
+        ]);
+        conn.request(4, &request).expect("DescribeConfigs").results[0].error_code
+    };
+    assert_eq!(describe(&mut conn, "cfg-ok"), 0);
+    assert_eq!(
+        describe(&mut conn, "cfg-no"),
+        code(ResponseError::TopicAuthorizationFailed)
+    );
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("cfg-no"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(s("retention.ms"))
+                .with_config_operation(0)
+                .with_value(Some(s("1000")))]),
+    ]);
+    let altered = conn.request(1, &alter).expect("IncrementalAlterConfigs");
+    assert_eq!(
+        altered.responses[0].error_code,
+        code(ResponseError::TopicAuthorizationFailed)
+    );
+    let groups = DescribeGroupsRequest::default()
+        .with_groups(vec![s("g-no").into(), s("g-ok").into()])
+        .with_include_authorized_operations(true);
+    let described = conn.request(5, &groups).expect("DescribeGroups");
+    assert_eq!(
+        described.groups[0].error_code,
+        code(ResponseError::GroupAuthorizationFailed)
+    );
+    assert_eq!(described.groups[1].error_code, 0);
+    // READ allowed, and the DESCRIBE it implies: bits 3 and 8.
+    assert_eq!(
+        described.groups[1].authorized_operations,
+        (1 << 3) | (1 << 8)
+    );
+    // The quorum: open while the cluster has no ACL, refused once DESCRIBE is denied.
+    let quorum = DescribeQuorumRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(s("__cluster_metadata")))
+            .with_partitions(vec![
+                kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
+            ]),
+    ]);
+    assert_eq!(
+        conn.request(1, &quorum).expect("DescribeQuorum").error_code,
+        0
+    );
+    let created = create_acls(
+        &mut conn,
+        vec![creation(CLUSTER, "kafka-cluster", LITERAL, DESCRIBE, DENY)],
+    );
+    assert_eq!(created.results[0].error_code, 0);
+    assert_eq!(
+        conn.request(1, &quorum).expect("DescribeQuorum").error_code,
+        code(ResponseError::ClusterAuthorizationFailed)
+    );
+}
