@@ -125,6 +125,9 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::BrokerRegistered { registration } => {
                 registration.host.len() + registration.rack.as_ref().map_or(0, String::len) + 256
             }
+            MetadataRecord::PartitionChanged {
+                topic, assignment, ..
+            } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
             MetadataRecord::AclCreated { acl } => acl_bytes(acl),
             MetadataRecord::AclsDeleted { acls } => acls.iter().map(acl_bytes).sum::<usize>() + 64,
         }
