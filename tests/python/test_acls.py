@@ -110,3 +110,26 @@ def test_clients_get_authorization_errors_where_acls_deny(make_broker):
         for _ in c:
             break
     c.close()
+
+
+def test_transactional_producer_needs_write_on_its_transactional_id(make_broker):
+    broker = make_broker(extra_args=["--authorizer", "on",
+                                     "--allow-everyone-if-no-acl-found", "true"])
+    a = admin(broker)
+    for f in a.create_topics([NewTopic("t", 1)]).values():
+        f.result(timeout=T)
+    deny = binding(ResourceType.TRANSACTIONAL_ID, "tx-", ResourcePatternType.PREFIXED,
+                   AclOperation.WRITE, AclPermissionType.DENY)
+    for f in a.create_acls([deny]).values():
+        f.result(timeout=T)
+    # An id outside the denied prefix commits.
+    ok = Producer({"bootstrap.servers": broker.addr, "transactional.id": "other"})
+    ok.init_transactions(T)
+    ok.begin_transaction()
+    ok.produce("t", b"v")
+    ok.commit_transaction(T)
+    # One under it is refused at init with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    denied = Producer({"bootstrap.servers": broker.addr, "transactional.id": "tx-1"})
+    with pytest.raises(KafkaException) as e:
+        denied.init_transactions(T)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
