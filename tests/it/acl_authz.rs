@@ -145,6 +145,20 @@ fn offset_commit(conn: &mut RawConn, group: &str, topic: &str) -> i16 {
     response.topics[0].partitions[0].error_code
 }
 
+fn consumer_heartbeat(conn: &mut RawConn, group: &str, topic: &str) -> i16 {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(s(group).into())
+        .with_member_id(s(&uuid::Uuid::new_v4().to_string()))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s(topic))]))
+        .with_topic_partitions(Some(Vec::new()));
+    conn.request(1, &request)
+        .expect("ConsumerGroupHeartbeat")
+        .error_code
+}
+
 fn init_producer_id(conn: &mut RawConn, transactional_id: Option<&str>) -> i16 {
     let request = InitProducerIdRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(s(t))))
@@ -263,7 +277,7 @@ fn a_principal_can_do_exactly_what_its_acls_allow() {
             creation(TOPIC, "app-", PREFIXED, WRITE, ALLOW),
             creation(TOPIC, "app-", PREFIXED, READ, ALLOW),
             creation(TOPIC, "secret", LITERAL, ALL, DENY),
-            creation(GROUP, "g-ok", LITERAL, READ, ALLOW),
+            creation(GROUP, "g-ok", PREFIXED, READ, ALLOW),
             creation(GROUP, "bad", PREFIXED, READ, DENY),
             creation(TXN_ID, "tx-no", LITERAL, WRITE, DENY),
             // An ACL on the cluster that grants no CREATE and no ALTER: from now on the
@@ -327,6 +341,16 @@ fn a_principal_can_do_exactly_what_its_acls_allow() {
         );
         assert_eq!(
             offset_commit(conn, "bad-1", "app-orders"),
+            code(ResponseError::GroupAuthorizationFailed)
+        );
+        // KIP-848: subscribing to a topic the caller may not describe is refused.
+        assert_eq!(
+            consumer_heartbeat(conn, "g-ok-848", "secret"),
+            code(ResponseError::TopicAuthorizationFailed)
+        );
+        assert_eq!(consumer_heartbeat(conn, "g-ok-848", "app-orders"), 0);
+        assert_eq!(
+            consumer_heartbeat(conn, "bad-1", "app-orders"),
             code(ResponseError::GroupAuthorizationFailed)
         );
         // Transactions: the denied transactional id; an idempotent producer may (WRITE on
