@@ -159,6 +159,74 @@ fn consumer_heartbeat(conn: &mut RawConn, group: &str, topic: &str) -> i16 {
         .error_code
 }
 
+/// EndTxn and TxnOffsetCommit need WRITE on the transactional id, AddOffsetsToTxn READ on the
+/// group, AddPartitionsToTxn WRITE on each topic (the others: OPERATION_NOT_ATTEMPTED).
+fn transaction_apis_follow_the_acls(conn: &mut RawConn) {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TxnOffsetCommitRequest,
+    };
+    let end = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx-no")))
+        .with_producer_id(ProducerId(1))
+        .with_committed(true);
+    assert_eq!(
+        conn.request(3, &end).expect("EndTxn").error_code,
+        code(ResponseError::TransactionalIdAuthorizationFailed)
+    );
+    let offsets = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx-ok")))
+        .with_producer_id(ProducerId(1))
+        .with_group_id(s("bad-1").into());
+    assert_eq!(
+        conn.request(3, &offsets)
+            .expect("AddOffsetsToTxn")
+            .error_code,
+        code(ResponseError::GroupAuthorizationFailed)
+    );
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s("tx-ok")))
+        .with_v3_and_below_producer_id(ProducerId(1))
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s("secret")))
+                .with_partitions(vec![0]),
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s("app-orders")))
+                .with_partitions(vec![0]),
+        ]);
+    let added = conn.request(3, &add).expect("AddPartitionsToTxn");
+    let codes: Vec<i16> = added
+        .results_by_topic_v3_and_below
+        .iter()
+        .map(|t| t.results_by_partition[0].partition_error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            code(ResponseError::TopicAuthorizationFailed),
+            code(ResponseError::OperationNotAttempted)
+        ]
+    );
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("tx-no")))
+        .with_group_id(s("g-ok").into())
+        .with_producer_id(ProducerId(1))
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("app-orders")))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(0)])]);
+    let committed = conn.request(3, &commit).expect("TxnOffsetCommit");
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code,
+        code(ResponseError::TransactionalIdAuthorizationFailed)
+    );
+}
+
 fn init_producer_id(conn: &mut RawConn, transactional_id: Option<&str>) -> i16 {
     let request = InitProducerIdRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(s(t))))
@@ -360,6 +428,7 @@ fn a_principal_can_do_exactly_what_its_acls_allow() {
             code(ResponseError::TransactionalIdAuthorizationFailed)
         );
         assert_eq!(init_producer_id(conn, None), 0);
+        transaction_apis_follow_the_acls(conn);
         // Admin: CREATE is no longer allowed on the cluster (it has an ACL now), DELETE on
         // the denied topic neither; the ACL APIs need ALTER on the cluster.
         assert_eq!(
