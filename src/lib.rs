@@ -21,6 +21,7 @@
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
 //! - [`rt`]: the runtime seam: tasks, timers, locks, blocking calls and sockets, on glommio or
 //!   on the deterministic simulated executor ([`rt::sim`]).
+//! - [`security`]: Kafka's ACLs and the authorizer (pure; the handlers call it).
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod os;
 pub mod rt;
 pub mod runtime;
+pub mod security;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;

@@ -64,6 +64,18 @@ pub struct StartArgs {
     /// collectors) [default: text].
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Check every request against the ACLs: "on" or "off" (Kafka's authorizer.class.name)
+    /// [default: off].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, ";"-separated, as Kafka's super.users
+    /// ("User:admin;User:ops") [default: none].
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// With the authorizer on, allow a resource that has no ACL at all (Kafka's
+    /// allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 /// Runs a broker until SIGINT/SIGTERM; the process exit code.
@@ -126,6 +138,15 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
+    }
+    if let Some(v) = args.authorizer {
+        config.authorizer = v == "on";
+    }
+    if let Some(v) = args.super_users {
+        config.super_users = v;
+    }
+    if let Some(v) = args.allow_everyone_if_no_acl_found {
+        config.allow_everyone_if_no_acl_found = v;
     }
     // A start that failed for want of ring memory right after a kill -9 of the previous broker
     // is retried a few times (the kernel frees the old rings asynchronously).

@@ -32,7 +32,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 
-use super::{decode, join_all, str_bytes, Outcome};
+use super::{authz, decode, join_all, str_bytes, Outcome};
 use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{routing, Shard, COORDINATOR_SHARD};
@@ -99,6 +99,16 @@ fn plan_appends(
 ) -> (ProduceLayout, Vec<Append>) {
     let acks = body.acks;
     let metadata = shard.metadata();
+    // Kafka: WRITE on the transactional id of a transactional request, WRITE on each topic.
+    let txn_denied = body.transactional_id.as_ref().is_some_and(|id| {
+        !authz::allowed(
+            shard,
+            request,
+            authz::Op::Write,
+            authz::Res::TransactionalId,
+            id,
+        )
+    });
     let mut topics = Vec::with_capacity(body.topic_data.len());
     let mut work: Vec<Pin<Box<dyn Future<Output = PartitionResult>>>> = Vec::new();
     for topic in &body.topic_data {
@@ -110,6 +120,9 @@ fn plan_appends(
         } else {
             Some(topic.name.0.to_string())
         };
+        let topic_denied = name.as_deref().is_some_and(|n| {
+            !authz::allowed(shard, request, authz::Op::Write, authz::Res::Topic, n)
+        });
         let partitions: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
         topics.push((topic.name.clone(), topic.topic_id, partitions));
         for data in &topic.partition_data {
@@ -126,6 +139,13 @@ fn plan_appends(
                 work.push(Box::pin(async {
                     PartitionResult::error(ResponseError::InvalidRequiredAcks, None)
                 }));
+            } else if txn_denied || topic_denied {
+                let error = if txn_denied {
+                    ResponseError::TransactionalIdAuthorizationFailed
+                } else {
+                    ResponseError::TopicAuthorizationFailed
+                };
+                work.push(Box::pin(async move { PartitionResult::error(error, None) }));
             } else if !known {
                 work.push(Box::pin(async move {
                     PartitionResult::error(unknown_error, None)

@@ -36,6 +36,7 @@ mod common;
 #[path = "../storage_common/mod.rs"]
 mod storage_common;
 
+mod acl_authz;
 mod admin_metrics;
 mod bad_input;
 mod bench;
