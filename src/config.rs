@@ -195,6 +195,11 @@ pub struct BrokerConfig {
     /// Kafka `transaction.state.log.num.partitions`: the same for `__transaction_state` and
     /// the transaction coordinators.
     pub transaction_state_log_num_partitions: i32,
+    /// Bytes of Produce requests read on one shard and not yet answered (most of them waiting
+    /// for the disk); a producing connection stops being read at the limit, other requests
+    /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
+    /// holds back the producers, not everyone.
+    pub produce_inflight_bytes_per_shard_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -252,6 +257,7 @@ impl Default for BrokerConfig {
                 TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
             offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             transaction_state_log_num_partitions: TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+            produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
         }
     }
 }
@@ -387,6 +393,10 @@ impl BrokerConfig {
             (
                 "transaction_state_log_num_partitions",
                 i64::from(self.transaction_state_log_num_partitions),
+            ),
+            (
+                "produce_inflight_bytes_per_shard_max",
+                self.produce_inflight_bytes_per_shard_max as i64,
             ),
         ];
         for (name, value) in positive {

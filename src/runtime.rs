@@ -336,6 +336,11 @@ async fn shard_main(
         return Err(reason);
     }
     let shard = Shard::new(index, config.clone(), router, metadata);
+    let stall_watch = crate::rt::spawn_local(crate::rt::stall::watch(
+        index,
+        crate::metrics::record_reactor_stall,
+    ))
+    .detach();
     let inbox_task = crate::rt::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
     let admin_task = admin.map(|fd| spawn_admin(&shard, fd, &gate));
     shard.open_partitions().await;
@@ -368,6 +373,7 @@ async fn shard_main(
         crate::rt::sleep(Duration::from_millis(20)).await;
     }
     retention.cancel();
+    stall_watch.cancel();
     if let Some(task) = cleaner {
         task.cancel();
     }

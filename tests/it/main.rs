@@ -73,6 +73,7 @@ mod simulate;
 mod simulate_compact;
 mod simulate_internal;
 mod simulate_quorum;
+mod slow_disk;
 mod storage_compact;
 mod storage_crash;
 mod storage_ioerror;
