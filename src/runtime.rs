@@ -761,6 +761,7 @@ fn exit_if_not_stopped_within(timeout: Duration, reason: String) {
                 ?timeout,
                 "shards did not stop after the failed start; exiting"
             );
+            crate::logging::flush();
             let _ = writeln!(std::io::stderr(), "freshet: {reason}");
             std::process::exit(1);
         });

@@ -234,10 +234,13 @@ impl Shard {
         self.router.shard_count()
     }
 
-    /// Bytes of requests read on this shard and not yet answered (KiB granularity).
+    /// Bytes of requests read on this shard and not yet answered (KiB granularity), Produce
+    /// requests (their own budget) included.
     pub fn inflight_request_bytes(&self) -> u64 {
         let total_kib = (self.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
-        total_kib.saturating_sub(self.inflight_kib.available()) * 1024
+        let produce_kib =
+            produce_kib_total(&self.config).saturating_sub(self.produce_kib.available());
+        (total_kib.saturating_sub(self.inflight_kib.available()) + produce_kib) * 1024
     }
 
     /// The current metadata snapshot.

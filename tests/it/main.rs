@@ -74,6 +74,7 @@ mod simulate_compact;
 mod simulate_internal;
 mod simulate_quorum;
 mod slow_disk;
+mod stalls;
 mod storage_compact;
 mod storage_crash;
 mod storage_ioerror;
