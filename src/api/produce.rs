@@ -101,7 +101,15 @@ fn plan_appends(
 ) -> (ProduceLayout, Vec<Append>) {
     let acks = body.acks;
     // acks=0 gets no answer to time out: its append keeps its place (and the backpressure).
-    let timeout_ms = if acks == 0 { 0 } else { body.timeout_ms };
+    // The time the request waited for the shard's produce budget counts.
+    let timeout = u64::try_from(body.timeout_ms)
+        .ok()
+        .filter(|ms| *ms > 0 && acks != 0)
+        .map(|ms| {
+            std::time::Duration::from_millis(ms)
+                .saturating_sub(request.queued_for)
+                .max(TIMEOUT_LEFT_MIN)
+        });
     let metadata = shard.metadata();
     let mut topics = Vec::with_capacity(body.topic_data.len());
     let mut work: Vec<Pin<Box<dyn Future<Output = PartitionResult>>>> = Vec::new();
@@ -142,7 +150,7 @@ fn plan_appends(
                 let topic_name = name.clone().unwrap_or_default();
                 let records = data.records.clone().unwrap_or_default();
                 work.push(Box::pin(answer_within(
-                    timeout_ms,
+                    timeout,
                     append_on_owner(
                         shard.clone(),
                         request.api_version,
@@ -157,28 +165,28 @@ fn plan_appends(
     (topics, work)
 }
 
+/// The least time a partition's append is given, however long the request waited for the
+/// produce budget: a request that got its budget just in time still gets a chance.
+const TIMEOUT_LEFT_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// `append` (the whole wait for one partition: its append on the owner and, with acks=all,
 /// whatever else the answer waits for), answered with REQUEST_TIMED_OUT if it takes longer than
-/// the request's `timeout_ms`, as Kafka answers a produce whose replication does not complete in
-/// time. The append itself goes on: data that becomes durable later stays (the client retries;
-/// idempotence deduplicates). A `timeout_ms` of 0 or less sets no limit: a durable answer can
-/// never be ready at once, and such requests come from clients that do not mean a deadline.
+/// `timeout` (what is left of the request's `timeout_ms`), as Kafka answers a produce whose
+/// replication does not complete in time. The append itself goes on: data that becomes durable
+/// later stays (the client retries; idempotence deduplicates). No limit (`None`) for acks=0
+/// and a `timeout_ms` of 0 or less: a durable answer can never be ready at once, and such
+/// requests come from clients that do not mean a deadline.
 async fn answer_within(
-    timeout_ms: i32,
+    timeout: Option<std::time::Duration>,
     append: impl Future<Output = PartitionResult>,
 ) -> PartitionResult {
-    let Ok(limit_ms) = u64::try_from(timeout_ms) else {
+    let Some(limit) = timeout else {
         return append.await;
     };
-    if limit_ms == 0 {
-        return append.await;
-    }
-    crate::rt::timeout(std::time::Duration::from_millis(limit_ms), append)
-        .await
-        .unwrap_or_else(|| {
-            crate::metrics::record_produce_timeout();
-            PartitionResult::error(ResponseError::RequestTimedOut, None)
-        })
+    crate::rt::timeout(limit, append).await.unwrap_or_else(|| {
+        crate::metrics::record_produce_timeout();
+        PartitionResult::error(ResponseError::RequestTimedOut, None)
+    })
 }
 
 /// How long a Produce request may wait for room in its shard's produce budget before it is

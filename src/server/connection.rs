@@ -97,6 +97,8 @@ struct Reservation {
     large_kib: u64,
     /// KiB of [`Shard::produce_kib`] (a Produce request holds only these).
     produce_kib: u64,
+    /// How long the request waited for this reservation (counts against its deadline).
+    waited: Duration,
 }
 
 impl Reservation {
@@ -113,6 +115,7 @@ impl Reservation {
                 kib: 0,
                 large_kib: 0,
                 produce_kib: kib,
+                waited: Duration::ZERO,
             });
         }
         let total = shard_kib_total(shard);
@@ -132,6 +135,7 @@ impl Reservation {
             kib: 0,
             large_kib,
             produce_kib: 0,
+            waited: Duration::ZERO,
         };
         shard.inflight_kib.acquire(kib).await.ok()?;
         reservation.kib = kib;
@@ -147,6 +151,7 @@ impl Reservation {
             kib: 0,
             large_kib: 0,
             produce_kib: 0,
+            waited: Duration::ZERO,
         }
     }
 }
@@ -302,7 +307,10 @@ impl FrameReader<'_> {
                     let waiting = Instant::now();
                     let produce = api_key == PRODUCE_API_KEY;
                     match Reservation::acquire(shard, size, produce).await {
-                        Some(r) => reserved = Some(r),
+                        Some(mut r) => {
+                            r.waited = waiting.elapsed();
+                            reserved = Some(r);
+                        }
                         None => return Err("shard stopping".into()),
                     }
                     if let Some(s) = started.as_mut() {
@@ -433,10 +441,12 @@ async fn dispatch(
         }
     };
     request.client_host = client_host.clone();
+    let queued = Instant::now();
     let (reservation, timed_out) = match reserved {
         Some(r) => (r, false),
         None => reserve(shard, &request, frame_bytes).await?,
     };
+    request.queued_for = reservation.waited + queued.elapsed();
     let handler_shard = shard.clone();
     let answer = crate::rt::spawn_local(async move {
         if timed_out {

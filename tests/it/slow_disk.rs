@@ -290,6 +290,9 @@ struct Figures {
     cached_fetch_max: Duration,
     produce_answer: Duration,
     produce_code: Option<i16>,
+    /// From /metrics once the throttle is lifted: (slow fdatasyncs, produce partitions timed
+    /// out, reactor stalls), summed over shards.
+    counters: (f64, f64, f64),
 }
 
 impl Figures {
@@ -405,6 +408,7 @@ fn run(write_bytes_per_s: u64, probe_rounds: usize) -> Result<Figures, String> {
         cached_fetch_max: Duration::ZERO,
         produce_answer: Duration::ZERO,
         produce_code: None,
+        counters: (0.0, 0.0, 0.0),
     };
     // The produce with a 2 s timeout, on its own connection, while the probes run.
     let timed_produce = std::thread::spawn(move || {
@@ -463,6 +467,16 @@ fn run(write_bytes_per_s: u64, probe_rounds: usize) -> Result<Figures, String> {
         produced.timed_out
     );
     check_all_readable(addr, &produced.acked);
+    let (_, metrics) = broker.admin_get("/metrics").expect("GET /metrics");
+    figures.counters = (
+        common::metric_sum(&metrics, "freshet_fsync_slow_total"),
+        common::metric_sum(&metrics, "freshet_produce_timeouts_total"),
+        common::metric_sum(&metrics, "freshet_reactor_stalls_total"),
+    );
+    eprintln!(
+        "{label}: /metrics: slow fdatasyncs {}, produce timeouts {}, reactor stalls {}",
+        figures.counters.0, figures.counters.1, figures.counters.2
+    );
     broker.stop();
     Ok(figures)
 }
@@ -574,6 +588,15 @@ fn stalled_disk_costs_only_the_writes() {
     let test = "slow_disk::stalled_disk_costs_only_the_writes";
     if let Some(figures) = run_or_skip(test, STALLED_WRITE_BYTES_PER_S, 1) {
         check(&figures);
+        assert_eq!(
+            figures.produce_code,
+            Some(REQUEST_TIMED_OUT),
+            "nothing can be durable on a stalled disk"
+        );
+        assert!(
+            figures.counters.1 >= 1.0,
+            "freshet_produce_timeouts_total did not count the timed-out produce"
+        );
     }
 }
 
@@ -591,4 +614,60 @@ fn slow_disk_measure() {
             common::skip(test, &why);
         }
     }
+}
+
+/// The storage side of "the data, if it later becomes durable, stays", on the simulated disk
+/// (no root needed): every fdatasync takes 5 s of virtual time, an append is given up after
+/// 2 s (as the Produce handler gives up at `timeout_ms`), yet the flusher goes on, the batch
+/// becomes durable and readable, and is still there after the log is closed and reopened.
+#[test]
+fn an_append_given_up_on_a_slow_simulated_disk_still_becomes_durable() {
+    use freshet::rt;
+    use freshet::storage::io::sim::{self, Op, SimDisk};
+    use freshet::storage::LogConfig;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    rt::sim::run(18, async {
+        let disk = SimDisk::new(18);
+        let _installed = sim::install(&disk);
+        let dir = Path::new("/sim/slow-0");
+        let log = crate::storage_common::open(dir, LogConfig::default(), 1 << 20).await;
+        disk.set_latency(Some(Rc::new(|op| {
+            (op == Op::Sync).then(|| {
+                Box::pin(rt::sleep(Duration::from_secs(5))) as Pin<Box<dyn Future<Output = ()>>>
+            })
+        })));
+        let data = crate::storage_common::batch(3, 100, 1_700_000_000_000);
+        let started = rt::now();
+        let appended = rt::timeout(
+            Duration::from_secs(2),
+            log.append(data.clone(), 1_700_000_000_000),
+        )
+        .await;
+        assert!(appended.is_none(), "the append finished before its sync");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+            "given up after {waited:?}"
+        );
+        assert_eq!(log.high_watermark(), 0, "nothing durable yet");
+        rt::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            log.high_watermark(),
+            3,
+            "the given-up append became durable"
+        );
+        disk.set_latency(None);
+        let read = crate::storage_common::read_all(&log, 0).await;
+        assert_eq!(read.len(), 1);
+        assert_eq!(
+            crate::storage_common::payload(&read[0]),
+            crate::storage_common::payload(&data)
+        );
+        log.close().await.expect("close");
+        drop(log);
+        let log = crate::storage_common::open(dir, LogConfig::default(), 1 << 20).await;
+        assert_eq!(log.high_watermark(), 3, "still there after a reopen");
+    });
 }
