@@ -5,24 +5,26 @@
 //! pipe to a log collector that has fallen behind (the pipe's 64 KiB fill up), the write
 //! waits, and so does every connection and partition of that shard (issue 18: a reactor
 //! stall). So [`QueuedStderr`], the writer the `tracing` subscriber formats into, hands each
-//! formatted line to a bounded queue ([`LOG_QUEUE_LINES_MAX`] lines) that one `freshet-log`
-//! thread drains to stderr. A full queue drops the line instead of waiting, counts it, and the
+//! formatted line to a bounded queue ([`LOG_QUEUE_LINES_MAX`] lines, [`LOG_QUEUE_BYTES_MAX`]
+//! bytes) that one `freshet-log` thread drains to stderr. A full queue drops the line instead of waiting, counts it, and the
 //! log thread reports the count once it can write again ("N log lines dropped").
 //!
-//! Memory: at most [`LOG_QUEUE_LINES_MAX`] lines of at most [`LOG_LINE_BYTES_MAX`] bytes (a
-//! longer line is cut there). [`flush`] (at the end of `freshet start`) waits, for a bounded
+//! Memory: at most [`LOG_QUEUE_BYTES_MAX`] bytes of lines queued (and [`LOG_QUEUE_LINES_MAX`]
+//! lines), each at most [`LOG_LINE_BYTES_MAX`] bytes (a longer line is cut there). [`flush`] (at the end of `freshet start`) waits, for a bounded
 //! time, until the queue has been written, so the last lines before exit are not lost.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Log lines queued for stderr at most; more are dropped (and counted).
 pub const LOG_QUEUE_LINES_MAX: usize = 16 * 1024;
+/// Bytes of log lines queued for stderr at most; more are dropped (and counted).
+pub const LOG_QUEUE_BYTES_MAX: usize = 4 << 20;
 /// A log line longer than this is cut to it.
-pub const LOG_LINE_BYTES_MAX: usize = 64 * 1024;
+pub const LOG_LINE_BYTES_MAX: usize = 16 * 1024;
 /// [`flush`] waits this long at most.
 pub const FLUSH_WAIT_MAX: Duration = Duration::from_secs(2);
 
@@ -36,6 +38,8 @@ enum Message {
 struct Queue {
     tx: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Bytes of the lines in the queue.
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 static QUEUE: OnceLock<Queue> = OnceLock::new();
@@ -82,11 +86,11 @@ impl Drop for LineWriter {
             let _ = std::io::stderr().write_all(&line);
             return;
         };
-        match queue.tx.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                queue.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let len = line.len();
+        let before = queue.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > LOG_QUEUE_BYTES_MAX || queue.tx.try_send(Message::Line(line)).is_err() {
+            queue.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            queue.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -98,25 +102,31 @@ fn queue() -> Option<&'static Queue> {
     }
     let (tx, rx) = sync_channel(LOG_QUEUE_LINES_MAX);
     let dropped = Arc::new(AtomicU64::new(0));
-    let thread_dropped = dropped.clone();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let (thread_dropped, thread_queued) = (dropped.clone(), queued_bytes.clone());
     let started = std::thread::Builder::new()
         .name("freshet-log".into())
-        .spawn(move || drain(rx, &thread_dropped));
+        .spawn(move || drain(rx, &thread_dropped, &thread_queued));
     if started.is_err() {
         return None;
     }
     // Two threads may race to start it; the loser's thread ends when its queue is dropped.
-    Some(QUEUE.get_or_init(|| Queue { tx, dropped }))
+    Some(QUEUE.get_or_init(|| Queue {
+        tx,
+        dropped,
+        queued_bytes,
+    }))
 }
 
 /// The log thread: writes queued lines to stderr, and how many were dropped.
-fn drain(rx: Receiver<Message>, dropped: &AtomicU64) {
+fn drain(rx: Receiver<Message>, dropped: &AtomicU64, queued_bytes: &AtomicUsize) {
     let mut reported = 0u64;
     while let Ok(message) = rx.recv() {
         let mut err = std::io::stderr().lock();
         match message {
             Message::Line(line) => {
                 let _ = err.write_all(&line);
+                queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
             }
             Message::Flush(done) => {
                 let _ = err.flush();
