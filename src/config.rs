@@ -195,6 +195,20 @@ pub struct BrokerConfig {
     /// Kafka `transaction.state.log.num.partitions`: the same for `__transaction_state` and
     /// the transaction coordinators.
     pub transaction_state_log_num_partitions: i32,
+    /// Kafka `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// each partition's preferred (first) replica when a broker's share of partitions led
+    /// elsewhere passes `leader_imbalance_per_broker_percentage`.
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka `leader.imbalance.check.interval.seconds`: how often the active controller looks
+    /// for leader imbalance.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
+    /// partitions that may be led by others before leadership is moved back.
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// Kafka `unclean.leader.election.interval.ms`: how often the active controller gives a
+    /// leaderless partition of a topic with `unclean.leader.election.enable` a live
+    /// out-of-sync replica as leader.
+    pub unclean_leader_election_interval_ms: u64,
     /// Bytes of Produce requests read on one shard and not yet answered (most of them waiting
     /// for the disk); a producing connection stops being read at the limit, other requests
     /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
@@ -257,6 +271,10 @@ impl Default for BrokerConfig {
                 TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
             offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             transaction_state_log_num_partitions: TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
+            unclean_leader_election_interval_ms: 300_000,
             produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
         }
     }
@@ -395,6 +413,14 @@ impl BrokerConfig {
                 i64::from(self.transaction_state_log_num_partitions),
             ),
             (
+                "leader_imbalance_check_interval_seconds",
+                i64::try_from(self.leader_imbalance_check_interval_seconds).unwrap_or(i64::MAX),
+            ),
+            (
+                "unclean_leader_election_interval_ms",
+                i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
+            ),
+            (
                 "produce_inflight_bytes_per_shard_max",
                 self.produce_inflight_bytes_per_shard_max as i64,
             ),
@@ -424,6 +450,12 @@ impl BrokerConfig {
             return Err(ConfigError(
                 "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms".into(),
             ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(ConfigError(format!(
+                "leader_imbalance_per_broker_percentage must be at most 100, got {}",
+                self.leader_imbalance_per_broker_percentage
+            )));
         }
         if self.request_bytes_max > i32::MAX as usize {
             return Err(ConfigError("request_bytes_max must fit in an i32".into()));

@@ -383,7 +383,8 @@ impl Shard {
             broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
                 != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
         self.remove_gone_offline(previous, next).await;
-        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
+        // (topic, partition, config, leader epoch)
+        let mut to_open: Vec<(String, i32, LogConfig, i32)> = Vec::new();
         for (name, topic) in &next.topics {
             if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
                 continue; // no data here: the coordinators keep theirs under internal/
@@ -402,11 +403,26 @@ impl Shard {
                             partition.log.set_config(log_config.clone());
                         }
                     }
-                    None => to_open.push((name.clone(), p, log_config.clone())),
+                    None => {
+                        let a = routing::assignment_of(topic, p, self.config.node_id);
+                        to_open.push((name.clone(), p, log_config.clone(), a.leader_epoch));
+                    }
                 }
             }
         }
         self.open_logs(to_open).await;
+        self.set_leader_epochs(next);
+    }
+
+    /// Every open partition (each led here) stamps the leader epoch `next` gives it into the
+    /// batches appended from now on, and checks clients' `current_leader_epoch` against it.
+    fn set_leader_epochs(&self, next: &ClusterMetadata) {
+        for ((topic, p), partition) in self.partitions.borrow().iter() {
+            if let Some(meta) = next.topics.get(topic).filter(|m| *p < m.partitions) {
+                let a = routing::assignment_of(meta, *p, self.config.node_id);
+                partition.log.start_leader_epoch(a.leader_epoch);
+            }
+        }
     }
 
     /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
@@ -524,13 +540,13 @@ impl Shard {
         }
     }
 
-    /// Opens the logs of `partitions` (recovery included), at most
+    /// Opens the logs of `partitions` (topic, index, config, leader epoch; recovery included), at most
     /// [`PARTITIONS_OPENING_CONCURRENTLY_MAX`] at once, and adds them to this shard. Stops
     /// opening once the shard begins to stop (a SIGTERM during startup).
-    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig)>) {
+    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig, i32)>) {
         let running = Rc::new(Semaphore::new(PARTITIONS_OPENING_CONCURRENTLY_MAX as u64));
         let mut tasks = Vec::new();
-        for (name, p, log_config) in partitions {
+        for (name, p, log_config, leader_epoch) in partitions {
             if self.stopping.get() {
                 tracing::info!(
                     shard = self.id,
@@ -547,6 +563,8 @@ impl Shard {
                 let dir = shard.partition_dir(&name, p);
                 match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
                     Ok(log) => {
+                        // Before it is served: no batch may carry an older epoch.
+                        log.start_leader_epoch(leader_epoch);
                         set_offline(&name, p, false);
                         shard.partitions.borrow_mut().insert(
                             (name.clone(), p),
@@ -682,7 +700,7 @@ impl Shard {
             }
             match current.record_for(command) {
                 Ok(record) => {
-                    current = current.replay(&record);
+                    current.replay_in_place(&record);
                     records.push(record);
                     results.push(Ok(()));
                 }
@@ -1012,6 +1030,7 @@ mod tests {
                     leader: l,
                     leader_epoch: version as i32,
                     isr: vec![l],
+                    partition_epoch: 0,
                 })
                 .collect(),
         };
