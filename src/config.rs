@@ -220,6 +220,11 @@ pub struct BrokerConfig {
     /// Kafka `allow.everyone.if.no.acl.found`: with the authorizer on, a resource that has no
     /// ACL at all is open to everyone (default false: denied).
     pub allow_everyone_if_no_acl_found: bool,
+    /// Bytes of Produce requests read on one shard and not yet answered (most of them waiting
+    /// for the disk); a producing connection stops being read at the limit, other requests
+    /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
+    /// holds back the producers, not everyone.
+    pub produce_inflight_bytes_per_shard_max: usize,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -302,6 +307,7 @@ impl Default for BrokerConfig {
             authorizer: false,
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
+            produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
         }
     }
 }
@@ -445,6 +451,10 @@ impl BrokerConfig {
             (
                 "unclean_leader_election_interval_ms",
                 i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
+            ),
+            (
+                "produce_inflight_bytes_per_shard_max",
+                self.produce_inflight_bytes_per_shard_max as i64,
             ),
         ];
         for (name, value) in positive {

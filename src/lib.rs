@@ -17,6 +17,8 @@
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
 //! - [`start`]: `freshet start`: its flags, logging, settings, retries of a transient failure.
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
+//! - [`logging`]: the log writer: lines go to stderr through a bounded queue and a log thread,
+//!   never from a shard thread (a slow stderr would stall the shard).
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
 //! - [`rt`]: the runtime seam: tasks, timers, locks, blocking calls and sockets, on glommio or
@@ -30,6 +32,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fuzzing;
+pub mod logging;
 pub mod metrics;
 pub mod os;
 pub mod rt;

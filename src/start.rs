@@ -78,8 +78,15 @@ pub struct StartArgs {
     pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
-/// Runs a broker until SIGINT/SIGTERM; the process exit code.
+/// Runs a broker until SIGINT/SIGTERM; the process exit code. The log queue is written out
+/// before it returns (`logging::flush`).
 pub fn run(args: StartArgs) -> ExitCode {
+    let code = run_broker(args);
+    crate::logging::flush();
+    code
+}
+
+fn run_broker(args: StartArgs) -> ExitCode {
     let filter = args
         .log
         .clone()
@@ -87,7 +94,9 @@ pub fn run(args: StartArgs) -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        // Through the log thread: a slow stderr (a saturated disk, a lagging collector) must
+        // not block a shard (`logging`).
+        .with_writer(crate::logging::QueuedStderr)
         // Colours only for a person at a terminal: a log file or a collector gets plain text
         // (and NO_COLOR, https://no-color.org, turns them off at a terminal too).
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())

@@ -76,6 +76,8 @@ mod simulate;
 mod simulate_compact;
 mod simulate_internal;
 mod simulate_quorum;
+mod slow_disk;
+mod stalls;
 mod storage_compact;
 mod storage_crash;
 mod storage_epochs;
