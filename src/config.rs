@@ -223,6 +223,54 @@ pub struct BrokerConfig {
     /// Kafka `connection.failed.authentication.delay.ms`: a failed authentication is answered
     /// (and its connection closed) this long after it failed, to slow password guessing.
     pub connection_failed_authentication_delay_ms: u64,
+    /// Kafka `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// each partition's preferred (first) replica when a broker's share of partitions led
+    /// elsewhere passes `leader_imbalance_per_broker_percentage`.
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka `leader.imbalance.check.interval.seconds`: how often the active controller looks
+    /// for leader imbalance.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
+    /// partitions that may be led by others before leadership is moved back.
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// Kafka `unclean.leader.election.interval.ms`: how often the active controller gives a
+    /// leaderless partition of a topic with `unclean.leader.election.enable` a live
+    /// out-of-sync replica as leader.
+    pub unclean_leader_election_interval_ms: u64,
+    /// Check every request against the ACLs of the metadata (`security::authorizer`; Kafka's
+    /// `authorizer.class.name` set to the StandardAuthorizer). Off (the default): everyone may
+    /// do everything, as before. In TOML `authorizer = "on"` or `"off"` (or a boolean).
+    #[serde(deserialize_with = "on_off")]
+    pub authorizer: bool,
+    /// Kafka `super.users`: principals allowed everything, `;`-separated
+    /// (`"User:admin;User:ops"`).
+    pub super_users: String,
+    /// Kafka `allow.everyone.if.no.acl.found`: with the authorizer on, a resource that has no
+    /// ACL at all is open to everyone (default false: denied).
+    pub allow_everyone_if_no_acl_found: bool,
+    /// Bytes of Produce requests read on one shard and not yet answered (most of them waiting
+    /// for the disk); a producing connection stops being read at the limit, other requests
+    /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
+    /// holds back the producers, not everyone.
+    pub produce_inflight_bytes_per_shard_max: usize,
+}
+
+/// Reads `"on"`/`"off"` (or a boolean) as a boolean.
+fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OnOff {
+        Bool(bool),
+        Text(String),
+    }
+    match OnOff::deserialize(d)? {
+        OnOff::Bool(b) => Ok(b),
+        OnOff::Text(t) if t == "on" => Ok(true),
+        OnOff::Text(t) if t == "off" => Ok(false),
+        OnOff::Text(t) => Err(serde::de::Error::custom(format!(
+            "expected \"on\" or \"off\", got {t:?}"
+        ))),
+    }
 }
 
 impl Default for BrokerConfig {
@@ -293,6 +341,14 @@ impl Default for BrokerConfig {
             ssl_ca_file: PathBuf::new(),
             ssl_client_auth: "none".into(),
             connection_failed_authentication_delay_ms: 100,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
+            unclean_leader_election_interval_ms: 300_000,
+            authorizer: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
+            produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
         }
     }
 }
@@ -481,6 +537,18 @@ impl BrokerConfig {
                 "transaction_state_log_num_partitions",
                 i64::from(self.transaction_state_log_num_partitions),
             ),
+            (
+                "leader_imbalance_check_interval_seconds",
+                i64::try_from(self.leader_imbalance_check_interval_seconds).unwrap_or(i64::MAX),
+            ),
+            (
+                "unclean_leader_election_interval_ms",
+                i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
+            ),
+            (
+                "produce_inflight_bytes_per_shard_max",
+                self.produce_inflight_bytes_per_shard_max as i64,
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -507,6 +575,12 @@ impl BrokerConfig {
             return Err(ConfigError(
                 "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms".into(),
             ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(ConfigError(format!(
+                "leader_imbalance_per_broker_percentage must be at most 100, got {}",
+                self.leader_imbalance_per_broker_percentage
+            )));
         }
         if self.request_bytes_max > i32::MAX as usize {
             return Err(ConfigError("request_bytes_max must fit in an i32".into()));
@@ -824,5 +898,25 @@ mod tests {
         assert_eq!(default.len(), 1);
         assert_eq!(default[0].protocol, SecurityProtocol::Plaintext);
         assert_eq!(default[0].addr, "localhost:9092");
+    }
+    #[test]
+    fn authorizer_is_off_by_default_and_reads_on_off() {
+        let d = BrokerConfig::default();
+        assert!(!d.authorizer && !d.allow_everyone_if_no_acl_found && d.super_users.is_empty());
+        let on: BrokerConfig =
+            toml::from_str("authorizer = \"on\"\nsuper_users = \"User:admin;User:ops\"\n").unwrap();
+        assert!(on.authorizer);
+        assert_eq!(on.super_users, "User:admin;User:ops");
+        assert!(
+            toml::from_str::<BrokerConfig>("authorizer = true")
+                .unwrap()
+                .authorizer
+        );
+        assert!(
+            !toml::from_str::<BrokerConfig>("authorizer = \"off\"")
+                .unwrap()
+                .authorizer
+        );
+        assert!(toml::from_str::<BrokerConfig>("authorizer = \"maybe\"").is_err());
     }
 }

@@ -207,6 +207,10 @@ pub enum AdminError {
     /// The log directory cannot be described (statvfs failed).
     #[error("Log directory {dir} is unavailable: {source}")]
     LogDir { dir: String, source: std::io::Error },
+    /// The authorizer refused the operation on a resource of this type (its code from
+    /// [`authorization_failed_code`]).
+    #[error("Authorization failed.")]
+    Unauthorized(crate::security::acl::ResourceType),
 }
 
 impl From<MetadataError> for AdminError {
@@ -372,6 +376,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         A::MismatchedEndpointType => E::MismatchedEndpointType,
         A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
+        A::Unauthorized(resource_type) => authorization_failed_code(*resource_type),
     }
 }
 
@@ -386,9 +391,53 @@ pub fn offsets_log_code(error: &StorageError) -> ResponseError {
     }
 }
 
+/// Kafka's `Partition.checkCurrentLeaderEpoch`: a request naming the partition's leader epoch
+/// (`current_leader_epoch`; negative: not named, no check) older than this broker's gets
+/// FENCED_LEADER_EPOCH (the client's metadata is stale: it refreshes it), a newer one
+/// UNKNOWN_LEADER_EPOCH (this broker has not applied that metadata yet: the client retries).
+pub fn leader_epoch_code(request_epoch: i32, local_epoch: i32) -> Option<ResponseError> {
+    match request_epoch {
+        e if e < 0 || e == local_epoch => None,
+        e if e < local_epoch => Some(ResponseError::FencedLeaderEpoch),
+        _ => Some(ResponseError::UnknownLeaderEpoch),
+    }
+}
+
+/// The error Kafka answers when the authorizer refuses an operation on a resource of this
+/// type (`TOPIC_AUTHORIZATION_FAILED`, `GROUP_...`, `CLUSTER_...`, `TRANSACTIONAL_ID_...`).
+pub fn authorization_failed_code(
+    resource_type: crate::security::acl::ResourceType,
+) -> ResponseError {
+    use crate::security::acl::ResourceType as R;
+    match resource_type {
+        R::Topic => ResponseError::TopicAuthorizationFailed,
+        R::Group => ResponseError::GroupAuthorizationFailed,
+        R::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        R::DelegationToken => ResponseError::DelegationTokenAuthorizationFailed,
+        R::Cluster | R::User | R::Any | R::Unknown => ResponseError::ClusterAuthorizationFailed,
+    }
+}
+
 /// Shorthand: the wire code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
+}
+
+/// What a request waiting on another broker (a transaction marker, a verification) is told
+/// when that broker gives no answer (down, unreachable, a bad frame): retriable, as Kafka's
+/// `AddPartitionsToTxnManager` answers a produce whose verification failed to reach the
+/// transaction coordinator (NOT_ENOUGH_REPLICAS).
+pub fn broker_unreachable_code() -> ResponseError {
+    ResponseError::NotEnoughReplicas
+}
+
+/// An error code another broker answered, as an error (`None` for 0; a code this crate does
+/// not know is UNKNOWN_SERVER_ERROR).
+pub fn answered_code(code: i16) -> Option<ResponseError> {
+    if code == 0 {
+        return None;
+    }
+    Some(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! shard (`shard::txns`), durably before the answer.
 //!
 //! v0-3 (clients) carry one transaction; v4-5 (Kafka's brokers verifying for each other) carry
-//! a batch and are answered per transaction (`verify_only` checks membership without adding).
+//! a batch and are answered per transaction (`verify_only` checks membership without adding:
+//! what a partition leader or a group coordinator on another node asks, KIP-890; a group
+//! of the transaction counts as its `__consumer_offsets` partition).
 //! Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION and the others
 //! OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the
 //! coordinator's verdict.
@@ -17,8 +19,8 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
-use super::{decode, Outcome};
-use crate::coordinator::coordinator_key::CoordinatorKind;
+use super::{authz, decode, Outcome};
+use crate::coordinator::coordinator_key::{self, CoordinatorKind, GROUP_TOPIC};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
 
@@ -31,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     if request.api_version <= 3 {
         response.results_by_topic_v3_and_below = add_one(
             shard,
+            &request,
             body.v3_and_below_transactional_id.to_string(),
             body.v3_and_below_producer_id.0,
             body.v3_and_below_producer_epoch,
@@ -42,6 +45,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         for t in &body.transactions {
             let topic_results = add_one(
                 shard,
+                &request,
                 t.transactional_id.to_string(),
                 t.producer_id.0,
                 t.producer_epoch,
@@ -61,6 +65,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 
 async fn add_one(
     shard: &Rc<Shard>,
+    request: &ParsedRequest,
     transactional_id: String,
     producer_id: i64,
     epoch: i16,
@@ -77,16 +82,33 @@ async fn add_one(
     let any_unknown = topics
         .iter()
         .any(|t| t.partitions.iter().any(|p| !known(t.name.as_str(), *p)));
-    let refused = shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id);
+    // Kafka: WRITE on the transactional id, then on each topic.
+    let txn_denied = authz::refusal(
+        shard,
+        request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    );
+    let denied =
+        |name: &str| !authz::allowed(shard, request, authz::Op::Write, authz::Res::Topic, name);
+    let any_denied = topics.iter().any(|t| denied(t.name.as_str()));
+    let refused = txn_denied
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id));
     let verdict: Result<(), ResponseError> = if let Some(e) = refused {
         Err(e)
-    } else if any_unknown {
+    } else if any_unknown || any_denied {
         Err(ResponseError::OperationNotAttempted)
     } else {
         let partitions: Vec<(String, i32)> = topics
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
             .collect();
+        // A group added with AddOffsetsToTxn counts as its `__consumer_offsets` partition
+        // (what a group coordinator verifies before holding TxnOffsetCommit offsets).
+        let group_partitions = metadata.topics.get(GROUP_TOPIC).map(|t| t.partitions);
+        let group_partition =
+            move |g: &str| group_partitions.map(|n| coordinator_key::partition_for(g, n));
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
                 if verify_only {
@@ -94,7 +116,11 @@ async fn add_one(
                     let ok = state.get(&transactional_id).is_some_and(|m| {
                         m.producer_id == producer_id
                             && m.epoch == epoch
-                            && partitions.iter().all(|p| m.partitions.contains(p))
+                            && partitions.iter().all(|p| {
+                                m.partitions.contains(p)
+                                    || m.groups.iter().any(|g| group_partition(g) == Some(p.1))
+                                        && p.0 == GROUP_TOPIC
+                            })
                     });
                     return if ok {
                         Ok(())
@@ -114,7 +140,11 @@ async fn add_one(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let error = if !known(t.name.as_str(), *p) {
+                    let error = if txn_denied.is_some() {
+                        txn_denied
+                    } else if denied(t.name.as_str()) {
+                        Some(ResponseError::TopicAuthorizationFailed)
+                    } else if !known(t.name.as_str(), *p) {
                         Some(ResponseError::UnknownTopicOrPartition)
                     } else {
                         verdict.err()

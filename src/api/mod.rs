@@ -11,14 +11,18 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
+pub mod authz;
 pub mod configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -26,6 +30,7 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -40,11 +45,13 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod user_scram_credentials;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -128,6 +135,11 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             user_scram_credentials::describe(shard, request).await
         }
         ApiKey::AlterUserScramCredentials => user_scram_credentials::alter(shard, request).await,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
+        ApiKey::CreateAcls => create_acls::handle(shard, request).await,
+        ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
+        ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -1,6 +1,10 @@
-//! TxnOffsetCommit: consumer offsets sent inside a transaction. They are held by the
-//! transaction coordinator (shard 0, with the group coordinator) and written to the offsets log
-//! only when the transaction commits; an abort drops them.
+//! TxnOffsetCommit: consumer offsets sent inside a transaction, to the group's coordinator.
+//! When the transaction coordinator is on the same node they are held with the transaction
+//! (shard 0, durable in its Prepare record) and written to the offsets log only when it
+//! commits; otherwise the group coordinator verifies the transaction with its coordinator and
+//! holds them until the transaction's marker for the group's `__consumer_offsets` partition
+//! commits or drops them (`shard::txns`, Kafka's pending transactional offsets). An abort
+//! drops them.
 //!
 //! Checks: the group must have been added with AddOffsetsToTxn and the producer must own the
 //! transaction (INVALID_TXN_STATE / INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED otherwise);
@@ -17,12 +21,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+use crate::shard::{now_ms, txns, Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: TxnOffsetCommitRequest = match decode(&request) {
@@ -32,8 +36,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let metadata = shard.metadata();
     let now = now_ms();
     let group = body.group_id.to_string();
-    let (local, offsets) = check_partitions(&body, &group, now, &metadata);
+    let (mut local, mut offsets) = check_partitions(&body, &group, now, &metadata);
     let transactional_id = body.transactional_id.to_string();
+    // Kafka: WRITE on the transactional id, READ on the group (both: every partition), READ
+    // on each topic (its partitions only; the others are committed).
+    let whole = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    )
+    .or_else(|| authz::refusal(shard, &request, authz::Op::Read, authz::Res::Group, &group));
+    if let Some(e) = whole {
+        local.iter_mut().flatten().for_each(|p| *p = None);
+        return super::respond(&request, &respond_per_partition(&body, local, Err(e)));
+    }
+    let denied = |t: &str| !authz::allowed(shard, &request, authz::Op::Read, authz::Res::Topic, t);
+    for (t, row) in body.topics.iter().zip(local.iter_mut()) {
+        if denied(t.name.as_str()) {
+            row.iter_mut()
+                .for_each(|p| *p = Some(ResponseError::TopicAuthorizationFailed));
+        }
+    }
+    offsets.retain(|(key, _)| !denied(&key.topic));
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
     let member = (request.api_version >= 3).then(|| {
         (
@@ -47,6 +73,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group) {
         Err(e)
     } else {
+        let txn_here = shard
+            .not_coordinator(CoordinatorKind::Transaction, &transactional_id)
+            .is_none();
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
                 if let Some((member_id, instance, generation)) = member {
@@ -59,6 +88,17 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                             generation,
                         )?;
                     }
+                }
+                if !txn_here {
+                    return txns::hold_group_offsets(
+                        &c,
+                        transactional_id,
+                        producer_id,
+                        epoch,
+                        &group,
+                        offsets,
+                    )
+                    .await;
                 }
                 c.txns.state.borrow_mut().offset_commit(
                     &transactional_id,

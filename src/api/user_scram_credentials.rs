@@ -10,8 +10,9 @@
 //! the same user and mechanism twice: DUPLICATE_RESOURCE) and a user with any refused change
 //! gets none applied. The changes run on the coordinator shard through `change_metadata`.
 //!
-//! Not checked here: who may call them (Kafka: DESCRIBE / ALTER on the cluster), which is the
-//! authorizer's.
+//! Authorization as Kafka's `KafkaApis`: Describe needs DESCRIBE on the cluster (else the
+//! top-level CLUSTER_AUTHORIZATION_FAILED), Alter needs ALTER on the cluster (else every user's
+//! result is CLUSTER_AUTHORIZATION_FAILED and nothing changes).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -40,6 +41,12 @@ pub async fn describe(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
+    if !super::authz::cluster_allowed(shard, &request, super::authz::Op::Describe) {
+        let response = DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+        return respond(&request, &response);
+    }
     let asked: Vec<String> = body
         .users
         .unwrap_or_default()
@@ -143,6 +150,13 @@ pub async fn alter(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         add(user, u.mechanism, change);
     }
     let mut errors: BTreeMap<String, (ResponseError, String)> = BTreeMap::new();
+    if !super::authz::cluster_allowed(shard, &request, super::authz::Op::Alter) {
+        for user in by_user.into_keys() {
+            let why = "Cluster authorization failed.".to_string();
+            errors.insert(user, (ResponseError::ClusterAuthorizationFailed, why));
+        }
+        by_user = BTreeMap::new();
+    }
     let mut commands = Vec::new();
     let mut command_users = Vec::new();
     for (user, changes) in by_user {

@@ -111,7 +111,8 @@ impl RecordCodec for MetadataCodec {
                     .iter()
                     .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
                     .sum();
-                topics + brokers + users + 256
+                let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
+                topics + brokers + users + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -136,6 +137,8 @@ impl RecordCodec for MetadataCodec {
                 user.len() + SCRAM_CREDENTIAL_JSON_BYTES
             }
             MetadataRecord::UserScramCredentialRemoved { user, .. } => user.len() + 128,
+            MetadataRecord::AclCreated { acl } => acl_bytes(acl),
+            MetadataRecord::AclsDeleted { acls } => acls.iter().map(acl_bytes).sum::<usize>() + 64,
         }
     }
 }
@@ -143,6 +146,9 @@ impl RecordCodec for MetadataCodec {
 /// About the JSON of one SCRAM credential (salt and two keys of up to 64 bytes, each byte
 /// written as a number of up to 4 characters).
 const SCRAM_CREDENTIAL_JSON_BYTES: usize = 1024;
+fn acl_bytes(acl: &crate::security::acl::AclBinding) -> usize {
+    acl.resource_name.len() + acl.principal.len() + acl.host.len() + 192
+}
 
 fn config_bytes(configs: &std::collections::BTreeMap<String, String>) -> usize {
     configs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()

@@ -165,11 +165,21 @@ pub struct Shard {
     /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
     /// The metadata quorum on this node (coordinator shard, once started).
     controller: RefCell<Option<Rc<controller::Controller>>>,
+    /// Bytes of Produce requests in flight on this shard, in KiB units
+    /// (`produce_inflight_bytes_per_shard_max`): produces reserve here instead of
+    /// [`Shard::inflight_kib`], so produces stuck behind a slow disk stop their own connections
+    /// and never the requests that need no disk.
+    pub produce_kib: Semaphore,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
 pub fn large_request_kib_total(inflight_kib_total: u64) -> u64 {
     (inflight_kib_total - inflight_kib_total / 4).max(1)
+}
+
+/// The KiB of a shard's Produce budget (`produce_inflight_bytes_per_shard_max`).
+pub fn produce_kib_total(config: &BrokerConfig) -> u64 {
+    (config.produce_inflight_bytes_per_shard_max / 1024).max(1) as u64
 }
 
 impl Shard {
@@ -216,6 +226,7 @@ impl Shard {
             ),
             txns: txns::TxnCoordinator::new(),
             controller: RefCell::new(None),
+            produce_kib: Semaphore::new(produce_kib_total(&config)),
         })
     }
 
@@ -223,10 +234,13 @@ impl Shard {
         self.router.shard_count()
     }
 
-    /// Bytes of requests read on this shard and not yet answered (KiB granularity).
+    /// Bytes of requests read on this shard and not yet answered (KiB granularity), Produce
+    /// requests (their own budget) included.
     pub fn inflight_request_bytes(&self) -> u64 {
         let total_kib = (self.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
-        total_kib.saturating_sub(self.inflight_kib.available()) * 1024
+        let produce_kib =
+            produce_kib_total(&self.config).saturating_sub(self.produce_kib.available());
+        (total_kib.saturating_sub(self.inflight_kib.available()) + produce_kib) * 1024
     }
 
     /// The current metadata snapshot.
@@ -369,7 +383,8 @@ impl Shard {
             broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
                 != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
         self.remove_gone_offline(previous, next).await;
-        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
+        // (topic, partition, config, leader epoch)
+        let mut to_open: Vec<(String, i32, LogConfig, i32)> = Vec::new();
         for (name, topic) in &next.topics {
             if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
                 continue; // no data here: the coordinators keep theirs under internal/
@@ -388,11 +403,26 @@ impl Shard {
                             partition.log.set_config(log_config.clone());
                         }
                     }
-                    None => to_open.push((name.clone(), p, log_config.clone())),
+                    None => {
+                        let a = routing::assignment_of(topic, p, self.config.node_id);
+                        to_open.push((name.clone(), p, log_config.clone(), a.leader_epoch));
+                    }
                 }
             }
         }
         self.open_logs(to_open).await;
+        self.set_leader_epochs(next);
+    }
+
+    /// Every open partition (each led here) stamps the leader epoch `next` gives it into the
+    /// batches appended from now on, and checks clients' `current_leader_epoch` against it.
+    fn set_leader_epochs(&self, next: &ClusterMetadata) {
+        for ((topic, p), partition) in self.partitions.borrow().iter() {
+            if let Some(meta) = next.topics.get(topic).filter(|m| *p < m.partitions) {
+                let a = routing::assignment_of(meta, *p, self.config.node_id);
+                partition.log.start_leader_epoch(a.leader_epoch);
+            }
+        }
     }
 
     /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
@@ -510,13 +540,13 @@ impl Shard {
         }
     }
 
-    /// Opens the logs of `partitions` (recovery included), at most
+    /// Opens the logs of `partitions` (topic, index, config, leader epoch; recovery included), at most
     /// [`PARTITIONS_OPENING_CONCURRENTLY_MAX`] at once, and adds them to this shard. Stops
     /// opening once the shard begins to stop (a SIGTERM during startup).
-    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig)>) {
+    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig, i32)>) {
         let running = Rc::new(Semaphore::new(PARTITIONS_OPENING_CONCURRENTLY_MAX as u64));
         let mut tasks = Vec::new();
-        for (name, p, log_config) in partitions {
+        for (name, p, log_config, leader_epoch) in partitions {
             if self.stopping.get() {
                 tracing::info!(
                     shard = self.id,
@@ -533,6 +563,8 @@ impl Shard {
                 let dir = shard.partition_dir(&name, p);
                 match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
                     Ok(log) => {
+                        // Before it is served: no batch may carry an older epoch.
+                        log.start_leader_epoch(leader_epoch);
                         set_offline(&name, p, false);
                         shard.partitions.borrow_mut().insert(
                             (name.clone(), p),
@@ -668,7 +700,7 @@ impl Shard {
             }
             match current.record_for(command) {
                 Ok(record) => {
-                    current = current.replay(&record);
+                    current.replay_in_place(&record);
                     records.push(record);
                     results.push(Ok(()));
                 }

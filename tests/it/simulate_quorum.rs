@@ -356,6 +356,8 @@ fn describe(record: &MetadataRecord) -> String {
         MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
             format!("scram credential removed {user} {mechanism}")
         }
+        MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
+        MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
     }
 }
 

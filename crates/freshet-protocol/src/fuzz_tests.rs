@@ -204,6 +204,19 @@ fn seed_end_txn(_v: i16) -> EndTxnRequest {
         .with_committed(true)
 }
 
+fn seed_write_txn_markers(_v: i16) -> WriteTxnMarkersRequest {
+    let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 3]);
+    let marker = write_txn_markers_request::WritableTxnMarker::default()
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_transaction_result(true)
+        .with_topics(vec![topic])
+        .with_coordinator_epoch(4);
+    WriteTxnMarkersRequest::default().with_markers(vec![marker])
+}
+
 fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
     let part = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
         .with_partition_index(1)
@@ -323,6 +336,20 @@ fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
         .with_topics(vec![t])
         .with_response_partition_limit(100)
         .with_cursor(Some(cursor))
+}
+
+fn seed_elect_leaders(v: i16) -> ElectLeadersRequest {
+    let t = elect_leaders_request::TopicPartitions::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![0, 2]);
+    let req = ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![t]))
+        .with_timeout_ms(30_000);
+    if v >= 1 {
+        req.with_election_type(1)
+    } else {
+        req
+    }
 }
 
 fn seed_describe_quorum(_v: i16) -> DescribeQuorumRequest {
@@ -565,6 +592,19 @@ fn seed_offset_delete(_v: i16) -> OffsetDeleteRequest {
         .with_topics(vec![t])
 }
 
+fn seed_offset_for_leader_epoch(v: i16) -> OffsetForLeaderEpochRequest {
+    let p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(3)
+        .with_leader_epoch(2);
+    let t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![p.clone(), p.with_partition(1)]);
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(if v >= 3 { BrokerId(-1) } else { BrokerId(-2) })
+        .with_topics(vec![t])
+}
+
 /// Type-erased checks for one served request type.
 struct Served {
     key: i16,
@@ -635,12 +675,15 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         AddOffsetsToTxnRequest,
         EndTxnRequest,
         TxnOffsetCommitRequest,
+        WriteTxnMarkersRequest,
         DescribeProducersRequest,
         DescribeTransactionsRequest,
         ListTransactionsRequest,
         SaslAuthenticateRequest,
         DescribeUserScramCredentialsRequest,
-        AlterUserScramCredentialsRequest
+        AlterUserScramCredentialsRequest,
+        ElectLeadersRequest,
+        OffsetForLeaderEpochRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -720,6 +763,7 @@ fn served() -> Vec<Served> {
         served!(AddOffsetsToTxnRequest, seed_add_offsets_to_txn),
         served!(EndTxnRequest, seed_end_txn),
         served!(TxnOffsetCommitRequest, seed_txn_offset_commit),
+        served!(WriteTxnMarkersRequest, seed_write_txn_markers),
         served!(DescribeProducersRequest, seed_describe_producers),
         served!(DescribeTransactionsRequest, seed_describe_transactions),
         served!(ListTransactionsRequest, seed_list_transactions),
@@ -733,7 +777,45 @@ fn served() -> Vec<Served> {
             AlterUserScramCredentialsRequest,
             seed_alter_user_scram_credentials
         ),
+        served!(ElectLeadersRequest, seed_elect_leaders),
+        served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
+        served!(DescribeAclsRequest, seed_describe_acls),
+        served!(CreateAclsRequest, seed_create_acls),
+        served!(DeleteAclsRequest, seed_delete_acls),
     ]
+}
+
+fn seed_describe_acls(_v: i16) -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(2)
+        .with_principal_filter(Some(s("User:alice")))
+        .with_operation(1)
+        .with_permission_type(1)
+}
+
+fn seed_create_acls(_v: i16) -> CreateAclsRequest {
+    let c = create_acls_request::AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(s("orders"))
+        .with_resource_pattern_type(3)
+        .with_principal(s("User:alice"))
+        .with_host(s("*"))
+        .with_operation(3)
+        .with_permission_type(3);
+    CreateAclsRequest::default().with_creations(vec![c.clone(), c])
+}
+
+fn seed_delete_acls(_v: i16) -> DeleteAclsRequest {
+    let f = delete_acls_request::DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(1)
+        .with_host_filter(Some(s("*")))
+        .with_operation(1)
+        .with_permission_type(1);
+    DeleteAclsRequest::default().with_filters(vec![f])
 }
 
 /// Every API in the versions table is covered here, so no served type escapes the fuzzing.

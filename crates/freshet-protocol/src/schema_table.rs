@@ -1144,6 +1144,183 @@ pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALUPSERTION:
     ],
 };
 
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER: StructSchema = StructSchema {
+    name: "WritableTxnMarker", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker>(),
+    fields: &[
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // producer_id
+        Field { ty: Ty::Int16, min: 1, max: 1 }, // producer_epoch
+        Field { ty: Ty::Int8, min: 1, max: 1 }, // transaction_result
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKERTOPIC)), min: 1, max: 1 }, // topics
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // coordinator_epoch
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKERTOPIC: StructSchema = StructSchema {
+    name: "WritableTxnMarkerTopic", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 1, max: 1 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST: StructSchema = StructSchema {
+    name: "WriteTxnMarkersRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WriteTxnMarkersRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER)), min: 1, max: 1 }, // markers
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST: StructSchema = StructSchema {
+    name: "ElectLeadersRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 2 }, // election_type
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 2, max: 2 }, // topic_partitions
+        Field { ty: Ty::Array(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 0, max: 1 }, // topic_partitions
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // timeout_ms
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ELECT_LEADERS_REQUEST_TOPICPARTITIONS: StructSchema = StructSchema {
+    name: "TopicPartitions", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::TopicPartitions>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // topic
+        Field { ty: Ty::String, min: 0, max: 1 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 2, max: 2 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 0, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST: StructSchema = StructSchema {
+    name: "OffsetForLeaderEpochRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 3, max: 4 }, // replica_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC)), min: 4, max: 4 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC)), min: 2, max: 3 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION: StructSchema = StructSchema {
+    name: "OffsetForLeaderPartition", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // partition
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // current_leader_epoch
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // leader_epoch
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC: StructSchema = StructSchema {
+    name: "OffsetForLeaderTopic", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // topic
+        Field { ty: Ty::String, min: 2, max: 3 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION)), min: 4, max: 4 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION)), min: 2, max: 3 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST: StructSchema = StructSchema {
+    name: "DescribeAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_acls_request::DescribeAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_ACLCREATION: StructSchema = StructSchema {
+    name: "AclCreation", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::AclCreation>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_pattern_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host
+        Field { ty: Ty::String, min: 1, max: 1 }, // host
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_CREATEACLSREQUEST: StructSchema = StructSchema {
+    name: "CreateAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::CreateAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 2, max: 3 }, // creations
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 1, max: 1 }, // creations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSFILTER: StructSchema = StructSchema {
+    name: "DeleteAclsFilter", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsFilter>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSREQUEST: StructSchema = StructSchema {
+    name: "DeleteAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 2, max: 3 }, // filters
+        Field { ty: Ty::Array(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 1, max: 1 }, // filters
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1188,6 +1365,12 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
         50 => Some(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_DESCRIBEUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
         51 => Some(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_ALTERUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
+        27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
+        43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
+        23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4
+        29 => Some(&DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST), // versions 1-3
+        30 => Some(&CREATE_ACLS_REQUEST_CREATEACLSREQUEST), // versions 1-3
+        31 => Some(&DELETE_ACLS_REQUEST_DELETEACLSREQUEST), // versions 1-3
         _ => None,
     }
 }

@@ -53,10 +53,18 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
+    // Kafka 4.1 serves v2-4 (KIP-896 removed v0-1).
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::AddPartitionsToTxn, 0, 5),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
     api(ApiKey::EndTxn, 0, 5),
+    // Broker to broker: a transaction coordinator's markers (v0 removed in Kafka 4.0).
+    api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 5),
+    // ACLs (Kafka 4.1 serves v2-v3: KIP-896 removed v0-v1).
+    api(ApiKey::DescribeAcls, 2, 3),
+    api(ApiKey::CreateAcls, 2, 3),
+    api(ApiKey::DeleteAcls, 2, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -64,6 +72,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
+    // Preferred and unclean leader elections, decided by the active controller.
+    api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     // SCRAM users (issue 15), in the metadata log.

@@ -238,7 +238,7 @@ async fn answer(
     outcome: Outcome,
     delay: Duration,
 ) -> Result<(), String> {
-    let reservation = Reservation::acquire(shard, 1)
+    let reservation = Reservation::acquire(shard, 1, false)
         .await
         .ok_or_else(|| "shard stopping".to_string())?;
     let answer = crate::rt::spawn_local(async move {

@@ -28,6 +28,10 @@
 //!   write (a violation is a bug: `assert!`), what came back from the disk right after the read
 //!   (a violation is damage: [`super::StorageError::CorruptMessage`], never a panic).
 //! - `txn`: the log's side of the aborted-transaction index.
+//! - `epochs`: the log's side of the leader-epoch cache (the epoch stamped into appended
+//!   batches, the `leader-epoch-checkpoint` file, its recovery).
+//! - `truncate`: [`PartitionLog::truncate_to`], cutting the log's tail (a follower whose log
+//!   diverged from its leader's).
 //! - [`cleaner`]: log compaction (a child module so that it can swap segments under the lock).
 //!
 //! # Guarantees
@@ -52,11 +56,13 @@ pub mod cleaner;
 mod append;
 mod check;
 mod close;
+mod epochs;
 mod flush;
 mod read;
 mod recover;
 mod retention;
 mod segment;
+mod truncate;
 mod txn;
 
 pub use recover::{prime_disk, PRIME_FILE_NAME};
@@ -68,6 +74,7 @@ use super::cache::TailCache;
 use super::checkpoint::Checkpoint;
 use super::index::{OffsetIndex, TimeIndex};
 use super::io::DataFile;
+use super::leader_epoch::LeaderEpochCache;
 use super::producer_state::ProducerStateTable;
 use super::txn_index::TxnIndexes;
 use super::LogConfig;
@@ -99,8 +106,6 @@ pub const SCAN_READ_BYTES: usize = 1 << 20;
 pub const SCAN_BATCH_BYTES_MAX: usize = 256 << 20;
 /// Largest index file read on open.
 pub const INDEX_FILE_BYTES_MAX: u64 = 64 << 20;
-/// Leader epoch stamped into appended batches (one node, epoch 0).
-pub const LEADER_EPOCH: i32 = 0;
 /// Bytes read from disk per read call at most, beyond the first batch.
 pub const READ_BYTES_MAX: usize = 16 << 20;
 
@@ -256,6 +261,17 @@ struct Inner {
     /// A flush round has run since open: the files may differ from what the checkpoint
     /// describes, so close must write them out.
     modified: bool,
+    /// The leader epoch stamped into batches appended from producers (`set_leader_epoch`).
+    leader_epoch: i32,
+    /// Where each leader epoch starts in the log (see `epochs`).
+    epochs: LeaderEpochCache,
+    /// `epochs` changed since its file was written.
+    epochs_dirty: bool,
+    /// `epochs` has an entry without data yet (`start_leader_epoch`): the file needs it only
+    /// once a batch is appended in it (else the next leadership adds it again).
+    epochs_soft: bool,
+    /// A truncation is under way: appends wait (see `truncate`).
+    truncating: bool,
 }
 
 impl Inner {
@@ -402,6 +418,25 @@ impl PartitionLog {
             .producers
             .get(producer_id)
             .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
+    /// The coordinator epoch of the last transaction marker written for `producer_id` here
+    /// (0 if none): WriteTxnMarkers fences a marker from an older coordinator.
+    pub fn marker_coordinator_epoch(&self, producer_id: i64) -> i32 {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .get(producer_id)
+            .map_or(0, |e| e.coordinator_epoch)
+    }
+
+    /// Notes that a marker of `coordinator_epoch` was written for `producer_id` (kept in memory
+    /// and in producer snapshots; a replay of the log does not restore it).
+    pub fn note_marker_coordinator_epoch(&self, producer_id: i64, coordinator_epoch: i32) {
+        let mut inner = self.shared.inner.borrow_mut();
+        inner
+            .producers
+            .note_coordinator_epoch(producer_id, coordinator_epoch);
     }
 
     /// Every producer of this partition with its state (DescribeProducers).
