@@ -68,7 +68,7 @@ class SecureBroker(Broker):
     """A broker of 2 shards (each serves every listener) with PLAINTEXT (the harness's ready
     check), SSL, SASL_SSL and SASL_PLAINTEXT; client certificates are requested on SSL."""
 
-    def __init__(self, workdir, certs):
+    def __init__(self, workdir, certs, extra=()):
         super().__init__(workdir, 2)
         self.ports = {"SSL": free_port(), "SASL_SSL": free_port(), "SASL_PLAINTEXT": free_port()}
         listeners = [f"PLAINTEXT://{self.addr}"] + [
@@ -79,6 +79,7 @@ class SecureBroker(Broker):
             "--ssl-key-file", str(certs / "server.key"),
             "--ssl-ca-file", str(certs / "ca.pem"),
             "--ssl-client-auth", "requested",
+            *extra,
         ]
 
     def at(self, name):
@@ -352,3 +353,44 @@ def test_kcat_over_sasl_ssl_with_scram(secure_broker, certs):
                            capture_output=True, timeout=60)
     assert wrong.returncode != 0
     assert b"Authentication failed" in wrong.stderr, wrong.stderr
+
+
+def test_sasl_principals_meet_the_acls(tmp_path, certs):
+    """With the authorizer on, the principal SASL authenticated is the one the ACLs see: alice,
+    allowed to write one topic, produces to it; bob, with no ACL, gets TOPIC_AUTHORIZATION_FAILED
+    on the same topic over the same listener."""
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType)
+    b = SecureBroker(tmp_path / "broker", certs,
+                     extra=["--authorizer", "on", "--super-users", "User:ANONYMOUS"])
+    b.workdir.mkdir()
+    for name in ("alice", "bob"):
+        out = create_user(b.data_dir, name, f"{name}-secret", "SCRAM-SHA-512")
+        assert out.returncode == 0, out.stderr
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.addr})
+        admin.create_topics([NewTopic("acl-topic", 1)])["acl-topic"].result(10)
+        acls = [AclBinding(ResourceType.TOPIC, "acl-topic", ResourcePatternType.LITERAL,
+                           "User:alice", "*", op, AclPermissionType.ALLOW)
+                for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
+        for f in admin.create_acls(acls).values():
+            f.result(10)
+
+        def produce_as(user):
+            results = []
+            p = Producer({"bootstrap.servers": b.at("SASL_SSL"), "security.protocol": "SASL_SSL",
+                          "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                          "sasl.password": f"{user}-secret", **ssl_conf(certs),
+                          "message.timeout.ms": 10000})
+            p.produce("acl-topic", b"x", on_delivery=lambda err, msg: results.append(err))
+            p.flush(20)
+            return results
+
+        assert produce_as("alice") == [None]
+        denied = produce_as("bob")
+        assert len(denied) == 1 and denied[0] is not None
+        assert denied[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied[0]
+    finally:
+        b.kill()
+        print(b.log_tail())
