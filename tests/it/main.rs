@@ -80,6 +80,7 @@ mod storage_log;
 mod storage_producer;
 mod storage_prop;
 mod storage_read_check;
+mod storage_replica;
 mod storage_txn_index;
 mod stress;
 mod tuning;

@@ -691,6 +691,7 @@ impl PartitionLog {
                     roll_snapshot: None,
                     txn_index: TxnIndexes::default(),
                     modified: false,
+                    replicated_hw: None,
                 }),
             }),
         };
