@@ -195,6 +195,20 @@ pub struct BrokerConfig {
     /// Kafka `transaction.state.log.num.partitions`: the same for `__transaction_state` and
     /// the transaction coordinators.
     pub transaction_state_log_num_partitions: i32,
+    /// Kafka `replica.lag.time.max.ms`: an in-sync follower that has not caught up with the
+    /// leader's log end for this long leaves the ISR, in milliseconds.
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka `replica.fetch.max.bytes`: bytes a follower's Fetch asks per partition.
+    pub replica_fetch_max_bytes: usize,
+    /// Kafka `replica.fetch.response.max.bytes`: bytes a follower's Fetch asks in all (its
+    /// response is refused above this plus one partition's worth of framing).
+    pub replica_fetch_response_max_bytes: usize,
+    /// Kafka `replica.fetch.wait.max.ms`: how long a follower's Fetch waits at the leader for
+    /// data, in milliseconds.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Kafka `replica.fetch.backoff.ms`: the longest a follower waits before it reconnects to
+    /// a leader after an error (it starts at a tenth of it and doubles), in milliseconds.
+    pub replica_fetch_backoff_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -252,6 +266,11 @@ impl Default for BrokerConfig {
                 TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
             offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             transaction_state_log_num_partitions: TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! request frame), checks each target partition against the metadata, and sends each
 //! partition's records to its owning shard, all partitions at once. The owner validates the
 //! batches, assigns offsets and answers once the data is fdatasync'd (group commit in the
-//! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
-//! single node: answered when durable.
+//! storage engine). acks=0 gets no response, as in Kafka; acks=1 is answered when durable on
+//! the leader; acks=all (-1) when the high watermark passed the batch (on every in-sync
+//! replica's disk; with one replica the same as acks=1), refused with NOT_ENOUGH_REPLICAS
+//! before appending when the ISR is below `min.insync.replicas` (`shard::replication`).
 //!
 //! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
 //! done by the owner's log where offsets are assigned (`storage::producer_state`).
@@ -139,7 +141,7 @@ fn plan_appends(
                 let records = data.records.clone().unwrap_or_default();
                 work.push(Box::pin(append_on_owner(
                     shard.clone(),
-                    request.api_version,
+                    (request.api_version, acks),
                     topic_name,
                     data.index,
                     records,
@@ -224,9 +226,12 @@ fn leader_endpoints(shard: &Shard, response: &ProduceResponse) -> Vec<NodeEndpoi
         .collect()
 }
 
+/// One partition's append on its owner; `(version, acks)` of the request. acks=-1 is refused
+/// with NOT_ENOUGH_REPLICAS below `min.insync.replicas` and answered once replicated
+/// (`shard::replication`).
 async fn append_on_owner(
     shard: Rc<Shard>,
-    version: i16,
+    (version, acks): (i16, i16),
     topic: String,
     partition: i32,
     records: Bytes,
@@ -253,6 +258,11 @@ async fn append_on_owner(
                 }
                 other => other,
             };
+            if acks == -1 {
+                if let Err(e) = owner.enough_replicas(&log) {
+                    return PartitionResult::error(e, None);
+                }
+            }
             let guard = match verify_transaction(&owner, &log, &topic, partition, &records).await {
                 Ok(guard) => guard,
                 Err(e) => return PartitionResult::error(abortable(e), None),
@@ -260,6 +270,14 @@ async fn append_on_owner(
             let appended = match guard {
                 Some(guard) => log.append_verified(records, guard).await,
                 None => log.append(records).await,
+            };
+            let appended = match appended {
+                Ok(info) if acks == -1 => owner
+                    .await_replicated(&log, info.last_offset)
+                    .await
+                    .map(|()| info)
+                    .map_err(Err),
+                other => other.map_err(Ok),
             };
             match appended {
                 Ok(info) => PartitionResult {
@@ -271,7 +289,8 @@ async fn append_on_owner(
                     record_errors: Vec::new(),
                     current_leader: None,
                 },
-                Err(e) => {
+                Err(Err(code)) => PartitionResult::error(code, None),
+                Err(Ok(e)) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");
                     let code = abortable(storage_code(&e));
                     let (message, record_errors) = match e {

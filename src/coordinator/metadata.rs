@@ -1058,12 +1058,6 @@ impl ClusterMetadata {
                 ));
             }
         }
-        if rf > 1 {
-            return refuse_rf(
-                "Replication factors above 1 are not supported yet: every partition has one \
-                 replica until partitions replicate.",
-            );
-        }
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub mod controller;
 pub mod coordinators;
 pub mod groups;
 pub mod metadata_log;
+pub mod replication;
 pub mod router;
 pub mod routing;
 pub mod txns;
@@ -88,13 +89,16 @@ fn set_offline(topic: &str, partition: i32, offline: bool) {
     }
 }
 
-/// One partition on its owning shard: the log and the signal that wakes long-poll fetches.
+/// One partition on its owning shard: the log, the signal that wakes long-poll fetches, and
+/// its role in replication (leader or follower, `replication`).
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: PartitionLog,
-    /// Notified whenever the high watermark may have moved.
+    /// Notified whenever the high watermark may have moved (and when the role or ISR changes).
     pub hw_changed: Notify,
+    /// Set on every metadata install (`Shard::apply_roles`).
+    pub role: RefCell<replication::Role>,
 }
 
 impl Partition {
@@ -165,6 +169,8 @@ pub struct Shard {
     /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
     /// The metadata quorum on this node (coordinator shard, once started).
     controller: RefCell<Option<Rc<controller::Controller>>>,
+    /// The follower fetchers of this shard (`replication`).
+    fetchers: replication::FetcherSet,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -216,6 +222,7 @@ impl Shard {
             ),
             txns: txns::TxnCoordinator::new(),
             controller: RefCell::new(None),
+            fetchers: replication::FetcherSet::default(),
         })
     }
 
@@ -269,15 +276,17 @@ impl Shard {
         owner_of(topic, partition, self.shard_count())
     }
 
-    /// A partition this shard owns, if it is open.
+    /// A partition this shard owns and this broker leads, if it is open: what client requests
+    /// use (a follower's partition is [`Shard::replica`]).
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
             .get(&(topic.to_string(), partition))
+            .filter(|p| p.is_leader())
             .cloned()
     }
 
-    /// All partitions this shard owns.
+    /// All partitions this shard owns (led and followed).
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
     }
@@ -379,10 +388,10 @@ impl Shard {
             });
             let log_config = self.log_config(next, name);
             for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id || !self.leads(next, name, p) {
+                if self.owner(name, p) != self.id || !self.hosts(next, name, p) {
                     continue;
                 }
-                match self.partition(name, p) {
+                match self.replica(name, p) {
                     Some(partition) => {
                         if config_changed {
                             partition.log.set_config(log_config.clone());
@@ -393,6 +402,7 @@ impl Shard {
             }
         }
         self.open_logs(to_open).await;
+        self.apply_roles(next);
     }
 
     /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
@@ -419,20 +429,20 @@ impl Shard {
         }
     }
 
-    /// Does this broker lead `topic`/`partition` in `metadata` (so this node opens it)?
-    fn leads(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> bool {
-        routing::leads(metadata, self.config.node_id, topic, partition)
+    /// Is this broker a replica of `topic`/`partition` in `metadata` (so this node opens it)?
+    fn hosts(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> bool {
+        routing::hosts(metadata, self.config.node_id, topic, partition)
     }
 
-    /// Partitions whose leadership moved to another broker are closed in the background; their
-    /// files stay. Until the close is done, the partition is not opened again (see
+    /// Partitions of which this broker is no longer a replica are closed in the background;
+    /// their files stay. Until the close is done, the partition is not opened again (see
     /// [`Shard::await_deletion`]).
     fn close_moved_away(self: &Rc<Self>, next: &ClusterMetadata) {
         let moved: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .keys()
-            .filter(|(topic, p)| next.topics.contains_key(topic) && !self.leads(next, topic, *p))
+            .filter(|(topic, p)| next.topics.contains_key(topic) && !self.hosts(next, topic, *p))
             .cloned()
             .collect();
         for key in moved {
@@ -441,7 +451,7 @@ impl Shard {
                 continue;
             };
             partition.hw_changed.notify_all();
-            tracing::info!(topic = %key.0, partition = key.1, "leadership moved to another broker; closing the partition (files kept)");
+            tracing::info!(topic = %key.0, partition = key.1, "no longer a replica here; closing the partition (files kept)");
             let done = Notify::new();
             if let Some(previous) = self.deleting.borrow_mut().insert(key.clone(), done.clone()) {
                 previous.notify_all();
@@ -464,8 +474,8 @@ impl Shard {
 
     /// Offline partitions (never opened) of topics that vanished or were re-created: the
     /// operator deleted the topic, so its damaged files go too (a new topic of that name must
-    /// not open them). Offline partitions whose leadership moved away are no longer this
-    /// broker's to report; their files stay.
+    /// not open them). Offline partitions no longer placed on this broker are no longer its
+    /// to report; their files stay.
     async fn remove_gone_offline(&self, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let moved: Vec<TopicPartition> = OFFLINE_PARTITIONS
             .lock()
@@ -473,10 +483,9 @@ impl Shard {
                 set.iter()
                     .filter(|(topic, p)| {
                         self.owner(topic, *p) == self.id
-                            && matches!(
-                                routing::route(next, self.config.node_id, topic, *p),
-                                routing::Route::Remote { .. }
-                            )
+                            && routing::route(next, self.config.node_id, topic, *p)
+                                != routing::Route::Unknown
+                            && !routing::hosts(next, self.config.node_id, topic, *p)
                     })
                     .cloned()
                     .collect()
@@ -541,6 +550,10 @@ impl Shard {
                                 index: p,
                                 log,
                                 hw_changed: Notify::default(),
+                                role: RefCell::new(replication::Role::Follower {
+                                    leader: -1,
+                                    leader_epoch: -1,
+                                }),
                             }),
                         );
                     }

@@ -126,6 +126,20 @@ pub fn leads(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition
     route(metadata, local_node, topic, partition) == Route::Local
 }
 
+/// Is broker `local_node` a replica of `topic`/`partition` (so it opens it, as leader or
+/// follower)? The leader counts too (a leader outside its replica list cannot happen, but then
+/// it must still open what it serves).
+pub fn hosts(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition: i32) -> bool {
+    let Some(meta) = metadata.topics.get(topic) else {
+        return false;
+    };
+    if partition < 0 || partition >= meta.partitions {
+        return false;
+    }
+    let a = assignment_of(meta, partition, local_node);
+    a.leader == local_node || a.replicas.contains(&local_node)
+}
+
 /// This broker as its configuration describes it (listener and rack).
 pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
     let (host, port) = config

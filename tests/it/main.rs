@@ -68,6 +68,7 @@ mod partitions_fd_pool;
 mod partitions_limits;
 mod quorum_log;
 mod quorum_node;
+mod replication;
 mod sim_runner;
 mod simulate;
 mod simulate_compact;

@@ -1,0 +1,304 @@
+//! Issue 14's data path with 3 real `freshet` processes (`common::cluster::TestCluster`):
+//! followers fetch from their leader, the high watermark moves over the ISR, acks=all is
+//! answered once every in-sync replica has the batch on disk, and a leader's kill -9 loses
+//! nothing it acknowledged.
+//!
+//! - `acks_all_records_survive_kill9_of_the_leader`: rdkafka produces with acks=all to a
+//!   replication factor 3 partition; the leader is killed (-9) once every record is
+//!   acknowledged; the new leader serves every acknowledged record at the offset it was
+//!   acknowledged at, and takes acks=all produces again.
+//! - `acks_all_below_min_insync_replicas_is_refused`: with `min.insync.replicas` = 3 and one
+//!   follower down (fenced, so out of the ISR), Produce acks=all gets NOT_ENOUGH_REPLICAS and
+//!   appends nothing; acks=1 still works; the consumer sees only what the ISR has.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{runtime, within, RawConn};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+
+/// Bound on each test here.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How long a topic takes to be created and led everywhere.
+const PROPAGATION_WITHIN: Duration = Duration::from_secs(15);
+/// From a leader's kill -9 to its partitions led elsewhere (session timeout + slack).
+const FAILOVER_WITHIN: Duration = Duration::from_secs(15);
+
+/// Fast fencing, so that a killed leader is replaced within seconds.
+fn options() -> ClusterOptions {
+    ClusterOptions {
+        settings: "broker_session_timeout_ms = 2000\nbroker_heartbeat_interval_ms = 300\n\
+                   replica_fetch_backoff_ms = 500\n"
+            .into(),
+        ..ClusterOptions::default()
+    }
+}
+
+/// CreateTopics of `name` (one partition, replication factor 3, `configs`) through `node`,
+/// retried until accepted.
+fn create_replicated_topic(
+    cluster: &TestCluster,
+    node: usize,
+    name: &str,
+    configs: &[(&str, &str)],
+) {
+    cluster.wait_until(PROPAGATION_WITHIN, &format!("{name} created"), || {
+        let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Duration::from_secs(20));
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(1)
+                .with_replication_factor(3)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_value(Some(StrBytes::from_string(v.to_string())))
+                        })
+                        .collect(),
+                )]);
+        let answer = conn.request(7, &request).map_err(|e| e.to_string())?;
+        match answer.topics[0].error_code {
+            0 | 36 => Ok(()), // created, or TOPIC_ALREADY_EXISTS from an earlier try
+            code => Err(format!("CreateTopics {name}: error {code}")),
+        }
+    })
+}
+
+/// Partition 0 of `topic` as `node`'s Metadata shows it: (leader, replicas, isr), once it has
+/// a leader other than `not`.
+fn leader_seen_by(
+    cluster: &TestCluster,
+    node: usize,
+    topic: &str,
+    not: Option<i32>,
+    within: Duration,
+) -> (i32, Vec<i32>, Vec<i32>) {
+    cluster.wait_until(
+        within,
+        &format!("node {node} to show a leader of {topic}"),
+        || {
+            let m = cluster.metadata(node).map_err(|e| e.to_string())?;
+            let t = m
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+                .ok_or("no topic")?;
+            let p = t.partitions.first().ok_or("no partition")?;
+            let leader = p.leader_id.0;
+            if p.error_code != 0 || leader < 0 || Some(leader) == not {
+                return Err(format!("error {} leader {leader}", p.error_code));
+            }
+            Ok((
+                leader,
+                p.replica_nodes.iter().map(|b| b.0).collect(),
+                p.isr_nodes.iter().map(|b| b.0).collect(),
+            ))
+        },
+    )
+}
+
+/// Reads partition 0 of `topic` from the beginning through `nodes` until `expected` records
+/// arrived or `timeout` passed: offset -> value.
+fn read_all(
+    cluster: &TestCluster,
+    nodes: &[usize],
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> BTreeMap<i64, Vec<u8>> {
+    let consumer = common::assign_only_consumer(cluster.client_config(nodes), "replication-reader");
+    common::assign_from_beginning(&consumer, topic, 0);
+    let mut out = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) =
+            rdkafka::consumer::BaseConsumer::poll(&consumer, Duration::from_millis(200))
+        {
+            out.insert(m.offset(), m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// rdkafka produces with acks=all to a replication factor 3 partition; once every record is
+/// acknowledged the leader is killed (-9); the new leader (a follower until then) serves every
+/// acknowledged record at its acknowledged offset, and acks=all produces work on it.
+#[test]
+fn acks_all_records_survive_kill9_of_the_leader() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, options());
+        create_replicated_topic(&cluster, 0, "durable", &[]);
+        let (leader, replicas, isr) =
+            leader_seen_by(&cluster, 0, "durable", None, PROPAGATION_WITHIN);
+        assert_eq!(replicas.len(), 3, "replication factor 3: {replicas:?}");
+        assert_eq!(isr.len(), 3, "every replica starts in sync: {isr:?}");
+
+        let rt = runtime();
+        let producer: FutureProducer = cluster
+            .client_config(&[0, 1, 2])
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer");
+        let mut acked: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        let values: Vec<String> = (0..300).map(|i| format!("record-{i}")).collect();
+        let sends: Vec<_> = values
+            .iter()
+            .map(|value| {
+                let record = FutureRecord::to("durable")
+                    .partition(0)
+                    .key("k")
+                    .payload(value);
+                (value, producer.send(record, Duration::from_secs(20)))
+            })
+            .collect();
+        for (value, f) in sends {
+            match rt.block_on(f) {
+                Ok(delivery) => {
+                    acked.insert(delivery.offset, value.clone().into_bytes());
+                }
+                Err((e, _)) => cluster.fail(&format!("produce {value}: {e}")),
+            }
+        }
+        assert_eq!(acked.len(), 300);
+
+        cluster.kill9(leader as usize);
+        let survivors: Vec<usize> = (0..3).filter(|n| *n != leader as usize).collect();
+        let (new_leader, _, _) = leader_seen_by(
+            &cluster,
+            survivors[0],
+            "durable",
+            Some(leader),
+            FAILOVER_WITHIN,
+        );
+        assert_ne!(new_leader, leader);
+
+        let read = read_all(
+            &cluster,
+            &survivors,
+            "durable",
+            acked.len(),
+            Duration::from_secs(20),
+        );
+        for (offset, value) in &acked {
+            match read.get(offset) {
+                Some(v) if v == value => {}
+                other => cluster.fail(&format!(
+                    "acknowledged record at offset {offset} ({}) reads as {:?} on the new leader {new_leader} ({} of {} read)",
+                    String::from_utf8_lossy(value),
+                    other.map(|v| String::from_utf8_lossy(v).into_owned()),
+                    read.len(),
+                    acked.len()
+                )),
+            }
+        }
+
+        // The new leader takes acks=all produces (its remaining follower is in sync).
+        let producer: FutureProducer = cluster
+            .client_config(&survivors)
+            .set("acks", "all")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer");
+        let delivery = rt
+            .block_on(
+                producer.send(
+                    FutureRecord::to("durable")
+                        .partition(0)
+                        .key("k")
+                        .payload("after"),
+                    Duration::from_secs(20),
+                ),
+            )
+            .unwrap_or_else(|(e, _)| cluster.fail(&format!("produce after failover: {e}")));
+        assert_eq!(
+            delivery.offset, 300,
+            "continues after the acknowledged records"
+        );
+    });
+}
+
+/// Produce acks=all with a Produce v9 request of one `value` to `topic`/0 on `node`:
+/// (error code, base offset).
+fn produce_raw(
+    cluster: &TestCluster,
+    node: usize,
+    topic: &str,
+    acks: i16,
+    value: &str,
+) -> (i16, i64) {
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(30));
+    let batch = freshet_protocol::batch::encode_batch(
+        &[(
+            None,
+            Some(Bytes::from(value.to_string())),
+            1_700_000_000_000,
+        )],
+        freshet_protocol::batch::Compression::None,
+    )
+    .expect("batch");
+    let request = common::produce_request(topic, 0, batch).with_acks(acks);
+    let response: kafka_protocol::messages::ProduceResponse =
+        conn.request(9, &request).expect("Produce");
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// With `min.insync.replicas` = 3 and one follower killed (fenced, so out of the ISR), acks=all
+/// is refused with NOT_ENOUGH_REPLICAS (19) and appends nothing; acks=1 is still answered;
+/// once the follower is back in the ISR... (the ISR grows back through AlterPartition: not in
+/// this test).
+#[test]
+fn acks_all_below_min_insync_replicas_is_refused() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, options());
+        create_replicated_topic(&cluster, 0, "strict", &[("min.insync.replicas", "3")]);
+        let (leader, replicas, _) = leader_seen_by(&cluster, 0, "strict", None, PROPAGATION_WITHIN);
+        let leader = leader as usize;
+        let (code, base) = produce_raw(&cluster, leader, "strict", -1, "all-three");
+        assert_eq!((code, base), (0, 0), "acks=all with the whole ISR");
+
+        let follower = replicas
+            .iter()
+            .map(|r| *r as usize)
+            .find(|r| *r != leader)
+            .expect("a follower");
+        cluster.kill9(follower);
+        cluster.wait_until(FAILOVER_WITHIN, "the ISR to shrink", || {
+            let (_, _, isr) = leader_seen_by(&cluster, leader, "strict", None, PROPAGATION_WITHIN);
+            if isr.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("isr {isr:?}"))
+            }
+        });
+        let (code, _) = produce_raw(&cluster, leader, "strict", -1, "refused");
+        assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
+        let (code, base) = produce_raw(&cluster, leader, "strict", 1, "acks-one");
+        assert_eq!(
+            (code, base),
+            (0, 1),
+            "acks=1 works; the refused record took no offset"
+        );
+        let survivors: Vec<usize> = (0..3).filter(|n| *n != follower).collect();
+        let read = read_all(&cluster, &survivors, "strict", 2, Duration::from_secs(15));
+        let values: Vec<&[u8]> = read.values().map(|v| v.as_slice()).collect();
+        assert_eq!(values, [&b"all-three"[..], &b"acks-one"[..]]);
+    });
+}
