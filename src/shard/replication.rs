@@ -132,6 +132,7 @@ impl Shard {
         let node = self.config.node_id;
         let now = now_ms();
         let mut leaders: Vec<i32> = Vec::new();
+        let mut followed_changed = false;
         for partition in self.partitions() {
             let Some(topic) = next.topics.get(&partition.topic) else {
                 continue;
@@ -140,6 +141,7 @@ impl Shard {
                 continue;
             }
             let a = routing::assignment_of(topic, partition.index, node);
+            let followed_before = partition.following();
             {
                 let mut role = partition.role.borrow_mut();
                 if a.leader == node {
@@ -157,12 +159,16 @@ impl Shard {
                     }
                 }
             }
+            followed_changed |= partition.following() != followed_before;
             // The epochs helper stamps the new epoch here: `log.set_leader_epoch(a.leader_epoch)`.
             partition.refresh_high_watermark();
             // acks=all waiters look at the role and ISR again.
             partition.hw_changed.notify_all();
         }
-        self.fetchers.changed.notify_all();
+        if followed_changed {
+            // Fetchers with a request in flight drop it and ask again for the new set.
+            self.fetchers.changed.notify_all();
+        }
         for leader in leaders {
             self.ensure_fetcher(leader);
         }
