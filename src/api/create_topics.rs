@@ -8,9 +8,9 @@
 //! defaults: `num.partitions`, and 1) or as manual assignments (then both must be -1). Manual
 //! replica lists are checked here against the registered brokers (the local node alone while
 //! the metadata has no registered broker: the pre-quorum rule of `coordinator::metadata`);
-//! the metadata state machine then checks the layout again on the controller, places the
-//! partitions over the live brokers, and refuses a replication factor above 1 (partitions do
-//! not replicate yet) with INVALID_REPLICATION_FACTOR. A name given twice in
+//! the metadata state machine then checks the layout again on the controller and places the
+//! partitions over the live brokers (a replication factor above the registered brokers is
+//! INVALID_REPLICATION_FACTOR). A name given twice in
 //! one request is refused (INVALID_REQUEST "Duplicate topic name.", listed after the others, as
 //! `ControllerApis` does) and not created at all.
 //!
@@ -608,7 +608,8 @@ mod tests {
     }
 
     /// In a cluster, manual lists are checked against the registered brokers (not this
-    /// node's id) and a replication factor is checked against them by the metadata.
+    /// node's id) and a replication factor is checked against them by the metadata (up to
+    /// the registered brokers, accepted).
     #[test]
     fn in_a_cluster_assignments_and_factors_follow_the_registered_brokers() {
         use crate::coordinator::metadata::BrokerRegistration;
@@ -651,9 +652,8 @@ mod tests {
                     .to_string()
             )
         );
-        assert_eq!(
-            refusal_in(&metadata, &new_topic("t", 1, 2)).0,
-            E::InvalidReplicationFactor.code()
-        );
+        // Replicated partitions: a factor up to the registered brokers is accepted.
+        let plan = plan_topic(&metadata, &BrokerConfig::default(), &new_topic("t", 1, 3)).unwrap();
+        metadata.check(&command_of("t", plan)).unwrap();
     }
 }

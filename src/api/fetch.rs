@@ -464,6 +464,7 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
             Some(partition) => {
                 if let Some(replica) = want.replica {
                     shard.record_follower_fetch(&partition, replica, want.offset);
+                    shard.maybe_change_isr(&partition);
                 }
                 let seen_end = want.readable_end(&partition.log);
                 let limit = want.max_bytes.min(budget);

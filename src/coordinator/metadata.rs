@@ -21,11 +21,21 @@
 //! successive topics start on different brokers), or where the client's explicit assignment
 //! says (checked as Kafka's `validateManualPartitionAssignment`); the record carries the
 //! decided assignment, so replay stays pure. Each partition's leader is its first unfenced
-//! replica. Fencing a broker takes the leadership of its partitions away (leader -1, or the
-//! next unfenced in-sync replica; leader epoch + 1; the ISR keeps its last member, as Kafka's
-//! `handleBrokerFenced`), unfencing it gives leaderless partitions whose ISR holds it back to
-//! it (leader epoch + 1, Kafka's `handleBrokerUnfenced`). Replication factors above 1 are
-//! refused (INVALID_REPLICATION_FACTOR) until partitions replicate.
+//! replica, and its ISR all its unfenced replicas (all of them when placed). Fencing a broker
+//! takes it out of every ISR and the leadership of its partitions away (to the first unfenced
+//! in-sync replica in preference order, or -1; leader epoch + 1; the ISR keeps its last
+//! member, as Kafka's `handleBrokerFenced`), unfencing it gives leaderless partitions a leader
+//! again (Kafka's `handleBrokerUnfenced`); a topic with `unclean.leader.election.enable` may
+//! take an out-of-sync replica as leader then, its ISR reset to that one replica.
+//!
+//! Replication (Kafka's KRaft model): every assignment has a partition epoch, + 1 on each
+//! change of leader, ISR or replicas, and the leader epoch, + 1 on each leader change
+//! ([`PartitionAssignment::change`]). A partition's leader changes its ISR with
+//! [`MetadataCommand::AlterPartition`], checked against both epochs as Kafka's controller
+//! does; every per-partition change is one [`MetadataRecord::PartitionChanged`] carrying the
+//! whole new assignment. [`ClusterMetadata::min_insync_replicas`] and
+//! [`ClusterMetadata::unclean_leader_election_enabled`] read the topic configs the controller
+//! and the leaders act on.
 //!
 //! The pre-quorum rule: metadata with no registered broker is a single node's from before the
 //! cluster (or a node whose registration is not wired in yet). There, topics get no
@@ -42,8 +52,9 @@
 //! non-nil topic id unique in the cluster; `version` grows by one with each applied command.
 //! With registered brokers, every topic has one assignment per partition, each with a
 //! non-empty list of distinct registered replicas, its leader one of them (and unfenced) or
-//! -1, its ISR a non-empty subset of them; leader epochs never decrease; a registration's node
-//! id is its key. At most [`BROKERS_MAX`] brokers.
+//! -1, its ISR a non-empty subset of them; leader and partition epochs never decrease, and a
+//! partition that changes gets a newer partition epoch; a registration's node id is its key.
+//! At most [`BROKERS_MAX`] brokers.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +105,50 @@ pub struct PartitionAssignment {
     /// Grows by one each time the leader changes.
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// Grows by one on every change of the leader, the ISR or the replicas (Kafka's partition
+    /// epoch): an AlterPartition must name the current one, so a leader that missed a change
+    /// cannot undo it. 0 in records written before replication.
+    #[serde(default)]
+    pub partition_epoch: i32,
+}
+
+impl PartitionAssignment {
+    /// Sets the leader and the ISR, moving the epochs as Kafka's `PartitionChangeBuilder`
+    /// does: leader epoch + 1 when the leader changes, partition epoch + 1 when anything
+    /// changes. Returns whether anything changed.
+    pub fn change(&mut self, leader: i32, isr: Vec<i32>) -> bool {
+        if leader == self.leader && isr == self.isr {
+            return false;
+        }
+        if leader != self.leader {
+            self.leader = leader;
+            self.leader_epoch = self.leader_epoch.saturating_add(1);
+        }
+        self.isr = isr;
+        self.partition_epoch = self.partition_epoch.saturating_add(1);
+        true
+    }
+}
+
+/// Kafka's `PartitionChangeBuilder.bestLeader`: the first replica, in preference order, that is
+/// in `isr` and `acceptable`; else, when `unclean_ok`, the first acceptable replica; else -1.
+pub fn best_leader(
+    replicas: &[i32],
+    isr: &[i32],
+    unclean_ok: bool,
+    acceptable: impl Fn(i32) -> bool,
+) -> i32 {
+    let clean = replicas
+        .iter()
+        .copied()
+        .find(|&r| isr.contains(&r) && acceptable(r));
+    let unclean = || {
+        replicas
+            .iter()
+            .copied()
+            .find(|&r| unclean_ok && acceptable(r))
+    };
+    clean.or_else(unclean).unwrap_or(-1)
 }
 
 /// One broker as registered with the quorum (Kafka's `RegisterBrokerRecord` and its fencing).
@@ -228,6 +283,35 @@ pub enum MetadataCommand {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// Kafka's AlterPartition (API 56) as a command: broker `leader_id`, leading
+    /// `topic`/`partition` at `leader_epoch` and `partition_epoch` as it believes, sets the ISR
+    /// to `new_isr` (ISR shrink or expand). Checked as Kafka's
+    /// `ReplicationControlManager.validateAlterPartitionData`, in its order:
+    /// - no such topic or partition: UNKNOWN_TOPIC_OR_PARTITION;
+    /// - `leader_epoch` or `partition_epoch` above the current ones: NOT_CONTROLLER (the
+    ///   asker has seen newer metadata than this controller: retriable);
+    /// - `leader_epoch` below the current one: FENCED_LEADER_EPOCH;
+    /// - `leader_id` is not the current leader: INVALID_REQUEST;
+    /// - `partition_epoch` below the current one: INVALID_UPDATE_VERSION;
+    /// - `new_isr` not distinct members of the replicas, empty, or without the leader:
+    ///   INVALID_REQUEST;
+    /// - a member of `new_isr` not registered or fenced: INELIGIBLE_REPLICA.
+    ///
+    /// Accepted, it becomes [`MetadataRecord::PartitionChanged`]: the same leader and leader
+    /// epoch, ISR `new_isr`, partition epoch + 1 (also when `new_isr` equals the current ISR:
+    /// a record is always written). The new assignment: `Shard::change_metadata` answers
+    /// `Ok(())` only once the change is installed on the coordinator shard, so the caller reads
+    /// it there with [`ClusterMetadata::partition`] on `Shard::metadata()` (it may already
+    /// show a later change). Should a forwarded change's publication time out, the installed
+    /// assignment still has the old `partition_epoch`: wait for the next metadata install.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader_id: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
 }
 
 /// One record of the cluster metadata log: a change as it was decided (ids chosen, blocks
@@ -283,6 +367,15 @@ pub enum MetadataRecord {
     /// A fenced broker heartbeats again.
     BrokerUnfenced {
         node_id: i32,
+    },
+    /// One partition's new assignment, whole (Kafka's `PartitionChangeRecord`): the record of
+    /// every per-partition change (AlterPartition's ISR changes, leader elections). Its
+    /// `partition_epoch` is the previous one + 1. Replayed on a topic or partition that is not
+    /// there, it changes nothing but the version.
+    PartitionChanged {
+        topic: String,
+        partition: i32,
+        assignment: PartitionAssignment,
     },
 }
 
@@ -543,7 +636,102 @@ impl ClusterMetadata {
                 }
                 Ok(())
             }
+            MetadataCommand::AlterPartition { .. } => self.check_alter_partition(command),
         }
+    }
+
+    /// The checks of [`MetadataCommand::AlterPartition`], in Kafka's order (see the variant).
+    fn check_alter_partition(&self, command: &MetadataCommand) -> Result<(), MetadataError> {
+        let MetadataCommand::AlterPartition {
+            topic,
+            partition,
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } = command
+        else {
+            unreachable!("called for AlterPartition only");
+        };
+        let refuse = |code, why: String| {
+            Err(MetadataError::new(
+                code,
+                format!("AlterPartition from node {leader_id} for {topic}-{partition}: {why}"),
+            ))
+        };
+        let Some(current) = self.partition(topic, *partition) else {
+            return refuse(
+                ResponseError::UnknownTopicOrPartition,
+                "no such partition.".into(),
+            );
+        };
+        if *leader_epoch > current.leader_epoch || *partition_epoch > current.partition_epoch {
+            return refuse(
+                ResponseError::NotController,
+                format!(
+                    "epochs ({leader_epoch}, {partition_epoch}) are newer than this \
+                     controller's ({}, {}).",
+                    current.leader_epoch, current.partition_epoch
+                ),
+            );
+        }
+        if *leader_epoch < current.leader_epoch {
+            return refuse(
+                ResponseError::FencedLeaderEpoch,
+                format!(
+                    "the current leader epoch is {}, not {leader_epoch}.",
+                    current.leader_epoch
+                ),
+            );
+        }
+        if *leader_id != current.leader {
+            return refuse(
+                ResponseError::InvalidRequest,
+                format!("the current leader is {}.", current.leader),
+            );
+        }
+        if *partition_epoch < current.partition_epoch {
+            return refuse(
+                ResponseError::InvalidUpdateVersion,
+                format!(
+                    "the current partition epoch is {}, not {partition_epoch}.",
+                    current.partition_epoch
+                ),
+            );
+        }
+        let mut distinct = new_isr.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != new_isr.len() || !new_isr.iter().all(|r| current.replicas.contains(r))
+        {
+            return refuse(
+                ResponseError::InvalidRequest,
+                format!(
+                    "the ISR {new_isr:?} is not a set of the replicas {:?}.",
+                    current.replicas
+                ),
+            );
+        }
+        if !new_isr.contains(&current.leader) {
+            return refuse(
+                ResponseError::InvalidRequest,
+                format!("the ISR {new_isr:?} does not include the leader."),
+            );
+        }
+        let ineligible: Vec<i32> = new_isr
+            .iter()
+            .copied()
+            .filter(|r| self.brokers.get(r).is_none_or(|b| b.fenced))
+            .collect();
+        if !ineligible.is_empty() {
+            return refuse(
+                ResponseError::IneligibleReplica,
+                format!(
+                    "replicas {ineligible:?} of the ISR {new_isr:?} are fenced or not registered."
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The checks of [`MetadataCommand::CreateInternalTopic`]: a coordinators' topic, not
@@ -757,6 +945,24 @@ impl ClusterMetadata {
                     configs: configs.clone(),
                 }
             }
+            MetadataCommand::AlterPartition {
+                topic,
+                partition,
+                new_isr,
+                ..
+            } => {
+                let mut assignment = self
+                    .partition(topic, *partition)
+                    .cloned()
+                    .expect("checked: the partition exists");
+                assignment.isr = new_isr.clone();
+                assignment.partition_epoch = assignment.partition_epoch.saturating_add(1);
+                MetadataRecord::PartitionChanged {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    assignment,
+                }
+            }
         })
     }
 
@@ -822,6 +1028,19 @@ impl ClusterMetadata {
                     next.set_leaderships(*node_id, false);
                 }
             }
+            MetadataRecord::PartitionChanged {
+                topic,
+                partition,
+                assignment,
+            } => {
+                let slot = next
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.assignment.get_mut(usize::try_from(*partition).ok()?));
+                if let Some(slot) = slot {
+                    *slot = assignment.clone();
+                }
+            }
         }
         assert_eq!(next.version, self.version + 1);
         next
@@ -862,7 +1081,7 @@ impl ClusterMetadata {
     /// Brokers and assignments: at most [`BROKERS_MAX`] brokers, each under its own node id;
     /// with brokers, every topic has one assignment per partition (without, none or one per
     /// partition); each assignment's replicas are non-empty, distinct and registered, its ISR
-    /// a non-empty subset of them, its leader -1 or an unfenced ISR member, its epoch >= 0.
+    /// a non-empty subset of them, its leader -1 or an unfenced ISR member, its epochs >= 0.
     fn check_assignments(&self) -> Result<(), Violation> {
         ensure!(
             self.brokers.len() <= BROKERS_MAX,
@@ -913,9 +1132,10 @@ impl ClusterMetadata {
                     p.isr
                 );
                 ensure!(
-                    p.leader_epoch >= 0,
-                    "{name}-{index}: leader epoch {}",
-                    p.leader_epoch
+                    p.leader_epoch >= 0 && p.partition_epoch >= 0,
+                    "{name}-{index}: leader epoch {}, partition epoch {}",
+                    p.leader_epoch,
+                    p.partition_epoch
                 );
             }
         }
@@ -924,7 +1144,9 @@ impl ClusterMetadata {
 
     /// [`Self::check_invariants`] of `self`, the result of one command applied to `before`:
     /// the version grew by one, a topic that stays keeps its id and never loses partitions,
-    /// and the producer id block never moves back (an id handed out is never handed out again).
+    /// the producer id block never moves back (an id handed out is never handed out again),
+    /// and a partition that changes (leader, ISR, replicas) has a newer partition epoch, and a
+    /// newer leader epoch when its leader changed.
     pub fn check_transition_from(&self, before: &ClusterMetadata) -> Result<(), Violation> {
         ensure!(
             self.version == before.version + 1,
@@ -985,6 +1207,11 @@ impl ClusterMetadata {
                     q.leader,
                     q.leader_epoch
                 );
+                ensure!(
+                    q.partition_epoch >= p.partition_epoch
+                        && (q == p || q.partition_epoch > p.partition_epoch),
+                    "{name}-{index}: {p:?} became {q:?} without a newer partition epoch"
+                );
             }
         }
         self.check_invariants()
@@ -993,8 +1220,7 @@ impl ClusterMetadata {
     /// Checks where new partitions may go (after the name, count and config checks): the
     /// client's replica lists name registered brokers, each list has an unfenced one and as
     /// many replicas as the others (INVALID_REPLICA_ASSIGNMENT); placement is possible over
-    /// the registered unfenced brokers (INVALID_REPLICATION_FACTOR, Kafka's messages); and
-    /// one replica per partition, the only factor supported until partitions replicate.
+    /// the registered unfenced brokers (INVALID_REPLICATION_FACTOR, Kafka's messages).
     /// Without registered brokers (the pre-quorum rule of the module essay) the local node
     /// is the one broker, and the request handler has checked the lists against its id.
     fn check_new_partitions(&self, new: &NewPartitions<'_>) -> Result<(), MetadataError> {
@@ -1057,6 +1283,14 @@ impl ClusterMetadata {
                      {registered} broker(s) are registered."
                 ));
             }
+            // Placement uses the unfenced brokers only (`coordinator::placement`).
+            let unfenced_count = self.brokers.keys().filter(|b| unfenced(b)).count();
+            if !pre_quorum && rf as usize > unfenced_count {
+                return refuse_rf(&format!(
+                    "The target replication factor of {rf} cannot be reached because only \
+                     {unfenced_count} broker(s) are unfenced."
+                ));
+            }
         }
         Ok(())
     }
@@ -1107,6 +1341,7 @@ impl ClusterMetadata {
                     leader_epoch: 0,
                     isr,
                     replicas,
+                    partition_epoch: 0,
                 }
             })
             .collect())
@@ -1150,6 +1385,7 @@ impl ClusterMetadata {
                         leader,
                         leader_epoch: 0,
                         isr: vec![id],
+                        partition_epoch: 0,
                     })
                     .collect();
             }
@@ -1157,27 +1393,60 @@ impl ClusterMetadata {
     }
 
     /// Moves partition leadership after broker `node_id` was fenced or unfenced (Kafka's
-    /// `handleBrokerFenced` / `handleBrokerUnfenced`): fenced, it leaves every ISR it is not
-    /// the last member of, and each partition it led goes to the next unfenced ISR member or
-    /// to no one (-1); unfenced, it leads every leaderless partition whose ISR holds it. Each
-    /// leader change adds one to the partition's leader epoch.
+    /// `handleBrokerFenced` / `handleBrokerUnfenced` through `generateLeaderAndIsrUpdates`):
+    /// fenced, it leaves every ISR it is not the last member of, and each partition it led
+    /// goes to the first replica (in preference order) that is an unfenced ISR member;
+    /// unfenced, every leaderless partition gets such a leader (it, when it is in the ISR).
+    /// With none, a topic with `unclean.leader.election.enable` takes the first unfenced
+    /// replica and resets the ISR to it alone (an unclean election), else the partition stays
+    /// leaderless (-1). A leader change adds one to the leader epoch; every change of leader
+    /// or ISR adds one to the partition epoch.
     fn set_leaderships(&mut self, node_id: i32, fenced: bool) {
+        let unclean: BTreeMap<String, bool> = self
+            .topics
+            .keys()
+            .map(|t| (t.clone(), self.unclean_leader_election_enabled(t)))
+            .collect();
         let ClusterMetadata {
             topics, brokers, ..
         } = self;
-        let live = |b: i32| b != node_id && brokers.get(&b).is_some_and(|r| !r.fenced);
-        for p in topics.values_mut().flat_map(|t| t.assignment.iter_mut()) {
+        let acceptable = |b: i32| {
             if fenced {
-                if p.isr.len() > 1 {
-                    p.isr.retain(|&r| r != node_id);
+                b != node_id && brokers.get(&b).is_some_and(|r| !r.fenced)
+            } else {
+                b == node_id || brokers.get(&b).is_some_and(|r| !r.fenced)
+            }
+        };
+        for (name, topic) in topics.iter_mut() {
+            let unclean_ok = unclean.get(name).copied().unwrap_or(false);
+            for p in &mut topic.assignment {
+                let touched = if fenced {
+                    p.isr.contains(&node_id) || p.leader == node_id
+                } else {
+                    p.leader == -1
+                };
+                if !touched {
+                    continue;
                 }
-                if p.leader == node_id {
-                    p.leader = p.isr.iter().copied().find(|&r| live(r)).unwrap_or(-1);
-                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                let mut isr: Vec<i32> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|&r| !fenced || r != node_id)
+                    .collect();
+                let leader = if p.leader != -1 && isr.contains(&p.leader) {
+                    p.leader
+                } else {
+                    best_leader(&p.replicas, &isr, unclean_ok, acceptable)
+                };
+                if leader != -1 && !isr.contains(&leader) {
+                    // Unclean: the new leader may miss records the ISR had.
+                    isr = vec![leader];
+                } else if isr.is_empty() {
+                    // The ISR never shrinks to nothing: its last member stays.
+                    isr.clone_from(&p.isr);
                 }
-            } else if p.leader == -1 && p.isr.contains(&node_id) {
-                p.leader = node_id;
-                p.leader_epoch = p.leader_epoch.saturating_add(1);
+                p.change(leader, isr);
             }
         }
     }
@@ -1205,6 +1474,49 @@ impl ClusterMetadata {
                 format!("This server does not host this topic: {name}"),
             )
         })
+    }
+
+    /// The assignment of `topic`/`partition`, if the topic has one for it (a topic from
+    /// before the cluster has none).
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionAssignment> {
+        self.topics
+            .get(topic)?
+            .assignment
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    /// The value of topic config `name` for `topic` as the controller sees it: the topic's
+    /// override, else the cluster-wide dynamic broker default (AlterConfigs on the default
+    /// BROKER resource), else `None` (the caller takes Kafka's default). Per-broker dynamic
+    /// and static broker configs are not in the metadata and not seen here.
+    fn topic_config_in_force(&self, topic: &str, name: &str) -> Option<&str> {
+        if let Some(v) = self.topics.get(topic).and_then(|t| t.configs.get(name)) {
+            return Some(v);
+        }
+        let synonym = broker_config::TOPIC_SYNONYMS
+            .iter()
+            .find(|(topic_name, _, _)| *topic_name == name)
+            .map_or(name, |(_, broker_name, _)| *broker_name);
+        self.broker_configs
+            .get(broker_config::DEFAULT_RESOURCE)
+            .and_then(|c| c.get(synonym))
+            .map(String::as_str)
+    }
+
+    /// `min.insync.replicas` of `topic`: its override, else the cluster-wide dynamic default,
+    /// else 1 (Kafka's default). At least 1.
+    pub fn min_insync_replicas(&self, topic: &str) -> i32 {
+        self.topic_config_in_force(topic, "min.insync.replicas")
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// `unclean.leader.election.enable` of `topic`: its override, else the cluster-wide
+    /// dynamic default, else false (Kafka's default).
+    pub fn unclean_leader_election_enabled(&self, topic: &str) -> bool {
+        self.topic_config_in_force(topic, "unclean.leader.election.enable")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     }
 
     /// The topic with id `id`, with its name.
@@ -1521,14 +1833,12 @@ mod tests {
                  are registered."
             )
         );
-        // Enough brokers, but partitions have one replica until replication lands.
         assert_eq!(
-            refusal(&m, &create_with("t", 1, 3, None)).0,
-            ResponseError::InvalidReplicationFactor
-        );
-        assert_eq!(
-            refusal(&m, &create_with("t", 1, 2, Some(vec![vec![0, 1]]))).0,
-            ResponseError::InvalidReplicationFactor
+            refusal(&m, &create_with("t", 1, 0, None)),
+            unable(
+                0,
+                "Invalid replication factor 0: the replication factor must be positive."
+            )
         );
         let all_fenced = [0, 1, 2].iter().fold(m, |m, &node_id| {
             m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
@@ -1775,6 +2085,336 @@ mod tests {
         assert_eq!(leaders(&applied, "t")[5..], [1, 1]);
     }
 
+    /// A topic "t" of `partitions` partitions with replication factor 3 over brokers 0-2.
+    fn rf3(partitions: i32) -> ClusterMetadata {
+        cluster(&[0, 1, 2])
+            .apply(&create_with("t", partitions, 3, None))
+            .unwrap()
+    }
+
+    fn alter(
+        leader_id: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: &[i32],
+    ) -> MetadataCommand {
+        MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr: new_isr.to_vec(),
+        }
+    }
+
+    /// Replication factors above 1 are placed over distinct brokers, balanced and rack-aware,
+    /// each partition's ISR all its replicas, its leader the first one, both epochs 0; with
+    /// manual lists, the ISR holds the unfenced replicas only (Kafka's `isActive` filter).
+    #[test]
+    fn replication_factor_3_gives_three_replicas_all_in_sync() {
+        let m = rf3(6);
+        m.check_invariants().unwrap();
+        let mut led = BTreeMap::new();
+        for a in &m.topics["t"].assignment {
+            let mut distinct = a.replicas.clone();
+            distinct.sort_unstable();
+            assert_eq!(distinct, vec![0, 1, 2]);
+            assert_eq!(a.isr, a.replicas);
+            assert_eq!(a.leader, a.replicas[0]);
+            assert_eq!((a.leader_epoch, a.partition_epoch), (0, 0));
+            *led.entry(a.leader).or_insert(0) += 1;
+        }
+        assert_eq!(led, BTreeMap::from([(0, 2), (1, 2), (2, 2)]));
+        assert_eq!(m.topics["t"].replication_factor(), 3);
+        let grown = m
+            .apply(&MetadataCommand::CreatePartitions {
+                name: "t".into(),
+                total: 8,
+                assignments: None,
+            })
+            .unwrap();
+        assert!(grown.topics["t"].assignment[6..]
+            .iter()
+            .all(|a| a.replicas.len() == 3 && a.isr == a.replicas));
+        let fenced = cluster(&[0, 1, 2])
+            .apply(&MetadataCommand::FenceBroker { node_id: 0 })
+            .unwrap();
+        let manual = fenced
+            .apply(&create_with("m", 1, 3, Some(vec![vec![0, 1, 2]])))
+            .unwrap();
+        let a = &manual.topics["m"].assignment[0];
+        assert_eq!((a.leader, a.isr.clone()), (1, vec![1, 2]));
+        assert_eq!(
+            refusal(&fenced, &create_with("x", 1, 3, None)).0,
+            ResponseError::InvalidReplicationFactor,
+            "two unfenced brokers cannot hold three replicas"
+        );
+    }
+
+    /// AlterPartition's checks, one by one, in Kafka's order, each with Kafka's error.
+    #[test]
+    fn alter_partition_checks_follow_kafkas_order_and_errors() {
+        let m = rf3(1);
+        let a = m.topics["t"].assignment[0].clone();
+        let (l, others) = (a.leader, a.replicas[1..].to_vec());
+        let code = |c: &MetadataCommand| refusal(&m, c).0;
+        let mut unknown = alter(l, 0, 0, &[l]);
+        if let MetadataCommand::AlterPartition { partition, .. } = &mut unknown {
+            *partition = 1;
+        }
+        assert_eq!(code(&unknown), ResponseError::UnknownTopicOrPartition);
+        let mut no_topic = alter(l, 0, 0, &[l]);
+        if let MetadataCommand::AlterPartition { topic, .. } = &mut no_topic {
+            *topic = "nope".into();
+        }
+        assert_eq!(code(&no_topic), ResponseError::UnknownTopicOrPartition);
+        // Newer epochs than the controller's: it may not be the controller any more.
+        assert_eq!(code(&alter(l, 1, 0, &[l])), ResponseError::NotController);
+        assert_eq!(code(&alter(l, 0, 1, &[l])), ResponseError::NotController);
+        // The epochs come before the sender: a stale leader is fenced, whoever it is.
+        let moved = m
+            .apply(&MetadataCommand::FenceBroker { node_id: l })
+            .unwrap();
+        let now = moved.topics["t"].assignment[0].clone();
+        assert_eq!((now.leader_epoch, now.partition_epoch), (1, 1));
+        assert_eq!(
+            refusal(&moved, &alter(l, 0, 0, &[l])).0,
+            ResponseError::FencedLeaderEpoch
+        );
+        assert_eq!(
+            refusal(&moved, &alter(l, 1, 1, &[now.leader])).0,
+            ResponseError::InvalidRequest,
+            "only the leader may alter the ISR"
+        );
+        // A leader that missed an ISR change (same leader epoch, older partition epoch).
+        let shrunk = m.apply(&alter(l, 0, 0, &[l, others[0]])).unwrap();
+        assert_eq!(
+            refusal(&shrunk, &alter(l, 0, 0, &[l])).0,
+            ResponseError::InvalidUpdateVersion
+        );
+        // The new ISR: members of the replicas, distinct, non-empty, with the leader.
+        assert_eq!(
+            code(&alter(l, 0, 0, &[l, 7])),
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            code(&alter(l, 0, 0, &[l, l])),
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(code(&alter(l, 0, 0, &[])), ResponseError::InvalidRequest);
+        assert_eq!(
+            code(&alter(l, 0, 0, &others)),
+            ResponseError::InvalidRequest
+        );
+        // A fenced member cannot join.
+        let follower_fenced = shrunk
+            .apply(&MetadataCommand::FenceBroker { node_id: others[1] })
+            .unwrap();
+        let f = follower_fenced.topics["t"].assignment[0].clone();
+        assert_eq!((f.leader, f.leader_epoch, f.partition_epoch), (l, 0, 1));
+        assert_eq!(
+            refusal(
+                &follower_fenced,
+                &alter(l, 0, 1, &[l, others[0], others[1]])
+            )
+            .0,
+            ResponseError::IneligibleReplica
+        );
+        m.check(&alter(l, 0, 0, &[l])).unwrap();
+    }
+
+    /// An accepted AlterPartition is one PartitionChanged record with the whole new
+    /// assignment: same leader and leader epoch, the new ISR, partition epoch + 1; it replays
+    /// to the same metadata through its JSON.
+    #[test]
+    fn alter_partition_shrinks_and_expands_the_isr_with_a_new_partition_epoch() {
+        let m = rf3(2);
+        let a = m.topics["t"].assignment[0].clone();
+        let l = a.leader;
+        let shrink = alter(l, 0, 0, &[l]);
+        let record = m.record_for(&shrink).unwrap();
+        let mut expected = a.clone();
+        expected.isr = vec![l];
+        expected.partition_epoch = 1;
+        assert_eq!(
+            record,
+            MetadataRecord::PartitionChanged {
+                topic: "t".into(),
+                partition: 0,
+                assignment: expected.clone(),
+            }
+        );
+        let shrunk = m.apply(&shrink).unwrap();
+        shrunk.check_transition_from(&m).unwrap();
+        assert_eq!(shrunk.partition("t", 0), Some(&expected));
+        assert_eq!(shrunk.partition("t", 1), m.partition("t", 1));
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(m.replay(&serde_json::from_slice(&json).unwrap()), shrunk);
+        let expanded = shrunk.apply(&alter(l, 0, 1, &a.replicas)).unwrap();
+        let b = expanded.partition("t", 0).unwrap();
+        assert_eq!(
+            (b.isr.clone(), b.partition_epoch, b.leader_epoch),
+            (a.replicas.clone(), 2, 0)
+        );
+        // A record for a partition that is not there changes nothing but the version.
+        let stray = MetadataRecord::PartitionChanged {
+            topic: "t".into(),
+            partition: 9,
+            assignment: expected,
+        };
+        let after = expanded.replay(&stray);
+        assert_eq!(after.topics, expanded.topics);
+        assert_eq!(after.version, expanded.version + 1);
+    }
+
+    /// An assignment written before replication (no partition_epoch) reads as epoch 0.
+    #[test]
+    fn an_assignment_without_partition_epoch_reads_as_zero() {
+        let a: PartitionAssignment =
+            serde_json::from_str(r#"{"replicas":[1],"leader":1,"leader_epoch":4,"isr":[1]}"#)
+                .unwrap();
+        assert_eq!((a.leader_epoch, a.partition_epoch), (4, 0));
+    }
+
+    /// Fencing a follower shrinks the ISR (partition epoch + 1, leader epoch kept); fencing
+    /// the leader elects the first in-sync replica in preference order (both epochs + 1);
+    /// the last ISR member stays when nobody is left; unfencing gives leadership back.
+    #[test]
+    fn fencing_with_replicas_elects_from_the_isr_in_preference_order() {
+        let m = rf3(1);
+        let a = m.partition("t", 0).unwrap().clone();
+        let (first, second, third) = (a.replicas[0], a.replicas[1], a.replicas[2]);
+        let m1 = m
+            .apply(&MetadataCommand::FenceBroker { node_id: third })
+            .unwrap();
+        let b = m1.partition("t", 0).unwrap();
+        assert_eq!(
+            (b.leader, b.leader_epoch, b.partition_epoch, b.isr.clone()),
+            (first, 0, 1, vec![first, second])
+        );
+        let m2 = m1
+            .apply(&MetadataCommand::FenceBroker { node_id: first })
+            .unwrap();
+        let c = m2.partition("t", 0).unwrap();
+        assert_eq!(
+            (c.leader, c.leader_epoch, c.partition_epoch, c.isr.clone()),
+            (second, 1, 2, vec![second])
+        );
+        let m3 = m2
+            .apply(&MetadataCommand::FenceBroker { node_id: second })
+            .unwrap();
+        let d = m3.partition("t", 0).unwrap();
+        assert_eq!(
+            (d.leader, d.leader_epoch, d.partition_epoch, d.isr.clone()),
+            (-1, 2, 3, vec![second])
+        );
+        // Clean: only the last ISR member may lead again; the others coming back do not.
+        let m4 = m3
+            .apply(&MetadataCommand::UnfenceBroker { node_id: first })
+            .unwrap();
+        assert_eq!(m4.partition("t", 0), m3.partition("t", 0));
+        let m5 = m4
+            .apply(&MetadataCommand::UnfenceBroker { node_id: second })
+            .unwrap();
+        let e = m5.partition("t", 0).unwrap();
+        assert_eq!(
+            (e.leader, e.leader_epoch, e.partition_epoch, e.isr.clone()),
+            (second, 3, 4, vec![second])
+        );
+        for (before, after) in [(&m, &m1), (&m1, &m2), (&m2, &m3), (&m3, &m4), (&m4, &m5)] {
+            after.check_transition_from(before).unwrap();
+        }
+    }
+
+    /// With `unclean.leader.election.enable` (the topic's, or the cluster default), a
+    /// partition whose ISR is all fenced takes the first live replica as leader, its ISR
+    /// reset to it; without, it stays leaderless.
+    #[test]
+    fn unclean_election_follows_the_topic_config() {
+        let fence = |m: &ClusterMetadata, node_id| {
+            m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
+        };
+        let unfence = |m: &ClusterMetadata, node_id| {
+            m.apply(&MetadataCommand::UnfenceBroker { node_id })
+                .unwrap()
+        };
+        let base = rf3(1);
+        let a = base.partition("t", 0).unwrap().clone();
+        let r = a.replicas.clone();
+        // ISR [r0] only, then r0 fenced with r1 and r2 live.
+        let narrowed = base.apply(&alter(r[0], 0, 0, &[r[0]])).unwrap();
+        let clean = fence(&narrowed, r[0]);
+        assert_eq!(clean.partition("t", 0).unwrap().leader, -1);
+        assert!(!clean.unclean_leader_election_enabled("t"));
+        let set = |m: &ClusterMetadata, on: &str| {
+            m.apply(&MetadataCommand::SetConfigs {
+                name: "t".into(),
+                configs: [("unclean.leader.election.enable".to_string(), on.to_string())].into(),
+            })
+            .unwrap()
+        };
+        let unclean = fence(&set(&narrowed, "true"), r[0]);
+        let b = unclean.partition("t", 0).unwrap();
+        assert_eq!(
+            (b.leader, b.isr.clone(), b.leader_epoch, b.partition_epoch),
+            (r[1], vec![r[1]], 1, 2)
+        );
+        unclean.check_invariants().unwrap();
+        // The cluster-wide default counts too, the topic's override first.
+        let default_on = narrowed
+            .apply(&MetadataCommand::SetBrokerConfigs {
+                resource: String::new(),
+                configs: [(
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            })
+            .unwrap();
+        assert!(default_on.unclean_leader_election_enabled("t"));
+        assert_eq!(
+            fence(&default_on, r[0]).partition("t", 0).unwrap().leader,
+            r[1]
+        );
+        assert_eq!(
+            fence(&set(&default_on, "false"), r[0])
+                .partition("t", 0)
+                .unwrap()
+                .leader,
+            -1
+        );
+        // A replica coming back to a leaderless partition leads it uncleanly when allowed.
+        let all_down = fence(&fence(&fence(&set(&narrowed, "true"), r[1]), r[2]), r[0]);
+        assert_eq!(all_down.partition("t", 0).unwrap().leader, -1);
+        let back = unfence(&all_down, r[2]);
+        let c = back.partition("t", 0).unwrap();
+        assert_eq!((c.leader, c.isr.clone()), (r[2], vec![r[2]]));
+        back.check_transition_from(&all_down).unwrap();
+    }
+
+    /// `min.insync.replicas`: the topic's override, else the cluster default, else 1.
+    #[test]
+    fn min_insync_replicas_reads_the_topic_then_the_cluster_default() {
+        let m = rf3(1);
+        assert_eq!(m.min_insync_replicas("t"), 1);
+        assert_eq!(m.min_insync_replicas("missing"), 1);
+        let m = m
+            .apply(&MetadataCommand::SetBrokerConfigs {
+                resource: String::new(),
+                configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
+            })
+            .unwrap();
+        assert_eq!(m.min_insync_replicas("t"), 2);
+        let m = m
+            .apply(&MetadataCommand::SetConfigs {
+                name: "t".into(),
+                configs: [("min.insync.replicas".to_string(), "3".to_string())].into(),
+            })
+            .unwrap();
+        assert_eq!(m.min_insync_replicas("t"), 3);
+    }
+
     /// Random commands of every kind. Longer than most functions: one strategy per command
     /// kind, kept together so that the mix is visible in one place.
     fn command() -> impl proptest::strategy::Strategy<Value = MetadataCommand> {
@@ -1808,7 +2448,7 @@ mod tests {
                 fenced,
             });
         prop_oneof![
-            (name.clone(), -1..5i32, 0..3i16, lists.clone()).prop_map(
+            (name.clone(), -1..5i32, 0..4i16, lists.clone()).prop_map(
                 |(name, partitions, replication_factor, assignments)| {
                     // Mostly consistent layouts (as the request handler makes them), so
                     // that lists get accepted too.
@@ -1847,6 +2487,30 @@ mod tests {
                 }
             }),
             Just(MetadataCommand::AllocateProducerIdBlock),
+            (
+                0..2i32,
+                0..4i32,
+                0..3i32,
+                0..4i32,
+                proptest::collection::vec(0..5i32, 0..4)
+            )
+                .prop_map(
+                    |(partition, leader_id, leader_epoch, partition_epoch, new_isr)| {
+                        // Small epochs, so that some requests name the current ones.
+                        MetadataCommand::AlterPartition {
+                            topic: "a".into(),
+                            partition,
+                            leader_id,
+                            leader_epoch,
+                            partition_epoch,
+                            new_isr,
+                        }
+                    }
+                ),
+            proptest::bool::ANY.prop_map(|on| MetadataCommand::SetConfigs {
+                name: "a".into(),
+                configs: [("unclean.leader.election.enable".to_string(), on.to_string())].into(),
+            }),
             (proptest::bool::ANY, proptest::bool::ANY).prop_map(|(node, set)| {
                 MetadataCommand::SetBrokerConfigs {
                     resource: if node { "1".into() } else { String::new() },

@@ -42,11 +42,15 @@ pub struct FollowerState {
 pub struct LeaderState {
     pub local: i32,
     pub leader_epoch: i32,
+    /// The assignment's partition epoch: an ISR change must name it (AlterPartition).
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub followers: BTreeMap<i32, FollowerState>,
     /// The ISR proposed to the quorum and not yet answered.
     pub pending: Option<Vec<i32>>,
+    /// No ISR change is proposed before this time (after a refused one).
+    pub retry_after_ms: i64,
 }
 
 impl LeaderState {
@@ -56,23 +60,31 @@ impl LeaderState {
         let mut state = LeaderState {
             local,
             leader_epoch: assignment.leader_epoch,
+            partition_epoch: assignment.partition_epoch,
             replicas: Vec::new(),
             isr: Vec::new(),
             followers: BTreeMap::new(),
             pending: None,
+            retry_after_ms: 0,
         };
         state.update(assignment, now_ms);
         state
     }
 
     /// A new assignment of the partition this broker still leads: replicas and ISR from it;
-    /// followers that stay keep their state; a pending change the assignment shows done (or
-    /// a new leader epoch) is over.
+    /// followers that stay keep their state; a pending change is over once the partition
+    /// epoch moved (the quorum applied it, or another change won).
     pub fn update(&mut self, assignment: &PartitionAssignment, now_ms: i64) {
         if assignment.leader_epoch != self.leader_epoch {
             self.followers.clear();
         }
+        if assignment.partition_epoch != self.partition_epoch
+            || assignment.leader_epoch != self.leader_epoch
+        {
+            self.pending = None;
+        }
         self.leader_epoch = assignment.leader_epoch;
+        self.partition_epoch = assignment.partition_epoch;
         self.replicas = assignment.replicas.clone();
         self.isr = assignment.isr.clone();
         let isr = self.isr.clone();
@@ -89,7 +101,6 @@ impl LeaderState {
                 last_fetch_leader_end: -1,
             });
         }
-        self.pending = None;
     }
 
     /// A fetch by `replica` at `offset` at `now_ms`, when the leader's durable end is
@@ -178,7 +189,7 @@ impl LeaderState {
         high_watermark: i64,
         epoch_start: i64,
     ) -> Option<Vec<i32>> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || now_ms < self.retry_after_ms {
             return None;
         }
         let lagging = self.lagging(now_ms, lag_time_max_ms);
@@ -211,6 +222,7 @@ mod tests {
             leader: 0,
             leader_epoch: 3,
             isr: isr.to_vec(),
+            partition_epoch: isr.len() as i32,
         }
     }
 
@@ -280,8 +292,13 @@ mod tests {
         s.pending = Some(change);
         s.record_fetch(1, 30, 30, 12);
         assert_eq!(s.high_watermark(30), Some(20), "the joining member counts");
+        s.update(&assignment(&[0, 1]), 13);
+        assert!(
+            s.pending.is_some(),
+            "the same partition epoch: still pending"
+        );
         s.update(&assignment(&[0, 1, 2]), 13);
-        assert_eq!(s.pending, None);
+        assert_eq!(s.pending, None, "a new partition epoch ends it");
         assert_eq!(s.followers[&1].fetch_offset, 30, "state kept");
     }
 }

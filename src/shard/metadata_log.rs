@@ -124,6 +124,9 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::BrokerRegistered { registration } => {
                 registration.host.len() + registration.rack.as_ref().map_or(0, String::len) + 256
             }
+            MetadataRecord::PartitionChanged {
+                topic, assignment, ..
+            } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
         }
     }
 }

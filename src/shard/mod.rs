@@ -1011,6 +1011,7 @@ mod tests {
                     leader: l,
                     leader_epoch: version as i32,
                     isr: vec![l],
+                    partition_epoch: 0,
                 })
                 .collect(),
         };

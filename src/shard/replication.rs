@@ -47,11 +47,13 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{now_ms, routing, Notify, Partition, Shard};
-use crate::coordinator::metadata::ClusterMetadata;
+use super::{now_ms, routing, Notify, Partition, Shard, COORDINATOR_SHARD};
+use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand};
 use crate::replica::client::{whole_batches, LeaderConnection};
 use crate::replica::leader::LeaderState;
 
+/// How long a leader waits before it proposes an ISR change again after one was refused.
+pub const ISR_RETRY_MS: i64 = 1_000;
 /// How long a follower waits for its leader's listener to accept a connection.
 const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// How long a Fetch may take beyond `replica_fetch_wait_max_ms` before the follower gives up
@@ -113,6 +115,8 @@ impl Partition {
 #[derive(Default)]
 pub struct FetcherSet {
     running: RefCell<BTreeMap<i32, ()>>,
+    /// The ISR check loop of this shard runs (started with the first partition it leads).
+    isr_loop: std::cell::Cell<bool>,
     /// Notified on every role change (and at shutdown), so that fetchers look again.
     pub changed: Notify,
 }
@@ -165,6 +169,10 @@ impl Shard {
             // acks=all waiters look at the role and ISR again.
             partition.hw_changed.notify_all();
         }
+        if !self.fetchers.isr_loop.get() && !self.stopping.get() {
+            self.fetchers.isr_loop.set(true);
+            crate::rt::spawn_local(self.clone().isr_loop()).detach();
+        }
         if followed_changed {
             // Fetchers with a request in flight drop it and ask again for the new set.
             self.fetchers.changed.notify_all();
@@ -193,6 +201,83 @@ impl Shard {
         }
     }
 
+    /// Proposes the ISR change `partition` needs now, if any (Kafka's `maybeShrinkIsr` /
+    /// `maybeExpandIsr`): through `Shard::change_metadata` (AlterPartition with the partition
+    /// epoch this leader knows), one in flight per partition; a refused one is not proposed
+    /// again for [`ISR_RETRY_MS`]. The new ISR takes effect when the metadata is installed.
+    pub fn maybe_change_isr(self: &Rc<Self>, partition: &Rc<Partition>) {
+        let now = now_ms();
+        let lag = i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        let hw = partition.log.high_watermark();
+        let command = {
+            let mut role = partition.role.borrow_mut();
+            let Role::Leader(s) = &mut *role else {
+                return;
+            };
+            // The epochs helper: the start offset of this leader's epoch, so that a follower
+            // joins only once it has this epoch's first batch (Kafka's `isFollowerInSync`).
+            let epoch_start = 0;
+            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start) else {
+                return;
+            };
+            s.pending = Some(new_isr.clone());
+            MetadataCommand::AlterPartition {
+                topic: partition.topic.clone(),
+                partition: partition.index,
+                leader_id: self.config.node_id,
+                leader_epoch: s.leader_epoch,
+                partition_epoch: s.partition_epoch,
+                new_isr,
+            }
+        };
+        tracing::info!(topic = %partition.topic, partition = partition.index, ?command, "proposing an ISR change");
+        let shard = self.clone();
+        let partition = partition.clone();
+        crate::rt::spawn_local(async move {
+            let answer = shard
+                .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                    c.change_metadata(vec![command], false).await
+                })
+                .await;
+            let refused = match answer {
+                Ok(results) => results.into_iter().find_map(Result::err),
+                Err(e) => Some(crate::coordinator::metadata::MetadataError {
+                    code: ResponseError::NotController,
+                    message: e.to_string(),
+                }),
+            };
+            if let Role::Leader(s) = &mut *partition.role.borrow_mut() {
+                // Accepted: the install already ended it (new partition epoch); refused: over.
+                s.pending = None;
+                if let Some(e) = &refused {
+                    s.retry_after_ms = now_ms() + ISR_RETRY_MS;
+                    tracing::info!(topic = %partition.topic, partition = partition.index, code = ?e.code, message = %e.message, "ISR change refused");
+                }
+            }
+            partition.refresh_high_watermark();
+        })
+        .detach();
+    }
+
+    /// Every `replica_lag_time_max_ms / 2` (Kafka's `isr-expiration` task), the ISR check of
+    /// every partition this shard leads with followers, until the shard stops.
+    async fn isr_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis((self.config.replica_lag_time_max_ms / 2).max(10));
+        while !self.stopping.get() {
+            futures_lite::future::or(crate::rt::sleep(interval), self.stop.wait()).await;
+            for partition in self.partitions() {
+                let replicated = match &*partition.role.borrow() {
+                    Role::Leader(s) => s.replicas.len() > 1,
+                    Role::Follower { .. } => false,
+                };
+                if replicated {
+                    self.maybe_change_isr(&partition);
+                }
+            }
+            crate::rt::yield_if_needed().await;
+        }
+    }
+
     /// acks=all, before appending: NOT_ENOUGH_REPLICAS when the ISR is smaller than the
     /// topic's `min.insync.replicas` (Kafka's `Partition.appendRecordsToLeader`).
     pub fn enough_replicas(&self, partition: &Partition) -> Result<(), ResponseError> {
@@ -204,7 +289,7 @@ impl Shard {
     }
 
     fn min_insync(&self, partition: &Partition) -> i32 {
-        crate::replica::min_insync_replicas(&self.metadata(), &partition.topic, self.config.node_id)
+        self.metadata().min_insync_replicas(&partition.topic)
     }
 
     /// acks=all, after the durable local append: resolves once the high watermark passes

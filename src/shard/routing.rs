@@ -62,6 +62,7 @@ pub fn assignment_of(topic: &TopicMeta, p: i32, local_node: i32) -> PartitionAss
             leader: local_node,
             leader_epoch: 0,
             isr: vec![local_node],
+            partition_epoch: 0,
         })
 }
 
@@ -332,6 +333,7 @@ pub(crate) mod tests {
                     leader: p % 3,
                     leader_epoch: p,
                     isr: vec![p % 3],
+                    partition_epoch: 0,
                 })
                 .collect(),
         };
@@ -352,6 +354,7 @@ pub(crate) mod tests {
                 leader: 1,
                 leader_epoch: 3,
                 isr: vec![1],
+                partition_epoch: 0,
             }],
         };
         m.topics.insert("spread".into(), spread);
@@ -473,6 +476,7 @@ pub(crate) mod tests {
             leader: 1,
             leader_epoch: 0,
             isr: vec![1],
+            partition_epoch: 0,
         });
         assert_eq!(cap_exceeded(&before, &after, 0, 6), None);
         let spread = after.topics.get_mut("spread").unwrap();

@@ -164,7 +164,7 @@ fn leaders(metadata: &ClusterMetadata, topic: &str) -> Vec<i32> {
 /// With brokers 0-2 registered and 3 fenced: 12 partitions get 4 leaders on each live broker
 /// (none on the fenced one), explicit lists are kept as given, and refusals carry Kafka's
 /// codes and messages (unknown broker, fenced broker, replication factor larger than the
-/// brokers, replication factor above 1).
+/// brokers), and a replication factor of 2 is placed on two live brokers, both in sync.
 #[test]
 fn create_topics_and_partitions_place_over_the_registered_brokers() {
     within(TEST_LIMIT, || {
@@ -199,10 +199,7 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
                     "on-unknown".to_string(),
                     RDKafkaErrorCode::InvalidReplicaAssignment
                 )),
-                Err((
-                    "rf2".to_string(),
-                    RDKafkaErrorCode::InvalidReplicationFactor
-                )),
+                Ok("rf2".to_string()),
             ]
         );
 
@@ -281,7 +278,16 @@ fn create_topics_and_partitions_place_over_the_registered_brokers() {
         assert_eq!(added, vec![0, 1, 2], "the 3 added partitions spread too");
         assert_eq!(leaders(&metadata, "manual"), vec![2, 1, 1, 0]);
         assert!(!metadata.topics.contains_key("on-unknown"));
-        assert!(!metadata.topics.contains_key("rf2"));
+        let rf2 = &metadata.topics["rf2"].assignment[0];
+        assert_eq!(rf2.replicas.len(), 2, "{rf2:?}");
+        assert!(
+            !rf2.replicas.contains(&3),
+            "no replica on the fenced broker"
+        );
+        assert_eq!(
+            (rf2.isr.clone(), rf2.leader),
+            (rf2.replicas.clone(), rf2.replicas[0])
+        );
     });
 }
 

@@ -89,6 +89,7 @@ fn metadata(other_port: i32) -> ClusterMetadata {
                     leader: leader_of(p),
                     leader_epoch: 10 + p,
                     isr: vec![leader_of(p)],
+                    partition_epoch: 0,
                 })
                 .collect(),
         },

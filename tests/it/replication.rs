@@ -302,3 +302,107 @@ fn acks_all_below_min_insync_replicas_is_refused() {
         assert_eq!(values, [&b"all-three"[..], &b"acks-one"[..]]);
     });
 }
+
+/// Sends `sig` to `node`'s process.
+fn signal_node(cluster: &TestCluster, node: usize, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child process of this test that is still running (not reaped).
+    let rc = unsafe { libc::kill(cluster.pid(node) as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill {sig} node {node}");
+}
+
+/// Waits until `leader`'s Metadata shows `topic`'s ISR with `len` members; returns it.
+fn wait_isr_len(
+    cluster: &TestCluster,
+    leader: usize,
+    topic: &str,
+    len: usize,
+    within: Duration,
+) -> Vec<i32> {
+    cluster.wait_until(
+        within,
+        &format!("the ISR of {topic} to have {len} members"),
+        || {
+            let (_, _, isr) = leader_seen_by(cluster, leader, topic, None, PROPAGATION_WITHIN);
+            if isr.len() == len {
+                Ok(isr)
+            } else {
+                Err(format!("isr {isr:?}"))
+            }
+        },
+    )
+}
+
+/// A follower paused with SIGSTOP (not fenced: the session timeout is long) leaves the ISR
+/// after `replica_lag_time_max_ms` through AlterPartition, so acks=all with
+/// `min.insync.replicas` = 2 goes on with the two others; after SIGCONT it catches up and
+/// joins the ISR again, and every acknowledged record is read back.
+#[test]
+fn a_paused_follower_leaves_the_isr_and_acks_all_goes_on() {
+    within(TEST_LIMIT, || {
+        let cluster = TestCluster::start(
+            3,
+            ClusterOptions {
+                settings: "broker_session_timeout_ms = 30000\nbroker_heartbeat_interval_ms = 300\n\
+                           replica_lag_time_max_ms = 1500\nreplica_fetch_backoff_ms = 500\n"
+                    .into(),
+                ..ClusterOptions::default()
+            },
+        );
+        create_replicated_topic(&cluster, 0, "lagging", &[("min.insync.replicas", "2")]);
+        let (leader, replicas, _) =
+            leader_seen_by(&cluster, 0, "lagging", None, PROPAGATION_WITHIN);
+        let leader = leader as usize;
+        assert_eq!(
+            produce_raw(&cluster, leader, "lagging", -1, "before"),
+            (0, 0)
+        );
+        // A follower that is not the active controller (the quorum is not what this tests).
+        let controller = cluster.controller_seen_by(leader).ok().flatten();
+        let paused = replicas
+            .iter()
+            .map(|r| *r as usize)
+            .find(|r| *r != leader && Some(*r) != controller)
+            .expect("a follower that does not control");
+        signal_node(&cluster, paused, libc::SIGSTOP);
+
+        let started = Instant::now();
+        let (code, base) = produce_raw(&cluster, leader, "lagging", -1, "while-paused");
+        let waited = started.elapsed();
+        if code != 0 {
+            signal_node(&cluster, paused, libc::SIGCONT);
+            cluster.fail(&format!(
+                "acks=all while a follower is paused: error {code}"
+            ));
+        }
+        assert_eq!(base, 1);
+        let isr = wait_isr_len(&cluster, leader, "lagging", 2, Duration::from_secs(10));
+        assert!(
+            !isr.contains(&(paused as i32)),
+            "the paused follower left: {isr:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(10),
+            "answered once the ISR shrank, took {waited:?}"
+        );
+        let fenced = cluster
+            .brokers_with_fencing(leader)
+            .expect("DescribeCluster");
+        assert!(
+            fenced.iter().all(|(_, f)| !f),
+            "nobody fenced: the ISR shrank by lag, {fenced:?}"
+        );
+
+        signal_node(&cluster, paused, libc::SIGCONT);
+        wait_isr_len(&cluster, leader, "lagging", 3, Duration::from_secs(15));
+        assert_eq!(
+            produce_raw(&cluster, leader, "lagging", -1, "after"),
+            (0, 2)
+        );
+        let read = read_all(&cluster, &[0, 1, 2], "lagging", 3, Duration::from_secs(15));
+        let values: Vec<&[u8]> = read.values().map(|v| v.as_slice()).collect();
+        assert_eq!(
+            values,
+            [&b"before"[..], &b"while-paused"[..], &b"after"[..]]
+        );
+    });
+}

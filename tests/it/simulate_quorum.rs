@@ -342,6 +342,14 @@ fn describe(record: &MetadataRecord) -> String {
         MetadataRecord::BrokerConfigsSet { resource, configs } => {
             format!("broker configs {resource:?} {configs:?}")
         }
+        MetadataRecord::PartitionChanged {
+            topic,
+            partition,
+            assignment: a,
+        } => format!(
+            "partition {topic}-{partition} leader {} epochs {}/{} isr {:?}",
+            a.leader, a.leader_epoch, a.partition_epoch, a.isr
+        ),
     }
 }
 
