@@ -3,8 +3,10 @@
 //! `AbstractFetcherThread` sends them through its `BlockingSend`).
 //!
 //! One request at a time per connection; a response is read whole into one buffer bounded by
-//! the caller's `response_bytes_max` (a size field above it closes the connection: the leader
-//! was asked for less). Record bytes come out of the response as `Bytes` slices of that buffer,
+//! the caller's `response_bytes_max` plus [`RESPONSE_OVERHEAD_BYTES_MAX`] (a size field above
+//! it closes the connection: the leader was asked for less). The shard passes
+//! `replica_fetch_response_max_bytes + message_max_bytes + replica_fetch_max_bytes` (the asked
+//! size plus a first batch returned whole), so one fetcher holds at most that much. Record bytes come out of the response as `Bytes` slices of that buffer,
 //! never decoded: the follower appends them as they are.
 //!
 //! Fetch version 12 (flexible; topics by name; `replica_id`; `last_fetched_epoch` and

@@ -404,7 +404,13 @@ impl Shard {
             return Step::Failed;
         };
         let request = self.fetch_request(followed);
-        let response_max = self.config.replica_fetch_response_max_bytes;
+        // A leader answers at most max_bytes plus the first batch whole (Kafka's rule), and a
+        // batch is at most its max.message.bytes: the response is refused beyond that.
+        let response_max = self
+            .config
+            .replica_fetch_response_max_bytes
+            .saturating_add(usize::try_from(self.config.message_max_bytes).unwrap_or(0))
+            .saturating_add(self.config.replica_fetch_max_bytes);
         let deadline =
             Duration::from_millis(self.config.replica_fetch_wait_max_ms + FETCH_SLACK_MS);
         let outcome: RefCell<Option<Result<FetchResponse, String>>> = RefCell::new(None);
