@@ -2,8 +2,9 @@
 //!
 //! A [`Shard`] is created on its own executor thread at startup and lives until that executor
 //! stops. It owns:
-//! - the [`Partition`]s that [`owner_of`] assigns to it among those this broker leads
-//!   ([`routing::leads`]; their logs, files and tail cache); no other thread ever touches them;
+//! - the [`Partition`]s that [`owner_of`] assigns to it among those this broker is a replica
+//!   of ([`routing::hosts`]; their logs, files and tail cache, and each one's role, leader or
+//!   follower: [`replication`]); no other thread ever touches them;
 //! - a read-only snapshot of the cluster metadata, replaced whole when shard 0 publishes a
 //!   change;
 //! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
@@ -13,11 +14,11 @@
 //! is persisted or opened ([`Shard::change_metadata`]).
 //!
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
-//! Invariant: `partitions` holds exactly the partitions of the current metadata led by this
+//! Invariant: `partitions` holds exactly the partitions of the current metadata placed on this
 //! broker and owned by this shard that opened successfully; a partition that failed to open is
-//! reported and answered with KAFKA_STORAGE_ERROR. A partition whose leadership moves to another
-//! broker is closed, its files kept (the next issue's follower uses them); one whose
-//! leadership moves here is opened. The coordinators' internal topics of a cluster
+//! reported and answered with KAFKA_STORAGE_ERROR. A partition moved off this broker is
+//! closed, its files kept; one placed here is opened. Client requests see only the partitions
+//! this broker leads ([`Shard::partition`]). The coordinators' internal topics of a cluster
 //! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
 //! here ([`coordinators`]).
 

@@ -532,8 +532,12 @@ impl Shard {
                     continue;
                 }
                 let records = pd.records.as_ref().map(whole_batches).unwrap_or_default();
-                let leader_hw = pd.high_watermark;
-                appends.push(Box::pin(append_and_advance(partition, records, leader_hw)));
+                let leader_offsets = (pd.high_watermark, pd.log_start_offset);
+                appends.push(Box::pin(append_and_advance(
+                    partition,
+                    records,
+                    leader_offsets,
+                )));
             }
         }
         for ok in crate::rt::join_all(appends).await {
@@ -546,8 +550,14 @@ impl Shard {
 }
 
 /// A follower's append of its leader's `records` (if any), then its high watermark
-/// `min(leader_hw, durable end)`. False if the append failed.
-async fn append_and_advance(partition: Rc<Partition>, records: Bytes, leader_hw: i64) -> bool {
+/// `min(leader_hw, durable end)`, then its log start moved up to the leader's (a DeleteRecords
+/// or retention on the leader; Kafka's `maybeIncrementLogStartOffset`) when that is within
+/// its high watermark. False if the append failed.
+async fn append_and_advance(
+    partition: Rc<Partition>,
+    records: Bytes,
+    (leader_hw, leader_log_start): (i64, i64),
+) -> bool {
     let mut ok = true;
     if !records.is_empty() && partition.following().is_some() {
         if let Err(e) = partition.log.append_replicated(records, now_ms()).await {
@@ -560,6 +570,15 @@ async fn append_and_advance(partition: Rc<Partition>, records: Bytes, leader_hw:
         && partition.log.set_high_watermark(leader_hw)
     {
         partition.hw_changed.notify_all();
+    }
+    let log = &partition.log;
+    if partition.following().is_some()
+        && leader_log_start > log.log_start_offset()
+        && leader_log_start <= log.high_watermark()
+    {
+        if let Err(e) = log.delete_records(leader_log_start).await {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving the log start to the leader's failed");
+        }
     }
     ok
 }

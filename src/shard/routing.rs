@@ -298,6 +298,33 @@ pub fn cap_exceeded(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A broker hosts the partitions it is a replica of (leader or not), and no others.
+    #[test]
+    fn replicas_host_their_partitions() {
+        let mut m = ClusterMetadata::default();
+        m.topics.insert(
+            "r".into(),
+            TopicMeta {
+                id: uuid::Uuid::from_u128(3),
+                partitions: 1,
+                configs: Default::default(),
+                internal: false,
+                assignment: vec![PartitionAssignment {
+                    replicas: vec![0, 1],
+                    leader: 1,
+                    leader_epoch: 2,
+                    isr: vec![0, 1],
+                    partition_epoch: 4,
+                }],
+            },
+        );
+        assert!(hosts(&m, 0, "r", 0), "a follower hosts it");
+        assert!(hosts(&m, 1, "r", 0), "the leader hosts it");
+        assert!(!hosts(&m, 2, "r", 0), "not a replica");
+        assert!(!hosts(&m, 0, "r", 1), "no such partition");
+        assert!(!leads(&m, 0, "r", 0));
+    }
     use crate::coordinator::metadata::BrokerRegistration;
 
     /// 3 brokers (0, 1, 2; broker 2 fenced, brokers on racks a/b/c), topic "spread" of 12

@@ -6,7 +6,8 @@
 //! - `acks_all_records_survive_kill9_of_the_leader`: rdkafka produces with acks=all to a
 //!   replication factor 3 partition; the leader is killed (-9) once every record is
 //!   acknowledged; the new leader serves every acknowledged record at the offset it was
-//!   acknowledged at, and takes acks=all produces again.
+//!   acknowledged at (from the log start a DeleteRecords on the old leader set, which the
+//!   followers took from their fetches), and takes acks=all produces again.
 //! - `acks_all_below_min_insync_replicas_is_refused`: with `min.insync.replicas` = 3 and one
 //!   follower down (fenced, so out of the ISR), Produce acks=all gets NOT_ENOUGH_REPLICAS and
 //!   appends nothing; acks=1 still works; the consumer sees only what the ISR has.
@@ -176,6 +177,11 @@ fn acks_all_records_survive_kill9_of_the_leader() {
             }
         }
         assert_eq!(acked.len(), 300);
+        // DeleteRecords below offset 10 on the leader: its followers move their log start
+        // with the next fetch answer (within replica_fetch_wait_max_ms), so the new leader
+        // starts at 10 too.
+        delete_records(&cluster, leader as usize, "durable", 10);
+        std::thread::sleep(Duration::from_secs(2));
 
         cluster.kill9(leader as usize);
         let survivors: Vec<usize> = (0..3).filter(|n| *n != leader as usize).collect();
@@ -192,10 +198,15 @@ fn acks_all_records_survive_kill9_of_the_leader() {
             &cluster,
             &survivors,
             "durable",
-            acked.len(),
+            acked.len() - 10,
             Duration::from_secs(20),
         );
-        for (offset, value) in &acked {
+        assert_eq!(
+            read.keys().next(),
+            Some(&10),
+            "the new leader starts where DeleteRecords left the old one"
+        );
+        for (offset, value) in acked.range(10..) {
             match read.get(offset) {
                 Some(v) if v == value => {}
                 other => cluster.fail(&format!(
@@ -231,6 +242,30 @@ fn acks_all_records_survive_kill9_of_the_leader() {
             "continues after the acknowledged records"
         );
     });
+}
+
+/// DeleteRecords (v2) of `topic`/0 below `offset`, sent to `node` (its leader).
+fn delete_records(cluster: &TestCluster, node: usize, topic: &str, offset: i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(20));
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(offset)])]);
+    let response = conn.request(2, &request).expect("DeleteRecords");
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.low_watermark),
+        (0, offset),
+        "DeleteRecords"
+    );
 }
 
 /// Produce acks=all with a Produce v9 request of one `value` to `topic`/0 on `node`:
