@@ -391,6 +391,23 @@ pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
 }
 
+/// What a request waiting on another broker (a transaction marker, a verification) is told
+/// when that broker gives no answer (down, unreachable, a bad frame): retriable, as Kafka's
+/// `AddPartitionsToTxnManager` answers a produce whose verification failed to reach the
+/// transaction coordinator (NOT_ENOUGH_REPLICAS).
+pub fn broker_unreachable_code() -> ResponseError {
+    ResponseError::NotEnoughReplicas
+}
+
+/// An error code another broker answered, as an error (`None` for 0; a code this crate does
+/// not know is UNKNOWN_SERVER_ERROR).
+pub fn answered_code(code: i16) -> Option<ResponseError> {
+    if code == 0 {
+        return None;
+    }
+    Some(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

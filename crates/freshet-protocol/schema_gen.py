@@ -27,6 +27,7 @@ REQUESTS = {
     "describe_producers_request": 61, "describe_transactions_request": 65,
     "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
     "describe_topic_partitions_request": 75,
+    "write_txn_markers_request": 27,
 }
 
 DECODE = re.compile(

@@ -2,7 +2,9 @@
 //! shard (`shard::txns`), durably before the answer.
 //!
 //! v0-3 (clients) carry one transaction; v4-5 (Kafka's brokers verifying for each other) carry
-//! a batch and are answered per transaction (`verify_only` checks membership without adding).
+//! a batch and are answered per transaction (`verify_only` checks membership without adding:
+//! what a partition leader or a group coordinator on another node asks, KIP-890; a group
+//! of the transaction counts as its `__consumer_offsets` partition).
 //! Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION and the others
 //! OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the
 //! coordinator's verdict.
@@ -18,7 +20,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
 use super::{decode, Outcome};
-use crate::coordinator::coordinator_key::CoordinatorKind;
+use crate::coordinator::coordinator_key::{self, CoordinatorKind, GROUP_TOPIC};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
 
@@ -87,6 +89,11 @@ async fn add_one(
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
             .collect();
+        // A group added with AddOffsetsToTxn counts as its `__consumer_offsets` partition
+        // (what a group coordinator verifies before holding TxnOffsetCommit offsets).
+        let group_partitions = metadata.topics.get(GROUP_TOPIC).map(|t| t.partitions);
+        let group_partition =
+            move |g: &str| group_partitions.map(|n| coordinator_key::partition_for(g, n));
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
                 if verify_only {
@@ -94,7 +101,11 @@ async fn add_one(
                     let ok = state.get(&transactional_id).is_some_and(|m| {
                         m.producer_id == producer_id
                             && m.epoch == epoch
-                            && partitions.iter().all(|p| m.partitions.contains(p))
+                            && partitions.iter().all(|p| {
+                                m.partitions.contains(p)
+                                    || m.groups.iter().any(|g| group_partition(g) == Some(p.1))
+                                        && p.0 == GROUP_TOPIC
+                            })
                     });
                     return if ok {
                         Ok(())

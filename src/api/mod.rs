@@ -44,6 +44,7 @@ pub mod produce;
 pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -123,6 +124,7 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
         ApiKey::SaslHandshake => sasl::handshake(shard, request).await,
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

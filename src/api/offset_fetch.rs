@@ -102,7 +102,9 @@ async fn fetch_on_coordinator(
                 })
                 .collect();
             let pending = if require_stable {
-                c.txns.state.borrow().pending_offsets()
+                let mut keys = c.txns.state.borrow().pending_offsets();
+                keys.extend(c.groups.pending.borrow().keys().cloned());
+                keys
             } else {
                 HashSet::new()
             };

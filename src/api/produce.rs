@@ -145,6 +145,7 @@ fn plan_appends(
                     topic_name,
                     data.index,
                     records,
+                    body.transactional_id.as_ref().map(|id| id.to_string()),
                 )));
             }
         }
@@ -235,6 +236,7 @@ async fn append_on_owner(
     topic: String,
     partition: i32,
     records: Bytes,
+    transactional_id: Option<String>,
 ) -> PartitionResult {
     let owner = shard.owner(&topic, partition);
     let bytes = records.len() as u64;
@@ -263,7 +265,9 @@ async fn append_on_owner(
                     return PartitionResult::error(e, None);
                 }
             }
-            let guard = match verify_transaction(&owner, &log, &topic, partition, &records).await {
+            let verified =
+                verify_transaction(&owner, &log, &topic, partition, &records, transactional_id);
+            let guard = match verified.await {
                 Ok(guard) => guard,
                 Err(e) => return PartitionResult::error(abortable(e), None),
             };
@@ -315,14 +319,17 @@ async fn append_on_owner(
 /// (Kafka's transaction partition verification, KIP-890 part 1): otherwise a late or stray
 /// write would open a transaction no marker ever ends, and hold the last stable offset forever.
 /// The first batch of a transaction on a partition asks the coordinator; later ones are known
-/// from the partition's producer state. Returns the guard to append with after asking: the
-/// producer's marker count before the question (a marker meanwhile voids the answer).
+/// from the partition's producer state. The coordinator of the request's transactional id is
+/// asked wherever it is (`shard::txns::verify_partition`). Returns the guard to append with
+/// after asking: the producer's marker count before the question (a marker meanwhile voids
+/// the answer).
 async fn verify_transaction(
     owner: &Rc<Shard>,
     partition: &crate::shard::Partition,
     topic: &str,
     index: i32,
     records: &Bytes,
+    transactional_id: Option<String>,
 ) -> Result<Option<(i64, u32)>, ResponseError> {
     let Some(h) = freshet_protocol::batch::header(records) else {
         return Ok(None); // the log's validation answers
@@ -342,7 +349,7 @@ async fn verify_transaction(
     let (pid, epoch) = (facts.producer_id, facts.epoch);
     let verified = owner
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
-            c.txns.state.borrow().verify_partition(pid, epoch, &tp)
+            crate::shard::txns::verify_partition(&c, transactional_id, pid, epoch, tp).await
         })
         .await;
     verified

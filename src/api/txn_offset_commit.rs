@@ -1,6 +1,10 @@
-//! TxnOffsetCommit: consumer offsets sent inside a transaction. They are held by the
-//! transaction coordinator (shard 0, with the group coordinator) and written to the offsets log
-//! only when the transaction commits; an abort drops them.
+//! TxnOffsetCommit: consumer offsets sent inside a transaction, to the group's coordinator.
+//! When the transaction coordinator is on the same node they are held with the transaction
+//! (shard 0, durable in its Prepare record) and written to the offsets log only when it
+//! commits; otherwise the group coordinator verifies the transaction with its coordinator and
+//! holds them until the transaction's marker for the group's `__consumer_offsets` partition
+//! commits or drops them (`shard::txns`, Kafka's pending transactional offsets). An abort
+//! drops them.
 //!
 //! Checks: the group must have been added with AddOffsetsToTxn and the producer must own the
 //! transaction (INVALID_TXN_STATE / INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED otherwise);
@@ -22,7 +26,7 @@ use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
 use crate::protocol::header::ParsedRequest;
-use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
+use crate::shard::{now_ms, txns, Shard, COORDINATOR_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: TxnOffsetCommitRequest = match decode(&request) {
@@ -47,6 +51,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     } else if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group) {
         Err(e)
     } else {
+        let txn_here = shard
+            .not_coordinator(CoordinatorKind::Transaction, &transactional_id)
+            .is_none();
         shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {
                 if let Some((member_id, instance, generation)) = member {
@@ -59,6 +66,17 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                             generation,
                         )?;
                     }
+                }
+                if !txn_here {
+                    return txns::hold_group_offsets(
+                        &c,
+                        transactional_id,
+                        producer_id,
+                        epoch,
+                        &group,
+                        offsets,
+                    )
+                    .await;
                 }
                 c.txns.state.borrow_mut().offset_commit(
                     &transactional_id,

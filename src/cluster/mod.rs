@@ -13,6 +13,7 @@
 //! This module holds the quorum's configuration and the calls nodes make to the active
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
+pub mod broker_client;
 pub mod liveness;
 pub mod node;
 pub mod raft_log;

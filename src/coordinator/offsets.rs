@@ -16,6 +16,11 @@
 //! `u16 version (0) | JSON snapshot of the group` (see `group::ClassicGroupSnapshot` and
 //! `consumer_group::ConsumerGroupSnapshot`), a null value when the group is gone.
 //!
+//! Offsets held for a transaction coordinated on another node share it too: key `u16 version
+//! (3) | i64 producer id`, value `u16 version (0) | JSON` [`PendingChange`] (hold these offsets,
+//! or release these keys). A marker's release and the commits it makes are one batch, so they
+//! are durable together.
+//!
 //! The log is compacted by `shard::groups` (at startup and from the tick loop) when superseded
 //! records dominate: the live offsets and group snapshots are rewritten at its end and the log
 //! start moves past the rest.
@@ -77,6 +82,19 @@ pub type GroupRecord = (GroupKind, String, Option<Bytes>);
 pub enum LogRecord {
     Offset(OffsetChange),
     Group(GroupRecord),
+    /// Offsets held for a producer's transaction coordinated on another node (see
+    /// [`PendingTxnOffsets`]), or released by its marker.
+    Pending(i64, PendingChange),
+}
+
+/// A change to the offsets a group coordinator holds for one producer's transaction.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PendingChange {
+    /// TxnOffsetCommit: these offsets are held (the latest of a key wins).
+    Hold(Vec<(OffsetKey, CommittedOffset)>),
+    /// The transaction's marker: these keys are no longer held (committed by `Offset` records
+    /// of the same batch, or dropped).
+    Release(Vec<OffsetKey>),
 }
 
 /// How a group's committed offsets expire (Kafka's `OffsetExpirationCondition`), given
@@ -360,6 +378,17 @@ pub fn encode_records(records: &[LogRecord], now_ms: i64) -> Result<Bytes, Strin
                 });
                 (Some(key.freeze()), value, now_ms)
             }
+            LogRecord::Pending(producer_id, change) => {
+                let mut key = BytesMut::with_capacity(10);
+                key.put_u16(PENDING_KEY_VERSION);
+                key.put_i64(*producer_id);
+                let mut value = BytesMut::new();
+                value.put_u16(0);
+                // A plain struct of strings and numbers: serializing it cannot fail.
+                let json = serde_json::to_vec(change).expect("pending offsets as JSON");
+                value.put_slice(&json);
+                (Some(key.freeze()), Some(value.freeze()), now_ms)
+            }
         })
         .collect();
     batch::encode_batch(&records, Compression::None)
@@ -379,6 +408,7 @@ fn decode_record(mut key: Bytes, value: Option<Bytes>) -> Result<LogRecord, Stri
         }
         1 => GroupKind::Classic,
         2 => GroupKind::Consumer,
+        PENDING_KEY_VERSION => return decode_pending(key, value),
         v => return Err(format!("unknown record key version {v}")),
     };
     key.advance(2);
@@ -396,6 +426,23 @@ fn decode_record(mut key: Bytes, value: Option<Bytes>) -> Result<LogRecord, Stri
         }
     };
     Ok(LogRecord::Group((kind, group, snapshot)))
+}
+
+/// The key version of a [`LogRecord::Pending`].
+const PENDING_KEY_VERSION: u16 = 3;
+
+fn decode_pending(mut key: Bytes, value: Option<Bytes>) -> Result<LogRecord, String> {
+    if key.remaining() != 10 {
+        return Err("bad pending offsets key length".into());
+    }
+    key.advance(2);
+    let producer_id = key.get_i64();
+    let mut value = value.ok_or("pending offsets without a value")?;
+    if value.remaining() < 2 || value.get_u16() != 0 {
+        return Err("unknown pending offsets value version".into());
+    }
+    let change = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+    Ok(LogRecord::Pending(producer_id, change))
 }
 
 /// The changes in whole batches read back from the offsets log, and the offset after the last
@@ -585,5 +632,201 @@ mod tests {
             }
             proptest::prop_assert_eq!(replayed.all_changes(), table.all_changes());
         }
+    }
+}
+
+/// The most offsets a group coordinator holds for transactions coordinated on other nodes
+/// (about 200 bytes each plus the names: some tens of MiB at the limit).
+pub const PENDING_TXN_OFFSETS_MAX: usize = 100_000;
+
+/// Offsets sent with TxnOffsetCommit for a transaction whose coordinator is on another node,
+/// held by the group coordinator until the transaction's marker for the group's
+/// `__consumer_offsets` partition arrives (Kafka's `pendingTransactionalOffsetCommits`), then
+/// committed or dropped. Keyed by producer id, as Kafka's; the latest TxnOffsetCommit of a key
+/// wins. Durable: every change is a [`LogRecord::Pending`] of the offsets log, applied here
+/// ([`PendingTxnOffsets::apply`]) once written and again at replay. At most
+/// [`PENDING_TXN_OFFSETS_MAX`] entries ([`PendingTxnOffsets::fits`] is asked before a hold is
+/// written).
+#[derive(Debug, Default)]
+pub struct PendingTxnOffsets {
+    by_producer: BTreeMap<i64, BTreeMap<OffsetKey, CommittedOffset>>,
+    entries: usize,
+}
+
+impl PendingTxnOffsets {
+    pub fn new() -> PendingTxnOffsets {
+        PendingTxnOffsets::default()
+    }
+
+    /// Would holding `offsets` for `producer_id` stay within the bound?
+    pub fn fits(&self, producer_id: i64, offsets: &[(OffsetKey, CommittedOffset)]) -> bool {
+        let held = self.by_producer.get(&producer_id);
+        let new = offsets
+            .iter()
+            .filter(|(k, _)| !held.is_some_and(|h| h.contains_key(k)))
+            .count();
+        self.entries + new <= PENDING_TXN_OFFSETS_MAX
+    }
+
+    /// Applies a change written to (or replayed from) the offsets log.
+    pub fn apply(&mut self, producer_id: i64, change: PendingChange) {
+        match change {
+            PendingChange::Hold(offsets) => {
+                let held = self.by_producer.entry(producer_id).or_default();
+                for (k, v) in offsets {
+                    if held.insert(k, v).is_none() {
+                        self.entries += 1;
+                    }
+                }
+            }
+            PendingChange::Release(keys) => {
+                let Some(held) = self.by_producer.get_mut(&producer_id) else {
+                    return;
+                };
+                for k in keys {
+                    if held.remove(&k).is_some() {
+                        self.entries -= 1;
+                    }
+                }
+                if held.is_empty() {
+                    self.by_producer.remove(&producer_id);
+                }
+            }
+        }
+    }
+
+    /// The offsets `producer_id`'s marker ends: those held for the groups `in_partition`
+    /// accepts (the groups of one `__consumer_offsets` partition). Nothing changes until the
+    /// release is written and applied.
+    pub fn for_marker(
+        &self,
+        producer_id: i64,
+        in_partition: impl Fn(&str) -> bool,
+    ) -> Vec<(OffsetKey, CommittedOffset)> {
+        self.by_producer
+            .get(&producer_id)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| in_partition(&k.group))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The records that rebuild this table (a compaction of the offsets log).
+    pub fn records(&self) -> Vec<LogRecord> {
+        self.by_producer
+            .iter()
+            .map(|(pid, held)| {
+                let offsets = held.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                LogRecord::Pending(*pid, PendingChange::Hold(offsets))
+            })
+            .collect()
+    }
+
+    /// Producers with offsets held (the live records of [`Self::records`]).
+    pub fn producers(&self) -> usize {
+        self.by_producer.len()
+    }
+
+    /// Every key with an offset pending (OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT for them).
+    pub fn keys(&self) -> impl Iterator<Item = &OffsetKey> {
+        self.by_producer.values().flat_map(|m| m.keys())
+    }
+
+    /// Offsets held.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    fn offset(group: &str, partition: i32, value: i64) -> (OffsetKey, CommittedOffset) {
+        (
+            OffsetKey {
+                group: group.into(),
+                topic: "t".into(),
+                partition,
+            },
+            CommittedOffset {
+                offset: value,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        )
+    }
+
+    fn hold(offsets: Vec<(OffsetKey, CommittedOffset)>) -> PendingChange {
+        PendingChange::Hold(offsets)
+    }
+
+    /// A marker ends the producer's offsets of its partition's groups only; the latest offset
+    /// of a key wins; releases apply once; the count follows.
+    #[test]
+    fn markers_end_the_offsets_of_their_groups() {
+        let mut p = PendingTxnOffsets::new();
+        p.apply(1, hold(vec![offset("a", 0, 5), offset("b", 0, 6)]));
+        p.apply(1, hold(vec![offset("a", 0, 7)]));
+        p.apply(2, hold(vec![offset("a", 1, 9)]));
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.keys().count(), 3);
+        let done = p.for_marker(1, |g| g == "a");
+        assert_eq!(done, vec![offset("a", 0, 7)]);
+        assert_eq!(p.len(), 3, "nothing changes before the release");
+        let keys: Vec<OffsetKey> = done.into_iter().map(|(k, _)| k).collect();
+        p.apply(1, PendingChange::Release(keys.clone()));
+        p.apply(1, PendingChange::Release(keys));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.for_marker(2, |g| g == "b"), vec![]);
+        assert_eq!(p.for_marker(3, |_| true), vec![]);
+        assert_eq!(p.producers(), 2);
+    }
+
+    /// The table's records rebuild it; pending records round-trip through a batch.
+    #[test]
+    fn records_rebuild_the_table_and_round_trip() {
+        let mut p = PendingTxnOffsets::new();
+        p.apply(1, hold(vec![offset("a", 0, 5), offset("b", 0, 6)]));
+        p.apply(9, hold(vec![offset("a", 1, 9)]));
+        let records = p.records();
+        let batch = encode_records(&records, 1).unwrap();
+        let (decoded, next) = decode_batches(batch).unwrap();
+        assert_eq!(decoded, records);
+        assert_eq!(next, records.len() as i64);
+        let mut again = PendingTxnOffsets::new();
+        for r in decoded {
+            let LogRecord::Pending(pid, change) = r else {
+                panic!("{r:?}")
+            };
+            again.apply(pid, change);
+        }
+        assert_eq!(again.records(), records);
+        assert_eq!(again.len(), 3);
+        let release = LogRecord::Pending(1, PendingChange::Release(vec![offset("a", 0, 0).0]));
+        let (decoded, _) =
+            decode_batches(encode_records(std::slice::from_ref(&release), 1).unwrap()).unwrap();
+        assert_eq!(decoded, vec![release]);
+    }
+
+    /// Past the bound a hold does not fit; replacing held keys still does.
+    #[test]
+    fn the_table_is_bounded() {
+        let mut p = PendingTxnOffsets::new();
+        let many: Vec<_> = (0..PENDING_TXN_OFFSETS_MAX as i32)
+            .map(|i| offset("g", i, 1))
+            .collect();
+        assert!(p.fits(1, &many));
+        p.apply(1, hold(many));
+        assert!(!p.fits(2, &[offset("g", -1, 1)]));
+        assert!(p.fits(1, &[offset("g", 0, 2)]));
+        assert_eq!(p.len(), PENDING_TXN_OFFSETS_MAX);
     }
 }

@@ -48,6 +48,21 @@ impl Shard {
         }
     }
 
+    /// The coordinator epoch this node stamps into the markers of `transactional_id`: 0 on a
+    /// single node; in a cluster the leader epoch of the id's `__transaction_state` partition,
+    /// as Kafka's (a coordinator that moved writes with a higher one, fencing the old one).
+    pub fn coordinator_epoch(&self, transactional_id: &str) -> i32 {
+        let metadata = self.metadata();
+        let Some(topic) = metadata.topics.get(CoordinatorKind::Transaction.topic()) else {
+            return super::txns::COORDINATOR_EPOCH;
+        };
+        let partition = coordinator_key::partition_for(transactional_id, topic.partitions);
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.assignment.get(p))
+            .map_or(super::txns::COORDINATOR_EPOCH, |a| a.leader_epoch)
+    }
+
     /// FindCoordinator's answer for `key`: the coordinator's endpoint. Call
     /// [`Shard::prepare_coordinators`] once per request first.
     pub fn coordinator_endpoint(

@@ -15,9 +15,29 @@
 //!   written. EndTxn is answered after all of it (Kafka answers after the Prepare record and
 //!   writes markers in the background; answering later is allowed and simpler). A plan that
 //!   fails (a partition's disk) stays in Prepare and is retried by the tick; markers are safe
-//!   to write twice. A partition led by another broker fails the plan too (NOT_LEADER_OR_FOLLOWER):
-//!   markers are not sent to other brokers yet (Kafka's WriteTxnMarkers), and completing
-//!   without one would leave the transaction open there.
+//!   to write twice.
+//! - Markers across brokers ([`write_markers`], Kafka's `TransactionMarkerChannelManager`): a
+//!   partition this node leads gets its marker on its owning shard; the partitions led by
+//!   another broker go to that broker in one WriteTxnMarkers request per leader (through the
+//!   coordinator shard's [`BrokerClient`]), stamped with the coordinator epoch (the leader
+//!   epoch of the id's `__transaction_state` partition). Partitions answered with a retriable
+//!   error (NOT_LEADER_OR_FOLLOWER, no answer) are routed again from the metadata and sent
+//!   again, at most [`MARKER_ROUNDS_MAX`] rounds with a growing pause; after that the plan
+//!   fails with CONCURRENT_TRANSACTIONS (the client retries its EndTxn) and the tick retries
+//!   it. A partition whose topic is gone from the metadata is
+//!   skipped (nothing left to mark). The transaction completes only when every marker is in.
+//! - Offsets of groups coordinated elsewhere (KIP-98's split of coordinators): TxnOffsetCommit
+//!   goes to the group coordinator. When the transaction coordinator is on the same node the
+//!   offsets are kept with the transaction as above (durable in its Prepare record); otherwise
+//!   the group coordinator verifies the transaction with its coordinator and holds them,
+//!   durably in its offsets log (`GroupCoordinator::hold_txn_offsets`); the transaction's end
+//!   sends a marker for the group's `__consumer_offsets` partition to that partition's leader,
+//!   which commits or drops them ([`complete_group_marker`]), as Kafka's group coordinator
+//!   does on its marker.
+//! - Verification (KIP-890 part 1, [`verify_partition`]): the leader of a partition asks the
+//!   transaction coordinator whether a first transactional write belongs to an open
+//!   transaction: the local state machine, or AddPartitionsToTxn v4 `verify_only` sent to the
+//!   coordinator's node.
 //! - Ticks ([`tick`], from the group tick loop): transactions past their timeout are aborted
 //!   with a bumped epoch, and plans left in Prepare (failures, recovery) are run again.
 //!
@@ -32,15 +52,20 @@
 
 use crate::error::coordinator_gone_code;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
+use super::routing::{self, Route};
 use super::{now_ms, Shard, COORDINATOR_SHARD};
+use crate::cluster::broker_client::{BrokerClient, BrokerClientLimits};
+use crate::coordinator::coordinator_key::{self, CoordinatorKind, GROUP_TOPIC};
+use crate::coordinator::offsets::{CommittedOffset, OffsetKey};
 use crate::coordinator::txn::{EndPlan, InitStep, Transactions, TxnRecord};
 use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
@@ -54,8 +79,19 @@ const COMPACT_RECORDS_MIN: usize = 1_000;
 const COMPACT_RATIO: usize = 2;
 /// Records per batch in a compaction rewrite.
 const COMPACT_BATCH_RECORDS_MAX: usize = 100;
-/// Coordinator epoch stamped into markers (one node: never changes).
+/// Coordinator epoch stamped into markers on a single node (no `__transaction_state` topic);
+/// in a cluster it is the leader epoch of the id's `__transaction_state` partition.
 pub const COORDINATOR_EPOCH: i32 = 0;
+/// Rounds of marker sending per attempt to end a transaction (module doc).
+pub const MARKER_ROUNDS_MAX: u32 = 8;
+/// The pause after the first round with partitions left; doubled each round, up to 1 s.
+const MARKER_RETRY_PAUSE_MS: u64 = 50;
+/// How long one call to another broker (markers, a verification) may take.
+pub const BROKER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The WriteTxnMarkers version sent (Kafka 4.1 serves only v1).
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// The AddPartitionsToTxn version a verification is sent at (v4: the brokers' batch form).
+const VERIFY_VERSION: i16 = 4;
 
 /// The transaction log's name under `<data_dir>/internal/`.
 pub const TXN_LOG_NAME: &str = "__transaction_state";
@@ -122,6 +158,8 @@ pub struct TxnCoordinator {
     last_expiry_check_ms: Cell<i64>,
     /// An expiration check (tombstones, compaction) is running.
     expiring: Cell<bool>,
+    /// Calls to other brokers (markers, verifications), made from this shard.
+    pub client: BrokerClient,
 }
 
 impl Default for TxnCoordinator {
@@ -138,6 +176,7 @@ impl TxnCoordinator {
             running: RefCell::new(HashSet::new()),
             last_expiry_check_ms: Cell::new(now_ms()),
             expiring: Cell::new(false),
+            client: BrokerClient::new("freshet-broker", BrokerClientLimits::default()),
         }
     }
 
@@ -383,21 +422,30 @@ pub async fn run_plan(shard: &Rc<Shard>, plan: EndPlan) -> Result<(), ResponseEr
 
 async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), ResponseError> {
     shard.txns.persist(&plan.prepare).await?;
-    type Write = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ResponseError>>>>;
-    let mut writes: Vec<Write> = Vec::with_capacity(plan.partitions.len());
-    for (topic, partition) in &plan.partitions {
-        writes.push(Box::pin(write_marker(
-            shard.clone(),
-            topic.clone(),
-            *partition,
-            plan.producer_id,
-            plan.epoch,
-            plan.commit,
-        )));
+    let coordinator_epoch = shard.coordinator_epoch(&plan.transactional_id);
+    let mut targets = plan.partitions.clone();
+    // In a cluster every group's `__consumer_offsets` partition gets a marker too: its
+    // coordinator may hold offsets of this transaction (those sent while the transaction's
+    // coordinator was another node); one here with none held writes nothing.
+    let metadata = shard.metadata();
+    if let Some(topic) = metadata.topics.get(GROUP_TOPIC) {
+        for group in &plan.prepare.groups {
+            let partition = coordinator_key::partition_for(group, topic.partitions);
+            if !targets
+                .iter()
+                .any(|(t, p)| t == GROUP_TOPIC && *p == partition)
+            {
+                targets.push((GROUP_TOPIC.to_string(), partition));
+            }
+        }
     }
-    for r in crate::rt::join_all(writes).await {
-        r?;
-    }
+    let marker = Marker {
+        producer_id: plan.producer_id,
+        epoch: plan.epoch,
+        commit: plan.commit,
+        coordinator_epoch,
+    };
+    write_markers(shard, targets, marker).await?;
     if plan.commit && !plan.offsets.is_empty() {
         let changes = plan
             .offsets
@@ -413,38 +461,238 @@ async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), Respons
     Ok(())
 }
 
-async fn write_marker(
-    shard: Rc<Shard>,
-    topic: String,
-    partition: i32,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
+/// One transaction marker: whose, which outcome, from which coordinator epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Is `error` (a marker's answer) worth sending again after routing the partition anew?
+fn marker_retriable(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::NotLeaderOrFollower
+            | ResponseError::UnknownTopicOrPartition
+            | ResponseError::NotEnoughReplicas
+            | ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress
+            | ResponseError::RequestTimedOut
+    )
+}
+
+/// Writes `marker` to every partition of `targets`, here or on its leader (module doc,
+/// "Markers across brokers"). On the coordinator shard.
+pub async fn write_markers(
+    shard: &Rc<Shard>,
+    mut targets: Vec<(String, i32)>,
+    marker: Marker,
 ) -> Result<(), ResponseError> {
-    let owner = shard.owner(&topic, partition);
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let mut pause_ms = MARKER_RETRY_PAUSE_MS;
+    let mut last_error = crate::error::not_leader_code();
+    for round in 0..MARKER_ROUNDS_MAX {
+        if round > 0 {
+            crate::rt::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            pause_ms = (pause_ms * 2).min(1_000);
+        }
+        let metadata = shard.metadata();
+        let node = shard.config.node_id;
+        type Write = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<MarkerResult>>>>;
+        let mut writes: Vec<Write> = Vec::new();
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        for (topic, partition) in targets.drain(..) {
+            match routing::route(&metadata, node, &topic, partition) {
+                // The topic is gone (deleted): nothing to mark.
+                Route::Unknown => {}
+                Route::Local => {
+                    let shard = shard.clone();
+                    writes.push(Box::pin(async move {
+                        let r = write_local_marker(&shard, &topic, partition, marker).await;
+                        vec![((topic, partition), r)]
+                    }));
+                }
+                Route::Remote { leader, .. } => {
+                    remote.entry(leader).or_default().push((topic, partition))
+                }
+            }
+        }
+        for (leader, partitions) in remote {
+            writes.push(Box::pin(send_markers(
+                shard.clone(),
+                leader,
+                partitions,
+                marker,
+            )));
+        }
+        for ((topic, partition), result) in crate::rt::join_all(writes).await.into_iter().flatten()
+        {
+            match result {
+                Ok(()) => {}
+                Err(e) if marker_retriable(e) => {
+                    last_error = e;
+                    targets.push((topic, partition));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(left = targets.len(), round, error = ?last_error, "transaction markers to send again");
+    }
+    tracing::warn!(left = ?targets, error = ?last_error, "transaction markers not all written; retried on the next tick");
+    // The decision is durable and the tick finishes the plan: the client is told to retry
+    // (EndTxn, InitProducerId), as Kafka answers while a transaction is being completed.
+    Err(ResponseError::ConcurrentTransactions)
+}
+
+/// One partition's outcome of a marker.
+type MarkerResult = ((String, i32), Result<(), ResponseError>);
+
+/// Sends `marker` for `partitions` to broker `leader` in one WriteTxnMarkers request.
+async fn send_markers(
+    shard: Rc<Shard>,
+    leader: i32,
+    partitions: Vec<(String, i32)>,
+    marker: Marker,
+) -> Vec<MarkerResult> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+    let all_fail = |partitions: Vec<(String, i32)>, e: ResponseError| {
+        partitions.into_iter().map(|p| (p, Err(e))).collect()
+    };
+    let Some(addr) = broker_addr(&shard, leader) else {
+        return all_fail(partitions, crate::error::not_leader_code());
+    };
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                .with_partition_indexes(ps)
+        })
+        .collect();
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(marker.producer_id))
+            .with_producer_epoch(marker.epoch)
+            .with_transaction_result(marker.commit)
+            .with_coordinator_epoch(marker.coordinator_epoch)
+            .with_topics(topics)]);
+    let answer = shard
+        .txns
+        .client
+        .send(
+            &addr,
+            WRITE_TXN_MARKERS_VERSION,
+            &request,
+            BROKER_CALL_TIMEOUT,
+        )
+        .await;
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(leader, error = %e, "sending transaction markers failed");
+            return all_fail(partitions, crate::error::broker_unreachable_code());
+        }
+    };
+    let mut answered: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for m in response
+        .markers
+        .iter()
+        .filter(|m| m.producer_id.0 == marker.producer_id)
+    {
+        for t in &m.topics {
+            for p in &t.partitions {
+                answered.insert((t.name.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            // A partition missing from the answer is sent again.
+            let code = answered.get(&p).copied();
+            let result = match code {
+                Some(code) => crate::error::answered_code(code).map_or(Ok(()), Err),
+                None => Err(crate::error::broker_unreachable_code()),
+            };
+            (p, result)
+        })
+        .collect()
+}
+
+/// The Kafka listener (`host:port`) of registered broker `node`.
+fn broker_addr(shard: &Shard, node: i32) -> Option<String> {
+    let metadata = shard.metadata();
+    let b = metadata.brokers.get(&node)?;
+    Some(format!("{}:{}", b.host, b.port))
+}
+
+/// Writes `marker` to `topic`/`partition`, which this node leads (WriteTxnMarkers' receiving
+/// side, and the coordinator's own partitions): a data partition gets the control batch on
+/// its owning shard; a `__consumer_offsets` partition commits or drops the offsets its group
+/// coordinator holds for the producer. Kafka's answers: NOT_LEADER_OR_FOLLOWER when another
+/// broker leads it, UNKNOWN_TOPIC_OR_PARTITION when the metadata lacks it,
+/// TRANSACTION_COORDINATOR_FENCED for a coordinator epoch older than the last marker's here.
+pub async fn write_local_marker(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    marker: Marker,
+) -> Result<(), ResponseError> {
+    if topic == GROUP_TOPIC {
+        let metadata = shard.metadata();
+        return match routing::route(&metadata, shard.config.node_id, topic, partition) {
+            Route::Local => shard
+                .invoke_on(COORDINATOR_SHARD, move |c| async move {
+                    complete_group_marker(&c, partition, marker).await
+                })
+                .await
+                .unwrap_or(Err(coordinator_gone_code())),
+            Route::Remote { .. } => Err(crate::error::not_leader_code()),
+            Route::Unknown => Err(ResponseError::UnknownTopicOrPartition),
+        };
+    }
+    let owner = shard.owner(topic, partition);
+    let topic = topic.to_string();
     let answer = shard
         .invoke_on(owner, move |owner| async move {
             let Some(p) = owner.partition(&topic, partition) else {
                 let metadata = owner.metadata();
-                let route = super::routing::route(&metadata, owner.config.node_id, &topic, partition);
-                if let super::routing::Route::Remote { leader, .. } = route {
-                    // Another broker leads it, and markers are not sent to other brokers yet
-                    // (Kafka's WriteTxnMarkers): the plan fails and is retried rather than
-                    // completing without the marker, which would leave the transaction open
-                    // there forever.
-                    tracing::warn!(%topic, partition, leader, "a transaction marker for a partition led by another broker cannot be written yet");
-                    return Err(crate::error::not_leader_code());
-                }
-                // The topic is gone (deleted): nothing to mark.
-                return Ok(());
+                let node = owner.config.node_id;
+                return Err(routing::absent_partition_code(&metadata, node, &topic, partition));
             };
+            if marker.coordinator_epoch < p.log.marker_coordinator_epoch(marker.producer_id) {
+                return Err(ResponseError::TransactionCoordinatorFenced);
+            }
             let result = p
                 .log
-                .append_marker(producer_id, epoch, commit, COORDINATOR_EPOCH, now_ms())
+                .append_marker(
+                    marker.producer_id,
+                    marker.epoch,
+                    marker.commit,
+                    marker.coordinator_epoch,
+                    now_ms(),
+                )
                 .await;
             p.hw_changed.notify_all();
             match result {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    p.log
+                        .note_marker_coordinator_epoch(marker.producer_id, marker.coordinator_epoch);
+                    Ok(())
+                }
                 // A newer epoch already wrote its marker here: this one is moot.
                 Err(StorageError::InvalidProducerEpoch(_)) => Ok(()),
                 Err(e) => {
@@ -455,6 +703,156 @@ async fn write_marker(
         })
         .await;
     answer.unwrap_or(Err(coordinator_gone_code()))
+}
+
+/// The marker of a transaction for `__consumer_offsets` partition `partition`, on the group
+/// coordinator: the producer's offsets held for the groups of that partition are committed
+/// (written to the offsets log) or dropped, durably, in one batch; a failed write changes
+/// nothing (the marker is sent again).
+pub async fn complete_group_marker(
+    shard: &Rc<Shard>,
+    partition: i32,
+    marker: Marker,
+) -> Result<(), ResponseError> {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let partitions = shard
+        .metadata()
+        .topics
+        .get(GROUP_TOPIC)
+        .map_or(1, |t| t.partitions);
+    let in_partition = |group: &str| coordinator_key::partition_for(group, partitions) == partition;
+    shard
+        .groups
+        .end_txn_offsets(marker.producer_id, marker.commit, in_partition, now_ms())
+        .await
+}
+
+/// Produce-side verification (module doc): is `tp` in the open transaction of `producer_id`
+/// at `epoch`? Asks the coordinator of `transactional_id` (this node's state machine when it
+/// is here or no id is given). On the coordinator shard.
+pub async fn verify_partition(
+    shard: &Rc<Shard>,
+    transactional_id: Option<String>,
+    producer_id: i64,
+    epoch: i16,
+    tp: (String, i32),
+) -> Result<(), ResponseError> {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let remote = match &transactional_id {
+        Some(id) => match shard.coordinator_of(CoordinatorKind::Transaction, id) {
+            Ok(node) if node == shard.config.node_id => None,
+            Ok(node) => Some((id.clone(), node)),
+            Err(_) => return Err(crate::error::broker_unreachable_code()),
+        },
+        None => None,
+    };
+    match remote {
+        None => shard
+            .txns
+            .state
+            .borrow()
+            .verify_partition(producer_id, epoch, &tp),
+        Some((id, node)) => verify_remote(shard, node, id, producer_id, epoch, tp).await,
+    }
+}
+
+/// TxnOffsetCommit on the group coordinator when the transaction's coordinator is another
+/// node: the transaction must hold the group (verified with its coordinator, as Kafka's
+/// group coordinator verifies with AddPartitionsToTxn `verify_only` for the group's
+/// `__consumer_offsets` partition); then the offsets wait here for the marker. On the
+/// coordinator shard.
+pub async fn hold_group_offsets(
+    shard: &Rc<Shard>,
+    transactional_id: String,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+    offsets: Vec<(OffsetKey, CommittedOffset)>,
+) -> Result<(), ResponseError> {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let unavailable = ResponseError::CoordinatorNotAvailable;
+    let partitions = shard
+        .metadata()
+        .topics
+        .get(GROUP_TOPIC)
+        .map(|t| t.partitions)
+        .ok_or(unavailable)?;
+    let tp = (
+        GROUP_TOPIC.to_string(),
+        coordinator_key::partition_for(group, partitions),
+    );
+    verify_partition(shard, Some(transactional_id), producer_id, epoch, tp)
+        .await
+        .map_err(|e| {
+            // Kafka's group coordinator answers a failed verification call so (retriable).
+            if e == crate::error::broker_unreachable_code() {
+                unavailable
+            } else {
+                e
+            }
+        })?;
+    shard
+        .groups
+        .hold_txn_offsets(producer_id, offsets, now_ms())
+        .await
+}
+
+/// AddPartitionsToTxn v4 `verify_only` for one partition, sent to the coordinator `node`.
+async fn verify_remote(
+    shard: &Rc<Shard>,
+    node: i32,
+    transactional_id: String,
+    producer_id: i64,
+    epoch: i16,
+    (topic, partition): (String, i32),
+) -> Result<(), ResponseError> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId,
+    };
+    let unreachable = crate::error::broker_unreachable_code();
+    let addr = broker_addr(shard, node).ok_or(unreachable)?;
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![partition])]),
+    ]);
+    let response = shard
+        .txns
+        .client
+        .send(&addr, VERIFY_VERSION, &request, BROKER_CALL_TIMEOUT)
+        .await
+        .map_err(|e| {
+            tracing::info!(node, error = %e, "verifying a transactional write failed");
+            unreachable
+        })?;
+    if let Some(e) = crate::error::answered_code(response.error_code) {
+        return Err(e);
+    }
+    let code = response
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .filter(|t| t.name.as_str() == topic)
+        .flat_map(|t| t.results_by_partition.iter())
+        .find(|p| p.partition_index == partition)
+        .map(|p| p.partition_error_code)
+        .ok_or(unreachable)?;
+    match crate::error::answered_code(code) {
+        None => Ok(()),
+        // The coordinator moved: retriable for the producer.
+        Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
+            Err(unreachable)
+        }
+        Some(e) => Err(e),
+    }
 }
 
 /// From the coordinator's tick: abort expired transactions and rerun stuck plans, each as its

@@ -181,6 +181,14 @@ impl ProducerStateTable {
             .map_or(0, |e| e.marker_count)
     }
 
+    /// Notes the coordinator epoch of a marker written for a known `producer_id` (only ever
+    /// raised): WriteTxnMarkers fences markers from an older coordinator with it.
+    pub fn note_coordinator_epoch(&mut self, producer_id: i64, coordinator_epoch: i32) {
+        if let Some(e) = self.producers.get_mut(&producer_id) {
+            e.coordinator_epoch = e.coordinator_epoch.max(coordinator_epoch);
+        }
+    }
+
     /// Every producer, for DescribeProducers.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
         self.producers.iter()

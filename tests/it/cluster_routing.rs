@@ -496,9 +496,10 @@ fn check_not_leader_accepts_a_broker_that_does_not_lead() {
 }
 
 /// A transaction over a partition another broker leads is not committed without its marker:
-/// markers are not sent to other brokers yet, so EndTxn fails (NOT_LEADER_OR_FOLLOWER) and the
-/// coordinator retries the plan, rather than answering success with the transaction left open
-/// on the leader.
+/// here that broker never answers (it is only in the metadata), so the coordinator's
+/// WriteTxnMarkers to it fail, EndTxn fails and the coordinator retries the plan, rather than
+/// answering success with the transaction left open on the leader. (`txn_cluster` covers the
+/// markers reaching a live leader.)
 #[test]
 fn end_txn_does_not_skip_the_marker_of_a_partition_led_elsewhere() {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;

@@ -85,5 +85,6 @@ mod storage_replica;
 mod storage_txn_index;
 mod stress;
 mod tuning;
+mod txn_cluster;
 mod validate_cleaner_bomb;
 mod validate_records;

@@ -136,7 +136,7 @@ impl Machine for OffsetsMachine {
             LogRecord::Offset((key, None)) => {
                 state.remove(&key);
             }
-            LogRecord::Group(_) => {}
+            LogRecord::Group(_) | LogRecord::Pending(..) => {}
         }
     }
 

@@ -204,6 +204,19 @@ fn seed_end_txn(_v: i16) -> EndTxnRequest {
         .with_committed(true)
 }
 
+fn seed_write_txn_markers(_v: i16) -> WriteTxnMarkersRequest {
+    let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 3]);
+    let marker = write_txn_markers_request::WritableTxnMarker::default()
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(2)
+        .with_transaction_result(true)
+        .with_topics(vec![topic])
+        .with_coordinator_epoch(4);
+    WriteTxnMarkersRequest::default().with_markers(vec![marker])
+}
+
 fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
     let part = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
         .with_partition_index(1)
@@ -615,6 +628,7 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         AddOffsetsToTxnRequest,
         EndTxnRequest,
         TxnOffsetCommitRequest,
+        WriteTxnMarkersRequest,
         DescribeProducersRequest,
         DescribeTransactionsRequest,
         ListTransactionsRequest,
@@ -698,6 +712,7 @@ fn served() -> Vec<Served> {
         served!(AddOffsetsToTxnRequest, seed_add_offsets_to_txn),
         served!(EndTxnRequest, seed_end_txn),
         served!(TxnOffsetCommitRequest, seed_txn_offset_commit),
+        served!(WriteTxnMarkersRequest, seed_write_txn_markers),
         served!(DescribeProducersRequest, seed_describe_producers),
         served!(DescribeTransactionsRequest, seed_describe_transactions),
         served!(ListTransactionsRequest, seed_list_transactions),

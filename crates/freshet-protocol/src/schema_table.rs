@@ -1088,6 +1088,41 @@ pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST: StructSchema =
     ],
 };
 
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER: StructSchema = StructSchema {
+    name: "WritableTxnMarker", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker>(),
+    fields: &[
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // producer_id
+        Field { ty: Ty::Int16, min: 1, max: 1 }, // producer_epoch
+        Field { ty: Ty::Int8, min: 1, max: 1 }, // transaction_result
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKERTOPIC)), min: 1, max: 1 }, // topics
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // coordinator_epoch
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKERTOPIC: StructSchema = StructSchema {
+    name: "WritableTxnMarkerTopic", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 1, max: 1 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST: StructSchema = StructSchema {
+    name: "WriteTxnMarkersRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WriteTxnMarkersRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER)), min: 1, max: 1 }, // markers
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1130,6 +1165,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
+        27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
         _ => None,
     }
 }

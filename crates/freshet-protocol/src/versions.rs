@@ -55,6 +55,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::AddPartitionsToTxn, 0, 5),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
     api(ApiKey::EndTxn, 0, 5),
+    // Broker to broker: a transaction coordinator's markers (v0 removed in Kafka 4.0).
+    api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),

@@ -78,6 +78,9 @@ pub struct GroupCoordinator {
     last_expiry_check_ms: Cell<i64>,
     /// Serializes group snapshot writes, so a later write always holds a later state.
     persist_lock: crate::rt::sync::Semaphore,
+    /// Offsets held for transactions coordinated on other nodes, until their markers
+    /// (`shard::txns`); durable in the offsets log.
+    pub pending: RefCell<crate::coordinator::offsets::PendingTxnOffsets>,
 }
 
 impl GroupCoordinator {
@@ -94,6 +97,7 @@ impl GroupCoordinator {
             next_request_id: Cell::new(1),
             last_expiry_check_ms: Cell::new(0),
             persist_lock: crate::rt::sync::Semaphore::new(1),
+            pending: RefCell::new(crate::coordinator::offsets::PendingTxnOffsets::new()),
         }
     }
 

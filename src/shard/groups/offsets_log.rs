@@ -10,7 +10,10 @@ use std::rc::Rc;
 use kafka_protocol::error::ResponseError;
 
 use super::GroupCoordinator;
-use crate::coordinator::offsets::{self, GroupKind, LogRecord, OffsetChange, Offsets};
+use crate::coordinator::offsets::{
+    self, CommittedOffset, GroupKind, LogRecord, OffsetChange, OffsetKey, Offsets, PendingChange,
+    PendingTxnOffsets,
+};
 use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
 
@@ -65,6 +68,19 @@ impl RecordCodec for OffsetsCodec {
                 k.group.len() + k.topic.len() + v.as_ref().map_or(0, |v| v.metadata.len()) + 64
             }
             LogRecord::Group((_, g, s)) => g.len() + s.as_ref().map_or(0, |s| s.len()) + 64,
+            LogRecord::Pending(_, change) => {
+                let bytes: usize = match change {
+                    PendingChange::Hold(offsets) => offsets
+                        .iter()
+                        .map(|(k, v)| k.group.len() + k.topic.len() + v.metadata.len() + 160)
+                        .sum(),
+                    PendingChange::Release(keys) => keys
+                        .iter()
+                        .map(|k| k.group.len() + k.topic.len() + 64)
+                        .sum(),
+                };
+                bytes + 64
+            }
         }
     }
 }
@@ -82,6 +98,7 @@ impl GroupCoordinator {
         let mut snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>> = BTreeMap::new();
         // Built aside (no RefCell borrow held across the replay's awaits), then installed.
         let mut table = Offsets::default();
+        let mut pending = PendingTxnOffsets::new();
         let log = InternalLog::<OffsetsCodec>::open(
             &offsets_log_dir(data_dir),
             OFFSETS_LOG_LIMITS,
@@ -91,10 +108,12 @@ impl GroupCoordinator {
                 LogRecord::Group((kind, group, snapshot)) => {
                     snapshots.insert((kind, group), snapshot);
                 }
+                LogRecord::Pending(producer_id, change) => pending.apply(producer_id, change),
             },
         )
         .await?;
         *self.offsets.borrow_mut() = table;
+        *self.pending.borrow_mut() = pending;
         self.restore_groups(snapshots);
         tracing::info!(
             records = log.records(),
@@ -185,9 +204,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// Live records of the offsets log: the committed offsets and the groups.
+    /// Live records of the offsets log: the committed offsets, the groups and the producers
+    /// with offsets held.
     fn live_records(&self) -> usize {
-        self.offsets.borrow().len()
+        self.pending.borrow().producers()
+            + self.offsets.borrow().len()
             + self.groups.borrow().group_ids().len()
             + self.consumer.borrow().group_ids().len()
     }
@@ -220,6 +241,7 @@ impl GroupCoordinator {
         let consumer = self.consumer.borrow().group_ids();
         self.consumer.borrow_mut().take_dirty();
         records.extend(self.group_records(GroupKind::Consumer, consumer));
+        records.extend(self.pending.borrow().records());
         records
     }
 
@@ -230,6 +252,55 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<(), ResponseError> {
         let records = changes.into_iter().map(LogRecord::Offset).collect();
+        self.append_records(records, now_ms).await
+    }
+
+    /// Holds `offsets` for `producer_id`'s transaction (coordinated on another node) until
+    /// its marker: durable before the answer. COORDINATOR_NOT_AVAILABLE (retriable) past the
+    /// bound of offsets held.
+    pub async fn hold_txn_offsets(
+        &self,
+        producer_id: i64,
+        offsets: Vec<(OffsetKey, CommittedOffset)>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if !self.pending.borrow().fits(producer_id, &offsets) {
+            tracing::warn!(
+                held = self.pending.borrow().len(),
+                "too many transactional offsets held; TxnOffsetCommit refused for now"
+            );
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let record = LogRecord::Pending(producer_id, PendingChange::Hold(offsets));
+        self.append_records(vec![record], now_ms).await
+    }
+
+    /// `producer_id`'s marker for the groups `in_partition` accepts (one `__consumer_offsets`
+    /// partition): their held offsets are committed (if `commit`) and released, in one batch.
+    pub async fn end_txn_offsets(
+        &self,
+        producer_id: i64,
+        commit: bool,
+        in_partition: impl Fn(&str) -> bool,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let ended = self.pending.borrow().for_marker(producer_id, in_partition);
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let keys = ended.iter().map(|(k, _)| k.clone()).collect();
+        let mut records: Vec<LogRecord> = if commit {
+            ended
+                .into_iter()
+                .map(|(k, v)| LogRecord::Offset((k, Some(v))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        records.push(LogRecord::Pending(
+            producer_id,
+            PendingChange::Release(keys),
+        ));
         self.append_records(records, now_ms).await
     }
 
@@ -252,8 +323,12 @@ impl GroupCoordinator {
             .append(records, now_ms, |records| {
                 let mut table = self.offsets.borrow_mut();
                 for record in records {
-                    if let LogRecord::Offset(change) = record {
-                        table.apply(change);
+                    match record {
+                        LogRecord::Offset(change) => table.apply(change),
+                        LogRecord::Pending(producer_id, change) => {
+                            self.pending.borrow_mut().apply(producer_id, change)
+                        }
+                        LogRecord::Group(_) => {}
                     }
                 }
             })

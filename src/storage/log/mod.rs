@@ -418,6 +418,25 @@ impl PartitionLog {
             .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
     }
 
+    /// The coordinator epoch of the last transaction marker written for `producer_id` here
+    /// (0 if none): WriteTxnMarkers fences a marker from an older coordinator.
+    pub fn marker_coordinator_epoch(&self, producer_id: i64) -> i32 {
+        let inner = self.shared.inner.borrow();
+        inner
+            .producers
+            .get(producer_id)
+            .map_or(0, |e| e.coordinator_epoch)
+    }
+
+    /// Notes that a marker of `coordinator_epoch` was written for `producer_id` (kept in memory
+    /// and in producer snapshots; a replay of the log does not restore it).
+    pub fn note_marker_coordinator_epoch(&self, producer_id: i64, coordinator_epoch: i32) {
+        let mut inner = self.shared.inner.borrow_mut();
+        inner
+            .producers
+            .note_coordinator_epoch(producer_id, coordinator_epoch);
+    }
+
     /// Every producer of this partition with its state (DescribeProducers).
     pub fn producers(&self) -> Vec<(i64, super::producer_state::ProducerEntry)> {
         let inner = self.shared.inner.borrow();
