@@ -1028,6 +1028,80 @@ mod tests {
         .expect("batch")
     }
 
+    /// Topic "r" of one partition on replicas [0, 1] led by `leader` with `isr`.
+    fn replicated(version: u64, leader: i32, isr: &[i32]) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(9),
+            partitions: 1,
+            configs: Default::default(),
+            internal: false,
+            assignment: vec![PartitionAssignment {
+                replicas: vec![0, 1],
+                leader,
+                leader_epoch: version as i32,
+                isr: isr.to_vec(),
+                partition_epoch: version as i32,
+            }],
+        };
+        m.topics.insert("r".into(), topic);
+        Arc::new(m)
+    }
+
+    /// A follower's partition is open but hidden from client requests; once this broker
+    /// leads it with a follower in its ISR, readers stop at the high watermark that follower's
+    /// fetches move (the durable end when the leader is alone in its ISR).
+    #[test]
+    fn replicas_open_as_followers_and_lead_with_a_replicated_high_watermark() {
+        crate::rt::sim::run(11, async {
+            let disk = SimDisk::new(11);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, replicated(1, 1, &[0, 1]));
+            shard.open_partitions().await;
+            assert!(
+                shard.partition("r", 0).is_none(),
+                "followed: not for clients"
+            );
+            let p = shard.replica("r", 0).expect("hosted");
+            assert_eq!(p.following(), Some((1, 1)));
+
+            shard.install_metadata(replicated(2, 0, &[0])).await;
+            let p = shard.partition("r", 0).expect("led here now");
+            p.append(record()).await.expect("append");
+            assert_eq!(
+                p.log.high_watermark(),
+                1,
+                "alone in the ISR: the durable end"
+            );
+
+            shard.install_metadata(replicated(3, 0, &[0, 1])).await;
+            p.append(record()).await.expect("append");
+            assert_eq!(p.log.durable_end(), 2);
+            assert_eq!(
+                p.log.high_watermark(),
+                1,
+                "the follower has not fetched yet"
+            );
+            assert!(shard.enough_replicas(&p).is_ok());
+            shard.record_follower_fetch(&p, 1, 2);
+            assert_eq!(p.log.high_watermark(), 2, "the follower fetched at 2");
+            shard.await_replicated(&p, 1).await.expect("replicated");
+            shard.close_partitions().await;
+        });
+    }
+
     /// Node 0 opens only the partition it leads; when leadership swaps, the partition that
     /// moved away is closed with its files kept and the one that moved here is opened; when
     /// it comes back, it is reopened with its records.

@@ -93,15 +93,25 @@ impl Partition {
     }
 
     /// A leader's high watermark from its followers' offsets (see the module docs); wakes
-    /// the waiters if the high watermark readers see moved.
+    /// the waiters if the high watermark readers see moved. It never moves back while this
+    /// broker leads (an ISR that grows keeps what readers saw), except for a partition just
+    /// opened (`fresh`): it starts from what its ISR has, not from its own durable end (Kafka
+    /// keeps a checkpoint of it; until followers fetch, readers see less than before).
     pub fn refresh_high_watermark(&self) {
+        self.refresh_high_watermark_from(false);
+    }
+
+    fn refresh_high_watermark_from(&self, fresh: bool) {
         let hw = match &*self.role.borrow() {
             Role::Leader(s) => s.high_watermark(self.log.durable_end()),
             Role::Follower { .. } => return,
         };
         let changed = match hw {
             None => self.log.follow_durable_end(),
-            Some(hw) => self.log.set_high_watermark(hw),
+            Some(hw) if fresh => self.log.set_high_watermark(hw),
+            Some(hw) => self
+                .log
+                .set_high_watermark(hw.max(self.log.high_watermark())),
         };
         if changed {
             self.hw_changed.notify_all();
@@ -146,6 +156,8 @@ impl Shard {
             }
             let a = routing::assignment_of(topic, partition.index, node);
             let followed_before = partition.following();
+            // The role every partition gets when opened, before its first metadata.
+            let fresh = followed_before == Some((-1, -1));
             {
                 let mut role = partition.role.borrow_mut();
                 if a.leader == node {
@@ -165,7 +177,7 @@ impl Shard {
             }
             followed_changed |= partition.following() != followed_before;
             // The epochs helper stamps the new epoch here: `log.set_leader_epoch(a.leader_epoch)`.
-            partition.refresh_high_watermark();
+            partition.refresh_high_watermark_from(fresh);
             // acks=all waiters look at the role and ISR again.
             partition.hw_changed.notify_all();
         }
@@ -320,6 +332,11 @@ impl Shard {
     /// Starts the fetcher of partitions led by `leader` unless it runs.
     fn ensure_fetcher(self: &Rc<Self>, leader: i32) {
         if leader == self.config.node_id || self.stopping.get() {
+            return;
+        }
+        if crate::rt::sim::is_active() {
+            // The simulator has no network yet (`rt::net` panics there): followers under it
+            // stay where they are.
             return;
         }
         if self
