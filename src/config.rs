@@ -209,6 +209,20 @@ pub struct BrokerConfig {
     /// Kafka `replica.fetch.backoff.ms`: the longest a follower waits before it reconnects to
     /// a leader after an error (it starts at a tenth of it and doubles), in milliseconds.
     pub replica_fetch_backoff_ms: u64,
+    /// Kafka `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// each partition's preferred (first) replica when a broker's share of partitions led
+    /// elsewhere passes `leader_imbalance_per_broker_percentage`.
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka `leader.imbalance.check.interval.seconds`: how often the active controller looks
+    /// for leader imbalance.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
+    /// partitions that may be led by others before leadership is moved back.
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// Kafka `unclean.leader.election.interval.ms`: how often the active controller gives a
+    /// leaderless partition of a topic with `unclean.leader.election.enable` a live
+    /// out-of-sync replica as leader.
+    pub unclean_leader_election_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -271,6 +285,10 @@ impl Default for BrokerConfig {
             replica_fetch_response_max_bytes: 10 << 20,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 1_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
+            unclean_leader_election_interval_ms: 300_000,
         }
     }
 }
@@ -407,6 +425,14 @@ impl BrokerConfig {
                 "transaction_state_log_num_partitions",
                 i64::from(self.transaction_state_log_num_partitions),
             ),
+            (
+                "leader_imbalance_check_interval_seconds",
+                i64::try_from(self.leader_imbalance_check_interval_seconds).unwrap_or(i64::MAX),
+            ),
+            (
+                "unclean_leader_election_interval_ms",
+                i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -433,6 +459,12 @@ impl BrokerConfig {
             return Err(ConfigError(
                 "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms".into(),
             ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(ConfigError(format!(
+                "leader_imbalance_per_broker_percentage must be at most 100, got {}",
+                self.leader_imbalance_per_broker_percentage
+            )));
         }
         if self.request_bytes_max > i32::MAX as usize {
             return Err(ConfigError("request_bytes_max must fit in an i32".into()));

@@ -386,6 +386,18 @@ pub fn offsets_log_code(error: &StorageError) -> ResponseError {
     }
 }
 
+/// Kafka's `Partition.checkCurrentLeaderEpoch`: a request naming the partition's leader epoch
+/// (`current_leader_epoch`; negative: not named, no check) older than this broker's gets
+/// FENCED_LEADER_EPOCH (the client's metadata is stale: it refreshes it), a newer one
+/// UNKNOWN_LEADER_EPOCH (this broker has not applied that metadata yet: the client retries).
+pub fn leader_epoch_code(request_epoch: i32, local_epoch: i32) -> Option<ResponseError> {
+    match request_epoch {
+        e if e < 0 || e == local_epoch => None,
+        e if e < local_epoch => Some(ResponseError::FencedLeaderEpoch),
+        _ => Some(ResponseError::UnknownLeaderEpoch),
+    }
+}
+
 /// Shorthand: the wire code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())

@@ -9,7 +9,9 @@
 //! 3. loads (or creates) the cluster metadata from its internal log, migrating an old
 //!    `cluster-metadata.json` (`metadata_log::load_at_startup`, on a short-lived executor);
 //! 4. starts one pinned executor per shard, each running [`shard_main`];
-//! 5. waits for SIGINT/SIGTERM, then asks every shard to stop and joins them.
+//! 5. waits for SIGINT/SIGTERM, then runs the controlled shutdown (in a cluster: leadership
+//!    handed over while the broker still serves, bounded), asks every shard to stop and joins
+//!    them.
 //!
 //! Signal handlers are installed first of all, so a SIGTERM at any point of startup is a clean
 //! stop (shards stop opening partitions and exit 0), never the default kill. Limits left at 0
@@ -520,9 +522,25 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<Job>) {
 fn wait_for_signals(mut signals: signal_hook::iterator::Signals, router: Router) {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
+        controlled_shutdown(&router);
         for shard in 0..router.shard_count() {
             let _ = router.send_blocking(shard, |shard| async move { shard.begin_stop() });
         }
+    }
+}
+
+/// Kafka's controlled shutdown, before any shard stops (`Shard::controlled_shutdown` on the
+/// coordinator shard): in a cluster the broker hands its partitions' leadership over while it
+/// still serves. Waits for it at most `CONTROLLED_SHUTDOWN_WAIT` plus a heartbeat's time.
+fn controlled_shutdown(router: &Router) {
+    let (done_tx, done_rx) = flume::bounded::<()>(1);
+    let sent = router.send_blocking(crate::shard::COORDINATOR_SHARD, move |shard| async move {
+        shard.controlled_shutdown().await;
+        let _ = done_tx.send(());
+    });
+    if sent.is_ok() {
+        let bound = crate::shard::controller::CONTROLLED_SHUTDOWN_WAIT + Duration::from_secs(3);
+        let _ = done_rx.recv_timeout(bound);
     }
 }
 

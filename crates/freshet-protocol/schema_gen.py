@@ -28,6 +28,8 @@ REQUESTS = {
     "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
     "describe_topic_partitions_request": 75,
     "write_txn_markers_request": 27,
+    "elect_leaders_request": 43,
+    "offset_for_leader_epoch_request": 23,
 }
 
 DECODE = re.compile(

@@ -2,7 +2,7 @@
 //!
 //! [`handle`] dispatches to one module per API (`create_topics`, `delete_topics`,
 //! `create_partitions`, `configs`, `delete_records`, `describe_cluster`, `describe_log_dirs`,
-//! `describe_quorum`, `describe_topic_partitions`).
+//! `describe_quorum`, `describe_topic_partitions`, `elect_leaders`).
 //! This module also holds what they share: small helpers (duplicate detection, manual
 //! replica-assignment checks, config resource types).
 //!
@@ -39,6 +39,7 @@ pub async fn handle(shard: &Rc<Shard>, api_key: ApiKey, request: ParsedRequest) 
         ApiKey::DescribeTopicPartitions => {
             super::describe_topic_partitions::handle(shard, request).await
         }
+        ApiKey::ElectLeaders => super::elect_leaders::handle(shard, request).await,
         // `classify_request` only lets through what `protocol::versions` lists, and every
         // listed API has a handler; a key that gets here is a table/dispatch mismatch.
         _ => Outcome::Close(format!("{api_key:?} is not implemented")),

@@ -29,6 +29,12 @@
 //! leader like a consumer's, but reads up to the durable end instead of the high watermark, and
 //! its fetch offset is recorded as that follower's durable end (`shard::replication`), which
 //! moves the high watermark.
+//! Leader epochs (Kafka's `Partition.fetchRecords`): a `current_leader_epoch` (v9+) older than
+//! the partition's gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH; a fetcher that
+//! names the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose fetch offset
+//! lies past the end of that epoch here gets `diverging_epoch` (that epoch's end) and no records,
+//! at once (it must truncate first); an epoch whose end is unknown here gets
+//! OFFSET_OUT_OF_RANGE.
 //!
 //! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER (`shard::routing`), and
 //! from v12 its leader in `current_leader`, from v16 that leader's endpoint in
@@ -45,7 +51,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
 use super::{decode, first_of, join_all, Outcome};
-use crate::error::{shard_gone_code, storage_code};
+use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
 use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
     NodeEndpoint,
@@ -86,6 +92,10 @@ struct Want {
     /// A follower's fetch: the broker id it fetches for (reads go to the durable end, and the
     /// offset is recorded as that follower's durable end).
     replica: Option<i32>,
+    /// The leader epoch the fetcher believes (v9+; -1: not checked).
+    current_leader_epoch: i32,
+    /// The epoch of the fetcher's last fetched batch (v12+; -1: none).
+    last_fetched_epoch: i32,
 }
 
 impl Want {
@@ -117,6 +127,8 @@ struct Got {
     batches: Vec<Bytes>,
     /// The readable end (high watermark or LSO) when the read started; -1 when unknown.
     seen_end: i64,
+    /// Where the fetcher's log diverges from this one (answered without records).
+    diverging_epoch: Option<(i32, i64)>,
 }
 
 impl Got {
@@ -129,6 +141,21 @@ impl Got {
             aborted: None,
             batches: Vec::new(),
             seen_end: -1,
+            diverging_epoch: None,
+        }
+    }
+
+    /// The partition's offsets with `error` (or none) and no records.
+    fn offsets_only(log: &crate::storage::PartitionLog, error: Option<ResponseError>) -> Got {
+        Got {
+            error,
+            high_watermark: log.high_watermark(),
+            last_stable_offset: log.last_stable_offset(),
+            log_start_offset: log.log_start_offset(),
+            aborted: None,
+            batches: Vec::new(),
+            seen_end: -1,
+            diverging_epoch: None,
         }
     }
 
@@ -242,6 +269,8 @@ fn plan_reads(
                     read_committed: body.isolation_level == 1 && replica.is_none(),
                     seen_end: p.fetch_offset,
                     replica,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
                 });
             }
             parts.push((p.partition, error, route.current_leader()));
@@ -267,7 +296,11 @@ async fn read_until_ready(
     let mut results = read_all(shard, wants, slot, max_bytes).await;
     loop {
         let available: usize = results.iter().flatten().map(Got::bytes).sum();
-        let any_error = results.iter().flatten().any(|g| g.error.is_some());
+        // A diverging fetcher is answered at once, as an error is (Kafka's DelayedFetch).
+        let any_error = results
+            .iter()
+            .flatten()
+            .any(|g| g.error.is_some() || g.diverging_epoch.is_some());
         if available >= min_bytes
             || any_error
             || wants.is_empty()
@@ -347,6 +380,7 @@ fn assemble(
                 aborted_transactions: got.aborted,
                 records: batches,
                 current_leader,
+                diverging_epoch: got.diverging_epoch,
             });
         }
         topics.push(FetchTopic {
@@ -454,6 +488,13 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
     let mut budget = max_bytes;
     let mut nothing_yet = true;
     for want in wants {
+        let refused = shard
+            .partition(&want.topic, want.partition)
+            .and_then(|p| check_epochs(&p.log, &want));
+        if let Some(got) = refused {
+            out.push((want.slot, got));
+            continue;
+        }
         let got = match shard.partition(&want.topic, want.partition) {
             None => Got::error(routing::absent_partition_code(
                 &shard.metadata(),
@@ -482,6 +523,7 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                             aborted: want.read_committed.then(Vec::new),
                             batches: Vec::new(),
                             seen_end,
+                            diverging_epoch: None,
                         },
                     ));
                     continue;
@@ -543,6 +585,7 @@ async fn read_partition(
                     aborted,
                     batches: data.batches,
                     seen_end,
+                    diverging_epoch: None,
                 },
                 Err(e) => {
                     tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
@@ -558,12 +601,45 @@ async fn read_partition(
             aborted: None,
             batches: Vec::new(),
             seen_end,
+            diverging_epoch: None,
         },
         Err(e) => {
             tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
             Got::error(storage_code(&e))
         }
     }
+}
+
+/// Kafka's `Partition.checkCurrentLeaderEpoch` and, for a fetcher that names the epoch of its
+/// last fetched batch (v12+), the divergence check of `Partition.readRecords`: `Some` answers
+/// the partition without a read (an epoch error; OFFSET_OUT_OF_RANGE when that epoch's end is
+/// unknown here or the offset is below the log start; else the diverging epoch, no records).
+fn check_epochs(log: &crate::storage::PartitionLog, want: &Want) -> Option<Got> {
+    if let Some(error) = leader_epoch_code(want.current_leader_epoch, log.leader_epoch()) {
+        return Some(Got::error(error));
+    }
+    if want.last_fetched_epoch < 0 {
+        return None;
+    }
+    let Some((epoch, end_offset)) = log.end_offset_for_epoch(want.last_fetched_epoch) else {
+        return Some(Got::offsets_only(
+            log,
+            Some(ResponseError::OffsetOutOfRange),
+        ));
+    };
+    if want.offset < log.log_start_offset() {
+        return Some(Got::offsets_only(
+            log,
+            Some(ResponseError::OffsetOutOfRange),
+        ));
+    }
+    if epoch < want.last_fetched_epoch || end_offset < want.offset {
+        return Some(Got {
+            diverging_epoch: Some((epoch, end_offset)),
+            ..Got::offsets_only(log, None)
+        });
+    }
+    None
 }
 
 /// The transactions aborted in `want`'s partition between its offset and `end`.

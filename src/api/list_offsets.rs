@@ -7,7 +7,11 @@
 //! earliest record with a timestamp at or after it; none gives offset -1.
 //!
 //! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER, an unknown one
-//! UNKNOWN_TOPIC_OR_PARTITION (`shard::routing`), as Kafka's `ReplicaManager` answers.
+//! UNKNOWN_TOPIC_OR_PARTITION (`shard::routing`), as Kafka's `ReplicaManager` answers. A
+//! `current_leader_epoch` (v4+) other than the partition's gets FENCED_LEADER_EPOCH or
+//! UNKNOWN_LEADER_EPOCH (`error::leader_epoch_code`). The answer's `leader_epoch` (v4+) is the
+//! partition's current epoch for LATEST, else the epoch of the batch holding the offset (from
+//! the leader-epoch cache; -1 when unknown), as Kafka answers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +24,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{decode, join_all, Outcome};
-use crate::error::{shard_gone_code, storage_code};
+use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{routing, Shard};
 
@@ -30,8 +34,8 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-/// (error, timestamp, offset) for one partition.
-type Answer = (Option<ResponseError>, i64, i64);
+/// (error, timestamp, offset, leader epoch of the offset or -1) for one partition.
+type Answer = (Option<ResponseError>, i64, i64, i32);
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: ListOffsetsRequest = match decode(&request) {
@@ -46,19 +50,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         for p in &topic.partitions {
             let route = routing::route(&metadata, shard.config.node_id, &name, p.partition_index);
             if let Some(error) = route.error() {
-                work.push(Box::pin(async move { (Some(error), -1, -1) }));
+                work.push(Box::pin(async move { (Some(error), -1, -1, -1) }));
                 continue;
             }
             let (shard, name, index, ts) =
                 (shard.clone(), name.clone(), p.partition_index, p.timestamp);
+            let current = p.current_leader_epoch;
             work.push(Box::pin(async move {
                 let owner = shard.owner(&name, index);
                 shard
                     .invoke_on(owner, move |owner| {
-                        lookup(owner, name, index, ts, read_committed)
+                        lookup(owner, name, index, (ts, current), read_committed)
                     })
                     .await
-                    .unwrap_or_else(|e| (Some(shard_gone_code(&e)), -1, -1))
+                    .unwrap_or_else(|e| (Some(shard_gone_code(&e)), -1, -1, -1))
             }));
         }
     }
@@ -68,7 +73,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic.name.clone();
         for p in &topic.partitions {
-            let (error, timestamp, offset) = answers.next().expect("one answer per partition");
+            let (error, timestamp, offset, epoch) =
+                answers.next().expect("one answer per partition");
             let mut part = ListOffsetsPartitionResponse::default();
             part.partition_index = p.partition_index;
             part.error_code = crate::error::code(error);
@@ -76,7 +82,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             part.offset = offset;
             // Leader epochs exist from v4; earlier versions must leave the default.
             if request.api_version >= 4 && error.is_none() && offset >= 0 {
-                part.leader_epoch = 0;
+                part.leader_epoch = epoch;
             }
             out.partitions.push(part);
         }
@@ -85,13 +91,40 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     super::respond(&request, &response)
 }
 
+/// One partition's answer on its owner: the `current_leader_epoch` check
+/// (`error::leader_epoch_code`), the offset, and its leader epoch as Kafka gives it (the
+/// partition's current epoch for LATEST, else the epoch of the batch holding the offset).
 async fn lookup(
+    shard: Rc<Shard>,
+    topic: String,
+    index: i32,
+    (timestamp, current_epoch): (i64, i32),
+    read_committed: bool,
+) -> Answer {
+    let Some(partition) = shard.partition(&topic, index) else {
+        let metadata = shard.metadata();
+        let code = routing::absent_partition_code(&metadata, shard.config.node_id, &topic, index);
+        return (Some(code), -1, -1, -1);
+    };
+    let log = &partition.log;
+    if let Some(error) = leader_epoch_code(current_epoch, log.leader_epoch()) {
+        return (Some(error), -1, -1, -1);
+    }
+    let (error, ts, offset) = lookup_offset(shard, topic, index, timestamp, read_committed).await;
+    let epoch = match timestamp {
+        LATEST => log.leader_epoch(),
+        _ => log.epoch_for_offset(offset).unwrap_or(-1),
+    };
+    (error, ts, offset, epoch)
+}
+
+async fn lookup_offset(
     shard: Rc<Shard>,
     topic: String,
     index: i32,
     timestamp: i64,
     read_committed: bool,
-) -> Answer {
+) -> (Option<ResponseError>, i64, i64) {
     let Some(partition) = shard.partition(&topic, index) else {
         let metadata = shard.metadata();
         let node_id = shard.config.node_id;

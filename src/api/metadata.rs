@@ -9,7 +9,9 @@
 //! (`auto_create_topics`) allow it, with `default_partitions` partitions; the creation is
 //! synchronous, so the answer already lists the new topic. Topics can be named or, from v10,
 //! given by id. A partition led here whose log failed to open (damaged on disk) is shown
-//! leaderless with LEADER_NOT_AVAILABLE and this node as its offline replica.
+//! leaderless with LEADER_NOT_AVAILABLE and this node as its offline replica. Metadata v0 lists
+//! only available replicas and ISR members (REPLICA_NOT_AVAILABLE when one is left out), as
+//! Kafka does for v0.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -163,7 +165,31 @@ fn build_response(
             })
             .collect(),
     };
+    if version == 0 {
+        for p in response
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            hide_unavailable_replicas(metadata, p);
+        }
+    }
     response
+}
+
+/// Metadata v0 lists only the replicas (and ISR members) whose brokers are available, and a
+/// partition with a leader but such a replica gets REPLICA_NOT_AVAILABLE (Kafka's
+/// `errorUnavailableEndpoints`, for v0 only; later versions list them all and name the
+/// offline ones).
+fn hide_unavailable_replicas(metadata: &ClusterMetadata, p: &mut MetadataResponsePartition) {
+    let listed = (p.replica_nodes.len(), p.isr_nodes.len());
+    p.replica_nodes
+        .retain(|b| !routing::is_unavailable(metadata, b.0));
+    p.isr_nodes
+        .retain(|b| !routing::is_unavailable(metadata, b.0));
+    if p.error_code == 0 && (p.replica_nodes.len(), p.isr_nodes.len()) != listed {
+        p.error_code = ResponseError::ReplicaNotAvailable.code();
+    }
 }
 
 /// A partition as its assignment places it; without a leader if the leader is fenced (or
@@ -184,10 +210,16 @@ fn partition_metadata(
     p.replica_nodes = ids(&view.replicas);
     if view.leader == node_id && is_offline(name, index) {
         // Its log is damaged on disk (see storage recovery): no leader, as Kafka shows a
-        // partition whose only replica's log directory is offline.
+        // partition whose leader's log directory is offline; this node's replica is offline
+        // too, next to the replicas whose brokers are unavailable.
         p.error_code = ResponseError::LeaderNotAvailable.code();
         p.leader_id = BrokerId(-1);
-        p.offline_replicas = vec![BrokerId(node_id)];
+        p.isr_nodes = ids(&view.isr);
+        let mut offline = view.offline_replicas.clone();
+        if !offline.contains(&node_id) {
+            offline.push(node_id);
+        }
+        p.offline_replicas = ids(&offline);
     } else {
         if view.leader < 0 {
             p.error_code = ResponseError::LeaderNotAvailable.code();
@@ -303,8 +335,14 @@ mod tests {
                 let owner = i % 3;
                 assert_eq!(p.partition_index, i);
                 assert_eq!(p.leader_epoch, i);
-                assert_eq!(p.replica_nodes, vec![BrokerId(owner)]);
-                assert_eq!(p.isr_nodes, vec![BrokerId(owner)]);
+                // v0 lists available replicas only (broker 2 is fenced).
+                let shown = if version == 0 && owner == 2 {
+                    vec![]
+                } else {
+                    vec![BrokerId(owner)]
+                };
+                assert_eq!(p.replica_nodes, shown);
+                assert_eq!(p.isr_nodes, shown);
                 if owner == 2 {
                     assert_eq!(p.leader_id.0, -1, "p{i}: its leader is fenced");
                     assert_eq!(p.error_code, ResponseError::LeaderNotAvailable.code());
@@ -328,6 +366,80 @@ mod tests {
             assert_eq!(p1.error_code, ResponseError::LeaderNotAvailable.code());
             assert_eq!(p1.offline_replicas, vec![BrokerId(0)]);
         }
+    }
+
+    /// A replicated partition (3 replicas, one on a fenced broker) shows all its replicas, its
+    /// ISR and the fenced one offline; when this node leads it and its log here is offline,
+    /// it is leaderless with this node's replica offline too, its ISR still shown.
+    #[test]
+    fn replicated_partitions_show_replicas_isr_and_offline_ones() {
+        let mut metadata = three_brokers();
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(55),
+            partitions: 2,
+            configs: Default::default(),
+            internal: false,
+            assignment: (0..2)
+                .map(|_| crate::coordinator::metadata::PartitionAssignment {
+                    replicas: vec![0, 1, 2],
+                    leader: 0,
+                    leader_epoch: 4,
+                    isr: vec![0, 1],
+                    partition_epoch: 7,
+                })
+                .collect(),
+        };
+        metadata.topics.insert("r3".into(), topic);
+        let offline = |t: &str, p: i32| (t, p) == ("r3", 1);
+        let r = build_response(
+            &node0(),
+            1,
+            &metadata,
+            &MetadataRequest::default().with_topics(None),
+            12,
+            &offline,
+        );
+        let t = r
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("r3"))
+            .unwrap();
+        let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+        let (p0, p1) = (&t.partitions[0], &t.partitions[1]);
+        assert_eq!((p0.error_code, p0.leader_id.0, p0.leader_epoch), (0, 0, 4));
+        assert_eq!(p0.replica_nodes, ids(&[0, 1, 2]));
+        assert_eq!(p0.isr_nodes, ids(&[0, 1]));
+        assert_eq!(p0.offline_replicas, ids(&[2]), "broker 2 is fenced");
+        assert_eq!(p1.error_code, ResponseError::LeaderNotAvailable.code());
+        assert_eq!(p1.leader_id.0, -1);
+        assert_eq!(p1.replica_nodes, ids(&[0, 1, 2]));
+        assert_eq!(p1.isr_nodes, ids(&[0, 1]));
+        assert_eq!(p1.offline_replicas, ids(&[2, 0]));
+        // v0: the fenced replica is not listed, and says so with REPLICA_NOT_AVAILABLE.
+        let r = build_response(
+            &node0(),
+            1,
+            &metadata,
+            &MetadataRequest::default().with_topics(None),
+            0,
+            &offline,
+        );
+        let t = r
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("r3"))
+            .unwrap();
+        let p0 = &t.partitions[0];
+        assert_eq!(p0.error_code, ResponseError::ReplicaNotAvailable.code());
+        assert_eq!(
+            (p0.leader_id.0, p0.replica_nodes.clone()),
+            (0, ids(&[0, 1]))
+        );
+        assert_eq!(p0.isr_nodes, ids(&[0, 1]));
+        assert_eq!(
+            t.partitions[1].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
     }
 
     /// With no broker registered the answer is this node alone, leading everything, as a

@@ -26,6 +26,7 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -40,6 +41,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
 pub mod sync_group;
@@ -125,6 +127,7 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::SaslHandshake => sasl::handshake(shard, request).await,
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -221,7 +221,7 @@ pub fn apply_entry(metadata: &ClusterMetadata, entry: &Entry) -> Option<ClusterM
     let records = entry_records(entry)?;
     let mut next = metadata.clone();
     for record in &records {
-        next = next.replay(record);
+        next.replay_in_place(record);
     }
     Some(next)
 }

@@ -312,6 +312,31 @@ pub enum MetadataCommand {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     },
+    /// Elect a leader for `topic`/`partition` (ElectLeaders, API 43, one partition; and the
+    /// controller's automatic leader balancing), as Kafka's
+    /// `ReplicationControlManager.electLeader`: no such partition: UNKNOWN_TOPIC_OR_PARTITION;
+    /// PREFERRED when the first replica leads already, or UNCLEAN when the partition has a
+    /// leader: ELECTION_NOT_NEEDED; then [`ClusterMetadata::elected`] decides, and when it
+    /// changes nothing: PREFERRED_LEADER_NOT_AVAILABLE (preferred) or
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE (unclean). Accepted, a
+    /// [`MetadataRecord::PartitionChanged`].
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        election: Election,
+    },
+}
+
+/// The kind of a leader election (Kafka's `ElectionType`: PREFERRED = 0, UNCLEAN = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Election {
+    /// Move leadership to the first replica, if it is an unfenced ISR member (Kafka's
+    /// `electPreferredLeader`).
+    Preferred,
+    /// Give a leaderless partition a leader: an unfenced ISR member, else any unfenced
+    /// replica, whose ISR becomes it alone (Kafka's `electAnyLeader` with UNCLEAN), whatever
+    /// the topic's `unclean.leader.election.enable`: an operator asked for it.
+    Unclean,
 }
 
 /// One record of the cluster metadata log: a change as it was decided (ids chosen, blocks
@@ -637,7 +662,154 @@ impl ClusterMetadata {
                 Ok(())
             }
             MetadataCommand::AlterPartition { .. } => self.check_alter_partition(command),
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            } => self.elected(topic, *partition, *election).map(|_| ()),
         }
+    }
+
+    /// The assignment an election of `election` kind gives `topic`/`partition`, or why there is
+    /// none (see [`MetadataCommand::ElectLeader`]). Pure.
+    pub fn elected(
+        &self,
+        topic: &str,
+        partition: i32,
+        election: Election,
+    ) -> Result<PartitionAssignment, MetadataError> {
+        if !self.topics.contains_key(topic) {
+            return Err(MetadataError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("No such topic as {topic}"),
+            ));
+        }
+        let Some(current) = self.partition(topic, partition) else {
+            return Err(MetadataError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("No such partition as {topic}-{partition}"),
+            ));
+        };
+        let preferred = current.replicas.first().copied().unwrap_or(-1);
+        let not_needed = match election {
+            Election::Preferred => current.leader == preferred,
+            Election::Unclean => current.leader != -1,
+        };
+        if not_needed {
+            return Err(MetadataError::new(
+                ResponseError::ElectionNotNeeded,
+                format!("Leader election not needed for topic partition {topic}-{partition}."),
+            ));
+        }
+        let live = |b: i32| self.brokers.get(&b).is_some_and(|r| !r.fenced);
+        let valid = |b: i32| current.isr.contains(&b) && live(b);
+        let leader = match election {
+            Election::Preferred if valid(preferred) => preferred,
+            // The current leader is still good: nothing changes (Kafka keeps it too).
+            _ if current.leader != -1 && valid(current.leader) => current.leader,
+            election => best_leader(
+                &current.replicas,
+                &current.isr,
+                election == Election::Unclean,
+                live,
+            ),
+        };
+        let isr = if leader != -1 && !current.isr.contains(&leader) {
+            vec![leader]
+        } else {
+            current.isr.clone()
+        };
+        let mut next = current.clone();
+        if !next.change(leader, isr) {
+            let (code, why) = match election {
+                Election::Preferred => (
+                    ResponseError::PreferredLeaderNotAvailable,
+                    "The preferred leader was not available.",
+                ),
+                Election::Unclean => (
+                    ResponseError::EligibleLeadersNotAvailable,
+                    "Eligible topic partition leaders are not available.",
+                ),
+            };
+            return Err(MetadataError::new(
+                code,
+                format!("{topic}-{partition}: {why}"),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// The leaderless partitions of topics with `unclean.leader.election.enable` that an
+    /// unclean election can give a leader now (a live replica), at most `max`, in topic and
+    /// partition order (Kafka's `maybeElectUncleanLeaders`, run by the active controller every
+    /// `unclean.leader.election.interval.ms`: the config may have been turned on after the
+    /// partition went leaderless). Pure.
+    pub fn unclean_elections_due(&self, max: usize) -> Vec<(String, i32)> {
+        let mut due = Vec::new();
+        if max == 0 {
+            return due;
+        }
+        for (name, topic) in &self.topics {
+            if !topic.assignment.iter().any(|a| a.leader == -1)
+                || !self.unclean_leader_election_enabled(name)
+            {
+                continue;
+            }
+            for (index, a) in topic.assignment.iter().enumerate() {
+                let index = i32::try_from(index).unwrap_or(i32::MAX);
+                if a.leader == -1 && self.elected(name, index, Election::Unclean).is_ok() {
+                    due.push((name.clone(), index));
+                    if due.len() >= max {
+                        return due;
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// The partitions whose preferred leader the controller's automatic leader balancing
+    /// should elect now (Kafka's `checkAndTriggerAutoLeaderRebalance`): for each broker, the
+    /// partitions whose first replica it is; when more than `imbalance_percentage` % of them
+    /// are led by another broker (or by none), those whose preferred replica is an unfenced
+    /// ISR member (an election that can succeed). At most `max` of them, in topic and
+    /// partition order. Pure.
+    pub fn preferred_elections_due(
+        &self,
+        imbalance_percentage: u32,
+        max: usize,
+    ) -> Vec<(String, i32)> {
+        let live = |b: i32| self.brokers.get(&b).is_some_and(|r| !r.fenced);
+        // Per preferred broker: (partitions preferring it, those led elsewhere and electable).
+        let mut per_broker: BTreeMap<i32, (u64, Vec<(String, i32)>)> = BTreeMap::new();
+        let mut not_preferred: BTreeMap<i32, u64> = BTreeMap::new();
+        for (name, topic) in &self.topics {
+            for (index, a) in topic.assignment.iter().enumerate() {
+                let Some(&preferred) = a.replicas.first() else {
+                    continue;
+                };
+                let entry = per_broker.entry(preferred).or_default();
+                entry.0 += 1;
+                if a.leader != preferred {
+                    *not_preferred.entry(preferred).or_default() += 1;
+                    if live(preferred) && a.isr.contains(&preferred) {
+                        let index = i32::try_from(index).unwrap_or(i32::MAX);
+                        entry.1.push((name.clone(), index));
+                    }
+                }
+            }
+        }
+        let mut due = Vec::new();
+        for (broker, (total, electable)) in per_broker {
+            let off = not_preferred.get(&broker).copied().unwrap_or(0);
+            // off / total > percentage / 100, in integers.
+            if off * 100 > u64::from(imbalance_percentage) * total {
+                due.extend(electable);
+            }
+        }
+        due.sort();
+        due.truncate(max);
+        due
     }
 
     /// The checks of [`MetadataCommand::AlterPartition`], in Kafka's order (see the variant).
@@ -963,6 +1135,15 @@ impl ClusterMetadata {
                     assignment,
                 }
             }
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            } => MetadataRecord::PartitionChanged {
+                topic: topic.clone(),
+                partition: *partition,
+                assignment: self.elected(topic, *partition, *election)?,
+            },
         })
     }
 
@@ -971,9 +1152,21 @@ impl ClusterMetadata {
     /// A snapshot replaces everything; any other record adds one to the version.
     pub fn replay(&self, record: &MetadataRecord) -> ClusterMetadata {
         let mut next = self.clone();
+        next.replay_in_place(record);
+        next
+    }
+
+    /// [`Self::replay`] on `self` itself, without copying the metadata (a change of many
+    /// records, such as an ElectLeaders of many partitions, applies each one in place).
+    pub fn replay_in_place(&mut self, record: &MetadataRecord) {
+        let version_before = self.version;
+        let next = self;
         next.version += 1;
         match record {
-            MetadataRecord::Snapshot { metadata } => return metadata.clone(),
+            MetadataRecord::Snapshot { metadata } => {
+                next.clone_from(metadata);
+                return;
+            }
             MetadataRecord::TopicCreated { name, topic } => {
                 next.topics.insert(name.clone(), topic.clone());
             }
@@ -1042,8 +1235,7 @@ impl ClusterMetadata {
                 }
             }
         }
-        assert_eq!(next.version, self.version + 1);
-        next
+        assert_eq!(next.version, version_before + 1);
     }
 
     /// The invariants of the module essay, as code: topic names are valid Kafka names; every
@@ -2393,6 +2585,42 @@ mod tests {
         back.check_transition_from(&all_down).unwrap();
     }
 
+    /// The controller's periodic unclean elections: only leaderless partitions of topics that
+    /// allow them, and only when a replica is live.
+    #[test]
+    fn unclean_elections_are_due_for_leaderless_partitions_of_topics_that_allow_them() {
+        let m = rf3(2);
+        let r = m.partition("t", 0).unwrap().replicas.clone();
+        let narrowed = m.apply(&alter(r[0], 0, 0, &[r[0]])).unwrap();
+        let offline = narrowed
+            .apply(&MetadataCommand::FenceBroker { node_id: r[0] })
+            .unwrap();
+        assert_eq!(offline.partition("t", 0).unwrap().leader, -1);
+        assert!(offline.unclean_elections_due(10).is_empty(), "not allowed");
+        let allowed = offline
+            .apply(&MetadataCommand::SetConfigs {
+                name: "t".into(),
+                configs: [(
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            })
+            .unwrap();
+        assert_eq!(
+            allowed.unclean_elections_due(10),
+            vec![("t".to_string(), 0)]
+        );
+        assert!(allowed.unclean_elections_due(0).is_empty());
+        let all_down = [r[1], r[2]].iter().fold(allowed, |m, &node_id| {
+            m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
+        });
+        assert!(
+            all_down.unclean_elections_due(10).is_empty(),
+            "no live replica"
+        );
+    }
+
     /// `min.insync.replicas`: the topic's override, else the cluster default, else 1.
     #[test]
     fn min_insync_replicas_reads_the_topic_then_the_cluster_default() {
@@ -2413,6 +2641,158 @@ mod tests {
             })
             .unwrap();
         assert_eq!(m.min_insync_replicas("t"), 3);
+    }
+
+    fn elect(topic: &str, partition: i32, election: Election) -> MetadataCommand {
+        MetadataCommand::ElectLeader {
+            topic: topic.into(),
+            partition,
+            election,
+        }
+    }
+
+    /// ElectLeader PREFERRED, as Kafka's `electLeader`: not needed while the first replica
+    /// leads; moves leadership back to it once it is an unfenced ISR member again (leader
+    /// epoch + 1); refused with PREFERRED_LEADER_NOT_AVAILABLE while it is fenced or out of
+    /// the ISR; unknown partitions are UNKNOWN_TOPIC_OR_PARTITION.
+    #[test]
+    fn preferred_election_moves_leadership_back_to_the_first_replica() {
+        let m = rf3(1);
+        let a = m.partition("t", 0).unwrap().clone();
+        let first = a.replicas[0];
+        assert_eq!(
+            refusal(&m, &elect("t", 0, Election::Preferred)).0,
+            ResponseError::ElectionNotNeeded
+        );
+        assert_eq!(
+            refusal(&m, &elect("t", 5, Election::Preferred)),
+            (
+                ResponseError::UnknownTopicOrPartition,
+                "No such partition as t-5".into()
+            )
+        );
+        assert_eq!(
+            refusal(&m, &elect("u", 0, Election::Preferred)),
+            (
+                ResponseError::UnknownTopicOrPartition,
+                "No such topic as u".into()
+            )
+        );
+        let failed_over = m
+            .apply(&MetadataCommand::FenceBroker { node_id: first })
+            .unwrap();
+        assert_eq!(
+            refusal(&failed_over, &elect("t", 0, Election::Preferred)).0,
+            ResponseError::PreferredLeaderNotAvailable
+        );
+        let back = failed_over
+            .apply(&MetadataCommand::UnfenceBroker { node_id: first })
+            .unwrap();
+        // Unfenced but not in the ISR yet (its leader has not let it back in).
+        assert_eq!(
+            refusal(&back, &elect("t", 0, Election::Preferred)).0,
+            ResponseError::PreferredLeaderNotAvailable
+        );
+        let b = back.partition("t", 0).unwrap().clone();
+        let mut isr = b.isr.clone();
+        isr.push(first);
+        let in_sync = back
+            .apply(&alter(b.leader, b.leader_epoch, b.partition_epoch, &isr))
+            .unwrap();
+        let elected = in_sync.apply(&elect("t", 0, Election::Preferred)).unwrap();
+        elected.check_transition_from(&in_sync).unwrap();
+        let c = elected.partition("t", 0).unwrap();
+        assert_eq!(c.leader, first);
+        assert_eq!(c.leader_epoch, b.leader_epoch + 1);
+        assert_eq!(c.partition_epoch, b.partition_epoch + 2);
+        assert_eq!(c.isr, isr);
+    }
+
+    /// ElectLeader UNCLEAN: not needed while there is a leader; a leaderless partition gets
+    /// an ISR member if one is live, else any live replica with the ISR reset to it (even
+    /// with the topic's unclean election off: an operator asked), else
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE.
+    #[test]
+    fn unclean_election_on_request_takes_any_live_replica() {
+        let m = rf3(1);
+        let r = m.partition("t", 0).unwrap().replicas.clone();
+        assert_eq!(
+            refusal(&m, &elect("t", 0, Election::Unclean)).0,
+            ResponseError::ElectionNotNeeded
+        );
+        let narrowed = m.apply(&alter(r[0], 0, 0, &[r[0]])).unwrap();
+        let offline = narrowed
+            .apply(&MetadataCommand::FenceBroker { node_id: r[0] })
+            .unwrap();
+        assert_eq!(offline.partition("t", 0).unwrap().leader, -1);
+        assert_eq!(
+            refusal(&offline, &elect("t", 0, Election::Preferred)).0,
+            ResponseError::PreferredLeaderNotAvailable
+        );
+        let elected = offline.apply(&elect("t", 0, Election::Unclean)).unwrap();
+        let a = elected.partition("t", 0).unwrap();
+        assert_eq!((a.leader, a.isr.clone()), (r[1], vec![r[1]]));
+        elected.check_transition_from(&offline).unwrap();
+        let all_down = [r[1], r[2]].iter().fold(offline, |m, &node_id| {
+            m.apply(&MetadataCommand::FenceBroker { node_id }).unwrap()
+        });
+        assert_eq!(
+            refusal(&all_down, &elect("t", 0, Election::Unclean)).0,
+            ResponseError::EligibleLeadersNotAvailable
+        );
+    }
+
+    /// Automatic leader balancing picks a broker's partitions once more than the imbalance
+    /// percentage of those it prefers are led elsewhere, and only those it can lead now.
+    #[test]
+    fn preferred_elections_are_due_past_the_imbalance_percentage() {
+        let m = rf3(12);
+        assert!(m.preferred_elections_due(10, 100).is_empty());
+        // Broker 0 fenced and back: its 4 preferred partitions are led by others.
+        let m = m
+            .apply(&MetadataCommand::FenceBroker { node_id: 0 })
+            .unwrap()
+            .apply(&MetadataCommand::UnfenceBroker { node_id: 0 })
+            .unwrap();
+        let preferring_0: Vec<i32> = (0..12)
+            .filter(|&p| m.partition("t", p).unwrap().replicas[0] == 0)
+            .collect();
+        assert_eq!(preferring_0.len(), 4);
+        // Out of the ISR: nothing electable yet.
+        assert!(m.preferred_elections_due(10, 100).is_empty());
+        let mut m = m;
+        for &p in &preferring_0 {
+            let a = m.partition("t", p).unwrap().clone();
+            let mut isr = a.isr.clone();
+            isr.push(0);
+            let cmd = MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: p,
+                leader_id: a.leader,
+                leader_epoch: a.leader_epoch,
+                partition_epoch: a.partition_epoch,
+                new_isr: isr,
+            };
+            m = m.apply(&cmd).unwrap();
+        }
+        let due = m.preferred_elections_due(10, 100);
+        let expected: Vec<(String, i32)> =
+            preferring_0.iter().map(|&p| ("t".to_string(), p)).collect();
+        assert_eq!(due, expected);
+        assert_eq!(m.preferred_elections_due(10, 2), expected[..2].to_vec());
+        // 4 of 4 led elsewhere is 100 %: not above 100.
+        assert!(m.preferred_elections_due(100, 100).is_empty());
+        let mut balanced = m.clone();
+        for (topic, p) in &due {
+            balanced = balanced
+                .apply(&elect(topic, *p, Election::Preferred))
+                .unwrap();
+        }
+        assert!(balanced.preferred_elections_due(0, 100).is_empty());
+        assert!((0..12).all(|p| {
+            let a = balanced.partition("t", p).unwrap();
+            a.leader == a.replicas[0]
+        }));
     }
 
     /// Random commands of every kind. Longer than most functions: one strategy per command
@@ -2507,6 +2887,17 @@ mod tests {
                         }
                     }
                 ),
+            (0..2i32, proptest::bool::ANY).prop_map(|(partition, preferred)| {
+                MetadataCommand::ElectLeader {
+                    topic: "a".into(),
+                    partition,
+                    election: if preferred {
+                        Election::Preferred
+                    } else {
+                        Election::Unclean
+                    },
+                }
+            }),
             proptest::bool::ANY.prop_map(|on| MetadataCommand::SetConfigs {
                 name: "a".into(),
                 configs: [("unclean.leader.election.enable".to_string(), on.to_string())].into(),

@@ -15,7 +15,15 @@
 //!   `broker_heartbeat_interval_ms`; the active controller registers, fences (silent for
 //!   `broker_session_timeout_ms`, or shutting down) and unfences brokers through the log
 //!   (`cluster::liveness`). On SIGTERM a node tells the controller it is shutting down
-//!   (Kafka's controlled shutdown) before it stops.
+//!   (Kafka's controlled shutdown: it is fenced, and the leadership of its partitions moves to
+//!   other in-sync replicas in the same change) and waits, still serving, until its installed
+//!   metadata shows it leads nothing (at most [`CONTROLLED_SHUTDOWN_WAIT`]) before its
+//!   listener closes ([`Shard::controlled_shutdown`], called by the signal handler first).
+//! - **Leader balancing**: the active controller moves leadership back to preferred replicas
+//!   every `leader_imbalance_check_interval_seconds` when a broker's share of partitions led
+//!   elsewhere passes `leader_imbalance_per_broker_percentage` (Kafka's
+//!   `auto.leader.rebalance.enable`); and every `unclean_leader_election_interval_ms` it gives
+//!   leaderless partitions of topics with `unclean.leader.election.enable` a live replica.
 //!
 //! Bounds: one call per heartbeat interval per node; forwarded changes wait at most
 //! [`FORWARD_TIMEOUT`]; the transport's own bounds (frames, queues) are in `cluster::transport`.
@@ -36,7 +44,7 @@ use crate::cluster::{
     QuorumConfig, QuorumStatus,
 };
 use crate::coordinator::metadata::{
-    ClusterMetadata, MetadataCommand, MetadataError, MetadataRecord,
+    ClusterMetadata, Election, MetadataCommand, MetadataError, MetadataRecord,
 };
 use crate::rt::Task;
 use crate::shard::{Notify, Shard};
@@ -56,6 +64,19 @@ const CONTROLLER_BIND_WAIT: Duration = Duration::from_secs(5);
 const REGISTRATION_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the controlled shutdown's last heartbeat may take.
 const SHUTDOWN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a controlled shutdown waits, at most, for the metadata to show that this broker
+/// leads no partition any more (it keeps serving meanwhile).
+pub const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How often the controlled shutdown looks at the installed metadata (and repeats its
+/// heartbeat, in case the active controller changed).
+const CONTROLLED_SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long a broker that handed its leaderships over keeps answering before its listener
+/// closes: clients' requests in flight to it get NOT_LEADER_OR_FOLLOWER naming the new leader
+/// (KIP-951), and move there at once, instead of a closed connection.
+pub const CONTROLLED_SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
+/// The most preferred-leader elections one round of automatic leader balancing proposes
+/// (Kafka's `maxElectionsPerImbalance` is 1000); the rest wait for the next round.
+pub const LEADER_BALANCE_ELECTIONS_MAX: usize = 1000;
 
 /// The quorum on this node; lives on the coordinator shard.
 pub struct Controller {
@@ -73,6 +94,9 @@ pub struct Controller {
     published_notify: Notify,
     /// The last active controller heard of (a broker-only node's hint).
     leader_hint: Cell<Option<i32>>,
+    /// Set once a controlled shutdown began: every later heartbeat says so, so that the
+    /// heartbeat loop does not unfence the broker again while it drains.
+    shutting_down: Cell<bool>,
     tasks: RefCell<Vec<Task<()>>>,
 }
 
@@ -128,6 +152,7 @@ impl Controller {
     }
 
     fn heartbeat(&self, shard: &Shard, shutting_down: bool) -> Option<BrokerHeartbeat> {
+        let shutting_down = shutting_down || self.shutting_down.get();
         own_heartbeat(&shard.config, self.incarnation_id, shutting_down).ok()
     }
 
@@ -240,6 +265,7 @@ impl Shard {
             published_version: Cell::new(initial.version),
             published_notify: Notify::default(),
             leader_hint: Cell::new(None),
+            shutting_down: Cell::new(false),
             tasks: RefCell::new(Vec::new()),
         });
         *controller_cell.borrow_mut() = Rc::downgrade(&controller);
@@ -273,6 +299,8 @@ impl Shard {
         tasks.push(crate::rt::spawn_local(self.clone().heartbeat_loop()));
         if node.is_some() {
             tasks.push(crate::rt::spawn_local(self.clone().session_loop()));
+            tasks.push(crate::rt::spawn_local(self.clone().leader_balance_loop()));
+            tasks.push(crate::rt::spawn_local(self.clone().unclean_election_loop()));
         } else {
             tasks.push(crate::rt::spawn_local(self.clone().metadata_poll_loop()));
         }
@@ -280,23 +308,73 @@ impl Shard {
         Ok(())
     }
 
-    /// Stops the quorum: a last heartbeat that fences this broker (controlled shutdown), then
-    /// the loops, the Raft node and the listener.
+    /// Kafka's controlled shutdown, while this broker still serves: tells the active
+    /// controller it is shutting down (it is fenced, which moves the leadership of its
+    /// partitions to other in-sync replicas in the same metadata change), then waits until the
+    /// metadata installed here shows it leads no partition, at most
+    /// [`CONTROLLED_SHUTDOWN_WAIT`], repeating the heartbeat meanwhile, and then
+    /// [`CONTROLLED_SHUTDOWN_LINGER`] more. Clients asking it then get NOT_LEADER_OR_FOLLOWER
+    /// and move to the new leaders before it closes its listener. A single node has nobody to
+    /// hand its partitions to: nothing to do. Returns whether the broker leads nothing (always
+    /// true for a single node).
+    pub async fn controlled_shutdown(self: &Rc<Self>) -> bool {
+        let Some(controller) = self.controller() else {
+            return true;
+        };
+        if controller.quorum.single_node {
+            return true;
+        }
+        let first = !controller.shutting_down.replace(true);
+        let node_id = self.config.node_id;
+        let led_some = !leads_nothing(&self.metadata(), node_id);
+        let deadline = crate::rt::now() + CONTROLLED_SHUTDOWN_WAIT;
+        let mut next_heartbeat = crate::rt::now();
+        loop {
+            let metadata = self.metadata();
+            let fenced = metadata.brokers.get(&node_id).is_none_or(|b| b.fenced);
+            if fenced && leads_nothing(&metadata, node_id) {
+                if first && led_some {
+                    tracing::info!(
+                        version = metadata.version,
+                        "controlled shutdown: this broker leads no partition any more"
+                    );
+                    crate::rt::sleep(CONTROLLED_SHUTDOWN_LINGER).await;
+                }
+                return true;
+            }
+            if crate::rt::now() >= deadline {
+                tracing::warn!(
+                    wait_ms = CONTROLLED_SHUTDOWN_WAIT.as_millis() as u64,
+                    "controlled shutdown: still leading partitions (or not fenced) when the \
+                     wait ran out; stopping anyway"
+                );
+                return false;
+            }
+            if crate::rt::now() >= next_heartbeat {
+                if let Some(hb) = controller.heartbeat(self, true) {
+                    let send = self.send_heartbeat(&controller, hb);
+                    let timeout = async {
+                        crate::rt::sleep(SHUTDOWN_HEARTBEAT_TIMEOUT).await;
+                    };
+                    futures_lite::future::or(send, timeout).await;
+                }
+                next_heartbeat = crate::rt::now()
+                    + Duration::from_millis(
+                        self.config.broker_heartbeat_interval_ms.clamp(50, 1000),
+                    );
+            }
+            crate::rt::sleep(CONTROLLED_SHUTDOWN_POLL).await;
+        }
+    }
+
+    /// Stops the quorum: the controlled shutdown if it has not run yet (bounded), then the
+    /// loops, the Raft node and the listener.
     pub async fn stop_controller(self: &Rc<Self>) {
         let Some(controller) = self.controller() else {
             return;
         };
-        // Controlled shutdown (Kafka's): fenced before it stops, so clients move on at once.
-        // A single node has nobody to hand its partitions to: it just stops.
-        let heartbeat = (!controller.quorum.single_node)
-            .then(|| controller.heartbeat(self, true))
-            .flatten();
-        if let Some(hb) = heartbeat {
-            let send = self.send_heartbeat(&controller, hb);
-            let timeout = async {
-                crate::rt::sleep(SHUTDOWN_HEARTBEAT_TIMEOUT).await;
-            };
-            futures_lite::future::or(send, timeout).await;
+        if !controller.shutting_down.get() {
+            self.controlled_shutdown().await;
         }
         for task in controller.tasks.borrow_mut().drain(..) {
             drop(task);
@@ -574,6 +652,83 @@ impl Shard {
         }
     }
 
+    /// On the active controller, every `leader_imbalance_check_interval_seconds` (when
+    /// `auto_leader_rebalance_enable`): elects the preferred leader of the partitions
+    /// `ClusterMetadata::preferred_elections_due` picks (Kafka's automatic leader balancing),
+    /// at most [`LEADER_BALANCE_ELECTIONS_MAX`] per round, in one metadata change.
+    async fn leader_balance_loop(self: Rc<Self>) {
+        if !self.config.auto_leader_rebalance_enable {
+            return;
+        }
+        let interval =
+            Duration::from_secs(self.config.leader_imbalance_check_interval_seconds.max(1));
+        let percentage = self.config.leader_imbalance_per_broker_percentage;
+        while !self.stopping.get() {
+            crate::rt::sleep(interval).await;
+            let Some(controller) = self.controller() else {
+                return;
+            };
+            if !controller.is_active() || controller.shutting_down.get() {
+                continue;
+            }
+            let due = controller
+                .applied(&self)
+                .preferred_elections_due(percentage, LEADER_BALANCE_ELECTIONS_MAX);
+            self.elect(due, Election::Preferred).await;
+        }
+    }
+
+    /// On the active controller, every `unclean_leader_election_interval_ms`: an unclean
+    /// election for each leaderless partition of a topic that allows it
+    /// (`ClusterMetadata::unclean_elections_due`, at most [`LEADER_BALANCE_ELECTIONS_MAX`]
+    /// per round), as Kafka's `maybeElectUncleanLeaders`.
+    async fn unclean_election_loop(self: Rc<Self>) {
+        let interval =
+            Duration::from_millis(self.config.unclean_leader_election_interval_ms.max(10));
+        while !self.stopping.get() {
+            crate::rt::sleep(interval).await;
+            let Some(controller) = self.controller() else {
+                return;
+            };
+            if !controller.is_active() || controller.shutting_down.get() {
+                continue;
+            }
+            let due = controller
+                .applied(&self)
+                .unclean_elections_due(LEADER_BALANCE_ELECTIONS_MAX);
+            self.elect(due, Election::Unclean).await;
+        }
+    }
+
+    /// The controller's own elections of `election` kind for `due` partitions, in one
+    /// metadata change; logged (unclean ones as a warning: records may be lost).
+    async fn elect(self: &Rc<Self>, due: Vec<(String, i32)>, election: Election) {
+        if due.is_empty() {
+            return;
+        }
+        let commands: Vec<MetadataCommand> = due
+            .into_iter()
+            .map(|(topic, partition)| MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            })
+            .collect();
+        let asked = commands.len();
+        let results = self.change_metadata(commands, false).await;
+        let elected = results.iter().filter(|r| r.is_ok()).count();
+        match election {
+            Election::Preferred => tracing::info!(asked, elected, "automatic leader balancing"),
+            Election::Unclean => {
+                tracing::warn!(
+                    asked,
+                    elected,
+                    "unclean leader elections of leaderless partitions"
+                )
+            }
+        }
+    }
+
     /// A broker-only node: polls the active controller for newer metadata.
     async fn metadata_poll_loop(self: Rc<Self>) {
         while !self.stopping.get() {
@@ -618,6 +773,15 @@ impl Shard {
             crate::rt::sleep(METADATA_POLL_INTERVAL).await;
         }
     }
+}
+
+/// Whether broker `node_id` leads no partition in `metadata`.
+pub fn leads_nothing(metadata: &ClusterMetadata, node_id: i32) -> bool {
+    !metadata
+        .topics
+        .values()
+        .flat_map(|t| t.assignment.iter())
+        .any(|a| a.leader == node_id)
 }
 
 /// Wall-clock milliseconds for the broker sessions (never negative).

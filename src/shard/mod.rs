@@ -379,7 +379,8 @@ impl Shard {
             broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
                 != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
         self.remove_gone_offline(previous, next).await;
-        let mut to_open: Vec<(String, i32, LogConfig)> = Vec::new();
+        // (topic, partition, config, leader epoch when led here)
+        let mut to_open: Vec<(String, i32, LogConfig, Option<i32>)> = Vec::new();
         for (name, topic) in &next.topics {
             if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
                 continue; // no data here: the coordinators keep theirs under internal/
@@ -398,7 +399,13 @@ impl Shard {
                             partition.log.set_config(log_config.clone());
                         }
                     }
-                    None => to_open.push((name.clone(), p, log_config.clone())),
+                    None => {
+                        let a = routing::assignment_of(topic, p, self.config.node_id);
+                        // Followers take their epochs from the leader's batches.
+                        let leads = a.leader == self.config.node_id;
+                        let epoch = leads.then_some(a.leader_epoch);
+                        to_open.push((name.clone(), p, log_config.clone(), epoch));
+                    }
                 }
             }
         }
@@ -520,13 +527,14 @@ impl Shard {
         }
     }
 
-    /// Opens the logs of `partitions` (recovery included), at most
+    /// Opens the logs of `partitions` (topic, index, config, leader epoch when led here;
+    /// recovery included), at most
     /// [`PARTITIONS_OPENING_CONCURRENTLY_MAX`] at once, and adds them to this shard. Stops
     /// opening once the shard begins to stop (a SIGTERM during startup).
-    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig)>) {
+    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig, Option<i32>)>) {
         let running = Rc::new(Semaphore::new(PARTITIONS_OPENING_CONCURRENTLY_MAX as u64));
         let mut tasks = Vec::new();
-        for (name, p, log_config) in partitions {
+        for (name, p, log_config, leader_epoch) in partitions {
             if self.stopping.get() {
                 tracing::info!(
                     shard = self.id,
@@ -543,6 +551,10 @@ impl Shard {
                 let dir = shard.partition_dir(&name, p);
                 match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
                     Ok(log) => {
+                        // Before it is served: no batch may carry an older epoch.
+                        if let Some(epoch) = leader_epoch {
+                            log.start_leader_epoch(epoch);
+                        }
                         set_offline(&name, p, false);
                         shard.partitions.borrow_mut().insert(
                             (name.clone(), p),
@@ -682,7 +694,7 @@ impl Shard {
             }
             match current.record_for(command) {
                 Ok(record) => {
-                    current = current.replay(&record);
+                    current.replay_in_place(&record);
                     records.push(record);
                     results.push(Ok(()));
                 }

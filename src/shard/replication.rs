@@ -31,9 +31,14 @@
 //! ([`Shard::await_replicated`]; NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below it
 //! meanwhile).
 //!
-//! Known gaps: no truncation of a divergent suffix yet (`truncate_to` and the leader epochs are
-//! the epochs helper's: the fetcher logs OFFSET_OUT_OF_RANGE and a diverging epoch and retries);
-//! a follower behind the leader's log start does not reset its log.
+//! Divergence: each Fetch names the epoch of the follower's last batch (`last_fetched_epoch`);
+//! a leader whose log differs from there answers `diverging_epoch`, and the follower truncates
+//! its divergent suffix (`PartitionLog::truncate_to`) before it fetches again.
+//!
+//! Known gaps: a follower whose log end is past its leader's with no epoch to tell (answered
+//! OFFSET_OUT_OF_RANGE) is not truncated (Kafka asks the leader's end with ListOffsets); a
+//! follower behind the leader's log start does not reset its log; a leader's high watermark
+//! after a restart starts from what its ISR fetches (Kafka keeps a checkpoint of it).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -163,9 +168,15 @@ impl Shard {
                 if a.leader == node {
                     match &mut *role {
                         Role::Leader(s) if s.leader_epoch == a.leader_epoch => s.update(&a, now),
-                        _ => *role = Role::Leader(LeaderState::new(node, &a, now)),
+                        _ => {
+                            // Kafka's `makeLeader`: the epoch starts at the log end.
+                            partition.log.start_leader_epoch(a.leader_epoch);
+                            *role = Role::Leader(LeaderState::new(node, &a, now));
+                        }
                     }
                 } else {
+                    // A follower's epochs come with its leader's batches.
+                    partition.log.set_leader_epoch(a.leader_epoch);
                     *role = Role::Follower {
                         leader: a.leader,
                         leader_epoch: a.leader_epoch,
@@ -176,7 +187,6 @@ impl Shard {
                 }
             }
             followed_changed |= partition.following() != followed_before;
-            // The epochs helper stamps the new epoch here: `log.set_leader_epoch(a.leader_epoch)`.
             partition.refresh_high_watermark_from(fresh);
             // acks=all waiters look at the role and ISR again.
             partition.hw_changed.notify_all();
@@ -480,8 +490,8 @@ impl Shard {
             fp.partition = p.index;
             fp.current_leader_epoch = *epoch;
             fp.fetch_offset = p.log.log_end_offset();
-            // The epochs helper fills it: `p.log.latest_epoch().unwrap_or(-1)`.
-            fp.last_fetched_epoch = -1;
+            // The leader answers a divergence from its log with `diverging_epoch`.
+            fp.last_fetched_epoch = p.log.latest_epoch().unwrap_or(-1);
             fp.log_start_offset = p.log.log_start_offset();
             fp.partition_max_bytes =
                 i32::try_from(self.config.replica_fetch_max_bytes).unwrap_or(i32::MAX);
@@ -543,9 +553,10 @@ impl Shard {
                     continue;
                 }
                 if pd.diverging_epoch.epoch >= 0 {
-                    // The epochs helper truncates here: `truncate_to(diverging end offset)`.
-                    tracing::warn!(topic = %name, partition = pd.partition_index, leader, epoch = pd.diverging_epoch.epoch, end_offset = pd.diverging_epoch.end_offset, "the leader reports a divergent log (truncation is not done yet)");
-                    errors += 1;
+                    let diverging = (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset);
+                    if !truncate_diverged(&partition, leader, diverging).await {
+                        errors += 1;
+                    }
                     continue;
                 }
                 let records = pd.records.as_ref().map(whole_batches).unwrap_or_default();
@@ -598,6 +609,38 @@ async fn append_and_advance(
         }
     }
     ok
+}
+
+/// A follower whose log diverged from its leader's (the leader answered `diverging` = (epoch,
+/// end offset of that epoch there)) drops its divergent suffix, as Kafka's
+/// `AbstractFetcherThread.truncateOnFetchResponse`: to the smaller of the two ends of that epoch
+/// when it has the epoch too, else to its own end of the largest epoch below it (the next
+/// fetch goes on from there). Its high watermark never stays above its new end. False if the
+/// truncation failed.
+async fn truncate_diverged(partition: &Partition, leader: i32, diverging: (i32, i64)) -> bool {
+    let log = &partition.log;
+    if partition.following().is_none() {
+        return true;
+    }
+    let (epoch, leader_end) = diverging;
+    let target = match log.end_offset_for_epoch(epoch) {
+        Some((own_epoch, own_end)) if own_epoch == epoch => own_end.min(leader_end),
+        Some((_, own_end)) => own_end,
+        None => log.high_watermark(),
+    };
+    let target = target.min(log.log_end_offset()).max(log.log_start_offset());
+    tracing::info!(topic = %partition.topic, partition = partition.index, leader, epoch, leader_end, target, log_end = log.log_end_offset(), "the follower's log diverged from its leader's: truncating");
+    match log.truncate_to(target).await {
+        Ok(_) => {
+            // The stored high watermark comes down to the new end with it.
+            log.set_high_watermark(log.high_watermark());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating a divergent suffix failed");
+            false
+        }
+    }
 }
 
 /// How one Fetch round went.

@@ -18,6 +18,7 @@
 //! - [`index`]: the sparse offset and time indexes (Kafka's formats).
 //! - [`cache`]: the per-shard tail cache.
 //! - [`checkpoint`]: the recovery checkpoint file.
+//! - [`leader_epoch`]: the leader-epoch cache and its `leader-epoch-checkpoint` file.
 //! - [`producer_state`]: idempotence/transaction state of a partition (pure).
 //! - [`producer_snapshot`]: its snapshot files.
 //! - [`io`]: the only code that touches glommio files and `std::fs` ([`io::real`]), or instead
@@ -38,6 +39,7 @@ pub mod index;
 pub mod internal_log;
 pub mod io;
 pub mod io_sizes;
+pub mod leader_epoch;
 pub mod log;
 pub mod producer_snapshot;
 pub mod producer_state;

@@ -1,7 +1,7 @@
 //! Describing a cluster and its topics in full, and topic configs: Metadata with replicas and
 //! ISRs, DescribeCluster (falling back to Metadata on brokers without it; fenced brokers
-//! included from v2), DescribeQuorum (the metadata quorum, from its leader), DescribeConfigs
-//! and IncrementalAlterConfigs.
+//! included from v2), DescribeQuorum (the metadata quorum, from its leader), DescribeConfigs,
+//! IncrementalAlterConfigs and ElectLeaders.
 //!
 //! Plain functions over a [`Connection`]; a resource's or the request's Kafka error fails the
 //! call with [`ClientError::Kafka`] (the broker's message, when it gives one, is in the context).
@@ -14,7 +14,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
+    ElectLeadersRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -444,4 +444,71 @@ pub fn alter_configs(
         });
     }
     Ok(())
+}
+
+/// ElectLeaders' election type: the preferred (first) replica.
+pub const ELECTION_PREFERRED: i8 = 0;
+/// ElectLeaders' election type: any live replica of a leaderless partition.
+pub const ELECTION_UNCLEAN: i8 = 1;
+
+/// One partition's election result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// 0: elected; else the Kafka error (ELECTION_NOT_NEEDED: it already had the leader asked
+    /// for).
+    pub error_code: i16,
+    /// The broker's message, if any.
+    pub error_message: Option<String>,
+}
+
+/// ElectLeaders (v1+; v0 knows only PREFERRED) of `election_type` for `partitions` (topic,
+/// partition indexes); `None`: every partition, the broker listing only those it elected or
+/// could not. The request's top-level error fails the call.
+pub fn elect_leaders(
+    conn: &mut Connection,
+    election_type: i8,
+    partitions: Option<&[(String, Vec<i32>)]>,
+    timeout_ms: i32,
+) -> Result<Vec<ElectionResult>> {
+    let min = if election_type == ELECTION_PREFERRED {
+        0
+    } else {
+        1
+    };
+    let version = conn.versions().pick(ApiKey::ElectLeaders, min, 2)?;
+    let request = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_partitions(partitions.map(|list| {
+            list.iter()
+                .map(|(topic, indexes)| {
+                    kafka_protocol::messages::elect_leaders_request::TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(indexes.clone())
+                })
+                .collect()
+        }));
+    let response = conn.request_at(version, &request)?;
+    if response.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: "elect leaders".into(),
+            code: response.error_code,
+        });
+    }
+    Ok(response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result.iter().map(|p| ElectionResult {
+                topic: t.topic.0.to_string(),
+                partition: p.partition_id,
+                error_code: p.error_code,
+                error_message: p.error_message.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect())
 }

@@ -19,8 +19,11 @@
 //! Records are never null: a partition without data gets empty records, as Kafka sends
 //! (`MemoryRecords.EMPTY`), which every client handles.
 //!
-//! Not here yet: the `diverging_epoch` / `snapshot_id` tagged fields (only needed with
-//! replication or KRaft-style fetchers).
+//! - v12+: a partition's `diverging_epoch` (tagged field 0), sent when set: the fetcher's
+//!   `last_fetched_epoch` ends below its fetch offset on this leader (KIP-320 / KIP-595), so
+//!   it must truncate to that epoch's end first.
+//!
+//! Not here yet: the `snapshot_id` tagged field (only needed with KRaft-style fetchers).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
@@ -94,6 +97,9 @@ pub struct FetchPartition {
     /// The leader (id, epoch) when this broker does not lead the partition (v12+ tagged field
     /// `current_leader`; `None` sends nothing).
     pub current_leader: Option<(i32, i32)>,
+    /// (epoch, end offset) where the fetcher's log diverges from this one (v12+ tagged field
+    /// `diverging_epoch`; `None` sends nothing).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// An aborted transaction in a READ_COMMITTED Fetch response.
@@ -278,7 +284,7 @@ fn framing_capacity(response: &FetchResponseParts) -> usize {
         .iter()
         .map(|e| 32 + e.host.len() + e.rack.as_ref().map_or(0, |r| r.len()))
         .sum();
-    32 + response.topics.len() * 32 + names + partitions * 80 + aborted * 17 + endpoints
+    32 + response.topics.len() * 32 + names + partitions * 96 + aborted * 17 + endpoints
 }
 
 /// One partition's fields; its records are noted in `f.inserts`. Returns its records' length.
@@ -313,16 +319,27 @@ fn put_partition(f: &mut Framer, p: &FetchPartition, version: i16) -> Result<usi
     for batch in p.records.iter().filter(|b| !b.is_empty()) {
         f.inserts.push((f.buf.len(), batch.clone()));
     }
-    match p.current_leader {
-        Some((leader_id, leader_epoch)) if f.flexible => {
-            f.uvarint(1); // One tagged field.
-            f.uvarint(1); // Tag 1: current_leader.
-            f.uvarint(9); // Its size: two int32 and an empty tagged-field section.
-            f.buf.put_i32(leader_id);
-            f.buf.put_i32(leader_epoch);
-            f.uvarint(0);
-        }
-        _ => f.empty_tagged_fields(), // Partition tagged fields.
+    // Partition tagged fields, in tag order.
+    let diverging = p.diverging_epoch.filter(|_| f.flexible);
+    let leader = p.current_leader.filter(|_| f.flexible);
+    if diverging.is_none() && leader.is_none() {
+        f.empty_tagged_fields();
+        return Ok(len);
+    }
+    f.uvarint(u32::from(diverging.is_some()) + u32::from(leader.is_some()));
+    if let Some((epoch, end_offset)) = diverging {
+        f.uvarint(0); // Tag 0: diverging_epoch.
+        f.uvarint(13); // Its size: int32, int64 and an empty tagged-field section.
+        f.buf.put_i32(epoch);
+        f.buf.put_i64(end_offset);
+        f.uvarint(0);
+    }
+    if let Some((leader_id, leader_epoch)) = leader {
+        f.uvarint(1); // Tag 1: current_leader.
+        f.uvarint(9); // Its size: two int32 and an empty tagged-field section.
+        f.buf.put_i32(leader_id);
+        f.buf.put_i32(leader_epoch);
+        f.uvarint(0);
     }
     Ok(len)
 }
@@ -374,6 +391,8 @@ mod tests {
             records,
             // KIP-951: the partition with an error names its leader (v12+ only).
             current_leader: (i == 2 && version >= 12).then_some((5, 7)),
+            // A fetcher whose log diverged: partition 1 alone, partition 2 with a leader too.
+            diverging_epoch: (i >= 1 && version >= 12).then_some((4, 500 + i64::from(i))),
         };
         let new = version >= 7;
         FetchResponseParts {
@@ -484,6 +503,12 @@ mod tests {
                     assert_eq!(p.preferred_read_replica.0, -1);
                     let leader = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
                     assert_eq!(leader, w.current_leader.unwrap_or((-1, -1)), "v{version}");
+                    let diverging = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset);
+                    assert_eq!(
+                        diverging,
+                        w.diverging_epoch.unwrap_or((-1, -1)),
+                        "v{version}"
+                    );
                     // Never null: empty partitions get empty records, as Kafka sends.
                     let records = p.records.as_ref().expect("records are never null");
                     let want_records: Vec<u8> =
@@ -539,6 +564,14 @@ mod tests {
                                 ))
                                 .with_preferred_read_replica(BrokerId(-1))
                                 .with_records(Some(Bytes::from(records)))
+                                .with_diverging_epoch(p.diverging_epoch.map_or_else(
+                                    Default::default,
+                                    |(epoch, end_offset)| {
+                                        fr::EpochEndOffset::default()
+                                            .with_epoch(epoch)
+                                            .with_end_offset(end_offset)
+                                    },
+                                ))
                                 .with_current_leader(p.current_leader.map_or_else(
                                     Default::default,
                                     |(id, epoch)| {

@@ -338,6 +338,20 @@ fn seed_describe_topic_partitions(_v: i16) -> DescribeTopicPartitionsRequest {
         .with_cursor(Some(cursor))
 }
 
+fn seed_elect_leaders(v: i16) -> ElectLeadersRequest {
+    let t = elect_leaders_request::TopicPartitions::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![0, 2]);
+    let req = ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![t]))
+        .with_timeout_ms(30_000);
+    if v >= 1 {
+        req.with_election_type(1)
+    } else {
+        req
+    }
+}
+
 fn seed_describe_quorum(_v: i16) -> DescribeQuorumRequest {
     let p = describe_quorum_request::PartitionData::default().with_partition_index(0);
     let t = describe_quorum_request::TopicData::default()
@@ -558,6 +572,19 @@ fn seed_offset_delete(_v: i16) -> OffsetDeleteRequest {
         .with_topics(vec![t])
 }
 
+fn seed_offset_for_leader_epoch(v: i16) -> OffsetForLeaderEpochRequest {
+    let p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(3)
+        .with_leader_epoch(2);
+    let t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+        .with_topic(TopicName(s("orders")))
+        .with_partitions(vec![p.clone(), p.with_partition(1)]);
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(if v >= 3 { BrokerId(-1) } else { BrokerId(-2) })
+        .with_topics(vec![t])
+}
+
 /// Type-erased checks for one served request type.
 struct Served {
     key: i16,
@@ -632,7 +659,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeProducersRequest,
         DescribeTransactionsRequest,
         ListTransactionsRequest,
-        SaslAuthenticateRequest
+        SaslAuthenticateRequest,
+        ElectLeadersRequest,
+        OffsetForLeaderEpochRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -718,6 +747,8 @@ fn served() -> Vec<Served> {
         served!(ListTransactionsRequest, seed_list_transactions),
         served!(SaslHandshakeRequest, seed_sasl_handshake),
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
+        served!(ElectLeadersRequest, seed_elect_leaders),
+        served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
     ]
 }
 

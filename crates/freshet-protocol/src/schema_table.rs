@@ -1123,6 +1123,69 @@ pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST: StructSchema
     ],
 };
 
+pub(crate) static ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST: StructSchema = StructSchema {
+    name: "ElectLeadersRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 2 }, // election_type
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 2, max: 2 }, // topic_partitions
+        Field { ty: Ty::Array(&Ty::Struct(&ELECT_LEADERS_REQUEST_TOPICPARTITIONS)), min: 0, max: 1 }, // topic_partitions
+        Field { ty: Ty::Int32, min: 0, max: 2 }, // timeout_ms
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ELECT_LEADERS_REQUEST_TOPICPARTITIONS: StructSchema = StructSchema {
+    name: "TopicPartitions", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::elect_leaders_request::TopicPartitions>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 2, max: 2 }, // topic
+        Field { ty: Ty::String, min: 0, max: 1 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 2, max: 2 }, // partitions
+        Field { ty: Ty::Array(&Ty::Int32), min: 0, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST: StructSchema = StructSchema {
+    name: "OffsetForLeaderEpochRequest", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 3, max: 4 }, // replica_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC)), min: 4, max: 4 }, // topics
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC)), min: 2, max: 3 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION: StructSchema = StructSchema {
+    name: "OffsetForLeaderPartition", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // partition
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // current_leader_epoch
+        Field { ty: Ty::Int32, min: 2, max: 4 }, // leader_epoch
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC: StructSchema = StructSchema {
+    name: "OffsetForLeaderTopic", tagged_from: 4,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 4, max: 4 }, // topic
+        Field { ty: Ty::String, min: 2, max: 3 }, // topic
+        Field { ty: Ty::CompactArray(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION)), min: 4, max: 4 }, // partitions
+        Field { ty: Ty::Array(&Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERPARTITION)), min: 2, max: 3 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1166,6 +1229,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
+        43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
+        23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4
         _ => None,
     }
 }

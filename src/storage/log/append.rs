@@ -8,7 +8,10 @@
 //! are bounded by [`PENDING_BYTES_MAX`]: appends beyond it wait. Right after its offsets are
 //! assigned, each batch is checked against them (`check::batch_before_append`).
 //!
-//! Appended batches get `partitionLeaderEpoch` = [`LEADER_EPOCH`] (one node, epoch 0).
+//! Appended batches get `partitionLeaderEpoch` = the partition's leader epoch
+//! ([`PartitionLog::set_leader_epoch`], from the metadata); the first batch of a new epoch
+//! enters the leader-epoch cache (see `epochs`) where its offset is assigned. While a
+//! truncation runs (`truncate`), appends wait before their offsets are assigned.
 //!
 //! Idempotence: a record set with a producer id must be one batch; it is judged by the log's
 //! [`ProducerStateTable`](crate::storage::producer_state::ProducerStateTable) right before
@@ -20,8 +23,8 @@
 //! per-segment aborted-transaction index (see `txn`).
 
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
+use super::PENDING_BYTES_MAX;
 use super::{check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment};
-use super::{LEADER_EPOCH, PENDING_BYTES_MAX};
 use crate::storage::producer_state::{BatchFacts, Check, ProducerError};
 use crate::storage::{AppendInfo, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
@@ -169,7 +172,10 @@ impl PartitionLog {
                 if inner.life != Life::Open {
                     return Err(StorageError::Closed);
                 }
-                if inner.pending_bytes == 0 || inner.pending_bytes + set_len <= PENDING_BYTES_MAX {
+                // During a truncation, wait: it is cutting the files this append would extend.
+                let room =
+                    inner.pending_bytes == 0 || inner.pending_bytes + set_len <= PENDING_BYTES_MAX;
+                if room && !inner.truncating {
                     return Ok(());
                 }
             }
@@ -237,7 +243,9 @@ impl PartitionLog {
             // First append to this segment (or since a restart that found no timestamp).
             seg.roll_time_ms = now_ms;
         }
-        let pending_batches = stamp_batches(&mut buf, checked, leo, hw, seg.len, now_ms);
+        let epoch = inner.leader_epoch;
+        let pending_batches = stamp_batches(&mut buf, checked, (leo, epoch), hw, seg.len, now_ms);
+        super::epochs::note_append(inner, epoch, leo);
         let next = leo + offsets;
         apply_producers(inner, checked, &pending_batches);
         let data = buf.freeze();
@@ -310,14 +318,14 @@ impl PartitionLog {
     }
 }
 
-/// Rewrite each batch of `buf` for the log: base offset from `leo` on, leader epoch, and the
+/// Rewrite each batch of `buf` for the log: base offset from `leo` on, the leader `epoch`, and the
 /// LogAppendTime when the topic asks; check each one right after (the write side of the
 /// paired assertions). Returns the batches' metadata for the flusher, positioned after the
 /// segment's `seg_len` bytes.
 fn stamp_batches(
     buf: &mut BytesMut,
     checked: &Checked,
-    leo: i64,
+    (leo, epoch): (i64, i32),
     high_watermark: i64,
     seg_len: u64,
     now_ms: i64,
@@ -328,7 +336,7 @@ fn stamp_batches(
     for b in &checked.infos {
         let slice = &mut buf[b.pos..b.pos + b.len];
         batch::set_base_offset(slice, next);
-        batch::set_partition_leader_epoch(slice, LEADER_EPOCH);
+        batch::set_partition_leader_epoch(slice, epoch);
         if log_append_time {
             batch::set_log_append_time(slice, now_ms);
         }

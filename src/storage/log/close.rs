@@ -1,12 +1,13 @@
 //! Clean shutdown: drain the flusher, seal what is open, write the index files, the
 //! aborted-transaction index, the recovery checkpoint (the active segment's durable end, so
-//! the next open scans nothing) and the producer snapshot; then close the files.
+//! the next open scans nothing) and the producer snapshot; then close the files. The
+//! leader-epoch file is written first when it changed (see `epochs`).
 //!
 //! Shutting down an idle partition is cheap: when nothing changed since the checkpoint on disk
 //! was written, nothing is written at all.
 
 use super::segment::write_indexes;
-use super::{lock_meta, txn, wait_change, Checkpoint, Inner, Life, PartitionLog, Shared};
+use super::{epochs, lock_meta, txn, wait_change, Checkpoint, Inner, Life, PartitionLog, Shared};
 use crate::storage::{checkpoint, io, producer_snapshot, StorageError};
 
 impl PartitionLog {
@@ -42,6 +43,7 @@ impl PartitionLog {
     async fn close_files(&self) -> Result<(), StorageError> {
         let shared = &*self.shared;
         let _guard = lock_meta(shared).await;
+        epochs::persist(shared).await?;
         if Self::unchanged_since_checkpoint(&shared.inner.borrow()) {
             // Nothing was written since the checkpoint on disk was: the files already say
             // what a full close would write (this makes shutting down idle partitions cheap).

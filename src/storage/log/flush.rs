@@ -251,8 +251,15 @@ async fn settle(
                     producers_empty_at: inner.checkpoint.producers_empty_at,
                 }
             };
-            let res =
-                io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await;
+            // The leader-epoch file first: the checkpoint makes the sealed segments trusted,
+            // and recovery no longer rescans them for their epochs.
+            let res = match super::epochs::persist(shared).await {
+                Ok(()) => {
+                    io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             if res.is_ok() {
                 shared.inner.borrow_mut().checkpoint = cp;
                 write_roll_snapshot(shared, r.plan.segment_base).await;
@@ -507,6 +514,9 @@ fn fail_rounds(shared: &Shared, rounds: Vec<FlushPlan>, err: Option<StorageError
     shared.cache.truncate_from(shared.cache_id, hw);
     inner.producers.truncate_from(hw);
     inner.txn_index.truncate_from(hw);
+    if inner.epochs.truncate_from_end(hw) {
+        inner.epochs_dirty = true;
+    }
     for c in &failed {
         complete(&c.slot, Err(failure.clone()));
     }

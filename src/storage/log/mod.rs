@@ -28,6 +28,10 @@
 //!   write (a violation is a bug: `assert!`), what came back from the disk right after the read
 //!   (a violation is damage: [`super::StorageError::CorruptMessage`], never a panic).
 //! - `txn`: the log's side of the aborted-transaction index.
+//! - `epochs`: the log's side of the leader-epoch cache (the epoch stamped into appended
+//!   batches, the `leader-epoch-checkpoint` file, its recovery).
+//! - `truncate`: [`PartitionLog::truncate_to`], cutting the log's tail (a follower whose log
+//!   diverged from its leader's).
 //! - [`cleaner`]: log compaction (a child module so that it can swap segments under the lock).
 //!
 //! # Guarantees
@@ -52,12 +56,14 @@ pub mod cleaner;
 mod append;
 mod check;
 mod close;
+mod epochs;
 mod flush;
 mod read;
 mod recover;
 mod replica;
 mod retention;
 mod segment;
+mod truncate;
 mod txn;
 
 pub use recover::{prime_disk, PRIME_FILE_NAME};
@@ -69,6 +75,7 @@ use super::cache::TailCache;
 use super::checkpoint::Checkpoint;
 use super::index::{OffsetIndex, TimeIndex};
 use super::io::DataFile;
+use super::leader_epoch::LeaderEpochCache;
 use super::producer_state::ProducerStateTable;
 use super::txn_index::TxnIndexes;
 use super::LogConfig;
@@ -100,8 +107,6 @@ pub const SCAN_READ_BYTES: usize = 1 << 20;
 pub const SCAN_BATCH_BYTES_MAX: usize = 256 << 20;
 /// Largest index file read on open.
 pub const INDEX_FILE_BYTES_MAX: u64 = 64 << 20;
-/// Leader epoch stamped into appended batches (one node, epoch 0).
-pub const LEADER_EPOCH: i32 = 0;
 /// Bytes read from disk per read call at most, beyond the first batch.
 pub const READ_BYTES_MAX: usize = 16 << 20;
 
@@ -261,6 +266,17 @@ struct Inner {
     /// (one replica, or a leader whose ISR is itself); `Some(hw)` once the partition's
     /// replication sets it. Readers see `min(hw, durable end)`.
     replicated_hw: Option<i64>,
+    /// The leader epoch stamped into batches appended from producers (`set_leader_epoch`).
+    leader_epoch: i32,
+    /// Where each leader epoch starts in the log (see `epochs`).
+    epochs: LeaderEpochCache,
+    /// `epochs` changed since its file was written.
+    epochs_dirty: bool,
+    /// `epochs` has an entry without data yet (`start_leader_epoch`): the file needs it only
+    /// once a batch is appended in it (else the next leadership adds it again).
+    epochs_soft: bool,
+    /// A truncation is under way: appends wait (see `truncate`).
+    truncating: bool,
 }
 
 impl Inner {

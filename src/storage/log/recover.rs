@@ -23,15 +23,19 @@
 //! scan accepts forward gaps except in the last segment. The active segment is then
 //! fdatasync'd, segments whose roll was interrupted are sealed, the high watermark is set to
 //! the log end, and the producer state is rebuilt from its newest snapshot (see
-//! [`producer_snapshot`]) by replaying the batches after it.
+//! [`producer_snapshot`]) by replaying the batches after it. The leader-epoch cache comes from
+//! its file plus the epochs of the batches the scan read, and is checked against the log's last
+//! batch; a missing, damaged or disagreeing file is rebuilt from the log (see `epochs`).
 
 use super::segment::{load_indexes, write_indexes};
+use super::SCAN_BATCH_BYTES_MAX;
 use super::SCAN_READ_BYTES;
-use super::{cleaner, txn, Inner, Life, PartitionLog, Segment, Shared, SCAN_BATCH_BYTES_MAX};
+use super::{cleaner, epochs, txn, Inner, Life, PartitionLog, Segment, Shared};
 use crate::storage::cache::TailCache;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::file_names::{self, segment_file_name, LOG_EXT, SEGMENT_EXTS};
 use crate::storage::io::{self, align_down, DataFile};
+use crate::storage::leader_epoch::LeaderEpochCache;
 use crate::storage::producer_state::{BatchFacts, ProducerStateTable};
 use crate::storage::txn_index::TxnIndexes;
 use crate::storage::{producer_snapshot, LogConfig, StorageError};
@@ -137,20 +141,23 @@ struct ScanOutcome {
     first_max_timestamp: Option<i64>,
     tail_block: Vec<u8>,
     log_max: (i64, i64),
+    /// (epoch, base offset) of each scanned batch whose leader epoch is above every earlier
+    /// one's: what the leader-epoch cache may lack (see `epochs`).
+    epoch_starts: Vec<(i32, i64)>,
 }
 
 /// Reads a segment file batch by batch, [`SCAN_READ_BYTES`] at a time.
-struct Scanner<'a> {
-    file: &'a DataFile,
-    file_len: u64,
-    buf: Bytes,
-    buf_pos: u64,
+pub(super) struct Scanner<'a> {
+    pub(super) file: &'a DataFile,
+    pub(super) file_len: u64,
+    pub(super) buf: Bytes,
+    pub(super) buf_pos: u64,
 }
 
 impl Scanner<'_> {
     /// The whole batch (by its framing only) at `pos`, or `None` if the file does not hold
     /// one there. `pos` never goes backwards between calls.
-    async fn batch_at(&mut self, pos: u64) -> Result<Option<Bytes>, StorageError> {
+    pub(super) async fn batch_at(&mut self, pos: u64) -> Result<Option<Bytes>, StorageError> {
         let file_len = self.file_len;
         // Make sure the header of the batch at `pos` is buffered.
         let mut off = (pos - self.buf_pos) as usize;
@@ -203,6 +210,7 @@ async fn scan_segment(
     let mut expected = expected;
     let mut first_max_timestamp = None;
     let mut log_max = (-1i64, -1i64);
+    let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
     let mut scanner = Scanner {
         file,
         file_len,
@@ -229,6 +237,10 @@ async fn scan_segment(
             log_max = (max_ts, batch::offset_of_max_timestamp(&b));
         }
         seg.index_batch(pos, total as u64, last, max_ts, interval);
+        let epoch = h.partition_leader_epoch.get();
+        if epoch >= 0 && epoch_starts.last().is_none_or(|(e, _)| epoch > *e) {
+            epoch_starts.push((epoch, h.base_offset()));
+        }
         expected = last + 1;
         pos += total as u64;
     }
@@ -238,11 +250,12 @@ async fn scan_segment(
         first_max_timestamp,
         tail_block: read_tail_block(file, pos).await?,
         log_max,
+        epoch_starts,
     })
 }
 
 /// The durable bytes of the partial last block before `end`, for the next O_DIRECT rewrite.
-async fn read_tail_block(file: &DataFile, end: u64) -> Result<Vec<u8>, StorageError> {
+pub(super) async fn read_tail_block(file: &DataFile, end: u64) -> Result<Vec<u8>, StorageError> {
     let block_start = align_down(end);
     if end == block_start {
         return Ok(Vec::new());
@@ -288,6 +301,8 @@ struct Recovered {
     max_ts: (i64, i64),
     /// The files differ from what the checkpoint describes (or there is none).
     changed: bool,
+    /// `ScanOutcome::epoch_starts` of every scanned segment, in log order.
+    epoch_starts: Vec<(i32, i64)>,
 }
 
 /// Fail (offline) if segment `base` overlaps the one before it; warn about a gap.
@@ -460,6 +475,7 @@ async fn recover_scanned(
     if out.log_max.0 > found.max_ts.0 {
         found.max_ts = out.log_max;
     }
+    found.epoch_starts.extend(out.epoch_starts);
     if out.valid_len != file_len {
         // The last segment only: a torn tail, zero padding of the last block or preallocated
         // space. Cut it.
@@ -632,6 +648,45 @@ async fn settle_checkpoint(
     Ok(checkpoint)
 }
 
+/// The state of a log recovered as `found`, between `log_start` and `log_end`.
+fn new_inner(
+    config: LogConfig,
+    found: Recovered,
+    checkpoint: Checkpoint,
+    (log_start, log_end): (i64, i64),
+    epochs: Option<LeaderEpochCache>,
+) -> Inner {
+    Inner {
+        config,
+        life: Life::Open,
+        log_start_offset: log_start,
+        log_end_offset: log_end,
+        high_watermark: log_end,
+        segments: found.segments,
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        flushing: false,
+        change_waiters: Vec::new(),
+        max_timestamp: found.max_ts,
+        checkpoint,
+        meta_locked: false,
+        flush_count: 0,
+        producers: ProducerStateTable::new(),
+        roll_snapshot: None,
+        txn_index: TxnIndexes::default(),
+        modified: false,
+        leader_epoch: epochs
+            .as_ref()
+            .and_then(LeaderEpochCache::latest_epoch)
+            .unwrap_or(0),
+        epochs: epochs.unwrap_or_default(),
+        epochs_dirty: false,
+        epochs_soft: false,
+        truncating: false,
+        replicated_hw: None,
+    }
+}
+
 impl PartitionLog {
     /// Open or create the partition directory `dir` (e.g. `data/<topic>-<partition>/`); runs
     /// recovery (see the module docs).
@@ -655,6 +710,7 @@ impl PartitionLog {
             segments: VecDeque::new(),
             max_ts: (-1, -1),
             changed: cp.is_none(),
+            epoch_starts: Vec::new(),
         };
         recover_segments(dir, &bases, cp, interval, &mut found).await?;
         check_reaches_recovery_point(dir, cp, &found.segments)?;
@@ -664,46 +720,33 @@ impl PartitionLog {
         let log_end = found.segments.back().map_or(0, |s| s.next_offset);
         let log_start = start_hint.clamp(first_base, log_end);
         let active_base = found.segments.back().map_or(0, |s| s.base_offset);
+        // The leader-epoch file first: the new recovery checkpoint may trust segments the
+        // scan just read, whose epochs only the file will then remember.
+        let epoch_cache =
+            epochs::load_on_open(dir, &found.epoch_starts, log_start, log_end).await?;
+        let epochs_loaded = epoch_cache.is_some();
         let checkpoint =
             settle_checkpoint(dir, cp, found.changed, active_base, log_start, log_end).await?;
         let cache_id = cache.register();
+        let inner = new_inner(config, found, checkpoint, (log_start, log_end), epoch_cache);
         let log = PartitionLog {
             shared: Rc::new(Shared {
                 dir: dir.to_path_buf(),
                 cache,
                 cache_id,
-                inner: RefCell::new(Inner {
-                    config,
-                    life: Life::Open,
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
-                    high_watermark: log_end,
-                    segments: found.segments,
-                    pending: VecDeque::new(),
-                    pending_bytes: 0,
-                    flushing: false,
-                    change_waiters: Vec::new(),
-                    max_timestamp: found.max_ts,
-                    checkpoint,
-                    meta_locked: false,
-                    flush_count: 0,
-                    producers: ProducerStateTable::new(),
-                    roll_snapshot: None,
-                    txn_index: TxnIndexes::default(),
-                    modified: false,
-                    replicated_hw: None,
-                }),
+                inner: RefCell::new(inner),
             }),
         };
         // Segments wholly below the log start are garbage from an interrupted deletion.
         log.delete_segments_below_start().await?;
         log.rebuild_producer_state().await?;
+        log.check_epochs_on_open(epochs_loaded).await?;
         Ok(log)
     }
 
     /// Load the newest producer snapshot and replay the batches after it (module docs of
     /// [`producer_snapshot`]).
-    async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
+    pub(super) async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
         let (log_start, log_end, empty_at) = {
             let inner = self.shared.inner.borrow();
             (

@@ -21,7 +21,9 @@
 //! gap or an overlap is refused, never written). Producer state (idempotence) and the aborted
 //! transaction index are updated as a leader's append updates them, without the sequence
 //! checks (the leader made them), so a follower that becomes leader detects a retried batch as
-//! a duplicate. Resolves once durable, like [`PartitionLog::append`].
+//! a duplicate; the leader-epoch cache learns each batch whose epoch is above its latest
+//! (Kafka's `maybeAssignEpochStartOffset`). Resolves once durable, like
+//! [`PartitionLog::append`].
 //!
 //! Known gap: a leader's compacted log can have offset gaps between batches; the follower's
 //! contiguity check refuses them, so compacted topics replicate only until their first cleaning
@@ -229,8 +231,12 @@ impl PartitionLog {
             });
             at += b.offset_count;
         }
-        // The epoch cache (repl-epochs) learns here each batch whose partitionLeaderEpoch is
-        // above its latest: `note_epoch_start(epoch, base_offset)` per such batch.
+        // The epoch cache learns each batch whose partitionLeaderEpoch is above its latest.
+        for (b, pb) in checked.infos.iter().zip(&pending_batches) {
+            if let Some(h) = batch::header(&buf[b.pos..b.pos + b.len]) {
+                super::epochs::note_append(inner, h.partition_leader_epoch.get(), pb.base_offset);
+            }
+        }
         apply_producers(inner, checked, &pending_batches);
         let data = buf.freeze();
         for pb in &pending_batches {

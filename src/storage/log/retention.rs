@@ -105,6 +105,9 @@ impl PartitionLog {
         let mut inner = shared.inner.borrow_mut();
         inner.checkpoint.log_start_offset = offset;
         inner.log_start_offset = inner.log_start_offset.max(offset);
+        if inner.epochs.truncate_from_start(offset) {
+            inner.epochs_dirty = true;
+        }
         shared.cache.evict_below(shared.cache_id, offset);
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! `freshet topic create|list|describe|delete|alter-config`.
+//! `freshet topic create|list|describe|delete|alter-config|elect-leaders`.
 //!
 //! create and delete report each topic's result and fail (exit 1) on the first topic the
 //! broker refused; describe shows partitions (leader, replicas, ISR, log start and end
 //! offsets from the leaders) and configs (DescribeConfigs); alter-config sets and deletes
-//! configs with IncrementalAlterConfigs.
+//! configs with IncrementalAlterConfigs; elect-leaders runs preferred (or unclean) leader
+//! elections with ElectLeaders and fails (exit 1) when a partition could not get the leader
+//! asked for (ELECTION_NOT_NEEDED, already led as asked, is no failure).
 
 use std::collections::BTreeMap;
 
@@ -81,6 +83,19 @@ pub enum TopicCommand {
         #[arg(long = "delete")]
         delete: Vec<String>,
     },
+    /// Elect leaders (ElectLeaders): the preferred replica, or any live replica of a
+    /// leaderless partition (unclean).
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    ElectLeaders {
+        /// Topic names (none: every partition of every topic).
+        topics: Vec<String>,
+        /// Only these partitions of the topics (repeatable; default: all of them).
+        #[arg(short, long = "partition")]
+        partitions: Vec<i32>,
+        /// The election: `preferred` or `unclean`.
+        #[arg(long = "type", default_value = "preferred", value_parser = ["preferred", "unclean"])]
+        election: String,
+    },
 }
 
 /// Runs `freshet topic ...`.
@@ -116,6 +131,99 @@ pub fn run(args: TopicArgs) -> Result<()> {
             ops.extend(delete.into_iter().map(AlterOp::Delete));
             alter_config(&mut session, format, &topic, &ops)
         }
+        TopicCommand::ElectLeaders {
+            topics,
+            partitions,
+            election,
+        } => elect_leaders(&mut session, format, &topics, &partitions, &election),
+    }
+}
+
+fn elect_leaders(
+    session: &mut Session,
+    format: Format,
+    topics: &[String],
+    partitions: &[i32],
+    election: &str,
+) -> Result<()> {
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    let election_type = if election == "unclean" {
+        cluster::ELECTION_UNCLEAN
+    } else {
+        cluster::ELECTION_PREFERRED
+    };
+    let asked: Option<Vec<(String, Vec<i32>)>> = if topics.is_empty() {
+        if !partitions.is_empty() {
+            return Err(CliError::Usage("--partition needs topic names".into()));
+        }
+        None
+    } else if partitions.is_empty() {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let metadata = cluster::describe_topics(session.bootstrap(), Some(&names))?;
+        let mut list = Vec::new();
+        for name in topics {
+            let t = metadata.topics.iter().find(|t| &t.name == name);
+            let indexes = match t {
+                Some(t) if t.error_code == 0 => t.partitions.iter().map(|p| p.partition).collect(),
+                Some(t) => return Err(CliError::kafka(t.error_code, format!("topic {name}"))),
+                None => return Err(CliError::kafka(3, format!("topic {name}"))),
+            };
+            list.push((name.clone(), indexes));
+        }
+        Some(list)
+    } else {
+        Some(
+            topics
+                .iter()
+                .map(|t| (t.clone(), partitions.to_vec()))
+                .collect(),
+        )
+    };
+    let results = cluster::elect_leaders(
+        session.bootstrap(),
+        election_type,
+        asked.as_deref(),
+        TOPIC_TIMEOUT_MS,
+    )?;
+    let status = |r: &cluster::ElectionResult| match r.error_code {
+        0 => "elected".to_string(),
+        ELECTION_NOT_NEEDED => "not needed".to_string(),
+        code => match &r.error_message {
+            Some(m) if !m.is_empty() => format!("{}: {m}", super::error_name(code)),
+            _ => super::error_name(code),
+        },
+    };
+    match format {
+        Format::Json => print_json(&serde_json::Value::Array(
+            results
+                .iter()
+                .map(|r| {
+                    json!({
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "error": if r.error_code == 0 { serde_json::Value::Null } else { json!(super::error_name(r.error_code)) },
+                        "error_message": r.error_message,
+                    })
+                })
+                .collect(),
+        )),
+        Format::Table => print_table(
+            &["TOPIC", "PARTITION", "RESULT"],
+            &results
+                .iter()
+                .map(|r| vec![r.topic.clone(), r.partition.to_string(), status(r)])
+                .collect::<Vec<_>>(),
+        ),
+    }
+    match results
+        .iter()
+        .find(|r| r.error_code != 0 && r.error_code != ELECTION_NOT_NEEDED)
+    {
+        Some(r) => Err(CliError::kafka(
+            r.error_code,
+            format!("elect leaders of {}-{}", r.topic, r.partition),
+        )),
+        None => Ok(()),
     }
 }
 
