@@ -8,6 +8,10 @@
 //!   acknowledged; the new leader serves every acknowledged record at the offset it was
 //!   acknowledged at (from the log start a DeleteRecords on the old leader set, which the
 //!   followers took from their fetches), and takes acks=all produces again.
+//! - `a_paused_follower_leaves_the_isr_and_acks_all_goes_on`: SIGSTOP of a follower, ISR
+//!   shrink by AlterPartition after `replica_lag_time_max_ms`, and its return to the ISR.
+//! - `a_restarted_leader_truncates_its_divergent_suffix_and_rejoins`: a killed leader's
+//!   acks=1 suffix nobody else has is truncated when it comes back as a follower.
 //! - `acks_all_below_min_insync_replicas_is_refused`: with `min.insync.replicas` = 3 and one
 //!   follower down (fenced, so out of the ISR), Produce acks=all gets NOT_ENOUGH_REPLICAS and
 //!   appends nothing; acks=1 still works; the consumer sees only what the ISR has.
@@ -438,6 +442,96 @@ fn a_paused_follower_leaves_the_isr_and_acks_all_goes_on() {
         assert_eq!(
             values,
             [&b"before"[..], &b"while-paused"[..], &b"after"[..]]
+        );
+    });
+}
+
+/// A leader that acknowledged records with acks=1 while its followers were paused, then was
+/// killed (-9), comes back as a follower of the new leader: its fetch names its last epoch, the
+/// new leader answers with a diverging epoch, it truncates the suffix nobody else has and
+/// catches up, so it joins the ISR again; the log everyone serves holds the new leader's
+/// records at those offsets, not the lost acks=1 ones.
+#[test]
+fn a_restarted_leader_truncates_its_divergent_suffix_and_rejoins() {
+    within(TEST_LIMIT, || {
+        let mut cluster = TestCluster::start(3, options());
+        create_replicated_topic(&cluster, 0, "diverge", &[]);
+        let (leader, replicas, _) =
+            leader_seen_by(&cluster, 0, "diverge", None, PROPAGATION_WITHIN);
+        let old = leader as usize;
+        assert_eq!(
+            produce_raw(&cluster, old, "diverge", -1, "replicated"),
+            (0, 0)
+        );
+        let followers: Vec<usize> = replicas
+            .iter()
+            .map(|r| *r as usize)
+            .filter(|r| *r != old)
+            .collect();
+        for f in &followers {
+            signal_node(&cluster, *f, libc::SIGSTOP);
+        }
+        // The first may still reach the followers (a fetch parked at the leader is answered
+        // into their sockets); the second cannot: no follower asks again while paused.
+        let first = produce_raw(&cluster, old, "diverge", 1, "acks-one-1");
+        let lost = produce_raw(&cluster, old, "diverge", 1, "acks-one-lost");
+        cluster.kill9(old);
+        for f in &followers {
+            signal_node(&cluster, *f, libc::SIGCONT);
+        }
+        assert_eq!(
+            (first, lost),
+            ((0, 1), (0, 2)),
+            "acks=1 answered by the leader alone"
+        );
+        let (new_leader, _, _) = leader_seen_by(
+            &cluster,
+            followers[0],
+            "diverge",
+            Some(leader),
+            FAILOVER_WITHIN,
+        );
+        let (code, base) = produce_raw(&cluster, new_leader as usize, "diverge", -1, "new-leader");
+        assert_eq!(code, 0);
+        assert!(
+            base == 1 || base == 2,
+            "the new leader writes where its log ends: {base}"
+        );
+
+        cluster.restart(old);
+        wait_isr_len(
+            &cluster,
+            new_leader as usize,
+            "diverge",
+            3,
+            Duration::from_secs(20),
+        );
+        assert_eq!(
+            produce_raw(&cluster, new_leader as usize, "diverge", -1, "all-three"),
+            (0, base + 1)
+        );
+        let expected: Vec<&[u8]> = if base == 2 {
+            vec![b"replicated", b"acks-one-1", b"new-leader", b"all-three"]
+        } else {
+            vec![b"replicated", b"new-leader", b"all-three"]
+        };
+        let read = read_all(
+            &cluster,
+            &[0, 1, 2],
+            "diverge",
+            expected.len(),
+            Duration::from_secs(15),
+        );
+        let values: Vec<&[u8]> = read.values().map(|v| v.as_slice()).collect();
+        assert_eq!(
+            values, expected,
+            "the lost acks=1 record is gone everywhere"
+        );
+        assert!(
+            cluster
+                .log(old)
+                .contains("diverged from its leader's: truncating"),
+            "the old leader truncated"
         );
     });
 }
