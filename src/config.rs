@@ -223,6 +223,40 @@ pub struct BrokerConfig {
     /// leaderless partition of a topic with `unclean.leader.election.enable` a live
     /// out-of-sync replica as leader.
     pub unclean_leader_election_interval_ms: u64,
+    /// Check every request against the ACLs of the metadata (`security::authorizer`; Kafka's
+    /// `authorizer.class.name` set to the StandardAuthorizer). Off (the default): everyone may
+    /// do everything, as before. In TOML `authorizer = "on"` or `"off"` (or a boolean).
+    #[serde(deserialize_with = "on_off")]
+    pub authorizer: bool,
+    /// Kafka `super.users`: principals allowed everything, `;`-separated
+    /// (`"User:admin;User:ops"`).
+    pub super_users: String,
+    /// Kafka `allow.everyone.if.no.acl.found`: with the authorizer on, a resource that has no
+    /// ACL at all is open to everyone (default false: denied).
+    pub allow_everyone_if_no_acl_found: bool,
+    /// Bytes of Produce requests read on one shard and not yet answered (most of them waiting
+    /// for the disk); a producing connection stops being read at the limit, other requests
+    /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
+    /// holds back the producers, not everyone.
+    pub produce_inflight_bytes_per_shard_max: usize,
+}
+
+/// Reads `"on"`/`"off"` (or a boolean) as a boolean.
+fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OnOff {
+        Bool(bool),
+        Text(String),
+    }
+    match OnOff::deserialize(d)? {
+        OnOff::Bool(b) => Ok(b),
+        OnOff::Text(t) if t == "on" => Ok(true),
+        OnOff::Text(t) if t == "off" => Ok(false),
+        OnOff::Text(t) => Err(serde::de::Error::custom(format!(
+            "expected \"on\" or \"off\", got {t:?}"
+        ))),
+    }
 }
 
 impl Default for BrokerConfig {
@@ -289,6 +323,10 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
             unclean_leader_election_interval_ms: 300_000,
+            authorizer: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
+            produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
         }
     }
 }
@@ -433,6 +471,10 @@ impl BrokerConfig {
                 "unclean_leader_election_interval_ms",
                 i64::try_from(self.unclean_leader_election_interval_ms).unwrap_or(i64::MAX),
             ),
+            (
+                "produce_inflight_bytes_per_shard_max",
+                self.produce_inflight_bytes_per_shard_max as i64,
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -565,5 +607,26 @@ mod tests {
         assert_eq!(config.shards, 2);
         assert_eq!(config.listen_addr().unwrap().port(), 19092);
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn authorizer_is_off_by_default_and_reads_on_off() {
+        let d = BrokerConfig::default();
+        assert!(!d.authorizer && !d.allow_everyone_if_no_acl_found && d.super_users.is_empty());
+        let on: BrokerConfig =
+            toml::from_str("authorizer = \"on\"\nsuper_users = \"User:admin;User:ops\"\n").unwrap();
+        assert!(on.authorizer);
+        assert_eq!(on.super_users, "User:admin;User:ops");
+        assert!(
+            toml::from_str::<BrokerConfig>("authorizer = true")
+                .unwrap()
+                .authorizer
+        );
+        assert!(
+            !toml::from_str::<BrokerConfig>("authorizer = \"off\"")
+                .unwrap()
+                .authorizer
+        );
+        assert!(toml::from_str::<BrokerConfig>("authorizer = \"maybe\"").is_err());
     }
 }

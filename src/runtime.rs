@@ -338,6 +338,11 @@ async fn shard_main(
         return Err(reason);
     }
     let shard = Shard::new(index, config.clone(), router, metadata);
+    let stall_watch = crate::rt::spawn_local(crate::rt::stall::watch(
+        index,
+        crate::metrics::record_reactor_stall,
+    ))
+    .detach();
     let inbox_task = crate::rt::spawn_local(inbox_loop(shard.clone(), inbox)).detach();
     let admin_task = admin.map(|fd| spawn_admin(&shard, fd, &gate));
     shard.open_partitions().await;
@@ -370,6 +375,7 @@ async fn shard_main(
         crate::rt::sleep(Duration::from_millis(20)).await;
     }
     retention.cancel();
+    stall_watch.cancel();
     if let Some(task) = cleaner {
         task.cancel();
     }
@@ -773,6 +779,7 @@ fn exit_if_not_stopped_within(timeout: Duration, reason: String) {
                 ?timeout,
                 "shards did not stop after the failed start; exiting"
             );
+            crate::logging::flush();
             let _ = writeln!(std::io::stderr(), "freshet: {reason}");
             std::process::exit(1);
         });

@@ -64,10 +64,29 @@ pub struct StartArgs {
     /// collectors) [default: text].
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Check every request against the ACLs: "on" or "off" (Kafka's authorizer.class.name)
+    /// [default: off].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, ";"-separated, as Kafka's super.users
+    /// ("User:admin;User:ops") [default: none].
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// With the authorizer on, allow a resource that has no ACL at all (Kafka's
+    /// allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
-/// Runs a broker until SIGINT/SIGTERM; the process exit code.
+/// Runs a broker until SIGINT/SIGTERM; the process exit code. The log queue is written out
+/// before it returns (`logging::flush`).
 pub fn run(args: StartArgs) -> ExitCode {
+    let code = run_broker(args);
+    crate::logging::flush();
+    code
+}
+
+fn run_broker(args: StartArgs) -> ExitCode {
     let filter = args
         .log
         .clone()
@@ -75,7 +94,9 @@ pub fn run(args: StartArgs) -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        // Through the log thread: a slow stderr (a saturated disk, a lagging collector) must
+        // not block a shard (`logging`).
+        .with_writer(crate::logging::QueuedStderr)
         // Colours only for a person at a terminal: a log file or a collector gets plain text
         // (and NO_COLOR, https://no-color.org, turns them off at a terminal too).
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
@@ -126,6 +147,15 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
+    }
+    if let Some(v) = args.authorizer {
+        config.authorizer = v == "on";
+    }
+    if let Some(v) = args.super_users {
+        config.super_users = v;
+    }
+    if let Some(v) = args.allow_everyone_if_no_acl_found {
+        config.allow_everyone_if_no_acl_found = v;
     }
     // A start that failed for want of ring memory right after a kill -9 of the previous broker
     // is retried a few times (the kernel frees the old rings asynchronously).

@@ -61,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     response.controller_id = BrokerId(routing::controller_id(&shard.config));
     response.endpoint_type = ENDPOINT_BROKER;
     response.cluster_authorized_operations = if body.include_cluster_authorized_operations {
-        all_cluster_operations()
+        super::authz::cluster_operations(shard, &request)
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };

@@ -11,14 +11,18 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
+pub mod authz;
 pub mod configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -128,6 +132,9 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
+        ApiKey::CreateAcls => create_acls::handle(shard, request).await,
+        ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
+        ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -11,7 +11,10 @@
 //! shows half-applied to anyone.
 //!
 //! Dynamic broker configs (AlterConfigs on the BROKER resource) are part of it too, by
-//! resource name (a node id, or `""` for the cluster default); see `broker_config`.
+//! resource name (a node id, or `""` for the cluster default); see `broker_config`. So are the
+//! ACL bindings (CreateAcls / DeleteAcls: [`MetadataCommand::CreateAcl`],
+//! [`MetadataCommand::DeleteAcls`]; checked by `security::acl::AclBinding::validate`, at most
+//! `security::acl::ACLS_MAX`).
 //!
 //! Brokers and placement (the cluster): brokers register ([`MetadataCommand::RegisterBroker`],
 //! from the active controller's `cluster::liveness`), are fenced when their heartbeats stop
@@ -56,7 +59,7 @@
 //! partition that changes gets a newer partition epoch; a registration's node id is its key.
 //! At most [`BROKERS_MAX`] brokers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -65,6 +68,7 @@ use uuid::Uuid;
 use super::invariants::{debug_check, ensure, Violation};
 use super::{broker_config, topic_config};
 use crate::coordinator::placement;
+use crate::security::acl::{AclBinding, ACLS_MAX};
 
 /// The longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -189,6 +193,10 @@ pub struct ClusterMetadata {
         with = "brokers_as_list"
     )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// The ACL bindings (Kafka's `AccessControlEntryRecord`s), at most
+    /// `security::acl::ACLS_MAX`, ordered so the authorizer finds a resource's by range.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// The largest metadata record batch: one snapshot of the whole metadata must fit (the
@@ -325,6 +333,15 @@ pub enum MetadataCommand {
         partition: i32,
         election: Election,
     },
+    /// Add an ACL binding (CreateAcls); one already there is accepted and changes nothing.
+    CreateAcl {
+        acl: AclBinding,
+    },
+    /// Remove these ACL bindings (DeleteAcls: the bindings its filter matched); those no
+    /// longer there are skipped.
+    DeleteAcls {
+        acls: Vec<AclBinding>,
+    },
 }
 
 /// The kind of a leader election (Kafka's `ElectionType`: PREFERRED = 0, UNCLEAN = 1).
@@ -401,6 +418,14 @@ pub enum MetadataRecord {
         topic: String,
         partition: i32,
         assignment: PartitionAssignment,
+    },
+    /// An ACL binding added.
+    AclCreated {
+        acl: AclBinding,
+    },
+    /// ACL bindings removed.
+    AclsDeleted {
+        acls: Vec<AclBinding>,
     },
 }
 
@@ -667,6 +692,18 @@ impl ClusterMetadata {
                 partition,
                 election,
             } => self.elected(topic, *partition, *election).map(|_| ()),
+            MetadataCommand::CreateAcl { acl } => {
+                acl.validate()
+                    .map_err(|e| MetadataError::new(ResponseError::InvalidRequest, e.0))?;
+                if self.acls.len() >= ACLS_MAX && !self.acls.contains(acl) {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("The cluster already holds {ACLS_MAX} ACLs, the most it keeps."),
+                    ));
+                }
+                Ok(())
+            }
+            MetadataCommand::DeleteAcls { .. } => Ok(()),
         }
     }
 
@@ -1144,6 +1181,14 @@ impl ClusterMetadata {
                 partition: *partition,
                 assignment: self.elected(topic, *partition, *election)?,
             },
+            MetadataCommand::CreateAcl { acl } => MetadataRecord::AclCreated { acl: acl.clone() },
+            MetadataCommand::DeleteAcls { acls } => MetadataRecord::AclsDeleted {
+                acls: acls
+                    .iter()
+                    .filter(|a| self.acls.contains(*a))
+                    .cloned()
+                    .collect(),
+            },
         })
     }
 
@@ -1232,6 +1277,14 @@ impl ClusterMetadata {
                     .and_then(|t| t.assignment.get_mut(usize::try_from(*partition).ok()?));
                 if let Some(slot) = slot {
                     *slot = assignment.clone();
+                }
+            }
+            MetadataRecord::AclCreated { acl } => {
+                next.acls.insert(acl.clone());
+            }
+            MetadataRecord::AclsDeleted { acls } => {
+                for acl in acls {
+                    next.acls.remove(acl);
                 }
             }
         }
@@ -1741,6 +1794,74 @@ mod tests {
             replication_factor: 1,
             assignments: None,
         }
+    }
+
+    fn acl(name: &str) -> AclBinding {
+        use crate::security::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        }
+    }
+
+    /// ACLs are metadata: created (twice is once), refused when invalid or over the bound,
+    /// deleted (absent ones skipped), and a snapshot's JSON keeps them.
+    #[test]
+    fn acls_are_created_deleted_and_survive_a_snapshot() {
+        let m0 = ClusterMetadata::default();
+        let m1 = m0
+            .apply(&MetadataCommand::CreateAcl { acl: acl("a") })
+            .unwrap();
+        let m2 = m1
+            .apply(&MetadataCommand::CreateAcl { acl: acl("a") })
+            .unwrap();
+        assert_eq!(m2.acls.len(), 1);
+        let m3 = m2
+            .apply(&MetadataCommand::CreateAcl { acl: acl("b") })
+            .unwrap();
+        let refused = m3
+            .apply(&MetadataCommand::CreateAcl { acl: acl("") })
+            .unwrap_err();
+        assert_eq!(refused.code, ResponseError::InvalidRequest);
+        let json = serde_json::to_string(&MetadataRecord::Snapshot {
+            metadata: m3.clone(),
+        })
+        .unwrap();
+        let back: MetadataRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back,
+            MetadataRecord::Snapshot {
+                metadata: m3.clone()
+            }
+        );
+        let record = m3
+            .record_for(&MetadataCommand::DeleteAcls {
+                acls: vec![acl("a"), acl("zz")],
+            })
+            .unwrap();
+        assert_eq!(
+            record,
+            MetadataRecord::AclsDeleted {
+                acls: vec![acl("a")]
+            }
+        );
+        let m4 = m3.replay(&record);
+        assert_eq!(m4.acls.iter().cloned().collect::<Vec<_>>(), vec![acl("b")]);
+        let mut full = ClusterMetadata::default();
+        for i in 0..ACLS_MAX {
+            full.acls.insert(acl(&format!("t{i}")));
+        }
+        assert!(full
+            .check(&MetadataCommand::CreateAcl { acl: acl("new") })
+            .is_err());
+        assert!(full
+            .check(&MetadataCommand::CreateAcl { acl: acl("t1") })
+            .is_ok());
     }
 
     #[test]

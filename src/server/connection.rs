@@ -22,6 +22,12 @@
 //! that keeps small requests (ApiVersions, Metadata, heartbeats) of other clients flowing. At
 //! either limit the reader stops reading, so TCP backpressure reaches the client.
 //!
+//! Produce requests (recognised by the API key in their first bytes) reserve from their own
+//! budget instead, `produce_inflight_bytes_per_shard_max` ([`Shard::produce_kib`]): they are
+//! the requests that wait for the disk, so a slow or stalled disk fills only that budget and
+//! stops reading only the connections that produce; ApiVersions, Metadata, heartbeats and
+//! fetches of other connections keep their budget (issue 18).
+//!
 //! The connection closes when the client closes, sends something unparseable (a TLS
 //! ClientHello is recognised and logged as such), a handler asks for it (unknown API key) or
 //! panics, the connection idles longer than `connections_max_idle_ms`, or a request does not
@@ -39,7 +45,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
 use crate::api::{self, Outcome};
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
-use crate::protocol::header::parse_request_header;
+use crate::protocol::header::{parse_request_header, ParsedRequest};
 use crate::shard::Shard;
 
 /// Bytes read at once while no frame size is known: an idle connection waits with this much in
@@ -57,6 +63,8 @@ pub const READ_WINDOW_BYTES_MAX: usize = 256 * 1024;
 /// Requests up to this size are small: they reserve the shard's request budget once complete
 /// and may use all of it; larger ones reserve on their size prefix and share 3/4 of it.
 pub const SMALL_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Kafka's API key of Produce: such requests reserve from the shard's produce budget.
+const PRODUCE_API_KEY: i16 = 0;
 /// The first bytes of a TLS handshake record (content type 22, version 3.x).
 const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
@@ -87,12 +95,29 @@ struct Reservation {
     kib: u64,
     /// KiB of [`Shard::large_request_kib`] (0 for a small request).
     large_kib: u64,
+    /// KiB of [`Shard::produce_kib`] (a Produce request holds only these).
+    produce_kib: u64,
+    /// How long the request waited for this reservation (counts against its deadline).
+    waited: Duration,
 }
 
 impl Reservation {
     /// Waits until the shard's request budget has room for a request of `bytes`; a large one
-    /// also waits for room in the share large requests may hold.
-    async fn acquire(shard: &Rc<Shard>, bytes: usize) -> Option<Reservation> {
+    /// also waits for room in the share large requests may hold. A Produce request (`produce`)
+    /// waits for room in the shard's produce budget instead.
+    async fn acquire(shard: &Rc<Shard>, bytes: usize, produce: bool) -> Option<Reservation> {
+        if produce {
+            let total = crate::shard::produce_kib_total(&shard.config);
+            let kib = (bytes as u64).div_ceil(1024).clamp(1, total);
+            shard.produce_kib.acquire(kib).await.ok()?;
+            return Some(Reservation {
+                shard: shard.clone(),
+                kib: 0,
+                large_kib: 0,
+                produce_kib: kib,
+                waited: Duration::ZERO,
+            });
+        }
         let total = shard_kib_total(shard);
         let kib = (bytes as u64).div_ceil(1024).clamp(1, total);
         let large_kib = if bytes > SMALL_REQUEST_BYTES_MAX {
@@ -109,6 +134,8 @@ impl Reservation {
             shard: shard.clone(),
             kib: 0,
             large_kib,
+            produce_kib: 0,
+            waited: Duration::ZERO,
         };
         shard.inflight_kib.acquire(kib).await.ok()?;
         reservation.kib = kib;
@@ -116,10 +143,24 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// A reservation of nothing (for a request answered without being handled).
+    fn nothing(shard: &Rc<Shard>) -> Reservation {
+        Reservation {
+            shard: shard.clone(),
+            kib: 0,
+            large_kib: 0,
+            produce_kib: 0,
+            waited: Duration::ZERO,
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.shard.inflight_kib.signal(self.kib);
         self.shard.large_request_kib.signal(self.large_kib);
+        self.shard.produce_kib.signal(self.produce_kib);
     }
 }
 
@@ -259,12 +300,17 @@ impl FrameReader<'_> {
                 i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize
                     + SIZE_PREFIX_BYTES
             });
-            if let Some(frame_bytes) = frame_bytes {
+            // A large frame reserves once its API key is here too (which budget it takes).
+            if let (Some(frame_bytes), Some(api_key)) = (frame_bytes, api_key_of(buf)) {
                 let size = frame_bytes - SIZE_PREFIX_BYTES;
                 if size > SMALL_REQUEST_BYTES_MAX && reserved.is_none() {
                     let waiting = Instant::now();
-                    match Reservation::acquire(shard, size).await {
-                        Some(r) => reserved = Some(r),
+                    let produce = api_key == PRODUCE_API_KEY;
+                    match Reservation::acquire(shard, size, produce).await {
+                        Some(mut r) => {
+                            r.waited = waiting.elapsed();
+                            reserved = Some(r);
+                        }
                         None => return Err("shard stopping".into()),
                     }
                     if let Some(s) = started.as_mut() {
@@ -386,13 +432,7 @@ async fn dispatch(
     peer: &str,
 ) -> Result<(), String> {
     let frame: Bytes = frame.freeze();
-    let reservation = match reserved {
-        Some(r) => r,
-        None => match Reservation::acquire(shard, frame.len()).await {
-            Some(r) => r,
-            None => return Err("shard stopping".into()),
-        },
-    };
+    let frame_bytes = frame.len();
     let mut request = match parse_request_header(frame) {
         Ok(request) => request,
         Err(e) => {
@@ -401,8 +441,17 @@ async fn dispatch(
         }
     };
     request.client_host = client_host.clone();
+    let queued = Instant::now();
+    let (reservation, timed_out) = match reserved {
+        Some(r) => (r, false),
+        None => reserve(shard, &request, frame_bytes).await?,
+    };
+    request.queued_for = reservation.waited + queued.elapsed();
     let handler_shard = shard.clone();
     let answer = crate::rt::spawn_local(async move {
+        if timed_out {
+            return api::produce::answer_timed_out(&request);
+        }
         // A bug in one handler must not take the shard (and every other client) down:
         // the panic is logged by the panic hook and only this connection is closed.
         AssertUnwindSafe(api::handle(&handler_shard, request))
@@ -425,6 +474,38 @@ async fn dispatch(
         return Err("writer gone".into());
     }
     Ok(())
+}
+
+/// Reserves the shard memory for a complete `request` of `bytes`, waiting for room. A Produce
+/// waits for room in the produce budget for its `timeout_ms` at most (the wait counts against
+/// it, so a stalled disk cannot leave it unanswered): `(_, true)` then, with nothing reserved,
+/// and it is answered REQUEST_TIMED_OUT without being handled. `Err`: the shard is stopping.
+async fn reserve(
+    shard: &Rc<Shard>,
+    request: &ParsedRequest,
+    bytes: usize,
+) -> Result<(Reservation, bool), String> {
+    let stopping = || "shard stopping".to_string();
+    if request.api_key != PRODUCE_API_KEY {
+        let r = Reservation::acquire(shard, bytes, false).await;
+        return r.map(|r| (r, false)).ok_or_else(stopping);
+    }
+    let limit = api::produce::budget_wait_max(request);
+    let acquire = Reservation::acquire(shard, bytes, true);
+    match limit {
+        None => acquire.await.map(|r| (r, false)).ok_or_else(stopping),
+        Some(limit) => match crate::rt::timeout(limit, acquire).await {
+            Some(r) => r.map(|r| (r, false)).ok_or_else(stopping),
+            None => Ok((Reservation::nothing(shard), true)),
+        },
+    }
+}
+
+/// The API key of the frame at the front of `buf` (size prefix included), once its bytes
+/// are here.
+fn api_key_of(buf: &[u8]) -> Option<i16> {
+    buf.get(SIZE_PREFIX_BYTES..SIZE_PREFIX_BYTES + 2)
+        .map(|k| i16::from_be_bytes([k[0], k[1]]))
 }
 
 fn shard_kib_total(shard: &Shard) -> u64 {

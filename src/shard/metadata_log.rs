@@ -106,7 +106,8 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
-                topics + brokers + 256
+                let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
+                topics + brokers + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -127,8 +128,14 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::PartitionChanged {
                 topic, assignment, ..
             } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
+            MetadataRecord::AclCreated { acl } => acl_bytes(acl),
+            MetadataRecord::AclsDeleted { acls } => acls.iter().map(acl_bytes).sum::<usize>() + 64,
         }
     }
+}
+
+fn acl_bytes(acl: &crate::security::acl::AclBinding) -> usize {
+    acl.resource_name.len() + acl.principal.len() + acl.host.len() + 192
 }
 
 fn config_bytes(configs: &std::collections::BTreeMap<String, String>) -> usize {

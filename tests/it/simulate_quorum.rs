@@ -350,6 +350,8 @@ fn describe(record: &MetadataRecord) -> String {
             "partition {topic}-{partition} leader {} epochs {}/{} isr {:?}",
             a.leader, a.leader_epoch, a.partition_epoch, a.isr
         ),
+        MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
+        MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
     }
 }
 

@@ -749,7 +749,43 @@ fn served() -> Vec<Served> {
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
         served!(ElectLeadersRequest, seed_elect_leaders),
         served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
+        served!(DescribeAclsRequest, seed_describe_acls),
+        served!(CreateAclsRequest, seed_create_acls),
+        served!(DeleteAclsRequest, seed_delete_acls),
     ]
+}
+
+fn seed_describe_acls(_v: i16) -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(2)
+        .with_principal_filter(Some(s("User:alice")))
+        .with_operation(1)
+        .with_permission_type(1)
+}
+
+fn seed_create_acls(_v: i16) -> CreateAclsRequest {
+    let c = create_acls_request::AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(s("orders"))
+        .with_resource_pattern_type(3)
+        .with_principal(s("User:alice"))
+        .with_host(s("*"))
+        .with_operation(3)
+        .with_permission_type(3);
+    CreateAclsRequest::default().with_creations(vec![c.clone(), c])
+}
+
+fn seed_delete_acls(_v: i16) -> DeleteAclsRequest {
+    let f = delete_acls_request::DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(1)
+        .with_host_filter(Some(s("*")))
+        .with_operation(1)
+        .with_permission_type(1);
+    DeleteAclsRequest::default().with_filters(vec![f])
 }
 
 /// Every API in the versions table is covered here, so no served type escapes the fuzzing.

@@ -1186,6 +1186,85 @@ pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC: StructSc
     ],
 };
 
+pub(crate) static DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST: StructSchema = StructSchema {
+    name: "DescribeAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_acls_request::DescribeAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_ACLCREATION: StructSchema = StructSchema {
+    name: "AclCreation", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::AclCreation>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_pattern_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host
+        Field { ty: Ty::String, min: 1, max: 1 }, // host
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_CREATEACLSREQUEST: StructSchema = StructSchema {
+    name: "CreateAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::CreateAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 2, max: 3 }, // creations
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 1, max: 1 }, // creations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSFILTER: StructSchema = StructSchema {
+    name: "DeleteAclsFilter", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsFilter>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSREQUEST: StructSchema = StructSchema {
+    name: "DeleteAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 2, max: 3 }, // filters
+        Field { ty: Ty::Array(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 1, max: 1 }, // filters
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1231,6 +1310,9 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
         43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
         23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4
+        29 => Some(&DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST), // versions 1-3
+        30 => Some(&CREATE_ACLS_REQUEST_CREATEACLSREQUEST), // versions 1-3
+        31 => Some(&DELETE_ACLS_REQUEST_DELETEACLSREQUEST), // versions 1-3
         _ => None,
     }
 }

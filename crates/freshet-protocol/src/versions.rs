@@ -60,6 +60,10 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // Broker to broker: a transaction coordinator's markers (v0 removed in Kafka 4.0).
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 5),
+    // ACLs (Kafka 4.1 serves v2-v3: KIP-896 removed v0-v1).
+    api(ApiKey::DescribeAcls, 2, 3),
+    api(ApiKey::CreateAcls, 2, 3),
+    api(ApiKey::DeleteAcls, 2, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),

@@ -9,6 +9,7 @@
 //! - [`produce`]: records from stdin lines (keys, headers, partitioning, compression, acks).
 //! - [`consume`]: records to stdout (kcat-like `%` format or JSON lines).
 //! - [`cluster`]: cluster id, controller, brokers.
+//! - [`acl`]: add, list, remove ACL bindings (CreateAcls, DescribeAcls, DeleteAcls).
 //!
 //! Common to all: `-b/--brokers/--bootstrap host:port[,host:port]` (env `FRESHET_BROKERS`,
 //! default localhost:9092; before or after the subcommand, see `main.rs`) to bootstrap from;
@@ -21,6 +22,7 @@
 //! error (bad flags, from clap or from our own checks); 3 connection or I/O failure (no broker
 //! reachable, timeout, malformed answer).
 
+pub mod acl;
 pub mod cluster;
 pub mod consume;
 pub mod group;
@@ -82,6 +84,9 @@ pub enum Command {
     /// The cluster: id, controller, brokers.
     #[command(after_help = EXIT_CODES_HELP)]
     Cluster(cluster::ClusterArgs),
+    /// ACLs: add, list, remove (needs a broker with the authorizer on).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Acl(acl::AclArgs),
 }
 
 impl Command {
@@ -95,6 +100,7 @@ impl Command {
             Command::Produce(args) => exit(produce::run(args)),
             Command::Consume(args) => exit(consume::run(args)),
             Command::Cluster(args) => exit(cluster::run(args)),
+            Command::Acl(args) => exit(acl::run(args)),
         }
     }
 }
