@@ -223,6 +223,20 @@ pub struct BrokerConfig {
     /// Kafka `connection.failed.authentication.delay.ms`: a failed authentication is answered
     /// (and its connection closed) this long after it failed, to slow password guessing.
     pub connection_failed_authentication_delay_ms: u64,
+    /// Kafka `replica.lag.time.max.ms`: an in-sync follower that has not caught up with the
+    /// leader's log end for this long leaves the ISR, in milliseconds.
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka `replica.fetch.max.bytes`: bytes a follower's Fetch asks per partition.
+    pub replica_fetch_max_bytes: usize,
+    /// Kafka `replica.fetch.response.max.bytes`: bytes a follower's Fetch asks in all (its
+    /// response is refused above this plus one partition's worth of framing).
+    pub replica_fetch_response_max_bytes: usize,
+    /// Kafka `replica.fetch.wait.max.ms`: how long a follower's Fetch waits at the leader for
+    /// data, in milliseconds.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Kafka `replica.fetch.backoff.ms`: the longest a follower waits before it reconnects to
+    /// a leader after an error (it starts at a tenth of it and doubles), in milliseconds.
+    pub replica_fetch_backoff_ms: u64,
     /// Kafka `auto.leader.rebalance.enable`: the active controller moves leadership back to
     /// each partition's preferred (first) replica when a broker's share of partitions led
     /// elsewhere passes `leader_imbalance_per_broker_percentage`.
@@ -341,6 +355,11 @@ impl Default for BrokerConfig {
             ssl_ca_file: PathBuf::new(),
             ssl_client_auth: "none".into(),
             connection_failed_authentication_delay_ms: 100,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
