@@ -31,6 +31,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod metrics;
 pub mod os;
+pub mod quota;
 pub mod rt;
 pub mod runtime;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).

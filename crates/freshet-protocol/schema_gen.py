@@ -30,6 +30,7 @@ REQUESTS = {
     "write_txn_markers_request": 27,
     "elect_leaders_request": 43,
     "offset_for_leader_epoch_request": 23,
+    "describe_client_quotas_request": 48, "alter_client_quotas_request": 49,
 }
 
 DECODE = re.compile(

@@ -10,6 +10,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod admin;
+pub mod alter_client_quotas;
 pub mod api_versions;
 pub mod configs;
 pub mod consumer_group_describe;
@@ -19,6 +20,7 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -128,6 +130,8 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
+        ApiKey::DescribeClientQuotas => describe_client_quotas::handle(shard, request).await,
+        ApiKey::AlterClientQuotas => alter_client_quotas::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

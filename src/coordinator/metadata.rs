@@ -189,6 +189,14 @@ pub struct ClusterMetadata {
         with = "brokers_as_list"
     )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Client quotas by entity (DescribeClientQuotas / AlterClientQuotas, `crate::quota`).
+    /// Empty value sets are not kept.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "crate::quota::table_as_list"
+    )]
+    pub client_quotas: crate::quota::QuotaTable,
 }
 
 /// The largest metadata record batch: one snapshot of the whole metadata must fit (the
@@ -325,6 +333,13 @@ pub enum MetadataCommand {
         partition: i32,
         election: Election,
     },
+    /// AlterClientQuotas for one entity: set each `Some` value, remove each `None` key.
+    /// INVALID_REQUEST for an empty entity, an unknown key, a value Kafka refuses
+    /// (`quota::check_value`), or past `quota::QUOTA_ENTITIES_MAX` entities.
+    AlterClientQuota {
+        entity: crate::quota::QuotaEntity,
+        ops: Vec<(String, Option<f64>)>,
+    },
 }
 
 /// The kind of a leader election (Kafka's `ElectionType`: PREFERRED = 0, UNCLEAN = 1).
@@ -401,6 +416,11 @@ pub enum MetadataRecord {
         topic: String,
         partition: i32,
         assignment: PartitionAssignment,
+    },
+    /// The quotas of one entity replaced (empty: removed).
+    ClientQuotaSet {
+        entity: crate::quota::QuotaEntity,
+        values: BTreeMap<String, crate::quota::QuotaValue>,
     },
 }
 
@@ -667,7 +687,45 @@ impl ClusterMetadata {
                 partition,
                 election,
             } => self.elected(topic, *partition, *election).map(|_| ()),
+            MetadataCommand::AlterClientQuota { entity, ops } => {
+                self.client_quota_after(entity, ops).map(|_| ())
+            }
         }
+    }
+
+    /// The quotas of `entity` after `ops` (AlterClientQuota), or why they are refused.
+    fn client_quota_after(
+        &self,
+        entity: &crate::quota::QuotaEntity,
+        ops: &[(String, Option<f64>)],
+    ) -> Result<BTreeMap<String, crate::quota::QuotaValue>, MetadataError> {
+        let invalid = |why: String| MetadataError::new(ResponseError::InvalidRequest, why);
+        crate::quota::check_entity(entity).map_err(invalid)?;
+        let mut values = self.client_quotas.get(entity).cloned().unwrap_or_default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => {
+                    crate::quota::check_value(key, *v).map_err(invalid)?;
+                    values.insert(key.clone(), crate::quota::QuotaValue(*v));
+                }
+                None => {
+                    if !crate::quota::QUOTA_KEYS.iter().any(|(k, _)| k == key) {
+                        return Err(invalid(format!("Invalid configuration key {key}")));
+                    }
+                    values.remove(key);
+                }
+            }
+        }
+        if !values.is_empty()
+            && !self.client_quotas.contains_key(entity)
+            && self.client_quotas.len() >= crate::quota::QUOTA_ENTITIES_MAX
+        {
+            return Err(invalid(format!(
+                "At most {} client quota entities may be configured.",
+                crate::quota::QUOTA_ENTITIES_MAX
+            )));
+        }
+        Ok(values)
     }
 
     /// The assignment an election of `election` kind gives `topic`/`partition`, or why there is
@@ -1144,6 +1202,10 @@ impl ClusterMetadata {
                 partition: *partition,
                 assignment: self.elected(topic, *partition, *election)?,
             },
+            MetadataCommand::AlterClientQuota { entity, ops } => MetadataRecord::ClientQuotaSet {
+                entity: entity.clone(),
+                values: self.client_quota_after(entity, ops)?,
+            },
         })
     }
 
@@ -1232,6 +1294,13 @@ impl ClusterMetadata {
                     .and_then(|t| t.assignment.get_mut(usize::try_from(*partition).ok()?));
                 if let Some(slot) = slot {
                     *slot = assignment.clone();
+                }
+            }
+            MetadataRecord::ClientQuotaSet { entity, values } => {
+                if values.is_empty() {
+                    next.client_quotas.remove(entity);
+                } else {
+                    next.client_quotas.insert(entity.clone(), values.clone());
                 }
             }
         }

@@ -106,7 +106,8 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
-                topics + brokers + 256
+                let quotas = metadata.client_quotas.len() * 256;
+                topics + brokers + quotas + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -127,6 +128,7 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::PartitionChanged {
                 topic, assignment, ..
             } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
+            MetadataRecord::ClientQuotaSet { .. } => 512,
         }
     }
 }
