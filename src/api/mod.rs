@@ -47,6 +47,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
 pub mod sync_group;
+pub mod throttle;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
@@ -73,6 +74,12 @@ pub enum Outcome {
     NoResponse,
     /// Close the connection after the responses queued before this one.
     Close(String),
+    /// Write these pieces (none: Produce with acks=0), then stop reading the connection for
+    /// `throttle_ms` (a client over its quota, `crate::quota`; Kafka mutes the channel).
+    Throttled {
+        pieces: Vec<Bytes>,
+        throttle_ms: u64,
+    },
 }
 
 /// Handles one request on the connection's shard, and counts it (`crate::metrics`).

@@ -564,6 +564,25 @@ pub fn record_and_throttle_ms(
     all.record(kind, sensor, quota, value, now_ms())
 }
 
+/// Takes `value` back off the rate [`record_and_throttle_ms`] recorded it into (a throttled
+/// fetch answered empty: Kafka's `unrecordQuotaSensor`).
+pub fn unrecord(
+    quotas: &QuotaTable,
+    kind: QuotaType,
+    principal: &str,
+    client_id: &str,
+    value: f64,
+) {
+    let Some((_, sensor)) = applicable(quotas, user_of(principal), client_id, kind.key()) else {
+        return;
+    };
+    let mut all = global().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = all.sensors.get_mut(&(kind, sensor)) {
+        s.rate.record(-value, now_ms());
+        s.recorded_total -= value;
+    }
+}
+
 /// The /metrics text of the quota rates.
 pub fn render_metrics() -> String {
     let mut all = global().lock().unwrap_or_else(|p| p.into_inner());

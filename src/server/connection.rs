@@ -72,8 +72,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    let write_task = crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone()));
-    let why = read_loop(&shard, reader, queue_tx, &peer).await;
+    // Until when a quota's throttle mutes the connection (set by the writer, obeyed by the
+    // reader: no request is read or handled before then).
+    let muted_until: Rc<std::cell::Cell<Option<Instant>>> = Rc::default();
+    let write_task = crate::rt::spawn_local(write_loop(
+        writer,
+        queue_rx,
+        peer.clone(),
+        muted_until.clone(),
+    ));
+    let why = read_loop(&shard, reader, queue_tx, &peer, &muted_until).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
@@ -174,6 +182,7 @@ async fn read_loop(
     reader: futures_lite::io::ReadHalf<TcpStream>,
     queue: flume::Sender<InFlight>,
     peer: &str,
+    muted_until: &std::cell::Cell<Option<Instant>>,
 ) -> String {
     let mut frames = FrameReader {
         shard,
@@ -188,11 +197,14 @@ async fn read_loop(
     };
     let client_host = client_host_of(peer);
     loop {
+        wait_unmuted(muted_until).await;
         let (frame, reserved) = match frames.read_frame().await {
             Ok(read) => read,
             Err(why) => return why,
         };
         frames.frames_read += 1;
+        // A frame read while the answer before it was being throttled waits too.
+        wait_unmuted(muted_until).await;
         if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer).await {
             return why;
         }
@@ -427,6 +439,18 @@ async fn dispatch(
     Ok(())
 }
 
+/// Waits while a quota's throttle mutes the connection (Kafka's muted channel).
+async fn wait_unmuted(muted_until: &std::cell::Cell<Option<Instant>>) {
+    while let Some(until) = muted_until.get() {
+        let now = Instant::now();
+        if now >= until {
+            muted_until.set(None);
+            return;
+        }
+        crate::rt::sleep(until - now).await;
+    }
+}
+
 fn shard_kib_total(shard: &Shard) -> u64 {
     (shard.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64
 }
@@ -435,6 +459,7 @@ async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     queue: flume::Receiver<InFlight>,
     peer: String,
+    muted_until: Rc<std::cell::Cell<Option<Instant>>>,
 ) {
     let mut open = true;
     while let Ok(InFlight {
@@ -455,6 +480,19 @@ async fn write_loop(
                 }
             }
             Some(Outcome::NoResponse) => {}
+            Some(Outcome::Throttled {
+                pieces,
+                throttle_ms,
+            }) => {
+                if !pieces.is_empty() {
+                    if let Err(e) = write_pieces(&mut writer, &pieces).await {
+                        tracing::debug!(%peer, error = %e, "write failed; closing connection");
+                        open = false;
+                    }
+                }
+                let until = Instant::now() + Duration::from_millis(throttle_ms);
+                muted_until.set(Some(muted_until.get().map_or(until, |u| u.max(until))));
+            }
             Some(Outcome::Close(reason)) => {
                 tracing::warn!(%peer, %reason, "closing connection");
                 open = false;
