@@ -583,6 +583,24 @@ pub fn unrecord(
     }
 }
 
+/// Is `request` a Produce or Fetch of a client that a quota applies to (so that the
+/// connection handles it alone, and learns its throttle before reading on)?
+pub fn applies(quotas: &QuotaTable, request: &crate::protocol::header::ParsedRequest) -> bool {
+    let kind = match request.api_key {
+        0 => QuotaType::Produce,
+        1 => QuotaType::Fetch,
+        _ => return false,
+    };
+    !quotas.is_empty()
+        && applicable(
+            quotas,
+            user_of(&request.principal),
+            request.client_id_or_empty(),
+            kind.key(),
+        )
+        .is_some()
+}
+
 /// The /metrics text of the quota rates.
 pub fn render_metrics() -> String {
     let mut all = global().lock().unwrap_or_else(|p| p.into_inner());

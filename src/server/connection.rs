@@ -64,6 +64,19 @@ const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 struct InFlight {
     answer: crate::rt::JoinHandle<Outcome>,
     reservation: Reservation,
+    /// A request recorded against a client quota: the reader reads nothing more until it has
+    /// been answered (its throttle, if any, is then known), as Kafka handles one request of a
+    /// channel at a time.
+    gated: bool,
+}
+
+/// A quota's mute of one connection (Kafka's muted channel): gated requests not yet answered,
+/// and until when the last throttle stops the reader. Set by the writer, obeyed by the reader.
+#[derive(Default)]
+struct Mute {
+    gated: std::cell::Cell<u64>,
+    until: std::cell::Cell<Option<Instant>>,
+    changed: crate::rt::Notify,
 }
 
 /// Serves one accepted connection until it closes.
@@ -72,16 +85,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    // Until when a quota's throttle mutes the connection (set by the writer, obeyed by the
-    // reader: no request is read or handled before then).
-    let muted_until: Rc<std::cell::Cell<Option<Instant>>> = Rc::default();
-    let write_task = crate::rt::spawn_local(write_loop(
-        writer,
-        queue_rx,
-        peer.clone(),
-        muted_until.clone(),
-    ));
-    let why = read_loop(&shard, reader, queue_tx, &peer, &muted_until).await;
+    let mute: Rc<Mute> = Rc::default();
+    let write_task =
+        crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone(), mute.clone()));
+    let why = read_loop(&shard, reader, queue_tx, &peer, &mute).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
@@ -182,7 +189,7 @@ async fn read_loop(
     reader: futures_lite::io::ReadHalf<TcpStream>,
     queue: flume::Sender<InFlight>,
     peer: &str,
-    muted_until: &std::cell::Cell<Option<Instant>>,
+    mute: &Mute,
 ) -> String {
     let mut frames = FrameReader {
         shard,
@@ -197,15 +204,15 @@ async fn read_loop(
     };
     let client_host = client_host_of(peer);
     loop {
-        wait_unmuted(muted_until).await;
+        wait_unmuted(mute).await;
         let (frame, reserved) = match frames.read_frame().await {
             Ok(read) => read,
             Err(why) => return why,
         };
         frames.frames_read += 1;
         // A frame read while the answer before it was being throttled waits too.
-        wait_unmuted(muted_until).await;
-        if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer).await {
+        wait_unmuted(mute).await;
+        if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer, mute).await {
             return why;
         }
     }
@@ -396,6 +403,7 @@ async fn dispatch(
     client_host: &Rc<str>,
     queue: &flume::Sender<InFlight>,
     peer: &str,
+    mute: &Mute,
 ) -> Result<(), String> {
     let frame: Bytes = frame.freeze();
     let reservation = match reserved {
@@ -413,6 +421,8 @@ async fn dispatch(
         }
     };
     request.client_host = client_host.clone();
+    let gated = crate::quota::applies(&shard.metadata().client_quotas, &request);
+    mute.gated.set(mute.gated.get() + u64::from(gated));
     let handler_shard = shard.clone();
     let answer = crate::rt::spawn_local(async move {
         // A bug in one handler must not take the shard (and every other client) down:
@@ -430,6 +440,7 @@ async fn dispatch(
         .send_async(InFlight {
             answer,
             reservation,
+            gated,
         })
         .await
         .is_err()
@@ -439,12 +450,14 @@ async fn dispatch(
     Ok(())
 }
 
-/// Waits while a quota's throttle mutes the connection (Kafka's muted channel).
-async fn wait_unmuted(muted_until: &std::cell::Cell<Option<Instant>>) {
-    while let Some(until) = muted_until.get() {
+/// Waits while a quota's throttle mutes the connection (Kafka's muted channel), or a gated
+/// request is not answered yet.
+async fn wait_unmuted(mute: &Mute) {
+    mute.changed.until(|| mute.gated.get() == 0).await;
+    while let Some(until) = mute.until.get() {
         let now = Instant::now();
         if now >= until {
-            muted_until.set(None);
+            mute.until.set(None);
             return;
         }
         crate::rt::sleep(until - now).await;
@@ -459,16 +472,26 @@ async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     queue: flume::Receiver<InFlight>,
     peer: String,
-    muted_until: Rc<std::cell::Cell<Option<Instant>>>,
+    mute: Rc<Mute>,
 ) {
     let mut open = true;
     while let Ok(InFlight {
         answer,
         reservation,
+        gated,
     }) = queue.recv_async().await
     {
         let outcome = answer.await;
         drop(reservation);
+        if let Some(Outcome::Throttled { throttle_ms, .. }) = &outcome {
+            let until = Instant::now() + Duration::from_millis(*throttle_ms);
+            mute.until
+                .set(Some(mute.until.get().map_or(until, |u| u.max(until))));
+        }
+        if gated {
+            mute.gated.set(mute.gated.get() - 1);
+            mute.changed.notify_all();
+        }
         if !open {
             continue; // Drain so the reader is never stuck on a full queue.
         }
@@ -480,19 +503,13 @@ async fn write_loop(
                 }
             }
             Some(Outcome::NoResponse) => {}
-            Some(Outcome::Throttled {
-                pieces,
-                throttle_ms,
-            }) => {
-                if !pieces.is_empty() {
-                    if let Err(e) = write_pieces(&mut writer, &pieces).await {
-                        tracing::debug!(%peer, error = %e, "write failed; closing connection");
-                        open = false;
-                    }
+            Some(Outcome::Throttled { pieces, .. }) if !pieces.is_empty() => {
+                if let Err(e) = write_pieces(&mut writer, &pieces).await {
+                    tracing::debug!(%peer, error = %e, "write failed; closing connection");
+                    open = false;
                 }
-                let until = Instant::now() + Duration::from_millis(throttle_ms);
-                muted_until.set(Some(muted_until.get().map_or(until, |u| u.max(until))));
             }
+            Some(Outcome::Throttled { .. }) => {}
             Some(Outcome::Close(reason)) => {
                 tracing::warn!(%peer, %reason, "closing connection");
                 open = false;
