@@ -1812,6 +1812,61 @@ mod tests {
         }
     }
 
+    /// AlterClientQuota: set, merge and remove keys, an entity without values is dropped,
+    /// Kafka's refusals change nothing, and a snapshot with quotas survives JSON.
+    #[test]
+    fn client_quotas_are_set_merged_removed_and_survive_a_snapshot() {
+        use crate::quota::{EntityName, QuotaEntity, QuotaValue};
+        let alice = QuotaEntity::new(Some(EntityName::Named("alice".into())), None);
+        let set = |ops: &[(&str, Option<f64>)]| MetadataCommand::AlterClientQuota {
+            entity: alice.clone(),
+            ops: ops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let m = ClusterMetadata::default()
+            .apply(&set(&[("producer_byte_rate", Some(1024.0))]))
+            .unwrap()
+            .apply(&set(&[("request_percentage", Some(12.5))]))
+            .unwrap();
+        assert_eq!(m.client_quotas[&alice].len(), 2);
+        assert_eq!(
+            m.client_quotas[&alice]["request_percentage"],
+            QuotaValue(12.5)
+        );
+        for bad in [
+            set(&[("producer_byte_rate", Some(1.5))]),
+            set(&[("producer_byte_rate", Some(0.0))]),
+            set(&[("nope", Some(1.0))]),
+            set(&[("nope", None)]),
+            MetadataCommand::AlterClientQuota {
+                entity: QuotaEntity::new(None, None),
+                ops: vec![("producer_byte_rate".into(), Some(1.0))],
+            },
+        ] {
+            assert_eq!(
+                m.check(&bad).unwrap_err().code,
+                ResponseError::InvalidRequest
+            );
+        }
+        let json = serde_json::to_vec(&MetadataRecord::Snapshot {
+            metadata: m.clone(),
+        })
+        .unwrap();
+        let back: MetadataRecord = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            back,
+            MetadataRecord::Snapshot {
+                metadata: m.clone()
+            }
+        );
+        let m = m
+            .apply(&set(&[
+                ("producer_byte_rate", None),
+                ("request_percentage", None),
+            ]))
+            .unwrap();
+        assert!(m.client_quotas.is_empty());
+    }
+
     #[test]
     fn create_then_delete_topic_bumps_version_and_assigns_distinct_ids() {
         let m0 = ClusterMetadata::default();
