@@ -204,14 +204,14 @@ async fn read_loop(
     };
     let client_host = client_host_of(peer);
     loop {
-        wait_unmuted(mute).await;
+        wait_unmuted(shard, mute).await;
         let (frame, reserved) = match frames.read_frame().await {
             Ok(read) => read,
             Err(why) => return why,
         };
         frames.frames_read += 1;
         // A frame read while the answer before it was being throttled waits too.
-        wait_unmuted(mute).await;
+        wait_unmuted(shard, mute).await;
         if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer, mute).await {
             return why;
         }
@@ -451,16 +451,17 @@ async fn dispatch(
 }
 
 /// Waits while a quota's throttle mutes the connection (Kafka's muted channel), or a gated
-/// request is not answered yet.
-async fn wait_unmuted(mute: &Mute) {
+/// request is not answered yet; a stopping broker ends the throttle's wait.
+async fn wait_unmuted(shard: &Shard, mute: &Mute) {
     mute.changed.until(|| mute.gated.get() == 0).await;
     while let Some(until) = mute.until.get() {
         let now = Instant::now();
-        if now >= until {
+        if now >= until || shard.stopping.get() {
             mute.until.set(None);
             return;
         }
-        crate::rt::sleep(until - now).await;
+        let stopping = shard.stop.until(|| shard.stopping.get());
+        futures_lite::future::or(crate::rt::sleep(until - now), stopping).await;
     }
 }
 

@@ -169,3 +169,72 @@ def test_producer_over_its_byte_rate_is_throttled_to_the_quota(make_broker):
     line = [l for l in text.splitlines()
             if l.startswith('freshet_quota_throttle_time_ms_total{quota="produce",user="",client_id="slow"}')]
     assert line and float(line[0].split()[-1]) > 0, text[-2000:]
+
+
+def greedy_consumer(broker, topic, client_id, seconds, out):
+    """Consumes from the start of `topic` for `seconds` after the first message; records the
+    payload bytes consumed in that span and the broker throttle librdkafka saw."""
+    import json
+    from confluent_kafka import Consumer
+    stats = []
+    c = Consumer({"bootstrap.servers": broker.addr, "client.id": client_id,
+                  "group.id": f"g-{client_id}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "max.partition.fetch.bytes": 131072, "queued.max.messages.kbytes": 256,
+                  "fetch.queue.backoff.ms": 20,
+                  "statistics.interval.ms": 1000, "stats_cb": stats.append})
+    c.subscribe([topic])
+    first, got = None, 0
+    end = time.monotonic() + seconds + 30
+    while time.monotonic() < end:
+        msg = c.poll(0.1)
+        if first is not None and time.monotonic() - first > seconds:
+            break
+        if msg is None or msg.error():
+            continue
+        now = time.monotonic()
+        first = first or now
+        if now - first > seconds:
+            break
+        got += len(msg.value())
+    c.close()
+    throttle = max((b.get("throttle", {}).get("max", 0)
+                    for s in stats for b in json.loads(s)["brokers"].values()), default=0)
+    out[client_id] = (got, throttle)
+
+
+def test_consumer_over_its_byte_rate_is_throttled_to_the_quota(make_broker):
+    broker = make_broker(shards=2)
+    ca = AdminClient({"bootstrap.servers": broker.addr})
+    for f in ca.create_topics([NewTopic("c", 1, 1)]).values():
+        f.result(timeout=T)
+    # 30 MB to read: more than 10 s at the quota, and the unthrottled consumer reads it all.
+    p = Producer({"bootstrap.servers": broker.addr, "linger.ms": 20})
+    payload = b"y" * 8192
+    for _ in range(30 * 128):
+        while True:
+            try:
+                p.produce("c", payload)
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(60) == 0
+    quota = 1 << 20
+    a = kp_admin(broker)
+    assert alter(a, [({"client-id": "slowc"}, {"consumer_byte_rate": quota})]) == [(0, None)]
+    a.close()
+    seconds = 10
+    out = {}
+    threads = [threading.Thread(target=greedy_consumer, args=(broker, "c", c, seconds, out))
+               for c in ("slowc", "fastc")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slow_bytes, slow_throttle = out["slowc"]
+    fast_bytes, fast_throttle = out["fastc"]
+    rate = slow_bytes / seconds
+    print(f"slow {rate:.0f} B/s (throttle max {slow_throttle} ms), fast {fast_bytes / seconds:.0f} B/s")
+    assert abs(rate - quota) / quota < 0.10, f"slow consumer: {rate:.0f} B/s for a quota of {quota}"
+    assert slow_throttle > 0
+    assert fast_throttle == 0
+    assert fast_bytes / seconds > 2 * quota, f"fast consumer: {fast_bytes / seconds:.0f} B/s"
