@@ -110,6 +110,15 @@ impl QuotaEntity {
     pub fn new(user: Option<EntityName>, client_id: Option<EntityName>) -> QuotaEntity {
         QuotaEntity { user, client_id }
     }
+
+    /// The bytes of its names (for the metadata log's size estimates).
+    pub fn name_bytes(&self) -> usize {
+        [&self.user, &self.client_id]
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_wire().map_or(0, str::len))
+            .sum()
+    }
 }
 
 impl std::fmt::Display for QuotaEntity {

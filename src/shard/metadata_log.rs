@@ -106,7 +106,11 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
-                let quotas = metadata.client_quotas.len() * 256;
+                let quotas: usize = metadata
+                    .client_quotas
+                    .iter()
+                    .map(|(e, v)| 128 + e.name_bytes() + 64 * v.len())
+                    .sum();
                 topics + brokers + quotas + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
@@ -128,7 +132,9 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::PartitionChanged {
                 topic, assignment, ..
             } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
-            MetadataRecord::ClientQuotaSet { .. } => 512,
+            MetadataRecord::ClientQuotaSet { entity, values } => {
+                256 + entity.name_bytes() + values.keys().map(|k| k.len() + 32).sum::<usize>()
+            }
         }
     }
 }

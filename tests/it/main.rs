@@ -69,6 +69,7 @@ mod partitions_fd_pool;
 mod partitions_limits;
 mod quorum_log;
 mod quorum_node;
+mod quota_cli;
 mod repl_control;
 mod sim_runner;
 mod simulate;
