@@ -207,6 +207,10 @@ pub enum AdminError {
     /// The log directory cannot be described (statvfs failed).
     #[error("Log directory {dir} is unavailable: {source}")]
     LogDir { dir: String, source: std::io::Error },
+    /// The authorizer refused the operation on a resource of this type (its code from
+    /// [`authorization_failed_code`]).
+    #[error("Authorization failed.")]
+    Unauthorized(crate::security::acl::ResourceType),
 }
 
 impl From<MetadataError> for AdminError {
@@ -372,6 +376,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         A::MismatchedEndpointType => E::MismatchedEndpointType,
         A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
+        A::Unauthorized(resource_type) => authorization_failed_code(*resource_type),
     }
 }
 
@@ -395,6 +400,21 @@ pub fn leader_epoch_code(request_epoch: i32, local_epoch: i32) -> Option<Respons
         e if e < 0 || e == local_epoch => None,
         e if e < local_epoch => Some(ResponseError::FencedLeaderEpoch),
         _ => Some(ResponseError::UnknownLeaderEpoch),
+    }
+}
+
+/// The error Kafka answers when the authorizer refuses an operation on a resource of this
+/// type (`TOPIC_AUTHORIZATION_FAILED`, `GROUP_...`, `CLUSTER_...`, `TRANSACTIONAL_ID_...`).
+pub fn authorization_failed_code(
+    resource_type: crate::security::acl::ResourceType,
+) -> ResponseError {
+    use crate::security::acl::ResourceType as R;
+    match resource_type {
+        R::Topic => ResponseError::TopicAuthorizationFailed,
+        R::Group => ResponseError::GroupAuthorizationFailed,
+        R::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        R::DelegationToken => ResponseError::DelegationTokenAuthorizationFailed,
+        R::Cluster | R::User | R::Any | R::Unknown => ResponseError::ClusterAuthorizationFailed,
     }
 }
 

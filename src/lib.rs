@@ -17,10 +17,13 @@
 //! - [`coordinator`]: cluster metadata (topics, partitions, configs), durable, on shard 0.
 //! - [`start`]: `freshet start`: its flags, logging, settings, retries of a transient failure.
 //! - [`tuning`]: `freshet tune`: host checks and settings, the disk probe and its profile.
+//! - [`logging`]: the log writer: lines go to stderr through a bounded queue and a log thread,
+//!   never from a shard thread (a slow stderr would stall the shard).
 //! - [`fuzzing`]: the bodies of the `cargo fuzz` targets (`fuzz/`), shared with regression tests.
 //! - [`metrics`]: per-shard counters, gathered and rendered for Prometheus when scraped.
 //! - [`rt`]: the runtime seam: tasks, timers, locks, blocking calls and sockets, on glommio or
 //!   on the deterministic simulated executor ([`rt::sim`]).
+//! - [`security`]: Kafka's ACLs and the authorizer (pure; the handlers call it).
 //! - [`os`]: the effective user, resource limits, disk space and the data-directory lock (rustix).
 
 pub mod api;
@@ -29,11 +32,13 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fuzzing;
+pub mod logging;
 pub mod metrics;
 pub mod os;
 pub mod quota;
 pub mod rt;
 pub mod runtime;
+pub mod security;
 /// The Kafka wire protocol, a crate of its own below the broker (`crates/freshet-protocol`).
 pub use freshet_protocol as protocol;
 pub mod server;

@@ -57,6 +57,29 @@ pub struct StartArgs {
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// Kafka's listeners, comma-separated NAME://host:port (PLAINTEXT, SSL, SASL_PLAINTEXT,
+    /// SASL_SSL) [default: one PLAINTEXT listener on --listen].
+    #[arg(long, value_delimiter = ',')]
+    pub listeners: Option<Vec<String>>,
+    /// Kafka's advertised.listeners, comma-separated NAME://host:port [default: each
+    /// listener's own address].
+    #[arg(long, value_delimiter = ',')]
+    pub advertised_listeners: Option<Vec<String>>,
+    /// Kafka's sasl.enabled.mechanisms, comma-separated [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, value_delimiter = ',')]
+    pub sasl_enabled_mechanisms: Option<Vec<String>>,
+    /// PEM certificate chain of the TLS listeners.
+    #[arg(long)]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of --ssl-certificate-file.
+    #[arg(long)]
+    pub ssl_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long)]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: none, requested or required [default: none].
+    #[arg(long, value_parser = ["none", "requested", "required"])]
+    pub ssl_client_auth: Option<String>,
     /// Log filter, as RUST_LOG (e.g. info, freshet=debug) [default: info].
     #[arg(long)]
     pub log: Option<String>,
@@ -64,10 +87,29 @@ pub struct StartArgs {
     /// collectors) [default: text].
     #[arg(long, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Check every request against the ACLs: "on" or "off" (Kafka's authorizer.class.name)
+    /// [default: off].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, ";"-separated, as Kafka's super.users
+    /// ("User:admin;User:ops") [default: none].
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// With the authorizer on, allow a resource that has no ACL at all (Kafka's
+    /// allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
-/// Runs a broker until SIGINT/SIGTERM; the process exit code.
+/// Runs a broker until SIGINT/SIGTERM; the process exit code. The log queue is written out
+/// before it returns (`logging::flush`).
 pub fn run(args: StartArgs) -> ExitCode {
+    let code = run_broker(args);
+    crate::logging::flush();
+    code
+}
+
+fn run_broker(args: StartArgs) -> ExitCode {
     let filter = args
         .log
         .clone()
@@ -75,7 +117,9 @@ pub fn run(args: StartArgs) -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        // Through the log thread: a slow stderr (a saturated disk, a lagging collector) must
+        // not block a shard (`logging`).
+        .with_writer(crate::logging::QueuedStderr)
         // Colours only for a person at a terminal: a log file or a collector gets plain text
         // (and NO_COLOR, https://no-color.org, turns them off at a terminal too).
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
@@ -126,6 +170,36 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
+    }
+    if let Some(v) = args.listeners {
+        config.listeners = v;
+    }
+    if let Some(v) = args.advertised_listeners {
+        config.advertised_listeners = v;
+    }
+    if let Some(v) = args.sasl_enabled_mechanisms {
+        config.sasl_enabled_mechanisms = v;
+    }
+    if let Some(v) = args.ssl_certificate_file {
+        config.ssl_certificate_file = v;
+    }
+    if let Some(v) = args.ssl_key_file {
+        config.ssl_key_file = v;
+    }
+    if let Some(v) = args.ssl_ca_file {
+        config.ssl_ca_file = v;
+    }
+    if let Some(v) = args.ssl_client_auth {
+        config.ssl_client_auth = v;
+    }
+    if let Some(v) = args.authorizer {
+        config.authorizer = v == "on";
+    }
+    if let Some(v) = args.super_users {
+        config.super_users = v;
+    }
+    if let Some(v) = args.allow_everyone_if_no_acl_found {
+        config.allow_everyone_if_no_acl_found = v;
     }
     // A start that failed for want of ring memory right after a kill -9 of the previous broker
     // is retried a few times (the kernel frees the old rings asynchronously).

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -20,7 +20,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let transactional_id = body.transactional_id.to_string();
     let group = body.group_id.to_string();
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
-    let refused = shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id);
+    // Kafka: WRITE on the transactional id, READ on the group.
+    let refused = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    )
+    .or_else(|| authz::refusal(shard, &request, authz::Op::Read, authz::Res::Group, &group))
+    .or_else(|| shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id));
     let result = if let Some(e) = refused {
         Err(e)
     } else if group.is_empty() {

@@ -19,7 +19,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::{self, CoordinatorKind, GROUP_TOPIC};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -33,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     if request.api_version <= 3 {
         response.results_by_topic_v3_and_below = add_one(
             shard,
+            &request,
             body.v3_and_below_transactional_id.to_string(),
             body.v3_and_below_producer_id.0,
             body.v3_and_below_producer_epoch,
@@ -44,6 +45,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         for t in &body.transactions {
             let topic_results = add_one(
                 shard,
+                &request,
                 t.transactional_id.to_string(),
                 t.producer_id.0,
                 t.producer_epoch,
@@ -63,6 +65,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
 
 async fn add_one(
     shard: &Rc<Shard>,
+    request: &ParsedRequest,
     transactional_id: String,
     producer_id: i64,
     epoch: i16,
@@ -79,10 +82,22 @@ async fn add_one(
     let any_unknown = topics
         .iter()
         .any(|t| t.partitions.iter().any(|p| !known(t.name.as_str(), *p)));
-    let refused = shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id);
+    // Kafka: WRITE on the transactional id, then on each topic.
+    let txn_denied = authz::refusal(
+        shard,
+        request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    );
+    let denied =
+        |name: &str| !authz::allowed(shard, request, authz::Op::Write, authz::Res::Topic, name);
+    let any_denied = topics.iter().any(|t| denied(t.name.as_str()));
+    let refused = txn_denied
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id));
     let verdict: Result<(), ResponseError> = if let Some(e) = refused {
         Err(e)
-    } else if any_unknown {
+    } else if any_unknown || any_denied {
         Err(ResponseError::OperationNotAttempted)
     } else {
         let partitions: Vec<(String, i32)> = topics
@@ -125,7 +140,11 @@ async fn add_one(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let error = if !known(t.name.as_str(), *p) {
+                    let error = if txn_denied.is_some() {
+                        txn_denied
+                    } else if denied(t.name.as_str()) {
+                        Some(ResponseError::TopicAuthorizationFailed)
+                    } else if !known(t.name.as_str(), *p) {
                         Some(ResponseError::UnknownTopicOrPartition)
                     } else {
                         verdict.err()

@@ -45,7 +45,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
-        let refused = shard.not_coordinator(CoordinatorKind::Group, group_id);
+        // Kafka: DESCRIBE on the group; its authorized operations when asked.
+        let refused = super::authz::refusal(
+            shard,
+            &request,
+            super::authz::Op::Describe,
+            super::authz::Res::Group,
+            group_id,
+        )
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, group_id));
+        if refused.is_none() && body.include_authorized_operations {
+            g.authorized_operations =
+                super::authz::operations(shard, &request, super::authz::Res::Group, group_id);
+        }
         match answers.as_ref().map(|a| a[i].clone()) {
             _ if refused.is_some() => g.error_code = crate::error::code(refused),
             Err(_) => g.error_code = coordinator_gone_code().code(),

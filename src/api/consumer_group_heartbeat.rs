@@ -40,7 +40,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         client_id: request.client_id_or_empty().to_string(),
         client_host: request.client_host.to_string(),
     };
-    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &req.group_id) {
+    // Kafka: READ on the group, then DESCRIBE on every subscribed topic name.
+    let refused = super::authz::refusal(
+        shard,
+        &request,
+        super::authz::Op::Read,
+        super::authz::Res::Group,
+        &req.group_id,
+    )
+    .or_else(|| {
+        let names = req.subscribed_topic_names.as_deref().unwrap_or_default();
+        let describable = |n: &String| {
+            super::authz::allowed(
+                shard,
+                &request,
+                super::authz::Op::Describe,
+                super::authz::Res::Topic,
+                n,
+            )
+        };
+        (!names.iter().all(describable))
+            .then_some(kafka_protocol::error::ResponseError::TopicAuthorizationFailed)
+    })
+    .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &req.group_id));
+    if let Some(e) = refused {
         let response = ConsumerGroupHeartbeatResponse::default().with_error_code(e.code());
         return super::respond(&request, &response);
     }

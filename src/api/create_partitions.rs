@@ -44,6 +44,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .topics
         .iter()
         .filter(|t| !repeated.iter().any(|r| r.as_str() == t.name.0.as_str()))
+        // Kafka: ALTER on the topic (refused ones answered below).
+        .filter(|t| {
+            super::authz::allowed(
+                shard,
+                &request,
+                super::authz::Op::Alter,
+                super::authz::Res::Topic,
+                &t.name,
+            )
+        })
         .map(|t| Growth {
             name: t.name.0.to_string(),
             count: t.count,
@@ -69,9 +79,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .collect(),
     };
     let mut response = CreatePartitionsResponse::default();
+    let denied = body
+        .topics
+        .iter()
+        .filter(|t| !repeated.iter().any(|r| r.as_str() == t.name.0.as_str()))
+        .filter(|t| {
+            !super::authz::allowed(
+                shard,
+                &request,
+                super::authz::Op::Alter,
+                super::authz::Res::Topic,
+                &t.name,
+            )
+        })
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                Err(AdminError::Unauthorized(super::authz::Res::Topic)),
+            )
+        })
+        .collect::<Vec<_>>();
     let duplicate_results = repeated
         .into_iter()
-        .map(|name| (name, Err(AdminError::DuplicateTopicName)));
+        .map(|name| (name, Err(AdminError::DuplicateTopicName)))
+        .chain(denied);
     for (name, outcome) in duplicate_results.chain(names.into_iter().zip(outcomes)) {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = TopicName(str_bytes(name));

@@ -92,12 +92,23 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .into_iter()
         .map(str::to_string)
         .collect();
-    let topics: Vec<NewTopic> = body
+    // Kafka: CREATE on the cluster, or on each topic.
+    let may_create_all = super::authz::cluster_allowed(shard, &request, super::authz::Op::Create);
+    let (topics, denied): (Vec<NewTopic>, Vec<NewTopic>) = body
         .topics
         .iter()
         .filter(|t| !repeated.iter().any(|r| r.as_str() == t.name.0.as_str()))
         .map(new_topic)
-        .collect();
+        .partition(|t| {
+            may_create_all
+                || super::authz::allowed(
+                    shard,
+                    &request,
+                    super::authz::Op::Create,
+                    super::authz::Res::Topic,
+                    &t.name,
+                )
+        });
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let validate_only = body.validate_only;
     let outcomes = match shard
@@ -129,6 +140,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 result.error_message = error.message();
             }
         }
+        response.topics.push(result);
+    }
+    for topic in denied {
+        let mut result = CreatableTopicResult::default();
+        let error = AdminError::Unauthorized(super::authz::Res::Topic);
+        result.name = TopicName(str_bytes(topic.name));
+        result.error_code = error.code();
+        result.error_message = error.message();
         response.topics.push(result);
     }
     for name in repeated {

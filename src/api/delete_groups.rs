@@ -23,7 +23,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .groups_names
         .iter()
         .map(|g| {
-            let refused = shard.not_coordinator(CoordinatorKind::Group, g);
+            // Kafka: DELETE on the group.
+            let refused = super::authz::refusal(
+                shard,
+                &request,
+                super::authz::Op::Delete,
+                super::authz::Res::Group,
+                g,
+            )
+            .or_else(|| shard.not_coordinator(CoordinatorKind::Group, g));
             (g.to_string(), refused)
         })
         .collect();

@@ -51,7 +51,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         for p in &topic.partitions {
             let index = p.partition_index;
             let partition_name = format!("{name}-{index}");
-            let refused = refusal(shard, &metadata, meta, &name, index, &partition_name);
+            // Kafka: DELETE on the topic.
+            let refused = super::authz::refusal(
+                shard,
+                &request,
+                super::authz::Op::Delete,
+                super::authz::Res::Topic,
+                &name,
+            )
+            .map(|_| AdminError::Unauthorized(super::authz::Res::Topic))
+            .or_else(|| refusal(shard, &metadata, meta, &name, index, &partition_name));
             if let Some(error) = refused {
                 work.push(Box::pin(async move { Err(error) }));
                 continue;

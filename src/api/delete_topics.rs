@@ -57,7 +57,27 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .iter()
             .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
     );
-    let slots = slots(entries);
+    let mut slots = slots(entries);
+    // Kafka: DELETE on each topic (one named by id: by the name it has).
+    let metadata = shard.metadata();
+    for slot in slots.iter_mut() {
+        let (name, id) = match slot {
+            Slot::Name(name) => (Some(name.clone()), Uuid::nil()),
+            Slot::Id(id) => (metadata.topic_by_id(*id).map(|(n, _)| n.to_string()), *id),
+            Slot::Refused(..) => continue,
+        };
+        let Some(topic) = name.clone() else { continue };
+        if !super::authz::allowed(
+            shard,
+            &request,
+            super::authz::Op::Delete,
+            super::authz::Res::Topic,
+            &topic,
+        ) {
+            let name = if id.is_nil() { name } else { None };
+            *slot = Slot::Refused(name, id, AdminError::Unauthorized(super::authz::Res::Topic));
+        }
+    }
     let fallback: Vec<(Option<String>, Uuid)> = slots
         .iter()
         .map(|s| match s {

@@ -10,7 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{authz, decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{Shard, COORDINATOR_SHARD};
@@ -36,7 +36,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
-        let refused = shard.not_coordinator(CoordinatorKind::Group, group_id);
+        // Kafka: DESCRIBE on the group; the authorized operations when asked (v3+).
+        let refused = authz::refusal(
+            shard,
+            &request,
+            authz::Op::Describe,
+            authz::Res::Group,
+            group_id,
+        )
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, group_id));
+        if refused.is_none() && request.api_version >= 3 && body.include_authorized_operations {
+            g.authorized_operations =
+                authz::operations(shard, &request, authz::Res::Group, group_id);
+        }
         match answers.as_ref().map(|a| a[i].clone()) {
             // Kafka's `DescribeGroupsResponse.groupError`: the code, every other field empty.
             _ if refused.is_some() => g.error_code = crate::error::code(refused),

@@ -49,6 +49,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     }));
     let mut sizes: Vec<PartitionSize> = Vec::new();
     let mut failure = None;
+    // Kafka: DESCRIBE on the cluster (else CLUSTER_AUTHORIZATION_FAILED, v3+ at the top).
+    if !super::authz::cluster_allowed(shard, &request, super::authz::Op::Describe) {
+        let mut response = DescribeLogDirsResponse::default();
+        response.error_code =
+            kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
+        return respond(&request, &response);
+    }
     for answer in shard
         .invoke_on_all(move |s| async move { open_partition_sizes(&s, &filter) })
         .await

@@ -30,7 +30,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             // Kafka's `ReplicaManager.activeProducerState`: NOT_LEADER_OR_FOLLOWER for a
             // partition another broker leads, UNKNOWN_TOPIC_OR_PARTITION for an unknown one.
             let route = routing::route(&metadata, shard.config.node_id, t.name.as_str(), p);
-            if let Some(error) = route.error() {
+            // Kafka: READ on the topic.
+            let denied = super::authz::refusal(
+                shard,
+                &request,
+                super::authz::Op::Read,
+                super::authz::Res::Topic,
+                &t.name,
+            );
+            if let Some(error) = denied.or_else(|| route.error()) {
                 work.push(Box::pin(async move { Err(error) }));
                 continue;
             }

@@ -44,6 +44,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let version = request.api_version;
+    // Kafka: DESCRIBE on the cluster, else the whole answer is CLUSTER_AUTHORIZATION_FAILED.
+    if !super::authz::cluster_allowed(shard, &request, super::authz::Op::Describe) {
+        let response = kafka_protocol::messages::DescribeQuorumResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code(),
+        );
+        return respond(&request, &response);
+    }
     if !asks_for_the_metadata_partition(&body) {
         let response = partition_errors(version, &body, &AdminError::UnknownTopicOrPartition);
         return respond(&request, &response);

@@ -48,8 +48,43 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
-    let response = build_response(&shard.metadata(), shard.config.node_id, &body);
+    let mut response = build_response(&shard.metadata(), shard.config.node_id, &body);
+    authorize_topics(shard, &request, &mut response, body.topics.is_empty());
     respond(&request, &response)
+}
+
+/// Kafka's authorization of the answer, with the authorizer on: topics the caller may not
+/// DESCRIBE are left out when listing all, answered TOPIC_AUTHORIZATION_FAILED when named;
+/// the authorized operations are the caller's.
+fn authorize_topics(
+    shard: &Shard,
+    request: &ParsedRequest,
+    response: &mut DescribeTopicPartitionsResponse,
+    all: bool,
+) {
+    use super::authz;
+    if !shard.config.authorizer {
+        return;
+    }
+    let visible =
+        |name: &str| authz::allowed(shard, request, authz::Op::Describe, authz::Res::Topic, name);
+    if all {
+        response
+            .topics
+            .retain(|t| t.name.as_ref().is_some_and(|n| visible(n.0.as_str())));
+    }
+    for t in response.topics.iter_mut() {
+        let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+            continue;
+        };
+        if !visible(&name) {
+            *t = missing_topic(&name);
+            t.error_code = ResponseError::TopicAuthorizationFailed.code();
+        } else if t.error_code == 0 {
+            t.topic_authorized_operations =
+                authz::operations(shard, request, authz::Res::Topic, &name);
+        }
+    }
 }
 
 /// The answer to `body` from `metadata`, as broker `node_id` sees it.

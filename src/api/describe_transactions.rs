@@ -57,7 +57,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut response = DescribeTransactionsResponse::default();
     for (id, answer) in body.transactional_ids.iter().zip(answers) {
         let mut t = TransactionState::default().with_transactional_id(id.clone());
-        let answer = match shard.not_coordinator(CoordinatorKind::Transaction, id) {
+        // Kafka: DESCRIBE on the transactional id.
+        let refused = super::authz::refusal(
+            shard,
+            &request,
+            super::authz::Op::Describe,
+            super::authz::Res::TransactionalId,
+            id,
+        )
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Transaction, id));
+        let answer = match refused {
             Some(e) => Err(e),
             None => answer,
         };

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
@@ -23,7 +23,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let transactional_id = body.transactional_id.to_string();
     let (producer_id, epoch, commit) = (body.producer_id.0, body.producer_epoch, body.committed);
-    let result = match shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id) {
+    // Kafka: WRITE on the transactional id.
+    let refused = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    )
+    .or_else(|| shard.not_coordinator(CoordinatorKind::Transaction, &transactional_id));
+    let result = match refused {
         Some(e) => Err(e),
         None => shard
             .invoke_on(COORDINATOR_SHARD, move |c| async move {

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
-use super::{decode, first_of, join_all, Outcome};
+use super::{authz, decode, first_of, join_all, Outcome};
 use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
 use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
@@ -186,7 +186,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         body.max_bytes as usize
     };
     // Response layout: topics in request order, partitions in request order.
-    let (layout, mut wants, slot) = plan_reads(shard, &body, version, max_bytes);
+    let (layout, mut wants, slot) = plan_reads(shard, &body, version, max_bytes, &request);
     let node_endpoints = if version >= 16 {
         leader_endpoints(shard, &layout)
     } else {
@@ -215,6 +215,7 @@ fn plan_reads(
     body: &FetchRequest,
     version: i16,
     max_bytes: usize,
+    request: &ParsedRequest,
 ) -> (Vec<TopicLayout>, Vec<Want>, usize) {
     let metadata = shard.metadata();
     let node_id = shard.config.node_id;
@@ -233,6 +234,15 @@ fn plan_reads(
         let display_name = resolved
             .as_ref()
             .map_or_else(|| topic.topic.0.to_string(), |(n, _)| n.clone());
+        // Kafka: READ on the topic, checked before its existence (by name).
+        let denied = (version < 13 || resolved.is_some())
+            && !authz::allowed(
+                shard,
+                request,
+                authz::Op::Read,
+                authz::Res::Topic,
+                &display_name,
+            );
         let mut parts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let route = match &resolved {
@@ -241,6 +251,7 @@ fn plan_reads(
             };
             let error = match &resolved {
                 None if version >= 13 => Some(ResponseError::UnknownTopicId),
+                _ if denied => Some(ResponseError::TopicAuthorizationFailed),
                 _ => route.error(),
             };
             if error.is_none() {

@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::{decode, str_bytes, Outcome};
+use super::{authz, decode, str_bytes, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::Shard;
@@ -20,12 +20,30 @@ use crate::shard::Shard;
 /// Kafka's coordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 
-/// (error, node id, host, port) for one key.
-fn lookup(shard: &Shard, key_type: i8, key: &str) -> (Option<ResponseError>, i32, String, i32) {
+/// (error, node id, host, port) for one key; this broker as the request's listener
+/// advertises it.
+fn lookup(
+    shard: &Shard,
+    request: &ParsedRequest,
+    key_type: i8,
+    key: &str,
+) -> (Option<ResponseError>, i32, String, i32) {
     let Some(kind) = CoordinatorKind::from_key_type(key_type) else {
         return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
     };
+    // Kafka: DESCRIBE on the group or transactional id.
+    let resource = match kind {
+        CoordinatorKind::Group => authz::Res::Group,
+        CoordinatorKind::Transaction => authz::Res::TransactionalId,
+    };
+    if let Some(e) = authz::refusal(shard, request, authz::Op::Describe, resource, key) {
+        return (Some(e), -1, String::new(), -1);
+    }
     match shard.coordinator_endpoint(kind, key) {
+        Ok((node, _, _)) if node == shard.config.node_id => {
+            let local = crate::shard::routing::local_endpoint_on(&shard.config, &request.listener);
+            (None, node, local.host, local.port)
+        }
         Ok((node, host, port)) => (None, node, host, port),
         Err(e) => (Some(e), -1, String::new(), -1),
     }
@@ -56,7 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             prepare(shard, body.key_type).await;
         }
         for key in &body.coordinator_keys {
-            let (error, node, host, port) = lookup(shard, body.key_type, key);
+            let (error, node, host, port) = lookup(shard, &request, body.key_type, key);
             response.coordinators.push(
                 Coordinator::default()
                     .with_key(key.clone())
@@ -74,7 +92,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             body.key_type
         };
         prepare(shard, key_type).await;
-        let (error, node, host, port) = lookup(shard, key_type, &body.key);
+        let (error, node, host, port) = lookup(shard, &request, key_type, &body.key);
         response.error_code = crate::error::code(error);
         response.error_message = message(error).map(str_bytes);
         response.node_id = BrokerId(node);

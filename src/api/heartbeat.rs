@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
+use super::authz::{Op, Res};
 use super::{decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
@@ -20,7 +21,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let member_id = body.member_id.to_string();
     let instance = body.group_instance_id.map(|s| s.to_string());
     let generation = body.generation_id;
-    let refused = shard.not_coordinator(CoordinatorKind::Group, &group_id);
+    let refused = super::authz::refusal(shard, &request, Op::Read, Res::Group, &group_id)
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &group_id));
     let answer = match refused {
         Some(e) => Ok(Some(e)),
         None => {

@@ -15,10 +15,33 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{txns, Shard, COORDINATOR_SHARD};
+
+/// Kafka: WRITE on the transactional id; without one (an idempotent producer),
+/// IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679).
+fn authz_refusal(
+    shard: &Shard,
+    request: &ParsedRequest,
+    transactional_id: Option<&str>,
+) -> Option<kafka_protocol::error::ResponseError> {
+    match transactional_id {
+        Some(id) => authz::refusal(
+            shard,
+            request,
+            authz::Op::Write,
+            authz::Res::TransactionalId,
+            id,
+        ),
+        None => {
+            let allowed = authz::cluster_allowed(shard, request, authz::Op::IdempotentWrite)
+                || authz::allowed_on_some(shard, request, authz::Op::Write, authz::Res::Topic);
+            (!allowed).then_some(kafka_protocol::error::ResponseError::ClusterAuthorizationFailed)
+        }
+    }
+}
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let body: InitProducerIdRequest = match decode(&request) {
@@ -29,9 +52,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let transactional_id = body.transactional_id.as_ref().map(|t| t.to_string());
     let timeout_ms = body.transaction_timeout_ms;
     let expected = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
-    let refused = transactional_id
-        .as_deref()
-        .and_then(|id| shard.not_coordinator(CoordinatorKind::Transaction, id));
+    let refused = authz_refusal(shard, &request, transactional_id.as_deref()).or_else(|| {
+        transactional_id
+            .as_deref()
+            .and_then(|id| shard.not_coordinator(CoordinatorKind::Transaction, id))
+    });
     if let Some(e) = refused {
         response.error_code = e.code();
         response.producer_id = ProducerId(-1);

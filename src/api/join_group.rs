@@ -7,6 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use super::authz::{Op, Res};
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::group::JoinRequest;
@@ -40,7 +41,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
-    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &join.group_id) {
+    if let Some(e) = super::authz::refusal(shard, &request, Op::Read, Res::Group, &join.group_id)
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &join.group_id))
+    {
         let response = JoinGroupResponse::default()
             .with_error_code(e.code())
             .with_generation_id(-1)

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use super::authz::{Op, Res};
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
@@ -33,7 +34,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let group_id = body.group_id.to_string();
     let leaving = members.clone();
-    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
+    if let Some(e) = super::authz::refusal(shard, &request, Op::Read, Res::Group, &group_id)
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &group_id))
+    {
         let response = LeaveGroupResponse::default().with_error_code(e.code());
         return super::respond(&request, &response);
     }

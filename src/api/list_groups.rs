@@ -30,7 +30,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .map(|s| s.to_lowercase())
         .collect();
     let types: Vec<String> = body.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    // Kafka: DESCRIBE on the cluster lists every group, else those the caller may DESCRIBE.
+    let all = super::authz::cluster_allowed(shard, &request, super::authz::Op::Describe);
     for g in listed {
+        if !all
+            && !super::authz::allowed(
+                shard,
+                &request,
+                super::authz::Op::Describe,
+                super::authz::Res::Group,
+                &g.group_id,
+            )
+        {
+            continue;
+        }
         if !states.is_empty() && !states.contains(&g.state.to_lowercase()) {
             continue;
         }

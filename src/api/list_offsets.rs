@@ -23,7 +23,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{decode, join_all, Outcome};
+use super::{authz, decode, join_all, Outcome};
 use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{routing, Shard};
@@ -47,9 +47,17 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut work: Vec<Pin<Box<dyn Future<Output = Answer>>>> = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
+        // Kafka: DESCRIBE on the topic.
+        let denied = authz::refusal(
+            shard,
+            &request,
+            authz::Op::Describe,
+            authz::Res::Topic,
+            &name,
+        );
         for p in &topic.partitions {
             let route = routing::route(&metadata, shard.config.node_id, &name, p.partition_index);
-            if let Some(error) = route.error() {
+            if let Some(error) = denied.or_else(|| route.error()) {
                 work.push(Box::pin(async move { (Some(error), -1, -1, -1) }));
                 continue;
             }

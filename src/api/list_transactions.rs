@@ -61,8 +61,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut response = ListTransactionsResponse::default();
     match listed {
         Ok(listed) => {
+            // Kafka: only the transactional ids the caller may DESCRIBE.
             response.transaction_states = listed
                 .into_iter()
+                .filter(|(id, _, _)| {
+                    super::authz::allowed(
+                        shard,
+                        &request,
+                        super::authz::Op::Describe,
+                        super::authz::Res::TransactionalId,
+                        id,
+                    )
+                })
                 .map(|(id, pid, state)| {
                     TransactionState::default()
                         .with_transactional_id(TransactionalId(str_bytes(id)))

@@ -13,7 +13,7 @@
 //! only available replicas and ISR members (REPLICA_NOT_AVAILABLE when one is left out), as
 //! Kafka does for v0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -23,7 +23,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::describe_cluster::all_cluster_operations;
-use super::{decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{authz, decode, str_bytes, Outcome, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::coordinator::metadata::{
     validate_topic_name, ClusterMetadata, MetadataCommand, TopicMeta,
 };
@@ -45,22 +45,25 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let allow_create = shard.config.auto_create_topics
         && (request.api_version < 4 || body.allow_auto_topic_creation);
     let mut metadata = shard.metadata();
+    // Missing topics the caller may see but not create (Kafka: CREATE on the cluster or topic).
+    let mut create_denied = HashSet::new();
     if allow_create {
         if let Some(topics) = &body.topics {
-            let missing: Vec<String> = topics
+            let mut missing: Vec<String> = topics
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
                 .filter(|n| !metadata.topics.contains_key(n) && validate_topic_name(n).is_ok())
                 .collect();
+            missing.retain(|n| may_create(shard, &request, n) || !create_denied.insert(n.clone()));
             if !missing.is_empty() {
                 create_topics(shard, missing).await;
                 metadata = shard.metadata();
             }
         }
     }
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, &request.listener);
     let controller_id = routing::controller_id(&shard.config);
-    let response = build_response(
+    let mut response = build_response(
         &local,
         controller_id,
         &metadata,
@@ -68,7 +71,69 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         request.api_version,
         &crate::shard::is_offline,
     );
+    let all = body
+        .topics
+        .as_ref()
+        .is_none_or(|t| t.is_empty() && request.api_version == 0);
+    let named: HashSet<&str> = body
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str()))
+        .collect();
+    authorize_topics(shard, &request, &mut response, all, &named, &create_denied);
     super::respond(&request, &response)
+}
+
+/// May the caller create topic `name` (CREATE on the cluster, or on the topic)?
+fn may_create(shard: &Shard, request: &ParsedRequest, name: &str) -> bool {
+    authz::cluster_allowed(shard, request, authz::Op::Create)
+        || authz::allowed(shard, request, authz::Op::Create, authz::Res::Topic, name)
+}
+
+/// Kafka's authorization of a Metadata answer, with the authorizer on: topics the caller may
+/// not DESCRIBE are left out of an all-topics answer and answered TOPIC_AUTHORIZATION_FAILED
+/// when named (by id: without the name); missing topics it may not create too; the authorized
+/// operations asked for are the caller's.
+fn authorize_topics(
+    shard: &Shard,
+    request: &ParsedRequest,
+    response: &mut MetadataResponse,
+    all: bool,
+    named: &HashSet<&str>,
+    create_denied: &HashSet<String>,
+) {
+    if !shard.config.authorizer {
+        return;
+    }
+    if response.cluster_authorized_operations != AUTHORIZED_OPERATIONS_OMITTED {
+        response.cluster_authorized_operations = authz::cluster_operations(shard, request);
+    }
+    let visible =
+        |name: &str| authz::allowed(shard, request, authz::Op::Describe, authz::Res::Topic, name);
+    if all {
+        response
+            .topics
+            .retain(|t| t.name.as_ref().is_some_and(|n| visible(n.0.as_str())));
+    }
+    for t in response.topics.iter_mut() {
+        let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+            continue;
+        };
+        let by_id = !all && !named.contains(name.as_str());
+        let unknown = t.error_code == ResponseError::UnknownTopicOrPartition.code();
+        if !visible(&name) || (unknown && create_denied.contains(&name)) {
+            let (name, id) = if by_id {
+                (None, t.topic_id)
+            } else {
+                (Some(name.as_str()), uuid::Uuid::nil())
+            };
+            *t = unknown_topic(name, id, ResponseError::TopicAuthorizationFailed);
+        } else if t.topic_authorized_operations != AUTHORIZED_OPERATIONS_OMITTED {
+            t.topic_authorized_operations =
+                authz::operations(shard, request, authz::Res::Topic, &name);
+        }
+    }
 }
 
 /// Creates `names` with the broker's defaults on the coordinator shard. Failures (a race

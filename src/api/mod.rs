@@ -12,14 +12,18 @@ pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod alter_client_quotas;
 pub mod api_versions;
+pub mod authz;
 pub mod configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
@@ -49,6 +53,7 @@ pub mod sasl;
 pub mod sync_group;
 pub mod throttle;
 pub mod txn_offset_commit;
+pub mod user_scram_credentials;
 pub mod write_txn_markers;
 
 use std::rc::Rc;
@@ -135,10 +140,17 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
         ApiKey::SaslHandshake => sasl::handshake(shard, request).await,
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
+        ApiKey::DescribeUserScramCredentials => {
+            user_scram_credentials::describe(shard, request).await
+        }
+        ApiKey::AlterUserScramCredentials => user_scram_credentials::alter(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
         ApiKey::DescribeClientQuotas => describe_client_quotas::handle(shard, request).await,
         ApiKey::AlterClientQuotas => alter_client_quotas::handle(shard, request).await,
+        ApiKey::CreateAcls => create_acls::handle(shard, request).await,
+        ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
+        ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

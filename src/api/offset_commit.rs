@@ -16,7 +16,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::CommittedOffset;
@@ -31,9 +31,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let metadata = shard.metadata();
     let now = now_ms();
-    let (decided, entries) = check_partitions(&body, now, &metadata);
+    // Kafka: READ on the group, then READ on each topic.
+    let readable = |t: &str| authz::allowed(shard, &request, authz::Op::Read, authz::Res::Topic, t);
+    let (decided, entries) = check_partitions(&body, now, &metadata, &readable);
     let group_id = body.group_id.to_string();
-    let answer: Result<Vec<Option<ResponseError>>, ResponseError> = if group_id.is_empty() {
+    let group_denied = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Read,
+        authz::Res::Group,
+        &group_id,
+    );
+    let answer: Result<Vec<Option<ResponseError>>, ResponseError> = if let Some(e) = group_denied {
+        Err(e)
+    } else if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
         Err(e)
@@ -63,6 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let mut t = OffsetCommitResponseTopic::default().with_name(topic.name.clone());
         for (p, local) in topic.partitions.iter().zip(row) {
             let error = match (local, &answer) {
+                (_, Err(e)) if group_denied.is_some() => Some(*e),
                 (Some(e), _) => Some(e),
                 (None, Err(e)) => Some(*e),
                 (None, Ok(_)) => coordinator_errors.next().flatten(),
@@ -85,13 +97,19 @@ fn check_partitions(
     body: &OffsetCommitRequest,
     now: i64,
     metadata: &ClusterMetadata,
+    readable: &dyn Fn(&str) -> bool,
 ) -> (Decided, Vec<(String, i32, CommittedOffset)>) {
     let mut decided: Vec<Vec<Option<ResponseError>>> = Vec::new();
     let mut entries = Vec::new();
     for topic in &body.topics {
         let known = metadata.topics.get(topic.name.as_str());
         let mut row = Vec::new();
+        let denied = !readable(topic.name.as_str());
         for p in &topic.partitions {
+            if denied {
+                row.push(Some(ResponseError::TopicAuthorizationFailed));
+                continue;
+            }
             if !known.is_some_and(|t| p.partition_index >= 0 && p.partition_index < t.partitions) {
                 row.push(Some(ResponseError::UnknownTopicOrPartition));
                 continue;

@@ -11,7 +11,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
@@ -26,8 +26,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let mut asked = Vec::new();
     for t in &body.topics {
         let known = metadata.topics.get(t.name.as_str());
+        // Kafka: READ on each topic (and DELETE on the group, below).
+        let denied = authz::refusal(shard, &request, authz::Op::Read, authz::Res::Topic, &t.name);
         for p in &t.partitions {
-            if known.is_some_and(|k| p.partition_index >= 0 && p.partition_index < k.partitions) {
+            if denied.is_some() {
+                local.push(denied);
+            } else if known
+                .is_some_and(|k| p.partition_index >= 0 && p.partition_index < k.partitions)
+            {
                 local.push(None);
                 asked.push((t.name.to_string(), p.partition_index));
             } else {
@@ -36,7 +42,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
     }
     let group_id = body.group_id.to_string();
-    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &group_id) {
+    let refused = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Delete,
+        authz::Res::Group,
+        &group_id,
+    )
+    .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &group_id));
+    if let Some(e) = refused {
         let response = OffsetDeleteResponse::default().with_error_code(e.code());
         return super::respond(&request, &response);
     }

@@ -5,7 +5,9 @@
 //! partition's records to its owning shard, all partitions at once. The owner validates the
 //! batches, assigns offsets and answers once the data is fdatasync'd (group commit in the
 //! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
-//! single node: answered when durable.
+//! single node: answered when durable. A partition whose append is not durable within the
+//! request's `timeout_ms` is answered with REQUEST_TIMED_OUT (the append goes on: see
+//! [`answer_within`]), so a slow disk never leaves a produce hanging.
 //!
 //! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
 //! done by the owner's log where offsets are assigned (`storage::producer_state`).
@@ -32,7 +34,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 
-use super::{decode, join_all, str_bytes, Outcome};
+use super::{authz, decode, join_all, str_bytes, Outcome};
 use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::{routing, Shard, COORDINATOR_SHARD};
@@ -106,7 +108,27 @@ fn plan_appends(
     body: &ProduceRequest,
 ) -> (ProduceLayout, Vec<Append>) {
     let acks = body.acks;
+    // acks=0 gets no answer to time out: its append keeps its place (and the backpressure).
+    // The time the request waited for the shard's produce budget counts.
+    let timeout = u64::try_from(body.timeout_ms)
+        .ok()
+        .filter(|ms| *ms > 0 && acks != 0)
+        .map(|ms| {
+            std::time::Duration::from_millis(ms)
+                .saturating_sub(request.queued_for)
+                .max(TIMEOUT_LEFT_MIN)
+        });
     let metadata = shard.metadata();
+    // Kafka: WRITE on the transactional id of a transactional request, WRITE on each topic.
+    let txn_denied = body.transactional_id.as_ref().is_some_and(|id| {
+        !authz::allowed(
+            shard,
+            request,
+            authz::Op::Write,
+            authz::Res::TransactionalId,
+            id,
+        )
+    });
     let mut topics = Vec::with_capacity(body.topic_data.len());
     let mut work: Vec<Pin<Box<dyn Future<Output = PartitionResult>>>> = Vec::new();
     for topic in &body.topic_data {
@@ -118,6 +140,9 @@ fn plan_appends(
         } else {
             Some(topic.name.0.to_string())
         };
+        let topic_denied = name.as_deref().is_some_and(|n| {
+            !authz::allowed(shard, request, authz::Op::Write, authz::Res::Topic, n)
+        });
         let partitions: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
         topics.push((topic.name.clone(), topic.topic_id, partitions));
         for data in &topic.partition_data {
@@ -134,6 +159,13 @@ fn plan_appends(
                 work.push(Box::pin(async {
                     PartitionResult::error(ResponseError::InvalidRequiredAcks, None)
                 }));
+            } else if txn_denied || topic_denied {
+                let error = if txn_denied {
+                    ResponseError::TransactionalIdAuthorizationFailed
+                } else {
+                    ResponseError::TopicAuthorizationFailed
+                };
+                work.push(Box::pin(async move { PartitionResult::error(error, None) }));
             } else if !known {
                 work.push(Box::pin(async move {
                     PartitionResult::error(unknown_error, None)
@@ -145,18 +177,78 @@ fn plan_appends(
             } else {
                 let topic_name = name.clone().unwrap_or_default();
                 let records = data.records.clone().unwrap_or_default();
-                work.push(Box::pin(append_on_owner(
-                    shard.clone(),
-                    request.api_version,
-                    topic_name,
-                    data.index,
-                    records,
-                    body.transactional_id.as_ref().map(|id| id.to_string()),
+                work.push(Box::pin(answer_within(
+                    timeout,
+                    append_on_owner(
+                        shard.clone(),
+                        request.api_version,
+                        topic_name,
+                        data.index,
+                        records,
+                        body.transactional_id.as_ref().map(|id| id.to_string()),
+                    ),
                 )));
             }
         }
     }
     (topics, work)
+}
+
+/// The least time a partition's append is given, however long the request waited for the
+/// produce budget: a request that got its budget just in time still gets a chance.
+const TIMEOUT_LEFT_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// `append` (the whole wait for one partition: its append on the owner and, with acks=all,
+/// whatever else the answer waits for), answered with REQUEST_TIMED_OUT if it takes longer than
+/// `timeout` (what is left of the request's `timeout_ms`), as Kafka answers a produce whose
+/// replication does not complete in time. The append itself goes on: data that becomes durable
+/// later stays (the client retries; idempotence deduplicates). No limit (`None`) for acks=0
+/// and a `timeout_ms` of 0 or less: a durable answer can never be ready at once, and such
+/// requests come from clients that do not mean a deadline.
+async fn answer_within(
+    timeout: Option<std::time::Duration>,
+    append: impl Future<Output = PartitionResult>,
+) -> PartitionResult {
+    let Some(limit) = timeout else {
+        return append.await;
+    };
+    crate::rt::timeout(limit, append).await.unwrap_or_else(|| {
+        crate::metrics::record_produce_timeout();
+        PartitionResult::error(ResponseError::RequestTimedOut, None)
+    })
+}
+
+/// How long a Produce request may wait for room in its shard's produce budget before it is
+/// answered REQUEST_TIMED_OUT unhandled (`server::connection`): its `timeout_ms`, as the wait
+/// counts against it. `None` (wait as long as it takes): acks=0, `timeout_ms` <= 0, or a body
+/// that does not decode (the handler closes the connection).
+pub fn budget_wait_max(request: &ParsedRequest) -> Option<std::time::Duration> {
+    let body: ProduceRequest = decode(request).ok()?;
+    let ms = u64::try_from(body.timeout_ms).ok().filter(|ms| *ms > 0)?;
+    (body.acks != 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+/// The answer to a Produce request that timed out before it was handled (see
+/// [`budget_wait_max`]): REQUEST_TIMED_OUT for every partition, nothing appended.
+pub fn answer_timed_out(request: &ParsedRequest) -> Outcome {
+    let body: ProduceRequest = match decode(request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let mut topics = Vec::with_capacity(body.topic_data.len());
+    let mut results = Vec::new();
+    for topic in &body.topic_data {
+        let partitions: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
+        for _ in &partitions {
+            crate::metrics::record_produce_timeout();
+            results.push(PartitionResult::error(ResponseError::RequestTimedOut, None));
+        }
+        topics.push((topic.name.clone(), topic.topic_id, partitions));
+    }
+    super::respond(
+        request,
+        &produce_response(topics, results, request.api_version),
+    )
 }
 
 /// Per topic of a Produce request: its name, its id and its partitions' indexes.

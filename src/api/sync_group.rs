@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use super::authz::{Op, Res};
 use super::{decode, str_bytes, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::group::SyncRequest;
@@ -30,7 +31,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    if let Some(e) = shard.not_coordinator(CoordinatorKind::Group, &sync.group_id) {
+    if let Some(e) = super::authz::refusal(shard, &request, Op::Read, Res::Group, &sync.group_id)
+        .or_else(|| shard.not_coordinator(CoordinatorKind::Group, &sync.group_id))
+    {
         let response = SyncGroupResponse::default().with_error_code(e.code());
         return super::respond(&request, &response);
     }

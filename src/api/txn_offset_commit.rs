@@ -21,7 +21,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::{decode, Outcome};
+use super::{authz, decode, Outcome};
 use crate::coordinator::coordinator_key::CoordinatorKind;
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{CommittedOffset, OffsetKey, OFFSET_METADATA_BYTES_MAX};
@@ -36,8 +36,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let metadata = shard.metadata();
     let now = now_ms();
     let group = body.group_id.to_string();
-    let (local, offsets) = check_partitions(&body, &group, now, &metadata);
+    let (mut local, mut offsets) = check_partitions(&body, &group, now, &metadata);
     let transactional_id = body.transactional_id.to_string();
+    // Kafka: WRITE on the transactional id, READ on the group (both: every partition), READ
+    // on each topic (its partitions only; the others are committed).
+    let whole = authz::refusal(
+        shard,
+        &request,
+        authz::Op::Write,
+        authz::Res::TransactionalId,
+        &transactional_id,
+    )
+    .or_else(|| authz::refusal(shard, &request, authz::Op::Read, authz::Res::Group, &group));
+    if let Some(e) = whole {
+        local.iter_mut().flatten().for_each(|p| *p = None);
+        return super::respond(&request, &respond_per_partition(&body, local, Err(e)));
+    }
+    let denied = |t: &str| !authz::allowed(shard, &request, authz::Op::Read, authz::Res::Topic, t);
+    for (t, row) in body.topics.iter().zip(local.iter_mut()) {
+        if denied(t.name.as_str()) {
+            row.iter_mut()
+                .for_each(|p| *p = Some(ResponseError::TopicAuthorizationFailed));
+        }
+    }
+    offsets.retain(|(key, _)| !denied(&key.topic));
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
     let member = (request.api_version >= 3).then(|| {
         (

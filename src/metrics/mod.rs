@@ -19,7 +19,9 @@
 //! - bytes, batches and records in/out per partition and per shard: the Produce and Fetch
 //!   handlers, on the connection's shard, for what was acknowledged and what was sent;
 //!   partition-level error codes of Produce and Fetch;
-//! - fdatasync latency: the storage flusher (`storage::log`), on the partition's owner;
+//! - fdatasync latency and slow fdatasyncs: the storage flusher (`storage::log`), on the
+//!   partition's owner; produce partitions that timed out: the Produce handler; reactor stalls:
+//!   each shard's stall watch (`rt::stall`);
 //! - connections, cross-shard queue depth, request bytes in flight, partitions, log sizes,
 //!   high watermarks, groups and consumer lag: read from the shard's state at scrape time.
 //!
@@ -130,8 +132,15 @@ pub struct ShardMetrics {
     handler_panics: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    authentications: Cell<u64>,
+    authentication_failures: Cell<u64>,
     fsync: Histogram,
     fsync_failures: Cell<u64>,
+    /// Issue 18: fdatasyncs slower than `FSYNC_SLOW`, produce partitions answered with
+    /// REQUEST_TIMED_OUT, reactor stalls (count and length).
+    fsync_slow: Cell<u64>,
+    produce_timeouts: Cell<u64>,
+    reactor_stalls: Histogram,
     /// topic -> counters indexed by partition.
     partitions: RefCell<HashMap<String, Vec<PartitionCounters>>>,
     /// (api key, error code) -> partition-level errors answered.
@@ -147,8 +156,13 @@ impl Default for ShardMetrics {
             handler_panics: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            authentications: Cell::new(0),
+            authentication_failures: Cell::new(0),
             fsync: Histogram::default(),
             fsync_failures: Cell::new(0),
+            fsync_slow: Cell::new(0),
+            produce_timeouts: Cell::new(0),
+            reactor_stalls: Histogram::default(),
             partitions: RefCell::new(HashMap::new()),
             partition_errors: RefCell::new(HashMap::new()),
         }
@@ -201,14 +215,49 @@ pub fn record_connection(accepted: bool) {
     });
 }
 
-/// One fdatasync of a partition log took `elapsed` (`ok`: it succeeded).
-pub fn record_fsync(elapsed: Duration, ok: bool) {
+/// A client authenticated (TLS handshake on an SSL listener, SASL on a SASL one: `true`) or
+/// failed to (`false`).
+pub fn record_authentication(ok: bool) {
+    METRICS.with(|m| {
+        bump(
+            if ok {
+                &m.authentications
+            } else {
+                &m.authentication_failures
+            },
+            1,
+        )
+    });
+}
+
+/// An fdatasync slower than this is counted (`freshet_fsync_slow_total`) and logged: on these
+/// disks p99 is ~16 ms (GLOMMIO.md), so 200 ms means the disk is saturated or failing.
+pub const FSYNC_SLOW: Duration = Duration::from_millis(200);
+
+/// One fdatasync of a partition log took `elapsed` (`ok`: it succeeded). Returns whether it was
+/// slow (over [`FSYNC_SLOW`]), for the caller to log with what it synced.
+pub fn record_fsync(elapsed: Duration, ok: bool) -> bool {
+    let slow = elapsed > FSYNC_SLOW;
     METRICS.with(|m| {
         m.fsync.record(elapsed);
         if !ok {
             bump(&m.fsync_failures, 1);
         }
+        if slow {
+            bump(&m.fsync_slow, 1);
+        }
     });
+    slow
+}
+
+/// A Produce partition was answered with REQUEST_TIMED_OUT (not durable within `timeout_ms`).
+pub fn record_produce_timeout() {
+    METRICS.with(|m| bump(&m.produce_timeouts, 1));
+}
+
+/// The shard did not get back to its reactor for `length` (over the stall bound, `rt::stall`).
+pub fn record_reactor_stall(length: Duration) {
+    METRICS.with(|m| m.reactor_stalls.record(length));
 }
 
 /// A partition-level error code answered by `api_key` (Produce, Fetch).
@@ -289,10 +338,15 @@ pub struct ShardSnapshot {
     pub connections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub authentications: u64,
+    pub authentication_failures: u64,
     pub inbox_depth: u64,
     pub inflight_request_bytes: u64,
     pub fsync: HistogramSnapshot,
     pub fsync_failures: u64,
+    pub fsync_slow: u64,
+    pub produce_timeouts: u64,
+    pub reactor_stalls: HistogramSnapshot,
     /// ((topic, partition), counters) counted on this shard's connections.
     pub traffic: Vec<((String, i32), PartitionCounters)>,
     pub partition_errors: Vec<((i16, i16), u64)>,
@@ -333,8 +387,13 @@ pub fn read_counters(out: &mut ShardSnapshot, topic_exists: impl Fn(&str) -> boo
         out.handler_panics = m.handler_panics.get();
         out.connections_accepted = m.connections_accepted.get();
         out.connections_refused = m.connections_refused.get();
+        out.authentications = m.authentications.get();
+        out.authentication_failures = m.authentication_failures.get();
         out.fsync = m.fsync.snapshot();
         out.fsync_failures = m.fsync_failures.get();
+        out.fsync_slow = m.fsync_slow.get();
+        out.produce_timeouts = m.produce_timeouts.get();
+        out.reactor_stalls = m.reactor_stalls.snapshot();
         let mut map = m.partitions.borrow_mut();
         map.retain(|topic, _| topic_exists(topic));
         for (topic, counters) in map.iter() {

@@ -240,6 +240,20 @@ fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
     );
     o.per_shard(
         shards,
+        "freshet_authentications_total",
+        "counter",
+        "Client authentications that succeeded (TLS handshakes on SSL listeners, SASL).",
+        |s| s.authentications,
+    );
+    o.per_shard(
+        shards,
+        "freshet_authentication_failures_total",
+        "counter",
+        "Failed TLS handshakes and SASL authentications.",
+        |s| s.authentication_failures,
+    );
+    o.per_shard(
+        shards,
         "freshet_shard_queue_depth",
         "gauge",
         "Jobs waiting in the shard's cross-shard inbox.",
@@ -341,6 +355,7 @@ fn render_storage<'a>(o: &mut Out, shards: &'a [ShardSnapshot]) -> Vec<&'a super
         "fdatasyncs of partition logs that failed.",
         |s| s.fsync_failures,
     );
+    render_slow_disk(o, shards);
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| &s.partitions).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     type PickP = fn(&super::PartitionState) -> String;
@@ -434,6 +449,44 @@ fn render_groups(o: &mut Out, shards: &[ShardSnapshot], partitions: &[&super::Pa
                 );
             }
         }
+    }
+}
+
+/// Issue 18's series: slow fdatasyncs, produces that timed out, reactor stalls (count and
+/// length), per shard.
+fn render_slow_disk(o: &mut Out, shards: &[ShardSnapshot]) {
+    o.per_shard(
+        shards,
+        "freshet_fsync_slow_total",
+        "counter",
+        "fdatasyncs of partition logs slower than 200 ms (a saturated or failing disk).",
+        |s| s.fsync_slow,
+    );
+    o.per_shard(
+        shards,
+        "freshet_produce_timeouts_total",
+        "counter",
+        "Produce partitions answered with REQUEST_TIMED_OUT: not durable within the request's timeout_ms.",
+        |s| s.produce_timeouts,
+    );
+    o.per_shard(
+        shards,
+        "freshet_reactor_stalls_total",
+        "counter",
+        "Times the shard did not get back to its reactor within 10 ms (a blocking call or a long loop on the shard).",
+        |s| s.reactor_stalls.count(),
+    );
+    o.header(
+        "freshet_reactor_stall_seconds",
+        "histogram",
+        "Length of each reactor stall, by shard.",
+    );
+    for s in shards {
+        o.histogram(
+            "freshet_reactor_stall_seconds",
+            &[("shard", &s.shard.to_string())],
+            &s.reactor_stalls,
+        );
     }
 }
 

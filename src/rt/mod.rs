@@ -21,6 +21,7 @@ mod join;
 pub mod net;
 pub mod notify;
 pub mod sim;
+pub mod stall;
 pub mod sync;
 mod time;
 
@@ -34,7 +35,7 @@ pub use glommio_backend::{
 };
 pub use join::{first_of, join_all};
 pub use notify::Notify;
-pub use time::{now, sleep, unix_time_ms, Instant, Sleep};
+pub use time::{now, sleep, timeout, unix_time_ms, Instant, Sleep};
 
 /// Spawns `future` as a task of this thread's executor (glommio's, or the simulation's).
 pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {

@@ -114,6 +114,12 @@ pub fn unix_time_ms() -> i64 {
     with(|ex| ex.config.unix_start_ms + ex.elapsed.get().as_millis() as i64)
 }
 
+/// Advances the virtual clock by `duration` within the current poll, as a blocking call or a
+/// long loop on the thread would: timers due meanwhile fire late (what `rt::stall` detects).
+pub fn block_for(duration: Duration) {
+    with(|ex| ex.elapsed.set(ex.elapsed.get() + duration));
+}
+
 /// Task polls so far in this simulation.
 pub fn steps() -> u64 {
     with(|ex| ex.steps.get())

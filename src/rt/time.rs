@@ -1,5 +1,5 @@
 //! Time through the seam: [`now`] and [`Instant`] (the virtual clock under simulation),
-//! [`unix_time_ms`] (the wall clock, virtual too under simulation) and [`sleep`].
+//! [`unix_time_ms`] (the wall clock, virtual too under simulation), [`sleep`] and [`timeout`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -97,6 +97,17 @@ pub fn sleep(duration: Duration) -> Sleep {
     } else {
         SleepInner::GlommioNotStarted(duration)
     })
+}
+
+/// Runs `future` for at most `limit` (of virtual time under simulation): `Some(output)` if it
+/// finished in time, `None` if the limit passed first (the future is then dropped, so whatever
+/// it started elsewhere, such as an append on another shard, goes on without it).
+pub async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        sleep(limit).await;
+        None
+    })
+    .await
 }
 
 /// The future [`sleep`] returns.

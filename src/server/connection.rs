@@ -22,11 +22,19 @@
 //! that keeps small requests (ApiVersions, Metadata, heartbeats) of other clients flowing. At
 //! either limit the reader stops reading, so TCP backpressure reaches the client.
 //!
+//! Produce requests (recognised by the API key in their first bytes) reserve from their own
+//! budget instead, `produce_inflight_bytes_per_shard_max` ([`Shard::produce_kib`]): they are
+//! the requests that wait for the disk, so a slow or stalled disk fills only that budget and
+//! stops reading only the connections that produce; ApiVersions, Metadata, heartbeats and
+//! fetches of other connections keep their budget (issue 18).
+//!
 //! The connection closes when the client closes, sends something unparseable (a TLS
 //! ClientHello is recognised and logged as such), a handler asks for it (unknown API key) or
 //! panics, the connection idles longer than `connections_max_idle_ms`, or a request does not
 //! arrive whole within `request_read_timeout_ms` of its first byte (time spent waiting for the
 //! shard's request budget does not count); other connections are never affected.
+
+mod sasl_gate;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -35,11 +43,13 @@ use bytes::{Bytes, BytesMut};
 use std::panic::AssertUnwindSafe;
 
 use crate::rt::net::TcpStream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::api::{self, Outcome};
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
-use crate::protocol::header::parse_request_header;
+use crate::protocol::header::{parse_request_header, ParsedRequest};
+use crate::security::sasl::SaslServer;
+use crate::server::listener::Listener;
 use crate::shard::Shard;
 
 /// Bytes read at once while no frame size is known: an idle connection waits with this much in
@@ -57,6 +67,8 @@ pub const READ_WINDOW_BYTES_MAX: usize = 256 * 1024;
 /// Requests up to this size are small: they reserve the shard's request budget once complete
 /// and may use all of it; larger ones reserve on their size prefix and share 3/4 of it.
 pub const SMALL_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Kafka's API key of Produce: such requests reserve from the shard's produce budget.
+const PRODUCE_API_KEY: i16 = 0;
 /// The first bytes of a TLS handshake record (content type 22, version 3.x).
 const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
@@ -79,19 +91,95 @@ struct Mute {
     changed: crate::rt::Notify,
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
+/// Serves one accepted connection of `listener` until it closes: a TLS listener's connection
+/// first completes its TLS handshake ([`serve_tls`]).
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
     let _ = stream.set_nodelay(true);
+    if listener.tls.is_some() {
+        // Boxed: the TLS state (kilobytes) must not size every plaintext connection's task.
+        return Box::pin(serve_tls(shard, stream, peer, listener)).await;
+    }
+    let anonymous: Rc<str> = Rc::from(crate::protocol::header::ANONYMOUS_PRINCIPAL);
+    serve_stream(shard, stream, peer, anonymous, listener).await
+}
+
+/// Serves a connection of a TLS listener: the TLS handshake (within
+/// `request_read_timeout_ms`; a failed one closes the connection, logged and counted), then the
+/// decrypted stream, whose principal is the client certificate's subject if it sent one.
+async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
+    let Some(tls) = &listener.tls else {
+        return;
+    };
+    let timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
+    let accepting = tls.acceptor().accept(stream);
+    let handshake = futures_lite::future::or(async { Some(accepting.await) }, async {
+        crate::rt::sleep(timeout).await;
+        None
+    })
+    .await;
+    let stream = match handshake {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => {
+            crate::metrics::record_authentication(false);
+            tracing::warn!(%peer, listener = %listener.name, error = %e, "TLS handshake failed (a plaintext client on a TLS listener, an untrusted or missing client certificate, or garbage); closing connection");
+            return;
+        }
+        None => {
+            tracing::warn!(%peer, listener = %listener.name, "TLS handshake not done within request_read_timeout_ms; closing connection");
+            return;
+        }
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| crate::security::tls::principal_of_certificate(cert))
+        .unwrap_or_else(|| crate::protocol::header::ANONYMOUS_PRINCIPAL.to_string());
+    if !listener.protocol.sasl() {
+        crate::metrics::record_authentication(true);
+    }
+    tracing::debug!(%peer, %principal, "TLS handshake done");
+    serve_stream(shard, stream, peer, Rc::from(principal), listener).await;
+}
+
+/// Serves a connection's (plain or decrypted) byte stream: the reader and the writer.
+async fn serve_stream<S>(
+    shard: Rc<Shard>,
+    stream: S,
+    peer: String,
+    principal: Rc<str>,
+    listener: Rc<Listener>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
     let mute: Rc<Mute> = Rc::default();
     let write_task =
         crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone(), mute.clone()));
-    let why = read_loop(&shard, reader, queue_tx, &peer, &mute).await;
+    let session = Session {
+        principal,
+        sasl: listener
+            .protocol
+            .sasl()
+            .then(|| SaslServer::new(&listener.sasl_mechanisms)),
+        listener,
+    };
+    let why = read_loop(&shard, reader, queue_tx, &peer, session, &mute).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
+}
+
+/// Who is on the other end of a connection, and how far its SASL authentication got.
+struct Session {
+    /// `User:ANONYMOUS`, the client certificate's subject, or the SASL user.
+    principal: Rc<str>,
+    /// The SASL server of a SASL listener until the client has authenticated (then `None`).
+    sasl: Option<SaslServer>,
+    listener: Rc<Listener>,
 }
 
 /// Shard memory reserved for one request, in KiB; given back when dropped (by the writer, once
@@ -102,12 +190,29 @@ struct Reservation {
     kib: u64,
     /// KiB of [`Shard::large_request_kib`] (0 for a small request).
     large_kib: u64,
+    /// KiB of [`Shard::produce_kib`] (a Produce request holds only these).
+    produce_kib: u64,
+    /// How long the request waited for this reservation (counts against its deadline).
+    waited: Duration,
 }
 
 impl Reservation {
     /// Waits until the shard's request budget has room for a request of `bytes`; a large one
-    /// also waits for room in the share large requests may hold.
-    async fn acquire(shard: &Rc<Shard>, bytes: usize) -> Option<Reservation> {
+    /// also waits for room in the share large requests may hold. A Produce request (`produce`)
+    /// waits for room in the shard's produce budget instead.
+    async fn acquire(shard: &Rc<Shard>, bytes: usize, produce: bool) -> Option<Reservation> {
+        if produce {
+            let total = crate::shard::produce_kib_total(&shard.config);
+            let kib = (bytes as u64).div_ceil(1024).clamp(1, total);
+            shard.produce_kib.acquire(kib).await.ok()?;
+            return Some(Reservation {
+                shard: shard.clone(),
+                kib: 0,
+                large_kib: 0,
+                produce_kib: kib,
+                waited: Duration::ZERO,
+            });
+        }
         let total = shard_kib_total(shard);
         let kib = (bytes as u64).div_ceil(1024).clamp(1, total);
         let large_kib = if bytes > SMALL_REQUEST_BYTES_MAX {
@@ -124,6 +229,8 @@ impl Reservation {
             shard: shard.clone(),
             kib: 0,
             large_kib,
+            produce_kib: 0,
+            waited: Duration::ZERO,
         };
         shard.inflight_kib.acquire(kib).await.ok()?;
         reservation.kib = kib;
@@ -131,10 +238,24 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// A reservation of nothing (for a request answered without being handled).
+    fn nothing(shard: &Rc<Shard>) -> Reservation {
+        Reservation {
+            shard: shard.clone(),
+            kib: 0,
+            large_kib: 0,
+            produce_kib: 0,
+            waited: Duration::ZERO,
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.shard.inflight_kib.signal(self.kib);
         self.shard.large_request_kib.signal(self.large_kib);
+        self.shard.produce_kib.signal(self.produce_kib);
     }
 }
 
@@ -184,18 +305,25 @@ fn make_room(buf: &mut BytesMut, frame_bytes: usize) -> usize {
     (buf.capacity() - buf.len()).min(READ_WINDOW_BYTES_MAX)
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: R,
     queue: flume::Sender<InFlight>,
     peer: &str,
+    mut session: Session,
     mute: &Mute,
 ) -> String {
+    let request_bytes_max = shard.config.request_bytes_max;
     let mut frames = FrameReader {
         shard,
         reader,
         peer,
-        max: shard.config.request_bytes_max,
+        // Before SASL authentication, Kafka's sasl.server.max.receive.size.
+        max: if session.sasl.is_some() {
+            request_bytes_max.min(crate::security::sasl::SASL_RECEIVE_BYTES_MAX)
+        } else {
+            request_bytes_max
+        },
         idle: Duration::from_millis(shard.config.connections_max_idle_ms),
         request_timeout: Duration::from_millis(shard.config.request_read_timeout_ms),
         buf: BytesMut::new(),
@@ -210,9 +338,36 @@ async fn read_loop(
             Err(why) => return why,
         };
         frames.frames_read += 1;
+        let frame = if session.sasl.is_some() {
+            // Boxed: only connections that authenticate pay for its state.
+            let step = Box::pin(sasl_gate::step(shard, &mut session, frame, &queue, peer));
+            match step.await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    if session.sasl.is_none() {
+                        frames.max = request_bytes_max;
+                    }
+                    continue;
+                }
+                Err(why) => return why,
+            }
+        } else {
+            frame
+        };
+        let who = (&session.principal, &session.listener.name);
         // A frame read while the answer before it was being throttled waits too.
         wait_unmuted(shard, mute).await;
-        if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer, mute).await {
+        if let Err(why) = dispatch(
+            shard,
+            frame,
+            reserved,
+            &client_host,
+            who,
+            (&queue, mute),
+            peer,
+        )
+        .await
+        {
             return why;
         }
     }
@@ -220,9 +375,9 @@ async fn read_loop(
 
 /// The read side of a connection: the socket, the bytes of the frame being read, and the
 /// limits on reading it.
-struct FrameReader<'a> {
+struct FrameReader<'a, R> {
     shard: &'a Rc<Shard>,
-    reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: R,
     peer: &'a str,
     /// `request_bytes_max`.
     max: usize,
@@ -237,7 +392,7 @@ struct FrameReader<'a> {
     frames_read: u64,
 }
 
-impl FrameReader<'_> {
+impl<R: AsyncRead + Unpin> FrameReader<'_, R> {
     /// Reads until a whole frame is at the front of `buf` and takes it, with the shard memory
     /// reserved for it if it is large. `Err`: why the connection closes.
     async fn read_frame(&mut self) -> Result<(BytesMut, Option<Reservation>), String> {
@@ -278,12 +433,17 @@ impl FrameReader<'_> {
                 i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize
                     + SIZE_PREFIX_BYTES
             });
-            if let Some(frame_bytes) = frame_bytes {
+            // A large frame reserves once its API key is here too (which budget it takes).
+            if let (Some(frame_bytes), Some(api_key)) = (frame_bytes, api_key_of(buf)) {
                 let size = frame_bytes - SIZE_PREFIX_BYTES;
                 if size > SMALL_REQUEST_BYTES_MAX && reserved.is_none() {
                     let waiting = Instant::now();
-                    match Reservation::acquire(shard, size).await {
-                        Some(r) => reserved = Some(r),
+                    let produce = api_key == PRODUCE_API_KEY;
+                    match Reservation::acquire(shard, size, produce).await {
+                        Some(mut r) => {
+                            r.waited = waiting.elapsed();
+                            reserved = Some(r);
+                        }
                         None => return Err("shard stopping".into()),
                     }
                     if let Some(s) = started.as_mut() {
@@ -366,9 +526,9 @@ impl FrameReader<'_> {
 
 /// Reads from the client into `target`, for `limit` at most; a stopping broker ends the wait
 /// while no byte of a frame is here (`filled == 0`).
-async fn read_or_stop(
+async fn read_or_stop<R: AsyncRead + Unpin>(
     shard: &Shard,
-    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    reader: &mut R,
     target: &mut [u8],
     filled: usize,
     limit: Duration,
@@ -401,18 +561,12 @@ async fn dispatch(
     frame: BytesMut,
     reserved: Option<Reservation>,
     client_host: &Rc<str>,
-    queue: &flume::Sender<InFlight>,
+    (principal, listener): (&Rc<str>, &Rc<str>),
+    (queue, mute): (&flume::Sender<InFlight>, &Mute),
     peer: &str,
-    mute: &Mute,
 ) -> Result<(), String> {
     let frame: Bytes = frame.freeze();
-    let reservation = match reserved {
-        Some(r) => r,
-        None => match Reservation::acquire(shard, frame.len()).await {
-            Some(r) => r,
-            None => return Err("shard stopping".into()),
-        },
-    };
+    let frame_bytes = frame.len();
     let mut request = match parse_request_header(frame) {
         Ok(request) => request,
         Err(e) => {
@@ -421,10 +575,21 @@ async fn dispatch(
         }
     };
     request.client_host = client_host.clone();
+    request.principal = principal.clone();
+    request.listener = listener.clone();
+    let queued = Instant::now();
+    let (reservation, timed_out) = match reserved {
+        Some(r) => (r, false),
+        None => reserve(shard, &request, frame_bytes).await?,
+    };
+    request.queued_for = reservation.waited + queued.elapsed();
     let gated = crate::quota::applies(&shard.metadata().client_quotas, &request);
     mute.gated.set(mute.gated.get() + u64::from(gated));
     let handler_shard = shard.clone();
     let answer = crate::rt::spawn_local(async move {
+        if timed_out {
+            return api::produce::answer_timed_out(&request);
+        }
         // A bug in one handler must not take the shard (and every other client) down:
         // the panic is logged by the panic hook and only this connection is closed.
         AssertUnwindSafe(api::handle(&handler_shard, request))
@@ -465,12 +630,44 @@ async fn wait_unmuted(shard: &Shard, mute: &Mute) {
     }
 }
 
+/// Reserves the shard memory for a complete `request` of `bytes`, waiting for room. A Produce
+/// waits for room in the produce budget for its `timeout_ms` at most (the wait counts against
+/// it, so a stalled disk cannot leave it unanswered): `(_, true)` then, with nothing reserved,
+/// and it is answered REQUEST_TIMED_OUT without being handled. `Err`: the shard is stopping.
+async fn reserve(
+    shard: &Rc<Shard>,
+    request: &ParsedRequest,
+    bytes: usize,
+) -> Result<(Reservation, bool), String> {
+    let stopping = || "shard stopping".to_string();
+    if request.api_key != PRODUCE_API_KEY {
+        let r = Reservation::acquire(shard, bytes, false).await;
+        return r.map(|r| (r, false)).ok_or_else(stopping);
+    }
+    let limit = api::produce::budget_wait_max(request);
+    let acquire = Reservation::acquire(shard, bytes, true);
+    match limit {
+        None => acquire.await.map(|r| (r, false)).ok_or_else(stopping),
+        Some(limit) => match crate::rt::timeout(limit, acquire).await {
+            Some(r) => r.map(|r| (r, false)).ok_or_else(stopping),
+            None => Ok((Reservation::nothing(shard), true)),
+        },
+    }
+}
+
+/// The API key of the frame at the front of `buf` (size prefix included), once its bytes
+/// are here.
+fn api_key_of(buf: &[u8]) -> Option<i16> {
+    buf.get(SIZE_PREFIX_BYTES..SIZE_PREFIX_BYTES + 2)
+        .map(|k| i16::from_be_bytes([k[0], k[1]]))
+}
+
 fn shard_kib_total(shard: &Shard) -> u64 {
     (shard.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     queue: flume::Receiver<InFlight>,
     peer: String,
     mute: Rc<Mute>,
@@ -533,8 +730,8 @@ async fn write_loop(
 /// Writes a response made of several pieces. Small pieces are gathered into one buffer;
 /// large ones (record data) go to the socket as they are, without a copy (glommio has no
 /// real vectored write: GLOMMIO.md pitfall 3).
-async fn write_pieces(
-    writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+async fn write_pieces<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     pieces: &[Bytes],
 ) -> std::io::Result<()> {
     const GATHER_BYTES_MAX: usize = 16 * 1024;

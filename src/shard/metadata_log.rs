@@ -111,7 +111,13 @@ impl RecordCodec for MetadataCodec {
                     .iter()
                     .map(|(e, v)| 128 + e.name_bytes() + 64 * v.len())
                     .sum();
-                topics + brokers + quotas + 256
+                let users: usize = metadata
+                    .scram_credentials
+                    .iter()
+                    .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
+                    .sum();
+                let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
+                topics + brokers + quotas + users + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -135,8 +141,21 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::ClientQuotaSet { entity, values } => {
                 256 + entity.name_bytes() + values.keys().map(|k| k.len() + 32).sum::<usize>()
             }
+            MetadataRecord::UserScramCredentialSet { user, .. } => {
+                user.len() + SCRAM_CREDENTIAL_JSON_BYTES
+            }
+            MetadataRecord::UserScramCredentialRemoved { user, .. } => user.len() + 128,
+            MetadataRecord::AclCreated { acl } => acl_bytes(acl),
+            MetadataRecord::AclsDeleted { acls } => acls.iter().map(acl_bytes).sum::<usize>() + 64,
         }
     }
+}
+
+/// About the JSON of one SCRAM credential (salt and two keys of up to 64 bytes, each byte
+/// written as a number of up to 4 characters).
+const SCRAM_CREDENTIAL_JSON_BYTES: usize = 1024;
+fn acl_bytes(acl: &crate::security::acl::AclBinding) -> usize {
+    acl.resource_name.len() + acl.principal.len() + acl.host.len() + 192
 }
 
 fn config_bytes(configs: &std::collections::BTreeMap<String, String>) -> usize {

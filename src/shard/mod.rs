@@ -165,11 +165,21 @@ pub struct Shard {
     /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
     /// The metadata quorum on this node (coordinator shard, once started).
     controller: RefCell<Option<Rc<controller::Controller>>>,
+    /// Bytes of Produce requests in flight on this shard, in KiB units
+    /// (`produce_inflight_bytes_per_shard_max`): produces reserve here instead of
+    /// [`Shard::inflight_kib`], so produces stuck behind a slow disk stop their own connections
+    /// and never the requests that need no disk.
+    pub produce_kib: Semaphore,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
 pub fn large_request_kib_total(inflight_kib_total: u64) -> u64 {
     (inflight_kib_total - inflight_kib_total / 4).max(1)
+}
+
+/// The KiB of a shard's Produce budget (`produce_inflight_bytes_per_shard_max`).
+pub fn produce_kib_total(config: &BrokerConfig) -> u64 {
+    (config.produce_inflight_bytes_per_shard_max / 1024).max(1) as u64
 }
 
 impl Shard {
@@ -216,6 +226,7 @@ impl Shard {
             ),
             txns: txns::TxnCoordinator::new(),
             controller: RefCell::new(None),
+            produce_kib: Semaphore::new(produce_kib_total(&config)),
         })
     }
 
@@ -223,10 +234,13 @@ impl Shard {
         self.router.shard_count()
     }
 
-    /// Bytes of requests read on this shard and not yet answered (KiB granularity).
+    /// Bytes of requests read on this shard and not yet answered (KiB granularity), Produce
+    /// requests (their own budget) included.
     pub fn inflight_request_bytes(&self) -> u64 {
         let total_kib = (self.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
-        total_kib.saturating_sub(self.inflight_kib.available()) * 1024
+        let produce_kib =
+            produce_kib_total(&self.config).saturating_sub(self.produce_kib.available());
+        (total_kib.saturating_sub(self.inflight_kib.available()) + produce_kib) * 1024
     }
 
     /// The current metadata snapshot.

@@ -141,6 +141,17 @@ pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
     }
 }
 
+/// This broker as clients that came in on listener `listener` must see it: that listener's
+/// advertised address (the first listener's for an unknown or empty name).
+pub fn local_endpoint_on(config: &BrokerConfig, listener: &str) -> BrokerEndpoint {
+    let mut endpoint = local_endpoint(config);
+    if let Ok((host, port)) = config.advertised_host_port_of(listener) {
+        endpoint.host = host;
+        endpoint.port = port;
+    }
+    endpoint
+}
+
 /// The controller id clients are told (Metadata, DescribeCluster): the active controller as
 /// this process knows it; with none known (a single node before its quorum starts, or an
 /// election), this node, which forwards admin requests to the controller or answers

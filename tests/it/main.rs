@@ -36,6 +36,7 @@ mod common;
 #[path = "../storage_common/mod.rs"]
 mod storage_common;
 
+mod acl_authz;
 mod admin_metrics;
 mod bad_input;
 mod bench;
@@ -76,6 +77,8 @@ mod simulate;
 mod simulate_compact;
 mod simulate_internal;
 mod simulate_quorum;
+mod slow_disk;
+mod stalls;
 mod storage_compact;
 mod storage_crash;
 mod storage_epochs;
@@ -86,6 +89,7 @@ mod storage_prop;
 mod storage_read_check;
 mod storage_txn_index;
 mod stress;
+mod tls_sasl;
 mod tuning;
 mod txn_cluster;
 mod validate_cleaner_bomb;

@@ -351,6 +351,14 @@ fn describe(record: &MetadataRecord) -> String {
             a.leader, a.leader_epoch, a.partition_epoch, a.isr
         ),
         MetadataRecord::ClientQuotaSet { entity, values } => format!("quotas {entity} {values:?}"),
+        MetadataRecord::UserScramCredentialSet {
+            user, mechanism, ..
+        } => format!("scram credential {user} {mechanism}"),
+        MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
+            format!("scram credential removed {user} {mechanism}")
+        }
+        MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
+        MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
     }
 }
 

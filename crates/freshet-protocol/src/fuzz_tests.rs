@@ -404,6 +404,26 @@ fn seed_sasl_authenticate(_v: i16) -> SaslAuthenticateRequest {
     SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0alice\0secret"))
 }
 
+fn seed_describe_user_scram_credentials(_v: i16) -> DescribeUserScramCredentialsRequest {
+    let user = describe_user_scram_credentials_request::UserName::default().with_name(s("alice"));
+    DescribeUserScramCredentialsRequest::default().with_users(Some(vec![user]))
+}
+
+fn seed_alter_user_scram_credentials(_v: i16) -> AlterUserScramCredentialsRequest {
+    let upsert = alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+        .with_name(s("alice"))
+        .with_mechanism(2)
+        .with_iterations(4096)
+        .with_salt(Bytes::from_static(b"salt"))
+        .with_salted_password(Bytes::from_static(b"salted"));
+    let delete = alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+        .with_name(s("bob"))
+        .with_mechanism(1);
+    AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert])
+        .with_deletions(vec![delete])
+}
+
 fn seed_consumer_group_heartbeat(v: i16) -> ConsumerGroupHeartbeatRequest {
     let tp = consumer_group_heartbeat_request::TopicPartitions::default()
         .with_topic_id(uuid::Uuid::from_bytes([7; 16]))
@@ -696,6 +716,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeTransactionsRequest,
         ListTransactionsRequest,
         SaslAuthenticateRequest,
+        DescribeUserScramCredentialsRequest,
+        AlterUserScramCredentialsRequest,
         ElectLeadersRequest,
         OffsetForLeaderEpochRequest,
         DescribeClientQuotasRequest,
@@ -785,11 +807,55 @@ fn served() -> Vec<Served> {
         served!(ListTransactionsRequest, seed_list_transactions),
         served!(SaslHandshakeRequest, seed_sasl_handshake),
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
+        served!(
+            DescribeUserScramCredentialsRequest,
+            seed_describe_user_scram_credentials
+        ),
+        served!(
+            AlterUserScramCredentialsRequest,
+            seed_alter_user_scram_credentials
+        ),
         served!(ElectLeadersRequest, seed_elect_leaders),
         served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
         served!(DescribeClientQuotasRequest, seed_describe_client_quotas),
         served!(AlterClientQuotasRequest, seed_alter_client_quotas),
+        served!(DescribeAclsRequest, seed_describe_acls),
+        served!(CreateAclsRequest, seed_create_acls),
+        served!(DeleteAclsRequest, seed_delete_acls),
     ]
+}
+
+fn seed_describe_acls(_v: i16) -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(2)
+        .with_principal_filter(Some(s("User:alice")))
+        .with_operation(1)
+        .with_permission_type(1)
+}
+
+fn seed_create_acls(_v: i16) -> CreateAclsRequest {
+    let c = create_acls_request::AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(s("orders"))
+        .with_resource_pattern_type(3)
+        .with_principal(s("User:alice"))
+        .with_host(s("*"))
+        .with_operation(3)
+        .with_permission_type(3);
+    CreateAclsRequest::default().with_creations(vec![c.clone(), c])
+}
+
+fn seed_delete_acls(_v: i16) -> DeleteAclsRequest {
+    let f = delete_acls_request::DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(Some(s("orders")))
+        .with_pattern_type_filter(1)
+        .with_host_filter(Some(s("*")))
+        .with_operation(1)
+        .with_permission_type(1);
+    DeleteAclsRequest::default().with_filters(vec![f])
 }
 
 /// Every API in the versions table is covered here, so no served type escapes the fuzzing.

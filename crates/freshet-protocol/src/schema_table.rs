@@ -1088,6 +1088,62 @@ pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST: StructSchema =
     ],
 };
 
+pub(crate) static DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_DESCRIBEUSERSCRAMCREDENTIALSREQUEST: StructSchema = StructSchema {
+    name: "DescribeUserScramCredentialsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_USERNAME)), min: 0, max: 0 }, // users
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_USERNAME: StructSchema = StructSchema {
+    name: "UserName", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_user_scram_credentials_request::UserName>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_ALTERUSERSCRAMCREDENTIALSREQUEST: StructSchema = StructSchema {
+    name: "AlterUserScramCredentialsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::AlterUserScramCredentialsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALDELETION)), min: 0, max: 0 }, // deletions
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALUPSERTION)), min: 0, max: 0 }, // upsertions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALDELETION: StructSchema = StructSchema {
+    name: "ScramCredentialDeletion", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::Int8, min: 0, max: 0 }, // mechanism
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALUPSERTION: StructSchema = StructSchema {
+    name: "ScramCredentialUpsertion", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::Int8, min: 0, max: 0 }, // mechanism
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // iterations
+        Field { ty: Ty::CompactBytes, min: 0, max: 0 }, // salt
+        Field { ty: Ty::CompactBytes, min: 0, max: 0 }, // salted_password
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER: StructSchema = StructSchema {
     name: "WritableTxnMarker", tagged_from: 1,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker>(),
@@ -1263,6 +1319,85 @@ pub(crate) static ALTER_CLIENT_QUOTAS_REQUEST_OPDATA: StructSchema = StructSchem
     ],
 };
 
+pub(crate) static DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST: StructSchema = StructSchema {
+    name: "DescribeAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_acls_request::DescribeAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_ACLCREATION: StructSchema = StructSchema {
+    name: "AclCreation", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::AclCreation>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_pattern_type
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host
+        Field { ty: Ty::String, min: 1, max: 1 }, // host
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static CREATE_ACLS_REQUEST_CREATEACLSREQUEST: StructSchema = StructSchema {
+    name: "CreateAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::create_acls_request::CreateAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 2, max: 3 }, // creations
+        Field { ty: Ty::Array(&Ty::Struct(&CREATE_ACLS_REQUEST_ACLCREATION)), min: 1, max: 1 }, // creations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSFILTER: StructSchema = StructSchema {
+    name: "DeleteAclsFilter", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsFilter>(),
+    fields: &[
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // resource_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // resource_name_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // resource_name_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // pattern_type_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // principal_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // principal_filter
+        Field { ty: Ty::CompactString, min: 2, max: 3 }, // host_filter
+        Field { ty: Ty::String, min: 1, max: 1 }, // host_filter
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // operation
+        Field { ty: Ty::Int8, min: 1, max: 3 }, // permission_type
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSREQUEST: StructSchema = StructSchema {
+    name: "DeleteAclsRequest", tagged_from: 2,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_acls_request::DeleteAclsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 2, max: 3 }, // filters
+        Field { ty: Ty::Array(&Ty::Struct(&DELETE_ACLS_REQUEST_DELETEACLSFILTER)), min: 1, max: 1 }, // filters
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1305,11 +1440,16 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
+        50 => Some(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_DESCRIBEUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
+        51 => Some(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_ALTERUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
         43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
         23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4
         48 => Some(&DESCRIBE_CLIENT_QUOTAS_REQUEST_DESCRIBECLIENTQUOTASREQUEST), // versions 0-1
         49 => Some(&ALTER_CLIENT_QUOTAS_REQUEST_ALTERCLIENTQUOTASREQUEST), // versions 0-1
+        29 => Some(&DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST), // versions 1-3
+        30 => Some(&CREATE_ACLS_REQUEST_CREATEACLSREQUEST), // versions 1-3
+        31 => Some(&DELETE_ACLS_REQUEST_DELETEACLSREQUEST), // versions 1-3
         _ => None,
     }
 }

@@ -45,7 +45,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
-    // No SASL yet: answered with ILLEGAL_SASL_STATE, as Kafka does on a PLAINTEXT listener.
+    // On SASL listeners served by the connection before authentication; elsewhere (and
+    // after authentication) answered with ILLEGAL_SASL_STATE, as Kafka does.
     api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
@@ -60,10 +61,14 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // Broker to broker: a transaction coordinator's markers (v0 removed in Kafka 4.0).
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 5),
+    // ACLs (Kafka 4.1 serves v2-v3: KIP-896 removed v0-v1).
+    api(ApiKey::DescribeAcls, 2, 3),
+    api(ApiKey::CreateAcls, 2, 3),
+    api(ApiKey::DeleteAcls, 2, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
-    // No SASL yet: answered with ILLEGAL_SASL_STATE, as Kafka does on a PLAINTEXT listener.
+    // As SaslHandshake.
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
@@ -74,6 +79,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // Client quotas, stored in the metadata log (`quota`).
     api(ApiKey::DescribeClientQuotas, 0, 1),
     api(ApiKey::AlterClientQuotas, 0, 1),
+    // SCRAM users (issue 15), in the metadata log.
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
     // The metadata quorum (`__cluster_metadata` partition 0), answered by the active controller.
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),

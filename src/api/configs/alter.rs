@@ -64,6 +64,19 @@ pub(super) struct AlterResource {
     change: Result<Change, AdminError>,
 }
 
+/// Refuses (AdminError::Unauthorized) each resource `denied` names: the caller lacks
+/// ALTER_CONFIGS on it (`api::authz::config_refusal`).
+pub(super) fn refuse_unauthorized(
+    resources: &mut [AlterResource],
+    denied: impl Fn(i8, &str) -> Option<crate::security::acl::ResourceType>,
+) {
+    for r in resources.iter_mut() {
+        if let Some(resource_type) = denied(r.kind, r.name.as_str()) {
+            r.change = Err(AdminError::Unauthorized(resource_type));
+        }
+    }
+}
+
 /// Applies incremental operations to `current` overrides, as Kafka's
 /// `ConfigurationControlManager.incrementalAlterConfigResource` does: SET replaces, DELETE
 /// removes, APPEND adds the comma-separated values not present yet and SUBTRACT removes them

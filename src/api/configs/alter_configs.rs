@@ -29,7 +29,17 @@ pub async fn handle_alter(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome 
             (r.resource_type, r.resource_name, configs)
         })
         .collect();
-    let resources = preprocess(resources, false, shard.config.node_id);
+    let mut resources = preprocess(resources, false, shard.config.node_id);
+    // Kafka: ALTER_CONFIGS on the topic, group or cluster.
+    super::alter::refuse_unauthorized(&mut resources, |kind, name| {
+        crate::api::authz::config_refusal(
+            shard,
+            &request,
+            crate::api::authz::Op::AlterConfigs,
+            kind,
+            name,
+        )
+    });
     let mut response = AlterConfigsResponse::default();
     for (kind, name, result) in alter(shard, resources, body.validate_only).await {
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();

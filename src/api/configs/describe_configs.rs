@@ -33,14 +33,25 @@ pub async fn handle_describe(shard: &Rc<Shard>, request: ParsedRequest) -> Outco
     let log_dir = absolute_data_dir(&shard.config);
     let mut response = DescribeConfigsResponse::default();
     for resource in &body.resources {
-        let described = describe_resource(
-            &metadata,
-            &shard.config,
-            &kafka,
-            &log_dir,
+        // Kafka: DESCRIBE_CONFIGS on the topic, group or cluster.
+        let denied = crate::api::authz::config_refusal(
+            shard,
+            &request,
+            crate::api::authz::Op::DescribeConfigs,
             resource.resource_type,
             resource.resource_name.as_str(),
         );
+        let described = match denied {
+            Some(resource_type) => Err(AdminError::Unauthorized(resource_type)),
+            None => describe_resource(
+                &metadata,
+                &shard.config,
+                &kafka,
+                &log_dir,
+                resource.resource_type,
+                resource.resource_name.as_str(),
+            ),
+        };
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();

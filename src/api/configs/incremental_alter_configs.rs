@@ -39,7 +39,17 @@ pub async fn handle_incremental_alter(shard: &Rc<Shard>, request: ParsedRequest)
             (r.resource_type, r.resource_name, configs)
         })
         .collect();
-    let resources = preprocess(resources, true, shard.config.node_id);
+    let mut resources = preprocess(resources, true, shard.config.node_id);
+    // Kafka: ALTER_CONFIGS on the topic, group or cluster.
+    super::alter::refuse_unauthorized(&mut resources, |kind, name| {
+        crate::api::authz::config_refusal(
+            shard,
+            &request,
+            crate::api::authz::Op::AlterConfigs,
+            kind,
+            name,
+        )
+    });
     let mut response = IncrementalAlterConfigsResponse::default();
     for (kind, name, result) in alter(shard, resources, body.validate_only).await {
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();

@@ -175,10 +175,14 @@ pub(super) async fn flush_loop(shared: Rc<Shared>) {
                 Ok((file, preallocated_len, new_tail_block)) => {
                     record_written(&shared, &plan, &file, preallocated_len, &new_tail_block);
                     let sync_file = file.clone();
+                    let dir = shared.dir.clone();
                     let sync = crate::rt::spawn_local(async move {
                         let started = std::time::Instant::now();
                         let synced = sync_file.sync().await;
-                        crate::metrics::record_fsync(started.elapsed(), synced.is_ok());
+                        let elapsed = started.elapsed();
+                        if crate::metrics::record_fsync(elapsed, synced.is_ok()) {
+                            log_slow_fsync(&dir, elapsed);
+                        }
                         synced
                     })
                     .detach();
@@ -206,6 +210,27 @@ pub(super) async fn flush_loop(shared: Rc<Shared>) {
         }
         shared.wake();
     }
+}
+
+/// At most one slow-fdatasync log line per shard per this interval.
+const SLOW_FSYNC_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+thread_local! {
+    /// When this shard last logged a slow fdatasync, and how many it has not logged since.
+    static SLOW_FSYNC_LOG: std::cell::Cell<(Option<std::time::Instant>, u64)> =
+        const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Logs a slow fdatasync of the log in `dir` (counted by `metrics::record_fsync`), at most one
+/// line per [`SLOW_FSYNC_LOG_INTERVAL`]: a saturated disk makes every sync slow.
+fn log_slow_fsync(dir: &Path, elapsed: std::time::Duration) {
+    let (last, not_logged) = SLOW_FSYNC_LOG.get();
+    if last.is_some_and(|t| t.elapsed() < SLOW_FSYNC_LOG_INTERVAL) {
+        SLOW_FSYNC_LOG.set((last, not_logged + 1));
+        return;
+    }
+    tracing::warn!(dir = %dir.display(), elapsed_ms = elapsed.as_millis() as u64, slow_fsyncs_not_logged = not_logged, "slow fdatasync: the disk is saturated or failing; produces to this shard's partitions wait for it");
+    SLOW_FSYNC_LOG.set((Some(std::time::Instant::now()), 0));
 }
 
 /// A round failed: settle the rounds still in flight (in order: earlier ones may still become

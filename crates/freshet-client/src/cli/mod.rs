@@ -10,6 +10,7 @@
 //! - [`consume`]: records to stdout (kcat-like `%` format or JSON lines).
 //! - [`cluster`]: cluster id, controller, brokers.
 //! - [`quota`]: client quotas (set, remove, list).
+//! - [`acl`]: add, list, remove ACL bindings (CreateAcls, DescribeAcls, DeleteAcls).
 //!
 //! Common to all: `-b/--brokers/--bootstrap host:port[,host:port]` (env `FRESHET_BROKERS`,
 //! default localhost:9092; before or after the subcommand, see `main.rs`) to bootstrap from;
@@ -22,6 +23,7 @@
 //! error (bad flags, from clap or from our own checks); 3 connection or I/O failure (no broker
 //! reachable, timeout, malformed answer).
 
+pub mod acl;
 pub mod cluster;
 pub mod consume;
 pub mod group;
@@ -87,6 +89,9 @@ pub enum Command {
     /// Client quotas: set, remove, list (per user / client id, with defaults).
     #[command(after_help = EXIT_CODES_HELP)]
     Quota(quota::QuotaArgs),
+    /// ACLs: add, list, remove (needs a broker with the authorizer on).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Acl(acl::AclArgs),
 }
 
 impl Command {
@@ -101,6 +106,7 @@ impl Command {
             Command::Consume(args) => exit(consume::run(args)),
             Command::Cluster(args) => exit(cluster::run(args)),
             Command::Quota(args) => exit(quota::run(args)),
+            Command::Acl(args) => exit(acl::run(args)),
         }
     }
 }

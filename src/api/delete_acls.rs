@@ -1,0 +1,150 @@
+//! DeleteAcls (v2-v3, as Kafka 4.1): removes the ACL bindings each filter matches and lists
+//! them.
+//!
+//! As Kafka's `AclApis.handleDeleteAcls`: without an authorizer every filter gets
+//! SECURITY_DISABLED; a caller without ALTER on the cluster gets CLUSTER_AUTHORIZATION_FAILED
+//! for every filter; a filter with an UNKNOWN element gets INVALID_REQUEST. On the coordinator
+//! shard each filter's matches are taken from its metadata and removed through
+//! `Shard::change_metadata` (one command per filter); the answer lists those matches. A
+//! binding created between the match and the removal is not removed (Kafka's controller
+//! matches and removes in one step).
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
+use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
+
+use super::authz::{self, Op};
+use super::{decode, respond, str_bytes, Outcome};
+use crate::coordinator::metadata::MetadataCommand;
+use crate::protocol::header::ParsedRequest;
+use crate::security::acl::{
+    AclBinding, AclBindingFilter, AclOperation, AclPermission, PatternType, ResourceType,
+};
+use crate::shard::{Shard, COORDINATOR_SHARD};
+
+/// One filter's answer: the bindings it removed, or why it was refused.
+type FilterOutcome = Result<Vec<AclBinding>, (ResponseError, String)>;
+
+pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
+    let body: DeleteAclsRequest = match decode(&request) {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let refused = if !shard.config.authorizer {
+        Some((
+            ResponseError::SecurityDisabled,
+            "No Authorizer is configured.",
+        ))
+    } else if !authz::cluster_allowed(shard, &request, Op::Alter) {
+        Some((
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        ))
+    } else {
+        None
+    };
+    let filters: Vec<AclBindingFilter> = body
+        .filters
+        .iter()
+        .map(|f| AclBindingFilter {
+            resource_type: ResourceType::from_code(f.resource_type_filter),
+            resource_name: f.resource_name_filter.as_ref().map(|s| s.to_string()),
+            pattern_type: PatternType::from_code(f.pattern_type_filter),
+            principal: f.principal_filter.as_ref().map(|s| s.to_string()),
+            host: f.host_filter.as_ref().map(|s| s.to_string()),
+            operation: AclOperation::from_code(f.operation),
+            permission: AclPermission::from_code(f.permission_type),
+        })
+        .collect();
+    let outcomes: Vec<FilterOutcome> = match refused {
+        Some((code, message)) => filters
+            .iter()
+            .map(|_| Err((code, message.to_string())))
+            .collect(),
+        None => {
+            let count = filters.len();
+            shard
+                .invoke_on(COORDINATOR_SHARD, move |c| {
+                    delete_on_coordinator(c, filters)
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    (0..count)
+                        .map(|_| {
+                            Err((
+                                crate::error::coordinator_gone_code(),
+                                "coordinator shard gone".to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+        }
+    };
+    let mut response = DeleteAclsResponse::default();
+    response.filter_results = outcomes.into_iter().map(filter_result).collect();
+    respond(&request, &response)
+}
+
+/// Matches each valid filter against the coordinator's metadata and removes the matches.
+async fn delete_on_coordinator(
+    coordinator: Rc<Shard>,
+    filters: Vec<AclBindingFilter>,
+) -> Vec<FilterOutcome> {
+    let metadata = coordinator.metadata();
+    let mut outcomes: Vec<FilterOutcome> = filters
+        .iter()
+        .map(|f| {
+            f.validate()
+                .map_err(|e| (ResponseError::InvalidRequest, e.0))?;
+            Ok(metadata
+                .acls
+                .iter()
+                .filter(|a| f.matches(a))
+                .cloned()
+                .collect())
+        })
+        .collect();
+    let (commands, command_of): (Vec<MetadataCommand>, Vec<usize>) = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            let acls = o.as_ref().ok().filter(|a| !a.is_empty())?;
+            Some((MetadataCommand::DeleteAcls { acls: acls.clone() }, i))
+        })
+        .unzip();
+    if !commands.is_empty() {
+        let results = coordinator.change_metadata(commands, false).await;
+        for (index, result) in command_of.into_iter().zip(results) {
+            if let Err(e) = result {
+                outcomes[index] = Err((e.code, e.message));
+            }
+        }
+    }
+    outcomes
+}
+
+fn filter_result(outcome: FilterOutcome) -> DeleteAclsFilterResult {
+    match outcome {
+        Err((code, message)) => DeleteAclsFilterResult::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(str_bytes(message))),
+        Ok(acls) => DeleteAclsFilterResult::default().with_matching_acls(
+            acls.into_iter()
+                .map(|a| {
+                    DeleteAclsMatchingAcl::default()
+                        .with_resource_type(a.resource_type.code())
+                        .with_resource_name(str_bytes(a.resource_name))
+                        .with_pattern_type(a.pattern_type.code())
+                        .with_principal(str_bytes(a.principal))
+                        .with_host(str_bytes(a.host))
+                        .with_operation(a.operation.code())
+                        .with_permission_type(a.permission.code())
+                })
+                .collect(),
+        ),
+    }
+}
