@@ -25,7 +25,7 @@
 //! on one Kafka broker; it is touched once per produce or fetch request and only when some
 //! quota is configured.
 //!
-//! Bounds: at most [`SENSORS_MAX`] rates are tracked (an idle one expires after
+//! Bounds: at most [`SENSORS_MAX`] rates holding [`SENSOR_NAME_BYTES_MAX`] of names are tracked (an idle one expires after
 //! [`SENSOR_IDLE_MS_MAX`]; when full, new entities share an overflow entry per quota type,
 //! which throttles them together rather than letting memory grow); /metrics shows at most
 //! [`METRIC_SERIES_MAX`] entities. Quota entities in the metadata are bounded by
@@ -43,6 +43,9 @@ pub const QUOTA_WINDOW_NUM: usize = 11;
 pub const QUOTA_WINDOW_SIZE_MS: u64 = 1000;
 /// Rates tracked at most (one per entity that shares a quota, per quota type).
 pub const SENSORS_MAX: usize = 10_000;
+/// Bytes of user names and client ids the tracked rates may hold together (a client id may be
+/// 32 KiB long: without this, [`SENSORS_MAX`] rates could hold 640 MiB of names).
+pub const SENSOR_NAME_BYTES_MAX: usize = 4 << 20;
 /// A rate not recorded into for this long is dropped (Kafka's sensor expiry: one hour).
 pub const SENSOR_IDLE_MS_MAX: u64 = 3_600_000;
 /// Entities shown in /metrics at most (the most throttled first).
@@ -416,6 +419,12 @@ struct Sensor {
 #[derive(Debug, Default)]
 pub struct Quotas {
     sensors: HashMap<(QuotaType, SensorKey), Sensor>,
+    /// Bytes of the names in `sensors`' keys (bounded by [`SENSOR_NAME_BYTES_MAX`]).
+    name_bytes: usize,
+}
+
+fn name_bytes(key: &SensorKey) -> usize {
+    key.user.len() + key.client_id.len()
 }
 
 /// The entity that rates share once [`SENSORS_MAX`] are tracked.
@@ -438,11 +447,17 @@ impl Quotas {
         now_ms: u64,
     ) -> u64 {
         let mut key = (kind, sensor);
-        if !self.sensors.contains_key(&key) && self.sensors.len() >= SENSORS_MAX {
+        let full = |q: &Quotas, k: &SensorKey| {
+            q.sensors.len() >= SENSORS_MAX || q.name_bytes + name_bytes(k) > SENSOR_NAME_BYTES_MAX
+        };
+        if !self.sensors.contains_key(&key) && full(self, &key.1) {
             self.expire(now_ms);
-            if self.sensors.len() >= SENSORS_MAX {
+            if full(self, &key.1) {
                 key = (kind, overflow_key());
             }
+        }
+        if !self.sensors.contains_key(&key) {
+            self.name_bytes += name_bytes(&key.1);
         }
         let s = self.sensors.entry(key).or_insert_with(|| Sensor {
             rate: WindowedRate::new(now_ms),
@@ -467,6 +482,7 @@ impl Quotas {
     pub fn expire(&mut self, now_ms: u64) {
         self.sensors
             .retain(|_, s| now_ms.saturating_sub(s.rate.last_record_ms) < SENSOR_IDLE_MS_MAX);
+        self.name_bytes = self.sensors.keys().map(|(_, k)| name_bytes(k)).sum();
     }
 
     pub fn len(&self) -> usize {
@@ -770,6 +786,17 @@ mod tests {
         assert_eq!(series, METRIC_SERIES_MAX);
         q.expire(SENSOR_IDLE_MS_MAX + 1);
         assert!(q.is_empty());
+        // Long client ids: their names stay within SENSOR_NAME_BYTES_MAX.
+        let long = "c".repeat(32 * 1024);
+        for i in 0..1000 {
+            let key = SensorKey {
+                user: String::new(),
+                client_id: format!("{long}{i}"),
+            };
+            q.record(QuotaType::Fetch, key, 1e9, 1.0, 0);
+        }
+        assert!(q.name_bytes <= SENSOR_NAME_BYTES_MAX + 32);
+        assert!(q.len() < 1000);
     }
 
     #[test]
