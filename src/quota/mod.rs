@@ -25,8 +25,8 @@
 //! on one Kafka broker; it is touched once per produce or fetch request and only when some
 //! quota is configured.
 //!
-//! Bounds: at most [`SENSORS_MAX`] rates holding [`SENSOR_NAME_BYTES_MAX`] of names are tracked (an idle one expires after
-//! [`SENSOR_IDLE_MS_MAX`]; when full, new entities share an overflow entry per quota type,
+//! Bounds: at most [`SENSORS_MAX`] rates, holding at most [`SENSOR_NAME_BYTES_MAX`] of names,
+//! are tracked (an idle one expires after [`SENSOR_IDLE_MS_MAX`]; when full, new entities share an overflow entry per quota type,
 //! which throttles them together rather than letting memory grow); /metrics shows at most
 //! [`METRIC_SERIES_MAX`] entities. Quota entities in the metadata are bounded by
 //! [`QUOTA_ENTITIES_MAX`].
