@@ -31,6 +31,7 @@ REQUESTS = {
     "write_txn_markers_request": 27,
     "elect_leaders_request": 43,
     "offset_for_leader_epoch_request": 23,
+    "describe_client_quotas_request": 48, "alter_client_quotas_request": 49,
     "describe_acls_request": 29, "create_acls_request": 30, "delete_acls_request": 31,
 }
 

@@ -204,14 +204,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let results = read_until_ready(shard, &body, &mut wants, slot, max_bytes).await;
     let topics = assemble(&request, layout, results, max_bytes);
-    let out = FetchResponseParts {
+    let mut out = FetchResponseParts {
         throttle_time_ms: 0,
         error_code: 0,
         session_id: 0,
         topics,
         node_endpoints,
     };
-    frame(&request, &out)
+    let follower = body.replica_id.0 >= 0 || body.replica_state.replica_id.0 >= 0;
+    if follower {
+        return frame(&request, &out);
+    }
+    super::throttle::throttle_fetch(shard, &request, &mut out, |out| frame(&request, out))
 }
 
 /// The response's layout (the request's topics and partitions, each with the error it gets

@@ -10,6 +10,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod admin;
+pub mod alter_client_quotas;
 pub mod api_versions;
 pub mod authz;
 pub mod configs;
@@ -23,6 +24,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -49,6 +51,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
 pub mod sync_group;
+pub mod throttle;
 pub mod txn_offset_commit;
 pub mod user_scram_credentials;
 pub mod write_txn_markers;
@@ -76,6 +79,12 @@ pub enum Outcome {
     NoResponse,
     /// Close the connection after the responses queued before this one.
     Close(String),
+    /// Write these pieces (none: Produce with acks=0), then stop reading the connection for
+    /// `throttle_ms` (a client over its quota, `crate::quota`; Kafka mutes the channel).
+    Throttled {
+        pieces: Vec<Bytes>,
+        throttle_ms: u64,
+    },
 }
 
 /// Handles one request on the connection's shard, and counts it (`crate::metrics`).
@@ -137,6 +146,8 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::AlterUserScramCredentials => user_scram_credentials::alter(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
+        ApiKey::DescribeClientQuotas => describe_client_quotas::handle(shard, request).await,
+        ApiKey::AlterClientQuotas => alter_client_quotas::handle(shard, request).await,
         ApiKey::CreateAcls => create_acls::handle(shard, request).await,
         ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
         ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,

@@ -76,6 +76,13 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let acks = body.acks;
+    let throttle_ms = crate::quota::record_and_throttle_ms(
+        &shard.metadata().client_quotas,
+        crate::quota::QuotaType::Produce,
+        &request.principal,
+        request.client_id_or_empty(),
+        request.body.len() as f64,
+    );
     let (topics, work) = plan_appends(shard, &request, &body);
     let results = join_all(work).await;
     for result in &results {
@@ -84,13 +91,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
     }
     if acks == 0 {
-        return Outcome::NoResponse;
+        return super::throttle::throttled(Outcome::NoResponse, throttle_ms);
     }
     let mut response = produce_response(topics, results, request.api_version);
     if request.api_version >= 10 {
         response.node_endpoints = leader_endpoints(shard, &response);
     }
-    super::respond(&request, &response)
+    response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    super::throttle::throttled(super::respond(&request, &response), throttle_ms)
 }
 /// One partition's append (or its error), to be awaited with the others.
 type Append = Pin<Box<dyn Future<Output = PartitionResult>>>;

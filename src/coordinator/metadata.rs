@@ -193,6 +193,14 @@ pub struct ClusterMetadata {
         with = "brokers_as_list"
     )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Client quotas by entity (DescribeClientQuotas / AlterClientQuotas, `crate::quota`).
+    /// Empty value sets are not kept.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "crate::quota::table_as_list"
+    )]
+    pub client_quotas: crate::quota::QuotaTable,
     /// SCRAM credentials by user, then mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`):
     /// salted keys only, never a password (Kafka's `UserScramCredentialRecord`s).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -368,6 +376,13 @@ pub enum MetadataCommand {
         partition: i32,
         election: Election,
     },
+    /// AlterClientQuotas for one entity: set each `Some` value, remove each `None` key.
+    /// INVALID_REQUEST for an empty entity, an unknown key, a value Kafka refuses
+    /// (`quota::check_value`), or past `quota::QUOTA_ENTITIES_MAX` entities.
+    AlterClientQuota {
+        entity: crate::quota::QuotaEntity,
+        ops: Vec<(String, Option<f64>)>,
+    },
     /// Add an ACL binding (CreateAcls); one already there is accepted and changes nothing.
     CreateAcl {
         acl: AclBinding,
@@ -453,6 +468,11 @@ pub enum MetadataRecord {
         topic: String,
         partition: i32,
         assignment: PartitionAssignment,
+    },
+    /// The quotas of one entity replaced (empty: removed).
+    ClientQuotaSet {
+        entity: crate::quota::QuotaEntity,
+        values: BTreeMap<String, crate::quota::QuotaValue>,
     },
     /// `user`'s SCRAM credential for `mechanism` set (Kafka's `UserScramCredentialRecord`).
     UserScramCredentialSet {
@@ -801,6 +821,9 @@ impl ClusterMetadata {
                 partition,
                 election,
             } => self.elected(topic, *partition, *election).map(|_| ()),
+            MetadataCommand::AlterClientQuota { entity, ops } => {
+                self.client_quota_after(entity, ops).map(|_| ())
+            }
             MetadataCommand::CreateAcl { acl } => {
                 acl.validate()
                     .map_err(|e| MetadataError::new(ResponseError::InvalidRequest, e.0))?;
@@ -814,6 +837,41 @@ impl ClusterMetadata {
             }
             MetadataCommand::DeleteAcls { .. } => Ok(()),
         }
+    }
+
+    /// The quotas of `entity` after `ops` (AlterClientQuota), or why they are refused.
+    fn client_quota_after(
+        &self,
+        entity: &crate::quota::QuotaEntity,
+        ops: &[(String, Option<f64>)],
+    ) -> Result<BTreeMap<String, crate::quota::QuotaValue>, MetadataError> {
+        let invalid = |why: String| MetadataError::new(ResponseError::InvalidRequest, why);
+        crate::quota::check_entity(entity).map_err(invalid)?;
+        let mut values = self.client_quotas.get(entity).cloned().unwrap_or_default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => {
+                    crate::quota::check_value(key, *v).map_err(invalid)?;
+                    values.insert(key.clone(), crate::quota::QuotaValue(*v));
+                }
+                None => {
+                    if !crate::quota::QUOTA_KEYS.iter().any(|(k, _)| k == key) {
+                        return Err(invalid(format!("Invalid configuration key {key}")));
+                    }
+                    values.remove(key);
+                }
+            }
+        }
+        if !values.is_empty()
+            && !self.client_quotas.contains_key(entity)
+            && self.client_quotas.len() >= crate::quota::QUOTA_ENTITIES_MAX
+        {
+            return Err(invalid(format!(
+                "At most {} client quota entities may be configured.",
+                crate::quota::QUOTA_ENTITIES_MAX
+            )));
+        }
+        Ok(values)
     }
 
     /// The assignment an election of `election` kind gives `topic`/`partition`, or why there is
@@ -1305,6 +1363,10 @@ impl ClusterMetadata {
                 partition: *partition,
                 assignment: self.elected(topic, *partition, *election)?,
             },
+            MetadataCommand::AlterClientQuota { entity, ops } => MetadataRecord::ClientQuotaSet {
+                entity: entity.clone(),
+                values: self.client_quota_after(entity, ops)?,
+            },
             MetadataCommand::CreateAcl { acl } => MetadataRecord::AclCreated { acl: acl.clone() },
             MetadataCommand::DeleteAcls { acls } => MetadataRecord::AclsDeleted {
                 acls: acls
@@ -1401,6 +1463,13 @@ impl ClusterMetadata {
                     .and_then(|t| t.assignment.get_mut(usize::try_from(*partition).ok()?));
                 if let Some(slot) = slot {
                     *slot = assignment.clone();
+                }
+            }
+            MetadataRecord::ClientQuotaSet { entity, values } => {
+                if values.is_empty() {
+                    next.client_quotas.remove(entity);
+                } else {
+                    next.client_quotas.insert(entity.clone(), values.clone());
                 }
             }
             MetadataRecord::UserScramCredentialSet {
@@ -1945,6 +2014,61 @@ mod tests {
             replication_factor: 1,
             assignments: None,
         }
+    }
+
+    /// AlterClientQuota: set, merge and remove keys, an entity without values is dropped,
+    /// Kafka's refusals change nothing, and a snapshot with quotas survives JSON.
+    #[test]
+    fn client_quotas_are_set_merged_removed_and_survive_a_snapshot() {
+        use crate::quota::{EntityName, QuotaEntity, QuotaValue};
+        let alice = QuotaEntity::new(Some(EntityName::Named("alice".into())), None);
+        let set = |ops: &[(&str, Option<f64>)]| MetadataCommand::AlterClientQuota {
+            entity: alice.clone(),
+            ops: ops.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let m = ClusterMetadata::default()
+            .apply(&set(&[("producer_byte_rate", Some(1024.0))]))
+            .unwrap()
+            .apply(&set(&[("request_percentage", Some(12.5))]))
+            .unwrap();
+        assert_eq!(m.client_quotas[&alice].len(), 2);
+        assert_eq!(
+            m.client_quotas[&alice]["request_percentage"],
+            QuotaValue(12.5)
+        );
+        for bad in [
+            set(&[("producer_byte_rate", Some(1.5))]),
+            set(&[("producer_byte_rate", Some(0.0))]),
+            set(&[("nope", Some(1.0))]),
+            set(&[("nope", None)]),
+            MetadataCommand::AlterClientQuota {
+                entity: QuotaEntity::new(None, None),
+                ops: vec![("producer_byte_rate".into(), Some(1.0))],
+            },
+        ] {
+            assert_eq!(
+                m.check(&bad).unwrap_err().code,
+                ResponseError::InvalidRequest
+            );
+        }
+        let json = serde_json::to_vec(&MetadataRecord::Snapshot {
+            metadata: m.clone(),
+        })
+        .unwrap();
+        let back: MetadataRecord = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            back,
+            MetadataRecord::Snapshot {
+                metadata: m.clone()
+            }
+        );
+        let m = m
+            .apply(&set(&[
+                ("producer_byte_rate", None),
+                ("request_percentage", None),
+            ]))
+            .unwrap();
+        assert!(m.client_quotas.is_empty());
     }
 
     /// SCRAM credentials: set, replaced, deleted (the user goes with its last one); deleting

@@ -283,7 +283,9 @@ async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<Stri
         resident_memory_bytes: resident_memory_bytes(),
         uptime_seconds: started.elapsed().as_secs_f64(),
     };
-    Some(metrics::render(&info, &snapshots))
+    let mut text = metrics::render(&info, &snapshots);
+    text.push_str(&crate::quota::render_metrics());
+    Some(text)
 }
 
 /// VmRSS of this process, from /proc.

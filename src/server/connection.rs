@@ -76,6 +76,19 @@ const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 struct InFlight {
     answer: crate::rt::JoinHandle<Outcome>,
     reservation: Reservation,
+    /// A request recorded against a client quota: the reader reads nothing more until it has
+    /// been answered (its throttle, if any, is then known), as Kafka handles one request of a
+    /// channel at a time.
+    gated: bool,
+}
+
+/// A quota's mute of one connection (Kafka's muted channel): gated requests not yet answered,
+/// and until when the last throttle stops the reader. Set by the writer, obeyed by the reader.
+#[derive(Default)]
+struct Mute {
+    gated: std::cell::Cell<u64>,
+    until: std::cell::Cell<Option<Instant>>,
+    changed: crate::rt::Notify,
 }
 
 /// Serves one accepted connection of `listener` until it closes: a TLS listener's connection
@@ -143,7 +156,9 @@ async fn serve_stream<S>(
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
-    let write_task = crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone()));
+    let mute: Rc<Mute> = Rc::default();
+    let write_task =
+        crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone(), mute.clone()));
     let session = Session {
         principal,
         sasl: listener
@@ -152,7 +167,7 @@ async fn serve_stream<S>(
             .then(|| SaslServer::new(&listener.sasl_mechanisms)),
         listener,
     };
-    let why = read_loop(&shard, reader, queue_tx, &peer, session).await;
+    let why = read_loop(&shard, reader, queue_tx, &peer, session, &mute).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
@@ -296,6 +311,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     queue: flume::Sender<InFlight>,
     peer: &str,
     mut session: Session,
+    mute: &Mute,
 ) -> String {
     let request_bytes_max = shard.config.request_bytes_max;
     let mut frames = FrameReader {
@@ -316,6 +332,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     };
     let client_host = client_host_of(peer);
     loop {
+        wait_unmuted(shard, mute).await;
         let (frame, reserved) = match frames.read_frame().await {
             Ok(read) => read,
             Err(why) => return why,
@@ -338,7 +355,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
             frame
         };
         let who = (&session.principal, &session.listener.name);
-        if let Err(why) = dispatch(shard, frame, reserved, &client_host, who, &queue, peer).await {
+        // A frame read while the answer before it was being throttled waits too.
+        wait_unmuted(shard, mute).await;
+        if let Err(why) = dispatch(
+            shard,
+            frame,
+            reserved,
+            &client_host,
+            who,
+            (&queue, mute),
+            peer,
+        )
+        .await
+        {
             return why;
         }
     }
@@ -533,7 +562,7 @@ async fn dispatch(
     reserved: Option<Reservation>,
     client_host: &Rc<str>,
     (principal, listener): (&Rc<str>, &Rc<str>),
-    queue: &flume::Sender<InFlight>,
+    (queue, mute): (&flume::Sender<InFlight>, &Mute),
     peer: &str,
 ) -> Result<(), String> {
     let frame: Bytes = frame.freeze();
@@ -554,6 +583,8 @@ async fn dispatch(
         None => reserve(shard, &request, frame_bytes).await?,
     };
     request.queued_for = reservation.waited + queued.elapsed();
+    let gated = crate::quota::applies(&shard.metadata().client_quotas, &request);
+    mute.gated.set(mute.gated.get() + u64::from(gated));
     let handler_shard = shard.clone();
     let answer = crate::rt::spawn_local(async move {
         if timed_out {
@@ -574,6 +605,7 @@ async fn dispatch(
         .send_async(InFlight {
             answer,
             reservation,
+            gated,
         })
         .await
         .is_err()
@@ -581,6 +613,21 @@ async fn dispatch(
         return Err("writer gone".into());
     }
     Ok(())
+}
+
+/// Waits while a quota's throttle mutes the connection (Kafka's muted channel), or a gated
+/// request is not answered yet; a stopping broker ends the throttle's wait.
+async fn wait_unmuted(shard: &Shard, mute: &Mute) {
+    mute.changed.until(|| mute.gated.get() == 0).await;
+    while let Some(until) = mute.until.get() {
+        let now = Instant::now();
+        if now >= until || shard.stopping.get() {
+            mute.until.set(None);
+            return;
+        }
+        let stopping = shard.stop.until(|| shard.stopping.get());
+        futures_lite::future::or(crate::rt::sleep(until - now), stopping).await;
+    }
 }
 
 /// Reserves the shard memory for a complete `request` of `bytes`, waiting for room. A Produce
@@ -623,15 +670,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     queue: flume::Receiver<InFlight>,
     peer: String,
+    mute: Rc<Mute>,
 ) {
     let mut open = true;
     while let Ok(InFlight {
         answer,
         reservation,
+        gated,
     }) = queue.recv_async().await
     {
         let outcome = answer.await;
         drop(reservation);
+        if let Some(Outcome::Throttled { throttle_ms, .. }) = &outcome {
+            let until = Instant::now() + Duration::from_millis(*throttle_ms);
+            mute.until
+                .set(Some(mute.until.get().map_or(until, |u| u.max(until))));
+        }
+        if gated {
+            mute.gated.set(mute.gated.get() - 1);
+            mute.changed.notify_all();
+        }
         if !open {
             continue; // Drain so the reader is never stuck on a full queue.
         }
@@ -643,6 +701,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             Some(Outcome::NoResponse) => {}
+            Some(Outcome::Throttled { pieces, .. }) if !pieces.is_empty() => {
+                if let Err(e) = write_pieces(&mut writer, &pieces).await {
+                    tracing::debug!(%peer, error = %e, "write failed; closing connection");
+                    open = false;
+                }
+            }
+            Some(Outcome::Throttled { .. }) => {}
             Some(Outcome::Close(reason)) => {
                 tracing::warn!(%peer, %reason, "closing connection");
                 open = false;

@@ -106,13 +106,18 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
+                let quotas: usize = metadata
+                    .client_quotas
+                    .iter()
+                    .map(|(e, v)| 128 + e.name_bytes() + 64 * v.len())
+                    .sum();
                 let users: usize = metadata
                     .scram_credentials
                     .iter()
                     .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
                     .sum();
                 let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
-                topics + brokers + users + acls + 256
+                topics + brokers + quotas + users + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -133,6 +138,9 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::PartitionChanged {
                 topic, assignment, ..
             } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
+            MetadataRecord::ClientQuotaSet { entity, values } => {
+                256 + entity.name_bytes() + values.keys().map(|k| k.len() + 32).sum::<usize>()
+            }
             MetadataRecord::UserScramCredentialSet { user, .. } => {
                 user.len() + SCRAM_CREDENTIAL_JSON_BYTES
             }

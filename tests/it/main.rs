@@ -70,6 +70,7 @@ mod partitions_fd_pool;
 mod partitions_limits;
 mod quorum_log;
 mod quorum_node;
+mod quota_cli;
 mod repl_control;
 mod replication;
 mod sim_runner;

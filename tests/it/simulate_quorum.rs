@@ -350,6 +350,7 @@ fn describe(record: &MetadataRecord) -> String {
             "partition {topic}-{partition} leader {} epochs {}/{} isr {:?}",
             a.leader, a.leader_epoch, a.partition_epoch, a.isr
         ),
+        MetadataRecord::ClientQuotaSet { entity, values } => format!("quotas {entity} {values:?}"),
         MetadataRecord::UserScramCredentialSet {
             user, mechanism, ..
         } => format!("scram credential {user} {mechanism}"),

@@ -217,6 +217,42 @@ fn seed_write_txn_markers(_v: i16) -> WriteTxnMarkersRequest {
     WriteTxnMarkersRequest::default().with_markers(vec![marker])
 }
 
+fn seed_describe_client_quotas(_v: i16) -> DescribeClientQuotasRequest {
+    let user = describe_client_quotas_request::ComponentData::default()
+        .with_entity_type(s("user"))
+        .with_match_type(0)
+        .with_match(Some(s("alice")));
+    let client = describe_client_quotas_request::ComponentData::default()
+        .with_entity_type(s("client-id"))
+        .with_match_type(1);
+    DescribeClientQuotasRequest::default()
+        .with_components(vec![user, client])
+        .with_strict(true)
+}
+
+fn seed_alter_client_quotas(_v: i16) -> AlterClientQuotasRequest {
+    let entity = vec![
+        alter_client_quotas_request::EntityData::default()
+            .with_entity_type(s("user"))
+            .with_entity_name(Some(s("alice"))),
+        alter_client_quotas_request::EntityData::default().with_entity_type(s("client-id")),
+    ];
+    let ops = vec![
+        alter_client_quotas_request::OpData::default()
+            .with_key(s("producer_byte_rate"))
+            .with_value(1048576.0),
+        alter_client_quotas_request::OpData::default()
+            .with_key(s("request_percentage"))
+            .with_remove(true),
+    ];
+    let entry = alter_client_quotas_request::EntryData::default()
+        .with_entity(entity)
+        .with_ops(ops);
+    AlterClientQuotasRequest::default()
+        .with_entries(vec![entry])
+        .with_validate_only(true)
+}
+
 fn seed_txn_offset_commit(v: i16) -> TxnOffsetCommitRequest {
     let part = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
         .with_partition_index(1)
@@ -683,7 +719,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeUserScramCredentialsRequest,
         AlterUserScramCredentialsRequest,
         ElectLeadersRequest,
-        OffsetForLeaderEpochRequest
+        OffsetForLeaderEpochRequest,
+        DescribeClientQuotasRequest,
+        AlterClientQuotasRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -779,6 +817,8 @@ fn served() -> Vec<Served> {
         ),
         served!(ElectLeadersRequest, seed_elect_leaders),
         served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
+        served!(DescribeClientQuotasRequest, seed_describe_client_quotas),
+        served!(AlterClientQuotasRequest, seed_alter_client_quotas),
         served!(DescribeAclsRequest, seed_describe_acls),
         served!(CreateAclsRequest, seed_create_acls),
         served!(DeleteAclsRequest, seed_delete_acls),

@@ -1242,6 +1242,83 @@ pub(crate) static OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADERTOPIC: StructSc
     ],
 };
 
+pub(crate) static DESCRIBE_CLIENT_QUOTAS_REQUEST_COMPONENTDATA: StructSchema = StructSchema {
+    name: "ComponentData", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_client_quotas_request::ComponentData>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // entity_type
+        Field { ty: Ty::String, min: 0, max: 0 }, // entity_type
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // match_type
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // _match
+        Field { ty: Ty::String, min: 0, max: 0 }, // _match
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_CLIENT_QUOTAS_REQUEST_DESCRIBECLIENTQUOTASREQUEST: StructSchema = StructSchema {
+    name: "DescribeClientQuotasRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_client_quotas_request::DescribeClientQuotasRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_CLIENT_QUOTAS_REQUEST_COMPONENTDATA)), min: 1, max: 1 }, // components
+        Field { ty: Ty::Array(&Ty::Struct(&DESCRIBE_CLIENT_QUOTAS_REQUEST_COMPONENTDATA)), min: 0, max: 0 }, // components
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // strict
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_CLIENT_QUOTAS_REQUEST_ALTERCLIENTQUOTASREQUEST: StructSchema = StructSchema {
+    name: "AlterClientQuotasRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_client_quotas_request::AlterClientQuotasRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_ENTRYDATA)), min: 1, max: 1 }, // entries
+        Field { ty: Ty::Array(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_ENTRYDATA)), min: 0, max: 0 }, // entries
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // validate_only
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_CLIENT_QUOTAS_REQUEST_ENTITYDATA: StructSchema = StructSchema {
+    name: "EntityData", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_client_quotas_request::EntityData>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // entity_type
+        Field { ty: Ty::String, min: 0, max: 0 }, // entity_type
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // entity_name
+        Field { ty: Ty::String, min: 0, max: 0 }, // entity_name
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_CLIENT_QUOTAS_REQUEST_ENTRYDATA: StructSchema = StructSchema {
+    name: "EntryData", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_client_quotas_request::EntryData>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_ENTITYDATA)), min: 1, max: 1 }, // entity
+        Field { ty: Ty::Array(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_ENTITYDATA)), min: 0, max: 0 }, // entity
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_OPDATA)), min: 1, max: 1 }, // ops
+        Field { ty: Ty::Array(&Ty::Struct(&ALTER_CLIENT_QUOTAS_REQUEST_OPDATA)), min: 0, max: 0 }, // ops
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_CLIENT_QUOTAS_REQUEST_OPDATA: StructSchema = StructSchema {
+    name: "OpData", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_client_quotas_request::OpData>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // key
+        Field { ty: Ty::String, min: 0, max: 0 }, // key
+        Field { ty: Ty::Int64, min: 0, max: 1 }, // value
+        Field { ty: Ty::Int8, min: 0, max: 1 }, // remove
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST: StructSchema = StructSchema {
     name: "DescribeAclsRequest", tagged_from: 2,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_acls_request::DescribeAclsRequest>(),
@@ -1368,6 +1445,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
         43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
         23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4
+        48 => Some(&DESCRIBE_CLIENT_QUOTAS_REQUEST_DESCRIBECLIENTQUOTASREQUEST), // versions 0-1
+        49 => Some(&ALTER_CLIENT_QUOTAS_REQUEST_ALTERCLIENTQUOTASREQUEST), // versions 0-1
         29 => Some(&DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST), // versions 1-3
         30 => Some(&CREATE_ACLS_REQUEST_CREATEACLSREQUEST), // versions 1-3
         31 => Some(&DELETE_ACLS_REQUEST_DELETEACLSREQUEST), // versions 1-3

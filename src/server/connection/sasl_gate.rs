@@ -252,6 +252,7 @@ async fn answer(
         .send_async(InFlight {
             answer,
             reservation,
+            gated: false,
         })
         .await
         .map_err(|_| "writer gone".to_string())

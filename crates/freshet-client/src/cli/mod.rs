@@ -9,6 +9,7 @@
 //! - [`produce`]: records from stdin lines (keys, headers, partitioning, compression, acks).
 //! - [`consume`]: records to stdout (kcat-like `%` format or JSON lines).
 //! - [`cluster`]: cluster id, controller, brokers.
+//! - [`quota`]: client quotas (set, remove, list).
 //! - [`acl`]: add, list, remove ACL bindings (CreateAcls, DescribeAcls, DeleteAcls).
 //!
 //! Common to all: `-b/--brokers/--bootstrap host:port[,host:port]` (env `FRESHET_BROKERS`,
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod quota;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +86,9 @@ pub enum Command {
     /// The cluster: id, controller, brokers.
     #[command(after_help = EXIT_CODES_HELP)]
     Cluster(cluster::ClusterArgs),
+    /// Client quotas: set, remove, list (per user / client id, with defaults).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Quota(quota::QuotaArgs),
     /// ACLs: add, list, remove (needs a broker with the authorizer on).
     #[command(after_help = EXIT_CODES_HELP)]
     Acl(acl::AclArgs),
@@ -100,6 +105,7 @@ impl Command {
             Command::Produce(args) => exit(produce::run(args)),
             Command::Consume(args) => exit(consume::run(args)),
             Command::Cluster(args) => exit(cluster::run(args)),
+            Command::Quota(args) => exit(quota::run(args)),
             Command::Acl(args) => exit(acl::run(args)),
         }
     }
