@@ -360,6 +360,13 @@ async fn shard_main(
     let cleaner = spawn_cleaner(&shard, &config);
     let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
+    let http = match listener.as_ref().map(|_| spawn_http(&shard)).transpose() {
+        Ok(task) => task.flatten(),
+        Err(reason) => {
+            let _ = ready.send(Err(reason.clone()));
+            return Err(reason);
+        }
+    };
     if let Some(listener) = listener {
         let _ = ready.send(Ok(true));
         crate::server::accept_loop(shard.clone(), listener).await;
@@ -389,6 +396,9 @@ async fn shard_main(
     shard.groups.close().await;
     shard.txns.close().await;
     if let Some(task) = admin_task {
+        task.cancel();
+    }
+    if let Some(task) = http {
         task.cancel();
     }
     inbox_task.cancel();
@@ -482,6 +492,21 @@ fn bind_listener(
             }
         }
     }
+}
+
+/// Binds the HTTP listener (`http_listen`) on this shard and serves it, when it is on.
+fn spawn_http(shard: &Rc<Shard>) -> Result<Option<crate::rt::JoinHandle<()>>, String> {
+    let Some(addr) = shard.config.http_addr().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let listener = crate::rt::net::bind(addr)
+        .map_err(|e| format!("cannot listen for HTTP on {addr}: {e} (http_listen)"))?;
+    if shard.id == 0 {
+        tracing::info!(%addr, "HTTP listener (produce, push streams)");
+    }
+    Ok(Some(
+        crate::rt::spawn_local(crate::http::serve(shard.clone(), listener)).detach(),
+    ))
 }
 
 /// The log cleaner's task, when log_cleaner_enable.
