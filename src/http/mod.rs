@@ -74,11 +74,15 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     tracing::debug!(shard = shard.id, "HTTP listener closed");
 }
 
-/// Answers 503 to a connection over the limit (within a second) and closes it.
+/// Answers 503 to a connection over the limit (within a second) and closes it. What the
+/// client sent first is read (at most 16 KiB), so that the close does not reset the
+/// connection before the client has read the answer.
 async fn refuse(mut stream: TcpStream) {
     let body = error_body(503, "too many HTTP connections");
     let answer = json_response(503, &body);
     let _ = crate::rt::timeout(Duration::from_secs(1), async {
+        let mut sink = [0u8; 16 * 1024];
+        let _ = stream.read(&mut sink).await;
         let _ = stream.write_all(&answer).await;
         let _ = stream.close().await;
     })

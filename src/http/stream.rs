@@ -13,7 +13,8 @@
 //! before reading again: a client that stops reading stops the stream at the socket, and the
 //! connection holds one read and its rendering, never more. When it is caught up it parks on
 //! the partition's `hw_changed` (as a long-poll Fetch does) and is woken by the next append; a
-//! comment line every [`STREAM_KEEPALIVE`] finds closed clients. A write that makes no
+//! comment line every [`STREAM_KEEPALIVE`] keeps proxies from timing it out, and a client
+//! that closes while the stream is parked ends it at once. A write that makes no
 //! progress for [`STREAM_WRITE_STALL_MAX`] ends the connection, so a client that never reads
 //! again gives its slot back.
 
@@ -21,7 +22,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::records::RecordBatchDecoder;
 use serde_json::Value;
 
@@ -98,8 +99,18 @@ pub async fn serve(
             }
         };
         if batches.is_empty() {
-            if !wait_for_data(shard, owner, topic, partition, next).await {
-                write_within(stream, b": keepalive\n\n").await?;
+            let waited = futures_lite::future::or(
+                async { Some(wait_for_data(shard, owner, topic, partition, next).await) },
+                async {
+                    client_closed(stream).await;
+                    None
+                },
+            )
+            .await;
+            match waited {
+                None => return Ok(()),
+                Some(false) => write_within(stream, b": keepalive\n\n").await?,
+                Some(true) => {}
             }
             continue;
         }
@@ -258,6 +269,17 @@ async fn wait_for_data(
         })
         .await
         .unwrap_or(false)
+}
+
+/// Resolves when the client closes its side (or the connection fails). A stream client has
+/// nothing to send: whatever it does send is read into a small buffer and dropped.
+async fn client_closed(stream: &mut TcpStream) {
+    let mut sink = [0u8; 512];
+    while let Ok(n) = stream.read(&mut sink).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// Writes `bytes`, failing if the client takes none of them for [`STREAM_WRITE_STALL_MAX`].
