@@ -12,7 +12,9 @@
 //! `http_connections_per_shard_max` connections per shard (one more is answered 503 and
 //! closed), a request head of at most [`REQUEST_HEAD_BYTES_MAX`], a body of at most
 //! `http_request_bytes_max`, the whole request within [`REQUEST_READ_TIMEOUT`]. Errors are the
-//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status.
+//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status. The listener has
+//! no authentication: while the authorizer is on (`authorizer`), every request is answered
+//! 403, so it cannot be used to get around the ACLs.
 //!
 //! Memory: a connection holds its request (head + body, bounded above) and, when streaming,
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
@@ -173,6 +175,16 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
         Err(answer) => return finish(&mut stream, &answer).await,
     };
     let head = &request.head;
+    if shard.config.authorizer {
+        // No principal to check ACLs against: with the authorizer on, nothing is served.
+        let message =
+            "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
+        return finish(
+            &mut stream,
+            &json_response(403, &error_body(40301, message)),
+        )
+        .await;
+    }
     let answer = match (head.method.as_str(), wire::route(&head.path)) {
         ("POST", Route::Records { cluster, topic }) => {
             let (status, body) = produce::handle(shard, cluster, topic, &request.body).await;

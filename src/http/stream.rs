@@ -181,7 +181,7 @@ async fn start_offset(
     if cluster != metadata.cluster_id {
         return Err((404, 404, format!("Cluster {cluster} cannot be found.")));
     }
-    if metadata.topics.get(topic).is_none() {
+    if !metadata.topics.contains_key(topic) {
         return Err((404, 40403, format!("Topic {topic} cannot be found.")));
     }
     let route = routing::route(&metadata, shard.config.node_id, topic, partition);
