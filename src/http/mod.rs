@@ -3,7 +3,10 @@
 //! - `POST /v3/clusters/{cluster_id}/topics/{topic}/records`: produce one record in the
 //!   shape of Confluent's REST Proxy v3 ([`produce`]).
 //! - `GET /v3/clusters/{cluster_id}/topics/{topic}/partitions/{p}/records/stream`: the
-//!   partition's records as Server-Sent Events, as they arrive ([`stream`]).
+//!   partition's records as Server-Sent Events, as they arrive ([`stream`]); with `?group=G`
+//!   from G's committed offset.
+//! - `POST /v3/clusters/{cluster_id}/consumer-groups/{group}/offsets`: commit a stream's
+//!   position for a group ([`group`]).
 //!
 //! Every shard binds the address (SO_REUSEPORT, as the Kafka listener does) and serves the
 //! connections it accepts; requests reach partitions on other shards through the router, by
@@ -21,6 +24,7 @@
 //! `message_max_bytes`) and its rendering (about 1.4x for base64 values): so at most
 //! roughly `http_connections_per_shard_max` x 3 x max(64 KiB, message_max_bytes) per shard.
 
+pub mod group;
 pub mod produce;
 pub mod stream;
 pub mod wire;
@@ -200,6 +204,10 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
         ) => {
             stream::serve(shard, &mut stream, head, cluster, topic, partition).await?;
             return stream.close().await;
+        }
+        ("POST", Route::GroupOffsets { cluster, group }) => {
+            let (status, body) = group::commit_handler(shard, cluster, group, &request.body).await;
+            json_response(status, &body)
         }
         (_, Route::Unknown) => json_response(404, &error_body(404, "HTTP 404 Not Found")),
         _ => json_response(405, &error_body(405, "HTTP 405 Method Not Allowed")),

@@ -5,8 +5,10 @@
 //! offset, timestamp, key, value, headers; key and value as `{"type":"STRING"|"BINARY",
 //! "data":..}`, STRING when the bytes are UTF-8, BINARY base64 otherwise; header values
 //! base64). The start: the offset after `Last-Event-ID` when the client sends one (an
-//! EventSource reconnecting), else `?offset=N|earliest|latest` (default `latest`); an offset
-//! outside `[log start, high watermark]` is answered 416 before the stream starts.
+//! EventSource reconnecting), else with `?group=G` the group's committed offset (when it has
+//! one inside the log: [`super::group`]), else `?offset=N|earliest|latest` (default
+//! `latest`); an offset outside `[log start, high watermark]` is answered 416 before the
+//! stream starts.
 //!
 //! The loop reads at most [`STREAM_READ_BYTES_MAX`] (or one larger batch) on the owner shard
 //! through `PartitionLog::read` (never past the high watermark), renders it, and writes it
@@ -205,10 +207,17 @@ async fn start_offset(
         .ok()
         .flatten()
         .ok_or_else(|| (503, 503, "the partition is not open here".to_string()))?;
+    let committed = match head.param("group") {
+        Some(group) => super::group::committed(shard, group, topic, partition)
+            .await?
+            .filter(|o| (bounds.0..=bounds.1).contains(o)),
+        None => None,
+    };
     let asked = match head.header("last-event-id").filter(|v| !v.is_empty()) {
         Some(id) => parse_event_id(id, partition)
             .map(|o| o + 1)
             .ok_or_else(|| (400, 400, format!("bad Last-Event-ID {id:?}")))?,
+        None if committed.is_some() => committed.unwrap_or_default(),
         None => match head.param("offset").unwrap_or("latest") {
             "latest" => bounds.1,
             "earliest" => bounds.0,

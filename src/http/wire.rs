@@ -86,6 +86,8 @@ pub enum Route<'a> {
         topic: &'a str,
         partition: i32,
     },
+    /// `/v3/clusters/{cluster}/consumer-groups/{group}/offsets`
+    GroupOffsets { cluster: &'a str, group: &'a str },
     /// Anything else.
     Unknown,
 }
@@ -106,6 +108,9 @@ pub fn route(path: &str) -> Route<'_> {
                 },
                 Err(_) => Route::Unknown,
             }
+        }
+        ["", "v3", "clusters", cluster, "consumer-groups", group, "offsets"] => {
+            Route::GroupOffsets { cluster, group }
         }
         _ => Route::Unknown,
     }
@@ -264,6 +269,13 @@ mod tests {
         assert_eq!(
             route("/v3/clusters/abc/topics/t1/partitions/x/records/stream"),
             Route::Unknown
+        );
+        assert_eq!(
+            route("/v3/clusters/abc/consumer-groups/g/offsets"),
+            Route::GroupOffsets {
+                cluster: "abc",
+                group: "g"
+            }
         );
         assert_eq!(route("/"), Route::Unknown);
         assert_eq!(route(""), Route::Unknown);

@@ -440,6 +440,83 @@ fn connections_over_the_limit_get_503() {
     });
 }
 
+/// A stream of a consumer group starts at the group's committed offset; a commit over HTTP
+/// is the group's ordinary committed offset, which a Kafka client sees.
+#[test]
+fn a_group_stream_starts_at_the_committed_position_and_commits_are_kafkas() {
+    common::within(Duration::from_secs(90), || {
+        let h = start(2, "");
+        create_topic(&h.broker, "grp", 2);
+        let p = producer(&h.broker);
+        for i in 0..20 {
+            let v = format!("g{i}");
+            p.send(BaseRecord::<str, str>::to("grp").partition(1).payload(&v))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+        // No commit yet: the `offset` parameter decides.
+        let mut sse = Sse::open(&h, "grp", 1, "?group=web&offset=earliest", None);
+        assert_eq!(sse.next().0, "1:0");
+        drop(sse);
+        let commit = format!("/v3/clusters/{}/consumer-groups/web/offsets", h.cluster);
+        let (status, body) = request(
+            &h.http,
+            "POST",
+            &commit,
+            r#"{"topic_name":"grp","partition_id":1,"offset":12}"#,
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut sse = Sse::open(&h, "grp", 1, "?group=web&offset=earliest", None);
+        let (id, v) = sse.next();
+        assert_eq!(
+            (id.as_str(), &v["value"]["data"]),
+            ("1:12", &Value::from("g12"))
+        );
+        // The commit is the group's: librdkafka reads it back.
+        let c: BaseConsumer = common::client_config_with(&h.broker, &[])
+            .set("group.id", "web")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("grp", 1);
+        let committed = c
+            .committed_offsets(tpl, Duration::from_secs(20))
+            .expect("OffsetFetch");
+        let offset = committed.find_partition("grp", 1).unwrap().offset();
+        assert_eq!(offset, Offset::Offset(12));
+        for (body, want) in [
+            (r#"{"topic_name":"grp","partition_id":7,"offset":1}"#, 404),
+            (r#"{"topic_name":"grp","partition_id":1,"offset":-3}"#, 400),
+            ("[]", 400),
+        ] {
+            assert_eq!(request(&h.http, "POST", &commit, body).0, want, "{body}");
+        }
+        // A group with an active member refuses a standalone commit, as Kafka does.
+        let member: BaseConsumer = common::client_config_with(&h.broker, &[])
+            .set("group.id", "busy")
+            .create()
+            .expect("consumer");
+        member.subscribe(&["grp"]).expect("subscribe");
+        common::wait_until(
+            Duration::from_secs(30),
+            "the member gets partitions",
+            || {
+                member.poll(Duration::from_millis(100));
+                member.assignment().is_ok_and(|a| a.count() > 0)
+            },
+        );
+        let busy = format!("/v3/clusters/{}/consumer-groups/busy/offsets", h.cluster);
+        let (status, body) = request(
+            &h.http,
+            "POST",
+            &busy,
+            r#"{"topic_name":"grp","partition_id":1,"offset":3}"#,
+        );
+        assert_eq!(status, 409, "{body}");
+    });
+}
+
 /// The listener has no authentication: with the authorizer on it must not be a way around
 /// the ACLs, so everything is refused with 403.
 #[test]
