@@ -252,7 +252,11 @@ async fn produce(
                 )),
                 Some(p) => p.append(batch).await.map_err(|e| {
                     let code = crate::error::storage_code(&e);
-                    (500u16, 500u32, format!("{code:?}: {e}"))
+                    (
+                        append_status(code),
+                        u32::from(append_status(code)),
+                        format!("{code:?}: {e}"),
+                    )
                 }),
             }
         })
@@ -280,6 +284,18 @@ async fn produce(
         "value": size(&record.value),
     })
     .to_string())
+}
+
+/// The HTTP status of a refused append: the client's fault (too large: 413; invalid: 422;
+/// a compacted topic needs a key), or the broker's (500), or not here (421).
+fn append_status(code: kafka_protocol::error::ResponseError) -> u16 {
+    use kafka_protocol::error::ResponseError as E;
+    match code {
+        E::MessageTooLarge | E::RecordListTooLarge => 413,
+        E::InvalidRecord | E::CorruptMessage | E::InvalidTimestamp => 422,
+        E::NotLeaderOrFollower | E::UnknownTopicOrPartition => 421,
+        _ => 500,
+    }
 }
 
 #[cfg(test)]

@@ -284,6 +284,15 @@ fn produce_over_http_is_read_by_rdkafka_and_errors_are_rest_proxy_json() {
                 "{v}"
             );
         }
+        // A record over message_max_bytes (1 MiB) in a body under http_request_bytes_max: the
+        // log refuses it (MESSAGE_TOO_LARGE), 413.
+        let big = format!(
+            r#"{{"value":{{"type":"STRING","data":"{}"}}}}"#,
+            "y".repeat(1536 * 1024)
+        );
+        let (status, answer) = request(&h.http, "POST", &path, &big);
+        assert_eq!(status, 413, "{answer}");
+        assert!(answer.contains("MessageTooLarge"), "{answer}");
         // A body over http_request_bytes_max is refused with 413 before it is read.
         let huge = "x".repeat(3 * 1024 * 1024);
         let (status, _) = request(&h.http, "POST", &path, &huge);
