@@ -21,8 +21,9 @@
 //!
 //! Memory: a connection holds its request (head + body, bounded above) and, when streaming,
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
-//! `message_max_bytes`) and its rendering (about 1.4x for base64 values): so at most
-//! roughly `http_connections_per_shard_max` x 3 x max(64 KiB, message_max_bytes) per shard.
+//! `message_max_bytes`), its decoded records and [`stream::STREAM_WRITE_CHUNK_BYTES`] of
+//! events (or one larger event): roughly `http_connections_per_shard_max` x (64 KiB + 2 x
+//! `message_max_bytes`) per shard at worst.
 
 pub mod group;
 pub mod produce;

@@ -11,9 +11,10 @@
 //! stream starts.
 //!
 //! The loop reads at most [`STREAM_READ_BYTES_MAX`] (or one larger batch) on the owner shard
-//! through `PartitionLog::read` (never past the high watermark), renders it, and writes it
-//! before reading again: a client that stops reading stops the stream at the socket, and the
-//! connection holds one read and its rendering, never more. When it is caught up it parks on
+//! through `PartitionLog::read` (never past the high watermark), renders it and writes it in
+//! pieces of [`STREAM_WRITE_CHUNK_BYTES`] before reading again: a client that stops reading
+//! stops the stream at the socket, and the connection holds one read, its decoded records
+//! (which share the read's bytes when uncompressed) and one piece of events, never more. When it is caught up it parks on
 //! the partition's `hw_changed` (as a long-poll Fetch does) and is woken by the next append; a
 //! comment line every [`STREAM_KEEPALIVE`] keeps proxies from timing it out, and a client
 //! that closes while the stream is parked ends it at once. A write that makes no
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use serde_json::Value;
 
 use super::wire::{base64_encode, error_body, json_response, parse_event_id, Head};
@@ -35,6 +36,8 @@ use crate::storage::StorageError;
 
 /// Bytes of record batches read per step of a stream (at least one whole batch).
 pub const STREAM_READ_BYTES_MAX: usize = 64 * 1024;
+/// A stream writes its events in pieces of about this size.
+pub const STREAM_WRITE_CHUNK_BYTES: usize = 64 * 1024;
 /// A caught-up stream sends a comment this often (and so notices a closed client).
 pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 /// A write to a stream that makes no progress for this long ends the stream.
@@ -116,59 +119,88 @@ pub async fn serve(
             }
             continue;
         }
-        let mut out = Vec::with_capacity(batches.iter().map(Bytes::len).sum::<usize>() * 2);
+        // Rendered and written a piece at a time: the connection holds the read batches, at
+        // most STREAM_WRITE_CHUNK_BYTES of events (or one larger event) and nothing else.
+        let mut out = Vec::with_capacity(STREAM_WRITE_CHUNK_BYTES);
+        let before = next;
         for batch in batches {
-            next = render_batch(batch, topic, partition, next, &mut out);
+            let (records, after) = decode_batch(batch, topic, partition);
+            for r in records.iter().filter(|r| !r.control && r.offset >= next) {
+                render_record(r, topic, partition, &mut out);
+                if out.len() >= STREAM_WRITE_CHUNK_BYTES {
+                    write_within(stream, &out).await?;
+                    out.clear();
+                    out.shrink_to(STREAM_WRITE_CHUNK_BYTES);
+                }
+            }
+            next = next.max(after);
+        }
+        if next == before {
+            // A read that does not move the stream on would be read again forever.
+            let message = format!("the batch at offset {next} cannot be read");
+            out.extend_from_slice(
+                format!("event: error\ndata: {}\n\n", error_body(500, &message)).as_bytes(),
+            );
+            return write_within(stream, &out).await;
         }
         write_within(stream, &out).await?;
     }
     Ok(())
 }
 
-/// Appends the events of `batch`'s records at or past `from`; the offset after the batch.
-fn render_batch(batch: Bytes, topic: &str, partition: i32, from: i64, out: &mut Vec<u8>) -> i64 {
+/// The records of `batch` and the offset after it (a batch that does not decode is logged
+/// and skipped; one without a header gives nothing and offset 0).
+fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64) {
     let Some(last) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset()) else {
-        return from;
+        return (Vec::new(), 0);
     };
     let mut buf = batch;
-    let set = match RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set,
+    match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => (set.records, last + 1),
         Err(e) => {
             tracing::warn!(topic, partition, error = %e, "a stored batch does not decode; skipped on the push stream");
-            return (last + 1).max(from);
+            (Vec::new(), last + 1)
         }
-    };
-    for r in set
-        .records
-        .iter()
-        .filter(|r| !r.control && r.offset >= from)
-    {
-        let data = |d: &Option<Bytes>| match d {
-            None => Value::Null,
-            Some(b) => match std::str::from_utf8(b) {
-                Ok(s) => serde_json::json!({ "type": "STRING", "data": s }),
-                Err(_) => serde_json::json!({ "type": "BINARY", "data": base64_encode(b) }),
-            },
-        };
-        let headers: Vec<Value> = r
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                serde_json::json!({ "name": n.as_str(), "value": v.as_ref().map(|v| base64_encode(v)) })
-            })
-            .collect();
-        let json = serde_json::json!({
-            "topic": topic,
-            "partition": partition,
-            "offset": r.offset,
-            "timestamp": r.timestamp,
-            "key": data(&r.key),
-            "value": data(&r.value),
-            "headers": headers,
-        });
-        out.extend_from_slice(format!("id: {partition}:{}\ndata: {json}\n\n", r.offset).as_bytes());
     }
-    (last + 1).max(from)
+}
+
+/// Appends one record's event to `out`.
+fn render_record(r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
+    let data = |d: &Option<Bytes>| match d {
+        None => Value::Null,
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => serde_json::json!({ "type": "STRING", "data": s }),
+            Err(_) => serde_json::json!({ "type": "BINARY", "data": base64_encode(b) }),
+        },
+    };
+    let headers: Vec<Value> = r
+        .headers
+        .iter()
+        .map(|(n, v)| serde_json::json!({ "name": n.as_str(), "value": v.as_ref().map(|v| base64_encode(v)) }))
+        .collect();
+    let json = serde_json::json!({
+        "topic": topic,
+        "partition": partition,
+        "offset": r.offset,
+        "timestamp": r.timestamp,
+        "key": data(&r.key),
+        "value": data(&r.value),
+        "headers": headers,
+    });
+    out.extend_from_slice(format!("id: {partition}:{}\ndata: ", r.offset).as_bytes());
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &json);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends the events of `batch`'s records at or past `from`; the offset after the batch.
+#[cfg(test)]
+fn render_batch(batch: Bytes, topic: &str, partition: i32, from: i64, out: &mut Vec<u8>) -> i64 {
+    let (records, after) = decode_batch(batch, topic, partition);
+    for r in records.iter().filter(|r| !r.control && r.offset >= from) {
+        render_record(r, topic, partition, out);
+    }
+    after.max(from)
 }
 
 /// Where the stream starts (see the module docs), or the error answer.

@@ -417,9 +417,9 @@ fn a_client_that_stops_reading_leaves_the_broker_rss_bounded() {
         let grew = after.saturating_sub(before);
         eprintln!("RSS before {before} after {after}: grew {grew} bytes with 8 stalled streams");
         // Measured on a 2-core VM (debug build): producing these 64 MiB with no stream open
-        // grows RSS by ~76 MiB (allocator, produce buffers); with the 8 stalled streams by
-        // ~115 MiB (each holds one read of at most one batch and its rendering). A stream
-        // that buffered what its client did not read would add 8 x 64 MiB.
+        // grows RSS by ~76-80 MiB (allocator, produce buffers); with the 8 stalled streams by
+        // 64-120 MiB over runs (each holds one read of at most one batch and 64 KiB of
+        // events). A stream that buffered what its client did not read would add 8 x 64 MiB.
         assert!(
             grew < 192 * 1024 * 1024,
             "RSS grew {grew} bytes while 8 clients did not read 64 MiB each"
