@@ -36,6 +36,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod os;
+pub mod replica;
 pub mod rt;
 pub mod runtime;
 pub mod security;

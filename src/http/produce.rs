@@ -5,9 +5,9 @@
 //! "data":..},"value":{..}}`; `type` is `BINARY` (base64 data), `STRING` or `JSON` (the data's
 //! JSON text is the bytes). No `partition_id`: Kafka's default partitioner (murmur2 of the
 //! key), or round robin for a record without a key. The record becomes one uncompressed
-//! magic-v2 batch appended through the owner shard's [`crate::shard::Partition::append`], the
-//! path Produce takes, so the 200 is sent only once the append is durable (fdatasync: acks=all
-//! on a single node). The answer is the REST proxy's: `cluster_id, topic_name, partition_id,
+//! magic-v2 batch appended on the owner shard as a Produce with acks=all is
+//! (`Shard::enough_replicas`, [`crate::shard::Partition::append`], `Shard::await_replicated`):
+//! the 200 is sent only once the record is durable on every in-sync replica. The answer is the REST proxy's: `cluster_id, topic_name, partition_id,
 //! offset, timestamp, key/value type and size`.
 
 use std::cell::Cell;
@@ -250,14 +250,7 @@ async fn produce(
                     40402,
                     format!("Partition {partition} of topic {name} is not here."),
                 )),
-                Some(p) => p.append(batch).await.map_err(|e| {
-                    let code = crate::error::storage_code(&e);
-                    (
-                        append_status(code),
-                        u32::from(append_status(code)),
-                        format!("{code:?}: {e}"),
-                    )
-                }),
+                Some(p) => append_replicated(&owner, &p, batch).await,
             }
         })
         .await
@@ -286,6 +279,43 @@ async fn produce(
     .to_string())
 }
 
+/// acks=all on the owner, as Produce does it: refused below `min.insync.replicas`, appended
+/// durably, answered once the high watermark passes it (every in-sync replica has it), within
+/// [`PRODUCE_REPLICATION_TIMEOUT`] (the append itself stays, as Produce's does).
+async fn append_replicated(
+    owner: &Rc<Shard>,
+    p: &Rc<crate::shard::Partition>,
+    batch: Bytes,
+) -> Result<crate::storage::AppendInfo, HttpError> {
+    let refused = |code: kafka_protocol::error::ResponseError, message: String| {
+        (append_status(code), u32::from(append_status(code)), message)
+    };
+    owner
+        .enough_replicas(p)
+        .map_err(|code| refused(code, format!("{code:?}")))?;
+    let info = p.append(batch).await.map_err(|e| {
+        let code = crate::error::storage_code(&e);
+        refused(code, format!("{code:?}: {e}"))
+    })?;
+    match crate::rt::timeout(
+        PRODUCE_REPLICATION_TIMEOUT,
+        owner.await_replicated(p, info.last_offset),
+    )
+    .await
+    {
+        Some(Ok(())) => Ok(info),
+        Some(Err(code)) => Err(refused(code, format!("{code:?}"))),
+        None => Err((
+            408,
+            408,
+            "the record is durable here but was not replicated in time".to_string(),
+        )),
+    }
+}
+
+/// How long a produce waits for its record to reach every in-sync replica.
+pub const PRODUCE_REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The HTTP status of a refused append: the client's fault (too large: 413; invalid: 422;
 /// a compacted topic needs a key), or the broker's (500), or not here (421).
 fn append_status(code: kafka_protocol::error::ResponseError) -> u16 {
@@ -294,6 +324,7 @@ fn append_status(code: kafka_protocol::error::ResponseError) -> u16 {
         E::MessageTooLarge | E::RecordListTooLarge => 413,
         E::InvalidRecord | E::CorruptMessage | E::InvalidTimestamp => 422,
         E::NotLeaderOrFollower | E::UnknownTopicOrPartition => 421,
+        E::NotEnoughReplicas | E::NotEnoughReplicasAfterAppend => 503,
         _ => 500,
     }
 }
