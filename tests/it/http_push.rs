@@ -526,6 +526,50 @@ fn a_group_stream_starts_at_the_committed_position_and_commits_are_kafkas() {
     });
 }
 
+/// A second broker on the same HTTP port refuses to start (SO_REUSEPORT would otherwise let
+/// it share the port silently); the first one keeps serving it.
+#[test]
+fn a_second_broker_on_the_same_http_port_refuses_to_start() {
+    common::within(Duration::from_secs(60), || {
+        let h = start(1, "");
+        let port = h.http.rsplit_once(':').unwrap().1.to_string();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(common::broker_bin())
+            .args(["start", "--listen"])
+            .arg(format!("127.0.0.1:{}", common::free_port()))
+            .args([
+                "--admin-listen",
+                "off",
+                "--shards",
+                "1",
+                "--http-listen",
+                &port,
+            ])
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn freshet");
+        let status = common::wait_timeout(&mut child, Duration::from_secs(30));
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "second broker did not refuse: {stderr}"
+        );
+        assert!(
+            stderr.contains(&h.http),
+            "stderr does not name the address:\n{stderr}"
+        );
+        assert_eq!(request(&h.http, "GET", "/nothing", "").0, 404);
+    });
+}
+
 /// The listener has no authentication: with the authorizer on it must not be a way around
 /// the ACLs, so everything is refused with 403.
 #[test]
