@@ -267,6 +267,13 @@ pub struct BrokerConfig {
     /// never wait for it (they have `inflight_request_bytes_per_shard_max`). A slow disk thus
     /// holds back the producers, not everyone.
     pub produce_inflight_bytes_per_shard_max: usize,
+    /// Address of the HTTP listener (produce and push streams, `crate::http`): host:port, or
+    /// a port alone for loopback (`127.0.0.1:PORT`). Empty or `off` (the default): none.
+    pub http_listen: String,
+    /// HTTP connections served per shard; one more is answered 503 and closed.
+    pub http_connections_per_shard_max: usize,
+    /// The largest HTTP request body accepted (a produce request's JSON).
+    pub http_request_bytes_max: usize,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -368,6 +375,9 @@ impl Default for BrokerConfig {
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
             produce_inflight_bytes_per_shard_max: 192 * 1024 * 1024,
+            http_listen: String::new(),
+            http_connections_per_shard_max: 64,
+            http_request_bytes_max: 2 * 1024 * 1024,
         }
     }
 }
@@ -406,6 +416,18 @@ impl BrokerConfig {
         match self.admin_listen.trim() {
             "" | "off" | "none" => Ok(None),
             text => resolve(text).map(Some),
+        }
+    }
+
+    /// The HTTP listener's address (a port alone means loopback), or `None` when it is off.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.http_listen.trim();
+        match text {
+            "" | "off" | "none" => Ok(None),
+            _ => match text.trim_start_matches(':').parse::<u16>() {
+                Ok(port) => Ok(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
+                Err(_) => resolve(text).map(Some),
+            },
         }
     }
 
@@ -489,6 +511,7 @@ impl BrokerConfig {
         self.listen_addr()?;
         self.validate_security()?;
         self.admin_addr()?;
+        self.http_addr()?;
         self.advertised_host_port()?;
         let positive = [
             ("default_partitions", self.default_partitions as i64),
@@ -568,6 +591,11 @@ impl BrokerConfig {
                 "produce_inflight_bytes_per_shard_max",
                 self.produce_inflight_bytes_per_shard_max as i64,
             ),
+            (
+                "http_connections_per_shard_max",
+                self.http_connections_per_shard_max as i64,
+            ),
+            ("http_request_bytes_max", self.http_request_bytes_max as i64),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -937,5 +965,26 @@ mod tests {
                 .authorizer
         );
         assert!(toml::from_str::<BrokerConfig>("authorizer = \"maybe\"").is_err());
+    }
+
+    /// The HTTP listener is off by default; a port alone is loopback.
+    #[test]
+    fn http_listen_is_off_by_default_and_a_port_means_loopback() {
+        assert_eq!(BrokerConfig::default().http_addr().unwrap(), None);
+        let c: BrokerConfig = toml::from_str("http_listen = \"8082\"").unwrap();
+        assert_eq!(
+            c.http_addr().unwrap(),
+            Some("127.0.0.1:8082".parse().unwrap())
+        );
+        let c: BrokerConfig = toml::from_str("http_listen = \"0.0.0.0:8083\"").unwrap();
+        assert_eq!(
+            c.http_addr().unwrap(),
+            Some("0.0.0.0:8083".parse().unwrap())
+        );
+        let bad = BrokerConfig {
+            http_listen: "nonsense".into(),
+            ..BrokerConfig::default()
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fuzzing;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod os;

@@ -3,7 +3,7 @@
 //! [`run_broker`] runs on the main thread:
 //! 1. refuses to start if another broker holds the data directory (an `flock` on
 //!    `<data_dir>/.lock`) or the port (a plain bind probe: glommio's SO_REUSEPORT would let a
-//!    second broker silently share it);
+//!    second broker silently share it; the HTTP listener's port too, [`check_http_port_free`]);
 //! 2. checks RLIMIT_MEMLOCK against what glommio will lock, so a short limit is a clear error
 //!    instead of glommio's misleading panic (GLOMMIO.md pitfall 5);
 //! 3. loads (or creates) the cluster metadata from its internal log, migrating an old
@@ -119,6 +119,9 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     // glommio binds with SO_REUSEPORT, so a second broker would silently share the port.
     for spec in config.listener_specs()? {
         check_port_free(spec.socket_addr()?)?;
+    }
+    if let Some(addr) = config.http_addr()? {
+        check_http_port_free(addr)?;
     }
     check_memlock(&config, shards)?;
     let admin = bind_admin(&config)?;
@@ -366,6 +369,13 @@ async fn shard_main(
     let cleaner = spawn_cleaner(&shard, &config);
     let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
+    let http = match listeners.as_ref().map(|_| spawn_http(&shard)).transpose() {
+        Ok(task) => task.flatten(),
+        Err(reason) => {
+            let _ = ready.send(Err(reason.clone()));
+            return Err(reason);
+        }
+    };
     if let Some(listeners) = listeners {
         let _ = ready.send(Ok(true));
         let loops: Vec<_> = listeners
@@ -403,6 +413,9 @@ async fn shard_main(
     shard.groups.close().await;
     shard.txns.close().await;
     if let Some(task) = admin_task {
+        task.cancel();
+    }
+    if let Some(task) = http {
         task.cancel();
     }
     inbox_task.cancel();
@@ -556,6 +569,21 @@ fn bind_listeners(
     }
 }
 
+/// Binds the HTTP listener (`http_listen`) on this shard and serves it, when it is on.
+fn spawn_http(shard: &Rc<Shard>) -> Result<Option<crate::rt::JoinHandle<()>>, String> {
+    let Some(addr) = shard.config.http_addr().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let listener = crate::rt::net::bind(addr)
+        .map_err(|e| format!("cannot listen for HTTP on {addr}: {e} (http_listen)"))?;
+    if shard.id == 0 {
+        tracing::info!(%addr, "HTTP listener (produce, push streams)");
+    }
+    Ok(Some(
+        crate::rt::spawn_local(crate::http::serve(shard.clone(), listener)).detach(),
+    ))
+}
+
 /// The log cleaner's task, when log_cleaner_enable.
 fn spawn_cleaner(shard: &Rc<Shard>, config: &BrokerConfig) -> Option<crate::rt::JoinHandle<()>> {
     // The cleaner gets a small share of the CPU when requests are waiting (Redpanda's
@@ -664,6 +692,33 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Refuses to start when the HTTP listener's address (`http_listen`) is taken: bound without
+/// SO_REUSEPORT by any program, or held by a live HTTP server (another broker's HTTP listener,
+/// which SO_REUSEPORT would otherwise let this one share silently). A socket that accepts but
+/// never answers (a broker just killed with -9) does not count.
+fn check_http_port_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    use std::io::{Read, Write};
+    let in_use = |source| StartError::PortInUse {
+        addr: addr.to_string(),
+        source,
+    };
+    if let Err(source) = reuseport_bind_probe(addr) {
+        if source.raw_os_error() == Some(libc::EADDRINUSE) {
+            return Err(in_use(source));
+        }
+    }
+    let Ok(mut probe) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+    else {
+        return Ok(()); // Nobody listens.
+    };
+    let _ = probe.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = [0u8; 1];
+    if probe.write_all(b"GET / HTTP/1.1\r\n\r\n").is_ok() && probe.read_exact(&mut answer).is_ok() {
+        return Err(in_use(std::io::Error::from(std::io::ErrorKind::AddrInUse)));
+    }
+    Ok(())
 }
 
 /// Binds (and closes) a socket on `addr` with SO_REUSEADDR and SO_REUSEPORT, as glommio

@@ -99,6 +99,10 @@ pub struct StartArgs {
     /// allow.everyone.if.no.acl.found) [default: false].
     #[arg(long)]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// HTTP listener for produce and push streams, host:port or a port alone (loopback), or
+    /// "off" [default: off].
+    #[arg(long)]
+    pub http_listen: Option<String>,
 }
 
 /// Runs a broker until SIGINT/SIGTERM; the process exit code. The log queue is written out
@@ -200,6 +204,9 @@ fn run_broker(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.allow_everyone_if_no_acl_found {
         config.allow_everyone_if_no_acl_found = v;
+    }
+    if let Some(v) = args.http_listen {
+        config.http_listen = v;
     }
     // A start that failed for want of ring memory right after a kill -9 of the previous broker
     // is retried a few times (the kernel frees the old rings asynchronously).

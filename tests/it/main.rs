@@ -61,6 +61,7 @@ mod fetchadmin_admin;
 mod fetchadmin_configs;
 mod fetchadmin_fetch;
 mod groups_limits;
+mod http_push;
 mod layering;
 mod log_output;
 mod newuser_cli;
