@@ -8,6 +8,9 @@
 //! Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION and the others
 //! OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the
 //! coordinator's verdict.
+//!
+//! v4+ come only from brokers: as Kafka, a caller without CLUSTER_ACTION on the cluster gets
+//! the response's top-level CLUSTER_AUTHORIZATION_FAILED and nothing is looked at.
 
 use crate::error::coordinator_gone_code;
 use std::rc::Rc;
@@ -41,6 +44,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             false,
         )
         .await;
+    } else if !authz::cluster_allowed(shard, &request, authz::Op::ClusterAction) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
     } else {
         for t in &body.transactions {
             let topic_results = add_one(

@@ -28,7 +28,11 @@
 //! A follower's fetch (a `replica_id` >= 0, Kafka's inter-broker Fetch) is served by the
 //! leader like a consumer's, but reads up to the durable end instead of the high watermark, and
 //! its fetch offset is recorded as that follower's durable end (`shard::replication`), which
-//! moves the high watermark.
+//! moves the high watermark. As Kafka's `KafkaApis.handleFetchRequest`, a follower's fetch
+//! needs CLUSTER_ACTION on the cluster (else every partition is TOPIC_AUTHORIZATION_FAILED;
+//! topic READ is not asked), and as `Partition.followerReplicaOrThrow` a replica id that is not
+//! one of the partition's followers gets UNKNOWN_LEADER_EPOCH when it names a current leader
+//! epoch, else NOT_LEADER_OR_FOLLOWER, and moves nothing.
 //! Leader epochs (Kafka's `Partition.fetchRecords`): a `current_leader_epoch` (v9+) older than
 //! the partition's gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH; a fetcher that
 //! names the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose fetch offset
@@ -237,6 +241,8 @@ fn plan_reads(
         body.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    let follower_allowed =
+        replica.is_some() && authz::cluster_allowed(shard, request, authz::Op::ClusterAction);
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -252,15 +258,21 @@ fn plan_reads(
         let display_name = resolved
             .as_ref()
             .map_or_else(|| topic.topic.0.to_string(), |(n, _)| n.clone());
-        // Kafka: READ on the topic, checked before its existence (by name).
-        let denied = (version < 13 || resolved.is_some())
-            && !authz::allowed(
-                shard,
-                request,
-                authz::Op::Read,
-                authz::Res::Topic,
-                &display_name,
-            );
+        // Kafka: a follower needs CLUSTER_ACTION on the cluster (every partition refused
+        // without it, known or not); a consumer READ on the topic, checked before its
+        // existence (by name).
+        let denied = if replica.is_some() {
+            !follower_allowed
+        } else {
+            (version < 13 || resolved.is_some())
+                && !authz::allowed(
+                    shard,
+                    request,
+                    authz::Op::Read,
+                    authz::Res::Topic,
+                    &display_name,
+                )
+        };
         let mut parts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let route = match &resolved {
@@ -268,6 +280,7 @@ fn plan_reads(
                 Some((name, _)) => routing::route(&metadata, node_id, name, p.partition),
             };
             let error = match &resolved {
+                _ if denied && replica.is_some() => Some(ResponseError::TopicAuthorizationFailed),
                 None if version >= 13 => Some(ResponseError::UnknownTopicId),
                 _ if denied => Some(ResponseError::TopicAuthorizationFailed),
                 _ => route.error(),
@@ -519,6 +532,17 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
             )),
             Some(partition) => {
                 if let Some(replica) = want.replica {
+                    // Kafka's `Partition.followerReplicaOrThrow`: a broker that is not one of
+                    // the partition's followers is refused, unread, and moves nothing.
+                    if !shard.is_follower_of(&partition, replica) {
+                        let error = if want.current_leader_epoch >= 0 {
+                            ResponseError::UnknownLeaderEpoch
+                        } else {
+                            ResponseError::NotLeaderOrFollower
+                        };
+                        out.push((want.slot, Got::error(error)));
+                        continue;
+                    }
                     shard.record_follower_fetch(&partition, replica, want.offset);
                     shard.maybe_change_isr(&partition);
                 }

@@ -11,6 +11,10 @@
 //! (a coordinator that lost its partition). A marker for a producer epoch older than the
 //! partition's is moot and answered NONE.
 //!
+//! Only brokers send it: as Kafka (`authorizeClusterOperation(CLUSTER_ACTION)`), a caller
+//! without CLUSTER_ACTION on the cluster gets CLUSTER_AUTHORIZATION_FAILED on every partition
+//! and nothing is written.
+//!
 //! Memory: the request is bounded by the connection's frame limit and its pre-scan; the
 //! partitions of one request are written concurrently, at most one future each.
 
@@ -25,7 +29,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
-use super::{decode, join_all, Outcome};
+use super::{authz, decode, join_all, Outcome};
 use crate::protocol::header::ParsedRequest;
 use crate::shard::txns::{write_local_marker, Marker};
 use crate::shard::Shard;
@@ -36,6 +40,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let mut response = WriteTxnMarkersResponse::default();
+    if !authz::cluster_allowed(shard, &request, authz::Op::ClusterAction) {
+        response.markers = refused_markers(&body);
+        return super::respond(&request, &response);
+    }
     for m in &body.markers {
         let marker = Marker {
             producer_id: m.producer_id.0,
@@ -80,4 +88,36 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         );
     }
     super::respond(&request, &response)
+}
+
+/// Every partition of `body` answered CLUSTER_AUTHORIZATION_FAILED (Kafka's
+/// `WriteTxnMarkersRequest.getErrorResponse`).
+fn refused_markers(body: &WriteTxnMarkersRequest) -> Vec<WritableTxnMarkerResult> {
+    let code = ResponseError::ClusterAuthorizationFailed.code();
+    body.markers
+        .iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partition_indexes
+                        .iter()
+                        .map(|p| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_error_code(code)
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics)
+        })
+        .collect()
 }

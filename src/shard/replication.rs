@@ -204,6 +204,16 @@ impl Shard {
         }
     }
 
+    /// Whether broker `replica` is one of the followers of `partition` as this broker leads
+    /// it (Kafka's `Partition.getReplica`: not this broker, not a broker outside the
+    /// assignment, nothing while this broker follows).
+    pub fn is_follower_of(&self, partition: &Partition, replica: i32) -> bool {
+        match &*partition.role.borrow() {
+            Role::Leader(s) => s.followers.contains_key(&replica),
+            Role::Follower { .. } => false,
+        }
+    }
+
     /// A follower's Fetch of `partition` (led here) at `offset`: its durable end, as the
     /// high watermark and the ISR see it.
     /// An offset past the durable end (a follower with a divergent suffix, answered

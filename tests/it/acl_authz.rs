@@ -6,24 +6,32 @@
 use crate::common;
 
 use bytes::Bytes;
+use common::cluster::{ClusterOptions, TestCluster};
 use common::{RawConn, TestBroker};
 use freshet_protocol::batch::{encode_batch, Compression};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
-    BrokerId, CreateAclsRequest, CreateAclsResponse, CreateTopicsRequest, DeleteAclsRequest,
-    DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, BrokerId, CreateAclsRequest, CreateAclsResponse,
+    CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest,
+    DescribeClusterRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest, ProducerId,
+    TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
+use std::time::Duration;
 
 const ANON: &str = "User:ANONYMOUS";
 // Kafka's codes (security::acl).
@@ -746,4 +754,159 @@ fn configs_groups_and_quorum_follow_the_acls() {
         conn.request(1, &quorum).expect("DescribeQuorum").error_code,
         code(ResponseError::ClusterAuthorizationFailed)
     );
+}
+
+/// A follower's Fetch (`replica_id` >= 0) as broker `replica` of `topic`/0 from offset 0:
+/// the partition's error code.
+fn follower_fetch(conn: &mut RawConn, topic: &str, replica: i32) -> i16 {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(replica))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response = conn.request(12, &request).expect("Fetch");
+    response.responses[0].partitions[0].error_code
+}
+
+/// Partition 0 of `topic` as `node` shows it, once it has a leader: (leader, replicas).
+fn replicated_leader(cluster: &TestCluster, node: usize, topic: &str) -> (i32, Vec<i32>) {
+    cluster.wait_until(REPL_WITHIN, &format!("a leader of {topic}"), || {
+        let m = cluster.metadata(node).map_err(|e| e.to_string())?;
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .ok_or("no topic")?;
+        let p = t.partitions.first().ok_or("no partition")?;
+        if p.error_code != 0 || p.leader_id.0 < 0 || p.replica_nodes.len() != 3 {
+            return Err(format!("error {} leader {}", p.error_code, p.leader_id.0));
+        }
+        Ok((p.leader_id.0, p.replica_nodes.iter().map(|b| b.0).collect()))
+    })
+}
+
+const REPL_WITHIN: Duration = Duration::from_secs(60);
+const CLUSTER_ACTION: i8 = 9;
+
+/// Issue 14: with the authorizer on, follower fetches (which move the high watermark),
+/// WriteTxnMarkers and AddPartitionsToTxn v4+ need CLUSTER_ACTION on the cluster, as in
+/// Kafka. While the cluster has ACLs but none grants it, a follower Fetch gets
+/// TOPIC_AUTHORIZATION_FAILED, WriteTxnMarkers and AddPartitionsToTxn v4
+/// CLUSTER_AUTHORIZATION_FAILED; once User:ANONYMOUS (the brokers' principal on a plaintext
+/// listener) has it, a replication factor 3 topic with `min.insync.replicas` = 3 takes an
+/// acks=all produce (so both followers replicate), and a replica id that is not a follower of
+/// the partition gets NOT_LEADER_OR_FOLLOWER.
+#[test]
+fn follower_fetches_need_cluster_action() {
+    common::within(Duration::from_secs(240), || {
+        let cluster = TestCluster::start(
+            3,
+            ClusterOptions {
+                settings: "authorizer = \"on\"\nallow_everyone_if_no_acl_found = true\n\
+                           replica_fetch_backoff_ms = 200\n"
+                    .into(),
+                ..ClusterOptions::default()
+            },
+        );
+        let mut conn = RawConn::connect(cluster.socket_addr(0)).expect("connect");
+        conn.set_read_timeout(Duration::from_secs(40));
+        // ACLs on the cluster, none of them CLUSTER_ACTION: no one may act as a broker.
+        let created = create_acls(
+            &mut conn,
+            vec![
+                creation(CLUSTER, "kafka-cluster", LITERAL, 7, ALLOW), // ALTER
+                creation(CLUSTER, "kafka-cluster", LITERAL, 5, ALLOW), // CREATE
+                creation(CLUSTER, "kafka-cluster", LITERAL, DESCRIBE, ALLOW),
+            ],
+        );
+        assert!(created.results.iter().all(|r| r.error_code == 0));
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(s("guarded")))
+                .with_num_partitions(1)
+                .with_replication_factor(3)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(s("min.insync.replicas"))
+                    .with_value(Some(s("3")))])]);
+        let answer = conn.request(7, &request).expect("CreateTopics");
+        assert_eq!(answer.topics[0].error_code, 0, "CreateTopics");
+        let (leader, replicas) = replicated_leader(&cluster, 0, "guarded");
+        let follower = *replicas.iter().find(|r| **r != leader).expect("a follower");
+        let mut to_leader = RawConn::connect(cluster.socket_addr(leader as usize)).expect("leader");
+        to_leader.set_read_timeout(Duration::from_secs(40));
+        cluster.wait_until(REPL_WITHIN, "the cluster ACLs on the leader", || {
+            match follower_fetch(&mut to_leader, "guarded", follower) {
+                29 => Ok(()), // TOPIC_AUTHORIZATION_FAILED
+                code => Err(format!("follower fetch error {code}")),
+            }
+        });
+        let markers =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(4242))
+                .with_producer_epoch(0)
+                .with_transaction_result(true)
+                .with_coordinator_epoch(0)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(s("guarded")))
+                    .with_partition_indexes(vec![0])])]);
+        let answer = to_leader.request(1, &markers).expect("WriteTxnMarkers");
+        assert_eq!(
+            answer.markers[0].topics[0].partitions[0].error_code,
+            code(ResponseError::ClusterAuthorizationFailed)
+        );
+        let add = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_producer_id(ProducerId(4242))
+                .with_producer_epoch(0)
+                .with_verify_only(true),
+        ]);
+        let answer = to_leader.request(4, &add).expect("AddPartitionsToTxn");
+        assert_eq!(
+            answer.error_code,
+            code(ResponseError::ClusterAuthorizationFailed)
+        );
+
+        // The brokers' principal gets CLUSTER_ACTION: replication goes on.
+        let created = create_acls(
+            &mut conn,
+            vec![creation(
+                CLUSTER,
+                "kafka-cluster",
+                LITERAL,
+                CLUSTER_ACTION,
+                ALLOW,
+            )],
+        );
+        assert_eq!(created.results[0].error_code, 0);
+        cluster.wait_until(REPL_WITHIN, "an acks=all produce with min.insync 3", || {
+            let mut conn = RawConn::connect(cluster.socket_addr(leader as usize))
+                .map_err(|e| e.to_string())?;
+            conn.set_read_timeout(Duration::from_secs(40));
+            let request =
+                common::produce_request("guarded", 0, one_record()).with_timeout_ms(5_000);
+            let response: kafka_protocol::messages::ProduceResponse =
+                conn.request(9, &request).map_err(|e| e.to_string())?;
+            match response.responses[0].partition_responses[0].error_code {
+                0 => Ok(()),
+                code => Err(format!("produce error {code}")),
+            }
+        });
+        // Not a replica of the partition, or the leader itself: refused, nothing recorded.
+        for replica in [99, leader] {
+            assert_eq!(
+                follower_fetch(&mut to_leader, "guarded", replica),
+                code(ResponseError::NotLeaderOrFollower),
+                "replica id {replica}"
+            );
+        }
+    });
 }

@@ -76,10 +76,10 @@ fn replicated_batches_are_kept_byte_for_byte_at_their_offsets() {
     });
 }
 
-/// A record set that does not start at the log end (a gap or an overlap), whose batches do
-/// not continue each other, or whose CRC is wrong is refused whole, and nothing is written.
+/// A record set that starts below the log end (an overlap), whose batches go back in offsets,
+/// or whose CRC is wrong is refused whole, and nothing is written.
 #[test]
-fn gaps_overlaps_and_bad_crcs_are_refused() {
+fn overlaps_and_bad_crcs_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
     run(async move {
@@ -90,17 +90,12 @@ fn gaps_overlaps_and_bad_crcs_are_refused() {
         let sent = replica_read_all(&leader, 0).await;
         let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
 
-        let gap = follower.append_replicated(sent[1].clone(), 1).await;
-        assert!(
-            matches!(gap, Err(StorageError::CorruptMessage(_))),
-            "{gap:?}"
-        );
-        let skip = follower
-            .append_replicated(concat(&[sent[0].clone(), sent[2].clone()]), 1)
+        let back = follower
+            .append_replicated(concat(&[sent[1].clone(), sent[0].clone()]), 1)
             .await;
         assert!(
-            matches!(skip, Err(StorageError::CorruptMessage(_))),
-            "{skip:?}"
+            matches!(back, Err(StorageError::CorruptMessage(_))),
+            "{back:?}"
         );
         let mut damaged = BytesMut::from(&sent[0][..]);
         let last = damaged.len() - 1;
@@ -123,6 +118,84 @@ fn gaps_overlaps_and_bad_crcs_are_refused() {
         );
         assert_eq!(follower.log_end_offset(), 2);
         follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+}
+
+/// The `.log` files of a partition directory, by base offset.
+fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// A compacted leader's batches have forward offset gaps between them: a record set with a
+/// gap inside it, and one that starts past the log end, are appended; each gap falls between
+/// segments (the active segment stays contiguous), reads skip it, and a reopen (recovery)
+/// keeps every batch. Overlaps stay refused, and so (known gap) does a record set past the
+/// end of an empty log.
+#[test]
+fn forward_gaps_start_new_segments_and_survive_reopen() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir, edir) = (
+        tmp.path().join("l-0"),
+        tmp.path().join("f-0"),
+        tmp.path().join("e-0"),
+    );
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        for i in 0..5 {
+            leader.append(batch(2, 10, i), 1).await.expect("append");
+        }
+        // Offsets 0-1, 2-3, 4-5, 6-7, 8-9; the cleaned leader kept 0-1, 4-5 and 8-9.
+        let sent = replica_read_all(&leader, 0).await;
+        let kept = vec![sent[0].clone(), sent[2].clone(), sent[4].clone()];
+
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        let info = follower
+            .append_replicated(concat(&kept[..2]), 1)
+            .await
+            .expect("a gap inside the record set");
+        assert_eq!((info.base_offset, info.last_offset), (0, 5));
+        let info = follower
+            .append_replicated(kept[2].clone(), 2)
+            .await
+            .expect("a record set past the log end");
+        assert_eq!((info.base_offset, info.last_offset), (8, 9));
+        assert_eq!(follower.log_end_offset(), 10);
+        assert_eq!(follower.durable_end(), 10);
+        assert_eq!(replica_read_all(&follower, 0).await, kept);
+        let overlap = follower.append_replicated(kept[2].clone(), 3).await;
+        assert!(
+            matches!(overlap, Err(StorageError::CorruptMessage(_))),
+            "{overlap:?}"
+        );
+        follower.close().await.expect("close");
+        assert_eq!(segment_bases(&fdir), [0, 4, 8], "one segment per gap");
+
+        let follower = open(&fdir, LogConfig::default(), 0).await;
+        assert_eq!(follower.log_end_offset(), 10, "recovered");
+        assert_eq!(replica_read_all(&follower, 0).await, kept, "from disk");
+        follower.close().await.expect("close");
+
+        // Known gap: an empty log cannot start past its end (no empty sealed segment).
+        let empty = open(&edir, LogConfig::default(), 8 << 20).await;
+        let past = empty.append_replicated(concat(&kept[1..]), 1).await;
+        assert!(
+            matches!(past, Err(StorageError::CorruptMessage(_))),
+            "{past:?}"
+        );
+        assert_eq!(empty.log_end_offset(), 0, "nothing written");
+        empty.close().await.expect("close");
+        let empty = open(&edir, LogConfig::default(), 0).await;
+        assert_eq!(empty.log_end_offset(), 0, "still opens");
+        empty.close().await.expect("close");
         leader.close().await.expect("close");
     });
 }

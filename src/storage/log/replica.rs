@@ -16,18 +16,28 @@
 //! # Follower append
 //! [`PartitionLog::append_replicated`] appends a leader's batches unchanged: offsets, producer
 //! ids, sequences, leader epochs and timestamps are the leader's. Each batch is checked before
-//! anything is written: whole (length field), magic 2, CRC-32C, at least one record, offsets
-//! contiguous with the log end (the first batch's base offset must be the log end offset: a
-//! gap or an overlap is refused, never written). Producer state (idempotence) and the aborted
+//! anything is written: whole (length field), magic 2, CRC-32C, at least one record, no
+//! overlap (a batch starting below the log end, or below the end of the batch before it, is
+//! refused, never written). Producer state (idempotence) and the aborted
 //! transaction index are updated as a leader's append updates them, without the sequence
 //! checks (the leader made them), so a follower that becomes leader detects a retried batch as
 //! a duplicate; the leader-epoch cache learns each batch whose epoch is above its latest
 //! (Kafka's `maybeAssignEpochStartOffset`). Resolves once durable, like
 //! [`PartitionLog::append`].
 //!
-//! Known gap: a leader's compacted log can have offset gaps between batches; the follower's
-//! contiguity check refuses them, so compacted topics replicate only until their first cleaning
-//! removes a whole batch.
+//! # Offset gaps (compacted leaders)
+//! A leader's cleaned segments have forward offset gaps between batches (the cleaner keeps
+//! batch boundaries: never an overlap). The active segment must stay contiguous (recovery
+//! treats a gap in the last segment as a torn tail), so a record set is split at its gaps and
+//! a run that starts past the log end starts a new segment at its base offset; the gap then
+//! lies between segments, which recovery accepts and reads skip. Cost: a follower catching up through a heavily
+//! cleaned log gets one segment (files, a seal and an fdatasync) per gap it meets; a follower
+//! in step with its leader meets none (the active segment is never cleaned).
+//!
+//! Known gap: an empty active segment (an empty log, as a new replica's) cannot be sealed
+//! (recovery refuses an empty sealed segment), so a record set starting past its end is
+//! refused: a new replica of a compacted topic whose leader cleaned away the batch at its
+//! fetch offset stalls (Kafka's follower would `truncateFullyAndStartAt` the leader's offset).
 
 use super::append::{apply_producers, Checked};
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
@@ -103,22 +113,41 @@ impl PartitionLog {
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        let checked = self.check_replicated(&records)?;
+        let runs = split_at_gaps(&records)?;
+        let checked = runs
+            .iter()
+            .map(|run| self.check_replicated(run))
+            .collect::<Result<Vec<_>, _>>()?;
         self.wait_for_room(records.len()).await?;
-        let buf = BytesMut::from(&records[..]);
         drop(records);
-        let slot: SlotRef = Rc::new(RefCell::new(Slot::default()));
-        let (info, spawn_flusher) = self.queue_replicated(buf, &checked, now_ms, slot.clone())?;
+        // No await from here to the last queue: a run after the first starts past the end the
+        // one before it left, so only the first can be refused (and then nothing is queued).
+        let mut slots = Vec::with_capacity(runs.len());
+        let mut spawn_flusher = false;
+        let mut first: Option<AppendInfo> = None;
+        let mut last_offset = -1;
+        for (run, checked) in runs.iter().zip(&checked) {
+            let buf = BytesMut::from(&run[..]);
+            let slot: SlotRef = Rc::new(RefCell::new(Slot::default()));
+            let (info, spawn) = self.queue_replicated(buf, checked, now_ms, slot.clone())?;
+            spawn_flusher |= spawn;
+            slots.push(slot);
+            last_offset = info.last_offset;
+            first.get_or_insert(info);
+        }
+        drop(runs);
         if spawn_flusher {
             crate::rt::spawn_local(flush_loop(self.shared.clone())).detach();
         }
-        match (WaitSlot { slot }).await {
-            Ok(()) => Ok(AppendInfo {
-                log_start_offset: self.log_start_offset(),
-                ..info
-            }),
-            Err(f) => Err(f.to_error()),
+        for slot in slots {
+            (WaitSlot { slot }).await.map_err(|f| f.to_error())?;
         }
+        let first = first.expect("a record set has at least one run");
+        Ok(AppendInfo {
+            last_offset,
+            log_start_offset: self.log_start_offset(),
+            ..first
+        })
     }
 
     /// Checks each batch of a leader's record set (whole, magic 2, CRC, offsets contiguous
@@ -178,8 +207,9 @@ impl PartitionLog {
         })
     }
 
-    /// Queues a checked leader's record set at the log end (refused unless its first batch
-    /// starts there), applies its producer state and caches it; no await, as
+    /// Queues a checked leader's contiguous run of batches at the log end (refused if its
+    /// first batch starts below it; one that starts past it starts a new segment there, see
+    /// the module docs), applies its producer state and caches it; no await, as
     /// `assign_offsets`.
     fn queue_replicated(
         &self,
@@ -194,11 +224,11 @@ impl PartitionLog {
         if inner.life != Life::Open {
             return Err(StorageError::Closed);
         }
-        let leo = inner.log_end_offset;
-        let first_base = batch::header(&buf).map_or(-1, |h| h.base_offset());
-        if first_base != leo {
+        let log_end = inner.log_end_offset;
+        let leo = batch::header(&buf).map_or(-1, |h| h.base_offset());
+        if leo < log_end {
             return Err(StorageError::CorruptMessage(format!(
-                "replicated record set starts at offset {first_base}, the log ends at {leo}"
+                "replicated record set starts at offset {leo}, below the log end {log_end}"
             )));
         }
         let set_len = buf.len();
@@ -208,7 +238,14 @@ impl PartitionLog {
             .segments
             .back()
             .expect("a log always has an active segment");
-        if active.must_roll(&inner.config, set_len as u64, next, now_ms) {
+        if leo > log_end && active.len == 0 {
+            // Sealed segments are never empty (recovery refuses one): see the module docs.
+            return Err(StorageError::CorruptMessage(format!(
+                "replicated record set starts at offset {leo}, past the end {log_end} of an \
+                 empty active segment"
+            )));
+        }
+        if leo > log_end || active.must_roll(&inner.config, set_len as u64, next, now_ms) {
             inner.segments.push_back(Segment::new(leo, now_ms));
             inner.roll_snapshot = Some((leo, inner.producers.encode()));
         }
@@ -271,6 +308,31 @@ impl PartitionLog {
         };
         Ok((info, spawn))
     }
+}
+
+/// `records` cut where a batch starts past the end of the one before it (a cleaned leader's
+/// gap): contiguous runs, in order. Damage is left to `check_replicated`, which refuses it.
+fn split_at_gaps(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut next: Option<i64> = None;
+    for item in batch::batches(records) {
+        let (pos, b) = item.map_err(|e| StorageError::CorruptMessage(e.to_string()))?;
+        let Some(h) = batch::header(b) else {
+            break;
+        };
+        if next.is_some_and(|expected| h.base_offset() > expected) {
+            runs.push(records.slice(start..pos));
+            start = pos;
+        }
+        next = Some(
+            h.base_offset()
+                .saturating_add(i64::from(h.last_offset_delta.get()))
+                .saturating_add(1),
+        );
+    }
+    runs.push(records.slice(start..));
+    Ok(runs)
 }
 
 /// One replicated batch's header after the checks a leader's batch must pass here: length
