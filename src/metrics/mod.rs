@@ -19,6 +19,11 @@
 //! - bytes, batches and records in/out per partition and per shard: the Produce and Fetch
 //!   handlers, on the connection's shard, for what was acknowledged and what was sent;
 //!   partition-level error codes of Produce and Fetch;
+//! - the stages of a produce (issue 16, [`ProduceStage`]): queued and answered on the
+//!   connection's shard (`server::connection`), validated, written and fdatasync per append on
+//!   the partition's owner (`storage::log::append`), from per-request and per-append
+//!   timestamps only (nothing per record);
+//! - process and per-thread CPU time: read from /proc at scrape time ([`procstat`]);
 //! - fdatasync latency and slow fdatasyncs: the storage flusher (`storage::log`), on the
 //!   partition's owner; produce partitions that timed out: the Produce handler; reactor stalls:
 //!   each shard's stall watch (`rt::stall`);
@@ -33,6 +38,7 @@
 //! topics that exist (entries of deleted topics are pruned at each scrape); consumer-lag series
 //! are capped at [`LAG_SERIES_MAX`].
 
+pub mod procstat;
 pub mod render;
 
 pub use render::render;
@@ -139,6 +145,8 @@ pub struct ShardMetrics {
     fsync_slow: Cell<u64>,
     produce_timeouts: Cell<u64>,
     reactor_stalls: Histogram,
+    /// Issue 16: the stages of a produce, indexed by [`ProduceStage`].
+    produce_stages: [Histogram; PRODUCE_STAGES],
     /// topic -> counters indexed by partition.
     partitions: RefCell<HashMap<String, Vec<PartitionCounters>>>,
     /// (api key, error code) -> partition-level errors answered.
@@ -159,6 +167,7 @@ impl Default for ShardMetrics {
             fsync_slow: Cell::new(0),
             produce_timeouts: Cell::new(0),
             reactor_stalls: Histogram::default(),
+            produce_stages: Default::default(),
             partitions: RefCell::new(HashMap::new()),
             partition_errors: RefCell::new(HashMap::new()),
         }
@@ -239,6 +248,56 @@ pub fn record_produce_timeout() {
 /// The shard did not get back to its reactor for `length` (over the stall bound, `rt::stall`).
 pub fn record_reactor_stall(length: Duration) {
     METRICS.with(|m| m.reactor_stalls.record(length));
+}
+
+/// The stages of a produce request, in order (issue 16). Each is timed on its own, from
+/// per-request (queued, answered) or per-append (validated, written, fdatasync) timestamps; what
+/// lies between them (decoding, the hops between shards, encoding the answer) is the request
+/// latency minus their sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProduceStage {
+    /// The whole request was read → its handler started (produce budget wait, task start).
+    Queued = 0,
+    /// The append started on the partition's owner → its offsets were assigned (record
+    /// checks, waiting for room in the log's pending bytes, producer-state checks).
+    Validated = 1,
+    /// Offsets assigned → the data written to the file (waiting for a flush round, the write).
+    Written = 2,
+    /// Written → durable (the round's fdatasync, and earlier rounds' ones: rounds complete in
+    /// order).
+    Fdatasync = 3,
+    /// The handler's answer was ready → written to the socket (behind earlier answers of the
+    /// same connection, which go out in request order).
+    Answered = 4,
+}
+
+/// Number of [`ProduceStage`]s.
+pub const PRODUCE_STAGES: usize = 5;
+
+impl ProduceStage {
+    pub const ALL: [ProduceStage; PRODUCE_STAGES] = [
+        ProduceStage::Queued,
+        ProduceStage::Validated,
+        ProduceStage::Written,
+        ProduceStage::Fdatasync,
+        ProduceStage::Answered,
+    ];
+
+    /// The `stage` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProduceStage::Queued => "queued",
+            ProduceStage::Validated => "validated",
+            ProduceStage::Written => "written",
+            ProduceStage::Fdatasync => "fdatasync",
+            ProduceStage::Answered => "answered",
+        }
+    }
+}
+
+/// One stage of a produce took `elapsed` (no allocation; a few ns).
+pub fn record_produce_stage(stage: ProduceStage, elapsed: Duration) {
+    METRICS.with(|m| m.produce_stages[stage as usize].record(elapsed));
 }
 
 /// A partition-level error code answered by `api_key` (Produce, Fetch).
@@ -326,6 +385,8 @@ pub struct ShardSnapshot {
     pub fsync_slow: u64,
     pub produce_timeouts: u64,
     pub reactor_stalls: HistogramSnapshot,
+    /// Indexed by [`ProduceStage`].
+    pub produce_stages: Vec<HistogramSnapshot>,
     /// ((topic, partition), counters) counted on this shard's connections.
     pub traffic: Vec<((String, i32), PartitionCounters)>,
     pub partition_errors: Vec<((i16, i16), u64)>,
@@ -371,6 +432,7 @@ pub fn read_counters(out: &mut ShardSnapshot, topic_exists: impl Fn(&str) -> boo
         out.fsync_slow = m.fsync_slow.get();
         out.produce_timeouts = m.produce_timeouts.get();
         out.reactor_stalls = m.reactor_stalls.snapshot();
+        out.produce_stages = m.produce_stages.iter().map(Histogram::snapshot).collect();
         let mut map = m.partitions.borrow_mut();
         map.retain(|topic, _| topic_exists(topic));
         for (topic, counters) in map.iter() {

@@ -44,6 +44,7 @@ use crate::rt::net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
 use crate::api::{self, Outcome};
+use crate::metrics::ProduceStage;
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::{parse_request_header, ParsedRequest};
 use crate::shard::Shard;
@@ -70,7 +71,8 @@ const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
 /// A queued request: its handler task and the shard memory it holds until answered.
 struct InFlight {
-    answer: crate::rt::JoinHandle<Outcome>,
+    /// The outcome, and for a Produce when it was ready (issue 16's `answered` stage).
+    answer: crate::rt::JoinHandle<(Outcome, Option<Instant>)>,
     reservation: Reservation,
 }
 
@@ -448,19 +450,24 @@ async fn dispatch(
     };
     request.queued_for = reservation.waited + queued.elapsed();
     let handler_shard = shard.clone();
+    let produce = request.api_key == PRODUCE_API_KEY;
     let answer = crate::rt::spawn_local(async move {
         if timed_out {
-            return api::produce::answer_timed_out(&request);
+            return (api::produce::answer_timed_out(&request), None);
+        }
+        if produce {
+            crate::metrics::record_produce_stage(ProduceStage::Queued, queued.elapsed());
         }
         // A bug in one handler must not take the shard (and every other client) down:
         // the panic is logged by the panic hook and only this connection is closed.
-        AssertUnwindSafe(api::handle(&handler_shard, request))
+        let outcome = AssertUnwindSafe(api::handle(&handler_shard, request))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
                 crate::metrics::record_handler_panic();
                 Outcome::Close("request handler panicked".into())
-            })
+            });
+        (outcome, produce.then(Instant::now))
     })
     .detach();
     if queue
@@ -523,7 +530,10 @@ async fn write_loop(
         reservation,
     }) = queue.recv_async().await
     {
-        let outcome = answer.await;
+        let (outcome, produce_ready) = match answer.await {
+            Some((outcome, ready)) => (Some(outcome), ready),
+            None => (None, None),
+        };
         drop(reservation);
         if !open {
             continue; // Drain so the reader is never stuck on a full queue.
@@ -533,6 +543,8 @@ async fn write_loop(
                 if let Err(e) = write_pieces(&mut writer, &pieces).await {
                     tracing::debug!(%peer, error = %e, "write failed; closing connection");
                     open = false;
+                } else if let Some(ready) = produce_ready {
+                    crate::metrics::record_produce_stage(ProduceStage::Answered, ready.elapsed());
                 }
             }
             Some(Outcome::NoResponse) => {}
