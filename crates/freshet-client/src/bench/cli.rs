@@ -162,6 +162,11 @@ pub struct WorkloadArgs {
     /// Keep the created topics.
     #[arg(long)]
     pub keep_topics: bool,
+    /// The broker's metrics endpoint (Freshet's admin listener), read before and after the run
+    /// for broker CPU per GB and the produce stages; `off` to skip
+    /// [default: http://127.0.0.1:9644/metrics, what `freshet start` opens].
+    #[arg(long, value_name = "URL")]
+    pub broker_metrics: Option<String>,
 }
 
 impl WorkloadArgs {
@@ -195,6 +200,7 @@ impl WorkloadArgs {
         set!(fetch_max_wait_ms, fetch_max_wait_ms);
         set!(fetch_partition_max_bytes, fetch_partition_max_bytes);
         set!(socket_buffer_bytes, socket_buffer);
+        set!(broker_metrics, broker_metrics);
         if self.topic.is_some() {
             w.topic = self.topic.clone();
         }
