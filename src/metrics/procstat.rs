@@ -95,7 +95,10 @@ mod tests {
     fn stat_lines_parse_from_the_last_parenthesis() {
         let line = "1234 (freshet) S 1 1234 1234 0 -1 4194560 2000 0 0 0 250 75 0 0 20 0 9 0 \
                     100 1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_stat_cpu_ticks(line), Some(("freshet".into(), 250, 75)));
+        assert_eq!(
+            parse_stat_cpu_ticks(line),
+            Some(("freshet".into(), 250, 75))
+        );
         // A command name with spaces and parentheses (any thread may name itself so).
         let odd = "77 (a) b (c)) R 1 1 1 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1";
         assert_eq!(parse_stat_cpu_ticks(odd), Some(("a) b (c)".into(), 3, 4)));
@@ -105,7 +108,10 @@ mod tests {
     fn garbage_stat_lines_give_none() {
         assert_eq!(parse_stat_cpu_ticks(""), None);
         assert_eq!(parse_stat_cpu_ticks("12 (x) S 1 2"), None);
-        assert_eq!(parse_stat_cpu_ticks(")( S 1 2 3 4 5 6 7 8 9 10 11 12 13"), None);
+        assert_eq!(
+            parse_stat_cpu_ticks(")( S 1 2 3 4 5 6 7 8 9 10 11 12 13"),
+            None
+        );
         assert_eq!(
             parse_stat_cpu_ticks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 nope 4"),
             None
@@ -122,7 +128,10 @@ mod tests {
         }
         std::hint::black_box(x);
         let after = process_cpu().unwrap();
-        assert!(after.total_seconds() > before.total_seconds(), "{before:?} {after:?}");
+        assert!(
+            after.total_seconds() > before.total_seconds(),
+            "{before:?} {after:?}"
+        );
         assert!(!thread_cpu().is_empty());
     }
 }

@@ -51,8 +51,11 @@ pub struct Scrape {
     pub stages: Vec<StageHistogram>,
 }
 
+/// A sample line: metric name, `(label, value)` pairs, value.
+type SampleLine<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
 /// `(name, labels, value)` of a sample line; `None` for comments and lines not of that form.
-fn sample_line(line: &str) -> Option<(&str, Vec<(&str, &str)>, f64)> {
+fn sample_line(line: &str) -> Option<SampleLine<'_>> {
     if line.starts_with('#') || line.is_empty() {
         return None;
     }
@@ -94,9 +97,7 @@ pub fn parse(text: &str) -> Scrape {
         let Some((name, labels, value)) = sample_line(line) else {
             continue;
         };
-        let stage = || {
-            label(&labels, "stage").and_then(|st| STAGES.iter().position(|x| *x == st))
-        };
+        let stage = || label(&labels, "stage").and_then(|st| STAGES.iter().position(|x| *x == st));
         match name {
             "process_cpu_seconds_total" => s.cpu_seconds = Some(value),
             "freshet_shard_bytes_in_total" => s.bytes_in += value,
@@ -171,7 +172,7 @@ pub fn scrape(url: &str) -> Result<Scrape, String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{url}: not an HTTP response"))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split(' ').nth(1).is_some_and(|c| c == "200") {
+    if status.split(' ').nth(1) != Some("200") {
         return Err(format!("{url}: {status}"));
     }
     Ok(parse(body))

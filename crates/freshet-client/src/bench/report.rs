@@ -92,14 +92,24 @@ fn broker_lines(out: &mut String, b: &BrokerReport) {
         return;
     }
     let per_gb = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let cpu_total: f64 = [b.produce_phase, b.drain_phase]
+        .iter()
+        .flatten()
+        .map(|p| p.cpu_seconds)
+        .sum();
     let _ = writeln!(
         out,
-        "broker CPU: {} s per GB produced, {} s per GB consumed (process CPU from {}){}",
+        "broker CPU: {} s per GB produced, {} s per GB consumed (process CPU from {}){}{}",
         per_gb(b.cpu_s_per_gb_produced),
         per_gb(b.cpu_s_per_gb_consumed),
         b.url,
         if b.mixed {
             "; producing and consuming ran together, so each includes the other's CPU (--backlog-mb separates them)"
+        } else {
+            ""
+        },
+        if cpu_total < 1.0 {
+            "; under 1 s of broker CPU in all, counted in 10 ms ticks: rough"
         } else {
             ""
         }

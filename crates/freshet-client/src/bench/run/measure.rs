@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::super::broker_metrics::{self, BrokerReport, ClientCost};
 use super::super::latency::{new_histogram, percentiles, Percentiles};
 use super::super::workload::seconds;
 use super::result::{Interval, RunResult, Sample, Summary, Throughput};
 use super::setup::log_ends;
-use super::super::broker_metrics::{self, BrokerReport, ClientCost};
 use super::{scrape_broker, BrokerScrape, Ctx, Shared, SAMPLE_INTERVAL};
 
 /// Counter values at one instant: acknowledged messages and bytes, consumed messages and bytes.
