@@ -27,8 +27,19 @@ pub const DEFAULT_BROKER_METRICS: &str = "http://127.0.0.1:9644/metrics";
 pub const METRICS_RESPONSE_BYTES_MAX: u64 = 64 << 20;
 /// Longest connect, and longest wait for each read, of one scrape.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stage names, in the order of a produce.
-pub const STAGES: [&str; 5] = ["queued", "validated", "written", "fdatasync", "answered"];
+/// Stage names, in the order of a produce; then `request`, the whole Produce request from
+/// dispatch to the answer being ready (`freshet_request_latency_seconds{api="Produce"}`), which
+/// also holds what is no stage (decoding, hops between shards, encoding).
+pub const STAGES: [&str; 6] = [
+    "queued",
+    "validated",
+    "written",
+    "fdatasync",
+    "answered",
+    "request",
+];
+/// Index of `request` in [`STAGES`].
+const REQUEST: usize = 5;
 
 /// One stage's histogram as scraped: cumulative buckets `(le seconds, count)`, sum, count.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,30 +108,38 @@ pub fn parse(text: &str) -> Scrape {
         let Some((name, labels, value)) = sample_line(line) else {
             continue;
         };
-        let stage = || label(&labels, "stage").and_then(|st| STAGES.iter().position(|x| *x == st));
+        // A histogram series of one of STAGES: (stage index, bucket/sum/count suffix).
+        let series = if let Some(suffix) = name.strip_prefix("freshet_produce_stage_seconds") {
+            label(&labels, "stage")
+                .and_then(|st| STAGES[..REQUEST].iter().position(|x| *x == st))
+                .map(|i| (i, suffix))
+        } else if let Some(suffix) = name.strip_prefix("freshet_request_latency_seconds") {
+            (label(&labels, "api") == Some("Produce")).then_some((REQUEST, suffix))
+        } else {
+            None
+        };
+        if let Some((i, suffix)) = series {
+            let h = &mut s.stages[i];
+            match suffix {
+                "_bucket" => {
+                    let le = label(&labels, "le").and_then(|v| match v {
+                        "+Inf" => Some(f64::INFINITY),
+                        v => v.parse().ok(),
+                    });
+                    if let Some(le) = le {
+                        h.buckets.push((le, value));
+                    }
+                }
+                "_sum" => h.sum_seconds = value,
+                "_count" => h.count = value,
+                _ => {}
+            }
+            continue;
+        }
         match name {
             "process_cpu_seconds_total" => s.cpu_seconds = Some(value),
             "freshet_shard_bytes_in_total" => s.bytes_in += value,
             "freshet_shard_bytes_out_total" => s.bytes_out += value,
-            "freshet_produce_stage_seconds_bucket" => {
-                let le = label(&labels, "le").and_then(|v| match v {
-                    "+Inf" => Some(f64::INFINITY),
-                    v => v.parse().ok(),
-                });
-                if let (Some(i), Some(le)) = (stage(), le) {
-                    s.stages[i].buckets.push((le, value));
-                }
-            }
-            "freshet_produce_stage_seconds_sum" => {
-                if let Some(i) = stage() {
-                    s.stages[i].sum_seconds = value;
-                }
-            }
-            "freshet_produce_stage_seconds_count" => {
-                if let Some(i) = stage() {
-                    s.stages[i].count = value;
-                }
-            }
             _ => {}
         }
     }
@@ -441,6 +460,10 @@ mod tests {
         freshet_produce_stage_seconds_bucket{stage=\"fdatasync\",le=\"+Inf\"} 100\n\
         freshet_produce_stage_seconds_sum{stage=\"fdatasync\"} 0.2\n\
         freshet_produce_stage_seconds_count{stage=\"fdatasync\"} 100\n\
+        freshet_request_latency_seconds_bucket{api=\"Produce\",le=\"0.01\"} 4\n\
+        freshet_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 4\n\
+        freshet_request_latency_seconds_count{api=\"Produce\"} 4\n\
+        freshet_request_latency_seconds_count{api=\"Fetch\"} 9\n\
         garbage line {{{\n";
 
     #[test]
@@ -451,6 +474,8 @@ mod tests {
         assert_eq!(s.bytes_out, 2.5e8);
         assert_eq!(s.stages[3].count, 100.0);
         assert_eq!(s.stages[3].buckets.len(), 4);
+        assert_eq!(s.stages[REQUEST].count, 4.0);
+        assert_eq!(s.stages[REQUEST].buckets.len(), 2);
         assert_eq!(parse("").cpu_seconds, None);
     }
 

@@ -139,7 +139,7 @@ fn broker_lines(out: &mut String, b: &BrokerReport) {
     }
     let _ = writeln!(
         out,
-        "{:<12} {:>10} {:>9} {:>9} {:>9}   (server-side produce stages; p50/p99: bucket bounds)",
+        "{:<12} {:>10} {:>9} {:>9} {:>9}   (server-side produce stages; p50/p99: bucket bounds; request: dispatch to answer ready, all of it)",
         "stage ms", "count", "mean", "p50<=", "p99<="
     );
     for s in &b.stages {
