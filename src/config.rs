@@ -195,6 +195,48 @@ pub struct BrokerConfig {
     /// Kafka `transaction.state.log.num.partitions`: the same for `__transaction_state` and
     /// the transaction coordinators.
     pub transaction_state_log_num_partitions: i32,
+    /// Kafka `listeners`: `["PLAINTEXT://127.0.0.1:9092", "SASL_SSL://0.0.0.0:9093"]`, each
+    /// `NAME://host:port`, the name a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT,
+    /// SASL_SSL) or a name mapped to one by `listener_security_protocol_map`. Empty: one
+    /// PLAINTEXT listener on `listen`.
+    pub listeners: Vec<String>,
+    /// Kafka `advertised.listeners`: `NAME://host:port` per listener name, the address
+    /// Metadata gives clients that came in on that listener. A listener not named here
+    /// advertises its own address (`advertise` for the first one, when set).
+    pub advertised_listeners: Vec<String>,
+    /// Kafka `listener.security.protocol.map`: `["INTERNAL:SASL_SSL", ...]` for listeners
+    /// whose name is not a security protocol.
+    pub listener_security_protocol_map: Vec<String>,
+    /// Kafka `sasl.enabled.mechanisms`: what SASL listeners offer (PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512).
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// Kafka `ssl.keystore.location`, as a PEM file: the certificate chain TLS listeners
+    /// present (re-read when the file changes).
+    pub ssl_certificate_file: PathBuf,
+    /// The PEM private key of `ssl_certificate_file` (PKCS#8, PKCS#1 or SEC1).
+    pub ssl_key_file: PathBuf,
+    /// Kafka `ssl.truststore.location`, as a PEM file: the CAs client certificates must chain
+    /// to (needed when `ssl_client_auth` is not `none`).
+    pub ssl_ca_file: PathBuf,
+    /// Kafka `ssl.client.auth`: `none`, `requested` or `required`.
+    pub ssl_client_auth: String,
+    /// Kafka `connection.failed.authentication.delay.ms`: a failed authentication is answered
+    /// (and its connection closed) this long after it failed, to slow password guessing.
+    pub connection_failed_authentication_delay_ms: u64,
+    /// Kafka `replica.lag.time.max.ms`: an in-sync follower that has not caught up with the
+    /// leader's log end for this long leaves the ISR, in milliseconds.
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka `replica.fetch.max.bytes`: bytes a follower's Fetch asks per partition.
+    pub replica_fetch_max_bytes: usize,
+    /// Kafka `replica.fetch.response.max.bytes`: bytes a follower's Fetch asks in all (its
+    /// response is refused above this plus one partition's worth of framing).
+    pub replica_fetch_response_max_bytes: usize,
+    /// Kafka `replica.fetch.wait.max.ms`: how long a follower's Fetch waits at the leader for
+    /// data, in milliseconds.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Kafka `replica.fetch.backoff.ms`: the longest a follower waits before it reconnects to
+    /// a leader after an error (it starts at a tenth of it and doubles), in milliseconds.
+    pub replica_fetch_backoff_ms: u64,
     /// Kafka `auto.leader.rebalance.enable`: the active controller moves leadership back to
     /// each partition's preferred (first) replica when a broker's share of partitions led
     /// elsewhere passes `leader_imbalance_per_broker_percentage`.
@@ -300,6 +342,24 @@ impl Default for BrokerConfig {
                 TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT,
             offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             transaction_state_log_num_partitions: TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            listener_security_protocol_map: Vec::new(),
+            sasl_enabled_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            ssl_certificate_file: PathBuf::new(),
+            ssl_key_file: PathBuf::new(),
+            ssl_ca_file: PathBuf::new(),
+            ssl_client_auth: "none".into(),
+            connection_failed_authentication_delay_ms: 100,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
@@ -349,26 +409,77 @@ impl BrokerConfig {
         }
     }
 
-    /// Host and port that Metadata and FindCoordinator answers give to clients.
+    /// Host and port that Metadata and FindCoordinator answers give to clients (of the
+    /// first listener; [`Self::advertised_host_port_of`] for the one a client came in on).
     pub fn advertised_host_port(&self) -> Result<(String, i32), ConfigError> {
+        match self.listeners.first() {
+            None => self.advertised_host_port_of(""),
+            Some(_) => {
+                let first = self.listener_specs()?.remove(0);
+                self.advertised_host_port_of(&first.name)
+            }
+        }
+    }
+
+    /// The advertised host and port of listener `name` (`""`: the first listener).
+    pub fn advertised_host_port_of(&self, name: &str) -> Result<(String, i32), ConfigError> {
+        if !self.listeners.is_empty() {
+            let specs = self.listener_specs()?;
+            let spec = specs.iter().find(|l| l.name == name).unwrap_or(&specs[0]);
+            let advertised = advertised_listener_addr(&self.advertised_listeners, &spec.name)?;
+            let text = match advertised {
+                Some(text) => text,
+                None if spec.name == specs[0].name && !self.advertise.is_empty() => {
+                    self.advertise.clone()
+                }
+                None => spec.addr.clone(),
+            };
+            return host_port(&text);
+        }
         let text = if self.advertise.is_empty() {
             &self.listen
         } else {
             &self.advertise
         };
-        let (host, port) = text
-            .rsplit_once(':')
-            .ok_or_else(|| ConfigError(format!("advertise '{text}' is not host:port")))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| ConfigError(format!("advertise '{text}' has a bad port")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host = if host.is_empty() || host == "0.0.0.0" {
-            "localhost"
-        } else {
-            host
-        };
-        Ok((host.to_string(), i32::from(port)))
+        host_port(text)
+    }
+
+    /// The Kafka listeners to bind: `listeners`, or one PLAINTEXT listener on `listen`.
+    pub fn listener_specs(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
+        if self.listeners.is_empty() {
+            return Ok(vec![ListenerSpec {
+                name: "PLAINTEXT".into(),
+                protocol: SecurityProtocol::Plaintext,
+                addr: self.listen.clone(),
+            }]);
+        }
+        let mut specs: Vec<ListenerSpec> = Vec::with_capacity(self.listeners.len());
+        for text in &self.listeners {
+            let (name, addr) = text
+                .split_once("://")
+                .ok_or_else(|| ConfigError(format!("listener '{text}' is not NAME://host:port")))?;
+            let name = name.trim().to_ascii_uppercase();
+            let mapped = self.listener_security_protocol_map.iter().find_map(|m| {
+                let (n, p) = m.split_once(':')?;
+                (n.trim().eq_ignore_ascii_case(&name)).then(|| p.trim().to_string())
+            });
+            let protocol =
+                SecurityProtocol::parse(mapped.as_deref().unwrap_or(&name)).ok_or_else(|| {
+                    ConfigError(format!(
+                        "listener '{text}': {name} is no security protocol (PLAINTEXT, SSL, \
+                         SASL_PLAINTEXT, SASL_SSL) and not in listener_security_protocol_map"
+                    ))
+                })?;
+            if specs.iter().any(|l| l.name == name) {
+                return Err(ConfigError(format!("listener name {name} given twice")));
+            }
+            specs.push(ListenerSpec {
+                name,
+                protocol,
+                addr: addr.trim().to_string(),
+            });
+        }
+        Ok(specs)
     }
 
     /// Checks values that would otherwise fail later in a less clear way.
@@ -376,6 +487,7 @@ impl BrokerConfig {
     // cross-checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.validate_security()?;
         self.admin_addr()?;
         self.advertised_host_port()?;
         let positive = [
@@ -496,6 +608,159 @@ impl BrokerConfig {
     }
 }
 
+/// A listener's security protocol (Kafka's `SecurityProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// From Kafka's name (case-insensitive).
+    pub fn parse(text: &str) -> Option<SecurityProtocol> {
+        Some(match text.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    /// Does the listener speak TLS?
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Must its clients authenticate with SASL?
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// One Kafka listener: its name, security protocol and bind address (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: String,
+}
+
+impl ListenerSpec {
+    /// The bind address, resolved.
+    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve(&self.addr)
+    }
+}
+
+/// The SASL mechanisms Freshet serves.
+pub const SASL_MECHANISMS_SERVED: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl BrokerConfig {
+    /// The listener, TLS and SASL settings: listeners parse and resolve, TLS listeners have a
+    /// certificate and key, client authentication has a CA, mechanisms are served ones.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let specs = self.listener_specs()?;
+        for spec in &specs {
+            spec.socket_addr()?;
+            self.advertised_host_port_of(&spec.name)?;
+        }
+        for text in &self.advertised_listeners {
+            let (name, _) = text.split_once("://").ok_or_else(|| {
+                ConfigError(format!(
+                    "advertised listener '{text}' is not NAME://host:port"
+                ))
+            })?;
+            if !specs
+                .iter()
+                .any(|l| l.name.eq_ignore_ascii_case(name.trim()))
+            {
+                return Err(ConfigError(format!(
+                    "advertised listener '{text}' names no listener"
+                )));
+            }
+        }
+        if specs.iter().any(|l| l.protocol.tls()) {
+            if self.ssl_certificate_file.as_os_str().is_empty()
+                || self.ssl_key_file.as_os_str().is_empty()
+            {
+                return Err(ConfigError(
+                    "an SSL or SASL_SSL listener needs ssl_certificate_file and ssl_key_file"
+                        .into(),
+                ));
+            }
+            match self.ssl_client_auth.as_str() {
+                "none" => {}
+                "requested" | "required" if !self.ssl_ca_file.as_os_str().is_empty() => {}
+                "requested" | "required" => {
+                    return Err(ConfigError(
+                        "ssl_client_auth requested/required needs ssl_ca_file".into(),
+                    ))
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "ssl_client_auth must be none, requested or required, got '{other}'"
+                    )))
+                }
+            }
+        }
+        for mechanism in &self.sasl_enabled_mechanisms {
+            if !SASL_MECHANISMS_SERVED.contains(&mechanism.as_str()) {
+                return Err(ConfigError(format!(
+                    "sasl_enabled_mechanisms: {mechanism} is not served (only {})",
+                    SASL_MECHANISMS_SERVED.join(", ")
+                )));
+            }
+        }
+        if specs.iter().any(|l| l.protocol.sasl()) && self.sasl_enabled_mechanisms.is_empty() {
+            return Err(ConfigError(
+                "a SASL listener needs at least one of sasl_enabled_mechanisms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `host:port` that `advertised` gives listener `name`, if it names it.
+fn advertised_listener_addr(
+    advertised: &[String],
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    for text in advertised {
+        let (n, addr) = text.split_once("://").ok_or_else(|| {
+            ConfigError(format!(
+                "advertised listener '{text}' is not NAME://host:port"
+            ))
+        })?;
+        if n.trim().eq_ignore_ascii_case(name) {
+            return Ok(Some(addr.trim().to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// `host:port` as advertised: a wildcard or empty host becomes `localhost`.
+fn host_port(text: &str) -> Result<(String, i32), ConfigError> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError(format!("advertise '{text}' is not host:port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError(format!("advertise '{text}' has a bad port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() || host == "0.0.0.0" {
+        "localhost"
+    } else {
+        host
+    };
+    Ok((host.to_string(), i32::from(port)))
+}
+
 /// Resolves `host:port` to one socket address (IPv4 preferred, as for `localhost`).
 pub fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
     let addrs: Vec<SocketAddr> = text
@@ -590,6 +855,69 @@ mod tests {
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
     }
 
+    /// Kafka's listener syntax: each listener's protocol from its name or the map, its
+    /// advertised address from `advertised_listeners` (or its own), TLS needs a certificate.
+    #[test]
+    fn listeners_parse_as_kafkas_and_are_checked() {
+        let config: BrokerConfig = toml::from_str(
+            "listeners = [\"PLAINTEXT://127.0.0.1:19092\", \"SASL_SSL://0.0.0.0:19093\", \"INTERNAL://127.0.0.1:19094\"]\n\
+             advertised_listeners = [\"SASL_SSL://broker.example:9093\"]\n\
+             listener_security_protocol_map = [\"INTERNAL:SSL\"]\n\
+             ssl_certificate_file = \"c.pem\"\nssl_key_file = \"k.pem\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let specs = config.listener_specs().unwrap();
+        let protocols: Vec<_> = specs
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                ("PLAINTEXT", SecurityProtocol::Plaintext),
+                ("SASL_SSL", SecurityProtocol::SaslSsl),
+                ("INTERNAL", SecurityProtocol::Ssl)
+            ]
+        );
+        assert_eq!(
+            config.advertised_host_port_of("SASL_SSL").unwrap(),
+            ("broker.example".to_string(), 9093)
+        );
+        assert_eq!(
+            config.advertised_host_port_of("INTERNAL").unwrap(),
+            ("127.0.0.1".to_string(), 19094)
+        );
+        assert_eq!(
+            config.advertised_host_port().unwrap(),
+            ("127.0.0.1".to_string(), 19092)
+        );
+        let no_cert = BrokerConfig {
+            ssl_certificate_file: PathBuf::new(),
+            ..config.clone()
+        };
+        assert!(no_cert.validate().is_err());
+        let bad_auth = BrokerConfig {
+            ssl_client_auth: "required".into(),
+            ..config.clone()
+        };
+        assert!(bad_auth.validate().is_err(), "required without a CA");
+        let unknown = BrokerConfig {
+            listeners: vec!["FOO://127.0.0.1:1".into()],
+            ..BrokerConfig::default()
+        };
+        assert!(unknown.validate().is_err());
+        let mechanism = BrokerConfig {
+            sasl_enabled_mechanisms: vec!["GSSAPI".into()],
+            ..BrokerConfig::default()
+        };
+        assert!(mechanism.validate().is_err());
+        // The default stays one PLAINTEXT listener on localhost:9092.
+        let default = BrokerConfig::default().listener_specs().unwrap();
+        assert_eq!(default.len(), 1);
+        assert_eq!(default[0].protocol, SecurityProtocol::Plaintext);
+        assert_eq!(default[0].addr, "localhost:9092");
+    }
     #[test]
     fn authorizer_is_off_by_default_and_reads_on_off() {
         let d = BrokerConfig::default();

@@ -35,6 +35,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod os;
+pub mod replica;
 pub mod rt;
 pub mod runtime;
 pub mod security;

@@ -36,6 +36,9 @@ struct Cli {
     command: Command,
 }
 
+// The command line is parsed once: the size of its largest variant (`start`'s flags) is no
+// cost worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker until SIGINT/SIGTERM.
@@ -46,6 +49,9 @@ enum Command {
     /// The client side: bench, topic, group, produce, consume, cluster.
     #[command(flatten)]
     Client(freshet_client::cli::Command),
+    /// SCRAM users of a stopped node (the first user, before anyone can log in).
+    #[command(subcommand)]
+    User(freshet::security::users::UserCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,5 +69,6 @@ fn main() -> ExitCode {
         Command::Start(args) => freshet::start::run(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
         Command::Client(command) => command.run(),
+        Command::User(command) => freshet::security::users::run(command),
     }
 }

@@ -108,14 +108,18 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     config.validate()?;
     let shards = config.shard_count();
-    let addr = config.listen_addr()?;
+    // The first listener's address (`listen` unless `listeners` is set) names the broker in
+    // its start and ready lines.
+    let addr = config.listener_specs()?[0].socket_addr()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
     let _lock = lock_data_dir(&config)?;
     // glommio binds with SO_REUSEPORT, so a second broker would silently share the port.
-    check_port_free(addr)?;
+    for spec in config.listener_specs()? {
+        check_port_free(spec.socket_addr()?)?;
+    }
     check_memlock(&config, shards)?;
     let admin = bind_admin(&config)?;
     let open_files_max = raise_open_files_limit();
@@ -354,15 +358,25 @@ async fn shard_main(
         }
     }
     all_opened(&gate, shards, &shard).await;
-    let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = bind_listener(&shard, addr, &gate, &ready);
+    if index == crate::shard::COORDINATOR_SHARD {
+        store_bootstrap_users(&shard).await;
+    }
+    let listeners = bind_listeners(&shard, &config, &gate, &ready);
     let retention = crate::rt::spawn_local(shard.clone().retention_loop()).detach();
     let cleaner = spawn_cleaner(&shard, &config);
     let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
-    if let Some(listener) = listener {
+    if let Some(listeners) = listeners {
         let _ = ready.send(Ok(true));
-        crate::server::accept_loop(shard.clone(), listener).await;
+        let loops: Vec<_> = listeners
+            .into_iter()
+            .map(|(socket, kind)| {
+                crate::rt::spawn_local(crate::server::accept_loop(shard.clone(), socket, kind))
+            })
+            .collect();
+        for accept_loop in loops {
+            accept_loop.await;
+        }
     } else {
         while !shard.stopping.get() {
             shard.stop.wait().await;
@@ -425,6 +439,45 @@ async fn start_quorum(shard: &Rc<Shard>) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes the users `freshet user create` left in the data directory to the metadata log,
+/// then removes their file (`security::users`); before the listeners open, so the first user
+/// can log in at once. A failure is logged and the file kept for the next start.
+async fn store_bootstrap_users(shard: &Rc<Shard>) {
+    use crate::coordinator::metadata::{MetadataCommand, StoredScramCredential};
+    let data_dir = &shard.config.data_dir;
+    let users = match crate::security::users::read_bootstrap(data_dir) {
+        Ok(users) if users.is_empty() => return,
+        Ok(users) => users,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the bootstrap users; none stored");
+            return;
+        }
+    };
+    let names: Vec<String> = users.iter().map(|u| u.user.clone()).collect();
+    let commands = users
+        .into_iter()
+        .map(|u| MetadataCommand::SetScramCredential {
+            user: u.user,
+            mechanism: u.mechanism,
+            credential: StoredScramCredential {
+                salt: u.salt,
+                stored_key: u.stored_key,
+                server_key: u.server_key,
+                iterations: u.iterations,
+            },
+        })
+        .collect();
+    let results = shard.change_metadata(commands, false).await;
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        tracing::error!(error = %e.message, "storing the bootstrap users failed; the file is kept for the next start");
+        return;
+    }
+    tracing::info!(users = ?names, "bootstrap SCRAM users stored in the metadata log");
+    if let Err(e) = crate::security::users::remove_bootstrap(data_dir) {
+        tracing::warn!(error = %e, "cannot remove the bootstrap users file");
+    }
+}
+
 /// How long a node of a quorum waits at startup to be registered before it listens anyway.
 const QUORUM_JOIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -459,27 +512,46 @@ fn spawn_admin(
     .detach()
 }
 
-/// This shard's client listener on `addr`: none if the broker is stopping (reported ready
-/// with `false`), if startup failed on another shard, or if binding failed (reported).
-fn bind_listener(
+/// This shard's sockets for the Kafka listeners (`listeners`), each with its listener: none
+/// if the broker is stopping (reported ready with `false`), if startup failed on another
+/// shard, or if binding one failed or its TLS files do not load (reported).
+fn bind_listeners(
     shard: &Shard,
-    addr: std::net::SocketAddr,
+    config: &BrokerConfig,
     gate: &StartupGate,
     ready: &flume::Sender<Result<bool, String>>,
-) -> Option<crate::rt::net::TcpListener> {
+) -> Option<
+    Vec<(
+        crate::rt::net::TcpListener,
+        Rc<crate::server::listener::Listener>,
+    )>,
+> {
     if shard.stopping.get() {
         // A signal arrived during startup: stop without ever listening.
         let _ = ready.send(Ok(false));
-        None
-    } else {
-        match crate::rt::net::bind(addr) {
-            Ok(listener) if !gate.failed.load(Ordering::SeqCst) => Some(listener),
-            Ok(_) => None,
-            Err(e) => {
-                let reason = format!("cannot listen on {addr}: {e}");
-                let _ = ready.send(Err(reason));
-                None
-            }
+        return None;
+    }
+    let bound = config
+        .listener_specs()
+        .map_err(|e| e.to_string())
+        .and_then(|specs| {
+            specs
+                .iter()
+                .map(|spec| {
+                    let addr = spec.socket_addr().map_err(|e| e.to_string())?;
+                    let kind = crate::server::listener::Listener::new(config, spec)?;
+                    let socket = crate::rt::net::bind(addr)
+                        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                    Ok((socket, Rc::new(kind)))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        });
+    match bound {
+        Ok(sockets) if !gate.failed.load(Ordering::SeqCst) => Some(sockets),
+        Ok(_) => None,
+        Err(reason) => {
+            let _ = ready.send(Err(reason));
+            None
         }
     }
 }

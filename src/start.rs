@@ -57,6 +57,29 @@ pub struct StartArgs {
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// Kafka's listeners, comma-separated NAME://host:port (PLAINTEXT, SSL, SASL_PLAINTEXT,
+    /// SASL_SSL) [default: one PLAINTEXT listener on --listen].
+    #[arg(long, value_delimiter = ',')]
+    pub listeners: Option<Vec<String>>,
+    /// Kafka's advertised.listeners, comma-separated NAME://host:port [default: each
+    /// listener's own address].
+    #[arg(long, value_delimiter = ',')]
+    pub advertised_listeners: Option<Vec<String>>,
+    /// Kafka's sasl.enabled.mechanisms, comma-separated [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, value_delimiter = ',')]
+    pub sasl_enabled_mechanisms: Option<Vec<String>>,
+    /// PEM certificate chain of the TLS listeners.
+    #[arg(long)]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of --ssl-certificate-file.
+    #[arg(long)]
+    pub ssl_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long)]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: none, requested or required [default: none].
+    #[arg(long, value_parser = ["none", "requested", "required"])]
+    pub ssl_client_auth: Option<String>,
     /// Log filter, as RUST_LOG (e.g. info, freshet=debug) [default: info].
     #[arg(long)]
     pub log: Option<String>,
@@ -147,6 +170,27 @@ fn run_broker(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
+    }
+    if let Some(v) = args.listeners {
+        config.listeners = v;
+    }
+    if let Some(v) = args.advertised_listeners {
+        config.advertised_listeners = v;
+    }
+    if let Some(v) = args.sasl_enabled_mechanisms {
+        config.sasl_enabled_mechanisms = v;
+    }
+    if let Some(v) = args.ssl_certificate_file {
+        config.ssl_certificate_file = v;
+    }
+    if let Some(v) = args.ssl_key_file {
+        config.ssl_key_file = v;
+    }
+    if let Some(v) = args.ssl_ca_file {
+        config.ssl_ca_file = v;
+    }
+    if let Some(v) = args.ssl_client_auth {
+        config.ssl_client_auth = v;
     }
     if let Some(v) = args.authorizer {
         config.authorizer = v == "on";

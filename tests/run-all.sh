@@ -41,13 +41,15 @@ T0=$(now)
 tracked_state() { git diff HEAD --no-ext-diff 2>/dev/null | sha256sum | cut -d' ' -f1; }
 TRACKED_BEFORE=$(tracked_state)
 
-step "this suite installs what it needs when missing: kcat and iperf3 (apt-get), the Python" \
+step "this suite installs what it needs when missing: kcat, iperf3 and openssl (apt-get), the Python" \
   "clients (.venv/), cargo-fuzz (cargo install, into ${CARGO_HOME:-$HOME/.cargo}/bin)"
 
 # ---- 1. System packages -----------------------------------------------------------------------
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+# The TLS tests make their certificates with the openssl CLI (tests/python/test_tls_sasl.py).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   step "installing ${missing[*]} (apt-get)"
   SUDO=()

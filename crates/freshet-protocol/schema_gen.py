@@ -27,6 +27,7 @@ REQUESTS = {
     "describe_producers_request": 61, "describe_transactions_request": 65,
     "list_transactions_request": 66, "sasl_handshake_request": 17, "sasl_authenticate_request": 36,
     "describe_topic_partitions_request": 75,
+    "describe_user_scram_credentials_request": 50, "alter_user_scram_credentials_request": 51,
     "write_txn_markers_request": 27,
     "elect_leaders_request": 43,
     "offset_for_leader_epoch_request": 23,

@@ -54,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         response.error_message = error.message();
         return respond(&request, &response);
     }
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, &request.listener);
     let include_fenced = request.api_version >= 2 && body.include_fenced_brokers;
     response.brokers = brokers(&shard.metadata(), &local, include_fenced);
     response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());

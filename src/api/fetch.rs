@@ -25,6 +25,10 @@
 //! oldest open transaction) and carry the aborted transactions overlapping the returned range,
 //! so the client drops their records; long polls wait for the LSO to move.
 //!
+//! A follower's fetch (a `replica_id` >= 0, Kafka's inter-broker Fetch) is served by the
+//! leader like a consumer's, but reads up to the durable end instead of the high watermark, and
+//! its fetch offset is recorded as that follower's durable end (`shard::replication`), which
+//! moves the high watermark.
 //! Leader epochs (Kafka's `Partition.fetchRecords`): a `current_leader_epoch` (v9+) older than
 //! the partition's gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH; a fetcher that
 //! names the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose fetch offset
@@ -85,6 +89,9 @@ struct Want {
     /// The readable end seen at the last read: a long poll waits for the partition to grow
     /// past it (data below it was already counted against `min_bytes`).
     seen_end: i64,
+    /// A follower's fetch: the broker id it fetches for (reads go to the durable end, and the
+    /// offset is recorded as that follower's durable end).
+    replica: Option<i32>,
     /// The leader epoch the fetcher believes (v9+; -1: not checked).
     current_leader_epoch: i32,
     /// The epoch of the fetcher's last fetched batch (v12+; -1: none).
@@ -92,9 +99,12 @@ struct Want {
 }
 
 impl Want {
-    /// The offset reads stop at for this fetch: the LSO or the high watermark.
+    /// The offset reads stop at for this fetch: the LSO or the high watermark (a follower's:
+    /// the durable end).
     fn readable_end(&self, log: &crate::storage::PartitionLog) -> i64 {
-        if self.read_committed {
+        if self.replica.is_some() {
+            log.durable_end()
+        } else if self.read_committed {
             log.last_stable_offset()
         } else {
             log.high_watermark()
@@ -215,6 +225,14 @@ fn plan_reads(
 ) -> (Vec<TopicLayout>, Vec<Want>, usize) {
     let metadata = shard.metadata();
     let node_id = shard.config.node_id;
+    // A broker's fetch (Kafka's inter-broker Fetch): `replica_state.replica_id` from v15,
+    // `replica_id` before; consumers send -1.
+    let replica_id = if version >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -259,8 +277,9 @@ fn plan_reads(
                     // No partition may return more than the whole response may hold
                     // (beyond the first batch, which the read returns anyway).
                     max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
-                    read_committed: body.isolation_level == 1,
+                    read_committed: body.isolation_level == 1 && replica.is_none(),
                     seen_end: p.fetch_offset,
+                    replica,
                     current_leader_epoch: p.current_leader_epoch,
                     last_fetched_epoch: p.last_fetched_epoch,
                 });
@@ -495,11 +514,15 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                 want.partition,
             )),
             Some(partition) => {
+                if let Some(replica) = want.replica {
+                    shard.record_follower_fetch(&partition, replica, want.offset);
+                    shard.maybe_change_isr(&partition);
+                }
                 let seen_end = want.readable_end(&partition.log);
                 let limit = want.max_bytes.min(budget);
                 let log = &partition.log;
                 let in_range =
-                    want.offset >= log.log_start_offset() && want.offset <= log.high_watermark();
+                    want.offset >= log.log_start_offset() && want.offset <= log.durable_end();
                 if limit == 0 && !nothing_yet && in_range {
                     out.push((
                         want.slot,
@@ -537,11 +560,21 @@ async fn read_partition(
     nothing_yet: bool,
     seen_end: i64,
 ) -> Got {
-    match partition
-        .log
-        .read_upto(want.offset, limit, nothing_yet, seen_end)
-        .await
-    {
+    let read = match want.replica {
+        Some(_) => {
+            partition
+                .log
+                .read_for_replica(want.offset, limit, nothing_yet)
+                .await
+        }
+        None => {
+            partition
+                .log
+                .read_upto(want.offset, limit, nothing_yet, seen_end)
+                .await
+        }
+    };
+    match read {
         Ok(data) => {
             let lso = partition.log.last_stable_offset();
             let end = data

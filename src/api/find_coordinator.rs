@@ -20,7 +20,8 @@ use crate::shard::Shard;
 /// Kafka's coordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 
-/// (error, node id, host, port) for one key.
+/// (error, node id, host, port) for one key; this broker as the request's listener
+/// advertises it.
 fn lookup(
     shard: &Shard,
     request: &ParsedRequest,
@@ -39,6 +40,10 @@ fn lookup(
         return (Some(e), -1, String::new(), -1);
     }
     match shard.coordinator_endpoint(kind, key) {
+        Ok((node, _, _)) if node == shard.config.node_id => {
+            let local = crate::shard::routing::local_endpoint_on(&shard.config, &request.listener);
+            (None, node, local.host, local.port)
+        }
         Ok((node, host, port)) => (None, node, host, port),
         Err(e) => (Some(e), -1, String::new(), -1),
     }

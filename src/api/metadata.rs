@@ -61,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
         }
     }
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, &request.listener);
     let controller_id = routing::controller_id(&shard.config);
     let mut response = build_response(
         &local,

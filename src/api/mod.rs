@@ -50,6 +50,7 @@ pub mod produce;
 pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod user_scram_credentials;
 pub mod write_txn_markers;
 
 use std::rc::Rc;
@@ -130,6 +131,10 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ListTransactions => list_transactions::handle(shard, request).await,
         ApiKey::SaslHandshake => sasl::handshake(shard, request).await,
         ApiKey::SaslAuthenticate => sasl::authenticate(shard, request).await,
+        ApiKey::DescribeUserScramCredentials => {
+            user_scram_credentials::describe(shard, request).await
+        }
+        ApiKey::AlterUserScramCredentials => user_scram_credentials::alter(shard, request).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, request).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, request).await,
         ApiKey::CreateAcls => create_acls::handle(shard, request).await,

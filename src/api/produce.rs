@@ -4,9 +4,12 @@
 //! request frame), checks each target partition against the metadata, and sends each
 //! partition's records to its owning shard, all partitions at once. The owner validates the
 //! batches, assigns offsets and answers once the data is fdatasync'd (group commit in the
-//! storage engine). acks=0 gets no response, as in Kafka; acks=1 and acks=all are the same on a
-//! single node: answered when durable. A partition whose append is not durable within the
-//! request's `timeout_ms` is answered with REQUEST_TIMED_OUT (the append goes on: see
+//! storage engine). acks=0 gets no response, as in Kafka; acks=1 is answered when durable on
+//! the leader; acks=all (-1) when the high watermark passed the batch (on every in-sync
+//! replica's disk; with one replica the same as acks=1), refused with NOT_ENOUGH_REPLICAS
+//! before appending when the ISR is below `min.insync.replicas` (`shard::replication`). A
+//! partition whose append is not durable (and, for acks=all, replicated) within the request's
+//! `timeout_ms` is answered with REQUEST_TIMED_OUT (the append goes on: see
 //! [`answer_within`]), so a slow disk never leaves a produce hanging.
 //!
 //! Idempotence (sequence and epoch checks, duplicates answered with their original offsets) is
@@ -173,7 +176,7 @@ fn plan_appends(
                     timeout,
                     append_on_owner(
                         shard.clone(),
-                        request.api_version,
+                        (request.api_version, acks),
                         topic_name,
                         data.index,
                         records,
@@ -317,9 +320,12 @@ fn leader_endpoints(shard: &Shard, response: &ProduceResponse) -> Vec<NodeEndpoi
         .collect()
 }
 
+/// One partition's append on its owner; `(version, acks)` of the request. acks=-1 is refused
+/// with NOT_ENOUGH_REPLICAS below `min.insync.replicas` and answered once replicated
+/// (`shard::replication`).
 async fn append_on_owner(
     shard: Rc<Shard>,
-    version: i16,
+    (version, acks): (i16, i16),
     topic: String,
     partition: i32,
     records: Bytes,
@@ -347,6 +353,11 @@ async fn append_on_owner(
                 }
                 other => other,
             };
+            if acks == -1 {
+                if let Err(e) = owner.enough_replicas(&log) {
+                    return PartitionResult::error(e, None);
+                }
+            }
             let verified =
                 verify_transaction(&owner, &log, &topic, partition, &records, transactional_id);
             let guard = match verified.await {
@@ -356,6 +367,14 @@ async fn append_on_owner(
             let appended = match guard {
                 Some(guard) => log.append_verified(records, guard).await,
                 None => log.append(records).await,
+            };
+            let appended = match appended {
+                Ok(info) if acks == -1 => owner
+                    .await_replicated(&log, info.last_offset)
+                    .await
+                    .map(|()| info)
+                    .map_err(Err),
+                other => other.map_err(Ok),
             };
             match appended {
                 Ok(info) => PartitionResult {
@@ -367,7 +386,8 @@ async fn append_on_owner(
                     record_errors: Vec::new(),
                     current_leader: None,
                 },
-                Err(e) => {
+                Err(Err(code)) => PartitionResult::error(code, None),
+                Err(Ok(e)) => {
                     tracing::debug!(%topic, partition, error = %e, "produce refused");
                     let code = abortable(storage_code(&e));
                     let (message, record_errors) = match e {

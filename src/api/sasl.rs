@@ -1,10 +1,11 @@
-//! SaslHandshake and SaslAuthenticate on a listener without SASL.
+//! SaslHandshake and SaslAuthenticate on a listener without SASL, or after authentication.
 //!
-//! Freshet has no SASL yet: every listener is PLAINTEXT. Kafka answers both requests on such a
-//! listener (they reach `KafkaApis`, which only sees them after authentication or without it)
-//! with ILLEGAL_SASL_STATE and no mechanisms. Answering, rather than closing the connection,
-//! lets a client configured for SASL report an authentication error naming its mechanism
-//! instead of a bare transport failure.
+//! On a SASL listener the connection serves both itself until the client has authenticated
+//! (`server::connection::sasl_gate`); they reach this module only on a PLAINTEXT or SSL listener
+//! or on an authenticated connection (no re-authentication: the session lifetime answered is 0).
+//! Kafka answers both there (they reach `KafkaApis`) with ILLEGAL_SASL_STATE and no mechanisms.
+//! Answering, rather than closing the connection, lets a client configured for SASL report an
+//! authentication error naming its mechanism instead of a bare transport failure.
 
 use std::rc::Rc;
 
@@ -23,7 +24,7 @@ pub async fn handshake(_shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
-    tracing::warn!(client_host = %request.client_host, mechanism = %body.mechanism.as_str(), "SASL handshake on a plaintext listener (SASL is not supported yet); answering ILLEGAL_SASL_STATE");
+    tracing::warn!(client_host = %request.client_host, mechanism = %body.mechanism.as_str(), "SASL handshake on a plaintext listener (a listener without SASL, or after authentication); answering ILLEGAL_SASL_STATE");
     let response = SaslHandshakeResponse::default()
         .with_error_code(crate::error::code(Some(ResponseError::IllegalSaslState)))
         .with_mechanisms(Vec::new());
@@ -38,7 +39,7 @@ pub async fn authenticate(_shard: &Rc<Shard>, request: ParsedRequest) -> Outcome
     let response = SaslAuthenticateResponse::default()
         .with_error_code(crate::error::code(Some(ResponseError::IllegalSaslState)))
         .with_error_message(Some(str_bytes(
-            "SaslAuthenticate on a listener without SASL (Freshet serves PLAINTEXT only)",
+            "SaslAuthenticate on a listener without SASL, or after authentication",
         )));
     super::respond(&request, &response)
 }

@@ -193,11 +193,34 @@ pub struct ClusterMetadata {
         with = "brokers_as_list"
     )]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// SCRAM credentials by user, then mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`):
+    /// salted keys only, never a password (Kafka's `UserScramCredentialRecord`s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, StoredScramCredential>>,
     /// The ACL bindings (Kafka's `AccessControlEntryRecord`s), at most
     /// `security::acl::ACLS_MAX`, ordered so the authorizer finds a resource's by range.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<AclBinding>,
 }
+
+/// One user's SCRAM credential for one mechanism (RFC 5802's salt, StoredKey, ServerKey and
+/// iteration count; `security::scram` derives them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+/// The SCRAM mechanisms a credential may be stored for.
+pub const SCRAM_MECHANISMS: [&str; 2] = ["SCRAM-SHA-256", "SCRAM-SHA-512"];
+/// Kafka's bounds on a SCRAM credential's iteration count.
+pub const SCRAM_ITERATIONS_MIN: i32 = 4096;
+/// See [`SCRAM_ITERATIONS_MIN`].
+pub const SCRAM_ITERATIONS_MAX: i32 = 16384;
+/// The longest SCRAM user name, salt or key stored, in bytes.
+pub const SCRAM_FIELD_BYTES_MAX: usize = 1024;
 
 /// The largest metadata record batch: one snapshot of the whole metadata must fit (the
 /// metadata log's and the quorum's bound).
@@ -320,6 +343,18 @@ pub enum MetadataCommand {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     },
+    /// Create or replace `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials
+    /// upsertion, or `freshet user create`).
+    SetScramCredential {
+        user: String,
+        mechanism: String,
+        credential: StoredScramCredential,
+    },
+    /// Delete `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials deletion).
+    DeleteScramCredential {
+        user: String,
+        mechanism: String,
+    },
     /// Elect a leader for `topic`/`partition` (ElectLeaders, API 43, one partition; and the
     /// controller's automatic leader balancing), as Kafka's
     /// `ReplicationControlManager.electLeader`: no such partition: UNKNOWN_TOPIC_OR_PARTITION;
@@ -419,6 +454,18 @@ pub enum MetadataRecord {
         partition: i32,
         assignment: PartitionAssignment,
     },
+    /// `user`'s SCRAM credential for `mechanism` set (Kafka's `UserScramCredentialRecord`).
+    UserScramCredentialSet {
+        user: String,
+        mechanism: String,
+        credential: StoredScramCredential,
+    },
+    /// `user`'s SCRAM credential for `mechanism` removed (Kafka's
+    /// `RemoveUserScramCredentialRecord`).
+    UserScramCredentialRemoved {
+        user: String,
+        mechanism: String,
+    },
     /// An ACL binding added.
     AclCreated {
         acl: AclBinding,
@@ -447,6 +494,49 @@ impl MetadataError {
             message: message.into(),
         }
     }
+}
+
+/// Checks a SCRAM credential change as Kafka's `ScramControlManager` does: a user name, a
+/// SCRAM mechanism (UNSUPPORTED_SASL_MECHANISM), and for a credential iterations within
+/// Kafka's bounds and bounded fields (UNACCEPTABLE_CREDENTIAL).
+fn check_scram_credential(
+    user: &str,
+    mechanism: &str,
+    credential: Option<&StoredScramCredential>,
+) -> Result<(), MetadataError> {
+    if user.is_empty() || user.len() > SCRAM_FIELD_BYTES_MAX {
+        return Err(MetadataError::new(
+            ResponseError::UnacceptableCredential,
+            "Username must not be empty",
+        ));
+    }
+    if !SCRAM_MECHANISMS.contains(&mechanism) {
+        return Err(MetadataError::new(
+            ResponseError::UnsupportedSaslMechanism,
+            "Unknown SCRAM mechanism",
+        ));
+    }
+    if let Some(c) = credential {
+        if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&c.iterations) {
+            return Err(MetadataError::new(
+                ResponseError::UnacceptableCredential,
+                format!(
+                    "Iterations must be between {SCRAM_ITERATIONS_MIN} and {SCRAM_ITERATIONS_MAX}"
+                ),
+            ));
+        }
+        let fields = [&c.salt, &c.stored_key, &c.server_key];
+        if fields
+            .iter()
+            .any(|f| f.is_empty() || f.len() > SCRAM_FIELD_BYTES_MAX)
+        {
+            return Err(MetadataError::new(
+                ResponseError::UnacceptableCredential,
+                "Salt and keys must be non-empty and at most 1024 bytes",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a topic name the way Kafka's `Topic.validate` does.
@@ -676,6 +766,25 @@ impl ClusterMetadata {
                 }
                 broker_config::check(resource, configs)
                     .map_err(|why| MetadataError::new(ResponseError::InvalidRequest, why))
+            }
+            MetadataCommand::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => check_scram_credential(user, mechanism, Some(credential)),
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                check_scram_credential(user, mechanism, None)?;
+                let exists = self
+                    .scram_credentials
+                    .get(user)
+                    .is_some_and(|m| m.contains_key(mechanism));
+                if !exists {
+                    return Err(MetadataError::new(
+                        ResponseError::ResourceNotFound,
+                        "Attempt to delete a user credential that does not exist",
+                    ));
+                }
+                Ok(())
             }
             MetadataCommand::AllocateProducerIdBlock => {
                 if self.producer_id_block_next > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
@@ -1172,6 +1281,21 @@ impl ClusterMetadata {
                     assignment,
                 }
             }
+            MetadataCommand::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => MetadataRecord::UserScramCredentialSet {
+                user: user.clone(),
+                mechanism: mechanism.clone(),
+                credential: credential.clone(),
+            },
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                MetadataRecord::UserScramCredentialRemoved {
+                    user: user.clone(),
+                    mechanism: mechanism.clone(),
+                }
+            }
             MetadataCommand::ElectLeader {
                 topic,
                 partition,
@@ -1279,6 +1403,24 @@ impl ClusterMetadata {
                     *slot = assignment.clone();
                 }
             }
+            MetadataRecord::UserScramCredentialSet {
+                user,
+                mechanism,
+                credential,
+            } => {
+                next.scram_credentials
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
+                if let Some(m) = next.scram_credentials.get_mut(user) {
+                    m.remove(mechanism);
+                    if m.is_empty() {
+                        next.scram_credentials.remove(user);
+                    }
+                }
+            }
             MetadataRecord::AclCreated { acl } => {
                 next.acls.insert(acl.clone());
             }
@@ -1319,6 +1461,15 @@ impl ClusterMetadata {
                 !configs.is_empty(),
                 "empty broker config set for {resource:?}"
             );
+        }
+        for (user, mechanisms) in &self.scram_credentials {
+            ensure!(!mechanisms.is_empty(), "user {user:?} without credentials");
+            for mechanism in mechanisms.keys() {
+                ensure!(
+                    SCRAM_MECHANISMS.contains(&mechanism.as_str()),
+                    "user {user:?}: unknown SCRAM mechanism {mechanism:?}"
+                );
+            }
         }
         self.check_assignments()
     }
@@ -1794,6 +1945,74 @@ mod tests {
             replication_factor: 1,
             assignments: None,
         }
+    }
+
+    /// SCRAM credentials: set, replaced, deleted (the user goes with its last one); deleting
+    /// a missing one is RESOURCE_NOT_FOUND; bad mechanisms and iterations are refused as Kafka
+    /// refuses them; a snapshot round trip keeps them.
+    #[test]
+    fn scram_credentials_are_set_replaced_and_deleted_as_kafka() {
+        let cred = |iterations| StoredScramCredential {
+            salt: vec![1; 32],
+            stored_key: vec![2; 64],
+            server_key: vec![3; 64],
+            iterations,
+        };
+        let set = |user: &str, mechanism: &str, iterations| MetadataCommand::SetScramCredential {
+            user: user.into(),
+            mechanism: mechanism.into(),
+            credential: cred(iterations),
+        };
+        let delete = |user: &str, mechanism: &str| MetadataCommand::DeleteScramCredential {
+            user: user.into(),
+            mechanism: mechanism.into(),
+        };
+        let m = ClusterMetadata::default()
+            .apply(&set("alice", "SCRAM-SHA-512", 4096))
+            .unwrap()
+            .apply(&set("alice", "SCRAM-SHA-512", 8192))
+            .unwrap()
+            .apply(&set("alice", "SCRAM-SHA-256", 4096))
+            .unwrap();
+        assert_eq!(
+            m.scram_credentials["alice"]["SCRAM-SHA-512"].iterations,
+            8192
+        );
+        m.check_invariants().unwrap();
+        let json = serde_json::to_string(&MetadataRecord::Snapshot {
+            metadata: m.clone(),
+        })
+        .unwrap();
+        let back: MetadataRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back,
+            MetadataRecord::Snapshot {
+                metadata: m.clone()
+            }
+        );
+        let m = m
+            .apply(&delete("alice", "SCRAM-SHA-512"))
+            .unwrap()
+            .apply(&delete("alice", "SCRAM-SHA-256"))
+            .unwrap();
+        assert!(m.scram_credentials.is_empty());
+        let code = |c: &MetadataCommand| m.apply(c).unwrap_err().code;
+        assert_eq!(
+            code(&delete("alice", "SCRAM-SHA-256")),
+            ResponseError::ResourceNotFound
+        );
+        assert_eq!(
+            code(&set("a", "SCRAM-SHA-1", 4096)),
+            ResponseError::UnsupportedSaslMechanism
+        );
+        assert_eq!(
+            code(&set("a", "SCRAM-SHA-256", 100)),
+            ResponseError::UnacceptableCredential
+        );
+        assert_eq!(
+            code(&set("", "SCRAM-SHA-256", 4096)),
+            ResponseError::UnacceptableCredential
+        );
     }
 
     fn acl(name: &str) -> AclBinding {

@@ -138,6 +138,8 @@ pub struct ShardMetrics {
     handler_panics: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    authentications: Cell<u64>,
+    authentication_failures: Cell<u64>,
     fsync: Histogram,
     fsync_failures: Cell<u64>,
     /// Issue 18: fdatasyncs slower than `FSYNC_SLOW`, produce partitions answered with
@@ -162,6 +164,8 @@ impl Default for ShardMetrics {
             handler_panics: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            authentications: Cell::new(0),
+            authentication_failures: Cell::new(0),
             fsync: Histogram::default(),
             fsync_failures: Cell::new(0),
             fsync_slow: Cell::new(0),
@@ -214,6 +218,21 @@ pub fn record_connection(accepted: bool) {
                 &m.connections_accepted
             } else {
                 &m.connections_refused
+            },
+            1,
+        )
+    });
+}
+
+/// A client authenticated (TLS handshake on an SSL listener, SASL on a SASL one: `true`) or
+/// failed to (`false`).
+pub fn record_authentication(ok: bool) {
+    METRICS.with(|m| {
+        bump(
+            if ok {
+                &m.authentications
+            } else {
+                &m.authentication_failures
             },
             1,
         )
@@ -378,6 +397,8 @@ pub struct ShardSnapshot {
     pub connections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub authentications: u64,
+    pub authentication_failures: u64,
     pub inbox_depth: u64,
     pub inflight_request_bytes: u64,
     pub fsync: HistogramSnapshot,
@@ -427,6 +448,8 @@ pub fn read_counters(out: &mut ShardSnapshot, topic_exists: impl Fn(&str) -> boo
         out.handler_panics = m.handler_panics.get();
         out.connections_accepted = m.connections_accepted.get();
         out.connections_refused = m.connections_refused.get();
+        out.authentications = m.authentications.get();
+        out.authentication_failures = m.authentication_failures.get();
         out.fsync = m.fsync.snapshot();
         out.fsync_failures = m.fsync_failures.get();
         out.fsync_slow = m.fsync_slow.get();

@@ -312,6 +312,20 @@ fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
     );
     o.per_shard(
         shards,
+        "freshet_authentications_total",
+        "counter",
+        "Client authentications that succeeded (TLS handshakes on SSL listeners, SASL).",
+        |s| s.authentications,
+    );
+    o.per_shard(
+        shards,
+        "freshet_authentication_failures_total",
+        "counter",
+        "Failed TLS handshakes and SASL authentications.",
+        |s| s.authentication_failures,
+    );
+    o.per_shard(
+        shards,
         "freshet_shard_queue_depth",
         "gauge",
         "Jobs waiting in the shard's cross-shard inbox.",

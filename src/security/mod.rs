@@ -1,11 +1,22 @@
-//! Security: Kafka's authorization model. `acl` holds the ACL values (bindings, filters,
-//! Kafka's enums and codes) and `authorizer` the pure decision (Kafka's `StandardAuthorizer`
-//! rules) over the bindings of the cluster metadata. Neither does I/O nor imports another
-//! module of the broker: the API handlers (`api::authz`) give them the caller, the request's
+//! Security: authentication and authorization, as Kafka clients configure them.
+//!
+//! Authentication: `tls` (rustls server configuration from PEM files, client certificates,
+//! reload, the principal of a certificate), `sasl` (the per-connection SASL server: PLAIN,
+//! SCRAM-SHA-256/512), `scram` (the credential math) and `users` (the first users of a stopped
+//! node). The connection (`server::connection`) drives them over its socket and sets
+//! `ParsedRequest::principal` (`User:ANONYMOUS` until a listener authenticates).
+//!
+//! Authorization: `acl` holds the ACL values (bindings, filters, Kafka's enums and codes) and
+//! `authorizer` the pure decision (Kafka's `StandardAuthorizer` rules) over the bindings of the
+//! cluster metadata; the API handlers (`api::authz`) give them the caller, the request's
 //! resource and the current metadata's ACLs.
 //!
-//! Not here yet: authentication (the connection sets `ParsedRequest::principal`; until a
-//! listener authenticates it is `User:ANONYMOUS`) and quotas.
+//! Nothing here does I/O on the request path or imports the coordinator or the shard. Not here
+//! yet: quotas.
 
 pub mod acl;
 pub mod authorizer;
+pub mod sasl;
+pub mod scram;
+pub mod tls;
+pub mod users;

@@ -34,6 +34,8 @@
 //! arrive whole within `request_read_timeout_ms` of its first byte (time spent waiting for the
 //! shard's request budget does not count); other connections are never affected.
 
+mod sasl_gate;
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -41,12 +43,14 @@ use bytes::{Bytes, BytesMut};
 use std::panic::AssertUnwindSafe;
 
 use crate::rt::net::TcpStream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::api::{self, Outcome};
 use crate::metrics::ProduceStage;
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::{parse_request_header, ParsedRequest};
+use crate::security::sasl::SaslServer;
+use crate::server::listener::Listener;
 use crate::shard::Shard;
 
 /// Bytes read at once while no frame size is known: an idle connection waits with this much in
@@ -76,17 +80,93 @@ struct InFlight {
     reservation: Reservation,
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String) {
+/// Serves one accepted connection of `listener` until it closes: a TLS listener's connection
+/// first completes its TLS handshake ([`serve_tls`]).
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
     let _ = stream.set_nodelay(true);
+    if listener.tls.is_some() {
+        // Boxed: the TLS state (kilobytes) must not size every plaintext connection's task.
+        return Box::pin(serve_tls(shard, stream, peer, listener)).await;
+    }
+    let anonymous: Rc<str> = Rc::from(crate::protocol::header::ANONYMOUS_PRINCIPAL);
+    serve_stream(shard, stream, peer, anonymous, listener).await
+}
+
+/// Serves a connection of a TLS listener: the TLS handshake (within
+/// `request_read_timeout_ms`; a failed one closes the connection, logged and counted), then the
+/// decrypted stream, whose principal is the client certificate's subject if it sent one.
+async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, peer: String, listener: Rc<Listener>) {
+    let Some(tls) = &listener.tls else {
+        return;
+    };
+    let timeout = Duration::from_millis(shard.config.request_read_timeout_ms);
+    let accepting = tls.acceptor().accept(stream);
+    let handshake = futures_lite::future::or(async { Some(accepting.await) }, async {
+        crate::rt::sleep(timeout).await;
+        None
+    })
+    .await;
+    let stream = match handshake {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => {
+            crate::metrics::record_authentication(false);
+            tracing::warn!(%peer, listener = %listener.name, error = %e, "TLS handshake failed (a plaintext client on a TLS listener, an untrusted or missing client certificate, or garbage); closing connection");
+            return;
+        }
+        None => {
+            tracing::warn!(%peer, listener = %listener.name, "TLS handshake not done within request_read_timeout_ms; closing connection");
+            return;
+        }
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| crate::security::tls::principal_of_certificate(cert))
+        .unwrap_or_else(|| crate::protocol::header::ANONYMOUS_PRINCIPAL.to_string());
+    if !listener.protocol.sasl() {
+        crate::metrics::record_authentication(true);
+    }
+    tracing::debug!(%peer, %principal, "TLS handshake done");
+    serve_stream(shard, stream, peer, Rc::from(principal), listener).await;
+}
+
+/// Serves a connection's (plain or decrypted) byte stream: the reader and the writer.
+async fn serve_stream<S>(
+    shard: Rc<Shard>,
+    stream: S,
+    peer: String,
+    principal: Rc<str>,
+    listener: Rc<Listener>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (reader, writer) = futures_lite::io::split(stream);
     let depth = shard.config.inflight_requests_per_connection_max;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(depth);
     let write_task = crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone()));
-    let why = read_loop(&shard, reader, queue_tx, &peer).await;
+    let session = Session {
+        principal,
+        sasl: listener
+            .protocol
+            .sasl()
+            .then(|| SaslServer::new(&listener.sasl_mechanisms)),
+        listener,
+    };
+    let why = read_loop(&shard, reader, queue_tx, &peer, session).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
     // The writer drains what was queued, then ends when the queue closes.
     write_task.await;
+}
+
+/// Who is on the other end of a connection, and how far its SASL authentication got.
+struct Session {
+    /// `User:ANONYMOUS`, the client certificate's subject, or the SASL user.
+    principal: Rc<str>,
+    /// The SASL server of a SASL listener until the client has authenticated (then `None`).
+    sasl: Option<SaslServer>,
+    listener: Rc<Listener>,
 }
 
 /// Shard memory reserved for one request, in KiB; given back when dropped (by the writer, once
@@ -212,17 +292,24 @@ fn make_room(buf: &mut BytesMut, frame_bytes: usize) -> usize {
     (buf.capacity() - buf.len()).min(READ_WINDOW_BYTES_MAX)
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: R,
     queue: flume::Sender<InFlight>,
     peer: &str,
+    mut session: Session,
 ) -> String {
+    let request_bytes_max = shard.config.request_bytes_max;
     let mut frames = FrameReader {
         shard,
         reader,
         peer,
-        max: shard.config.request_bytes_max,
+        // Before SASL authentication, Kafka's sasl.server.max.receive.size.
+        max: if session.sasl.is_some() {
+            request_bytes_max.min(crate::security::sasl::SASL_RECEIVE_BYTES_MAX)
+        } else {
+            request_bytes_max
+        },
         idle: Duration::from_millis(shard.config.connections_max_idle_ms),
         request_timeout: Duration::from_millis(shard.config.request_read_timeout_ms),
         buf: BytesMut::new(),
@@ -236,7 +323,24 @@ async fn read_loop(
             Err(why) => return why,
         };
         frames.frames_read += 1;
-        if let Err(why) = dispatch(shard, frame, reserved, &client_host, &queue, peer).await {
+        let frame = if session.sasl.is_some() {
+            // Boxed: only connections that authenticate pay for its state.
+            let step = Box::pin(sasl_gate::step(shard, &mut session, frame, &queue, peer));
+            match step.await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    if session.sasl.is_none() {
+                        frames.max = request_bytes_max;
+                    }
+                    continue;
+                }
+                Err(why) => return why,
+            }
+        } else {
+            frame
+        };
+        let who = (&session.principal, &session.listener.name);
+        if let Err(why) = dispatch(shard, frame, reserved, &client_host, who, &queue, peer).await {
             return why;
         }
     }
@@ -244,9 +348,9 @@ async fn read_loop(
 
 /// The read side of a connection: the socket, the bytes of the frame being read, and the
 /// limits on reading it.
-struct FrameReader<'a> {
+struct FrameReader<'a, R> {
     shard: &'a Rc<Shard>,
-    reader: futures_lite::io::ReadHalf<TcpStream>,
+    reader: R,
     peer: &'a str,
     /// `request_bytes_max`.
     max: usize,
@@ -261,7 +365,7 @@ struct FrameReader<'a> {
     frames_read: u64,
 }
 
-impl FrameReader<'_> {
+impl<R: AsyncRead + Unpin> FrameReader<'_, R> {
     /// Reads until a whole frame is at the front of `buf` and takes it, with the shard memory
     /// reserved for it if it is large. `Err`: why the connection closes.
     async fn read_frame(&mut self) -> Result<(BytesMut, Option<Reservation>), String> {
@@ -395,9 +499,9 @@ impl FrameReader<'_> {
 
 /// Reads from the client into `target`, for `limit` at most; a stopping broker ends the wait
 /// while no byte of a frame is here (`filled == 0`).
-async fn read_or_stop(
+async fn read_or_stop<R: AsyncRead + Unpin>(
     shard: &Shard,
-    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    reader: &mut R,
     target: &mut [u8],
     filled: usize,
     limit: Duration,
@@ -430,6 +534,7 @@ async fn dispatch(
     frame: BytesMut,
     reserved: Option<Reservation>,
     client_host: &Rc<str>,
+    (principal, listener): (&Rc<str>, &Rc<str>),
     queue: &flume::Sender<InFlight>,
     peer: &str,
 ) -> Result<(), String> {
@@ -443,6 +548,8 @@ async fn dispatch(
         }
     };
     request.client_host = client_host.clone();
+    request.principal = principal.clone();
+    request.listener = listener.clone();
     let queued = Instant::now();
     let (reservation, timed_out) = match reserved {
         Some(r) => (r, false),
@@ -519,8 +626,8 @@ fn shard_kib_total(shard: &Shard) -> u64 {
     (shard.config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     queue: flume::Receiver<InFlight>,
     peer: String,
 ) {
@@ -570,8 +677,8 @@ async fn write_loop(
 /// Writes a response made of several pieces. Small pieces are gathered into one buffer;
 /// large ones (record data) go to the socket as they are, without a copy (glommio has no
 /// real vectored write: GLOMMIO.md pitfall 3).
-async fn write_pieces(
-    writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+async fn write_pieces<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     pieces: &[Bytes],
 ) -> std::io::Result<()> {
     const GATHER_BYTES_MAX: usize = 16 * 1024;

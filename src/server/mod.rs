@@ -1,5 +1,7 @@
-//! The Kafka listener: every shard accepts connections on the same port.
+//! The Kafka listeners: every shard accepts connections on each listener's port.
 //!
+//! Each configured listener (`listeners`, [`listener::Listener`]) has its accept loop on every
+//! shard; the connection it accepts speaks that listener's security protocol (TLS, SASL).
 //! glommio sets SO_REUSEPORT on every listening socket, so each shard binds the listen
 //! address and the kernel spreads new connections over them. A connection is served entirely
 //! by the shard that accepted it ([`connection`]); requests reach other shards' partitions
@@ -16,6 +18,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod listener;
 pub mod metrics_gather;
 
 use std::net::SocketAddr;
@@ -50,10 +53,11 @@ fn reserve_fd() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-/// Accepts connections on `addr` until the shard begins to stop.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on `listener` (the socket of Kafka listener `kind`) until the shard
+/// begins to stop.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<listener::Listener>) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(shard = shard.id, ?addr, "accepting connections");
+    tracing::debug!(shard = shard.id, ?addr, listener = %kind.name, "accepting connections");
     let mut reserve = reserve_fd();
     let mut errors_unlogged = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
@@ -105,8 +109,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         crate::metrics::record_connection(true);
         let conn_shard = shard.clone();
+        let conn_listener = kind.clone();
         crate::rt::spawn_local(async move {
-            connection::serve(conn_shard.clone(), stream, peer).await;
+            connection::serve(conn_shard.clone(), stream, peer, conn_listener).await;
             conn_shard.connections.set(conn_shard.connections.get() - 1);
         })
         .detach();

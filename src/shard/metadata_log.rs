@@ -106,8 +106,13 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
+                let users: usize = metadata
+                    .scram_credentials
+                    .iter()
+                    .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
+                    .sum();
                 let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
-                topics + brokers + acls + 256
+                topics + brokers + users + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -128,12 +133,19 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::PartitionChanged {
                 topic, assignment, ..
             } => topic.len() + 192 + 12 * (assignment.replicas.len() + assignment.isr.len()),
+            MetadataRecord::UserScramCredentialSet { user, .. } => {
+                user.len() + SCRAM_CREDENTIAL_JSON_BYTES
+            }
+            MetadataRecord::UserScramCredentialRemoved { user, .. } => user.len() + 128,
             MetadataRecord::AclCreated { acl } => acl_bytes(acl),
             MetadataRecord::AclsDeleted { acls } => acls.iter().map(acl_bytes).sum::<usize>() + 64,
         }
     }
 }
 
+/// About the JSON of one SCRAM credential (salt and two keys of up to 64 bytes, each byte
+/// written as a number of up to 4 characters).
+const SCRAM_CREDENTIAL_JSON_BYTES: usize = 1024;
 fn acl_bytes(acl: &crate::security::acl::AclBinding) -> usize {
     acl.resource_name.len() + acl.principal.len() + acl.host.len() + 192
 }

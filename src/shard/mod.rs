@@ -2,8 +2,9 @@
 //!
 //! A [`Shard`] is created on its own executor thread at startup and lives until that executor
 //! stops. It owns:
-//! - the [`Partition`]s that [`owner_of`] assigns to it among those this broker leads
-//!   ([`routing::leads`]; their logs, files and tail cache); no other thread ever touches them;
+//! - the [`Partition`]s that [`owner_of`] assigns to it among those this broker is a replica
+//!   of ([`routing::hosts`]; their logs, files and tail cache, and each one's role, leader or
+//!   follower: [`replication`]); no other thread ever touches them;
 //! - a read-only snapshot of the cluster metadata, replaced whole when shard 0 publishes a
 //!   change;
 //! - on shard 0 only, the authority over metadata changes ([`Shard::change_metadata`]).
@@ -13,11 +14,11 @@
 //! is persisted or opened ([`Shard::change_metadata`]).
 //!
 //! Other shards reach a partition by sending a closure to its owner ([`Shard::invoke_on`]).
-//! Invariant: `partitions` holds exactly the partitions of the current metadata led by this
+//! Invariant: `partitions` holds exactly the partitions of the current metadata placed on this
 //! broker and owned by this shard that opened successfully; a partition that failed to open is
-//! reported and answered with KAFKA_STORAGE_ERROR. A partition whose leadership moves to another
-//! broker is closed, its files kept (the next issue's follower uses them); one whose
-//! leadership moves here is opened. The coordinators' internal topics of a cluster
+//! reported and answered with KAFKA_STORAGE_ERROR. A partition moved off this broker is
+//! closed, its files kept; one placed here is opened. Client requests see only the partitions
+//! this broker leads ([`Shard::partition`]). The coordinators' internal topics of a cluster
 //! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
 //! here ([`coordinators`]).
 
@@ -25,6 +26,7 @@ pub mod controller;
 pub mod coordinators;
 pub mod groups;
 pub mod metadata_log;
+pub mod replication;
 pub mod router;
 pub mod routing;
 pub mod txns;
@@ -88,13 +90,16 @@ fn set_offline(topic: &str, partition: i32, offline: bool) {
     }
 }
 
-/// One partition on its owning shard: the log and the signal that wakes long-poll fetches.
+/// One partition on its owning shard: the log, the signal that wakes long-poll fetches, and
+/// its role in replication (leader or follower, `replication`).
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: PartitionLog,
-    /// Notified whenever the high watermark may have moved.
+    /// Notified whenever the high watermark may have moved (and when the role or ISR changes).
     pub hw_changed: Notify,
+    /// Set on every metadata install (`Shard::apply_roles`).
+    pub role: RefCell<replication::Role>,
 }
 
 impl Partition {
@@ -165,6 +170,8 @@ pub struct Shard {
     /// Coordinator shard only: the cluster metadata log (appended by metadata changes).
     /// The metadata quorum on this node (coordinator shard, once started).
     controller: RefCell<Option<Rc<controller::Controller>>>,
+    /// The follower fetchers of this shard (`replication`).
+    fetchers: replication::FetcherSet,
     /// Bytes of Produce requests in flight on this shard, in KiB units
     /// (`produce_inflight_bytes_per_shard_max`): produces reserve here instead of
     /// [`Shard::inflight_kib`], so produces stuck behind a slow disk stop their own connections
@@ -226,6 +233,7 @@ impl Shard {
             ),
             txns: txns::TxnCoordinator::new(),
             controller: RefCell::new(None),
+            fetchers: replication::FetcherSet::default(),
             produce_kib: Semaphore::new(produce_kib_total(&config)),
         })
     }
@@ -283,15 +291,17 @@ impl Shard {
         owner_of(topic, partition, self.shard_count())
     }
 
-    /// A partition this shard owns, if it is open.
+    /// A partition this shard owns and this broker leads, if it is open: what client requests
+    /// use (a follower's partition is [`Shard::replica`]).
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
             .get(&(topic.to_string(), partition))
+            .filter(|p| p.is_leader())
             .cloned()
     }
 
-    /// All partitions this shard owns.
+    /// All partitions this shard owns (led and followed).
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
     }
@@ -383,8 +393,8 @@ impl Shard {
             broker_config::topic_defaults(&previous.broker_configs, self.config.node_id)
                 != broker_config::topic_defaults(&next.broker_configs, self.config.node_id);
         self.remove_gone_offline(previous, next).await;
-        // (topic, partition, config, leader epoch)
-        let mut to_open: Vec<(String, i32, LogConfig, i32)> = Vec::new();
+        // (topic, partition, config, leader epoch when led here)
+        let mut to_open: Vec<(String, i32, LogConfig, Option<i32>)> = Vec::new();
         for (name, topic) in &next.topics {
             if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
                 continue; // no data here: the coordinators keep theirs under internal/
@@ -394,10 +404,10 @@ impl Shard {
             });
             let log_config = self.log_config(next, name);
             for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id || !self.leads(next, name, p) {
+                if self.owner(name, p) != self.id || !self.hosts(next, name, p) {
                     continue;
                 }
-                match self.partition(name, p) {
+                match self.replica(name, p) {
                     Some(partition) => {
                         if config_changed {
                             partition.log.set_config(log_config.clone());
@@ -405,24 +415,16 @@ impl Shard {
                     }
                     None => {
                         let a = routing::assignment_of(topic, p, self.config.node_id);
-                        to_open.push((name.clone(), p, log_config.clone(), a.leader_epoch));
+                        // Followers take their epochs from the leader's batches.
+                        let leads = a.leader == self.config.node_id;
+                        let epoch = leads.then_some(a.leader_epoch);
+                        to_open.push((name.clone(), p, log_config.clone(), epoch));
                     }
                 }
             }
         }
         self.open_logs(to_open).await;
-        self.set_leader_epochs(next);
-    }
-
-    /// Every open partition (each led here) stamps the leader epoch `next` gives it into the
-    /// batches appended from now on, and checks clients' `current_leader_epoch` against it.
-    fn set_leader_epochs(&self, next: &ClusterMetadata) {
-        for ((topic, p), partition) in self.partitions.borrow().iter() {
-            if let Some(meta) = next.topics.get(topic).filter(|m| *p < m.partitions) {
-                let a = routing::assignment_of(meta, *p, self.config.node_id);
-                partition.log.start_leader_epoch(a.leader_epoch);
-            }
-        }
+        self.apply_roles(next);
     }
 
     /// Partitions of topics that vanished, or were re-created under a new id, are deleted.
@@ -449,20 +451,20 @@ impl Shard {
         }
     }
 
-    /// Does this broker lead `topic`/`partition` in `metadata` (so this node opens it)?
-    fn leads(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> bool {
-        routing::leads(metadata, self.config.node_id, topic, partition)
+    /// Is this broker a replica of `topic`/`partition` in `metadata` (so this node opens it)?
+    fn hosts(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> bool {
+        routing::hosts(metadata, self.config.node_id, topic, partition)
     }
 
-    /// Partitions whose leadership moved to another broker are closed in the background; their
-    /// files stay. Until the close is done, the partition is not opened again (see
+    /// Partitions of which this broker is no longer a replica are closed in the background;
+    /// their files stay. Until the close is done, the partition is not opened again (see
     /// [`Shard::await_deletion`]).
     fn close_moved_away(self: &Rc<Self>, next: &ClusterMetadata) {
         let moved: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .keys()
-            .filter(|(topic, p)| next.topics.contains_key(topic) && !self.leads(next, topic, *p))
+            .filter(|(topic, p)| next.topics.contains_key(topic) && !self.hosts(next, topic, *p))
             .cloned()
             .collect();
         for key in moved {
@@ -471,7 +473,7 @@ impl Shard {
                 continue;
             };
             partition.hw_changed.notify_all();
-            tracing::info!(topic = %key.0, partition = key.1, "leadership moved to another broker; closing the partition (files kept)");
+            tracing::info!(topic = %key.0, partition = key.1, "no longer a replica here; closing the partition (files kept)");
             let done = Notify::new();
             if let Some(previous) = self.deleting.borrow_mut().insert(key.clone(), done.clone()) {
                 previous.notify_all();
@@ -494,8 +496,8 @@ impl Shard {
 
     /// Offline partitions (never opened) of topics that vanished or were re-created: the
     /// operator deleted the topic, so its damaged files go too (a new topic of that name must
-    /// not open them). Offline partitions whose leadership moved away are no longer this
-    /// broker's to report; their files stay.
+    /// not open them). Offline partitions no longer placed on this broker are no longer its
+    /// to report; their files stay.
     async fn remove_gone_offline(&self, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let moved: Vec<TopicPartition> = OFFLINE_PARTITIONS
             .lock()
@@ -503,10 +505,9 @@ impl Shard {
                 set.iter()
                     .filter(|(topic, p)| {
                         self.owner(topic, *p) == self.id
-                            && matches!(
-                                routing::route(next, self.config.node_id, topic, *p),
-                                routing::Route::Remote { .. }
-                            )
+                            && routing::route(next, self.config.node_id, topic, *p)
+                                != routing::Route::Unknown
+                            && !routing::hosts(next, self.config.node_id, topic, *p)
                     })
                     .cloned()
                     .collect()
@@ -540,10 +541,11 @@ impl Shard {
         }
     }
 
-    /// Opens the logs of `partitions` (topic, index, config, leader epoch; recovery included), at most
+    /// Opens the logs of `partitions` (topic, index, config, leader epoch when led here;
+    /// recovery included), at most
     /// [`PARTITIONS_OPENING_CONCURRENTLY_MAX`] at once, and adds them to this shard. Stops
     /// opening once the shard begins to stop (a SIGTERM during startup).
-    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig, i32)>) {
+    async fn open_logs(self: &Rc<Self>, partitions: Vec<(String, i32, LogConfig, Option<i32>)>) {
         let running = Rc::new(Semaphore::new(PARTITIONS_OPENING_CONCURRENTLY_MAX as u64));
         let mut tasks = Vec::new();
         for (name, p, log_config, leader_epoch) in partitions {
@@ -564,7 +566,9 @@ impl Shard {
                 match PartitionLog::open(&dir, log_config, shard.cache.clone()).await {
                     Ok(log) => {
                         // Before it is served: no batch may carry an older epoch.
-                        log.start_leader_epoch(leader_epoch);
+                        if let Some(epoch) = leader_epoch {
+                            log.start_leader_epoch(epoch);
+                        }
                         set_offline(&name, p, false);
                         shard.partitions.borrow_mut().insert(
                             (name.clone(), p),
@@ -573,6 +577,10 @@ impl Shard {
                                 index: p,
                                 log,
                                 hw_changed: Notify::default(),
+                                role: RefCell::new(replication::Role::Follower {
+                                    leader: -1,
+                                    leader_epoch: -1,
+                                }),
                             }),
                         );
                     }
@@ -1044,6 +1052,80 @@ mod tests {
             freshet_protocol::batch::Compression::None,
         )
         .expect("batch")
+    }
+
+    /// Topic "r" of one partition on replicas [0, 1] led by `leader` with `isr`.
+    fn replicated(version: u64, leader: i32, isr: &[i32]) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(9),
+            partitions: 1,
+            configs: Default::default(),
+            internal: false,
+            assignment: vec![PartitionAssignment {
+                replicas: vec![0, 1],
+                leader,
+                leader_epoch: version as i32,
+                isr: isr.to_vec(),
+                partition_epoch: version as i32,
+            }],
+        };
+        m.topics.insert("r".into(), topic);
+        Arc::new(m)
+    }
+
+    /// A follower's partition is open but hidden from client requests; once this broker
+    /// leads it with a follower in its ISR, readers stop at the high watermark that follower's
+    /// fetches move (the durable end when the leader is alone in its ISR).
+    #[test]
+    fn replicas_open_as_followers_and_lead_with_a_replicated_high_watermark() {
+        crate::rt::sim::run(11, async {
+            let disk = SimDisk::new(11);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, replicated(1, 1, &[0, 1]));
+            shard.open_partitions().await;
+            assert!(
+                shard.partition("r", 0).is_none(),
+                "followed: not for clients"
+            );
+            let p = shard.replica("r", 0).expect("hosted");
+            assert_eq!(p.following(), Some((1, 1)));
+
+            shard.install_metadata(replicated(2, 0, &[0])).await;
+            let p = shard.partition("r", 0).expect("led here now");
+            p.append(record()).await.expect("append");
+            assert_eq!(
+                p.log.high_watermark(),
+                1,
+                "alone in the ISR: the durable end"
+            );
+
+            shard.install_metadata(replicated(3, 0, &[0, 1])).await;
+            p.append(record()).await.expect("append");
+            assert_eq!(p.log.durable_end(), 2);
+            assert_eq!(
+                p.log.high_watermark(),
+                1,
+                "the follower has not fetched yet"
+            );
+            assert!(shard.enough_replicas(&p).is_ok());
+            shard.record_follower_fetch(&p, 1, 2);
+            assert_eq!(p.log.high_watermark(), 2, "the follower fetched at 2");
+            shard.await_replicated(&p, 1).await.expect("replicated");
+            shard.close_partitions().await;
+        });
     }
 
     /// Node 0 opens only the partition it leads; when leadership swaps, the partition that

@@ -127,6 +127,20 @@ pub fn leads(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition
     route(metadata, local_node, topic, partition) == Route::Local
 }
 
+/// Is broker `local_node` a replica of `topic`/`partition` (so it opens it, as leader or
+/// follower)? The leader counts too (a leader outside its replica list cannot happen, but then
+/// it must still open what it serves).
+pub fn hosts(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition: i32) -> bool {
+    let Some(meta) = metadata.topics.get(topic) else {
+        return false;
+    };
+    if partition < 0 || partition >= meta.partitions {
+        return false;
+    }
+    let a = assignment_of(meta, partition, local_node);
+    a.leader == local_node || a.replicas.contains(&local_node)
+}
+
 /// This broker as its configuration describes it (listener and rack).
 pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
     let (host, port) = config
@@ -139,6 +153,17 @@ pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
         rack: (!config.broker_rack.is_empty()).then(|| config.broker_rack.clone()),
         fenced: false,
     }
+}
+
+/// This broker as clients that came in on listener `listener` must see it: that listener's
+/// advertised address (the first listener's for an unknown or empty name).
+pub fn local_endpoint_on(config: &BrokerConfig, listener: &str) -> BrokerEndpoint {
+    let mut endpoint = local_endpoint(config);
+    if let Ok((host, port)) = config.advertised_host_port_of(listener) {
+        endpoint.host = host;
+        endpoint.port = port;
+    }
+    endpoint
 }
 
 /// The controller id clients are told (Metadata, DescribeCluster): the active controller as
@@ -284,6 +309,33 @@ pub fn cap_exceeded(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A broker hosts the partitions it is a replica of (leader or not), and no others.
+    #[test]
+    fn replicas_host_their_partitions() {
+        let mut m = ClusterMetadata::default();
+        m.topics.insert(
+            "r".into(),
+            TopicMeta {
+                id: uuid::Uuid::from_u128(3),
+                partitions: 1,
+                configs: Default::default(),
+                internal: false,
+                assignment: vec![PartitionAssignment {
+                    replicas: vec![0, 1],
+                    leader: 1,
+                    leader_epoch: 2,
+                    isr: vec![0, 1],
+                    partition_epoch: 4,
+                }],
+            },
+        );
+        assert!(hosts(&m, 0, "r", 0), "a follower hosts it");
+        assert!(hosts(&m, 1, "r", 0), "the leader hosts it");
+        assert!(!hosts(&m, 2, "r", 0), "not a replica");
+        assert!(!hosts(&m, 0, "r", 1), "no such partition");
+        assert!(!leads(&m, 0, "r", 0));
+    }
     use crate::coordinator::metadata::BrokerRegistration;
 
     /// 3 brokers (0, 1, 2; broker 2 fenced, brokers on racks a/b/c), topic "spread" of 12

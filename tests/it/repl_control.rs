@@ -205,10 +205,9 @@ fn alter_partition(
 /// An rf=3 topic shows 3 replicas, all in sync, on every broker (raw Metadata v12 and
 /// librdkafka's metadata). kill -9 of a partition's
 /// leader: after fencing, the next in-sync replica in preference order leads at the next
-/// leader epoch, the killed broker out of the ISR and offline. Restarted, it is not in the ISR, so
-/// ElectLeaders PREFERRED answers PREFERRED_LEADER_NOT_AVAILABLE; once the leader lets it back
-/// in (AlterPartition through the controller listener, checked against the partition epoch),
-/// PREFERRED moves the leadership back to it at leader epoch + 1.
+/// leader epoch, the killed broker out of the ISR and offline. Restarted, it catches up and its
+/// leader lets it back into the ISR (AlterPartition, checked against the partition epoch: a
+/// stale one is refused); PREFERRED then moves the leadership back to it at leader epoch + 1.
 #[test]
 fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back() {
     within(TEST_LIMIT, || {
@@ -312,19 +311,16 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
             &all,
             "r3",
             p,
-            "the restarted broker online, out of the ISR",
+            "the restarted broker online, back in the ISR once caught up",
             |(leader, epoch, _, isr, offline)| {
-                *leader == next && *epoch == 1 && isr.len() == 2 && offline.is_empty()
+                *leader == next && *epoch == 1 && isr.len() == 3 && offline.is_empty()
             },
         );
-        let (results, top) = elect(&cluster, victim, 0, "r3", &[p, 99]);
+        let (results, top) = elect(&cluster, victim, 0, "r3", &[99]);
         assert_eq!(top, 0);
         assert_eq!(
             results,
-            vec![
-                (p, ResponseError::PreferredLeaderNotAvailable.code()),
-                (99, ResponseError::UnknownTopicOrPartition.code()),
-            ]
+            vec![(99, ResponseError::UnknownTopicOrPartition.code())]
         );
         let other = (0..3).find(|&q| q != p).unwrap();
         let (results, _) = elect(&cluster, victim, 0, "r3", &[other]);
@@ -339,29 +335,23 @@ fn rf3_leader_kill9_fails_over_in_the_isr_and_preferred_election_moves_it_back()
             "UNCLEAN: the partition has a leader"
         );
 
-        // The leader lets the restarted replica back into the ISR. Its partition epoch is 1
-        // (fencing shrank the ISR once); a stale one is refused.
-        let mut isr = back.3.clone();
-        isr.push(victim as i32);
-        let expand = |partition_epoch| MetadataCommand::AlterPartition {
+        // The leader let the restarted replica back into the ISR (partition epoch 2: fencing
+        // shrank the ISR once, the leader's AlterPartition grew it); a stale change is refused.
+        let stale = MetadataCommand::AlterPartition {
             topic: "r3".into(),
             partition: p,
             leader_id: next,
             leader_epoch: 1,
-            partition_epoch,
-            new_isr: isr.clone(),
+            partition_epoch: 0,
+            new_isr: back.3.clone(),
         };
         let controller = cluster.wait_controller(WITHIN, None);
-        let stale = alter_partition(&cluster, controller, expand(0)).unwrap_err();
+        let stale = alter_partition(&cluster, controller, stale).unwrap_err();
         assert_eq!(
             stale.code,
             ResponseError::InvalidUpdateVersion.code(),
             "{stale:?}"
         );
-        alter_partition(&cluster, controller, expand(1)).expect("ISR expansion");
-        wait_partition(&cluster, &all, "r3", p, "the ISR expanded", |v| {
-            v.0 == next && v.3 == isr
-        });
 
         // `freshet topic elect-leaders` sends the PREFERRED election (ElectLeaders v2).
         let out = freshet_cli(
@@ -534,20 +524,10 @@ fn automatic_leader_balancing_moves_leadership_back_to_preferred_replicas() {
         let moved = wait_partition(&cluster, &survivors, "ab", p, "failover", |v| {
             v.0 >= 0 && v.0 != victim && v.1 == 1
         });
+        assert!(!moved.3.contains(&victim), "out of the ISR: {moved:?}");
         cluster.restart(victim as usize);
-        // Out of the ISR, the balancer leaves it alone; let it back in as its leader would.
-        let mut isr = moved.3.clone();
-        isr.push(victim);
-        let command = MetadataCommand::AlterPartition {
-            topic: "ab".into(),
-            partition: p,
-            leader_id: moved.0,
-            leader_epoch: 1,
-            partition_epoch: 1,
-            new_isr: isr,
-        };
-        let controller = cluster.wait_controller(WITHIN, None);
-        alter_partition(&cluster, controller, command).expect("ISR expansion");
+        // Its leader lets it back into the ISR once it caught up (repl-data's AlterPartition);
+        // then the balancer moves the leadership back.
         wait_partition(
             &cluster,
             &all,
@@ -570,7 +550,8 @@ fn unclean_election_follows_the_topic_config_turned_on_later() {
         let mut cluster = TestCluster::start(
             3,
             settings(
-                "auto_leader_rebalance_enable = false\nunclean_leader_election_interval_ms = 300\n",
+                "auto_leader_rebalance_enable = false\nunclean_leader_election_interval_ms = 300\n\
+                 replica_lag_time_max_ms = 600\n",
             ),
         );
         let controller = cluster.wait_controller(WITHIN, None);
@@ -595,17 +576,18 @@ fn unclean_election_follows_the_topic_config_turned_on_later() {
         wait_partition(&cluster, &all, "uc", 0, "placed as asked", |v| {
             v.0 == x && v.2 == [x, y] && v.3 == [x, y]
         });
-        // x's ISR shrinks to itself (y fell behind, as x would report it).
-        let shrink = MetadataCommand::AlterPartition {
-            topic: "uc".into(),
-            partition: 0,
-            leader_id: x,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            new_isr: vec![x],
-        };
-        alter_partition(&cluster, controller, shrink).expect("ISR shrink");
+        // x's ISR shrinks to itself: y falls behind (paused past replica_lag_time_max_ms,
+        // within the session timeout) and x's AlterPartition takes it out.
+        // SAFETY: kill(2) on a running child of this test.
+        let y_pid = cluster.pid(y as usize) as libc::pid_t;
+        let pause = |sig| unsafe { libc::kill(y_pid, sig) };
+        assert_eq!(pause(libc::SIGSTOP), 0);
+        let awake = [controller, x as usize];
+        wait_partition(&cluster, &awake, "uc", 0, "y out of the ISR", |v| {
+            v.3 == [x]
+        });
         cluster.kill9(x as usize);
+        assert_eq!(pause(libc::SIGCONT), 0);
         let survivors = [controller, y as usize];
         wait_partition(
             &cluster,

@@ -350,6 +350,12 @@ fn describe(record: &MetadataRecord) -> String {
             "partition {topic}-{partition} leader {} epochs {}/{} isr {:?}",
             a.leader, a.leader_epoch, a.partition_epoch, a.isr
         ),
+        MetadataRecord::UserScramCredentialSet {
+            user, mechanism, ..
+        } => format!("scram credential {user} {mechanism}"),
+        MetadataRecord::UserScramCredentialRemoved { user, mechanism } => {
+            format!("scram credential removed {user} {mechanism}")
+        }
         MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
         MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
     }

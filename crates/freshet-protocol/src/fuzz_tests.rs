@@ -368,6 +368,26 @@ fn seed_sasl_authenticate(_v: i16) -> SaslAuthenticateRequest {
     SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0alice\0secret"))
 }
 
+fn seed_describe_user_scram_credentials(_v: i16) -> DescribeUserScramCredentialsRequest {
+    let user = describe_user_scram_credentials_request::UserName::default().with_name(s("alice"));
+    DescribeUserScramCredentialsRequest::default().with_users(Some(vec![user]))
+}
+
+fn seed_alter_user_scram_credentials(_v: i16) -> AlterUserScramCredentialsRequest {
+    let upsert = alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+        .with_name(s("alice"))
+        .with_mechanism(2)
+        .with_iterations(4096)
+        .with_salt(Bytes::from_static(b"salt"))
+        .with_salted_password(Bytes::from_static(b"salted"));
+    let delete = alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+        .with_name(s("bob"))
+        .with_mechanism(1);
+    AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert])
+        .with_deletions(vec![delete])
+}
+
 fn seed_consumer_group_heartbeat(v: i16) -> ConsumerGroupHeartbeatRequest {
     let tp = consumer_group_heartbeat_request::TopicPartitions::default()
         .with_topic_id(uuid::Uuid::from_bytes([7; 16]))
@@ -660,6 +680,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         DescribeTransactionsRequest,
         ListTransactionsRequest,
         SaslAuthenticateRequest,
+        DescribeUserScramCredentialsRequest,
+        AlterUserScramCredentialsRequest,
         ElectLeadersRequest,
         OffsetForLeaderEpochRequest
     );
@@ -747,6 +769,14 @@ fn served() -> Vec<Served> {
         served!(ListTransactionsRequest, seed_list_transactions),
         served!(SaslHandshakeRequest, seed_sasl_handshake),
         served!(SaslAuthenticateRequest, seed_sasl_authenticate),
+        served!(
+            DescribeUserScramCredentialsRequest,
+            seed_describe_user_scram_credentials
+        ),
+        served!(
+            AlterUserScramCredentialsRequest,
+            seed_alter_user_scram_credentials
+        ),
         served!(ElectLeadersRequest, seed_elect_leaders),
         served!(OffsetForLeaderEpochRequest, seed_offset_for_leader_epoch),
         served!(DescribeAclsRequest, seed_describe_acls),

@@ -70,6 +70,9 @@ pub struct ParsedRequest {
     /// Who sent it, in Kafka's principal form `Type:name` (`User:ANONYMOUS` on a connection
     /// that has not authenticated); set by the connection.
     pub principal: std::rc::Rc<str>,
+    /// The name of the listener the request came in on (`PLAINTEXT`, `SASL_SSL`, ...; empty:
+    /// the first listener), so Metadata advertises that listener; set by the connection.
+    pub listener: std::rc::Rc<str>,
     /// How long the complete request waited for room in its shard's request budget before
     /// its handler started; a deadline the request carries (Produce `timeout_ms`) counts from
     /// its arrival, so the handler subtracts this. Set by the connection; zero until then.
@@ -188,6 +191,7 @@ pub fn parse_request_header(frame: Bytes) -> Result<ParsedRequest, HeaderError> 
         body: buf,
         client_host: std::rc::Rc::from(""),
         principal: std::rc::Rc::from(ANONYMOUS_PRINCIPAL),
+        listener: std::rc::Rc::from(""),
         queued_for: std::time::Duration::ZERO,
     })
 }

@@ -1088,6 +1088,62 @@ pub(crate) static DESCRIBE_TOPIC_PARTITIONS_REQUEST_TOPICREQUEST: StructSchema =
     ],
 };
 
+pub(crate) static DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_DESCRIBEUSERSCRAMCREDENTIALSREQUEST: StructSchema = StructSchema {
+    name: "DescribeUserScramCredentialsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_USERNAME)), min: 0, max: 0 }, // users
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_USERNAME: StructSchema = StructSchema {
+    name: "UserName", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_user_scram_credentials_request::UserName>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_ALTERUSERSCRAMCREDENTIALSREQUEST: StructSchema = StructSchema {
+    name: "AlterUserScramCredentialsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::AlterUserScramCredentialsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALDELETION)), min: 0, max: 0 }, // deletions
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALUPSERTION)), min: 0, max: 0 }, // upsertions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALDELETION: StructSchema = StructSchema {
+    name: "ScramCredentialDeletion", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::Int8, min: 0, max: 0 }, // mechanism
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_USER_SCRAM_CREDENTIALS_REQUEST_SCRAMCREDENTIALUPSERTION: StructSchema = StructSchema {
+    name: "ScramCredentialUpsertion", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::Int8, min: 0, max: 0 }, // mechanism
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // iterations
+        Field { ty: Ty::CompactBytes, min: 0, max: 0 }, // salt
+        Field { ty: Ty::CompactBytes, min: 0, max: 0 }, // salted_password
+    ],
+    tagged: &[
+    ],
+};
+
 pub(crate) static WRITE_TXN_MARKERS_REQUEST_WRITABLETXNMARKER: StructSchema = StructSchema {
     name: "WritableTxnMarker", tagged_from: 1,
     memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker>(),
@@ -1307,6 +1363,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         17 => Some(&SASL_HANDSHAKE_REQUEST_SASLHANDSHAKEREQUEST), // versions 0-1
         36 => Some(&SASL_AUTHENTICATE_REQUEST_SASLAUTHENTICATEREQUEST), // versions 0-2
         75 => Some(&DESCRIBE_TOPIC_PARTITIONS_REQUEST_DESCRIBETOPICPARTITIONSREQUEST), // versions 0-0
+        50 => Some(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST_DESCRIBEUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
+        51 => Some(&ALTER_USER_SCRAM_CREDENTIALS_REQUEST_ALTERUSERSCRAMCREDENTIALSREQUEST), // versions 0-0
         27 => Some(&WRITE_TXN_MARKERS_REQUEST_WRITETXNMARKERSREQUEST), // versions 1-1
         43 => Some(&ELECT_LEADERS_REQUEST_ELECTLEADERSREQUEST), // versions 0-2
         23 => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST_OFFSETFORLEADEREPOCHREQUEST), // versions 2-4

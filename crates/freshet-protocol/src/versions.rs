@@ -45,7 +45,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
-    // No SASL yet: answered with ILLEGAL_SASL_STATE, as Kafka does on a PLAINTEXT listener.
+    // On SASL listeners served by the connection before authentication; elsewhere (and
+    // after authentication) answered with ILLEGAL_SASL_STATE, as Kafka does.
     api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
@@ -67,7 +68,7 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
-    // No SASL yet: answered with ILLEGAL_SASL_STATE, as Kafka does on a PLAINTEXT listener.
+    // As SaslHandshake.
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
@@ -75,6 +76,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
+    // SCRAM users (issue 15), in the metadata log.
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
     // The metadata quorum (`__cluster_metadata` partition 0), answered by the active controller.
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),

@@ -34,14 +34,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 /// A record set that passed validation, with what offset assignment needs of it.
-struct Checked {
+pub(super) struct Checked {
     /// Position, length and offsets of each batch.
-    infos: Vec<BatchInfo>,
+    pub(super) infos: Vec<BatchInfo>,
     /// Producer facts of each batch.
-    facts: Vec<BatchFacts>,
+    pub(super) facts: Vec<BatchFacts>,
     /// Control type of each batch (`Some(commit)` for a marker).
-    markers: Vec<Option<bool>>,
-    ts_type: TimestampType,
+    pub(super) markers: Vec<Option<bool>>,
+    pub(super) ts_type: TimestampType,
 }
 
 impl PartitionLog {
@@ -170,7 +170,7 @@ impl PartitionLog {
 
     /// Backpressure: wait until `set_len` more unflushed bytes fit under
     /// [`PENDING_BYTES_MAX`] (a set alone is always let through).
-    async fn wait_for_room(&self, set_len: usize) -> Result<(), StorageError> {
+    pub(super) async fn wait_for_room(&self, set_len: usize) -> Result<(), StorageError> {
         let shared = &*self.shared;
         loop {
             {
@@ -383,7 +383,11 @@ fn stamp_batches(
 
 /// Apply each appended batch to the producer state; an aborted transaction enters the
 /// aborted-transaction index of the active segment.
-fn apply_producers(inner: &mut Inner, checked: &Checked, pending_batches: &[PendingBatch]) {
+pub(super) fn apply_producers(
+    inner: &mut Inner,
+    checked: &Checked,
+    pending_batches: &[PendingBatch],
+) {
     let seg_base = inner
         .segments
         .back()

@@ -60,6 +60,7 @@ mod epochs;
 mod flush;
 mod read;
 mod recover;
+mod replica;
 mod retention;
 mod segment;
 mod truncate;
@@ -261,6 +262,10 @@ struct Inner {
     /// A flush round has run since open: the files may differ from what the checkpoint
     /// describes, so close must write them out.
     modified: bool,
+    /// The replicated high watermark (`replica`): `None` while it follows the durable end
+    /// (one replica, or a leader whose ISR is itself); `Some(hw)` once the partition's
+    /// replication sets it. Readers see `min(hw, durable end)`.
+    replicated_hw: Option<i64>,
     /// The leader epoch stamped into batches appended from producers (`set_leader_epoch`).
     leader_epoch: i32,
     /// Where each leader epoch starts in the log (see `epochs`).
@@ -275,6 +280,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// What readers may see: the durable end (field `high_watermark`, the local high
+    /// watermark), capped by the replicated one when replication sets it.
+    fn visible_high_watermark(&self) -> i64 {
+        self.replicated_hw
+            .map_or(self.high_watermark, |hw| hw.min(self.high_watermark))
+    }
+
     fn wake_all(&mut self) -> Vec<Waker> {
         std::mem::take(&mut self.change_waiters)
     }
@@ -395,7 +407,9 @@ impl PartitionLog {
         inner
             .producers
             .first_unstable_offset()
-            .map_or(inner.high_watermark, |o| o.min(inner.high_watermark))
+            .map_or(inner.visible_high_watermark(), |o| {
+                o.min(inner.visible_high_watermark())
+            })
     }
 
     /// Forget producers idle longer than
@@ -459,8 +473,15 @@ impl PartitionLog {
         self.shared.inner.borrow().log_end_offset
     }
 
-    /// End of the durable (fdatasync'd) prefix; reads never pass it.
+    /// The high watermark readers (consumers, ListOffsets LATEST, DeleteRecords) see: the
+    /// durable end with one replica, else the replicated high watermark (`replica`).
     pub fn high_watermark(&self) -> i64 {
+        self.shared.inner.borrow().visible_high_watermark()
+    }
+
+    /// End of the durable (fdatasync'd) prefix on this broker; reads of followers (the
+    /// leader's side of replication) stop there.
+    pub fn durable_end(&self) -> i64 {
         self.shared.inner.borrow().high_watermark
     }
 

@@ -56,8 +56,8 @@ struct DiskSpan {
 impl PartitionLog {
     /// Whole batches starting with the batch containing `offset`, up to `max_bytes` total; if
     /// `min_one_batch` the first batch is returned even if larger (Kafka's rule). Never past
-    /// the high watermark. Offset outside `[log_start, high_watermark]` -> `OffsetOutOfRange`
-    /// (offset == high watermark -> empty). Cached tail: `Bytes` clones; disk: one copy.
+    /// the high watermark. Offset outside `[log_start, durable end]` -> `OffsetOutOfRange`
+    /// (offset at or past the high watermark -> empty). Cached tail: `Bytes` clones; disk: one copy.
     pub async fn read(
         &self,
         offset: i64,
@@ -77,7 +77,23 @@ impl PartitionLog {
         min_one_batch: bool,
         end: i64,
     ) -> Result<ReadData, StorageError> {
-        let (span, empty) = match self.locate(offset, max_bytes, min_one_batch, end)? {
+        self.read_within(offset, max_bytes, min_one_batch, end, false)
+            .await
+    }
+
+    /// The reads' common body: batches from `offset` that start below `end` and below the
+    /// high watermark readers see, or (`to_durable_end`: a follower's fetch) below the durable
+    /// end.
+    pub(super) async fn read_within(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        end: i64,
+        to_durable_end: bool,
+    ) -> Result<ReadData, StorageError> {
+        let located = self.locate(offset, max_bytes, min_one_batch, end, to_durable_end)?;
+        let (span, empty) = match located {
             Source::Done(data) => return Ok(data),
             Source::Disk(span, empty) => (span, empty),
         };
@@ -105,22 +121,26 @@ impl PartitionLog {
     }
 
     /// Decide under the borrow where a read is answered from: range checks, the tail cache,
-    /// or the segment and file position to read (from the offset index).
+    /// or the segment and file position to read (from the offset index). The range is
+    /// `[log start, durable end]` (Kafka checks against the log end; between the high
+    /// watermark and the durable end a consumer's read is empty).
     fn locate(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
         end: i64,
+        to_durable_end: bool,
     ) -> Result<Source, StorageError> {
         let shared = &*self.shared;
         let inner = shared.inner.borrow();
         if inner.life == Life::Closed {
             return Err(StorageError::Closed);
         }
-        let hw = inner.high_watermark;
+        let durable_end = inner.high_watermark;
+        let hw = inner.visible_high_watermark();
         let log_start = inner.log_start_offset;
-        if offset < log_start || offset > hw {
+        if offset < log_start || offset > durable_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start,
@@ -132,7 +152,7 @@ impl PartitionLog {
             high_watermark: hw,
             log_start_offset: log_start,
         };
-        let limit = hw.min(end);
+        let limit = if to_durable_end { durable_end } else { hw }.min(end);
         if offset >= limit {
             return Ok(Source::Done(empty));
         }

@@ -683,6 +683,7 @@ fn new_inner(
         epochs_dirty: false,
         epochs_soft: false,
         truncating: false,
+        replicated_hw: None,
     }
 }
 

@@ -63,7 +63,7 @@ impl PartitionLog {
             if inner.life != Life::Open {
                 return Err(StorageError::Closed);
             }
-            let hw = inner.high_watermark;
+            let hw = inner.visible_high_watermark();
             let target = if offset == -1 { hw } else { offset };
             if target < 0 || target > hw {
                 return Err(StorageError::OffsetOutOfRange {

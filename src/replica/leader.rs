@@ -1,0 +1,304 @@
+//! A leader's view of its followers (Kafka's `Partition.scala` / `Replica.scala`): each
+//! follower's fetch offset (a durable offset: followers ask for the next offset only once
+//! their previous append is fdatasync'd), when it last caught up, the high watermark over the
+//! ISR, and the ISR changes to ask the quorum for.
+//!
+//! Pure: no I/O and no clock of its own (callers pass `now_ms`), so every rule is a unit test.
+//!
+//! - `record_fetch` is Kafka's `updateFollowerFetchState`: a fetch at or past the leader's
+//!   durable end at that time, or at or past the durable end seen at the follower's previous
+//!   fetch, makes the follower caught up as of that fetch (`lastCaughtUpTimeMs`).
+//! - `high_watermark` is `maybeIncrementLeaderHW`: the smallest fetch offset over the maximal
+//!   ISR (the ISR plus a member whose joining is in flight), capped by the leader's durable end;
+//!   `None` when the maximal ISR is the leader alone (then the high watermark is the durable
+//!   end, the single-replica rule).
+//! - `shrink` is `maybeShrinkIsr`: members not caught up for `replica_lag_time_max_ms`.
+//! - `expand` is `maybeExpandIsr`: replicas outside the ISR whose fetch offset reached the
+//!   high watermark and the start of the leader's epoch.
+//!
+//! One ISR change is in flight per partition at a time (`pending`); the ISR it proposes counts
+//! for the high watermark as the maximal ISR until the quorum answers.
+
+use std::collections::BTreeMap;
+
+use crate::coordinator::metadata::PartitionAssignment;
+
+/// A follower as its leader knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerState {
+    /// The offset of its last fetch (durable on the follower), -1 before its first fetch.
+    pub fetch_offset: i64,
+    /// When it was last caught up with the leader (Kafka's `lastCaughtUpTimeMs`).
+    pub last_caught_up_ms: i64,
+    /// When it last fetched, and the leader's durable end then.
+    pub last_fetch_ms: i64,
+    pub last_fetch_leader_end: i64,
+}
+
+/// One partition's leader state. Lives in the partition's role on its owner shard; built when
+/// this broker becomes the leader, updated on each metadata install, dropped when it stops
+/// leading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderState {
+    pub local: i32,
+    pub leader_epoch: i32,
+    /// The assignment's partition epoch: an ISR change must name it (AlterPartition).
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub followers: BTreeMap<i32, FollowerState>,
+    /// The ISR proposed to the quorum and not yet answered.
+    pub pending: Option<Vec<i32>>,
+    /// No ISR change is proposed before this time (after a refused one).
+    pub retry_after_ms: i64,
+}
+
+impl LeaderState {
+    /// Leading `assignment` as broker `local` from `now_ms`: ISR members count as caught up
+    /// now (so none leaves before it could fetch), offsets unknown (Kafka's `makeLeader`).
+    pub fn new(local: i32, assignment: &PartitionAssignment, now_ms: i64) -> LeaderState {
+        let mut state = LeaderState {
+            local,
+            leader_epoch: assignment.leader_epoch,
+            partition_epoch: assignment.partition_epoch,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            followers: BTreeMap::new(),
+            pending: None,
+            retry_after_ms: 0,
+        };
+        state.update(assignment, now_ms);
+        state
+    }
+
+    /// A new assignment of the partition this broker still leads: replicas and ISR from it;
+    /// followers that stay keep their state; a pending change is over once the partition
+    /// epoch moved (the quorum applied it, or another change won).
+    pub fn update(&mut self, assignment: &PartitionAssignment, now_ms: i64) {
+        if assignment.leader_epoch != self.leader_epoch {
+            self.followers.clear();
+        }
+        if assignment.partition_epoch != self.partition_epoch
+            || assignment.leader_epoch != self.leader_epoch
+        {
+            self.pending = None;
+        }
+        self.leader_epoch = assignment.leader_epoch;
+        self.partition_epoch = assignment.partition_epoch;
+        self.replicas = assignment.replicas.clone();
+        self.isr = assignment.isr.clone();
+        let isr = self.isr.clone();
+        self.followers
+            .retain(|id, _| assignment.replicas.contains(id));
+        for &id in &assignment.replicas {
+            if id == self.local {
+                continue;
+            }
+            self.followers.entry(id).or_insert(FollowerState {
+                fetch_offset: -1,
+                last_caught_up_ms: if isr.contains(&id) { now_ms } else { 0 },
+                last_fetch_ms: 0,
+                last_fetch_leader_end: -1,
+            });
+        }
+    }
+
+    /// A fetch by `replica` at `offset` at `now_ms`, when the leader's durable end is
+    /// `leader_end`. Returns false for a broker that is not a replica (nothing recorded).
+    pub fn record_fetch(
+        &mut self,
+        replica: i32,
+        offset: i64,
+        leader_end: i64,
+        now_ms: i64,
+    ) -> bool {
+        let Some(f) = self.followers.get_mut(&replica) else {
+            return false;
+        };
+        if offset >= leader_end {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if f.last_fetch_leader_end >= 0 && offset >= f.last_fetch_leader_end {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.fetch_offset = offset;
+        f.last_fetch_ms = now_ms;
+        f.last_fetch_leader_end = leader_end;
+        true
+    }
+
+    /// The ISR plus the members a pending change adds (Kafka's maximal ISR).
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        let mut out = self.isr.clone();
+        for id in self.pending.iter().flatten() {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+        }
+        out
+    }
+
+    /// The high watermark over the maximal ISR, at most `durable_end`; `None` when the leader
+    /// is alone in it (the high watermark is then the durable end).
+    pub fn high_watermark(&self, durable_end: i64) -> Option<i64> {
+        let mut hw: Option<i64> = None;
+        for id in self.maximal_isr() {
+            if id == self.local {
+                continue;
+            }
+            let offset = self.followers.get(&id).map_or(-1, |f| f.fetch_offset);
+            hw = Some(hw.map_or(offset, |h| h.min(offset)));
+        }
+        hw.map(|h| h.min(durable_end))
+    }
+
+    /// ISR members (not the leader) not caught up for longer than `lag_time_max_ms`.
+    pub fn lagging(&self, now_ms: i64, lag_time_max_ms: i64) -> Vec<i32> {
+        self.isr
+            .iter()
+            .copied()
+            .filter(|id| *id != self.local)
+            .filter(|id| {
+                self.followers
+                    .get(id)
+                    .is_none_or(|f| now_ms - f.last_caught_up_ms > lag_time_max_ms)
+            })
+            .collect()
+    }
+
+    /// Replicas outside the ISR whose fetch offset reached `high_watermark` and
+    /// `epoch_start` (the first offset of the leader's epoch; Kafka's `isFollowerInSync`).
+    pub fn caught_up_outside(&self, high_watermark: i64, epoch_start: i64) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| *id != self.local && !self.isr.contains(id))
+            .filter(|id| {
+                self.followers
+                    .get(id)
+                    .is_some_and(|f| f.fetch_offset >= high_watermark.max(epoch_start))
+            })
+            .collect()
+    }
+
+    /// The ISR change to propose now, if none is in flight: the lagging members removed
+    /// (never the leader) or else the caught-up replicas added.
+    pub fn isr_change(
+        &self,
+        now_ms: i64,
+        lag_time_max_ms: i64,
+        high_watermark: i64,
+        epoch_start: i64,
+    ) -> Option<Vec<i32>> {
+        if self.pending.is_some() || now_ms < self.retry_after_ms {
+            return None;
+        }
+        let lagging = self.lagging(now_ms, lag_time_max_ms);
+        if !lagging.is_empty() {
+            let isr: Vec<i32> = self
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| !lagging.contains(id))
+                .collect();
+            return Some(isr);
+        }
+        let joining = self.caught_up_outside(high_watermark, epoch_start);
+        if !joining.is_empty() {
+            let mut isr = self.isr.clone();
+            isr.extend(joining);
+            return Some(isr);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(isr: &[i32]) -> PartitionAssignment {
+        PartitionAssignment {
+            replicas: vec![0, 1, 2],
+            leader: 0,
+            leader_epoch: 3,
+            isr: isr.to_vec(),
+            partition_epoch: isr.len() as i32,
+        }
+    }
+
+    /// The high watermark is the smallest fetch offset of the ISR, capped by the leader's
+    /// durable end; unknown offsets hold it at -1 (callers keep the old value).
+    #[test]
+    fn the_high_watermark_is_the_smallest_isr_fetch_offset() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1, 2]), 100);
+        assert_eq!(s.high_watermark(10), Some(-1), "nobody fetched yet");
+        assert!(s.record_fetch(1, 7, 10, 101));
+        assert_eq!(s.high_watermark(10), Some(-1));
+        assert!(s.record_fetch(2, 9, 10, 102));
+        assert_eq!(s.high_watermark(10), Some(7));
+        assert_eq!(s.high_watermark(5), Some(5), "capped by the durable end");
+        assert!(!s.record_fetch(4, 9, 10, 102), "not a replica");
+        let alone = LeaderState::new(0, &assignment(&[0]), 100);
+        assert_eq!(alone.high_watermark(10), None, "alone: the durable end");
+    }
+
+    /// A follower not caught up for longer than the lag time is proposed out of the ISR; a
+    /// follower that fetches at the leader's end stays; the leader never leaves.
+    #[test]
+    fn a_lagging_follower_leaves_the_isr() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1, 2]), 1_000);
+        assert_eq!(
+            s.isr_change(1_500, 1_000, 0, 0),
+            None,
+            "within the lag time"
+        );
+        s.record_fetch(1, 10, 10, 1_900);
+        s.record_fetch(2, 4, 10, 1_900);
+        assert_eq!(s.isr_change(2_100, 1_000, 4, 0), Some(vec![0, 1]));
+        // Behind at each fetch, but at the end the leader had at its previous fetch: caught
+        // up as of that previous fetch.
+        s.record_fetch(2, 10, 12, 2_050);
+        assert_eq!(s.followers[&2].last_caught_up_ms, 1_900);
+        assert_eq!(s.isr_change(2_100, 1_000, 4, 0), None);
+        s.pending = Some(vec![0, 1]);
+        assert_eq!(
+            s.isr_change(9_000, 1_000, 4, 0),
+            None,
+            "one change at a time"
+        );
+    }
+
+    /// A replica outside the ISR joins once its fetch offset reaches the high watermark and
+    /// the start of the leader's epoch; while the join is pending it counts for the high
+    /// watermark, and an assignment ends the pending change.
+    #[test]
+    fn a_caught_up_follower_joins_the_isr() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1]), 0);
+        s.record_fetch(1, 20, 20, 10);
+        s.record_fetch(2, 15, 20, 10);
+        assert_eq!(
+            s.isr_change(20, 30_000, 20, 0),
+            None,
+            "below the high watermark"
+        );
+        s.record_fetch(2, 20, 20, 11);
+        assert_eq!(
+            s.isr_change(20, 30_000, 20, 25),
+            None,
+            "below the epoch start"
+        );
+        let change = s.isr_change(20, 30_000, 20, 0).expect("joins");
+        assert_eq!(change, vec![0, 1, 2]);
+        s.pending = Some(change);
+        s.record_fetch(1, 30, 30, 12);
+        assert_eq!(s.high_watermark(30), Some(20), "the joining member counts");
+        s.update(&assignment(&[0, 1]), 13);
+        assert!(
+            s.pending.is_some(),
+            "the same partition epoch: still pending"
+        );
+        s.update(&assignment(&[0, 1, 2]), 13);
+        assert_eq!(s.pending, None, "a new partition epoch ends it");
+        assert_eq!(s.followers[&1].fetch_offset, 30, "state kept");
+    }
+}

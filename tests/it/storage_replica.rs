@@ -1,0 +1,221 @@
+//! The log's side of replication (`storage::log::replica`): a follower's append of a leader's
+//! batches (bytes, offsets and producer state kept; gaps, overlaps and damage refused), the
+//! replicated high watermark (readers stop there; a follower's read stops at the durable end).
+
+use crate::storage_common as common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use freshet::storage::{LogConfig, PartitionLog, StorageError};
+use freshet_protocol::batch;
+
+/// Every batch of `log` from `from` up to its durable end, as a follower's fetch reads them.
+async fn replica_read_all(log: &PartitionLog, from: i64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < log.durable_end() {
+        let data = log
+            .read_for_replica(offset, 1 << 20, true)
+            .await
+            .expect("read");
+        assert!(!data.batches.is_empty(), "no progress at {offset}");
+        for b in data.batches {
+            offset = batch::header(&b).expect("header").last_offset() + 1;
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn concat(batches: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    for b in batches {
+        out.extend_from_slice(b);
+    }
+    out.freeze()
+}
+
+/// A follower's log holds the leader's batches byte for byte at the same offsets (leader
+/// epoch, producer id, sequence and base offset included), also after a reopen from disk.
+#[test]
+fn replicated_batches_are_kept_byte_for_byte_at_their_offsets() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        leader.append(batch(3, 20, 1_000), 1).await.expect("append");
+        leader
+            .append(producer_batch(42, 0, 0, 2, false, Some("k")), 2)
+            .await
+            .expect("append");
+        leader.append(batch(1, 5, 2_000), 3).await.expect("append");
+        let sent = replica_read_all(&leader, 0).await;
+        assert_eq!(sent.len(), 3);
+
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        // Two fetches' worth: the first batch alone, then the other two together.
+        let info = follower
+            .append_replicated(sent[0].clone(), 10)
+            .await
+            .expect("first");
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        let info = follower
+            .append_replicated(concat(&sent[1..]), 11)
+            .await
+            .expect("rest");
+        assert_eq!((info.base_offset, info.last_offset), (3, 5));
+        assert_eq!(follower.log_end_offset(), 6);
+        assert_eq!(follower.durable_end(), 6);
+        assert_eq!(replica_read_all(&follower, 0).await, sent);
+        follower.close().await.expect("close");
+
+        let follower = open(&fdir, LogConfig::default(), 0).await;
+        assert_eq!(replica_read_all(&follower, 0).await, sent, "from disk");
+        follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+}
+
+/// A record set that does not start at the log end (a gap or an overlap), whose batches do
+/// not continue each other, or whose CRC is wrong is refused whole, and nothing is written.
+#[test]
+fn gaps_overlaps_and_bad_crcs_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        for i in 0..3 {
+            leader.append(batch(2, 10, i), 1).await.expect("append");
+        }
+        let sent = replica_read_all(&leader, 0).await;
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+
+        let gap = follower.append_replicated(sent[1].clone(), 1).await;
+        assert!(
+            matches!(gap, Err(StorageError::CorruptMessage(_))),
+            "{gap:?}"
+        );
+        let skip = follower
+            .append_replicated(concat(&[sent[0].clone(), sent[2].clone()]), 1)
+            .await;
+        assert!(
+            matches!(skip, Err(StorageError::CorruptMessage(_))),
+            "{skip:?}"
+        );
+        let mut damaged = BytesMut::from(&sent[0][..]);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let bad = follower.append_replicated(damaged.freeze(), 1).await;
+        assert!(
+            matches!(bad, Err(StorageError::CorruptMessage(_))),
+            "{bad:?}"
+        );
+        assert_eq!(follower.log_end_offset(), 0, "nothing written");
+
+        follower
+            .append_replicated(sent[0].clone(), 1)
+            .await
+            .expect("at the end");
+        let overlap = follower.append_replicated(sent[0].clone(), 1).await;
+        assert!(
+            matches!(overlap, Err(StorageError::CorruptMessage(_))),
+            "{overlap:?}"
+        );
+        assert_eq!(follower.log_end_offset(), 2);
+        follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+}
+
+/// Producer state comes with the replicated batches: once the follower leads, a producer's
+/// retry of a batch the old leader wrote is a duplicate answered with the original offsets,
+/// and the next sequence continues.
+#[test]
+fn a_follower_detects_a_duplicate_after_it_becomes_leader() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        leader.append(batch(1, 10, 5), 1).await.expect("plain");
+        let first = producer_batch(7, 3, 0, 4, false, Some("k"));
+        let original = leader.append(first.clone(), 2).await.expect("idempotent");
+        assert_eq!(original.base_offset, 1);
+        let sent = replica_read_all(&leader, 0).await;
+
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        follower
+            .append_replicated(concat(&sent), 3)
+            .await
+            .expect("replicate");
+        // The follower is now the leader; the producer retries its batch.
+        let retry = follower.append(first, 4).await.expect("duplicate answered");
+        assert_eq!(
+            (retry.base_offset, retry.last_offset),
+            (1, 4),
+            "the original offsets"
+        );
+        assert_eq!(follower.log_end_offset(), 5, "nothing appended twice");
+        let next = follower
+            .append(producer_batch(7, 3, 4, 1, false, Some("k")), 5)
+            .await
+            .expect("next sequence");
+        assert_eq!(next.base_offset, 5);
+        let gap = follower
+            .append(producer_batch(7, 3, 9, 1, false, Some("k")), 6)
+            .await;
+        assert!(
+            matches!(gap, Err(StorageError::OutOfOrderSequence(_))),
+            "{gap:?}"
+        );
+        follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+}
+
+/// With one replica the high watermark is the durable end; once replication sets it,
+/// consumers' reads stop there (an offset between it and the durable end reads empty), a
+/// follower's read goes on to the durable end, it never moves back and never passes the
+/// durable end, and `follow_durable_end` returns to the single-replica rule.
+#[test]
+fn readers_stop_at_the_replicated_high_watermark() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, LogConfig::default(), 8 << 20).await;
+        for i in 0..4 {
+            log.append(batch(1, 10, i), 1).await.expect("append");
+        }
+        assert!(log.follows_durable_end());
+        assert_eq!((log.high_watermark(), log.durable_end()), (4, 4));
+
+        assert!(log.set_high_watermark(2), "moved down from the durable end");
+        assert_eq!((log.high_watermark(), log.durable_end()), (2, 4));
+        let data = log.read(0, 1 << 20, true).await.expect("read");
+        assert_eq!(data.high_watermark, 2);
+        assert_eq!(
+            data.batches.len(),
+            2,
+            "consumers stop at the high watermark"
+        );
+        let between = log.read(3, 1 << 20, true).await.expect("read");
+        assert!(between.batches.is_empty(), "past the high watermark: empty");
+        let replica = log.read_for_replica(0, 1 << 20, true).await.expect("read");
+        assert_eq!(
+            replica.batches.len(),
+            4,
+            "followers read to the durable end"
+        );
+        assert_eq!(log.last_stable_offset(), 2);
+
+        assert!(!log.set_high_watermark(1), "never back");
+        assert_eq!(log.high_watermark(), 2);
+        assert!(log.set_high_watermark(99));
+        assert_eq!(log.high_watermark(), 4, "clamped to the durable end");
+        log.append(batch(1, 10, 9), 1).await.expect("append");
+        assert_eq!(log.durable_end(), 5);
+        assert_eq!(log.high_watermark(), 4, "no longer follows the durable end");
+        assert!(log.follow_durable_end());
+        assert_eq!(log.high_watermark(), 5);
+        log.close().await.expect("close");
+    });
+}
