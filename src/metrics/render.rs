@@ -9,7 +9,9 @@ use std::fmt::Write;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{HistogramSnapshot, PartitionCounters, ShardSnapshot, LATENCY_BUCKETS_US};
+use super::{
+    HistogramSnapshot, PartitionCounters, ProduceStage, ShardSnapshot, LATENCY_BUCKETS_US,
+};
 
 /// Broker-wide values that are not per shard.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +19,10 @@ pub struct BrokerInfo {
     pub ready: bool,
     pub resident_memory_bytes: Option<u64>,
     pub uptime_seconds: f64,
+    /// User + system CPU time of the broker process (issue 16).
+    pub cpu: Option<super::procstat::CpuTimes>,
+    /// CPU time per thread name (shards, helper threads).
+    pub threads: Vec<(String, super::procstat::CpuTimes)>,
 }
 
 fn api_name(key: i16) -> String {
@@ -99,7 +105,9 @@ impl Out {
 pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     render_process(&mut o, info, shards);
+    render_cpu(&mut o, info);
     render_requests(&mut o, shards);
+    render_produce_stages(&mut o, shards);
     render_connections(&mut o, shards);
     render_traffic(&mut o, shards);
     let partitions = render_storage(&mut o, shards);
@@ -134,6 +142,70 @@ fn render_process(o: &mut Out, info: &BrokerInfo, shards: &[ShardSnapshot]) {
             "Resident memory size in bytes.",
         );
         o.sample("process_resident_memory_bytes", &[], rss);
+    }
+}
+
+/// Process CPU (the Prometheus client convention's `process_cpu_seconds_total`: user +
+/// system) and CPU per thread (issue 16).
+fn render_cpu(o: &mut Out, info: &BrokerInfo) {
+    if let Some(cpu) = info.cpu {
+        o.header(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        o.sample("process_cpu_seconds_total", &[], cpu.total_seconds());
+        o.header(
+            "freshet_process_cpu_seconds_total",
+            "counter",
+            "CPU time of the broker process in seconds, by mode (user, system).",
+        );
+        o.sample(
+            "freshet_process_cpu_seconds_total",
+            &[("mode", "user")],
+            cpu.user_seconds,
+        );
+        o.sample(
+            "freshet_process_cpu_seconds_total",
+            &[("mode", "system")],
+            cpu.system_seconds,
+        );
+    }
+    if !info.threads.is_empty() {
+        o.header(
+            "freshet_thread_cpu_seconds_total",
+            "counter",
+            "User and system CPU time in seconds, by thread name (shard threads, helper threads; threads of one name summed).",
+        );
+        for (name, t) in &info.threads {
+            o.sample(
+                "freshet_thread_cpu_seconds_total",
+                &[("thread", name)],
+                t.total_seconds(),
+            );
+        }
+    }
+}
+
+/// The stages of a produce (issue 16), summed over shards.
+fn render_produce_stages(o: &mut Out, shards: &[ShardSnapshot]) {
+    o.header(
+        "freshet_produce_stage_seconds",
+        "histogram",
+        "Time of each stage of a produce: queued (read to handler start), validated (append start to offsets assigned, per partition), written (to the file), fdatasync (to durable), answered (answer ready to written to the socket).",
+    );
+    for stage in ProduceStage::ALL {
+        let mut h = HistogramSnapshot::default();
+        for s in shards {
+            if let Some(x) = s.produce_stages.get(stage as usize) {
+                h.merge(x);
+            }
+        }
+        o.histogram(
+            "freshet_produce_stage_seconds",
+            &[("stage", stage.name())],
+            &h,
+        );
     }
 }
 
@@ -532,6 +604,13 @@ mod tests {
                 committed_offsets: 1,
                 committed: vec![("g".into(), "t\"x".into(), 0, 5)],
             }),
+            produce_stages: vec![
+                HistogramSnapshot {
+                    buckets: vec![0, 0, 0, 1],
+                    sum_us: 900,
+                };
+                crate::metrics::PRODUCE_STAGES
+            ],
             ..ShardSnapshot::default()
         }
     }
@@ -541,6 +620,11 @@ mod tests {
         let text = render(
             &BrokerInfo {
                 ready: true,
+                cpu: Some(crate::metrics::procstat::CpuTimes {
+                    user_seconds: 1.5,
+                    system_seconds: 0.25,
+                }),
+                threads: vec![("freshet-shard-0".into(), Default::default())],
                 ..BrokerInfo::default()
             },
             &[shard(0), shard(1)],
@@ -558,6 +642,12 @@ mod tests {
         assert!(text
             .contains("freshet_partition_bytes_in_total{topic=\"t\\\"x\",partition=\"0\"} 20\n"));
         assert!(text.contains("freshet_shard_bytes_out_total{shard=\"0\"} 4\n"));
+        assert!(text.contains("process_cpu_seconds_total 1.75\n"));
+        assert!(text.contains("freshet_thread_cpu_seconds_total{thread=\"freshet-shard-0\"} 0\n"));
+        assert!(text.contains(
+            "freshet_produce_stage_seconds_bucket{stage=\"fdatasync\",le=\"0.001\"} 2\n"
+        ));
+        assert!(text.contains("freshet_produce_stage_seconds_count{stage=\"queued\"} 2\n"));
         assert!(
             text.contains("freshet_consumer_lag{group=\"g\",topic=\"t\\\"x\",partition=\"0\"} 2\n")
         );

@@ -282,6 +282,8 @@ async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<Stri
         ready,
         resident_memory_bytes: resident_memory_bytes(),
         uptime_seconds: started.elapsed().as_secs_f64(),
+        cpu: metrics::procstat::process_cpu(),
+        threads: metrics::procstat::thread_cpu(),
     };
     let mut text = metrics::render(&info, &snapshots);
     text.push_str(&crate::quota::render_metrics());

@@ -46,6 +46,7 @@ use crate::rt::net::TcpStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::api::{self, Outcome};
+use crate::metrics::ProduceStage;
 use crate::protocol::frame::{take_frame, FrameError, SIZE_PREFIX_BYTES};
 use crate::protocol::header::{parse_request_header, ParsedRequest};
 use crate::security::sasl::SaslServer;
@@ -74,7 +75,8 @@ const TLS_HANDSHAKE_PREFIX: [u8; 2] = [0x16, 0x03];
 
 /// A queued request: its handler task and the shard memory it holds until answered.
 struct InFlight {
-    answer: crate::rt::JoinHandle<Outcome>,
+    /// The outcome, and for a Produce when it was ready (issue 16's `answered` stage).
+    answer: crate::rt::JoinHandle<(Outcome, Option<Instant>)>,
     reservation: Reservation,
     /// A request recorded against a client quota: the reader reads nothing more until it has
     /// been answered (its throttle, if any, is then known), as Kafka handles one request of a
@@ -586,19 +588,24 @@ async fn dispatch(
     let gated = crate::quota::applies(&shard.metadata().client_quotas, &request);
     mute.gated.set(mute.gated.get() + u64::from(gated));
     let handler_shard = shard.clone();
+    let produce = request.api_key == PRODUCE_API_KEY;
     let answer = crate::rt::spawn_local(async move {
         if timed_out {
-            return api::produce::answer_timed_out(&request);
+            return (api::produce::answer_timed_out(&request), None);
+        }
+        if produce {
+            crate::metrics::record_produce_stage(ProduceStage::Queued, queued.elapsed());
         }
         // A bug in one handler must not take the shard (and every other client) down:
         // the panic is logged by the panic hook and only this connection is closed.
-        AssertUnwindSafe(api::handle(&handler_shard, request))
+        let outcome = AssertUnwindSafe(api::handle(&handler_shard, request))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
                 crate::metrics::record_handler_panic();
                 Outcome::Close("request handler panicked".into())
-            })
+            });
+        (outcome, produce.then(Instant::now))
     })
     .detach();
     if queue
@@ -679,7 +686,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         gated,
     }) = queue.recv_async().await
     {
-        let outcome = answer.await;
+        let (outcome, produce_ready) = match answer.await {
+            Some((outcome, ready)) => (Some(outcome), ready),
+            None => (None, None),
+        };
         drop(reservation);
         if let Some(Outcome::Throttled { throttle_ms, .. }) = &outcome {
             let until = Instant::now() + Duration::from_millis(*throttle_ms);
@@ -698,6 +708,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 if let Err(e) = write_pieces(&mut writer, &pieces).await {
                     tracing::debug!(%peer, error = %e, "write failed; closing connection");
                     open = false;
+                } else if let Some(ready) = produce_ready {
+                    crate::metrics::record_produce_stage(ProduceStage::Answered, ready.elapsed());
                 }
             }
             Some(Outcome::NoResponse) => {}

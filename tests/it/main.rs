@@ -40,6 +40,7 @@ mod acl_authz;
 mod admin_metrics;
 mod bad_input;
 mod bench;
+mod bench_cpu;
 mod broker_compaction;
 mod broker_exactly_once;
 mod broker_groups;

@@ -245,7 +245,7 @@ async fn answer(
         if !delay.is_zero() {
             crate::rt::sleep(delay).await;
         }
-        outcome
+        (outcome, None)
     })
     .detach();
     queue

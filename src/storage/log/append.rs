@@ -90,6 +90,7 @@ impl PartitionLog {
         from_client: bool,
         guard: Option<(i64, u32)>,
     ) -> Result<AppendInfo, StorageError> {
+        let started = std::time::Instant::now();
         let checked = self.check_record_set(&records, from_client)?;
         self.wait_for_room(records.len()).await?;
         let buf = BytesMut::from(&records[..]);
@@ -101,11 +102,16 @@ impl PartitionLog {
         }
         let slot: SlotRef = Rc::new(RefCell::new(Slot::default()));
         let (info, spawn_flusher) = self.assign_offsets(buf, &checked, now_ms, slot.clone());
+        let assigned = std::time::Instant::now();
         if spawn_flusher {
             let shared = self.shared.clone();
             crate::rt::spawn_local(flush_loop(shared)).detach();
         }
-        match (WaitSlot { slot }).await {
+        let waited = (WaitSlot { slot: slot.clone() }).await;
+        if from_client {
+            record_stages(started, assigned, &slot.borrow());
+        }
+        match waited {
             Ok(()) => Ok(AppendInfo {
                 log_start_offset: self.log_start_offset(),
                 ..info
@@ -322,6 +328,23 @@ impl PartitionLog {
 /// LogAppendTime when the topic asks; check each one right after (the write side of the
 /// paired assertions). Returns the batches' metadata for the flusher, positioned after the
 /// segment's `seg_len` bytes.
+/// Issue 16: the validated, written and fdatasync stages of a client's append, from its own
+/// timestamps and its round's (per append, never per record).
+fn record_stages(started: std::time::Instant, assigned: std::time::Instant, slot: &Slot) {
+    use crate::metrics::{record_produce_stage, ProduceStage};
+    record_produce_stage(ProduceStage::Validated, assigned - started);
+    if let (Some(written), Some(durable)) = (slot.written_at, slot.durable_at) {
+        record_produce_stage(
+            ProduceStage::Written,
+            written.saturating_duration_since(assigned),
+        );
+        record_produce_stage(
+            ProduceStage::Fdatasync,
+            durable.saturating_duration_since(written),
+        );
+    }
+}
+
 fn stamp_batches(
     buf: &mut BytesMut,
     checked: &Checked,

@@ -84,6 +84,9 @@ impl Failure {
 pub(super) struct Slot {
     result: Option<Result<(), Failure>>,
     waker: Option<Waker>,
+    /// When the append's round was written and made durable (issue 16's produce stages).
+    pub(super) written_at: Option<std::time::Instant>,
+    pub(super) durable_at: Option<std::time::Instant>,
 }
 
 pub(super) type SlotRef = Rc<RefCell<Slot>>;
@@ -443,6 +446,10 @@ fn record_written(
     seg.written_tail_block = tail.to_vec();
     seg.file = Some(file.clone());
     seg.preallocated_len = preallocated_len;
+    let now = std::time::Instant::now();
+    for c in &plan.chunks {
+        c.slot.borrow_mut().written_at = Some(now);
+    }
 }
 
 /// A round's fdatasync succeeded: index its batches, advance the high watermark, ack.
@@ -489,7 +496,9 @@ fn make_durable(shared: &Shared, plan: FlushPlan, new_tail_block: Vec<u8>) {
     inner.max_timestamp = log_max;
     inner.pending_bytes -= plan.bytes as usize;
     inner.flush_count += 1;
+    let now = std::time::Instant::now();
     for c in &plan.chunks {
+        c.slot.borrow_mut().durable_at = Some(now);
         complete(&c.slot, Ok(()));
     }
 }

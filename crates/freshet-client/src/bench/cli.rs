@@ -105,7 +105,8 @@ pub struct WorkloadArgs {
     /// Replication factor of created topics [default: -1, the broker's].
     #[arg(long, allow_hyphen_values = true)]
     pub replication_factor: Option<i16>,
-    /// Producers per topic [default: 1].
+    /// Producers per topic (each a thread with its own connections) [default: 1; at --rate 0
+    /// or rates of 50 MB/s and more, one per CPU up to the partitions and 4].
     #[arg(long)]
     pub producers: Option<usize>,
     /// Consumers per topic [default: 1].
@@ -162,6 +163,11 @@ pub struct WorkloadArgs {
     /// Keep the created topics.
     #[arg(long)]
     pub keep_topics: bool,
+    /// The broker's metrics endpoint (Freshet's admin listener), read before and after the run
+    /// for broker CPU per GB and the produce stages; `off` to skip
+    /// [default: http://127.0.0.1:9644/metrics, what `freshet start` opens].
+    #[arg(long, value_name = "URL")]
+    pub broker_metrics: Option<String>,
 }
 
 impl WorkloadArgs {
@@ -195,6 +201,7 @@ impl WorkloadArgs {
         set!(fetch_max_wait_ms, fetch_max_wait_ms);
         set!(fetch_partition_max_bytes, fetch_partition_max_bytes);
         set!(socket_buffer_bytes, socket_buffer);
+        set!(broker_metrics, broker_metrics);
         if self.topic.is_some() {
             w.topic = self.topic.clone();
         }
@@ -221,6 +228,10 @@ impl WorkloadArgs {
         if self.keep_topics {
             w.delete_topics = false;
         }
+        if self.producers.is_none() && self.workload.is_none() {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            w.producers = auto_producers(&w, cpus);
+        }
         if (self.messages.is_some() || self.backlog_mb.is_some()) && self.warmup.is_none() {
             // A counted run measures every message.
             w.warmup_s = 0.0;
@@ -228,6 +239,24 @@ impl WorkloadArgs {
         w.validate()?;
         Ok(w)
     }
+}
+
+/// Offered load a single producer thread is not trusted to offer (issue 16: one producer
+/// reached 71k msg/s of 1 KiB on a 2-core machine), bytes/s.
+pub const ONE_PRODUCER_BYTES_PER_S_MAX: f64 = 50e6;
+/// Most producers per topic chosen without `--producers`.
+pub const AUTO_PRODUCERS_MAX: usize = 4;
+
+/// Producers per topic when `--producers` is not given: 1, or at max rate (`--rate 0`) and
+/// high rates one per CPU, at most one per partition and [`AUTO_PRODUCERS_MAX`], so that the
+/// client is not what limits the offered load.
+pub fn auto_producers(w: &Workload, cpus: usize) -> usize {
+    let offered = w.rate * w.message_bytes as f64;
+    if w.rate > 0.0 && offered < ONE_PRODUCER_BYTES_PER_S_MAX {
+        return 1;
+    }
+    let partitions = usize::try_from(w.partitions).unwrap_or(1).max(1);
+    cpus.min(partitions).clamp(1, AUTO_PRODUCERS_MAX)
 }
 
 /// Runs `freshet bench`.
@@ -305,4 +334,41 @@ fn run_sweep(args: SweepArgs) -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("freshet bench: {message}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_or_unlimited_rates_get_a_producer_per_cpu_within_bounds() {
+        let mut w = Workload::default(); // 10,000 msg/s of 1 KiB: 10 MB/s
+        assert_eq!(auto_producers(&w, 8), 1);
+        w.rate = 0.0;
+        assert_eq!(auto_producers(&w, 2), 2);
+        assert_eq!(auto_producers(&w, 16), 4); // 4 partitions, and AUTO_PRODUCERS_MAX
+        w.partitions = 1;
+        assert_eq!(auto_producers(&w, 16), 1);
+        w.partitions = 100;
+        w.rate = 100_000.0; // 100 MB/s
+        assert_eq!(auto_producers(&w, 3), 3);
+        assert_eq!(auto_producers(&w, 64), AUTO_PRODUCERS_MAX);
+        assert_eq!(auto_producers(&w, 0), 1);
+    }
+
+    #[test]
+    fn an_explicit_producer_count_wins() {
+        let args = WorkloadArgs {
+            rate: Some(0.0),
+            producers: Some(1),
+            ..WorkloadArgs::default()
+        };
+        assert_eq!(args.to_workload().unwrap().producers, 1);
+        let auto = WorkloadArgs {
+            rate: Some(0.0),
+            ..WorkloadArgs::default()
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto.to_workload().unwrap().producers, cpus.clamp(1, 4));
+    }
 }

@@ -14,6 +14,7 @@
 //! which is simple and fast enough to load a broker on the same machine; the numbers it gives
 //! include the client's own CPU use on that machine, as any load generator's do.
 
+pub mod broker_metrics;
 pub mod cli;
 pub mod latency;
 pub mod plot;

@@ -13,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 
+use super::broker_metrics::BrokerReport;
 use super::latency::Percentiles;
 use super::plot;
 use super::run::{Interval, RunResult, Summary};
@@ -79,7 +80,84 @@ pub fn table(summary: &Summary) -> String {
     for e in &summary.errors {
         let _ = writeln!(out, "error: {e}");
     }
+    broker_lines(&mut out, &summary.broker);
+    let _ = writeln!(out, "{}", summary.client_verdict);
     out
+}
+
+/// Broker CPU per GB and the server-side produce stages (issue 16).
+fn broker_lines(out: &mut String, b: &BrokerReport) {
+    if let Some(why) = &b.unavailable {
+        let _ = writeln!(out, "broker CPU: not available ({why})");
+        return;
+    }
+    let per_gb = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let cpu_total: f64 = [b.produce_phase, b.drain_phase]
+        .iter()
+        .flatten()
+        .map(|p| p.cpu_seconds)
+        .sum();
+    let _ = writeln!(
+        out,
+        "broker CPU: {} s per GB produced, {} s per GB consumed (process CPU from {}){}{}",
+        per_gb(b.cpu_s_per_gb_produced),
+        per_gb(b.cpu_s_per_gb_consumed),
+        b.url,
+        if b.mixed {
+            "; producing and consuming ran together, so each includes the other's CPU (--backlog-mb separates them)"
+        } else {
+            ""
+        },
+        if cpu_total < 1.0 {
+            "; under 1 s of broker CPU in all, counted in 10 ms ticks: rough"
+        } else {
+            ""
+        }
+    );
+    for (name, p) in [("produce", &b.produce_phase), ("drain", &b.drain_phase)] {
+        if let Some(p) = p {
+            let _ = writeln!(
+                out,
+                "broker CPU {name:<8} phase: {:.2} s CPU over {:.1} s ({:.2} cores), {:.3} GB in, {:.3} GB out",
+                p.cpu_seconds,
+                p.seconds,
+                p.cores(),
+                p.gb_in,
+                p.gb_out
+            );
+        }
+    }
+    if b.other_broker {
+        let _ = writeln!(
+            out,
+            "warning: the broker at {} counted under half of this run's bytes: is it the broker at --bootstrap?",
+            b.url
+        );
+    }
+    if b.stages.iter().all(|s| s.count == 0) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>9} {:>9} {:>9}   (server-side produce stages; p50/p99: bucket bounds; request: dispatch to answer ready, all of it)",
+        "stage ms", "count", "mean", "p50<=", "p99<="
+    );
+    for s in &b.stages {
+        let bound = |v: Option<f64>| match v {
+            _ if s.count == 0 => "-".to_string(),
+            None => ">10000".to_string(),
+            Some(v) => format!("{v}"),
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10} {:>9.3} {:>9} {:>9}",
+            s.stage,
+            s.count,
+            s.mean_ms,
+            bound(s.p50_le_ms),
+            bound(s.p99_le_ms)
+        );
+    }
 }
 
 /// The HdrHistogram interval log of a run (text, V2 deflate-compressed histograms).

@@ -87,6 +87,9 @@ pub struct Workload {
     pub drain_timeout_s: f64,
     /// Delete created topics at the end.
     pub delete_topics: bool,
+    /// The broker's Prometheus endpoint, read before and after the run for its CPU per GB and
+    /// produce stages (`off`: not read).
+    pub broker_metrics: String,
 }
 
 impl Default for Workload {
@@ -121,6 +124,7 @@ impl Default for Workload {
             backlog_mb: 0.0,
             drain_timeout_s: 60.0,
             delete_topics: true,
+            broker_metrics: super::broker_metrics::DEFAULT_BROKER_METRICS.to_string(),
         }
     }
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::super::broker_metrics::{self, BrokerReport, ClientCost};
 use super::super::latency::{new_histogram, percentiles, Percentiles};
 use super::super::workload::seconds;
 use super::result::{Interval, RunResult, Sample, Summary, Throughput};
 use super::setup::log_ends;
-use super::{Ctx, Shared, SAMPLE_INTERVAL};
+use super::{scrape_broker, BrokerScrape, Ctx, Shared, SAMPLE_INTERVAL};
 
 /// Counter values at one instant: acknowledged messages and bytes, consumed messages and bytes.
 type Counts = (u64, u64, u64, u64);
@@ -40,6 +41,8 @@ struct Phases {
     drain_from: Option<(u64, Counts)>,
     /// Consumers that have not caught up by then are stopped.
     drain_deadline: Option<Instant>,
+    /// The broker's /metrics when the producers finished.
+    broker_mid: Option<BrokerScrape>,
 }
 
 /// The samples, per second and over the measured window.
@@ -79,6 +82,7 @@ pub(super) fn supervise(
         live_consume: None,
         drain_from: None,
         drain_deadline: None,
+        broker_mid: None,
     };
     let mut producers = Some(producers);
     loop {
@@ -146,6 +150,7 @@ fn end_produce_phase(ctx: &Ctx, phases: &mut Phases) {
     if backlog {
         phases.drain_from = Some((ctx.clock.now_ns(), counts(s)));
     }
+    phases.broker_mid = Some(scrape_broker(&ctx.workload, &ctx.clock));
     s.producers_done.store(true, Ordering::Relaxed);
     phases.drain_deadline = Some(Instant::now() + seconds(ctx.workload.drain_timeout_s));
 }
@@ -246,6 +251,8 @@ fn summarize(ctx: &Ctx, meter: Meter, phases: Phases) -> RunResult {
         && crc_errors == 0
         && expected == acked
         && (!consumers_expected || consumed == expected);
+    let (broker, client) = costs(ctx, &phases, end_ns);
+    let (client_limited, client_verdict) = broker_metrics::client_verdict(&client);
     let summary = Summary {
         workload: w.clone(),
         topic_names: ctx.topics.clone(),
@@ -263,6 +270,10 @@ fn summarize(ctx: &Ctx, meter: Meter, phases: Phases) -> RunResult {
         counts_match,
         timeline: meter.timeline,
         errors: s.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        broker,
+        client,
+        client_limited,
+        client_verdict,
     };
     RunResult {
         summary,
@@ -270,6 +281,30 @@ fn summarize(ctx: &Ctx, meter: Meter, phases: Phases) -> RunResult {
         e2e: meter.e2e_total,
         intervals: meter.intervals,
     }
+}
+
+/// The broker's cost (from its /metrics before, when producing ended, and now) and the
+/// client's own.
+fn costs(ctx: &Ctx, phases: &Phases, end_ns: u64) -> (BrokerReport, ClientCost) {
+    let s = &ctx.shared;
+    let end = scrape_broker(&ctx.workload, &ctx.clock);
+    let missing = Err("producers did not finish".to_string());
+    let mid = phases.broker_mid.as_ref().unwrap_or(&missing);
+    let broker = BrokerReport::from_scrapes(
+        &ctx.workload.broker_metrics,
+        [&ctx.broker_before, mid, &end],
+        ctx.workload.backlog_mb > 0.0,
+        s.acked_bytes.load(Ordering::Relaxed),
+    );
+    let client = ClientCost {
+        seconds: end_ns.saturating_sub(ctx.start_ns) as f64 / 1e9,
+        cpu_seconds: (broker_metrics::process_cpu_seconds() - ctx.client_cpu_before).max(0.0),
+        cpus: thread::available_parallelism().map_or(1, |n| n.get()),
+        producer_thread_busy_max: s.producer_busy_max_permille.load(Ordering::Relaxed) as f64
+            / 1000.0,
+        send_lag_max_ms: s.send_lag_max_ns.load(Ordering::Relaxed) as f64 / 1e6,
+    };
+    (broker, client)
 }
 
 /// A progress line's latency column: p50 and p99 of the second's samples, or "-" where the

@@ -32,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
+use super::broker_metrics::{self, Scrape};
 use super::latency::{new_histogram, Clock};
 use super::workload::Workload;
 use crate::admin;
@@ -68,6 +69,10 @@ struct Shared {
     publish: Arc<Mutex<Histogram<u64>>>,
     e2e: Arc<Mutex<Histogram<u64>>>,
     errors: Mutex<Vec<String>>,
+    /// The busiest producer thread's CPU share of its running time, in thousandths.
+    producer_busy_max_permille: AtomicU64,
+    /// The largest send lag (creation later than intended) seen after the warm-up, ns.
+    send_lag_max_ns: AtomicU64,
 }
 
 impl Shared {
@@ -102,6 +107,21 @@ struct Ctx {
     compression: Compression,
     filler: Bytes,
     shared: Shared,
+    /// The broker's /metrics before the run (s since the clock's origin), and this process's
+    /// CPU seconds then.
+    broker_before: BrokerScrape,
+    client_cpu_before: f64,
+}
+
+/// A scrape of the broker's /metrics and when it was taken (s on the run's clock).
+type BrokerScrape = Result<(Scrape, f64), String>;
+
+/// Reads the broker's /metrics now (`off`: not at all).
+fn scrape_broker(w: &Workload, clock: &Clock) -> BrokerScrape {
+    match w.broker_metrics.trim() {
+        "" | "off" => Err("not read (--broker-metrics off)".to_string()),
+        url => broker_metrics::scrape(url).map(|s| (s, clock.now_ns() as f64 / 1e9)),
+    }
 }
 
 /// Runs `workload`; prints a progress line per second to stderr when `progress`.
@@ -137,6 +157,8 @@ impl Ctx {
         clock: Clock,
         placement: setup::Placement,
     ) -> Result<Ctx, String> {
+        let client_cpu_before = broker_metrics::process_cpu_seconds();
+        let broker_before = scrape_broker(&w, &clock);
         let now = clock.now_ns();
         // Producers start a little later so every thread is up when the schedule begins.
         let start_ns = now + 100_000_000;
@@ -159,6 +181,8 @@ impl Ctx {
             measure_from_ns,
             end_ns,
             shared: Shared::new(),
+            broker_before,
+            client_cpu_before,
         })
     }
 }
@@ -179,6 +203,8 @@ impl Shared {
             publish: Arc::new(Mutex::new(new_histogram())),
             e2e: Arc::new(Mutex::new(new_histogram())),
             errors: Mutex::new(Vec::new()),
+            producer_busy_max_permille: AtomicU64::new(0),
+            send_lag_max_ns: AtomicU64::new(0),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
+use super::super::broker_metrics;
 use super::super::latency::{Clock, Recorder, Schedule};
 use super::super::workload::KeyDistribution;
 use super::{spawn, Ctx};
@@ -86,16 +87,24 @@ fn produce_inner(ctx: &Arc<Ctx>, t: usize, index: usize, count: usize) -> Result
     sleep_until(&ctx.clock, ctx.start_ns);
     let mut last_linger_check = 0u64;
     let mut now = ctx.clock.now_ns();
+    // Issue 16: how busy this thread is (CPU over wall time) and how far it falls behind.
+    let cpu_started = broker_metrics::thread_cpu_seconds();
+    let wall_started = now;
+    let mut lag_max_ns = 0u64;
     while k < limit && !s.stop.load(Ordering::Relaxed) {
         // The clock is read every 16 messages, and whenever the schedule seems ahead: at max
         // rate a message's creation time is exact to within the few µs 16 messages take.
-        if k.is_multiple_of(16) {
+        let read_clock = k.is_multiple_of(16);
+        if read_clock {
             now = ctx.clock.now_ns();
         }
         let intended = match schedule {
             Some(sch) => sch.intended_ns(k),
             None => now,
         };
+        if read_clock && intended >= ctx.measure_from_ns {
+            lag_max_ns = lag_max_ns.max(now.saturating_sub(intended));
+        }
         if intended > now {
             now = ctx.clock.now_ns();
         }
@@ -131,6 +140,13 @@ fn produce_inner(ctx: &Arc<Ctx>, t: usize, index: usize, count: usize) -> Result
     send_ready(
         ctx, t, &mut accs, &mut bufs, &mut conns, &conn_of, now, 0, true,
     )?;
+    let wall_s = ctx.clock.now_ns().saturating_sub(wall_started) as f64 / 1e9;
+    if wall_s > 0.0 {
+        let busy = (broker_metrics::thread_cpu_seconds() - cpu_started) / wall_s;
+        s.producer_busy_max_permille
+            .fetch_max((busy * 1000.0) as u64, Ordering::Relaxed);
+    }
+    s.send_lag_max_ns.fetch_max(lag_max_ns, Ordering::Relaxed);
     for conn in conns {
         drop(conn.writer);
         let _ = conn.reader.join();

@@ -4,6 +4,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::super::broker_metrics::{BrokerReport, ClientCost};
 use super::super::latency::Percentiles;
 use super::super::workload::Workload;
 
@@ -95,6 +96,14 @@ pub struct Summary {
     pub timeline: Vec<Sample>,
     /// The first errors seen.
     pub errors: Vec<String>,
+    /// What the broker's /metrics said: CPU per GB, the produce stages (issue 16).
+    pub broker: BrokerReport,
+    /// The client's own CPU and send lag.
+    pub client: ClientCost,
+    /// The client, not the broker, limited the run.
+    pub client_limited: bool,
+    /// The line saying whether the client was the limit, and why.
+    pub client_verdict: String,
 }
 
 /// One sampling interval: start (s since the epoch), length (s), publish and e2e histograms.
