@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::wire::{base64_decode, error_body, rfc3339_ms};
 use crate::shard::{routing, Shard};
+use freshet_protocol::murmur2::murmur2;
 
 /// A record ready to append: partition (if chosen), key, value, headers, and the type names
 /// and sizes the answer reports.
@@ -145,39 +146,6 @@ pub fn encode(record: &NewRecord, timestamp_ms: i64) -> Result<Bytes, String> {
     RecordBatchEncoder::encode(&mut buf, std::iter::once(&r), &options)
         .map_err(|e| e.to_string())?;
     Ok(buf.freeze())
-}
-
-/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`), for the default
-/// partitioner.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() == 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
 }
 
 thread_local! {
@@ -376,14 +344,5 @@ mod tests {
         let b = encode(&r, 1234).unwrap();
         let h = freshet_protocol::batch::validate(&b).unwrap();
         assert_eq!((h.records_count(), h.max_timestamp()), (1, 1234));
-    }
-
-    /// Values from Kafka's `UtilsTest.testMurmur2`.
-    #[test]
-    fn murmur2_matches_kafka() {
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"abc"), 479470107);
     }
 }

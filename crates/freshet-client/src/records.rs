@@ -271,37 +271,7 @@ impl<'a> BatchBuilder<'a> {
 
 use freshet_protocol::varint::{self, put_varlong, varlong_len};
 
-/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() == 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
+pub use freshet_protocol::murmur2::murmur2;
 
 /// The partition Kafka's default partitioner picks for `key` among `partitions` (> 0).
 pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
@@ -313,20 +283,6 @@ pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
 mod tests {
     use super::*;
     use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
-
-    /// Values from Kafka's `UtilsTest.testMurmur2`.
-    #[test]
-    fn murmur2_matches_kafka() {
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
 
     #[test]
     fn records_are_walked_in_plain_and_compressed_batches() {

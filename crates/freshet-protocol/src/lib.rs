@@ -37,6 +37,7 @@ pub mod frame;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod header;
+pub mod murmur2;
 pub mod records;
 mod schema;
 #[rustfmt::skip]

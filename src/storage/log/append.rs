@@ -24,7 +24,9 @@
 
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
 use super::PENDING_BYTES_MAX;
-use super::{check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment};
+use super::{
+    check, txn, wait_change, Inner, Life, PartitionLog, Pending, PendingBatch, Segment, Shared,
+};
 use crate::storage::producer_state::{BatchFacts, Check, ProducerError};
 use crate::storage::{AppendInfo, StorageError, TimestampType};
 use bytes::{Bytes, BytesMut};
@@ -253,31 +255,7 @@ impl PartitionLog {
         let pending_batches = stamp_batches(&mut buf, checked, (leo, epoch), hw, seg.len, now_ms);
         super::epochs::note_append(inner, epoch, leo);
         let next = leo + offsets;
-        apply_producers(inner, checked, &pending_batches);
-        let data = buf.freeze();
-        for pb in &pending_batches {
-            shared.cache.insert(
-                shared.cache_id,
-                pb.base_offset,
-                pb.last_offset,
-                data.slice(pb.data_start..pb.data_start + pb.len as usize),
-            );
-        }
-        let seg = inner.segments.back_mut().expect("active segment");
-        seg.len += set_len as u64;
-        seg.next_offset = next;
-        let segment_base = seg.base_offset;
-        inner.pending.push_back(Pending {
-            segment_base,
-            data,
-            batches: pending_batches,
-            end_offset: next,
-            slot,
-        });
-        inner.pending_bytes += set_len;
-        inner.log_end_offset = next;
-        let spawn = !inner.flushing;
-        inner.flushing = true;
+        let spawn = queue_decided(shared, inner, checked, buf, pending_batches, next, slot);
         let info = AppendInfo {
             base_offset: leo,
             last_offset: next - 1,
@@ -416,4 +394,46 @@ fn producer_error(e: ProducerError) -> StorageError {
         ProducerError::OutOfOrder(m) => StorageError::OutOfOrderSequence(m),
         ProducerError::Invalid(m) => StorageError::InvalidRecord(m),
     }
+}
+
+/// Queues a record set whose offsets are decided (`pending_batches`, ending before `next`) at
+/// the end of the active segment: producer state, the tail cache, the segment's length and end,
+/// the pending queue and the log end. Returns whether a flusher must be spawned. Shared by a
+/// producer's append (`assign_offsets`) and a follower's (`append_replicated`); no await.
+pub(super) fn queue_decided(
+    shared: &Shared,
+    inner: &mut Inner,
+    checked: &Checked,
+    buf: BytesMut,
+    pending_batches: Vec<PendingBatch>,
+    next: i64,
+    slot: SlotRef,
+) -> bool {
+    let set_len = buf.len();
+    apply_producers(inner, checked, &pending_batches);
+    let data = buf.freeze();
+    for pb in &pending_batches {
+        shared.cache.insert(
+            shared.cache_id,
+            pb.base_offset,
+            pb.last_offset,
+            data.slice(pb.data_start..pb.data_start + pb.len as usize),
+        );
+    }
+    let seg = inner.segments.back_mut().expect("active segment");
+    seg.len += set_len as u64;
+    seg.next_offset = next;
+    let segment_base = seg.base_offset;
+    inner.pending.push_back(Pending {
+        segment_base,
+        data,
+        batches: pending_batches,
+        end_offset: next,
+        slot,
+    });
+    inner.pending_bytes += set_len;
+    inner.log_end_offset = next;
+    let spawn = !inner.flushing;
+    inner.flushing = true;
+    spawn
 }

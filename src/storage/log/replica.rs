@@ -39,9 +39,9 @@
 //! refused: a new replica of a compacted topic whose leader cleaned away the batch at its
 //! fetch offset stalls (Kafka's follower would `truncateFullyAndStartAt` the leader's offset).
 
-use super::append::{apply_producers, Checked};
+use super::append::{queue_decided, Checked};
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};
-use super::{check, Life, PartitionLog, Pending, PendingBatch, Segment};
+use super::{check, Life, PartitionLog, PendingBatch, Segment};
 use crate::storage::producer_state::BatchFacts;
 use crate::storage::{AppendInfo, ReadData, StorageError};
 use bytes::{Bytes, BytesMut};
@@ -274,31 +274,7 @@ impl PartitionLog {
                 super::epochs::note_append(inner, h.partition_leader_epoch.get(), pb.base_offset);
             }
         }
-        apply_producers(inner, checked, &pending_batches);
-        let data = buf.freeze();
-        for pb in &pending_batches {
-            shared.cache.insert(
-                shared.cache_id,
-                pb.base_offset,
-                pb.last_offset,
-                data.slice(pb.data_start..pb.data_start + pb.len as usize),
-            );
-        }
-        let seg = inner.segments.back_mut().expect("active segment");
-        seg.len += set_len as u64;
-        seg.next_offset = next;
-        let segment_base = seg.base_offset;
-        inner.pending.push_back(Pending {
-            segment_base,
-            data,
-            batches: pending_batches,
-            end_offset: next,
-            slot,
-        });
-        inner.pending_bytes += set_len;
-        inner.log_end_offset = next;
-        let spawn = !inner.flushing;
-        inner.flushing = true;
+        let spawn = queue_decided(shared, inner, checked, buf, pending_batches, next, slot);
         let info = AppendInfo {
             base_offset: leo,
             last_offset: next - 1,
