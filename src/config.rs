@@ -103,6 +103,12 @@ pub struct BrokerConfig {
     /// Connections accepted per shard; more are closed at once. Kafka's `max.connections`
     /// split over shards.
     pub connections_per_shard_max: usize,
+    /// Kafka `max.connections.per.ip`: Kafka-listener connections one IP address may hold
+    /// open (all shards together); more are closed as they are accepted.
+    pub max_connections_per_ip: u32,
+    /// Kafka `max.connections.per.ip.overrides`: `address:count` pairs, comma-separated,
+    /// for addresses with a limit of their own.
+    pub max_connections_per_ip_overrides: String,
     /// Requests read from one connection but not yet answered; reading pauses at the limit.
     pub inflight_requests_per_connection_max: usize,
     /// Bytes of requests read on one shard and not yet answered; reading pauses at the limit.
@@ -315,6 +321,8 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             request_bytes_max: 104_857_600,
             connections_per_shard_max: 10_000,
+            max_connections_per_ip: i32::MAX as u32,
+            max_connections_per_ip_overrides: String::new(),
             inflight_requests_per_connection_max: 64,
             inflight_request_bytes_per_shard_max: 256 * 1024 * 1024,
             shard_queue_depth: 1024,
@@ -513,6 +521,11 @@ impl BrokerConfig {
         self.admin_addr()?;
         self.http_addr()?;
         self.advertised_host_port()?;
+        crate::server::ip_limit::IpLimits::parse(
+            self.max_connections_per_ip,
+            &self.max_connections_per_ip_overrides,
+        )
+        .map_err(|e| ConfigError(format!("max_connections_per_ip_overrides: {e}")))?;
         let positive = [
             ("default_partitions", self.default_partitions as i64),
             ("request_bytes_max", self.request_bytes_max as i64),

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod ip_limit;
 pub mod listener;
 pub mod metrics_gather;
 
@@ -59,6 +60,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(shard = shard.id, ?addr, listener = %kind.name, "accepting connections");
     let mut reserve = reserve_fd();
+    // Checked at start (`BrokerConfig::validate`); a bad value here falls back to no limit.
+    let ip_limits = ip_limit::IpLimits::parse(
+        shard.config.max_connections_per_ip,
+        &shard.config.max_connections_per_ip_overrides,
+    )
+    .unwrap_or_else(|_| ip_limit::IpLimits::parse(u32::MAX, "").expect("no overrides"));
     let mut errors_unlogged = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
     loop {
@@ -97,15 +104,26 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
                 continue;
             }
         };
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+        let peer_addr = stream.peer_addr().ok();
+        let peer = peer_addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
         if shard.connections.get() >= shard.config.connections_per_shard_max {
             tracing::warn!(shard = shard.id, %peer, limit = shard.config.connections_per_shard_max, "too many connections; closing new one");
             crate::metrics::record_connection(false);
             drop(stream);
             continue;
         }
+        let ip_slot = match peer_addr {
+            Some(addr) => match ip_limit::try_acquire(&ip_limits, addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(shard = shard.id, %peer, limit = ip_limits.limit_of(addr.ip()), "too many connections from this address (max_connections_per_ip); closing new one");
+                    crate::metrics::record_connection(false);
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         shard.connections.set(shard.connections.get() + 1);
         crate::metrics::record_connection(true);
         let conn_shard = shard.clone();
@@ -113,6 +131,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
         crate::rt::spawn_local(async move {
             connection::serve(conn_shard.clone(), stream, peer, conn_listener).await;
             conn_shard.connections.set(conn_shard.connections.get() - 1);
+            drop(ip_slot);
         })
         .detach();
     }

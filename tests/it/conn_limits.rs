@@ -340,3 +340,90 @@ fn pipelined_requests_of_mixed_sizes_in_odd_pieces_are_all_answered_in_order() {
         writer.join().unwrap();
     });
 }
+
+/// A new connection to `broker` that was served, retried for up to 10 s (a connection just
+/// closed by the client, such as the start-up probe's, may still count on the broker's side).
+fn hold(broker: &TestBroker) -> RawConn {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = RawConn::connect(broker.socket_addr()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(5));
+        if c.request(3, &ApiVersionsRequest::default()).is_ok() {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection served within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a new connection to `broker` is served: ApiVersions answered (false: the broker
+/// closed it).
+fn served(broker: &TestBroker) -> bool {
+    let Ok(mut conn) = RawConn::connect(broker.socket_addr()) else {
+        return false;
+    };
+    conn.set_read_timeout(Duration::from_secs(5));
+    conn.request(3, &ApiVersionsRequest::default()).is_ok()
+}
+
+// Kafka's max.connections.per.ip: an address holding its limit of connections has further
+// ones closed as they are accepted (over both shards), others are unaffected, and a closed
+// connection gives its place back; max.connections.per.ip.overrides sets one address's own.
+#[test]
+fn connections_per_ip_are_limited_across_shards_and_overrides_win() {
+    within(Duration::from_secs(60), || {
+        let (dir, config) = common::config_file("max_connections_per_ip = 3\n");
+        let broker = TestBroker::start_with(2, &["--config", config.to_str().unwrap()]);
+        let mut held: Vec<RawConn> = (0..3).map(|_| hold(&broker)).collect();
+        for _ in 0..4 {
+            assert!(
+                !served(&broker),
+                "a 4th connection from 127.0.0.1 is closed"
+            );
+        }
+        for c in &mut held {
+            c.request(3, &ApiVersionsRequest::default())
+                .expect("the held connections keep working");
+        }
+        drop(held.pop());
+        common::wait_until(
+            Duration::from_secs(10),
+            "a closed connection to give its place back",
+            || served(&broker),
+        );
+        let (_, metrics) = broker.admin_get("/metrics").expect("GET /metrics");
+        assert!(common::metric_sum(&metrics, "freshet_connections_refused_total") >= 4.0);
+        drop(broker);
+        drop(dir);
+
+        let (_dir, config) = common::config_file(
+            "max_connections_per_ip = 100\nmax_connections_per_ip_overrides = \"127.0.0.1:1\"\n",
+        );
+        let broker = TestBroker::start_with(1, &["--config", config.to_str().unwrap()]);
+        let _first = hold(&broker);
+        assert!(
+            !served(&broker),
+            "the override (1) wins over the default (100)"
+        );
+    });
+}
+
+// A malformed override is refused at start with a message naming the setting.
+#[test]
+fn a_malformed_per_ip_override_stops_the_start() {
+    let (_dir, config) = common::config_file("max_connections_per_ip_overrides = \"localhost\"\n");
+    let out = std::process::Command::new(common::broker_bin())
+        .args(["start", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .expect("run freshet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_connections_per_ip_overrides"),
+        "{stderr}"
+    );
+}
