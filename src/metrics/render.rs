@@ -307,7 +307,7 @@ fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
         shards,
         "freshet_connections_refused_total",
         "counter",
-        "Client connections closed at once (connections_per_shard_max).",
+        "Client connections closed at once (connections_per_shard_max, max_connections_per_ip).",
         |s| s.connections_refused,
     );
     o.per_shard(
