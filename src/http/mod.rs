@@ -4,7 +4,8 @@
 //!   shape of Confluent's REST Proxy v3 ([`produce`]).
 //! - `GET /v3/clusters/{cluster_id}/topics/{topic}/partitions/{p}/records/stream`: the
 //!   partition's records as Server-Sent Events, as they arrive ([`stream`]); with `?group=G`
-//!   from G's committed offset.
+//!   from G's committed offset. The same path with `Upgrade: websocket` carries them over a
+//!   WebSocket ([`websocket`]).
 //! - `POST /v3/clusters/{cluster_id}/consumer-groups/{group}/offsets`: commit a stream's
 //!   position for a group ([`group`]).
 //!
@@ -28,6 +29,7 @@
 pub mod group;
 pub mod produce;
 pub mod stream;
+pub mod websocket;
 pub mod wire;
 
 use std::cell::Cell;
@@ -203,7 +205,12 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
                 partition,
             },
         ) => {
-            stream::serve(shard, &mut stream, head, cluster, topic, partition).await?;
+            let framing = if websocket::wants_upgrade(head) {
+                stream::Framing::WebSocket(Vec::new())
+            } else {
+                stream::Framing::Sse
+            };
+            stream::serve(shard, &mut stream, head, cluster, topic, partition, framing).await?;
             return stream.close().await;
         }
         ("POST", Route::GroupOffsets { cluster, group }) => {

@@ -1,5 +1,7 @@
 //! `GET /v3/clusters/{cluster_id}/topics/{topic}/partitions/{p}/records/stream`: a partition's
-//! records pushed as Server-Sent Events.
+//! records pushed as Server-Sent Events, or over a WebSocket when the request asks to upgrade
+//! ([`super::websocket`]: the same JSON records, one per text frame; pings for keepalives; the
+//! resume position `?last_event_id=p:o` or `?offset=N` in the query).
 //!
 //! Each record is one event: `id: <partition>:<offset>` and `data: <json>` (topic, partition,
 //! offset, timestamp, key, value, headers; key and value as `{"type":"STRING"|"BINARY",
@@ -29,6 +31,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 use serde_json::Value;
 
+use super::websocket::{self, Reply};
 use super::wire::{base64_encode, error_body, json_response, parse_event_id, Head};
 use crate::rt::net::TcpStream;
 use crate::shard::{routing, Shard};
@@ -42,6 +45,85 @@ pub const STREAM_WRITE_CHUNK_BYTES: usize = 64 * 1024;
 pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 /// A write to a stream that makes no progress for this long ends the stream.
 pub const STREAM_WRITE_STALL_MAX: Duration = Duration::from_secs(60);
+
+/// How a stream's records go on the wire.
+pub enum Framing {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket text frames (after the handshake); holds the client's bytes not yet taken as
+    /// whole frames (at most one frame of `WS_CLIENT_FRAME_BYTES_MAX` and a read).
+    WebSocket(Vec<u8>),
+}
+
+/// What ended a wait of a caught-up stream.
+enum Woke {
+    /// The partition has new data (true) or the keepalive interval passed (false).
+    Data(bool),
+    /// The client sent something to answer, or (`None`) closed.
+    Client(Option<Reply>),
+}
+
+impl Framing {
+    /// Appends one record.
+    fn record(&self, r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
+        match self {
+            Framing::Sse => render_record(r, topic, partition, out),
+            Framing::WebSocket(_) => {
+                let json =
+                    serde_json::to_vec(&record_json(r, topic, partition)).unwrap_or_default();
+                websocket::encode_frame(websocket::OP_TEXT, &json, out);
+            }
+        }
+    }
+
+    /// What keeps an idle stream alive (and notices a closed client).
+    fn keepalive(&self) -> Vec<u8> {
+        match self {
+            Framing::Sse => b": keepalive\n\n".to_vec(),
+            Framing::WebSocket(_) => {
+                let mut out = Vec::new();
+                websocket::encode_frame(websocket::OP_PING, b"", &mut out);
+                out
+            }
+        }
+    }
+
+    /// The last thing a stream sends when it cannot go on.
+    fn error(&self, message: &str) -> Vec<u8> {
+        let body = error_body(500, message);
+        match self {
+            Framing::Sse => format!("event: error\ndata: {body}\n\n").into_bytes(),
+            Framing::WebSocket(_) => {
+                let mut out = Vec::new();
+                websocket::encode_frame(websocket::OP_TEXT, body.as_bytes(), &mut out);
+                out.extend(websocket::close_frame(
+                    websocket::CLOSE_INTERNAL_ERROR,
+                    "stream ended",
+                ));
+                out
+            }
+        }
+    }
+
+    /// Waits for the client's next input: `None` when it closes; a WebSocket's frames are
+    /// taken as they arrive and answered by the caller.
+    async fn client_input(&mut self, stream: &mut TcpStream) -> Option<Reply> {
+        let Framing::WebSocket(buf) = self else {
+            client_closed(stream).await;
+            return None;
+        };
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Some(reply) = websocket::take_frames(buf) {
+                return Some(reply);
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
 
 /// Why a read on the owner gave nothing.
 enum ReadError {
@@ -59,7 +141,23 @@ pub async fn serve(
     cluster: &str,
     topic: &str,
     partition: i32,
+    mut framing: Framing,
 ) -> std::io::Result<()> {
+    let opening = match &framing {
+        Framing::Sse => b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\nretry: 1000\n\n".to_vec(),
+        Framing::WebSocket(_) => match websocket::handshake(head) {
+            Ok(answer) => answer,
+            Err((status, message)) => {
+                let mut answer = json_response(status, &error_body(u32::from(status), &message));
+                if status == 426 {
+                    // RFC 6455 4.4: name the version this server speaks.
+                    let line_end = answer.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    answer.splice(line_end..line_end, *b"Sec-WebSocket-Version: 13\r\n");
+                }
+                return write_within(stream, &answer).await;
+            }
+        },
+    };
     let start = match start_offset(shard, head, cluster, topic, partition).await {
         Ok(start) => start,
         Err((status, code, message)) => {
@@ -68,11 +166,7 @@ pub async fn serve(
         }
     };
     let owner = shard.owner(topic, partition);
-    write_within(
-        stream,
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\nretry: 1000\n\n",
-    )
-    .await?;
+    write_within(stream, &opening).await?;
     let mut next = start;
     while !shard.stopping.get() {
         let name = topic.to_string();
@@ -99,23 +193,23 @@ pub async fn serve(
                     }
                     ReadError::Other(m) => m,
                 };
-                let event = format!("event: error\ndata: {}\n\n", error_body(500, &message));
-                return write_within(stream, event.as_bytes()).await;
+                return write_within(stream, &framing.error(&message)).await;
             }
         };
         if batches.is_empty() {
             let waited = futures_lite::future::or(
-                async { Some(wait_for_data(shard, owner, topic, partition, next).await) },
-                async {
-                    client_closed(stream).await;
-                    None
-                },
+                async { Woke::Data(wait_for_data(shard, owner, topic, partition, next).await) },
+                async { Woke::Client(framing.client_input(stream).await) },
             )
             .await;
             match waited {
-                None => return Ok(()),
-                Some(false) => write_within(stream, b": keepalive\n\n").await?,
-                Some(true) => {}
+                Woke::Client(None) => return Ok(()),
+                Woke::Client(Some(Reply::Close(close))) => {
+                    return write_within(stream, &close).await
+                }
+                Woke::Client(Some(Reply::Send(pongs))) => write_within(stream, &pongs).await?,
+                Woke::Data(false) => write_within(stream, &framing.keepalive()).await?,
+                Woke::Data(true) => {}
             }
             continue;
         }
@@ -126,7 +220,7 @@ pub async fn serve(
         for batch in batches {
             let (records, after) = decode_batch(batch, topic, partition);
             for r in records.iter().filter(|r| !r.control && r.offset >= next) {
-                render_record(r, topic, partition, &mut out);
+                framing.record(r, topic, partition, &mut out);
                 if out.len() >= STREAM_WRITE_CHUNK_BYTES {
                     write_within(stream, &out).await?;
                     out.clear();
@@ -138,9 +232,7 @@ pub async fn serve(
         if next == before {
             // A read that does not move the stream on would be read again forever.
             let message = format!("the batch at offset {next} cannot be read");
-            out.extend_from_slice(
-                format!("event: error\ndata: {}\n\n", error_body(500, &message)).as_bytes(),
-            );
+            out.extend(framing.error(&message));
             return write_within(stream, &out).await;
         }
         write_within(stream, &out).await?;
@@ -164,8 +256,8 @@ fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64)
     }
 }
 
-/// Appends one record's event to `out`.
-fn render_record(r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
+/// One record as JSON (the data of its event or frame).
+fn record_json(r: &Record, topic: &str, partition: i32) -> Value {
     let data = |d: &Option<Bytes>| match d {
         None => Value::Null,
         Some(b) => match std::str::from_utf8(b) {
@@ -178,7 +270,7 @@ fn render_record(r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
         .iter()
         .map(|(n, v)| serde_json::json!({ "name": n.as_str(), "value": v.as_ref().map(|v| base64_encode(v)) }))
         .collect();
-    let json = serde_json::json!({
+    serde_json::json!({
         "topic": topic,
         "partition": partition,
         "offset": r.offset,
@@ -186,7 +278,12 @@ fn render_record(r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
         "key": data(&r.key),
         "value": data(&r.value),
         "headers": headers,
-    });
+    })
+}
+
+/// Appends one record's event to `out`.
+fn render_record(r: &Record, topic: &str, partition: i32, out: &mut Vec<u8>) {
+    let json = record_json(r, topic, partition);
     out.extend_from_slice(format!("id: {partition}:{}\ndata: ", r.offset).as_bytes());
     // Writing JSON into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &json);
@@ -245,7 +342,16 @@ async fn start_offset(
             .filter(|o| (bounds.0..=bounds.1).contains(o)),
         None => None,
     };
-    let asked = match head.header("last-event-id").filter(|v| !v.is_empty()) {
+    // A WebSocket client cannot send headers from a browser: it names its last record in
+    // the query (`:` may come escaped).
+    let last_id = head
+        .header("last-event-id")
+        .map(str::to_string)
+        .or_else(|| {
+            head.param("last_event_id")
+                .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+        });
+    let asked = match last_id.as_deref().filter(|v| !v.is_empty()) {
         Some(id) => parse_event_id(id, partition)
             .map(|o| o + 1)
             .ok_or_else(|| (400, 400, format!("bad Last-Event-ID {id:?}")))?,

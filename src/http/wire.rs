@@ -203,6 +203,7 @@ pub fn reason(status: u16) -> &'static str {
         416 => "Range Not Satisfiable",
         421 => "Misdirected Request",
         422 => "Unprocessable Entity",
+        426 => "Upgrade Required",
         500 => "Internal Server Error",
         _ => "Service Unavailable",
     }
