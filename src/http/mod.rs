@@ -24,7 +24,9 @@
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
 //! `message_max_bytes`), its decoded records and [`stream::STREAM_WRITE_CHUNK_BYTES`] of
 //! events (or one larger event): roughly `http_connections_per_shard_max` x (64 KiB + 2 x
-//! `message_max_bytes`) per shard at worst.
+//! `message_max_bytes`) per shard at worst. A WebSocket stream adds the client's frames not yet
+//! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
+//! read.
 
 pub mod group;
 pub mod produce;
