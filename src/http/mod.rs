@@ -6,6 +6,8 @@
 //!   partition's records as Server-Sent Events, as they arrive ([`stream`]); with `?group=G`
 //!   from G's committed offset. The same path with `Upgrade: websocket` carries them over a
 //!   WebSocket ([`websocket`]).
+//! - `GET /v3/clusters/{cluster_id}/topics/{topic}/records/stream`: every partition of the
+//!   topic merged into one stream (SSE or WebSocket, [`stream`]).
 //! - `POST /v3/clusters/{cluster_id}/consumer-groups/{group}/offsets`: commit a stream's
 //!   position for a group ([`group`]).
 //!
@@ -207,12 +209,14 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
                 partition,
             },
         ) => {
-            let framing = if websocket::wants_upgrade(head) {
-                stream::Framing::WebSocket(Vec::new())
-            } else {
-                stream::Framing::Sse
-            };
+            let framing = stream::Framing::of(head);
+            let partition = Some(partition);
             stream::serve(shard, &mut stream, head, cluster, topic, partition, framing).await?;
+            return stream.close().await;
+        }
+        ("GET", Route::TopicStream { cluster, topic }) => {
+            let framing = stream::Framing::of(head);
+            stream::serve(shard, &mut stream, head, cluster, topic, None, framing).await?;
             return stream.close().await;
         }
         ("POST", Route::GroupOffsets { cluster, group }) => {

@@ -64,6 +64,7 @@ mod fetchadmin_fetch;
 mod groups_limits;
 mod http_console;
 mod http_push;
+mod http_topic;
 mod http_websocket;
 mod layering;
 mod log_output;
