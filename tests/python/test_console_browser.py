@@ -119,10 +119,10 @@ class Browser:
 TAIL_VALUES = "[...document.querySelectorAll('#tail-rows tr')].map(r => r.cells[3].textContent)"
 
 
-def produce(b, topic, values):
+def produce(b, topic, values, partition=0):
     p = Producer({"bootstrap.servers": b.addr, "acks": "all", "linger.ms": 0})
     for v in values:
-        p.produce(topic, value=v.encode(), key=b"k", partition=0)
+        p.produce(topic, value=v.encode(), key=b"k", partition=partition)
     assert p.flush(30) == 0
 
 
@@ -169,6 +169,17 @@ def test_console_shows_confluent_kafka_topic_group_and_live_records(make_broker)
             assert browser.js(TAIL_VALUES) == produced
             status = browser.js("document.getElementById('tail-status').textContent")
             assert status == f"tailing browser-orders-0 ({'SSE' if via == 'sse' else 'WebSocket'})"
+        # Every partition at once (the topic-wide stream): partition 1's records join in.
+        browser.open(f"{console}#topic=browser-orders&partition=all&from=earliest&via=sse")
+        browser.wait_js(f"{TAIL_VALUES}.length >= {len(produced)}", "topic-wide tail")
+        others = [f"p1-live-{i}" for i in range(3)]
+        produce(b, "browser-orders", others, partition=1)
+        browser.wait_js(f"{TAIL_VALUES}.length >= {len(produced) + 3}", "topic-wide tail, live")
+        shown = browser.js(TAIL_VALUES)
+        assert [v for v in shown if not v.startswith("p1-")] == produced
+        assert [v for v in shown if v.startswith("p1-")] == others
+        status = browser.js("document.getElementById('tail-status').textContent")
+        assert status == "tailing browser-orders, all partitions (SSE)"
         shot = os.environ.get("FRESHET_CONSOLE_SCREENSHOT")
         if shot:
             time.sleep(3.5)  # one refresh of the tables after the last records
