@@ -265,3 +265,72 @@ fn several_records_in_one_body_get_a_delivery_report_each_in_order() {
         );
     });
 }
+
+/// Clients that stop reading a WebSocket stream or a topic-wide stream hold back their stream
+/// at the socket, not in the broker: RSS stays within the bound `http_push` states for SSE.
+#[test]
+fn websocket_and_topic_clients_that_stop_reading_leave_the_broker_rss_bounded() {
+    common::within(Duration::from_secs(240), || {
+        let h = start(1, "tail_cache_bytes_per_shard = 4194304\n");
+        create_topics(&h.broker, &["slow".to_string()], 2);
+        // Four WebSocket streams of partition 0 that never read past the handshake, and four
+        // topic-wide SSE streams that stop after their head.
+        let ws: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(&h.http).unwrap();
+                write!(
+                    s,
+                    "GET /v3/clusters/{}/topics/slow/partitions/0/records/stream?offset=earliest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                    h.cluster
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        let sse: Vec<Sse> = (0..4)
+            .map(|_| Sse::open(&h, "slow", "?offset=earliest", None).unwrap())
+            .collect();
+        let p = producer(&h.broker);
+        let value = vec![b'v'; 64 * 1024];
+        let send = |n: usize, p: &rdkafka::producer::BaseProducer| {
+            use rdkafka::producer::{BaseRecord, Producer};
+            for i in 0..n {
+                let record = BaseRecord::<str, [u8]>::to("slow")
+                    .partition((i % 2) as i32)
+                    .payload(&value);
+                let mut record = Some(record);
+                while let Some(r) = record.take() {
+                    if let Err((_, r)) = p.send(r) {
+                        p.poll(Duration::from_millis(10));
+                        record = Some(r);
+                    }
+                }
+                p.poll(Duration::ZERO);
+            }
+            p.flush(Duration::from_secs(60)).unwrap();
+        };
+        send(64, &p);
+        std::thread::sleep(Duration::from_millis(500));
+        let before = h.broker.rss_bytes();
+        // 64 MiB more (32 MiB per partition): buffered, it would be 4 x 32 + 4 x 64 MiB.
+        send(1024, &p);
+        std::thread::sleep(Duration::from_secs(1));
+        let grew = h.broker.rss_bytes().saturating_sub(before);
+        eprintln!("RSS grew {grew} bytes with 4 stalled WebSocket and 4 topic-wide streams");
+        assert!(
+            grew < 192 * 1024 * 1024,
+            "RSS grew {grew} bytes while 8 clients did not read"
+        );
+        // Held back, not dropped: a topic-wide stream resumes, each partition in order.
+        let mut sse = sse;
+        let mut first = sse.remove(0);
+        let mut next = [0i64; 2];
+        for _ in 0..100 {
+            let (_, r) = first.next();
+            let part = r["partition"].as_u64().unwrap() as usize;
+            assert_eq!(r["offset"].as_i64().unwrap(), next[part]);
+            next[part] += 1;
+        }
+        drop(ws);
+    });
+}
