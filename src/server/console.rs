@@ -7,7 +7,8 @@
 //! - `/api/topics`: topics (sorted by name) and their partitions: leader, replicas, ISR, and for
 //!   the replicas this broker holds, the log size and the log start and end (high watermark)
 //!   offsets. At most [`CONSOLE_TOPICS_MAX`] topics and [`CONSOLE_PARTITIONS_MAX`] partitions
-//!   are listed; `truncated` says when more exist (`topics_total` counts them all);
+//!   are listed; `truncated` says when more exist (`topics_total` counts them all); a topic's
+//!   size is that of its listed partitions held here;
 //! - `/api/groups`: the groups this broker coordinates (consumer groups, classic and KIP-848,
 //!   and share groups once the broker lists them: ListGroups' type `"share"`), each with its
 //!   state, member count, committed offsets and lag (high watermark − committed offset, where
@@ -122,19 +123,19 @@ fn cluster(shard: &Rc<Shard>) -> Value {
 /// What a shard knows of one of its partitions: size, log start, high watermark.
 type LogState = (u64, i64, i64);
 
-/// The log state of the partitions of `topics` held by this broker, from every shard;
-/// `None` if a shard did not answer within the scrape timeout.
+/// The log state of the `wanted` partitions (at most a listing's cap) that this broker holds,
+/// from every shard; `None` if a shard did not answer within the scrape timeout.
 async fn log_states(
     shard: &Rc<Shard>,
-    topics: BTreeSet<String>,
+    wanted: BTreeSet<(String, i32)>,
 ) -> Option<BTreeMap<(String, i32), LogState>> {
-    let topics = Arc::new(topics);
+    let wanted = Arc::new(wanted);
     let gather = async {
         let answers = shard
             .invoke_on_all(move |s| async move {
                 s.partitions()
                     .iter()
-                    .filter(|p| topics.contains(&p.topic))
+                    .filter(|p| wanted.contains(&(p.topic.clone(), p.index)))
                     .map(|p| {
                         let state = (
                             p.log.size_bytes(),
@@ -176,7 +177,11 @@ async fn topics(shard: &Rc<Shard>) -> Option<Value> {
         partitions_left -= shown;
         listed.push((name.clone(), meta, shown));
     }
-    let logs = log_states(shard, listed.iter().map(|(n, _, _)| n.clone()).collect()).await?;
+    let wanted = listed
+        .iter()
+        .flat_map(|(name, _, shown)| (0..*shown as i32).map(|p| (name.clone(), p)))
+        .collect();
+    let logs = log_states(shard, wanted).await?;
     let topics: Vec<Value> = listed
         .iter()
         .map(|(name, meta, shown)| {
@@ -280,11 +285,11 @@ async fn group_rows(shard: &Rc<Shard>) -> Option<(Vec<GroupRow>, bool)> {
 /// `/api/groups`.
 async fn groups(shard: &Rc<Shard>) -> Option<Value> {
     let (rows, truncated) = group_rows(shard).await?;
-    let topics: BTreeSet<String> = rows
+    let wanted = rows
         .iter()
-        .flat_map(|g| g.offsets.iter().map(|((t, _), _)| t.clone()))
+        .flat_map(|g| g.offsets.iter().map(|(tp, _)| tp.clone()))
         .collect();
-    let logs = log_states(shard, topics).await?;
+    let logs = log_states(shard, wanted).await?;
     let render = |g: &GroupRow| {
         let mut lag_total: Option<i64> = None;
         let partitions: Vec<Value> = g
