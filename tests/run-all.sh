@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole Freshet test suite on a fresh machine:
-#   1. installs kcat and iperf3 with apt-get if they are missing,
+#   1. installs kcat, iperf3 and chromium with apt-get if they are missing,
 #   2. creates/refreshes the Python venv .venv from tests/python/requirements.txt,
 #   3. cargo fmt --check and clippy -D warnings (style is part of the suite),
 #      cargo build --all-targets, cargo test (unit + real-broker integration tests),
@@ -41,7 +41,7 @@ T0=$(now)
 tracked_state() { git diff HEAD --no-ext-diff 2>/dev/null | sha256sum | cut -d' ' -f1; }
 TRACKED_BEFORE=$(tracked_state)
 
-step "this suite installs what it needs when missing: kcat, iperf3 and openssl (apt-get), the Python" \
+step "this suite installs what it needs when missing: kcat, iperf3, openssl and chromium (apt-get), the Python" \
   "clients (.venv/), cargo-fuzz (cargo install, into ${CARGO_HOME:-$HOME/.cargo}/bin)"
 
 # ---- 1. System packages -----------------------------------------------------------------------
@@ -50,6 +50,8 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 # The TLS tests make their certificates with the openssl CLI (tests/python/test_tls_sasl.py).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The web console test drives a headless browser (tests/python/test_console_browser.py).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
   step "installing ${missing[*]} (apt-get)"
   SUDO=()

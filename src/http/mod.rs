@@ -4,7 +4,10 @@
 //!   shape of Confluent's REST Proxy v3 ([`produce`]).
 //! - `GET /v3/clusters/{cluster_id}/topics/{topic}/partitions/{p}/records/stream`: the
 //!   partition's records as Server-Sent Events, as they arrive ([`stream`]); with `?group=G`
-//!   from G's committed offset.
+//!   from G's committed offset. The same path with `Upgrade: websocket` carries them over a
+//!   WebSocket ([`websocket`]).
+//! - `GET /v3/clusters/{cluster_id}/topics/{topic}/records/stream`: every partition of the
+//!   topic merged into one stream (SSE or WebSocket, [`stream`]).
 //! - `POST /v3/clusters/{cluster_id}/consumer-groups/{group}/offsets`: commit a stream's
 //!   position for a group ([`group`]).
 //!
@@ -23,11 +26,14 @@
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
 //! `message_max_bytes`), its decoded records and [`stream::STREAM_WRITE_CHUNK_BYTES`] of
 //! events (or one larger event): roughly `http_connections_per_shard_max` x (64 KiB + 2 x
-//! `message_max_bytes`) per shard at worst.
+//! `message_max_bytes`) per shard at worst. A WebSocket stream adds the client's frames not yet
+//! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
+//! read.
 
 pub mod group;
 pub mod produce;
 pub mod stream;
+pub mod websocket;
 pub mod wire;
 
 use std::cell::Cell;
@@ -203,7 +209,14 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
                 partition,
             },
         ) => {
-            stream::serve(shard, &mut stream, head, cluster, topic, partition).await?;
+            let framing = stream::Framing::of(head);
+            let partition = Some(partition);
+            stream::serve(shard, &mut stream, head, cluster, topic, partition, framing).await?;
+            return stream.close().await;
+        }
+        ("GET", Route::TopicStream { cluster, topic }) => {
+            let framing = stream::Framing::of(head);
+            stream::serve(shard, &mut stream, head, cluster, topic, None, framing).await?;
             return stream.close().await;
         }
         ("POST", Route::GroupOffsets { cluster, group }) => {

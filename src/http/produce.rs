@@ -9,6 +9,9 @@
 //! (`Shard::enough_replicas`, [`crate::shard::Partition::append`], `Shard::await_replicated`):
 //! the 200 is sent only once the record is durable on every in-sync replica. The answer is the REST proxy's: `cluster_id, topic_name, partition_id,
 //! offset, timestamp, key/value type and size`.
+//!
+//! Several records in one body (concatenated JSON, the REST proxy's streaming format) are
+//! produced in turn and answered with one delivery report per record ([`handle_batch`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -45,6 +48,11 @@ fn bad(message: impl Into<String>) -> HttpError {
 /// Reads the request body (see the module docs).
 pub fn parse_body(body: &[u8]) -> Result<NewRecord, HttpError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("bad JSON body: {e}")))?;
+    parse_record(&v)
+}
+
+/// Reads one record's JSON object.
+fn parse_record(v: &Value) -> Result<NewRecord, HttpError> {
     let obj = v
         .as_object()
         .ok_or_else(|| bad("the body must be a JSON object"))?;
@@ -190,21 +198,74 @@ pub fn place(
     }
 }
 
-/// Produces `body` to `topic`; the status and JSON body to answer with.
+/// Produces `body` to `topic`; the status and JSON body to answer with. A body of several
+/// records (concatenated JSON) is answered as [`handle_batch`] says.
 pub async fn handle(shard: &Rc<Shard>, cluster: &str, topic: &str, body: &[u8]) -> (u16, String) {
-    match produce(shard, cluster, topic, body).await {
-        Ok(answer) => (200, answer),
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let several = values.next().is_some_and(|first| first.is_ok()) && values.next().is_some();
+    if several {
+        let count = serde_json::Deserializer::from_slice(body)
+            .into_iter::<serde::de::IgnoredAny>()
+            .take(PRODUCE_RECORDS_PER_REQUEST_MAX + 1)
+            .count();
+        if count > PRODUCE_RECORDS_PER_REQUEST_MAX {
+            let message = format!(
+                "more than {PRODUCE_RECORDS_PER_REQUEST_MAX} records in one request; none was produced"
+            );
+            return (413, error_body(413, &message));
+        }
+        return (200, handle_batch(shard, cluster, topic, body).await);
+    }
+    match parse_body(body) {
+        Ok(record) => match produce(shard, cluster, topic, record).await {
+            Ok(answer) => (200, answer),
+            Err((status, code, message)) => (status, error_body(code, &message)),
+        },
         Err((status, code, message)) => (status, error_body(code, &message)),
     }
+}
+
+/// Records in one request body at most (a body with more is refused whole, 413).
+pub const PRODUCE_RECORDS_PER_REQUEST_MAX: usize = 1000;
+
+/// Several records in one body, as the REST proxy's streaming mode sends them (concatenated
+/// JSON objects; here in one body with its Content-Length, not chunked): each is produced in
+/// turn, as a single record is, and answered by its own delivery report, in the same order,
+/// one JSON object per line, each with its own `error_code` (200 when produced). Past a body
+/// that is not JSON the rest cannot be read: its report is the last. At most
+/// [`PRODUCE_RECORDS_PER_REQUEST_MAX`] records ([`handle`] refuses a body with more, 413,
+/// before producing any). One record is parsed at a time, so the request holds its body, one record and the reports
+/// (about 200 bytes each).
+pub async fn handle_batch(shard: &Rc<Shard>, cluster: &str, topic: &str, body: &[u8]) -> String {
+    let mut out = String::new();
+    let values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    for v in values.take(PRODUCE_RECORDS_PER_REQUEST_MAX) {
+        let answer = match v {
+            Err(e) => Err(bad(format!("bad JSON body: {e}"))),
+            Ok(v) => match parse_record(&v) {
+                Ok(record) => produce(shard, cluster, topic, record).await,
+                Err(e) => Err(e),
+            },
+        };
+        let stop = matches!(answer, Err((_, _, ref m)) if m.starts_with("bad JSON body"));
+        match answer {
+            Ok(report) => out.push_str(&report),
+            Err((_, code, message)) => out.push_str(&error_body(code, &message)),
+        }
+        out.push('\n');
+        if stop {
+            break;
+        }
+    }
+    out
 }
 
 async fn produce(
     shard: &Rc<Shard>,
     cluster: &str,
     topic: &str,
-    body: &[u8],
+    record: NewRecord,
 ) -> Result<String, HttpError> {
-    let record = parse_body(body)?;
     let partition = place(shard, cluster, topic, &record)?;
     let timestamp = crate::shard::now_ms();
     let batch = encode(&record, timestamp).map_err(|e| (500, 500, e))?;

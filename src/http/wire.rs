@@ -88,6 +88,8 @@ pub enum Route<'a> {
     },
     /// `/v3/clusters/{cluster}/consumer-groups/{group}/offsets`
     GroupOffsets { cluster: &'a str, group: &'a str },
+    /// `/v3/clusters/{cluster}/topics/{topic}/records/stream`: every partition of the topic.
+    TopicStream { cluster: &'a str, topic: &'a str },
     /// Anything else.
     Unknown,
 }
@@ -111,6 +113,9 @@ pub fn route(path: &str) -> Route<'_> {
         }
         ["", "v3", "clusters", cluster, "consumer-groups", group, "offsets"] => {
             Route::GroupOffsets { cluster, group }
+        }
+        ["", "v3", "clusters", cluster, "topics", topic, "records", "stream"] => {
+            Route::TopicStream { cluster, topic }
         }
         _ => Route::Unknown,
     }
@@ -203,6 +208,7 @@ pub fn reason(status: u16) -> &'static str {
         416 => "Range Not Satisfiable",
         421 => "Misdirected Request",
         422 => "Unprocessable Entity",
+        426 => "Upgrade Required",
         500 => "Internal Server Error",
         _ => "Service Unavailable",
     }
@@ -275,6 +281,13 @@ mod tests {
             Route::GroupOffsets {
                 cluster: "abc",
                 group: "g"
+            }
+        );
+        assert_eq!(
+            route("/v3/clusters/abc/topics/t1/records/stream"),
+            Route::TopicStream {
+                cluster: "abc",
+                topic: "t1"
             }
         );
         assert_eq!(route("/"), Route::Unknown);

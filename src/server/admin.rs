@@ -1,4 +1,5 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text format), `/health` and `/ready`.
+//! The admin HTTP listener: `/metrics` (Prometheus text format), `/health` and `/ready`, and
+//! the web console (`/` and its `/api/...` JSON, [`super::console`]).
 //!
 //! A deliberately tiny HTTP/1.1 server on the coordinator shard (shard 0): one request per
 //! connection (`Connection: close`), GET or HEAD only, the request head at most
@@ -225,10 +226,11 @@ async fn serve_one(
                     "a shard did not answer in time\n".to_string(),
                 ),
             },
+            path if super::console::handles(path) => super::console::answer(shard, path).await,
             _ => (
                 404,
                 "text/plain",
-                "not found (try /metrics, /health, /ready)\n".to_string(),
+                "not found (try /, /metrics, /health, /ready)\n".to_string(),
             ),
         },
     };

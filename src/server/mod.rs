@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod console;
 pub mod ip_limit;
 pub mod listener;
 pub mod metrics_gather;
