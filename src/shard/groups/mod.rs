@@ -119,6 +119,15 @@ impl GroupCoordinator {
         self.log.borrow().is_some()
     }
 
+    /// The node-local offsets log (tests of a single node's coordinator).
+    #[cfg(test)]
+    fn local_log(&self) -> Rc<InternalLog<OffsetsCodec>> {
+        match self.log.borrow().clone() {
+            Some(OffsetsStore::Local(log)) => log,
+            _ => panic!("no node-local offsets log"),
+        }
+    }
+
     /// Flushes and closes the offsets log (shutdown), after writing the groups that changed.
     pub async fn close(&self) {
         self.persist_groups().await;

@@ -515,3 +515,147 @@ impl Shard {
             .unwrap_or(Err(ResponseError::RequestTimedOut))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::coordinator::coordinator_key::CoordinatorKind;
+    use crate::coordinator::metadata::{BrokerRegistration, PartitionAssignment, TopicMeta};
+    use crate::coordinator::offsets::CommittedOffset;
+    use crate::shard::Router;
+    use crate::storage::io::sim::{install, SimDisk};
+
+    /// `__consumer_offsets` of one partition on replicas [0, 1], led by `leader` alone in
+    /// its ISR at leader epoch `version`; brokers 0 and 1 registered.
+    fn metadata(version: u64, leader: i32) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        for node_id in [0, 1] {
+            m.brokers.insert(
+                node_id,
+                BrokerRegistration {
+                    node_id,
+                    incarnation_id: uuid::Uuid::from_u128(node_id as u128 + 1),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + node_id,
+                    rack: None,
+                    fenced: false,
+                },
+            );
+        }
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(5),
+            partitions: 1,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            internal: true,
+            assignment: vec![PartitionAssignment {
+                replicas: vec![0, 1],
+                leader,
+                leader_epoch: version as i32,
+                isr: vec![leader],
+                partition_epoch: version as i32,
+            }],
+        };
+        m.topics.insert(GROUP_TOPIC.into(), topic);
+        Arc::new(m)
+    }
+
+    fn commit(offset: i64) -> (OffsetKey, Option<CommittedOffset>) {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        (key, Some(value))
+    }
+
+    /// Waits (virtual time) until the group "g" is loaded here.
+    async fn loaded(shard: &Rc<Shard>) {
+        for _ in 0..200 {
+            if shard.not_coordinator(CoordinatorKind::Group, "g").is_none() {
+                return;
+            }
+            crate::rt::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never loaded");
+    }
+
+    /// The transitions of a cluster's group coordinator: not the leader (NOT_COORDINATOR,
+    /// writes refused), leader (COORDINATOR_LOAD_IN_PROGRESS until the partition is
+    /// replayed, then commits are written to the partition and applied), leadership lost (the
+    /// group's offsets forgotten, NOT_COORDINATOR), leader again at a new epoch (the
+    /// partition replayed again: the commit is back).
+    #[test]
+    fn groups_load_on_leadership_and_unload_when_it_moves() {
+        crate::rt::sim::run(21, async {
+            let disk = SimDisk::new(21);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                controller_quorum_voters: "0@127.0.0.1:9093,1@127.0.0.1:9094".into(),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, metadata(1, 1));
+            shard.open_partitions().await;
+            shard.groups.start_replicated(&shard);
+            let not_coordinator = Some(ResponseError::NotCoordinator);
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                not_coordinator
+            );
+            let refused = shard.groups.write_offsets(vec![commit(3)], 1).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(2, 0)).await;
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                Some(ResponseError::CoordinatorLoadInProgress),
+                "led, not loaded yet"
+            );
+            loaded(&shard).await;
+            shard
+                .groups
+                .write_offsets(vec![commit(5)], 1)
+                .await
+                .expect("commit");
+            assert_eq!(shard.groups.offsets.borrow().get("g", "t", 0).unwrap().offset, 5);
+            let p = shard.partition(GROUP_TOPIC, 0).expect("led");
+            assert_eq!(p.log.high_watermark(), 1, "one record, replicated");
+
+            shard.install_metadata(metadata(3, 1)).await;
+            assert!(shard.groups.offsets.borrow().get("g", "t", 0).is_none());
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                not_coordinator
+            );
+            let refused = shard.groups.write_offsets(vec![commit(6)], 1).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(4, 0)).await;
+            loaded(&shard).await;
+            assert_eq!(
+                shard.groups.offsets.borrow().get("g", "t", 0).unwrap().offset,
+                5,
+                "replayed from the partition"
+            );
+            shard.close_partitions().await;
+        });
+    }
+}
