@@ -18,9 +18,10 @@
 //! broker and owned by this shard that opened successfully; a partition that failed to open is
 //! reported and answered with KAFKA_STORAGE_ERROR. A partition moved off this broker is
 //! closed, its files kept; one placed here is opened. Client requests see only the partitions
-//! this broker leads ([`Shard::partition`]). The coordinators' internal topics of a cluster
-//! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
-//! here ([`coordinators`]).
+//! this broker leads ([`Shard::partition`]). Of the coordinators' internal topics of a
+//! cluster, `__consumer_offsets` is opened and replicated like any topic (the group
+//! coordinators' state, `groups::replicated`); `__transaction_state` has no partitions opened:
+//! it holds no data here ([`coordinators`]).
 
 pub mod controller;
 pub mod coordinators;
