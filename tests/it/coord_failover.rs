@@ -3,7 +3,8 @@
 //! default). An rdkafka consumer group commits offsets; the coordinator's broker is killed
 //! (-9); another broker becomes the group's coordinator (FindCoordinator everywhere names it),
 //! OffsetFetch there returns the committed offsets, and a new consumer of the group resumes
-//! from them without reading a committed record again.
+//! from them without reading a committed record again. Clients cannot produce to
+//! `__consumer_offsets`.
 
 use crate::common;
 
@@ -23,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const GROUP: &str = "failover-group";
 const TOPIC: &str = "failover-topic";
 const PARTITIONS: i32 = 2;
@@ -141,6 +143,13 @@ fn committed_offsets_survive_a_kill_9_of_the_group_coordinator() {
         let all = [0, 1, 2];
         let old = coordinator(&cluster, &all, None);
         let others: Vec<usize> = all.iter().copied().filter(|&n| n != old as usize).collect();
+        // Clients do not write the coordinators' topic (Kafka: INVALID_TOPIC_EXCEPTION).
+        let mut raw = conn(&cluster, old as usize).expect("connect");
+        let (code, _) = common::produce_values(&mut raw, "__consumer_offsets", [b"x".to_vec()]);
+        assert_eq!(
+            code, INVALID_TOPIC_EXCEPTION,
+            "a client's produce to __consumer_offsets"
+        );
         // The data itself is replicated too, so it is there after the kill.
         let topic = rdkafka::admin::NewTopic::new(
             TOPIC,

@@ -635,7 +635,16 @@ mod tests {
                 .write_offsets(vec![commit(5)], 1)
                 .await
                 .expect("commit");
-            assert_eq!(shard.groups.offsets.borrow().get("g", "t", 0).unwrap().offset, 5);
+            assert_eq!(
+                shard
+                    .groups
+                    .offsets
+                    .borrow()
+                    .get("g", "t", 0)
+                    .unwrap()
+                    .offset,
+                5
+            );
             let p = shard.partition(GROUP_TOPIC, 0).expect("led");
             assert_eq!(p.log.high_watermark(), 1, "one record, replicated");
 
@@ -651,7 +660,13 @@ mod tests {
             shard.install_metadata(metadata(4, 0)).await;
             loaded(&shard).await;
             assert_eq!(
-                shard.groups.offsets.borrow().get("g", "t", 0).unwrap().offset,
+                shard
+                    .groups
+                    .offsets
+                    .borrow()
+                    .get("g", "t", 0)
+                    .unwrap()
+                    .offset,
                 5,
                 "replayed from the partition"
             );
