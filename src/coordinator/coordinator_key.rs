@@ -232,6 +232,7 @@ mod tests {
             .unwrap();
         let topic = &three.topics[GROUP_TOPIC];
         assert_eq!(topic.configs["cleanup.policy"], "compact");
+        assert_eq!(topic.configs["segment.bytes"], "104857600");
         for a in &topic.assignment {
             let mut replicas = a.replicas.clone();
             replicas.sort();

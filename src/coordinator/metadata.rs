@@ -1286,8 +1286,12 @@ impl ClusterMetadata {
                     .unwrap_or(i16::MAX)
                     .min(*replication_factor)
                     .max(1);
-                let configs =
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                // Kafka's `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`
+                // (100 MiB): segments small enough for the cleaner to compact soon.
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), "104857600".to_string()),
+                ]);
                 MetadataRecord::TopicCreated {
                     name: name.clone(),
                     topic: TopicMeta {
