@@ -1146,7 +1146,7 @@ impl Groups {
     /// Forgets every group `unloaded` names, without marking it for a write (its coordinator
     /// moved to another broker, which has its durable state: Kafka's `removeGroupsForPartition`),
     /// and returns the parked JoinGroup/SyncGroup requests of their members: the caller
-    /// answers them (NOT_COORDINATOR).
+    /// answers them (the client looks the coordinator up again).
     pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) -> Vec<RequestId> {
         let mut parked = Vec::new();
         self.groups.retain(|id, g| {

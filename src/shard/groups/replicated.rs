@@ -23,7 +23,8 @@
 //! - **Unload** (losing the leadership of p, or a new leader epoch: another broker may have
 //!   led p in between): p's groups, committed and held offsets are forgotten without a write,
 //!   parked JoinGroup/SyncGroup requests of their members are dropped (answered
-//!   NOT_COORDINATOR), and a load in flight for p is abandoned.
+//!   COORDINATOR_NOT_AVAILABLE: the client looks the coordinator up again), and a load in
+//!   flight for p is abandoned.
 //! - **Compaction**: the partitions are compact topics (`cleanup.policy=compact`), kept
 //!   bounded on every replica by the log cleaner; a held-offsets record of a producer holds all
 //!   of that producer's offsets held in its partition, so the cleaner keeping only the last
