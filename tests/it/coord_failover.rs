@@ -98,6 +98,35 @@ fn offset_fetch(cluster: &TestCluster, node: usize) -> BTreeMap<i32, i64> {
     }
 }
 
+/// Creates [`TOPIC`] with three replicas through `nodes`, again while a broker is fenced for
+/// a moment (a loaded machine: INVALID_REPLICATION_FACTOR).
+fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
+    let topic = rdkafka::admin::NewTopic::new(
+        TOPIC,
+        PARTITIONS,
+        rdkafka::admin::TopicReplication::Fixed(3),
+    );
+    let options =
+        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        cluster.client_config(nodes).create().expect("admin client");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let results = common::runtime()
+            .block_on(admin.create_topics([&topic], &options))
+            .expect("CreateTopics");
+        match &results[0] {
+            Ok(_) => return,
+            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor))
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => cluster.fail(&format!("create {TOPIC}: {e:?}")),
+        }
+    }
+}
+
 fn consumer(cluster: &TestCluster, nodes: &[usize]) -> BaseConsumer {
     let mut config = cluster.client_config(nodes);
     for (k, v) in [
@@ -151,14 +180,7 @@ fn committed_offsets_survive_a_kill_9_of_the_group_coordinator() {
             "a client's produce to __consumer_offsets"
         );
         // The data itself is replicated too, so it is there after the kill.
-        let topic = rdkafka::admin::NewTopic::new(
-            TOPIC,
-            PARTITIONS,
-            rdkafka::admin::TopicReplication::Fixed(3),
-        );
-        let admin =
-            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        common::create_topic_via_admin(&cluster.client_config(&others), &topic, &admin);
+        create_topic(&cluster, &others);
         let producer: ThreadedProducer<DefaultProducerContext> = cluster
             .client_config(&others)
             .set("acks", "all")
@@ -224,5 +246,76 @@ fn committed_offsets_survive_a_kill_9_of_the_group_coordinator() {
         }
         let extra = read(&second, 1, Duration::from_secs(2));
         assert!(extra.is_empty(), "read more than was left: {extra:?}");
+    });
+}
+
+/// One consumer stays up while its group's coordinator is killed (-9): it finds the new
+/// coordinator, reads only what was produced after its last commit (nothing committed again),
+/// and its next commit lands on the new coordinator (committed offsets only move forward).
+#[test]
+fn a_live_consumer_moves_to_the_new_coordinator_without_rereading() {
+    within(TEST_LIMIT, || {
+        let options = ClusterOptions {
+            settings: "broker_session_timeout_ms = 3000\n".into(),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        let all = [0, 1, 2];
+        let old = coordinator(&cluster, &all, None);
+        let others: Vec<usize> = all.iter().copied().filter(|&n| n != old as usize).collect();
+        create_topic(&cluster, &others);
+        let produce = |cluster: &TestCluster, round: usize| {
+            let producer: ThreadedProducer<DefaultProducerContext> = cluster
+                .client_config(&others)
+                .set("acks", "all")
+                .set("message.timeout.ms", "60000")
+                .create()
+                .expect("producer");
+            for p in 0..PARTITIONS {
+                for i in 0..PER_PARTITION {
+                    let value = format!("r{round}-p{p}-{i}");
+                    producer
+                        .send(
+                            BaseRecord::<(), str>::to(TOPIC)
+                                .partition(p)
+                                .payload(&value),
+                        )
+                        .expect("send");
+                }
+            }
+            producer.flush(Duration::from_secs(60)).expect("flush");
+        };
+        produce(&cluster, 0);
+        let c = consumer(&cluster, &others);
+        c.subscribe(&[TOPIC]).expect("subscribe");
+        let total = PARTITIONS as usize * PER_PARTITION;
+        let first = read(&c, total, Duration::from_secs(60));
+        assert_eq!(first.len(), total, "round 0");
+        c.commit_consumer_state(CommitMode::Sync)
+            .expect("commit round 0");
+
+        cluster.kill9(old as usize);
+        let new = coordinator(&cluster, &others, Some(old));
+        produce(&cluster, 1);
+        let second = read(&c, total, Duration::from_secs(90));
+        let values: Vec<&str> = second.iter().map(|(_, _, v)| v.as_str()).collect();
+        if !values.iter().all(|v| v.starts_with("r1-")) {
+            cluster.fail(&format!("read a committed record again: {second:?}"));
+        }
+        assert_eq!(second.len(), total, "round 1: {values:?}");
+        // The commit goes to the new coordinator (retried while the client moves over).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
+            assert!(Instant::now() < deadline, "commit after the failover: {e}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let committed = offset_fetch(&cluster, new as usize);
+        let expected: BTreeMap<i32, i64> = (0..PARTITIONS)
+            .map(|p| (p, 2 * PER_PARTITION as i64))
+            .collect();
+        assert_eq!(
+            committed, expected,
+            "committed offsets on the new coordinator"
+        );
     });
 }
