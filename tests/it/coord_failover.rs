@@ -110,19 +110,18 @@ fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
         rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         cluster.client_config(nodes).create().expect("admin client");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let results = common::runtime()
-            .block_on(admin.create_topics([&topic], &options))
-            .expect("CreateTopics");
-        match &results[0] {
-            Ok(_) => return,
-            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor))
-                if Instant::now() < deadline =>
-            {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let results = common::runtime().block_on(admin.create_topics([&topic], &options));
+        match results.as_ref().map(|r| &r[0]) {
+            Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
+            // A broker fenced for a moment, or a slow answer on a loaded machine.
+            Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_) if Instant::now() < deadline => {
+                println!("creating {TOPIC}: {results:?}; again");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => cluster.fail(&format!("create {TOPIC}: {e:?}")),
+            other => cluster.fail(&format!("create {TOPIC}: {other:?}")),
         }
     }
 }
@@ -297,12 +296,21 @@ fn a_live_consumer_moves_to_the_new_coordinator_without_rereading() {
         cluster.kill9(old as usize);
         let new = coordinator(&cluster, &others, Some(old));
         produce(&cluster, 1);
-        let second = read(&c, total, Duration::from_secs(90));
-        let values: Vec<&str> = second.iter().map(|(_, _, v)| v.as_str()).collect();
-        if !values.iter().all(|v| v.starts_with("r1-")) {
+        // Until every new record is read: a rebalance on the new coordinator may deliver an
+        // uncommitted one twice (at least once), but never a committed one.
+        let mut second = Vec::new();
+        let mut distinct = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while distinct.len() < total && Instant::now() < deadline {
+            for record in read(&c, 1, Duration::from_millis(500)) {
+                distinct.insert(record.2.clone());
+                second.push(record);
+            }
+        }
+        if !second.iter().all(|(_, _, v)| v.starts_with("r1-")) {
             cluster.fail(&format!("read a committed record again: {second:?}"));
         }
-        assert_eq!(second.len(), total, "round 1: {values:?}");
+        assert_eq!(distinct.len(), total, "round 1: {second:?}");
         // The commit goes to the new coordinator (retried while the client moves over).
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
