@@ -163,7 +163,10 @@ fn read(c: &BaseConsumer, count: usize, limit: Duration) -> Vec<(i32, i64, Strin
 #[test]
 fn committed_offsets_survive_a_kill_9_of_the_group_coordinator() {
     within(TEST_LIMIT, || {
+        // Two shards: the `__consumer_offsets` partitions' owners are not all the
+        // coordinator shard (loads and writes cross shards).
         let options = ClusterOptions {
+            shards: 2,
             settings: "broker_session_timeout_ms = 3000\n".into(),
             ..ClusterOptions::default()
         };
