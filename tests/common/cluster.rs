@@ -55,6 +55,9 @@ pub struct ClusterOptions {
     pub settings: String,
     /// Extra `freshet start` arguments for every node.
     pub extra_args: Vec<String>,
+    /// More TOML settings per node (missing entries: none), after `settings`; `{kafka_port}`
+    /// is replaced by the node's Kafka port (e.g. for `listeners` naming it).
+    pub node_settings: Vec<String>,
     /// Wait for the whole cluster (a controller, every node registered) after starting.
     pub wait_for_cluster: bool,
 }
@@ -67,6 +70,7 @@ impl Default for ClusterOptions {
             racks: Vec::new(),
             settings: String::new(),
             extra_args: Vec::new(),
+            node_settings: Vec::new(),
             wait_for_cluster: true,
         }
     }
@@ -169,8 +173,12 @@ impl TestCluster {
             .map(|i| format!("{i}@127.0.0.1:{}", nodes[i].controller_port))
             .collect::<Vec<_>>()
             .join(",");
-        for node in &nodes {
-            fs::write(&node.config_path, &options.settings).expect("write node config");
+        for (i, node) in nodes.iter().enumerate() {
+            let own = options.node_settings.get(i).map_or(String::new(), |s| {
+                s.replace("{kafka_port}", &node.kafka_port.to_string())
+            });
+            let text = format!("{}\n{own}\n", options.settings);
+            fs::write(&node.config_path, text).expect("write node config");
         }
         TestCluster {
             bin: broker_bin(),
