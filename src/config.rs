@@ -43,6 +43,8 @@ pub const TRANSACTIONAL_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: i64 = 3_600_000
 pub const INTERNAL_TOPIC_PARTITIONS_MAX: i32 = 100_000;
 /// Kafka's `offsets.topic.num.partitions` default.
 pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `offsets.topic.replication.factor` default.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// Kafka's `transaction.state.log.num.partitions` default.
 pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
 
@@ -280,6 +282,15 @@ pub struct BrokerConfig {
     pub http_connections_per_shard_max: usize,
     /// The largest HTTP request body accepted (a produce request's JSON).
     pub http_request_bytes_max: usize,
+    /// Kafka `offsets.topic.replication.factor`: replicas of each `__consumer_offsets`
+    /// partition when a cluster creates the topic, at most the live brokers then (the group
+    /// coordinators' state lives in those partitions and fails over with them). Unused on a
+    /// single node.
+    pub offsets_topic_replication_factor: i16,
+    /// Kafka `offsets.commit.timeout.ms`: how long a group coordinator of a cluster waits for
+    /// the in-sync replicas of its `__consumer_offsets` partition to have a write (an offset
+    /// commit, a group's state) before it answers COORDINATOR_NOT_AVAILABLE (retriable).
+    pub offsets_commit_timeout_ms: u64,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -386,6 +397,8 @@ impl Default for BrokerConfig {
             http_listen: String::new(),
             http_connections_per_shard_max: 64,
             http_request_bytes_max: 2 * 1024 * 1024,
+            offsets_topic_replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }
@@ -609,6 +622,14 @@ impl BrokerConfig {
                 self.http_connections_per_shard_max as i64,
             ),
             ("http_request_bytes_max", self.http_request_bytes_max as i64),
+            (
+                "offsets_topic_replication_factor",
+                i64::from(self.offsets_topic_replication_factor),
+            ),
+            (
+                "offsets_commit_timeout_ms",
+                i64::try_from(self.offsets_commit_timeout_ms).unwrap_or(i64::MAX),
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {

@@ -391,6 +391,27 @@ pub fn offsets_log_code(error: &StorageError) -> ResponseError {
     }
 }
 
+/// The Kafka error for a group coordinator's write to its replicated `__consumer_offsets`
+/// partition (a cluster) that failed with `error` (Kafka's `GroupMetadataManager.storeOffsets`
+/// mapping): not enough in-sync replicas or a timeout waiting for them are
+/// COORDINATOR_NOT_AVAILABLE, a lost leadership or a storage error NOT_COORDINATOR (the client
+/// finds the coordinator again), a batch too large INVALID_COMMIT_OFFSET_SIZE.
+pub fn replicated_offsets_code(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+            ResponseError::NotCoordinator
+        }
+        ResponseError::MessageTooLarge
+        | ResponseError::RecordListTooLarge
+        | ResponseError::InvalidFetchSize => ResponseError::InvalidCommitOffsetSize,
+        other => other,
+    }
+}
+
 /// Kafka's `Partition.checkCurrentLeaderEpoch`: a request naming the partition's leader epoch
 /// (`current_leader_epoch`; negative: not named, no check) older than this broker's gets
 /// FENCED_LEADER_EPOCH (the client's metadata is stale: it refreshes it), a newer one

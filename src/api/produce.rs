@@ -173,6 +173,16 @@ fn plan_appends(
                 work.push(Box::pin(async move {
                     PartitionResult::error(unknown_error, None)
                 }));
+            } else if name
+                .as_deref()
+                .is_some_and(crate::coordinator::coordinator_key::is_coordinator_topic)
+            {
+                // Kafka's `ReplicaManager.appendToLocalLog`: clients do not write the
+                // coordinators' internal topics (a cluster's group coordinators keep their
+                // state in `__consumer_offsets`).
+                work.push(Box::pin(async {
+                    PartitionResult::error(ResponseError::InvalidTopicException, None)
+                }));
             } else if let Some(error) = route.error() {
                 let mut result = PartitionResult::error(error, None);
                 result.current_leader = route.current_leader();

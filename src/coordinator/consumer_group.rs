@@ -1156,6 +1156,13 @@ impl ConsumerGroups {
         });
     }
 
+    /// Forgets every group `unloaded` names, without marking it for a write (its coordinator
+    /// moved to another broker, which has its durable state).
+    pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, _| !unloaded(id));
+        self.dirty.retain(|id| !unloaded(id));
+    }
+
     /// Whether `group_id` is a consumer group with members.
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups.get(group_id).is_some_and(|g| !g.is_empty())

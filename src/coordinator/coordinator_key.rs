@@ -187,6 +187,7 @@ mod tests {
             .apply(&MetadataCommand::CreateInternalTopic {
                 name: GROUP_TOPIC.into(),
                 partitions: 50,
+                replication_factor: 1,
             })
             .unwrap();
         let topic = &m.topics[GROUP_TOPIC];
@@ -218,6 +219,42 @@ mod tests {
         );
     }
 
+    /// The replication factor asked for, capped by the live brokers (Kafka's
+    /// `offsets.topic.replication.factor` on a smaller cluster), and a compacted topic.
+    #[test]
+    fn internal_topics_are_replicated_up_to_the_live_brokers_and_compacted() {
+        let m = cluster(&[0, 1, 2]);
+        let three = m
+            .apply(&MetadataCommand::CreateInternalTopic {
+                name: GROUP_TOPIC.into(),
+                partitions: 6,
+                replication_factor: 3,
+            })
+            .unwrap();
+        let topic = &three.topics[GROUP_TOPIC];
+        assert_eq!(topic.configs["cleanup.policy"], "compact");
+        assert_eq!(topic.configs["segment.bytes"], "104857600");
+        for a in &topic.assignment {
+            let mut replicas = a.replicas.clone();
+            replicas.sort();
+            assert_eq!(replicas, vec![0, 1, 2]);
+            assert_eq!(a.isr.len(), 3);
+        }
+        let two_live = m
+            .apply(&MetadataCommand::FenceBroker { node_id: 2 })
+            .unwrap()
+            .apply(&MetadataCommand::CreateInternalTopic {
+                name: GROUP_TOPIC.into(),
+                partitions: 6,
+                replication_factor: 3,
+            })
+            .unwrap();
+        for a in &two_live.topics[GROUP_TOPIC].assignment {
+            assert_eq!(a.replicas.len(), 2);
+            assert!(!a.replicas.contains(&2));
+        }
+    }
+
     #[test]
     fn internal_topics_are_created_only_by_the_internal_command() {
         let m = cluster(&[0]);
@@ -237,6 +274,7 @@ mod tests {
             .apply(&MetadataCommand::CreateInternalTopic {
                 name: "orders".into(),
                 partitions: 3,
+                replication_factor: 1,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::InvalidRequest);
@@ -244,12 +282,14 @@ mod tests {
             .apply(&MetadataCommand::CreateInternalTopic {
                 name: TRANSACTION_TOPIC.into(),
                 partitions: 5,
+                replication_factor: 1,
             })
             .unwrap();
         let err = m
             .apply(&MetadataCommand::CreateInternalTopic {
                 name: TRANSACTION_TOPIC.into(),
                 partitions: 5,
+                replication_factor: 1,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::TopicAlreadyExists);
@@ -258,6 +298,7 @@ mod tests {
             .apply(&MetadataCommand::CreateInternalTopic {
                 name: GROUP_TOPIC.into(),
                 partitions: 5,
+                replication_factor: 1,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::CoordinatorNotAvailable);

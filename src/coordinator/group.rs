@@ -1143,6 +1143,26 @@ impl Groups {
         });
     }
 
+    /// Forgets every group `unloaded` names, without marking it for a write (its coordinator
+    /// moved to another broker, which has its durable state: Kafka's `removeGroupsForPartition`),
+    /// and returns the parked JoinGroup/SyncGroup requests of their members: the caller
+    /// answers them (the client looks the coordinator up again).
+    pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) -> Vec<RequestId> {
+        let mut parked = Vec::new();
+        self.groups.retain(|id, g| {
+            if !unloaded(id) {
+                return true;
+            }
+            for m in g.members.values() {
+                parked.extend(m.awaiting_join);
+                parked.extend(m.awaiting_sync);
+            }
+            false
+        });
+        self.dirty.retain(|id| !unloaded(id));
+        parked
+    }
+
     /// Kafka's checks of an OffsetCommit against the group (classic groups).
     pub fn validate_offset_commit(
         &self,

@@ -318,11 +318,16 @@ pub enum MetadataCommand {
     },
     /// Create one of the coordinators' internal topics (`__consumer_offsets`,
     /// `__transaction_state`; `coordinator::coordinator_key`), placed over the registered
-    /// unfenced brokers, one replica each. Issued by brokers only, never from a client request
-    /// (clients cannot create internal names); needs registered brokers (a cluster).
+    /// unfenced brokers with `replication_factor` replicas each, at most as many as those
+    /// brokers (Kafka's `offsets.topic.replication.factor` is also capped by the live brokers
+    /// when the topic is created), a compacted topic (`cleanup.policy=compact`). Issued by
+    /// brokers only, never from a client request (clients cannot create internal names);
+    /// needs registered brokers (a cluster).
     CreateInternalTopic {
         name: String,
         partitions: i32,
+        #[serde(default = "one_replica")]
+        replication_factor: i16,
     },
     /// Register a broker, or register it again (a restart, a changed listener or rack). An
     /// unchanged repeat is refused, so that heartbeats write nothing.
@@ -788,9 +793,9 @@ impl ClusterMetadata {
                 };
                 self.check_new_partitions(&layout)
             }
-            MetadataCommand::CreateInternalTopic { name, partitions } => {
-                self.check_internal_topic(name, *partitions)
-            }
+            MetadataCommand::CreateInternalTopic {
+                name, partitions, ..
+            } => self.check_internal_topic(name, *partitions),
             MetadataCommand::DeleteTopic { name } => self.topic(name).map(|_| ()),
             MetadataCommand::CreatePartitions {
                 name,
@@ -1298,15 +1303,30 @@ impl ClusterMetadata {
                     },
                 },
             },
-            MetadataCommand::CreateInternalTopic { name, partitions } => {
+            MetadataCommand::CreateInternalTopic {
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let live = self.brokers.values().filter(|b| !b.fenced).count();
+                let replicas = i16::try_from(live)
+                    .unwrap_or(i16::MAX)
+                    .min(*replication_factor)
+                    .max(1);
+                // Kafka's `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`
+                // (100 MiB): segments small enough for the cleaner to compact soon.
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), "104857600".to_string()),
+                ]);
                 MetadataRecord::TopicCreated {
                     name: name.clone(),
                     topic: TopicMeta {
                         id: self.fresh_topic_id(),
                         partitions: *partitions,
-                        configs: BTreeMap::new(),
+                        configs,
                         internal: true,
-                        assignment: self.decide_assignment(*partitions, 1, None)?,
+                        assignment: self.decide_assignment(*partitions, replicas, None)?,
                     },
                 }
             }

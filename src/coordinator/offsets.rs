@@ -271,6 +271,12 @@ impl Offsets {
     pub fn has_group(&self, group: &str) -> bool {
         self.groups.contains_key(group)
     }
+
+    /// Forgets the committed offsets of every group `unloaded` names (their coordinator moved
+    /// to another broker); nothing is written.
+    pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) {
+        self.groups.retain(|group, _| !unloaded(group));
+    }
 }
 
 fn put_str16(buf: &mut BytesMut, s: &str) {
@@ -712,6 +718,19 @@ impl PendingTxnOffsets {
             .collect()
     }
 
+    /// Forgets the offsets held for the groups `unloaded` names (their coordinator moved to
+    /// another broker, which replays them from its log); nothing is written.
+    pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) {
+        let mut removed = 0;
+        self.by_producer.retain(|_, held| {
+            let before = held.len();
+            held.retain(|k, _| !unloaded(&k.group));
+            removed += before - held.len();
+            !held.is_empty()
+        });
+        self.entries -= removed;
+    }
+
     /// The records that rebuild this table (a compaction of the offsets log).
     pub fn records(&self) -> Vec<LogRecord> {
         self.by_producer
@@ -766,6 +785,28 @@ mod pending_tests {
 
     fn hold(offsets: Vec<(OffsetKey, CommittedOffset)>) -> PendingChange {
         PendingChange::Hold(offsets)
+    }
+
+    /// Unloading a `__consumer_offsets` partition's groups forgets their committed and held
+    /// offsets only, and keeps the count of held offsets right.
+    #[test]
+    fn unload_forgets_only_the_named_groups() {
+        let mut p = PendingTxnOffsets::new();
+        p.apply(1, hold(vec![offset("a", 0, 5), offset("b", 0, 6)]));
+        p.apply(2, hold(vec![offset("a", 1, 9)]));
+        p.unload(|g| g == "a");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.producers(), 1);
+        assert_eq!(p.for_marker(1, |_| true), vec![offset("b", 0, 6)]);
+        assert!(p.for_marker(2, |_| true).is_empty());
+        let mut table = Offsets::default();
+        for (k, v) in [offset("a", 0, 1), offset("b", 0, 2), offset("b", 1, 3)] {
+            table.apply((k, Some(v)));
+        }
+        table.unload(|g| g == "b");
+        assert_eq!(table.group_ids(), vec!["a".to_string()]);
+        assert_eq!(table.len(), 1);
+        table.check_invariants().unwrap();
     }
 
     /// A marker ends the producer's offsets of its partition's groups only; the latest offset

@@ -41,11 +41,30 @@ impl Shard {
 
     /// `None` when this node coordinates `key`, else the error a keyed request gets here:
     /// NOT_COORDINATOR, as Kafka answers wherever it does not own the key's partition.
+    /// In a cluster, a group of a `__consumer_offsets` partition this node leads but has not
+    /// loaded yet gets COORDINATOR_LOAD_IN_PROGRESS (retriable), as in Kafka
+    /// (`groups::replicated`).
     pub fn not_coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<ResponseError> {
         match self.coordinator_of(kind, key) {
-            Ok(node) if node == self.config.node_id => None,
+            Ok(node) if node == self.config.node_id => (kind == CoordinatorKind::Group
+                && !self.group_loaded(key))
+            .then_some(ResponseError::CoordinatorLoadInProgress),
             _ => Some(crate::error::not_coordinator_code()),
         }
+    }
+
+    /// Whether the group coordinator has loaded `group`'s `__consumer_offsets` partition
+    /// (always on a single node, whose groups live in its node-local log).
+    fn group_loaded(&self, group: &str) -> bool {
+        if self.cluster_voters().is_none() {
+            return true;
+        }
+        let metadata = self.metadata();
+        let Some(topic) = metadata.topics.get(CoordinatorKind::Group.topic()) else {
+            return false;
+        };
+        let partition = coordinator_key::partition_for(group, topic.partitions);
+        self.router.loaded_offsets_partitions().is_loaded(partition)
     }
 
     /// The coordinator epoch this node stamps into the markers of `transactional_id`: 0 on a
@@ -99,12 +118,19 @@ impl Shard {
         {
             return;
         }
+        let (partitions, replication_factor) = match kind {
+            CoordinatorKind::Group => (
+                self.config.offsets_topic_num_partitions,
+                self.config.offsets_topic_replication_factor,
+            ),
+            // The transaction coordinators' state is still node-local (`shard::txns`): one
+            // replica, so that a transactional id never moves to a node without its state.
+            CoordinatorKind::Transaction => (self.config.transaction_state_log_num_partitions, 1),
+        };
         let command = MetadataCommand::CreateInternalTopic {
             name: kind.topic().to_string(),
-            partitions: match kind {
-                CoordinatorKind::Group => self.config.offsets_topic_num_partitions,
-                CoordinatorKind::Transaction => self.config.transaction_state_log_num_partitions,
-            },
+            partitions,
+            replication_factor,
         };
         let created = self
             .invoke_on(COORDINATOR_SHARD, move |c| async move {

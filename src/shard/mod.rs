@@ -18,9 +18,10 @@
 //! broker and owned by this shard that opened successfully; a partition that failed to open is
 //! reported and answered with KAFKA_STORAGE_ERROR. A partition moved off this broker is
 //! closed, its files kept; one placed here is opened. Client requests see only the partitions
-//! this broker leads ([`Shard::partition`]). The coordinators' internal topics of a cluster
-//! (`__consumer_offsets`, `__transaction_state`) have no partitions opened: they hold no data
-//! here ([`coordinators`]).
+//! this broker leads ([`Shard::partition`]). Of the coordinators' internal topics of a
+//! cluster, `__consumer_offsets` is opened and replicated like any topic (the group
+//! coordinators' state, `groups::replicated`); `__transaction_state` has no partitions opened:
+//! it holds no data here ([`coordinators`]).
 
 pub mod controller;
 pub mod coordinators;
@@ -381,6 +382,9 @@ impl Shard {
             return;
         }
         self.reconcile(&previous, &next).await;
+        if self.id == COORDINATOR_SHARD {
+            self.groups.on_metadata(&next);
+        }
         *self.metadata.borrow_mut() = next;
     }
 
@@ -396,8 +400,8 @@ impl Shard {
         // (topic, partition, config, leader epoch when led here)
         let mut to_open: Vec<(String, i32, LogConfig, Option<i32>)> = Vec::new();
         for (name, topic) in &next.topics {
-            if crate::coordinator::coordinator_key::is_coordinator_topic(name) {
-                continue; // no data here: the coordinators keep theirs under internal/
+            if name == crate::coordinator::coordinator_key::TRANSACTION_TOPIC {
+                continue; // no data here: the transaction coordinators keep theirs under internal/
             }
             let config_changed = previous.topics.get(name).is_some_and(|old| {
                 old.id == topic.id && (defaults_changed || old.configs != topic.configs)
@@ -888,9 +892,14 @@ impl Shard {
 
     /// Coordinator shard: loads committed offsets and
     /// transactions (at startup, before the listener opens).
-    pub async fn load_group_coordinator(&self) {
+    pub async fn load_group_coordinator(self: &Rc<Self>) {
         assert_eq!(self.id, COORDINATOR_SHARD);
-        if let Err(e) = self
+        if crate::cluster::parse_voters(&self.config.controller_quorum_voters)
+            .is_ok_and(|voters| !voters.is_empty())
+        {
+            // A cluster: the groups live in the replicated `__consumer_offsets` partitions.
+            self.groups.start_replicated(self);
+        } else if let Err(e) = self
             .groups
             .load(&self.config.data_dir, self.cache.clone())
             .await

@@ -12,7 +12,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use super::groups::replicated::LoadedPartitions;
 use super::Shard;
 
 /// Index of a shard, 0..shard_count. Not glommio's executor id (GLOMMIO.md pitfall 7).
@@ -28,6 +30,10 @@ pub use crate::error::ShardGone;
 #[derive(Clone)]
 pub struct Router {
     inboxes: Vec<flume::Sender<Job>>,
+    /// The `__consumer_offsets` partitions whose groups this node has loaded (a cluster's
+    /// group coordinator, `groups::replicated`): written by the coordinator shard, read by
+    /// every shard's group requests.
+    loaded_offsets: Arc<LoadedPartitions>,
 }
 
 impl Router {
@@ -36,7 +42,19 @@ impl Router {
     pub fn new(shards: usize, depth: usize) -> (Router, Vec<flume::Receiver<Job>>) {
         assert!(shards > 0 && depth > 0);
         let (inboxes, receivers) = (0..shards).map(|_| flume::bounded(depth)).unzip();
-        (Router { inboxes }, receivers)
+        let loaded_offsets = Arc::new(LoadedPartitions::default());
+        (
+            Router {
+                inboxes,
+                loaded_offsets,
+            },
+            receivers,
+        )
+    }
+
+    /// The `__consumer_offsets` partitions loaded on this node (shared by its shards).
+    pub fn loaded_offsets_partitions(&self) -> Arc<LoadedPartitions> {
+        self.loaded_offsets.clone()
     }
 
     pub fn shard_count(&self) -> usize {

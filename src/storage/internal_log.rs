@@ -87,6 +87,64 @@ pub fn internal_log_dir(data_dir: &Path, name: &str) -> std::path::PathBuf {
     data_dir.join("internal").join(format!("{name}-0"))
 }
 
+/// The payload of one append of `records` (not empty) within `limits`: ONE record batch when
+/// it fits `max_message_bytes` (all or nothing after a crash), else batches of at most
+/// `batch_records_max` records and about `batch_bytes_max` bytes, each whole after a crash.
+/// Also what a group coordinator appends to its replicated `__consumer_offsets` partition.
+pub fn encode_append<C: RecordCodec>(
+    limits: &InternalLogLimits,
+    records: &[C::Record],
+    now_ms: i64,
+) -> Result<Bytes, StorageError> {
+    match C::encode_batch(records, now_ms) {
+        Ok(batch) if batch.len() <= limits.max_message_bytes as usize => Ok(batch),
+        // Larger than one batch may be: split (a crash may keep a prefix of the batches).
+        Ok(_) => encode_chunked::<C>(limits, records, now_ms),
+        Err(e) => Err(StorageError::InvalidRecord(format!("{}: {e}", C::NAME))),
+    }
+}
+
+/// `records` as record batches within `limits`, concatenated (one append).
+fn encode_chunked<C: RecordCodec>(
+    limits: &InternalLogLimits,
+    records: &[C::Record],
+    now_ms: i64,
+) -> Result<Bytes, StorageError> {
+    let mut payload = bytes::BytesMut::new();
+    for chunk in chunks::<C>(limits, records) {
+        let batch = C::encode_batch(chunk, now_ms)
+            .map_err(|e| StorageError::InvalidRecord(format!("{}: {e}", C::NAME)))?;
+        payload.extend_from_slice(&batch);
+    }
+    Ok(payload.freeze())
+}
+
+/// Splits `records` into runs of at most `batch_records_max` records and about
+/// `batch_bytes_max` bytes (a run has at least one record), one batch each.
+fn chunks<'r, C: RecordCodec>(
+    limits: &InternalLogLimits,
+    records: &'r [C::Record],
+) -> Vec<&'r [C::Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, r) in records.iter().enumerate() {
+        let n = C::record_bytes(r);
+        if i > start
+            && (i - start >= limits.batch_records_max
+                || bytes.saturating_add(n) > limits.batch_bytes_max)
+        {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(n);
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
 /// An open internal log; see the module doc.
 pub struct InternalLog<C: RecordCodec> {
     log: PartitionLog,
@@ -160,36 +218,7 @@ impl<C: RecordCodec> InternalLog<C> {
 
     /// `records` as record batches within the limits, concatenated (one append).
     fn encode(&self, records: &[C::Record], now_ms: i64) -> Result<Bytes, StorageError> {
-        let mut payload = bytes::BytesMut::new();
-        for chunk in self.chunks(records) {
-            let batch = C::encode_batch(chunk, now_ms)
-                .map_err(|e| StorageError::InvalidRecord(format!("{}: {e}", C::NAME)))?;
-            payload.extend_from_slice(&batch);
-        }
-        Ok(payload.freeze())
-    }
-
-    /// Splits `records` into runs of at most `batch_records_max` records and about
-    /// `batch_bytes_max` bytes (a run has at least one record), one batch each.
-    fn chunks<'r>(&self, records: &'r [C::Record]) -> Vec<&'r [C::Record]> {
-        let mut out = Vec::new();
-        let (mut start, mut bytes) = (0, 0usize);
-        for (i, r) in records.iter().enumerate() {
-            let n = C::record_bytes(r);
-            if i > start
-                && (i - start >= self.limits.batch_records_max
-                    || bytes.saturating_add(n) > self.limits.batch_bytes_max)
-            {
-                out.push(&records[start..i]);
-                start = i;
-                bytes = 0;
-            }
-            bytes = bytes.saturating_add(n);
-        }
-        if start < records.len() {
-            out.push(&records[start..]);
-        }
-        out
+        encode_chunked::<C>(&self.limits, records, now_ms)
     }
 
     /// Appends `records` durably, as one record batch if they fit `max_message_bytes` (all
@@ -207,12 +236,7 @@ impl<C: RecordCodec> InternalLog<C> {
             on_durable(records);
             return Ok(());
         }
-        let payload = match C::encode_batch(&records, now_ms) {
-            Ok(batch) if batch.len() <= self.limits.max_message_bytes as usize => batch,
-            // Larger than one batch may be: split (a crash may keep a prefix of the batches).
-            Ok(_) => self.encode(&records, now_ms)?,
-            Err(e) => return Err(StorageError::InvalidRecord(format!("{}: {e}", C::NAME))),
-        };
+        let payload = encode_append::<C>(&self.limits, &records, now_ms)?;
         let Ok(_shared) = self.write_lock.read().await else {
             return Err(StorageError::Closed);
         };

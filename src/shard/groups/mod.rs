@@ -14,7 +14,7 @@
 //!   is doing; DescribeGroups and DeleteGroups also bring their group's timers up to date
 //!   first. The periodic work with I/O (writing changed groups, expiring offsets, compaction)
 //!   runs in a separate loop every [`GROUP_TICK_INTERVAL_MS`].
-//! - Durability: committed offsets are appended to the internal log
+//! - Durability (single node): committed offsets are appended to the internal log
 //!   `<data_dir>/internal/__consumer_offsets-0/` (an [`InternalLog`] over a partition log, so
 //!   group-committed and fdatasync'd like any partition) and applied to the table only once the append is durable,
 //!   so a commit is acknowledged only when it survives a crash. [`GroupCoordinator::load`]
@@ -22,6 +22,9 @@
 //!   live offsets and group snapshots once superseded records dominate, and moves the log
 //!   start past the rest. The directory cannot collide with a topic's (topic directories sit
 //!   directly in the data directory).
+//! - Durability in a cluster: the same records go to the replicated `__consumer_offsets`
+//!   partitions this node leads instead, loaded when it becomes their leader and unloaded when
+//!   it stops (`replicated`).
 //! - Group metadata: classic and KIP-848 groups whose durable state changed are written to the
 //!   same log as snapshots by [`GroupCoordinator::persist_groups`] (before SyncGroup,
 //!   LeaveGroup, ConsumerGroupHeartbeat and DeleteGroups answer; changes by timeouts from the
@@ -42,6 +45,7 @@ mod describe;
 mod membership;
 mod offsets_api;
 pub mod offsets_log;
+pub mod replicated;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -65,13 +69,22 @@ pub use offsets_log::{offsets_log_dir, OffsetsCodec, OFFSETS_LOG_LIMITS, OFFSETS
 /// How often the coordinator shard ticks the group state machine, in milliseconds.
 pub const GROUP_TICK_INTERVAL_MS: u64 = 250;
 
+/// Where a group coordinator's records go: the node-local offsets log (a single node), or the
+/// replicated `__consumer_offsets` partitions this node leads (a cluster, `replicated`).
+#[derive(Clone)]
+enum OffsetsStore {
+    Local(Rc<InternalLog<OffsetsCodec>>),
+    Replicated(Rc<replicated::ReplicatedOffsets>),
+}
+
 /// The coordinator shard's group state; see the module doc.
 pub struct GroupCoordinator {
     pub groups: RefCell<Groups>,
     /// KIP-848 consumer groups. A group id is a classic group or a consumer group, never both.
     pub consumer: RefCell<ConsumerGroups>,
     pub offsets: RefCell<Offsets>,
-    log: RefCell<Option<Rc<InternalLog<OffsetsCodec>>>>,
+    /// Where the durable state lives; `None` until loaded.
+    log: RefCell<Option<OffsetsStore>>,
     replies: RefCell<HashMap<RequestId, flume::Sender<Response>>>,
     next_request_id: Cell<RequestId>,
     /// When expired offsets were last looked for.
@@ -106,11 +119,20 @@ impl GroupCoordinator {
         self.log.borrow().is_some()
     }
 
+    /// The node-local offsets log (tests of a single node's coordinator).
+    #[cfg(test)]
+    fn local_log(&self) -> Rc<InternalLog<OffsetsCodec>> {
+        match self.log.borrow().clone() {
+            Some(OffsetsStore::Local(log)) => log,
+            _ => panic!("no node-local offsets log"),
+        }
+    }
+
     /// Flushes and closes the offsets log (shutdown), after writing the groups that changed.
     pub async fn close(&self) {
         self.persist_groups().await;
         let log = self.log.borrow_mut().take();
-        if let Some(log) = log {
+        if let Some(OffsetsStore::Local(log)) = log {
             if let Err(e) = log.close().await {
                 tracing::error!(error = %e, "closing the offsets log failed");
             }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::GroupCoordinator;
+use super::{GroupCoordinator, OffsetsStore};
 use crate::coordinator::offsets::{
     self, CommittedOffset, GroupKind, LogRecord, OffsetChange, OffsetKey, Offsets, PendingChange,
     PendingTxnOffsets,
@@ -122,14 +122,17 @@ impl GroupCoordinator {
             consumer_groups = self.consumer.borrow().group_ids().len(),
             "committed offsets and groups loaded"
         );
-        *self.log.borrow_mut() = Some(Rc::new(log));
+        *self.log.borrow_mut() = Some(OffsetsStore::Local(Rc::new(log)));
         self.maybe_compact().await
     }
 
     /// Rebuilds the groups from their last snapshots. A snapshot that does not decode is
     /// skipped with an error (its members rejoin, as after losing the group); committed
     /// offsets are not affected.
-    fn restore_groups(&self, snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>>) {
+    pub(super) fn restore_groups(
+        &self,
+        snapshots: BTreeMap<(GroupKind, String), Option<bytes::Bytes>>,
+    ) {
         let now = crate::shard::now_ms();
         for ((kind, group_id), snapshot) in snapshots {
             let Some(json) = snapshot else { continue };
@@ -216,7 +219,8 @@ impl GroupCoordinator {
     /// Compacts the offsets log when superseded records dominate it (at load, and from the
     /// tick loop while running).
     pub async fn maybe_compact(&self) -> Result<(), StorageError> {
-        let Some(log) = self.log.borrow().clone() else {
+        // Replicated partitions are compacted by the log cleaner (`replicated`).
+        let Some(OffsetsStore::Local(log)) = self.log.borrow().clone() else {
             return Ok(());
         };
         log.compact_if_due(|| self.live_records(), || self.snapshot_records())
@@ -314,11 +318,17 @@ impl GroupCoordinator {
         if records.is_empty() {
             return Ok(());
         }
-        let log = self
+        let store = self
             .log
             .borrow()
             .clone()
             .ok_or(crate::error::coordinator_gone_code())?;
+        let log = match store {
+            OffsetsStore::Local(log) => log,
+            OffsetsStore::Replicated(store) => {
+                return self.append_replicated(store, records, now_ms).await
+            }
+        };
         let applied = log
             .append(records, now_ms, |records| {
                 let mut table = self.offsets.borrow_mut();

@@ -164,7 +164,7 @@ fn groups_survive_reload_and_compaction() {
                 None
             );
             if round == 0 {
-                let log = c.log.borrow().clone().unwrap();
+                let log = c.local_log();
                 log.compact(|| c.snapshot_records()).await.unwrap();
             }
             c.close().await;
@@ -248,7 +248,7 @@ fn offsets_survive_reload_and_compaction() {
             .unwrap();
         // While running, the tick loop's compaction shrinks the log to the live offsets.
         c.maybe_compact().await.unwrap();
-        assert_eq!(c.log.borrow().as_ref().unwrap().records(), 99);
+        assert_eq!(c.local_log().records(), 99);
         c.write_offsets(vec![(key(0), Some(value(119)))], crate::shard::now_ms())
             .await
             .unwrap();

@@ -1,0 +1,678 @@
+//! The group coordinator's durable state in a cluster: the replicated partitions of
+//! `__consumer_offsets` (Kafka's `GroupMetadataManager` over its internal topic).
+//!
+//! On a single node the coordinator keeps its records in the node-local offsets log
+//! (`offsets_log`). In a cluster the records of a group go to partition
+//! `abs(hashCode(group)) % N` of `__consumer_offsets`, a compacted topic with
+//! `offsets_topic_replication_factor` replicas that the shards open and the follower fetchers
+//! replicate like any partition (`shard::replication`); the same records, in the same codec
+//! ([`OffsetsCodec`]), only elsewhere:
+//! - **Writes** ([`GroupCoordinator::append_replicated`]): the records of one append are split
+//!   by partition; each part is one append on the partition's owning shard as its leader,
+//!   answered once the high watermark passes it (acks=all: refused with NOT_ENOUGH_REPLICAS
+//!   below `min.insync.replicas`, at most `offsets_commit_timeout_ms`), and only then applied
+//!   to the tables. Errors are Kafka's (`error::replicated_offsets_code`). One write at a time
+//!   per partition, so the tables apply the records in log order.
+//! - **Load** (becoming leader of p, seen at a metadata install on the coordinator shard,
+//!   [`GroupCoordinator::on_metadata`]): a task waits until the owning shard leads p, replays
+//!   p from its log start to its log end (the new leader's log is the truth: what the old
+//!   leader acknowledged is below its high watermark, so in every in-sync replica's log) into
+//!   tables of its own, then installs them. Meanwhile the groups of p answer
+//!   COORDINATOR_LOAD_IN_PROGRESS ([`LoadedPartitions`], seen by every shard through the
+//!   router, asked by `Shard::not_coordinator`).
+//! - **Unload** (losing the leadership of p, or a new leader epoch: another broker may have
+//!   led p in between): p's groups, committed and held offsets are forgotten without a write,
+//!   parked JoinGroup/SyncGroup requests of their members are dropped (answered
+//!   COORDINATOR_NOT_AVAILABLE: the client looks the coordinator up again), and a load in
+//!   flight for p is abandoned.
+//! - **Compaction**: the partitions are compact topics (`cleanup.policy=compact`), kept
+//!   bounded on every replica by the log cleaner; a held-offsets record of a producer holds all
+//!   of that producer's offsets held in its partition, so the cleaner keeping only the last
+//!   one per producer loses nothing.
+//!
+//! Bounds: a replay read is at most [`REPLAY_READ_BYTES_MAX`]; a load holds the live state of
+//! one partition (what the tables hold once it is loaded); an append is at most
+//! `max_message_bytes` per batch (`OFFSETS_LOG_LIMITS`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::{Rc, Weak};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+
+use super::offsets_log::{OffsetsCodec, OFFSETS_LOG_LIMITS};
+use super::{GroupCoordinator, OffsetsStore};
+use crate::coordinator::coordinator_key::{partition_for, GROUP_TOPIC};
+use crate::coordinator::metadata::ClusterMetadata;
+use crate::coordinator::offsets::{
+    GroupKind, LogRecord, OffsetKey, Offsets, PendingChange, PendingTxnOffsets,
+};
+use crate::shard::{routing, Shard};
+use crate::storage::internal_log::{encode_append, RecordCodec, REPLAY_READ_BYTES_MAX};
+use crate::storage::StorageError;
+
+/// How long a load waits between looks at the partition's owning shard, while that shard has
+/// not opened the partition as its leader yet.
+const LOAD_RETRY: Duration = Duration::from_millis(50);
+
+/// The `__consumer_offsets` partitions whose groups this node's coordinator has loaded (every
+/// shard asks, through its router; written by the coordinator shard only).
+#[derive(Debug, Default)]
+pub struct LoadedPartitions {
+    loaded: Mutex<BTreeSet<i32>>,
+}
+
+impl LoadedPartitions {
+    /// Whether the groups of `partition` are loaded here.
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.loaded.lock().is_ok_and(|set| set.contains(&partition))
+    }
+
+    fn set(&self, partition: i32, loaded: bool) {
+        if let Ok(mut set) = self.loaded.lock() {
+            if loaded {
+                set.insert(partition);
+            } else {
+                set.remove(&partition);
+            }
+        }
+    }
+}
+
+/// A `__consumer_offsets` partition this node leads.
+#[derive(Clone)]
+struct Led {
+    leader_epoch: i32,
+    loaded: bool,
+    /// One write at a time (the tables apply in log order).
+    write_lock: Rc<crate::rt::sync::Semaphore>,
+}
+
+/// The replicated store of a cluster's group coordinator; see the module doc.
+pub struct ReplicatedOffsets {
+    shard: Weak<Shard>,
+    node_id: i32,
+    /// Partitions of `__consumer_offsets` in the metadata (0 before the topic exists).
+    partitions: Cell<i32>,
+    led: RefCell<BTreeMap<i32, Led>>,
+    loaded: std::sync::Arc<LoadedPartitions>,
+    commit_timeout: Duration,
+}
+
+impl ReplicatedOffsets {
+    /// Whether `partition` is still led at `epoch` (and loaded, if `loaded`).
+    fn still(&self, partition: i32, epoch: i32, loaded: bool) -> bool {
+        self.led
+            .borrow()
+            .get(&partition)
+            .is_some_and(|l| l.leader_epoch == epoch && (l.loaded || !loaded))
+    }
+}
+
+/// What a load rebuilt from one partition, installed at once when it is done.
+#[derive(Default)]
+struct Staged {
+    offsets: Offsets,
+    pending: PendingTxnOffsets,
+    snapshots: BTreeMap<(GroupKind, String), Option<Bytes>>,
+    records: usize,
+}
+
+impl Staged {
+    fn apply(&mut self, record: LogRecord) {
+        self.records += 1;
+        match record {
+            LogRecord::Offset(change) => self.offsets.apply(change),
+            LogRecord::Group((kind, group, snapshot)) => {
+                self.snapshots.insert((kind, group), snapshot);
+            }
+            LogRecord::Pending(producer_id, change) => self.pending.apply(producer_id, change),
+        }
+    }
+}
+
+/// The group id a record belongs to (held offsets: each key's own).
+fn record_group(record: &LogRecord) -> Option<&str> {
+    match record {
+        LogRecord::Offset((key, _)) => Some(&key.group),
+        LogRecord::Group((_, group, _)) => Some(group),
+        LogRecord::Pending(..) => None,
+    }
+}
+
+impl GroupCoordinator {
+    /// Makes this coordinator keep its state in the replicated `__consumer_offsets`
+    /// partitions (a cluster), then loads the partitions `shard`'s metadata says it leads.
+    pub fn start_replicated(&self, shard: &Rc<Shard>) {
+        let store = ReplicatedOffsets {
+            shard: Rc::downgrade(shard),
+            node_id: shard.config.node_id,
+            partitions: Cell::new(0),
+            led: RefCell::new(BTreeMap::new()),
+            loaded: shard.router.loaded_offsets_partitions(),
+            commit_timeout: Duration::from_millis(shard.config.offsets_commit_timeout_ms),
+        };
+        *self.log.borrow_mut() = Some(OffsetsStore::Replicated(Rc::new(store)));
+        self.on_metadata(&shard.metadata());
+    }
+
+    fn replicated(&self) -> Option<Rc<ReplicatedOffsets>> {
+        match &*self.log.borrow() {
+            Some(OffsetsStore::Replicated(store)) => Some(store.clone()),
+            _ => None,
+        }
+    }
+
+    /// The coordinator shard installed `metadata`: loads the `__consumer_offsets` partitions
+    /// this node now leads and unloads those it stopped leading (or leads at a new epoch,
+    /// which are loaded again). Nothing on a single node.
+    pub fn on_metadata(&self, metadata: &ClusterMetadata) {
+        let Some(store) = self.replicated() else {
+            return;
+        };
+        let Some(shard) = store.shard.upgrade() else {
+            return;
+        };
+        let topic = metadata.topics.get(GROUP_TOPIC);
+        store.partitions.set(topic.map_or(0, |t| t.partitions));
+        let mut now_led: BTreeMap<i32, i32> = BTreeMap::new();
+        if let Some(topic) = topic {
+            for p in 0..topic.partitions {
+                let a = routing::assignment_of(topic, p, store.node_id);
+                if a.leader == store.node_id {
+                    now_led.insert(p, a.leader_epoch);
+                }
+            }
+        }
+        let before: Vec<(i32, i32)> = store
+            .led
+            .borrow()
+            .iter()
+            .map(|(p, l)| (*p, l.leader_epoch))
+            .collect();
+        for (p, epoch) in before {
+            if now_led.get(&p) != Some(&epoch) {
+                self.unload_partition(&store, p);
+            }
+        }
+        for (p, epoch) in now_led {
+            if store.led.borrow().contains_key(&p) {
+                continue;
+            }
+            store.led.borrow_mut().insert(
+                p,
+                Led {
+                    leader_epoch: epoch,
+                    loaded: false,
+                    write_lock: Rc::new(crate::rt::sync::Semaphore::new(1)),
+                },
+            );
+            tracing::info!(
+                partition = p,
+                leader_epoch = epoch,
+                "loading the groups of a __consumer_offsets partition"
+            );
+            crate::rt::spawn_local(load_partition(shard.clone(), store.clone(), p, epoch)).detach();
+        }
+    }
+
+    /// Forgets partition `p`'s groups and offsets (see the module doc).
+    fn unload_partition(&self, store: &ReplicatedOffsets, p: i32) {
+        store.led.borrow_mut().remove(&p);
+        store.loaded.set(p, false);
+        let n = store.partitions.get();
+        let in_p = |group: &str| n <= 0 || partition_for(group, n) == p;
+        let parked = self.groups.borrow_mut().unload(in_p);
+        for id in parked {
+            // Dropping the sender answers the parked request (the coordinator is gone).
+            self.replies.borrow_mut().remove(&id);
+        }
+        self.consumer.borrow_mut().unload(in_p);
+        self.offsets.borrow_mut().unload(in_p);
+        self.pending.borrow_mut().unload(in_p);
+        tracing::info!(
+            partition = p,
+            "unloaded the groups of a __consumer_offsets partition"
+        );
+    }
+
+    /// Installs what a load of partition `p` rebuilt.
+    fn install_loaded(&self, store: &ReplicatedOffsets, p: i32, staged: Staged) {
+        let Staged {
+            offsets,
+            pending,
+            snapshots,
+            records,
+        } = staged;
+        let groups = offsets.group_ids().len();
+        {
+            let mut table = self.offsets.borrow_mut();
+            for change in offsets.all_changes() {
+                table.apply(change);
+            }
+        }
+        {
+            let mut held = self.pending.borrow_mut();
+            for record in pending.records() {
+                if let LogRecord::Pending(producer_id, change) = record {
+                    held.apply(producer_id, change);
+                }
+            }
+        }
+        self.restore_groups(snapshots);
+        if let Some(led) = store.led.borrow_mut().get_mut(&p) {
+            led.loaded = true;
+        }
+        store.loaded.set(p, true);
+        tracing::info!(
+            partition = p,
+            records,
+            groups,
+            "loaded the groups of a __consumer_offsets partition"
+        );
+    }
+
+    /// Splits `records` by `__consumer_offsets` partition (of `n`). A held-offsets record
+    /// becomes one per partition holding all the producer's offsets held there (module doc).
+    fn split_by_partition(&self, records: Vec<LogRecord>, n: i32) -> BTreeMap<i32, Vec<LogRecord>> {
+        let mut out: BTreeMap<i32, Vec<LogRecord>> = BTreeMap::new();
+        for record in records {
+            if let Some(group) = record_group(&record) {
+                out.entry(partition_for(group, n)).or_default().push(record);
+                continue;
+            }
+            let LogRecord::Pending(producer_id, change) = record else {
+                continue;
+            };
+            match change {
+                PendingChange::Hold(offsets) => {
+                    let mut parts: BTreeMap<i32, BTreeMap<OffsetKey, _>> = BTreeMap::new();
+                    for (k, v) in offsets {
+                        parts
+                            .entry(partition_for(&k.group, n))
+                            .or_default()
+                            .insert(k, v);
+                    }
+                    for (p, new) in parts {
+                        let mut all: BTreeMap<OffsetKey, _> = self
+                            .pending
+                            .borrow()
+                            .for_marker(producer_id, |g| partition_for(g, n) == p)
+                            .into_iter()
+                            .collect();
+                        all.extend(new);
+                        let hold = PendingChange::Hold(all.into_iter().collect());
+                        out.entry(p)
+                            .or_default()
+                            .push(LogRecord::Pending(producer_id, hold));
+                    }
+                }
+                PendingChange::Release(keys) => {
+                    let mut parts: BTreeMap<i32, Vec<OffsetKey>> = BTreeMap::new();
+                    for k in keys {
+                        parts.entry(partition_for(&k.group, n)).or_default().push(k);
+                    }
+                    for (p, keys) in parts {
+                        out.entry(p).or_default().push(LogRecord::Pending(
+                            producer_id,
+                            PendingChange::Release(keys),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Appends `records` to their `__consumer_offsets` partitions (module doc) and applies
+    /// each partition's part once its in-sync replicas have it. The first error is answered;
+    /// the other partitions' parts are still written.
+    pub(super) async fn append_replicated(
+        &self,
+        store: Rc<ReplicatedOffsets>,
+        records: Vec<LogRecord>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let n = store.partitions.get();
+        if n <= 0 {
+            return Err(crate::error::not_coordinator_code());
+        }
+        let mut answer = Ok(());
+        for (p, part) in self.split_by_partition(records, n) {
+            if let Err(e) = self.append_partition(&store, p, part, now_ms).await {
+                answer = answer.and(Err(e));
+            }
+        }
+        answer
+    }
+
+    async fn append_partition(
+        &self,
+        store: &ReplicatedOffsets,
+        p: i32,
+        records: Vec<LogRecord>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let (lock, epoch) = match store.led.borrow().get(&p) {
+            Some(led) if led.loaded => (led.write_lock.clone(), led.leader_epoch),
+            Some(_) => return Err(ResponseError::CoordinatorLoadInProgress),
+            None => return Err(crate::error::not_coordinator_code()),
+        };
+        let Ok(_permit) = lock.acquire_permit(1).await else {
+            return Err(crate::error::not_coordinator_code());
+        };
+        let payload = match encode_append::<OffsetsCodec>(&OFFSETS_LOG_LIMITS, &records, now_ms) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding an offsets batch failed");
+                return Err(crate::error::offsets_log_code(&e));
+            }
+        };
+        let shard = store
+            .shard
+            .upgrade()
+            .ok_or(crate::error::coordinator_gone_code())?;
+        let owner = shard.owner(GROUP_TOPIC, p);
+        let timeout = store.commit_timeout;
+        let written = shard
+            .invoke_on(owner, move |s| async move {
+                s.append_offsets_partition(p, payload, timeout).await
+            })
+            .await
+            .unwrap_or(Err(crate::error::coordinator_gone_code()));
+        if let Err(e) = written {
+            tracing::warn!(partition = p, error = ?e, "writing to __consumer_offsets failed");
+            return Err(crate::error::replicated_offsets_code(e));
+        }
+        // Unloaded meanwhile: the next leader replays the records; nothing to apply here.
+        if !store.still(p, epoch, true) {
+            return Err(crate::error::not_coordinator_code());
+        }
+        let mut table = self.offsets.borrow_mut();
+        for record in records {
+            match record {
+                LogRecord::Offset(change) => table.apply(change),
+                LogRecord::Pending(producer_id, change) => {
+                    self.pending.borrow_mut().apply(producer_id, change)
+                }
+                LogRecord::Group(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The load of partition `p` at leader epoch `epoch` (module doc); abandoned as soon as this
+/// node no longer leads `p` at that epoch.
+async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedOffsets>, p: i32, epoch: i32) {
+    let owner = shard.owner(GROUP_TOPIC, p);
+    // Until the owning shard leads the partition: its log's (start, end).
+    let (start, end) = loop {
+        if !store.still(p, epoch, false) || shard.stopping.get() {
+            return;
+        }
+        let range = shard
+            .invoke_on(owner, move |s| async move { s.offsets_partition_range(p) })
+            .await;
+        if let Ok(Some(range)) = range {
+            break range;
+        }
+        crate::rt::sleep(LOAD_RETRY).await;
+    };
+    let mut staged = Staged::default();
+    let mut offset = start;
+    while offset < end {
+        if !store.still(p, epoch, false) || shard.stopping.get() {
+            return;
+        }
+        let read = shard
+            .invoke_on(owner, move |s| async move {
+                s.read_offsets_partition(p, offset).await
+            })
+            .await;
+        let batches = match read {
+            Ok(Ok(batches)) if !batches.is_empty() => batches,
+            other => {
+                tracing::warn!(partition = p, offset, result = ?other.map(|r| r.map(|b| b.len())), "reading __consumer_offsets for a load failed; trying again");
+                crate::rt::sleep(LOAD_RETRY).await;
+                continue;
+            }
+        };
+        for batch in batches {
+            let Some(next) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset() + 1)
+            else {
+                tracing::error!(
+                    partition = p,
+                    offset,
+                    "a __consumer_offsets batch without a header; the load stops"
+                );
+                return;
+            };
+            match OffsetsCodec::decode_batches(batch) {
+                Ok((records, _)) => records.into_iter().for_each(|r| staged.apply(r)),
+                Err(e) => {
+                    // The state is never rebuilt from part of a log: the groups of this
+                    // partition stay unavailable (COORDINATOR_LOAD_IN_PROGRESS).
+                    tracing::error!(partition = p, offset, error = %e, "a __consumer_offsets batch does not decode; the load stops");
+                    return;
+                }
+            }
+            offset = offset.max(next);
+        }
+        crate::rt::yield_if_needed().await;
+    }
+    if store.still(p, epoch, false) && !shard.stopping.get() {
+        shard.groups.install_loaded(&store, p, staged);
+    }
+}
+
+impl Shard {
+    /// The (log start, log end) of `__consumer_offsets` partition `p` when this shard owns
+    /// and leads it (the end is durable: what a load replays), else `None`.
+    fn offsets_partition_range(&self, p: i32) -> Option<(i64, i64)> {
+        let partition = self.partition(GROUP_TOPIC, p)?;
+        Some((
+            partition.log.log_start_offset(),
+            partition.log.durable_end(),
+        ))
+    }
+
+    /// Whole batches of `__consumer_offsets` partition `p` from `offset`, up to its durable end
+    /// (at most [`REPLAY_READ_BYTES_MAX`], at least one batch).
+    async fn read_offsets_partition(&self, p: i32, offset: i64) -> Result<Vec<Bytes>, String> {
+        let partition = self
+            .replica(GROUP_TOPIC, p)
+            .ok_or_else(|| "not open here".to_string())?;
+        partition
+            .log
+            .read_for_replica(offset, REPLAY_READ_BYTES_MAX, true)
+            .await
+            .map(|data| data.batches)
+            .map_err(|e: StorageError| e.to_string())
+    }
+
+    /// The leader's append of a group coordinator's `payload` to `__consumer_offsets`
+    /// partition `p`, with acks=all: NOT_ENOUGH_REPLICAS below `min.insync.replicas`, answered
+    /// once the high watermark passes it, REQUEST_TIMED_OUT after `timeout`.
+    async fn append_offsets_partition(
+        &self,
+        p: i32,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(), ResponseError> {
+        let partition = self
+            .partition(GROUP_TOPIC, p)
+            .ok_or(crate::error::not_leader_code())?;
+        self.enough_replicas(&partition)?;
+        let info = partition
+            .append(payload)
+            .await
+            .map_err(|e| crate::error::storage_code(&e))?;
+        crate::rt::timeout(timeout, self.await_replicated(&partition, info.last_offset))
+            .await
+            .unwrap_or(Err(ResponseError::RequestTimedOut))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::coordinator::coordinator_key::CoordinatorKind;
+    use crate::coordinator::metadata::{BrokerRegistration, PartitionAssignment, TopicMeta};
+    use crate::coordinator::offsets::CommittedOffset;
+    use crate::shard::Router;
+    use crate::storage::io::sim::{install, SimDisk};
+
+    /// `__consumer_offsets` of one partition on replicas [0, 1], led by `leader` alone in
+    /// its ISR at leader epoch `version`; brokers 0 and 1 registered.
+    fn metadata(version: u64, leader: i32) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        for node_id in [0, 1] {
+            m.brokers.insert(
+                node_id,
+                BrokerRegistration {
+                    node_id,
+                    incarnation_id: uuid::Uuid::from_u128(node_id as u128 + 1),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + node_id,
+                    rack: None,
+                    fenced: false,
+                    listeners: Vec::new(),
+                },
+            );
+        }
+        let topic = TopicMeta {
+            id: uuid::Uuid::from_u128(5),
+            partitions: 1,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            internal: true,
+            assignment: vec![PartitionAssignment {
+                replicas: vec![0, 1],
+                leader,
+                leader_epoch: version as i32,
+                isr: vec![leader],
+                partition_epoch: version as i32,
+            }],
+        };
+        m.topics.insert(GROUP_TOPIC.into(), topic);
+        Arc::new(m)
+    }
+
+    fn commit(offset: i64) -> (OffsetKey, Option<CommittedOffset>) {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        (key, Some(value))
+    }
+
+    /// Waits (virtual time) until the group "g" is loaded here.
+    async fn loaded(shard: &Rc<Shard>) {
+        for _ in 0..200 {
+            if shard.not_coordinator(CoordinatorKind::Group, "g").is_none() {
+                return;
+            }
+            crate::rt::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never loaded");
+    }
+
+    /// The transitions of a cluster's group coordinator: not the leader (NOT_COORDINATOR,
+    /// writes refused), leader (COORDINATOR_LOAD_IN_PROGRESS until the partition is
+    /// replayed, then commits are written to the partition and applied), leadership lost (the
+    /// group's offsets forgotten, NOT_COORDINATOR), leader again at a new epoch (the
+    /// partition replayed again: the commit is back).
+    #[test]
+    fn groups_load_on_leadership_and_unload_when_it_moves() {
+        crate::rt::sim::run(21, async {
+            let disk = SimDisk::new(21);
+            let _installed = install(&disk);
+            let config = Arc::new(BrokerConfig {
+                data_dir: PathBuf::from("/data"),
+                controller_quorum_voters: "0@127.0.0.1:9093,1@127.0.0.1:9094".into(),
+                ..BrokerConfig::default()
+            });
+            crate::storage::io::create_dir_all(&config.data_dir)
+                .await
+                .expect("data dir");
+            let (router, _inboxes) = Router::new(1, 16);
+            let shard = Shard::new(0, config, router, metadata(1, 1));
+            shard.open_partitions().await;
+            shard.groups.start_replicated(&shard);
+            let not_coordinator = Some(ResponseError::NotCoordinator);
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                not_coordinator
+            );
+            let refused = shard.groups.write_offsets(vec![commit(3)], 1).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(2, 0)).await;
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                Some(ResponseError::CoordinatorLoadInProgress),
+                "led, not loaded yet"
+            );
+            loaded(&shard).await;
+            shard
+                .groups
+                .write_offsets(vec![commit(5)], 1)
+                .await
+                .expect("commit");
+            assert_eq!(
+                shard
+                    .groups
+                    .offsets
+                    .borrow()
+                    .get("g", "t", 0)
+                    .unwrap()
+                    .offset,
+                5
+            );
+            let p = shard.partition(GROUP_TOPIC, 0).expect("led");
+            assert_eq!(p.log.high_watermark(), 1, "one record, replicated");
+
+            shard.install_metadata(metadata(3, 1)).await;
+            assert!(shard.groups.offsets.borrow().get("g", "t", 0).is_none());
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Group, "g"),
+                not_coordinator
+            );
+            let refused = shard.groups.write_offsets(vec![commit(6)], 1).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(4, 0)).await;
+            loaded(&shard).await;
+            assert_eq!(
+                shard
+                    .groups
+                    .offsets
+                    .borrow()
+                    .get("g", "t", 0)
+                    .unwrap()
+                    .offset,
+                5,
+                "replayed from the partition"
+            );
+            shard.close_partitions().await;
+        });
+    }
+}
