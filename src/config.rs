@@ -534,7 +534,7 @@ impl BrokerConfig {
         self.admin_addr()?;
         self.http_addr()?;
         self.advertised_host_port()?;
-        crate::server::ip_limit::IpLimits::parse(
+        crate::security::ip_limit::IpLimits::parse(
             self.max_connections_per_ip,
             &self.max_connections_per_ip_overrides,
         )

@@ -11,11 +11,15 @@
 //! cluster metadata; the API handlers (`api::authz`) give them the caller, the request's
 //! resource and the current metadata's ACLs.
 //!
+//! Connection limits: `ip_limit` (Kafka's `max.connections.per.ip` and its overrides, counted
+//! process-wide; the accept loop in `server` takes a slot per connection).
+//!
 //! Nothing here does I/O on the request path or imports the coordinator or the shard. Not here
 //! yet: quotas.
 
 pub mod acl;
 pub mod authorizer;
+pub mod ip_limit;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -19,7 +19,6 @@
 pub mod admin;
 pub mod connection;
 pub mod console;
-pub mod ip_limit;
 pub mod listener;
 pub mod metrics_gather;
 
@@ -62,11 +61,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
     tracing::debug!(shard = shard.id, ?addr, listener = %kind.name, "accepting connections");
     let mut reserve = reserve_fd();
     // Checked at start (`BrokerConfig::validate`); a bad value here falls back to no limit.
-    let ip_limits = ip_limit::IpLimits::parse(
+    let ip_limits = crate::security::ip_limit::IpLimits::parse(
         shard.config.max_connections_per_ip,
         &shard.config.max_connections_per_ip_overrides,
     )
-    .unwrap_or_else(|_| ip_limit::IpLimits::parse(u32::MAX, "").expect("no overrides"));
+    .unwrap_or_else(|_| {
+        crate::security::ip_limit::IpLimits::parse(u32::MAX, "").expect("no overrides")
+    });
     let mut errors_unlogged = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
     loop {
@@ -114,7 +115,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
             continue;
         }
         let ip_slot = match peer_addr {
-            Some(addr) => match ip_limit::try_acquire(&ip_limits, addr.ip()) {
+            Some(addr) => match crate::security::ip_limit::try_acquire(&ip_limits, addr.ip()) {
                 Some(slot) => Some(slot),
                 None => {
                     tracing::warn!(shard = shard.id, %peer, limit = ip_limits.limit_of(addr.ip()), "too many connections from this address (max_connections_per_ip); closing new one");
