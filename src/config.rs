@@ -274,6 +274,15 @@ pub struct BrokerConfig {
     pub http_connections_per_shard_max: usize,
     /// The largest HTTP request body accepted (a produce request's JSON).
     pub http_request_bytes_max: usize,
+    /// Kafka `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) kept per
+    /// broker (split over the shards); 0: none.
+    pub max_incremental_fetch_session_cache_slots: usize,
+    /// Partitions cached in fetch sessions per broker, all sessions together (about 120 bytes
+    /// each; Freshet's own bound, Kafka has none): a session that would pass it is not created.
+    pub fetch_session_cache_partitions_max: usize,
+    /// How long a fetch session stays unused before a new one may evict it, and how old it must
+    /// be before a larger one may (Kafka's fixed 120 s), in milliseconds.
+    pub fetch_session_eviction_ms: u64,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -378,6 +387,9 @@ impl Default for BrokerConfig {
             http_listen: String::new(),
             http_connections_per_shard_max: 64,
             http_request_bytes_max: 2 * 1024 * 1024,
+            max_incremental_fetch_session_cache_slots: 1_000,
+            fetch_session_cache_partitions_max: 1_000_000,
+            fetch_session_eviction_ms: 120_000,
         }
     }
 }

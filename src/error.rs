@@ -481,3 +481,14 @@ mod tests {
         assert_eq!(errors, vec![record_error]);
     }
 }
+
+/// The Fetch error of a fetch session refused (`shard::fetch_sessions`), as Kafka's
+/// `FetchManager.newContext` / `IncrementalFetchContext` answer it.
+pub fn fetch_session_code(error: crate::shard::fetch_sessions::SessionError) -> ResponseError {
+    use crate::shard::fetch_sessions::SessionError;
+    match error {
+        SessionError::NotFound | SessionError::Emptied => ResponseError::FetchSessionIdNotFound,
+        SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+        SessionError::TopicIdError => ResponseError::FetchSessionTopicIdError,
+    }
+}
