@@ -440,6 +440,17 @@ pub fn answered_code(code: i16) -> Option<ResponseError> {
     Some(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
 }
 
+/// The Fetch error of a fetch session refused (`shard::fetch_sessions`), as Kafka's
+/// `FetchManager.newContext` / `IncrementalFetchContext` answer it.
+pub fn fetch_session_code(error: crate::shard::fetch_sessions::SessionError) -> ResponseError {
+    use crate::shard::fetch_sessions::SessionError;
+    match error {
+        SessionError::NotFound | SessionError::Emptied => ResponseError::FetchSessionIdNotFound,
+        SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+        SessionError::TopicIdError => ResponseError::FetchSessionTopicIdError,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,16 +490,5 @@ mod tests {
             panic!("InvalidRecords stays InvalidRecords");
         };
         assert_eq!(errors, vec![record_error]);
-    }
-}
-
-/// The Fetch error of a fetch session refused (`shard::fetch_sessions`), as Kafka's
-/// `FetchManager.newContext` / `IncrementalFetchContext` answer it.
-pub fn fetch_session_code(error: crate::shard::fetch_sessions::SessionError) -> ResponseError {
-    use crate::shard::fetch_sessions::SessionError;
-    match error {
-        SessionError::NotFound | SessionError::Emptied => ResponseError::FetchSessionIdNotFound,
-        SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
-        SessionError::TopicIdError => ResponseError::FetchSessionTopicIdError,
     }
 }

@@ -698,7 +698,7 @@ mod tests {
         // Once old, a larger session evicts the smallest unprivileged one, not a larger one.
         c.begin_incremental(big, 1, false, vec![], &[], 1_500)
             .unwrap();
-        c.begin_incremental(follower, 1, true, vec![], &[], 1_500)
+        c.begin_incremental(follower, 1, false, vec![], &[], 1_500)
             .unwrap();
         assert_eq!(c.create(1_600, false, false, parts(5)), INVALID_SESSION_ID);
         let larger = c.create(1_600, false, false, parts(20));
