@@ -152,17 +152,7 @@ struct Session {
 
 /// Why an incremental fetch is refused (Kafka's error for each, or none for a session that
 /// its own request emptied: that fetch is answered sessionless).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionError {
-    /// FETCH_SESSION_ID_NOT_FOUND.
-    NotFound,
-    /// INVALID_FETCH_SESSION_EPOCH.
-    InvalidEpoch,
-    /// FETCH_SESSION_TOPIC_ID_ERROR: a session with topic ids used below v13, or without above.
-    TopicIdError,
-    /// The request forgot every partition: the session is closed, the request sessionless.
-    Emptied,
-}
+pub use crate::error::FetchSessionError as SessionError;
 
 /// An incremental fetch's partitions: the whole session in its order (after the request's
 /// changes), with the epoch its answer completes.
