@@ -15,7 +15,8 @@
 //! `FRESHET_BENCH_PARTITIONS` (default 4), `FRESHET_BENCH_SHARDS` (default 2); a broker TOML
 //! file with `FRESHET_BENCH_CONFIG`; an idempotent producer with `FRESHET_BENCH_IDEMPOTENCE=1`;
 //! librdkafka's in-flight request limit with `FRESHET_BENCH_MAX_INFLIGHT` (idempotence caps it
-//! at 5).
+//! at 5); only the produce phase (no limits, consume or raw load: for paired comparisons such as
+//! idempotent against plain) with `FRESHET_BENCH_PRODUCE_ONLY=1`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -309,9 +310,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("bench dir");
 
+    let produce_only = std::env::var("FRESHET_BENCH_PRODUCE_ONLY").is_ok_and(|v| v == "1");
     println!("== machine limits (same run)");
-    let disk = disk_limit_mb_s(&root, 1024);
-    let loopback = loopback_limit_mb_s();
+    let (disk, loopback) = if produce_only {
+        (None, None)
+    } else {
+        (disk_limit_mb_s(&root, 1024), loopback_limit_mb_s())
+    };
     match disk {
         Some(v) => println!("disk  dd bs=1M count=1024 oflag=direct conv=fdatasync: {v:.0} MB/s"),
         None => println!("disk  dd failed"),
@@ -336,6 +341,15 @@ fn main() {
     let bytes = (count as usize * MESSAGE_BYTES) as f64;
     let produce_s = produce(&broker.addr, topic, partitions, count);
     let produce_mb_s = bytes / produce_s / 1e6;
+    if produce_only {
+        println!(
+            "produce acks=all: {produce_mb_s:.0} MB/s ({:.0} msg/s), {count} messages of \
+             {MESSAGE_BYTES} B over {partitions} partition(s)",
+            count as f64 / produce_s
+        );
+        broker.stop();
+        return;
+    }
     let consume_s = consume(&broker.addr, topic, partitions, count);
     let consume_mb_s = bytes / consume_s / 1e6;
     println!("== {count} messages of {MESSAGE_BYTES} B over {partitions} partition(s)");

@@ -291,6 +291,15 @@ pub struct BrokerConfig {
     /// the in-sync replicas of its `__consumer_offsets` partition to have a write (an offset
     /// commit, a group's state) before it answers COORDINATOR_NOT_AVAILABLE (retriable).
     pub offsets_commit_timeout_ms: u64,
+    /// Kafka `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) kept per
+    /// broker (split over the shards); 0: none.
+    pub max_incremental_fetch_session_cache_slots: usize,
+    /// Partitions cached in fetch sessions per broker, all sessions together (about 120 bytes
+    /// each; Freshet's own bound, Kafka has none): a session that would pass it is not created.
+    pub fetch_session_cache_partitions_max: usize,
+    /// How long a fetch session stays unused before a new one may evict it, and how old it must
+    /// be before a larger one may (Kafka's fixed 120 s), in milliseconds.
+    pub fetch_session_eviction_ms: u64,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -399,6 +408,9 @@ impl Default for BrokerConfig {
             http_request_bytes_max: 2 * 1024 * 1024,
             offsets_topic_replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
             offsets_commit_timeout_ms: 5_000,
+            max_incremental_fetch_session_cache_slots: 1_000,
+            fetch_session_cache_partitions_max: 1_000_000,
+            fetch_session_eviction_ms: 120_000,
         }
     }
 }

@@ -461,6 +461,32 @@ pub fn answered_code(code: i16) -> Option<ResponseError> {
     Some(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
 }
 
+/// Why an incremental fetch is refused (`shard::fetch_sessions`); defined here, below the shard
+/// layer, as [`ShardGone`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchSessionError {
+    /// FETCH_SESSION_ID_NOT_FOUND.
+    NotFound,
+    /// INVALID_FETCH_SESSION_EPOCH.
+    InvalidEpoch,
+    /// FETCH_SESSION_TOPIC_ID_ERROR: a session with topic ids used below v13, or without above.
+    TopicIdError,
+    /// The request forgot every partition: the session is closed, the request sessionless.
+    Emptied,
+}
+
+/// The Fetch error of a fetch session refused, as Kafka's `FetchManager.newContext` /
+/// `IncrementalFetchContext` answer it.
+pub fn fetch_session_code(error: FetchSessionError) -> ResponseError {
+    match error {
+        FetchSessionError::NotFound | FetchSessionError::Emptied => {
+            ResponseError::FetchSessionIdNotFound
+        }
+        FetchSessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+        FetchSessionError::TopicIdError => ResponseError::FetchSessionTopicIdError,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,11 @@
 //! does not wake it: Kafka's `DelayedFetch` likewise re-checks only when a partition changes,
 //! so a waiting fetch costs no CPU between appends.
 //!
-//! Fetch sessions (KIP-227) are not kept: every answer carries session id 0, which tells
-//! clients to send full fetch requests, as Kafka allows. READ_UNCOMMITTED reads stop at the
+//! Fetch sessions (KIP-227, `api::fetch_session` over the per-shard caches of
+//! `shard::fetch_sessions`): a full fetch (epoch 0) may create one; an incremental fetch names
+//! only changed partitions, is read for every partition of its session (the body is rebuilt
+//! from it), and its answer omits the partitions with nothing new. Followers fetch
+//! sessionless (epoch -1), as before. READ_UNCOMMITTED reads stop at the
 //! high watermark; READ_COMMITTED reads stop at the last stable offset (the first offset of the
 //! oldest open transaction) and carry the aborted transactions overlapping the returned range,
 //! so the client drops their records; long polls wait for the LSO to move.
@@ -54,13 +57,14 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
-use super::{authz, decode, first_of, join_all, Outcome};
+use super::{authz, decode, fetch_session, first_of, join_all, Outcome};
 use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
 use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
     NodeEndpoint,
 };
 use crate::protocol::header::ParsedRequest;
+use crate::shard::fetch_sessions::INVALID_SESSION_ID;
 use crate::shard::{routing, Partition, Shard, ShardId};
 use crate::storage::StorageError;
 use freshet_protocol::batch;
@@ -169,30 +173,25 @@ impl Got {
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
-    let body: FetchRequest = match decode(&request) {
+    let mut body: FetchRequest = match decode(&request) {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
     let version = request.api_version;
-    // We never hand out sessions; a client that names one gets Kafka's error for an unknown
-    // session and falls back to full fetches (session id 0).
-    let session_error = if version >= 7 && body.session_id != 0 {
-        Some(ResponseError::FetchSessionIdNotFound)
-    } else if version >= 7 && body.session_epoch != 0 && body.session_epoch != -1 {
-        Some(ResponseError::InvalidFetchSessionEpoch)
-    } else {
-        None
+    let follower = body.replica_id.0 >= 0 || body.replica_state.replica_id.0 >= 0;
+    let context = match fetch_session::open(shard, version, &mut body).await {
+        Ok(context) => context,
+        Err(error) => {
+            let out = FetchResponseParts {
+                throttle_time_ms: 0,
+                error_code: error.code(),
+                session_id: 0,
+                topics: Vec::new(),
+                node_endpoints: Vec::new(),
+            };
+            return frame(&request, &out);
+        }
     };
-    if let Some(error) = session_error {
-        let out = FetchResponseParts {
-            throttle_time_ms: 0,
-            error_code: error.code(),
-            session_id: 0,
-            topics: Vec::new(),
-            node_endpoints: Vec::new(),
-        };
-        return frame(&request, &out);
-    }
 
     let max_bytes = if body.max_bytes <= 0 {
         usize::MAX
@@ -208,18 +207,71 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let results = read_until_ready(shard, &body, &mut wants, slot, max_bytes).await;
     let topics = assemble(&request, layout, results, max_bytes);
-    let mut out = FetchResponseParts {
+    let out = FetchResponseParts {
         throttle_time_ms: 0,
         error_code: 0,
         session_id: 0,
         topics,
         node_endpoints,
     };
-    let follower = body.replica_id.0 >= 0 || body.replica_state.replica_id.0 >= 0;
-    if follower {
-        return frame(&request, &out);
+    answer_in_session(shard, &request, context, follower, out).await
+}
+
+/// Frames a fetch's answer within its session (`fetch_session`), under the client's fetch quota
+/// (a follower's is not throttled).
+async fn answer_in_session(
+    shard: &Rc<Shard>,
+    request: &ParsedRequest,
+    context: fetch_session::Context,
+    follower: bool,
+    mut out: FetchResponseParts,
+) -> Outcome {
+    let version = request.api_version;
+    // With quotas, an incremental session remembers what it sent only once the answer is not
+    // throttled (Kafka's `getThrottledResponse` leaves the session as it was).
+    let quotas = !follower && !shard.metadata().client_quotas.is_empty();
+    let mut commit = None;
+    let mut created = INVALID_SESSION_ID;
+    match context {
+        fetch_session::Context::Sessionless => {}
+        fetch_session::Context::Full(partitions) => {
+            created = fetch_session::create(shard, partitions, version, follower, &out.topics);
+            out.session_id = created;
+        }
+        fetch_session::Context::Incremental { id, epoch, keys } => {
+            let pairs = fetch_session::answers(keys, &out.topics);
+            if quotas {
+                commit = Some((id, epoch, pairs.clone()));
+            }
+            out.session_id = id;
+            let filtered =
+                fetch_session::finish(shard, id, epoch, pairs, &mut out.topics, !quotas).await;
+            if let Err(error) = filtered {
+                out.error_code = error.code();
+                out.topics.clear();
+            }
+        }
     }
-    super::throttle::throttle_fetch(shard, &request, &mut out, |out| frame(&request, out))
+    if follower {
+        return frame(request, &out);
+    }
+    let outcome = super::throttle::throttle_fetch(shard, request, &mut out, |out| {
+        if out.throttle_time_ms > 0 && created != INVALID_SESSION_ID {
+            // A throttled full fetch creates no session (Kafka's throttled answer names none).
+            let mut none = out.clone();
+            none.session_id = INVALID_SESSION_ID;
+            return frame(request, &none);
+        }
+        frame(request, out)
+    });
+    let throttled = matches!(outcome, Outcome::Throttled { .. });
+    if throttled && created != INVALID_SESSION_ID {
+        fetch_session::close_local(shard, created);
+    }
+    if let (Some((id, epoch, pairs)), false) = (commit, throttled) {
+        let _ = fetch_session::finish(shard, id, epoch, pairs, &mut Vec::new(), true).await;
+    }
+    outcome
 }
 
 /// The response's layout (the request's topics and partitions, each with the error it gets

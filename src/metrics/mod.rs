@@ -415,6 +415,10 @@ pub struct ShardSnapshot {
     pub partitions: Vec<PartitionState>,
     /// Coordinator shard only.
     pub groups: Option<GroupsSnapshot>,
+    /// Fetch sessions (KIP-227) held, the partitions they cache, sessions evicted so far.
+    pub fetch_sessions: u64,
+    pub fetch_session_partitions: u64,
+    pub fetch_session_evictions: u64,
 }
 
 impl ShardSnapshot {

@@ -112,6 +112,7 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
     render_traffic(&mut o, shards);
     let partitions = render_storage(&mut o, shards);
     render_groups(&mut o, shards, &partitions);
+    render_fetch_sessions(&mut o, shards);
     o.0
 }
 
@@ -560,6 +561,32 @@ fn render_slow_disk(o: &mut Out, shards: &[ShardSnapshot]) {
             &s.reactor_stalls,
         );
     }
+}
+
+/// Fetch sessions (KIP-227), per shard (Kafka's `NumIncrementalFetchSessions`,
+/// `NumIncrementalFetchPartitionsCached`, `IncrementalFetchSessionEvictionsPerSec`).
+fn render_fetch_sessions(o: &mut Out, shards: &[ShardSnapshot]) {
+    o.per_shard(
+        shards,
+        "freshet_fetch_sessions",
+        "gauge",
+        "Incremental fetch sessions held (max_incremental_fetch_session_cache_slots).",
+        |s| s.fetch_sessions,
+    );
+    o.per_shard(
+        shards,
+        "freshet_fetch_session_partitions",
+        "gauge",
+        "Partitions cached in fetch sessions (fetch_session_cache_partitions_max).",
+        |s| s.fetch_session_partitions,
+    );
+    o.per_shard(
+        shards,
+        "freshet_fetch_session_evictions_total",
+        "counter",
+        "Fetch sessions evicted to make room for another, or closed for growing too large.",
+        |s| s.fetch_session_evictions,
+    );
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         inflight_request_bytes: shard.inflight_request_bytes(),
         ..ShardSnapshot::default()
     };
+    {
+        let sessions = shard.fetch_sessions.borrow();
+        out.fetch_sessions = sessions.len() as u64;
+        out.fetch_session_partitions = sessions.partitions_cached() as u64;
+        out.fetch_session_evictions = sessions.evictions();
+    }
     metrics::read_counters(&mut out, |topic| metadata.topics.contains_key(topic));
     for p in shard.partitions() {
         out.partitions.push(PartitionState {

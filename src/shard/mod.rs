@@ -25,6 +25,7 @@
 
 pub mod controller;
 pub mod coordinators;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod metadata_log;
 pub mod replication;
@@ -178,6 +179,8 @@ pub struct Shard {
     /// [`Shard::inflight_kib`], so produces stuck behind a slow disk stop their own connections
     /// and never the requests that need no disk.
     pub produce_kib: Semaphore,
+    /// The fetch sessions (KIP-227) whose ids fall in this shard's range (`fetch_sessions`).
+    pub fetch_sessions: RefCell<fetch_sessions::FetchSessionCache>,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -200,6 +203,7 @@ impl Shard {
     ) -> Rc<Shard> {
         assert!(id < router.shard_count());
         let inflight_kib = (config.inflight_request_bytes_per_shard_max / 1024).max(1) as u64;
+        let shards = router.shard_count();
         Rc::new(Shard {
             id,
             cache: TailCache::new(config.tail_cache_bytes_per_shard),
@@ -236,6 +240,17 @@ impl Shard {
             controller: RefCell::new(None),
             fetchers: replication::FetcherSet::default(),
             produce_kib: Semaphore::new(produce_kib_total(&config)),
+            fetch_sessions: RefCell::new(fetch_sessions::FetchSessionCache::new(
+                fetch_sessions::CacheLimits::for_shard(
+                    config.max_incremental_fetch_session_cache_slots,
+                    config.fetch_session_cache_partitions_max,
+                    config.fetch_session_eviction_ms,
+                    id,
+                    shards,
+                ),
+                id,
+                shards,
+            )),
         })
     }
 
