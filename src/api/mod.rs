@@ -50,6 +50,10 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
+pub mod share_acknowledge;
+pub mod share_fetch;
+pub mod share_group_describe;
+pub mod share_group_heartbeat;
 pub mod sync_group;
 pub mod throttle;
 pub mod txn_offset_commit;
@@ -151,6 +155,10 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::CreateAcls => create_acls::handle(shard, request).await,
         ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
         ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,
+        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::handle(shard, request).await,
+        ApiKey::ShareGroupDescribe => share_group_describe::handle(shard, request).await,
+        ApiKey::ShareFetch => share_fetch::handle(shard, request).await,
+        ApiKey::ShareAcknowledge => share_acknowledge::handle(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -29,6 +29,7 @@ pub mod metadata_log;
 pub mod replication;
 pub mod router;
 pub mod routing;
+pub mod shares;
 pub mod txns;
 
 use std::cell::{Cell, RefCell};
@@ -177,6 +178,8 @@ pub struct Shard {
     /// [`Shard::inflight_kib`], so produces stuck behind a slow disk stop their own connections
     /// and never the requests that need no disk.
     pub produce_kib: Semaphore,
+    /// Coordinator shard only: share groups and their share-partition state (`shares`).
+    pub shares: shares::ShareCoordinator,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -235,6 +238,7 @@ impl Shard {
             controller: RefCell::new(None),
             fetchers: replication::FetcherSet::default(),
             produce_kib: Semaphore::new(produce_kib_total(&config)),
+            shares: shares::ShareCoordinator::new(&config),
         })
     }
 
