@@ -253,7 +253,7 @@ impl ShareCoordinator {
         let Some(log) = self.log() else {
             return Err(StorageError::Closed);
         };
-        let Ok(_permit) = self.write_lock.acquire(1).await else {
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
             return Err(StorageError::Closed);
         };
         let records: Vec<ShareLogRecord> = {
@@ -447,24 +447,29 @@ impl ShareCoordinator {
 
     /// Deletes the share state of a group (DeleteGroups of an empty share group).
     pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
-        self.groups.borrow_mut().delete(group)?;
-        let keys: Vec<ShareKey> = self
-            .partitions
-            .borrow()
-            .keys()
-            .filter(|k| k.group == group)
-            .cloned()
-            .collect();
         let Some(log) = self.log() else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
-        let records: Vec<ShareLogRecord> = keys.iter().map(|k| (k.clone(), None)).collect();
-        {
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        self.groups.borrow_mut().delete(group)?;
+        let records: Vec<ShareLogRecord> = {
             let mut partitions = self.partitions.borrow_mut();
-            for k in &keys {
-                partitions.remove(k);
-            }
-        }
+            let mut dirty = self.dirty.borrow_mut();
+            let keys: Vec<ShareKey> = partitions
+                .keys()
+                .filter(|k| k.group == group)
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .map(|k| {
+                    partitions.remove(&k);
+                    dirty.remove(&k);
+                    (k, None)
+                })
+                .collect()
+        };
         log.append(records, super::now_ms(), |_| {})
             .await
             .map_err(|e| crate::error::storage_code(&e))
