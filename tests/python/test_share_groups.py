@@ -218,3 +218,33 @@ def test_kill_9_keeps_accepted_state_and_redelivers_in_flight(make_broker, tmp_p
     print("after restart", seen)
     assert sorted(offsets) == list(range(60, 100)), seen
     c2.close()
+
+
+@pytest.mark.timeout(120)
+def test_list_and_delete_groups_know_share_groups(make_broker, tmp_path):
+    """ListGroups lists a share group (type `share`); DeleteGroups refuses it while it has a
+    member and deletes it, with its share state, once empty."""
+    b = start_broker(make_broker, tmp_path)
+    create_topic(b, "listed")
+    produce(b, "listed", ["x"])
+    c = consumer(b, "listed-group")
+    c.subscribe(["listed"])
+    poll_until(c, lambda ms: True, 30, "a record")
+    admin = AdminClient({"bootstrap.servers": b.addr, "log_level": 0})
+    # The consumer-group listing filters on types classic and consumer (as Kafka's admin
+    # client): a share group is not in it; the plain ListGroups has it.
+    listed = admin.list_consumer_groups().result(30)
+    assert "listed-group" not in {g.group_id for g in listed.valid}
+    assert "listed-group" in {g.id for g in admin.list_groups(timeout=30)}
+    futures = admin.delete_consumer_groups(["listed-group"])
+    with pytest.raises(Exception, match="NON_EMPTY_GROUP"):
+        futures["listed-group"].result(30)
+    c.close()
+    admin.delete_consumer_groups(["listed-group"])["listed-group"].result(30)
+    assert "listed-group" not in {g.id for g in admin.list_groups(timeout=30)}
+    # The group's share state went with it: a new member starts from the earliest again.
+    c = consumer(b, "listed-group")
+    c.subscribe(["listed"])
+    msgs = poll_until(c, lambda ms: True, 30, "the record again")
+    assert [(m.offset(), m.delivery_count()) for m in msgs] == [(0, 1)]
+    c.close()
