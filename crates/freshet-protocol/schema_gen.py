@@ -35,6 +35,7 @@ REQUESTS = {
     "describe_acls_request": 29, "create_acls_request": 30, "delete_acls_request": 31,
     "share_group_heartbeat_request": 76, "share_group_describe_request": 77,
     "share_fetch_request": 78, "share_acknowledge_request": 79,
+    "describe_share_group_offsets_request": 90,
 }
 
 DECODE = re.compile(

@@ -30,6 +30,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_share_group_offsets;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod elect_leaders;
@@ -159,6 +160,9 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::ShareGroupDescribe => share_group_describe::handle(shard, request).await,
         ApiKey::ShareFetch => share_fetch::handle(shard, request).await,
         ApiKey::ShareAcknowledge => share_acknowledge::handle(shard, request).await,
+        ApiKey::DescribeShareGroupOffsets => {
+            describe_share_group_offsets::handle(shard, request).await
+        }
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -284,3 +284,68 @@ fn in_flight_records_are_bounded_by_the_lock_limit() {
     assert_eq!(ack_error(&r), 0);
     assert_eq!(acquired(&r), vec![(100, 199, 1)]);
 }
+
+/// DescribeShareGroupOffsets v0: the start offset of each share partition (-1 before it is
+/// started), all of the group's with a null topic list; unknown groups and topics get Kafka's
+/// codes.
+#[test]
+fn describe_share_group_offsets_reports_start_offsets() {
+    use kafka_protocol::messages::describe_share_group_offsets_request::{
+        DescribeShareGroupOffsetsRequestGroup, DescribeShareGroupOffsetsRequestTopic,
+    };
+    use kafka_protocol::messages::DescribeShareGroupOffsetsRequest;
+    let (b, _dir) = broker();
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let topic_id = topic_with_records(&mut conn, "described", 10);
+    let joined = heartbeat(&mut conn, "m", 0, Some("described"));
+    assert_eq!(joined.error_code, 0);
+    let r = share_fetch(&mut conn, "m", 0, topic_id, vec![], 4);
+    assert_eq!(acquired(&r), vec![(0, 3, 1)]);
+    let r = share_fetch(&mut conn, "m", 1, topic_id, vec![ack(0, 2, vec![1])], 0);
+    assert_eq!(ack_error(&r), 0);
+    let group = |id: &str, topics: Option<Vec<(&str, Vec<i32>)>>| {
+        DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s(id)))
+            .with_topics(topics.map(|ts| {
+                ts.into_iter()
+                    .map(|(t, ps)| {
+                        DescribeShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect()
+            }))
+    };
+    let request = DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+        group("sg", None),
+        group(
+            "sg",
+            Some(vec![("described", vec![0, 5]), ("missing", vec![0])]),
+        ),
+        group("nope", None),
+    ]);
+    let response = conn
+        .request(0, &request)
+        .expect("DescribeShareGroupOffsets");
+    let all = &response.groups[0];
+    assert_eq!(all.error_code, 0);
+    assert_eq!(all.topics.len(), 1);
+    assert_eq!(all.topics[0].topic_id, topic_id);
+    let p = &all.topics[0].partitions[0];
+    assert_eq!((p.partition_index, p.start_offset, p.error_code), (0, 3, 0));
+    let named = &response.groups[1];
+    let starts: Vec<(i32, i64)> = named.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.start_offset))
+        .collect();
+    assert_eq!(starts, vec![(0, 3), (5, -1)]);
+    assert_eq!(
+        named.topics[1].partitions[0].error_code,
+        code(ResponseError::UnknownTopicOrPartition)
+    );
+    assert_eq!(
+        response.groups[2].error_code,
+        code(ResponseError::GroupIdNotFound)
+    );
+}

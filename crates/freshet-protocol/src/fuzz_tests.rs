@@ -511,6 +511,22 @@ fn seed_share_acknowledge(_v: i16) -> ShareAcknowledgeRequest {
         .with_topics(vec![topic])
 }
 
+fn seed_describe_share_group_offsets(_v: i16) -> DescribeShareGroupOffsetsRequest {
+    let topic =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic::default()
+            .with_topic_name(TopicName(s("orders")))
+            .with_partitions(vec![0, 1]);
+    let group =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s("share-1")))
+            .with_topics(Some(vec![topic]));
+    let all =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s("share-2")))
+            .with_topics(None);
+    DescribeShareGroupOffsetsRequest::default().with_groups(vec![group, all])
+}
+
 fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
     let req = FindCoordinatorRequest::default();
     match v {
@@ -785,7 +801,8 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         ShareGroupHeartbeatRequest,
         ShareGroupDescribeRequest,
         ShareFetchRequest,
-        ShareAcknowledgeRequest
+        ShareAcknowledgeRequest,
+        DescribeShareGroupOffsetsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -890,6 +907,10 @@ fn served() -> Vec<Served> {
         served!(ShareGroupDescribeRequest, seed_share_group_describe),
         served!(ShareFetchRequest, seed_share_fetch),
         served!(ShareAcknowledgeRequest, seed_share_acknowledge),
+        served!(
+            DescribeShareGroupOffsetsRequest,
+            seed_describe_share_group_offsets
+        ),
     ]
 }
 

@@ -1534,6 +1534,38 @@ pub(crate) static SHARE_ACKNOWLEDGE_REQUEST_SHAREACKNOWLEDGEREQUEST: StructSchem
     ],
 };
 
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTGROUP)), min: 0, max: 0 }, // groups
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTGROUP: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequestGroup", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1590,6 +1622,7 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         77 => Some(&SHARE_GROUP_DESCRIBE_REQUEST_SHAREGROUPDESCRIBEREQUEST), // versions 1-1
         78 => Some(&SHARE_FETCH_REQUEST_SHAREFETCHREQUEST), // versions 1-1
         79 => Some(&SHARE_ACKNOWLEDGE_REQUEST_SHAREACKNOWLEDGEREQUEST), // versions 1-1
+        90 => Some(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST), // versions 0-0
         _ => None,
     }
 }
