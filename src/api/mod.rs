@@ -55,6 +55,7 @@ pub mod share_acknowledge;
 pub mod share_fetch;
 pub mod share_group_describe;
 pub mod share_group_heartbeat;
+pub mod share_group_offsets;
 pub mod sync_group;
 pub mod throttle;
 pub mod txn_offset_commit;
@@ -163,6 +164,8 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::DescribeShareGroupOffsets => {
             describe_share_group_offsets::handle(shard, request).await
         }
+        ApiKey::AlterShareGroupOffsets => share_group_offsets::alter(shard, request).await,
+        ApiKey::DeleteShareGroupOffsets => share_group_offsets::delete(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

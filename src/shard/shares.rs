@@ -475,6 +475,54 @@ impl ShareCoordinator {
             .map_err(|e| crate::error::storage_code(&e))
     }
 
+    /// AlterShareGroupOffsets / DeleteShareGroupOffsets on an empty share group: each share
+    /// partition starts afresh at the given offset (`Some`, nothing in flight) or loses its
+    /// state (`None`: the next fetch starts it by `share_auto_offset_reset`). Written durably
+    /// before returning. GROUP_ID_NOT_FOUND for an unknown group, NON_EMPTY_GROUP while it has
+    /// members.
+    pub async fn reset(
+        &self,
+        group: &str,
+        changes: Vec<(ShareKey, Option<i64>)>,
+    ) -> Result<(), ResponseError> {
+        let Some(log) = self.log() else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        match self.groups.borrow().group(group) {
+            None => return Err(ResponseError::GroupIdNotFound),
+            Some(g) if !g.members.is_empty() => return Err(ResponseError::NonEmptyGroup),
+            Some(_) => {}
+        }
+        let records: Vec<ShareLogRecord> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let mut dirty = self.dirty.borrow_mut();
+            changes
+                .into_iter()
+                .map(|(key, start)| {
+                    dirty.remove(&key);
+                    match start {
+                        Some(offset) => {
+                            let p = SharePartition::new(self.limits, offset.max(0));
+                            let state = p.state();
+                            partitions.insert(key.clone(), p);
+                            (key, Some(state))
+                        }
+                        None => {
+                            partitions.remove(&key);
+                            (key, None)
+                        }
+                    }
+                })
+                .collect()
+        };
+        log.append(records, super::now_ms(), |_| {})
+            .await
+            .map_err(|e| crate::error::storage_code(&e))
+    }
+
     /// In-flight counts of a group's share partitions: (key, start, end, acquired, available).
     pub fn describe_partitions(&self, group: &str) -> Vec<(ShareKey, i64, i64, usize, usize)> {
         let partitions = self.partitions.borrow();

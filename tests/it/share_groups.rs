@@ -349,3 +349,77 @@ fn describe_share_group_offsets_reports_start_offsets() {
         code(ResponseError::GroupIdNotFound)
     );
 }
+
+/// AlterShareGroupOffsets moves an empty share group's partition to a start offset (nothing in
+/// flight, written durably: it holds across a restart); refused while the group has members;
+/// DeleteShareGroupOffsets drops the state so the next fetch starts by the reset policy.
+#[test]
+fn alter_and_delete_share_group_offsets() {
+    use kafka_protocol::messages::alter_share_group_offsets_request::{
+        AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
+    };
+    use kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic;
+    use kafka_protocol::messages::{AlterShareGroupOffsetsRequest, DeleteShareGroupOffsetsRequest};
+    let (mut b, _dir) = broker();
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let topic_id = topic_with_records(&mut conn, "altered", 10);
+    let alter = |start: i64, partition: i32| {
+        AlterShareGroupOffsetsRequest::default()
+            .with_group_id(GroupId(s("sg")))
+            .with_topics(vec![AlterShareGroupOffsetsRequestTopic::default()
+                .with_topic_name(TopicName(s("altered")))
+                .with_partitions(vec![
+                    AlterShareGroupOffsetsRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_start_offset(start),
+                ])])
+    };
+    // No such share group yet.
+    let r = conn
+        .request(0, &alter(7, 0))
+        .expect("AlterShareGroupOffsets");
+    assert_eq!(r.error_code, code(ResponseError::GroupIdNotFound));
+    // With a member: NON_EMPTY_GROUP.
+    assert_eq!(heartbeat(&mut conn, "m", 0, Some("altered")).error_code, 0);
+    let r = conn
+        .request(0, &alter(7, 0))
+        .expect("AlterShareGroupOffsets");
+    assert_eq!(r.error_code, code(ResponseError::NonEmptyGroup));
+    assert_eq!(heartbeat(&mut conn, "m", -1, None).error_code, 0);
+    // Empty: moved to 7; an unknown partition is refused alone.
+    let r = conn
+        .request(0, &alter(7, 0))
+        .expect("AlterShareGroupOffsets");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    let r = conn
+        .request(0, &alter(7, 3))
+        .expect("AlterShareGroupOffsets");
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        code(ResponseError::UnknownTopicOrPartition)
+    );
+    b.kill9();
+    b.start_again();
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let r = share_fetch(&mut conn, "m2", 0, topic_id, vec![], 100);
+    assert_eq!(acquired(&r), vec![(7, 9, 1)]);
+    let r = share_fetch(&mut conn, "m2", -1, topic_id, vec![], 100);
+    assert_eq!(r.error_code, 0);
+    // Delete: the share partition starts again from the earliest offset.
+    let delete = DeleteShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("sg")))
+        .with_topics(vec![
+            DeleteShareGroupOffsetsRequestTopic::default().with_topic_name(TopicName(s("altered"))),
+            DeleteShareGroupOffsetsRequestTopic::default().with_topic_name(TopicName(s("nope"))),
+        ]);
+    let r = conn.request(0, &delete).expect("DeleteShareGroupOffsets");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(
+        r.responses[1].error_code,
+        code(ResponseError::UnknownTopicOrPartition)
+    );
+    let r = share_fetch(&mut conn, "m3", 0, topic_id, vec![], 100);
+    assert_eq!(acquired(&r), vec![(0, 9, 1)]);
+}

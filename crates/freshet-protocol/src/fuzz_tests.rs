@@ -527,6 +527,26 @@ fn seed_describe_share_group_offsets(_v: i16) -> DescribeShareGroupOffsetsReques
     DescribeShareGroupOffsetsRequest::default().with_groups(vec![group, all])
 }
 
+fn seed_alter_share_group_offsets(_v: i16) -> AlterShareGroupOffsetsRequest {
+    let part = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition::default()
+        .with_partition_index(0)
+        .with_start_offset(42);
+    let topic = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic::default()
+        .with_topic_name(TopicName(s("orders")))
+        .with_partitions(vec![part]);
+    AlterShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("share-1")))
+        .with_topics(vec![topic])
+}
+
+fn seed_delete_share_group_offsets(_v: i16) -> DeleteShareGroupOffsetsRequest {
+    let topic = delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default()
+        .with_topic_name(TopicName(s("orders")));
+    DeleteShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("share-1")))
+        .with_topics(vec![topic])
+}
+
 fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
     let req = FindCoordinatorRequest::default();
     match v {
@@ -802,7 +822,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         ShareGroupDescribeRequest,
         ShareFetchRequest,
         ShareAcknowledgeRequest,
-        DescribeShareGroupOffsetsRequest
+        DescribeShareGroupOffsetsRequest,
+        AlterShareGroupOffsetsRequest,
+        DeleteShareGroupOffsetsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -910,6 +932,14 @@ fn served() -> Vec<Served> {
         served!(
             DescribeShareGroupOffsetsRequest,
             seed_describe_share_group_offsets
+        ),
+        served!(
+            AlterShareGroupOffsetsRequest,
+            seed_alter_share_group_offsets
+        ),
+        served!(
+            DeleteShareGroupOffsetsRequest,
+            seed_delete_share_group_offsets
         ),
     ]
 }

@@ -1566,6 +1566,60 @@ pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETS
     ],
 };
 
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTPARTITION: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequestPartition", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+        Field { ty: Ty::Int64, min: 0, max: 0 }, // start_offset
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTPARTITION)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "DeleteShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "DeleteShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1623,6 +1677,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         78 => Some(&SHARE_FETCH_REQUEST_SHAREFETCHREQUEST), // versions 1-1
         79 => Some(&SHARE_ACKNOWLEDGE_REQUEST_SHAREACKNOWLEDGEREQUEST), // versions 1-1
         90 => Some(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST), // versions 0-0
+        91 => Some(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUEST), // versions 0-0
+        92 => Some(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST), // versions 0-0
         _ => None,
     }
 }

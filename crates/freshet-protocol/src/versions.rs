@@ -99,6 +99,8 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::ShareAcknowledge, 1, 1),
     // Kafka 4.2 serves v0-1 (v1 adds the lag); the crate knows v0.
     api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    api(ApiKey::AlterShareGroupOffsets, 0, 0),
+    api(ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.
