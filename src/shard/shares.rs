@@ -665,6 +665,8 @@ async fn fetch_partition(
             .entry(key.clone())
             .or_insert_with(|| SharePartition::new(shares.limits, start));
         shares.dirty.borrow_mut().insert(key.clone());
+        // The group exists while it has share state (as after a restart).
+        shares.groups.borrow_mut().ensure(group);
     }
     let now = super::now_ms();
     let from = shares

@@ -423,3 +423,38 @@ fn alter_and_delete_share_group_offsets() {
     let r = share_fetch(&mut conn, "m3", 0, topic_id, vec![], 100);
     assert_eq!(acquired(&r), vec![(0, 9, 1)]);
 }
+
+/// `freshet group describe` of a share group: each share partition's start offset, the log
+/// end, and the lag between them (records not yet done: in flight or not delivered).
+#[test]
+fn cli_group_describe_shows_a_share_group() {
+    let (b, _dir) = broker();
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let topic_id = topic_with_records(&mut conn, "cli-share", 10);
+    let r = share_fetch(&mut conn, "m", 0, topic_id, vec![], 4);
+    assert_eq!(acquired(&r), vec![(0, 3, 1)]);
+    let r = share_fetch(&mut conn, "m", 1, topic_id, vec![ack(0, 3, vec![1])], 0);
+    assert_eq!(ack_error(&r), 0);
+    let output = std::process::Command::new(common::broker_bin())
+        .args(["group", "describe", "sg", "--format", "json"])
+        .env("FRESHET_BROKERS", b.addr())
+        .output()
+        .expect("run freshet");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let g = &doc[0];
+    assert_eq!(g["protocol_type"], "share");
+    let p = &g["partitions"][0];
+    assert_eq!(
+        (p["topic"].as_str(), p["partition"].as_i64()),
+        (Some("cli-share"), Some(0))
+    );
+    // Offsets 0-3 accepted; offset 4 acquired by the second fetch: start 4, end 10, lag 6.
+    assert_eq!(p["committed_offset"], 4);
+    assert_eq!(p["log_end_offset"], 10);
+    assert_eq!(g["total_lag"], 6);
+}
