@@ -287,15 +287,24 @@ impl SharePartition {
                 } else {
                     // New records: offsets between the end and this one are not in the log
                     // (compacted away, or this read began past them): done.
-                    if batch.control {
-                        self.end_offset = batch.last_offset + 1;
-                        continue 'batches;
-                    }
-                    if offset > self.end_offset {
-                        self.end_offset = offset;
-                    }
-                    if !self.has_room() {
+                    // Skipping past a control batch or a gap moves the end too: never more
+                    // than `record_locks_max` past the start.
+                    let next_end = if batch.control {
+                        batch.last_offset + 1
+                    } else {
+                        offset + 1
+                    };
+                    // (Without in-flight records the start moves with the end.)
+                    let first_in_flight = self.in_flight.keys().next().copied();
+                    let too_far = first_in_flight.is_some_and(|start| {
+                        next_end - start > self.limits.record_locks_max as i64
+                    });
+                    if too_far {
                         break 'batches;
+                    }
+                    if batch.control {
+                        self.end_offset = next_end;
+                        continue 'batches;
                     }
                     self.end_offset = offset + 1;
                     1
@@ -555,6 +564,32 @@ mod tests {
         assert_eq!(p.next_read_offset(0), Some(10));
         let got = p.acquire(0, &m("a"), &[batch(10, 99)], 1000);
         assert_eq!(got, vec![range(10, 19, 1)]);
+    }
+
+    /// A gap (compacted offsets) or a control batch far past the end does not move the end more
+    /// than the lock limit past a start held by an in-flight record.
+    #[test]
+    fn gaps_never_break_the_bound() {
+        let mut p = SharePartition::new(LIMITS, 0);
+        assert_eq!(
+            p.acquire(0, &m("a"), &[batch(0, 0)], 10),
+            vec![range(0, 0, 1)]
+        );
+        assert_eq!(p.acquire(0, &m("a"), &[batch(1000, 1005)], 10), vec![]);
+        let control = BatchSpan {
+            base_offset: 500,
+            last_offset: 500,
+            control: true,
+        };
+        assert_eq!(p.acquire(0, &m("a"), &[control], 10), vec![]);
+        assert_eq!((p.start_offset(), p.end_offset()), (0, 1));
+        // Once the start moves, the gap is skipped.
+        p.acknowledge(0, "a", 0, 0, &[ACK_ACCEPT]).unwrap();
+        assert_eq!(
+            p.acquire(0, &m("a"), &[batch(1000, 1005)], 10),
+            vec![range(1000, 1005, 1)]
+        );
+        assert_eq!((p.start_offset(), p.end_offset()), (1000, 1006));
     }
 
     /// The durable state round-trips; acquired records come back available; members that
