@@ -351,7 +351,8 @@ impl SharePartition {
         if first_offset < 0 || last_offset < first_offset {
             return Err(AckError::InvalidRequest);
         }
-        let len = last_offset - first_offset + 1;
+        // first >= 0 and last >= first: no overflow but at i64::MAX.
+        let len = (last_offset - first_offset).saturating_add(1);
         if !(types.len() == 1 || types.len() as i64 == len) {
             return Err(AckError::InvalidRequest);
         }
@@ -547,6 +548,10 @@ mod tests {
         assert_eq!(
             p.acknowledge(0, "a", 0, 0, &[9]),
             Err(AckError::InvalidRequest)
+        );
+        assert_eq!(
+            p.acknowledge(0, "a", 0, i64::MAX, &[ACK_ACCEPT]),
+            Err(AckError::InvalidRecordState)
         );
     }
 
