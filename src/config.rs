@@ -300,6 +300,26 @@ pub struct BrokerConfig {
     /// How long a fetch session stays unused before a new one may evict it, and how old it must
     /// be before a larger one may (Kafka's fixed 120 s), in milliseconds.
     pub fetch_session_eviction_ms: u64,
+    /// Kafka `group.share.session.timeout.ms`: a share-group member that does not heartbeat
+    /// for this long is removed (and its acquired records released), in milliseconds.
+    pub group_share_session_timeout_ms: i32,
+    /// Kafka `group.share.heartbeat.interval.ms`: the heartbeat interval given to share-group
+    /// members, in milliseconds.
+    pub group_share_heartbeat_interval_ms: i32,
+    /// Kafka `group.share.record.lock.duration.ms`: how long an acquired record stays locked
+    /// to its member before it is delivered again, in milliseconds.
+    pub group_share_record_lock_duration_ms: i64,
+    /// Kafka `group.share.delivery.count.limit`: deliveries of a record before a release or a
+    /// lock timeout archives it.
+    pub group_share_delivery_count_limit: i16,
+    /// Kafka `group.share.partition.max.record.locks`: the most in-flight records (end offset
+    /// minus start offset) of a share partition; bounds its memory.
+    pub group_share_partition_max_record_locks: usize,
+    /// Kafka `group.share.max.share.sessions`: share sessions (ShareFetch) on this broker.
+    pub group_share_max_share_sessions: usize,
+    /// The default of Kafka's share-group config `share.auto.offset.reset`: where a share
+    /// partition starts, `latest` (the log end when first fetched) or `earliest`.
+    pub share_auto_offset_reset: String,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -411,6 +431,13 @@ impl Default for BrokerConfig {
             max_incremental_fetch_session_cache_slots: 1_000,
             fetch_session_cache_partitions_max: 1_000_000,
             fetch_session_eviction_ms: 120_000,
+            group_share_session_timeout_ms: 45_000,
+            group_share_heartbeat_interval_ms: 5_000,
+            group_share_record_lock_duration_ms: 30_000,
+            group_share_delivery_count_limit: 5,
+            group_share_partition_max_record_locks: 2_000,
+            group_share_max_share_sessions: 2_000,
+            share_auto_offset_reset: "latest".into(),
         }
     }
 }
@@ -642,6 +669,30 @@ impl BrokerConfig {
                 "offsets_commit_timeout_ms",
                 i64::try_from(self.offsets_commit_timeout_ms).unwrap_or(i64::MAX),
             ),
+            (
+                "group_share_session_timeout_ms",
+                i64::from(self.group_share_session_timeout_ms),
+            ),
+            (
+                "group_share_heartbeat_interval_ms",
+                i64::from(self.group_share_heartbeat_interval_ms),
+            ),
+            (
+                "group_share_record_lock_duration_ms",
+                self.group_share_record_lock_duration_ms,
+            ),
+            (
+                "group_share_delivery_count_limit",
+                i64::from(self.group_share_delivery_count_limit),
+            ),
+            (
+                "group_share_partition_max_record_locks",
+                self.group_share_partition_max_record_locks as i64,
+            ),
+            (
+                "group_share_max_share_sessions",
+                self.group_share_max_share_sessions as i64,
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -674,6 +725,17 @@ impl BrokerConfig {
                 "leader_imbalance_per_broker_percentage must be at most 100, got {}",
                 self.leader_imbalance_per_broker_percentage
             )));
+        }
+        if !["earliest", "latest"].contains(&self.share_auto_offset_reset.as_str()) {
+            return Err(ConfigError(format!(
+                "share_auto_offset_reset must be earliest or latest, got {}",
+                self.share_auto_offset_reset
+            )));
+        }
+        if self.group_share_partition_max_record_locks > 100_000 {
+            return Err(ConfigError(
+                "group_share_partition_max_record_locks must be at most 100000".into(),
+            ));
         }
         if self.request_bytes_max > i32::MAX as usize {
             return Err(ConfigError("request_bytes_max must fit in an i32".into()));

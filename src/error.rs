@@ -291,6 +291,15 @@ pub fn shard_gone_code(_: &ShardGone) -> ResponseError {
 /// The Kafka error for a group or transaction request whose coordinator shard could not be
 /// reached or dropped the request (the broker is stopping): clients look the coordinator up
 /// again and retry, as they do when Kafka's coordinator moves.
+/// A refused share acknowledgement (`coordinator::share_partition`).
+pub fn share_ack_code(error: crate::coordinator::share_partition::AckError) -> ResponseError {
+    use crate::coordinator::share_partition::AckError;
+    match error {
+        AckError::InvalidRequest => ResponseError::InvalidRequest,
+        AckError::InvalidRecordState => ResponseError::InvalidRecordState,
+    }
+}
+
 /// The error of a group- or transactional-id-keyed request on a node that does not coordinate
 /// the key (in a cluster; see `shard::coordinators`).
 pub fn not_coordinator_code() -> ResponseError {

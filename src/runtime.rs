@@ -355,6 +355,7 @@ async fn shard_main(
     shard.open_partitions().await;
     if index == crate::shard::COORDINATOR_SHARD {
         shard.load_group_coordinator().await;
+        crate::shard::shares::load(&shard).await;
         if let Err(reason) = start_quorum(&shard).await {
             let _ = ready.send(Err(reason.clone()));
             return Err(reason);
@@ -369,6 +370,9 @@ async fn shard_main(
     let cleaner = spawn_cleaner(&shard, &config);
     let group_coordinator = (index == crate::shard::COORDINATOR_SHARD)
         .then(|| crate::rt::spawn_local(shard.clone().group_tick_loop()).detach());
+    let share_coordinator = (index == crate::shard::COORDINATOR_SHARD).then(|| {
+        crate::rt::spawn_local(crate::shard::shares::share_tick_loop(shard.clone())).detach()
+    });
     let http = match listeners.as_ref().map(|_| spawn_http(&shard)).transpose() {
         Ok(task) => task.flatten(),
         Err(reason) => {
@@ -406,12 +410,16 @@ async fn shard_main(
     if let Some(task) = group_coordinator {
         task.cancel();
     }
+    if let Some(task) = share_coordinator {
+        task.cancel();
+    }
     if index == crate::shard::COORDINATOR_SHARD {
         shard.stop_controller().await;
     }
     shard.close_partitions().await;
     shard.groups.close().await;
     shard.txns.close().await;
+    shard.shares.close().await;
     if let Some(task) = admin_task {
         task.cancel();
     }

@@ -33,6 +33,10 @@ REQUESTS = {
     "offset_for_leader_epoch_request": 23,
     "describe_client_quotas_request": 48, "alter_client_quotas_request": 49,
     "describe_acls_request": 29, "create_acls_request": 30, "delete_acls_request": 31,
+    "share_group_heartbeat_request": 76, "share_group_describe_request": 77,
+    "share_fetch_request": 78, "share_acknowledge_request": 79,
+    "describe_share_group_offsets_request": 90, "alter_share_group_offsets_request": 91,
+    "delete_share_group_offsets_request": 92,
 }
 
 DECODE = re.compile(

@@ -1,5 +1,6 @@
 //! DeleteGroups: removes empty groups and their committed offsets (durably);
-//! NON_EMPTY_GROUP for a group with members, GROUP_ID_NOT_FOUND for an unknown one.
+//! NON_EMPTY_GROUP for a group with members, GROUP_ID_NOT_FOUND for an unknown one. A share
+//! group takes its share-partition state with it.
 
 use crate::error::coordinator_gone_code;
 use std::rc::Rc;
@@ -41,6 +42,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             for (id, refused) in &asked {
                 out.push(match refused {
                     Some(e) => Some(*e),
+                    // A share group's state goes with it (`shard::shares`).
+                    None if c.shares.groups.borrow().group(id).is_some() => {
+                        c.shares.delete_group(id).await.err()
+                    }
                     None => c.groups.delete_group(now_ms(), id).await.err(),
                 });
             }

@@ -1,6 +1,6 @@
 //! DescribeGroups: state, protocol and members of classic groups (metadata and assignments
 //! only while the group is Stable, as Kafka). A group the broker does not know, or a KIP-848
-//! consumer group ("is not a classic group"), is reported Dead (v0-5) or GROUP_ID_NOT_FOUND
+//! consumer group or a share group ("is not a classic group"), is reported Dead (v0-5) or GROUP_ID_NOT_FOUND
 //! (v6+), as Kafka 4.1 does.
 
 use crate::error::coordinator_gone_code;
@@ -25,7 +25,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .invoke_on(COORDINATOR_SHARD, move |c| async move {
             ids.iter()
                 .map(|id| {
-                    let consumer_group = c.groups.consumer.borrow().group(id).is_some();
+                    let consumer_group = c.groups.consumer.borrow().group(id).is_some()
+                        || c.shares.groups.borrow().group(id).is_some();
                     (c.groups.describe(id), consumer_group)
                 })
                 .collect::<Vec<_>>()

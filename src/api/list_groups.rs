@@ -1,5 +1,6 @@
 //! ListGroups: every group the coordinator shard knows, with Kafka's state (v4+) and type (v5+)
-//! filters, matched case-insensitively as Kafka does: classic groups and KIP-848 consumer groups.
+//! filters, matched case-insensitively as Kafka does: classic groups, KIP-848 consumer groups and
+//! KIP-932 share groups (type and protocol type `share`).
 
 use crate::error::coordinator_gone_code;
 use std::rc::Rc;
@@ -17,7 +18,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         Err(outcome) => return outcome,
     };
     let listed = shard
-        .invoke_on(COORDINATOR_SHARD, |c| async move { c.groups.list() })
+        .invoke_on(COORDINATOR_SHARD, |c| async move {
+            let mut listed = c.groups.list();
+            listed.extend(c.shares.groups.borrow().groups().map(|g| {
+                crate::shard::groups::ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: "share".into(),
+                    state: g.state(),
+                    group_type: "share",
+                }
+            }));
+            listed
+        })
         .await;
     let mut response = ListGroupsResponse::default();
     let Ok(listed) = listed else {

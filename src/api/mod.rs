@@ -30,6 +30,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_share_group_offsets;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod elect_leaders;
@@ -51,6 +52,11 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
+pub mod share_acknowledge;
+pub mod share_fetch;
+pub mod share_group_describe;
+pub mod share_group_heartbeat;
+pub mod share_group_offsets;
 pub mod sync_group;
 pub mod throttle;
 pub mod txn_offset_commit;
@@ -152,6 +158,15 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         ApiKey::CreateAcls => create_acls::handle(shard, request).await,
         ApiKey::DescribeAcls => describe_acls::handle(shard, request).await,
         ApiKey::DeleteAcls => delete_acls::handle(shard, request).await,
+        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::handle(shard, request).await,
+        ApiKey::ShareGroupDescribe => share_group_describe::handle(shard, request).await,
+        ApiKey::ShareFetch => share_fetch::handle(shard, request).await,
+        ApiKey::ShareAcknowledge => share_acknowledge::handle(shard, request).await,
+        ApiKey::DescribeShareGroupOffsets => {
+            describe_share_group_offsets::handle(shard, request).await
+        }
+        ApiKey::AlterShareGroupOffsets => share_group_offsets::alter(shard, request).await,
+        ApiKey::DeleteShareGroupOffsets => share_group_offsets::delete(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -8,7 +8,9 @@
 //! offsets in an internal log. KIP-848 consumer groups: [`consumer_group`] is their state machine
 //! (pure, heartbeats answered at once) and [`assignor`] the server-side assignors.
 //! Transactions: [`txn`] is the transaction coordinator's state machine (pure); `shard::txns`
-//! runs it with its internal log. [`coordinator_key`] says which broker of a cluster
+//! runs it with its internal log. Share groups (KIP-932): [`share_group`] is their membership
+//! state machine and [`share_partition`] the acquire/acknowledge state of one share partition
+//! (both pure); `shard::shares` runs them with the share-state log. [`coordinator_key`] says which broker of a cluster
 //! coordinates a group or a transactional id (Kafka's internal-topic partition rule).
 
 pub mod assignor;
@@ -21,6 +23,8 @@ pub mod member;
 pub mod metadata;
 pub mod offsets;
 pub mod placement;
+pub mod share_group;
+pub mod share_partition;
 pub mod store;
 pub mod topic_config;
 pub mod txn;

@@ -31,6 +31,7 @@ pub mod metadata_log;
 pub mod replication;
 pub mod router;
 pub mod routing;
+pub mod shares;
 pub mod txns;
 
 use std::cell::{Cell, RefCell};
@@ -181,6 +182,8 @@ pub struct Shard {
     pub produce_kib: Semaphore,
     /// The fetch sessions (KIP-227) whose ids fall in this shard's range (`fetch_sessions`).
     pub fetch_sessions: RefCell<fetch_sessions::FetchSessionCache>,
+    /// Coordinator shard only: share groups and their share-partition state (`shares`).
+    pub shares: shares::ShareCoordinator,
 }
 
 /// The KiB of a shard's request budget that large requests may hold together (3/4 of it).
@@ -251,6 +254,7 @@ impl Shard {
                 id,
                 shards,
             )),
+            shares: shares::ShareCoordinator::new(&config),
         })
     }
 

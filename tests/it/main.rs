@@ -81,6 +81,7 @@ mod quorum_node;
 mod quota_cli;
 mod repl_control;
 mod replication;
+mod share_groups;
 mod sim_runner;
 mod simulate;
 mod simulate_compact;

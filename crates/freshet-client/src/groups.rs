@@ -415,6 +415,45 @@ pub fn offset_commit(
         .collect())
 }
 
+/// The start offset of each share partition of share group `group`
+/// (DescribeShareGroupOffsets, every topic), as (topic, partition, start offset); `None` when
+/// the broker knows no share group of that id.
+pub fn describe_share_group_offsets(
+    conn: &mut Connection,
+    group: &str,
+) -> Result<Option<Vec<(String, i32, i64)>>> {
+    use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
+    let request = kafka_protocol::messages::DescribeShareGroupOffsetsRequest::default()
+        .with_groups(vec![DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_topics(None)]);
+    let response = conn.request(&request)?;
+    let Some(g) = response.groups.first() else {
+        return Ok(None);
+    };
+    match g.error_code {
+        0 => {}
+        // GROUP_ID_NOT_FOUND
+        69 => return Ok(None),
+        code => {
+            return Err(ClientError::Kafka {
+                code,
+                context: format!("DescribeShareGroupOffsets {group}"),
+            })
+        }
+    }
+    Ok(Some(
+        g.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.topic_name.to_string(), p.partition_index, p.start_offset))
+            })
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -451,6 +451,102 @@ fn seed_consumer_group_describe(_v: i16) -> ConsumerGroupDescribeRequest {
         .with_include_authorized_operations(true)
 }
 
+fn seed_share_group_heartbeat(_v: i16) -> ShareGroupHeartbeatRequest {
+    ShareGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("share-1")))
+        .with_member_id(s("member-1"))
+        .with_member_epoch(3)
+        .with_rack_id(Some(s("rack-1")))
+        .with_subscribed_topic_names(Some(vec![TopicName(s("orders"))]))
+}
+
+fn seed_share_group_describe(_v: i16) -> ShareGroupDescribeRequest {
+    ShareGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(s("share-1")), GroupId(s("share-2"))])
+        .with_include_authorized_operations(true)
+}
+
+fn seed_share_fetch(_v: i16) -> ShareFetchRequest {
+    let ack = share_fetch_request::AcknowledgementBatch::default()
+        .with_first_offset(10)
+        .with_last_offset(12)
+        .with_acknowledge_types(vec![1, 2, 3]);
+    let part = share_fetch_request::FetchPartition::default()
+        .with_partition_index(0)
+        .with_acknowledgement_batches(vec![ack]);
+    let topic = share_fetch_request::FetchTopic::default()
+        .with_topic_id(uuid::Uuid::from_u128(9))
+        .with_partitions(vec![part]);
+    let forgotten = share_fetch_request::ForgottenTopic::default()
+        .with_topic_id(uuid::Uuid::from_u128(8))
+        .with_partitions(vec![1, 2]);
+    ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(s("share-1"))))
+        .with_member_id(Some(s("member-1")))
+        .with_share_session_epoch(2)
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_max_records(500)
+        .with_batch_size(500)
+        .with_topics(vec![topic])
+        .with_forgotten_topics_data(vec![forgotten])
+}
+
+fn seed_share_acknowledge(_v: i16) -> ShareAcknowledgeRequest {
+    let ack = share_acknowledge_request::AcknowledgementBatch::default()
+        .with_first_offset(10)
+        .with_last_offset(10)
+        .with_acknowledge_types(vec![1]);
+    let part = share_acknowledge_request::AcknowledgePartition::default()
+        .with_partition_index(0)
+        .with_acknowledgement_batches(vec![ack]);
+    let topic = share_acknowledge_request::AcknowledgeTopic::default()
+        .with_topic_id(uuid::Uuid::from_u128(9))
+        .with_partitions(vec![part]);
+    ShareAcknowledgeRequest::default()
+        .with_group_id(Some(GroupId(s("share-1"))))
+        .with_member_id(Some(s("member-1")))
+        .with_share_session_epoch(3)
+        .with_topics(vec![topic])
+}
+
+fn seed_describe_share_group_offsets(_v: i16) -> DescribeShareGroupOffsetsRequest {
+    let topic =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic::default()
+            .with_topic_name(TopicName(s("orders")))
+            .with_partitions(vec![0, 1]);
+    let group =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s("share-1")))
+            .with_topics(Some(vec![topic]));
+    let all =
+        describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s("share-2")))
+            .with_topics(None);
+    DescribeShareGroupOffsetsRequest::default().with_groups(vec![group, all])
+}
+
+fn seed_alter_share_group_offsets(_v: i16) -> AlterShareGroupOffsetsRequest {
+    let part = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition::default()
+        .with_partition_index(0)
+        .with_start_offset(42);
+    let topic = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic::default()
+        .with_topic_name(TopicName(s("orders")))
+        .with_partitions(vec![part]);
+    AlterShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("share-1")))
+        .with_topics(vec![topic])
+}
+
+fn seed_delete_share_group_offsets(_v: i16) -> DeleteShareGroupOffsetsRequest {
+    let topic = delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default()
+        .with_topic_name(TopicName(s("orders")));
+    DeleteShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("share-1")))
+        .with_topics(vec![topic])
+}
+
 fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
     let req = FindCoordinatorRequest::default();
     match v {
@@ -721,7 +817,14 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         ElectLeadersRequest,
         OffsetForLeaderEpochRequest,
         DescribeClientQuotasRequest,
-        AlterClientQuotasRequest
+        AlterClientQuotasRequest,
+        ShareGroupHeartbeatRequest,
+        ShareGroupDescribeRequest,
+        ShareFetchRequest,
+        ShareAcknowledgeRequest,
+        DescribeShareGroupOffsetsRequest,
+        AlterShareGroupOffsetsRequest,
+        DeleteShareGroupOffsetsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -822,6 +925,22 @@ fn served() -> Vec<Served> {
         served!(DescribeAclsRequest, seed_describe_acls),
         served!(CreateAclsRequest, seed_create_acls),
         served!(DeleteAclsRequest, seed_delete_acls),
+        served!(ShareGroupHeartbeatRequest, seed_share_group_heartbeat),
+        served!(ShareGroupDescribeRequest, seed_share_group_describe),
+        served!(ShareFetchRequest, seed_share_fetch),
+        served!(ShareAcknowledgeRequest, seed_share_acknowledge),
+        served!(
+            DescribeShareGroupOffsetsRequest,
+            seed_describe_share_group_offsets
+        ),
+        served!(
+            AlterShareGroupOffsetsRequest,
+            seed_alter_share_group_offsets
+        ),
+        served!(
+            DeleteShareGroupOffsetsRequest,
+            seed_delete_share_group_offsets
+        ),
     ]
 }
 

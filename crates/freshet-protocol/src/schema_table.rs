@@ -1398,6 +1398,228 @@ pub(crate) static DELETE_ACLS_REQUEST_DELETEACLSREQUEST: StructSchema = StructSc
     ],
 };
 
+pub(crate) static SHARE_GROUP_HEARTBEAT_REQUEST_SHAREGROUPHEARTBEATREQUEST: StructSchema = StructSchema {
+    name: "ShareGroupHeartbeatRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_group_heartbeat_request::ShareGroupHeartbeatRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // group_id
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // member_id
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // member_epoch
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // rack_id
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 1, max: 1 }, // subscribed_topic_names
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_GROUP_DESCRIBE_REQUEST_SHAREGROUPDESCRIBEREQUEST: StructSchema = StructSchema {
+    name: "ShareGroupDescribeRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_group_describe_request::ShareGroupDescribeRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::CompactString), min: 1, max: 1 }, // group_ids
+        Field { ty: Ty::Int8, min: 1, max: 1 }, // include_authorized_operations
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_FETCH_REQUEST_ACKNOWLEDGEMENTBATCH: StructSchema = StructSchema {
+    name: "AcknowledgementBatch", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_fetch_request::AcknowledgementBatch>(),
+    fields: &[
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // first_offset
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // last_offset
+        Field { ty: Ty::CompactArray(&Ty::Int8), min: 1, max: 1 }, // acknowledge_types
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_FETCH_REQUEST_FETCHPARTITION: StructSchema = StructSchema {
+    name: "FetchPartition", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_fetch_request::FetchPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // partition_index
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_FETCH_REQUEST_ACKNOWLEDGEMENTBATCH)), min: 1, max: 1 }, // acknowledgement_batches
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_FETCH_REQUEST_FETCHTOPIC: StructSchema = StructSchema {
+    name: "FetchTopic", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_fetch_request::FetchTopic>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 1, max: 1 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_FETCH_REQUEST_FETCHPARTITION)), min: 1, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_FETCH_REQUEST_FORGOTTENTOPIC: StructSchema = StructSchema {
+    name: "ForgottenTopic", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_fetch_request::ForgottenTopic>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 1, max: 1 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 1, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_FETCH_REQUEST_SHAREFETCHREQUEST: StructSchema = StructSchema {
+    name: "ShareFetchRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_fetch_request::ShareFetchRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // group_id
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // member_id
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // share_session_epoch
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // max_wait_ms
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // min_bytes
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // max_bytes
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // max_records
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // batch_size
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_FETCH_REQUEST_FETCHTOPIC)), min: 1, max: 1 }, // topics
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_FETCH_REQUEST_FORGOTTENTOPIC)), min: 1, max: 1 }, // forgotten_topics_data
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGEPARTITION: StructSchema = StructSchema {
+    name: "AcknowledgePartition", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_acknowledge_request::AcknowledgePartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // partition_index
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGEMENTBATCH)), min: 1, max: 1 }, // acknowledgement_batches
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGETOPIC: StructSchema = StructSchema {
+    name: "AcknowledgeTopic", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_acknowledge_request::AcknowledgeTopic>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 1, max: 1 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGEPARTITION)), min: 1, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGEMENTBATCH: StructSchema = StructSchema {
+    name: "AcknowledgementBatch", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_acknowledge_request::AcknowledgementBatch>(),
+    fields: &[
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // first_offset
+        Field { ty: Ty::Int64, min: 1, max: 1 }, // last_offset
+        Field { ty: Ty::CompactArray(&Ty::Int8), min: 1, max: 1 }, // acknowledge_types
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static SHARE_ACKNOWLEDGE_REQUEST_SHAREACKNOWLEDGEREQUEST: StructSchema = StructSchema {
+    name: "ShareAcknowledgeRequest", tagged_from: 1,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::share_acknowledge_request::ShareAcknowledgeRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // group_id
+        Field { ty: Ty::CompactString, min: 1, max: 1 }, // member_id
+        Field { ty: Ty::Int32, min: 1, max: 1 }, // share_session_epoch
+        Field { ty: Ty::CompactArray(&Ty::Struct(&SHARE_ACKNOWLEDGE_REQUEST_ACKNOWLEDGETOPIC)), min: 1, max: 1 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTGROUP)), min: 0, max: 0 }, // groups
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTGROUP: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequestGroup", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "DescribeShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTPARTITION: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequestPartition", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition_index
+        Field { ty: Ty::Int64, min: 0, max: 0 }, // start_offset
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "AlterShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUESTPARTITION)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST: StructSchema = StructSchema {
+    name: "DeleteShareGroupOffsetsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUESTTOPIC)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUESTTOPIC: StructSchema = StructSchema {
+    name: "DeleteShareGroupOffsetsRequestTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // topic_name
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1450,6 +1672,13 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         29 => Some(&DESCRIBE_ACLS_REQUEST_DESCRIBEACLSREQUEST), // versions 1-3
         30 => Some(&CREATE_ACLS_REQUEST_CREATEACLSREQUEST), // versions 1-3
         31 => Some(&DELETE_ACLS_REQUEST_DELETEACLSREQUEST), // versions 1-3
+        76 => Some(&SHARE_GROUP_HEARTBEAT_REQUEST_SHAREGROUPHEARTBEATREQUEST), // versions 1-1
+        77 => Some(&SHARE_GROUP_DESCRIBE_REQUEST_SHAREGROUPDESCRIBEREQUEST), // versions 1-1
+        78 => Some(&SHARE_FETCH_REQUEST_SHAREFETCHREQUEST), // versions 1-1
+        79 => Some(&SHARE_ACKNOWLEDGE_REQUEST_SHAREACKNOWLEDGEREQUEST), // versions 1-1
+        90 => Some(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST), // versions 0-0
+        91 => Some(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUEST), // versions 0-0
+        92 => Some(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST), // versions 0-0
         _ => None,
     }
 }

@@ -92,6 +92,15 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
+    // Share groups (KIP-932): Kafka 4.2 serves v1 (v0 was early access).
+    api(ApiKey::ShareGroupHeartbeat, 1, 1),
+    api(ApiKey::ShareGroupDescribe, 1, 1),
+    api(ApiKey::ShareFetch, 1, 1),
+    api(ApiKey::ShareAcknowledge, 1, 1),
+    // Kafka 4.2 serves v0-1 (v1 adds the lag); the crate knows v0.
+    api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    api(ApiKey::AlterShareGroupOffsets, 0, 0),
+    api(ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.
@@ -169,7 +178,10 @@ mod tests {
             supported_range(ApiKey::ConsumerGroupHeartbeat as i16),
             Some((0, 1))
         );
-        assert_eq!(supported_range(ApiKey::ShareGroupHeartbeat as i16), None);
+        assert_eq!(
+            supported_range(ApiKey::ShareGroupHeartbeat as i16),
+            Some((1, 1))
+        );
         assert_eq!(supported_range(-1), None);
     }
 

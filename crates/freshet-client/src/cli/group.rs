@@ -252,14 +252,29 @@ struct LagRow {
 fn describe(session: &mut Session, format: Format, group_ids: &[String]) -> Result<()> {
     let mut documents = Vec::new();
     for (i, group) in group_ids.iter().enumerate() {
-        let (description, offsets) = describe_one(session, group)?;
+        let (mut description, offsets) = describe_one(session, group)?;
+        let mut rows = lag_rows(&description, &offsets);
         if !exists(&description, &offsets) {
+            // A share group (KIP-932): each share partition's start offset as its position.
+            let conn = coordinator(session, group)?;
+            if let Some(started) = groups::describe_share_group_offsets(conn, group)? {
+                description.state = "-".into();
+                description.protocol_type = "share".into();
+                description.protocol = "share".into();
+                rows = share_rows(started);
+                fill_log_ends(session, &mut rows)?;
+                let total_lag: i64 = rows.values().filter_map(lag).sum();
+                match format {
+                    Format::Json => documents.push(describe_json(&description, &rows, total_lag)),
+                    Format::Table => print_describe_table(i, &description, &rows, total_lag),
+                }
+                continue;
+            }
             return Err(CliError::kafka(
                 GROUP_ID_NOT_FOUND,
                 format!("group {group} does not exist"),
             ));
         }
-        let mut rows = lag_rows(&description, &offsets);
         fill_log_ends(session, &mut rows)?;
         let total_lag: i64 = rows.values().filter_map(lag).sum();
         match format {
@@ -271,6 +286,24 @@ fn describe(session: &mut Session, format: Format, group_ids: &[String]) -> Resu
         print_json(&serde_json::Value::Array(documents));
     }
     Ok(())
+}
+
+/// A share group's partitions with their start offsets (the records before it are done; the
+/// lag counts the rest, in flight or not yet delivered), without their log ends yet.
+fn share_rows(started: Vec<(String, i32, i64)>) -> BTreeMap<(String, i32), LagRow> {
+    started
+        .into_iter()
+        .map(|(topic, partition, start)| {
+            let row = LagRow {
+                topic: topic.clone(),
+                partition,
+                committed: (start >= 0).then_some(start),
+                log_end: None,
+                member: None,
+            };
+            ((topic, partition), row)
+        })
+        .collect()
 }
 
 /// Every partition with a committed offset or an owner, without its log end yet.

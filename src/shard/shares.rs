@@ -1,0 +1,786 @@
+//! Share groups (KIP-932) on the coordinator shard: runs the pure state machines of
+//! `coordinator::share_group` (membership) and `coordinator::share_partition` (acquire and
+//! acknowledge per share partition), keeps the share sessions of ShareFetch /
+//! ShareAcknowledge, and the durable share state.
+//!
+//! [`ShareCoordinator`] lives inside every [`super::Shard`] but is used on shard 0 only
+//! (loaded by [`ShareCoordinator::load`] at startup, closed at shutdown); the API handlers
+//! reach it with `invoke_on(COORDINATOR_SHARD, ...)`. Share partitions are kept on shard 0 too
+//! (not on the partition's owning shard): records are read from the owner with `invoke_on`,
+//! so one share partition has one state machine whatever shard a request arrives on.
+//!
+//! - Durability: the state of each share partition (start and end offsets, the in-flight
+//!   records with their delivery counts; Kafka's `ShareSnapshot`) is appended to the internal
+//!   log `<data_dir>/internal/__share_group_state-0/` ([`SHARE_STATE_LOG_NAME`], an
+//!   [`InternalLog`]) before a ShareAcknowledge (or a ShareFetch carrying acknowledgements) is
+//!   answered; the last record of a share partition wins on replay ([`ShareCoordinator::load`]),
+//!   acquired records come back available (their locks are gone), and the log is compacted to
+//!   one record per share partition. Changes without an answer waiting (lock timeouts, members
+//!   leaving, a new share partition's start offset) are written by the tick within
+//!   [`SHARE_TICK_INTERVAL_MS`].
+//! - Sessions (Kafka's `ShareSessionCache`): keyed by (group, member); epoch 0 opens one (no
+//!   acknowledgements allowed), -1 closes it (acknowledgements only, then the member's acquired
+//!   records are released), any other epoch must be the session's next
+//!   (INVALID_SHARE_SESSION_EPOCH; SHARE_SESSION_NOT_FOUND without a session). At most
+//!   `group_share_max_share_sessions` (SHARE_SESSION_LIMIT_REACHED beyond).
+//! - The first fetch of a share partition starts it at the log end (`share_auto_offset_reset`
+//!   `latest`, Kafka's default) or the log start (`earliest`).
+//!
+//! Bounds: a share partition holds at most `group_share_partition_max_record_locks` in-flight
+//! records (see `share_partition`), a ShareFetch returns at most `max_records` records and
+//! about `max_bytes` bytes. Not done yet: membership is not persisted (members rejoin after a
+//! restart); cluster mode serves share partitions on whichever node receives the fetch (the
+//! partition's leader, as clients send it there) with that node's share state.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Shard, COORDINATOR_SHARD};
+use crate::coordinator::share_group::{ShareGroupConfig, ShareGroups};
+use crate::coordinator::share_partition::{
+    AcquiredRange, BatchSpan, ShareLimits, SharePartition, ShareState,
+};
+use crate::protocol::batch;
+use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
+use crate::storage::{StorageError, TailCache};
+
+/// The share-state log's name (Kafka's `__share_group_state`).
+pub const SHARE_STATE_LOG_NAME: &str = "__share_group_state";
+/// How often lock timeouts, member expiry and deferred share-state writes run.
+pub const SHARE_TICK_INTERVAL_MS: u64 = 250;
+/// The longest a ShareFetch with nothing to hand out waits between looks (locks that run out
+/// and releases make records available without an append).
+const SHARE_FETCH_POLL_MS_MAX: u64 = 100;
+/// Bytes read from a partition per look of a ShareFetch.
+const SHARE_READ_BYTES_MAX: usize = 1 << 20;
+
+/// The share-state log's limits: a record holds one share partition's state (at most
+/// `record_locks_max` runs, about 20 bytes each as JSON: 2000 locks fit 64 KiB).
+pub const SHARE_STATE_LOG_LIMITS: InternalLogLimits = InternalLogLimits {
+    compact_records_min: 10_000,
+    compact_ratio: 2,
+    batch_records_max: 100,
+    batch_bytes_max: 512 * 1024,
+    max_message_bytes: 8 * 1_048_576,
+    segment_bytes: 16 * 1024 * 1024,
+};
+
+/// A share partition: a group's view of one topic partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShareKey {
+    pub group: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// One record of the share-state log: a share partition's state, or its removal (`None`).
+pub type ShareLogRecord = (ShareKey, Option<ShareState>);
+
+/// The share-state log's encoding: JSON key and value in a plain record batch.
+pub struct ShareStateCodec;
+
+impl RecordCodec for ShareStateCodec {
+    type Record = ShareLogRecord;
+    const NAME: &'static str = "share-state log";
+
+    fn encode_batch(records: &[ShareLogRecord], now_ms: i64) -> Result<Bytes, String> {
+        let mut out = Vec::with_capacity(records.len());
+        for (key, state) in records {
+            let key = serde_json::to_vec(key).map_err(|e| e.to_string())?;
+            let value = match state {
+                Some(s) => Some(Bytes::from(
+                    serde_json::to_vec(s).map_err(|e| e.to_string())?,
+                )),
+                None => None,
+            };
+            out.push((Some(Bytes::from(key)), value, now_ms));
+        }
+        batch::encode_batch(&out, batch::Compression::None)
+    }
+
+    fn decode_batches(mut bytes: Bytes) -> Result<(Vec<ShareLogRecord>, i64), String> {
+        use bytes::Buf;
+        let mut records = Vec::new();
+        let mut next_offset = -1;
+        while bytes.has_remaining() {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+                .map_err(|e| e.to_string())?;
+            for record in set.records {
+                next_offset = record.offset + 1;
+                let key = record.key.ok_or("share-state record without a key")?;
+                let key: ShareKey = serde_json::from_slice(&key).map_err(|e| e.to_string())?;
+                let state = match record.value {
+                    Some(v) => Some(serde_json::from_slice(&v).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                records.push((key, state));
+            }
+        }
+        Ok((records, next_offset))
+    }
+
+    fn record_bytes((key, state): &ShareLogRecord) -> usize {
+        key.group.len() + 96 + state.as_ref().map_or(0, |s| s.in_flight.len() * 24)
+    }
+}
+
+/// A share session (Kafka's `ShareSession`): the partitions a member fetches and the epoch its
+/// next request must carry.
+#[derive(Debug)]
+struct ShareSession {
+    next_epoch: i32,
+    partitions: BTreeSet<(Uuid, i32)>,
+}
+
+/// Share-session epochs: 0 opens, -1 closes.
+pub const SESSION_OPEN_EPOCH: i32 = 0;
+pub const SESSION_CLOSE_EPOCH: i32 = -1;
+
+/// One acknowledgement batch of a request: (first, last, types).
+pub type AckBatch = (i64, i64, Vec<i8>);
+
+/// The coordinator shard's share groups; see the module doc.
+pub struct ShareCoordinator {
+    pub groups: RefCell<ShareGroups>,
+    partitions: RefCell<HashMap<ShareKey, SharePartition>>,
+    sessions: RefCell<HashMap<(String, String), ShareSession>>,
+    /// Share partitions changed since their last write.
+    dirty: RefCell<BTreeSet<ShareKey>>,
+    log: RefCell<Option<Rc<InternalLog<ShareStateCodec>>>>,
+    /// Serializes writes, so a later record of a share partition holds a later state.
+    write_lock: crate::rt::sync::Semaphore,
+    limits: ShareLimits,
+    sessions_max: usize,
+    start_at_earliest: bool,
+}
+
+/// What a session check decided for a request.
+pub enum SessionCheck {
+    /// Go on with these session partitions (empty for a closing request).
+    Ok(Vec<(Uuid, i32)>),
+    Refused(ResponseError),
+}
+
+impl ShareCoordinator {
+    pub fn new(config: &crate::config::BrokerConfig) -> ShareCoordinator {
+        ShareCoordinator {
+            groups: RefCell::new(ShareGroups::new(ShareGroupConfig {
+                session_timeout_ms: config.group_share_session_timeout_ms,
+                heartbeat_interval_ms: config.group_share_heartbeat_interval_ms,
+            })),
+            partitions: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(HashMap::new()),
+            dirty: RefCell::new(BTreeSet::new()),
+            log: RefCell::new(None),
+            write_lock: crate::rt::sync::Semaphore::new(1),
+            limits: ShareLimits {
+                record_lock_duration_ms: config.group_share_record_lock_duration_ms,
+                delivery_count_limit: config.group_share_delivery_count_limit,
+                record_locks_max: config.group_share_partition_max_record_locks,
+            },
+            sessions_max: config.group_share_max_share_sessions,
+            start_at_earliest: config.share_auto_offset_reset == "earliest",
+        }
+    }
+
+    /// The record lock duration (ShareFetch's `acquisition_lock_timeout_ms`).
+    pub fn lock_duration_ms(&self) -> i64 {
+        self.limits.record_lock_duration_ms
+    }
+
+    /// True once the share state is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.log.borrow().is_some()
+    }
+
+    /// Opens the share-state log under `data_dir` and rebuilds every share partition (and its
+    /// group) from it, then compacts it if due.
+    pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
+        let mut states: BTreeMap<ShareKey, Option<ShareState>> = BTreeMap::new();
+        let log = InternalLog::<ShareStateCodec>::open(
+            &internal_log_dir(data_dir, SHARE_STATE_LOG_NAME),
+            SHARE_STATE_LOG_LIMITS,
+            cache,
+            |(key, state)| {
+                states.insert(key, state);
+            },
+        )
+        .await?;
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            let mut groups = self.groups.borrow_mut();
+            for (key, state) in states {
+                if let Some(state) = state {
+                    groups.ensure(&key.group);
+                    partitions.insert(key, SharePartition::restore(self.limits, &state));
+                }
+            }
+        }
+        *self.log.borrow_mut() = Some(Rc::new(log));
+        self.maybe_compact().await;
+        Ok(())
+    }
+
+    /// Flushes pending writes and closes the log (shutdown).
+    pub async fn close(&self) {
+        self.write_dirty().await;
+        let log = self.log.borrow_mut().take();
+        if let Some(log) = log {
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "closing the share-state log failed");
+            }
+        }
+    }
+
+    fn log(&self) -> Option<Rc<InternalLog<ShareStateCodec>>> {
+        self.log.borrow().clone()
+    }
+
+    /// Writes the states of `keys` durably (the share partitions as they are when the write
+    /// starts). Serialized with other writes.
+    pub async fn write(&self, keys: BTreeSet<ShareKey>) -> Result<(), StorageError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let Some(log) = self.log() else {
+            return Err(StorageError::Closed);
+        };
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(StorageError::Closed);
+        };
+        let records: Vec<ShareLogRecord> = {
+            let partitions = self.partitions.borrow();
+            let mut dirty = self.dirty.borrow_mut();
+            keys.into_iter()
+                .map(|k| {
+                    dirty.remove(&k);
+                    let state = partitions.get(&k).map(|p| p.state());
+                    (k, state)
+                })
+                .collect()
+        };
+        log.append(records, super::now_ms(), |_| {}).await
+    }
+
+    /// Writes every share partition changed without a request waiting for it.
+    pub async fn write_dirty(&self) {
+        let keys = std::mem::take(&mut *self.dirty.borrow_mut());
+        if let Err(e) = self.write(keys.clone()).await {
+            tracing::warn!(error = %e, "writing share state failed; retried on the next tick");
+            self.dirty.borrow_mut().extend(keys);
+        }
+    }
+
+    async fn maybe_compact(&self) {
+        let Some(log) = self.log() else { return };
+        let live = || self.partitions.borrow().len();
+        let snapshot = || {
+            self.partitions
+                .borrow()
+                .iter()
+                .map(|(k, p)| (k.clone(), Some(p.state())))
+                .collect()
+        };
+        if let Err(e) = log.compact_if_due(live, snapshot).await {
+            tracing::warn!(error = %e, "compacting the share-state log failed");
+        }
+    }
+
+    /// The timers: member sessions, record locks; then the deferred writes and compaction.
+    pub async fn tick(
+        &self,
+        now_ms: i64,
+        topics: &BTreeMap<String, crate::coordinator::metadata::TopicMeta>,
+    ) {
+        let gone = self.groups.borrow_mut().expire(now_ms, topics);
+        for (group, member) in gone {
+            self.member_left(&group, &member);
+        }
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            let mut dirty = self.dirty.borrow_mut();
+            for (key, p) in partitions.iter_mut() {
+                if p.expire_locks(now_ms) {
+                    dirty.insert(key.clone());
+                }
+            }
+        }
+        self.write_dirty().await;
+        self.maybe_compact().await;
+    }
+
+    /// A member left its group (or its session ended): its share session goes and the records
+    /// it holds are released.
+    pub fn member_left(&self, group: &str, member: &str) {
+        self.sessions
+            .borrow_mut()
+            .remove(&(group.to_string(), member.to_string()));
+        self.release_member(group, member);
+    }
+
+    fn release_member(&self, group: &str, member: &str) {
+        let mut partitions = self.partitions.borrow_mut();
+        let mut dirty = self.dirty.borrow_mut();
+        for (key, p) in partitions.iter_mut() {
+            if key.group == group && p.release_member(member) {
+                dirty.insert(key.clone());
+            }
+        }
+    }
+
+    /// Checks (and moves on) the share session of a ShareFetch (`fetch`) or ShareAcknowledge;
+    /// `added` and `forgotten` change a fetch session's partitions.
+    pub fn check_session(
+        &self,
+        group: &str,
+        member: &str,
+        epoch: i32,
+        fetch: bool,
+        added: &[(Uuid, i32)],
+        forgotten: &[(Uuid, i32)],
+    ) -> SessionCheck {
+        let key = (group.to_string(), member.to_string());
+        let mut sessions = self.sessions.borrow_mut();
+        match epoch {
+            SESSION_OPEN_EPOCH => {
+                if !fetch {
+                    return SessionCheck::Refused(ResponseError::InvalidShareSessionEpoch);
+                }
+                if !sessions.contains_key(&key) && sessions.len() >= self.sessions_max {
+                    return SessionCheck::Refused(ResponseError::ShareSessionLimitReached);
+                }
+                let partitions: BTreeSet<(Uuid, i32)> = added.iter().copied().collect();
+                let list = partitions.iter().copied().collect();
+                sessions.insert(
+                    key,
+                    ShareSession {
+                        next_epoch: 1,
+                        partitions,
+                    },
+                );
+                SessionCheck::Ok(list)
+            }
+            SESSION_CLOSE_EPOCH => {
+                if sessions.remove(&key).is_none() {
+                    return SessionCheck::Refused(ResponseError::ShareSessionNotFound);
+                }
+                SessionCheck::Ok(Vec::new())
+            }
+            _ => {
+                let Some(session) = sessions.get_mut(&key) else {
+                    return SessionCheck::Refused(ResponseError::ShareSessionNotFound);
+                };
+                if session.next_epoch != epoch {
+                    return SessionCheck::Refused(ResponseError::InvalidShareSessionEpoch);
+                }
+                session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+                if fetch {
+                    session.partitions.extend(added.iter().copied());
+                    for f in forgotten {
+                        session.partitions.remove(f);
+                    }
+                }
+                SessionCheck::Ok(session.partitions.iter().copied().collect())
+            }
+        }
+    }
+
+    /// Applies acknowledgements of `member` to the share partitions (all batches of a partition
+    /// or none of them on an error) and writes the changed ones durably before returning.
+    /// Returns each partition's error.
+    pub async fn acknowledge(
+        &self,
+        now_ms: i64,
+        group: &str,
+        member: &str,
+        acks: Vec<((Uuid, i32), Vec<AckBatch>)>,
+    ) -> Vec<((Uuid, i32), Option<ResponseError>)> {
+        let mut answers = Vec::with_capacity(acks.len());
+        let mut changed = BTreeSet::new();
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            for ((topic_id, partition), batches) in acks {
+                let key = ShareKey {
+                    group: group.to_string(),
+                    topic_id,
+                    partition,
+                };
+                let error = match partitions.get_mut(&key) {
+                    None => Some(ResponseError::InvalidRecordState),
+                    Some(p) => {
+                        let mut error = None;
+                        for (first, last, types) in &batches {
+                            if let Err(e) = p.acknowledge(now_ms, member, *first, *last, types) {
+                                error = Some(crate::error::share_ack_code(e));
+                                break;
+                            }
+                            changed.insert(key.clone());
+                        }
+                        error
+                    }
+                };
+                answers.push(((topic_id, partition), error));
+            }
+        }
+        if let Err(e) = self.write(changed).await {
+            tracing::warn!(error = %e, "writing share state failed");
+            let code = crate::error::storage_code(&e);
+            for (_, error) in answers.iter_mut() {
+                error.get_or_insert(code);
+            }
+        }
+        answers
+    }
+
+    /// Closing a session: the member's acquired records go back (after its acknowledgements).
+    pub fn session_closed(&self, group: &str, member: &str) {
+        self.release_member(group, member);
+    }
+
+    /// Deletes the share state of a group (DeleteGroups of an empty share group).
+    pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+        let Some(log) = self.log() else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        self.groups.borrow_mut().delete(group)?;
+        let records: Vec<ShareLogRecord> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let mut dirty = self.dirty.borrow_mut();
+            let keys: Vec<ShareKey> = partitions
+                .keys()
+                .filter(|k| k.group == group)
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .map(|k| {
+                    partitions.remove(&k);
+                    dirty.remove(&k);
+                    (k, None)
+                })
+                .collect()
+        };
+        log.append(records, super::now_ms(), |_| {})
+            .await
+            .map_err(|e| crate::error::storage_code(&e))
+    }
+
+    /// AlterShareGroupOffsets / DeleteShareGroupOffsets on an empty share group: each share
+    /// partition starts afresh at the given offset (`Some`, nothing in flight) or loses its
+    /// state (`None`: the next fetch starts it by `share_auto_offset_reset`). Written durably
+    /// before returning. GROUP_ID_NOT_FOUND for an unknown group, NON_EMPTY_GROUP while it has
+    /// members.
+    pub async fn reset(
+        &self,
+        group: &str,
+        changes: Vec<(ShareKey, Option<i64>)>,
+    ) -> Result<(), ResponseError> {
+        let Some(log) = self.log() else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        match self.groups.borrow().group(group) {
+            None => return Err(ResponseError::GroupIdNotFound),
+            Some(g) if !g.members.is_empty() => return Err(ResponseError::NonEmptyGroup),
+            Some(_) => {}
+        }
+        let records: Vec<ShareLogRecord> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let mut dirty = self.dirty.borrow_mut();
+            changes
+                .into_iter()
+                .map(|(key, start)| {
+                    dirty.remove(&key);
+                    match start {
+                        Some(offset) => {
+                            let p = SharePartition::new(self.limits, offset.max(0));
+                            let state = p.state();
+                            partitions.insert(key.clone(), p);
+                            (key, Some(state))
+                        }
+                        None => {
+                            partitions.remove(&key);
+                            (key, None)
+                        }
+                    }
+                })
+                .collect()
+        };
+        log.append(records, super::now_ms(), |_| {})
+            .await
+            .map_err(|e| crate::error::storage_code(&e))
+    }
+
+    /// In-flight counts of a group's share partitions: (key, start, end, acquired, available).
+    pub fn describe_partitions(&self, group: &str) -> Vec<(ShareKey, i64, i64, usize, usize)> {
+        let partitions = self.partitions.borrow();
+        let mut out: Vec<_> = partitions
+            .iter()
+            .filter(|(k, _)| k.group == group)
+            .map(|(k, p)| {
+                let c = p.counts();
+                (
+                    k.clone(),
+                    p.start_offset(),
+                    p.end_offset(),
+                    c.acquired,
+                    c.available,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// One partition's part of a ShareFetch answer.
+#[derive(Debug, Default)]
+pub struct FetchedPartition {
+    pub error: Option<ResponseError>,
+    pub batches: Vec<Bytes>,
+    pub acquired: Vec<AcquiredRange>,
+}
+
+/// What a ShareFetch asks of the coordinator shard once its session and acknowledgements are
+/// done: records of these partitions.
+pub struct FetchAsk {
+    pub group: String,
+    pub member: String,
+    pub partitions: Vec<(Uuid, i32)>,
+    pub max_wait_ms: i64,
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// Acquires records for a ShareFetch on the coordinator shard `c`, waiting up to
+/// `max_wait_ms` for some. Answers every asked partition.
+pub async fn fetch_records(
+    c: &Rc<Shard>,
+    ask: FetchAsk,
+) -> BTreeMap<(Uuid, i32), FetchedPartition> {
+    assert_eq!(c.id, COORDINATOR_SHARD);
+    let deadline = Instant::now() + Duration::from_millis(ask.max_wait_ms.max(0) as u64);
+    let member: Rc<str> = Rc::from(ask.member.as_str());
+    loop {
+        let mut out = BTreeMap::new();
+        let mut records_left = ask.max_records.max(1);
+        let mut bytes_left = ask.max_bytes.max(1);
+        let mut got_any = false;
+        for &(topic_id, partition) in &ask.partitions {
+            let fetched = if records_left == 0 || bytes_left == 0 {
+                FetchedPartition::default()
+            } else {
+                fetch_partition(
+                    c,
+                    &ask.group,
+                    &member,
+                    topic_id,
+                    partition,
+                    records_left,
+                    bytes_left,
+                )
+                .await
+            };
+            let n: i64 = fetched
+                .acquired
+                .iter()
+                .map(|r| r.last_offset - r.first_offset + 1)
+                .sum();
+            records_left = records_left.saturating_sub(n as usize);
+            bytes_left = bytes_left.saturating_sub(fetched.batches.iter().map(|b| b.len()).sum());
+            got_any |= n > 0;
+            out.insert((topic_id, partition), fetched);
+        }
+        let now = Instant::now();
+        if got_any || now >= deadline || c.stopping.get() || ask.partitions.is_empty() {
+            return out;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(SHARE_FETCH_POLL_MS_MAX));
+        futures_lite::future::or(crate::rt::sleep(wait), c.stop.wait()).await;
+    }
+}
+
+/// One partition of a ShareFetch: starts its share partition if new, reads from where it can
+/// acquire, acquires, and returns the batches holding the acquired records.
+async fn fetch_partition(
+    c: &Rc<Shard>,
+    group: &str,
+    member: &Rc<str>,
+    topic_id: Uuid,
+    partition: i32,
+    max_records: usize,
+    max_bytes: usize,
+) -> FetchedPartition {
+    let error = |e: ResponseError| FetchedPartition {
+        error: Some(e),
+        ..FetchedPartition::default()
+    };
+    let metadata = c.metadata();
+    let Some((topic, meta)) = metadata.topic_by_id(topic_id) else {
+        return error(ResponseError::UnknownTopicId);
+    };
+    if partition < 0 || partition >= meta.partitions {
+        return error(ResponseError::UnknownTopicOrPartition);
+    }
+    if let Some(a) = meta.assignment.get(partition as usize) {
+        if a.leader != c.config.node_id {
+            return error(ResponseError::NotLeaderOrFollower);
+        }
+    }
+    let topic = topic.to_string();
+    let key = ShareKey {
+        group: group.to_string(),
+        topic_id,
+        partition,
+    };
+    let shares = &c.shares;
+    if !shares.partitions.borrow().contains_key(&key) {
+        let earliest = shares.start_at_earliest;
+        let t = topic.clone();
+        let offsets = c
+            .invoke_on(c.owner(&topic, partition), move |s| async move {
+                s.partition(&t, partition)
+                    .map(|p| (p.log.log_start_offset(), p.log.high_watermark()))
+            })
+            .await;
+        let Ok(Some((log_start, hw))) = offsets else {
+            return error(ResponseError::NotLeaderOrFollower);
+        };
+        let start = if earliest { log_start } else { hw };
+        shares
+            .partitions
+            .borrow_mut()
+            .entry(key.clone())
+            .or_insert_with(|| SharePartition::new(shares.limits, start));
+        shares.dirty.borrow_mut().insert(key.clone());
+        // The group exists while it has share state (as after a restart).
+        shares.groups.borrow_mut().ensure(group);
+    }
+    let now = super::now_ms();
+    let from = shares
+        .partitions
+        .borrow_mut()
+        .get_mut(&key)
+        .and_then(|p| p.next_read_offset(now));
+    let Some(from) = from else {
+        return FetchedPartition::default();
+    };
+    let t = topic.clone();
+    let budget = max_bytes.min(SHARE_READ_BYTES_MAX);
+    let read = c
+        .invoke_on(c.owner(&topic, partition), move |s| async move {
+            let p = s.partition(&t, partition)?;
+            let read = p.log.read(from, budget, true).await;
+            Some((read, p.log.log_start_offset()))
+        })
+        .await;
+    let data = match read {
+        Ok(Some((Ok(data), _))) => data,
+        Ok(Some((Err(StorageError::OffsetOutOfRange { .. }), log_start))) => {
+            // The log start moved past the share partition (retention, DeleteRecords): those
+            // records are gone for every reader; start there.
+            if let Some(p) = shares.partitions.borrow_mut().get_mut(&key) {
+                p.reset_to(log_start);
+            }
+            shares.dirty.borrow_mut().insert(key);
+            return FetchedPartition::default();
+        }
+        Ok(Some((Err(e), _))) => return error(crate::error::storage_code(&e)),
+        Ok(None) | Err(_) => return error(ResponseError::NotLeaderOrFollower),
+    };
+    let spans: Vec<(BatchSpan, Bytes)> = data
+        .batches
+        .into_iter()
+        .filter_map(|b| {
+            let h = batch::header(&b)?;
+            let span = BatchSpan {
+                base_offset: h.base_offset.get(),
+                last_offset: h.last_offset(),
+                control: h.is_control(),
+            };
+            Some((span, b))
+        })
+        .collect();
+    let only_spans: Vec<BatchSpan> = spans.iter().map(|(s, _)| *s).collect();
+    let acquired = match shares.partitions.borrow_mut().get_mut(&key) {
+        Some(p) => p.acquire(super::now_ms(), member, &only_spans, max_records),
+        None => Vec::new(),
+    };
+    // The batches holding an acquired offset go out whole; the client keeps the acquired ones.
+    let batches = spans
+        .into_iter()
+        .filter(|(s, _)| {
+            acquired
+                .iter()
+                .any(|r| r.first_offset <= s.last_offset && s.base_offset <= r.last_offset)
+        })
+        .map(|(_, b)| b)
+        .collect();
+    FetchedPartition {
+        error: None,
+        batches,
+        acquired,
+    }
+}
+
+/// Coordinator shard: the share timers and deferred writes every [`SHARE_TICK_INTERVAL_MS`]
+/// until the shard stops.
+pub async fn share_tick_loop(shard: Rc<Shard>) {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let interval = Duration::from_millis(SHARE_TICK_INTERVAL_MS);
+    while !shard.stopping.get() {
+        futures_lite::future::or(crate::rt::sleep(interval), shard.stop.wait()).await;
+        let metadata = shard.metadata();
+        shard.shares.tick(super::now_ms(), &metadata.topics).await;
+    }
+}
+
+/// Coordinator shard: loads the share state (at startup, before the listener opens).
+pub async fn load(shard: &Shard) {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    if let Err(e) = shard
+        .shares
+        .load(&shard.config.data_dir, shard.cache.clone())
+        .await
+    {
+        tracing::error!(error = %e, "loading share-group state failed; share APIs answer COORDINATOR_NOT_AVAILABLE");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Share-state records survive a trip through a record batch, tombstones included.
+    #[test]
+    fn codec_round_trip() {
+        let key = ShareKey {
+            group: "g".into(),
+            topic_id: Uuid::from_u128(3),
+            partition: 2,
+        };
+        let state = ShareState {
+            start_offset: 4,
+            end_offset: 9,
+            in_flight: vec![(4, 6, 2), (8, 8, 1)],
+        };
+        let records = vec![(key.clone(), Some(state)), (key, None)];
+        let bytes = ShareStateCodec::encode_batch(&records, 0).unwrap();
+        let (back, next) = ShareStateCodec::decode_batches(bytes).unwrap();
+        assert_eq!(back, records);
+        assert_eq!(next, 2);
+        assert!(ShareStateCodec::decode_batches(Bytes::from_static(b"garbage!")).is_err());
+    }
+}
