@@ -58,6 +58,7 @@ mod coord_metadata_log;
 mod diskrec_recovery;
 mod enospc;
 mod epochs_broker;
+mod faults;
 mod fetchadmin_admin;
 mod fetchadmin_configs;
 mod fetchadmin_fetch;

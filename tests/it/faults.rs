@@ -1,0 +1,766 @@
+//! A Jepsen-style fault suite for replicated partitions (issue 14): real clients against 3
+//! real `freshet` processes, a nemesis injecting faults while they work, and a checker over
+//! what the clients saw.
+//!
+//! - Workload ([`Workload`]): [`PRODUCERS`] idempotent rdkafka producers (acks=all,
+//!   enable.idempotence) send unique values (`p<producer>-<seq>`) round-robin over the
+//!   [`PARTITIONS`] partitions of a topic with replication factor 3 and `min.insync.replicas`
+//!   2, logging (value -> partition, offset) for every acknowledged record; two consumers in
+//!   a group read during the run and commit; an observer reads the group's committed offsets
+//!   back (OffsetFetch) in one sequence. After the faults are healed and the cluster has
+//!   settled (every ISR whole, high watermarks still), each partition is read from its log
+//!   start to its high watermark.
+//! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart; SIGSTOP/SIGCONT of a
+//!   leader (fenced meanwhile: it must not acknowledge anything it then loses) and of a
+//!   follower; a leader cut off from the other brokers but not from the clients (each node in
+//!   its own network namespace, `common::netns`; skipped where namespaces cannot be made);
+//!   a rolling restart (SIGTERM each node in turn: controlled shutdown hands leadership over).
+//!   The order of a schedule's steps and the partitions they hit come from a seed, printed
+//!   with every run and taken from `FRESHET_FAULTS_SEED` when set.
+//! - Checker ([`checker::check`], a pure function with its own unit tests): every acknowledged
+//!   record read back at the offset it was acknowledged at, exactly once; offsets strictly
+//!   increasing without gaps; nothing read that nobody sent; a record seen during the run not
+//!   gone afterwards; committed offsets never going backwards. Besides, producers must get
+//!   acknowledgements after the last fault is healed (the run is not vacuous).
+//!
+//! CI runs a bounded sample: one round of short phases ([`Settings::short`], about 20-40 s
+//! per test). `FRESHET_FAULTS_LONG=1` runs minutes-long schedules ([`Settings::long`]):
+//! `FRESHET_FAULTS_LONG=1 cargo test --test it -- faults:: --test-threads 1`.
+//! `failover_time_after_kill9_of_a_leader` (ignored; run by hand with `--ignored
+//! --nocapture`) measures the time from kill -9 of a leader to the first acknowledged
+//! produce on its successor over 20 trials.
+
+mod checker;
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use checker::{History, PartitionRead, Position};
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{within, RawConn};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+/// The topic every run writes.
+const TOPIC: &str = "jepsen";
+/// Its partitions.
+const PARTITIONS: i32 = 3;
+/// Concurrent idempotent producers.
+const PRODUCERS: usize = 3;
+/// Consumers in the group reading during the run.
+const GROUP_CONSUMERS: usize = 2;
+/// The group they form.
+const GROUP: &str = "jepsen-readers";
+/// Pause between two sends of one producer (each producer sends at most 1 / this).
+const SEND_INTERVAL: Duration = Duration::from_millis(4);
+/// How often a group consumer commits its position, and the observer reads commits back.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(400);
+/// Timeout of every probe and client call made while a fault may be in place.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the cluster may take to show leaders again after a step.
+const RECOVERY_WITHIN: Duration = Duration::from_secs(30);
+/// How long every ISR may take to be whole again after the last fault.
+const SETTLE_WITHIN: Duration = Duration::from_secs(45);
+/// How long reading a partition back may take.
+const FINAL_READ_WITHIN: Duration = Duration::from_secs(30);
+
+/// Fast fencing and ISR changes so that faults show within seconds.
+const CLUSTER_SETTINGS: &str = "broker_session_timeout_ms = 2000\n\
+     broker_heartbeat_interval_ms = 300\n\
+     replica_fetch_backoff_ms = 500\n\
+     replica_lag_time_max_ms = 3000\n";
+
+/// How long and how often.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// How long each fault stays in place.
+    phase: Duration,
+    /// Calm between two steps.
+    calm: Duration,
+    /// Times the schedule runs.
+    rounds: usize,
+    /// Bound on the whole test.
+    limit: Duration,
+}
+
+impl Settings {
+    /// CI's bounded sample.
+    fn short() -> Settings {
+        Settings {
+            phase: Duration::from_secs(3),
+            calm: Duration::from_secs(1),
+            rounds: 1,
+            limit: Duration::from_secs(150),
+        }
+    }
+
+    /// `FRESHET_FAULTS_LONG=1`: minutes of faults.
+    fn long() -> Settings {
+        Settings {
+            phase: Duration::from_secs(10),
+            calm: Duration::from_secs(3),
+            rounds: 8,
+            limit: Duration::from_secs(1800),
+        }
+    }
+
+    fn from_env() -> Settings {
+        match std::env::var("FRESHET_FAULTS_LONG").as_deref() {
+            Ok("1") => Settings::long(),
+            _ => Settings::short(),
+        }
+    }
+}
+
+/// One nemesis step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// kill -9 of a partition's leader for a phase, then its restart.
+    Kill9Leader,
+    /// SIGSTOP of a partition's leader for a phase, then SIGCONT.
+    PauseLeader,
+    /// SIGSTOP of one of a partition's followers for a phase, then SIGCONT.
+    PauseFollower,
+    /// A partition's leader cut off from the other brokers (not from clients) for a phase.
+    IsolateLeader,
+    /// SIGTERM and restart of every node in turn, each back in every ISR before the next.
+    RollingRestart,
+}
+
+/// A small deterministic generator (xorshift64*) for schedules.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The seed: `FRESHET_FAULTS_SEED`, else the clock.
+fn seed() -> u64 {
+    std::env::var("FRESHET_FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        | 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster probes
+
+/// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, replication factor
+/// 3, `min.insync.replicas` 2), retried until accepted.
+fn create_topic(cluster: &TestCluster, node: usize) {
+    cluster.wait_until(RECOVERY_WITHIN, "the topic created", || {
+        let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Duration::from_secs(20));
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_num_partitions(PARTITIONS)
+                .with_replication_factor(3)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_value(Some(StrBytes::from_static_str("2")))])]);
+        let answer = conn.request(7, &request).map_err(|e| e.to_string())?;
+        match answer.topics[0].error_code {
+            0 | 36 => Ok(()), // created, or TOPIC_ALREADY_EXISTS from an earlier try
+            code => Err(format!("CreateTopics: error {code}")),
+        }
+    })
+}
+
+/// A partition as one node's Metadata shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionView {
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+}
+
+/// Every partition of [`TOPIC`] as `node` shows it.
+fn topic_view(cluster: &TestCluster, node: usize) -> Result<BTreeMap<i32, PartitionView>, String> {
+    let m = cluster
+        .metadata(node)
+        .map_err(|e| format!("node {node}: Metadata: {e}"))?;
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+        .ok_or_else(|| format!("node {node}: no topic {TOPIC}"))?;
+    Ok(t.partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition_index,
+                PartitionView {
+                    leader: p.leader_id.0,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The view of the first node of `nodes` that answers, in which every partition has a live
+/// leader (one of `nodes`).
+fn led_view(cluster: &TestCluster, nodes: &[usize]) -> Result<BTreeMap<i32, PartitionView>, String> {
+    let mut last = String::from("no node to ask");
+    for &node in nodes {
+        match topic_view(cluster, node) {
+            Ok(view) => {
+                let led = view.len() == PARTITIONS as usize
+                    && view
+                        .values()
+                        .all(|p| p.leader >= 0 && nodes.contains(&(p.leader as usize)));
+                if led {
+                    return Ok(view);
+                }
+                last = format!("node {node}: {view:?}");
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Waits until every partition has a leader among `nodes` (as one of them shows it).
+fn wait_led(cluster: &TestCluster, nodes: &[usize]) -> BTreeMap<i32, PartitionView> {
+    cluster.wait_until(RECOVERY_WITHIN, "every partition led", || {
+        led_view(cluster, nodes)
+    })
+}
+
+/// Waits until every node shows every partition led with its whole replica set in sync.
+fn wait_whole(cluster: &TestCluster, within: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let nodes: Vec<usize> = (0..cluster.len()).collect();
+    loop {
+        let mut last = Ok(());
+        for &node in &nodes {
+            match topic_view(cluster, node) {
+                Ok(view) if view.len() == PARTITIONS as usize => {
+                    if let Some((p, v)) = view
+                        .iter()
+                        .find(|(_, v)| v.leader < 0 || v.isr.len() != v.replicas.len())
+                    {
+                        last = Err(format!("node {node}: partition {p}: {v:?}"));
+                    }
+                }
+                Ok(view) => last = Err(format!("node {node}: {view:?}")),
+                Err(e) => last = Err(e),
+            }
+            if last.is_err() {
+                break;
+            }
+        }
+        if last.is_ok() || started.elapsed() >= within {
+            return last;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload
+
+/// What the workload threads share.
+#[derive(Default)]
+struct Shared {
+    history: Mutex<History>,
+    stop: AtomicBool,
+    acks: AtomicU64,
+    failed_sends: AtomicU64,
+    /// Things worth reporting that are not the checker's (fatal producer errors...).
+    notes: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn note(&self, text: String) {
+        eprintln!("workload: {text}");
+        self.notes.lock().unwrap().push(text);
+    }
+}
+
+/// Records every acknowledgement in the history.
+struct AckLogger(Arc<Shared>);
+
+impl ClientContext for AckLogger {}
+
+impl ProducerContext for AckLogger {
+    type DeliveryOpaque = Box<String>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, value: Box<String>) {
+        match result {
+            Ok(m) => {
+                let at = Position {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                };
+                let mut history = self.0.history.lock().unwrap();
+                if let Some(before) = history.acked.insert(*value.clone(), at) {
+                    drop(history);
+                    self.0.note(format!(
+                        "{value} acknowledged twice: at {before:?} and at {at:?}"
+                    ));
+                }
+                self.0.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.0.failed_sends.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// rdkafka settings of every workload client: short socket timeouts so that a paused
+/// broker costs seconds, not the default minute.
+fn workload_config(bootstrap: &str) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("socket.timeout.ms", "6000")
+        .set("topic.metadata.refresh.interval.ms", "2000");
+    config
+}
+
+fn new_producer(bootstrap: &str, shared: &Arc<Shared>) -> ThreadedProducer<AckLogger> {
+    workload_config(bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "15000")
+        .set("queue.buffering.max.messages", "2000")
+        .create_with_context(AckLogger(shared.clone()))
+        .expect("producer")
+}
+
+/// One producer: unique values round-robin over the partitions until told to stop.
+fn produce(bootstrap: String, id: usize, shared: Arc<Shared>) {
+    let mut producer = new_producer(&bootstrap, &shared);
+    let mut seq: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some((code, text)) = producer.client().fatal_error() {
+            shared.note(format!(
+                "producer {id}: fatal error {code:?} ({text}); starting a new producer"
+            ));
+            producer = new_producer(&bootstrap, &shared);
+        }
+        let value = format!("p{id}-{seq}");
+        let partition = (seq % PARTITIONS as u64) as i32;
+        seq += 1;
+        shared
+            .history
+            .lock()
+            .unwrap()
+            .attempted
+            .insert(value.clone());
+        let mut record = BaseRecord::<(), String, Box<String>>::with_opaque_to(
+            TOPIC,
+            Box::new(value.clone()),
+        )
+        .partition(partition)
+        .payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if shared.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err((e, _)) => {
+                    shared.note(format!("producer {id}: send {value}: {e}"));
+                    break;
+                }
+            }
+        }
+        thread::sleep(SEND_INTERVAL);
+    }
+    // Whatever is not answered by then stays "attempted" (may or may not be in the log).
+    let _ = producer.flush(Duration::from_secs(20));
+}
+
+/// One group consumer: reads, logs what it read, commits its position now and then.
+fn consume(bootstrap: String, shared: Arc<Shared>) {
+    let consumer: BaseConsumer = workload_config(&bootstrap)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "200")
+        .set("check.crcs", "true")
+        .create()
+        .expect("group consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut last_commit = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            let at = Position {
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            shared.history.lock().unwrap().live_reads.push((at, value));
+        }
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            // Errors (rebalancing, coordinator moving) are fine: the next one retries.
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            last_commit = Instant::now();
+        }
+    }
+}
+
+/// Reads the group's committed offsets back, all partitions in one sequence.
+fn observe_commits(bootstrap: String, shared: Arc<Shared>) {
+    let observer: BaseConsumer = workload_config(&bootstrap)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("commit observer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Ok(got) = observer.committed_offsets(tpl.clone(), CALL_TIMEOUT) {
+            let mut history = shared.history.lock().unwrap();
+            for e in got.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                };
+                if e.error().is_ok() {
+                    history
+                        .commits
+                        .entry((GROUP.to_string(), e.partition()))
+                        .or_default()
+                        .push(offset);
+                }
+            }
+        }
+        thread::sleep(COMMIT_INTERVAL);
+    }
+}
+
+/// The running workload threads.
+struct Workload {
+    shared: Arc<Shared>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(bootstrap: &str) -> Workload {
+        let shared = Arc::new(Shared::default());
+        let mut threads = Vec::new();
+        for id in 0..PRODUCERS {
+            let (b, s) = (bootstrap.to_string(), shared.clone());
+            threads.push(thread::spawn(move || produce(b, id, s)));
+        }
+        for _ in 0..GROUP_CONSUMERS {
+            let (b, s) = (bootstrap.to_string(), shared.clone());
+            threads.push(thread::spawn(move || consume(b, s)));
+        }
+        let (b, s) = (bootstrap.to_string(), shared.clone());
+        threads.push(thread::spawn(move || observe_commits(b, s)));
+        Workload { shared, threads }
+    }
+
+    fn acks(&self) -> u64 {
+        self.shared.acks.load(Ordering::Relaxed)
+    }
+
+    /// Stops every thread (producers flush first) and returns what they saw.
+    fn stop(self) -> (History, Vec<String>, u64) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("workload thread");
+        }
+        let history = std::mem::take(&mut *self.shared.history.lock().unwrap());
+        let notes = std::mem::take(&mut *self.shared.notes.lock().unwrap());
+        (
+            history,
+            notes,
+            self.shared.failed_sends.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Reads every partition from its log start to its high watermark (as its leader says
+/// after the cluster settled).
+fn final_read(cluster: &TestCluster) -> BTreeMap<i32, PartitionRead> {
+    let consumer = common::assign_only_consumer(
+        workload_config(&cluster.bootstrap()),
+        "jepsen-final-reader",
+    );
+    let mut reads = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .unwrap_or_else(|e| cluster.fail(&format!("watermarks of partition {p}: {e}")));
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, p, Offset::Offset(low))
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut read = PartitionRead {
+            log_start: low,
+            end: high,
+            records: Vec::new(),
+        };
+        let deadline = Instant::now() + FINAL_READ_WITHIN;
+        let mut next = low;
+        while next < high && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                    read.records.push((m.offset(), value.into_owned()));
+                    next = m.offset() + 1;
+                }
+                Some(Err(e)) => eprintln!("final read of partition {p}: {e}"),
+                None => {}
+            }
+        }
+        read.end = read.end.max(next);
+        reads.insert(p, read);
+    }
+    reads
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nemesis
+
+/// Drives the faults on the cluster (on the test's own thread: processes it starts die with
+/// the thread that started them).
+struct Nemesis {
+    cluster: TestCluster,
+    settings: Settings,
+    rng: Rng,
+    /// What happened when, for the failure message.
+    steps: Vec<String>,
+    started: Instant,
+}
+
+impl Nemesis {
+    fn log(&mut self, text: String) {
+        let line = format!("{:>7.1}s {text}", self.started.elapsed().as_secs_f64());
+        eprintln!("nemesis: {line}");
+        self.steps.push(line);
+    }
+
+    /// A random partition's view (asked of the running nodes).
+    fn pick(&mut self) -> (i32, PartitionView) {
+        let nodes = self.cluster.running();
+        let view = wait_led(&self.cluster, &nodes);
+        let p = self.rng.below(PARTITIONS as usize) as i32;
+        (p, view[&p].clone())
+    }
+
+    fn step(&mut self, fault: Fault) {
+        let phase = self.settings.phase;
+        match fault {
+            Fault::Kill9Leader => {
+                let (p, v) = self.pick();
+                let leader = v.leader as usize;
+                self.log(format!("kill -9 node {leader} (leads partition {p})"));
+                self.cluster.kill9(leader);
+                thread::sleep(phase);
+                self.log(format!("restart node {leader}"));
+                self.cluster.restart(leader);
+            }
+            Fault::PauseLeader => {
+                let (p, v) = self.pick();
+                let leader = v.leader as usize;
+                self.log(format!("SIGSTOP node {leader} (leads partition {p})"));
+                self.cluster.pause(leader);
+                thread::sleep(phase);
+                self.log(format!("SIGCONT node {leader}"));
+                self.cluster.resume(leader);
+            }
+            Fault::PauseFollower => {
+                let (p, v) = self.pick();
+                let followers: Vec<i32> = v
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|&r| r != v.leader)
+                    .collect();
+                let follower = followers[self.rng.below(followers.len())] as usize;
+                self.log(format!(
+                    "SIGSTOP node {follower} (follows partition {p} led by {})",
+                    v.leader
+                ));
+                self.cluster.pause(follower);
+                thread::sleep(phase);
+                self.log(format!("SIGCONT node {follower}"));
+                self.cluster.resume(follower);
+            }
+            Fault::IsolateLeader => {
+                let (p, v) = self.pick();
+                let leader = v.leader as usize;
+                self.log(format!(
+                    "cut node {leader} (leads partition {p}) off from the other nodes"
+                ));
+                self.cluster.isolate(leader);
+                thread::sleep(phase);
+                self.log("heal the network".into());
+                self.cluster.heal_network();
+            }
+            Fault::RollingRestart => {
+                for node in 0..self.cluster.len() {
+                    self.log(format!("rolling restart: SIGTERM node {node}"));
+                    let status = self.cluster.stop(node);
+                    if !status.success() {
+                        self.cluster
+                            .fail(&format!("node {node} exited with {status} on SIGTERM"));
+                    }
+                    self.cluster.restart(node);
+                    self.log(format!("rolling restart: node {node} back"));
+                    if let Err(e) = wait_whole(&self.cluster, RECOVERY_WITHIN) {
+                        self.log(format!("rolling restart: ISR not whole: {e}"));
+                    }
+                }
+            }
+        }
+        thread::sleep(self.settings.calm);
+    }
+}
+
+/// Runs `schedule` `settings.rounds` times (in an order drawn from the seed when `shuffle`)
+/// under the workload, heals, reads back and checks.
+fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
+    let schedule = schedule.to_vec();
+    let settings = Settings::from_env();
+    let seed = seed();
+    let netns = schedule.contains(&Fault::IsolateLeader);
+    within(settings.limit, move || {
+        let options = ClusterOptions {
+            settings: CLUSTER_SETTINGS.into(),
+            netns,
+            ..ClusterOptions::default()
+        };
+        let cluster = match TestCluster::try_start(3, options) {
+            Ok(c) => c,
+            Err(e) => return common::skip(name, &format!("no network namespaces: {e}")),
+        };
+        eprintln!("faults::{name}: seed {seed} (FRESHET_FAULTS_SEED={seed} repeats the schedule)");
+        create_topic(&cluster, 0);
+        if let Err(e) = wait_whole(&cluster, RECOVERY_WITHIN) {
+            cluster.fail(&format!("topic never fully in sync: {e}"));
+        }
+        let workload = Workload::start(&cluster.bootstrap());
+        let mut nemesis = Nemesis {
+            cluster,
+            settings,
+            rng: Rng(seed),
+            steps: Vec::new(),
+            started: Instant::now(),
+        };
+        thread::sleep(settings.calm * 2);
+        for _ in 0..settings.rounds {
+            let mut steps = schedule.to_vec();
+            if shuffle {
+                for i in (1..steps.len()).rev() {
+                    steps.swap(i, nemesis.rng.below(i + 1));
+                }
+            }
+            for fault in steps {
+                nemesis.step(fault);
+            }
+        }
+        nemesis.log("every fault healed; waiting for every ISR to be whole".into());
+        let settled = wait_whole(&nemesis.cluster, SETTLE_WITHIN);
+        let acks_healed = workload.acks();
+        thread::sleep(Duration::from_secs(2));
+        let acks_after = workload.acks() - acks_healed;
+        nemesis.log(format!("stopping the workload ({acks_after} acks in the last 2 s)"));
+        let (mut history, notes, failed) = workload.stop();
+        history.final_reads = final_read(&nemesis.cluster);
+        let violations = checker::check(&history);
+        let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
+        let summary = format!(
+            "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
+             {} read during the run, {} commit observations; notes: {notes:?}; steps:\n{}",
+            history.attempted.len(),
+            history.acked.len(),
+            history.live_reads.len(),
+            history.commits.values().map(Vec::len).sum::<usize>(),
+            nemesis.steps.join("\n")
+        );
+        eprintln!("faults::{name}: {summary}");
+        if !violations.is_empty() {
+            let shown: Vec<String> = violations.iter().take(30).map(|v| v.to_string()).collect();
+            nemesis.cluster.fail(&format!(
+                "{} violations (first {}):\n{}\n{summary}",
+                violations.len(),
+                shown.len(),
+                shown.join("\n")
+            ));
+        }
+        if let Err(e) = settled {
+            nemesis
+                .cluster
+                .fail(&format!("ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"));
+        }
+        if acks_after == 0 || history.acked.is_empty() {
+            nemesis.cluster.fail(&format!(
+                "no produce acknowledged in the 2 s after healing\n{summary}"
+            ));
+        }
+    })
+}
+
+#[test]
+fn kill9_of_leaders() {
+    run("kill9_of_leaders", &[Fault::Kill9Leader], false);
+}
+
+#[test]
+fn pauses_of_leaders_and_followers() {
+    run(
+        "pauses_of_leaders_and_followers",
+        &[Fault::PauseLeader, Fault::PauseFollower],
+        false,
+    );
+}
+
+#[test]
+fn a_leader_cut_off_from_the_other_brokers() {
+    run(
+        "a_leader_cut_off_from_the_other_brokers",
+        &[Fault::IsolateLeader],
+        false,
+    );
+}
+
+#[test]
+fn rolling_restart() {
+    run("rolling_restart", &[Fault::RollingRestart], false);
+}
