@@ -336,7 +336,10 @@ impl TestCluster {
 
     /// `node`'s controller listener, `127.0.0.1:PORT`.
     pub fn controller_addr(&self, node: usize) -> String {
-        format!("{}:{}", self.nodes[node].host, self.nodes[node].controller_port)
+        format!(
+            "{}:{}",
+            self.nodes[node].host, self.nodes[node].controller_port
+        )
     }
 
     /// `node`'s admin HTTP listener, `127.0.0.1:PORT`.

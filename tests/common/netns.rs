@@ -90,7 +90,10 @@ impl Fabric {
         ip(&["link", "set", &bridge, "up"])?;
         for node in 0..self.nodes {
             let ns = self.namespace(node);
-            let (outer, inner) = (format!("{}v{node}h", self.id), format!("{}v{node}n", self.id));
+            let (outer, inner) = (
+                format!("{}v{node}h", self.id),
+                format!("{}v{node}n", self.id),
+            );
             ip(&["netns", "add", &ns])?;
             ip(&[
                 "link", "add", &outer, "type", "veth", "peer", "name", &inner,

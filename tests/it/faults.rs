@@ -10,7 +10,8 @@
 //!   back (OffsetFetch) in one sequence. After the faults are healed and the cluster has
 //!   settled (every ISR whole, high watermarks still), each partition is read from its log
 //!   start to its high watermark.
-//! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart; SIGSTOP/SIGCONT of a
+//! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart (after it was
+//!   deposed, or at once, within its session timeout); kill -9 of every node; SIGSTOP/SIGCONT of a
 //!   leader (fenced meanwhile: it must not acknowledge anything it then loses) and of a
 //!   follower; a leader cut off from the other brokers but not from the clients (each node in
 //!   its own network namespace, `common::netns`; skipped where namespaces cannot be made);
@@ -127,6 +128,9 @@ impl Settings {
 enum Fault {
     /// kill -9 of a partition's leader for a phase, then its restart.
     Kill9Leader,
+    /// kill -9 of a partition's leader and its restart at once, within its session timeout
+    /// (it may come back before the controller fenced it).
+    Kill9LeaderQuickRestart,
     /// SIGSTOP of a partition's leader for a phase, then SIGCONT.
     PauseLeader,
     /// SIGSTOP of one of a partition's followers for a phase, then SIGCONT.
@@ -230,7 +234,10 @@ fn topic_view(cluster: &TestCluster, node: usize) -> Result<BTreeMap<i32, Partit
 
 /// The view of the first node of `nodes` that answers, in which every partition has a live
 /// leader (one of `nodes`).
-fn led_view(cluster: &TestCluster, nodes: &[usize]) -> Result<BTreeMap<i32, PartitionView>, String> {
+fn led_view(
+    cluster: &TestCluster,
+    nodes: &[usize],
+) -> Result<BTreeMap<i32, PartitionView>, String> {
     let mut last = String::from("no node to ask");
     for &node in nodes {
         match topic_view(cluster, node) {
@@ -382,12 +389,10 @@ fn produce(bootstrap: String, id: usize, shared: Arc<Shared>) {
             .unwrap()
             .attempted
             .insert(value.clone());
-        let mut record = BaseRecord::<(), String, Box<String>>::with_opaque_to(
-            TOPIC,
-            Box::new(value.clone()),
-        )
-        .partition(partition)
-        .payload(&value);
+        let mut record =
+            BaseRecord::<(), String, Box<String>>::with_opaque_to(TOPIC, Box::new(value.clone()))
+                .partition(partition)
+                .payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -519,10 +524,8 @@ impl Workload {
 /// Reads every partition from its log start to its high watermark (as its leader says
 /// after the cluster settled).
 fn final_read(cluster: &TestCluster) -> BTreeMap<i32, PartitionRead> {
-    let consumer = common::assign_only_consumer(
-        workload_config(&cluster.bootstrap()),
-        "jepsen-final-reader",
-    );
+    let consumer =
+        common::assign_only_consumer(workload_config(&cluster.bootstrap()), "jepsen-final-reader");
     let mut reads = BTreeMap::new();
     for p in 0..PARTITIONS {
         let (low, high) = consumer
@@ -625,6 +628,17 @@ impl Nemesis {
                 self.hold_until_deposed(p, leader);
                 self.log(format!("restart node {leader}"));
                 self.cluster.restart(leader);
+            }
+            Fault::Kill9LeaderQuickRestart => {
+                let (p, v) = self.pick();
+                let leader = v.leader as usize;
+                self.log(format!(
+                    "kill -9 node {leader} (leads partition {p}), restart at once"
+                ));
+                self.cluster.kill9(leader);
+                self.cluster.restart(leader);
+                self.log(format!("node {leader} back"));
+                thread::sleep(phase);
             }
             Fault::PauseLeader => {
                 let (p, v) = self.pick();
@@ -750,7 +764,9 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
         let acks_healed = workload.acks();
         thread::sleep(Duration::from_secs(2));
         let acks_after = workload.acks() - acks_healed;
-        nemesis.log(format!("stopping the workload ({acks_after} acks in the last 2 s)"));
+        nemesis.log(format!(
+            "stopping the workload ({acks_after} acks in the last 2 s)"
+        ));
         let (mut history, notes, failed) = workload.stop();
         history.final_reads = final_read(&nemesis.cluster);
         let violations = checker::check(&history);
@@ -775,9 +791,9 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
             ));
         }
         if let Err(e) = settled {
-            nemesis
-                .cluster
-                .fail(&format!("ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"));
+            nemesis.cluster.fail(&format!(
+                "ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"
+            ));
         }
         if acks_after == 0 || history.acked.is_empty() {
             nemesis.cluster.fail(&format!(
@@ -789,7 +805,11 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
 
 #[test]
 fn kill9_of_leaders() {
-    run("kill9_of_leaders", &[Fault::Kill9Leader], false);
+    run(
+        "kill9_of_leaders",
+        &[Fault::Kill9Leader, Fault::Kill9LeaderQuickRestart],
+        false,
+    );
 }
 
 #[test]
@@ -822,6 +842,7 @@ fn every_fault_in_a_random_order() {
         "every_fault_in_a_random_order",
         &[
             Fault::Kill9Leader,
+            Fault::Kill9LeaderQuickRestart,
             Fault::PauseLeader,
             Fault::PauseFollower,
             Fault::IsolateLeader,
@@ -830,4 +851,96 @@ fn every_fault_in_a_random_order() {
         ],
         true,
     );
+}
+
+/// Trials of [`failover_time_after_kill9_of_a_leader`].
+const FAILOVER_TRIALS: usize = 20;
+
+/// Measures (prints, asserts nothing about the figures) the time from kill -9 of partition 0's
+/// leader to the first acknowledged acks=all produce on its successor, over
+/// [`FAILOVER_TRIALS`] trials, each with the killed node restarted and back in the ISR
+/// before the next. The cluster runs with [`CLUSTER_SETTINGS`] (session timeout 2 s), or
+/// with the broker defaults (session timeout 9 s) when `FRESHET_FAILOVER_DEFAULTS=1`.
+#[test]
+#[ignore = "measurement, run by hand: cargo test --test it -- faults::failover_time --ignored --nocapture"]
+fn failover_time_after_kill9_of_a_leader() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::util::Timeout;
+    within(Duration::from_secs(1200), || {
+        let defaults = std::env::var("FRESHET_FAILOVER_DEFAULTS").is_ok_and(|v| v == "1");
+        let options = ClusterOptions {
+            settings: if defaults {
+                String::new()
+            } else {
+                CLUSTER_SETTINGS.into()
+            },
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        create_topic(&cluster, 0);
+        let rt = common::runtime();
+        let producer: FutureProducer = workload_config(&cluster.bootstrap())
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .expect("producer");
+        // The delivery's error as text (the whole error is large).
+        let send = |value: String| -> Result<(), String> {
+            rt.block_on(
+                producer.send(
+                    FutureRecord::<(), String>::to(TOPIC)
+                        .partition(0)
+                        .payload(&value),
+                    Timeout::Never,
+                ),
+            )
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
+        };
+        let mut samples: Vec<(Duration, bool)> = Vec::new();
+        for trial in 0..FAILOVER_TRIALS {
+            if let Err(e) = wait_whole(&cluster, Duration::from_secs(60)) {
+                cluster.fail(&format!("trial {trial}: ISR not whole: {e}"));
+            }
+            let all: Vec<usize> = (0..cluster.len()).collect();
+            let leader = wait_led(&cluster, &all)[&0].leader as usize;
+            let controller = cluster.controller_seen_by(leader).ok().flatten() == Some(leader);
+            if let Err(e) = send(format!("before-{trial}")) {
+                cluster.fail(&format!("trial {trial}: produce before the kill: {e}"));
+            }
+            let killed = Instant::now();
+            cluster.kill9(leader);
+            match send(format!("after-{trial}")) {
+                Ok(_) => samples.push((killed.elapsed(), controller)),
+                Err(e) => cluster.fail(&format!("trial {trial}: produce after the kill: {e}")),
+            }
+            eprintln!(
+                "trial {trial}: node {leader} (controller: {controller}) killed, first ack after {:?}",
+                samples[trial].0
+            );
+            cluster.restart(leader);
+        }
+        let mut ms: Vec<f64> = samples.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        // Nearest rank.
+        let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        eprintln!(
+            "failover (kill -9 of the leader -> first acks=all produce acknowledged), {} trials, \
+             session timeout {}: p50 {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms; \
+             {} of the killed leaders were the active controller",
+            ms.len(),
+            if defaults {
+                "9000 ms (default)"
+            } else {
+                "2000 ms"
+            },
+            rank(0.50),
+            rank(0.99),
+            ms[0],
+            ms[ms.len() - 1],
+            samples.iter().filter(|(_, c)| *c).count()
+        );
+    })
 }

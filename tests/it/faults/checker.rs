@@ -70,7 +70,11 @@ pub enum Violation {
     /// A value is in the log more than once.
     Duplicate { value: String, at: Vec<Position> },
     /// A partition's offsets, as read, did not strictly increase.
-    NotIncreasing { partition: i32, after: i64, got: i64 },
+    NotIncreasing {
+        partition: i32,
+        after: i64,
+        got: i64,
+    },
     /// Offsets missing from a partition (`from..to`, exclusive end).
     Gap { partition: i32, from: i64, to: i64 },
     /// A value no producer sent.
@@ -263,11 +267,7 @@ fn check_acked(
 
 /// Property 5 (a live read of a partition not read afterwards is reported by property 1's
 /// `PartitionNotRead` when it matters, so it is skipped here).
-fn check_live_reads(
-    history: &History,
-    log: &BTreeMap<Position, String>,
-    out: &mut Vec<Violation>,
-) {
+fn check_live_reads(history: &History, log: &BTreeMap<Position, String>, out: &mut Vec<Violation>) {
     let mut seen = BTreeSet::new();
     for (at, value) in &history.live_reads {
         let Some(read) = history.final_reads.get(&at.partition) else {
@@ -381,7 +381,9 @@ mod tests {
             found: pos(0, 1)
         }));
         // And the live read of "a" at 0/0 is gone.
-        assert!(v.iter().any(|x| matches!(x, Violation::LiveReadGone { .. })));
+        assert!(v
+            .iter()
+            .any(|x| matches!(x, Violation::LiveReadGone { .. })));
     }
 
     #[test]
