@@ -21,7 +21,9 @@
 //! - Checker ([`checker::check`], a pure function with its own unit tests): every acknowledged
 //!   record read back at the offset it was acknowledged at, exactly once; offsets strictly
 //!   increasing without gaps; nothing read that nobody sent; a record seen during the run not
-//!   gone afterwards; committed offsets never going backwards. Besides, producers must get
+//!   gone afterwards; committed offsets never going backwards. Besides, every replica of a
+//!   partition must hold the same bytes once the cluster settled (its segment files
+//!   concatenated: followers append the leader's batches unchanged), and producers must get
 //!   acknowledgements after the last fault is healed (the run is not vacuous).
 //!
 //! CI runs a bounded sample: one round of short phases ([`Settings::short`], about 20-40 s
@@ -291,6 +293,97 @@ fn wait_whole(cluster: &TestCluster, within: Duration) -> Result<(), String> {
             return last;
         }
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The whole batches at the start of `segment` (a segment file is preallocated and zero
+/// padded past its data: the walk stops at the first length that is not a batch's).
+fn segment_batches(segment: &[u8]) -> &[u8] {
+    // base offset (8 bytes), batch length (4), then that many bytes; 61: the smallest batch.
+    let mut pos = 0;
+    while let Some(head) = segment.get(pos..pos + 12) {
+        let len = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes"));
+        match usize::try_from(len) {
+            Ok(len) if len >= 49 && pos + 12 + len <= segment.len() => pos += 12 + len,
+            _ => break,
+        }
+    }
+    &segment[..pos]
+}
+
+/// The batches of partition `p`'s log on `node`: its segment files (`*.log`) in offset
+/// order, each cut to its whole batches, concatenated (followers append the leader's batches
+/// unchanged, so in-sync replicas at the same log end hold the same bytes, wherever their
+/// segments roll).
+fn replica_bytes(cluster: &TestCluster, node: usize, p: i32) -> Vec<u8> {
+    let dir = cluster.data_dir(node).join(format!("{TOPIC}-{p}"));
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|path| segment_batches(&std::fs::read(path).unwrap_or_default()).to_vec())
+        .collect()
+}
+
+/// `node`'s files of partition `p` with their sizes, for failure messages.
+fn partition_files(cluster: &TestCluster, node: usize, p: i32) -> String {
+    let dir = cluster.data_dir(node).join(format!("{TOPIC}-{p}"));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    format!("{} {len}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    format!("node {node}: [{}]", files.join(", "))
+}
+
+/// Waits until every replica of every partition holds the same bytes (see
+/// [`replica_bytes`]); else says where they differ.
+fn replicas_identical(cluster: &TestCluster, within: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let mut differ = None;
+        for p in 0..PARTITIONS {
+            let logs: Vec<Vec<u8>> = (0..cluster.len())
+                .map(|n| replica_bytes(cluster, n, p))
+                .collect();
+            if let Some(n) = (1..logs.len()).find(|&n| logs[n] != logs[0]) {
+                let first = logs[0]
+                    .iter()
+                    .zip(&logs[n])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(logs[0].len().min(logs[n].len()));
+                differ = Some(format!(
+                    "partition {p}: node 0 holds {} bytes, node {n} {}; first difference at byte \
+                     {first}; files: {}",
+                    logs[0].len(),
+                    logs[n].len(),
+                    (0..cluster.len())
+                        .map(|node| partition_files(cluster, node, p))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+                break;
+            }
+        }
+        match differ {
+            None => return Ok(()),
+            Some(e) if started.elapsed() >= within => return Err(e),
+            Some(_) => thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 
@@ -769,6 +862,7 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
         ));
         let (mut history, notes, failed) = workload.stop();
         history.final_reads = final_read(&nemesis.cluster);
+        let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
         let violations = checker::check(&history);
         let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
         let summary = format!(
@@ -789,6 +883,11 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
                 shown.len(),
                 shown.join("\n")
             ));
+        }
+        if let Err(e) = identical {
+            nemesis
+                .cluster
+                .fail(&format!("replicas differ after the run: {e}\n{summary}"));
         }
         if let Err(e) = settled {
             nemesis.cluster.fail(&format!(
