@@ -18,7 +18,8 @@
 //! - With [`ClusterOptions::netns`], each node runs in its own network namespace
 //!   ([`super::netns::Fabric`]) at its own address instead of 127.0.0.1, so that
 //!   [`TestCluster::isolate`] can cut one node off from the others while clients (this
-//!   process) still reach it, and [`TestCluster::heal_network`] joins them again.
+//!   process) still reach it ([`TestCluster::cut_link`]: one pair of nodes), and
+//!   [`TestCluster::heal_network`] joins them again.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -448,7 +449,19 @@ impl TestCluster {
         }
     }
 
-    /// Removes every cut [`TestCluster::isolate`] made.
+    /// Cuts the link between nodes `a` and `b` only, both ways (needs
+    /// [`ClusterOptions::netns`]).
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        let fabric = self
+            .fabric
+            .as_mut()
+            .expect("cut_link needs ClusterOptions::netns");
+        if let Err(e) = fabric.cut(a, b) {
+            self.fail(&format!("cutting nodes {a} and {b} apart: {e}"));
+        }
+    }
+
+    /// Removes every cut [`TestCluster::isolate`] or [`TestCluster::cut_link`] made.
     pub fn heal_network(&mut self) {
         if let Some(Err(e)) = self.fabric.as_mut().map(|f| f.heal()) {
             self.fail(&format!("healing the network: {e}"));

@@ -9,7 +9,8 @@
 //! [`Fabric::isolate`] adds blackhole routes (`ip route add blackhole ADDR/32`) in the
 //! node's namespace for every other node and in every other node's namespace for it:
 //! packets between them are dropped silently (new connections fail, open ones stall), while
-//! the bridge address (the clients) stays reachable. [`Fabric::heal`] removes them.
+//! the bridge address (the clients) stays reachable. [`Fabric::cut`] does the same for one
+//! pair of nodes only (a partial partition). [`Fabric::heal`] removes them.
 //!
 //! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the `ip` tool; [`Fabric::create`] fails
 //! otherwise and the caller reports the test as skipped. Names carry the test process id and
@@ -155,6 +156,13 @@ impl Fabric {
             self.cut_one_way(other, node)?;
         }
         Ok(())
+    }
+
+    /// Drops every packet between nodes `a` and `b`, both ways (each still reaches the
+    /// others and the clients).
+    pub fn cut(&mut self, a: usize, b: usize) -> io::Result<()> {
+        self.cut_one_way(a, b)?;
+        self.cut_one_way(b, a)
     }
 
     fn cut_one_way(&mut self, from: usize, to: usize) -> io::Result<()> {

@@ -14,7 +14,9 @@
 //!   deposed, or at once, within its session timeout); kill -9 of every node; SIGSTOP/SIGCONT of a
 //!   leader (fenced meanwhile: it must not acknowledge anything it then loses) and of a
 //!   follower; a leader cut off from the other brokers but not from the clients (each node in
-//!   its own network namespace, `common::netns`; skipped where namespaces cannot be made);
+//!   its own network namespace, `common::netns`; skipped where namespaces cannot be made),
+//!   the active controller cut off likewise, or a leader cut off from one node only (the
+//!   controller when it is another node: a partial partition);
 //!   a rolling restart (SIGTERM each node in turn: controlled shutdown hands leadership over).
 //!   The order of a schedule's steps and the partitions they hit come from a seed, printed
 //!   with every run and taken from `FRESHET_FAULTS_SEED` when set.
@@ -139,6 +141,11 @@ enum Fault {
     PauseFollower,
     /// A partition's leader cut off from the other brokers (not from clients) for a phase.
     IsolateLeader,
+    /// The active controller cut off from the other brokers (not from clients) for a phase.
+    IsolateController,
+    /// A partition's leader cut off from one other node only (the active controller when
+    /// that is another node) for a phase: a partial partition.
+    CutLeaderFromOneNode,
     /// SIGTERM and restart of every node in turn, each back in every ISR before the next.
     RollingRestart,
     /// kill -9 of every node at once (a power cut), then all restarted together.
@@ -771,6 +778,61 @@ impl Nemesis {
                 self.log("heal the network".into());
                 self.cluster.heal_network();
             }
+            Fault::IsolateController => {
+                let nodes = self.cluster.running();
+                let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
+                self.log(format!(
+                    "cut the active controller, node {controller}, off from the other nodes"
+                ));
+                self.cluster.isolate(controller);
+                let others: Vec<usize> = nodes.into_iter().filter(|&n| n != controller).collect();
+                let started = Instant::now();
+                let moved = self.cluster.wait_until(
+                    RECOVERY_WITHIN,
+                    "another controller named by the other nodes",
+                    || {
+                        let seen = self
+                            .cluster
+                            .controller_seen_by(others[0])
+                            .map_err(|e| e.to_string())?;
+                        match seen {
+                            Some(c) if c != controller => Ok(c),
+                            other => Err(format!("node {}: controller {other:?}", others[0])),
+                        }
+                    },
+                );
+                self.log(format!(
+                    "node {moved} controls ({:.1}s after the cut)",
+                    started.elapsed().as_secs_f64()
+                ));
+                thread::sleep(phase.saturating_sub(started.elapsed()));
+                self.log("heal the network".into());
+                self.cluster.heal_network();
+            }
+            Fault::CutLeaderFromOneNode => {
+                let (p, v) = self.pick();
+                let leader = v.leader as usize;
+                let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
+                let other = if controller != leader {
+                    controller
+                } else {
+                    let followers: Vec<usize> = v
+                        .replicas
+                        .iter()
+                        .map(|&r| r as usize)
+                        .filter(|&r| r != leader)
+                        .collect();
+                    followers[self.rng.below(followers.len())]
+                };
+                self.log(format!(
+                    "cut node {leader} (leads partition {p}) and node {other} (controller: {}) apart",
+                    other == controller
+                ));
+                self.cluster.cut_link(leader, other);
+                thread::sleep(phase);
+                self.log("heal the network".into());
+                self.cluster.heal_network();
+            }
             Fault::Kill9All => {
                 self.log("kill -9 of every node".into());
                 self.cluster.kill9_all();
@@ -804,7 +866,13 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
     let mut schedule = schedule.to_vec();
     let settings = Settings::from_env();
     let seed = seed();
-    let netns = schedule.contains(&Fault::IsolateLeader);
+    let needs_netns = |f: &Fault| {
+        matches!(
+            f,
+            Fault::IsolateLeader | Fault::IsolateController | Fault::CutLeaderFromOneNode
+        )
+    };
+    let netns = schedule.iter().any(needs_netns);
     within(settings.limit, move || {
         let mut options = ClusterOptions {
             settings: CLUSTER_SETTINGS.into(),
@@ -813,7 +881,7 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
         };
         let cluster = match TestCluster::try_start(3, options.clone()) {
             Ok(c) => c,
-            Err(e) if schedule.len() == 1 => {
+            Err(e) if schedule.iter().all(needs_netns) => {
                 return common::skip(name, &format!("no network namespaces: {e}"))
             }
             Err(e) => {
@@ -822,7 +890,7 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
                     &format!("{name} (its network partitions)"),
                     &format!("no network namespaces: {e}"),
                 );
-                schedule.retain(|&f| f != Fault::IsolateLeader);
+                schedule.retain(|f| !needs_netns(f));
                 options.netns = false;
                 TestCluster::start(3, options)
             }
@@ -930,6 +998,15 @@ fn a_leader_cut_off_from_the_other_brokers() {
 }
 
 #[test]
+fn partial_partitions_and_an_isolated_controller() {
+    run(
+        "partial_partitions_and_an_isolated_controller",
+        &[Fault::CutLeaderFromOneNode, Fault::IsolateController],
+        false,
+    );
+}
+
+#[test]
 fn rolling_restart() {
     run("rolling_restart", &[Fault::RollingRestart], false);
 }
@@ -945,6 +1022,8 @@ fn every_fault_in_a_random_order() {
             Fault::PauseLeader,
             Fault::PauseFollower,
             Fault::IsolateLeader,
+            Fault::IsolateController,
+            Fault::CutLeaderFromOneNode,
             Fault::RollingRestart,
             Fault::Kill9All,
         ],
