@@ -67,6 +67,9 @@ pub struct ClusterOptions {
     /// [`TestCluster::start`] panics if they cannot be made, [`TestCluster::try_start`]
     /// says why.
     pub netns: bool,
+    /// Data directories of some nodes instead of their own under the cluster's directory
+    /// (e.g. on a small file system); node index -> directory.
+    pub data_dirs: std::collections::BTreeMap<usize, PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -79,6 +82,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             wait_for_cluster: true,
             netns: false,
+            data_dirs: Default::default(),
         }
     }
 }
@@ -187,7 +191,11 @@ impl TestCluster {
                     kafka_port: ports[3 * i],
                     controller_port: ports[3 * i + 1],
                     admin_port: ports[3 * i + 2],
-                    data_dir: dir.join("data"),
+                    data_dir: options
+                        .data_dirs
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| dir.join("data")),
                     log_path: dir.join("node.log"),
                     config_path: dir.join("freshet.toml"),
                     child: None,

@@ -17,7 +17,9 @@
 //!   its own network namespace, `common::netns`; skipped where namespaces cannot be made),
 //!   the active controller cut off likewise, or a leader cut off from one node only (the
 //!   controller when it is another node: a partial partition);
-//!   a rolling restart (SIGTERM each node in turn: controlled shutdown hands leadership over).
+//!   a rolling restart (SIGTERM each node in turn: controlled shutdown hands leadership over);
+//!   a full disk on one broker (its data directory on a loop-mounted 128 MiB ext4 filled by
+//!   a file, removed after the phase; needs root, else skipped).
 //!   The order of a schedule's steps and the partitions they hit come from a seed, printed
 //!   with every run and taken from `FRESHET_FAULTS_SEED` when set.
 //! - Checker ([`checker::check`], a pure function with its own unit tests): every acknowledged
@@ -60,6 +62,9 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 const TOPIC: &str = "jepsen";
 /// Its partitions.
 const PARTITIONS: i32 = 3;
+/// Its `segment.bytes`: small, so that segments roll every few seconds during the faults
+/// (truncations cross segment boundaries; a full disk is felt at once).
+const SEGMENT_BYTES: &str = "65536";
 /// Concurrent idempotent producers.
 const PRODUCERS: usize = 3;
 /// Consumers in the group reading during the run.
@@ -150,6 +155,84 @@ enum Fault {
     RollingRestart,
     /// kill -9 of every node at once (a power cut), then all restarted together.
     Kill9All,
+    /// The file system of node [`DISK_NODE`]'s data directory (a small loop-mounted ext4)
+    /// filled up for a phase, then space freed.
+    FillDisk,
+}
+
+/// The node whose data directory is on a small file system when a schedule fills disks.
+const DISK_NODE: usize = 2;
+/// Size of that file system.
+const DISK_IMAGE_BYTES: u64 = 128 << 20;
+
+/// Lines of a node's log that report a full disk.
+fn disk_errors(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("os error 28") || l.contains("No space left"))
+        .count()
+}
+
+/// A loop-mounted ext4 image (needs root); unmounted (lazily if busy) when dropped.
+struct SmallDisk {
+    mount: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Runs `program ARGS`, failing with its stderr.
+fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl SmallDisk {
+    fn create(bytes: u64) -> Result<SmallDisk, String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("freshet-faults-disk-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let image = tmp.path().join("disk.img");
+        let mount = tmp.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| e.to_string())?;
+        let (image, mount_str) = (image.display().to_string(), mount.display().to_string());
+        run_tool("mkfs.ext4", &["-q", "-F", &image])?;
+        run_tool("mount", &["-o", "loop", &image, &mount_str])?;
+        Ok(SmallDisk { mount, _tmp: tmp })
+    }
+
+    /// Fills the file system with a file (synced) until nothing more fits; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mount.join("filler");
+        let mut f = std::fs::File::create(&path).expect("create the filler");
+        for chunk in [1usize << 20, 64 << 10, 4 << 10, 512] {
+            let buf = vec![0xcdu8; chunk];
+            while f.write_all(&buf).is_ok() && f.sync_all().is_ok() {}
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let m = self.mount.display().to_string();
+        if run_tool("umount", &[&m]).is_err() {
+            let _ = run_tool("umount", &["-l", &m]);
+        }
+    }
 }
 
 /// A small deterministic generator (xorshift64*) for schedules.
@@ -186,7 +269,7 @@ fn seed() -> u64 {
 // Cluster probes
 
 /// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, replication factor
-/// 3, `min.insync.replicas` 2), retried until accepted.
+/// 3, `min.insync.replicas` 2, [`SEGMENT_BYTES`]), retried until accepted.
 fn create_topic(cluster: &TestCluster, node: usize) {
     cluster.wait_until(RECOVERY_WITHIN, "the topic created", || {
         let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
@@ -197,9 +280,19 @@ fn create_topic(cluster: &TestCluster, node: usize) {
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_num_partitions(PARTITIONS)
                 .with_replication_factor(3)
-                .with_configs(vec![CreatableTopicConfig::default()
-                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
-                    .with_value(Some(StrBytes::from_static_str("2")))])]);
+                .with_configs(
+                    [
+                        ("min.insync.replicas", "2"),
+                        ("segment.bytes", SEGMENT_BYTES),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str(k))
+                            .with_value(Some(StrBytes::from_static_str(v)))
+                    })
+                    .collect(),
+                )]);
         let answer = conn.request(7, &request).map_err(|e| e.to_string())?;
         match answer.topics[0].error_code {
             0 | 36 => Ok(()), // created, or TOPIC_ALREADY_EXISTS from an earlier try
@@ -666,6 +759,9 @@ fn final_read(cluster: &TestCluster) -> BTreeMap<i32, PartitionRead> {
 /// the thread that started them).
 struct Nemesis {
     cluster: TestCluster,
+    /// Node [`DISK_NODE`]'s file system, when the schedule fills it (dropped after the
+    /// cluster, whose nodes use it).
+    disk: Option<SmallDisk>,
     settings: Settings,
     rng: Rng,
     /// What happened when, for the failure message.
@@ -833,6 +929,21 @@ impl Nemesis {
                 self.log("heal the network".into());
                 self.cluster.heal_network();
             }
+            Fault::FillDisk => {
+                self.log(format!("fill node {DISK_NODE}'s disk"));
+                let filler = self
+                    .disk
+                    .as_ref()
+                    .expect("a schedule that fills disks has one")
+                    .fill();
+                self.log(format!("node {DISK_NODE}'s disk full"));
+                let before = disk_errors(&self.cluster.log(DISK_NODE));
+                thread::sleep(phase);
+                let errors = disk_errors(&self.cluster.log(DISK_NODE)) - before;
+                self.log(format!("node {DISK_NODE} logged {errors} full-disk errors"));
+                std::fs::remove_file(&filler).expect("remove the filler");
+                self.log(format!("node {DISK_NODE}'s disk has room again"));
+            }
             Fault::Kill9All => {
                 self.log("kill -9 of every node".into());
                 self.cluster.kill9_all();
@@ -879,6 +990,25 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
             netns,
             ..ClusterOptions::default()
         };
+        let mut disk = None;
+        if schedule.contains(&Fault::FillDisk) {
+            match SmallDisk::create(DISK_IMAGE_BYTES) {
+                Ok(d) => disk = Some(d),
+                Err(e) if schedule.iter().all(|f| *f == Fault::FillDisk) => {
+                    return common::skip(name, &format!("no small file system: {e}"))
+                }
+                Err(e) => {
+                    common::skip(
+                        &format!("{name} (its full disks)"),
+                        &format!("no small file system: {e}"),
+                    );
+                    schedule.retain(|f| *f != Fault::FillDisk);
+                }
+            }
+        }
+        if let Some(d) = &disk {
+            options.data_dirs.insert(DISK_NODE, d.mount.join("data"));
+        }
         let cluster = match TestCluster::try_start(3, options.clone()) {
             Ok(c) => c,
             Err(e) if schedule.iter().all(needs_netns) => {
@@ -903,6 +1033,7 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
         let workload = Workload::start(&cluster.bootstrap());
         let mut nemesis = Nemesis {
             cluster,
+            disk,
             settings,
             rng: Rng(seed),
             steps: Vec::new(),
@@ -1007,6 +1138,11 @@ fn partial_partitions_and_an_isolated_controller() {
 }
 
 #[test]
+fn a_full_disk_on_one_broker() {
+    run("a_full_disk_on_one_broker", &[Fault::FillDisk], false);
+}
+
+#[test]
 fn rolling_restart() {
     run("rolling_restart", &[Fault::RollingRestart], false);
 }
@@ -1026,6 +1162,7 @@ fn every_fault_in_a_random_order() {
             Fault::CutLeaderFromOneNode,
             Fault::RollingRestart,
             Fault::Kill9All,
+            Fault::FillDisk,
         ],
         true,
     );
@@ -1121,4 +1258,26 @@ fn failover_time_after_kill9_of_a_leader() {
             samples.iter().filter(|(_, c)| *c).count()
         );
     })
+}
+
+/// The replica comparison reads whole batches and stops at the zero padding or at a batch
+/// cut short.
+#[test]
+fn segment_batches_stop_at_padding_and_cut_batches() {
+    let batch = |value: &'static str| {
+        freshet_protocol::batch::encode_batch(
+            &[(None, Some(bytes::Bytes::from(value)), 1_700_000_000_000)],
+            freshet_protocol::batch::Compression::None,
+        )
+        .expect("batch")
+        .to_vec()
+    };
+    let (a, b) = (batch("first"), batch("second"));
+    let mut segment = [a.clone(), b.clone()].concat();
+    let whole = segment.len();
+    segment.extend(vec![0u8; 4096]);
+    assert_eq!(segment_batches(&segment), &segment[..whole]);
+    let cut = [a.clone(), b[..b.len() - 1].to_vec()].concat();
+    assert_eq!(segment_batches(&cut), &a[..]);
+    assert_eq!(segment_batches(&[]), &[] as &[u8]);
 }
