@@ -829,161 +829,197 @@ impl Nemesis {
         (p, view[&p].clone())
     }
 
+    /// Runs one step, then leaves the cluster alone for a moment.
     fn step(&mut self, fault: Fault) {
-        let phase = self.settings.phase;
         match fault {
-            Fault::Kill9Leader => {
-                let (p, v) = self.pick();
-                let leader = v.leader as usize;
-                self.log(format!("kill -9 node {leader} (leads partition {p})"));
-                self.cluster.kill9(leader);
-                self.hold_until_deposed(p, leader);
-                self.log(format!("restart node {leader}"));
-                self.cluster.restart(leader);
-            }
-            Fault::Kill9LeaderQuickRestart => {
-                let (p, v) = self.pick();
-                let leader = v.leader as usize;
-                self.log(format!(
-                    "kill -9 node {leader} (leads partition {p}), restart at once"
-                ));
-                self.cluster.kill9(leader);
-                self.cluster.restart(leader);
-                self.log(format!("node {leader} back"));
-                thread::sleep(phase);
-            }
-            Fault::PauseLeader => {
-                let (p, v) = self.pick();
-                let leader = v.leader as usize;
-                self.log(format!("SIGSTOP node {leader} (leads partition {p})"));
-                self.cluster.pause(leader);
-                self.hold_until_deposed(p, leader);
-                self.log(format!("SIGCONT node {leader}"));
-                self.cluster.resume(leader);
-            }
-            Fault::PauseFollower => {
-                let (p, v) = self.pick();
-                let followers: Vec<i32> = v
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|&r| r != v.leader)
-                    .collect();
-                let follower = followers[self.rng.below(followers.len())] as usize;
-                self.log(format!(
-                    "SIGSTOP node {follower} (follows partition {p} led by {})",
-                    v.leader
-                ));
-                self.cluster.pause(follower);
-                thread::sleep(phase);
-                self.log(format!("SIGCONT node {follower}"));
-                self.cluster.resume(follower);
-            }
-            Fault::IsolateLeader => {
-                let (p, v) = self.pick();
-                let leader = v.leader as usize;
-                self.log(format!(
-                    "cut node {leader} (leads partition {p}) off from the other nodes"
-                ));
-                self.cluster.isolate(leader);
-                self.hold_until_deposed(p, leader);
-                self.log("heal the network".into());
-                self.cluster.heal_network();
-            }
-            Fault::IsolateController => {
-                let nodes = self.cluster.running();
-                let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
-                self.log(format!(
-                    "cut the active controller, node {controller}, off from the other nodes"
-                ));
-                self.cluster.isolate(controller);
-                let others: Vec<usize> = nodes.into_iter().filter(|&n| n != controller).collect();
-                let started = Instant::now();
-                let moved = self.cluster.wait_until(
-                    RECOVERY_WITHIN,
-                    "another controller named by the other nodes",
-                    || {
-                        let seen = self
-                            .cluster
-                            .controller_seen_by(others[0])
-                            .map_err(|e| e.to_string())?;
-                        match seen {
-                            Some(c) if c != controller => Ok(c),
-                            other => Err(format!("node {}: controller {other:?}", others[0])),
-                        }
-                    },
-                );
-                self.log(format!(
-                    "node {moved} controls ({:.1}s after the cut)",
-                    started.elapsed().as_secs_f64()
-                ));
-                thread::sleep(phase.saturating_sub(started.elapsed()));
-                self.log("heal the network".into());
-                self.cluster.heal_network();
-            }
-            Fault::CutLeaderFromOneNode => {
-                let (p, v) = self.pick();
-                let leader = v.leader as usize;
-                let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
-                let other = if controller != leader {
-                    controller
-                } else {
-                    let followers: Vec<usize> = v
-                        .replicas
-                        .iter()
-                        .map(|&r| r as usize)
-                        .filter(|&r| r != leader)
-                        .collect();
-                    followers[self.rng.below(followers.len())]
-                };
-                self.log(format!(
-                    "cut node {leader} (leads partition {p}) and node {other} (controller: {}) apart",
-                    other == controller
-                ));
-                self.cluster.cut_link(leader, other);
-                thread::sleep(phase);
-                self.log("heal the network".into());
-                self.cluster.heal_network();
-            }
-            Fault::FillDisk => {
-                self.log(format!("fill node {DISK_NODE}'s disk"));
-                let filler = self
-                    .disk
-                    .as_ref()
-                    .expect("a schedule that fills disks has one")
-                    .fill();
-                self.log(format!("node {DISK_NODE}'s disk full"));
-                let before = disk_errors(&self.cluster.log(DISK_NODE));
-                thread::sleep(phase);
-                let errors = disk_errors(&self.cluster.log(DISK_NODE)) - before;
-                self.log(format!("node {DISK_NODE} logged {errors} full-disk errors"));
-                std::fs::remove_file(&filler).expect("remove the filler");
-                self.log(format!("node {DISK_NODE}'s disk has room again"));
-            }
-            Fault::Kill9All => {
-                self.log("kill -9 of every node".into());
-                self.cluster.kill9_all();
-                thread::sleep(phase / 2);
-                self.log("restart every node".into());
-                self.cluster.start_stopped();
-            }
-            Fault::RollingRestart => {
-                for node in 0..self.cluster.len() {
-                    self.log(format!("rolling restart: SIGTERM node {node}"));
-                    let status = self.cluster.stop(node);
-                    if !status.success() {
-                        self.cluster
-                            .fail(&format!("node {node} exited with {status} on SIGTERM"));
-                    }
-                    self.cluster.restart(node);
-                    self.log(format!("rolling restart: node {node} back"));
-                    if let Err(e) = wait_whole(&self.cluster, RECOVERY_WITHIN) {
-                        self.log(format!("rolling restart: ISR not whole: {e}"));
-                    }
-                }
-            }
+            Fault::Kill9Leader => self.kill9_leader(),
+            Fault::Kill9LeaderQuickRestart => self.kill9_leader_restart_at_once(),
+            Fault::PauseLeader => self.pause_leader(),
+            Fault::PauseFollower => self.pause_follower(),
+            Fault::IsolateLeader => self.isolate_leader(),
+            Fault::IsolateController => self.isolate_controller(),
+            Fault::CutLeaderFromOneNode => self.cut_leader_from_one_node(),
+            Fault::FillDisk => self.fill_disk(),
+            Fault::Kill9All => self.kill9_all(),
+            Fault::RollingRestart => self.rolling_restart(),
         }
         thread::sleep(self.settings.calm);
+    }
+
+    /// See [`Fault::Kill9Leader`].
+    fn kill9_leader(&mut self) {
+        let (p, v) = self.pick();
+        let leader = v.leader as usize;
+        self.log(format!("kill -9 node {leader} (leads partition {p})"));
+        self.cluster.kill9(leader);
+        self.hold_until_deposed(p, leader);
+        self.log(format!("restart node {leader}"));
+        self.cluster.restart(leader);
+    }
+
+    /// See [`Fault::Kill9LeaderQuickRestart`].
+    fn kill9_leader_restart_at_once(&mut self) {
+        let phase = self.settings.phase;
+        let (p, v) = self.pick();
+        let leader = v.leader as usize;
+        self.log(format!(
+            "kill -9 node {leader} (leads partition {p}), restart at once"
+        ));
+        self.cluster.kill9(leader);
+        self.cluster.restart(leader);
+        self.log(format!("node {leader} back"));
+        thread::sleep(phase);
+    }
+
+    /// See [`Fault::PauseLeader`].
+    fn pause_leader(&mut self) {
+        let (p, v) = self.pick();
+        let leader = v.leader as usize;
+        self.log(format!("SIGSTOP node {leader} (leads partition {p})"));
+        self.cluster.pause(leader);
+        self.hold_until_deposed(p, leader);
+        self.log(format!("SIGCONT node {leader}"));
+        self.cluster.resume(leader);
+    }
+
+    /// See [`Fault::PauseFollower`].
+    fn pause_follower(&mut self) {
+        let phase = self.settings.phase;
+        let (p, v) = self.pick();
+        let followers: Vec<i32> = v
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != v.leader)
+            .collect();
+        let follower = followers[self.rng.below(followers.len())] as usize;
+        self.log(format!(
+            "SIGSTOP node {follower} (follows partition {p} led by {})",
+            v.leader
+        ));
+        self.cluster.pause(follower);
+        thread::sleep(phase);
+        self.log(format!("SIGCONT node {follower}"));
+        self.cluster.resume(follower);
+    }
+
+    /// See [`Fault::IsolateLeader`].
+    fn isolate_leader(&mut self) {
+        let (p, v) = self.pick();
+        let leader = v.leader as usize;
+        self.log(format!(
+            "cut node {leader} (leads partition {p}) off from the other nodes"
+        ));
+        self.cluster.isolate(leader);
+        self.hold_until_deposed(p, leader);
+        self.log("heal the network".into());
+        self.cluster.heal_network();
+    }
+
+    /// See [`Fault::IsolateController`].
+    fn isolate_controller(&mut self) {
+        let phase = self.settings.phase;
+        let nodes = self.cluster.running();
+        let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
+        self.log(format!(
+            "cut the active controller, node {controller}, off from the other nodes"
+        ));
+        self.cluster.isolate(controller);
+        let others: Vec<usize> = nodes.into_iter().filter(|&n| n != controller).collect();
+        let started = Instant::now();
+        let moved = self.cluster.wait_until(
+            RECOVERY_WITHIN,
+            "another controller named by the other nodes",
+            || {
+                let seen = self
+                    .cluster
+                    .controller_seen_by(others[0])
+                    .map_err(|e| e.to_string())?;
+                match seen {
+                    Some(c) if c != controller => Ok(c),
+                    other => Err(format!("node {}: controller {other:?}", others[0])),
+                }
+            },
+        );
+        self.log(format!(
+            "node {moved} controls ({:.1}s after the cut)",
+            started.elapsed().as_secs_f64()
+        ));
+        thread::sleep(phase.saturating_sub(started.elapsed()));
+        self.log("heal the network".into());
+        self.cluster.heal_network();
+    }
+
+    /// See [`Fault::CutLeaderFromOneNode`].
+    fn cut_leader_from_one_node(&mut self) {
+        let phase = self.settings.phase;
+        let (p, v) = self.pick();
+        let leader = v.leader as usize;
+        let controller = self.cluster.wait_controller(RECOVERY_WITHIN, None);
+        let other = if controller != leader {
+            controller
+        } else {
+            let followers: Vec<usize> = v
+                .replicas
+                .iter()
+                .map(|&r| r as usize)
+                .filter(|&r| r != leader)
+                .collect();
+            followers[self.rng.below(followers.len())]
+        };
+        self.log(format!(
+            "cut node {leader} (leads partition {p}) and node {other} (controller: {}) apart",
+            other == controller
+        ));
+        self.cluster.cut_link(leader, other);
+        thread::sleep(phase);
+        self.log("heal the network".into());
+        self.cluster.heal_network();
+    }
+
+    /// See [`Fault::FillDisk`].
+    fn fill_disk(&mut self) {
+        let phase = self.settings.phase;
+        self.log(format!("fill node {DISK_NODE}'s disk"));
+        let filler = self
+            .disk
+            .as_ref()
+            .expect("a schedule that fills disks has one")
+            .fill();
+        self.log(format!("node {DISK_NODE}'s disk full"));
+        let before = disk_errors(&self.cluster.log(DISK_NODE));
+        thread::sleep(phase);
+        let errors = disk_errors(&self.cluster.log(DISK_NODE)) - before;
+        self.log(format!("node {DISK_NODE} logged {errors} full-disk errors"));
+        std::fs::remove_file(&filler).expect("remove the filler");
+        self.log(format!("node {DISK_NODE}'s disk has room again"));
+    }
+
+    /// See [`Fault::Kill9All`].
+    fn kill9_all(&mut self) {
+        let phase = self.settings.phase;
+        self.log("kill -9 of every node".into());
+        self.cluster.kill9_all();
+        thread::sleep(phase / 2);
+        self.log("restart every node".into());
+        self.cluster.start_stopped();
+    }
+
+    /// See [`Fault::RollingRestart`].
+    fn rolling_restart(&mut self) {
+        for node in 0..self.cluster.len() {
+            self.log(format!("rolling restart: SIGTERM node {node}"));
+            let status = self.cluster.stop(node);
+            if !status.success() {
+                self.cluster
+                    .fail(&format!("node {node} exited with {status} on SIGTERM"));
+            }
+            self.cluster.restart(node);
+            self.log(format!("rolling restart: node {node} back"));
+            if let Err(e) = wait_whole(&self.cluster, RECOVERY_WITHIN) {
+                self.log(format!("rolling restart: ISR not whole: {e}"));
+            }
+        }
     }
 }
 
@@ -993,53 +1029,9 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
     let mut schedule = schedule.to_vec();
     let settings = Settings::from_env();
     let seed = seed();
-    let needs_netns = |f: &Fault| {
-        matches!(
-            f,
-            Fault::IsolateLeader | Fault::IsolateController | Fault::CutLeaderFromOneNode
-        )
-    };
-    let netns = schedule.iter().any(needs_netns);
     within(settings.limit, move || {
-        let mut options = ClusterOptions {
-            settings: CLUSTER_SETTINGS.into(),
-            netns,
-            ..ClusterOptions::default()
-        };
-        let mut disk = None;
-        if schedule.contains(&Fault::FillDisk) {
-            match SmallDisk::create(DISK_IMAGE_BYTES) {
-                Ok(d) => disk = Some(d),
-                Err(e) if schedule.iter().all(|f| *f == Fault::FillDisk) => {
-                    return common::skip(name, &format!("no small file system: {e}"))
-                }
-                Err(e) => {
-                    common::skip(
-                        &format!("{name} (its full disks)"),
-                        &format!("no small file system: {e}"),
-                    );
-                    schedule.retain(|f| *f != Fault::FillDisk);
-                }
-            }
-        }
-        if let Some(d) = &disk {
-            options.data_dirs.insert(DISK_NODE, d.mount.join("data"));
-        }
-        let cluster = match TestCluster::try_start(3, options.clone()) {
-            Ok(c) => c,
-            Err(e) if schedule.iter().all(needs_netns) => {
-                return common::skip(name, &format!("no network namespaces: {e}"))
-            }
-            Err(e) => {
-                // The other faults still run, on 127.0.0.1.
-                common::skip(
-                    &format!("{name} (its network partitions)"),
-                    &format!("no network namespaces: {e}"),
-                );
-                schedule.retain(|f| !needs_netns(f));
-                options.netns = false;
-                TestCluster::start(3, options)
-            }
+        let Some((cluster, disk)) = start_cluster(name, &mut schedule) else {
+            return;
         };
         eprintln!("faults::{name}: seed {seed} (FRESHET_FAULTS_SEED={seed} repeats the schedule)");
         create_topic(&cluster, 0);
@@ -1068,54 +1060,116 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
                 nemesis.step(fault);
             }
         }
-        nemesis.log("every fault healed; waiting for every ISR to be whole".into());
-        let settled = wait_whole(&nemesis.cluster, SETTLE_WITHIN);
-        let acks_healed = workload.acks();
-        thread::sleep(Duration::from_secs(2));
-        let acks_after = workload.acks() - acks_healed;
-        nemesis.log(format!(
-            "stopping the workload ({acks_after} acks in the last 2 s)"
-        ));
-        let (mut history, notes, failed) = workload.stop();
-        history.final_reads = final_read(&nemesis.cluster);
-        let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
-        let violations = checker::check(&history);
-        let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
-        let summary = format!(
-            "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
-             {} read during the run, {} commit observations; notes: {notes:?}; steps:\n{}",
-            history.attempted.len(),
-            history.acked.len(),
-            history.live_reads.len(),
-            history.commits.values().map(Vec::len).sum::<usize>(),
-            nemesis.steps.join("\n")
-        );
-        eprintln!("faults::{name}: {summary}");
-        if !violations.is_empty() {
-            let shown: Vec<String> = violations.iter().take(30).map(|v| v.to_string()).collect();
-            nemesis.cluster.fail(&format!(
-                "{} violations (first {}):\n{}\n{summary}",
-                violations.len(),
-                shown.len(),
-                shown.join("\n")
-            ));
-        }
-        if let Err(e) = identical {
-            nemesis
-                .cluster
-                .fail(&format!("replicas differ after the run: {e}\n{summary}"));
-        }
-        if let Err(e) = settled {
-            nemesis.cluster.fail(&format!(
-                "ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"
-            ));
-        }
-        if acks_after == 0 || history.acked.is_empty() {
-            nemesis.cluster.fail(&format!(
-                "no produce acknowledged in the 2 s after healing\n{summary}"
-            ));
-        }
+        finish(name, seed, nemesis, workload);
     })
+}
+
+/// Whether `fault` needs each node in its own network namespace.
+fn needs_netns(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::IsolateLeader | Fault::IsolateController | Fault::CutLeaderFromOneNode
+    )
+}
+
+/// Starts the cluster `schedule` needs (network namespaces, a small disk); drops the faults
+/// this machine cannot make, reporting them as skipped (`None`: nothing left to run).
+fn start_cluster(
+    name: &str,
+    schedule: &mut Vec<Fault>,
+) -> Option<(TestCluster, Option<SmallDisk>)> {
+    let mut options = ClusterOptions {
+        settings: CLUSTER_SETTINGS.into(),
+        netns: schedule.iter().any(needs_netns),
+        ..ClusterOptions::default()
+    };
+    let mut disk = None;
+    if schedule.contains(&Fault::FillDisk) {
+        match SmallDisk::create(DISK_IMAGE_BYTES) {
+            Ok(d) => {
+                options.data_dirs.insert(DISK_NODE, d.mount.join("data"));
+                disk = Some(d);
+            }
+            Err(e) => {
+                common::skip(
+                    &format!("{name} (full disk)"),
+                    &format!("no small file system: {e}"),
+                );
+                schedule.retain(|f| *f != Fault::FillDisk);
+                if schedule.is_empty() {
+                    return None;
+                }
+            }
+        }
+    }
+    let cluster = match TestCluster::try_start(3, options.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            common::skip(
+                &format!("{name} (network partitions)"),
+                &format!("no network namespaces: {e}"),
+            );
+            schedule.retain(|f| !needs_netns(f));
+            options.netns = false;
+            if schedule.is_empty() {
+                return None;
+            }
+            // The other faults still run, on 127.0.0.1.
+            TestCluster::start(3, options)
+        }
+    };
+    Some((cluster, disk))
+}
+
+/// After the last fault: waits for the cluster to settle, stops the workload, reads every
+/// partition back, checks, and fails the test with every violation and the steps taken.
+fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
+    nemesis.log("every fault healed; waiting for every ISR to be whole".into());
+    let settled = wait_whole(&nemesis.cluster, SETTLE_WITHIN);
+    let acks_healed = workload.acks();
+    thread::sleep(Duration::from_secs(2));
+    let acks_after = workload.acks() - acks_healed;
+    nemesis.log(format!(
+        "stopping the workload ({acks_after} acks in the last 2 s)"
+    ));
+    let (mut history, notes, failed) = workload.stop();
+    history.final_reads = final_read(&nemesis.cluster);
+    let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
+    let violations = checker::check(&history);
+    let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
+    let summary = format!(
+        "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
+         {} read during the run, {} commit observations; notes: {notes:?}; steps:\n{}",
+        history.attempted.len(),
+        history.acked.len(),
+        history.live_reads.len(),
+        history.commits.values().map(Vec::len).sum::<usize>(),
+        nemesis.steps.join("\n")
+    );
+    eprintln!("faults::{name}: {summary}");
+    let cluster = &nemesis.cluster;
+    if !violations.is_empty() {
+        let shown: Vec<String> = violations.iter().take(30).map(|v| v.to_string()).collect();
+        cluster.fail(&format!(
+            "{} violations (first {}):\n{}\n{summary}",
+            violations.len(),
+            shown.len(),
+            shown.join("\n")
+        ));
+    }
+    if let Err(e) = identical {
+        cluster.fail(&format!("replicas differ after the run: {e}\n{summary}"));
+    }
+    if let Err(e) = settled {
+        cluster.fail(&format!(
+            "ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"
+        ));
+    }
+    if acks_after == 0 || history.acked.is_empty() {
+        cluster.fail(&format!(
+            "no produce acknowledged in the 2 s after healing\n{summary}"
+        ));
+    }
 }
 
 #[test]
