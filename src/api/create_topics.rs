@@ -643,6 +643,7 @@ mod tests {
                         port: 9000 + node_id,
                         rack: None,
                         fenced: false,
+                        listeners: Vec::new(),
                     },
                 })
                 .unwrap();

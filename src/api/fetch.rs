@@ -202,7 +202,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     // Response layout: topics in request order, partitions in request order.
     let (layout, mut wants, slot) = plan_reads(shard, &body, version, max_bytes, &request);
     let node_endpoints = if version >= 16 {
-        leader_endpoints(shard, &layout)
+        leader_endpoints(shard, &layout, &request.listener)
     } else {
         Vec::new()
     };
@@ -422,9 +422,9 @@ fn assemble(
 
 /// The endpoints of the leaders named in the layout's `current_leader`s (live brokers only),
 /// each once: Fetch v16+'s `node_endpoints`.
-fn leader_endpoints(shard: &Shard, layout: &[TopicLayout]) -> Vec<NodeEndpoint> {
+fn leader_endpoints(shard: &Shard, layout: &[TopicLayout], listener: &str) -> Vec<NodeEndpoint> {
     let metadata = shard.metadata();
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, listener);
     let leaders: std::collections::BTreeSet<i32> = layout
         .iter()
         .flat_map(|(_, _, parts)| parts.iter().filter_map(|(_, _, l)| l.map(|l| l.0)))

@@ -39,7 +39,7 @@ fn lookup(
     if let Some(e) = authz::refusal(shard, request, authz::Op::Describe, resource, key) {
         return (Some(e), -1, String::new(), -1);
     }
-    match shard.coordinator_endpoint(kind, key) {
+    match shard.coordinator_endpoint(kind, key, &request.listener) {
         Ok((node, _, _)) if node == shard.config.node_id => {
             let local = crate::shard::routing::local_endpoint_on(&shard.config, &request.listener);
             (None, node, local.host, local.port)

@@ -355,6 +355,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listener: String::new(),
         }
     }
 

@@ -95,7 +95,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     }
     let mut response = produce_response(topics, results, request.api_version);
     if request.api_version >= 10 {
-        response.node_endpoints = leader_endpoints(shard, &response);
+        response.node_endpoints = leader_endpoints(shard, &response, &request.listener);
     }
     response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
     super::throttle::throttled(super::respond(&request, &response), throttle_ms)
@@ -305,9 +305,13 @@ fn produce_response(
 
 /// The endpoints of the leaders named in the response's `current_leader`s (live brokers
 /// only), each once: Produce v10+'s `node_endpoints`.
-fn leader_endpoints(shard: &Shard, response: &ProduceResponse) -> Vec<NodeEndpoint> {
+fn leader_endpoints(
+    shard: &Shard,
+    response: &ProduceResponse,
+    listener: &str,
+) -> Vec<NodeEndpoint> {
     let metadata = shard.metadata();
-    let local = routing::local_endpoint(&shard.config);
+    let local = routing::local_endpoint_on(&shard.config, listener);
     let leaders: std::collections::BTreeSet<i32> = response
         .responses
         .iter()

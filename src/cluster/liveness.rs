@@ -50,6 +50,7 @@ pub fn registration_of(heartbeat: &BrokerHeartbeat) -> BrokerRegistration {
         port: heartbeat.port,
         rack: heartbeat.rack.clone(),
         fenced: heartbeat.shutting_down,
+        listeners: heartbeat.listeners.clone(),
     }
 }
 
@@ -88,7 +89,8 @@ impl BrokerSessions {
         let moved = current.incarnation_id != heartbeat.incarnation_id
             || current.host != heartbeat.host
             || current.port != heartbeat.port
-            || current.rack != heartbeat.rack;
+            || current.rack != heartbeat.rack
+            || current.listeners != heartbeat.listeners;
         if moved {
             return Some(MetadataCommand::RegisterBroker {
                 registration: registration_of(heartbeat),
@@ -145,6 +147,7 @@ mod tests {
             port: 9092 + node_id,
             rack: None,
             shutting_down: false,
+            listeners: Vec::new(),
         }
     }
 
@@ -153,6 +156,27 @@ mod tests {
         if let Some(command) = command {
             *metadata = metadata.apply(&command).unwrap();
         }
+    }
+
+    #[test]
+    fn a_changed_listener_list_registers_again() {
+        let mut metadata = ClusterMetadata::default();
+        let mut sessions = BrokerSessions::new(TIMEOUT_MS, 0, &metadata);
+        let first = sessions.on_heartbeat(&heartbeat(1, 1), 10, &metadata);
+        apply(&mut metadata, first);
+        let mut more = heartbeat(1, 1);
+        more.listeners = vec![crate::coordinator::metadata::ListenerEndpoint {
+            name: "SASL_SSL".into(),
+            host: "public".into(),
+            port: 9093,
+        }];
+        let again = sessions.on_heartbeat(&more, 20, &metadata);
+        assert!(
+            matches!(&again, Some(MetadataCommand::RegisterBroker { registration }) if registration.listeners == more.listeners)
+        );
+        apply(&mut metadata, again);
+        assert_eq!(metadata.brokers[&1].listeners, more.listeners);
+        assert!(sessions.on_heartbeat(&more, 30, &metadata).is_none());
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub struct BrokerHeartbeat {
     pub rack: Option<String>,
     /// The broker is shutting down (Kafka's controlled shutdown): fence it now.
     pub shutting_down: bool,
+    /// Every listener's advertised address (`host`/`port` is the first one's).
+    #[serde(default)]
+    pub listeners: Vec<crate::coordinator::metadata::ListenerEndpoint>,
 }
 
 /// An error of a forwarded metadata change, as Kafka's error code and message.

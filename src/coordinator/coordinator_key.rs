@@ -161,6 +161,7 @@ mod tests {
             port: 9000 + node_id,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }
     }
 

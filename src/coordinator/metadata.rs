@@ -168,6 +168,33 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// A fenced broker (heartbeats stopped, or shutting down) is not given to clients.
     pub fenced: bool,
+    /// Every listener's advertised address by listener name (Kafka's registration lists all
+    /// endpoints): a client is sent to the address of the listener it came in on. Empty in a
+    /// registration from before listeners were registered: `host`/`port` serve every name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One listener of a registered broker: its name (`PLAINTEXT`, `SASL_SSL`, or a name of
+/// `listener_security_protocol_map`) and the address it advertises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerRegistration {
+    /// The address clients that came in on listener `name` are given for this broker: that
+    /// listener's, else (an unknown name, or an old registration) the first listener's.
+    pub fn endpoint_on(&self, name: &str) -> (&str, i32) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
 }
 
 /// The whole cluster's metadata as one value.
@@ -2325,6 +2352,7 @@ mod tests {
             port: 9092 + node_id,
             rack: rack.map(str::to_string),
             fenced: false,
+            listeners: Vec::new(),
         }
     }
 
@@ -3290,6 +3318,7 @@ mod tests {
                 port: 9092 + node_id,
                 rack: rack.map(|r| format!("rack-{r}")),
                 fenced,
+                listeners: Vec::new(),
             });
         prop_oneof![
             (name.clone(), -1..5i32, 0..4i16, lists.clone()).prop_map(

@@ -43,6 +43,7 @@ use crate::cluster::{
     node_id_of, BrokerHeartbeat, ControllerRequest, ControllerResponse, ForwardedError,
     QuorumConfig, QuorumStatus,
 };
+use crate::coordinator::metadata::ListenerEndpoint;
 use crate::coordinator::metadata::{
     ClusterMetadata, Election, MetadataCommand, MetadataError, MetadataRecord,
 };
@@ -181,6 +182,15 @@ fn own_heartbeat(
 ) -> Result<BrokerHeartbeat, crate::config::ConfigError> {
     let (host, port) = config.advertised_host_port()?;
     let rack = config.broker_rack.trim();
+    let mut listeners = Vec::new();
+    for spec in config.listener_specs()? {
+        let (host, port) = config.advertised_host_port_of(&spec.name)?;
+        listeners.push(ListenerEndpoint {
+            name: spec.name,
+            host,
+            port,
+        });
+    }
     Ok(BrokerHeartbeat {
         node_id: config.node_id,
         incarnation_id,
@@ -188,6 +198,7 @@ fn own_heartbeat(
         port,
         rack: (!rack.is_empty()).then(|| rack.to_string()),
         shutting_down,
+        listeners,
     })
 }
 

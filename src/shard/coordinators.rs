@@ -63,12 +63,14 @@ impl Shard {
             .map_or(super::txns::COORDINATOR_EPOCH, |a| a.leader_epoch)
     }
 
-    /// FindCoordinator's answer for `key`: the coordinator's endpoint. Call
+    /// FindCoordinator's answer for `key`: the coordinator's endpoint on listener `listener`
+    /// (the one the request came in on). Call
     /// [`Shard::prepare_coordinators`] once per request first.
     pub fn coordinator_endpoint(
         &self,
         kind: CoordinatorKind,
         key: &str,
+        listener: &str,
     ) -> Result<CoordinatorEndpoint, ResponseError> {
         if self.cluster_voters().is_none() {
             let (host, port) = self
@@ -77,8 +79,10 @@ impl Shard {
                 .unwrap_or_else(|_| ("localhost".into(), 9092));
             return Ok((self.config.node_id, host, port));
         }
-        coordinator_key::locate(&self.metadata(), kind, key)
-            .map(|b| (b.node_id, b.host.clone(), b.port))
+        coordinator_key::locate(&self.metadata(), kind, key).map(|b| {
+            let (host, port) = b.endpoint_on(listener);
+            (b.node_id, host.to_string(), port)
+        })
     }
 
     /// In a cluster whose metadata lacks the internal topic of `kind`, asks the active

@@ -47,6 +47,9 @@ pub struct BrokerEndpoint {
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// The listener the address is for (`""`: the first one): the other brokers of an answer
+    /// are given at their address on the same listener.
+    pub listener: String,
 }
 
 /// The assignment of partition `p` of `topic` (which must be < `topic.partitions`): the one in
@@ -152,6 +155,7 @@ pub fn local_endpoint(config: &BrokerConfig) -> BrokerEndpoint {
         port,
         rack: (!config.broker_rack.is_empty()).then(|| config.broker_rack.clone()),
         fenced: false,
+        listener: String::new(),
     }
 }
 
@@ -163,6 +167,7 @@ pub fn local_endpoint_on(config: &BrokerConfig, listener: &str) -> BrokerEndpoin
         endpoint.host = host;
         endpoint.port = port;
     }
+    endpoint.listener = listener.to_string();
     endpoint
 }
 
@@ -193,12 +198,14 @@ pub fn all_brokers(metadata: &ClusterMetadata, local: &BrokerEndpoint) -> Vec<Br
                     ..local.clone()
                 };
             }
+            let (host, port) = b.endpoint_on(&local.listener);
             BrokerEndpoint {
                 node_id: b.node_id,
-                host: b.host.clone(),
-                port: b.port,
+                host: host.to_string(),
+                port,
                 rack: b.rack.clone(),
                 fenced: b.fenced,
+                listener: local.listener.clone(),
             }
         })
         .collect()
@@ -357,6 +364,7 @@ pub(crate) mod tests {
                     port: 9000 + id,
                     rack: Some(["a", "b", "c"][id as usize].into()),
                     fenced: id == 2,
+                    listeners: Vec::new(),
                 },
             );
         }
@@ -408,6 +416,7 @@ pub(crate) mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listener: String::new(),
         }
     }
 
@@ -490,6 +499,41 @@ pub(crate) mod tests {
         let empty = ClusterMetadata::default();
         assert_eq!(live_brokers(&empty, &local(9)), vec![local(9)]);
         assert_eq!(live_endpoint(&empty, &local(9), 9), Some(local(9)));
+    }
+
+    #[test]
+    fn other_brokers_are_given_on_the_listener_of_the_answer() {
+        use crate::coordinator::metadata::ListenerEndpoint;
+        let mut m = three_brokers();
+        m.brokers.get_mut(&1).expect("broker 1").listeners = vec![
+            ListenerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "host1".into(),
+                port: 1001,
+            },
+            ListenerEndpoint {
+                name: "SASL_SSL".into(),
+                host: "public1".into(),
+                port: 2001,
+            },
+        ];
+        let on = |listener: &str| {
+            let mut me = local(9);
+            me.listener = listener.into();
+            let b = live_endpoint(&m, &me, 1).expect("broker 1 is live");
+            (b.host, b.port)
+        };
+        assert_eq!(on("SASL_SSL"), ("public1".into(), 2001));
+        assert_eq!(on("PLAINTEXT"), ("host1".into(), 1001));
+        // An unknown listener name, or a registration without listeners: the first address.
+        let first = (m.brokers[&1].host.clone(), m.brokers[&1].port);
+        assert_eq!(on("OTHER"), first);
+        assert_eq!(on(""), first);
+        let b0 = live_endpoint(&m, &local(9), 0).expect("broker 0");
+        assert_eq!(
+            (b0.host, b0.port),
+            (m.brokers[&0].host.clone(), m.brokers[&0].port)
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct ClusterOptions {
     pub settings: String,
     /// Extra `freshet start` arguments for every node.
     pub extra_args: Vec<String>,
+    /// More TOML settings per node (missing entries: none), after `settings`; `{kafka_port}`
+    /// is replaced by the node's Kafka port (e.g. for `listeners` naming it).
+    pub node_settings: Vec<String>,
     /// Wait for the whole cluster (a controller, every node registered) after starting.
     pub wait_for_cluster: bool,
     /// Each node in its own network namespace (needs root; see [`super::netns`]):
@@ -80,6 +83,7 @@ impl Default for ClusterOptions {
             racks: Vec::new(),
             settings: String::new(),
             extra_args: Vec::new(),
+            node_settings: Vec::new(),
             wait_for_cluster: true,
             netns: false,
             data_dirs: Default::default(),
@@ -206,8 +210,12 @@ impl TestCluster {
             .map(|i| format!("{i}@{}:{}", nodes[i].host, nodes[i].controller_port))
             .collect::<Vec<_>>()
             .join(",");
-        for node in &nodes {
-            fs::write(&node.config_path, &options.settings).expect("write node config");
+        for (i, node) in nodes.iter().enumerate() {
+            let own = options.node_settings.get(i).map_or(String::new(), |s| {
+                s.replace("{kafka_port}", &node.kafka_port.to_string())
+            });
+            let text = format!("{}\n{own}\n", options.settings);
+            fs::write(&node.config_path, text).expect("write node config");
         }
         Ok(TestCluster {
             bin: broker_bin(),

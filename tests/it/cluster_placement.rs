@@ -42,6 +42,7 @@ fn registration(node_id: i32, fenced: bool) -> BrokerRegistration {
         port: 1,
         rack: None,
         fenced,
+        listeners: Vec::new(),
     }
 }
 

@@ -73,6 +73,7 @@ fn metadata(other_port: i32) -> ClusterMetadata {
                 port,
                 rack: rack.map(str::to_string),
                 fenced: false,
+                listeners: Vec::new(),
             },
         );
     }

@@ -62,6 +62,7 @@ fn start_at_epoch() -> (TestBroker, tempfile::TempDir) {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         },
     );
     // Through JSON, so fields later added with serde defaults need no change here.

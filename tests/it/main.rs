@@ -49,6 +49,7 @@ mod broker_rdkafka;
 mod cli;
 mod cluster;
 mod cluster_cli;
+mod cluster_listeners;
 mod cluster_placement;
 mod cluster_routing;
 mod cluster_transport;

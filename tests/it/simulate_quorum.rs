@@ -399,6 +399,7 @@ fn random_command(rng: &mut Rng) -> MetadataCommand {
                 rack: [None, Some("a".to_string()), Some("b".to_string())][rng.below(3) as usize]
                     .clone(),
                 fenced: false,
+                listeners: Vec::new(),
             },
         },
         9 => MetadataCommand::FenceBroker { node_id: broker },

@@ -53,6 +53,7 @@ fn heartbeat_request(node_id: i32) -> ControllerRequest {
         port: 9092,
         rack: None,
         shutting_down: false,
+        listeners: Vec::new(),
     })
 }
 
