@@ -7,13 +7,13 @@
 //!   [`PARTITIONS`] partitions of a topic with replication factor 3 and `min.insync.replicas`
 //!   2, logging (value -> partition, offset) for every acknowledged record; two consumers in
 //!   a group read during the run and commit; an observer reads the group's committed offsets
-//!   back (OffsetFetch) in one sequence. After the faults are healed and the cluster has
-//!   settled (every ISR whole, high watermarks still), each partition is read from its log
-//!   start to its high watermark.
+//!   back (OffsetFetch) in one sequence. Segments are small ([`SEGMENT_BYTES`]) so that they
+//!   roll during the faults. After the faults are healed and every ISR is whole again, each
+//!   partition is read from its log start to its high watermark.
 //! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart (after it was
-//!   deposed, or at once, within its session timeout); kill -9 of every node; SIGSTOP/SIGCONT of a
-//!   leader (fenced meanwhile: it must not acknowledge anything it then loses) and of a
-//!   follower; a leader cut off from the other brokers but not from the clients (each node in
+//!   deposed, or at once, within its session timeout); kill -9 of every node;
+//!   SIGSTOP/SIGCONT of a leader (fenced meanwhile: it must not acknowledge anything it then
+//!   loses) and of a follower; a leader cut off from the other brokers but not from the clients (each node in
 //!   its own network namespace, `common::netns`; skipped where namespaces cannot be made),
 //!   the active controller cut off likewise, or a leader cut off from one node only (the
 //!   controller when it is another node: a partial partition);
@@ -26,12 +26,13 @@
 //!   record read back at the offset it was acknowledged at, exactly once; offsets strictly
 //!   increasing without gaps; nothing read that nobody sent; a record seen during the run not
 //!   gone afterwards; committed offsets never going backwards. Besides, every replica of a
-//!   partition must hold the same bytes once the cluster settled (its segment files
-//!   concatenated: followers append the leader's batches unchanged), and producers must get
-//!   acknowledgements after the last fault is healed (the run is not vacuous).
+//!   partition must hold the same batches once the cluster settled (its segment files' whole
+//!   batches, concatenated: followers append the leader's batches unchanged), and producers
+//!   must get acknowledgements after the last fault is healed (the run is not vacuous).
 //!
 //! CI runs a bounded sample: one round of short phases ([`Settings::short`], 15-30 s per
-//! test, about a minute for all of them on 2 cores). `FRESHET_FAULTS_LONG=1` runs minutes-long schedules ([`Settings::long`]):
+//! test, about 80 s for all of them on 2 busy cores). `FRESHET_FAULTS_LONG=1` runs
+//! minutes-long schedules ([`Settings::long`]: 8 rounds of 10 s faults):
 //! `FRESHET_FAULTS_LONG=1 cargo test --test it -- faults:: --test-threads 1`.
 //! `FRESHET_FAULTS_ACKS=1` runs the producers with acks=1 and no idempotence, to see the
 //! checker fail (retried sends written twice: `duplicate: ...`).
@@ -83,6 +84,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const RECOVERY_WITHIN: Duration = Duration::from_secs(30);
 /// How long every ISR may take to be whole again after the last fault.
 const SETTLE_WITHIN: Duration = Duration::from_secs(45);
+/// How long producers may take to get acknowledgements again once every fault is healed.
+const ACKS_AFTER_HEALING_WITHIN: Duration = Duration::from_secs(20);
 /// How long reading a partition back may take.
 const FINAL_READ_WITHIN: Duration = Duration::from_secs(30);
 
@@ -438,6 +441,34 @@ fn replica_bytes(cluster: &TestCluster, node: usize, p: i32) -> Vec<u8> {
         .collect()
 }
 
+/// The batch headers holding `offsets` of partition `p` on every node, for failure messages:
+/// base offset, last offset, leader epoch, producer id and epoch, base sequence.
+fn batches_at(cluster: &TestCluster, p: i32, offsets: &[i64]) -> String {
+    let mut out = Vec::new();
+    for node in 0..cluster.len() {
+        let bytes = replica_bytes(cluster, node, p);
+        let mut pos = 0;
+        while let Some(head) = bytes.get(pos..pos + 61) {
+            let i64_at = |i: usize| i64::from_be_bytes(head[i..i + 8].try_into().expect("8"));
+            let i32_at = |i: usize| i32::from_be_bytes(head[i..i + 4].try_into().expect("4"));
+            let (base, len) = (i64_at(0), i32_at(8) as usize);
+            let last = base + i64::from(i32_at(23));
+            if offsets.iter().any(|o| (base..=last).contains(o)) {
+                out.push(format!(
+                    "node {node} partition {p}: batch {base}..={last} leader epoch {} \
+                     producer {} epoch {} base sequence {}",
+                    i32_at(12),
+                    i64_at(43),
+                    i16::from_be_bytes(head[51..53].try_into().expect("2")),
+                    i32_at(53)
+                ));
+            }
+            pos += 12 + len;
+        }
+    }
+    out.join("\n")
+}
+
 /// `node`'s files of partition `p` with their sizes, for failure messages.
 fn partition_files(cluster: &TestCluster, node: usize, p: i32) -> String {
     let dir = cluster.data_dir(node).join(format!("{TOPIC}-{p}"));
@@ -553,6 +584,7 @@ fn workload_config(bootstrap: &str) -> rdkafka::config::ClientConfig {
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("socket.timeout.ms", "6000")
+        .set("reconnect.backoff.max.ms", "1000")
         .set("topic.metadata.refresh.interval.ms", "2000");
     config
 }
@@ -1126,11 +1158,18 @@ fn start_cluster(
 fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
     nemesis.log("every fault healed; waiting for every ISR to be whole".into());
     let settled = wait_whole(&nemesis.cluster, SETTLE_WITHIN);
+    // Producers back off from brokers that were down (up to `reconnect.backoff.max.ms`):
+    // wait for acknowledgements for a while, then 2 s more of them.
     let acks_healed = workload.acks();
+    let waited = Instant::now();
+    while workload.acks() == acks_healed && waited.elapsed() < ACKS_AFTER_HEALING_WITHIN {
+        thread::sleep(Duration::from_millis(100));
+    }
     thread::sleep(Duration::from_secs(2));
     let acks_after = workload.acks() - acks_healed;
     nemesis.log(format!(
-        "stopping the workload ({acks_after} acks in the last 2 s)"
+        "stopping the workload ({acks_after} acks since healing, the first after {:.1}s)",
+        waited.elapsed().as_secs_f64() - 2.0
     ));
     let (mut history, notes, failed) = workload.stop();
     history.final_reads = final_read(&nemesis.cluster);
@@ -1150,11 +1189,25 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
     let cluster = &nemesis.cluster;
     if !violations.is_empty() {
         let shown: Vec<String> = violations.iter().take(30).map(|v| v.to_string()).collect();
+        // The batches of the first duplicates, as each replica holds them.
+        let batches: Vec<String> = violations
+            .iter()
+            .filter_map(|v| match v {
+                checker::Violation::Duplicate { at, .. } => Some(at),
+                _ => None,
+            })
+            .take(3)
+            .map(|at| {
+                let offsets: Vec<i64> = at.iter().map(|a| a.offset).collect();
+                batches_at(cluster, at[0].partition, &offsets)
+            })
+            .collect();
         cluster.fail(&format!(
-            "{} violations (first {}):\n{}\n{summary}",
+            "{} violations (first {}):\n{}\n{}\n{summary}",
             violations.len(),
             shown.len(),
-            shown.join("\n")
+            shown.join("\n"),
+            batches.join("\n")
         ));
     }
     if let Err(e) = identical {
@@ -1167,7 +1220,7 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
     }
     if acks_after == 0 || history.acked.is_empty() {
         cluster.fail(&format!(
-            "no produce acknowledged in the 2 s after healing\n{summary}"
+            "no produce acknowledged {ACKS_AFTER_HEALING_WITHIN:?} after healing\n{summary}"
         ));
     }
 }
@@ -1211,6 +1264,16 @@ fn partial_partitions_and_an_isolated_controller() {
 #[test]
 fn a_full_disk_on_one_broker() {
     run("a_full_disk_on_one_broker", &[Fault::FillDisk], false);
+}
+
+/// Power cuts: kill -9 of every node at once, again and again.
+#[test]
+fn kill9_of_every_node() {
+    run(
+        "kill9_of_every_node",
+        &[Fault::Kill9All, Fault::Kill9All, Fault::Kill9All],
+        false,
+    );
 }
 
 #[test]
