@@ -14,6 +14,12 @@
 //! - Every wait is bounded and fails naming the node(s) and what was last seen, followed by
 //!   the tail of every node's log ([`TestCluster::logs_tail`]); a panicking test prints the
 //!   logs on drop too. Processes die with the test process (PR_SET_PDEATHSIG) and on drop.
+//! - [`TestCluster::pause`] / [`TestCluster::resume`] (SIGSTOP / SIGCONT).
+//! - With [`ClusterOptions::netns`], each node runs in its own network namespace
+//!   ([`super::netns::Fabric`]) at its own address instead of 127.0.0.1, so that
+//!   [`TestCluster::isolate`] can cut one node off from the others while clients (this
+//!   process) still reach it ([`TestCluster::cut_link`]: one pair of nodes), and
+//!   [`TestCluster::heal_network`] joins them again.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -60,6 +66,13 @@ pub struct ClusterOptions {
     pub node_settings: Vec<String>,
     /// Wait for the whole cluster (a controller, every node registered) after starting.
     pub wait_for_cluster: bool,
+    /// Each node in its own network namespace (needs root; see [`super::netns`]):
+    /// [`TestCluster::start`] panics if they cannot be made, [`TestCluster::try_start`]
+    /// says why.
+    pub netns: bool,
+    /// Data directories of some nodes instead of their own under the cluster's directory
+    /// (e.g. on a small file system); node index -> directory.
+    pub data_dirs: std::collections::BTreeMap<usize, PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -72,12 +85,16 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             node_settings: Vec::new(),
             wait_for_cluster: true,
+            netns: false,
+            data_dirs: Default::default(),
         }
     }
 }
 
 /// One node of a [`TestCluster`].
 struct Node {
+    /// The address every listener of the node binds (127.0.0.1 unless in a namespace).
+    host: String,
     kafka_port: u16,
     controller_port: u16,
     admin_port: u16,
@@ -94,6 +111,8 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     voters: String,
     log_shown: std::cell::Cell<bool>,
+    /// The nodes' network namespaces ([`ClusterOptions::netns`]); dropped after the nodes.
+    fabric: Option<super::netns::Fabric>,
     // Holds every node's data directory, config and log; removed on drop.
     tmp: tempfile::TempDir,
 }
@@ -121,11 +140,18 @@ fn lost_port_race(log: &str) -> bool {
 impl TestCluster {
     /// Starts `n` nodes as `options` say, waits as the module doc says.
     pub fn start(n: usize, options: ClusterOptions) -> TestCluster {
+        TestCluster::try_start(n, options)
+            .unwrap_or_else(|e| panic!("network namespaces for {n} nodes: {e}"))
+    }
+
+    /// Like [`TestCluster::start`], but an error when [`ClusterOptions::netns`] asks for
+    /// network namespaces and they cannot be made (not root, no `ip` tool).
+    pub fn try_start(n: usize, options: ClusterOptions) -> io::Result<TestCluster> {
         assert!(n >= 1, "a cluster has nodes");
         let voters = options.voters.unwrap_or(n);
         assert!((1..=n).contains(&voters), "1..={n} voters, not {voters}");
         for attempt in 1..=START_ATTEMPTS_MAX {
-            let mut cluster = TestCluster::prepare(n, options.clone());
+            let mut cluster = TestCluster::prepare(n, options.clone())?;
             for node in 0..n {
                 cluster.spawn(node);
             }
@@ -134,7 +160,7 @@ impl TestCluster {
                     if options.wait_for_cluster {
                         cluster.wait_ready();
                     }
-                    return cluster;
+                    return Ok(cluster);
                 }
                 Err(NotReady::LostPortRace(node)) if attempt < START_ATTEMPTS_MAX => {
                     eprintln!("cluster start {attempt}: node {node} lost a port race; retrying");
@@ -147,7 +173,11 @@ impl TestCluster {
     }
 
     /// Directories, ports and the voter list for `n` nodes (nothing started yet).
-    fn prepare(n: usize, options: ClusterOptions) -> TestCluster {
+    fn prepare(n: usize, options: ClusterOptions) -> io::Result<TestCluster> {
+        let fabric = match options.netns {
+            true => Some(super::netns::Fabric::create(n)?),
+            false => None,
+        };
         let tmp = tempfile::Builder::new()
             .prefix("freshet-cluster-")
             .tempdir()
@@ -159,10 +189,17 @@ impl TestCluster {
                 let dir = tmp.path().join(format!("node{i}"));
                 fs::create_dir_all(&dir).expect("node dir");
                 Node {
+                    host: fabric
+                        .as_ref()
+                        .map_or_else(|| "127.0.0.1".to_string(), |f| f.host(i)),
                     kafka_port: ports[3 * i],
                     controller_port: ports[3 * i + 1],
                     admin_port: ports[3 * i + 2],
-                    data_dir: dir.join("data"),
+                    data_dir: options
+                        .data_dirs
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| dir.join("data")),
                     log_path: dir.join("node.log"),
                     config_path: dir.join("freshet.toml"),
                     child: None,
@@ -170,7 +207,7 @@ impl TestCluster {
             })
             .collect();
         let voters = (0..voter_count)
-            .map(|i| format!("{i}@127.0.0.1:{}", nodes[i].controller_port))
+            .map(|i| format!("{i}@{}:{}", nodes[i].host, nodes[i].controller_port))
             .collect::<Vec<_>>()
             .join(",");
         for (i, node) in nodes.iter().enumerate() {
@@ -180,14 +217,15 @@ impl TestCluster {
             let text = format!("{}\n{own}\n", options.settings);
             fs::write(&node.config_path, text).expect("write node config");
         }
-        TestCluster {
+        Ok(TestCluster {
             bin: broker_bin(),
             options,
             nodes,
             voters,
             log_shown: std::cell::Cell::new(false),
+            fabric,
             tmp,
-        }
+        })
     }
 
     /// The `freshet start` arguments of `node` (without the binary).
@@ -200,13 +238,13 @@ impl TestCluster {
             "--node-id",
             &node.to_string(),
             "--listen",
-            &format!("127.0.0.1:{}", n.kafka_port),
+            &format!("{}:{}", n.host, n.kafka_port),
             "--controller-listen",
-            &format!("127.0.0.1:{}", n.controller_port),
+            &format!("{}:{}", n.host, n.controller_port),
             "--controller-quorum-voters",
             &self.voters,
             "--admin-listen",
-            &format!("127.0.0.1:{}", n.admin_port),
+            &format!("{}:{}", n.host, n.admin_port),
             "--data-dir",
             &n.data_dir.display().to_string(),
             "--shards",
@@ -226,7 +264,9 @@ impl TestCluster {
     fn spawn(&mut self, node: usize) {
         assert!(self.nodes[node].child.is_none(), "node {node} is running");
         let args = self.args(node);
-        let child = super::spawn_broker_process(&self.bin, &args, &self.nodes[node].log_path);
+        let netns = self.fabric.as_ref().map(|f| (f, node));
+        let child =
+            super::spawn_broker_process_in(&self.bin, &args, &self.nodes[node].log_path, netns);
         self.nodes[node].child = Some(child);
     }
 
@@ -300,9 +340,10 @@ impl TestCluster {
             .collect()
     }
 
-    /// `node`'s Kafka listener, `127.0.0.1:PORT`.
+    /// `node`'s Kafka listener, `127.0.0.1:PORT` (its namespace's address with
+    /// [`ClusterOptions::netns`]).
     pub fn kafka_addr(&self, node: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[node].kafka_port)
+        format!("{}:{}", self.nodes[node].host, self.nodes[node].kafka_port)
     }
 
     /// `node`'s Kafka listener as a socket address.
@@ -312,12 +353,15 @@ impl TestCluster {
 
     /// `node`'s controller listener, `127.0.0.1:PORT`.
     pub fn controller_addr(&self, node: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[node].controller_port)
+        format!(
+            "{}:{}",
+            self.nodes[node].host, self.nodes[node].controller_port
+        )
     }
 
     /// `node`'s admin HTTP listener, `127.0.0.1:PORT`.
     pub fn admin_addr(&self, node: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[node].admin_port)
+        format!("{}:{}", self.nodes[node].host, self.nodes[node].admin_port)
     }
 
     /// The voters as every node was given them (`controller_quorum_voters`).
@@ -388,6 +432,55 @@ impl TestCluster {
         for mut child in children.into_iter() {
             let _ = child.kill();
             child.wait().expect("wait after SIGKILL");
+        }
+    }
+
+    /// Stops `node` with SIGSTOP (it keeps its sockets; peers see it hang, not go away).
+    pub fn pause(&self, node: usize) {
+        let child = self.nodes[node]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
+        signal(child, libc::SIGSTOP);
+    }
+
+    /// Lets a paused `node` go on (SIGCONT).
+    pub fn resume(&self, node: usize) {
+        let child = self.nodes[node]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
+        signal(child, libc::SIGCONT);
+    }
+
+    /// Cuts `node` off from every other node, both ways, clients still reaching it (needs
+    /// [`ClusterOptions::netns`]).
+    pub fn isolate(&mut self, node: usize) {
+        let fabric = self
+            .fabric
+            .as_mut()
+            .expect("isolate needs ClusterOptions::netns");
+        if let Err(e) = fabric.isolate(node) {
+            self.fail(&format!("isolating node {node}: {e}"));
+        }
+    }
+
+    /// Cuts the link between nodes `a` and `b` only, both ways (needs
+    /// [`ClusterOptions::netns`]).
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        let fabric = self
+            .fabric
+            .as_mut()
+            .expect("cut_link needs ClusterOptions::netns");
+        if let Err(e) = fabric.cut(a, b) {
+            self.fail(&format!("cutting nodes {a} and {b} apart: {e}"));
+        }
+    }
+
+    /// Removes every cut [`TestCluster::isolate`] or [`TestCluster::cut_link`] made.
+    pub fn heal_network(&mut self) {
+        if let Some(Err(e)) = self.fabric.as_mut().map(|f| f.heal()) {
+            self.fail(&format!("healing the network: {e}"));
         }
     }
 

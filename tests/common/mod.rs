@@ -36,6 +36,7 @@ use rdkafka::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 pub mod cluster;
+pub mod netns;
 pub mod proxy;
 
 /// How long a broker may take from spawn to answering a metadata request.
@@ -838,6 +839,16 @@ pub fn config_file(settings: &str) -> (tempfile::TempDir, PathBuf) {
 /// info unless RUST_LOG says otherwise, and killed when the thread that spawned it exits
 /// (PR_SET_PDEATHSIG: no broker outlives a test).
 pub fn spawn_broker_process(bin: &Path, args: &[String], log_path: &Path) -> Child {
+    spawn_broker_process_in(bin, args, log_path, None)
+}
+
+/// Like [`spawn_broker_process`], in `node`'s network namespace of a fabric when given.
+pub fn spawn_broker_process_in(
+    bin: &Path,
+    args: &[String],
+    log_path: &Path,
+    netns: Option<(&netns::Fabric, usize)>,
+) -> Child {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -857,6 +868,11 @@ pub fn spawn_broker_process(bin: &Path, args: &[String], log_path: &Path) -> Chi
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
+    }
+    if let Some((fabric, node)) = netns {
+        fabric
+            .enter(node, &mut cmd)
+            .unwrap_or_else(|e| panic!("enter node {node}'s network namespace: {e}"));
     }
     cmd.spawn()
         .unwrap_or_else(|e| panic!("spawn {bin:?} {args:?}: {e}"))

@@ -61,6 +61,7 @@ mod diskrec_recovery;
 mod enospc;
 mod epochs_broker;
 mod fetch_sessions;
+mod faults;
 mod fetchadmin_admin;
 mod fetchadmin_configs;
 mod fetchadmin_fetch;
