@@ -21,6 +21,7 @@ pub mod member;
 pub mod metadata;
 pub mod offsets;
 pub mod placement;
+pub mod reassignment;
 pub mod store;
 pub mod topic_config;
 pub mod txn;

@@ -1039,6 +1039,7 @@ mod tests {
                     leader_epoch: version as i32,
                     isr: vec![l],
                     partition_epoch: 0,
+                    reassignment: None,
                 })
                 .collect(),
         };
@@ -1072,6 +1073,7 @@ mod tests {
                 leader_epoch: version as i32,
                 isr: isr.to_vec(),
                 partition_epoch: version as i32,
+                reassignment: None,
             }],
         };
         m.topics.insert("r".into(), topic);
