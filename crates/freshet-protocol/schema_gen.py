@@ -33,6 +33,7 @@ REQUESTS = {
     "offset_for_leader_epoch_request": 23,
     "describe_client_quotas_request": 48, "alter_client_quotas_request": 49,
     "describe_acls_request": 29, "create_acls_request": 30, "delete_acls_request": 31,
+    "alter_partition_reassignments_request": 45, "list_partition_reassignments_request": 46,
 }
 
 DECODE = re.compile(
