@@ -141,9 +141,11 @@ fn refused_each(named: &[(String, i32)], why: &MetadataError) -> Vec<PartitionOu
 
 /// The Alter answer listing `outcomes`, grouped by topic in order of first appearance.
 fn alter_answer(outcomes: Vec<PartitionOutcome>) -> AlterPartitionReassignmentsResponse {
-    let mut response = AlterPartitionReassignmentsResponse::default();
+    let mut response = AlterPartitionReassignmentsResponse::default().with_error_message(None);
     for (topic, partition, result) in outcomes {
-        let mut p = ReassignablePartitionResponse::default().with_partition_index(partition);
+        let mut p = ReassignablePartitionResponse::default()
+            .with_partition_index(partition)
+            .with_error_message(None);
         if let Err(e) = result {
             p.error_code = e.code.code();
             p.error_message = Some(str_bytes(e.message));
@@ -201,7 +203,7 @@ pub fn list_answer(
             &every
         }
     };
-    let mut response = ListPartitionReassignmentsResponse::default();
+    let mut response = ListPartitionReassignmentsResponse::default().with_error_message(None);
     let mut listed = 0;
     for (topic, partitions) in wanted {
         let mut ongoing = Vec::new();

@@ -73,6 +73,7 @@ mod partitions_limits;
 mod quorum_log;
 mod quorum_node;
 mod quota_cli;
+mod reassign;
 mod repl_control;
 mod replication;
 mod sim_runner;
