@@ -9,7 +9,8 @@
 //!   reassignment completes; every record is then read from each broker in turn as leader.
 //! - `a_partition_moves_off_a_broker_and_a_stuck_move_is_listed_and_cancelled`: [0, 1] ->
 //!   [1, 2] completes and deletes the replica on broker 0; a move to a stopped broker stays
-//!   in progress, is listed (replicas, adding, removing) and cancelled back; Kafka's errors.
+//!   in progress, is listed (replicas, adding, removing) and cancelled back, through
+//!   `freshet topic reassign`; Kafka's errors.
 
 use crate::common;
 
@@ -377,7 +378,13 @@ fn a_partition_moves_off_a_broker_and_a_stuck_move_is_listed_and_cancelled() {
 
         // A move to a stopped broker cannot finish: listed, then cancelled.
         cluster.stop(0);
-        assert_eq!(reassign(&cluster, 1, "move", 0, Some(&[1, 0])).1, 0);
+        let out = freshet_cli(
+            &cluster,
+            1,
+            &["topic", "reassign", "move", "-p", "0", "--replicas", "1,0"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("started"));
         let key = ("move".to_string(), 0);
         cluster.wait_until(
             PROPAGATION_WITHIN,
@@ -393,10 +400,38 @@ fn a_partition_moves_off_a_broker_and_a_stuck_move_is_listed_and_cancelled() {
             },
         );
         std::thread::sleep(Duration::from_secs(1));
-        assert!(list(&cluster, 1).contains_key(&key), "still in progress");
-        assert_eq!(reassign(&cluster, 2, "move", 0, None).1, 0, "cancelled");
+        let out = freshet_cli(&cluster, 2, &["topic", "reassign", "--list"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("move") && text.contains("1,0,2"),
+            "still in progress: {text}"
+        );
+        let cancel = ["topic", "reassign", "move", "-p", "0", "--cancel"];
+        let out = freshet_cli(&cluster, 2, &cancel);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
         wait_assignment(&cluster, "move", &[1, 2], Some(1), PROPAGATION_WITHIN);
         assert!(list(&cluster, 1).is_empty());
+        let out = freshet_cli(&cluster, 1, &cancel);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("NO_REASSIGNMENT_IN_PROGRESS"));
         check_reads(&cluster, 1, "move", &acked, 0);
     });
+}
+
+/// Runs the `freshet` CLI against `node`.
+fn freshet_cli(cluster: &TestCluster, node: usize, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(common::broker_bin())
+        .args(args)
+        .env("FRESHET_BROKERS", cluster.kafka_addr(node))
+        .output()
+        .expect("run freshet");
+    eprintln!(
+        "freshet {args:?}: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
