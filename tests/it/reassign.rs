@@ -435,3 +435,83 @@ fn freshet_cli(cluster: &TestCluster, node: usize, args: &[&str]) -> std::proces
     );
     out
 }
+
+/// Catch-up speed of a new replica: `FRESHET_CATCH_UP_MB` (default 200) MB produced to a
+/// replication factor 1 partition on broker 0, then reassigned to [0, 1]; the time from the
+/// AlterPartitionReassignments answer until broker 1 is in the ISR (the reassignment
+/// completed), and the bytes of the leader's partition directory over it. Run:
+/// `cargo build --release --bin freshet && FRESHET_BIN=target/release/freshet cargo test --test it -- --ignored reassign::measure --nocapture`.
+#[test]
+#[ignore = "a measurement (a minute or more): run with --ignored"]
+fn measure_catch_up_of_a_new_replica() {
+    within(Duration::from_secs(900), || {
+        let mb: usize = std::env::var("FRESHET_CATCH_UP_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let cluster = TestCluster::start(3, options());
+        create_on(&cluster, "catch-up", &[0]);
+        wait_assignment(&cluster, "catch-up", &[0], Some(0), PROPAGATION_WITHIN);
+        let rt = runtime();
+        let producer: FutureProducer = cluster
+            .client_config(&[0])
+            .set("acks", "1")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("compression.type", "none")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .expect("producer");
+        let value = vec![b'x'; 1000];
+        let records = mb * 1000;
+        let started = Instant::now();
+        let mut pending = std::collections::VecDeque::new();
+        for _ in 0..records {
+            let f = producer.send(
+                FutureRecord::<(), _>::to("catch-up")
+                    .partition(0)
+                    .payload(&value),
+                Duration::from_secs(120),
+            );
+            pending.push_back(f);
+            if pending.len() >= 20_000 {
+                let f = pending.pop_front().expect("pending");
+                if let Err((e, _)) = rt.block_on(f) {
+                    cluster.fail(&format!("produce: {e}"));
+                }
+            }
+        }
+        for f in pending {
+            if let Err((e, _)) = rt.block_on(f) {
+                cluster.fail(&format!("produce: {e}"));
+            }
+        }
+        eprintln!("produced {mb} MB in {:?}", started.elapsed());
+        let dir = cluster.data_dir(0).join("catch-up-0");
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .expect("partition dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let started = Instant::now();
+        assert_eq!(reassign(&cluster, 0, "catch-up", 0, Some(&[0, 1])).1, 0);
+        cluster.wait_until(Duration::from_secs(600), "broker 1 in sync", || {
+            let (_, replicas, isr) = partition_seen_by(&cluster, 0, "catch-up")?;
+            if replicas == [0, 1] && isr.contains(&1) {
+                Ok(())
+            } else {
+                Err(format!("replicas {replicas:?} isr {isr:?}"))
+            }
+        });
+        let took = started.elapsed();
+        let mbps = bytes as f64 / 1e6 / took.as_secs_f64();
+        println!(
+            "catch-up: {:.1} MB of log in {:.2} s = {mbps:.0} MB/s (new replica from empty to in sync)",
+            bytes as f64 / 1e6,
+            took.as_secs_f64()
+        );
+    });
+}
