@@ -903,6 +903,12 @@ impl ClusterMetadata {
         let Some(target) = target else {
             return Ok(base);
         };
+        if target.len() > BROKERS_MAX {
+            return Err(MetadataError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("A replica list has at most {BROKERS_MAX} brokers."),
+            ));
+        }
         check_replica_list(target, |b| self.brokers.contains_key(&b), None)?;
         if !allow_replication_factor_change && target.len() != base.replicas.len() {
             return Err(MetadataError::new(
@@ -3446,7 +3452,8 @@ mod tests {
             code(&m, &reassign(0, None)),
             ResponseError::NoReassignmentInProgress
         );
-        for bad in [&[][..], &[0, 0][..], &[0, 9][..]] {
+        let huge: Vec<i32> = (0..(BROKERS_MAX as i32 + 1)).collect();
+        for bad in [&[][..], &[0, 0][..], &[0, 9][..], &huge[..]] {
             assert_eq!(
                 code(&m, &reassign(0, Some(bad))),
                 ResponseError::InvalidReplicaAssignment
