@@ -37,6 +37,7 @@ REQUESTS = {
     "share_fetch_request": 78, "share_acknowledge_request": 79,
     "describe_share_group_offsets_request": 90, "alter_share_group_offsets_request": 91,
     "delete_share_group_offsets_request": 92,
+    "alter_partition_reassignments_request": 45, "list_partition_reassignments_request": 46,
 }
 
 DECODE = re.compile(

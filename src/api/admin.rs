@@ -2,7 +2,7 @@
 //!
 //! [`handle`] dispatches to one module per API (`create_topics`, `delete_topics`,
 //! `create_partitions`, `configs`, `delete_records`, `describe_cluster`, `describe_log_dirs`,
-//! `describe_quorum`, `describe_topic_partitions`, `elect_leaders`).
+//! `describe_quorum`, `describe_topic_partitions`, `elect_leaders`, `partition_reassignments`).
 //! This module also holds what they share: small helpers (duplicate detection, manual
 //! replica-assignment checks, config resource types).
 //!
@@ -40,6 +40,12 @@ pub async fn handle(shard: &Rc<Shard>, api_key: ApiKey, request: ParsedRequest) 
             super::describe_topic_partitions::handle(shard, request).await
         }
         ApiKey::ElectLeaders => super::elect_leaders::handle(shard, request).await,
+        ApiKey::AlterPartitionReassignments => {
+            super::partition_reassignments::handle_alter(shard, request).await
+        }
+        ApiKey::ListPartitionReassignments => {
+            super::partition_reassignments::handle_list(shard, request).await
+        }
         // `classify_request` only lets through what `protocol::versions` lists, and every
         // listed API has a handler; a key that gets here is a table/dispatch mismatch.
         _ => Outcome::Close(format!("{api_key:?} is not implemented")),

@@ -452,6 +452,7 @@ mod tests {
                     leader_epoch: 4,
                     isr: vec![0, 1],
                     partition_epoch: 7,
+                    reassignment: None,
                 })
                 .collect(),
         };

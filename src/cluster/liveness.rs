@@ -9,7 +9,10 @@
 //!
 //! - [`BrokerSessions::on_heartbeat`] records the heartbeat and says which metadata change it
 //!   calls for: `RegisterBroker` for a node not registered, a new incarnation (a restart) or a
-//!   changed listener or rack; `FenceBroker` for a broker that is shutting down (Kafka's
+//!   changed listener or rack; for a new incarnation of a broker registered unfenced under an
+//!   incarnation this controller heard from (a restart within its session, Kafka's unclean
+//!   shutdown) `FenceBroker` first, so that its partitions move on to a new leader epoch
+//!   before it registers again; `FenceBroker` for a broker that is shutting down (Kafka's
 //!   controlled shutdown); `UnfenceBroker` for a fenced broker that heartbeats again; nothing
 //!   for the usual heartbeat of a live broker, so heartbeats write nothing to the log.
 //! - [`BrokerSessions::expired`] gives `FenceBroker` for every unfenced broker silent for
@@ -39,6 +42,9 @@ pub struct BrokerSessions {
     session_timeout_ms: u64,
     /// When each broker was last heard from (or when its session started).
     last_heard_ms: BTreeMap<i32, u64>,
+    /// The incarnation each broker was last heard from under, by this controller (a broker
+    /// registered before this controller was elected has none until it heartbeats).
+    heard_incarnation: BTreeMap<i32, uuid::Uuid>,
 }
 
 /// The registration a heartbeat asks for (fenced when the broker is shutting down).
@@ -62,6 +68,7 @@ impl BrokerSessions {
         BrokerSessions {
             session_timeout_ms,
             last_heard_ms: metadata.brokers.keys().map(|&id| (id, now_ms)).collect(),
+            heard_incarnation: BTreeMap::new(),
         }
     }
 
@@ -81,12 +88,26 @@ impl BrokerSessions {
             return None;
         }
         self.last_heard_ms.insert(node_id, now_ms);
+        let heard_before = self
+            .heard_incarnation
+            .insert(node_id, heartbeat.incarnation_id);
         let Some(current) = registered else {
             return (!heartbeat.shutting_down).then(|| MetadataCommand::RegisterBroker {
                 registration: registration_of(heartbeat),
             });
         };
-        let moved = current.incarnation_id != heartbeat.incarnation_id
+        let restarted = current.incarnation_id != heartbeat.incarnation_id;
+        // Only a registration this controller heard alive counts as a live session (a
+        // single node's bootstrap registration, or one from before this controller, does not:
+        // a single node restarting keeps its partitions as before).
+        let live_session = heard_before == Some(current.incarnation_id);
+        if restarted && live_session && !current.fenced {
+            // A restart within the session (Kafka refuses the new registration until the old
+            // session is over and treats it as an unclean shutdown): fenced first, so its
+            // partitions get a new leader epoch; the next heartbeat registers it again.
+            return Some(MetadataCommand::FenceBroker { node_id });
+        }
+        let moved = restarted
             || current.host != heartbeat.host
             || current.port != heartbeat.port
             || current.rack != heartbeat.rack
@@ -118,6 +139,9 @@ impl BrokerSessions {
         self.last_heard_ms.retain(|node_id, last| {
             metadata.brokers.contains_key(node_id) || now_ms.saturating_sub(*last) < timeout
         });
+        let tracked = &self.last_heard_ms;
+        self.heard_incarnation
+            .retain(|node_id, _| tracked.contains_key(node_id));
         fence
     }
 
@@ -200,6 +224,12 @@ mod tests {
         let mut sessions = BrokerSessions::new(TIMEOUT_MS, 0, &metadata);
         let register = sessions.on_heartbeat(&heartbeat(1, 1), 0, &metadata);
         apply(&mut metadata, register);
+        let fenced = sessions.on_heartbeat(&heartbeat(1, 2), 1, &metadata);
+        assert!(matches!(
+            fenced,
+            Some(MetadataCommand::FenceBroker { node_id: 1 })
+        ));
+        apply(&mut metadata, fenced);
         let restarted = sessions.on_heartbeat(&heartbeat(1, 2), 1, &metadata);
         assert!(
             matches!(&restarted, Some(MetadataCommand::RegisterBroker { registration }) if registration.incarnation_id == Uuid::from_u128(2))
@@ -221,6 +251,58 @@ mod tests {
 
     /// A silent broker is fenced after the session timeout (once, not on every tick); its
     /// next heartbeat unfences it.
+    /// A broker restarted within its session (a new incarnation while registered unfenced) is
+    /// fenced first, as Kafka's unclean-shutdown handling, so its partitions change leader
+    /// epoch (the restarted process must not lead at the epoch of the one that died); its
+    /// next heartbeat registers it again and gives it back the partitions left leaderless.
+    #[test]
+    fn a_restart_within_the_session_is_fenced_first_so_leader_epochs_move() {
+        let mut metadata = ClusterMetadata::default();
+        let mut sessions = BrokerSessions::new(TIMEOUT_MS, 0, &metadata);
+        let register = sessions.on_heartbeat(&heartbeat(1, 1), 0, &metadata);
+        apply(&mut metadata, register);
+        metadata = metadata
+            .apply(&MetadataCommand::CreateTopic {
+                name: "t".into(),
+                partitions: 1,
+                configs: Default::default(),
+                replication_factor: 1,
+                assignments: None,
+            })
+            .unwrap();
+        let before = metadata.partition("t", 0).unwrap().clone();
+        assert_eq!(before.leader, 1);
+        let first = sessions.on_heartbeat(&heartbeat(1, 2), 100, &metadata);
+        assert!(
+            matches!(first, Some(MetadataCommand::FenceBroker { node_id: 1 })),
+            "{first:?}"
+        );
+        apply(&mut metadata, first);
+        let again = sessions.on_heartbeat(&heartbeat(1, 2), 400, &metadata);
+        assert!(
+            matches!(&again, Some(MetadataCommand::RegisterBroker { registration }) if registration.incarnation_id == Uuid::from_u128(2) && !registration.fenced),
+            "{again:?}"
+        );
+        apply(&mut metadata, again);
+        let after = metadata.partition("t", 0).unwrap();
+        assert_eq!(after.leader, 1, "led by the restarted broker again");
+        assert!(
+            after.leader_epoch > before.leader_epoch,
+            "{before:?} -> {after:?}"
+        );
+        assert!(sessions
+            .on_heartbeat(&heartbeat(1, 2), 700, &metadata)
+            .is_none());
+        // A registration this controller never heard alive (a single node's bootstrap one, or
+        // one from before this controller) is replaced at once, as before.
+        let mut fresh = BrokerSessions::new(TIMEOUT_MS, 800, &metadata);
+        let replaced = fresh.on_heartbeat(&heartbeat(1, 3), 900, &metadata);
+        assert!(
+            matches!(&replaced, Some(MetadataCommand::RegisterBroker { registration }) if registration.incarnation_id == Uuid::from_u128(3)),
+            "{replaced:?}"
+        );
+    }
+
     #[test]
     fn silence_fences_and_a_heartbeat_unfences() {
         let mut metadata = ClusterMetadata::default();
@@ -365,6 +447,16 @@ mod tests {
                     let next = next.unwrap();
                     proptest::prop_assert!(next.check_transition_from(&metadata).is_ok());
                     metadata = next;
+                    // A restart within the session is fenced first: the broker's next
+                    // heartbeat registers it again.
+                    if action <= 2 && matches!(command, MetadataCommand::FenceBroker { .. }) {
+                        let hb = heartbeat(node, incarnation);
+                        if let Some(again) = sessions.on_heartbeat(&hb, now, &metadata) {
+                            let next = metadata.apply(&again);
+                            proptest::prop_assert!(next.is_ok(), "{:?} refused: {:?}", again, next);
+                            metadata = next.unwrap();
+                        }
+                    }
                 }
                 if action <= 2 {
                     proptest::prop_assert!(!metadata.brokers[&node].fenced);

@@ -66,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::invariants::{debug_check, ensure, Violation};
+pub use super::reassignment::Reassignment;
 use super::{broker_config, topic_config};
 use crate::coordinator::placement;
 use crate::security::acl::{AclBinding, ACLS_MAX};
@@ -101,7 +102,7 @@ pub struct TopicMeta {
 
 /// Where one partition lives: its replicas (brokers, in preference order), its leader and
 /// leader epoch, its in-sync replicas (Kafka's `PartitionRecord`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionAssignment {
     pub replicas: Vec<i32>,
     /// The broker that leads the partition, or -1 when none can (every replica fenced).
@@ -114,6 +115,10 @@ pub struct PartitionAssignment {
     /// cannot undo it. 0 in records written before replication.
     #[serde(default)]
     pub partition_epoch: i32,
+    /// The reassignment in progress, if any (AlterPartitionReassignments;
+    /// `coordinator::reassignment`). Absent in records written before reassignments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
 }
 
 impl PartitionAssignment {
@@ -423,6 +428,21 @@ pub enum MetadataCommand {
     /// longer there are skipped.
     DeleteAcls {
         acls: Vec<AclBinding>,
+    },
+    /// AlterPartitionReassignments (API 45) for one partition, as Kafka's
+    /// `ReplicationControlManager.alterPartitionReassignment`: no such topic or partition:
+    /// UNKNOWN_TOPIC_OR_PARTITION; `target` `None` cancels (NO_REASSIGNMENT_IN_PROGRESS when
+    /// none is, INVALID_REPLICA_ASSIGNMENT when the revert needs an unclean election the
+    /// topic does not allow); `Some` must be a valid replica list (INVALID_REPLICA_ASSIGNMENT,
+    /// `check_replica_list`) and, without `allow_replication_factor_change`, as long as the
+    /// current replicas (INVALID_REPLICATION_FACTOR). A reassignment in progress is reverted
+    /// first. Accepted, a [`MetadataRecord::PartitionChanged`] (see `coordinator::reassignment`).
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        #[serde(default)]
+        allow_replication_factor_change: bool,
     },
 }
 
@@ -868,7 +888,71 @@ impl ClusterMetadata {
                 Ok(())
             }
             MetadataCommand::DeleteAcls { .. } => Ok(()),
+            MetadataCommand::AlterReassignment { .. } => self.reassigned(command).map(|_| ()),
         }
+    }
+
+    /// The assignment a [`MetadataCommand::AlterReassignment`] gives its partition, or why
+    /// there is none (see the variant and `coordinator::reassignment`). Pure.
+    pub fn reassigned(
+        &self,
+        command: &MetadataCommand,
+    ) -> Result<PartitionAssignment, MetadataError> {
+        let MetadataCommand::AlterReassignment {
+            topic,
+            partition,
+            target,
+            allow_replication_factor_change,
+        } = command
+        else {
+            unreachable!("called for AlterReassignment only");
+        };
+        let Some(current) = self.partition(topic, *partition) else {
+            let why = if self.topics.contains_key(topic) {
+                format!("Unable to find partition {topic}:{partition}.")
+            } else {
+                format!("Unable to find a topic named {topic}.")
+            };
+            return Err(MetadataError::new(
+                ResponseError::UnknownTopicOrPartition,
+                why,
+            ));
+        };
+        let live = |b: i32| self.brokers.get(&b).is_some_and(|r| !r.fenced);
+        if target.is_none() && current.reassignment.is_none() {
+            return Err(MetadataError::new(
+                ResponseError::NoReassignmentInProgress,
+                "No partition reassignment is in progress.",
+            ));
+        }
+        let unclean_ok = self.unclean_leader_election_enabled(topic);
+        let base = super::reassignment::revert(current, unclean_ok, live).map_err(|why| {
+            MetadataError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("{topic}-{partition}: {why}"),
+            )
+        })?;
+        let Some(target) = target else {
+            return Ok(base);
+        };
+        if target.len() > BROKERS_MAX {
+            return Err(MetadataError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("A replica list has at most {BROKERS_MAX} brokers."),
+            ));
+        }
+        check_replica_list(target, |b| self.brokers.contains_key(&b), None)?;
+        if !allow_replication_factor_change && target.len() != base.replicas.len() {
+            return Err(MetadataError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "The replication factor is changed from {} to {}",
+                    base.replicas.len(),
+                    target.len()
+                ),
+            ));
+        }
+        Ok(super::reassignment::start(&base, target, live))
     }
 
     /// The quotas of `entity` after `ops` (AlterClientQuota), or why they are refused.
@@ -1380,6 +1464,14 @@ impl ClusterMetadata {
                     .expect("checked: the partition exists");
                 assignment.isr = new_isr.clone();
                 assignment.partition_epoch = assignment.partition_epoch.saturating_add(1);
+                // The last adding replica in sync completes a reassignment, in the same record.
+                let live = |b: i32| self.brokers.get(&b).is_some_and(|r| !r.fenced);
+                let mut completed = assignment.clone();
+                if super::reassignment::complete_if_ready(&mut completed, live) {
+                    // One change: the epochs move once from the current assignment.
+                    completed.partition_epoch = assignment.partition_epoch;
+                    assignment = completed;
+                }
                 MetadataRecord::PartitionChanged {
                     topic: topic.clone(),
                     partition: *partition,
@@ -1421,6 +1513,13 @@ impl ClusterMetadata {
                     .filter(|a| self.acls.contains(*a))
                     .cloned()
                     .collect(),
+            },
+            MetadataCommand::AlterReassignment {
+                topic, partition, ..
+            } => MetadataRecord::PartitionChanged {
+                topic: topic.clone(),
+                partition: *partition,
+                assignment: self.reassigned(command)?,
             },
         })
     }
@@ -1643,6 +1742,18 @@ impl ClusterMetadata {
                     p.leader,
                     p.isr
                 );
+                if let Some(r) = &p.reassignment {
+                    let within = |l: &[i32]| l.iter().all(|b| p.replicas.contains(b));
+                    ensure!(
+                        (!r.adding.is_empty() || !r.removing.is_empty())
+                            && within(&r.adding)
+                            && within(&r.removing)
+                            && !r.adding.iter().any(|b| r.removing.contains(b))
+                            && r.removing.len() < p.replicas.len(),
+                        "{name}-{index}: reassignment {r:?} of replicas {:?}",
+                        p.replicas
+                    );
+                }
                 ensure!(
                     p.leader_epoch >= 0 && p.partition_epoch >= 0,
                     "{name}-{index}: leader epoch {}, partition epoch {}",
@@ -1704,8 +1815,10 @@ impl ClusterMetadata {
                 t.assignment.len()
             );
             for (index, (p, q)) in old.assignment.iter().zip(&t.assignment).enumerate() {
+                // Replicas change only through a reassignment, with a new partition epoch
+                // (checked below).
                 ensure!(
-                    q.replicas == p.replicas && q.leader_epoch >= p.leader_epoch,
+                    q.leader_epoch >= p.leader_epoch,
                     "{name}-{index}: replicas {:?} epoch {} became {:?} epoch {}",
                     p.replicas,
                     p.leader_epoch,
@@ -1854,6 +1967,7 @@ impl ClusterMetadata {
                     isr,
                     replicas,
                     partition_epoch: 0,
+                    reassignment: None,
                 }
             })
             .collect())
@@ -1898,6 +2012,7 @@ impl ClusterMetadata {
                         leader_epoch: 0,
                         isr: vec![id],
                         partition_epoch: 0,
+                        reassignment: None,
                     })
                     .collect();
             }
@@ -3307,6 +3422,125 @@ mod tests {
         }));
     }
 
+    fn reassign(partition: i32, target: Option<&[i32]>) -> MetadataCommand {
+        MetadataCommand::AlterReassignment {
+            topic: "t".into(),
+            partition,
+            target: target.map(<[i32]>::to_vec),
+            allow_replication_factor_change: true,
+        }
+    }
+
+    /// rf 1 -> 3 through AlterReassignment: the replicas grow at once with both new ones
+    /// adding; the leader's AlterPartition that brings the last one in sync completes it in
+    /// the same record.
+    #[test]
+    fn a_reassignment_grows_and_completes_with_the_isr() {
+        let m = cluster(&[0, 1, 2])
+            .apply(&create_with("t", 1, 1, Some(vec![vec![0]])))
+            .unwrap();
+        let grown = m.apply(&reassign(0, Some(&[0, 1, 2]))).unwrap();
+        let a = grown.partition("t", 0).unwrap().clone();
+        assert_eq!(a.replicas, vec![0, 1, 2]);
+        assert_eq!(a.isr, vec![0]);
+        assert_eq!(a.reassignment.as_ref().unwrap().adding, vec![1, 2]);
+        let half = grown
+            .apply(&MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 0,
+                leader_epoch: a.leader_epoch,
+                partition_epoch: a.partition_epoch,
+                new_isr: vec![0, 1],
+            })
+            .unwrap();
+        let b = half.partition("t", 0).unwrap().clone();
+        assert!(b.reassignment.is_some(), "2 is not in sync yet");
+        let done = half
+            .apply(&MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 0,
+                leader_epoch: b.leader_epoch,
+                partition_epoch: b.partition_epoch,
+                new_isr: vec![0, 1, 2],
+            })
+            .unwrap();
+        let c = done.partition("t", 0).unwrap();
+        assert_eq!(c.reassignment, None);
+        assert_eq!(
+            (c.replicas.clone(), c.isr.clone()),
+            (vec![0, 1, 2], vec![0, 1, 2])
+        );
+        assert_eq!(
+            c.partition_epoch,
+            b.partition_epoch + 1,
+            "one change, one epoch"
+        );
+        assert_eq!(c.leader_epoch, a.leader_epoch);
+        assert_eq!(done.topics["t"].replication_factor(), 3);
+    }
+
+    /// Kafka's errors: unknown topic or partition, cancel with nothing in progress, bad
+    /// lists, a replication factor change not allowed; a cancel restores the replicas.
+    #[test]
+    fn reassignment_refusals_and_cancel_follow_kafka() {
+        let m = rf3(2);
+        let code = |m: &ClusterMetadata, c: &MetadataCommand| m.apply(c).unwrap_err().code;
+        let mut unknown = reassign(0, Some(&[0]));
+        if let MetadataCommand::AlterReassignment { topic, .. } = &mut unknown {
+            *topic = "nope".into();
+        }
+        assert_eq!(code(&m, &unknown), ResponseError::UnknownTopicOrPartition);
+        assert_eq!(
+            code(&m, &reassign(5, Some(&[0]))),
+            ResponseError::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            code(&m, &reassign(0, None)),
+            ResponseError::NoReassignmentInProgress
+        );
+        let huge: Vec<i32> = (0..(BROKERS_MAX as i32 + 1)).collect();
+        for bad in [&[][..], &[0, 0][..], &[0, 9][..], &huge[..]] {
+            assert_eq!(
+                code(&m, &reassign(0, Some(bad))),
+                ResponseError::InvalidReplicaAssignment
+            );
+        }
+        let fixed_rf = MetadataCommand::AlterReassignment {
+            topic: "t".into(),
+            partition: 0,
+            target: Some(vec![0]),
+            allow_replication_factor_change: false,
+        };
+        assert_eq!(code(&m, &fixed_rf), ResponseError::InvalidReplicationFactor);
+        let m = cluster(&[0, 1, 2, 3])
+            .apply(&create_with("t", 1, 2, Some(vec![vec![0, 1]])))
+            .unwrap();
+        let before = m.partition("t", 0).unwrap().clone();
+        let moving = m.apply(&reassign(0, Some(&[2, 3]))).unwrap();
+        assert_eq!(moving.partition("t", 0).unwrap().replicas, vec![2, 3, 0, 1]);
+        let cancelled = moving.apply(&reassign(0, None)).unwrap();
+        let after = cancelled.partition("t", 0).unwrap();
+        assert_eq!(
+            (after.replicas.clone(), after.isr.clone()),
+            (before.replicas, before.isr)
+        );
+        assert_eq!(after.reassignment, None);
+        cancelled.check_transition_from(&moving).unwrap();
+        // A new target over one in progress starts from the reverted assignment.
+        let again = moving.apply(&reassign(0, Some(&[1, 3]))).unwrap();
+        let a = again.partition("t", 0).unwrap();
+        assert_eq!(a.replicas, vec![1, 3, 0]);
+        assert_eq!(
+            a.reassignment,
+            Some(Reassignment {
+                adding: vec![3],
+                removing: vec![0]
+            })
+        );
+    }
+
     /// Random commands of every kind. Longer than most functions: one strategy per command
     /// kind, kept together so that the mix is visible in one place.
     fn command() -> impl proptest::strategy::Strategy<Value = MetadataCommand> {
@@ -3411,6 +3645,19 @@ mod tests {
                     },
                 }
             }),
+            (
+                0..2i32,
+                proptest::option::of(proptest::collection::vec(0..5i32, 0..4)),
+                proptest::bool::ANY
+            )
+                .prop_map(|(partition, target, allow_replication_factor_change)| {
+                    MetadataCommand::AlterReassignment {
+                        topic: "a".into(),
+                        partition,
+                        target,
+                        allow_replication_factor_change,
+                    }
+                }),
             proptest::bool::ANY.prop_map(|on| MetadataCommand::SetConfigs {
                 name: "a".into(),
                 configs: [("unclean.leader.election.enable".to_string(), on.to_string())].into(),

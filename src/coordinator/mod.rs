@@ -23,6 +23,7 @@ pub mod member;
 pub mod metadata;
 pub mod offsets;
 pub mod placement;
+pub mod reassignment;
 pub mod share_group;
 pub mod share_partition;
 pub mod store;

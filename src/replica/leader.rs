@@ -223,6 +223,7 @@ mod tests {
             leader_epoch: 3,
             isr: isr.to_vec(),
             partition_epoch: isr.len() as i32,
+            reassignment: None,
         }
     }
 

@@ -409,7 +409,7 @@ impl Shard {
 
     async fn reconcile(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
         self.delete_vanished(previous, next);
-        self.close_moved_away(next);
+        self.close_moved_away(previous, next);
         // A change of the dynamic broker log configs reaches every topic (Kafka's
         // `DynamicLogConfig.reconfigure`); those with their own override keep it.
         let defaults_changed =
@@ -480,9 +480,12 @@ impl Shard {
     }
 
     /// Partitions of which this broker is no longer a replica are closed in the background;
-    /// their files stay. Until the close is done, the partition is not opened again (see
-    /// [`Shard::await_deletion`]).
-    fn close_moved_away(self: &Rc<Self>, next: &ClusterMetadata) {
+    /// their files stay, except when a reassignment took the replica away (`previous` listed
+    /// this broker among the replicas of the same topic, `next` does not: Kafka's StopReplica
+    /// with deletion), whose files are deleted. Until the close is done, the partition is not
+    /// opened again (see [`Shard::await_deletion`]). Requests still waiting on it (acks=all)
+    /// see it as no longer led here.
+    fn close_moved_away(self: &Rc<Self>, previous: &ClusterMetadata, next: &ClusterMetadata) {
         let moved: Vec<TopicPartition> = self
             .partitions
             .borrow()
@@ -490,11 +493,32 @@ impl Shard {
             .filter(|(topic, p)| next.topics.contains_key(topic) && !self.hosts(next, topic, *p))
             .cloned()
             .collect();
+        let node = self.config.node_id;
         for key in moved {
             let partition = self.partitions.borrow_mut().remove(&key);
             let Some(partition) = partition else {
                 continue;
             };
+            *partition.role.borrow_mut() = replication::Role::Follower {
+                leader: -1,
+                leader_epoch: -1,
+            };
+            let reassigned_away = match (previous.topics.get(&key.0), next.topics.get(&key.0)) {
+                (Some(old), Some(new)) if old.id == new.id && !next.brokers.is_empty() => {
+                    usize::try_from(key.1)
+                        .ok()
+                        .and_then(|i| old.assignment.get(i))
+                        .is_some_and(|a| a.replicas.contains(&node))
+                }
+                _ => false,
+            };
+            if reassigned_away {
+                tracing::info!(topic = %key.0, partition = key.1, "reassigned away from this broker; deleting the replica");
+                partition.hw_changed.notify_all();
+                self.fetchers.changed.notify_all();
+                self.delete_in_background(key, partition);
+                continue;
+            }
             partition.hw_changed.notify_all();
             tracing::info!(topic = %key.0, partition = key.1, "no longer a replica here; closing the partition (files kept)");
             let done = Notify::new();
@@ -1067,6 +1091,7 @@ mod tests {
                     leader_epoch: version as i32,
                     isr: vec![l],
                     partition_epoch: 0,
+                    reassignment: None,
                 })
                 .collect(),
         };
@@ -1100,6 +1125,7 @@ mod tests {
                 leader_epoch: version as i32,
                 isr: isr.to_vec(),
                 partition_epoch: version as i32,
+                reassignment: None,
             }],
         };
         m.topics.insert("r".into(), topic);

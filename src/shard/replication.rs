@@ -35,10 +35,18 @@
 //! a leader whose log differs from there answers `diverging_epoch`, and the follower truncates
 //! its divergent suffix (`PartitionLog::truncate_to`) before it fetches again.
 //!
-//! Known gaps: a follower whose log end is past its leader's with no epoch to tell (answered
-//! OFFSET_OUT_OF_RANGE) is not truncated (Kafka asks the leader's end with ListOffsets); a
-//! follower behind the leader's log start does not reset its log; a leader's high watermark
-//! after a restart starts from what its ISR fetches (Kafka keeps a checkpoint of it).
+//! Out of range (OFFSET_OUT_OF_RANGE from the leader, [`handle_out_of_range`]): a follower
+//! whose log ends below the leader's log start starts its log again there (Kafka's
+//! `truncateFullyAndStartAt`: a new replica of a partition whose start was deleted never
+//! stalls); one whose log ends past the leader's with no epoch to tell truncates to the
+//! leader's high watermark.
+//!
+//! ISR expansion waits for a follower to reach both the high watermark and the start of the
+//! leader's current epoch (Kafka's `isFollowerInSync`), so a follower that has none of this
+//! epoch's batches yet never joins.
+//!
+//! Known gaps: a leader's high watermark after a restart starts from what its ISR fetches
+//! (Kafka keeps a checkpoint of it).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -246,9 +254,14 @@ impl Shard {
             let Role::Leader(s) = &mut *role else {
                 return;
             };
-            // The epochs helper: the start offset of this leader's epoch, so that a follower
-            // joins only once it has this epoch's first batch (Kafka's `isFollowerInSync`).
-            let epoch_start = 0;
+            // The start offset of this leader's epoch, so that a follower joins only once it
+            // has this epoch's first batch (Kafka's `isFollowerInSync` with
+            // `leaderEpochStartOffsetOpt`); an epoch the cache does not know (cannot happen
+            // once `start_leader_epoch` ran) asks for the log end.
+            let epoch_start = partition
+                .log
+                .epoch_start_offset(s.leader_epoch)
+                .unwrap_or_else(|| partition.log.log_end_offset());
             let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start) else {
                 return;
             };
@@ -553,13 +566,17 @@ impl Shard {
                 let Some(partition) = by_key.remove(&(name.clone(), pd.partition_index)) else {
                     continue;
                 };
+                if pd.error_code == ResponseError::OffsetOutOfRange.code() {
+                    let leader_offsets = (pd.log_start_offset, pd.high_watermark);
+                    if !handle_out_of_range(&partition, leader, leader_offsets).await {
+                        errors += 1;
+                    }
+                    continue;
+                }
                 if pd.error_code != 0 {
                     errors += 1;
                     let error = ResponseError::try_from_code(pd.error_code);
                     tracing::debug!(topic = %name, partition = pd.partition_index, leader, ?error, "leader answered a follower fetch with an error");
-                    if pd.error_code == ResponseError::OffsetOutOfRange.code() {
-                        tracing::warn!(topic = %name, partition = pd.partition_index, leader, log_end = partition.log.log_end_offset(), leader_hw = pd.high_watermark, "follower is out of the leader's range (truncation is not done yet)");
-                    }
                     continue;
                 }
                 if pd.diverging_epoch.epoch >= 0 {
@@ -651,6 +668,63 @@ async fn truncate_diverged(partition: &Partition, leader: i32, diverging: (i32, 
             false
         }
     }
+}
+
+/// A follower answered OFFSET_OUT_OF_RANGE by its leader (Kafka's
+/// `AbstractFetcherThread.handleOutOfRangeError` / `fetchOffsetAndTruncate`), with the
+/// leader's log start and high watermark from that answer:
+/// - its log ends below the leader's log start (a new replica of a partition whose start was
+///   deleted, or one that was away while retention ran): the log is dropped and starts again
+///   at the leader's log start (`PartitionLog::truncate_fully_and_start_at`);
+/// - its log ends past what the leader has (no epoch to tell where they diverged): it is
+///   truncated to the leader's high watermark (Kafka truncates to the leader's log end, which
+///   the answer does not carry; the high watermark is at most that, so the follower fetches
+///   again what it dropped, never less).
+///
+/// Returns true when the log was moved (the next fetch goes on at once); false otherwise (the
+/// fetcher backs off and asks again).
+async fn handle_out_of_range(
+    partition: &Partition,
+    leader: i32,
+    (leader_log_start, leader_hw): (i64, i64),
+) -> bool {
+    let log = &partition.log;
+    if partition.following().is_none() {
+        return true;
+    }
+    let log_end = log.log_end_offset();
+    if leader_log_start > log_end {
+        tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, "the follower's log ends below its leader's log start: starting it again there");
+        return match log
+            .truncate_fully_and_start_at(leader_log_start, now_ms())
+            .await
+        {
+            Ok(()) => {
+                partition.hw_changed.notify_all();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating the follower's log fully failed");
+                false
+            }
+        };
+    }
+    if leader_hw >= 0 && log_end > leader_hw {
+        let target = leader_hw.max(log.log_start_offset());
+        tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_hw, target, "the follower's log ends past its leader's: truncating");
+        return match log.truncate_to(target).await {
+            Ok(_) => {
+                log.set_high_watermark(log.high_watermark());
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating the follower's log failed");
+                false
+            }
+        };
+    }
+    tracing::warn!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, leader_hw, "the leader answered OFFSET_OUT_OF_RANGE for an offset within its range");
+    false
 }
 
 /// How one Fetch round went.

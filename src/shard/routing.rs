@@ -66,6 +66,7 @@ pub fn assignment_of(topic: &TopicMeta, p: i32, local_node: i32) -> PartitionAss
             leader_epoch: 0,
             isr: vec![local_node],
             partition_epoch: 0,
+            reassignment: None,
         })
 }
 
@@ -334,6 +335,7 @@ pub(crate) mod tests {
                     leader_epoch: 2,
                     isr: vec![0, 1],
                     partition_epoch: 4,
+                    reassignment: None,
                 }],
             },
         );
@@ -380,6 +382,7 @@ pub(crate) mod tests {
                     leader_epoch: p,
                     isr: vec![p % 3],
                     partition_epoch: 0,
+                    reassignment: None,
                 })
                 .collect(),
         };
@@ -401,6 +404,7 @@ pub(crate) mod tests {
                 leader_epoch: 3,
                 isr: vec![1],
                 partition_epoch: 0,
+                reassignment: None,
             }],
         };
         m.topics.insert("spread".into(), spread);
@@ -559,6 +563,7 @@ pub(crate) mod tests {
             leader_epoch: 0,
             isr: vec![1],
             partition_epoch: 0,
+            reassignment: None,
         });
         assert_eq!(cap_exceeded(&before, &after, 0, 6), None);
         let spread = after.topics.get_mut("spread").unwrap();

@@ -91,6 +91,7 @@ fn metadata(other_port: i32) -> ClusterMetadata {
                     leader_epoch: 10 + p,
                     isr: vec![leader_of(p)],
                     partition_epoch: 0,
+                    reassignment: None,
                 })
                 .collect(),
         },

@@ -292,3 +292,69 @@ fn readers_stop_at_the_replicated_high_watermark() {
         log.close().await.expect("close");
     });
 }
+
+/// Kafka's `truncateFullyAndStartAt`: a follower whose log ends below its leader's log start
+/// (here a non-empty one, and an empty new replica) drops everything and starts again at the
+/// leader's log start; the leader's batches from there are appended, the producer state and
+/// epochs are those of the new batches only, and a reopen finds the same log.
+#[test]
+fn a_log_truncated_fully_starts_again_at_the_leaders_log_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir, edir) = (
+        tmp.path().join("l-0"),
+        tmp.path().join("f-0"),
+        tmp.path().join("e-0"),
+    );
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        for i in 0..6 {
+            leader.append(batch(2, 10, i), 1).await.expect("append");
+        }
+        let sent = replica_read_all(&leader, 0).await;
+        // The leader's DeleteRecords removed offsets below 8.
+        leader.delete_records(8).await.expect("delete records");
+        let from_start = replica_read_all(&leader, 8).await;
+        assert_eq!(from_start, sent[4..].to_vec());
+
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        follower
+            .append_replicated(sent[0].clone(), 1)
+            .await
+            .expect("append");
+        assert_eq!(follower.log_end_offset(), 2);
+        for (log, dir) in [
+            (&follower, &fdir),
+            (&open(&edir, LogConfig::default(), 8 << 20).await, &edir),
+        ] {
+            log.truncate_fully_and_start_at(8, 5)
+                .await
+                .expect("truncate fully");
+            assert_eq!(
+                (
+                    log.log_start_offset(),
+                    log.log_end_offset(),
+                    log.durable_end()
+                ),
+                (8, 8, 8)
+            );
+            assert!(log.epoch_entries().is_empty());
+            assert_eq!(segment_bases(dir), [8]);
+            let info = log
+                .append_replicated(concat(&from_start), 6)
+                .await
+                .expect("the leader's batches from its log start");
+            assert_eq!((info.base_offset, info.last_offset), (8, 11));
+            assert_eq!(replica_read_all(log, 8).await, from_start);
+            log.close().await.expect("close");
+            let reopened = open(dir, LogConfig::default(), 0).await;
+            assert_eq!(
+                (reopened.log_start_offset(), reopened.log_end_offset()),
+                (8, 12),
+                "from disk"
+            );
+            assert_eq!(replica_read_all(&reopened, 8).await, from_start);
+            reopened.close().await.expect("close");
+        }
+        leader.close().await.expect("close");
+    });
+}

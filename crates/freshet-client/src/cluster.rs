@@ -512,3 +512,124 @@ pub fn elect_leaders(
         })
         .collect())
 }
+
+/// One partition's reassignment result (AlterPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentResult {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// 0: accepted (the reassignment runs, or completed); else the Kafka error.
+    pub error_code: i16,
+    /// The broker's message, if any.
+    pub error_message: Option<String>,
+}
+
+/// AlterPartitionReassignments (v0-1) of `partitions`: (topic, partition, target replicas, or
+/// `None` to cancel the one in progress). Replication factor changes are allowed. The
+/// request's top-level error fails the call.
+pub fn alter_partition_reassignments(
+    conn: &mut Connection,
+    partitions: &[(String, i32, Option<Vec<i32>>)],
+    timeout_ms: i32,
+) -> Result<Vec<ReassignmentResult>> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    let version = conn
+        .versions()
+        .pick(ApiKey::AlterPartitionReassignments, 0, 1)?;
+    let mut topics: Vec<ReassignableTopic> = Vec::new();
+    for (topic, partition, target) in partitions {
+        let p = ReassignablePartition::default()
+            .with_partition_index(*partition)
+            .with_replicas(
+                target
+                    .as_ref()
+                    .map(|t| t.iter().copied().map(BrokerId).collect()),
+            );
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                ReassignableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_allow_replication_factor_change(true)
+        .with_topics(topics);
+    let response = conn.request_at(version, &request)?;
+    if response.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: "alter partition reassignments".into(),
+            code: response.error_code,
+        });
+    }
+    Ok(response
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| ReassignmentResult {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                error_code: p.error_code,
+                error_message: p.error_message.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect())
+}
+
+/// A reassignment in progress (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The replicas now (the target ones first, then those being removed).
+    pub replicas: Vec<i32>,
+    /// Replicas being added.
+    pub adding: Vec<i32>,
+    /// Replicas being removed.
+    pub removing: Vec<i32>,
+}
+
+/// ListPartitionReassignments (v0) of every topic. The top-level error fails the call.
+pub fn list_partition_reassignments(
+    conn: &mut Connection,
+    timeout_ms: i32,
+) -> Result<Vec<OngoingReassignment>> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let version = conn
+        .versions()
+        .pick(ApiKey::ListPartitionReassignments, 0, 0)?;
+    let request = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(None);
+    let response = conn.request_at(version, &request)?;
+    if response.error_code != 0 {
+        return Err(ClientError::Kafka {
+            context: "list partition reassignments".into(),
+            code: response.error_code,
+        });
+    }
+    let ids = |l: &[kafka_protocol::messages::BrokerId]| l.iter().map(|b| b.0).collect();
+    Ok(response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| OngoingReassignment {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                replicas: ids(&p.replicas),
+                adding: ids(&p.adding_replicas),
+                removing: ids(&p.removing_replicas),
+            })
+        })
+        .collect())
+}

@@ -824,7 +824,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         ShareAcknowledgeRequest,
         DescribeShareGroupOffsetsRequest,
         AlterShareGroupOffsetsRequest,
-        DeleteShareGroupOffsetsRequest
+        DeleteShareGroupOffsetsRequest,
+        AlterPartitionReassignmentsRequest,
+        ListPartitionReassignmentsRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -941,7 +943,44 @@ fn served() -> Vec<Served> {
             DeleteShareGroupOffsetsRequest,
             seed_delete_share_group_offsets
         ),
+        served!(
+            AlterPartitionReassignmentsRequest,
+            seed_alter_partition_reassignments
+        ),
+        served!(
+            ListPartitionReassignmentsRequest,
+            seed_list_partition_reassignments
+        ),
     ]
+}
+
+fn seed_alter_partition_reassignments(v: i16) -> AlterPartitionReassignmentsRequest {
+    let moved = alter_partition_reassignments_request::ReassignablePartition::default()
+        .with_partition_index(0)
+        .with_replicas(Some(vec![BrokerId(1), BrokerId(2), BrokerId(3)]));
+    let cancelled = alter_partition_reassignments_request::ReassignablePartition::default()
+        .with_partition_index(1)
+        .with_replicas(None);
+    let t = alter_partition_reassignments_request::ReassignableTopic::default()
+        .with_name(TopicName(s("orders")))
+        .with_partitions(vec![moved, cancelled]);
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(60_000)
+        .with_topics(vec![t]);
+    if v >= 1 {
+        req.with_allow_replication_factor_change(false)
+    } else {
+        req
+    }
+}
+
+fn seed_list_partition_reassignments(_v: i16) -> ListPartitionReassignmentsRequest {
+    let t = list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+        .with_name(TopicName(s("orders")))
+        .with_partition_indexes(vec![0, 1]);
+    ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(Some(vec![t]))
 }
 
 fn seed_describe_acls(_v: i16) -> DescribeAclsRequest {

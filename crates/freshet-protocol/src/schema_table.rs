@@ -1620,6 +1620,62 @@ pub(crate) static DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQU
     ],
 };
 
+pub(crate) static ALTER_PARTITION_REASSIGNMENTS_REQUEST_ALTERPARTITIONREASSIGNMENTSREQUEST: StructSchema = StructSchema {
+    name: "AlterPartitionReassignmentsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 1 }, // timeout_ms
+        Field { ty: Ty::Int8, min: 1, max: 1 }, // allow_replication_factor_change
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST_REASSIGNABLETOPIC)), min: 0, max: 1 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_PARTITION_REASSIGNMENTS_REQUEST_REASSIGNABLEPARTITION: StructSchema = StructSchema {
+    name: "ReassignablePartition", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_partition_reassignments_request::ReassignablePartition>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 1 }, // partition_index
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 1 }, // replicas
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static ALTER_PARTITION_REASSIGNMENTS_REQUEST_REASSIGNABLETOPIC: StructSchema = StructSchema {
+    name: "ReassignableTopic", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::alter_partition_reassignments_request::ReassignableTopic>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 1 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST_REASSIGNABLEPARTITION)), min: 0, max: 1 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENTSREQUEST: StructSchema = StructSchema {
+    name: "ListPartitionReassignmentsRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsRequest>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // timeout_ms
+        Field { ty: Ty::CompactArray(&Ty::Struct(&LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENTSTOPICS)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENTSTOPICS: StructSchema = StructSchema {
+    name: "ListPartitionReassignmentsTopics", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // name
+        Field { ty: Ty::CompactArray(&Ty::Int32), min: 0, max: 0 }, // partition_indexes
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1679,6 +1735,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         90 => Some(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_DESCRIBESHAREGROUPOFFSETSREQUEST), // versions 0-0
         91 => Some(&ALTER_SHARE_GROUP_OFFSETS_REQUEST_ALTERSHAREGROUPOFFSETSREQUEST), // versions 0-0
         92 => Some(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST), // versions 0-0
+        45 => Some(&ALTER_PARTITION_REASSIGNMENTS_REQUEST_ALTERPARTITIONREASSIGNMENTSREQUEST), // versions 0-1
+        46 => Some(&LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENTSREQUEST), // versions 0-0
         _ => None,
     }
 }

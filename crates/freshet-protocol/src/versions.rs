@@ -75,6 +75,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // Preferred and unclean leader elections, decided by the active controller.
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Partition reassignment (KIP-455), decided by the active controller.
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
     // Client quotas, stored in the metadata log (`quota`).
     api(ApiKey::DescribeClientQuotas, 0, 1),

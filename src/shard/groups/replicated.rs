@@ -563,6 +563,7 @@ mod tests {
                 leader_epoch: version as i32,
                 isr: vec![leader],
                 partition_epoch: version as i32,
+                reassignment: None,
             }],
         };
         m.topics.insert(GROUP_TOPIC.into(), topic);

@@ -67,6 +67,18 @@ impl PartitionLog {
         (offset != leader_epoch::UNDEFINED_EPOCH_OFFSET).then_some((e, offset))
     }
 
+    /// Where `epoch` starts in the log, if the cache has an entry for it (a leader's current
+    /// epoch has one from `start_leader_epoch` on).
+    pub fn epoch_start_offset(&self, epoch: i32) -> Option<i64> {
+        let inner = self.shared.inner.borrow();
+        inner
+            .epochs
+            .entries()
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.start_offset)
+    }
+
     /// The epoch of the batch holding `offset`, if the cache knows it.
     pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
         self.shared.inner.borrow().epochs.epoch_for_offset(offset)

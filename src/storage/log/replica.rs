@@ -34,10 +34,11 @@
 //! cleaned log gets one segment (files, a seal and an fdatasync) per gap it meets; a follower
 //! in step with its leader meets none (the active segment is never cleaned).
 //!
-//! Known gap: an empty active segment (an empty log, as a new replica's) cannot be sealed
-//! (recovery refuses an empty sealed segment), so a record set starting past its end is
-//! refused: a new replica of a compacted topic whose leader cleaned away the batch at its
-//! fetch offset stalls (Kafka's follower would `truncateFullyAndStartAt` the leader's offset).
+//! An empty active segment (an empty log, as a new replica's) cannot be sealed (recovery
+//! refuses an empty sealed segment), so a record set starting past its end is refused; the
+//! follower learns the leader's log start from the OFFSET_OUT_OF_RANGE answer instead and
+//! starts its log there ([`PartitionLog::truncate_fully_and_start_at`], Kafka's
+//! `truncateFullyAndStartAt`).
 
 use super::append::{queue_decided, Checked};
 use super::flush::{flush_loop, Slot, SlotRef, WaitSlot};

@@ -28,9 +28,10 @@
 //! high watermark; a follower does when its leader says its log diverged).
 
 use super::recover::{read_tail_block, Scanner};
-use super::{epochs, lock_meta, wait_change, Checkpoint, Life, PartitionLog, Shared};
-use crate::storage::file_names::{segment_file_name, SEGMENT_EXTS};
+use super::{epochs, lock_meta, wait_change, Checkpoint, Life, PartitionLog, Segment, Shared};
+use crate::storage::file_names::{segment_file_name, LOG_EXT, SEGMENT_EXTS};
 use crate::storage::io::{self, DataFile};
+use crate::storage::producer_state::ProducerStateTable;
 use crate::storage::txn_index::TxnIndexes;
 use crate::storage::{checkpoint, StorageError};
 use bytes::Bytes;
@@ -44,6 +45,136 @@ impl Drop for TruncatingGuard<'_> {
     fn drop(&mut self) {
         self.shared.inner.borrow_mut().truncating = false;
         self.shared.wake();
+    }
+}
+
+/// Waits for the truncation flag (one truncation at a time; appends wait from then on, see
+/// `wait_for_room`), then for what was accepted before to be durable (the cut must see only
+/// durable data).
+async fn hold_for_truncation(shared: &Shared) -> Result<TruncatingGuard<'_>, StorageError> {
+    loop {
+        {
+            let mut inner = shared.inner.borrow_mut();
+            if inner.life != Life::Open {
+                return Err(StorageError::Closed);
+            }
+            if !inner.truncating {
+                inner.truncating = true;
+                break;
+            }
+        }
+        wait_change(shared).await;
+    }
+    let guard = TruncatingGuard { shared };
+    loop {
+        {
+            let inner = shared.inner.borrow();
+            if inner.life != Life::Open {
+                return Err(StorageError::Closed);
+            }
+            if !inner.flushing && inner.pending.is_empty() {
+                break;
+            }
+        }
+        wait_change(shared).await;
+    }
+    Ok(guard)
+}
+
+impl PartitionLog {
+    /// Kafka's `UnifiedLog.truncateFullyAndStartAt`: drop the whole log and start it again,
+    /// empty, at `offset` (log start = log end = high watermark = `offset`; no epochs, no
+    /// producer state, no aborted transactions). For a follower whose log ends below its
+    /// leader's log start (the leader's retention, DeleteRecords or cleaner removed what the
+    /// follower would fetch next). Resolves once durable.
+    ///
+    /// Crash safety: a checkpoint that trusts no segment is written first (recovery then scans
+    /// whatever is left, and the old log start stays valid for an empty directory); then the
+    /// producer snapshots and the epoch file go, then the segments newest first (a crash leaves
+    /// a contiguous prefix of the old log); then the new empty segment at `offset` is created
+    /// and the checkpoint naming it written. A crash at any point reopens either a prefix of
+    /// the old log (the follower finds itself out of range again and repeats this) or the
+    /// empty log at `offset`.
+    pub async fn truncate_fully_and_start_at(
+        &self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        assert!(offset >= 0, "a log starts at a non-negative offset");
+        let shared = &*self.shared;
+        let _truncating = hold_for_truncation(shared).await?;
+        let _meta = lock_meta(shared).await;
+        let (bases, trust_nothing) = {
+            let inner = shared.inner.borrow();
+            let bases: Vec<i64> = inner.segments.iter().map(|s| s.base_offset).collect();
+            let first = bases.first().copied().unwrap_or(inner.log_start_offset);
+            let cp = Checkpoint {
+                recovery_segment: first,
+                recovery_position: 0,
+                recovery_offset: first.min(inner.log_start_offset),
+                log_start_offset: inner.log_start_offset,
+                producers_empty_at: -1,
+            };
+            (bases, cp)
+        };
+        io::write_file_atomic(
+            &shared.dir.join(checkpoint::FILE_NAME),
+            trust_nothing.encode(),
+        )
+        .await?;
+        shared.inner.borrow_mut().checkpoint = trust_nothing;
+        let mut others: Vec<String> = io::list_dir(&shared.dir)
+            .await?
+            .into_iter()
+            .filter(|n| crate::storage::producer_snapshot::parse_name(n).is_some())
+            .collect();
+        others.push(crate::storage::leader_epoch::FILE_NAME.to_string());
+        io::remove_files(&shared.dir, others).await?;
+        for base in bases.iter().rev() {
+            let names = SEGMENT_EXTS
+                .iter()
+                .map(|ext| segment_file_name(*base, ext))
+                .collect();
+            io::remove_files(&shared.dir, names).await?;
+        }
+        let path = shared.dir.join(segment_file_name(offset, LOG_EXT));
+        let file = DataFile::open_rw(&path).await?;
+        file.truncate(0).await?;
+        file.sync().await?;
+        io::sync_dir(&shared.dir).await?;
+        let cp = Checkpoint {
+            recovery_segment: offset,
+            recovery_position: 0,
+            recovery_offset: offset,
+            log_start_offset: offset,
+            producers_empty_at: -1,
+        };
+        io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
+        {
+            let mut inner = shared.inner.borrow_mut();
+            let inner = &mut *inner;
+            inner.segments.clear();
+            let mut seg = Segment::new(offset, now_ms);
+            seg.file = Some(file);
+            inner.segments.push_back(seg);
+            inner.log_start_offset = offset;
+            inner.log_end_offset = offset;
+            inner.high_watermark = offset;
+            inner.replicated_hw = inner.replicated_hw.map(|_| offset);
+            inner.max_timestamp = (-1, -1);
+            inner.checkpoint = cp;
+            inner.producers = ProducerStateTable::new();
+            inner.roll_snapshot = None;
+            inner.txn_index = TxnIndexes::default();
+            inner.epochs.clear();
+            inner.epochs_dirty = false;
+            inner.epochs_soft = false;
+            inner.modified = true;
+        }
+        shared.cache.truncate_from(shared.cache_id, i64::MIN);
+        shared.wake();
+        tracing::info!(dir = %shared.dir.display(), offset, "log truncated fully; it starts again at the offset");
+        Ok(())
     }
 }
 
@@ -65,34 +196,7 @@ impl PartitionLog {
     /// is refused with [`StorageError::OffsetOutOfRange`]. Resolves once durable.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
         let shared = &*self.shared;
-        // One truncation at a time; appends wait from here on (`wait_for_room`).
-        loop {
-            {
-                let mut inner = shared.inner.borrow_mut();
-                if inner.life != Life::Open {
-                    return Err(StorageError::Closed);
-                }
-                if !inner.truncating {
-                    inner.truncating = true;
-                    break;
-                }
-            }
-            wait_change(shared).await;
-        }
-        let _truncating = TruncatingGuard { shared };
-        // Drain what was accepted before: the cut must see only durable data.
-        loop {
-            {
-                let inner = shared.inner.borrow();
-                if inner.life != Life::Open {
-                    return Err(StorageError::Closed);
-                }
-                if !inner.flushing && inner.pending.is_empty() {
-                    break;
-                }
-            }
-            wait_change(shared).await;
-        }
+        let _truncating = hold_for_truncation(shared).await?;
         let _meta = lock_meta(shared).await;
         {
             let inner = shared.inner.borrow();

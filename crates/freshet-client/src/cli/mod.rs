@@ -71,7 +71,7 @@ pub const EXIT_CODES_HELP: &str = "Exit codes (admin commands):
 pub enum Command {
     /// Load-test a Kafka-compatible broker: latency percentiles, throughput, plots.
     Bench(Box<crate::bench::cli::BenchArgs>),
-    /// Topics: create, list, describe, delete, alter-config, elect-leaders.
+    /// Topics: create, list, describe, delete, alter-config, elect-leaders, reassign.
     #[command(after_help = EXIT_CODES_HELP)]
     Topic(topic::TopicArgs),
     /// Consumer groups: list, describe (lag), delete, seek (reset offsets).

@@ -1,11 +1,14 @@
-//! `freshet topic create|list|describe|delete|alter-config|elect-leaders`.
+//! `freshet topic create|list|describe|delete|alter-config|elect-leaders|reassign`.
 //!
 //! create and delete report each topic's result and fail (exit 1) on the first topic the
 //! broker refused; describe shows partitions (leader, replicas, ISR, log start and end
 //! offsets from the leaders) and configs (DescribeConfigs); alter-config sets and deletes
 //! configs with IncrementalAlterConfigs; elect-leaders runs preferred (or unclean) leader
 //! elections with ElectLeaders and fails (exit 1) when a partition could not get the leader
-//! asked for (ELECTION_NOT_NEEDED, already led as asked, is no failure).
+//! asked for (ELECTION_NOT_NEEDED, already led as asked, is no failure); reassign moves
+//! partitions to other brokers (AlterPartitionReassignments: `--replicas 1,2,3`, or
+//! `--cancel`), or lists the reassignments in progress (`--list`,
+//! ListPartitionReassignments), and fails (exit 1) on the first partition refused.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +99,28 @@ pub enum TopicCommand {
         #[arg(long = "type", default_value = "preferred", value_parser = ["preferred", "unclean"])]
         election: String,
     },
+    /// Move partitions to other brokers (AlterPartitionReassignments), cancel a move, or list
+    /// the moves in progress (ListPartitionReassignments). The new replicas catch up from the
+    /// leader; the old ones are removed once the new ones are in sync.
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Reassign {
+        /// Topic name (not with --list).
+        #[arg(required_unless_present = "list")]
+        topic: Option<String>,
+        /// Partitions to reassign (repeatable).
+        #[arg(short, long = "partition")]
+        partitions: Vec<i32>,
+        /// The new replicas, in preference order (the first is the preferred leader), e.g.
+        /// `--replicas 1,2,3`.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["cancel", "list"])]
+        replicas: Vec<i32>,
+        /// Cancel the reassignment in progress of the partitions.
+        #[arg(long, conflicts_with = "list")]
+        cancel: bool,
+        /// List the reassignments in progress.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 /// Runs `freshet topic ...`.
@@ -136,7 +161,120 @@ pub fn run(args: TopicArgs) -> Result<()> {
             partitions,
             election,
         } => elect_leaders(&mut session, format, &topics, &partitions, &election),
+        TopicCommand::Reassign {
+            topic,
+            partitions,
+            replicas,
+            cancel,
+            list,
+        } => match topic {
+            Some(topic) if !list => {
+                reassign(&mut session, format, &topic, &partitions, &replicas, cancel)
+            }
+            _ => list_reassignments(&mut session, format),
+        },
     }
+}
+
+fn reassign(
+    session: &mut Session,
+    format: Format,
+    topic: &str,
+    partitions: &[i32],
+    replicas: &[i32],
+    cancel: bool,
+) -> Result<()> {
+    if partitions.is_empty() || (replicas.is_empty() != cancel) {
+        return Err(CliError::Usage(
+            "reassign needs --partition and either --replicas 1,2,3 or --cancel".into(),
+        ));
+    }
+    let target = (!cancel).then(|| replicas.to_vec());
+    let asked: Vec<(String, i32, Option<Vec<i32>>)> = partitions
+        .iter()
+        .map(|p| (topic.to_string(), *p, target.clone()))
+        .collect();
+    let results =
+        cluster::alter_partition_reassignments(session.bootstrap(), &asked, TOPIC_TIMEOUT_MS)?;
+    let done = if cancel { "cancelled" } else { "started" };
+    let status = |r: &cluster::ReassignmentResult| match (r.error_code, &r.error_message) {
+        (0, _) => done.to_string(),
+        (code, Some(m)) if !m.is_empty() => format!("{}: {m}", super::error_name(code)),
+        (code, _) => super::error_name(code),
+    };
+    match format {
+        Format::Json => print_json(&serde_json::Value::Array(
+            results
+                .iter()
+                .map(|r| {
+                    json!({
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "replicas": target,
+                        "error": if r.error_code == 0 { serde_json::Value::Null } else { json!(super::error_name(r.error_code)) },
+                        "error_message": r.error_message,
+                    })
+                })
+                .collect(),
+        )),
+        Format::Table => print_table(
+            &["TOPIC", "PARTITION", "REPLICAS", "RESULT"],
+            &results
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.topic.clone(),
+                        r.partition.to_string(),
+                        target.as_deref().map_or("-".into(), join_ids),
+                        status(r),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    match results.iter().find(|r| r.error_code != 0) {
+        Some(r) => Err(CliError::kafka(
+            r.error_code,
+            format!("reassign {}-{}", r.topic, r.partition),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn list_reassignments(session: &mut Session, format: Format) -> Result<()> {
+    let ongoing = cluster::list_partition_reassignments(session.bootstrap(), TOPIC_TIMEOUT_MS)?;
+    match format {
+        Format::Json => print_json(&serde_json::Value::Array(
+            ongoing
+                .iter()
+                .map(|r| {
+                    json!({
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "replicas": r.replicas,
+                        "adding": r.adding,
+                        "removing": r.removing,
+                    })
+                })
+                .collect(),
+        )),
+        Format::Table => print_table(
+            &["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"],
+            &ongoing
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.topic.clone(),
+                        r.partition.to_string(),
+                        join_ids(&r.replicas),
+                        join_ids(&r.adding),
+                        join_ids(&r.removing),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    Ok(())
 }
 
 fn elect_leaders(
