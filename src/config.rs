@@ -280,6 +280,10 @@ pub struct BrokerConfig {
     pub http_connections_per_shard_max: usize,
     /// The largest HTTP request body accepted (a produce request's JSON).
     pub http_request_bytes_max: usize,
+    /// Kafka `connections.max.reauth.ms` (KIP-368): a SASL session lasts this long (the
+    /// lifetime SaslAuthenticate v1+ answers); a connection that sends anything but a
+    /// re-authentication after it is closed. 0 (the default): sessions never expire.
+    pub connections_max_reauth_ms: u64,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -386,6 +390,7 @@ impl Default for BrokerConfig {
             http_listen: String::new(),
             http_connections_per_shard_max: 64,
             http_request_bytes_max: 2 * 1024 * 1024,
+            connections_max_reauth_ms: 0,
         }
     }
 }
