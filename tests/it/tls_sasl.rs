@@ -453,7 +453,60 @@ fn sasl_reauthentication_lifetime_expiry_and_same_principal() {
             Some("Cannot change principals during re-authentication from User.alice: User.bob")
         );
         assert!(matches!(conn.read_frame(), Ok(None) | Err(_)));
+
+        // Re-authentication with another mechanism: the handshake is answered, the token
+        // refused with Kafka's message, then closed.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        assert_eq!(
+            plain_login(&mut conn, "alice", "alice-secret").error_code,
+            0
+        );
+        let hs = conn
+            .request(
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512")),
+            )
+            .unwrap();
+        assert_eq!(hs.error_code, 0);
+        let scram = conn
+            .request(
+                2,
+                &SaslAuthenticateRequest::default()
+                    .with_auth_bytes(bytes::Bytes::from_static(b"n,,n=alice,r=abcdef")),
+            )
+            .unwrap();
+        assert_eq!(scram.error_code, 58);
+        assert_eq!(
+            scram.error_message.as_deref(),
+            Some("SASL mechanism 'SCRAM-SHA-512' requested by client is not supported for re-authentication of mechanism 'PLAIN'")
+        );
+        assert!(matches!(conn.read_frame(), Ok(None) | Err(_)));
         assert!(broker.plaintext_ok());
+    });
+}
+
+/// Without `connections_max_reauth_ms` a SaslHandshake on an authenticated connection is
+/// answered ILLEGAL_SASL_STATE, as Kafka's `KafkaApis`, and the session lasts.
+#[test]
+fn sasl_without_reauthentication_a_second_handshake_is_illegal() {
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "test CA");
+        pki.issue("server", "localhost", true, (2020, 2100));
+        create_alice(&dir.path().join("data"));
+        let broker = SecureBroker::start(dir.path(), "");
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        let auth = plain_login(&mut conn, "alice", "alice-secret");
+        assert_eq!((auth.error_code, auth.session_lifetime_ms), (0, 0));
+        let hs = conn
+            .request(
+                1,
+                &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+            )
+            .unwrap();
+        assert_eq!(hs.error_code, 34);
+        conn.request(12, &MetadataRequest::default()).unwrap();
     });
 }
 
