@@ -320,6 +320,10 @@ pub struct BrokerConfig {
     /// The default of Kafka's share-group config `share.auto.offset.reset`: where a share
     /// partition starts, `latest` (the log end when first fetched) or `earliest`.
     pub share_auto_offset_reset: String,
+    /// Kafka `connections.max.reauth.ms` (KIP-368): a SASL session lasts this long (the
+    /// lifetime SaslAuthenticate v1+ answers); a connection that sends anything but a
+    /// re-authentication after it is closed. 0 (the default): sessions never expire.
+    pub connections_max_reauth_ms: u64,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -438,6 +442,7 @@ impl Default for BrokerConfig {
             group_share_partition_max_record_locks: 2_000,
             group_share_max_share_sessions: 2_000,
             share_auto_offset_reset: "latest".into(),
+            connections_max_reauth_ms: 0,
         }
     }
 }

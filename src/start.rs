@@ -103,6 +103,10 @@ pub struct StartArgs {
     /// "off" [default: off].
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// SASL session lifetime in ms, after which a client must re-authenticate (Kafka's
+    /// connections.max.reauth.ms, KIP-368); 0: never [default: 0].
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
 }
 
 /// Runs a broker until SIGINT/SIGTERM; the process exit code. The log queue is written out
@@ -207,6 +211,9 @@ fn run_broker(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.http_listen {
         config.http_listen = v;
+    }
+    if let Some(v) = args.connections_max_reauth_ms {
+        config.connections_max_reauth_ms = v;
     }
     // A start that failed for want of ring memory right after a kill -9 of the previous broker
     // is retried a few times (the kernel frees the old rings asynchronously).

@@ -2,7 +2,8 @@
 //!
 //! On a SASL listener the connection serves both itself until the client has authenticated
 //! (`server::connection::sasl_gate`); they reach this module only on a PLAINTEXT or SSL listener
-//! or on an authenticated connection (no re-authentication: the session lifetime answered is 0).
+//! or on an authenticated connection when no re-authentication can begin there
+//! (`connections_max_reauth_ms` = 0, or less than a second after the last one, as Kafka).
 //! Kafka answers both there (they reach `KafkaApis`) with ILLEGAL_SASL_STATE and no mechanisms.
 //! Answering, rather than closing the connection, lets a client configured for SASL report an
 //! authentication error naming its mechanism instead of a bare transport failure.

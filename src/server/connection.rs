@@ -168,6 +168,7 @@ async fn serve_stream<S>(
             .sasl()
             .then(|| SaslServer::new(&listener.sasl_mechanisms)),
         listener,
+        reauth: sasl_gate::Reauth::default(),
     };
     let why = read_loop(&shard, reader, queue_tx, &peer, session, &mute).await;
     tracing::debug!(%peer, reason = %why, "connection reader done");
@@ -182,6 +183,8 @@ struct Session {
     /// The SASL server of a SASL listener until the client has authenticated (then `None`).
     sasl: Option<SaslServer>,
     listener: Rc<Listener>,
+    /// The SASL session's expiry and re-authentication state (KIP-368).
+    reauth: sasl_gate::Reauth,
 }
 
 /// Shard memory reserved for one request, in KiB; given back when dropped (by the writer, once
@@ -340,6 +343,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(why) => return why,
         };
         frames.frames_read += 1;
+        if session.sasl.is_none() {
+            // KIP-368: a re-authentication begins, or an expired session closes.
+            match sasl_gate::reauth_begins(&mut session, &frame, peer) {
+                Ok(true) => {
+                    frames.max =
+                        request_bytes_max.min(crate::security::sasl::SASL_RECEIVE_BYTES_MAX);
+                }
+                Ok(false) => {}
+                Err(why) => return why,
+            }
+        }
         let frame = if session.sasl.is_some() {
             // Boxed: only connections that authenticate pay for its state.
             let step = Box::pin(sasl_gate::step(shard, &mut session, frame, &queue, peer));

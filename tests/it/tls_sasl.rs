@@ -262,10 +262,15 @@ fn the_server_certificate_is_reloaded_without_restart() {
 
 /// Creates user alice (SCRAM-SHA-512, password alice-secret) in a stopped node's data dir.
 fn create_alice(data_dir: &Path) {
+    create_user(data_dir, "alice", "alice-secret");
+}
+
+/// Creates a user (SCRAM-SHA-512) in a stopped node's data dir.
+fn create_user(data_dir: &Path, name: &str, password: &str) {
     let out = std::process::Command::new(common::broker_bin())
         .args(["user", "create", "--data-dir"])
         .arg(data_dir)
-        .args(["--name", "alice", "--password", "alice-secret"])
+        .args(["--name", name, "--password", password])
         .output()
         .unwrap();
     assert!(
@@ -365,6 +370,143 @@ fn sasl_raw_tokens_failure_delay_and_frame_bound() {
             .request(12, &MetadataRequest::default())
             .unwrap();
         assert_eq!(md.brokers[0].port, i32::from(broker.plain.port()));
+    });
+}
+
+/// SaslHandshake v1 PLAIN and SaslAuthenticate v2 as `user`.
+fn plain_login(
+    conn: &mut RawConn,
+    user: &str,
+    password: &str,
+) -> kafka_protocol::messages::SaslAuthenticateResponse {
+    let hs = conn
+        .request(
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )
+        .unwrap();
+    assert_eq!(hs.error_code, 0);
+    let token = format!("\0{user}\0{password}");
+    conn.request(
+        2,
+        &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(token)),
+    )
+    .unwrap()
+}
+
+/// KIP-368 with `connections_max_reauth_ms = 1500`: SaslAuthenticate answers that session
+/// lifetime; a Metadata request after it without re-authentication closes the connection;
+/// re-authenticating before it keeps the connection serving past the first lifetime; a
+/// re-authentication as another user is refused with Kafka's message and closes.
+#[test]
+fn sasl_reauthentication_lifetime_expiry_and_same_principal() {
+    within(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "test CA");
+        pki.issue("server", "localhost", true, (2020, 2100));
+        create_alice(&dir.path().join("data"));
+        create_user(&dir.path().join("data"), "bob", "bob-secret");
+        let broker = SecureBroker::start(
+            dir.path(),
+            "connections_max_reauth_ms = 1500\nconnection_failed_authentication_delay_ms = 0\n",
+        );
+        let lifetime = Duration::from_millis(1500);
+
+        // The lifetime is answered; after it, a Metadata request closes the connection.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        let auth = plain_login(&mut conn, "alice", "alice-secret");
+        assert_eq!((auth.error_code, auth.session_lifetime_ms), (0, 1500));
+        conn.request(12, &MetadataRequest::default()).unwrap();
+        std::thread::sleep(lifetime + Duration::from_millis(300));
+        conn.send(12, &MetadataRequest::default()).unwrap();
+        assert!(
+            matches!(conn.read_frame(), Ok(None) | Err(_)),
+            "an expired session is closed"
+        );
+        assert!(broker.log().contains("SASL session expired"));
+
+        // Re-authenticated before expiry: still serving past the first lifetime.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            plain_login(&mut conn, "alice", "alice-secret").error_code,
+            0
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+        let again = plain_login(&mut conn, "alice", "alice-secret");
+        assert_eq!((again.error_code, again.session_lifetime_ms), (0, 1500));
+        std::thread::sleep(lifetime.saturating_sub(started.elapsed()) + Duration::from_millis(400));
+        assert!(started.elapsed() > lifetime);
+        let md = conn.request(12, &MetadataRequest::default()).unwrap();
+        assert_eq!(md.brokers[0].port, i32::from(broker.sasl.port()));
+
+        // Re-authentication as another user: refused, then closed.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        assert_eq!(
+            plain_login(&mut conn, "alice", "alice-secret").error_code,
+            0
+        );
+        let bob = plain_login(&mut conn, "bob", "bob-secret");
+        assert_eq!(bob.error_code, 58);
+        assert_eq!(
+            bob.error_message.as_deref(),
+            Some("Cannot change principals during re-authentication from User.alice: User.bob")
+        );
+        assert!(matches!(conn.read_frame(), Ok(None) | Err(_)));
+
+        // Re-authentication with another mechanism: the handshake is answered, the token
+        // refused with Kafka's message, then closed.
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        assert_eq!(
+            plain_login(&mut conn, "alice", "alice-secret").error_code,
+            0
+        );
+        let hs = conn
+            .request(
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512")),
+            )
+            .unwrap();
+        assert_eq!(hs.error_code, 0);
+        let scram = conn
+            .request(
+                2,
+                &SaslAuthenticateRequest::default()
+                    .with_auth_bytes(bytes::Bytes::from_static(b"n,,n=alice,r=abcdef")),
+            )
+            .unwrap();
+        assert_eq!(scram.error_code, 58);
+        assert_eq!(
+            scram.error_message.as_deref(),
+            Some("SASL mechanism 'SCRAM-SHA-512' requested by client is not supported for re-authentication of mechanism 'PLAIN'")
+        );
+        assert!(matches!(conn.read_frame(), Ok(None) | Err(_)));
+        assert!(broker.plaintext_ok());
+    });
+}
+
+/// Without `connections_max_reauth_ms` a SaslHandshake on an authenticated connection is
+/// answered ILLEGAL_SASL_STATE, as Kafka's `KafkaApis`, and the session lasts.
+#[test]
+fn sasl_without_reauthentication_a_second_handshake_is_illegal() {
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "test CA");
+        pki.issue("server", "localhost", true, (2020, 2100));
+        create_alice(&dir.path().join("data"));
+        let broker = SecureBroker::start(dir.path(), "");
+        let mut conn = RawConn::connect(broker.sasl).unwrap();
+        let auth = plain_login(&mut conn, "alice", "alice-secret");
+        assert_eq!((auth.error_code, auth.session_lifetime_ms), (0, 0));
+        let hs = conn
+            .request(
+                1,
+                &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+            )
+            .unwrap();
+        assert_eq!(hs.error_code, 34);
+        conn.request(12, &MetadataRequest::default()).unwrap();
     });
 }
 

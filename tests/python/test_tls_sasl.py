@@ -394,3 +394,43 @@ def test_sasl_principals_meet_the_acls(tmp_path, certs):
     finally:
         b.kill()
         print(b.log_tail())
+
+
+def test_librdkafka_reauthenticates_within_the_session_lifetime(tmp_path, certs, monkeypatch):
+    """KIP-368: with connections_max_reauth_ms = 3000 the broker answers a 3 s session lifetime
+    and closes a connection that sends a request after it without re-authenticating; librdkafka
+    re-authenticates before then (SASL_PLAINTEXT, PLAIN), so a producer sending for 10 s gets
+    every message delivered and no error, and the broker logged re-authentications."""
+    monkeypatch.setenv("RUST_LOG", "info,freshet::server=debug")
+    b = SecureBroker(tmp_path / "broker", certs, extra=["--connections-max-reauth-ms", "3000"])
+    b.workdir.mkdir()
+    out = create_user(b.data_dir, "alice", "alice-secret", "SCRAM-SHA-512")
+    assert out.returncode == 0, out.stderr
+    b.start()
+    try:
+        errors, delivered, failed = [], [], []
+        p = Producer({"bootstrap.servers": b.at("SASL_PLAINTEXT"),
+                      "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                      "sasl.username": "alice", "sasl.password": "alice-secret",
+                      "linger.ms": 5, "error_cb": errors.append})
+
+        def on_delivery(err, msg):
+            (failed if err else delivered).append(err or msg.offset())
+
+        sent = 0
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            p.produce("reauth-topic", f"m{sent}".encode(), on_delivery=on_delivery)
+            sent += 1
+            p.poll(0.05)
+        assert p.flush(30) == 0
+        assert failed == [] and errors == [], (failed, errors)
+        assert len(delivered) == sent and sent > 50
+        log = b.log_path.read_text(errors="replace")
+        assert log.count("SASL re-authentication begins") >= 2, log
+        assert "SASL session expired" not in log, log
+        print("\n".join(line for line in log.splitlines() if "closing connection" in line
+                        or "re-authentication" in line or "SASL authentication done" in line))
+    finally:
+        b.kill()
+        print(b.log_tail())

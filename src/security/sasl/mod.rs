@@ -8,9 +8,9 @@
 //! come from a lookup the caller gives (the metadata's SCRAM credentials); PLAIN is checked
 //! against the user's stored SCRAM credential, so no password is ever stored.
 //!
-//! Not done: GSSAPI, OAUTHBEARER, re-authentication (KIP-368: the session lifetime answered is
-//! 0, so clients never re-authenticate), delegation tokens (a SCRAM `tokenauth` extension is
-//! refused).
+//! Re-authentication (KIP-368) starts a new `SaslServer` on the authenticated connection
+//! (`server::connection::sasl_gate`). Not done: GSSAPI, OAUTHBEARER, delegation tokens (a SCRAM
+//! `tokenauth` extension is refused).
 
 pub mod plain;
 pub mod scram;
@@ -90,6 +90,8 @@ pub struct SaslServer {
     /// The client asked for Kafka's SaslAuthenticate framing (handshake v1+); with v0 the
     /// tokens come raw (size-prefixed, no request header).
     pub authenticate_requests: bool,
+    /// The mechanism the handshake chose.
+    pub chosen: Option<Mechanism>,
 }
 
 impl SaslServer {
@@ -102,6 +104,7 @@ impl SaslServer {
                 .collect(),
             state: State::AwaitingHandshake,
             authenticate_requests: true,
+            chosen: None,
         }
     }
 
@@ -127,6 +130,7 @@ impl SaslServer {
             return Err(HandshakeError::UnsupportedMechanism);
         };
         self.authenticate_requests = version >= 1;
+        self.chosen = Some(chosen);
         self.state = match chosen {
             Mechanism::Plain => State::Plain,
             Mechanism::Scram(m) => State::ScramFirst(m),

@@ -11,9 +11,19 @@
 //! (peer, listener, mechanism, reason) and counted (`freshet_authentication_failures_total`).
 //! Frames are at most [`crate::security::sasl::SASL_RECEIVE_BYTES_MAX`] until authenticated
 //! (the caller's frame limit), so an unauthenticated client holds at most that much.
+//!
+//! Re-authentication (KIP-368, Kafka's `connections.max.reauth.ms`): with
+//! `connections_max_reauth_ms` > 0 a successful authentication answers that as
+//! `session_lifetime_ms` (SaslAuthenticate v1+) and the session expires then. On the
+//! authenticated connection a SaslHandshake begins a re-authentication (at most one a second,
+//! as Kafka; another one reaches `api::sasl` and is answered ILLEGAL_SASL_STATE) through a new
+//! [`SaslServer`]: same mechanism and same principal required (else SASL_AUTHENTICATION_FAILED
+//! with Kafka's message, then close), and success starts a new session. Requests already
+//! queued are answered in order. Any other request after the session expired closes the
+//! connection (logged), as Kafka's `Processor` does; the check is made when a request arrives.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -26,9 +36,57 @@ use super::{InFlight, Reservation, Session};
 use crate::api::{self, str_bytes, Outcome};
 use crate::protocol::frame::SIZE_PREFIX_BYTES;
 use crate::protocol::header::{classify_request, parse_request_header, Disposition};
-use crate::security::sasl::{HandshakeError, Step};
+use crate::security::sasl::{HandshakeError, Mechanism, SaslServer, Step};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::shard::Shard;
+
+/// Kafka's `MIN_REAUTH_INTERVAL_ONE_SECOND_NANOS`: re-authentications at most this often.
+const REAUTH_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+/// A connection's SASL session and re-authentication state (KIP-368).
+#[derive(Debug, Default)]
+pub(super) struct Reauth {
+    /// When the session expires (`None`: never, `connections_max_reauth_ms` = 0).
+    expires: Option<Instant>,
+    /// The mechanism the session authenticated with.
+    mechanism: Option<Mechanism>,
+    /// When the last re-authentication began.
+    last_begun: Option<Instant>,
+    /// During a re-authentication: the principal it must authenticate again.
+    previous: Option<Rc<str>>,
+}
+
+/// Called for each frame of an authenticated connection: `Ok(true)` if it is a SaslHandshake
+/// beginning a re-authentication (`session.sasl` is set then, the caller hands the frame to
+/// [`step`]); `Ok(false)` serve it as usual; `Err`: the session expired, close.
+pub(super) fn reauth_begins(
+    session: &mut Session,
+    frame: &BytesMut,
+    peer: &str,
+) -> Result<bool, String> {
+    let Some(expires) = session.reauth.expires else {
+        return Ok(false);
+    };
+    let now = Instant::now();
+    let api_key = (frame.len() >= 2).then(|| i16::from_be_bytes([frame[0], frame[1]]));
+    let reauth = &mut session.reauth;
+    let too_soon = reauth
+        .last_begun
+        .is_some_and(|t| now.duration_since(t) < REAUTH_INTERVAL_MIN);
+    if api_key == Some(ApiKey::SaslHandshake as i16) && !too_soon {
+        tracing::debug!(%peer, principal = %session.principal, "SASL re-authentication begins");
+        reauth.last_begun = Some(now);
+        reauth.previous = Some(session.principal.clone());
+        session.sasl = Some(SaslServer::new(&session.listener.sasl_mechanisms));
+        return Ok(true);
+    }
+    if now > expires {
+        tracing::warn!(%peer, principal = %session.principal, listener = %session.listener.name, api_key = ?api_key, "request after the SASL session expired (connections_max_reauth_ms) without re-authentication; closing connection");
+        crate::metrics::record_authentication(false);
+        return Err("SASL session expired".into());
+    }
+    Ok(false)
+}
 
 /// Handles one frame of a connection that has not authenticated yet. `Ok(Some(frame))`:
 /// serve it as usual (ApiVersions); `Ok(None)`: answered here (the session may now be
@@ -143,9 +201,16 @@ pub(super) async fn step(
     }
     match evaluate(shard, session, &body.auth_bytes, peer) {
         Ok(token) => {
+            let lifetime_ms = match session.reauth.expires {
+                // Authenticated just now: the whole session lies ahead (v1+ carries it).
+                Some(_) if session.sasl.is_none() && request.api_version >= 1 => {
+                    shard.config.connections_max_reauth_ms as i64
+                }
+                _ => 0,
+            };
             let response = SaslAuthenticateResponse::default()
                 .with_auth_bytes(Bytes::from(token))
-                .with_session_lifetime_ms(0);
+                .with_session_lifetime_ms(lifetime_ms);
             answer(
                 shard,
                 queue,
@@ -188,16 +253,41 @@ fn evaluate(
         })
     };
     let sasl = session.sasl.as_mut().expect("a session authenticating");
-    match sasl.authenticate(token, &lookup) {
+    let chosen = sasl.chosen;
+    let step = match (&session.reauth.previous, session.reauth.mechanism, chosen) {
+        // Kafka's REAUTH_BAD_MECHANISM: the handshake is answered, the token refused.
+        (Some(_), Some(before), Some(now)) if before != now => Step::Failed(format!(
+            "SASL mechanism '{}' requested by client is not supported for re-authentication of mechanism '{}'",
+            now.name(),
+            before.name()
+        )),
+        _ => sasl.authenticate(token, &lookup),
+    };
+    let step = match (step, &session.reauth.previous) {
+        (Step::Done { principal, .. }, Some(before)) if *principal != **before => {
+            Step::Failed(format!(
+                "Cannot change principals during re-authentication from {}: {}",
+                kafka_principal_text(before),
+                kafka_principal_text(&principal)
+            ))
+        }
+        (step, _) => step,
+    };
+    match step {
         Step::Continue(response) => Ok(response),
         Step::Done {
             response,
             principal,
         } => {
-            tracing::debug!(%peer, %principal, listener = %session.listener.name, "SASL authentication done");
+            let reauthenticated = session.reauth.previous.take().is_some();
+            tracing::debug!(%peer, %principal, listener = %session.listener.name, reauthenticated, "SASL authentication done");
             crate::metrics::record_authentication(true);
             session.principal = Rc::from(principal);
             session.sasl = None;
+            let reauth_ms = shard.config.connections_max_reauth_ms;
+            session.reauth.mechanism = chosen;
+            session.reauth.expires =
+                (reauth_ms > 0).then(|| Instant::now() + Duration::from_millis(reauth_ms));
             Ok(response)
         }
         Step::Failed(why) => {
@@ -206,6 +296,11 @@ fn evaluate(
             Err(why)
         }
     }
+}
+
+/// A principal as Kafka's re-authentication messages print it: `User.alice`.
+fn kafka_principal_text(principal: &str) -> String {
+    principal.replacen(':', ".", 1)
 }
 
 fn failure_delay(shard: &Shard) -> Duration {
