@@ -31,24 +31,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let response = ShareAcknowledgeResponse::default().with_error_code(e.code());
         super::respond(&request, &response)
     };
-    let (Some(group), Some(member)) = (
-        body.group_id.as_ref().map(|g| g.to_string()),
-        body.member_id.as_ref().map(|m| m.to_string()),
-    ) else {
-        return top(ResponseError::InvalidRequest);
-    };
-    if group.is_empty() || member.is_empty() {
-        return top(ResponseError::InvalidRequest);
-    }
-    if let Some(e) = super::authz::refusal(
+    let (group, member) = match super::share_fetch::share_caller(
         shard,
         &request,
-        super::authz::Op::Read,
-        super::authz::Res::Group,
-        &group,
+        body.group_id.as_ref().map(|g| &***g),
+        body.member_id.as_deref(),
     ) {
-        return top(e);
-    }
+        Ok(caller) => caller,
+        Err(e) => return top(e),
+    };
     let metadata = shard.metadata();
     let mut denied = Vec::new();
     let mut acks: Acks = Vec::new();

@@ -58,24 +58,15 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         let response = ShareFetchResponse::default().with_error_code(e.code());
         super::respond(&request, &response)
     };
-    let (Some(group), Some(member)) = (
-        body.group_id.as_ref().map(|g| g.to_string()),
-        body.member_id.as_ref().map(|m| m.to_string()),
-    ) else {
-        return top(ResponseError::InvalidRequest);
-    };
-    if group.is_empty() || member.is_empty() {
-        return top(ResponseError::InvalidRequest);
-    }
-    if let Some(e) = super::authz::refusal(
+    let (group, member) = match share_caller(
         shard,
         &request,
-        super::authz::Op::Read,
-        super::authz::Res::Group,
-        &group,
+        body.group_id.as_ref().map(|g| &***g),
+        body.member_id.as_deref(),
     ) {
-        return top(e);
-    }
+        Ok(caller) => caller,
+        Err(e) => return top(e),
+    };
     let metadata = shard.metadata();
     let readable = |topic_id: Uuid| match metadata.topic_by_id(topic_id) {
         Some((name, _)) => super::authz::allowed(
@@ -219,6 +210,32 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 .collect(),
         );
     super::respond(&request, &response)
+}
+
+/// The group and member ids of a ShareFetch or ShareAcknowledge, both present and not empty
+/// (else INVALID_REQUEST), the group readable by the caller (else the authorizer's error).
+pub(super) fn share_caller(
+    shard: &Shard,
+    request: &ParsedRequest,
+    group_id: Option<&str>,
+    member_id: Option<&str>,
+) -> Result<(String, String), ResponseError> {
+    let (Some(group), Some(member)) = (group_id, member_id) else {
+        return Err(ResponseError::InvalidRequest);
+    };
+    if group.is_empty() || member.is_empty() {
+        return Err(ResponseError::InvalidRequest);
+    }
+    if let Some(e) = super::authz::refusal(
+        shard,
+        request,
+        super::authz::Op::Read,
+        super::authz::Res::Group,
+        group,
+    ) {
+        return Err(e);
+    }
+    Ok((group.to_string(), member.to_string()))
 }
 
 /// On the coordinator shard: the session, the acknowledgements, then the records.
