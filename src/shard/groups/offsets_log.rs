@@ -91,6 +91,22 @@ pub fn offsets_log_dir(data_dir: &Path) -> std::path::PathBuf {
 }
 
 impl GroupCoordinator {
+    /// Applies records that are durable (in the node-local log, or replicated up to the high
+    /// watermark) to the offsets tables; groups' records change nothing here (the group
+    /// state machines already hold them).
+    pub(super) fn apply_durable(&self, records: Vec<LogRecord>) {
+        let mut table = self.offsets.borrow_mut();
+        for record in records {
+            match record {
+                LogRecord::Offset(change) => table.apply(change),
+                LogRecord::Pending(producer_id, change) => {
+                    self.pending.borrow_mut().apply(producer_id, change)
+                }
+                LogRecord::Group(_) => {}
+            }
+        }
+    }
+
     /// Opens the offsets log under `data_dir` and rebuilds the offsets table and the groups
     /// from it, then compacts it if due.
     pub async fn load(&self, data_dir: &Path, cache: Rc<TailCache>) -> Result<(), StorageError> {
@@ -330,18 +346,7 @@ impl GroupCoordinator {
             }
         };
         let applied = log
-            .append(records, now_ms, |records| {
-                let mut table = self.offsets.borrow_mut();
-                for record in records {
-                    match record {
-                        LogRecord::Offset(change) => table.apply(change),
-                        LogRecord::Pending(producer_id, change) => {
-                            self.pending.borrow_mut().apply(producer_id, change)
-                        }
-                        LogRecord::Group(_) => {}
-                    }
-                }
-            })
+            .append(records, now_ms, |records| self.apply_durable(records))
             .await;
         match applied {
             Ok(()) => Ok(()),

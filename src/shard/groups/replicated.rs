@@ -391,16 +391,7 @@ impl GroupCoordinator {
         if !store.still(p, epoch, true) {
             return Err(crate::error::not_coordinator_code());
         }
-        let mut table = self.offsets.borrow_mut();
-        for record in records {
-            match record {
-                LogRecord::Offset(change) => table.apply(change),
-                LogRecord::Pending(producer_id, change) => {
-                    self.pending.borrow_mut().apply(producer_id, change)
-                }
-                LogRecord::Group(_) => {}
-            }
-        }
+        self.apply_durable(records);
         Ok(())
     }
 }
