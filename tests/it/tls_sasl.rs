@@ -423,7 +423,12 @@ fn sasl_reauthentication_lifetime_expiry_and_same_principal() {
             matches!(conn.read_frame(), Ok(None) | Err(_)),
             "an expired session is closed"
         );
-        assert!(broker.log().contains("SASL session expired"));
+        // The log line is written by the logging thread, maybe just after the close.
+        common::wait_until(
+            Duration::from_secs(10),
+            "the broker to log why it closed the expired session",
+            || broker.log().contains("SASL session expired"),
+        );
 
         // Re-authenticated before expiry: still serving past the first lifetime.
         let mut conn = RawConn::connect(broker.sasl).unwrap();
