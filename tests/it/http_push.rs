@@ -7,11 +7,9 @@ use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{RawConn, TestBroker};
-use kafka_protocol::messages::MetadataRequest;
+use common::TestBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -19,33 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// A broker with the HTTP listener on, and its config file (`extra_toml` added).
-struct Http {
-    broker: TestBroker,
-    http: String,
-    cluster: String,
-    _config: tempfile::TempDir,
-}
-
-fn start(shards: usize, extra_toml: &str) -> Http {
-    let port = common::free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path: PathBuf = dir.path().join("freshet.toml");
-    std::fs::write(&path, format!("http_listen = \"{port}\"\n{extra_toml}")).expect("config");
-    let broker = TestBroker::start_with(shards, &["--config", path.to_str().unwrap()]);
-    let mut conn = RawConn::connect(broker.socket_addr()).expect("connect");
-    let cluster = conn
-        .request(12, &MetadataRequest::default())
-        .expect("Metadata")
-        .cluster_id
-        .expect("cluster id")
-        .to_string();
-    Http {
-        broker,
-        http: format!("127.0.0.1:{port}"),
-        cluster,
-        _config: dir,
-    }
-}
+use crate::http_console::{start, Http};
 
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
     let topic =
