@@ -99,11 +99,18 @@ def test_two_consumers_share_one_partition_each_record_once(make_broker, tmp_pat
     for t in threads:
         t.start()
     try:
-        # Produced in small rounds while both members fetch.
+        # Produced in small rounds while both members fetch, until both have had records (the
+        # second member can join after the first took the first rounds), at least `total`.
         p = Producer({"bootstrap.servers": b.addr, "log_level": 0})
-        for start in range(0, total, 20):
+        start = 0
+        deadline = time.monotonic() + 60
+        while start < total or not (received[0] and received[1]):
+            assert time.monotonic() < deadline, ("one member never got records",
+                                                 len(received[0]), len(received[1]))
             produce(b, "jobs", [str(v) for v in range(start, start + 20)], p)
+            start += 20
             time.sleep(0.05)
+        total = start
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(received[0]) + len(received[1]) < total:
             time.sleep(0.1)
