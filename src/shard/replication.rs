@@ -262,7 +262,8 @@ impl Shard {
                 .log
                 .epoch_start_offset(s.leader_epoch)
                 .unwrap_or_else(|| partition.log.log_end_offset());
-            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start) else {
+            let end = partition.log.durable_end();
+            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start, end) else {
                 return;
             };
             s.pending = Some(new_isr.clone());

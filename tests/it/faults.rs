@@ -66,6 +66,7 @@ use common::{within, RawConn};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -451,32 +452,88 @@ fn replica_bytes(cluster: &TestCluster, node: usize, p: i32) -> Vec<u8> {
         .collect()
 }
 
+/// The header fields of one record batch the checks look at.
+struct BatchHead {
+    base: i64,
+    last: i64,
+    leader_epoch: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+/// The headers of the batches in `bytes` (whole batches, as [`replica_bytes`] returns them).
+fn batch_heads(bytes: &[u8]) -> Vec<BatchHead> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(head) = bytes.get(pos..pos + 61) {
+        let i64_at = |i: usize| i64::from_be_bytes(head[i..i + 8].try_into().expect("8"));
+        let i32_at = |i: usize| i32::from_be_bytes(head[i..i + 4].try_into().expect("4"));
+        let (base, len) = (i64_at(0), i32_at(8) as usize);
+        out.push(BatchHead {
+            base,
+            last: base + i64::from(i32_at(23)),
+            leader_epoch: i32_at(12),
+            producer_id: i64_at(43),
+            producer_epoch: i16::from_be_bytes(head[51..53].try_into().expect("2")),
+            base_sequence: i32_at(53),
+        });
+        pos += 12 + len;
+    }
+    out
+}
+
 /// The batch headers holding `offsets` of partition `p` on every node, for failure messages:
 /// base offset, last offset, leader epoch, producer id and epoch, base sequence.
 fn batches_at(cluster: &TestCluster, p: i32, offsets: &[i64]) -> String {
     let mut out = Vec::new();
     for node in 0..cluster.len() {
-        let bytes = replica_bytes(cluster, node, p);
-        let mut pos = 0;
-        while let Some(head) = bytes.get(pos..pos + 61) {
-            let i64_at = |i: usize| i64::from_be_bytes(head[i..i + 8].try_into().expect("8"));
-            let i32_at = |i: usize| i32::from_be_bytes(head[i..i + 4].try_into().expect("4"));
-            let (base, len) = (i64_at(0), i32_at(8) as usize);
-            let last = base + i64::from(i32_at(23));
-            if offsets.iter().any(|o| (base..=last).contains(o)) {
+        for b in batch_heads(&replica_bytes(cluster, node, p)) {
+            if offsets.iter().any(|o| (b.base..=b.last).contains(o)) {
                 out.push(format!(
-                    "node {node} partition {p}: batch {base}..={last} leader epoch {} \
+                    "node {node} partition {p}: batch {}..={} leader epoch {} \
                      producer {} epoch {} base sequence {}",
-                    i32_at(12),
-                    i64_at(43),
-                    i16::from_be_bytes(head[51..53].try_into().expect("2")),
-                    i32_at(53)
+                    b.base,
+                    b.last,
+                    b.leader_epoch,
+                    b.producer_id,
+                    b.producer_epoch,
+                    b.base_sequence
                 ));
             }
-            pos += 12 + len;
         }
     }
     out.join("\n")
+}
+
+/// The producer (id, epoch) that wrote each position of `positions`, as node `node`'s replica
+/// holds them (`None` where no batch holds the offset).
+fn producers_at(
+    cluster: &TestCluster,
+    node: usize,
+    positions: &[Position],
+) -> BTreeMap<Position, checker::ProducerEpoch> {
+    let mut out = BTreeMap::new();
+    let partitions: std::collections::BTreeSet<i32> =
+        positions.iter().map(|p| p.partition).collect();
+    for p in partitions {
+        let heads = batch_heads(&replica_bytes(cluster, node, p));
+        for at in positions.iter().filter(|at| at.partition == p) {
+            if let Some(b) = heads
+                .iter()
+                .find(|b| (b.base..=b.last).contains(&at.offset))
+            {
+                out.insert(
+                    *at,
+                    checker::ProducerEpoch {
+                        id: b.producer_id,
+                        epoch: b.producer_epoch,
+                    },
+                );
+            }
+        }
+    }
+    out
 }
 
 /// `node`'s files of partition `p` with their sizes, for failure messages.
@@ -558,7 +615,18 @@ impl Shared {
 /// Records every acknowledgement in the history.
 struct AckLogger(Arc<Shared>);
 
-impl ClientContext for AckLogger {}
+impl ClientContext for AckLogger {
+    /// librdkafka's own log, on stderr with `FRESHET_FAULTS_CLIENT_DEBUG` (e.g. `eos,msg`: why
+    /// the producer retried or bumped its epoch); otherwise through the `log` crate as rdkafka does.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if std::env::var_os(CLIENT_DEBUG_ENV).is_some() {
+            eprintln!("rdkafka {level:?} {fac}: {log_message}");
+        }
+    }
+}
+
+/// Environment variable: librdkafka `debug` contexts for the workload's producers.
+const CLIENT_DEBUG_ENV: &str = "FRESHET_FAULTS_CLIENT_DEBUG";
 
 impl ProducerContext for AckLogger {
     type DeliveryOpaque = Box<String>;
@@ -607,7 +675,8 @@ fn producer_acks() -> String {
 
 fn new_producer(bootstrap: &str, shared: &Arc<Shared>) -> ThreadedProducer<AckLogger> {
     let acks = producer_acks();
-    workload_config(bootstrap)
+    let mut config = workload_config(bootstrap);
+    config
         .set("acks", &acks)
         .set(
             "enable.idempotence",
@@ -615,7 +684,13 @@ fn new_producer(bootstrap: &str, shared: &Arc<Shared>) -> ThreadedProducer<AckLo
         )
         .set("linger.ms", "5")
         .set("message.timeout.ms", "15000")
-        .set("queue.buffering.max.messages", "2000")
+        .set("queue.buffering.max.messages", "2000");
+    if let Ok(contexts) = std::env::var(CLIENT_DEBUG_ENV) {
+        config
+            .set_log_level(RDKafkaLogLevel::Debug)
+            .set("debug", &contexts);
+    }
+    config
         .create_with_context(AckLogger(shared.clone()))
         .expect("producer")
 }
@@ -1185,10 +1260,26 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
     history.final_reads = final_read(&nemesis.cluster);
     let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
     let violations = checker::check(&history);
+    // Duplicates librdkafka made itself by re-sending under a new producer epoch (told apart
+    // by the batches that hold them) are reported, not failures: see `checker::resent`.
+    let duplicated: Vec<Position> = violations
+        .iter()
+        .filter_map(|v| match v {
+            checker::Violation::Duplicate { at, .. } => Some(at.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let writers = match duplicated.is_empty() {
+        true => BTreeMap::new(),
+        false => producers_at(&nemesis.cluster, 0, &duplicated),
+    };
+    let (violations, resent) = checker::split_resent(violations, &writers);
     let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
     let summary = format!(
         "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
-         {} read during the run, {} commit observations; notes: {notes:?}; steps:\n{}",
+         {} read during the run, {} commit observations, {resent} values written twice by \
+         librdkafka re-sending under a new producer epoch; notes: {notes:?}; steps:\n{}",
         history.attempted.len(),
         history.acked.len(),
         history.live_reads.len(),
