@@ -55,6 +55,7 @@
 //! the nodes' logs and data.
 
 mod checker;
+mod txns;
 
 use crate::common;
 
@@ -295,13 +296,19 @@ fn seed() -> u64 {
 /// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, replication factor
 /// 3, `min.insync.replicas` 2, [`SEGMENT_BYTES`]), retried until accepted.
 fn create_topic(cluster: &TestCluster, node: usize) {
+    create_topic_named(cluster, node, TOPIC);
+    create_topic_named(cluster, node, txns::TXN_TOPIC);
+}
+
+/// Creates topic `name` as [`create_topic`] describes.
+fn create_topic_named(cluster: &TestCluster, node: usize, name: &'static str) {
     cluster.wait_until(RECOVERY_WITHIN, "the topic created", || {
         let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
         conn.set_read_timeout(Duration::from_secs(20));
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(5_000)
             .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_name(TopicName(StrBytes::from_static_str(name)))
                 .with_num_partitions(PARTITIONS)
                 .with_replication_factor(3)
                 .with_configs(
@@ -811,6 +818,7 @@ fn observe_commits(bootstrap: String, shared: Arc<Shared>) {
 /// The running workload threads.
 struct Workload {
     shared: Arc<Shared>,
+    txns: Arc<txns::TxnShared>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -828,7 +836,16 @@ impl Workload {
         }
         let (b, s) = (bootstrap.to_string(), shared.clone());
         threads.push(thread::spawn(move || observe_commits(b, s)));
-        Workload { shared, threads }
+        let txns = Arc::new(txns::TxnShared::default());
+        let (b, t) = (bootstrap.to_string(), txns.clone());
+        threads.push(thread::spawn(move || {
+            txns::produce_transactions(b, PARTITIONS, t)
+        }));
+        Workload {
+            shared,
+            txns,
+            threads,
+        }
     }
 
     fn acks(&self) -> u64 {
@@ -836,15 +853,18 @@ impl Workload {
     }
 
     /// Stops every thread (producers flush first) and returns what they saw.
-    fn stop(self) -> (History, Vec<String>, u64) {
+    fn stop(self) -> (History, checker::TxnHistory, Vec<String>, u64) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.txns.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("workload thread");
         }
         let history = std::mem::take(&mut *self.shared.history.lock().unwrap());
+        let txn_history = std::mem::take(&mut *self.txns.history.lock().unwrap());
         let notes = std::mem::take(&mut *self.shared.notes.lock().unwrap());
         (
             history,
+            txn_history,
             notes,
             self.shared.failed_sends.load(Ordering::Relaxed),
         )
@@ -1260,8 +1280,9 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
         "stopping the workload ({acks_after} acks since healing, the first after {:.1}s)",
         waited.elapsed().as_secs_f64() - 2.0
     ));
-    let (mut history, notes, failed) = workload.stop();
+    let (mut history, txn_history, notes, failed) = workload.stop();
     history.final_reads = final_read(&nemesis.cluster);
+    let txn_read = txns::final_read(&nemesis.cluster.bootstrap(), PARTITIONS);
     let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
     let violations = checker::check(&history);
     // Duplicates librdkafka made itself by re-sending under a new producer epoch (told apart
@@ -1278,12 +1299,23 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
         true => BTreeMap::new(),
         false => producers_at(&nemesis.cluster, 0, &duplicated),
     };
-    let (violations, resent) = checker::split_resent(violations, &writers);
+    let (mut violations, resent) = checker::split_resent(violations, &writers);
+    violations.extend(checker::check_txns(&txn_history, &txn_read));
+    let txn_count =
+        |o: checker::TxnOutcome| txn_history.outcomes.values().filter(|x| **x == o).count();
+    let txn_summary = format!(
+        "transactions: {} committed, {} aborted, {} of unknown outcome, {} values read committed",
+        txn_count(checker::TxnOutcome::Committed),
+        txn_count(checker::TxnOutcome::Aborted),
+        txn_count(checker::TxnOutcome::Unknown),
+        txn_read.len()
+    );
     let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
     let summary = format!(
         "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
          {} read during the run, {} commit observations, {resent} values written twice by \
-         librdkafka re-sending under a new producer epoch; notes: {notes:?}; steps:\n{}",
+         librdkafka re-sending under a new producer epoch; {txn_summary}; notes: {notes:?}; \
+         steps:\n{}",
         history.attempted.len(),
         history.acked.len(),
         history.live_reads.len(),
@@ -1321,6 +1353,11 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
     if let Err(e) = settled {
         cluster.fail(&format!(
             "ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"
+        ));
+    }
+    if txn_count(checker::TxnOutcome::Committed) == 0 {
+        cluster.fail(&format!(
+            "no transaction committed in the whole run\n{summary}"
         ));
     }
     if acks_after == 0 || history.acked.is_empty() {

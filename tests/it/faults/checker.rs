@@ -30,6 +30,12 @@
 //! 5. a record a consumer saw during the run is still there afterwards, same offset, same
 //!    value (`LiveReadGone`);
 //! 6. a group's committed offset for a partition never goes backwards (`CommitBackwards`).
+//!
+//! Transactions ([`check_txns`], over a [`TxnHistory`] and a read_committed read of their
+//! topic): no value of a transaction the client aborted is read (`AbortedRead`); every value of
+//! a committed one is (`CommittedMissing`); a transaction whose outcome the client could not
+//! tell is read whole or not at all (`PartialTxn`); no value twice (`Duplicate`), none that no
+//! transaction sent (`Phantom`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -101,6 +107,95 @@ pub fn split_resent(
     (kept, resent)
 }
 
+/// How a transaction ended, as its producer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    Committed,
+    Aborted,
+    /// The client could not tell (a fatal error, or the abort failed too).
+    Unknown,
+}
+
+/// What the transactional producer did: each transaction's values and its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct TxnHistory {
+    pub sent: BTreeMap<u64, Vec<String>>,
+    pub outcomes: BTreeMap<u64, TxnOutcome>,
+}
+
+/// The transaction properties (module doc) of `read`: (partition, offset, value) as a
+/// read_committed consumer read the transactions' topic after the run.
+pub fn check_txns(history: &TxnHistory, read: &[(i32, i64, String)]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut txn_of: HashMap<&str, u64> = HashMap::new();
+    for (txn, values) in &history.sent {
+        for v in values {
+            txn_of.insert(v.as_str(), *txn);
+        }
+    }
+    let mut seen: BTreeMap<&str, Vec<Position>> = BTreeMap::new();
+    for (partition, offset, value) in read {
+        let at = Position {
+            partition: *partition,
+            offset: *offset,
+        };
+        seen.entry(value.as_str()).or_default().push(at);
+        match txn_of.get(value.as_str()) {
+            None => out.push(Violation::Phantom {
+                value: value.clone(),
+                at,
+            }),
+            Some(txn) if history.outcomes.get(txn) == Some(&TxnOutcome::Aborted) => {
+                out.push(Violation::AbortedRead {
+                    value: value.clone(),
+                    at,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    for (value, at) in &seen {
+        if at.len() > 1 {
+            out.push(Violation::Duplicate {
+                value: value.to_string(),
+                at: at.clone(),
+            });
+        }
+    }
+    for (txn, values) in &history.sent {
+        let read_count = values
+            .iter()
+            .filter(|v| seen.contains_key(v.as_str()))
+            .count();
+        match history
+            .outcomes
+            .get(txn)
+            .copied()
+            .unwrap_or(TxnOutcome::Unknown)
+        {
+            TxnOutcome::Committed if read_count < values.len() => {
+                out.push(Violation::CommittedMissing {
+                    txn: *txn,
+                    missing: values
+                        .iter()
+                        .filter(|v| !seen.contains_key(v.as_str()))
+                        .cloned()
+                        .collect(),
+                })
+            }
+            TxnOutcome::Unknown if read_count != 0 && read_count != values.len() => {
+                out.push(Violation::PartialTxn {
+                    txn: *txn,
+                    read: read_count,
+                    of: values.len(),
+                })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A broken property; see the module doc.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
@@ -139,6 +234,12 @@ pub enum Violation {
     },
     /// An acknowledged record's partition was not read at all after the run.
     PartitionNotRead { partition: i32 },
+    /// A read_committed consumer read a value of a transaction its producer aborted.
+    AbortedRead { value: String, at: Position },
+    /// Values of a committed transaction a read_committed consumer did not read.
+    CommittedMissing { txn: u64, missing: Vec<String> },
+    /// A transaction of unknown outcome read in part.
+    PartialTxn { txn: u64, read: usize, of: usize },
 }
 
 impl fmt::Display for Violation {
@@ -193,6 +294,15 @@ impl fmt::Display for Violation {
             ),
             Violation::PartitionNotRead { partition } => {
                 write!(f, "partition {partition} holds acknowledged records but was not read")
+            }
+            Violation::AbortedRead { value, at } => {
+                write!(f, "read_committed read {value} of an aborted transaction at {at:?}")
+            }
+            Violation::CommittedMissing { txn, missing } => {
+                write!(f, "committed transaction {txn}: {missing:?} not read")
+            }
+            Violation::PartialTxn { txn, read, of } => {
+                write!(f, "transaction {txn} of unknown outcome read in part: {read} of {of}")
             }
         }
     }
@@ -499,6 +609,63 @@ mod tests {
         let (kept, resent) = split_resent(all.clone(), &writers);
         assert_eq!(resent, 1);
         assert_eq!(kept, all[1..].to_vec());
+    }
+
+    #[test]
+    fn transactions_are_all_or_nothing_and_aborted_ones_unseen() {
+        let values = |t: u64| -> Vec<String> { (0..2).map(|i| format!("t{t}-{i}")).collect() };
+        let mut h = TxnHistory::default();
+        for (t, o) in [
+            (1, TxnOutcome::Committed),
+            (2, TxnOutcome::Aborted),
+            (3, TxnOutcome::Unknown),
+            (4, TxnOutcome::Unknown),
+        ] {
+            h.sent.insert(t, values(t));
+            h.outcomes.insert(t, o);
+        }
+        let r = |p: i32, o: i64, v: &str| (p, o, v.to_string());
+        let good = vec![
+            r(0, 0, "t1-0"),
+            r(1, 0, "t1-1"),
+            r(0, 5, "t3-0"),
+            r(1, 5, "t3-1"),
+        ];
+        assert_eq!(check_txns(&h, &good), vec![]);
+        let bad = vec![
+            r(0, 0, "t1-0"),   // t1-1 missing
+            r(0, 2, "t2-0"),   // aborted
+            r(0, 5, "t3-0"),   // t3 in part
+            r(0, 6, "t3-0"),   // twice
+            r(0, 7, "nobody"), // phantom
+        ];
+        let v = check_txns(&h, &bad);
+        for expected in [
+            Violation::CommittedMissing {
+                txn: 1,
+                missing: vec!["t1-1".into()],
+            },
+            Violation::AbortedRead {
+                value: "t2-0".into(),
+                at: pos(0, 2),
+            },
+            Violation::Phantom {
+                value: "nobody".into(),
+                at: pos(0, 7),
+            },
+            Violation::Duplicate {
+                value: "t3-0".into(),
+                at: vec![pos(0, 5), pos(0, 6)],
+            },
+        ] {
+            assert!(v.contains(&expected), "{expected} not in {v:?}");
+        }
+        assert!(v.contains(&Violation::PartialTxn {
+            txn: 3,
+            read: 1,
+            of: 2
+        }));
+        assert_eq!(v.len(), 5, "{v:?}");
     }
 
     #[test]
