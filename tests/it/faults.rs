@@ -8,8 +8,10 @@
 //!   2, logging (value -> partition, offset) for every acknowledged record; two consumers in
 //!   a group read during the run and commit; an observer reads the group's committed offsets
 //!   back (OffsetFetch) in one sequence. Segments are small ([`SEGMENT_BYTES`]) so that they
-//!   roll during the faults. After the faults are healed and every ISR is whole again, each
-//!   partition is read from its log start to its high watermark.
+//!   roll during the faults. A transactional producer ([`txns`]) commits and aborts
+//!   transactions on a second topic meanwhile. After the faults are healed and every ISR is
+//!   whole again, each partition is read from its log start to its high watermark, and the
+//!   transactions' topic with read_committed.
 //! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart (after it was
 //!   deposed, or at once, within its session timeout); kill -9 of every node;
 //!   SIGSTOP/SIGCONT of a leader (fenced meanwhile: it must not acknowledge anything it then
@@ -25,7 +27,9 @@
 //! - Checker ([`checker::check`], a pure function with its own unit tests): every acknowledged
 //!   record read back at the offset it was acknowledged at, exactly once; offsets strictly
 //!   increasing without gaps; nothing read that nobody sent; a record seen during the run not
-//!   gone afterwards; committed offsets never going backwards. Besides, every replica of a
+//!   gone afterwards; committed offsets never going backwards; no aborted transaction's
+//!   record read committed, every committed one's read, one of unknown outcome all or nothing.
+//!   Besides, every replica of a
 //!   partition must hold the same batches once the cluster settled (its segment files' whole
 //!   batches, concatenated: followers append the leader's batches unchanged), and producers
 //!   must get acknowledgements after the last fault is healed (the run is not vacuous).
