@@ -74,6 +74,7 @@ mod layering;
 mod log_output;
 mod newuser_cli;
 mod newuser_readme;
+mod oauth;
 mod partitions_fd_emfile;
 mod partitions_fd_pool;
 mod partitions_limits;
