@@ -858,6 +858,69 @@ mod tests {
         );
     }
 
+    /// The validator re-reads a changed JWKS file (a rotated key is accepted after it, the
+    /// old one refused); a file that stops loading keeps the previous keys.
+    #[test]
+    fn a_changed_jwks_file_is_reloaded() {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let make = || {
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap()
+        };
+        let jwks_of = |k: &EcdsaKeyPair| {
+            let p = k.public_key().as_ref();
+            format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","x":"{}","y":"{}"}}]}}"#,
+                b64(&p[1..33]),
+                b64(&p[33..])
+            )
+        };
+        let token = |k: &EcdsaKeyPair| {
+            let now = now_ms() / 1000;
+            let claims = format!(r#"{{"sub":"alice","iat":{now},"exp":{}}}"#, now + 60);
+            let input = format!("{}.{}", b64(br#"{"alg":"ES256"}"#), b64(claims.as_bytes()));
+            let sig = k.sign(&rng, input.as_bytes()).unwrap();
+            format!("{input}.{}", b64(sig.as_ref()))
+        };
+        let (old, new) = (make(), make());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, jwks_of(&old)).unwrap();
+        let validator = OAuthValidator::new(OAuthMode::Signed {
+            jwks_file: file.clone(),
+            expected_audience: Vec::new(),
+            expected_issuer: None,
+            sub_claim: "sub".into(),
+            scope_claim: "scope".into(),
+            clock_skew_s: 30,
+        })
+        .unwrap();
+        assert!(validator.validate(&token(&old), now_ms()).is_ok());
+        assert!(validator.validate(&token(&new), now_ms()).is_err());
+        std::thread::sleep(JWKS_RELOAD_CHECK_INTERVAL + Duration::from_millis(50));
+        std::fs::write(&file, jwks_of(&new)).unwrap();
+        assert!(validator.validate(&token(&new), now_ms()).is_ok());
+        assert!(validator.validate(&token(&old), now_ms()).is_err());
+        std::thread::sleep(JWKS_RELOAD_CHECK_INTERVAL + Duration::from_millis(50));
+        std::fs::write(&file, "{broken").unwrap();
+        assert!(validator.validate(&token(&new), now_ms()).is_ok());
+        // At start, a file that does not load is an error naming it.
+        let missing = OAuthMode::Signed {
+            jwks_file: dir.path().join("missing.json"),
+            expected_audience: Vec::new(),
+            expected_issuer: None,
+            sub_claim: "sub".into(),
+            scope_claim: "scope".into(),
+            clock_skew_s: 30,
+        };
+        assert!(OAuthValidator::new(missing)
+            .unwrap_err()
+            .contains("missing.json"));
+    }
+
     proptest::proptest! {
         /// Whatever bytes arrive, parsing and validating never panic.
         #[test]
