@@ -755,12 +755,12 @@ impl Quotas {
             (
                 "freshet_quota_recorded_total",
                 "counter",
-                "Bytes (produce, fetch) or percent of a second of handler time (request) recorded against a quota.",
+                "Bytes (produce, fetch), percent of a second of handler time (request) or partitions created and deleted (controller_mutation) recorded against a quota.",
             ),
             (
                 "freshet_quota_rate",
                 "gauge",
-                "Current rate against the quota (bytes/s, or percent), Kafka's windowed Rate.",
+                "Current rate against the quota (bytes/s, percent, or partitions/s), Kafka's windowed Rate.",
             ),
         ];
         for (i, (name, kind, help)) in families.iter().enumerate() {
