@@ -71,7 +71,10 @@ fn request_percentage_throttles_and_mutes_the_connection() {
                     assert!(throttle <= 1000, "{throttle}");
                     // Muted: the second request was not read before the throttle time ended.
                     let muted = Duration::from_millis(throttle as u64 * 9 / 10);
-                    assert!(gap >= muted, "answered {gap:?} after a {throttle} ms throttle");
+                    assert!(
+                        gap >= muted,
+                        "answered {gap:?} after a {throttle} ms throttle"
+                    );
                     seen.push(throttle);
                     break;
                 }
