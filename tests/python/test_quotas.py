@@ -387,6 +387,10 @@ def test_controller_mutation_rate_refuses_beyond_the_bucket_then_succeeds(make_b
     assert {"f0", "f1", "f4"} <= names and not {"f2", "f3"} & names
     assert len(a.describe_topics(["f0"])[0]["partitions"]) == 21
     a.close()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics").read().decode()
+    line = [l for l in text.splitlines() if l.startswith(
+        'freshet_quota_throttled_responses_total{quota="controller_mutation",user="",client_id="mut"}')]
+    assert line and float(line[0].split()[-1]) >= 2, text[-2000:]
 
 
 def test_controller_mutation_rate_with_librdkafka_is_permissive(make_broker):
