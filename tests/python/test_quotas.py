@@ -350,7 +350,7 @@ def test_controller_mutation_rate_refuses_beyond_the_bucket_then_succeeds(make_b
     throttle, results = create_topics(m, ["m4", "m5", "m6"], 5)
     assert results == [("m4", 0), ("m5", THROTTLING_QUOTA_EXCEEDED),
                        ("m6", THROTTLING_QUOTA_EXCEEDED)], results
-    assert 1500 <= throttle <= 2500, throttle
+    assert 500 <= throttle <= 2500, throttle
     time.sleep(throttle / 1000 + 1.0)
     throttle, results = create_topics(m, ["m5", "m6"], 1)
     assert results == [("m5", 0), ("m6", 0)] and throttle == 0
