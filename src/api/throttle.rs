@@ -1,8 +1,8 @@
 //! The quota hooks of the request handlers (`crate::quota` does the arithmetic).
 //!
-//! Every handler runs inside [`timed`], which adds up the time the shard spends polling it
-//! (the request-handler time of Kafka's request quota, KIP-124; waits for a disk, another
-//! shard or a peer are not counted). After the handler, [`RequestQuota`] records that time
+//! Every handler runs inside [`timed`] (`quota::busy`), which adds up the time the shards
+//! spend polling it and its cross-shard jobs (the request-handler time of Kafka's request
+//! quota, KIP-124; waits for a disk, a timer or a peer are not counted). After the handler, [`RequestQuota`] records that time
 //! against the client's `request_percentage` and, over it, writes the throttle time into the
 //! encoded answer (`throttle_time_ms` is the first field of the body for every API that has
 //! one, but OffsetDelete, ApiVersions and Produce: [`throttle_offset`]) and mutes the
@@ -16,55 +16,17 @@
 //! not count). Either way the connection then stops reading for the throttle time
 //! ([`Outcome::Throttled`], `server::connection`).
 
-use std::cell::Cell;
-use std::future::Future;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
 use crate::protocol::fetch::FetchResponseParts;
 use crate::protocol::header::ParsedRequest;
+pub use crate::quota::busy::{busy_so_far, timed};
 use crate::quota::{self, QuotaType, SensorKey};
 use crate::shard::Shard;
-
-thread_local! {
-    /// While a handler is being polled inside [`timed`]: when this poll started, and the
-    /// handler's time in its earlier polls.
-    static POLLING: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
-}
-
-/// Puts back the [`POLLING`] state of an enclosing poll (also when the handler panics).
-struct RestorePolling(Option<(Instant, Duration)>);
-
-impl Drop for RestorePolling {
-    fn drop(&mut self) {
-        POLLING.set(self.0);
-    }
-}
-
-/// Runs `handler` and returns its output with the time spent polling it.
-pub async fn timed<F: Future>(handler: F) -> (F::Output, Duration) {
-    let mut handler = std::pin::pin!(handler);
-    let mut busy = Duration::ZERO;
-    let output = std::future::poll_fn(|cx| {
-        let started = Instant::now();
-        let _restore = RestorePolling(POLLING.replace(Some((started, busy))));
-        let poll = handler.as_mut().poll(cx);
-        busy += started.elapsed();
-        poll
-    })
-    .await;
-    (output, busy)
-}
-
-/// The time the handler being polled has spent so far (zero outside [`timed`]).
-pub fn busy_so_far() -> Duration {
-    POLLING.get().map_or(Duration::ZERO, |(started, before)| {
-        before + started.elapsed()
-    })
-}
 
 /// Where `throttle_time_ms` is in the body of the answer to `api_key` at `version`, in bytes
 /// from the start of the body; `None`: it has none there, or its handler sets it itself
@@ -348,44 +310,5 @@ mod tests {
         let mut pieces = vec![frame.clone()];
         patch_throttle(&mut pieces, ApiKey::CreateTopics, 7, 800);
         assert_eq!(pieces[0], frame);
-    }
-
-    /// Only the time spent inside the handler's polls counts, not the waits between them.
-    #[test]
-    fn timed_counts_polls_not_waits() {
-        let spin = |d: Duration| {
-            let start = Instant::now();
-            while start.elapsed() < d {
-                std::hint::spin_loop();
-            }
-        };
-        let mut polls = 0;
-        let mut seen_in_second_poll = Duration::ZERO;
-        let handler = std::future::poll_fn(|cx| {
-            polls += 1;
-            if polls == 1 {
-                let waker = cx.waker().clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(150));
-                    waker.wake();
-                });
-                spin(Duration::from_millis(20));
-                return std::task::Poll::Pending;
-            }
-            seen_in_second_poll = busy_so_far();
-            spin(Duration::from_millis(20));
-            std::task::Poll::Ready(7)
-        });
-        let started = Instant::now();
-        let (out, busy) = futures_lite::future::block_on(timed(handler));
-        let wall = started.elapsed();
-        assert_eq!(out, 7);
-        assert!(busy >= Duration::from_millis(40), "{busy:?}");
-        assert!(seen_in_second_poll >= Duration::from_millis(20));
-        assert!(
-            busy + Duration::from_millis(100) <= wall,
-            "{busy:?} of {wall:?}"
-        );
-        assert_eq!(busy_so_far(), Duration::ZERO, "outside a poll");
     }
 }

@@ -18,10 +18,10 @@
 //!   `(rate - quota) / quota * window`, capped at the whole window ([`throttle_time_ms`]);
 //! - produce records the request's bytes, fetch the response's bytes;
 //! - `request_percentage` (KIP-124): every request not exempt ([`exempt_from_request_quota`];
-//!   a follower's Fetch too) records the time the shard spent polling its handler (the
-//!   analogue of Kafka's request-handler thread time; time spent waiting for a disk, another
-//!   shard or a peer is not counted) as a percentage of one second ([`percent_of`]), so the
-//!   quota is a percentage of one shard's time over the window; its throttle time is at most
+//!   a follower's Fetch too) records the time the shards spent polling its handler and its
+//!   cross-shard jobs ([`busy`]: the analogue of Kafka's request-handler thread time; waits
+//!   for a disk, a timer or a peer are not counted) as a percentage of one second
+//!   ([`percent_of`]), so the quota is a percentage of one shard's time over the window; its throttle time is at most
 //!   one window ([`REQUEST_THROTTLE_MS_MAX`], as Kafka). Produce and Fetch take the larger of
 //!   their byte-rate and request throttle times (a Fetch over either is answered empty);
 //! - `controller_mutation_rate` (KIP-599): CreateTopics, CreatePartitions and DeleteTopics take
@@ -42,6 +42,8 @@
 //! which throttles them together rather than letting memory grow); /metrics shows at most
 //! [`METRIC_SERIES_MAX`] entities. Quota entities in the metadata are bounded by
 //! [`QUOTA_ENTITIES_MAX`].
+
+pub mod busy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
