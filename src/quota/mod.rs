@@ -21,8 +21,8 @@
 //!   a follower's Fetch too) records the time the shards spent polling its handler and its
 //!   cross-shard jobs ([`busy`]: the analogue of Kafka's request-handler thread time; waits
 //!   for a disk, a timer or a peer are not counted) as a percentage of one second
-//!   ([`percent_of`]), so the quota is a percentage of one shard's time over the window; its throttle time is at most
-//!   one window ([`REQUEST_THROTTLE_MS_MAX`], as Kafka). Produce and Fetch take the larger of
+//!   ([`percent_of`]), so the quota is a percentage of one shard's time over the window;
+//!   its throttle time is at most one window ([`REQUEST_THROTTLE_MS_MAX`], as Kafka). Produce and Fetch take the larger of
 //!   their byte-rate and request throttle times (a Fetch over either is answered empty);
 //! - `controller_mutation_rate` (KIP-599): CreateTopics, CreatePartitions and DeleteTopics take
 //!   one token per partition created or deleted from a [`TokenBucket`] (burst: 10 s of the
