@@ -211,6 +211,10 @@ pub enum AdminError {
     /// [`authorization_failed_code`]).
     #[error("Authorization failed.")]
     Unauthorized(crate::security::acl::ResourceType),
+    /// A topic whose partitions would be created or deleted while the client's
+    /// `controller_mutation_rate` quota is exhausted (KIP-599, `crate::quota::MutationQuota`).
+    #[error("The throttling quota has been exceeded.")]
+    ThrottlingQuotaExceeded,
 }
 
 impl From<MetadataError> for AdminError {
@@ -386,6 +390,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         A::NotQuorumLeader => E::NotLeaderOrFollower,
         A::LogDir { .. } => E::KafkaStorageError,
         A::Unauthorized(resource_type) => authorization_failed_code(*resource_type),
+        A::ThrottlingQuotaExceeded => E::ThrottlingQuotaExceeded,
     }
 }
 

@@ -9,7 +9,9 @@
 //! the topic's partitions have, else INVALID_REPLICA_ASSIGNMENT. The metadata state machine
 //! checks them again on the controller and places the new partitions when none are given.
 //! `validate_only` checks without changing anything. The change runs on the coordinator shard and every shard has opened the new
-//! partitions when the answer goes out; `timeout_ms` is not used.
+//! partitions when the answer goes out; `timeout_ms` is not used. New partitions count against
+//! the client's `controller_mutation_rate` (`crate::quota::MutationQuota`; refused from v3
+//! when exhausted).
 
 use std::rc::Rc;
 
@@ -20,6 +22,7 @@ use super::admin::{check_replica_list, duplicates, registered_or_local, AdminErr
 use super::{decode, respond, str_bytes, Outcome};
 use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand};
 use crate::protocol::header::ParsedRequest;
+use crate::quota::MutationQuota;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
 
 /// One topic to grow, as plain data that can cross to the coordinator shard.
@@ -66,19 +69,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         .collect();
     let names: Vec<String> = growths.iter().map(|g| g.name.clone()).collect();
     let validate_only = body.validate_only;
-    let outcomes = match shard
+    let quota = MutationQuota::new(
+        &shard.metadata().client_quotas,
+        &request.principal,
+        request.client_id_or_empty(),
+        request.api_key,
+        request.api_version,
+    );
+    let (outcomes, throttle_ms) = match shard
         .invoke_on(COORDINATOR_SHARD, move |coordinator| {
-            grow_on_coordinator(coordinator, growths, validate_only)
+            grow_on_coordinator(coordinator, growths, validate_only, quota)
         })
         .await
     {
-        Ok(outcomes) => outcomes,
-        Err(gone) => names
-            .iter()
-            .map(|_| Err(AdminError::ShardGone(ShardGone(gone.0))))
-            .collect(),
+        Ok((outcomes, quota)) => (outcomes, quota.throttle_ms()),
+        Err(gone) => (
+            names
+                .iter()
+                .map(|_| Err(AdminError::ShardGone(ShardGone(gone.0))))
+                .collect(),
+            0,
+        ),
     };
     let mut response = CreatePartitionsResponse::default();
+    response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
     let denied = body
         .topics
         .iter()
@@ -112,20 +126,34 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         response.results.push(result);
     }
-    respond(&request, &response)
+    super::throttle::throttled(respond(&request, &response), throttle_ms)
 }
 
+/// Checks and grows `growths` on the coordinator shard; a growth that passes the checks takes
+/// its new partitions from the request's controller mutation `quota` first (refused:
+/// THROTTLING_QUOTA_EXCEEDED), which is handed back with the results.
 async fn grow_on_coordinator(
     coordinator: Rc<Shard>,
     growths: Vec<Growth>,
     validate_only: bool,
-) -> Vec<Result<(), AdminError>> {
+    mut quota: MutationQuota,
+) -> (Vec<Result<(), AdminError>>, MutationQuota) {
     let metadata = coordinator.metadata();
     let node_id = coordinator.config.node_id;
     let mut results: Vec<Result<(), AdminError>> = growths
         .iter()
         .map(|g| check_growth(&metadata, node_id, g))
         .collect();
+    for (growth, result) in growths.iter().zip(results.iter_mut()) {
+        let current = metadata
+            .topics
+            .get(&growth.name)
+            .map_or(0, |t| t.partitions);
+        let added = u64::try_from(growth.count.saturating_sub(current)).unwrap_or(0);
+        if result.is_ok() && !quota.record(added) {
+            *result = Err(AdminError::ThrottlingQuotaExceeded);
+        }
+    }
     let (commands, command_of): (Vec<MetadataCommand>, Vec<usize>) = growths
         .iter()
         .enumerate()
@@ -145,7 +173,7 @@ async fn grow_on_coordinator(
             results[index] = result.map_err(AdminError::from);
         }
     }
-    results
+    (results, quota)
 }
 
 /// Checks one growth against the current metadata, as Kafka's controller does. Pure.

@@ -25,6 +25,11 @@
 //! DescribeConfigs would give them); v7+ the topic id (for `validate_only`, a fresh random id
 //! that is never used, as Kafka does). `timeout_ms` is not used: creation is complete (durable
 //! and published to every shard) when the answer goes out.
+//!
+//! A topic that passes the checks takes its partitions from the client's
+//! `controller_mutation_rate` (`crate::quota::MutationQuota`, KIP-599): from v6, a topic asked
+//! for while the quota is exhausted gets THROTTLING_QUOTA_EXCEEDED; the answer carries the
+//! throttle time and the connection is muted for it.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -46,6 +51,7 @@ use crate::coordinator::metadata::{
 };
 use crate::coordinator::topic_config;
 use crate::protocol::header::ParsedRequest;
+use crate::quota::MutationQuota;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
 
 /// Replicas per partition when the request gives -1 (Kafka's `default.replication.factor`).
@@ -111,19 +117,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         });
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let validate_only = body.validate_only;
-    let outcomes = match shard
+    let quota = MutationQuota::new(
+        &shard.metadata().client_quotas,
+        &request.principal,
+        request.client_id_or_empty(),
+        request.api_key,
+        request.api_version,
+    );
+    let (outcomes, throttle_ms) = match shard
         .invoke_on(COORDINATOR_SHARD, move |coordinator| {
-            create_on_coordinator(coordinator, topics, validate_only)
+            create_on_coordinator(coordinator, topics, validate_only, quota)
         })
         .await
     {
-        Ok(outcomes) => outcomes,
-        Err(gone) => names
-            .iter()
-            .map(|_| Err(AdminError::ShardGone(ShardGone(gone.0))))
-            .collect(),
+        Ok((outcomes, quota)) => (outcomes, quota.throttle_ms()),
+        Err(gone) => (
+            names
+                .iter()
+                .map(|_| Err(AdminError::ShardGone(ShardGone(gone.0))))
+                .collect(),
+            0,
+        ),
     };
     let mut response = CreateTopicsResponse::default();
+    response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
     for (name, outcome) in names.into_iter().zip(outcomes) {
         let mut result = CreatableTopicResult::default();
         result.name = TopicName(str_bytes(name));
@@ -158,7 +175,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         result.error_message = error.message();
         response.topics.push(result);
     }
-    respond(&request, &response)
+    super::throttle::throttled(respond(&request, &response), throttle_ms)
 }
 
 /// A topic to create, as the request gives it.
@@ -195,21 +212,37 @@ fn topic_config(entry: ConfigEntry) -> CreatableTopicConfigs {
     out
 }
 
-/// Checks and creates `topics` on the coordinator shard; one outcome per topic, in order.
+/// Checks and creates `topics` on the coordinator shard; one outcome per topic, in order,
+/// and the request's controller mutation quota once it has recorded them (a topic that passes
+/// the checks takes its partitions from the quota, as in Kafka's controller, also when
+/// `validate_only`; refused: THROTTLING_QUOTA_EXCEEDED).
 async fn create_on_coordinator(
     coordinator: Rc<Shard>,
     topics: Vec<NewTopic>,
     validate_only: bool,
-) -> Vec<Result<Created, AdminError>> {
+    mut quota: MutationQuota,
+) -> (Vec<Result<Created, AdminError>>, MutationQuota) {
     let metadata = coordinator.metadata();
     let broker = coordinator.config.clone();
     if let Err(e) = check_request_partitions(&topics, broker.default_partitions) {
-        return topics.iter().map(|_| Err(e.clone().into())).collect();
+        return (
+            topics.iter().map(|_| Err(e.clone().into())).collect(),
+            quota,
+        );
     }
     let mut planned: Vec<Result<Plan, AdminError>> = topics
         .iter()
         .map(|t| plan_topic(&metadata, &broker, t))
         .collect();
+    for plan in planned.iter_mut() {
+        let partitions = match plan {
+            Ok(plan) => u64::try_from(plan.partitions).unwrap_or(0),
+            Err(_) => continue,
+        };
+        if !quota.record(partitions) {
+            *plan = Err(AdminError::ThrottlingQuotaExceeded);
+        }
+    }
     let (commands, command_of): (Vec<MetadataCommand>, Vec<usize>) = planned
         .iter()
         .enumerate()
@@ -235,7 +268,7 @@ async fn create_on_coordinator(
     }
     let after = coordinator.metadata();
     let kafka = BrokerConfig::default();
-    topics
+    let outcomes = topics
         .iter()
         .zip(planned)
         .map(|(topic, plan)| {
@@ -252,7 +285,8 @@ async fn create_on_coordinator(
                 configs: topic_config_entries(&plan.configs, &broker, &kafka),
             })
         })
-        .collect()
+        .collect();
+    (outcomes, quota)
 }
 
 /// Partitions one CreateTopics request may create at most (Kafka's controller

@@ -13,7 +13,8 @@
 //! partition at a time per shard, as Kafka deletes logs asynchronously. So a DeleteTopics of
 //! 100 topics takes tens of milliseconds and does not hold up other admin requests; a topic
 //! re-created under the same name waits only for its own old partitions' files to go.
-//! `timeout_ms` is not used.
+//! `timeout_ms` is not used. Deleted partitions count against the client's
+//! `controller_mutation_rate` (`crate::quota::MutationQuota`; refused from v5 when exhausted).
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -26,6 +27,7 @@ use super::admin::AdminError;
 use super::{decode, respond, str_bytes, Outcome};
 use crate::coordinator::metadata::MetadataCommand;
 use crate::protocol::header::ParsedRequest;
+use crate::quota::MutationQuota;
 use crate::shard::{Shard, ShardGone, COORDINATOR_SHARD};
 
 /// One entry of the request after the checks that need no metadata.
@@ -86,19 +88,30 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             Slot::Refused(name, id, _) => (name.clone(), *id),
         })
         .collect();
-    let answers = match shard
+    let quota = MutationQuota::new(
+        &metadata.client_quotas,
+        &request.principal,
+        request.client_id_or_empty(),
+        request.api_key,
+        request.api_version,
+    );
+    let (answers, throttle_ms) = match shard
         .invoke_on(COORDINATOR_SHARD, move |coordinator| {
-            delete_on_coordinator(coordinator, slots)
+            delete_on_coordinator(coordinator, slots, quota)
         })
         .await
     {
-        Ok(answers) => answers,
-        Err(gone) => fallback
-            .into_iter()
-            .map(|(name, id)| Some((name, id, Err(AdminError::ShardGone(ShardGone(gone.0))))))
-            .collect(),
+        Ok((answers, quota)) => (answers, quota.throttle_ms()),
+        Err(gone) => (
+            fallback
+                .into_iter()
+                .map(|(name, id)| Some((name, id, Err(AdminError::ShardGone(ShardGone(gone.0))))))
+                .collect(),
+            0,
+        ),
     };
     let mut response = DeleteTopicsResponse::default();
+    response.throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
     for (name, id, outcome) in answers.into_iter().flatten() {
         let mut result = DeletableTopicResult::default();
         result.name = name.map(|n| TopicName(str_bytes(n)));
@@ -109,7 +122,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         response.responses.push(result);
     }
-    respond(&request, &response)
+    super::throttle::throttled(respond(&request, &response), throttle_ms)
 }
 
 /// Turns the request's entries into slots, in request order: malformed entries are refused,
@@ -162,8 +175,14 @@ fn slots(entries: Vec<(Option<String>, Uuid)>) -> Vec<Slot> {
 }
 
 /// Resolves and deletes on the coordinator shard. `None` marks a slot Kafka does not answer
-/// separately (an id that a name in the same request also resolved to).
-async fn delete_on_coordinator(coordinator: Rc<Shard>, slots: Vec<Slot>) -> Vec<Option<Answer>> {
+/// separately (an id that a name in the same request also resolved to). Each topic to delete
+/// takes its partitions from the request's controller mutation `quota` first (refused:
+/// THROTTLING_QUOTA_EXCEEDED), which is handed back with the answers.
+async fn delete_on_coordinator(
+    coordinator: Rc<Shard>,
+    slots: Vec<Slot>,
+    mut quota: MutationQuota,
+) -> (Vec<Option<Answer>>, MutationQuota) {
     let metadata = coordinator.metadata();
     let ids_given: HashSet<Uuid> = slots
         .iter()
@@ -213,6 +232,16 @@ async fn delete_on_coordinator(coordinator: Rc<Shard>, slots: Vec<Slot>) -> Vec<
             answers[index] = None;
             continue;
         }
+        let partitions = metadata
+            .topics
+            .get(&name)
+            .map_or(0, |t| u64::try_from(t.partitions).unwrap_or(0));
+        if !quota.record(partitions) {
+            if let Some(answer) = answers[index].as_mut() {
+                answer.2 = Err(AdminError::ThrottlingQuotaExceeded);
+            }
+            continue;
+        }
         commands.push(MetadataCommand::DeleteTopic { name });
         command_of.push(index);
     }
@@ -224,7 +253,7 @@ async fn delete_on_coordinator(coordinator: Rc<Shard>, slots: Vec<Slot>) -> Vec<
             }
         }
     }
-    answers
+    (answers, quota)
 }
 
 #[cfg(test)]

@@ -95,11 +95,17 @@ pub enum Outcome {
     },
 }
 
-/// Handles one request on the connection's shard, and counts it (`crate::metrics`).
+/// Handles one request on the connection's shard, counts it (`crate::metrics`), and applies
+/// the client's request quota to it (`throttle`).
 pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     let started = std::time::Instant::now();
     let api_key = request.api_key;
-    let outcome = dispatch(shard, request).await;
+    let request_quota = throttle::RequestQuota::of(shard, &request);
+    let (outcome, busy) = throttle::timed(dispatch(shard, request)).await;
+    let outcome = match request_quota {
+        Some(quota) => quota.apply(outcome, busy),
+        None => outcome,
+    };
     let failed = matches!(outcome, Outcome::Close(_));
     crate::metrics::record_request(api_key, started.elapsed(), failed);
     outcome

@@ -90,6 +90,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             crate::metrics::record_partition_error(request.api_key, error.code());
         }
     }
+    let quotas = shard.metadata();
+    let request_ms = super::throttle::request_throttle_so_far(&quotas.client_quotas, &request);
+    let throttle_ms = throttle_ms.max(request_ms);
     if acks == 0 {
         return super::throttle::throttled(Outcome::NoResponse, throttle_ms);
     }

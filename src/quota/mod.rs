@@ -16,20 +16,34 @@
 //!   `quota.window.size.seconds` (1 s) each ([`WindowedRate`]); a request is recorded first,
 //!   then, when the rate is above the quota, the throttle time is
 //!   `(rate - quota) / quota * window`, capped at the whole window ([`throttle_time_ms`]);
-//! - produce records the request's bytes, fetch the response's bytes, every request its
-//!   handler time as a percentage of one second (`request_percentage`).
+//! - produce records the request's bytes, fetch the response's bytes;
+//! - `request_percentage` (KIP-124): every request not exempt ([`exempt_from_request_quota`];
+//!   a follower's Fetch too) records the time the shards spent polling its handler and its
+//!   cross-shard jobs ([`busy`]: the analogue of Kafka's request-handler thread time; waits
+//!   for a disk, a timer or a peer are not counted) as a percentage of one second
+//!   ([`percent_of`]), so the quota is a percentage of one shard's time over the window;
+//!   its throttle time is at most one window ([`REQUEST_THROTTLE_MS_MAX`], as Kafka). Produce and Fetch take the larger of
+//!   their byte-rate and request throttle times (a Fetch over either is answered empty);
+//! - `controller_mutation_rate` (KIP-599): CreateTopics, CreatePartitions and DeleteTopics take
+//!   one token per partition created or deleted from a [`TokenBucket`] (burst: 10 s of the
+//!   quota), topic by topic; at the versions where Kafka is strict (CreateTopics v6+,
+//!   CreatePartitions v3+, DeleteTopics v5+) a topic asked for while the bucket is below zero
+//!   is refused with THROTTLING_QUOTA_EXCEEDED, older versions are always served and only
+//!   throttled ([`MutationQuota`]). It is enforced on the broker the client sends the request
+//!   to (Kafka's KRaft controller enforces it on the forwarded request: one rate per cluster).
 //!
 //! The broker answers with `throttle_time_ms` and the connection stops reading its socket for
 //! that long (`server::connection`). The rates live in one process-wide table behind a mutex
 //! ([`Quotas`]) so that connections of one client on different shards share their quota, as
-//! on one Kafka broker; it is touched once per produce or fetch request and only when some
-//! quota is configured.
+//! on one Kafka broker; it is touched only when some quota applies to the request.
 //!
 //! Bounds: at most [`SENSORS_MAX`] rates, holding at most [`SENSOR_NAME_BYTES_MAX`] of names,
 //! are tracked (an idle one expires after [`SENSOR_IDLE_MS_MAX`]; when full, new entities share an overflow entry per quota type,
 //! which throttles them together rather than letting memory grow); /metrics shows at most
 //! [`METRIC_SERIES_MAX`] entities. Quota entities in the metadata are bounded by
 //! [`QUOTA_ENTITIES_MAX`].
+
+pub mod busy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
@@ -66,8 +80,7 @@ pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 pub const CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
 /// The keys AlterClientQuotas accepts for user / client-id entities, and whether each must be
-/// an integer (Kafka's LONG type; the others are DOUBLE). `controller_mutation_rate` is stored
-/// and described but not enforced.
+/// an integer (Kafka's LONG type; the others are DOUBLE).
 pub const QUOTA_KEYS: [(&str, bool); 4] = [
     (PRODUCER_BYTE_RATE, true),
     (CONSUMER_BYTE_RATE, true),
@@ -379,12 +392,180 @@ pub fn throttle_time_ms(rate: f64, quota: f64, window_ms: u64, padding_ms: u64) 
     (t as u64).saturating_add(padding_ms).min(max)
 }
 
+/// Kafka's `TokenBucket` stat (KIP-599) for `controller_mutation_rate`: it holds at most a
+/// burst of `(quota.window.num - 1) x quota.window.size.seconds x quota` tokens ([`burst`]),
+/// starts full, refills at `quota` tokens a second, and a mutation takes one token per
+/// partition (it may leave the bucket below zero). Pure arithmetic on caller-given times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenBucket {
+    tokens: f64,
+    /// The last refill; `None`: never used (full).
+    last_ms: Option<u64>,
+}
+
+/// The tokens a [`TokenBucket`] of `quota` per second holds at most.
+pub fn burst(quota: f64) -> f64 {
+    (QUOTA_WINDOW_NUM as f64 - 1.0) * (QUOTA_WINDOW_SIZE_MS as f64 / 1000.0) * quota
+}
+
+impl TokenBucket {
+    fn refill(&mut self, quota: f64, now_ms: u64) {
+        let full = burst(quota);
+        self.tokens = match self.last_ms {
+            None => full,
+            Some(last) => {
+                let elapsed_s = now_ms.saturating_sub(last) as f64 / 1000.0;
+                (self.tokens + quota * elapsed_s).min(full)
+            }
+        };
+        self.last_ms = Some(now_ms.max(self.last_ms.unwrap_or(0)));
+    }
+
+    /// The tokens left at `now_ms` (below zero: over the quota).
+    pub fn tokens(&mut self, quota: f64, now_ms: u64) -> f64 {
+        self.refill(quota, now_ms);
+        self.tokens
+    }
+
+    /// Takes `value` tokens at `now_ms`.
+    pub fn record(&mut self, quota: f64, value: f64, now_ms: u64) {
+        self.refill(quota, now_ms);
+        self.tokens = (self.tokens - value).min(burst(quota));
+    }
+}
+
+/// The time until a bucket with `tokens` (below zero) refilling at `quota` a second is back at
+/// zero, in ms (Kafka's `ControllerMutationQuotaManager.throttleTimeMs`); 0 at or above zero.
+pub fn mutation_throttle_ms(tokens: f64, quota: f64) -> u64 {
+    if tokens >= 0.0 || quota <= 0.0 {
+        return 0;
+    }
+    (-tokens / quota * 1000.0).round() as u64
+}
+
+/// The versions from which a mutation over the quota is refused (THROTTLING_QUOTA_EXCEEDED)
+/// rather than accepted and throttled after (KIP-599): CreateTopics v6, CreatePartitions v3,
+/// DeleteTopics v5. `None`: not a controller mutation.
+pub fn strict_mutation_since(api_key: i16) -> Option<i16> {
+    match api_key {
+        19 => Some(6),
+        37 => Some(3),
+        20 => Some(5),
+        _ => None,
+    }
+}
+
+/// One request's controller mutation quota (Kafka's `ControllerMutationQuota`): records the
+/// partitions the request creates or deletes, topic by topic, and remembers the throttle time
+/// its answer carries. Plain data, so it can go to the coordinator shard and back.
+#[derive(Debug, Clone)]
+pub struct MutationQuota {
+    /// The quota and who shares it; `None`: no quota applies (unbounded).
+    applies: Option<(f64, SensorKey)>,
+    strict: bool,
+    throttle_ms: u64,
+    throttled_at_ms: u64,
+}
+
+impl MutationQuota {
+    /// The quota of a request of `api_key` / `api_version` from `principal` / `client_id`.
+    pub fn new(
+        quotas: &QuotaTable,
+        principal: &str,
+        client_id: &str,
+        api_key: i16,
+        api_version: i16,
+    ) -> MutationQuota {
+        let strict = strict_mutation_since(api_key).is_some_and(|v| api_version >= v);
+        let applies = if quotas.is_empty() {
+            None
+        } else {
+            applicable(
+                quotas,
+                user_of(principal),
+                client_id,
+                CONTROLLER_MUTATION_RATE,
+            )
+        };
+        MutationQuota {
+            applies,
+            strict,
+            throttle_ms: 0,
+            throttled_at_ms: 0,
+        }
+    }
+
+    /// Records `partitions` created or deleted; `false`: refused (a strict quota already
+    /// exhausted), the topic gets THROTTLING_QUOTA_EXCEEDED.
+    pub fn record(&mut self, partitions: u64) -> bool {
+        let Some((quota, sensor)) = &self.applies else {
+            return true;
+        };
+        let now = now_ms();
+        let (taken, throttle) = {
+            let mut all = global().lock().unwrap_or_else(|p| p.into_inner());
+            all.record_mutation(sensor.clone(), *quota, partitions as f64, self.strict, now)
+        };
+        if throttle > 0 {
+            self.throttle_ms = throttle;
+            self.throttled_at_ms = now;
+        }
+        taken
+    }
+
+    /// The throttle time the answer carries: the last one recorded, less the time since
+    /// (Kafka's `AbstractControllerMutationQuota.throttleTime`).
+    pub fn throttle_ms(&self) -> u64 {
+        let since = now_ms().saturating_sub(self.throttled_at_ms);
+        self.throttle_ms.saturating_sub(since)
+    }
+}
+
+/// A request quota's throttle time at most: one quota window (Kafka's
+/// `ClientRequestQuotaManager.maxThrottleTimeMs`).
+pub const REQUEST_THROTTLE_MS_MAX: u64 = QUOTA_WINDOW_SIZE_MS;
+
+/// Kafka's `nanosToPercentage`: handler time as a percentage of one second.
+pub fn percent_of(busy: std::time::Duration) -> f64 {
+    busy.as_nanos() as f64 * 100.0 / 1e9
+}
+
+/// Is a request of `api_key` exempt from the request quota (neither recorded nor throttled)?
+/// As Kafka: SASL (Kafka's authenticator answers it before the request handlers),
+/// WriteTxnMarkers (inter-broker, CLUSTER_ACTION) and ApiVersions (Kafka answers a connection's
+/// first one in its authenticator; here every one is exempt, so that a client over its quota
+/// can still learn the versions). A follower's Fetch is exempt too (`api::fetch` decides).
+pub fn exempt_from_request_quota(api_key: i16) -> bool {
+    matches!(api_key, 17 | 18 | 27 | 36)
+}
+
+/// Records `busy` (the time the shard spent handling a request) against the request quota of
+/// `principal` / `client_id` in `quotas`, and returns the throttle time in ms (0: no quota, or
+/// within it), at most [`REQUEST_THROTTLE_MS_MAX`].
+pub fn record_request_time(
+    quotas: &QuotaTable,
+    principal: &str,
+    client_id: &str,
+    busy: std::time::Duration,
+) -> u64 {
+    record_and_throttle_ms(
+        quotas,
+        QuotaType::Request,
+        principal,
+        client_id,
+        percent_of(busy),
+    )
+    .min(REQUEST_THROTTLE_MS_MAX)
+}
+
 /// The quota types enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum QuotaType {
     Produce,
     Fetch,
     Request,
+    /// Partitions created or deleted (KIP-599), against a token bucket ([`TokenBucket`]).
+    ControllerMutation,
 }
 
 impl QuotaType {
@@ -393,6 +574,7 @@ impl QuotaType {
             QuotaType::Produce => PRODUCER_BYTE_RATE,
             QuotaType::Fetch => CONSUMER_BYTE_RATE,
             QuotaType::Request => REQUEST_PERCENTAGE,
+            QuotaType::ControllerMutation => CONTROLLER_MUTATION_RATE,
         }
     }
 
@@ -401,6 +583,7 @@ impl QuotaType {
             QuotaType::Produce => "produce",
             QuotaType::Fetch => "fetch",
             QuotaType::Request => "request",
+            QuotaType::ControllerMutation => "controller_mutation",
         }
     }
 }
@@ -413,6 +596,8 @@ struct Sensor {
     recorded_total: f64,
     throttle_ms_total: u64,
     throttled_total: u64,
+    /// The token bucket of a [`QuotaType::ControllerMutation`] rate (unused by the others).
+    bucket: TokenBucket,
 }
 
 /// Every tracked rate, by quota type and sharing entity; bounded by [`SENSORS_MAX`].
@@ -436,16 +621,9 @@ fn overflow_key() -> SensorKey {
 }
 
 impl Quotas {
-    /// Records `value` for the clients of `sensor` under `quota` at `now_ms`, and returns the
-    /// throttle time in ms (Kafka's `recordAndGetThrottleTimeMs`).
-    pub fn record(
-        &mut self,
-        kind: QuotaType,
-        sensor: SensorKey,
-        quota: f64,
-        value: f64,
-        now_ms: u64,
-    ) -> u64 {
+    /// The tracked rate of `kind` for `sensor`, created if new (the overflow entry once
+    /// [`SENSORS_MAX`] rates or [`SENSOR_NAME_BYTES_MAX`] of names are tracked).
+    fn sensor_mut(&mut self, kind: QuotaType, sensor: SensorKey, now_ms: u64) -> &mut Sensor {
         let mut key = (kind, sensor);
         let full = |q: &Quotas, k: &SensorKey| {
             q.sensors.len() >= SENSORS_MAX || q.name_bytes + name_bytes(k) > SENSOR_NAME_BYTES_MAX
@@ -459,12 +637,26 @@ impl Quotas {
         if !self.sensors.contains_key(&key) {
             self.name_bytes += name_bytes(&key.1);
         }
-        let s = self.sensors.entry(key).or_insert_with(|| Sensor {
+        self.sensors.entry(key).or_insert_with(|| Sensor {
             rate: WindowedRate::new(now_ms),
             recorded_total: 0.0,
             throttle_ms_total: 0,
             throttled_total: 0,
-        });
+            bucket: TokenBucket::default(),
+        })
+    }
+
+    /// Records `value` for the clients of `sensor` under `quota` at `now_ms`, and returns the
+    /// throttle time in ms (Kafka's `recordAndGetThrottleTimeMs`).
+    pub fn record(
+        &mut self,
+        kind: QuotaType,
+        sensor: SensorKey,
+        quota: f64,
+        value: f64,
+        now_ms: u64,
+    ) -> u64 {
+        let s = self.sensor_mut(kind, sensor, now_ms);
         s.rate.record(value, now_ms);
         s.recorded_total += value;
         let window = s.rate.window_ms(now_ms);
@@ -476,6 +668,45 @@ impl Quotas {
             s.throttled_total += 1;
         }
         throttle
+    }
+
+    /// Records `permits` partition mutations of the clients of `sensor` under the
+    /// `controller_mutation_rate` `quota` at `now_ms` (Kafka's `StrictControllerMutationQuota`
+    /// and `PermissiveControllerMutationQuota`). Strict: refused (`false`) while the bucket is
+    /// already below zero, with the time until it is back at zero; otherwise taken, however
+    /// many (the bucket may go below zero: Kafka accepts a request that fits in what is left
+    /// before the quota is exhausted, whatever its size). Permissive: always taken; the throttle time is
+    /// the time until the bucket is back at zero.
+    pub fn record_mutation(
+        &mut self,
+        sensor: SensorKey,
+        quota: f64,
+        permits: f64,
+        strict: bool,
+        now_ms: u64,
+    ) -> (bool, u64) {
+        let s = self.sensor_mut(QuotaType::ControllerMutation, sensor, now_ms);
+        if strict {
+            let tokens = s.bucket.tokens(quota, now_ms);
+            if tokens < 0.0 {
+                let throttle = mutation_throttle_ms(tokens, quota);
+                s.throttle_ms_total += throttle;
+                s.throttled_total += 1;
+                return (false, throttle);
+            }
+        }
+        s.bucket.record(quota, permits, now_ms);
+        s.rate.record(permits, now_ms);
+        s.recorded_total += permits;
+        if strict {
+            return (true, 0);
+        }
+        let throttle = mutation_throttle_ms(s.bucket.tokens(quota, now_ms), quota);
+        if throttle > 0 {
+            s.throttle_ms_total += throttle;
+            s.throttled_total += 1;
+        }
+        (true, throttle)
     }
 
     /// Drops rates idle for [`SENSOR_IDLE_MS_MAX`].
@@ -526,12 +757,12 @@ impl Quotas {
             (
                 "freshet_quota_recorded_total",
                 "counter",
-                "Bytes (produce, fetch) or percent of a second of handler time (request) recorded against a quota.",
+                "Bytes (produce, fetch), percent of a second of handler time (request) or partitions created and deleted (controller_mutation) recorded against a quota.",
             ),
             (
                 "freshet_quota_rate",
                 "gauge",
-                "Current rate against the quota (bytes/s, or percent), Kafka's windowed Rate.",
+                "Current rate against the quota (bytes/s, percent, or partitions/s), Kafka's windowed Rate.",
             ),
         ];
         for (i, (name, kind, help)) in families.iter().enumerate() {
@@ -608,22 +839,24 @@ pub fn unrecord(
     }
 }
 
-/// Is `request` a Produce or Fetch of a client that a quota applies to (so that the
-/// connection handles it alone, and learns its throttle before reading on)?
+/// Does a quota apply to `request` (so that the connection handles it alone, and learns its
+/// throttle before reading on, as Kafka's muted channel)? A Produce or Fetch under a byte
+/// rate, a CreateTopics, CreatePartitions or DeleteTopics under `controller_mutation_rate`,
+/// any request not exempt ([`exempt_from_request_quota`]) under `request_percentage`.
 pub fn applies(quotas: &QuotaTable, request: &crate::protocol::header::ParsedRequest) -> bool {
+    if quotas.is_empty() {
+        return false;
+    }
+    let (user, client_id) = (user_of(&request.principal), request.client_id_or_empty());
+    let has = |key: &str| applicable(quotas, user, client_id, key).is_some();
     let kind = match request.api_key {
-        0 => QuotaType::Produce,
-        1 => QuotaType::Fetch,
-        _ => return false,
+        0 => Some(QuotaType::Produce),
+        1 => Some(QuotaType::Fetch),
+        key if strict_mutation_since(key).is_some() => Some(QuotaType::ControllerMutation),
+        _ => None,
     };
-    !quotas.is_empty()
-        && applicable(
-            quotas,
-            user_of(&request.principal),
-            request.client_id_or_empty(),
-            kind.key(),
-        )
-        .is_some()
+    kind.is_some_and(|k| has(k.key()))
+        || (!exempt_from_request_quota(request.api_key) && has(REQUEST_PERCENTAGE))
 }
 
 /// The /metrics text of the quota rates.
@@ -797,6 +1030,126 @@ mod tests {
         }
         assert!(q.name_bytes <= SENSOR_NAME_BYTES_MAX + 32);
         assert!(q.len() < 1000);
+    }
+
+    /// Kafka's TokenBucket: starts full at 10 s of the quota, refills at the quota, never
+    /// above the burst; the throttle time is the time back to zero.
+    #[test]
+    fn token_bucket_is_kafkas() {
+        assert_eq!(burst(2.0), 20.0);
+        let mut b = TokenBucket::default();
+        assert_eq!(b.tokens(2.0, 1000), 20.0);
+        b.record(2.0, 25.0, 1000);
+        assert_eq!(b.tokens(2.0, 1000), -5.0);
+        assert_eq!(mutation_throttle_ms(-5.0, 2.0), 2500);
+        assert_eq!(b.tokens(2.0, 2000), -3.0);
+        assert_eq!(b.tokens(2.0, 3500), 0.0);
+        assert_eq!(mutation_throttle_ms(0.0, 2.0), 0);
+        // Idle for a long time: back to the burst, not beyond.
+        assert_eq!(b.tokens(2.0, 100_000), 20.0);
+    }
+
+    fn key(c: &str) -> SensorKey {
+        SensorKey {
+            user: String::new(),
+            client_id: c.into(),
+        }
+    }
+
+    /// Strict (CreateTopics v6+...): a request is taken whatever its size while the bucket
+    /// is not below zero, with no throttle; refused while it is, with the time back to zero.
+    /// Permissive (older versions): always taken, throttled once below zero.
+    #[test]
+    fn strict_refuses_and_permissive_throttles() {
+        let mut q = Quotas::default();
+        // Quota 1 partition/s: burst 10.
+        assert_eq!(q.record_mutation(key("s"), 1.0, 4.0, true, 0), (true, 0));
+        assert_eq!(q.record_mutation(key("s"), 1.0, 30.0, true, 0), (true, 0));
+        assert_eq!(
+            q.record_mutation(key("s"), 1.0, 1.0, true, 0),
+            (false, 24_000)
+        );
+        assert_eq!(
+            q.record_mutation(key("s"), 1.0, 1.0, true, 20_000),
+            (false, 4000)
+        );
+        assert_eq!(
+            q.record_mutation(key("s"), 1.0, 1.0, true, 24_000),
+            (true, 0)
+        );
+        let mut q = Quotas::default();
+        assert_eq!(q.record_mutation(key("p"), 1.0, 10.0, false, 0), (true, 0));
+        assert_eq!(
+            q.record_mutation(key("p"), 1.0, 3.0, false, 0),
+            (true, 3000)
+        );
+        assert_eq!(
+            q.record_mutation(key("p"), 1.0, 3.0, false, 0),
+            (true, 6000)
+        );
+        // Clients with their own entity do not share the bucket.
+        assert_eq!(
+            q.record_mutation(key("other"), 1.0, 10.0, true, 0),
+            (true, 0)
+        );
+    }
+
+    /// A request's quota: unbounded without a matching entity; strict from Kafka's versions.
+    #[test]
+    fn mutation_quota_per_request() {
+        let table: QuotaTable = [(
+            QuotaEntity::new(None, n("admin-mq")),
+            [(CONTROLLER_MUTATION_RATE.to_string(), QuotaValue(0.5))].into(),
+        )]
+        .into();
+        let mut free = MutationQuota::new(&table, "User:ANONYMOUS", "other", 19, 7);
+        for _ in 0..100 {
+            assert!(free.record(1000));
+        }
+        assert_eq!(free.throttle_ms(), 0);
+        // Burst 5: the first request of 6 is taken, the next refused, ~2 s to wait.
+        let mut strict = MutationQuota::new(&table, "User:ANONYMOUS", "admin-mq", 19, 6);
+        assert!(strict.record(6));
+        assert_eq!(strict.throttle_ms(), 0);
+        assert!(!strict.record(1));
+        let t = strict.throttle_ms();
+        assert!((1000..=2000).contains(&t), "{t}");
+        // CreateTopics v5 is permissive: taken, and throttled.
+        let mut permissive = MutationQuota::new(&table, "User:ANONYMOUS", "admin-mq", 19, 5);
+        assert!(permissive.record(2));
+        assert!(permissive.throttle_ms() >= 4000);
+        assert_eq!(strict_mutation_since(37), Some(3));
+        assert_eq!(strict_mutation_since(20), Some(5));
+        assert_eq!(strict_mutation_since(0), None);
+    }
+
+    #[test]
+    fn request_time_is_a_percentage_of_a_second_capped_at_one_window() {
+        assert_eq!(percent_of(std::time::Duration::from_millis(10)), 1.0);
+        let table: QuotaTable = [(
+            QuotaEntity::new(None, n("busy-rq")),
+            [(REQUEST_PERCENTAGE.to_string(), QuotaValue(1.0))].into(),
+        )]
+        .into();
+        // 1% of a second over the 10 s minimum window is 100 ms: 2 s is far over.
+        let t = record_request_time(
+            &table,
+            "User:ANONYMOUS",
+            "busy-rq",
+            std::time::Duration::from_secs(2),
+        );
+        assert_eq!(t, REQUEST_THROTTLE_MS_MAX);
+        assert_eq!(
+            record_request_time(
+                &table,
+                "User:ANONYMOUS",
+                "idle-rq",
+                std::time::Duration::from_secs(2)
+            ),
+            0
+        );
+        assert!(exempt_from_request_quota(18) && exempt_from_request_quota(36));
+        assert!(!exempt_from_request_quota(3));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Every shard has one bounded inbox (a flume channel of depth `shard_queue_depth`); the
 //! [`Router`] holds a sender to each. [`Router::invoke_on`] sends a job (a closure that runs on
 //! the target shard and produces a `Send` answer) and awaits its answer over a one-shot
-//! channel. A full inbox makes the sender wait: that is the backpressure between shards.
+//! channel. A full inbox makes the sender wait: that is the backpressure between shards. The
+//! time the job took on the target shard is added to the caller's request (`quota::busy`,
+//! the request quota's measure).
 //! Jobs for the caller's own shard skip the channel (see `Shard::invoke_on`).
 //!
 //! Only `Send` values cross: `Bytes`, plain data, `Arc`s. Shard-local state (`Rc`, glommio
@@ -76,7 +78,8 @@ impl Router {
         let (answer_tx, answer_rx) = flume::bounded(1);
         let job: Job = Box::new(move |shard| {
             Box::pin(async move {
-                let answer = f(shard).await;
+                // Timed, so the caller's request is charged for it (`quota::busy`).
+                let answer = crate::quota::busy::timed(f(shard)).await;
                 // The caller may have given up (connection closed); nobody to tell then.
                 let _ = answer_tx.send(answer);
             })
@@ -85,7 +88,12 @@ impl Router {
             .send_async(job)
             .await
             .map_err(|_| ShardGone(target))?;
-        answer_rx.recv_async().await.map_err(|_| ShardGone(target))
+        let (answer, busy) = answer_rx
+            .recv_async()
+            .await
+            .map_err(|_| ShardGone(target))?;
+        crate::quota::busy::add(busy);
+        Ok(answer)
     }
 
     /// Sends `f` to shard `target` without waiting for it to run; blocks the calling thread if

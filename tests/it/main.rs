@@ -81,6 +81,7 @@ mod partitions_limits;
 mod quorum_log;
 mod quorum_node;
 mod quota_cli;
+mod quota_enforce;
 mod reassign;
 mod repl_control;
 mod replication;
