@@ -30,6 +30,7 @@
 //! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
 //! read.
 
+pub mod committed;
 pub mod group;
 pub mod produce;
 pub mod stream;
