@@ -240,6 +240,17 @@ impl SharePartition {
         !held.is_empty()
     }
 
+    /// How many records `member` holds acquired (locks that ran out by `now_ms` not counted).
+    pub fn acquired_by(&self, now_ms: i64, member: &str) -> usize {
+        self.in_flight
+            .values()
+            .filter(|r| {
+                matches!(r, InFlight::Acquired { member: m, deadline_ms, .. }
+                    if &**m == member && *deadline_ms > now_ms)
+            })
+            .count()
+    }
+
     /// The offset to read the log from for the next acquisition: the first available record,
     /// else the end when there is room for more in-flight records; `None` when nothing can be
     /// acquired. Expires locks first.

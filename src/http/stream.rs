@@ -95,7 +95,7 @@ impl Framing {
     }
 
     /// What keeps an idle stream alive (and notices a closed client).
-    fn keepalive(&self) -> Vec<u8> {
+    pub(super) fn keepalive(&self) -> Vec<u8> {
         match self {
             Framing::Sse => b": keepalive\n\n".to_vec(),
             Framing::WebSocket(_) => {
@@ -107,7 +107,7 @@ impl Framing {
     }
 
     /// The last thing a stream sends when it cannot go on.
-    fn error(&self, message: &str) -> Vec<u8> {
+    pub(super) fn error(&self, message: &str) -> Vec<u8> {
         let body = error_body(500, message);
         match self {
             Framing::Sse => format!("event: error\ndata: {body}\n\n").into_bytes(),
@@ -125,7 +125,7 @@ impl Framing {
 
     /// Waits for the client's next input: `None` when it closes; a WebSocket's frames are
     /// taken as they arrive and answered by the caller.
-    async fn client_input(&mut self, stream: &mut TcpStream) -> Option<Reply> {
+    pub(super) async fn client_input(&mut self, stream: &mut TcpStream) -> Option<Reply> {
         let Framing::WebSocket(buf) = self else {
             client_closed(stream).await;
             return None;
@@ -246,6 +246,8 @@ pub async fn serve(
             Woke::Client(None) => return Ok(()),
             Woke::Client(Some(Reply::Close(close))) => return write_within(stream, &close).await,
             Woke::Client(Some(Reply::Send(pongs))) => write_within(stream, &pongs).await?,
+            // A plain stream has nothing to receive.
+            Woke::Client(Some(Reply::Text(_))) => {}
             Woke::Data(false) => write_within(stream, &framing.keepalive()).await?,
             Woke::Data(true) => {}
         }
@@ -386,7 +388,7 @@ async fn push_batches(
 
 /// The records of `batch` and the offset after it (a batch that does not decode is logged
 /// and skipped; one without a header gives nothing and offset 0).
-fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64) {
+pub(super) fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64) {
     let Some(last) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset()) else {
         return (Vec::new(), 0);
     };
@@ -401,7 +403,7 @@ fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64)
 }
 
 /// One record as JSON (the data of its event or frame).
-fn record_json(r: &Record, topic: &str, partition: i32) -> Value {
+pub(super) fn record_json(r: &Record, topic: &str, partition: i32) -> Value {
     let data = |d: &Option<Bytes>| match d {
         None => Value::Null,
         Some(b) => match std::str::from_utf8(b) {
@@ -557,7 +559,7 @@ async fn start_offset(
 /// the keepalive interval passes, a partition goes or the shard stops (false). One call per
 /// owner shard, each parked on its partitions' `hw_changed`; when one answers, dropping the
 /// cancel channel ends the others at once (a parked call must not outlive its stream).
-async fn wait_for_any(
+pub(super) async fn wait_for_any(
     shard: &Rc<Shard>,
     topic: &str,
     positions: &[(i32, i64)],
@@ -751,7 +753,7 @@ async fn client_closed(stream: &mut TcpStream) {
 }
 
 /// Writes `bytes`, failing if the client takes none of them for [`STREAM_WRITE_STALL_MAX`].
-async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let mut rest = bytes;
     while !rest.is_empty() {
         let wrote = futures_lite::future::or(async { Some(stream.write(rest).await) }, async {

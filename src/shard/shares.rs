@@ -336,6 +336,17 @@ impl ShareCoordinator {
         }
     }
 
+    /// How many records `member` of `group` holds acquired, over all share partitions (what
+    /// bounds an HTTP share stream: `crate::http::share`).
+    pub fn member_acquired(&self, now_ms: i64, group: &str, member: &str) -> usize {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.group == group)
+            .map(|(_, p)| p.acquired_by(now_ms, member))
+            .sum()
+    }
+
     /// Checks (and moves on) the share session of a ShareFetch (`fetch`) or ShareAcknowledge;
     /// `added` and `forgotten` change a fetch session's partitions.
     pub fn check_session(
