@@ -46,10 +46,16 @@ impl Member {
         m
     }
 
-    /// The next event: (event name, data); `None` if none comes within the read timeout.
+    /// The next event: (event name, data); `None` if none comes within the read timeout
+    /// (keepalive comments do not count).
     fn event(&mut self) -> Option<(String, Value)> {
         let (mut name, mut data) = ("message".to_string(), String::new());
+        let timeout = self.reader.get_ref().read_timeout().unwrap().unwrap();
+        let deadline = Instant::now() + timeout;
         loop {
+            if Instant::now() >= deadline {
+                return None;
+            }
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
                 Ok(0) => panic!("the stream ended"),
@@ -237,10 +243,12 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The next text frame's JSON from a server (pings skipped).
+/// The next text frame's JSON from a server (pings skipped), within 20 s.
 fn text_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> Value {
     let mut chunk = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        assert!(Instant::now() < deadline, "no text frame within 20 s");
         while buf.len() >= 2 {
             let (len, at) = match buf[1] & 0x7f {
                 126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
