@@ -21,7 +21,7 @@ use freshet_protocol::batch::{self, ATTR_TRANSACTIONAL};
 pub fn visible_batches(batches: Vec<Bytes>, aborted: &[(i64, i64)]) -> Vec<Bytes> {
     let mut pending: Vec<(i64, i64)> = aborted.to_vec();
     // By first offset, popped from the end: the earliest last.
-    pending.sort_by(|a, b| b.1.cmp(&a.1));
+    pending.sort_by_key(|a| std::cmp::Reverse(a.1));
     let mut aborting: BTreeSet<i64> = BTreeSet::new();
     batches
         .into_iter()

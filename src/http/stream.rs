@@ -161,7 +161,7 @@ pub async fn serve(
     partition: Option<i32>,
     mut framing: Framing,
 ) -> std::io::Result<()> {
-    // A little over 70 lines: the stream's one loop (open, read the partitions in turn, push,
+    // About 100 lines: the stream's one loop (open, read the partitions in turn, push,
     // park) reads best whole; each step is a function below.
     let opening = match opening(head, &framing) {
         Ok(opening) => opening,
