@@ -349,3 +349,51 @@ fn a_websocket_member_acknowledges_with_messages() {
     let answer = text_frame(&mut s, &mut buf);
     assert_eq!(answer["error_code"], 400, "{answer}");
 }
+
+/// Share streams whose clients stop reading hold their acquired records' locks and one read,
+/// never the backlog: eight stalled SSE members (of eight groups, so each acquires on its
+/// own) while 64 MiB are produced grow the RSS as the plain streams' test does, not by the
+/// 8 x 32 MiB (500 records of 64 KiB each) they would hold if they buffered what they
+/// acquired. A stalled member then reads its records in order: held back, not dropped.
+#[test]
+fn share_streams_whose_clients_stop_reading_leave_the_broker_rss_bounded() {
+    crate::common::within(Duration::from_secs(240), || {
+        let h = start(1, &format!("{EXTRA}tail_cache_bytes_per_shard = 4194304\n"));
+        create_topics(&h.broker, &["slowsh".to_string()], 1);
+        let mut members: Vec<Member> = (0..8)
+            .map(|g| Member::open(&h, "slowsh", &format!("?share_group=slow{g}")))
+            .collect();
+        let p = producer(&h.broker);
+        let value = vec![b'v'; 64 * 1024];
+        let send = |n: usize, p: &rdkafka::producer::BaseProducer| {
+            use rdkafka::producer::{BaseRecord, Producer};
+            for _ in 0..n {
+                let mut record = Some(BaseRecord::<str, [u8]>::to("slowsh").payload(&value));
+                while let Some(r) = record.take() {
+                    if let Err((_, r)) = p.send(r) {
+                        p.poll(Duration::from_millis(10));
+                        record = Some(r);
+                    }
+                }
+                p.poll(Duration::ZERO);
+            }
+            p.flush(Duration::from_secs(60)).unwrap();
+        };
+        send(64, &p);
+        std::thread::sleep(Duration::from_millis(500));
+        let before = h.broker.rss_bytes();
+        send(1024, &p);
+        std::thread::sleep(Duration::from_secs(1));
+        let grew = h.broker.rss_bytes().saturating_sub(before);
+        eprintln!("RSS grew {grew} bytes with 8 stalled share streams");
+        assert!(
+            grew < 192 * 1024 * 1024,
+            "RSS grew {grew} bytes while 8 share clients did not read"
+        );
+        let first = &mut members[0];
+        let got = first.records(100);
+        for (k, (offset, _, count)) in got.iter().enumerate() {
+            assert_eq!((*offset, *count), (k as i64, 1));
+        }
+    });
+}
