@@ -5,7 +5,8 @@
 //!
 //! [`ShareCoordinator`] lives inside every [`super::Shard`] but is used on shard 0 only
 //! (loaded by [`ShareCoordinator::load`] at startup, closed at shutdown); the API handlers
-//! reach it with `invoke_on(COORDINATOR_SHARD, ...)`. Share partitions are kept on shard 0 too
+//! and the HTTP share streams (`crate::http::share`, members that acquire with
+//! [`fetch_records`] without a share session) reach it with `invoke_on(COORDINATOR_SHARD, ...)`. Share partitions are kept on shard 0 too
 //! (not on the partition's owning shard): records are read from the owner with `invoke_on`,
 //! so one share partition has one state machine whatever shard a request arrives on.
 //!
