@@ -141,6 +141,24 @@ fn ack_all(h: &Http, member: &Member, offsets: &[i64], kind: &str) {
     assert_eq!(body["results"][0]["error_code"], 0, "{body}");
 }
 
+/// The member ids ShareGroupDescribe lists for `group`.
+fn described_members(h: &Http, group: &str) -> BTreeSet<String> {
+    use kafka_protocol::messages::{GroupId, ShareGroupDescribeRequest};
+    let mut conn = crate::common::RawConn::connect(h.broker.socket_addr()).expect("connect");
+    let described = conn
+        .request(
+            1,
+            &ShareGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(group.to_string().into())]),
+        )
+        .expect("ShareGroupDescribe");
+    described.groups[0]
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect()
+}
+
 fn offsets(records: &[(i64, String, i64)]) -> Vec<i64> {
     records.iter().map(|r| r.0).collect()
 }
@@ -153,6 +171,11 @@ fn share_streams_split_records_accepted_never_return_released_and_closed_ones_do
     let mut a = Member::open(&h, "sh", query);
     let mut b = Member::open(&h, "sh", query);
     assert_ne!(a.id, b.id);
+    // Members of the group as Kafka share consumers are.
+    assert_eq!(
+        described_members(&h, "g"),
+        [a.id.clone(), b.id.clone()].into_iter().collect()
+    );
     let values: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
     produce(&producer(&h.broker), "sh", 0, &values);
 
@@ -183,8 +206,17 @@ fn share_streams_split_records_accepted_never_return_released_and_closed_ones_do
     let b3 = b.records(10);
     assert!(b3.iter().all(|r| r.2 == 1), "{b3:?}");
 
-    // A closes holding a2: those go to B (after it accepts b3) with delivery count 2.
+    // A closes holding a2: it leaves the group, and its records go to B (after B accepts
+    // b3) with delivery count 2.
     drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while described_members(&h, "g").len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's member stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     ack_all(&h, &b, &offsets(&b3), "ACCEPT");
     let b4 = b.records(10);
     assert_eq!(offsets(&b4), offsets(&a2));
