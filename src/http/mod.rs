@@ -250,14 +250,10 @@ async fn serve_stream(
     partition: Option<i32>,
 ) -> std::io::Result<()> {
     let framing = stream::Framing::of(head);
-    match head.param("share_group") {
-        Some(group) => {
-            share::serve(
-                shard, stream, head, cluster, topic, partition, group, framing,
-            )
-            .await
-        }
-        None => stream::serve(shard, stream, head, cluster, topic, partition, framing).await,
+    if head.param("share_group").is_some() {
+        share::serve(shard, stream, head, cluster, topic, partition, framing).await
+    } else {
+        stream::serve(shard, stream, head, cluster, topic, partition, framing).await
     }
 }
 

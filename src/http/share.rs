@@ -132,9 +132,9 @@ async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRespons
     })
 }
 
-/// Serves a share-group stream (see the module doc) until the client goes, the member is
-/// gone or the shard stops; then the member leaves (its acquired records go back).
-#[allow(clippy::too_many_arguments)]
+/// Serves a share-group stream of the request's `share_group` (see the module doc) until the
+/// client goes, the member is gone or the shard stops; then the member leaves (its acquired
+/// records go back).
 pub async fn serve(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
@@ -142,9 +142,9 @@ pub async fn serve(
     cluster: &str,
     topic: &str,
     partition: Option<i32>,
-    group: &str,
     mut framing: Framing,
 ) -> std::io::Result<()> {
+    let group = head.param("share_group").unwrap_or_default();
     let opening = match stream::opening(head, &framing) {
         Ok(opening) => opening,
         Err(answer) => return stream::write_within(stream, &answer).await,
