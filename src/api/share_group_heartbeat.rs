@@ -89,9 +89,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     super::respond(&request, &response)
 }
 
-/// On the coordinator shard: a group id held by a classic or consumer group is not a share
+/// On the coordinator shard (also the HTTP share streams' membership, `crate::http::share`):
+/// a group id held by a classic or consumer group is not a share
 /// group (GROUP_ID_NOT_FOUND, as Kafka).
-fn heartbeat(c: &Shard, req: HeartbeatRequest) -> HeartbeatResponse {
+pub(crate) fn heartbeat(c: &Shard, req: HeartbeatRequest) -> HeartbeatResponse {
     let refuse = |error: ResponseError, message: String| HeartbeatResponse {
         error: Some(error),
         error_message: Some(message),

@@ -240,6 +240,17 @@ impl SharePartition {
         !held.is_empty()
     }
 
+    /// How many records `member` holds acquired (locks that ran out by `now_ms` not counted).
+    pub fn acquired_by(&self, now_ms: i64, member: &str) -> usize {
+        self.in_flight
+            .values()
+            .filter(|r| {
+                matches!(r, InFlight::Acquired { member: m, deadline_ms, .. }
+                    if &**m == member && *deadline_ms > now_ms)
+            })
+            .count()
+    }
+
     /// The offset to read the log from for the next acquisition: the first available record,
     /// else the end when there is room for more in-flight records; `None` when nothing can be
     /// acquired. Expires locks first.
@@ -444,6 +455,22 @@ mod tests {
 
     fn m(id: &str) -> Rc<str> {
         Rc::from(id)
+    }
+
+    /// What a member holds: its acquired records, not another's, not acknowledged or
+    /// timed-out ones (the bound of an HTTP share stream).
+    #[test]
+    fn acquired_by_counts_a_members_live_locks() {
+        let mut p = SharePartition::new(LIMITS, 0);
+        p.acquire(0, &m("a"), &[batch(0, 3)], 3);
+        p.acquire(0, &m("b"), &[batch(0, 5)], 2);
+        assert_eq!((p.acquired_by(0, "a"), p.acquired_by(0, "b")), (3, 2));
+        p.acknowledge(0, "a", 0, 0, &[ACK_ACCEPT]).unwrap();
+        p.acknowledge(0, "a", 1, 1, &[ACK_RELEASE]).unwrap();
+        assert_eq!(p.acquired_by(0, "a"), 1);
+        assert_eq!(p.acquired_by(0, "c"), 0);
+        // Past the lock deadline nothing is held.
+        assert_eq!(p.acquired_by(LIMITS.record_lock_duration_ms, "b"), 0);
     }
 
     /// Two members acquire disjoint records; accepting moves the start offset.

@@ -23,7 +23,7 @@ use crate::shard::{Shard, COORDINATOR_SHARD};
 /// The longest group id accepted (Kafka has no limit; this keeps a request small).
 pub const GROUP_ID_BYTES_MAX: usize = 255;
 
-fn check_group(shard: &Shard, group: &str) -> Result<(), HttpError> {
+pub(super) fn check_group(shard: &Shard, group: &str) -> Result<(), HttpError> {
     if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
         return Err((400, 400, format!("bad group id {group:?}")));
     }

@@ -10,6 +10,11 @@
 //!   topic merged into one stream (SSE or WebSocket, [`stream`]).
 //! - `POST /v3/clusters/{cluster_id}/consumer-groups/{group}/offsets`: commit a stream's
 //!   position for a group ([`group`]).
+//! - Either stream path with `?share_group=G`: a member of share group G, pushed the records
+//!   it acquires, acknowledged (ACCEPT / RELEASE / REJECT) with
+//!   `POST /v3/clusters/{cluster_id}/share-groups/{G}/acknowledgements` or WebSocket messages
+//!   ([`share`]). `?isolation=read_committed` on a plain stream stops at the last stable
+//!   offset and leaves out aborted transactions ([`committed`]).
 //!
 //! Every shard binds the address (SO_REUSEPORT, as the Kafka listener does) and serves the
 //! connections it accepts; requests reach partitions on other shards through the router, by
@@ -30,8 +35,10 @@
 //! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
 //! read.
 
+pub mod committed;
 pub mod group;
 pub mod produce;
+pub mod share;
 pub mod stream;
 pub mod websocket;
 pub mod wire;
@@ -209,15 +216,18 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
                 partition,
             },
         ) => {
-            let framing = stream::Framing::of(head);
             let partition = Some(partition);
-            stream::serve(shard, &mut stream, head, cluster, topic, partition, framing).await?;
+            serve_stream(shard, &mut stream, head, cluster, topic, partition).await?;
             return stream.close().await;
         }
         ("GET", Route::TopicStream { cluster, topic }) => {
-            let framing = stream::Framing::of(head);
-            stream::serve(shard, &mut stream, head, cluster, topic, None, framing).await?;
+            serve_stream(shard, &mut stream, head, cluster, topic, None).await?;
             return stream.close().await;
+        }
+        ("POST", Route::ShareAcks { cluster, group }) => {
+            let (status, body) =
+                share::acknowledge_handler(shard, cluster, group, &request.body).await;
+            json_response(status, &body)
         }
         ("POST", Route::GroupOffsets { cluster, group }) => {
             let (status, body) = group::commit_handler(shard, cluster, group, &request.body).await;
@@ -227,6 +237,24 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
         _ => json_response(405, &error_body(405, "HTTP 405 Method Not Allowed")),
     };
     finish(&mut stream, &answer).await
+}
+
+/// A stream request: a share-group member's stream with `?share_group=G` ([`share`]), else
+/// a partition's or topic's records ([`stream`]).
+async fn serve_stream(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    head: &Head,
+    cluster: &str,
+    topic: &str,
+    partition: Option<i32>,
+) -> std::io::Result<()> {
+    let framing = stream::Framing::of(head);
+    if head.param("share_group").is_some() {
+        share::serve(shard, stream, head, cluster, topic, partition, framing).await
+    } else {
+        stream::serve(shard, stream, head, cluster, topic, partition, framing).await
+    }
 }
 
 /// Writes a whole answer (within [`stream::STREAM_WRITE_STALL_MAX`]) and closes.

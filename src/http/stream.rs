@@ -95,7 +95,7 @@ impl Framing {
     }
 
     /// What keeps an idle stream alive (and notices a closed client).
-    fn keepalive(&self) -> Vec<u8> {
+    pub(super) fn keepalive(&self) -> Vec<u8> {
         match self {
             Framing::Sse => b": keepalive\n\n".to_vec(),
             Framing::WebSocket(_) => {
@@ -107,7 +107,7 @@ impl Framing {
     }
 
     /// The last thing a stream sends when it cannot go on.
-    fn error(&self, message: &str) -> Vec<u8> {
+    pub(super) fn error(&self, message: &str) -> Vec<u8> {
         let body = error_body(500, message);
         match self {
             Framing::Sse => format!("event: error\ndata: {body}\n\n").into_bytes(),
@@ -125,7 +125,7 @@ impl Framing {
 
     /// Waits for the client's next input: `None` when it closes; a WebSocket's frames are
     /// taken as they arrive and answered by the caller.
-    async fn client_input(&mut self, stream: &mut TcpStream) -> Option<Reply> {
+    pub(super) async fn client_input(&mut self, stream: &mut TcpStream) -> Option<Reply> {
         let Framing::WebSocket(buf) = self else {
             client_closed(stream).await;
             return None;
@@ -161,17 +161,24 @@ pub async fn serve(
     partition: Option<i32>,
     mut framing: Framing,
 ) -> std::io::Result<()> {
-    // A little over 70 lines: the stream's one loop (open, read the partitions in turn, push,
+    // About 100 lines: the stream's one loop (open, read the partitions in turn, push,
     // park) reads best whole; each step is a function below.
     let opening = match opening(head, &framing) {
         Ok(opening) => opening,
         Err(answer) => return write_within(stream, &answer).await,
     };
+    let committed = match read_committed(head) {
+        Ok(committed) => committed,
+        Err(message) => {
+            let body = error_body(400, &message);
+            return write_within(stream, &json_response(400, &body)).await;
+        }
+    };
     let start = match partition {
-        Some(p) => start_offset(shard, head, cluster, topic, p)
+        Some(p) => start_offset(shard, head, cluster, topic, p, committed)
             .await
             .map(|o| vec![(p, o)]),
-        None => topic_start(shard, head, cluster, topic).await,
+        None => topic_start(shard, head, cluster, topic, committed).await,
     };
     let mut positions = match start {
         Ok(positions) => positions,
@@ -193,11 +200,18 @@ pub async fn serve(
         for k in 0..positions.len() {
             let i = (turn + k) % positions.len();
             let (p, next) = positions[i];
-            let batches = match read_batches(shard, owners[i], topic, p, next).await {
-                Ok(batches) => batches,
-                Err(message) => return write_within(stream, &framing.error(&message)).await,
-            };
+            let (batches, after) =
+                match read_batches(shard, owners[i], topic, p, next, committed).await {
+                    Ok(read) => read,
+                    Err(message) => return write_within(stream, &framing.error(&message)).await,
+                };
             if batches.is_empty() {
+                if after > next {
+                    // Only an aborted transaction's batches: past them, nothing to send.
+                    positions[i].1 = after;
+                    (turn, pushed) = (i + 1, true);
+                    break;
+                }
                 continue;
             }
             if !push_batches(
@@ -213,6 +227,7 @@ pub async fn serve(
             {
                 return Ok(());
             }
+            positions[i].1 = positions[i].1.max(after);
             (turn, pushed) = (i + 1, true);
             break;
         }
@@ -220,7 +235,10 @@ pub async fn serve(
             continue;
         }
         let waited = futures_lite::future::or(
-            async { Woke::Data(wait_for_any(shard, topic, &positions, &owners).await) },
+            async {
+                let woke = wait_for_any(shard, topic, &positions, &owners, committed).await;
+                Woke::Data(woke)
+            },
             async { Woke::Client(framing.client_input(stream).await) },
         )
         .await;
@@ -228,6 +246,8 @@ pub async fn serve(
             Woke::Client(None) => return Ok(()),
             Woke::Client(Some(Reply::Close(close))) => return write_within(stream, &close).await,
             Woke::Client(Some(Reply::Send(pongs))) => write_within(stream, &pongs).await?,
+            // A plain stream has nothing to receive.
+            Woke::Client(Some(Reply::Text(_))) => {}
             Woke::Data(false) => write_within(stream, &framing.keepalive()).await?,
             Woke::Data(true) => {}
         }
@@ -235,8 +255,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// `?isolation=read_committed|read_uncommitted` (default read_uncommitted): true for
+/// read_committed; the message of a 400 for anything else.
+pub(super) fn read_committed(head: &Head) -> Result<bool, String> {
+    match head.param("isolation") {
+        None | Some("read_uncommitted") => Ok(false),
+        Some("read_committed") => Ok(true),
+        Some(other) => Err(format!(
+            "bad isolation {other:?} (read_committed or read_uncommitted)"
+        )),
+    }
+}
+
 /// The answer that opens a stream (SSE's 200, a WebSocket's 101), or the refusal to send.
-fn opening(head: &Head, framing: &Framing) -> Result<Vec<u8>, Vec<u8>> {
+pub(super) fn opening(head: &Head, framing: &Framing) -> Result<Vec<u8>, Vec<u8>> {
     match framing {
         Framing::Sse => Ok(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\nretry: 1000\n\n".to_vec()),
         Framing::WebSocket(_) => websocket::handshake(head).map_err(|(status, message)| {
@@ -252,23 +284,46 @@ fn opening(head: &Head, framing: &Framing) -> Result<Vec<u8>, Vec<u8>> {
 }
 
 /// Reads at most [`STREAM_READ_BYTES_MAX`] (or one larger batch) of a partition from `next`
-/// on its owner; the message to end the stream with when it cannot.
+/// on its owner, and the offset after what was read; the message to end the stream with when
+/// it cannot. `committed` (read_committed): only below the last stable offset, aborted
+/// transactions' batches left out ([`super::committed`]).
 async fn read_batches(
     shard: &Rc<Shard>,
     owner: usize,
     topic: &str,
     partition: i32,
     next: i64,
-) -> Result<Vec<Bytes>, String> {
+    committed: bool,
+) -> Result<(Vec<Bytes>, i64), String> {
     let name = topic.to_string();
     let read = shard
         .invoke_on(owner, move |o| async move {
             let Some(p) = o.partition(&name, partition) else {
                 return Err(ReadError::Gone);
             };
-            match p.log.read(next, STREAM_READ_BYTES_MAX, true).await {
-                Ok(data) => Ok(data.batches),
-                Err(StorageError::OffsetOutOfRange { .. }) => Err(ReadError::OutOfRange),
+            let end = if committed {
+                p.log.last_stable_offset()
+            } else {
+                i64::MAX
+            };
+            let batches = match p
+                .log
+                .read_upto(next, STREAM_READ_BYTES_MAX, true, end)
+                .await
+            {
+                Ok(data) => data.batches,
+                Err(StorageError::OffsetOutOfRange { .. }) => return Err(ReadError::OutOfRange),
+                Err(e) => return Err(ReadError::Other(e.to_string())),
+            };
+            let after = batches
+                .last()
+                .and_then(|b| freshet_protocol::batch::header(b))
+                .map_or(next, |h| h.last_offset() + 1);
+            if !committed || batches.is_empty() {
+                return Ok((batches, after));
+            }
+            match p.log.aborted_transactions(next, after).await {
+                Ok(aborted) => Ok((super::committed::visible_batches(batches, &aborted), after)),
                 Err(e) => Err(ReadError::Other(e.to_string())),
             }
         })
@@ -333,7 +388,7 @@ async fn push_batches(
 
 /// The records of `batch` and the offset after it (a batch that does not decode is logged
 /// and skipped; one without a header gives nothing and offset 0).
-fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64) {
+pub(super) fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64) {
     let Some(last) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset()) else {
         return (Vec::new(), 0);
     };
@@ -348,7 +403,7 @@ fn decode_batch(batch: Bytes, topic: &str, partition: i32) -> (Vec<Record>, i64)
 }
 
 /// One record as JSON (the data of its event or frame).
-fn record_json(r: &Record, topic: &str, partition: i32) -> Value {
+pub(super) fn record_json(r: &Record, topic: &str, partition: i32) -> Value {
     let data = |d: &Option<Bytes>| match d {
         None => Value::Null,
         Some(b) => match std::str::from_utf8(b) {
@@ -397,14 +452,14 @@ fn render_batch(batch: Bytes, topic: &str, partition: i32, from: i64, out: &mut 
     after.max(from)
 }
 
-/// A partition's log start and high watermark on its owner here, or the error answer (404
-/// unknown, 421 not led here, 503 not open).
+/// A partition's log start, high watermark and last stable offset on its owner here, or the
+/// error answer (404 unknown, 421 not led here, 503 not open).
 async fn bounds(
     shard: &Rc<Shard>,
     metadata: &crate::coordinator::metadata::ClusterMetadata,
     topic: &str,
     partition: i32,
-) -> Result<(i64, i64), super::produce::HttpError> {
+) -> Result<(i64, i64, i64), super::produce::HttpError> {
     let route = routing::route(metadata, shard.config.node_id, topic, partition);
     if route == routing::Route::Unknown {
         return Err((
@@ -419,8 +474,11 @@ async fn bounds(
     let name = topic.to_string();
     shard
         .invoke_on(shard.owner(topic, partition), move |o| async move {
-            o.partition(&name, partition)
-                .map(|p| (p.log.log_start_offset(), p.log.high_watermark()))
+            o.partition(&name, partition).map(|p| {
+                let log = &p.log;
+                let hw = log.high_watermark();
+                (log.log_start_offset(), hw, log.last_stable_offset().min(hw))
+            })
         })
         .await
         .ok()
@@ -451,6 +509,7 @@ async fn start_offset(
     cluster: &str,
     topic: &str,
     partition: i32,
+    read_committed: bool,
 ) -> Result<i64, super::produce::HttpError> {
     let metadata = shard.metadata();
     if cluster != metadata.cluster_id {
@@ -459,7 +518,8 @@ async fn start_offset(
     if !metadata.topics.contains_key(topic) {
         return Err((404, 40403, format!("Topic {topic} cannot be found.")));
     }
-    let bounds = bounds(shard, &metadata, topic, partition).await?;
+    let (start, hw, lso) = bounds(shard, &metadata, topic, partition).await?;
+    let bounds = (start, hw);
     let committed = match head.param("group") {
         Some(group) => super::group::committed(shard, group, topic, partition)
             .await?
@@ -473,6 +533,7 @@ async fn start_offset(
             .ok_or_else(|| (400, 400, format!("bad Last-Event-ID {id:?}")))?,
         None if committed.is_some() => committed.unwrap_or_default(),
         None => match head.param("offset").unwrap_or("latest") {
+            "latest" if read_committed => lso,
             "latest" => bounds.1,
             "earliest" => bounds.0,
             n => n
@@ -493,15 +554,17 @@ async fn start_offset(
     Ok(asked)
 }
 
-/// Parks until the high watermark of one of the partitions passes its position (true), or
+/// Parks until the high watermark (read_committed: the last stable offset) of one of the
+/// partitions passes its position (true), or
 /// the keepalive interval passes, a partition goes or the shard stops (false). One call per
 /// owner shard, each parked on its partitions' `hw_changed`; when one answers, dropping the
 /// cancel channel ends the others at once (a parked call must not outlive its stream).
-async fn wait_for_any(
+pub(super) async fn wait_for_any(
     shard: &Rc<Shard>,
     topic: &str,
     positions: &[(i32, i64)],
     owners: &[usize],
+    committed: bool,
 ) -> bool {
     let (_cancel, cancelled) = flume::bounded::<()>(1);
     let mut by_owner: Vec<(usize, Vec<(i32, i64)>)> = Vec::new();
@@ -515,7 +578,9 @@ async fn wait_for_any(
         .into_iter()
         .map(|(owner, list)| {
             let (name, cancelled) = (topic.to_string(), cancelled.clone());
-            let call = shard.invoke_on(owner, move |o| wait_on_owner(o, name, list, cancelled));
+            let call = shard.invoke_on(owner, move |o| {
+                wait_on_owner(o, name, list, cancelled, committed)
+            });
             Box::pin(async move { call.await.unwrap_or(false) }) as _
         })
         .collect();
@@ -543,13 +608,23 @@ async fn wait_on_owner(
     topic: String,
     list: Vec<(i32, i64)>,
     cancelled: flume::Receiver<()>,
+    committed: bool,
 ) -> bool {
+    // What a stream can read up to: the high watermark, or (read_committed) the last stable
+    // offset, which moves with the high watermark when a transaction ends.
+    let end = |p: &crate::shard::Partition| {
+        if committed {
+            p.log.last_stable_offset()
+        } else {
+            p.log.high_watermark()
+        }
+    };
     let mut parts = Vec::with_capacity(list.len());
     for (partition, next) in list {
         let Some(p) = o.partition(&topic, partition) else {
             return false;
         };
-        if p.log.high_watermark() > next {
+        if end(&p) > next {
             return true;
         }
         parts.push((p, next));
@@ -579,7 +654,7 @@ async fn wait_on_owner(
         }));
         first_of(&mut waits).await
     };
-    woken && parts.iter().any(|(p, next)| p.log.high_watermark() > *next)
+    woken && parts.iter().any(|(p, next)| end(p) > *next)
 }
 
 /// A topic-wide stream's event id: the next offset of every partition, in partition order
@@ -614,6 +689,7 @@ async fn topic_start(
     head: &Head,
     cluster: &str,
     topic: &str,
+    committed: bool,
 ) -> Result<Vec<(i32, i64)>, super::produce::HttpError> {
     let metadata = shard.metadata();
     if cluster != metadata.cluster_id {
@@ -647,7 +723,7 @@ async fn topic_start(
     };
     let mut positions = Vec::with_capacity(count);
     for p in 0..count as i32 {
-        let (start, end) = bounds(shard, &metadata, topic, p).await?;
+        let (start, end, lso) = bounds(shard, &metadata, topic, p).await?;
         let at = match resume.as_ref().map(|r| r[p as usize]) {
             Some(Some(next)) if (start..=end).contains(&next) => next,
             Some(Some(next)) => {
@@ -656,6 +732,7 @@ async fn topic_start(
                 return Err((416, 416, message));
             }
             Some(None) => start,
+            None if latest && committed => lso,
             None if latest => end,
             None => start,
         };
@@ -676,7 +753,7 @@ async fn client_closed(stream: &mut TcpStream) {
 }
 
 /// Writes `bytes`, failing if the client takes none of them for [`STREAM_WRITE_STALL_MAX`].
-async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let mut rest = bytes;
     while !rest.is_empty() {
         let wrote = futures_lite::future::or(async { Some(stream.write(rest).await) }, async {

@@ -11,9 +11,10 @@
 //! SSE stream's `Access-Control-Allow-Origin: *`, any page may read it (the listener answers
 //! 403 to everything while the authorizer is on).
 //!
-//! From the client the server takes only control frames: a ping is answered with a pong of
-//! the same payload, a close with a close (then the connection ends); pongs are ignored, and
-//! so are text/binary data frames (a stream has nothing to receive). Every client frame must be
+//! From the client the server takes control frames: a ping is answered with a pong of the same
+//! payload, a close with a close (then the connection ends); pongs are ignored. Whole text
+//! messages are handed to the stream (a share-group stream takes acknowledgements that way,
+//! other streams drop them); binary and fragmented data frames are ignored. Every client frame must be
 //! masked and its payload at most [`WS_CLIENT_FRAME_BYTES_MAX`] (control frames at most 125
 //! bytes, unfragmented); anything else is a protocol error answered with close 1002 (1009 for
 //! a too-large frame) before the connection ends, so the connection holds at most one frame
@@ -196,10 +197,14 @@ pub enum Reply {
     Send(Vec<u8>),
     /// Send these bytes (a close frame) and end the connection.
     Close(Vec<u8>),
+    /// A whole (unfragmented) text message from the client: a share stream's
+    /// acknowledgements (`super::share`); other streams ignore it.
+    Text(Vec<u8>),
 }
 
-/// Takes the whole frames at the front of `buf` (removing them): the pongs to send, or the
-/// close to end with. `None` while no whole frame is there.
+/// Takes the whole frames at the front of `buf` (removing them): the pongs to send, the close
+/// to end with, or one whole text message (after the pongs before it have been answered).
+/// `None` while no whole frame is there.
 pub fn take_frames(buf: &mut Vec<u8>) -> Option<Reply> {
     let mut pongs = Vec::new();
     loop {
@@ -207,6 +212,14 @@ pub fn take_frames(buf: &mut Vec<u8>) -> Option<Reply> {
             Err((code, reason)) => return Some(Reply::Close(close_frame(code, reason))),
             Ok(None) => break,
             Ok(Some((frame, used))) => {
+                if frame.opcode == OP_TEXT && frame.fin {
+                    if !pongs.is_empty() {
+                        // The pongs go first; the text is taken on the next call.
+                        break;
+                    }
+                    buf.drain(..used);
+                    return Some(Reply::Text(frame.payload));
+                }
                 buf.drain(..used);
                 match frame.opcode {
                     OP_PING => encode_frame(OP_PONG, &frame.payload, &mut pongs),
@@ -334,12 +347,19 @@ mod tests {
     fn pings_are_answered_and_a_close_ends() {
         let mut buf = masked(0x89, b"a");
         buf.extend(masked(0x8A, b"ignored"));
-        buf.extend(masked(0x81, b"data ignored"));
+        buf.extend(masked(0x82, b"binary ignored"));
         buf.extend(masked(0x89, b"b"));
+        buf.extend(masked(0x81, b"a text"));
+        buf.extend(masked(0x89, b"c"));
         buf.extend(&masked(0x88, &1001u16.to_be_bytes())[..3]);
         let mut expected = Vec::new();
         encode_frame(OP_PONG, b"a", &mut expected);
         encode_frame(OP_PONG, b"b", &mut expected);
+        // The pongs before a text message first, then the text, then what follows.
+        assert_eq!(take_frames(&mut buf), Some(Reply::Send(expected)));
+        assert_eq!(take_frames(&mut buf), Some(Reply::Text(b"a text".to_vec())));
+        let mut expected = Vec::new();
+        encode_frame(OP_PONG, b"c", &mut expected);
         assert_eq!(take_frames(&mut buf), Some(Reply::Send(expected)));
         assert_eq!(buf.len(), 3, "the incomplete close stays buffered");
         assert_eq!(take_frames(&mut buf), None);

@@ -90,6 +90,9 @@ pub enum Route<'a> {
     GroupOffsets { cluster: &'a str, group: &'a str },
     /// `/v3/clusters/{cluster}/topics/{topic}/records/stream`: every partition of the topic.
     TopicStream { cluster: &'a str, topic: &'a str },
+    /// `/v3/clusters/{cluster}/share-groups/{group}/acknowledgements`: a share stream's
+    /// acknowledgements.
+    ShareAcks { cluster: &'a str, group: &'a str },
     /// Anything else.
     Unknown,
 }
@@ -116,6 +119,9 @@ pub fn route(path: &str) -> Route<'_> {
         }
         ["", "v3", "clusters", cluster, "topics", topic, "records", "stream"] => {
             Route::TopicStream { cluster, topic }
+        }
+        ["", "v3", "clusters", cluster, "share-groups", group, "acknowledgements"] => {
+            Route::ShareAcks { cluster, group }
         }
         _ => Route::Unknown,
     }
@@ -288,6 +294,13 @@ mod tests {
             Route::TopicStream {
                 cluster: "abc",
                 topic: "t1"
+            }
+        );
+        assert_eq!(
+            route("/v3/clusters/abc/share-groups/g/acknowledgements"),
+            Route::ShareAcks {
+                cluster: "abc",
+                group: "g"
             }
         );
         assert_eq!(route("/"), Route::Unknown);

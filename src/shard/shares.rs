@@ -5,7 +5,8 @@
 //!
 //! [`ShareCoordinator`] lives inside every [`super::Shard`] but is used on shard 0 only
 //! (loaded by [`ShareCoordinator::load`] at startup, closed at shutdown); the API handlers
-//! reach it with `invoke_on(COORDINATOR_SHARD, ...)`. Share partitions are kept on shard 0 too
+//! and the HTTP share streams (`crate::http::share`, members that acquire with
+//! [`fetch_records`] without a share session) reach it with `invoke_on(COORDINATOR_SHARD, ...)`. Share partitions are kept on shard 0 too
 //! (not on the partition's owning shard): records are read from the owner with `invoke_on`,
 //! so one share partition has one state machine whatever shard a request arrives on.
 //!
@@ -334,6 +335,17 @@ impl ShareCoordinator {
                 dirty.insert(key.clone());
             }
         }
+    }
+
+    /// How many records `member` of `group` holds acquired, over all share partitions (what
+    /// bounds an HTTP share stream: `crate::http::share`).
+    pub fn member_acquired(&self, now_ms: i64, group: &str, member: &str) -> usize {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.group == group)
+            .map(|(_, p)| p.acquired_by(now_ms, member))
+            .sum()
     }
 
     /// Checks (and moves on) the share session of a ShareFetch (`fetch`) or ShareAcknowledge;

@@ -68,6 +68,7 @@ mod fetchadmin_fetch;
 mod groups_limits;
 mod http_console;
 mod http_push;
+mod http_share;
 mod http_topic;
 mod http_websocket;
 mod layering;
