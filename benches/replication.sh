@@ -75,12 +75,13 @@ COMMON=(--partitions 4 --message-size 1024 --acks all --batch-size 1000000 --inf
 
 # run_setup NAME RF ROUND
 run_setup() {
-  local name=$1 rf=$2 round=$3 out="$OUT/r$round-$name"
-  "$BIN" bench --bootstrap "$ADDRS" "${COMMON[@]}" --replication-factor "$rf" --rate 0 \
+  local name=$1 rf=$2 round=$3
+  local out="$OUT/r$round-$name"
+  "$BIN" bench --bootstrap "${ADDRS%%,*}" "${COMMON[@]}" --replication-factor "$rf" --rate 0 \
     --consumers 0 --duration "${PRODUCE_S}s" --warmup 2s --out "$out-max" >"$out-max.txt" 2>&1 || true
   local s="$out-max/summary.json"
   say "round $round $name max: $(json "$s" 'round(d["produce"]["mb_per_s"])') MB/s ($(json "$s" 'round(d["produce"]["msg_per_s"])') msg/s) = $((100 * $(json "$s" 'round(d["produce"]["mb_per_s"])') / DD_MB_S))% of dd; publish p50/p99/p99.9 $(json "$s" '"/".join("%.1f" % d["publish_latency_ms"][k] for k in ("p50","p99","p99_9"))') ms"
-  "$BIN" bench --bootstrap "$ADDRS" "${COMMON[@]}" --replication-factor "$rf" --rate "$RATE" \
+  "$BIN" bench --bootstrap "${ADDRS%%,*}" "${COMMON[@]}" --replication-factor "$rf" --rate "$RATE" \
     --consumers 1 --linger 1ms --duration "${LATENCY_S}s" --warmup 3s --out "$out-rate" \
     >"$out-rate.txt" 2>&1 || true
   s="$out-rate/summary.json"
