@@ -132,8 +132,19 @@ pub(super) fn log_ends(
                 .filter(|&i| topic_slots[i].leader_addr == leader)
                 .collect();
             let partitions: Vec<i32> = indexes.iter().map(|&i| topic_slots[i].partition).collect();
-            let ends = admin::list_offsets(&mut conn, &topics[t], &partitions, admin::LATEST)
-                .map_err(|e| e.to_string())?;
+            // In a cluster the leader may install a new topic a moment after the broker that
+            // created it: retry its "not here yet" answers for a while.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ends = loop {
+                match admin::list_offsets(&mut conn, &topics[t], &partitions, admin::LATEST) {
+                    Err(crate::ClientError::Kafka { code: 3 | 5 | 6, .. })
+                        if Instant::now() < deadline =>
+                    {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                    other => break other.map_err(|e| e.to_string())?,
+                }
+            };
             for (i, end) in indexes.into_iter().zip(ends) {
                 offsets[i] = end;
             }
