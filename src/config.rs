@@ -47,6 +47,10 @@ pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// Kafka's `transaction.state.log.num.partitions` default.
 pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `transaction.state.log.replication.factor` default.
+pub const TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// Kafka's `transaction.state.log.min.isr` default.
+pub const TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT: i16 = 2;
 
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +328,15 @@ pub struct BrokerConfig {
     /// lifetime SaslAuthenticate v1+ answers); a connection that sends anything but a
     /// re-authentication after it is closed. 0 (the default): sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// Kafka `transaction.state.log.replication.factor`: replicas of each
+    /// `__transaction_state` partition when a cluster creates the topic, at most the live
+    /// brokers then (the transaction coordinators' state lives in those partitions and fails
+    /// over with them). Unused on a single node.
+    pub transaction_state_log_replication_factor: i16,
+    /// Kafka `transaction.state.log.min.isr`: the `min.insync.replicas` of
+    /// `__transaction_state` (at most its replicas); a transaction coordinator's write with
+    /// fewer in-sync replicas is answered COORDINATOR_NOT_AVAILABLE (retriable).
+    pub transaction_state_log_min_isr: i16,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -443,6 +456,9 @@ impl Default for BrokerConfig {
             group_share_max_share_sessions: 2_000,
             share_auto_offset_reset: "latest".into(),
             connections_max_reauth_ms: 0,
+            transaction_state_log_replication_factor:
+                TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
+            transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
         }
     }
 }
@@ -697,6 +713,14 @@ impl BrokerConfig {
             (
                 "group_share_max_share_sessions",
                 self.group_share_max_share_sessions as i64,
+            ),
+            (
+                "transaction_state_log_replication_factor",
+                i64::from(self.transaction_state_log_replication_factor),
+            ),
+            (
+                "transaction_state_log_min_isr",
+                i64::from(self.transaction_state_log_min_isr),
             ),
         ];
         for (name, value) in positive {

@@ -105,5 +105,6 @@ mod stress;
 mod tls_sasl;
 mod tuning;
 mod txn_cluster;
+mod txn_failover;
 mod validate_cleaner_bomb;
 mod validate_records;

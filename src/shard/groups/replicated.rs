@@ -30,14 +30,16 @@
 //!   of that producer's offsets held in its partition, so the cleaner keeping only the last
 //!   one per producer loses nothing.
 //!
-//! Bounds: a replay read is at most [`REPLAY_READ_BYTES_MAX`]; a load holds the live state of
+//! The pieces shared with the transaction coordinator (led partitions, replay, the acks=all
+//! append) are in `shard::internal_partitions`.
+//!
+//! Bounds: a replay read is at most 1 MiB (`internal_log::REPLAY_READ_BYTES_MAX`); a load holds the live state of
 //! one partition (what the tables hold once it is loaded); an append is at most
 //! `max_message_bytes` per batch (`OFFSETS_LOG_LIMITS`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,46 +52,10 @@ use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{
     GroupKind, LogRecord, OffsetKey, Offsets, PendingChange, PendingTxnOffsets,
 };
-use crate::shard::{routing, Shard};
-use crate::storage::internal_log::{encode_append, RecordCodec, REPLAY_READ_BYTES_MAX};
-use crate::storage::StorageError;
-
-/// How long a load waits between looks at the partition's owning shard, while that shard has
-/// not opened the partition as its leader yet.
-const LOAD_RETRY: Duration = Duration::from_millis(50);
-
-/// The `__consumer_offsets` partitions whose groups this node's coordinator has loaded (every
-/// shard asks, through its router; written by the coordinator shard only).
-#[derive(Debug, Default)]
-pub struct LoadedPartitions {
-    loaded: Mutex<BTreeSet<i32>>,
-}
-
-impl LoadedPartitions {
-    /// Whether the groups of `partition` are loaded here.
-    pub fn is_loaded(&self, partition: i32) -> bool {
-        self.loaded.lock().is_ok_and(|set| set.contains(&partition))
-    }
-
-    fn set(&self, partition: i32, loaded: bool) {
-        if let Ok(mut set) = self.loaded.lock() {
-            if loaded {
-                set.insert(partition);
-            } else {
-                set.remove(&partition);
-            }
-        }
-    }
-}
-
-/// A `__consumer_offsets` partition this node leads.
-#[derive(Clone)]
-struct Led {
-    leader_epoch: i32,
-    loaded: bool,
-    /// One write at a time (the tables apply in log order).
-    write_lock: Rc<crate::rt::sync::Semaphore>,
-}
+pub use crate::shard::internal_partitions::LoadedPartitions;
+use crate::shard::internal_partitions::{replay, LedPartitions};
+use crate::shard::Shard;
+use crate::storage::internal_log::encode_append;
 
 /// The replicated store of a cluster's group coordinator; see the module doc.
 pub struct ReplicatedOffsets {
@@ -97,19 +63,9 @@ pub struct ReplicatedOffsets {
     node_id: i32,
     /// Partitions of `__consumer_offsets` in the metadata (0 before the topic exists).
     partitions: Cell<i32>,
-    led: RefCell<BTreeMap<i32, Led>>,
+    led: LedPartitions,
     loaded: std::sync::Arc<LoadedPartitions>,
     commit_timeout: Duration,
-}
-
-impl ReplicatedOffsets {
-    /// Whether `partition` is still led at `epoch` (and loaded, if `loaded`).
-    fn still(&self, partition: i32, epoch: i32, loaded: bool) -> bool {
-        self.led
-            .borrow()
-            .get(&partition)
-            .is_some_and(|l| l.leader_epoch == epoch && (l.loaded || !loaded))
-    }
 }
 
 /// What a load rebuilt from one partition, installed at once when it is done.
@@ -151,7 +107,7 @@ impl GroupCoordinator {
             shard: Rc::downgrade(shard),
             node_id: shard.config.node_id,
             partitions: Cell::new(0),
-            led: RefCell::new(BTreeMap::new()),
+            led: LedPartitions::default(),
             loaded: shard.router.loaded_offsets_partitions(),
             commit_timeout: Duration::from_millis(shard.config.offsets_commit_timeout_ms),
         };
@@ -178,38 +134,11 @@ impl GroupCoordinator {
         };
         let topic = metadata.topics.get(GROUP_TOPIC);
         store.partitions.set(topic.map_or(0, |t| t.partitions));
-        let mut now_led: BTreeMap<i32, i32> = BTreeMap::new();
-        if let Some(topic) = topic {
-            for p in 0..topic.partitions {
-                let a = routing::assignment_of(topic, p, store.node_id);
-                if a.leader == store.node_id {
-                    now_led.insert(p, a.leader_epoch);
-                }
-            }
+        let (unload, load) = store.led.diff(metadata, GROUP_TOPIC, store.node_id);
+        for p in unload {
+            self.unload_partition(&store, p);
         }
-        let before: Vec<(i32, i32)> = store
-            .led
-            .borrow()
-            .iter()
-            .map(|(p, l)| (*p, l.leader_epoch))
-            .collect();
-        for (p, epoch) in before {
-            if now_led.get(&p) != Some(&epoch) {
-                self.unload_partition(&store, p);
-            }
-        }
-        for (p, epoch) in now_led {
-            if store.led.borrow().contains_key(&p) {
-                continue;
-            }
-            store.led.borrow_mut().insert(
-                p,
-                Led {
-                    leader_epoch: epoch,
-                    loaded: false,
-                    write_lock: Rc::new(crate::rt::sync::Semaphore::new(1)),
-                },
-            );
+        for (p, epoch) in load {
             tracing::info!(
                 partition = p,
                 leader_epoch = epoch,
@@ -221,7 +150,6 @@ impl GroupCoordinator {
 
     /// Forgets partition `p`'s groups and offsets (see the module doc).
     fn unload_partition(&self, store: &ReplicatedOffsets, p: i32) {
-        store.led.borrow_mut().remove(&p);
         store.loaded.set(p, false);
         let n = store.partitions.get();
         let in_p = |group: &str| n <= 0 || partition_for(group, n) == p;
@@ -263,9 +191,7 @@ impl GroupCoordinator {
             }
         }
         self.restore_groups(snapshots);
-        if let Some(led) = store.led.borrow_mut().get_mut(&p) {
-            led.loaded = true;
-        }
+        store.led.mark_loaded(p);
         store.loaded.set(p, true);
         tracing::info!(
             partition = p,
@@ -356,11 +282,7 @@ impl GroupCoordinator {
         records: Vec<LogRecord>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let (lock, epoch) = match store.led.borrow().get(&p) {
-            Some(led) if led.loaded => (led.write_lock.clone(), led.leader_epoch),
-            Some(_) => return Err(ResponseError::CoordinatorLoadInProgress),
-            None => return Err(crate::error::not_coordinator_code()),
-        };
+        let (lock, epoch) = store.led.writable(p)?;
         let Ok(_permit) = lock.acquire_permit(1).await else {
             return Err(crate::error::not_coordinator_code());
         };
@@ -379,7 +301,8 @@ impl GroupCoordinator {
         let timeout = store.commit_timeout;
         let written = shard
             .invoke_on(owner, move |s| async move {
-                s.append_offsets_partition(p, payload, timeout).await
+                s.append_internal_partition(GROUP_TOPIC, p, payload, timeout)
+                    .await
             })
             .await
             .unwrap_or(Err(crate::error::coordinator_gone_code()));
@@ -388,7 +311,7 @@ impl GroupCoordinator {
             return Err(crate::error::replicated_offsets_code(e));
         }
         // Unloaded meanwhile: the next leader replays the records; nothing to apply here.
-        if !store.still(p, epoch, true) {
+        if !store.led.still(p, epoch, true) {
             return Err(crate::error::not_coordinator_code());
         }
         self.apply_durable(records);
@@ -399,112 +322,11 @@ impl GroupCoordinator {
 /// The load of partition `p` at leader epoch `epoch` (module doc); abandoned as soon as this
 /// node no longer leads `p` at that epoch.
 async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedOffsets>, p: i32, epoch: i32) {
-    let owner = shard.owner(GROUP_TOPIC, p);
-    // Until the owning shard leads the partition: its log's (start, end).
-    let (start, end) = loop {
-        if !store.still(p, epoch, false) || shard.stopping.get() {
-            return;
-        }
-        let range = shard
-            .invoke_on(owner, move |s| async move { s.offsets_partition_range(p) })
-            .await;
-        if let Ok(Some(range)) = range {
-            break range;
-        }
-        crate::rt::sleep(LOAD_RETRY).await;
-    };
     let mut staged = Staged::default();
-    let mut offset = start;
-    while offset < end {
-        if !store.still(p, epoch, false) || shard.stopping.get() {
-            return;
-        }
-        let read = shard
-            .invoke_on(owner, move |s| async move {
-                s.read_offsets_partition(p, offset).await
-            })
-            .await;
-        let batches = match read {
-            Ok(Ok(batches)) if !batches.is_empty() => batches,
-            other => {
-                tracing::warn!(partition = p, offset, result = ?other.map(|r| r.map(|b| b.len())), "reading __consumer_offsets for a load failed; trying again");
-                crate::rt::sleep(LOAD_RETRY).await;
-                continue;
-            }
-        };
-        for batch in batches {
-            let Some(next) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset() + 1)
-            else {
-                tracing::error!(
-                    partition = p,
-                    offset,
-                    "a __consumer_offsets batch without a header; the load stops"
-                );
-                return;
-            };
-            match OffsetsCodec::decode_batches(batch) {
-                Ok((records, _)) => records.into_iter().for_each(|r| staged.apply(r)),
-                Err(e) => {
-                    // The state is never rebuilt from part of a log: the groups of this
-                    // partition stay unavailable (COORDINATOR_LOAD_IN_PROGRESS).
-                    tracing::error!(partition = p, offset, error = %e, "a __consumer_offsets batch does not decode; the load stops");
-                    return;
-                }
-            }
-            offset = offset.max(next);
-        }
-        crate::rt::yield_if_needed().await;
-    }
-    if store.still(p, epoch, false) && !shard.stopping.get() {
+    let still = || store.led.still(p, epoch, false);
+    let done = replay::<OffsetsCodec>(&shard, GROUP_TOPIC, p, still, |r| staged.apply(r)).await;
+    if done {
         shard.groups.install_loaded(&store, p, staged);
-    }
-}
-
-impl Shard {
-    /// The (log start, log end) of `__consumer_offsets` partition `p` when this shard owns
-    /// and leads it (the end is durable: what a load replays), else `None`.
-    fn offsets_partition_range(&self, p: i32) -> Option<(i64, i64)> {
-        let partition = self.partition(GROUP_TOPIC, p)?;
-        Some((
-            partition.log.log_start_offset(),
-            partition.log.durable_end(),
-        ))
-    }
-
-    /// Whole batches of `__consumer_offsets` partition `p` from `offset`, up to its durable end
-    /// (at most [`REPLAY_READ_BYTES_MAX`], at least one batch).
-    async fn read_offsets_partition(&self, p: i32, offset: i64) -> Result<Vec<Bytes>, String> {
-        let partition = self
-            .replica(GROUP_TOPIC, p)
-            .ok_or_else(|| "not open here".to_string())?;
-        partition
-            .log
-            .read_for_replica(offset, REPLAY_READ_BYTES_MAX, true)
-            .await
-            .map(|data| data.batches)
-            .map_err(|e: StorageError| e.to_string())
-    }
-
-    /// The leader's append of a group coordinator's `payload` to `__consumer_offsets`
-    /// partition `p`, with acks=all: NOT_ENOUGH_REPLICAS below `min.insync.replicas`, answered
-    /// once the high watermark passes it, REQUEST_TIMED_OUT after `timeout`.
-    async fn append_offsets_partition(
-        &self,
-        p: i32,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<(), ResponseError> {
-        let partition = self
-            .partition(GROUP_TOPIC, p)
-            .ok_or(crate::error::not_leader_code())?;
-        self.enough_replicas(&partition)?;
-        let info = partition
-            .append(payload)
-            .await
-            .map_err(|e| crate::error::storage_code(&e))?;
-        crate::rt::timeout(timeout, self.await_replicated(&partition, info.last_offset))
-            .await
-            .unwrap_or(Err(ResponseError::RequestTimedOut))
     }
 }
 

@@ -1,0 +1,241 @@
+//! The transaction coordinator's durable state in a cluster: the replicated partitions of
+//! `__transaction_state` (Kafka's `TransactionStateManager` over its internal topic).
+//!
+//! On a single node the coordinator keeps its records in the node-local transaction log
+//! (`internal/__transaction_state-0`). In a cluster the records of a transactional id go to
+//! partition `abs(hashCode(id)) % N` of `__transaction_state`, a compacted topic with
+//! `transaction_state_log_replication_factor` replicas and `transaction_state_log_min_isr` as
+//! its `min.insync.replicas`, that the shards open and the follower fetchers replicate like any
+//! partition; the same records ([`TxnCodec`]), only elsewhere. The led partitions, the replay
+//! and the acks=all append are shared with the group coordinator
+//! (`shard::internal_partitions`).
+//! - **Writes** ([`TxnCoordinator::persist_replicated`]): the records of one write are split
+//!   by partition; each part is one append on the partition's owning shard as its leader,
+//!   answered once the high watermark passes it (refused with NOT_ENOUGH_REPLICAS below
+//!   `min.insync.replicas`; at most the transaction's timeout, as Kafka), one write at a time
+//!   per partition (the last record of an id in the log is its latest state). Errors are
+//!   Kafka's (`error::replicated_txn_log_code`); a partition that moved meanwhile is
+//!   NOT_COORDINATOR. The state machine decides before the write (as on a single node); a
+//!   failed write leaves the id marked unpersisted, or its plan pending, as there.
+//! - **Load** (becoming leader of p, seen at a metadata install on the coordinator shard,
+//!   [`TxnCoordinator::on_metadata`]): a task waits until the owning shard leads p, replays p
+//!   from its log start to its log end into a state machine of its own, then
+//!   ([`Transactions::recover_moved`]) leaves Prepare* transactions to the tick, which writes
+//!   their markers again with this coordinator's epoch and completes them (Kafka's
+//!   `TransactionMarkerChannelManager` on load); Ongoing transactions stay open and time out
+//!   as usual, except those holding groups (their TxnOffsetCommit offsets were in the old
+//!   coordinator's memory only), which are aborted with a bumped epoch. Meanwhile the ids of p
+//!   answer COORDINATOR_LOAD_IN_PROGRESS (`Shard::not_coordinator`, through the router's
+//!   [`LoadedPartitions`]).
+//! - **Unload** (losing the leadership of p, or a new leader epoch): p's ids are forgotten
+//!   without a write (their next coordinator replays them); their requests get
+//!   NOT_COORDINATOR, and a plan running for one of them fails at its next write.
+//! - **Compaction**: the partitions are compact topics, kept bounded on every replica by the
+//!   log cleaner (the latest record per id; expired ids' tombstones); the node-local log's own
+//!   compaction is not used.
+//!
+//! Bounds: a replay read is at most 1 MiB (`internal_log::REPLAY_READ_BYTES_MAX`); a load
+//! holds the live state of one partition (what the state machine holds once it is loaded);
+//! an append is at most `max_message_bytes` per batch ([`TXN_LOG_LIMITS`]).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+
+use super::{now_ms, TxnCodec, TxnCoordinator, TxnLogRecord, TxnStore, TXN_LOG_LIMITS};
+use crate::coordinator::coordinator_key::{partition_for, TRANSACTION_TOPIC};
+use crate::coordinator::metadata::ClusterMetadata;
+use crate::coordinator::txn::Transactions;
+use crate::shard::internal_partitions::{replay, LedPartitions, LoadedPartitions};
+use crate::shard::Shard;
+use crate::storage::internal_log::encode_append;
+
+/// The replicated store of a cluster's transaction coordinator; see the module doc. Owned by
+/// the coordinator shard's [`TxnCoordinator`] from `start_replicated` to shutdown.
+pub struct ReplicatedTxns {
+    shard: Weak<Shard>,
+    node_id: i32,
+    /// Partitions of `__transaction_state` in the metadata (0 before the topic exists).
+    partitions: Cell<i32>,
+    led: LedPartitions,
+    loaded: Arc<LoadedPartitions>,
+}
+
+impl TxnCoordinator {
+    /// Makes this coordinator keep its state in the replicated `__transaction_state`
+    /// partitions (a cluster), then loads the partitions `shard`'s metadata says it leads.
+    pub fn start_replicated(&self, shard: &Rc<Shard>) {
+        let store = ReplicatedTxns {
+            shard: Rc::downgrade(shard),
+            node_id: shard.config.node_id,
+            partitions: Cell::new(0),
+            led: LedPartitions::default(),
+            loaded: shard.router.loaded_txn_partitions(),
+        };
+        *self.store.borrow_mut() = Some(TxnStore::Replicated(Rc::new(store)));
+        self.on_metadata(&shard.metadata());
+    }
+
+    fn replicated(&self) -> Option<Rc<ReplicatedTxns>> {
+        match &*self.store.borrow() {
+            Some(TxnStore::Replicated(store)) => Some(store.clone()),
+            _ => None,
+        }
+    }
+
+    /// The coordinator shard installed `metadata`: loads the `__transaction_state`
+    /// partitions this node now leads and unloads those it stopped leading (or leads at a
+    /// new epoch, which are loaded again). Nothing on a single node.
+    pub fn on_metadata(&self, metadata: &ClusterMetadata) {
+        let Some(store) = self.replicated() else {
+            return;
+        };
+        let Some(shard) = store.shard.upgrade() else {
+            return;
+        };
+        let topic = metadata.topics.get(TRANSACTION_TOPIC);
+        store.partitions.set(topic.map_or(0, |t| t.partitions));
+        let (unload, load) = store.led.diff(metadata, TRANSACTION_TOPIC, store.node_id);
+        for p in unload {
+            self.unload_partition(&store, p);
+        }
+        for (p, epoch) in load {
+            tracing::info!(
+                partition = p,
+                leader_epoch = epoch,
+                "loading the transactional ids of a __transaction_state partition"
+            );
+            crate::rt::spawn_local(load_partition(shard.clone(), store.clone(), p, epoch)).detach();
+        }
+    }
+
+    /// Forgets partition `p`'s transactional ids (module doc).
+    fn unload_partition(&self, store: &ReplicatedTxns, p: i32) {
+        store.loaded.set(p, false);
+        let n = store.partitions.get();
+        let count = self
+            .state
+            .borrow_mut()
+            .unload_where(|id| n <= 0 || partition_for(id, n) == p);
+        tracing::info!(
+            partition = p,
+            transactional_ids = count,
+            "unloaded the transactional ids of a __transaction_state partition"
+        );
+    }
+
+    /// Installs what a load of partition `p` rebuilt (module doc); the tick runs the plans.
+    fn install_loaded(&self, store: &ReplicatedTxns, p: i32, mut loaded: Transactions) {
+        let aborted = loaded.recover_moved(now_ms()).len();
+        let ids = loaded.iter().count();
+        let to_finish = loaded.pending_plans().len();
+        self.state.borrow_mut().absorb(loaded);
+        store.led.mark_loaded(p);
+        store.loaded.set(p, true);
+        tracing::info!(
+            partition = p,
+            transactional_ids = ids,
+            to_finish,
+            aborted,
+            "loaded the transactional ids of a __transaction_state partition"
+        );
+    }
+
+    /// Appends `records` to their `__transaction_state` partitions (module doc), each part
+    /// waiting at most `timeout` for the in-sync replicas. The first error is answered; the
+    /// other partitions' parts are still written.
+    pub(super) async fn persist_replicated(
+        &self,
+        store: &ReplicatedTxns,
+        records: Vec<TxnLogRecord>,
+        timeout: Duration,
+    ) -> Result<(), ResponseError> {
+        let n = store.partitions.get();
+        if n <= 0 {
+            return Err(crate::error::not_coordinator_code());
+        }
+        let mut parts: BTreeMap<i32, Vec<TxnLogRecord>> = BTreeMap::new();
+        for record in records {
+            parts
+                .entry(partition_for(&record.0, n))
+                .or_default()
+                .push(record);
+        }
+        let mut answer = Ok(());
+        for (p, part) in parts {
+            if let Err(e) = self.append_partition(store, p, part, timeout).await {
+                answer = answer.and(Err(e));
+            }
+        }
+        answer
+    }
+
+    async fn append_partition(
+        &self,
+        store: &ReplicatedTxns,
+        p: i32,
+        records: Vec<TxnLogRecord>,
+        timeout: Duration,
+    ) -> Result<(), ResponseError> {
+        let (lock, epoch) = match store.led.writable(p) {
+            Ok(writable) => writable,
+            Err(e) => {
+                if store.led.epoch_of(p).is_none() {
+                    // Decided here for a partition this node does not lead (a request that
+                    // raced a move): the id's coordinator is elsewhere, forget it here.
+                    let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+                    self.state.borrow_mut().unload_where(|id| ids.contains(&id));
+                }
+                return Err(e);
+            }
+        };
+        let Ok(_permit) = lock.acquire_permit(1).await else {
+            return Err(crate::error::not_coordinator_code());
+        };
+        let payload =
+            encode_append::<TxnCodec>(&TXN_LOG_LIMITS, &records, now_ms()).map_err(|e| {
+                tracing::error!(error = %e, "encoding a transaction state batch failed");
+                ResponseError::UnknownServerError
+            })?;
+        let shard = store
+            .shard
+            .upgrade()
+            .ok_or(crate::error::coordinator_gone_code())?;
+        let owner = shard.owner(TRANSACTION_TOPIC, p);
+        let written = shard
+            .invoke_on(owner, move |s| async move {
+                s.append_internal_partition(TRANSACTION_TOPIC, p, payload, timeout)
+                    .await
+            })
+            .await
+            .unwrap_or(Err(crate::error::coordinator_gone_code()));
+        if let Err(e) = written {
+            tracing::warn!(partition = p, error = ?e, "writing to __transaction_state failed");
+            return Err(crate::error::replicated_txn_log_code(e));
+        }
+        // Moved meanwhile: the next coordinator replays the record; the client asks it.
+        if !store.led.still(p, epoch, true) {
+            return Err(crate::error::not_coordinator_code());
+        }
+        Ok(())
+    }
+}
+
+/// The load of partition `p` at leader epoch `epoch` (module doc); abandoned as soon as this
+/// node no longer leads `p` at that epoch.
+async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedTxns>, p: i32, epoch: i32) {
+    let mut loaded = Transactions::new();
+    let still = || store.led.still(p, epoch, false);
+    let done = replay::<TxnCodec>(&shard, TRANSACTION_TOPIC, p, still, |record| match record {
+        (_, Some(r)) => loaded.load(r),
+        (id, None) => loaded.unload(&id),
+    })
+    .await;
+    if done {
+        shard.txns.install_loaded(&store, p, loaded);
+    }
+}

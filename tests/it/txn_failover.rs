@@ -1,0 +1,227 @@
+//! Transaction coordinators fail over with their state (issue 14): three real `freshet`
+//! processes, `__transaction_state` replicated (transaction_state_log_replication_factor 3,
+//! min ISR 2, the defaults). An rdkafka transactional producer commits a transaction, then
+//! opens another and writes to it; the transaction coordinator's broker (FindCoordinator key
+//! type 1) is killed (-9). Another broker becomes the coordinator (every survivor names it),
+//! loads the open transaction from its replica of the partition, and the same producer
+//! commits it; an aborted transaction and one left open by a producer that a new producer
+//! with the same transactional.id fences are never visible. A read_committed consumer sees
+//! every committed record exactly once and nothing else.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterOptions, TestCluster};
+use common::{within, RawConn};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+const TXN_OP_TIMEOUT: Duration = Duration::from_secs(60);
+const TOPIC: &str = "txf-out";
+const PARTITIONS: i32 = 3;
+const TXN_ID: &str = "txf-txn";
+
+/// FindCoordinator v3 of the transactional id on `node`: (error, coordinator node id).
+fn find(cluster: &TestCluster, node: usize) -> Option<(i16, i32)> {
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_static_str(TXN_ID))
+        .with_key_type(1);
+    let r = RawConn::connect(cluster.socket_addr(node))
+        .ok()?
+        .request(3, &request)
+        .ok()?;
+    Some((r.error_code, r.node_id.0))
+}
+
+/// Waits until every node of `nodes` names the same transaction coordinator, other than
+/// `not`, and returns it.
+fn coordinator(cluster: &TestCluster, nodes: &[usize], not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answers: Vec<Option<(i16, i32)>> = nodes.iter().map(|&n| find(cluster, n)).collect();
+        if let Some(Some((0, first))) = answers.first() {
+            if answers.iter().all(|a| *a == Some((0, *first))) && Some(*first) != not {
+                return *first;
+            }
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "no common transaction coordinator (other than {not:?}) for {TXN_ID}: {answers:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Creates [`TOPIC`] with three replicas through `nodes`, again while a broker is fenced for
+/// a moment (a loaded machine).
+fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
+    let topic = rdkafka::admin::NewTopic::new(
+        TOPIC,
+        PARTITIONS,
+        rdkafka::admin::TopicReplication::Fixed(3),
+    )
+    .set("min.insync.replicas", "2");
+    let options =
+        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        cluster.client_config(nodes).create().expect("admin client");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let results = common::runtime().block_on(admin.create_topics([&topic], &options));
+        match results.as_ref().map(|r| &r[0]) {
+            Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
+            Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_) if Instant::now() < deadline => {
+                println!("creating {TOPIC}: {results:?}; again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => cluster.fail(&format!("create {TOPIC}: {other:?}")),
+        }
+    }
+}
+
+fn txn_producer(cluster: &TestCluster, nodes: &[usize]) -> BaseProducer {
+    let mut config = cluster.client_config(nodes);
+    config
+        .set("transactional.id", TXN_ID)
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .set("transaction.timeout.ms", "60000")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    let p: BaseProducer = config.create().expect("transactional producer");
+    p.init_transactions(TXN_OP_TIMEOUT)
+        .expect("init_transactions");
+    p
+}
+
+/// Sends `count` values tagged `tag` to every partition and waits until all are delivered
+/// (acks=all: on the in-sync replicas).
+fn send(p: &BaseProducer, tag: &str, count: usize) -> Vec<String> {
+    let mut sent = Vec::new();
+    for partition in 0..PARTITIONS {
+        for i in 0..count {
+            let value = format!("{tag}-{partition}-{i:03}");
+            let record = BaseRecord::<str, str>::to(TOPIC)
+                .partition(partition)
+                .payload(&value);
+            p.send(record).map_err(|(e, _)| e).expect("enqueue");
+            sent.push(value);
+        }
+    }
+    p.flush(TXN_OP_TIMEOUT).expect("flush");
+    sent
+}
+
+/// Every value a read_committed consumer reads from [`TOPIC`] on `nodes` up to each
+/// partition's last stable offset, sorted (duplicates kept).
+fn read_committed(cluster: &TestCluster, nodes: &[usize]) -> Vec<String> {
+    let mut config = cluster.client_config(nodes);
+    config
+        .set("group.id", "txf-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut eof = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof.len() < PARTITIONS as usize {
+        if Instant::now() > deadline {
+            cluster.fail(&format!("reading {TOPIC} timed out at {eof:?}: {out:?}"));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => println!("consumer: {e}"),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The test's scenario (module doc).
+#[test]
+fn an_open_transaction_survives_a_kill_9_of_its_coordinator() {
+    within(TEST_LIMIT, || {
+        // Two shards: a `__transaction_state` partition's owner is not always the coordinator
+        // shard (loads and writes cross shards).
+        let options = ClusterOptions {
+            shards: 2,
+            settings: "broker_session_timeout_ms = 3000\n".into(),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        let all = [0, 1, 2];
+        let old = coordinator(&cluster, &all, None);
+        let others: Vec<usize> = all.iter().copied().filter(|&n| n != old as usize).collect();
+        println!("transaction coordinator: node {old}");
+        create_topic(&cluster, &others);
+
+        let p = txn_producer(&cluster, &others);
+        p.begin_transaction().expect("begin 1");
+        let first = send(&p, "c1", 5);
+        p.commit_transaction(TXN_OP_TIMEOUT).expect("commit 1");
+
+        // An open transaction with records on every partition, then the coordinator dies.
+        p.begin_transaction().expect("begin 2");
+        let second = send(&p, "c2", 4);
+        cluster.kill9(old as usize);
+        let new = coordinator(&cluster, &others, Some(old));
+        println!("new transaction coordinator: node {new}");
+        let started = Instant::now();
+        p.commit_transaction(TXN_OP_TIMEOUT)
+            .unwrap_or_else(|e| cluster.fail(&format!("commit 2 after the kill: {e}")));
+        println!("commit on the new coordinator took {:?}", started.elapsed());
+
+        // Aborted on the new coordinator: never visible.
+        p.begin_transaction().expect("begin 3");
+        send(&p, "a3", 3);
+        p.abort_transaction(TXN_OP_TIMEOUT).expect("abort 3");
+
+        // Left open, then fenced by a new producer with the same transactional id: its
+        // InitProducerId aborts it.
+        p.begin_transaction().expect("begin 4");
+        send(&p, "o4", 3);
+        drop(p);
+        let p2 = txn_producer(&cluster, &others);
+        p2.begin_transaction().expect("begin 5");
+        let fifth = send(&p2, "c5", 2);
+        p2.commit_transaction(TXN_OP_TIMEOUT).expect("commit 5");
+
+        let mut expected: Vec<String> = [first, second, fifth].concat();
+        expected.sort();
+        let read = read_committed(&cluster, &others);
+        if read != expected {
+            cluster.fail(&format!(
+                "read_committed after the failover: {} records, expected {} (each committed one \
+                 once, no aborted one): read {read:?}",
+                read.len(),
+                expected.len()
+            ));
+        }
+        // The old coordinator comes back as a follower of the partition: the new one keeps
+        // coordinating the id.
+        cluster.restart(old as usize);
+        assert_eq!(coordinator(&cluster, &all, Some(old)), new);
+    })
+}
