@@ -426,20 +426,13 @@ pub fn replicated_offsets_code(error: ResponseError) -> ResponseError {
 /// `TransactionStateManager.appendTransactionToLog` mapping): not enough in-sync replicas or
 /// a timeout waiting for them are COORDINATOR_NOT_AVAILABLE (the client retries), a lost
 /// leadership or a storage error NOT_COORDINATOR (the client finds the coordinator again), a
-/// batch too large UNKNOWN_SERVER_ERROR.
+/// batch too large UNKNOWN_SERVER_ERROR. The group coordinator's mapping but for that last.
 pub fn replicated_txn_log_code(error: ResponseError) -> ResponseError {
     match error {
-        ResponseError::UnknownTopicOrPartition
-        | ResponseError::NotEnoughReplicas
-        | ResponseError::NotEnoughReplicasAfterAppend
-        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
-        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
-            ResponseError::NotCoordinator
-        }
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => {
             ResponseError::UnknownServerError
         }
-        other => other,
+        other => replicated_offsets_code(other),
     }
 }
 

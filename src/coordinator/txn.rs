@@ -26,6 +26,9 @@
 //! Recovery ([`Transactions::recover`]): Prepare* transactions are completed again (markers
 //! are idempotent for the partitions). Ongoing transactions are aborted with a bumped epoch,
 //! because their TxnOffsetCommit offsets were only in memory; Kafka keeps them open instead.
+//! A cluster's coordinator taking over a replicated partition uses
+//! [`Transactions::recover_moved`] instead: Ongoing transactions stay open (and time out as
+//! usual) unless they hold groups.
 //!
 //! Expiration ([`Transactions::expire_ids`], Kafka's `transactional.id.expiration.ms`): an id
 //! in Empty, CompleteCommit or CompleteAbort whose state has not changed for that long is
@@ -228,6 +231,15 @@ impl Transactions {
 
     /// After loading: the transactions to end now (module docs, Recovery).
     pub fn recover(&mut self, now_ms: i64) -> Vec<EndPlan> {
+        self.recover_where(now_ms, |_| true)
+    }
+
+    /// [`Transactions::recover`], aborting only the Ongoing transactions `abort_ongoing` picks.
+    fn recover_where(
+        &mut self,
+        now_ms: i64,
+        abort_ongoing: impl Fn(&TxnMeta) -> bool,
+    ) -> Vec<EndPlan> {
         let mut plans = Vec::new();
         let ids: Vec<String> = self.txns.keys().cloned().collect();
         for id in ids {
@@ -240,7 +252,7 @@ impl Transactions {
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
                     plans.push(plan_of(&id, m));
                 }
-                TxnState::Ongoing => {
+                TxnState::Ongoing if abort_ongoing(m) => {
                     plans.push(self.prepare_abort_bumped(&id, now_ms));
                 }
                 _ => {}
@@ -267,26 +279,14 @@ impl Transactions {
     }
 
     /// After replaying a `__transaction_state` partition on a new coordinator (a cluster):
-    /// Prepare* transactions are left for [`Transactions::pending_plans`] (their markers are
-    /// written again, Kafka's `TransactionMarkerChannelManager` on load); Ongoing ones stay
-    /// open and time out as usual ([`Transactions::expire`]), as in Kafka, except those that
-    /// hold groups: the offsets of their TxnOffsetCommit were only in the old coordinator's
-    /// memory, so they are aborted with a bumped epoch (committing them would lose the
-    /// offsets). Returns the plans to run now (those aborts).
+    /// Prepare* transactions are completed again (their markers written again, Kafka's
+    /// `TransactionMarkerChannelManager` on load); Ongoing ones stay open and time out as
+    /// usual ([`Transactions::expire`]), as in Kafka, except those that hold groups: the
+    /// offsets of their TxnOffsetCommit were only in the old coordinator's memory, so they are
+    /// aborted with a bumped epoch (committing them would lose the offsets). Returns the plans
+    /// to run (also listed by [`Transactions::pending_plans`]).
     pub fn recover_moved(&mut self, now_ms: i64) -> Vec<EndPlan> {
-        let mut plans = Vec::new();
-        let ids: Vec<String> = self.txns.keys().cloned().collect();
-        for id in ids {
-            let m = self.txns.get_mut(&id).expect("listed");
-            if m.last_update_ms < 0 {
-                m.last_update_ms = now_ms;
-            }
-            if m.state == TxnState::Ongoing && !m.groups.is_empty() {
-                plans.push(self.prepare_abort_bumped(&id, now_ms));
-            }
-        }
-        debug_check(|| self.check_invariants());
-        plans
+        self.recover_where(now_ms, |m| !m.groups.is_empty())
     }
 
     /// Bump the epoch and move to PrepareAbort (fencing, timeouts, recovery).
@@ -808,10 +808,12 @@ mod tests {
         done.start_ms = -1;
         t.load(done);
         let plans = t.recover_moved(100);
-        assert_eq!(plans.len(), 1);
-        assert_eq!(plans[0].transactional_id, "with-group");
-        assert!(!plans[0].commit);
-        assert_eq!(plans[0].epoch, 4, "aborted with a bumped epoch");
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].transactional_id, "deciding");
+        assert!(plans[0].commit);
+        assert_eq!(plans[1].transactional_id, "with-group");
+        assert!(!plans[1].commit);
+        assert_eq!(plans[1].epoch, 4, "aborted with a bumped epoch");
         assert_eq!(t.get("open").unwrap().state, TxnState::Ongoing);
         assert_eq!(t.get("open").unwrap().last_update_ms, 100);
         let pending: Vec<String> = t

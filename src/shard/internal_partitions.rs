@@ -278,3 +278,89 @@ impl Shard {
             .unwrap_or(Err(ResponseError::RequestTimedOut))
     }
 }
+
+/// What the coordinators' simulated load/unload tests share.
+#[cfg(test)]
+pub mod test_support {
+    use std::path::PathBuf;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::config::BrokerConfig;
+    use crate::coordinator::coordinator_key::CoordinatorKind;
+    use crate::coordinator::metadata::{
+        BrokerRegistration, ClusterMetadata, PartitionAssignment, TopicMeta,
+    };
+    use crate::shard::{Router, Shard};
+
+    /// Internal topic `topic` of one partition on replicas [0, 1], led by `leader` alone in
+    /// its ISR at leader epoch `version`; brokers 0 and 1 registered.
+    pub fn metadata(topic: &str, version: u64, leader: i32) -> Arc<ClusterMetadata> {
+        let mut m = ClusterMetadata {
+            cluster_id: "c".into(),
+            version,
+            ..Default::default()
+        };
+        for node_id in [0, 1] {
+            m.brokers.insert(
+                node_id,
+                BrokerRegistration {
+                    node_id,
+                    incarnation_id: uuid::Uuid::from_u128(node_id as u128 + 1),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + node_id,
+                    rack: None,
+                    fenced: false,
+                    listeners: Vec::new(),
+                },
+            );
+        }
+        let meta = TopicMeta {
+            id: uuid::Uuid::from_u128(5),
+            partitions: 1,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            internal: true,
+            assignment: vec![PartitionAssignment {
+                replicas: vec![0, 1],
+                leader,
+                leader_epoch: version as i32,
+                isr: vec![leader],
+                partition_epoch: version as i32,
+                reassignment: None,
+            }],
+        };
+        m.topics.insert(topic.into(), meta);
+        Arc::new(m)
+    }
+
+    /// Shard 0 of node 0 of a two-voter cluster on the installed simulated disk, with the
+    /// partitions of `metadata` open; keep the inboxes while the shard is used.
+    pub async fn shard(
+        metadata: Arc<ClusterMetadata>,
+    ) -> (Rc<Shard>, Vec<flume::Receiver<crate::shard::router::Job>>) {
+        let config = Arc::new(BrokerConfig {
+            data_dir: PathBuf::from("/data"),
+            controller_quorum_voters: "0@127.0.0.1:9093,1@127.0.0.1:9094".into(),
+            ..BrokerConfig::default()
+        });
+        crate::storage::io::create_dir_all(&config.data_dir)
+            .await
+            .expect("data dir");
+        let (router, inboxes) = Router::new(1, 16);
+        let shard = Shard::new(0, config, router, metadata);
+        shard.open_partitions().await;
+        (shard, inboxes)
+    }
+
+    /// Waits (virtual time) until `key` of `kind` is loaded here.
+    pub async fn loaded(shard: &Rc<Shard>, kind: CoordinatorKind, key: &str) {
+        for _ in 0..200 {
+            if shard.not_coordinator(kind, key).is_none() {
+                return;
+            }
+            crate::rt::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never loaded");
+    }
+}

@@ -8,7 +8,9 @@
 //! - Durability: every state change is a record (key: transactional id, value: the JSON of a
 //!   [`TxnRecord`]) appended to the internal log `<data_dir>/internal/__transaction_state-0/`
 //!   (an [`InternalLog`] with the [`TxnCodec`]) before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
-//!   an id wins), as Kafka does with `__transaction_state`.
+//!   an id wins), as Kafka does with `__transaction_state`. In a cluster the same records go
+//!   to the id's partition of the replicated `__transaction_state` topic instead, and the
+//!   coordinator loads and unloads partitions as their leadership moves ([`replicated`]).
 //! - Ending a transaction ([`run_plan`]): the Prepare record is made durable (the decision),
 //!   then a marker is appended to every partition of the transaction on its owning shard, the
 //!   offsets of a commit go to the group coordinator's offsets log, and the Complete record is
@@ -778,6 +780,16 @@ pub async fn verify_partition(
     assert_eq!(shard.id, COORDINATOR_SHARD);
     let remote = match &transactional_id {
         Some(id) => match shard.coordinator_of(CoordinatorKind::Transaction, id) {
+            // Still loading the id's partition (a cluster's new coordinator): retriable, as
+            // Kafka's verification answers a coordinator that is not ready.
+            Ok(node)
+                if node == shard.config.node_id
+                    && shard
+                        .not_coordinator(CoordinatorKind::Transaction, id)
+                        .is_some() =>
+            {
+                return Err(crate::error::broker_unreachable_code());
+            }
             Ok(node) if node == shard.config.node_id => None,
             Ok(node) => Some((id.clone(), node)),
             Err(_) => return Err(crate::error::broker_unreachable_code()),
@@ -886,9 +898,11 @@ async fn verify_remote(
     match crate::error::answered_code(code) {
         None => Ok(()),
         // The coordinator moved: retriable for the producer.
-        Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
-            Err(unreachable)
-        }
+        Some(
+            ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress,
+        ) => Err(unreachable),
         Some(e) => Err(e),
     }
 }

@@ -412,6 +412,31 @@ impl TestCluster {
         config
     }
 
+    /// Creates `topic` through `nodes` with rdkafka's admin client, again while a broker is
+    /// fenced for a moment on a loaded machine (INVALID_REPLICATION_FACTOR) or an answer is
+    /// slow, for at most 90 s; an existing topic is fine.
+    pub fn create_topic_retrying(&self, nodes: &[usize], topic: &rdkafka::admin::NewTopic) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            self.client_config(nodes).create().expect("admin client");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let results = super::runtime().block_on(admin.create_topics([topic], &options));
+            match results.as_ref().map(|r| &r[0]) {
+                Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
+                Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_)
+                    if Instant::now() < deadline =>
+                {
+                    println!("creating {}: {results:?}; again", topic.name);
+                    thread::sleep(Duration::from_millis(500));
+                }
+                other => self.fail(&format!("create {}: {other:?}", topic.name)),
+            }
+        }
+    }
+
     /// Kills `node` with SIGKILL and reaps it.
     pub fn kill9(&mut self, node: usize) {
         let mut child = self.nodes[node]

@@ -98,32 +98,14 @@ fn offset_fetch(cluster: &TestCluster, node: usize) -> BTreeMap<i32, i64> {
     }
 }
 
-/// Creates [`TOPIC`] with three replicas through `nodes`, again while a broker is fenced for
-/// a moment (a loaded machine: INVALID_REPLICATION_FACTOR).
+/// Creates [`TOPIC`] with three replicas through `nodes`.
 fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
     let topic = rdkafka::admin::NewTopic::new(
         TOPIC,
         PARTITIONS,
         rdkafka::admin::TopicReplication::Fixed(3),
     );
-    let options =
-        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        cluster.client_config(nodes).create().expect("admin client");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let results = common::runtime().block_on(admin.create_topics([&topic], &options));
-        match results.as_ref().map(|r| &r[0]) {
-            Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
-            // A broker fenced for a moment, or a slow answer on a loaded machine.
-            Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_) if Instant::now() < deadline => {
-                println!("creating {TOPIC}: {results:?}; again");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => cluster.fail(&format!("create {TOPIC}: {other:?}")),
-        }
-    }
+    cluster.create_topic_retrying(nodes, &topic);
 }
 
 fn consumer(cluster: &TestCluster, nodes: &[usize]) -> BaseConsumer {

@@ -19,13 +19,14 @@ use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
+
+// The topic and the transactional producer of the cross-broker transaction tests.
+use crate::txn_cluster::{send_to_every_partition as send, txn_producer, PARTITIONS, TOPIC};
 
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 const TXN_OP_TIMEOUT: Duration = Duration::from_secs(60);
-const TOPIC: &str = "txf-out";
-const PARTITIONS: i32 = 3;
 const TXN_ID: &str = "txf-txn";
 
 /// FindCoordinator v3 of the transactional id on `node`: (error, coordinator node id).
@@ -60,8 +61,7 @@ fn coordinator(cluster: &TestCluster, nodes: &[usize], not: Option<i32>) -> i32 
     }
 }
 
-/// Creates [`TOPIC`] with three replicas through `nodes`, again while a broker is fenced for
-/// a moment (a loaded machine).
+/// Creates [`TOPIC`] with three replicas (min ISR 2) through `nodes`.
 fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
     let topic = rdkafka::admin::NewTopic::new(
         TOPIC,
@@ -69,55 +69,7 @@ fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
         rdkafka::admin::TopicReplication::Fixed(3),
     )
     .set("min.insync.replicas", "2");
-    let options =
-        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        cluster.client_config(nodes).create().expect("admin client");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let results = common::runtime().block_on(admin.create_topics([&topic], &options));
-        match results.as_ref().map(|r| &r[0]) {
-            Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
-            Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_) if Instant::now() < deadline => {
-                println!("creating {TOPIC}: {results:?}; again");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => cluster.fail(&format!("create {TOPIC}: {other:?}")),
-        }
-    }
-}
-
-fn txn_producer(cluster: &TestCluster, nodes: &[usize]) -> BaseProducer {
-    let mut config = cluster.client_config(nodes);
-    config
-        .set("transactional.id", TXN_ID)
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "60000")
-        .set("transaction.timeout.ms", "60000")
-        .set("topic.metadata.refresh.interval.ms", "1000");
-    let p: BaseProducer = config.create().expect("transactional producer");
-    p.init_transactions(TXN_OP_TIMEOUT)
-        .expect("init_transactions");
-    p
-}
-
-/// Sends `count` values tagged `tag` to every partition and waits until all are delivered
-/// (acks=all: on the in-sync replicas).
-fn send(p: &BaseProducer, tag: &str, count: usize) -> Vec<String> {
-    let mut sent = Vec::new();
-    for partition in 0..PARTITIONS {
-        for i in 0..count {
-            let value = format!("{tag}-{partition}-{i:03}");
-            let record = BaseRecord::<str, str>::to(TOPIC)
-                .partition(partition)
-                .payload(&value);
-            p.send(record).map_err(|(e, _)| e).expect("enqueue");
-            sent.push(value);
-        }
-    }
-    p.flush(TXN_OP_TIMEOUT).expect("flush");
-    sent
+    cluster.create_topic_retrying(nodes, &topic);
 }
 
 /// Every value a read_committed consumer reads from [`TOPIC`] on `nodes` up to each
@@ -177,7 +129,7 @@ fn an_open_transaction_survives_a_kill_9_of_its_coordinator() {
         println!("transaction coordinator: node {old}");
         create_topic(&cluster, &others);
 
-        let p = txn_producer(&cluster, &others);
+        let p = txn_producer(&cluster, TXN_ID);
         p.begin_transaction().expect("begin 1");
         let first = send(&p, "c1", 5);
         p.commit_transaction(TXN_OP_TIMEOUT).expect("commit 1");
@@ -203,7 +155,7 @@ fn an_open_transaction_survives_a_kill_9_of_its_coordinator() {
         p.begin_transaction().expect("begin 4");
         send(&p, "o4", 3);
         drop(p);
-        let p2 = txn_producer(&cluster, &others);
+        let p2 = txn_producer(&cluster, TXN_ID);
         p2.begin_transaction().expect("begin 5");
         let fifth = send(&p2, "c5", 2);
         p2.commit_transaction(TXN_OP_TIMEOUT).expect("commit 5");

@@ -332,55 +332,16 @@ async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedOffsets>, p: i32, 
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::BrokerConfig;
     use crate::coordinator::coordinator_key::CoordinatorKind;
-    use crate::coordinator::metadata::{BrokerRegistration, PartitionAssignment, TopicMeta};
     use crate::coordinator::offsets::CommittedOffset;
-    use crate::shard::Router;
+    use crate::shard::internal_partitions::test_support;
     use crate::storage::io::sim::{install, SimDisk};
 
-    /// `__consumer_offsets` of one partition on replicas [0, 1], led by `leader` alone in
-    /// its ISR at leader epoch `version`; brokers 0 and 1 registered.
     fn metadata(version: u64, leader: i32) -> Arc<ClusterMetadata> {
-        let mut m = ClusterMetadata {
-            cluster_id: "c".into(),
-            version,
-            ..Default::default()
-        };
-        for node_id in [0, 1] {
-            m.brokers.insert(
-                node_id,
-                BrokerRegistration {
-                    node_id,
-                    incarnation_id: uuid::Uuid::from_u128(node_id as u128 + 1),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + node_id,
-                    rack: None,
-                    fenced: false,
-                    listeners: Vec::new(),
-                },
-            );
-        }
-        let topic = TopicMeta {
-            id: uuid::Uuid::from_u128(5),
-            partitions: 1,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-            internal: true,
-            assignment: vec![PartitionAssignment {
-                replicas: vec![0, 1],
-                leader,
-                leader_epoch: version as i32,
-                isr: vec![leader],
-                partition_epoch: version as i32,
-                reassignment: None,
-            }],
-        };
-        m.topics.insert(GROUP_TOPIC.into(), topic);
-        Arc::new(m)
+        test_support::metadata(GROUP_TOPIC, version, leader)
     }
 
     fn commit(offset: i64) -> (OffsetKey, Option<CommittedOffset>) {
@@ -398,15 +359,8 @@ mod tests {
         (key, Some(value))
     }
 
-    /// Waits (virtual time) until the group "g" is loaded here.
     async fn loaded(shard: &Rc<Shard>) {
-        for _ in 0..200 {
-            if shard.not_coordinator(CoordinatorKind::Group, "g").is_none() {
-                return;
-            }
-            crate::rt::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("never loaded");
+        test_support::loaded(shard, CoordinatorKind::Group, "g").await
     }
 
     /// The transitions of a cluster's group coordinator: not the leader (NOT_COORDINATOR,
@@ -419,17 +373,7 @@ mod tests {
         crate::rt::sim::run(21, async {
             let disk = SimDisk::new(21);
             let _installed = install(&disk);
-            let config = Arc::new(BrokerConfig {
-                data_dir: PathBuf::from("/data"),
-                controller_quorum_voters: "0@127.0.0.1:9093,1@127.0.0.1:9094".into(),
-                ..BrokerConfig::default()
-            });
-            crate::storage::io::create_dir_all(&config.data_dir)
-                .await
-                .expect("data dir");
-            let (router, _inboxes) = Router::new(1, 16);
-            let shard = Shard::new(0, config, router, metadata(1, 1));
-            shard.open_partitions().await;
+            let (shard, _inboxes) = test_support::shard(metadata(1, 1)).await;
             shard.groups.start_replicated(&shard);
             let not_coordinator = Some(ResponseError::NotCoordinator);
             assert_eq!(

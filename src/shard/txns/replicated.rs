@@ -130,9 +130,9 @@ impl TxnCoordinator {
 
     /// Installs what a load of partition `p` rebuilt (module doc); the tick runs the plans.
     fn install_loaded(&self, store: &ReplicatedTxns, p: i32, mut loaded: Transactions) {
-        let aborted = loaded.recover_moved(now_ms()).len();
+        // The tick runs the plans (`pending_plans`).
+        let to_finish = loaded.recover_moved(now_ms()).len();
         let ids = loaded.iter().count();
-        let to_finish = loaded.pending_plans().len();
         self.state.borrow_mut().absorb(loaded);
         store.led.mark_loaded(p);
         store.loaded.set(p, true);
@@ -140,7 +140,6 @@ impl TxnCoordinator {
             partition = p,
             transactional_ids = ids,
             to_finish,
-            aborted,
             "loaded the transactional ids of a __transaction_state partition"
         );
     }
@@ -237,5 +236,92 @@ async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedTxns>, p: i32, epo
     .await;
     if done {
         shard.txns.install_loaded(&store, p, loaded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::coordinator_key::CoordinatorKind;
+    use crate::coordinator::txn::{TxnRecord, TxnState};
+    use crate::shard::internal_partitions::test_support;
+    use crate::storage::io::sim::{install, SimDisk};
+
+    fn metadata(version: u64, leader: i32) -> Arc<ClusterMetadata> {
+        test_support::metadata(TRANSACTION_TOPIC, version, leader)
+    }
+
+    fn record(state: TxnState) -> TxnRecord {
+        TxnRecord {
+            transactional_id: "tx".into(),
+            producer_id: 4000,
+            epoch: 2,
+            timeout_ms: 60_000,
+            state,
+            partitions: vec![("t".into(), 0)],
+            groups: Vec::new(),
+            start_ms: now_ms(),
+            offsets: Vec::new(),
+            last_update_ms: now_ms(),
+        }
+    }
+
+    async fn loaded(shard: &Rc<Shard>) {
+        test_support::loaded(shard, CoordinatorKind::Transaction, "tx").await
+    }
+
+    /// The transitions of a cluster's transaction coordinator: not the leader
+    /// (NOT_COORDINATOR, writes refused), leader (COORDINATOR_LOAD_IN_PROGRESS until the
+    /// partition is replayed, then records are written to the partition), leadership lost
+    /// (the id forgotten, NOT_COORDINATOR), leader again at a new epoch (the partition
+    /// replayed again: the transaction is back in PrepareCommit, its plan pending, so the
+    /// tick writes its markers again).
+    #[test]
+    fn transactional_ids_load_on_leadership_and_unload_when_it_moves() {
+        crate::rt::sim::run(22, async {
+            let disk = SimDisk::new(22);
+            let _installed = install(&disk);
+            let (shard, _inboxes) = test_support::shard(metadata(1, 1)).await;
+            shard.txns.start_replicated(&shard);
+            let not_coordinator = Some(ResponseError::NotCoordinator);
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Transaction, "tx"),
+                not_coordinator
+            );
+            let refused = shard.txns.persist(&record(TxnState::Ongoing)).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(2, 0)).await;
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Transaction, "tx"),
+                Some(ResponseError::CoordinatorLoadInProgress),
+                "led, not loaded yet"
+            );
+            loaded(&shard).await;
+            for state in [TxnState::Ongoing, TxnState::PrepareCommit] {
+                shard.txns.state.borrow_mut().load(record(state));
+                shard.txns.persist(&record(state)).await.expect("written");
+            }
+            let p = shard.partition(TRANSACTION_TOPIC, 0).expect("led");
+            assert_eq!(p.log.high_watermark(), 2, "two records, replicated");
+
+            shard.install_metadata(metadata(3, 1)).await;
+            assert!(shard.txns.state.borrow().get("tx").is_none(), "unloaded");
+            assert_eq!(
+                shard.not_coordinator(CoordinatorKind::Transaction, "tx"),
+                not_coordinator
+            );
+            let refused = shard.txns.persist(&record(TxnState::Ongoing)).await;
+            assert_eq!(refused, Err(ResponseError::NotCoordinator));
+
+            shard.install_metadata(metadata(4, 0)).await;
+            loaded(&shard).await;
+            let state = shard.txns.state.borrow().get("tx").map(|m| m.state);
+            assert_eq!(state, Some(TxnState::PrepareCommit), "replayed");
+            let pending = shard.txns.state.borrow().pending_plans();
+            assert_eq!(pending.len(), 1, "its markers are written again");
+            assert!(pending[0].commit);
+            shard.close_partitions().await;
+        });
     }
 }
