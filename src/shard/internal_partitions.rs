@@ -16,10 +16,11 @@
 //!
 //! Bounds: a replay read is at most [`REPLAY_READ_BYTES_MAX`] (at least one batch).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
-use std::sync::Mutex;
+use std::future::Future;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,18 +69,76 @@ struct Led {
 }
 
 /// The partitions of one internal topic this node leads, on the coordinator shard (module
-/// doc).
-#[derive(Default)]
+/// doc); owned by a coordinator's replicated store.
 pub struct LedPartitions {
+    shard: Weak<Shard>,
+    node_id: i32,
+    topic: &'static str,
+    /// Partitions of the topic in the metadata (0 before the topic exists).
+    partitions: Cell<i32>,
     led: RefCell<BTreeMap<i32, Led>>,
+    /// Shared with every shard through the router.
+    loaded: Arc<LoadedPartitions>,
 }
 
 /// What a metadata install changes: partitions to unload, then (partition, leader epoch) to
 /// load.
-pub type LeadershipChanges = (Vec<i32>, Vec<(i32, i32)>);
+type LeadershipChanges = (Vec<i32>, Vec<(i32, i32)>);
 
 impl LedPartitions {
-    /// Whether `partition` is still led at `epoch` (and loaded, if `loaded`).
+    /// The led partitions of `topic` on `shard` (the coordinator shard), published to the
+    /// other shards through `loaded`.
+    pub fn new(shard: &Rc<Shard>, topic: &'static str, loaded: Arc<LoadedPartitions>) -> Self {
+        LedPartitions {
+            shard: Rc::downgrade(shard),
+            node_id: shard.config.node_id,
+            topic,
+            partitions: Cell::new(0),
+            led: RefCell::new(BTreeMap::new()),
+            loaded,
+        }
+    }
+
+    /// The coordinator shard, while it runs.
+    pub fn shard(&self) -> Option<Rc<Shard>> {
+        self.shard.upgrade()
+    }
+
+    /// The topic's partitions in the last metadata installed (0: no topic).
+    pub fn partitions(&self) -> i32 {
+        self.partitions.get()
+    }
+
+    /// A metadata install on the coordinator shard: `unload` runs for each partition no
+    /// longer led (or led at a new epoch; the keys are no longer loaded), then a task
+    /// `load(shard, partition, leader epoch)` is spawned for each newly led one.
+    pub fn on_metadata<F: Future<Output = ()> + 'static>(
+        &self,
+        metadata: &ClusterMetadata,
+        mut unload: impl FnMut(i32),
+        load: impl Fn(Rc<Shard>, i32, i32) -> F,
+    ) {
+        let Some(shard) = self.shard() else {
+            return;
+        };
+        let topic = metadata.topics.get(self.topic);
+        self.partitions.set(topic.map_or(0, |t| t.partitions));
+        let (gone, new) = self.diff(metadata, self.topic, self.node_id);
+        for p in gone {
+            self.loaded.set(p, false);
+            unload(p);
+        }
+        for (p, epoch) in new {
+            tracing::info!(
+                topic = self.topic,
+                partition = p,
+                leader_epoch = epoch,
+                "loading the coordinator's state from an internal partition"
+            );
+            crate::rt::spawn_local(load(shard.clone(), p, epoch)).detach();
+        }
+    }
+
     pub fn still(&self, partition: i32, epoch: i32, loaded: bool) -> bool {
         self.led
             .borrow()
@@ -91,7 +150,7 @@ impl LedPartitions {
     /// ones and records the new state: a partition no longer led, or led at another epoch,
     /// is to be unloaded (the second also loaded again); a newly led one is to be loaded
     /// (recorded as not loaded yet).
-    pub fn diff(&self, metadata: &ClusterMetadata, topic: &str, node_id: i32) -> LeadershipChanges {
+    fn diff(&self, metadata: &ClusterMetadata, topic: &str, node_id: i32) -> LeadershipChanges {
         let mut now_led: BTreeMap<i32, i32> = BTreeMap::new();
         if let Some(topic) = metadata.topics.get(topic) {
             for p in 0..topic.partitions {
@@ -128,11 +187,12 @@ impl LedPartitions {
         (unload, load)
     }
 
-    /// Marks `partition` loaded (its load installed its state).
+    /// Marks `partition` loaded (its load installed its state), here and for every shard.
     pub fn mark_loaded(&self, partition: i32) {
         if let Some(led) = self.led.borrow_mut().get_mut(&partition) {
             led.loaded = true;
         }
+        self.loaded.set(partition, true);
     }
 
     /// The write lock and leader epoch of a loaded `partition`, else the coordinator's

@@ -14,9 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{ClusterOptions, TestCluster};
-use common::{within, RawConn};
-use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
-use kafka_protocol::protocol::StrBytes;
+use common::within;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
@@ -29,36 +27,10 @@ const TEST_LIMIT: Duration = Duration::from_secs(300);
 const TXN_OP_TIMEOUT: Duration = Duration::from_secs(60);
 const TXN_ID: &str = "txf-txn";
 
-/// FindCoordinator v3 of the transactional id on `node`: (error, coordinator node id).
-fn find(cluster: &TestCluster, node: usize) -> Option<(i16, i32)> {
-    let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_static_str(TXN_ID))
-        .with_key_type(1);
-    let r = RawConn::connect(cluster.socket_addr(node))
-        .ok()?
-        .request(3, &request)
-        .ok()?;
-    Some((r.error_code, r.node_id.0))
-}
-
-/// Waits until every node of `nodes` names the same transaction coordinator, other than
-/// `not`, and returns it.
+/// Waits until every node of `nodes` names the same coordinator for the transactional id,
+/// other than `not`, and returns it.
 fn coordinator(cluster: &TestCluster, nodes: &[usize], not: Option<i32>) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answers: Vec<Option<(i16, i32)>> = nodes.iter().map(|&n| find(cluster, n)).collect();
-        if let Some(Some((0, first))) = answers.first() {
-            if answers.iter().all(|a| *a == Some((0, *first))) && Some(*first) != not {
-                return *first;
-            }
-        }
-        if Instant::now() > deadline {
-            cluster.fail(&format!(
-                "no common transaction coordinator (other than {not:?}) for {TXN_ID}: {answers:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.common_coordinator(nodes, 1, TXN_ID, not)
 }
 
 /// Creates [`TOPIC`] with three replicas (min ISR 2) through `nodes`.

@@ -18,8 +18,8 @@
 //!   p from its log start to its log end (the new leader's log is the truth: what the old
 //!   leader acknowledged is below its high watermark, so in every in-sync replica's log) into
 //!   tables of its own, then installs them. Meanwhile the groups of p answer
-//!   COORDINATOR_LOAD_IN_PROGRESS ([`LoadedPartitions`], seen by every shard through the
-//!   router, asked by `Shard::not_coordinator`).
+//!   COORDINATOR_LOAD_IN_PROGRESS (`internal_partitions::LoadedPartitions`, seen by every
+//!   shard through the router, asked by `Shard::not_coordinator`).
 //! - **Unload** (losing the leadership of p, or a new leader epoch: another broker may have
 //!   led p in between): p's groups, committed and held offsets are forgotten without a write,
 //!   parked JoinGroup/SyncGroup requests of their members are dropped (answered
@@ -37,9 +37,8 @@
 //! one partition (what the tables hold once it is loaded); an append is at most
 //! `max_message_bytes` per batch (`OFFSETS_LOG_LIMITS`).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,19 +51,13 @@ use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{
     GroupKind, LogRecord, OffsetKey, Offsets, PendingChange, PendingTxnOffsets,
 };
-pub use crate::shard::internal_partitions::LoadedPartitions;
 use crate::shard::internal_partitions::{replay, LedPartitions};
 use crate::shard::Shard;
 use crate::storage::internal_log::encode_append;
 
 /// The replicated store of a cluster's group coordinator; see the module doc.
 pub struct ReplicatedOffsets {
-    shard: Weak<Shard>,
-    node_id: i32,
-    /// Partitions of `__consumer_offsets` in the metadata (0 before the topic exists).
-    partitions: Cell<i32>,
     led: LedPartitions,
-    loaded: std::sync::Arc<LoadedPartitions>,
     commit_timeout: Duration,
 }
 
@@ -104,11 +97,7 @@ impl GroupCoordinator {
     /// partitions (a cluster), then loads the partitions `shard`'s metadata says it leads.
     pub fn start_replicated(&self, shard: &Rc<Shard>) {
         let store = ReplicatedOffsets {
-            shard: Rc::downgrade(shard),
-            node_id: shard.config.node_id,
-            partitions: Cell::new(0),
-            led: LedPartitions::default(),
-            loaded: shard.router.loaded_offsets_partitions(),
+            led: LedPartitions::new(shard, GROUP_TOPIC, shard.router.loaded_offsets_partitions()),
             commit_timeout: Duration::from_millis(shard.config.offsets_commit_timeout_ms),
         };
         *self.log.borrow_mut() = Some(OffsetsStore::Replicated(Rc::new(store)));
@@ -129,29 +118,16 @@ impl GroupCoordinator {
         let Some(store) = self.replicated() else {
             return;
         };
-        let Some(shard) = store.shard.upgrade() else {
-            return;
-        };
-        let topic = metadata.topics.get(GROUP_TOPIC);
-        store.partitions.set(topic.map_or(0, |t| t.partitions));
-        let (unload, load) = store.led.diff(metadata, GROUP_TOPIC, store.node_id);
-        for p in unload {
-            self.unload_partition(&store, p);
-        }
-        for (p, epoch) in load {
-            tracing::info!(
-                partition = p,
-                leader_epoch = epoch,
-                "loading the groups of a __consumer_offsets partition"
-            );
-            crate::rt::spawn_local(load_partition(shard.clone(), store.clone(), p, epoch)).detach();
-        }
+        store.led.on_metadata(
+            metadata,
+            |p| self.unload_partition(&store, p),
+            |shard, p, epoch| load_partition(shard, store.clone(), p, epoch),
+        );
     }
 
     /// Forgets partition `p`'s groups and offsets (see the module doc).
     fn unload_partition(&self, store: &ReplicatedOffsets, p: i32) {
-        store.loaded.set(p, false);
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         let in_p = |group: &str| n <= 0 || partition_for(group, n) == p;
         let parked = self.groups.borrow_mut().unload(in_p);
         for id in parked {
@@ -192,7 +168,6 @@ impl GroupCoordinator {
         }
         self.restore_groups(snapshots);
         store.led.mark_loaded(p);
-        store.loaded.set(p, true);
         tracing::info!(
             partition = p,
             records,
@@ -262,7 +237,7 @@ impl GroupCoordinator {
         records: Vec<LogRecord>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         if n <= 0 {
             return Err(crate::error::not_coordinator_code());
         }
@@ -294,8 +269,8 @@ impl GroupCoordinator {
             }
         };
         let shard = store
-            .shard
-            .upgrade()
+            .led
+            .shard()
             .ok_or(crate::error::coordinator_gone_code())?;
         let owner = shard.owner(GROUP_TOPIC, p);
         let timeout = store.commit_timeout;

@@ -26,7 +26,7 @@
 //!   as usual, except those holding groups (their TxnOffsetCommit offsets were in the old
 //!   coordinator's memory only), which are aborted with a bumped epoch. Meanwhile the ids of p
 //!   answer COORDINATOR_LOAD_IN_PROGRESS (`Shard::not_coordinator`, through the router's
-//!   [`LoadedPartitions`]).
+//!   `LoadedPartitions`).
 //! - **Unload** (losing the leadership of p, or a new leader epoch): p's ids are forgotten
 //!   without a write (their next coordinator replays them); their requests get
 //!   NOT_COORDINATOR, and a plan running for one of them fails at its next write.
@@ -38,10 +38,8 @@
 //! holds the live state of one partition (what the state machine holds once it is loaded);
 //! an append is at most `max_message_bytes` per batch ([`TXN_LOG_LIMITS`]).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::rc::{Rc, Weak};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -50,19 +48,14 @@ use super::{now_ms, TxnCodec, TxnCoordinator, TxnLogRecord, TxnStore, TXN_LOG_LI
 use crate::coordinator::coordinator_key::{partition_for, TRANSACTION_TOPIC};
 use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::txn::Transactions;
-use crate::shard::internal_partitions::{replay, LedPartitions, LoadedPartitions};
+use crate::shard::internal_partitions::{replay, LedPartitions};
 use crate::shard::Shard;
 use crate::storage::internal_log::encode_append;
 
 /// The replicated store of a cluster's transaction coordinator; see the module doc. Owned by
 /// the coordinator shard's [`TxnCoordinator`] from `start_replicated` to shutdown.
 pub struct ReplicatedTxns {
-    shard: Weak<Shard>,
-    node_id: i32,
-    /// Partitions of `__transaction_state` in the metadata (0 before the topic exists).
-    partitions: Cell<i32>,
     led: LedPartitions,
-    loaded: Arc<LoadedPartitions>,
 }
 
 impl TxnCoordinator {
@@ -70,11 +63,11 @@ impl TxnCoordinator {
     /// partitions (a cluster), then loads the partitions `shard`'s metadata says it leads.
     pub fn start_replicated(&self, shard: &Rc<Shard>) {
         let store = ReplicatedTxns {
-            shard: Rc::downgrade(shard),
-            node_id: shard.config.node_id,
-            partitions: Cell::new(0),
-            led: LedPartitions::default(),
-            loaded: shard.router.loaded_txn_partitions(),
+            led: LedPartitions::new(
+                shard,
+                TRANSACTION_TOPIC,
+                shard.router.loaded_txn_partitions(),
+            ),
         };
         *self.store.borrow_mut() = Some(TxnStore::Replicated(Rc::new(store)));
         self.on_metadata(&shard.metadata());
@@ -94,29 +87,16 @@ impl TxnCoordinator {
         let Some(store) = self.replicated() else {
             return;
         };
-        let Some(shard) = store.shard.upgrade() else {
-            return;
-        };
-        let topic = metadata.topics.get(TRANSACTION_TOPIC);
-        store.partitions.set(topic.map_or(0, |t| t.partitions));
-        let (unload, load) = store.led.diff(metadata, TRANSACTION_TOPIC, store.node_id);
-        for p in unload {
-            self.unload_partition(&store, p);
-        }
-        for (p, epoch) in load {
-            tracing::info!(
-                partition = p,
-                leader_epoch = epoch,
-                "loading the transactional ids of a __transaction_state partition"
-            );
-            crate::rt::spawn_local(load_partition(shard.clone(), store.clone(), p, epoch)).detach();
-        }
+        store.led.on_metadata(
+            metadata,
+            |p| self.unload_partition(&store, p),
+            |shard, p, epoch| load_partition(shard, store.clone(), p, epoch),
+        );
     }
 
     /// Forgets partition `p`'s transactional ids (module doc).
     fn unload_partition(&self, store: &ReplicatedTxns, p: i32) {
-        store.loaded.set(p, false);
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         let count = self
             .state
             .borrow_mut()
@@ -135,7 +115,6 @@ impl TxnCoordinator {
         let ids = loaded.iter().count();
         self.state.borrow_mut().absorb(loaded);
         store.led.mark_loaded(p);
-        store.loaded.set(p, true);
         tracing::info!(
             partition = p,
             transactional_ids = ids,
@@ -153,7 +132,7 @@ impl TxnCoordinator {
         records: Vec<TxnLogRecord>,
         timeout: Duration,
     ) -> Result<(), ResponseError> {
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         if n <= 0 {
             return Err(crate::error::not_coordinator_code());
         }
@@ -201,8 +180,8 @@ impl TxnCoordinator {
                 ResponseError::UnknownServerError
             })?;
         let shard = store
-            .shard
-            .upgrade()
+            .led
+            .shard()
             .ok_or(crate::error::coordinator_gone_code())?;
         let owner = shard.owner(TRANSACTION_TOPIC, p);
         let written = shard
@@ -241,6 +220,8 @@ async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedTxns>, p: i32, epo
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::coordinator::coordinator_key::CoordinatorKind;
     use crate::coordinator::txn::{TxnRecord, TxnState};
