@@ -34,6 +34,15 @@
 //!   log cleaner (the latest record per id; expired ids' tombstones); the node-local log's own
 //!   compaction is not used.
 //!
+//! Not done: a cluster that created `__transaction_state` before this store existed (one
+//! replica, state in each node's `internal/__transaction_state-0`) now opens those partitions
+//! empty; the node-local records are not migrated, so a transaction open across that upgrade
+//! is never completed by a coordinator (no markers: its partitions' last stable offset stays
+//! behind it). The state machine decides
+//! before the write (Kafka keeps a pending state until the append completes); since every
+//! record holds the id's whole state, the log's last record of an id is always a state the
+//! coordinator was in, and nothing is answered before its record is replicated.
+//!
 //! Bounds: a replay read is at most 1 MiB (`internal_log::REPLAY_READ_BYTES_MAX`); a load
 //! holds the live state of one partition (what the state machine holds once it is loaded);
 //! an append is at most `max_message_bytes` per batch ([`TXN_LOG_LIMITS`]).
