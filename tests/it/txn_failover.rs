@@ -149,3 +149,69 @@ fn an_open_transaction_survives_a_kill_9_of_its_coordinator() {
         assert_eq!(coordinator(&cluster, &all, Some(old)), new);
     })
 }
+
+/// Offsets sent to a transaction (TxnOffsetCommit) whose group coordinator is its
+/// transaction coordinator live only in that coordinator's memory until the commit: when its
+/// broker is killed (-9) with the transaction open, the new coordinator aborts the
+/// transaction with a bumped epoch rather than let it commit without its offsets. The
+/// producer's commit is refused (fenced), its records are never read, the group has no
+/// committed offset; the transactional id goes on with a new producer.
+#[test]
+fn an_open_transaction_with_offsets_is_aborted_when_its_coordinator_dies() {
+    within(TEST_LIMIT, || {
+        let options = ClusterOptions {
+            shards: 2,
+            settings: "broker_session_timeout_ms = 3000\n".into(),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        let all = [0, 1, 2];
+        let old = coordinator(&cluster, &all, None);
+        let others: Vec<usize> = all.iter().copied().filter(|&n| n != old as usize).collect();
+        let group = (0..200)
+            .map(|i| format!("txf-group-{i}"))
+            .find(|g| cluster.common_coordinator(&all, 0, g, None) == old)
+            .expect("a group coordinated with the transaction");
+        create_topic(&cluster, &others);
+        let mut config = cluster.client_config(&others);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false");
+        let group_consumer: BaseConsumer = config.create().expect("group consumer");
+        let cgm = group_consumer.group_metadata().expect("group metadata");
+
+        let p = txn_producer(&cluster, TXN_ID);
+        p.begin_transaction().expect("begin");
+        send(&p, "lost", 3);
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(TOPIC, 0, Offset::Offset(9))
+            .unwrap();
+        p.send_offsets_to_transaction(&offsets, &cgm, TXN_OP_TIMEOUT)
+            .expect("send offsets");
+        cluster.kill9(old as usize);
+        let new = coordinator(&cluster, &others, Some(old));
+        println!("transaction coordinator {old} killed; new: {new}");
+        let refused = p.commit_transaction(TXN_OP_TIMEOUT);
+        assert!(
+            refused.is_err(),
+            "a commit that would lose its offsets is refused"
+        );
+        println!("commit after the kill: {refused:?}");
+        drop(p);
+
+        let p2 = txn_producer(&cluster, TXN_ID);
+        p2.begin_transaction().expect("begin again");
+        let kept = send(&p2, "kept", 2);
+        p2.commit_transaction(TXN_OP_TIMEOUT).expect("commit again");
+        let mut expected = kept;
+        expected.sort();
+        assert_eq!(read_committed(&cluster, &others), expected);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(TOPIC, 0);
+        let committed = group_consumer
+            .committed_offsets(tpl, TXN_OP_TIMEOUT)
+            .expect("committed offsets");
+        assert_eq!(committed.elements()[0].offset(), Offset::Invalid);
+    })
+}
