@@ -328,6 +328,35 @@ pub struct BrokerConfig {
     /// lifetime SaslAuthenticate v1+ answers); a connection that sends anything but a
     /// re-authentication after it is closed. 0 (the default): sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// Kafka `sasl.oauthbearer.jwks.endpoint.url`, as a `file:///...` URL (no HTTP client):
+    /// OAUTHBEARER tokens must be signed by a key of this JWKS file (re-read when it
+    /// changes). Empty: no signed-token validation.
+    pub sasl_oauthbearer_jwks_endpoint_url: String,
+    /// Kafka `sasl.oauthbearer.expected.audience`: a signed token's `aud` must hold one of
+    /// these (empty: not checked).
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// Kafka `sasl.oauthbearer.expected.issuer`: a signed token's `iss` must be this (empty:
+    /// not checked).
+    pub sasl_oauthbearer_expected_issuer: String,
+    /// Kafka `sasl.oauthbearer.sub.claim.name`: the claim naming a signed token's principal.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// Kafka `sasl.oauthbearer.scope.claim.name`: the claim of a signed token's scope.
+    pub sasl_oauthbearer_scope_claim_name: String,
+    /// Kafka `sasl.oauthbearer.clock.skew.seconds`: the clock difference allowed when a
+    /// signed token's `exp`, `iat` and `nbf` are checked.
+    pub sasl_oauthbearer_clock_skew_seconds: i64,
+    /// Accept unsecured OAUTHBEARER tokens (`alg` "none"), as Kafka's default
+    /// `OAuthBearerUnsecuredValidatorCallbackHandler` does: for tests and development only
+    /// (anyone can claim any principal). Exclusive with `sasl_oauthbearer_jwks_endpoint_url`.
+    pub sasl_oauthbearer_unsecured_validator_enabled: bool,
+    /// Kafka's `unsecuredValidatorPrincipalClaimName`.
+    pub sasl_oauthbearer_unsecured_validator_principal_claim_name: String,
+    /// Kafka's `unsecuredValidatorScopeClaimName`.
+    pub sasl_oauthbearer_unsecured_validator_scope_claim_name: String,
+    /// Kafka's `unsecuredValidatorRequiredScope`: scopes an unsecured token must hold.
+    pub sasl_oauthbearer_unsecured_validator_required_scope: Vec<String>,
+    /// Kafka's `unsecuredValidatorAllowableClockSkewMs`.
+    pub sasl_oauthbearer_unsecured_validator_allowable_clock_skew_ms: i64,
     /// Kafka `transaction.state.log.replication.factor`: replicas of each
     /// `__transaction_state` partition when a cluster creates the topic, at most the live
     /// brokers then (the transaction coordinators' state lives in those partitions and fails
@@ -456,6 +485,17 @@ impl Default for BrokerConfig {
             group_share_max_share_sessions: 2_000,
             share_auto_offset_reset: "latest".into(),
             connections_max_reauth_ms: 0,
+            sasl_oauthbearer_jwks_endpoint_url: String::new(),
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_expected_issuer: String::new(),
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_scope_claim_name: "scope".into(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
+            sasl_oauthbearer_unsecured_validator_enabled: false,
+            sasl_oauthbearer_unsecured_validator_principal_claim_name: "sub".into(),
+            sasl_oauthbearer_unsecured_validator_scope_claim_name: "scope".into(),
+            sasl_oauthbearer_unsecured_validator_required_scope: Vec::new(),
+            sasl_oauthbearer_unsecured_validator_allowable_clock_skew_ms: 0,
             transaction_state_log_replication_factor:
                 TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
             transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
@@ -824,7 +864,8 @@ impl ListenerSpec {
 }
 
 /// The SASL mechanisms Freshet serves.
-pub const SASL_MECHANISMS_SERVED: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const SASL_MECHANISMS_SERVED: [&str; 4] =
+    ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 impl BrokerConfig {
     /// The listener, TLS and SASL settings: listeners parse and resolve, TLS listeners have a
@@ -887,7 +928,52 @@ impl BrokerConfig {
                 "a SASL listener needs at least one of sasl_enabled_mechanisms".into(),
             ));
         }
+        if specs.iter().any(|l| l.protocol.sasl()) {
+            self.oauth_mode()?;
+        }
         Ok(())
+    }
+
+    /// How OAUTHBEARER tokens are validated: `None` when OAUTHBEARER is not enabled; an error
+    /// when it is enabled without exactly one of a JWKS file and the unsecured validator.
+    pub fn oauth_mode(&self) -> Result<Option<crate::security::oauth::OAuthMode>, ConfigError> {
+        use crate::security::oauth::{jwks_file_of_url, OAuthMode};
+        if !self
+            .sasl_enabled_mechanisms
+            .iter()
+            .any(|m| m == "OAUTHBEARER")
+        {
+            return Ok(None);
+        }
+        let url = self.sasl_oauthbearer_jwks_endpoint_url.trim();
+        match (url.is_empty(), self.sasl_oauthbearer_unsecured_validator_enabled) {
+            (true, false) => Err(ConfigError(
+                "sasl_enabled_mechanisms has OAUTHBEARER: set sasl_oauthbearer_jwks_endpoint_url (signed tokens) or sasl_oauthbearer_unsecured_validator_enabled = true (unsecured tokens, for tests)".into(),
+            )),
+            (false, true) => Err(ConfigError(
+                "sasl_oauthbearer_jwks_endpoint_url and sasl_oauthbearer_unsecured_validator_enabled exclude each other".into(),
+            )),
+            (true, true) => Ok(Some(OAuthMode::Unsecured {
+                principal_claim: self
+                    .sasl_oauthbearer_unsecured_validator_principal_claim_name
+                    .clone(),
+                scope_claim: self.sasl_oauthbearer_unsecured_validator_scope_claim_name.clone(),
+                required_scope: self.sasl_oauthbearer_unsecured_validator_required_scope.clone(),
+                clock_skew_ms: self
+                    .sasl_oauthbearer_unsecured_validator_allowable_clock_skew_ms
+                    .max(0),
+            })),
+            (false, false) => Ok(Some(OAuthMode::Signed {
+                jwks_file: jwks_file_of_url(url).map_err(ConfigError)?,
+                expected_audience: self.sasl_oauthbearer_expected_audience.clone(),
+                expected_issuer: Some(self.sasl_oauthbearer_expected_issuer.trim())
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+                sub_claim: self.sasl_oauthbearer_sub_claim_name.clone(),
+                scope_claim: self.sasl_oauthbearer_scope_claim_name.clone(),
+                clock_skew_s: self.sasl_oauthbearer_clock_skew_seconds.max(0),
+            })),
+        }
     }
 }
 

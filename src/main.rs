@@ -49,7 +49,8 @@ enum Command {
     /// The client side: bench, topic, group, produce, consume, cluster.
     #[command(flatten)]
     Client(freshet_client::cli::Command),
-    /// SCRAM users of a stopped node (the first user, before anyone can log in).
+    /// SCRAM users of a stopped node: create (the first user, before anyone can log in),
+    /// list, delete.
     #[command(subcommand)]
     User(freshet::security::users::UserCommand),
 }
@@ -69,6 +70,8 @@ fn main() -> ExitCode {
         Command::Start(args) => freshet::start::run(args),
         Command::Tune(cmd) => freshet::tuning::run(cmd),
         Command::Client(command) => command.run(),
-        Command::User(command) => freshet::security::users::run(command),
+        Command::User(command) => {
+            freshet::security::users::run(command, &freshet::runtime::stored_scram_users)
+        }
     }
 }

@@ -460,9 +460,11 @@ async fn start_quorum(shard: &Rc<Shard>) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the users `freshet user create` left in the data directory to the metadata log,
-/// then removes their file (`security::users`); before the listeners open, so the first user
-/// can log in at once. A failure is logged and the file kept for the next start.
+/// Writes the users `freshet user create` left in the data directory to the metadata log
+/// (and deletes those `freshet user delete` marked), then removes their file
+/// (`security::users`); before the listeners open, so the first user can log in at once (and
+/// a deleted one cannot). A deletion of a credential the metadata no longer holds is skipped.
+/// A failure is logged and the file kept for the next start.
 async fn store_bootstrap_users(shard: &Rc<Shard>) {
     use crate::coordinator::metadata::{MetadataCommand, StoredScramCredential};
     let data_dir = &shard.config.data_dir;
@@ -475,20 +477,41 @@ async fn store_bootstrap_users(shard: &Rc<Shard>) {
         }
     };
     let names: Vec<String> = users.iter().map(|u| u.user.clone()).collect();
-    let commands = users
+    let metadata = shard.metadata();
+    let commands: Vec<MetadataCommand> = users
         .into_iter()
-        .map(|u| MetadataCommand::SetScramCredential {
-            user: u.user,
-            mechanism: u.mechanism,
-            credential: StoredScramCredential {
-                salt: u.salt,
-                stored_key: u.stored_key,
-                server_key: u.server_key,
-                iterations: u.iterations,
-            },
+        .filter_map(|u| {
+            if !u.delete {
+                return Some(MetadataCommand::SetScramCredential {
+                    user: u.user,
+                    mechanism: u.mechanism,
+                    credential: StoredScramCredential {
+                        salt: u.salt,
+                        stored_key: u.stored_key,
+                        server_key: u.server_key,
+                        iterations: u.iterations,
+                    },
+                });
+            }
+            let held = metadata
+                .scram_credentials
+                .get(&u.user)
+                .is_some_and(|m| m.contains_key(&u.mechanism));
+            if !held {
+                tracing::warn!(user = %u.user, mechanism = %u.mechanism, "bootstrap deletion of a credential the metadata does not hold; skipped");
+                return None;
+            }
+            Some(MetadataCommand::DeleteScramCredential {
+                user: u.user,
+                mechanism: u.mechanism,
+            })
         })
         .collect();
-    let results = shard.change_metadata(commands, false).await;
+    let results = if commands.is_empty() {
+        Vec::new()
+    } else {
+        shard.change_metadata(commands, false).await
+    };
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         tracing::error!(error = %e.message, "storing the bootstrap users failed; the file is kept for the next start");
         return;
@@ -497,6 +520,30 @@ async fn store_bootstrap_users(shard: &Rc<Shard>) {
     if let Err(e) = crate::security::users::remove_bootstrap(data_dir) {
         tracing::warn!(error = %e, "cannot remove the bootstrap users file");
     }
+}
+
+/// The SCRAM users a stopped node's metadata log holds (user -> mechanism -> iterations), for
+/// `freshet user list/delete` (`security::users::StoredUsers`); none for a node that never
+/// started.
+pub fn stored_scram_users(
+    data_dir: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, i32>>, String> {
+    let metadata = crate::shard::controller::read_stored_metadata(data_dir)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    Ok(metadata
+        .map(|m| {
+            m.scram_credentials
+                .into_iter()
+                .map(|(user, mechanisms)| {
+                    let iterations = mechanisms
+                        .into_iter()
+                        .map(|(mechanism, c)| (mechanism, c.iterations))
+                        .collect();
+                    (user, iterations)
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// How long a node of a quorum waits at startup to be registered before it listens anyway.

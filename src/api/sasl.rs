@@ -3,7 +3,8 @@
 //! On a SASL listener the connection serves both itself until the client has authenticated
 //! (`server::connection::sasl_gate`); they reach this module only on a PLAINTEXT or SSL listener
 //! or on an authenticated connection when no re-authentication can begin there
-//! (`connections_max_reauth_ms` = 0, or less than a second after the last one, as Kafka).
+//! (the session never expires: `connections_max_reauth_ms` = 0 and a credential without a
+//! lifetime, unlike an OAUTHBEARER token; or less than a second after the last one, as Kafka).
 //! Kafka answers both there (they reach `KafkaApis`) with ILLEGAL_SASL_STATE and no mechanisms.
 //! Answering, rather than closing the connection, lets a client configured for SASL report an
 //! authentication error naming its mechanism instead of a bare transport failure.

@@ -432,6 +432,43 @@ impl RaftLog {
         }
     }
 
+    /// The applied metadata of the journal in `dir` as a stopped node left it (what
+    /// [`RaftLog::open`] would rebuild), without bootstrapping an empty journal: `None` when it
+    /// holds no record. For offline readers (`freshet user list`); it writes nothing but what
+    /// the journal's own recovery writes (a torn tail cut off).
+    pub async fn read_applied(
+        dir: &Path,
+        cache: Rc<TailCache>,
+    ) -> Result<Option<ClusterMetadata>, StorageError> {
+        let mut mem = Mem::default();
+        let mut damage: Option<String> = None;
+        let mut replayed = 0usize;
+        let journal = InternalLog::<RaftCodec>::open(dir, RAFT_LOG_LIMITS, cache, |record| {
+            replayed += 1;
+            if damage.is_none() {
+                if let Err(e) = mem.apply(record) {
+                    damage = Some(e);
+                }
+            }
+        })
+        .await?;
+        journal.close().await?;
+        if let Some(e) = damage {
+            return Err(StorageError::CorruptMessage(format!(
+                "{}: {e}",
+                RaftCodec::NAME
+            )));
+        }
+        if replayed == 0 {
+            return Ok(None);
+        }
+        mem.clamp_commit();
+        if mem.snapshot.get_metadata().get_conf_state().voters.len() == 1 {
+            mem.hard_state.commit = mem.last_index();
+        }
+        Ok(Some(applied_at_open(&mem)?.1))
+    }
+
     /// After the replay (the state and the records replayed, or the damage found): bootstraps
     /// an empty journal, checks the state, clamps the commit index, applies the committed
     /// entries.

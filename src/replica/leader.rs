@@ -151,8 +151,17 @@ impl LeaderState {
         hw.map(|h| h.min(durable_end))
     }
 
-    /// ISR members (not the leader) not caught up for longer than `lag_time_max_ms`.
-    pub fn lagging(&self, now_ms: i64, lag_time_max_ms: i64) -> Vec<i32> {
+    /// Whether follower `f` counts as caught up at `now_ms` (Kafka's `Replica.isCaughtUp`):
+    /// its fetch offset is the leader's durable end `leader_end`, or it was caught up within
+    /// `lag_time_max_ms`.
+    fn caught_up(f: &FollowerState, now_ms: i64, lag_time_max_ms: i64, leader_end: i64) -> bool {
+        f.fetch_offset >= leader_end || now_ms - f.last_caught_up_ms <= lag_time_max_ms
+    }
+
+    /// ISR members (not the leader) not caught up (Kafka's `getOutOfSyncReplicas`): behind
+    /// the leader's durable end `leader_end` and not caught up for longer than
+    /// `lag_time_max_ms`. A silent follower of an idle partition, at the end, stays.
+    pub fn lagging(&self, now_ms: i64, lag_time_max_ms: i64, leader_end: i64) -> Vec<i32> {
         self.isr
             .iter()
             .copied()
@@ -160,39 +169,52 @@ impl LeaderState {
             .filter(|id| {
                 self.followers
                     .get(id)
-                    .is_none_or(|f| now_ms - f.last_caught_up_ms > lag_time_max_ms)
+                    .is_none_or(|f| !Self::caught_up(f, now_ms, lag_time_max_ms, leader_end))
             })
             .collect()
     }
 
     /// Replicas outside the ISR whose fetch offset reached `high_watermark` and
-    /// `epoch_start` (the first offset of the leader's epoch; Kafka's `isFollowerInSync`).
-    pub fn caught_up_outside(&self, high_watermark: i64, epoch_start: i64) -> Vec<i32> {
+    /// `epoch_start` (the first offset of the leader's epoch; Kafka's `isFollowerInSync`) and
+    /// that are caught up by the rule `lagging` removes members by. Kafka expands the ISR only
+    /// when a follower's fetch arrives; this check runs periodically, so without the last rule
+    /// a silent follower (paused, cut off) whose last fetch offset equals a high watermark
+    /// that stopped moving would be added back at once and removed again, over and over.
+    pub fn caught_up_outside(
+        &self,
+        now_ms: i64,
+        lag_time_max_ms: i64,
+        high_watermark: i64,
+        epoch_start: i64,
+    ) -> Vec<i32> {
         self.replicas
             .iter()
             .copied()
             .filter(|id| *id != self.local && !self.isr.contains(id))
             .filter(|id| {
-                self.followers
-                    .get(id)
-                    .is_some_and(|f| f.fetch_offset >= high_watermark.max(epoch_start))
+                self.followers.get(id).is_some_and(|f| {
+                    f.fetch_offset >= high_watermark.max(epoch_start)
+                        && now_ms - f.last_caught_up_ms <= lag_time_max_ms
+                })
             })
             .collect()
     }
 
     /// The ISR change to propose now, if none is in flight: the lagging members removed
-    /// (never the leader) or else the caught-up replicas added.
+    /// (never the leader) or else the caught-up replicas added. `leader_end` is the leader's
+    /// durable end.
     pub fn isr_change(
         &self,
         now_ms: i64,
         lag_time_max_ms: i64,
         high_watermark: i64,
         epoch_start: i64,
+        leader_end: i64,
     ) -> Option<Vec<i32>> {
         if self.pending.is_some() || now_ms < self.retry_after_ms {
             return None;
         }
-        let lagging = self.lagging(now_ms, lag_time_max_ms);
+        let lagging = self.lagging(now_ms, lag_time_max_ms, leader_end);
         if !lagging.is_empty() {
             let isr: Vec<i32> = self
                 .isr
@@ -202,7 +224,7 @@ impl LeaderState {
                 .collect();
             return Some(isr);
         }
-        let joining = self.caught_up_outside(high_watermark, epoch_start);
+        let joining = self.caught_up_outside(now_ms, lag_time_max_ms, high_watermark, epoch_start);
         if !joining.is_empty() {
             let mut isr = self.isr.clone();
             isr.extend(joining);
@@ -249,21 +271,21 @@ mod tests {
     fn a_lagging_follower_leaves_the_isr() {
         let mut s = LeaderState::new(0, &assignment(&[0, 1, 2]), 1_000);
         assert_eq!(
-            s.isr_change(1_500, 1_000, 0, 0),
+            s.isr_change(1_500, 1_000, 0, 0, 10),
             None,
             "within the lag time"
         );
         s.record_fetch(1, 10, 10, 1_900);
         s.record_fetch(2, 4, 10, 1_900);
-        assert_eq!(s.isr_change(2_100, 1_000, 4, 0), Some(vec![0, 1]));
+        assert_eq!(s.isr_change(2_100, 1_000, 4, 0, 10), Some(vec![0, 1]));
         // Behind at each fetch, but at the end the leader had at its previous fetch: caught
         // up as of that previous fetch.
         s.record_fetch(2, 10, 12, 2_050);
         assert_eq!(s.followers[&2].last_caught_up_ms, 1_900);
-        assert_eq!(s.isr_change(2_100, 1_000, 4, 0), None);
+        assert_eq!(s.isr_change(2_100, 1_000, 4, 0, 12), None);
         s.pending = Some(vec![0, 1]);
         assert_eq!(
-            s.isr_change(9_000, 1_000, 4, 0),
+            s.isr_change(9_000, 1_000, 4, 0, 12),
             None,
             "one change at a time"
         );
@@ -278,17 +300,17 @@ mod tests {
         s.record_fetch(1, 20, 20, 10);
         s.record_fetch(2, 15, 20, 10);
         assert_eq!(
-            s.isr_change(20, 30_000, 20, 0),
+            s.isr_change(20, 30_000, 20, 0, 20),
             None,
             "below the high watermark"
         );
         s.record_fetch(2, 20, 20, 11);
         assert_eq!(
-            s.isr_change(20, 30_000, 20, 25),
+            s.isr_change(20, 30_000, 20, 25, 20),
             None,
             "below the epoch start"
         );
-        let change = s.isr_change(20, 30_000, 20, 0).expect("joins");
+        let change = s.isr_change(20, 30_000, 20, 0, 20).expect("joins");
         assert_eq!(change, vec![0, 1, 2]);
         s.pending = Some(change);
         s.record_fetch(1, 30, 30, 12);
@@ -301,5 +323,44 @@ mod tests {
         s.update(&assignment(&[0, 1, 2]), 13);
         assert_eq!(s.pending, None, "a new partition epoch ends it");
         assert_eq!(s.followers[&1].fetch_offset, 30, "state kept");
+    }
+
+    /// A follower that stopped fetching (paused, cut off) of an idle partition, at the
+    /// leader's end, stays in the ISR (Kafka's `isCaughtUp`); it leaves once records arrive
+    /// that it does not fetch.
+    #[test]
+    fn a_silent_follower_at_the_end_of_an_idle_partition_stays() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1, 2]), 0);
+        s.record_fetch(1, 10, 10, 100);
+        s.record_fetch(2, 10, 10, 100);
+        // Only 1 fetches from now on.
+        s.record_fetch(1, 10, 10, 50_000);
+        assert_eq!(
+            s.isr_change(50_000, 1_000, 10, 0, 10),
+            None,
+            "idle: nobody lags"
+        );
+        s.record_fetch(1, 12, 12, 50_100);
+        assert_eq!(s.isr_change(50_200, 1_000, 12, 0, 12), Some(vec![0, 1]));
+    }
+
+    /// Once out of the ISR, a follower that does not fetch is not added back, even with its
+    /// last fetch offset at a high watermark that stopped moving (the check runs
+    /// periodically, not on fetches: without this, a paused follower flapped in and out of
+    /// the ISR, each flap a metadata change); it joins again with its next fetch at the end.
+    #[test]
+    fn a_silent_follower_out_of_the_isr_is_not_added_back() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1]), 0);
+        s.record_fetch(1, 12, 12, 5_000);
+        s.record_fetch(2, 12, 12, 100);
+        assert_eq!(s.isr_change(5_000, 1_000, 12, 0, 12), None);
+        s.record_fetch(1, 12, 12, 6_000);
+        assert_eq!(
+            s.isr_change(6_000, 1_000, 12, 0, 12),
+            None,
+            "silent since 100"
+        );
+        s.record_fetch(2, 12, 12, 6_100);
+        assert_eq!(s.isr_change(6_200, 1_000, 12, 0, 12), Some(vec![0, 1, 2]));
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Authentication: `tls` (rustls server configuration from PEM files, client certificates,
 //! reload, the principal of a certificate), `sasl` (the per-connection SASL server: PLAIN,
-//! SCRAM-SHA-256/512), `scram` (the credential math) and `users` (the first users of a stopped
-//! node). The connection (`server::connection`) drives them over its socket and sets
+//! SCRAM-SHA-256/512, OAUTHBEARER), `oauth` (OAUTHBEARER's JWT validation: unsecured, or
+//! signed against a JWKS file), `scram` (the credential math) and `users` (the users of a
+//! stopped node: create, list, delete). The connection (`server::connection`) drives them over its socket and sets
 //! `ParsedRequest::principal` (`User:ANONYMOUS` until a listener authenticates).
 //!
 //! Authorization: `acl` holds the ACL values (bindings, filters, Kafka's enums and codes) and
@@ -20,6 +21,7 @@
 pub mod acl;
 pub mod authorizer;
 pub mod ip_limit;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

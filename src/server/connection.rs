@@ -163,10 +163,7 @@ async fn serve_stream<S>(
         crate::rt::spawn_local(write_loop(writer, queue_rx, peer.clone(), mute.clone()));
     let session = Session {
         principal,
-        sasl: listener
-            .protocol
-            .sasl()
-            .then(|| SaslServer::new(&listener.sasl_mechanisms)),
+        sasl: listener.protocol.sasl().then(|| listener.sasl_server()),
         listener,
         reauth: sasl_gate::Reauth::default(),
     };

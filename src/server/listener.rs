@@ -6,6 +6,8 @@
 use std::rc::Rc;
 
 use crate::config::{BrokerConfig, ListenerSpec, SecurityProtocol};
+use crate::security::oauth::OAuthValidator;
+use crate::security::sasl::SaslServer;
 use crate::security::tls::{ClientAuth, Reloading, TlsFiles};
 
 /// A listener on one shard. Lives as long as the shard's accept loop and its connections.
@@ -17,6 +19,8 @@ pub struct Listener {
     pub tls: Option<Reloading>,
     /// The SASL mechanisms offered (empty for a listener without SASL).
     pub sasl_mechanisms: Vec<String>,
+    /// OAUTHBEARER's token validator, when offered (its JWKS keys loaded).
+    pub oauth: Option<Rc<OAuthValidator>>,
 }
 
 impl Listener {
@@ -39,7 +43,15 @@ impl Listener {
         } else {
             None
         };
+        let oauth = match config.oauth_mode() {
+            Ok(Some(mode)) if spec.protocol.sasl() => Some(Rc::new(
+                OAuthValidator::new(mode).map_err(|e| format!("listener {}: {e}", spec.name))?,
+            )),
+            Ok(_) => None,
+            Err(e) => return Err(format!("listener {}: {}", spec.name, e.0)),
+        };
         Ok(Listener {
+            oauth,
             name: Rc::from(spec.name.as_str()),
             protocol: spec.protocol,
             tls,
@@ -49,5 +61,10 @@ impl Listener {
                 Vec::new()
             },
         })
+    }
+
+    /// A new connection's (or re-authentication's) SASL server.
+    pub fn sasl_server(&self) -> SaslServer {
+        SaslServer::new(&self.sasl_mechanisms).with_oauth(self.oauth.clone())
     }
 }

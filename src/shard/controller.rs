@@ -908,6 +908,40 @@ pub fn load_at_startup(
     })
 }
 
+/// The metadata a stopped node's data directory holds (its copy of the quorum's log, as far
+/// as it is committed there), read without changing it: `None` for a node that never started
+/// (no journal). For `freshet user list/delete`; the caller holds the directory's lock.
+pub fn read_stored_metadata(
+    data_dir: &std::path::Path,
+) -> std::io::Result<Option<ClusterMetadata>> {
+    let journal = raft_log_dir(data_dir);
+    if !journal.exists() {
+        return Ok(None);
+    }
+    let run = || {
+        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, async {
+            let storage = |e: crate::storage::StorageError| {
+                std::io::Error::other(format!("metadata quorum log: {e}"))
+            };
+            crate::storage::prime_disk(data_dir)
+                .await
+                .map_err(storage)?;
+            let cache = crate::storage::TailCache::new(STARTUP_TAIL_CACHE_BYTES);
+            RaftLog::read_applied(&journal, cache)
+                .await
+                .map_err(storage)
+        })
+        .map_err(|e| std::io::Error::other(format!("metadata read executor: {e}")))?
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("freshet-metadata-read".into())
+            .spawn_scoped(scope, run)?
+            .join()
+            .map_err(|_| std::io::Error::other("the metadata read thread panicked"))?
+    })
+}
+
 /// Whether an internal log's directory may hold records: a segment file that is not empty
 /// (a preallocated one counts: this errs on the side of "there is data").
 fn has_records(dir: &std::path::Path) -> bool {

@@ -108,8 +108,9 @@ impl Partition {
     /// A leader's high watermark from its followers' offsets (see the module docs); wakes
     /// the waiters if the high watermark readers see moved. It never moves back while this
     /// broker leads (an ISR that grows keeps what readers saw), except for a partition just
-    /// opened (`fresh`): it starts from what its ISR has, not from its own durable end (Kafka
-    /// keeps a checkpoint of it; until followers fetch, readers see less than before).
+    /// opened (`fresh`): it starts from what its ISR has or from the high watermark its
+    /// recovery checkpoint recorded (Kafka's `replication-offset-checkpoint`), whichever is
+    /// higher, not from its own durable end.
     pub fn refresh_high_watermark(&self) {
         self.refresh_high_watermark_from(false);
     }
@@ -121,7 +122,9 @@ impl Partition {
         };
         let changed = match hw {
             None => self.log.follow_durable_end(),
-            Some(hw) if fresh => self.log.set_high_watermark(hw),
+            Some(hw) if fresh => self
+                .log
+                .set_high_watermark(hw.max(self.log.checkpointed_high_watermark())),
             Some(hw) => self
                 .log
                 .set_high_watermark(hw.max(self.log.high_watermark())),
@@ -262,7 +265,8 @@ impl Shard {
                 .log
                 .epoch_start_offset(s.leader_epoch)
                 .unwrap_or_else(|| partition.log.log_end_offset());
-            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start) else {
+            let end = partition.log.durable_end();
+            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start, end) else {
                 return;
             };
             s.pending = Some(new_isr.clone());

@@ -11,6 +11,11 @@
 //!   they answer.
 //! - `producers_empty_at` (optional, -1 if unknown): an offset at which the producer state was
 //!   empty, written at a clean close instead of an empty producer snapshot.
+//! - `high_watermark` (optional, -1 if unknown): the high watermark readers saw when it was
+//!   written (at a clean close and at each segment roll), Kafka's
+//!   `replication-offset-checkpoint`: a replicated partition's leader starts from it after a
+//!   restart instead of from its log start until its followers fetch. Committed data only, so
+//!   a lower bound of the true high watermark; capped by the log's durable end when used.
 //!
 //! Format: a few `key value` text lines ending with `crc <crc32c of the lines before>`. It is
 //! replaced atomically (temp file, fdatasync, rename, directory fsync), so it is either the
@@ -42,18 +47,21 @@ pub struct Checkpoint {
     /// instead of an empty producer snapshot), or -1: recovery starts its producer-state replay
     /// there when no newer snapshot exists.
     pub producers_empty_at: i64,
+    /// The high watermark readers saw when this was written, or -1 (see the module doc).
+    pub high_watermark: i64,
 }
 
 impl Checkpoint {
     /// Serialize.
     pub fn encode(&self) -> Vec<u8> {
         let body = format!(
-            "freshet-recovery-checkpoint 1\nrecovery_segment {}\nrecovery_position {}\nrecovery_offset {}\nlog_start_offset {}\nproducers_empty_at {}\n",
+            "freshet-recovery-checkpoint 1\nrecovery_segment {}\nrecovery_position {}\nrecovery_offset {}\nlog_start_offset {}\nproducers_empty_at {}\nhigh_watermark {}\n",
             self.recovery_segment,
             self.recovery_position,
             self.recovery_offset,
             self.log_start_offset,
-            self.producers_empty_at
+            self.producers_empty_at,
+            self.high_watermark
         );
         let crc = crc32c::crc32c(body.as_bytes());
         format!("{body}crc {crc}\n").into_bytes()
@@ -82,12 +90,15 @@ impl Checkpoint {
         let log_start_offset = field("log_start_offset ")?;
         // Optional (absent from files written before producer state existed).
         let producers_empty_at = field("producers_empty_at ").unwrap_or(-1);
+        // Optional (absent from files written before replication kept it).
+        let high_watermark = field("high_watermark ").unwrap_or(-1);
         Some(Checkpoint {
             recovery_segment,
             recovery_position,
             recovery_offset,
             log_start_offset,
             producers_empty_at,
+            high_watermark,
         })
     }
 }
@@ -104,6 +115,7 @@ mod tests {
             recovery_offset: 150,
             log_start_offset: 7,
             producers_empty_at: 150,
+            high_watermark: 149,
         };
         let data = c.encode();
         assert_eq!(Checkpoint::decode(&data), Some(c));
@@ -115,8 +127,8 @@ mod tests {
         let body = "freshet-recovery-checkpoint 1\nrecovery_segment 1\nrecovery_position 2\nrecovery_offset 3\nlog_start_offset 0\n";
         let old = format!("{body}crc {}\n", crc32c::crc32c(body.as_bytes()));
         assert_eq!(
-            Checkpoint::decode(old.as_bytes()).map(|c| c.producers_empty_at),
-            Some(-1)
+            Checkpoint::decode(old.as_bytes()).map(|c| (c.producers_empty_at, c.high_watermark)),
+            Some((-1, -1))
         );
     }
 }

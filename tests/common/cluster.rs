@@ -178,8 +178,11 @@ impl TestCluster {
             true => Some(super::netns::Fabric::create(n)?),
             false => None,
         };
+        // FRESHET_KEEP_CLUSTER_DIRS=1 keeps the nodes' data and logs after the test (to read
+        // a failure's whole logs).
         let tmp = tempfile::Builder::new()
             .prefix("freshet-cluster-")
+            .disable_cleanup(std::env::var_os("FRESHET_KEEP_CLUSTER_DIRS").is_some())
             .tempdir()
             .expect("tempdir");
         let ports = free_ports(3 * n);

@@ -344,6 +344,38 @@ fn kill9_of_the_active_controller_elects_another_and_create_topics_works_again()
     });
 }
 
+/// SIGSTOP of the active controller (its sockets stay open, unlike kill -9): the two others
+/// elect one of themselves within seconds, while it is still paused.
+#[test]
+fn a_paused_controller_is_replaced_while_it_is_paused() {
+    within(TEST_LIMIT, || {
+        let cluster = TestCluster::start(3, ClusterOptions::default());
+        create_topic_retrying(&cluster, 0, "before-pause", 3, PROPAGATION_WITHIN);
+        let old = cluster.wait_controller(PROPAGATION_WITHIN, None);
+        cluster.pause(old);
+        let paused_at = Instant::now();
+        let others: Vec<usize> = (0..3).filter(|&n| n != old).collect();
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cluster.wait_until(FAILOVER_WITHIN, "the others to elect a controller", || {
+                let seen: Vec<Option<usize>> = others
+                    .iter()
+                    .map(|&n| cluster.controller_seen_by(n).ok().flatten())
+                    .collect();
+                match seen[..] {
+                    [Some(a), Some(b)] if a == b && a != old => Ok(()),
+                    _ => Err(format!("nodes {others:?} name {seen:?} (paused: {old})")),
+                }
+            })
+        }));
+        let elected_after = paused_at.elapsed();
+        cluster.resume(old);
+        if let Err(e) = waited {
+            std::panic::resume_unwind(e);
+        }
+        eprintln!("controller {old} paused: another elected after {elected_after:?}");
+    });
+}
+
 /// A broker killed with -9 is fenced once its session times out (Metadata stops listing it,
 /// DescribeCluster says fenced) and unfenced when it comes back.
 #[test]

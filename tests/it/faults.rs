@@ -8,8 +8,10 @@
 //!   2, logging (value -> partition, offset) for every acknowledged record; two consumers in
 //!   a group read during the run and commit; an observer reads the group's committed offsets
 //!   back (OffsetFetch) in one sequence. Segments are small ([`SEGMENT_BYTES`]) so that they
-//!   roll during the faults. After the faults are healed and every ISR is whole again, each
-//!   partition is read from its log start to its high watermark.
+//!   roll during the faults. A transactional producer ([`txns`]) commits and aborts
+//!   transactions on a second topic meanwhile. After the faults are healed and every ISR is
+//!   whole again, each partition is read from its log start to its high watermark, and the
+//!   transactions' topic with read_committed.
 //! - Nemesis ([`Fault`]): kill -9 of a partition leader and its restart (after it was
 //!   deposed, or at once, within its session timeout); kill -9 of every node;
 //!   SIGSTOP/SIGCONT of a leader (fenced meanwhile: it must not acknowledge anything it then
@@ -25,7 +27,9 @@
 //! - Checker ([`checker::check`], a pure function with its own unit tests): every acknowledged
 //!   record read back at the offset it was acknowledged at, exactly once; offsets strictly
 //!   increasing without gaps; nothing read that nobody sent; a record seen during the run not
-//!   gone afterwards; committed offsets never going backwards. Besides, every replica of a
+//!   gone afterwards; committed offsets never going backwards; no aborted transaction's
+//!   record read committed, every committed one's read, one of unknown outcome all or nothing.
+//!   Besides, every replica of a
 //!   partition must hold the same batches once the cluster settled (its segment files' whole
 //!   batches, concatenated: followers append the leader's batches unchanged), and producers
 //!   must get acknowledgements after the last fault is healed (the run is not vacuous).
@@ -40,17 +44,22 @@
 //! --nocapture`) measures the time from kill -9 of a leader to the first acknowledged
 //! produce on its successor over 20 trials.
 //!
-//! Found so far: one long run of `every_fault_in_a_random_order` (seed 1796649921425873139,
-//! 18 minutes, 580,020 records) ended with five records of one idempotent producer written
-//! twice to partition 2 (offsets 11967-11971 and again 13489-13493, about 80 s into the run,
-//! around a kill -9 of every node and a partial partition; 1,112 sends of that run timed out
-//! in the client). Neither a rerun of that seed (no send timed out), 24 power cuts of
-//! `kill9_of_every_node` nor the short samples have repeated it yet; a failure now prints
-//! the batch headers of the duplicates (producer id, epoch, base sequence), which tell a
-//! broker that lost producer state (same id, epoch and sequence twice) from a client that
-//! sent again under a new epoch.
+//! Found so far (issue 14's notes): values of an idempotent producer written twice, each copy
+//! under another producer epoch (a long run, seed 1796649921425873139; CI, seeds
+//! 1796654458745416027 and 1796658670070174021). librdkafka made them: after messages timed
+//! out on one partition it bumped its epoch and re-sent, renumbered under the new epoch, the
+//! batches it was retrying on other partitions, written already (librdkafka issue 4953;
+//! Apache Kafka brokers get the same copies). The checker reports those re-sends
+//! (`checker::split_resent`) and fails on any other duplicate. What made the sends time out
+//! was ours: after a SIGSTOP of the active controller, the ISR of every partition with the
+//! paused node as follower flapped (the periodic check added the silent follower back, its
+//! last fetch offset equal to a high watermark that stopped moving), ~1000 metadata changes
+//! in 15 s that delayed the fencing of the paused leader ~17 s. `FRESHET_FAULTS_CLIENT_DEBUG=eos,msg`
+//! prints librdkafka's own log of the workload's producers; `FRESHET_KEEP_CLUSTER_DIRS=1` keeps
+//! the nodes' logs and data.
 
 mod checker;
+mod txns;
 
 use crate::common;
 
@@ -66,6 +75,7 @@ use common::{within, RawConn};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -290,13 +300,19 @@ fn seed() -> u64 {
 /// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, replication factor
 /// 3, `min.insync.replicas` 2, [`SEGMENT_BYTES`]), retried until accepted.
 fn create_topic(cluster: &TestCluster, node: usize) {
+    create_topic_named(cluster, node, TOPIC);
+    create_topic_named(cluster, node, txns::TXN_TOPIC);
+}
+
+/// Creates topic `name` as [`create_topic`] describes.
+fn create_topic_named(cluster: &TestCluster, node: usize, name: &'static str) {
     cluster.wait_until(RECOVERY_WITHIN, "the topic created", || {
         let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
         conn.set_read_timeout(Duration::from_secs(20));
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(5_000)
             .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_name(TopicName(StrBytes::from_static_str(name)))
                 .with_num_partitions(PARTITIONS)
                 .with_replication_factor(3)
                 .with_configs(
@@ -451,32 +467,88 @@ fn replica_bytes(cluster: &TestCluster, node: usize, p: i32) -> Vec<u8> {
         .collect()
 }
 
+/// The header fields of one record batch the checks look at.
+struct BatchHead {
+    base: i64,
+    last: i64,
+    leader_epoch: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+/// The headers of the batches in `bytes` (whole batches, as [`replica_bytes`] returns them).
+fn batch_heads(bytes: &[u8]) -> Vec<BatchHead> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(head) = bytes.get(pos..pos + 61) {
+        let i64_at = |i: usize| i64::from_be_bytes(head[i..i + 8].try_into().expect("8"));
+        let i32_at = |i: usize| i32::from_be_bytes(head[i..i + 4].try_into().expect("4"));
+        let (base, len) = (i64_at(0), i32_at(8) as usize);
+        out.push(BatchHead {
+            base,
+            last: base + i64::from(i32_at(23)),
+            leader_epoch: i32_at(12),
+            producer_id: i64_at(43),
+            producer_epoch: i16::from_be_bytes(head[51..53].try_into().expect("2")),
+            base_sequence: i32_at(53),
+        });
+        pos += 12 + len;
+    }
+    out
+}
+
 /// The batch headers holding `offsets` of partition `p` on every node, for failure messages:
 /// base offset, last offset, leader epoch, producer id and epoch, base sequence.
 fn batches_at(cluster: &TestCluster, p: i32, offsets: &[i64]) -> String {
     let mut out = Vec::new();
     for node in 0..cluster.len() {
-        let bytes = replica_bytes(cluster, node, p);
-        let mut pos = 0;
-        while let Some(head) = bytes.get(pos..pos + 61) {
-            let i64_at = |i: usize| i64::from_be_bytes(head[i..i + 8].try_into().expect("8"));
-            let i32_at = |i: usize| i32::from_be_bytes(head[i..i + 4].try_into().expect("4"));
-            let (base, len) = (i64_at(0), i32_at(8) as usize);
-            let last = base + i64::from(i32_at(23));
-            if offsets.iter().any(|o| (base..=last).contains(o)) {
+        for b in batch_heads(&replica_bytes(cluster, node, p)) {
+            if offsets.iter().any(|o| (b.base..=b.last).contains(o)) {
                 out.push(format!(
-                    "node {node} partition {p}: batch {base}..={last} leader epoch {} \
+                    "node {node} partition {p}: batch {}..={} leader epoch {} \
                      producer {} epoch {} base sequence {}",
-                    i32_at(12),
-                    i64_at(43),
-                    i16::from_be_bytes(head[51..53].try_into().expect("2")),
-                    i32_at(53)
+                    b.base,
+                    b.last,
+                    b.leader_epoch,
+                    b.producer_id,
+                    b.producer_epoch,
+                    b.base_sequence
                 ));
             }
-            pos += 12 + len;
         }
     }
     out.join("\n")
+}
+
+/// The producer (id, epoch) that wrote each position of `positions`, as node `node`'s replica
+/// holds them (`None` where no batch holds the offset).
+fn producers_at(
+    cluster: &TestCluster,
+    node: usize,
+    positions: &[Position],
+) -> BTreeMap<Position, checker::ProducerEpoch> {
+    let mut out = BTreeMap::new();
+    let partitions: std::collections::BTreeSet<i32> =
+        positions.iter().map(|p| p.partition).collect();
+    for p in partitions {
+        let heads = batch_heads(&replica_bytes(cluster, node, p));
+        for at in positions.iter().filter(|at| at.partition == p) {
+            if let Some(b) = heads
+                .iter()
+                .find(|b| (b.base..=b.last).contains(&at.offset))
+            {
+                out.insert(
+                    *at,
+                    checker::ProducerEpoch {
+                        id: b.producer_id,
+                        epoch: b.producer_epoch,
+                    },
+                );
+            }
+        }
+    }
+    out
 }
 
 /// `node`'s files of partition `p` with their sizes, for failure messages.
@@ -558,7 +630,18 @@ impl Shared {
 /// Records every acknowledgement in the history.
 struct AckLogger(Arc<Shared>);
 
-impl ClientContext for AckLogger {}
+impl ClientContext for AckLogger {
+    /// librdkafka's own log, on stderr with `FRESHET_FAULTS_CLIENT_DEBUG` (e.g. `eos,msg`: why
+    /// the producer retried or bumped its epoch); otherwise through the `log` crate as rdkafka does.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if std::env::var_os(CLIENT_DEBUG_ENV).is_some() {
+            eprintln!("rdkafka {level:?} {fac}: {log_message}");
+        }
+    }
+}
+
+/// Environment variable: librdkafka `debug` contexts for the workload's producers.
+const CLIENT_DEBUG_ENV: &str = "FRESHET_FAULTS_CLIENT_DEBUG";
 
 impl ProducerContext for AckLogger {
     type DeliveryOpaque = Box<String>;
@@ -607,7 +690,8 @@ fn producer_acks() -> String {
 
 fn new_producer(bootstrap: &str, shared: &Arc<Shared>) -> ThreadedProducer<AckLogger> {
     let acks = producer_acks();
-    workload_config(bootstrap)
+    let mut config = workload_config(bootstrap);
+    config
         .set("acks", &acks)
         .set(
             "enable.idempotence",
@@ -615,7 +699,13 @@ fn new_producer(bootstrap: &str, shared: &Arc<Shared>) -> ThreadedProducer<AckLo
         )
         .set("linger.ms", "5")
         .set("message.timeout.ms", "15000")
-        .set("queue.buffering.max.messages", "2000")
+        .set("queue.buffering.max.messages", "2000");
+    if let Ok(contexts) = std::env::var(CLIENT_DEBUG_ENV) {
+        config
+            .set_log_level(RDKafkaLogLevel::Debug)
+            .set("debug", &contexts);
+    }
+    config
         .create_with_context(AckLogger(shared.clone()))
         .expect("producer")
 }
@@ -732,6 +822,7 @@ fn observe_commits(bootstrap: String, shared: Arc<Shared>) {
 /// The running workload threads.
 struct Workload {
     shared: Arc<Shared>,
+    txns: Arc<txns::TxnShared>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -749,7 +840,16 @@ impl Workload {
         }
         let (b, s) = (bootstrap.to_string(), shared.clone());
         threads.push(thread::spawn(move || observe_commits(b, s)));
-        Workload { shared, threads }
+        let txns = Arc::new(txns::TxnShared::default());
+        let (b, t) = (bootstrap.to_string(), txns.clone());
+        threads.push(thread::spawn(move || {
+            txns::produce_transactions(b, PARTITIONS, t)
+        }));
+        Workload {
+            shared,
+            txns,
+            threads,
+        }
     }
 
     fn acks(&self) -> u64 {
@@ -757,15 +857,18 @@ impl Workload {
     }
 
     /// Stops every thread (producers flush first) and returns what they saw.
-    fn stop(self) -> (History, Vec<String>, u64) {
+    fn stop(self) -> (History, checker::TxnHistory, Vec<String>, u64) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.txns.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("workload thread");
         }
         let history = std::mem::take(&mut *self.shared.history.lock().unwrap());
+        let txn_history = std::mem::take(&mut *self.txns.history.lock().unwrap());
         let notes = std::mem::take(&mut *self.shared.notes.lock().unwrap());
         (
             history,
+            txn_history,
             notes,
             self.shared.failed_sends.load(Ordering::Relaxed),
         )
@@ -1181,14 +1284,42 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
         "stopping the workload ({acks_after} acks since healing, the first after {:.1}s)",
         waited.elapsed().as_secs_f64() - 2.0
     ));
-    let (mut history, notes, failed) = workload.stop();
+    let (mut history, txn_history, notes, failed) = workload.stop();
     history.final_reads = final_read(&nemesis.cluster);
+    let txn_read = txns::final_read(&nemesis.cluster.bootstrap(), PARTITIONS);
     let identical = replicas_identical(&nemesis.cluster, Duration::from_secs(20));
     let violations = checker::check(&history);
+    // Duplicates librdkafka made itself by re-sending under a new producer epoch (told apart
+    // by the batches that hold them) are reported, not failures: see `checker::resent`.
+    let duplicated: Vec<Position> = violations
+        .iter()
+        .filter_map(|v| match v {
+            checker::Violation::Duplicate { at, .. } => Some(at.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let writers = match duplicated.is_empty() {
+        true => BTreeMap::new(),
+        false => producers_at(&nemesis.cluster, 0, &duplicated),
+    };
+    let (mut violations, resent) = checker::split_resent(violations, &writers);
+    violations.extend(checker::check_txns(&txn_history, &txn_read));
+    let txn_count =
+        |o: checker::TxnOutcome| txn_history.outcomes.values().filter(|x| **x == o).count();
+    let txn_summary = format!(
+        "transactions: {} committed, {} aborted, {} of unknown outcome, {} values read committed",
+        txn_count(checker::TxnOutcome::Committed),
+        txn_count(checker::TxnOutcome::Aborted),
+        txn_count(checker::TxnOutcome::Unknown),
+        txn_read.len()
+    );
     let read: usize = history.final_reads.values().map(|r| r.records.len()).sum();
     let summary = format!(
         "seed {seed}: {} sent, {} acknowledged, {failed} failed, {read} read back, \
-         {} read during the run, {} commit observations; notes: {notes:?}; steps:\n{}",
+         {} read during the run, {} commit observations, {resent} values written twice by \
+         librdkafka re-sending under a new producer epoch; {txn_summary}; notes: {notes:?}; \
+         steps:\n{}",
         history.attempted.len(),
         history.acked.len(),
         history.live_reads.len(),
@@ -1228,6 +1359,11 @@ fn finish(name: &str, seed: u64, mut nemesis: Nemesis, workload: Workload) {
             "ISR not whole {SETTLE_WITHIN:?} after healing: {e}\n{summary}"
         ));
     }
+    if txn_count(checker::TxnOutcome::Committed) == 0 {
+        cluster.fail(&format!(
+            "no transaction committed in the whole run\n{summary}"
+        ));
+    }
     if acks_after == 0 || history.acked.is_empty() {
         cluster.fail(&format!(
             "no produce acknowledged {ACKS_AFTER_HEALING_WITHIN:?} after healing\n{summary}"
@@ -1253,15 +1389,11 @@ fn pauses_of_leaders_and_followers() {
     );
 }
 
-// Ignored while a failure it found is open (issue 14's note): in CI (seed
-// 1796654458745416027) node 1, leader of partition 1, was cut off from the other brokers for
-// 19 s; partition 0, led by the healthy node 0, then held 2,456 values of one idempotent
-// producer twice, in a batch of producer epoch 3 and again in one of epoch 14, both at base
-// sequence 0: librdkafka re-sent them under a bumped epoch, so the broker cannot tell them
-// apart. Whether a broker answer told librdkafka they were not persisted (it re-sends only
-// those) or librdkafka's epoch bump re-sent possibly persisted ones is not yet known.
+/// A partition's leader cut off from the other brokers (clients still reach it). This test
+/// once found values written twice (CI seed 1796654458745416027): librdkafka re-sent retried
+/// batches under a bumped producer epoch after messages timed out on another partition; the
+/// checker now tells those re-sends (reported) from broker duplicates (failures).
 #[test]
-#[ignore = "finds duplicates under a leader cut off from the other brokers (issue 14 note); run with --ignored"]
 fn a_leader_cut_off_from_the_other_brokers() {
     run(
         "a_leader_cut_off_from_the_other_brokers",
@@ -1270,10 +1402,9 @@ fn a_leader_cut_off_from_the_other_brokers() {
     );
 }
 
-// Ignored for the same open failure as `a_leader_cut_off_from_the_other_brokers` (network
-// cuts between brokers can end in duplicates of an idempotent producer).
+/// A leader cut off from one other node only, and the active controller cut off from the
+/// other brokers.
 #[test]
-#[ignore = "network cuts between brokers can end in duplicates (issue 14 note); run with --ignored"]
 fn partial_partitions_and_an_isolated_controller() {
     run(
         "partial_partitions_and_an_isolated_controller",
@@ -1313,9 +1444,9 @@ fn every_fault_in_a_random_order() {
             Fault::Kill9LeaderQuickRestart,
             Fault::PauseLeader,
             Fault::PauseFollower,
-            // The network cuts between brokers (IsolateLeader, IsolateController,
-            // CutLeaderFromOneNode) are left out while the duplicates they found are open:
-            // see `a_leader_cut_off_from_the_other_brokers`.
+            Fault::IsolateLeader,
+            Fault::IsolateController,
+            Fault::CutLeaderFromOneNode,
             Fault::RollingRestart,
             Fault::Kill9All,
             Fault::FillDisk,

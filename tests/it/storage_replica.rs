@@ -293,6 +293,50 @@ fn readers_stop_at_the_replicated_high_watermark() {
     });
 }
 
+/// The high watermark readers saw is kept in the recovery checkpoint at a clean close (Kafka's
+/// `replication-offset-checkpoint`): a reopened log reports it (a leader starts from it), and
+/// a log cut below it by a truncation reports at most its new end.
+#[test]
+fn the_high_watermark_survives_a_clean_close() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, LogConfig::default(), 8 << 20).await;
+        assert_eq!(log.checkpointed_high_watermark(), -1, "never written");
+        for i in 0..6 {
+            log.append(batch(1, 10, i), 1).await.expect("append");
+        }
+        log.set_high_watermark(4);
+        log.close().await.expect("close");
+
+        let log = open(&dir, LogConfig::default(), 8 << 20).await;
+        assert_eq!(log.checkpointed_high_watermark(), 4);
+        assert_eq!(
+            log.high_watermark(),
+            6,
+            "not replicated until told: the durable end"
+        );
+        log.close().await.expect("close");
+
+        let log = open(&dir, LogConfig::default(), 8 << 20).await;
+        assert_eq!(
+            log.checkpointed_high_watermark(),
+            4,
+            "a close with nothing written keeps the file: a lower bound"
+        );
+        log.truncate_to(3).await.expect("truncate");
+        assert_eq!(
+            log.checkpointed_high_watermark(),
+            3,
+            "capped by the new end"
+        );
+        log.close().await.expect("close");
+        let log = open(&dir, LogConfig::default(), 8 << 20).await;
+        assert_eq!(log.checkpointed_high_watermark(), 3);
+        log.close().await.expect("close");
+    });
+}
+
 /// Kafka's `truncateFullyAndStartAt`: a follower whose log ends below its leader's log start
 /// (here a non-empty one, and an empty new replica) drops everything and starts again at the
 /// leader's log start; the leader's batches from there are appended, the producer state and

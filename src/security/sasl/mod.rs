@@ -9,12 +9,22 @@
 //! against the user's stored SCRAM credential, so no password is ever stored.
 //!
 //! Re-authentication (KIP-368) starts a new `SaslServer` on the authenticated connection
-//! (`server::connection::sasl_gate`). Not done: GSSAPI, OAUTHBEARER, delegation tokens (a SCRAM
-//! `tokenauth` extension is refused).
+//! (`server::connection::sasl_gate`).
+//!
+//! OAUTHBEARER (`security::oauth`, Kafka's `OAuthBearerSaslServer`): the client's first
+//! message carries the token; a valid one authenticates at once (empty server token) with the
+//! token's expiry as the credential's lifetime; a refused one is answered with the JSON error
+//! as a challenge, the client sends `\x01`, and the exchange fails with that JSON as the
+//! message. An authorization id other than the token's principal fails.
+//!
+//! Not done: GSSAPI, delegation tokens (a SCRAM `tokenauth` extension is refused).
 
 pub mod plain;
 pub mod scram;
 
+use std::rc::Rc;
+
+use crate::security::oauth::{self, OAuthValidator};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// Kafka's `sasl.server.max.receive.size` default: the largest frame accepted on a SASL
@@ -29,6 +39,7 @@ pub type CredentialLookup<'a> = &'a dyn Fn(&str, ScramMechanism) -> Option<Scram
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -36,6 +47,7 @@ impl Mechanism {
     pub fn from_name(name: &str) -> Option<Mechanism> {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             other => ScramMechanism::from_name(other).map(Mechanism::Scram),
         }
     }
@@ -45,6 +57,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -58,6 +71,9 @@ pub enum Step {
     Done {
         response: Vec<u8>,
         principal: String,
+        /// When the credential expires (wall clock, ms since the epoch): an OAUTHBEARER
+        /// token's `exp` (KIP-368's credential lifetime); `None` for passwords.
+        expires_ms: Option<i64>,
     },
     /// Refuse (SASL_AUTHENTICATION_FAILED with this message) and close.
     Failed(String),
@@ -78,6 +94,9 @@ enum State {
     Plain,
     ScramFirst(ScramMechanism),
     ScramFinal(Box<scram::ServerFirst>),
+    OAuthInitial,
+    /// The token was refused with this JSON challenge; the client's `\x01` ends it.
+    OAuthRefused(String),
     Done,
     Failed,
 }
@@ -92,6 +111,8 @@ pub struct SaslServer {
     pub authenticate_requests: bool,
     /// The mechanism the handshake chose.
     pub chosen: Option<Mechanism>,
+    /// The listener's token validator (OAUTHBEARER enabled).
+    oauth: Option<Rc<OAuthValidator>>,
 }
 
 impl SaslServer {
@@ -105,7 +126,18 @@ impl SaslServer {
             state: State::AwaitingHandshake,
             authenticate_requests: true,
             chosen: None,
+            oauth: None,
         }
+    }
+
+    /// The same, validating OAUTHBEARER tokens with `oauth` (without one, OAUTHBEARER is
+    /// not offered).
+    pub fn with_oauth(mut self, oauth: Option<Rc<OAuthValidator>>) -> SaslServer {
+        if oauth.is_none() {
+            self.enabled.retain(|m| *m != Mechanism::OAuthBearer);
+        }
+        self.oauth = oauth;
+        self
     }
 
     /// The enabled mechanisms' names, as SaslHandshake lists them.
@@ -124,7 +156,9 @@ impl SaslServer {
             self.state = State::Failed;
             return Err(HandshakeError::IllegalState);
         }
-        let chosen = Mechanism::from_name(mechanism).filter(|m| self.enabled.contains(m));
+        let chosen = Mechanism::from_name(mechanism).filter(|m| {
+            self.enabled.contains(m) && (*m != Mechanism::OAuthBearer || self.oauth.is_some())
+        });
         let Some(chosen) = chosen else {
             self.state = State::Failed;
             return Err(HandshakeError::UnsupportedMechanism);
@@ -134,6 +168,7 @@ impl SaslServer {
         self.state = match chosen {
             Mechanism::Plain => State::Plain,
             Mechanism::Scram(m) => State::ScramFirst(m),
+            Mechanism::OAuthBearer => State::OAuthInitial,
         };
         Ok(())
     }
@@ -151,6 +186,9 @@ impl SaslServer {
                 Err(why) => (Step::Failed(why), State::Failed),
             },
             State::ScramFinal(first) => (first.finish(token), State::Done),
+            State::OAuthInitial => self.oauth_token(token),
+            // Kafka: after the error challenge the client's \x01 ends the exchange with it.
+            State::OAuthRefused(json) => (Step::Failed(json), State::Failed),
             State::AwaitingHandshake | State::Done | State::Failed => (
                 Step::Failed("SaslAuthenticate outside a SASL exchange".into()),
                 State::Failed,
@@ -161,6 +199,42 @@ impl SaslServer {
             _ => next,
         };
         step
+    }
+
+    /// OAUTHBEARER: the client's first message.
+    fn oauth_token(&self, message: &[u8]) -> (Step, State) {
+        let Some(validator) = &self.oauth else {
+            return (Step::Failed(oauth::MALFORMED_MESSAGE.into()), State::Failed);
+        };
+        let (authzid, token) = match oauth::parse_client_response(message) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                tracing::warn!(reason = %why, "malformed OAUTHBEARER client message");
+                return (Step::Failed(oauth::MALFORMED_MESSAGE.into()), State::Failed);
+            }
+        };
+        match validator.validate(&token, oauth::now_ms()) {
+            Ok(valid) if !authzid.is_empty() && authzid != valid.principal => (
+                Step::Failed(format!(
+                    "Authentication failed: Client requested an authorization id ({authzid}) that is different from the token's principal name ({})",
+                    valid.principal
+                )),
+                State::Failed,
+            ),
+            Ok(valid) => (
+                Step::Done {
+                    response: Vec::new(),
+                    principal: format!("User:{}", valid.principal),
+                    expires_ms: Some(valid.expires_ms),
+                },
+                State::Done,
+            ),
+            Err(refused) => {
+                tracing::warn!(reason = %refused.reason, "OAUTHBEARER token refused");
+                let json = refused.json();
+                (Step::Continue(json.clone().into_bytes()), State::OAuthRefused(json))
+            }
+        }
     }
 }
 
@@ -233,6 +307,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn unsecured_server() -> SaslServer {
+        let mode = oauth::OAuthMode::Unsecured {
+            principal_claim: "sub".into(),
+            scope_claim: "scope".into(),
+            required_scope: Vec::new(),
+            clock_skew_ms: 0,
+        };
+        let validator = Rc::new(OAuthValidator::new(mode).unwrap());
+        SaslServer::new(&["PLAIN".into(), "OAUTHBEARER".into()]).with_oauth(Some(validator))
+    }
+
+    fn bearer(authzid: &str, claims: &str) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        format!(
+            "n,{authzid},\x01auth=Bearer {}.{}.\x01\x01",
+            b64(br#"{"alg":"none"}"#),
+            b64(claims.as_bytes())
+        )
+        .into_bytes()
+    }
+
+    /// OAUTHBEARER as Kafka's OAuthBearerSaslServer: a valid token authenticates with its
+    /// expiry; a refused one gets the JSON challenge, then fails on the client's \x01; an
+    /// authorization id that is not the principal fails; without a validator it is not
+    /// offered.
+    #[test]
+    fn oauthbearer_exchange_as_kafka() {
+        let exp = oauth::now_ms() / 1000 + 3600;
+        let mut s = unsecured_server();
+        assert_eq!(s.enabled_names(), ["PLAIN", "OAUTHBEARER"]);
+        s.handshake("OAUTHBEARER", 1).unwrap();
+        let good = format!(r#"{{"sub":"alice","exp":{exp}}}"#);
+        assert_eq!(
+            s.authenticate(&bearer("", &good), &users),
+            Step::Done {
+                response: Vec::new(),
+                principal: "User:alice".into(),
+                expires_ms: Some(exp * 1000),
+            }
+        );
+        let mut s = unsecured_server();
+        s.handshake("OAUTHBEARER", 1).unwrap();
+        let expired = r#"{"sub":"alice","exp":1000}"#;
+        assert_eq!(
+            s.authenticate(&bearer("", expired), &users),
+            Step::Continue(br#"{"status":"invalid_token"}"#.to_vec())
+        );
+        assert_eq!(
+            s.authenticate(b"\x01", &users),
+            Step::Failed(r#"{"status":"invalid_token"}"#.into())
+        );
+        let mut s = unsecured_server();
+        s.handshake("OAUTHBEARER", 1).unwrap();
+        assert!(matches!(
+            s.authenticate(&bearer("a=bob", &good), &users),
+            Step::Failed(m) if m.contains("authorization id (bob)")
+        ));
+        let mut s = unsecured_server();
+        s.handshake("OAUTHBEARER", 1).unwrap();
+        assert_eq!(
+            s.authenticate(b"n,,garbage", &users),
+            Step::Failed(oauth::MALFORMED_MESSAGE.into())
+        );
+        let mut s = SaslServer::new(&["OAUTHBEARER".into()]).with_oauth(None);
+        assert!(s.enabled_names().is_empty());
+        assert_eq!(
+            s.handshake("OAUTHBEARER", 1),
+            Err(HandshakeError::UnsupportedMechanism)
+        );
     }
 
     #[test]

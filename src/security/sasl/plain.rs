@@ -37,6 +37,7 @@ pub fn authenticate(token: &[u8], lookup: CredentialLookup) -> Step {
         Step::Done {
             response: Vec::new(),
             principal: format!("User:{user}"),
+            expires_ms: None,
         }
     } else {
         Step::Failed(INVALID_CREDENTIALS.into())

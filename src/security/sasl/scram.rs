@@ -172,6 +172,7 @@ impl ServerFirst {
         Step::Done {
             response: format!("v={}", b64().encode(server_signature)).into_bytes(),
             principal: format!("User:{}", self.user),
+            expires_ms: None,
         }
     }
 }
@@ -262,6 +263,7 @@ mod tests {
                     Step::Done {
                         response,
                         principal,
+                        ..
                     } => {
                         assert!(ok);
                         assert_eq!(principal, "User:al,ice");

@@ -13,7 +13,8 @@
 //! (the caller's frame limit), so an unauthenticated client holds at most that much.
 //!
 //! Re-authentication (KIP-368, Kafka's `connections.max.reauth.ms`): with
-//! `connections_max_reauth_ms` > 0 a successful authentication answers that as
+//! `connections_max_reauth_ms` > 0, or a credential that expires (an OAUTHBEARER token's
+//! `exp`), a successful authentication answers the earlier of the two as
 //! `session_lifetime_ms` (SaslAuthenticate v1+) and the session expires then. On the
 //! authenticated connection a SaslHandshake begins a re-authentication (at most one a second,
 //! as Kafka; another one reaches `api::sasl` and is answered ILLEGAL_SASL_STATE) through a new
@@ -36,7 +37,7 @@ use super::{InFlight, Reservation, Session};
 use crate::api::{self, str_bytes, Outcome};
 use crate::protocol::frame::SIZE_PREFIX_BYTES;
 use crate::protocol::header::{classify_request, parse_request_header, Disposition};
-use crate::security::sasl::{HandshakeError, Mechanism, SaslServer, Step};
+use crate::security::sasl::{HandshakeError, Mechanism, Step};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::shard::Shard;
 
@@ -54,6 +55,8 @@ pub(super) struct Reauth {
     last_begun: Option<Instant>,
     /// During a re-authentication: the principal it must authenticate again.
     previous: Option<Rc<str>>,
+    /// The session lifetime SaslAuthenticate v1+ answers (0: none).
+    lifetime_ms: i64,
 }
 
 /// Called for each frame of an authenticated connection: `Ok(true)` if it is a SaslHandshake
@@ -77,7 +80,7 @@ pub(super) fn reauth_begins(
         tracing::debug!(%peer, principal = %session.principal, "SASL re-authentication begins");
         reauth.last_begun = Some(now);
         reauth.previous = Some(session.principal.clone());
-        session.sasl = Some(SaslServer::new(&session.listener.sasl_mechanisms));
+        session.sasl = Some(session.listener.sasl_server());
         return Ok(true);
     }
     if now > expires {
@@ -204,7 +207,7 @@ pub(super) async fn step(
             let lifetime_ms = match session.reauth.expires {
                 // Authenticated just now: the whole session lies ahead (v1+ carries it).
                 Some(_) if session.sasl.is_none() && request.api_version >= 1 => {
-                    shard.config.connections_max_reauth_ms as i64
+                    session.reauth.lifetime_ms
                 }
                 _ => 0,
             };
@@ -278,16 +281,21 @@ fn evaluate(
         Step::Done {
             response,
             principal,
+            expires_ms,
         } => {
             let reauthenticated = session.reauth.previous.take().is_some();
             tracing::debug!(%peer, %principal, listener = %session.listener.name, reauthenticated, "SASL authentication done");
             crate::metrics::record_authentication(true);
             session.principal = Rc::from(principal);
             session.sasl = None;
-            let reauth_ms = shard.config.connections_max_reauth_ms;
             session.reauth.mechanism = chosen;
-            session.reauth.expires =
-                (reauth_ms > 0).then(|| Instant::now() + Duration::from_millis(reauth_ms));
+            let lifetime = session_lifetime_ms(
+                shard.config.connections_max_reauth_ms,
+                expires_ms,
+                crate::security::oauth::now_ms(),
+            );
+            session.reauth.lifetime_ms = lifetime.map_or(0, |ms| ms as i64);
+            session.reauth.expires = lifetime.map(|ms| Instant::now() + Duration::from_millis(ms));
             Ok(response)
         }
         Step::Failed(why) => {
@@ -295,6 +303,19 @@ fn evaluate(
             crate::metrics::record_authentication(false);
             Err(why)
         }
+    }
+}
+
+/// The session's lifetime in ms (Kafka's `SaslServerAuthenticator`, KIP-368): the earlier of
+/// `connections_max_reauth_ms` (when > 0) and the credential's expiry (an OAUTHBEARER token's
+/// `exp`, wall-clock `expires_ms`); `None`: the session never expires.
+fn session_lifetime_ms(reauth_ms: u64, expires_ms: Option<i64>, now_ms: i64) -> Option<u64> {
+    let credential = expires_ms.map(|e| e.saturating_sub(now_ms).max(0) as u64);
+    match (credential, reauth_ms > 0) {
+        (None, false) => None,
+        (None, true) => Some(reauth_ms),
+        (Some(c), false) => Some(c),
+        (Some(c), true) => Some(c.min(reauth_ms)),
     }
 }
 
@@ -351,4 +372,23 @@ async fn answer(
         })
         .await
         .map_err(|_| "writer gone".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_lifetime_ms;
+
+    /// KIP-368: the earlier of the reauth setting and the token's expiry; neither, no expiry.
+    #[test]
+    fn session_lifetime_is_the_earlier_of_reauth_and_the_credential() {
+        assert_eq!(session_lifetime_ms(0, None, 1_000), None);
+        assert_eq!(session_lifetime_ms(5_000, None, 1_000), Some(5_000));
+        assert_eq!(session_lifetime_ms(0, Some(61_000), 1_000), Some(60_000));
+        assert_eq!(session_lifetime_ms(5_000, Some(61_000), 1_000), Some(5_000));
+        assert_eq!(
+            session_lifetime_ms(90_000, Some(61_000), 1_000),
+            Some(60_000)
+        );
+        assert_eq!(session_lifetime_ms(0, Some(500), 1_000), Some(0));
+    }
 }

@@ -124,6 +124,7 @@ async fn write_clean_checkpoint(shared: &Shared) -> Result<(), StorageError> {
             recovery_offset: active.durable_next_offset,
             log_start_offset: inner.log_start_offset,
             producers_empty_at,
+            high_watermark: inner.visible_high_watermark(),
         };
         inner.checkpoint = cp;
         for s in inner.segments.iter_mut() {

@@ -277,6 +277,7 @@ async fn settle(
                     recovery_offset: r.plan.segment_base,
                     log_start_offset: inner.log_start_offset,
                     producers_empty_at: inner.checkpoint.producers_empty_at,
+                    high_watermark: inner.visible_high_watermark(),
                 }
             };
             // The leader-epoch file first: the checkpoint makes the sealed segments trusted,

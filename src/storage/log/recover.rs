@@ -643,6 +643,8 @@ async fn settle_checkpoint(
             .map(|c| c.producers_empty_at)
             .filter(|at| *at <= log_end)
             .unwrap_or(-1),
+        // Committed offsets: kept while the log reaches them.
+        high_watermark: cp.map(|c| c.high_watermark.min(log_end)).unwrap_or(-1),
     };
     io::write_file_atomic(&dir.join(checkpoint::FILE_NAME), checkpoint.encode()).await?;
     Ok(checkpoint)

@@ -90,6 +90,14 @@ impl PartitionLog {
         changed
     }
 
+    /// The high watermark the recovery checkpoint recorded (at the last clean close or segment
+    /// roll), at most the durable end; -1 if unknown. A leader just opened starts from it
+    /// (Kafka's `replication-offset-checkpoint`).
+    pub fn checkpointed_high_watermark(&self) -> i64 {
+        let inner = self.shared.inner.borrow();
+        inner.checkpoint.high_watermark.min(inner.high_watermark)
+    }
+
     /// Whether the high watermark follows the durable end (one replica, or never set).
     pub fn follows_durable_end(&self) -> bool {
         self.shared.inner.borrow().replicated_hw.is_none()

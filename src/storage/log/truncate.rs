@@ -114,6 +114,7 @@ impl PartitionLog {
                 recovery_offset: first.min(inner.log_start_offset),
                 log_start_offset: inner.log_start_offset,
                 producers_empty_at: -1,
+                high_watermark: -1,
             };
             (bases, cp)
         };
@@ -148,6 +149,7 @@ impl PartitionLog {
             recovery_offset: offset,
             log_start_offset: offset,
             producers_empty_at: -1,
+            high_watermark: -1,
         };
         io::write_file_atomic(&shared.dir.join(checkpoint::FILE_NAME), cp.encode()).await?;
         {
@@ -238,6 +240,7 @@ impl PartitionLog {
                 producers_empty_at: Some(inner.checkpoint.producers_empty_at)
                     .filter(|at| *at <= cut.end_offset)
                     .unwrap_or(-1),
+                high_watermark: inner.checkpoint.high_watermark.min(cut.end_offset),
             };
             (seg.file.clone(), doomed, cp)
         };
