@@ -47,6 +47,10 @@ pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// Kafka's `transaction.state.log.num.partitions` default.
 pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `transaction.state.log.replication.factor` default.
+pub const TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// Kafka's `transaction.state.log.min.isr` default.
+pub const TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT: i16 = 2;
 
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +357,15 @@ pub struct BrokerConfig {
     pub sasl_oauthbearer_unsecured_validator_required_scope: Vec<String>,
     /// Kafka's `unsecuredValidatorAllowableClockSkewMs`.
     pub sasl_oauthbearer_unsecured_validator_allowable_clock_skew_ms: i64,
+    /// Kafka `transaction.state.log.replication.factor`: replicas of each
+    /// `__transaction_state` partition when a cluster creates the topic, at most the live
+    /// brokers then (the transaction coordinators' state lives in those partitions and fails
+    /// over with them). Unused on a single node.
+    pub transaction_state_log_replication_factor: i16,
+    /// Kafka `transaction.state.log.min.isr`: the `min.insync.replicas` of
+    /// `__transaction_state` (at most its replicas); a transaction coordinator's write with
+    /// fewer in-sync replicas is answered COORDINATOR_NOT_AVAILABLE (retriable).
+    pub transaction_state_log_min_isr: i16,
 }
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
@@ -483,6 +496,9 @@ impl Default for BrokerConfig {
             sasl_oauthbearer_unsecured_validator_scope_claim_name: "scope".into(),
             sasl_oauthbearer_unsecured_validator_required_scope: Vec::new(),
             sasl_oauthbearer_unsecured_validator_allowable_clock_skew_ms: 0,
+            transaction_state_log_replication_factor:
+                TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
+            transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
         }
     }
 }
@@ -737,6 +753,14 @@ impl BrokerConfig {
             (
                 "group_share_max_share_sessions",
                 self.group_share_max_share_sessions as i64,
+            ),
+            (
+                "transaction_state_log_replication_factor",
+                i64::from(self.transaction_state_log_replication_factor),
+            ),
+            (
+                "transaction_state_log_min_isr",
+                i64::from(self.transaction_state_log_min_isr),
             ),
         ];
         for (name, value) in positive {

@@ -426,6 +426,21 @@ pub fn replicated_offsets_code(error: ResponseError) -> ResponseError {
     }
 }
 
+/// The Kafka error for a transaction coordinator's write to its replicated
+/// `__transaction_state` partition (a cluster) that failed with `error` (Kafka's
+/// `TransactionStateManager.appendTransactionToLog` mapping): not enough in-sync replicas or
+/// a timeout waiting for them are COORDINATOR_NOT_AVAILABLE (the client retries), a lost
+/// leadership or a storage error NOT_COORDINATOR (the client finds the coordinator again), a
+/// batch too large UNKNOWN_SERVER_ERROR. The group coordinator's mapping but for that last.
+pub fn replicated_txn_log_code(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => {
+            ResponseError::UnknownServerError
+        }
+        other => replicated_offsets_code(other),
+    }
+}
+
 /// Kafka's `Partition.checkCurrentLeaderEpoch`: a request naming the partition's leader epoch
 /// (`current_leader_epoch`; negative: not named, no check) older than this broker's gets
 /// FENCED_LEADER_EPOCH (the client's metadata is stale: it refreshes it), a newer one

@@ -188,6 +188,7 @@ mod tests {
                 name: GROUP_TOPIC.into(),
                 partitions: 50,
                 replication_factor: 1,
+                min_insync_replicas: None,
             })
             .unwrap();
         let topic = &m.topics[GROUP_TOPIC];
@@ -229,6 +230,7 @@ mod tests {
                 name: GROUP_TOPIC.into(),
                 partitions: 6,
                 replication_factor: 3,
+                min_insync_replicas: None,
             })
             .unwrap();
         let topic = &three.topics[GROUP_TOPIC];
@@ -247,12 +249,33 @@ mod tests {
                 name: GROUP_TOPIC.into(),
                 partitions: 6,
                 replication_factor: 3,
+                min_insync_replicas: None,
             })
             .unwrap();
         for a in &two_live.topics[GROUP_TOPIC].assignment {
             assert_eq!(a.replicas.len(), 2);
             assert!(!a.replicas.contains(&2));
         }
+        assert!(!three.topics[GROUP_TOPIC]
+            .configs
+            .contains_key("min.insync.replicas"));
+        // `__transaction_state`: Kafka's `transaction.state.log.min.isr` as its
+        // min.insync.replicas, at most its replicas.
+        let txn = |m: &ClusterMetadata, min: i16| {
+            m.apply(&MetadataCommand::CreateInternalTopic {
+                name: TRANSACTION_TOPIC.into(),
+                partitions: 3,
+                replication_factor: 3,
+                min_insync_replicas: Some(min),
+            })
+            .unwrap()
+            .topics[TRANSACTION_TOPIC]
+                .configs
+                .clone()
+        };
+        assert_eq!(txn(&m, 2)["min.insync.replicas"], "2");
+        assert_eq!(txn(&m, 2)["cleanup.policy"], "compact");
+        assert_eq!(txn(&cluster(&[0]), 2)["min.insync.replicas"], "1");
     }
 
     #[test]
@@ -275,6 +298,7 @@ mod tests {
                 name: "orders".into(),
                 partitions: 3,
                 replication_factor: 1,
+                min_insync_replicas: None,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::InvalidRequest);
@@ -283,6 +307,7 @@ mod tests {
                 name: TRANSACTION_TOPIC.into(),
                 partitions: 5,
                 replication_factor: 1,
+                min_insync_replicas: None,
             })
             .unwrap();
         let err = m
@@ -290,6 +315,7 @@ mod tests {
                 name: TRANSACTION_TOPIC.into(),
                 partitions: 5,
                 replication_factor: 1,
+                min_insync_replicas: None,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::TopicAlreadyExists);
@@ -299,6 +325,7 @@ mod tests {
                 name: GROUP_TOPIC.into(),
                 partitions: 5,
                 replication_factor: 1,
+                min_insync_replicas: None,
             })
             .unwrap_err();
         assert_eq!(err.code, ResponseError::CoordinatorNotAvailable);

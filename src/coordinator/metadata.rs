@@ -333,6 +333,10 @@ pub enum MetadataCommand {
         partitions: i32,
         #[serde(default = "one_replica")]
         replication_factor: i16,
+        /// The topic's `min.insync.replicas` (`__transaction_state`: Kafka's
+        /// `transaction.state.log.min.isr`), at most its replicas; `None`: the default.
+        #[serde(default)]
+        min_insync_replicas: Option<i16>,
     },
     /// Register a broker, or register it again (a restart, a changed listener or rack). An
     /// unchanged repeat is refused, so that heartbeats write nothing.
@@ -1391,6 +1395,7 @@ impl ClusterMetadata {
                 name,
                 partitions,
                 replication_factor,
+                min_insync_replicas,
             } => {
                 let live = self.brokers.values().filter(|b| !b.fenced).count();
                 let replicas = i16::try_from(live)
@@ -1399,10 +1404,16 @@ impl ClusterMetadata {
                     .max(1);
                 // Kafka's `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`
                 // (100 MiB): segments small enough for the cleaner to compact soon.
-                let configs = BTreeMap::from([
+                let mut configs = BTreeMap::from([
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("segment.bytes".to_string(), "104857600".to_string()),
                 ]);
+                // Capped by the replicas (a smaller cluster): a higher minimum would refuse
+                // every write of the coordinator.
+                if let Some(min) = min_insync_replicas {
+                    let min = (*min).clamp(1, replicas);
+                    configs.insert("min.insync.replicas".to_string(), min.to_string());
+                }
                 MetadataRecord::TopicCreated {
                     name: name.clone(),
                     topic: TopicMeta {

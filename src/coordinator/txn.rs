@@ -26,6 +26,9 @@
 //! Recovery ([`Transactions::recover`]): Prepare* transactions are completed again (markers
 //! are idempotent for the partitions). Ongoing transactions are aborted with a bumped epoch,
 //! because their TxnOffsetCommit offsets were only in memory; Kafka keeps them open instead.
+//! A cluster's coordinator taking over a replicated partition uses
+//! [`Transactions::recover_moved`] instead: Ongoing transactions stay open (and time out as
+//! usual) unless they hold groups.
 //!
 //! Expiration ([`Transactions::expire_ids`], Kafka's `transactional.id.expiration.ms`): an id
 //! in Empty, CompleteCommit or CompleteAbort whose state has not changed for that long is
@@ -228,6 +231,15 @@ impl Transactions {
 
     /// After loading: the transactions to end now (module docs, Recovery).
     pub fn recover(&mut self, now_ms: i64) -> Vec<EndPlan> {
+        self.recover_where(now_ms, |_| true)
+    }
+
+    /// [`Transactions::recover`], aborting only the Ongoing transactions `abort_ongoing` picks.
+    fn recover_where(
+        &mut self,
+        now_ms: i64,
+        abort_ongoing: impl Fn(&TxnMeta) -> bool,
+    ) -> Vec<EndPlan> {
         let mut plans = Vec::new();
         let ids: Vec<String> = self.txns.keys().cloned().collect();
         for id in ids {
@@ -240,7 +252,7 @@ impl Transactions {
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
                     plans.push(plan_of(&id, m));
                 }
-                TxnState::Ongoing => {
+                TxnState::Ongoing if abort_ongoing(m) => {
                     plans.push(self.prepare_abort_bumped(&id, now_ms));
                 }
                 _ => {}
@@ -248,6 +260,33 @@ impl Transactions {
         }
         debug_check(|| self.check_invariants());
         plans
+    }
+
+    /// Forgets every transactional id for which `moved` is true, without a record (a
+    /// cluster's coordinator losing the `__transaction_state` partition of those ids: their
+    /// next coordinator replays them from the partition).
+    pub fn unload_where(&mut self, moved: impl Fn(&str) -> bool) -> usize {
+        let before = self.txns.len();
+        self.txns.retain(|id, _| !moved(id));
+        before - self.txns.len()
+    }
+
+    /// Takes over the ids of `loaded` (a replayed `__transaction_state` partition) after
+    /// [`Transactions::recover_moved`] ran on it.
+    pub fn absorb(&mut self, loaded: Transactions) {
+        self.txns.extend(loaded.txns);
+        debug_check(|| self.check_invariants());
+    }
+
+    /// After replaying a `__transaction_state` partition on a new coordinator (a cluster):
+    /// Prepare* transactions are completed again (their markers written again, Kafka's
+    /// `TransactionMarkerChannelManager` on load); Ongoing ones stay open and time out as
+    /// usual ([`Transactions::expire`]), as in Kafka, except those that hold groups: the
+    /// offsets of their TxnOffsetCommit were only in the old coordinator's memory, so they are
+    /// aborted with a bumped epoch (committing them would lose the offsets). Returns the plans
+    /// to run (also listed by [`Transactions::pending_plans`]).
+    pub fn recover_moved(&mut self, now_ms: i64) -> Vec<EndPlan> {
+        self.recover_where(now_ms, |m| !m.groups.is_empty())
     }
 
     /// Bump the epoch and move to PrepareAbort (fencing, timeouts, recovery).
@@ -741,6 +780,62 @@ mod tests {
                 commit_timestamp_ms: 0,
             },
         )
+    }
+
+    /// A new coordinator's load: Prepare* stays for its plan, a plain Ongoing transaction
+    /// stays open (and times out later), one holding groups is aborted with a bumped epoch;
+    /// unloading forgets exactly the ids of the moved partition.
+    #[test]
+    fn a_moved_partition_recovers_prepare_keeps_ongoing_and_unloads() {
+        let mut t = Transactions::new();
+        let base = |id: &str, state: TxnState, groups: Vec<String>| TxnRecord {
+            transactional_id: id.into(),
+            producer_id: id.len() as i64,
+            epoch: 3,
+            timeout_ms: 1_000,
+            state,
+            partitions: vec![p("t", 0)],
+            groups,
+            start_ms: 10,
+            offsets: Vec::new(),
+            last_update_ms: -1,
+        };
+        t.load(base("open", TxnState::Ongoing, Vec::new()));
+        t.load(base("with-group", TxnState::Ongoing, vec!["g".into()]));
+        t.load(base("deciding", TxnState::PrepareCommit, Vec::new()));
+        let mut done = base("done!", TxnState::CompleteCommit, Vec::new());
+        done.partitions.clear();
+        done.start_ms = -1;
+        t.load(done);
+        let plans = t.recover_moved(100);
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].transactional_id, "deciding");
+        assert!(plans[0].commit);
+        assert_eq!(plans[1].transactional_id, "with-group");
+        assert!(!plans[1].commit);
+        assert_eq!(plans[1].epoch, 4, "aborted with a bumped epoch");
+        assert_eq!(t.get("open").unwrap().state, TxnState::Ongoing);
+        assert_eq!(t.get("open").unwrap().last_update_ms, 100);
+        let pending: Vec<String> = t
+            .pending_plans()
+            .into_iter()
+            .map(|p| p.transactional_id)
+            .collect();
+        assert_eq!(
+            pending,
+            vec!["deciding".to_string(), "with-group".to_string()]
+        );
+        assert!(t.expire(1_000).is_empty(), "within its timeout");
+        assert_eq!(t.expire(1_011).len(), 1, "the open one times out as usual");
+
+        let mut other = Transactions::new();
+        other.load(base("elsewhere-x", TxnState::Ongoing, Vec::new()));
+        t.absorb(other);
+        assert_eq!(t.unload_where(|id| id != "elsewhere-x"), 4);
+        assert_eq!(
+            t.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["elsewhere-x"]
+        );
     }
 
     #[test]

@@ -41,30 +41,34 @@ impl Shard {
 
     /// `None` when this node coordinates `key`, else the error a keyed request gets here:
     /// NOT_COORDINATOR, as Kafka answers wherever it does not own the key's partition.
-    /// In a cluster, a group of a `__consumer_offsets` partition this node leads but has not
-    /// loaded yet gets COORDINATOR_LOAD_IN_PROGRESS (retriable), as in Kafka
-    /// (`groups::replicated`).
+    /// In a cluster, a key of a `__consumer_offsets` / `__transaction_state` partition this
+    /// node leads but has not loaded yet gets COORDINATOR_LOAD_IN_PROGRESS (retriable), as in
+    /// Kafka (`groups::replicated`, `txns::replicated`).
     pub fn not_coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<ResponseError> {
         match self.coordinator_of(kind, key) {
-            Ok(node) if node == self.config.node_id => (kind == CoordinatorKind::Group
-                && !self.group_loaded(key))
-            .then_some(ResponseError::CoordinatorLoadInProgress),
+            Ok(node) if node == self.config.node_id => {
+                (!self.key_loaded(kind, key)).then_some(ResponseError::CoordinatorLoadInProgress)
+            }
             _ => Some(crate::error::not_coordinator_code()),
         }
     }
 
-    /// Whether the group coordinator has loaded `group`'s `__consumer_offsets` partition
-    /// (always on a single node, whose groups live in its node-local log).
-    fn group_loaded(&self, group: &str) -> bool {
+    /// Whether the coordinator of `kind` has loaded `key`'s internal partition (always on a
+    /// single node, whose coordinators keep their state in node-local logs).
+    fn key_loaded(&self, kind: CoordinatorKind, key: &str) -> bool {
         if self.cluster_voters().is_none() {
             return true;
         }
         let metadata = self.metadata();
-        let Some(topic) = metadata.topics.get(CoordinatorKind::Group.topic()) else {
+        let Some(topic) = metadata.topics.get(kind.topic()) else {
             return false;
         };
-        let partition = coordinator_key::partition_for(group, topic.partitions);
-        self.router.loaded_offsets_partitions().is_loaded(partition)
+        let partition = coordinator_key::partition_for(key, topic.partitions);
+        let loaded = match kind {
+            CoordinatorKind::Group => self.router.loaded_offsets_partitions(),
+            CoordinatorKind::Transaction => self.router.loaded_txn_partitions(),
+        };
+        loaded.is_loaded(partition)
     }
 
     /// The coordinator epoch this node stamps into the markers of `transactional_id`: 0 on a
@@ -118,19 +122,23 @@ impl Shard {
         {
             return;
         }
-        let (partitions, replication_factor) = match kind {
+        let (partitions, replication_factor, min_insync_replicas) = match kind {
             CoordinatorKind::Group => (
                 self.config.offsets_topic_num_partitions,
                 self.config.offsets_topic_replication_factor,
+                None,
             ),
-            // The transaction coordinators' state is still node-local (`shard::txns`): one
-            // replica, so that a transactional id never moves to a node without its state.
-            CoordinatorKind::Transaction => (self.config.transaction_state_log_num_partitions, 1),
+            CoordinatorKind::Transaction => (
+                self.config.transaction_state_log_num_partitions,
+                self.config.transaction_state_log_replication_factor,
+                Some(self.config.transaction_state_log_min_isr),
+            ),
         };
         let command = MetadataCommand::CreateInternalTopic {
             name: kind.topic().to_string(),
             partitions,
             replication_factor,
+            min_insync_replicas,
         };
         let created = self
             .invoke_on(COORDINATOR_SHARD, move |c| async move {

@@ -19,14 +19,15 @@
 //! reported and answered with KAFKA_STORAGE_ERROR. A partition moved off this broker is
 //! closed, its files kept; one placed here is opened. Client requests see only the partitions
 //! this broker leads ([`Shard::partition`]). Of the coordinators' internal topics of a
-//! cluster, `__consumer_offsets` is opened and replicated like any topic (the group
-//! coordinators' state, `groups::replicated`); `__transaction_state` has no partitions opened:
-//! it holds no data here ([`coordinators`]).
+//! cluster, `__consumer_offsets` and `__transaction_state` are opened and replicated like any
+//! topic (the group and transaction coordinators' state, `groups::replicated`,
+//! `txns::replicated`).
 
 pub mod controller;
 pub mod coordinators;
 pub mod fetch_sessions;
 pub mod groups;
+pub mod internal_partitions;
 pub mod metadata_log;
 pub mod replication;
 pub mod router;
@@ -403,6 +404,7 @@ impl Shard {
         self.reconcile(&previous, &next).await;
         if self.id == COORDINATOR_SHARD {
             self.groups.on_metadata(&next);
+            self.txns.on_metadata(&next);
         }
         *self.metadata.borrow_mut() = next;
     }
@@ -419,9 +421,6 @@ impl Shard {
         // (topic, partition, config, leader epoch when led here)
         let mut to_open: Vec<(String, i32, LogConfig, Option<i32>)> = Vec::new();
         for (name, topic) in &next.topics {
-            if name == crate::coordinator::coordinator_key::TRANSACTION_TOPIC {
-                continue; // no data here: the transaction coordinators keep theirs under internal/
-            }
             let config_changed = previous.topics.get(name).is_some_and(|old| {
                 old.id == topic.id && (defaults_changed || old.configs != topic.configs)
             });
@@ -940,9 +939,13 @@ impl Shard {
         if crate::cluster::parse_voters(&self.config.controller_quorum_voters)
             .is_ok_and(|voters| !voters.is_empty())
         {
-            // A cluster: the groups live in the replicated `__consumer_offsets` partitions.
+            // A cluster: the groups and transactional ids live in the replicated
+            // `__consumer_offsets` and `__transaction_state` partitions.
             self.groups.start_replicated(self);
-        } else if let Err(e) = self
+            self.txns.start_replicated(self);
+            return;
+        }
+        if let Err(e) = self
             .groups
             .load(&self.config.data_dir, self.cache.clone())
             .await

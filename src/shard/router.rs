@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::groups::replicated::LoadedPartitions;
+use super::internal_partitions::LoadedPartitions;
 use super::Shard;
 
 /// Index of a shard, 0..shard_count. Not glommio's executor id (GLOMMIO.md pitfall 7).
@@ -36,6 +36,8 @@ pub struct Router {
     /// group coordinator, `groups::replicated`): written by the coordinator shard, read by
     /// every shard's group requests.
     loaded_offsets: Arc<LoadedPartitions>,
+    /// The same for the `__transaction_state` partitions (`txns::replicated`).
+    loaded_txns: Arc<LoadedPartitions>,
 }
 
 impl Router {
@@ -49,6 +51,7 @@ impl Router {
             Router {
                 inboxes,
                 loaded_offsets,
+                loaded_txns: Arc::new(LoadedPartitions::default()),
             },
             receivers,
         )
@@ -57,6 +60,11 @@ impl Router {
     /// The `__consumer_offsets` partitions loaded on this node (shared by its shards).
     pub fn loaded_offsets_partitions(&self) -> Arc<LoadedPartitions> {
         self.loaded_offsets.clone()
+    }
+
+    /// The `__transaction_state` partitions loaded on this node (shared by its shards).
+    pub fn loaded_txn_partitions(&self) -> Arc<LoadedPartitions> {
+        self.loaded_txns.clone()
     }
 
     pub fn shard_count(&self) -> usize {

@@ -8,7 +8,9 @@
 //! - Durability: every state change is a record (key: transactional id, value: the JSON of a
 //!   [`TxnRecord`]) appended to the internal log `<data_dir>/internal/__transaction_state-0/`
 //!   (an [`InternalLog`] with the [`TxnCodec`]) before the request is answered; [`TxnCoordinator::load`] replays it (the last record of
-//!   an id wins), as Kafka does with `__transaction_state`.
+//!   an id wins), as Kafka does with `__transaction_state`. In a cluster the same records go
+//!   to the id's partition of the replicated `__transaction_state` topic instead, and the
+//!   coordinator loads and unloads partitions as their leadership moves ([`replicated`]).
 //! - Ending a transaction ([`run_plan`]): the Prepare record is made durable (the decision),
 //!   then a marker is appended to every partition of the transaction on its owning shard, the
 //!   offsets of a commit go to the group coordinator's offsets log, and the Complete record is
@@ -49,6 +51,8 @@
 //!   the rest (as the offsets log does), so the log stays within a constant factor of the live
 //!   ids. The live records are taken with no await before their append is issued, so a change
 //!   made later is appended after them.
+
+mod replicated;
 
 use crate::error::coordinator_gone_code;
 use std::cell::{Cell, RefCell};
@@ -92,6 +96,9 @@ pub const BROKER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// The AddPartitionsToTxn version a verification is sent at (v4: the brokers' batch form).
 const VERIFY_VERSION: i16 = 4;
+
+/// How long a cluster's coordinator waits for the replicas of its tombstones.
+const TOMBSTONE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The transaction log's name under `<data_dir>/internal/`.
 pub const TXN_LOG_NAME: &str = "__transaction_state";
@@ -148,10 +155,18 @@ impl RecordCodec for TxnCodec {
     }
 }
 
+/// Where the transaction coordinator keeps its records: the node-local log of a single node,
+/// or the replicated `__transaction_state` partitions of a cluster ([`replicated`]).
+#[derive(Clone)]
+enum TxnStore {
+    Local(Rc<InternalLog<TxnCodec>>),
+    Replicated(Rc<replicated::ReplicatedTxns>),
+}
+
 /// The coordinator shard's transaction state; see the module doc.
 pub struct TxnCoordinator {
     pub state: RefCell<Transactions>,
-    log: RefCell<Option<Rc<InternalLog<TxnCodec>>>>,
+    store: RefCell<Option<TxnStore>>,
     /// Transactional ids whose end plan is running now (not to be started twice).
     running: RefCell<HashSet<String>>,
     /// Wall clock of the last expiration check.
@@ -172,7 +187,7 @@ impl TxnCoordinator {
     pub fn new() -> TxnCoordinator {
         TxnCoordinator {
             state: RefCell::new(Transactions::new()),
-            log: RefCell::new(None),
+            store: RefCell::new(None),
             running: RefCell::new(HashSet::new()),
             last_expiry_check_ms: Cell::new(now_ms()),
             expiring: Cell::new(false),
@@ -198,7 +213,7 @@ impl TxnCoordinator {
         *self.state.borrow_mut() = state;
         let pending = self.state.borrow_mut().recover(now_ms()).len();
         let log = Rc::new(log);
-        *self.log.borrow_mut() = Some(log.clone());
+        *self.store.borrow_mut() = Some(TxnStore::Local(log.clone()));
         self.compact_if_due(&log).await?;
         tracing::info!(
             records = log.records(),
@@ -228,8 +243,8 @@ impl TxnCoordinator {
     }
 
     pub async fn close(&self) {
-        let log = self.log.borrow_mut().take();
-        if let Some(log) = log {
+        let store = self.store.borrow_mut().take();
+        if let Some(TxnStore::Local(log)) = store {
             if let Err(e) = log.close().await {
                 tracing::error!(error = %e, "closing the transaction log failed");
             }
@@ -240,26 +255,51 @@ impl TxnCoordinator {
     /// superseded records dominate it. One at a time (the `expiring` flag).
     async fn expire_and_compact(&self, now: i64, expiration_ms: i64) {
         let expired = self.state.borrow_mut().expire_ids(now, expiration_ms);
-        let Some(log) = self.log.borrow().clone() else {
+        // Taken out of the cell: no borrow is held across the writes' awaits.
+        let Some(store) = self.store.borrow().clone() else {
             return;
         };
         if !expired.is_empty() {
             let count = expired.len();
-            let tombstones = expired.into_iter().map(|id| (id, None)).collect();
-            match log.append(tombstones, now, |_| ()).await {
+            let tombstones: Vec<TxnLogRecord> = expired.into_iter().map(|id| (id, None)).collect();
+            let written = match &store {
+                TxnStore::Local(log) => log
+                    .append(tombstones, now, |_| ())
+                    .await
+                    .map_err(|e| e.to_string()),
+                TxnStore::Replicated(store) => self
+                    .persist_replicated(store, tombstones, TOMBSTONE_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("{e:?}")),
+            };
+            match written {
                 Ok(()) => tracing::info!(count, "expired transactional ids removed"),
-                // They come back at the next start (and expire again).
+                // They come back at the next load (and expire again).
                 Err(e) => tracing::warn!(error = %e, "writing transactional id tombstones failed"),
             }
         }
-        if let Err(e) = self.compact_if_due(&log).await {
-            tracing::warn!(error = %e, "compacting the transaction log failed");
+        // A cluster's partitions are compacted by the log cleaner.
+        if let TxnStore::Local(log) = &store {
+            if let Err(e) = self.compact_if_due(log).await {
+                tracing::warn!(error = %e, "compacting the transaction log failed");
+            }
         }
     }
 
-    /// Appends `record` to the transaction log; resolves once durable.
+    /// Appends `record` to the transaction log; resolves once durable (in a cluster: once the
+    /// in-sync replicas of its `__transaction_state` partition have it, [`replicated`]).
     async fn persist(&self, record: &TxnRecord) -> Result<(), ResponseError> {
-        let log = self.log.borrow().clone().ok_or(coordinator_gone_code())?;
+        let store = self.store.borrow().clone();
+        let log = match store {
+            Some(TxnStore::Local(log)) => log,
+            Some(TxnStore::Replicated(store)) => {
+                let records = vec![(record.transactional_id.clone(), Some(record.clone()))];
+                // Kafka waits for the replicas up to the transaction's timeout.
+                let timeout = std::time::Duration::from_millis(record.timeout_ms.max(1) as u64);
+                return self.persist_replicated(&store, records, timeout).await;
+            }
+            None => return Err(coordinator_gone_code()),
+        };
         let records = vec![(record.transactional_id.clone(), Some(record.clone()))];
         log.append(records, now_ms(), |_| ()).await.map_err(|e| {
             tracing::error!(error = %e, "appending to the transaction log failed");
@@ -740,6 +780,16 @@ pub async fn verify_partition(
     assert_eq!(shard.id, COORDINATOR_SHARD);
     let remote = match &transactional_id {
         Some(id) => match shard.coordinator_of(CoordinatorKind::Transaction, id) {
+            // Still loading the id's partition (a cluster's new coordinator): retriable, as
+            // Kafka's verification answers a coordinator that is not ready.
+            Ok(node)
+                if node == shard.config.node_id
+                    && shard
+                        .not_coordinator(CoordinatorKind::Transaction, id)
+                        .is_some() =>
+            {
+                return Err(crate::error::broker_unreachable_code());
+            }
             Ok(node) if node == shard.config.node_id => None,
             Ok(node) => Some((id.clone(), node)),
             Err(_) => return Err(crate::error::broker_unreachable_code()),
@@ -848,9 +898,11 @@ async fn verify_remote(
     match crate::error::answered_code(code) {
         None => Ok(()),
         // The coordinator moved: retriable for the producer.
-        Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
-            Err(unreachable)
-        }
+        Some(
+            ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress,
+        ) => Err(unreachable),
         Some(e) => Err(e),
     }
 }

@@ -415,6 +415,75 @@ impl TestCluster {
         config
     }
 
+    /// FindCoordinator v3 for `key` (`key_type` 0 a group, 1 a transactional id) asked of
+    /// `node`: (error, coordinator node id), `None` if it does not answer.
+    pub fn find_coordinator(&self, node: usize, key_type: i8, key: &str) -> Option<(i16, i32)> {
+        let request = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(kafka_protocol::protocol::StrBytes::from_string(
+                key.to_string(),
+            ))
+            .with_key_type(key_type);
+        let r = RawConn::connect(self.socket_addr(node))
+            .ok()?
+            .request(3, &request)
+            .ok()?;
+        Some((r.error_code, r.node_id.0))
+    }
+
+    /// Waits (at most 60 s) until every node of `nodes` names the same coordinator for
+    /// `key`, other than `not`, and returns it.
+    pub fn common_coordinator(
+        &self,
+        nodes: &[usize],
+        key_type: i8,
+        key: &str,
+        not: Option<i32>,
+    ) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answers: Vec<Option<(i16, i32)>> = nodes
+                .iter()
+                .map(|&n| self.find_coordinator(n, key_type, key))
+                .collect();
+            if let Some(Some((0, first))) = answers.first() {
+                if answers.iter().all(|a| *a == Some((0, *first))) && Some(*first) != not {
+                    return *first;
+                }
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "no common coordinator (other than {not:?}) for {key}: {answers:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Creates `topic` through `nodes` with rdkafka's admin client, again while a broker is
+    /// fenced for a moment on a loaded machine (INVALID_REPLICATION_FACTOR) or an answer is
+    /// slow, for at most 90 s; an existing topic is fine.
+    pub fn create_topic_retrying(&self, nodes: &[usize], topic: &rdkafka::admin::NewTopic) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            self.client_config(nodes).create().expect("admin client");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let results = super::runtime().block_on(admin.create_topics([topic], &options));
+            match results.as_ref().map(|r| &r[0]) {
+                Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
+                Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_)
+                    if Instant::now() < deadline =>
+                {
+                    println!("creating {}: {results:?}; again", topic.name);
+                    thread::sleep(Duration::from_millis(500));
+                }
+                other => self.fail(&format!("create {}: {other:?}", topic.name)),
+            }
+        }
+    }
+
     /// Kills `node` with SIGKILL and reaps it.
     pub fn kill9(&mut self, node: usize) {
         let mut child = self.nodes[node]

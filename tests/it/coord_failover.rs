@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{ClusterOptions, TestCluster};
 use common::{within, RawConn};
-use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::OffsetFetchRequest;
 use kafka_protocol::protocol::StrBytes;
@@ -38,33 +37,10 @@ fn conn(cluster: &TestCluster, node: usize) -> std::io::Result<RawConn> {
     RawConn::connect(cluster.socket_addr(node))
 }
 
-/// FindCoordinator v3 of the group on `node`: (error, coordinator node id).
-fn find(cluster: &TestCluster, node: usize) -> Option<(i16, i32)> {
-    let request = FindCoordinatorRequest::default()
-        .with_key(s(GROUP))
-        .with_key_type(0);
-    let r = conn(cluster, node).ok()?.request(3, &request).ok()?;
-    Some((r.error_code, r.node_id.0))
-}
-
-/// Waits until every node of `nodes` names the same coordinator for the group, other than
-/// `not`, and returns it.
+/// Waits until every node of `nodes` names the same coordinator for the group, other
+/// than `not`, and returns it.
 fn coordinator(cluster: &TestCluster, nodes: &[usize], not: Option<i32>) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answers: Vec<Option<(i16, i32)>> = nodes.iter().map(|&n| find(cluster, n)).collect();
-        if let Some(Some((0, first))) = answers.first() {
-            if answers.iter().all(|a| *a == Some((0, *first))) && Some(*first) != not {
-                return *first;
-            }
-        }
-        if Instant::now() > deadline {
-            cluster.fail(&format!(
-                "no common coordinator (other than {not:?}) for {GROUP}: {answers:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.common_coordinator(nodes, 0, GROUP, not)
 }
 
 /// OffsetFetch v8 of the group's offsets of [`TOPIC`] on `node`, retried while the
@@ -98,32 +74,14 @@ fn offset_fetch(cluster: &TestCluster, node: usize) -> BTreeMap<i32, i64> {
     }
 }
 
-/// Creates [`TOPIC`] with three replicas through `nodes`, again while a broker is fenced for
-/// a moment (a loaded machine: INVALID_REPLICATION_FACTOR).
+/// Creates [`TOPIC`] with three replicas through `nodes`.
 fn create_topic(cluster: &TestCluster, nodes: &[usize]) {
     let topic = rdkafka::admin::NewTopic::new(
         TOPIC,
         PARTITIONS,
         rdkafka::admin::TopicReplication::Fixed(3),
     );
-    let options =
-        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        cluster.client_config(nodes).create().expect("admin client");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let results = common::runtime().block_on(admin.create_topics([&topic], &options));
-        match results.as_ref().map(|r| &r[0]) {
-            Ok(Ok(_)) | Ok(Err((_, Code::TopicAlreadyExists))) => return,
-            // A broker fenced for a moment, or a slow answer on a loaded machine.
-            Ok(Err((_, Code::InvalidReplicationFactor))) | Err(_) if Instant::now() < deadline => {
-                println!("creating {TOPIC}: {results:?}; again");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => cluster.fail(&format!("create {TOPIC}: {other:?}")),
-        }
-    }
+    cluster.create_topic_retrying(nodes, &topic);
 }
 
 fn consumer(cluster: &TestCluster, nodes: &[usize]) -> BaseConsumer {

@@ -108,6 +108,7 @@ mod stress;
 mod tls_sasl;
 mod tuning;
 mod txn_cluster;
+mod txn_failover;
 mod user_cli;
 mod validate_cleaner_bomb;
 mod validate_records;

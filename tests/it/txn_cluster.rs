@@ -27,8 +27,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 const TXN_OP_TIMEOUT: Duration = Duration::from_secs(60);
-const TOPIC: &str = "txc-out";
-const PARTITIONS: i32 = 6;
+pub(crate) const TOPIC: &str = "txc-out";
+pub(crate) const PARTITIONS: i32 = 6;
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
@@ -102,7 +102,7 @@ fn leaders(cluster: &TestCluster, topic: &str) -> BTreeMap<i32, i32> {
     }
 }
 
-fn txn_producer(cluster: &TestCluster, transactional_id: &str) -> BaseProducer {
+pub(crate) fn txn_producer(cluster: &TestCluster, transactional_id: &str) -> BaseProducer {
     let mut config = cluster.client_config(&[0, 1, 2]);
     config
         .set("transactional.id", transactional_id)
@@ -116,7 +116,7 @@ fn txn_producer(cluster: &TestCluster, transactional_id: &str) -> BaseProducer {
 }
 
 /// Sends `count` values tagged `tag` to every partition and waits until all are delivered.
-fn send_to_every_partition(p: &BaseProducer, tag: &str, count: usize) -> Vec<String> {
+pub(crate) fn send_to_every_partition(p: &BaseProducer, tag: &str, count: usize) -> Vec<String> {
     let mut sent = Vec::new();
     for partition in 0..PARTITIONS {
         for i in 0..count {

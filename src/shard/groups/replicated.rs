@@ -18,8 +18,8 @@
 //!   p from its log start to its log end (the new leader's log is the truth: what the old
 //!   leader acknowledged is below its high watermark, so in every in-sync replica's log) into
 //!   tables of its own, then installs them. Meanwhile the groups of p answer
-//!   COORDINATOR_LOAD_IN_PROGRESS ([`LoadedPartitions`], seen by every shard through the
-//!   router, asked by `Shard::not_coordinator`).
+//!   COORDINATOR_LOAD_IN_PROGRESS (`internal_partitions::LoadedPartitions`, seen by every
+//!   shard through the router, asked by `Shard::not_coordinator`).
 //! - **Unload** (losing the leadership of p, or a new leader epoch: another broker may have
 //!   led p in between): p's groups, committed and held offsets are forgotten without a write,
 //!   parked JoinGroup/SyncGroup requests of their members are dropped (answered
@@ -30,14 +30,15 @@
 //!   of that producer's offsets held in its partition, so the cleaner keeping only the last
 //!   one per producer loses nothing.
 //!
-//! Bounds: a replay read is at most [`REPLAY_READ_BYTES_MAX`]; a load holds the live state of
+//! The pieces shared with the transaction coordinator (led partitions, replay, the acks=all
+//! append) are in `shard::internal_partitions`.
+//!
+//! Bounds: a replay read is at most 1 MiB (`internal_log::REPLAY_READ_BYTES_MAX`); a load holds the live state of
 //! one partition (what the tables hold once it is loaded); an append is at most
 //! `max_message_bytes` per batch (`OFFSETS_LOG_LIMITS`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
-use std::rc::{Rc, Weak};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,66 +51,14 @@ use crate::coordinator::metadata::ClusterMetadata;
 use crate::coordinator::offsets::{
     GroupKind, LogRecord, OffsetKey, Offsets, PendingChange, PendingTxnOffsets,
 };
-use crate::shard::{routing, Shard};
-use crate::storage::internal_log::{encode_append, RecordCodec, REPLAY_READ_BYTES_MAX};
-use crate::storage::StorageError;
-
-/// How long a load waits between looks at the partition's owning shard, while that shard has
-/// not opened the partition as its leader yet.
-const LOAD_RETRY: Duration = Duration::from_millis(50);
-
-/// The `__consumer_offsets` partitions whose groups this node's coordinator has loaded (every
-/// shard asks, through its router; written by the coordinator shard only).
-#[derive(Debug, Default)]
-pub struct LoadedPartitions {
-    loaded: Mutex<BTreeSet<i32>>,
-}
-
-impl LoadedPartitions {
-    /// Whether the groups of `partition` are loaded here.
-    pub fn is_loaded(&self, partition: i32) -> bool {
-        self.loaded.lock().is_ok_and(|set| set.contains(&partition))
-    }
-
-    fn set(&self, partition: i32, loaded: bool) {
-        if let Ok(mut set) = self.loaded.lock() {
-            if loaded {
-                set.insert(partition);
-            } else {
-                set.remove(&partition);
-            }
-        }
-    }
-}
-
-/// A `__consumer_offsets` partition this node leads.
-#[derive(Clone)]
-struct Led {
-    leader_epoch: i32,
-    loaded: bool,
-    /// One write at a time (the tables apply in log order).
-    write_lock: Rc<crate::rt::sync::Semaphore>,
-}
+use crate::shard::internal_partitions::{replay, LedPartitions};
+use crate::shard::Shard;
+use crate::storage::internal_log::encode_append;
 
 /// The replicated store of a cluster's group coordinator; see the module doc.
 pub struct ReplicatedOffsets {
-    shard: Weak<Shard>,
-    node_id: i32,
-    /// Partitions of `__consumer_offsets` in the metadata (0 before the topic exists).
-    partitions: Cell<i32>,
-    led: RefCell<BTreeMap<i32, Led>>,
-    loaded: std::sync::Arc<LoadedPartitions>,
+    led: LedPartitions,
     commit_timeout: Duration,
-}
-
-impl ReplicatedOffsets {
-    /// Whether `partition` is still led at `epoch` (and loaded, if `loaded`).
-    fn still(&self, partition: i32, epoch: i32, loaded: bool) -> bool {
-        self.led
-            .borrow()
-            .get(&partition)
-            .is_some_and(|l| l.leader_epoch == epoch && (l.loaded || !loaded))
-    }
 }
 
 /// What a load rebuilt from one partition, installed at once when it is done.
@@ -148,11 +97,7 @@ impl GroupCoordinator {
     /// partitions (a cluster), then loads the partitions `shard`'s metadata says it leads.
     pub fn start_replicated(&self, shard: &Rc<Shard>) {
         let store = ReplicatedOffsets {
-            shard: Rc::downgrade(shard),
-            node_id: shard.config.node_id,
-            partitions: Cell::new(0),
-            led: RefCell::new(BTreeMap::new()),
-            loaded: shard.router.loaded_offsets_partitions(),
+            led: LedPartitions::new(shard, GROUP_TOPIC, shard.router.loaded_offsets_partitions()),
             commit_timeout: Duration::from_millis(shard.config.offsets_commit_timeout_ms),
         };
         *self.log.borrow_mut() = Some(OffsetsStore::Replicated(Rc::new(store)));
@@ -173,57 +118,16 @@ impl GroupCoordinator {
         let Some(store) = self.replicated() else {
             return;
         };
-        let Some(shard) = store.shard.upgrade() else {
-            return;
-        };
-        let topic = metadata.topics.get(GROUP_TOPIC);
-        store.partitions.set(topic.map_or(0, |t| t.partitions));
-        let mut now_led: BTreeMap<i32, i32> = BTreeMap::new();
-        if let Some(topic) = topic {
-            for p in 0..topic.partitions {
-                let a = routing::assignment_of(topic, p, store.node_id);
-                if a.leader == store.node_id {
-                    now_led.insert(p, a.leader_epoch);
-                }
-            }
-        }
-        let before: Vec<(i32, i32)> = store
-            .led
-            .borrow()
-            .iter()
-            .map(|(p, l)| (*p, l.leader_epoch))
-            .collect();
-        for (p, epoch) in before {
-            if now_led.get(&p) != Some(&epoch) {
-                self.unload_partition(&store, p);
-            }
-        }
-        for (p, epoch) in now_led {
-            if store.led.borrow().contains_key(&p) {
-                continue;
-            }
-            store.led.borrow_mut().insert(
-                p,
-                Led {
-                    leader_epoch: epoch,
-                    loaded: false,
-                    write_lock: Rc::new(crate::rt::sync::Semaphore::new(1)),
-                },
-            );
-            tracing::info!(
-                partition = p,
-                leader_epoch = epoch,
-                "loading the groups of a __consumer_offsets partition"
-            );
-            crate::rt::spawn_local(load_partition(shard.clone(), store.clone(), p, epoch)).detach();
-        }
+        store.led.on_metadata(
+            metadata,
+            |p| self.unload_partition(&store, p),
+            |shard, p, epoch| load_partition(shard, store.clone(), p, epoch),
+        );
     }
 
     /// Forgets partition `p`'s groups and offsets (see the module doc).
     fn unload_partition(&self, store: &ReplicatedOffsets, p: i32) {
-        store.led.borrow_mut().remove(&p);
-        store.loaded.set(p, false);
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         let in_p = |group: &str| n <= 0 || partition_for(group, n) == p;
         let parked = self.groups.borrow_mut().unload(in_p);
         for id in parked {
@@ -263,10 +167,7 @@ impl GroupCoordinator {
             }
         }
         self.restore_groups(snapshots);
-        if let Some(led) = store.led.borrow_mut().get_mut(&p) {
-            led.loaded = true;
-        }
-        store.loaded.set(p, true);
+        store.led.mark_loaded(p);
         tracing::info!(
             partition = p,
             records,
@@ -336,7 +237,7 @@ impl GroupCoordinator {
         records: Vec<LogRecord>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let n = store.partitions.get();
+        let n = store.led.partitions();
         if n <= 0 {
             return Err(crate::error::not_coordinator_code());
         }
@@ -356,11 +257,7 @@ impl GroupCoordinator {
         records: Vec<LogRecord>,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let (lock, epoch) = match store.led.borrow().get(&p) {
-            Some(led) if led.loaded => (led.write_lock.clone(), led.leader_epoch),
-            Some(_) => return Err(ResponseError::CoordinatorLoadInProgress),
-            None => return Err(crate::error::not_coordinator_code()),
-        };
+        let (lock, epoch) = store.led.writable(p)?;
         let Ok(_permit) = lock.acquire_permit(1).await else {
             return Err(crate::error::not_coordinator_code());
         };
@@ -372,14 +269,15 @@ impl GroupCoordinator {
             }
         };
         let shard = store
-            .shard
-            .upgrade()
+            .led
+            .shard()
             .ok_or(crate::error::coordinator_gone_code())?;
         let owner = shard.owner(GROUP_TOPIC, p);
         let timeout = store.commit_timeout;
         let written = shard
             .invoke_on(owner, move |s| async move {
-                s.append_offsets_partition(p, payload, timeout).await
+                s.append_internal_partition(GROUP_TOPIC, p, payload, timeout)
+                    .await
             })
             .await
             .unwrap_or(Err(crate::error::coordinator_gone_code()));
@@ -388,7 +286,7 @@ impl GroupCoordinator {
             return Err(crate::error::replicated_offsets_code(e));
         }
         // Unloaded meanwhile: the next leader replays the records; nothing to apply here.
-        if !store.still(p, epoch, true) {
+        if !store.led.still(p, epoch, true) {
             return Err(crate::error::not_coordinator_code());
         }
         self.apply_durable(records);
@@ -399,166 +297,26 @@ impl GroupCoordinator {
 /// The load of partition `p` at leader epoch `epoch` (module doc); abandoned as soon as this
 /// node no longer leads `p` at that epoch.
 async fn load_partition(shard: Rc<Shard>, store: Rc<ReplicatedOffsets>, p: i32, epoch: i32) {
-    let owner = shard.owner(GROUP_TOPIC, p);
-    // Until the owning shard leads the partition: its log's (start, end).
-    let (start, end) = loop {
-        if !store.still(p, epoch, false) || shard.stopping.get() {
-            return;
-        }
-        let range = shard
-            .invoke_on(owner, move |s| async move { s.offsets_partition_range(p) })
-            .await;
-        if let Ok(Some(range)) = range {
-            break range;
-        }
-        crate::rt::sleep(LOAD_RETRY).await;
-    };
     let mut staged = Staged::default();
-    let mut offset = start;
-    while offset < end {
-        if !store.still(p, epoch, false) || shard.stopping.get() {
-            return;
-        }
-        let read = shard
-            .invoke_on(owner, move |s| async move {
-                s.read_offsets_partition(p, offset).await
-            })
-            .await;
-        let batches = match read {
-            Ok(Ok(batches)) if !batches.is_empty() => batches,
-            other => {
-                tracing::warn!(partition = p, offset, result = ?other.map(|r| r.map(|b| b.len())), "reading __consumer_offsets for a load failed; trying again");
-                crate::rt::sleep(LOAD_RETRY).await;
-                continue;
-            }
-        };
-        for batch in batches {
-            let Some(next) = freshet_protocol::batch::header(&batch).map(|h| h.last_offset() + 1)
-            else {
-                tracing::error!(
-                    partition = p,
-                    offset,
-                    "a __consumer_offsets batch without a header; the load stops"
-                );
-                return;
-            };
-            match OffsetsCodec::decode_batches(batch) {
-                Ok((records, _)) => records.into_iter().for_each(|r| staged.apply(r)),
-                Err(e) => {
-                    // The state is never rebuilt from part of a log: the groups of this
-                    // partition stay unavailable (COORDINATOR_LOAD_IN_PROGRESS).
-                    tracing::error!(partition = p, offset, error = %e, "a __consumer_offsets batch does not decode; the load stops");
-                    return;
-                }
-            }
-            offset = offset.max(next);
-        }
-        crate::rt::yield_if_needed().await;
-    }
-    if store.still(p, epoch, false) && !shard.stopping.get() {
+    let still = || store.led.still(p, epoch, false);
+    let done = replay::<OffsetsCodec>(&shard, GROUP_TOPIC, p, still, |r| staged.apply(r)).await;
+    if done {
         shard.groups.install_loaded(&store, p, staged);
-    }
-}
-
-impl Shard {
-    /// The (log start, log end) of `__consumer_offsets` partition `p` when this shard owns
-    /// and leads it (the end is durable: what a load replays), else `None`.
-    fn offsets_partition_range(&self, p: i32) -> Option<(i64, i64)> {
-        let partition = self.partition(GROUP_TOPIC, p)?;
-        Some((
-            partition.log.log_start_offset(),
-            partition.log.durable_end(),
-        ))
-    }
-
-    /// Whole batches of `__consumer_offsets` partition `p` from `offset`, up to its durable end
-    /// (at most [`REPLAY_READ_BYTES_MAX`], at least one batch).
-    async fn read_offsets_partition(&self, p: i32, offset: i64) -> Result<Vec<Bytes>, String> {
-        let partition = self
-            .replica(GROUP_TOPIC, p)
-            .ok_or_else(|| "not open here".to_string())?;
-        partition
-            .log
-            .read_for_replica(offset, REPLAY_READ_BYTES_MAX, true)
-            .await
-            .map(|data| data.batches)
-            .map_err(|e: StorageError| e.to_string())
-    }
-
-    /// The leader's append of a group coordinator's `payload` to `__consumer_offsets`
-    /// partition `p`, with acks=all: NOT_ENOUGH_REPLICAS below `min.insync.replicas`, answered
-    /// once the high watermark passes it, REQUEST_TIMED_OUT after `timeout`.
-    async fn append_offsets_partition(
-        &self,
-        p: i32,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<(), ResponseError> {
-        let partition = self
-            .partition(GROUP_TOPIC, p)
-            .ok_or(crate::error::not_leader_code())?;
-        self.enough_replicas(&partition)?;
-        let info = partition
-            .append(payload)
-            .await
-            .map_err(|e| crate::error::storage_code(&e))?;
-        crate::rt::timeout(timeout, self.await_replicated(&partition, info.last_offset))
-            .await
-            .unwrap_or(Err(ResponseError::RequestTimedOut))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::BrokerConfig;
     use crate::coordinator::coordinator_key::CoordinatorKind;
-    use crate::coordinator::metadata::{BrokerRegistration, PartitionAssignment, TopicMeta};
     use crate::coordinator::offsets::CommittedOffset;
-    use crate::shard::Router;
+    use crate::shard::internal_partitions::test_support;
     use crate::storage::io::sim::{install, SimDisk};
 
-    /// `__consumer_offsets` of one partition on replicas [0, 1], led by `leader` alone in
-    /// its ISR at leader epoch `version`; brokers 0 and 1 registered.
     fn metadata(version: u64, leader: i32) -> Arc<ClusterMetadata> {
-        let mut m = ClusterMetadata {
-            cluster_id: "c".into(),
-            version,
-            ..Default::default()
-        };
-        for node_id in [0, 1] {
-            m.brokers.insert(
-                node_id,
-                BrokerRegistration {
-                    node_id,
-                    incarnation_id: uuid::Uuid::from_u128(node_id as u128 + 1),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + node_id,
-                    rack: None,
-                    fenced: false,
-                    listeners: Vec::new(),
-                },
-            );
-        }
-        let topic = TopicMeta {
-            id: uuid::Uuid::from_u128(5),
-            partitions: 1,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-            internal: true,
-            assignment: vec![PartitionAssignment {
-                replicas: vec![0, 1],
-                leader,
-                leader_epoch: version as i32,
-                isr: vec![leader],
-                partition_epoch: version as i32,
-                reassignment: None,
-            }],
-        };
-        m.topics.insert(GROUP_TOPIC.into(), topic);
-        Arc::new(m)
+        test_support::metadata(GROUP_TOPIC, version, leader)
     }
 
     fn commit(offset: i64) -> (OffsetKey, Option<CommittedOffset>) {
@@ -576,15 +334,8 @@ mod tests {
         (key, Some(value))
     }
 
-    /// Waits (virtual time) until the group "g" is loaded here.
     async fn loaded(shard: &Rc<Shard>) {
-        for _ in 0..200 {
-            if shard.not_coordinator(CoordinatorKind::Group, "g").is_none() {
-                return;
-            }
-            crate::rt::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("never loaded");
+        test_support::loaded(shard, CoordinatorKind::Group, "g").await
     }
 
     /// The transitions of a cluster's group coordinator: not the leader (NOT_COORDINATOR,
@@ -597,17 +348,7 @@ mod tests {
         crate::rt::sim::run(21, async {
             let disk = SimDisk::new(21);
             let _installed = install(&disk);
-            let config = Arc::new(BrokerConfig {
-                data_dir: PathBuf::from("/data"),
-                controller_quorum_voters: "0@127.0.0.1:9093,1@127.0.0.1:9094".into(),
-                ..BrokerConfig::default()
-            });
-            crate::storage::io::create_dir_all(&config.data_dir)
-                .await
-                .expect("data dir");
-            let (router, _inboxes) = Router::new(1, 16);
-            let shard = Shard::new(0, config, router, metadata(1, 1));
-            shard.open_partitions().await;
+            let (shard, _inboxes) = test_support::shard(metadata(1, 1)).await;
             shard.groups.start_replicated(&shard);
             let not_coordinator = Some(ResponseError::NotCoordinator);
             assert_eq!(
