@@ -137,9 +137,9 @@ pub(super) fn log_ends(
             let deadline = Instant::now() + Duration::from_secs(10);
             let ends = loop {
                 match admin::list_offsets(&mut conn, &topics[t], &partitions, admin::LATEST) {
-                    Err(crate::ClientError::Kafka { code: 3 | 5 | 6, .. })
-                        if Instant::now() < deadline =>
-                    {
+                    Err(crate::ClientError::Kafka {
+                        code: 3 | 5 | 6, ..
+                    }) if Instant::now() < deadline => {
                         thread::sleep(Duration::from_millis(100));
                     }
                     other => break other.map_err(|e| e.to_string())?,
