@@ -61,6 +61,7 @@ mod diskrec_recovery;
 mod enospc;
 mod epochs_broker;
 mod faults;
+mod fetch_from_follower;
 mod fetch_sessions;
 mod fetchadmin_admin;
 mod fetchadmin_configs;
