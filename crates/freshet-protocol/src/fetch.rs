@@ -573,7 +573,9 @@ mod tests {
                                     },
                                 ))
                                 .with_preferred_read_replica(BrokerId(
-                                    p.preferred_read_replica.unwrap_or(-1),
+                                    p.preferred_read_replica
+                                        .filter(|_| version >= 11)
+                                        .unwrap_or(-1),
                                 ))
                                 .with_records(Some(Bytes::from(records)))
                                 .with_diverging_epoch(p.diverging_epoch.map_or_else(
