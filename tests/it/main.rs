@@ -106,5 +106,6 @@ mod stress;
 mod tls_sasl;
 mod tuning;
 mod txn_cluster;
+mod txn_pipelined;
 mod validate_cleaner_bomb;
 mod validate_records;
