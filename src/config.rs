@@ -366,7 +366,16 @@ pub struct BrokerConfig {
     /// `__transaction_state` (at most its replicas); a transaction coordinator's write with
     /// fewer in-sync replicas is answered COORDINATOR_NOT_AVAILABLE (retriable).
     pub transaction_state_log_min_isr: i16,
+    /// Kafka `replica.selector.class` (KIP-392, fetch from follower): empty (Kafka's default:
+    /// consumers fetch from leaders only) or [`RACK_AWARE_REPLICA_SELECTOR`], with which a
+    /// leader names an in-sync follower in the consumer's `client.rack` as its preferred read
+    /// replica.
+    pub replica_selector_class: String,
 }
+
+/// Kafka's rack-aware replica selector, the one `replica_selector_class` accepts.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
 /// Reads `"on"`/`"off"` (or a boolean) as a boolean.
 fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -499,6 +508,7 @@ impl Default for BrokerConfig {
             transaction_state_log_replication_factor:
                 TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
             transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
+            replica_selector_class: String::new(),
         }
     }
 }
@@ -630,6 +640,14 @@ impl BrokerConfig {
     // cross-checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if !self.replica_selector_class.is_empty()
+            && self.replica_selector_class != RACK_AWARE_REPLICA_SELECTOR
+        {
+            return Err(ConfigError(format!(
+                "replica_selector_class must be empty or {RACK_AWARE_REPLICA_SELECTOR}, got {}",
+                self.replica_selector_class
+            )));
+        }
         self.validate_security()?;
         self.admin_addr()?;
         self.http_addr()?;
@@ -1045,6 +1063,24 @@ mod tests {
             config.advertised_host_port().unwrap(),
             ("localhost".to_string(), 9092)
         );
+    }
+
+    /// KIP-392: no selector by default; Kafka's rack-aware one is the only other accepted.
+    #[test]
+    fn replica_selector_class_is_empty_or_the_rack_aware_selector() {
+        assert_eq!(BrokerConfig::default().replica_selector_class, "");
+        let with = |class: &str| BrokerConfig {
+            replica_selector_class: class.into(),
+            ..BrokerConfig::default()
+        };
+        with(RACK_AWARE_REPLICA_SELECTOR).validate().unwrap();
+        let err = with("org.example.MySelector").validate().unwrap_err();
+        assert!(err.0.contains("replica_selector_class"), "{}", err.0);
+        let parsed: BrokerConfig = toml::from_str(&format!(
+            "replica_selector_class = \"{RACK_AWARE_REPLICA_SELECTOR}\""
+        ))
+        .unwrap();
+        assert_eq!(parsed.replica_selector_class, RACK_AWARE_REPLICA_SELECTOR);
     }
 
     /// Kafka's internal-topic partition counts: 50 each by default, positive, bounded.

@@ -46,6 +46,15 @@
 //! A partition that another broker leads gets NOT_LEADER_OR_FOLLOWER (`shard::routing`), and
 //! from v12 its leader in `current_leader`, from v16 that leader's endpoint in
 //! `node_endpoints` (KIP-951), so the client goes there without a Metadata round trip.
+//!
+//! Fetch from follower (KIP-392), as Kafka's `ReplicaManager.readFromLog`: a consumer's fetch
+//! of v11+ (it carries client metadata) may be served by any replica: a follower reads up to
+//! its own high watermark (learnt from its leader; OFFSET_OUT_OF_RANGE past its log, and the
+//! consumer goes back to the leader). With `replica_selector_class` set (Kafka's
+//! `RackAwareReplicaSelector`) a leader asked by a consumer that names a `rack_id` answers
+//! `preferred_read_replica` instead of records when an in-sync follower in that rack has the
+//! fetch offset (`replica::leader::LeaderState::preferred_read_replica`); the consumer then
+//! fetches there. Older consumers and brokers' fetches are served by leaders only.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -104,6 +113,12 @@ struct Want {
     current_leader_epoch: i32,
     /// The epoch of the fetcher's last fetched batch (v12+; -1: none).
     last_fetched_epoch: i32,
+    /// A consumer's read (v11+) of a partition this broker follows (KIP-392): served from
+    /// the local replica up to its high watermark.
+    from_follower: bool,
+    /// The consumer's `rack_id` (v11+, non-empty) when a replica selector is configured: a
+    /// leader may answer with a preferred read replica instead of records.
+    client_rack: Option<String>,
 }
 
 impl Want {
@@ -137,6 +152,8 @@ struct Got {
     seen_end: i64,
     /// Where the fetcher's log diverges from this one (answered without records).
     diverging_epoch: Option<(i32, i64)>,
+    /// The follower the consumer should fetch from instead (KIP-392; answered without records).
+    preferred_read_replica: Option<i32>,
 }
 
 impl Got {
@@ -150,6 +167,7 @@ impl Got {
             batches: Vec::new(),
             seen_end: -1,
             diverging_epoch: None,
+            preferred_read_replica: None,
         }
     }
 
@@ -164,6 +182,7 @@ impl Got {
             batches: Vec::new(),
             seen_end: -1,
             diverging_epoch: None,
+            preferred_read_replica: None,
         }
     }
 
@@ -295,6 +314,13 @@ fn plan_reads(
     let replica = (replica_id >= 0).then_some(replica_id);
     let follower_allowed =
         replica.is_some() && authz::cluster_allowed(shard, request, authz::Op::ClusterAction);
+    // KIP-392: a consumer's fetch with client metadata (v11+) may read from a follower; with a
+    // replica selector its rack picks the preferred read replica.
+    let follower_reads = replica.is_none() && version >= 11;
+    let client_rack = (follower_reads
+        && !shard.config.replica_selector_class.is_empty()
+        && !body.rack_id.is_empty())
+    .then(|| body.rack_id.to_string());
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -331,10 +357,14 @@ fn plan_reads(
                 None => routing::Route::Unknown,
                 Some((name, _)) => routing::route(&metadata, node_id, name, p.partition),
             };
+            let from_follower = follower_reads
+                && matches!(route, routing::Route::Remote { .. })
+                && routing::hosts(&metadata, node_id, &display_name, p.partition);
             let error = match &resolved {
                 _ if denied && replica.is_some() => Some(ResponseError::TopicAuthorizationFailed),
                 None if version >= 13 => Some(ResponseError::UnknownTopicId),
                 _ if denied => Some(ResponseError::TopicAuthorizationFailed),
+                _ if from_follower => None,
                 _ => route.error(),
             };
             if error.is_none() {
@@ -351,9 +381,16 @@ fn plan_reads(
                     replica,
                     current_leader_epoch: p.current_leader_epoch,
                     last_fetched_epoch: p.last_fetched_epoch,
+                    from_follower,
+                    client_rack: client_rack.clone(),
                 });
             }
-            parts.push((p.partition, error, route.current_leader()));
+            let current_leader = if from_follower {
+                None
+            } else {
+                route.current_leader()
+            };
+            parts.push((p.partition, error, current_leader));
             slot += 1;
         }
         layout.push((display_name, topic.topic_id, parts));
@@ -461,6 +498,7 @@ fn assemble(
                 records: batches,
                 current_leader,
                 diverging_epoch: got.diverging_epoch,
+                preferred_read_replica: got.preferred_read_replica,
             });
         }
         topics.push(FetchTopic {
@@ -568,14 +606,13 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
     let mut budget = max_bytes;
     let mut nothing_yet = true;
     for want in wants {
-        let refused = shard
-            .partition(&want.topic, want.partition)
-            .and_then(|p| check_epochs(&p.log, &want));
+        let found = lookup(&shard, &want);
+        let refused = found.as_ref().and_then(|p| check_epochs(&p.log, &want));
         if let Some(got) = refused {
             out.push((want.slot, got));
             continue;
         }
-        let got = match shard.partition(&want.topic, want.partition) {
+        let got = match found {
             None => Got::error(routing::absent_partition_code(
                 &shard.metadata(),
                 shard.config.node_id,
@@ -598,6 +635,15 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                     shard.record_follower_fetch(&partition, replica, want.offset);
                     shard.maybe_change_isr(&partition);
                 }
+                if let Some(preferred) = preferred_replica(&shard, &partition, &want) {
+                    // Kafka skips the read: offsets only, and where to fetch instead.
+                    let got = Got {
+                        preferred_read_replica: Some(preferred),
+                        ..Got::offsets_only(&partition.log, None)
+                    };
+                    out.push((want.slot, got));
+                    continue;
+                }
                 let seen_end = want.readable_end(&partition.log);
                 let limit = want.max_bytes.min(budget);
                 let log = &partition.log;
@@ -615,6 +661,7 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                             batches: Vec::new(),
                             seen_end,
                             diverging_epoch: None,
+                            preferred_read_replica: None,
                         },
                     ));
                     continue;
@@ -629,6 +676,41 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
         out.push((want.slot, got));
     }
     out
+}
+
+/// The partition `want` reads on its owner: one led here, or for a consumer's read from a
+/// follower (KIP-392) one hosted here in any role.
+fn lookup(shard: &Shard, want: &Want) -> Option<Rc<Partition>> {
+    if want.from_follower {
+        shard.replica(&want.topic, want.partition)
+    } else {
+        shard.partition(&want.topic, want.partition)
+    }
+}
+
+/// The follower a consumer in `want.client_rack` should fetch `partition` from, when this
+/// broker leads it (`LeaderState::preferred_read_replica`; brokers' racks from their
+/// registrations, fenced ones having none).
+fn preferred_replica(shard: &Shard, partition: &Partition, want: &Want) -> Option<i32> {
+    let rack = want.client_rack.as_deref()?;
+    let role = partition.role.borrow();
+    let crate::shard::replication::Role::Leader(state) = &*role else {
+        return None;
+    };
+    let metadata = shard.metadata();
+    let node_id = shard.config.node_id;
+    let rack_of = |id: i32| {
+        if id == node_id {
+            Some(shard.config.broker_rack.clone()).filter(|r| !r.is_empty())
+        } else {
+            metadata
+                .brokers
+                .get(&id)
+                .filter(|b| !b.fenced)
+                .and_then(|b| b.rack.clone())
+        }
+    };
+    state.preferred_read_replica(rack, want.offset, crate::shard::now_ms(), rack_of)
 }
 
 /// One partition's read of a Fetch (`want` from its offset, at most `limit` bytes), with its
@@ -677,6 +759,7 @@ async fn read_partition(
                     batches: data.batches,
                     seen_end,
                     diverging_epoch: None,
+                    preferred_read_replica: None,
                 },
                 Err(e) => {
                     tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "reading the transaction index failed");
@@ -693,6 +776,7 @@ async fn read_partition(
             batches: Vec::new(),
             seen_end,
             diverging_epoch: None,
+            preferred_read_replica: None,
         },
         Err(e) => {
             tracing::warn!(topic = %want.topic, partition = want.partition, error = %e, "fetch read failed");
@@ -776,7 +860,7 @@ async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
 async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
     let mut partitions = Vec::with_capacity(wants.len());
     for want in &wants {
-        match shard.partition(&want.topic, want.partition) {
+        match lookup(&shard, want) {
             Some(p) if want.readable_end(&p.log) <= want.wait_past() => partitions.push(p),
             _ => return,
         }
@@ -799,9 +883,7 @@ async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
         let answer = shard
             .invoke_on(owner, move |owner| async move {
                 group.iter().any(|w| {
-                    owner
-                        .partition(&w.topic, w.partition)
-                        .is_none_or(|p| w.readable_end(&p.log) > w.wait_past())
+                    lookup(&owner, w).is_none_or(|p| w.readable_end(&p.log) > w.wait_past())
                 })
             })
             .await;

@@ -18,6 +18,10 @@
 //!
 //! One ISR change is in flight per partition at a time (`pending`); the ISR it proposes counts
 //! for the high watermark as the maximal ISR until the quorum answers.
+//!
+//! - `preferred_read_replica` is `ReplicaManager.findPreferredReadReplica` with Kafka's
+//!   `RackAwareReplicaSelector` (KIP-392): the follower a consumer in `client.rack` should
+//!   fetch from.
 
 use std::collections::BTreeMap;
 
@@ -234,9 +238,100 @@ impl LeaderState {
     }
 }
 
+impl LeaderState {
+    /// Kafka's `findPreferredReadReplica` with `RackAwareReplicaSelector`, for a consumer in
+    /// rack `client_rack` fetching at `fetch_offset`: candidates are the ISR followers whose
+    /// fetch offset (their durable log end) reached `fetch_offset`, and the leader. Among those in the client's rack: the leader if it is one, else the
+    /// one with the largest log end, then the one caught up most recently (then the lowest
+    /// id). `None` (fetch from the leader) when the client names no rack, none is in its
+    /// rack, or the choice is the leader. `rack_of` gives a broker's rack (`None`: no rack,
+    /// or no live endpoint, which never matches). Kafka also requires the follower's log
+    /// start <= `fetch_offset`; a leader does not know its followers' log starts here, and a
+    /// follower whose log starts later answers OFFSET_OUT_OF_RANGE, on which the consumer goes
+    /// back to the leader.
+    pub fn preferred_read_replica(
+        &self,
+        client_rack: &str,
+        fetch_offset: i64,
+        now_ms: i64,
+        rack_of: impl Fn(i32) -> Option<String>,
+    ) -> Option<i32> {
+        if client_rack.is_empty() {
+            return None;
+        }
+        let in_rack = |id: i32| rack_of(id).as_deref() == Some(client_rack);
+        if in_rack(self.local) {
+            return None;
+        }
+        self.followers
+            .iter()
+            .filter(|(id, f)| {
+                self.isr.contains(id) && f.fetch_offset >= fetch_offset && in_rack(**id)
+            })
+            // Largest log end, then the least time since caught up, then the lowest id.
+            .max_by_key(|(id, f)| {
+                (
+                    f.fetch_offset,
+                    std::cmp::Reverse(now_ms.saturating_sub(f.last_caught_up_ms)),
+                    std::cmp::Reverse(**id),
+                )
+            })
+            .map(|(id, _)| *id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leader 1 with followers 2 and 3 (ISR as given), 2 at offset 100 and 3 at 80.
+    fn three_racks(isr: &[i32]) -> LeaderState {
+        let a = PartitionAssignment {
+            replicas: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            isr: isr.to_vec(),
+            partition_epoch: 0,
+            reassignment: None,
+        };
+        let mut s = LeaderState::new(1, &a, 0);
+        s.record_fetch(2, 100, 100, 10);
+        s.record_fetch(3, 80, 100, 10);
+        s
+    }
+
+    fn rack(id: i32) -> Option<String> {
+        (id != 4).then(|| format!("RACK{id}"))
+    }
+
+    #[test]
+    fn the_preferred_read_replica_is_an_in_sync_follower_in_the_clients_rack() {
+        let s = three_racks(&[1, 2, 3]);
+        assert_eq!(s.preferred_read_replica("RACK2", 50, 20, rack), Some(2));
+        assert_eq!(s.preferred_read_replica("RACK3", 80, 20, rack), Some(3));
+        // Follower 3 does not have the offset yet: the leader serves.
+        assert_eq!(s.preferred_read_replica("RACK3", 90, 20, rack), None);
+        // The leader's own rack, no rack, an unknown rack: the leader.
+        assert_eq!(s.preferred_read_replica("RACK1", 0, 20, rack), None);
+        assert_eq!(s.preferred_read_replica("", 0, 20, rack), None);
+        assert_eq!(s.preferred_read_replica("RACK9", 0, 20, rack), None);
+        // Out of the ISR: not chosen, however caught up.
+        let out = three_racks(&[1, 3]);
+        assert_eq!(out.preferred_read_replica("RACK2", 50, 20, rack), None);
+    }
+
+    #[test]
+    fn in_one_rack_the_most_caught_up_follower_is_preferred() {
+        let s = three_racks(&[1, 2, 3]);
+        let same = |_: i32| Some("A".to_string());
+        // The leader in the rack wins outright.
+        assert_eq!(s.preferred_read_replica("A", 0, 20, same), None);
+        let followers_only = |id: i32| (id != 1).then(|| "A".to_string());
+        assert_eq!(
+            s.preferred_read_replica("A", 0, 20, followers_only),
+            Some(2)
+        );
+    }
 
     fn assignment(isr: &[i32]) -> PartitionAssignment {
         PartitionAssignment {

@@ -5,6 +5,8 @@
 #   bash tests/librdkafka/run.sh                 # the default list: tests that fit one node
 #   bash tests/librdkafka/run.sh 0012 0081       # these test numbers only
 #   bash tests/librdkafka/run.sh --all           # every test that needs a broker
+#   bash tests/librdkafka/run.sh --nodes 3       # 0101 0103 0107 0111 against a 3-node cluster
+#   bash tests/librdkafka/run.sh --nodes 3 0101  # (also LIBRDKAFKA_NODES=3)
 #
 # What it does:
 #   1. finds the librdkafka sources bundled in the rdkafka-sys crate (a dev-dependency, so
@@ -12,19 +14,31 @@
 #      target/librdkafka-suite/librdkafka-<version>/ and builds the library and tests/test-runner
 #      there (`./configure && make`, system libraries only; missing build packages are installed
 #      with apt-get: gcc, g++, make, pkg-config, libssl-dev, zlib1g-dev, libzstd-dev, and
-#      rapidjson-dev, which tests 0053, 0098 and 0110 need). Done once; later runs reuse the build.
+#      rapidjson-dev, which tests 0053, 0098, 0101 and 0110 need). Done once; later runs reuse
+#      the build.
 #   2. starts the freshet binary (FRESHET_BIN, default target/release/freshet, built with
 #      `cargo build --release` when missing) on a free port of 127.0.0.1 with
-#      `--default-partitions 4` (as the suite's own Kafka setup) and a fresh data directory,
-#   3. writes test.conf, puts a stand-in for Kafka's bin/kafka-topics.sh (which some tests run to
-#      create topics; tests/librdkafka/kafka-topics.sh, done with `freshet topic`) in KAFKA_PATH,
-#      and runs each test number alone (test-runner -L: no broker-less tests; not quick mode,
-#      which skips e.g. 0082), with a time limit per test (LIBRDKAFKA_TEST_TIMEOUT_S, default 600),
-#      restarting the broker if a test killed it,
+#      `--default-partitions 4` (as the suite's own Kafka setup) and a fresh data directory.
+#      With `--nodes N` (N > 1): N processes, node ids 1..N, each broker and controller
+#      (`--controller-quorum-voters` over free ports), `--broker-rack RACK<id>` and
+#      `replica_selector_class` = Kafka's RackAwareReplicaSelector (what the suite's own Kafka
+#      cluster runs with: 0101 fetches from the follower in its `client.rack`), data under
+#      target/librdkafka-suite/data/node<id>; it waits until `freshet cluster info` lists all N
+#      unfenced. The tests ask for replication factor 3 themselves (CreateTopics).
+#   3. writes test.conf (metadata.broker.list: every node), puts a stand-in for Kafka's
+#      bin/kafka-topics.sh (which some tests run to create topics; tests/librdkafka/kafka-topics.sh,
+#      done with `freshet topic`) in KAFKA_PATH, and runs each test number alone (test-runner -L:
+#      no broker-less tests; not quick mode, which skips e.g. 0082), with a time limit per test
+#      (LIBRDKAFKA_TEST_TIMEOUT_S, default 600), restarting the broker(s) if a test killed one.
+#      A test whose variants belong to test.c's "noautocreate" scenario (0107, 0111; with
+#      LIBRDKAFKA_SCENARIOS=all also 0045's topic-removal variants) runs with
+#      TEST_SCENARIO=noautocreate against brokers restarted with `--auto-create-topics false`,
+#      as the suite's scenario file sets up Kafka.
 #   4. prints `librdkafka: N passed, M failed` and the failing names; exits 1 if any failed.
 #
 # Everything it writes is under target/librdkafka-suite/ (build, data, logs/NNNN.log,
-# logs/broker.log, summary.txt). Environment: FRESHET_BIN, LIBRDKAFKA_TEST_TIMEOUT_S,
+# logs/NNNN-noautocreate.log, logs/broker.log or logs/broker<id>.log, summary.txt).
+# Environment: FRESHET_BIN, LIBRDKAFKA_NODES, LIBRDKAFKA_SCENARIOS, LIBRDKAFKA_TEST_TIMEOUT_S,
 # TEST_CONSUMER_GROUP_PROTOCOL=consumer (KIP-848 groups instead of classic),
 # LIBRDKAFKA_TEST_ARGS (test-runner flags, default "-L"; "-Q -L" for quick mode: fewer messages,
 # some tests skipped), TEST_KAFKA_VERSION (default
@@ -52,18 +66,27 @@ DEFAULT_TESTS=(
   0102 0110 0112 0113 0114 0118 0122 0123 0125 0127 0129 0130 0132 0137 0139 0140 0150
 )
 EXCLUDED_TESTS=(0028 0047 0097 0098 0101 0103 0107 0109 0111 0115 0119 0126 0135 0142)
+# The tests that need replication factor 3 or racks: the default list with --nodes 3.
+CLUSTER_TESTS=(0101 0103 0107 0111)
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 tests=()
-for arg in "$@"; do
-  case $arg in
+NODES="${LIBRDKAFKA_NODES:-1}"
+while (($#)); do
+  case $1 in
     --all) tests=("${DEFAULT_TESTS[@]}" "${EXCLUDED_TESTS[@]}") ;;
+    --nodes) NODES=${2:-}; shift ;;
+    --nodes=*) NODES=${1#--nodes=} ;;
     -h | --help) usage; exit 0 ;;
-    [0-9][0-9][0-9][0-9]) tests+=("$arg") ;;
-    *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    [0-9][0-9][0-9][0-9]) tests+=("$1") ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
+  shift
 done
-((${#tests[@]})) || tests=("${DEFAULT_TESTS[@]}")
+[[ $NODES =~ ^[1-9]$ ]] || { echo "--nodes takes 1 to 9, not '$NODES'" >&2; exit 2; }
+if ((${#tests[@]} == 0)); then
+  if ((NODES == 1)); then tests=("${DEFAULT_TESTS[@]}"); else tests=("${CLUSTER_TESTS[@]}"); fi
+fi
 mapfile -t tests < <(printf '%s\n' "${tests[@]}" | sort -u)
 
 say() { printf '==> %s\n' "$*"; }
@@ -115,7 +138,7 @@ if [[ ! -x $runner || $(cat "$build/.built" 2>/dev/null) != "$build_id" ]]; then
   echo "$build_id" >"$build/.built"
 fi
 
-# ---- 2. The broker ------------------------------------------------------------------------------
+# ---- 2. The broker(s) ---------------------------------------------------------------------------
 FRESHET_BIN="${FRESHET_BIN:-$ROOT/target/release/freshet}"
 if [[ ! -x $FRESHET_BIN ]]; then
   say "cargo build --release --bin freshet"
@@ -123,45 +146,98 @@ if [[ ! -x $FRESHET_BIN ]]; then
 fi
 mkdir -p "$LOGS"
 rm -f "$LOGS"/[0-9]*.log
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-data="$WORK/data"
-broker_pid=
+# A Kafka port per node, and a controller port per node of a cluster: all bound at once (so
+# no two are the same), then released.
+mapfile -t free_ports < <(python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+for s in socks: print(s.getsockname()[1])' $((NODES * 2)))
+ports=("${free_ports[@]:0:NODES}")
+controller_ports=("${free_ports[@]:NODES}")
+voters=
+for ((i = 0; i < NODES; i++)); do voters+="${voters:+,}$((i + 1))@127.0.0.1:${controller_ports[i]}"; done
+bootstrap=
+for ((i = 0; i < NODES; i++)); do bootstrap+="${bootstrap:+,}127.0.0.1:${ports[i]}"; done
+# Kafka's auto.create.topics.enable: false for the tests of the "noautocreate" scenario.
+auto_create=true
+broker_pids=()
+# Node i's log: broker.log for one node, broker1.log... for a cluster.
+node_log() { if ((NODES == 1)); then echo "$LOGS/broker.log"; else echo "$LOGS/broker$(($1 + 1)).log"; fi; }
+start_node() {
+  local i=$1 args
+  if ((NODES == 1)); then
+    args=(--data-dir "$WORK/data")
+  else
+    # Node ids 1..N in racks RACK1..RACKN (as the suite's own Kafka cluster: broker.rack =
+    # RACK${appid}), every node a voter.
+    args=(--data-dir "$WORK/data/node$((i + 1))" --node-id $((i + 1)) --broker-rack "RACK$((i + 1))"
+      --controller-quorum-voters "$voters" --config "$WORK/cluster.toml")
+  fi
+  "$FRESHET_BIN" start --listen "127.0.0.1:${ports[i]}" "${args[@]}" --default-partitions 4 \
+    --auto-create-topics "$auto_create" --admin-listen off --log info >>"$(node_log "$i")" 2>&1 &
+  broker_pids[i]=$!
+}
+cluster_alive() {
+  local pid
+  for pid in "${broker_pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
+}
 start_broker() {
-  rm -rf "$data"
-  "$FRESHET_BIN" start --listen "127.0.0.1:$port" --data-dir "$data" --default-partitions 4 \
-    --admin-listen off --log info >>"$LOGS/broker.log" 2>&1 &
-  broker_pid=$!
-  for _ in $(seq 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    kill -0 "$broker_pid" 2>/dev/null || { tail -20 "$LOGS/broker.log" >&2; return 1; }
-    sleep 0.1
+  local i n
+  rm -rf "$WORK/data"
+  if ((NODES > 1)); then
+    cat >"$WORK/cluster.toml" <<TOML
+# librdkafka's suite runs its Kafka brokers with the rack-aware replica selector (KIP-392).
+replica_selector_class = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+TOML
+  fi
+  for ((i = 0; i < NODES; i++)); do start_node "$i"; done
+  for ((i = 0; i < NODES; i++)); do
+    for n in $(seq 301); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/${ports[i]}") 2>/dev/null; then break; fi
+      kill -0 "${broker_pids[i]}" 2>/dev/null || { tail -20 "$(node_log "$i")" >&2; return 1; }
+      ((n <= 300)) || { echo "freshet did not listen on 127.0.0.1:${ports[i]} within 30 s" >&2; return 1; }
+      sleep 0.1
+    done
   done
-  echo "freshet did not listen on 127.0.0.1:$port within 30 s" >&2
-  return 1
+  ((NODES > 1)) || return 0
+  # A cluster: wait until every node is registered and unfenced (`freshet cluster info`).
+  for n in $(seq 121); do
+    if "$FRESHET_BIN" cluster info -b "$bootstrap" --format json 2>/dev/null | python3 -c '
+import json, sys
+brokers = json.load(sys.stdin)["brokers"]
+sys.exit(0 if sum(not b["fenced"] for b in brokers) == int(sys.argv[1]) else 1)' "$NODES"; then
+      return 0
+    fi
+    cluster_alive || { for ((i = 0; i < NODES; i++)); do tail -5 "$(node_log "$i")" >&2; done; return 1; }
+    ((n <= 120)) || { echo "the $NODES nodes did not all register within 60 s" >&2; return 1; }
+    sleep 0.5
+  done
 }
 stop_broker() {
-  if [[ -n $broker_pid ]] && kill -0 "$broker_pid" 2>/dev/null; then
-    kill -TERM "$broker_pid"
-    for _ in $(seq 300); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-  fi
-  broker_pid=
+  local pid _
+  for pid in "${broker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${broker_pids[@]}"; do
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  broker_pids=()
 }
 trap stop_broker EXIT
-: >"$LOGS/broker.log"
-say "starting $FRESHET_BIN on 127.0.0.1:$port (log: $LOGS/broker.log)"
+for ((i = 0; i < NODES; i++)); do : >"$(node_log "$i")"; done
+say "starting $NODES node(s) of $FRESHET_BIN on $bootstrap (log: $(node_log 0)$( ((NODES == 1)) || echo ", ..."))"
 start_broker
 
 # Tests that create topics with Kafka's Java tool (test_kafka_topics(): 0052, 0077) get a
 # kafka-topics.sh that does the same with `freshet topic` (tests/librdkafka/kafka-topics.sh).
 mkdir -p "$WORK/kafka/bin"
 cp tests/librdkafka/kafka-topics.sh "$WORK/kafka/bin/kafka-topics.sh"
-export KAFKA_PATH="$WORK/kafka" BROKERS="127.0.0.1:$port" FRESHET_BIN
+export KAFKA_PATH="$WORK/kafka" BROKERS="$bootstrap" FRESHET_BIN
 
 conf="$WORK/test.conf"
 cat >"$conf" <<CONF
-metadata.broker.list=127.0.0.1:$port
+metadata.broker.list=$bootstrap
 # The machine running this is usually shared: give the tests' timeouts room.
 test.timeout.multiplier=${LIBRDKAFKA_TIMEOUT_MULTIPLIER:-2}
 test.topic.random=true
@@ -174,7 +250,38 @@ passed=()
 failed=()
 skipped=()
 T0=$(date +%s)
+# Each test number in the scenario its variants ask for (test.c's `.scenario`, the first of
+# its list; none: "default"). A "noautocreate" run gets brokers restarted with
+# auto.create.topics.enable=false and TEST_SCENARIO=noautocreate (the runner skips variants of
+# other scenarios). A number whose variants differ (0045) runs its default ones only, unless
+# LIBRDKAFKA_SCENARIOS=all: then once per scenario (0045's noautocreate variants fail there:
+# they grow a topic with `kafka-topics.sh --alter --partitions`, which the stand-in lacks).
+scenarios_of() {
+  awk -v t="$1" '
+    /_TEST\(/ { if (name != "") print sc; name = ""; sc = "default"
+                 if (match($0, /_TEST\([0-9]+_[A-Za-z0-9_]*/)) {
+                   n = substr($0, RSTART + 6, RLENGTH - 6); if (index(n, t "_") == 1) name = n } }
+    /\.scenario *= *"/ { v = $0; sub(/.*\.scenario *= *"/, "", v); sub(/[",].*/, "", v); sc = v }
+    END { if (name != "") print sc }' "$build/tests/test.c" | sort -u
+}
+runs=()
 for t in "${tests[@]}"; do
+  mapfile -t scs < <(scenarios_of "$t")
+  ((${#scs[@]})) || scs=(default)
+  ((${#scs[@]} == 1)) || [[ ${LIBRDKAFKA_SCENARIOS:-} == all ]] || scs=(default)
+  for sc in "${scs[@]}"; do runs+=("$t:$sc"); done
+done
+for run in "${runs[@]}"; do
+  t=${run%%:*} scenario=${run#*:}
+  want_auto_create=true
+  [[ $scenario != noautocreate ]] || want_auto_create=false
+  if [[ $want_auto_create != "$auto_create" ]]; then
+    stop_broker
+    auto_create=$want_auto_create
+    start_broker
+  fi
+  log="$LOGS/$t.log"
+  [[ $scenario == default ]] || log="$LOGS/$t-$scenario.log"
   t_start=$(date +%s)
   limit=$TEST_TIMEOUT_S
   # 0113 (cooperative rebalancing) runs over 10 minutes in full mode (its subtests all passed
@@ -186,37 +293,41 @@ for t in "${tests[@]}"; do
   # in the test's log.
   bash -c 'cd "$1" && shift && "$@"; exit $?' _ "$build/tests" \
     env LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="$conf" TESTS="$t" \
-    timeout --kill-after=10 "$limit" ./test-runner $RUNNER_ARGS >"$LOGS/$t.log" 2>&1
+    TEST_SCENARIO="$scenario" \
+    timeout --kill-after=10 "$limit" ./test-runner $RUNNER_ARGS >"$log" 2>&1
   rc=$?
   set -e
   secs=$(($(date +%s) - t_start))
   # The summary table's rows for this number (one per variant, e.g. 0045_*): "| name | STATUS |".
-  rows=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$t.log" | awk -F'|' -v t="$t" '
+  rows=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk -F'|' -v t="$t" '
     NF >= 4 { n = $2; gsub(/ /, "", n); st = $3; gsub(/ /, "", st); if (index(n, t "_") == 1) print n, st }')
   # Named after its first variant that ran (else its first one).
   name=$(awk '$2 != "SKIPPED" { print $1; exit }' <<<"$rows")
   [[ -n $name ]] || name=$(awk 'NR == 1 { print $1 }' <<<"$rows")
   # No table when the runner aborted: the first test it announced.
-  [[ -n $name ]] || name=$(grep -o -m1 "Running test ${t}_[a-zA-Z0-9_]*" "$LOGS/$t.log" | head -1 | sed 's/^Running test //' || true)
+  [[ -n $name ]] || name=$(grep -o -m1 "Running test ${t}_[a-zA-Z0-9_]*" "$log" | head -1 | sed 's/^Running test //' || true)
   [[ -n $name ]] || name=$t
   note=
-  if ! kill -0 "$broker_pid" 2>/dev/null; then
-    note=" (the broker exited; restarted)"
+  if ! cluster_alive; then
+    note=" (a broker exited; restarted)"
     ((rc != 0)) || rc=1
-    wait "$broker_pid" 2>/dev/null || true
+    stop_broker
     start_broker
   fi
   if ((rc == 0)) && [[ -n $rows ]] && ! grep -qv ' SKIPPED$' <<<"$rows"; then
     # Every variant skipped itself (a feature or broker version it needs): not a pass.
+    [[ $scenario == default ]] || name+=" [$scenario]"
     skipped+=("$name")
     printf '  %-44s skipped %4ss\n' "$name" "$secs"
   elif ((rc == 0)); then
+    [[ $scenario == default ]] || name+=" [$scenario]"
     passed+=("$name")
     printf '  %-44s passed  %4ss\n' "$name" "$secs"
   else
     # The variants that failed, by name, when the table says.
     failing=$(awk '$2 == "FAILED" { print $1 }' <<<"$rows" | paste -sd, -)
     [[ -z $failing || $failing == "$name" ]] || name="$failing"
+    [[ $scenario == default ]] || name+=" [$scenario]"
     case $rc in
       124) note=" (timed out after ${limit}s)$note" ;;
       134) note=" (test-runner aborted)$note" ;;
@@ -229,7 +340,7 @@ done
 stop_broker
 
 {
-  echo "librdkafka: ${#passed[@]} passed, ${#failed[@]} failed ($(($(date +%s) - T0)) s; librdkafka $version, group protocol ${TEST_CONSUMER_GROUP_PROTOCOL:-classic})"
+  echo "librdkafka: ${#passed[@]} passed, ${#failed[@]} failed ($(($(date +%s) - T0)) s; librdkafka $version, $NODES node(s), group protocol ${TEST_CONSUMER_GROUP_PROTOCOL:-classic})"
   ((${#failed[@]} == 0)) || echo "failed: ${failed[*]}"
   ((${#skipped[@]} == 0)) || echo "skipped by the test itself (not counted): ${skipped[*]}"
   echo "logs: $LOGS"

@@ -8,7 +8,7 @@
 //! Wire shape by version (Kafka's FetchResponse.json):
 //! - v4+: throttle time; per partition last_stable_offset and aborted_transactions (nullable).
 //! - v5+: log_start_offset. v7+: top-level error_code and session_id (incremental fetch).
-//! - v11+: preferred_read_replica (always -1: no follower fetching).
+//! - v11+: preferred_read_replica (-1: none).
 //! - v12+: flexible: compact strings/arrays/bytes, tagged-field sections (all empty here), and
 //!   response header v1 (with its own empty tagged-field section).
 //! - v13+: topic ids instead of names. v16+: node_endpoints (a tagged field, omitted when empty).
@@ -100,6 +100,9 @@ pub struct FetchPartition {
     /// (epoch, end offset) where the fetcher's log diverges from this one (v12+ tagged field
     /// `diverging_epoch`; `None` sends nothing).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// The broker the consumer should fetch this partition from instead (v11+
+    /// `preferred_read_replica`, KIP-392; `None` sends -1).
+    pub preferred_read_replica: Option<i32>,
 }
 
 /// An aborted transaction in a READ_COMMITTED Fetch response.
@@ -306,7 +309,7 @@ fn put_partition(f: &mut Framer, p: &FetchPartition, version: i16) -> Result<usi
         f.empty_tagged_fields();
     }
     if version >= 11 {
-        f.buf.put_i32(-1); // preferred_read_replica: none.
+        f.buf.put_i32(p.preferred_read_replica.unwrap_or(-1));
     }
     let len: usize = p.records.iter().map(Bytes::len).sum();
     if f.flexible {
@@ -393,6 +396,8 @@ mod tests {
             current_leader: (i == 2 && version >= 12).then_some((5, 7)),
             // A fetcher whose log diverged: partition 1 alone, partition 2 with a leader too.
             diverging_epoch: (i >= 1 && version >= 12).then_some((4, 500 + i64::from(i))),
+            // KIP-392: partition 0 names a follower to fetch from.
+            preferred_read_replica: (i == 0).then_some(3),
         };
         let new = version >= 7;
         FetchResponseParts {
@@ -500,7 +505,12 @@ mod tests {
                             .collect::<Vec<_>>()
                     });
                     assert_eq!(aborted, want_aborted, "v{version} p{}", w.partition_index);
-                    assert_eq!(p.preferred_read_replica.0, -1);
+                    let preferred = if version >= 11 {
+                        w.preferred_read_replica.unwrap_or(-1)
+                    } else {
+                        -1
+                    };
+                    assert_eq!(p.preferred_read_replica.0, preferred, "v{version}");
                     let leader = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
                     assert_eq!(leader, w.current_leader.unwrap_or((-1, -1)), "v{version}");
                     let diverging = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset);
@@ -562,7 +572,11 @@ mod tests {
                                             .collect()
                                     },
                                 ))
-                                .with_preferred_read_replica(BrokerId(-1))
+                                .with_preferred_read_replica(BrokerId(
+                                    p.preferred_read_replica
+                                        .filter(|_| version >= 11)
+                                        .unwrap_or(-1),
+                                ))
                                 .with_records(Some(Bytes::from(records)))
                                 .with_diverging_epoch(p.diverging_epoch.map_or_else(
                                     Default::default,

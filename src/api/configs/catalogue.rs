@@ -295,6 +295,19 @@ fn own_settings(broker: &BrokerConfig, kafka: &BrokerConfig, log_dir: &str) -> V
             broker.request_bytes_max.to_string(),
             Some(kafka.request_bytes_max.to_string()),
         ),
+        // Kafka's default for both is null: shown as "" from the default.
+        row(
+            "broker.rack",
+            Str,
+            broker.broker_rack.clone(),
+            Some(String::new()),
+        ),
+        row(
+            "replica.selector.class",
+            Str,
+            broker.replica_selector_class.clone(),
+            Some(String::new()),
+        ),
     ]
 }
 
@@ -465,6 +478,27 @@ mod tests {
         assert_eq!(by_name["listeners"].value, "PLAINTEXT://localhost:9092");
         assert_eq!(by_name["node.id"].value, "0");
         assert_eq!(by_name["log.retention.ms"].value, "604800000");
+    }
+
+    #[test]
+    fn broker_rack_and_replica_selector_are_described() {
+        let kafka = BrokerConfig::default();
+        let broker = BrokerConfig {
+            broker_rack: "RACK2".into(),
+            replica_selector_class: crate::config::RACK_AWARE_REPLICA_SELECTOR.into(),
+            ..BrokerConfig::default()
+        };
+        let entries = broker_config_entries(&broker, &kafka, &DynamicConfigs::default(), "/data");
+        let by_name = names(&entries);
+        assert_eq!(by_name["broker.rack"].value, "RACK2");
+        assert_eq!(by_name["broker.rack"].source, source::STATIC_BROKER_CONFIG);
+        assert!(by_name["broker.rack"].read_only);
+        assert_eq!(
+            by_name["replica.selector.class"].value,
+            crate::config::RACK_AWARE_REPLICA_SELECTOR
+        );
+        let unset = broker_config_entries(&kafka, &kafka, &DynamicConfigs::default(), "/data");
+        assert_eq!(names(&unset)["broker.rack"].source, source::DEFAULT_CONFIG);
     }
 
     #[test]
