@@ -383,6 +383,12 @@ async fn append_on_owner(
                     return PartitionResult::error(e, None);
                 }
             }
+            // A transactional batch waits for the ones before it on this partition; the
+            // permit is kept through the append only when the coordinator was asked.
+            let order = match is_transactional(&records) {
+                true => log.txn_order.acquire_permit(1).await.ok(),
+                false => None,
+            };
             let verified =
                 verify_transaction(&owner, &log, &topic, partition, &records, transactional_id);
             let guard = match verified.await {
@@ -391,7 +397,10 @@ async fn append_on_owner(
             };
             let appended = match guard {
                 Some(guard) => log.append_verified(records, guard).await,
-                None => log.append(records).await,
+                None => {
+                    drop(order);
+                    log.append(records).await
+                }
             };
             let appended = match appended {
                 Ok(info) if acks == -1 => owner
@@ -473,6 +482,14 @@ async fn verify_transaction(
     verified
         .unwrap_or_else(|e| Err(shard_gone_code(&e)))
         .map(|()| Some(guard))
+}
+
+/// Whether `records` starts with a transactional data batch (not a control batch).
+fn is_transactional(records: &Bytes) -> bool {
+    freshet_protocol::batch::header(records).is_some_and(|h| {
+        let facts = crate::storage::producer_state::BatchFacts::of(h);
+        facts.transactional && !facts.control
+    })
 }
 
 /// Whole record batches framed back to back in `data`, and the records they hold (from

@@ -104,6 +104,11 @@ pub struct Partition {
     pub hw_changed: Notify,
     /// Set on every metadata install (`Shard::apply_roles`).
     pub role: RefCell<replication::Role>,
+    /// Transactional batches of this partition take it in arrival order (FIFO) before they
+    /// check whether their transaction is open here: one that must ask the coordinator first
+    /// (KIP-890) keeps it until it is appended, so a producer's pipelined batches behind it
+    /// cannot overtake it (they would be refused OUT_OF_ORDER_SEQUENCE_NUMBER).
+    pub txn_order: Semaphore,
 }
 
 impl Partition {
@@ -623,6 +628,7 @@ impl Shard {
                                 index: p,
                                 log,
                                 hw_changed: Notify::default(),
+                                txn_order: Semaphore::new(1),
                                 role: RefCell::new(replication::Role::Follower {
                                     leader: -1,
                                     leader_epoch: -1,
