@@ -245,6 +245,49 @@ fn a_follower_detects_a_duplicate_after_it_becomes_leader() {
     });
 }
 
+/// A follower that truncates its divergent suffix rebuilds its producer state from the whole
+/// log it keeps, not only up to the high watermark its leader told it (found by the fault
+/// suite: a follower's replay stopped at that high watermark, so after it became leader it
+/// took a producer's retry of a batch it held above it for a new batch and wrote it twice).
+#[test]
+fn a_truncated_follower_still_knows_the_batches_above_its_high_watermark() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        for seq in 0..4 {
+            leader
+                .append(producer_batch(7, 0, seq, 1, false, Some("k")), 1)
+                .await
+                .expect("idempotent");
+        }
+        leader
+            .append(producer_batch(9, 0, 0, 1, false, Some("k")), 1)
+            .await
+            .expect("another producer");
+        let sent = replica_read_all(&leader, 0).await;
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        follower
+            .append_replicated(concat(&sent), 2)
+            .await
+            .expect("replicate");
+        // Its leader said the high watermark is 1; the batch at 4 turns out divergent.
+        follower.set_high_watermark(1);
+        follower.truncate_to(4).await.expect("truncate");
+        assert_eq!(follower.log_end_offset(), 4);
+        // Now the leader: the producer retries its batch of sequence 1 (offset 1), which
+        // it holds above that high watermark.
+        let retry = follower
+            .append(producer_batch(7, 0, 1, 1, false, Some("k")), 4)
+            .await
+            .expect("duplicate answered");
+        assert_eq!(retry.base_offset, 1, "the original offset");
+        assert_eq!(follower.log_end_offset(), 4, "nothing appended twice");
+        follower.close().await.expect("close");
+        leader.close().await.expect("close");
+    });
+}
+
 /// With one replica the high watermark is the durable end; once replication sets it,
 /// consumers' reads stop there (an offset between it and the durable end reads empty), a
 /// follower's read goes on to the durable end, it never moves back and never passes the

@@ -127,7 +127,7 @@ impl PartitionLog {
         if start >= end {
             return Ok(true);
         }
-        let data = match self.read(end - 1, 1, true).await {
+        let data = match self.read_for_replica(end - 1, 1, true).await {
             Ok(data) => data,
             Err(e @ StorageError::CorruptMessage(_)) => {
                 // Damage is the read path's to report; the file is kept as it is.
@@ -158,7 +158,7 @@ impl PartitionLog {
         };
         let mut cache = LeaderEpochCache::new();
         while offset < end {
-            let data = match self.read(offset, SCAN_READ_BYTES, true).await {
+            let data = match self.read_for_replica(offset, SCAN_READ_BYTES, true).await {
                 Ok(data) => data,
                 Err(e @ StorageError::CorruptMessage(_)) => {
                     // Derived data: the rebuild goes on from the next segment and the

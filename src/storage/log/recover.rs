@@ -772,7 +772,10 @@ impl PartitionLog {
         let mut offset = snapshot_offset.max(log_start);
         txn::reset_from(&self.shared, offset).await?;
         while offset < log_end {
-            let data = self.read(offset, SCAN_READ_BYTES, true).await?;
+            // Up to the durable end, not the high watermark readers see: a follower's
+            // replicated high watermark may lag its log, and every batch it holds counts for
+            // duplicate detection once it leads.
+            let data = self.read_for_replica(offset, SCAN_READ_BYTES, true).await?;
             if data.batches.is_empty() {
                 break;
             }
