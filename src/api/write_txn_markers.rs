@@ -3,7 +3,9 @@
 //!
 //! Per marker, per partition, as Kafka's `KafkaApis.handleWriteTxnMarkersRequest` and
 //! `ReplicaManager` answer: a partition this broker leads gets the COMMIT/ABORT control batch
-//! (`shard::txns::write_local_marker`, on its owning shard) and NONE once it is durable; a
+//! (`shard::txns::write_local_marker`, on its owning shard) and NONE once the high watermark
+//! passed it (Kafka appends markers with acks=-1: NOT_ENOUGH_REPLICAS below
+//! `min.insync.replicas`, REQUEST_TIMED_OUT after 5 s, both sent again by the coordinator); a
 //! `__consumer_offsets` partition it leads commits or drops the offsets its group coordinator
 //! holds for the producer; a partition led by another broker is NOT_LEADER_OR_FOLLOWER, one
 //! the metadata does not know UNKNOWN_TOPIC_OR_PARTITION; a marker whose coordinator epoch is

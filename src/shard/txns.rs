@@ -510,6 +510,11 @@ pub struct Marker {
     pub coordinator_epoch: i32,
 }
 
+/// How long a marker written here may wait for the partition's in-sync replicas (Kafka waits
+/// up to its request timeout) before it is answered REQUEST_TIMED_OUT and sent again; within
+/// [`BROKER_CALL_TIMEOUT`], so a remote coordinator hears the answer.
+const MARKER_REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Is `error` (a marker's answer) worth sending again after routing the partition anew?
 fn marker_retriable(error: ResponseError) -> bool {
     matches!(
@@ -716,6 +721,11 @@ pub async fn write_local_marker(
             if marker.coordinator_epoch < p.log.marker_coordinator_epoch(marker.producer_id) {
                 return Err(ResponseError::TransactionCoordinatorFenced);
             }
+            // Kafka appends markers with acks=-1: below min.insync.replicas none is written,
+            // and one is answered only once the high watermark passed it (a marker only the
+            // old leader held would be lost with it, and the transaction on this partition
+            // with it: committed records read as aborted).
+            owner.enough_replicas(&p)?;
             let result = p
                 .log
                 .append_marker(
@@ -728,10 +738,21 @@ pub async fn write_local_marker(
                 .await;
             p.hw_changed.notify_all();
             match result {
-                Ok(_) => {
+                Ok(info) => {
                     p.log
                         .note_marker_coordinator_epoch(marker.producer_id, marker.coordinator_epoch);
-                    Ok(())
+                    let replicated = owner.await_replicated(&p, info.last_offset);
+                    crate::rt::timeout(MARKER_REPLICATION_TIMEOUT, replicated)
+                        .await
+                        .unwrap_or(Err(ResponseError::RequestTimedOut))
+                        .map_err(|e| match e {
+                            // Written, not yet on enough replicas: sent again (a duplicate
+                            // marker of the same epoch changes nothing).
+                            ResponseError::NotEnoughReplicasAfterAppend => {
+                                ResponseError::NotEnoughReplicas
+                            }
+                            e => e,
+                        })
                 }
                 // A newer epoch already wrote its marker here: this one is moot.
                 Err(StorageError::InvalidProducerEpoch(_)) => Ok(()),

@@ -261,6 +261,15 @@ fn a_truncated_follower_still_knows_the_batches_above_its_high_watermark() {
                 .await
                 .expect("idempotent");
         }
+        // An aborted transaction at 4..=5, then another producer's batch at 6.
+        leader
+            .append(producer_batch(11, 0, 0, 1, true, Some("k")), 1)
+            .await
+            .expect("transactional");
+        leader
+            .append_marker(11, 0, false, 0, 1)
+            .await
+            .expect("abort marker");
         leader
             .append(producer_batch(9, 0, 0, 1, false, Some("k")), 1)
             .await
@@ -271,10 +280,15 @@ fn a_truncated_follower_still_knows_the_batches_above_its_high_watermark() {
             .append_replicated(concat(&sent), 2)
             .await
             .expect("replicate");
-        // Its leader said the high watermark is 1; the batch at 4 turns out divergent.
+        // Its leader said the high watermark is 1; the batch at 6 turns out divergent.
         follower.set_high_watermark(1);
-        follower.truncate_to(4).await.expect("truncate");
-        assert_eq!(follower.log_end_offset(), 4);
+        follower.truncate_to(6).await.expect("truncate");
+        assert_eq!(follower.log_end_offset(), 6);
+        assert_eq!(
+            follower.aborted_transactions(0, 6).await.expect("index"),
+            vec![(11, 4)],
+            "the aborted transaction above the high watermark is still known"
+        );
         // Now the leader: the producer retries its batch of sequence 1 (offset 1), which
         // it holds above that high watermark.
         let retry = follower
@@ -282,7 +296,7 @@ fn a_truncated_follower_still_knows_the_batches_above_its_high_watermark() {
             .await
             .expect("duplicate answered");
         assert_eq!(retry.base_offset, 1, "the original offset");
-        assert_eq!(follower.log_end_offset(), 4, "nothing appended twice");
+        assert_eq!(follower.log_end_offset(), 6, "nothing appended twice");
         follower.close().await.expect("close");
         leader.close().await.expect("close");
     });
