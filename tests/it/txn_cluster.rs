@@ -514,3 +514,78 @@ fn held_offsets_survive_a_group_coordinator_kill_9() {
         assert_eq!(read_committed(&cluster), sorted(&[&sent]));
     })
 }
+
+/// Transaction markers are written with acks=-1 (Kafka's WriteTxnMarkers): with a follower of
+/// the transaction's partitions paused (so their in-sync replicas fall below
+/// `min.insync.replicas` 2), the commit does not complete — before, each leader answered its
+/// marker once written locally, and a marker only a deposed leader held was lost with it (the
+/// fault suite's committed transaction read as aborted); once the follower is back, the
+/// commit completes and read_committed sees the records.
+#[test]
+fn a_commit_waits_until_its_markers_are_on_the_in_sync_replicas() {
+    within(TEST_LIMIT, || {
+        let options = ClusterOptions {
+            settings: "replica_lag_time_max_ms = 2000\n".into(),
+            ..ClusterOptions::default()
+        };
+        let cluster = TestCluster::start(3, options);
+        let topic = rdkafka::admin::NewTopic::new(
+            TOPIC,
+            PARTITIONS,
+            rdkafka::admin::TopicReplication::Fixed(2),
+        )
+        .set("min.insync.replicas", "2");
+        let admin_options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        common::create_topic_via_admin(&cluster.client_config(&[0]), &topic, &admin_options);
+        leaders(&cluster, TOPIC);
+        let txn = "txc-acks-all-markers";
+        let p = txn_producer(&cluster, txn);
+        let (_, coordinator) = cluster
+            .find_coordinator(0, 1, txn)
+            .expect("FindCoordinator");
+        // A node other than the coordinator, and the partitions it follows but does not lead.
+        let metadata = cluster.metadata(0).expect("metadata");
+        let partitions_of = |node: i32| -> Vec<i32> {
+            metadata
+                .topics
+                .iter()
+                .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.leader_id.0 != node && p.replica_nodes.iter().any(|r| r.0 == node))
+                .map(|p| p.partition_index)
+                .collect()
+        };
+        let (victim, followed) = (0..3)
+            .filter(|n| *n != coordinator)
+            .map(|n| (n, partitions_of(n)))
+            .find(|(_, f)| !f.is_empty())
+            .expect("a node following some partition");
+        p.begin_transaction().unwrap();
+        let mut sent = Vec::new();
+        for &partition in &followed {
+            let value = format!("acks-all-{partition}");
+            let record = BaseRecord::<str, str>::to(TOPIC)
+                .partition(partition)
+                .payload(&value);
+            p.send(record).map_err(|(e, _)| e).expect("enqueue");
+            sent.push(value);
+        }
+        p.flush(TXN_OP_TIMEOUT).expect("flush");
+        cluster.pause(victim as usize);
+        let committed = std::thread::scope(|scope| {
+            let commit = scope.spawn(|| p.commit_transaction(TXN_OP_TIMEOUT));
+            std::thread::sleep(Duration::from_secs(6));
+            let waited = !commit.is_finished();
+            cluster.resume(victim as usize);
+            (waited, commit.join().expect("commit thread"))
+        });
+        assert!(
+            committed.0,
+            "the commit completed while node {victim} (a follower of {followed:?}) was paused"
+        );
+        committed.1.expect("commit once the follower is back");
+        sent.sort();
+        assert_eq!(read_committed(&cluster), sent);
+    })
+}
