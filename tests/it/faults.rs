@@ -948,21 +948,38 @@ impl Nemesis {
             .into_iter()
             .filter(|&n| n != old)
             .collect();
+        // Deposed: another node leads it; or no eligible leader is left (its ISR is the old
+        // leader alone, as after an earlier fault it had not rejoined from): offline until
+        // that node is back, Kafka's answer with unclean election off.
         let moved = self.cluster.wait_until(
             RECOVERY_WITHIN,
             &format!("partition {p} led by another node than {old}"),
             || {
-                let view = led_view(&self.cluster, &others)?;
-                match view[&p].leader as usize {
-                    leader if leader != old => Ok(leader),
-                    _ => Err(format!("still {old}")),
+                let mut last = String::from("no node to ask");
+                for &n in &others {
+                    match topic_view(&self.cluster, n).map(|view| view.get(&p).cloned()) {
+                        Ok(Some(v)) if v.leader >= 0 && v.leader as usize != old => {
+                            return Ok(Some(v.leader as usize))
+                        }
+                        Ok(Some(v)) if v.leader < 0 && v.isr == [old as i32] => return Ok(None),
+                        Ok(v) => last = format!("node {n}: {v:?}"),
+                        Err(e) => last = e,
+                    }
                 }
+                Err(last)
             },
         );
-        self.log(format!(
-            "partition {p} now led by node {moved} ({:.1}s after the fault)",
-            started.elapsed().as_secs_f64()
-        ));
+        match moved {
+            Some(node) => self.log(format!(
+                "partition {p} now led by node {node} ({:.1}s after the fault)",
+                started.elapsed().as_secs_f64()
+            )),
+            None => self.log(format!(
+                "partition {p} has no eligible leader (its ISR is node {old} alone): offline \
+                 until it is back ({:.1}s after the fault)",
+                started.elapsed().as_secs_f64()
+            )),
+        }
         thread::sleep(self.settings.phase.saturating_sub(started.elapsed()));
     }
 
