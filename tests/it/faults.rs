@@ -138,7 +138,7 @@ impl Settings {
             calm: Duration::from_secs(1),
             rounds: 1,
             shuffled_steps_max: 3,
-            limit: Duration::from_secs(150),
+            limit: Duration::from_secs(300),
         }
     }
 

@@ -30,7 +30,7 @@ const TXN_INTERVAL: Duration = Duration::from_millis(30);
 /// last stable offset back for the final read.
 const TXN_TIMEOUT_MS: &str = "10000";
 /// How long the final read may take (it waits for open transactions to time out).
-const FINAL_READ_WITHIN: Duration = Duration::from_secs(45);
+const FINAL_READ_WITHIN: Duration = Duration::from_secs(30);
 
 /// What the transactional producer thread shares with the test.
 #[derive(Default)]
