@@ -231,6 +231,9 @@ pub enum ControllerRequest {
     FetchMetadata { version: u64 },
     /// The quorum as the called node sees it.
     DescribeQuorum,
+    /// A broker reserves a block of producer ids (Kafka's AllocateProducerIds); answered with
+    /// the block this call's own metadata record reserved.
+    AllocateProducerIds,
 }
 
 /// The active controller's answer to a [`ControllerRequest`].
@@ -261,6 +264,13 @@ pub enum ControllerResponse {
     Failed {
         message: String,
     },
+    /// The producer ids `start..end`, reserved durably for the caller alone.
+    ProducerIds {
+        start: i64,
+        end: i64,
+    },
+    /// A forwarded call's metadata error (e.g. producer ids exhausted).
+    Refused(ForwardedError),
 }
 
 /// The active controller as this process last heard of it (-1: none known), for answers

@@ -46,6 +46,7 @@ use crate::cluster::{
 use crate::coordinator::metadata::ListenerEndpoint;
 use crate::coordinator::metadata::{
     ClusterMetadata, Election, MetadataCommand, MetadataError, MetadataRecord,
+    PRODUCER_ID_BLOCK_SIZE,
 };
 use crate::rt::Task;
 use crate::shard::{Notify, Shard};
@@ -446,6 +447,65 @@ impl Shard {
         }
     }
 
+    /// Reserves a block of producer ids durably and returns it, `start..end`: on the active
+    /// controller by a metadata record decided under the metadata lock, elsewhere by asking
+    /// the active controller (Kafka's AllocateProducerIds). The block is the one this call's
+    /// own record reserved, never inferred from the local metadata afterwards: that may lag
+    /// (a broker that cannot write its log) or already hold another broker's newer block.
+    pub(super) async fn reserve_producer_ids(self: &Rc<Self>) -> Result<(i64, i64), MetadataError> {
+        let Ok(permit) = self.metadata_lock.acquire_permit(1).await else {
+            return Err(super::storage_unavailable());
+        };
+        let leading = match self.controller() {
+            Some(c) if !c.is_active() => None,
+            _ => self.leader_metadata().await,
+        };
+        let Some(base) = leading else {
+            drop(permit);
+            return self.forward_producer_id_reservation().await;
+        };
+        let record = base.record_for(&MetadataCommand::AllocateProducerIdBlock)?;
+        let MetadataRecord::ProducerIdBlockAllocated { next: end } = record else {
+            unreachable!("AllocateProducerIdBlock makes a ProducerIdBlockAllocated record");
+        };
+        let start = end - PRODUCER_ID_BLOCK_SIZE;
+        assert!(
+            start >= base.producer_id_block_next,
+            "a new block starts at or after every block reserved before"
+        );
+        self.propose_change(vec![record]).await?;
+        Ok((start, end))
+    }
+
+    /// Asks the active controller for a block of producer ids (this node does not lead).
+    async fn forward_producer_id_reservation(&self) -> Result<(i64, i64), MetadataError> {
+        let controller = self.controller().ok_or_else(not_controller)?;
+        let transport = controller.transport.clone().ok_or_else(not_controller)?;
+        match transport
+            .call_controller(
+                ControllerRequest::AllocateProducerIds,
+                controller.leader(),
+                FORWARD_TIMEOUT,
+            )
+            .await
+        {
+            Ok(ControllerResponse::ProducerIds { start, end })
+                if 0 <= start && start < end && end - start <= PRODUCER_ID_BLOCK_SIZE =>
+            {
+                Ok((start, end))
+            }
+            Ok(ControllerResponse::Refused(e)) => Err(from_forwarded(e)),
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "producer id reservation: unexpected answer");
+                Err(not_controller())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "asking the controller for producer ids failed");
+                Err(not_controller())
+            }
+        }
+    }
+
     /// Forwards changes to the active controller (this node does not lead).
     pub(super) async fn forward_change(
         &self,
@@ -538,6 +598,15 @@ impl Shard {
                 }
             }
             ControllerRequest::DescribeQuorum => ControllerResponse::Quorum(controller.status()),
+            ControllerRequest::AllocateProducerIds => {
+                if !controller.is_active() {
+                    return not_leader();
+                }
+                match self.reserve_producer_ids().await {
+                    Ok((start, end)) => ControllerResponse::ProducerIds { start, end },
+                    Err(e) => ControllerResponse::Refused(to_forwarded(&e)),
+                }
+            }
         }
     }
 

@@ -46,9 +46,7 @@ use std::time::Duration;
 use crate::rt::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::coordinator::metadata::{
-    ClusterMetadata, MetadataCommand, MetadataError, PRODUCER_ID_BLOCK_SIZE,
-};
+use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand, MetadataError};
 use crate::coordinator::{broker_config, topic_config};
 use crate::storage::{AppendInfo, LogConfig, PartitionLog, StorageError, TailCache};
 
@@ -856,22 +854,14 @@ impl Shard {
             self.producer_ids.set((next + 1, end));
             return Ok(next);
         }
-        let reserved = self
-            .change_metadata(vec![MetadataCommand::AllocateProducerIdBlock], false)
-            .await;
-        reserved
-            .into_iter()
-            .next()
-            .unwrap_or(Err(storage_unavailable()))?;
-        // Another allocation may have raced ahead while this one waited: take from the block
-        // that is current now, which ends at the persisted mark.
-        let end = self.metadata().producer_id_block_next;
+        let (start, end) = self.reserve_producer_ids().await?;
+        // Another allocation on this shard may have reserved a block while this one waited:
+        // keep whichever block has ids left, the newer one when both have.
         let (next, old_end) = self.producer_ids.get();
-        let start = if old_end == end {
-            next
-        } else {
-            end - PRODUCER_ID_BLOCK_SIZE
-        };
+        if next < old_end && old_end > end {
+            self.producer_ids.set((next + 1, old_end));
+            return Ok(next);
+        }
         assert!(start < end);
         self.producer_ids.set((start + 1, end));
         Ok(start)
