@@ -176,6 +176,33 @@ pub fn run_on_new_executor<T>(
     Ok(ex.run(future))
 }
 
+/// Runs the future `make` builds on a new executor (as [`run_on_new_executor`]) on a scoped
+/// thread named `freshet-{name}`, and waits for it: for the loads that run before the shards
+/// start, or while a node is stopped, off the caller's thread (which may already have an
+/// executor).
+pub fn run_on_own_thread<T, F>(
+    name: &str,
+    io_memory_bytes: usize,
+    ring_depth: usize,
+    make: impl FnOnce() -> F + Send,
+) -> std::io::Result<T>
+where
+    T: Send,
+    F: Future<Output = std::io::Result<T>>,
+{
+    let run = || {
+        run_on_new_executor(io_memory_bytes, ring_depth, make())
+            .map_err(|e| std::io::Error::other(format!("{name} executor: {e}")))?
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("freshet-{name}"))
+            .spawn_scoped(scope, run)?
+            .join()
+            .map_err(|_| std::io::Error::other(format!("the {name} thread panicked")))?
+    })
+}
+
 /// Locked memory glommio needs for `shards` executors: three rings each, each with its
 /// io_memory and ring entries (an estimate matching GLOMMIO.md's measurements).
 pub fn memlock_needed(io_memory_bytes: usize, ring_depth: usize, shards: usize) -> u64 {

@@ -30,8 +30,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub use glommio_backend::{
-    is_out_of_descriptors, memlock_needed, run_on_new_executor, start_pool, Pool, PoolSettings,
-    PoolStartError,
+    is_out_of_descriptors, memlock_needed, run_on_new_executor, run_on_own_thread, start_pool,
+    Pool, PoolSettings, PoolStartError,
 };
 pub use join::{first_of, join_all};
 pub use notify::Notify;

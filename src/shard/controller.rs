@@ -939,41 +939,23 @@ pub fn load_at_startup(
         }
         None
     };
-    let run = || {
-        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, async {
-            let storage = |e: crate::storage::StorageError| {
-                std::io::Error::other(format!("metadata quorum log: {e}"))
-            };
-            crate::storage::prime_disk(data_dir)
-                .await
-                .map_err(storage)?;
-            let cache = crate::storage::TailCache::new(STARTUP_TAIL_CACHE_BYTES);
-            let log = RaftLog::open(&journal, cache, &voters, move || {
-                seed.unwrap_or_default()
-            })
+    on_journal_thread(data_dir, "quorum-load", |cache| async move {
+        let log = RaftLog::open(&journal, cache, &voters, move || seed.unwrap_or_default())
             .await
-            .map_err(storage)?;
-            let (_, metadata) = log.applied_at_open();
-            let mut in_log: Vec<i32> = log.voters().into_iter().map(node_id_of).collect();
-            log.close().await.map_err(storage)?;
-            let mut configured = voters.clone();
-            in_log.sort_unstable();
-            configured.sort_unstable();
-            if in_log != configured {
-                return Err(std::io::Error::other(format!(
-                    "the metadata quorum's log has voters {in_log:?} but this node is configured                      with {configured:?}: changing the voters is not supported yet"
-                )));
-            }
-            Ok::<_, std::io::Error>(metadata)
-        })
-        .map_err(|e| std::io::Error::other(format!("metadata load executor: {e}")))?
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("freshet-quorum-load".into())
-            .spawn_scoped(scope, run)?
-            .join()
-            .map_err(|_| std::io::Error::other("the quorum log load thread panicked"))?
+            .map_err(journal_error)?;
+        let (_, metadata) = log.applied_at_open();
+        let mut in_log: Vec<i32> = log.voters().into_iter().map(node_id_of).collect();
+        log.close().await.map_err(journal_error)?;
+        let mut configured = voters.clone();
+        in_log.sort_unstable();
+        configured.sort_unstable();
+        if in_log != configured {
+            return Err(std::io::Error::other(format!(
+                "the metadata quorum's log has voters {in_log:?} but this node is configured \
+                 with {configured:?}: changing the voters is not supported yet"
+            )));
+        }
+        Ok(metadata)
     })
 }
 
@@ -987,28 +969,35 @@ pub fn read_stored_metadata(
     if !journal.exists() {
         return Ok(None);
     }
-    let run = || {
-        crate::rt::run_on_new_executor(STARTUP_IO_MEMORY_BYTES, 64, async {
-            let storage = |e: crate::storage::StorageError| {
-                std::io::Error::other(format!("metadata quorum log: {e}"))
-            };
-            crate::storage::prime_disk(data_dir)
-                .await
-                .map_err(storage)?;
-            let cache = crate::storage::TailCache::new(STARTUP_TAIL_CACHE_BYTES);
-            RaftLog::read_applied(&journal, cache)
-                .await
-                .map_err(storage)
-        })
-        .map_err(|e| std::io::Error::other(format!("metadata read executor: {e}")))?
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("freshet-metadata-read".into())
-            .spawn_scoped(scope, run)?
-            .join()
-            .map_err(|_| std::io::Error::other("the metadata read thread panicked"))?
+    on_journal_thread(data_dir, "metadata-read", |cache| async move {
+        RaftLog::read_applied(&journal, cache)
+            .await
+            .map_err(journal_error)
     })
+}
+
+/// Runs `body` with a fresh tail cache on a short-lived executor of its own, on a thread
+/// named `freshet-{name}`, once `data_dir`'s disk is primed: how the quorum's journal is read
+/// before the shards start or while the node is stopped.
+fn on_journal_thread<T, F>(
+    data_dir: &std::path::Path,
+    name: &str,
+    body: impl FnOnce(std::rc::Rc<crate::storage::TailCache>) -> F + Send,
+) -> std::io::Result<T>
+where
+    T: Send,
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    crate::rt::run_on_own_thread(name, STARTUP_IO_MEMORY_BYTES, 64, || async {
+        crate::storage::prime_disk(data_dir)
+            .await
+            .map_err(journal_error)?;
+        body(crate::storage::TailCache::new(STARTUP_TAIL_CACHE_BYTES)).await
+    })
+}
+
+fn journal_error(e: crate::storage::StorageError) -> std::io::Error {
+    std::io::Error::other(format!("metadata quorum log: {e}"))
 }
 
 /// Whether an internal log's directory may hold records: a segment file that is not empty

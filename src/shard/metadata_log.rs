@@ -201,20 +201,8 @@ pub fn load_at_startup(
     data_dir: &Path,
     fresh: impl FnOnce() -> ClusterMetadata + Send,
 ) -> std::io::Result<ClusterMetadata> {
-    let run = || {
-        crate::rt::run_on_new_executor(
-            STARTUP_IO_MEMORY_BYTES,
-            64,
-            load_or_migrate(data_dir, fresh),
-        )
-        .map_err(|e| std::io::Error::other(format!("metadata load executor: {e}")))?
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("freshet-metadata-load".into())
-            .spawn_scoped(scope, run)?
-            .join()
-            .map_err(|_| std::io::Error::other("the metadata load thread panicked"))?
+    crate::rt::run_on_own_thread("metadata-load", STARTUP_IO_MEMORY_BYTES, 64, || {
+        load_or_migrate(data_dir, fresh)
     })
 }
 
