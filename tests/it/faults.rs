@@ -1,11 +1,11 @@
 //! A Jepsen-style fault suite for replicated partitions (issue 14): real clients against 3
-//! real `freshet` processes, a nemesis injecting faults while they work, and a checker over
-//! what the clients saw.
+//! (`FRESHET_FAULTS_NODES=5`: 5) real `freshet` processes, a nemesis injecting faults while
+//! they work, and a checker over what the clients saw.
 //!
 //! - Workload ([`Workload`]): [`PRODUCERS`] idempotent rdkafka producers (acks=all,
 //!   enable.idempotence) send unique values (`p<producer>-<seq>`) round-robin over the
-//!   [`PARTITIONS`] partitions of a topic with replication factor 3 and `min.insync.replicas`
-//!   2, logging (value -> partition, offset) for every acknowledged record; two consumers in
+//!   [`PARTITIONS`] partitions of a topic replicated on every node (replication factor 3 or
+//!   5) with `min.insync.replicas` a majority (2 or 3), logging (value -> partition, offset) for every acknowledged record; two consumers in
 //!   a group read during the run and commit; an observer reads the group's committed offsets
 //!   back (OffsetFetch) in one sequence. Segments are small ([`SEGMENT_BYTES`]) so that they
 //!   roll during the faults. A transactional producer ([`txns`]) commits and aborts
@@ -280,6 +280,15 @@ impl Rng {
     }
 }
 
+/// Nodes of the cluster: `FRESHET_FAULTS_NODES` (3 or 5), else 3.
+fn node_count() -> usize {
+    match std::env::var("FRESHET_FAULTS_NODES").ok().as_deref() {
+        None | Some("") | Some("3") => 3,
+        Some("5") => 5,
+        Some(other) => panic!("FRESHET_FAULTS_NODES={other}: 3 or 5"),
+    }
+}
+
 /// The seed: `FRESHET_FAULTS_SEED`, else the clock.
 fn seed() -> u64 {
     std::env::var("FRESHET_FAULTS_SEED")
@@ -297,8 +306,8 @@ fn seed() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Cluster probes
 
-/// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, replication factor
-/// 3, `min.insync.replicas` 2, [`SEGMENT_BYTES`]), retried until accepted.
+/// CreateTopics of [`TOPIC`] through `node` ([`PARTITIONS`] partitions, a replica on every
+/// node, `min.insync.replicas` a majority, [`SEGMENT_BYTES`]), retried until accepted.
 fn create_topic(cluster: &TestCluster, node: usize) {
     create_topic_named(cluster, node, TOPIC);
     create_topic_named(cluster, node, txns::TXN_TOPIC);
@@ -306,6 +315,7 @@ fn create_topic(cluster: &TestCluster, node: usize) {
 
 /// Creates topic `name` as [`create_topic`] describes.
 fn create_topic_named(cluster: &TestCluster, node: usize, name: &'static str) {
+    let min_isr = if cluster.len() >= 5 { "3" } else { "2" };
     cluster.wait_until(RECOVERY_WITHIN, "the topic created", || {
         let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
         conn.set_read_timeout(Duration::from_secs(20));
@@ -314,10 +324,10 @@ fn create_topic_named(cluster: &TestCluster, node: usize, name: &'static str) {
             .with_topics(vec![CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(name)))
                 .with_num_partitions(PARTITIONS)
-                .with_replication_factor(3)
+                .with_replication_factor(cluster.len() as i16)
                 .with_configs(
                     [
-                        ("min.insync.replicas", "2"),
+                        ("min.insync.replicas", min_isr),
                         ("segment.bytes", SEGMENT_BYTES),
                     ]
                     .into_iter()
@@ -1264,7 +1274,7 @@ fn start_cluster(
             }
         }
     }
-    let cluster = match TestCluster::try_start(3, options.clone()) {
+    let cluster = match TestCluster::try_start(node_count(), options.clone()) {
         Ok(c) => c,
         Err(e) => {
             common::skip(
@@ -1277,7 +1287,7 @@ fn start_cluster(
                 return None;
             }
             // The other faults still run, on 127.0.0.1.
-            TestCluster::start(3, options)
+            TestCluster::start(node_count(), options)
         }
     };
     Some((cluster, disk))
