@@ -93,11 +93,18 @@ pub fn assign_role(
 /// the maximal ISR)`, the durable end when it is alone in its ISR. It never moves back while
 /// this broker leads (an ISR that grows keeps what readers saw), except for a partition just
 /// opened (`fresh`): it starts from what its ISR has or from the high watermark its recovery
-/// checkpoint recorded, whichever is higher. Returns whether the high watermark readers see
-/// changed (nothing for a follower).
+/// checkpoint recorded, whichever is higher. A follower's moves with its leader's answers
+/// (`follower::append_and_advance`); one just opened starts from its checkpointed high
+/// watermark (Kafka's `replication-offset-checkpoint`), not from its durable end, which may
+/// hold a suffix that was never committed (a consumer fetching from this follower must not see
+/// it before the leader's first answer truncates it). Returns whether the high watermark
+/// readers see changed.
 pub fn refresh_high_watermark(role: &Role, log: &PartitionLog, fresh: bool) -> bool {
     let hw = match role {
         Role::Leader(s) => s.high_watermark(log.durable_end()),
+        Role::Follower { .. } if fresh => {
+            return log.set_high_watermark(log.checkpointed_high_watermark());
+        }
         Role::Follower { .. } => return false,
     };
     match hw {
