@@ -67,7 +67,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
 use super::{authz, decode, fetch_session, first_of, join_all, Outcome};
-use crate::error::{leader_epoch_code, shard_gone_code, storage_code};
+use crate::error::{shard_gone_code, storage_code};
 use crate::protocol::fetch::{
     encode_fetch_response, AbortedTransaction, FetchPartition, FetchResponseParts, FetchTopic,
     NodeEndpoint,
@@ -790,31 +790,24 @@ async fn read_partition(
 /// the partition without a read (an epoch error; OFFSET_OUT_OF_RANGE when that epoch's end is
 /// unknown here or the offset is below the log start; else the diverging epoch, no records).
 fn check_epochs(log: &crate::storage::PartitionLog, want: &Want) -> Option<Got> {
-    if let Some(error) = leader_epoch_code(want.current_leader_epoch, log.leader_epoch()) {
-        return Some(Got::error(error));
-    }
-    if want.last_fetched_epoch < 0 {
-        return None;
-    }
-    let Some((epoch, end_offset)) = log.end_offset_for_epoch(want.last_fetched_epoch) else {
-        return Some(Got::offsets_only(
+    use crate::replica::partition::{fetch_epoch_check, FetchCheck};
+    match fetch_epoch_check(
+        log,
+        want.current_leader_epoch,
+        want.last_fetched_epoch,
+        want.offset,
+    ) {
+        FetchCheck::Read => None,
+        FetchCheck::EpochError(error) => Some(Got::error(error)),
+        FetchCheck::OutOfRange => Some(Got::offsets_only(
             log,
             Some(ResponseError::OffsetOutOfRange),
-        ));
-    };
-    if want.offset < log.log_start_offset() {
-        return Some(Got::offsets_only(
-            log,
-            Some(ResponseError::OffsetOutOfRange),
-        ));
-    }
-    if epoch < want.last_fetched_epoch || end_offset < want.offset {
-        return Some(Got {
+        )),
+        FetchCheck::Diverging(epoch, end_offset) => Some(Got {
             diverging_epoch: Some((epoch, end_offset)),
             ..Got::offsets_only(log, None)
-        });
+        }),
     }
-    None
 }
 
 /// The transactions aborted in `want`'s partition between its offset and `end`.

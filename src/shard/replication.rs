@@ -63,7 +63,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::{now_ms, routing, Notify, Partition, Shard, COORDINATOR_SHARD};
 use crate::coordinator::metadata::{ClusterMetadata, MetadataCommand};
 use crate::replica::client::{whole_batches, LeaderConnection};
-use crate::replica::leader::LeaderState;
+use crate::replica::follower::{self, OutOfRange};
+use crate::replica::partition as rules;
+pub use crate::replica::Role;
 
 /// How long a leader waits before it proposes an ISR change again after one was refused.
 pub const ISR_RETRY_MS: i64 = 1_000;
@@ -73,36 +75,20 @@ const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// on the connection (a paused or partitioned leader).
 const FETCH_SLACK_MS: u64 = 5_000;
 
-/// A hosted partition's part in replication; see the module docs.
-#[derive(Debug, Clone)]
-pub enum Role {
-    Leader(LeaderState),
-    Follower { leader: i32, leader_epoch: i32 },
-}
-
 impl Partition {
     /// Whether this broker leads the partition (client requests may use it).
     pub fn is_leader(&self) -> bool {
-        matches!(*self.role.borrow(), Role::Leader(_))
+        self.role.borrow().is_leader()
     }
 
     /// The leader this broker follows the partition from, with its epoch.
     pub fn following(&self) -> Option<(i32, i32)> {
-        match *self.role.borrow() {
-            Role::Follower {
-                leader,
-                leader_epoch,
-            } => Some((leader, leader_epoch)),
-            Role::Leader(_) => None,
-        }
+        self.role.borrow().following()
     }
 
     /// The ISR size as this leader knows it (0 when not leading).
     pub fn isr_len(&self) -> usize {
-        match &*self.role.borrow() {
-            Role::Leader(s) => s.isr.len(),
-            Role::Follower { .. } => 0,
-        }
+        self.role.borrow().isr_len()
     }
 
     /// A leader's high watermark from its followers' offsets (see the module docs); wakes
@@ -116,19 +102,7 @@ impl Partition {
     }
 
     fn refresh_high_watermark_from(&self, fresh: bool) {
-        let hw = match &*self.role.borrow() {
-            Role::Leader(s) => s.high_watermark(self.log.durable_end()),
-            Role::Follower { .. } => return,
-        };
-        let changed = match hw {
-            None => self.log.follow_durable_end(),
-            Some(hw) if fresh => self
-                .log
-                .set_high_watermark(hw.max(self.log.checkpointed_high_watermark())),
-            Some(hw) => self
-                .log
-                .set_high_watermark(hw.max(self.log.high_watermark())),
-        };
+        let changed = rules::refresh_high_watermark(&self.role.borrow(), &self.log, fresh);
         if changed {
             self.hw_changed.notify_all();
         }
@@ -174,27 +148,13 @@ impl Shard {
             let followed_before = partition.following();
             // The role every partition gets when opened, before its first metadata.
             let fresh = followed_before == Some((-1, -1));
-            {
+            let followed = {
                 let mut role = partition.role.borrow_mut();
-                if a.leader == node {
-                    match &mut *role {
-                        Role::Leader(s) if s.leader_epoch == a.leader_epoch => s.update(&a, now),
-                        _ => {
-                            // Kafka's `makeLeader`: the epoch starts at the log end.
-                            partition.log.start_leader_epoch(a.leader_epoch);
-                            *role = Role::Leader(LeaderState::new(node, &a, now));
-                        }
-                    }
-                } else {
-                    // A follower's epochs come with its leader's batches.
-                    partition.log.set_leader_epoch(a.leader_epoch);
-                    *role = Role::Follower {
-                        leader: a.leader,
-                        leader_epoch: a.leader_epoch,
-                    };
-                    if a.leader >= 0 && !leaders.contains(&a.leader) {
-                        leaders.push(a.leader);
-                    }
+                rules::assign_role(&mut role, &partition.log, node, &a, now)
+            };
+            if let Some(leader) = followed {
+                if !leaders.contains(&leader) {
+                    leaders.push(leader);
                 }
             }
             followed_changed |= partition.following() != followed_before;
@@ -230,15 +190,13 @@ impl Shard {
     /// An offset past the durable end (a follower with a divergent suffix, answered
     /// OFFSET_OUT_OF_RANGE) is not recorded: it is not data this leader has.
     pub fn record_follower_fetch(&self, partition: &Partition, replica: i32, offset: i64) {
-        if offset > partition.log.durable_end() || offset < 0 {
-            return;
-        }
-        let recorded = match &mut *partition.role.borrow_mut() {
-            Role::Leader(s) => {
-                s.record_fetch(replica, offset, partition.log.durable_end(), now_ms())
-            }
-            Role::Follower { .. } => false,
-        };
+        let recorded = rules::record_follower_fetch(
+            &mut partition.role.borrow_mut(),
+            &partition.log,
+            replica,
+            offset,
+            now_ms(),
+        );
         if recorded {
             partition.refresh_high_watermark();
         }
@@ -249,35 +207,17 @@ impl Shard {
     /// epoch this leader knows), one in flight per partition; a refused one is not proposed
     /// again for [`ISR_RETRY_MS`]. The new ISR takes effect when the metadata is installed.
     pub fn maybe_change_isr(self: &Rc<Self>, partition: &Rc<Partition>) {
-        let now = now_ms();
         let lag = i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
-        let hw = partition.log.high_watermark();
-        let command = {
-            let mut role = partition.role.borrow_mut();
-            let Role::Leader(s) = &mut *role else {
-                return;
-            };
-            // The start offset of this leader's epoch, so that a follower joins only once it
-            // has this epoch's first batch (Kafka's `isFollowerInSync` with
-            // `leaderEpochStartOffsetOpt`); an epoch the cache does not know (cannot happen
-            // once `start_leader_epoch` ran) asks for the log end.
-            let epoch_start = partition
-                .log
-                .epoch_start_offset(s.leader_epoch)
-                .unwrap_or_else(|| partition.log.log_end_offset());
-            let end = partition.log.durable_end();
-            let Some(new_isr) = s.isr_change(now, lag, hw, epoch_start, end) else {
-                return;
-            };
-            s.pending = Some(new_isr.clone());
-            MetadataCommand::AlterPartition {
-                topic: partition.topic.clone(),
-                partition: partition.index,
-                leader_id: self.config.node_id,
-                leader_epoch: s.leader_epoch,
-                partition_epoch: s.partition_epoch,
-                new_isr,
-            }
+        let command: Option<MetadataCommand> = rules::propose_isr_change(
+            &mut partition.role.borrow_mut(),
+            &partition.log,
+            (&partition.topic, partition.index),
+            self.config.node_id,
+            now_ms(),
+            lag,
+        );
+        let Some(command) = command else {
+            return;
         };
         tracing::info!(topic = %partition.topic, partition = partition.index, ?command, "proposing an ISR change");
         let shard = self.clone();
@@ -295,11 +235,14 @@ impl Shard {
                     message: e.to_string(),
                 }),
             };
-            if let Role::Leader(s) = &mut *partition.role.borrow_mut() {
-                // Accepted: the install already ended it (new partition epoch); refused: over.
-                s.pending = None;
-                if let Some(e) = &refused {
-                    s.retry_after_ms = now_ms() + ISR_RETRY_MS;
+            // Accepted: the install already ended it (new partition epoch); refused: over.
+            rules::isr_change_answered(
+                &mut partition.role.borrow_mut(),
+                refused.is_some(),
+                now_ms() + ISR_RETRY_MS,
+            );
+            if let Some(e) = &refused {
+                if partition.is_leader() {
                     tracing::info!(topic = %partition.topic, partition = partition.index, code = ?e.code, message = %e.message, "ISR change refused");
                 }
             }
@@ -353,14 +296,17 @@ impl Shard {
     ) -> Result<(), ResponseError> {
         loop {
             let wait = partition.hw_changed.wait();
-            if !partition.is_leader() || self.stopping.get() {
+            if self.stopping.get() {
                 return Err(crate::error::not_leader_code());
             }
-            if partition.log.high_watermark() > last_offset {
-                if (partition.isr_len() as i32) < self.min_insync(partition) {
-                    return Err(ResponseError::NotEnoughReplicasAfterAppend);
-                }
-                return Ok(());
+            let outcome = rules::acks_all_outcome(
+                &partition.role.borrow(),
+                partition.log.high_watermark(),
+                last_offset,
+                self.min_insync(partition),
+            );
+            if let Some(outcome) = outcome {
+                return outcome;
             }
             futures_lite::future::or(wait, self.stop.wait()).await;
         }
@@ -516,10 +462,11 @@ impl Shard {
             let mut fp = FetchPartition::default();
             fp.partition = p.index;
             fp.current_leader_epoch = *epoch;
-            fp.fetch_offset = p.log.log_end_offset();
+            let position = follower::fetch_position(&p.log);
+            fp.fetch_offset = position.fetch_offset;
             // The leader answers a divergence from its log with `diverging_epoch`.
-            fp.last_fetched_epoch = p.log.latest_epoch().unwrap_or(-1);
-            fp.log_start_offset = p.log.log_start_offset();
+            fp.last_fetched_epoch = position.last_fetched_epoch;
+            fp.log_start_offset = position.log_start_offset;
             fp.partition_max_bytes =
                 i32::try_from(self.config.replica_fetch_max_bytes).unwrap_or(i32::MAX);
             match topics.last_mut() {
@@ -608,65 +555,43 @@ impl Shard {
     }
 }
 
-/// A follower's append of its leader's `records` (if any), then its high watermark
-/// `min(leader_hw, durable end)`, then its log start moved up to the leader's (a DeleteRecords
-/// or retention on the leader; Kafka's `maybeIncrementLogStartOffset`) when that is within
-/// its high watermark. False if the append failed.
+/// A follower's append of its leader's `records` (if any), its high watermark and log start
+/// after it (`replica::follower::append_and_advance`). False if the append failed.
 async fn append_and_advance(
     partition: Rc<Partition>,
     records: Bytes,
-    (leader_hw, leader_log_start): (i64, i64),
+    leader_offsets: (i64, i64),
 ) -> bool {
-    let mut ok = true;
-    if !records.is_empty() && partition.following().is_some() {
-        if let Err(e) = partition.log.append_replicated(records, now_ms()).await {
-            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "appending the leader's batches failed");
-            ok = false;
-        }
+    let p = partition.clone();
+    let following = move || p.following().is_some();
+    let advanced =
+        follower::append_and_advance(&partition.log, records, leader_offsets, now_ms(), following)
+            .await;
+    if let Some(e) = &advanced.append_error {
+        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "appending the leader's batches failed");
     }
-    if partition.following().is_some()
-        && leader_hw >= 0
-        && partition.log.set_high_watermark(leader_hw)
-    {
+    if advanced.hw_changed {
         partition.hw_changed.notify_all();
     }
-    let log = &partition.log;
-    if partition.following().is_some()
-        && leader_log_start > log.log_start_offset()
-        && leader_log_start <= log.high_watermark()
-    {
-        if let Err(e) = log.delete_records(leader_log_start).await {
-            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving the log start to the leader's failed");
-        }
+    if let Some(e) = &advanced.log_start_error {
+        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving the log start to the leader's failed");
     }
-    ok
+    advanced.append_error.is_none()
 }
 
 /// A follower whose log diverged from its leader's (the leader answered `diverging` = (epoch,
-/// end offset of that epoch there)) drops its divergent suffix, as Kafka's
-/// `AbstractFetcherThread.truncateOnFetchResponse`: to the smaller of the two ends of that epoch
-/// when it has the epoch too, else to its own end of the largest epoch below it (the next
-/// fetch goes on from there). Its high watermark never stays above its new end. False if the
-/// truncation failed.
+/// end offset of that epoch there)) drops its divergent suffix
+/// (`replica::follower::truncate_diverged`). False if the truncation failed.
 async fn truncate_diverged(partition: &Partition, leader: i32, diverging: (i32, i64)) -> bool {
     let log = &partition.log;
     if partition.following().is_none() {
         return true;
     }
     let (epoch, leader_end) = diverging;
-    let target = match log.end_offset_for_epoch(epoch) {
-        Some((own_epoch, own_end)) if own_epoch == epoch => own_end.min(leader_end),
-        Some((_, own_end)) => own_end,
-        None => log.high_watermark(),
-    };
-    let target = target.min(log.log_end_offset()).max(log.log_start_offset());
+    let target = follower::divergence_target(log, diverging);
     tracing::info!(topic = %partition.topic, partition = partition.index, leader, epoch, leader_end, target, log_end = log.log_end_offset(), "the follower's log diverged from its leader's: truncating");
-    match log.truncate_to(target).await {
-        Ok(_) => {
-            // The stored high watermark comes down to the new end with it.
-            log.set_high_watermark(log.high_watermark());
-            true
-        }
+    match follower::truncate_diverged(log, diverging).await {
+        Ok(_) => true,
         Err(e) => {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating a divergent suffix failed");
             false
@@ -674,61 +599,41 @@ async fn truncate_diverged(partition: &Partition, leader: i32, diverging: (i32, 
     }
 }
 
-/// A follower answered OFFSET_OUT_OF_RANGE by its leader (Kafka's
-/// `AbstractFetcherThread.handleOutOfRangeError` / `fetchOffsetAndTruncate`), with the
-/// leader's log start and high watermark from that answer:
-/// - its log ends below the leader's log start (a new replica of a partition whose start was
-///   deleted, or one that was away while retention ran): the log is dropped and starts again
-///   at the leader's log start (`PartitionLog::truncate_fully_and_start_at`);
-/// - its log ends past what the leader has (no epoch to tell where they diverged): it is
-///   truncated to the leader's high watermark (Kafka truncates to the leader's log end, which
-///   the answer does not carry; the high watermark is at most that, so the follower fetches
-///   again what it dropped, never less).
-///
-/// Returns true when the log was moved (the next fetch goes on at once); false otherwise (the
-/// fetcher backs off and asks again).
+/// A follower answered OFFSET_OUT_OF_RANGE by its leader, with the leader's log start and
+/// high watermark from that answer (`replica::follower::handle_out_of_range`: start again at
+/// the leader's log start, or truncate to its high watermark). Returns true when the log was
+/// moved (the next fetch goes on at once); false otherwise (the fetcher backs off and asks
+/// again).
 async fn handle_out_of_range(
     partition: &Partition,
     leader: i32,
-    (leader_log_start, leader_hw): (i64, i64),
+    leader_offsets: (i64, i64),
 ) -> bool {
     let log = &partition.log;
     if partition.following().is_none() {
         return true;
     }
     let log_end = log.log_end_offset();
-    if leader_log_start > log_end {
-        tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, "the follower's log ends below its leader's log start: starting it again there");
-        return match log
-            .truncate_fully_and_start_at(leader_log_start, now_ms())
-            .await
-        {
-            Ok(()) => {
-                partition.hw_changed.notify_all();
-                true
-            }
-            Err(e) => {
-                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating the follower's log fully failed");
-                false
-            }
-        };
+    let (leader_log_start, leader_hw) = leader_offsets;
+    match follower::handle_out_of_range(log, leader_offsets, now_ms()).await {
+        Ok(OutOfRange::StartedAt(_)) => {
+            tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, "the follower's log ended below its leader's log start: started it again there");
+            partition.hw_changed.notify_all();
+            true
+        }
+        Ok(OutOfRange::TruncatedTo(target)) => {
+            tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_hw, target, "the follower's log ended past its leader's: truncated");
+            true
+        }
+        Ok(OutOfRange::Unexplained) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, leader_hw, "the leader answered OFFSET_OUT_OF_RANGE for an offset within its range");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "moving the follower's log out of range failed");
+            false
+        }
     }
-    if leader_hw >= 0 && log_end > leader_hw {
-        let target = leader_hw.max(log.log_start_offset());
-        tracing::info!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_hw, target, "the follower's log ends past its leader's: truncating");
-        return match log.truncate_to(target).await {
-            Ok(_) => {
-                log.set_high_watermark(log.high_watermark());
-                true
-            }
-            Err(e) => {
-                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "truncating the follower's log failed");
-                false
-            }
-        };
-    }
-    tracing::warn!(topic = %partition.topic, partition = partition.index, leader, log_end, leader_log_start, leader_hw, "the leader answered OFFSET_OUT_OF_RANGE for an offset within its range");
-    false
 }
 
 /// How one Fetch round went.

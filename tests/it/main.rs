@@ -93,6 +93,7 @@ mod simulate;
 mod simulate_compact;
 mod simulate_internal;
 mod simulate_quorum;
+mod simulate_replication;
 mod slow_disk;
 mod stalls;
 mod storage_compact;
