@@ -14,6 +14,7 @@
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
 pub mod broker_client;
+pub mod inter_broker;
 pub mod liveness;
 pub mod node;
 pub mod raft_log;
