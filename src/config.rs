@@ -1049,7 +1049,10 @@ impl BrokerConfig {
                     "sasl_mechanism_inter_broker_protocol {mechanism} is not in sasl_enabled_mechanisms"
                 )));
             }
-            let (listener, lower) = (spec.name.to_ascii_lowercase(), mechanism.to_ascii_lowercase());
+            let (listener, lower) = (
+                spec.name.to_ascii_lowercase(),
+                mechanism.to_ascii_lowercase(),
+            );
             let key = format!("listener_name.{listener}.{lower}.sasl_jaas_config");
             let jaas = self
                 .listener_name

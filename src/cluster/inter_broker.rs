@@ -232,8 +232,8 @@ async fn authenticate(
     credentials: &ClientCredentials,
 ) -> Result<Option<Instant>, String> {
     let mut client = SaslClient::new(credentials.clone())?;
-    let handshake =
-        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(client.mechanism().into()));
+    let handshake = SaslHandshakeRequest::default()
+        .with_mechanism(StrBytes::from_string(client.mechanism().into()));
     let answer = call(stream, 1, 0, &handshake).await?;
     if answer.error_code != 0 {
         return Err(format!(
@@ -304,14 +304,20 @@ mod tests {
             ..BrokerConfig::default()
         };
         let s = InterBrokerSecurity::from_config(&base).expect("default");
-        assert_eq!((s.listener.as_str(), s.protocol), ("PLAINTEXT", SecurityProtocol::Plaintext));
+        assert_eq!(
+            (s.listener.as_str(), s.protocol),
+            ("PLAINTEXT", SecurityProtocol::Plaintext)
+        );
         let named = BrokerConfig {
             inter_broker_listener_name: "INTERNAL".into(),
             sasl_mechanism_inter_broker_protocol: "SCRAM-SHA-512".into(),
             ..base.clone()
         };
         let e = InterBrokerSecurity::from_config(&named).unwrap_err();
-        assert!(e.0.contains("listener_name.internal.scram-sha-512.sasl_jaas_config"), "{e}");
+        assert!(
+            e.0.contains("listener_name.internal.scram-sha-512.sasl_jaas_config"),
+            "{e}"
+        );
         let toml = r#"
             listeners = ["PLAINTEXT://127.0.0.1:9092", "INTERNAL://127.0.0.1:9093"]
             listener_security_protocol_map = ["INTERNAL:SASL_PLAINTEXT"]
@@ -323,20 +329,32 @@ mod tests {
         let s = InterBrokerSecurity::from_config(&parsed).expect("named");
         assert_eq!(s.listener, "INTERNAL");
         let sasl = s.sasl.expect("credentials");
-        assert_eq!((sasl.username.as_str(), sasl.password.as_str()), ("broker", "pw"));
-        assert!(!format!("{:?}", parsed.listener_name).contains("pw"), "password hidden");
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("broker", "pw")
+        );
+        assert!(
+            !format!("{:?}", parsed.listener_name).contains("pw"),
+            "password hidden"
+        );
 
         let both = BrokerConfig {
             security_inter_broker_protocol: "PLAINTEXT".into(),
             ..parsed.clone()
         };
-        assert!(InterBrokerSecurity::from_config(&both).unwrap_err().0.contains("Only one"));
+        assert!(InterBrokerSecurity::from_config(&both)
+            .unwrap_err()
+            .0
+            .contains("Only one"));
         let by_protocol = BrokerConfig {
             inter_broker_listener_name: String::new(),
             security_inter_broker_protocol: "SASL_PLAINTEXT".into(),
             ..parsed.clone()
         };
-        assert!(InterBrokerSecurity::from_config(&by_protocol).is_err(), "no such listener");
+        assert!(
+            InterBrokerSecurity::from_config(&by_protocol).is_err(),
+            "no such listener"
+        );
         let plain_mech = BrokerConfig {
             sasl_mechanism_inter_broker_protocol: "OAUTHBEARER".into(),
             ..parsed

@@ -53,7 +53,11 @@ pub struct LeaderConnection {
 impl LeaderConnection {
     /// Connects to the leader at `addr` (advertised as `host`) on the inter-broker listener,
     /// with its TLS and SASL (`cluster::inter_broker`), within `timeout`.
-    pub async fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub async fn connect(
+        addr: SocketAddr,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let security = inter_broker::current();
         let connected = inter_broker::connect(addr, host, timeout, &security)
             .await

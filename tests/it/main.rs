@@ -72,6 +72,7 @@ mod http_push;
 mod http_share;
 mod http_topic;
 mod http_websocket;
+mod inter_broker_auth;
 mod layering;
 mod log_output;
 mod newuser_cli;

@@ -65,7 +65,9 @@ enum State {
         nonce: String,
     },
     /// SCRAM: client-final sent; the server's signature it must answer.
-    ScramFinalSent { server_signature: Vec<u8> },
+    ScramFinalSent {
+        server_signature: Vec<u8>,
+    },
     Done,
     Failed,
 }
@@ -146,12 +148,8 @@ impl SaslClient {
                 client_first_bare,
                 nonce,
             } => {
-                let (token, server_signature) = self.scram_final(
-                    mechanism,
-                    &client_first_bare,
-                    &nonce,
-                    server_token,
-                )?;
+                let (token, server_signature) =
+                    self.scram_final(mechanism, &client_first_bare, &nonce, server_token)?;
                 (
                     ClientStep::Send(token),
                     State::ScramFinalSent { server_signature },
@@ -316,7 +314,9 @@ mod tests {
             (user == "broker,1").then(|| ScramCredential::new(m, stored, 4096))
         };
         let mut server = SaslServer::new(&[mechanism.clone()]);
-        server.handshake(&mechanism, 1).map_err(|e| format!("{e:?}"))?;
+        server
+            .handshake(&mechanism, 1)
+            .map_err(|e| format!("{e:?}"))?;
         let mut token = client.first();
         loop {
             match server.authenticate(&token, &lookup) {
