@@ -232,6 +232,11 @@ pub enum ControllerRequest {
     FetchMetadata { version: u64 },
     /// The quorum as the called node sees it.
     DescribeQuorum,
+    /// DeleteAcls forwarded to the active controller: each filter's matches are found and
+    /// removed there in one metadata change (`Shard::delete_acls_matching`).
+    DeleteAcls {
+        filters: Vec<crate::security::acl::AclBindingFilter>,
+    },
 }
 
 /// The active controller's answer to a [`ControllerRequest`].
@@ -261,6 +266,12 @@ pub enum ControllerResponse {
     /// The call failed (e.g. the metadata log could not be written).
     Failed {
         message: String,
+    },
+    /// The answer to [`ControllerRequest::DeleteAcls`]: per filter, the bindings it removed.
+    AclsDeleted {
+        results: Vec<Result<Vec<crate::security::acl::AclBinding>, ForwardedError>>,
+        /// The metadata version after the change (as [`ControllerResponse::Changed`]).
+        version: u64,
     },
 }
 

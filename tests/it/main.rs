@@ -37,6 +37,7 @@ mod common;
 mod storage_common;
 
 mod acl_authz;
+mod acl_gaps;
 mod admin_metrics;
 mod bad_input;
 mod bench;
