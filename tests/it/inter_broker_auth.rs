@@ -258,3 +258,111 @@ fn brokers_authenticate_to_each_other_on_a_sasl_only_cluster() {
         );
     });
 }
+
+/// Writes a CA (`ca.pem`) and one certificate for every broker (`broker.pem`, `broker.key`:
+/// CN=broker, 127.0.0.1, usable as server and client) into `dir`.
+fn broker_pki(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        SanType,
+    };
+    let mut params = CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "cluster CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(
+        std::net::Ipv4Addr::LOCALHOST,
+    )));
+    params.distinguished_name.push(DnType::CommonName, "broker");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("broker.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
+}
+
+/// The inter-broker listener is SSL with client certificates required (listed first, so a
+/// broker connecting as before, in plaintext to the first listener, could not replicate);
+/// clients use a second, plaintext listener. With the authorizer on and the brokers'
+/// certificate principal `User:CN=broker` the super user, an rf-2 topic with
+/// min.insync.replicas 2 takes acks=all produces: the follower fetched over TLS with its
+/// certificate.
+#[test]
+fn brokers_replicate_over_an_mtls_inter_broker_listener() {
+    within(Duration::from_secs(120), || {
+        let pki = tempfile::tempdir().unwrap();
+        broker_pki(pki.path());
+        let d = pki.path().display();
+        let settings = format!(
+            "authorizer = \"on\"\nsuper_users = \"User:CN=broker\"\n\
+             allow_everyone_if_no_acl_found = true\n\
+             inter_broker_listener_name = \"SSL\"\nssl_client_auth = \"required\"\n\
+             listener_security_protocol_map = [\"CLIENT:PLAINTEXT\"]\n\
+             ssl_certificate_file = \"{d}/broker.pem\"\nssl_key_file = \"{d}/broker.key\"\n\
+             ssl_ca_file = \"{d}/ca.pem\"\n"
+        );
+        let client_ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+        let node_settings = client_ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "listeners = [\"SSL://127.0.0.1:{{kafka_port}}\", \"CLIENT://127.0.0.1:{p}\"]\n"
+                )
+            })
+            .collect();
+        let cluster = TestCluster::start(
+            2,
+            ClusterOptions {
+                settings,
+                node_settings,
+                wait_for_cluster: false,
+                ..ClusterOptions::default()
+            },
+        );
+        let bootstrap = client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let plain = || {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", &bootstrap);
+            c
+        };
+        cluster.wait_until(Duration::from_secs(40), "2 brokers", || {
+            let consumer: BaseConsumer = plain().create().map_err(|e| e.to_string())?;
+            let m = consumer
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map_err(|e| e.to_string())?;
+            (m.brokers().len() == 2)
+                .then_some(())
+                .ok_or(format!("{} brokers", m.brokers().len()))
+        });
+        let rt = runtime();
+        let admin: AdminClient<DefaultClientContext> = plain().create().expect("admin");
+        let topic = NewTopic::new("tls-replicated", 1, TopicReplication::Fixed(2))
+            .set("min.insync.replicas", "2");
+        let created = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .expect("CreateTopics");
+        assert!(created[0].is_ok(), "{created:?}");
+        let producer: FutureProducer = plain()
+            .set("acks", "all")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer");
+        for i in 0..50 {
+            let value = format!("record-{i}");
+            let record = FutureRecord::to("tls-replicated").partition(0).key("k").payload(&value);
+            if let Err((e, _)) = rt.block_on(producer.send(record, Duration::from_secs(20))) {
+                cluster.fail(&format!("acks=all with the follower over mTLS: {value}: {e}"));
+            }
+        }
+    });
+}
