@@ -268,14 +268,18 @@ fn broker_pki(dir: &Path) {
     };
     let mut params = CertificateParams::new(Vec::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "cluster CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cluster CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca = params.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
-    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(
-        std::net::Ipv4Addr::LOCALHOST,
-    )));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
     params.distinguished_name.push(DnType::CommonName, "broker");
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -359,9 +363,14 @@ fn brokers_replicate_over_an_mtls_inter_broker_listener() {
             .expect("producer");
         for i in 0..50 {
             let value = format!("record-{i}");
-            let record = FutureRecord::to("tls-replicated").partition(0).key("k").payload(&value);
+            let record = FutureRecord::to("tls-replicated")
+                .partition(0)
+                .key("k")
+                .payload(&value);
             if let Err((e, _)) = rt.block_on(producer.send(record, Duration::from_secs(20))) {
-                cluster.fail(&format!("acks=all with the follower over mTLS: {value}: {e}"));
+                cluster.fail(&format!(
+                    "acks=all with the follower over mTLS: {value}: {e}"
+                ));
             }
         }
     });

@@ -313,7 +313,7 @@ mod tests {
         let lookup = |user: &str, m: ScramMechanism| {
             (user == "broker,1").then(|| ScramCredential::new(m, stored, 4096))
         };
-        let mut server = SaslServer::new(&[mechanism.clone()]);
+        let mut server = SaslServer::new(std::slice::from_ref(&mechanism));
         server
             .handshake(&mechanism, 1)
             .map_err(|e| format!("{e:?}"))?;
