@@ -8,6 +8,7 @@
 //! [`crate::coordinator::topic_config`]; the broker-wide defaults for them are here
 //! (`log_retention_ms` ...), named after Kafka's `log.*` broker settings.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
@@ -371,6 +372,40 @@ pub struct BrokerConfig {
     /// leader names an in-sync follower in the consumer's `client.rack` as its preferred read
     /// replica.
     pub replica_selector_class: String,
+    /// Kafka `inter.broker.listener.name`: the listener brokers connect to each other on
+    /// (replica fetches, transaction markers and verifications), authenticating as this
+    /// broker (SASL with its `listener_name` credentials, a client certificate on TLS).
+    /// Empty: the listener named by `security_inter_broker_protocol`, or, when that is empty
+    /// too, the first listener. Exclusive with `security_inter_broker_protocol`, as in Kafka.
+    pub inter_broker_listener_name: String,
+    /// Kafka `security.inter.broker.protocol`: the inter-broker listener is the one with this
+    /// name (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL). Empty: see
+    /// `inter_broker_listener_name`.
+    pub security_inter_broker_protocol: String,
+    /// Kafka `sasl.mechanism.inter.broker.protocol`: the mechanism a broker authenticates
+    /// with on a SASL inter-broker listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_mechanism_inter_broker_protocol: String,
+    /// Kafka `listener.name.<listener>.<mechanism>.sasl.jaas.config`, written as the TOML
+    /// dotted key `listener_name.<listener>.<mechanism>.sasl_jaas_config` (listener and
+    /// mechanism in lower case): the `username` and `password` a broker authenticates to
+    /// the other brokers with on that listener. Its principal must be in `super_users` (or
+    /// hold CLUSTER_ACTION on the cluster) when the authorizer is on.
+    pub listener_name: BTreeMap<String, BTreeMap<String, ListenerMechanismConfig>>,
+}
+
+/// Per-listener, per-mechanism settings (`listener_name.<listener>.<mechanism>.*`).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerMechanismConfig {
+    /// A JAAS line: `org.apache.kafka.common.security.scram.ScramLoginModule required
+    /// username="broker" password="...";`.
+    pub sasl_jaas_config: String,
+}
+
+impl std::fmt::Debug for ListenerMechanismConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListenerMechanismConfig { sasl_jaas_config: [hidden] }")
+    }
 }
 
 /// Kafka's rack-aware replica selector, the one `replica_selector_class` accepts.
@@ -509,6 +544,10 @@ impl Default for BrokerConfig {
                 TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
             transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
             replica_selector_class: String::new(),
+            inter_broker_listener_name: String::new(),
+            security_inter_broker_protocol: String::new(),
+            sasl_mechanism_inter_broker_protocol: "PLAIN".into(),
+            listener_name: BTreeMap::new(),
         }
     }
 }
@@ -866,6 +905,16 @@ impl SecurityProtocol {
     }
 }
 
+/// How a broker connects to the other brokers ([`BrokerConfig::inter_broker`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterBrokerSettings {
+    /// The listener's name: other brokers are called at their advertised address on it.
+    pub listener: String,
+    pub protocol: SecurityProtocol,
+    /// The mechanism and credentials on a SASL listener.
+    pub sasl: Option<crate::security::sasl::client::ClientCredentials>,
+}
+
 /// One Kafka listener: its name, security protocol and bind address (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
@@ -949,7 +998,96 @@ impl BrokerConfig {
         if specs.iter().any(|l| l.protocol.sasl()) {
             self.oauth_mode()?;
         }
+        self.inter_broker()?;
         Ok(())
+    }
+
+    /// How this broker connects to the other brokers (module `cluster::inter_broker`): the
+    /// listener (Kafka's `inter.broker.listener.name`, or the one named by
+    /// `security.inter.broker.protocol`, else the first), its security protocol, and on a
+    /// SASL listener the mechanism and credentials from `listener_name`.
+    pub fn inter_broker(&self) -> Result<InterBrokerSettings, ConfigError> {
+        let specs = self.listener_specs()?;
+        let by_name = self.inter_broker_listener_name.trim();
+        let by_protocol = self.security_inter_broker_protocol.trim();
+        let name = match (by_name.is_empty(), by_protocol.is_empty()) {
+            (false, false) => {
+                return Err(ConfigError(
+                    "Only one of inter_broker_listener_name and security_inter_broker_protocol should be set.".into(),
+                ))
+            }
+            (false, true) => by_name,
+            (true, false) => {
+                if SecurityProtocol::parse(by_protocol).is_none() {
+                    return Err(ConfigError(format!(
+                        "security_inter_broker_protocol: {by_protocol} is no security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+                    )));
+                }
+                by_protocol
+            }
+            (true, true) => specs[0].name.as_str(),
+        };
+        let spec = specs
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "the inter-broker listener {name} is not one of listeners"
+                ))
+            })?;
+        let sasl = if spec.protocol.sasl() {
+            let mechanism = self.sasl_mechanism_inter_broker_protocol.trim();
+            let served = crate::security::sasl::client::CLIENT_MECHANISMS;
+            if !served.contains(&mechanism) {
+                return Err(ConfigError(format!(
+                    "sasl_mechanism_inter_broker_protocol: {mechanism} (a broker authenticates with {})",
+                    served.join(", ")
+                )));
+            }
+            if !self.sasl_enabled_mechanisms.iter().any(|m| m == mechanism) {
+                return Err(ConfigError(format!(
+                    "sasl_mechanism_inter_broker_protocol {mechanism} is not in sasl_enabled_mechanisms"
+                )));
+            }
+            let (listener, lower) = (
+                spec.name.to_ascii_lowercase(),
+                mechanism.to_ascii_lowercase(),
+            );
+            let key = format!("listener_name.{listener}.{lower}.sasl_jaas_config");
+            let jaas = self
+                .listener_name
+                .iter()
+                .find(|(l, _)| l.eq_ignore_ascii_case(&listener))
+                .and_then(|(_, m)| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(&lower)))
+                .map(|(_, c)| c.sasl_jaas_config.as_str())
+                .filter(|j| !j.trim().is_empty())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "the inter-broker listener {} is {:?}: set {key} (the broker's username and password)",
+                        spec.name, spec.protocol
+                    ))
+                })?;
+            let (username, password) = crate::security::sasl::client::jaas_credentials(jaas)
+                .map_err(|e| ConfigError(format!("{key}: {e}")))?;
+            Some(crate::security::sasl::client::ClientCredentials {
+                mechanism: mechanism.to_string(),
+                username,
+                password,
+            })
+        } else {
+            None
+        };
+        if spec.protocol.tls() && self.ssl_ca_file.as_os_str().is_empty() {
+            return Err(ConfigError(format!(
+                "the inter-broker listener {} uses TLS: set ssl_ca_file (the CA the brokers' certificates are verified against)",
+                spec.name
+            )));
+        }
+        Ok(InterBrokerSettings {
+            listener: spec.name.clone(),
+            protocol: spec.protocol,
+            sasl,
+        })
     }
 
     /// How OAUTHBEARER tokens are validated: `None` when OAUTHBEARER is not enabled; an error

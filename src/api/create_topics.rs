@@ -24,7 +24,10 @@
 //! count, replication factor and every topic config with its value and source (as
 //! DescribeConfigs would give them); v7+ the topic id (for `validate_only`, a fresh random id
 //! that is never used, as Kafka does). `timeout_ms` is not used: creation is complete (durable
-//! and published to every shard) when the answer goes out.
+//! and published to every shard) when the answer goes out. With the authorizer on, the count,
+//! replication factor and configs are given only to a caller with DESCRIBE_CONFIGS on the
+//! topic; for any other the topic's `topic_config_error_code` is TOPIC_AUTHORIZATION_FAILED,
+//! its configs are empty and the count and factor -1 (Kafka's controller).
 //!
 //! A topic that passes the checks takes its partitions from the client's
 //! `controller_mutation_rate` (`crate::quota::MutationQuota`, KIP-599): from v6, a topic asked
@@ -34,6 +37,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -148,9 +152,25 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             Ok(created) => {
                 result.error_message = None;
                 result.topic_id = created.topic_id;
-                result.num_partitions = created.partitions;
-                result.replication_factor = created.replication_factor;
-                result.configs = Some(created.configs.into_iter().map(topic_config).collect());
+                // Kafka (`ReplicationControlManager.createTopic`): the layout and configs
+                // only with DESCRIBE_CONFIGS on the topic; without it the configs part is
+                // TOPIC_AUTHORIZATION_FAILED and partitions/replication factor stay -1.
+                if super::authz::allowed(
+                    shard,
+                    &request,
+                    super::authz::Op::DescribeConfigs,
+                    super::authz::Res::Topic,
+                    &result.name.0,
+                ) {
+                    result.num_partitions = created.partitions;
+                    result.replication_factor = created.replication_factor;
+                    result.configs = Some(created.configs.into_iter().map(topic_config).collect());
+                } else {
+                    result.num_partitions = -1;
+                    result.replication_factor = -1;
+                    result.configs = Some(Vec::new());
+                    result.topic_config_error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
             }
             Err(error) => {
                 result.error_code = error.code();

@@ -3,11 +3,11 @@
 //!
 //! As Kafka's `AclApis.handleDeleteAcls`: without an authorizer every filter gets
 //! SECURITY_DISABLED; a caller without ALTER on the cluster gets CLUSTER_AUTHORIZATION_FAILED
-//! for every filter; a filter with an UNKNOWN element gets INVALID_REQUEST. On the coordinator
-//! shard each filter's matches are taken from its metadata and removed through
-//! `Shard::change_metadata` (one command per filter); the answer lists those matches. A
-//! binding created between the match and the removal is not removed (Kafka's controller
-//! matches and removes in one step).
+//! for every filter; a filter with an UNKNOWN element gets INVALID_REQUEST. The filters go
+//! to the active controller (`Shard::delete_acls_matching`), which finds each one's matches
+//! and removes them in one metadata step, as Kafka's controller does: a binding created
+//! before the delete was decided (through any node) is removed, and each removed binding is
+//! listed by exactly one DeleteAcls.
 
 use std::rc::Rc;
 
@@ -19,7 +19,6 @@ use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 
 use super::authz::{self, Op};
 use super::{decode, respond, str_bytes, Outcome};
-use crate::coordinator::metadata::MetadataCommand;
 use crate::protocol::header::ParsedRequest;
 use crate::security::acl::{
     AclBinding, AclBindingFilter, AclOperation, AclPermission, PatternType, ResourceType,
@@ -89,42 +88,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     respond(&request, &response)
 }
 
-/// Matches each valid filter against the coordinator's metadata and removes the matches.
+/// Removes each valid filter's matches in one metadata step on the active controller
+/// (`Shard::delete_acls_matching`).
 async fn delete_on_coordinator(
     coordinator: Rc<Shard>,
     filters: Vec<AclBindingFilter>,
 ) -> Vec<FilterOutcome> {
-    let metadata = coordinator.metadata();
-    let mut outcomes: Vec<FilterOutcome> = filters
-        .iter()
-        .map(|f| {
-            f.validate()
-                .map_err(|e| (ResponseError::InvalidRequest, e.0))?;
-            Ok(metadata
-                .acls
-                .iter()
-                .filter(|a| f.matches(a))
-                .cloned()
-                .collect())
-        })
-        .collect();
-    let (commands, command_of): (Vec<MetadataCommand>, Vec<usize>) = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| {
-            let acls = o.as_ref().ok().filter(|a| !a.is_empty())?;
-            Some((MetadataCommand::DeleteAcls { acls: acls.clone() }, i))
-        })
-        .unzip();
-    if !commands.is_empty() {
-        let results = coordinator.change_metadata(commands, false).await;
-        for (index, result) in command_of.into_iter().zip(results) {
-            if let Err(e) = result {
-                outcomes[index] = Err((e.code, e.message));
-            }
-        }
-    }
-    outcomes
+    coordinator
+        .delete_acls_matching(filters)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| (e.code, e.message)))
+        .collect()
 }
 
 fn filter_result(outcome: FilterOutcome) -> DeleteAclsFilterResult {

@@ -125,16 +125,21 @@ fn plan_appends(
                 .max(TIMEOUT_LEFT_MIN)
         });
     let metadata = shard.metadata();
-    // Kafka: WRITE on the transactional id of a transactional request, WRITE on each topic.
-    let txn_denied = body.transactional_id.as_ref().is_some_and(|id| {
-        !authz::allowed(
-            shard,
-            request,
-            authz::Op::Write,
-            authz::Res::TransactionalId,
-            id,
-        )
-    });
+    // Kafka (`KafkaApis.handleProduceRequest`): a request holding transactional batches needs
+    // a transactional id with WRITE on it (else every partition is
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED); one without them is not checked on the id, even
+    // when it names one. WRITE on each topic.
+    let txn_denied = shard.config.authorizer
+        && has_transactional_batches(body)
+        && !body.transactional_id.as_ref().is_some_and(|id| {
+            authz::allowed(
+                shard,
+                request,
+                authz::Op::Write,
+                authz::Res::TransactionalId,
+                id,
+            )
+        });
     let mut topics = Vec::with_capacity(body.topic_data.len());
     let mut work: Vec<Pin<Box<dyn Future<Output = PartitionResult>>>> = Vec::new();
     for topic in &body.topic_data {
@@ -482,6 +487,24 @@ async fn verify_transaction(
     verified
         .unwrap_or_else(|e| Err(shard_gone_code(&e)))
         .map(|()| Some(guard))
+}
+
+/// Whether any batch of any partition of `body` is transactional (Kafka's
+/// `RequestUtils.hasTransactionalRecords`; a batch header cut short counts as not).
+fn has_transactional_batches(body: &ProduceRequest) -> bool {
+    body.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .any(|records| {
+            freshet_protocol::batch::batches(records)
+                .map_while(Result::ok)
+                .any(|(_, batch)| {
+                    freshet_protocol::batch::header(batch).is_some_and(|h| {
+                        crate::storage::producer_state::BatchFacts::of(h).transactional
+                    })
+                })
+        })
 }
 
 /// Whether `records` starts with a transactional data batch (not a control batch).

@@ -7,6 +7,10 @@
 //! answer's frame and decodes it as `R::Response`. The caller picks the version: brokers of
 //! one cluster run the same Freshet, so no ApiVersions round trip is made.
 //!
+//! Connections are made as `super::inter_broker` says: on the inter-broker listener, with
+//! its TLS and SASL (the broker's own credentials); a pooled connection whose SASL session
+//! is about to end is dropped rather than reused.
+//!
 //! Ownership: a `BrokerClient` is `!Send` and belongs to the shard that created it (held in
 //! an `Rc` by whoever sends, e.g. the transaction coordinator on the coordinator shard);
 //! dropping it closes its idle connections. Any shard may make its own.
@@ -26,7 +30,7 @@
 //! answer came back is retried once on a fresh connection, since the peer may have closed it
 //! while idle; a request is therefore sent at most twice, and callers only send requests that
 //! are safe to repeat (markers, verifications). Not here: retries after an error answer,
-//! TLS/SASL on the listener, pipelining (a streaming fetcher keeps its own connection).
+//! pipelining (a streaming fetcher keeps its own connection).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -39,7 +43,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
-use crate::rt::net::TcpStream;
+use super::inter_broker::Connected;
 
 /// The most addresses whose idle connections are kept.
 pub const ADDRS_POOLED_MAX: usize = 64;
@@ -86,7 +90,7 @@ pub enum BrokerClientError {
 pub struct BrokerClient {
     client_id: String,
     limits: BrokerClientLimits,
-    idle: RefCell<HashMap<String, Vec<TcpStream>>>,
+    idle: RefCell<HashMap<String, Vec<Connected>>>,
     next_correlation_id: Cell<i32>,
 }
 
@@ -135,7 +139,14 @@ impl BrokerClient {
     /// One exchange, on an idle connection if there is one (retried once on a new
     /// connection if that one was closed while idle), else on a new one.
     async fn exchange_pooled(&self, addr: &str, frame: &[u8]) -> Result<Bytes, BrokerClientError> {
-        let pooled = self.idle.borrow_mut().get_mut(addr).and_then(Vec::pop);
+        // A connection whose SASL session is about to end is not reused (KIP-368).
+        let pooled = loop {
+            let next = self.idle.borrow_mut().get_mut(addr).and_then(Vec::pop);
+            match next {
+                Some(c) if c.expired() => continue,
+                other => break other,
+            }
+        };
         if let Some(stream) = pooled {
             match exchange(stream, addr, frame, self.limits.frame_bytes_max).await {
                 Ok((answer, stream)) => {
@@ -157,7 +168,7 @@ impl BrokerClient {
     }
 
     /// Keeps `stream` for the next call to `addr`, within the bounds.
-    fn keep(&self, addr: &str, stream: TcpStream) {
+    fn keep(&self, addr: &str, stream: Connected) {
         let mut idle = self.idle.borrow_mut();
         if !idle.contains_key(addr) && idle.len() >= ADDRS_POOLED_MAX {
             return;
@@ -205,27 +216,32 @@ async fn resolve(addr: &str) -> Result<SocketAddr, BrokerClientError> {
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, BrokerClientError> {
+/// Connects to `addr` as the inter-broker settings say (TLS, SASL: `super::inter_broker`).
+async fn connect(addr: &str, timeout: Duration) -> Result<Connected, BrokerClientError> {
     let ip = resolve(addr).await?;
-    let stream =
-        crate::rt::net::connect(ip, timeout)
-            .await
-            .map_err(|e| BrokerClientError::Connect {
-                addr: addr.into(),
-                message: e.to_string(),
-            })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let security = super::inter_broker::current();
+    super::inter_broker::connect(ip, host, timeout, &security)
+        .await
+        .map_err(|message| BrokerClientError::Connect {
+            addr: addr.into(),
+            message,
+        })
 }
 
 /// Writes `frame` on `stream` and reads one answer frame (its body, after the length).
 /// On failure: the error, and whether no byte of an answer had come back.
 async fn exchange(
-    mut stream: TcpStream,
+    mut connected: Connected,
     addr: &str,
     frame: &[u8],
     frame_bytes_max: usize,
-) -> Result<(Bytes, TcpStream), (BrokerClientError, bool)> {
+) -> Result<(Bytes, Connected), (BrokerClientError, bool)> {
+    let stream = &mut connected.stream;
     let io = |e: std::io::Error| BrokerClientError::Io {
         addr: addr.into(),
         message: e.to_string(),
@@ -251,7 +267,7 @@ async fn exchange(
     if let Err(e) = stream.read_exact(&mut body).await {
         return Err((io(e), false));
     }
-    Ok((Bytes::from(body), stream))
+    Ok((Bytes::from(body), connected))
 }
 
 /// The body length a frame's length prefix announces, if within `frame_bytes_max` and not

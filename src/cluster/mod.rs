@@ -14,6 +14,7 @@
 //! controller ([`ControllerRequest`] / [`ControllerResponse`]).
 
 pub mod broker_client;
+pub mod inter_broker;
 pub mod liveness;
 pub mod node;
 pub mod raft_log;
@@ -234,6 +235,11 @@ pub enum ControllerRequest {
     /// A broker reserves a block of producer ids (Kafka's AllocateProducerIds); answered with
     /// the block this call's own metadata record reserved.
     AllocateProducerIds,
+    /// DeleteAcls forwarded to the active controller: each filter's matches are found and
+    /// removed there in one metadata change (`Shard::delete_acls_matching`).
+    DeleteAcls {
+        filters: Vec<crate::security::acl::AclBindingFilter>,
+    },
 }
 
 /// The active controller's answer to a [`ControllerRequest`].
@@ -271,6 +277,12 @@ pub enum ControllerResponse {
     },
     /// A forwarded call's metadata error (e.g. producer ids exhausted).
     Refused(ForwardedError),
+    /// The answer to [`ControllerRequest::DeleteAcls`]: per filter, the bindings it removed.
+    AclsDeleted {
+        results: Vec<Result<Vec<crate::security::acl::AclBinding>, ForwardedError>>,
+        /// The metadata version after the change (as [`ControllerResponse::Changed`]).
+        version: u64,
+    },
 }
 
 /// The active controller as this process last heard of it (-1: none known), for answers

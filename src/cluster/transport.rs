@@ -73,9 +73,12 @@
 //! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer; tests in
 //! `tests.rs` (and `tests/it/cluster_transport.rs`: a raft quorum over real transports).
 //!
-//! Not done here: TLS/SASL on the controller listener; authentication of peers (the
-//! controller listener belongs on a trusted network, as Kafka's PLAINTEXT controller
-//! listener).
+//! Not done here: TLS/SASL on the controller listener; authentication of peers; checks of
+//! what a peer may ask (Kafka's controller checks CLUSTER_ACTION). Anyone who reaches the
+//! listener can forward any metadata change (ACLs and SCRAM users included), read the
+//! whole metadata and heartbeat as any node: it belongs on a network only the cluster's nodes
+//! reach, as Kafka's PLAINTEXT controller listener (docs/ARCHITECTURE.md, "Controller
+//! transport", lists what is missing).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

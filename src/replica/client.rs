@@ -1,5 +1,5 @@
-//! A follower's connection to its leader's Kafka listener: inter-broker Fetch requests over
-//! `crate::rt::net`, encoded and decoded with kafka-protocol (as Kafka's
+//! A follower's connection to its leader's Kafka listener (the inter-broker listener, with its
+//! TLS and SASL: `cluster::inter_broker`): inter-broker Fetch requests encoded and decoded with kafka-protocol (as Kafka's
 //! `AbstractFetcherThread` sends them through its `BlockingSend`).
 //!
 //! One request at a time per connection; a response is read whole into one buffer bounded by
@@ -21,7 +21,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::rt::net::TcpStream;
+use crate::cluster::inter_broker::{self, BrokerStream};
 
 /// The Fetch version followers send.
 pub const FETCH_VERSION: i16 = 12;
@@ -43,27 +43,37 @@ pub enum ClientError {
 
 /// One connection to a leader. Owned by one fetcher task on one shard.
 pub struct LeaderConnection {
-    stream: TcpStream,
+    stream: BrokerStream,
+    /// When the connection's SASL session must be replaced (KIP-368), if it has an end.
+    renew_at: Option<std::time::Instant>,
     correlation_id: i32,
     buf: Vec<u8>,
 }
 
 impl LeaderConnection {
-    /// Connects to the leader's Kafka listener at `addr` within `timeout`.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, ClientError> {
-        let stream =
-            crate::rt::net::connect(addr, timeout)
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr,
-                    message: e.to_string(),
-                })?;
-        let _ = stream.set_nodelay(true);
+    /// Connects to the leader at `addr` (advertised as `host`) on the inter-broker listener,
+    /// with its TLS and SASL (`cluster::inter_broker`), within `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let security = inter_broker::current();
+        let connected = inter_broker::connect(addr, host, timeout, &security)
+            .await
+            .map_err(|message| ClientError::Connect { addr, message })?;
         Ok(LeaderConnection {
-            stream,
+            stream: connected.stream,
+            renew_at: connected.renew_at,
             correlation_id: 0,
             buf: Vec::new(),
         })
+    }
+
+    /// Must the connection be replaced before the next request (its SASL session ends)?
+    pub fn expired(&self) -> bool {
+        self.renew_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
     }
 
     /// Sends `request` and reads its answer; a response above `response_bytes_max` plus

@@ -258,7 +258,7 @@ impl AclBinding {
 /// Kafka's `AclBindingFilter`: `None` strings match anything; ANY enums match anything; the
 /// pattern type MATCH selects every binding that would apply to the named resource (literal,
 /// wildcard and prefixed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclBindingFilter {
     pub resource_type: ResourceType,
     pub resource_name: Option<String>,

@@ -124,6 +124,43 @@ impl TlsFiles {
     }
 }
 
+impl TlsFiles {
+    /// The rustls client configuration a broker connects to another broker's TLS listener
+    /// with (`inter_broker_listener_name` on an SSL or SASL_SSL listener): the servers are
+    /// verified against `ca` (Kafka's truststore; the host name is checked, Kafka's
+    /// `ssl.endpoint.identification.algorithm = https`), and this broker's own certificate
+    /// and key are offered when the server asks for a client certificate (Kafka uses its
+    /// keystore both ways).
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        if self.ca.as_os_str().is_empty() {
+            return Err("a TLS inter-broker listener needs ssl_ca_file (the CA that signed the brokers' certificates)".into());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(&self.ca)
+            .map_err(|e| format!("ssl_ca_file {}: {e}", self.ca.display()))?
+        {
+            let ca = ca.map_err(|e| format!("ssl_ca_file {}: {e}", self.ca.display()))?;
+            roots
+                .add(ca)
+                .map_err(|e| format!("ssl_ca_file {}: {e}", self.ca.display()))?;
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.certificate)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("ssl_certificate_file {}: {e}", self.certificate.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("ssl_key_file {}: {e}", self.key.display()))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("TLS certificate and key: {e}"))?;
+        Ok(Arc::new(config))
+    }
+}
+
 /// A listener's TLS configuration, re-read when its files change. One per listener per shard.
 pub struct Reloading {
     files: TlsFiles,

@@ -84,7 +84,7 @@ pub const LEADER_BALANCE_ELECTIONS_MAX: usize = 1000;
 pub struct Controller {
     quorum: QuorumConfig,
     node: Option<Rc<QuorumNode>>,
-    transport: Option<Rc<ControllerTransport>>,
+    pub(super) transport: Option<Rc<ControllerTransport>>,
     incarnation_id: uuid::Uuid,
     /// The active controller's broker sessions; `Some` only while this node leads.
     sessions: RefCell<Option<BrokerSessions>>,
@@ -607,6 +607,19 @@ impl Shard {
                     Err(e) => ControllerResponse::Refused(to_forwarded(&e)),
                 }
             }
+            ControllerRequest::DeleteAcls { filters } => {
+                if !controller.is_active() {
+                    return not_leader();
+                }
+                let results = self.delete_acls_matching(filters).await;
+                ControllerResponse::AclsDeleted {
+                    version: controller.applied(self).version,
+                    results: results
+                        .into_iter()
+                        .map(|r| r.map_err(|e| to_forwarded(&e)))
+                        .collect(),
+                }
+            }
         }
     }
 
@@ -869,7 +882,7 @@ fn now_ms() -> u64 {
     u64::try_from(super::now_ms()).unwrap_or(0)
 }
 
-fn not_controller() -> MetadataError {
+pub(super) fn not_controller() -> MetadataError {
     MetadataError {
         code: ResponseError::NotController,
         message: "This node is not the active controller and none could be reached.".into(),
@@ -883,7 +896,7 @@ fn to_forwarded(e: &MetadataError) -> ForwardedError {
     }
 }
 
-fn from_forwarded(e: ForwardedError) -> MetadataError {
+pub(super) fn from_forwarded(e: ForwardedError) -> MetadataError {
     MetadataError {
         code: ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError),
         message: e.message,

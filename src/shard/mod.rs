@@ -23,6 +23,7 @@
 //! topic (the group and transaction coordinators' state, `groups::replicated`,
 //! `txns::replicated`).
 
+mod acl_delete;
 pub mod controller;
 pub mod coordinators;
 pub mod fetch_sessions;

@@ -387,12 +387,15 @@ impl Shard {
         followed: &[(Rc<Partition>, i32)],
         connection: &mut Option<LeaderConnection>,
     ) -> Step {
+        if connection.as_ref().is_some_and(LeaderConnection::expired) {
+            *connection = None;
+        }
         if connection.is_none() {
-            let Some(addr) = self.leader_addr(leader).await else {
+            let Some((addr, host)) = self.leader_addr(leader).await else {
                 return Step::Failed;
             };
             let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
-            match LeaderConnection::connect(addr, timeout).await {
+            match LeaderConnection::connect(addr, &host, timeout).await {
                 Ok(c) => *connection = Some(c),
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "follower cannot connect to its leader");
@@ -442,17 +445,21 @@ impl Shard {
         }
     }
 
-    /// The leader's Kafka listener from its registration (none while it is unknown or
-    /// fenced). A host name is resolved off the shard.
-    async fn leader_addr(&self, leader: i32) -> Option<SocketAddr> {
+    /// The leader's address on the inter-broker listener from its registration, and its
+    /// advertised host (none while it is unknown or fenced). A host name is resolved off
+    /// the shard.
+    async fn leader_addr(&self, leader: i32) -> Option<(SocketAddr, String)> {
         let metadata = self.metadata();
         let b = metadata.brokers.get(&leader).filter(|b| !b.fenced)?;
-        let port = u16::try_from(b.port).ok()?;
-        if let Ok(ip) = b.host.parse::<std::net::IpAddr>() {
-            return Some(SocketAddr::new(ip, port));
+        let listener = crate::cluster::inter_broker::current();
+        let (host, port) = b.endpoint_on(&listener.listener);
+        let (host, port) = (host.to_string(), u16::try_from(port).ok()?);
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Some((SocketAddr::new(ip, port), host));
         }
-        let text = format!("{}:{port}", b.host);
-        crate::rt::spawn_blocking(move || crate::config::resolve(&text).ok()).await
+        let text = format!("{host}:{port}");
+        let addr = crate::rt::spawn_blocking(move || crate::config::resolve(&text).ok()).await?;
+        Some((addr, host))
     }
 
     /// The Fetch for `followed`: each partition at its (durable) log end.

@@ -677,11 +677,12 @@ async fn send_markers(
         .collect()
 }
 
-/// The Kafka listener (`host:port`) of registered broker `node`.
+/// The address (`host:port`) of registered broker `node` on the inter-broker listener.
 fn broker_addr(shard: &Shard, node: i32) -> Option<String> {
     let metadata = shard.metadata();
     let b = metadata.brokers.get(&node)?;
-    Some(format!("{}:{}", b.host, b.port))
+    let (host, port) = b.endpoint_on(&crate::cluster::inter_broker::current().listener);
+    Some(format!("{host}:{port}"))
 }
 
 /// Writes `marker` to `topic`/`partition`, which this node leads (WriteTxnMarkers' receiving

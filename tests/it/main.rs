@@ -37,6 +37,7 @@ mod common;
 mod storage_common;
 
 mod acl_authz;
+mod acl_gaps;
 mod admin_metrics;
 mod bad_input;
 mod bench;
@@ -72,6 +73,7 @@ mod http_push;
 mod http_share;
 mod http_topic;
 mod http_websocket;
+mod inter_broker_auth;
 mod layering;
 mod log_output;
 mod newuser_cli;

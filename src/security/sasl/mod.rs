@@ -19,6 +19,7 @@
 //!
 //! Not done: GSSAPI, delegation tokens (a SCRAM `tokenauth` extension is refused).
 
+pub mod client;
 pub mod plain;
 pub mod scram;
 
