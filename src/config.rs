@@ -371,6 +371,19 @@ pub struct BrokerConfig {
     /// leader names an in-sync follower in the consumer's `client.rack` as its preferred read
     /// replica.
     pub replica_selector_class: String,
+    /// Authentication on the HTTP listener (`crate::http::auth`), Confluent REST Proxy's
+    /// `authentication.method`: `NONE` (the default: no authentication; with the authorizer on
+    /// every HTTP request is then refused 403), `BASIC` (user and password checked against
+    /// the stored SCRAM credentials) or `BEARER` (an OAUTHBEARER token, validated as the
+    /// `sasl_oauthbearer_*` settings say).
+    pub http_authentication_method: String,
+    /// REST Proxy's `authentication.realm`: the realm named in `WWW-Authenticate` on the HTTP
+    /// and admin listeners.
+    pub http_authentication_realm: String,
+    /// Authentication on the admin listener (`/metrics`, the console and `/api/*`; never
+    /// `/health` and `/ready`): `NONE` (the default), `BASIC` or `BEARER`, as
+    /// `http_authentication_method`.
+    pub admin_authentication_method: String,
 }
 
 /// Kafka's rack-aware replica selector, the one `replica_selector_class` accepts.
@@ -509,6 +522,9 @@ impl Default for BrokerConfig {
                 TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT,
             transaction_state_log_min_isr: TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT,
             replica_selector_class: String::new(),
+            http_authentication_method: "NONE".into(),
+            http_authentication_realm: "Freshet".into(),
+            admin_authentication_method: "NONE".into(),
         }
     }
 }
@@ -651,6 +667,7 @@ impl BrokerConfig {
         self.validate_security()?;
         self.admin_addr()?;
         self.http_addr()?;
+        crate::http::auth::check_config(self).map_err(ConfigError)?;
         self.advertised_host_port()?;
         crate::security::ip_limit::IpLimits::parse(
             self.max_connections_per_ip,

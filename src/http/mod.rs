@@ -23,9 +23,14 @@
 //! `http_connections_per_shard_max` connections per shard (one more is answered 503 and
 //! closed), a request head of at most [`REQUEST_HEAD_BYTES_MAX`], a body of at most
 //! `http_request_bytes_max`, the whole request within [`REQUEST_READ_TIMEOUT`]. Errors are the
-//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status. The listener has
-//! no authentication: while the authorizer is on (`authorizer`), every request is answered
-//! 403, so it cannot be used to get around the ACLs.
+//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status.
+//!
+//! Security: with `http_authentication_method` `BASIC` or `BEARER` every request must
+//! authenticate ([`auth`]: 401 with `WWW-Authenticate` otherwise) and, with the authorizer on,
+//! its principal passes the ACL checks Kafka makes for the equivalent Kafka requests
+//! ([`access`]: 403 with Kafka's message otherwise), before anything is read or written. With
+//! `NONE` (the default) there is no principal, so while the authorizer is on every request is
+//! answered 403: the listener cannot be used to get around the ACLs.
 //!
 //! Memory: a connection holds its request (head + body, bounded above) and, when streaming,
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
@@ -35,6 +40,8 @@
 //! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
 //! read.
 
+pub mod access;
+pub mod auth;
 pub mod committed;
 pub mod group;
 pub mod produce;
@@ -61,6 +68,11 @@ pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves the HTTP listener on this shard until the shard begins to stop.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     let open = Rc::new(Cell::new(0usize));
+    let auth = Rc::new(auth::Authenticator::new(
+        &shard.config,
+        &shard.config.http_authentication_method,
+        "http",
+    ));
     loop {
         let stream = match crate::server::accept_or_stop(&shard, &listener).await {
             None => break,
@@ -82,9 +94,9 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
             continue;
         }
         open.set(open.get() + 1);
-        let (shard, open) = (shard.clone(), open.clone());
+        let (shard, open, auth) = (shard.clone(), open.clone(), auth.clone());
         crate::rt::spawn_local(async move {
-            if let Err(e) = serve_one(&shard, stream).await {
+            if let Err(e) = serve_one(&shard, &auth, stream).await {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
             open.set(open.get() - 1);
@@ -187,21 +199,18 @@ async fn read_some(
     }
 }
 
-async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_one(
+    shard: &Rc<Shard>,
+    auth: &auth::Authenticator,
+    mut stream: TcpStream,
+) -> std::io::Result<()> {
     let request = match read_request(&mut stream, shard.config.http_request_bytes_max).await? {
         Ok(r) => r,
         Err(answer) => return finish(&mut stream, &answer).await,
     };
     let head = &request.head;
-    if shard.config.authorizer {
-        // No principal to check ACLs against: with the authorizer on, nothing is served.
-        let message =
-            "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
-        return finish(
-            &mut stream,
-            &json_response(403, &error_body(40301, message)),
-        )
-        .await;
+    if let Some(refusal) = admit(shard, auth, &stream, &request).await {
+        return finish(&mut stream, &refusal).await;
     }
     let answer = match (head.method.as_str(), wire::route(&head.path)) {
         ("POST", Route::Records { cluster, topic }) => {
@@ -237,6 +246,51 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
         _ => json_response(405, &error_body(405, "HTTP 405 Method Not Allowed")),
     };
     finish(&mut stream, &answer).await
+}
+
+/// Authenticates the request and checks its ACLs ([`auth`], [`access`]): `None` when it may
+/// be served, else the answer refusing it (401 or 403).
+async fn admit(
+    shard: &Shard,
+    auth: &auth::Authenticator,
+    stream: &TcpStream,
+    request: &Request,
+) -> Option<Vec<u8>> {
+    if !auth.is_on() {
+        // No principal to check ACLs against: with the authorizer on, nothing is served.
+        let message =
+            "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
+        return shard
+            .config
+            .authorizer
+            .then(|| json_response(403, &error_body(40301, message)));
+    }
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let principal = match auth.authenticate(shard, &request.head, &peer).await {
+        Ok(principal) => principal,
+        Err(refusal) => return Some(auth.unauthorized_response(&refusal)),
+    };
+    if !shard.config.authorizer {
+        return None;
+    }
+    let head = &request.head;
+    let needs = access::required(&head.method, &wire::route(&head.path), head, &request.body);
+    let authorizer = crate::security::authorizer::Authorizer {
+        enabled: true,
+        super_users: &shard.config.super_users,
+        allow_everyone_if_no_acl_found: shard.config.allow_everyone_if_no_acl_found,
+    };
+    let caller = crate::security::authorizer::Caller {
+        principal: &principal,
+        host: &peer,
+    };
+    let metadata = shard.metadata();
+    let message = access::first_refusal(&authorizer, &metadata.acls, caller, &needs)?;
+    tracing::debug!(%peer, %principal, path = %head.path, %message, "HTTP request refused by the ACLs");
+    Some(json_response(403, &error_body(40301, &message)))
 }
 
 /// A stream request: a share-group member's stream with `?share_group=G` ([`share`]), else
