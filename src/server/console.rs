@@ -27,7 +27,8 @@
 //! served here. The live tail reads records from the HTTP push listener itself, straight from
 //! the browser (EventSource or WebSocket to `http_listen`, allowed by the push listener's
 //! `Access-Control-Allow-Origin: *`), so it is subject to that listener's rules (403 while the
-//! authorizer is on). It is not proxied through the admin listener, whose few connections
+//! authorizer is on without HTTP authentication; with it, 401: the browser's stream sends no
+//! credentials). It is not proxied through the admin listener, whose few connections
 //! ([`super::admin::ADMIN_CONNECTIONS_MAX`]) and write timeout are made for short requests.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -73,6 +73,8 @@ def setup(b, topics, users, acls):
 def grant(b, acls):
     bindings = [AclBinding(rtype, name, ResourcePatternType.LITERAL, principal, "*", op,
                            AclPermissionType.ALLOW) for principal, op, rtype, name in acls]
+    if not bindings:
+        return
     a = admin(b)  # kept alive until the futures are done
     for f in a.create_acls(bindings).values():
         assert f.result(timeout=T) is None
@@ -300,5 +302,57 @@ def test_admin_listener_needs_credentials_and_describe_on_the_cluster(tmp_path):
         assert curl("GET", f"{b.admin_http}/metrics")[0] == 401
         status, _, body = urlopen("GET", f"{b.admin_http}/metrics", basic=("prom", "prom-secret"))
         assert status == 200 and "freshet_" in body
+    finally:
+        b.kill()
+
+
+def test_password_checks_do_not_block_the_shard(tmp_path):
+    """A Basic check derives the SCRAM key (PBKDF2-SHA-512, here 16384 rounds: ~0.25 s in a
+    debug build). A flood of wrong passwords runs those on the blocking pool, two at a time:
+    Kafka requests on the same (only) shard keep being answered at once. With the derivation
+    on the shard (checked by hand), the median ApiVersions round trip during the flood was
+    ~200 ms."""
+    import statistics
+    import threading
+
+    from conftest import api_versions_v0_ok
+
+    b = started(tmp_path, 'http_authentication_method = "BASIC"\n'
+                          "connection_failed_authentication_delay_ms = 0\n")
+    try:
+        cluster = setup(b, ["orders"], {}, [])
+        upsert = UserScramCredentialUpsertion(
+            "slow", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 16384), b"right")
+        a = admin(b)
+        for f in a.alter_user_scram_credentials([upsert]).values():
+            f.result(timeout=T)
+        url = records_url(b, cluster, "orders")
+        t0 = time.monotonic()
+        assert urlopen("POST", url, RECORD, basic=("slow", "wrong"))[0] == 401
+        one_check = time.monotonic() - t0
+        statuses = []
+
+        def flood():
+            for _ in range(2):
+                statuses.append(urlopen("POST", url, RECORD, basic=("slow", "wrong"))[0])
+
+        threads = [threading.Thread(target=flood) for _ in range(4)]
+        for t in threads:
+            t.start()
+        latencies = []
+        while any(t.is_alive() for t in threads):
+            t1 = time.monotonic()
+            assert api_versions_v0_ok("127.0.0.1", b.port)
+            latencies.append(time.monotonic() - t1)
+        for t in threads:
+            t.join()
+        assert statuses == [401] * 8
+        median = statistics.median(latencies)
+        print(f"one bad check {one_check * 1000:.0f} ms; during 8: {len(latencies)} ApiVersions, "
+              f"median {median * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+        assert median < 0.05, median
+        # The right password is still accepted, and a second time from the cache.
+        for _ in range(2):
+            assert urlopen("POST", url, RECORD, basic=("slow", "right"))[0] == 403  # no ACL
     finally:
         b.kill()
