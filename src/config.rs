@@ -384,6 +384,15 @@ pub struct BrokerConfig {
     /// `/health` and `/ready`): `NONE` (the default), `BASIC` or `BEARER`, as
     /// `http_authentication_method`.
     pub admin_authentication_method: String,
+    /// HTTPS on the HTTP listener (REST Proxy's `listeners=https://`), with the certificate and
+    /// key of `ssl_certificate_file` / `ssl_key_file` (reloaded when they change, as the Kafka
+    /// TLS listeners'). Default false: plain HTTP.
+    pub http_ssl_enabled: bool,
+    /// REST Proxy's `ssl.client.authentication` on the HTTPS listener: `NONE` (the default),
+    /// `REQUESTED` or `REQUIRED` (client certificates chained to `ssl_ca_file`). A client
+    /// certificate's principal (`User:` + its subject, as the Kafka listeners map it) is the
+    /// request's principal, before any `Authorization` header.
+    pub http_ssl_client_authentication: String,
 }
 
 /// Kafka's rack-aware replica selector, the one `replica_selector_class` accepts.
@@ -525,6 +534,8 @@ impl Default for BrokerConfig {
             http_authentication_method: "NONE".into(),
             http_authentication_realm: "Freshet".into(),
             admin_authentication_method: "NONE".into(),
+            http_ssl_enabled: false,
+            http_ssl_client_authentication: "NONE".into(),
         }
     }
 }

@@ -110,6 +110,7 @@ pub fn check_config(config: &BrokerConfig) -> Result<(), String> {
             Some(_) => {}
         }
     }
+    super::tls::tls_config(config)?;
     Ok(())
 }
 

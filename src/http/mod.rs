@@ -30,7 +30,9 @@
 //! its principal passes the ACL checks Kafka makes for the equivalent Kafka requests
 //! ([`access`]: 403 with Kafka's message otherwise), before anything is read or written. With
 //! `NONE` (the default) there is no principal, so while the authorizer is on every request is
-//! answered 403: the listener cannot be used to get around the ACLs.
+//! answered 403: the listener cannot be used to get around the ACLs. With `http_ssl_enabled`
+//! the listener speaks HTTPS ([`tls`]), and a client certificate's principal authenticates
+//! the request by itself.
 //!
 //! Memory: a connection holds its request (head + body, bounded above) and, when streaming,
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
@@ -47,8 +49,11 @@ pub mod group;
 pub mod produce;
 pub mod share;
 pub mod stream;
+pub mod tls;
 pub mod websocket;
 pub mod wire;
+
+pub use tls::HttpStream;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -73,6 +78,14 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
         &shard.config.http_authentication_method,
         "http",
     ));
+    let tls = match tls::tls_config(&shard.config) {
+        Ok(tls) => tls.map(Rc::new),
+        Err(e) => {
+            // Checked at start: only a file that changed since can get here. Serve nothing.
+            tracing::error!(shard = shard.id, error = %e, "HTTPS configuration does not load; HTTP listener closed");
+            return;
+        }
+    };
     loop {
         let stream = match crate::server::accept_or_stop(&shard, &listener).await {
             None => break,
@@ -90,13 +103,23 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 limit,
                 "too many HTTP connections; refusing one"
             );
-            crate::rt::spawn_local(refuse(stream)).detach();
+            if tls.is_none() {
+                crate::rt::spawn_local(refuse(stream)).detach();
+            }
             continue;
         }
         open.set(open.get() + 1);
-        let (shard, open, auth) = (shard.clone(), open.clone(), auth.clone());
+        let (shard, open, auth, tls) = (shard.clone(), open.clone(), auth.clone(), tls.clone());
         crate::rt::spawn_local(async move {
-            if let Err(e) = serve_one(&shard, &auth, stream).await {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let served = match tls::accept(tls.as_deref(), stream, &peer).await {
+                Ok((stream, certified)) => serve_one(&shard, &auth, stream, certified, &peer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
             open.set(open.get() - 1);
@@ -129,7 +152,7 @@ struct Request {
 
 /// Reads one request; `Err(answer)` when it must be refused with that response.
 async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     body_max: usize,
 ) -> std::io::Result<Result<Request, Vec<u8>>> {
     let deadline = Instant::now() + REQUEST_READ_TIMEOUT;
@@ -182,7 +205,7 @@ async fn read_request(
 
 /// Reads what arrives (at most 16 KiB) onto `buf`, failing at the deadline or the end.
 async fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> std::io::Result<()> {
@@ -202,14 +225,16 @@ async fn read_some(
 async fn serve_one(
     shard: &Rc<Shard>,
     auth: &auth::Authenticator,
-    mut stream: TcpStream,
+    mut stream: HttpStream,
+    certified: Option<Rc<str>>,
+    peer: &str,
 ) -> std::io::Result<()> {
     let request = match read_request(&mut stream, shard.config.http_request_bytes_max).await? {
         Ok(r) => r,
         Err(answer) => return finish(&mut stream, &answer).await,
     };
     let head = &request.head;
-    if let Some(refusal) = admit(shard, auth, &stream, &request).await {
+    if let Some(refusal) = admit(shard, auth, certified, peer, &request).await {
         return finish(&mut stream, &refusal).await;
     }
     let answer = match (head.method.as_str(), wire::route(&head.path)) {
@@ -248,15 +273,17 @@ async fn serve_one(
     finish(&mut stream, &answer).await
 }
 
-/// Authenticates the request and checks its ACLs ([`auth`], [`access`]): `None` when it may
-/// be served, else the answer refusing it (401 or 403).
+/// Authenticates the request (by its client certificate's principal `certified`, else as
+/// [`auth`] says) and checks its ACLs ([`access`]): `None` when it may be served, else the
+/// answer refusing it (401 or 403).
 async fn admit(
     shard: &Shard,
     auth: &auth::Authenticator,
-    stream: &TcpStream,
+    certified: Option<Rc<str>>,
+    peer: &str,
     request: &Request,
 ) -> Option<Vec<u8>> {
-    if !auth.is_on() {
+    if certified.is_none() && !auth.is_on() {
         // No principal to check ACLs against: with the authorizer on, nothing is served.
         let message =
             "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
@@ -265,13 +292,12 @@ async fn admit(
             .authorizer
             .then(|| json_response(403, &error_body(40301, message)));
     }
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let principal = match auth.authenticate(shard, &request.head, &peer).await {
-        Ok(principal) => principal,
-        Err(refusal) => return Some(auth.unauthorized_response(&refusal)),
+    let principal = match certified {
+        Some(principal) => principal,
+        None => match auth.authenticate(shard, &request.head, peer).await {
+            Ok(principal) => principal,
+            Err(refusal) => return Some(auth.unauthorized_response(&refusal)),
+        },
     };
     if !shard.config.authorizer {
         return None;
@@ -285,7 +311,7 @@ async fn admit(
     };
     let caller = crate::security::authorizer::Caller {
         principal: &principal,
-        host: &peer,
+        host: peer,
     };
     let metadata = shard.metadata();
     let message = access::first_refusal(&authorizer, &metadata.acls, caller, &needs)?;
@@ -297,7 +323,7 @@ async fn admit(
 /// a partition's or topic's records ([`stream`]).
 async fn serve_stream(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     head: &Head,
     cluster: &str,
     topic: &str,
@@ -312,7 +338,7 @@ async fn serve_stream(
 }
 
 /// Writes a whole answer (within [`stream::STREAM_WRITE_STALL_MAX`]) and closes.
-async fn finish(stream: &mut TcpStream, answer: &[u8]) -> std::io::Result<()> {
+async fn finish(stream: &mut HttpStream, answer: &[u8]) -> std::io::Result<()> {
     match crate::rt::timeout(stream::STREAM_WRITE_STALL_MAX, stream.write_all(answer)).await {
         Some(result) => result?,
         None => return Err(std::io::Error::other("the client did not take the answer")),
