@@ -34,8 +34,9 @@
 //! [`BASIC_CACHE_ENTRIES_MAX`] entries of (user name, 64-byte stored key, 32-byte tag) per
 //! listener and shard; only verified users enter it.
 //!
-//! Not done: HTTPS on these listeners (and so client certificates as principals); a bearer
-//! token is checked when the request arrives, a stream it opened is not closed at the token's
+//! A verified HTTPS client certificate (`super::tls`) authenticates a data-listener request
+//! before this module is asked. Not done: HTTPS on the admin listener; a bearer token is
+//! checked when the request arrives, a stream it opened is not closed at the token's
 //! expiry; Confluent's `authentication.roles` (use ACLs) and credential propagation
 //! (`confluent.rest.auth.propagate.method`: the broker checks the principal itself).
 
