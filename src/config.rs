@@ -391,6 +391,28 @@ pub struct BrokerConfig {
     /// the other brokers with on that listener. Its principal must be in `super_users` (or
     /// hold CLUSTER_ACTION on the cluster) when the authorizer is on.
     pub listener_name: BTreeMap<String, BTreeMap<String, ListenerMechanismConfig>>,
+    /// Authentication on the HTTP listener (`crate::http::auth`), Confluent REST Proxy's
+    /// `authentication.method`: `NONE` (the default: no authentication; with the authorizer on
+    /// every HTTP request is then refused 403), `BASIC` (user and password checked against
+    /// the stored SCRAM credentials) or `BEARER` (an OAUTHBEARER token, validated as the
+    /// `sasl_oauthbearer_*` settings say).
+    pub http_authentication_method: String,
+    /// REST Proxy's `authentication.realm`: the realm named in `WWW-Authenticate` on the HTTP
+    /// and admin listeners.
+    pub http_authentication_realm: String,
+    /// Authentication on the admin listener (`/metrics`, the console and `/api/*`; never
+    /// `/health` and `/ready`): `NONE` (the default), `BASIC` or `BEARER`, as
+    /// `http_authentication_method`.
+    pub admin_authentication_method: String,
+    /// HTTPS on the HTTP listener (REST Proxy's `listeners=https://`), with the certificate and
+    /// key of `ssl_certificate_file` / `ssl_key_file` (reloaded when they change, as the Kafka
+    /// TLS listeners'). Default false: plain HTTP.
+    pub http_ssl_enabled: bool,
+    /// REST Proxy's `ssl.client.authentication` on the HTTPS listener: `NONE` (the default),
+    /// `REQUESTED` or `REQUIRED` (client certificates chained to `ssl_ca_file`). A client
+    /// certificate's principal (`User:` + its subject, as the Kafka listeners map it) is the
+    /// request's principal, before any `Authorization` header.
+    pub http_ssl_client_authentication: String,
 }
 
 /// Per-listener, per-mechanism settings (`listener_name.<listener>.<mechanism>.*`).
@@ -548,6 +570,11 @@ impl Default for BrokerConfig {
             security_inter_broker_protocol: String::new(),
             sasl_mechanism_inter_broker_protocol: "PLAIN".into(),
             listener_name: BTreeMap::new(),
+            http_authentication_method: "NONE".into(),
+            http_authentication_realm: "Freshet".into(),
+            admin_authentication_method: "NONE".into(),
+            http_ssl_enabled: false,
+            http_ssl_client_authentication: "NONE".into(),
         }
     }
 }

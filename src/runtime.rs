@@ -107,6 +107,9 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     let signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
         .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     config.validate()?;
+    // The HTTP listeners' authentication and HTTPS settings (checked here, not in `config`,
+    // which does not depend on `http`).
+    crate::http::auth::check_config(&config).map_err(crate::config::ConfigError)?;
     // How this broker calls the others (listener, TLS, SASL): built once, read by every shard.
     crate::cluster::inter_broker::install(
         crate::cluster::inter_broker::InterBrokerSecurity::from_config(&config)?,

@@ -23,9 +23,16 @@
 //! `http_connections_per_shard_max` connections per shard (one more is answered 503 and
 //! closed), a request head of at most [`REQUEST_HEAD_BYTES_MAX`], a body of at most
 //! `http_request_bytes_max`, the whole request within [`REQUEST_READ_TIMEOUT`]. Errors are the
-//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status. The listener has
-//! no authentication: while the authorizer is on (`authorizer`), every request is answered
-//! 403, so it cannot be used to get around the ACLs.
+//! REST proxy's JSON `{"error_code":..,"message":..}` with the HTTP status.
+//!
+//! Security: with `http_authentication_method` `BASIC` or `BEARER` every request must
+//! authenticate ([`auth`]: 401 with `WWW-Authenticate` otherwise) and, with the authorizer on,
+//! its principal passes the ACL checks Kafka makes for the equivalent Kafka requests
+//! ([`access`]: 403 with Kafka's message otherwise), before anything is read or written. With
+//! `NONE` (the default) there is no principal, so while the authorizer is on every request is
+//! answered 403: the listener cannot be used to get around the ACLs. With `http_ssl_enabled`
+//! the listener speaks HTTPS ([`tls`]), and a client certificate's principal authenticates
+//! the request by itself.
 //!
 //! Memory: a connection holds its request (head + body, bounded above) and, when streaming,
 //! one read of [`stream::STREAM_READ_BYTES_MAX`] (or one larger batch, at most
@@ -35,13 +42,18 @@
 //! whole: at most one frame of `websocket::WS_CLIENT_FRAME_BYTES_MAX` (4 KiB) and a 512-byte
 //! read.
 
+pub mod access;
+pub mod auth;
 pub mod committed;
 pub mod group;
 pub mod produce;
 pub mod share;
 pub mod stream;
+pub mod tls;
 pub mod websocket;
 pub mod wire;
+
+pub use tls::HttpStream;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -61,8 +73,21 @@ pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves the HTTP listener on this shard until the shard begins to stop.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     let open = Rc::new(Cell::new(0usize));
+    let auth = Rc::new(auth::Authenticator::new(
+        &shard.config,
+        &shard.config.http_authentication_method,
+        "http",
+    ));
+    let tls = match tls::tls_config(&shard.config) {
+        Ok(tls) => tls.map(Rc::new),
+        Err(e) => {
+            // Checked at start: only a file that changed since can get here. Serve nothing.
+            tracing::error!(shard = shard.id, error = %e, "HTTPS configuration does not load; HTTP listener closed");
+            return;
+        }
+    };
     loop {
-        let stream = match crate::server::accept_or_stop(&shard, &listener).await {
+        let stream = match crate::shard::accept_or_stop(&shard, &listener).await {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
@@ -78,13 +103,23 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 limit,
                 "too many HTTP connections; refusing one"
             );
-            crate::rt::spawn_local(refuse(stream)).detach();
+            if tls.is_none() {
+                crate::rt::spawn_local(refuse(stream)).detach();
+            }
             continue;
         }
         open.set(open.get() + 1);
-        let (shard, open) = (shard.clone(), open.clone());
+        let (shard, open, auth, tls) = (shard.clone(), open.clone(), auth.clone(), tls.clone());
         crate::rt::spawn_local(async move {
-            if let Err(e) = serve_one(&shard, stream).await {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let served = match tls::accept(tls.as_deref(), stream, &peer).await {
+                Ok((stream, certified)) => serve_one(&shard, &auth, stream, certified, &peer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
             open.set(open.get() - 1);
@@ -117,7 +152,7 @@ struct Request {
 
 /// Reads one request; `Err(answer)` when it must be refused with that response.
 async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     body_max: usize,
 ) -> std::io::Result<Result<Request, Vec<u8>>> {
     let deadline = Instant::now() + REQUEST_READ_TIMEOUT;
@@ -170,7 +205,7 @@ async fn read_request(
 
 /// Reads what arrives (at most 16 KiB) onto `buf`, failing at the deadline or the end.
 async fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> std::io::Result<()> {
@@ -187,21 +222,20 @@ async fn read_some(
     }
 }
 
-async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_one(
+    shard: &Rc<Shard>,
+    auth: &auth::Authenticator,
+    mut stream: HttpStream,
+    certified: Option<Rc<str>>,
+    peer: &str,
+) -> std::io::Result<()> {
     let request = match read_request(&mut stream, shard.config.http_request_bytes_max).await? {
         Ok(r) => r,
         Err(answer) => return finish(&mut stream, &answer).await,
     };
     let head = &request.head;
-    if shard.config.authorizer {
-        // No principal to check ACLs against: with the authorizer on, nothing is served.
-        let message =
-            "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
-        return finish(
-            &mut stream,
-            &json_response(403, &error_body(40301, message)),
-        )
-        .await;
+    if let Some(refusal) = admit(shard, auth, certified, peer, &request).await {
+        return finish(&mut stream, &refusal).await;
     }
     let answer = match (head.method.as_str(), wire::route(&head.path)) {
         ("POST", Route::Records { cluster, topic }) => {
@@ -239,11 +273,57 @@ async fn serve_one(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
     finish(&mut stream, &answer).await
 }
 
+/// Authenticates the request (by its client certificate's principal `certified`, else as
+/// [`auth`] says) and checks its ACLs ([`access`]): `None` when it may be served, else the
+/// answer refusing it (401 or 403).
+async fn admit(
+    shard: &Shard,
+    auth: &auth::Authenticator,
+    certified: Option<Rc<str>>,
+    peer: &str,
+    request: &Request,
+) -> Option<Vec<u8>> {
+    if certified.is_none() && !auth.is_on() {
+        // No principal to check ACLs against: with the authorizer on, nothing is served.
+        let message =
+            "the HTTP listener has no authentication; it serves nothing while the authorizer is on";
+        return shard
+            .config
+            .authorizer
+            .then(|| json_response(403, &error_body(40301, message)));
+    }
+    let principal = match certified {
+        Some(principal) => principal,
+        None => match auth.authenticate(shard, &request.head, peer).await {
+            Ok(principal) => principal,
+            Err(refusal) => return Some(auth.unauthorized_response(&refusal)),
+        },
+    };
+    if !shard.config.authorizer {
+        return None;
+    }
+    let head = &request.head;
+    let needs = access::required(&head.method, &wire::route(&head.path), head, &request.body);
+    let authorizer = crate::security::authorizer::Authorizer {
+        enabled: true,
+        super_users: &shard.config.super_users,
+        allow_everyone_if_no_acl_found: shard.config.allow_everyone_if_no_acl_found,
+    };
+    let caller = crate::security::authorizer::Caller {
+        principal: &principal,
+        host: peer,
+    };
+    let metadata = shard.metadata();
+    let message = access::first_refusal(&authorizer, &metadata.acls, caller, &needs)?;
+    tracing::debug!(%peer, %principal, path = %head.path, %message, "HTTP request refused by the ACLs");
+    Some(json_response(403, &error_body(40301, &message)))
+}
+
 /// A stream request: a share-group member's stream with `?share_group=G` ([`share`]), else
 /// a partition's or topic's records ([`stream`]).
 async fn serve_stream(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut HttpStream,
     head: &Head,
     cluster: &str,
     topic: &str,
@@ -258,7 +338,7 @@ async fn serve_stream(
 }
 
 /// Writes a whole answer (within [`stream::STREAM_WRITE_STALL_MAX`]) and closes.
-async fn finish(stream: &mut TcpStream, answer: &[u8]) -> std::io::Result<()> {
+async fn finish(stream: &mut HttpStream, answer: &[u8]) -> std::io::Result<()> {
     match crate::rt::timeout(stream::STREAM_WRITE_STALL_MAX, stream.write_all(answer)).await {
         Some(result) => result?,
         None => return Err(std::io::Error::other("the client did not take the answer")),

@@ -48,9 +48,9 @@ use super::produce::HttpError;
 use super::stream::{self, Framing, STREAM_KEEPALIVE, STREAM_READ_BYTES_MAX};
 use super::websocket::{self, Reply};
 use super::wire::{error_body, json_response, Head};
+use super::HttpStream as TcpStream;
 use crate::coordinator::share_group::{HeartbeatRequest, HeartbeatResponse, JOIN_EPOCH};
 use crate::coordinator::share_partition::{ACK_ACCEPT, ACK_REJECT, ACK_RELEASE};
-use crate::rt::net::TcpStream;
 use crate::shard::shares::{fetch_records, AckBatch, FetchAsk, FetchedPartition};
 use crate::shard::{now_ms, Shard, COORDINATOR_SHARD};
 

@@ -40,7 +40,7 @@ use serde_json::Value;
 
 use super::websocket::{self, Reply};
 use super::wire::{base64_encode, error_body, json_response, parse_event_id, Head};
-use crate::rt::net::TcpStream;
+use super::HttpStream as TcpStream;
 use crate::shard::{routing, Shard};
 use crate::storage::StorageError;
 

@@ -9,7 +9,7 @@
 //! `Last-Event-ID`). A missing or wrong upgrade header is answered 400 (426 for another
 //! version, with `Sec-WebSocket-Version: 13`). No origin check and no subprotocol: like the
 //! SSE stream's `Access-Control-Allow-Origin: *`, any page may read it (the listener answers
-//! 403 to everything while the authorizer is on).
+//! 403 to everything while the authorizer is on, unless HTTP authentication is configured).
 //!
 //! From the client the server takes control frames: a ping is answered with a pong of the same
 //! payload, a close with a close (then the connection ends); pongs are ignored. Whole text

@@ -45,7 +45,7 @@ impl Head {
 /// Parses an HTTP/1.x request head (up to, not including, the blank line); `None` if it is
 /// not one. The request line goes through the admin listener's parser.
 pub fn parse_head(head: &str) -> Option<Head> {
-    let line = crate::server::admin::parse_request_line(head)?;
+    let line = parse_request_line(head)?;
     let target = head.lines().next()?.split(' ').nth(1)?;
     let query = target
         .split_once('?')
@@ -205,6 +205,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -240,9 +241,45 @@ pub fn parse_event_id(id: &str, partition: i32) -> Option<i64> {
         .filter(|o| *o >= 0)
 }
 
+/// A parsed request line: method and path (query string dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// Parses the request line of an HTTP/1.x request head; `None` if it is not one.
+pub fn parse_request_line(head: &str) -> Option<RequestLine<'_>> {
+    let line = head.lines().next()?;
+    let mut parts = line.split(' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version = parts.next()?;
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    Some(RequestLine { method, path })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_lines_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_request_line("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some(RequestLine {
+                method: "GET",
+                path: "/metrics"
+            })
+        );
+        assert_eq!(parse_request_line("GET /metrics\r\n\r\n"), None);
+        assert_eq!(parse_request_line("GET / HTTP/2 extra\r\n"), None);
+        assert_eq!(parse_request_line(""), None);
+        assert_eq!(parse_request_line("\u{0}\u{1}"), None);
+    }
 
     #[test]
     fn heads_parse_with_query_and_headers() {

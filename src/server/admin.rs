@@ -19,6 +19,16 @@
 //! - `/metrics`: asks every shard for its snapshot over the router (bounded by
 //!   [`SCRAPE_TIMEOUT`]) and renders them (`crate::metrics`). A shard that does not answer in
 //!   time makes the scrape fail with 503 rather than hang.
+//!
+//! Authentication (`admin_authentication_method`, default `NONE`: none, as before): with
+//! `BASIC` or `BEARER` (`crate::http::auth`, the same checks as the HTTP listener) every path
+//! but `/health` and `/ready` (probes) needs credentials (401 with `WWW-Authenticate`
+//! otherwise). `/metrics` then needs an authenticated principal and no ACL (Prometheus sends
+//! `basic_auth` or `authorization` credentials; what it reads are counters and names). The
+//! console (`/`) and `/api/*` also need, while the authorizer is on, DESCRIBE on the CLUSTER
+//! (or a super user): 403 otherwise; and `/api/topics` and `/api/groups` list only the topics
+//! and groups the principal may DESCRIBE (`super::console`). Without authentication the
+//! console is served as before (no principal to check).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -53,8 +63,13 @@ pub async fn serve(
     started: Instant,
 ) {
     let slots = Rc::new(RefCell::new(Slots::default()));
+    let auth = Rc::new(crate::http::auth::Authenticator::new(
+        &shard.config,
+        &shard.config.admin_authentication_method,
+        "admin",
+    ));
     loop {
-        let accepted = super::accept_or_stop(&shard, &listener).await;
+        let accepted = crate::shard::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
             None => break,
             Some(Ok(stream)) => stream,
@@ -73,9 +88,14 @@ pub async fn serve(
             slots: slots.clone(),
             id,
         };
-        let (shard, ready) = (shard.clone(), ready.clone());
+        let (shard, ready, auth) = (shard.clone(), ready.clone(), auth.clone());
         let task = crate::rt::spawn_local(async move {
-            if let Err(e) = serve_one(&shard, stream, &*ready, started, &guard).await {
+            let admin = Admin {
+                ready: &*ready,
+                started,
+                auth: &auth,
+            };
+            if let Err(e) = serve_one(&shard, stream, &admin, &guard).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
             drop(guard);
@@ -151,27 +171,6 @@ impl Drop for SlotGuard {
     }
 }
 
-/// A parsed request line: method and path (query string dropped).
-#[derive(Debug, PartialEq, Eq)]
-pub struct RequestLine<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-}
-
-/// Parses the request line of an HTTP/1.x request head; `None` if it is not one.
-pub fn parse_request_line(head: &str) -> Option<RequestLine<'_>> {
-    let line = head.lines().next()?;
-    let mut parts = line.split(' ');
-    let method = parts.next()?;
-    let target = parts.next()?;
-    let version = parts.next()?;
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return None;
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    Some(RequestLine { method, path })
-}
-
 /// Reads the request head: up to the blank line, within the size and time limits.
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
@@ -197,53 +196,120 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// What every admin connection shares: readiness, start time, authentication.
+struct Admin<'a> {
+    ready: &'a dyn Fn() -> bool,
+    started: Instant,
+    auth: &'a crate::http::auth::Authenticator,
+}
+
+/// The principal of a request to `path` when the admin listener authenticates (`Ok(None)`
+/// when it does not, or for the probes), else the answer refusing it (401, or 403 for the
+/// console without DESCRIBE on the cluster) and its `WWW-Authenticate`.
+async fn admit(
+    shard: &Shard,
+    auth: &crate::http::auth::Authenticator,
+    stream: &TcpStream,
+    head: &str,
+    path: &str,
+) -> Result<Option<super::console::Viewer>, (u16, String, String)> {
+    if !auth.is_on() || path == "/health" || path == "/ready" {
+        return Ok(None);
+    }
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let Some(parsed) = crate::http::wire::parse_head(head) else {
+        return Err((400, "bad request\n".into(), String::new()));
+    };
+    let principal = auth
+        .authenticate(shard, &parsed, &peer)
+        .await
+        .map_err(|refusal| {
+            let challenge = format!("WWW-Authenticate: {}\r\n", auth.challenge(&refusal));
+            (401, format!("{}\n", refusal.message), challenge)
+        })?;
+    if shard.config.authorizer && super::console::handles(path) {
+        let caller = crate::security::authorizer::Caller {
+            principal: &principal,
+            host: &peer,
+        };
+        let needs = [crate::http::access::cluster_need()];
+        let metadata = shard.metadata();
+        if let Some(message) = crate::http::access::first_refusal(
+            &super::console::authorizer(shard),
+            &metadata.acls,
+            caller,
+            &needs,
+        ) {
+            return Err((403, format!("{message}\n"), String::new()));
+        }
+    }
+    Ok(Some(super::console::Viewer {
+        principal,
+        host: peer,
+    }))
+}
+
 async fn serve_one(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
-    ready: &dyn Fn() -> bool,
-    started: Instant,
+    admin: &Admin<'_>,
     slot: &SlotGuard,
 ) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
     slot.head_received();
     let head = String::from_utf8_lossy(&head);
-    let (status, content_type, body) = match parse_request_line(&head) {
+    let (ready, started) = (admin.ready, admin.started);
+    let mut extra_headers = String::new();
+    let (status, content_type, body) = match crate::http::wire::parse_request_line(&head) {
         None => (400, "text/plain", "bad request\n".to_string()),
         Some(line) if line.method != "GET" && line.method != "HEAD" => {
             (405, "text/plain", "only GET and HEAD\n".to_string())
         }
-        Some(line) => match line.path {
-            "/health" => (200, "text/plain", "ok\n".to_string()),
-            "/ready" if ready() && !shard.stopping.get() => {
-                (200, "text/plain", "ready\n".to_string())
+        Some(line) => match admit(shard, admin.auth, &stream, &head, line.path).await {
+            Err((status, message, challenge)) => {
+                extra_headers = challenge;
+                (status, "text/plain", message)
             }
-            "/ready" => (503, "text/plain", "not ready\n".to_string()),
-            "/metrics" => match scrape(shard, ready(), started).await {
-                Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
-                None => (
-                    503,
+            Ok(viewer) => match line.path {
+                "/health" => (200, "text/plain", "ok\n".to_string()),
+                "/ready" if ready() && !shard.stopping.get() => {
+                    (200, "text/plain", "ready\n".to_string())
+                }
+                "/ready" => (503, "text/plain", "not ready\n".to_string()),
+                "/metrics" => match scrape(shard, ready(), started).await {
+                    Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
+                    None => (
+                        503,
+                        "text/plain",
+                        "a shard did not answer in time\n".to_string(),
+                    ),
+                },
+                path if super::console::handles(path) => {
+                    super::console::answer(shard, path, viewer.as_ref()).await
+                }
+                _ => (
+                    404,
                     "text/plain",
-                    "a shard did not answer in time\n".to_string(),
+                    "not found (try /, /metrics, /health, /ready)\n".to_string(),
                 ),
             },
-            path if super::console::handles(path) => super::console::answer(shard, path).await,
-            _ => (
-                404,
-                "text/plain",
-                "not found (try /, /metrics, /health, /ready)\n".to_string(),
-            ),
         },
     };
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
-    let is_head = parse_request_line(&head).is_some_and(|l| l.method == "HEAD");
+    let is_head = crate::http::wire::parse_request_line(&head).is_some_and(|l| l.method == "HEAD");
     let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -304,24 +370,4 @@ fn resident_memory_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_lines_parse_and_garbage_does_not() {
-        assert_eq!(
-            parse_request_line("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Some(RequestLine {
-                method: "GET",
-                path: "/metrics"
-            })
-        );
-        assert_eq!(parse_request_line("GET /metrics\r\n\r\n"), None);
-        assert_eq!(parse_request_line("GET / HTTP/2 extra\r\n"), None);
-        assert_eq!(parse_request_line(""), None);
-        assert_eq!(parse_request_line("\u{0}\u{1}"), None);
-    }
 }

@@ -17,13 +17,18 @@
 //!
 //! The data is read on each shard through the router (`Shard::invoke_on_all`, as a metrics
 //! scrape does), within [`super::admin::SCRAPE_TIMEOUT`] (503 when a shard does not answer).
-//! Access: the same rule as `/metrics`: the admin listener has no authentication and serves
-//! these whether or not the authorizer is on (it listens on loopback by default, and what it
-//! shows, names and offsets, is what `/metrics` already exports); record contents are never
+//! Access: without `admin_authentication_method` the same rule as `/metrics`: no
+//! authentication, served whether or not the authorizer is on (it listens on loopback by
+//! default, and what it shows, names and offsets, is what `/metrics` already exports). With it,
+//! the admin listener authenticates the request (`super::admin`) and, while the authorizer is
+//! on, requires DESCRIBE on the cluster; the lists then hold only the topics and groups the
+//! principal may DESCRIBE (as Kafka's Metadata and ListGroups filter them), and a group's
+//! offsets only those of topics it may DESCRIBE (as OffsetFetch). Record contents are never
 //! served here. The live tail reads records from the HTTP push listener itself, straight from
 //! the browser (EventSource or WebSocket to `http_listen`, allowed by the push listener's
 //! `Access-Control-Allow-Origin: *`), so it is subject to that listener's rules (403 while the
-//! authorizer is on). It is not proxied through the admin listener, whose few connections
+//! authorizer is on without HTTP authentication; with it, 401: the browser's stream sends no
+//! credentials). It is not proxied through the admin listener, whose few connections
 //! ([`super::admin::ADMIN_CONNECTIONS_MAX`]) and write timeout are made for short requests.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +37,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::security::acl::{AclBinding, AclOperation, ResourceType};
+use crate::security::authorizer::{Authorizer, Caller};
 use crate::shard::{Shard, COORDINATOR_SHARD};
 
 /// The console page, served at `/`.
@@ -48,6 +55,41 @@ pub const CONSOLE_GROUP_OFFSETS_MAX: usize = 2000;
 /// A console answer: status, content type, body.
 pub type Answer = (u16, &'static str, String);
 
+/// Who asks, when the admin listener authenticates: the principal and the client's IP.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub principal: Rc<str>,
+    pub host: String,
+}
+
+/// The broker's authorizer settings.
+pub fn authorizer(shard: &Shard) -> Authorizer<'_> {
+    Authorizer {
+        enabled: shard.config.authorizer,
+        super_users: &shard.config.super_users,
+        allow_everyone_if_no_acl_found: shard.config.allow_everyone_if_no_acl_found,
+    }
+}
+
+/// May `viewer` see the resource in a list (DESCRIBE)? Everyone may without a viewer (no
+/// authentication) or without the authorizer.
+fn visible(
+    shard: &Shard,
+    acls: &BTreeSet<AclBinding>,
+    viewer: Option<&Viewer>,
+    resource_type: ResourceType,
+    name: &str,
+) -> bool {
+    let Some(viewer) = viewer else {
+        return true;
+    };
+    let caller = Caller {
+        principal: &viewer.principal,
+        host: &viewer.host,
+    };
+    authorizer(shard).authorize(acls, caller, AclOperation::Describe, resource_type, name)
+}
+
 /// Whether `path` is one of the console's.
 pub fn handles(path: &str) -> bool {
     matches!(
@@ -57,7 +99,7 @@ pub fn handles(path: &str) -> bool {
 }
 
 /// Answers a console path (one [`handles`] accepts).
-pub async fn answer(shard: &Rc<Shard>, path: &str) -> Answer {
+pub async fn answer(shard: &Rc<Shard>, path: &str, viewer: Option<&Viewer>) -> Answer {
     let json = |v: Option<Value>| match v {
         Some(v) => (200, "application/json", v.to_string()),
         None => (
@@ -68,8 +110,8 @@ pub async fn answer(shard: &Rc<Shard>, path: &str) -> Answer {
     };
     match path {
         "/api/cluster" => json(Some(cluster(shard))),
-        "/api/topics" => json(topics(shard).await),
-        "/api/groups" => json(groups(shard).await),
+        "/api/topics" => json(topics(shard, viewer).await),
+        "/api/groups" => json(groups(shard, viewer).await),
         _ => (200, "text/html; charset=utf-8", PAGE.to_string()),
     }
 }
@@ -161,15 +203,24 @@ async fn log_states(
 }
 
 /// `/api/topics`.
-async fn topics(shard: &Rc<Shard>) -> Option<Value> {
+async fn topics(shard: &Rc<Shard>, viewer: Option<&Viewer>) -> Option<Value> {
     let metadata = shard.metadata();
     let mut listed = Vec::new();
     let mut partitions_left = CONSOLE_PARTITIONS_MAX;
     let mut truncated = false;
-    for (name, meta) in metadata.topics.iter() {
+    let shown_topics = metadata
+        .topics
+        .iter()
+        .filter(|(name, _)| visible(shard, &metadata.acls, viewer, ResourceType::Topic, name));
+    let mut topics_total = 0;
+    for (name, meta) in shown_topics {
+        topics_total += 1;
+        if truncated {
+            continue;
+        }
         if listed.len() == CONSOLE_TOPICS_MAX || partitions_left == 0 {
             truncated = true;
-            break;
+            continue;
         }
         let count = usize::try_from(meta.partitions).unwrap_or(0);
         let shown = count.min(partitions_left);
@@ -214,7 +265,7 @@ async fn topics(shard: &Rc<Shard>) -> Option<Value> {
         .collect();
     Some(json!({
         "topics": topics,
-        "topics_total": metadata.topics.len(),
+        "topics_total": topics_total,
         "truncated": truncated,
         "topics_max": CONSOLE_TOPICS_MAX,
         "partitions_max": CONSOLE_PARTITIONS_MAX,
@@ -283,8 +334,17 @@ async fn group_rows(shard: &Rc<Shard>) -> Option<(Vec<GroupRow>, bool)> {
 }
 
 /// `/api/groups`.
-async fn groups(shard: &Rc<Shard>) -> Option<Value> {
-    let (rows, truncated) = group_rows(shard).await?;
+async fn groups(shard: &Rc<Shard>, viewer: Option<&Viewer>) -> Option<Value> {
+    let (mut rows, truncated) = group_rows(shard).await?;
+    if viewer.is_some() {
+        let metadata = shard.metadata();
+        let acls = &metadata.acls;
+        rows.retain(|g| visible(shard, acls, viewer, ResourceType::Group, &g.group_id));
+        for g in &mut rows {
+            g.offsets
+                .retain(|((t, _), _)| visible(shard, acls, viewer, ResourceType::Topic, t));
+        }
+    }
     let wanted = rows
         .iter()
         .flat_map(|g| g.offsets.iter().map(|(tp, _)| tp.clone()))

@@ -29,18 +29,6 @@ use crate::rt::net::TcpListener;
 
 use crate::shard::Shard;
 
-/// The next accepted connection, or `None` once the shard begins to stop.
-pub(crate) async fn accept_or_stop(
-    shard: &Shard,
-    listener: &TcpListener,
-) -> Option<crate::rt::net::Result<crate::rt::net::TcpStream>> {
-    futures_lite::future::or(async { Some(listener.accept().await) }, async {
-        shard.stop.until(|| shard.stopping.get()).await;
-        None
-    })
-    .await
-}
-
 /// Back-off after a failed accept (EMFILE and friends), so the loop never spins.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 /// At most one "accept failed" log line per this interval (with the count of the others).
@@ -71,7 +59,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
     let mut errors_unlogged = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
     loop {
-        let accepted = accept_or_stop(&shard, &listener).await;
+        let accepted = crate::shard::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
             None => break,
             Some(Ok(stream)) => stream,

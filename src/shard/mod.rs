@@ -1065,6 +1065,18 @@ fn refuse_all(
         .collect()
 }
 
+/// The next accepted connection, or `None` once the shard begins to stop.
+pub(crate) async fn accept_or_stop(
+    shard: &Shard,
+    listener: &crate::rt::net::TcpListener,
+) -> Option<crate::rt::net::Result<crate::rt::net::TcpStream>> {
+    futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        shard.stop.until(|| shard.stopping.get()).await;
+        None
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
