@@ -108,9 +108,12 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
         .map_err(|e| StartError::Executor(format!("cannot install signal handlers: {e}")))?;
     config.validate()?;
     // How this broker calls the others (listener, TLS, SASL): built once, read by every shard.
-    crate::cluster::inter_broker::install(
-        crate::cluster::inter_broker::InterBrokerSecurity::from_config(&config)?,
-    );
+    // A single node calls no other broker.
+    if config.in_cluster() {
+        crate::cluster::inter_broker::install(
+            crate::cluster::inter_broker::InterBrokerSecurity::from_config(&config)?,
+        );
+    }
     let shards = config.shard_count();
     // The first listener's address (`listen` unless `listeners` is set) names the broker in
     // its start and ready lines.
