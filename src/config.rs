@@ -1025,8 +1025,17 @@ impl BrokerConfig {
         if specs.iter().any(|l| l.protocol.sasl()) {
             self.oauth_mode()?;
         }
-        self.inter_broker()?;
+        // Only a node of a cluster calls other brokers: a single node's listeners need no
+        // inter-broker credentials (its settings stay valid as before).
+        if self.in_cluster() {
+            self.inter_broker()?;
+        }
         Ok(())
+    }
+
+    /// Is this node part of a quorum of several nodes (`controller_quorum_voters` set)?
+    pub fn in_cluster(&self) -> bool {
+        !self.controller_quorum_voters.trim().is_empty()
     }
 
     /// How this broker connects to the other brokers (module `cluster::inter_broker`): the

@@ -111,9 +111,12 @@ fn run_broker_once(mut config: BrokerConfig) -> Result<(), StartError> {
     // which does not depend on `http`).
     crate::http::auth::check_config(&config).map_err(crate::config::ConfigError)?;
     // How this broker calls the others (listener, TLS, SASL): built once, read by every shard.
-    crate::cluster::inter_broker::install(
-        crate::cluster::inter_broker::InterBrokerSecurity::from_config(&config)?,
-    );
+    // A single node calls no other broker.
+    if config.in_cluster() {
+        crate::cluster::inter_broker::install(
+            crate::cluster::inter_broker::InterBrokerSecurity::from_config(&config)?,
+        );
+    }
     let shards = config.shard_count();
     // The first listener's address (`listen` unless `listeners` is set) names the broker in
     // its start and ready lines.

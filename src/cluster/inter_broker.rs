@@ -18,9 +18,10 @@
 //!   must be replaced ([`Connected::renew_at`], at 85% of the lifetime); its owner drops it
 //!   then and connects again rather than re-authenticating in place.
 //!
-//! The settings are built once per process ([`install`], from `runtime`) and read by every
-//! shard ([`current`]); without [`install`] (unit tests) connections are plaintext to the
-//! first listener.
+//! The settings are built once per process ([`install`], from `runtime`, on a node of a
+//! cluster only: a single node calls no other broker, and its settings need no inter-broker
+//! credentials) and read by every shard ([`current`]); without [`install`] connections are
+//! plaintext to the first listener.
 //!
 //! Bounds: a SASL answer is at most [`SASL_ANSWER_BYTES_MAX`]; the whole connect (TCP, TLS,
 //! SASL) is bounded by the caller's timeout; at most [`SASL_ROUNDS_MAX`] SaslAuthenticate
@@ -367,5 +368,24 @@ mod tests {
             ..BrokerConfig::default()
         };
         assert!(tls.inter_broker().unwrap_err().0.contains("ssl_ca_file"));
+    }
+
+    /// A single node calls no other broker: a SASL-only or TLS-only single node stays valid
+    /// without inter-broker credentials or a CA (as before); the same listeners in a cluster
+    /// need them.
+    #[test]
+    fn only_a_cluster_node_needs_inter_broker_credentials() {
+        let single = BrokerConfig {
+            listeners: vec!["SASL_PLAINTEXT://127.0.0.1:9092".into()],
+            ..BrokerConfig::default()
+        };
+        single.validate().expect("a single SASL-only node");
+        let node = BrokerConfig {
+            controller_quorum_voters: "1@127.0.0.1:19193".into(),
+            node_id: 1,
+            ..single
+        };
+        let e = node.validate().unwrap_err();
+        assert!(e.0.contains("sasl_jaas_config"), "{e}");
     }
 }

@@ -24,7 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 
@@ -152,7 +152,8 @@ fn replica_fetch_error(conn: &mut RawConn, topic: &str) -> i16 {
 /// Only SASL_PLAINTEXT listeners, the authorizer on, the brokers' user the only super user
 /// besides an admin: an rf-3 topic is replicated to every broker (acks=all with
 /// min.insync.replicas 3 succeeds), a leader's kill -9 moves leadership to a follower that has
-/// every acknowledged record, and a non-broker user's replica Fetch is refused
+/// every acknowledged record, a transaction over partitions led by different brokers commits
+/// (its markers reach the leaders over SASL), and a non-broker user's replica Fetch is refused
 /// (TOPIC_AUTHORIZATION_FAILED, as Kafka's KafkaApis answers a follower fetch without
 /// CLUSTER_ACTION) while the broker user's is served.
 #[test]
@@ -211,6 +212,36 @@ fn brokers_authenticate_to_each_other_on_a_sasl_only_cluster() {
             }
         }
         drop(producer);
+
+        // A transaction over 3 partitions led across the brokers: its commit needs the
+        // coordinator's markers (BrokerClient) to reach every partition leader over SASL.
+        let txn_topic = NewTopic::new("secured-txn", 3, TopicReplication::Fixed(3));
+        let created = rt
+            .block_on(admin.create_topics([&txn_topic], &AdminOptions::new()))
+            .expect("CreateTopics");
+        assert!(created[0].is_ok(), "{created:?}");
+        let txn: FutureProducer = client(&cluster, &[0, 1, 2], "admin", "admin-secret")
+            .set("transactional.id", "secured-tx")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("transactional producer");
+        let txn_timeout = Duration::from_secs(30);
+        txn.init_transactions(txn_timeout)
+            .expect("init_transactions");
+        txn.begin_transaction().expect("begin");
+        for partition in 0..3 {
+            let record = FutureRecord::to("secured-txn")
+                .partition(partition)
+                .key("k")
+                .payload("in a transaction");
+            if let Err((e, _)) = rt.block_on(txn.send(record, Duration::from_secs(20))) {
+                cluster.fail(&format!("transactional send to {partition}: {e}"));
+            }
+        }
+        if let Err(e) = txn.commit_transaction(txn_timeout) {
+            cluster.fail(&format!("commit (markers over SASL): {e}"));
+        }
+        drop(txn);
 
         // A user who is not a broker cannot fetch as a replica; the broker user can.
         let mut mallory = raw_login(&cluster, leader as usize, "mallory", "mallory-secret");
