@@ -104,6 +104,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::DescribeShareGroupOffsets, 0, 0),
     api(ApiKey::AlterShareGroupOffsets, 0, 0),
     api(ApiKey::DeleteShareGroupOffsets, 0, 0),
+    // Between brokers: a share-partition leader to its share coordinator.
+    api(ApiKey::ReadShareGroupState, 0, 0),
+    api(ApiKey::WriteShareGroupState, 0, 0),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.
