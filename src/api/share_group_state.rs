@@ -51,7 +51,10 @@ pub async fn read(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     }
     let copy = body.clone();
     let response = shard
-        .invoke_on(COORDINATOR_SHARD, move |c| async move { serve_read(&c, body) })
+        .invoke_on(
+            COORDINATOR_SHARD,
+            move |c| async move { serve_read(&c, body) },
+        )
         .await
         .unwrap_or_else(|_| every(crate::error::coordinator_gone_code(), &copy));
     super::respond(&request, &response)

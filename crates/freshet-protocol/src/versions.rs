@@ -100,13 +100,14 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::ShareGroupDescribe, 1, 1),
     api(ApiKey::ShareFetch, 1, 1),
     api(ApiKey::ShareAcknowledge, 1, 1),
+    // Between brokers: a share-partition leader to its share coordinator (the table is
+    // sorted by api key).
+    api(ApiKey::ReadShareGroupState, 0, 0),
+    api(ApiKey::WriteShareGroupState, 0, 0),
     // Kafka 4.2 serves v0-1 (v1 adds the lag); the crate knows v0.
     api(ApiKey::DescribeShareGroupOffsets, 0, 0),
     api(ApiKey::AlterShareGroupOffsets, 0, 0),
     api(ApiKey::DeleteShareGroupOffsets, 0, 0),
-    // Between brokers: a share-partition leader to its share coordinator.
-    api(ApiKey::ReadShareGroupState, 0, 0),
-    api(ApiKey::WriteShareGroupState, 0, 0),
 ];
 
 /// The `(min, max)` versions served for `api_key`, or `None` if the broker does not serve it.

@@ -109,7 +109,12 @@ pub fn from_batches(start: i64, batches: &[(i64, i64, i8, i16)]) -> ShareState {
         .copied()
         .collect();
     sorted.sort_unstable();
-    let end = sorted.iter().map(|b| b.1 + 1).max().unwrap_or(start).max(start);
+    let end = sorted
+        .iter()
+        .map(|b| b.1 + 1)
+        .max()
+        .unwrap_or(start)
+        .max(start);
     let in_flight = sorted
         .into_iter()
         .filter(|b| b.2 == STATE_AVAILABLE || b.2 == 1)
@@ -289,13 +294,15 @@ pub async fn read_state(
     }
     let request = ReadShareGroupStateRequest::default()
         .with_group_id(crate::api::str_bytes(key.group.clone()))
-        .with_topics(vec![read_share_group_state_request::ReadStateData::default()
-            .with_topic_id(key.topic_id)
-            .with_partitions(vec![
-                read_share_group_state_request::PartitionData::default()
-                    .with_partition(key.partition)
-                    .with_leader_epoch(leader_epoch),
-            ])]);
+        .with_topics(vec![
+            read_share_group_state_request::ReadStateData::default()
+                .with_topic_id(key.topic_id)
+                .with_partitions(vec![
+                    read_share_group_state_request::PartitionData::default()
+                        .with_partition(key.partition)
+                        .with_leader_epoch(leader_epoch),
+                ]),
+        ]);
     let answer = shard
         .shares
         .client
@@ -322,7 +329,14 @@ pub async fn read_state(
     let batches: Vec<_> = p
         .state_batches
         .iter()
-        .map(|b| (b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
+        .map(|b| {
+            (
+                b.first_offset,
+                b.last_offset,
+                b.delivery_state,
+                b.delivery_count,
+            )
+        })
         .collect();
     Ok(Some(from_batches(p.start_offset, &batches)))
 }
@@ -347,26 +361,28 @@ pub async fn write_state(
     };
     let request = WriteShareGroupStateRequest::default()
         .with_group_id(crate::api::str_bytes(key.group.clone()))
-        .with_topics(vec![write_share_group_state_request::WriteStateData::default()
-            .with_topic_id(key.topic_id)
-            .with_partitions(vec![
-                write_share_group_state_request::PartitionData::default()
-                    .with_partition(key.partition)
-                    .with_leader_epoch(leader_epoch)
-                    .with_start_offset(start)
-                    .with_state_batches(
-                        batches
-                            .into_iter()
-                            .map(|(first, last, st, count)| {
-                                write_share_group_state_request::StateBatch::default()
-                                    .with_first_offset(first)
-                                    .with_last_offset(last)
-                                    .with_delivery_state(st)
-                                    .with_delivery_count(count)
-                            })
-                            .collect(),
-                    ),
-            ])]);
+        .with_topics(vec![
+            write_share_group_state_request::WriteStateData::default()
+                .with_topic_id(key.topic_id)
+                .with_partitions(vec![
+                    write_share_group_state_request::PartitionData::default()
+                        .with_partition(key.partition)
+                        .with_leader_epoch(leader_epoch)
+                        .with_start_offset(start)
+                        .with_state_batches(
+                            batches
+                                .into_iter()
+                                .map(|(first, last, st, count)| {
+                                    write_share_group_state_request::StateBatch::default()
+                                        .with_first_offset(first)
+                                        .with_last_offset(last)
+                                        .with_delivery_state(st)
+                                        .with_delivery_count(count)
+                                })
+                                .collect(),
+                        ),
+                ]),
+        ]);
     let answer = shard
         .shares
         .client
@@ -387,7 +403,10 @@ pub async fn write_state(
 
 /// ReadShareGroupState on the share coordinator (the API handler's part on the coordinator
 /// shard): each asked partition's state or error.
-pub fn serve_read(shard: &Shard, request: ReadShareGroupStateRequest) -> ReadShareGroupStateResponse {
+pub fn serve_read(
+    shard: &Shard,
+    request: ReadShareGroupStateRequest,
+) -> ReadShareGroupStateResponse {
     let store = local_store(shard);
     let group = request.group_id.to_string();
     let results = request
@@ -457,7 +476,14 @@ pub async fn serve_write(
                 let batches: Vec<_> = p
                     .state_batches
                     .iter()
-                    .map(|b| (b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
+                    .map(|b| {
+                        (
+                            b.first_offset,
+                            b.last_offset,
+                            b.delivery_state,
+                            b.delivery_count,
+                        )
+                    })
                     .collect();
                 from_batches(p.start_offset, &batches)
             });
@@ -505,7 +531,11 @@ mod tests {
             },
         ] {
             let batches = to_batches(&state);
-            assert_eq!(from_batches(state.start_offset, &batches), state, "{batches:?}");
+            assert_eq!(
+                from_batches(state.start_offset, &batches),
+                state,
+                "{batches:?}"
+            );
         }
         // Accepted records in the middle are an acknowledged batch, never handed out again.
         let batches = to_batches(&ShareState {
