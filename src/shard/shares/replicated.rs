@@ -91,7 +91,7 @@ pub fn to_batches(state: &ShareState) -> Vec<(i64, i64, i8, i16)> {
             out.push((next, first - 1, STATE_ACKNOWLEDGED, 1));
         }
         out.push((first, last, STATE_AVAILABLE, count));
-        next = last + 1;
+        next = last.saturating_add(1);
     }
     if state.end_offset > next {
         out.push((next, state.end_offset - 1, STATE_ACKNOWLEDGED, 1));
@@ -111,7 +111,7 @@ pub fn from_batches(start: i64, batches: &[(i64, i64, i8, i16)]) -> ShareState {
     sorted.sort_unstable();
     let end = sorted
         .iter()
-        .map(|b| b.1 + 1)
+        .map(|b| b.1.saturating_add(1))
         .max()
         .unwrap_or(start)
         .max(start);
@@ -472,6 +472,16 @@ pub async fn serve_write(
                 topic_id: t.topic_id,
                 partition: p.partition,
             };
+            // A state a share partition could not hold (more runs than in-flight records
+            // allowed) is refused before it is decoded.
+            if p.state_batches.len() > shard.config.group_share_partition_max_record_locks {
+                partitions.push(
+                    w::PartitionResult::default()
+                        .with_partition(p.partition)
+                        .with_error_code(ResponseError::InvalidRequest.code()),
+                );
+                continue;
+            }
             let state = (p.start_offset >= 0).then(|| {
                 let batches: Vec<_> = p
                     .state_batches
@@ -547,6 +557,19 @@ mod tests {
             batches,
             vec![(0, 1, 0, 1), (2, 4, 2, 1), (5, 5, 0, 2), (6, 9, 2, 1)]
         );
+    }
+
+    /// Batches from another broker's request never overflow: the end saturates.
+    #[test]
+    fn hostile_batches_do_not_overflow() {
+        let state = from_batches(
+            5,
+            &[(i64::MAX - 1, i64::MAX, 0, 1), (9, 3, 0, 1), (0, 2, 0, 1)],
+        );
+        assert_eq!(state.end_offset, i64::MAX);
+        assert_eq!(state.in_flight, vec![(i64::MAX - 1, i64::MAX, 1)]);
+        let again = to_batches(&state);
+        assert_eq!(again.last(), Some(&(i64::MAX - 1, i64::MAX, 0, 1)));
     }
 
     /// Kafka's coordinator key: the topic id as Kafka prints a Uuid.
