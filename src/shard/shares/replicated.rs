@@ -293,7 +293,9 @@ pub async fn read_state(
         return store.read(key);
     }
     let request = ReadShareGroupStateRequest::default()
-        .with_group_id(crate::api::str_bytes(key.group.clone()))
+        .with_group_id(kafka_protocol::protocol::StrBytes::from_string(
+            key.group.clone(),
+        ))
         .with_topics(vec![
             read_share_group_state_request::ReadStateData::default()
                 .with_topic_id(key.topic_id)
@@ -360,7 +362,9 @@ pub async fn write_state(
         None => (-1, Vec::new()),
     };
     let request = WriteShareGroupStateRequest::default()
-        .with_group_id(crate::api::str_bytes(key.group.clone()))
+        .with_group_id(kafka_protocol::protocol::StrBytes::from_string(
+            key.group.clone(),
+        ))
         .with_topics(vec![
             write_share_group_state_request::WriteStateData::default()
                 .with_topic_id(key.topic_id)
