@@ -139,6 +139,12 @@ impl RecordCodec for ShareStateCodec {
     }
 }
 
+/// Where an admin change of share state is written (`ShareCoordinator::admin_sink`).
+enum AdminSink {
+    Local(Rc<InternalLog<ShareStateCodec>>),
+    Cluster(Rc<Shard>),
+}
+
 /// A share session (Kafka's `ShareSession`): the partitions a member fetches and the epoch its
 /// next request must carry.
 #[derive(Debug)]
@@ -586,9 +592,7 @@ impl ShareCoordinator {
 
     /// Deletes the share state of a group (DeleteGroups of an empty share group).
     pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
-        let Some(log) = self.log() else {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        };
+        let sink = self.admin_sink()?;
         let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
@@ -609,9 +613,40 @@ impl ShareCoordinator {
                 })
                 .collect()
         };
-        log.append(records, super::now_ms(), |_| {})
-            .await
-            .map_err(|e| crate::error::storage_code(&e))
+        self.append_admin(sink, records).await
+    }
+
+    /// Where an admin change of share state goes: the node-local log, or in a cluster the
+    /// share coordinators (COORDINATOR_NOT_AVAILABLE before either is there).
+    fn admin_sink(&self) -> Result<AdminSink, ResponseError> {
+        if let Some(shard) = self.cluster_shard() {
+            return Ok(AdminSink::Cluster(shard));
+        }
+        self.log()
+            .map(AdminSink::Local)
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Writes an admin change's `records` durably (in a cluster each to its share
+    /// coordinator, not fenced by a leader epoch: [`replicated::ADMIN_LEADER_EPOCH`]).
+    async fn append_admin(
+        &self,
+        sink: AdminSink,
+        records: Vec<ShareLogRecord>,
+    ) -> Result<(), ResponseError> {
+        match sink {
+            AdminSink::Local(log) => log
+                .append(records, super::now_ms(), |_| {})
+                .await
+                .map_err(|e| crate::error::storage_code(&e)),
+            AdminSink::Cluster(shard) => {
+                for (key, state) in records {
+                    replicated::write_state(&shard, key, state, replicated::ADMIN_LEADER_EPOCH)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// AlterShareGroupOffsets / DeleteShareGroupOffsets on an empty share group: each share
@@ -624,9 +659,7 @@ impl ShareCoordinator {
         group: &str,
         changes: Vec<(ShareKey, Option<i64>)>,
     ) -> Result<(), ResponseError> {
-        let Some(log) = self.log() else {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        };
+        let sink = self.admin_sink()?;
         let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
@@ -657,9 +690,7 @@ impl ShareCoordinator {
                 })
                 .collect()
         };
-        log.append(records, super::now_ms(), |_| {})
-            .await
-            .map_err(|e| crate::error::storage_code(&e))
+        self.append_admin(sink, records).await
     }
 
     /// In-flight counts of a group's share partitions: (key, start, end, acquired, available).

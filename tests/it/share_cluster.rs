@@ -208,4 +208,33 @@ fn share_apis_are_served_where_kafka_serves_them_and_state_writes_are_fenced() {
         })
         .collect();
     assert_eq!(batches, vec![(7, 9, 0, 3)]);
+
+    // AlterShareGroupOffsets of the empty group, on its group coordinator, reaches the share
+    // coordinator (an admin write, not fenced by leader epochs).
+    use kafka_protocol::messages::alter_share_group_offsets_request::{
+        AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
+    };
+    let mut group_conn = RawConn::connect(cluster.socket_addr(coordinator)).expect("connect");
+    let leave = heartbeat
+        .with_member_epoch(-1)
+        .with_subscribed_topic_names(None);
+    assert_eq!(group_conn.request(1, &leave).expect("leave").error_code, 0);
+    let alter = kafka_protocol::messages::AlterShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(s("sg")))
+        .with_topics(vec![AlterShareGroupOffsetsRequestTopic::default()
+            .with_topic_name(TopicName(s("sc")))
+            .with_partitions(vec![
+                AlterShareGroupOffsetsRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_start_offset(2),
+            ])]);
+    let r = group_conn
+        .request(0, &alter)
+        .expect("AlterShareGroupOffsets");
+    assert_eq!(r.error_code, 0, "{r:?}");
+    assert_eq!(r.responses[0].partitions[0].error_code, 0, "{r:?}");
+    let r = c.request(0, &read).expect("ReadShareGroupState");
+    let p = &r.results[0].partitions[0];
+    assert_eq!((p.error_code, p.start_offset), (0, 2), "{r:?}");
+    assert!(p.state_batches.is_empty(), "{r:?}");
 }

@@ -41,10 +41,17 @@
 //! `group_share_partition_max_record_locks` runs); a write or read waits at most
 //! [`SHARE_STATE_CALL_TIMEOUT`].
 //!
+//! Admin changes (AlterShareGroupOffsets, DeleteShareGroupOffsets, DeleteGroups on the group
+//! coordinator) are written to the share coordinators with [`ADMIN_LEADER_EPOCH`] (never
+//! fenced).
+//!
 //! Not done: the epoch fence is in the coordinator's memory (a coordinator that just moved
-//! takes the first writer's epoch); DeleteGroups / AlterShareGroupOffsets /
-//! DeleteShareGroupOffsets and ShareGroupDescribe's in-flight counts in a cluster see the
-//! share partitions led by the group coordinator's node only.
+//! takes the first writer's epoch); Kafka's state epoch (an admin change fences the
+//! partition leader's copy, which then reloads) is missing, so a partition leader that still
+//! holds a share partition in memory keeps it and its next write replaces an admin change
+//! (the change holds once the leader reloads, e.g. after a leader change); DeleteGroups
+//! removes the states of share partitions the group coordinator's node holds only; the
+//! in-flight counts of describe see those only too.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +78,10 @@ use crate::storage::internal_log::encode_append;
 /// The longest a share-state read or write (the call to the coordinator and its replicated
 /// append) may take.
 pub const SHARE_STATE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The leader epoch of a write that is not a share-partition leader's (an admin change by the
+/// group coordinator: AlterShareGroupOffsets, DeleteShareGroupOffsets, DeleteGroups): never
+/// fenced, and it fences no one.
+pub const ADMIN_LEADER_EPOCH: i32 = -1;
 /// Kafka's `RecordState`: AVAILABLE, ACKNOWLEDGED.
 const STATE_AVAILABLE: i8 = 0;
 const STATE_ACKNOWLEDGED: i8 = 2;
@@ -197,11 +208,12 @@ impl ShareStateStore {
         let Ok(_permit) = lock.acquire_permit(1).await else {
             return Err(crate::error::not_coordinator_code());
         };
-        if self
-            .epochs
-            .borrow()
-            .get(&key)
-            .is_some_and(|&e| e > leader_epoch)
+        if leader_epoch != ADMIN_LEADER_EPOCH
+            && self
+                .epochs
+                .borrow()
+                .get(&key)
+                .is_some_and(|&e| e > leader_epoch)
         {
             return Err(ResponseError::FencedLeaderEpoch);
         }
@@ -222,7 +234,9 @@ impl ShareStateStore {
             .await
             .unwrap_or(Err(crate::error::coordinator_gone_code()));
         written?;
-        self.epochs.borrow_mut().insert(key.clone(), leader_epoch);
+        if leader_epoch != ADMIN_LEADER_EPOCH {
+            self.epochs.borrow_mut().insert(key.clone(), leader_epoch);
+        }
         match state {
             Some(s) => self.states.borrow_mut().insert(key, s),
             None => self.states.borrow_mut().remove(&key),
