@@ -52,6 +52,12 @@ pub const TRANSACTION_STATE_LOG_NUM_PARTITIONS_DEFAULT: i32 = 50;
 pub const TRANSACTION_STATE_LOG_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// Kafka's `transaction.state.log.min.isr` default.
 pub const TRANSACTION_STATE_LOG_MIN_ISR_DEFAULT: i16 = 2;
+/// Kafka's `share.coordinator.state.topic.num.partitions` default.
+pub const SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's `share.coordinator.state.topic.replication.factor` default.
+pub const SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// Kafka's `share.coordinator.state.topic.min.isr` default.
+pub const SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR_DEFAULT: i16 = 2;
 
 /// Settings for `freshet start`. Field names match the TOML keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -413,6 +419,18 @@ pub struct BrokerConfig {
     /// certificate's principal (`User:` + its subject, as the Kafka listeners map it) is the
     /// request's principal, before any `Authorization` header.
     pub http_ssl_client_authentication: String,
+    /// Kafka `share.coordinator.state.topic.num.partitions`: partitions of
+    /// `__share_group_state`, whose leaders are the share coordinators of a cluster (the
+    /// state of share partition (group, topic id, partition) lives in partition
+    /// `abs(hashCode("group:topicId:partition")) % this`). Unused on a single node.
+    pub share_coordinator_state_topic_num_partitions: i32,
+    /// Kafka `share.coordinator.state.topic.replication.factor`: replicas of each
+    /// `__share_group_state` partition when a cluster creates the topic (at most the live
+    /// brokers then). Unused on a single node.
+    pub share_coordinator_state_topic_replication_factor: i16,
+    /// Kafka `share.coordinator.state.topic.min.isr`: the `min.insync.replicas` of
+    /// `__share_group_state`.
+    pub share_coordinator_state_topic_min_isr: i16,
 }
 
 /// Per-listener, per-mechanism settings (`listener_name.<listener>.<mechanism>.*`).
@@ -575,6 +593,11 @@ impl Default for BrokerConfig {
             admin_authentication_method: "NONE".into(),
             http_ssl_enabled: false,
             http_ssl_client_authentication: "NONE".into(),
+            share_coordinator_state_topic_num_partitions:
+                SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS_DEFAULT,
+            share_coordinator_state_topic_replication_factor:
+                SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR_DEFAULT,
+            share_coordinator_state_topic_min_isr: SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR_DEFAULT,
         }
     }
 }
@@ -846,6 +869,18 @@ impl BrokerConfig {
                 "transaction_state_log_min_isr",
                 i64::from(self.transaction_state_log_min_isr),
             ),
+            (
+                "share_coordinator_state_topic_num_partitions",
+                i64::from(self.share_coordinator_state_topic_num_partitions),
+            ),
+            (
+                "share_coordinator_state_topic_replication_factor",
+                i64::from(self.share_coordinator_state_topic_replication_factor),
+            ),
+            (
+                "share_coordinator_state_topic_min_isr",
+                i64::from(self.share_coordinator_state_topic_min_isr),
+            ),
         ];
         for (name, value) in positive {
             if value <= 0 {
@@ -860,6 +895,10 @@ impl BrokerConfig {
             (
                 "transaction_state_log_num_partitions",
                 self.transaction_state_log_num_partitions,
+            ),
+            (
+                "share_coordinator_state_topic_num_partitions",
+                self.share_coordinator_state_topic_num_partitions,
             ),
         ] {
             if value > INTERNAL_TOPIC_PARTITIONS_MAX {

@@ -38,6 +38,7 @@ REQUESTS = {
     "describe_share_group_offsets_request": 90, "alter_share_group_offsets_request": 91,
     "delete_share_group_offsets_request": 92,
     "alter_partition_reassignments_request": 45, "list_partition_reassignments_request": 46,
+    "read_share_group_state_request": 84, "write_share_group_state_request": 85,
 }
 
 DECODE = re.compile(

@@ -35,6 +35,7 @@ fn lookup(
     let resource = match kind {
         CoordinatorKind::Group => authz::Res::Group,
         CoordinatorKind::Transaction => authz::Res::TransactionalId,
+        CoordinatorKind::Share => authz::Res::Cluster,
     };
     if let Some(e) = authz::refusal(shard, request, authz::Op::Describe, resource, key) {
         return (Some(e), -1, String::new(), -1);

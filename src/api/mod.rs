@@ -58,6 +58,7 @@ pub mod share_fetch;
 pub mod share_group_describe;
 pub mod share_group_heartbeat;
 pub mod share_group_offsets;
+pub mod share_group_state;
 pub mod sync_group;
 pub mod throttle;
 pub mod txn_offset_commit;
@@ -174,6 +175,8 @@ async fn dispatch(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         }
         ApiKey::AlterShareGroupOffsets => share_group_offsets::alter(shard, request).await,
         ApiKey::DeleteShareGroupOffsets => share_group_offsets::delete(shard, request).await,
+        ApiKey::ReadShareGroupState => share_group_state::read(shard, request).await,
+        ApiKey::WriteShareGroupState => share_group_state::write(shard, request).await,
         _ => admin::handle(shard, api_key, request).await,
     }
 }

@@ -23,6 +23,9 @@ use super::metadata::{BrokerRegistration, ClusterMetadata};
 pub const GROUP_TOPIC: &str = "__consumer_offsets";
 /// Kafka's transaction log topic: its partition leaders are the transaction coordinators.
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+/// Kafka's share-group state topic: its partition leaders are the share coordinators, which
+/// keep the durable state of share partitions (KIP-932; key `group:topicId:partition`).
+pub const SHARE_STATE_TOPIC: &str = "__share_group_state";
 
 /// What a coordinator is looked up for (FindCoordinator's key type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum CoordinatorKind {
     Group,
     /// A transactional id (key type 1).
     Transaction,
+    /// A share partition, `group:topicId:partition` (key type 2; used between brokers: a
+    /// share-partition leader finds the share coordinator of its state).
+    Share,
 }
 
 impl CoordinatorKind {
@@ -48,13 +54,14 @@ impl CoordinatorKind {
         match self {
             CoordinatorKind::Group => GROUP_TOPIC,
             CoordinatorKind::Transaction => TRANSACTION_TOPIC,
+            CoordinatorKind::Share => SHARE_STATE_TOPIC,
         }
     }
 }
 
 /// Whether `name` is one of the coordinators' internal topics (no partition logs, hidden).
 pub fn is_coordinator_topic(name: &str) -> bool {
-    name == GROUP_TOPIC || name == TRANSACTION_TOPIC
+    name == GROUP_TOPIC || name == TRANSACTION_TOPIC || name == SHARE_STATE_TOPIC
 }
 
 /// Java's `String.hashCode`: `s[0]*31^(n-1) + ... + s[n-1]` over UTF-16 code units, wrapping.

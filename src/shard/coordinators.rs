@@ -67,6 +67,9 @@ impl Shard {
         let loaded = match kind {
             CoordinatorKind::Group => self.router.loaded_offsets_partitions(),
             CoordinatorKind::Transaction => self.router.loaded_txn_partitions(),
+            // Served on the coordinator shard only (`shares::replicated`), which answers
+            // COORDINATOR_LOAD_IN_PROGRESS itself.
+            CoordinatorKind::Share => return true,
         };
         loaded.is_loaded(partition)
     }
@@ -132,6 +135,11 @@ impl Shard {
                 self.config.transaction_state_log_num_partitions,
                 self.config.transaction_state_log_replication_factor,
                 Some(self.config.transaction_state_log_min_isr),
+            ),
+            CoordinatorKind::Share => (
+                self.config.share_coordinator_state_topic_num_partitions,
+                self.config.share_coordinator_state_topic_replication_factor,
+                Some(self.config.share_coordinator_state_topic_min_isr),
             ),
         };
         let command = MetadataCommand::CreateInternalTopic {

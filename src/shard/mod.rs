@@ -409,6 +409,7 @@ impl Shard {
         if self.id == COORDINATOR_SHARD {
             self.groups.on_metadata(&next);
             self.txns.on_metadata(&next);
+            self.shares.on_metadata(&next);
         }
         *self.metadata.borrow_mut() = next;
     }

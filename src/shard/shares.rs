@@ -30,13 +30,16 @@
 //! Bounds: a share partition holds at most `group_share_partition_max_record_locks` in-flight
 //! records (see `share_partition`), a ShareFetch returns at most `max_records` records and
 //! about `max_bytes` bytes. Not done yet: membership is not persisted (members rejoin after a
-//! restart); cluster mode serves share partitions on whichever node receives the fetch (the
-//! partition's leader, as clients send it there) with that node's share state.
+//! restart).
+//!
+//! In a cluster (`replicated`): the share partitions of a topic partition live on its leader
+//! (NOT_LEADER_OR_FOLLOWER elsewhere) and their durable state goes to the share coordinators
+//! of `__share_group_state` instead of the node-local log, which a cluster does not use.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Shard, COORDINATOR_SHARD};
+use crate::cluster::broker_client::{BrokerClient, BrokerClientLimits};
 use crate::coordinator::share_group::{ShareGroupConfig, ShareGroups};
 use crate::coordinator::share_partition::{
     AcquiredRange, BatchSpan, ShareLimits, SharePartition, ShareState,
@@ -52,6 +56,8 @@ use crate::coordinator::share_partition::{
 use crate::protocol::batch;
 use crate::storage::internal_log::{internal_log_dir, InternalLog, InternalLogLimits, RecordCodec};
 use crate::storage::{StorageError, TailCache};
+
+pub mod replicated;
 
 /// The share-state log's name (Kafka's `__share_group_state`).
 pub const SHARE_STATE_LOG_NAME: &str = "__share_group_state";
@@ -133,6 +139,12 @@ impl RecordCodec for ShareStateCodec {
     }
 }
 
+/// Where an admin change of share state is written (`ShareCoordinator::admin_sink`).
+enum AdminSink {
+    Local(Rc<InternalLog<ShareStateCodec>>),
+    Cluster(Rc<Shard>),
+}
+
 /// A share session (Kafka's `ShareSession`): the partitions a member fetches and the epoch its
 /// next request must carry.
 #[derive(Debug)]
@@ -161,6 +173,17 @@ pub struct ShareCoordinator {
     limits: ShareLimits,
     sessions_max: usize,
     start_at_earliest: bool,
+    /// In a cluster: the coordinator shard (the share-state calls need it; module doc).
+    cluster: RefCell<Option<Weak<Shard>>>,
+    /// In a cluster: the leader epoch of its topic partition each share partition was loaded
+    /// at (written with its state; a new epoch loads it again).
+    leader_epochs: RefCell<HashMap<ShareKey, i32>>,
+    /// In a cluster: this node's share-coordinator store (`replicated`).
+    store: RefCell<Option<Rc<replicated::ShareStateStore>>>,
+    /// The share-state calls to other brokers' share coordinators.
+    client: BrokerClient,
+    /// True on a cluster node once `start_cluster` ran.
+    cluster_started: Cell<bool>,
 }
 
 /// What a session check decided for a request.
@@ -189,7 +212,61 @@ impl ShareCoordinator {
             },
             sessions_max: config.group_share_max_share_sessions,
             start_at_earliest: config.share_auto_offset_reset == "earliest",
+            cluster: RefCell::new(None),
+            leader_epochs: RefCell::new(HashMap::new()),
+            store: RefCell::new(None),
+            client: BrokerClient::new("freshet-broker", BrokerClientLimits::default()),
+            cluster_started: Cell::new(false),
         }
+    }
+
+    /// A cluster node: the share state goes to the share coordinators (module doc); this
+    /// node's coordinator shard serves the `__share_group_state` partitions it leads.
+    pub fn start_cluster(&self, shard: &Rc<Shard>) {
+        *self.cluster.borrow_mut() = Some(Rc::downgrade(shard));
+        *self.store.borrow_mut() = Some(replicated::ShareStateStore::start(shard));
+        self.cluster_started.set(true);
+    }
+
+    /// The coordinator shard, in a cluster.
+    fn cluster_shard(&self) -> Option<Rc<Shard>> {
+        self.cluster.borrow().as_ref().and_then(Weak::upgrade)
+    }
+
+    /// A metadata install on the coordinator shard (a cluster): the share coordinator's
+    /// partitions load or unload, and share partitions whose topic partition this node no
+    /// longer leads at the same epoch are dropped from memory (their next leader loads them).
+    pub fn on_metadata(&self, metadata: &crate::coordinator::metadata::ClusterMetadata) {
+        let store = self.store.borrow().clone();
+        let Some(store) = store else { return };
+        store.on_metadata(metadata);
+        let Some(shard) = self.cluster_shard() else {
+            return;
+        };
+        let me = shard.config.node_id;
+        let moved: Vec<ShareKey> = self
+            .leader_epochs
+            .borrow()
+            .iter()
+            .filter(|(k, &epoch)| {
+                metadata
+                    .topic_by_id(k.topic_id)
+                    .and_then(|(_, m)| m.assignment.get(k.partition as usize))
+                    .is_none_or(|a| a.leader != me || a.leader_epoch != epoch)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in moved {
+            self.forget(&key);
+        }
+    }
+
+    /// Drops a share partition from memory without a write (a cluster: its topic partition
+    /// moved; the share coordinator keeps its last written state).
+    fn forget(&self, key: &ShareKey) {
+        self.partitions.borrow_mut().remove(key);
+        self.dirty.borrow_mut().remove(key);
+        self.leader_epochs.borrow_mut().remove(key);
     }
 
     /// The record lock duration (ShareFetch's `acquisition_lock_timeout_ms`).
@@ -199,7 +276,7 @@ impl ShareCoordinator {
 
     /// True once the share state is loaded.
     pub fn is_loaded(&self) -> bool {
-        self.log.borrow().is_some()
+        self.log.borrow().is_some() || self.cluster_started.get()
     }
 
     /// Opens the share-state log under `data_dir` and rebuilds every share partition (and its
@@ -247,15 +324,19 @@ impl ShareCoordinator {
 
     /// Writes the states of `keys` durably (the share partitions as they are when the write
     /// starts). Serialized with other writes.
-    pub async fn write(&self, keys: BTreeSet<ShareKey>) -> Result<(), StorageError> {
+    pub async fn write(&self, keys: BTreeSet<ShareKey>) -> Result<(), ResponseError> {
         if keys.is_empty() {
             return Ok(());
         }
+        if let Some(shard) = self.cluster_shard() {
+            return self.write_replicated(&shard, keys).await;
+        }
+        let closed = || crate::error::storage_code(&StorageError::Closed);
         let Some(log) = self.log() else {
-            return Err(StorageError::Closed);
+            return Err(closed());
         };
         let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
-            return Err(StorageError::Closed);
+            return Err(closed());
         };
         let records: Vec<ShareLogRecord> = {
             let partitions = self.partitions.borrow();
@@ -268,14 +349,51 @@ impl ShareCoordinator {
                 })
                 .collect()
         };
-        log.append(records, super::now_ms(), |_| {}).await
+        log.append(records, super::now_ms(), |_| {})
+            .await
+            .map_err(|e| crate::error::storage_code(&e))
+    }
+
+    /// A cluster's write: each share partition's state (as it is when the write starts) to
+    /// its share coordinator with the leader epoch it was loaded at; share partitions no
+    /// longer here are skipped (never removed by a deposed leader). The first error is
+    /// answered; the others are still written.
+    async fn write_replicated(
+        &self,
+        shard: &Rc<Shard>,
+        keys: BTreeSet<ShareKey>,
+    ) -> Result<(), ResponseError> {
+        let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
+            return Err(crate::error::coordinator_gone_code());
+        };
+        let records: Vec<(ShareKey, ShareState, i32)> = {
+            let partitions = self.partitions.borrow();
+            let epochs = self.leader_epochs.borrow();
+            let mut dirty = self.dirty.borrow_mut();
+            keys.into_iter()
+                .filter_map(|k| {
+                    dirty.remove(&k);
+                    let state = partitions.get(&k)?.state();
+                    let epoch = *epochs.get(&k)?;
+                    Some((k, state, epoch))
+                })
+                .collect()
+        };
+        let mut answer = Ok(());
+        for (key, state, epoch) in records {
+            if let Err(e) = replicated::write_state(shard, key, Some(state), epoch).await {
+                tracing::debug!(error = ?e, "writing a share state to its coordinator failed");
+                answer = answer.and(Err(e));
+            }
+        }
+        answer
     }
 
     /// Writes every share partition changed without a request waiting for it.
     pub async fn write_dirty(&self) {
         let keys = std::mem::take(&mut *self.dirty.borrow_mut());
         if let Err(e) = self.write(keys.clone()).await {
-            tracing::warn!(error = %e, "writing share state failed; retried on the next tick");
+            tracing::warn!(error = ?e, "writing share state failed; retried on the next tick");
             self.dirty.borrow_mut().extend(keys);
         }
     }
@@ -426,6 +544,10 @@ impl ShareCoordinator {
                     partition,
                 };
                 let error = match partitions.get_mut(&key) {
+                    // In a cluster a share partition not here is led elsewhere (or moved).
+                    None if self.cluster_started.get() && !self.leads(topic_id, partition) => {
+                        Some(ResponseError::NotLeaderOrFollower)
+                    }
                     None => Some(ResponseError::InvalidRecordState),
                     Some(p) => {
                         let mut error = None;
@@ -442,14 +564,25 @@ impl ShareCoordinator {
                 answers.push(((topic_id, partition), error));
             }
         }
-        if let Err(e) = self.write(changed).await {
-            tracing::warn!(error = %e, "writing share state failed");
-            let code = crate::error::storage_code(&e);
+        if let Err(code) = self.write(changed).await {
+            tracing::warn!(error = ?code, "writing share state failed");
             for (_, error) in answers.iter_mut() {
                 error.get_or_insert(code);
             }
         }
         answers
+    }
+
+    /// Whether this node leads topic partition (`topic_id`, `partition`) (a cluster).
+    fn leads(&self, topic_id: Uuid, partition: i32) -> bool {
+        let Some(shard) = self.cluster_shard() else {
+            return true;
+        };
+        let metadata = shard.metadata();
+        metadata
+            .topic_by_id(topic_id)
+            .and_then(|(_, m)| m.assignment.get(partition as usize))
+            .is_some_and(|a| a.leader == shard.config.node_id)
     }
 
     /// Closing a session: the member's acquired records go back (after its acknowledgements).
@@ -459,9 +592,7 @@ impl ShareCoordinator {
 
     /// Deletes the share state of a group (DeleteGroups of an empty share group).
     pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
-        let Some(log) = self.log() else {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        };
+        let sink = self.admin_sink()?;
         let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
@@ -482,9 +613,40 @@ impl ShareCoordinator {
                 })
                 .collect()
         };
-        log.append(records, super::now_ms(), |_| {})
-            .await
-            .map_err(|e| crate::error::storage_code(&e))
+        self.append_admin(sink, records).await
+    }
+
+    /// Where an admin change of share state goes: the node-local log, or in a cluster the
+    /// share coordinators (COORDINATOR_NOT_AVAILABLE before either is there).
+    fn admin_sink(&self) -> Result<AdminSink, ResponseError> {
+        if let Some(shard) = self.cluster_shard() {
+            return Ok(AdminSink::Cluster(shard));
+        }
+        self.log()
+            .map(AdminSink::Local)
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Writes an admin change's `records` durably (in a cluster each to its share
+    /// coordinator, not fenced by a leader epoch: [`replicated::ADMIN_LEADER_EPOCH`]).
+    async fn append_admin(
+        &self,
+        sink: AdminSink,
+        records: Vec<ShareLogRecord>,
+    ) -> Result<(), ResponseError> {
+        match sink {
+            AdminSink::Local(log) => log
+                .append(records, super::now_ms(), |_| {})
+                .await
+                .map_err(|e| crate::error::storage_code(&e)),
+            AdminSink::Cluster(shard) => {
+                for (key, state) in records {
+                    replicated::write_state(&shard, key, state, replicated::ADMIN_LEADER_EPOCH)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// AlterShareGroupOffsets / DeleteShareGroupOffsets on an empty share group: each share
@@ -497,9 +659,7 @@ impl ShareCoordinator {
         group: &str,
         changes: Vec<(ShareKey, Option<i64>)>,
     ) -> Result<(), ResponseError> {
-        let Some(log) = self.log() else {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        };
+        let sink = self.admin_sink()?;
         let Ok(_permit) = self.write_lock.acquire_permit(1).await else {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
@@ -530,9 +690,7 @@ impl ShareCoordinator {
                 })
                 .collect()
         };
-        log.append(records, super::now_ms(), |_| {})
-            .await
-            .map_err(|e| crate::error::storage_code(&e))
+        self.append_admin(sink, records).await
     }
 
     /// In-flight counts of a group's share partitions: (key, start, end, acquired, available).
@@ -646,10 +804,12 @@ async fn fetch_partition(
     if partition < 0 || partition >= meta.partitions {
         return error(ResponseError::UnknownTopicOrPartition);
     }
+    let mut leader_epoch = 0;
     if let Some(a) = meta.assignment.get(partition as usize) {
         if a.leader != c.config.node_id {
             return error(ResponseError::NotLeaderOrFollower);
         }
+        leader_epoch = a.leader_epoch;
     }
     let topic = topic.to_string();
     let key = ShareKey {
@@ -658,7 +818,30 @@ async fn fetch_partition(
         partition,
     };
     let shares = &c.shares;
+    let cluster = shares.cluster_started.get();
+    if cluster
+        && shares
+            .leader_epochs
+            .borrow()
+            .get(&key)
+            .is_some_and(|&e| e != leader_epoch)
+    {
+        shares.forget(&key);
+    }
     if !shares.partitions.borrow().contains_key(&key) {
+        // A cluster: the state the share coordinator holds (written by this partition's
+        // previous leaders), if any; until it answers, nothing is handed out.
+        let stored = if cluster {
+            match replicated::read_state(c, &key, leader_epoch).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::debug!(error = ?e, group, partition, "reading a share state failed; retried at the next look");
+                    return FetchedPartition::default();
+                }
+            }
+        } else {
+            None
+        };
         let earliest = shares.start_at_earliest;
         let t = topic.clone();
         let offsets = c
@@ -675,7 +858,16 @@ async fn fetch_partition(
             .partitions
             .borrow_mut()
             .entry(key.clone())
-            .or_insert_with(|| SharePartition::new(shares.limits, start));
+            .or_insert_with(|| match &stored {
+                Some(state) => SharePartition::restore(shares.limits, state),
+                None => SharePartition::new(shares.limits, start),
+            });
+        if cluster {
+            shares
+                .leader_epochs
+                .borrow_mut()
+                .insert(key.clone(), leader_epoch);
+        }
         shares.dirty.borrow_mut().insert(key.clone());
         // The group exists while it has share state (as after a restart).
         shares.groups.borrow_mut().ensure(group);
@@ -759,9 +951,16 @@ pub async fn share_tick_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Coordinator shard: loads the share state (at startup, before the listener opens).
-pub async fn load(shard: &Shard) {
+/// Coordinator shard: loads the share state (at startup, before the listener opens); a
+/// cluster node starts its share coordinator instead (`replicated`).
+pub async fn load(shard: &Rc<Shard>) {
     assert_eq!(shard.id, COORDINATOR_SHARD);
+    if crate::cluster::parse_voters(&shard.config.controller_quorum_voters)
+        .is_ok_and(|voters| !voters.is_empty())
+    {
+        shard.shares.start_cluster(shard);
+        return;
+    }
     if let Err(e) = shard
         .shares
         .load(&shard.config.data_dir, shard.cache.clone())

@@ -89,6 +89,7 @@ mod quota_enforce;
 mod reassign;
 mod repl_control;
 mod replication;
+mod share_cluster;
 mod share_groups;
 mod sim_runner;
 mod simulate;

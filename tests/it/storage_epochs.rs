@@ -228,6 +228,33 @@ fn start_leader_epoch_records_the_epoch_at_the_log_end() {
     });
 }
 
+/// A replica that led for a moment noted its epoch at the log end without appending; told by
+/// its next leader to truncate to that end, it drops the epoch anyway (Kafka's
+/// `UnifiedLog.truncateTo` at or past the log end truncates the epoch cache), so its next fetch
+/// names the last epoch it has data of (else it is told to truncate again, forever).
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_started_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    run(async move {
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        log.start_leader_epoch(1);
+        log.append(storage_common::batch(3, 10, 1_000), 0)
+            .await
+            .unwrap();
+        log.start_leader_epoch(3);
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (3, 3)]);
+        assert_eq!(log.truncate_to(3).await.unwrap(), 3);
+        assert_eq!(log.epoch_entries(), vec![(1, 0)]);
+        assert_eq!(log.latest_epoch(), Some(1));
+        assert_eq!(log.log_end_offset(), 3);
+        log.close().await.unwrap();
+        let log = open(&dir, small_segments(), 1 << 20).await;
+        assert_eq!(log.epoch_entries(), vec![(1, 0)]);
+        log.close().await.unwrap();
+    });
+}
+
 /// An idle partition costs no epoch-file write: leading an empty log and closing it writes
 /// nothing (the next leadership starts the epoch again).
 #[test]

@@ -547,6 +547,36 @@ fn seed_delete_share_group_offsets(_v: i16) -> DeleteShareGroupOffsetsRequest {
         .with_topics(vec![topic])
 }
 
+fn seed_read_share_group_state(_v: i16) -> ReadShareGroupStateRequest {
+    let part = read_share_group_state_request::PartitionData::default()
+        .with_partition(0)
+        .with_leader_epoch(1);
+    let topic = read_share_group_state_request::ReadStateData::default()
+        .with_topic_id(uuid::Uuid::from_u128(7))
+        .with_partitions(vec![part]);
+    ReadShareGroupStateRequest::default()
+        .with_group_id(s("share-1"))
+        .with_topics(vec![topic])
+}
+
+fn seed_write_share_group_state(_v: i16) -> WriteShareGroupStateRequest {
+    let batch = write_share_group_state_request::StateBatch::default()
+        .with_first_offset(3)
+        .with_last_offset(5)
+        .with_delivery_count(2);
+    let part = write_share_group_state_request::PartitionData::default()
+        .with_partition(0)
+        .with_leader_epoch(1)
+        .with_start_offset(3)
+        .with_state_batches(vec![batch]);
+    let topic = write_share_group_state_request::WriteStateData::default()
+        .with_topic_id(uuid::Uuid::from_u128(7))
+        .with_partitions(vec![part]);
+    WriteShareGroupStateRequest::default()
+        .with_group_id(s("share-1"))
+        .with_topics(vec![topic])
+}
+
 fn seed_find_coordinator(v: i16) -> FindCoordinatorRequest {
     let req = FindCoordinatorRequest::default();
     match v {
@@ -826,7 +856,9 @@ fn with_unknown_tags<T: 'static>(msg: T, tags: std::collections::BTreeMap<i32, B
         AlterShareGroupOffsetsRequest,
         DeleteShareGroupOffsetsRequest,
         AlterPartitionReassignmentsRequest,
-        ListPartitionReassignmentsRequest
+        ListPartitionReassignmentsRequest,
+        ReadShareGroupStateRequest,
+        WriteShareGroupStateRequest
     );
     *any.downcast::<T>().expect("same type")
 }
@@ -951,6 +983,8 @@ fn served() -> Vec<Served> {
             ListPartitionReassignmentsRequest,
             seed_list_partition_reassignments
         ),
+        served!(ReadShareGroupStateRequest, seed_read_share_group_state),
+        served!(WriteShareGroupStateRequest, seed_write_share_group_state),
     ]
 }
 

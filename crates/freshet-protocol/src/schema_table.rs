@@ -1676,6 +1676,88 @@ pub(crate) static LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENT
     ],
 };
 
+pub(crate) static READ_SHARE_GROUP_STATE_REQUEST_PARTITIONDATA: StructSchema = StructSchema {
+    name: "PartitionData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::read_share_group_state_request::PartitionData>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // leader_epoch
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static READ_SHARE_GROUP_STATE_REQUEST_READSHAREGROUPSTATEREQUEST: StructSchema = StructSchema {
+    name: "ReadShareGroupStateRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::read_share_group_state_request::ReadShareGroupStateRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&READ_SHARE_GROUP_STATE_REQUEST_READSTATEDATA)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static READ_SHARE_GROUP_STATE_REQUEST_READSTATEDATA: StructSchema = StructSchema {
+    name: "ReadStateData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::read_share_group_state_request::ReadStateData>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 0, max: 0 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&READ_SHARE_GROUP_STATE_REQUEST_PARTITIONDATA)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_SHARE_GROUP_STATE_REQUEST_PARTITIONDATA: StructSchema = StructSchema {
+    name: "PartitionData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_share_group_state_request::PartitionData>(),
+    fields: &[
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // partition
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // state_epoch
+        Field { ty: Ty::Int32, min: 0, max: 0 }, // leader_epoch
+        Field { ty: Ty::Int64, min: 0, max: 0 }, // start_offset
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_SHARE_GROUP_STATE_REQUEST_STATEBATCH)), min: 0, max: 0 }, // state_batches
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_SHARE_GROUP_STATE_REQUEST_STATEBATCH: StructSchema = StructSchema {
+    name: "StateBatch", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_share_group_state_request::StateBatch>(),
+    fields: &[
+        Field { ty: Ty::Int64, min: 0, max: 0 }, // first_offset
+        Field { ty: Ty::Int64, min: 0, max: 0 }, // last_offset
+        Field { ty: Ty::Int8, min: 0, max: 0 }, // delivery_state
+        Field { ty: Ty::Int16, min: 0, max: 0 }, // delivery_count
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_SHARE_GROUP_STATE_REQUEST_WRITESHAREGROUPSTATEREQUEST: StructSchema = StructSchema {
+    name: "WriteShareGroupStateRequest", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_share_group_state_request::WriteShareGroupStateRequest>(),
+    fields: &[
+        Field { ty: Ty::CompactString, min: 0, max: 0 }, // group_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_SHARE_GROUP_STATE_REQUEST_WRITESTATEDATA)), min: 0, max: 0 }, // topics
+    ],
+    tagged: &[
+    ],
+};
+
+pub(crate) static WRITE_SHARE_GROUP_STATE_REQUEST_WRITESTATEDATA: StructSchema = StructSchema {
+    name: "WriteStateData", tagged_from: 0,
+    memory_bytes: std::mem::size_of::<kafka_protocol::messages::write_share_group_state_request::WriteStateData>(),
+    fields: &[
+        Field { ty: Ty::Uuid, min: 0, max: 0 }, // topic_id
+        Field { ty: Ty::CompactArray(&Ty::Struct(&WRITE_SHARE_GROUP_STATE_REQUEST_PARTITIONDATA)), min: 0, max: 0 }, // partitions
+    ],
+    tagged: &[
+    ],
+};
+
 /// The schema of the request with api key `key`, if it is served.
 pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
     match key {
@@ -1737,6 +1819,8 @@ pub(crate) fn request_schema(key: i16) -> Option<&'static StructSchema> {
         92 => Some(&DELETE_SHARE_GROUP_OFFSETS_REQUEST_DELETESHAREGROUPOFFSETSREQUEST), // versions 0-0
         45 => Some(&ALTER_PARTITION_REASSIGNMENTS_REQUEST_ALTERPARTITIONREASSIGNMENTSREQUEST), // versions 0-1
         46 => Some(&LIST_PARTITION_REASSIGNMENTS_REQUEST_LISTPARTITIONREASSIGNMENTSREQUEST), // versions 0-0
+        84 => Some(&READ_SHARE_GROUP_STATE_REQUEST_READSHAREGROUPSTATEREQUEST), // versions 0-0
+        85 => Some(&WRITE_SHARE_GROUP_STATE_REQUEST_WRITESHAREGROUPSTATEREQUEST), // versions 0-0
         _ => None,
     }
 }

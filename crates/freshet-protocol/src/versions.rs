@@ -100,6 +100,10 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     api(ApiKey::ShareGroupDescribe, 1, 1),
     api(ApiKey::ShareFetch, 1, 1),
     api(ApiKey::ShareAcknowledge, 1, 1),
+    // Between brokers: a share-partition leader to its share coordinator (the table is
+    // sorted by api key).
+    api(ApiKey::ReadShareGroupState, 0, 0),
+    api(ApiKey::WriteShareGroupState, 0, 0),
     // Kafka 4.2 serves v0-1 (v1 adds the lag); the crate knows v0.
     api(ApiKey::DescribeShareGroupOffsets, 0, 0),
     api(ApiKey::AlterShareGroupOffsets, 0, 0),

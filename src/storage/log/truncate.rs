@@ -209,9 +209,22 @@ impl PartitionLog {
                     high_watermark: inner.high_watermark,
                 });
             }
-            if offset >= inner.log_end_offset {
-                return Ok(inner.log_end_offset);
-            }
+        }
+        if offset >= self.log_end_offset() {
+            // Nothing to cut, but, as Kafka's `UnifiedLog.truncateTo`, the leader-epoch cache
+            // still drops entries starting at the log end: a replica that led for a moment
+            // noted an epoch there without appending, and a follower keeping it names that
+            // epoch in every fetch and is told to truncate again, forever.
+            let end = {
+                let mut inner = shared.inner.borrow_mut();
+                let end = inner.log_end_offset;
+                if inner.epochs.truncate_from_end(end) {
+                    inner.epochs_dirty = true;
+                }
+                end
+            };
+            epochs::persist(shared).await?;
+            return Ok(end);
         }
         let cut = find_cut(shared, offset).await?;
         self.apply_cut(&cut).await?;
