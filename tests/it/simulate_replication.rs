@@ -126,6 +126,9 @@ const FETCH_BYTES_MAX: usize = 4 << 10;
 const ISR_RETRY_MS: i64 = 200;
 /// An AlterPartition not answered in this time is given up (the pending change dropped).
 const ALTER_TIMEOUT_MS: u64 = 1_000;
+/// An accepted AlterPartition's answer waits this long at most for the broker to install the
+/// change (`shard::controller::FORWARD_TIMEOUT`).
+const FORWARD_WAIT_MS: u64 = 10_000;
 const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 2;
 /// A produce not answered in this time is given up (its outcome unknown).
@@ -271,11 +274,27 @@ struct PartAnswer {
 /// A message between brokers and the controller.
 #[derive(Clone, Debug)]
 enum Msg {
-    Fetch { id: u64, parts: Vec<FetchPart> },
-    FetchAnswer { id: u64, parts: Vec<PartAnswer> },
-    Heartbeat { incarnation: u64 },
-    Alter { id: u64, command: MetadataCommand },
-    AlterAnswer { id: u64, refused: bool },
+    Fetch {
+        id: u64,
+        parts: Vec<FetchPart>,
+    },
+    FetchAnswer {
+        id: u64,
+        parts: Vec<PartAnswer>,
+    },
+    Heartbeat {
+        incarnation: u64,
+    },
+    Alter {
+        id: u64,
+        command: MetadataCommand,
+    },
+    /// `version`: the controller's metadata version after it (with the change, if accepted).
+    AlterAnswer {
+        id: u64,
+        refused: bool,
+        version: u64,
+    },
     Metadata(Rc<ClusterMetadata>),
 }
 
@@ -513,7 +532,15 @@ impl World {
                 )
                 .detach();
             }
-            Msg::AlterAnswer { id, refused } => self.alter_answered(&node, id, refused),
+            Msg::AlterAnswer {
+                id,
+                refused,
+                version,
+            } => {
+                let w = self.clone();
+                rt::spawn_local(async move { w.alter_answered(node, id, refused, version).await })
+                    .detach();
+            }
             Msg::Metadata(m) => self.install(&node, m),
             Msg::Heartbeat { .. } | Msg::Alter { .. } => {}
         }
@@ -659,7 +686,11 @@ impl World {
                     self.controller_endpoint(),
                     None,
                     from,
-                    Msg::AlterAnswer { id, refused },
+                    Msg::AlterAnswer {
+                        id,
+                        refused,
+                        version: self.controller.borrow().version,
+                    },
                 );
             }
             _ => {}
@@ -814,6 +845,16 @@ impl World {
             if recorded && rules::refresh_high_watermark(&r.role.borrow(), log, false) {
                 r.hw_changed.notify_all();
             }
+            if self.verbose {
+                self.note(format!(
+                    "broker {}: fetch of partition {} by {from} at {offset} (epoch {}, recorded {recorded}): durable end {}, hw {}",
+                    node.id,
+                    part.partition,
+                    part.current_leader_epoch,
+                    log.durable_end(),
+                    log.high_watermark()
+                ));
+            }
             match log.read_for_replica(offset, FETCH_BYTES_MAX, true).await {
                 Ok(data) => {
                     let mut all = Vec::new();
@@ -916,6 +957,16 @@ impl World {
                 following,
             )
             .await;
+            if self.verbose {
+                self.note(format!(
+                    "broker {} partition {}: appended from {leader}: log end {}, durable end {}, hw {}",
+                    node.id,
+                    part.partition,
+                    log.log_end_offset(),
+                    log.durable_end(),
+                    log.high_watermark()
+                ));
+            }
             if let Some(e) = advanced.append_error {
                 self.disk_error(&node, format!("append: {e:?}"));
             }
@@ -979,6 +1030,13 @@ impl World {
                     }
                 };
                 if let Some(id) = due {
+                    if self.verbose {
+                        let what: Vec<(i32, i64)> = parts
+                            .iter()
+                            .map(|p| (p.partition, p.position.fetch_offset))
+                            .collect();
+                        self.note(format!("broker {i}: Fetch {id} to {leader}: {what:?}"));
+                    }
                     self.stats.borrow_mut().fetches += 1;
                     self.send(
                         i,
@@ -1055,10 +1113,19 @@ impl World {
         }
     }
 
-    fn alter_answered(&self, node: &Node, id: u64, refused: bool) {
+    /// The answer to an AlterPartition: as the shard's forwarded `change_metadata`, an accepted
+    /// change is answered once this broker installed it, or after [`FORWARD_WAIT_MS`].
+    async fn alter_answered(self: Rc<Self>, node: Rc<Node>, id: u64, refused: bool, version: u64) {
         let Some((p, _)) = node.alters.borrow_mut().remove(&id) else {
             return;
         };
+        let waited = self.now_ms();
+        while !refused
+            && node.metadata.borrow().as_ref().map_or(0, |m| m.version) < version
+            && self.now_ms() < waited + FORWARD_WAIT_MS
+        {
+            sleep_ms(10).await;
+        }
         if let Some(r) = node.replicas.get(&p) {
             let retry = self.now_ms() as i64 + ISR_RETRY_MS;
             rules::isr_change_answered(&mut r.role.borrow_mut(), refused, retry);
