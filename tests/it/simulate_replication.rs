@@ -77,7 +77,9 @@
 //! watermark passed the batch must be reported); bugs planted by hand in the production code,
 //! each caught within 200 seeds, are listed in the header of `tests/simulate.sh`. Found by
 //! this simulator: a follower just opened served its uncommitted suffix
-//! (`a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark`).
+//! (`a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark`); a deposed
+//! leader that appended nothing in its epoch was answered the same divergence forever
+//! (`a_deposed_leader_that_appended_nothing_in_its_epoch_follows_again`).
 
 use crate::sim_runner;
 use crate::simulate::Rng;
@@ -1959,5 +1961,83 @@ fn a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark() {
         got,
         (6, 4, 4),
         "(log end, high watermark, batches readable)"
+    );
+}
+
+/// Found by this simulator (seed 20799 of 20000..20800 failed before the fix: no convergence,
+/// the same divergence answered forever): a broker that led an epoch and was deposed before
+/// appending in it kept that epoch's start entry at its log end (`start_leader_epoch`); as a
+/// follower it named that epoch as its last fetched one, the new leader (which never had it)
+/// answered `diverging_epoch` = the previous epoch's end = this log's end, and truncating there
+/// was a no-op that left the entry. `truncate_to` at or past the log end now drops the epochs
+/// starting there, as Kafka's `UnifiedLog.truncateTo`.
+#[test]
+fn a_deposed_leader_that_appended_nothing_in_its_epoch_follows_again() {
+    let got = std::thread::spawn(|| {
+        rt::sim::run(1, async {
+            let disk = SimDisk::new(1);
+            let _installed = sim::install(&disk);
+            let follower = PartitionLog::open(
+                &log_dir(0, 0),
+                LogConfig::default(),
+                TailCache::new(CACHE_BYTES),
+            )
+            .await
+            .expect("open");
+            let leader = PartitionLog::open(
+                &log_dir(1, 0),
+                LogConfig::default(),
+                TailCache::new(CACHE_BYTES),
+            )
+            .await
+            .expect("open");
+            leader.start_leader_epoch(0);
+            for i in 0..3u8 {
+                let value = Bytes::from(vec![i; 10]);
+                let b = encode_batch(&[(None, Some(value), 0)], Compression::None).expect("batch");
+                leader.append(b, 1).await.expect("append");
+            }
+            let read = leader
+                .read_for_replica(0, 1 << 20, true)
+                .await
+                .expect("read");
+            let mut all = Vec::new();
+            for b in &read.batches {
+                all.extend_from_slice(b);
+            }
+            follower
+                .append_replicated(Bytes::from(all), 1)
+                .await
+                .expect("replicate");
+            // The follower leads epoch 1 and is deposed before appending; the other leads 2.
+            follower.start_leader_epoch(1);
+            follower.set_leader_epoch(2);
+            leader.start_leader_epoch(2);
+            let mut rounds = 0;
+            loop {
+                let position = follower::fetch_position(&follower);
+                match rules::fetch_epoch_check(
+                    &leader,
+                    2,
+                    position.last_fetched_epoch,
+                    position.fetch_offset,
+                ) {
+                    FetchCheck::Diverging(epoch, end) if rounds < 3 => {
+                        follower::truncate_diverged(&follower, (epoch, end))
+                            .await
+                            .expect("truncate");
+                        rounds += 1;
+                    }
+                    other => return (other, rounds, follower.latest_epoch()),
+                }
+            }
+        })
+    })
+    .join()
+    .expect("no panic");
+    assert_eq!(
+        got,
+        (FetchCheck::Read, 1, Some(0)),
+        "(check, truncations, latest epoch)"
     );
 }
