@@ -77,7 +77,9 @@
 //! watermark passed the batch must be reported); bugs planted by hand in the production code,
 //! each caught within 200 seeds, are listed in the header of `tests/simulate.sh`. Found by
 //! this simulator: a follower just opened served its uncommitted suffix
-//! (`a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark`).
+//! (`a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark`); a deposed
+//! leader that appended nothing in its epoch was answered the same divergence forever
+//! (`a_deposed_leader_that_appended_nothing_in_its_epoch_follows_again`).
 
 use crate::sim_runner;
 use crate::simulate::Rng;
@@ -126,6 +128,9 @@ const FETCH_BYTES_MAX: usize = 4 << 10;
 const ISR_RETRY_MS: i64 = 200;
 /// An AlterPartition not answered in this time is given up (the pending change dropped).
 const ALTER_TIMEOUT_MS: u64 = 1_000;
+/// An accepted AlterPartition's answer waits this long at most for the broker to install the
+/// change (`shard::controller::FORWARD_TIMEOUT`).
+const FORWARD_WAIT_MS: u64 = 10_000;
 const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 2;
 /// A produce not answered in this time is given up (its outcome unknown).
@@ -271,11 +276,27 @@ struct PartAnswer {
 /// A message between brokers and the controller.
 #[derive(Clone, Debug)]
 enum Msg {
-    Fetch { id: u64, parts: Vec<FetchPart> },
-    FetchAnswer { id: u64, parts: Vec<PartAnswer> },
-    Heartbeat { incarnation: u64 },
-    Alter { id: u64, command: MetadataCommand },
-    AlterAnswer { id: u64, refused: bool },
+    Fetch {
+        id: u64,
+        parts: Vec<FetchPart>,
+    },
+    FetchAnswer {
+        id: u64,
+        parts: Vec<PartAnswer>,
+    },
+    Heartbeat {
+        incarnation: u64,
+    },
+    Alter {
+        id: u64,
+        command: MetadataCommand,
+    },
+    /// `version`: the controller's metadata version after it (with the change, if accepted).
+    AlterAnswer {
+        id: u64,
+        refused: bool,
+        version: u64,
+    },
     Metadata(Rc<ClusterMetadata>),
 }
 
@@ -513,7 +534,15 @@ impl World {
                 )
                 .detach();
             }
-            Msg::AlterAnswer { id, refused } => self.alter_answered(&node, id, refused),
+            Msg::AlterAnswer {
+                id,
+                refused,
+                version,
+            } => {
+                let w = self.clone();
+                rt::spawn_local(async move { w.alter_answered(node, id, refused, version).await })
+                    .detach();
+            }
             Msg::Metadata(m) => self.install(&node, m),
             Msg::Heartbeat { .. } | Msg::Alter { .. } => {}
         }
@@ -659,7 +688,11 @@ impl World {
                     self.controller_endpoint(),
                     None,
                     from,
-                    Msg::AlterAnswer { id, refused },
+                    Msg::AlterAnswer {
+                        id,
+                        refused,
+                        version: self.controller.borrow().version,
+                    },
                 );
             }
             _ => {}
@@ -814,6 +847,16 @@ impl World {
             if recorded && rules::refresh_high_watermark(&r.role.borrow(), log, false) {
                 r.hw_changed.notify_all();
             }
+            if self.verbose {
+                self.note(format!(
+                    "broker {}: fetch of partition {} by {from} at {offset} (epoch {}, recorded {recorded}): durable end {}, hw {}",
+                    node.id,
+                    part.partition,
+                    part.current_leader_epoch,
+                    log.durable_end(),
+                    log.high_watermark()
+                ));
+            }
             match log.read_for_replica(offset, FETCH_BYTES_MAX, true).await {
                 Ok(data) => {
                     let mut all = Vec::new();
@@ -916,6 +959,16 @@ impl World {
                 following,
             )
             .await;
+            if self.verbose {
+                self.note(format!(
+                    "broker {} partition {}: appended from {leader}: log end {}, durable end {}, hw {}",
+                    node.id,
+                    part.partition,
+                    log.log_end_offset(),
+                    log.durable_end(),
+                    log.high_watermark()
+                ));
+            }
             if let Some(e) = advanced.append_error {
                 self.disk_error(&node, format!("append: {e:?}"));
             }
@@ -979,6 +1032,13 @@ impl World {
                     }
                 };
                 if let Some(id) = due {
+                    if self.verbose {
+                        let what: Vec<(i32, i64)> = parts
+                            .iter()
+                            .map(|p| (p.partition, p.position.fetch_offset))
+                            .collect();
+                        self.note(format!("broker {i}: Fetch {id} to {leader}: {what:?}"));
+                    }
                     self.stats.borrow_mut().fetches += 1;
                     self.send(
                         i,
@@ -1055,10 +1115,19 @@ impl World {
         }
     }
 
-    fn alter_answered(&self, node: &Node, id: u64, refused: bool) {
+    /// The answer to an AlterPartition: as the shard's forwarded `change_metadata`, an accepted
+    /// change is answered once this broker installed it, or after [`FORWARD_WAIT_MS`].
+    async fn alter_answered(self: Rc<Self>, node: Rc<Node>, id: u64, refused: bool, version: u64) {
         let Some((p, _)) = node.alters.borrow_mut().remove(&id) else {
             return;
         };
+        let waited = self.now_ms();
+        while !refused
+            && node.metadata.borrow().as_ref().map_or(0, |m| m.version) < version
+            && self.now_ms() < waited + FORWARD_WAIT_MS
+        {
+            sleep_ms(10).await;
+        }
         if let Some(r) = node.replicas.get(&p) {
             let retry = self.now_ms() as i64 + ISR_RETRY_MS;
             rules::isr_change_answered(&mut r.role.borrow_mut(), refused, retry);
@@ -1892,5 +1961,83 @@ fn a_reopened_follower_serves_nothing_above_its_checkpointed_high_watermark() {
         got,
         (6, 4, 4),
         "(log end, high watermark, batches readable)"
+    );
+}
+
+/// Found by this simulator (seed 20799 of 20000..20800 failed before the fix: no convergence,
+/// the same divergence answered forever): a broker that led an epoch and was deposed before
+/// appending in it kept that epoch's start entry at its log end (`start_leader_epoch`); as a
+/// follower it named that epoch as its last fetched one, the new leader (which never had it)
+/// answered `diverging_epoch` = the previous epoch's end = this log's end, and truncating there
+/// was a no-op that left the entry. `truncate_to` at or past the log end now drops the epochs
+/// starting there, as Kafka's `UnifiedLog.truncateTo`.
+#[test]
+fn a_deposed_leader_that_appended_nothing_in_its_epoch_follows_again() {
+    let got = std::thread::spawn(|| {
+        rt::sim::run(1, async {
+            let disk = SimDisk::new(1);
+            let _installed = sim::install(&disk);
+            let follower = PartitionLog::open(
+                &log_dir(0, 0),
+                LogConfig::default(),
+                TailCache::new(CACHE_BYTES),
+            )
+            .await
+            .expect("open");
+            let leader = PartitionLog::open(
+                &log_dir(1, 0),
+                LogConfig::default(),
+                TailCache::new(CACHE_BYTES),
+            )
+            .await
+            .expect("open");
+            leader.start_leader_epoch(0);
+            for i in 0..3u8 {
+                let value = Bytes::from(vec![i; 10]);
+                let b = encode_batch(&[(None, Some(value), 0)], Compression::None).expect("batch");
+                leader.append(b, 1).await.expect("append");
+            }
+            let read = leader
+                .read_for_replica(0, 1 << 20, true)
+                .await
+                .expect("read");
+            let mut all = Vec::new();
+            for b in &read.batches {
+                all.extend_from_slice(b);
+            }
+            follower
+                .append_replicated(Bytes::from(all), 1)
+                .await
+                .expect("replicate");
+            // The follower leads epoch 1 and is deposed before appending; the other leads 2.
+            follower.start_leader_epoch(1);
+            follower.set_leader_epoch(2);
+            leader.start_leader_epoch(2);
+            let mut rounds = 0;
+            loop {
+                let position = follower::fetch_position(&follower);
+                match rules::fetch_epoch_check(
+                    &leader,
+                    2,
+                    position.last_fetched_epoch,
+                    position.fetch_offset,
+                ) {
+                    FetchCheck::Diverging(epoch, end) if rounds < 3 => {
+                        follower::truncate_diverged(&follower, (epoch, end))
+                            .await
+                            .expect("truncate");
+                        rounds += 1;
+                    }
+                    other => return (other, rounds, follower.latest_epoch()),
+                }
+            }
+        })
+    })
+    .join()
+    .expect("no panic");
+    assert_eq!(
+        got,
+        (FetchCheck::Read, 1, Some(0)),
+        "(check, truncations, latest epoch)"
     );
 }

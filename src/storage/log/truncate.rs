@@ -194,14 +194,18 @@ struct Cut {
 
 impl PartitionLog {
     /// Drop every batch at or above `offset` (see the module docs); returns the new log end
-    /// offset. A no-op when `offset` is at or past the log end. `offset` below the log start
-    /// is refused with [`StorageError::OffsetOutOfRange`]. Resolves once durable.
+    /// offset. When `offset` is at or past the log end no batch goes, but epochs the cache
+    /// starts at the log end go (Kafka's `UnifiedLog.truncateTo`: a broker that led an epoch
+    /// and was deposed before appending in it keeps that epoch's start entry, which its new
+    /// leader does not have; left there, the follower names it as its last fetched epoch and
+    /// is answered the same divergence forever). `offset` below the log start is refused with
+    /// [`StorageError::OffsetOutOfRange`]. Resolves once durable.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
         let shared = &*self.shared;
         let _truncating = hold_for_truncation(shared).await?;
         let _meta = lock_meta(shared).await;
-        {
-            let inner = shared.inner.borrow();
+        let end = {
+            let mut inner = shared.inner.borrow_mut();
             if offset < inner.log_start_offset {
                 return Err(StorageError::OffsetOutOfRange {
                     offset,
@@ -209,20 +213,17 @@ impl PartitionLog {
                     high_watermark: inner.high_watermark,
                 });
             }
-        }
-        if offset >= self.log_end_offset() {
-            // Nothing to cut, but, as Kafka's `UnifiedLog.truncateTo`, the leader-epoch cache
-            // still drops entries starting at the log end: a replica that led for a moment
-            // noted an epoch there without appending, and a follower keeping it names that
-            // epoch in every fetch and is told to truncate again, forever.
-            let end = {
-                let mut inner = shared.inner.borrow_mut();
+            if offset >= inner.log_end_offset {
                 let end = inner.log_end_offset;
                 if inner.epochs.truncate_from_end(end) {
                     inner.epochs_dirty = true;
                 }
-                end
-            };
+                Some(end)
+            } else {
+                None
+            }
+        };
+        if let Some(end) = end {
             epochs::persist(shared).await?;
             return Ok(end);
         }
