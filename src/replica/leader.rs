@@ -55,6 +55,9 @@ pub struct LeaderState {
     pub pending: Option<Vec<i32>>,
     /// No ISR change is proposed before this time (after a refused one).
     pub retry_after_ms: i64,
+    /// The pending change is sent again from this time (its outcome was not known, or it was
+    /// accepted and is not installed yet); `None`: not before an answer.
+    pub resend_after_ms: Option<i64>,
 }
 
 impl LeaderState {
@@ -70,6 +73,7 @@ impl LeaderState {
             followers: BTreeMap::new(),
             pending: None,
             retry_after_ms: 0,
+            resend_after_ms: None,
         };
         state.update(assignment, now_ms);
         state
@@ -86,6 +90,7 @@ impl LeaderState {
             || assignment.leader_epoch != self.leader_epoch
         {
             self.pending = None;
+            self.resend_after_ms = None;
         }
         self.leader_epoch = assignment.leader_epoch;
         self.partition_epoch = assignment.partition_epoch;

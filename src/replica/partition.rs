@@ -149,6 +149,24 @@ pub fn propose_isr_change(
     let Role::Leader(s) = role else {
         return None;
     };
+    if let Some(pending) = &s.pending {
+        // A change whose outcome is not known (or accepted and not installed yet) is sent
+        // again, unchanged, once its retry time came: the quorum may have applied it, so its
+        // members keep counting for the high watermark until an install or a final refusal
+        // ends it (Kafka's AlterPartitionManager retries; its `PendingExpandIsr` state stays).
+        if !s.resend_after_ms.is_some_and(|t| now_ms >= t) {
+            return None;
+        }
+        s.resend_after_ms = None;
+        return Some(MetadataCommand::AlterPartition {
+            topic: topic.to_string(),
+            partition,
+            leader_id: node,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+            new_isr: pending.clone(),
+        });
+    }
     // The start offset of this leader's epoch, so that a follower joins only once it has
     // this epoch's first batch (Kafka's `isFollowerInSync` with `leaderEpochStartOffsetOpt`);
     // an epoch the cache does not know (cannot happen once `start_leader_epoch` ran) asks for
@@ -169,16 +187,39 @@ pub fn propose_isr_change(
     })
 }
 
-/// The answer to an AlterPartition this leader proposed: the pending change is over either
-/// way (accepted: the install ended it already); a refused one is not proposed again before
-/// `retry_after_ms`.
-pub fn isr_change_answered(role: &mut Role, refused: bool, retry_after_ms: i64) {
+/// The answer to an AlterPartition this leader proposed. A final refusal
+/// ([`isr_refusal_is_final`]) ends the pending change, and no change is proposed again before
+/// `retry_after_ms`. Any other answer (accepted, an outcome not known, a partition epoch that
+/// moved meanwhile) leaves a change the install has not ended yet pending, so that its members
+/// keep counting for the high watermark, and sends it again from `retry_after_ms` on.
+pub fn isr_change_answered(role: &mut Role, refused_for_good: bool, retry_after_ms: i64) {
     if let Role::Leader(s) = role {
-        s.pending = None;
-        if refused {
+        if refused_for_good {
+            s.pending = None;
+            s.resend_after_ms = None;
             s.retry_after_ms = retry_after_ms;
+        } else if s.pending.is_some() {
+            s.resend_after_ms = Some(retry_after_ms);
         }
     }
+}
+
+/// Whether an AlterPartition refused with `code` was certainly not applied and nothing newer is
+/// on its way that would end it: the controller judged it and said no (an ineligible replica,
+/// a bad request). Not final: no controller reached or the call timed out (it may have been
+/// applied), a stale partition or leader epoch (a newer assignment is applied and will be
+/// installed here), storage or throttling errors.
+pub fn isr_refusal_is_final(code: ResponseError) -> bool {
+    !matches!(
+        code,
+        ResponseError::NotController
+            | ResponseError::RequestTimedOut
+            | ResponseError::InvalidUpdateVersion
+            | ResponseError::FencedLeaderEpoch
+            | ResponseError::KafkaStorageError
+            | ResponseError::ThrottlingQuotaExceeded
+            | ResponseError::UnknownServerError
+    )
 }
 
 /// What the leader's checks of a Fetch decided (Kafka's `Partition.checkCurrentLeaderEpoch`
@@ -242,4 +283,94 @@ pub fn acks_all_outcome(
         return Some(Ok(()));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::metadata::PartitionAssignment;
+
+    fn leading(isr: &[i32]) -> Role {
+        let a = PartitionAssignment {
+            replicas: vec![0, 1, 2],
+            leader: 0,
+            leader_epoch: 3,
+            isr: isr.to_vec(),
+            partition_epoch: 7,
+            reassignment: None,
+        };
+        Role::Leader(LeaderState::new(0, &a, 0))
+    }
+
+    fn state(role: &Role) -> &LeaderState {
+        match role {
+            Role::Leader(s) => s,
+            Role::Follower { .. } => panic!("not leading"),
+        }
+    }
+
+    /// An ISR expansion whose answer is lost (or accepted but not installed yet) stays pending,
+    /// so the joining member keeps holding the high watermark back, and is sent again after
+    /// the retry time; only a final refusal or an install ends it.
+    #[test]
+    fn an_isr_change_of_unknown_outcome_stays_pending_and_is_sent_again() {
+        let mut role = leading(&[0, 1]);
+        if let Role::Leader(s) = &mut role {
+            s.pending = Some(vec![0, 1, 2]);
+        }
+        isr_change_answered(&mut role, false, 1_000);
+        let s = state(&role);
+        assert_eq!(s.pending, Some(vec![0, 1, 2]), "still counts for the HW");
+        assert_eq!(s.resend_after_ms, Some(1_000));
+        assert_eq!(s.retry_after_ms, 0, "no back-off for new changes");
+
+        // A final refusal ends it, with the back-off.
+        isr_change_answered(&mut role, true, 2_000);
+        let s = state(&role);
+        assert_eq!((s.pending.clone(), s.resend_after_ms), (None, None));
+        assert_eq!(s.retry_after_ms, 2_000);
+
+        // Answered after an install ended it already: nothing pending, nothing re-sent.
+        isr_change_answered(&mut role, false, 3_000);
+        assert_eq!(state(&role).resend_after_ms, None);
+
+        // An install with a new partition epoch ends a pending change and its re-send.
+        let mut role = leading(&[0, 1]);
+        if let Role::Leader(s) = &mut role {
+            s.pending = Some(vec![0, 1, 2]);
+            s.resend_after_ms = Some(5);
+            s.update(
+                &PartitionAssignment {
+                    replicas: vec![0, 1, 2],
+                    leader: 0,
+                    leader_epoch: 3,
+                    isr: vec![0, 1, 2],
+                    partition_epoch: 8,
+                    reassignment: None,
+                },
+                6,
+            );
+        }
+        let s = state(&role);
+        assert_eq!((s.pending.clone(), s.resend_after_ms), (None, None));
+    }
+
+    #[test]
+    fn only_a_judged_refusal_of_an_isr_change_is_final() {
+        for code in [
+            ResponseError::IneligibleReplica,
+            ResponseError::InvalidRequest,
+            ResponseError::UnknownTopicOrPartition,
+        ] {
+            assert!(isr_refusal_is_final(code), "{code:?}");
+        }
+        for code in [
+            ResponseError::NotController,
+            ResponseError::RequestTimedOut,
+            ResponseError::InvalidUpdateVersion,
+            ResponseError::FencedLeaderEpoch,
+        ] {
+            assert!(!isr_refusal_is_final(code), "{code:?}");
+        }
+    }
 }

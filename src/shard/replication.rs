@@ -235,15 +235,20 @@ impl Shard {
                     message: e.to_string(),
                 }),
             };
-            // Accepted: the install already ended it (new partition epoch); refused: over.
+            // Accepted: the install normally ended it already (new partition epoch); if not
+            // (the forward's wait ran out), or the outcome is not known, it stays pending and
+            // is sent again; only a final refusal ends it here.
+            let final_refusal = refused
+                .as_ref()
+                .is_some_and(|e| rules::isr_refusal_is_final(e.code));
             rules::isr_change_answered(
                 &mut partition.role.borrow_mut(),
-                refused.is_some(),
+                final_refusal,
                 now_ms() + ISR_RETRY_MS,
             );
             if let Some(e) = &refused {
                 if partition.is_leader() {
-                    tracing::info!(topic = %partition.topic, partition = partition.index, code = ?e.code, message = %e.message, "ISR change refused");
+                    tracing::info!(topic = %partition.topic, partition = partition.index, code = ?e.code, message = %e.message, final_refusal, "ISR change refused");
                 }
             }
             partition.refresh_high_watermark();

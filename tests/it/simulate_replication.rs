@@ -295,6 +295,8 @@ enum Msg {
     AlterAnswer {
         id: u64,
         refused: bool,
+        /// Refused for good (`isr_refusal_is_final` of the refusal's code).
+        final_refusal: bool,
         version: u64,
     },
     Metadata(Rc<ClusterMetadata>),
@@ -537,11 +539,15 @@ impl World {
             Msg::AlterAnswer {
                 id,
                 refused,
+                final_refusal,
                 version,
             } => {
                 let w = self.clone();
-                rt::spawn_local(async move { w.alter_answered(node, id, refused, version).await })
-                    .detach();
+                rt::spawn_local(async move {
+                    w.alter_answered(node, id, (refused, final_refusal), version)
+                        .await
+                })
+                .detach();
             }
             Msg::Metadata(m) => self.install(&node, m),
             Msg::Heartbeat { .. } | Msg::Alter { .. } => {}
@@ -676,6 +682,12 @@ impl World {
                 }
             }
             Msg::Alter { id, command } => {
+                let final_refusal = self
+                    .controller
+                    .borrow()
+                    .apply(&command)
+                    .err()
+                    .is_some_and(|e| rules::isr_refusal_is_final(e.code));
                 let refused = match self.control(&command) {
                     Ok(()) => false,
                     Err(e) => {
@@ -691,6 +703,7 @@ impl World {
                     Msg::AlterAnswer {
                         id,
                         refused,
+                        final_refusal,
                         version: self.controller.borrow().version,
                     },
                 );
@@ -1066,7 +1079,8 @@ impl World {
                 };
                 self.send(i, Some(node.incarnation), self.controller_endpoint(), msg);
             }
-            // AlterPartitions never answered: given up, as a timed-out `change_metadata`.
+            // AlterPartitions never answered: given up, as a timed-out `change_metadata` (an
+            // outcome not known: the change stays pending and is sent again).
             let stale: Vec<(u64, i32)> = node
                 .alters
                 .borrow()
@@ -1079,7 +1093,7 @@ impl World {
                 if let Some(r) = node.replicas.get(&p) {
                     rules::isr_change_answered(
                         &mut r.role.borrow_mut(),
-                        true,
+                        false,
                         now as i64 + ISR_RETRY_MS,
                     );
                 }
@@ -1117,7 +1131,13 @@ impl World {
 
     /// The answer to an AlterPartition: as the shard's forwarded `change_metadata`, an accepted
     /// change is answered once this broker installed it, or after [`FORWARD_WAIT_MS`].
-    async fn alter_answered(self: Rc<Self>, node: Rc<Node>, id: u64, refused: bool, version: u64) {
+    async fn alter_answered(
+        self: Rc<Self>,
+        node: Rc<Node>,
+        id: u64,
+        (refused, final_refusal): (bool, bool),
+        version: u64,
+    ) {
         let Some((p, _)) = node.alters.borrow_mut().remove(&id) else {
             return;
         };
@@ -1130,7 +1150,7 @@ impl World {
         }
         if let Some(r) = node.replicas.get(&p) {
             let retry = self.now_ms() as i64 + ISR_RETRY_MS;
-            rules::isr_change_answered(&mut r.role.borrow_mut(), refused, retry);
+            rules::isr_change_answered(&mut r.role.borrow_mut(), refused && final_refusal, retry);
             if rules::refresh_high_watermark(&r.role.borrow(), &r.log, false) {
                 r.hw_changed.notify_all();
             }
