@@ -659,7 +659,10 @@ async fn fetch_partition(
     };
     let shares = &c.shares;
     if !shares.partitions.borrow().contains_key(&key) {
-        let earliest = shares.start_at_earliest;
+        let earliest = crate::coordinator::group_config::share_starts_at_earliest(
+            metadata.group_configs.get(group),
+            shares.start_at_earliest,
+        );
         let t = topic.clone();
         let offsets = c
             .invoke_on(c.owner(&topic, partition), move |s| async move {
