@@ -6,12 +6,17 @@
 //! Kafka accepts configs for a group that does not exist yet (share clients set
 //! `share.auto.offset.reset` before their first member joins), so the group name is not
 //! checked against the coordinator. Names Kafka does not know are refused with Kafka's message
-//! ("Unknown group config name: X", INVALID_CONFIG). Of Kafka's group configs Freshet applies
-//! `share.auto.offset.reset` (where a share partition starts when the group first fetches it)
-//! and accepts `share.isolation.level=read_uncommitted` (what its share fetches read); the
-//! others (session timeouts, heartbeat intervals, the record lock duration,
-//! `read_committed`) are refused with INVALID_CONFIG saying so, rather than stored and
-//! silently ignored: the broker-wide `group_*` settings apply to every group.
+//! ("Unknown group config name: X", INVALID_CONFIG); values are checked as Kafka's
+//! `GroupConfig.validate` checks them, against Kafka's default bounds (`group.consumer.min/max
+//! .session.timeout.ms` 45000/60000, heartbeat 5000/15000, the same for share groups, record
+//! lock 15000/60000) and with the session timeout above the heartbeat interval.
+//!
+//! Applied: `share.auto.offset.reset` (where a share partition starts when the group first
+//! fetches it). `share.isolation.level` takes `read_uncommitted` only (what Freshet's share
+//! fetches read): `read_committed` is refused rather than stored and not honoured, as it would
+//! change which records a group sees. The session timeouts, heartbeat intervals and the record
+//! lock duration are stored and described to tools as Kafka stores them, but **not applied per
+//! group yet**: the broker-wide `group_*` settings still apply to every group (logged when set).
 
 use std::collections::BTreeMap;
 
@@ -32,42 +37,72 @@ pub const KAFKA_NAMES: &[&str] = &[
     SHARE_ISOLATION_LEVEL,
 ];
 
-/// Checks a group's whole config set as it would be stored: every name Kafka's, every value
-/// one Freshet applies. `Err` is Kafka's INVALID_CONFIG message.
+/// Kafka's defaults of the group configs that are integers, with their bounds (Kafka's
+/// broker-side defaults of the min/max settings): (name, default, min, max).
+const INT_CONFIGS: &[(&str, i64, i64, i64)] = &[
+    ("consumer.session.timeout.ms", 45_000, 45_000, 60_000),
+    ("consumer.heartbeat.interval.ms", 5_000, 5_000, 15_000),
+    ("share.session.timeout.ms", 45_000, 45_000, 60_000),
+    ("share.heartbeat.interval.ms", 5_000, 5_000, 15_000),
+    ("share.record.lock.duration.ms", 30_000, 15_000, 60_000),
+];
+
+/// The names of a config set that are stored but not applied per group (see the module doc).
+pub fn not_applied(configs: &BTreeMap<String, String>) -> Vec<&str> {
+    configs
+        .keys()
+        .map(String::as_str)
+        .filter(|n| INT_CONFIGS.iter().any(|(name, ..)| name == n))
+        .collect()
+}
+
+/// Checks a group's whole config set as it would be stored (Kafka's `GroupConfig.validate`).
+/// `Err` is Kafka's INVALID_CONFIG message.
 pub fn check(configs: &BTreeMap<String, String>) -> Result<(), String> {
-    for (name, value) in configs {
-        if !KAFKA_NAMES.contains(&name.as_str()) {
-            return Err(format!("Unknown group config name: {name}"));
+    if let Some(name) = configs.keys().find(|n| !KAFKA_NAMES.contains(&n.as_str())) {
+        return Err(format!("Unknown group config name: {name}"));
+    }
+    let mut ints = BTreeMap::new();
+    for &(name, default, min, max) in INT_CONFIGS {
+        let value = match configs.get(name) {
+            None => default,
+            Some(v) => v.trim().parse::<i32>().map(i64::from).map_err(|_| {
+                format!("Invalid value {v} for configuration {name}: Not a number of type INT")
+            })?,
+        };
+        if value < min {
+            return Err(format!("{name} must be greater than or equal to {min}"));
         }
-        match name.as_str() {
-            SHARE_AUTO_OFFSET_RESET => {
-                if !["latest", "earliest"].contains(&value.as_str()) {
-                    return Err(format!(
-                        "Invalid value {value} for configuration {name}: String must be one of: latest, earliest"
-                    ));
-                }
-            }
-            SHARE_ISOLATION_LEVEL => match value.as_str() {
-                "read_uncommitted" => {}
-                "read_committed" => {
-                    return Err(format!(
-                        "Invalid value {value} for configuration {name}: Freshet's share groups read uncommitted records only"
-                    ))
-                }
-                _ => {
-                    return Err(format!(
-                        "Invalid value {value} for configuration {name}: String must be one of: read_committed, read_uncommitted"
-                    ))
-                }
-            },
-            _ => {
-                return Err(format!(
-                    "{name} is not supported per group by Freshet: the broker-wide group settings apply to every group"
-                ))
-            }
+        if value > max {
+            return Err(format!("{name} must be less than or equal to {max}"));
+        }
+        ints.insert(name, value);
+    }
+    for prefix in ["consumer", "share"] {
+        let session = ints[format!("{prefix}.session.timeout.ms").as_str()];
+        let heartbeat = ints[format!("{prefix}.heartbeat.interval.ms").as_str()];
+        if session <= heartbeat {
+            return Err(format!(
+                "{prefix}.session.timeout.ms must be greater than {prefix}.heartbeat.interval.ms"
+            ));
         }
     }
-    Ok(())
+    if let Some(value) = configs.get(SHARE_AUTO_OFFSET_RESET) {
+        if !["latest", "earliest"].contains(&value.as_str()) {
+            return Err(format!(
+                "Invalid value {value} for configuration {SHARE_AUTO_OFFSET_RESET}: String must be one of: latest, earliest"
+            ));
+        }
+    }
+    match configs.get(SHARE_ISOLATION_LEVEL).map(String::as_str) {
+        None | Some("read_uncommitted") => Ok(()),
+        Some("read_committed") => Err(format!(
+            "Invalid value read_committed for configuration {SHARE_ISOLATION_LEVEL}: Freshet's share groups read uncommitted records only"
+        )),
+        Some(value) => Err(format!(
+            "Invalid value {value} for configuration {SHARE_ISOLATION_LEVEL}: String must be one of: read_committed, read_uncommitted"
+        )),
+    }
 }
 
 /// Where a share group's new share partitions start: its `share.auto.offset.reset` when set,
@@ -102,16 +137,34 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_get_kafkas_message_and_unapplied_ones_are_refused() {
+    fn unknown_names_get_kafkas_message_and_values_kafkas_checks() {
         assert_eq!(
             check(&set(&[("retention.ms", "1")])).unwrap_err(),
             "Unknown group config name: retention.ms"
         );
-        let e = check(&set(&[("share.record.lock.duration.ms", "15000")])).unwrap_err();
-        assert!(e.contains("not supported per group"), "{e}");
+        // 0081's value, stored (not applied per group).
+        let session = set(&[("consumer.session.timeout.ms", "50000")]);
+        assert!(check(&session).is_ok());
+        assert_eq!(not_applied(&session), vec!["consumer.session.timeout.ms"]);
+        assert!(check(&set(&[("share.record.lock.duration.ms", "15000")])).is_ok());
+        let e = check(&set(&[("share.record.lock.duration.ms", "1000")])).unwrap_err();
+        assert_eq!(
+            e,
+            "share.record.lock.duration.ms must be greater than or equal to 15000"
+        );
+        let e = check(&set(&[("consumer.session.timeout.ms", "x")])).unwrap_err();
+        assert!(e.contains("Not a number"), "{e}");
+        assert!(check(&set(&[("consumer.session.timeout.ms", "70000")])).is_err());
+        // The session must outlast the heartbeat interval.
+        let e = check(&set(&[
+            ("share.session.timeout.ms", "45000"),
+            ("share.heartbeat.interval.ms", "15000"),
+        ]));
+        assert!(e.is_ok());
         assert!(check(&set(&[(SHARE_ISOLATION_LEVEL, "read_uncommitted")])).is_ok());
         assert!(check(&set(&[(SHARE_ISOLATION_LEVEL, "read_committed")])).is_err());
         assert!(check(&set(&[(SHARE_ISOLATION_LEVEL, "x")])).is_err());
+        assert!(not_applied(&set(&[(SHARE_AUTO_OFFSET_RESET, "earliest")])).is_empty());
     }
 
     #[test]

@@ -2461,6 +2461,54 @@ mod tests {
     }
 
     #[test]
+    fn group_configs_are_kept_replaced_removed_and_bounded() {
+        let set = |m: &ClusterMetadata, group: &str, pairs: &[(&str, &str)]| {
+            m.apply(&MetadataCommand::SetGroupConfigs {
+                group: group.to_string(),
+                configs: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        };
+        let m = ClusterMetadata::default();
+        let earliest = set(&m, "g", &[("share.auto.offset.reset", "earliest")]).unwrap();
+        assert_eq!(
+            earliest.group_configs["g"]["share.auto.offset.reset"],
+            "earliest"
+        );
+        earliest.check_invariants().unwrap();
+        // Kept across a snapshot (what a restart reads back).
+        let json = serde_json::to_string(&earliest).unwrap();
+        let back: ClusterMetadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.group_configs, earliest.group_configs);
+        // An empty set removes the group's entry.
+        assert!(set(&earliest, "g", &[]).unwrap().group_configs.is_empty());
+        assert_eq!(
+            set(&m, "g", &[("nope", "1")]).unwrap_err().code,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            set(&m, "", &[]).unwrap_err().code,
+            ResponseError::InvalidRequest
+        );
+        let mut full = ClusterMetadata::default();
+        for i in 0..GROUP_CONFIG_SETS_MAX {
+            full.group_configs.insert(
+                format!("g{i}"),
+                [("share.auto.offset.reset".to_string(), "latest".to_string())].into(),
+            );
+        }
+        let one = [("share.auto.offset.reset", "earliest")];
+        assert_eq!(
+            set(&full, "new", &one).unwrap_err().code,
+            ResponseError::InvalidRequest
+        );
+        // A group that has configs may still change them.
+        assert!(set(&full, "g1", &one).is_ok());
+    }
+
+    #[test]
     fn bad_names_partitions_and_configs_are_refused_with_kafka_errors() {
         let m = ClusterMetadata::default();
         for name in ["", ".", "..", "a b", "x/y", &"t".repeat(250)] {

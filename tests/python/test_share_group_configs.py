@@ -2,8 +2,8 @@
 AdminClient sets `share.auto.offset.reset` on a share group, as librdkafka's share-consumer
 tests (0170-0185) do before their first consumer joins, and its ShareConsumer then starts
 where the group's setting says, also after a broker restart (the setting is in the metadata
-log). Names Kafka does not know, bad values and configs Freshet does not apply per group are
-refused with INVALID_CONFIG.
+log). Names Kafka does not know and values Kafka's checks refuse (and `read_committed`, which
+Freshet's share fetches do not honour) get INVALID_CONFIG.
 """
 
 import time
@@ -73,7 +73,8 @@ def test_unknown_bad_and_unapplied_group_configs_are_invalid_config(make_broker)
     for name, value, says in [
         ("no.such.config", "1", "Unknown group config name: no.such.config"),
         ("share.auto.offset.reset", "none", "String must be one of: latest, earliest"),
-        ("share.record.lock.duration.ms", "15000", "not supported per group"),
+        ("share.record.lock.duration.ms", "1000", "must be greater than or equal to 15000"),
+        ("share.isolation.level", "read_committed", "read uncommitted records only"),
     ]:
         with pytest.raises(KafkaException) as refused:
             set_group_config(b, "g", name, value)

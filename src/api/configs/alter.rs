@@ -328,8 +328,8 @@ fn new_group_configs(
     group: &str,
     change: Change,
 ) -> Result<BTreeMap<String, String>, AdminError> {
-    match change {
-        Change::Replace(configs) => Ok(configs),
+    let configs = match change {
+        Change::Replace(configs) => configs,
         Change::Incremental(ops) => apply_incremental(
             metadata
                 .group_configs
@@ -338,8 +338,17 @@ fn new_group_configs(
             &ops,
             &|_| false,
             &|_| String::new(),
-        ),
+        )?,
+    };
+    let stored_only = crate::coordinator::group_config::not_applied(&configs);
+    if !stored_only.is_empty() {
+        tracing::warn!(
+            group,
+            configs = ?stored_only,
+            "group configs stored but not applied per group yet (the broker-wide settings apply)"
+        );
     }
+    Ok(configs)
 }
 
 /// The new dynamic config set of broker resource `name` (node id or `""`): `(resource key,
