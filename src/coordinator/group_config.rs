@@ -105,6 +105,56 @@ pub fn check(configs: &BTreeMap<String, String>) -> Result<(), String> {
     }
 }
 
+/// Kafka's `ConfigType` ids of the group configs (DescribeConfigs v3+).
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+
+/// One group config as DescribeConfigs reports it: (name, value, set for this group, Kafka
+/// `ConfigType` id). Every Kafka group config in Kafka's order; unset ones carry the
+/// broker-wide value (`defaults`: the broker's `group_consumer_*`, `group_share_*` and
+/// `share_auto_offset_reset`).
+pub fn describe(
+    configs: Option<&BTreeMap<String, String>>,
+    defaults: &crate::config::BrokerConfig,
+) -> Vec<(&'static str, String, bool, i8)> {
+    let default_of = |name: &str| -> (String, i8) {
+        match name {
+            "consumer.session.timeout.ms" => (
+                defaults.group_consumer_session_timeout_ms.to_string(),
+                TYPE_INT,
+            ),
+            "consumer.heartbeat.interval.ms" => (
+                defaults.group_consumer_heartbeat_interval_ms.to_string(),
+                TYPE_INT,
+            ),
+            "share.session.timeout.ms" => (
+                defaults.group_share_session_timeout_ms.to_string(),
+                TYPE_INT,
+            ),
+            "share.heartbeat.interval.ms" => (
+                defaults.group_share_heartbeat_interval_ms.to_string(),
+                TYPE_INT,
+            ),
+            "share.record.lock.duration.ms" => (
+                defaults.group_share_record_lock_duration_ms.to_string(),
+                TYPE_INT,
+            ),
+            SHARE_AUTO_OFFSET_RESET => (defaults.share_auto_offset_reset.clone(), TYPE_STRING),
+            _ => ("read_uncommitted".to_string(), TYPE_STRING),
+        }
+    };
+    KAFKA_NAMES
+        .iter()
+        .map(|&name| {
+            let (default, config_type) = default_of(name);
+            match configs.and_then(|c| c.get(name)) {
+                Some(value) => (name, value.clone(), true, config_type),
+                None => (name, default, false, config_type),
+            }
+        })
+        .collect()
+}
+
 /// Where a share group's new share partitions start: its `share.auto.offset.reset` when set,
 /// else the broker's default (`broker_earliest`).
 pub fn share_starts_at_earliest(
@@ -165,6 +215,27 @@ mod tests {
         assert!(check(&set(&[(SHARE_ISOLATION_LEVEL, "read_committed")])).is_err());
         assert!(check(&set(&[(SHARE_ISOLATION_LEVEL, "x")])).is_err());
         assert!(not_applied(&set(&[(SHARE_AUTO_OFFSET_RESET, "earliest")])).is_empty());
+    }
+
+    #[test]
+    fn describe_lists_every_kafka_group_config_with_the_group_value_first() {
+        let broker = crate::config::BrokerConfig::default();
+        let group = set(&[(SHARE_AUTO_OFFSET_RESET, "earliest")]);
+        let described = describe(Some(&group), &broker);
+        assert_eq!(
+            described.iter().map(|d| d.0).collect::<Vec<_>>(),
+            KAFKA_NAMES.to_vec()
+        );
+        let reset = described
+            .iter()
+            .find(|d| d.0 == SHARE_AUTO_OFFSET_RESET)
+            .unwrap();
+        assert_eq!((reset.1.as_str(), reset.2), ("earliest", true));
+        let session = described.iter().find(|d| d.0 == "share.session.timeout.ms");
+        assert_eq!(
+            session.map(|d| (d.1.clone(), d.2, d.3)),
+            Some((broker.group_share_session_timeout_ms.to_string(), false, 3))
+        );
     }
 
     #[test]

@@ -60,6 +60,12 @@ def test_share_auto_offset_reset_per_group_survives_a_restart(make_broker):
     set_group_config(b, "early", "share.auto.offset.reset", "earliest")
     b.kill()
     b.start()
+    # DescribeConfigs on the group: the stored value, every other Kafka group config too.
+    a = admin(b)
+    resource = ConfigResource(ResourceType.GROUP, "early")
+    described = a.describe_configs([resource])[resource].result(30)
+    assert described["share.auto.offset.reset"].value == "earliest"
+    assert "share.session.timeout.ms" in described, sorted(described)
     produce(b, "jobs", 5)
     # The records produced before the group's first fetch: only an `earliest` group sees them.
     assert first_records(b, "early", "jobs") == [0, 1, 2, 3, 4]

@@ -28,10 +28,10 @@
 //! **Groups.** The alter APIs take a GROUP resource (any group id, existing or not, as Kafka):
 //! its new config set is checked by `coordinator::group_config` (Kafka's names; of them
 //! Freshet applies `share.auto.offset.reset`, see there) and stored with the metadata
-//! (`MetadataCommand::SetGroupConfigs`). DescribeConfigs does not describe groups yet.
+//! (`MetadataCommand::SetGroupConfigs`). DescribeConfigs lists every Kafka group config: the
+//! group's value (DYNAMIC_GROUP_CONFIG) or the broker-wide one (DEFAULT_CONFIG).
 //!
-//! Other resource types (BROKER_LOGGER, CLIENT_METRICS; GROUP in DescribeConfigs) are refused
-//! with INVALID_REQUEST.
+//! Other resource types (BROKER_LOGGER, CLIENT_METRICS) are refused with INVALID_REQUEST.
 //!
 //! Invariant: config alterations on the coordinator shard run one at a time (`ALTER_LOCK`), so
 //! an incremental change computed from the current overrides is never lost to a concurrent
