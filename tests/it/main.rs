@@ -87,6 +87,7 @@ mod quota_enforce;
 mod reassign;
 mod repl_control;
 mod replication;
+mod share_ack_unknown_topic;
 mod share_groups;
 mod sim_runner;
 mod simulate;
