@@ -24,7 +24,9 @@
 #                    certificates made with openssl under target/librdkafka-suite/ssl as trivup
 #                    makes them (a CA; the broker's; a client key encrypted with a password, its
 #                    certificate as PEM/DER and both in a PKCS#12 keystore) and the SSL_* variables
-#                    0097 reads. Default list 0097.
+#                    0097 reads. Default list 0097. LIBRDKAFKA_SSL_CLIENT_AUTH=requested runs
+#                    the broker with ssl_client_auth=requested instead (0097 then expects a client
+#                    whose certificate the broker does not trust to connect).
 #   --share          share consumers (KIP-932): 0170-0185 against one node, TEST_KAFKA_VERSION
 #                    4.2.0 (their minimum). librdkafka 2.12.1 (rdkafka-sys) has no such tests:
 #                    give a newer source with LIBRDKAFKA_SRC (or --librdkafka-src DIR), e.g. the
@@ -315,6 +317,7 @@ security_conf=
 # Certificates as librdkafka's trivup makes them for 0097: a CA; the broker's certificate; a
 # client key encrypted with SSL_password, its certificate (PEM and DER) and a PKCS#12 keystore
 # of both with the CA. Made once per run under $WORK/ssl.
+ssl_client_auth=${LIBRDKAFKA_SSL_CLIENT_AUTH:-required}
 make_ssl_files() {
   local d="$RUN/ssl" pw=use_strong_password_keystore_client
   rm -rf "$d" && mkdir -p "$d"
@@ -337,7 +340,7 @@ make_ssl_files() {
     openssl pkey -in client.plain.key -outform DER -out client.key.der
     openssl x509 -in ca.pem -outform DER -out ca.der
   ) >"$LOGS/ssl.log" 2>&1 || { cat "$LOGS/ssl.log" >&2; exit 1; }
-  export SSL_password=$pw SSL_client_auth=required SSL_pkcs="$d/client.p12" \
+  export SSL_password=$pw SSL_client_auth=$ssl_client_auth SSL_pkcs="$d/client.p12" \
     SSL_pub_der="$d/client.der" SSL_priv_der="$d/client.key.der" SSL_pub_pem="$d/client.pem" \
     SSL_priv_pem="$d/client.key" SSL_ca_der="$d/ca.der" SSL_all_cas_pem="$d/ca.pem" \
     SSL_ca_pem="$d/ca.pem"
@@ -356,7 +359,7 @@ sasl.password=testpass"
     make_ssl_files
     security_args=(--listeners "PLAINTEXT://127.0.0.1:${ports[0]},SSL://127.0.0.1:$secure_port"
       --ssl-certificate-file "$RUN/ssl/broker.pem" --ssl-key-file "$RUN/ssl/broker.key"
-      --ssl-ca-file "$RUN/ssl/ca.pem" --ssl-client-auth required)
+      --ssl-ca-file "$RUN/ssl/ca.pem" --ssl-client-auth "$ssl_client_auth")
     security_conf="security.protocol=SSL
 ssl.ca.location=$SSL_ca_pem
 ssl.certificate.location=$SSL_pub_pem
