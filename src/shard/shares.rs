@@ -588,7 +588,7 @@ pub async fn fetch_records(
     loop {
         let mut out = BTreeMap::new();
         let mut records_left = ask.max_records.max(1);
-        let mut bytes_left = ask.max_bytes.max(1);
+        let mut bytes_left = ask.max_bytes;
         let mut got_any = false;
         for &(topic_id, partition) in &ask.partitions {
             let fetched = if records_left == 0 || bytes_left == 0 {

@@ -1,7 +1,10 @@
-//! ShareAcknowledge for a topic that is gone (deleted after its records were acquired, or an id
-//! the cluster never had) answers UNKNOWN_TOPIC_ID for its partitions, as Kafka does, instead of
-//! applying the acknowledgement to the share state the deleted topic left behind (librdkafka's
-//! 0176 expects `commit_sync` after a topic deletion to report a per-partition error).
+//! Share-group behaviours librdkafka's share-consumer tests (0170-0185) check, over raw
+//! requests against the real broker:
+//! - ShareAcknowledge for a topic that is gone (deleted after its records were acquired, or an
+//!   id the cluster never had) answers UNKNOWN_TOPIC_ID for its partitions, as Kafka does,
+//!   instead of applying the acknowledgement to the share state the deleted topic left behind
+//!   (0176/0181 expect `commit_sync` after a topic deletion to report a per-partition error);
+//! - a ShareFetch with `max_bytes` 0 acquires nothing (0180's `fetch.max.bytes=0`).
 
 use crate::common;
 
@@ -25,6 +28,31 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+fn share_fetch(conn: &mut RawConn, epoch: i32, topic_id: Uuid, max_bytes: i32) -> i64 {
+    let fetch = ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(s("sg"))))
+        .with_member_id(Some(s("m")))
+        .with_share_session_epoch(epoch)
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_max_records(10)
+        .with_batch_size(10)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![
+                FetchPartition::default().with_partition_index(0)
+            ])]);
+    let r: ShareFetchResponse = conn.request(1, &fetch).expect("ShareFetch");
+    assert_eq!(r.error_code, 0);
+    r.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .flat_map(|p| &p.acquired_records)
+        .map(|a| a.last_offset - a.first_offset + 1)
+        .sum()
+}
+
 fn acknowledge(conn: &mut RawConn, epoch: i32, topic_id: Uuid) -> ShareAcknowledgeResponse {
     let request = ShareAcknowledgeRequest::default()
         .with_group_id(Some(GroupId(s("sg"))))
@@ -44,7 +72,7 @@ fn acknowledge(conn: &mut RawConn, epoch: i32, topic_id: Uuid) -> ShareAcknowled
 }
 
 #[test]
-fn acknowledging_records_of_a_deleted_topic_gets_unknown_topic_id() {
+fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("freshet.toml");
     std::fs::write(&config, "share_auto_offset_reset = \"earliest\"\n").expect("config");
@@ -67,29 +95,10 @@ fn acknowledging_records_of_a_deleted_topic_gets_unknown_topic_id() {
         common::produce_records(&mut conn, 9, "gone", 0, batch).error_code,
         0
     );
+    // fetch.max.bytes=0: nothing acquired (so nothing is locked for this member).
+    assert_eq!(share_fetch(&mut conn, 0, topic_id, 0), 0);
     // The member acquires the three records.
-    let fetch = ShareFetchRequest::default()
-        .with_group_id(Some(GroupId(s("sg"))))
-        .with_member_id(Some(s("m")))
-        .with_share_session_epoch(0)
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_max_records(10)
-        .with_batch_size(10)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic_id(topic_id)
-            .with_partitions(vec![
-                FetchPartition::default().with_partition_index(0)
-            ])]);
-    let r: ShareFetchResponse = conn.request(1, &fetch).expect("ShareFetch");
-    assert_eq!(r.error_code, 0);
-    let acquired: i64 = r.responses[0].partitions[0]
-        .acquired_records
-        .iter()
-        .map(|a| a.last_offset - a.first_offset + 1)
-        .sum();
-    assert_eq!(acquired, 3);
+    assert_eq!(share_fetch(&mut conn, 1, topic_id, 1 << 20), 3);
     // The topic is deleted; accepting its records names the topic as unknown.
     let deleted = conn
         .request(
@@ -101,14 +110,14 @@ fn acknowledging_records_of_a_deleted_topic_gets_unknown_topic_id() {
         .expect("DeleteTopics");
     assert_eq!(deleted.responses[0].error_code, 0);
     let unknown = ResponseError::UnknownTopicId.code();
-    let r = acknowledge(&mut conn, 1, topic_id);
+    let r = acknowledge(&mut conn, 2, topic_id);
     assert_eq!(r.error_code, 0);
     assert_eq!(r.responses[0].partitions[0].error_code, unknown);
     // An id the cluster never had: the same.
-    let r = acknowledge(&mut conn, 2, Uuid::new_v4());
+    let r = acknowledge(&mut conn, 3, Uuid::new_v4());
     assert_eq!(r.error_code, 0);
     assert_eq!(r.responses[0].partitions[0].error_code, unknown);
     // The connection keeps working.
-    let r = acknowledge(&mut conn, 3, topic_id);
+    let r = acknowledge(&mut conn, 4, topic_id);
     assert_eq!(r.responses[0].partitions[0].error_code, unknown);
 }
