@@ -42,8 +42,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let metadata = shard.metadata();
     let mut denied = Vec::new();
+    // Partitions of topics the metadata does not have (deleted since their records were
+    // acquired, or never there): Kafka's UNKNOWN_TOPIC_ID, nothing applied to share state a
+    // deleted topic left behind.
+    let mut unknown = Vec::new();
     let mut acks: Acks = Vec::new();
     for t in &body.topics {
+        if metadata.topic_by_id(t.topic_id).is_none() {
+            unknown.extend(t.partitions.iter().map(|p| (t.topic_id, p.partition_index)));
+            continue;
+        }
         let ok = metadata.topic_by_id(t.topic_id).is_none_or(|(name, _)| {
             super::authz::allowed(
                 shard,
@@ -90,7 +98,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
     };
     let denied = denied
         .into_iter()
-        .map(|tp| (tp, Some(ResponseError::TopicAuthorizationFailed)));
+        .map(|tp| (tp, Some(ResponseError::TopicAuthorizationFailed)))
+        .chain(
+            unknown
+                .into_iter()
+                .map(|tp| (tp, Some(ResponseError::UnknownTopicId))),
+        );
     for ((topic_id, partition), error) in answers.into_iter().chain(denied) {
         topics.entry(topic_id).or_default().push(
             PartitionData::default()

@@ -121,7 +121,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
         partitions: Vec::new(),
         max_wait_ms: i64::from(body.max_wait_ms.max(0)),
         max_records: body.max_records.max(1) as usize,
-        max_bytes: body.max_bytes.max(1) as usize,
+        // 0 (librdkafka's fetch.max.bytes=0) acquires nothing, as Kafka.
+        max_bytes: body.max_bytes.max(0) as usize,
     };
     let answer = shard
         .invoke_on(COORDINATOR_SHARD, move |c| async move {

@@ -241,7 +241,16 @@ pub struct ClusterMetadata {
     /// `security::acl::ACLS_MAX`, ordered so the authorizer finds a resource's by range.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<AclBinding>,
+    /// Dynamic group configs by group id (Kafka's GROUP config resource, checked by
+    /// `group_config::check`), at most [`GROUP_CONFIG_SETS_MAX`] groups. Empty sets are not
+    /// kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// The most groups with dynamic configs the metadata keeps (a bound on its memory; Kafka has
+/// none).
+pub const GROUP_CONFIG_SETS_MAX: usize = 10_000;
 
 /// One user's SCRAM credential for one mechanism (RFC 5802's salt, StoredKey, ServerKey and
 /// iteration count; `security::scram` derives them).
@@ -448,6 +457,12 @@ pub enum MetadataCommand {
         #[serde(default)]
         allow_replication_factor_change: bool,
     },
+    /// Replace the dynamic configs of group `group` (IncrementalAlterConfigs / AlterConfigs on
+    /// a GROUP resource; empty: removed).
+    SetGroupConfigs {
+        group: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// The kind of a leader election (Kafka's `ElectionType`: PREFERRED = 0, UNCLEAN = 1).
@@ -549,6 +564,11 @@ pub enum MetadataRecord {
     /// ACL bindings removed.
     AclsDeleted {
         acls: Vec<AclBinding>,
+    },
+    /// The dynamic configs of a group replaced (empty: removed).
+    GroupConfigsSet {
+        group: String,
+        configs: BTreeMap<String, String>,
     },
 }
 
@@ -893,6 +913,27 @@ impl ClusterMetadata {
             }
             MetadataCommand::DeleteAcls { .. } => Ok(()),
             MetadataCommand::AlterReassignment { .. } => self.reassigned(command).map(|_| ()),
+            MetadataCommand::SetGroupConfigs { group, configs } => {
+                if group.is_empty() {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        "Group id must not be empty".to_string(),
+                    ));
+                }
+                if !configs.is_empty()
+                    && !self.group_configs.contains_key(group)
+                    && self.group_configs.len() >= GROUP_CONFIG_SETS_MAX
+                {
+                    return Err(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!(
+                            "{GROUP_CONFIG_SETS_MAX} groups already have configs, the most kept"
+                        ),
+                    ));
+                }
+                super::group_config::check(configs)
+                    .map_err(|why| MetadataError::new(ResponseError::InvalidConfig, why))
+            }
         }
     }
 
@@ -1532,6 +1573,12 @@ impl ClusterMetadata {
                 partition: *partition,
                 assignment: self.reassigned(command)?,
             },
+            MetadataCommand::SetGroupConfigs { group, configs } => {
+                MetadataRecord::GroupConfigsSet {
+                    group: group.clone(),
+                    configs: configs.clone(),
+                }
+            }
         })
     }
 
@@ -1655,6 +1702,13 @@ impl ClusterMetadata {
                     next.acls.remove(acl);
                 }
             }
+            MetadataRecord::GroupConfigsSet { group, configs } => {
+                if configs.is_empty() {
+                    next.group_configs.remove(group);
+                } else {
+                    next.group_configs.insert(group.clone(), configs.clone());
+                }
+            }
         }
         assert_eq!(next.version, version_before + 1);
     }
@@ -1687,6 +1741,9 @@ impl ClusterMetadata {
                 !configs.is_empty(),
                 "empty broker config set for {resource:?}"
             );
+        }
+        for (group, configs) in &self.group_configs {
+            ensure!(!configs.is_empty(), "empty group config set for {group:?}");
         }
         for (user, mechanisms) in &self.scram_credentials {
             ensure!(!mechanisms.is_empty(), "user {user:?} without credentials");
@@ -2401,6 +2458,54 @@ mod tests {
                 .code,
             ResponseError::UnknownTopicOrPartition
         );
+    }
+
+    #[test]
+    fn group_configs_are_kept_replaced_removed_and_bounded() {
+        let set = |m: &ClusterMetadata, group: &str, pairs: &[(&str, &str)]| {
+            m.apply(&MetadataCommand::SetGroupConfigs {
+                group: group.to_string(),
+                configs: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        };
+        let m = ClusterMetadata::default();
+        let earliest = set(&m, "g", &[("share.auto.offset.reset", "earliest")]).unwrap();
+        assert_eq!(
+            earliest.group_configs["g"]["share.auto.offset.reset"],
+            "earliest"
+        );
+        earliest.check_invariants().unwrap();
+        // Kept across a snapshot (what a restart reads back).
+        let json = serde_json::to_string(&earliest).unwrap();
+        let back: ClusterMetadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.group_configs, earliest.group_configs);
+        // An empty set removes the group's entry.
+        assert!(set(&earliest, "g", &[]).unwrap().group_configs.is_empty());
+        assert_eq!(
+            set(&m, "g", &[("nope", "1")]).unwrap_err().code,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            set(&m, "", &[]).unwrap_err().code,
+            ResponseError::InvalidRequest
+        );
+        let mut full = ClusterMetadata::default();
+        for i in 0..GROUP_CONFIG_SETS_MAX {
+            full.group_configs.insert(
+                format!("g{i}"),
+                [("share.auto.offset.reset".to_string(), "latest".to_string())].into(),
+            );
+        }
+        let one = [("share.auto.offset.reset", "earliest")];
+        assert_eq!(
+            set(&full, "new", &one).unwrap_err().code,
+            ResponseError::InvalidRequest
+        );
+        // A group that has configs may still change them.
+        assert!(set(&full, "g1", &one).is_ok());
     }
 
     #[test]

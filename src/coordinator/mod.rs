@@ -18,6 +18,7 @@ pub mod broker_config;
 pub mod consumer_group;
 pub mod coordinator_key;
 pub mod group;
+pub mod group_config;
 pub mod invariants;
 pub mod member;
 pub mod metadata;

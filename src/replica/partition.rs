@@ -154,7 +154,7 @@ pub fn propose_isr_change(
         // again, unchanged, once its retry time came: the quorum may have applied it, so its
         // members keep counting for the high watermark until an install or a final refusal
         // ends it (Kafka's AlterPartitionManager retries; its `PendingExpandIsr` state stays).
-        if !s.resend_after_ms.is_some_and(|t| now_ms >= t) {
+        if s.resend_after_ms.is_none_or(|t| now_ms < t) {
             return None;
         }
         s.resend_after_ms = None;

@@ -106,6 +106,11 @@ impl RecordCodec for MetadataCodec {
                     .map(|(n, t)| n.len() + 128 + config_bytes(&t.configs))
                     .sum();
                 let brokers: usize = metadata.broker_configs.values().map(config_bytes).sum();
+                let groups: usize = metadata
+                    .group_configs
+                    .iter()
+                    .map(|(g, c)| g.len() + 64 + config_bytes(c))
+                    .sum();
                 let quotas: usize = metadata
                     .client_quotas
                     .iter()
@@ -117,7 +122,7 @@ impl RecordCodec for MetadataCodec {
                     .map(|(u, m)| u.len() + m.len() * SCRAM_CREDENTIAL_JSON_BYTES)
                     .sum();
                 let acls: usize = metadata.acls.iter().map(acl_bytes).sum();
-                topics + brokers + quotas + users + acls + 256
+                topics + brokers + groups + quotas + users + acls + 256
             }
             MetadataRecord::TopicCreated { name, topic } => {
                 name.len() + 256 + config_bytes(&topic.configs)
@@ -125,6 +130,10 @@ impl RecordCodec for MetadataCodec {
             MetadataRecord::TopicConfigsSet { name, configs }
             | MetadataRecord::BrokerConfigsSet {
                 resource: name,
+                configs,
+            }
+            | MetadataRecord::GroupConfigsSet {
+                group: name,
                 configs,
             } => name.len() + 128 + config_bytes(configs),
             MetadataRecord::TopicDeleted { name }

@@ -746,7 +746,7 @@ pub async fn fetch_records(
     loop {
         let mut out = BTreeMap::new();
         let mut records_left = ask.max_records.max(1);
-        let mut bytes_left = ask.max_bytes.max(1);
+        let mut bytes_left = ask.max_bytes;
         let mut got_any = false;
         for &(topic_id, partition) in &ask.partitions {
             let fetched = if records_left == 0 || bytes_left == 0 {
@@ -842,7 +842,10 @@ async fn fetch_partition(
         } else {
             None
         };
-        let earliest = shares.start_at_earliest;
+        let earliest = crate::coordinator::group_config::share_starts_at_earliest(
+            metadata.group_configs.get(group),
+            shares.start_at_earliest,
+        );
         let t = topic.clone();
         let offsets = c
             .invoke_on(c.owner(&topic, partition), move |s| async move {

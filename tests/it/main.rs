@@ -91,6 +91,7 @@ mod repl_control;
 mod replication;
 mod share_cluster;
 mod share_groups;
+mod share_rdk_findings;
 mod sim_runner;
 mod simulate;
 mod simulate_compact;

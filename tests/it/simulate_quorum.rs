@@ -359,6 +359,9 @@ fn describe(record: &MetadataRecord) -> String {
         }
         MetadataRecord::AclCreated { acl } => format!("acl {acl:?}"),
         MetadataRecord::AclsDeleted { acls } => format!("delete acls {acls:?}"),
+        MetadataRecord::GroupConfigsSet { group, configs } => {
+            format!("group configs {group} {configs:?}")
+        }
     }
 }
 

@@ -7,6 +7,38 @@
 #   bash tests/librdkafka/run.sh --all           # every test that needs a broker
 #   bash tests/librdkafka/run.sh --nodes 3       # 0101 0103 0107 0111 against a 3-node cluster
 #   bash tests/librdkafka/run.sh --nodes 3 0101  # (also LIBRDKAFKA_NODES=3)
+#   bash tests/librdkafka/run.sh --security sasl # 0081 over SASL_PLAINTEXT SCRAM, authorizer on
+#   bash tests/librdkafka/run.sh --security ssl  # 0097 over SSL with client certificates
+#   LIBRDKAFKA_SRC=DIR bash tests/librdkafka/run.sh --share  # share consumers, 0170-0185
+#
+# Test groups (one flag each; test numbers after a flag replace its default list):
+#   --nodes N        N nodes (see 2.); default list 0101 0103 0107 0111.
+#   --security sasl  one node whose test listener is SASL_PLAINTEXT with SCRAM-SHA-512 (user
+#                    testuser/testpass made with `freshet user create` before each start), the
+#                    authorizer on with allow_everyone_if_no_acl_found (the client is no super
+#                    user: 0081's ACL subtests grant and revoke its own rights); test.conf as
+#                    librdkafka's SASL runs (security.protocol, sasl.mechanism, sasl.username,
+#                    sasl.password). Default list 0081 (its ACL, authorized-operations and SCRAM
+#                    subtests need this; without it they skip or get SECURITY_DISABLED). Its ACL
+#                    subtests need a librdkafka that sends CreateAcls/DescribeAcls/DeleteAcls v2+
+#                    (Kafka 4 serves only v2-3, KIP-896, as Freshet): 2.12.1 sends v0-1 only, so
+#                    run it with LIBRDKAFKA_SRC (2.15.1: see --share), and
+#                    LIBRDKAFKA_TEST_TIMEOUT_S=1500 (0081 runs over 10 minutes on a shared machine).
+#   --security ssl   one node whose test listener is SSL with ssl_client_auth=required;
+#                    certificates made with openssl under target/librdkafka-suite/ssl as trivup
+#                    makes them (a CA; the broker's; a client key encrypted with a password, its
+#                    certificate as PEM/DER and both in a PKCS#12 keystore) and the SSL_* variables
+#                    0097 reads. Default list 0097. LIBRDKAFKA_SSL_CLIENT_AUTH=requested runs
+#                    the broker with ssl_client_auth=requested instead (0097 then expects a client
+#                    whose certificate the broker does not trust to connect).
+#   --share          share consumers (KIP-932): 0170-0185 against one node, TEST_KAFKA_VERSION
+#                    4.2.0 (their minimum). librdkafka 2.12.1 (rdkafka-sys) has no such tests:
+#                    give a newer source with LIBRDKAFKA_SRC (or --librdkafka-src DIR), e.g. the
+#                    deps/librdkafka directory of the npm package @confluentinc/kafka-javascript
+#                    1.10.1 (librdkafka 2.15.1): `npm pack @confluentinc/kafka-javascript@1.10.1`
+#                    and untar it outside the repository.
+#   In every security mode a PLAINTEXT listener stays first (the runner's readiness check and
+#   the kafka-topics.sh stand-in use it); test.conf names the secure listener only.
 #
 # What it does:
 #   1. finds the librdkafka sources bundled in the rdkafka-sys crate (a dev-dependency, so
@@ -36,9 +68,11 @@
 #      as the suite's scenario file sets up Kafka.
 #   4. prints `librdkafka: N passed, M failed` and the failing names; exits 1 if any failed.
 #
-# Everything it writes is under target/librdkafka-suite/ (build, data, logs/NNNN.log,
-# logs/NNNN-noautocreate.log, logs/broker.log or logs/broker<id>.log, summary.txt).
-# Environment: FRESHET_BIN, LIBRDKAFKA_NODES, LIBRDKAFKA_SCENARIOS, LIBRDKAFKA_TEST_TIMEOUT_S,
+# Everything it writes is under target/librdkafka-suite/: the builds (librdkafka-<version>/),
+# and per run data, logs/NNNN.log, logs/NNNN-noautocreate.log, logs/broker.log or
+# logs/broker<id>.log, summary.txt; a group of tests (--nodes N, --security M, --share) runs in
+# its own subdirectory (nodesN/, security-M/, share/), so different groups may run at once.
+# Environment: FRESHET_BIN, LIBRDKAFKA_NODES, LIBRDKAFKA_SRC, LIBRDKAFKA_SCENARIOS, LIBRDKAFKA_TEST_TIMEOUT_S,
 # TEST_CONSUMER_GROUP_PROTOCOL=consumer (KIP-848 groups instead of classic),
 # LIBRDKAFKA_TEST_ARGS (test-runner flags, default "-L"; "-Q -L" for quick mode: fewer messages,
 # some tests skipped), TEST_KAFKA_VERSION (default
@@ -49,7 +83,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$(pwd)
 WORK="$ROOT/target/librdkafka-suite"
-LOGS="$WORK/logs"
 TEST_TIMEOUT_S="${LIBRDKAFKA_TEST_TIMEOUT_S:-600}"
 RUNNER_ARGS="${LIBRDKAFKA_TEST_ARGS:--L}"
 export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.1.0}"
@@ -68,15 +101,26 @@ DEFAULT_TESTS=(
 EXCLUDED_TESTS=(0028 0047 0097 0098 0101 0103 0107 0109 0111 0115 0119 0126 0135 0142)
 # The tests that need replication factor 3 or racks: the default list with --nodes 3.
 CLUSTER_TESTS=(0101 0103 0107 0111)
+# Per security mode (--security) and share consumers (--share).
+SASL_TESTS=(0081)
+SSL_TESTS=(0097)
+SHARE_TESTS=(0170 0171 0172 0173 0174 0175 0176 0177 0178 0179 0180 0181 0182 0183 0184 0185)
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
 tests=()
 NODES="${LIBRDKAFKA_NODES:-1}"
+SECURITY=
+SHARE=
+SRC_OVERRIDE="${LIBRDKAFKA_SRC:-}"
 while (($#)); do
   case $1 in
     --all) tests=("${DEFAULT_TESTS[@]}" "${EXCLUDED_TESTS[@]}") ;;
     --nodes) NODES=${2:-}; shift ;;
     --nodes=*) NODES=${1#--nodes=} ;;
+    --security) SECURITY=${2:-}; shift ;;
+    --security=*) SECURITY=${1#--security=} ;;
+    --share) SHARE=1 ;;
+    --librdkafka-src) SRC_OVERRIDE=${2:-}; shift ;;
     -h | --help) usage; exit 0 ;;
     [0-9][0-9][0-9][0-9]) tests+=("$1") ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -84,22 +128,55 @@ while (($#)); do
   shift
 done
 [[ $NODES =~ ^[1-9]$ ]] || { echo "--nodes takes 1 to 9, not '$NODES'" >&2; exit 2; }
-if ((${#tests[@]} == 0)); then
-  if ((NODES == 1)); then tests=("${DEFAULT_TESTS[@]}"); else tests=("${CLUSTER_TESTS[@]}"); fi
+[[ -z $SECURITY || $SECURITY == sasl || $SECURITY == ssl ]] ||
+  { echo "--security takes sasl or ssl, not '$SECURITY'" >&2; exit 2; }
+if [[ -n $SECURITY$SHARE ]] && ((NODES != 1)); then
+  echo "--security and --share run against one node" >&2; exit 2
 fi
+[[ -z $SECURITY || -z $SHARE ]] || { echo "give --security or --share, not both" >&2; exit 2; }
+if ((${#tests[@]} == 0)); then
+  if [[ $SECURITY == sasl ]]; then tests=("${SASL_TESTS[@]}")
+  elif [[ $SECURITY == ssl ]]; then tests=("${SSL_TESTS[@]}")
+  elif [[ -n $SHARE ]]; then tests=("${SHARE_TESTS[@]}")
+  elif ((NODES == 1)); then tests=("${DEFAULT_TESTS[@]}")
+  else tests=("${CLUSTER_TESTS[@]}"); fi
+fi
+# Where a run writes (data, logs, test.conf, summary.txt): target/librdkafka-suite itself for
+# the plain single-node run, a directory per group of tests otherwise, so that runs of
+# different groups can go at once (once their librdkafka is built).
+RUN="$WORK"
+if [[ -n $SECURITY ]]; then RUN="$WORK/security-$SECURITY"
+elif [[ -n $SHARE ]]; then RUN="$WORK/share"
+elif ((NODES > 1)); then RUN="$WORK/nodes$NODES"; fi
+LOGS="$RUN/logs"
+# Share groups are Kafka 4.2's (the share tests ask for it).
+[[ -z $SHARE ]] || export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION_SHARE:-4.2.0}"
 mapfile -t tests < <(printf '%s\n' "${tests[@]}" | sort -u)
 
 say() { printf '==> %s\n' "$*"; }
 
 # ---- 1. librdkafka sources and test-runner ------------------------------------------------------
-version=$(awk '/^name = "rdkafka-sys"/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
-[[ -n $version ]] || { echo "rdkafka-sys not in Cargo.lock" >&2; exit 1; }
-registry="${CARGO_HOME:-$HOME/.cargo}/registry/src"
-src=$(ls -d "$registry"/*/"rdkafka-sys-$version"/librdkafka 2>/dev/null | head -1 || true)
-if [[ -z $src ]]; then
-  say "fetching crate sources (cargo fetch)"
-  cargo fetch --locked
-  src=$(ls -d "$registry"/*/"rdkafka-sys-$version"/librdkafka | head -1)
+if [[ -n $SRC_OVERRIDE ]]; then
+  # Another librdkafka source tree (LIBRDKAFKA_SRC): its version from rdkafka.h (0xMMmmrrff).
+  src=$(cd "$SRC_OVERRIDE" && pwd)
+  hex=$(awk '/^#define RD_KAFKA_VERSION / { print $3; exit }' "$src/src/rdkafka.h" 2>/dev/null || true)
+  [[ -n $hex ]] || { echo "$SRC_OVERRIDE is not a librdkafka source tree (no src/rdkafka.h)" >&2; exit 1; }
+  version=$(printf '%d.%d.%d' $((hex >> 24 & 255)) $((hex >> 16 & 255)) $((hex >> 8 & 255)))
+else
+  version=$(awk '/^name = "rdkafka-sys"/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+  [[ -n $version ]] || { echo "rdkafka-sys not in Cargo.lock" >&2; exit 1; }
+  registry="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+  src=$(ls -d "$registry"/*/"rdkafka-sys-$version"/librdkafka 2>/dev/null | head -1 || true)
+  if [[ -z $src ]]; then
+    say "fetching crate sources (cargo fetch)"
+    cargo fetch --locked
+    src=$(ls -d "$registry"/*/"rdkafka-sys-$version"/librdkafka | head -1)
+  fi
+fi
+if [[ -n $SHARE ]] && ! ls "$src"/tests/0170-* >/dev/null 2>&1; then
+  echo "librdkafka $version ($src) has no share-consumer tests (0170-0185): give a newer source" \
+    "with LIBRDKAFKA_SRC (see --help)" >&2
+  exit 2
 fi
 build="$WORK/librdkafka-$version"
 runner="$build/tests/test-runner"
@@ -155,6 +232,10 @@ for s in socks: s.bind(("127.0.0.1", 0))
 for s in socks: print(s.getsockname()[1])' $((NODES * 2)))
 ports=("${free_ports[@]:0:NODES}")
 controller_ports=("${free_ports[@]:NODES}")
+# --security: the secure listener's port (one node); a PLAINTEXT listener stays on ports[0].
+secure_port=
+[[ -z $SECURITY ]] || secure_port=$(python3 -c '
+import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 voters=
 for ((i = 0; i < NODES; i++)); do voters+="${voters:+,}$((i + 1))@127.0.0.1:${controller_ports[i]}"; done
 bootstrap=
@@ -167,13 +248,14 @@ node_log() { if ((NODES == 1)); then echo "$LOGS/broker.log"; else echo "$LOGS/b
 start_node() {
   local i=$1 args
   if ((NODES == 1)); then
-    args=(--data-dir "$WORK/data")
+    args=(--data-dir "$RUN/data")
   else
     # Node ids 1..N in racks RACK1..RACKN (as the suite's own Kafka cluster: broker.rack =
     # RACK${appid}), every node a voter.
-    args=(--data-dir "$WORK/data/node$((i + 1))" --node-id $((i + 1)) --broker-rack "RACK$((i + 1))"
-      --controller-quorum-voters "$voters" --config "$WORK/cluster.toml")
+    args=(--data-dir "$RUN/data/node$((i + 1))" --node-id $((i + 1)) --broker-rack "RACK$((i + 1))"
+      --controller-quorum-voters "$voters" --config "$RUN/cluster.toml")
   fi
+  args+=("${security_args[@]}")
   "$FRESHET_BIN" start --listen "127.0.0.1:${ports[i]}" "${args[@]}" --default-partitions 4 \
     --auto-create-topics "$auto_create" --admin-listen off --log info >>"$(node_log "$i")" 2>&1 &
   broker_pids[i]=$!
@@ -183,10 +265,17 @@ cluster_alive() {
   for pid in "${broker_pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
 }
 start_broker() {
-  local i n
-  rm -rf "$WORK/data"
+  local i n mechanism
+  rm -rf "$RUN/data"
+  if [[ $SECURITY == sasl ]]; then
+    # The suite's SASL user, made on the (stopped, empty) data directory before the start.
+    for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do
+      "$FRESHET_BIN" user create --data-dir "$RUN/data" --name testuser --password testpass \
+        --mechanism "$mechanism" >>"$(node_log 0)" 2>&1
+    done
+  fi
   if ((NODES > 1)); then
-    cat >"$WORK/cluster.toml" <<TOML
+    cat >"$RUN/cluster.toml" <<TOML
 # librdkafka's suite runs its Kafka brokers with the rack-aware replica selector (KIP-392).
 replica_selector_class = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 TOML
@@ -225,19 +314,80 @@ stop_broker() {
   broker_pids=()
 }
 trap stop_broker EXIT
+
+# ---- Security modes: the broker's listener settings, test.conf lines, the suite's variables ----
+security_args=()
+security_conf=
+# Certificates as librdkafka's trivup makes them for 0097: a CA; the broker's certificate; a
+# client key encrypted with SSL_password, its certificate (PEM and DER) and a PKCS#12 keystore
+# of both with the CA. Made once per run under $WORK/ssl.
+ssl_client_auth=${LIBRDKAFKA_SSL_CLIENT_AUTH:-required}
+make_ssl_files() {
+  local d="$RUN/ssl" pw=use_strong_password_keystore_client
+  rm -rf "$d" && mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+      -subj "/CN=freshet-librdkafka-ca"
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -out broker.pem -extfile broker.ext
+    openssl req -newkey rsa:2048 -nodes -keyout client.plain.key -out client.csr -subj "/CN=client"
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -out client.pem -extfile client.ext
+    openssl pkcs8 -topk8 -in client.plain.key -out client.key -passout "pass:$pw"
+    openssl pkcs12 -export -in client.pem -inkey client.plain.key -certfile ca.pem \
+      -out client.p12 -passout "pass:$pw"
+    openssl x509 -in client.pem -outform DER -out client.der
+    openssl pkey -in client.plain.key -outform DER -out client.key.der
+    openssl x509 -in ca.pem -outform DER -out ca.der
+  ) >"$LOGS/ssl.log" 2>&1 || { cat "$LOGS/ssl.log" >&2; exit 1; }
+  export SSL_password=$pw SSL_client_auth=$ssl_client_auth SSL_pkcs="$d/client.p12" \
+    SSL_pub_der="$d/client.der" SSL_priv_der="$d/client.key.der" SSL_pub_pem="$d/client.pem" \
+    SSL_priv_pem="$d/client.key" SSL_ca_der="$d/ca.der" SSL_all_cas_pem="$d/ca.pem" \
+    SSL_ca_pem="$d/ca.pem"
+}
+case $SECURITY in
+  sasl)
+    security_args=(--listeners "PLAINTEXT://127.0.0.1:${ports[0]},SASL_PLAINTEXT://127.0.0.1:$secure_port"
+      --sasl-enabled-mechanisms PLAIN,SCRAM-SHA-256,SCRAM-SHA-512 --authorizer on
+      --allow-everyone-if-no-acl-found true)
+    security_conf="security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.username=testuser
+sasl.password=testpass"
+    ;;
+  ssl)
+    make_ssl_files
+    security_args=(--listeners "PLAINTEXT://127.0.0.1:${ports[0]},SSL://127.0.0.1:$secure_port"
+      --ssl-certificate-file "$RUN/ssl/broker.pem" --ssl-key-file "$RUN/ssl/broker.key"
+      --ssl-ca-file "$RUN/ssl/ca.pem" --ssl-client-auth "$ssl_client_auth")
+    security_conf="security.protocol=SSL
+ssl.ca.location=$SSL_ca_pem
+ssl.certificate.location=$SSL_pub_pem
+ssl.key.location=$SSL_priv_pem
+ssl.key.password=$SSL_password"
+    ;;
+esac
 for ((i = 0; i < NODES; i++)); do : >"$(node_log "$i")"; done
 say "starting $NODES node(s) of $FRESHET_BIN on $bootstrap (log: $(node_log 0)$( ((NODES == 1)) || echo ", ..."))"
 start_broker
 
 # Tests that create topics with Kafka's Java tool (test_kafka_topics(): 0052, 0077) get a
 # kafka-topics.sh that does the same with `freshet topic` (tests/librdkafka/kafka-topics.sh).
-mkdir -p "$WORK/kafka/bin"
-cp tests/librdkafka/kafka-topics.sh "$WORK/kafka/bin/kafka-topics.sh"
-export KAFKA_PATH="$WORK/kafka" BROKERS="$bootstrap" FRESHET_BIN
+mkdir -p "$RUN/kafka/bin"
+cp tests/librdkafka/kafka-topics.sh "$RUN/kafka/bin/kafka-topics.sh"
+export KAFKA_PATH="$RUN/kafka" BROKERS="$bootstrap" FRESHET_BIN
 
-conf="$WORK/test.conf"
+# The tests connect to the secure listener in a security mode.
+test_bootstrap=$bootstrap
+[[ -z $secure_port ]] || test_bootstrap="127.0.0.1:$secure_port"
+conf="$RUN/test.conf"
 cat >"$conf" <<CONF
-metadata.broker.list=$bootstrap
+metadata.broker.list=$test_bootstrap
+${security_conf}
 # The machine running this is usually shared: give the tests' timeouts room.
 test.timeout.multiplier=${LIBRDKAFKA_TIMEOUT_MULTIPLIER:-2}
 test.topic.random=true
@@ -340,9 +490,9 @@ done
 stop_broker
 
 {
-  echo "librdkafka: ${#passed[@]} passed, ${#failed[@]} failed ($(($(date +%s) - T0)) s; librdkafka $version, $NODES node(s), group protocol ${TEST_CONSUMER_GROUP_PROTOCOL:-classic})"
+  echo "librdkafka: ${#passed[@]} passed, ${#failed[@]} failed ($(($(date +%s) - T0)) s; librdkafka $version, $NODES node(s)${SECURITY:+, security $SECURITY}${SHARE:+, share consumers}, group protocol ${TEST_CONSUMER_GROUP_PROTOCOL:-classic})"
   ((${#failed[@]} == 0)) || echo "failed: ${failed[*]}"
   ((${#skipped[@]} == 0)) || echo "skipped by the test itself (not counted): ${skipped[*]}"
   echo "logs: $LOGS"
-} | tee "$WORK/summary.txt"
+} | tee "$RUN/summary.txt"
 ((${#failed[@]} == 0))

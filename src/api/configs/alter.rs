@@ -232,6 +232,8 @@ fn check_resource(
                 .map_err(AdminError::BrokerConfigRefused)?;
             Ok(change)
         }
+        // Names and values are checked on the whole new set (`group_config::check`).
+        resource_type::GROUP => Ok(change),
         other => Err(unsupported_resource(other)),
     }
 }
@@ -259,6 +261,13 @@ async fn alter_on_coordinator(
         let command = if kind == resource_type::BROKER {
             new_broker_configs(&metadata, &broker, &name, change)
                 .map(|(resource, configs)| MetadataCommand::SetBrokerConfigs { resource, configs })
+        } else if kind == resource_type::GROUP {
+            new_group_configs(&metadata, &name, change).map(|configs| {
+                MetadataCommand::SetGroupConfigs {
+                    group: name,
+                    configs,
+                }
+            })
         } else {
             new_overrides(&metadata, &broker, &name, change)
                 .map(|configs| MetadataCommand::SetConfigs { name, configs })
@@ -310,6 +319,36 @@ fn new_overrides(
             },
         ),
     }
+}
+
+/// The new dynamic config set of group `group` (no group config is a list; a deleted one
+/// falls back to its default).
+fn new_group_configs(
+    metadata: &ClusterMetadata,
+    group: &str,
+    change: Change,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let configs = match change {
+        Change::Replace(configs) => configs,
+        Change::Incremental(ops) => apply_incremental(
+            metadata
+                .group_configs
+                .get(group)
+                .unwrap_or(&BTreeMap::new()),
+            &ops,
+            &|_| false,
+            &|_| String::new(),
+        )?,
+    };
+    let stored_only = crate::coordinator::group_config::not_applied(&configs);
+    if !stored_only.is_empty() {
+        tracing::warn!(
+            group,
+            configs = ?stored_only,
+            "group configs stored but not applied per group yet (the broker-wide settings apply)"
+        );
+    }
+    Ok(configs)
 }
 
 /// The new dynamic config set of broker resource `name` (node id or `""`): `(resource key,

@@ -118,6 +118,26 @@ fn describe_resource(
             }
             Ok(broker_config_entries(broker, kafka, &dynamic, log_dir))
         }
+        // Any group id, with or without members (as Kafka): its dynamic configs
+        // (DYNAMIC_GROUP_CONFIG), else the broker-wide values (DEFAULT_CONFIG).
+        resource_type::GROUP => Ok(crate::coordinator::group_config::describe(
+            metadata.group_configs.get(name),
+            broker,
+        )
+        .into_iter()
+        .map(|(name, value, dynamic, config_type)| ConfigEntry {
+            name: name.to_string(),
+            value,
+            source: if dynamic {
+                super::catalogue::source::DYNAMIC_GROUP_CONFIG
+            } else {
+                super::catalogue::source::DEFAULT_CONFIG
+            },
+            read_only: false,
+            config_type,
+            synonyms: Vec::new(),
+        })
+        .collect()),
         other => Err(unsupported_resource(other)),
     }
 }

@@ -1,4 +1,4 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for topics and this broker.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for topics, this broker and groups.
 //!
 //! **Topics.** Every Kafka topic config of `coordinator::topic_config` is described with its
 //! effective value. Where it comes from follows Kafka's `ConfigHelper`: a topic override is
@@ -25,8 +25,13 @@
 //! Kafka's message for static configs and the like) and go through
 //! `MetadataCommand::SetBrokerConfigs`, persisted with the metadata.
 //!
-//! Other resource types (BROKER_LOGGER, CLIENT_METRICS, GROUP) are refused with
-//! INVALID_REQUEST.
+//! **Groups.** The alter APIs take a GROUP resource (any group id, existing or not, as Kafka):
+//! its new config set is checked by `coordinator::group_config` (Kafka's names; of them
+//! Freshet applies `share.auto.offset.reset`, see there) and stored with the metadata
+//! (`MetadataCommand::SetGroupConfigs`). DescribeConfigs lists every Kafka group config: the
+//! group's value (DYNAMIC_GROUP_CONFIG) or the broker-wide one (DEFAULT_CONFIG).
+//!
+//! Other resource types (BROKER_LOGGER, CLIENT_METRICS) are refused with INVALID_REQUEST.
 //!
 //! Invariant: config alterations on the coordinator shard run one at a time (`ALTER_LOCK`), so
 //! an incremental change computed from the current overrides is never lost to a concurrent

@@ -1,0 +1,123 @@
+//! Share-group behaviours librdkafka's share-consumer tests (0170-0185) check, over raw
+//! requests against the real broker:
+//! - ShareAcknowledge for a topic that is gone (deleted after its records were acquired, or an
+//!   id the cluster never had) answers UNKNOWN_TOPIC_ID for its partitions, as Kafka does,
+//!   instead of applying the acknowledgement to the share state the deleted topic left behind
+//!   (0176/0181 expect `commit_sync` after a topic deletion to report a per-partition error);
+//! - a ShareFetch with `max_bytes` 0 acquires nothing (0180's `fetch.max.bytes=0`).
+
+use crate::common;
+
+use bytes::Bytes;
+use common::{RawConn, TestBroker};
+use freshet_protocol::batch::{encode_batch, Compression, NewRecord};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::share_acknowledge_request::{
+    AcknowledgePartition, AcknowledgeTopic, AcknowledgementBatch,
+};
+use kafka_protocol::messages::share_fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, GroupId, ShareAcknowledgeRequest,
+    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn share_fetch(conn: &mut RawConn, epoch: i32, topic_id: Uuid, max_bytes: i32) -> i64 {
+    let fetch = ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(s("sg"))))
+        .with_member_id(Some(s("m")))
+        .with_share_session_epoch(epoch)
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_max_records(10)
+        .with_batch_size(10)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![
+                FetchPartition::default().with_partition_index(0)
+            ])]);
+    let r: ShareFetchResponse = conn.request(1, &fetch).expect("ShareFetch");
+    assert_eq!(r.error_code, 0);
+    r.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .flat_map(|p| &p.acquired_records)
+        .map(|a| a.last_offset - a.first_offset + 1)
+        .sum()
+}
+
+fn acknowledge(conn: &mut RawConn, epoch: i32, topic_id: Uuid) -> ShareAcknowledgeResponse {
+    let request = ShareAcknowledgeRequest::default()
+        .with_group_id(Some(GroupId(s("sg"))))
+        .with_member_id(Some(s("m")))
+        .with_share_session_epoch(epoch)
+        .with_topics(vec![AcknowledgeTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![AcknowledgePartition::default()
+                .with_partition_index(0)
+                .with_acknowledgement_batches(vec![
+                    AcknowledgementBatch::default()
+                        .with_first_offset(0)
+                        .with_last_offset(2)
+                        .with_acknowledge_types(vec![1]),
+                ])])]);
+    conn.request(1, &request).expect("ShareAcknowledge")
+}
+
+#[test]
+fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("freshet.toml");
+    std::fs::write(&config, "share_auto_offset_reset = \"earliest\"\n").expect("config");
+    let b = TestBroker::start_with(1, &["--config", config.to_str().expect("path")]);
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s("gone")))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)]);
+    let created = conn.request(7, &request).expect("CreateTopics");
+    assert_eq!(created.topics[0].error_code, 0);
+    let topic_id = created.topics[0].topic_id;
+    let records: Vec<NewRecord> = (0..3)
+        .map(|i| (None, Some(Bytes::from(format!("v{i}"))), 1_700_000_000_000))
+        .collect();
+    let batch = encode_batch(&records, Compression::None).expect("batch");
+    assert_eq!(
+        common::produce_records(&mut conn, 9, "gone", 0, batch).error_code,
+        0
+    );
+    // fetch.max.bytes=0: nothing acquired (so nothing is locked for this member).
+    assert_eq!(share_fetch(&mut conn, 0, topic_id, 0), 0);
+    // The member acquires the three records.
+    assert_eq!(share_fetch(&mut conn, 1, topic_id, 1 << 20), 3);
+    // The topic is deleted; accepting its records names the topic as unknown.
+    let deleted = conn
+        .request(
+            5,
+            &DeleteTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topic_names(vec![TopicName(s("gone"))]),
+        )
+        .expect("DeleteTopics");
+    assert_eq!(deleted.responses[0].error_code, 0);
+    let unknown = ResponseError::UnknownTopicId.code();
+    let r = acknowledge(&mut conn, 2, topic_id);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.responses[0].partitions[0].error_code, unknown);
+    // An id the cluster never had: the same.
+    let r = acknowledge(&mut conn, 3, Uuid::new_v4());
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.responses[0].partitions[0].error_code, unknown);
+    // The connection keeps working.
+    let r = acknowledge(&mut conn, 4, topic_id);
+    assert_eq!(r.responses[0].partitions[0].error_code, unknown);
+}
