@@ -124,7 +124,7 @@ pub(crate) fn heartbeat(c: &Shard, req: HeartbeatRequest) -> HeartbeatResponse {
         .borrow_mut()
         .heartbeat(now_ms(), &metadata.topics, req);
     if leaving && response.error.is_none() {
-        c.shares.member_left(&group, &member);
+        c.shares.member_leaving(&group, &member, now_ms());
     }
     response
 }

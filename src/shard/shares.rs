@@ -156,6 +156,9 @@ struct ShareSession {
 /// Share-session epochs: 0 opens, -1 closes.
 pub const SESSION_OPEN_EPOCH: i32 = 0;
 pub const SESSION_CLOSE_EPOCH: i32 = -1;
+/// How long a member that left its group keeps its open share session for its final
+/// acknowledgements ([`ShareCoordinator::member_leaving`]).
+pub const LEAVE_GRACE_MS: i64 = 5_000;
 
 /// One acknowledgement batch of a request: (first, last, types).
 pub type AckBatch = (i64, i64, Vec<i8>);
@@ -165,6 +168,11 @@ pub struct ShareCoordinator {
     pub groups: RefCell<ShareGroups>,
     partitions: RefCell<HashMap<ShareKey, SharePartition>>,
     sessions: RefCell<HashMap<(String, String), ShareSession>>,
+    /// Members that left their group (a leave heartbeat) while their share session was open:
+    /// the session and the records it holds stay until the member's final ShareAcknowledge or
+    /// ShareFetch (epoch -1) or this deadline, whichever comes first (a closing client sends
+    /// the leave and its last acknowledgements at once, on different connections).
+    leaving: RefCell<HashMap<(String, String), i64>>,
     /// Share partitions changed since their last write.
     dirty: RefCell<BTreeSet<ShareKey>>,
     log: RefCell<Option<Rc<InternalLog<ShareStateCodec>>>>,
@@ -202,6 +210,7 @@ impl ShareCoordinator {
             })),
             partitions: RefCell::new(HashMap::new()),
             sessions: RefCell::new(HashMap::new()),
+            leaving: RefCell::new(HashMap::new()),
             dirty: RefCell::new(BTreeSet::new()),
             log: RefCell::new(None),
             write_lock: crate::rt::sync::Semaphore::new(1),
@@ -423,6 +432,16 @@ impl ShareCoordinator {
         for (group, member) in gone {
             self.member_left(&group, &member);
         }
+        let done: Vec<(String, String)> = self
+            .leaving
+            .borrow()
+            .iter()
+            .filter(|(_, &deadline)| now_ms >= deadline)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (group, member) in done {
+            self.member_left(&group, &member);
+        }
         {
             let mut partitions = self.partitions.borrow_mut();
             let mut dirty = self.dirty.borrow_mut();
@@ -439,10 +458,25 @@ impl ShareCoordinator {
     /// A member left its group (or its session ended): its share session goes and the records
     /// it holds are released.
     pub fn member_left(&self, group: &str, member: &str) {
-        self.sessions
-            .borrow_mut()
-            .remove(&(group.to_string(), member.to_string()));
+        let key = (group.to_string(), member.to_string());
+        self.leaving.borrow_mut().remove(&key);
+        self.sessions.borrow_mut().remove(&key);
         self.release_member(group, member);
+    }
+
+    /// A member sent its leave heartbeat at `now_ms`. With a share session open, the session
+    /// and the records it holds stay for [`LEAVE_GRACE_MS`] (see `leaving`), so the final
+    /// acknowledgements a closing client sends beside the leave still count (librdkafka's
+    /// 0178); without one it is [`ShareCoordinator::member_left`] at once.
+    pub fn member_leaving(&self, group: &str, member: &str, now_ms: i64) {
+        let key = (group.to_string(), member.to_string());
+        if self.sessions.borrow().contains_key(&key) {
+            self.leaving
+                .borrow_mut()
+                .insert(key, now_ms + LEAVE_GRACE_MS);
+        } else {
+            self.member_left(group, member);
+        }
     }
 
     fn release_member(&self, group: &str, member: &str) {
@@ -587,6 +621,9 @@ impl ShareCoordinator {
 
     /// Closing a session: the member's acquired records go back (after its acknowledgements).
     pub fn session_closed(&self, group: &str, member: &str) {
+        self.leaving
+            .borrow_mut()
+            .remove(&(group.to_string(), member.to_string()));
         self.release_member(group, member);
     }
 

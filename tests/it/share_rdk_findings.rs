@@ -4,7 +4,10 @@
 //!   id the cluster never had) answers UNKNOWN_TOPIC_ID for its partitions, as Kafka does,
 //!   instead of applying the acknowledgement to the share state the deleted topic left behind
 //!   (0176/0181 expect `commit_sync` after a topic deletion to report a per-partition error);
-//! - a ShareFetch with `max_bytes` 0 acquires nothing (0180's `fetch.max.bytes=0`).
+//! - a ShareFetch with `max_bytes` 0 acquires nothing (0180's `fetch.max.bytes=0`);
+//! - a member's final acknowledgements (ShareAcknowledge with session epoch -1) still count
+//!   when its leave heartbeat arrived first: a closing client sends both at once, on different
+//!   connections (0178 saw SHARE_SESSION_NOT_FOUND and its accepted records delivered again).
 
 use crate::common;
 
@@ -19,7 +22,8 @@ use kafka_protocol::messages::share_acknowledge_request::{
 use kafka_protocol::messages::share_fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, GroupId, ShareAcknowledgeRequest,
-    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse, TopicName,
+    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -29,9 +33,19 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn share_fetch(conn: &mut RawConn, epoch: i32, topic_id: Uuid, max_bytes: i32) -> i64 {
+    share_fetch_as(conn, "m", epoch, topic_id, max_bytes)
+}
+
+fn share_fetch_as(
+    conn: &mut RawConn,
+    member: &str,
+    epoch: i32,
+    topic_id: Uuid,
+    max_bytes: i32,
+) -> i64 {
     let fetch = ShareFetchRequest::default()
         .with_group_id(Some(GroupId(s("sg"))))
-        .with_member_id(Some(s("m")))
+        .with_member_id(Some(s(member)))
         .with_share_session_epoch(epoch)
         .with_max_wait_ms(0)
         .with_min_bytes(1)
@@ -120,4 +134,51 @@ fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge
     // The connection keeps working.
     let r = acknowledge(&mut conn, 4, topic_id);
     assert_eq!(r.responses[0].partitions[0].error_code, unknown);
+}
+
+/// A member joins, acquires three records, sends its leave heartbeat, then its final
+/// ShareAcknowledge (epoch -1) accepting them: the acknowledgement counts (the session outlives
+/// the leave for a moment), and a new member gets none of the accepted records.
+#[test]
+fn final_acknowledgements_after_the_leave_heartbeat_still_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("freshet.toml");
+    std::fs::write(&config, "share_auto_offset_reset = \"earliest\"\n").expect("config");
+    let b = TestBroker::start_with(1, &["--config", config.to_str().expect("path")]);
+    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s("leave")))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)]);
+    let created = conn.request(7, &request).expect("CreateTopics");
+    assert_eq!(created.topics[0].error_code, 0);
+    let topic_id = created.topics[0].topic_id;
+    let records: Vec<NewRecord> = (0..3)
+        .map(|i| (None, Some(Bytes::from(format!("v{i}"))), 1_700_000_000_000))
+        .collect();
+    let batch = encode_batch(&records, Compression::None).expect("batch");
+    assert_eq!(
+        common::produce_records(&mut conn, 9, "leave", 0, batch).error_code,
+        0
+    );
+    let heartbeat = |conn: &mut RawConn, epoch: i32| {
+        let request = ShareGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("sg")))
+            .with_member_id(s("m"))
+            .with_member_epoch(epoch)
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![TopicName(s("leave"))]));
+        let r = conn.request(1, &request).expect("ShareGroupHeartbeat");
+        assert_eq!(r.error_code, 0, "heartbeat at epoch {epoch}: {r:?}");
+    };
+    heartbeat(&mut conn, 0);
+    assert_eq!(share_fetch(&mut conn, 0, topic_id, 1 << 20), 3);
+    heartbeat(&mut conn, -1);
+    let r = acknowledge(&mut conn, -1, topic_id);
+    assert_eq!(r.error_code, 0, "the final acknowledgement after the leave");
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    // Accepted: another member finds nothing to acquire.
+    let mut other = RawConn::connect(b.socket_addr()).expect("connect");
+    assert_eq!(share_fetch_as(&mut other, "m2", 0, topic_id, 1 << 20), 0);
 }
