@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::controller::{from_forwarded, not_controller, FORWARD_TIMEOUT};
+use super::controller::{from_forwarded, not_controller};
 use super::Shard;
 use crate::cluster::{ControllerRequest, ControllerResponse};
 use crate::coordinator::metadata::{MetadataError, MetadataRecord};
@@ -88,23 +88,10 @@ impl Shard {
     async fn forward_delete_acls(&self, filters: Vec<AclBindingFilter>) -> Vec<FilterDeleted> {
         let count = filters.len();
         let fail = |e: MetadataError| (0..count).map(|_| Err(e.clone())).collect();
-        let Some(controller) = self.controller() else {
-            return fail(not_controller());
-        };
-        let Some(transport) = controller.transport.clone() else {
-            return fail(not_controller());
-        };
         let request = ControllerRequest::DeleteAcls { filters };
-        match transport
-            .call_controller(request, controller.leader(), FORWARD_TIMEOUT)
-            .await
-        {
+        match self.call_active_controller(request, "DeleteAcls").await {
             Ok(ControllerResponse::AclsDeleted { results, version }) if results.len() == count => {
-                let published = controller.await_published(version);
-                let timeout = async {
-                    crate::rt::sleep(FORWARD_TIMEOUT).await;
-                };
-                futures_lite::future::or(published, timeout).await;
+                self.await_published_bounded(version).await;
                 results
                     .into_iter()
                     .map(|r| r.map_err(from_forwarded))
@@ -114,10 +101,7 @@ impl Shard {
                 tracing::warn!(answer = ?other, "forwarded DeleteAcls: unexpected answer");
                 fail(not_controller())
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "forwarding DeleteAcls failed");
-                fail(not_controller())
-            }
+            Err(e) => fail(e),
         }
     }
 }

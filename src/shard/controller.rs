@@ -479,28 +479,21 @@ impl Shard {
 
     /// Asks the active controller for a block of producer ids (this node does not lead).
     async fn forward_producer_id_reservation(&self) -> Result<(i64, i64), MetadataError> {
-        let controller = self.controller().ok_or_else(not_controller)?;
-        let transport = controller.transport.clone().ok_or_else(not_controller)?;
-        match transport
-            .call_controller(
+        let answer = self
+            .call_active_controller(
                 ControllerRequest::AllocateProducerIds,
-                controller.leader(),
-                FORWARD_TIMEOUT,
+                "producer id reservation",
             )
-            .await
-        {
-            Ok(ControllerResponse::ProducerIds { start, end })
+            .await?;
+        match answer {
+            ControllerResponse::ProducerIds { start, end }
                 if 0 <= start && start < end && end - start <= PRODUCER_ID_BLOCK_SIZE =>
             {
                 Ok((start, end))
             }
-            Ok(ControllerResponse::Refused(e)) => Err(from_forwarded(e)),
-            Ok(other) => {
+            ControllerResponse::Refused(e) => Err(from_forwarded(e)),
+            other => {
                 tracing::warn!(answer = ?other, "producer id reservation: unexpected answer");
-                Err(not_controller())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "asking the controller for producer ids failed");
                 Err(not_controller())
             }
         }
@@ -514,27 +507,17 @@ impl Shard {
     ) -> Vec<Result<(), MetadataError>> {
         let count = commands.len();
         let fail = |e: MetadataError| (0..count).map(|_| Err(e.clone())).collect();
-        let Some(controller) = self.controller() else {
-            return fail(not_controller());
-        };
-        let Some(transport) = controller.transport.clone() else {
-            return fail(not_controller());
-        };
         let request = ControllerRequest::Change {
             commands,
             validate_only,
         };
-        match transport
-            .call_controller(request, controller.leader(), FORWARD_TIMEOUT)
+        match self
+            .call_active_controller(request, "metadata change")
             .await
         {
             Ok(ControllerResponse::Changed { results, version }) if results.len() == count => {
                 // The client may ask this node next: wait (bounded) until it has the change.
-                let published = controller.await_published(version);
-                let timeout = async {
-                    crate::rt::sleep(FORWARD_TIMEOUT).await;
-                };
-                futures_lite::future::or(published, timeout).await;
+                self.await_published_bounded(version).await;
                 results
                     .into_iter()
                     .map(|r| r.map_err(from_forwarded))
@@ -544,11 +527,40 @@ impl Shard {
                 tracing::warn!(answer = ?other, "forwarded metadata change: unexpected answer");
                 fail(not_controller())
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "forwarding a metadata change failed");
-                fail(not_controller())
-            }
+            Err(e) => fail(e),
         }
+    }
+
+    /// Sends `request` to the active controller over the controller transport (this node
+    /// does not lead); NOT_CONTROLLER when there is no quorum here or none answered within
+    /// [`FORWARD_TIMEOUT`] (logged, naming `what`).
+    pub(super) async fn call_active_controller(
+        &self,
+        request: ControllerRequest,
+        what: &str,
+    ) -> Result<ControllerResponse, MetadataError> {
+        let controller = self.controller().ok_or_else(not_controller)?;
+        let transport = controller.transport.clone().ok_or_else(not_controller)?;
+        transport
+            .call_controller(request, controller.leader(), FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "forwarding a {what} failed");
+                not_controller()
+            })
+    }
+
+    /// Waits until this node published metadata `version` (a change the active controller
+    /// made for this node's client), at most [`FORWARD_TIMEOUT`].
+    pub(super) async fn await_published_bounded(&self, version: u64) {
+        let Some(controller) = self.controller() else {
+            return;
+        };
+        let published = controller.await_published(version);
+        let timeout = async {
+            crate::rt::sleep(FORWARD_TIMEOUT).await;
+        };
+        futures_lite::future::or(published, timeout).await;
     }
 
     /// Answers a call that arrived on the controller listener.

@@ -1205,13 +1205,12 @@ impl Nemesis {
 /// failure that timing alone may have made (a shared 2-core machine). Run by hand, one attempt.
 fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
     let seed = seed();
-    let attempts = if std::env::var_os("CI").is_some()
-        && std::env::var_os("FRESHET_FAULTS_SEED").is_none()
-    {
-        2
-    } else {
-        1
-    };
+    let attempts =
+        if std::env::var_os("CI").is_some() && std::env::var_os("FRESHET_FAULTS_SEED").is_none() {
+            2
+        } else {
+            1
+        };
     for attempt in 1..=attempts {
         let outcome = std::panic::catch_unwind(|| run_once(name, schedule, shuffle, seed));
         match outcome {

@@ -85,8 +85,10 @@ fn acknowledge(conn: &mut RawConn, epoch: i32, topic_id: Uuid) -> ShareAcknowled
     conn.request(1, &request).expect("ShareAcknowledge")
 }
 
-#[test]
-fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge() {
+/// A one-shard broker whose share groups start at the earliest offset, with topic `name` (one
+/// partition) holding three records: (its config directory, the broker, a connection, the
+/// topic id).
+fn broker_with_three_records(name: &str) -> (tempfile::TempDir, TestBroker, RawConn, Uuid) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("freshet.toml");
     std::fs::write(&config, "share_auto_offset_reset = \"earliest\"\n").expect("config");
@@ -95,7 +97,7 @@ fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(10_000)
         .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(s("gone")))
+            .with_name(TopicName(s(name)))
             .with_num_partitions(1)
             .with_replication_factor(-1)]);
     let created = conn.request(7, &request).expect("CreateTopics");
@@ -106,9 +108,15 @@ fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge
         .collect();
     let batch = encode_batch(&records, Compression::None).expect("batch");
     assert_eq!(
-        common::produce_records(&mut conn, 9, "gone", 0, batch).error_code,
+        common::produce_records(&mut conn, 9, name, 0, batch).error_code,
         0
     );
+    (dir, b, conn, topic_id)
+}
+
+#[test]
+fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge() {
+    let (_dir, _broker, mut conn, topic_id) = broker_with_three_records("gone");
     // fetch.max.bytes=0: nothing acquired (so nothing is locked for this member).
     assert_eq!(share_fetch(&mut conn, 0, topic_id, 0), 0);
     // The member acquires the three records.
@@ -141,28 +149,7 @@ fn zero_max_bytes_acquires_nothing_and_a_deleted_topic_is_unknown_to_acknowledge
 /// the leave for a moment), and a new member gets none of the accepted records.
 #[test]
 fn final_acknowledgements_after_the_leave_heartbeat_still_count() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("freshet.toml");
-    std::fs::write(&config, "share_auto_offset_reset = \"earliest\"\n").expect("config");
-    let b = TestBroker::start_with(1, &["--config", config.to_str().expect("path")]);
-    let mut conn = RawConn::connect(b.socket_addr()).expect("connect");
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(s("leave")))
-            .with_num_partitions(1)
-            .with_replication_factor(-1)]);
-    let created = conn.request(7, &request).expect("CreateTopics");
-    assert_eq!(created.topics[0].error_code, 0);
-    let topic_id = created.topics[0].topic_id;
-    let records: Vec<NewRecord> = (0..3)
-        .map(|i| (None, Some(Bytes::from(format!("v{i}"))), 1_700_000_000_000))
-        .collect();
-    let batch = encode_batch(&records, Compression::None).expect("batch");
-    assert_eq!(
-        common::produce_records(&mut conn, 9, "leave", 0, batch).error_code,
-        0
-    );
+    let (_dir, b, mut conn, topic_id) = broker_with_three_records("leave");
     let heartbeat = |conn: &mut RawConn, epoch: i32| {
         let request = ShareGroupHeartbeatRequest::default()
             .with_group_id(GroupId(s("sg")))
