@@ -273,13 +273,16 @@ impl ProducerStateTable {
 
     /// Record a batch appended at `first_offset..=first_offset + offset_delta` (a checked
     /// client batch, a marker, or a batch replayed from the log). Returns the transaction a
-    /// marker completed. `marker_commit` is the marker's type for control batches.
+    /// marker completed. `marker` is a control batch's (commit, coordinator epoch): the
+    /// coordinator epoch is kept on every replica and replay alike, so a leader fences a
+    /// marker from an older coordinator whichever replica wrote the newer one (Kafka's
+    /// `ProducerAppendInfo.appendEndTxnMarker`).
     pub fn apply(
         &mut self,
         b: &BatchFacts,
         first_offset: i64,
         timestamp: i64,
-        marker_commit: Option<bool>,
+        marker: Option<(bool, i32)>,
     ) -> Option<CompletedTxn> {
         if !b.has_producer() {
             return None;
@@ -300,13 +303,16 @@ impl ProducerStateTable {
         entry.last_timestamp = timestamp;
         if b.control {
             entry.marker_count = entry.marker_count.wrapping_add(1);
+            if let Some((_, coordinator_epoch)) = marker {
+                entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
+            }
             let first = entry.txn_first_offset.take()?;
             self.ongoing.remove(&first);
             let done = CompletedTxn {
                 producer_id: b.producer_id,
                 first_offset: first,
                 last_offset,
-                aborted: marker_commit == Some(false),
+                aborted: marker.map(|(commit, _)| commit) == Some(false),
             };
             return Some(done);
         }
@@ -586,7 +592,7 @@ mod tests {
             control: true,
         };
         assert_eq!(t.check(&marker), Ok(Check::Append));
-        let done = t.apply(&marker, 13, 0, Some(false));
+        let done = t.apply(&marker, 13, 0, Some((false, 0)));
         assert_eq!(
             done,
             Some(CompletedTxn {

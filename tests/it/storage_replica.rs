@@ -459,3 +459,45 @@ fn a_log_truncated_fully_starts_again_at_the_leaders_log_start() {
         leader.close().await.expect("close");
     });
 }
+
+/// A transaction marker's coordinator epoch is learned by every replica that appends it (and
+/// by a replay of the log), not only by the leader that wrote it: a follower that becomes the
+/// leader must fence a marker from an older transaction coordinator (one that lost its
+/// partition but still retries; CI seed 1796675267459178565 saw a committed transaction's
+/// records on one partition read as aborted, as a late abort marker of the transaction before
+/// would make them).
+#[test]
+fn a_markers_coordinator_epoch_is_known_to_followers_and_after_a_reopen() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ldir, fdir) = (tmp.path().join("l-0"), tmp.path().join("f-0"));
+    run(async move {
+        let leader = open(&ldir, LogConfig::default(), 8 << 20).await;
+        leader
+            .append(producer_batch(42, 0, 0, 2, true, Some("k")), 1)
+            .await
+            .expect("transactional batch");
+        leader
+            .append_marker(42, 0, false, 9, 2)
+            .await
+            .expect("marker");
+        assert_eq!(leader.marker_coordinator_epoch(42), 9);
+        let sent = replica_read_all(&leader, 0).await;
+        let follower = open(&fdir, LogConfig::default(), 8 << 20).await;
+        follower
+            .append_replicated(concat(&sent), 3)
+            .await
+            .expect("replicated");
+        assert_eq!(
+            follower.marker_coordinator_epoch(42),
+            9,
+            "the follower learned the coordinator epoch from the replicated marker"
+        );
+        follower.close().await.expect("close");
+        let reopened = open(&fdir, LogConfig::default(), 8 << 20).await;
+        assert_eq!(
+            reopened.marker_coordinator_epoch(42),
+            9,
+            "and after a reopen"
+        );
+    });
+}

@@ -516,6 +516,26 @@ pub fn control_type(batch: &[u8]) -> Option<bool> {
     }
 }
 
+/// A control batch's marker: its type (`true` commit, `false` abort) and the coordinator epoch
+/// of its value (Kafka's `EndTransactionMarker` value: version int16, coordinator epoch int32;
+/// 0 when the value is missing or short); `None` as [`control_type`].
+pub fn control_marker(batch: &[u8]) -> Option<(bool, i32)> {
+    let commit = control_type(batch)?;
+    let mut pos = HEADER_LEN;
+    let _len = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
+    pos += 1; // attributes
+    let _ts_delta = varint::read_zigzag_at(batch, &mut pos, 10).ok()?;
+    let _offset_delta = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
+    let key_len = varint::read_zigzag_at(batch, &mut pos, 5).ok()?;
+    pos = pos.checked_add(usize::try_from(key_len).ok()?)?;
+    let epoch = varint::read_zigzag_at(batch, &mut pos, 5)
+        .ok()
+        .filter(|&len| len >= 6)
+        .and_then(|_| batch.get(pos + 2..pos + 6))
+        .map_or(0, |v| i32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+    Some((commit, epoch))
+}
+
 /// `(offset, timestamp)` of every record of one validated, *uncompressed* batch, read from the
 /// record headers without decoding keys, values or headers. For a LogAppendTime batch every
 /// record's timestamp is the batch's `maxTimestamp`. `None` if the batch is compressed;
@@ -656,6 +676,7 @@ mod tests {
             assert_eq!((h.producer_id.get(), h.producer_epoch.get()), (42, 3));
             assert_eq!(h.base_sequence.get(), -1);
             assert_eq!(control_type(&b), Some(commit));
+            assert_eq!(control_marker(&b), Some((commit, 7)));
         }
         assert_eq!(control_type(&encode(1, Compression::None)), None);
     }

@@ -41,8 +41,8 @@ pub(super) struct Checked {
     pub(super) infos: Vec<BatchInfo>,
     /// Producer facts of each batch.
     pub(super) facts: Vec<BatchFacts>,
-    /// Control type of each batch (`Some(commit)` for a marker).
-    pub(super) markers: Vec<Option<bool>>,
+    /// Each batch's marker (`Some((commit, coordinator epoch))` for a control batch).
+    pub(super) markers: Vec<Option<(bool, i32)>>,
     pub(super) ts_type: TimestampType,
 }
 
@@ -148,9 +148,9 @@ impl PartitionLog {
             .iter()
             .filter_map(|b| batch::header(&records[b.pos..]).map(BatchFacts::of))
             .collect();
-        let markers: Vec<Option<bool>> = infos
+        let markers: Vec<Option<(bool, i32)>> = infos
             .iter()
-            .map(|b| batch::control_type(&records[b.pos..b.pos + b.len]))
+            .map(|b| batch::control_marker(&records[b.pos..b.pos + b.len]))
             .collect();
         if from_client && facts.iter().any(|f| f.control) {
             return Err(StorageError::InvalidRecord(

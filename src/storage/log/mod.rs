@@ -444,8 +444,9 @@ impl PartitionLog {
             .map_or(0, |e| e.coordinator_epoch)
     }
 
-    /// Notes that a marker of `coordinator_epoch` was written for `producer_id` (kept in memory
-    /// and in producer snapshots; a replay of the log does not restore it).
+    /// Notes that a marker of `coordinator_epoch` was written for `producer_id` (every marker
+    /// appended, replicated or replayed here notes its epoch as well, in the producer state
+    /// and its snapshots).
     pub fn note_marker_coordinator_epoch(&self, producer_id: i64, coordinator_epoch: i32) {
         let mut inner = self.shared.inner.borrow_mut();
         inner

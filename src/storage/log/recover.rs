@@ -787,7 +787,7 @@ impl PartitionLog {
                 }
                 let f = BatchFacts::of(h);
                 let marker = if f.control {
-                    batch::control_type(b)
+                    batch::control_marker(b)
                 } else {
                     None
                 };

@@ -206,7 +206,7 @@ impl PartitionLog {
                 max_timestamp: h.max_timestamp(),
             });
             facts.push(BatchFacts::of(h));
-            markers.push(batch::control_type(b));
+            markers.push(batch::control_marker(b));
         }
         Ok(Checked {
             infos,
