@@ -1222,7 +1222,11 @@ fn run(name: &'static str, schedule: &[Fault], shuffle: bool) {
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("(no message)");
                 let first = message.lines().take(40).collect::<Vec<_>>().join("\n");
-                eprintln!(
+                // Straight to the process's stderr, past the test harness's capture: a
+                // passing retry must not hide the first failure from the CI log.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "faults::{name}: FIRST ATTEMPT FAILED (seed {seed}); running it again once:\n{first}"
                 );
             }
