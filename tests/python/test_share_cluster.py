@@ -236,7 +236,7 @@ def test_kill_9_of_the_group_coordinator_members_rejoin_and_consume(make_cluster
             leaders = [p.leader for p in t.partitions.values()] if t else []
             return (len(leaders) == 4 and min(leaders) >= 0) or (False, leaders)
 
-        cluster.wait_until(grown, 60, "rejoin with 4 led partitions")
+        cluster.wait_until(grown, 150, "rejoin with 4 led partitions")
         # Records after the kill, also on the new partition 3.
         produce(cluster, "rejoin", [str(i) for i in range(150, 310)], 4)
         members.wait_for(310, 120)
