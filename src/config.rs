@@ -1341,6 +1341,30 @@ mod tests {
         );
     }
 
+    /// Kafka's checks of the share-group settings: each default within its min and max.
+    #[test]
+    fn share_group_defaults_must_lie_within_their_bounds() {
+        let low_lock = BrokerConfig {
+            group_share_record_lock_duration_ms: 3_000,
+            ..BrokerConfig::default()
+        };
+        let e = low_lock.validate().unwrap_err().0;
+        assert!(
+            e.contains("group_share_min_record_lock_duration_ms (15000)"),
+            "{e}"
+        );
+        let lowered = BrokerConfig {
+            group_share_min_record_lock_duration_ms: 1_000,
+            ..low_lock
+        };
+        lowered.validate().unwrap();
+        let long_session = BrokerConfig {
+            group_share_session_timeout_ms: 70_000,
+            ..BrokerConfig::default()
+        };
+        assert!(long_session.validate().is_err());
+    }
+
     /// KIP-392: no selector by default; Kafka's rack-aware one is the only other accepted.
     #[test]
     fn replica_selector_class_is_empty_or_the_rack_aware_selector() {

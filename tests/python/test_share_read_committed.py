@@ -3,7 +3,8 @@ confluent-kafka ShareConsumer of a read_committed share group gets committed tra
 records only, as Kafka 4.2's SharePartition hands them out: nothing at or past the last stable
 offset (an open transaction holds back the records after it), aborted transactions' records
 never (archived), control records never. A read_uncommitted group of the same topic gets every
-data record. librdkafka's test 0177 checks the same.
+data record. librdkafka's test 0177 checks the same. The same on 3 nodes, where each
+partition's leader holds its share partitions.
 """
 
 import time
@@ -15,6 +16,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
 
 
 def set_group_configs(b, group, configs):
+    """IncrementalAlterConfigs SET on GROUP `group` (`b`: anything with `addr`)."""
     resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
         ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
         for name, value in configs.items()])
@@ -97,3 +99,37 @@ def test_read_committed_share_group_skips_aborted_and_waits_for_open_transaction
         assert got == ["c0", "c1", "c2", "a0", "a1", "c3", "o0", "p0"], got
     finally:
         ru.close()
+
+
+class Addr:
+    def __init__(self, addr):
+        self.addr = addr
+
+
+@pytest.mark.timeout(300)
+def test_read_committed_share_group_on_three_brokers(make_cluster):
+    from test_share_cluster import SETTINGS, create_topic
+    cluster = make_cluster(3, settings=SETTINGS)
+    b = Addr(cluster.bootstrap(cluster.running()))
+    create_topic(cluster, "txc", 3)
+    set_group_configs(b, "rc", {"share.isolation.level": "read_committed"})
+    p = transactional(b, "tc")
+    # Every partition: one committed, one aborted, one committed transaction.
+    for values, commit in [(["c0", "c1", "c2"], True), (["a0", "a1", "a2"], False),
+                           (["c3", "c4", "c5"], True)]:
+        p.begin_transaction()
+        for i, v in enumerate(values):
+            p.produce("txc", value=v.encode(), partition=i)
+        assert p.flush(30) == 0
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+    c = ShareConsumer({"bootstrap.servers": b.addr, "group.id": "rc", "log_level": 0})
+    c.subscribe(["txc"])
+    try:
+        got = consume(c, 6, 90)
+        got += consume(c, 1, 4)
+        assert sorted(got) == ["c0", "c1", "c2", "c3", "c4", "c5"], got
+    finally:
+        c.close()
