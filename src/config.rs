@@ -320,6 +320,18 @@ pub struct BrokerConfig {
     /// Kafka `group.share.record.lock.duration.ms`: how long an acquired record stays locked
     /// to its member before it is delivered again, in milliseconds.
     pub group_share_record_lock_duration_ms: i64,
+    /// Kafka `group.share.min.record.lock.duration.ms` and `group.share.max.record.lock.duration.ms`:
+    /// the bounds of a group's `share.record.lock.duration.ms` (GROUP config).
+    pub group_share_min_record_lock_duration_ms: i64,
+    pub group_share_max_record_lock_duration_ms: i64,
+    /// Kafka `group.share.min.session.timeout.ms` / `group.share.max.session.timeout.ms`: the
+    /// bounds of a group's `share.session.timeout.ms`.
+    pub group_share_min_session_timeout_ms: i32,
+    pub group_share_max_session_timeout_ms: i32,
+    /// Kafka `group.share.min.heartbeat.interval.ms` / `group.share.max.heartbeat.interval.ms`:
+    /// the bounds of a group's `share.heartbeat.interval.ms`.
+    pub group_share_min_heartbeat_interval_ms: i32,
+    pub group_share_max_heartbeat_interval_ms: i32,
     /// Kafka `group.share.delivery.count.limit`: deliveries of a record before a release or a
     /// lock timeout archives it.
     pub group_share_delivery_count_limit: i16,
@@ -564,6 +576,12 @@ impl Default for BrokerConfig {
             group_share_session_timeout_ms: 45_000,
             group_share_heartbeat_interval_ms: 5_000,
             group_share_record_lock_duration_ms: 30_000,
+            group_share_min_record_lock_duration_ms: 15_000,
+            group_share_max_record_lock_duration_ms: 60_000,
+            group_share_min_session_timeout_ms: 45_000,
+            group_share_max_session_timeout_ms: 60_000,
+            group_share_min_heartbeat_interval_ms: 5_000,
+            group_share_max_heartbeat_interval_ms: 15_000,
             group_share_delivery_count_limit: 5,
             group_share_partition_max_record_locks: 2_000,
             group_share_max_share_sessions: 2_000,
@@ -850,6 +868,18 @@ impl BrokerConfig {
                 self.group_share_record_lock_duration_ms,
             ),
             (
+                "group_share_min_record_lock_duration_ms",
+                self.group_share_min_record_lock_duration_ms,
+            ),
+            (
+                "group_share_min_session_timeout_ms",
+                i64::from(self.group_share_min_session_timeout_ms),
+            ),
+            (
+                "group_share_min_heartbeat_interval_ms",
+                i64::from(self.group_share_min_heartbeat_interval_ms),
+            ),
+            (
                 "group_share_delivery_count_limit",
                 i64::from(self.group_share_delivery_count_limit),
             ),
@@ -923,6 +953,39 @@ impl BrokerConfig {
                 "share_auto_offset_reset must be earliest or latest, got {}",
                 self.share_auto_offset_reset
             )));
+        }
+        // Kafka's checks of the share-group bounds (`GroupCoordinatorConfig`, `ShareGroupConfig`):
+        // each default within its min and max.
+        let bounds = [
+            (
+                "group_share_record_lock_duration_ms",
+                self.group_share_min_record_lock_duration_ms,
+                self.group_share_record_lock_duration_ms,
+                self.group_share_max_record_lock_duration_ms,
+            ),
+            (
+                "group_share_session_timeout_ms",
+                i64::from(self.group_share_min_session_timeout_ms),
+                i64::from(self.group_share_session_timeout_ms),
+                i64::from(self.group_share_max_session_timeout_ms),
+            ),
+            (
+                "group_share_heartbeat_interval_ms",
+                i64::from(self.group_share_min_heartbeat_interval_ms),
+                i64::from(self.group_share_heartbeat_interval_ms),
+                i64::from(self.group_share_max_heartbeat_interval_ms),
+            ),
+        ];
+        for (name, min, value, max) in bounds {
+            let (min_name, max_name) = (
+                name.replacen("group_share_", "group_share_min_", 1),
+                name.replacen("group_share_", "group_share_max_", 1),
+            );
+            if !(min <= value && value <= max) {
+                return Err(ConfigError(format!(
+                    "{name} ({value}) must be between {min_name} ({min}) and {max_name} ({max})"
+                )));
+            }
         }
         if self.group_share_partition_max_record_locks > 100_000 {
             return Err(ConfigError(
@@ -1276,6 +1339,30 @@ mod tests {
             config.advertised_host_port().unwrap(),
             ("localhost".to_string(), 9092)
         );
+    }
+
+    /// Kafka's checks of the share-group settings: each default within its min and max.
+    #[test]
+    fn share_group_defaults_must_lie_within_their_bounds() {
+        let low_lock = BrokerConfig {
+            group_share_record_lock_duration_ms: 3_000,
+            ..BrokerConfig::default()
+        };
+        let e = low_lock.validate().unwrap_err().0;
+        assert!(
+            e.contains("group_share_min_record_lock_duration_ms (15000)"),
+            "{e}"
+        );
+        let lowered = BrokerConfig {
+            group_share_min_record_lock_duration_ms: 1_000,
+            ..low_lock
+        };
+        lowered.validate().unwrap();
+        let long_session = BrokerConfig {
+            group_share_session_timeout_ms: 70_000,
+            ..BrokerConfig::default()
+        };
+        assert!(long_session.validate().is_err());
     }
 
     /// KIP-392: no selector by default; Kafka's rack-aware one is the only other accepted.

@@ -263,7 +263,7 @@ async fn on_coordinator(
         .shares
         .acknowledge(now_ms(), &ask.group, &ask.member, acks)
         .await;
-    let lock_ms = c.shares.lock_duration_ms();
+    let lock_ms = c.shares.lock_duration_ms(&c.metadata(), &ask.group);
     if epoch == SESSION_CLOSE_EPOCH {
         c.shares.session_closed(&ask.group, &ask.member);
         return Answer {

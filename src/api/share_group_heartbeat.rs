@@ -118,11 +118,13 @@ pub(crate) fn heartbeat(c: &Shard, req: HeartbeatRequest) -> HeartbeatResponse {
         req.member_id.clone(),
         req.member_epoch == LEAVE_EPOCH,
     );
-    let response = c
-        .shares
-        .groups
-        .borrow_mut()
-        .heartbeat(now_ms(), &metadata.topics, req);
+    let mut groups = c.shares.groups.borrow_mut();
+    let timings = crate::coordinator::group_config::share_group_timings(
+        metadata.group_configs.get(&req.group_id),
+        groups.defaults(),
+    );
+    let response = groups.heartbeat_with(now_ms(), &metadata.topics, req, timings);
+    drop(groups);
     if leaving && response.error.is_none() {
         c.shares.member_leaving(&group, &member, now_ms());
     }

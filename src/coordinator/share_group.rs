@@ -260,17 +260,35 @@ impl ShareGroups {
         gone
     }
 
-    /// ShareGroupHeartbeat; see the module doc. `left` gets the member id when it leaves.
+    /// The broker-wide settings (a group without its own `share.*` group configs).
+    pub fn defaults(&self) -> ShareGroupConfig {
+        self.config
+    }
+
+    /// ShareGroupHeartbeat with the broker-wide settings; see [`Self::heartbeat_with`].
     pub fn heartbeat(
         &mut self,
         now_ms: i64,
         topics: &BTreeMap<String, TopicMeta>,
         req: HeartbeatRequest,
     ) -> HeartbeatResponse {
+        let config = self.config;
+        self.heartbeat_with(now_ms, topics, req, config)
+    }
+
+    /// ShareGroupHeartbeat; see the module doc. `config`: the group's session timeout and
+    /// heartbeat interval (its group configs, else the broker's; Kafka reads them per
+    /// heartbeat, so a change applies from the member's next heartbeat).
+    pub fn heartbeat_with(
+        &mut self,
+        now_ms: i64,
+        topics: &BTreeMap<String, TopicMeta>,
+        req: HeartbeatRequest,
+        config: ShareGroupConfig,
+    ) -> HeartbeatResponse {
         if let Err((error, message)) = validate(&req) {
             return HeartbeatResponse::error(error, message);
         }
-        let config = self.config;
         if req.member_epoch == LEAVE_EPOCH {
             let Some(group) = self.groups.get_mut(&req.group_id) else {
                 return HeartbeatResponse::error(

@@ -9,7 +9,8 @@
 //!   (acknowledged or archived); offsets at or past the end were never acquired. Between them,
 //!   each record is *in flight*: `Available` (released or lock timed out, to be delivered again)
 //!   or `Acquired` by one member until a deadline. An offset between them that is not in the
-//!   in-flight map is done (accepted, rejected, archived, a gap or a control record): terminal
+//!   in-flight map is done (accepted, rejected, archived, a gap, a control record or, for a
+//!   read_committed group, an aborted transaction's record): terminal
 //!   states are not kept, so the start is simply the first in-flight offset (or the end).
 //! - [`SharePartition::acquire`] hands out available records first, then new ones from the end,
 //!   each with its delivery count raised by one, locked for `record_lock_duration_ms`.
@@ -77,13 +78,14 @@ pub struct AcquiredRange {
     pub delivery_count: i16,
 }
 
-/// One record batch as the log holds it: its first and last offsets and whether it is a
-/// control batch (transaction marker), which is never delivered.
+/// One record batch as the log holds it: its first and last offsets and whether its records
+/// are never delivered (`skipped`: a control batch, a transaction marker; for a read_committed
+/// group also an aborted transaction's batch, which Kafka's `SharePartition` archives).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchSpan {
     pub base_offset: i64,
     pub last_offset: i64,
-    pub control: bool,
+    pub skipped: bool,
 }
 
 /// Why an acknowledgement was refused (nothing of its batch is applied).
@@ -279,7 +281,21 @@ impl SharePartition {
         batches: &[BatchSpan],
         max_records: usize,
     ) -> Vec<AcquiredRange> {
-        let deadline_ms = now_ms.saturating_add(self.limits.record_lock_duration_ms);
+        let lock_ms = self.limits.record_lock_duration_ms;
+        self.acquire_locked_for(now_ms, member, batches, max_records, lock_ms)
+    }
+
+    /// [`Self::acquire`] with locks of `lock_ms` (the group's `share.record.lock.duration.ms`;
+    /// Kafka's `SharePartition` reads it from the group's config at each acquisition).
+    pub fn acquire_locked_for(
+        &mut self,
+        now_ms: i64,
+        member: &Rc<str>,
+        batches: &[BatchSpan],
+        max_records: usize,
+        lock_ms: i64,
+    ) -> Vec<AcquiredRange> {
+        let deadline_ms = now_ms.saturating_add(lock_ms.max(0));
         let mut out: Vec<AcquiredRange> = Vec::new();
         let mut taken = 0usize;
         'batches: for batch in batches {
@@ -292,15 +308,21 @@ impl SharePartition {
                 }
                 let delivery_count = if offset < self.end_offset {
                     match self.in_flight.get(&offset) {
+                        // Available records of a skipped batch (the group turned
+                        // read_committed after they were first delivered): archived.
+                        Some(InFlight::Available { .. }) if batch.skipped => {
+                            self.in_flight.remove(&offset);
+                            continue;
+                        }
                         Some(InFlight::Available { delivery_count }) => *delivery_count + 1,
                         _ => continue,
                     }
                 } else {
                     // New records: offsets between the end and this one are not in the log
                     // (compacted away, or this read began past them): done.
-                    // Skipping past a control batch or a gap moves the end too: never more
+                    // Skipping past a skipped batch or a gap moves the end too: never more
                     // than `record_locks_max` past the start.
-                    let next_end = if batch.control {
+                    let next_end = if batch.skipped {
                         batch.last_offset + 1
                     } else {
                         offset + 1
@@ -313,7 +335,7 @@ impl SharePartition {
                     if too_far {
                         break 'batches;
                     }
-                    if batch.control {
+                    if batch.skipped {
                         self.end_offset = next_end;
                         continue 'batches;
                     }
@@ -441,7 +463,7 @@ mod tests {
         BatchSpan {
             base_offset: base,
             last_offset: last,
-            control: false,
+            skipped: false,
         }
     }
 
@@ -547,6 +569,28 @@ mod tests {
         assert_eq!(p.start_offset(), 6);
     }
 
+    /// Released records of a batch later read as skipped (the group turned read_committed
+    /// and the batch belongs to an aborted transaction) are archived, not delivered again.
+    #[test]
+    fn available_records_of_a_skipped_batch_are_archived() {
+        let mut p = SharePartition::new(LIMITS, 0);
+        assert_eq!(
+            p.acquire(0, &m("a"), &[batch(0, 1)], 10),
+            vec![range(0, 1, 1)]
+        );
+        p.acknowledge(0, "a", 0, 1, &[ACK_RELEASE]).unwrap();
+        let aborted = BatchSpan {
+            base_offset: 0,
+            last_offset: 1,
+            skipped: true,
+        };
+        assert_eq!(
+            p.acquire(1, &m("b"), &[aborted, batch(2, 2)], 10),
+            vec![range(2, 2, 1)]
+        );
+        assert_eq!((p.start_offset(), p.end_offset()), (2, 3));
+    }
+
     /// Reject archives at once; gaps end absent offsets; control batches are skipped.
     #[test]
     fn reject_gap_and_control() {
@@ -554,7 +598,7 @@ mod tests {
         let control = BatchSpan {
             base_offset: 3,
             last_offset: 3,
-            control: true,
+            skipped: true,
         };
         let got = p.acquire(0, &m("a"), &[batch(0, 2), control, batch(4, 4)], 10);
         assert_eq!(got, vec![range(0, 2, 1), range(4, 4, 1)]);
@@ -611,7 +655,7 @@ mod tests {
         let control = BatchSpan {
             base_offset: 500,
             last_offset: 500,
-            control: true,
+            skipped: true,
         };
         assert_eq!(p.acquire(0, &m("a"), &[control], 10), vec![]);
         assert_eq!((p.start_offset(), p.end_offset()), (0, 1));

@@ -5,53 +5,31 @@
 //! carries), and [`visible_batches`] drops their batches as Kafka's consumer does
 //! (`CompletedFetch.nextFetchedRecord`): an aborted transaction's producer is "aborting" from
 //! its first offset until its next control batch (the abort marker); its transactional
-//! batches in that span are skipped.
+//! batches in that span are skipped (`storage::txn_index::aborted_batches`).
 //!
 //! Pure code, no I/O; bad bytes (a batch without a header) are kept and left to the decoder,
 //! which logs and skips them.
 
-use std::collections::BTreeSet;
-
 use bytes::Bytes;
-use freshet_protocol::batch::{self, ATTR_TRANSACTIONAL};
 
 /// The batches of `batches` (in offset order) a read_committed reader sees, given the aborted
 /// transactions `aborted` as (producer id, first offset) overlapping them. Control batches are
 /// kept (the stream skips their records anyway) so that the position moves past them.
 pub fn visible_batches(batches: Vec<Bytes>, aborted: &[(i64, i64)]) -> Vec<Bytes> {
-    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
-    // By first offset, popped from the end: the earliest last.
-    pending.sort_by_key(|a| std::cmp::Reverse(a.1));
-    let mut aborting: BTreeSet<i64> = BTreeSet::new();
+    let flags = crate::storage::txn_index::aborted_batches(&batches, aborted);
     batches
         .into_iter()
-        .filter(|b| {
-            let Some(h) = batch::header(b) else {
-                return true;
-            };
-            while pending
-                .last()
-                .is_some_and(|&(_, first)| first <= h.last_offset())
-            {
-                if let Some((pid, _)) = pending.pop() {
-                    aborting.insert(pid);
-                }
-            }
-            let pid = h.producer_id.get();
-            if h.is_control() {
-                // A producer's abort marker ends its aborted transaction.
-                aborting.remove(&pid);
-                return true;
-            }
-            !(h.attributes() & ATTR_TRANSACTIONAL != 0 && aborting.contains(&pid))
-        })
+        .zip(flags)
+        .filter_map(|(b, aborted)| (!aborted).then_some(b))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshet_protocol::batch::{encode_batch, header_mut, set_base_offset, Compression};
+    use freshet_protocol::batch::{
+        self, encode_batch, header_mut, set_base_offset, Compression, ATTR_TRANSACTIONAL,
+    };
 
     /// A batch of `n` records at `base` from producer `pid`, transactional or not.
     fn batch_at(base: i64, n: usize, pid: i64, transactional: bool, control: bool) -> Bytes {

@@ -278,9 +278,17 @@ impl ShareCoordinator {
         self.leader_epochs.borrow_mut().remove(key);
     }
 
-    /// The record lock duration (ShareFetch's `acquisition_lock_timeout_ms`).
-    pub fn lock_duration_ms(&self) -> i64 {
-        self.limits.record_lock_duration_ms
+    /// The record lock duration of `group` (ShareFetch's `acquisition_lock_timeout_ms`): its
+    /// `share.record.lock.duration.ms` group config, else `group_share_record_lock_duration_ms`.
+    pub fn lock_duration_ms(
+        &self,
+        metadata: &crate::coordinator::metadata::ClusterMetadata,
+        group: &str,
+    ) -> i64 {
+        crate::coordinator::group_config::share_record_lock_duration_ms(
+            metadata.group_configs.get(group),
+            self.limits.record_lock_duration_ms,
+        )
     }
 
     /// True once the share state is loaded.
@@ -923,15 +931,44 @@ async fn fetch_partition(
     };
     let t = topic.clone();
     let budget = max_bytes.min(SHARE_READ_BYTES_MAX);
+    // read_committed (the group's `share.isolation.level`): below the last stable offset
+    // only, with the aborted transactions overlapping the read (Kafka's share fetch reads
+    // with `FetchIsolation.TXN_COMMITTED`).
+    let committed =
+        crate::coordinator::group_config::share_read_committed(metadata.group_configs.get(group));
     let read = c
         .invoke_on(c.owner(&topic, partition), move |s| async move {
             let p = s.partition(&t, partition)?;
-            let read = p.log.read(from, budget, true).await;
-            Some((read, p.log.log_start_offset()))
+            let log_start = p.log.log_start_offset();
+            if !committed {
+                return Some((
+                    p.log
+                        .read(from, budget, true)
+                        .await
+                        .map(|d| (d, Vec::new())),
+                    log_start,
+                ));
+            }
+            let lso = p.log.last_stable_offset();
+            let read = match p.log.read_upto(from, budget, true, lso).await {
+                Ok(data) => {
+                    let end = data
+                        .batches
+                        .last()
+                        .and_then(|b| batch::header(b))
+                        .map_or(from, |h| h.last_offset() + 1);
+                    match p.log.aborted_transactions(from, end).await {
+                        Ok(aborted) => Ok((data, aborted)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            Some((read, log_start))
         })
         .await;
-    let data = match read {
-        Ok(Some((Ok(data), _))) => data,
+    let (data, aborted) = match read {
+        Ok(Some((Ok(read), _))) => read,
         Ok(Some((Err(StorageError::OffsetOutOfRange { .. }), log_start))) => {
             // The log start moved past the share partition (retention, DeleteRecords): those
             // records are gone for every reader; start there.
@@ -944,22 +981,32 @@ async fn fetch_partition(
         Ok(Some((Err(e), _))) => return error(crate::error::storage_code(&e)),
         Ok(None) | Err(_) => return error(ResponseError::NotLeaderOrFollower),
     };
+    // Aborted transactions' batches are skipped as control batches are (Kafka archives them).
+    let aborted_flags = if committed {
+        crate::storage::txn_index::aborted_batches(&data.batches, &aborted)
+    } else {
+        vec![false; data.batches.len()]
+    };
     let spans: Vec<(BatchSpan, Bytes)> = data
         .batches
         .into_iter()
-        .filter_map(|b| {
+        .zip(aborted_flags)
+        .filter_map(|(b, aborted)| {
             let h = batch::header(&b)?;
             let span = BatchSpan {
                 base_offset: h.base_offset.get(),
                 last_offset: h.last_offset(),
-                control: h.is_control(),
+                skipped: h.is_control() || aborted,
             };
             Some((span, b))
         })
         .collect();
     let only_spans: Vec<BatchSpan> = spans.iter().map(|(s, _)| *s).collect();
     let acquired = match shares.partitions.borrow_mut().get_mut(&key) {
-        Some(p) => p.acquire(super::now_ms(), member, &only_spans, max_records),
+        Some(p) => {
+            let lock_ms = shares.lock_duration_ms(&metadata, group);
+            p.acquire_locked_for(super::now_ms(), member, &only_spans, max_records, lock_ms)
+        }
         None => Vec::new(),
     };
     // The batches holding an acquired offset go out whole; the client keeps the acquired ones.

@@ -196,6 +196,44 @@ pub fn collect_overlapping(
     out
 }
 
+/// For each batch of `batches` (in offset order): true when it holds records of one of the
+/// aborted transactions `aborted` (producer id, first offset), which a read_committed reader
+/// never sees, as Kafka's consumer skips them (`CompletedFetch.nextFetchedRecord`): an aborted
+/// transaction's producer is aborting from its first offset until its next control batch
+/// (the abort marker). Used by read_committed HTTP streams and the share fetches of a
+/// read_committed share group (`shard::shares`).
+/// Control batches and batches without a header are false.
+pub fn aborted_batches(batches: &[bytes::Bytes], aborted: &[(i64, i64)]) -> Vec<bool> {
+    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
+    // By first offset, popped from the end: the earliest last.
+    pending.sort_by_key(|a| std::cmp::Reverse(a.1));
+    let mut aborting: BTreeSet<i64> = BTreeSet::new();
+    batches
+        .iter()
+        .map(|b| {
+            let Some(h) = freshet_protocol::batch::header(b) else {
+                return false;
+            };
+            while pending
+                .last()
+                .is_some_and(|&(_, first)| first <= h.last_offset())
+            {
+                if let Some((pid, _)) = pending.pop() {
+                    aborting.insert(pid);
+                }
+            }
+            let pid = h.producer_id.get();
+            if h.is_control() {
+                // A producer's abort marker ends its aborted transaction.
+                aborting.remove(&pid);
+                return false;
+            }
+            h.attributes() & freshet_protocol::batch::ATTR_TRANSACTIONAL != 0
+                && aborting.contains(&pid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,9 @@
 #                    give a newer source with LIBRDKAFKA_SRC (or --librdkafka-src DIR), e.g. the
 #                    deps/librdkafka directory of the npm package @confluentinc/kafka-javascript
 #                    1.10.1 (librdkafka 2.15.1): `npm pack @confluentinc/kafka-javascript@1.10.1`
-#                    and untar it outside the repository.
+#                    and untar it outside the repository. The broker runs with
+#                    group_share_min_record_lock_duration_ms = 1000, as librdkafka's test
+#                    cluster sets group.share.min.record.lock.duration.ms (0173, 0176).
 #   In every security mode a PLAINTEXT listener stays first (the runner's readiness check and
 #   the kafka-topics.sh stand-in use it); test.conf names the secure listener only.
 #
@@ -256,6 +258,13 @@ start_node() {
       --controller-quorum-voters "$voters" --config "$RUN/cluster.toml")
   fi
   args+=("${security_args[@]}")
+  if [[ -n $SHARE ]]; then
+    # As librdkafka's test cluster (tests/cluster_testing.py, tests/run-all-tests.sh) runs
+    # Kafka 4.2 for the share tests: group.share.min.record.lock.duration.ms=1000 (0173 and
+    # 0176 give their groups share.record.lock.duration.ms=3000). Kafka's default stays 15000.
+    printf 'group_share_min_record_lock_duration_ms = 1000\n' >"$RUN/share.toml"
+    args+=(--config "$RUN/share.toml")
+  fi
   "$FRESHET_BIN" start --listen "127.0.0.1:${ports[i]}" "${args[@]}" --default-partitions 4 \
     --auto-create-topics "$auto_create" --admin-listen off --log info >>"$(node_log "$i")" 2>&1 &
   broker_pids[i]=$!

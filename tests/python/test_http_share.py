@@ -23,6 +23,7 @@ def test_an_http_member_and_a_share_consumer_split_records_and_a_closed_stream_g
     port = free_port()
     config = tmp_path / "freshet.toml"
     config.write_text('share_auto_offset_reset = "earliest"\n'
+                      "group_share_min_heartbeat_interval_ms = 500\n"
                       "group_share_heartbeat_interval_ms = 500\n")
     b = make_broker(shards=2, extra_args=["--config", str(config), "--http-listen", str(port)])
     cluster = AdminClient({"bootstrap.servers": b.addr}).list_topics(timeout=10).cluster_id

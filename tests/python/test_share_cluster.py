@@ -18,7 +18,10 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 SETTINGS = (
     'share_auto_offset_reset = "earliest"\n'
+    # Below Kafka's default minimums: lowered as Kafka's own test clusters do.
+    "group_share_min_heartbeat_interval_ms = 500\n"
     "group_share_heartbeat_interval_ms = 500\n"
+    "group_share_min_session_timeout_ms = 6000\n"
     "group_share_session_timeout_ms = 6000\n"
     "group_share_record_lock_duration_ms = 30000\n"
     "broker_session_timeout_ms = 2000\n"

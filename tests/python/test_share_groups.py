@@ -22,7 +22,10 @@ def start_broker(make_broker, tmp_path, shards=1, extra="", lock_ms=LOCK_MS):
     config = tmp_path / "freshet.toml"
     config.write_text(
         'share_auto_offset_reset = "earliest"\n'
+        # Below Kafka's default minimums: lowered as Kafka's own test clusters do.
+        "group_share_min_heartbeat_interval_ms = 500\n"
         "group_share_heartbeat_interval_ms = 500\n"
+        "group_share_min_record_lock_duration_ms = 1000\n"
         f"group_share_record_lock_duration_ms = {lock_ms}\n" + extra
     )
     return make_broker(shards=shards, extra_args=["--config", str(config)])

@@ -232,7 +232,8 @@ fn check_resource(
                 .map_err(AdminError::BrokerConfigRefused)?;
             Ok(change)
         }
-        // Names and values are checked on the whole new set (`group_config::check`).
+        // Names and values are checked on the whole new set (`group_config::check` and
+        // `check_bounds`, in `new_group_configs`).
         resource_type::GROUP => Ok(change),
         other => Err(unsupported_resource(other)),
     }
@@ -262,7 +263,7 @@ async fn alter_on_coordinator(
             new_broker_configs(&metadata, &broker, &name, change)
                 .map(|(resource, configs)| MetadataCommand::SetBrokerConfigs { resource, configs })
         } else if kind == resource_type::GROUP {
-            new_group_configs(&metadata, &name, change).map(|configs| {
+            new_group_configs(&metadata, &broker, &name, change).map(|configs| {
                 MetadataCommand::SetGroupConfigs {
                     group: name,
                     configs,
@@ -325,6 +326,7 @@ fn new_overrides(
 /// falls back to its default).
 fn new_group_configs(
     metadata: &ClusterMetadata,
+    broker: &BrokerConfig,
     group: &str,
     change: Change,
 ) -> Result<BTreeMap<String, String>, AdminError> {
@@ -340,12 +342,26 @@ fn new_group_configs(
             &|_| String::new(),
         )?,
     };
+    // Within this broker's bounds (Kafka's `GroupConfig.validate` with the broker's
+    // `GroupCoordinatorConfig` / `ShareGroupConfig`); the rest is checked again by the
+    // metadata state machine.
+    {
+        use crate::coordinator::group_config::{check, check_bounds};
+        check(&configs)
+            .and_then(|()| check_bounds(&configs, broker))
+            .map_err(|why| {
+                AdminError::from(crate::coordinator::metadata::MetadataError {
+                    code: kafka_protocol::error::ResponseError::InvalidConfig,
+                    message: why,
+                })
+            })?;
+    }
     let stored_only = crate::coordinator::group_config::not_applied(&configs);
     if !stored_only.is_empty() {
         tracing::warn!(
             group,
             configs = ?stored_only,
-            "group configs stored but not applied per group yet (the broker-wide settings apply)"
+            "consumer-group configs stored but not applied per group yet (the broker-wide group_consumer_* settings apply)"
         );
     }
     Ok(configs)
