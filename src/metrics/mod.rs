@@ -419,6 +419,10 @@ pub struct ShardSnapshot {
     pub fetch_sessions: u64,
     pub fetch_session_partitions: u64,
     pub fetch_session_evictions: u64,
+    /// Coordinator shard: transaction marker sends running, and those abandoned because the
+    /// node lost the transaction's `__transaction_state` partition.
+    pub txn_marker_rounds: u64,
+    pub txn_marker_rounds_abandoned: u64,
 }
 
 impl ShardSnapshot {

@@ -113,6 +113,7 @@ pub fn render(info: &BrokerInfo, shards: &[ShardSnapshot]) -> String {
     let partitions = render_storage(&mut o, shards);
     render_groups(&mut o, shards, &partitions);
     render_fetch_sessions(&mut o, shards);
+    render_txn_markers(&mut o, shards);
     o.0
 }
 
@@ -586,6 +587,24 @@ fn render_fetch_sessions(o: &mut Out, shards: &[ShardSnapshot]) {
         "counter",
         "Fetch sessions evicted to make room for another, or closed for growing too large.",
         |s| s.fetch_session_evictions,
+    );
+}
+
+/// The transaction coordinator's marker sends (coordinator shard; 0 on the others).
+fn render_txn_markers(o: &mut Out, shards: &[ShardSnapshot]) {
+    o.per_shard(
+        shards,
+        "freshet_txn_marker_rounds",
+        "gauge",
+        "Transaction ends whose markers are being written or retried now by this coordinator.",
+        |s| s.txn_marker_rounds,
+    );
+    o.per_shard(
+        shards,
+        "freshet_txn_marker_rounds_abandoned_total",
+        "counter",
+        "Transaction ends whose marker retries stopped because this node lost the transaction's __transaction_state partition.",
+        |s| s.txn_marker_rounds_abandoned,
     );
 }
 

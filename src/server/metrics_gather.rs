@@ -42,6 +42,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
     }
     if shard.id == crate::shard::COORDINATOR_SHARD {
         out.groups = Some(groups_snapshot(shard));
+        (out.txn_marker_rounds, out.txn_marker_rounds_abandoned) = shard.txns.marker_rounds();
     }
     out
 }

@@ -26,7 +26,12 @@
 //!   error (NOT_LEADER_OR_FOLLOWER, no answer) are routed again from the metadata and sent
 //!   again, at most [`MARKER_ROUNDS_MAX`] rounds with a growing pause; after that the plan
 //!   fails with CONCURRENT_TRANSACTIONS (the client retries its EndTxn) and the tick retries
-//!   it. A partition whose topic is gone from the metadata is
+//!   it. In a cluster the rounds stop at once (NOT_COORDINATOR, in-flight sends dropped) when
+//!   this node stops leading the id's `__transaction_state` partition at the epoch they
+//!   started with (Kafka's `removeMarkersForTxnTopicPartition`): the next coordinator sends
+//!   them again with its epoch, and the data partitions fence the old epoch anyway. Gauge
+//!   `freshet_txn_marker_rounds`, counter `freshet_txn_marker_rounds_abandoned_total`.
+//!   A partition whose topic is gone from the metadata is
 //!   skipped (nothing left to mark). The transaction completes only when every marker is in.
 //! - Offsets of groups coordinated elsewhere (KIP-98's split of coordinators): TxnOffsetCommit
 //!   goes to the group coordinator. When the transaction coordinator is on the same node the
@@ -175,6 +180,14 @@ pub struct TxnCoordinator {
     expiring: Cell<bool>,
     /// Calls to other brokers (markers, verifications), made from this shard.
     pub client: BrokerClient,
+    /// Notified when a `__transaction_state` partition is unloaded: marker rounds of its ids
+    /// stop ([`write_markers`]).
+    unloaded: Rc<crate::rt::Notify>,
+    /// [`write_markers`] calls running now (the `freshet_txn_marker_rounds` gauge).
+    marker_rounds: Cell<u64>,
+    /// [`write_markers`] calls abandoned because the coordinator lost the transaction's
+    /// partition (the `freshet_txn_marker_rounds_abandoned_total` counter).
+    marker_rounds_abandoned: Cell<u64>,
 }
 
 impl Default for TxnCoordinator {
@@ -192,7 +205,16 @@ impl TxnCoordinator {
             last_expiry_check_ms: Cell::new(now_ms()),
             expiring: Cell::new(false),
             client: BrokerClient::new("freshet-broker", BrokerClientLimits::default()),
+            unloaded: crate::rt::Notify::new(),
+            marker_rounds: Cell::new(0),
+            marker_rounds_abandoned: Cell::new(0),
         }
+    }
+
+    /// Marker sends running now, and those abandoned so far because the coordinator lost
+    /// the transaction's `__transaction_state` partition (metrics).
+    pub fn marker_rounds(&self) -> (u64, u64) {
+        (self.marker_rounds.get(), self.marker_rounds_abandoned.get())
     }
 
     /// Opens the transaction log and rebuilds the state from it; transactions caught in the
@@ -485,7 +507,7 @@ async fn run_plan_steps(shard: &Rc<Shard>, plan: &EndPlan) -> Result<(), Respons
         commit: plan.commit,
         coordinator_epoch,
     };
-    write_markers(shard, targets, marker).await?;
+    write_markers(shard, targets, marker, &plan.transactional_id).await?;
     if plan.commit && !plan.offsets.is_empty() {
         let changes = plan
             .offsets
@@ -530,13 +552,64 @@ fn marker_retriable(error: ResponseError) -> bool {
 }
 
 /// Writes `marker` to every partition of `targets`, here or on its leader (module doc,
-/// "Markers across brokers"). On the coordinator shard.
+/// "Markers across brokers"), for the transaction of `transactional_id`. On the coordinator
+/// shard. In a cluster the rounds stop as soon as this node no longer leads the id's
+/// `__transaction_state` partition at the epoch it had when they started (unloaded, or led
+/// again at a new epoch): NOT_COORDINATOR, the pending sends dropped, as Kafka's
+/// `TransactionMarkerChannelManager.removeMarkersForTxnTopicPartition`; the id's next
+/// coordinator sends the markers again with its own epoch.
 pub async fn write_markers(
+    shard: &Rc<Shard>,
+    targets: Vec<(String, i32)>,
+    marker: Marker,
+    transactional_id: &str,
+) -> Result<(), ResponseError> {
+    assert_eq!(shard.id, COORDINATOR_SHARD);
+    let txns = &shard.txns;
+    let led = txns.txn_partition_led(transactional_id);
+    // Counted while the call runs, also when its future is dropped part way.
+    struct Running<'a>(&'a Cell<u64>);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    txns.marker_rounds.set(txns.marker_rounds.get() + 1);
+    let running = Running(&txns.marker_rounds);
+    let rounds = marker_rounds(shard, targets, marker);
+    let result = match led {
+        // A single node: nothing moves.
+        None => Some(rounds.await),
+        Some((p, epoch)) => {
+            let unloaded = txns.unloaded.clone();
+            let lost = async move {
+                unloaded.until(|| !txns.still_leads(p, epoch)).await;
+                None
+            };
+            futures_lite::future::or(async { Some(rounds.await) }, lost).await
+        }
+    };
+    drop(running);
+    result.unwrap_or_else(|| {
+        txns.marker_rounds_abandoned
+            .set(txns.marker_rounds_abandoned.get() + 1);
+        tracing::info!(
+            transactional_id,
+            producer_id = marker.producer_id,
+            coordinator_epoch = marker.coordinator_epoch,
+            "transaction markers abandoned: this node no longer coordinates the transaction"
+        );
+        Err(crate::error::not_coordinator_code())
+    })
+}
+
+/// The rounds of [`write_markers`]: send, route what is left again, pause, at most
+/// [`MARKER_ROUNDS_MAX`] times.
+async fn marker_rounds(
     shard: &Rc<Shard>,
     mut targets: Vec<(String, i32)>,
     marker: Marker,
 ) -> Result<(), ResponseError> {
-    assert_eq!(shard.id, COORDINATOR_SHARD);
     let mut pause_ms = MARKER_RETRY_PAUSE_MS;
     let mut last_error = crate::error::not_leader_code();
     for round in 0..MARKER_ROUNDS_MAX {

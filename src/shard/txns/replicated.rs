@@ -103,7 +103,26 @@ impl TxnCoordinator {
         );
     }
 
-    /// Forgets partition `p`'s transactional ids (module doc).
+    /// The `__transaction_state` partition of `transactional_id` and the leader epoch this
+    /// node leads it at; `None` on a single node (nothing moves) or when not led.
+    pub(super) fn txn_partition_led(&self, transactional_id: &str) -> Option<(i32, i32)> {
+        let store = self.replicated()?;
+        let n = store.led.partitions();
+        if n <= 0 {
+            return None;
+        }
+        let p = partition_for(transactional_id, n);
+        Some((p, store.led.epoch_of(p)?))
+    }
+
+    /// Does this node still lead partition `p` of `__transaction_state` at `epoch`?
+    pub(super) fn still_leads(&self, p: i32, epoch: i32) -> bool {
+        self.replicated()
+            .is_some_and(|store| store.led.still(p, epoch, false))
+    }
+
+    /// Forgets partition `p`'s transactional ids (module doc) and stops the marker rounds
+    /// running for them ([`super::write_markers`]).
     fn unload_partition(&self, store: &ReplicatedTxns, p: i32) {
         let n = store.led.partitions();
         let count = self
@@ -115,6 +134,7 @@ impl TxnCoordinator {
             transactional_ids = count,
             "unloaded the transactional ids of a __transaction_state partition"
         );
+        self.unloaded.notify_all();
     }
 
     /// Installs what a load of partition `p` rebuilt (module doc); the tick runs the plans.
