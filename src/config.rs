@@ -122,6 +122,12 @@ pub struct BrokerConfig {
     /// Kafka `max.connections.per.ip.overrides`: `address:count` pairs, comma-separated,
     /// for addresses with a limit of their own.
     pub max_connections_per_ip_overrides: String,
+    /// Kafka `max.connection.creation.rate` (KIP-612): new connections per second the broker
+    /// accepts on its listeners together (the inter-broker listener excepted when there are
+    /// several); over it the acceptor waits before serving the next one
+    /// (`security::conn_rate`). Default 2147483647: no limit. A listener's own limit is
+    /// `listener_name.<listener>.max_connection_creation_rate`.
+    pub max_connection_creation_rate: u32,
     /// Requests read from one connection but not yet answered; reading pauses at the limit.
     pub inflight_requests_per_connection_max: usize,
     /// Bytes of requests read on one shard and not yet answered; reading pauses at the limit.
@@ -403,12 +409,14 @@ pub struct BrokerConfig {
     /// Kafka `sasl.mechanism.inter.broker.protocol`: the mechanism a broker authenticates
     /// with on a SASL inter-broker listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     pub sasl_mechanism_inter_broker_protocol: String,
-    /// Kafka `listener.name.<listener>.<mechanism>.sasl.jaas.config`, written as the TOML
-    /// dotted key `listener_name.<listener>.<mechanism>.sasl_jaas_config` (listener and
-    /// mechanism in lower case): the `username` and `password` a broker authenticates to
-    /// the other brokers with on that listener. Its principal must be in `super_users` (or
-    /// hold CLUSTER_ACTION on the cluster) when the authorizer is on.
-    pub listener_name: BTreeMap<String, BTreeMap<String, ListenerMechanismConfig>>,
+    /// Kafka's `listener.name.<listener>.*` settings, written as TOML dotted keys
+    /// `listener_name.<listener>.*` (listener in lower case): the listener's
+    /// `max_connection_creation_rate`, and per mechanism
+    /// `listener_name.<listener>.<mechanism>.sasl_jaas_config` (Kafka
+    /// `listener.name.<listener>.<mechanism>.sasl.jaas.config`): the `username` and `password`
+    /// a broker authenticates to the other brokers with on that listener. Its principal must be
+    /// in `super_users` (or hold CLUSTER_ACTION on the cluster) when the authorizer is on.
+    pub listener_name: BTreeMap<String, ListenerConfig>,
     /// Authentication on the HTTP listener (`crate::http::auth`), Confluent REST Proxy's
     /// `authentication.method`: `NONE` (the default: no authentication; with the authorizer on
     /// every HTTP request is then refused 403), `BASIC` (user and password checked against
@@ -443,6 +451,18 @@ pub struct BrokerConfig {
     /// Kafka `share.coordinator.state.topic.min.isr`: the `min.insync.replicas` of
     /// `__share_group_state`.
     pub share_coordinator_state_topic_min_isr: i16,
+}
+
+/// Per-listener settings (`listener_name.<listener>.*`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListenerConfig {
+    /// Kafka `listener.name.<listener>.max.connection.creation.rate` (KIP-612): this
+    /// listener's own limit of new connections per second (default: none).
+    #[serde(default)]
+    pub max_connection_creation_rate: Option<u32>,
+    /// Per-mechanism settings, by mechanism name in lower case (`scram-sha-512`, `plain`).
+    #[serde(flatten)]
+    pub mechanisms: BTreeMap<String, ListenerMechanismConfig>,
 }
 
 /// Per-listener, per-mechanism settings (`listener_name.<listener>.<mechanism>.*`).
@@ -505,6 +525,7 @@ impl Default for BrokerConfig {
             connections_per_shard_max: 10_000,
             max_connections_per_ip: i32::MAX as u32,
             max_connections_per_ip_overrides: String::new(),
+            max_connection_creation_rate: crate::security::conn_rate::UNLIMITED,
             inflight_requests_per_connection_max: 64,
             inflight_request_bytes_per_shard_max: 256 * 1024 * 1024,
             shard_queue_depth: 1024,
@@ -764,6 +785,18 @@ impl BrokerConfig {
             &self.max_connections_per_ip_overrides,
         )
         .map_err(|e| ConfigError(format!("max_connections_per_ip_overrides: {e}")))?;
+        if self.max_connection_creation_rate == 0 {
+            return Err(ConfigError(
+                "Invalid max_connection_creation_rate 0 (at least 1)".into(),
+            ));
+        }
+        for (listener, settings) in &self.listener_name {
+            if settings.max_connection_creation_rate == Some(0) {
+                return Err(ConfigError(format!(
+                    "Invalid listener_name.{listener}.max_connection_creation_rate 0 (at least 1)"
+                )));
+            }
+        }
         let positive = [
             ("default_partitions", self.default_partitions as i64),
             ("request_bytes_max", self.request_bytes_max as i64),
@@ -1140,6 +1173,31 @@ impl BrokerConfig {
         !self.controller_quorum_voters.trim().is_empty()
     }
 
+    /// The connection-creation rate limits (KIP-612) the acceptor of listener `name` applies:
+    /// `max_connection_creation_rate`, the listener's own
+    /// `listener_name.<name>.max_connection_creation_rate`, and whether it is the protected
+    /// inter-broker listener (several listeners, this one inter-broker: the broker-wide limit
+    /// does not apply to it, as Kafka's `ConnectionQuotas.protectedListener`).
+    pub fn accept_limits(&self, name: &str) -> crate::security::conn_rate::AcceptLimits {
+        let listeners = self.listener_specs().map_or(1, |specs| specs.len());
+        let protected = listeners > 1
+            && self
+                .inter_broker()
+                .is_ok_and(|ib| ib.listener.eq_ignore_ascii_case(name));
+        let own = self
+            .listener_name
+            .iter()
+            .find(|(l, _)| l.eq_ignore_ascii_case(name))
+            .and_then(|(_, c)| c.max_connection_creation_rate)
+            .unwrap_or(crate::security::conn_rate::UNLIMITED);
+        crate::security::conn_rate::AcceptLimits::new(
+            name,
+            self.max_connection_creation_rate,
+            own,
+            protected,
+        )
+    }
+
     /// How this broker connects to the other brokers (module `cluster::inter_broker`): the
     /// listener (Kafka's `inter.broker.listener.name`, or the one named by
     /// `security.inter.broker.protocol`, else the first), its security protocol, and on a
@@ -1196,7 +1254,11 @@ impl BrokerConfig {
                 .listener_name
                 .iter()
                 .find(|(l, _)| l.eq_ignore_ascii_case(&listener))
-                .and_then(|(_, m)| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(&lower)))
+                .and_then(|(_, m)| {
+                    m.mechanisms
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(&lower))
+                })
                 .map(|(_, c)| c.sasl_jaas_config.as_str())
                 .filter(|j| !j.trim().is_empty())
                 .ok_or_else(|| {

@@ -1,13 +1,16 @@
 //! AlterClientQuotas (API 49, v0-1 as Kafka 4.1): sets or removes quota values of user /
-//! client-id entities.
+//! client-id entities and of IP entities (KIP-612 `connection_creation_rate`, enforced at
+//! accept by `security::conn_rate`).
 //!
 //! Each entry becomes one `MetadataCommand::AlterClientQuota`, applied on the coordinator shard
 //! (or forwarded to the active controller) with one `change_metadata` call for the request:
 //! durable in the metadata log, then installed on every shard, where Produce and Fetch read it
 //! (`crate::quota`). An entry Kafka refuses gets its error (INVALID_REQUEST for an empty or
-//! unknown entity type, a repeated type, an `ip` entity — connection-rate quotas are not
-//! served — an unknown key, or a value that is not positive or not whole for a byte rate) and
-//! the other entries are applied. `validate_only` checks without applying.
+//! unknown entity type, a repeated type, an `ip` entity combined with another type or naming
+//! no IP address, a key the entity type does not take, or a value that is not positive or not
+//! whole for a byte or connection rate) and the other entries are applied. `validate_only`
+//! checks without applying. A named IP is stored in its canonical text form (`::1` for
+//! `0:0::1`, `a.b.c.d` for `::ffff:a.b.c.d`), the form accepted connections are looked up by.
 //!
 //! Bounds: the request is bounded by `request_bytes_max`; the metadata holds at most
 //! `quota::QUOTA_ENTITIES_MAX` entities.
@@ -116,9 +119,27 @@ fn entity_of(parts: &[RequestEntity]) -> Result<QuotaEntity, MetadataError> {
             ENTITY_USER => &mut entity.user,
             ENTITY_CLIENT_ID => &mut entity.client_id,
             ENTITY_IP => {
-                return Err(invalid(
-                    "IP quotas (connection_creation_rate) are not supported".into(),
-                ))
+                let name = match name {
+                    EntityName::Named(text) => match text.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V6(v6)) => EntityName::Named(
+                            v6.to_ipv4_mapped()
+                                .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+                        ),
+                        Ok(v4) => EntityName::Named(v4.to_string()),
+                        Err(_) => {
+                            return Err(invalid(format!(
+                                "{text} is not a valid IP or resolvable host."
+                            )))
+                        }
+                    },
+                    EntityName::Default => EntityName::Default,
+                };
+                if entity.ip.replace(name).is_some() {
+                    return Err(invalid(format!(
+                        "Duplicate {ENTITY_IP} entity in the client quota entity"
+                    )));
+                }
+                continue;
             }
             other => {
                 return Err(invalid(format!(

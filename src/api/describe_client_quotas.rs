@@ -5,8 +5,9 @@
 //! MATCH_TYPE_EXACT (0) matches that name, MATCH_TYPE_DEFAULT (1) the `<default>` entity,
 //! MATCH_TYPE_SPECIFIED (2) any entity of that type (default included); with `strict`, an
 //! entity must have no other types. A malformed filter is INVALID_REQUEST for the whole
-//! request; an unknown match type UNSUPPORTED_VERSION. `ip` filters match nothing (no IP
-//! quotas are stored).
+//! request; an unknown match type UNSUPPORTED_VERSION; an `ip` component may not be combined
+//! with `user` or `client-id` ones (Kafka's message). IP entities (KIP-612) are listed with
+//! their canonical address text.
 //!
 //! Bounds: the answer lists at most `quota::QUOTA_ENTITIES_MAX` entities (all the metadata
 //! may hold).
@@ -58,6 +59,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
             }
             if let Some(c) = &entity.client_id {
                 parts.push(entity_data(ENTITY_CLIENT_ID, c));
+            }
+            if let Some(i) = &entity.ip {
+                parts.push(entity_data(ENTITY_IP, i));
             }
             EntryData::default().with_entity(parts).with_values(
                 values
@@ -137,9 +141,12 @@ fn matches(entity: &QuotaEntity, filter: &[(String, Match)], strict: bool) -> bo
     let part = |t: &str| match t {
         ENTITY_USER => entity.user.as_ref(),
         ENTITY_CLIENT_ID => entity.client_id.as_ref(),
+        ENTITY_IP => entity.ip.as_ref(),
         _ => None,
     };
-    let types = usize::from(entity.user.is_some()) + usize::from(entity.client_id.is_some());
+    let types = usize::from(entity.user.is_some())
+        + usize::from(entity.client_id.is_some())
+        + usize::from(entity.ip.is_some());
     if strict && types != filter.len() {
         return false;
     }

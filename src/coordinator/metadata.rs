@@ -1012,11 +1012,11 @@ impl ClusterMetadata {
         for (key, value) in ops {
             match value {
                 Some(v) => {
-                    crate::quota::check_value(key, *v).map_err(invalid)?;
+                    crate::quota::check_value(entity, key, *v).map_err(invalid)?;
                     values.insert(key.clone(), crate::quota::QuotaValue(*v));
                 }
                 None => {
-                    if !crate::quota::QUOTA_KEYS.iter().any(|(k, _)| k == key) {
+                    if !crate::quota::keys_of(entity).iter().any(|(k, _)| k == key) {
                         return Err(invalid(format!("Invalid configuration key {key}")));
                     }
                     values.remove(key);

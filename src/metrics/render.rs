@@ -309,7 +309,7 @@ fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
         shards,
         "freshet_connections_refused_total",
         "counter",
-        "Client connections closed at once (connections_per_shard_max, max_connections_per_ip).",
+        "Client connections refused as accepted (connections_per_shard_max, max_connections_per_ip, an IP over its connection_creation_rate quota).",
         |s| s.connections_refused,
     );
     o.per_shard(

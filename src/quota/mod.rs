@@ -79,6 +79,10 @@ pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 pub const CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
+/// KIP-612: new connections an IP address may open per second (IP entities only).
+pub const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
+/// The keys an IP entity takes (Kafka's `QuotaConfig.ipConfigs`: an INT).
+pub const IP_QUOTA_KEYS: [(&str, bool); 1] = [(CONNECTION_CREATION_RATE, true)];
 /// The keys AlterClientQuotas accepts for user / client-id entities, and whether each must be
 /// an integer (Kafka's LONG type; the others are DOUBLE).
 pub const QUOTA_KEYS: [(&str, bool); 4] = [
@@ -113,23 +117,40 @@ impl EntityName {
     }
 }
 
-/// A quota entity: a user, a client id, or both (never neither).
+/// A quota entity: a user, a client id, or both; or an IP address alone (KIP-612,
+/// `connection_creation_rate` only). Never empty.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QuotaEntity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<EntityName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<EntityName>,
+    /// An IP address in its canonical text form (`IpAddr`'s `Display`), or `<default>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<EntityName>,
 }
 
 impl QuotaEntity {
     pub fn new(user: Option<EntityName>, client_id: Option<EntityName>) -> QuotaEntity {
-        QuotaEntity { user, client_id }
+        QuotaEntity {
+            user,
+            client_id,
+            ip: None,
+        }
+    }
+
+    /// The entity of one IP address (`Named`, canonical text) or of the default IP.
+    pub fn of_ip(ip: EntityName) -> QuotaEntity {
+        QuotaEntity {
+            user: None,
+            client_id: None,
+            ip: Some(ip),
+        }
     }
 
     /// The bytes of its names (for the metadata log's size estimates).
     pub fn name_bytes(&self) -> usize {
-        [&self.user, &self.client_id]
+        [&self.user, &self.client_id, &self.ip]
             .into_iter()
             .flatten()
             .map(|n| n.to_wire().map_or(0, str::len))
@@ -149,6 +170,9 @@ impl std::fmt::Display for QuotaEntity {
         }
         if let Some(c) = &self.client_id {
             parts.push(format!("client-id={}", show(c)));
+        }
+        if let Some(i) = &self.ip {
+            parts.push(format!("ip={}", show(i)));
         }
         write!(f, "{}", parts.join(","))
     }
@@ -195,23 +219,53 @@ pub mod table_as_list {
     }
 }
 
-/// Why an AlterClientQuotas entry is refused (Kafka's INVALID_REQUEST), or `Ok`.
+/// Why an AlterClientQuotas entry is refused (Kafka's INVALID_REQUEST), or `Ok` (Kafka's
+/// `ClientQuotaControlManager.configKeysForEntityType`): not empty, an IP alone, a named IP an
+/// IP address (Kafka also takes a host name and resolves it; the broker does no DNS here).
 pub fn check_entity(entity: &QuotaEntity) -> Result<(), String> {
+    if let Some(ip) = &entity.ip {
+        if entity.user.is_some() || entity.client_id.is_some() {
+            return Err(
+                "Invalid quota entity combination, IP entity should not be combined with User or ClientId"
+                    .into(),
+            );
+        }
+        if let EntityName::Named(name) = ip {
+            if name.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("{name} is not a valid IP or resolvable host."));
+            }
+        }
+        return Ok(());
+    }
     if entity.user.is_none() && entity.client_id.is_none() {
         return Err("Invalid empty client quota entity".into());
     }
     Ok(())
 }
 
-/// Kafka's `validateQuotaKeyValue`: a known key, a positive value, integral for LONG keys.
-pub fn check_value(key: &str, value: f64) -> Result<(), String> {
-    let Some((_, integral)) = QUOTA_KEYS.iter().find(|(k, _)| *k == key) else {
+/// The keys an entity takes: `connection_creation_rate` (an INT) for an IP entity,
+/// [`QUOTA_KEYS`] for user / client-id entities.
+pub fn keys_of(entity: &QuotaEntity) -> &'static [(&'static str, bool)] {
+    if entity.ip.is_some() {
+        &IP_QUOTA_KEYS
+    } else {
+        &QUOTA_KEYS
+    }
+}
+
+/// Kafka's `validateQuotaKeyValue`: a key of the entity's type, a positive value, integral
+/// (and in range) for LONG and INT keys.
+pub fn check_value(entity: &QuotaEntity, key: &str, value: f64) -> Result<(), String> {
+    let Some((_, integral)) = keys_of(entity).iter().find(|(k, _)| *k == key) else {
         return Err(format!("Invalid configuration key {key}"));
     };
     if value.is_nan() || value <= 0.0 {
         return Err(format!("Quota {key} must be greater than 0"));
     }
     if *integral {
+        if key == CONNECTION_CREATION_RATE && value > i32::MAX as f64 {
+            return Err(format!("Proposed value for {key} is too large for an INT."));
+        }
         if value > i64::MAX as f64 {
             return Err(format!("Proposed value for {key} is too large for a LONG."));
         }
@@ -220,6 +274,25 @@ pub fn check_value(key: &str, value: f64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The `connection_creation_rate` of `ip` (KIP-612): its own entity's, else the `<default>`
+/// IP entity's, else `None` (unlimited), as Kafka's `ConnectionQuotas.connectionRateForIp`.
+/// `ip` is looked up in canonical form (an IPv4-mapped IPv6 address as IPv4).
+pub fn ip_connection_rate(quotas: &QuotaTable, ip: std::net::IpAddr) -> Option<f64> {
+    if quotas.is_empty() {
+        return None;
+    }
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let named = QuotaEntity::of_ip(EntityName::Named(ip.to_string()));
+    let default = QuotaEntity::of_ip(EntityName::Default);
+    [named, default]
+        .iter()
+        .find_map(|e| quotas.get(e).and_then(|v| v.get(CONNECTION_CREATION_RATE)))
+        .map(|v| v.0)
 }
 
 /// Which clients share a rate: the user and client id of the quota level that matched (`""`
@@ -1154,11 +1227,56 @@ mod tests {
 
     #[test]
     fn values_are_checked_as_kafka_does() {
-        assert!(check_value(PRODUCER_BYTE_RATE, 1024.0).is_ok());
-        assert!(check_value(PRODUCER_BYTE_RATE, 10.5).is_err());
-        assert!(check_value(PRODUCER_BYTE_RATE, 0.0).is_err());
-        assert!(check_value(REQUEST_PERCENTAGE, 12.5).is_ok());
-        assert!(check_value("nope", 1.0).is_err());
+        let user = QuotaEntity::new(n("alice"), None);
+        assert!(check_value(&user, PRODUCER_BYTE_RATE, 1024.0).is_ok());
+        assert!(check_value(&user, PRODUCER_BYTE_RATE, 10.5).is_err());
+        assert!(check_value(&user, PRODUCER_BYTE_RATE, 0.0).is_err());
+        assert!(check_value(&user, REQUEST_PERCENTAGE, 12.5).is_ok());
+        assert!(check_value(&user, "nope", 1.0).is_err());
+        assert!(check_value(&user, CONNECTION_CREATION_RATE, 5.0).is_err());
         assert!(check_entity(&QuotaEntity::new(None, None)).is_err());
+        // IP entities (KIP-612): alone, an IP address, connection_creation_rate only (an INT).
+        let ip = QuotaEntity::of_ip(Named("127.0.0.1".into()));
+        assert!(check_entity(&ip).is_ok());
+        assert!(check_entity(&QuotaEntity::of_ip(Default)).is_ok());
+        assert!(check_entity(&QuotaEntity::of_ip(Named("not-an-ip".into()))).is_err());
+        let mixed = QuotaEntity {
+            user: n("alice"),
+            ..ip.clone()
+        };
+        assert!(check_entity(&mixed)
+            .unwrap_err()
+            .contains("IP entity should not be combined"));
+        assert!(check_value(&ip, CONNECTION_CREATION_RATE, 5.0).is_ok());
+        assert!(check_value(&ip, CONNECTION_CREATION_RATE, 2.5).is_err());
+        assert!(check_value(&ip, CONNECTION_CREATION_RATE, 3e9)
+            .unwrap_err()
+            .contains("too large for an INT"));
+        assert!(check_value(&ip, PRODUCER_BYTE_RATE, 5.0).is_err());
+    }
+
+    #[test]
+    fn an_ip_takes_its_own_rate_else_the_default_ip_rate() {
+        let mut t = QuotaTable::new();
+        let rate = |v: f64| -> BTreeMap<String, QuotaValue> {
+            [(CONNECTION_CREATION_RATE.to_string(), QuotaValue(v))].into()
+        };
+        let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(ip_connection_rate(&t, a), None);
+        t.insert(QuotaEntity::new(n("alice"), None), rate(1.0));
+        assert_eq!(
+            ip_connection_rate(&t, a),
+            None,
+            "user quotas are not IP quotas"
+        );
+        t.insert(QuotaEntity::of_ip(Default), rate(5.0));
+        t.insert(QuotaEntity::of_ip(Named("127.0.0.1".into())), rate(50.0));
+        assert_eq!(ip_connection_rate(&t, a), Some(50.0));
+        assert_eq!(
+            ip_connection_rate(&t, "::ffff:127.0.0.1".parse().unwrap()),
+            Some(50.0)
+        );
+        assert_eq!(ip_connection_rate(&t, b), Some(5.0));
     }
 }

@@ -64,7 +64,7 @@ impl IpLimits {
 }
 
 /// IPv4 clients reaching an IPv6 socket appear as `::ffff:a.b.c.d`: counted as `a.b.c.d`.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -13,13 +13,16 @@
 //! resource and the current metadata's ACLs.
 //!
 //! Connection limits: `ip_limit` (Kafka's `max.connections.per.ip` and its overrides, counted
-//! process-wide; the accept loop in `server` takes a slot per connection).
+//! process-wide; the accept loop in `server` takes a slot per connection) and `conn_rate`
+//! (KIP-612 connection-creation rates: broker-wide and per listener the acceptor waits, per IP
+//! an address over its `connection_creation_rate` quota is closed).
 //!
-//! Nothing here does I/O on the request path or imports the coordinator or the shard. Not here
-//! yet: quotas.
+//! Nothing here does I/O on the request path or imports the coordinator or the shard. The
+//! byte-rate and request quotas are in `crate::quota`.
 
 pub mod acl;
 pub mod authorizer;
+pub mod conn_rate;
 pub mod ip_limit;
 pub mod oauth;
 pub mod sasl;

@@ -355,6 +355,7 @@ async fn scrape(shard: &Rc<Shard>, ready: bool, started: Instant) -> Option<Stri
     };
     let mut text = metrics::render(&info, &snapshots);
     text.push_str(&crate::quota::render_metrics());
+    text.push_str(&crate::security::conn_rate::render_metrics());
     Some(text)
 }
 

@@ -42,6 +42,33 @@ fn reserve_fd() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// Sockets a shard holds open at most while their close is delayed (an address over its
+/// connection rate); past it they are closed at once.
+const DELAYED_CLOSES_PER_SHARD_MAX: usize = 1024;
+
+thread_local! {
+    /// Sockets this shard holds for a delayed close now.
+    static DELAYED_CLOSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Closes `stream` after `delay_ms` without serving it (Kafka's `DelayedCloseSocket` for a
+/// connection over its IP's rate: the client learns of the refusal only then, which slows a
+/// client that reconnects at once), or at once when this shard already holds
+/// [`DELAYED_CLOSES_PER_SHARD_MAX`] such sockets or is stopping.
+fn close_after(shard: &Rc<Shard>, stream: crate::rt::net::TcpStream, delay_ms: u64) {
+    if DELAYED_CLOSES.get() >= DELAYED_CLOSES_PER_SHARD_MAX || shard.stopping.get() {
+        drop(stream);
+        return;
+    }
+    DELAYED_CLOSES.set(DELAYED_CLOSES.get() + 1);
+    crate::rt::spawn_local(async move {
+        crate::rt::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        drop(stream);
+        DELAYED_CLOSES.set(DELAYED_CLOSES.get() - 1);
+    })
+    .detach();
+}
+
 /// Accepts connections on `listener` (the socket of Kafka listener `kind`) until the shard
 /// begins to stop.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<listener::Listener>) {
@@ -56,8 +83,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
     .unwrap_or_else(|_| {
         crate::security::ip_limit::IpLimits::parse(u32::MAX, "").expect("no overrides")
     });
+    let rate_limits = shard.config.accept_limits(&kind.name);
     let mut errors_unlogged = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
+    let mut ip_throttled_unlogged = 0u64;
+    let mut last_ip_throttle_log: Option<std::time::Instant> = None;
     loop {
         let accepted = crate::shard::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
@@ -101,6 +131,36 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
             crate::metrics::record_connection(false);
             drop(stream);
             continue;
+        }
+        if rate_limits.any() {
+            // KIP-612: the connection is counted into the broker-wide and listener rates; over
+            // them this acceptor waits before serving it and accepting the next (Kafka's
+            // `waitForConnectionSlot`). At most one quota window (1 s).
+            let wait_ms = crate::security::conn_rate::record_accept(&rate_limits);
+            if wait_ms > 0 {
+                crate::rt::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            }
+        }
+        if let Some(addr) = peer_addr {
+            let quota =
+                crate::quota::ip_connection_rate(&shard.metadata().client_quotas, addr.ip());
+            if let Some(quota) = quota {
+                if let Err(throttle_ms) =
+                    crate::security::conn_rate::record_ip(&rate_limits, addr.ip(), quota)
+                {
+                    if last_ip_throttle_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL)
+                    {
+                        tracing::info!(shard = shard.id, %peer, quota, throttle_ms, similar_not_logged = ip_throttled_unlogged, "connection creation rate of this address over its connection_creation_rate quota; closing the new connection after the throttle time");
+                        last_ip_throttle_log = Some(std::time::Instant::now());
+                        ip_throttled_unlogged = 0;
+                    } else {
+                        ip_throttled_unlogged += 1;
+                    }
+                    crate::metrics::record_connection(false);
+                    close_after(&shard, stream, throttle_ms);
+                    continue;
+                }
+            }
         }
         let ip_slot = match peer_addr {
             Some(addr) => match crate::security::ip_limit::try_acquire(&ip_limits, addr.ip()) {

@@ -107,3 +107,82 @@ fn quota_cli_sets_lists_and_removes_client_quotas() {
         assert_eq!(usage.status.code(), Some(2));
     });
 }
+
+// KIP-612 IP entities through the CLI (as `kafka-configs --entity-type ips`): a named IP (in
+// canonical form) and the default IP take `connection_creation_rate` only, are listed with an
+// `ip` filter and removed; an IP combined with a user is a usage error.
+#[test]
+fn quota_cli_sets_lists_and_removes_ip_connection_rates() {
+    within(TEST_LIMIT, || {
+        let broker = TestBroker::start(1);
+        ok(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--ip",
+                "0:0::1",
+                "connection_creation_rate=50",
+            ],
+        );
+        ok(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--ip-default",
+                "connection_creation_rate=500",
+            ],
+        );
+        let json: Value = serde_json::from_str(&ok(
+            &broker,
+            &["quota", "list", "--ip", "::1", "--format", "json"],
+        ))
+        .unwrap();
+        let rows = json.as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{json}");
+        assert_eq!(rows[0]["ip"], "::1");
+        assert_eq!(rows[0]["key"], "connection_creation_rate");
+        assert_eq!(rows[0]["value"], 50.0);
+        let table = ok(&broker, &["quota", "list"]);
+        assert!(
+            table.contains("IP") && table.contains("<default>") && table.contains("500"),
+            "{table}"
+        );
+        let refused = freshet(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--ip",
+                "127.0.0.1",
+                "producer_byte_rate=100",
+            ],
+        );
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("INVALID_REQUEST"));
+        let usage = freshet(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--ip",
+                "127.0.0.1",
+                "--user",
+                "alice",
+                "connection_creation_rate=1",
+            ],
+        );
+        assert_eq!(usage.status.code(), Some(2));
+        ok(
+            &broker,
+            &["quota", "remove", "--ip", "::1", "connection_creation_rate"],
+        );
+        let json: Value = serde_json::from_str(&ok(
+            &broker,
+            &["quota", "list", "--ip", "::1", "--format", "json"],
+        ))
+        .unwrap();
+        assert!(json.as_array().unwrap().is_empty(), "{json}");
+    });
+}

@@ -3,7 +3,9 @@
 //! `kafka-configs --describe` do for quotas.
 //!
 //! An entity is `--user NAME` and/or `--client-id NAME`; `--user-default` /
-//! `--client-id-default` name the `<default>` entity of that type. `list` without an entity
+//! `--client-id-default` name the `<default>` entity of that type. `--ip ADDRESS` /
+//! `--ip-default` name an IP entity (KIP-612, as `kafka-configs --entity-type ips`), alone,
+//! whose only key is `connection_creation_rate`. `list` without an entity
 //! lists every configured entity; with one, the entities that match it (Kafka's EXACT / DEFAULT
 //! match types, not strict).
 
@@ -45,6 +47,12 @@ pub struct EntityArgs {
     /// The `<default>` client id.
     #[arg(long)]
     pub client_id_default: bool,
+    /// An IP address (its key: connection_creation_rate, new connections per second).
+    #[arg(long, conflicts_with_all = ["ip_default", "user", "user_default", "client_id", "client_id_default"])]
+    pub ip: Option<String>,
+    /// The `<default>` IP (every address without a quota of its own).
+    #[arg(long, conflicts_with_all = ["user", "user_default", "client_id", "client_id_default"])]
+    pub ip_default: bool,
 }
 
 impl EntityArgs {
@@ -57,6 +65,9 @@ impl EntityArgs {
         if self.client_id.is_some() || self.client_id_default {
             out.push(("client-id", self.client_id.clone()));
         }
+        if self.ip.is_some() || self.ip_default {
+            out.push(("ip", self.ip.clone()));
+        }
         out
     }
 }
@@ -65,7 +76,8 @@ impl EntityArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum QuotaCommand {
     /// Set quota values: KEY=VALUE (producer_byte_rate, consumer_byte_rate,
-    /// request_percentage, controller_mutation_rate).
+    /// request_percentage, controller_mutation_rate; for --ip / --ip-default:
+    /// connection_creation_rate).
     #[command(after_help = super::EXIT_CODES_HELP)]
     Set {
         #[command(flatten)]
@@ -126,7 +138,7 @@ fn alter(
     let parts = entity.parts();
     if parts.is_empty() {
         return Err(CliError::Usage(
-            "name an entity: --user, --user-default, --client-id or --client-id-default".into(),
+            "name an entity: --user, --user-default, --client-id, --client-id-default, --ip or --ip-default".into(),
         ));
     }
     let entry = alter_client_quotas_request::EntryData::default()
@@ -190,23 +202,33 @@ fn list(session: &mut Session, entity: &EntityArgs, format: Format) -> Result<()
         let part = |t: &str| e.entity.iter().find(|x| x.entity_type.as_str() == t);
         let user = part("user").map(|x| show(&x.entity_name));
         let client = part("client-id").map(|x| show(&x.entity_name));
+        let ip = part("ip").map(|x| show(&x.entity_name));
         for v in &e.values {
-            rows.push((user.clone(), client.clone(), v.key.to_string(), v.value));
+            rows.push((
+                user.clone(),
+                client.clone(),
+                ip.clone(),
+                v.key.to_string(),
+                v.value,
+            ));
         }
     }
     match format {
         Format::Json => print_json(&json!(rows
             .iter()
-            .map(|(u, c, k, v)| json!({"user": u, "client_id": c, "key": k, "value": v}))
+            .map(
+                |(u, c, i, k, v)| json!({"user": u, "client_id": c, "ip": i, "key": k, "value": v})
+            )
             .collect::<Vec<_>>())),
         Format::Table => print_table(
-            &["USER", "CLIENT-ID", "KEY", "VALUE"],
+            &["USER", "CLIENT-ID", "IP", "KEY", "VALUE"],
             &rows
                 .iter()
-                .map(|(u, c, k, v)| {
+                .map(|(u, c, i, k, v)| {
                     vec![
                         u.clone().unwrap_or_else(|| "-".into()),
                         c.clone().unwrap_or_else(|| "-".into()),
+                        i.clone().unwrap_or_else(|| "-".into()),
                         k.clone(),
                         v.to_string(),
                     ]
