@@ -95,6 +95,15 @@ pub struct BrokerConfig {
     /// combined mode), any other as broker only. Empty: a single node that is its own quorum
     /// (no controller listener).
     pub controller_quorum_voters: String,
+    /// Kafka `controller.listener.names`: the name of the controller listener (the one on
+    /// `controller_listen`), whose security protocol `listener_security_protocol_map` gives
+    /// (`["CONTROLLER"]` with `"CONTROLLER:SSL"`), or a protocol name itself (`["SSL"]`).
+    /// PLAINTEXT (the default, also when empty) or SSL: mutual TLS with the `ssl_*` files,
+    /// a client certificate always required, and the peer's principal a super user or
+    /// allowed CLUSTER_ACTION on the cluster (`cluster::transport`, module doc "Security").
+    /// Only the first name is used; it must not be one of `listeners` (the controller
+    /// listener binds `controller_listen`).
+    pub controller_listener_names: Vec<String>,
     /// Kafka `broker.rack`: the rack (or zone) of this broker; placement spreads a
     /// partition's replicas over racks. Empty: no rack.
     pub broker_rack: String,
@@ -563,6 +572,7 @@ impl Default for BrokerConfig {
             listeners: Vec::new(),
             advertised_listeners: Vec::new(),
             listener_security_protocol_map: Vec::new(),
+            controller_listener_names: Vec::new(),
             sasl_enabled_mechanisms: vec![
                 "PLAIN".into(),
                 "SCRAM-SHA-256".into(),
@@ -1165,7 +1175,68 @@ impl BrokerConfig {
         if self.in_cluster() {
             self.inter_broker()?;
         }
+        self.controller_protocol()?;
         Ok(())
+    }
+
+    /// The security protocol of the controller listener (and of this node's links to the
+    /// other nodes' controller listeners): `controller_listener_names`' first name, mapped by
+    /// `listener_security_protocol_map` or itself a protocol; PLAINTEXT when none is named.
+    /// Only PLAINTEXT and SSL are served (no SASL on the controller transport); SSL needs
+    /// `ssl_certificate_file`, `ssl_key_file` and `ssl_ca_file`.
+    pub fn controller_protocol(&self) -> Result<SecurityProtocol, ConfigError> {
+        let Some(name) = self
+            .controller_listener_names
+            .iter()
+            .map(|n| n.trim())
+            .find(|n| !n.is_empty())
+        else {
+            return Ok(SecurityProtocol::Plaintext);
+        };
+        if self
+            .listener_specs()?
+            .iter()
+            .any(|l| l.name.eq_ignore_ascii_case(name))
+        {
+            return Err(ConfigError(format!(
+                "controller_listener_names: {name} is also one of listeners; the controller \
+                 listener binds controller_listen (or this node's address in \
+                 controller_quorum_voters), not a Kafka listener"
+            )));
+        }
+        let mapped = self.listener_security_protocol_map.iter().find_map(|m| {
+            let (n, p) = m.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case(name)).then(|| p.trim().to_string())
+        });
+        let protocol =
+            SecurityProtocol::parse(mapped.as_deref().unwrap_or(name)).ok_or_else(|| {
+                ConfigError(format!(
+                "controller_listener_names: {name} is no security protocol (PLAINTEXT, SSL) and \
+                 not in listener_security_protocol_map"
+            ))
+            })?;
+        match protocol {
+            SecurityProtocol::Plaintext => {}
+            SecurityProtocol::Ssl => {
+                if self.ssl_certificate_file.as_os_str().is_empty()
+                    || self.ssl_key_file.as_os_str().is_empty()
+                    || self.ssl_ca_file.as_os_str().is_empty()
+                {
+                    return Err(ConfigError(format!(
+                        "the controller listener {name} is SSL: set ssl_certificate_file, \
+                         ssl_key_file (this node's certificate, presented both ways) and \
+                         ssl_ca_file (the CA the other nodes' certificates are verified against)"
+                    )));
+                }
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "the controller listener {name} is {other:?}: only PLAINTEXT and SSL are \
+                     served on the controller listener (no SASL)"
+                )))
+            }
+        }
+        Ok(protocol)
     }
 
     /// Is this node part of a quorum of several nodes (`controller_quorum_voters` set)?

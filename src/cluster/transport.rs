@@ -94,6 +94,7 @@ use raft::prelude::Message;
 
 mod frame;
 mod peer;
+mod secure;
 
 pub use frame::{
     decode_frame, encode_call, encode_raft, parse_header, Frame, CONTROLLER_FRAME_BYTES_MAX,
@@ -101,6 +102,7 @@ pub use frame::{
 };
 use frame::{timed, Budget, FrameReader, ReadEnd, CORRELATION_ID_BYTES};
 use peer::{run_peer, PeerLink};
+pub use secure::{Admit, CtrlStream, Refusal, TransportSecurity, HANDSHAKE_TIMEOUT_DEFAULT};
 
 use super::{node_id_of, raft_id, ControllerRequest, ControllerResponse, Voter};
 use crate::rt::net::TcpStream;
@@ -193,6 +195,11 @@ pub struct TransportStats {
     pub connections_refused: u64,
     /// Calls answered by this node's `on_call`.
     pub calls_served: u64,
+    /// TLS connections (either side) whose handshake failed or timed out: no certificate,
+    /// one from another CA, a plaintext peer.
+    pub tls_handshake_failures: u64,
+    /// TLS connections (either side) whose peer's principal may not use the transport.
+    pub peers_not_authorized: u64,
 }
 
 /// Why a transport operation failed.
@@ -263,6 +270,8 @@ struct Counters {
     bad_frames: Cell<u64>,
     connections_refused: Cell<u64>,
     calls_served: Cell<u64>,
+    tls_handshake_failures: Cell<u64>,
+    peers_not_authorized: Cell<u64>,
 }
 
 fn bump(counter: &Cell<u64>, by: u64) {
@@ -293,18 +302,60 @@ async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
     }
 }
 
-/// A connection to `addr` with the transport's socket options.
-async fn connect(addr: &str, limits: &TransportLimits) -> Result<TcpStream, TransportError> {
-    let ip = resolve(addr).await?;
-    let stream = crate::rt::net::connect(ip, limits.connect_timeout)
-        .await
-        .map_err(|e| TransportError::Connect {
-            addr: addr.into(),
-            message: e.to_string(),
-        })?;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(limits.write_timeout));
-    Ok(stream)
+/// What an outbound connection needs besides its address: the limits, and with TLS the
+/// settings and where a refusal is counted and logged.
+struct Dialer {
+    limits: TransportLimits,
+    security: Option<Rc<TransportSecurity>>,
+    counters: Rc<Counters>,
+    refused_log: Rc<LogLimiter>,
+}
+
+impl Dialer {
+    /// A connection to `addr` with the transport's socket options, TLS when configured.
+    async fn connect(&self, addr: &str) -> Result<CtrlStream, TransportError> {
+        let ip = resolve(addr).await?;
+        let stream = crate::rt::net::connect(ip, self.limits.connect_timeout)
+            .await
+            .map_err(|e| TransportError::Connect {
+                addr: addr.into(),
+                message: e.to_string(),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(self.limits.write_timeout));
+        let Some(security) = &self.security else {
+            return Ok(CtrlStream::Plain(stream));
+        };
+        match security.connect(stream, addr, &ip.ip().to_string()).await {
+            Ok(stream) => Ok(stream),
+            Err(refusal) => {
+                count_refusal(&self.counters, &refusal);
+                if let Some(unlogged) = self.refused_log.allow() {
+                    tracing::warn!(peer = %addr, reason = %refusal, similar_not_logged = unlogged, "controller transport: outbound connection refused; closing it");
+                }
+                Err(TransportError::Connect {
+                    addr: addr.into(),
+                    message: refusal.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Counts a refused TLS connection in the transport's stats and the process's metrics.
+fn count_refusal(counters: &Counters, refusal: &Refusal) {
+    match refusal {
+        Refusal::Handshake(_) => {
+            bump(&counters.tls_handshake_failures, 1);
+            crate::metrics::record_controller_refusal(crate::metrics::ControllerRefusal::Tls);
+        }
+        Refusal::NotAuthorized { .. } => {
+            bump(&counters.peers_not_authorized, 1);
+            crate::metrics::record_controller_refusal(
+                crate::metrics::ControllerRefusal::NotAuthorized,
+            );
+        }
+    }
 }
 
 /// The node's controller transport (module doc). Lives on the coordinator shard (shard 0),
@@ -315,11 +366,13 @@ pub struct ControllerTransport {
     voters: Vec<Voter>,
     limits: TransportLimits,
     counters: Rc<Counters>,
+    /// Outbound connections (limits, TLS).
+    dialer: Rc<Dialer>,
     stopped: Cell<bool>,
     /// Outbound raft links, made on the first message to each peer.
     peers: RefCell<BTreeMap<i32, Rc<PeerLink>>>,
     /// Idle call connections per address.
-    pool: RefCell<HashMap<String, Vec<TcpStream>>>,
+    pool: RefCell<HashMap<String, Vec<CtrlStream>>>,
     accept_task: RefCell<Option<crate::rt::JoinHandle<()>>>,
     /// Inbound connections' tasks by connection number.
     connections: RefCell<HashMap<u64, crate::rt::JoinHandle<()>>>,
@@ -328,7 +381,7 @@ pub struct ControllerTransport {
     next_correlation_id: Cell<u64>,
     local_addr: Cell<Option<SocketAddr>>,
     bad_frame_log: LogLimiter,
-    refused_log: LogLimiter,
+    refused_log: Rc<LogLimiter>,
     drop_log: Rc<LogLimiter>,
     snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
@@ -337,16 +390,36 @@ impl ControllerTransport {
     /// A transport for node `node_id` among `voters` (its peers for raft messages and the
     /// nodes `call_controller` tries). Serves nothing until [`Self::serve`].
     pub fn new(node_id: i32, voters: Vec<Voter>, limits: TransportLimits) -> Rc<Self> {
+        Self::with_security(node_id, voters, limits, None)
+    }
+
+    /// [`Self::new`], with mutual TLS on the listener and on every outbound connection when
+    /// `security` is given (module doc, "Security").
+    pub fn with_security(
+        node_id: i32,
+        voters: Vec<Voter>,
+        limits: TransportLimits,
+        security: Option<TransportSecurity>,
+    ) -> Rc<Self> {
         assert!(limits.frame_bytes_max > CORRELATION_ID_BYTES);
         assert!(
             limits.connections_accepted_max > 0 && limits.inflight_calls_per_connection_max > 0
         );
+        let counters: Rc<Counters> = Rc::default();
+        let refused_log: Rc<LogLimiter> = Rc::default();
+        let dialer = Rc::new(Dialer {
+            limits: limits.clone(),
+            security: security.map(Rc::new),
+            counters: counters.clone(),
+            refused_log: refused_log.clone(),
+        });
         Rc::new(ControllerTransport {
             node_id,
             voters,
             budget: Budget::new(limits.inbound_buffered_bytes_max),
             limits,
-            counters: Rc::default(),
+            counters,
+            dialer,
             stopped: Cell::new(false),
             peers: RefCell::default(),
             pool: RefCell::default(),
@@ -356,7 +429,7 @@ impl ControllerTransport {
             next_correlation_id: Cell::new(1),
             local_addr: Cell::new(None),
             bad_frame_log: LogLimiter::default(),
-            refused_log: LogLimiter::default(),
+            refused_log,
             drop_log: Rc::default(),
             snapshot_report: Rc::default(),
         })
@@ -465,7 +538,10 @@ impl ControllerTransport {
             self.next_connection.set(id + 1);
             let (me, on_raft, on_call) = (self.clone(), on_raft.clone(), on_call.clone());
             let task = crate::rt::spawn_local(async move {
-                let why = me.serve_connection(stream, &peer, on_raft, on_call).await;
+                let why = match me.secure_inbound(stream, &peer).await {
+                    Some(stream) => me.serve_connection(stream, &peer, on_raft, on_call).await,
+                    None => "refused".into(),
+                };
                 tracing::debug!(%peer, reason = %why, "controller connection closed");
                 me.connections.borrow_mut().remove(&id);
             });
@@ -473,16 +549,35 @@ impl ControllerTransport {
         }
     }
 
+    /// A new inbound connection from `peer` as it is served: plain, or after its TLS
+    /// handshake and its principal's check; `None` (counted and logged) when refused.
+    async fn secure_inbound(&self, stream: TcpStream, peer: &str) -> Option<CtrlStream> {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(self.limits.write_timeout));
+        let Some(security) = &self.dialer.security else {
+            return Some(CtrlStream::Plain(stream));
+        };
+        let ip = secure::host_of(peer).to_string();
+        match security.accept(stream, &ip).await {
+            Ok(stream) => Some(stream),
+            Err(refusal) => {
+                count_refusal(&self.counters, &refusal);
+                if let Some(unlogged) = self.refused_log.allow() {
+                    tracing::warn!(%peer, reason = %refusal, similar_not_logged = unlogged, "controller listener: connection refused; closing it");
+                }
+                None
+            }
+        }
+    }
+
     /// Serves one inbound connection until it closes; returns why.
     async fn serve_connection(
         &self,
-        stream: TcpStream,
+        stream: CtrlStream,
         peer: &str,
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> String {
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(self.limits.write_timeout));
         let (reader, writer) = futures_lite::io::split(stream);
         let mut frames = FrameReader {
             reader: futures_lite::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader),
@@ -578,7 +673,7 @@ fn answer_frame(
 
 /// Writes an inbound connection's answers as they come.
 async fn write_answers(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    mut writer: futures_lite::io::WriteHalf<CtrlStream>,
     answers: flume::Receiver<(u64, ControllerResponse)>,
     frame_bytes_max: usize,
 ) {
@@ -656,8 +751,7 @@ impl ControllerTransport {
         });
         let task = crate::rt::spawn_local(run_peer(
             link.clone(),
-            self.limits.clone(),
-            self.counters.clone(),
+            self.dialer.clone(),
             self.drop_log.clone(),
         ));
         *link.task.borrow_mut() = Some(task.detach());
@@ -676,6 +770,8 @@ impl ControllerTransport {
             bad_frames: c.bad_frames.get(),
             connections_refused: c.connections_refused.get(),
             calls_served: c.calls_served.get(),
+            tls_handshake_failures: c.tls_handshake_failures.get(),
+            peers_not_authorized: c.peers_not_authorized.get(),
         }
     }
 
@@ -713,12 +809,12 @@ struct ExchangeError {
 
 /// Sends `frame` (a call with `correlation_id`) on `stream` and reads its answer.
 async fn exchange(
-    mut stream: TcpStream,
+    mut stream: CtrlStream,
     addr: &str,
     correlation_id: u64,
     frame: &[u8],
     limits: &TransportLimits,
-) -> Result<(ControllerResponse, TcpStream), ExchangeError> {
+) -> Result<(ControllerResponse, CtrlStream), ExchangeError> {
     let io = |e: std::io::Error| ExchangeError {
         error: TransportError::Io {
             addr: addr.into(),
@@ -825,7 +921,7 @@ impl ControllerTransport {
                 Err(e) => return Err(e.error),
             }
         }
-        let stream = connect(addr, &self.limits).await?;
+        let stream = self.dialer.connect(addr).await?;
         let (response, stream) = exchange(stream, addr, correlation_id, frame, &self.limits)
             .await
             .map_err(|e| e.error)?;
@@ -834,7 +930,7 @@ impl ControllerTransport {
     }
 
     /// Keeps `stream` for the next call to `addr`, within the pool's bounds.
-    fn pool_put(&self, addr: &str, stream: TcpStream) {
+    fn pool_put(&self, addr: &str, stream: CtrlStream) {
         if self.stopped.get() {
             return;
         }

@@ -140,6 +140,10 @@ pub struct ShardMetrics {
     connections_refused: Cell<u64>,
     authentications: Cell<u64>,
     authentication_failures: Cell<u64>,
+    /// Connections to or from the controller listener refused: TLS handshake failed, peer
+    /// not authorized (coordinator shard only).
+    controller_tls_refused: Cell<u64>,
+    controller_not_authorized: Cell<u64>,
     fsync: Histogram,
     fsync_failures: Cell<u64>,
     /// Issue 18: fdatasyncs slower than `FSYNC_SLOW`, produce partitions answered with
@@ -166,6 +170,8 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             authentications: Cell::new(0),
             authentication_failures: Cell::new(0),
+            controller_tls_refused: Cell::new(0),
+            controller_not_authorized: Cell::new(0),
             fsync: Histogram::default(),
             fsync_failures: Cell::new(0),
             fsync_slow: Cell::new(0),
@@ -218,6 +224,28 @@ pub fn record_connection(accepted: bool) {
                 &m.connections_accepted
             } else {
                 &m.connections_refused
+            },
+            1,
+        )
+    });
+}
+
+/// Why a controller-transport connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerRefusal {
+    /// The TLS handshake failed (no certificate, another CA, not TLS).
+    Tls,
+    /// The peer's principal is neither a super user nor allowed CLUSTER_ACTION.
+    NotAuthorized,
+}
+
+/// A connection to or from the controller listener was refused (`cluster::transport`).
+pub fn record_controller_refusal(reason: ControllerRefusal) {
+    METRICS.with(|m| {
+        bump(
+            match reason {
+                ControllerRefusal::Tls => &m.controller_tls_refused,
+                ControllerRefusal::NotAuthorized => &m.controller_not_authorized,
             },
             1,
         )
@@ -399,6 +427,8 @@ pub struct ShardSnapshot {
     pub connections_refused: u64,
     pub authentications: u64,
     pub authentication_failures: u64,
+    /// Controller-transport connections refused: (TLS handshake failed, not authorized).
+    pub controller_refused: (u64, u64),
     pub inbox_depth: u64,
     pub inflight_request_bytes: u64,
     pub fsync: HistogramSnapshot,
@@ -458,6 +488,10 @@ pub fn read_counters(out: &mut ShardSnapshot, topic_exists: impl Fn(&str) -> boo
         out.connections_refused = m.connections_refused.get();
         out.authentications = m.authentications.get();
         out.authentication_failures = m.authentication_failures.get();
+        out.controller_refused = (
+            m.controller_tls_refused.get(),
+            m.controller_not_authorized.get(),
+        );
         out.fsync = m.fsync.snapshot();
         out.fsync_failures = m.fsync_failures.get();
         out.fsync_slow = m.fsync_slow.get();

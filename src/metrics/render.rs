@@ -326,6 +326,24 @@ fn render_connections(o: &mut Out, shards: &[ShardSnapshot]) {
         "Failed TLS handshakes and SASL authentications.",
         |s| s.authentication_failures,
     );
+    let (tls, not_authorized) = shards.iter().fold((0, 0), |(a, b), s| {
+        (a + s.controller_refused.0, b + s.controller_refused.1)
+    });
+    o.header(
+        "freshet_controller_connections_refused_total",
+        "counter",
+        "Controller-listener connections (in or out) refused: TLS handshake failed, or the peer's principal neither a super user nor allowed CLUSTER_ACTION.",
+    );
+    o.sample(
+        "freshet_controller_connections_refused_total",
+        &[("reason", "tls_handshake")],
+        tls,
+    );
+    o.sample(
+        "freshet_controller_connections_refused_total",
+        &[("reason", "not_authorized")],
+        not_authorized,
+    );
     o.per_shard(
         shards,
         "freshet_shard_queue_depth",

@@ -202,6 +202,49 @@ impl Reloading {
     }
 }
 
+/// A client configuration ([`TlsFiles::client_config`]) re-read when its files change, as
+/// [`Reloading`] does for servers: for links that connect again and again (the controller
+/// transport's), so that a renewed certificate is presented without a restart.
+pub struct ReloadingClient {
+    files: TlsFiles,
+    current: RefCell<(Arc<rustls::ClientConfig>, Vec<Option<SystemTime>>)>,
+    checked: Cell<Instant>,
+}
+
+impl ReloadingClient {
+    /// Loads the files; an error names the file that failed.
+    pub fn new(files: TlsFiles) -> Result<ReloadingClient, String> {
+        let stamps = files.stamps();
+        let config = files.client_config()?;
+        Ok(ReloadingClient {
+            files,
+            current: RefCell::new((config, stamps)),
+            checked: Cell::new(Instant::now()),
+        })
+    }
+
+    /// The connector for a new connection, with the newest configuration that loaded.
+    pub fn connector(&self) -> futures_rustls::TlsConnector {
+        if self.checked.get().elapsed() >= RELOAD_CHECK_INTERVAL {
+            self.checked.set(Instant::now());
+            let stamps = self.files.stamps();
+            if stamps != self.current.borrow().1 {
+                match self.files.client_config() {
+                    Ok(config) => {
+                        tracing::info!(certificate = %self.files.certificate.display(), "TLS client certificate reloaded");
+                        *self.current.borrow_mut() = (config, stamps);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous client certificate");
+                        self.current.borrow_mut().1 = stamps;
+                    }
+                }
+            }
+        }
+        futures_rustls::TlsConnector::from(self.current.borrow().0.clone())
+    }
+}
+
 /// One DER element: its tag, its contents and what follows it.
 fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;

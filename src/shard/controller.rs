@@ -203,6 +203,68 @@ fn own_heartbeat(
     })
 }
 
+/// The controller transport's TLS settings when the controller listener is SSL
+/// (`controller_listener_names`): the listener requires a client certificate from
+/// `ssl_ca_file`, outbound links present this node's certificate and verify the peer's, and
+/// either side's principal must be a super user or allowed CLUSTER_ACTION on the cluster by
+/// the ACLs of the metadata as this node knows them (Kafka's check of the controller APIs).
+/// `None` for PLAINTEXT.
+fn controller_security(
+    config: &crate::config::BrokerConfig,
+    shard: Weak<Shard>,
+) -> Result<Option<crate::cluster::transport::TransportSecurity>, String> {
+    use crate::config::SecurityProtocol;
+    use crate::security::tls::{ClientAuth, Reloading, ReloadingClient, TlsFiles};
+    match config.controller_protocol().map_err(|e| e.to_string())? {
+        SecurityProtocol::Ssl => {}
+        _ => return Ok(None),
+    }
+    let files = TlsFiles {
+        certificate: config.ssl_certificate_file.clone(),
+        key: config.ssl_key_file.clone(),
+        ca: config.ssl_ca_file.clone(),
+        client_auth: ClientAuth::Required,
+    };
+    let server = Reloading::new(files.clone()).map_err(|e| format!("controller listener: {e}"))?;
+    let client = ReloadingClient::new(files).map_err(|e| format!("controller listener: {e}"))?;
+    let admit: crate::cluster::transport::Admit = Rc::new(move |principal, host| {
+        let Some(shard) = shard.upgrade() else {
+            return Err("the node is stopping".into());
+        };
+        let authorizer = crate::security::authorizer::Authorizer {
+            enabled: shard.config.authorizer,
+            super_users: &shard.config.super_users,
+            allow_everyone_if_no_acl_found: shard.config.allow_everyone_if_no_acl_found,
+        };
+        let caller = crate::security::authorizer::Caller { principal, host };
+        let metadata = shard.metadata();
+        if authorizer.authorize(
+            &metadata.acls,
+            caller,
+            crate::security::acl::AclOperation::ClusterAction,
+            crate::security::acl::ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        ) {
+            Ok(())
+        } else {
+            Err("neither a super user nor allowed CLUSTER_ACTION on the cluster".into())
+        }
+    });
+    tracing::info!(
+        authorizer = config.authorizer,
+        "controller listener: SSL with client certificates required"
+    );
+    if !config.authorizer {
+        tracing::warn!("controller listener: SSL with the authorizer off: every certificate signed by ssl_ca_file is accepted (turn the authorizer on, the nodes' principals in super_users, to admit only the nodes)");
+    }
+    Ok(Some(crate::cluster::transport::TransportSecurity {
+        server,
+        client,
+        admit,
+        handshake_timeout: crate::cluster::transport::HANDSHAKE_TIMEOUT_DEFAULT,
+    }))
+}
+
 impl Shard {
     /// The quorum of this node (coordinator shard, once started).
     pub fn controller(&self) -> Option<Rc<Controller>> {
@@ -218,14 +280,18 @@ impl Shard {
         initial: Arc<ClusterMetadata>,
     ) -> Result<(), String> {
         assert_eq!(self.id, super::COORDINATOR_SHARD);
-        let transport = (!quorum.single_node).then(|| {
-            ControllerTransport::new(
+        let weak = Rc::downgrade(self);
+        let transport = if quorum.single_node {
+            None
+        } else {
+            let security = controller_security(&self.config, weak.clone())?;
+            Some(ControllerTransport::with_security(
                 quorum.node_id,
                 quorum.voters.clone(),
                 TransportLimits::default(),
-            )
-        });
-        let weak = Rc::downgrade(self);
+                security,
+            ))
+        };
         let controller_cell: Rc<RefCell<Weak<Controller>>> = Rc::new(RefCell::new(Weak::new()));
         let node = if quorum.is_voter() {
             let voters: Vec<i32> = quorum.voters.iter().map(|v| v.node_id).collect();

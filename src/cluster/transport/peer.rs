@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::{bump, connect, Counters, LogLimiter, SnapshotReport, TransportLimits};
+use super::{bump, Counters, CtrlStream, Dialer, LogLimiter, SnapshotReport, TransportLimits};
 use crate::cluster::raft_id;
-use crate::rt::net::TcpStream;
 
 /// Small outbound raft frames are gathered into one write up to this size.
 const WRITE_GATHER_BYTES_MAX: usize = 64 * 1024;
@@ -99,17 +98,13 @@ impl PeerLink {
 
 /// The outbound task of one peer: connects while there is something to send, writes the
 /// queue, reconnects with backoff when the connection fails.
-pub(super) async fn run_peer(
-    link: Rc<PeerLink>,
-    limits: TransportLimits,
-    counters: Rc<Counters>,
-    log: Rc<LogLimiter>,
-) {
+pub(super) async fn run_peer(link: Rc<PeerLink>, dialer: Rc<Dialer>, log: Rc<LogLimiter>) {
+    let (limits, counters) = (&dialer.limits, &dialer.counters);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut connected_before = false;
     loop {
         link.frames_queued().await;
-        let stream = match connect(&link.addr, &limits).await {
+        let stream = match dialer.connect(&link.addr).await {
             Ok(stream) => stream,
             Err(e) => {
                 if let Some(unlogged) = log.allow() {
@@ -124,7 +119,7 @@ pub(super) async fn run_peer(
             bump(&counters.reconnects, 1);
         }
         connected_before = true;
-        let (why, sent_any) = pump(&link, stream, &counters).await;
+        let (why, sent_any) = pump(&link, stream, counters).await;
         tracing::debug!(peer = link.node_id, reason = %why, "raft connection closed");
         if sent_any {
             backoff = RECONNECT_BACKOFF_MIN;
@@ -138,7 +133,7 @@ pub(super) async fn run_peer(
 /// Writes `link`'s queue to `stream` until the connection fails or the peer closes it
 /// (nothing is ever sent back on a raft connection). Returns why, and whether anything was
 /// written.
-async fn pump(link: &PeerLink, stream: TcpStream, counters: &Counters) -> (String, bool) {
+async fn pump(link: &PeerLink, stream: CtrlStream, counters: &Counters) -> (String, bool) {
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut probe = [0u8; 1];
     let mut sent_any = false;

@@ -251,6 +251,8 @@ proptest! {
     }
 }
 
+mod tls;
+
 // ---- real sockets ----
 
 /// Two transports on real sockets: raft messages in both directions arrive intact and in
