@@ -308,7 +308,10 @@ struct Dialer {
     limits: TransportLimits,
     security: Option<Rc<TransportSecurity>>,
     counters: Rc<Counters>,
-    refused_log: Rc<LogLimiter>,
+    /// Refused TLS connections are logged per reason (a flood of failed handshakes does not
+    /// hide the principal refused next).
+    handshake_log: LogLimiter,
+    not_authorized_log: LogLimiter,
 }
 
 impl Dialer {
@@ -329,8 +332,7 @@ impl Dialer {
         match security.connect(stream, addr, &ip.ip().to_string()).await {
             Ok(stream) => Ok(stream),
             Err(refusal) => {
-                count_refusal(&self.counters, &refusal);
-                if let Some(unlogged) = self.refused_log.allow() {
+                if let Some(unlogged) = self.count_refusal(&refusal) {
                     tracing::warn!(peer = %addr, reason = %refusal, similar_not_logged = unlogged, "controller transport: outbound connection refused; closing it");
                 }
                 Err(TransportError::Connect {
@@ -342,18 +344,22 @@ impl Dialer {
     }
 }
 
-/// Counts a refused TLS connection in the transport's stats and the process's metrics.
-fn count_refusal(counters: &Counters, refusal: &Refusal) {
-    match refusal {
-        Refusal::Handshake(_) => {
-            bump(&counters.tls_handshake_failures, 1);
-            crate::metrics::record_controller_refusal(crate::metrics::ControllerRefusal::Tls);
-        }
-        Refusal::NotAuthorized { .. } => {
-            bump(&counters.peers_not_authorized, 1);
-            crate::metrics::record_controller_refusal(
-                crate::metrics::ControllerRefusal::NotAuthorized,
-            );
+impl Dialer {
+    /// Counts a refused TLS connection in the transport's stats and the process's metrics;
+    /// `Some(similar lines not logged)` when it may be logged now.
+    fn count_refusal(&self, refusal: &Refusal) -> Option<u64> {
+        use crate::metrics::{record_controller_refusal, ControllerRefusal};
+        match refusal {
+            Refusal::Handshake(_) => {
+                bump(&self.counters.tls_handshake_failures, 1);
+                record_controller_refusal(ControllerRefusal::Tls);
+                self.handshake_log.allow()
+            }
+            Refusal::NotAuthorized { .. } => {
+                bump(&self.counters.peers_not_authorized, 1);
+                record_controller_refusal(ControllerRefusal::NotAuthorized);
+                self.not_authorized_log.allow()
+            }
         }
     }
 }
@@ -381,7 +387,7 @@ pub struct ControllerTransport {
     next_correlation_id: Cell<u64>,
     local_addr: Cell<Option<SocketAddr>>,
     bad_frame_log: LogLimiter,
-    refused_log: Rc<LogLimiter>,
+    refused_log: LogLimiter,
     drop_log: Rc<LogLimiter>,
     snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
@@ -406,12 +412,12 @@ impl ControllerTransport {
             limits.connections_accepted_max > 0 && limits.inflight_calls_per_connection_max > 0
         );
         let counters: Rc<Counters> = Rc::default();
-        let refused_log: Rc<LogLimiter> = Rc::default();
         let dialer = Rc::new(Dialer {
             limits: limits.clone(),
             security: security.map(Rc::new),
             counters: counters.clone(),
-            refused_log: refused_log.clone(),
+            handshake_log: LogLimiter::default(),
+            not_authorized_log: LogLimiter::default(),
         });
         Rc::new(ControllerTransport {
             node_id,
@@ -429,7 +435,7 @@ impl ControllerTransport {
             next_correlation_id: Cell::new(1),
             local_addr: Cell::new(None),
             bad_frame_log: LogLimiter::default(),
-            refused_log,
+            refused_log: LogLimiter::default(),
             drop_log: Rc::default(),
             snapshot_report: Rc::default(),
         })
@@ -561,8 +567,7 @@ impl ControllerTransport {
         match security.accept(stream, &ip).await {
             Ok(stream) => Some(stream),
             Err(refusal) => {
-                count_refusal(&self.counters, &refusal);
-                if let Some(unlogged) = self.refused_log.allow() {
+                if let Some(unlogged) = self.dialer.count_refusal(&refusal) {
                     tracing::warn!(%peer, reason = %refusal, similar_not_logged = unlogged, "controller listener: connection refused; closing it");
                 }
                 None

@@ -55,6 +55,7 @@ mod cluster_placement;
 mod cluster_routing;
 mod cluster_transport;
 mod conn_limits;
+mod controller_tls;
 mod coord_cluster;
 mod coord_failover;
 mod coord_metadata_log;
