@@ -70,15 +70,21 @@
 //! a node just killed with -9 (io_uring's teardown), but not one a live node answers on.
 //!
 //! Files: this one holds the transport (listener, calls, stop, stats); `frame.rs` the frame
-//! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer; tests in
+//! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer;
+//! `secure.rs` mutual TLS; tests in
 //! `tests.rs` (and `tests/it/cluster_transport.rs`: a raft quorum over real transports).
 //!
-//! Not done here: TLS/SASL on the controller listener; authentication of peers; checks of
-//! what a peer may ask (Kafka's controller checks CLUSTER_ACTION). Anyone who reaches the
-//! listener can forward any metadata change (ACLs and SCRAM users included), read the
-//! whole metadata and heartbeat as any node: it belongs on a network only the cluster's nodes
-//! reach, as Kafka's PLAINTEXT controller listener (docs/ARCHITECTURE.md, "Controller
-//! transport", lists what is missing).
+//! ## Security
+//! Plaintext by default: anyone who reaches the listener can forward any metadata change
+//! (ACLs and SCRAM users included), read the whole metadata and heartbeat as any node, so it
+//! belongs on a network only the cluster's nodes reach. With a [`TransportSecurity`]
+//! ([`ControllerTransport::with_security`]; Kafka's SSL controller listener,
+//! `controller_listener_names`) every connection is mutual TLS (`secure.rs`): the listener
+//! requires a client certificate of the CA, outbound links present the node's certificate and
+//! verify the peer's (CA and host), and on both sides the peer's principal must pass the
+//! [`Admit`] hook (the node's: super user or CLUSTER_ACTION on the cluster) or the connection
+//! is closed before any frame is read, counted ([`TransportStats`], `/metrics`) and logged.
+//! No SASL on this transport.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
