@@ -239,3 +239,37 @@ fn a_caller_refuses_a_server_that_is_not_a_node() {
         impostor.stop().await;
     });
 }
+
+/// A peer that connects and never starts its handshake is closed at the handshake timeout
+/// (here 2 s; the idle timeout is 5 s), counted as a failed handshake.
+#[test]
+fn a_silent_peer_is_closed_at_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let server = ControllerTransport::with_security(
+            1,
+            voters(&addrs),
+            test_limits(),
+            Some(security(pki.issue("main", "node-1"), &NODES)),
+        );
+        server
+            .serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let mut silent = crate::rt::net::connect(addrs[1], Duration::from_secs(1))
+            .await
+            .unwrap();
+        let started = crate::rt::now();
+        let mut byte = [0u8; 1];
+        let read = silent.read(&mut byte).await;
+        let waited = started.elapsed();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            waited >= Duration::from_millis(1900) && waited < Duration::from_millis(4500),
+            "closed after {waited:?}"
+        );
+        assert_eq!(server.stats().tls_handshake_failures, 1);
+        server.stop().await;
+    });
+}
