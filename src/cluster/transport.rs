@@ -589,6 +589,10 @@ impl ControllerTransport {
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> String {
+        // On TLS, the peer's principal is checked again for every frame, as Kafka checks
+        // each request: an ACL removed takes effect on open connections.
+        let principal = stream.peer_principal();
+        let ip = secure::host_of(peer).to_string();
         let (reader, writer) = futures_lite::io::split(stream);
         let mut frames = FrameReader {
             reader: futures_lite::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader),
@@ -614,6 +618,18 @@ impl ControllerTransport {
                 Err(ReadEnd::Io(e)) => return format!("read failed: {e}"),
                 Err(ReadEnd::Bad(why)) => return self.bad_frame(peer, why),
             };
+            if let (Some(security), Some(principal)) = (&self.dialer.security, &principal) {
+                if let Err(why) = (security.admit)(principal, &ip) {
+                    let refusal = Refusal::NotAuthorized {
+                        principal: principal.clone(),
+                        why,
+                    };
+                    if let Some(unlogged) = self.dialer.count_refusal(&refusal) {
+                        tracing::warn!(%peer, reason = %refusal, similar_not_logged = unlogged, "controller listener: peer no longer authorized; closing its connection");
+                    }
+                    return refusal.to_string();
+                }
+            }
             let frame = decode_frame(kind, bytes::Bytes::from(payload));
             drop(permit);
             match frame {

@@ -273,3 +273,57 @@ fn a_silent_peer_is_closed_at_the_handshake_timeout() {
         server.stop().await;
     });
 }
+
+/// The principal is checked again for every frame: once the admit check says no (an ACL
+/// removed), the open connection is closed at its next call, which is not served.
+#[test]
+fn a_revoked_principal_loses_its_open_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let allowed = Rc::new(Cell::new(true));
+        let mut server_security = security(pki.issue("main", "node-1"), &NODES);
+        let flag = allowed.clone();
+        server_security.admit = Rc::new(move |_, _| {
+            if flag.get() {
+                Ok(())
+            } else {
+                Err("revoked".into())
+            }
+        });
+        let server = ControllerTransport::with_security(
+            1,
+            voters(&addrs),
+            test_limits(),
+            Some(server_security),
+        );
+        server
+            .serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let caller = ControllerTransport::with_security(
+            0,
+            voters(&addrs),
+            test_limits(),
+            Some(security(pki.issue("main", "node-0"), &NODES)),
+        );
+        let target = addrs[1].to_string();
+        let first = caller
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(first, Ok(ControllerResponse::HeartbeatAck { .. })),
+            "{first:?}"
+        );
+        allowed.set(false);
+        let second = caller
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(second.is_err(), "{second:?}");
+        let stats = server.stats();
+        assert_eq!(stats.calls_served, 1, "{stats:?}");
+        assert!(stats.peers_not_authorized >= 1, "{stats:?}");
+        caller.stop().await;
+        server.stop().await;
+    });
+}
