@@ -1575,6 +1575,60 @@ mod tests {
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
     }
 
+    /// `controller_listener_names`: PLAINTEXT by default; the name's protocol from the map
+    /// or the name itself; SSL needs the three `ssl_*` files; SASL is not served; the name
+    /// cannot also be a Kafka listener.
+    #[test]
+    fn the_controller_listener_protocol_is_checked() {
+        let plain = BrokerConfig::default();
+        assert_eq!(
+            plain.controller_protocol().unwrap(),
+            SecurityProtocol::Plaintext
+        );
+        let ssl: BrokerConfig = toml::from_str(
+            "controller_listener_names = [\"CONTROLLER\"]\n\
+             listener_security_protocol_map = [\"CONTROLLER:SSL\"]\n\
+             ssl_certificate_file = \"c.pem\"\nssl_key_file = \"k.pem\"\nssl_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        ssl.validate().unwrap();
+        assert_eq!(ssl.controller_protocol().unwrap(), SecurityProtocol::Ssl);
+        let bare = BrokerConfig {
+            controller_listener_names: vec!["SSL".into()],
+            listener_security_protocol_map: Vec::new(),
+            ..ssl.clone()
+        };
+        assert_eq!(bare.controller_protocol().unwrap(), SecurityProtocol::Ssl);
+        let no_ca = BrokerConfig {
+            ssl_ca_file: PathBuf::new(),
+            ..ssl.clone()
+        };
+        assert!(no_ca.validate().unwrap_err().0.contains("ssl_ca_file"));
+        let sasl = BrokerConfig {
+            listener_security_protocol_map: vec!["CONTROLLER:SASL_SSL".into()],
+            ..ssl.clone()
+        };
+        assert!(sasl
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("only PLAINTEXT and SSL"));
+        let unmapped = BrokerConfig {
+            listener_security_protocol_map: Vec::new(),
+            ..ssl.clone()
+        };
+        assert!(unmapped.validate().is_err());
+        let also_kafka = BrokerConfig {
+            listeners: vec!["CONTROLLER://127.0.0.1:19093".into()],
+            ..ssl
+        };
+        assert!(also_kafka
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("also one of listeners"));
+    }
+
     /// Kafka's listener syntax: each listener's protocol from its name or the map, its
     /// advertised address from `advertised_listeners` (or its own), TLS needs a certificate.
     #[test]

@@ -70,15 +70,21 @@
 //! a node just killed with -9 (io_uring's teardown), but not one a live node answers on.
 //!
 //! Files: this one holds the transport (listener, calls, stop, stats); `frame.rs` the frame
-//! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer; tests in
+//! codec and the bounded frame reader; `peer.rs` the outbound raft link to one peer;
+//! `secure.rs` mutual TLS; tests in
 //! `tests.rs` (and `tests/it/cluster_transport.rs`: a raft quorum over real transports).
 //!
-//! Not done here: TLS/SASL on the controller listener; authentication of peers; checks of
-//! what a peer may ask (Kafka's controller checks CLUSTER_ACTION). Anyone who reaches the
-//! listener can forward any metadata change (ACLs and SCRAM users included), read the
-//! whole metadata and heartbeat as any node: it belongs on a network only the cluster's nodes
-//! reach, as Kafka's PLAINTEXT controller listener (docs/ARCHITECTURE.md, "Controller
-//! transport", lists what is missing).
+//! ## Security
+//! Plaintext by default: anyone who reaches the listener can forward any metadata change
+//! (ACLs and SCRAM users included), read the whole metadata and heartbeat as any node, so it
+//! belongs on a network only the cluster's nodes reach. With a [`TransportSecurity`]
+//! ([`ControllerTransport::with_security`]; Kafka's SSL controller listener,
+//! `controller_listener_names`) every connection is mutual TLS (`secure.rs`): the listener
+//! requires a client certificate of the CA, outbound links present the node's certificate and
+//! verify the peer's (CA and host), and on both sides the peer's principal must pass the
+//! [`Admit`] hook (the node's: super user or CLUSTER_ACTION on the cluster) or the connection
+//! is closed before any frame is read, counted ([`TransportStats`], `/metrics`) and logged.
+//! No SASL on this transport.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -308,7 +314,10 @@ struct Dialer {
     limits: TransportLimits,
     security: Option<Rc<TransportSecurity>>,
     counters: Rc<Counters>,
-    refused_log: Rc<LogLimiter>,
+    /// Refused TLS connections are logged per reason (a flood of failed handshakes does not
+    /// hide the principal refused next).
+    handshake_log: LogLimiter,
+    not_authorized_log: LogLimiter,
 }
 
 impl Dialer {
@@ -329,8 +338,7 @@ impl Dialer {
         match security.connect(stream, addr, &ip.ip().to_string()).await {
             Ok(stream) => Ok(stream),
             Err(refusal) => {
-                count_refusal(&self.counters, &refusal);
-                if let Some(unlogged) = self.refused_log.allow() {
+                if let Some(unlogged) = self.count_refusal(&refusal) {
                     tracing::warn!(peer = %addr, reason = %refusal, similar_not_logged = unlogged, "controller transport: outbound connection refused; closing it");
                 }
                 Err(TransportError::Connect {
@@ -342,18 +350,22 @@ impl Dialer {
     }
 }
 
-/// Counts a refused TLS connection in the transport's stats and the process's metrics.
-fn count_refusal(counters: &Counters, refusal: &Refusal) {
-    match refusal {
-        Refusal::Handshake(_) => {
-            bump(&counters.tls_handshake_failures, 1);
-            crate::metrics::record_controller_refusal(crate::metrics::ControllerRefusal::Tls);
-        }
-        Refusal::NotAuthorized { .. } => {
-            bump(&counters.peers_not_authorized, 1);
-            crate::metrics::record_controller_refusal(
-                crate::metrics::ControllerRefusal::NotAuthorized,
-            );
+impl Dialer {
+    /// Counts a refused TLS connection in the transport's stats and the process's metrics;
+    /// `Some(similar lines not logged)` when it may be logged now.
+    fn count_refusal(&self, refusal: &Refusal) -> Option<u64> {
+        use crate::metrics::{record_controller_refusal, ControllerRefusal};
+        match refusal {
+            Refusal::Handshake(_) => {
+                bump(&self.counters.tls_handshake_failures, 1);
+                record_controller_refusal(ControllerRefusal::Tls);
+                self.handshake_log.allow()
+            }
+            Refusal::NotAuthorized { .. } => {
+                bump(&self.counters.peers_not_authorized, 1);
+                record_controller_refusal(ControllerRefusal::NotAuthorized);
+                self.not_authorized_log.allow()
+            }
         }
     }
 }
@@ -381,7 +393,7 @@ pub struct ControllerTransport {
     next_correlation_id: Cell<u64>,
     local_addr: Cell<Option<SocketAddr>>,
     bad_frame_log: LogLimiter,
-    refused_log: Rc<LogLimiter>,
+    refused_log: LogLimiter,
     drop_log: Rc<LogLimiter>,
     snapshot_report: Rc<RefCell<Option<SnapshotReport>>>,
 }
@@ -406,12 +418,12 @@ impl ControllerTransport {
             limits.connections_accepted_max > 0 && limits.inflight_calls_per_connection_max > 0
         );
         let counters: Rc<Counters> = Rc::default();
-        let refused_log: Rc<LogLimiter> = Rc::default();
         let dialer = Rc::new(Dialer {
             limits: limits.clone(),
             security: security.map(Rc::new),
             counters: counters.clone(),
-            refused_log: refused_log.clone(),
+            handshake_log: LogLimiter::default(),
+            not_authorized_log: LogLimiter::default(),
         });
         Rc::new(ControllerTransport {
             node_id,
@@ -429,7 +441,7 @@ impl ControllerTransport {
             next_correlation_id: Cell::new(1),
             local_addr: Cell::new(None),
             bad_frame_log: LogLimiter::default(),
-            refused_log,
+            refused_log: LogLimiter::default(),
             drop_log: Rc::default(),
             snapshot_report: Rc::default(),
         })
@@ -561,8 +573,7 @@ impl ControllerTransport {
         match security.accept(stream, &ip).await {
             Ok(stream) => Some(stream),
             Err(refusal) => {
-                count_refusal(&self.counters, &refusal);
-                if let Some(unlogged) = self.refused_log.allow() {
+                if let Some(unlogged) = self.dialer.count_refusal(&refusal) {
                     tracing::warn!(%peer, reason = %refusal, similar_not_logged = unlogged, "controller listener: connection refused; closing it");
                 }
                 None
@@ -578,6 +589,10 @@ impl ControllerTransport {
         on_raft: RaftHandler,
         on_call: CallHandler,
     ) -> String {
+        // On TLS, the peer's principal is checked again for every frame, as Kafka checks
+        // each request: an ACL removed takes effect on open connections.
+        let principal = stream.peer_principal();
+        let ip = secure::host_of(peer).to_string();
         let (reader, writer) = futures_lite::io::split(stream);
         let mut frames = FrameReader {
             reader: futures_lite::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader),
@@ -603,6 +618,18 @@ impl ControllerTransport {
                 Err(ReadEnd::Io(e)) => return format!("read failed: {e}"),
                 Err(ReadEnd::Bad(why)) => return self.bad_frame(peer, why),
             };
+            if let (Some(security), Some(principal)) = (&self.dialer.security, &principal) {
+                if let Err(why) = (security.admit)(principal, &ip) {
+                    let refusal = Refusal::NotAuthorized {
+                        principal: principal.clone(),
+                        why,
+                    };
+                    if let Some(unlogged) = self.dialer.count_refusal(&refusal) {
+                        tracing::warn!(%peer, reason = %refusal, similar_not_logged = unlogged, "controller listener: peer no longer authorized; closing its connection");
+                    }
+                    return refusal.to_string();
+                }
+            }
             let frame = decode_frame(kind, bytes::Bytes::from(payload));
             drop(permit);
             match frame {

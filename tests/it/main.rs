@@ -56,6 +56,7 @@ mod cluster_routing;
 mod cluster_transport;
 mod conn_limits;
 mod conn_rate;
+mod controller_tls;
 mod coord_cluster;
 mod coord_failover;
 mod coord_metadata_log;

@@ -5,7 +5,9 @@
 //!   does not chain to `ssl_ca_file` (or none at all); the peer's principal is then Kafka's
 //!   default mapping of the certificate's subject (`User:CN=...`, `security::tls`), and the
 //!   [`Admit`] check (super user, or CLUSTER_ACTION on the cluster) decides whether the
-//!   connection is served. A refused connection is closed before any frame is read.
+//!   connection is served. A refused connection is closed before any frame is read. The
+//!   check is made again for every inbound frame (Kafka checks each controller request), so
+//!   a principal whose ACL is removed loses an open connection at its next frame.
 //! - Outbound (raft links and calls): this node's certificate is presented, the peer's is
 //!   verified against `ssl_ca_file` and the host (or IP) of its address in
 //!   `controller_quorum_voters`, and its principal passes the same [`Admit`] check: a
@@ -131,6 +133,17 @@ impl TransportSecurity {
         (self.admit)(&principal, peer_ip)
             .map_err(|why| Refusal::NotAuthorized { principal, why })?;
         Ok(CtrlStream::Client(Box::new(tls)))
+    }
+}
+
+impl CtrlStream {
+    /// The principal of the peer's certificate on a TLS connection (`None` on a plain one).
+    pub fn peer_principal(&self) -> Option<String> {
+        match self {
+            CtrlStream::Plain(_) => None,
+            CtrlStream::Server(s) => principal_of(s.get_ref().1.peer_certificates()),
+            CtrlStream::Client(s) => principal_of(s.get_ref().1.peer_certificates()),
+        }
     }
 }
 

@@ -239,3 +239,91 @@ fn a_caller_refuses_a_server_that_is_not_a_node() {
         impostor.stop().await;
     });
 }
+
+/// A peer that connects and never starts its handshake is closed at the handshake timeout
+/// (here 2 s; the idle timeout is 5 s), counted as a failed handshake.
+#[test]
+fn a_silent_peer_is_closed_at_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let server = ControllerTransport::with_security(
+            1,
+            voters(&addrs),
+            test_limits(),
+            Some(security(pki.issue("main", "node-1"), &NODES)),
+        );
+        server
+            .serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let mut silent = crate::rt::net::connect(addrs[1], Duration::from_secs(1))
+            .await
+            .unwrap();
+        let started = crate::rt::now();
+        let mut byte = [0u8; 1];
+        let read = silent.read(&mut byte).await;
+        let waited = started.elapsed();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            waited >= Duration::from_millis(1900) && waited < Duration::from_millis(4500),
+            "closed after {waited:?}"
+        );
+        assert_eq!(server.stats().tls_handshake_failures, 1);
+        server.stop().await;
+    });
+}
+
+/// The principal is checked again for every frame: once the admit check says no (an ACL
+/// removed), the open connection is closed at its next call, which is not served.
+#[test]
+fn a_revoked_principal_loses_its_open_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    run(async {
+        let addrs = [free_addr(), free_addr()];
+        let allowed = Rc::new(Cell::new(true));
+        let mut server_security = security(pki.issue("main", "node-1"), &NODES);
+        let flag = allowed.clone();
+        server_security.admit = Rc::new(move |_, _| {
+            if flag.get() {
+                Ok(())
+            } else {
+                Err("revoked".into())
+            }
+        });
+        let server = ControllerTransport::with_security(
+            1,
+            voters(&addrs),
+            test_limits(),
+            Some(server_security),
+        );
+        server
+            .serve(addrs[1], collector().1, answering(Some(1)))
+            .unwrap();
+        let caller = ControllerTransport::with_security(
+            0,
+            voters(&addrs),
+            test_limits(),
+            Some(security(pki.issue("main", "node-0"), &NODES)),
+        );
+        let target = addrs[1].to_string();
+        let first = caller
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(first, Ok(ControllerResponse::HeartbeatAck { .. })),
+            "{first:?}"
+        );
+        allowed.set(false);
+        let second = caller
+            .call(&target, heartbeat_request(0), Duration::from_secs(5))
+            .await;
+        assert!(second.is_err(), "{second:?}");
+        let stats = server.stats();
+        assert_eq!(stats.calls_served, 1, "{stats:?}");
+        assert!(stats.peers_not_authorized >= 1, "{stats:?}");
+        caller.stop().await;
+        server.stop().await;
+    });
+}
