@@ -18,9 +18,12 @@
 //! ([`crate::quota::WindowedRate`]), so a burst of about 10 s worth of the limit passes before
 //! the first throttle. They live in one process-wide table behind a mutex ([`Limiter`]), taken
 //! only when a connection is accepted and some limit applies: connections on every shard count
-//! together, as on one Kafka broker. Each shard accepts on its own socket, so while the rate is
-//! over the limit each shard's acceptor waits on its own: with N shards up to N connections a
-//! second get through a saturated limit (Kafka's single acceptor per listener: one).
+//! together, as on one Kafka broker. Each shard accepts on its own socket; so that the shards
+//! of a listener wait as Kafka's one acceptor per listener does (one throttled connection after
+//! another, not one per shard at a time), each listener has a gate: the time its last
+//! throttled connection is served. A connection accepted before the gate waits for it, and a
+//! throttled one is served its throttle time after the gate (so with S shards a wait is at most
+//! S seconds, each of them at most one window).
 //!
 //! Bounds: at most [`IP_RATES_MAX`] addresses are tracked. An address whose rate has not been
 //! recorded into for a whole quota window (11 s) holds no information (its rate is 0, as a
@@ -108,6 +111,8 @@ pub struct Limiter {
     /// The rate new addresses share while `ips` is full of active ones.
     overflow: Option<WindowedRate>,
     last_prune_ms: u64,
+    /// Per listener: when its last throttled connection is served (ms).
+    gates: HashMap<String, u64>,
     counts: BTreeMap<String, ListenerCounts>,
     /// Addresses that went to the overflow rate.
     overflowed: u64,
@@ -132,6 +137,16 @@ impl Limiter {
             rate.record(1.0, now_ms);
             wait = wait.max(throttle_ms(rate, limit, now_ms));
         }
+        if !limits.any() {
+            return 0;
+        }
+        // Behind the connections of this listener that other shards are holding back.
+        let gate = self.gates.get(&limits.listener).copied().unwrap_or(0);
+        let start = gate.max(now_ms);
+        if wait > 0 {
+            self.gates.insert(limits.listener.clone(), start + wait);
+        }
+        let wait = start - now_ms + wait;
         if wait > 0 {
             let c = self.counts.entry(limits.listener.clone()).or_default();
             c.accept_throttled += 1;
@@ -298,19 +313,23 @@ mod tests {
     }
 
     /// Kafka's Rate measures over at least 10 full windows: a limit of 2/s lets a burst of 20
-    /// through, then the acceptor waits, at most one window per connection.
+    /// through, then the acceptor waits, at most one window per connection (after the ones
+    /// ahead of it).
     #[test]
     fn the_broker_rate_delays_after_ten_seconds_worth_of_burst() {
         let mut l = Limiter::default();
         let lim = limits(2, UNLIMITED);
         let waits: Vec<u64> = (0..25).map(|_| l.record_accept(&lim, 1_000)).collect();
         assert!(waits[..20].iter().all(|w| *w == 0), "{waits:?}");
+        // 21 in 10 s at 2/s: (2.1 - 2) / 2 x 10 s = 500 ms; the next ones (at the same moment,
+        // as from other shards) queue behind it, one window each at most.
+        assert_eq!(waits[20], 500);
         assert!(
-            waits[20..].iter().all(|w| *w > 0 && *w <= THROTTLE_MS_MAX),
+            waits[20..]
+                .windows(2)
+                .all(|w| w[1] > w[0] && w[1] - w[0] <= THROTTLE_MS_MAX),
             "{waits:?}"
         );
-        // 21 in 10 s at 2/s: (2.1 - 2) / 2 x 10 s = 500 ms.
-        assert_eq!(waits[20], 500);
         // 12 s later the burst's samples are gone.
         assert_eq!(l.record_accept(&lim, 13_000), 0);
     }
@@ -321,6 +340,20 @@ mod tests {
         let lim = limits(UNLIMITED, 1);
         let waits: Vec<u64> = (0..12).map(|_| l.record_accept(&lim, 5)).collect();
         assert_eq!(waits.iter().filter(|w| **w > 0).count(), 2, "{waits:?}");
+        // Accepted at the same moment (on other shards): each waits behind the one before, as
+        // behind Kafka's one acceptor: 1000 ms, then 2000 ms, and one at 500 ms its own 1000 ms after
+        // the gate at 2000 ms.
+        let mut l = Limiter::default();
+        for _ in 0..10 {
+            assert_eq!(l.record_accept(&lim, 0), 0);
+        }
+        assert_eq!(l.record_accept(&lim, 0), 1000);
+        assert_eq!(l.record_accept(&lim, 0), 2000);
+        assert_eq!(
+            l.record_accept(&lim, 500),
+            2500,
+            "throttled, behind the gate at 2000"
+        );
         let inter = AcceptLimits::new("INTERNAL", 1, UNLIMITED, true);
         assert!(!inter.any(), "the broker-wide limit does not apply to it");
         assert_eq!(l.record_accept(&inter, 5), 0);

@@ -46,25 +46,97 @@ fn create_user(data_dir: &Path, name: &str, password: &str) {
     );
 }
 
-/// Three nodes, SASL_PLAINTEXT only, authorizer on; node 0 holds the bootstrap users.
-fn secured_cluster(users_dir: &Path) -> TestCluster {
+/// A secured 3-node cluster and where its clients connect.
+struct Secured {
+    cluster: TestCluster,
+    /// The SASL_PLAINTEXT client listener's port of each node when the inter-broker listener
+    /// is another one (SASL_SSL); `None`: clients use the one SASL_PLAINTEXT listener.
+    client_ports: Option<Vec<u16>>,
+}
+
+impl std::ops::Deref for Secured {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for Secured {
+    fn deref_mut(&mut self) -> &mut TestCluster {
+        &mut self.cluster
+    }
+}
+
+impl Secured {
+    fn bootstrap(&self, nodes: &[usize]) -> String {
+        match &self.client_ports {
+            None => self.cluster.bootstrap_of(nodes),
+            Some(ports) => nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", ports[*n]))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    fn client_addr(&self, node: usize) -> std::net::SocketAddr {
+        match &self.client_ports {
+            None => self.cluster.socket_addr(node),
+            Some(ports) => std::net::SocketAddr::from(([127, 0, 0, 1], ports[node])),
+        }
+    }
+}
+
+/// Three nodes, authorizer on; node 0 holds the bootstrap users. Without `pki`: SASL_PLAINTEXT
+/// only. With `pki` (a directory holding `ca.pem`, `broker.pem`, `broker.key`): the
+/// inter-broker listener is SASL_SSL (listed first: SCRAM-SHA-512 over TLS verified against
+/// the CA) and clients use a second, SASL_PLAINTEXT listener `CLIENT`.
+fn secured_cluster(users_dir: &Path, pki: Option<&Path>) -> Secured {
     create_user(users_dir, "broker", BROKER_PASSWORD);
     create_user(users_dir, "admin", "admin-secret");
     create_user(users_dir, "mallory", "mallory-secret");
-    let settings = format!(
+    let inter = if pki.is_some() {
+        "SASL_SSL"
+    } else {
+        "SASL_PLAINTEXT"
+    };
+    let lower = inter.to_ascii_lowercase();
+    let mut settings = format!(
         "broker_session_timeout_ms = 2000\nbroker_heartbeat_interval_ms = 300\n\
          replica_fetch_backoff_ms = 500\n\
          authorizer = \"on\"\nsuper_users = \"User:broker;User:admin\"\n\
          sasl_enabled_mechanisms = [\"PLAIN\", \"SCRAM-SHA-512\"]\n\
-         inter_broker_listener_name = \"SASL_PLAINTEXT\"\n\
+         inter_broker_listener_name = \"{inter}\"\n\
          sasl_mechanism_inter_broker_protocol = \"SCRAM-SHA-512\"\n\
-         listener_name.sasl_plaintext.scram-sha-512.sasl_jaas_config = \
+         listener_name.{lower}.scram-sha-512.sasl_jaas_config = \
          'org.apache.kafka.common.security.scram.ScramLoginModule required \
          username=\"broker\" password=\"{BROKER_PASSWORD}\";'\n"
     );
-    let node_settings =
-        vec!["listeners = [\"SASL_PLAINTEXT://127.0.0.1:{kafka_port}\"]\n".to_string(); 3];
-    TestCluster::start(
+    let (node_settings, client_ports) = match pki {
+        None => (
+            vec!["listeners = [\"SASL_PLAINTEXT://127.0.0.1:{kafka_port}\"]\n".to_string(); 3],
+            None,
+        ),
+        Some(dir) => {
+            let d = dir.display();
+            settings.push_str(&format!(
+                "listener_security_protocol_map = [\"CLIENT:SASL_PLAINTEXT\"]\n\
+                 ssl_certificate_file = \"{d}/broker.pem\"\nssl_key_file = \"{d}/broker.key\"\n\
+                 ssl_ca_file = \"{d}/ca.pem\"\n"
+            ));
+            let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+            let nodes = ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "listeners = [\"SASL_SSL://127.0.0.1:{{kafka_port}}\", \"CLIENT://127.0.0.1:{p}\"]\n"
+                    )
+                })
+                .collect();
+            (nodes, Some(ports))
+        }
+    };
+    let cluster = TestCluster::start(
         3,
         ClusterOptions {
             settings,
@@ -73,13 +145,17 @@ fn secured_cluster(users_dir: &Path) -> TestCluster {
             data_dirs: [(0, users_dir.to_path_buf())].into(),
             ..ClusterOptions::default()
         },
-    )
+    );
+    Secured {
+        cluster,
+        client_ports,
+    }
 }
 
 /// A librdkafka configuration logging in with PLAIN as `user`.
-fn client(cluster: &TestCluster, nodes: &[usize], user: &str, password: &str) -> ClientConfig {
+fn client(cluster: &Secured, nodes: &[usize], user: &str, password: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", cluster.bootstrap_of(nodes))
+    c.set("bootstrap.servers", cluster.bootstrap(nodes))
         .set("security.protocol", "SASL_PLAINTEXT")
         .set("sasl.mechanism", "PLAIN")
         .set("sasl.username", user)
@@ -88,11 +164,7 @@ fn client(cluster: &TestCluster, nodes: &[usize], user: &str, password: &str) ->
 }
 
 /// Partition 0 of `topic` as seen through `node`: (leader, isr).
-fn partition_seen(
-    cluster: &TestCluster,
-    node: usize,
-    topic: &str,
-) -> Result<(i32, Vec<i32>), String> {
+fn partition_seen(cluster: &Secured, node: usize, topic: &str) -> Result<(i32, Vec<i32>), String> {
     let consumer: BaseConsumer = client(cluster, &[node], "admin", "admin-secret")
         .create()
         .map_err(|e| e.to_string())?;
@@ -108,8 +180,8 @@ fn partition_seen(
 }
 
 /// A raw connection to `node` logged in with PLAIN as `user`.
-fn raw_login(cluster: &TestCluster, node: usize, user: &str, password: &str) -> RawConn {
-    let mut conn = RawConn::connect(cluster.socket_addr(node)).unwrap();
+fn raw_login(cluster: &Secured, node: usize, user: &str, password: &str) -> RawConn {
+    let mut conn = RawConn::connect(cluster.client_addr(node)).unwrap();
     conn.set_read_timeout(Duration::from_secs(10));
     let hs = conn
         .request(
@@ -160,7 +232,39 @@ fn replica_fetch_error(conn: &mut RawConn, topic: &str) -> i16 {
 fn brokers_authenticate_to_each_other_on_a_sasl_only_cluster() {
     within(TEST_LIMIT, || {
         let users = tempfile::tempdir().unwrap();
-        let mut cluster = secured_cluster(&users.path().join("data0"));
+        let secured = secured_cluster(&users.path().join("data0"), None);
+        replicate_transact_and_fail_over(secured);
+    });
+}
+
+/// The same over a SASL_SSL inter-broker listener (SCRAM-SHA-512 inside TLS, the brokers'
+/// certificate verified against the cluster CA; made in the test with rcgen): replica
+/// fetches, transaction markers and verifications all go over it, clients use a separate
+/// SASL_PLAINTEXT listener (the rdkafka build here has no TLS).
+#[test]
+fn brokers_authenticate_to_each_other_over_a_sasl_ssl_inter_broker_listener() {
+    within(TEST_LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        broker_pki(dir.path());
+        let secured = secured_cluster(&dir.path().join("data0"), Some(dir.path()));
+        // The inter-broker port speaks TLS only: a plaintext request there is not answered,
+        // so the replication below went through TLS.
+        let mut plain = RawConn::connect(secured.socket_addr(1)).unwrap();
+        plain.set_read_timeout(Duration::from_secs(5));
+        assert!(
+            plain
+                .request(3, &kafka_protocol::messages::ApiVersionsRequest::default())
+                .is_err(),
+            "plaintext on the SASL_SSL listener"
+        );
+        replicate_transact_and_fail_over(secured);
+    });
+}
+
+/// The body of both: rf-3 acks=all with min ISR 3, a transaction over 3 leaders, a non-broker's
+/// replica Fetch refused, kill -9 of the leader with every acknowledged record read back.
+fn replicate_transact_and_fail_over(mut cluster: Secured) {
+    {
         // Every broker registered (through node 0, which also stored the users).
         cluster.wait_until(Duration::from_secs(40), "3 brokers over SASL", || {
             let consumer: BaseConsumer = client(&cluster, &[0], "admin", "admin-secret")
@@ -287,7 +391,7 @@ fn brokers_authenticate_to_each_other_on_a_sasl_only_cluster() {
             read, acked,
             "every acknowledged record on the new leader {new_leader}"
         );
-    });
+    }
 }
 
 /// Writes a CA (`ca.pem`) and one certificate for every broker (`broker.pem`, `broker.key`:

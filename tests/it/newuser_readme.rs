@@ -1,6 +1,9 @@
 //! README.md runs as written (issue 12, item 22): every `sh` block, top to bottom, and the
-//! Python example, against a real broker on a free port (`localhost:9092` in the text is
-//! replaced by its address; `freshet` is the binary cargo built, first on PATH). A block that
+//! Python examples, against a real broker on a free port (`localhost:9092` in the text is
+//! replaced by its address; `freshet` is the binary cargo built, first on PATH). The "secure
+//! setup from zero" blocks start a second broker of their own (SASL_SSL with SCRAM, the
+//! authorizer on) on ports 9093 and 9094 in the text: replaced by free ports; it is stopped by
+//! its own last block, or by this test if a block failed before that. A block that
 //! cannot run here (it installs, downloads, or runs until stopped) is marked in README.md by an
 //! HTML comment on the line before it, `<!-- readme-test: skip (why) -->`, and is left out.
 //! A failing block fails the test with the block, its exit code and its output.
@@ -126,10 +129,18 @@ fn every_readme_block_runs_as_written() {
         let broker = TestBroker::start(1);
         let cwd = tempfile::tempdir().expect("tempdir");
         let python = python_with_kafka(root);
+        // The secure walk-through's listeners: free ports instead of the README's.
+        let secure_ports = [
+            (":9093", format!(":{}", common::free_port())),
+            (":9094", format!(":{}", common::free_port())),
+        ];
         let mut ran = 0;
         let mut failures = Vec::new();
         for block in &blocks {
-            let text = block.text.replace("localhost:9092", &broker.addr());
+            let mut text = block.text.replace("localhost:9092", &broker.addr());
+            for (from, to) in &secure_ports {
+                text = text.replace(from, to);
+            }
             let (program, args): (PathBuf, Vec<&str>) = match block.lang.as_str() {
                 "sh" | "bash" | "shell" => (
                     PathBuf::from("bash"),
@@ -164,6 +175,18 @@ fn every_readme_block_runs_as_written() {
                     "README.md:{} ({}) exited with {code:?}:\n{text}\noutput:\n{output}",
                     block.line, block.lang
                 ));
+            }
+        }
+        // The walk-through's broker, if a block failed before its stop block ran.
+        if let Ok(pid) = std::fs::read_to_string(cwd.path().join("broker.pid")) {
+            let pid = pid.trim().parse::<i32>().unwrap_or(0);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // Still that broker (not a reused pid): its command line names secure.toml.
+            if pid > 0 && String::from_utf8_lossy(&cmdline).contains("secure.toml") {
+                // SAFETY: kill(2) on the broker a block of this test started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
         }
         // README's two headline commands stay: start with the embedded defaults, run the suite.
