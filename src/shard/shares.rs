@@ -173,7 +173,8 @@ pub struct ShareCoordinator {
     /// ShareFetch (epoch -1) or this deadline, whichever comes first (a closing client sends
     /// the leave and its last acknowledgements at once, on different connections).
     leaving: RefCell<HashMap<(String, String), i64>>,
-    /// In a cluster: groups whose last share session on this node closed; the tick drops
+    /// In a cluster (empty on a single node): groups whose last share session on this node
+    /// closed, at most one entry per group with share partitions here; the tick drops
     /// their share partitions from memory once written and without acquired records, so the
     /// next fetch loads them from the share coordinator and sees admin changes made while the
     /// group was empty (Kafka's `SharePartitionManager` does the same when the group empties).
@@ -529,7 +530,7 @@ impl ShareCoordinator {
     pub fn member_left(&self, group: &str, member: &str) {
         let key = (group.to_string(), member.to_string());
         self.leaving.borrow_mut().remove(&key);
-        if self.sessions.borrow_mut().remove(&key).is_some() {
+        if self.sessions.borrow_mut().remove(&key).is_some() && self.cluster_started.get() {
             self.emptied.borrow_mut().insert(group.to_string());
         }
         self.release_member(group, member);
@@ -607,7 +608,9 @@ impl ShareCoordinator {
                 if sessions.remove(&key).is_none() {
                     return SessionCheck::Refused(ResponseError::ShareSessionNotFound);
                 }
-                self.emptied.borrow_mut().insert(key.0);
+                if self.cluster_started.get() {
+                    self.emptied.borrow_mut().insert(key.0);
+                }
                 SessionCheck::Ok(Vec::new())
             }
             _ => {
