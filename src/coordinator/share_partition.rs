@@ -98,12 +98,16 @@ pub enum AckError {
 }
 
 /// The durable state of a share partition: start and end offsets, and the in-flight records as
-/// runs `(first, last, delivery_count)` of available records (Kafka's share snapshot).
+/// runs `(first, last, delivery_count)` of available records (Kafka's share snapshot), with
+/// Kafka's state epoch (a cluster's share coordinator raises it at each admin change, so a
+/// partition leader still holding an older copy is fenced: `shard::shares::replicated`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareState {
     pub start_offset: i64,
     pub end_offset: i64,
     pub in_flight: Vec<(i64, i64, i16)>,
+    #[serde(default)]
+    pub state_epoch: i32,
 }
 
 /// Counts for describing a share partition.
@@ -197,6 +201,7 @@ impl SharePartition {
             start_offset: self.start_offset(),
             end_offset: self.end_offset,
             in_flight: runs,
+            state_epoch: 0,
         }
     }
 
@@ -684,6 +689,7 @@ mod tests {
                 start_offset: 1,
                 end_offset: 6,
                 in_flight: vec![(1, 5, 1)],
+                state_epoch: 0,
             }
         );
         let mut q = SharePartition::restore(LIMITS, &state);
@@ -713,6 +719,7 @@ mod tests {
                 start_offset: 0,
                 end_offset: 1000,
                 in_flight: vec![(0, 999, 1)],
+                state_epoch: 0,
             },
         );
         assert_eq!(

@@ -173,6 +173,12 @@ pub struct ShareCoordinator {
     /// ShareFetch (epoch -1) or this deadline, whichever comes first (a closing client sends
     /// the leave and its last acknowledgements at once, on different connections).
     leaving: RefCell<HashMap<(String, String), i64>>,
+    /// In a cluster (empty on a single node): groups whose last share session on this node
+    /// closed, at most one entry per group with share partitions here; the tick drops
+    /// their share partitions from memory once written and without acquired records, so the
+    /// next fetch loads them from the share coordinator and sees admin changes made while the
+    /// group was empty (Kafka's `SharePartitionManager` does the same when the group empties).
+    emptied: RefCell<BTreeSet<String>>,
     /// Share partitions changed since their last write.
     dirty: RefCell<BTreeSet<ShareKey>>,
     log: RefCell<Option<Rc<InternalLog<ShareStateCodec>>>>,
@@ -186,6 +192,9 @@ pub struct ShareCoordinator {
     /// In a cluster: the leader epoch of its topic partition each share partition was loaded
     /// at (written with its state; a new epoch loads it again).
     leader_epochs: RefCell<HashMap<ShareKey, i32>>,
+    /// In a cluster: the state epoch of the state each share partition was loaded from (its
+    /// writes carry it; an admin change since fences them, `replicated`).
+    state_epochs: RefCell<HashMap<ShareKey, i32>>,
     /// In a cluster: this node's share-coordinator store (`replicated`).
     store: RefCell<Option<Rc<replicated::ShareStateStore>>>,
     /// The share-state calls to other brokers' share coordinators.
@@ -211,6 +220,7 @@ impl ShareCoordinator {
             partitions: RefCell::new(HashMap::new()),
             sessions: RefCell::new(HashMap::new()),
             leaving: RefCell::new(HashMap::new()),
+            emptied: RefCell::new(BTreeSet::new()),
             dirty: RefCell::new(BTreeSet::new()),
             log: RefCell::new(None),
             write_lock: crate::rt::sync::Semaphore::new(1),
@@ -223,6 +233,7 @@ impl ShareCoordinator {
             start_at_earliest: config.share_auto_offset_reset == "earliest",
             cluster: RefCell::new(None),
             leader_epochs: RefCell::new(HashMap::new()),
+            state_epochs: RefCell::new(HashMap::new()),
             store: RefCell::new(None),
             client: BrokerClient::new("freshet-broker", BrokerClientLimits::default()),
             cluster_started: Cell::new(false),
@@ -276,6 +287,7 @@ impl ShareCoordinator {
         self.partitions.borrow_mut().remove(key);
         self.dirty.borrow_mut().remove(key);
         self.leader_epochs.borrow_mut().remove(key);
+        self.state_epochs.borrow_mut().remove(key);
     }
 
     /// The record lock duration of `group` (ShareFetch's `acquisition_lock_timeout_ms`): its
@@ -386,11 +398,13 @@ impl ShareCoordinator {
         let records: Vec<(ShareKey, ShareState, i32)> = {
             let partitions = self.partitions.borrow();
             let epochs = self.leader_epochs.borrow();
+            let state_epochs = self.state_epochs.borrow();
             let mut dirty = self.dirty.borrow_mut();
             keys.into_iter()
                 .filter_map(|k| {
                     dirty.remove(&k);
-                    let state = partitions.get(&k)?.state();
+                    let mut state = partitions.get(&k)?.state();
+                    state.state_epoch = state_epochs.get(&k).copied().unwrap_or(0);
                     let epoch = *epochs.get(&k)?;
                     Some((k, state, epoch))
                 })
@@ -398,9 +412,23 @@ impl ShareCoordinator {
         };
         let mut answer = Ok(());
         for (key, state, epoch) in records {
-            if let Err(e) = replicated::write_state(shard, key, Some(state), epoch).await {
-                tracing::debug!(error = ?e, "writing a share state to its coordinator failed");
-                answer = answer.and(Err(e));
+            match replicated::write_state(shard, key.clone(), Some(state), epoch).await {
+                Ok(()) => {}
+                Err(ResponseError::FencedStateEpoch) => {
+                    // An admin change since this copy was loaded: drop it; the next fetch
+                    // loads the changed state (Kafka's fenced share partition).
+                    tracing::info!(
+                        group = key.group,
+                        partition = key.partition,
+                        "share partition fenced by a newer state epoch; reloaded at the next fetch"
+                    );
+                    self.forget(&key);
+                    answer = answer.and(Err(ResponseError::FencedStateEpoch));
+                }
+                Err(e) => {
+                    tracing::debug!(error = ?e, "writing a share state to its coordinator failed");
+                    answer = answer.and(Err(e));
+                }
             }
         }
         answer
@@ -460,7 +488,41 @@ impl ShareCoordinator {
             }
         }
         self.write_dirty().await;
+        if self.cluster_started.get() {
+            self.drop_emptied_groups();
+        }
         self.maybe_compact().await;
+    }
+
+    /// A cluster's tick: the share partitions of groups without a share session on this node
+    /// leave memory once written and without acquired records (see `emptied`).
+    fn drop_emptied_groups(&self) {
+        let groups: Vec<String> = self.emptied.borrow().iter().cloned().collect();
+        for group in groups {
+            let in_use = self.sessions.borrow().keys().any(|(g, _)| *g == group);
+            let keys: Vec<ShareKey> = {
+                let partitions = self.partitions.borrow();
+                let dirty = self.dirty.borrow();
+                partitions
+                    .iter()
+                    .filter(|(k, p)| {
+                        k.group == group && !dirty.contains(*k) && p.counts().acquired == 0
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            };
+            if in_use {
+                self.emptied.borrow_mut().remove(&group);
+                continue;
+            }
+            for key in &keys {
+                self.forget(key);
+            }
+            let left = self.partitions.borrow().keys().any(|k| k.group == group);
+            if !left {
+                self.emptied.borrow_mut().remove(&group);
+            }
+        }
     }
 
     /// A member left its group (or its session ended): its share session goes and the records
@@ -468,7 +530,9 @@ impl ShareCoordinator {
     pub fn member_left(&self, group: &str, member: &str) {
         let key = (group.to_string(), member.to_string());
         self.leaving.borrow_mut().remove(&key);
-        self.sessions.borrow_mut().remove(&key);
+        if self.sessions.borrow_mut().remove(&key).is_some() && self.cluster_started.get() {
+            self.emptied.borrow_mut().insert(group.to_string());
+        }
         self.release_member(group, member);
     }
 
@@ -543,6 +607,9 @@ impl ShareCoordinator {
             SESSION_CLOSE_EPOCH => {
                 if sessions.remove(&key).is_none() {
                     return SessionCheck::Refused(ResponseError::ShareSessionNotFound);
+                }
+                if self.cluster_started.get() {
+                    self.emptied.borrow_mut().insert(key.0);
                 }
                 SessionCheck::Ok(Vec::new())
             }
@@ -915,6 +982,11 @@ async fn fetch_partition(
                 .leader_epochs
                 .borrow_mut()
                 .insert(key.clone(), leader_epoch);
+            let state_epoch = stored.as_ref().map_or(0, |s| s.state_epoch);
+            shares
+                .state_epochs
+                .borrow_mut()
+                .insert(key.clone(), state_epoch);
         }
         shares.dirty.borrow_mut().insert(key.clone());
         // The group exists while it has share state (as after a restart).
@@ -1073,6 +1145,7 @@ mod tests {
             start_offset: 4,
             end_offset: 9,
             in_flight: vec![(4, 6, 2), (8, 8, 1)],
+            state_epoch: 0,
         };
         let records = vec![(key.clone(), Some(state)), (key, None)];
         let bytes = ShareStateCodec::encode_batch(&records, 0).unwrap();

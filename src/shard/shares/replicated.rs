@@ -45,11 +45,16 @@
 //! coordinator) are written to the share coordinators with [`ADMIN_LEADER_EPOCH`] (never
 //! fenced).
 //!
+//! - **State epoch** (Kafka's): each stored state carries one; an admin change (Alter- /
+//!   DeleteShareGroupOffsets) is stored with the stored epoch + 1, a leader's write carries the
+//!   epoch of the state it loaded and is refused with FENCED_STATE_EPOCH when the stored one
+//!   is newer; the leader then drops the share partition from memory and the next ShareFetch
+//!   loads the admin change (as Kafka's `SharePartitionManager` drops a fenced share
+//!   partition). Until that write, the leader may still hand out records from its old copy
+//!   (as in Kafka).
+//!
 //! Not done: the epoch fence is in the coordinator's memory (a coordinator that just moved
-//! takes the first writer's epoch); Kafka's state epoch (an admin change fences the
-//! partition leader's copy, which then reloads) is missing, so a partition leader that still
-//! holds a share partition in memory keeps it and its next write replaces an admin change
-//! (the change holds once the leader reloads, e.g. after a leader change); DeleteGroups
+//! takes the first writer's epoch); a removed state (DeleteGroups) keeps no epoch; DeleteGroups
 //! removes the states of share partitions the group coordinator's node holds only; the
 //! in-flight counts of describe see those only too.
 
@@ -135,6 +140,7 @@ pub fn from_batches(start: i64, batches: &[(i64, i64, i8, i16)]) -> ShareState {
         start_offset: start,
         end_offset: end,
         in_flight,
+        state_epoch: 0,
     }
 }
 
@@ -216,6 +222,17 @@ impl ShareStateStore {
                 .is_some_and(|&e| e > leader_epoch)
         {
             return Err(ResponseError::FencedLeaderEpoch);
+        }
+        // Kafka's state epoch: an admin change raises it; a leader's write must carry the
+        // epoch of the state it loaded (FENCED_STATE_EPOCH when an admin change came since).
+        let stored_epoch = self.states.borrow().get(&key).map(|s| s.state_epoch);
+        let mut state = state;
+        if let Some(s) = state.as_mut() {
+            if leader_epoch == ADMIN_LEADER_EPOCH {
+                s.state_epoch = stored_epoch.map_or(0, |e| e.saturating_add(1));
+            } else if stored_epoch.is_some_and(|e| e > s.state_epoch) {
+                return Err(ResponseError::FencedStateEpoch);
+            }
         }
         let record: ShareLogRecord = (key.clone(), state.clone());
         let payload =
@@ -354,7 +371,9 @@ pub async fn read_state(
             )
         })
         .collect();
-    Ok(Some(from_batches(p.start_offset, &batches)))
+    let mut state = from_batches(p.start_offset, &batches);
+    state.state_epoch = p.state_epoch.max(0);
+    Ok(Some(state))
 }
 
 /// The share-partition leader's write of `key`'s state (`None`: removed) to its share
@@ -386,6 +405,7 @@ pub async fn write_state(
                     write_share_group_state_request::PartitionData::default()
                         .with_partition(key.partition)
                         .with_leader_epoch(leader_epoch)
+                        .with_state_epoch(state.as_ref().map_or(0, |s| s.state_epoch))
                         .with_start_offset(start)
                         .with_state_batches(
                             batches
@@ -449,18 +469,21 @@ pub fn serve_read(
                     match read {
                         Err(e) => out.with_error_code(e.code()).with_start_offset(-1),
                         Ok(None) => out.with_start_offset(-1).with_state_epoch(-1),
-                        Ok(Some(s)) => out.with_start_offset(s.start_offset).with_state_batches(
-                            to_batches(&s)
-                                .into_iter()
-                                .map(|(first, last, st, count)| {
-                                    read_share_group_state_response::StateBatch::default()
-                                        .with_first_offset(first)
-                                        .with_last_offset(last)
-                                        .with_delivery_state(st)
-                                        .with_delivery_count(count)
-                                })
-                                .collect(),
-                        ),
+                        Ok(Some(s)) => out
+                            .with_start_offset(s.start_offset)
+                            .with_state_epoch(s.state_epoch)
+                            .with_state_batches(
+                                to_batches(&s)
+                                    .into_iter()
+                                    .map(|(first, last, st, count)| {
+                                        read_share_group_state_response::StateBatch::default()
+                                            .with_first_offset(first)
+                                            .with_last_offset(last)
+                                            .with_delivery_state(st)
+                                            .with_delivery_count(count)
+                                    })
+                                    .collect(),
+                            ),
                     }
                 })
                 .collect();
@@ -513,7 +536,9 @@ pub async fn serve_write(
                         )
                     })
                     .collect();
-                from_batches(p.start_offset, &batches)
+                let mut state = from_batches(p.start_offset, &batches);
+                state.state_epoch = p.state_epoch.max(0);
+                state
             });
             let written = match &store {
                 None => Err(crate::error::not_coordinator_code()),
@@ -546,16 +571,19 @@ mod tests {
                 start_offset: 4,
                 end_offset: 12,
                 in_flight: vec![(4, 6, 2), (8, 8, 1), (9, 10, 3)],
+                state_epoch: 0,
             },
             ShareState {
                 start_offset: 7,
                 end_offset: 7,
                 in_flight: vec![],
+                state_epoch: 0,
             },
             ShareState {
                 start_offset: 0,
                 end_offset: 5,
                 in_flight: vec![(0, 4, 1)],
+                state_epoch: 0,
             },
         ] {
             let batches = to_batches(&state);
@@ -570,6 +598,7 @@ mod tests {
             start_offset: 0,
             end_offset: 10,
             in_flight: vec![(0, 1, 1), (5, 5, 2)],
+            state_epoch: 0,
         });
         assert_eq!(
             batches,
