@@ -50,7 +50,10 @@
 //!   time with acks=all, again unchanged after a lost, failed or NOT_LEADER answer until it is
 //!   acknowledged, through the log's real producer checks (`ProducerStateTable`, in
 //!   `PartitionLog::append`; followers apply it in `append_replicated`), and now and then a gap
-//!   probe (one sequence past the next); [`CONSUMERS`] consumers read
+//!   probe (one sequence past the next); on one seed in three, DeleteRecords on the leader now
+//!   and then (`PartitionLog::delete_records` of an offset up to its high watermark; followers
+//!   take the leader's log start from Fetch answers with `follower::append_and_advance`, never
+//!   above their own high watermark); [`CONSUMERS`] consumers read
 //!   from leaders up to the high watermark (and sometimes from followers up to theirs, as fetch
 //!   from follower does).
 //!
@@ -76,6 +79,10 @@
 //!   the next sequence after acknowledged ones (OUT_OF_ORDER_SEQUENCE: it lost their producer
 //!   state; a deposed leader that does not know it yet may refuse it); a gap probe is never
 //!   acknowledged.
+//! - Log start: no replica ever has its log start above its high watermark or serves a batch
+//!   below it; after the heal every follower's log start is at or past the leader's (one that
+//!   deleted more as a deposed leader stays ahead, as in Kafka), the logs are compared from each
+//!   replica's start, and the acknowledged/read checks apply from the final leader's log start.
 //! - After the heal: every partition has a leader, all replicas in the ISR, every replica at
 //!   the leader's log end with the high watermark there, and an acks=all produce to each
 //!   partition is acknowledged.
@@ -199,6 +206,9 @@ struct Params {
     crashes: bool,
     partitions_on: bool,
     slow_disk: bool,
+    /// DeleteRecords on leaders now and then (one seed in three; not drawn from the seed's
+    /// generator, so the other choices stay as they were).
+    delete_records: bool,
 }
 
 impl Params {
@@ -223,6 +233,7 @@ impl Params {
             crashes: rng.below(4) != 0,
             partitions_on: rng.below(4) != 0,
             slow_disk: rng.below(2) == 0,
+            delete_records: seed % 3 == 1,
         }
     }
 }
@@ -240,6 +251,10 @@ struct Stats {
     /// Retries answered with the offsets of a copy already in the log.
     duplicates_answered: u64,
     gap_probes_refused: u64,
+    deletes: u64,
+    /// Partitions whose final log start is below a delete answered earlier (the delete was
+    /// answered before the followers had it, and one of them became leader).
+    deletes_undone: u64,
     consumed_batches: u64,
     fetches: u64,
     truncations: u64,
@@ -268,6 +283,8 @@ impl std::ops::AddAssign for Stats {
         self.idempotent_retries += o.idempotent_retries;
         self.duplicates_answered += o.duplicates_answered;
         self.gap_probes_refused += o.gap_probes_refused;
+        self.deletes += o.deletes;
+        self.deletes_undone += o.deletes_undone;
         self.consumed_batches += o.consumed_batches;
         self.fetches += o.fetches;
         self.truncations += o.truncations;
@@ -373,6 +390,8 @@ struct Checks {
     acked: BTreeMap<(i32, i64), Bytes>,
     /// Idempotent batches acknowledged: (partition, producer id, sequence) -> base offset.
     idempotent_acked: BTreeMap<(i32, i64, i32), i64>,
+    /// DeleteRecords answered: partition -> the largest log start answered.
+    deleted: BTreeMap<i32, i64>,
     /// Read by consumers below a high watermark: (partition, base offset) -> identity.
     read: BTreeMap<(i32, i64), Bytes>,
     /// Per (consumer, partition, leader epoch): the highest high watermark it saw there (per
@@ -1468,6 +1487,42 @@ impl World {
         }
     }
 
+    /// DeleteRecords now and then (the shard's handler: on the leader, `delete_records` of an
+    /// offset at most its high watermark, answered with the new log start).
+    async fn deleter(self: Rc<Self>) {
+        while !self.calm.get() {
+            sleep_ms(100 + self.below(500)).await;
+            let p = self.below(self.params.partitions as u64) as i32;
+            let leader = self
+                .controller
+                .borrow()
+                .partition(TOPIC, p)
+                .map_or(-1, |a| a.leader);
+            let Some(node) = (leader >= 0).then(|| self.node(leader as usize)).flatten() else {
+                continue;
+            };
+            let r = node.replicas[&p].clone();
+            if !r.role.borrow().is_leader() {
+                continue;
+            }
+            let (start, hw) = (r.log.log_start_offset(), r.log.high_watermark());
+            if hw <= start {
+                continue;
+            }
+            let offset = start + self.below((hw - start) as u64 + 1) as i64;
+            if let Ok(new_start) = r.log.delete_records(offset).await {
+                self.stats.borrow_mut().deletes += 1;
+                let mut checks = self.checks.borrow_mut();
+                let d = checks.deleted.entry(p).or_insert(0);
+                *d = (*d).max(new_start);
+                drop(checks);
+                self.note(format!(
+                    "DeleteRecords {p} to {offset} on {leader}: log start {new_start}"
+                ));
+            }
+        }
+    }
+
     /// Is `epoch` partition `p`'s current leader epoch at the controller?
     fn leads_now(&self, p: i32, epoch: i32) -> bool {
         self.controller
@@ -1537,10 +1592,34 @@ impl World {
             }
             let position = positions.get(&p).copied().unwrap_or(0);
             let epoch = r.log.leader_epoch();
-            let Ok(data) = r.log.read(position, 8 << 10, true).await else {
-                positions.insert(p, 0);
-                continue;
+            let (start, hw) = (r.log.log_start_offset(), r.log.high_watermark());
+            if start > hw {
+                self.violation(format!(
+                    "partition {p}: broker {target} (leading {leading}) has its log start {start} above its high watermark {hw}"
+                ));
+            }
+            let data = match r.log.read(position, 8 << 10, true).await {
+                Ok(data) => data,
+                Err(StorageError::OffsetOutOfRange { log_start, .. }) if position < log_start => {
+                    positions.insert(p, log_start);
+                    continue;
+                }
+                Err(_) => {
+                    positions.insert(p, 0);
+                    continue;
+                }
             };
+            if let Some(h) = data
+                .batches
+                .first()
+                .and_then(|b| batch::header(b).map(|h| h.last_offset()))
+            {
+                if h < start {
+                    self.violation(format!(
+                        "partition {p}: broker {target} served a batch ending at {h}, below its log start {start}"
+                    ));
+                }
+            }
             if self.verbose {
                 self.note(format!(
                     "consumer: broker {target} (leading {leading}, epoch {epoch}->{}) partition {p} at {position}: {} batches, hw {}",
@@ -1826,6 +1905,16 @@ impl World {
             for &b in &a.replicas {
                 let node = self.node(b as usize).ok_or("replica down")?;
                 let r = &node.replicas[&p];
+                // A follower learns the leader's log start and never moves its own back (one
+                // that deleted more as a deposed leader stays ahead, as in Kafka).
+                if r.log.log_start_offset() < lr.log.log_start_offset() {
+                    return Err(format!(
+                        "partition {p}: broker {b} log start {}, below leader {}'s {}",
+                        r.log.log_start_offset(),
+                        a.leader,
+                        lr.log.log_start_offset()
+                    ));
+                }
                 if r.log.log_end_offset() != end || r.log.high_watermark() != end {
                     return Err(format!(
                         "partition {p}: broker {b} at end {} hw {}, leader {} at end {end}",
@@ -1910,7 +1999,7 @@ impl World {
     /// Idempotence on partition `p`'s final log: each idempotent producer's sequences in
     /// offset order are 0, 1, 2, ... (no sequence twice, none skipped), each idempotent value
     /// is there once, and every acknowledged (producer, sequence) is at its offset.
-    fn check_idempotence(&self, p: i32, log: &[(i64, Bytes)]) -> Verdict {
+    fn check_idempotence(&self, p: i32, log: &[(i64, Bytes)], log_start: i64) -> Verdict {
         let mut next: BTreeMap<i64, i32> = BTreeMap::new();
         let mut at: BTreeMap<(i64, i32), i64> = BTreeMap::new();
         let mut values: BTreeMap<Bytes, i64> = BTreeMap::new();
@@ -1919,7 +2008,10 @@ impl World {
             let pid = h.producer_id.get();
             if pid >= IDEMPOTENT_PID_BASE {
                 let seq = h.base_sequence.get();
-                let expected = next.entry(pid).or_insert(0);
+                // After DeleteRecords the first retained batch of a producer may be any.
+                let expected = next
+                    .entry(pid)
+                    .or_insert(if log_start > 0 { seq } else { 0 });
                 if seq != *expected {
                     return Err(format!(
                         "partition {p}: producer {pid}'s sequence {seq} at offset {base}, \
@@ -1947,7 +2039,7 @@ impl World {
         }
         let checks = self.checks.borrow();
         for ((q, pid, seq), base) in &checks.idempotent_acked {
-            if *q == p && at.get(&(*pid, *seq)) != Some(base) {
+            if *q == p && *base >= log_start && at.get(&(*pid, *seq)) != Some(base) {
                 return Err(format!(
                     "partition {p}: producer {pid}'s sequence {seq}, acknowledged at {base}, is at {:?}",
                     at.get(&(*pid, *seq))
@@ -1971,7 +2063,19 @@ impl World {
                 .collect();
             for &r in &a.replicas {
                 let node = self.node(r as usize).ok_or("replica down")?;
-                let log = Self::dump(&node.replicas[&p].log).await?;
+                let replica_log = &node.replicas[&p].log;
+                // From the replica's log start (at or past the leader's, see `converged`).
+                let from = replica_log.log_start_offset();
+                let log: Vec<(i64, Bytes)> = Self::dump(replica_log)
+                    .await?
+                    .into_iter()
+                    .filter(|(b, _)| *b >= from)
+                    .collect();
+                let leader_log: Vec<(i64, Bytes)> = leader_log
+                    .iter()
+                    .filter(|(b, _)| *b >= from)
+                    .cloned()
+                    .collect();
                 if log != leader_log {
                     let first = log
                         .iter()
@@ -1986,9 +2090,14 @@ impl World {
                     ));
                 }
             }
-            self.check_idempotence(p, &leader_log)?;
+            let start = leader.replicas[&p].log.log_start_offset();
+            self.check_idempotence(p, &leader_log, start)?;
             let checks = self.checks.borrow();
-            for ((q, base), id) in checks.acked.range((p, i64::MIN)..=(p, i64::MAX)) {
+            if checks.deleted.get(&p).is_some_and(|d| *d > start) {
+                self.stats.borrow_mut().deletes_undone += 1;
+            }
+            // Below the log start: deleted (DeleteRecords).
+            for ((q, base), id) in checks.acked.range((p, start)..=(p, i64::MAX)) {
                 if by_base.get(base) != Some(id) {
                     let _ = q;
                     return Err(format!(
@@ -1998,7 +2107,7 @@ impl World {
                     ));
                 }
             }
-            for ((_, base), id) in checks.read.range((p, i64::MIN)..=(p, i64::MAX)) {
+            for ((_, base), id) in checks.read.range((p, start)..=(p, i64::MAX)) {
                 if by_base.get(base) != Some(id) {
                     return Err(format!(
                         "partition {p}: the batch a consumer read at offset {base} is {} at the end",
@@ -2059,6 +2168,9 @@ async fn run_phases(world: &Rc<World>) -> Verdict {
     }
     for c in 0..CONSUMERS {
         clients.push(rt::spawn_local(world.clone().consumer(c)));
+    }
+    if world.params.delete_records {
+        clients.push(rt::spawn_local(world.clone().deleter()));
     }
     let faults = world.faults().await;
     world.calm.set(true);
