@@ -22,7 +22,9 @@
 #   (ClusterMetadata::apply: fencing, elections from the ISR, AlterPartition), over a network
 #   with delay, loss, duplication, reordering and partitions (a broker cut from the brokers but
 #   not the controller, or the reverse), crashes and restarts from disk, slow disks, with
-#   acks=all/acks=1 producers and consumers; checks: every acks=all-acknowledged batch survives
+#   acks=all/acks=1 producers, idempotent producers retrying their batches and probing gaps,
+#   and consumers; checks (also: each idempotent sequence once and in order on the final log,
+#   acknowledged retries at the first copy's offset, gaps refused): every acks=all-acknowledged batch survives
 #   at its offset, replicas agree below the high watermark and what a consumer read stays,
 #   a consumer's high watermark never goes back within a leader epoch, epochs grow and a stale
 #   leader cannot change the ISR, and the healed cluster converges (all in sync, same logs).
@@ -39,8 +41,8 @@
 # The last line is `simulation: P seeds passed, F failed` (P + F = N): a seed passes when all
 # five simulators passed with it; the exit status is non-zero if a seed failed (each failure prints
 # its seed, its step and its replay command). A seed takes about 0.1 s (storage), 0.03 s
-# (internal logs, compaction), 0.2 s (quorum; under 1 s at most) and 0.25 s (replication; under
-# 1 s at most) in a debug build.
+# (internal logs, compaction), 0.2 s (quorum; under 1 s at most) and 0.3 s (replication; under
+# 1.5 s at most) in a debug build.
 #
 # PLANTED (replication; seeds 1..200 each, debug build):
 # - the leader's high watermark the LARGEST fetch offset of the ISR instead of the smallest
@@ -50,6 +52,14 @@
 #   `truncate_diverged`): 63 of 200, the first at seed 2 (no convergence after the heal);
 # - AlterPartition without its partition-epoch check (coordinator/metadata.rs): 19 of 200, the
 #   first at seed 9 (a stale leader's ISR change accepted);
+# - followers that do not apply replicated batches to their producer state (storage/log/
+#   append.rs `apply_producers` skipped for `append_replicated`): 36 of 200, the first at seed 1
+#   (23 a sequence written twice on the final log, 9 the next sequence refused
+#   OUT_OF_ORDER_SEQUENCE by the current leader, 4 a gap probe acknowledged);
+# - (a follower moving its log start to the leader's past its own high watermark, with the
+#   log's own `<= high watermark` refusal removed too, was not caught: a follower's high
+#   watermark is the leader's capped by its log end, and a leader log start past a follower's
+#   end is answered OFFSET_OUT_OF_RANGE first, so the case seems unreachable);
 # - (a follower truncating only down to its own high watermark was not caught, and is not a
 #   bug: below its high watermark a follower's log is the leader's).
 set -euo pipefail

@@ -7,6 +7,9 @@
 //! commits it; an aborted transaction and one left open by a producer that a new producer
 //! with the same transactional.id fences are never visible. A read_committed consumer sees
 //! every committed record exactly once and nothing else.
+//! Also: an old coordinator whose `__transaction_state` partition moves (ElectLeaders) while it
+//! retries markers to a paused leader stops those rounds at once (its
+//! `freshet_txn_marker_rounds` gauge), and the new coordinator completes the commit.
 
 use crate::common;
 

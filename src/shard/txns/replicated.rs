@@ -29,7 +29,8 @@
 //!   `LoadedPartitions`).
 //! - **Unload** (losing the leadership of p, or a new leader epoch): p's ids are forgotten
 //!   without a write (their next coordinator replays them); their requests get
-//!   NOT_COORDINATOR, and a plan running for one of them fails at its next write.
+//!   NOT_COORDINATOR, and a plan running for one of them stops: its marker rounds at once
+//!   (`write_markers`, woken by the unload), otherwise at its next write.
 //! - **Compaction**: the partitions are compact topics, kept bounded on every replica by the
 //!   log cleaner (the latest record per id; expired ids' tombstones); the node-local log's own
 //!   compaction is not used.
