@@ -166,7 +166,9 @@ pub struct BrokerConfig {
     /// io_uring ring depth per shard (counted against RLIMIT_MEMLOCK).
     pub ring_depth: usize,
     /// How long an idle shard spins before parking, in microseconds. Spinning cuts cross-shard
-    /// latency (GLOMMIO.md pitfall 6) at the price of CPU.
+    /// latency (GLOMMIO.md pitfall 6) at the price of CPU: every wake-up of a lightly loaded
+    /// shard is followed by a whole spin, so at 20 MB/s (thousands of wake-ups a second) 200 us
+    /// cost a third of the broker's CPU (docs/PERFORMANCE.md, "Where the CPU goes").
     pub spin_before_park_us: u64,
     /// How often each shard applies retention, in milliseconds.
     /// Kafka's `log.retention.check.interval.ms`.
@@ -545,7 +547,7 @@ impl Default for BrokerConfig {
             open_segment_files_per_shard_max: 0,
             io_memory_bytes: 1024 * 1024,
             ring_depth: 1024,
-            spin_before_park_us: 200,
+            spin_before_park_us: 50,
             retention_check_interval_ms: 300_000,
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 15_000,

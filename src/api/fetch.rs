@@ -60,6 +60,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -92,13 +93,16 @@ type TopicLayout = (
     Vec<(i32, Option<ResponseError>, Option<(i32, i32)>)>,
 );
 
-/// One partition to read.
+/// One partition to read. Cheap to clone (it goes to its owner's shard on every read and
+/// long-poll wait): the topic name and rack are shared.
 #[derive(Clone)]
 struct Want {
     /// Position in the request (response order).
     slot: usize,
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
+    /// The shard that owns the partition (`Shard::owner`), worked out once per request.
+    owner: ShardId,
     offset: i64,
     max_bytes: usize,
     /// READ_COMMITTED: stop at the last stable offset and list aborted transactions.
@@ -118,7 +122,7 @@ struct Want {
     from_follower: bool,
     /// The consumer's `rack_id` (v11+, non-empty) when a replica selector is configured: a
     /// leader may answer with a preferred read replica instead of records.
-    client_rack: Option<String>,
+    client_rack: Option<Arc<str>>,
 }
 
 impl Want {
@@ -320,7 +324,7 @@ fn plan_reads(
     let client_rack = (follower_reads
         && !shard.config.replica_selector_class.is_empty()
         && !body.rack_id.is_empty())
-    .then(|| body.rack_id.to_string());
+    .then(|| Arc::from(&*body.rack_id));
     let mut layout: Vec<TopicLayout> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
     let mut slot = 0;
@@ -330,8 +334,8 @@ fn plan_reads(
                 .topic_by_id(topic.topic_id)
                 .map(|(n, t)| (n.to_string(), t))
         } else {
-            let name = topic.topic.0.to_string();
-            metadata.topics.get(&name).map(|t| (name, t))
+            let name: &str = &topic.topic.0;
+            metadata.topics.get(name).map(|t| (name.to_string(), t))
         };
         let display_name = resolved
             .as_ref()
@@ -351,11 +355,12 @@ fn plan_reads(
                     &display_name,
                 )
         };
+        let shared_name: Arc<str> = Arc::from(display_name.as_str());
         let mut parts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let route = match &resolved {
                 None => routing::Route::Unknown,
-                Some((name, _)) => routing::route(&metadata, node_id, name, p.partition),
+                Some((_, meta)) => routing::route_in(meta, node_id, p.partition),
             };
             let from_follower = follower_reads
                 && matches!(route, routing::Route::Remote { .. })
@@ -370,8 +375,9 @@ fn plan_reads(
             if error.is_none() {
                 wants.push(Want {
                     slot,
-                    topic: display_name.clone(),
+                    topic: shared_name.clone(),
                     partition: p.partition,
+                    owner: shard.owner(&display_name, p.partition),
                     offset: p.fetch_offset,
                     // No partition may return more than the whole response may hold
                     // (beyond the first batch, which the read returns anyway).
@@ -433,8 +439,11 @@ async fn read_until_ready(
             }
         }
         wait_for_data(shard, wants, deadline).await;
-        let grew = has_new_data(shard, wants).await;
-        if !grew && (Instant::now() >= deadline || shard.stopping.get()) {
+        // Woken before the deadline: read at once (the read says whether anything grew; a
+        // check first would cost one more round trip to every owner). At the deadline, read
+        // again only when something grew meanwhile.
+        let over = Instant::now() >= deadline || shard.stopping.get();
+        if over && !has_new_data(shard, wants).await {
             break;
         }
         // Grown (or gone: the read reports it), or a spurious wake-up before the deadline:
@@ -550,13 +559,10 @@ fn trim_to(batches: Vec<Bytes>, budget: usize) -> Vec<Bytes> {
         .collect()
 }
 
-fn by_owner(shard: &Shard, wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
+fn by_owner(wants: &[Want]) -> BTreeMap<ShardId, Vec<Want>> {
     let mut groups: BTreeMap<ShardId, Vec<Want>> = BTreeMap::new();
     for want in wants {
-        groups
-            .entry(shard.owner(&want.topic, want.partition))
-            .or_default()
-            .push(want.clone());
+        groups.entry(want.owner).or_default().push(want.clone());
     }
     groups
 }
@@ -572,7 +578,7 @@ async fn read_all(
     max_bytes: usize,
 ) -> Vec<Option<Got>> {
     let mut jobs: Vec<LocalFuture<Vec<(usize, Got)>>> = Vec::new();
-    for (owner, group) in by_owner(shard, wants) {
+    for (owner, group) in by_owner(wants) {
         let shard = shard.clone();
         jobs.push(Box::pin(async move {
             let slots: Vec<usize> = group.iter().map(|w| w.slot).collect();
@@ -833,7 +839,7 @@ async fn aborted_transactions(
 /// Parks until some owner reports new data for a wanted partition, or the deadline.
 async fn wait_for_data(shard: &Rc<Shard>, wants: &[Want], deadline: Instant) {
     let mut waits: Vec<LocalFuture<()>> = Vec::new();
-    for (owner, group) in by_owner(shard, wants) {
+    for (owner, group) in by_owner(wants) {
         let shard = shard.clone();
         waits.push(Box::pin(async move {
             let _ = shard
@@ -872,7 +878,7 @@ async fn wait_on_owner(shard: Rc<Shard>, wants: Vec<Want>, deadline: Instant) {
 
 /// Whether any wanted partition has grown past the end seen at the last read (or is gone).
 async fn has_new_data(shard: &Rc<Shard>, wants: &[Want]) -> bool {
-    for (owner, group) in by_owner(shard, wants) {
+    for (owner, group) in by_owner(wants) {
         let answer = shard
             .invoke_on(owner, move |owner| async move {
                 group.iter().any(|w| {

@@ -57,6 +57,49 @@ pub use router::{owner_of, Job, Router, ShardGone, ShardId};
 /// A topic-partition key.
 pub type TopicPartition = (String, i32);
 
+/// A topic-partition looked up by borrowed parts: a map keyed by [`TopicPartition`] answers
+/// `get(&(topic, partition) as &dyn TopicPartitionRef)` without allocating a `String` (an idle
+/// fetch looks up every partition it names, several times).
+pub trait TopicPartitionRef {
+    fn parts(&self) -> (&str, i32);
+}
+
+impl TopicPartitionRef for TopicPartition {
+    fn parts(&self) -> (&str, i32) {
+        (&self.0, self.1)
+    }
+}
+
+impl TopicPartitionRef for (&str, i32) {
+    fn parts(&self) -> (&str, i32) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn TopicPartitionRef + 'a> for TopicPartition {
+    fn borrow(&self) -> &(dyn TopicPartitionRef + 'a) {
+        self
+    }
+}
+
+/// Hashes as `TopicPartition` does (a tuple hashes its fields in order; `String` as `str`),
+/// as `Borrow` requires.
+impl std::hash::Hash for dyn TopicPartitionRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (topic, partition) = self.parts();
+        topic.hash(state);
+        partition.hash(state);
+    }
+}
+
+impl PartialEq for dyn TopicPartitionRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn TopicPartitionRef + '_ {}
+
 /// The shard that runs the metadata state machine (Kafka's controller and coordinator roles).
 pub const COORDINATOR_SHARD: ShardId = 0;
 /// Partitions one shard opens (recovers) at once, at startup and when topics appear.
@@ -321,7 +364,7 @@ impl Shard {
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
-            .get(&(topic.to_string(), partition))
+            .get(&(topic, partition) as &dyn TopicPartitionRef)
             .filter(|p| p.is_leader())
             .cloned()
     }
@@ -1083,6 +1126,30 @@ mod tests {
     use super::*;
     use crate::coordinator::metadata::{PartitionAssignment, TopicMeta};
     use crate::storage::io::sim::{install, SimDisk};
+
+    /// A map keyed by owned (topic, partition) finds its entries by borrowed parts, and only
+    /// those (the borrowed key hashes and compares as the owned one).
+    #[test]
+    fn topic_partition_lookup_by_borrowed_parts() {
+        let mut map: HashMap<TopicPartition, u32> = HashMap::new();
+        for (i, topic) in ["a", "ab", "orders", ""].iter().enumerate() {
+            for p in 0..50 {
+                map.insert((topic.to_string(), p), i as u32 * 100 + p as u32);
+            }
+        }
+        for (i, topic) in ["a", "ab", "orders", ""].iter().enumerate() {
+            for p in 0..50 {
+                let key = (*topic, p);
+                assert_eq!(
+                    map.get(&key as &dyn TopicPartitionRef),
+                    Some(&(i as u32 * 100 + p as u32))
+                );
+            }
+        }
+        assert_eq!(map.get(&("a", 50) as &dyn TopicPartitionRef), None);
+        assert_eq!(map.get(&("abc", 0) as &dyn TopicPartitionRef), None);
+        assert_eq!(map.get(&("b", 0) as &dyn TopicPartitionRef), None);
+    }
 
     /// Topic "t" of 2 partitions led by `leaders[p]`, at metadata version `version`.
     fn metadata(version: u64, leaders: [i32; 2]) -> Arc<ClusterMetadata> {

@@ -126,7 +126,7 @@ impl Shard {
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
-            .get(&(topic.to_string(), partition))
+            .get(&(topic, partition) as &dyn super::TopicPartitionRef)
             .cloned()
     }
 

@@ -72,20 +72,28 @@ pub fn assignment_of(topic: &TopicMeta, p: i32, local_node: i32) -> PartitionAss
 
 /// Where a request for `topic`/`partition` goes on broker `local_node`.
 pub fn route(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition: i32) -> Route {
-    let Some(meta) = metadata.topics.get(topic) else {
-        return Route::Unknown;
-    };
+    match metadata.topics.get(topic) {
+        Some(meta) => route_in(meta, local_node, partition),
+        None => Route::Unknown,
+    }
+}
+
+/// [`route`] within `meta`, a topic already looked up (a request naming many partitions of a
+/// topic looks it up once). Reads the assignment in place, as [`assignment_of`] decides it
+/// (without one, this node leads at epoch 0), without copying its replica lists.
+pub fn route_in(meta: &TopicMeta, local_node: i32, partition: i32) -> Route {
     if partition < 0 || partition >= meta.partitions {
         return Route::Unknown;
     }
-    let a = assignment_of(meta, partition, local_node);
-    if a.leader == local_node {
-        Route::Local
-    } else {
-        Route::Remote {
+    match usize::try_from(partition)
+        .ok()
+        .and_then(|i| meta.assignment.get(i))
+    {
+        Some(a) if a.leader != local_node => Route::Remote {
             leader: a.leader,
             leader_epoch: a.leader_epoch,
-        }
+        },
+        _ => Route::Local,
     }
 }
 
@@ -141,8 +149,14 @@ pub fn hosts(metadata: &ClusterMetadata, local_node: i32, topic: &str, partition
     if partition < 0 || partition >= meta.partitions {
         return false;
     }
-    let a = assignment_of(meta, partition, local_node);
-    a.leader == local_node || a.replicas.contains(&local_node)
+    // As `assignment_of`: without an assignment this node is the only replica.
+    match usize::try_from(partition)
+        .ok()
+        .and_then(|i| meta.assignment.get(i))
+    {
+        Some(a) => a.leader == local_node || a.replicas.contains(&local_node),
+        None => true,
+    }
 }
 
 /// This broker as its configuration describes it (listener and rack).

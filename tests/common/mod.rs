@@ -41,6 +41,16 @@ pub mod proxy;
 
 /// How long a broker may take from spawn to answering a metadata request.
 pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `TestBroker` waits for its broker to be ready: [`BROKER_READY_TIMEOUT`], or
+/// `FRESHET_BROKER_READY_TIMEOUT_S` seconds (a measurement that runs the broker under valgrind,
+/// which starts tens of times slower).
+fn ready_timeout() -> Duration {
+    std::env::var("FRESHET_BROKER_READY_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(BROKER_READY_TIMEOUT, Duration::from_secs)
+}
 /// How long a broker may take to exit after SIGTERM.
 pub const BROKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read/write timeout on raw test connections.
@@ -187,7 +197,7 @@ impl TestBroker {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + BROKER_READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         let mut last_err = String::new();
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
@@ -204,7 +214,8 @@ impl TestBroker {
             thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "broker not ready after {BROKER_READY_TIMEOUT:?}: {last_err}\n{}",
+            "broker not ready after {:?}: {last_err}\n{}",
+            ready_timeout(),
             self.log_tail()
         );
     }

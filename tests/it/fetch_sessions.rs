@@ -318,9 +318,34 @@ fn session_cache_is_bounded_and_evicts_as_kafka() {
     );
 }
 
+/// With `FRESHET_CALLGRIND=1` (the broker started through a wrapper that runs it under
+/// `valgrind --tool=callgrind --instr-atstart=no`, `FRESHET_BIN`; docs/PERFORMANCE.md): "zero"
+/// switches the broker's instrumentation on and zeroes its counters; any other `what` dumps
+/// them labelled `what` and switches it off. The dump holds exactly the instructions the
+/// broker ran in between.
+fn callgrind(broker: &TestBroker, what: &str) {
+    if std::env::var_os("FRESHET_CALLGRIND").is_none() {
+        return;
+    }
+    let steps: Vec<String> = if what == "zero" {
+        vec!["--instr=on".into(), "--zero".into()]
+    } else {
+        vec![format!("--dump={what}"), "--instr=off".into()]
+    };
+    for step in steps {
+        let status = std::process::Command::new("callgrind_control")
+            .arg(&step)
+            .arg(broker.pid().to_string())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {step}: {status}");
+    }
+}
+
 /// Figures (not a test of speed: it asserts only that incremental answers are smaller):
 /// bytes of an idle fetch answer on 1,000 partitions, full vs incremental, and broker CPU per
 /// idle fetch from /metrics. `FRESHET_FETCH_SESSION_FIGURES=1` to run; prints one line.
+/// With `FRESHET_CALLGRIND=1` each loop's broker instructions are dumped (see [`callgrind`]).
 #[test]
 #[ignore = "measurement, run by hand: FRESHET_FETCH_SESSION_FIGURES=1 cargo test --test it -- fetch_sessions::idle_fetch_figures --ignored --nocapture"]
 fn idle_fetch_figures() {
@@ -353,9 +378,11 @@ fn idle_fetch_figures() {
     let before = cpu(&broker);
     let started = Instant::now();
     let mut full_bytes = 0;
+    callgrind(&broker, "zero");
     for _ in 0..rounds {
         full_bytes = frame_bytes(&mut conn, &full_request);
     }
+    callgrind(&broker, "sessionless");
     let full_wall = started.elapsed();
     let full_cpu = cpu(&broker) - before;
     // A session: one full fetch, then incremental ones naming nothing.
@@ -368,9 +395,11 @@ fn idle_fetch_figures() {
     let before = cpu(&broker);
     let started = Instant::now();
     let mut inc_bytes = 0;
+    callgrind(&broker, "zero");
     for epoch in 1..=rounds as i32 {
         inc_bytes = frame_bytes(&mut conn, &fetch("idle", &[], id, epoch));
     }
+    callgrind(&broker, "incremental");
     let inc_wall = started.elapsed();
     let inc_cpu = cpu(&broker) - before;
     assert!(inc_bytes < full_bytes / 10, "{inc_bytes} vs {full_bytes}");
