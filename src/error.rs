@@ -185,6 +185,17 @@ pub enum AdminError {
         partition: String,
         high_watermark: i64,
     },
+    /// DeleteRecords whose low watermark (every live replica's log start) did not reach the
+    /// offset within the request's `timeout_ms` (Kafka's expired `DelayedDeleteRecords`).
+    #[error(
+        "The low watermark {low_watermark} of partition {partition} did not reach {offset} in \
+         time"
+    )]
+    DeleteRecordsTimedOut {
+        offset: i64,
+        partition: String,
+        low_watermark: i64,
+    },
 
     // ---- cluster ----
     /// DescribeCluster with an endpoint type Kafka does not know.
@@ -382,6 +393,7 @@ pub fn admin_code(error: &AdminError) -> ResponseError {
         | A::PartitionCountUnchanged(_)
         | A::PartitionCountDecrease { .. } => E::InvalidPartitions,
         A::DeletePolicy(_) => E::PolicyViolation,
+        A::DeleteRecordsTimedOut { .. } => E::RequestTimedOut,
         A::InvalidDeleteOffset { .. } | A::DeleteOffsetAboveHighWatermark { .. } => {
             E::OffsetOutOfRange
         }

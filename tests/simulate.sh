@@ -56,6 +56,10 @@
 #   append.rs `apply_producers` skipped for `append_replicated`): 36 of 200, the first at seed 1
 #   (23 a sequence written twice on the final log, 9 the next sequence refused
 #   OUT_OF_ORDER_SEQUENCE by the current leader, 4 a gap probe acknowledged);
+# - DeleteRecords answered as soon as the leader moved its own log start, not at the low
+#   watermark (the rule before issue 14's fix, api/delete_records.rs; planted in the
+#   simulator's `deleter`): 4 of 200 seeds failed, the first at seed 73 (an answered delete
+#   undone: the final leader's log start below the answered low watermark);
 # - (a follower moving its log start to the leader's past its own high watermark, with the
 #   log's own `<= high watermark` refusal removed too, was not caught: a follower's high
 #   watermark is the leader's capped by its log end, and a leader log start past a follower's

@@ -11,9 +11,15 @@
 //!   watermark: OFFSET_OUT_OF_RANGE;
 //! - an offset at or below the current log start changes nothing.
 //!
-//! The answer's low watermark is the partition's log start offset afterwards (-1 on error);
-//! with one replica it is also Kafka's low watermark. `timeout_ms` is not used: there are no
-//! followers to wait for.
+//! Once the leader moved its own log start, the answer waits (Kafka's `DelayedDeleteRecords`)
+//! until the partition's low watermark reaches the offset: the smallest log start offset over
+//! the leader and every replica on an unfenced broker, in the ISR or not, as each follower
+//! reports it in the `log_start_offset` of its Fetch (`Partition.lowWatermarkIfLeader`). The
+//! answer's low watermark is that value (-1 on error). The wait is woken by the partition's
+//! `hw_changed` signal (a follower's new log start, a metadata install) and bounded by the
+//! request's `timeout_ms`: then REQUEST_TIMED_OUT, the records stay deleted on the leader (as
+//! in Kafka). NOT_LEADER_OR_FOLLOWER if the leadership moves meanwhile. A partition with one
+//! replica (or whose other replicas are all on fenced brokers) answers at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,11 +72,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ParsedRequest) -> Outcome {
                 continue;
             }
             let (shard, name, offset) = (shard.clone(), name.clone(), p.offset);
+            let timeout_ms = body.timeout_ms;
             work.push(Box::pin(async move {
                 let owner = shard.owner(&name, index);
                 shard
                     .invoke_on(owner, move |owner| {
-                        delete_on_owner(owner, name, index, offset, partition_name)
+                        delete_on_owner(owner, name, index, (offset, timeout_ms), partition_name)
                     })
                     .await
                     .unwrap_or_else(|gone| Err(AdminError::ShardGone(gone)))
@@ -146,12 +153,13 @@ pub fn deletes_records(
     policy.split(',').any(|p| p.trim() == "delete")
 }
 
-/// Runs on the partition's owner: moves its log start to `offset` and returns the new one.
+/// Runs on the partition's owner: moves its log start to `offset`, waits up to `timeout_ms`
+/// for the low watermark to reach it, and returns the low watermark.
 async fn delete_on_owner(
     shard: Rc<Shard>,
     topic: String,
     index: i32,
-    offset: i64,
+    (offset, timeout_ms): (i64, i32),
     partition_name: String,
 ) -> Answer {
     let Some(partition) = shard.partition(&topic, index) else {
@@ -181,10 +189,19 @@ async fn delete_on_owner(
             high_watermark,
         });
     }
-    if target <= log.log_start_offset() {
-        return Ok(log.log_start_offset());
+    if target > log.log_start_offset() {
+        log.delete_records(target).await?;
     }
-    Ok(log.delete_records(target).await?)
+    let limit = std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+    match crate::rt::timeout(limit, shard.await_low_watermark(&partition, target)).await {
+        Some(Ok(low_watermark)) => Ok(low_watermark),
+        Some(Err(_)) => Err(AdminError::NotLeaderOrFollower(partition_name)),
+        None => Err(AdminError::DeleteRecordsTimedOut {
+            offset: target,
+            partition: partition_name,
+            low_watermark: shard.low_watermark(&partition),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,9 @@ struct Want {
     /// A follower's fetch: the broker id it fetches for (reads go to the durable end, and the
     /// offset is recorded as that follower's durable end).
     replica: Option<i32>,
+    /// The log start offset a follower reports (v5+; -1: not sent), for DeleteRecords' low
+    /// watermark.
+    log_start_offset: i64,
     /// The leader epoch the fetcher believes (v9+; -1: not checked).
     current_leader_epoch: i32,
     /// The epoch of the fetcher's last fetched batch (v12+; -1: none).
@@ -385,6 +388,7 @@ fn plan_reads(
                     read_committed: body.isolation_level == 1 && replica.is_none(),
                     seen_end: p.fetch_offset,
                     replica,
+                    log_start_offset: p.log_start_offset,
                     current_leader_epoch: p.current_leader_epoch,
                     last_fetched_epoch: p.last_fetched_epoch,
                     from_follower,
@@ -638,7 +642,12 @@ async fn read_on_owner(shard: Rc<Shard>, wants: Vec<Want>, max_bytes: usize) -> 
                         out.push((want.slot, Got::error(error)));
                         continue;
                     }
-                    shard.record_follower_fetch(&partition, replica, want.offset);
+                    shard.record_follower_fetch(
+                        &partition,
+                        replica,
+                        want.offset,
+                        want.log_start_offset,
+                    );
                     shard.maybe_change_isr(&partition);
                 }
                 if let Some(preferred) = preferred_replica(&shard, &partition, &want) {

@@ -37,6 +37,9 @@ pub struct FollowerState {
     /// When it last fetched, and the leader's durable end then.
     pub last_fetch_ms: i64,
     pub last_fetch_leader_end: i64,
+    /// The log start offset it reported in its last fetch (Kafka's `Replica.logStartOffset`,
+    /// from the Fetch's `log_start_offset`), -1 before its first fetch.
+    pub log_start_offset: i64,
 }
 
 /// One partition's leader state. Lives in the partition's role on its owner shard; built when
@@ -108,6 +111,7 @@ impl LeaderState {
                 last_caught_up_ms: if isr.contains(&id) { now_ms } else { 0 },
                 last_fetch_ms: 0,
                 last_fetch_leader_end: -1,
+                log_start_offset: -1,
             });
         }
     }
@@ -133,6 +137,30 @@ impl LeaderState {
         f.last_fetch_ms = now_ms;
         f.last_fetch_leader_end = leader_end;
         true
+    }
+
+    /// The log start offset `replica` reported with its fetch (recorded with
+    /// [`LeaderState::record_fetch`]). Returns whether it changed.
+    pub fn record_log_start(&mut self, replica: i32, log_start: i64) -> bool {
+        match self.followers.get_mut(&replica) {
+            Some(f) if f.log_start_offset != log_start => {
+                f.log_start_offset = log_start;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Kafka's `Partition.lowWatermarkIfLeader`: the smallest log start offset over the
+    /// leader (`leader_log_start`) and every follower on a live (unfenced) broker, as each
+    /// reported it in its last fetch (-1 when it has not fetched in this leader epoch; then
+    /// the low watermark is -1). Followers in and out of the ISR count alike.
+    pub fn low_watermark(&self, leader_log_start: i64, alive: impl Fn(i32) -> bool) -> i64 {
+        self.followers
+            .iter()
+            .filter(|(id, _)| alive(**id))
+            .map(|(_, f)| f.log_start_offset)
+            .fold(leader_log_start, i64::min)
     }
 
     /// The ISR plus the members a pending change adds (Kafka's maximal ISR).
@@ -462,5 +490,35 @@ mod tests {
         );
         s.record_fetch(2, 12, 12, 6_100);
         assert_eq!(s.isr_change(6_200, 1_000, 12, 0, 12), Some(vec![0, 1, 2]));
+    }
+
+    /// The low watermark is the smallest log start over the leader and the followers on
+    /// live brokers, in the ISR or not; one that has not fetched holds it at -1.
+    #[test]
+    fn the_low_watermark_is_the_smallest_live_replica_log_start() {
+        let mut s = LeaderState::new(0, &assignment(&[0, 1]), 0);
+        let all = |_: i32| true;
+        assert_eq!(s.low_watermark(10, all), -1, "nobody fetched yet");
+        assert!(s.record_log_start(1, 10));
+        assert!(!s.record_log_start(1, 10), "unchanged");
+        assert_eq!(s.low_watermark(10, all), -1, "2 (outside the ISR) counts");
+        assert!(s.record_log_start(2, 4));
+        assert_eq!(s.low_watermark(10, all), 4);
+        assert_eq!(s.low_watermark(3, all), 3, "the leader counts");
+        assert_eq!(
+            s.low_watermark(10, |id| id != 2),
+            10,
+            "a fenced broker does not"
+        );
+        assert!(!s.record_log_start(7, 4), "not a replica");
+        let alone = LeaderState::new(
+            0,
+            &PartitionAssignment {
+                replicas: vec![0],
+                ..assignment(&[0])
+            },
+            0,
+        );
+        assert_eq!(alone.low_watermark(10, all), 10);
     }
 }

@@ -8,7 +8,9 @@
 //!   `makeLeader`: the epoch starts at the log end) or follower (its epochs come with its
 //!   leader's batches);
 //! - [`refresh_high_watermark`]: a leader's high watermark from its followers' offsets;
-//! - [`record_follower_fetch`]: a follower's Fetch at an offset (its durable end);
+//! - [`record_follower_fetch`]: a follower's Fetch at an offset (its durable end), with its
+//!   log start offset;
+//! - [`delete_records_outcome`]: whether a DeleteRecords is answered yet (the low watermark);
 //! - [`propose_isr_change`]: the AlterPartition a leader asks the quorum for now, if any;
 //! - [`fetch_epoch_check`]: the leader's epoch and divergence checks of a Fetch;
 //! - [`acks_all_outcome`]: whether an acks=all append is answered yet, and how.
@@ -114,24 +116,54 @@ pub fn refresh_high_watermark(role: &Role, log: &PartitionLog, fresh: bool) -> b
     }
 }
 
-/// A follower `replica`'s Fetch at `offset` (its durable end) of a partition led here: returns
-/// whether it was recorded (then the caller refreshes the high watermark). An offset past the
-/// durable end (a follower with a divergent suffix, answered OFFSET_OUT_OF_RANGE) or below 0
-/// is not recorded: it is not data this leader has; nor is a broker that is not a follower.
+/// What [`record_follower_fetch`] recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchRecorded {
+    /// The fetch offset was recorded (then the caller refreshes the high watermark).
+    pub offset: bool,
+    /// The follower's log start offset changed (then DeleteRecords waiters look again).
+    pub log_start: bool,
+}
+
+/// A follower `replica`'s Fetch at `offset` (its durable end) of a partition led here, with
+/// the log start offset it reports (`log_start`, Kafka's Fetch `log_start_offset`; -1: not
+/// sent, kept as reported). An offset past the durable end (a follower with a divergent
+/// suffix, answered OFFSET_OUT_OF_RANGE) or below 0 is not recorded, nor its log start: it is
+/// not data this leader has; nor is a broker that is not a follower.
 pub fn record_follower_fetch(
     role: &mut Role,
     log: &PartitionLog,
     replica: i32,
-    offset: i64,
+    (offset, log_start): (i64, i64),
     now_ms: i64,
-) -> bool {
+) -> FetchRecorded {
     if offset > log.durable_end() || offset < 0 {
-        return false;
+        return FetchRecorded::default();
     }
     match role {
-        Role::Leader(s) => s.record_fetch(replica, offset, log.durable_end(), now_ms),
-        Role::Follower { .. } => false,
+        Role::Leader(s) => FetchRecorded {
+            offset: s.record_fetch(replica, offset, log.durable_end(), now_ms),
+            log_start: s.record_log_start(replica, log_start),
+        },
+        Role::Follower { .. } => FetchRecorded::default(),
     }
+}
+
+/// A DeleteRecords up to `target` whose local part is done (the leader's log start moved):
+/// `None` while the low watermark ([`LeaderState::low_watermark`] over the brokers `alive`
+/// says are unfenced) is below `target`; then `Ok(low watermark)`; NOT_LEADER_OR_FOLLOWER once
+/// this replica stopped leading (Kafka's `DelayedDeleteRecords.tryComplete`).
+pub fn delete_records_outcome(
+    role: &Role,
+    log: &PartitionLog,
+    target: i64,
+    alive: impl Fn(i32) -> bool,
+) -> Option<Result<i64, ResponseError>> {
+    let Role::Leader(s) = role else {
+        return Some(Err(crate::error::not_leader_code()));
+    };
+    let low_watermark = s.low_watermark(log.log_start_offset(), alive);
+    (low_watermark >= target).then_some(Ok(low_watermark))
 }
 
 /// The ISR change this leader (broker `node`) asks for now, if any (Kafka's `maybeShrinkIsr` /

@@ -1255,7 +1255,7 @@ mod tests {
                 "the follower has not fetched yet"
             );
             assert!(shard.enough_replicas(&p).is_ok());
-            shard.record_follower_fetch(&p, 1, 2);
+            shard.record_follower_fetch(&p, 1, 2, 0);
             assert_eq!(p.log.high_watermark(), 2, "the follower fetched at 2");
             shard.await_replicated(&p, 1).await.expect("replicated");
             shard.close_partitions().await;

@@ -186,19 +186,30 @@ impl Shard {
     }
 
     /// A follower's Fetch of `partition` (led here) at `offset`: its durable end, as the
-    /// high watermark and the ISR see it.
+    /// high watermark and the ISR see it, with the log start offset it reports (`log_start`,
+    /// for the low watermark DeleteRecords waits for).
     /// An offset past the durable end (a follower with a divergent suffix, answered
     /// OFFSET_OUT_OF_RANGE) is not recorded: it is not data this leader has.
-    pub fn record_follower_fetch(&self, partition: &Partition, replica: i32, offset: i64) {
+    pub fn record_follower_fetch(
+        &self,
+        partition: &Partition,
+        replica: i32,
+        offset: i64,
+        log_start: i64,
+    ) {
         let recorded = rules::record_follower_fetch(
             &mut partition.role.borrow_mut(),
             &partition.log,
             replica,
-            offset,
+            (offset, log_start),
             now_ms(),
         );
-        if recorded {
+        if recorded.offset {
             partition.refresh_high_watermark();
+        }
+        if recorded.log_start {
+            // DeleteRecords waiters look at the low watermark again.
+            partition.hw_changed.notify_all();
         }
     }
 
@@ -314,6 +325,49 @@ impl Shard {
                 return outcome;
             }
             futures_lite::future::or(wait, self.stop.wait()).await;
+        }
+    }
+
+    /// DeleteRecords after the leader moved its own log start to `target`: resolves once the
+    /// partition's low watermark (the smallest log start over the leader and the replicas on
+    /// unfenced brokers, as the followers report it in their Fetches) reaches `target`, with
+    /// that low watermark; NOT_LEADER_OR_FOLLOWER if this broker stopped leading (Kafka's
+    /// `DelayedDeleteRecords`). Woken by `hw_changed`, which a follower's new log start, a
+    /// metadata install (fencing) and a role change notify. Cancel-safe: the caller bounds it
+    /// by the request's `timeout_ms`.
+    pub async fn await_low_watermark(
+        &self,
+        partition: &Partition,
+        target: i64,
+    ) -> Result<i64, ResponseError> {
+        loop {
+            let wait = partition.hw_changed.wait();
+            if self.stopping.get() {
+                return Err(crate::error::not_leader_code());
+            }
+            let metadata = self.metadata();
+            let alive = |id: i32| metadata.brokers.get(&id).is_some_and(|b| !b.fenced);
+            let outcome = rules::delete_records_outcome(
+                &partition.role.borrow(),
+                &partition.log,
+                target,
+                alive,
+            );
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            futures_lite::future::or(wait, self.stop.wait()).await;
+        }
+    }
+
+    /// The low watermark of `partition` as this leader knows it now (-1 when not leading).
+    pub fn low_watermark(&self, partition: &Partition) -> i64 {
+        let metadata = self.metadata();
+        match &*partition.role.borrow() {
+            Role::Leader(s) => s.low_watermark(partition.log.log_start_offset(), |id| {
+                metadata.brokers.get(&id).is_some_and(|b| !b.fenced)
+            }),
+            Role::Follower { .. } => -1,
         }
     }
 

@@ -12,6 +12,11 @@
 //!   shrink by AlterPartition after `replica_lag_time_max_ms`, and its return to the ISR.
 //! - `a_restarted_leader_truncates_its_divergent_suffix_and_rejoins`: a killed leader's
 //!   acks=1 suffix nobody else has is truncated when it comes back as a follower.
+//! - `delete_records_waits_for_the_low_watermark_and_survives_kill9_of_the_leader`: with a
+//!   follower paused (SIGSTOP, not fenced yet), DeleteRecords with a short `timeout_ms` is
+//!   answered REQUEST_TIMED_OUT (the paused follower's log start holds the low watermark
+//!   back); after SIGCONT it completes with the low watermark at the offset; after a kill -9
+//!   of the leader the new leader's earliest offset (ListOffsets) is at or past it.
 //! - `acks_all_below_min_insync_replicas_is_refused`: with `min.insync.replicas` = 3 and one
 //!   follower down (fenced, so out of the ISR), Produce acks=all gets NOT_ENOUGH_REPLICAS and
 //!   appends nothing; acks=1 still works; the consumer sees only what the ISR has.
@@ -250,14 +255,30 @@ fn acks_all_records_survive_kill9_of_the_leader() {
 
 /// DeleteRecords (v2) of `topic`/0 below `offset`, sent to `node` (its leader).
 fn delete_records(cluster: &TestCluster, node: usize, topic: &str, offset: i64) {
+    assert_eq!(
+        delete_records_raw(cluster, node, topic, offset, 10_000),
+        (0, offset),
+        "DeleteRecords"
+    );
+}
+
+/// DeleteRecords (v2) of `topic`/0 below `offset` with `timeout_ms`, sent to `node`:
+/// (error code, low watermark).
+fn delete_records_raw(
+    cluster: &TestCluster,
+    node: usize,
+    topic: &str,
+    offset: i64,
+    timeout_ms: i32,
+) -> (i16, i64) {
     use kafka_protocol::messages::delete_records_request::{
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::DeleteRecordsRequest;
     let mut conn = RawConn::connect(cluster.socket_addr(node)).expect("connect");
-    conn.set_read_timeout(Duration::from_secs(20));
+    conn.set_read_timeout(Duration::from_secs(30));
     let request = DeleteRecordsRequest::default()
-        .with_timeout_ms(10_000)
+        .with_timeout_ms(timeout_ms)
         .with_topics(vec![DeleteRecordsTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![DeleteRecordsPartition::default()
@@ -265,11 +286,90 @@ fn delete_records(cluster: &TestCluster, node: usize, topic: &str, offset: i64) 
                 .with_offset(offset)])]);
     let response = conn.request(2, &request).expect("DeleteRecords");
     let p = &response.topics[0].partitions[0];
-    assert_eq!(
-        (p.error_code, p.low_watermark),
-        (0, offset),
-        "DeleteRecords"
-    );
+    (p.error_code, p.low_watermark)
+}
+
+/// ListOffsets "earliest" of `topic`/0 on `node`: (error code, offset).
+fn earliest_offset(cluster: &TestCluster, node: usize, topic: &str) -> Result<(i16, i64), String> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let mut conn = RawConn::connect(cluster.socket_addr(node)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Duration::from_secs(10));
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2)])]);
+    let response = conn.request(5, &request).map_err(|e| e.to_string())?;
+    let p = &response.topics[0].partitions[0];
+    Ok((p.error_code, p.offset))
+}
+
+/// Kafka's `DelayedDeleteRecords`: DeleteRecords is answered only once the low watermark
+/// (every replica on an unfenced broker has moved its log start, as its Fetches report) reached
+/// the offset. A paused follower (not fenced: the session timeout is longer than the pause)
+/// holds it back, so a short `timeout_ms` ends in REQUEST_TIMED_OUT (before: answered at
+/// once, from the leader's own log start); after SIGCONT the same request completes; then a
+/// kill -9 of the leader cannot bring the deleted records back: the new leader's earliest
+/// offset is at or past the offset.
+#[test]
+fn delete_records_waits_for_the_low_watermark_and_survives_kill9_of_the_leader() {
+    within(TEST_LIMIT, || {
+        let options = ClusterOptions {
+            settings: "broker_session_timeout_ms = 6000\nbroker_heartbeat_interval_ms = 300\n\
+                       replica_fetch_backoff_ms = 500\n"
+                .into(),
+            ..ClusterOptions::default()
+        };
+        let mut cluster = TestCluster::start(3, options);
+        create_replicated_topic(&cluster, 0, "trimmed", &[]);
+        let (leader, replicas, _) =
+            leader_seen_by(&cluster, 0, "trimmed", None, PROPAGATION_WITHIN);
+        assert_eq!(replicas.len(), 3, "replication factor 3: {replicas:?}");
+        let leader = leader as usize;
+        for i in 0..20 {
+            let value = format!("record-{i}");
+            let (code, offset) = produce_raw(&cluster, leader, "trimmed", -1, &value);
+            assert_eq!((code, offset), (0, i), "acks=all produce {i}");
+        }
+        let paused = (0..3).find(|n| *n != leader).expect("a follower");
+        cluster.pause(paused);
+        let (code, _) = delete_records_raw(&cluster, leader, "trimmed", 10, 1_500);
+        cluster.resume(paused);
+        assert_eq!(
+            code, 7,
+            "REQUEST_TIMED_OUT while the paused follower's log start is below 10"
+        );
+        assert_eq!(
+            delete_records_raw(&cluster, leader, "trimmed", 10, 10_000),
+            (0, 10),
+            "after SIGCONT every replica's log start reaches 10"
+        );
+
+        cluster.kill9(leader);
+        let survivors: Vec<usize> = (0..3).filter(|n| *n != leader).collect();
+        let (new_leader, _, _) = leader_seen_by(
+            &cluster,
+            survivors[0],
+            "trimmed",
+            Some(leader as i32),
+            FAILOVER_WITHIN,
+        );
+        let earliest = cluster.wait_until(
+            FAILOVER_WITHIN,
+            "the new leader answers ListOffsets",
+            || match earliest_offset(&cluster, new_leader as usize, "trimmed")? {
+                (0, offset) => Ok(offset),
+                (code, _) => Err(format!("error {code}")),
+            },
+        );
+        assert!(
+            earliest >= 10,
+            "the new leader {new_leader}'s log starts at {earliest}: deleted records came back"
+        );
+    });
 }
 
 /// Produce acks=all with a Produce v9 request of one `value` to `topic`/0 on `node`:

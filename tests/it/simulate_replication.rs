@@ -10,7 +10,7 @@
 //! `truncate_fully_and_start_at`, the leader-epoch cache, the high watermark split, recovery
 //! after a crash); the replica's role and the rules on it (`replica::partition`:
 //! `assign_role`, `refresh_high_watermark`, `record_follower_fetch`, `propose_isr_change`,
-//! `isr_change_answered`, `fetch_epoch_check`, `acks_all_outcome`, with `replica::leader`'s
+//! `isr_change_answered`, `fetch_epoch_check`, `acks_all_outcome`, `delete_records_outcome`, with `replica::leader`'s
 //! `LeaderState` under them); the follower's side (`replica::follower`: `fetch_position`,
 //! `append_and_advance`, `truncate_diverged`, `handle_out_of_range`; `whole_batches`); the
 //! controller's decisions (`ClusterMetadata::apply` = `record_for` + `replay`: registration,
@@ -51,9 +51,11 @@
 //!   acknowledged, through the log's real producer checks (`ProducerStateTable`, in
 //!   `PartitionLog::append`; followers apply it in `append_replicated`), and now and then a gap
 //!   probe (one sequence past the next); on one seed in three, DeleteRecords on the leader now
-//!   and then (`PartitionLog::delete_records` of an offset up to its high watermark; followers
-//!   take the leader's log start from Fetch answers with `follower::append_and_advance`, never
-//!   above their own high watermark); [`CONSUMERS`] consumers read
+//!   and then (`PartitionLog::delete_records` of an offset up to its high watermark, answered
+//!   only once the low watermark reached it, `delete_records_outcome`, within a drawn timeout;
+//!   followers take the leader's log start from Fetch answers with
+//!   `follower::append_and_advance`, never above their own high watermark, and report it in
+//!   their Fetches); [`CONSUMERS`] consumers read
 //!   from leaders up to the high watermark (and sometimes from followers up to theirs, as fetch
 //!   from follower does).
 //!
@@ -82,7 +84,9 @@
 //! - Log start: no replica ever has its log start above its high watermark or serves a batch
 //!   below it; after the heal every follower's log start is at or past the leader's (one that
 //!   deleted more as a deposed leader stays ahead, as in Kafka), the logs are compared from each
-//!   replica's start, and the acknowledged/read checks apply from the final leader's log start.
+//!   replica's start, and the acknowledged/read checks apply from the final leader's log start;
+//!   the final leader's log start is at or past every low watermark a DeleteRecords was
+//!   answered with (no answered delete undone by a failover).
 //! - After the heal: every partition has a leader, all replicas in the ISR, every replica at
 //!   the leader's log end with the high watermark there, and an acks=all produce to each
 //!   partition is acknowledged.
@@ -251,9 +255,13 @@ struct Stats {
     /// Retries answered with the offsets of a copy already in the log.
     duplicates_answered: u64,
     gap_probes_refused: u64,
+    /// DeleteRecords answered (the low watermark reached the offset).
     deletes: u64,
-    /// Partitions whose final log start is below a delete answered earlier (the delete was
-    /// answered before the followers had it, and one of them became leader).
+    /// DeleteRecords whose low watermark did not reach the offset in time (REQUEST_TIMED_OUT)
+    /// or whose leader stopped leading meanwhile.
+    deletes_unanswered: u64,
+    /// Partitions whose final log start is below a delete answered earlier (a violation:
+    /// the delete was answered before the followers had it, and one of them became leader).
     deletes_undone: u64,
     consumed_batches: u64,
     fetches: u64,
@@ -284,6 +292,7 @@ impl std::ops::AddAssign for Stats {
         self.duplicates_answered += o.duplicates_answered;
         self.gap_probes_refused += o.gap_probes_refused;
         self.deletes += o.deletes;
+        self.deletes_unanswered += o.deletes_unanswered;
         self.deletes_undone += o.deletes_undone;
         self.consumed_batches += o.consumed_batches;
         self.fetches += o.fetches;
@@ -947,15 +956,19 @@ impl World {
                 &mut r.role.borrow_mut(),
                 log,
                 from as i32,
-                offset,
+                (offset, part.position.log_start_offset),
                 now,
             );
-            if recorded && rules::refresh_high_watermark(&r.role.borrow(), log, false) {
+            if recorded.offset && rules::refresh_high_watermark(&r.role.borrow(), log, false) {
+                r.hw_changed.notify_all();
+            }
+            if recorded.log_start {
+                // DeleteRecords waiters look at the low watermark again.
                 r.hw_changed.notify_all();
             }
             if self.verbose {
                 self.note(format!(
-                    "broker {}: fetch of partition {} by {from} at {offset} (epoch {}, recorded {recorded}): durable end {}, hw {}",
+                    "broker {}: fetch of partition {} by {from} at {offset} (epoch {}, recorded {recorded:?}): durable end {}, hw {}",
                     node.id,
                     part.partition,
                     part.current_leader_epoch,
@@ -1487,8 +1500,11 @@ impl World {
         }
     }
 
-    /// DeleteRecords now and then (the shard's handler: on the leader, `delete_records` of an
-    /// offset at most its high watermark, answered with the new log start).
+    /// DeleteRecords now and then (the shard's handler, `api::delete_records`: on the leader,
+    /// `delete_records` of an offset at most its high watermark, then answered only once the
+    /// low watermark reached it (`delete_records_outcome` over the replicas the broker's
+    /// installed metadata says are unfenced), within a drawn timeout; an answer whose broker
+    /// incarnation died meanwhile is never sent).
     async fn deleter(self: Rc<Self>) {
         while !self.calm.get() {
             sleep_ms(100 + self.below(500)).await;
@@ -1510,15 +1526,45 @@ impl World {
                 continue;
             }
             let offset = start + self.below((hw - start) as u64 + 1) as i64;
-            if let Ok(new_start) = r.log.delete_records(offset).await {
-                self.stats.borrow_mut().deletes += 1;
-                let mut checks = self.checks.borrow_mut();
-                let d = checks.deleted.entry(p).or_insert(0);
-                *d = (*d).max(new_start);
-                drop(checks);
-                self.note(format!(
-                    "DeleteRecords {p} to {offset} on {leader}: log start {new_start}"
-                ));
+            if r.log.delete_records(offset).await.is_err() {
+                continue;
+            }
+            let timeout_ms = 200 + self.below(3_000);
+            let answered = rt::timeout(Duration::from_millis(timeout_ms), async {
+                loop {
+                    let wait = r.hw_changed.wait();
+                    let metadata = node.metadata.borrow().clone();
+                    let alive = |id: i32| {
+                        metadata
+                            .as_ref()
+                            .is_some_and(|m| m.brokers.get(&id).is_some_and(|b| !b.fenced))
+                    };
+                    if let Some(outcome) =
+                        rules::delete_records_outcome(&r.role.borrow(), &r.log, offset, alive)
+                    {
+                        return outcome;
+                    }
+                    wait.await;
+                }
+            })
+            .await;
+            match answered {
+                Some(Ok(low_watermark)) if self.alive(leader as usize, node.incarnation) => {
+                    self.stats.borrow_mut().deletes += 1;
+                    let mut checks = self.checks.borrow_mut();
+                    let d = checks.deleted.entry(p).or_insert(0);
+                    *d = (*d).max(low_watermark);
+                    drop(checks);
+                    self.note(format!(
+                        "DeleteRecords {p} to {offset} on {leader}: low watermark {low_watermark}"
+                    ));
+                }
+                _ => {
+                    self.stats.borrow_mut().deletes_unanswered += 1;
+                    self.note(format!(
+                        "DeleteRecords {p} to {offset} on {leader}: not answered ({answered:?})"
+                    ));
+                }
             }
         }
     }
@@ -2093,8 +2139,12 @@ impl World {
             let start = leader.replicas[&p].log.log_start_offset();
             self.check_idempotence(p, &leader_log, start)?;
             let checks = self.checks.borrow();
-            if checks.deleted.get(&p).is_some_and(|d| *d > start) {
+            if let Some(d) = checks.deleted.get(&p).filter(|d| **d > start) {
                 self.stats.borrow_mut().deletes_undone += 1;
+                return Err(format!(
+                    "partition {p}: DeleteRecords answered with low watermark {d}, but the final leader {}'s log start is {start} (deleted records came back)",
+                    a.leader
+                ));
             }
             // Below the log start: deleted (DeleteRecords).
             for ((q, base), id) in checks.acked.range((p, start)..=(p, i64::MAX)) {
