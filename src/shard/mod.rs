@@ -953,7 +953,7 @@ impl Shard {
                 break;
             }
             let partitions = self.partitions();
-            states.retain(|dir, _| partitions.iter().any(|p| p.log.dir() == dir));
+            forget_removed_logs(&mut states, partitions.iter().map(|p| p.log.dir()));
             for partition in partitions {
                 if self.stopping.get() {
                     break;
@@ -1121,6 +1121,19 @@ pub(crate) async fn accept_or_stop(
     .await
 }
 
+/// Drops the entries of `states` whose log directory is not among `live` (the partition was
+/// deleted or moved away), in time linear in both: a set of the live directories, then one
+/// lookup per entry. (Comparing every entry with every live directory was quadratic: with
+/// 5,000 partitions on a shard, 25 million path comparisons in one step of the cleaner, a
+/// reactor stall of seconds every `log_cleaner_backoff_ms`.)
+fn forget_removed_logs<'a, V>(
+    states: &mut HashMap<PathBuf, V>,
+    live: impl Iterator<Item = &'a std::path::Path>,
+) {
+    let live: std::collections::HashSet<&std::path::Path> = live.collect();
+    states.retain(|dir, _| live.contains(dir.as_path()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1149,6 +1162,22 @@ mod tests {
         assert_eq!(map.get(&("a", 50) as &dyn TopicPartitionRef), None);
         assert_eq!(map.get(&("abc", 0) as &dyn TopicPartitionRef), None);
         assert_eq!(map.get(&("b", 0) as &dyn TopicPartitionRef), None);
+    }
+
+    /// The cleaner forgets the state of logs that are gone and keeps every other, also at
+    /// 20,000 logs (the old all-pairs comparison took minutes there in a debug build).
+    #[test]
+    fn forget_removed_logs_keeps_live_and_drops_removed() {
+        let dir = |i: usize| PathBuf::from(format!("/data/t-{}/{}", i / 100, i % 100));
+        let mut states: HashMap<PathBuf, usize> = (0..20_000).map(|i| (dir(i), i)).collect();
+        let live: Vec<PathBuf> = (0..20_000).filter(|i| i % 3 != 0).map(dir).collect();
+        forget_removed_logs(&mut states, live.iter().map(|p| p.as_path()));
+        assert_eq!(states.len(), live.len());
+        assert!(live.iter().all(|d| states.contains_key(d)));
+        assert!(!states.contains_key(&dir(0)) && !states.contains_key(&dir(19_998)));
+        assert_eq!(states[&dir(1)], 1);
+        forget_removed_logs(&mut states, std::iter::empty());
+        assert!(states.is_empty());
     }
 
     /// Topic "t" of 2 partitions led by `leaders[p]`, at metadata version `version`.
