@@ -161,87 +161,86 @@ impl TlsFiles {
     }
 }
 
-/// A listener's TLS configuration, re-read when its files change. One per listener per shard.
-pub struct Reloading {
+/// A rustls configuration built from [`TlsFiles`] and built again when the files change
+/// (looked at most once per [`RELOAD_CHECK_INTERVAL`]); a change that does not load keeps the
+/// previous configuration. The server and client sides below are this with their loader.
+struct Reloadable<C> {
     files: TlsFiles,
-    current: RefCell<(Arc<rustls::ServerConfig>, Vec<Option<SystemTime>>)>,
+    load: fn(&TlsFiles) -> Result<Arc<C>, String>,
+    /// What a reload is logged as ("certificate", "client certificate").
+    what: &'static str,
+    current: RefCell<(Arc<C>, Vec<Option<SystemTime>>)>,
     checked: Cell<Instant>,
 }
 
-impl Reloading {
-    /// Loads the files; an error names the file that failed.
-    pub fn new(files: TlsFiles) -> Result<Reloading, String> {
+impl<C> Reloadable<C> {
+    fn new(
+        files: TlsFiles,
+        load: fn(&TlsFiles) -> Result<Arc<C>, String>,
+        what: &'static str,
+    ) -> Result<Reloadable<C>, String> {
         let stamps = files.stamps();
-        let config = files.server_config()?;
-        Ok(Reloading {
+        let config = load(&files)?;
+        Ok(Reloadable {
             files,
+            load,
+            what,
             current: RefCell::new((config, stamps)),
             checked: Cell::new(Instant::now()),
         })
     }
 
-    /// The acceptor for a new connection, with the newest configuration that loaded.
-    pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
+    /// The newest configuration that loaded.
+    fn current(&self) -> Arc<C> {
         if self.checked.get().elapsed() >= RELOAD_CHECK_INTERVAL {
             self.checked.set(Instant::now());
             let stamps = self.files.stamps();
             if stamps != self.current.borrow().1 {
-                match self.files.server_config() {
+                match (self.load)(&self.files) {
                     Ok(config) => {
-                        tracing::info!(certificate = %self.files.certificate.display(), "TLS certificate reloaded");
+                        tracing::info!(certificate = %self.files.certificate.display(), "TLS {} reloaded", self.what);
                         *self.current.borrow_mut() = (config, stamps);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous certificate");
+                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous {}", self.what);
                         self.current.borrow_mut().1 = stamps;
                     }
                 }
             }
         }
-        futures_rustls::TlsAcceptor::from(self.current.borrow().0.clone())
+        self.current.borrow().0.clone()
+    }
+}
+
+/// A listener's TLS configuration, re-read when its files change. One per listener per shard.
+pub struct Reloading(Reloadable<rustls::ServerConfig>);
+
+impl Reloading {
+    /// Loads the files; an error names the file that failed.
+    pub fn new(files: TlsFiles) -> Result<Reloading, String> {
+        Reloadable::new(files, TlsFiles::server_config, "certificate").map(Reloading)
+    }
+
+    /// The acceptor for a new connection, with the newest configuration that loaded.
+    pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
+        futures_rustls::TlsAcceptor::from(self.0.current())
     }
 }
 
 /// A client configuration ([`TlsFiles::client_config`]) re-read when its files change, as
 /// [`Reloading`] does for servers: for links that connect again and again (the controller
 /// transport's), so that a renewed certificate is presented without a restart.
-pub struct ReloadingClient {
-    files: TlsFiles,
-    current: RefCell<(Arc<rustls::ClientConfig>, Vec<Option<SystemTime>>)>,
-    checked: Cell<Instant>,
-}
+pub struct ReloadingClient(Reloadable<rustls::ClientConfig>);
 
 impl ReloadingClient {
     /// Loads the files; an error names the file that failed.
     pub fn new(files: TlsFiles) -> Result<ReloadingClient, String> {
-        let stamps = files.stamps();
-        let config = files.client_config()?;
-        Ok(ReloadingClient {
-            files,
-            current: RefCell::new((config, stamps)),
-            checked: Cell::new(Instant::now()),
-        })
+        Reloadable::new(files, TlsFiles::client_config, "client certificate").map(ReloadingClient)
     }
 
     /// The connector for a new connection, with the newest configuration that loaded.
     pub fn connector(&self) -> futures_rustls::TlsConnector {
-        if self.checked.get().elapsed() >= RELOAD_CHECK_INTERVAL {
-            self.checked.set(Instant::now());
-            let stamps = self.files.stamps();
-            if stamps != self.current.borrow().1 {
-                match self.files.client_config() {
-                    Ok(config) => {
-                        tracing::info!(certificate = %self.files.certificate.display(), "TLS client certificate reloaded");
-                        *self.current.borrow_mut() = (config, stamps);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous client certificate");
-                        self.current.borrow_mut().1 = stamps;
-                    }
-                }
-            }
-        }
-        futures_rustls::TlsConnector::from(self.current.borrow().0.clone())
+        futures_rustls::TlsConnector::from(self.0.current())
     }
 }
 
