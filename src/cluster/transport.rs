@@ -113,6 +113,7 @@ pub use secure::{Admit, CtrlStream, Refusal, TransportSecurity, HANDSHAKE_TIMEOU
 use super::{node_id_of, raft_id, ControllerRequest, ControllerResponse, Voter};
 use crate::rt::net::TcpStream;
 use crate::rt::sync::Semaphore;
+use crate::rt::LogLimiter;
 
 /// The read buffer of an inbound connection.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -247,25 +248,6 @@ pub type RaftHandler = Rc<dyn Fn(Message)>;
 /// What the listener does with an inbound call: the answer, sent back on its connection.
 pub type CallHandler =
     Rc<dyn Fn(ControllerRequest) -> Pin<Box<dyn Future<Output = ControllerResponse>>>>;
-
-/// Allows one log line per [`LOG_INTERVAL`] and counts the others.
-#[derive(Default)]
-struct LogLimiter {
-    last: Cell<Option<crate::rt::Instant>>,
-    suppressed: Cell<u64>,
-}
-
-impl LogLimiter {
-    /// `Some(lines not logged since the last one)` if a line may be logged now.
-    fn allow(&self) -> Option<u64> {
-        if self.last.get().is_some_and(|t| t.elapsed() < LOG_INTERVAL) {
-            self.suppressed.set(self.suppressed.get() + 1);
-            return None;
-        }
-        self.last.set(Some(crate::rt::now()));
-        Some(self.suppressed.replace(0))
-    }
-}
 
 #[derive(Default)]
 struct Counters {
@@ -422,8 +404,8 @@ impl ControllerTransport {
             limits: limits.clone(),
             security: security.map(Rc::new),
             counters: counters.clone(),
-            handshake_log: LogLimiter::default(),
-            not_authorized_log: LogLimiter::default(),
+            handshake_log: LogLimiter::new(LOG_INTERVAL),
+            not_authorized_log: LogLimiter::new(LOG_INTERVAL),
         });
         Rc::new(ControllerTransport {
             node_id,
@@ -440,9 +422,9 @@ impl ControllerTransport {
             next_connection: Cell::new(0),
             next_correlation_id: Cell::new(1),
             local_addr: Cell::new(None),
-            bad_frame_log: LogLimiter::default(),
-            refused_log: LogLimiter::default(),
-            drop_log: Rc::default(),
+            bad_frame_log: LogLimiter::new(LOG_INTERVAL),
+            refused_log: LogLimiter::new(LOG_INTERVAL),
+            drop_log: Rc::new(LogLimiter::new(LOG_INTERVAL)),
             snapshot_report: Rc::default(),
         })
     }

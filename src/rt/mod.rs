@@ -35,7 +35,7 @@ pub use glommio_backend::{
 };
 pub use join::{first_of, join_all};
 pub use notify::Notify;
-pub use time::{now, sleep, timeout, unix_time_ms, Instant, Sleep};
+pub use time::{now, sleep, timeout, unix_time_ms, Instant, LogLimiter, Sleep};
 
 /// Spawns `future` as a task of this thread's executor (glommio's, or the simulation's).
 pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {

@@ -1,6 +1,8 @@
 //! Time through the seam: [`now`] and [`Instant`] (the virtual clock under simulation),
-//! [`unix_time_ms`] (the wall clock, virtual too under simulation), [`sleep`] and [`timeout`].
+//! [`unix_time_ms`] (the wall clock, virtual too under simulation), [`sleep`] and [`timeout`];
+//! [`LogLimiter`], one log line per interval of this clock.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -133,5 +135,33 @@ impl Future for Sleep {
             SleepInner::Sim(sleep) => Pin::new(sleep).poll(cx),
             SleepInner::GlommioNotStarted(_) => unreachable!("started above"),
         }
+    }
+}
+
+/// Allows one log line per interval (on this thread's clock) and counts the others, for
+/// events that can come in floods (refused connections, failed accepts, bad frames).
+pub struct LogLimiter {
+    interval: Duration,
+    last: Cell<Option<Instant>>,
+    suppressed: Cell<u64>,
+}
+
+impl LogLimiter {
+    pub const fn new(interval: Duration) -> LogLimiter {
+        LogLimiter {
+            interval,
+            last: Cell::new(None),
+            suppressed: Cell::new(0),
+        }
+    }
+
+    /// `Some(lines not logged since the last one)` if a line may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        if self.last.get().is_some_and(|t| t.elapsed() < self.interval) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.last.set(Some(now()));
+        Some(self.suppressed.replace(0))
     }
 }

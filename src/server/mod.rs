@@ -84,10 +84,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
         crate::security::ip_limit::IpLimits::parse(u32::MAX, "").expect("no overrides")
     });
     let rate_limits = shard.config.accept_limits(&kind.name);
-    let mut errors_unlogged = 0u64;
-    let mut last_error_log: Option<std::time::Instant> = None;
-    let mut ip_throttled_unlogged = 0u64;
-    let mut last_ip_throttle_log: Option<std::time::Instant> = None;
+    let error_log = crate::rt::LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL);
+    let ip_throttle_log = crate::rt::LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL);
     loop {
         let accepted = crate::shard::accept_or_stop(&shard, &listener).await;
         let stream = match accepted {
@@ -95,12 +93,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
                 let out_of_fds = crate::rt::is_out_of_descriptors(&e);
-                if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                if let Some(errors_unlogged) = error_log.allow() {
                     tracing::warn!(shard = shard.id, error = %e, similar_errors_not_logged = errors_unlogged, "accept failed");
-                    last_error_log = Some(std::time::Instant::now());
-                    errors_unlogged = 0;
-                } else {
-                    errors_unlogged += 1;
                 }
                 if out_of_fds && reserve.take().is_some() {
                     // Turn the waiting client away (closed at once) rather than leave it
@@ -148,13 +142,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Rc<liste
                 if let Err(throttle_ms) =
                     crate::security::conn_rate::record_ip(&rate_limits, addr.ip(), quota)
                 {
-                    if last_ip_throttle_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL)
-                    {
+                    if let Some(ip_throttled_unlogged) = ip_throttle_log.allow() {
                         tracing::info!(shard = shard.id, %peer, quota, throttle_ms, similar_not_logged = ip_throttled_unlogged, "connection creation rate of this address over its connection_creation_rate quota; closing the new connection after the throttle time");
-                        last_ip_throttle_log = Some(std::time::Instant::now());
-                        ip_throttled_unlogged = 0;
-                    } else {
-                        ip_throttled_unlogged += 1;
                     }
                     crate::metrics::record_connection(false);
                     close_after(&shard, stream, throttle_ms);

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::{bump, Counters, CtrlStream, Dialer, LogLimiter, SnapshotReport, TransportLimits};
+use super::{bump, Counters, CtrlStream, Dialer, SnapshotReport, TransportLimits};
 use crate::cluster::raft_id;
+use crate::rt::LogLimiter;
 
 /// Small outbound raft frames are gathered into one write up to this size.
 const WRITE_GATHER_BYTES_MAX: usize = 64 * 1024;
